@@ -1,0 +1,100 @@
+"""backup."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from coffre.cli.context import add_repo_options, locked, open_repo, repo_location
+from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.core.errors import EXIT_PARTIAL, UsageError
+from coffre.ops.backup import Backup, BackupOptions
+from coffre.ops.verify import Verifier
+from coffre.repository.cache import RepoCache
+from coffre.sources.files import Excluder
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backup", help="back up files, or a stream, into a new snapshot")
+    add_repo_options(p)
+    p.add_argument("paths", nargs="*", help="files and directories to back up")
+    p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
+    p.add_argument("--host", default="", help="host name recorded in the snapshot")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--exclude-file", action="append", default=[], metavar="FILE")
+    p.add_argument("--one-file-system", action="store_true", help="do not cross mount points")
+    p.add_argument("--force", action="store_true", help="read every file, ignoring the files cache")
+    p.add_argument("--no-cache", action="store_true", help="use no local files cache")
+    p.add_argument("--stdin", action="store_true", help="back up standard input")
+    p.add_argument("--stdin-filename", default="", help="file name for --stdin / --stdin-from-command")
+    p.add_argument("--stdin-from-command", action="store_true",
+                   help="back up the output of the command given after --")
+    p.add_argument("--verify", action="store_true",
+                   help="after the backup, compare the snapshot with the files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backup)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    command: list[str] = []
+    paths = list(args.paths)
+    if args.stdin_from_command:
+        command = paths
+        paths = []
+        if not command:
+            raise UsageError("--stdin-from-command needs a command after --")
+    if (args.stdin or args.stdin_from_command) and paths:
+        raise UsageError("give either paths or --stdin, not both")
+    if (args.stdin or args.stdin_from_command) and args.verify:
+        raise UsageError("--verify compares files; it does not apply to --stdin")
+    stdin_name = args.stdin_filename or ("stdin" if args.stdin or command else "")
+    excludes = list(args.exclude)
+    for f in args.exclude_file:
+        excludes += Excluder.from_file(f)
+    repo = open_repo(args)
+    location = repo_location(args)
+    opts = BackupOptions(
+        paths=paths, tags=args.tag, host=args.host or socket.gethostname(), excludes=excludes,
+        one_file_system=args.one_file_system, force_read=args.force, stdin_name=stdin_name,
+        stdin=sys.stdin.buffer if args.stdin else None, stdin_command=command,
+        skip_paths=[location] if "://" not in location else [],
+    )
+    cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
+    with locked(repo, exclusive=False, command="backup") as lock:
+        repo.load_index()
+        result = Backup(repo, lock, opts, cache, report=warn).run()
+        snap = result.snapshot
+        differences: list[str] = []
+        if args.verify:
+            differences = Verifier(repo).run(snap).differences
+    if cache is not None:
+        cache.close()
+    s = snap.summary
+    problems = result.problems
+    if args.json:
+        emit_json({"snapshot": snap.id, "summary": s, "errors": problems.errors,
+                   "warnings": problems.warnings, "verify_differences": differences})
+    else:
+        for w in problems.warnings:
+            warn(f"warning: {w}")
+        say(f"files: {s['files_new']} new, {s['files_changed']} changed, "
+            f"{s['files_unmodified']} unmodified; {s['dirs']} directories")
+        say(f"added to the repository: {human_size(s['data_added'])} "
+            f"({human_size(s['data_added_stored'])} stored)")
+        say(f"processed {human_size(s['bytes_total'])} in {s['duration_ns'] / 1e9:.1f} s")
+        say(f"snapshot {snap.id[:8]} saved")
+        if args.verify:
+            for d in differences:
+                warn(f"verify: {d}")
+            say("verify: the snapshot matches the files" if not differences
+                else f"verify: {len(differences)} difference(s) (files changed since they were read?)")
+        if problems.errors:
+            warn(f"{len(problems.errors)} file(s) or folder(s) could not be read and were skipped:")
+            for e in problems.errors:
+                warn(f"  {e}")
+    if problems.errors:
+        return EXIT_PARTIAL
+    return 1 if differences else 0
+
+

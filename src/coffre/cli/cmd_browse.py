@@ -1,0 +1,176 @@
+"""snapshots, ls, diff, dump, stats."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+
+from coffre.cli.context import add_repo_options, locked, open_repo
+from coffre.cli.output import emit_json, human_size, say, table
+from coffre.core.clock import format_ns, iso_ns
+from coffre.core.errors import CoffreError
+from coffre.format.snapshot import Snapshot
+from coffre.format.tree import Node
+from coffre.ops.common import find_node, find_snapshot
+from coffre.ops.inspect import diff_trees, iter_tree, repo_stats
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("snapshots", help="list snapshots")
+    add_repo_options(p)
+    p.add_argument("--host")
+    p.add_argument("--tag", action="append", default=[])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_snapshots)
+
+    p = sub.add_parser("ls", help="list the files of a snapshot")
+    add_repo_options(p)
+    p.add_argument("snapshot")
+    p.add_argument("path", nargs="?", default="/")
+    p.add_argument("-l", "--long", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("diff", help="what changed between two snapshots")
+    add_repo_options(p)
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("dump", help="write one file of a snapshot to standard output")
+    add_repo_options(p)
+    p.add_argument("snapshot")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_dump)
+
+    p = sub.add_parser("stats", help="repository and snapshot sizes")
+    add_repo_options(p)
+    p.add_argument("snapshot", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+
+def snapshot_json(s: Snapshot) -> dict[str, object]:
+    return {"id": s.id, "short_id": s.id[:8], "time": iso_ns(s.time_ns), "hostname": s.hostname,
+            "username": s.username, "paths": s.paths, "tags": s.tags, "tree": s.tree.hex(),
+            "summary": s.summary, "program": s.program}
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snaps = [s for s in repo.snapshots()
+             if (not args.host or s.hostname == args.host)
+             and all(t in s.tags for t in args.tag)]
+    if args.json:
+        emit_json([snapshot_json(s) for s in snaps])
+        return 0
+    rows = [[s.id[:8], format_ns(s.time_ns), s.hostname, ",".join(s.tags),
+             human_size(s.summary.get("bytes_total", 0)), ", ".join(s.paths)] for s in snaps]
+    say(table(rows, ["id", "time", "host", "tags", "size", "paths"]))
+    say(f"{len(snaps)} snapshot(s)")
+    return 0
+
+
+def _mode_string(node: Node) -> str:
+    kinds = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "file": stat.S_IFREG, "fifo": stat.S_IFIFO,
+             "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK, "socket": stat.S_IFSOCK}
+    return stat.filemode(kinds[node.type] | node.mode)
+
+
+def node_json(path: str, n: Node) -> dict[str, object]:
+    out: dict[str, object] = {
+        "path": path, "name": os.fsdecode(n.name), "type": n.type, "mode": n.mode, "uid": n.uid,
+        "gid": n.gid, "user": n.user, "group": n.group, "size": n.size,
+        "mtime": iso_ns(n.mtime_ns),
+    }
+    if n.type == "symlink":
+        out["target"] = os.fsdecode(n.target)
+    return out
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    repo.load_index()
+    snap = find_snapshot(repo, args.snapshot)
+    want = args.path.strip("/")
+    if want:
+        node = find_node(repo, snap.tree, os.fsencode(want))
+        if node is None:
+            raise CoffreError(f"{args.path}: not in snapshot {snap.id[:8]}")
+        items = [("/" + want, node)]
+        if node.type == "dir" and node.subtree is not None:
+            items += list(iter_tree(repo, node.subtree, "/" + want))
+    else:
+        items = list(iter_tree(repo, snap.tree))
+    if args.json:
+        emit_json({"snapshot": snap.id, "nodes": [node_json(p, n) for p, n in items]})
+        return 0
+    for path, n in items:
+        if args.long:
+            say(f"{_mode_string(n)} {n.user or n.uid:>8} {n.group or n.gid:>8} {n.size:>12} "
+                f"{format_ns(n.mtime_ns)} {path}")
+        else:
+            say(path)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    repo.load_index()
+    a, b = find_snapshot(repo, args.first), find_snapshot(repo, args.second)
+    entries = list(diff_trees(repo, a.tree, b.tree))
+    if args.json:
+        emit_json({"first": a.id, "second": b.id,
+                   "changes": [{"change": e.change, "path": e.path} for e in entries]})
+        return 0
+    say(f"comparing snapshot {a.id[:8]} to {b.id[:8]}:")
+    for e in entries:
+        say(f"{e.change}    {e.path}")
+    counts = {c: sum(1 for e in entries if e.change == c) for c in "+-MUT"}
+    say(f"added {counts['+']}, removed {counts['-']}, modified {counts['M']}, "
+        f"metadata {counts['U']}, type changed {counts['T']}")
+    return 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with locked(repo, exclusive=False, command="dump"):
+        repo.load_index()
+        snap = find_snapshot(repo, args.snapshot)
+        node = find_node(repo, snap.tree, os.fsencode(args.path.strip("/")))
+        if node is None:
+            raise CoffreError(f"{args.path}: not in snapshot {snap.id[:8]}")
+        if node.type != "file":
+            raise CoffreError(f"{args.path} is a {node.type}, not a file")
+        out = sys.stdout.buffer
+        for blob_id in node.content:
+            out.write(repo.load_blob(blob_id))
+        out.flush()
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    repo.load_index()
+    snaps = [find_snapshot(repo, args.snapshot)] if args.snapshot else repo.snapshots()
+    st = repo_stats(repo, snaps)
+    data = {"snapshots": st.snapshots, "files": st.files, "restore_size": st.restore_size,
+            "unique_blobs": st.unique_blobs, "raw_size": st.raw_size, "stored_size": st.stored_size,
+            "packs": st.packs, "repository_size": st.pack_bytes,
+            "compression_ratio": round(st.raw_size / st.stored_size, 3) if st.stored_size else 0,
+            "deduplication_ratio": round(st.restore_size / st.raw_size, 3) if st.raw_size else 0}
+    if args.json:
+        emit_json(data)
+        return 0
+    say(f"snapshots:               {st.snapshots}")
+    say(f"files (all snapshots):   {st.files}")
+    say(f"size to restore:         {human_size(st.restore_size)}")
+    say(f"unique data:             {human_size(st.raw_size)} in {st.unique_blobs} blobs")
+    say(f"stored (compressed):     {human_size(st.stored_size)}")
+    say(f"repository packs:        {st.packs}, {human_size(st.pack_bytes)}")
+    say(f"deduplication ratio:     {data['deduplication_ratio']}")
+    say(f"compression ratio:       {data['compression_ratio']}")
+    return 0

@@ -1,0 +1,187 @@
+"""check, repair index, forget, prune."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from coffre.cli.context import add_repo_options, locked, open_repo
+from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.core.clock import SystemClock, format_ns
+from coffre.core.errors import UsageError
+from coffre.ops.check import Checker
+from coffre.ops.forget import plan_forget, remove_snapshots
+from coffre.ops.prune import Pruner
+from coffre.ops.repair import repair_index
+from coffre.policy.retention import Policy, parse_duration, parse_size
+from coffre.repository.cache import RepoCache
+from coffre.repository.repo import Repository
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="check the repository's structure, and optionally its data")
+    add_repo_options(p)
+    p.add_argument("--read-data", action="store_true", help="read and authenticate all data")
+    p.add_argument("--read-data-subset", metavar="N%|n/m",
+                   help="read a share of the packs, rotating from one run to the next")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("repair", help="repair the repository")
+    rs = r.add_subparsers(dest="what", required=True)
+    ri = rs.add_parser("index", help="rebuild the index from the packs")
+    add_repo_options(ri)
+    ri.set_defaults(func=cmd_repair_index)
+
+    f = sub.add_parser("forget", help="remove snapshots according to a retention policy")
+    add_repo_options(f)
+    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        f.add_argument(f"--keep-{name}", type=int, default=0, metavar="N")
+    f.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 2w, 6m, 1y")
+    f.add_argument("--keep-tag", action="append", default=[], metavar="TAG")
+    f.add_argument("--max-size", metavar="SIZE",
+                   help="also remove the oldest snapshots until the repository fits, e.g. 500GiB")
+    f.add_argument("--host", help="only consider snapshots of this host")
+    f.add_argument("--tag", action="append", default=[], help="only snapshots with this tag")
+    f.add_argument("--dry-run", action="store_true", help="show what would be removed, and why")
+    f.add_argument("--prune", action="store_true", help="reclaim the space afterwards")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_forget)
+
+    pr = sub.add_parser("prune", help="reclaim the space of data no snapshot uses")
+    add_repo_options(pr)
+    pr.add_argument("--dry-run", action="store_true")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_prune)
+
+
+def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text.strip())
+    if m:
+        pct = float(m.group(1))
+        if not 0 < pct <= 100:
+            raise UsageError("--read-data-subset: the percentage must be in (0, 100]")
+        return pct, None
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if m and 1 <= int(m.group(1)) <= int(m.group(2)):
+        return 0.0, (int(m.group(1)), int(m.group(2)))
+    raise UsageError("--read-data-subset takes a percentage (10%) or a slice (n/m, e.g. 2/7)")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    subset = None
+    if args.read_data_subset:
+        pct, subset = parse_subset(args.read_data_subset)
+        if subset is None:
+            # A rotating share: slice k of m, k advancing at each run (kept in the local cache).
+            m = max(1, round(100 / pct))
+            cache = RepoCache(repo.config.id)
+            k = int(cache.get_state("check_slice", "0")) % m
+            cache.set_state("check_slice", str(k + 1))
+            cache.close()
+            subset = (k + 1, m)
+    with locked(repo, exclusive=False, command="check"):
+        res = Checker(repo, report=warn if not args.json else lambda _: None).run(
+            read_data=args.read_data, subset=subset)
+    if args.json:
+        emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
+                   "damaged_packs": res.damaged_packs, "affected": res.affected,
+                   "packs_read": res.packs_read, "packs_total": res.packs_total,
+                   "snapshots": res.snapshots})
+    else:
+        for n in res.notes:
+            say(f"note: {n}")
+        for e in res.errors:
+            say(f"error: {e}")
+        for pack, why in sorted(res.damaged_packs.items()):
+            say(f"damaged pack {pack}: {why}")
+        for sid, paths in sorted(res.affected.items()):
+            say(f"snapshot {sid[:8]} depends on damaged data for {len(paths)} path(s):")
+            for p in paths[:50]:
+                say(f"    {p}")
+            if len(paths) > 50:
+                say(f"    ... and {len(paths) - 50} more")
+        if subset:
+            say(f"read {res.packs_read} pack(s) of {res.packs_total} (slice {subset[0]}/{subset[1]})")
+        elif args.read_data:
+            say(f"read all {res.packs_read} pack(s)")
+        say("no errors were found" if res.ok else "the repository has errors")
+    return 0 if res.ok else 1
+
+
+def cmd_repair_index(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with locked(repo, exclusive=True, command="repair index"):
+        st = repair_index(repo, report=warn)
+    say(f"index rebuilt: {st.packs} packs, {st.blobs} blobs; {st.old_index_files} old index file(s) removed")
+    for u in st.unreadable:
+        say(f"unreadable pack left out: {u}")
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    return Policy(
+        keep_last=args.keep_last, keep_hourly=args.keep_hourly, keep_daily=args.keep_daily,
+        keep_weekly=args.keep_weekly, keep_monthly=args.keep_monthly, keep_yearly=args.keep_yearly,
+        keep_within_ns=parse_duration(args.keep_within) if args.keep_within else 0,
+        keep_tags=tuple(args.keep_tag),
+    )
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    try:
+        policy = _policy(args)
+        max_size = parse_size(args.max_size) if args.max_size else 0
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if policy.empty() and not max_size:
+        raise UsageError("no keep rule given; refusing to remove every snapshot",
+                         "add --keep-daily 7, --keep-within 30d, --max-size 500GiB, ...")
+    repo = open_repo(args)
+    with locked(repo, exclusive=True, command="forget") as lock:
+        repo.load_index()
+        snaps = [s for s in repo.snapshots()
+                 if (not args.host or s.hostname == args.host) and all(t in s.tags for t in args.tag)]
+        decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size)
+        by_id = {s.id: s for s in snaps}
+        gone = [d.snapshot.id for d in decisions if not d.keep]
+        if args.json:
+            emit_json({"dry_run": args.dry_run, "decisions": [
+                {"id": d.snapshot.id, "keep": d.keep, "reasons": d.reasons} for d in decisions]})
+        else:
+            for d in decisions:
+                s = by_id[d.snapshot.id]
+                mark = "keep  " if d.keep else "remove"
+                say(f"{mark} {s.id[:8]} {format_ns(s.time_ns)} {s.hostname:<12} {'; '.join(d.reasons)}")
+            say(f"{len(decisions) - len(gone)} kept, {len(gone)} "
+                + ("would be removed (dry run)" if args.dry_run else "removed"))
+        if args.dry_run:
+            return 0
+        remove_snapshots(repo, gone)
+        del lock
+    if args.prune:
+        return _prune(args, dry_run=False, repo=repo)
+    return 0
+
+
+def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = None) -> int:
+    repo = repo or open_repo(args)
+    with locked(repo, exclusive=True, command="prune") as lock:
+        st = Pruner(repo, lock, report=warn if not getattr(args, "json", False) else lambda _: None).run(
+            dry_run=dry_run)
+    if getattr(args, "json", False):
+        emit_json(st.__dict__)
+        return 0
+    say(f"{'would free' if dry_run else 'freed'} {human_size(st.bytes_freed)}: "
+        f"{st.packs_removed} unused pack(s), {st.packs_repacked} repacked "
+        f"({human_size(st.bytes_repacked)} copied), {st.packs_unindexed} left over by interrupted runs")
+    if not dry_run:
+        say(f"deleted {st.packs_deleted} pack(s)")
+    for n in st.notes:
+        say(f"note: {n}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    return _prune(args, args.dry_run)

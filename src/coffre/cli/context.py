@@ -1,0 +1,107 @@
+"""What every command needs: the repository location, the password, an open repository."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from coffre.core.errors import CoffreError, NoRepositoryError, UsageError
+from coffre.repository.locks import Lock
+from coffre.repository.repo import Repository
+from coffre.storage.base import Backend
+from coffre.storage.local import LocalBackend
+
+
+def add_repo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-r", "--repo", help="repository location (or COFFRE_REPOSITORY)")
+    p.add_argument("--password-file", help="read the password from this file (or COFFRE_PASSWORD_FILE)")
+
+
+def repo_location(args: argparse.Namespace) -> str:
+    loc = getattr(args, "repo", None) or os.environ.get("COFFRE_REPOSITORY")
+    if not loc:
+        raise UsageError("no repository given", "use --repo PATH or set COFFRE_REPOSITORY")
+    return str(loc)
+
+
+def backend_for(location: str) -> Backend:
+    if "://" in location:
+        raise UsageError(
+            f"{location.split('://')[0]}:// repositories are not supported yet",
+            "give a local path: a second disk, a mounted NAS share or a USB disk",
+        )
+    return LocalBackend(location)
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CoffreError(f"cannot read the password file {path}: {exc.strerror}") from None
+    return text.rstrip("\r\n")
+
+
+def _from_command(cmd: str) -> str:
+    try:
+        out = subprocess.run(shlex.split(cmd), capture_output=True, check=False, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CoffreError(f"COFFRE_PASSWORD_COMMAND could not run: {type(exc).__name__}") from None
+    if out.returncode != 0:
+        raise CoffreError(f"COFFRE_PASSWORD_COMMAND failed with exit status {out.returncode}")
+    return out.stdout.decode("utf-8").rstrip("\r\n")
+
+
+def password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Password: ") -> str:
+    """From --password-file, COFFRE_PASSWORD_FILE, COFFRE_PASSWORD_COMMAND or a prompt."""
+    path = getattr(args, "password_file", None) or os.environ.get("COFFRE_PASSWORD_FILE")
+    if path:
+        secret = _read_file(path)
+    elif os.environ.get("COFFRE_PASSWORD_COMMAND"):
+        secret = _from_command(os.environ["COFFRE_PASSWORD_COMMAND"])
+    else:
+        secret = prompt_secret(prompt, confirm)
+    if not secret:
+        raise UsageError("the password is empty")
+    return secret
+
+
+def prompt_secret(prompt: str, confirm: bool) -> str:
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "a password is needed and there is no terminal to ask it on",
+            "use --password-file, COFFRE_PASSWORD_FILE or COFFRE_PASSWORD_COMMAND",
+        )
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat it: ") != first:
+        raise UsageError("the two passwords differ; nothing was done")
+    return first
+
+
+def open_repo(args: argparse.Namespace) -> Repository:
+    backend = backend_for(repo_location(args))
+    if not backend.exists():
+        raise NoRepositoryError(
+            f"{backend.location} is not a Coffre repository",
+            "create one with 'coffre init --repo PATH' or check the path",
+        )
+    from coffre.repository.repo import read_config
+
+    read_config(backend)  # refuses newer formats before asking for a password
+    return Repository.open(backend, password(args))
+
+
+@contextmanager
+def locked(repo: Repository, exclusive: bool, command: str) -> Iterator[Lock]:
+    lock = Lock(repo, exclusive, command)
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,59 @@
+"""The `coffre` entry point: argument parsing, dispatch, and turning errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from coffre import __version__
+from coffre.cli import cmd_backup, cmd_browse, cmd_demo, cmd_maintenance, cmd_repo
+from coffre.cli import cmd_restore
+from coffre.core.errors import EXIT_FATAL, EXIT_INTERRUPTED, CoffreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coffre",
+        description="Encrypted, deduplicated, verified backups for pharmacies.",
+    )
+    parser.add_argument("--version", action="version", version=f"coffre {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_maintenance, cmd_demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `backup --stdin-from-command -- CMD ARGS`: everything after `--` is the command.
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if extra:
+        if getattr(args, "stdin_from_command", False):
+            args.paths = extra
+        else:
+            args.paths = [*getattr(args, "paths", []), *extra]
+    try:
+        return int(args.func(args))
+    except CoffreError as exc:
+        print(f"coffre: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("coffre: interrupted; the repository is consistent (a new run resumes)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `coffre dump ... | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FATAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

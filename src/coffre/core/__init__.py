@@ -1,0 +1,1 @@
+"""Core: the errors every layer raises, exit codes, and the injectable clock."""

@@ -1,0 +1,122 @@
+"""Password and recovery-key wrapping of the repository master secret.
+
+A password slot stores Argon2id parameters, a salt and the master secret encrypted with
+AES-256-GCM under the Argon2id output. A recovery slot does the same with a key derived
+by HKDF from a random 256-bit recovery key printed once at `init`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from coffre.core.errors import FormatError
+from coffre.crypto.aead import hkdf
+
+# RFC 9106 "second recommended option": t=3, p=4, m=64 MiB.
+DEFAULT_ARGON2 = {"t": 3, "m": 65536, "p": 4}
+# Only for the test suite, switched on explicitly with COFFRE_TEST_WEAK_KDF=1.
+WEAK_ARGON2 = {"t": 1, "m": 64, "p": 1}
+# Bounds on parameters read from storage, so a forged key file cannot exhaust memory or time.
+MAX_ARGON2_M = 4 * 1024 * 1024
+MAX_ARGON2_T = 64
+MAX_ARGON2_P = 64
+
+
+def argon2_params() -> dict[str, int]:
+    weak = os.environ.get("COFFRE_TEST_WEAK_KDF") == "1"
+    return dict(WEAK_ARGON2 if weak else DEFAULT_ARGON2)
+
+
+def _argon2(secret: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
+    t, m, p = params.get("t"), params.get("m"), params.get("p")
+    if not all(isinstance(v, int) for v in (t, m, p)):
+        raise FormatError("key file: invalid Argon2 parameters")
+    assert isinstance(t, int) and isinstance(m, int) and isinstance(p, int)
+    if not (1 <= t <= MAX_ARGON2_T and 8 * p <= m <= MAX_ARGON2_M and 1 <= p <= MAX_ARGON2_P):
+        raise FormatError("key file: Argon2 parameters out of bounds")
+    if not 16 <= len(salt) <= 64:
+        raise FormatError("key file: invalid salt")
+    return hash_secret_raw(secret, salt, t, m, p, 32, Type.ID)
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    kind: str  # "password" or "recovery"
+    salt: bytes
+    params: dict[str, int]
+    nonce: bytes
+    ciphertext: bytes
+
+
+def _aad(repo_id: bytes, kind: str) -> bytes:
+    return b"coffre key v1|" + repo_id + b"|" + kind.encode()
+
+
+def _kek(kind: str, secret: bytes, salt: bytes, params: dict[str, int]) -> bytes:
+    if kind == "password":
+        return _argon2(secret, salt, params)
+    if kind == "recovery":
+        return hkdf(secret, b"coffre recovery v1", salt=salt)
+    raise FormatError(f"key file: unknown key kind {kind!r}")
+
+
+def wrap(master: bytes, repo_id: bytes, kind: str, secret: bytes) -> WrappedKey:
+    salt = os.urandom(32)
+    params = argon2_params() if kind == "password" else {}
+    nonce = os.urandom(12)
+    ct = AESGCM(_kek(kind, secret, salt, params)).encrypt(nonce, master, _aad(repo_id, kind))
+    return WrappedKey(kind, salt, params, nonce, ct)
+
+
+def unwrap(wrapped: WrappedKey, repo_id: bytes, secret: bytes) -> bytes | None:
+    """The master secret, or None if the secret does not open this slot."""
+    kek = _kek(wrapped.kind, secret, wrapped.salt, wrapped.params)
+    try:
+        master = AESGCM(kek).decrypt(wrapped.nonce, wrapped.ciphertext, _aad(repo_id, wrapped.kind))
+    except InvalidTag:
+        return None
+    if len(master) != 32:
+        raise FormatError("key file: master secret has the wrong length")
+    return master
+
+
+# -- recovery keys ------------------------------------------------------------------------
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_RECOVERY_RE = re.compile(r"^[A-Z2-7]{5}(-[A-Z2-7]{5}){10}$")
+
+
+def new_recovery_key() -> tuple[bytes, str]:
+    """Random 256-bit key and its printable form: 11 groups of 5 characters."""
+    raw = os.urandom(32)
+    return raw, format_recovery_key(raw)
+
+
+def format_recovery_key(raw: bytes) -> str:
+    check = hkdf(raw, b"coffre recovery checksum", length=2)
+    text = base64.b32encode(raw + check + b"\0").decode()[:55]
+    return "-".join(text[i : i + 5] for i in range(0, 55, 5))
+
+
+def parse_recovery_key(text: str) -> bytes | None:
+    """The raw key if `text` looks like a recovery key with a valid checksum, else None."""
+    cleaned = re.sub(r"[\s-]", "", text.strip().upper())
+    if len(cleaned) != 55 or any(c not in _B32 for c in cleaned):
+        return None
+    decoded = base64.b32decode(cleaned + "A")[:34]  # the 56th character only holds padding bits
+    raw, check = decoded[:32], decoded[32:34]
+    if hkdf(raw, b"coffre recovery checksum", length=2) != check:
+        return None
+    return raw
+
+
+def looks_like_recovery_key(text: str) -> bool:
+    grouped = "-".join(re.findall(r"[A-Z2-7]{5}", re.sub(r"[\s-]", "", text.strip().upper())))
+    return bool(_RECOVERY_RE.match(grouped))

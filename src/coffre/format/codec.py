@@ -1,0 +1,52 @@
+"""Canonical MessagePack encoding (no pickle) with bounded, validated decoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from coffre.core.errors import FormatError
+
+MAX_OBJECT = 256 * 1024 * 1024
+
+
+def encode(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(data: bytes | memoryview, what: str) -> Any:
+    if len(data) > MAX_OBJECT:
+        raise FormatError(f"{what}: object too large")
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise FormatError(f"{what}: malformed ({type(exc).__name__})") from None
+
+
+def want(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and kind is int:
+        raise FormatError(f"{what}: expected {kind}")
+    if not isinstance(value, kind):
+        raise FormatError(f"{what}: expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def want_int(value: Any, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise FormatError(f"{what}: invalid integer")
+    return value
+
+
+def want_id(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise FormatError(f"{what}: invalid id")
+    return value
+
+
+def want_map(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FormatError(f"{what}: expected a map")
+    return value

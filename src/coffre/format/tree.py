@@ -1,0 +1,124 @@
+"""Trees: one per directory, the nodes sorted by name. Names and link targets are bytes,
+so names that are not valid UTF-8 are stored and restored identically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from coffre.core.errors import FormatError
+from coffre.format.codec import decode, encode, want, want_id, want_int, want_map
+
+NODE_TYPES = ("file", "dir", "symlink", "chardev", "blockdev", "fifo", "socket")
+MAX_NAME = 4096
+
+
+@dataclass
+class Node:
+    name: bytes
+    type: str
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    user: str = ""
+    group: str = ""
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    size: int = 0
+    inode: int = 0
+    device: int = 0
+    nlink: int = 1
+    rdev: int = 0
+    content: list[bytes] = field(default_factory=list)
+    subtree: bytes | None = None
+    target: bytes = b""
+    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "n": self.name,
+            "t": self.type,
+            "m": self.mode,
+            "u": self.uid,
+            "g": self.gid,
+            "un": self.user,
+            "gn": self.group,
+            "mt": self.mtime_ns,
+            "at": self.atime_ns,
+            "ct": self.ctime_ns,
+            "s": self.size,
+            "i": self.inode,
+            "d": self.device,
+            "l": self.nlink,
+        }
+        if self.rdev:
+            d["r"] = self.rdev
+        if self.type == "file":
+            d["c"] = self.content
+        if self.subtree is not None:
+            d["st"] = self.subtree
+        if self.type == "symlink":
+            d["tg"] = self.target
+        if self.xattrs:
+            d["x"] = [[k, v] for k, v in self.xattrs]
+        return d
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Node:
+        d = want_map(raw, "tree node")
+        name = want(d.get("n"), bytes, "node name")
+        if not name or len(name) > MAX_NAME:
+            raise FormatError("node name: invalid length")
+        ntype = d.get("t")
+        if ntype not in NODE_TYPES:
+            raise FormatError("node type: unknown")
+        node = cls(
+            name=name,
+            type=ntype,
+            mode=want_int(d.get("m", 0), "mode", 0, 0o7777),
+            uid=want_int(d.get("u", 0), "uid", 0, 2**32),
+            gid=want_int(d.get("g", 0), "gid", 0, 2**32),
+            user=want(d.get("un", ""), str, "user"),
+            group=want(d.get("gn", ""), str, "group"),
+            mtime_ns=want_int(d.get("mt", 0), "mtime", -(2**63), 2**63 - 1),
+            atime_ns=want_int(d.get("at", 0), "atime", -(2**63), 2**63 - 1),
+            ctime_ns=want_int(d.get("ct", 0), "ctime", -(2**63), 2**63 - 1),
+            size=want_int(d.get("s", 0), "size"),
+            inode=want_int(d.get("i", 0), "inode", 0, 2**64),
+            device=want_int(d.get("d", 0), "device", 0, 2**64),
+            nlink=want_int(d.get("l", 1), "nlink", 0, 2**64),
+            rdev=want_int(d.get("r", 0), "rdev", 0, 2**64),
+        )
+        if ntype == "file":
+            content = want(d.get("c", []), list, "content")
+            node.content = [want_id(c, "content id") for c in content]
+        if ntype == "dir":
+            node.subtree = want_id(d.get("st"), "subtree id")
+        if ntype == "symlink":
+            node.target = want(d.get("tg", b""), bytes, "symlink target")
+        xattrs = want(d.get("x", []), list, "xattrs")
+        for pair in xattrs:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise FormatError("xattr: malformed")
+            node.xattrs.append((want(pair[0], bytes, "xattr"), want(pair[1], bytes, "xattr")))
+        return node
+
+
+def validate_name(name: bytes) -> None:
+    """A name that is safe to create inside a directory: no separator, no '.' or '..'."""
+    if name in (b".", b"..") or b"/" in name or b"\0" in name or not name:
+        raise FormatError(f"unsafe file name in snapshot: {name!r}")
+
+
+def encode_tree(nodes: list[Node]) -> bytes:
+    ordered = sorted(nodes, key=lambda n: n.name)
+    return encode({"v": 1, "nodes": [n.to_wire() for n in ordered]})
+
+
+def decode_tree(data: bytes) -> list[Node]:
+    d = want_map(decode(data, "tree"), "tree")
+    if d.get("v") != 1:
+        raise FormatError("tree: unknown version")
+    nodes = [Node.from_wire(n) for n in want(d.get("nodes"), list, "tree nodes")]
+    return nodes

@@ -1,0 +1,2 @@
+"""Ops: operations on an open repository — backup, restore, verify, check, forget, prune,
+repair, and the snapshot lookups the commands share."""

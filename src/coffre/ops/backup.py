@@ -1,0 +1,440 @@
+"""Backup: walk the sources, chunk, deduplicate, compress, encrypt, pack; commit a snapshot.
+
+Pipeline: the calling thread walks the tree, reads and chunks files (pyfastcdc releases the
+GIL); a pool of workers hashes, compresses, encrypts and packs each chunk. A bounded
+semaphore caps the chunks in flight, so memory stays flat whatever the data size.
+
+Commit order: packs -> index -> (rescue of blobs a concurrent prune took away) -> snapshot.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from coffre import __version__
+from coffre.core.errors import CoffreError, ObjectNotFound
+from coffre.crypto import aead
+from coffre.format.pack import BlobEntry
+from coffre.format.snapshot import Snapshot
+from coffre.format.tree import Node, encode_tree
+from coffre.ops.common import Problems, Reporter, quiet
+from coffre.repository.cache import RepoCache
+from coffre.repository.index import MasterIndex
+from coffre.repository.locks import Lock
+from coffre.repository.packer import Packer
+from coffre.repository.repo import Repository
+from coffre.repository.trash import load_trash
+from coffre.sources.files import Excluder, node_from_stat
+
+INDEX_EVERY_PACKS = 16
+# Files modified this close to the start of the backup are not trusted to the files cache:
+# a write in the same timestamp tick could go unnoticed next time.
+RACY_NS = 2_000_000_000
+
+
+@dataclass
+class BackupOptions:
+    paths: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    host: str = ""
+    excludes: list[str] = field(default_factory=list)
+    one_file_system: bool = False
+    force_read: bool = False
+    stdin_name: str = ""
+    stdin: BinaryIO | None = None
+    stdin_command: list[str] = field(default_factory=list)
+    skip_paths: list[str] = field(default_factory=list)
+    workers: int = 0
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    problems: Problems
+
+
+@dataclass
+class _Stats:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_total: int = 0
+    errors: int = 0
+
+
+Content = list["Future[bytes] | bytes"]
+
+
+class Backup:
+    def __init__(
+        self,
+        repo: Repository,
+        lock: Lock,
+        options: BackupOptions,
+        cache: RepoCache | None = None,
+        report: Reporter = quiet,
+    ) -> None:
+        self.repo = repo
+        self.lock = lock
+        self.opts = options
+        self.cache = cache
+        self.report = report
+        self.packer = Packer(repo)
+        self.chunker = repo.chunker()
+        self.excluder = Excluder(options.excludes)
+        self.skip = {os.fsencode(os.path.abspath(p)) for p in options.skip_paths}
+        self.problems = Problems()
+        self.stats = _Stats()
+        self.used: set[bytes] = set()
+        self._used_lock = threading.Lock()
+        workers = options.workers or max(2, os.cpu_count() or 2)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pack")
+        self.slots = threading.BoundedSemaphore(workers * 3)
+        self.start_ns = repo.clock.now_ns()
+        self._root_dev: int | None = None
+
+    # -- storing -------------------------------------------------------------------------------
+    def _store_chunk(self, data: bytes) -> bytes:
+        blob_id = self.repo.crypter.blob_id(data)
+        if self.packer.claim(blob_id):
+            self.packer.add(aead.KIND_DATA, blob_id, data)
+        return blob_id
+
+    def _submit(self, data: bytes) -> Future[bytes]:
+        self.slots.acquire()
+        try:
+            fut = self.pool.submit(self._store_chunk, data)
+        except BaseException:
+            self.slots.release()
+            raise
+        fut.add_done_callback(lambda _: self.slots.release())
+        return fut
+
+    def _store_tree(self, nodes: list[Node]) -> bytes:
+        data = encode_tree(nodes)
+        tree_id = self.repo.crypter.blob_id(data)
+        if self.packer.claim(tree_id):
+            self.packer.add(aead.KIND_TREE, tree_id, data)
+        self._use([tree_id])
+        self._publish_index_if_due()
+        return tree_id
+
+    def _use(self, ids: list[bytes]) -> None:
+        with self._used_lock:
+            self.used.update(ids)
+
+    def _publish_index_if_due(self, force: bool = False) -> None:
+        if force or len(self.packer.written) >= INDEX_EVERY_PACKS:
+            written = self.packer.take_written()
+            if written:
+                self.repo.save_index(written)
+                for pid, entries in written.items():
+                    self.repo.index.add_pack(pid, entries)
+
+    def _read_stream(self, stream: BinaryIO) -> Content:
+        return [self._submit(chunk) for chunk in self.chunker.chunks(stream)]
+
+    # -- files ----------------------------------------------------------------------------------
+    def _file(self, path: bytes, node: Node, st: os.stat_result) -> Content | None:
+        if self.cache is not None and not self.opts.force_read:
+            cached = self.cache.lookup(path, st)
+            if cached is not None and all(i in self.repo.index for i in cached):
+                self.stats.files_unmodified += 1
+                return list(cached)
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+            try:
+                fd = os.open(path, flags)
+            except PermissionError:
+                fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            before = os.fstat(fd)
+            try:
+                if before.st_size < self.chunker.params.min_size:
+                    data = f.read()
+                    content: Content = [self._submit(data)] if data else []
+                else:
+                    content = self._read_stream(f)  # type: ignore[arg-type]
+            except OSError as exc:
+                self._error(path, exc)
+                return None
+            after = os.fstat(fd)
+        if (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
+            after.st_mtime_ns, after.st_size, after.st_ctime_ns
+        ):
+            self.problems.warnings.append(
+                f"{os.fsdecode(path)}: changed while it was read; the copy may be inconsistent"
+            )
+        node.size = after.st_size if after.st_size == before.st_size else node.size
+        if self.cache is not None and self.cache.known(path):
+            self.stats.files_changed += 1
+        else:
+            self.stats.files_new += 1
+        return content
+
+    def _error(self, path: bytes, exc: OSError) -> None:
+        self.stats.errors += 1
+        self.problems.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc} (skipped)")
+        self.report(f"error: {os.fsdecode(path)}: {exc.strerror or exc}")
+
+    def _entry(self, name: bytes, path: bytes, pending: list[tuple[Node, Content, bytes, os.stat_result]]) -> Node | None:
+        """The node for one directory entry; file content is left pending in `pending`."""
+        if path in self.skip or self.excluder.excluded(path):
+            return None
+        try:
+            st = os.lstat(path)
+            node = node_from_stat(name, path, st)
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        if node.type == "file":
+            self.stats.bytes_total += st.st_size
+            content = self._file(path, node, st)
+            if content is None:
+                return None
+            pending.append((node, content, path, st))
+        elif node.type == "dir":
+            if self.opts.one_file_system and self._root_dev is not None and st.st_dev != self._root_dev:
+                node.subtree = self._store_tree([])
+            else:
+                subtree = self._dir(path)
+                if subtree is None:
+                    return None
+                node.subtree = subtree
+        else:
+            self.stats.others += 1
+        return node
+
+    def _dir(self, path: bytes) -> bytes | None:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it)  # type: ignore[type-var]
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        self.stats.dirs += 1
+        nodes: list[Node] = []
+        pending: list[tuple[Node, Content, bytes, os.stat_result]] = []
+        for name in names:
+            node = self._entry(name, path.rstrip(b"/") + b"/" + name, pending)  # type: ignore[operator]
+            if node is not None:
+                nodes.append(node)
+        self._resolve(pending)
+        return self._store_tree(nodes)
+
+    def _resolve(self, pending: list[tuple[Node, Content, bytes, os.stat_result]]) -> None:
+        for node, content, path, st in pending:
+            node.content = [c.result() if isinstance(c, Future) else c for c in content]
+            self._use(node.content)
+            if self.cache is not None:
+                if st.st_mtime_ns < self.start_ns - RACY_NS and st.st_ctime_ns < self.start_ns - RACY_NS:
+                    self.cache.record(path, st, node.content)
+                else:
+                    self.cache.forget(path)
+
+    # -- roots -----------------------------------------------------------------------------------
+    def _path_tree(self, paths: list[bytes]) -> bytes:
+        """Mirror the absolute paths of the sources, as restic does: /srv/a -> srv/a."""
+        structure: dict[bytes, object] = {}
+        for p in paths:
+            parts = [x for x in p.split(b"/") if x]
+            cur = structure
+            for part in parts[:-1]:
+                nxt = cur.setdefault(part, {})
+                if nxt is None:
+                    break
+                cur = nxt  # type: ignore[assignment]
+            else:
+                cur[parts[-1]] = None  # a source: everything below it
+        return self._build(b"", structure)
+
+    def _build(self, prefix: bytes, structure: dict[bytes, object]) -> bytes:
+        nodes: list[Node] = []
+        pending: list[tuple[Node, Content, bytes, os.stat_result]] = []
+        for name in sorted(structure):
+            path = prefix + b"/" + name
+            sub = structure[name]
+            if sub is None:
+                st = os.lstat(path)
+                self._root_dev = st.st_dev
+                node = self._entry(name, path, pending)
+                if node is not None:
+                    nodes.append(node)
+            else:
+                st = os.lstat(path)
+                node = node_from_stat(name, path, st)
+                node.subtree = self._build(path, sub)  # type: ignore[arg-type]
+                nodes.append(node)
+        self._resolve(pending)
+        return self._store_tree(nodes)
+
+    def _stdin_tree(self) -> bytes:
+        now = self.repo.clock.now_ns()
+        node = Node(
+            name=os.fsencode(self.opts.stdin_name), type="file", mode=0o600,
+            uid=os.getuid(), gid=os.getgid(), mtime_ns=now, atime_ns=now, ctime_ns=now,
+        )
+        if self.opts.stdin_command:
+            content, size = self._from_command(self.opts.stdin_command)
+        else:
+            counter = _CountingReader(self.opts.stdin)  # type: ignore[arg-type]
+            content = self._read_stream(counter)  # type: ignore[arg-type]
+            size = counter.count
+        node.size = size
+        self.stats.files_new += 1
+        self.stats.bytes_total += size
+        self._resolve([(node, content, b"", os.stat(os.devnull))])
+        return self._store_tree([node])
+
+    def _from_command(self, argv: list[str]) -> tuple[Content, int]:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+        stderr_chunks: list[bytes] = []
+        assert proc.stderr is not None and proc.stdout is not None
+        err_thread = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()))  # type: ignore[union-attr]
+        err_thread.start()
+        counter = _CountingReader(proc.stdout)
+        try:
+            content = self._read_stream(counter)  # type: ignore[arg-type]
+        finally:
+            status = proc.wait()
+            err_thread.join()
+        if status != 0:
+            stderr = b"".join(stderr_chunks).decode("utf-8", "replace").strip()[-2000:]
+            raise CoffreError(
+                f"the command {argv[0]!r} failed with exit status {status}; no snapshot was written"
+                + (f"\n{stderr}" if stderr else ""),
+            )
+        return content, counter.count
+
+    # -- the whole run --------------------------------------------------------------------------
+    def run(self) -> BackupResult:
+        try:
+            if self.opts.stdin_name:
+                tree = self._stdin_tree()
+                paths = [self.opts.stdin_name]
+            else:
+                abs_paths = _check_sources(self.opts.paths)
+                tree = self._path_tree([os.fsencode(p) for p in abs_paths])
+                paths = abs_paths
+            self.packer.flush()
+            self._publish_index_if_due(force=True)
+            self._rescue_if_pruned()
+            self.lock.check_lease()
+            summary = {
+                "files_new": self.stats.files_new,
+                "files_changed": self.stats.files_changed,
+                "files_unmodified": self.stats.files_unmodified,
+                "dirs": self.stats.dirs,
+                "bytes_total": self.stats.bytes_total,
+                "data_added": self.packer.raw_bytes_written,
+                "data_added_stored": self.packer.bytes_written,
+                "blobs_added": self.packer.blobs_written,
+                "errors": self.stats.errors,
+                "duration_ns": self.repo.clock.now_ns() - self.start_ns,
+            }
+            snap = Snapshot(
+                time_ns=self.start_ns,
+                hostname=self.opts.host or socket.gethostname(),
+                username=getpass.getuser(),
+                paths=paths,
+                tree=tree,
+                tags=sorted(set(self.opts.tags)),
+                excludes=self.opts.excludes,
+                summary=summary,
+                program=f"coffre {__version__}",
+            )
+            self.repo.save_snapshot(snap)
+            # A prune may have finished between the check above and the snapshot write.
+            self._rescue_if_pruned()
+            if self.cache is not None:
+                self.cache.commit()
+            return BackupResult(snap, self.problems)
+        except BaseException:
+            if self.cache is not None:
+                self.cache.rollback()
+            raise
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _rescue_if_pruned(self) -> None:
+        """If a prune rewrote the index while we ran, blobs we deduplicated against may have
+        been moved to the trash. Re-publish the packs that hold them before committing."""
+        current = set(self.repo.list_names("index"))
+        if self.repo.index.loaded_files <= current:
+            return
+        fresh = MasterIndex()
+        self.repo.load_index(into=fresh)
+        missing = {b for b in self.used if b not in fresh}
+        if not missing:
+            return
+        rescued: dict[bytes, list[BlobEntry]] = {}
+        for record in load_trash(self.repo):
+            for pack_id in record.packs:
+                try:
+                    entries = self.repo.read_pack_header(pack_id)
+                except ObjectNotFound:
+                    continue
+                if any(e.id in missing for e in entries):
+                    rescued[pack_id] = entries
+                    missing -= {e.id for e in entries}
+        if missing:
+            raise CoffreError(
+                f"{len(missing)} pieces of data this backup relies on were deleted meanwhile",
+                "run the backup again",
+            )
+        if rescued:
+            self.repo.save_index(rescued)
+            self.report(f"re-published {len(rescued)} pack(s) that a concurrent prune had trashed")
+
+
+class _CountingReader:
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readinto(self, buf: memoryview) -> int:
+        n = self.raw.readinto(buf)  # type: ignore[attr-defined]
+        if n:
+            self.count += n
+        return n or 0
+
+
+def _check_sources(paths: list[str]) -> list[str]:
+    if not paths:
+        raise CoffreError("nothing to back up", "give one or more paths, or --stdin")
+    out = []
+    for p in paths:
+        ap = os.path.abspath(p)
+        try:
+            st = os.lstat(ap)
+        except FileNotFoundError:
+            raise CoffreError(f"{p}: does not exist; nothing was backed up") from None
+        except OSError as exc:
+            raise CoffreError(f"{p}: cannot be read ({exc.strerror})") from None
+        if ap == "/":
+            raise CoffreError("backing up '/' as a whole is not supported yet", "list the directories")
+        del st
+        out.append(ap)
+    # A path inside another source would be stored twice.
+    for a in out:
+        for b in out:
+            if a != b and (b + "/").startswith(a.rstrip("/") + "/"):
+                raise CoffreError(f"{b} is inside {a}; give only {a}")
+    return sorted(set(out))
+

@@ -1,0 +1,88 @@
+"""Shared helpers of the operations: finding snapshots, walking trees, progress reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository
+from coffre.format.snapshot import Snapshot
+from coffre.format.tree import Node, decode_tree, validate_name
+from coffre.repository.repo import Repository
+
+Reporter = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def find_snapshot(repo: Repository, ref: str, host: str | None = None) -> Snapshot:
+    """'latest' or an id prefix (at least 4 hex characters)."""
+    snaps = repo.snapshots()
+    if host:
+        snaps = [s for s in snaps if s.hostname == host]
+    if not snaps:
+        raise NotFoundInRepository("the repository has no snapshot yet")
+    if ref == "latest":
+        return snaps[-1]
+    ref = ref.lower()
+    if len(ref) < 4:
+        raise CoffreError(f"snapshot id {ref!r} is too short", "give at least 4 characters")
+    matches = [s for s in snaps if s.id.startswith(ref)]
+    if not matches:
+        raise NotFoundInRepository(f"no snapshot with id {ref!r}", "list them: coffre snapshots")
+    if len(matches) > 1:
+        raise CoffreError(f"snapshot id {ref!r} is ambiguous", "give more characters")
+    return matches[0]
+
+
+def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
+    nodes = decode_tree(repo.load_blob(tree_id))
+    names = set()
+    for n in nodes:
+        validate_name(n.name)
+        if n.name in names:
+            raise FormatError(f"duplicate name {n.name!r} in a tree")
+        names.add(n.name)
+    return nodes
+
+
+@dataclass
+class WalkItem:
+    path: bytes  # relative, '/'-separated, no leading slash
+    node: Node
+
+
+def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[WalkItem]:
+    """Depth-first, parents before children, sorted by name."""
+    for node in load_tree(repo, tree_id):
+        path = prefix + node.name
+        yield WalkItem(path, node)
+        if node.type == "dir" and node.subtree is not None:
+            yield from walk(repo, node.subtree, path + b"/")
+
+
+def find_node(repo: Repository, tree_id: bytes, path: bytes) -> Node | None:
+    """The node at a '/'-separated path inside a snapshot tree."""
+    parts = [p for p in path.split(b"/") if p]
+    current = tree_id
+    node: Node | None = None
+    for i, part in enumerate(parts):
+        found = next((n for n in load_tree(repo, current) if n.name == part), None)
+        if found is None:
+            return None
+        node = found
+        if i < len(parts) - 1:
+            if found.type != "dir" or found.subtree is None:
+                return None
+            current = found.subtree
+    return node
+
+
+@dataclass
+class Problems:
+    """Errors and warnings collected by an operation that goes on after them."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)

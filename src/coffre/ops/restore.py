@@ -1,0 +1,291 @@
+"""Restore: recreate a snapshot's files under a target directory.
+
+Safety: every name is validated (no '/', '.', '..' or NUL), directories are created by us and
+checked not to be symlinks, and the last component is opened with O_NOFOLLOW, so nothing is
+ever written outside the target whatever the snapshot contains.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from coffre.core.errors import CoffreError, FormatError
+from coffre.core.errors import CoffreError as _CE
+from coffre.format.snapshot import Snapshot
+from coffre.format.tree import Node
+from coffre.ops.common import Problems, Reporter, find_node, load_tree, quiet
+from coffre.ops.content import content_matches
+from coffre.repository.repo import Repository
+from coffre.sources.files import Excluder
+
+ZERO = bytes(16 * 1024 * 1024)
+
+
+@dataclass
+class RestoreOptions:
+    target: str
+    includes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    verify: bool = False
+    sparse: bool = True
+    workers: int = 4
+    subpath: str = ""
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes: int = 0
+    verified: int = 0
+
+
+def _matches_any(path: str, patterns: list[str]) -> bool:
+    base = os.path.basename(path)
+    for p in patterns:
+        p = p.rstrip("/") or "/"
+        if "/" in p:
+            if fnmatch.fnmatchcase(path, p) or (path.startswith(p.rstrip("*") + "/") and "*" not in p):
+                return True
+        elif fnmatch.fnmatchcase(base, p):
+            return True
+    return False
+
+
+class Restorer:
+    def __init__(self, repo: Repository, opts: RestoreOptions, report: Reporter = quiet) -> None:
+        self.repo = repo
+        self.opts = opts
+        self.report = report
+        self.problems = Problems()
+        self.stats = RestoreStats()
+        self.excluder = Excluder(opts.excludes)
+        self.root = os.fsencode(os.path.abspath(opts.target))
+        self._dirs: list[tuple[bytes, Node]] = []
+        self._links: list[tuple[bytes, Node]] = []
+        self._first_link: dict[tuple[int, int], bytes] = {}
+        self._lock = threading.Lock()
+        self._is_root = os.geteuid() == 0
+
+    # -- selection ------------------------------------------------------------------------------
+    def _selected(self, path: str) -> bool:
+        """path: '/'-prefixed path inside the snapshot."""
+        if self.excluder.excluded(os.fsencode(path)):
+            return False
+        if not self.opts.includes:
+            return True
+        return _matches_any(path, self.opts.includes) or any(
+            _matches_any(parent, self.opts.includes) for parent in _parents(path)
+        )
+
+    def _has_selected_below(self, tree_id: bytes, prefix: str) -> bool:
+        for node in load_tree(self.repo, tree_id):
+            path = prefix + "/" + os.fsdecode(node.name)
+            if self.excluder.excluded(os.fsencode(path)):
+                continue
+            if self._selected(path):
+                return True
+            if node.type == "dir" and node.subtree and self._has_selected_below(node.subtree, path):
+                return True
+        return False
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, snap: Snapshot) -> Problems:
+        tree = snap.tree
+        prefix = ""
+        if self.opts.subpath:
+            node = find_node(self.repo, snap.tree, os.fsencode(self.opts.subpath.strip("/")))
+            if node is None or node.type != "dir" or node.subtree is None:
+                raise CoffreError(f"{self.opts.subpath}: no such directory in the snapshot")
+            tree, prefix = node.subtree, "/" + self.opts.subpath.strip("/")
+        os.makedirs(self.root, exist_ok=True)
+        with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool:
+            futures: list[Future[None]] = []
+            self._restore_dir(pool, futures, tree, self.root, prefix)
+            for fut in futures:
+                fut.result()
+        for path, node in self._links:
+            self._make_link(path, node)
+        for path, node in reversed(self._dirs):
+            self._set_metadata(path, node)
+        return self.problems
+
+    def _restore_dir(
+        self, pool: ThreadPoolExecutor, futures: list[Future[None]], tree_id: bytes,
+        dest: bytes, prefix: str,
+    ) -> None:
+        for node in load_tree(self.repo, tree_id):
+            path = prefix + "/" + os.fsdecode(node.name)
+            out = dest + b"/" + node.name
+            if node.type == "dir" and node.subtree is not None:
+                selected = self._selected(path)
+                if not selected and not self._has_selected_below(node.subtree, path):
+                    continue
+                if self.excluder.excluded(os.fsencode(path)):
+                    continue
+                self._make_dir(out)
+                self.stats.dirs += 1
+                self._restore_dir(pool, futures, node.subtree, out, path)
+                self._dirs.append((out, node))
+                continue
+            if not self._selected(path):
+                continue
+            if node.type == "file":
+                key = (node.device, node.inode)
+                if node.nlink > 1 and node.inode:
+                    with self._lock:
+                        if key in self._first_link:
+                            self._links.append((out, node))
+                            continue
+                        self._first_link[key] = out
+                futures.append(pool.submit(self._restore_file, out, node))
+            else:
+                self._restore_special(out, node)
+
+    def _make_dir(self, path: bytes) -> None:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                raise CoffreError(
+                    f"{os.fsdecode(path)} exists and is not a directory; refusing to restore through it"
+                ) from None
+
+    def _clear(self, path: bytes) -> None:
+        """Remove an existing non-directory at path (never follows a symlink)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise CoffreError(f"{os.fsdecode(path)} exists as a directory; not replaced by a file")
+        os.unlink(path)
+
+    def _restore_file(self, path: bytes, node: Node) -> None:
+        try:
+            self._clear(path)
+            mode = os.O_RDWR if self.opts.verify else os.O_WRONLY
+            fd = os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except (OSError, CoffreError) as exc:
+            self._problem(path, exc)
+            return
+        try:
+            written = 0
+            for blob_id in node.content:
+                data = self.repo.load_blob(blob_id)
+                if self.opts.sparse and len(data) <= len(ZERO) and data == ZERO[: len(data)]:
+                    os.lseek(fd, len(data), os.SEEK_CUR)
+                else:
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                written += len(data)
+            os.ftruncate(fd, written)
+            if self.opts.verify:
+                os.fsync(fd)
+                reason = content_matches(self.repo, fd, node.content, node.size)
+                if reason:
+                    self.problems.errors.append(f"verify {os.fsdecode(path)}: {reason}")
+                else:
+                    with self._lock:
+                        self.stats.verified += 1
+            self._set_metadata_fd(fd, path, node)
+        except (OSError, FormatError) as exc:
+            self._problem(path, exc)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self.stats.files += 1
+            self.stats.bytes += node.size
+
+    def _restore_special(self, path: bytes, node: Node) -> None:
+        try:
+            self._clear(path)
+            if node.type == "symlink":
+                os.symlink(node.target, path)
+            elif node.type == "fifo":
+                os.mkfifo(path, 0o600)
+            elif node.type in ("chardev", "blockdev"):
+                kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
+                os.mknod(path, kind | 0o600, node.rdev)
+            else:
+                return  # sockets are not restored: they are recreated by their programs
+            self.stats.others += 1
+            self._set_metadata(path, node)
+        except (OSError, CoffreError) as exc:
+            self._problem(path, exc)
+
+    def _make_link(self, path: bytes, node: Node) -> None:
+        first = self._first_link[(node.device, node.inode)]
+        try:
+            self._clear(path)
+            os.link(first, path, follow_symlinks=False)
+            self.stats.files += 1
+        except (OSError, CoffreError) as exc:
+            self._problem(path, exc)
+
+    # -- metadata ------------------------------------------------------------------------------
+    def _owner(self, node: Node) -> tuple[int, int]:
+        import grp
+        import pwd
+
+        uid, gid = node.uid, node.gid
+        try:
+            if node.user:
+                uid = pwd.getpwnam(node.user).pw_uid
+        except KeyError:
+            pass
+        try:
+            if node.group:
+                gid = grp.getgrnam(node.group).gr_gid
+        except KeyError:
+            pass
+        return uid, gid
+
+    def _set_xattrs(self, target: int | bytes, node: Node, follow: bool) -> None:
+        for name, value in node.xattrs:
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, name, value)
+                else:
+                    os.setxattr(target, name, value, follow_symlinks=follow)
+            except OSError as exc:
+                self.problems.warnings.append(
+                    f"{node.name!r}: extended attribute {name!r} not restored ({exc.strerror})"
+                )
+
+    def _set_metadata_fd(self, fd: int, path: bytes, node: Node) -> None:
+        if self._is_root:
+            os.fchown(fd, *self._owner(node))
+        self._set_xattrs(fd, node, True)
+        os.fchmod(fd, node.mode)
+        os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+
+    def _set_metadata(self, path: bytes, node: Node) -> None:
+        try:
+            if self._is_root:
+                os.lchown(path, *self._owner(node))
+            self._set_xattrs(path, node, False)
+            if node.type != "symlink":
+                os.chmod(path, node.mode, follow_symlinks=False)
+            os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
+        except OSError as exc:
+            self._problem(path, exc)
+
+    def _problem(self, path: bytes, exc: BaseException) -> None:
+        msg = exc.message if isinstance(exc, _CE) else (getattr(exc, "strerror", None) or str(exc))
+        with self._lock:
+            self.problems.errors.append(f"{os.fsdecode(path)}: {msg}")
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.strip("/").split("/")
+    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]

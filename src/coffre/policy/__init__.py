@@ -1,0 +1,23 @@
+"""Policy: pure decisions — which snapshots a retention policy keeps."""
+
+from coffre.policy.retention import (
+    Decision,
+    Policy,
+    SnapInfo,
+    apply_policy,
+    apply_size_budget,
+    format_duration,
+    parse_duration,
+    parse_size,
+)
+
+__all__ = [
+    "Decision",
+    "Policy",
+    "SnapInfo",
+    "apply_policy",
+    "apply_size_budget",
+    "format_duration",
+    "parse_duration",
+    "parse_size",
+]

@@ -1,0 +1,82 @@
+"""The local cache of one repository: the files cache (which files are unchanged since the
+last backup, so they are not read again) and small pieces of state (check rotation).
+
+Lives in $COFFRE_CACHE_DIR, else $XDG_CACHE_HOME/coffre, else ~/.cache/coffre, in a
+directory named by the repository id. Losing it only costs time: files are read again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+ID_LEN = 32
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("COFFRE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "coffre"
+
+
+class RepoCache:
+    def __init__(self, repo_id: bytes, root: Path | None = None) -> None:
+        self.dir = (root or cache_root()) / repo_id.hex()
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(self.dir / "cache.sqlite", check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, dev INT, ino INT,"
+            " size INT, mtime INT, ctime INT, content BLOB)"
+        )
+        self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT)")
+        self.db.commit()
+
+    def lookup(self, path: bytes, st: os.stat_result) -> list[bytes] | None:
+        """The content ids recorded for this file if its identity and times are unchanged."""
+        row = self.db.execute(
+            "SELECT dev, ino, size, mtime, ctime, content FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        if row is None:
+            return None
+        dev, ino, size, mtime, ctime, content = row
+        if (dev, ino, size, mtime, ctime) != (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+        ):
+            return None
+        if len(content) % ID_LEN:
+            return None
+        return [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
+
+    def known(self, path: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM files WHERE path = ?", (path,)).fetchone() is not None
+
+    def record(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+             b"".join(content)),
+        )
+
+    def forget(self, path: bytes) -> None:
+        self.db.execute("DELETE FROM files WHERE path = ?", (path,))
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def rollback(self) -> None:
+        self.db.rollback()
+
+    def get_state(self, key: str, default: str = "") -> str:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,61 @@
+"""The in-memory master index: blob id -> where it is stored. Thread-safe."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from coffre.format.pack import BlobEntry
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: bytes
+    entry: BlobEntry
+
+
+class MasterIndex:
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, Location] = {}
+        self._extra: dict[bytes, list[Location]] = {}  # further copies of a blob
+        self._packs: dict[bytes, list[BlobEntry]] = {}
+        self.loaded_files: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add_pack(self, pack_id: bytes, entries: list[BlobEntry]) -> None:
+        with self._lock:
+            self._packs[pack_id] = entries
+            for e in entries:
+                loc = Location(pack_id, e)
+                first = self._blobs.setdefault(e.id, loc)
+                if first is not loc and first.pack != pack_id:
+                    self._extra.setdefault(e.id, []).append(loc)
+
+    def lookup(self, blob_id: bytes) -> Location | None:
+        return self._blobs.get(blob_id)
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        return blob_id in self._blobs
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def packs(self) -> dict[bytes, list[BlobEntry]]:
+        with self._lock:
+            return dict(self._packs)
+
+    def pack_ids(self) -> set[bytes]:
+        with self._lock:
+            return set(self._packs)
+
+    def blob_ids(self) -> set[bytes]:
+        with self._lock:
+            return set(self._blobs)
+
+    def locations(self, blob_id: bytes) -> list[Location]:
+        """Every pack holding this blob (duplicates happen after crashes or concurrent writers)."""
+        first = self._blobs.get(blob_id)
+        if first is None:
+            return []
+        with self._lock:
+            return [first, *self._extra.get(blob_id, [])]

@@ -1,0 +1,297 @@
+"""Opening and creating repositories; reading and writing their encrypted objects."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from coffre import FORMAT_VERSION, __version__
+from coffre.chunker import Chunker, ChunkerParams
+from coffre.compress import decompress
+from coffre.core.clock import Clock, SystemClock, iso_ns
+from coffre.core.errors import (
+    CoffreError,
+    FormatError,
+    IntegrityError,
+    NoRepositoryError,
+    ObjectNotFound,
+    UnsupportedVersionError,
+)
+from coffre.crypto import aead
+from coffre.crypto.aead import Crypter, SubKeys
+from coffre.crypto.kdf import new_recovery_key
+from coffre.format import pack as packfmt
+from coffre.format.index import decode_index, encode_index
+from coffre.format.snapshot import Snapshot
+from coffre.repository import keyring
+from coffre.repository.index import MasterIndex
+from coffre.storage.base import Backend, Handle
+
+MAX_CONFIG = 64 * 1024
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+
+_KIND_OF = {
+    "index": aead.KIND_INDEX,
+    "snapshots": aead.KIND_SNAPSHOT,
+    "locks": aead.KIND_LOCK,
+    "trash": aead.KIND_TRASH,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    id: bytes
+    version: int
+    chunker: ChunkerParams
+    compression_level: int
+    pack_size: int
+    created: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "format": "coffre-repository",
+            "version": self.version,
+            "id": self.id.hex(),
+            "chunker": {
+                "min": self.chunker.min_size,
+                "avg": self.chunker.avg_size,
+                "max": self.chunker.max_size,
+            },
+            "compression_level": self.compression_level,
+            "pack_size": self.pack_size,
+            "created": self.created,
+        }
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def read_config(backend: Backend) -> tuple[Config, bytes]:
+    """The config and its MAC, checked for format and version before any password is asked."""
+    if not backend.exists():
+        raise NoRepositoryError(
+            f"{backend.location} is not a Coffre repository (no config file)",
+            "create one with 'coffre init --repo ...' or check the path",
+        )
+    raw = backend.load(Handle("config", "config"))
+    try:
+        doc = json.loads(raw[:MAX_CONFIG])
+    except ValueError:
+        raise NoRepositoryError(f"{backend.location}: the config file is not readable") from None
+    if not isinstance(doc, dict) or doc.get("format") != "coffre-repository":
+        raise NoRepositoryError(f"{backend.location} is not a Coffre repository")
+    version = doc.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise FormatError("config: invalid version")
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"this repository uses format version {version}, written by a newer Coffre; "
+            f"this Coffre ({__version__}) reads up to version {FORMAT_VERSION}",
+            "upgrade Coffre on this machine to read it; nothing was changed",
+        )
+    try:
+        ch = doc["chunker"]
+        params = ChunkerParams(int(ch["min"]), int(ch["avg"]), int(ch["max"]))
+        params.validate()
+        cfg = Config(
+            id=bytes.fromhex(doc["id"]),
+            version=version,
+            chunker=params,
+            compression_level=int(doc["compression_level"]),
+            pack_size=int(doc["pack_size"]),
+            created=str(doc["created"]),
+        )
+        mac = bytes.fromhex(doc["mac"])
+    except (KeyError, ValueError, TypeError):
+        raise FormatError("config: malformed") from None
+    if len(cfg.id) != 16 or not 1 <= cfg.compression_level <= 19:
+        raise FormatError("config: malformed")
+    if not 1024 * 1024 <= cfg.pack_size <= 256 * 1024 * 1024:
+        raise FormatError("config: pack size out of range")
+    return cfg, mac
+
+
+class Repository:
+    """An unlocked repository. Create with `Repository.open` or `Repository.init`."""
+
+    def __init__(self, backend: Backend, config: Config, master: bytes, clock: Clock) -> None:
+        self.backend = backend
+        self.config = config
+        self.clock = clock
+        self.keys = SubKeys.derive(master)
+        self._master = master
+        self.crypter = Crypter(self.keys, config.id)
+        self.index = MasterIndex()
+        self.key_slot_id = ""
+
+    # -- creating and opening ----------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        password: str,
+        clock: Clock | None = None,
+        chunker: ChunkerParams | None = None,
+        compression_level: int = 3,
+        pack_size: int = DEFAULT_PACK_SIZE,
+    ) -> tuple[Repository, str]:
+        """Create a repository. Returns it and the printable recovery key (shown once)."""
+        clock = clock or SystemClock()
+        if backend.exists():
+            raise CoffreError(f"{backend.location} already holds a Coffre repository")
+        backend.create()
+        master = os.urandom(32)
+        cfg = Config(
+            id=os.urandom(16),
+            version=FORMAT_VERSION,
+            chunker=chunker or ChunkerParams(),
+            compression_level=compression_level,
+            pack_size=pack_size,
+            created=iso_ns(clock.now_ns()),
+        )
+        repo = cls(backend, cfg, master, clock)
+        raw_recovery, recovery_text = new_recovery_key()
+        # Keys first, config last: a repository without config is not a repository.
+        repo.key_slot_id = keyring.add_slot(
+            backend, master, cfg.id, "password", password.encode(), "initial password", clock
+        )
+        keyring.add_slot(backend, master, cfg.id, "recovery", raw_recovery, "recovery key", clock)
+        body = cfg.body()
+        body["mac"] = repo.crypter.mac(_canonical(cfg.body())).hex()
+        backend.save(Handle("config", "config"), json.dumps(body, indent=1).encode() + b"\n")
+        return repo, recovery_text
+
+    @classmethod
+    def open(cls, backend: Backend, secret: str, clock: Clock | None = None) -> Repository:
+        cfg, mac = read_config(backend)
+        master, slot = keyring.unlock(backend, cfg.id, secret)
+        repo = cls(backend, cfg, master, clock or SystemClock())
+        if not hmac.compare_digest(repo.crypter.mac(_canonical(cfg.body())), mac):
+            raise IntegrityError(
+                "the repository config was altered (authentication failed)",
+                "restore the config file from a copy of the repository",
+            )
+        repo.key_slot_id = slot.id
+        return repo
+
+    @property
+    def master(self) -> bytes:
+        return self._master
+
+    def chunker(self) -> Chunker:
+        return Chunker(self.config.chunker, self.keys.chunker_seed)
+
+    # -- whole encrypted objects (index, snapshots, locks, trash) ------------------------------
+    def save_object(self, kind: str, plaintext: bytes) -> str:
+        envelope = self.crypter.encrypt(_KIND_OF[kind], plaintext)
+        # Verify after encrypt: what goes to storage must decrypt to what we meant.
+        if self.crypter.decrypt(_KIND_OF[kind], envelope) != plaintext:
+            raise IntegrityError("encryption self-check failed (memory fault?)")
+        name = hashlib.sha256(envelope).hexdigest()
+        self.backend.save(Handle(kind, name), envelope)
+        return name
+
+    def load_object(self, kind: str, name: str) -> bytes:
+        envelope = self.backend.load(Handle(kind, name))
+        if hashlib.sha256(envelope).hexdigest() != name:
+            raise IntegrityError(f"{kind}/{name[:12]} is damaged: its content does not match its name")
+        return self.crypter.decrypt(_KIND_OF[kind], envelope)
+
+    def list_names(self, kind: str) -> list[str]:
+        return sorted(i.name for i in self.backend.list(kind))
+
+    # -- index ------------------------------------------------------------------------------------
+    def load_index(self, errors: list[str] | None = None, into: MasterIndex | None = None) -> None:
+        """Load index files not loaded yet (into the repository's index, or `into`).
+        Damaged ones are reported in `errors` or raised."""
+        target = self.index if into is None else into
+        for name in self.list_names("index"):
+            if name in target.loaded_files:
+                continue
+            try:
+                packs = decode_index(self.load_object("index", name))
+            except ObjectNotFound:
+                continue  # removed by a concurrent prune after listing; its successor is listed
+            except FormatError as exc:
+                if errors is None:
+                    raise
+                errors.append(f"index {name[:12]}: {exc.message}")
+                continue
+            for pid, entries in packs.items():
+                target.add_pack(pid, entries)
+            target.loaded_files.add(name)
+
+    def save_index(self, packs: dict[bytes, list[packfmt.BlobEntry]]) -> str:
+        return self.save_object("index", encode_index(packs))
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def save_snapshot(self, snap: Snapshot) -> str:
+        snap.id = self.save_object("snapshots", snap.to_bytes())
+        return snap.id
+
+    def snapshots(self, errors: list[str] | None = None) -> list[Snapshot]:
+        out = []
+        for name in self.list_names("snapshots"):
+            try:
+                out.append(Snapshot.from_bytes(self.load_object("snapshots", name), name))
+            except ObjectNotFound:
+                continue
+            except FormatError as exc:
+                if errors is None:
+                    raise
+                errors.append(f"snapshot {name[:12]}: {exc.message}")
+        return sorted(out, key=lambda s: (s.time_ns, s.id))
+
+    # -- blobs ----------------------------------------------------------------------------------
+    def read_pack_header(self, pack_id: bytes, size: int | None = None) -> list[packfmt.BlobEntry]:
+        handle = Handle("data", pack_id.hex())
+        if size is None:
+            size = self.backend.stat(handle).size
+        tail = self.backend.load(handle, max(0, size - 64 * 1024))
+        if len(tail) < packfmt.TRAILER.size:
+            raise FormatError(f"pack {pack_id.hex()[:12]} is truncated")
+        hlen = packfmt.split_trailer(tail, size)
+        if hlen + packfmt.TRAILER.size <= len(tail):
+            envelope = tail[len(tail) - packfmt.TRAILER.size - hlen : len(tail) - packfmt.TRAILER.size]
+        else:
+            envelope = self.backend.load(handle, size - packfmt.TRAILER.size - hlen, hlen)
+        plain = self.crypter.decrypt(aead.KIND_PACK_HEADER, envelope)
+        return packfmt.decode_header(plain, size - packfmt.TRAILER.size - hlen)
+
+    def decode_blob(self, entry: packfmt.BlobEntry, envelope: bytes | memoryview) -> bytes:
+        """Decrypt, decompress and check the id of one stored blob."""
+        if len(envelope) != entry.length:
+            raise IntegrityError("blob is truncated")
+        plain = self.crypter.decrypt(entry.kind, envelope, entry.id)
+        if not plain:
+            raise FormatError("blob is empty")
+        data = decompress(plain[0], plain[1:], entry.raw_length)
+        if not hmac.compare_digest(self.crypter.blob_id(data), entry.id):
+            raise IntegrityError("blob content does not match its id")
+        return data
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise FormatError(f"blob {blob_id.hex()[:12]} is not in the index")
+        errors: list[str] = []
+        for cand in [loc, *[c for c in self.index.locations(blob_id) if c.pack != loc.pack]]:
+            try:
+                envelope = self.backend.load(
+                    Handle("data", cand.pack.hex()), cand.entry.offset, cand.entry.length
+                )
+                return self.decode_blob(cand.entry, envelope)
+            except (FormatError, ObjectNotFound) as exc:
+                errors.append(f"pack {cand.pack.hex()[:12]}: {exc.message}")
+        raise IntegrityError(f"blob {blob_id.hex()[:12]} cannot be read: " + "; ".join(errors))
+
+    def iter_pack_names(self) -> Iterator[tuple[str, int]]:
+        for info in self.backend.list("data"):
+            yield info.name, info.size
+

@@ -1,0 +1,1 @@
+"""Sources: where bytes come from. Files and their metadata (here), databases later."""

@@ -1,0 +1,114 @@
+"""Reading file-system metadata into tree nodes, and exclude patterns."""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import os
+import pwd
+import stat
+from functools import lru_cache
+
+from coffre.format.tree import Node
+
+_TYPE_OF_MODE = (
+    (stat.S_ISREG, "file"),
+    (stat.S_ISDIR, "dir"),
+    (stat.S_ISLNK, "symlink"),
+    (stat.S_ISCHR, "chardev"),
+    (stat.S_ISBLK, "blockdev"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def node_type(mode: int) -> str | None:
+    for test, name in _TYPE_OF_MODE:
+        if test(mode):
+            return name
+    return None
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
+    """Extended attributes, POSIX ACLs included (system.posix_acl_*). Errors mean none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        try:
+            out.append((name.encode("utf-8", "surrogateescape"),
+                        os.getxattr(path, name, follow_symlinks=False)))
+        except OSError:
+            continue
+    return out
+
+
+def node_from_stat(name: bytes, path: bytes, st: os.stat_result) -> Node:
+    ntype = node_type(st.st_mode) or "file"
+    node = Node(
+        name=name,
+        type=ntype,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        user=user_name(st.st_uid),
+        group=group_name(st.st_gid),
+        mtime_ns=st.st_mtime_ns,
+        atime_ns=st.st_atime_ns,
+        ctime_ns=st.st_ctime_ns,
+        size=st.st_size if ntype == "file" else 0,
+        inode=st.st_ino,
+        device=st.st_dev,
+        nlink=st.st_nlink,
+        rdev=st.st_rdev if ntype in ("chardev", "blockdev") else 0,
+    )
+    if ntype == "symlink":
+        node.target = os.readlink(path)
+    node.xattrs = read_xattrs(path)
+    return node
+
+
+class Excluder:
+    """Exclude patterns, as in restic: a pattern with a '/' is matched (glob) against the whole
+    path, one without against the file name; a match excludes a directory's whole subtree."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = [p.rstrip("/") or "/" for p in patterns if p.strip()]
+        self._full = [p for p in self.patterns if "/" in p]
+        self._base = [p for p in self.patterns if "/" not in p]
+
+    @staticmethod
+    def from_file(path: str) -> list[str]:
+        with open(path, encoding="utf-8") as f:
+            return [
+                line.strip()
+                for line in f
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+
+    def excluded(self, path: bytes) -> bool:
+        if not self.patterns:
+            return False
+        text = os.fsdecode(path)
+        base = os.path.basename(text)
+        return any(fnmatch.fnmatchcase(base, p) for p in self._base) or any(
+            fnmatch.fnmatchcase(text, p) for p in self._full
+        )

@@ -1,0 +1,64 @@
+"""The backend contract every storage implementation satisfies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+# The kinds of object a repository stores. "config" has a single object named "config".
+KINDS = ("config", "keys", "data", "index", "snapshots", "locks", "trash")
+
+
+@dataclass(frozen=True)
+class Handle:
+    kind: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown object kind {self.kind!r}")
+        if not self.name or "/" in self.name or self.name.startswith(".") or "\0" in self.name:
+            raise ValueError(f"invalid object name {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+    mtime_ns: int
+
+
+class Backend(Protocol):
+    """Named immutable objects.
+
+    - save: atomic and durable when it returns; an existing object with the same bytes is
+      success (idempotent), with different bytes raises ObjectExists. Never overwrites.
+    - load: bytes [offset, offset+length) (length None = to the end); ObjectNotFound if absent.
+      A short object raises IntegrityError-free: callers validate lengths themselves.
+    - stat / list: size and modification time as the storage sees it (storage time).
+    - remove: ObjectNotFound if absent (callers deleting garbage may ignore it).
+    - location: a human description, never containing credentials.
+    """
+
+    location: str
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None: ...
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def stat(self, handle: Handle) -> ObjectInfo: ...
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]: ...
+
+    def remove(self, handle: Handle) -> None: ...
+
+    def exists(self) -> bool:
+        """Whether a repository (its config object) is present."""
+        ...
+
+    def create(self) -> None:
+        """Prepare an empty location for a new repository (refuses a non-empty one)."""
+        ...
+
+    def close(self) -> None: ...

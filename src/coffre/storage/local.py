@@ -1,0 +1,180 @@
+"""A repository in a local directory: a second disk, a mounted NAS share, a USB disk.
+
+Every write goes to a temporary file in the target directory, is fsynced, renamed into place
+and the directory fsynced. A failed write or fsync leaves no object: the temporary file is
+removed and the error raised, the caller writes again under a new name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from coffre.core.errors import (
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StoragePermissionDenied,
+)
+from coffre.storage.base import KINDS, Handle, ObjectInfo
+
+_TMP_PREFIX = ".tmp-"
+
+
+def _translate(exc: OSError, what: str) -> StorageError:
+    if exc.errno == errno.ENOENT:
+        return ObjectNotFound(f"{what}: not found")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoragePermissionDenied(
+            f"{what}: permission denied ({exc.strerror})",
+            "check that the repository location is writable by this user",
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(
+            f"{what}: no space left on the backup medium",
+            "free space with 'coffre forget --max-size ... --prune' or use a larger medium",
+        )
+    return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalBackend:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.location = str(self.root)
+
+    # -- layout ---------------------------------------------------------------------------
+    def _dir(self, kind: str, name: str = "") -> Path:
+        if kind == "data":
+            return self.root / "data" / name[:2] if name else self.root / "data"
+        if kind == "config":
+            return self.root
+        return self.root / kind
+
+    def _path(self, handle: Handle) -> Path:
+        return self._dir(handle.kind, handle.name) / handle.name
+
+    # -- contract -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.root / "config").is_file()
+
+    def create(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if any(p for p in self.root.iterdir() if not p.name.startswith(".")):
+                from coffre.core.errors import CoffreError
+
+                raise CoffreError(
+                    f"{self.root} is not empty",
+                    "choose an empty directory or a new one for the repository",
+                )
+            for kind in KINDS:
+                if kind != "config":
+                    (self.root / kind).mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise _translate(exc, f"creating {self.root}") from exc
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        directory = self._dir(handle.kind, handle.name)
+        final = directory / handle.name
+        what = f"writing {handle.kind}/{handle.name}"
+        try:
+            if handle.kind == "data":
+                directory.mkdir(exist_ok=True)
+            if final.exists():
+                if final.stat().st_size == len(data) and final.read_bytes() == bytes(data):
+                    return
+                raise ObjectExists(f"{what}: a different object with this name exists")
+            tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+                if os.fstat(fd).st_size != len(view):
+                    raise OSError(errno.EIO, "short write")
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            # link() refuses to replace an existing name, unlike rename(): never overwrite.
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                tmp.unlink(missing_ok=True)
+                if final.read_bytes() != bytes(data):
+                    raise ObjectExists(f"{what}: a different object with this name exists") from None
+                return
+            tmp.unlink()
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise _translate(exc, what) from exc
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        what = f"reading {handle.kind}/{handle.name}"
+        try:
+            with open(self._path(handle), "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except OSError as exc:
+            raise _translate(exc, what) from exc
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        try:
+            st = self._path(handle).stat()
+        except OSError as exc:
+            raise _translate(exc, f"stat {handle.kind}/{handle.name}") from exc
+        return ObjectInfo(handle.name, st.st_size, st.st_mtime_ns)
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind == "config":
+            if self.exists():
+                yield self.stat(Handle("config", "config"))
+            return
+        base = self._dir(kind)
+        dirs = [base]
+        if kind == "data":
+            try:
+                dirs = sorted(p for p in base.iterdir() if p.is_dir())
+            except OSError as exc:
+                raise _translate(exc, f"listing {kind}") from exc
+        for d in dirs:
+            try:
+                entries = list(os.scandir(d))
+            except OSError as exc:
+                raise _translate(exc, f"listing {kind}") from exc
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(entry.name, st.st_size, st.st_mtime_ns)
+
+    def remove(self, handle: Handle) -> None:
+        path = self._path(handle)
+        try:
+            path.unlink()
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise _translate(exc, f"removing {handle.kind}/{handle.name}") from exc
+
+    def close(self) -> None:
+        pass
