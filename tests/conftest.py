@@ -1,0 +1,156 @@
+"""Shared fixtures: a fast KDF, a private cache, a runner for the real `coffre` command,
+and sample trees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Weak Argon2 parameters: an explicit test-only switch (see coffre.crypto.kdf).
+os.environ["COFFRE_TEST_WEAK_KDF"] = "1"
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    outb: bytes
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
+
+
+class Coffre:
+    """Runs the real command line in a subprocess, as a user would."""
+
+    def __init__(self, repo: Path, pwfile: Path, cache: Path) -> None:
+        self.repo = repo
+        self.pwfile = pwfile
+        self.env = {
+            **os.environ,
+            "COFFRE_CACHE_DIR": str(cache),
+            "COFFRE_TEST_WEAK_KDF": "1",
+            "PYTHONWARNINGS": "error::ResourceWarning" if False else "",
+        }
+        self.env.pop("COFFRE_REPOSITORY", None)
+        self.env.pop("COFFRE_PASSWORD_FILE", None)
+        self.env.pop("COFFRE_PASSWORD_COMMAND", None)
+
+    def argv(self, *args: str, repo: bool = True) -> list[str]:
+        base = [sys.executable, "-m", "coffre"]
+        if not repo:
+            return [*base, *args]
+        cmd, rest = args[0], list(args[1:])
+        head = [cmd]
+        if cmd in ("key", "repair") and rest:
+            head.append(rest.pop(0))
+        return [*base, *head, "--repo", str(self.repo), "--password-file", str(self.pwfile), *rest]
+
+    def __call__(self, *args: str, repo: bool = True, input: bytes | None = None,
+                 env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+        proc = subprocess.run(
+            self.argv(*args, repo=repo), input=input, capture_output=True,
+            env={**self.env, **(env or {})}, timeout=timeout, check=False,
+        )
+        return Result(proc.returncode, proc.stdout.decode(errors="replace"),
+                      proc.stderr.decode(errors="replace"), proc.stdout)
+
+    def ok(self, *args: str, **kw: object) -> Result:
+        res = self(*args, **kw)  # type: ignore[arg-type]
+        assert res.code == 0, res
+        return res
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv(*args), env={**self.env, **(env or {})},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("COFFRE_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def pwfile(tmp_path: Path) -> Path:
+    p = tmp_path / "password"
+    p.write_text(PASSWORD + "\n")
+    p.chmod(0o600)
+    return p
+
+
+@pytest.fixture
+def coffre(tmp_path: Path, pwfile: Path, cache_dir: Path) -> Coffre:
+    return Coffre(tmp_path / "repo", pwfile, cache_dir)
+
+
+@pytest.fixture
+def repo(coffre: Coffre) -> Coffre:
+    """An initialised repository."""
+    coffre.ok("init")
+    return coffre
+
+
+def make_tree(root: Path, seed: int = 7, big: int = 3_000_000) -> Path:
+    """A small pharmacy-like tree with compressible and incompressible files."""
+    import random
+
+    rnd = random.Random(seed)
+    (root / "db").mkdir(parents=True)
+    (root / "db" / "officine.db").write_bytes(
+        b"".join(f"vente {i} produit {rnd.randrange(10**6)}\n".encode() for i in range(big // 30))
+    )
+    scans = root / "scans" / "2026"
+    scans.mkdir(parents=True)
+    for i in range(5):
+        (scans / f"scan-{i}.jpg").write_bytes(rnd.randbytes(rnd.randrange(20_000, 300_000)))
+    docs = root / "docs"
+    docs.mkdir()
+    for i in range(20):
+        (docs / f"lettre-{i}.txt").write_text(f"Bonjour {i}\n" * (i * 10 + 1))
+    (docs / "empty.txt").write_bytes(b"")
+    (root / "empty-dir").mkdir()
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "src")
+
+
+def snapshot_ids(c: Coffre) -> list[str]:
+    import json
+
+    return [s["id"] for s in json.loads(c.ok("snapshots", "--json").out)]
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int, bytes]]:
+    """Path -> (type, mode, content or link target) of every entry below root."""
+    out: dict[str, tuple[str, int, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if p.is_symlink():
+                out[rel] = ("link", 0, os.readlink(p).encode())
+            elif p.is_dir():
+                out[rel] = ("dir", st.st_mode & 0o7777, b"")
+            else:
+                out[rel] = ("file", st.st_mode & 0o7777, p.read_bytes())
+    return out
+
+
+@pytest.fixture
+def restored(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "restored"
