@@ -39,7 +39,6 @@ class Coffre:
             **os.environ,
             "COFFRE_CACHE_DIR": str(cache),
             "COFFRE_TEST_WEAK_KDF": "1",
-            "PYTHONWARNINGS": "error::ResourceWarning" if False else "",
         }
         self.env.pop("COFFRE_REPOSITORY", None)
         self.env.pop("COFFRE_PASSWORD_FILE", None)
@@ -120,7 +119,19 @@ def make_tree(root: Path, seed: int = 7, big: int = 3_000_000) -> Path:
         (docs / f"lettre-{i}.txt").write_text(f"Bonjour {i}\n" * (i * 10 + 1))
     (docs / "empty.txt").write_bytes(b"")
     (root / "empty-dir").mkdir()
+    age_tree(root)
     return root
+
+
+def age_tree(root: Path, seconds: int = 3600) -> None:
+    """Set every mtime an hour back, as for files written before the backup started
+    (files modified in the last seconds are deliberately not trusted to the files cache)."""
+    import time
+
+    t = time.time_ns() - seconds * 1_000_000_000
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.utime(Path(dirpath) / name, ns=(t, t), follow_symlinks=False)
 
 
 @pytest.fixture

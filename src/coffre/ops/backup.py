@@ -35,7 +35,8 @@ from coffre.sources.files import Excluder, node_from_stat
 
 INDEX_EVERY_PACKS = 16
 # Files modified this close to the start of the backup are not trusted to the files cache:
-# a write in the same timestamp tick could go unnoticed next time.
+# a write in the same timestamp tick (2 s on FAT) could go unnoticed next time. Writes
+# always set mtime to "now", so checking mtime is enough; ctime is still compared on lookup.
 RACY_NS = 2_000_000_000
 
 
@@ -239,7 +240,7 @@ class Backup:
             node.content = [c.result() if isinstance(c, Future) else c for c in content]
             self._use(node.content)
             if self.cache is not None:
-                if st.st_mtime_ns < self.start_ns - RACY_NS and st.st_ctime_ns < self.start_ns - RACY_NS:
+                if st.st_mtime_ns < self.start_ns - RACY_NS:
                     self.cache.record(path, st, node.content)
                 else:
                     self.cache.forget(path)
