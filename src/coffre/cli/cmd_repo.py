@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("init", help="create a repository")
     add_repo_options(p)
     p.add_argument("--recovery-sheet", metavar="FILE", help="write a printable recovery sheet")
+    p.add_argument("--pack-size", type=int, default=16, metavar="MIB",
+                   help="target size of pack files in MiB (1-256, default 16)")
     p.set_defaults(func=cmd_init)
 
     k = sub.add_parser("key", help="manage the passwords and recovery keys that open the repository")
@@ -73,8 +75,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     backend = backend_for(repo_location(args))
     if backend.exists():
         raise CoffreError(f"{backend.location} already holds a Coffre repository; nothing was changed")
+    if not 1 <= args.pack_size <= 256:
+        raise UsageError("--pack-size must be between 1 and 256 MiB")
     secret = password(args, confirm=True, prompt="New repository password: ")
-    repo, recovery = Repository.init(backend, secret)
+    repo, recovery = Repository.init(backend, secret, pack_size=args.pack_size * 1024 * 1024)
     say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
     say("")
     say("Recovery key (shown only now; it opens the repository if the password is lost):")

@@ -15,6 +15,7 @@ from coffre.core.errors import CoffreError, NoRepositoryError, UsageError
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.base import Backend
+from coffre.storage.faults import KillSwitchBackend
 from coffre.storage.local import LocalBackend
 
 
@@ -36,7 +37,7 @@ def backend_for(location: str) -> Backend:
             f"{location.split('://')[0]}:// repositories are not supported yet",
             "give a local path: a second disk, a mounted NAS share or a USB disk",
         )
-    return LocalBackend(location)
+    return KillSwitchBackend.from_env(LocalBackend(location))
 
 
 def _read_file(path: str) -> str:

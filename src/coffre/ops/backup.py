@@ -366,10 +366,6 @@ class Backup:
             if self.cache is not None:
                 self.cache.commit()
             return BackupResult(snap, self.problems)
-        except BaseException:
-            if self.cache is not None:
-                self.cache.rollback()
-            raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
 

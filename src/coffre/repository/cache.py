@@ -26,7 +26,9 @@ class RepoCache:
     def __init__(self, repo_id: bytes, root: Path | None = None) -> None:
         self.dir = (root or cache_root()) / repo_id.hex()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(self.dir / "cache.sqlite", check_same_thread=False)
+        # Several backups may share the cache: wait for each other's short transactions.
+        self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
+        self._pending = 0
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, dev INT, ino INT,"
@@ -60,15 +62,22 @@ class RepoCache:
             (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
              b"".join(content)),
         )
+        self._batch()
+
+    def _batch(self) -> None:
+        # Short transactions: an entry is only trusted if its blobs are in the index, so
+        # committing before the snapshot exists is safe, and it keeps the writer lock brief.
+        self._pending += 1
+        if self._pending >= 500:
+            self.commit()
 
     def forget(self, path: bytes) -> None:
         self.db.execute("DELETE FROM files WHERE path = ?", (path,))
+        self._batch()
 
     def commit(self) -> None:
         self.db.commit()
-
-    def rollback(self) -> None:
-        self.db.rollback()
+        self._pending = 0
 
     def get_state(self, key: str, default: str = "") -> str:
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

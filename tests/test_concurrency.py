@@ -1,0 +1,92 @@
+"""Backups never wait for each other or for prune, and prune never deletes what a running
+backup relies on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD, Coffre, make_tree, snapshot_ids, tree_digest
+from coffre.ops.backup import Backup, BackupOptions, BackupResult
+from coffre.repository.locks import Lock
+from coffre.repository.packer import Packer
+from coffre.repository.repo import Repository
+from coffre.storage.local import LocalBackend
+
+
+def test_two_backups_at_once_both_succeed(coffre: Coffre, tmp_path: Path) -> None:
+    coffre.ok("init", "--pack-size", "1")
+    a = make_tree(tmp_path / "a", seed=1)
+    b = make_tree(tmp_path / "b", seed=2)
+    procs = [coffre.popen("backup", str(a)), coffre.popen("backup", str(b))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(snapshot_ids(coffre)) == 2
+    coffre.ok("check", "--read-data")
+    snaps = {s["paths"][0]: s["short_id"] for s in json.loads(coffre.ok("snapshots", "--json").out)}
+    for src in (a, b):
+        dest = tmp_path / f"r-{src.name}"
+        coffre.ok("restore", snaps[str(src)], "--target", str(dest))
+        assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
+
+
+def test_prune_during_backup_does_not_block_it_nor_delete_what_it_needs(
+    coffre: Coffre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coffre.ok("init", "--pack-size", "1")
+    src = make_tree(tmp_path / "src")
+    coffre.ok("backup", str(src), "--host", "first")
+    first = snapshot_ids(coffre)[0]
+
+    # A second backup of the same tree deduplicates against the first snapshot's data.
+    # It is paused just before it commits, while the first snapshot is forgotten and pruned.
+    paused, resume = threading.Event(), threading.Event()
+    real_flush = Packer.flush
+
+    def pausing_flush(self: Packer) -> None:
+        paused.set()
+        assert resume.wait(120)
+        real_flush(self)
+
+    monkeypatch.setattr(Packer, "flush", pausing_flush)
+    repo = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    results: list[BackupResult] = []
+    errors: list[BaseException] = []
+
+    def run_backup() -> None:
+        try:
+            with Lock(repo, exclusive=False, command="backup") as lock:
+                repo.load_index()
+                opts = BackupOptions(paths=[str(src)], host="second", force_read=True)
+                results.append(Backup(repo, lock, opts).run())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=run_backup)
+    worker.start()
+    try:
+        assert paused.wait(120)
+        coffre.ok("forget", "--host", "first", "--keep-tag", "none")
+        pruned = json.loads(coffre.ok("prune", "--json").out)  # does not wait for the backup
+        assert pruned["packs_removed"] > 0  # it did find the first snapshot's data unused
+        assert pruned["packs_deleted"] == 0  # but deleted nothing the backup may need
+    finally:
+        resume.set()
+        worker.join(120)
+    assert not errors, errors
+    snap = results[0].snapshot
+    assert snapshot_ids(coffre) == [snap.id]
+    coffre.ok("check", "--read-data")
+    dest = tmp_path / "restored"
+    coffre.ok("restore", snap.id[:8], "--target", str(dest))
+    assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
+    # Once the backup is over, a prune keeps what the new snapshot uses.
+    coffre.ok("prune")
+    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]
+    shutil.rmtree(dest)
+    coffre.ok("restore", snap.id[:8], "--target", str(dest))
+    assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
