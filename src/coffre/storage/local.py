@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coffre.core.errors import (
+    CoffreError,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -73,8 +74,6 @@ class LocalBackend:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if any(p for p in self.root.iterdir() if not p.name.startswith(".")):
-                from coffre.core.errors import CoffreError
-
                 raise CoffreError(
                     f"{self.root} is not empty",
                     "choose an empty directory or a new one for the repository",
@@ -91,8 +90,8 @@ class LocalBackend:
         final = directory / handle.name
         what = f"writing {handle.kind}/{handle.name}"
         try:
-            if handle.kind == "data":
-                directory.mkdir(exist_ok=True)
+            if handle.kind != "config":
+                directory.mkdir(exist_ok=True, parents=True)
             if final.exists():
                 if final.stat().st_size == len(data) and final.read_bytes() == bytes(data):
                     return
@@ -149,6 +148,8 @@ class LocalBackend:
             return
         base = self._dir(kind)
         dirs = [base]
+        if not base.is_dir() and self.exists():
+            return  # a kind never written yet (e.g. a repository copied without empty folders)
         if kind == "data":
             try:
                 dirs = sorted(p for p in base.iterdir() if p.is_dir())
@@ -157,6 +158,10 @@ class LocalBackend:
         for d in dirs:
             try:
                 entries = list(os.scandir(d))
+            except FileNotFoundError:
+                if d is base:
+                    raise _translate(FileNotFoundError(2, "not found"), f"listing {kind}") from None
+                continue  # a data/XX folder emptied and removed meanwhile
             except OSError as exc:
                 raise _translate(exc, f"listing {kind}") from exc
             for entry in entries:

@@ -1,0 +1,86 @@
+"""What a user can do wrong gets a clear message, the documented exit code, no traceback,
+and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import Coffre, snapshot_ids
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_wrong_password_exits_12_and_writes_nothing(repo: Coffre, tree: Path, tmp_path: Path) -> None:
+    repo.ok("backup", str(tree))
+    before = _files(repo.repo)
+    bad = tmp_path / "bad"
+    bad.write_text("not the password\n")
+    for cmd in (["backup", str(tree)], ["snapshots"], ["prune"], ["check"]):
+        res = Coffre(repo.repo, bad, Path(repo.env["COFFRE_CACHE_DIR"]))(*cmd)
+        assert res.code == 12, res
+        assert "wrong password" in res.err and "Traceback" not in res.err
+    assert _files(repo.repo) == before
+
+
+def test_not_a_repository_exits_10(coffre: Coffre, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for location in (tmp_path / "empty", tmp_path / "does-not-exist"):
+        res = coffre("snapshots", "--repo", str(location))
+        assert res.code == 10, res
+        assert "not a Coffre repository" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "does-not-exist").exists()
+
+
+def test_newer_format_version_is_refused_clearly(repo: Coffre) -> None:
+    config = repo.repo / "config"
+    doc = json.loads(config.read_text())
+    doc["version"] = 99
+    config.chmod(0o600)
+    config.write_text(json.dumps(doc))
+    res = repo("snapshots")
+    assert res.code != 0
+    assert "newer Coffre" in res.err and "version 99" in res.err and "Traceback" not in res.err
+
+
+def test_init_refuses_an_existing_repository_or_non_empty_directory(repo: Coffre, tmp_path: Path) -> None:
+    keys = sorted(os.listdir(repo.repo / "keys"))
+    res = repo("init")
+    assert res.code == 1 and "already holds" in res.err
+    assert sorted(os.listdir(repo.repo / "keys")) == keys
+    other = tmp_path / "busy"
+    other.mkdir()
+    (other / "precious.txt").write_text("x")
+    res = repo("init", "--repo", str(other))
+    assert res.code != 0 and "not empty" in res.err
+    assert (other / "precious.txt").read_text() == "x"
+
+
+def test_missing_source_path_writes_no_snapshot(repo: Coffre, tmp_path: Path) -> None:
+    res = repo("backup", str(tmp_path / "nope"))
+    assert res.code == 1 and "does not exist" in res.err and "Traceback" not in res.err
+    assert snapshot_ids(repo) == []
+
+
+def test_no_password_source_and_no_terminal_is_a_clear_error(coffre: Coffre) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "coffre", "init", "--repo", str(coffre.repo)],
+                          env=coffre.env, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 2
+    assert b"COFFRE_PASSWORD_FILE" in proc.stderr and b"Traceback" not in proc.stderr
+    assert not (coffre.repo / "config").exists()
+
+
+def test_unknown_snapshot_and_path(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    res = repo("ls", "deadbeef")
+    assert res.code == 1 and "no snapshot" in res.err
+    res = repo("dump", "latest", "/no/such/file")
+    assert res.code == 1 and "not in snapshot" in res.err
+    res = repo("backup", str(tree), "--repo", "s3://host/bucket")
+    assert res.code == 2 and "not supported yet" in res.err
