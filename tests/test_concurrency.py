@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, Coffre, make_tree, snapshot_ids, tree_digest
 from coffre.ops.backup import Backup, BackupOptions, BackupResult
 from coffre.repository.locks import Lock
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
+
+from conftest import PASSWORD, Coffre, make_tree, snapshot_ids, tree_digest
 
 
 def test_two_backups_at_once_both_succeed(coffre: Coffre, tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_prune_during_backup_does_not_block_it_nor_delete_what_it_needs(
     coffre.ok("init", "--pack-size", "1")
     src = make_tree(tmp_path / "src")
     coffre.ok("backup", str(src), "--host", "first")
-    first = snapshot_ids(coffre)[0]
+
 
     # A second backup of the same tree deduplicates against the first snapshot's data.
     # It is paused just before it commits, while the first snapshot is forgotten and pruned.

@@ -16,7 +16,7 @@ from coffre.core.errors import CoffreError
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.check import Checker
 from coffre.ops.common import find_snapshot
-from coffre.ops.restore import Restorer, RestoreOptions
+from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def make_sample(root: Path, seed: int = 1) -> None:
-    rnd = random.Random(seed)
+    rnd = random.Random(seed)  # noqa: S311 - sample data, not secrets
     (root / "officine" / "data").mkdir(parents=True)
     db = sqlite3.connect(root / "officine" / "data" / "officine.db")
     db.execute("CREATE TABLE ventes (id INTEGER PRIMARY KEY, produit TEXT, qte INT, prix REAL)")
@@ -76,7 +76,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{human_size(s['data_added_stored'])} stored")
     with Lock(repo, exclusive=False, command="demo backup") as lock:
         again = Backup(repo, lock, BackupOptions(paths=[str(source)], host="demo")).run()
-    say(f"4. second backup of the unchanged tree added {human_size(again.snapshot.summary['data_added_stored'])}")
+    added = human_size(again.snapshot.summary["data_added_stored"])
+    say(f"4. second backup of the unchanged tree added {added}")
     reopened = Repository.open(LocalBackend(repo_dir), password)
     reopened.load_index()
     snap = find_snapshot(reopened, "latest")

@@ -69,18 +69,19 @@ def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
     subset = None
-    if args.read_data_subset:
+    pct = 0.0
+    if args.read_data_subset is not None:  # an empty value is an error, not "no subset"
         pct, subset = parse_subset(args.read_data_subset)
-        if subset is None:
-            # A rotating share: slice k of m, k advancing at each run (kept in the local cache).
-            m = max(1, round(100 / pct))
-            cache = RepoCache(repo.config.id)
-            k = int(cache.get_state("check_slice", "0")) % m
-            cache.set_state("check_slice", str(k + 1))
-            cache.close()
-            subset = (k + 1, m)
+    repo = open_repo(args)
+    if pct:
+        # A rotating share: slice k of m, k advancing at each run (kept in the local cache).
+        m = max(1, round(100 / pct))
+        cache = RepoCache(repo.config.id)
+        k = int(cache.get_state("check_slice", "0")) % m
+        cache.set_state("check_slice", str(k + 1))
+        cache.close()
+        subset = (k + 1, m)
     with locked(repo, exclusive=False, command="check"):
         res = Checker(repo, report=warn if not args.json else lambda _: None).run(
             read_data=args.read_data, subset=subset)

@@ -8,7 +8,7 @@ from coffre.cli.context import add_repo_options, locked, open_repo
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import EXIT_FATAL
 from coffre.ops.common import find_snapshot
-from coffre.ops.restore import Restorer, RestoreOptions
+from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.ops.verify import Verifier
 
 

@@ -7,8 +7,7 @@ import os
 import sys
 
 from coffre import __version__
-from coffre.cli import cmd_backup, cmd_browse, cmd_demo, cmd_maintenance, cmd_repo
-from coffre.cli import cmd_restore
+from coffre.cli import cmd_backup, cmd_browse, cmd_demo, cmd_maintenance, cmd_repo, cmd_restore
 from coffre.core.errors import EXIT_FATAL, EXIT_INTERRUPTED, CoffreError
 
 

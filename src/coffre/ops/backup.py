@@ -16,7 +16,7 @@ import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from coffre import __version__
 from coffre.core.errors import CoffreError, ObjectNotFound
@@ -73,6 +73,8 @@ class _Stats:
 
 
 Content = list["Future[bytes] | bytes"]
+# A file whose chunks are still being stored: its node, content, path and stat.
+Pending = tuple[Node, Content, bytes, os.stat_result]
 
 
 class Backup:
@@ -167,7 +169,7 @@ class Backup:
                     data = f.read()
                     content: Content = [self._submit(data)] if data else []
                 else:
-                    content = self._read_stream(f)  # type: ignore[arg-type]
+                    content = self._read_stream(f)
             except OSError as exc:
                 self._error(path, exc)
                 return None
@@ -190,7 +192,7 @@ class Backup:
         self.problems.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc} (skipped)")
         self.report(f"error: {os.fsdecode(path)}: {exc.strerror or exc}")
 
-    def _entry(self, name: bytes, path: bytes, pending: list[tuple[Node, Content, bytes, os.stat_result]]) -> Node | None:
+    def _entry(self, name: bytes, path: bytes, pending: list[Pending]) -> Node | None:
         """The node for one directory entry; file content is left pending in `pending`."""
         if path in self.skip or self.excluder.excluded(path):
             return None
@@ -221,21 +223,21 @@ class Backup:
     def _dir(self, path: bytes) -> bytes | None:
         try:
             with os.scandir(path) as it:
-                names = sorted(e.name for e in it)  # type: ignore[type-var]
+                names = sorted(e.name for e in it)
         except OSError as exc:
             self._error(path, exc)
             return None
         self.stats.dirs += 1
         nodes: list[Node] = []
-        pending: list[tuple[Node, Content, bytes, os.stat_result]] = []
+        pending: list[Pending] = []
         for name in names:
-            node = self._entry(name, path.rstrip(b"/") + b"/" + name, pending)  # type: ignore[operator]
+            node = self._entry(name, path.rstrip(b"/") + b"/" + name, pending)
             if node is not None:
                 nodes.append(node)
         self._resolve(pending)
         return self._store_tree(nodes)
 
-    def _resolve(self, pending: list[tuple[Node, Content, bytes, os.stat_result]]) -> None:
+    def _resolve(self, pending: list[Pending]) -> None:
         for node, content, path, st in pending:
             node.content = [c.result() if isinstance(c, Future) else c for c in content]
             self._use(node.content)
@@ -263,7 +265,7 @@ class Backup:
 
     def _build(self, prefix: bytes, structure: dict[bytes, object]) -> bytes:
         nodes: list[Node] = []
-        pending: list[tuple[Node, Content, bytes, os.stat_result]] = []
+        pending: list[Pending] = []
         for name in sorted(structure):
             path = prefix + b"/" + name
             sub = structure[name]
@@ -401,7 +403,7 @@ class Backup:
 
 
 class _CountingReader:
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self.raw = raw
         self.count = 0
 
