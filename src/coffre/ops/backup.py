@@ -326,8 +326,21 @@ class Backup:
         return content, counter.count
 
     # -- the whole run --------------------------------------------------------------------------
+    def _forget_missing_packs(self) -> None:
+        """Packs the index lists but storage lacks (a damaged repository): their blobs are
+        stored again by this backup instead of being referenced."""
+        stored = {name for name, _ in self.repo.iter_pack_names()}
+        gone = {pid for pid in self.repo.index.pack_ids() if pid.hex() not in stored}
+        if gone:
+            self.repo.index.drop_packs(gone)
+            self.problems.warnings.append(
+                f"{len(gone)} pack(s) listed in the index are missing; their data is stored again "
+                "where this backup still finds it (run 'coffre check')"
+            )
+
     def run(self) -> BackupResult:
         try:
+            self._forget_missing_packs()
             if self.opts.stdin_name:
                 tree = self._stdin_tree()
                 paths = [self.opts.stdin_name]

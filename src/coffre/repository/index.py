@@ -25,11 +25,23 @@ class MasterIndex:
     def add_pack(self, pack_id: bytes, entries: list[BlobEntry]) -> None:
         with self._lock:
             self._packs[pack_id] = entries
-            for e in entries:
-                loc = Location(pack_id, e)
-                first = self._blobs.setdefault(e.id, loc)
-                if first is not loc and first.pack != pack_id:
-                    self._extra.setdefault(e.id, []).append(loc)
+            self._add_blobs(pack_id, entries)
+
+    def _add_blobs(self, pack_id: bytes, entries: list[BlobEntry]) -> None:
+        for e in entries:
+            loc = Location(pack_id, e)
+            first = self._blobs.setdefault(e.id, loc)
+            if first is not loc and first.pack != pack_id:
+                self._extra.setdefault(e.id, []).append(loc)
+
+    def drop_packs(self, gone: set[bytes]) -> None:
+        """Forget packs known to be missing from storage, so their blobs are stored again."""
+        with self._lock:
+            for pid in gone:
+                self._packs.pop(pid, None)
+            self._blobs, self._extra = {}, {}
+            for pid, entries in self._packs.items():
+                self._add_blobs(pid, entries)
 
     def lookup(self, blob_id: bytes) -> Location | None:
         return self._blobs.get(blob_id)
