@@ -73,11 +73,12 @@ class Packer:
             self._write(*full)
 
     def _write(self, parts: list[bytes], entries: list[packfmt.BlobEntry]) -> None:
-        body = b"".join(parts)
-        for e in entries:  # verify after encrypt
-            self.repo.decode_blob(e, memoryview(body)[e.offset : e.offset + e.length])
         header = self.repo.crypter.encrypt(aead.KIND_PACK_HEADER, packfmt.encode_header(entries))
-        blob = b"".join((body, header, packfmt.TRAILER.pack(len(header))))
+        blob = b"".join((*parts, header, packfmt.TRAILER.pack(len(header))))
+        parts.clear()  # free the blobs now: the joined pack holds them
+        view = memoryview(blob)
+        for e in entries:  # verify after encrypt
+            self.repo.decode_blob(e, view[e.offset : e.offset + e.length])
         pack_id = hashlib.sha256(blob).digest()
         self.repo.backend.save(Handle("data", pack_id.hex()), blob)
         with self._lock:
