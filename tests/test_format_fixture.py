@@ -29,7 +29,8 @@ def test_format_v1_repository_opens_checks_and_restores(tmp_path: Path) -> None:
     }
     assert restored == manifest["files"]
     assert os.readlink(root / "officine" / "lien") == "ventes.csv"
-    assert (root / "officine" / "ventes.csv").stat().st_mtime_ns == manifest["mtime_ns"]["officine/ventes.csv"]
+    mtime = (root / "officine" / "ventes.csv").stat().st_mtime_ns
+    assert mtime == manifest["mtime_ns"]["officine/ventes.csv"]
     # A new backup into the old repository works too.
     c.ok("backup", str(root))
     assert json.loads(c.ok("check", "--json").out)["ok"]

@@ -9,9 +9,11 @@ Commit order: packs -> index -> (rescue of blobs a concurrent prune took away) -
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import socket
+import stat
 import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -154,7 +156,8 @@ class Backup:
                 self.stats.files_unmodified += 1
                 return list(cached)
         try:
-            flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+            # O_NONBLOCK: a file replaced by a fifo since lstat must not hang the backup.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
             try:
                 fd = os.open(path, flags)
             except PermissionError:
@@ -164,12 +167,18 @@ class Backup:
             return None
         with os.fdopen(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                self._error(path, OSError(errno.EINVAL, "replaced by something that is not a file"))
+                return None
+            os.set_blocking(fd, True)
+            reader = _CountingReader(f)
             try:
                 if before.st_size < self.chunker.params.min_size:
                     data = f.read()
+                    reader.count = len(data)
                     content: Content = [self._submit(data)] if data else []
                 else:
-                    content = self._read_stream(f)
+                    content = self._read_stream(reader)  # type: ignore[arg-type]
             except OSError as exc:
                 self._error(path, exc)
                 return None
@@ -180,7 +189,7 @@ class Backup:
             self.problems.warnings.append(
                 f"{os.fsdecode(path)}: changed while it was read; the copy may be inconsistent"
             )
-        node.size = after.st_size if after.st_size == before.st_size else node.size
+        node.size = reader.count  # what was stored, even if the file grew meanwhile
         if self.cache is not None and self.cache.known(path):
             self.stats.files_changed += 1
         else:

@@ -104,7 +104,10 @@ class Restorer:
             if node is None or node.type != "dir" or node.subtree is None:
                 raise CoffreError(f"{self.opts.subpath}: no such directory in the snapshot")
             tree, prefix = node.subtree, "/" + self.opts.subpath.strip("/")
-        os.makedirs(self.root, exist_ok=True)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
         with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool:
             futures: list[Future[None]] = []
             self._restore_dir(pool, futures, tree, self.root, prefix)
@@ -112,7 +115,9 @@ class Restorer:
                 fut.result()
         for path, node in self._links:
             self._make_link(path, node)
-        for path, node in reversed(self._dirs):
+        # Children before their parent (the order _dirs was filled in): a parent's mode may
+        # close it to its owner, and its mtime must come after the last write into it.
+        for path, node in self._dirs:
             self._set_metadata(path, node)
         return self.problems
 
@@ -129,7 +134,11 @@ class Restorer:
                     continue
                 if self.excluder.excluded(os.fsencode(path)):
                     continue
-                self._make_dir(out)
+                try:
+                    self._make_dir(out)
+                except OSError as exc:
+                    self._problem(out, exc)
+                    continue
                 self.stats.dirs += 1
                 self._restore_dir(pool, futures, node.subtree, out, path)
                 self._dirs.append((out, node))
@@ -149,14 +158,15 @@ class Restorer:
                 self._restore_special(out, node)
 
     def _make_dir(self, path: bytes) -> None:
+        """A real directory at path. Something else there (a symlink above all, which is
+        never followed) is replaced, as a file replaces what stands at its place."""
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise CoffreError(
-                    f"{os.fsdecode(path)} exists and is not a directory; refusing to restore through it"
-                ) from None
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return
+            os.unlink(path)
+            os.mkdir(path, 0o700)
 
     def _clear(self, path: bytes) -> None:
         """Remove an existing non-directory at path (never follows a symlink)."""

@@ -13,7 +13,7 @@ from coffre.format.tree import Node
 from coffre.ops.common import Reporter, load_tree, quiet
 from coffre.ops.content import content_matches
 from coffre.repository.repo import Repository
-from coffre.sources.files import node_from_stat
+from coffre.sources.files import Excluder, node_from_stat
 
 
 @dataclass
@@ -49,23 +49,31 @@ class Verifier:
         self.result = VerifyResult()
 
     def run(self, snap: Snapshot, only: list[str] | None = None) -> VerifyResult:
+        """Compare the snapshot with the live files; `only` limits it to these paths.
+        Live files the snapshot lacks are looked for only inside the backed-up sources (not
+        in their parent directories), minus what the backup excluded or skipped."""
         self.repo.load_index()
-        self._only = [os.path.abspath(p).rstrip("/") for p in only or []]
+        self._only = [_abspath(p) for p in only or []]
+        self._sources = [_abspath(p) for p in snap.paths]
+        self._excluder = Excluder(snap.excludes)
+        location = self.repo.backend.location
+        self._skip = {_abspath(location)} if os.path.isabs(location) else set()
         self._tree(snap.tree, b"")
         return self.result
 
     def _wanted(self, path: str, is_dir: bool) -> bool:
-        if not self._only:
-            return True
-        return any(
-            path == p or path.startswith(p + "/") or (is_dir and p.startswith(path + "/"))
-            for p in self._only
+        """Inside a path to compare, or a directory on the way to one."""
+        return not self._only or any(
+            _below(path, p) or (is_dir and _below(p, path)) for p in self._only
         )
+
+    def _in_sources(self, path: str) -> bool:
+        """A backed-up path, not one of the parent directories mirrored above them."""
+        return any(_below(path, s) for s in self._sources)
 
     def _tree(self, tree_id: bytes, prefix: bytes) -> None:
         diffs = self.result.differences
         saved_nodes = load_tree(self.repo, tree_id)
-        names = {n.name for n in saved_nodes}
         for node in saved_nodes:
             path = prefix + b"/" + node.name
             text = os.fsdecode(path)
@@ -86,13 +94,31 @@ class Verifier:
                 self._tree(node.subtree, path)
             elif node.type == "file" and live.type == "file":
                 self._content(path, node)
-        if prefix and self._wanted(os.fsdecode(prefix), True):
-            try:
-                live_names = set(os.listdir(prefix))
-            except OSError:
-                return
-            for extra in sorted(live_names - names):
-                diffs.append(f"{os.fsdecode(prefix + b'/' + extra)}: not in the snapshot")
+        directory = os.fsdecode(prefix)
+        if prefix and self._in_sources(directory) and self._wanted(directory, True):
+            self._extras(prefix, {n.name for n in saved_nodes})
+
+    def _extras(self, directory: bytes, saved: set[bytes]) -> None:
+        """Report the live entries of `directory` that a backup now would have stored."""
+        try:
+            live_names = set(os.listdir(directory))
+        except OSError as exc:
+            self.result.differences.append(
+                f"{os.fsdecode(directory)}: cannot be listed ({exc.strerror})"
+            )
+            return
+        for extra in sorted(live_names - saved):
+            path = directory + b"/" + extra
+            if self._missed(path):
+                self.result.differences.append(f"{os.fsdecode(path)}: not in the snapshot")
+
+    def _missed(self, path: bytes) -> bool:
+        """A live entry the snapshot lacks is a difference if it is to be compared and the
+        backup would have stored it (not excluded, not the repository itself)."""
+        text = os.fsdecode(path)
+        if text in self._skip or self._excluder.excluded(path):
+            return False
+        return self._wanted(text, False)
 
     def _content(self, path: bytes, node: Node) -> None:
         try:
@@ -110,3 +136,12 @@ class Verifier:
         self.result.bytes += node.size
         if reason:
             self.result.differences.append(f"{os.fsdecode(path)}: {reason}")
+
+
+def _abspath(path: str) -> str:
+    return os.path.abspath(path).rstrip("/") or "/"
+
+
+def _below(path: str, top: str) -> bool:
+    """path is top or inside it (both absolute, normalised)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
