@@ -347,7 +347,7 @@ def test_file_changed_while_read_is_a_warning(tmp_path: Path,
     src = tmp_path / "src"
     src.mkdir()
     big, small = src / "growing.db", src / "calm.txt"
-    big.write_bytes(os.urandom(3 * MiB))
+    big.write_bytes(os.urandom(20 * MiB))  # larger than what the chunker reads ahead
     small.write_bytes(b"calme")
     assert _backup_in_process(tmp_path / "repo", src) == []
 
@@ -365,6 +365,12 @@ def test_file_changed_while_read_is_a_warning(tmp_path: Path,
 
     assert len(warnings) == 1, warnings
     assert str(big) in warnings[0] and "changed while it was read" in warnings[0]
+    # The snapshot records the size of what it stored, so the copy restores and verifies.
+    c = Coffre(tmp_path / "repo", tmp_path / "pw", tmp_path / "cache")
+    c.pwfile.write_text(PASSWORD)
+    c.ok("restore", "latest", "--target", str(tmp_path / "out"), "--verify")
+    restored = tmp_path / "out" / str(big).lstrip("/")
+    assert big.read_bytes().startswith(restored.read_bytes())
 
 
 # -- 8. verify -----------------------------------------------------------------------------------
