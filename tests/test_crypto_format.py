@@ -78,6 +78,13 @@ def test_recovery_key_checksum() -> None:
     swapped = text[1] + text[0] + text[2:] if text[0] != text[1] else text[:2] + "Z" + text[3:]
     assert kdf.parse_recovery_key(swapped) is None
     assert kdf.parse_recovery_key("hello") is None
+    # Every single-character change is refused, the last (partly padding) one included.
+    for i in [*range(0, len(text), 7), len(text) - 1]:
+        if text[i] == "-":
+            continue
+        for c in "AB7":
+            if c != text[i]:
+                assert kdf.parse_recovery_key(text[:i] + c + text[i + 1 :]) is None
 
 
 @given(names=st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b), unique=True))

@@ -9,9 +9,11 @@ from coffre.cli.context import add_repo_options, locked, open_repo
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import UsageError
+from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker
+from coffre.ops.common import quiet
 from coffre.ops.forget import plan_forget, remove_snapshots
-from coffre.ops.prune import Pruner
+from coffre.ops.prune import Pruner, PruneStats
 from coffre.ops.repair import repair_index
 from coffre.policy.retention import Policy, parse_duration, parse_size
 from coffre.repository.cache import RepoCache
@@ -83,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         cache.close()
         subset = (k + 1, m)
     with locked(repo, exclusive=False, command="check"):
-        res = Checker(repo, report=warn if not args.json else lambda _: None).run(
+        res = Checker(repo, report=quiet if args.json else warn).run(
             read_data=args.read_data, subset=subset)
     if args.json:
         emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
@@ -133,47 +135,51 @@ def _policy(args: argparse.Namespace) -> Policy:
 def cmd_forget(args: argparse.Namespace) -> int:
     try:
         policy = _policy(args)
-        max_size = parse_size(args.max_size) if args.max_size else 0
+        policy.validate()
+        max_size = parse_size(args.max_size) if args.max_size is not None else 0
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.max_size is not None and max_size <= 0:
+        raise UsageError("--max-size must be greater than zero")
     if policy.empty() and not max_size:
         raise UsageError("no keep rule given; refusing to remove every snapshot",
                          "add --keep-daily 7, --keep-within 30d, --max-size 500GiB, ...")
     repo = open_repo(args)
-    with locked(repo, exclusive=True, command="forget") as lock:
+    with locked(repo, exclusive=True, command="forget"):
         repo.load_index()
-        snaps = [s for s in repo.snapshots()
-                 if (not args.host or s.hostname == args.host) and all(t in s.tags for t in args.tag)]
-        decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size)
+        snaps: list[Snapshot] = []
+        others: list[Snapshot] = []
+        for s in repo.snapshots():
+            chosen = (not args.host or s.hostname == args.host) and all(t in s.tags for t in args.tag)
+            (snaps if chosen else others).append(s)
+        decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size, others)
         by_id = {s.id: s for s in snaps}
         gone = [d.snapshot.id for d in decisions if not d.keep]
-        if args.json:
-            emit_json({"dry_run": args.dry_run, "decisions": [
-                {"id": d.snapshot.id, "keep": d.keep, "reasons": d.reasons} for d in decisions]})
-        else:
+        if not args.json:
             for d in decisions:
                 s = by_id[d.snapshot.id]
                 mark = "keep  " if d.keep else "remove"
                 say(f"{mark} {s.id[:8]} {format_ns(s.time_ns)} {s.hostname:<12} {'; '.join(d.reasons)}")
             say(f"{len(decisions) - len(gone)} kept, {len(gone)} "
                 + ("would be removed (dry run)" if args.dry_run else "removed"))
-        if args.dry_run:
-            return 0
-        remove_snapshots(repo, gone)
-        del lock
-    if args.prune:
-        return _prune(args, dry_run=False, repo=repo)
+        if not args.dry_run:
+            remove_snapshots(repo, gone)
+    report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
+        {"id": d.snapshot.id, "keep": d.keep, "reasons": d.reasons} for d in decisions]}
+    if args.prune and not args.dry_run:
+        report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
+    if args.json:
+        emit_json(report)
     return 0
 
 
-def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = None) -> int:
+def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = None) -> PruneStats:
+    """Run prune; its summary is printed unless --json asks for a document."""
     repo = repo or open_repo(args)
     with locked(repo, exclusive=True, command="prune") as lock:
-        st = Pruner(repo, lock, report=warn if not getattr(args, "json", False) else lambda _: None).run(
-            dry_run=dry_run)
-    if getattr(args, "json", False):
-        emit_json(st.__dict__)
-        return 0
+        st = Pruner(repo, lock, report=quiet if args.json else warn).run(dry_run=dry_run)
+    if args.json:
+        return st
     say(f"{'would free' if dry_run else 'freed'} {human_size(st.bytes_freed)}: "
         f"{st.packs_removed} unused pack(s), {st.packs_repacked} repacked "
         f"({human_size(st.bytes_repacked)} copied), {st.packs_unindexed} left over by interrupted runs")
@@ -181,8 +187,11 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
         say(f"deleted {st.packs_deleted} pack(s)")
     for n in st.notes:
         say(f"note: {n}")
-    return 0
+    return st
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    return _prune(args, args.dry_run)
+    st = _prune(args, args.dry_run)
+    if args.json:
+        emit_json(st.__dict__)
+    return 0

@@ -110,6 +110,8 @@ def parse_recovery_key(text: str) -> bytes | None:
     cleaned = re.sub(r"[\s-]", "", text.strip().upper())
     if len(cleaned) != 55 or any(c not in _B32 for c in cleaned):
         return None
+    if _B32.index(cleaned[-1]) & 0b111:
+        return None  # the last character's three low bits are padding and must be zero
     decoded = base64.b32decode(cleaned + "A")[:34]  # the 56th character only holds padding bits
     raw, check = decoded[:32], decoded[32:34]
     if hkdf(raw, b"coffre recovery checksum", length=2) != check:

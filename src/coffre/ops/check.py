@@ -17,6 +17,7 @@ from coffre.core.errors import FormatError, ObjectNotFound, StorageError
 from coffre.format import pack as packfmt
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
+from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 
@@ -60,9 +61,11 @@ class Checker:
             if name not in stored:
                 r.damaged_packs[name] = "pack is missing"
                 continue
-            expected = max(e.offset + e.length for e in entries) if entries else 0
-            if stored[name] < expected + packfmt.TRAILER.size:
-                r.damaged_packs[name] = f"pack is truncated ({stored[name]} bytes)"
+            expected = pack_size(entries)
+            if stored[name] < expected:
+                r.damaged_packs[name] = f"pack is truncated ({stored[name]} of {expected} bytes)"
+            elif stored[name] > expected:
+                r.damaged_packs[name] = f"pack is too long ({stored[name]} of {expected} bytes)"
         unindexed = sorted(set(stored) - {p.hex() for p in indexed})
         if unindexed:
             r.notes.append(

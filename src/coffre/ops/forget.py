@@ -4,21 +4,33 @@ from __future__ import annotations
 
 from collections import Counter
 
+from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import load_tree
+from coffre.ops.prune import worth_repacking
 from coffre.policy.retention import Decision, Policy, SnapInfo, apply_policy, apply_size_budget
+from coffre.repository.packer import header_size
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 
 
 class SizeModel:
-    """Repository size if only some snapshots were kept: the stored bytes of the blobs they
-    reach, computed incrementally from reference counts."""
+    """The repository size (the sum of its pack files) that prune would leave if only some
+    snapshots were kept, with the `fixed` ones (outside the forget filter) always kept.
 
-    def __init__(self, repo: Repository, snaps: list[Snapshot]) -> None:
+    As prune does: a pack with no used blob is deleted, a pack worth repacking shrinks to its
+    used blobs and a header, any other pack stays whole. Kept up to date incrementally from
+    blob reference counts; only the packs whose use changed are weighed again."""
+
+    def __init__(self, repo: Repository, snaps: list[Snapshot], fixed: list[Snapshot]) -> None:
         self.repo = repo
-        self.blobs: dict[str, set[bytes]] = {s.id: self._reach(s) for s in snaps}
+        self.blobs: dict[str, set[bytes]] = {s.id: self._reach(s) for s in [*snaps, *fixed]}
+        self.fixed = {s.id for s in fixed}
+        self.index = repo.index.packs()
+        self.stored = {bytes.fromhex(name): size for name, size in repo.iter_pack_names()}
         self.refs: Counter[bytes] = Counter()
+        self.used: dict[bytes, dict[bytes, BlobEntry]] = {}  # pack -> its used blobs
+        self.weight: dict[bytes, int] = {}  # pack -> its size after prune
         self.kept: set[str] = set()
         self.size = 0
 
@@ -36,33 +48,62 @@ class SizeModel:
                     stack.append(node.subtree)
         return seen
 
-    def _stored(self, blob: bytes) -> int:
+    def _use(self, blob: bytes, used: bool, dirty: set[bytes]) -> None:
         loc = self.repo.index.lookup(blob)
-        return loc.entry.length if loc else 0
+        if loc is None:
+            return
+        in_pack = self.used.setdefault(loc.pack, {})
+        if used:
+            in_pack[blob] = loc.entry
+        else:
+            in_pack.pop(blob, None)
+        dirty.add(loc.pack)
+
+    def _weigh(self, pack: bytes) -> int:
+        used = list(self.used[pack].values())
+        if not used:
+            return 0
+        size = self.stored.get(pack, 0)
+        used_bytes = sum(e.length for e in used)
+        if worth_repacking(size, used_bytes, len(used), len(self.index.get(pack, []))):
+            return used_bytes + header_size(used)
+        return size
 
     def __call__(self, kept_ids: list[str]) -> int:
-        want = set(kept_ids)
+        want = set(kept_ids) | self.fixed
+        dirty: set[bytes] = set()
         for sid in want - self.kept:
             for b in self.blobs[sid]:
                 if self.refs[b] == 0:
-                    self.size += self._stored(b)
+                    self._use(b, True, dirty)
                 self.refs[b] += 1
         for sid in self.kept - want:
             for b in self.blobs[sid]:
                 self.refs[b] -= 1
                 if self.refs[b] == 0:
-                    self.size -= self._stored(b)
+                    self._use(b, False, dirty)
+        for pack in dirty:
+            new = self._weigh(pack)
+            self.size += new - self.weight.get(pack, 0)
+            self.weight[pack] = new
         self.kept = want
         return self.size
 
 
 def plan_forget(
-    repo: Repository, snaps: list[Snapshot], policy: Policy, now_ns: int, max_size: int = 0
+    repo: Repository,
+    snaps: list[Snapshot],
+    policy: Policy,
+    now_ns: int,
+    max_size: int = 0,
+    others: list[Snapshot] | None = None,
 ) -> list[Decision]:
+    """Decisions for `snaps`. With a size budget, `others` (snapshots this forget does not
+    touch, e.g. of other hosts) count in the repository size."""
     infos = [SnapInfo(s.id, s.time_ns, s.hostname, tuple(s.paths), tuple(s.tags)) for s in snaps]
     decisions = apply_policy(infos, policy, now_ns, allow_empty=max_size > 0)
     if max_size > 0:
-        decisions = apply_size_budget(decisions, SizeModel(repo, snaps), max_size)
+        decisions = apply_size_budget(decisions, SizeModel(repo, snaps, others or []), max_size)
     return decisions
 
 

@@ -45,6 +45,11 @@ class PruneStats:
     notes: list[str] = field(default_factory=list)
 
 
+def worth_repacking(pack_size: int, used_bytes: int, used_blobs: int, all_blobs: int) -> bool:
+    """Prune repacks a pack when some of its blobs are unused and waste enough of its bytes."""
+    return used_blobs < all_blobs and used_bytes < pack_size * (1 - REPACK_WASTE)
+
+
 def used_blobs(repo: Repository) -> set[bytes]:
     """Every blob reachable from a snapshot. Raises if a tree cannot be read."""
     used: set[bytes] = set()
@@ -109,7 +114,7 @@ class Pruner:
             if not live:
                 remove.append(pid)
                 st.bytes_freed += size
-            elif live_bytes < size * (1 - REPACK_WASTE) and len(live) < len(entries):
+            elif worth_repacking(size, live_bytes, len(live), len(entries)):
                 repack[pid] = live
                 st.bytes_freed += size - live_bytes
                 st.bytes_repacked += live_bytes

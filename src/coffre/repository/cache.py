@@ -29,7 +29,6 @@ class RepoCache:
         # Several backups may share the cache: wait for each other's short transactions.
         self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
         self._pending = 0
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, dev INT, ino INT,"
             " size INT, mtime INT, ctime INT, content BLOB)"

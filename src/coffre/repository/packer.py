@@ -16,6 +16,17 @@ from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 
 
+def pack_size(entries: list[packfmt.BlobEntry]) -> int:
+    """The exact size of the pack file holding these blobs."""
+    return max((e.offset + e.length for e in entries), default=0) + header_size(entries)
+
+
+def header_size(entries: list[packfmt.BlobEntry]) -> int:
+    """What follows the blobs in a pack listing these blobs: the encrypted header (its length
+    does not depend on the order of the blobs) and the trailer."""
+    return len(packfmt.encode_header(entries)) + aead.OVERHEAD + packfmt.TRAILER.size
+
+
 class Packer:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo

@@ -1,0 +1,308 @@
+"""check and repair index through the real command line, on repositories damaged on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from coffre.chunker import ChunkerParams
+from coffre.core.errors import EXIT_USAGE
+from coffre.crypto.aead import KIND_TREE
+from coffre.ops.common import walk
+from coffre.repository.repo import Repository
+from coffre.storage.local import LocalBackend
+
+from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
+
+# Small packs and chunks: a few MB of data spread over several packs.
+SMALL_PACK = 1024 * 1024
+SMALL_CHUNKS = ChunkerParams(64 * 1024, 128 * 1024, 256 * 1024)
+
+
+@pytest.fixture
+def small(coffre: Coffre) -> Coffre:
+    """A repository with 1 MiB packs and ~200 KiB chunks."""
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    return coffre
+
+
+def packs(c: Coffre) -> dict[str, Path]:
+    """Pack name -> file, as stored on disk."""
+    return {p.name: p for p in (c.repo / "data").glob("*/*") if not p.name.startswith(".")}
+
+
+def flip(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def open_local(c: Coffre) -> Repository:
+    repo = Repository.open(LocalBackend(c.repo), PASSWORD)
+    repo.load_index()
+    return repo
+
+
+def file_packs(c: Coffre, snap_id: str) -> dict[str, set[str]]:
+    """Path of every file of a snapshot -> the packs holding its content (from the index)."""
+    repo = open_local(c)
+    snap = next(s for s in repo.snapshots() if s.id == snap_id)
+    out: dict[str, set[str]] = {}
+    for item in walk(repo, snap.tree):
+        if item.node.type == "file":
+            locs = [repo.index.lookup(b) for b in item.node.content]
+            out["/" + os.fsdecode(item.path)] = {loc.pack.hex() for loc in locs if loc}
+    return out
+
+
+def tree_packs(c: Coffre) -> set[str]:
+    repo = open_local(c)
+    return {pid.hex() for pid, entries in repo.index.packs().items()
+            if any(e.kind == KIND_TREE for e in entries)}
+
+
+@dataclass
+class Damage:
+    """Two snapshots of one folder and a pack that holds only data of one of its files."""
+
+    src: Path
+    snaps: list[str]  # oldest first
+    victim: str  # pack name
+    big: Path  # the file with data in the victim pack
+    spared: list[Path]  # files with no data in it
+
+
+def two_snapshots(c: Coffre, tmp_path: Path) -> Damage:
+    rnd = random.Random(1)
+    src = tmp_path / "src"
+    # The backup finishes a-docs (its files and tree) before it reads big.bin: the packs
+    # written while big.bin is read hold nothing else, however many threads pack.
+    (src / "a-docs").mkdir(parents=True)
+    (src / "a-docs" / "note.txt").write_text("bonjour\n" * 100)
+    (src / "a-docs" / "other.bin").write_bytes(rnd.randbytes(200_000))
+    big = src / "big.bin"
+    big.write_bytes(rnd.randbytes(3_000_000))
+    age_tree(src)
+    c.ok("backup", str(src))
+    (src / "new.bin").write_bytes(rnd.randbytes(300_000))
+    age_tree(src)
+    c.ok("backup", str(src))
+    snaps = snapshot_ids(c)
+    files = file_packs(c, snaps[1])
+    assert file_packs(c, snaps[0])[str(big)] == files[str(big)]  # deduplicated
+    others = set().union(*(p for f, p in files.items() if f != str(big)))
+    candidates = sorted(files[str(big)] - others - tree_packs(c))
+    assert candidates, "the chunking should leave a pack holding only big.bin data"
+    spared = [Path(f) for f, p in sorted(files.items()) if candidates[0] not in p]
+    assert len(spared) == 3
+    return Damage(src, snaps, candidates[0], big, spared)
+
+
+def assert_names_damage(out: str, d: Damage) -> None:
+    assert f"damaged pack {d.victim}" in out  # the full pack name
+    for sid in d.snaps:
+        assert f"snapshot {sid[:8]} depends on damaged data for 1 path(s)" in out
+    assert f"    {d.big}\n" in out
+    for f in d.spared:
+        assert str(f) not in out
+
+
+def assert_partial_restore(c: Coffre, d: Damage, restored: Path) -> None:
+    """Files that do not depend on the damaged pack restore; the one that does is an error."""
+    sid = d.snaps[1][:8]
+    for f in d.spared:
+        c.ok("restore", sid, "--target", str(restored / "ok"), "--include", str(f))
+        assert (restored / "ok" / str(f).lstrip("/")).read_bytes() == f.read_bytes()
+    res = c("restore", sid, "--target", str(restored / "bad"), "--include", str(d.big))
+    assert res.code == 1, res
+    assert f"error: {restored / 'bad' / str(d.big).lstrip('/')}:" in res.err
+
+
+# ------------------------------------------------------------------------ healthy
+
+
+def test_check_is_clean_on_a_healthy_repository(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    assert "no errors" in repo.ok("check").out
+    full = repo.ok("check", "--read-data")
+    assert "no errors" in full.out
+    assert f"read all {len(packs(repo))} pack(s)" in full.out
+    js = json.loads(repo.ok("check", "--read-data", "--json").out)
+    assert js["ok"] is True and js["errors"] == [] and js["damaged_packs"] == {}
+    assert js["packs_read"] == js["packs_total"] == len(packs(repo)) > 0
+    assert js["snapshots"] == 1
+
+
+# ---------------------------------------------------------------------- damaged packs
+
+
+def test_flipped_byte_in_a_pack_is_found_by_read_data(small: Coffre, tmp_path: Path,
+                                                      restored: Path) -> None:
+    d = two_snapshots(small, tmp_path)
+    assert "no errors" in small.ok("check", "--read-data").out
+    flip(packs(small)[d.victim])
+    res = small("check", "--read-data")
+    assert res.code == 1, res
+    assert_names_damage(res.out, d)
+    assert "the repository has errors" in res.out
+    js = json.loads(small("check", "--read-data", "--json").out)
+    assert list(js["damaged_packs"]) == [d.victim]
+    assert js["affected"] == {sid: [str(d.big)] for sid in d.snaps}
+    assert_partial_restore(small, d, restored)
+
+
+def test_truncated_pack_is_found_by_plain_check(small: Coffre, tmp_path: Path,
+                                                 restored: Path) -> None:
+    d = two_snapshots(small, tmp_path)
+    victim = packs(small)[d.victim]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-3])  # only the end of the pack header is lost
+    res = small("check")
+    assert res.code == 1, res
+    assert_names_damage(res.out, d)
+    assert "truncated" in res.out
+    victim.write_bytes(data[: len(data) // 2])
+    res = small("check")
+    assert res.code == 1, res
+    assert_names_damage(res.out, d)
+    assert_partial_restore(small, d, restored)
+
+
+def test_deleted_pack_is_found_by_plain_check(small: Coffre, tmp_path: Path,
+                                              restored: Path) -> None:
+    d = two_snapshots(small, tmp_path)
+    packs(small)[d.victim].unlink()
+    res = small("check")
+    assert res.code == 1, res
+    assert_names_damage(res.out, d)
+    assert "missing" in res.out
+    assert_partial_restore(small, d, restored)
+
+
+def test_damaged_tree_pack_names_whole_directories(small: Coffre, tmp_path: Path) -> None:
+    d = two_snapshots(small, tmp_path)
+    newest = file_packs(small, d.snaps[1])[str(d.src / "new.bin")]
+    trees = tree_packs(small) & newest  # the pack of the second backup's data and trees
+    assert trees
+    for name in trees:
+        packs(small)[name].unlink()
+    res = small("check")
+    assert res.code == 1, res
+    assert f"snapshot {d.snaps[1][:8]} depends on damaged data" in res.out
+    assert "/ (whole directory)" in res.out
+    assert f"snapshot {d.snaps[0][:8]} depends" not in res.out
+
+
+# ------------------------------------------------------------------------- subsets
+
+
+def test_read_data_subsets_read_every_pack_once(small: Coffre, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(random.Random(2).randbytes(4_000_000))
+    small.ok("backup", str(src))
+    names = set(packs(small))
+    assert len(names) >= 4
+
+    def read(subset: str) -> int:
+        js = json.loads(small.ok("check", "--json", "--read-data-subset", subset).out)
+        assert js["ok"] and js["packs_total"] == len(names)
+        return int(js["packs_read"])
+
+    assert read("1/2") + read("2/2") == len(names)
+    assert read("1/1") == len(names)
+    assert read("50%") + read("50%") == len(names)
+    assert read("100%") == len(names)
+    out = small.ok("check", "--read-data-subset", "1/3").out
+    assert f"pack(s) of {len(names)} (slice 1/3)" in out and "no errors" in out
+
+    # Which packs each run reads: damage them all and see which each run reports.
+    for p in packs(small).values():
+        flip(p)
+
+    def damaged(subset: str) -> set[str]:
+        res = small("check", "--json", "--read-data-subset", subset)
+        js = json.loads(res.out)
+        assert res.code == (1 if js["packs_read"] or js["errors"] else 0), res
+        assert js["packs_read"] == len(js["damaged_packs"])
+        return set(js["damaged_packs"])
+
+    first, second = damaged("1/2"), damaged("2/2")
+    assert first | second == names and not first & second
+    thirds = [damaged(f"{i}/3") for i in (1, 2, 3)]
+    assert set().union(*thirds) == names and sum(map(len, thirds)) == len(names)
+    rot = [damaged("50%") for _ in range(3)]
+    assert rot[0] | rot[1] == names and not rot[0] & rot[1]
+    assert rot[2] == rot[0]
+
+
+def test_bad_subset_values_are_usage_errors(repo: Coffre) -> None:
+    for bad in ("0/2", "3/2", "1/0", "0/0", "2", "abc", "0%", "101%", "-5%", "1/2/3", ""):
+        res = repo("check", f"--read-data-subset={bad}")
+        assert res.code == EXIT_USAGE, (bad, res)
+        assert "--read-data-subset" in res.err and "Traceback" not in res.err, (bad, res)
+
+
+# ------------------------------------------------------------------------- repair index
+
+
+def test_repair_index_rebuilds_a_lost_index(repo: Coffre, tree: Path, restored: Path) -> None:
+    repo.ok("backup", str(tree))
+    for f in (repo.repo / "index").iterdir():
+        f.unlink()
+    res = repo("check")
+    assert res.code == 1 and "missing" in res.out, res
+    assert "not in any index" in res.out
+    out = repo.ok("repair", "index").out
+    assert f"index rebuilt: {len(packs(repo))} packs" in out
+    assert list((repo.repo / "index").iterdir())
+    full = repo.ok("check", "--read-data").out
+    assert "no errors" in full and "note:" not in full
+    repo.ok("restore", "latest", "--target", str(restored), "--verify")
+    assert tree_digest(restored / str(tree).lstrip("/")) == tree_digest(tree)
+
+
+def test_backup_after_repair_uploads_lost_data_again(small: Coffre, tmp_path: Path,
+                                                      restored: Path) -> None:
+    d = two_snapshots(small, tmp_path)
+    packs(small)[d.victim].unlink()
+    small.ok("repair", "index")
+    res = small("check")
+    assert res.code == 1 and f"{d.big}: data is missing" in res.out, res
+    summary = json.loads(small.ok("backup", str(d.src), "--json").out)["summary"]
+    assert 0 < summary["data_added"] < 1_500_000  # the lost part only
+    assert summary["files_changed"] + summary["files_new"] == 1  # big.bin was read again
+    assert "no errors" in small.ok("check", "--read-data").out
+    small.ok("restore", "latest", "--target", str(restored), "--include", str(d.big))
+    assert (restored / str(d.big).lstrip("/")).read_bytes() == d.big.read_bytes()
+    # The older snapshots share the re-uploaded data: they are whole again.
+    assert small.ok("dump", d.snaps[0][:8], str(d.big)).outb == d.big.read_bytes()
+
+
+# ------------------------------------------------------------------ index and snapshots
+
+
+def test_damaged_index_file_is_reported(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    (index,) = (repo.repo / "index").iterdir()
+    flip(index)
+    res = repo("check")
+    assert res.code == 1, res
+    assert f"error: index {index.name[:12]}:" in res.out and "damaged" in res.out
+
+
+def test_damaged_snapshot_file_is_reported(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    repo.ok("backup", str(tree))
+    first = (repo.repo / "snapshots" / snapshot_ids(repo)[0])
+    flip(first, 10)
+    res = repo("check")
+    assert res.code == 1, res
+    assert f"error: snapshot {first.name[:12]}:" in res.out and "damaged" in res.out
+    assert json.loads(repo("check", "--json").out)["snapshots"] == 1
