@@ -142,7 +142,7 @@ def test_check_is_clean_on_a_healthy_repository(repo: Coffre, tree: Path) -> Non
 # ---------------------------------------------------------------------- damaged packs
 
 
-def test_flipped_byte_in_a_pack_is_found_by_read_data(small: Coffre, tmp_path: Path,
+def test_flipped_byte_in_a_pack_is_found_by_check(small: Coffre, tmp_path: Path,
                                                       restored: Path) -> None:
     d = two_snapshots(small, tmp_path)
     assert "no errors" in small.ok("check", "--read-data").out
@@ -154,6 +154,10 @@ def test_flipped_byte_in_a_pack_is_found_by_read_data(small: Coffre, tmp_path: P
     js = json.loads(small("check", "--read-data", "--json").out)
     assert list(js["damaged_packs"]) == [d.victim]
     assert js["affected"] == {sid: [str(d.big)] for sid in d.snaps}
+    # The plain check finds it too: it hashes every pack (no key needed for that).
+    plain = json.loads(small("check", "--json").out)
+    assert list(plain["damaged_packs"]) == [d.victim]
+    assert "does not match its name" in plain["damaged_packs"][d.victim]
     assert_partial_restore(small, d, restored)
 
 

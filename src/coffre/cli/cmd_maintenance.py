@@ -109,6 +109,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             say(f"read {res.packs_read} pack(s) of {res.packs_total} (slice {subset[0]}/{subset[1]})")
         elif args.read_data:
             say(f"read all {res.packs_read} pack(s)")
+        else:
+            say(f"checked the hashes of {res.packs_total} pack(s)")
         say("no errors were found" if res.ok else "the repository has errors")
     return 0 if res.ok else 1
 
