@@ -347,3 +347,14 @@ def test_a_stale_lock_does_not_block_prune(repo: Coffre, tmp_path: Path) -> None
     res = repo.ok("prune")
     assert "freed" in res.out
     assert not names(repo, "locks")
+
+
+def test_forget_named_snapshots(repo: Coffre, tree: Path) -> None:
+    for _ in range(3):
+        repo.ok("backup", str(tree))
+    ids = snapshot_ids(repo)
+    res = repo.ok("forget", ids[1][:8])
+    assert "named on the command line" in res.out
+    assert snapshot_ids(repo) == [ids[0], ids[2]]
+    bad = repo("forget", ids[0][:8], "--keep-last", "1")
+    assert bad.code == 2 and snapshot_ids(repo) == [ids[0], ids[2]]

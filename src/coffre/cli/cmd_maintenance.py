@@ -11,11 +11,11 @@ from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker
-from coffre.ops.common import quiet
+from coffre.ops.common import find_snapshot, quiet
 from coffre.ops.forget import plan_forget, remove_snapshots
 from coffre.ops.prune import Pruner, PruneStats
 from coffre.ops.repair import repair_index
-from coffre.policy.retention import Policy, parse_duration, parse_size
+from coffre.policy.retention import Decision, Policy, SnapInfo, parse_duration, parse_size
 from coffre.repository.cache import RepoCache
 from coffre.repository.repo import Repository
 
@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo_options(ri)
     ri.set_defaults(func=cmd_repair_index)
 
-    f = sub.add_parser("forget", help="remove snapshots according to a retention policy")
+    f = sub.add_parser("forget", help="remove snapshots: those named, or by a retention policy")
     add_repo_options(f)
+    f.add_argument("snapshot_ids", nargs="*", metavar="SNAPSHOT", help="snapshots to remove")
     for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         f.add_argument(f"--keep-{name}", type=int, default=0, metavar="N")
     f.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 2w, 6m, 1y")
@@ -143,7 +144,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.max_size is not None and max_size <= 0:
         raise UsageError("--max-size must be greater than zero")
-    if policy.empty() and not max_size:
+    if args.snapshot_ids and (not policy.empty() or max_size):
+        raise UsageError("give either snapshot ids or keep rules, not both")
+    if policy.empty() and not max_size and not args.snapshot_ids:
         raise UsageError("no keep rule given; refusing to remove every snapshot",
                          "add --keep-daily 7, --keep-within 30d, --max-size 500GiB, ...")
     repo = open_repo(args)
@@ -154,7 +157,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
         for s in repo.snapshots():
             chosen = (not args.host or s.hostname == args.host) and all(t in s.tags for t in args.tag)
             (snaps if chosen else others).append(s)
-        decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size, others)
+        if args.snapshot_ids:
+            named = {find_snapshot(repo, ref).id for ref in args.snapshot_ids}
+            snaps = [s for s in snaps + others if s.id in named]
+            decisions = [Decision(SnapInfo(s.id, s.time_ns, s.hostname, tuple(s.paths), tuple(s.tags)),
+                                  False, ["named on the command line"]) for s in snaps]
+        else:
+            decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size, others)
         by_id = {s.id: s for s in snaps}
         gone = [d.snapshot.id for d in decisions if not d.keep]
         if not args.json:
