@@ -29,6 +29,14 @@ class Result:
         return f"Result(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
 
 
+def _default_sigint() -> None:
+    """As in a terminal: Ctrl-C (SIGINT) reaches the command even when the test runner was
+    started in the background, where SIGINT is inherited as ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Coffre:
     """Runs the real command line in a subprocess, as a user would."""
 
@@ -59,6 +67,7 @@ class Coffre:
         proc = subprocess.run(
             self.argv(*args, repo=repo), input=input, capture_output=True,
             env={**self.env, **(env or {})}, timeout=timeout, check=False,
+            preexec_fn=_default_sigint,
         )
         return Result(proc.returncode, proc.stdout.decode(errors="replace"),
                       proc.stderr.decode(errors="replace"), proc.stdout)
