@@ -98,3 +98,11 @@ def test_restore_include_exclude(repo: Coffre, tree: Path, restored: Path) -> No
     assert (base / "docs" / "lettre-2.txt").exists()
     assert not (base / "docs" / "lettre-1.txt").exists()
     assert not (base / "db").exists()
+
+
+def test_listing_folders_does_not_make_the_next_backup_store_new_trees(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    for d in (tree, tree / "docs", tree / "scans" / "2026"):
+        os.utime(d, ns=(time.time_ns(), d.stat().st_mtime_ns))  # what listing a folder does
+    summary = json.loads(repo.ok("backup", str(tree), "--json").out)["summary"]
+    assert summary["blobs_added"] <= 3  # at most the trees above the source (their mtimes move)

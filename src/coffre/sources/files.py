@@ -72,8 +72,11 @@ def node_from_stat(name: bytes, path: bytes, st: os.stat_result) -> Node:
         user=user_name(st.st_uid),
         group=group_name(st.st_gid),
         mtime_ns=st.st_mtime_ns,
-        atime_ns=st.st_atime_ns,
-        ctime_ns=st.st_ctime_ns,
+        # Listing a folder updates its access time, and its change time cannot be restored:
+        # recording them would make every backup store new trees for unchanged folders.
+        # Folders get their mtime as atime, and no ctime.
+        atime_ns=st.st_mtime_ns if ntype == "dir" else st.st_atime_ns,
+        ctime_ns=0 if ntype == "dir" else st.st_ctime_ns,
         size=st.st_size if ntype == "file" else 0,
         inode=st.st_ino,
         device=st.st_dev,
