@@ -15,10 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError
-from coffre.core.errors import CoffreError as _CE
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
-from coffre.ops.common import Problems, Reporter, find_node, load_tree, quiet
+from coffre.ops.common import Problems, Reporter, load_tree, quiet
 from coffre.ops.content import content_matches
 from coffre.repository.repo import Repository
 from coffre.sources.files import Excluder
@@ -34,7 +33,6 @@ class RestoreOptions:
     verify: bool = False
     sparse: bool = True
     workers: int = 4
-    subpath: str = ""
 
 
 @dataclass
@@ -51,7 +49,7 @@ def _matches_any(path: str, patterns: list[str]) -> bool:
     for p in patterns:
         p = p.rstrip("/") or "/"
         if "/" in p:
-            if fnmatch.fnmatchcase(path, p) or (path.startswith(p.rstrip("*") + "/") and "*" not in p):
+            if fnmatch.fnmatchcase(path, p) or ("*" not in p and path.startswith(p + "/")):
                 return True
         elif fnmatch.fnmatchcase(base, p):
             return True
@@ -72,6 +70,7 @@ class Restorer:
         self._first_link: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
         self._is_root = os.geteuid() == 0
+        self._slots = threading.BoundedSemaphore(opts.workers * 4)
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, path: str) -> bool:
@@ -97,20 +96,13 @@ class Restorer:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, snap: Snapshot) -> Problems:
-        tree = snap.tree
-        prefix = ""
-        if self.opts.subpath:
-            node = find_node(self.repo, snap.tree, os.fsencode(self.opts.subpath.strip("/")))
-            if node is None or node.type != "dir" or node.subtree is None:
-                raise CoffreError(f"{self.opts.subpath}: no such directory in the snapshot")
-            tree, prefix = node.subtree, "/" + self.opts.subpath.strip("/")
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
         with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool:
             futures: list[Future[None]] = []
-            self._restore_dir(pool, futures, tree, self.root, prefix)
+            self._restore_dir(pool, futures, snap.tree, self.root, "")
             for fut in futures:
                 fut.result()
         for path, node in self._links:
@@ -153,9 +145,26 @@ class Restorer:
                             self._links.append((out, node))
                             continue
                         self._first_link[key] = out
-                futures.append(pool.submit(self._restore_file, out, node))
+                self._submit(pool, futures, out, node)
             else:
                 self._restore_special(out, node)
+
+    def _submit(
+        self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
+    ) -> None:
+        """Queue a file, with a bounded number in flight so memory stays flat."""
+        self._slots.acquire()
+        fut = pool.submit(self._restore_file, path, node)
+        fut.add_done_callback(lambda _: self._slots.release())
+        futures.append(fut)
+        if len(futures) >= 1024:
+            pending = []
+            for f in futures:
+                if f.done():
+                    f.result()  # an unexpected error stops the restore here
+                else:
+                    pending.append(f)
+            futures[:] = pending
 
     def _make_dir(self, path: bytes) -> None:
         """A real directory at path. Something else there (a symlink above all, which is
@@ -291,7 +300,7 @@ class Restorer:
             self._problem(path, exc)
 
     def _problem(self, path: bytes, exc: BaseException) -> None:
-        msg = exc.message if isinstance(exc, _CE) else (getattr(exc, "strerror", None) or str(exc))
+        msg = exc.message if isinstance(exc, CoffreError) else (getattr(exc, "strerror", None) or str(exc))
         with self._lock:
             self.problems.errors.append(f"{os.fsdecode(path)}: {msg}")
 
