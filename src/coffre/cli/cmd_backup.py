@@ -11,7 +11,7 @@ from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import EXIT_PARTIAL, UsageError
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.verify import Verifier
-from coffre.repository.cache import RepoCache
+from coffre.repository.cache import RepoCache, cache_root
 from coffre.sources.files import Excluder
 
 
@@ -58,7 +58,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         paths=paths, tags=args.tag, host=args.host or socket.gethostname(), excludes=excludes,
         one_file_system=args.one_file_system, force_read=args.force, stdin_name=stdin_name,
         stdin=sys.stdin.buffer if args.stdin else None, stdin_command=command,
-        skip_paths=[location] if "://" not in location else [],
+        # Coffre's own repository and cache are never backed up into themselves.
+        skip_paths=[str(cache_root()), *([location] if "://" not in location else [])],
     )
     cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
     with locked(repo, exclusive=False, command="backup") as lock:
