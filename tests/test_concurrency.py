@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coffre.ops.backup import Backup, BackupOptions, BackupResult
+from coffre.ops.prune import Pruner
 from coffre.repository.locks import Lock
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
@@ -91,3 +92,43 @@ def test_prune_during_backup_does_not_block_it_nor_delete_what_it_needs(
     shutil.rmtree(dest)
     coffre.ok("restore", snap.id[:8], "--target", str(dest))
     assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
+
+
+def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
+    coffre: Coffre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving where a backup begins after prune marked the used data and commits
+    before prune records its trash: the new snapshot reuses data prune found unused."""
+    coffre.ok("init", "--pack-size", "1")
+    src = make_tree(tmp_path / "src")
+    other = make_tree(tmp_path / "other", seed=9)
+    coffre.ok("backup", str(src), "--host", "a")
+    coffre.ok("backup", str(other), "--host", "b")
+    coffre.ok("forget", "--host", "a", "--keep-tag", "none")  # src's data is now unused
+
+    def backup_now() -> str:
+        r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+        with Lock(r, exclusive=False, command="backup") as lock:
+            r.load_index()
+            opts = BackupOptions(paths=[str(src)], host="a", force_read=True)
+            return Backup(r, lock, opts).run().snapshot.id
+
+    real_repack = Pruner._repack
+    new_snaps: list[str] = []
+
+    def repack_while_a_backup_runs(self: Pruner, repack: dict) -> dict:  # type: ignore[type-arg]
+        new_snaps.append(backup_now())
+        return real_repack(self, repack)
+
+    monkeypatch.setattr(Pruner, "_repack", repack_while_a_backup_runs)
+    repo = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    with Lock(repo, exclusive=True, command="prune") as lock:
+        stats = Pruner(repo, lock).run()
+    assert stats.packs_removed > 0 and new_snaps
+    monkeypatch.undo()
+    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]
+    dest = tmp_path / "restored"
+    coffre.ok("restore", new_snaps[0][:8], "--target", str(dest))
+    assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
+    coffre.ok("prune")
+    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]

@@ -1,15 +1,18 @@
 """Prune: reclaim the space of data no snapshot uses, without ever taking what a backup
 needs.
 
-1. Load every index and snapshot; refuse if anything is unreadable or missing (a listing
-   error must never look like unused data).
-2. Mark the blobs reachable from snapshots; blobs found only in trashed packs are
-   re-published (a backup deduplicated against them while an earlier prune ran).
+1. Note the locks live now; load every index and snapshot; refuse if anything is unreadable
+   or missing (a listing error must never look like unused data).
+2. Mark the blobs reachable from snapshots; packs in the trash that hold a used blob (data or
+   tree) are re-published ("resurrected"): a backup deduplicated against them while an
+   earlier prune ran.
 3. Packs: fully used are kept; fully unused go to the trash; partly used with enough waste
    are repacked (used blobs copied as they are, verified, into new packs).
-4. Write the new index, then delete the old index files, then record the trash.
-5. Delete trashed packs whose trash record saw no lock that is still live, and that no
-   current index lists. Others wait for a later prune.
+4. Write the new index, then delete the old index files, then record the trash with every
+   lock live at the start or now.
+5. Empty the trash: note the locks live now, skip records naming one of them, then reload the
+   index and the snapshots, mark again (resurrecting what a snapshot written meanwhile uses)
+   and delete the remaining packs that no index lists.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
 from coffre.format.pack import BlobEntry
+from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
 from coffre.repository.index import MasterIndex
 from coffre.repository.locks import Lock, live_locks
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
-from coffre.repository.trash import load_trash, save_trash
+from coffre.repository.trash import TrashRecord, load_trash, save_trash
 from coffre.storage.base import Handle
 
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
@@ -50,26 +54,66 @@ def worth_repacking(pack_size: int, used_bytes: int, used_blobs: int, all_blobs:
     return used_blobs < all_blobs and used_bytes < pack_size * (1 - REPACK_WASTE)
 
 
-def used_blobs(repo: Repository) -> set[bytes]:
-    """Every blob reachable from a snapshot. Raises if a tree cannot be read."""
-    used: set[bytes] = set()
-    for snap in repo.snapshots():
-        stack = [snap.tree]
-        while stack:
-            tree_id = stack.pop()
-            if tree_id in used:
-                continue
-            used.add(tree_id)
-            if tree_id not in repo.index:
-                raise CoffreError(
-                    f"snapshot {snap.id[:8]} references a tree that is in no index; prune refuses to run",
-                    "run 'coffre check' and 'coffre repair index' first",
-                )
-            for node in load_tree(repo, tree_id):
-                used.update(node.content)
-                if node.subtree is not None:
-                    stack.append(node.subtree)
-    return used
+class Marker:
+    """Marks the blobs reachable from snapshots. A blob missing from the index is looked for in
+    the packs waiting in the trash; such a pack is put back into the in-memory index and
+    reported as resurrected."""
+
+    def __init__(self, repo: Repository, records: list[TrashRecord]) -> None:
+        self.repo = repo
+        self.records = records
+        self._trashed: dict[bytes, bytes] | None = None  # blob id -> trashed pack
+        self._headers: dict[bytes, list[BlobEntry]] = {}
+        self.resurrected: dict[bytes, list[BlobEntry]] = {}
+
+    def _find_in_trash(self, blob_id: bytes) -> bool:
+        if self._trashed is None:
+            self._trashed = {}
+            for rec in self.records:
+                for pid in rec.packs:
+                    try:
+                        entries = self.repo.read_pack_header(pid)
+                    except (ObjectNotFound, FormatError):
+                        continue
+                    self._headers[pid] = entries
+                    for e in entries:
+                        self._trashed.setdefault(e.id, pid)
+        holder = self._trashed.get(blob_id)
+        if holder is None:
+            return False
+        self.resurrected[holder] = self._headers[holder]
+        self.repo.index.add_pack(holder, self._headers[holder])
+        return True
+
+    def _require(self, blob_id: bytes, what: str) -> None:
+        if blob_id not in self.repo.index and not self._find_in_trash(blob_id):
+            raise CoffreError(
+                f"{what} is in no index and no pack; prune refuses to run",
+                "run 'coffre check', then 'coffre repair index' and a new backup",
+            )
+
+    def mark(self, snaps: list[Snapshot]) -> set[bytes]:
+        used: set[bytes] = set()
+        for snap in snaps:
+            stack = [snap.tree]
+            while stack:
+                tree_id = stack.pop()
+                if tree_id in used:
+                    continue
+                used.add(tree_id)
+                self._require(tree_id, f"a tree of snapshot {snap.id[:8]}")
+                for node in load_tree(self.repo, tree_id):
+                    for blob in node.content:
+                        if blob not in used:
+                            self._require(blob, f"data of snapshot {snap.id[:8]}")
+                            used.add(blob)
+                    if node.subtree is not None:
+                        stack.append(node.subtree)
+        return used
+
+
+def _other_live_locks(repo: Repository, mine: Lock) -> set[str]:
+    return {lk.lock_id for lk in live_locks(repo)} - {mine.lock_id}
 
 
 class Pruner:
@@ -81,27 +125,21 @@ class Pruner:
 
     def run(self, dry_run: bool = False) -> PruneStats:
         repo, st = self.repo, self.stats
+        live_at_start = _other_live_locks(repo, self.lock)
         repo.load_index()
         stored = dict(repo.iter_pack_names())
-        indexed = repo.index.packs()
-        missing = [p.hex() for p in indexed if p.hex() not in stored]
+        missing = [p.hex() for p in repo.index.pack_ids() if p.hex() not in stored]
         if missing:
             raise CoffreError(
                 f"{len(missing)} pack(s) listed in the index are missing from storage "
                 f"(first: {missing[0][:12]}); prune refuses to run",
                 "run 'coffre check' then 'coffre repair index'",
             )
-        used = used_blobs(repo)
-        resurrect = self._resurrect(used)
-        for pid, entries in resurrect.items():
-            indexed[pid] = entries
-            repo.index.add_pack(pid, entries)
-        absent = [b for b in used if b not in repo.index]
-        if absent:
-            raise CoffreError(
-                f"{len(absent)} blob(s) used by snapshots are in no index or pack; prune refuses to run",
-                "run 'coffre check' then 'coffre repair index' and a new backup",
-            )
+        records = load_trash(repo)
+        marker = Marker(repo, records)
+        used = marker.mark(repo.snapshots())
+        resurrect = marker.resurrected
+        indexed = repo.index.packs()
 
         keep: dict[bytes, list[BlobEntry]] = {}
         repack: dict[bytes, list[BlobEntry]] = {}
@@ -122,7 +160,7 @@ class Pruner:
                 keep[pid] = entries
             placed.update(e.id for e in live)
         indexed_names = {p.hex() for p in indexed}
-        trashed = {p.hex() for rec in load_trash(repo) for p in rec.packs}
+        trashed = {p.hex() for rec in records for p in rec.packs}
         unindexed = [bytes.fromhex(n) for n in stored if n not in indexed_names and n not in trashed]
         st.packs_kept, st.packs_removed = len(keep), len(remove)
         st.packs_repacked, st.packs_unindexed = len(repack), len(unindexed)
@@ -138,26 +176,10 @@ class Pruner:
             keep.update(new_packs)
             self._write_index(keep)
             self.lock.check_lease()
-            others = [lk.lock_id for lk in live_locks(repo) if lk.lock_id != self.lock.lock_id]
-            save_trash(repo, [*remove, *repack.keys(), *unindexed], others)
+            holders = live_at_start | _other_live_locks(repo, self.lock)
+            save_trash(repo, [*remove, *repack.keys(), *unindexed], sorted(holders))
         self._empty_trash()
         return st
-
-    def _resurrect(self, used: set[bytes]) -> dict[bytes, list[BlobEntry]]:
-        missing = {b for b in used if b not in self.repo.index}
-        found: dict[bytes, list[BlobEntry]] = {}
-        if not missing:
-            return found
-        for rec in load_trash(self.repo):
-            for pid in rec.packs:
-                try:
-                    entries = self.repo.read_pack_header(pid)
-                except (ObjectNotFound, FormatError):
-                    continue
-                if any(e.id in missing for e in entries):
-                    found[pid] = entries
-                    missing -= {e.id for e in entries}
-        return found
 
     def _repack(self, repack: dict[bytes, list[BlobEntry]]) -> dict[bytes, list[BlobEntry]]:
         packer = Packer(self.repo)
@@ -188,18 +210,29 @@ class Pruner:
                 pass
 
     def _empty_trash(self) -> None:
+        """Delete the trashed packs no running operation and no snapshot can need."""
         repo, st = self.repo, self.stats
+        live = _other_live_locks(repo, self.lock)  # before reading the snapshots
         records = load_trash(repo)
-        if not records:
+        eligible = [rec for rec in records if not live & set(rec.live_locks)]
+        st.packs_waiting = sum(len(rec.packs) for rec in records if rec not in eligible)
+        if st.packs_waiting:
+            st.notes.append(
+                f"{st.packs_waiting} pack(s) wait in the trash until operations that were "
+                "running have finished; the next prune deletes them"
+            )
+        if not eligible:
             return
-        live = {lk.lock_id for lk in live_locks(repo)} - {self.lock.lock_id}
-        current = MasterIndex()
-        repo.load_index(into=current)
-        in_index = current.pack_ids()
-        for rec in records:
-            if live & set(rec.live_locks):
-                st.packs_waiting += len(rec.packs)
-                continue
+        # Snapshots written since this prune started may use trashed blobs: mark again.
+        repo.index = MasterIndex()
+        repo.load_index()
+        marker = Marker(repo, records)
+        marker.mark(repo.snapshots())
+        if marker.resurrected:
+            repo.save_index(marker.resurrected)
+            st.blobs_resurrected += sum(len(v) for v in marker.resurrected.values())
+        in_index = repo.index.pack_ids()
+        for rec in eligible:
             for pid in rec.packs:
                 if pid in in_index:
                     continue
@@ -211,8 +244,3 @@ class Pruner:
                 except StorageError as exc:
                     raise CoffreError(f"cannot delete pack {pid.hex()[:12]}: {exc.message}") from exc
             repo.backend.remove(Handle("trash", rec.name))
-        if st.packs_waiting:
-            st.notes.append(
-                f"{st.packs_waiting} pack(s) wait in the trash until operations that were "
-                "running have finished; the next prune deletes them"
-            )
