@@ -10,6 +10,7 @@ running operation may need.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -177,8 +178,11 @@ class Lock:
     def refresh(self) -> None:
         with self._mutex:
             old = self.info.name
-            self.info.refreshed_ns = self.repo.clock.now_ns()
-            self.info.name = self.repo.save_object("locks", self.info.to_bytes())
+            renewed = dataclasses.replace(self.info, refreshed_ns=self.repo.clock.now_ns())
+            renewed.name = self.repo.save_object("locks", renewed.to_bytes())
+            # Only a lock others can read counts as renewed.
+            self.info = renewed
+            self.refresh_error = None
             if old and old != self.info.name:
                 try:
                     self.repo.backend.remove(Handle("locks", old))
@@ -188,6 +192,12 @@ class Lock:
     def check_lease(self) -> None:
         """Raise if the lock may have been seen as stale by others: stop writing then."""
         age = self.repo.clock.now_ns() - self.info.refreshed_ns
+        if age > REFRESH_S * _NS:
+            try:  # the refresher may be late (a suspended machine): try once now
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - judged below by the age of the lock
+                self.refresh_error = exc
+            age = self.repo.clock.now_ns() - self.info.refreshed_ns
         if age > (STALE_S - SAFETY_S) * _NS:
             raise CoffreError(
                 "the repository lock could not be renewed in time; stopping before writing more",
