@@ -195,7 +195,7 @@ class Lock:
         if age > REFRESH_S * _NS:
             try:  # the refresher may be late (a suspended machine): try once now
                 self.refresh()
-            except Exception as exc:  # noqa: BLE001 - judged below by the age of the lock
+            except Exception as exc:
                 self.refresh_error = exc
             age = self.repo.clock.now_ns() - self.info.refreshed_ns
         if age > (STALE_S - SAFETY_S) * _NS:
