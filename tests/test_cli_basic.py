@@ -106,3 +106,21 @@ def test_listing_folders_does_not_make_the_next_backup_store_new_trees(repo: Cof
         os.utime(d, ns=(time.time_ns(), d.stat().st_mtime_ns))  # what listing a folder does
     summary = json.loads(repo.ok("backup", str(tree), "--json").out)["summary"]
     assert summary["blobs_added"] <= 3  # at most the trees above the source (their mtimes move)
+
+
+def test_source_below_a_symlinked_folder_is_backed_up(repo: Coffre, tree: Path, tmp_path: Path,
+                                                      restored: Path) -> None:
+    link = tmp_path / "raccourci"
+    link.symlink_to(tree)
+    repo.ok("backup", str(link / "docs"))
+    paths = {n["path"] for n in json.loads(repo.ok("ls", "latest", "--json").out)["nodes"]}
+    assert str(link / "docs" / "lettre-2.txt") in paths
+    repo.ok("restore", "latest", "--target", str(restored))
+    assert (restored / str(link).lstrip("/") / "docs" / "lettre-2.txt").read_text() == "Bonjour 2\n" * 21
+
+
+def test_stdin_filename_must_be_a_plain_name(repo: Coffre) -> None:
+    for bad in ("db/dump.sql", "..", "."):
+        res = repo("backup", "--stdin", "--stdin-filename", bad, input=b"x")
+        assert res.code == 2 and "plain file name" in res.err
+    assert snapshot_ids(repo) == []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
 from coffre.cli.context import add_repo_options, locked, open_repo, repo_location
 from coffre.cli.output import emit_json, human_size, say, warn
-from coffre.core.errors import EXIT_PARTIAL, UsageError
+from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
+from coffre.format.tree import validate_name
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.verify import Verifier
 from coffre.repository.cache import RepoCache, cache_root
@@ -49,6 +51,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if (args.stdin or args.stdin_from_command) and args.verify:
         raise UsageError("--verify compares files; it does not apply to --stdin")
     stdin_name = args.stdin_filename or ("stdin" if args.stdin or command else "")
+    if stdin_name:
+        try:
+            validate_name(os.fsencode(stdin_name))
+        except FormatError:
+            raise UsageError(f"--stdin-filename {stdin_name!r}: give a plain file name, "
+                             "without '/', '.' or '..'") from None
     excludes = list(args.exclude)
     for f in args.exclude_file:
         excludes += Excluder.from_file(f)

@@ -285,8 +285,9 @@ class Backup:
                 if node is not None:
                     nodes.append(node)
             else:
-                st = os.lstat(path)
-                node = node_from_stat(name, path, st)
+                # A folder above a source: follow a symlink here (/srv -> /data/srv), or the
+                # source would hang below a symlink node and be unreachable.
+                node = node_from_stat(name, path, os.stat(path))
                 node.subtree = self._build(path, sub)  # type: ignore[arg-type]
                 nodes.append(node)
         self._resolve(pending)
