@@ -118,3 +118,22 @@ def test_damaged_object_named_by_hash() -> None:
     backend.save(Handle("snapshots", name), bytes(raw))
     with pytest.raises(IntegrityError, match="does not match its name"):
         repo.load_object("snapshots", name)
+
+
+def test_a_folder_of_150k_entries_fits_in_a_readable_tree() -> None:
+    from coffre.repository.packer import Packer
+
+    backend = MemoryBackend()
+    repo, _ = Repository.init(backend, "pw")
+    nodes = [Node(name=f"ordonnance-{i:06d}.pdf".encode(), type="file", mode=0o644, size=i,
+                  content=[bytes(32)]) for i in range(150_000)]
+    data = encode_tree(nodes)
+    assert len(data) > 16 * 1024 * 1024  # beyond the data-blob limit
+    tree_id = repo.crypter.blob_id(data)
+    packer = Packer(repo)
+    packer.add(aead.KIND_TREE, tree_id, data)
+    packer.flush()
+    repo.save_index(packer.take_written())
+    again = Repository.open(backend, "pw")
+    again.load_index()
+    assert len(decode_tree(again.load_blob(tree_id))) == 150_000

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from coffre.core.errors import FormatError
 from coffre.format.codec import decode, encode, want, want_id, want_int
 
-MAX_BLOB_RAW = 16 * 1024 * 1024
+MAX_BLOB_RAW = 16 * 1024 * 1024  # data blobs: chunks are at most 4 MiB
+# A tree lists one folder: ~150 bytes an entry, so this allows folders of ~1.5 million entries.
+MAX_TREE_RAW = 224 * 1024 * 1024
+
+
+def max_raw(kind: int) -> int:
+    return MAX_TREE_RAW if kind == 2 else MAX_BLOB_RAW
 MAX_PACK = 1024 * 1024 * 1024
 TRAILER = struct.Struct("<I")
 
@@ -39,8 +45,8 @@ class BlobEntry:
             kind=kind,
             id=want_id(raw[1], "blob id"),
             offset=want_int(raw[2], "blob offset", 0, MAX_PACK),
-            length=want_int(raw[3], "blob length", 1, MAX_BLOB_RAW + 1024),
-            raw_length=want_int(raw[4], "blob raw length", 0, MAX_BLOB_RAW),
+            length=want_int(raw[3], "blob length", 1, max_raw(kind) + 1024),
+            raw_length=want_int(raw[4], "blob raw length", 0, max_raw(kind)),
         )
 
 

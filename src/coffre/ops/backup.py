@@ -23,7 +23,7 @@ from typing import IO, BinaryIO
 from coffre import __version__
 from coffre.core.errors import CoffreError, ObjectNotFound
 from coffre.crypto import aead
-from coffre.format.pack import BlobEntry
+from coffre.format.pack import MAX_TREE_RAW, BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Problems, Reporter, quiet
@@ -126,6 +126,11 @@ class Backup:
 
     def _store_tree(self, nodes: list[Node]) -> bytes:
         data = encode_tree(nodes)
+        if len(data) > MAX_TREE_RAW:
+            raise CoffreError(
+                f"a folder has too many entries ({len(nodes)}) to be stored in one snapshot tree",
+                "split the folder, or exclude it",
+            )
         tree_id = self.repo.crypter.blob_id(data)
         if self.packer.claim(tree_id):
             self.packer.add(aead.KIND_TREE, tree_id, data)
@@ -173,11 +178,13 @@ class Backup:
             os.set_blocking(fd, True)
             reader = _CountingReader(f)
             try:
-                if before.st_size < self.chunker.params.min_size:
-                    data = f.read()
-                    reader.count = len(data)
-                    content: Content = [self._submit(data)] if data else []
-                else:
+                small = before.st_size < self.chunker.params.min_size
+                head = f.read(self.chunker.params.min_size) if small else b""
+                if small and not f.read(1):
+                    reader.count = len(head)
+                    content: Content = [self._submit(head)] if head else []
+                else:  # large, or grew past the small-file size while being read
+                    f.seek(0)
                     content = self._read_stream(reader)  # type: ignore[arg-type]
             except OSError as exc:
                 self._error(path, exc)
