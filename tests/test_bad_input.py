@@ -84,3 +84,22 @@ def test_unknown_snapshot_and_path(repo: Coffre, tree: Path) -> None:
     assert res.code == 1 and "not in snapshot" in res.err
     res = repo("backup", str(tree), "--repo", "s3://host/bucket")
     assert res.code == 2 and "not supported yet" in res.err
+
+
+def test_stray_and_planted_files_in_the_repository_do_not_crash_anything(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    (repo.repo / "data" / "notes.txt").write_text("not a pack")
+    some_dir = next(p for p in (repo.repo / "data").iterdir() if p.is_dir())
+    (some_dir / "readme").write_text("stray")
+    # A key file that hashes to its name but holds an impossible wrapped key.
+    import hashlib
+
+    forged = json.dumps({"v": 1, "kind": "password", "label": "x", "created": "", "salt": "",
+                         "params": {}, "nonce": "", "data": ""}).encode()
+    (repo.repo / "keys" / hashlib.sha256(forged).hexdigest()).write_bytes(forged)
+    for cmd in (["check", "--read-data"], ["prune"], ["repair", "index"], ["snapshots"],
+                ["forget", "--keep-last", "1", "--max-size", "1GiB"]):
+        res = repo(*cmd)
+        assert res.code == 0, (cmd, res)
+        assert "Traceback" not in res.err
+    assert "damaged" not in repo.ok("check").out

@@ -114,12 +114,12 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     slots = keyring.list_slots(repo.backend)
     if args.json:
         emit_json([{"id": s.id, "kind": s.kind, "label": s.label, "created": s.created,
-                    "host": s.host, "user": s.user, "current": s.id == repo.key_slot_id}
+                    "current": s.id == repo.key_slot_id}
                    for s in slots])
         return 0
-    rows = [[("*" if s.id == repo.key_slot_id else " ") + s.id[:8], s.kind, s.label, s.created[:19],
-             f"{s.user}@{s.host}"] for s in slots]
-    say(table(rows, [" id", "kind", "label", "created", "by"]))
+    rows = [[("*" if s.id == repo.key_slot_id else " ") + s.id[:8], s.kind, s.label, s.created[:19]]
+            for s in slots]
+    say(table(rows, [" id", "kind", "label", "created"]))
     return 0
 
 

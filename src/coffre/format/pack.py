@@ -23,6 +23,7 @@ def max_raw(kind: int) -> int:
     return MAX_TREE_RAW if kind == 2 else MAX_BLOB_RAW
 MAX_PACK = 1024 * 1024 * 1024
 TRAILER = struct.Struct("<I")
+MAX_HEADER = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,6 @@ def split_trailer(tail: bytes, pack_size: int) -> int:
     if len(tail) < TRAILER.size:
         raise FormatError("pack too short")
     (length,) = TRAILER.unpack(tail[-TRAILER.size :])
-    if length + TRAILER.size > pack_size or length == 0:
+    if length + TRAILER.size > pack_size or length == 0 or length > MAX_HEADER:
         raise FormatError("pack trailer: header length out of range")
     return int(length)

@@ -82,6 +82,9 @@ class Checker:
         for name in names:
             if name in r.damaged_packs:
                 continue
+            if stored[name] > packfmt.MAX_PACK:
+                r.damaged_packs[name] = f"pack is larger than any Coffre writes ({stored[name]} bytes)"
+                continue
             if read_data or subset:
                 self._read_pack(name, stored[name], indexed.get(bytes.fromhex(name)))
             else:

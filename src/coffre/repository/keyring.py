@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +22,6 @@ class KeySlot:
     kind: str
     label: str
     created: str
-    host: str
-    user: str
     wrapped: kdf.WrappedKey
 
 
@@ -51,8 +47,6 @@ def add_slot(
         "kind": kind,
         "label": label,
         "created": iso_ns(clock.now_ns()),
-        "host": socket.gethostname(),
-        "user": getpass.getuser(),
         "salt": _b64(w.salt),
         "params": w.params,
         "nonce": _b64(w.nonce),
@@ -76,42 +70,56 @@ def _parse(name: str, raw: bytes) -> KeySlot:
     params = doc.get("params", {})
     if not isinstance(params, dict):
         raise FormatError(f"key file {name[:8]}: bad parameters")
+    nonce, data = _unb64(doc.get("nonce"), "nonce"), _unb64(doc.get("data"), "data")
+    if len(nonce) != 12 or len(data) != 48:
+        raise FormatError(f"key file {name[:8]}: wrapped key has the wrong size")
     return KeySlot(
         id=name,
         kind=doc["kind"],
         label=str(doc.get("label", "")),
         created=str(doc.get("created", "")),
-        host=str(doc.get("host", "")),
-        user=str(doc.get("user", "")),
         wrapped=kdf.WrappedKey(
             doc["kind"],
             _unb64(doc.get("salt"), "salt"),
             params,
-            _unb64(doc.get("nonce"), "nonce"),
-            _unb64(doc.get("data"), "data"),
+            nonce,
+            data,
         ),
     )
 
 
-def list_slots(backend: Backend) -> list[KeySlot]:
+def list_slots(backend: Backend, errors: list[str] | None = None) -> list[KeySlot]:
+    """Every readable key slot; damaged ones are reported in `errors` (or raised)."""
     slots = []
     for info in backend.list("keys"):
-        slots.append(_parse(info.name, backend.load(Handle("keys", info.name))))
+        try:
+            if info.size > MAX_KEY_FILE:
+                raise FormatError(f"key file {info.name[:8]} is too large")
+            slots.append(_parse(info.name, backend.load(Handle("keys", info.name))))
+        except FormatError as exc:
+            if errors is None:
+                raise
+            errors.append(exc.message)
     return sorted(slots, key=lambda s: (s.created, s.id))
 
 
 def unlock(backend: Backend, repo_id: bytes, secret: str) -> tuple[bytes, KeySlot]:
     """Try the secret on every slot: as a recovery key if it looks like one, else as a password."""
-    slots = list_slots(backend)
+    damaged: list[str] = []
+    slots = list_slots(backend, damaged)  # one damaged slot must not lock out the others
     if not slots:
-        raise FormatError("the repository has no key files", "restore keys/ from a copy")
+        raise FormatError("the repository has no readable key file: " + "; ".join(damaged),
+                          "restore keys/ from a copy of the repository")
     raw_recovery = kdf.parse_recovery_key(secret)
     candidates: list[tuple[KeySlot, bytes]] = []
     if raw_recovery is not None:
         candidates += [(s, raw_recovery) for s in slots if s.kind == "recovery"]
     candidates += [(s, secret.encode()) for s in slots if s.kind == "password"]
     for slot, material in candidates:
-        master = kdf.unwrap(slot.wrapped, repo_id, material)
+        try:
+            master = kdf.unwrap(slot.wrapped, repo_id, material)
+        except FormatError:
+            continue  # a slot with impossible parameters opens nothing
         if master is not None:
             return master, slot
     raise WrongPasswordError(

@@ -35,6 +35,15 @@ from coffre.storage.base import Backend, Handle
 MAX_CONFIG = 64 * 1024
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 
+# The largest object of each kind Coffre writes, with a wide margin: a larger one is refused
+# before it is read, so a planted file cannot exhaust memory.
+MAX_SIZE = {
+    "index": 256 * 1024 * 1024,
+    "snapshots": 16 * 1024 * 1024,
+    "locks": 64 * 1024,
+    "trash": 64 * 1024 * 1024,
+}
+
 _KIND_OF = {
     "index": aead.KIND_INDEX,
     "snapshots": aead.KIND_SNAPSHOT,
@@ -79,9 +88,11 @@ def read_config(backend: Backend) -> tuple[Config, bytes]:
             f"{backend.location} is not a Coffre repository (no config file)",
             "create one with 'coffre init --repo ...' or check the path",
         )
-    raw = backend.load(Handle("config", "config"))
+    raw = backend.load(Handle("config", "config"), 0, MAX_CONFIG + 1)
+    if len(raw) > MAX_CONFIG:
+        raise NoRepositoryError(f"{backend.location}: the config file is too large to be Coffre's")
     try:
-        doc = json.loads(raw[:MAX_CONFIG])
+        doc = json.loads(raw)
     except ValueError:
         raise NoRepositoryError(f"{backend.location}: the config file is not readable") from None
     if not isinstance(doc, dict) or doc.get("format") != "coffre-repository":
@@ -198,7 +209,10 @@ class Repository:
         return name
 
     def load_object(self, kind: str, name: str) -> bytes:
-        envelope = self.backend.load(Handle(kind, name))
+        handle = Handle(kind, name)
+        if self.backend.stat(handle).size > MAX_SIZE[kind]:
+            raise IntegrityError(f"{kind}/{name[:12]} is larger than any Coffre writes; not read")
+        envelope = self.backend.load(handle)
         if hashlib.sha256(envelope).hexdigest() != name:
             raise IntegrityError(f"{kind}/{name[:12]} is damaged: its content does not match its name")
         return self.crypter.decrypt(_KIND_OF[kind], envelope)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from coffre.core.errors import (
 from coffre.storage.base import KINDS, Handle, ObjectInfo
 
 _TMP_PREFIX = ".tmp-"
+# Every stored name is a SHA-256 in hex; anything else in the folders is not ours.
+_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _translate(exc: OSError, what: str) -> StorageError:
@@ -90,8 +93,9 @@ class LocalBackend:
         final = directory / handle.name
         what = f"writing {handle.kind}/{handle.name}"
         try:
-            if handle.kind != "config":
+            if handle.kind != "config" and not directory.is_dir():
                 directory.mkdir(exist_ok=True, parents=True)
+                _fsync_dir(directory.parent)  # the new folder itself must survive a power cut
             if final.exists():
                 if final.stat().st_size == len(data) and final.read_bytes() == bytes(data):
                     return
@@ -165,7 +169,9 @@ class LocalBackend:
             except OSError as exc:
                 raise _translate(exc, f"listing {kind}") from exc
             for entry in entries:
-                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                if not _NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                if kind == "data" and entry.name[:2] != d.name:
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
