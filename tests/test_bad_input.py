@@ -103,3 +103,32 @@ def test_stray_and_planted_files_in_the_repository_do_not_crash_anything(repo: C
         assert res.code == 0, (cmd, res)
         assert "Traceback" not in res.err
     assert "damaged" not in repo.ok("check").out
+
+
+def _flip(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.chmod(0o600)
+    p.write_bytes(bytes(data))
+
+
+def test_one_damaged_snapshot_or_index_file_does_not_block_the_rest(
+    repo: Coffre, tree: Path, tmp_path: Path
+) -> None:
+    repo.ok("backup", str(tree))
+    repo.ok("backup", str(tree), "--force")
+    first, second = snapshot_ids(repo)
+    _flip(repo.repo / "snapshots" / first)
+    listed = repo.ok("snapshots", "--json")
+    assert [s["id"] for s in json.loads(listed.out)] == [second]
+    assert first[:12] in listed.err and "skipped" in listed.err
+    repo.ok("restore", "latest", "--target", str(tmp_path / "r"))
+    repo.ok("forget", first[:8])  # a damaged snapshot can still be removed
+    assert json.loads(repo.ok("check", "--json").out)["ok"]
+
+    for index in (repo.repo / "index").iterdir():
+        _flip(index)
+    res = repo.ok("backup", str(tree))  # the lost index entries count as missing data
+    assert "repair index" in res.err
+    repo.ok("repair", "index")
+    assert json.loads(repo.ok("check", "--read-data", "--json").out)["ok"]

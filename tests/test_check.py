@@ -122,6 +122,12 @@ def assert_partial_restore(c: Coffre, d: Damage, restored: Path) -> None:
     res = c("restore", sid, "--target", str(restored / "bad"), "--include", str(d.big))
     assert res.code == 1, res
     assert f"error: {restored / 'bad' / str(d.big).lstrip('/')}:" in res.err
+    # A full restore goes on past the damaged file: everything else comes back.
+    res = c("restore", sid, "--target", str(restored / "full"))
+    assert res.code == 1 and "Traceback" not in res.err, res
+    assert f"error: {restored / 'full' / str(d.big).lstrip('/')}:" in res.err
+    for f in d.spared:
+        assert (restored / "full" / str(f).lstrip("/")).read_bytes() == f.read_bytes()
 
 
 # ------------------------------------------------------------------------ healthy

@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 
-from coffre.cli.context import add_repo_options, locked, open_repo, repo_location
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo, repo_location
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
 from coffre.format.tree import validate_name
@@ -71,7 +71,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
     with locked(repo, exclusive=False, command="backup") as lock:
-        repo.load_index()
+        load_index(repo)
         result = Backup(repo, lock, opts, cache, report=warn).run()
         snap = result.snapshot
         differences: list[str] = []

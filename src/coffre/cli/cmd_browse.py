@@ -7,8 +7,8 @@ import os
 import stat
 import sys
 
-from coffre.cli.context import add_repo_options, locked, open_repo
-from coffre.cli.output import emit_json, human_size, say, table
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo, snapshots
+from coffre.cli.output import emit_json, human_size, say, table, warn
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import CoffreError
 from coffre.format.snapshot import Snapshot
@@ -61,7 +61,7 @@ def snapshot_json(s: Snapshot) -> dict[str, object]:
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    snaps = [s for s in repo.snapshots()
+    snaps = [s for s in snapshots(repo)
              if (not args.host or s.hostname == args.host)
              and all(t in s.tags for t in args.tag)]
     if args.json:
@@ -93,8 +93,8 @@ def node_json(path: str, n: Node) -> dict[str, object]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    repo.load_index()
-    snap = find_snapshot(repo, args.snapshot)
+    load_index(repo)
+    snap = find_snapshot(repo, args.snapshot, report=warn)
     want = args.path.strip("/")
     if want:
         node = find_node(repo, snap.tree, os.fsencode(want))
@@ -119,8 +119,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    repo.load_index()
-    a, b = find_snapshot(repo, args.first), find_snapshot(repo, args.second)
+    load_index(repo)
+    a = find_snapshot(repo, args.first, report=warn)
+    b = find_snapshot(repo, args.second, report=warn)
     entries = list(diff_trees(repo, a.tree, b.tree))
     if args.json:
         emit_json({"first": a.id, "second": b.id,
@@ -138,8 +139,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_dump(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with locked(repo, exclusive=False, command="dump"):
-        repo.load_index()
-        snap = find_snapshot(repo, args.snapshot)
+        load_index(repo)
+        snap = find_snapshot(repo, args.snapshot, report=warn)
         node = find_node(repo, snap.tree, os.fsencode(args.path.strip("/")))
         if node is None:
             raise CoffreError(f"{args.path}: not in snapshot {snap.id[:8]}")
@@ -154,8 +155,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    repo.load_index()
-    snaps = [find_snapshot(repo, args.snapshot)] if args.snapshot else repo.snapshots()
+    load_index(repo)
+    snaps = [find_snapshot(repo, args.snapshot, report=warn)] if args.snapshot else snapshots(repo)
     st = repo_stats(repo, snaps)
     data = {"snapshots": st.snapshots, "files": st.files, "restore_size": st.restore_size,
             "unique_blobs": st.unique_blobs, "raw_size": st.raw_size, "stored_size": st.stored_size,

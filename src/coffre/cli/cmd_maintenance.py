@@ -8,14 +8,14 @@ import re
 from coffre.cli.context import add_repo_options, locked, open_repo
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.clock import SystemClock, format_ns
-from coffre.core.errors import UsageError
+from coffre.core.errors import CoffreError, UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker
-from coffre.ops.common import find_snapshot, quiet
+from coffre.ops.common import quiet
 from coffre.ops.forget import plan_forget, remove_snapshots
 from coffre.ops.prune import Pruner, PruneStats
 from coffre.ops.repair import repair_index
-from coffre.policy.retention import Decision, Policy, SnapInfo, parse_duration, parse_size
+from coffre.policy.retention import Policy, parse_duration, parse_size
 from coffre.repository.cache import RepoCache
 from coffre.repository.repo import Repository
 
@@ -150,6 +150,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise UsageError("no keep rule given; refusing to remove every snapshot",
                          "add --keep-daily 7, --keep-within 30d, --max-size 500GiB, ...")
     repo = open_repo(args)
+    if args.snapshot_ids:
+        return _forget_named(args, repo)
     with locked(repo, exclusive=True, command="forget"):
         repo.load_index()
         snaps: list[Snapshot] = []
@@ -157,13 +159,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         for s in repo.snapshots():
             chosen = (not args.host or s.hostname == args.host) and all(t in s.tags for t in args.tag)
             (snaps if chosen else others).append(s)
-        if args.snapshot_ids:
-            named = {find_snapshot(repo, ref).id for ref in args.snapshot_ids}
-            snaps = [s for s in snaps + others if s.id in named]
-            decisions = [Decision(SnapInfo(s.id, s.time_ns, s.hostname, tuple(s.paths), tuple(s.tags)),
-                                  False, ["named on the command line"]) for s in snaps]
-        else:
-            decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size, others)
+        decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size, others)
         by_id = {s.id: s for s in snaps}
         gone = [d.snapshot.id for d in decisions if not d.keep]
         if not args.json:
@@ -177,6 +173,31 @@ def cmd_forget(args: argparse.Namespace) -> int:
             remove_snapshots(repo, gone)
     report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
         {"id": d.snapshot.id, "keep": d.keep, "reasons": d.reasons} for d in decisions]}
+    if args.prune and not args.dry_run:
+        report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
+    if args.json:
+        emit_json(report)
+    return 0
+
+
+def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
+    """Remove the snapshots named by id prefix. Matched on the stored names, so a damaged
+    snapshot that cannot be decrypted any more can still be removed."""
+    with locked(repo, exclusive=True, command="forget"):
+        names = repo.list_names("snapshots")
+        chosen = []
+        for ref in args.snapshot_ids:
+            matches = [n for n in names if n.startswith(ref.lower())] if len(ref) >= 4 else []
+            if len(matches) != 1:
+                raise CoffreError(f"no single snapshot matches {ref!r}; nothing was removed",
+                                  "give at least 4 characters of an id from 'coffre snapshots'")
+            chosen.append(matches[0])
+        for sid in chosen if not args.json else []:
+            say(f"{'would remove' if args.dry_run else 'remove'} {sid[:8]}: named on the command line")
+        if not args.dry_run:
+            remove_snapshots(repo, chosen)
+    report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
+        {"id": sid, "keep": False, "reasons": ["named on the command line"]} for sid in chosen]}
     if args.prune and not args.dry_run:
         report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
     if args.json:

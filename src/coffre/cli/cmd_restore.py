@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coffre.cli.context import add_repo_options, locked, open_repo
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import EXIT_FATAL
 from coffre.ops.common import find_snapshot
@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with locked(repo, exclusive=False, command="restore"):
-        repo.load_index()
-        snap = find_snapshot(repo, args.snapshot, host=args.host)
+        load_index(repo)
+        snap = find_snapshot(repo, args.snapshot, host=args.host, report=warn)
         restorer = Restorer(repo, RestoreOptions(target=args.target, includes=args.include,
                                                  excludes=args.exclude, verify=args.verify),
                             report=warn)
@@ -60,7 +60,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with locked(repo, exclusive=False, command="verify"):
-        snap = find_snapshot(repo, args.snapshot)
+        snap = find_snapshot(repo, args.snapshot, report=warn)
         result = Verifier(repo).run(snap, args.paths)
     if args.json:
         emit_json({"snapshot": snap.id, "files_compared": result.files, "bytes_compared": result.bytes,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from coffre.core.errors import CoffreError, NoRepositoryError, UsageError
+from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.base import Backend
@@ -96,6 +97,23 @@ def open_repo(args: argparse.Namespace) -> Repository:
 
     read_config(backend)  # refuses newer formats before asking for a password
     return Repository.open(backend, password(args))
+
+
+def load_index(repo: Repository) -> None:
+    """Load the index; a damaged index file is reported, and the data it listed is then
+    treated as missing (a backup stores it again) instead of stopping everything."""
+    damaged: list[str] = []
+    repo.load_index(errors=damaged)
+    for d in damaged:
+        print(f"warning: {d} (skipped; 'coffre repair index' rebuilds it)", file=sys.stderr)
+
+
+def snapshots(repo: Repository) -> list[Snapshot]:
+    damaged: list[str] = []
+    snaps = repo.snapshots(errors=damaged)
+    for d in damaged:
+        print(f"warning: {d} (skipped)", file=sys.stderr)
+    return snaps
 
 
 @contextmanager

@@ -17,9 +17,15 @@ def quiet(_: str) -> None:
     pass
 
 
-def find_snapshot(repo: Repository, ref: str, host: str | None = None) -> Snapshot:
-    """'latest' or an id prefix (at least 4 hex characters)."""
-    snaps = repo.snapshots()
+def find_snapshot(
+    repo: Repository, ref: str, host: str | None = None, report: Reporter = quiet
+) -> Snapshot:
+    """'latest' or an id prefix (at least 4 hex characters). A damaged snapshot file is
+    reported and passed over, so it never hides the others."""
+    damaged: list[str] = []
+    snaps = repo.snapshots(errors=damaged)
+    for d in damaged:
+        report(f"warning: {d} (skipped)")
     if host:
         snaps = [s for s in snaps if s.hostname == host]
     if not snaps:

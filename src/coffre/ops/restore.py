@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from coffre.core.errors import CoffreError, FormatError
+from coffre.core.errors import CoffreError
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import Problems, Reporter, load_tree, quiet
@@ -84,7 +84,11 @@ class Restorer:
         )
 
     def _has_selected_below(self, tree_id: bytes, prefix: str) -> bool:
-        for node in load_tree(self.repo, tree_id):
+        try:
+            nodes = load_tree(self.repo, tree_id)
+        except CoffreError:
+            return True  # unknown: go in, and the damage is reported there
+        for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
             if self.excluder.excluded(os.fsencode(path)):
                 continue
@@ -117,7 +121,12 @@ class Restorer:
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], tree_id: bytes,
         dest: bytes, prefix: str,
     ) -> None:
-        for node in load_tree(self.repo, tree_id):
+        try:
+            nodes = load_tree(self.repo, tree_id)
+        except CoffreError as exc:  # a damaged folder listing: the rest is still restored
+            self._problem(dest, CoffreError(f"folder contents cannot be read ({exc.message}); skipped"))
+            return
+        for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
             out = dest + b"/" + node.name
             if node.type == "dir" and node.subtree is not None:
@@ -217,7 +226,7 @@ class Restorer:
                     with self._lock:
                         self.stats.verified += 1
             self._set_metadata_fd(fd, path, node)
-        except (OSError, FormatError) as exc:
+        except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             self._problem(path, exc)
         finally:
             os.close(fd)
