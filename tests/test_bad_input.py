@@ -132,3 +132,21 @@ def test_one_damaged_snapshot_or_index_file_does_not_block_the_rest(
     assert "repair index" in res.err
     repo.ok("repair", "index")
     assert json.loads(repo.ok("check", "--read-data", "--json").out)["ok"]
+
+
+def test_unreadable_inputs_are_clear_errors_without_secrets(coffre: Coffre, tmp_path: Path) -> None:
+    bad = tmp_path / "latin1-password"
+    bad.write_bytes(b"mot de passe \xe9t\xe9\n")
+    res = Coffre(coffre.repo, bad, Path(coffre.env["COFFRE_CACHE_DIR"]))("init")
+    assert res.code == 1 and "not UTF-8" in res.err and "Traceback" not in res.err
+    assert "passe" not in res.err
+    sheet = tmp_path / "existing-sheet.txt"
+    sheet.write_text("do not overwrite")
+    res = coffre("init", "--recovery-sheet", str(sheet))
+    assert res.code == 2 and "already exists" in res.err
+    assert sheet.read_text() == "do not overwrite" and not (coffre.repo / "config").exists()
+    coffre.ok("init")
+    res = coffre("backup", str(tmp_path), "--exclude-file", str(tmp_path / "nope"))
+    assert res.code == 2 and "exclude file" in res.err and "Traceback" not in res.err
+    res = coffre("key", "add", "--new-password-file", str(tmp_path / "nope"))
+    assert res.code == 1 and "new password file" in res.err and "Traceback" not in res.err

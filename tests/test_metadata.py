@@ -431,3 +431,15 @@ def test_verify_ignores_what_the_backup_left_out(tree: Path, pwfile: Path, cache
     res = c("verify", "latest", str(tree / "docs" / "new.txt"))
     assert res.code == 1 and res.out.splitlines()[0] == f"{tree / 'docs' / 'new.txt'}: not in the snapshot"
     assert "no difference" in c.ok("verify", "latest", str(tree / "docs" / "lettre-1.txt")).out
+
+
+def test_very_deep_folders_back_up_and_restore(repo: Coffre, tmp_path: Path) -> None:
+    src = tmp_path / "deep"
+    leaf = src.joinpath(*(["d"] * 700))  # two calls a level: past Python's default limit
+    leaf.mkdir(parents=True)
+    (leaf / "fond.txt").write_text("tout en bas")
+    repo.ok("backup", str(src))
+    repo.ok("restore", "latest", "--target", str(tmp_path / "r"), "--verify")
+    out = tmp_path / "r" / str(leaf).lstrip("/") / "fond.txt"
+    assert out.read_text() == "tout en bas"
+    assert json.loads(repo.ok("check", "--json").out)["ok"]

@@ -59,7 +59,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
                              "without '/', '.' or '..'") from None
     excludes = list(args.exclude)
     for f in args.exclude_file:
-        excludes += Excluder.from_file(f)
+        try:
+            excludes += Excluder.from_file(f)
+        except OSError as exc:
+            raise UsageError(f"cannot read the exclude file {f}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"the exclude file {f} is not UTF-8 text") from None
     repo = open_repo(args)
     location = repo_location(args)
     opts = BackupOptions(

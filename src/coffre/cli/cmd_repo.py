@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TextIO
 
-from coffre.cli.context import add_repo_options, backend_for, open_repo, password, repo_location
+from coffre.cli.context import (
+    add_repo_options,
+    backend_for,
+    open_repo,
+    password,
+    read_secret_file,
+    repo_location,
+)
 from coffre.cli.output import emit_json, say, table
 from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
@@ -78,28 +86,44 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not 1 <= args.pack_size <= 256:
         raise UsageError("--pack-size must be between 1 and 256 MiB")
     secret = password(args, confirm=True, prompt="New repository password: ")
-    repo, recovery = Repository.init(backend, secret, pack_size=args.pack_size * 1024 * 1024)
+    sheet = _open_sheet(args.recovery_sheet) if args.recovery_sheet else None
+    try:
+        repo, recovery = Repository.init(backend, secret, pack_size=args.pack_size * 1024 * 1024)
+    except BaseException:
+        if sheet is not None:
+            sheet.close()
+            os.unlink(args.recovery_sheet)
+        raise
     say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
     say("")
     say("Recovery key (shown only now; it opens the repository if the password is lost):")
     say("")
     say(f"    {recovery}")
     say("")
-    if args.recovery_sheet:
-        fd = os.open(args.recovery_sheet, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(SHEET.format(location=backend.location, repo_id=repo.config.id.hex(),
-                                 created=repo.config.created, key=recovery))
+    if sheet is not None:
+        with sheet:
+            sheet.write(SHEET.format(location=backend.location, repo_id=repo.config.id.hex(),
+                                     created=repo.config.created, key=recovery))
         say(f"recovery sheet written to {args.recovery_sheet}: print it, store it safely, delete the file")
     else:
         say("Write it down or print it, and keep it away from the server.")
     return 0
 
 
+def _open_sheet(path: str) -> TextIO:
+    """Opened before the repository is made, so a bad path changes nothing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; choose a new file for the recovery sheet") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create the recovery sheet {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
 def _new_password(args: argparse.Namespace) -> str:
     if args.new_password_file:
-        with open(args.new_password_file, encoding="utf-8") as f:
-            secret = f.read().rstrip("\r\n")
+        secret = read_secret_file(args.new_password_file, "new password file")
     else:
         from coffre.cli.context import prompt_secret
 

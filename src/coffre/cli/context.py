@@ -41,13 +41,21 @@ def backend_for(location: str) -> Backend:
     return KillSwitchBackend.from_env(LocalBackend(location))
 
 
-def _read_file(path: str) -> str:
+def read_secret_file(path: str, what: str = "password file") -> str:
+    """A secret from a file; errors never quote its content."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(64 * 1024)
     except OSError as exc:
-        raise CoffreError(f"cannot read the password file {path}: {exc.strerror}") from None
-    return text.rstrip("\r\n")
+        raise CoffreError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    return _decode_secret(raw, f"the {what} {path}")
+
+
+def _decode_secret(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise CoffreError(f"{where} is not UTF-8 text") from None
 
 
 def _from_command(cmd: str) -> str:
@@ -57,14 +65,14 @@ def _from_command(cmd: str) -> str:
         raise CoffreError(f"COFFRE_PASSWORD_COMMAND could not run: {type(exc).__name__}") from None
     if out.returncode != 0:
         raise CoffreError(f"COFFRE_PASSWORD_COMMAND failed with exit status {out.returncode}")
-    return out.stdout.decode("utf-8").rstrip("\r\n")
+    return _decode_secret(out.stdout, "the output of COFFRE_PASSWORD_COMMAND")
 
 
 def password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Password: ") -> str:
     """From --password-file, COFFRE_PASSWORD_FILE, COFFRE_PASSWORD_COMMAND or a prompt."""
     path = getattr(args, "password_file", None) or os.environ.get("COFFRE_PASSWORD_FILE")
     if path:
-        secret = _read_file(path)
+        secret = read_secret_file(path)
     elif os.environ.get("COFFRE_PASSWORD_COMMAND"):
         secret = _from_command(os.environ["COFFRE_PASSWORD_COMMAND"])
     else:

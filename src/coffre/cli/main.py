@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    # Folders nest as deep as paths allow (PATH_MAX 4096: ~2000 levels); the walks recurse once
+    # a level, and Python 3.11 calls between Python functions do not use the C stack.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     parser = build_parser()
     args = parser.parse_args(argv)
     if extra:
