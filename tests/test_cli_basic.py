@@ -124,3 +124,11 @@ def test_stdin_filename_must_be_a_plain_name(repo: Coffre) -> None:
         res = repo("backup", "--stdin", "--stdin-filename", bad, input=b"x")
         assert res.code == 2 and "plain file name" in res.err
     assert snapshot_ids(repo) == []
+
+
+def test_demo_runs_end_to_end(coffre: Coffre, tmp_path: Path) -> None:
+    res = coffre.ok("demo", "--dir", str(tmp_path / "demo"), repo=False)
+    assert res.out.strip().endswith("demo OK")
+    assert "identical to the original" in res.out
+    again = coffre("demo", "--dir", str(tmp_path / "demo"), repo=False)
+    assert again.code == 1 and "already holds a demo" in again.err
