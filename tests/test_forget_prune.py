@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -321,6 +322,7 @@ def test_a_live_exclusive_lock_blocks_prune(repo: Coffre, tmp_path: Path) -> Non
 
 CHILD = """
 import sys
+import time
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
@@ -358,3 +360,15 @@ def test_forget_named_snapshots(repo: Coffre, tree: Path) -> None:
     assert snapshot_ids(repo) == [ids[0], ids[2]]
     bad = repo("forget", ids[0][:8], "--keep-last", "1")
     assert bad.code == 2 and snapshot_ids(repo) == [ids[0], ids[2]]
+
+
+def test_prune_removes_partial_uploads_of_crashed_writers_only_when_old(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    folder = next(p for p in (repo.repo / "data").iterdir() if p.is_dir())
+    old, recent = folder / ".tmp-crashed", folder / ".tmp-running"
+    old.write_bytes(b"half a pack")
+    recent.write_bytes(b"being written")
+    two_days_ago = time.time_ns() - 2 * 24 * 3600 * 10**9
+    os.utime(old, ns=(two_days_ago, two_days_ago))
+    assert json.loads(repo.ok("prune", "--json").out)["temporaries_removed"] == 1
+    assert not old.exists() and recent.exists()

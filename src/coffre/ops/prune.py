@@ -33,6 +33,7 @@ from coffre.storage.base import Handle
 
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
 INDEX_FILE_PACKS = 2000
+TEMP_AGE_NS = 24 * 3600 * 10**9
 
 
 @dataclass
@@ -46,6 +47,7 @@ class PruneStats:
     packs_deleted: int = 0
     packs_waiting: int = 0
     blobs_resurrected: int = 0
+    temporaries_removed: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -179,6 +181,8 @@ class Pruner:
             holders = live_at_start | _other_live_locks(repo, self.lock)
             save_trash(repo, [*remove, *repack.keys(), *unindexed], sorted(holders))
         self._empty_trash()
+        # Partial uploads of crashed writers; a day is far longer than any write takes.
+        st.temporaries_removed = repo.backend.clean_temporaries(repo.clock.now_ns() - TEMP_AGE_NS)
         return st
 
     def _repack(self, repack: dict[bytes, list[BlobEntry]]) -> dict[bytes, list[BlobEntry]]:

@@ -61,4 +61,9 @@ class Backend(Protocol):
         """Prepare an empty location for a new repository (refuses a non-empty one)."""
         ...
 
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        """Remove partial uploads left by crashed writers, last written before the given
+        time (storage clock). Returns how many were removed."""
+        ...
+
     def close(self) -> None: ...

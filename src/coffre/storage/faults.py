@@ -96,5 +96,8 @@ class KillSwitchBackend:
     def create(self) -> None:
         self.inner.create()
 
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        return self.inner.clean_temporaries(older_than_ns)
+
     def close(self) -> None:
         self.inner.close()

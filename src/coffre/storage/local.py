@@ -187,5 +187,24 @@ class LocalBackend:
         except OSError as exc:
             raise _translate(exc, f"removing {handle.kind}/{handle.name}") from exc
 
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        removed = 0
+        for folder in [self.root, *(self.root / k for k in KINDS if k != "config"),
+                       *sorted((self.root / "data").glob("??"))]:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(_TMP_PREFIX):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
+
     def close(self) -> None:
         pass

@@ -59,5 +59,8 @@ class MemoryBackend:
             if self._objects.pop((handle.kind, handle.name), None) is None:
                 raise ObjectNotFound(f"{handle.kind}/{handle.name}: not found")
 
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        return 0  # writes are atomic in memory
+
     def close(self) -> None:
         pass
