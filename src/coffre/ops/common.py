@@ -54,6 +54,22 @@ def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
     return nodes
 
 
+def reachable(repo: Repository, root: bytes) -> set[bytes]:
+    """Every tree and data blob a snapshot tree reaches."""
+    seen: set[bytes] = set()
+    stack = [root]
+    while stack:
+        tree = stack.pop()
+        if tree in seen:
+            continue
+        seen.add(tree)
+        for node in load_tree(repo, tree):
+            seen.update(node.content)
+            if node.subtree is not None:
+                stack.append(node.subtree)
+    return seen
+
+
 @dataclass
 class WalkItem:
     path: bytes  # relative, '/'-separated, no leading slash

@@ -6,7 +6,7 @@ from collections import Counter
 
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
-from coffre.ops.common import load_tree
+from coffre.ops.common import reachable
 from coffre.ops.prune import worth_repacking
 from coffre.policy.retention import Decision, Policy, SnapInfo, apply_policy, apply_size_budget
 from coffre.repository.packer import header_size
@@ -24,7 +24,7 @@ class SizeModel:
 
     def __init__(self, repo: Repository, snaps: list[Snapshot], fixed: list[Snapshot]) -> None:
         self.repo = repo
-        self.blobs: dict[str, set[bytes]] = {s.id: self._reach(s) for s in [*snaps, *fixed]}
+        self.blobs: dict[str, set[bytes]] = {s.id: reachable(repo, s.tree) for s in [*snaps, *fixed]}
         self.fixed = {s.id for s in fixed}
         self.index = repo.index.packs()
         self.stored = {bytes.fromhex(name): size for name, size in repo.iter_pack_names()}
@@ -33,20 +33,6 @@ class SizeModel:
         self.weight: dict[bytes, int] = {}  # pack -> its size after prune
         self.kept: set[str] = set()
         self.size = 0
-
-    def _reach(self, snap: Snapshot) -> set[bytes]:
-        seen: set[bytes] = set()
-        stack = [snap.tree]
-        while stack:
-            tree = stack.pop()
-            if tree in seen:
-                continue
-            seen.add(tree)
-            for node in load_tree(self.repo, tree):
-                seen.update(node.content)
-                if node.subtree is not None:
-                    stack.append(node.subtree)
-        return seen
 
     def _use(self, blob: bytes, used: bool, dirty: set[bytes]) -> None:
         loc = self.repo.index.lookup(blob)
