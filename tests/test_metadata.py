@@ -294,6 +294,10 @@ def test_unreadable_file_and_directory_are_reported_and_skipped(shared_dir: Path
     assert c.ok("dump", "latest", str(src / "public" / "ok.txt")).outb == b"lisible"
     human = c("backup", str(src))
     assert human.code == 3 and "could not be read" in human.err and "secret.txt" in human.err
+    # backup --verify compares the new snapshot with the files: what was skipped shows up.
+    verified = json.loads(c("backup", str(src), "--verify", "--json").out)
+    assert sorted(verified["verify_differences"]) == [
+        f"{src / 'private'}: not in the snapshot", f"{src / 'secret.txt'}: not in the snapshot"]
 
 
 def _chown_tree(root: Path, uid: int) -> None:
