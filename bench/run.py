@@ -1,0 +1,225 @@
+"""Coffre against restic and borg on the pharmacy data set, in one run on one machine.
+
+    python bench/run.py                 # ~2 GiB data set, 3 runs, coffre + restic + borg
+    python bench/run.py --small         # ~200 MiB
+    python bench/run.py --size-mib 8 --small-files 100 --runs 1   # a smoke run (seconds)
+
+Steps, for every tool and run, each on a fresh copy of the pristine tree and a fresh
+repository (page cache dropped before each timed step when run as root):
+  1. initial backup   2. backup with nothing changed   3. one day of activity
+  (../shared/bench/mutate_dataset.py), then backup, measuring the bytes added to the
+  repository   4. full restore of the latest snapshot, compared byte for byte
+  5. full data check.
+Prints medians of wall time, CPU time and peak RSS, the ratios Coffre/restic and
+Coffre/borg, and the lower bound of step 3. Data lives under $TMPDIR/pharmabench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lowerbound import lower_bound
+from tools import TOOLS, Tool, ensure_installed
+
+SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+STEPS = ("initial backup", "unchanged backup", "backup after one day", "restore", "check all data")
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float
+    rss_mib: float
+
+
+@dataclass
+class RunResult:
+    tool: str
+    steps: dict[str, Measure] = field(default_factory=dict)
+    bytes_added_day: int = 0
+    repo_after_initial: int = 0
+    restore_identical: bool = False
+
+
+def drop_caches() -> bool:
+    if os.geteuid() != 0:
+        return False
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> Measure:
+    """Run a command to completion; its own wall time, CPU time and peak RSS."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
+    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def tree_sizes(root: Path) -> dict[str, int]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = p.stat().st_size
+    return out
+
+
+def bytes_added(before: dict[str, int], after: dict[str, int]) -> int:
+    """What a sync of the repository to a remote would send: new or changed files."""
+    return sum(size for name, size in after.items() if before.get(name) != size)
+
+
+def identical(a: Path, b: Path) -> bool:
+    return subprocess.run(["diff", "-r", "-q", "--no-dereference", str(a), str(b)],
+                          capture_output=True, check=False).returncode == 0
+
+
+def run_tool(tool: Tool, pristine: Path, work: Path, cold: bool) -> RunResult:
+    res = RunResult(tool.name)
+    shutil.rmtree(work, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(pristine), str(work)], check=True)
+    source = work / "pharmacy-server"
+    env = tool.env()
+    tool.home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(tool.init_argv(), env={**os.environ, **env}, cwd=tool.home, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def step(name: str, argv: list[str], cwd: Path | None = None) -> None:
+        if cold:
+            drop_caches()
+        res.steps[name] = timed(argv, env, cwd or tool.home)
+
+    step(STEPS[0], tool.backup_argv(source, 1))
+    res.repo_after_initial = sum(tree_sizes(tool.repo).values())
+    step(STEPS[1], tool.backup_argv(source, 2))
+    subprocess.run([sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root", str(source)],
+                   check=True, stdout=subprocess.DEVNULL)
+    before = tree_sizes(tool.repo)
+    step(STEPS[2], tool.backup_argv(source, 3))
+    res.bytes_added_day = bytes_added(before, tree_sizes(tool.repo))
+    target = tool.home / "restored"
+    argv, cwd = tool.restore_argv(target)
+    step(STEPS[3], argv, cwd)
+    res.restore_identical = identical(source, tool.restored_root(target, source))
+    step(STEPS[4], tool.check_argv())
+    return res
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(results: list[RunResult], tools: list[str], source_bytes: int, lb: dict[str, int]) -> str:
+    by_tool = {t: [r for r in results if r.tool == t] for t in tools}
+    lines = []
+    header = f"{'step':<22}" + "".join(f"{t:>26}" for t in tools)
+    others = [t for t in tools if t != "coffre"]
+    if "coffre" in tools:
+        header += "".join(f"{'coffre/' + o:>16}" for o in others)
+    lines += [header, "-" * len(header)]
+    for step in STEPS:
+        med = {t: Measure(median([r.steps[step].wall for r in rs]), median([r.steps[step].cpu for r in rs]),
+                          median([r.steps[step].rss_mib for r in rs])) for t, rs in by_tool.items()}
+        row = f"{step:<22}" + "".join(
+            f"{f'{m.wall:.2f}s {m.cpu:.1f}cpu {m.rss_mib:.0f}MiB':>26}" for m in med.values())
+        if "coffre" in tools:
+            row += "".join(f"{med['coffre'].wall / med[o].wall:>16.2f}" for o in others)
+        lines.append(row)
+    added = {t: median([float(r.bytes_added_day) for r in rs]) for t, rs in by_tool.items()}
+    row = f"{'day: bytes added':<22}" + "".join(
+        f"{f'{a / 1e6:.1f} MB ({100 * a / source_bytes:.1f} %)':>26}" for a in added.values())
+    if "coffre" in tools:
+        row += "".join(f"{added['coffre'] / added[o]:>16.2f}" for o in others)
+    lines.append(row)
+    initial = {t: median([float(r.repo_after_initial) for r in rs]) for t, rs in by_tool.items()}
+    lines.append(f"{'repo after initial':<22}" + "".join(
+        f"{f'{a / 1e6:.1f} MB ({100 * a / source_bytes:.1f} %)':>26}" for a in initial.values()))
+    same = {t: all(r.restore_identical for r in rs) for t, rs in by_tool.items()}
+    lines.append(f"{'restore identical':<22}" + "".join(f"{v!s:>26}" for v in same.values()))
+    lines.append("")
+    lines.append(f"lower bound of the day's transfer: {lb['compressed_bytes'] / 1e6:.1f} MB "
+                 f"({100 * lb['compressed_bytes'] / source_bytes:.2f} % of the source): "
+                 f"{lb['changed_bytes'] / 1e6:.1f} MB really changed ({lb['db_pages_changed']} database "
+                 f"pages, {lb['files_new']} new and {lb['files_modified']} modified files), zstd-3")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--small", action="store_true", help="~200 MiB data set")
+    size.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
+    ap.add_argument("--small-files", type=int, help="number of small config/log files")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tools", default="coffre,restic,borg", help=f"among {', '.join(TOOLS)}")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
+    ap.add_argument("--warm", action="store_true", help="do not drop the page cache")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    args = ap.parse_args(argv)
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        ap.error(f"unknown tool(s): {', '.join(unknown)}")
+    ensure_installed(tools)
+
+    label = "small" if args.small else f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
+    pristine = args.out / f"pristine-{label}"
+    if not (pristine / "pharmacy-server").exists():
+        gen = [sys.executable, str(SHARED_BENCH / "make_dataset.py"), "--out", str(pristine), "--force"]
+        gen += ["--small"] if args.small else (["--size-mib", str(args.size_mib)] if args.size_mib else [])
+        gen += ["--small-files", str(args.small_files)] if args.small_files else []
+        subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
+    source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
+    cold = not args.warm and drop_caches()
+    print(f"data set: {source_bytes / 1e6:.0f} MB in {pristine}; {args.runs} run(s); "
+          f"{'cold' if cold else 'warm'} page cache; tools: {', '.join(tools)}", flush=True)
+
+    results: list[RunResult] = []
+    lb_done: dict[str, int] = {}
+    for run in range(args.runs):
+        for name in tools:
+            home = args.out / "runs" / f"{name}-{run}"
+            shutil.rmtree(home, ignore_errors=True)
+            tool = TOOLS[name](name, home)
+            work = args.out / "work"
+            results.append(run_tool(tool, pristine, work, cold))
+            if not lb_done:
+                lb_done = asdict(lower_bound(pristine / "pharmacy-server", work / "pharmacy-server"))
+            shutil.rmtree(home, ignore_errors=True)
+            r = results[-1]
+            print(f"run {run + 1} {name}: " + ", ".join(f"{s} {m.wall:.2f}s" for s, m in r.steps.items())
+                  + f", day added {r.bytes_added_day / 1e6:.1f} MB", flush=True)
+    shutil.rmtree(args.out / "work", ignore_errors=True)
+    print()
+    print(report(results, tools, source_bytes, lb_done))
+    if args.json:
+        args.json.write_text(json.dumps({"source_bytes": source_bytes, "lower_bound": lb_done,
+                                         "results": [asdict(r) for r in results]}, indent=1))
+    return 0 if all(r.restore_identical for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

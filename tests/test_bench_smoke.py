@@ -1,0 +1,31 @@
+"""The benchmark cannot rot: a tiny run of bench/run.py against restic and borg."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--size-mib", "4", "--small-files", "40", "--runs", "1",
+         "--warm", "--out", str(tmp_path), "--json", str(tmp_path / "results.json")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    table = out.stdout
+    for step in ("initial backup", "unchanged backup", "backup after one day", "restore",
+                 "check all data", "day: bytes added", "lower bound"):
+        assert step in table
+    assert "coffre/restic" in table and "coffre/borg" in table
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {r["tool"] for r in data["results"]} == {"coffre", "restic", "borg"}
+    assert all(r["restore_identical"] for r in data["results"])
+    assert all(r["bytes_added_day"] > 0 for r in data["results"])
+    lb = data["lower_bound"]
+    assert 0 < lb["compressed_bytes"] <= lb["changed_bytes"]
+    assert lb["db_pages_changed"] > 0 and lb["files_new"] > 0
