@@ -99,8 +99,12 @@ def identical(a: Path, b: Path) -> bool:
 
 def run_tool(tool: Tool, pristine: Path, work: Path, cold: bool) -> RunResult:
     res = RunResult(tool.name)
+    if work.is_symlink() or work.is_file():
+        work.unlink()
     shutil.rmtree(work, ignore_errors=True)
-    subprocess.run(["cp", "-a", str(pristine), str(work)], check=True)
+    work.mkdir(parents=True)
+    # Copy the tree itself (never a link to it): the day of activity is applied to the copy.
+    subprocess.run(["cp", "-a", str(pristine.resolve() / "pharmacy-server"), str(work)], check=True)
     source = work / "pharmacy-server"
     env = tool.env()
     tool.home.mkdir(parents=True, exist_ok=True)
