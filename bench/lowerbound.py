@@ -81,3 +81,13 @@ def lower_bound(before: Path, after: Path) -> LowerBound:
             if changed:
                 lb.compressed_bytes += len(zstd.compress(changed))
     return lb
+
+
+if __name__ == "__main__":
+    # Run as its own process by run.py, so the benchmark process stays small: a child's peak
+    # RSS as the kernel reports it includes what it shared with its parent when forked.
+    import json
+    import sys
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(lower_bound(Path(sys.argv[1]), Path(sys.argv[2])))))

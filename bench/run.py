@@ -29,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lowerbound import lower_bound
 from tools import TOOLS, Tool, ensure_installed
 
 SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
@@ -132,6 +131,13 @@ def run_tool(tool: Tool, pristine: Path, work: Path, cold: bool) -> RunResult:
     return res
 
 
+def measure_lower_bound(before: Path, after: Path) -> dict[str, int]:
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "lowerbound.py"),
+                          str(before), str(after)], capture_output=True, text=True, check=True)
+    result: dict[str, int] = json.loads(out.stdout)
+    return result
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             work = args.out / "work"
             results.append(run_tool(tool, pristine, work, cold))
             if not lb_done:
-                lb_done = asdict(lower_bound(pristine / "pharmacy-server", work / "pharmacy-server"))
+                lb_done = measure_lower_bound(pristine / "pharmacy-server", work / "pharmacy-server")
             shutil.rmtree(home, ignore_errors=True)
             r = results[-1]
             print(f"run {run + 1} {name}: " + ", ".join(f"{s} {m.wall:.2f}s" for s, m in r.steps.items())
