@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tools import TOOLS, Tool, ensure_installed
 
-SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+# The data set generator lives in the project's shared folder, beside the repository
+# (COFFRE_SHARED_BENCH names another place).
+SHARED_BENCH = Path(os.environ.get("COFFRE_SHARED_BENCH")
+                    or Path(__file__).resolve().parents[2] / "shared" / "bench")
 STEPS = ("initial backup", "unchanged backup", "backup after one day", "restore", "check all data")
 
 
@@ -193,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
         ap.error(f"unknown tool(s): {', '.join(unknown)}")
+    if not (SHARED_BENCH / "make_dataset.py").is_file():
+        sys.exit(f"the data set generator is not in {SHARED_BENCH}; set COFFRE_SHARED_BENCH")
     ensure_installed(tools)
 
     label = "small" if args.small else f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
