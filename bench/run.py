@@ -150,6 +150,11 @@ def report(results: list[RunResult], tools: list[str], source_bytes: int, lb: di
     lines = []
     header = f"{'step':<22}" + "".join(f"{t:>26}" for t in tools)
     others = [t for t in tools if t != "coffre"]
+
+    def ratios(values: dict[str, float]) -> str:
+        """Coffre's value over each other tool's, when Coffre was measured."""
+        return "".join(f"{values['coffre'] / values[o]:>16.2f}" for o in others) if "coffre" in tools else ""
+
     if "coffre" in tools:
         header += "".join(f"{'coffre/' + o:>16}" for o in others)
     lines += [header, "-" * len(header)]
@@ -158,15 +163,11 @@ def report(results: list[RunResult], tools: list[str], source_bytes: int, lb: di
                           median([r.steps[step].rss_mib for r in rs])) for t, rs in by_tool.items()}
         row = f"{step:<22}" + "".join(
             f"{f'{m.wall:.2f}s {m.cpu:.1f}cpu {m.rss_mib:.0f}MiB':>26}" for m in med.values())
-        if "coffre" in tools:
-            row += "".join(f"{med['coffre'].wall / med[o].wall:>16.2f}" for o in others)
-        lines.append(row)
+        lines.append(row + ratios({t: m.wall for t, m in med.items()}))
     added = {t: median([float(r.bytes_added_day) for r in rs]) for t, rs in by_tool.items()}
     row = f"{'day: bytes added':<22}" + "".join(
         f"{f'{a / 1e6:.1f} MB ({100 * a / source_bytes:.1f} %)':>26}" for a in added.values())
-    if "coffre" in tools:
-        row += "".join(f"{added['coffre'] / added[o]:>16.2f}" for o in others)
-    lines.append(row)
+    lines.append(row + ratios(added))
     initial = {t: median([float(r.repo_after_initial) for r in rs]) for t, rs in by_tool.items()}
     lines.append(f"{'repo after initial':<22}" + "".join(
         f"{f'{a / 1e6:.1f} MB ({100 * a / source_bytes:.1f} %)':>26}" for a in initial.values()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from coffre.chunker import ChunkerParams
 from coffre.core.errors import EXIT_USAGE
 from coffre.crypto.aead import KIND_TREE
-from coffre.ops.common import walk
+from coffre.ops.inspect import iter_tree
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
 
@@ -54,10 +53,10 @@ def file_packs(c: Coffre, snap_id: str) -> dict[str, set[str]]:
     repo = open_local(c)
     snap = next(s for s in repo.snapshots() if s.id == snap_id)
     out: dict[str, set[str]] = {}
-    for item in walk(repo, snap.tree):
-        if item.node.type == "file":
-            locs = [repo.index.lookup(b) for b in item.node.content]
-            out["/" + os.fsdecode(item.path)] = {loc.pack.hex() for loc in locs if loc}
+    for path, node in iter_tree(repo, snap.tree):
+        if node.type == "file":
+            locs = [repo.index.lookup(b) for b in node.content]
+            out[path] = {loc.pack.hex() for loc in locs if loc}
     return out
 
 

@@ -155,11 +155,10 @@ class Backup:
 
     # -- files ----------------------------------------------------------------------------------
     def _file(self, path: bytes, node: Node, st: os.stat_result) -> Content | None:
-        if self.cache is not None and not self.opts.force_read:
-            cached = self.cache.lookup(path, st)
-            if cached is not None and all(i in self.repo.index for i in cached):
-                self.stats.files_unmodified += 1
-                return list(cached)
+        known, cached = self.cache.lookup(path, st) if self.cache is not None else (False, None)
+        if cached is not None and not self.opts.force_read and all(i in self.repo.index for i in cached):
+            self.stats.files_unmodified += 1
+            return list(cached)
         try:
             # O_NONBLOCK: a file replaced by a fifo since lstat must not hang the backup.
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
@@ -197,7 +196,7 @@ class Backup:
                 f"{os.fsdecode(path)}: changed while it was read; the copy may be inconsistent"
             )
         node.size = reader.count  # what was stored, even if the file grew meanwhile
-        if self.cache is not None and self.cache.known(path):
+        if known:
             self.stats.files_changed += 1
         else:
             self.stats.files_new += 1

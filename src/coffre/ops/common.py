@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository
@@ -68,21 +68,6 @@ def reachable(repo: Repository, root: bytes) -> set[bytes]:
             if node.subtree is not None:
                 stack.append(node.subtree)
     return seen
-
-
-@dataclass
-class WalkItem:
-    path: bytes  # relative, '/'-separated, no leading slash
-    node: Node
-
-
-def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[WalkItem]:
-    """Depth-first, parents before children, sorted by name."""
-    for node in load_tree(repo, tree_id):
-        path = prefix + node.name
-        yield WalkItem(path, node)
-        if node.type == "dir" and node.subtree is not None:
-            yield from walk(repo, node.subtree, path + b"/")
 
 
 def find_node(repo: Repository, tree_id: bytes, path: bytes) -> Node | None:

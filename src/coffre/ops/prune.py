@@ -32,7 +32,6 @@ from coffre.repository.trash import TrashRecord, load_trash, save_trash
 from coffre.storage.base import Handle
 
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
-INDEX_FILE_PACKS = 2000
 TEMP_AGE_NS = 24 * 3600 * 10**9
 
 
@@ -204,9 +203,7 @@ class Pruner:
 
     def _write_index(self, packs: dict[bytes, list[BlobEntry]]) -> None:
         old = sorted(self.repo.index.loaded_files)
-        items = list(packs.items())
-        for i in range(0, len(items), INDEX_FILE_PACKS):
-            self.repo.save_index(dict(items[i : i + INDEX_FILE_PACKS]))
+        self.repo.save_full_index(packs)
         for name in old:
             try:
                 self.repo.backend.remove(Handle("index", name))

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from coffre.core.errors import FormatError, ObjectNotFound, StorageError
 from coffre.format.pack import BlobEntry
 from coffre.ops.common import Reporter, quiet
-from coffre.ops.prune import INDEX_FILE_PACKS
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 
@@ -34,11 +33,7 @@ def repair_index(repo: Repository, report: Reporter = quiet) -> RepairStats:
         packs[bytes.fromhex(name)] = entries
         stats.blobs += len(entries)
     stats.packs = len(packs)
-    items = list(packs.items())
-    new = {
-        repo.save_index(dict(items[i : i + INDEX_FILE_PACKS]))
-        for i in range(0, len(items), INDEX_FILE_PACKS)
-    }
+    new = repo.save_full_index(packs)
     # New files first, old ones removed after: a crash in between leaves duplicates only.
     for name in old:
         if name in new:

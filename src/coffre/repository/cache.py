@@ -36,24 +36,20 @@ class RepoCache:
         self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT)")
         self.db.commit()
 
-    def lookup(self, path: bytes, st: os.stat_result) -> list[bytes] | None:
-        """The content ids recorded for this file if its identity and times are unchanged."""
+    def lookup(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
+        """Whether the file was seen before, and its content ids if its identity and times
+        are unchanged since."""
         row = self.db.execute(
             "SELECT dev, ino, size, mtime, ctime, content FROM files WHERE path = ?", (path,)
         ).fetchone()
         if row is None:
-            return None
+            return False, None
         dev, ino, size, mtime, ctime, content = row
         if (dev, ino, size, mtime, ctime) != (
             st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-        ):
-            return None
-        if len(content) % ID_LEN:
-            return None
-        return [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
-
-    def known(self, path: bytes) -> bool:
-        return self.db.execute("SELECT 1 FROM files WHERE path = ?", (path,)).fetchone() is not None
+        ) or len(content) % ID_LEN:
+            return True, None
+        return True, [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
 
     def record(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
         self.db.execute(

@@ -34,6 +34,7 @@ from coffre.storage.base import Backend, Handle
 
 MAX_CONFIG = 64 * 1024
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+INDEX_FILE_PACKS = 2000
 
 # The largest object of each kind Coffre writes, with a wide margin: a larger one is refused
 # before it is read, so a planted file cannot exhaust memory.
@@ -243,6 +244,14 @@ class Repository:
 
     def save_index(self, packs: dict[bytes, list[packfmt.BlobEntry]]) -> str:
         return self.save_object("index", encode_index(packs))
+
+    def save_full_index(self, packs: dict[bytes, list[packfmt.BlobEntry]]) -> set[str]:
+        """A whole index, split into files of INDEX_FILE_PACKS packs; their names."""
+        items = list(packs.items())
+        return {
+            self.save_index(dict(items[i : i + INDEX_FILE_PACKS]))
+            for i in range(0, len(items), INDEX_FILE_PACKS)
+        }
 
     # -- snapshots ------------------------------------------------------------------------------
     def save_snapshot(self, snap: Snapshot) -> str:
