@@ -16,10 +16,10 @@ KILLED = -signal.SIGKILL
 
 
 def _grow(src: Path, i: int) -> None:
-    """A new day of data: an incompressible file of 6 MiB (six 1 MiB packs, so a backup makes
-    at least nine writes whatever the chunk boundaries) and an edit."""
+    """A new day of data: an incompressible file of 12 MiB (about ten 1 MiB packs, so a
+    backup makes well over eight writes whatever the chunk boundaries) and an edit."""
     rnd = random.Random(i)
-    (src / "scans" / f"day-{i}.jpg").write_bytes(rnd.randbytes(6 * 1024 * 1024))
+    (src / "scans" / f"day-{i}.jpg").write_bytes(rnd.randbytes(12 * 1024 * 1024))
     with open(src / "docs" / "lettre-5.txt", "a") as f:
         f.write(f"ligne {i}\n")
     age_tree(src)
