@@ -9,6 +9,7 @@ import sys
 from coffre import __version__
 from coffre.cli import cmd_backup, cmd_browse, cmd_demo, cmd_maintenance, cmd_repo, cmd_restore
 from coffre.core.errors import EXIT_FATAL, EXIT_INTERRUPTED, CoffreError
+from coffre.core.memory import tune_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     # Folders nest as deep as paths allow (PATH_MAX 4096: ~2000 levels); the walks recurse once
     # a level, and Python 3.11 calls between Python functions do not use the C stack.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+    tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     if extra:

@@ -2,8 +2,10 @@
 
     blob_0 | blob_1 | ... | header envelope | u32 little-endian header envelope length
 
-The header lists (kind, id, offset, length, raw_length) for every blob, so an index can be
-rebuilt from the packs alone. A blob's plaintext is one codec byte then the payload.
+The header lists (kind, id, offset, length, raw_length[, base]) for every blob, so an index can
+be rebuilt from the packs alone. A blob's plaintext is one codec byte then the payload. A delta
+blob (codec 2) also names its base: a data blob that is not itself a delta, whose raw content
+is the zstd dictionary the delta was compressed with (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -33,21 +35,33 @@ class BlobEntry:
     offset: int
     length: int
     raw_length: int
+    base: bytes | None = None  # delta blobs only: the blob whose content is the dictionary
 
     def to_wire(self) -> list[object]:
-        return [self.kind, self.id, self.offset, self.length, self.raw_length]
+        wire: list[object] = [self.kind, self.id, self.offset, self.length, self.raw_length]
+        if self.base is not None:
+            wire.append(self.base)
+        return wire
 
     @classmethod
     def from_wire(cls, raw: object) -> BlobEntry:
-        if not isinstance(raw, list) or len(raw) != 5:
+        if not isinstance(raw, list) or len(raw) not in (5, 6):
             raise FormatError("blob entry: malformed")
         kind = want_int(raw[0], "blob kind", 1, 2)
+        base = None
+        if len(raw) == 6:
+            if kind != 1:
+                raise FormatError("blob entry: only data blobs can be deltas")
+            base = want_id(raw[5], "blob base")
+            if base == raw[1]:
+                raise FormatError("blob entry: a blob cannot be its own base")
         return cls(
             kind=kind,
             id=want_id(raw[1], "blob id"),
             offset=want_int(raw[2], "blob offset", 0, MAX_PACK),
             length=want_int(raw[3], "blob length", 1, max_raw(kind) + 1024),
             raw_length=want_int(raw[4], "blob raw length", 0, max_raw(kind)),
+            base=base,
         )
 
 

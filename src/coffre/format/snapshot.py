@@ -20,6 +20,7 @@ class Snapshot:
     excludes: list[str] = field(default_factory=list)
     summary: dict[str, int] = field(default_factory=dict)
     program: str = ""
+    parent: str = ""  # the snapshot whose files served as delta bases, if any
     id: str = ""  # the storage name; not part of the encoding
 
     def to_bytes(self) -> bytes:
@@ -35,6 +36,7 @@ class Snapshot:
                 "tree": self.tree,
                 "summary": self.summary,
                 "program": self.program,
+                "parent": self.parent,
             }
         )
 
@@ -56,5 +58,6 @@ class Snapshot:
             tree=want_id(d.get("tree"), "snapshot tree"),
             summary=summary,
             program=want(d.get("program", ""), str, "program"),
+            parent=want(d.get("parent", ""), str, "parent"),
             id=snap_id,
         )

@@ -4,6 +4,9 @@ Pipeline: the calling thread walks the tree, reads and chunks files (pyfastcdc r
 GIL); a pool of workers hashes, compresses, encrypts and packs each chunk. A bounded
 semaphore caps the chunks in flight, so memory stays flat whatever the data size.
 
+A changed file is paired with its version in the parent snapshot: each new chunk is stored
+as a zstd delta against the old chunk it descends from when that is much smaller.
+
 Commit order: packs -> index -> (rescue of blobs a concurrent prune took away) -> snapshot.
 """
 
@@ -21,12 +24,15 @@ from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
 from coffre import __version__
+from coffre.chunker import Chunker, is_page_structured
+from coffre.chunker.align import Aligner
 from coffre.core.errors import CoffreError, ObjectNotFound
 from coffre.crypto import aead
 from coffre.format.pack import MAX_TREE_RAW, BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Problems, Reporter, quiet
+from coffre.ops.previous import PreviousVersions, find_parent
 from coffre.repository.cache import RepoCache
 from coffre.repository.index import MasterIndex
 from coffre.repository.locks import Lock
@@ -106,18 +112,34 @@ class Backup:
         self.slots = threading.BoundedSemaphore(workers * 3)
         self.start_ns = repo.clock.now_ns()
         self._root_dev: int | None = None
+        self.previous = PreviousVersions(repo, None)
 
     # -- storing -------------------------------------------------------------------------------
-    def _store_chunk(self, data: bytes) -> bytes:
+    def _store_chunk(self, data: bytes, ancestor: bytes | None) -> bytes:
         blob_id = self.repo.crypter.blob_id(data)
         if self.packer.claim(blob_id):
-            self.packer.add(aead.KIND_DATA, blob_id, data)
+            base = self._base(ancestor) if ancestor is not None else None
+            if self.packer.add(aead.KIND_DATA, blob_id, data, base=base) is not None:
+                self._use([base[0]])  # type: ignore[index]
         return blob_id
 
-    def _submit(self, data: bytes) -> Future[bytes]:
+    def _base(self, ancestor: bytes) -> tuple[bytes, bytes] | None:
+        """(id, content) of the base for a delta against `ancestor`: the ancestor itself, or
+        its own base if it is a delta (depth one)."""
+        loc = self.repo.index.lookup(ancestor)
+        if loc is None:
+            return None
+        base_id = loc.entry.base or ancestor
+        try:
+            return base_id, self.repo.load_base(base_id)
+        except CoffreError as exc:  # the delta is an optimisation: store the chunk whole
+            self.report(f"note: previous version not usable as a delta base ({exc.message})")
+            return None
+
+    def _submit(self, data: bytes, ancestor: bytes | None = None) -> Future[bytes]:
         self.slots.acquire()
         try:
-            fut = self.pool.submit(self._store_chunk, data)
+            fut = self.pool.submit(self._store_chunk, data, ancestor)
         except BaseException:
             self.slots.release()
             raise
@@ -150,8 +172,21 @@ class Backup:
                 for pid, entries in written.items():
                     self.repo.index.add_pack(pid, entries)
 
-    def _read_stream(self, stream: BinaryIO) -> Content:
-        return [self._submit(chunk) for chunk in self.chunker.chunks(stream)]
+    def _read_stream(
+        self, stream: BinaryIO, previous: list[tuple[bytes, int]] | None = None, fixed: bool = False
+    ) -> Content:
+        aligner = Aligner([n for _, n in previous]) if previous else None
+        chunks = Chunker.blocks(stream) if fixed else self.chunker.chunks(stream)
+        content: Content = []
+        offset = 0
+        for chunk in chunks:
+            ancestor = None
+            if aligner is not None and previous is not None:
+                j = aligner.match(offset, len(chunk))
+                ancestor = previous[j][0] if j is not None else None
+            content.append(self._submit(chunk, ancestor))
+            offset += len(chunk)
+        return content
 
     # -- files ----------------------------------------------------------------------------------
     def _file(self, path: bytes, node: Node, st: os.stat_result) -> Content | None:
@@ -176,15 +211,18 @@ class Backup:
                 return None
             os.set_blocking(fd, True)
             reader = _CountingReader(f)
+            previous = self.previous.content(path)
             try:
                 small = before.st_size < self.chunker.params.min_size
                 head = f.read(self.chunker.params.min_size) if small else b""
                 if small and not f.read(1):
                     reader.count = len(head)
-                    content: Content = [self._submit(head)] if head else []
+                    ancestor = previous[0][0] if previous and len(previous) == 1 else None
+                    content: Content = [self._submit(head, ancestor)] if head else []
                 else:  # large, or grew past the small-file size while being read
+                    fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
-                    content = self._read_stream(reader)  # type: ignore[arg-type]
+                    content = self._read_stream(reader, previous, fixed)  # type: ignore[arg-type]
             except OSError as exc:
                 self._error(path, exc)
                 return None
@@ -256,6 +294,11 @@ class Backup:
         for node, content, path, st in pending:
             node.content = [c.result() if isinstance(c, Future) else c for c in content]
             self._use(node.content)
+            # Deltas found in the repository need their bases kept as well.
+            bases = [loc.entry.base for loc in map(self.repo.index.lookup, node.content)
+                     if loc is not None and loc.entry.base is not None]
+            if bases:
+                self._use(bases)
             if self.cache is not None:
                 if st.st_mtime_ns < self.start_ns - RACY_NS:
                     self.cache.record(path, st, node.content)
@@ -309,7 +352,8 @@ class Backup:
             content, size = self._from_command(self.opts.stdin_command)
         else:
             counter = _CountingReader(self.opts.stdin)  # type: ignore[arg-type]
-            content = self._read_stream(counter)  # type: ignore[arg-type]
+            previous = self.previous.content(b"/" + os.fsencode(self.opts.stdin_name))
+            content = self._read_stream(counter, previous)  # type: ignore[arg-type]
             size = counter.count
         node.size = size
         self.stats.files_new += 1
@@ -328,8 +372,9 @@ class Backup:
         err_thread = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()))  # type: ignore[union-attr]
         err_thread.start()
         counter = _CountingReader(proc.stdout)
+        previous = self.previous.content(b"/" + os.fsencode(self.opts.stdin_name))
         try:
-            content = self._read_stream(counter)  # type: ignore[arg-type]
+            content = self._read_stream(counter, previous)  # type: ignore[arg-type]
         finally:
             status = proc.wait()
             err_thread.join()
@@ -357,13 +402,15 @@ class Backup:
     def run(self) -> BackupResult:
         try:
             self._forget_missing_packs()
+            host = self.opts.host or socket.gethostname()
             if self.opts.stdin_name:
-                tree = self._stdin_tree()
                 paths = [self.opts.stdin_name]
+                self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
+                tree = self._stdin_tree()
             else:
-                abs_paths = _check_sources(self.opts.paths)
-                tree = self._path_tree([os.fsencode(p) for p in abs_paths])
-                paths = abs_paths
+                paths = _check_sources(self.opts.paths)
+                self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
+                tree = self._path_tree([os.fsencode(p) for p in paths])
             self.packer.flush()
             self._publish_index_if_due(force=True)
             self._rescue_if_pruned()
@@ -377,12 +424,13 @@ class Backup:
                 "data_added": self.packer.raw_bytes_written,
                 "data_added_stored": self.packer.bytes_written,
                 "blobs_added": self.packer.blobs_written,
+                "deltas_added": self.packer.deltas_written,
                 "errors": self.stats.errors,
                 "duration_ns": self.repo.clock.now_ns() - self.start_ns,
             }
             snap = Snapshot(
                 time_ns=self.start_ns,
-                hostname=self.opts.host or socket.gethostname(),
+                hostname=host,
                 username=getpass.getuser(),
                 paths=paths,
                 tree=tree,
@@ -390,6 +438,7 @@ class Backup:
                 excludes=self.opts.excludes,
                 summary=summary,
                 program=f"coffre {__version__}",
+                parent=self.previous.parent.id if self.previous.parent else "",
             )
             self.repo.save_snapshot(snap)
             # A prune may have finished between the check above and the snapshot write.

@@ -93,6 +93,14 @@ class Marker:
                 "run 'coffre check', then 'coffre repair index' and a new backup",
             )
 
+    def _mark_base(self, blob: bytes, used: set[bytes], snap: Snapshot) -> None:
+        """A delta blob is only readable with its base: the base is used too."""
+        loc = self.repo.index.lookup(blob)
+        base = loc.entry.base if loc is not None else None
+        if base is not None and base not in used:
+            self._require(base, f"the base of a delta blob of snapshot {snap.id[:8]}")
+            used.add(base)
+
     def mark(self, snaps: list[Snapshot]) -> set[bytes]:
         used: set[bytes] = set()
         for snap in snaps:
@@ -108,6 +116,7 @@ class Marker:
                         if blob not in used:
                             self._require(blob, f"data of snapshot {snap.id[:8]}")
                             used.add(blob)
+                            self._mark_base(blob, used, snap)
                     if node.subtree is not None:
                         stack.append(node.subtree)
         return used
@@ -197,7 +206,7 @@ class Pruner:
             for e in live:
                 envelope = bytes(view[e.offset : e.offset + e.length])
                 self.repo.decode_blob(e, envelope)
-                packer.add_encrypted(e.kind, e.id, envelope, e.raw_length)
+                packer.add_encrypted(e.kind, e.id, envelope, e.raw_length, e.base)
         packer.flush()
         return packer.take_written()
 

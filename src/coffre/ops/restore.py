@@ -11,6 +11,8 @@ import fnmatch
 import os
 import stat
 import threading
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +25,9 @@ from coffre.repository.repo import Repository
 from coffre.sources.files import Excluder
 
 ZERO = bytes(16 * 1024 * 1024)
+# Blobs of one file decoded ahead of the write, by the fetch pool: a large file (the
+# database) is then restored by several cores, not one.
+PREFETCH = 8
 
 
 @dataclass
@@ -32,7 +37,7 @@ class RestoreOptions:
     excludes: list[str] = field(default_factory=list)
     verify: bool = False
     sparse: bool = True
-    workers: int = 4
+    workers: int = 2
 
 
 @dataclass
@@ -71,6 +76,8 @@ class Restorer:
         self._lock = threading.Lock()
         self._is_root = os.geteuid() == 0
         self._slots = threading.BoundedSemaphore(opts.workers * 4)
+        self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
+        self._fetch: ThreadPoolExecutor | None = None
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, path: str) -> bool:
@@ -104,7 +111,9 @@ class Restorer:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
-        with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool:
+        with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool, \
+                ThreadPoolExecutor(self.opts.workers, thread_name_prefix="fetch") as fetch:
+            self._fetch = fetch
             futures: list[Future[None]] = []
             self._restore_dir(pool, futures, snap.tree, self.root, "")
             for fut in futures:
@@ -206,8 +215,7 @@ class Restorer:
             return
         try:
             written = 0
-            for blob_id in node.content:
-                data = self.repo.load_blob(blob_id)
+            for data in self._blobs(node.content):
                 if self.opts.sparse and len(data) <= len(ZERO) and data == ZERO[: len(data)]:
                     os.lseek(fd, len(data), os.SEEK_CUR)
                 else:
@@ -233,6 +241,29 @@ class Restorer:
         with self._lock:
             self.stats.files += 1
             self.stats.bytes += node.size
+
+    def _blobs(self, content: list[bytes]) -> Iterator[bytes]:
+        """The decoded blobs of a file, in order; several fetched ahead for large files."""
+        if len(content) < 2 or self._fetch is None:
+            for blob_id in content:
+                yield self.repo.load_blob(blob_id)
+            return
+        ahead: deque[Future[bytes]] = deque()
+        todo = iter(content)
+        try:
+            for blob_id in todo:
+                ahead.append(self._fetch.submit(self.repo.load_blob, blob_id))
+                if len(ahead) >= PREFETCH:
+                    break
+            while ahead:
+                data = ahead.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    ahead.append(self._fetch.submit(self.repo.load_blob, nxt))
+                yield data
+        finally:
+            for fut in ahead:
+                fut.cancel()
 
     def _restore_special(self, path: bytes, node: Node) -> None:
         try:
@@ -265,6 +296,10 @@ class Restorer:
         import grp
         import pwd
 
+        key = (node.user, node.group, node.uid, node.gid)
+        found = self._owners.get(key)
+        if found is not None:
+            return found
         uid, gid = node.uid, node.gid
         try:
             if node.user:
@@ -276,6 +311,7 @@ class Restorer:
                 gid = grp.getgrnam(node.group).gr_gid
         except KeyError:
             pass
+        self._owners[key] = (uid, gid)
         return uid, gid
 
     def _set_xattrs(self, target: int | bytes, node: Node, follow: bool) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from coffre import FORMAT_VERSION, __version__
 from coffre.chunker import Chunker, ChunkerParams
-from coffre.compress import decompress
+from coffre.compress import CODEC_ZSTD_DELTA, decompress, decompress_delta
 from coffre.core.clock import Clock, SystemClock, iso_ns
 from coffre.core.errors import (
     CoffreError,
@@ -32,6 +32,7 @@ from coffre.repository import keyring
 from coffre.repository.index import MasterIndex
 from coffre.storage.base import Backend, Handle
 
+ID_LEN = 32
 MAX_CONFIG = 64 * 1024
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 INDEX_FILE_PACKS = 2000
@@ -287,17 +288,40 @@ class Repository:
         plain = self.crypter.decrypt(aead.KIND_PACK_HEADER, envelope)
         return packfmt.decode_header(plain, size - packfmt.TRAILER.size - hlen)
 
-    def decode_blob(self, entry: packfmt.BlobEntry, envelope: bytes | memoryview) -> bytes:
-        """Decrypt, decompress and check the id of one stored blob."""
+    def decode_blob(
+        self, entry: packfmt.BlobEntry, envelope: bytes | memoryview, base: bytes | None = None
+    ) -> bytes:
+        """Decrypt, decompress and check the id of one stored blob. A delta blob's base is
+        loaded from the repository unless the caller already holds its content (`base`)."""
         if len(envelope) != entry.length:
             raise IntegrityError("blob is truncated")
         plain = self.crypter.decrypt(entry.kind, envelope, entry.id)
         if not plain:
             raise FormatError("blob is empty")
-        data = decompress(plain[0], plain[1:], entry.raw_length)
+        if plain[0] == CODEC_ZSTD_DELTA:
+            named = plain[1 : 1 + ID_LEN]
+            if entry.base is None or not hmac.compare_digest(named, entry.base):
+                raise FormatError("delta blob names another base than its index entry")
+            if base is None:
+                base = self.load_base(entry.base)
+            data = decompress_delta(plain[1 + ID_LEN :], base, entry.raw_length)
+        else:
+            if entry.base is not None:
+                raise FormatError("blob is listed as a delta but is not one")
+            data = decompress(plain[0], plain[1:], entry.raw_length)
         if not hmac.compare_digest(self.crypter.blob_id(data), entry.id):
             raise IntegrityError("blob content does not match its id")
         return data
+
+    def load_base(self, base_id: bytes) -> bytes:
+        """The content of a delta's base: a data blob that is not a delta itself (depth one,
+        so a delta never needs more than one other blob)."""
+        loc = self.index.lookup(base_id)
+        if loc is None:
+            raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not in the index")
+        if loc.entry.base is not None or loc.entry.kind != aead.KIND_DATA:
+            raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not a plain data blob")
+        return self.load_blob(base_id)
 
     def load_blob(self, blob_id: bytes) -> bytes:
         loc = self.index.lookup(blob_id)

@@ -131,10 +131,22 @@ class LocalBackend:
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         what = f"reading {handle.kind}/{handle.name}"
         try:
-            with open(self._path(handle), "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read() if length is None else f.read(length)
+            fd = os.open(self._path(handle), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if length is None:
+                    length = max(0, os.fstat(fd).st_size - offset)
+                parts = []
+                while length > 0:
+                    # pread: one system call, no buffer copy, no shared file position.
+                    part = os.pread(fd, length, offset)
+                    if not part:
+                        break
+                    parts.append(part)
+                    offset += len(part)
+                    length -= len(part)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise _translate(exc, what) from exc
 

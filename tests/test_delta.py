@@ -1,0 +1,206 @@
+"""Byte-level incremental: changed chunks stored as zstd deltas against their previous version,
+and everything that reads or deletes data understanding them (docs/design.md §3)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from coffre.chunker.align import Aligner
+from coffre.core.errors import FormatError
+from coffre.crypto.aead import KIND_DATA, KIND_TREE
+from coffre.format.pack import BlobEntry
+from coffre.ops.common import find_snapshot
+from coffre.ops.inspect import iter_tree
+from coffre.repository.packer import Packer
+from coffre.repository.repo import Repository
+from coffre.storage.local import LocalBackend
+from coffre.storage.memory import MemoryBackend
+
+from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
+
+ROWS = 40_000
+
+
+def make_db(path: Path) -> None:
+    rnd = random.Random(3)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE ventes (id INTEGER PRIMARY KEY, produit TEXT, stock INTEGER, note TEXT)")
+    db.executemany(
+        "INSERT INTO ventes VALUES (?, ?, ?, ?)",
+        ((i, f"produit-{rnd.randrange(10**6)}", rnd.randrange(500), rnd.randbytes(24).hex())
+         for i in range(ROWS)),
+    )
+    db.commit()
+    db.close()
+
+
+def one_day(root: Path, seed: int = 1) -> None:
+    """A few hundred rows updated in place across the database, a dump with a line changed
+    near its start and lines appended, a log appended to."""
+    rnd = random.Random(seed)
+    db = sqlite3.connect(root / "officine.db")
+    for _ in range(300):
+        db.execute("UPDATE ventes SET stock = ? WHERE id = ?", (rnd.randrange(500), rnd.randrange(ROWS)))
+    db.commit()
+    db.close()
+    dump = root / "dump.sql"
+    lines = dump.read_bytes().split(b"\n")
+    lines[10] = b"10\tproduit modifie\t1"
+    lines += [f"{ROWS + i}\tnouveau {i}\t{i}".encode() for i in range(200)]
+    dump.write_bytes(b"\n".join(lines))
+    with open(root / "app.log", "ab") as f:
+        f.write(b"14:02 vente enregistree\n" * 50)
+    age_tree(root)
+
+
+@pytest.fixture
+def pharmacy(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    root.mkdir()
+    make_db(root / "officine.db")
+    rnd = random.Random(5)
+    (root / "dump.sql").write_bytes(
+        b"\n".join(f"{i}\tproduit {rnd.randrange(10**6)}\t{rnd.randrange(500)}".encode() for i in range(ROWS))
+    )
+    (root / "app.log").write_bytes(b"08:00 ouverture\n" * 2000)
+    age_tree(root)
+    return root
+
+
+def summary(c: Coffre, snap: str) -> dict[str, int]:
+    snaps = {s["id"]: s for s in json.loads(c.ok("snapshots", "--json").out)}
+    return snaps[snap]["summary"]  # type: ignore[no-any-return]
+
+
+def test_a_day_of_changes_is_stored_as_small_deltas_and_restores_exactly(
+    repo: Coffre, pharmacy: Path, tmp_path: Path
+) -> None:
+    repo.ok("backup", str(pharmacy))
+    one_day(pharmacy)
+    repo.ok("backup", str(pharmacy))
+    first, second = snapshot_ids(repo)
+    day = summary(repo, second)
+    db_size = (pharmacy / "officine.db").stat().st_size
+    assert day["deltas_added"] > 0
+    # Without deltas the whole database and dump would be stored again (compressed ~40 %).
+    assert day["data_added_stored"] < db_size // 20, day
+    snaps = {s["id"]: s for s in json.loads(repo.ok("snapshots", "--json").out)}
+    assert snaps[second]["parent"] == first
+    repo.ok("restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out" / pharmacy.relative_to("/")) == tree_digest(pharmacy)
+    repo.ok("check", "--read-data")
+
+
+def test_prune_keeps_the_bases_that_deltas_need(repo: Coffre, pharmacy: Path, tmp_path: Path) -> None:
+    repo.ok("backup", str(pharmacy))
+    one_day(pharmacy)
+    repo.ok("backup", str(pharmacy))
+    expected = tree_digest(pharmacy)
+    # The first snapshot alone refers to the bases directly; forgetting it must not free them.
+    repo.ok("forget", "--keep-last", "1")
+    repo.ok("prune")
+    repo.ok("check", "--read-data")
+    repo.ok("restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out" / pharmacy.relative_to("/")) == expected
+
+
+def test_successive_days_keep_deltas_at_depth_one(repo: Coffre, pharmacy: Path, tmp_path: Path) -> None:
+    repo.ok("backup", str(pharmacy))
+    for day in range(1, 4):
+        one_day(pharmacy, seed=day)
+        repo.ok("backup", str(pharmacy))
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    r.load_index()
+    deltas = [loc.entry for pid, entries in r.index.packs().items() for loc in
+              (r.index.lookup(e.id) for e in entries) if loc and loc.entry.base is not None]
+    assert deltas
+    for e in deltas:
+        base = r.index.lookup(e.base)  # type: ignore[arg-type]
+        assert base is not None and base.entry.base is None
+    repo.ok("restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out" / pharmacy.relative_to("/")) == tree_digest(pharmacy)
+
+
+def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharmacy: Path) -> None:
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, pack_size=1024 * 1024)
+    coffre.ok("backup", str(pharmacy))
+    one_day(pharmacy)
+    coffre.ok("backup", str(pharmacy))
+    second = snapshot_ids(coffre)[1]
+    r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    r.load_index()
+    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
+    base_packs = set()
+    for blob in db_node.content:
+        loc = r.index.lookup(blob)
+        assert loc is not None
+        if loc.entry.base is not None:
+            base = r.index.lookup(loc.entry.base)
+            assert base is not None
+            base_packs.add(base.pack)
+    holds_trees = {pid for pid, entries in r.index.packs().items()
+                   if any(e.kind == KIND_TREE for e in entries)}
+    victim = sorted(base_packs - holds_trees)[0]
+    path = next((coffre.repo / "data").glob(f"*/{victim.hex()}"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    path.write_bytes(bytes(data))
+    res = coffre("check", "--read-data")
+    assert res.code != 0
+    # The second snapshot's database is stored as deltas whose base is in the damaged pack.
+    report = res.out[res.out.index(f"snapshot {second[:8]}"):]
+    assert "officine.db" in report.split("\nsnapshot")[0]
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+def test_aligner_follows_data_shifted_by_an_insertion() -> None:
+    old = [100_000, 250_000, 180_000, 300_000, 90_000]
+    al = Aligner(old)
+    # 40 kB inserted into the second chunk: it grows, the following ones keep their lengths.
+    assert al.match(0, 100_000) == 0
+    assert al.match(100_000, 290_000) == 1
+    assert al.match(390_000, 180_000) == 2
+    assert al.match(570_000, 300_000) == 3
+    assert al.match(870_000, 90_000) == 4
+    assert al.match(960_000, 50_000) is None  # appended: no ancestor
+
+
+def test_aligner_pairs_fixed_blocks_by_offset() -> None:
+    block = 256 * 1024
+    al = Aligner([block] * 10)
+    assert [al.match(i * block, block) for i in range(10)] == list(range(10))
+    assert al.match(10 * block, block) is None
+
+
+def test_blob_entries_with_a_base_round_trip_and_are_validated() -> None:
+    e = BlobEntry(KIND_DATA, b"a" * 32, 0, 100, 4096, b"b" * 32)
+    assert BlobEntry.from_wire(e.to_wire()) == e
+    assert len(BlobEntry(KIND_DATA, b"a" * 32, 0, 100, 4096).to_wire()) == 5
+    with pytest.raises(FormatError):
+        BlobEntry.from_wire([KIND_TREE, b"a" * 32, 0, 100, 4096, b"b" * 32])
+    with pytest.raises(FormatError):
+        BlobEntry.from_wire([KIND_DATA, b"a" * 32, 0, 100, 4096, b"a" * 32])
+
+
+def test_a_delta_whose_base_is_a_delta_is_refused() -> None:
+    repo, _ = Repository.init(MemoryBackend(), PASSWORD)
+    packer = Packer(repo)
+    a = bytes(random.Random(1).randbytes(4000)) * 4
+    b = a[:8000] + b"change" + a[8006:]
+    c = b[:100] + b"again!" + b[106:]
+    ids = [repo.crypter.blob_id(x) for x in (a, b, c)]
+    packer.add(KIND_DATA, ids[0], a)
+    assert packer.add(KIND_DATA, ids[1], b, base=(ids[0], a)) == ids[0]
+    # A writer that ignored the depth-one rule: c as a delta of the delta b.
+    assert packer.add(KIND_DATA, ids[2], c, base=(ids[1], b)) == ids[1]
+    packer.flush()
+    for pid, entries in packer.take_written().items():
+        repo.index.add_pack(pid, entries)
+    assert repo.load_blob(ids[1]) == b
+    with pytest.raises(FormatError, match="not a plain data blob"):
+        repo.load_blob(ids[2])
