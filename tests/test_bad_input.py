@@ -59,6 +59,14 @@ def test_init_refuses_an_existing_repository_or_non_empty_directory(repo: Coffre
     assert (other / "precious.txt").read_text() == "x"
 
 
+def test_init_compression_level_is_checked_and_recorded(coffre: Coffre) -> None:
+    res = coffre("init", "--compression-level", "25")
+    assert res.code == 2 and "between 1 and 19" in res.err
+    assert not coffre.repo.exists()
+    coffre.ok("init", "--compression-level", "7")
+    assert json.loads((coffre.repo / "config").read_text())["compression_level"] == 7
+
+
 def test_missing_source_path_writes_no_snapshot(repo: Coffre, tmp_path: Path) -> None:
     res = repo("backup", str(tmp_path / "nope"))
     assert res.code == 1 and "does not exist" in res.err and "Traceback" not in res.err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coffre.chunker import PAGE_BLOCK
 from coffre.chunker.align import Aligner
 from coffre.core.errors import FormatError
 from coffre.crypto.aead import KIND_DATA, KIND_TREE
@@ -204,3 +205,36 @@ def test_a_delta_whose_base_is_a_delta_is_refused() -> None:
     assert repo.load_blob(ids[1]) == b
     with pytest.raises(FormatError, match="not a plain data blob"):
         repo.load_blob(ids[2])
+
+
+def test_a_delta_against_an_unrelated_base_is_not_kept() -> None:
+    repo, _ = Repository.init(MemoryBackend(), PASSWORD)
+    packer = Packer(repo)
+    rnd = random.Random(2)
+    base = rnd.randbytes(20_000)
+    data = b"".join(f"ligne {i} {rnd.randrange(10**9)}\n".encode() for i in range(2000))
+    base_id, data_id = repo.crypter.blob_id(base), repo.crypter.blob_id(data)
+    packer.add(KIND_DATA, base_id, base)
+    assert packer.add(KIND_DATA, data_id, data, base=(base_id, base)) is None
+    packer.flush()
+    for pid, entries in packer.take_written().items():
+        repo.index.add_pack(pid, entries)
+    loc = repo.index.lookup(data_id)
+    assert loc is not None and loc.entry.base is None
+    assert repo.load_blob(data_id) == data
+
+
+def test_database_files_are_cut_in_page_aligned_blocks(repo: Coffre, pharmacy: Path) -> None:
+    repo.ok("backup", str(pharmacy))
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    r.load_index()
+    root = find_snapshot(r, "latest").tree
+    nodes = {n.name: n for _, n in iter_tree(r, root)}
+    lengths = []
+    for blob in nodes[b"officine.db"].content:
+        loc = r.index.lookup(blob)
+        assert loc is not None
+        lengths.append(loc.entry.raw_length)
+    assert lengths[:-1] == [PAGE_BLOCK] * (len(lengths) - 1) and 0 < lengths[-1] <= PAGE_BLOCK
+    dump = [r.index.lookup(b) for b in nodes[b"dump.sql"].content]
+    assert len({loc.entry.raw_length for loc in dump if loc}) > 1  # content-defined: varied

@@ -15,6 +15,7 @@ from coffre.cli.context import (
     repo_location,
 )
 from coffre.cli.output import emit_json, say, table
+from coffre.compress import DEFAULT_LEVEL
 from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
 from coffre.repository import keyring
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--recovery-sheet", metavar="FILE", help="write a printable recovery sheet")
     p.add_argument("--pack-size", type=int, default=16, metavar="MIB",
                    help="target size of pack files in MiB (1-256, default 16)")
+    p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
+                   help=f"zstd level for new data, 1-19 (default {DEFAULT_LEVEL}: fastest; "
+                        "deltas always use 3 or more)")
     p.set_defaults(func=cmd_init)
 
     k = sub.add_parser("key", help="manage the passwords and recovery keys that open the repository")
@@ -85,10 +89,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CoffreError(f"{backend.location} already holds a Coffre repository; nothing was changed")
     if not 1 <= args.pack_size <= 256:
         raise UsageError("--pack-size must be between 1 and 256 MiB")
+    if not 1 <= args.compression_level <= 19:
+        raise UsageError("--compression-level must be between 1 and 19")
     secret = password(args, confirm=True, prompt="New repository password: ")
     sheet = _open_sheet(args.recovery_sheet) if args.recovery_sheet else None
     try:
-        repo, recovery = Repository.init(backend, secret, pack_size=args.pack_size * 1024 * 1024)
+        repo, recovery = Repository.init(
+            backend, secret, pack_size=args.pack_size * 1024 * 1024, compression_level=args.compression_level
+        )
     except BaseException:
         if sheet is not None:
             sheet.close()

@@ -12,7 +12,9 @@ from coffre.core.errors import FormatError
 CODEC_NONE = 0
 CODEC_ZSTD = 1
 CODEC_ZSTD_DELTA = 2
-DEFAULT_LEVEL = 3
+# Level 1 compresses this project's data ~45 % faster than level 3 for ~1 % more bytes
+# (../shared/reference/perf-baseline.md §4); deltas use level 3 or more (compress_delta).
+DEFAULT_LEVEL = 1
 # Keep the compressed form only if it saves at least this share of the bytes.
 MIN_SAVING = 0.03
 

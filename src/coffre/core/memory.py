@@ -16,8 +16,8 @@ M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit systems
-TRIM_THRESHOLD = 128 * 1024 * 1024
-TOP_PAD = 16 * 1024 * 1024
+TRIM_THRESHOLD = 32 * 1024 * 1024
+TOP_PAD = 4 * 1024 * 1024
 
 
 def tune_allocator() -> bool:

@@ -19,9 +19,10 @@ import socket
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO, TypeVar
 
 from coffre import __version__
 from coffre.chunker import Chunker, is_page_structured
@@ -40,6 +41,7 @@ from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.repository.trash import load_trash
 from coffre.sources.files import Excluder, node_from_stat
+from coffre.sources.prefetch import Prefetcher
 
 INDEX_EVERY_PACKS = 16
 # Files modified this close to the start of the backup are not trusted to the files cache:
@@ -81,8 +83,48 @@ class _Stats:
 
 
 Content = list["Future[bytes] | bytes"]
-# A file whose chunks are still being stored: its node, content, path and stat.
-Pending = tuple[Node, Content, bytes, os.stat_result]
+T = TypeVar("T")
+# Small files go to the workers in batches of up to this many files or bytes.
+BATCH_FILES = 64
+BATCH_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class _Planned:
+    """A directory entry after lstat and the files-cache lookup."""
+
+    path: bytes
+    st: os.stat_result
+    node: Node
+    known: bool = False  # in the files cache (so a changed file, not a new one)
+    cached: list[bytes] | None = None  # content ids, if the file is unchanged since
+
+    @property
+    def read(self) -> bool:
+        return self.node.type == "file" and self.cached is None
+
+
+@dataclass
+class _Read:
+    """What reading one file gave."""
+
+    content: Content = field(default_factory=list)
+    size: int = 0
+    changed: bool = False  # modified while it was read
+    error: OSError | None = None
+
+
+@dataclass
+class _Batched:
+    """A small file read by a worker as part of a batch: where its _Read will be."""
+
+    item: _Planned
+    future: Future[list[_Read]]
+    index: int
+
+
+# A file whose content is still being stored: its node, content, path and stat.
+Pending = tuple[Node, "Content | _Batched", bytes, os.stat_result]
 
 
 class Backup:
@@ -137,9 +179,13 @@ class Backup:
             return None
 
     def _submit(self, data: bytes, ancestor: bytes | None = None) -> Future[bytes]:
+        return self._submit_task(self._store_chunk, data, ancestor)
+
+    def _submit_task(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run fn in a worker; blocks while too many tasks are in flight (flat memory)."""
         self.slots.acquire()
         try:
-            fut = self.pool.submit(self._store_chunk, data, ancestor)
+            fut = self.pool.submit(fn, *args)
         except BaseException:
             self.slots.release()
             raise
@@ -173,7 +219,8 @@ class Backup:
                     self.repo.index.add_pack(pid, entries)
 
     def _read_stream(
-        self, stream: BinaryIO, previous: list[tuple[bytes, int]] | None = None, fixed: bool = False
+        self, stream: BinaryIO, previous: list[tuple[bytes, int]] | None = None, fixed: bool = False,
+        inline: bool = False,
     ) -> Content:
         aligner = Aligner([n for _, n in previous]) if previous else None
         chunks = Chunker.blocks(stream) if fixed else self.chunker.chunks(stream)
@@ -184,16 +231,38 @@ class Backup:
             if aligner is not None and previous is not None:
                 j = aligner.match(offset, len(chunk))
                 ancestor = previous[j][0] if j is not None else None
-            content.append(self._submit(chunk, ancestor))
+            content.append(self._store_chunk(chunk, ancestor) if inline else self._submit(chunk, ancestor))
             offset += len(chunk)
         return content
 
     # -- files ----------------------------------------------------------------------------------
-    def _file(self, path: bytes, node: Node, st: os.stat_result) -> Content | None:
-        known, cached = self.cache.lookup(path, st) if self.cache is not None else (False, None)
-        if cached is not None and not self.opts.force_read and all(i in self.repo.index for i in cached):
+    def _file(self, item: _Planned) -> Content | None:
+        """Content of a file read by this thread (its chunks go to the workers)."""
+        if item.cached is not None:
             self.stats.files_unmodified += 1
-            return list(cached)
+            return list(item.cached)
+        return self._outcome(item, self._read_file(item, self.previous.content(item.path), inline=False))
+
+    def _outcome(self, item: _Planned, read: _Read) -> Content | None:
+        """Account for a file read (here or by a worker): its content, or None if skipped."""
+        if read.error is not None:
+            self._error(item.path, read.error)
+            return None
+        if read.changed:
+            self.problems.warnings.append(
+                f"{os.fsdecode(item.path)}: changed while it was read; the copy may be inconsistent"
+            )
+        item.node.size = read.size  # what was stored, even if the file grew meanwhile
+        if item.known:
+            self.stats.files_changed += 1
+        else:
+            self.stats.files_new += 1
+        return read.content
+
+    def _read_file(self, item: _Planned, previous: list[tuple[bytes, int]] | None, inline: bool) -> _Read:
+        """Read and store one file. `inline`: store the chunks in this thread (a worker reading
+        a batch of small files) instead of handing them to the workers."""
+        path = item.path
         try:
             # O_NONBLOCK: a file replaced by a fifo since lstat must not hang the backup.
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
@@ -202,51 +271,50 @@ class Backup:
             except PermissionError:
                 fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
         except OSError as exc:
-            self._error(path, exc)
-            return None
+            return _Read(error=exc)
         with os.fdopen(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
-                self._error(path, OSError(errno.EINVAL, "replaced by something that is not a file"))
-                return None
+                return _Read(error=OSError(errno.EINVAL, "replaced by something that is not a file"))
             os.set_blocking(fd, True)
             reader = _CountingReader(f)
-            previous = self.previous.content(path)
             try:
                 small = before.st_size < self.chunker.params.min_size
                 head = f.read(self.chunker.params.min_size) if small else b""
                 if small and not f.read(1):
                     reader.count = len(head)
                     ancestor = previous[0][0] if previous and len(previous) == 1 else None
-                    content: Content = [self._submit(head, ancestor)] if head else []
+                    if not head:
+                        content: Content = []
+                    elif inline:
+                        content = [self._store_chunk(head, ancestor)]
+                    else:
+                        content = [self._submit(head, ancestor)]
                 else:  # large, or grew past the small-file size while being read
                     fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
-                    content = self._read_stream(reader, previous, fixed)  # type: ignore[arg-type]
+                    content = self._read_stream(reader, previous, fixed, inline)  # type: ignore[arg-type]
             except OSError as exc:
-                self._error(path, exc)
-                return None
+                return _Read(error=exc)
             after = os.fstat(fd)
-        if (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
+        changed = (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
             after.st_mtime_ns, after.st_size, after.st_ctime_ns
-        ):
-            self.problems.warnings.append(
-                f"{os.fsdecode(path)}: changed while it was read; the copy may be inconsistent"
-            )
-        node.size = reader.count  # what was stored, even if the file grew meanwhile
-        if known:
-            self.stats.files_changed += 1
-        else:
-            self.stats.files_new += 1
-        return content
+        )
+        return _Read(content=content, size=reader.count, changed=changed)
+
+    def _read_batch(self, batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]]) -> list[_Read]:
+        """Worker: read and store a batch of small files (their disk reads then overlap with
+        the walk, and one task replaces dozens of tiny ones)."""
+        Prefetcher([item.path for item, _ in batch]).reading(0)  # all of their reads in flight
+        return [self._read_file(item, previous, inline=True) for item, previous in batch]
 
     def _error(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
         self.problems.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc} (skipped)")
         self.report(f"error: {os.fsdecode(path)}: {exc.strerror or exc}")
 
-    def _entry(self, name: bytes, path: bytes, pending: list[Pending]) -> Node | None:
-        """The node for one directory entry; file content is left pending in `pending`."""
+    def _plan(self, name: bytes, path: bytes) -> _Planned | None:
+        """Metadata of one directory entry, and for a file whether it must be read."""
         if path in self.skip or self.excluder.excluded(path):
             return None
         try:
@@ -255,9 +323,19 @@ class Backup:
         except OSError as exc:
             self._error(path, exc)
             return None
+        item = _Planned(path, st, node)
+        if node.type == "file" and self.cache is not None:
+            item.known, cached = self.cache.lookup(path, st)
+            if cached is not None and not self.opts.force_read and all(i in self.repo.index for i in cached):
+                item.cached = cached
+        return item
+
+    def _entry(self, item: _Planned, pending: list[Pending]) -> Node | None:
+        """The node for one directory entry; file content is left pending in `pending`."""
+        node, path, st = item.node, item.path, item.st
         if node.type == "file":
             self.stats.bytes_total += st.st_size
-            content = self._file(path, node, st)
+            content = self._file(item)
             if content is None:
                 return None
             pending.append((node, content, path, st))
@@ -281,17 +359,56 @@ class Backup:
             self._error(path, exc)
             return None
         self.stats.dirs += 1
+        prefix = path.rstrip(b"/") + b"/"
+        planned = [item for item in (self._plan(name, prefix + name) for name in names) if item]
+        small = self.chunker.params.min_size
+        in_batches = [item for item in planned if item.read and item.st.st_size < small]
+        batched = self._batch(in_batches)
+        prefetch = Prefetcher([item.path for item in planned if item.read and item.path not in batched])
         nodes: list[Node] = []
         pending: list[Pending] = []
-        for name in names:
-            node = self._entry(name, path.rstrip(b"/") + b"/" + name, pending)
+        reads = 0
+        for item in planned:
+            node: Node | None
+            if item.path in batched:
+                self.stats.bytes_total += item.st.st_size
+                node = item.node
+                pending.append((node, batched[item.path], item.path, item.st))
+            else:
+                if item.read:
+                    prefetch.reading(reads)
+                    reads += 1
+                node = self._entry(item, pending)
             if node is not None:
                 nodes.append(node)
-        self._resolve(pending)
-        return self._store_tree(nodes)
+        skipped = self._resolve(pending)
+        return self._store_tree([n for n in nodes if id(n) not in skipped])
 
-    def _resolve(self, pending: list[Pending]) -> None:
+    def _batch(self, items: list[_Planned]) -> dict[bytes, _Batched]:
+        """Hand small files to the workers, a batch at a time; path -> where its result lands."""
+        out: dict[bytes, _Batched] = {}
+        batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]] = []
+        size = 0
+        for n, item in enumerate(items):
+            batch.append((item, self.previous.content(item.path)))
+            size += item.st.st_size
+            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES or n == len(items) - 1:
+                fut = self._submit_task(self._read_batch, batch)
+                for i, (planned, _) in enumerate(batch):
+                    out[planned.path] = _Batched(planned, fut, i)
+                batch, size = [], 0
+        return out
+
+    def _resolve(self, pending: list[Pending]) -> set[int]:
+        """Wait for the content of these files; the ids of nodes whose file was skipped."""
+        skipped: set[int] = set()
         for node, content, path, st in pending:
+            if isinstance(content, _Batched):
+                got = self._outcome(content.item, content.future.result()[content.index])
+                if got is None:
+                    skipped.add(id(node))
+                    continue
+                content = got
             node.content = [c.result() if isinstance(c, Future) else c for c in content]
             self._use(node.content)
             # Deltas found in the repository need their bases kept as well.
@@ -304,6 +421,7 @@ class Backup:
                     self.cache.record(path, st, node.content)
                 else:
                     self.cache.forget(path)
+        return skipped
 
     # -- roots -----------------------------------------------------------------------------------
     def _path_tree(self, paths: list[bytes]) -> bytes:
@@ -330,7 +448,8 @@ class Backup:
             if sub is None:
                 st = os.lstat(path)
                 self._root_dev = st.st_dev
-                node = self._entry(name, path, pending)
+                item = self._plan(name, path)
+                node = self._entry(item, pending) if item is not None else None
                 if node is not None:
                     nodes.append(node)
             else:

@@ -11,10 +11,10 @@ import fnmatch
 import os
 import stat
 import threading
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from coffre.core.errors import CoffreError
 from coffre.format.snapshot import Snapshot
@@ -25,9 +25,12 @@ from coffre.repository.repo import Repository
 from coffre.sources.files import Excluder
 
 ZERO = bytes(16 * 1024 * 1024)
-# Blobs of one file decoded ahead of the write, by the fetch pool: a large file (the
-# database) is then restored by several cores, not one.
-PREFETCH = 8
+# Work handed to the pool: small files in batches (few tasks, their reads overlap), and
+# large files in ranges of blobs written with pwrite, so one large file (the database) is
+# restored by every core. The thread that decodes a blob also writes it: no hand-off.
+BATCH_FILES = 64
+BATCH_BYTES = 8 * 1024 * 1024
+RANGE_BLOBS = 4
 
 
 @dataclass
@@ -77,7 +80,8 @@ class Restorer:
         self._is_root = os.geteuid() == 0
         self._slots = threading.BoundedSemaphore(opts.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
-        self._fetch: ThreadPoolExecutor | None = None
+        self._batch: list[tuple[bytes, Node]] = []
+        self._batch_bytes = 0
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, path: str) -> bool:
@@ -111,11 +115,10 @@ class Restorer:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
-        with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool, \
-                ThreadPoolExecutor(self.opts.workers, thread_name_prefix="fetch") as fetch:
-            self._fetch = fetch
+        with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool:
             futures: list[Future[None]] = []
             self._restore_dir(pool, futures, snap.tree, self.root, "")
+            self._flush_batch(pool, futures)
             for fut in futures:
                 fut.result()
         for path, node in self._links:
@@ -170,9 +173,25 @@ class Restorer:
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
     ) -> None:
-        """Queue a file, with a bounded number in flight so memory stays flat."""
+        if len(node.content) > RANGE_BLOBS:
+            self._submit_large(pool, futures, path, node)
+            return
+        self._batch.append((path, node))
+        self._batch_bytes += node.size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self._flush_batch(pool, futures)
+
+    def _flush_batch(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
+        if self._batch:
+            self._queue(pool, futures, self._restore_batch, self._batch)
+            self._batch, self._batch_bytes = [], 0
+
+    def _queue(
+        self, pool: ThreadPoolExecutor, futures: list[Future[None]], fn: Callable[..., None], *args: Any
+    ) -> None:
+        """Run fn in the pool, with a bounded number of tasks in flight so memory stays flat."""
         self._slots.acquire()
-        fut = pool.submit(self._restore_file, path, node)
+        fut = pool.submit(fn, *args)
         fut.add_done_callback(lambda _: self._slots.release())
         futures.append(fut)
         if len(futures) >= 1024:
@@ -183,6 +202,59 @@ class Restorer:
                 else:
                     pending.append(f)
             futures[:] = pending
+
+    def _restore_batch(self, batch: list[tuple[bytes, Node]]) -> None:
+        for path, node in batch:
+            self._restore_file(path, node)
+
+    def _submit_large(
+        self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
+    ) -> None:
+        """Create the file at its full size, then queue its blobs by ranges."""
+        lengths = []
+        for blob_id in node.content:
+            loc = self.repo.index.lookup(blob_id)
+            if loc is None:
+                self._problem(path, CoffreError(f"blob {blob_id.hex()[:12]} is not in the index"))
+                return
+            lengths.append(loc.entry.raw_length)
+        fd = self._create(path)
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, sum(lengths))  # blobs of zeros are then left as holes
+        except OSError as exc:
+            os.close(fd)
+            self._problem(path, exc)
+            return
+        starts = range(0, len(node.content), RANGE_BLOBS)
+        job = _LargeFile(path, node, fd, len(starts))
+        offset = 0
+        for start in starts:
+            self._queue(pool, futures, self._restore_range, job, offset,
+                        node.content[start : start + RANGE_BLOBS])
+            offset += sum(lengths[start : start + RANGE_BLOBS])
+
+    def _restore_range(self, job: _LargeFile, offset: int, ids: list[bytes]) -> None:
+        try:
+            for blob_id in ids:
+                data = self.repo.load_blob(blob_id)
+                if not self._hole(data):
+                    view = memoryview(data)
+                    at = offset
+                    while view:
+                        n = os.pwrite(job.fd, view, at)
+                        view, at = view[n:], at + n
+                offset += len(data)
+        except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
+            if job.fail():
+                self._problem(job.path, exc)
+        finally:
+            if job.one_done():
+                self._finish(job.fd, job.path, job.node, job.failed)
+
+    def _hole(self, data: bytes) -> bool:
+        return self.opts.sparse and len(data) <= len(ZERO) and data == ZERO[: len(data)]
 
     def _make_dir(self, path: bytes) -> None:
         """A real directory at path. Something else there (a symlink above all, which is
@@ -205,18 +277,25 @@ class Restorer:
             raise CoffreError(f"{os.fsdecode(path)} exists as a directory; not replaced by a file")
         os.unlink(path)
 
-    def _restore_file(self, path: bytes, node: Node) -> None:
+    def _create(self, path: bytes) -> int | None:
         try:
             self._clear(path)
             mode = os.O_RDWR if self.opts.verify else os.O_WRONLY
-            fd = os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            return os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
+            return None
+
+    def _restore_file(self, path: bytes, node: Node) -> None:
+        fd = self._create(path)
+        if fd is None:
             return
+        failed = False
         try:
             written = 0
-            for data in self._blobs(node.content):
-                if self.opts.sparse and len(data) <= len(ZERO) and data == ZERO[: len(data)]:
+            for blob_id in node.content:
+                data = self.repo.load_blob(blob_id)
+                if self._hole(data):
                     os.lseek(fd, len(data), os.SEEK_CUR)
                 else:
                     view = memoryview(data)
@@ -225,7 +304,15 @@ class Restorer:
                         view = view[n:]
                 written += len(data)
             os.ftruncate(fd, written)
-            if self.opts.verify:
+        except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
+            self._problem(path, exc)
+            failed = True
+        self._finish(fd, path, node, failed)
+
+    def _finish(self, fd: int, path: bytes, node: Node, failed: bool) -> None:
+        """Verify (if asked) and set the metadata of a file whose bytes are all written."""
+        try:
+            if not failed and self.opts.verify:
                 os.fsync(fd)
                 reason = content_matches(self.repo, fd, node.content, node.size)
                 if reason:
@@ -233,37 +320,15 @@ class Restorer:
                 else:
                     with self._lock:
                         self.stats.verified += 1
-            self._set_metadata_fd(fd, path, node)
-        except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
+            if not failed:
+                self._set_metadata_fd(fd, path, node)
+        except (OSError, CoffreError) as exc:
             self._problem(path, exc)
         finally:
             os.close(fd)
         with self._lock:
             self.stats.files += 1
             self.stats.bytes += node.size
-
-    def _blobs(self, content: list[bytes]) -> Iterator[bytes]:
-        """The decoded blobs of a file, in order; several fetched ahead for large files."""
-        if len(content) < 2 or self._fetch is None:
-            for blob_id in content:
-                yield self.repo.load_blob(blob_id)
-            return
-        ahead: deque[Future[bytes]] = deque()
-        todo = iter(content)
-        try:
-            for blob_id in todo:
-                ahead.append(self._fetch.submit(self.repo.load_blob, blob_id))
-                if len(ahead) >= PREFETCH:
-                    break
-            while ahead:
-                data = ahead.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    ahead.append(self._fetch.submit(self.repo.load_blob, nxt))
-                yield data
-        finally:
-            for fut in ahead:
-                fut.cancel()
 
     def _restore_special(self, path: bytes, node: Node) -> None:
         try:
@@ -348,6 +413,27 @@ class Restorer:
         msg = exc.message if isinstance(exc, CoffreError) else (getattr(exc, "strerror", None) or str(exc))
         with self._lock:
             self.problems.errors.append(f"{os.fsdecode(path)}: {msg}")
+
+
+class _LargeFile:
+    """A file restored by several range tasks; the last one to end finishes it."""
+
+    def __init__(self, path: bytes, node: Node, fd: int, ranges: int) -> None:
+        self.path, self.node, self.fd = path, node, fd
+        self._left = ranges
+        self.failed = False
+        self._lock = threading.Lock()
+
+    def fail(self) -> bool:
+        """Mark the file damaged; True the first time (so it is reported once)."""
+        with self._lock:
+            first, self.failed = not self.failed, True
+            return first
+
+    def one_done(self) -> bool:
+        with self._lock:
+            self._left -= 1
+            return self._left == 0
 
 
 def _parents(path: str) -> list[str]:

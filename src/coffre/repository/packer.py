@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from coffre.compress import CODEC_ZSTD_DELTA, compress, compress_delta
+from coffre.compress import (
+    CODEC_NONE,
+    CODEC_ZSTD_DELTA,
+    compress,
+    compress_delta,
+    decompress,
+    decompress_delta,
+)
+from coffre.core.errors import IntegrityError
 from coffre.crypto import aead
 from coffre.format import pack as packfmt
-from coffre.repository.repo import Repository
+from coffre.repository.repo import ID_LEN, Repository
 from coffre.storage.base import Handle
 
 # zstd's fast levels index too little of a large dictionary to find its matches.
@@ -25,6 +34,7 @@ SURE_DELTA = 8
 # Otherwise it must beat plain compression by this factor to be worth the dependency.
 DELTA_GAIN = 0.8
 MIN_DELTA_INPUT = 1024
+WRITES_QUEUED = 1
 
 
 def pack_size(entries: list[packfmt.BlobEntry]) -> int:
@@ -54,6 +64,11 @@ class Packer:
         self.blobs_written = 0
         self.raw_bytes_written = 0
         self.deltas_written = 0
+        # Full packs are hashed and stored (with fsync) by one writer thread, so the workers
+        # that compress never wait for the disk; at most WRITES_QUEUED packs wait for it.
+        self._writer: ThreadPoolExecutor | None = None
+        self._write_slots = threading.BoundedSemaphore(WRITES_QUEUED)
+        self._writes: list[Future[None]] = []
 
     def claim(self, blob_id: bytes) -> bool:
         """True if the caller should store this blob: not in the index, not claimed yet."""
@@ -89,10 +104,26 @@ class Packer:
             plain = bytes([codec]) + payload
         base_id = base[0] if plain[0] == CODEC_ZSTD_DELTA and base is not None else None
         envelope = self.repo.crypter.encrypt(kind, plain, blob_id)
-        check = packfmt.BlobEntry(kind, blob_id, 0, len(envelope), len(data), base_id)
-        self.repo.decode_blob(check, envelope, base[1] if base_id is not None and base else None)
+        self._verify(kind, blob_id, envelope, plain, data, base[1] if base_id is not None and base else None)
         self.add_encrypted(kind, blob_id, envelope, len(data), base_id)
         return base_id
+
+    def _verify(
+        self, kind: int, blob_id: bytes, envelope: bytes, plain: bytes, data: bytes, base: bytes | None
+    ) -> None:
+        """Verify after encrypt: the envelope decrypts to the plaintext, which decodes to the
+        very bytes that were hashed into the id (compared, not re-hashed: same guarantee)."""
+        if self.repo.crypter.decrypt(kind, envelope, blob_id) != plain:
+            raise IntegrityError("encryption self-check failed (memory fault?)")
+        codec = plain[0]
+        if codec == CODEC_NONE:
+            same = len(plain) == len(data) + 1 and plain.endswith(data)  # no copy
+        elif codec == CODEC_ZSTD_DELTA and base is not None:
+            same = decompress_delta(plain[1 + ID_LEN :], base, len(data)) == data
+        else:
+            same = decompress(codec, plain[1:], len(data)) == data
+        if not same:
+            raise IntegrityError("compression self-check failed (memory fault?)")
 
     def add_encrypted(
         self, kind: int, blob_id: bytes, envelope: bytes, raw_length: int, base: bytes | None = None
@@ -110,18 +141,44 @@ class Packer:
             if self._size >= self.target:
                 full = self._take()
         if full is not None:
-            self._write(*full)
+            self._queue_write(*full)
 
     def _take(self) -> tuple[list[bytes], list[packfmt.BlobEntry]]:
         parts, entries = self._parts, self._entries
         self._parts, self._entries, self._size = [], [], 0
         return parts, entries
 
+    def _queue_write(self, parts: list[bytes], entries: list[packfmt.BlobEntry]) -> None:
+        self._write_slots.acquire()
+        try:
+            with self._lock:
+                for done in [f for f in self._writes if f.done()]:
+                    self._writes.remove(done)
+                    done.result()  # a failed write (disk full...) stops the caller here
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="packwrite")
+                fut = self._writer.submit(self._write, parts, entries)
+                self._writes.append(fut)
+        except BaseException:
+            self._write_slots.release()
+            raise
+        fut.add_done_callback(lambda _: self._write_slots.release())
+
     def flush(self) -> None:
+        """Store the last, partial pack and wait until every pack is stored."""
         with self._lock:
             full = self._take() if self._entries else None
         if full is not None:
-            self._write(*full)
+            self._queue_write(*full)
+        with self._lock:
+            writes, self._writes = self._writes, []
+            writer, self._writer = self._writer, None
+        try:
+            for fut in writes:
+                fut.result()
+        finally:
+            if writer is not None:
+                writer.shutdown(wait=True)
 
     def _write(self, parts: list[bytes], entries: list[packfmt.BlobEntry]) -> None:
         header = self.repo.crypter.encrypt(aead.KIND_PACK_HEADER, packfmt.encode_header(entries))

@@ -12,7 +12,7 @@ from typing import Any
 
 from coffre import FORMAT_VERSION, __version__
 from coffre.chunker import Chunker, ChunkerParams
-from coffre.compress import CODEC_ZSTD_DELTA, decompress, decompress_delta
+from coffre.compress import CODEC_ZSTD_DELTA, DEFAULT_LEVEL, decompress, decompress_delta
 from coffre.core.clock import Clock, SystemClock, iso_ns
 from coffre.core.errors import (
     CoffreError,
@@ -151,7 +151,7 @@ class Repository:
         password: str,
         clock: Clock | None = None,
         chunker: ChunkerParams | None = None,
-        compression_level: int = 3,
+        compression_level: int = DEFAULT_LEVEL,
         pack_size: int = DEFAULT_PACK_SIZE,
     ) -> tuple[Repository, str]:
         """Create a repository. Returns it and the printable recovery key (shown once)."""
@@ -289,10 +289,13 @@ class Repository:
         return packfmt.decode_header(plain, size - packfmt.TRAILER.size - hlen)
 
     def decode_blob(
-        self, entry: packfmt.BlobEntry, envelope: bytes | memoryview, base: bytes | None = None
+        self, entry: packfmt.BlobEntry, envelope: bytes | memoryview, base: bytes | None = None,
+        verify: bool = True,
     ) -> bytes:
         """Decrypt, decompress and check the id of one stored blob. A delta blob's base is
-        loaded from the repository unless the caller already holds its content (`base`)."""
+        loaded from the repository unless the caller already holds its content (`base`).
+        verify=False skips the hash check: only for a base whose delta's output is checked
+        (a wrong base cannot produce the right output)."""
         if len(envelope) != entry.length:
             raise IntegrityError("blob is truncated")
         plain = self.crypter.decrypt(entry.kind, envelope, entry.id)
@@ -303,17 +306,17 @@ class Repository:
             if entry.base is None or not hmac.compare_digest(named, entry.base):
                 raise FormatError("delta blob names another base than its index entry")
             if base is None:
-                base = self.load_base(entry.base)
+                base = self.load_base(entry.base, verify=False)
             data = decompress_delta(plain[1 + ID_LEN :], base, entry.raw_length)
         else:
             if entry.base is not None:
                 raise FormatError("blob is listed as a delta but is not one")
             data = decompress(plain[0], plain[1:], entry.raw_length)
-        if not hmac.compare_digest(self.crypter.blob_id(data), entry.id):
+        if verify and not hmac.compare_digest(self.crypter.blob_id(data), entry.id):
             raise IntegrityError("blob content does not match its id")
         return data
 
-    def load_base(self, base_id: bytes) -> bytes:
+    def load_base(self, base_id: bytes, verify: bool = True) -> bytes:
         """The content of a delta's base: a data blob that is not a delta itself (depth one,
         so a delta never needs more than one other blob)."""
         loc = self.index.lookup(base_id)
@@ -321,9 +324,9 @@ class Repository:
             raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not in the index")
         if loc.entry.base is not None or loc.entry.kind != aead.KIND_DATA:
             raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not a plain data blob")
-        return self.load_blob(base_id)
+        return self.load_blob(base_id, verify)
 
-    def load_blob(self, blob_id: bytes) -> bytes:
+    def load_blob(self, blob_id: bytes, verify: bool = True) -> bytes:
         loc = self.index.lookup(blob_id)
         if loc is None:
             raise FormatError(f"blob {blob_id.hex()[:12]} is not in the index")
@@ -333,7 +336,7 @@ class Repository:
                 envelope = self.backend.load(
                     Handle("data", cand.pack.hex()), cand.entry.offset, cand.entry.length
                 )
-                return self.decode_blob(cand.entry, envelope)
+                return self.decode_blob(cand.entry, envelope, verify=verify)
             except (FormatError, ObjectNotFound) as exc:
                 errors.append(f"pack {cand.pack.hex()[:12]}: {exc.message}")
         raise IntegrityError(f"blob {blob_id.hex()[:12]} cannot be read: " + "; ".join(errors))
