@@ -41,7 +41,7 @@ from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.repository.trash import load_trash
 from coffre.sources.files import Excluder, node_from_stat
-from coffre.sources.prefetch import Prefetcher
+from coffre.sources.prefetch import Prefetcher, ReadAhead
 
 INDEX_EVERY_PACKS = 16
 # Files modified this close to the start of the backup are not trusted to the files cache:
@@ -123,8 +123,9 @@ class _Batched:
     index: int
 
 
-# A file whose content is still being stored: its node, content, path and stat.
-Pending = tuple[Node, "Content | _Batched", bytes, os.stat_result]
+# A file whose content is still being stored: its node, content, path, stat, and whether
+# the files cache must learn it (not for files it already knows unchanged, nor for stdin).
+Pending = tuple[Node, "Content | _Batched", bytes, os.stat_result, bool]
 
 
 class Backup:
@@ -277,9 +278,9 @@ class Backup:
             if not stat.S_ISREG(before.st_mode):
                 return _Read(error=OSError(errno.EINVAL, "replaced by something that is not a file"))
             os.set_blocking(fd, True)
-            reader = _CountingReader(f)
+            small = before.st_size < self.chunker.params.min_size
+            reader = _CountingReader(f if small else ReadAhead(f))  # type: ignore[arg-type]
             try:
-                small = before.st_size < self.chunker.params.min_size
                 head = f.read(self.chunker.params.min_size) if small else b""
                 if small and not f.read(1):
                     reader.count = len(head)
@@ -305,7 +306,7 @@ class Backup:
     def _read_batch(self, batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]]) -> list[_Read]:
         """Worker: read and store a batch of small files (their disk reads then overlap with
         the walk, and one task replaces dozens of tiny ones)."""
-        Prefetcher([item.path for item, _ in batch]).reading(0)  # all of their reads in flight
+        Prefetcher([(item.path, item.st.st_size) for item, _ in batch]).reading(0)  # all in flight
         return [self._read_file(item, previous, inline=True) for item, previous in batch]
 
     def _error(self, path: bytes, exc: OSError) -> None:
@@ -338,7 +339,7 @@ class Backup:
             content = self._file(item)
             if content is None:
                 return None
-            pending.append((node, content, path, st))
+            pending.append((node, content, path, st, item.cached is None))
         elif node.type == "dir":
             if self.opts.one_file_system and self._root_dev is not None and st.st_dev != self._root_dev:
                 node.subtree = self._store_tree([])
@@ -364,7 +365,9 @@ class Backup:
         small = self.chunker.params.min_size
         in_batches = [item for item in planned if item.read and item.st.st_size < small]
         batched = self._batch(in_batches)
-        prefetch = Prefetcher([item.path for item in planned if item.read and item.path not in batched])
+        prefetch = Prefetcher(
+            [(item.path, item.st.st_size) for item in planned if item.read and item.path not in batched]
+        )
         nodes: list[Node] = []
         pending: list[Pending] = []
         reads = 0
@@ -373,7 +376,7 @@ class Backup:
             if item.path in batched:
                 self.stats.bytes_total += item.st.st_size
                 node = item.node
-                pending.append((node, batched[item.path], item.path, item.st))
+                pending.append((node, batched[item.path], item.path, item.st, True))
             else:
                 if item.read:
                     prefetch.reading(reads)
@@ -402,7 +405,7 @@ class Backup:
     def _resolve(self, pending: list[Pending]) -> set[int]:
         """Wait for the content of these files; the ids of nodes whose file was skipped."""
         skipped: set[int] = set()
-        for node, content, path, st in pending:
+        for node, content, path, st, learn in pending:
             if isinstance(content, _Batched):
                 got = self._outcome(content.item, content.future.result()[content.index])
                 if got is None:
@@ -416,7 +419,7 @@ class Backup:
                      if loc is not None and loc.entry.base is not None]
             if bases:
                 self._use(bases)
-            if self.cache is not None:
+            if self.cache is not None and learn:
                 if st.st_mtime_ns < self.start_ns - RACY_NS:
                     self.cache.record(path, st, node.content)
                 else:
@@ -477,7 +480,7 @@ class Backup:
         node.size = size
         self.stats.files_new += 1
         self.stats.bytes_total += size
-        self._resolve([(node, content, b"", os.stat(os.devnull))])
+        self._resolve([(node, content, b"", os.stat(os.devnull), False)])
         return self._store_tree([node])
 
     def _from_command(self, argv: list[str]) -> tuple[Content, int]:
