@@ -16,6 +16,7 @@ from coffre.core.errors import FormatError
 from coffre.crypto.aead import KIND_DATA, KIND_TREE
 from coffre.format.pack import BlobEntry
 from coffre.ops.common import find_snapshot
+from coffre.ops.forget import SizeModel
 from coffre.ops.inspect import iter_tree
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
@@ -238,3 +239,16 @@ def test_database_files_are_cut_in_page_aligned_blocks(repo: Coffre, pharmacy: P
     assert lengths[:-1] == [PAGE_BLOCK] * (len(lengths) - 1) and 0 < lengths[-1] <= PAGE_BLOCK
     dump = [r.index.lookup(b) for b in nodes[b"dump.sql"].content]
     assert len({loc.entry.raw_length for loc in dump if loc}) > 1  # content-defined: varied
+
+
+def test_size_budget_counts_the_bases_a_kept_snapshot_needs(repo: Coffre, pharmacy: Path) -> None:
+    repo.ok("backup", str(pharmacy))
+    one_day(pharmacy)
+    repo.ok("backup", str(pharmacy))
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    r.load_index()
+    first, second = r.snapshots()
+    model = SizeModel(r, [first, second], [])
+    both = model([first.id, second.id])
+    # The second snapshot's database is deltas: keeping it alone keeps most of the first.
+    assert model([second.id]) > both * 0.8

@@ -67,16 +67,14 @@ class Chunker:
     def blocks(stream: BinaryIO, size: int = PAGE_BLOCK) -> Iterator[bytes]:
         """Yield fixed-size blocks of `stream` (the last one may be shorter)."""
         while True:
-            buf = bytearray(size)
-            view = memoryview(buf)
-            got = 0
-            while got < size:
-                n = stream.readinto(view[got:])  # type: ignore[attr-defined]
-                if not n:
+            block = stream.read(size)  # read straight into a new bytes: no extra copy
+            while 0 < len(block) < size:  # a short read before the end (pipes, signals)
+                more = stream.read(size - len(block))
+                if not more:
                     break
-                got += n
-            if not got:
+                block += more
+            if not block:
                 return
-            yield bytes(view[:got])
-            if got < size:
+            yield block
+            if len(block) < size:
                 return

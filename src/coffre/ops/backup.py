@@ -613,6 +613,11 @@ class _CountingReader:
             self.count += n
         return n or 0
 
+    def read(self, size: int) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
+
 
 def _check_sources(paths: list[str]) -> list[str]:
     if not paths:

@@ -55,7 +55,7 @@ def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
 
 
 def reachable(repo: Repository, root: bytes) -> set[bytes]:
-    """Every tree and data blob a snapshot tree reaches."""
+    """Every tree and data blob a snapshot tree reaches, with the bases of its delta blobs."""
     seen: set[bytes] = set()
     stack = [root]
     while stack:
@@ -64,7 +64,12 @@ def reachable(repo: Repository, root: bytes) -> set[bytes]:
             continue
         seen.add(tree)
         for node in load_tree(repo, tree):
-            seen.update(node.content)
+            for blob in node.content:
+                if blob not in seen:
+                    seen.add(blob)
+                    loc = repo.index.lookup(blob)
+                    if loc is not None and loc.entry.base is not None:
+                        seen.add(loc.entry.base)
             if node.subtree is not None:
                 stack.append(node.subtree)
     return seen

@@ -204,8 +204,9 @@ class Restorer:
             futures[:] = pending
 
     def _restore_batch(self, batch: list[tuple[bytes, Node]]) -> None:
+        blobs = iter(self.repo.load_many([b for _, node in batch for b in node.content]))
         for path, node in batch:
-            self._restore_file(path, node)
+            self._restore_file(path, node, [next(blobs) for _ in node.content])
 
     def _submit_large(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
@@ -237,8 +238,9 @@ class Restorer:
 
     def _restore_range(self, job: _LargeFile, offset: int, ids: list[bytes]) -> None:
         try:
-            for blob_id in ids:
-                data = self.repo.load_blob(blob_id)
+            for data in self.repo.load_many(ids):
+                if isinstance(data, CoffreError):
+                    raise data
                 if not self._hole(data):
                     view = memoryview(data)
                     at = offset
@@ -286,15 +288,16 @@ class Restorer:
             self._problem(path, exc)
             return None
 
-    def _restore_file(self, path: bytes, node: Node) -> None:
+    def _restore_file(self, path: bytes, node: Node, blobs: list[bytes | CoffreError]) -> None:
         fd = self._create(path)
         if fd is None:
             return
         failed = False
         try:
             written = 0
-            for blob_id in node.content:
-                data = self.repo.load_blob(blob_id)
+            for data in blobs:
+                if isinstance(data, CoffreError):
+                    raise data
                 if self._hole(data):
                     os.lseek(fd, len(data), os.SEEK_CUR)
                 else:

@@ -20,6 +20,7 @@ from coffre.core.errors import (
     IntegrityError,
     NoRepositoryError,
     ObjectNotFound,
+    StorageError,
     UnsupportedVersionError,
 )
 from coffre.crypto import aead
@@ -29,10 +30,17 @@ from coffre.format import pack as packfmt
 from coffre.format.index import decode_index, encode_index
 from coffre.format.snapshot import Snapshot
 from coffre.repository import keyring
-from coffre.repository.index import MasterIndex
+from coffre.repository.index import Location, MasterIndex
 from coffre.storage.base import Backend, Handle
 
 ID_LEN = 32
+# Blobs of one pack closer than this are read with one request (the gap is read and dropped).
+MERGE_GAP = 256 * 1024
+MAX_RUN = 32 * 1024 * 1024
+
+
+def _end(loc: Location) -> int:
+    return loc.entry.offset + loc.entry.length
 MAX_CONFIG = 64 * 1024
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 INDEX_FILE_PACKS = 2000
@@ -340,6 +348,68 @@ class Repository:
             except (FormatError, ObjectNotFound) as exc:
                 errors.append(f"pack {cand.pack.hex()[:12]}: {exc.message}")
         raise IntegrityError(f"blob {blob_id.hex()[:12]} cannot be read: " + "; ".join(errors))
+
+    def load_many(self, blob_ids: list[bytes]) -> list[bytes | CoffreError]:
+        """Several blobs (and the bases of the deltas among them), reading the neighbours that
+        share a pack with one request. Each result is the blob, or why it cannot be read."""
+        locs = [self.index.lookup(b) for b in blob_ids]
+        bases: dict[bytes, bytes] = {}
+        wanted = sorted({loc.entry.base for loc in locs if loc is not None and loc.entry.base})
+        if wanted:
+            for base_id, got in zip(wanted, self._load_located(wanted, verify=False), strict=True):
+                if isinstance(got, bytes):
+                    bases[base_id] = got
+        return self._load_located(blob_ids, bases=bases)
+
+    def _load_located(
+        self, blob_ids: list[bytes], verify: bool = True, bases: dict[bytes, bytes] | None = None
+    ) -> list[bytes | CoffreError]:
+        out: list[bytes | CoffreError | None] = [None] * len(blob_ids)
+        located = []
+        for i, blob_id in enumerate(blob_ids):
+            loc = self.index.lookup(blob_id)
+            if loc is None:
+                out[i] = FormatError(f"blob {blob_id.hex()[:12]} is not in the index")
+            else:
+                located.append((loc.pack, loc.entry.offset, i, loc))
+        located.sort()
+        run: list[tuple[bytes, int, int, Location]] = []
+        for item in [*located, None]:
+            if run and (
+                item is None
+                or item[0] != run[0][0]
+                or item[1] > _end(run[-1][3]) + MERGE_GAP
+                or _end(item[3]) - run[0][1] > MAX_RUN
+            ):
+                self._read_run(run, blob_ids, out, verify, bases or {})
+                run = []
+            if item is not None:
+                run.append(item)
+        return [r if r is not None else FormatError("blob not read") for r in out]
+
+    def _read_run(
+        self, run: list[tuple[bytes, int, int, Location]], blob_ids: list[bytes],
+        out: list[bytes | CoffreError | None], verify: bool, bases: dict[bytes, bytes],
+    ) -> None:
+        """Blobs of one pack close to each other: one read, then each decoded; any failure
+        falls back to load_blob (other copies, and a precise error)."""
+        start = run[0][1]
+        try:
+            span = memoryview(
+                self.backend.load(Handle("data", run[0][0].hex()), start, _end(run[-1][3]) - start)
+            )
+        except StorageError:
+            span = memoryview(b"")
+        for _, offset, i, loc in run:
+            try:
+                envelope = span[offset - start : offset - start + loc.entry.length]
+                base = bases.get(loc.entry.base) if loc.entry.base else None
+                out[i] = self.decode_blob(loc.entry, envelope, base, verify)
+            except (FormatError, StorageError):
+                try:
+                    out[i] = self.load_blob(blob_ids[i], verify)
+                except CoffreError as exc:
+                    out[i] = exc
 
     def iter_pack_names(self) -> Iterator[tuple[str, int]]:
         for info in self.backend.list("data"):

@@ -70,12 +70,19 @@ class ReadAhead:
 
     def readinto(self, buf: memoryview) -> int:
         n = self.raw.readinto(buf)  # type: ignore[attr-defined]
-        if n:
-            self._pos += n
-            if _ENABLED and self._pos + self.STEP > self._announced:
-                try:
-                    os.posix_fadvise(self._fd, self._announced, 2 * self.STEP, os.POSIX_FADV_WILLNEED)
-                except OSError:
-                    pass
-                self._announced += 2 * self.STEP
+        self._advance(n or 0)
         return n or 0
+
+    def read(self, size: int) -> bytes:
+        data = self.raw.read(size)
+        self._advance(len(data))
+        return data
+
+    def _advance(self, n: int) -> None:
+        self._pos += n
+        if n and _ENABLED and self._pos + self.STEP > self._announced:
+            try:
+                os.posix_fadvise(self._fd, self._announced, 2 * self.STEP, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            self._announced += 2 * self.STEP
