@@ -28,7 +28,7 @@ TRAILER = struct.Struct("<I")
 MAX_HEADER = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlobEntry:
     kind: int
     id: bytes

@@ -218,6 +218,7 @@ class Backup:
                 self.repo.save_index(written)
                 for pid, entries in written.items():
                     self.repo.index.add_pack(pid, entries)
+                    self.packer.release_claims([e.id for e in entries])
 
     def _read_stream(
         self, stream: BinaryIO, previous: list[tuple[bytes, int]] | None = None, fixed: bool = False,
@@ -324,12 +325,19 @@ class Backup:
         except OSError as exc:
             self._error(path, exc)
             return None
-        item = _Planned(path, st, node)
-        if node.type == "file" and self.cache is not None:
-            item.known, cached = self.cache.lookup(path, st)
+        return _Planned(path, st, node)
+
+    def _consult_cache(self, items: list[_Planned]) -> None:
+        """Mark the files the files cache knows unchanged (their content is not read)."""
+        files = [item for item in items if item.node.type == "file"]
+        if self.cache is None or not files:
+            return
+        for item, (known, cached) in zip(
+            files, self.cache.lookup_many([(i.path, i.st) for i in files]), strict=True
+        ):
+            item.known = known
             if cached is not None and not self.opts.force_read and all(i in self.repo.index for i in cached):
                 item.cached = cached
-        return item
 
     def _entry(self, item: _Planned, pending: list[Pending]) -> Node | None:
         """The node for one directory entry; file content is left pending in `pending`."""
@@ -362,6 +370,7 @@ class Backup:
         self.stats.dirs += 1
         prefix = path.rstrip(b"/") + b"/"
         planned = [item for item in (self._plan(name, prefix + name) for name in names) if item]
+        self._consult_cache(planned)
         small = self.chunker.params.min_size
         in_batches = [item for item in planned if item.read and item.st.st_size < small]
         batched = self._batch(in_batches)
@@ -452,6 +461,8 @@ class Backup:
                 st = os.lstat(path)
                 self._root_dev = st.st_dev
                 item = self._plan(name, path)
+                if item is not None:
+                    self._consult_cache([item])
                 node = self._entry(item, pending) if item is not None else None
                 if node is not None:
                     nodes.append(node)

@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 ID_LEN = 32
+QUERY_PATHS = 500  # below SQLite's limit on query parameters (999 in old versions)
 
 
 def cache_root() -> Path:
@@ -29,6 +30,7 @@ class RepoCache:
         # Several backups may share the cache: wait for each other's short transactions.
         self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
         self._pending = 0
+        self._rows: list[tuple[bytes, int, int, int, int, int, bytes]] = []
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, dev INT, ino INT,"
             " size INT, mtime INT, ctime INT, content BLOB)"
@@ -39,23 +41,24 @@ class RepoCache:
     def lookup(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
         """Whether the file was seen before, and its content ids if its identity and times
         are unchanged since."""
-        row = self.db.execute(
-            "SELECT dev, ino, size, mtime, ctime, content FROM files WHERE path = ?", (path,)
-        ).fetchone()
-        if row is None:
-            return False, None
-        dev, ino, size, mtime, ctime, content = row
-        if (dev, ino, size, mtime, ctime) != (
-            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-        ) or len(content) % ID_LEN:
-            return True, None
-        return True, [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
+        return self.lookup_many([(path, st)])[0]
+
+    def lookup_many(
+        self, files: list[tuple[bytes, os.stat_result]]
+    ) -> list[tuple[bool, list[bytes] | None]]:
+        """lookup() for many files (one folder's), with one query per QUERY_PATHS files."""
+        rows: dict[bytes, tuple[int, int, int, int, int, bytes]] = {}
+        for i in range(0, len(files), QUERY_PATHS):
+            paths = [path for path, _ in files[i : i + QUERY_PATHS]]
+            marks = ", ".join("?" * len(paths))  # placeholders only: the values are bound
+            query = f"SELECT path, dev, ino, size, mtime, ctime, content FROM files WHERE path IN ({marks})"  # noqa: S608
+            for path, dev, ino, size, mtime, ctime, content in self.db.execute(query, paths):
+                rows[path] = (dev, ino, size, mtime, ctime, content)
+        return [_judge(rows.get(path), st) for path, st in files]
 
     def record(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-             b"".join(content)),
+        self._rows.append(
+            (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content))
         )
         self._batch()
 
@@ -66,11 +69,18 @@ class RepoCache:
         if self._pending >= 500:
             self.commit()
 
+    def _write_rows(self) -> None:
+        if self._rows:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._rows)
+            self._rows = []
+
     def forget(self, path: bytes) -> None:
+        self._write_rows()
         self.db.execute("DELETE FROM files WHERE path = ?", (path,))
         self._batch()
 
     def commit(self) -> None:
+        self._write_rows()
         self.db.commit()
         self._pending = 0
 
@@ -84,3 +94,16 @@ class RepoCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _judge(
+    row: tuple[int, int, int, int, int, bytes] | None, st: os.stat_result
+) -> tuple[bool, list[bytes] | None]:
+    if row is None:
+        return False, None
+    dev, ino, size, mtime, ctime, content = row
+    if (dev, ino, size, mtime, ctime) != (
+        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    ) or len(content) % ID_LEN:
+        return True, None
+    return True, [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]

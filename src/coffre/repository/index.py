@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from coffre.format.pack import BlobEntry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     pack: bytes
     entry: BlobEntry

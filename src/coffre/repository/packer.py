@@ -75,10 +75,15 @@ class Packer:
         if blob_id in self.repo.index:
             return False
         with self._lock:
-            if blob_id in self._claimed:
+            if blob_id in self._claimed or blob_id in self.repo.index:
                 return False
             self._claimed.add(blob_id)
             return True
+
+    def release_claims(self, blob_ids: list[bytes]) -> None:
+        """Forget claims on blobs now in the repository's index (memory stays flat)."""
+        with self._lock:
+            self._claimed.difference_update(blob_ids)
 
     def add(
         self, kind: int, blob_id: bytes, data: bytes, level: int | None = None,
