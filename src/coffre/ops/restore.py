@@ -30,7 +30,7 @@ ZERO = bytes(16 * 1024 * 1024)
 # restored by every core. The thread that decodes a blob also writes it: no hand-off.
 BATCH_FILES = 64
 BATCH_BYTES = 8 * 1024 * 1024
-RANGE_BLOBS = 4
+RANGE_BLOBS = 8
 
 
 @dataclass
@@ -81,6 +81,7 @@ class Restorer:
         self._slots = threading.BoundedSemaphore(opts.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
+        self._fresh: set[bytes] = set()
         self._batch_bytes = 0
 
     # -- selection ------------------------------------------------------------------------------
@@ -256,13 +257,17 @@ class Restorer:
                 self._finish(job.fd, job.path, job.node, job.failed)
 
     def _hole(self, data: bytes) -> bool:
-        return self.opts.sparse and len(data) <= len(ZERO) and data == ZERO[: len(data)]
+        return (
+            self.opts.sparse and bool(data) and not data[0] and not data[-1]
+            and len(data) <= len(ZERO) and data == ZERO[: len(data)]
+        )
 
     def _make_dir(self, path: bytes) -> None:
         """A real directory at path. Something else there (a symlink above all, which is
         never followed) is replaced, as a file replaces what stands at its place."""
         try:
             os.mkdir(path, 0o700)
+            self._fresh.add(path)  # created empty by us: nothing to clear in it
         except FileExistsError:
             if stat.S_ISDIR(os.lstat(path).st_mode):
                 return
@@ -281,7 +286,8 @@ class Restorer:
 
     def _create(self, path: bytes) -> int | None:
         try:
-            self._clear(path)
+            if os.path.dirname(path) not in self._fresh:
+                self._clear(path)
             mode = os.O_RDWR if self.opts.verify else os.O_WRONLY
             return os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except (OSError, CoffreError) as exc:
