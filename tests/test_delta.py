@@ -206,6 +206,8 @@ def test_a_delta_whose_base_is_a_delta_is_refused() -> None:
     assert repo.load_blob(ids[1]) == b
     with pytest.raises(FormatError, match="not a plain data blob"):
         repo.load_blob(ids[2])
+    got = repo.load_many([ids[1], ids[2]])  # the restore path refuses the chain as well
+    assert got[0] == b and isinstance(got[1], FormatError) and "not a plain data blob" in got[1].message
 
 
 def test_a_delta_against_an_unrelated_base_is_not_kept() -> None:

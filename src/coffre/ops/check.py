@@ -24,7 +24,7 @@ from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 
-READERS = 3
+READERS = 2
 
 
 @dataclass

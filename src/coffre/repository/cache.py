@@ -38,15 +38,11 @@ class RepoCache:
         self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT)")
         self.db.commit()
 
-    def lookup(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
-        """Whether the file was seen before, and its content ids if its identity and times
-        are unchanged since."""
-        return self.lookup_many([(path, st)])[0]
-
     def lookup_many(
         self, files: list[tuple[bytes, os.stat_result]]
     ) -> list[tuple[bool, list[bytes] | None]]:
-        """lookup() for many files (one folder's), with one query per QUERY_PATHS files."""
+        """For each file (one folder's, one query per QUERY_PATHS files): whether it was seen
+        before, and its content ids if its identity and times are unchanged since."""
         rows: dict[bytes, tuple[int, int, int, int, int, bytes]] = {}
         for i in range(0, len(files), QUERY_PATHS):
             paths = [path for path, _ in files[i : i + QUERY_PATHS]]

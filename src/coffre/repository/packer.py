@@ -1,7 +1,8 @@
 """Packer: gathers encrypted blobs into pack files and records what it wrote.
 
-Every blob is verified after encryption (decrypted, decompressed and re-hashed) before it
-joins a pack: a memory fault or a codec bug must not reach the repository.
+Every blob is verified after encryption (decrypted, decompressed and compared with the bytes
+its id was computed from) before it joins a pack: a memory fault or a codec bug must not
+reach the repository.
 
 A changed chunk can be stored as a zstd delta against an older data blob (its base), when
 that saves enough over compressing it alone.

@@ -355,6 +355,9 @@ class Repository:
         locs = [self.index.lookup(b) for b in blob_ids]
         bases: dict[bytes, bytes] = {}
         wanted = sorted({loc.entry.base for loc in locs if loc is not None and loc.entry.base})
+        # Only plain data blobs serve as bases; decode_blob reports any other (load_base).
+        wanted = [b for b in wanted if (base := self.index.lookup(b)) is not None
+                  and base.entry.base is None and base.entry.kind == aead.KIND_DATA]
         if wanted:
             for base_id, got in zip(wanted, self._load_located(wanted, verify=False), strict=True):
                 if isinstance(got, bytes):
