@@ -11,6 +11,8 @@ from coffre.core.errors import FormatError
 MAX_OBJECT = 256 * 1024 * 1024
 
 
+ID_LEN = 32  # every id: keyed BLAKE3 of blobs, SHA-256 of stored objects
+
 def encode(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -41,7 +43,7 @@ def want_int(value: Any, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
 
 
 def want_id(value: Any, what: str) -> bytes:
-    if not isinstance(value, bytes) or len(value) != 32:
+    if not isinstance(value, bytes) or len(value) != ID_LEN:
         raise FormatError(f"{what}: invalid id")
     return value
 

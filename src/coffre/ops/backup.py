@@ -424,8 +424,7 @@ class Backup:
             node.content = [c.result() if isinstance(c, Future) else c for c in content]
             self._use(node.content)
             # Deltas found in the repository need their bases kept as well.
-            bases = [loc.entry.base for loc in map(self.repo.index.lookup, node.content)
-                     if loc is not None and loc.entry.base is not None]
+            bases = [b for b in map(self.repo.index.base_of, node.content) if b is not None]
             if bases:
                 self._use(bases)
             if self.cache is not None and learn:
@@ -481,11 +480,11 @@ class Backup:
             name=os.fsencode(self.opts.stdin_name), type="file", mode=0o600,
             uid=os.getuid(), gid=os.getgid(), mtime_ns=now, atime_ns=now, ctime_ns=now,
         )
+        previous = self.previous.content(b"/" + node.name)
         if self.opts.stdin_command:
-            content, size = self._from_command(self.opts.stdin_command)
+            content, size = self._from_command(self.opts.stdin_command, previous)
         else:
             counter = _CountingReader(self.opts.stdin)  # type: ignore[arg-type]
-            previous = self.previous.content(b"/" + os.fsencode(self.opts.stdin_name))
             content = self._read_stream(counter, previous)  # type: ignore[arg-type]
             size = counter.count
         node.size = size
@@ -494,7 +493,9 @@ class Backup:
         self._resolve([(node, content, b"", os.stat(os.devnull), False)])
         return self._store_tree([node])
 
-    def _from_command(self, argv: list[str]) -> tuple[Content, int]:
+    def _from_command(
+        self, argv: list[str], previous: list[tuple[bytes, int]] | None
+    ) -> tuple[Content, int]:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
@@ -505,7 +506,6 @@ class Backup:
         err_thread = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()))  # type: ignore[union-attr]
         err_thread.start()
         counter = _CountingReader(proc.stdout)
-        previous = self.previous.content(b"/" + os.fsencode(self.opts.stdin_name))
         try:
             content = self._read_stream(counter, previous)  # type: ignore[arg-type]
         finally:
@@ -536,13 +536,11 @@ class Backup:
         try:
             self._forget_missing_packs()
             host = self.opts.host or socket.gethostname()
+            paths = [self.opts.stdin_name] if self.opts.stdin_name else _check_sources(self.opts.paths)
+            self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
             if self.opts.stdin_name:
-                paths = [self.opts.stdin_name]
-                self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
                 tree = self._stdin_tree()
             else:
-                paths = _check_sources(self.opts.paths)
-                self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
                 tree = self._path_tree([os.fsencode(p) for p in paths])
             self.packer.flush()
             self._publish_index_if_due(force=True)

@@ -67,9 +67,9 @@ def reachable(repo: Repository, root: bytes) -> set[bytes]:
             for blob in node.content:
                 if blob not in seen:
                     seen.add(blob)
-                    loc = repo.index.lookup(blob)
-                    if loc is not None and loc.entry.base is not None:
-                        seen.add(loc.entry.base)
+                    base = repo.index.base_of(blob)
+                    if base is not None:
+                        seen.add(base)
             if node.subtree is not None:
                 stack.append(node.subtree)
     return seen

@@ -95,8 +95,7 @@ class Marker:
 
     def _mark_base(self, blob: bytes, used: set[bytes], snap: Snapshot) -> None:
         """A delta blob is only readable with its base: the base is used too."""
-        loc = self.repo.index.lookup(blob)
-        base = loc.entry.base if loc is not None else None
+        base = self.repo.index.base_of(blob)
         if base is not None and base not in used:
             self._require(base, f"the base of a delta blob of snapshot {snap.id[:8]}")
             used.add(base)

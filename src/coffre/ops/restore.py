@@ -239,22 +239,30 @@ class Restorer:
 
     def _restore_range(self, job: _LargeFile, offset: int, ids: list[bytes]) -> None:
         try:
-            for data in self.repo.load_many(ids):
-                if isinstance(data, CoffreError):
-                    raise data
-                if not self._hole(data):
-                    view = memoryview(data)
-                    at = offset
-                    while view:
-                        n = os.pwrite(job.fd, view, at)
-                        view, at = view[n:], at + n
-                offset += len(data)
+            self._write_blobs(job.fd, self.repo.load_many(ids), offset)
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             if job.fail():
                 self._problem(job.path, exc)
         finally:
             if job.one_done():
                 self._finish(job.fd, job.path, job.node, job.failed)
+
+    def _write_blobs(self, fd: int, blobs: list[bytes | CoffreError], offset: int) -> tuple[int, int]:
+        """Write blobs one after the other from `offset`, leaving blobs of zeros as holes;
+        raises the error of the first unreadable one. Returns where the blobs end and where
+        the last bytes actually written end."""
+        data_end = offset
+        for data in blobs:
+            if isinstance(data, CoffreError):
+                raise data
+            if not self._hole(data):
+                view, at = memoryview(data), offset
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+                data_end = offset + len(data)
+            offset += len(data)
+        return offset, data_end
 
     def _hole(self, data: bytes) -> bool:
         return (
@@ -300,22 +308,9 @@ class Restorer:
             return
         failed = False
         try:
-            written = 0
-            ends_in_hole = False
-            for data in blobs:
-                if isinstance(data, CoffreError):
-                    raise data
-                ends_in_hole = self._hole(data)
-                if ends_in_hole:
-                    os.lseek(fd, len(data), os.SEEK_CUR)
-                else:
-                    view = memoryview(data)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                written += len(data)
-            if ends_in_hole:  # a seek past the end does not extend the file
-                os.ftruncate(fd, written)
+            end, data_end = self._write_blobs(fd, blobs, 0)
+            if data_end < end:  # ends in a hole: only ftruncate extends the file
+                os.ftruncate(fd, end)
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             self._problem(path, exc)
             failed = True

@@ -11,7 +11,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-ID_LEN = 32
+from coffre.format.codec import ID_LEN
+
 QUERY_PATHS = 500  # below SQLite's limit on query parameters (999 in old versions)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from coffre.crypto.aead import KIND_DATA
 from coffre.format.pack import BlobEntry
 
 
@@ -45,6 +46,17 @@ class MasterIndex:
 
     def lookup(self, blob_id: bytes) -> Location | None:
         return self._blobs.get(blob_id)
+
+    def base_of(self, blob_id: bytes) -> bytes | None:
+        """The base of a delta blob (None for a plain blob or an unknown one)."""
+        loc = self._blobs.get(blob_id)
+        return loc.entry.base if loc is not None else None
+
+    def plain_data(self, blob_id: bytes) -> bool:
+        """Whether a blob is indexed as a data blob that is not a delta: the only kind of
+        blob a delta may use as its base (depth one)."""
+        loc = self._blobs.get(blob_id)
+        return loc is not None and loc.entry.base is None and loc.entry.kind == KIND_DATA
 
     def __contains__(self, blob_id: bytes) -> bool:
         return blob_id in self._blobs

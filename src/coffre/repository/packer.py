@@ -14,18 +14,11 @@ import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from coffre.compress import (
-    CODEC_NONE,
-    CODEC_ZSTD_DELTA,
-    compress,
-    compress_delta,
-    decompress,
-    decompress_delta,
-)
+from coffre.compress import CODEC_ZSTD_DELTA, compress, compress_delta
 from coffre.core.errors import IntegrityError
 from coffre.crypto import aead
 from coffre.format import pack as packfmt
-from coffre.repository.repo import ID_LEN, Repository
+from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 
 # zstd's fast levels index too little of a large dictionary to find its matches.
@@ -94,42 +87,27 @@ class Packer:
         verify and add a blob; writes a pack when one is full. Returns the base if a delta
         was stored."""
         level = self.repo.config.compression_level if level is None else level
-        plain: bytes | None = None
+        delta = None
         if base is not None and len(data) >= MIN_DELTA_INPUT and kind == aead.KIND_DATA:
             delta = compress_delta(data, base[1], max(level, MIN_DELTA_LEVEL))
-            if len(delta) * SURE_DELTA <= len(data):
-                plain = bytes([CODEC_ZSTD_DELTA]) + base[0] + delta
-            else:
-                codec, payload = compress(data, level)
-                if len(delta) < len(payload) * DELTA_GAIN:
-                    plain = bytes([CODEC_ZSTD_DELTA]) + base[0] + delta
-                else:
-                    plain = bytes([codec]) + payload
-        if plain is None:
+        use_delta = delta is not None and len(delta) * SURE_DELTA <= len(data)
+        if not use_delta:
             codec, payload = compress(data, level)
+            use_delta = delta is not None and len(delta) < len(payload) * DELTA_GAIN
+        if use_delta and base is not None and delta is not None:
+            base_id, base_content = base
+            plain = bytes([CODEC_ZSTD_DELTA]) + base_id + delta
+        else:
+            base_id, base_content = None, None
             plain = bytes([codec]) + payload
-        base_id = base[0] if plain[0] == CODEC_ZSTD_DELTA and base is not None else None
         envelope = self.repo.crypter.encrypt(kind, plain, blob_id)
-        self._verify(kind, blob_id, envelope, plain, data, base[1] if base_id is not None and base else None)
+        # Verify after encrypt: the stored form decodes to the very bytes the id was computed
+        # from (compared rather than hashed again: the same guarantee, cheaper).
+        entry = packfmt.BlobEntry(kind, blob_id, 0, len(envelope), len(data), base_id)
+        if self.repo.decode_blob(entry, envelope, base_content, verify=False) != data:
+            raise IntegrityError("self-check after encryption failed (memory fault?)")
         self.add_encrypted(kind, blob_id, envelope, len(data), base_id)
         return base_id
-
-    def _verify(
-        self, kind: int, blob_id: bytes, envelope: bytes, plain: bytes, data: bytes, base: bytes | None
-    ) -> None:
-        """Verify after encrypt: the envelope decrypts to the plaintext, which decodes to the
-        very bytes that were hashed into the id (compared, not re-hashed: same guarantee)."""
-        if self.repo.crypter.decrypt(kind, envelope, blob_id) != plain:
-            raise IntegrityError("encryption self-check failed (memory fault?)")
-        codec = plain[0]
-        if codec == CODEC_NONE:
-            same = len(plain) == len(data) + 1 and plain.endswith(data)  # no copy
-        elif codec == CODEC_ZSTD_DELTA and base is not None:
-            same = decompress_delta(plain[1 + ID_LEN :], base, len(data)) == data
-        else:
-            same = decompress(codec, plain[1:], len(data)) == data
-        if not same:
-            raise IntegrityError("compression self-check failed (memory fault?)")
 
     def add_encrypted(
         self, kind: int, blob_id: bytes, envelope: bytes, raw_length: int, base: bytes | None = None

@@ -27,13 +27,13 @@ from coffre.crypto import aead
 from coffre.crypto.aead import Crypter, SubKeys
 from coffre.crypto.kdf import new_recovery_key
 from coffre.format import pack as packfmt
+from coffre.format.codec import ID_LEN
 from coffre.format.index import decode_index, encode_index
 from coffre.format.snapshot import Snapshot
 from coffre.repository import keyring
 from coffre.repository.index import Location, MasterIndex
 from coffre.storage.base import Backend, Handle
 
-ID_LEN = 32
 # Blobs of one pack closer than this are read with one request (the gap is read and dropped).
 MERGE_GAP = 256 * 1024
 MAX_RUN = 32 * 1024 * 1024
@@ -327,10 +327,9 @@ class Repository:
     def load_base(self, base_id: bytes, verify: bool = True) -> bytes:
         """The content of a delta's base: a data blob that is not a delta itself (depth one,
         so a delta never needs more than one other blob)."""
-        loc = self.index.lookup(base_id)
-        if loc is None:
+        if base_id not in self.index:
             raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not in the index")
-        if loc.entry.base is not None or loc.entry.kind != aead.KIND_DATA:
+        if not self.index.plain_data(base_id):
             raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not a plain data blob")
         return self.load_blob(base_id, verify)
 
@@ -352,12 +351,9 @@ class Repository:
     def load_many(self, blob_ids: list[bytes]) -> list[bytes | CoffreError]:
         """Several blobs (and the bases of the deltas among them), reading the neighbours that
         share a pack with one request. Each result is the blob, or why it cannot be read."""
-        locs = [self.index.lookup(b) for b in blob_ids]
         bases: dict[bytes, bytes] = {}
-        wanted = sorted({loc.entry.base for loc in locs if loc is not None and loc.entry.base})
         # Only plain data blobs serve as bases; decode_blob reports any other (load_base).
-        wanted = [b for b in wanted if (base := self.index.lookup(b)) is not None
-                  and base.entry.base is None and base.entry.kind == aead.KIND_DATA]
+        wanted = sorted({b for b in map(self.index.base_of, blob_ids) if b and self.index.plain_data(b)})
         if wanted:
             for base_id, got in zip(wanted, self._load_located(wanted, verify=False), strict=True):
                 if isinstance(got, bytes):

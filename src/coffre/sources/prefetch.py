@@ -31,16 +31,14 @@ class Prefetcher:
         """The backup is about to read file number `index`: announce the ones after it."""
         if not _ENABLED:
             return
-        if index < self._next:
-            self._ahead -= min(self._files[index][1], PER_FILE)
         while self._next < len(self._files) and (
-            (self._next < index + AHEAD_FILES and self._ahead < AHEAD_BYTES) or self._next <= index
+            self._next <= index or (self._next < index + AHEAD_FILES and self._ahead < AHEAD_BYTES)
         ):
             path, size = self._files[self._next]
             _announce(path, min(size, PER_FILE))
-            if self._next > index:
-                self._ahead += min(size, PER_FILE)
+            self._ahead += min(size, PER_FILE)
             self._next += 1
+        self._ahead -= min(self._files[index][1], PER_FILE)  # being read: no longer ahead
 
 
 def _announce(path: bytes, length: int) -> None:
