@@ -9,6 +9,7 @@ import sys
 from coffre import __version__
 from coffre.cli import cmd_backup, cmd_browse, cmd_demo, cmd_maintenance, cmd_repo, cmd_restore
 from coffre.core.errors import EXIT_FATAL, EXIT_INTERRUPTED, CoffreError
+from coffre.core.gil import shorten_switch_interval
 from coffre.core.memory import tune_allocator
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     # a level, and Python 3.11 calls between Python functions do not use the C stack.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     tune_allocator()
+    shorten_switch_interval()
     parser = build_parser()
     args = parser.parse_args(argv)
     if extra:
