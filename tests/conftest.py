@@ -40,7 +40,7 @@ def _default_sigint() -> None:
 class Coffre:
     """Runs the real command line in a subprocess, as a user would."""
 
-    def __init__(self, repo: Path, pwfile: Path, cache: Path) -> None:
+    def __init__(self, repo: Path | str, pwfile: Path, cache: Path) -> None:
         self.repo = repo
         self.pwfile = pwfile
         self.env = {
@@ -174,3 +174,58 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int, bytes]]:
 @pytest.fixture
 def restored(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "restored"
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real SeaweedFS S3 server on 127.0.0.1 for the whole session."""
+    from servers import SeaweedFS
+
+    server = SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweedfs: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The S3 credentials of the test server, in this process's environment too."""
+    env = seaweedfs.env()  # type: ignore[attr-defined]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real OpenSSH server on 127.0.0.1 for the whole session."""
+    from servers import SSHServer
+
+    server = SSHServer.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ssh_env(sshd: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = sshd.env()  # type: ignore[attr-defined]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture(scope="session")
+def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real FTP server (pyftpdlib) requiring explicit TLS, on 127.0.0.1."""
+    from servers import FTPServer
+
+    server = FTPServer.start(tmp_path_factory.mktemp("ftps"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ftp_env(ftps_server: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = ftps_server.env()  # type: ignore[attr-defined]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env

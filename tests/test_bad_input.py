@@ -90,8 +90,10 @@ def test_unknown_snapshot_and_path(repo: Coffre, tree: Path) -> None:
     assert res.code == 1 and "no snapshot" in res.err
     res = repo("dump", "latest", "/no/such/file")
     assert res.code == 1 and "not in snapshot" in res.err
-    res = repo("backup", str(tree), "--repo", "s3://host/bucket")
-    assert res.code == 2 and "not supported yet" in res.err
+    res = repo("backup", str(tree), "--repo", "webdav://host/coffre")
+    assert res.code == 2 and "webdav:// repositories are not supported" in res.err
+    res = repo("backup", str(tree), "--repo", "s3://host")
+    assert res.code == 2 and "no bucket" in res.err
 
 
 def test_stray_and_planted_files_in_the_repository_do_not_crash_anything(repo: Coffre, tree: Path) -> None:

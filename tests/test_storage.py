@@ -1,21 +1,45 @@
-"""The backend contract, run over every backend (memory and local disk for now)."""
+"""The backend contract, run over every backend: memory, local disk, and S3 against a real
+SeaweedFS server; then what only some backends can show (S3 checksums, credentials)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from coffre.core.errors import ObjectExists, ObjectNotFound, StorageError
+from coffre.core.errors import CoffreError, ObjectExists, ObjectNotFound, StorageError
 from coffre.storage.base import Backend, Handle
 from coffre.storage.local import LocalBackend
 from coffre.storage.memory import MemoryBackend
+from coffre.storage.url import open_backend
+
+_fresh = itertools.count()
 
 
-@pytest.fixture(params=["memory", "local"])
+def fresh_s3_url(seaweedfs: object) -> str:
+    """A new, empty repository location on the test server (its own bucket)."""
+    return seaweedfs.url(f"coffre-{next(_fresh)}", "repo/sub")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["memory", "local", "s3", "sftp", "ftps"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b: Backend = MemoryBackend() if request.param == "memory" else LocalBackend(tmp_path / "r")
+    b: Backend
+    if request.param == "memory":
+        b = MemoryBackend()
+    elif request.param == "local":
+        b = LocalBackend(tmp_path / "r")
+    elif request.param == "s3":
+        request.getfixturevalue("s3_env")
+        b = open_backend(fresh_s3_url(request.getfixturevalue("seaweedfs")))
+    elif request.param == "sftp":
+        request.getfixturevalue("ssh_env")
+        b = open_backend(request.getfixturevalue("sshd").url(str(tmp_path / "nas" / "coffre")))
+    else:
+        request.getfixturevalue("ftp_env")
+        b = open_backend(request.getfixturevalue("ftps_server").url(f"/repo-{next(_fresh)}/coffre"))
+    assert not b.exists()
     b.create()
     b.save(Handle("config", "config"), b"{}")
     yield b
@@ -28,7 +52,9 @@ def test_save_load_ranges_and_stat(backend: Backend) -> None:
     assert backend.load(h) == b"0123456789"
     assert backend.load(h, 2, 3) == b"234"
     assert backend.load(h, 8) == b"89"
+    assert backend.load(h, 10, 5) == b""
     assert backend.stat(h).size == 10
+    assert backend.exists()
 
 
 def test_objects_are_never_overwritten(backend: Backend) -> None:
@@ -61,6 +87,12 @@ def test_listing_thousands_and_removal(backend: Backend) -> None:
     assert list(backend.list("locks")) == []
 
 
+def test_create_refuses_a_location_in_use(backend: Backend) -> None:
+    with pytest.raises(CoffreError) as info:
+        backend.create()
+    assert "not empty" in str(info.value)
+
+
 def test_handle_names_are_validated() -> None:
     for bad in ("", "../x", "a/b", ".hidden"):
         with pytest.raises(ValueError):
@@ -85,3 +117,94 @@ def test_local_os_errors_are_translated(tmp_path: Path) -> None:
         b.save(Handle("index", "2" * 64), b"x")
     assert isinstance(info.value.__cause__, OSError)
     assert "writing index/" in info.value.message
+
+
+# -- S3 only ---------------------------------------------------------------------------------
+def test_s3_upload_corrupted_in_transit_is_refused_by_the_server(
+    seaweedfs: object, s3_env: dict[str, str]
+) -> None:
+    """Each upload carries its checksums: bytes altered after they were computed (as a faulty
+    link or proxy would) are refused by the storage, and nothing is stored."""
+    from coffre.core.errors import TransientStorageError
+    from coffre.storage.s3 import S3Backend
+
+    b = open_backend(fresh_s3_url(seaweedfs))
+    assert isinstance(b, S3Backend)
+    b.create()
+
+    def corrupt(params: dict[str, object], **_: object) -> None:
+        import io
+
+        body = params["body"]
+        assert isinstance(body, io.BytesIO)
+        raw = body.getvalue()
+        params["body"] = io.BytesIO(bytes([raw[0] ^ 1]) + raw[1:])
+
+    b.client.meta.events.register("before-call.s3.PutObject", corrupt)
+    h = Handle("data", "cd" + "1" * 62)
+    with pytest.raises(TransientStorageError):
+        b.save(h, b"pharmacy data" * 100)
+    b.client.meta.events.unregister("before-call.s3.PutObject", corrupt)
+    with pytest.raises(ObjectNotFound):
+        b.load(h)
+    b.save(h, b"pharmacy data" * 100)  # the retry a RetryBackend makes then succeeds
+    assert b.load(h) == b"pharmacy data" * 100
+
+
+def test_s3_wrong_credentials_are_a_clear_error_without_the_secret(
+    seaweedfs: object, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coffre.core.errors import StoragePermissionDenied
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value-1234")
+    b = open_backend(fresh_s3_url(seaweedfs))
+    with pytest.raises(StoragePermissionDenied) as info:
+        b.create()
+    text = f"{info.value.message} {info.value.hint} {info.value!r}"
+    assert "access denied" in text and "AWS_SECRET_ACCESS_KEY" in (info.value.hint or "")
+    assert "wrong-secret-value-1234" not in text
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def test_s3_listing_skips_foreign_objects(seaweedfs: object, s3_env: dict[str, str]) -> None:
+    from coffre.storage.s3 import S3Backend
+
+    b = open_backend(fresh_s3_url(seaweedfs))
+    assert isinstance(b, S3Backend)
+    b.create()
+    good = "ab" + "2" * 62
+    b.save(Handle("data", good), b"x")
+    for key in ("data/ab/notes.txt", "data/cd/" + good, "data/" + good, "index/ab/" + good):
+        b.client.put_object(Bucket=b.where.bucket, Key=b.where.prefix + key, Body=b"foreign")
+    assert [i.name for i in b.list("data")] == [good]
+    assert list(b.list("index")) == []
+
+
+@pytest.mark.parametrize(("url", "endpoint", "bucket", "prefix"), [
+    ("s3://s3.fr-par.scw.cloud/pharmacie", "https://s3.fr-par.scw.cloud", "pharmacie", ""),
+    ("s3://s3.gra.io.cloud.ovh.net/b-1/officine/coffre/", "https://s3.gra.io.cloud.ovh.net", "b-1",
+     "officine/coffre/"),
+    ("s3+http://127.0.0.1:8333/bucket/p", "http://127.0.0.1:8333", "bucket", "p/"),
+])
+def test_s3_urls(url: str, endpoint: str, bucket: str, prefix: str) -> None:
+    from coffre.storage.url import parse_s3
+
+    where = parse_s3(url)
+    assert (where.endpoint, where.bucket, where.prefix) == (endpoint, bucket, prefix)
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("s3://key:secret@host/bucket", "credentials"),
+    ("s3://host", "no bucket"),
+    ("s3://host/Bad_Bucket!", "not a valid bucket"),
+    ("s3://host/bucket/../x", "'..'"),
+    ("s3://host:99999/bucket", "invalid port"),
+    ("ftpx://host/path", "not supported"),
+])
+def test_bad_repository_urls_are_refused_clearly(url: str, words: str) -> None:
+    from coffre.core.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        open_backend(url)
+    assert words in info.value.message
+    assert "secret" not in info.value.message

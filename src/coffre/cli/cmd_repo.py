@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    backend = backend_for(repo_location(args))
+    backend = backend_for(repo_location(args), args.insecure_ftp)
     if backend.exists():
         raise CoffreError(f"{backend.location} already holds a Coffre repository; nothing was changed")
     if not 1 <= args.pack_size <= 256:

@@ -16,13 +16,18 @@ from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.base import Backend
+from coffre.storage.cached import CachedBackend
 from coffre.storage.faults import KillSwitchBackend
-from coffre.storage.local import LocalBackend
+from coffre.storage.retry import ATTEMPTS, RetryBackend
+from coffre.storage.url import is_url, open_backend
 
 
 def add_repo_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-r", "--repo", help="repository location (or COFFRE_REPOSITORY)")
+    p.add_argument("-r", "--repo", help="repository: a path, s3://HOST/BUCKET/PREFIX or "
+                   "s3+http://... (or COFFRE_REPOSITORY)")
     p.add_argument("--password-file", help="read the password from this file (or COFFRE_PASSWORD_FILE)")
+    p.add_argument("--insecure-ftp", action="store_true",
+                   help="allow a plain ftp:// repository (the FTP password crosses the network in clear)")
 
 
 def repo_location(args: argparse.Namespace) -> str:
@@ -32,13 +37,21 @@ def repo_location(args: argparse.Namespace) -> str:
     return str(loc)
 
 
-def backend_for(location: str) -> Backend:
-    if "://" in location:
-        raise UsageError(
-            f"{location.split('://')[0]}:// repositories are not supported yet",
-            "give a local path: a second disk, a mounted NAS share or a USB disk",
-        )
-    return KillSwitchBackend.from_env(LocalBackend(location))
+def backend_for(location: str, insecure_ftp: bool = False) -> Backend:
+    """The storage a location names (a path or a URL), retrying what may pass
+    (COFFRE_STORAGE_RETRIES attempts in all, 10 by default)."""
+    attempts = os.environ.get("COFFRE_STORAGE_RETRIES", "")
+    if attempts and not (attempts.isdigit() and int(attempts) >= 1):
+        raise UsageError(f"COFFRE_STORAGE_RETRIES must be a number of attempts ≥ 1, not {attempts!r}")
+    backend = open_backend(location, allow_plain_ftp=insecure_ftp)
+    if location.lower().startswith("ftp://"):
+        _warn("plain FTP: the FTP password and login cross the network in clear (the backup "
+              "itself stays encrypted); prefer ftps://")
+    return RetryBackend(KillSwitchBackend.from_env(backend), attempts=int(attempts or ATTEMPTS), warn=_warn)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def read_secret_file(path: str, what: str = "password file") -> str:
@@ -95,15 +108,20 @@ def prompt_secret(prompt: str, confirm: bool) -> str:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    backend = backend_for(repo_location(args))
+    location = repo_location(args)
+    backend = backend_for(location, getattr(args, "insecure_ftp", False))
     if not backend.exists():
         raise NoRepositoryError(
             f"{backend.location} is not a Coffre repository",
             "create one with 'coffre init --repo PATH' or check the path",
         )
+    from coffre.repository.cache import cache_root
     from coffre.repository.repo import read_config
 
-    read_config(backend)  # refuses newer formats before asking for a password
+    config, _ = read_config(backend)  # refuses newer formats before asking for a password
+    if is_url(location):
+        # Remote metadata is kept locally so a daily backup does not download it again.
+        backend = CachedBackend(backend, cache_root() / config.id.hex() / "objects")
     return Repository.open(backend, password(args))
 
 

@@ -1,0 +1,111 @@
+"""A local copy of a remote repository's small metadata objects (index files, snapshots, key
+slots), so a daily backup over a slow link lists them but does not download them again.
+
+Safe because those objects never change: each is named by the SHA-256 of its bytes, and
+objects are never overwritten. A cached copy is used only if its bytes still hash to its
+name; a damaged copy is dropped and fetched again. The cache holds nothing the repository
+does not: losing it costs one download of the metadata. Copies of objects that are no longer
+listed (removed by prune) are deleted at the next listing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from coffre.storage.base import Backend, Handle, ObjectInfo
+
+CACHED_KINDS = ("index", "snapshots", "keys")
+
+
+class CachedBackend:
+    def __init__(self, inner: Backend, directory: Path) -> None:
+        self.inner = inner
+        self.location = inner.location
+        self.dir = directory
+        self.hits = 0
+
+    def _file(self, handle: Handle) -> Path | None:
+        if handle.kind not in CACHED_KINDS:
+            return None
+        return self.dir / handle.kind / handle.name
+
+    def _read(self, path: Path, name: str) -> bytes | None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != name:
+            path.unlink(missing_ok=True)  # damaged on the local disk: fetched again
+            return None
+        return data
+
+    def _keep(self, path: Path, name: str, data: bytes) -> None:
+        """Store a copy, atomically; only bytes that match their name. A cache that cannot
+        be written (disk full, read-only) only costs speed."""
+        if hashlib.sha256(data).hexdigest() != name:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._file(handle)
+        if path is None:
+            return self.inner.load(handle, offset, length)
+        data = self._read(path, handle.name)
+        if data is None:
+            # From the start, so a whole object can be checked against its name and kept.
+            data = self.inner.load(handle, 0, None if length is None else offset + length)
+            self._keep(path, handle.name, data)
+        else:
+            self.hits += 1
+        end = len(data) if length is None else offset + length
+        return data[offset:end]
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        self.inner.save(handle, data)
+        path = self._file(handle)
+        if path is not None:
+            self._keep(path, handle.name, bytes(data))
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        listed = list(self.inner.list(kind))
+        if kind in CACHED_KINDS:
+            names = {i.name for i in listed}
+            try:
+                stale = [p for p in (self.dir / kind).iterdir() if p.name not in names]
+            except OSError:
+                stale = []
+            for p in stale:
+                p.unlink(missing_ok=True)
+        return iter(listed)
+
+    def remove(self, handle: Handle) -> None:
+        path = self._file(handle)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        self.inner.remove(handle)
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        return self.inner.stat(handle)
+
+    def exists(self) -> bool:
+        return self.inner.exists()
+
+    def create(self) -> None:
+        self.inner.create()
+
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        return self.inner.clean_temporaries(older_than_ns)
+
+    def close(self) -> None:
+        self.inner.close()
+

@@ -1,0 +1,408 @@
+"""A repository on an FTP server, with explicit TLS (FTPS) for providers that offer only that;
+plain FTP only when asked for explicitly (`--insecure-ftp`), since it sends the password in
+clear.
+
+Python's own ftplib speaks both; no library adds anything needed here.
+
+- **Login**: the password comes from COFFRE_FTP_PASSWORD or `~/.netrc`, never from the URL.
+  The TLS certificate is checked against the system's authorities (SSL_CERT_FILE names
+  another bundle), and the data connections are encrypted too (PROT P).
+- **Writes**: to a temporary name beside the object (`.tmp-*`), a size check, then RNFR/RNTO.
+  FTP's rename may replace an existing name, so the final name is checked to be free first;
+  two writers racing on one name write the same bytes, because names are content hashes.
+- **Connections**: one control connection per thread. After a failure it is dropped and the
+  next attempt (storage/retry.py) logs in again.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import netrc
+import os
+import re
+import secrets
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from coffre.core.errors import (
+    CoffreError,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StoragePermissionDenied,
+    TransientStorageError,
+)
+from coffre.storage.base import KINDS, Handle, ObjectInfo
+
+_TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"^[0-9a-f]{64}$")
+TIMEOUT_S = 120  # a connection that receives nothing for this long is stuck
+BLOCK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class FTPLocation:
+    user: str
+    host: str
+    port: int
+    path: str  # absolute, or relative to the login folder
+    tls: bool
+
+    @property
+    def display(self) -> str:
+        scheme = "ftps" if self.tls else "ftp"
+        port = f":{self.port}" if self.port != 21 else ""
+        path = self.path if self.path.startswith("/") else "/~/" + self.path
+        return f"{scheme}://{self.user}@{self.host}{port}{path}"
+
+
+def _password(where: FTPLocation) -> str:
+    explicit = os.environ.get("COFFRE_FTP_PASSWORD")
+    if explicit:
+        return explicit
+    try:
+        entry = netrc.netrc().authenticators(where.host)
+    except (OSError, netrc.NetrcParseError):
+        entry = None
+    if entry and entry[2] and (not entry[0] or entry[0] == where.user):
+        return entry[2]
+    raise StoragePermissionDenied(
+        f"no password for {where.user} on the FTP server {where.host}",
+        "set COFFRE_FTP_PASSWORD, or add 'machine HOST login USER password ...' to ~/.netrc (mode 600)",
+    )
+
+
+def _reply_error(exc: ftplib.Error, what: str) -> StorageError:
+    text = str(exc)
+    code = text[:3]
+    if code == "550" or "No such file" in text or "not found" in text.lower():
+        return ObjectNotFound(f"{what}: not found")
+    if code in ("530", "532"):
+        return StoragePermissionDenied(f"{what}: the FTP server refused the login ({text[:60]})",
+                                       "check the user and COFFRE_FTP_PASSWORD or ~/.netrc")
+    if code in ("552", "452"):
+        return StorageFull(f"{what}: no space left on the FTP server",
+                           "free space with 'coffre forget ... --prune' or raise the quota")
+    if code == "553" or "ermission" in text:
+        return StoragePermissionDenied(f"{what}: the FTP server refused ({text[:80]})",
+                                       "check that the FTP user may write the repository folder")
+    if isinstance(exc, ftplib.error_temp):
+        return TransientStorageError(f"{what}: the FTP server answered {text[:80]}")
+    return StorageError(f"{what}: the FTP server answered {text[:80]}")
+
+
+class FTPBackend:
+    def __init__(self, where: FTPLocation) -> None:
+        self.where = where
+        self.location = where.display
+        self._local = threading.local()
+        self._all: list[ftplib.FTP] = []
+        self._lock = threading.Lock()
+        self._root: str | None = None
+
+    # -- connection -----------------------------------------------------------------------
+    def _connect(self) -> ftplib.FTP:
+        ftp: ftplib.FTP
+        if self.where.tls:
+            ftp = ftplib.FTP_TLS(context=ssl.create_default_context(), timeout=TIMEOUT_S)  # noqa: S321
+        else:  # only with --insecure-ftp, after a warning
+            ftp = ftplib.FTP(timeout=TIMEOUT_S)  # noqa: S321
+        try:
+            ftp.connect(self.where.host, self.where.port)
+            if isinstance(ftp, ftplib.FTP_TLS):
+                ftp.auth()
+                ftp.login(self.where.user, _password(self.where))
+                ftp.prot_p()
+            else:
+                ftp.login(self.where.user, _password(self.where))
+        except ssl.SSLCertVerificationError as exc:
+            ftp.close()
+            raise StoragePermissionDenied(
+                f"the FTP server {self.where.host} presented a certificate that cannot be trusted "
+                f"({exc.verify_message})",
+                "ask the provider for its CA certificate and name it with SSL_CERT_FILE",
+            ) from None
+        except ftplib.Error as exc:
+            ftp.close()
+            raise _reply_error(exc, f"logging in to {self.where.host}") from None
+        except (OSError, EOFError) as exc:
+            ftp.close()
+            raise TransientStorageError(
+                f"cannot connect to the FTP server {self.where.host}:{self.where.port} ({type(exc).__name__})"
+            ) from None
+        with self._lock:
+            self._all.append(ftp)
+        return ftp
+
+    def _ftp(self) -> ftplib.FTP:
+        ftp: ftplib.FTP | None = getattr(self._local, "ftp", None)
+        if ftp is None:
+            ftp = self._local.ftp = self._connect()
+        return ftp
+
+    def _drop(self) -> None:
+        ftp = getattr(self._local, "ftp", None)
+        self._local.ftp = None
+        if ftp is not None:
+            ftp.close()
+
+    def _run(self, what: str, fn: Any) -> Any:
+        ftp = self._ftp()
+        try:
+            return fn(ftp)
+        except StorageError:
+            raise
+        except (ftplib.error_perm, ftplib.error_temp) as exc:
+            raise _reply_error(exc, what) from exc
+        except (OSError, EOFError, ftplib.Error) as exc:
+            self._drop()
+            raise TransientStorageError(
+                f"{what}: connection to the FTP server failed ({type(exc).__name__})"
+            ) from exc
+
+    # -- layout ---------------------------------------------------------------------------
+    def _base(self) -> str:
+        if self._root is None:
+            path = self.where.path
+            if not path.startswith("/"):
+                home = self._run("finding the login folder", lambda f: f.pwd())
+                path = home.rstrip("/") + "/" + path
+            self._root = path
+        return self._root
+
+    def _dir(self, kind: str, name: str = "") -> str:
+        if kind == "config":
+            return self._base()
+        if kind == "data":
+            return f"{self._base()}/data/{name[:2]}" if name else f"{self._base()}/data"
+        return f"{self._base()}/{kind}"
+
+    def _path(self, handle: Handle) -> str:
+        return f"{self._dir(handle.kind, handle.name)}/{handle.name}"
+
+    @staticmethod
+    def _size(ftp: ftplib.FTP, path: str) -> int | None:
+        ftp.voidcmd("TYPE I")
+        try:
+            size = ftp.size(path)
+        except ftplib.error_perm:
+            return None
+        return int(size) if size is not None else None
+
+    # -- contract -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self._run("reading config", lambda f: self._size(f, self._path(Handle("config", "config")))) \
+            is not None
+
+    def create(self) -> None:
+        def make(ftp: ftplib.FTP) -> None:
+            base = self._base()
+            parts = base.strip("/").split("/")
+            for i in range(1, len(parts) + 1):
+                try:
+                    ftp.mkd("/" + "/".join(parts[:i]))
+                except ftplib.error_perm:
+                    pass  # exists already (checked below)
+            names = [n for n, _ in ftp.mlsd(base) if n not in (".", "..")]
+            if any(not n.startswith(".") for n in names):
+                raise CoffreError(f"{self.location} is not empty",
+                                  "choose an empty folder or a new one for the repository")
+            for kind in KINDS:
+                if kind != "config":
+                    ftp.mkd(f"{base}/{kind}")
+
+        self._run(f"creating {self.location}", make)
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        what = f"writing {handle.kind}/{handle.name}"
+        body = bytes(data)
+        directory, final = self._dir(handle.kind, handle.name), self._path(handle)
+
+        def write(ftp: ftplib.FTP) -> None:
+            if self._same_or_raise(ftp, final, body, what):
+                return
+            tmp = f"{directory}/{_TMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                self._store(ftp, tmp, body)
+            except ftplib.error_perm as exc:
+                if not str(exc).startswith("550"):
+                    raise
+                ftp.mkd(directory)  # a data/XX folder not made yet
+                self._store(ftp, tmp, body)
+            try:
+                if self._size(ftp, tmp) != len(body):
+                    raise TransientStorageError(f"{what}: the server kept a different size")
+                if self._same_or_raise(ftp, final, body, what):
+                    return
+                ftp.rename(tmp, final)
+                tmp = ""
+            finally:
+                if tmp:
+                    try:
+                        ftp.delete(tmp)
+                    except (ftplib.Error, OSError):
+                        pass  # prune removes what is left
+
+        self._run(what, write)
+
+    @staticmethod
+    def _store(ftp: ftplib.FTP, path: str, body: bytes) -> None:
+        import io
+
+        ftp.storbinary(f"STOR {path}", io.BytesIO(body), blocksize=BLOCK)
+
+    def _same_or_raise(self, ftp: ftplib.FTP, path: str, body: bytes, what: str) -> bool:
+        size = self._size(ftp, path)
+        if size is None:
+            return False
+        if size == len(body) and self._read(ftp, path, 0, size) == body:
+            return True
+        raise ObjectExists(f"{what}: a different object with this name exists")
+
+    @staticmethod
+    def _read(ftp: ftplib.FTP, path: str, offset: int, length: int) -> bytes:
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd(f"RETR {path}", rest=offset or None)
+        parts, got = [], 0
+        try:
+            while got < length:
+                part = conn.recv(min(BLOCK, length - got))
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        finally:
+            conn.close()
+        try:
+            ftp.voidresp()  # 226 when read to the end; 426/451 when stopped early
+        except (ftplib.error_temp, ftplib.error_perm):
+            pass
+        return b"".join(parts)
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        what = f"reading {handle.kind}/{handle.name}"
+
+        def read(ftp: ftplib.FTP) -> bytes:
+            path = self._path(handle)
+            size = self._size(ftp, path)
+            if size is None:
+                raise ObjectNotFound(f"{what}: not found")
+            end = size if length is None else min(size, offset + length)
+            if end <= offset:
+                return b""
+            data = self._read(ftp, path, offset, end - offset)
+            if len(data) != end - offset:
+                raise TransientStorageError(f"{what}: the transfer was cut short")
+            return data
+
+        result: bytes = self._run(what, read)
+        return result
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        def facts(ftp: ftplib.FTP) -> ObjectInfo:
+            lines = ftp.sendcmd(f"MLST {self._path(handle)}").splitlines()
+            for line in lines[1:-1]:
+                info = _facts(line.strip().split(" ", 1)[0])
+                return ObjectInfo(handle.name, int(info.get("size", 0)), _mtime(info.get("modify", "")))
+            raise ObjectNotFound(f"stat {handle.kind}/{handle.name}: not found")
+
+        result: ObjectInfo = self._run(f"stat {handle.kind}/{handle.name}", facts)
+        return result
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind == "config":
+            if self.exists():
+                yield self.stat(Handle("config", "config"))
+            return
+
+        def listing(ftp: ftplib.FTP) -> list[ObjectInfo]:
+            base = self._dir(kind)
+            try:
+                top = list(ftp.mlsd(base, facts=["type", "size", "modify"]))
+            except ftplib.error_perm as exc:
+                if str(exc).startswith("550"):
+                    return []
+                raise
+            folders: list[tuple[str, list[tuple[str, dict[str, str]]]]] = [("", top)]
+            if kind == "data":
+                folders = []
+                for name, info in sorted(top):
+                    if len(name) == 2 and info.get("type") == "dir":
+                        try:
+                            sub = list(ftp.mlsd(f"{base}/{name}", facts=["type", "size", "modify"]))
+                            folders.append((name, sub))
+                        except ftplib.error_perm:
+                            continue  # emptied and removed meanwhile
+            found = []
+            for folder, entries in folders:
+                for name, info in entries:
+                    if not _NAME.match(name) or info.get("type") != "file":
+                        continue
+                    if kind == "data" and name[:2] != folder:
+                        continue
+                    found.append(ObjectInfo(name, int(info.get("size", 0)), _mtime(info.get("modify", ""))))
+            return found
+
+        yield from self._run(f"listing {kind}", listing)
+
+    def remove(self, handle: Handle) -> None:
+        self._run(f"removing {handle.kind}/{handle.name}", lambda f: f.delete(self._path(handle)))
+
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        def clean(ftp: ftplib.FTP) -> int:
+            folders = [self._base(), *(self._dir(k) for k in KINDS if k not in ("config", "data"))]
+            try:
+                folders += [f"{self._dir('data')}/{n}" for n, info in ftp.mlsd(self._dir("data"))
+                            if len(n) == 2 and info.get("type") == "dir"]
+            except ftplib.error_perm:
+                pass
+            removed = 0
+            for folder in folders:
+                try:
+                    entries = list(ftp.mlsd(folder, facts=["type", "modify"]))
+                except ftplib.error_perm:
+                    continue
+                for name, info in entries:
+                    if name.startswith(_TMP_PREFIX) and _mtime(info.get("modify", "")) < older_than_ns:
+                        try:
+                            ftp.delete(f"{folder}/{name}")
+                            removed += 1
+                        except ftplib.error_perm:
+                            continue
+            return removed
+
+        result: int = self._run("removing partial uploads", clean)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for ftp in conns:
+            try:
+                ftp.quit()
+            except (ftplib.Error, OSError, EOFError):
+                ftp.close()
+
+
+def _facts(text: str) -> dict[str, str]:
+    out = {}
+    for fact in text.split(";"):
+        key, _, value = fact.partition("=")
+        if key:
+            out[key.lower()] = value
+    return out
+
+
+def _mtime(value: str) -> int:
+    """An MLSD 'modify' fact (YYYYMMDDHHMMSS[.sss], UTC) in ns; 0 when missing."""
+    try:
+        when = datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return 0
+    return int(when.timestamp()) * 1_000_000_000
+

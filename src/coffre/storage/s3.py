@@ -1,0 +1,254 @@
+"""A repository in S3-compatible object storage: AWS, OVHcloud, Scaleway, SeaweedFS, MinIO, a
+NAS's S3 service.
+
+boto3 is the reference S3 client: it finds credentials the way every AWS tool does
+(environment, AWS_PROFILE, ~/.aws/credentials and config, instance roles), signs requests,
+pools connections and is thread-safe. Its own retries are turned off: `storage/retry.py` is
+the one retry policy for every backend, so attempts do not multiply.
+
+Objects keep the local layout under the prefix (`config`, `keys/NAME`, `data/ab/NAME`, ...).
+Every upload carries its SHA-256 (`x-amz-checksum-sha256`) and MD5 (`Content-MD5`), which
+the service checks before storing; an upload whose returned ETag is not its MD5 is refused
+too. A PUT is atomic: a stopped upload leaves no object. Objects are never overwritten:
+uploads are conditional (`If-None-Match: *`) where the service supports it, and an existing
+object with the same bytes counts as written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from coffre.core.errors import (
+    CoffreError,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StoragePermissionDenied,
+    TransientStorageError,
+)
+from coffre.storage.base import Handle, ObjectInfo
+
+_NAME = re.compile(r"^[0-9a-f]{64}$")
+CONNECT_TIMEOUT_S = 15
+# A request that receives nothing for this long is stuck: it fails and is retried.
+READ_TIMEOUT_S = 120
+POOL_CONNECTIONS = 16
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+           "InvalidToken", "ExpiredToken"}
+_FULL = {"QuotaExceeded", "EntityTooLarge", "XMinioStorageFull", "StorageFull"}
+_EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",
+                    "RequestTimeTooSkewed", "Throttling", "ThrottlingException", "BadDigest",
+                    "XAmzContentSHA256Mismatch", "IncompleteBody", "500", "502", "503", "504"}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    endpoint: str  # https://host[:port] or http://host[:port]
+    bucket: str
+    prefix: str  # "" or "some/prefix/" (always ending with "/")
+
+    @property
+    def display(self) -> str:
+        scheme = "s3+http" if self.endpoint.startswith("http://") else "s3"
+        host = self.endpoint.split("://", 1)[1]
+        return f"{scheme}://{host}/{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    err = exc.response.get("Error", {})
+    return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def _translate(exc: Exception, what: str) -> StorageError:
+    """A boto3 failure as one of Coffre's storage errors; never quotes credentials (botocore
+    messages name the access key id at most, never the secret)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = _code(exc)
+        if code in _NOT_FOUND:
+            return ObjectNotFound(f"{what}: not found")
+        if code == "NoSuchBucket":
+            return StorageError(f"{what}: the bucket does not exist",
+                                "create it with 'coffre init', or check the repository URL")
+        if code in _DENIED:
+            return StoragePermissionDenied(
+                f"{what}: access denied by the storage ({code})",
+                "check the access key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+                "~/.aws/credentials) and its rights on the bucket",
+            )
+        if code in _FULL:
+            return StorageFull(f"{what}: the storage refused the object ({code})",
+                               "raise the bucket's quota or free space with 'coffre forget ... --prune'")
+        if code in _EXISTS:
+            return ObjectExists(f"{what}: an object with this name exists")
+        if code in _TRANSIENT_CODES or code.startswith("5"):
+            return TransientStorageError(f"{what}: the storage answered {code}")
+        return StorageError(f"{what}: the storage answered {code}")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return StoragePermissionDenied(
+            f"{what}: no S3 credentials found",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials",
+        )
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError
+                  | botocore.exceptions.HTTPClientError | botocore.exceptions.ReadTimeoutError
+                  | botocore.exceptions.ConnectTimeoutError | botocore.exceptions.IncompleteReadError
+                  | botocore.exceptions.ResponseStreamingError | OSError):
+        return TransientStorageError(f"{what}: connection to the storage failed ({type(exc).__name__})")
+    return StorageError(f"{what}: {type(exc).__name__}")
+
+
+class S3Backend:
+    def __init__(self, where: S3Location, client: Any | None = None) -> None:
+        self.where = where
+        self.location = where.display
+        if client is None:
+            config = botocore.config.Config(
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=READ_TIMEOUT_S,
+                retries={"total_max_attempts": 1},
+                max_pool_connections=POOL_CONNECTIONS,
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+            client = boto3.session.Session().client("s3", endpoint_url=where.endpoint, config=config)
+        self.client = client
+
+    # -- layout ---------------------------------------------------------------------------
+    def _key(self, handle: Handle) -> str:
+        if handle.kind == "config":
+            return self.where.prefix + "config"
+        if handle.kind == "data":
+            return f"{self.where.prefix}data/{handle.name[:2]}/{handle.name}"
+        return f"{self.where.prefix}{handle.kind}/{handle.name}"
+
+    def _call(self, what: str, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(Bucket=self.where.bucket, **kwargs)
+        except Exception as exc:  # boto3 raises many unrelated types; all are translated
+            raise _translate(exc, what) from exc
+
+    # -- contract -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            self._call("reading config", "head_object", Key=self._key(Handle("config", "config")))
+        except ObjectNotFound:
+            return False
+        except StorageError as exc:
+            if "bucket does not exist" in exc.message:
+                return False
+            raise
+        return True
+
+    def create(self) -> None:
+        try:
+            self._call(f"opening bucket {self.where.bucket}", "head_bucket")
+        except (ObjectNotFound, StorageError) as exc:
+            if not isinstance(exc, ObjectNotFound) and "does not exist" not in exc.message:
+                raise
+            self._call(f"creating bucket {self.where.bucket}", "create_bucket")
+        listed = self._call("listing the repository location", "list_objects_v2",
+                            Prefix=self.where.prefix, MaxKeys=1)
+        if listed.get("KeyCount", 0):
+            raise CoffreError(f"{self.location} is not empty",
+                              "choose an empty bucket or a new prefix for the repository")
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        what = f"writing {handle.kind}/{handle.name}"
+        body = bytes(data)
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        try:
+            answer = self.client.put_object(
+                Bucket=self.where.bucket, Key=self._key(handle), Body=body,
+                ContentMD5=base64.b64encode(md5).decode(),
+                ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
+                IfNoneMatch="*",
+            )
+        except Exception as exc:
+            err = _translate(exc, what)
+            if not isinstance(err, ObjectExists):
+                raise err from exc
+            if self.load(handle) != body:
+                raise ObjectExists(f"{what}: a different object with this name exists") from None
+            return
+        etag = str(answer.get("ETag", "")).strip('"')
+        if re.fullmatch(r"[0-9a-f]{32}", etag) and etag != md5.hex():
+            raise TransientStorageError(f"{what}: the storage stored other bytes than were sent")
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        what = f"reading {handle.kind}/{handle.name}"
+        kwargs: dict[str, Any] = {"Key": self._key(handle)}
+        if length is not None:
+            if length <= 0:
+                return b""
+            kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        try:
+            answer = self._call(what, "get_object", **kwargs)
+        except StorageError as exc:
+            if "InvalidRange" in exc.message:  # reading past the end: nothing there
+                return b""
+            raise
+        try:
+            body: bytes = answer["Body"].read()
+        except Exception as exc:
+            raise _translate(exc, what) from exc
+        declared = answer.get("ContentLength")
+        if declared is not None and declared != len(body):
+            raise TransientStorageError(f"{what}: the transfer was cut short")
+        return body
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        answer = self._call(f"stat {handle.kind}/{handle.name}", "head_object", Key=self._key(handle))
+        return ObjectInfo(handle.name, int(answer["ContentLength"]), _ns(answer["LastModified"]))
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind == "config":
+            if self.exists():
+                yield self.stat(Handle("config", "config"))
+            return
+        prefix = f"{self.where.prefix}{kind}/"
+        found: list[ObjectInfo] = []
+        # The whole listing is read before anything is yielded: an error on page 7 must not
+        # look like a repository that ends on page 6.
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.where.bucket, Prefix=prefix
+            ):
+                for item in page.get("Contents", []):
+                    rest = item["Key"][len(prefix):]
+                    sub, _, name = rest.rpartition("/")
+                    if not _NAME.match(name) or sub != (name[:2] if kind == "data" else ""):
+                        continue
+                    found.append(ObjectInfo(name, int(item["Size"]), _ns(item["LastModified"])))
+        except Exception as exc:
+            raise _translate(exc, f"listing {kind}") from exc
+        yield from found
+
+    def remove(self, handle: Handle) -> None:
+        what = f"removing {handle.kind}/{handle.name}"
+        self._call(what, "head_object", Key=self._key(handle))  # ObjectNotFound if absent
+        self._call(what, "delete_object", Key=self._key(handle))
+
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        return 0  # a PUT is atomic: an interrupted upload leaves nothing
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _ns(when: Any) -> int:
+    return int(when.timestamp() * 1_000_000_000)

@@ -1,0 +1,396 @@
+"""A repository on an SSH server over SFTP: a NAS on another floor, a provider's server.
+
+paramiko is the SSH library of the Python world: SSH2 and SFTP in Python on top of
+`cryptography`, which Coffre already uses, with no external program to drive. It reads
+OpenSSH's `known_hosts` files and talks to the SSH agent.
+
+- **Host keys** are checked against `~/.ssh/known_hosts` (or COFFRE_SSH_KNOWN_HOSTS) and
+  `/etc/ssh/ssh_known_hosts`. An unknown key is refused, and the message says how to accept
+  it; a changed key is refused as a possible attack.
+- **Authentication**: the SSH agent, then the user's default keys (`~/.ssh/id_ed25519`,
+  `id_ecdsa`, `id_rsa`), or the key COFFRE_SSH_KEY names. Never a password on the command
+  line.
+- **Writes**: to a temporary name beside the object (`.tmp-*`), then `fsync@openssh.com`
+  where the server offers it, a size check, and SFTP's plain RENAME. That RENAME refuses to
+  replace an existing name (OpenSSH implements it with link and unlink), so objects are
+  never overwritten. A cut connection leaves at most a temporary file, which prune removes.
+- **Connections**: one SSH connection, and one SFTP channel per thread. After a failure the
+  connection is dropped and the next attempt (storage/retry.py) opens a new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from coffre.core.errors import (
+    CoffreError,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StoragePermissionDenied,
+    TransientStorageError,
+)
+from coffre.storage.base import KINDS, Handle, ObjectInfo
+
+_TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"^[0-9a-f]{64}$")
+CONNECT_TIMEOUT_S = 20
+# A request that receives nothing for this long is stuck: the connection is dropped.
+IO_TIMEOUT_S = 120
+WRITE_BLOCK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SFTPLocation:
+    user: str
+    host: str
+    port: int
+    path: str  # absolute, or relative to the login folder
+
+    @property
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port != 22 else ""
+        path = self.path if self.path.startswith("/") else "/~/" + self.path
+        return f"sftp://{self.user}@{host}{port}{path}"
+
+
+class HostKeyError(StoragePermissionDenied):
+    pass
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            f"the SSH server {hostname} is not known: its key ({key.get_name()} "
+            f"{key.fingerprint}) is in no known_hosts file",
+            "check this fingerprint with the server's administrator, then accept it once with "
+            "'ssh -p PORT USER@HOST' or 'ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts'",
+        )
+
+
+def _io_error(exc: OSError, what: str) -> StorageError:
+    code = exc.errno
+    if code == errno.ENOENT:
+        return ObjectNotFound(f"{what}: not found")
+    if code in (errno.EACCES, errno.EPERM):
+        return StoragePermissionDenied(f"{what}: permission denied on the SSH server",
+                                       "check that the SSH user may write the repository folder")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{what}: no space left on the SSH server",
+                           "free space with 'coffre forget ... --prune' or grow the share")
+    return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+class SFTPBackend:
+    def __init__(self, where: SFTPLocation) -> None:
+        self.where = where
+        self.location = where.display
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._generation = 0
+        self._root: str | None = None
+
+    # -- connection -----------------------------------------------------------------------
+    def _connect(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        known = os.environ.get("COFFRE_SSH_KNOWN_HOSTS") or str(Path.home() / ".ssh" / "known_hosts")
+        for path in ("/etc/ssh/ssh_known_hosts", known):
+            if os.path.isfile(path):
+                client.load_system_host_keys(path)  # read only: Coffre never adds a key
+        client.set_missing_host_key_policy(_RejectUnknown())
+        key = os.environ.get("COFFRE_SSH_KEY")
+        try:
+            client.connect(
+                self.where.host, port=self.where.port, username=self.where.user,
+                key_filename=key or None, timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
+                auth_timeout=CONNECT_TIMEOUT_S, allow_agent=True, look_for_keys=not key,
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"the SSH server {self.where.host} presented a different key than the one known "
+                f"({exc.key.get_name()} {exc.key.fingerprint}): refused",
+                "if the server was really reinstalled, remove its old line from known_hosts "
+                "('ssh-keygen -R HOST') and accept the new key; otherwise this may be an attack",
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise StoragePermissionDenied(
+                f"the SSH server {self.where.host} refused the login of {self.where.user}",
+                "install the backup user's public key in the server's authorized_keys, load it "
+                "into ssh-agent, or name it with COFFRE_SSH_KEY",
+            ) from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise TransientStorageError(
+                f"cannot connect to the SSH server {self.where.host}:{self.where.port} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        return client
+
+    def _sftp(self) -> paramiko.SFTPClient:
+        """This thread's SFTP channel on the shared connection (opened on first use)."""
+        with self._lock:
+            if self._client is None or not self._transport_alive():
+                if self._client is not None:
+                    self._client.close()
+                self._client = self._connect()
+                self._generation += 1
+            client, generation = self._client, self._generation
+        sftp: paramiko.SFTPClient | None = getattr(self._local, "sftp", None)
+        if sftp is None or getattr(self._local, "generation", -1) != generation:
+            try:
+                sftp = client.open_sftp()
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                self._drop()
+                raise TransientStorageError(f"cannot open SFTP on {self.where.host} ({exc})") from None
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(IO_TIMEOUT_S)
+            self._local.sftp, self._local.generation = sftp, generation
+        return sftp
+
+    def _transport_alive(self) -> bool:
+        transport = self._client.get_transport() if self._client else None
+        return bool(transport and transport.is_active())
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _run(self, what: str, fn: Any) -> Any:
+        """fn(sftp) with failures as storage errors; a broken connection is dropped."""
+        sftp = self._sftp()
+        try:
+            return fn(sftp)
+        except StorageError:
+            raise
+        except OSError as exc:
+            if exc.errno is not None and not isinstance(exc, socket.timeout):
+                raise _io_error(exc, what) from exc
+            self._drop()
+            raise TransientStorageError(f"{what}: connection to the SSH server failed ({exc})") from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            self._drop()
+            raise TransientStorageError(f"{what}: connection to the SSH server failed ({exc})") from exc
+
+    # -- layout ---------------------------------------------------------------------------
+    def _base(self) -> str:
+        if self._root is None:
+            path = self.where.path
+            self._root = path if path.startswith("/") else self._run(
+                "finding the login folder", lambda s: s.normalize(".")) + "/" + path
+        return self._root
+
+    def _dir(self, kind: str, name: str = "") -> str:
+        if kind == "config":
+            return self._base()
+        if kind == "data":
+            return f"{self._base()}/data/{name[:2]}" if name else f"{self._base()}/data"
+        return f"{self._base()}/{kind}"
+
+    def _path(self, handle: Handle) -> str:
+        return f"{self._dir(handle.kind, handle.name)}/{handle.name}"
+
+    # -- contract -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            self.stat(Handle("config", "config"))
+        except ObjectNotFound:
+            return False
+        return True
+
+    def create(self) -> None:
+        def make(sftp: paramiko.SFTPClient) -> None:
+            base = self._base()
+            parts = base.strip("/").split("/")
+            for i in range(1, len(parts) + 1):
+                d = "/" + "/".join(parts[:i])
+                try:
+                    sftp.stat(d)
+                except FileNotFoundError:
+                    sftp.mkdir(d, 0o700)
+            if any(not n.startswith(".") for n in sftp.listdir(base)):
+                raise CoffreError(f"{self.location} is not empty",
+                                  "choose an empty folder or a new one for the repository")
+            for kind in KINDS:
+                if kind != "config":
+                    sftp.mkdir(f"{base}/{kind}", 0o700)
+
+        self._run(f"creating {self.location}", make)
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        what = f"writing {handle.kind}/{handle.name}"
+        body = bytes(data)
+        directory, final = self._dir(handle.kind, handle.name), self._path(handle)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            if self._same_or_raise(sftp, final, body, what):
+                return
+            tmp = f"{directory}/{_TMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                f = sftp.open(tmp, "wb")
+            except FileNotFoundError:  # a data/XX folder not made yet
+                try:
+                    sftp.mkdir(directory, 0o700)
+                except OSError:
+                    pass  # made meanwhile by another writer; the open below tells
+                f = sftp.open(tmp, "wb")
+            try:
+                with f:
+                    f.set_pipelined(True)
+                    for start in range(0, len(body), WRITE_BLOCK):
+                        f.write(body[start : start + WRITE_BLOCK])
+                    f.flush()
+                    self._fsync(sftp, f)
+                if sftp.stat(tmp).st_size != len(body):
+                    raise TransientStorageError(f"{what}: the server kept a different size")
+                try:
+                    sftp.rename(tmp, final)  # refuses an existing name: never overwrites
+                except OSError:
+                    if not self._same_or_raise(sftp, final, body, what):
+                        raise
+            finally:
+                try:
+                    sftp.remove(tmp)
+                except OSError:
+                    pass  # renamed (the usual case), or the connection is gone: prune cleans up
+
+        self._run(what, write)
+
+    @staticmethod
+    def _same_or_raise(sftp: paramiko.SFTPClient, path: str, body: bytes, what: str) -> bool:
+        """True if path holds exactly body; ObjectExists if it holds something else."""
+        try:
+            st = sftp.stat(path)
+        except FileNotFoundError:
+            return False
+        if st.st_size == len(body):
+            with sftp.open(path, "rb") as f:
+                if f.read(len(body) + 1) == body:
+                    return True
+        raise ObjectExists(f"{what}: a different object with this name exists")
+
+    @staticmethod
+    def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
+        """Ask the server to make the bytes durable before the rename publishes them.
+        paramiko has no call for OpenSSH's fsync extension; it is sent the way paramiko sends
+        posix-rename. A server without it answers with an error status (no errno): the write
+        then relies on the server's own flushing."""
+        try:
+            sftp._request(paramiko.sftp.CMD_EXTENDED, "fsync@openssh.com", f.handle)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        what = f"reading {handle.kind}/{handle.name}"
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            with sftp.open(self._path(handle), "rb") as f:
+                size = f.stat().st_size
+                end = size if length is None else min(size, offset + length)
+                if end <= offset:
+                    return b""
+                # readv pipelines the requests: one round trip, not one per 32 KiB.
+                data = b"".join(f.readv([(offset, end - offset)]))
+            if len(data) != end - offset:
+                raise TransientStorageError(f"{what}: the transfer was cut short")
+            return data
+
+        result: bytes = self._run(what, read)
+        return result
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        st = self._run(f"stat {handle.kind}/{handle.name}", lambda s: s.stat(self._path(handle)))
+        return ObjectInfo(handle.name, int(st.st_size or 0), int(st.st_mtime or 0) * 1_000_000_000)
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind == "config":
+            if self.exists():
+                yield self.stat(Handle("config", "config"))
+            return
+
+        def listing(sftp: paramiko.SFTPClient) -> list[ObjectInfo]:
+            base = self._dir(kind)
+            try:
+                top = sftp.listdir_attr(base)
+            except FileNotFoundError:
+                return []
+            found: list[ObjectInfo] = []
+            folders = [(base, top)]
+            if kind == "data":
+                folders = []
+                for entry in sorted(top, key=lambda e: e.filename):
+                    if len(entry.filename) == 2 and stat.S_ISDIR(entry.st_mode or 0):
+                        try:
+                            folders.append((entry.filename, sftp.listdir_attr(f"{base}/{entry.filename}")))
+                        except FileNotFoundError:
+                            continue  # emptied and removed meanwhile
+            for folder, entries in folders:
+                for e in entries:
+                    if not _NAME.match(e.filename) or not stat.S_ISREG(e.st_mode or 0):
+                        continue
+                    if kind == "data" and e.filename[:2] != folder:
+                        continue
+                    found.append(ObjectInfo(e.filename, int(e.st_size or 0),
+                                            int(e.st_mtime or 0) * 1_000_000_000))
+            return found
+
+        yield from self._run(f"listing {kind}", listing)
+
+    def remove(self, handle: Handle) -> None:
+        self._run(f"removing {handle.kind}/{handle.name}", lambda s: s.remove(self._path(handle)))
+
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        def clean(sftp: paramiko.SFTPClient) -> int:
+            removed = 0
+            folders = [self._base(), *(self._dir(k) for k in KINDS if k not in ("config", "data"))]
+            try:
+                folders += [f"{self._dir('data')}/{e.filename}" for e in sftp.listdir_attr(self._dir("data"))
+                            if len(e.filename) == 2]
+            except FileNotFoundError:
+                pass
+            for folder in folders:
+                try:
+                    entries = sftp.listdir_attr(folder)
+                except FileNotFoundError:
+                    continue
+                for e in entries:
+                    old = (e.st_mtime or 0) * 1_000_000_000 < older_than_ns
+                    if e.filename.startswith(_TMP_PREFIX) and old:
+                        try:
+                            sftp.remove(f"{folder}/{e.filename}")
+                            removed += 1
+                        except FileNotFoundError:
+                            continue
+            return removed
+
+        result: int = self._run("removing partial uploads", clean)
+        return result
+
+    def close(self) -> None:
+        self._drop()

