@@ -31,6 +31,12 @@ ZERO = bytes(16 * 1024 * 1024)
 BATCH_FILES = 64
 BATCH_BYTES = 8 * 1024 * 1024
 RANGE_BLOBS = 8
+# Remote storage: each request is a round trip, so tasks are larger (fewer requests, see
+# Repository.load_many) and more of them wait on the network at once.
+REMOTE_WORKERS = 8
+REMOTE_BATCH_FILES = 512
+REMOTE_BATCH_BYTES = 32 * 1024 * 1024
+REMOTE_RANGE_BLOBS = 64
 
 
 @dataclass
@@ -73,12 +79,17 @@ class Restorer:
         self.stats = RestoreStats()
         self.excluder = Excluder(opts.excludes)
         self.root = os.fsencode(os.path.abspath(opts.target))
+        remote = repo.backend.remote
+        self.workers = max(opts.workers, REMOTE_WORKERS) if remote else opts.workers
+        self.batch_files = REMOTE_BATCH_FILES if remote else BATCH_FILES
+        self.batch_bytes = REMOTE_BATCH_BYTES if remote else BATCH_BYTES
+        self.range_blobs = REMOTE_RANGE_BLOBS if remote else RANGE_BLOBS
         self._dirs: list[tuple[bytes, Node]] = []
         self._links: list[tuple[bytes, Node]] = []
         self._first_link: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
         self._is_root = os.geteuid() == 0
-        self._slots = threading.BoundedSemaphore(opts.workers * 4)
+        self._slots = threading.BoundedSemaphore(self.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
         self._fresh: set[bytes] = set()
@@ -116,7 +127,7 @@ class Restorer:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
-        with ThreadPoolExecutor(self.opts.workers, thread_name_prefix="restore") as pool:
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
             futures: list[Future[None]] = []
             self._restore_dir(pool, futures, snap.tree, self.root, "")
             self._flush_batch(pool, futures)
@@ -174,12 +185,12 @@ class Restorer:
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
     ) -> None:
-        if len(node.content) > RANGE_BLOBS:
+        if len(node.content) > self.range_blobs:
             self._submit_large(pool, futures, path, node)
             return
         self._batch.append((path, node))
         self._batch_bytes += node.size
-        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+        if len(self._batch) >= self.batch_files or self._batch_bytes >= self.batch_bytes:
             self._flush_batch(pool, futures)
 
     def _flush_batch(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
@@ -229,13 +240,13 @@ class Restorer:
             os.close(fd)
             self._problem(path, exc)
             return
-        starts = range(0, len(node.content), RANGE_BLOBS)
+        starts = range(0, len(node.content), self.range_blobs)
         job = _LargeFile(path, node, fd, len(starts))
         offset = 0
         for start in starts:
             self._queue(pool, futures, self._restore_range, job, offset,
-                        node.content[start : start + RANGE_BLOBS])
-            offset += sum(lengths[start : start + RANGE_BLOBS])
+                        node.content[start : start + self.range_blobs])
+            offset += sum(lengths[start : start + self.range_blobs])
 
     def _restore_range(self, job: _LargeFile, offset: int, ids: list[bytes]) -> None:
         try:

@@ -32,10 +32,12 @@ from coffre.format.index import decode_index, encode_index
 from coffre.format.snapshot import Snapshot
 from coffre.repository import keyring
 from coffre.repository.index import Location, MasterIndex
+from coffre.repository.window import PackWindows
 from coffre.storage.base import Backend, Handle
 
 # Blobs of one pack closer than this are read with one request (the gap is read and dropped).
 MERGE_GAP = 256 * 1024
+REMOTE_MERGE_GAP = 8 * 1024 * 1024  # a round trip costs more than reading a few MiB more
 MAX_RUN = 32 * 1024 * 1024
 
 
@@ -150,6 +152,9 @@ class Repository:
         self.crypter = Crypter(self.keys, config.id)
         self.index = MasterIndex()
         self.key_slot_id = ""
+        # Remote storage: single blobs (a backup's delta bases) are read by windows.
+        self.windows = PackWindows(backend) if backend.remote else None
+        self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
 
     # -- creating and opening ----------------------------------------------------------------
     @classmethod
@@ -340,9 +345,12 @@ class Repository:
         errors: list[str] = []
         for cand in [loc, *[c for c in self.index.locations(blob_id) if c.pack != loc.pack]]:
             try:
-                envelope = self.backend.load(
-                    Handle("data", cand.pack.hex()), cand.entry.offset, cand.entry.length
-                )
+                if self.windows is not None and cand is loc:
+                    envelope = self.windows.read(cand.pack, cand.entry.offset, cand.entry.length)
+                else:
+                    envelope = self.backend.load(
+                        Handle("data", cand.pack.hex()), cand.entry.offset, cand.entry.length
+                    )
                 return self.decode_blob(cand.entry, envelope, verify=verify)
             except (FormatError, ObjectNotFound) as exc:
                 errors.append(f"pack {cand.pack.hex()[:12]}: {exc.message}")
@@ -377,7 +385,7 @@ class Repository:
             if run and (
                 item is None
                 or item[0] != run[0][0]
-                or item[1] > _end(run[-1][3]) + MERGE_GAP
+                or item[1] > _end(run[-1][3]) + self.merge_gap
                 or _end(item[3]) - run[0][1] > MAX_RUN
             ):
                 self._read_run(run, blob_ids, out, verify, bases or {})

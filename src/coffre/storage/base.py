@@ -39,9 +39,11 @@ class Backend(Protocol):
     - stat / list: size and modification time as the storage sees it (storage time).
     - remove: ObjectNotFound if absent (callers deleting garbage may ignore it).
     - location: a human description, never containing credentials.
+    - remote: each request is a network round trip (callers then read in larger pieces).
     """
 
     location: str
+    remote: bool
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None: ...
 

@@ -25,6 +25,7 @@ class CachedBackend:
     def __init__(self, inner: Backend, directory: Path) -> None:
         self.inner = inner
         self.location = inner.location
+        self.remote = inner.remote
         self.dir = directory
         self.hits = 0
 

@@ -28,6 +28,7 @@ class KillSwitchBackend:
             raise ValueError(f"unknown crash phase {phase!r}")
         self.inner = inner
         self.location = inner.location
+        self.remote = inner.remote
         self.at = at
         self.phase = phase
         self.count = 0

@@ -97,6 +97,8 @@ def _reply_error(exc: ftplib.Error, what: str) -> StorageError:
 
 
 class FTPBackend:
+    remote = True
+
     def __init__(self, where: FTPLocation) -> None:
         self.where = where
         self.location = where.display

@@ -54,6 +54,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalBackend:
+    remote = False
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)

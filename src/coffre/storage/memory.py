@@ -11,6 +11,8 @@ from coffre.storage.base import Handle, ObjectInfo
 
 
 class MemoryBackend:
+    remote = False
+
     def __init__(self) -> None:
         self.location = "memory"
         self._objects: dict[tuple[str, str], tuple[bytes, int]] = {}

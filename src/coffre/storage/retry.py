@@ -35,6 +35,7 @@ class RetryBackend:
     ) -> None:
         self.inner = inner
         self.location = inner.location
+        self.remote = inner.remote
         self.attempts = attempts
         self.sleep = sleep
         self.warn = warn

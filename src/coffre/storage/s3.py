@@ -110,6 +110,8 @@ def _translate(exc: Exception, what: str) -> StorageError:
 
 
 class S3Backend:
+    remote = True
+
     def __init__(self, where: S3Location, client: Any | None = None) -> None:
         self.where = where
         self.location = where.display

@@ -96,6 +96,8 @@ def _io_error(exc: OSError, what: str) -> StorageError:
 
 
 class SFTPBackend:
+    remote = True
+
     def __init__(self, where: SFTPLocation) -> None:
         self.where = where
         self.location = where.display

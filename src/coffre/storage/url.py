@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # boto3 and paramiko are imported only when a remote reposito
     from coffre.storage.sftp import SFTPLocation
 
 SCHEMES = ("s3", "s3+http")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,62}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")  # S3 naming rules
 
 
 def is_url(location: str) -> bool:

@@ -1,0 +1,162 @@
+"""Coffre and restic backing up to the same S3 server, in one run: SeaweedFS on 127.0.0.1,
+reached through a counting proxy, so each step reports its wall time, the requests it made and
+the bytes it sent (what would cross the pharmacy's uplink) and received.
+
+    python bench/remote.py                      # the ~2 GiB data set
+    python bench/remote.py --size-mib 64        # quicker
+
+Steps for each tool, on a fresh copy of the pristine tree and a fresh bucket: init, initial
+backup, backup with nothing changed, one day of activity then backup, full restore (compared
+byte for byte). The page cache is dropped before each step when run as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the real-server launchers
+
+from proxy import CountingProxy
+from run import SHARED_BENCH, drop_caches, identical, timed, tree_sizes
+from tools import ensure_installed
+
+from servers import SeaweedFS
+
+STEPS = ("initial backup", "unchanged backup", "backup after one day", "restore")
+CUT_AT = 0.5  # the interrupted first backup is killed once this share of the data is sent
+
+
+def interrupted_first_backup(name: str, proxy: CountingProxy, env: dict[str, str], source: Path,
+                             full: int) -> float:
+    """Kill a first backup once CUT_AT of `full` bytes are sent, run it again: what the second
+    run sends, as a share of a whole first backup."""
+    import signal
+    import time
+
+    argv = tool_commands(name, source, source)
+    run_env = {**os.environ, **env}
+    subprocess.run(argv["init"], env=run_env, check=True, capture_output=True)
+    start = proxy.counts.snapshot()[1]
+    proc = subprocess.Popen(argv["backup"], env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proxy.counts.snapshot()[1] - start < CUT_AT * full and proc.poll() is None:
+        time.sleep(0.02)  # watching the bytes sent
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if name == "restic":  # restic refuses to run while the dead process's lock is fresh
+        subprocess.run(["restic", "unlock", "-q"], env=run_env, check=True, capture_output=True)
+    before = proxy.counts.snapshot()[1]
+    subprocess.run(argv["backup"], env=run_env, check=True, capture_output=True)
+    return (proxy.counts.snapshot()[1] - before) / full
+
+
+def tool_commands(name: str, source: Path, target: Path) -> dict[str, list[str]]:
+    if name == "coffre":
+        base = [sys.executable, "-m", "coffre"]
+        return {"init": [*base, "init"], "backup": [*base, "backup", "--host", "bench", str(source)],
+                "restore": [*base, "restore", "latest", "--target", str(target)]}
+    return {"init": ["restic", "init", "-q"],
+            "backup": ["restic", "backup", "-q", "--host", "bench", str(source)],
+            "restore": ["restic", "restore", "-q", "latest", "--target", str(target)]}
+
+
+def tool_env(name: str, port: int, home: Path) -> dict[str, str]:
+    password = home / "password"
+    password.write_text("benchmark password\n")
+    if name == "coffre":
+        return {"COFFRE_REPOSITORY": f"s3+http://127.0.0.1:{port}/coffre-bench/repo",
+                "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache")}
+    return {"RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{port}/restic-bench",
+            "RESTIC_PASSWORD_FILE": str(password), "RESTIC_CACHE_DIR": str(home / "cache")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
+    ap.add_argument("--tools", default="coffre,restic")
+    args = ap.parse_args(argv)
+    tools = [t for t in args.tools.split(",") if t]
+    ensure_installed([t for t in tools if t != "coffre"])
+    label = f"{args.size_mib or 2048}mib-default"
+    pristine = args.out / f"pristine-{label}"
+    if not (pristine / "pharmacy-server").exists():
+        gen = [sys.executable, str(SHARED_BENCH / "make_dataset.py"), "--out", str(pristine), "--force"]
+        gen += ["--size-mib", str(args.size_mib)] if args.size_mib else []
+        subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
+    source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
+    server_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-", dir=args.out))
+    server = SeaweedFS.start(server_dir)
+    proxy = CountingProxy(server.port)
+    rows: list[tuple[str, str, float, dict[str, int], int, int]] = []
+    resumed: dict[str, float] = {}
+    try:
+        for name in tools:
+            home = args.out / "remote" / name
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            work = home / "work"
+            work.mkdir()
+            subprocess.run(["cp", "-a", str(pristine / "pharmacy-server"), str(work)], check=True)
+            source, target = work / "pharmacy-server", home / "restored"
+            env = {**server.env(), **tool_env(name, proxy.port, home)}
+            cmds = tool_commands(name, source, target)
+            subprocess.run(cmds["init"], env={**os.environ, **env}, check=True, capture_output=True)
+            for step in STEPS:
+                if step == "backup after one day":
+                    subprocess.run([sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root",
+                                    str(source)], check=True, stdout=subprocess.DEVNULL)
+                drop_caches()
+                before = proxy.counts.snapshot()
+                argv = cmds["restore" if step == "restore" else "backup"]
+                measure = timed(argv, env, home)
+                after = proxy.counts.snapshot()
+                requests = {k: v - before[0].get(k, 0) for k, v in after[0].items()
+                            if v - before[0].get(k, 0)}
+                sent, received = after[1] - before[1], after[2] - before[2]
+                rows.append((name, step, measure.wall, requests, sent, received))
+                print(f"{name} {step}: {measure.wall:.2f}s, {sum(requests.values())} requests {requests}, "
+                      f"sent {sent / 1e6:.1f} MB, received {received / 1e6:.1f} MB", flush=True)
+            same = identical(source, target / str(source).lstrip("/"))
+            print(f"{name} restore identical: {same}", flush=True)
+            full = next(r[4] for r in rows if r[0] == name and r[1] == "initial backup")
+            resume_env = {**env, **tool_env(name, proxy.port, home)}
+            if name == "coffre":
+                resume_env["COFFRE_REPOSITORY"] += "-resume"
+            else:
+                resume_env["RESTIC_REPOSITORY"] += "-resume"
+            resumed[name] = interrupted_first_backup(
+                name, proxy, resume_env, pristine / "pharmacy-server", full)
+            print(f"{name} first backup cut at {CUT_AT:.0%}, run again: the second run sent "
+                  f"{resumed[name]:.0%} of a whole first backup", flush=True)
+            shutil.rmtree(home, ignore_errors=True)
+    finally:
+        proxy.stop()
+        server.stop()
+        shutil.rmtree(server_dir, ignore_errors=True)
+    print()
+    print(f"data set: {source_bytes / 1e6:.0f} MB; S3: SeaweedFS on 127.0.0.1 through a counting proxy")
+    header = f"{'step':<22}" + "".join(f"{t:>40}" for t in tools)
+    print(header + ("   coffre/restic (time, sent)" if len(tools) == 2 else ""))
+    print("-" * len(header))
+    for step in STEPS:
+        cells = {r[0]: r for r in rows if r[1] == step}
+        line = f"{step:<22}" + "".join(
+            f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up':>40}" for c in cells.values())
+        if len(cells) == 2 and "coffre" in cells and "restic" in cells:
+            co, re_ = cells["coffre"], cells["restic"]
+            line += f"   {co[2] / re_[2]:.2f}  {co[4] / max(re_[4], 1):.2f}"
+        print(line)
+    print(f"{'rerun after a cut at 50%':<22}" + "".join(f"{f'{resumed[t]:.0%} of a full backup sent':>40}"
+                                                        for t in tools if t in resumed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
