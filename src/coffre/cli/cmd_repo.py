@@ -10,9 +10,11 @@ from coffre.cli.context import (
     add_repo_options,
     backend_for,
     open_repo,
+    open_repo_at,
     password,
     read_secret_file,
     repo_location,
+    source_password,
 )
 from coffre.cli.output import emit_json, say, table
 from coffre.compress import DEFAULT_LEVEL
@@ -57,6 +59,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
                    help=f"zstd level for new data, 1-19 (default {DEFAULT_LEVEL}: fastest; "
                         "deltas always use 3 or more)")
+    p.add_argument("--copy-chunking-from", metavar="REPO",
+                   help="share this repository's chunking and content keys, so copies between the "
+                        "two send only new data (its password: --from-password-file, "
+                        "COFFRE_FROM_PASSWORD_FILE or a prompt)")
+    p.add_argument("--from-password-file", help="password file of the --copy-chunking-from repository")
     p.set_defaults(func=cmd_init)
 
     k = sub.add_parser("key", help="manage the passwords and recovery keys that open the repository")
@@ -91,11 +98,15 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError("--pack-size must be between 1 and 256 MiB")
     if not 1 <= args.compression_level <= 19:
         raise UsageError("--compression-level must be between 1 and 19")
+    source = None
+    if args.copy_chunking_from:
+        source = open_repo_at(args.copy_chunking_from, lambda: source_password(args), args.insecure_ftp)
     secret = password(args, confirm=True, prompt="New repository password: ")
     sheet = _open_sheet(args.recovery_sheet) if args.recovery_sheet else None
     try:
         repo, recovery = Repository.init(
-            backend, secret, pack_size=args.pack_size * 1024 * 1024, compression_level=args.compression_level
+            backend, secret, pack_size=args.pack_size * 1024 * 1024, compression_level=args.compression_level,
+            chunker=source.config.chunker if source else None, master=source.master if source else None,
         )
     except BaseException:
         if sheet is not None:
@@ -103,6 +114,9 @@ def cmd_init(args: argparse.Namespace) -> int:
             os.unlink(args.recovery_sheet)
         raise
     say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
+    if source is not None:
+        say(f"it shares the chunking and keys of {source.backend.location}: copies between them send "
+            "only new data, and that repository's key also opens the data of this one")
     say("")
     say("Recovery key (shown only now; it opens the repository if the password is lost):")
     say("")

@@ -8,7 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from coffre.core.errors import CoffreError, NoRepositoryError, UsageError
@@ -71,23 +71,34 @@ def _decode_secret(raw: bytes, where: str) -> str:
         raise CoffreError(f"{where} is not UTF-8 text") from None
 
 
-def _from_command(cmd: str) -> str:
+def _from_command(cmd: str, name: str) -> str:
     try:
         out = subprocess.run(shlex.split(cmd), capture_output=True, check=False, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CoffreError(f"COFFRE_PASSWORD_COMMAND could not run: {type(exc).__name__}") from None
+        raise CoffreError(f"{name} could not run: {type(exc).__name__}") from None
     if out.returncode != 0:
-        raise CoffreError(f"COFFRE_PASSWORD_COMMAND failed with exit status {out.returncode}")
-    return _decode_secret(out.stdout, "the output of COFFRE_PASSWORD_COMMAND")
+        raise CoffreError(f"{name} failed with exit status {out.returncode}")
+    return _decode_secret(out.stdout, f"the output of {name}")
 
 
 def password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Password: ") -> str:
     """From --password-file, COFFRE_PASSWORD_FILE, COFFRE_PASSWORD_COMMAND or a prompt."""
-    path = getattr(args, "password_file", None) or os.environ.get("COFFRE_PASSWORD_FILE")
+    return secret_from(getattr(args, "password_file", None), "COFFRE_PASSWORD", confirm, prompt)
+
+
+def source_password(args: argparse.Namespace) -> str:
+    """The password of a second, source repository (copy, init --copy-chunking-from): from
+    --from-password-file, COFFRE_FROM_PASSWORD_FILE, COFFRE_FROM_PASSWORD_COMMAND or a prompt."""
+    return secret_from(getattr(args, "from_password_file", None), "COFFRE_FROM_PASSWORD", False,
+                       "Password of the source repository: ")
+
+
+def secret_from(path: str | None, env: str, confirm: bool, prompt: str) -> str:
+    path = path or os.environ.get(f"{env}_FILE")
     if path:
         secret = read_secret_file(path)
-    elif os.environ.get("COFFRE_PASSWORD_COMMAND"):
-        secret = _from_command(os.environ["COFFRE_PASSWORD_COMMAND"])
+    elif os.environ.get(f"{env}_COMMAND"):
+        secret = _from_command(os.environ[f"{env}_COMMAND"], f"{env}_COMMAND")
     else:
         secret = prompt_secret(prompt, confirm)
     if not secret:
@@ -108,8 +119,12 @@ def prompt_secret(prompt: str, confirm: bool) -> str:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    location = repo_location(args)
-    backend = backend_for(location, getattr(args, "insecure_ftp", False))
+    return open_repo_at(repo_location(args), lambda: password(args), getattr(args, "insecure_ftp", False))
+
+
+def open_repo_at(location: str, secret: Callable[[], str], insecure_ftp: bool = False) -> Repository:
+    """The repository at a location; the password is asked only once it is known to be one."""
+    backend = backend_for(location, insecure_ftp)
     if not backend.exists():
         raise NoRepositoryError(
             f"{backend.location} is not a Coffre repository",
@@ -122,7 +137,7 @@ def open_repo(args: argparse.Namespace) -> Repository:
     if is_url(location):
         # Remote metadata is kept locally so a daily backup does not download it again.
         backend = CachedBackend(backend, cache_root() / config.id.hex() / "objects")
-    return Repository.open(backend, password(args))
+    return Repository.open(backend, secret())
 
 
 def load_index(repo: Repository) -> None:

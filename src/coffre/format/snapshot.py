@@ -21,6 +21,7 @@ class Snapshot:
     summary: dict[str, int] = field(default_factory=dict)
     program: str = ""
     parent: str = ""  # the snapshot whose files served as delta bases, if any
+    original: str = ""  # for a copy (coffre copy): the id of the snapshot it was copied from
     id: str = ""  # the storage name; not part of the encoding
 
     def to_bytes(self) -> bytes:
@@ -37,6 +38,7 @@ class Snapshot:
                 "summary": self.summary,
                 "program": self.program,
                 "parent": self.parent,
+                **({"original": self.original} if self.original else {}),
             }
         )
 
@@ -59,5 +61,6 @@ class Snapshot:
             summary=summary,
             program=want(d.get("program", ""), str, "program"),
             parent=want(d.get("parent", ""), str, "parent"),
+            original=want(d.get("original", ""), str, "original"),
             id=snap_id,
         )

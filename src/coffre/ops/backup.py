@@ -27,19 +27,17 @@ from typing import IO, Any, BinaryIO, TypeVar
 from coffre import __version__
 from coffre.chunker import Chunker, is_page_structured
 from coffre.chunker.align import Aligner
-from coffre.core.errors import CoffreError, ObjectNotFound
+from coffre.core.errors import CoffreError
 from coffre.crypto import aead
-from coffre.format.pack import MAX_TREE_RAW, BlobEntry
+from coffre.format.pack import MAX_TREE_RAW
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
-from coffre.ops.common import Problems, Reporter, quiet
+from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
 from coffre.ops.previous import PreviousVersions, find_parent
 from coffre.repository.cache import RepoCache
-from coffre.repository.index import MasterIndex
 from coffre.repository.locks import Lock
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
-from coffre.repository.trash import load_trash
 from coffre.sources.files import Excluder, node_from_stat
 from coffre.sources.prefetch import Prefetcher, ReadAhead
 
@@ -587,34 +585,7 @@ class Backup:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _rescue_if_pruned(self) -> None:
-        """If a prune rewrote the index while we ran, blobs we deduplicated against may have
-        been moved to the trash. Re-publish the packs that hold them before committing."""
-        current = set(self.repo.list_names("index"))
-        if self.repo.index.loaded_files <= current:
-            return
-        fresh = MasterIndex()
-        self.repo.load_index(into=fresh)
-        missing = {b for b in self.used if b not in fresh}
-        if not missing:
-            return
-        rescued: dict[bytes, list[BlobEntry]] = {}
-        for record in load_trash(self.repo):
-            for pack_id in record.packs:
-                try:
-                    entries = self.repo.read_pack_header(pack_id)
-                except ObjectNotFound:
-                    continue
-                if any(e.id in missing for e in entries):
-                    rescued[pack_id] = entries
-                    missing -= {e.id for e in entries}
-        if missing:
-            raise CoffreError(
-                f"{len(missing)} pieces of data this backup relies on were deleted meanwhile",
-                "run the backup again",
-            )
-        if rescued:
-            self.repo.save_index(rescued)
-            self.report(f"re-published {len(rescued)} pack(s) that a concurrent prune had trashed")
+        rescue_if_pruned(self.repo, self.used, self.report)
 
 
 class _CountingReader:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository
+from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository, ObjectNotFound
+from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, decode_tree, validate_name
+from coffre.repository.index import MasterIndex
 from coffre.repository.repo import Repository
+from coffre.repository.trash import load_trash
 
 Reporter = Callable[[str], None]
 
@@ -43,8 +46,9 @@ def find_snapshot(
     return matches[0]
 
 
-def load_tree(repo: Repository, tree_id: bytes) -> list[Node]:
-    nodes = decode_tree(repo.load_blob(tree_id))
+def load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list[Node]:
+    """A folder's entries, validated; `data`: the tree's bytes when already read (load_many)."""
+    nodes = decode_tree(data if data is not None else repo.load_blob(tree_id))
     names = set()
     for n in nodes:
         validate_name(n.name)
@@ -98,3 +102,35 @@ class Problems:
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def rescue_if_pruned(repo: Repository, used: set[bytes], report: Reporter) -> None:
+    """Before a commit: if a prune rewrote the index while we ran, blobs we deduplicated
+    against may have been moved to the trash. Re-publish the packs that hold them
+    (docs/design.md §6.5); fail if some are already gone."""
+    current = set(repo.list_names("index"))
+    if repo.index.loaded_files <= current:
+        return
+    fresh = MasterIndex()
+    repo.load_index(into=fresh)
+    missing = {b for b in used if b not in fresh}
+    if not missing:
+        return
+    rescued: dict[bytes, list[BlobEntry]] = {}
+    for record in load_trash(repo):
+        for pack_id in record.packs:
+            try:
+                entries = repo.read_pack_header(pack_id)
+            except ObjectNotFound:
+                continue
+            if any(e.id in missing for e in entries):
+                rescued[pack_id] = entries
+                missing -= {e.id for e in entries}
+    if missing:
+        raise CoffreError(
+            f"{len(missing)} pieces of data this run relies on were deleted meanwhile",
+            "run it again",
+        )
+    if rescued:
+        repo.save_index(rescued)
+        report(f"re-published {len(rescued)} pack(s) that a concurrent prune had trashed")

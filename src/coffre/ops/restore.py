@@ -37,6 +37,7 @@ REMOTE_WORKERS = 8
 REMOTE_BATCH_FILES = 512
 REMOTE_BATCH_BYTES = 32 * 1024 * 1024
 REMOTE_RANGE_BLOBS = 64
+TREE_GAP = 64 * 1024
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Restorer:
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
         self._fresh: set[bytes] = set()
+        self._read_trees: dict[bytes, bytes] = {}  # subfolder listings read ahead (remote)
         self._batch_bytes = 0
 
     # -- selection ------------------------------------------------------------------------------
@@ -146,10 +148,12 @@ class Restorer:
         dest: bytes, prefix: str,
     ) -> None:
         try:
-            nodes = load_tree(self.repo, tree_id)
+            nodes = load_tree(self.repo, tree_id, self._read_trees.pop(tree_id, None))
         except CoffreError as exc:  # a damaged folder listing: the rest is still restored
             self._problem(dest, CoffreError(f"folder contents cannot be read ({exc.message}); skipped"))
             return
+        if self.repo.backend.remote:
+            self._prefetch_subtrees(nodes)
         for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
             out = dest + b"/" + node.name
@@ -181,6 +185,17 @@ class Restorer:
                 self._submit(pool, futures, out, node)
             else:
                 self._restore_special(out, node)
+
+    def _prefetch_subtrees(self, nodes: list[Node]) -> None:
+        """Remote storage: read a folder's subfolder listings together (grouped by pack)
+        rather than one round trip each; what cannot be read is read again, and reported,
+        when its folder comes."""
+        ids = [n.subtree for n in nodes if n.type == "dir" and n.subtree is not None]
+        if len(ids) > 1:
+            # Folder listings lie among the data: merging only close ones reads little else.
+            for tree_id, data in zip(ids, self.repo.load_many(ids, gap=TREE_GAP), strict=True):
+                if isinstance(data, bytes):
+                    self._read_trees[tree_id] = data
 
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node

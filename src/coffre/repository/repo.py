@@ -152,7 +152,7 @@ class Repository:
         self.crypter = Crypter(self.keys, config.id)
         self.index = MasterIndex()
         self.key_slot_id = ""
-        # Remote storage: single blobs (a backup's delta bases) are read by windows.
+        # Remote storage: single data blobs (a backup's delta bases) are read by windows.
         self.windows = PackWindows(backend) if backend.remote else None
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
 
@@ -166,13 +166,16 @@ class Repository:
         chunker: ChunkerParams | None = None,
         compression_level: int = DEFAULT_LEVEL,
         pack_size: int = DEFAULT_PACK_SIZE,
+        master: bytes | None = None,
     ) -> tuple[Repository, str]:
-        """Create a repository. Returns it and the printable recovery key (shown once)."""
+        """Create a repository. Returns it and the printable recovery key (shown once).
+        `master`: another repository's secret, shared so both cut and name data alike
+        (init --copy-chunking-from); a fresh random one otherwise."""
         clock = clock or SystemClock()
         if backend.exists():
             raise CoffreError(f"{backend.location} already holds a Coffre repository")
         backend.create()
-        master = os.urandom(32)
+        master = master if master is not None else os.urandom(32)
         cfg = Config(
             id=os.urandom(16),
             version=FORMAT_VERSION,
@@ -345,7 +348,9 @@ class Repository:
         errors: list[str] = []
         for cand in [loc, *[c for c in self.index.locations(blob_id) if c.pack != loc.pack]]:
             try:
-                if self.windows is not None and cand is loc:
+                # Windows for data (a backup's delta bases follow each other), not for trees,
+                # which are scattered among the data: a window would be read for each.
+                if self.windows is not None and cand is loc and cand.entry.kind == aead.KIND_DATA:
                     envelope = self.windows.read(cand.pack, cand.entry.offset, cand.entry.length)
                 else:
                     envelope = self.backend.load(
@@ -356,21 +361,30 @@ class Repository:
                 errors.append(f"pack {cand.pack.hex()[:12]}: {exc.message}")
         raise IntegrityError(f"blob {blob_id.hex()[:12]} cannot be read: " + "; ".join(errors))
 
-    def load_many(self, blob_ids: list[bytes]) -> list[bytes | CoffreError]:
+    def read_envelope(self, loc: Location) -> bytes:
+        """The stored (encrypted) form of one blob, as is: the caller authenticates it."""
+        if self.windows is not None:
+            return self.windows.read(loc.pack, loc.entry.offset, loc.entry.length)
+        return self.backend.load(Handle("data", loc.pack.hex()), loc.entry.offset, loc.entry.length)
+
+    def load_many(self, blob_ids: list[bytes], gap: int | None = None) -> list[bytes | CoffreError]:
         """Several blobs (and the bases of the deltas among them), reading the neighbours that
-        share a pack with one request. Each result is the blob, or why it cannot be read."""
+        share a pack with one request (blobs up to `gap` bytes apart; by default wider on
+        remote storage). Each result is the blob, or why it cannot be read."""
         bases: dict[bytes, bytes] = {}
         # Only plain data blobs serve as bases; decode_blob reports any other (load_base).
         wanted = sorted({b for b in map(self.index.base_of, blob_ids) if b and self.index.plain_data(b)})
         if wanted:
-            for base_id, got in zip(wanted, self._load_located(wanted, verify=False), strict=True):
+            for base_id, got in zip(wanted, self._load_located(wanted, gap, verify=False), strict=True):
                 if isinstance(got, bytes):
                     bases[base_id] = got
-        return self._load_located(blob_ids, bases=bases)
+        return self._load_located(blob_ids, gap, bases=bases)
 
     def _load_located(
-        self, blob_ids: list[bytes], verify: bool = True, bases: dict[bytes, bytes] | None = None
+        self, blob_ids: list[bytes], gap: int | None, verify: bool = True,
+        bases: dict[bytes, bytes] | None = None,
     ) -> list[bytes | CoffreError]:
+        gap = self.merge_gap if gap is None else gap
         out: list[bytes | CoffreError | None] = [None] * len(blob_ids)
         located = []
         for i, blob_id in enumerate(blob_ids):
@@ -385,7 +399,7 @@ class Repository:
             if run and (
                 item is None
                 or item[0] != run[0][0]
-                or item[1] > _end(run[-1][3]) + self.merge_gap
+                or item[1] > _end(run[-1][3]) + gap
                 or _end(item[3]) - run[0][1] > MAX_RUN
             ):
                 self._read_run(run, blob_ids, out, verify, bases or {})

@@ -1,0 +1,65 @@
+"""`coffre copy`: snapshots from one repository to another (3-2-1)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo_at, password, source_password
+from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.core.errors import UsageError
+from coffre.ops.common import find_snapshot
+from coffre.ops.copy import Copier
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("copy", help="copy snapshots to another repository, sending only what it lacks")
+    add_repo_options(p)
+    p.add_argument("--from", dest="source", help="the repository to copy from (or COFFRE_FROM_REPOSITORY)")
+    p.add_argument("--to", dest="target", help="the repository to copy to (or --repo, COFFRE_REPOSITORY)")
+    p.add_argument("--from-password-file",
+                   help="password of the source (or COFFRE_FROM_PASSWORD_FILE, COFFRE_FROM_PASSWORD_COMMAND)")
+    p.add_argument("snapshots", nargs="*", help="snapshot ids or 'latest' (default: every snapshot)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_copy)
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    source = args.source or os.environ.get("COFFRE_FROM_REPOSITORY")
+    target = args.target or args.repo or os.environ.get("COFFRE_REPOSITORY")
+    if not source or not target:
+        raise UsageError("copy needs a source and a destination", "use --from REPO_A --to REPO_B")
+    if _same_place(source, target):
+        raise UsageError("the source and the destination are the same repository")
+    src = open_repo_at(source, lambda: source_password(args), args.insecure_ftp)
+    dst = open_repo_at(target, lambda: password(args, prompt="Password of the destination repository: "),
+                       args.insecure_ftp)
+    if src.config.id == dst.config.id:
+        raise UsageError("the source and the destination are the same repository")
+    with locked(src, exclusive=False, command="copy"), locked(dst, exclusive=False, command="copy") as lock:
+        load_index(src)
+        load_index(dst)
+        snaps = ([find_snapshot(src, ref, report=warn) for ref in args.snapshots] if args.snapshots
+                 else src.snapshots(errors=[]))
+        result = Copier(src, dst, lock, report=warn).run(snaps)
+    if args.json:
+        emit_json({"copied": [{"source": a.id, "copy": b.id} for a, b in result.copied],
+                   "skipped": [s.id for s in result.skipped], "blobs_added": result.blobs_added,
+                   "bytes_added": result.bytes_added, "shared_keys": result.shared_keys})
+        return 0
+    for a, b in result.copied:
+        say(f"snapshot {a.id[:8]} copied as {b.id[:8]}")
+    if result.skipped:
+        say(f"{len(result.skipped)} snapshot(s) already in the destination")
+    say(f"{len(result.copied)} snapshot(s) copied, {human_size(result.bytes_added)} sent "
+        f"({result.blobs_added} new pieces)")
+    if not result.shared_keys and result.copied:
+        say("note: the repositories do not share keys, so every copied file was read from the source; "
+            "a destination made with 'init --copy-chunking-from' avoids that")
+    return 0
+
+
+def _same_place(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
