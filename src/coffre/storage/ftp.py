@@ -19,7 +19,6 @@ from __future__ import annotations
 import ftplib
 import netrc
 import os
-import re
 import secrets
 import ssl
 import threading
@@ -37,10 +36,9 @@ from coffre.core.errors import (
     StoragePermissionDenied,
     TransientStorageError,
 )
+from coffre.storage import folders
 from coffre.storage.base import KINDS, Handle, ObjectInfo
 
-_TMP_PREFIX = ".tmp-"
-_NAME = re.compile(r"^[0-9a-f]{64}$")
 TIMEOUT_S = 120  # a connection that receives nothing for this long is stuck
 BLOCK = 256 * 1024
 
@@ -178,14 +176,24 @@ class FTPBackend:
         return self._root
 
     def _dir(self, kind: str, name: str = "") -> str:
-        if kind == "config":
-            return self._base()
-        if kind == "data":
-            return f"{self._base()}/data/{name[:2]}" if name else f"{self._base()}/data"
-        return f"{self._base()}/{kind}"
+        return folders.folder(self._base(), kind, name)
 
     def _path(self, handle: Handle) -> str:
-        return f"{self._dir(handle.kind, handle.name)}/{handle.name}"
+        return folders.path(self._base(), handle)
+
+    @staticmethod
+    def _lister(ftp: ftplib.FTP) -> folders.Lister:
+        def listdir(where: str) -> list[folders.Entry] | None:
+            try:
+                facts = list(ftp.mlsd(where, facts=["type", "size", "modify"]))
+            except ftplib.error_perm as exc:
+                if str(exc).startswith("550"):
+                    return None
+                raise
+            return [folders.Entry(n, f.get("type") == "dir", f.get("type") == "file", int(f.get("size", 0)),
+                                  _mtime(f.get("modify", ""))) for n, f in facts]
+
+        return listdir
 
     @staticmethod
     def _size(ftp: ftplib.FTP, path: str) -> int | None:
@@ -228,7 +236,7 @@ class FTPBackend:
         def write(ftp: ftplib.FTP) -> None:
             if self._same_or_raise(ftp, final, body, what):
                 return
-            tmp = f"{directory}/{_TMP_PREFIX}{secrets.token_hex(8)}"
+            tmp = f"{directory}/{folders.TMP_PREFIX}{secrets.token_hex(8)}"
             try:
                 self._store(ftp, tmp, body)
             except ftplib.error_perm as exc:
@@ -323,32 +331,7 @@ class FTPBackend:
             return
 
         def listing(ftp: ftplib.FTP) -> list[ObjectInfo]:
-            base = self._dir(kind)
-            try:
-                top = list(ftp.mlsd(base, facts=["type", "size", "modify"]))
-            except ftplib.error_perm as exc:
-                if str(exc).startswith("550"):
-                    return []
-                raise
-            folders: list[tuple[str, list[tuple[str, dict[str, str]]]]] = [("", top)]
-            if kind == "data":
-                folders = []
-                for name, info in sorted(top):
-                    if len(name) == 2 and info.get("type") == "dir":
-                        try:
-                            sub = list(ftp.mlsd(f"{base}/{name}", facts=["type", "size", "modify"]))
-                            folders.append((name, sub))
-                        except ftplib.error_perm:
-                            continue  # emptied and removed meanwhile
-            found = []
-            for folder, entries in folders:
-                for name, info in entries:
-                    if not _NAME.match(name) or info.get("type") != "file":
-                        continue
-                    if kind == "data" and name[:2] != folder:
-                        continue
-                    found.append(ObjectInfo(name, int(info.get("size", 0)), _mtime(info.get("modify", ""))))
-            return found
+            return folders.objects(self._base(), kind, self._lister(ftp))
 
         yield from self._run(f"listing {kind}", listing)
 
@@ -357,25 +340,13 @@ class FTPBackend:
 
     def clean_temporaries(self, older_than_ns: int) -> int:
         def clean(ftp: ftplib.FTP) -> int:
-            folders = [self._base(), *(self._dir(k) for k in KINDS if k not in ("config", "data"))]
-            try:
-                folders += [f"{self._dir('data')}/{n}" for n, info in ftp.mlsd(self._dir("data"))
-                            if len(n) == 2 and info.get("type") == "dir"]
-            except ftplib.error_perm:
-                pass
             removed = 0
-            for folder in folders:
+            for leftover in folders.temporaries(self._base(), older_than_ns, self._lister(ftp)):
                 try:
-                    entries = list(ftp.mlsd(folder, facts=["type", "modify"]))
+                    ftp.delete(leftover)
+                    removed += 1
                 except ftplib.error_perm:
                     continue
-                for name, info in entries:
-                    if name.startswith(_TMP_PREFIX) and _mtime(info.get("modify", "")) < older_than_ns:
-                        try:
-                            ftp.delete(f"{folder}/{name}")
-                            removed += 1
-                        except ftplib.error_perm:
-                            continue
             return removed
 
         result: int = self._run("removing partial uploads", clean)

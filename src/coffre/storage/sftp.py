@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import secrets
 import socket
 import stat
@@ -43,10 +42,9 @@ from coffre.core.errors import (
     StoragePermissionDenied,
     TransientStorageError,
 )
+from coffre.storage import folders
 from coffre.storage.base import KINDS, Handle, ObjectInfo
 
-_TMP_PREFIX = ".tmp-"
-_NAME = re.compile(r"^[0-9a-f]{64}$")
 CONNECT_TIMEOUT_S = 20
 # A request that receives nothing for this long is stuck: the connection is dropped.
 IO_TIMEOUT_S = 120
@@ -208,14 +206,22 @@ class SFTPBackend:
         return self._root
 
     def _dir(self, kind: str, name: str = "") -> str:
-        if kind == "config":
-            return self._base()
-        if kind == "data":
-            return f"{self._base()}/data/{name[:2]}" if name else f"{self._base()}/data"
-        return f"{self._base()}/{kind}"
+        return folders.folder(self._base(), kind, name)
 
     def _path(self, handle: Handle) -> str:
-        return f"{self._dir(handle.kind, handle.name)}/{handle.name}"
+        return folders.path(self._base(), handle)
+
+    @staticmethod
+    def _lister(sftp: paramiko.SFTPClient) -> folders.Lister:
+        def listdir(where: str) -> list[folders.Entry] | None:
+            try:
+                attrs = sftp.listdir_attr(where)
+            except FileNotFoundError:
+                return None
+            return [folders.Entry(a.filename, stat.S_ISDIR(a.st_mode or 0), stat.S_ISREG(a.st_mode or 0),
+                                  int(a.st_size or 0), int(a.st_mtime or 0) * 1_000_000_000) for a in attrs]
+
+        return listdir
 
     # -- contract -------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -252,7 +258,7 @@ class SFTPBackend:
         def write(sftp: paramiko.SFTPClient) -> None:
             if self._same_or_raise(sftp, final, body, what):
                 return
-            tmp = f"{directory}/{_TMP_PREFIX}{secrets.token_hex(8)}"
+            tmp = f"{directory}/{folders.TMP_PREFIX}{secrets.token_hex(8)}"
             try:
                 f = sftp.open(tmp, "wb")
             except FileNotFoundError:  # a data/XX folder not made yet
@@ -337,30 +343,7 @@ class SFTPBackend:
             return
 
         def listing(sftp: paramiko.SFTPClient) -> list[ObjectInfo]:
-            base = self._dir(kind)
-            try:
-                top = sftp.listdir_attr(base)
-            except FileNotFoundError:
-                return []
-            found: list[ObjectInfo] = []
-            folders = [(base, top)]
-            if kind == "data":
-                folders = []
-                for entry in sorted(top, key=lambda e: e.filename):
-                    if len(entry.filename) == 2 and stat.S_ISDIR(entry.st_mode or 0):
-                        try:
-                            folders.append((entry.filename, sftp.listdir_attr(f"{base}/{entry.filename}")))
-                        except FileNotFoundError:
-                            continue  # emptied and removed meanwhile
-            for folder, entries in folders:
-                for e in entries:
-                    if not _NAME.match(e.filename) or not stat.S_ISREG(e.st_mode or 0):
-                        continue
-                    if kind == "data" and e.filename[:2] != folder:
-                        continue
-                    found.append(ObjectInfo(e.filename, int(e.st_size or 0),
-                                            int(e.st_mtime or 0) * 1_000_000_000))
-            return found
+            return folders.objects(self._base(), kind, self._lister(sftp))
 
         yield from self._run(f"listing {kind}", listing)
 
@@ -370,25 +353,12 @@ class SFTPBackend:
     def clean_temporaries(self, older_than_ns: int) -> int:
         def clean(sftp: paramiko.SFTPClient) -> int:
             removed = 0
-            folders = [self._base(), *(self._dir(k) for k in KINDS if k not in ("config", "data"))]
-            try:
-                folders += [f"{self._dir('data')}/{e.filename}" for e in sftp.listdir_attr(self._dir("data"))
-                            if len(e.filename) == 2]
-            except FileNotFoundError:
-                pass
-            for folder in folders:
+            for leftover in folders.temporaries(self._base(), older_than_ns, self._lister(sftp)):
                 try:
-                    entries = sftp.listdir_attr(folder)
+                    sftp.remove(leftover)
+                    removed += 1
                 except FileNotFoundError:
                     continue
-                for e in entries:
-                    old = (e.st_mtime or 0) * 1_000_000_000 < older_than_ns
-                    if e.filename.startswith(_TMP_PREFIX) and old:
-                        try:
-                            sftp.remove(f"{folder}/{e.filename}")
-                            removed += 1
-                        except FileNotFoundError:
-                            continue
             return removed
 
         result: int = self._run("removing partial uploads", clean)
