@@ -5,6 +5,7 @@ lost is not an error."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,49 @@ def test_giving_up_says_so() -> None:
     assert info.value.hint and "network" in info.value.hint
     assert len(pauses) == 3
     assert max(pauses) <= 60
+
+
+# -- a listing error never lets prune delete data ---------------------------------------------
+class DataListing(MemoryBackend):
+    """Fails, or lies with an empty answer, when the packs are listed."""
+
+    def __init__(self, inner_objects: MemoryBackend, mode: str) -> None:
+        super().__init__()
+        self._objects = inner_objects._objects
+        self.mode = mode
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind == "data" and self.mode == "fail":
+            raise TransientStorageError("listing data: connection reset")
+        if kind == "data" and self.mode == "empty":
+            return iter([])
+        return super().list(kind)
+
+
+@pytest.mark.parametrize("mode", ["fail", "empty"])
+def test_a_listing_error_never_lets_prune_delete(mode: str, tmp_path: Path) -> None:
+    from coffre.core.errors import CoffreError
+    from coffre.ops.backup import Backup, BackupOptions
+    from coffre.ops.prune import Pruner
+    from coffre.repository.locks import Lock
+    from coffre.repository.repo import Repository
+
+    from conftest import make_tree
+
+    store = MemoryBackend()
+    repo, _ = Repository.init(store, "pw")
+    src = make_tree(tmp_path / "src", big=300_000)
+    for host in ("a", "b"):
+        with Lock(repo, exclusive=False, command="backup") as lock:
+            repo.load_index()
+            Backup(repo, lock, BackupOptions(paths=[str(src)], host=host, force_read=True)).run()
+    snaps = repo.snapshots()
+    repo.backend.remove(Handle("snapshots", snaps[0].id))  # something for prune to do
+    before = {k: v[0] for k, v in store._objects.items() if k[0] == "data"}
+    flaky = RetryBackend(DataListing(store, mode), attempts=3, sleep=lambda _: None)
+    pruning = Repository.open(flaky, "pw")
+    with Lock(pruning, exclusive=True, command="prune") as lock, pytest.raises(CoffreError) as info:
+        Pruner(pruning, lock).run()
+    expected = "gave up" if mode == "fail" else "missing from storage"
+    assert expected in info.value.message
+    assert {k: v[0] for k, v in store._objects.items() if k[0] == "data"} == before
