@@ -125,3 +125,29 @@ def test_copy_from_s3_to_sftp(
     assert len(out["copied"]) == 1  # type: ignore[arg-type]
     assert restored_equal(b, src, tmp_path / "r")
     assert "no errors" in b.ok("check", "--read-data").out
+
+
+def test_check_against_reports_missing_and_damaged_copies(
+    repo: Coffre, tmp_path: Path, cache_dir: Path
+) -> None:
+    src = make_tree(tmp_path / "src", big=300_000)
+    repo.ok("backup", str(src))
+    for shared in (False, True):
+        b = second(tmp_path, f"b{shared}", cache_dir, "b password")
+        env = {"COFFRE_FROM_PASSWORD_FILE": str(repo.pwfile), "COFFRE_AGAINST_PASSWORD_FILE": str(b.pwfile)}
+        b.ok("init", *(["--copy-chunking-from", str(repo.repo)] if shared else []), env=env)
+        copy(repo, b)
+        res = repo.ok("check", "--against", str(b.repo), "--json", env=env)
+        assert json.loads(res.out)["ok"] and json.loads(res.out)["shared_keys"] is shared
+        assert "identical in both" in repo.ok("check", "--against", str(b.repo), env=env).out
+    # The last copy loses a pack: its data is no longer complete.
+    pack = next(p for p in (b.repo / "data").rglob("*") if p.is_file())
+    pack.unlink()
+    res = repo("check", "--against", str(b.repo), env=env)
+    assert res.code == 1 and ("missing from the copy" in res.out or "cannot be read" in res.out)
+    # A new backup not copied yet.
+    (src / "docs" / "nouvelle.txt").write_text("ordonnance\n")
+    repo.ok("backup", str(src))
+    res = repo("check", "--against", str(b.repo), "--json", env=env)
+    out = json.loads(res.out)
+    assert res.code == 1 and out["only_here"] == [snapshot_ids(repo)[-1]]

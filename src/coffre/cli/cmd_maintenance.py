@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import re
 
-from coffre.cli.context import add_repo_options, locked, open_repo
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo, open_repo_at, secret_from
 from coffre.cli.output import emit_json, human_size, say, warn
-from coffre.core.clock import SystemClock, format_ns
-from coffre.core.errors import CoffreError, UsageError
+from coffre.core.clock import SystemClock, format_ns, iso_ns
+from coffre.core.errors import EXIT_FATAL, CoffreError, UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker
 from coffre.ops.common import quiet
+from coffre.ops.compare import compare
 from coffre.ops.forget import plan_forget, remove_snapshots
 from coffre.ops.prune import Pruner, PruneStats
 from coffre.ops.repair import repair_index
@@ -26,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--read-data", action="store_true", help="read and authenticate all data")
     p.add_argument("--read-data-subset", metavar="N%|n/m",
                    help="read a share of the packs, rotating from one run to the next")
+    p.add_argument("--against", metavar="REPO",
+                   help="instead: compare with another repository holding copies (coffre copy): "
+                        "same snapshots, same data")
+    p.add_argument("--against-password-file",
+                   help="its password (or COFFRE_AGAINST_PASSWORD_FILE, COFFRE_AGAINST_PASSWORD_COMMAND)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
@@ -72,6 +78,8 @@ def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.against:
+        return check_against(args)
     subset = None
     pct = 0.0
     if args.read_data_subset is not None:  # an empty value is an error, not "no subset"
@@ -227,3 +235,29 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(st.__dict__)
     return 0
+
+
+def check_against(args: argparse.Namespace) -> int:
+    here = open_repo(args)
+    there = open_repo_at(args.against, lambda: secret_from(
+        args.against_password_file, "COFFRE_AGAINST_PASSWORD", False, "Password of the other repository: "),
+        args.insecure_ftp)
+    with locked(here, exclusive=False, command="check"), locked(there, exclusive=False, command="check"):
+        load_index(here)
+        load_index(there)
+        res = compare(here, there)
+    if args.json:
+        emit_json({"ok": res.ok, "shared_keys": res.shared_keys,
+                   "same": [[a.id, b.id] for a, b in res.same],
+                   "differing": [{"snapshot": a.id, "copy": b.id, "why": why} for a, b, why in res.differing],
+                   "only_here": [s.id for s in res.only_here], "only_there": [s.id for s in res.only_there]})
+    else:
+        for snap in res.only_here:
+            say(f"missing from {there.backend.location}: snapshot {snap.id[:8]} of {iso_ns(snap.time_ns)}")
+        for a, b, why in res.differing:
+            say(f"snapshot {a.id[:8]} and its copy {b.id[:8]}: {why}")
+        if res.only_there:
+            say(f"{len(res.only_there)} snapshot(s) are only in {there.backend.location} (older history?)")
+        say(f"{len(res.same)} snapshot(s) identical in both"
+            + ("" if res.ok else "; the repositories differ"))
+    return 0 if res.ok else EXIT_FATAL
