@@ -31,9 +31,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
         raise UsageError("copy needs a source and a destination", "use --from REPO_A --to REPO_B")
     if _same_place(source, target):
         raise UsageError("the source and the destination are the same repository")
-    src = open_repo_at(source, lambda: source_password(args), args.insecure_ftp)
+    src = open_repo_at(source, lambda: source_password(args), args)
     dst = open_repo_at(target, lambda: password(args, prompt="Password of the destination repository: "),
-                       args.insecure_ftp)
+                       args)
     if src.config.id == dst.config.id:
         raise UsageError("the source and the destination are the same repository")
     with locked(src, exclusive=False, command="copy"), locked(dst, exclusive=False, command="copy") as lock:

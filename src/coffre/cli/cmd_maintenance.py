@@ -241,7 +241,7 @@ def check_against(args: argparse.Namespace) -> int:
     here = open_repo(args)
     there = open_repo_at(args.against, lambda: secret_from(
         args.against_password_file, "COFFRE_AGAINST_PASSWORD", False, "Password of the other repository: "),
-        args.insecure_ftp)
+        args)
     with locked(here, exclusive=False, command="check"), locked(there, exclusive=False, command="check"):
         load_index(here)
         load_index(there)

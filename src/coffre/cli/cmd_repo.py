@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    backend = backend_for(repo_location(args), args.insecure_ftp)
+    backend = backend_for(repo_location(args), args)
     if backend.exists():
         raise CoffreError(f"{backend.location} already holds a Coffre repository; nothing was changed")
     if not 1 <= args.pack_size <= 256:
@@ -100,7 +100,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError("--compression-level must be between 1 and 19")
     source = None
     if args.copy_chunking_from:
-        source = open_repo_at(args.copy_chunking_from, lambda: source_password(args), args.insecure_ftp)
+        source = open_repo_at(args.copy_chunking_from, lambda: source_password(args), args)
     secret = password(args, confirm=True, prompt="New repository password: ")
     sheet = _open_sheet(args.recovery_sheet) if args.recovery_sheet else None
     try:

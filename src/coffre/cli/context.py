@@ -18,6 +18,7 @@ from coffre.repository.repo import Repository
 from coffre.storage.base import Backend
 from coffre.storage.cached import CachedBackend
 from coffre.storage.faults import KillSwitchBackend
+from coffre.storage.pacing import Pacer, parse_limit
 from coffre.storage.retry import ATTEMPTS, RetryBackend
 from coffre.storage.url import is_url, open_backend
 
@@ -28,6 +29,11 @@ def add_repo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-file", help="read the password from this file (or COFFRE_PASSWORD_FILE)")
     p.add_argument("--insecure-ftp", action="store_true",
                    help="allow a plain ftp:// repository (the FTP password crosses the network in clear)")
+    p.add_argument("--limit-upload", metavar="LIMIT",
+                   help="upload limit to remote storage: KiB/s, or a schedule such as "
+                        "'08:30-19:30=512KiB,*=unlimited' (or COFFRE_LIMIT_UPLOAD)")
+    p.add_argument("--limit-download", metavar="LIMIT",
+                   help="download limit from remote storage, same form (or COFFRE_LIMIT_DOWNLOAD)")
 
 
 def repo_location(args: argparse.Namespace) -> str:
@@ -37,17 +43,37 @@ def repo_location(args: argparse.Namespace) -> str:
     return str(loc)
 
 
-def backend_for(location: str, insecure_ftp: bool = False) -> Backend:
-    """The storage a location names (a path or a URL), retrying what may pass
-    (COFFRE_STORAGE_RETRIES attempts in all, 10 by default)."""
+def backend_for(location: str, args: argparse.Namespace | None = None) -> Backend:
+    """The storage a location names (a path or a URL), with the command's bandwidth limits,
+    retrying what may pass (COFFRE_STORAGE_RETRIES attempts in all, 10 by default)."""
     attempts = os.environ.get("COFFRE_STORAGE_RETRIES", "")
     if attempts and not (attempts.isdigit() and int(attempts) >= 1):
         raise UsageError(f"COFFRE_STORAGE_RETRIES must be a number of attempts ≥ 1, not {attempts!r}")
-    backend = open_backend(location, allow_plain_ftp=insecure_ftp)
+    backend = open_backend(location, allow_plain_ftp=bool(getattr(args, "insecure_ftp", False)))
     if location.lower().startswith("ftp://"):
         _warn("plain FTP: the FTP password and login cross the network in clear (the backup "
               "itself stays encrypted); prefer ftps://")
+    upload, download = _pacers(args)
+    if hasattr(backend, "upload_pacer"):  # remote backends: local disks are not limited
+        backend.upload_pacer = upload
+        backend.download_pacer = download  # type: ignore[attr-defined]
     return RetryBackend(KillSwitchBackend.from_env(backend), attempts=int(attempts or ATTEMPTS), warn=_warn)
+
+
+def _pacers(args: argparse.Namespace | None) -> tuple[Pacer | None, Pacer | None]:
+    """One Pacer per direction for the whole command (a copy's two repositories share the
+    connection, so they share the limit)."""
+    cached = getattr(args, "_pacers", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    out = []
+    for name in ("upload", "download"):
+        spec = getattr(args, f"limit_{name}", None) or os.environ.get(f"COFFRE_LIMIT_{name.upper()}")
+        out.append(Pacer(parse_limit(spec)) if spec else None)
+    pacers = (out[0], out[1])
+    if args is not None:
+        args._pacers = pacers
+    return pacers
 
 
 def _warn(message: str) -> None:
@@ -119,12 +145,14 @@ def prompt_secret(prompt: str, confirm: bool) -> str:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    return open_repo_at(repo_location(args), lambda: password(args), getattr(args, "insecure_ftp", False))
+    return open_repo_at(repo_location(args), lambda: password(args), args)
 
 
-def open_repo_at(location: str, secret: Callable[[], str], insecure_ftp: bool = False) -> Repository:
+def open_repo_at(
+    location: str, secret: Callable[[], str], args: argparse.Namespace | None = None
+) -> Repository:
     """The repository at a location; the password is asked only once it is known to be one."""
-    backend = backend_for(location, insecure_ftp)
+    backend = backend_for(location, args)
     if not backend.exists():
         raise NoRepositoryError(
             f"{backend.location} is not a Coffre repository",

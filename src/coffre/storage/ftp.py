@@ -38,6 +38,8 @@ from coffre.core.errors import (
 )
 from coffre.storage import folders
 from coffre.storage.base import KINDS, Handle, ObjectInfo
+from coffre.storage.pacing import BLOCK as PACED_BLOCK
+from coffre.storage.pacing import Pacer
 
 TIMEOUT_S = 120  # a connection that receives nothing for this long is stuck
 BLOCK = 256 * 1024
@@ -104,6 +106,8 @@ class FTPBackend:
         self._all: list[ftplib.FTP] = []
         self._lock = threading.Lock()
         self._root: str | None = None
+        self.upload_pacer: Pacer | None = None  # bandwidth limits (storage/pacing.py)
+        self.download_pacer: Pacer | None = None
 
     # -- connection -----------------------------------------------------------------------
     def _connect(self) -> ftplib.FTP:
@@ -260,30 +264,36 @@ class FTPBackend:
 
         self._run(what, write)
 
-    @staticmethod
-    def _store(ftp: ftplib.FTP, path: str, body: bytes) -> None:
+    def _store(self, ftp: ftplib.FTP, path: str, body: bytes) -> None:
         import io
 
-        ftp.storbinary(f"STOR {path}", io.BytesIO(body), blocksize=BLOCK)
+        pacer = self.upload_pacer
+        if pacer is None:
+            ftp.storbinary(f"STOR {path}", io.BytesIO(body), blocksize=BLOCK)
+        else:
+            ftp.storbinary(f"STOR {path}", io.BytesIO(body), blocksize=PACED_BLOCK,
+                           callback=lambda block: pacer.take(len(block)))
 
     def _same_or_raise(self, ftp: ftplib.FTP, path: str, body: bytes, what: str) -> bool:
         size = self._size(ftp, path)
         if size is None:
             return False
-        if size == len(body) and self._read(ftp, path, 0, size) == body:
+        if size == len(body) and self._read(ftp, path, 0, size, None) == body:
             return True
         raise ObjectExists(f"{what}: a different object with this name exists")
 
     @staticmethod
-    def _read(ftp: ftplib.FTP, path: str, offset: int, length: int) -> bytes:
+    def _read(ftp: ftplib.FTP, path: str, offset: int, length: int, pacer: Pacer | None) -> bytes:
         ftp.voidcmd("TYPE I")
         conn = ftp.transfercmd(f"RETR {path}", rest=offset or None)
         parts, got = [], 0
         try:
             while got < length:
-                part = conn.recv(min(BLOCK, length - got))
+                part = conn.recv(min(BLOCK if pacer is None else PACED_BLOCK, length - got))
                 if not part:
                     break
+                if pacer is not None:
+                    pacer.take(len(part))
                 parts.append(part)
                 got += len(part)
         finally:
@@ -305,7 +315,7 @@ class FTPBackend:
             end = size if length is None else min(size, offset + length)
             if end <= offset:
                 return b""
-            data = self._read(ftp, path, offset, end - offset)
+            data = self._read(ftp, path, offset, end - offset, self.download_pacer)
             if len(data) != end - offset:
                 raise TransientStorageError(f"{what}: the transfer was cut short")
             return data

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from coffre.core.errors import (
     TransientStorageError,
 )
 from coffre.storage.base import Handle, ObjectInfo
+from coffre.storage.pacing import BLOCK as PACED_BLOCK
+from coffre.storage.pacing import Pacer
 
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 CONNECT_TIMEOUT_S = 15
@@ -121,12 +124,16 @@ class S3Backend:
                 read_timeout=READ_TIMEOUT_S,
                 retries={"total_max_attempts": 1},
                 max_pool_connections=POOL_CONNECTIONS,
-                s3={"addressing_style": "path"},
+                # The body is protected by Content-MD5 and x-amz-checksum-sha256, which the
+                # storage checks: signing it too would read every upload once more.
+                s3={"addressing_style": "path", "payload_signing_enabled": False},
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             )
             client = boto3.session.Session().client("s3", endpoint_url=where.endpoint, config=config)
         self.client = client
+        self.upload_pacer: Pacer | None = None  # bandwidth limits (storage/pacing.py)
+        self.download_pacer: Pacer | None = None
 
     # -- layout ---------------------------------------------------------------------------
     def _key(self, handle: Handle) -> str:
@@ -173,7 +180,8 @@ class S3Backend:
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         try:
             answer = self.client.put_object(
-                Bucket=self.where.bucket, Key=self._key(handle), Body=body,
+                Bucket=self.where.bucket, Key=self._key(handle), ContentLength=len(body),
+                Body=body if self.upload_pacer is None else _PacedBody(body, self.upload_pacer),
                 ContentMD5=base64.b64encode(md5).decode(),
                 ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
                 IfNoneMatch="*",
@@ -205,7 +213,14 @@ class S3Backend:
                 return b""
             raise
         try:
-            body: bytes = answer["Body"].read()
+            if self.download_pacer is None:
+                body: bytes = answer["Body"].read()
+            else:
+                parts = []
+                for part in answer["Body"].iter_chunks(PACED_BLOCK):
+                    self.download_pacer.take(len(part))
+                    parts.append(part)
+                body = b"".join(parts)
         except Exception as exc:
             raise _translate(exc, what) from exc
         declared = answer.get("ContentLength")
@@ -250,6 +265,40 @@ class S3Backend:
 
     def close(self) -> None:
         self.client.close()
+
+
+class _PacedBody(io.RawIOBase):
+    """An upload body read through a Pacer: the HTTP client sends what it reads, so the
+    limit holds on the wire (the body is read once: its checksums are given, not computed)."""
+
+    def __init__(self, data: bytes, pacer: Pacer) -> None:
+        self._data, self._pos, self._pacer = data, 0, pacer
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._data)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self._data) - self._pos if size is None or size < 0 else size
+        piece = self._data[self._pos : self._pos + min(size, PACED_BLOCK)]
+        self._pos += len(piece)
+        self._pacer.take(len(piece))
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
 
 
 def _ns(when: Any) -> int:

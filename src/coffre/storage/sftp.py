@@ -44,6 +44,8 @@ from coffre.core.errors import (
 )
 from coffre.storage import folders
 from coffre.storage.base import KINDS, Handle, ObjectInfo
+from coffre.storage.pacing import BLOCK as PACED_BLOCK
+from coffre.storage.pacing import Pacer
 
 CONNECT_TIMEOUT_S = 20
 # A request that receives nothing for this long is stuck: the connection is dropped.
@@ -104,6 +106,8 @@ class SFTPBackend:
         self._local = threading.local()
         self._generation = 0
         self._root: str | None = None
+        self.upload_pacer: Pacer | None = None  # bandwidth limits (storage/pacing.py)
+        self.download_pacer: Pacer | None = None
 
     # -- connection -----------------------------------------------------------------------
     def _connect(self) -> paramiko.SSHClient:
@@ -270,8 +274,11 @@ class SFTPBackend:
             try:
                 with f:
                     f.set_pipelined(True)
-                    for start in range(0, len(body), WRITE_BLOCK):
-                        f.write(body[start : start + WRITE_BLOCK])
+                    block = WRITE_BLOCK if self.upload_pacer is None else PACED_BLOCK
+                    for start in range(0, len(body), block):
+                        if self.upload_pacer is not None:
+                            self.upload_pacer.take(min(block, len(body) - start))
+                        f.write(body[start : start + block])
                     f.flush()
                     self._fsync(sftp, f)
                 if sftp.stat(tmp).st_size != len(body):
@@ -323,8 +330,17 @@ class SFTPBackend:
                 end = size if length is None else min(size, offset + length)
                 if end <= offset:
                     return b""
-                # readv pipelines the requests: one round trip, not one per 32 KiB.
-                data = b"".join(f.readv([(offset, end - offset)]))
+                pacer = self.download_pacer
+                if pacer is None:
+                    # readv pipelines the requests: one round trip, not one per 32 KiB.
+                    data = b"".join(f.readv([(offset, end - offset)]))
+                else:  # paced: one piece asked for at a time, so the limit holds on the wire
+                    parts = []
+                    f.seek(offset)
+                    for start in range(offset, end, PACED_BLOCK):
+                        pacer.take(min(PACED_BLOCK, end - start))
+                        parts.append(f.read(min(PACED_BLOCK, end - start)))
+                    data = b"".join(parts)
             if len(data) != end - offset:
                 raise TransientStorageError(f"{what}: the transfer was cut short")
             return data
