@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ACCESS_KEY = "coffre-test-key"
@@ -43,11 +42,64 @@ def weed_binary() -> str:
     return found
 
 
-@dataclass
-class SeaweedFS:
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+class Server:
+    """A server process the tests start, kill (as a crash would) and start again on the same
+    port and data."""
+
+    def __init__(self, argv: list[str], log: Path, cwd: Path | None = None) -> None:
+        self.argv, self.log, self.cwd = argv, log, cwd
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as out:
+            return subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} stopped at start:\n{self.log.read_text()[-3000:]}")
+            try:
+                if self.ready():
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.argv[0]} not ready:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)  # polling a starting server, not waiting for time to pass
+
+    def kill(self) -> None:
+        """As a crash or a power cut of the server: SIGKILL, connections cut mid-transfer."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._spawn()
+        self.wait_ready()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _banner(port: int, prefix: bytes) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        return s.recv(4).startswith(prefix)
+
+
+class SeaweedFS(Server):
+    def __init__(self, argv: list[str], workdir: Path, port: int) -> None:
+        self.port = port
+        super().__init__(argv, workdir / "weed.log", workdir)
 
     @property
     def endpoint(self) -> str:
@@ -80,14 +132,11 @@ class SeaweedFS:
             f"-s3.config={config}", "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
             f"-filer.localSocket={workdir / 'filer.sock'}",
         ]
-        log = workdir / "weed.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-        server = cls(ports["s3"], proc, log)
-        server._wait_ready()
+        server = cls(argv, workdir, ports["s3"])
+        server.wait_ready()
         return server
 
-    def _wait_ready(self, timeout: float = 60) -> None:
+    def ready(self) -> bool:
         import boto3
         import botocore.config
 
@@ -95,37 +144,26 @@ class SeaweedFS:
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
         ).client("s3", endpoint_url=self.endpoint,
                  config=botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=2))
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"SeaweedFS stopped at start:\n{self.log.read_text()[-3000:]}")
-            try:
-                client.create_bucket(Bucket="ready-probe")
-                client.put_object(Bucket="ready-probe", Key="probe", Body=b"ok")
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"SeaweedFS not ready:\n{self.log.read_text()[-3000:]}") from None
-                time.sleep(0.2)  # polling a starting server, not waiting for time to pass
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if not _has_bucket(client):
+            client.create_bucket(Bucket="ready-probe")
+        client.put_object(Bucket="ready-probe", Key="probe", Body=b"ok")
+        return True
 
 
-@dataclass
-class SSHServer:
+def _has_bucket(client: object) -> bool:
+    try:
+        client.head_bucket(Bucket="ready-probe")  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    return True
+
+
+class SSHServer(Server):
     """OpenSSH's sshd with its own config, host key and one authorised client key."""
 
-    port: int
-    proc: subprocess.Popen[bytes]
-    home: Path
-    user: str
+    def __init__(self, argv: list[str], home: Path, port: int, user: str) -> None:
+        self.port, self.home, self.user = port, home, user
+        super().__init__(argv, home / "sshd.log")
 
     @property
     def client_key(self) -> Path:
@@ -168,30 +206,17 @@ class SSHServer:
         ]) + "\n")
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
-        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                                stderr=open(home / "sshd.log", "wb"))  # noqa: SIM115
-        server = cls(port, proc, home, getpass.getuser())
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sshd stopped at start:\n{(home / 'sshd.log').read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    if s.recv(4).startswith(b"SSH-"):
-                        return server
-            except OSError:
-                if time.monotonic() > deadline:
-                    server.stop()
-                    raise RuntimeError("sshd not ready") from None
-                time.sleep(0.1)  # polling a starting server
+        server = cls([sshd, "-D", "-e", "-f", str(config)], home, port, getpass.getuser())
+        server.wait_ready()
+        return server
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def ready(self) -> bool:
+        return _banner(self.port, b"SSH-")
+
+    def kill(self) -> None:
+        """sshd serves each connection from a child process: the children die too."""
+        subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+        super().kill()
 
 
 FTP_USER = "pharmacie"
@@ -225,13 +250,10 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-@dataclass
-class FTPServer:
-    port: int
-    proc: subprocess.Popen[bytes]
-    root: Path
-    cert: Path | None
-    argv: list[str]
+class FTPServer(Server):
+    def __init__(self, argv: list[str], home: Path, port: int, root: Path, cert: Path | None) -> None:
+        self.port, self.root, self.cert = port, root, cert
+        super().__init__(argv, home / "ftp.log")
 
     def url(self, path: str) -> str:
         scheme = "ftps" if self.cert else "ftp"
@@ -257,40 +279,9 @@ class FTPServer:
             argv += [str(cert), str(key)]
         else:
             argv.append("--plain")
-        server = cls(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                     root, cert, argv)
-        server._wait_ready()
+        server = cls(argv, home, port, root, cert)
+        server.wait_ready()
         return server
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the FTP server stopped at start")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(4).startswith(b"220"):
-                        return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the FTP server is not ready") from None
-                time.sleep(0.1)  # polling a starting server
-
-    def restart(self) -> None:
-        self.stop()
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready()
-
-    def kill(self) -> None:
-        """As a crash or a power cut of the server: SIGKILL, connections cut mid-transfer."""
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def ready(self) -> bool:
+        return _banner(self.port, b"220")

@@ -98,39 +98,3 @@ def test_ftp_urls() -> None:
     with pytest.raises(UsageError, match="password does not belong"):
         open_backend("ftps://pharmacie:secret@ftp.example.fr/coffre")
 
-
-def test_server_killed_mid_backup_fails_clearly_and_the_rerun_completes(
-    pwfile: Path, cache_dir: Path, tmp_path: Path
-) -> None:
-    import os
-    import time
-
-    server = FTPServer.start(tmp_path / "srv")
-    try:
-        c = Coffre(server.url("/coffre"), pwfile, cache_dir)
-        c.env.update({**server.env(), "COFFRE_STORAGE_RETRIES": "1"})
-        c.ok("init", "--pack-size", "1")
-        src = tmp_path / "src"
-        src.mkdir()
-        for i in range(12):
-            (src / f"scan-{i}.pdf").write_bytes(os.urandom(3_000_000))
-        proc = c.popen("backup", str(src))
-        packs = server.root / "coffre" / "data"
-        deadline = time.monotonic() + 120
-        while len([p for p in packs.rglob("*") if p.is_file() and not p.name.startswith(".")]) < 3:
-            assert proc.poll() is None, "the backup ended before the server could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)  # watching the server's folder for the first packs
-        server.kill()
-        err = proc.communicate(timeout=300)[1].decode(errors="replace")
-        assert proc.returncode == 1
-        assert "FTP server" in err and "Traceback" not in err
-        server.restart()
-        assert snapshot_ids(c) == []  # no snapshot that looks complete
-        c.ok("backup", str(src))
-        assert "no errors" in c.ok("check", "--read-data").out
-        restored = tmp_path / "restored"
-        c.ok("restore", "latest", "--target", str(restored))
-        assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
-    finally:
-        server.stop()

@@ -1,0 +1,74 @@
+"""A storage server that dies mid-backup, over each remote kind (its own real server, killed
+with SIGKILL and started again): the backup fails with a clear message and a non-zero exit,
+leaves no snapshot and no visible partial object, and the next run completes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servers import FTPServer, SeaweedFS, Server, SSHServer
+
+from conftest import Coffre, snapshot_ids, tree_digest
+
+Running = tuple[Server, str, dict[str, str], str]  # server, repository URL, its env, words of the error
+
+
+@pytest.fixture(params=["s3", "sftp", "ftps"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Running]:
+    kind = request.param
+    srv: Server
+    if kind == "s3":
+        srv = SeaweedFS.start(tmp_path / "srv")
+        url, env, words = srv.url("pharmacie", "coffre"), SeaweedFS.env(), "connection to the storage failed"
+    elif kind == "sftp":
+        srv = SSHServer.start(tmp_path / "srv")
+        url, env, words = srv.url(str(tmp_path / "nas")), srv.env(), "SSH server"
+    else:
+        srv = FTPServer.start(tmp_path / "srv")
+        url, env, words = srv.url("/coffre"), srv.env(), "FTP server"
+    yield srv, url, env, words
+    srv.stop()
+
+
+def test_server_killed_mid_backup_fails_clearly_and_the_rerun_completes(
+    server: Running, pwfile: Path, cache_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coffre.storage.url import open_backend
+
+    srv, url, env, words = server
+    c = Coffre(url, pwfile, cache_dir)
+    c.env.update({**env, "COFFRE_STORAGE_RETRIES": "1"})
+    c.ok("init", "--pack-size", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"scan-{i}.pdf").write_bytes(os.urandom(3_000_000))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    watcher = open_backend(url)
+    proc = c.popen("backup", str(src))
+    deadline = time.monotonic() + 120
+    while len(list(watcher.list("data"))) < 3:
+        assert proc.poll() is None, "the backup ended before the server could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # watching the storage for the first packs
+    watcher.close()
+    srv.kill()
+    err = proc.communicate(timeout=300)[1].decode(errors="replace")
+    assert proc.returncode == 1
+    assert words in err and "Traceback" not in err
+    srv.restart()
+    assert snapshot_ids(c) == []  # no snapshot that looks complete
+    check = c("check", "--read-data")
+    assert check.code == 0, check  # what the dead backup left is whole or invisible
+    c.ok("backup", str(src))
+    assert "no errors" in c.ok("check", "--read-data").out
+    restored = tmp_path / "restored"
+    c.ok("restore", "latest", "--target", str(restored))
+    assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
