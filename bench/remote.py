@@ -79,16 +79,18 @@ def tool_env(name: str, port: int, home: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
+    ap.add_argument("--small-files", type=int, help="number of small config/log files")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
     ap.add_argument("--tools", default="coffre,restic")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     ensure_installed([t for t in tools if t != "coffre"])
-    label = f"{args.size_mib or 2048}mib-default"
+    label = f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
     pristine = args.out / f"pristine-{label}"
     if not (pristine / "pharmacy-server").exists():
         gen = [sys.executable, str(SHARED_BENCH / "make_dataset.py"), "--out", str(pristine), "--force"]
         gen += ["--size-mib", str(args.size_mib)] if args.size_mib else []
+        gen += ["--small-files", str(args.small_files)] if args.small_files else []
         subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
     server_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-", dir=args.out))
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     proxy = CountingProxy(server.port)
     rows: list[tuple[str, str, float, dict[str, int], int, int]] = []
     resumed: dict[str, float] = {}
+    all_identical = True
     try:
         for name in tools:
             home = args.out / "remote" / name
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {step}: {measure.wall:.2f}s, {sum(requests.values())} requests {requests}, "
                       f"sent {sent / 1e6:.1f} MB, received {received / 1e6:.1f} MB", flush=True)
             same = identical(source, target / str(source).lstrip("/"))
+            all_identical = all_identical and same
             print(f"{name} restore identical: {same}", flush=True)
             full = next(r[4] for r in rows if r[0] == name and r[1] == "initial backup")
             resume_env = {**env, **tool_env(name, proxy.port, home)}
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(f"{'rerun after a cut at 50%':<22}" + "".join(f"{f'{resumed[t]:.0%} of a full backup sent':>40}"
                                                         for t in tools if t in resumed))
-    return 0
+    return 0 if all_identical else 1
 
 
 if __name__ == "__main__":

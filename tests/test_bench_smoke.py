@@ -29,3 +29,17 @@ def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
     lb = data["lower_bound"]
     assert 0 < lb["compressed_bytes"] <= lb["changed_bytes"]
     assert lb["db_pages_changed"] > 0 and lb["files_new"] > 0
+
+
+def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("remote.py")), "--size-mib", "4", "--small-files", "40",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("coffre restore identical: True", "restic restore identical: True", "coffre/restic",
+                 "rerun after a cut at 50%"):
+        assert line in out.stdout
+    for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
+        assert f"coffre {step}:" in out.stdout and f"restic {step}:" in out.stdout
