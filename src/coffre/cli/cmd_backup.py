@@ -13,6 +13,7 @@ from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
 from coffre.format.tree import validate_name
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.verify import Verifier
+from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache, cache_root
 from coffre.sources.files import Excluder
 
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--exclude-file", action="append", default=[], metavar="FILE")
     p.add_argument("--one-file-system", action="store_true", help="do not cross mount points")
     p.add_argument("--force", action="store_true", help="read every file, ignoring the files cache")
-    p.add_argument("--no-cache", action="store_true", help="use no local files cache")
+    p.add_argument("--no-cache", action="store_true",
+                   help="use no local cache (files cache; for remote repositories, delta bases)")
     p.add_argument("--stdin", action="store_true", help="back up standard input")
     p.add_argument("--stdin-filename", default="", help="file name for --stdin / --stdin-from-command")
     p.add_argument("--stdin-from-command", action="store_true",
@@ -77,7 +79,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
     with locked(repo, exclusive=False, command="backup") as lock:
         load_index(repo)
-        result = Backup(repo, lock, opts, cache, report=warn).run()
+        bases = None
+        if repo.backend.remote and not args.no_cache:
+            bases = BaseCache(cache_root() / repo.config.id.hex() / "bases", repo.crypter)
+        result = Backup(repo, lock, opts, cache, report=warn, bases=bases).run()
         snap = result.snapshot
         differences: list[str] = []
         if args.verify:

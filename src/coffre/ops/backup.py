@@ -34,6 +34,7 @@ from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
 from coffre.ops.previous import PreviousVersions, find_parent
+from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache
 from coffre.repository.locks import Lock
 from coffre.repository.packer import Packer
@@ -45,6 +46,10 @@ INDEX_EVERY_PACKS = 16
 # Remote storage: an interrupted first backup over a slow link is resumed from its last
 # index, so the index follows the packs more closely (at most ~64 MiB of work is redone).
 REMOTE_INDEX_EVERY_PACKS = 4
+# Files this large are likely rewritten in place (archives of a day, dumps, mailboxes): on a
+# remote repository their chunks are kept locally as future delta bases (BaseCache), as are
+# those of database files, of files that changed since the last backup, and of dumps.
+VOLATILE_SIZE = 32 * 1024 * 1024
 # Files modified this close to the start of the backup are not trusted to the files cache:
 # a write in the same timestamp tick (2 s on FAT) could go unnoticed next time. Writes
 # always set mtime to "now", so checking mtime is enough; ctime is still compared on lookup.
@@ -137,8 +142,10 @@ class Backup:
         options: BackupOptions,
         cache: RepoCache | None = None,
         report: Reporter = quiet,
+        bases: BaseCache | None = None,
     ) -> None:
         self.repo = repo
+        self.bases = bases  # remote repositories: tomorrow's delta bases, kept locally
         self.lock = lock
         self.opts = options
         self.cache = cache
@@ -159,12 +166,16 @@ class Backup:
         self.previous = PreviousVersions(repo, None)
 
     # -- storing -------------------------------------------------------------------------------
-    def _store_chunk(self, data: bytes, ancestor: bytes | None) -> bytes:
+    def _store_chunk(self, data: bytes, ancestor: bytes | None, keep: bool = False) -> bytes:
+        """Store a chunk (as a delta against its ancestor's base when that pays). `keep`: the
+        chunk may change in place by the next backup, so it is kept as a future base."""
         blob_id = self.repo.crypter.blob_id(data)
         if self.packer.claim(blob_id):
             base = self._base(ancestor) if ancestor is not None else None
             if self.packer.add(aead.KIND_DATA, blob_id, data, base=base) is not None:
                 self._use([base[0]])  # type: ignore[index]
+            elif keep and self.bases is not None:
+                self.bases.put(blob_id, data)
         return blob_id
 
     def _base(self, ancestor: bytes) -> tuple[bytes, bytes] | None:
@@ -174,14 +185,22 @@ class Backup:
         if loc is None:
             return None
         base_id = loc.entry.base or ancestor
+        if self.bases is not None:
+            base_loc = self.repo.index.lookup(base_id)
+            kept = self.bases.get(base_id, base_loc.entry.raw_length) if base_loc else None
+            if kept is not None:
+                return base_id, kept
         try:
-            return base_id, self.repo.load_base(base_id)
+            content = self.repo.load_base(base_id)
+            if self.bases is not None:
+                self.bases.put(base_id, content)
+            return base_id, content
         except CoffreError as exc:  # the delta is an optimisation: store the chunk whole
             self.report(f"note: previous version not usable as a delta base ({exc.message})")
             return None
 
-    def _submit(self, data: bytes, ancestor: bytes | None = None) -> Future[bytes]:
-        return self._submit_task(self._store_chunk, data, ancestor)
+    def _submit(self, data: bytes, ancestor: bytes | None = None, keep: bool = False) -> Future[bytes]:
+        return self._submit_task(self._store_chunk, data, ancestor, keep)
 
     def _submit_task(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run fn in a worker; blocks while too many tasks are in flight (flat memory)."""
@@ -224,8 +243,10 @@ class Backup:
 
     def _read_stream(
         self, stream: BinaryIO, previous: list[tuple[bytes, int]] | None = None, fixed: bool = False,
-        inline: bool = False,
+        inline: bool = False, volatile: bool = True,
     ) -> Content:
+        """Chunk and store a stream. `volatile`: it may be rewritten by the next backup (a
+        database, a dump, a large file), so its chunks are kept as future delta bases."""
         aligner = Aligner([n for _, n in previous]) if previous else None
         chunks = Chunker.blocks(stream) if fixed else self.chunker.chunks(stream)
         content: Content = []
@@ -235,7 +256,9 @@ class Backup:
             if aligner is not None and previous is not None:
                 j = aligner.match(offset, len(chunk))
                 ancestor = previous[j][0] if j is not None else None
-            content.append(self._store_chunk(chunk, ancestor) if inline else self._submit(chunk, ancestor))
+            keep = volatile or fixed or previous is not None
+            content.append(self._store_chunk(chunk, ancestor, keep) if inline
+                           else self._submit(chunk, ancestor, keep))
             offset += len(chunk)
             if not inline and len(content) % 64 == 0:
                 self._publish_index_if_due()  # a large file's packs are resumable too
@@ -299,7 +322,8 @@ class Backup:
                 else:  # large, or grew past the small-file size while being read
                     fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
-                    content = self._read_stream(reader, previous, fixed, inline)  # type: ignore[arg-type]
+                    volatile = before.st_size >= VOLATILE_SIZE
+                    content = self._read_stream(reader, previous, fixed, inline, volatile)  # type: ignore[arg-type]
             except OSError as exc:
                 return _Read(error=exc)
             after = os.fstat(fd)
@@ -580,6 +604,8 @@ class Backup:
             self._rescue_if_pruned()
             if self.cache is not None:
                 self.cache.commit()
+            if self.bases is not None:
+                self.bases.expire()
             return BackupResult(snap, self.problems)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
