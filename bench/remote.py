@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up':>40}" for c in cells.values())
         if len(cells) == 2 and "coffre" in cells and "restic" in cells:
             co, re_ = cells["coffre"], cells["restic"]
-            line += f"   {co[2] / re_[2]:.2f}  {co[4] / max(re_[4], 1):.2f}"
+            sent = f"{co[4] / re_[4]:.2f}" if re_[4] > 1_000_000 else "-"  # both ~0: no ratio
+            line += f"   {co[2] / re_[2]:.2f}  {sent}"
         print(line)
     print(f"{'rerun after a cut at 50%':<22}" + "".join(f"{f'{resumed[t]:.0%} of a full backup sent':>40}"
                                                         for t in tools if t in resumed))

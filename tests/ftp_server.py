@@ -12,11 +12,14 @@ from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
 
+READER = "lecteur"
+
 
 def main() -> None:
     port, root, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, root, perm="elradfmwMT")
+    authorizer.add_user(READER, password, root, perm="elr")  # may list and read, not write
     handler: type[FTPHandler]
     if sys.argv[5] == "--plain":
         handler = FTPHandler

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ACCESS_KEY = "coffre-test-key"
 SECRET_KEY = "coffre-test-secret-do-not-log"
+READER_KEY = "coffre-reader-key"  # an identity that may only list and read
 
 
 def free_port() -> int:
@@ -118,9 +119,12 @@ class SeaweedFS(Server):
     def start(cls, workdir: Path) -> SeaweedFS:
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "coffre", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        config.write_text(json.dumps({"identities": [
+            {"name": "coffre", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+             "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+            {"name": "reader", "credentials": [{"accessKey": READER_KEY, "secretKey": SECRET_KEY}],
+             "actions": ["Read", "List"]},
+        ]}))
         (workdir / "data").mkdir(exist_ok=True)
         ports = {name: free_port() for name in
                  ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")}

@@ -72,3 +72,52 @@ def test_server_killed_mid_backup_fails_clearly_and_the_rerun_completes(
     restored = tmp_path / "restored"
     c.ok("restore", "latest", "--target", str(restored))
     assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
+
+
+class StalledServer:
+    """Accepts connections, reads what comes, and never answers: a stuck link or server."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(conn)  # held open, never answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("scheme", ["s3+http", "sftp", "ftps"])
+def test_a_stuck_server_times_out_and_is_retried(scheme: str, pwfile: Path, cache_dir: Path) -> None:
+    stalled = StalledServer()
+    try:
+        url = (f"s3+http://127.0.0.1:{stalled.port}/pharmacie/coffre" if scheme == "s3+http"
+               else f"{scheme}://coffre@127.0.0.1:{stalled.port}/coffre")
+        c = Coffre(url, pwfile, cache_dir)
+        c.env.update({"COFFRE_STORAGE_TIMEOUT": "0.5", "COFFRE_STORAGE_RETRIES": "2",
+                      "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret-key-never-shown",
+                      "COFFRE_FTP_PASSWORD": "ftp-password-never-shown"})
+        res = c("init", timeout=120)
+        assert res.code == 1
+        assert "gave up after 2 attempts" in res.err and "Traceback" not in res.err
+        assert stalled.accepted >= 2  # timed out, then tried again on a new connection
+        assert "never-shown" not in res.out + res.err
+    finally:
+        stalled.close()

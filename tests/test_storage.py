@@ -208,3 +208,30 @@ def test_bad_repository_urls_are_refused_clearly(url: str, words: str) -> None:
         open_backend(url)
     assert words in info.value.message
     assert "secret" not in info.value.message
+
+
+def test_a_read_only_account_cannot_write_and_is_told_so(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 and FTP accounts that may only read: a write is refused as a permission problem
+    (not retried, not mistaken for a missing object), and nothing is stored."""
+    from coffre.core.errors import StoragePermissionDenied
+    from servers import READER_KEY
+
+    request.getfixturevalue("s3_env")
+    seaweed = request.getfixturevalue("seaweedfs")
+    url = fresh_s3_url(seaweed)
+    open_backend(url).create()
+    request.getfixturevalue("ftp_env")
+    ftps = request.getfixturevalue("ftps_server")
+    ftp_url = ftps.url(f"/ro-{tmp_path.name}")
+    open_backend(ftp_url).create()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    for location in (url, ftp_url.replace("pharmacie@", "lecteur@")):
+        b = open_backend(location)
+        h = Handle("index", "7" * 64)
+        with pytest.raises(StoragePermissionDenied):
+            b.save(h, b"refused")
+        with pytest.raises(ObjectNotFound):
+            b.load(h)
+        b.close()

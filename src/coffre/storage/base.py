@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+# A remote request that receives nothing for this long is stuck: it fails, and is retried.
+STALL_TIMEOUT_S = 120.0
+
+
+def stall_timeout() -> float:
+    """COFFRE_STORAGE_TIMEOUT (seconds), or STALL_TIMEOUT_S."""
+    from coffre.core.errors import UsageError
+
+    text = os.environ.get("COFFRE_STORAGE_TIMEOUT", "")
+    if not text:
+        return STALL_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise UsageError(f"COFFRE_STORAGE_TIMEOUT must be a number of seconds (0-3600], not {text!r}")
+    return value
+
 
 # The kinds of object a repository stores. "config" has a single object named "config".
 KINDS = ("config", "keys", "data", "index", "snapshots", "locks", "trash")

@@ -37,11 +37,10 @@ from coffre.core.errors import (
     TransientStorageError,
 )
 from coffre.storage import folders
-from coffre.storage.base import KINDS, Handle, ObjectInfo
+from coffre.storage.base import KINDS, Handle, ObjectInfo, stall_timeout
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
 
-TIMEOUT_S = 120  # a connection that receives nothing for this long is stuck
 BLOCK = 256 * 1024
 
 
@@ -80,7 +79,12 @@ def _password(where: FTPLocation) -> str:
 def _reply_error(exc: ftplib.Error, what: str) -> StorageError:
     text = str(exc)
     code = text[:3]
-    if code == "550" or "No such file" in text or "not found" in text.lower():
+    lowered = text.lower()
+    # 550 means "not available", for a missing file or a denied right: the text tells which.
+    if code in ("550", "553") and ("permission" in lowered or "privilege" in lowered or "denied" in lowered):
+        return StoragePermissionDenied(f"{what}: the FTP server refused ({text[:80]})",
+                                       "check that the FTP user may write the repository folder")
+    if code == "550" or "no such file" in lowered or "not found" in lowered:
         return ObjectNotFound(f"{what}: not found")
     if code in ("530", "532"):
         return StoragePermissionDenied(f"{what}: the FTP server refused the login ({text[:60]})",
@@ -113,9 +117,9 @@ class FTPBackend:
     def _connect(self) -> ftplib.FTP:
         ftp: ftplib.FTP
         if self.where.tls:
-            ftp = ftplib.FTP_TLS(context=ssl.create_default_context(), timeout=TIMEOUT_S)  # noqa: S321
+            ftp = ftplib.FTP_TLS(context=ssl.create_default_context(), timeout=stall_timeout())  # noqa: S321
         else:  # only with --insecure-ftp, after a warning
-            ftp = ftplib.FTP(timeout=TIMEOUT_S)  # noqa: S321
+            ftp = ftplib.FTP(timeout=stall_timeout())  # noqa: S321
         try:
             ftp.connect(self.where.host, self.where.port)
             if isinstance(ftp, ftplib.FTP_TLS):
@@ -244,7 +248,7 @@ class FTPBackend:
             try:
                 self._store(ftp, tmp, body)
             except ftplib.error_perm as exc:
-                if not str(exc).startswith("550"):
+                if not isinstance(_reply_error(exc, what), ObjectNotFound):
                     raise
                 ftp.mkd(directory)  # a data/XX folder not made yet
                 self._store(ftp, tmp, body)

@@ -37,14 +37,12 @@ from coffre.core.errors import (
     StoragePermissionDenied,
     TransientStorageError,
 )
-from coffre.storage.base import Handle, ObjectInfo
+from coffre.storage.base import Handle, ObjectInfo, stall_timeout
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
 
 _NAME = re.compile(r"^[0-9a-f]{64}$")
-CONNECT_TIMEOUT_S = 15
-# A request that receives nothing for this long is stuck: it fails and is retried.
-READ_TIMEOUT_S = 120
+CONNECT_TIMEOUT_S = 15.0
 POOL_CONNECTIONS = 16
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
@@ -120,8 +118,8 @@ class S3Backend:
         self.location = where.display
         if client is None:
             config = botocore.config.Config(
-                connect_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=READ_TIMEOUT_S,
+                connect_timeout=min(CONNECT_TIMEOUT_S, stall_timeout()),
+                read_timeout=stall_timeout(),
                 retries={"total_max_attempts": 1},
                 max_pool_connections=POOL_CONNECTIONS,
                 # The body is protected by Content-MD5 and x-amz-checksum-sha256, which the

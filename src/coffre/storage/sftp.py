@@ -21,6 +21,7 @@ OpenSSH's `known_hosts` files and talks to the SSH agent.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 import socket
@@ -43,13 +44,15 @@ from coffre.core.errors import (
     TransientStorageError,
 )
 from coffre.storage import folders
-from coffre.storage.base import KINDS, Handle, ObjectInfo
+from coffre.storage.base import KINDS, Handle, ObjectInfo, stall_timeout
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
 
-CONNECT_TIMEOUT_S = 20
-# A request that receives nothing for this long is stuck: the connection is dropped.
-IO_TIMEOUT_S = 120
+# paramiko logs connection failures with tracebacks on stderr when nothing else handles its
+# logger; Coffre reports them itself, as one clear line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+CONNECT_TIMEOUT_S = 20.0
 WRITE_BLOCK = 256 * 1024
 
 
@@ -118,11 +121,12 @@ class SFTPBackend:
                 client.load_system_host_keys(path)  # read only: Coffre never adds a key
         client.set_missing_host_key_policy(_RejectUnknown())
         key = os.environ.get("COFFRE_SSH_KEY")
+        connect_timeout = min(CONNECT_TIMEOUT_S, stall_timeout())
         try:
             client.connect(
                 self.where.host, port=self.where.port, username=self.where.user,
-                key_filename=key or None, timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
-                auth_timeout=CONNECT_TIMEOUT_S, allow_agent=True, look_for_keys=not key,
+                key_filename=key or None, timeout=connect_timeout, banner_timeout=connect_timeout,
+                auth_timeout=connect_timeout, allow_agent=True, look_for_keys=not key,
             )
         except HostKeyError:
             client.close()
@@ -171,7 +175,7 @@ class SFTPBackend:
                 raise TransientStorageError(f"cannot open SFTP on {self.where.host} ({exc})") from None
             channel = sftp.get_channel()
             if channel is not None:
-                channel.settimeout(IO_TIMEOUT_S)
+                channel.settimeout(stall_timeout())  # stuck: dropped, then retried
             self._local.sftp, self._local.generation = sftp, generation
         return sftp
 
