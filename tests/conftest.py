@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,56 +177,54 @@ def restored(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "restored"
 
 
+def _session_server(start: Any, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Any]:
+    server = start(tmp_path_factory.mktemp(name))
+    yield server
+    server.stop()
+
+
+def _environment(server: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """What a user of this server sets (credentials, keys), in this process's environment too."""
+    env: dict[str, str] = server.env()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
 @pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real SeaweedFS S3 server on 127.0.0.1 for the whole session."""
     from servers import SeaweedFS
 
-    server = SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs"))
-    yield server
-    server.stop()
+    yield from _session_server(SeaweedFS.start, tmp_path_factory, "seaweedfs")
 
 
 @pytest.fixture
-def s3_env(seaweedfs: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The S3 credentials of the test server, in this process's environment too."""
-    env = seaweedfs.env()  # type: ignore[attr-defined]
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return env
+def s3_env(seaweedfs: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    return _environment(seaweedfs, monkeypatch)
 
 
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real OpenSSH server on 127.0.0.1 for the whole session."""
     from servers import SSHServer
 
-    server = SSHServer.start(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
+    yield from _session_server(SSHServer.start, tmp_path_factory, "sshd")
 
 
 @pytest.fixture
-def ssh_env(sshd: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = sshd.env()  # type: ignore[attr-defined]
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return env
+def ssh_env(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    return _environment(sshd, monkeypatch)
 
 
 @pytest.fixture(scope="session")
-def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real FTP server (pyftpdlib) requiring explicit TLS, on 127.0.0.1."""
     from servers import FTPServer
 
-    server = FTPServer.start(tmp_path_factory.mktemp("ftps"))
-    yield server
-    server.stop()
+    yield from _session_server(FTPServer.start, tmp_path_factory, "ftps")
 
 
 @pytest.fixture
-def ftp_env(ftps_server: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = ftps_server.env()  # type: ignore[attr-defined]
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return env
+def ftp_env(ftps_server: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    return _environment(ftps_server, monkeypatch)
