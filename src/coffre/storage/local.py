@@ -135,8 +135,11 @@ class LocalBackend:
         try:
             fd = os.open(self._path(handle), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if length is None:
-                    length = max(0, os.fstat(fd).st_size - offset)
+                if length is None or length > 1024 * 1024:
+                    # Also clamps a generous limit (a whole object "up to 256 MiB"), so the
+                    # read buffer is the object's size, not the limit's.
+                    end = os.fstat(fd).st_size
+                    length = max(0, end - offset) if length is None else max(0, min(length, end - offset))
                 parts = []
                 while length > 0:
                     # pread: one system call, no buffer copy, no shared file position.
