@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from coffre.core.errors import CoffreError, NoRepositoryError, UsageError
+from coffre.core.errors import CoffreError, UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
@@ -153,19 +153,15 @@ def open_repo_at(
 ) -> Repository:
     """The repository at a location; the password is asked only once it is known to be one."""
     backend = backend_for(location, args)
-    if not backend.exists():
-        raise NoRepositoryError(
-            f"{backend.location} is not a Coffre repository",
-            "create one with 'coffre init --repo PATH' or check the path",
-        )
     from coffre.repository.cache import cache_root
     from coffre.repository.repo import read_config
 
-    config, _ = read_config(backend)  # refuses newer formats before asking for a password
+    # Not a repository, or a newer format: said before any password is asked.
+    config = read_config(backend)
     if is_url(location):
         # Remote metadata is kept locally so a daily backup does not download it again.
-        backend = CachedBackend(backend, cache_root() / config.id.hex() / "objects")
-    return Repository.open(backend, secret())
+        backend = CachedBackend(backend, cache_root() / config[0].id.hex() / "objects")
+    return Repository.open(backend, secret(), config=config)
 
 
 def load_index(repo: Repository) -> None:

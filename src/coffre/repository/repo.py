@@ -197,8 +197,13 @@ class Repository:
         return repo, recovery_text
 
     @classmethod
-    def open(cls, backend: Backend, secret: str, clock: Clock | None = None) -> Repository:
-        cfg, mac = read_config(backend)
+    def open(
+        cls, backend: Backend, secret: str, clock: Clock | None = None,
+        config: tuple[Config, bytes] | None = None,
+    ) -> Repository:
+        """Unlock a repository. `config`: what read_config already returned for this backend
+        (saves reading it again over a slow link); its MAC is checked here either way."""
+        cfg, mac = config if config is not None else read_config(backend)
         master, slot = keyring.unlock(backend, cfg.id, secret)
         repo = cls(backend, cfg, master, clock or SystemClock())
         if not hmac.compare_digest(repo.crypter.mac(_canonical(cfg.body())), mac):
