@@ -5,10 +5,14 @@ reading of folder listings into objects and into leftover temporary files."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from coffre.storage.base import KINDS, Handle, ObjectInfo
+
+C = TypeVar("C")  # a connection: an SFTP client, an FTP session
+T = TypeVar("T")
 
 TMP_PREFIX = ".tmp-"
 # Every stored name is a SHA-256 in hex; anything else in the folders is not ours.
@@ -75,3 +79,60 @@ def temporaries(root: str, older_than_ns: int, listdir: Lister) -> list[str]:
         for e in listdir(f) or []
         if e.name.startswith(TMP_PREFIX) and e.mtime_ns < older_than_ns
     ]
+
+
+class FolderBackend(Generic[C]):
+    """The parts of the SFTP and FTP backends that only depend on the folder layout: paths,
+    listings, the clean-up of partial uploads. A subclass says how to run an operation on a
+    connection (`_run`), list a folder (`_lister`), delete a file (`_delete`, raising one of
+    `_MISSING` when it is already gone) and where the repository's root folder is (`_base`)."""
+
+    _MISSING: tuple[type[Exception], ...] = ()
+
+    def _run(self, what: str, fn: Callable[[C], T]) -> T:
+        raise NotImplementedError
+
+    def _lister(self, conn: C) -> Lister:
+        raise NotImplementedError
+
+    def _delete(self, conn: C, where: str) -> None:
+        raise NotImplementedError
+
+    def _base(self) -> str:
+        raise NotImplementedError
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def _dir(self, kind: str, name: str = "") -> str:
+        return folder(self._base(), kind, name)
+
+    def _path(self, handle: Handle) -> str:
+        return path(self._base(), handle)
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind == "config":
+            if self.exists():
+                yield self.stat(Handle("config", "config"))
+            return
+        yield from self._run(f"listing {kind}", lambda conn: objects(self._base(), kind, self._lister(conn)))
+
+    def remove(self, handle: Handle) -> None:
+        target = self._path(handle)
+        self._run(f"removing {handle.kind}/{handle.name}", lambda conn: self._delete(conn, target))
+
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        def clean(conn: C) -> int:
+            removed = 0
+            for leftover in temporaries(self._base(), older_than_ns, self._lister(conn)):
+                try:
+                    self._delete(conn, leftover)
+                    removed += 1
+                except self._MISSING:
+                    continue
+            return removed
+
+        return self._run("removing partial uploads", clean)

@@ -22,7 +22,6 @@ import os
 import secrets
 import ssl
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,8 +99,9 @@ def _reply_error(exc: ftplib.Error, what: str) -> StorageError:
     return StorageError(f"{what}: the FTP server answered {text[:80]}")
 
 
-class FTPBackend:
+class FTPBackend(folders.FolderBackend[ftplib.FTP]):
     remote = True
+    _MISSING = (ftplib.error_perm,)
 
     def __init__(self, where: FTPLocation) -> None:
         self.where = where
@@ -182,12 +182,6 @@ class FTPBackend:
                 path = home.rstrip("/") + "/" + path
             self._root = path
         return self._root
-
-    def _dir(self, kind: str, name: str = "") -> str:
-        return folders.folder(self._base(), kind, name)
-
-    def _path(self, handle: Handle) -> str:
-        return folders.path(self._base(), handle)
 
     @staticmethod
     def _lister(ftp: ftplib.FTP) -> folders.Lister:
@@ -338,33 +332,9 @@ class FTPBackend:
         result: ObjectInfo = self._run(f"stat {handle.kind}/{handle.name}", facts)
         return result
 
-    def list(self, kind: str) -> Iterator[ObjectInfo]:
-        if kind == "config":
-            if self.exists():
-                yield self.stat(Handle("config", "config"))
-            return
-
-        def listing(ftp: ftplib.FTP) -> list[ObjectInfo]:
-            return folders.objects(self._base(), kind, self._lister(ftp))
-
-        yield from self._run(f"listing {kind}", listing)
-
-    def remove(self, handle: Handle) -> None:
-        self._run(f"removing {handle.kind}/{handle.name}", lambda f: f.delete(self._path(handle)))
-
-    def clean_temporaries(self, older_than_ns: int) -> int:
-        def clean(ftp: ftplib.FTP) -> int:
-            removed = 0
-            for leftover in folders.temporaries(self._base(), older_than_ns, self._lister(ftp)):
-                try:
-                    ftp.delete(leftover)
-                    removed += 1
-                except ftplib.error_perm:
-                    continue
-            return removed
-
-        result: int = self._run("removing partial uploads", clean)
-        return result
+    @staticmethod
+    def _delete(ftp: ftplib.FTP, where: str) -> None:
+        ftp.delete(where)
 
     def close(self) -> None:
         with self._lock:

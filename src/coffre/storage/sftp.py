@@ -27,7 +27,6 @@ import secrets
 import socket
 import stat
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +97,9 @@ def _io_error(exc: OSError, what: str) -> StorageError:
     return StorageError(f"{what}: {exc.strerror or exc}")
 
 
-class SFTPBackend:
+class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
     remote = True
+    _MISSING = (FileNotFoundError,)
 
     def __init__(self, where: SFTPLocation) -> None:
         self.where = where
@@ -212,12 +212,6 @@ class SFTPBackend:
             self._root = path if path.startswith("/") else self._run(
                 "finding the login folder", lambda s: s.normalize(".")) + "/" + path
         return self._root
-
-    def _dir(self, kind: str, name: str = "") -> str:
-        return folders.folder(self._base(), kind, name)
-
-    def _path(self, handle: Handle) -> str:
-        return folders.path(self._base(), handle)
 
     @staticmethod
     def _lister(sftp: paramiko.SFTPClient) -> folders.Lister:
@@ -356,33 +350,9 @@ class SFTPBackend:
         st = self._run(f"stat {handle.kind}/{handle.name}", lambda s: s.stat(self._path(handle)))
         return ObjectInfo(handle.name, int(st.st_size or 0), int(st.st_mtime or 0) * 1_000_000_000)
 
-    def list(self, kind: str) -> Iterator[ObjectInfo]:
-        if kind == "config":
-            if self.exists():
-                yield self.stat(Handle("config", "config"))
-            return
-
-        def listing(sftp: paramiko.SFTPClient) -> list[ObjectInfo]:
-            return folders.objects(self._base(), kind, self._lister(sftp))
-
-        yield from self._run(f"listing {kind}", listing)
-
-    def remove(self, handle: Handle) -> None:
-        self._run(f"removing {handle.kind}/{handle.name}", lambda s: s.remove(self._path(handle)))
-
-    def clean_temporaries(self, older_than_ns: int) -> int:
-        def clean(sftp: paramiko.SFTPClient) -> int:
-            removed = 0
-            for leftover in folders.temporaries(self._base(), older_than_ns, self._lister(sftp)):
-                try:
-                    sftp.remove(leftover)
-                    removed += 1
-                except FileNotFoundError:
-                    continue
-            return removed
-
-        result: int = self._run("removing partial uploads", clean)
-        return result
+    @staticmethod
+    def _delete(sftp: paramiko.SFTPClient, where: str) -> None:
+        sftp.remove(where)
 
     def close(self) -> None:
         self._drop()
