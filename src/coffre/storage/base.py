@@ -90,3 +90,40 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Wrapper:
+    """A backend around another one: every operation passes through unless a subclass
+    changes it (fault injection, the metadata cache)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.location = inner.location
+        self.remote = inner.remote
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        self.inner.save(handle, data)
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        return self.inner.load(handle, offset, length)
+
+    def stat(self, handle: Handle) -> ObjectInfo:
+        return self.inner.stat(handle)
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(kind)
+
+    def remove(self, handle: Handle) -> None:
+        self.inner.remove(handle)
+
+    def exists(self) -> bool:
+        return self.inner.exists()
+
+    def create(self) -> None:
+        self.inner.create()
+
+    def clean_temporaries(self, older_than_ns: int) -> int:
+        return self.inner.clean_temporaries(older_than_ns)
+
+    def close(self) -> None:
+        self.inner.close()

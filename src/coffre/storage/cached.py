@@ -16,16 +16,14 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from coffre.storage.base import Backend, Handle, ObjectInfo
+from coffre.storage.base import Backend, Handle, ObjectInfo, Wrapper
 
 CACHED_KINDS = ("index", "snapshots", "keys")
 
 
-class CachedBackend:
+class CachedBackend(Wrapper):
     def __init__(self, inner: Backend, directory: Path) -> None:
-        self.inner = inner
-        self.location = inner.location
-        self.remote = inner.remote
+        super().__init__(inner)
         self.dir = directory
         self.hits = 0
 
@@ -94,19 +92,3 @@ class CachedBackend:
         if path is not None:
             path.unlink(missing_ok=True)
         self.inner.remove(handle)
-
-    def stat(self, handle: Handle) -> ObjectInfo:
-        return self.inner.stat(handle)
-
-    def exists(self) -> bool:
-        return self.inner.exists()
-
-    def create(self) -> None:
-        self.inner.create()
-
-    def clean_temporaries(self, older_than_ns: int) -> int:
-        return self.inner.clean_temporaries(older_than_ns)
-
-    def close(self) -> None:
-        self.inner.close()
-

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
 
-from coffre.storage.base import Backend, Handle, ObjectInfo
+from coffre.storage.base import Backend, Handle, Wrapper
 
 PHASES = ("before", "partial", "after", "sigint")
 
@@ -22,13 +21,11 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-class KillSwitchBackend:
+class KillSwitchBackend(Wrapper):
     def __init__(self, inner: Backend, at: int, phase: str) -> None:
         if phase not in PHASES:
             raise ValueError(f"unknown crash phase {phase!r}")
-        self.inner = inner
-        self.location = inner.location
-        self.remote = inner.remote
+        super().__init__(inner)
         self.at = at
         self.phase = phase
         self.count = 0
@@ -81,24 +78,3 @@ class KillSwitchBackend:
             _die()
         self.inner.remove(handle)
         _die()
-
-    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        return self.inner.load(handle, offset, length)
-
-    def stat(self, handle: Handle) -> ObjectInfo:
-        return self.inner.stat(handle)
-
-    def list(self, kind: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(kind)
-
-    def exists(self) -> bool:
-        return self.inner.exists()
-
-    def create(self) -> None:
-        self.inner.create()
-
-    def clean_temporaries(self, older_than_ns: int) -> int:
-        return self.inner.clean_temporaries(older_than_ns)
-
-    def close(self) -> None:
-        self.inner.close()
