@@ -146,8 +146,10 @@ class Copier:
         if entry.base is not None:
             self._copy_as_is(entry.base)
         envelope = self.src.read_envelope(loc)
-        self.src.decode_blob(entry, envelope)  # authenticates and checks the id first
+        if len(envelope) != entry.length:
+            raise IntegrityError(f"blob {blob_id.hex()[:12]} is truncated in the source")
         plain = self.src.crypter.decrypt(entry.kind, envelope, blob_id)
+        self.src.decode_plain(entry, plain)  # checks the content against its id first
         again = self.dst.crypter.encrypt(entry.kind, plain, blob_id)
         if self.dst.crypter.decrypt(entry.kind, again, blob_id) != plain:
             raise IntegrityError("self-check after encryption failed (memory fault?)")

@@ -319,7 +319,13 @@ class Repository:
         (a wrong base cannot produce the right output)."""
         if len(envelope) != entry.length:
             raise IntegrityError("blob is truncated")
-        plain = self.crypter.decrypt(entry.kind, envelope, entry.id)
+        return self.decode_plain(entry, self.crypter.decrypt(entry.kind, envelope, entry.id), base, verify)
+
+    def decode_plain(
+        self, entry: packfmt.BlobEntry, plain: bytes, base: bytes | None = None, verify: bool = True,
+    ) -> bytes:
+        """decode_blob after decryption: the stored form (codec byte and payload) to the
+        content, checked against its id."""
         if not plain:
             raise FormatError("blob is empty")
         if plain[0] == CODEC_ZSTD_DELTA:
