@@ -228,3 +228,29 @@ def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture
 def ftp_env(ftps_server: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return _environment(ftps_server, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (password over TCP)."""
+    from dbservers import PostgresServer
+
+    yield from _session_server(PostgresServer.start, tmp_path_factory, "postgres")
+
+
+@pytest.fixture
+def pg_env(postgres: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    return _environment(postgres, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real MariaDB server on 127.0.0.1 for the whole session (password over TCP)."""
+    from dbservers import MariaDBServer
+
+    yield from _session_server(MariaDBServer.start, tmp_path_factory, "mariadb")
+
+
+@pytest.fixture
+def my_env(mariadb: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    return _environment(mariadb, monkeypatch)

@@ -15,6 +15,8 @@ from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.verify import Verifier
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache, cache_root
+from coffre.sources.databases.base import Database
+from coffre.sources.databases.engines import source
 from coffre.sources.files import Excluder
 
 
@@ -34,6 +36,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--stdin-filename", default="", help="file name for --stdin / --stdin-from-command")
     p.add_argument("--stdin-from-command", action="store_true",
                    help="back up the output of the command given after --")
+    p.add_argument("--postgres", action="append", default=[], metavar="DSN",
+                   help="dump this live PostgreSQL database into the snapshot (repeatable; "
+                   "password in PGPASSWORD or ~/.pgpass)")
+    p.add_argument("--mysql", action="append", default=[], metavar="DSN",
+                   help="dump this live MariaDB/MySQL database, mysql://USER@HOST/DB (repeatable; "
+                   "password in MYSQL_PWD or ~/.my.cnf)")
+    p.add_argument("--sqlite", action="append", default=[], metavar="PATH",
+                   help="copy this live SQLite database with SQLite's backup API (repeatable)")
     p.add_argument("--verify", action="store_true",
                    help="after the backup, compare the snapshot with the files")
     p.add_argument("--json", action="store_true")
@@ -52,6 +62,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise UsageError("give either paths or --stdin, not both")
     if (args.stdin or args.stdin_from_command) and args.verify:
         raise UsageError("--verify compares files; it does not apply to --stdin")
+    databases = database_sources(args)
+    if (args.stdin or args.stdin_from_command) and databases:
+        raise UsageError("back up databases and --stdin in separate snapshots")
     stdin_name = args.stdin_filename or ("stdin" if args.stdin or command else "")
     if stdin_name:
         try:
@@ -72,7 +85,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     opts = BackupOptions(
         paths=paths, tags=args.tag, host=args.host or socket.gethostname(), excludes=excludes,
         one_file_system=args.one_file_system, force_read=args.force, stdin_name=stdin_name,
-        stdin=sys.stdin.buffer if args.stdin else None, stdin_command=command,
+        stdin=sys.stdin.buffer if args.stdin else None, stdin_command=command, databases=databases,
         # Coffre's own repository and cache are never backed up into themselves.
         skip_paths=[str(cache_root()), *([location] if "://" not in location else [])],
     )
@@ -97,6 +110,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     else:
         for w in problems.warnings:
             warn(f"warning: {w}")
+        for db in snap.databases:
+            say(f"database {db.engine} {db.name}: {human_size(db.size)}, {len(db.tables)} tables, "
+                f"{sum(db.tables.values())} rows")
         say(f"files: {s['files_new']} new, {s['files_changed']} changed, "
             f"{s['files_unmodified']} unmodified; {s['dirs']} directories")
         say(f"added to the repository: {human_size(s['data_added'])} "
@@ -117,3 +133,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 1 if differences else 0
 
 
+
+
+def database_sources(args: argparse.Namespace) -> list[Database]:
+    """The databases named on the command line, in order."""
+    return ([source("postgres", d) for d in args.postgres] + [source("mysql", d) for d in args.mysql]
+            + [source("sqlite", p) for p in args.sqlite])

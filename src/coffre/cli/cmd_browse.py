@@ -14,6 +14,7 @@ from coffre.core.errors import CoffreError
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import find_node, find_snapshot
+from coffre.ops.databases import database_sizes, unusual_growth
 from coffre.ops.inspect import diff_trees, iter_tree, repo_stats
 
 
@@ -49,6 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("stats", help="repository and snapshot sizes")
     add_repo_options(p)
     p.add_argument("snapshot", nargs="?")
+    p.add_argument("--databases", action="store_true",
+                   help="each database's size across snapshots, and its growth")
+    p.add_argument("--host", help="--databases: only this host's snapshots")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
@@ -155,6 +159,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.databases:
+        return database_stats(args)
     repo = open_repo(args)
     load_index(repo)
     snaps = [find_snapshot(repo, args.snapshot, report=warn)] if args.snapshot else snapshots(repo)
@@ -176,3 +182,42 @@ def cmd_stats(args: argparse.Namespace) -> int:
     say(f"deduplication ratio:     {data['deduplication_ratio']}")
     say(f"compression ratio:       {data['compression_ratio']}")
     return 0
+
+
+def database_stats(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snaps = [find_snapshot(repo, args.snapshot, report=warn)] if args.snapshot else snapshots(repo)
+    if args.host:
+        snaps = [s for s in snaps if s.hostname == args.host]
+    sizes = database_sizes(snaps)
+    if args.json:
+        emit_json({"databases": [
+            {"engine": engine, "name": name, "unusual_growth": unusual_growth(points),
+             "sizes": [{"snapshot": p.snapshot, "time": iso_ns(p.time_ns), "size": p.size, "rows": p.rows}
+                       for p in points]}
+            for (engine, name), points in sizes.items()]})
+        return 0
+    if not sizes:
+        say("no snapshot holds a database")
+        return 0
+    for (engine, name), points in sizes.items():
+        say(f"{engine} {name}")
+        rows = []
+        for before, p in zip([None, *points], points, strict=False):
+            change = "" if before is None else _signed(p.size - before.size)
+            rows.append([format_ns(p.time_ns), p.snapshot[:8], human_size(p.size), change, str(p.rows)])
+        say(table(rows, ["time", "snapshot", "size", "change", "rows"]))
+        first, last = points[0], points[-1]
+        days = (last.time_ns - first.time_ns) / 86400e9
+        if len(points) > 1 and days > 0:
+            pct = 100 * (last.size - first.size) / first.size if first.size else 0.0
+            say(f"growth: {_signed(last.size - first.size)} in {days:.1f} days ({pct:+.1f} %), "
+                f"{_signed(int((last.size - first.size) / days * 30))} per 30 days")
+        if unusual_growth(points):
+            warn(f"warning: {engine} {name} grew much faster than usual since the previous backup")
+        say("")
+    return 0
+
+
+def _signed(n: int) -> str:
+    return ("+" if n >= 0 else "-") + human_size(abs(n))

@@ -7,7 +7,16 @@ import os
 import sys
 
 from coffre import __version__
-from coffre.cli import cmd_backup, cmd_browse, cmd_copy, cmd_demo, cmd_maintenance, cmd_repo, cmd_restore
+from coffre.cli import (
+    cmd_backup,
+    cmd_browse,
+    cmd_copy,
+    cmd_database,
+    cmd_demo,
+    cmd_maintenance,
+    cmd_repo,
+    cmd_restore,
+)
 from coffre.core.errors import EXIT_FATAL, EXIT_INTERRUPTED, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.memory import tune_allocator
@@ -20,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"coffre {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_copy, cmd_maintenance, cmd_demo):
+    for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
+                   cmd_demo):
         module.register(sub)
     return parser
 

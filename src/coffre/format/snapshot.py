@@ -7,6 +7,54 @@ from typing import Any
 
 from coffre.core.errors import FormatError
 from coffre.format.codec import decode, encode, want, want_id, want_int, want_map
+from coffre.format.tree import validate_name
+
+# Database dumps live in the snapshot tree under this top-level folder.
+DATABASES_DIR = "@databases"
+ENGINES = ("postgres", "mysql", "sqlite")
+
+
+@dataclass
+class DatabaseRecord:
+    """A database captured by a backup: where its dump is in the tree, and what it held."""
+
+    engine: str  # one of ENGINES
+    name: str  # the database's name (SQLite: the file's path)
+    file: str  # the dump's file name inside DATABASES_DIR
+    format: str  # how it was captured, e.g. "pg_dump custom, uncompressed"
+    size: int  # the database's own size in bytes, as the engine reports it
+    tables: dict[str, int] = field(default_factory=dict)  # table -> rows at backup time
+    server: str = ""  # the engine's version
+    extra: dict[str, str] = field(default_factory=dict)  # e.g. SQLite's journal mode
+
+    @property
+    def path(self) -> str:
+        return f"{DATABASES_DIR}/{self.file}"
+
+    def to_map(self) -> dict[str, Any]:
+        return {"engine": self.engine, "name": self.name, "file": self.file, "format": self.format,
+                "size": self.size, "tables": self.tables, "server": self.server, "extra": self.extra}
+
+    @classmethod
+    def from_map(cls, d: Any) -> DatabaseRecord:
+        d = want_map(d, "snapshot database")
+        engine = want(d.get("engine"), str, "database engine")
+        if engine not in ENGINES:
+            raise FormatError(f"snapshot database: unknown engine {engine[:20]!r}")
+        file = want(d.get("file"), str, "database file")
+        validate_name(file.encode("utf-8", "surrogateescape"))
+        tables = want_map(d.get("tables", {}), "database tables")
+        extra = want_map(d.get("extra", {}), "database extra")
+        return cls(
+            engine=engine,
+            name=want(d.get("name"), str, "database name"),
+            file=file,
+            format=want(d.get("format", ""), str, "database format"),
+            size=want_int(d.get("size"), "database size"),
+            tables={want(k, str, "table"): want_int(v, "table rows") for k, v in tables.items()},
+            server=want(d.get("server", ""), str, "database server"),
+            extra={want(k, str, "extra"): want(v, str, "extra value") for k, v in extra.items()},
+        )
 
 
 @dataclass
@@ -22,6 +70,7 @@ class Snapshot:
     program: str = ""
     parent: str = ""  # the snapshot whose files served as delta bases, if any
     original: str = ""  # for a copy (coffre copy): the id of the snapshot it was copied from
+    databases: list[DatabaseRecord] = field(default_factory=list)
     id: str = ""  # the storage name; not part of the encoding
 
     def to_bytes(self) -> bytes:
@@ -39,6 +88,7 @@ class Snapshot:
                 "program": self.program,
                 "parent": self.parent,
                 **({"original": self.original} if self.original else {}),
+                **({"databases": [d.to_map() for d in self.databases]} if self.databases else {}),
             }
         )
 
@@ -62,5 +112,6 @@ class Snapshot:
             program=want(d.get("program", ""), str, "program"),
             parent=want(d.get("parent", ""), str, "parent"),
             original=want(d.get("original", ""), str, "original"),
+            databases=[DatabaseRecord.from_map(x) for x in want(d.get("databases", []), list, "databases")],
             id=snap_id,
         )

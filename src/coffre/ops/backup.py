@@ -17,7 +17,6 @@ import getpass
 import os
 import socket
 import stat
-import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +29,7 @@ from coffre.chunker.align import Aligner
 from coffre.core.errors import CoffreError
 from coffre.crypto import aead
 from coffre.format.pack import MAX_TREE_RAW
-from coffre.format.snapshot import Snapshot
+from coffre.format.snapshot import DATABASES_DIR, DatabaseRecord, Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
 from coffre.ops.previous import PreviousVersions, find_parent
@@ -39,6 +38,8 @@ from coffre.repository.cache import RepoCache
 from coffre.repository.locks import Lock
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
+from coffre.sources.databases.base import Database
+from coffre.sources.databases.command import stream_command
 from coffre.sources.files import Excluder, node_from_stat
 from coffre.sources.prefetch import Prefetcher, ReadAhead
 
@@ -67,6 +68,7 @@ class BackupOptions:
     stdin_name: str = ""
     stdin: BinaryIO | None = None
     stdin_command: list[str] = field(default_factory=list)
+    databases: list[Database] = field(default_factory=list)
     skip_paths: list[str] = field(default_factory=list)
     workers: int = 0
 
@@ -86,6 +88,7 @@ class _Stats:
     others: int = 0
     bytes_total: int = 0
     errors: int = 0
+    databases: int = 0
 
 
 Content = list["Future[bytes] | bytes"]
@@ -463,8 +466,9 @@ class Backup:
         return skipped
 
     # -- roots -----------------------------------------------------------------------------------
-    def _path_tree(self, paths: list[bytes]) -> bytes:
-        """Mirror the absolute paths of the sources, as restic does: /srv/a -> srv/a."""
+    def _path_tree(self, paths: list[bytes], extra: list[Node]) -> bytes:
+        """Mirror the absolute paths of the sources, as restic does: /srv/a -> srv/a; `extra`
+        nodes go beside them at the top (the databases' folder)."""
         structure: dict[bytes, object] = {}
         for p in paths:
             parts = [x for x in p.split(b"/") if x]
@@ -476,10 +480,10 @@ class Backup:
                 cur = nxt  # type: ignore[assignment]
             else:
                 cur[parts[-1]] = None  # a source: everything below it
-        return self._build(b"", structure)
+        return self._build(b"", structure, extra)
 
-    def _build(self, prefix: bytes, structure: dict[bytes, object]) -> bytes:
-        nodes: list[Node] = []
+    def _build(self, prefix: bytes, structure: dict[bytes, object], extra: list[Node] | None = None) -> bytes:
+        nodes: list[Node] = list(extra or [])
         pending: list[Pending] = []
         for name in sorted(structure):
             path = prefix + b"/" + name
@@ -524,28 +528,59 @@ class Backup:
     def _from_command(
         self, argv: list[str], previous: list[tuple[bytes, int]] | None
     ) -> tuple[Content, int]:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-        except OSError as exc:
-            raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
-        stderr_chunks: list[bytes] = []
-        assert proc.stderr is not None and proc.stdout is not None
-        err_thread = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()))  # type: ignore[union-attr]
-        err_thread.start()
-        counter = _CountingReader(proc.stdout)
-        try:
-            content = self._read_stream(counter, previous)  # type: ignore[arg-type]
-        finally:
-            status = proc.wait()
-            err_thread.join()
-        if status != 0:
-            stderr = b"".join(stderr_chunks).decode("utf-8", "replace").strip()[-2000:]
-            raise CoffreError(
-                f"the command {argv[0]!r} failed with exit status {status}; no snapshot was written"
-                + (f"\n{stderr}" if stderr else ""),
-            )
-        return content, counter.count
+        def consume(stream: BinaryIO) -> tuple[Content, int]:
+            counter = _CountingReader(stream)
+            return self._read_stream(counter, previous), counter.count  # type: ignore[arg-type]
+
+        return stream_command(argv, consume, f"the command {argv[0]!r}")
+
+    # -- databases -------------------------------------------------------------------------------
+    def _databases_dir(self, files: list[str]) -> tuple[Node, list[DatabaseRecord]]:
+        """Dump each database into the snapshot's databases folder; their records."""
+        nodes: list[Node] = []
+        records: list[DatabaseRecord] = []
+        pending: list[Pending] = []
+        for db, file in zip(self.opts.databases, files, strict=True):
+            node, content, record = self._database(db, file)
+            nodes.append(node)
+            records.append(record)
+            pending.append((node, content, b"", os.stat(os.devnull), False))
+        self._resolve(pending)
+        folder = self._virtual_node(DATABASES_DIR.encode(), "dir", 0o700)
+        folder.subtree = self._store_tree(nodes)
+        return folder, records
+
+    def _virtual_node(self, name: bytes, kind: str, mode: int) -> Node:
+        now = self.repo.clock.now_ns()
+        return Node(name=name, type=kind, mode=mode, uid=os.getuid(), gid=os.getgid(),
+                    mtime_ns=now, atime_ns=now, ctime_ns=now)
+
+    def _database(self, db: Database, file: str) -> tuple[Node, Content, DatabaseRecord]:
+        node = self._virtual_node(file.encode(), "file", 0o600)
+        previous = self.previous.content(f"/{DATABASES_DIR}/{file}".encode())
+        # A page-image stream arrives without its first page, which comes last (Captured.head).
+        prev_head = previous[0] if db.fixed and previous else None
+        prev_body = previous[1:] if db.fixed and previous else previous
+
+        def consume(stream: BinaryIO) -> tuple[Content, int]:
+            counter = _CountingReader(stream)
+            content = self._read_stream(counter, prev_body or None, fixed=db.fixed)  # type: ignore[arg-type]
+            return content, counter.count
+
+        self.report(f"dumping the {db.describe()}")
+        (content, size), captured = db.dump(consume)
+        if captured.head:
+            ancestor = prev_head[0] if prev_head and prev_head[1] == len(captured.head) else None
+            content.insert(0, self._submit(captured.head, ancestor, keep=True))
+            size += len(captured.head)
+        node.size = size
+        self.stats.databases += 1
+        self.stats.bytes_total += size
+        record = DatabaseRecord(
+            engine=db.engine, name=db.name, file=file, format=captured.format, size=captured.size,
+            tables=captured.tables, server=captured.server, extra=captured.extra,
+        )
+        return node, content, record
 
     # -- the whole run --------------------------------------------------------------------------
     def _forget_missing_packs(self) -> None:
@@ -564,12 +599,22 @@ class Backup:
         try:
             self._forget_missing_packs()
             host = self.opts.host or socket.gethostname()
-            paths = [self.opts.stdin_name] if self.opts.stdin_name else _check_sources(self.opts.paths)
+            db_files = database_files(self.opts.databases)
+            if self.opts.stdin_name:
+                files = [self.opts.stdin_name]
+            else:
+                files = _check_sources(self.opts.paths, allow_none=bool(db_files))
+            paths = files + [f"{DATABASES_DIR}/{f}" for f in db_files]
             self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
+            records: list[DatabaseRecord] = []
             if self.opts.stdin_name:
                 tree = self._stdin_tree()
             else:
-                tree = self._path_tree([os.fsencode(p) for p in paths])
+                extra: list[Node] = []
+                if db_files:
+                    folder, records = self._databases_dir(db_files)
+                    extra.append(folder)
+                tree = self._path_tree([os.fsencode(p) for p in files], extra)
             self.packer.flush()
             self._publish_index_if_due(force=True)
             self._rescue_if_pruned()
@@ -585,6 +630,7 @@ class Backup:
                 "blobs_added": self.packer.blobs_written,
                 "deltas_added": self.packer.deltas_written,
                 "errors": self.stats.errors,
+                **({"databases": self.stats.databases} if records else {}),
                 "duration_ns": self.repo.clock.now_ns() - self.start_ns,
             }
             snap = Snapshot(
@@ -598,6 +644,7 @@ class Backup:
                 summary=summary,
                 program=f"coffre {__version__}",
                 parent=self.previous.parent.id if self.previous.parent else "",
+                databases=records,
             )
             self.repo.save_snapshot(snap)
             # A prune may have finished between the check above and the snapshot write.
@@ -631,8 +678,22 @@ class _CountingReader:
         return data
 
 
-def _check_sources(paths: list[str]) -> list[str]:
-    if not paths:
+def database_files(databases: list[Database]) -> list[str]:
+    """The dumps' file names in the snapshot, made unique (postgres-officine.dump, -2, ...)."""
+    out: list[str] = []
+    for db in databases:
+        name = db.file_name()
+        stem, dot, suffix = name.rpartition(".")
+        n = 2
+        while name in out:
+            name = f"{stem}-{n}{dot}{suffix}"
+            n += 1
+        out.append(name)
+    return out
+
+
+def _check_sources(paths: list[str], allow_none: bool = False) -> list[str]:
+    if not paths and not allow_none:
         raise CoffreError("nothing to back up", "give one or more paths, or --stdin")
     out = []
     for p in paths:
@@ -645,6 +706,8 @@ def _check_sources(paths: list[str]) -> list[str]:
             raise CoffreError(f"{p}: cannot be read ({exc.strerror})") from None
         if ap == "/":
             raise CoffreError("backing up '/' as a whole is not supported yet", "list the directories")
+        if ap.split("/")[1] == DATABASES_DIR:
+            raise CoffreError(f"{p}: the name {DATABASES_DIR} is kept for database dumps in snapshots")
         del st
         out.append(ap)
     # A path inside another source would be stored twice.

@@ -8,7 +8,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from coffre.format.snapshot import Snapshot
+from coffre.format.snapshot import DATABASES_DIR, Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import Reporter, load_tree, quiet
 from coffre.ops.content import content_matches
@@ -54,7 +54,8 @@ class Verifier:
         in their parent directories), minus what the backup excluded or skipped."""
         self.repo.load_index()
         self._only = [_abspath(p) for p in only or []]
-        self._sources = [_abspath(p) for p in snap.paths]
+        # Database dumps have no live file to compare with ('coffre drill' checks them).
+        self._sources = [_abspath(p) for p in snap.paths if not p.startswith(DATABASES_DIR + "/")]
         self._excluder = Excluder(snap.excludes)
         location = self.repo.backend.location
         self._skip = {_abspath(location)} if os.path.isabs(location) else set()
@@ -75,6 +76,8 @@ class Verifier:
         diffs = self.result.differences
         saved_nodes = load_tree(self.repo, tree_id)
         for node in saved_nodes:
+            if not prefix and node.name == DATABASES_DIR.encode():
+                continue
             path = prefix + b"/" + node.name
             text = os.fsdecode(path)
             if not self._wanted(text, node.type == "dir"):

@@ -1,0 +1,84 @@
+"""restore-db, drill."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo
+from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.core.errors import UsageError
+from coffre.ops.common import find_snapshot
+from coffre.ops.databases import drill, pick, restore_database
+from coffre.sources.databases.engines import target, throwaway
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("restore-db", help="restore a database of a snapshot into an empty database")
+    add_repo_options(p)
+    p.add_argument("snapshot", help="snapshot id, or 'latest'")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--postgres", metavar="DSN", help="PostgreSQL database to restore into "
+                       "(created if it does not exist)")
+    where.add_argument("--mysql", metavar="DSN", help="MariaDB/MySQL database to restore into, "
+                       "mysql://USER@HOST/DB (created if it does not exist)")
+    where.add_argument("--sqlite", metavar="PATH", help="SQLite file to restore into")
+    p.add_argument("--database", metavar="NAME",
+                   help="which database of the snapshot, when it holds several of that engine")
+    p.add_argument("--force", action="store_true",
+                   help="replace the tables of a database that is not empty")
+    p.add_argument("--no-owner", action="store_true",
+                   help="PostgreSQL: do not restore owners and grants (roles missing on this server)")
+    p.set_defaults(func=cmd_restore_db)
+
+    p = sub.add_parser("drill", help="restore each database of a snapshot into a throwaway "
+                       "instance, check it, and report")
+    add_repo_options(p)
+    p.add_argument("snapshot", nargs="?", default="latest", help="snapshot id (default: latest)")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="where the throwaway instances live (default: the temporary folder)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_drill)
+
+
+def cmd_restore_db(args: argparse.Namespace) -> int:
+    engine, where = next((e, getattr(args, e)) for e in ("postgres", "mysql", "sqlite") if getattr(args, e))
+    if args.no_owner and engine != "postgres":
+        raise UsageError("--no-owner applies to --postgres only")
+    dest = target(engine, where, owners=not args.no_owner)
+    repo = open_repo(args)
+    with locked(repo, exclusive=False, command="restore-db"):
+        load_index(repo)
+        snap = find_snapshot(repo, args.snapshot, report=warn)
+        record = pick(snap, engine, args.database)
+        say(f"restoring {record.engine} {record.name} of snapshot {snap.id[:8]} into {dest.describe()}")
+        restore_database(repo, snap, record, dest, force=args.force)
+    say(f"restored: {len(record.tables)} tables, {sum(record.tables.values())} rows at backup time")
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    if args.work_dir and not os.path.isdir(args.work_dir):
+        raise UsageError(f"--work-dir {args.work_dir}: no such folder")
+    repo = open_repo(args)
+    with locked(repo, exclusive=False, command="drill"):
+        load_index(repo)
+        snap = find_snapshot(repo, args.snapshot, report=warn)
+        results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn)
+    ok = all(r.ok for r in results)
+    if args.json:
+        emit_json({"snapshot": snap.id, "time_ns": snap.time_ns, "ok": ok, "databases": [
+            {"engine": r.record.engine, "name": r.record.name, "size": r.record.size, "ok": r.ok,
+             "seconds": round(r.seconds, 3),
+             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.checks]}
+            for r in results]})
+    else:
+        say(f"drill of snapshot {snap.id[:8]}:")
+        for r in results:
+            say(f"  {'PASS' if r.ok else 'FAIL'}  {r.record.engine} {r.record.name} "
+                f"({human_size(r.record.size)}, {r.seconds:.1f} s)")
+            for c in r.checks:
+                say(f"        {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        say("drill passed: every database restores and checks out" if ok
+            else "drill FAILED: see above")
+    return 0 if ok else 1

@@ -1,0 +1,109 @@
+"""What every database engine offers: a dump, a restore target, a throwaway instance."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Captured:
+    """What a dump reports once its stream was read to the end."""
+
+    size: int  # the database's size in bytes, as the engine reports it
+    tables: dict[str, int]  # table -> rows in the dump's snapshot
+    server: str  # the engine's version
+    format: str  # how it was captured
+    # Bytes that belong before the stream: SQLite's first page is final only at the end.
+    head: bytes = b""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Database(ABC):
+    """A live database to back up."""
+
+    engine: str
+    name: str
+    suffix: str
+    fixed = False  # the stream is made of fixed-size pages (cut it into fixed blocks)
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The database in messages: never a password."""
+
+    @abstractmethod
+    def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
+        """Stream a consistent dump to `consume`, which reads it to the end; then report what
+        was captured. Raises CoffreError, with the engine's own message, if the dump failed:
+        whatever `consume` stored must then not be committed."""
+
+    def file_name(self) -> str:
+        """The dump's file name in the snapshot."""
+        base = os.path.basename(self.name.rstrip("/")) or "database"
+        base = base.removesuffix(self.suffix) if base != self.suffix else base
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base).lstrip(".")
+        return f"{self.engine}-{safe or 'database'}{self.suffix}"
+
+
+@dataclass
+class Check:
+    """One line of a drill report."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class Target(ABC):
+    """A database to restore into."""
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether it holds no table yet (a database that does not exist counts as empty)."""
+
+    @abstractmethod
+    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        """Load a dump made by this engine's Database.dump. `force`: replace what is there."""
+
+    @abstractmethod
+    def row_counts(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def integrity(self) -> Check:
+        """The engine's own integrity check of everything restored."""
+
+
+def compare_counts(recorded: dict[str, int], restored: dict[str, int]) -> Check:
+    problems = []
+    for table in sorted(set(recorded) | set(restored)):
+        want, got = recorded.get(table), restored.get(table)
+        if want != got:
+            problems.append(f"{table}: {_rows(want)} at backup time, {_rows(got)} restored")
+    total = sum(recorded.values())
+    if problems:
+        return Check("row counts", False, "; ".join(problems[:20]))
+    return Check("row counts", True, f"{len(recorded)} tables, {total} rows, as at backup time")
+
+
+def _rows(n: int | None) -> str:
+    return "absent" if n is None else f"{n} rows"
+
+
+def batched(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """Join small chunks into writes of about `size` bytes."""
+    buf = bytearray()
+    for c in chunks:
+        buf += c
+        if len(buf) >= size:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)

@@ -1,0 +1,170 @@
+"""Run the engines' own programs: stream a dump out of one, feed a dump into one, run a short
+query; fail with the program's own message. Secrets go through the environment, never argv."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any, BinaryIO, TypeVar
+
+from coffre.core.errors import CoffreError
+
+T = TypeVar("T")
+ERROR_TAIL = 4000  # characters of a program's error output kept for the message
+
+
+def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra or {})
+    return env
+
+
+def find_program(*names: str, extra_dirs: Iterable[str] = ()) -> str:
+    """The first of `names` found in PATH or in `extra_dirs`."""
+    for d in extra_dirs:
+        for n in names:
+            p = os.path.join(d, n)
+            if os.access(p, os.X_OK):
+                return p
+    for n in names:
+        found = shutil.which(n)
+        if found:
+            return found
+    raise CoffreError(f"{names[0]} is not installed", f"install the package that provides {names[0]}")
+
+
+def exit_reason(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = str(-status)
+        return f"was killed by signal {-status} ({name})"
+    return f"failed with exit status {status}"
+
+
+class _Tail:
+    """Read a program's error output in a thread, keeping its end."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.data = b""
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in iter(lambda: self._stream.read(65536), b""):
+            self.data = (self.data + line)[-ERROR_TAIL * 4:]
+
+    def text(self) -> str:
+        self._thread.join()
+        return self.data.decode("utf-8", "replace").strip()[-ERROR_TAIL:]
+
+
+def _failure(what: str, status: int, stderr: str, after: str) -> CoffreError:
+    return CoffreError(f"{what} {exit_reason(status)}{after}" + (f"\n{stderr}" if stderr else ""))
+
+
+def stream_command(
+    argv: list[str], consume: Callable[[BinaryIO], T], what: str,
+    env: Mapping[str, str] | None = None, after: str = "; no snapshot was written",
+) -> T:
+    """Run `argv`, hand its output to `consume` (which reads it to the end), and fail with the
+    program's own error message if it does not exit with 0."""
+    proc = _start(argv, env, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    tail = _Tail(proc.stderr)
+    try:
+        result = consume(proc.stdout)  # type: ignore[arg-type]
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    status = proc.wait()
+    if status != 0:
+        raise _failure(what, status, tail.text(), after)
+    return result
+
+
+def feed_command(
+    argv: list[str], chunks: Iterable[bytes], what: str, env: Mapping[str, str] | None = None,
+) -> str:
+    """Run `argv` with `chunks` as its input; its output, or its own error message."""
+    proc = _start(argv, env, stdin=subprocess.PIPE, merge=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    out = _Tail(proc.stdout)
+    try:
+        for c in chunks:
+            proc.stdin.write(c)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the program stopped reading: its exit status and message say why
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    status = proc.wait()
+    text = out.text()
+    if status != 0:
+        raise _failure(what, status, text, "")
+    return text
+
+
+def run_tool(argv: list[str], what: str, env: Mapping[str, str] | None = None,
+             account: pwd.struct_passwd | None = None, timeout: float = 600) -> str:
+    """Run a short command (as `account` if given); its output, or a CoffreError with its own
+    message."""
+    as_account: dict[str, Any] = {}
+    if account is not None:
+        as_account = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [],
+                      "cwd": "/"}
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                              timeout=timeout, check=False, **as_account)
+    except OSError as exc:
+        raise CoffreError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise CoffreError(f"{what} did not finish in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        err = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-ERROR_TAIL:]
+        raise _failure(what, done.returncode, err, "")
+    out: bytes = done.stdout
+    return out.decode("utf-8", "replace")
+
+
+def _start(argv: list[str], env: Mapping[str, str] | None, stdin: int,
+           merge: bool = False) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                                env=dict(env) if env is not None else None)
+    except OSError as exc:
+        raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+
+
+def service_account(*names: str) -> pwd.struct_passwd | None:
+    """Database servers refuse to run as root: the account to run a throwaway one as (the
+    first of `names` that exists, else nobody), or None when not root."""
+    if os.geteuid() != 0:
+        return None
+    for n in (*names, "nobody"):
+        try:
+            return pwd.getpwnam(n)
+        except KeyError:
+            continue
+    raise CoffreError("no unprivileged account to run a throwaway database server as",
+                      "create one, e.g. 'useradd --system postgres'")
+
+
+def file_tail(path: str, size: int = 2000) -> str:
+    """The end of a server's log, for an error message (empty if it cannot be read)."""
+    try:
+        with open(path, errors="replace") as f:
+            return "\n" + f.read()[-size:]
+    except OSError:
+        return ""

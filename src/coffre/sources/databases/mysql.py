@@ -1,0 +1,280 @@
+"""MariaDB and MySQL: mariadb-dump (or mysqldump) in one consistent transaction, one INSERT
+per row.
+
+`--single-transaction` reads every InnoDB table at one instant while sales go on. One INSERT
+line per row (`--skip-extended-insert`) keeps a day's changes local in the byte stream, and
+lets Coffre count each table's rows in the dump as it streams by: those counts are what the
+drill compares with. The dump must end with its own completion line. The password goes to the
+programs through MYSQL_PWD, never argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, BinaryIO, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from coffre.core.errors import CoffreError, UsageError
+from coffre.sources.databases.base import Captured, Check, Database, Target, batched
+from coffre.sources.databases.command import (
+    environment,
+    feed_command,
+    file_tail,
+    find_program,
+    run_tool,
+    service_account,
+    stream_command,
+)
+
+T = TypeVar("T")
+_INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES ", re.M)
+_LINE_HEAD = 4096  # of a line not yet ended, only its start matters
+_DONE = b"-- Dump completed"
+_SIZE = ("SELECT VERSION(); SELECT COALESCE(SUM(data_length + index_length), 0) "
+         "FROM information_schema.tables WHERE table_schema = {}")
+_TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = {} "
+           "AND table_type = 'BASE TABLE' ORDER BY table_name")
+_SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec")
+
+
+class Connection:
+    """mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=PATH] (also mariadb://)."""
+
+    def __init__(self, dsn: str) -> None:
+        u = urlsplit(dsn)
+        if u.scheme not in ("mysql", "mariadb") or not u.path.strip("/"):
+            raise UsageError("the MariaDB/MySQL connection string is not valid",
+                             "e.g. mysql://coffre@localhost/officine "
+                             "(password in MYSQL_PWD or ~/.my.cnf)")
+        self.database = unquote(u.path.strip("/"))
+        self.user = unquote(u.username or "")
+        self.password = unquote(u.password or "") or os.environ.get("MYSQL_PWD", "")
+        self.host = u.hostname or ""
+        try:
+            self.port = u.port
+        except ValueError:
+            raise UsageError("the MariaDB/MySQL connection string has an invalid port") from None
+        query = parse_qs(u.query)
+        self.socket = query.get("socket", [""])[0]
+        self.no_defaults = False
+
+    @classmethod
+    def local(cls, socket: str, database: str) -> Connection:
+        conn = cls(f"mysql://root@localhost/{database}?socket={socket}")
+        conn.no_defaults = True
+        return conn
+
+    def options(self, database: bool = True) -> list[str]:
+        opts = ["--no-defaults"] if self.no_defaults else []
+        if self.user:
+            opts.append(f"--user={self.user}")
+        if self.host:
+            opts.append(f"--host={self.host}")
+        if self.port:
+            opts.append(f"--port={self.port}")
+        if self.socket:
+            opts.append(f"--socket={self.socket}")
+        return opts + ([self.database] if database else [])
+
+    def env(self) -> dict[str, str]:
+        return environment({"MYSQL_PWD": self.password} if self.password else None)
+
+    def describe(self) -> str:
+        where = self.socket or (f"{self.host}:{self.port}" if self.port else self.host) or "local socket"
+        return f"MariaDB/MySQL database {self.database!r} on {where}"
+
+    def query(self, statement: str, what: str) -> list[list[str]]:
+        client = find_program("mariadb", "mysql")
+        out = run_tool([client, *self.options(database=False), "--batch", "--skip-column-names",
+                        "--raw", "-e", statement], f"{what} on {self.describe()}", env=self.env())
+        return [line.split("\t") for line in out.splitlines() if line]
+
+
+# Names and values in statements are quoted by these two (the client takes no parameters).
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class _RowCounter:
+    """Reads the dump through, counting each table's INSERT lines and noting how it ends."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.counts: Counter[str] = Counter()
+        self._line = b""  # the start of the line not yet ended
+        self.last_line = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self._scan(data)
+        return data
+
+    def readinto(self, buf: memoryview) -> int:
+        n = self.raw.readinto(buf)  # type: ignore[attr-defined]
+        if n:
+            self._scan(bytes(buf[:n]))
+        return n or 0
+
+    def _scan(self, data: bytes) -> None:
+        if not data:
+            return
+        buf = self._line + data
+        end = buf.rfind(b"\n")
+        if end < 0:
+            self._line = buf[:_LINE_HEAD]
+            return
+        for m in _INSERT.finditer(buf, 0, end + 1):
+            self.counts[m.group(1).replace(b"``", b"`").decode("utf-8", "replace")] += 1
+        prev = buf.rfind(b"\n", 0, end)
+        self.last_line = buf[prev + 1:end][:_LINE_HEAD]
+        self._line = buf[end + 1:end + 1 + _LINE_HEAD]
+
+
+class MysqlDatabase(Database):
+    engine = "mysql"
+    suffix = ".sql"
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = Connection(dsn)
+        self.name = self.conn.database
+
+    def describe(self) -> str:
+        return self.conn.describe()
+
+    def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
+        after = "; no snapshot was written"
+        try:
+            rows = self.conn.query(
+                _SIZE.format(_literal(self.conn.database)), "reading the database's size")
+        except CoffreError as exc:
+            raise CoffreError(exc.message + after) from None
+        version, size = rows[0][0], int(rows[1][0])
+        dumper = find_program("mariadb-dump", "mysqldump")
+        argv = [dumper, "--single-transaction", "--quick", "--skip-extended-insert", "--no-autocommit",
+                "--routines", "--triggers", "--hex-blob", "--default-character-set=utf8mb4",
+                "--skip-dump-date", *self.conn.options()]
+        counter: list[_RowCounter] = []
+
+        def counted(stream: BinaryIO) -> T:
+            counter.append(_RowCounter(stream))
+            return consume(counter[0])  # type: ignore[arg-type]
+
+        result = stream_command(argv, counted, f"{os.path.basename(dumper)} of {self.describe()}",
+                                env=self.conn.env(), after=after)
+        if not counter[0].last_line.startswith(_DONE):
+            raise CoffreError(f"the dump of {self.describe()} is incomplete (no completion line){after}")
+        return result, Captured(size=size, tables=dict(counter[0].counts), server=version,
+                                format="mariadb-dump --single-transaction, one INSERT per row")
+
+
+class MysqlTarget(Target):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> MysqlTarget:
+        return cls(Connection(dsn))
+
+    def describe(self) -> str:
+        return self.conn.describe()
+
+    def _tables(self) -> list[str]:
+        rows = self.conn.query(
+            _TABLES.format(_literal(self.conn.database)), "listing tables")
+        return [r[0] for r in rows]
+
+    def is_empty(self) -> bool:
+        return not self._tables()
+
+    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        self.conn.query(f"CREATE DATABASE IF NOT EXISTS {_ident(self.conn.database)}",
+                        "creating the database")
+        client = find_program("mariadb", "mysql")
+        feed_command([client, *self.conn.options(), "--batch"], batched(chunks),
+                     f"loading the dump into {self.describe()}", env=self.conn.env())
+
+    def row_counts(self) -> dict[str, int]:
+        tables = self._tables()
+        if not tables:
+            return {}
+        db = _ident(self.conn.database)
+        rows = self.conn.query(" UNION ALL ".join(
+            f"SELECT {_literal(t)}, COUNT(*) FROM {db}.{_ident(t)}" for t in tables),  # noqa: S608
+            "counting rows")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def integrity(self) -> Check:
+        tables = self._tables()
+        if not tables:
+            return Check("CHECK TABLE", True, "no table")
+        db = _ident(self.conn.database)
+        try:
+            rows = self.conn.query("CHECK TABLE " + ", ".join(f"{db}.{_ident(t)}" for t in tables),
+                                   "CHECK TABLE")
+        except CoffreError as exc:
+            return Check("CHECK TABLE", False, exc.message)
+        bad = [" ".join(r) for r in rows
+               if len(r) >= 4 and (r[2] == "error" or (r[2] == "status" and r[3] != "OK"))]
+        return Check("CHECK TABLE", not bad, "; ".join(bad[:10]) or f"{len(tables)} tables OK")
+
+
+@contextlib.contextmanager
+def throwaway_mysql(work_dir: str | None = None) -> Iterator[Target]:
+    """A temporary MariaDB server in its own data folder, reachable only by its socket."""
+    account = service_account("mysql")
+    install = find_program("mariadb-install-db", "mysql_install_db", extra_dirs=_SBIN)
+    server = find_program("mariadbd", "mysqld", extra_dirs=_SBIN)
+    top = tempfile.mkdtemp(prefix="coffre-drill-my-", dir=work_dir)
+    data, sock, log = (os.path.join(top, n) for n in ("data", "server.sock", "server.log"))
+    as_user = [f"--user={account.pw_name}"] if account is not None else []
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if account is not None:
+            os.chown(top, account.pw_uid, account.pw_gid)
+        run_tool([install, "--no-defaults", f"--datadir={data}", *as_user, "--skip-test-db",
+                  "--auth-root-authentication-method=normal"], "mariadb-install-db of the drill's server")
+        proc = subprocess.Popen(
+            [server, "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--skip-networking",
+             f"--log-error={log}", f"--pid-file={top}/server.pid", "--skip-grant-tables", "--skip-log-bin",
+             "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", *as_user],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conn = Connection.local(sock, "drill")
+        _wait_ready(proc, conn, log)
+        yield MysqlTarget(conn)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], conn: Connection, log: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise CoffreError("the drill's throwaway MariaDB server stopped at start" + file_tail(log))
+        try:
+            conn.query("SELECT 1", "waiting for the drill's server")
+            return
+        except CoffreError:
+            if time.monotonic() > deadline:
+                raise CoffreError("the drill's throwaway MariaDB server did not start"
+                                  + file_tail(log)) from None
+            time.sleep(0.2)
+

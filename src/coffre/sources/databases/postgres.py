@@ -1,0 +1,243 @@
+"""PostgreSQL: pg_dump in custom format, uncompressed, inside a snapshot Coffre exports.
+
+Coffre opens a REPEATABLE READ transaction, exports its snapshot, counts every table's rows
+in it, and runs `pg_dump --snapshot`: the dump and the recorded counts are the same instant.
+Why this format (docs/databases.md): custom format lets a restore choose to skip owners and
+grants (a drill's throwaway cluster has no roles) and is what pg_restore reads; without
+compression (-Z0) a day's changed rows stay changed rows in the byte stream, so Coffre's
+chunking, deltas and zstd do the work. A password never goes into argv: PGPASSWORD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from coffre.core.errors import CoffreError, UsageError
+from coffre.sources.databases.base import Captured, Check, Database, Target
+from coffre.sources.databases.command import (
+    environment,
+    feed_command,
+    file_tail,
+    find_program,
+    run_tool,
+    service_account,
+    stream_command,
+)
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = "30"
+_USER_TABLES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+_ANY_RELATION = """
+SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+"""
+
+
+def bin_dirs() -> list[str]:
+    """Debian keeps each PostgreSQL version's programs apart; the newest first."""
+    found = glob.glob("/usr/lib/postgresql/*/bin")
+    return sorted(found, key=lambda d: _major(d.split("/")[-2]), reverse=True)
+
+
+def _major(text: str) -> int:
+    digits = text.split(".")[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _program(name: str, server_major: int = 0) -> str:
+    """A client program at least as new as the server (pg_dump refuses older)."""
+    dirs = bin_dirs()
+    exact = [d for d in dirs if _major(d.split("/")[-2]) == server_major]
+    return find_program(name, extra_dirs=exact + dirs)
+
+
+class Connection:
+    """A parsed connection string: libpq's key=value or postgresql:// URI."""
+
+    def __init__(self, dsn: str) -> None:
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            raise UsageError("the PostgreSQL connection string is not valid",
+                             "e.g. 'host=localhost dbname=officine user=coffre' or "
+                             "postgresql://coffre@localhost/officine") from None
+        self.password = str(params.pop("password", "") or "")
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        self.params: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+        self.dbname = str(self.params.get("dbname") or self.params.get("user")
+                          or os.environ.get("PGDATABASE") or os.environ.get("PGUSER")
+                          or pwd.getpwuid(os.getuid()).pw_name)
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        """Without the password (it goes into argv)."""
+        return make_conninfo(**{**self.params, **({"dbname": dbname} if dbname else {})})
+
+    def env(self) -> dict[str, str]:
+        return environment({"PGPASSWORD": self.password} if self.password else None)
+
+    def describe(self) -> str:
+        where = self.params.get("host") or os.environ.get("PGHOST") or "local socket"
+        port = self.params.get("port") or os.environ.get("PGPORT")
+        return f"PostgreSQL database {self.dbname!r} on {where}{':' + str(port) if port else ''}"
+
+    def connect(self, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
+        conninfo = self.conninfo(dbname)
+        if self.password:  # in this process only
+            conninfo = make_conninfo(conninfo, password=self.password)
+        try:
+            return psycopg.connect(conninfo, autocommit=autocommit)
+        except psycopg.Error as exc:
+            raise CoffreError(f"{self.describe()}: cannot connect: {_message(exc)}") from None
+
+
+def _message(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _tables(cur: Any) -> list[tuple[str, str]]:
+    return [(s, t) for s, t in cur.execute(_USER_TABLES).fetchall()]
+
+
+def _counts(cur: Any) -> dict[str, int]:
+    out = {}
+    for schema, table in _tables(cur):
+        q = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        out[f"{schema}.{table}"] = int(cur.execute(q).fetchone()[0])
+    return out
+
+
+class PostgresDatabase(Database):
+    engine = "postgres"
+    suffix = ".dump"
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = Connection(dsn)
+        self.name = self.conn.dbname
+
+    def describe(self) -> str:
+        return self.conn.describe()
+
+    def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
+        conn = self.conn.connect()
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            cur = conn.cursor()
+            snapshot = cur.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+            counts = _counts(cur)
+            size = int(cur.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+            version = str(cur.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            pg_dump = _program("pg_dump", _major(version))
+            argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
+                    "--no-password", f"--dbname={self.conn.conninfo()}"]
+            result = stream_command(argv, consume, f"pg_dump of {self.describe()}", env=self.conn.env())
+            conn.rollback()
+        except psycopg.Error as exc:
+            raise CoffreError(f"{self.describe()} could not be backed up: {_message(exc)}; "
+                              "no snapshot was written") from None
+        finally:
+            conn.close()
+        return result, Captured(size=size, tables=counts, server=f"PostgreSQL {version}",
+                                format="pg_dump custom format, uncompressed")
+
+
+class PostgresTarget(Target):
+    def __init__(self, dsn: str, owners: bool = True) -> None:
+        self.conn = Connection(dsn)
+        self.owners = owners
+
+    def describe(self) -> str:
+        return self.conn.describe()
+
+    def _exists(self) -> bool:
+        try:
+            self.conn.connect().close()
+            return True
+        except CoffreError as exc:
+            if "does not exist" in exc.message and self.conn.dbname in exc.message:
+                return False
+            raise
+
+    def is_empty(self) -> bool:
+        if not self._exists():
+            return True
+        with contextlib.closing(self.conn.connect()) as conn:
+            return int(conn.execute(_ANY_RELATION).fetchone()[0]) == 0  # type: ignore[index]
+
+    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        if not self._exists():
+            with contextlib.closing(self.conn.connect("postgres", autocommit=True)) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.conn.dbname)))
+        argv = [_program("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
+                f"--dbname={self.conn.conninfo()}"]
+        if force:
+            argv += ["--clean", "--if-exists"]
+        if not self.owners:
+            argv += ["--no-owner", "--no-acl"]
+        feed_command(argv, chunks, f"pg_restore into {self.describe()}", env=self.conn.env())
+
+    def row_counts(self) -> dict[str, int]:
+        with contextlib.closing(self.conn.connect()) as conn:
+            return _counts(conn.cursor())
+
+    def integrity(self) -> Check:
+        name = "pg_amcheck (tables and indexes)"
+        try:
+            amcheck = _program("pg_amcheck")
+        except CoffreError:
+            return Check(name, True, "pg_amcheck is not installed (PostgreSQL 14 or later): skipped")
+        argv = [amcheck, "--install-missing", "--heapallindexed", "--no-password", self.conn.conninfo()]
+        try:
+            out = run_tool(argv, "pg_amcheck", env=self.conn.env())
+        except CoffreError as exc:
+            return Check(name, False, exc.message)
+        return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
+
+
+@contextlib.contextmanager
+def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
+    """A temporary cluster made by initdb, listening on a socket in its own folder only."""
+    account = service_account("postgres")
+    initdb, pg_ctl = _program("initdb"), _program("pg_ctl")
+    top = tempfile.mkdtemp(prefix="coffre-drill-pg-", dir=work_dir)
+    data, log = os.path.join(top, "data"), os.path.join(top, "server.log")
+    started = False
+    try:
+        if account is not None:
+            os.chown(top, account.pw_uid, account.pw_gid)
+        run_tool([initdb, "-D", data, "-U", "coffre", "--auth=trust", "-E", "UTF8", "--no-locale",
+                  "--no-sync"], "initdb of the drill's throwaway cluster", account=account)
+        options = (f"-c listen_addresses='' -k {top} -p 5432 -c fsync=off "
+                   "-c full_page_writes=off -c synchronous_commit=off")
+        try:
+            run_tool([pg_ctl, "-D", data, "-l", log, "-w", "-t", "120", "-o", options, "start"],
+                     "starting the drill's throwaway PostgreSQL", account=account)
+        except CoffreError as exc:
+            raise CoffreError(exc.message + file_tail(log)) from None
+        started = True
+        target = PostgresTarget(f"host={top} port=5432 user=coffre dbname=drill", owners=False)
+        yield target
+    finally:
+        if started:
+            with contextlib.suppress(CoffreError):
+                run_tool([pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
+                         "stopping the drill's PostgreSQL", account=account)
+        shutil.rmtree(top, ignore_errors=True)
+

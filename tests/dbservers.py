@@ -1,0 +1,138 @@
+"""Real database servers for the tests: PostgreSQL (initdb + postgres) and MariaDB
+(mariadb-install-db + mariadbd), each in its own temporary folder, on 127.0.0.1 with a free
+port and a password, run as their system account since the tests run as root. A missing
+server program is a failure, never a skip: `./run check` installs them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+from servers import Server, free_port
+
+from coffre.sources.databases.command import find_program, service_account
+from coffre.sources.databases.postgres import bin_dirs
+
+DB_USER = "coffre"
+DB_PASSWORD = "db-secret-do-not-log"
+
+
+def _account(name: str) -> pwd.struct_passwd:
+    account = service_account(name)
+    assert account is not None, "the database tests run as root (they start servers as their account)"
+    return account
+
+
+class _AsAccount(Server):
+    account: pwd.struct_passwd
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as out:
+            return subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd="/",
+                                    user=self.account.pw_uid, group=self.account.pw_gid,
+                                    extra_groups=[])
+
+
+class PostgresServer(_AsAccount):
+    def __init__(self, workdir: Path) -> None:
+        self.account = _account("postgres")
+        self.dir = workdir
+        self.port = free_port()
+        os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
+        pw = workdir / "pw"
+        pw.write_text(DB_PASSWORD)
+        os.chown(pw, self.account.pw_uid, self.account.pw_gid)
+        data = workdir / "data"
+        subprocess.run([self.program("initdb"), "-D", str(data), "-U", DB_USER, "--auth-local=trust",
+                        "--auth-host=scram-sha-256", f"--pwfile={pw}", "-E", "UTF8", "--no-locale",
+                        "--no-sync"], check=True, capture_output=True, user=self.account.pw_uid,
+                       group=self.account.pw_gid, extra_groups=[], cwd="/")
+        super().__init__([self.program("postgres"), "-D", str(data), "-p", str(self.port),
+                          "-k", str(workdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                          "-c", "full_page_writes=off"], workdir / "server.log")
+        self.wait_ready()
+
+    @staticmethod
+    def program(name: str) -> str:
+        return find_program(name, extra_dirs=bin_dirs())
+
+    def ready(self) -> bool:
+        self.psql("SELECT 1")
+        return True
+
+    def dsn(self, dbname: str = "officine") -> str:
+        """Over TCP: needs the password (from PGPASSWORD, see env())."""
+        return f"host=127.0.0.1 port={self.port} user={DB_USER} dbname={dbname}"
+
+    def env(self) -> dict[str, str]:
+        return {"PGPASSWORD": DB_PASSWORD}
+
+    def psql(self, statement: str, dbname: str = "postgres") -> str:
+        """Over the local socket (trusted)."""
+        done = subprocess.run([self.program("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-h", str(self.dir), "-p", str(self.port), "-U", DB_USER, "-d", dbname,
+                               "-c", statement], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        return done.stdout.strip()
+
+    def pgbench(self, *args: str, dbname: str = "officine") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.program("pgbench"), "-h", str(self.dir), "-p", str(self.port),
+                               "-U", DB_USER, *args, dbname], capture_output=True, text=True, check=True)
+
+    def pgbench_popen(self, *args: str, dbname: str = "officine") -> subprocess.Popen[str]:
+        return subprocess.Popen([self.program("pgbench"), "-h", str(self.dir), "-p", str(self.port),
+                                 "-U", DB_USER, *args, dbname], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> None:
+        super().stop()
+
+    @classmethod
+    def start(cls, workdir: Path) -> PostgresServer:
+        return cls(workdir)
+
+
+class MariaDBServer(_AsAccount):
+    def __init__(self, workdir: Path) -> None:
+        self.account = _account("mysql")
+        self.dir = workdir
+        self.port = free_port()
+        self.socket = str(workdir / "server.sock")
+        os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
+        data = workdir / "data"
+        subprocess.run([find_program("mariadb-install-db", extra_dirs=["/usr/sbin"]), "--no-defaults",
+                        f"--datadir={data}", f"--user={self.account.pw_name}", "--skip-test-db",
+                        "--auth-root-authentication-method=normal"], check=True, capture_output=True)
+        super().__init__([find_program("mariadbd", extra_dirs=["/usr/sbin"]), "--no-defaults",
+                          f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}",
+                          "--bind-address=127.0.0.1", "--skip-log-bin", f"--pid-file={workdir}/pid",
+                          "--innodb-flush-log-at-trx-commit=2"], workdir / "server.log")
+        self.wait_ready()
+        self.sql(f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; "
+                 f"GRANT ALL ON *.* TO '{DB_USER}'@'127.0.0.1'")
+
+    def ready(self) -> bool:
+        self.sql("SELECT 1")
+        return True
+
+    def dsn(self, dbname: str = "officine") -> str:
+        return f"mysql://{DB_USER}@127.0.0.1:{self.port}/{dbname}"
+
+    def env(self) -> dict[str, str]:
+        return {"MYSQL_PWD": DB_PASSWORD}
+
+    def sql(self, statement: str, dbname: str = "") -> str:
+        """As root over the local socket."""
+        done = subprocess.run([find_program("mariadb"), "--no-defaults", f"--socket={self.socket}",
+                               "-uroot", "-N", "-B", "-e", statement, *([dbname] if dbname else [])],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        return done.stdout.strip()
+
+    @classmethod
+    def start(cls, workdir: Path) -> MariaDBServer:
+        return cls(workdir)
