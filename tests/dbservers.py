@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
-
-from servers import Server, free_port
 
 from coffre.sources.databases.command import find_program, service_account
 from coffre.sources.databases.postgres import bin_dirs
+from servers import Server, free_port
 
 DB_USER = "coffre"
 DB_PASSWORD = "db-secret-do-not-log"
@@ -25,8 +26,26 @@ def _account(name: str) -> pwd.struct_passwd:
     return account
 
 
+def _workdir(account: pwd.struct_passwd, name: str) -> Path:
+    """A folder the server's account can reach (pytest's own temporary tree is root's only)."""
+    d = Path(tempfile.mkdtemp(prefix=f"coffre-test-{name}-", dir="/tmp"))
+    os.chown(d, account.pw_uid, account.pw_gid)
+    return d
+
+
+def _run(argv: list[str], **kw: object) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}")
+
+
 class _AsAccount(Server):
     account: pwd.struct_passwd
+    dir: Path
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
@@ -36,19 +55,17 @@ class _AsAccount(Server):
 
 
 class PostgresServer(_AsAccount):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         self.account = _account("postgres")
-        self.dir = workdir
+        self.dir = workdir = _workdir(self.account, "pg")
         self.port = free_port()
-        os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
         pw = workdir / "pw"
         pw.write_text(DB_PASSWORD)
         os.chown(pw, self.account.pw_uid, self.account.pw_gid)
         data = workdir / "data"
-        subprocess.run([self.program("initdb"), "-D", str(data), "-U", DB_USER, "--auth-local=trust",
-                        "--auth-host=scram-sha-256", f"--pwfile={pw}", "-E", "UTF8", "--no-locale",
-                        "--no-sync"], check=True, capture_output=True, user=self.account.pw_uid,
-                       group=self.account.pw_gid, extra_groups=[], cwd="/")
+        _run([self.program("initdb"), "-D", str(data), "-U", DB_USER, "--auth-local=trust",
+              "--auth-host=scram-sha-256", f"--pwfile={pw}", "-E", "UTF8", "--no-locale", "--no-sync"],
+             user=self.account.pw_uid, group=self.account.pw_gid, extra_groups=[], cwd="/")
         super().__init__([self.program("postgres"), "-D", str(data), "-p", str(self.port),
                           "-k", str(workdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
                           "-c", "full_page_writes=off"], workdir / "server.log")
@@ -87,25 +104,21 @@ class PostgresServer(_AsAccount):
                                  "-U", DB_USER, *args, dbname], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
-    def stop(self) -> None:
-        super().stop()
-
     @classmethod
-    def start(cls, workdir: Path) -> PostgresServer:
-        return cls(workdir)
+    def start(cls, _pytest_dir: Path) -> PostgresServer:
+        return cls()
 
 
 class MariaDBServer(_AsAccount):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         self.account = _account("mysql")
-        self.dir = workdir
+        self.dir = workdir = _workdir(self.account, "mariadb")
         self.port = free_port()
         self.socket = str(workdir / "server.sock")
-        os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
         data = workdir / "data"
-        subprocess.run([find_program("mariadb-install-db", extra_dirs=["/usr/sbin"]), "--no-defaults",
-                        f"--datadir={data}", f"--user={self.account.pw_name}", "--skip-test-db",
-                        "--auth-root-authentication-method=normal"], check=True, capture_output=True)
+        _run([find_program("mariadb-install-db", extra_dirs=["/usr/sbin"]), "--no-defaults",
+              f"--datadir={data}", f"--user={self.account.pw_name}", "--skip-test-db",
+              "--auth-root-authentication-method=normal"])
         super().__init__([find_program("mariadbd", extra_dirs=["/usr/sbin"]), "--no-defaults",
                           f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}",
                           "--bind-address=127.0.0.1", "--skip-log-bin", f"--pid-file={workdir}/pid",
@@ -134,5 +147,5 @@ class MariaDBServer(_AsAccount):
         return done.stdout.strip()
 
     @classmethod
-    def start(cls, workdir: Path) -> MariaDBServer:
-        return cls(workdir)
+    def start(cls, _pytest_dir: Path) -> MariaDBServer:
+        return cls()

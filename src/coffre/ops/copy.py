@@ -66,7 +66,7 @@ class Copier:
                 time_ns=snap.time_ns, hostname=snap.hostname, username=snap.username,
                 paths=list(snap.paths), tree=self._tree(snap.tree), tags=list(snap.tags),
                 excludes=list(snap.excludes), summary=dict(snap.summary), program=snap.program,
-                original=origin,
+                original=origin, databases=list(snap.databases),
             )
             todo.append((snap, copy))
         self.packer.flush()

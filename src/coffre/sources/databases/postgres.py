@@ -61,11 +61,13 @@ def _major(text: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def _program(name: str, server_major: int = 0) -> str:
-    """A client program at least as new as the server (pg_dump refuses older)."""
-    dirs = bin_dirs()
-    exact = [d for d in dirs if _major(d.split("/")[-2]) == server_major]
-    return find_program(name, extra_dirs=exact + dirs)
+def _program(name: str) -> str:
+    """From PATH (Debian's /usr/bin/pg_dump picks the newest installed version, and pg_dump
+    must be at least as new as the server), else the newest of Debian's version folders."""
+    try:
+        return find_program(name)
+    except CoffreError:
+        return find_program(name, extra_dirs=bin_dirs())
 
 
 class Connection:
@@ -144,7 +146,7 @@ class PostgresDatabase(Database):
             counts = _counts(cur)
             size = int(cur.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
             version = str(cur.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-            pg_dump = _program("pg_dump", _major(version))
+            pg_dump = _program("pg_dump")
             argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                     "--no-password", f"--dbname={self.conn.conninfo()}"]
             result = stream_command(argv, consume, f"pg_dump of {self.describe()}", env=self.conn.env())

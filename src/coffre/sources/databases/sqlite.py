@@ -28,7 +28,7 @@ from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Captured, Check, Database, Target
 
 T = TypeVar("T")
-BUSY_TIMEOUT_MS = 120_000
+BUSY_TIMEOUT = 120.0  # seconds a writer's lock is waited for (COFFRE_SQLITE_BUSY_TIMEOUT)
 HANDOFF = 1 << 20  # pages travel to the reader in batches of about this size
 _VFS_NAME = "coffre-stream"
 _sinks: dict[str, _Sink] = {}
@@ -161,6 +161,14 @@ def _register() -> None:
             _vfs = _StreamVFS()
 
 
+def _busy_timeout() -> float:
+    text = os.environ.get("COFFRE_SQLITE_BUSY_TIMEOUT", "")
+    try:
+        return max(0.0, float(text)) if text else BUSY_TIMEOUT
+    except ValueError:
+        raise CoffreError(f"COFFRE_SQLITE_BUSY_TIMEOUT={text!r}: give seconds") from None
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -236,7 +244,7 @@ class SQLiteDatabase(Database):
             # Read-write without create: a hot journal left by a crash is rolled back first,
             # and a missing file is an error rather than a new empty database.
             src = apsw.Connection(self.name, flags=apsw.SQLITE_OPEN_READWRITE)
-            src.set_busy_timeout(BUSY_TIMEOUT_MS)
+            src.set_busy_timeout(int(_busy_timeout() * 1000))
             return src
         except apsw.Error as exc:
             raise self._error(exc) from None
@@ -261,7 +269,7 @@ class SQLiteDatabase(Database):
         if isinstance(exc, CoffreError):
             return exc
         if isinstance(exc, apsw.BusyError):
-            why = f"it stayed locked by another program for {BUSY_TIMEOUT_MS // 1000} s"
+            why = f"it stayed locked by another program for {_busy_timeout():g} s"
         elif isinstance(exc, apsw.NotADBError):
             why = "it is not a SQLite database"
         else:
