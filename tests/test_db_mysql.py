@@ -126,6 +126,8 @@ def test_failures_write_no_snapshot(repo: Coffre, mariadb: Any, officine: str, t
     assert "wrong-pw-1234" not in res.out + res.err
     res = repo("backup", "--mysql", f"mysql://coffre@127.0.0.1:{free_port()}/officine", env=mariadb.env())
     assert res.code == 1 and "Can't connect" in res.err, res
+    res = repo("backup", "--mysql", f"mysql://coffre:{DB_PASSWORD}@127.0.0.1:{mariadb.port}/{officine}")
+    assert res.code == 2 and "MYSQL_PWD" in res.err and DB_PASSWORD not in res.out + res.err, res
 
     real = shutil.which("mariadb-dump")
     assert real is not None

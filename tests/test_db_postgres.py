@@ -119,6 +119,12 @@ def test_wrong_password_server_down_no_snapshot(repo: Coffre, postgres: Any, off
     assert res.code == 1 and "Connection refused" in res.err, res
     res = repo("backup", "--postgres", "host=127.0.0.1 port=nope", env=postgres.env())
     assert res.code == 1, res
+    # A password in the connection string would be on coffre's own command line: refused.
+    for dsn in (f"postgresql://coffre:{DB_PASSWORD}@127.0.0.1:{postgres.port}/{officine}",
+                f"{postgres.dsn(officine)} password={DB_PASSWORD}"):
+        res = repo("backup", "--postgres", dsn)
+        assert res.code == 2 and "PGPASSWORD" in res.err, res
+        assert DB_PASSWORD not in res.out + res.err
     assert snapshot_ids(repo) == []
 
 

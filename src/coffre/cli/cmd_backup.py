@@ -105,7 +105,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     s = snap.summary
     problems = result.problems
     if args.json:
-        emit_json({"snapshot": snap.id, "summary": s, "errors": problems.errors,
+        emit_json({"snapshot": snap.id, "summary": s, "databases": [d.to_map() for d in snap.databases],
+                   "errors": problems.errors,
                    "warnings": problems.warnings, "verify_differences": differences})
     else:
         for w in problems.warnings:

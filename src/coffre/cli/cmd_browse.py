@@ -61,7 +61,7 @@ def snapshot_json(s: Snapshot) -> dict[str, object]:
     return {"id": s.id, "short_id": s.id[:8], "time": iso_ns(s.time_ns), "hostname": s.hostname,
             "username": s.username, "paths": s.paths, "tags": s.tags, "tree": s.tree.hex(),
             "summary": s.summary, "program": s.program, "parent": s.parent,
-            "original": s.original}
+            "original": s.original, "databases": [d.to_map() for d in s.databases]}
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Run the engines' own programs: stream a dump out of one, feed a dump into one, run a short
-query; fail with the program's own message. Secrets go through the environment, never argv."""
+query; fail with the program's own message. The programs inherit Coffre's environment, where
+the engines' passwords are (PGPASSWORD, MYSQL_PWD): never in a command line."""
 
 from __future__ import annotations
 
@@ -9,19 +10,13 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import IO, Any, BinaryIO, TypeVar
 
 from coffre.core.errors import CoffreError
 
 T = TypeVar("T")
 ERROR_TAIL = 4000  # characters of a program's error output kept for the message
-
-
-def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(extra or {})
-    return env
 
 
 def find_program(*names: str, extra_dirs: Iterable[str] = ()) -> str:
@@ -72,11 +67,11 @@ def _failure(what: str, status: int, stderr: str, after: str) -> CoffreError:
 
 def stream_command(
     argv: list[str], consume: Callable[[BinaryIO], T], what: str,
-    env: Mapping[str, str] | None = None, after: str = "; no snapshot was written",
+    after: str = "; no snapshot was written",
 ) -> T:
     """Run `argv`, hand its output to `consume` (which reads it to the end), and fail with the
     program's own error message if it does not exit with 0."""
-    proc = _start(argv, env, stdin=subprocess.DEVNULL)
+    proc = _start(argv, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     tail = _Tail(proc.stderr)
     try:
@@ -92,10 +87,10 @@ def stream_command(
 
 
 def feed_command(
-    argv: list[str], chunks: Iterable[bytes], what: str, env: Mapping[str, str] | None = None,
+    argv: list[str], chunks: Iterable[bytes], what: str,
 ) -> str:
     """Run `argv` with `chunks` as its input; its output, or its own error message."""
-    proc = _start(argv, env, stdin=subprocess.PIPE, merge=True)
+    proc = _start(argv, stdin=subprocess.PIPE, merge=True)
     assert proc.stdin is not None and proc.stdout is not None
     out = _Tail(proc.stdout)
     try:
@@ -115,8 +110,8 @@ def feed_command(
     return text
 
 
-def run_tool(argv: list[str], what: str, env: Mapping[str, str] | None = None,
-             account: pwd.struct_passwd | None = None, timeout: float = 600) -> str:
+def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = None,
+             timeout: float = 600) -> str:
     """Run a short command (as `account` if given); its output, or a CoffreError with its own
     message."""
     as_account: dict[str, Any] = {}
@@ -124,8 +119,8 @@ def run_tool(argv: list[str], what: str, env: Mapping[str, str] | None = None,
         as_account = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [],
                       "cwd": "/"}
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env,
-                              timeout=timeout, check=False, **as_account)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                              check=False, **as_account)
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
@@ -137,12 +132,10 @@ def run_tool(argv: list[str], what: str, env: Mapping[str, str] | None = None,
     return out.decode("utf-8", "replace")
 
 
-def _start(argv: list[str], env: Mapping[str, str] | None, stdin: int,
-           merge: bool = False) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], stdin: int, merge: bool = False) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                                env=dict(env) if env is not None else None)
+                                stderr=subprocess.STDOUT if merge else subprocess.PIPE)
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
 

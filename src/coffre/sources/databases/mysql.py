@@ -25,7 +25,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from coffre.core.errors import CoffreError, UsageError
 from coffre.sources.databases.base import Captured, Check, Database, Target, batched
 from coffre.sources.databases.command import (
-    environment,
     feed_command,
     file_tail,
     find_program,
@@ -42,6 +41,7 @@ _SIZE = ("SELECT VERSION(); SELECT COALESCE(SUM(data_length + index_length), 0) 
          "FROM information_schema.tables WHERE table_schema = {}")
 _TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = {} "
            "AND table_type = 'BASE TABLE' ORDER BY table_name")
+_EXISTS = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {}"
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec")
 
 
@@ -56,7 +56,9 @@ class Connection:
                              "(password in MYSQL_PWD or ~/.my.cnf)")
         self.database = unquote(u.path.strip("/"))
         self.user = unquote(u.username or "")
-        self.password = unquote(u.password or "") or os.environ.get("MYSQL_PWD", "")
+        if u.password:
+            raise UsageError("a password in the MariaDB/MySQL connection string would show in "
+                             "the process list", "put it in MYSQL_PWD or ~/.my.cnf")
         self.host = u.hostname or ""
         try:
             self.port = u.port
@@ -84,9 +86,6 @@ class Connection:
             opts.append(f"--socket={self.socket}")
         return opts + ([self.database] if database else [])
 
-    def env(self) -> dict[str, str]:
-        return environment({"MYSQL_PWD": self.password} if self.password else None)
-
     def describe(self) -> str:
         where = self.socket or (f"{self.host}:{self.port}" if self.port else self.host) or "local socket"
         return f"MariaDB/MySQL database {self.database!r} on {where}"
@@ -94,7 +93,7 @@ class Connection:
     def query(self, statement: str, what: str) -> list[list[str]]:
         client = find_program("mariadb", "mysql")
         out = run_tool([client, *self.options(database=False), "--batch", "--skip-column-names",
-                        "--raw", "-e", statement], f"{what} on {self.describe()}", env=self.env())
+                        "--raw", "-e", statement], f"{what} on {self.describe()}")
         return [line.split("\t") for line in out.splitlines() if line]
 
 
@@ -171,8 +170,8 @@ class MysqlDatabase(Database):
             counter.append(_RowCounter(stream))
             return consume(counter[0])  # type: ignore[arg-type]
 
-        result = stream_command(argv, counted, f"{os.path.basename(dumper)} of {self.describe()}",
-                                env=self.conn.env(), after=after)
+        what = f"{os.path.basename(dumper)} of {self.describe()}"
+        result = stream_command(argv, counted, what, after=after)
         if not counter[0].last_line.startswith(_DONE):
             raise CoffreError(f"the dump of {self.describe()} is incomplete (no completion line){after}")
         return result, Captured(size=size, tables=dict(counter[0].counts), server=version,
@@ -199,11 +198,12 @@ class MysqlTarget(Target):
         return not self._tables()
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
-        self.conn.query(f"CREATE DATABASE IF NOT EXISTS {_ident(self.conn.database)}",
-                        "creating the database")
+        exists = self.conn.query(_EXISTS.format(_literal(self.conn.database)), "looking for the database")
+        if exists[0][0] == "0":
+            self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", "creating the database")
         client = find_program("mariadb", "mysql")
         feed_command([client, *self.conn.options(), "--batch"], batched(chunks),
-                     f"loading the dump into {self.describe()}", env=self.conn.env())
+                     f"loading the dump into {self.describe()}")
 
     def row_counts(self) -> dict[str, int]:
         tables = self._tables()

@@ -5,7 +5,7 @@ in it, and runs `pg_dump --snapshot`: the dump and the recorded counts are the s
 Why this format (docs/databases.md): custom format lets a restore choose to skip owners and
 grants (a drill's throwaway cluster has no roles) and is what pg_restore reads; without
 compression (-Z0) a day's changed rows stay changed rows in the byte stream, so Coffre's
-chunking, deltas and zstd do the work. A password never goes into argv: PGPASSWORD.
+chunking, deltas and zstd do the work. The password comes from PGPASSWORD or ~/.pgpass, never a command line.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from coffre.core.errors import CoffreError, UsageError
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import (
-    environment,
     feed_command,
     file_tail,
     find_program,
@@ -80,7 +79,9 @@ class Connection:
             raise UsageError("the PostgreSQL connection string is not valid",
                              "e.g. 'host=localhost dbname=officine user=coffre' or "
                              "postgresql://coffre@localhost/officine") from None
-        self.password = str(params.pop("password", "") or "")
+        if params.get("password") or params.get("sslpassword"):
+            raise UsageError("a password in the PostgreSQL connection string would show in the "
+                             "process list", "put it in PGPASSWORD or ~/.pgpass")
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         self.params: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
         self.dbname = str(self.params.get("dbname") or self.params.get("user")
@@ -88,11 +89,7 @@ class Connection:
                           or pwd.getpwuid(os.getuid()).pw_name)
 
     def conninfo(self, dbname: str | None = None) -> str:
-        """Without the password (it goes into argv)."""
         return make_conninfo(**{**self.params, **({"dbname": dbname} if dbname else {})})
-
-    def env(self) -> dict[str, str]:
-        return environment({"PGPASSWORD": self.password} if self.password else None)
 
     def describe(self) -> str:
         where = self.params.get("host") or os.environ.get("PGHOST") or "local socket"
@@ -100,11 +97,8 @@ class Connection:
         return f"PostgreSQL database {self.dbname!r} on {where}{':' + str(port) if port else ''}"
 
     def connect(self, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
-        conninfo = self.conninfo(dbname)
-        if self.password:  # in this process only
-            conninfo = make_conninfo(conninfo, password=self.password)
         try:
-            return psycopg.connect(conninfo, autocommit=autocommit)
+            return psycopg.connect(self.conninfo(dbname), autocommit=autocommit)
         except psycopg.Error as exc:
             raise CoffreError(f"{self.describe()}: cannot connect: {_message(exc)}") from None
 
@@ -149,7 +143,7 @@ class PostgresDatabase(Database):
             pg_dump = _program("pg_dump")
             argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                     "--no-password", f"--dbname={self.conn.conninfo()}"]
-            result = stream_command(argv, consume, f"pg_dump of {self.describe()}", env=self.conn.env())
+            result = stream_command(argv, consume, f"pg_dump of {self.describe()}")
             conn.rollback()
         except psycopg.Error as exc:
             raise CoffreError(f"{self.describe()} could not be backed up: {_message(exc)}; "
@@ -169,13 +163,18 @@ class PostgresTarget(Target):
         return self.conn.describe()
 
     def _exists(self) -> bool:
-        try:
-            self.conn.connect().close()
-            return True
-        except CoffreError as exc:
-            if "does not exist" in exc.message and self.conn.dbname in exc.message:
-                return False
-            raise
+        """Asked of the server's catalog (its messages may be in French), through the
+        maintenance database; failing that, by connecting to the database itself."""
+        for maintenance in ("postgres", "template1"):
+            try:
+                with contextlib.closing(self.conn.connect(maintenance)) as conn:
+                    row = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                                       (self.conn.dbname,)).fetchone()
+                    return bool(row and row[0])
+            except (CoffreError, psycopg.Error):
+                continue
+        self.conn.connect().close()  # raises with the server's own message
+        return True
 
     def is_empty(self) -> bool:
         if not self._exists():
@@ -193,7 +192,7 @@ class PostgresTarget(Target):
             argv += ["--clean", "--if-exists"]
         if not self.owners:
             argv += ["--no-owner", "--no-acl"]
-        feed_command(argv, chunks, f"pg_restore into {self.describe()}", env=self.conn.env())
+        feed_command(argv, chunks, f"pg_restore into {self.describe()}")
 
     def row_counts(self) -> dict[str, int]:
         with contextlib.closing(self.conn.connect()) as conn:
@@ -207,7 +206,7 @@ class PostgresTarget(Target):
             return Check(name, True, "pg_amcheck is not installed (PostgreSQL 14 or later): skipped")
         argv = [amcheck, "--install-missing", "--heapallindexed", "--no-password", self.conn.conninfo()]
         try:
-            out = run_tool(argv, "pg_amcheck", env=self.conn.env())
+            out = run_tool(argv, "pg_amcheck")
         except CoffreError as exc:
             return Check(name, False, exc.message)
         return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")

@@ -49,9 +49,12 @@ class _Sink:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._pending = b""
         self._done = False
+        self.aborted = False
 
     # -- SQLite's side (the backup thread) --
     def write(self, data: bytes, offset: int) -> None:
+        if self.aborted:
+            raise OSError("the backup was abandoned")
         if offset == 0:
             self.head = bytes(data)
             return
@@ -87,7 +90,8 @@ class _Sink:
         return out
 
     def drain(self) -> None:
-        """Unblock the writer after the reader gave up."""
+        """Stop the copy (if the reader gave up early) and let the writer finish."""
+        self.aborted = not self._done
         while not self._done:
             if self._queue.get() is None:
                 self._done = True
