@@ -106,6 +106,11 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, mariadb: Any, offi
     repo.ok("restore-db", snap, "--mysql", mariadb.dsn(copy), env=env)
     orders = consistent(mariadb, copy)
     assert before <= orders <= after
+    # One client commits in order: the restored sales are exactly the source's first ones.
+    for query in ("SELECT id, total, note FROM orders WHERE id <= {} ORDER BY id",
+                  "SELECT id, order_id, qty FROM order_lines WHERE order_id <= {} ORDER BY id"):
+        last = mariadb.sql("SELECT MAX(id) FROM orders", copy)
+        assert mariadb.sql(query.format(last), copy) == mariadb.sql(query.format(last), officine)
 
     drill = json.loads(repo.ok("drill", snap, "--json").out)
     assert drill["ok"] is True, drill

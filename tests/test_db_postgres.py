@@ -39,6 +39,30 @@ def consistent(postgres: Any, dbname: str) -> int:
     return int(postgres.psql("SELECT count(*) FROM pgbench_history", dbname))
 
 
+def assert_source_at_one_instant(postgres: Any, source: str, restored: str) -> None:
+    """The restored database is the source as it was at one instant: its history is part of
+    the source's, and each account differs from the source by exactly the transactions the
+    source committed after that instant."""
+    from collections import Counter
+
+    def lines(db: str, query: str) -> list[str]:
+        return postgres.psql(query, db).splitlines()
+
+    history = "SELECT tid, bid, aid, delta, mtime FROM pgbench_history"
+    later = Counter(lines(source, history))
+    later.subtract(Counter(lines(restored, history)))
+    assert all(n >= 0 for n in later.values()), "restored rows the source never had"
+    moved: Counter[str] = Counter()
+    for row, n in later.items():
+        _, _, aid, delta, _ = row.split("|")
+        moved[aid] += int(delta) * n
+    balances = "SELECT aid, abalance FROM pgbench_accounts"
+    now = dict(r.split("|") for r in lines(source, balances))
+    then = dict(r.split("|") for r in lines(restored, balances))
+    assert now.keys() == then.keys()
+    assert all(int(now[a]) - int(then[a]) == moved[a] for a in now)
+
+
 def wrapper(tmp_path: Path, name: str, real: str, body: str) -> dict[str, str]:
     """A PATH where `name` runs `real` through `body` (a failing dump, as a test double of
     the real program's own failure)."""
@@ -81,6 +105,7 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, postgres: Any, off
     repo.ok("restore-db", snap, "--postgres", postgres.dsn(copy), env=env)
     history = consistent(postgres, copy)
     assert before <= history <= after
+    assert_source_at_one_instant(postgres, officine, copy)
 
     drill = json.loads(repo.ok("drill", snap, "--json").out)
     assert drill["ok"] is True
@@ -144,3 +169,54 @@ def test_killed_dump_leaves_no_snapshot(repo: Coffre, postgres: Any, officine: s
     repo.ok("check", "--read-data")
     repo.ok("backup", "--postgres", postgres.dsn(officine), env=postgres.env())
     assert len(snapshot_ids(repo)) == 1
+
+
+def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officine: str) -> None:
+    """--postgres-cluster: pg_basebackup's stream while pgbench writes; the drill verifies it
+    against its manifest and checks it in a throwaway server; restored into a data folder, a
+    server starts on it and the balances agree."""
+    import os
+    import tempfile
+
+    from coffre.sources.databases.command import service_account
+    from coffre.sources.databases.postgres import start_server, stop_server
+
+    cluster = f"host=127.0.0.1 port={postgres.port} user=coffre"
+    load = postgres.pgbench_popen("-c", "2", "-T", "300", dbname=officine)
+    try:
+        while int(postgres.psql("SELECT count(*) FROM pgbench_history", officine)) < 50:
+            assert load.poll() is None
+        res = repo.ok("backup", "--postgres-cluster", cluster, "--json", env=postgres.env())
+    finally:
+        load.kill()
+        load.wait()
+    [record] = json.loads(res.out)["databases"]
+    assert record["engine"] == "postgres-cluster" and record["format"].startswith("pg_basebackup")
+    drill = json.loads(repo.ok("drill", "--json").out)
+    assert drill["ok"] is True, drill
+    names = [c["name"] for c in drill["databases"][0]["checks"]]
+    assert any(n.startswith("pg_verifybackup") for n in names)
+    assert any(n.startswith("pg_amcheck") for n in names)
+    assert officine in drill["databases"][0]["checks"][-1]["detail"]
+
+    account = service_account("postgres")
+    assert account is not None
+    top = Path(tempfile.mkdtemp(prefix="coffre-test-pgdata-", dir="/tmp"))
+    os.chown(top, account.pw_uid, account.pw_gid)
+    data = top / "data"
+    (data).mkdir()
+    (data / "keep").write_text("an existing data folder")
+    res = repo("restore-db", "latest", "--pgdata", str(data))
+    assert res.code == 1 and "never overwritten" in res.err, res
+    (data / "keep").unlink()
+    repo.ok("restore-db", "latest", "--pgdata", str(data))
+    start_server(str(data), str(top), account)
+    try:
+        sums = subprocess.run(["psql", "-X", "-A", "-t", "-h", str(top), "-p", "5432", "-U", "coffre",
+                               "-d", officine, "-c", INVARIANT], capture_output=True, text=True, check=True)
+        assert len(set(sums.stdout.strip().split("|"))) == 1, sums.stdout
+    finally:
+        stop_server(str(data), account)
+        import shutil
+
+        shutil.rmtree(top, ignore_errors=True)

@@ -112,6 +112,10 @@ def test_sqlite_backup_while_writers_commit(repo: Coffre, tmp_path: Path, mode: 
     repo.ok("restore-db", snap_id, "--sqlite", str(out))
     n = check_one_state(out)
     assert n > 0
+    # The ledger is the source's, up to the committed state it was copied at.
+    query = "SELECT n, amount FROM ledger WHERE n <= ? ORDER BY n"
+    assert (sqlite3.connect(out).execute(query, (n,)).fetchall()
+            == sqlite3.connect(db).execute(query, (n,)).fetchall())
     # The journal mode comes back as it was.
     mode_now = sqlite3.connect(out).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode_now == mode

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--postgres", action="append", default=[], metavar="DSN",
                    help="dump this live PostgreSQL database into the snapshot (repeatable; "
                    "password in PGPASSWORD or ~/.pgpass)")
+    p.add_argument("--postgres-cluster", action="append", default=[], metavar="DSN",
+                   help="a physical base backup of this whole PostgreSQL cluster (pg_basebackup; "
+                   "needs REPLICATION; repeatable)")
     p.add_argument("--mysql", action="append", default=[], metavar="DSN",
                    help="dump this live MariaDB/MySQL database, mysql://USER@HOST/DB (repeatable; "
                    "password in MYSQL_PWD or ~/.my.cnf)")
@@ -112,8 +115,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         for w in problems.warnings:
             warn(f"warning: {w}")
         for db in snap.databases:
-            say(f"database {db.engine} {db.name}: {human_size(db.size)}, {len(db.tables)} tables, "
-                f"{sum(db.tables.values())} rows")
+            counted = f", {len(db.tables)} tables, {sum(db.tables.values())} rows" if db.tables else ""
+            say(f"database {db.engine} {db.name}: {human_size(db.size)}{counted}")
         say(f"files: {s['files_new']} new, {s['files_changed']} changed, "
             f"{s['files_unmodified']} unmodified; {s['dirs']} directories")
         say(f"added to the repository: {human_size(s['data_added'])} "
@@ -138,5 +141,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def database_sources(args: argparse.Namespace) -> list[Database]:
     """The databases named on the command line, in order."""
-    return ([source("postgres", d) for d in args.postgres] + [source("mysql", d) for d in args.mysql]
-            + [source("sqlite", p) for p in args.sqlite])
+    return ([source("postgres", d) for d in args.postgres]
+            + [source("postgres-cluster", d) for d in args.postgres_cluster]
+            + [source("mysql", d) for d in args.mysql] + [source("sqlite", p) for p in args.sqlite])

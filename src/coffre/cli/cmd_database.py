@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument("--mysql", metavar="DSN", help="MariaDB/MySQL database to restore into, "
                        "mysql://USER@HOST/DB (created if it does not exist)")
     where.add_argument("--sqlite", metavar="PATH", help="SQLite file to restore into")
+    where.add_argument("--pgdata", metavar="DIR", help="new, empty folder to unpack a physical "
+                       "PostgreSQL cluster backup into (then start a server on it)")
     p.add_argument("--database", metavar="NAME",
                    help="which database of the snapshot, when it holds several of that engine")
     p.add_argument("--force", action="store_true",
@@ -42,7 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_restore_db(args: argparse.Namespace) -> int:
-    engine, where = next((e, getattr(args, e)) for e in ("postgres", "mysql", "sqlite") if getattr(args, e))
+    engine, where = next((e, getattr(args, e)) for e in ("postgres", "mysql", "sqlite", "pgdata")
+                         if getattr(args, e))
+    engine = "postgres-cluster" if engine == "pgdata" else engine
     if args.no_owner and engine != "postgres":
         raise UsageError("--no-owner applies to --postgres only")
     dest = target(engine, where, owners=not args.no_owner)
@@ -53,7 +57,12 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
         record = pick(snap, engine, args.database)
         say(f"restoring {record.engine} {record.name} of snapshot {snap.id[:8]} into {dest.describe()}")
         restore_database(repo, snap, record, dest, force=args.force)
-    say(f"restored: {len(record.tables)} tables, {sum(record.tables.values())} rows at backup time")
+    if engine == "postgres-cluster":
+        say(f"unpacked into {where}: start a PostgreSQL {record.extra.get('major', '')} server on it "
+            f"(pg_ctl -D {where} start); its configuration files come from the data folder, or "
+            "from /etc/postgresql on Debian (back that folder up with the files)")
+    else:
+        say(f"restored: {len(record.tables)} tables, {sum(record.tables.values())} rows at backup time")
     return 0
 
 

@@ -11,7 +11,7 @@ from coffre.format.tree import validate_name
 
 # Database dumps live in the snapshot tree under this top-level folder.
 DATABASES_DIR = "@databases"
-ENGINES = ("postgres", "mysql", "sqlite")
+ENGINES = ("postgres", "postgres-cluster", "mysql", "sqlite")
 
 
 @dataclass

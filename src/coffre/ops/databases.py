@@ -13,7 +13,7 @@ from coffre.core.errors import CoffreError
 from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.ops.common import Reporter, find_node, quiet
 from coffre.repository.repo import Repository
-from coffre.sources.databases.base import Check, Target, compare_counts
+from coffre.sources.databases.base import Check, Target
 
 Throwaways = Callable[[str], AbstractContextManager[Target]]
 
@@ -51,7 +51,7 @@ def restore_database(repo: Repository, snap: Snapshot, record: DatabaseRecord, t
                      force: bool = False) -> None:
     if not force and not target.is_empty():
         raise CoffreError(f"{target.describe()} is not empty; nothing was changed",
-                          "restore into a new or empty database, or add --force to replace its tables")
+                          target.replace_hint)
     target.restore(dump_chunks(repo, snap, record), force, record.extra)
 
 
@@ -82,8 +82,7 @@ def drill(repo: Repository, snap: Snapshot, throwaway: Throwaways, report: Repor
             with throwaway(record.engine) as target:
                 target.restore(dump_chunks(repo, snap, record), False, record.extra)
                 result.checks.append(Check("restore", True, f"{record.file} loaded"))
-                result.checks.append(target.integrity())
-                result.checks.append(compare_counts(record.tables, target.row_counts()))
+                result.checks += target.drill_checks(record.tables)
         except CoffreError as exc:
             result.checks.append(Check("restore", False, exc.message))
         result.seconds = clock() - start

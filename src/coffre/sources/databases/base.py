@@ -62,6 +62,9 @@ class Check:
 class Target(ABC):
     """A database to restore into."""
 
+    # What to do about a target that is not empty.
+    replace_hint = "restore into a new or empty database, or add --force to replace its tables"
+
     @abstractmethod
     def describe(self) -> str: ...
 
@@ -79,6 +82,10 @@ class Target(ABC):
     @abstractmethod
     def integrity(self) -> Check:
         """The engine's own integrity check of everything restored."""
+
+    def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
+        """After a restore into a throwaway instance: what the drill reports."""
+        return [self.integrity(), compare_counts(recorded, self.row_counts())]
 
 
 def compare_counts(recorded: dict[str, int], restored: dict[str, int]) -> Check:

@@ -13,6 +13,10 @@ def source(engine: str, where: str) -> Database:
         from coffre.sources.databases.postgres import PostgresDatabase
 
         return PostgresDatabase(where)
+    if engine == "postgres-cluster":
+        from coffre.sources.databases.pgcluster import PostgresCluster
+
+        return PostgresCluster(where)
     if engine == "mysql":
         from coffre.sources.databases.mysql import MysqlDatabase
 
@@ -27,6 +31,10 @@ def target(engine: str, where: str, owners: bool = True) -> Target:
         from coffre.sources.databases.postgres import PostgresTarget
 
         return PostgresTarget(where, owners=owners)
+    if engine == "postgres-cluster":
+        from coffre.sources.databases.pgcluster import ClusterFolder
+
+        return ClusterFolder(where)
     if engine == "mysql":
         from coffre.sources.databases.mysql import MysqlTarget
 
@@ -42,6 +50,10 @@ def throwaway(engine: str, work_dir: str | None = None) -> AbstractContextManage
         from coffre.sources.databases.postgres import throwaway_postgres
 
         return throwaway_postgres(work_dir)
+    if engine == "postgres-cluster":
+        from coffre.sources.databases.pgcluster import throwaway_cluster
+
+        return throwaway_cluster(work_dir)
     if engine == "mysql":
         from coffre.sources.databases.mysql import throwaway_mysql
 

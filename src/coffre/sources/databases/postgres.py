@@ -60,7 +60,7 @@ def _major(text: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def _program(name: str) -> str:
+def program(name: str) -> str:
     """From PATH (Debian's /usr/bin/pg_dump picks the newest installed version, and pg_dump
     must be at least as new as the server), else the newest of Debian's version folders."""
     try:
@@ -140,7 +140,7 @@ class PostgresDatabase(Database):
             counts = _counts(cur)
             size = int(cur.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
             version = str(cur.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-            pg_dump = _program("pg_dump")
+            pg_dump = program("pg_dump")
             argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                     "--no-password", f"--dbname={self.conn.conninfo()}"]
             result = stream_command(argv, consume, f"pg_dump of {self.describe()}")
@@ -186,7 +186,7 @@ class PostgresTarget(Target):
         if not self._exists():
             with contextlib.closing(self.conn.connect("postgres", autocommit=True)) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.conn.dbname)))
-        argv = [_program("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
+        argv = [program("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
                 f"--dbname={self.conn.conninfo()}"]
         if force:
             argv += ["--clean", "--if-exists"]
@@ -201,7 +201,7 @@ class PostgresTarget(Target):
     def integrity(self) -> Check:
         name = "pg_amcheck (tables and indexes)"
         try:
-            amcheck = _program("pg_amcheck")
+            amcheck = program("pg_amcheck")
         except CoffreError:
             return Check(name, True, "pg_amcheck is not installed (PostgreSQL 14 or later): skipped")
         argv = [amcheck, "--install-missing", "--heapallindexed", "--no-password", self.conn.conninfo()]
@@ -216,29 +216,43 @@ class PostgresTarget(Target):
 def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
     """A temporary cluster made by initdb, listening on a socket in its own folder only."""
     account = service_account("postgres")
-    initdb, pg_ctl = _program("initdb"), _program("pg_ctl")
+    initdb = program("initdb")
     top = tempfile.mkdtemp(prefix="coffre-drill-pg-", dir=work_dir)
-    data, log = os.path.join(top, "data"), os.path.join(top, "server.log")
+    data = os.path.join(top, "data")
     started = False
     try:
         if account is not None:
             os.chown(top, account.pw_uid, account.pw_gid)
         run_tool([initdb, "-D", data, "-U", "coffre", "--auth=trust", "-E", "UTF8", "--no-locale",
                   "--no-sync"], "initdb of the drill's throwaway cluster", account=account)
-        options = (f"-c listen_addresses='' -k {top} -p 5432 -c fsync=off "
-                   "-c full_page_writes=off -c synchronous_commit=off")
-        try:
-            run_tool([pg_ctl, "-D", data, "-l", log, "-w", "-t", "120", "-o", options, "start"],
-                     "starting the drill's throwaway PostgreSQL", account=account)
-        except CoffreError as exc:
-            raise CoffreError(exc.message + file_tail(log)) from None
+        start_server(data, top, account)
         started = True
         target = PostgresTarget(f"host={top} port=5432 user=coffre dbname=drill", owners=False)
         yield target
     finally:
         if started:
-            with contextlib.suppress(CoffreError):
-                run_tool([pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
-                         "stopping the drill's PostgreSQL", account=account)
+            stop_server(data, account)
         shutil.rmtree(top, ignore_errors=True)
+
+
+# Whatever the restored configuration says, a drill's server listens on its own socket only,
+# archives nothing and needs no preloaded library.
+DRILL_OPTIONS = ("-c listen_addresses='' -c port=5432 -c archive_mode=off -c fsync=off "
+                 "-c full_page_writes=off -c synchronous_commit=off -c shared_preload_libraries=''")
+
+
+def start_server(data: str, socket_dir: str, account: pwd.struct_passwd | None, extra: str = "") -> None:
+    log = os.path.join(socket_dir, "server.log")
+    options = f"{DRILL_OPTIONS} -c unix_socket_directories='{socket_dir}' {extra}"
+    try:
+        run_tool([program("pg_ctl"), "-D", data, "-l", log, "-w", "-t", "600", "-o", options, "start"],
+                 "starting the drill's throwaway PostgreSQL", account=account)
+    except CoffreError as exc:
+        raise CoffreError(exc.message + file_tail(log)) from None
+
+
+def stop_server(data: str, account: pwd.struct_passwd | None) -> None:
+    with contextlib.suppress(CoffreError):
+        run_tool([program("pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"],
+                 "stopping the drill's PostgreSQL", account=account)
 

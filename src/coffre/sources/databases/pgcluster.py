@@ -1,0 +1,208 @@
+"""A whole PostgreSQL cluster, physically: pg_basebackup's tar stream, WAL included.
+
+Asked for with `--postgres-cluster DSN` (the user needs REPLICATION and a `replication` line
+in pg_hba.conf). It copies every database, role and setting of the cluster's data folder
+byte for byte, and restores only into the same PostgreSQL major version, into an empty data
+folder (`restore-db --pgdata DIR`). The tar holds the WAL needed to reach a consistent state
+(`-X fetch`) and pg_basebackup's manifest, which the drill checks with pg_verifybackup
+before starting a throwaway server on the copy and running pg_amcheck on every database.
+
+A physical copy has no instant at which rows could be counted alongside it: the drill lists
+what the restored cluster holds instead of comparing counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pwd
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, TypeVar
+
+import psycopg
+
+from coffre.core.errors import CoffreError
+from coffre.sources.databases.base import Captured, Check, Database, Target
+from coffre.sources.databases.command import run_tool, service_account, stream_command
+from coffre.sources.databases.postgres import Connection, program, start_server, stop_server
+
+T = TypeVar("T")
+_DATABASES = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+
+
+class PostgresCluster(Database):
+    engine = "postgres-cluster"
+    suffix = ".tar"
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = Connection(dsn)
+        host = str(self.conn.params.get("host") or os.environ.get("PGHOST") or "local")
+        port = str(self.conn.params.get("port") or os.environ.get("PGPORT") or "5432")
+        self.name = f"{host.strip('/').replace('/', '_')}:{port}"
+
+    def describe(self) -> str:
+        return f"PostgreSQL cluster {self.name}"
+
+    def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
+        after = "; no snapshot was written"
+        try:
+            # Any database serves to ask; the user's own may not exist.
+            with contextlib.closing(self.conn.connect(self.conn.params.get("dbname") or "postgres")) as conn:
+                version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+                superuser = str(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0])  # type: ignore[index]
+                size = int(conn.execute(
+                    "SELECT sum(pg_database_size(datname)) FROM pg_database").fetchone()[0])  # type: ignore[index]
+        except psycopg.Error as exc:
+            raise CoffreError(f"{self.describe()}: {' '.join(str(exc).split())}{after}") from None
+        argv = [program("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+                "--checkpoint=fast", "--no-password", f"--dbname={self.conn.conninfo()}"]
+        result = stream_command(argv, consume, f"pg_basebackup of {self.describe()}", after=after)
+        return result, Captured(size=size, tables={}, server=f"PostgreSQL {version}",
+                                format="pg_basebackup tar, WAL included",
+                                extra={"superuser": superuser, "major": version.split(".")[0]})
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def extract(chunks: Iterable[bytes], data: str, account: pwd.struct_passwd | None) -> None:
+    """Unpack a base backup into the new folder `data`, owned by `account`. Tar's "data"
+    filter refuses absolute names, links leading out, and devices."""
+    if not hasattr(tarfile, "data_filter"):
+        raise CoffreError("restoring a physical PostgreSQL backup needs Python 3.11.4 or later")
+    os.makedirs(data, mode=0o700)
+    stream = io.BufferedReader(_ChunkReader(chunks), 1 << 20)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            tar.extractall(data, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise CoffreError(f"the base backup does not unpack into {data}: {exc}") from None
+    os.chmod(data, 0o700)
+    if account is not None:
+        for root, dirs, files in os.walk(data):
+            for name in (root, *(os.path.join(root, n) for n in dirs + files)):
+                os.lchown(name, account.pw_uid, account.pw_gid)
+
+
+class ClusterFolder(Target):
+    """An empty data folder to unpack a base backup into (the server is started apart)."""
+
+    replace_hint = "a data folder is never overwritten: move it aside, or give a new folder"
+
+    def __init__(self, data: str, account: pwd.struct_passwd | None = None) -> None:
+        self.data = os.path.abspath(data)
+        self.account = account if account is not None else service_account("postgres")
+
+    def describe(self) -> str:
+        return f"PostgreSQL data folder {self.data}"
+
+    def is_empty(self) -> bool:
+        return not os.path.exists(self.data) or (os.path.isdir(self.data) and not os.listdir(self.data))
+
+    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        if not self.is_empty():
+            raise CoffreError(f"{self.describe()} is not empty; nothing was changed", self.replace_hint)
+        if os.path.isdir(self.data):
+            os.rmdir(self.data)
+        extract(chunks, self.data, self.account)
+
+    def row_counts(self) -> dict[str, int]:
+        raise CoffreError("rows are counted in a running server")
+
+    def integrity(self) -> Check:
+        raise CoffreError("checked in a running server")
+
+
+class _DrillCluster(ClusterFolder):
+    """A base backup unpacked into a temporary folder, checked against its manifest, then
+    started as a throwaway server for pg_amcheck."""
+
+    def __init__(self, top: str, account: pwd.struct_passwd | None) -> None:
+        super().__init__(os.path.join(top, "data"), account)
+        self.top = top
+        self.superuser = "postgres"
+        self.running = False
+
+    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        extract(chunks, self.data, self.account)
+        self.superuser = extra.get("superuser", "postgres")
+
+    def _dsn(self, dbname: str) -> str:
+        return f"host={self.top} port=5432 user={self.superuser} dbname={dbname}"
+
+    def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
+        checks = [self._verify()]
+        hba = os.path.join(self.top, "drill_hba.conf")
+        with open(hba, "w") as f:
+            f.write("local all all trust\n")
+        os.chmod(hba, 0o644)
+        start_server(self.data, self.top, self.account, f"-c hba_file='{hba}'")
+        self.running = True
+        checks.append(self._amcheck())
+        checks.append(self._contents())
+        return checks
+
+    def _verify(self) -> Check:
+        name = "pg_verifybackup (files and WAL against the backup's manifest)"
+        try:
+            out = run_tool([program("pg_verifybackup"), self.data], "pg_verifybackup", account=self.account)
+        except CoffreError as exc:
+            return Check(name, False, exc.message)
+        return Check(name, True, out.strip().splitlines()[-1] if out.strip() else "ok")
+
+    def _amcheck(self) -> Check:
+        name = "pg_amcheck (every database, tables and indexes)"
+        argv = [program("pg_amcheck"), "--all", "--install-missing", "--heapallindexed", "--no-password",
+                "--maintenance-db", self._dsn("postgres")]
+        try:
+            out = run_tool(argv, "pg_amcheck")
+        except CoffreError as exc:
+            return Check(name, False, exc.message)
+        return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
+
+    def _contents(self) -> Check:
+        from coffre.sources.databases.postgres import PostgresTarget
+
+        found = []
+        with contextlib.closing(psycopg.connect(self._dsn("postgres"))) as conn:
+            names = [r[0] for r in conn.execute(_DATABASES).fetchall()]
+        for db in names:
+            counts = PostgresTarget(self._dsn(db)).row_counts()
+            found.append(f"{db}: {len(counts)} tables, {sum(counts.values())} rows")
+        return Check("contents (a physical copy records no row counts)", bool(names), "; ".join(found))
+
+
+@contextlib.contextmanager
+def throwaway_cluster(work_dir: str | None = None) -> Iterator[Target]:
+    account = service_account("postgres")
+    top = tempfile.mkdtemp(prefix="coffre-drill-pgcluster-", dir=work_dir)
+    target = _DrillCluster(top, account)
+    try:
+        if account is not None:
+            os.chown(top, account.pw_uid, account.pw_gid)
+        yield target
+    finally:
+        if target.running:
+            stop_server(target.data, account)
+        shutil.rmtree(top, ignore_errors=True)
