@@ -43,3 +43,14 @@ def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
         assert line in out.stdout
     for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
         assert f"coffre {step}:" in out.stdout and f"restic {step}:" in out.stdout
+
+
+def test_database_bench_smoke_run_against_postgresql(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("databases.py")), "--scale", "1", "--filler", "random",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("coffre/restic, bytes added by the day", "drill:", "PASS", "restic-plain"):
+        assert line in out.stdout

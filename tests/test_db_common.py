@@ -26,16 +26,19 @@ def test_several_databases_and_files_in_one_snapshot(
     postgres.psql("CREATE TABLE ventes (id serial PRIMARY KEY, montant int); "
                   "INSERT INTO ventes (montant) SELECT g FROM generate_series(1, 1000) g", "caisse")
     mariadb.sql("CREATE DATABASE stock; USE stock; CREATE TABLE produits (id INT PRIMARY KEY, nom TEXT); "
-                "INSERT INTO produits SELECT seq, CONCAT('produit ', seq) FROM seq_1_to_500")
+                "INSERT INTO produits SELECT seq, CONCAT('produit ', seq) FROM seq_1_to_500; "
+                "CREATE TABLE journal (id INT PRIMARY KEY) ENGINE=MyISAM")
     db = tmp_path / "officine.db"
     make_db(db, "wal")
     docs = make_tree(tmp_path / "docs", big=200_000)
     env = {**postgres.env(), **mariadb.env()}
     args = ["--postgres", postgres.dsn("caisse"), "--mysql", mariadb.dsn("stock"), "--sqlite", str(db),
             str(docs)]
-    out = repo.ok("backup", *args, "--verify", env=env).out
+    res = repo.ok("backup", *args, "--verify", env=env)
+    out = res.out
     assert "database postgres caisse" in out and "1000 rows" in out
     assert "verify: the snapshot matches the files" in out
+    assert "tables not in InnoDB (journal)" in res.err
     [snap] = json.loads(repo.ok("snapshots", "--json").out)
     assert sorted(snap["paths"]) == sorted([str(docs), "@databases/postgres-caisse.dump",
                                             "@databases/mysql-stock.sql", "@databases/sqlite-officine.db"])

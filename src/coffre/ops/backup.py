@@ -574,6 +574,7 @@ class Backup:
             content.insert(0, self._submit(captured.head, ancestor, keep=True))
             size += len(captured.head)
         node.size = size
+        self.problems.warnings += captured.warnings
         self.stats.databases += 1
         self.stats.bytes_total += size
         record = DatabaseRecord(

@@ -22,6 +22,7 @@ class Captured:
     # Bytes that belong before the stream: SQLite's first page is final only at the end.
     head: bytes = b""
     extra: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # captured, but the user should know
 
 
 class Database(ABC):

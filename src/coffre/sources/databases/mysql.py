@@ -35,10 +35,14 @@ from coffre.sources.databases.command import (
 
 T = TypeVar("T")
 _INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES ", re.M)
+_CREATE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(", re.M)  # empty tables count too
 _LINE_HEAD = 4096  # of a line not yet ended, only its start matters
 _DONE = b"-- Dump completed"
 _SIZE = ("SELECT VERSION(); SELECT COALESCE(SUM(data_length + index_length), 0) "
-         "FROM information_schema.tables WHERE table_schema = {}")
+         "FROM information_schema.tables WHERE table_schema = {0}; "
+         "SELECT COALESCE(GROUP_CONCAT(table_name ORDER BY table_name SEPARATOR ', '), '') "
+         "FROM information_schema.tables WHERE table_schema = {0} AND table_type = 'BASE TABLE' "
+         "AND engine <> 'InnoDB'")
 _TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = {} "
            "AND table_type = 'BASE TABLE' ORDER BY table_name")
 _EXISTS = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {}"
@@ -106,6 +110,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def _name(quoted: bytes) -> str:
+    return quoted.replace(b"``", b"`").decode("utf-8", "replace")
+
+
 class _RowCounter:
     """Reads the dump through, counting each table's INSERT lines and noting how it ends."""
 
@@ -135,7 +143,10 @@ class _RowCounter:
             self._line = buf[:_LINE_HEAD]
             return
         for m in _INSERT.finditer(buf, 0, end + 1):
-            self.counts[m.group(1).replace(b"``", b"`").decode("utf-8", "replace")] += 1
+            self.counts[_name(m.group(1))] += 1
+        if b"CREATE TABLE" in buf:
+            for m in _CREATE.finditer(buf, 0, end + 1):
+                self.counts[_name(m.group(1))] += 0
         prev = buf.rfind(b"\n", 0, end)
         self.last_line = buf[prev + 1:end][:_LINE_HEAD]
         self._line = buf[end + 1:end + 1 + _LINE_HEAD]
@@ -160,6 +171,9 @@ class MysqlDatabase(Database):
         except CoffreError as exc:
             raise CoffreError(exc.message + after) from None
         version, size = rows[0][0], int(rows[1][0])
+        not_innodb = rows[2][0] if len(rows) > 2 else ""
+        warnings = [f"{self.describe()}: tables not in InnoDB ({not_innodb}) are not read at the same "
+                    "instant as the others; convert them to InnoDB"] if not_innodb else []
         dumper = find_program("mariadb-dump", "mysqldump")
         argv = [dumper, "--single-transaction", "--quick", "--skip-extended-insert", "--no-autocommit",
                 "--routines", "--triggers", "--hex-blob", "--default-character-set=utf8mb4",
@@ -175,7 +189,8 @@ class MysqlDatabase(Database):
         if not counter[0].last_line.startswith(_DONE):
             raise CoffreError(f"the dump of {self.describe()} is incomplete (no completion line){after}")
         return result, Captured(size=size, tables=dict(counter[0].counts), server=version,
-                                format="mariadb-dump --single-transaction, one INSERT per row")
+                                format="mariadb-dump --single-transaction, one INSERT per row",
+                                warnings=warnings)
 
 
 class MysqlTarget(Target):
