@@ -12,7 +12,9 @@ pgbench fills its rows with blanks, which compress to almost nothing and flatter
 records) before the first backup.
 
 The server is a real PostgreSQL on 127.0.0.1 (the tests' launcher). restic gets the very same
-dump (custom format, uncompressed), and also a plain SQL dump, the usual restic recipe.
+dump (custom format, uncompressed), and also a plain SQL dump, the usual restic recipe;
+"coffre-plain" is Coffre given the plain SQL dump (`--stdin-from-command`), to compare the
+two formats.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Runner:
         (home / "password").write_text(PASSWORD)
         self.repo = home / "repo"
         self.env = {**os.environ, **pg.env()}
-        if name == "coffre":
+        if name.startswith("coffre"):
             self.env.update({"COFFRE_REPOSITORY": str(self.repo),
                              "COFFRE_PASSWORD_FILE": str(home / "password"),
                              "COFFRE_CACHE_DIR": str(home / "cache")})
@@ -72,11 +74,15 @@ class Runner:
     def backup(self) -> tuple[float, int]:
         before = repo_bytes(self.repo)
         start = time.monotonic()
+        pg_dump = find_program("pg_dump", extra_dirs=bin_dirs())
         if self.name == "coffre":
             self.run([sys.executable, "-m", "coffre", "backup", "--host", "bench", "--postgres", self.dsn])
+        elif self.name == "coffre-plain":  # the other dump format, for docs/databases.md's choice
+            self.run([sys.executable, "-m", "coffre", "backup", "--host", "bench", "--stdin-from-command",
+                      "--stdin-filename", "officine.sql", "--", pg_dump, "--format=plain", "--no-password",
+                      f"--dbname={self.dsn}"])
         else:
             fmt = "--format=custom --compress=0" if self.name == "restic" else "--format=plain"
-            pg_dump = find_program("pg_dump", extra_dirs=bin_dirs())
             pipeline = (f"{pg_dump} {fmt} --no-password '--dbname={self.dsn}' | restic backup -q "
                         "--host bench --stdin --stdin-filename officine.dump")
             self.run([pipeline], shell=True)  # noqa: S604 (the pipeline restic users run)
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         pg.psql("VACUUM ANALYZE", "officine")
         dsn = pg.dsn("officine")
         db_size = int(pg.psql("SELECT pg_database_size('officine')"))
-        runners = [Runner(n, args.out / n, pg, dsn) for n in ("coffre", "restic", "restic-plain")]
+        names = ("coffre", "coffre-plain", "restic", "restic-plain")
+        runners = [Runner(n, args.out / n, pg, dsn) for n in names]
         first = {r.name: r.backup() for r in runners}
         accounts = args.scale * 100_000
         per_client = accounts // 100 // 2
