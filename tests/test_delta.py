@@ -271,3 +271,17 @@ def test_aligner_follows_a_dump_whose_rows_moved_away() -> None:
     # first byte.
     al = Aligner([100_000, 500_000, 100_000])
     assert al.match(95_000, 300_000) == 1
+
+
+def test_aligner_is_not_misled_by_a_lookalike_length_elsewhere() -> None:
+    """A chunk that lost 3 % of its rows must still pair with the chunk it overlaps, not
+    with another one two places on whose length happens to be close (which would also throw
+    every following pairing off)."""
+    old = [200_000, 300_000, 250_000, 290_000, 180_000]
+    new = [199_000, 291_000, 249_000, 288_000, 179_000]
+    al = Aligner(old)
+    offset, got = 0, []
+    for n in new:
+        got.append(al.match(offset, n))
+        offset += n
+    assert got == [0, 1, 2, 3, 4]

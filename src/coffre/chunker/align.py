@@ -8,9 +8,10 @@ inserted or appended data shifted everything. Fixed blocks pair with the block a
 
 A database dump after a day of updates is the hard case: updated rows leave their place (and
 reappear at the end), so every chunk is a little shorter than its ancestor and the offsets
-drift. Lengths are matched within ~1 %, and failing that the old chunk that overlaps the new
-one most is taken (not the one holding its first byte, which after a drift is the previous
-chunk).
+drift. The old chunk that overlaps the new one most is taken (not the one holding its first
+byte, which after a drift is the previous chunk), and when their lengths are within 2 % the
+drift is learned from it. Only an exact length is trusted further away: a loose one would
+often pair with an unrelated chunk and throw every following pairing off.
 """
 
 from __future__ import annotations
@@ -40,17 +41,25 @@ class Aligner:
             return None  # past the end of the old file: appended data has no ancestor
         j = bisect.bisect_right(self._starts, predicted) - 1
         j = max(0, min(len(self._lengths) - 1, j))
-        tolerance = 512 + length // 100
+        # An untouched chunk keeps its exact length: after an insertion or a removal anywhere
+        # before it, that re-synchronises (a different chunk of the very same length nearby
+        # is unlikely).
         lo, hi = max(0, j - SEARCH), min(len(self._lengths), j + SEARCH + 1)
-        close = [k for k in range(lo, hi) if abs(self._lengths[k] - length) <= tolerance]
-        if close:
-            j = min(close, key=lambda k: abs(self._starts[k] - predicted))
-            self._shift = offset - self._starts[j]
-            return j
+        exact = [k for k in range(lo, hi) if self._lengths[k] == length]
+        if exact:
+            return self._follow(offset, min(exact, key=lambda k: abs(self._starts[k] - predicted)))
+        # Otherwise the old chunk this one overlaps most. If their lengths are close (a few
+        # rows or pages changed), it is the ancestor for sure and the drift is learned from it.
         best, most = None, 0
         for k in range(max(0, j - 1), min(len(self._lengths), j + 2)):
             start, end = self._starts[k], self._starts[k] + self._lengths[k]
             overlap = min(end, predicted + length) - max(start, predicted)
             if overlap > most:
                 best, most = k, overlap
+        if best is not None and abs(self._lengths[best] - length) <= 512 + length // 50:
+            return self._follow(offset, best)
         return best  # None: past the end of the old file, appended data has no ancestor
+
+    def _follow(self, offset: int, k: int) -> int:
+        self._shift = offset - self._starts[k]
+        return k
