@@ -146,3 +146,27 @@ def test_failures_write_no_snapshot(repo: Coffre, mariadb: Any, officine: str, t
     assert snapshot_ids(repo) == []
     repo.ok("backup", "--mysql", mariadb.dsn(officine), env=mariadb.env())
     assert len(snapshot_ids(repo)) == 1
+
+
+def test_counts_hold_with_triggers_column_lists_and_user_defaults(
+    repo: Coffre, mariadb: Any, tmp_path: Path
+) -> None:
+    """Rows are counted from the dump's data sections only (not a trigger's INSERT), with or
+    without column lists, and the user's ~/.my.cnf cannot turn off what the count and the
+    completeness check rely on."""
+    name = f"caisse_{uuid.uuid4().hex[:8]}"
+    mariadb.sql(f"""CREATE DATABASE {name}; USE {name};
+        CREATE TABLE ventes (id INT PRIMARY KEY, montant INT, secret INT INVISIBLE DEFAULT 7);
+        CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, vente INT);
+        CREATE TABLE vide (id INT PRIMARY KEY);
+        CREATE TRIGGER journal AFTER INSERT ON ventes FOR EACH ROW
+        INSERT INTO `audit` VALUES (NULL, NEW.id);
+        INSERT INTO ventes (id, montant) SELECT seq, seq FROM seq_1_to_100;""")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".my.cnf").write_text("[mysqldump]\nskip-comments\ncomplete-insert\ninsert-ignore\n")
+    res = repo.ok("backup", "--mysql", mariadb.dsn(name), "--json", env={**mariadb.env(), "HOME": str(home)})
+    [record] = json.loads(res.out)["databases"]
+    assert record["tables"] == {"ventes": 100, "audit": 100, "vide": 0}
+    drill = json.loads(repo.ok("drill", "--json").out)
+    assert drill["ok"] is True, drill

@@ -182,6 +182,9 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
     from coffre.sources.databases.postgres import start_server, stop_server
 
     cluster = f"host=127.0.0.1 port={postgres.port} user=coffre"
+    # As on Debian, where the configuration lives in /etc: the copy has no postgresql.conf.
+    conf = postgres.dir / "data" / "postgresql.conf"
+    conf.rename(conf.with_suffix(".aside"))
     load = postgres.pgbench_popen("-c", "2", "-T", "300", dbname=officine)
     try:
         while int(postgres.psql("SELECT count(*) FROM pgbench_history", officine)) < 50:
@@ -190,6 +193,7 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
     finally:
         load.kill()
         load.wait()
+        conf.with_suffix(".aside").rename(conf)
     [record] = json.loads(res.out)["databases"]
     assert record["engine"] == "postgres-cluster" and record["format"].startswith("pg_basebackup")
     drill = json.loads(repo.ok("drill", "--json").out)
@@ -210,6 +214,7 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
     assert res.code == 1 and "never overwritten" in res.err, res
     (data / "keep").unlink()
     repo.ok("restore-db", "latest", "--pgdata", str(data))
+    (data / "postgresql.conf").write_text("")
     start_server(str(data), str(top), account)
     try:
         sums = subprocess.run(["psql", "-X", "-A", "-t", "-h", str(top), "-p", "5432", "-U", "coffre",

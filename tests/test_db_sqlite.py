@@ -212,3 +212,29 @@ def test_sqlite_locked_too_long_is_an_error(repo: Coffre, tmp_path: Path) -> Non
         holder.close()
     assert res.code == 1 and "locked by another program" in res.err, res
     assert snapshot_ids(repo) == []
+
+
+def test_sqlite_over_one_gib_and_empty(repo: Coffre, tmp_path: Path) -> None:
+    """Past 1 GiB SQLite skips its lock-byte page; a 0-byte file is an empty database."""
+    db = tmp_path / "big.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA page_size = 65536")
+    conn.execute("CREATE TABLE scans (id INTEGER PRIMARY KEY, image BLOB)")
+    conn.executemany("INSERT INTO scans (image) VALUES (zeroblob(?))", ((64 << 20,) for _ in range(17)))
+    conn.execute("INSERT INTO scans (image) VALUES (?)", (b"last row past the lock page",))
+    conn.commit()
+    conn.close()
+    assert db.stat().st_size > 1 << 30
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    repo.ok("backup", "--sqlite", str(db), "--sqlite", str(empty))
+    out = tmp_path / "restored.db"
+    repo.ok("restore-db", "latest", "--sqlite", str(out), "--database", str(db))
+    conn = sqlite3.connect(out)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    last = conn.execute("SELECT image FROM scans WHERE id = 18").fetchone()
+    assert last == (b"last row past the lock page",)
+    conn.close()
+    out.unlink()
+    repo.ok("restore-db", "latest", "--sqlite", str(out), "--database", str(empty))
+    assert sqlite3.connect(out).execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo
 from coffre.cli.output import emit_json, human_size, say, warn
@@ -69,6 +70,10 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     if args.work_dir and not os.path.isdir(args.work_dir):
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
+    work = os.path.abspath(args.work_dir or tempfile.gettempdir())
+    if any(c in work for c in "'\"\\"):
+        # The throwaway servers' settings name their folder in quotes.
+        raise UsageError(f"{work}: choose a work folder without quotes or backslashes (--work-dir)")
     repo = open_repo(args)
     with locked(repo, exclusive=False, command="drill"):
         load_index(repo)

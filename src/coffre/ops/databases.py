@@ -78,16 +78,27 @@ def drill(repo: Repository, snap: Snapshot, throwaway: Throwaways, report: Repor
         result = DrillResult(record)
         start = clock()
         report(f"drill: restoring {record.engine} {record.name} into a throwaway instance")
+        # A drill reports what went wrong, whatever the engine raised, and goes on with the
+        # next database.
+        step = "throwaway instance"
         try:
             with throwaway(record.engine) as target:
+                step = "restore"
                 target.restore(dump_chunks(repo, snap, record), False, record.extra)
                 result.checks.append(Check("restore", True, f"{record.file} loaded"))
+                step = "checks"
                 result.checks += target.drill_checks(record.tables)
-        except CoffreError as exc:
-            result.checks.append(Check("restore", False, exc.message))
+        except Exception as exc:
+            result.checks.append(Check(step, False, _message(exc)))
         result.seconds = clock() - start
         results.append(result)
     return results
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, CoffreError):
+        return exc.message
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
 
 
 @dataclass

@@ -93,12 +93,13 @@ def feed_command(
     proc = _start(argv, stdin=subprocess.PIPE, merge=True)
     assert proc.stdin is not None and proc.stdout is not None
     out = _Tail(proc.stdout)
+    stopped_reading = False
     try:
         for c in chunks:
             proc.stdin.write(c)
         proc.stdin.close()
     except BrokenPipeError:
-        pass  # the program stopped reading: its exit status and message say why
+        stopped_reading = True  # its exit status and message say why
     except BaseException:
         proc.kill()
         proc.wait()
@@ -107,13 +108,16 @@ def feed_command(
     text = out.text()
     if status != 0:
         raise _failure(what, status, text, "")
+    if stopped_reading:
+        raise CoffreError(f"{what} stopped reading before the end of the dump"
+                          + (f"\n{text}" if text else ""))
     return text
 
 
 def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = None,
-             timeout: float = 600) -> str:
-    """Run a short command (as `account` if given); its output, or a CoffreError with its own
-    message."""
+             timeout: float | None = None) -> str:
+    """Run a command to its end (as `account` if given); its output, or a CoffreError with its
+    own message. No timeout by default: checking a big database takes what it takes."""
     as_account: dict[str, Any] = {}
     if account is not None:
         as_account = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [],
@@ -124,7 +128,7 @@ def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = Non
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
-        raise CoffreError(f"{what} did not finish in {timeout:.0f} s") from None
+        raise CoffreError(f"{what} did not finish in {timeout or 0:.0f} s") from None
     if done.returncode != 0:
         err = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-ERROR_TAIL:]
         raise _failure(what, done.returncode, err, "")

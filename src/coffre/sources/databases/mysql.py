@@ -11,6 +11,7 @@ programs through MYSQL_PWD, never argv.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -34,8 +35,13 @@ from coffre.sources.databases.command import (
 )
 
 T = TypeVar("T")
-_INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES ", re.M)
-_CREATE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(", re.M)  # empty tables count too
+# The lines that matter for counting: a table's data is between LOCK TABLES and UNLOCK TABLES
+# (an INSERT elsewhere is in a trigger's or routine's body); CREATE TABLE lists empty tables.
+_LINE = re.compile(
+    rb"^(?:LOCK TABLES `((?:[^`]|``)+)` WRITE;|(UNLOCK TABLES;)"
+    rb"|INSERT INTO `((?:[^`]|``)+)` (?:\([^\n]*?\) )?VALUES |CREATE TABLE `((?:[^`]|``)+)` \()",
+    re.M,
+)
 _LINE_HEAD = 4096  # of a line not yet ended, only its start matters
 _DONE = b"-- Dump completed"
 _SIZE = ("SELECT VERSION(); SELECT COALESCE(SUM(data_length + index_length), 0) "
@@ -101,6 +107,18 @@ class Connection:
         return [line.split("\t") for line in out.splitlines() if line]
 
 
+@functools.cache
+def _sandbox(client: str) -> list[str]:
+    """Load dumps in the client's sandbox when it has one: a dump's comment could otherwise
+    smuggle in a client command, such as one that runs a shell."""
+    try:
+        helps = subprocess.run([client, "--help"], capture_output=True, text=True, timeout=30,
+                               check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        helps = ""
+    return ["--sandbox"] if "--sandbox" in helps else []
+
+
 # Names and values in statements are quoted by these two (the client takes no parameters).
 def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
@@ -122,6 +140,8 @@ class _RowCounter:
         self.counts: Counter[str] = Counter()
         self._line = b""  # the start of the line not yet ended
         self.last_line = b""
+        self._current: bytes | None = None  # the table whose data is being dumped
+        self._current_name = ""
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
@@ -142,11 +162,18 @@ class _RowCounter:
         if end < 0:
             self._line = buf[:_LINE_HEAD]
             return
-        for m in _INSERT.finditer(buf, 0, end + 1):
-            self.counts[_name(m.group(1))] += 1
-        if b"CREATE TABLE" in buf:
-            for m in _CREATE.finditer(buf, 0, end + 1):
-                self.counts[_name(m.group(1))] += 0
+        for m in _LINE.finditer(buf, 0, end + 1):
+            locked, unlocked, inserted, created = m.groups()
+            if inserted is not None:
+                if inserted == self._current:
+                    self.counts[self._current_name] += 1
+            elif locked is not None:
+                self._current, self._current_name = locked, _name(locked)
+                self.counts[self._current_name] += 0
+            elif unlocked is not None:
+                self._current = None
+            else:
+                self.counts[_name(created)] += 0
         prev = buf.rfind(b"\n", 0, end)
         self.last_line = buf[prev + 1:end][:_LINE_HEAD]
         self._line = buf[end + 1:end + 1 + _LINE_HEAD]
@@ -177,7 +204,10 @@ class MysqlDatabase(Database):
         dumper = find_program("mariadb-dump", "mysqldump")
         argv = [dumper, "--single-transaction", "--quick", "--skip-extended-insert", "--no-autocommit",
                 "--routines", "--triggers", "--hex-blob", "--default-character-set=utf8mb4",
-                "--skip-dump-date", *self.conn.options()]
+                "--skip-dump-date",
+                # What the counting and the completeness check rely on, whatever ~/.my.cnf says.
+                "--add-locks", "--comments", "--add-drop-table", "--skip-complete-insert",
+                "--skip-insert-ignore", "--skip-replace", *self.conn.options()]
         counter: list[_RowCounter] = []
 
         def counted(stream: BinaryIO) -> T:
@@ -217,8 +247,8 @@ class MysqlTarget(Target):
         if exists[0][0] == "0":
             self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", "creating the database")
         client = find_program("mariadb", "mysql")
-        feed_command([client, *self.conn.options(), "--batch"], batched(chunks),
-                     f"loading the dump into {self.describe()}")
+        argv = [client, *self.conn.options(database=False), "--batch", *_sandbox(client), self.conn.database]
+        feed_command(argv, batched(chunks), f"loading the dump into {self.describe()}")
 
     def row_counts(self) -> dict[str, int]:
         tables = self._tables()

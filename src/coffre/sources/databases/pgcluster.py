@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, TypeVar
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Captured, Check, Database, Target
@@ -87,22 +88,58 @@ class _ChunkReader(io.RawIOBase):
 
 
 def extract(chunks: Iterable[bytes], data: str, account: pwd.struct_passwd | None) -> None:
-    """Unpack a base backup into the new folder `data`, owned by `account`. Tar's "data"
-    filter refuses absolute names, links leading out, and devices."""
-    if not hasattr(tarfile, "data_filter"):
-        raise CoffreError("restoring a physical PostgreSQL backup needs Python 3.11.4 or later")
-    os.makedirs(data, mode=0o700)
-    stream = io.BufferedReader(_ChunkReader(chunks), 1 << 20)
+    """Unpack a base backup into the new folder `data`, then give it to `account`.
+
+    Only folders and regular files with plain relative names are accepted (a base backup
+    holds nothing else; a tablespace link is refused), each created relative to its parent's
+    descriptor without following links, so nothing in the tar can lead a write out of
+    `data`. `data` stays root's (0700) until everything is unpacked and handed over, deepest
+    first, so the account cannot interfere meanwhile."""
+    os.makedirs(os.path.dirname(data), exist_ok=True)
+    os.mkdir(data, 0o700)
+    top = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        stream = io.BufferedReader(_ChunkReader(chunks), 1 << 20)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(data, filter="data")
+            for member in tar:
+                _unpack(tar, member, top)
     except (tarfile.TarError, OSError) as exc:
         raise CoffreError(f"the base backup does not unpack into {data}: {exc}") from None
-    os.chmod(data, 0o700)
+    finally:
+        os.close(top)
     if account is not None:
-        for root, dirs, files in os.walk(data):
-            for name in (root, *(os.path.join(root, n) for n in dirs + files)):
-                os.lchown(name, account.pw_uid, account.pw_gid)
+        for root, dirs, files in os.walk(data, topdown=False):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), account.pw_uid, account.pw_gid)
+        os.lchown(data, account.pw_uid, account.pw_gid)
+
+
+def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, top: int) -> None:
+    parts = [p for p in member.name.split("/") if p not in ("", ".")]
+    if member.name.startswith("/") or ".." in parts:
+        raise CoffreError(f"the base backup holds an unsafe name: {member.name[:200]!r}")
+    if not parts:
+        return
+    if not (member.isdir() or member.isfile()):
+        raise CoffreError(f"the base backup holds {member.name[:200]!r}, which is neither a file nor a "
+                          "folder (clusters with tablespaces are not supported)")
+    folders = parts if member.isdir() else parts[:-1]
+    fd = os.dup(top)
+    try:
+        for part in folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=fd)
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        if member.isfile():
+            source = tar.extractfile(member)
+            assert source is not None
+            out = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+            with os.fdopen(out, "wb") as f:
+                shutil.copyfileobj(source, f, 1 << 20)
+    finally:
+        os.close(fd)
 
 
 class ClusterFolder(Target):
@@ -146,18 +183,25 @@ class _DrillCluster(ClusterFolder):
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         extract(chunks, self.data, self.account)
+        if self.account is not None:  # only now: the server writes its socket and log here
+            os.chown(self.top, self.account.pw_uid, self.account.pw_gid)
         self.superuser = extra.get("superuser", "postgres")
 
     def _dsn(self, dbname: str) -> str:
-        return f"host={self.top} port=5432 user={self.superuser} dbname={dbname}"
+        return make_conninfo(host=self.top, port="5432", user=self.superuser, dbname=dbname)
 
     def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
         checks = [self._verify()]
-        hba = os.path.join(self.top, "drill_hba.conf")
-        with open(hba, "w") as f:
-            f.write("local all all trust\n")
-        os.chmod(hba, 0o644)
-        start_server(self.data, self.top, self.account, f"-c hba_file='{hba}'")
+        # The drill's own configuration, not the copied one (on Debian there is none in the
+        # data folder; elsewhere it may name files, libraries or archiving of the live server).
+        conf, hba, ident = (os.path.join(self.top, f"drill{n}.conf") for n in ("", "_hba", "_ident"))
+        for path, text in ((hba, "local all all trust\n"), (ident, ""),
+                           (conf, f"data_directory = '{self.data}'\nhba_file = '{hba}'\n"
+                                  f"ident_file = '{ident}'\n")):
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
+        start_server(self.data, self.top, self.account, f"-c config_file='{conf}'")
         self.running = True
         checks.append(self._amcheck())
         checks.append(self._contents())
@@ -199,8 +243,6 @@ def throwaway_cluster(work_dir: str | None = None) -> Iterator[Target]:
     top = tempfile.mkdtemp(prefix="coffre-drill-pgcluster-", dir=work_dir)
     target = _DrillCluster(top, account)
     try:
-        if account is not None:
-            os.chown(top, account.pw_uid, account.pw_gid)
         yield target
     finally:
         if target.running:

@@ -185,7 +185,11 @@ class PostgresTarget(Target):
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         if not self._exists():
             with contextlib.closing(self.conn.connect("postgres", autocommit=True)) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.conn.dbname)))
+                try:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.conn.dbname)))
+                except psycopg.Error as exc:
+                    raise CoffreError(f"{self.describe()} cannot be created: {_message(exc)}",
+                                      "create it first, or give the user CREATEDB") from None
         argv = [program("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
                 f"--dbname={self.conn.conninfo()}"]
         if force:
@@ -227,7 +231,8 @@ def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
                   "--no-sync"], "initdb of the drill's throwaway cluster", account=account)
         start_server(data, top, account)
         started = True
-        target = PostgresTarget(f"host={top} port=5432 user=coffre dbname=drill", owners=False)
+        target = PostgresTarget(make_conninfo(host=top, port="5432", user="coffre", dbname="drill"),
+                                owners=False)
         yield target
     finally:
         if started:
@@ -238,7 +243,9 @@ def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
 # Whatever the restored configuration says, a drill's server listens on its own socket only,
 # archives nothing and needs no preloaded library.
 DRILL_OPTIONS = ("-c listen_addresses='' -c port=5432 -c archive_mode=off -c fsync=off "
-                 "-c full_page_writes=off -c synchronous_commit=off -c shared_preload_libraries=''")
+                 "-c full_page_writes=off -c synchronous_commit=off -c ssl=off "
+                 "-c shared_preload_libraries='' -c session_preload_libraries='' "
+                 "-c local_preload_libraries=''")
 
 
 def start_server(data: str, socket_dir: str, account: pwd.struct_passwd | None, extra: str = "") -> None:

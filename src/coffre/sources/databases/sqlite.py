@@ -6,9 +6,10 @@ pages and the counts are one committed state. In WAL mode writers go on meanwhil
 rollback-journal mode they wait until the copy ends (SQLite's locking; busy timeouts apply).
 
 The copy's destination is a virtual file (an apsw VFS): SQLite writes pages 2..N in order,
-and they are streamed as they come; page 1, which SQLite writes last, is returned apart
-(Captured.head) and goes first in the stored file. A write out of that order fails the
-backup instead of storing a wrong file.
+and they are streamed as they come; page 1, which SQLite writes again at the end, is kept apart
+(Captured.head) and goes first in the stored file. SQLite skips the page holding its lock
+bytes (at 1 GiB); it is stored as zeros. A write out of that order fails the backup instead
+of storing a wrong file.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from coffre.sources.databases.base import Captured, Check, Database, Target
 T = TypeVar("T")
 BUSY_TIMEOUT = 120.0  # seconds a writer's lock is waited for (COFFRE_SQLITE_BUSY_TIMEOUT)
 HANDOFF = 1 << 20  # pages travel to the reader in batches of about this size
+LOCK_BYTE_OFFSET = 0x40000000  # the page starting here is SQLite's lock-byte page
 _VFS_NAME = "coffre-stream"
 _sinks: dict[str, _Sink] = {}
 _sinks_lock = threading.Lock()
@@ -58,6 +60,11 @@ class _Sink:
         if offset == 0:
             self.head = bytes(data)
             return
+        if offset == self.next_offset + self.page_size and self.next_offset == LOCK_BYTE_OFFSET:
+            # SQLite never writes the page holding its lock bytes (databases over 1 GiB); its
+            # content is unused: zeros keep the following pages at their offsets.
+            self._buf += bytes(self.page_size)
+            self.next_offset += self.page_size
         if offset != self.next_offset:
             raise OSError(f"SQLite wrote at offset {offset}, expected {self.next_offset}")
         self._buf += data
@@ -229,6 +236,7 @@ class SQLiteDatabase(Database):
                     _sinks.pop(key, None)
             if sink.error is not None:
                 raise self._error(sink.error)
+            pages = max(pages, 1)  # an empty (0-byte) database is copied as one page
             if len(sink.head) != page_size or sink.next_offset != pages * page_size:
                 raise CoffreError(f"{self.describe()}: the copy is incomplete ({sink.next_offset} "
                                   f"of {pages * page_size} bytes); no snapshot was written")
