@@ -285,3 +285,16 @@ def test_aligner_is_not_misled_by_a_lookalike_length_elsewhere() -> None:
         got.append(al.match(offset, n))
         offset += n
     assert got == [0, 1, 2, 3, 4]
+
+
+def test_aligner_resyncs_after_an_insertion_followed_by_edits() -> None:
+    """300 kB inserted (a table's new rows), then the next chunks edited a little: a nearly
+    equal length further on is tried, and kept because the next chunk agrees."""
+    old = [100_000, 250_000, 180_000, 300_000, 90_000]
+    new = [100_000, 550_000, 180_100, 300_050, 90_000]
+    al = Aligner(old)
+    offset, got = 0, []
+    for n in new:
+        got.append(al.match(offset, n))
+        offset += n
+    assert got == [0, 1, 2, 3, 4]
