@@ -507,11 +507,7 @@ class Backup:
         return self._store_tree(nodes)
 
     def _stdin_tree(self) -> bytes:
-        now = self.repo.clock.now_ns()
-        node = Node(
-            name=os.fsencode(self.opts.stdin_name), type="file", mode=0o600,
-            uid=os.getuid(), gid=os.getgid(), mtime_ns=now, atime_ns=now, ctime_ns=now,
-        )
+        node = self._virtual_node(os.fsencode(self.opts.stdin_name), "file", 0o600)
         previous = self.previous.content(b"/" + node.name)
         if self.opts.stdin_command:
             content, size = self._from_command(self.opts.stdin_command, previous)
@@ -551,6 +547,7 @@ class Backup:
         return folder, records
 
     def _virtual_node(self, name: bytes, kind: str, mode: int) -> Node:
+        """A node for what has no file of its own (a stream, a dump): ours, made now."""
         now = self.repo.clock.now_ns()
         return Node(name=name, type=kind, mode=mode, uid=os.getuid(), gid=os.getgid(),
                     mtime_ns=now, atime_ns=now, ctime_ns=now)
