@@ -142,3 +142,26 @@ def test_unusual_growth() -> None:
     assert not unusual_growth(points(1000, 1001))  # too little history to judge
     assert unusual_growth(points(1000, 1010, 1020, 1030, 1300))
     assert not unusual_growth(points(1000, 1010, 1020, 1030, 1060))  # 3x, but under 5 %
+
+
+def test_database_backups_to_s3_send_deltas_and_drill_from_there(
+    seaweedfs: object, s3_env: dict[str, str], pwfile: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Off-site: the second day's copy of the database goes up as deltas, and the drill
+    restores from the remote repository."""
+    from test_remote_s3 import s3_coffre
+
+    c = s3_coffre(seaweedfs, s3_env, pwfile, cache_dir)
+    c.ok("init")
+    db = tmp_path / "officine.db"
+    make_db(db, "wal")
+    first = json.loads(c.ok("backup", "--sqlite", str(db), "--json").out)["summary"]
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE filler SET body = 'changed' WHERE id % 500 = 0")
+    conn.commit()
+    conn.close()
+    second = json.loads(c.ok("backup", "--sqlite", str(db), "--json").out)["summary"]
+    assert second["deltas_added"] > 0
+    assert second["data_added_stored"] < first["data_added_stored"] / 10
+    drill = json.loads(c.ok("drill", "--json").out)
+    assert drill["ok"] is True, drill
