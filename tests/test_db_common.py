@@ -93,9 +93,18 @@ def test_usage_errors(repo: Coffre, tmp_path: Path) -> None:
     assert res.code == 2 and "separate snapshots" in res.err, res
     repo.ok("backup", str(tmp_path / "officine.db"))
     res = repo("drill")
+    assert res.code == 1 and "no snapshot holds a database" in res.err, res
+    first = repo.ok("snapshots", "--json").out
+    res = repo("drill", json.loads(first)[0]["id"])
     assert res.code == 1 and "holds no database" in res.err, res
     repo.ok("backup", "--sqlite", str(db))
+    # A files-only backup afterwards: 'latest' still means the newest with a database.
+    repo.ok("backup", str(tmp_path / "officine.db"))
+    assert "drill passed" in repo.ok("drill").out
     res = repo("restore-db", "latest", "--postgres", "dbname=x")
+    assert res.code == 1 and "no snapshot holds a postgres database" in res.err, res
+    with_db = json.loads(repo.ok("snapshots", "--json").out)[1]["id"]
+    res = repo("restore-db", with_db, "--postgres", "dbname=x")
     assert res.code == 1 and "holds no postgres database" in res.err and "sqlite" in res.err, res
     res = repo("restore-db", "latest", "--sqlite", str(tmp_path / "x.db"), "--no-owner")
     assert res.code == 2, res

@@ -9,15 +9,14 @@ import tempfile
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import UsageError
-from coffre.ops.common import find_snapshot
-from coffre.ops.databases import drill, pick, restore_database
+from coffre.ops.databases import drill, find_with_databases, pick, restore_database
 from coffre.sources.databases.engines import target, throwaway
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("restore-db", help="restore a database of a snapshot into an empty database")
     add_repo_options(p)
-    p.add_argument("snapshot", help="snapshot id, or 'latest'")
+    p.add_argument("snapshot", help="snapshot id, or 'latest' (the newest holding such a database)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--postgres", metavar="DSN", help="PostgreSQL database to restore into "
                        "(created if it does not exist)")
@@ -37,7 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("drill", help="restore each database of a snapshot into a throwaway "
                        "instance, check it, and report")
     add_repo_options(p)
-    p.add_argument("snapshot", nargs="?", default="latest", help="snapshot id (default: latest)")
+    p.add_argument("snapshot", nargs="?", default="latest",
+                   help="snapshot id (default: the newest holding a database)")
     p.add_argument("--work-dir", metavar="DIR",
                    help="where the throwaway instances live (default: the temporary folder)")
     p.add_argument("--json", action="store_true")
@@ -54,7 +54,7 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with locked(repo, exclusive=False, command="restore-db"):
         load_index(repo)
-        snap = find_snapshot(repo, args.snapshot, report=warn)
+        snap = find_with_databases(repo, args.snapshot, engine, report=warn)
         record = pick(snap, engine, args.database)
         say(f"restoring {record.engine} {record.name} of snapshot {snap.id[:8]} into {dest.describe()}")
         restore_database(repo, snap, record, dest, force=args.force)
@@ -77,7 +77,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with locked(repo, exclusive=False, command="drill"):
         load_index(repo)
-        snap = find_snapshot(repo, args.snapshot, report=warn)
+        snap = find_with_databases(repo, args.snapshot, report=warn)
         results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn)
     ok = all(r.ok for r in results)
     if args.json:

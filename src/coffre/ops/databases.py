@@ -11,11 +11,28 @@ from itertools import pairwise
 
 from coffre.core.errors import CoffreError
 from coffre.format.snapshot import DatabaseRecord, Snapshot
-from coffre.ops.common import Reporter, find_node, quiet
+from coffre.ops.common import Reporter, find_node, find_snapshot, quiet
 from coffre.repository.repo import Repository
 from coffre.sources.databases.base import Check, Target
 
 Throwaways = Callable[[str], AbstractContextManager[Target]]
+
+
+def find_with_databases(repo: Repository, ref: str, engine: str | None = None,
+                        report: Reporter = quiet) -> Snapshot:
+    """A snapshot by id; 'latest' is the newest that holds a database (of this engine): the
+    last snapshot may be one of files only."""
+    if ref != "latest":
+        return find_snapshot(repo, ref, report=report)
+    damaged: list[str] = []
+    held = [s for s in repo.snapshots(errors=damaged)
+            if any(engine in (None, d.engine) for d in s.databases)]
+    for d in damaged:
+        report(f"warning: {d} (skipped)")
+    if not held:
+        raise CoffreError(f"no snapshot holds a {engine + ' ' if engine else ''}database",
+                          "back up with --postgres, --postgres-cluster, --mysql or --sqlite")
+    return held[-1]
 
 
 def pick(snap: Snapshot, engine: str, name: str | None) -> DatabaseRecord:
