@@ -176,6 +176,7 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
     against its manifest and checks it in a throwaway server; restored into a data folder, a
     server starts on it and the balances agree."""
     import os
+    import shutil
     import tempfile
 
     from coffre.sources.databases.command import service_account
@@ -205,23 +206,24 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
 
     account = service_account("postgres")
     assert account is not None
-    top = Path(tempfile.mkdtemp(prefix="coffre-test-pgdata-", dir="/tmp"))
-    os.chown(top, account.pw_uid, account.pw_gid)
+    top = Path(tempfile.mkdtemp(prefix="coffre-test-pgdata-", dir="/tmp"))  # reachable by postgres
     data = top / "data"
-    (data).mkdir()
-    (data / "keep").write_text("an existing data folder")
-    res = repo("restore-db", "latest", "--pgdata", str(data))
-    assert res.code == 1 and "never overwritten" in res.err, res
-    (data / "keep").unlink()
-    repo.ok("restore-db", "latest", "--pgdata", str(data))
-    (data / "postgresql.conf").write_text("")
-    start_server(str(data), str(top), account)
     try:
-        sums = subprocess.run(["psql", "-X", "-A", "-t", "-h", str(top), "-p", "5432", "-U", "coffre",
-                               "-d", officine, "-c", INVARIANT], capture_output=True, text=True, check=True)
-        assert len(set(sums.stdout.strip().split("|"))) == 1, sums.stdout
+        os.chown(top, account.pw_uid, account.pw_gid)
+        data.mkdir()
+        (data / "keep").write_text("an existing data folder")
+        res = repo("restore-db", "latest", "--pgdata", str(data))
+        assert res.code == 1 and "never overwritten" in res.err, res
+        (data / "keep").unlink()
+        repo.ok("restore-db", "latest", "--pgdata", str(data))
+        (data / "postgresql.conf").write_text("")
+        start_server(str(data), str(top), account)
+        try:
+            sums = subprocess.run(["psql", "-X", "-A", "-t", "-h", str(top), "-p", "5432", "-U", "coffre",
+                                   "-d", officine, "-c", INVARIANT], capture_output=True, text=True,
+                                  check=True)
+            assert len(set(sums.stdout.strip().split("|"))) == 1, sums.stdout
+        finally:
+            stop_server(str(data), account)
     finally:
-        stop_server(str(data), account)
-        import shutil
-
         shutil.rmtree(top, ignore_errors=True)
