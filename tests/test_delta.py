@@ -256,17 +256,19 @@ def test_size_budget_counts_the_bases_a_kept_snapshot_needs(repo: Coffre, pharma
     assert model([second.id]) > both * 0.8
 
 
+def pairings(old: list[int], new: list[int]) -> list[int | None]:
+    """The old chunk each new chunk pairs with, new chunks given by length in file order."""
+    al = Aligner(old)
+    offsets = [sum(new[:i]) for i in range(len(new))]
+    return [al.match(offset, n) for offset, n in zip(offsets, new, strict=True)]
+
+
 def test_aligner_follows_a_dump_whose_rows_moved_away() -> None:
     """A day of updates: ~1 % of each chunk's rows left for the end of the table, so each
     chunk is a little shorter than its ancestor and the offsets drift behind."""
     old = [160_320, 672_887, 346_198, 479_355, 346_081, 408_514, 173_374, 94_218]
     new = [159_249, 668_271, 343_633, 476_183, 343_397, 405_066, 172_494, 93_521]
-    al = Aligner(old)
-    offset, got = 0, []
-    for n in new:
-        got.append(al.match(offset, n))
-        offset += n
-    assert got == list(range(len(old)))
+    assert pairings(old, new) == list(range(len(old)))
     # Lengths that match nothing: the old chunk overlapping most, not the one holding the
     # first byte.
     al = Aligner([100_000, 500_000, 100_000])
@@ -279,12 +281,7 @@ def test_aligner_is_not_misled_by_a_lookalike_length_elsewhere() -> None:
     every following pairing off)."""
     old = [200_000, 300_000, 250_000, 290_000, 180_000]
     new = [199_000, 291_000, 249_000, 288_000, 179_000]
-    al = Aligner(old)
-    offset, got = 0, []
-    for n in new:
-        got.append(al.match(offset, n))
-        offset += n
-    assert got == [0, 1, 2, 3, 4]
+    assert pairings(old, new) == [0, 1, 2, 3, 4]
 
 
 def test_aligner_resyncs_after_an_insertion_followed_by_edits() -> None:
@@ -292,9 +289,4 @@ def test_aligner_resyncs_after_an_insertion_followed_by_edits() -> None:
     equal length further on is tried, and kept because the next chunk agrees."""
     old = [100_000, 250_000, 180_000, 300_000, 90_000]
     new = [100_000, 550_000, 180_100, 300_050, 90_000]
-    al = Aligner(old)
-    offset, got = 0, []
-    for n in new:
-        got.append(al.match(offset, n))
-        offset += n
-    assert got == [0, 1, 2, 3, 4]
+    assert pairings(old, new) == [0, 1, 2, 3, 4]

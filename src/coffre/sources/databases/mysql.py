@@ -24,7 +24,7 @@ from typing import IO, BinaryIO, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from coffre.core.errors import CoffreError, UsageError
-from coffre.sources.databases.base import Captured, Check, Database, Target, batched
+from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target, batched
 from coffre.sources.databases.command import (
     feed_command,
     file_tail,
@@ -223,7 +223,7 @@ class MysqlDatabase(Database):
                                 warnings=warnings)
 
 
-class MysqlTarget(Target):
+class MysqlTarget(CountedTarget):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 

@@ -29,7 +29,13 @@ from psycopg.conninfo import make_conninfo
 from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import run_tool, service_account, stream_command
-from coffre.sources.databases.postgres import Connection, program, start_server, stop_server
+from coffre.sources.databases.postgres import (
+    Connection,
+    PostgresTarget,
+    program,
+    start_server,
+    stop_server,
+)
 
 T = TypeVar("T")
 _DATABASES = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
@@ -164,11 +170,17 @@ class ClusterFolder(Target):
             os.rmdir(self.data)
         extract(chunks, self.data, self.account)
 
-    def row_counts(self) -> dict[str, int]:
-        raise CoffreError("rows are counted in a running server")
+    def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
+        """What can be checked without a server (no row counts are recorded)."""
+        return [self._verify()]
 
-    def integrity(self) -> Check:
-        raise CoffreError("checked in a running server")
+    def _verify(self) -> Check:
+        name = "pg_verifybackup (files and WAL against the backup's manifest)"
+        try:
+            out = run_tool([program("pg_verifybackup"), self.data], "pg_verifybackup", account=self.account)
+        except CoffreError as exc:
+            return Check(name, False, exc.message)
+        return Check(name, True, out.strip().splitlines()[-1] if out.strip() else "ok")
 
 
 class _DrillCluster(ClusterFolder):
@@ -182,7 +194,7 @@ class _DrillCluster(ClusterFolder):
         self.running = False
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
-        extract(chunks, self.data, self.account)
+        super().restore(chunks, force, extra)
         if self.account is not None:  # only now: the server writes its socket and log here
             os.chown(self.top, self.account.pw_uid, self.account.pw_gid)
         self.superuser = extra.get("superuser", "postgres")
@@ -191,7 +203,7 @@ class _DrillCluster(ClusterFolder):
         return make_conninfo(host=self.top, port="5432", user=self.superuser, dbname=dbname)
 
     def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
-        checks = [self._verify()]
+        checks = super().drill_checks(recorded)
         # The drill's own configuration, not the copied one (on Debian there is none in the
         # data folder; elsewhere it may name files, libraries or archiving of the live server).
         conf, hba, ident = (os.path.join(self.top, f"drill{n}.conf") for n in ("", "_hba", "_ident"))
@@ -207,14 +219,6 @@ class _DrillCluster(ClusterFolder):
         checks.append(self._contents())
         return checks
 
-    def _verify(self) -> Check:
-        name = "pg_verifybackup (files and WAL against the backup's manifest)"
-        try:
-            out = run_tool([program("pg_verifybackup"), self.data], "pg_verifybackup", account=self.account)
-        except CoffreError as exc:
-            return Check(name, False, exc.message)
-        return Check(name, True, out.strip().splitlines()[-1] if out.strip() else "ok")
-
     def _amcheck(self) -> Check:
         name = "pg_amcheck (every database, tables and indexes)"
         argv = [program("pg_amcheck"), "--all", "--install-missing", "--heapallindexed", "--no-password",
@@ -226,8 +230,6 @@ class _DrillCluster(ClusterFolder):
         return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
 
     def _contents(self) -> Check:
-        from coffre.sources.databases.postgres import PostgresTarget
-
         found = []
         with contextlib.closing(psycopg.connect(self._dsn("postgres"))) as conn:
             names = [r[0] for r in conn.execute(_DATABASES).fetchall()]

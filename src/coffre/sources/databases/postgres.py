@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coffre.core.errors import CoffreError, UsageError
-from coffre.sources.databases.base import Captured, Check, Database, Target
+from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target
 from coffre.sources.databases.command import (
     feed_command,
     file_tail,
@@ -154,7 +154,7 @@ class PostgresDatabase(Database):
                                 format="pg_dump custom format, uncompressed")
 
 
-class PostgresTarget(Target):
+class PostgresTarget(CountedTarget):
     def __init__(self, dsn: str, owners: bool = True) -> None:
         self.conn = Connection(dsn)
         self.owners = owners

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, TypeVar
 import apsw
 
 from coffre.core.errors import CoffreError
-from coffre.sources.databases.base import Captured, Check, Database, Target
+from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target
 
 T = TypeVar("T")
 BUSY_TIMEOUT = 120.0  # seconds a writer's lock is waited for (COFFRE_SQLITE_BUSY_TIMEOUT)
@@ -289,7 +289,7 @@ class SQLiteDatabase(Database):
         return CoffreError(f"{self.describe()} could not be backed up: {why}; no snapshot was written")
 
 
-class SQLiteTarget(Target):
+class SQLiteTarget(CountedTarget):
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
 
