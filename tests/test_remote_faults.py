@@ -5,13 +5,15 @@ leaves no snapshot and no visible partial object, and the next run completes."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from servers import FTPServer, SeaweedFS, Server, SSHServer
+from servers import SECRET_KEY, FTPServer, SeaweedFS, Server, SSHServer
 
 from conftest import Coffre, snapshot_ids, tree_digest
 
@@ -121,3 +123,57 @@ def test_a_stuck_server_times_out_and_is_retried(scheme: str, pwfile: Path, cach
         assert "never-shown" not in res.out + res.err
     finally:
         stalled.close()
+
+
+def test_a_dead_s3_server_ends_the_backup_after_the_retry_budget(
+    pwfile: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the budget, each pack in flight and then the lock removal had its own ~4 minutes
+    of retries: a dead server held the backup (and the jobs behind it) for a quarter of an hour."""
+    from coffre.storage.url import open_backend
+
+    srv = SeaweedFS.start(tmp_path / "srv")
+    try:
+        url = srv.url("pharmacie", "coffre")
+        c = Coffre(url, pwfile, cache_dir)
+        c.env.update({**SeaweedFS.env(), "COFFRE_STORAGE_RETRY_BUDGET": "10"})  # 10 attempts a request
+        c.ok("init", "--pack-size", "1")
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "officine.db").write_bytes(os.urandom(48_000_000))
+        for k, v in SeaweedFS.env().items():
+            monkeypatch.setenv(k, v)
+        watcher = open_backend(url)
+        proc = c.popen("backup", str(src))
+        deadline = time.monotonic() + 120
+        while len(list(watcher.list("data"))) < 3:
+            assert proc.poll() is None, "the backup ended before the server could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)  # watching the storage for the first packs
+        watcher.close()
+        srv.kill()
+        try:
+            # A bound on behaviour (the budget, not retries per object), far above the budget.
+            err = proc.communicate(timeout=90)[1].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the backup still retried 90 s after the server died, with a 10 s budget")
+        assert proc.returncode == 1, err
+        assert "Traceback" not in err
+        # One message, last, after the warnings of the retries: no pile of per-thread errors.
+        lines = err.splitlines()
+        assert sum(line.startswith("coffre: ") for line in lines) == 1, err
+        message, hint = lines[-2:]
+        said = re.fullmatch(rf"coffre: the storage at {re.escape(url)} has not answered for (\d+) s "
+                            r"\(last error: .+\); gave up", message)
+        assert said and 10 <= int(said[1]) < 90, err
+        assert hint.startswith("hint: ") and "the next run resumes" in hint
+        assert SECRET_KEY not in err
+        srv.restart()
+        assert snapshot_ids(c) == []
+        c.ok("backup", str(src))
+        assert len(snapshot_ids(c)) == 1
+        c.ok("check")
+    finally:
+        srv.stop()

@@ -83,3 +83,8 @@ class StorageFull(StorageError):
 
 class TransientStorageError(StorageError):
     pass
+
+
+class StorageUnreachable(TransientStorageError):
+    """The storage answered nothing for so long that the command gave up (storage/retry.py);
+    once the retry budget is spent, every further request of the command fails at once."""

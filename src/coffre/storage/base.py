@@ -89,6 +89,11 @@ class Backend(Protocol):
         time (storage clock). Returns how many were removed."""
         ...
 
+    def free_space(self) -> int | None:
+        """Bytes that can still be written, or None when the storage cannot say (remote
+        storage). Prune uses it to repack only what fits on a nearly full medium."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -124,6 +129,9 @@ class Wrapper:
 
     def clean_temporaries(self, older_than_ns: int) -> int:
         return self.inner.clean_temporaries(older_than_ns)
+
+    def free_space(self) -> int | None:
+        return self.inner.free_space()
 
     def close(self) -> None:
         self.inner.close()

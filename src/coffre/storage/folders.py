@@ -124,6 +124,9 @@ class FolderBackend(Generic[C]):
         target = self._path(handle)
         self._run(f"removing {handle.kind}/{handle.name}", lambda conn: self._delete(conn, target))
 
+    def free_space(self) -> int | None:
+        return None
+
     def clean_temporaries(self, older_than_ns: int) -> int:
         def clean(conn: C) -> int:
             removed = 0

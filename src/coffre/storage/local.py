@@ -223,5 +223,12 @@ class LocalBackend:
                     continue
         return removed
 
+    def free_space(self) -> int | None:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
     def close(self) -> None:
         pass

@@ -64,5 +64,8 @@ class MemoryBackend:
     def clean_temporaries(self, older_than_ns: int) -> int:
         return 0  # writes are atomic in memory
 
+    def free_space(self) -> int | None:
+        return None
+
     def close(self) -> None:
         pass

@@ -1,28 +1,77 @@
 """Retries for flaky links: a wrapper that runs any backend operation again, with growing
 pauses, when it failed for a reason that may pass (a dropped connection, a stuck transfer
-that timed out, a busy or restarting server).
+that timed out, a busy or restarting server), within a time budget for outages.
+
+Two limits. Each request has `attempts` tries (COFFRE_STORAGE_RETRIES, 10): enough to ride
+out a blip. The wrapper, one per command and shared by all its threads, also has a retry
+budget (COFFRE_STORAGE_RETRY_BUDGET seconds, 4 minutes by default): how long the storage may
+stay unreachable, counted from the start of the first request that failed since the storage
+last answered. Any answer starts the count again, so blips never spend it. Once it is spent,
+the request that noticed makes no more attempts, paused requests wake and give up, and every
+later request of the command (removing the lock...) fails at once without reaching the
+storage: a dead server ends the command after the budget, not after one full series of
+retries per object in flight.
 
 Safe to retry because every operation is idempotent: saving an object that is already there
 with the same bytes succeeds, a listing is read whole before anything is returned, and a
 removal retried after a lost answer finds the object already gone. Permanent failures
-(permission denied, storage full, not found) are raised at once. The pause is injected, so
-tests do not sleep.
+(permission denied, storage full, not found) are raised at once. The clock and the pause are
+injected, so tests do not sleep.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from coffre.core.errors import ObjectNotFound, TransientStorageError
+from coffre.core.errors import (
+    ObjectNotFound,
+    StorageError,
+    StorageUnreachable,
+    TransientStorageError,
+    UsageError,
+)
 from coffre.storage.base import Backend, Handle, ObjectInfo
 
 T = TypeVar("T")
 ATTEMPTS = 10
 FIRST_PAUSE_S = 1.0
-MAX_PAUSE_S = 60.0  # with 10 attempts: about 4 minutes of trying before giving up
+MAX_PAUSE_S = 60.0  # with 10 attempts: 2 to 4 minutes of trying before a request gives up
+BUDGET_S = 240.0
+MAX_BUDGET_S = 24 * 3600.0
+
+_HINT_ONE = "check the network connection and the storage, then run the command again"
+_HINT_DOWN = ("check the network connection and the storage. Nothing half-done was committed: "
+              "the next run resumes where this one stopped")
+
+
+def retry_budget() -> float:
+    """COFFRE_STORAGE_RETRY_BUDGET (seconds), or BUDGET_S."""
+    text = os.environ.get("COFFRE_STORAGE_RETRY_BUDGET", "")
+    if not text:
+        return BUDGET_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= MAX_BUDGET_S:  # also refuses nan and inf
+        raise UsageError(
+            f"COFFRE_STORAGE_RETRY_BUDGET must be a number of seconds (0-{MAX_BUDGET_S:.0f}], not {text!r}"
+        )
+    return value
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s < 120:
+        return f"{s} s"
+    minutes, rest = divmod(s, 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 class RetryBackend:
@@ -30,51 +79,120 @@ class RetryBackend:
         self,
         inner: Backend,
         attempts: int = ATTEMPTS,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         warn: Callable[[str], None] | None = None,
+        budget_s: float = BUDGET_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
         self.location = inner.location
         self.remote = inner.remote
         self.attempts = attempts
-        self.sleep = sleep
+        self.budget_s = budget_s
+        self.clock = clock
         self.warn = warn
+        self.first_pause_s = FIRST_PAUSE_S
         self.retried = 0
+        self._spent = threading.Event()  # set when the budget is spent: ends every pause
+        self.sleep: Callable[[float], object] = sleep if sleep is not None else self._spent.wait
+        self._state = threading.Lock()
+        self._failing_since: float | None = None
+        self._last_answer = -math.inf
+        self._answers = 0
+        self._last_error = ""
+        self._gave_up: str | None = None  # the message every request raises once the budget is spent
 
     def _pause(self, attempt: int) -> float:
         # Full jitter: many pharmacies behind one provider do not retry in step.
-        ceiling: float = min(MAX_PAUSE_S, FIRST_PAUSE_S * 2.0**attempt)
+        ceiling: float = min(MAX_PAUSE_S, self.first_pause_s * 2.0**attempt)
         return random.uniform(0.5, 1.0) * ceiling  # noqa: S311
 
-    def _run(self, what: str, op: Callable[[], T]) -> T:
+    def _run(self, op: Callable[[], T]) -> T:
+        answers_before = self._answers
+        last_try = False
         for attempt in range(self.attempts):
+            self._check_budget(last_try)
+            started = self.clock()
             try:
-                return op()
+                result = op()
             except TransientStorageError as exc:
-                if attempt + 1 >= self.attempts:
-                    raise TransientStorageError(
-                        f"{exc.message} (gave up after {self.attempts} attempt"
-                        f"{'s' if self.attempts > 1 else ''})",
-                        "check the network connection and the storage, then run the command again",
-                    ) from exc
-                pause = self._pause(attempt)
-                self.retried += 1
+                pause, last_try = self._failed(exc, started, attempt, answers_before)
                 if self.warn:
-                    self.warn(f"{exc.message}; trying again in {pause:.0f} s")
+                    then = "last try" if last_try else "trying again"
+                    self.warn(f"{exc.message}; {then} in {pause:.0f} s")
                 self.sleep(pause)
+            except StorageError:
+                self._answered()  # not found, denied, full...: the storage is there
+                raise
+            else:
+                self._answered()
+                return result
         raise AssertionError("unreachable")
 
+    def _check_budget(self, last_try: bool) -> None:
+        """Before an attempt: give up without reaching the storage once the budget is spent
+        (a request whose pause was cut to the end of the budget still makes that last try)."""
+        with self._state:
+            if self._gave_up is None and self._failing_since is not None and not last_try:
+                down = self.clock() - self._failing_since
+                if down >= self.budget_s:
+                    self._give_up(down)
+            if self._gave_up is not None:
+                raise StorageUnreachable(self._gave_up, _HINT_DOWN)
+
+    def _failed(
+        self, exc: TransientStorageError, started: float, attempt: int, answers_before: int
+    ) -> tuple[float, bool]:
+        """Note a transient failure; raise if this request, or the command, is out of time.
+        Returns the pause before the next attempt, and whether that attempt is the last."""
+        with self._state:
+            now = self.clock()
+            # Down since the failed request was sent, unless the storage answered after that.
+            since = max(started, self._last_answer)
+            if self._failing_since is None or since < self._failing_since:
+                self._failing_since = since
+            self._last_error = exc.message
+            down = now - self._failing_since
+            if self._gave_up is None and down >= self.budget_s:
+                self._give_up(down)
+            if self._gave_up is not None:
+                raise StorageUnreachable(self._gave_up, _HINT_DOWN) from exc
+            if attempt + 1 >= self.attempts:
+                tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
+                if self._answers == answers_before:  # nothing answered while this request tried
+                    raise StorageUnreachable(
+                        f"{self._unreachable(down)} after {tries}", _HINT_DOWN) from exc
+                raise TransientStorageError(f"{exc.message} (gave up after {tries})", _HINT_ONE) from exc
+            self.retried += 1
+            left = self._failing_since + self.budget_s - now
+            pause = self._pause(attempt)
+            return (left, True) if left <= pause else (pause, False)
+
+    def _unreachable(self, down: float) -> str:
+        return (f"the storage at {self.location} has not answered for {_duration(down)} "
+                f"(last error: {self._last_error}); gave up")
+
+    def _give_up(self, down: float) -> None:
+        self._gave_up = self._unreachable(down)
+        self._spent.set()
+
+    def _answered(self) -> None:
+        with self._state:
+            self._failing_since = None
+            self._last_answer = self.clock()
+            self._answers += 1
+
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
-        self._run("save", lambda: self.inner.save(handle, data))
+        self._run(lambda: self.inner.save(handle, data))
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        return self._run("load", lambda: self.inner.load(handle, offset, length))
+        return self._run(lambda: self.inner.load(handle, offset, length))
 
     def stat(self, handle: Handle) -> ObjectInfo:
-        return self._run("stat", lambda: self.inner.stat(handle))
+        return self._run(lambda: self.inner.stat(handle))
 
     def list(self, kind: str) -> Iterator[ObjectInfo]:
-        return iter(self._run("list", lambda: list(self.inner.list(kind))))
+        return iter(self._run(lambda: list(self.inner.list(kind))))
 
     def remove(self, handle: Handle) -> None:
         tried = False
@@ -90,16 +208,19 @@ class RetryBackend:
             finally:
                 tried = True
 
-        self._run("remove", once)
+        self._run(once)
 
     def exists(self) -> bool:
-        return self._run("exists", self.inner.exists)
+        return self._run(self.inner.exists)
 
     def create(self) -> None:
-        self._run("create", self.inner.create)
+        self._run(self.inner.create)
 
     def clean_temporaries(self, older_than_ns: int) -> int:
-        return self._run("clean", lambda: self.inner.clean_temporaries(older_than_ns))
+        return self._run(lambda: self.inner.clean_temporaries(older_than_ns))
+
+    def free_space(self) -> int | None:
+        return self.inner.free_space()
 
     def close(self) -> None:
         self.inner.close()

@@ -261,6 +261,9 @@ class S3Backend:
     def clean_temporaries(self, older_than_ns: int) -> int:
         return 0  # a PUT is atomic: an interrupted upload leaves nothing
 
+    def free_space(self) -> int | None:
+        return None
+
     def close(self) -> None:
         self.client.close()
 
