@@ -42,6 +42,30 @@ def want_int(value: Any, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return value
 
 
+# Times are ns since the epoch. A MessagePack integer holds -2**63 .. 2**64 - 1 ns (years 1677
+# to 2554); a time beyond is [seconds, nanoseconds] with int64 seconds, which holds any time a
+# file system can (time_t is 64 bits). Times that fit keep the plain integer every earlier
+# version wrote, so trees of unchanged folders keep their bytes and their ids.
+NS = 1_000_000_000
+INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+
+
+def wire_time(ns: int) -> int | list[int]:
+    if INT64_MIN <= ns <= UINT64_MAX:
+        return ns
+    seconds, nanos = divmod(ns, NS)
+    if not INT64_MIN <= seconds <= INT64_MAX:
+        raise FormatError(f"time {ns} ns is out of range (more than 2**63 seconds)")
+    return [seconds, nanos]
+
+
+def want_time(value: Any, what: str) -> int:
+    if isinstance(value, list) and len(value) == 2:
+        seconds = want_int(value[0], what, INT64_MIN, INT64_MAX)
+        return seconds * NS + want_int(value[1], what, 0, NS - 1)
+    return want_int(value, what, INT64_MIN, UINT64_MAX)
+
+
 def want_id(value: Any, what: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != ID_LEN:
         raise FormatError(f"{what}: invalid id")

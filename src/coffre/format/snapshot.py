@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.core.errors import FormatError
-from coffre.format.codec import decode, encode, want, want_id, want_int, want_map
+from coffre.format.codec import INT64_MAX, INT64_MIN, decode, encode, want, want_id, want_int, want_map
 from coffre.format.tree import validate_name
 
 # Database dumps live in the snapshot tree under this top-level folder.
@@ -74,6 +74,14 @@ class Snapshot:
     id: str = ""  # the storage name; not part of the encoding
 
     def to_bytes(self) -> bytes:
+        # A snapshot's time is a clock's reading, always int64 ns; refuse to write what
+        # from_bytes would refuse to read (a snapshot that could never be opened).
+        if not INT64_MIN <= self.time_ns <= INT64_MAX:
+            raise FormatError(
+                f"the clock reads {self.time_ns} ns since 1970, outside the years 1677 to 2262"
+                " a snapshot's date can hold",
+                "set the system clock right and back up again",
+            )
         return encode(
             {
                 "v": 1,
@@ -101,7 +109,7 @@ class Snapshot:
         for k, v in summary.items():
             want_int(v, f"summary {k}")
         return cls(
-            time_ns=want_int(d.get("time"), "snapshot time", -(2**63), 2**63 - 1),
+            time_ns=want_int(d.get("time"), "snapshot time", INT64_MIN, INT64_MAX),
             hostname=want(d.get("hostname"), str, "hostname"),
             username=want(d.get("username", ""), str, "username"),
             paths=[want(p, str, "path") for p in want(d.get("paths"), list, "paths")],

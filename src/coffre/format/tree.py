@@ -1,5 +1,6 @@
 """Trees: one per directory, the nodes sorted by name. Names and link targets are bytes,
-so names that are not valid UTF-8 are stored and restored identically."""
+so names that are not valid UTF-8 are stored and restored identically; times are any the
+file system holds (codec.wire_time), years before 1677 and after 2262 included."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.core.errors import FormatError
-from coffre.format.codec import decode, encode, want, want_id, want_int, want_map
+from coffre.format.codec import decode, encode, want, want_id, want_int, want_map, want_time, wire_time
 
 NODE_TYPES = ("file", "dir", "symlink", "chardev", "blockdev", "fifo", "socket")
 MAX_NAME = 4096
@@ -44,9 +45,9 @@ class Node:
             "g": self.gid,
             "un": self.user,
             "gn": self.group,
-            "mt": self.mtime_ns,
-            "at": self.atime_ns,
-            "ct": self.ctime_ns,
+            "mt": wire_time(self.mtime_ns),
+            "at": wire_time(self.atime_ns),
+            "ct": wire_time(self.ctime_ns),
             "s": self.size,
             "i": self.inode,
             "d": self.device,
@@ -81,9 +82,9 @@ class Node:
             gid=want_int(d.get("g", 0), "gid", 0, 2**32),
             user=want(d.get("un", ""), str, "user"),
             group=want(d.get("gn", ""), str, "group"),
-            mtime_ns=want_int(d.get("mt", 0), "mtime", -(2**63), 2**63 - 1),
-            atime_ns=want_int(d.get("at", 0), "atime", -(2**63), 2**63 - 1),
-            ctime_ns=want_int(d.get("ct", 0), "ctime", -(2**63), 2**63 - 1),
+            mtime_ns=want_time(d.get("mt", 0), "mtime"),
+            atime_ns=want_time(d.get("at", 0), "atime"),
+            ctime_ns=want_time(d.get("ct", 0), "ctime"),
             size=want_int(d.get("s", 0), "size"),
             inode=want_int(d.get("i", 0), "inode", 0, 2**64),
             device=want_int(d.get("d", 0), "device", 0, 2**64),

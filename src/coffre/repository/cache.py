@@ -14,6 +14,9 @@ from pathlib import Path
 from coffre.format.codec import ID_LEN
 
 QUERY_PATHS = 500  # below SQLite's limit on query parameters (999 in old versions)
+SQLITE_INT = range(-(2**63), 2**63)  # an INTEGER column holds int64 only
+
+Key = tuple[int | bytes, ...]  # dev, ino, size, mtime, ctime as stored (see _key)
 
 
 def cache_root() -> Path:
@@ -31,7 +34,7 @@ class RepoCache:
         # Several backups may share the cache: wait for each other's short transactions.
         self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
         self._pending = 0
-        self._rows: list[tuple[bytes, int, int, int, int, int, bytes]] = []
+        self._rows: list[tuple[int | bytes, ...]] = []
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, dev INT, ino INT,"
             " size INT, mtime INT, ctime INT, content BLOB)"
@@ -44,19 +47,17 @@ class RepoCache:
     ) -> list[tuple[bool, list[bytes] | None]]:
         """For each file (one folder's, one query per QUERY_PATHS files): whether it was seen
         before, and its content ids if its identity and times are unchanged since."""
-        rows: dict[bytes, tuple[int, int, int, int, int, bytes]] = {}
+        rows: dict[bytes, tuple[Key, bytes]] = {}
         for i in range(0, len(files), QUERY_PATHS):
             paths = [path for path, _ in files[i : i + QUERY_PATHS]]
             marks = ", ".join("?" * len(paths))  # placeholders only: the values are bound
             query = f"SELECT path, dev, ino, size, mtime, ctime, content FROM files WHERE path IN ({marks})"  # noqa: S608
             for path, dev, ino, size, mtime, ctime, content in self.db.execute(query, paths):
-                rows[path] = (dev, ino, size, mtime, ctime, content)
+                rows[path] = ((dev, ino, size, mtime, ctime), content)
         return [_judge(rows.get(path), st) for path, st in files]
 
     def record(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
-        self._rows.append(
-            (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content))
-        )
+        self._rows.append((path, *_key(st), b"".join(content)))
         self._batch()
 
     def _batch(self) -> None:
@@ -93,14 +94,19 @@ class RepoCache:
         self.db.close()
 
 
-def _judge(
-    row: tuple[int, int, int, int, int, bytes] | None, st: os.stat_result
-) -> tuple[bool, list[bytes] | None]:
+def _key(st: os.stat_result) -> Key:
+    """What identifies a file's version, as stored: a value SQLite's int64 cannot hold (a time
+    before 1677 or after 2262, a 64-bit inode) is kept exactly as its decimal digits (a BLOB)."""
+    return tuple(
+        v if v in SQLITE_INT else str(v).encode()
+        for v in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    )
+
+
+def _judge(row: tuple[Key, bytes] | None, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
     if row is None:
         return False, None
-    dev, ino, size, mtime, ctime, content = row
-    if (dev, ino, size, mtime, ctime) != (
-        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-    ) or len(content) % ID_LEN:
+    key, content = row
+    if key != _key(st) or len(content) % ID_LEN:
         return True, None
     return True, [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
