@@ -72,7 +72,7 @@ def test_prune_during_backup_does_not_block_it_nor_delete_what_it_needs(
     worker.start()
     try:
         assert paused.wait(120)
-        coffre.ok("forget", "--host", "first", "--keep-tag", "none")
+        coffre.ok("forget", *snapshot_ids(coffre))  # the first host's only snapshot, by id
         pruned = json.loads(coffre.ok("prune", "--json").out)  # does not wait for the backup
         assert pruned["packs_removed"] > 0  # it did find the first snapshot's data unused
         assert pruned["packs_deleted"] == 0  # but deleted nothing the backup may need
@@ -104,7 +104,7 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
     other = make_tree(tmp_path / "other", seed=9)
     coffre.ok("backup", str(src), "--host", "a")
     coffre.ok("backup", str(other), "--host", "b")
-    coffre.ok("forget", "--host", "a", "--keep-tag", "none")  # src's data is now unused
+    coffre.ok("forget", snapshot_ids(coffre)[0])  # host a's, by id: src's data is now unused
 
     def backup_now() -> str:
         r = Repository.open(LocalBackend(coffre.repo), PASSWORD)

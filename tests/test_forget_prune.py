@@ -125,6 +125,25 @@ def test_forget_keep_within_and_tags(repo: Coffre, tmp_path: Path) -> None:
     assert snapshot_ids(repo) == [now]
 
 
+def test_no_policy_removes_the_newest_of_a_host_and_path_set(repo: Coffre, tmp_path: Path) -> None:
+    src = small_tree(tmp_path / "src")
+    etc = small_tree(tmp_path / "etc", seed=4)
+    a = [backup(repo, src)[0] for _ in range(2)]
+    e = backup(repo, etc)[0]
+    b = backup(repo, src, "--host", "b")[0]
+    # No snapshot has the tag: the rules keep nothing, yet each newest stays, and says why.
+    res = repo.ok("forget", "--keep-tag", "audit", "--dry-run")
+    assert f"remove {a[0][:8]}" in res.out
+    for sid in (a[1], e, b):
+        assert f"keep   {sid[:8]}" in res.out
+    assert res.out.count("newest of its host and paths (no policy removes it)") == 3
+    repo.ok("forget", "--keep-tag", "audit")
+    assert set(snapshot_ids(repo)) == {a[1], e, b}
+    # Named by id, it goes.
+    repo.ok("forget", a[1][:8])
+    assert set(snapshot_ids(repo)) == {e, b}
+
+
 def test_forget_dry_run_removes_nothing_and_explains(repo: Coffre, tmp_path: Path) -> None:
     src = small_tree(tmp_path / "src")
     ids = [backup(repo, src)[0] for _ in range(3)]
@@ -182,7 +201,8 @@ def test_forget_max_size_removes_the_oldest_until_the_repository_fits(
     assert repo_bytes(repo) == sizes[3]
 
     res = repo.ok("forget", "--max-size", "1KiB", "--prune")
-    assert "newest snapshot (never removed by the size budget)" in res.out
+    assert "newest of its host and paths (no policy removes it)" in res.out
+    assert "kept over the size budget" in res.out
     assert snapshot_ids(repo) == ids[3:]
     assert repo_bytes(repo) == sizes[3]
     assert "no errors" in repo.ok("check", "--read-data").out

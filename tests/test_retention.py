@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from coffre.policy.retention import (
@@ -22,6 +22,7 @@ from coffre.policy.retention import (
     parse_duration,
     parse_size,
 )
+from coffre.policy.timeline import choose_latest, future_warning, is_future
 
 HOST = "pharmacie"
 PATHS = ("/srv/data",)
@@ -56,6 +57,10 @@ NOW = ns(2026, 11, 30, 12)
 
 def run(snaps: list[SnapInfo], policy: Policy, now: int = NOW) -> list[Decision]:
     return apply_policy(snaps, policy, now, tz=UTC)
+
+
+def removed(decisions: list[Decision]) -> set[str]:
+    return {d.snapshot.id for d in decisions if not d.keep}
 
 
 # ------------------------------------------------------------------ keep rules
@@ -122,7 +127,7 @@ def test_keep_weekly_uses_iso_weeks() -> None:
 
 def test_keep_weekly_iso_year_differs_from_calendar_year() -> None:
     # 2027-01-01 is a Friday and belongs to ISO week 2026-W53.
-    decisions = run([snap("nyd", ns(2027, 1, 1, 12))], Policy(keep_weekly=1))
+    decisions = run([snap("nyd", ns(2027, 1, 1, 12))], Policy(keep_weekly=1), now=ns(2027, 1, 2))
     assert by_id(decisions)["nyd"].reasons == ["weekly 2026-W53"]
 
 
@@ -159,16 +164,40 @@ def test_buckets_are_cut_in_the_given_time_zone() -> None:
     ) == {"after", "before"}
 
 
-def test_keep_within_keeps_everything_newer_than_now_minus_duration() -> None:
+def test_keep_within_counts_back_from_the_newest_snapshot_not_from_now() -> None:
     week = 7 * NS_PER_DAY
+    newest = NOW - 3 * NS_PER_DAY
     snaps = [
-        snap("fresh", NOW - NS_PER_HOUR),
-        snap("boundary", NOW - week),
-        snap("stale", NOW - week - 1),
+        snap("newest", newest),
+        snap("boundary", newest - week),
+        snap("stale", newest - week - 1),
     ]
     decisions = run(snaps, Policy(keep_within_ns=week))
-    assert kept(decisions) == {"fresh", "boundary"}
-    assert by_id(decisions)["fresh"].reasons == ["within 7d"]
+    assert kept(decisions) == {"newest", "boundary"}
+    assert by_id(decisions)["newest"].reasons == ["within 7d of the newest"]
+    assert by_id(decisions)["stale"].reasons == ["no rule keeps it"]
+
+
+def test_keep_within_after_35_days_without_a_backup_keeps_the_last_ones() -> None:
+    # Issue 11, item 6: counted from now, a 30-day window after 35 days of failed backups
+    # held nothing, and every snapshot was deleted.
+    last = NOW - 35 * NS_PER_DAY
+    snaps = [snap(f"d{i}", last - i * NS_PER_DAY) for i in range(40)]
+    decisions = run(snaps, Policy(keep_within_ns=30 * NS_PER_DAY))
+    assert kept(decisions) == {f"d{i}" for i in range(31)}
+    assert by_id(decisions)["d0"].keep
+
+
+def test_keep_within_anchors_on_each_groups_own_newest() -> None:
+    snaps = [
+        snap("a-new", NOW - NS_PER_DAY, host="a"),
+        snap("a-old", NOW - 10 * NS_PER_DAY, host="a"),
+        snap("b-new", NOW - 100 * NS_PER_DAY, host="b"),
+        snap("b-old", NOW - 105 * NS_PER_DAY, host="b"),
+        snap("b-older", NOW - 120 * NS_PER_DAY, host="b"),
+    ]
+    decisions = run(snaps, Policy(keep_within_ns=7 * NS_PER_DAY))
+    assert kept(decisions) == {"a-new", "b-new", "b-old"}
 
 
 def test_keep_tags_keeps_any_snapshot_with_a_listed_tag() -> None:
@@ -179,9 +208,26 @@ def test_keep_tags_keeps_any_snapshot_with_a_listed_tag() -> None:
         snap("plain", ns(2018, 1, 1), tags=("other",)),
     ]
     decisions = run(snaps, Policy(keep_tags=("audit", "legal")))
-    assert kept(decisions) == {"audit", "legal"}
+    assert kept(decisions) == {"newest", "audit", "legal"}
     assert by_id(decisions)["audit"].reasons == ["tagged audit"]
-    assert not by_id(decisions)["newest"].keep
+    assert not by_id(decisions)["plain"].keep
+
+
+def test_no_rule_removes_the_newest_of_a_host_and_path_set() -> None:
+    snaps = [
+        snap("a-new", ns(2026, 11, 29), host="a"),
+        snap("a-old", ns(2026, 11, 28), host="a"),
+        snap("a-etc", ns(2026, 10, 1), host="a", paths=("/etc",)),
+        snap("b", ns(2025, 1, 1), host="b"),
+    ]
+    decisions = run(snaps, Policy(keep_tags=("nothing-has-it",)))
+    assert kept(decisions) == {"a-new", "a-etc", "b"}
+    for sid in ("a-new", "a-etc", "b"):
+        assert by_id(decisions)[sid].reasons == ["newest of its host and paths (no policy removes it)"]
+        assert by_id(decisions)[sid].pinned
+    assert by_id(decisions)["a-old"].reasons == ["no rule keeps it"]
+    # A rule that keeps it anyway gives its own reason.
+    assert by_id(run(snaps, Policy(keep_last=1)))["a-new"].reasons == ["last snapshot"]
 
 
 def test_groups_by_host_and_paths_each_handled_separately() -> None:
@@ -225,7 +271,7 @@ def test_a_snapshot_kept_by_several_rules_lists_every_reason() -> None:
         "weekly 2026-W49",
         "monthly 2026-11",
         "yearly 2026",
-        "within 7d",
+        "within 7d of the newest",
         "tagged audit",
     ]
 
@@ -254,7 +300,8 @@ def test_empty_policy_allowed_keeps_everything_for_the_budget() -> None:
     snaps = [snap("a", ns(2026, 1, 1)), snap("b", ns(2025, 1, 1))]
     decisions = apply_policy(snaps, Policy(), NOW, tz=UTC, allow_empty=True)
     assert kept(decisions) == {"a", "b"}
-    assert all(d.reasons == ["no keep rule: kept until the size budget"] for d in decisions)
+    assert by_id(decisions)["a"].reasons == ["newest of its host and paths (no policy removes it)"]
+    assert by_id(decisions)["b"].reasons == ["no keep rule: kept until the size budget"]
 
 
 def test_negative_counts_are_rejected() -> None:
@@ -407,10 +454,27 @@ def test_size_budget_never_removes_the_newest_even_alone_over_budget() -> None:
     snaps = [snap("old", ns(2026, 1, 1)), snap("newest", ns(2026, 11, 29))]
     result = apply_size_budget(all_kept(snaps), sizes_from({"old": 5, "newest": 500}), budget=100)
     assert kept(result) == {"newest"}
-    assert by_id(result)["newest"].reasons[-1] == (
-        "newest snapshot (never removed by the size budget)"
-    )
+    assert by_id(result)["newest"].reasons == [
+        "newest of its host and paths (no policy removes it)",
+        "kept over the size budget (repository 500 bytes, budget 100)",
+    ]
     assert not by_id(result)["old"].keep
+
+
+def test_size_budget_never_removes_the_newest_of_any_host_and_path_set() -> None:
+    snaps = [
+        snap("a-new", ns(2026, 11, 29), host="a"),
+        snap("a-old", ns(2026, 11, 20), host="a"),
+        snap("b-only", ns(2026, 1, 1), host="b"),
+    ]
+    decisions = run(snaps, Policy(keep_last=2))
+    result = apply_size_budget(decisions, sizes_from({"a-new": 10, "a-old": 10, "b-only": 10}), 1)
+    assert kept(result) == {"a-new", "b-only"}
+    assert by_id(result)["a-new"].reasons == [
+        "last snapshot",
+        "newest of its host and paths (no policy removes it)",
+        "kept over the size budget (repository 20 bytes, budget 1)",
+    ]
 
 
 def test_size_budget_keeps_rule_removals_and_does_not_mutate_input() -> None:
@@ -474,12 +538,13 @@ snap_strategy = st.builds(
     tags=st.just(()),
 )
 snaps_strategy = st.lists(snap_strategy, max_size=30, unique_by=lambda s: s.id)
+AFTER_ALL = ns(2030, 1, 2)  # a clock after every generated snapshot
 
 
 @settings(max_examples=200)
 @given(snaps_strategy, st.integers(min_value=1, max_value=6))
 def test_property_keep_last_keeps_the_n_newest_of_each_group(snaps: list[SnapInfo], n: int) -> None:
-    decisions = run(snaps, Policy(keep_last=n))
+    decisions = run(snaps, Policy(keep_last=n), now=AFTER_ALL)
     groups: dict[tuple[str, tuple[str, ...]], list[SnapInfo]] = {}
     for s in snaps:
         groups.setdefault((s.hostname, tuple(sorted(s.paths))), []).append(s)
@@ -494,7 +559,7 @@ def test_property_keep_last_keeps_the_n_newest_of_each_group(snaps: list[SnapInf
 @settings(max_examples=200)
 @given(snaps_strategy, st.integers(min_value=1, max_value=4))
 def test_property_daily_keeps_one_per_day_and_at_most_n_days(snaps: list[SnapInfo], n: int) -> None:
-    decisions = run(snaps, Policy(keep_daily=n))
+    decisions = run(snaps, Policy(keep_daily=n), now=AFTER_ALL)
     per_group: dict[tuple[str, tuple[str, ...]], list[SnapInfo]] = {}
     for d in decisions:
         if d.keep:
@@ -505,24 +570,196 @@ def test_property_daily_keeps_one_per_day_and_at_most_n_days(snaps: list[SnapInf
         assert len(days) == len(set(days)) <= n
 
 
+def group_of(s: SnapInfo) -> tuple[str, tuple[str, ...]]:
+    return s.hostname, tuple(sorted(s.paths))
+
+
 @settings(max_examples=200)
 @given(
     st.lists(snap_strategy, min_size=1, max_size=20, unique_by=lambda s: s.id),
     st.lists(st.integers(min_value=0, max_value=1000), min_size=20, max_size=20),
     st.integers(min_value=1, max_value=5000),
+    st.integers(min_value=ns(2000, 1, 1), max_value=ns(2031, 1, 1)),
 )
-def test_property_size_budget_never_drops_the_newest(
-    snaps: list[SnapInfo], weights: list[int], budget: int
+def test_property_size_budget_never_drops_a_pinned_snapshot(
+    snaps: list[SnapInfo], weights: list[int], budget: int, now: int
 ) -> None:
     sizes = sizes_from({s.id: weight for s, weight in zip(snaps, weights, strict=False)})
-    result = apply_size_budget(all_kept(snaps), sizes, budget)
-    newest = max(snaps, key=lambda s: (s.time_ns, s.id))
-    assert by_id(result)[newest.id].keep
+    decisions = apply_policy(snaps, Policy(), now, tz=UTC, allow_empty=True)
+    result = apply_size_budget(decisions, sizes, budget)
+    pinned = {d.snapshot.id for d in decisions if d.pinned}
+    # Pinned: every snapshot dated in the future, and the newest of the others in each group.
+    expected: set[str] = {s.id for s in snaps if is_future(s.time_ns, now)}
+    for key in {group_of(s) for s in snaps}:
+        real = [s for s in snaps if group_of(s) == key and not is_future(s.time_ns, now)]
+        if real:
+            expected.add(max(real, key=lambda s: (s.time_ns, s.id)).id)
+    assert pinned == expected
+    assert pinned <= kept(result)
     kept_ids = [d.snapshot.id for d in result if d.keep]
-    # Either the kept set fits, or only the newest is left.
-    assert sizes(kept_ids) <= budget or kept_ids == [newest.id]
-    # Removals are always the oldest: every dropped snapshot is older than every kept one.
+    # Either the kept set fits, or only the pinned snapshots are left.
+    assert sizes(kept_ids) <= budget or set(kept_ids) == pinned
+    # Removals are always the oldest: every dropped snapshot is older than every kept one
+    # the budget could have removed.
     dropped = [d.snapshot for d in result if not d.keep]
-    kept_snaps = [d.snapshot for d in result if d.keep]
-    if dropped:
-        assert max((s.time_ns, s.id) for s in dropped) < min((s.time_ns, s.id) for s in kept_snaps)
+    removable = [d.snapshot for d in result if d.keep and not d.pinned]
+    if dropped and removable:
+        assert max((s.time_ns, s.id) for s in dropped) < min((s.time_ns, s.id) for s in removable)
+
+
+# --------------------------------------------------- wrong clocks (issue 11, item 8)
+
+DAY = NS_PER_DAY
+AHEAD = NOW + 400 * DAY  # what a machine whose clock is 400 days ahead writes
+
+
+def test_keep_last_with_a_snapshot_400_days_ahead_keeps_the_real_newest() -> None:
+    snaps = [
+        snap("old", NOW - 2 * DAY),
+        snap("ahead", NOW - DAY + 400 * DAY),  # made yesterday by a clock 400 days ahead
+        snap("newest", NOW - NS_PER_HOUR),
+    ]
+    decisions = run(snaps, Policy(keep_last=1))
+    assert kept(decisions) == {"ahead", "newest"}
+    assert by_id(decisions)["newest"].reasons == ["last snapshot"]
+    assert by_id(decisions)["ahead"].reasons == ["dated in the future (no policy removes it)"]
+    assert by_id(decisions)["old"].reasons == ["no rule keeps it"]
+
+
+def test_snapshots_dated_in_the_future_are_neither_counted_nor_anchored_on() -> None:
+    snaps = [snap(f"d{i}", NOW - i * DAY) for i in range(10)]
+    snaps += [snap("f1", AHEAD), snap("f2", AHEAD + DAY)]
+    daily = run(snaps, Policy(keep_daily=3))
+    assert kept(daily) == {"d0", "d1", "d2", "f1", "f2"}
+    within = run(snaps, Policy(keep_within_ns=2 * DAY))
+    assert kept(within) == {"d0", "d1", "d2", "f1", "f2"}
+    monthly = run(snaps, Policy(keep_monthly=1))
+    assert kept(monthly) == {"d0", "f1", "f2"}
+
+
+def test_the_future_starts_one_hour_after_now() -> None:
+    snaps = [snap("old", NOW - DAY), snap("soon", NOW + 59 * NS_PER_MINUTE)]
+    assert kept(run(snaps, Policy(keep_last=1))) == {"soon"}  # a clock a little ahead: real
+    snaps = [snap("old", NOW - DAY), snap("later", NOW + NS_PER_HOUR + 1)]
+    assert kept(run(snaps, Policy(keep_last=1))) == {"old", "later"}
+
+
+def test_size_budget_never_removes_the_newest_real_nor_the_future_dated() -> None:
+    snaps = [
+        snap("old", NOW - 20 * DAY),
+        snap("mid", NOW - 10 * DAY),
+        snap("ahead", AHEAD),
+        snap("newest", NOW - DAY),
+    ]
+    sizes = sizes_from({"old": 100, "mid": 100, "ahead": 300, "newest": 100})
+    result = apply_size_budget(all_kept(snaps), sizes, budget=250)
+    assert kept(result) == {"ahead", "newest"}
+    assert by_id(result)["ahead"].reasons == [
+        "dated in the future (no policy removes it)",
+        "kept over the size budget (repository 400 bytes, budget 250)",
+    ]
+    assert by_id(result)["newest"].reasons == [
+        "newest of its host and paths (no policy removes it)",
+        "kept over the size budget (repository 400 bytes, budget 250)",
+    ]
+
+
+def test_a_clock_behind_removes_nothing_real() -> None:
+    # Snapshots made over the last 60 days; this computer's clock then says a year ago.
+    snaps = [snap(f"d{i}", NOW - i * DAY) for i in range(60)]
+    behind = NOW - 365 * DAY
+    for policy in (Policy(keep_last=1), Policy(keep_daily=3), Policy(keep_within_ns=DAY),
+                   Policy(keep_tags=("x",))):
+        decisions = run(snaps, policy, now=behind)
+        assert kept(decisions) == {s.id for s in snaps}, policy
+        assert all(d.reasons == ["dated in the future (no policy removes it)"] for d in decisions)
+    budget = apply_size_budget(all_kept_at(snaps, behind), sizes_from(dict.fromkeys(
+        (s.id for s in snaps), 10)), budget=10)
+    assert kept(budget) == {s.id for s in snaps}
+
+
+def test_a_clock_behind_with_backups_made_meanwhile_keeps_the_true_history() -> None:
+    # The clock went 400 days back two days ago; backups went on, dated 400 days ago.
+    history = [snap(f"h{i}", NOW - (2 + i) * DAY) for i in range(10)]
+    meanwhile = [snap(f"m{i}", NOW - 400 * DAY - i * DAY) for i in range(2)]
+    decisions = run(history + meanwhile, Policy(keep_last=1), now=NOW - 400 * DAY)
+    assert kept(decisions) == {s.id for s in history} | {"m0"}
+
+
+def all_kept_at(snaps: list[SnapInfo], now: int) -> list[Decision]:
+    return apply_policy(snaps, Policy(), now, tz=UTC, allow_empty=True)
+
+
+policy_strategy = st.builds(
+    Policy,
+    keep_last=st.integers(min_value=0, max_value=3),
+    keep_daily=st.integers(min_value=0, max_value=3),
+    keep_monthly=st.integers(min_value=0, max_value=2),
+    keep_within_ns=st.sampled_from([0, NS_PER_DAY, 30 * NS_PER_DAY, 365 * NS_PER_DAY]),
+    keep_tags=st.just(("x",)),  # never empty, never matched
+)
+clock_strategy = st.integers(min_value=ns(1999, 1, 1), max_value=ns(2031, 1, 1))
+
+
+@settings(max_examples=300)
+@given(snaps_strategy, policy_strategy, clock_strategy, clock_strategy)
+@example([snap("new", NOW), snap("old", NOW - DAY)], Policy(keep_last=1), NOW - 400 * DAY, NOW)
+def test_property_a_clock_behind_never_removes_what_the_right_clock_keeps(
+    snaps: list[SnapInfo], policy: Policy, a: int, b: int
+) -> None:
+    behind, right = min(a, b), max(a, b)
+    gone = removed(run(snaps, policy, now=behind))
+    assert gone <= removed(run(snaps, policy, now=right))
+    # And what a clock behind takes for the future is never removed.
+    assert not {s.id for s in snaps if is_future(s.time_ns, behind)} & gone
+
+
+@settings(max_examples=200)
+@given(snaps_strategy, policy_strategy, st.integers(min_value=0, max_value=10**18))
+@example([snap("a", AFTER_ALL - DAY // 2), snap("b", AFTER_ALL - 2 * DAY)],
+         Policy(keep_within_ns=DAY), DAY)
+def test_property_a_clock_ahead_changes_nothing(
+    snaps: list[SnapInfo], policy: Policy, ahead: int
+) -> None:
+    # Anchored on the snapshots, the rules give the same answer at any "now" after them.
+    assert [(d.keep, d.reasons) for d in run(snaps, policy, now=AFTER_ALL)] == [
+        (d.keep, d.reasons) for d in run(snaps, policy, now=AFTER_ALL + ahead)
+    ]
+
+
+@settings(max_examples=200)
+@given(snaps_strategy, policy_strategy, clock_strategy)
+def test_property_no_policy_removes_the_newest_real_or_a_future_dated_one(
+    snaps: list[SnapInfo], policy: Policy, now: int
+) -> None:
+    decisions = run(snaps, policy, now=now)
+    for d in decisions:
+        s = d.snapshot
+        if is_future(s.time_ns, now):
+            assert d.keep and d.pinned
+    for key in {group_of(s) for s in snaps}:
+        real = [s for s in snaps if group_of(s) == key and not is_future(s.time_ns, now)]
+        if real:
+            assert by_id(decisions)[max(real, key=lambda s: (s.time_ns, s.id)).id].keep
+
+
+# -------------------------------------------------------------------- latest
+
+
+def test_latest_is_the_newest_snapshot_not_dated_in_the_future() -> None:
+    snaps = [snap("old", NOW - DAY), snap("ahead", AHEAD), snap("newest", NOW - NS_PER_HOUR),
+             snap("soon", NOW + 30 * NS_PER_MINUTE)]
+    choice = choose_latest(snaps, NOW)
+    assert choice.chosen.id == "soon"  # within the tolerance
+    assert [s.id for s in choice.future] == ["ahead"]
+    assert not choice.every_future
+    text = future_warning(choice.future, NOW, choice.chosen, total=len(snaps))
+    assert "ahead" in text and "'latest' is soon" in text and "coffre forget ahead" in text
+
+
+def test_when_every_snapshot_is_dated_in_the_future_latest_is_the_newest() -> None:
+    snaps = [snap("a", AHEAD), snap("b", AHEAD + DAY)]
+    choice = choose_latest(snaps, NOW)
+    assert choice.chosen.id == "b" and choice.every_future
+    text = future_warning(choice.future, NOW, choice.chosen, total=len(snaps))
+    assert "clock is probably behind" in text and "'latest' is the newest of them, b" in text

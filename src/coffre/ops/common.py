@@ -9,6 +9,7 @@ from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository, O
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, decode_tree, validate_name
+from coffre.policy.timeline import choose_latest, future_warning
 from coffre.repository.index import MasterIndex
 from coffre.repository.repo import Repository
 from coffre.repository.trash import load_trash
@@ -24,7 +25,8 @@ def find_snapshot(
     repo: Repository, ref: str, host: str | None = None, report: Reporter = quiet
 ) -> Snapshot:
     """'latest' or an id prefix (at least 4 hex characters). A damaged snapshot file is
-    reported and passed over, so it never hides the others."""
+    reported and passed over, so it never hides the others. 'latest' is the newest snapshot
+    not dated in the future (policy.timeline), with a warning naming those that are."""
     damaged: list[str] = []
     snaps = repo.snapshots(errors=damaged)
     for d in damaged:
@@ -34,7 +36,11 @@ def find_snapshot(
     if not snaps:
         raise NotFoundInRepository("the repository has no snapshot yet")
     if ref == "latest":
-        return snaps[-1]
+        now = repo.clock.now_ns()
+        choice = choose_latest(snaps, now)
+        if choice.future:
+            report(future_warning(choice.future, now, choice.chosen, total=len(snaps)))
+        return choice.chosen
     ref = ref.lower()
     if len(ref) < 4:
         raise CoffreError(f"snapshot id {ref!r} is too short", "give at least 4 characters")

@@ -12,6 +12,7 @@ from itertools import pairwise
 from coffre.core.errors import CoffreError
 from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.ops.common import Reporter, find_node, find_snapshot, quiet
+from coffre.policy.timeline import choose_latest, future_warning
 from coffre.repository.repo import Repository
 from coffre.sources.databases.base import Check, Target
 
@@ -32,7 +33,11 @@ def find_with_databases(repo: Repository, ref: str, engine: str | None = None,
     if not held:
         raise CoffreError(f"no snapshot holds a {engine + ' ' if engine else ''}database",
                           "back up with --postgres, --postgres-cluster, --mysql or --sqlite")
-    return held[-1]
+    now = repo.clock.now_ns()
+    choice = choose_latest(held, now)  # as find_snapshot: not one dated in the future
+    if choice.future:
+        report(future_warning(choice.future, now, choice.chosen, total=len(held)))
+    return choice.chosen
 
 
 def pick(snap: Snapshot, engine: str, name: str | None) -> DatabaseRecord:

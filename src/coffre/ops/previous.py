@@ -13,15 +13,17 @@ from coffre.core.errors import CoffreError
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import load_tree
+from coffre.policy.timeline import choose_latest
 from coffre.repository.repo import Repository
 
 TREES_KEPT = 64
 
 
 def find_parent(repo: Repository, host: str, paths: list[str]) -> Snapshot | None:
-    """The newest readable snapshot of this host and these paths."""
+    """The newest readable snapshot of this host and these paths, as 'latest' is chosen: one
+    dated in the future (a wrong clock) does not displace the real newest."""
     same = [s for s in repo.snapshots(errors=[]) if s.hostname == host and sorted(s.paths) == sorted(paths)]
-    return same[-1] if same else None
+    return choose_latest(same, repo.clock.now_ns()).chosen if same else None
 
 
 class PreviousVersions:

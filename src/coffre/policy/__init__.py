@@ -1,4 +1,4 @@
-"""Policy: pure decisions — which snapshots a retention policy keeps."""
+"""Policy: pure decisions — which snapshots a retention policy keeps, and which is 'latest'."""
 
 from coffre.policy.retention import (
     Decision,

@@ -6,6 +6,14 @@ candidate kept set comes from a callable the caller provides.
 
 The rules follow restic's ``forget``: snapshots are grouped by host and path set,
 each group is handled on its own, and a snapshot is kept when any rule keeps it.
+
+Time is anchored on the snapshots, not on the clock: ``keep_within`` counts back from the
+newest snapshot of the group, so a policy keeps the same snapshots however long backups
+have been failing. Two kinds of snapshot are *pinned*, kept whatever the rules and the size
+budget say (only removing them by id does): the newest snapshot of each group, and the
+snapshots dated in the future (``timeline``), which the rules neither count nor anchor on.
+"Now" only serves to tell which snapshots are dated in the future: a clock that is behind
+pins more of them, and never makes a rule remove what the right clock would keep.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
 
+from coffre.policy.timeline import is_future
+
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MINUTE = 60 * NS_PER_SECOND
 NS_PER_HOUR = 60 * NS_PER_MINUTE
@@ -24,7 +34,8 @@ NS_PER_DAY = 24 * NS_PER_HOUR
 REASON_LAST = "last snapshot"
 REASON_NONE = "no rule keeps it"
 REASON_NO_RULE = "no keep rule: kept until the size budget"
-REASON_NEWEST = "newest snapshot (never removed by the size budget)"
+REASON_NEWEST = "newest of its host and paths (no policy removes it)"
+REASON_FUTURE = "dated in the future (no policy removes it)"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -80,11 +91,13 @@ class Policy:
 
 @dataclass
 class Decision:
-    """The verdict for one snapshot and every reason behind it."""
+    """The verdict for one snapshot and every reason behind it. A pinned snapshot (the
+    newest of its group, or one dated in the future) is kept by every policy."""
 
     snapshot: SnapInfo
     keep: bool
     reasons: list[str] = field(default_factory=list)
+    pinned: bool = False
 
 
 # --------------------------------------------------------------------- durations
@@ -264,9 +277,13 @@ def _bucket_reasons(
     return reasons
 
 
-def _within_reasons(group: list[SnapInfo], within_ns: int, now_ns: int) -> dict[int, list[str]]:
-    cutoff = now_ns - within_ns
-    reason = f"within {format_duration(within_ns)}"
+def _within_reasons(group: list[SnapInfo], within_ns: int) -> dict[int, list[str]]:
+    """Counted back from the group's newest snapshot (restic's anchor), not from now: after
+    weeks without a backup, the window still holds the last ones."""
+    if not group:
+        return {}
+    cutoff = group[0].time_ns - within_ns
+    reason = f"within {format_duration(within_ns)} of the newest"
     return {i: [reason] for i, snap in enumerate(group) if snap.time_ns >= cutoff}
 
 
@@ -280,7 +297,7 @@ def _tag_reasons(group: list[SnapInfo], keep_tags: tuple[str, ...]) -> dict[int,
 
 
 def _rule_results(
-    group: list[SnapInfo], policy: Policy, now_ns: int, tz: tzinfo | None
+    group: list[SnapInfo], policy: Policy, tz: tzinfo | None
 ) -> list[dict[int, list[str]]]:
     """Each active rule's reasons, keyed by position in the newest-first group."""
     results: list[dict[int, list[str]]] = []
@@ -291,24 +308,32 @@ def _rule_results(
         if count:
             results.append(_bucket_reasons(group, name, count, label, tz))
     if policy.keep_within_ns:
-        results.append(_within_reasons(group, policy.keep_within_ns, now_ns))
+        results.append(_within_reasons(group, policy.keep_within_ns))
     if policy.keep_tags:
         results.append(_tag_reasons(group, policy.keep_tags))
     return results
 
 
 def _decide_group(
-    group: list[SnapInfo], policy: Policy, now_ns: int, tz: tzinfo | None
+    group: list[SnapInfo], policy: Policy | None, now_ns: int, tz: tzinfo | None
 ) -> list[Decision]:
-    """Decisions for one newest-first group, in the group's order."""
+    """Decisions for one newest-first group, in the group's order. The rules see only the
+    snapshots not dated in the future; no policy (None) keeps them all for the size budget."""
+    real = [snap for snap in group if not is_future(snap.time_ns, now_ns)]
     merged: dict[int, list[str]] = {}
-    for result in _rule_results(group, policy, now_ns, tz):
+    for result in _rule_results(real, policy, tz) if policy is not None else []:
         for index, reasons in result.items():
             merged.setdefault(index, []).extend(reasons)
-    return [
-        Decision(snap, index in merged, merged.get(index, [REASON_NONE]))
-        for index, snap in enumerate(group)
-    ]
+    decisions = [Decision(snap, True, [REASON_FUTURE], pinned=True)
+                 for snap in group[: len(group) - len(real)]]
+    for index, snap in enumerate(real):
+        if index == 0:
+            decisions.append(Decision(snap, True, merged.get(0, [REASON_NEWEST]), pinned=True))
+        elif policy is None:
+            decisions.append(Decision(snap, True, [REASON_NO_RULE]))
+        else:
+            decisions.append(Decision(snap, index in merged, merged.get(index, [REASON_NONE])))
+    return decisions
 
 
 def apply_policy(
@@ -322,22 +347,23 @@ def apply_policy(
     """Decide, for every snapshot, whether the policy keeps it and why.
 
     Snapshots are grouped by (hostname, path set) and each group is handled on its
-    own, newest first. Hour/day/ISO-week/month/year buckets are cut in ``tz`` (the
-    system local zone when None). The result is in the order of ``snaps``.
+    own, newest first. Snapshots dated more than the tolerance after ``now_ns`` are
+    kept and pinned, and the rules neither count them nor anchor on them; the newest of
+    the others is kept and pinned too. Hour/day/ISO-week/month/year buckets are cut in
+    ``tz`` (the system local zone when None). The result is in the order of ``snaps``.
 
     An empty policy raises ValueError("no keep rule given") so that nobody deletes
     everything by accident — unless ``allow_empty`` is set (for use with a size
     budget), in which case every snapshot is kept.
     """
     policy.validate()
-    if policy.empty():
-        if not allow_empty:
-            raise ValueError("no keep rule given")
-        return [Decision(snap, True, [REASON_NO_RULE]) for snap in snaps]
+    if policy.empty() and not allow_empty:
+        raise ValueError("no keep rule given")
+    rules = None if policy.empty() else policy
     decided: dict[int, Decision] = {}
     for indexes in _groups(snaps):
         group = [snaps[i] for i in indexes]
-        decided.update(zip(indexes, _decide_group(group, policy, now_ns, tz), strict=True))
+        decided.update(zip(indexes, _decide_group(group, rules, now_ns, tz), strict=True))
     return [decided[i] for i in range(len(snaps))]
 
 
@@ -345,14 +371,7 @@ def apply_policy(
 
 
 def _copy(decision: Decision) -> Decision:
-    return Decision(decision.snapshot, decision.keep, list(decision.reasons))
-
-
-def _newest_kept(decisions: list[Decision]) -> Decision | None:
-    kept = [d for d in decisions if d.keep]
-    if not kept:
-        return None
-    return max(kept, key=lambda d: (d.snapshot.time_ns, d.snapshot.id))
+    return Decision(decision.snapshot, decision.keep, list(decision.reasons), decision.pinned)
 
 
 def _kept_ids(decisions: list[Decision]) -> list[str]:
@@ -365,21 +384,20 @@ def apply_size_budget(
     """Drop the oldest kept snapshots (across all groups) until the repository fits.
 
     ``sizes(kept_ids)`` gives the repository size if only those snapshots were kept.
-    While that exceeds ``budget``, the oldest kept snapshot is marked keep=False with
-    the reason "over the size budget (repository would be N bytes, budget M)".
-    The newest kept snapshot — the newest snapshot overall whenever the keep rules
-    kept it — is never removed: if it alone still exceeds the budget it stays and
-    is tagged with a reason saying so. Snapshots the keep rules removed stay removed.
-    Returns new Decision objects in the input order; the input is not modified.
+    While that exceeds ``budget``, the oldest kept snapshot that is not pinned is marked
+    keep=False with the reason "over the size budget (repository would be N bytes, budget
+    M)". Pinned snapshots (the newest of each host and path set, those dated in the future)
+    are never removed: if the repository still exceeds the budget, each of them says so.
+    Snapshots dated in the future stay out of the removal order altogether: if our clock
+    is behind, they are the most recent backups, and removing them oldest first would
+    delete real backups because of a wrong clock. Snapshots the keep rules removed stay
+    removed. Returns new Decision objects in the input order; the input is not modified.
     """
     if budget <= 0:
         raise ValueError(f"the size budget must be greater than zero (got {budget})")
     result = [_copy(d) for d in decisions]
-    protected = _newest_kept(result)
-    if protected is None:
-        return result
     oldest_first = sorted(
-        (d for d in result if d.keep and d is not protected),
+        (d for d in result if d.keep and not d.pinned),
         key=lambda d: (d.snapshot.time_ns, d.snapshot.id),
     )
     size = sizes(_kept_ids(result))
@@ -392,5 +410,11 @@ def apply_size_budget(
         ]
         size = sizes(_kept_ids(result))
     if size > budget:
-        protected.reasons.append(REASON_NEWEST)
+        for decision in result:
+            if decision.pinned and decision.keep:
+                if not {REASON_NEWEST, REASON_FUTURE} & set(decision.reasons):
+                    decision.reasons.append(REASON_NEWEST)
+                decision.reasons.append(
+                    f"kept over the size budget (repository {size} bytes, budget {budget})"
+                )
     return result
