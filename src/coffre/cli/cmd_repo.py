@@ -13,17 +13,19 @@ from coffre.cli.context import (
     open_repo_at,
     password,
     read_secret_file,
+    refuse_empty,
     repo_location,
     source_password,
 )
-from coffre.cli.output import emit_json, say, table
+from coffre.cli.output import emit_json, say, table, warn
 from coffre.compress import DEFAULT_LEVEL
 from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
+from coffre.ops.repair_config import ensure_config_copies
 from coffre.repository import keyring
-from coffre.repository.locks import is_stale, list_locks
-from coffre.repository.repo import Repository
-from coffre.storage.base import Handle
+from coffre.repository.locks import STALE_S, UNREADABLE, is_stale, list_locks
+from coffre.repository.repo import Repository, load_config
+from coffre.storage.base import Backend, Handle
 
 SHEET = """COFFRE — FICHE DE RÉCUPÉRATION / RECOVERY SHEET
 ================================================
@@ -87,6 +89,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     u = sub.add_parser("unlock", help="remove stale locks left by dead processes")
     add_repo_options(u)
+    u.add_argument("--remove-all", action="store_true",
+                   help="also remove live and unreadable locks: only when you are sure that no other "
+                        "Coffre command uses this repository")
     u.set_defaults(func=cmd_unlock)
 
 
@@ -94,11 +99,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     backend = backend_for(repo_location(args), args)
     if backend.exists():
         raise CoffreError(f"{backend.location} already holds a Coffre repository; nothing was changed")
+    if _damaged_repository(backend):
+        raise CoffreError(f"{backend.location} holds a Coffre repository whose config file is damaged; "
+                          "nothing was changed", "write it again with 'coffre repair config'")
     if not 1 <= args.pack_size <= 256:
         raise UsageError("--pack-size must be between 1 and 256 MiB")
     if not 1 <= args.compression_level <= 19:
         raise UsageError("--compression-level must be between 1 and 19")
     source = None
+    refuse_empty("--copy-chunking-from", args.copy_chunking_from,
+                 hint="give the path or URL of the repository whose chunking to share")
     if args.copy_chunking_from:
         source = open_repo_at(args.copy_chunking_from, lambda: source_password(args), args)
     secret = password(args, confirm=True, prompt="New repository password: ")
@@ -132,6 +142,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _damaged_repository(backend: Backend) -> bool:
+    """Whether key files with a copy of the config are there while the config file is not."""
+    try:
+        load_config(backend)
+    except CoffreError:
+        return False
+    return True
+
+
 def _open_sheet(path: str) -> TextIO:
     """Opened before the repository is made, so a bad path changes nothing."""
     try:
@@ -157,15 +176,26 @@ def _new_password(args: argparse.Namespace) -> str:
 
 def cmd_key_list(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    slots = keyring.list_slots(repo.backend)
+    slots, bad = keyring.scan(repo.backend)
+    doc = repo.config_document()
+    rows: list[dict[str, object]] = [
+        {"id": s.id, "kind": s.kind, "label": s.label, "created": s.created,
+         "current": s.id == repo.key_slot_id, "state": "ok" if s.config == doc else "no copy of the config"}
+        for s in slots
+    ]
+    rows += [{"id": d.id, "kind": "?", "label": "", "created": "", "current": False,
+              "state": "damaged" if d.damaged else "unusable", "reason": d.reason} for d in bad]
     if args.json:
-        emit_json([{"id": s.id, "kind": s.kind, "label": s.label, "created": s.created,
-                    "current": s.id == repo.key_slot_id}
-                   for s in slots])
+        emit_json(rows)
         return 0
-    rows = [[("*" if s.id == repo.key_slot_id else " ") + s.id[:8], s.kind, s.label, s.created[:19]]
-            for s in slots]
-    say(table(rows, [" id", "kind", "label", "created"]))
+    say(table([[("*" if r["current"] else " ") + str(r["id"])[:8], str(r["kind"]), str(r["label"]),
+                 str(r["created"])[:19], str(r["state"])] for r in rows],
+              [" id", "kind", "label", "created", "state"]))
+    for d in bad:
+        say(f"{d.describe()}; 'coffre key remove {d.id[:8]}' drops it")
+    if any(r["state"] == "no copy of the config" for r in rows):
+        say("slots without a copy of the config were written by an older Coffre; "
+            "'coffre repair config' adds it")
     return 0
 
 
@@ -173,16 +203,34 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     new = _new_password(args)
     slot = keyring.add_slot(repo.backend, repo.master, repo.config.id, "password", new.encode(),
-                            args.label or "password", SystemClock())
+                            args.label or "password", SystemClock(), repo.config_document())
     say(f"added key slot {slot[:8]}")
+    ensure_config_copies(repo, warn)
     return 0
 
 
-def _find_slot(repo: Repository, prefix: str) -> keyring.KeySlot:
-    matches = [s for s in keyring.list_slots(repo.backend) if s.id.startswith(prefix.lower())]
-    if len(matches) != 1:
+def _find_slot(repo: Repository, prefix: str) -> keyring.KeySlot | keyring.UnusableSlot:
+    """A slot by id prefix, usable or not (so a damaged key file can be removed)."""
+    slots, bad = keyring.scan(repo.backend)
+    every: list[keyring.KeySlot | keyring.UnusableSlot] = [*slots, *bad]
+    matches = [s for s in every if s.id.startswith(prefix.lower())]
+    if not prefix or len(matches) != 1:
         raise CoffreError(f"no single key slot matches {prefix!r}", "see 'coffre key list'")
     return matches[0]
+
+
+def _remove_slot(repo: Repository, slot: keyring.KeySlot | keyring.UnusableSlot) -> None:
+    """Remove a slot, and the other files holding the same wrapped key (a copy left by an
+    interrupted update of the slot): the key it holds must stop opening the repository."""
+    names = [slot.id]
+    if isinstance(slot, keyring.KeySlot):
+        names += [s.id for s in keyring.scan(repo.backend)[0]
+                  if s.wrapped == slot.wrapped and s.id not in (slot.id, repo.key_slot_id)]
+    for name in names:
+        try:
+            repo.backend.remove(Handle("keys", name))
+        except ObjectNotFound:
+            pass  # removed meanwhile
 
 
 def cmd_key_remove(args: argparse.Namespace) -> int:
@@ -191,11 +239,11 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
     if slot.id == repo.key_slot_id:
         raise CoffreError("refusing to remove the key slot used to open the repository now",
                           "open with another password or the recovery key to remove this one")
-    remaining = [s for s in keyring.list_slots(repo.backend) if s.id != slot.id]
-    if not remaining:
-        raise CoffreError("refusing to remove the last key slot: the repository would be unreadable")
-    repo.backend.remove(Handle("keys", slot.id))
-    say(f"removed key slot {slot.id[:8]} ({slot.kind})")
+    _remove_slot(repo, slot)  # never the slot used now: one that opens the repository remains
+    if isinstance(slot, keyring.KeySlot):
+        say(f"removed key slot {slot.id[:8]} ({slot.kind})")
+    else:
+        say(f"removed key file {slot.id[:8]} ({'damaged' if slot.damaged else 'unusable'})")
     return 0
 
 
@@ -203,11 +251,14 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     new = _new_password(args)
     old = _find_slot(repo, repo.key_slot_id)
+    assert isinstance(old, keyring.KeySlot)  # it opened the repository
     slot = keyring.add_slot(repo.backend, repo.master, repo.config.id, "password", new.encode(),
-                            args.label or old.label or "password", SystemClock())
+                            args.label or old.label or "password", SystemClock(), repo.config_document())
     if old.kind == "password":
-        repo.backend.remove(Handle("keys", old.id))
+        repo.key_slot_id = slot
+        _remove_slot(repo, old)
     say(f"password changed (new key slot {slot[:8]})")
+    ensure_config_copies(repo, warn)
     return 0
 
 
@@ -215,14 +266,22 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     now = SystemClock().now_ns()
     removed = 0
+    kept = 0
     for lk in list_locks(repo):
-        if is_stale(lk, now):
+        stale = is_stale(lk, now)
+        if stale or args.remove_all:
             try:
                 repo.backend.remove(Handle("locks", lk.name))
                 removed += 1
+                say(f"removed {lk.describe()}" + (" (stale)" if stale else ""))
             except ObjectNotFound:
                 pass
+        elif lk.command == UNREADABLE:
+            kept += 1
+            say(f"kept {lk.describe()}, written {format_ns(lk.refreshed_ns)}: it expires at "
+                f"{format_ns(lk.refreshed_ns + STALE_S * 10**9)} (or use --remove-all)")
         else:
+            kept += 1
             say(f"kept live {lk.describe()}, refreshed {format_ns(lk.refreshed_ns)}")
-    say(f"removed {removed} stale lock(s)")
+    say(f"removed {removed} lock(s)" + (f", kept {kept} live one(s)" if kept else ""))
     return 0

@@ -1,4 +1,9 @@
-"""Key slots: files under keys/ that each wrap the master secret (password or recovery key)."""
+"""Key slots: files under keys/ that each wrap the master secret (password or recovery key).
+
+Each slot also keeps a copy of the config document (`config`), so a lost or altered config
+file can be rebuilt (`coffre repair config`). The copy is plaintext like the config itself and
+is trusted only after unlock, by the config MAC (checked in repository/repo.py).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from coffre.core.clock import Clock, iso_ns
-from coffre.core.errors import FormatError, WrongPasswordError
+from coffre.core.errors import CoffreError, FormatError, IntegrityError, ObjectNotFound, WrongPasswordError
 from coffre.crypto import kdf
 from coffre.storage.base import Backend, Handle
 
 MAX_KEY_FILE = 64 * 1024
+# Written by Coffre 0.1.0 and dropped when a slot is re-saved: the storage can read key files.
+_DROPPED_FIELDS = ("host", "user")
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,20 @@ class KeySlot:
     label: str
     created: str
     wrapped: kdf.WrappedKey
+    config: dict[str, Any] | None = None  # the copy of the config document, not yet trusted
+
+
+@dataclass(frozen=True)
+class UnusableSlot:
+    """A key file that cannot be used: damaged (its bytes do not match its name: bit rot, a
+    truncation), or intact but not a slot this Coffre can use (a newer format, a stray file)."""
+
+    id: str
+    reason: str
+    damaged: bool
+
+    def describe(self) -> str:
+        return f"key file {self.id[:8]} {self.reason}"
 
 
 def _b64(b: bytes) -> str:
@@ -31,18 +52,26 @@ def _b64(b: bytes) -> str:
 
 def _unb64(s: Any, what: str) -> bytes:
     if not isinstance(s, str):
-        raise FormatError(f"key file: {what} missing")
+        raise FormatError(f"{what} missing")
     try:
         return base64.b64decode(s, validate=True)
     except ValueError:
-        raise FormatError(f"key file: {what} malformed") from None
+        raise FormatError(f"{what} malformed") from None
+
+
+def _encode(doc: dict[str, Any]) -> tuple[str, bytes]:
+    raw = json.dumps(doc, sort_keys=True, indent=1).encode()
+    return hashlib.sha256(raw).hexdigest(), raw
 
 
 def add_slot(
-    backend: Backend, master: bytes, repo_id: bytes, kind: str, secret: bytes, label: str, clock: Clock
+    backend: Backend, master: bytes, repo_id: bytes, kind: str, secret: bytes, label: str, clock: Clock,
+    config: dict[str, Any] | None = None,
 ) -> str:
+    """A new slot wrapping `master` with `secret`; `config`: the config document to keep a
+    copy of (always given by Coffre; None only writes a slot as Coffre 0.1 did)."""
     w = kdf.wrap(master, repo_id, kind, secret)
-    doc = {
+    doc: dict[str, Any] = {
         "v": 1,
         "kind": kind,
         "label": label,
@@ -52,64 +81,66 @@ def add_slot(
         "nonce": _b64(w.nonce),
         "data": _b64(w.ciphertext),
     }
-    raw = json.dumps(doc, sort_keys=True, indent=1).encode()
-    name = hashlib.sha256(raw).hexdigest()
+    if config is not None:
+        doc["config"] = config
+    name, raw = _encode(doc)
     backend.save(Handle("keys", name), raw)
     return name
 
 
 def _parse(name: str, raw: bytes) -> KeySlot:
-    if len(raw) > MAX_KEY_FILE or hashlib.sha256(raw).hexdigest() != name:
-        raise FormatError(f"key file {name[:8]} is damaged (hash mismatch)")
+    """A key slot from its stored bytes. Raises IntegrityError if the bytes do not match the
+    name, FormatError if they do but are not a usable slot."""
+    if len(raw) > MAX_KEY_FILE:
+        raise FormatError("is too large to be a key file")
+    if hashlib.sha256(raw).hexdigest() != name:
+        raise IntegrityError("is damaged (its content does not match its name)")
+    unusable = "is not a key slot this Coffre can use"
     try:
         doc = json.loads(raw)
     except ValueError:
-        raise FormatError(f"key file {name[:8]}: not JSON") from None
-    if not isinstance(doc, dict) or doc.get("v") != 1 or doc.get("kind") not in ("password", "recovery"):
-        raise FormatError(f"key file {name[:8]}: unknown version or kind")
+        raise FormatError(f"{unusable} (not JSON)") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{unusable} (not a JSON object)")
+    if doc.get("v") != 1 or doc.get("kind") not in ("password", "recovery"):
+        raise FormatError(f"{unusable} (unknown version or kind: written by a newer Coffre?)")
     params = doc.get("params", {})
     if not isinstance(params, dict):
-        raise FormatError(f"key file {name[:8]}: bad parameters")
-    nonce, data = _unb64(doc.get("nonce"), "nonce"), _unb64(doc.get("data"), "data")
+        raise FormatError(f"{unusable} (bad parameters)")
+    try:
+        nonce, data, salt = (_unb64(doc.get(k), k) for k in ("nonce", "data", "salt"))
+    except FormatError as exc:
+        raise FormatError(f"{unusable} ({exc.message})") from None
     if len(nonce) != 12 or len(data) != 48:
-        raise FormatError(f"key file {name[:8]}: wrapped key has the wrong size")
+        raise FormatError(f"{unusable} (the wrapped key has the wrong size)")
+    copy = doc.get("config")
     return KeySlot(
         id=name,
         kind=doc["kind"],
         label=str(doc.get("label", "")),
         created=str(doc.get("created", "")),
-        wrapped=kdf.WrappedKey(
-            doc["kind"],
-            _unb64(doc.get("salt"), "salt"),
-            params,
-            nonce,
-            data,
-        ),
+        wrapped=kdf.WrappedKey(doc["kind"], salt, params, nonce, data),
+        config=copy if isinstance(copy, dict) else None,
     )
 
 
-def list_slots(backend: Backend, errors: list[str] | None = None) -> list[KeySlot]:
-    """Every readable key slot; damaged ones are reported in `errors` (or raised)."""
-    slots = []
+def scan(backend: Backend) -> tuple[list[KeySlot], list[UnusableSlot]]:
+    """Every key file: the usable slots (oldest first) and those that cannot be used."""
+    slots, bad = [], []
     for info in backend.list("keys"):
         try:
             if info.size > MAX_KEY_FILE:
-                raise FormatError(f"key file {info.name[:8]} is too large")
-            slots.append(_parse(info.name, backend.load(Handle("keys", info.name))))
+                raise FormatError("is too large to be a key file")
+            slots.append(_parse(info.name, backend.load(Handle("keys", info.name), 0, MAX_KEY_FILE + 1)))
+        except ObjectNotFound:
+            continue  # removed since the listing (key remove, a re-saved slot)
         except FormatError as exc:
-            if errors is None:
-                raise
-            errors.append(exc.message)
-    return sorted(slots, key=lambda s: (s.created, s.id))
+            bad.append(UnusableSlot(info.name, exc.message, damaged=isinstance(exc, IntegrityError)))
+    return sorted(slots, key=lambda s: (s.created, s.id)), sorted(bad, key=lambda d: d.id)
 
 
-def unlock(backend: Backend, repo_id: bytes, secret: str) -> tuple[bytes, KeySlot]:
+def try_unlock(slots: list[KeySlot], repo_id: bytes, secret: str) -> tuple[bytes, KeySlot] | None:
     """Try the secret on every slot: as a recovery key if it looks like one, else as a password."""
-    damaged: list[str] = []
-    slots = list_slots(backend, damaged)  # one damaged slot must not lock out the others
-    if not slots:
-        raise FormatError("the repository has no readable key file: " + "; ".join(damaged),
-                          "restore keys/ from a copy of the repository")
     raw_recovery = kdf.parse_recovery_key(secret)
     candidates: list[tuple[KeySlot, bytes]] = []
     if raw_recovery is not None:
@@ -122,7 +153,56 @@ def unlock(backend: Backend, repo_id: bytes, secret: str) -> tuple[bytes, KeySlo
             continue  # a slot with impossible parameters opens nothing
         if master is not None:
             return master, slot
-    raise WrongPasswordError(
+    return None
+
+
+def cannot_open(slots: list[KeySlot], bad: list[UnusableSlot]) -> CoffreError:
+    """Why no slot opened: no key file, only unusable ones, a wrong secret, or a wrong secret
+    while some key files are damaged (the password may have been in one of them)."""
+    damaged = [d for d in bad if d.damaged]
+    if not slots and not bad:
+        return FormatError(
+            "the repository has no key file (keys/ is empty): no password or recovery key can open it",
+            "restore the keys/ folder from a copy of the repository's storage",
+        )
+    if not slots:
+        return FormatError("the repository has no readable key file: " + "; ".join(d.describe() for d in bad),
+                           "restore the keys/ folder from a copy of the repository's storage")
+    if damaged:
+        return IntegrityError(
+            "no key slot opens with this password or recovery key, and "
+            + "; ".join(d.describe() for d in damaged)
+            + ": if it held this password, that password cannot open the repository any more",
+            "open it with the recovery key (type it where the password is asked) or another "
+            f"password, then remove the damaged key file with 'coffre key remove {damaged[0].id[:8]}' "
+            "and add the password again with 'coffre key add'",
+        )
+    return WrongPasswordError(
         "wrong password or recovery key: no key slot of this repository opens with it",
         "check the password file or type the recovery key printed at 'coffre init'",
     )
+
+
+def resave_with_config(backend: Backend, slot: KeySlot, config: dict[str, Any]) -> str:
+    """Save `slot` again with `config` as its copy of the config document; no secret needed,
+    the wrapped key is kept as it is. The new file is read back and checked before the old one
+    is removed, so a crash leaves two equivalent slots, never none. Returns the new name."""
+    raw = backend.load(Handle("keys", slot.id), 0, MAX_KEY_FILE + 1)
+    if _parse(slot.id, raw).wrapped != slot.wrapped:
+        raise IntegrityError(f"key file {slot.id[:8]} changed while it was being updated")
+    doc = {k: v for k, v in json.loads(raw).items() if k not in _DROPPED_FIELDS}
+    doc["config"] = config
+    name, new = _encode(doc)
+    if name == slot.id:
+        return name
+    if len(new) > MAX_KEY_FILE:
+        raise FormatError(f"key file {slot.id[:8]}: the copy of the config makes it too large")
+    backend.save(Handle("keys", name), new)
+    again = _parse(name, backend.load(Handle("keys", name), 0, MAX_KEY_FILE + 1))
+    if again.wrapped != slot.wrapped or again.config != config:
+        raise IntegrityError(f"key file {name[:8]} does not read back as written; the old one is kept")
+    try:
+        backend.remove(Handle("keys", slot.id))
+    except ObjectNotFound:
+        pass  # another process did the same update
+    return name

@@ -93,25 +93,34 @@ def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def read_config(backend: Backend) -> tuple[Config, bytes]:
-    """The config and its MAC, checked for format and version before any password is asked."""
-    if not backend.exists():
-        raise NoRepositoryError(
-            f"{backend.location} is not a Coffre repository (no config file)",
-            "create one with 'coffre init --repo ...' or check the path",
-        )
-    raw = backend.load(Handle("config", "config"), 0, MAX_CONFIG + 1)
-    if len(raw) > MAX_CONFIG:
-        raise NoRepositoryError(f"{backend.location}: the config file is too large to be Coffre's")
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise NoRepositoryError(f"{backend.location}: the config file is not readable") from None
+@dataclass(frozen=True)
+class StoredConfig:
+    """A config as read before unlock: from the config file, or (`problem` then says why)
+    from the copy kept in the key slots. Trusted only once its MAC is checked (open)."""
+
+    config: Config
+    mac: bytes
+    problem: str = ""
+
+
+class _DamagedConfig(Exception):
+    """A config document that cannot be used: `what` is the damage in a few words, `error`
+    what to raise when no copy replaces it."""
+
+    def __init__(self, what: str, error: CoffreError) -> None:
+        super().__init__(what)
+        self.what = what
+        self.error = error
+
+
+def parse_config(doc: Any, where: str) -> tuple[Config, bytes]:
+    """A config document (the config file's JSON, or a key slot's copy of it) and its MAC,
+    checked for format and version."""
     if not isinstance(doc, dict) or doc.get("format") != "coffre-repository":
-        raise NoRepositoryError(f"{backend.location} is not a Coffre repository")
+        raise _DamagedConfig("not a Coffre config", NoRepositoryError(f"{where} is not a Coffre repository"))
     version = doc.get("version")
     if not isinstance(version, int) or version < 1:
-        raise FormatError("config: invalid version")
+        raise _DamagedConfig("invalid version", FormatError("config: invalid version"))
     if version > FORMAT_VERSION:
         raise UnsupportedVersionError(
             f"this repository uses format version {version}, written by a newer Coffre; "
@@ -131,13 +140,95 @@ def read_config(backend: Backend) -> tuple[Config, bytes]:
             created=str(doc["created"]),
         )
         mac = bytes.fromhex(doc["mac"])
-    except (KeyError, ValueError, TypeError):
-        raise FormatError("config: malformed") from None
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise _DamagedConfig("malformed", FormatError("config: malformed")) from None
     if len(cfg.id) != 16 or not 1 <= cfg.compression_level <= 19:
-        raise FormatError("config: malformed")
+        raise _DamagedConfig("malformed", FormatError("config: malformed"))
     if not 1024 * 1024 <= cfg.pack_size <= 256 * 1024 * 1024:
-        raise FormatError("config: pack size out of range")
+        raise _DamagedConfig("pack size out of range", FormatError("config: pack size out of range"))
     return cfg, mac
+
+
+def config_document(cfg: Config, mac: bytes) -> dict[str, Any]:
+    return {**cfg.body(), "mac": mac.hex()}
+
+
+def config_file_bytes(cfg: Config, mac: bytes) -> bytes:
+    """The config file as `init` writes it."""
+    return json.dumps(config_document(cfg, mac), indent=1).encode() + b"\n"
+
+
+def _read_config_file(backend: Backend) -> tuple[Config, bytes]:
+    where = backend.location
+    try:
+        if not backend.exists():
+            raise ObjectNotFound("config: not found")
+        raw = backend.load(Handle("config", "config"), 0, MAX_CONFIG + 1)
+    except ObjectNotFound:
+        raise _DamagedConfig("missing", NoRepositoryError(
+            f"{where} is not a Coffre repository (no config file)",
+            "create one with 'coffre init --repo ...' or check the path")) from None
+    if len(raw) > MAX_CONFIG:
+        raise _DamagedConfig("too large", NoRepositoryError(
+            f"{where}: the config file is too large to be Coffre's"))
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        what = "empty" if not raw.strip() else "not JSON"
+        raise _DamagedConfig(what, NoRepositoryError(
+            f"{where}: the config file is not readable ({what})")) from None
+    return parse_config(doc, where)
+
+
+def config_copies(slots: list[keyring.KeySlot]) -> list[tuple[Config, bytes]]:
+    """The distinct well-formed config copies the slots keep, the most common first."""
+    counts: dict[tuple[Config, bytes], int] = {}
+    for slot in slots:
+        if slot.config is not None:
+            try:
+                copy = parse_config(slot.config, f"key file {slot.id[:8]}")
+            except _DamagedConfig:
+                continue
+            counts[copy] = counts.get(copy, 0) + 1
+    return sorted(counts, key=lambda c: -counts[c])
+
+
+def _candidates(first: tuple[Config, bytes], slots: list[keyring.KeySlot]) -> Iterator[tuple[Config, bytes]]:
+    """The config to open with, then (only if it does not open) the other copies."""
+    yield first
+    for copy in config_copies(slots):
+        if copy != first:
+            yield copy
+
+
+def load_config(backend: Backend) -> StoredConfig:
+    """The config, checked for format and version before any password is asked. A config
+    file that is missing or damaged is replaced by the copy kept in the key slots."""
+    try:
+        return StoredConfig(*_read_config_file(backend))
+    except _DamagedConfig as exc:
+        damage = exc
+    try:
+        slots = keyring.scan(backend)[0]
+    except ObjectNotFound:
+        slots = []  # no keys/ folder either: not a repository
+    copies = config_copies(slots)
+    if copies:
+        return StoredConfig(*copies[0], problem=f"the config file is damaged ({damage.what}); "
+                            "using the copy kept in the key files")
+    if slots:
+        raise FormatError(
+            f"{backend.location}: the config file is damaged ({damage.what}) and none of the "
+            f"{len(slots)} key file(s) keeps a copy of it (they were written by an older Coffre)",
+            "restore the config file from a copy of the repository's storage",
+        )
+    raise damage.error
+
+
+def read_config(backend: Backend) -> tuple[Config, bytes]:
+    """load_config as a pair (config, MAC)."""
+    stored = load_config(backend)
+    return stored.config, stored.mac
 
 
 class Repository:
@@ -152,6 +243,8 @@ class Repository:
         self.crypter = Crypter(self.keys, config.id)
         self.index = MasterIndex()
         self.key_slot_id = ""
+        self.config_problem = ""  # set by open when the config file is damaged and a copy is used
+        self.damaged_keys: list[keyring.UnusableSlot] = []  # damaged key files, found by open
         # Remote storage: single data blobs (a backup's delta bases) are read by windows.
         self.windows = PackWindows(backend) if backend.remote else None
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
@@ -186,33 +279,65 @@ class Repository:
         )
         repo = cls(backend, cfg, master, clock)
         raw_recovery, recovery_text = new_recovery_key()
-        # Keys first, config last: a repository without config is not a repository.
+        # Keys first, config last. Each key slot keeps a copy of the config.
+        doc = repo.config_document()
         repo.key_slot_id = keyring.add_slot(
-            backend, master, cfg.id, "password", password.encode(), "initial password", clock
+            backend, master, cfg.id, "password", password.encode(), "initial password", clock, doc
         )
-        keyring.add_slot(backend, master, cfg.id, "recovery", raw_recovery, "recovery key", clock)
-        body = cfg.body()
-        body["mac"] = repo.crypter.mac(_canonical(cfg.body())).hex()
-        backend.save(Handle("config", "config"), json.dumps(body, indent=1).encode() + b"\n")
+        keyring.add_slot(backend, master, cfg.id, "recovery", raw_recovery, "recovery key", clock, doc)
+        backend.save(Handle("config", "config"), repo.config_file())
         return repo, recovery_text
 
     @classmethod
     def open(
         cls, backend: Backend, secret: str, clock: Clock | None = None,
-        config: tuple[Config, bytes] | None = None,
+        config: StoredConfig | tuple[Config, bytes] | None = None,
     ) -> Repository:
-        """Unlock a repository. `config`: what read_config already returned for this backend
-        (saves reading it again over a slow link); its MAC is checked here either way."""
-        cfg, mac = config if config is not None else read_config(backend)
-        master, slot = keyring.unlock(backend, cfg.id, secret)
-        repo = cls(backend, cfg, master, clock or SystemClock())
-        if not hmac.compare_digest(repo.crypter.mac(_canonical(cfg.body())), mac):
+        """Unlock a repository. `config`: what load_config (or read_config) already returned
+        for this backend (saves reading it again over a slow link); its MAC is checked here
+        either way. A config whose id opens no key slot, or whose MAC fails, is replaced by a
+        copy kept in the key slots that opens and authenticates (`config_problem` says so)."""
+        if config is None:
+            config = load_config(backend)
+        stored = config if isinstance(config, StoredConfig) else StoredConfig(*config)
+        slots, bad = keyring.scan(backend)  # one damaged slot must not lock out the others
+        first = (stored.config, stored.mac)
+        opened: dict[bytes, tuple[bytes, keyring.KeySlot] | None] = {}
+        for cfg, mac in _candidates(first, slots):
+            if cfg.id not in opened:
+                opened[cfg.id] = keyring.try_unlock(slots, cfg.id, secret)
+            got = opened[cfg.id]
+            if got is None:
+                continue
+            repo = cls(backend, cfg, got[0], clock or SystemClock())
+            if not hmac.compare_digest(repo.config_mac(), mac):
+                continue
+            repo.key_slot_id = got[1].id
+            repo.damaged_keys = [d for d in bad if d.damaged]
+            if (cfg, mac) == first or stored.problem:
+                repo.config_problem = stored.problem
+            else:
+                why = ("it fails authentication" if opened[stored.config.id]
+                       else "its repository id opens no key slot")
+                repo.config_problem = (f"the config file was altered ({why}); "
+                                       "using the copy kept in the key files")
+            return repo
+        if any(opened.values()):
             raise IntegrityError(
                 "the repository config was altered (authentication failed)",
                 "restore the config file from a copy of the repository",
             )
-        repo.key_slot_id = slot.id
-        return repo
+        raise keyring.cannot_open(slots, bad)
+
+    def config_mac(self) -> bytes:
+        return self.crypter.mac(_canonical(self.config.body()))
+
+    def config_document(self) -> dict[str, Any]:
+        """The config with its MAC: what the config file holds and each key slot keeps a copy of."""
+        return config_document(self.config, self.config_mac())
+
+    def config_file(self) -> bytes:
+        return config_file_bytes(self.config, self.config_mac())
 
     @property
     def master(self) -> bytes:

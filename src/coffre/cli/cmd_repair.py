@@ -1,0 +1,51 @@
+"""repair index, repair config."""
+
+from __future__ import annotations
+
+import argparse
+
+from coffre.cli.context import add_repo_options, locked, open_repo
+from coffre.cli.output import say, warn
+from coffre.ops.repair import repair_index
+from coffre.ops.repair_config import repair_config
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("repair", help="repair the repository")
+    rs = r.add_subparsers(dest="what", required=True)
+    ri = rs.add_parser("index", help="rebuild the index from the packs")
+    add_repo_options(ri)
+    ri.set_defaults(func=cmd_repair_index)
+    rc = rs.add_parser("config", help="write the config file again from the copy kept in the key files "
+                       "(opens with the password or the recovery key)")
+    add_repo_options(rc)
+    rc.set_defaults(func=cmd_repair_config)
+
+
+def cmd_repair_index(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with locked(repo, exclusive=True, command="repair index"):
+        st = repair_index(repo, report=warn)
+    say(f"index rebuilt: {st.packs} packs, {st.blobs} blobs; {st.old_index_files} old index file(s) removed")
+    for u in st.unreadable:
+        say(f"pack with an unreadable header, left in place: {u}")
+    if st.kept_from_old_index or st.salvaged:
+        say(f"{st.kept_from_old_index} blob(s) kept from the old index and {st.salvaged} salvaged from "
+            "the body of such packs")
+    if st.packs_gone:
+        say(f"{st.packs_gone} pack(s) the old index listed are gone: what they held is missing "
+            "('coffre check' names the files; the next backup stores again what the live files hold)")
+    for d in st.damaged_index_files:
+        say(f"damaged index file replaced: {d}")
+    if st.old_index_kept:
+        say("the old index files were kept, as the rebuilt index does not cover them all")
+        return 1
+    return 0
+
+
+def cmd_repair_config(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with locked(repo, exclusive=True, command="repair config"):
+        done = repair_config(repo, report=warn)
+    say(done)
+    return 0
