@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from coffre.cli.context import add_repo_options, load_index, locked, open_repo
+from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
-from coffre.core.errors import EXIT_FATAL
+from coffre.core.errors import EXIT_FATAL, UsageError
 from coffre.ops.common import find_snapshot
 from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.ops.verify import Verifier
@@ -33,8 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    if not args.target:  # an unset variable: never the working directory
+        raise UsageError("--target is empty", "give the folder to restore into, e.g. --target /srv/restore")
     repo = open_repo(args)
-    with locked(repo, exclusive=False, command="restore"):
+    with reading(repo, "restore"):
         load_index(repo)
         snap = find_snapshot(repo, args.snapshot, host=args.host, report=warn)
         restorer = Restorer(repo, RestoreOptions(target=args.target, includes=args.include,
@@ -43,25 +45,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
         problems = restorer.run(snap)
     st = restorer.stats
     if args.json:
-        emit_json({"snapshot": snap.id, "files": st.files, "dirs": st.dirs, "bytes": st.bytes,
-                   "verified": st.verified, "errors": problems.errors, "warnings": problems.warnings})
+        emit_json({"snapshot": snap.id, "files": st.files, "files_failed": st.files_failed,
+                   "dirs": st.dirs, "bytes": st.bytes, "verified": st.verified,
+                   "errors": problems.errors, "warnings": problems.warnings})
     else:
         for w in problems.warnings:
             warn(f"warning: {w}")
         for e in problems.errors:
             warn(f"error: {e}")
         say(f"restored snapshot {snap.id[:8]} to {args.target}: {st.files} files, "
-            f"{st.dirs} directories, {human_size(st.bytes)}")
+            f"{st.dirs} directories, {human_size(st.bytes)}"
+            + (f"; {st.files_failed} files could not be restored" if st.files_failed else ""))
         if args.verify:
             say(f"verified {st.verified} files" + ("" if not problems.errors else " (with errors)"))
     return EXIT_FATAL if problems.errors else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    refuse_empty("a path to verify", *args.paths)
     repo = open_repo(args)
-    with locked(repo, exclusive=False, command="verify"):
+    with reading(repo, "verify"):
         snap = find_snapshot(repo, args.snapshot, report=warn)
-        result = Verifier(repo).run(snap, args.paths)
+        result = Verifier(repo, read_repository=True).run(snap, args.paths)
     if args.json:
         emit_json({"snapshot": snap.id, "files_compared": result.files, "bytes_compared": result.bytes,
                    "differences": result.differences})

@@ -3,10 +3,17 @@
 Safety: every name is validated (no '/', '.', '..' or NUL), directories are created by us and
 checked not to be symlinks, and the last component is opened with O_NOFOLLOW, so nothing is
 ever written outside the target whatever the snapshot contains.
+
+Honest counts: a file is counted as restored only once all its bytes are written (and
+re-read, with verify). A file that fails is counted as not restored and removed: the restore
+created it (O_EXCL), and a half-written file at full size would pass for a restored one. A full or
+read-only target stops the restore: nothing more is queued, the rest is counted as not
+restored, and one message says so instead of an error per file.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -16,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from coffre.core.errors import CoffreError
+from coffre.core.errors import CoffreError, UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import Problems, Reporter, load_tree, quiet
@@ -38,6 +45,9 @@ REMOTE_BATCH_FILES = 512
 REMOTE_BATCH_BYTES = 32 * 1024 * 1024
 REMOTE_RANGE_BLOBS = 64
 TREE_GAP = 64 * 1024
+# Errors of the target as a whole: every later write would fail the same way.
+TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
+TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
 
 
 @dataclass
@@ -53,6 +63,7 @@ class RestoreOptions:
 @dataclass
 class RestoreStats:
     files: int = 0
+    files_failed: int = 0
     dirs: int = 0
     others: int = 0
     bytes: int = 0
@@ -76,6 +87,8 @@ class Restorer:
         self.repo = repo
         self.opts = opts
         self.report = report
+        if not opts.target:  # os.path.abspath("") is the working directory
+            raise UsageError("the restore target is empty", "give the folder to restore into")
         self.problems = Problems()
         self.stats = RestoreStats()
         self.excluder = Excluder(opts.excludes)
@@ -96,6 +109,8 @@ class Restorer:
         self._fresh: set[bytes] = set()
         self._read_trees: dict[bytes, bytes] = {}  # subfolder listings read ahead (remote)
         self._batch_bytes = 0
+        self._stop: int | None = None  # errno that made the whole target unwritable
+        self._lost_links: set[bytes] = set()  # hard-linked files that could not be restored
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, path: str) -> bool:
@@ -141,38 +156,56 @@ class Restorer:
         # close it to its owner, and its mtime must come after the last write into it.
         for path, node in self._dirs:
             self._set_metadata(path, node)
+        if self._stop is not None:
+            self.problems.errors.append(self._stop_message(self._stop))
         return self.problems
+
+    def _stop_message(self, code: int) -> str:
+        counts = f"{self.stats.files} files restored, {self.stats.files_failed} not restored"
+        if code in TARGET_FULL:
+            return f"the restore target is full: {counts}; free space and run the restore again"
+        return (f"the restore target is read-only: {counts}; make it writable (or restore "
+                "elsewhere) and run the restore again")
 
     def _restore_dir(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], tree_id: bytes,
-        dest: bytes, prefix: str,
+        dest: bytes | None, prefix: str,
     ) -> None:
+        """Restore a folder's contents into dest; with dest None (its folder could not be
+        made, or the target is full) only count its files as not restored."""
         try:
             nodes = load_tree(self.repo, tree_id, self._read_trees.pop(tree_id, None))
         except CoffreError as exc:  # a damaged folder listing: the rest is still restored
-            self._problem(dest, CoffreError(f"folder contents cannot be read ({exc.message}); skipped"))
+            where = dest if dest is not None else os.fsencode(prefix)
+            self._problem(where, CoffreError(f"folder contents cannot be read ({exc.message}); skipped"))
             return
         if self.repo.backend.remote:
             self._prefetch_subtrees(nodes)
         for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
-            out = dest + b"/" + node.name
+            out = None if dest is None or self._stop is not None else dest + b"/" + node.name
             if node.type == "dir" and node.subtree is not None:
                 selected = self._selected(path)
                 if not selected and not self._has_selected_below(node.subtree, path):
                     continue
                 if self.excluder.excluded(os.fsencode(path)):
                     continue
-                try:
-                    self._make_dir(out)
-                except OSError as exc:
-                    self._problem(out, exc)
-                    continue
-                self.stats.dirs += 1
+                if out is not None:
+                    try:
+                        self._make_dir(out)
+                        self.stats.dirs += 1
+                    except OSError as exc:
+                        self._problem(out, exc)
+                        out = None
                 self._restore_dir(pool, futures, node.subtree, out, path)
-                self._dirs.append((out, node))
+                if out is not None:
+                    self._dirs.append((out, node))
                 continue
             if not self._selected(path):
+                continue
+            if out is None:
+                if node.type == "file":
+                    self._count(node, False)
                 continue
             if node.type == "file":
                 key = (node.device, node.inode)
@@ -200,6 +233,9 @@ class Restorer:
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
     ) -> None:
+        if self._stop is not None:
+            self._count(node, False, path)
+            return
         if len(node.content) > self.range_blobs:
             self._submit_large(pool, futures, path, node)
             return
@@ -231,9 +267,17 @@ class Restorer:
             futures[:] = pending
 
     def _restore_batch(self, batch: list[tuple[bytes, Node]]) -> None:
+        if self._stop is not None:  # queued before the target filled up: not even read
+            for path, node in batch:
+                self._count(node, False, path)
+            return
         blobs = iter(self.repo.load_many([b for _, node in batch for b in node.content]))
         for path, node in batch:
-            self._restore_file(path, node, [next(blobs) for _ in node.content])
+            data = [next(blobs) for _ in node.content]
+            if self._stop is not None:
+                self._count(node, False, path)
+            else:
+                self._restore_file(path, node, data)
 
     def _submit_large(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
@@ -244,16 +288,18 @@ class Restorer:
             loc = self.repo.index.lookup(blob_id)
             if loc is None:
                 self._problem(path, CoffreError(f"blob {blob_id.hex()[:12]} is not in the index"))
+                self._count(node, False, path)
                 return
             lengths.append(loc.entry.raw_length)
         fd = self._create(path)
         if fd is None:
+            self._count(node, False, path)
             return
         try:
             os.ftruncate(fd, sum(lengths))  # blobs of zeros are then left as holes
         except OSError as exc:
-            os.close(fd)
             self._problem(path, exc)
+            self._finish(fd, path, node, failed=True)
             return
         starts = range(0, len(node.content), self.range_blobs)
         job = _LargeFile(path, node, fd, len(starts))
@@ -265,7 +311,10 @@ class Restorer:
 
     def _restore_range(self, job: _LargeFile, offset: int, ids: list[bytes]) -> None:
         try:
-            self._write_blobs(job.fd, self.repo.load_many(ids), offset)
+            if job.failed or self._stop is not None:
+                job.fail()  # the file is lost anyway: neither read nor write the rest
+            else:
+                self._write_blobs(job.fd, self.repo.load_many(ids), offset)
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             if job.fail():
                 self._problem(job.path, exc)
@@ -331,6 +380,7 @@ class Restorer:
     def _restore_file(self, path: bytes, node: Node, blobs: list[bytes | CoffreError]) -> None:
         fd = self._create(path)
         if fd is None:
+            self._count(node, False, path)
             return
         failed = False
         try:
@@ -343,25 +393,66 @@ class Restorer:
         self._finish(fd, path, node, failed)
 
     def _finish(self, fd: int, path: bytes, node: Node, failed: bool) -> None:
-        """Verify (if asked) and set the metadata of a file whose bytes are all written."""
+        """End a file created by the restore: if its bytes are all written, verify it (if
+        asked) and set its metadata; if anything failed, remove it. Then count it."""
         try:
-            if not failed and self.opts.verify:
-                os.fsync(fd)
+            created = os.fstat(fd)
+            ok = not failed and self._complete(fd, path, node)
+        except OSError as exc:
+            self._problem(path, exc)
+            created, ok = None, False
+        try:
+            os.close(fd)  # network file systems may report a failed write only here
+        except OSError as exc:
+            if ok:
+                self._problem(path, exc)
+            ok = False
+        if not ok and created is not None:
+            self._discard(path, created)
+        self._count(node, ok, path)
+
+    def _complete(self, fd: int, path: bytes, node: Node) -> bool:
+        """Verify a written file (if asked) and set its metadata; False if its content is not
+        right. Metadata that cannot be set (a FAT disk refuses owners) is an error, but the
+        content is there: the file stays and counts as restored."""
+        if self.opts.verify:
+            try:
+                os.fsync(fd)  # a delayed write that finds the disk full fails here
                 reason = content_matches(self.repo, fd, node.content, node.size)
-                if reason:
+            except (OSError, CoffreError) as exc:
+                self._problem(path, exc)
+                return False
+            if reason:
+                with self._lock:
                     self.problems.errors.append(f"verify {os.fsdecode(path)}: {reason}")
-                else:
-                    with self._lock:
-                        self.stats.verified += 1
-            if not failed:
-                self._set_metadata_fd(fd, path, node)
+                return False
+            with self._lock:
+                self.stats.verified += 1
+        try:
+            self._set_metadata_fd(fd, path, node)
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
-        finally:
-            os.close(fd)
+        return True
+
+    def _discard(self, path: bytes, created: os.stat_result) -> None:
+        """Remove a file the restore created and could not complete, only if the name still
+        leads to that very file."""
+        try:
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
+                os.unlink(path)
+        except OSError as exc:
+            self._problem(path, exc)
+
+    def _count(self, node: Node, ok: bool, path: bytes | None = None) -> None:
         with self._lock:
-            self.stats.files += 1
-            self.stats.bytes += node.size
+            if ok:
+                self.stats.files += 1
+                self.stats.bytes += node.size
+            else:
+                self.stats.files_failed += 1
+                if path is not None and node.nlink > 1:
+                    self._lost_links.add(path)
 
     def _restore_special(self, path: bytes, node: Node) -> None:
         try:
@@ -382,12 +473,21 @@ class Restorer:
 
     def _make_link(self, path: bytes, node: Node) -> None:
         first = self._first_link[(node.device, node.inode)]
+        if self._stop is not None:
+            self.stats.files_failed += 1
+            return
+        if first in self._lost_links:
+            self._problem(path, CoffreError(
+                f"not restored: it is a hard link to {os.fsdecode(first)}, which was not restored"))
+            self.stats.files_failed += 1
+            return
         try:
             self._clear(path)
             os.link(first, path, follow_symlinks=False)
             self.stats.files += 1
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
+            self.stats.files_failed += 1
 
     # -- metadata ------------------------------------------------------------------------------
     def _owner(self, node: Node) -> tuple[int, int]:
@@ -447,6 +547,11 @@ class Restorer:
             self._problem(path, exc)
 
     def _problem(self, path: bytes, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and exc.errno in TARGET_STOPS:
+            with self._lock:  # reported once, at the end, with the counts
+                if self._stop is None:
+                    self._stop = exc.errno
+            return
         msg = exc.message if isinstance(exc, CoffreError) else (getattr(exc, "strerror", None) or str(exc))
         with self._lock:
             self.problems.errors.append(f"{os.fsdecode(path)}: {msg}")
