@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,27 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int, bytes]]:
             else:
                 out[rel] = ("file", st.st_mode & 0o7777, p.read_bytes())
     return out
+
+
+Mount = Callable[..., Path]
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Mount]:
+    """mount(name, *args): a real mount at tmp_path/name (a small tmpfs for a full disk, a
+    read-only bind mount for a write-protected one), unmounted at teardown."""
+    done: list[Path] = []
+
+    def make(name: str, *args: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        subprocess.run(["mount", *args, str(point)], check=True)
+        done.append(point)
+        return point
+
+    yield make
+    for point in reversed(done):
+        subprocess.run(["umount", "--lazy", str(point)], check=True)
 
 
 @pytest.fixture

@@ -1,3 +1,3 @@
-from coffre.cli.main import main
+from coffre.cli.entry import main
 
 raise SystemExit(main())

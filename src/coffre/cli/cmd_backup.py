@@ -7,14 +7,16 @@ import os
 import socket
 import sys
 
-from coffre.cli.context import add_repo_options, load_index, locked, open_repo, repo_location
+from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
 from coffre.format.tree import validate_name
 from coffre.ops.backup import Backup, BackupOptions
+from coffre.ops.repair_config import ensure_config_copies
 from coffre.ops.verify import Verifier
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache, cache_root
+from coffre.repository.damage import known_damage
 from coffre.sources.databases.base import Database
 from coffre.sources.databases.engines import source
 from coffre.sources.files import Excluder
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="use no local cache (files cache; for remote repositories, delta bases)")
     p.add_argument("--stdin", action="store_true", help="back up standard input")
-    p.add_argument("--stdin-filename", default="", help="file name for --stdin / --stdin-from-command")
+    p.add_argument("--stdin-filename", help="file name for --stdin / --stdin-from-command")
     p.add_argument("--stdin-from-command", action="store_true",
                    help="back up the output of the command given after --")
     p.add_argument("--postgres", action="append", default=[], metavar="DSN",
@@ -54,6 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    refuse_empty_arguments(args)
     command: list[str] = []
     paths = list(args.paths)
     if args.stdin_from_command:
@@ -94,15 +97,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
     with locked(repo, exclusive=False, command="backup") as lock:
+        ensure_config_copies(repo, report=warn)
         load_index(repo)
         bases = None
         if repo.backend.remote and not args.no_cache:
             bases = BaseCache(cache_root() / repo.config.id.hex() / "bases", repo.crypter)
-        result = Backup(repo, lock, opts, cache, report=warn, bases=bases).run()
+        result = Backup(repo, lock, opts, cache, report=warn, bases=bases,
+                        damaged=known_damage(repo.config.id)).run()
         snap = result.snapshot
         differences: list[str] = []
         if args.verify:
-            differences = Verifier(repo).run(snap).differences
+            differences = Verifier(repo, read_repository=True).run(snap).differences
     if cache is not None:
         cache.close()
     s = snap.summary
@@ -137,6 +142,23 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 1 if differences else 0
 
 
+
+
+def refuse_empty_arguments(args: argparse.Namespace) -> None:
+    """`coffre backup "$DIR"` with DIR unset must not back up the working directory: an empty
+    path, file or database is a usage error before anything is opened."""
+    if args.stdin_from_command:
+        refuse_empty("the command after --", *args.paths[:1],
+                     hint="give the command whose output to back up")
+    else:
+        refuse_empty("a path to back up", *args.paths,
+                     hint="name the files and folders to back up; '.' is the current folder")
+    refuse_empty("--exclude-file", *args.exclude_file, hint="give the file of exclude patterns")
+    refuse_empty("--stdin-filename", args.stdin_filename, hint="give a plain file name, or leave it out")
+    refuse_empty("--sqlite", *args.sqlite, hint="give the SQLite database file")
+    for engine in ("postgres", "postgres-cluster", "mysql"):
+        refuse_empty(f"--{engine}", *getattr(args, engine.replace("-", "_")),
+                     hint="give the database to back up (a DSN)")
 
 
 def database_sources(args: argparse.Namespace) -> list[Database]:

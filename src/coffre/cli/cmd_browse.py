@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 
-from coffre.cli.context import add_repo_options, load_index, locked, open_repo, snapshots
+from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty, snapshots
 from coffre.cli.output import emit_json, human_size, say, table, warn
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import CoffreError
@@ -16,6 +16,7 @@ from coffre.format.tree import Node
 from coffre.ops.common import find_node, find_snapshot
 from coffre.ops.databases import database_sizes, unusual_growth
 from coffre.ops.inspect import diff_trees, iter_tree, repo_stats
+from coffre.policy.timeline import future_of, future_warning
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,6 +70,10 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     snaps = [s for s in snapshots(repo)
              if (not args.host or s.hostname == args.host)
              and all(t in s.tags for t in args.tag)]
+    now = repo.clock.now_ns()
+    future = future_of(snaps, now)
+    if future:
+        warn(future_warning(future, now, total=len(snaps)))
     if args.json:
         emit_json([snapshot_json(s) for s in snaps])
         return 0
@@ -97,6 +102,7 @@ def node_json(path: str, n: Node) -> dict[str, object]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    refuse_empty("the path", args.path, hint="give a path in the snapshot; '/' is its root")
     repo = open_repo(args)
     load_index(repo)
     snap = find_snapshot(repo, args.snapshot, report=warn)
@@ -142,8 +148,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    refuse_empty("the path", args.path, hint="give the path of a file in the snapshot")
     repo = open_repo(args)
-    with locked(repo, exclusive=False, command="dump"):
+    with reading(repo, "dump"):
         load_index(repo)
         snap = find_snapshot(repo, args.snapshot, report=warn)
         node = find_node(repo, snap.tree, os.fsencode(args.path.strip("/")))

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from coffre.cli.context import add_repo_options, load_index, locked, open_repo_at, password, source_password
+from coffre.cli.context import (
+    add_repo_options,
+    load_index,
+    locked,
+    open_repo_at,
+    password,
+    reading,
+    refuse_empty,
+    source_password,
+)
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import UsageError
 from coffre.ops.common import find_snapshot
@@ -25,6 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
+    refuse_empty("--from", args.source, hint="give the source repository's path or URL")
+    refuse_empty("--to", args.target, hint="give the destination repository's path or URL")
+    refuse_empty("--repo", args.repo, hint="give the destination repository's path or URL")
     source = args.source or os.environ.get("COFFRE_FROM_REPOSITORY")
     target = args.target or args.repo or os.environ.get("COFFRE_REPOSITORY")
     if not source or not target:
@@ -36,7 +48,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                        args)
     if src.config.id == dst.config.id:
         raise UsageError("the source and the destination are the same repository")
-    with locked(src, exclusive=False, command="copy"), locked(dst, exclusive=False, command="copy") as lock:
+    with reading(src, "copy"), locked(dst, exclusive=False, command="copy") as lock:
         load_index(src)
         load_index(dst)
         snaps = ([find_snapshot(src, ref, report=warn) for ref in args.snapshots] if args.snapshots

@@ -6,7 +6,7 @@ import argparse
 import os
 import tempfile
 
-from coffre.cli.context import add_repo_options, load_index, locked, open_repo
+from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import UsageError
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_restore_db(args: argparse.Namespace) -> int:
+    for option in ("postgres", "mysql", "sqlite", "pgdata"):
+        refuse_empty(f"--{option}", getattr(args, option), hint="give the database or folder to restore into")
+    refuse_empty("--database", args.database,
+                 hint="give the name of a database of the snapshot, or leave it out")
     engine, where = next((e, getattr(args, e)) for e in ("postgres", "mysql", "sqlite", "pgdata")
                          if getattr(args, e))
     engine = "postgres-cluster" if engine == "pgdata" else engine
@@ -52,7 +56,7 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
         raise UsageError("--no-owner applies to --postgres only")
     dest = target(engine, where, owners=not args.no_owner)
     repo = open_repo(args)
-    with locked(repo, exclusive=False, command="restore-db"):
+    with reading(repo, "restore-db"):
         load_index(repo)
         snap = find_with_databases(repo, args.snapshot, engine, report=warn)
         record = pick(snap, engine, args.database)
@@ -68,6 +72,8 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    refuse_empty("--work-dir", args.work_dir,
+                 hint="give a folder, or leave --work-dir out for the temporary one")
     if args.work_dir and not os.path.isdir(args.work_dir):
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     work = os.path.abspath(args.work_dir or tempfile.gettempdir())
@@ -75,7 +81,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         # The throwaway servers' settings name their folder in quotes.
         raise UsageError(f"{work}: choose a work folder without quotes or backslashes (--work-dir)")
     repo = open_repo(args)
-    with locked(repo, exclusive=False, command="drill"):
+    with reading(repo, "drill"):
         load_index(repo)
         snap = find_with_databases(repo, args.snapshot, report=warn)
         results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn)

@@ -11,15 +11,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from coffre.core.errors import CoffreError, UsageError
+from coffre.core.errors import CoffreError, LockedError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.format.snapshot import Snapshot
-from coffre.repository.locks import Lock
+from coffre.repository.locks import Lock, live_locks
 from coffre.repository.repo import Repository
 from coffre.storage.base import Backend
 from coffre.storage.cached import CachedBackend
 from coffre.storage.faults import KillSwitchBackend
 from coffre.storage.pacing import Pacer, parse_limit
-from coffre.storage.retry import ATTEMPTS, RetryBackend
+from coffre.storage.retry import ATTEMPTS, RetryBackend, retry_budget
 from coffre.storage.url import is_url, open_backend
 
 
@@ -36,7 +36,19 @@ def add_repo_options(p: argparse.ArgumentParser) -> None:
                    help="download limit from remote storage, same form (or COFFRE_LIMIT_DOWNLOAD)")
 
 
+def refuse_empty(option: str, *values: str | None,
+                 hint: str = "give a path; '.' is the current folder") -> None:
+    """An empty value is an unset shell variable, never the current folder nor a fallback: a
+    usage error naming the option, raised before anything is opened or written."""
+    if any(v == "" for v in values):
+        raise UsageError(f"{option} is empty (an unset variable?)", hint)
+
+
 def repo_location(args: argparse.Namespace) -> str:
+    """--repo, else COFFRE_REPOSITORY. An explicit empty --repo is refused, never replaced by
+    the variable (it would silently be another repository)."""
+    refuse_empty("--repo", getattr(args, "repo", None),
+                 hint="give the repository's path or URL, or leave --repo out to use COFFRE_REPOSITORY")
     loc = getattr(args, "repo", None) or os.environ.get("COFFRE_REPOSITORY")
     if not loc:
         raise UsageError("no repository given", "use --repo PATH or set COFFRE_REPOSITORY")
@@ -45,10 +57,14 @@ def repo_location(args: argparse.Namespace) -> str:
 
 def backend_for(location: str, args: argparse.Namespace | None = None) -> Backend:
     """The storage a location names (a path or a URL), with the command's bandwidth limits,
-    retrying what may pass (COFFRE_STORAGE_RETRIES attempts in all, 10 by default)."""
+    retrying what may pass (COFFRE_STORAGE_RETRIES attempts per request, 10 by default) until
+    the storage has been unreachable for COFFRE_STORAGE_RETRY_BUDGET seconds (4 minutes by
+    default): then the whole command gives up. One per location and command, shared by its
+    threads (the lock refresher too), so the budget covers them all."""
     attempts = os.environ.get("COFFRE_STORAGE_RETRIES", "")
     if attempts and not (attempts.isdigit() and int(attempts) >= 1):
         raise UsageError(f"COFFRE_STORAGE_RETRIES must be a number of attempts ≥ 1, not {attempts!r}")
+    budget = retry_budget()
     backend = open_backend(location, allow_plain_ftp=bool(getattr(args, "insecure_ftp", False)))
     if location.lower().startswith("ftp://"):
         _warn("plain FTP: the FTP password and login cross the network in clear (the backup "
@@ -57,7 +73,8 @@ def backend_for(location: str, args: argparse.Namespace | None = None) -> Backen
     if hasattr(backend, "upload_pacer"):  # remote backends: local disks are not limited
         backend.upload_pacer = upload
         backend.download_pacer = download  # type: ignore[attr-defined]
-    return RetryBackend(KillSwitchBackend.from_env(backend), attempts=int(attempts or ATTEMPTS), warn=_warn)
+    return RetryBackend(KillSwitchBackend.from_env(backend), attempts=int(attempts or ATTEMPTS), warn=_warn,
+                        budget_s=budget)
 
 
 def _pacers(args: argparse.Namespace | None) -> tuple[Pacer | None, Pacer | None]:
@@ -98,8 +115,17 @@ def _decode_secret(raw: bytes, where: str) -> str:
 
 
 def _from_command(cmd: str, name: str) -> str:
+    """The output of the command in the variable `name`. No message quotes the command: its
+    arguments may hold something private."""
     try:
-        out = subprocess.run(shlex.split(cmd), capture_output=True, check=False, timeout=120)
+        argv = shlex.split(cmd)
+    except ValueError as exc:  # an unbalanced quote, a trailing backslash
+        raise UsageError(f"{name} cannot be read as a command: {exc}",
+                         "check its quotes; the command is run without a shell") from None
+    if not argv:
+        raise UsageError(f"{name} holds no command")
+    try:
+        out = subprocess.run(argv, capture_output=True, check=False, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CoffreError(f"{name} could not run: {type(exc).__name__}") from None
     if out.returncode != 0:
@@ -120,6 +146,10 @@ def source_password(args: argparse.Namespace) -> str:
 
 
 def secret_from(path: str | None, env: str, confirm: bool, prompt: str) -> str:
+    """From the option's file, else {env}_FILE, else {env}_COMMAND, else a prompt. An explicit
+    empty option is refused (an empty variable counts as unset, as usual for variables)."""
+    option = "--" + env.removeprefix("COFFRE_").lower().replace("_", "-") + "-file"
+    refuse_empty(option, path, hint=f"give the password file, or leave {option} out")
     path = path or os.environ.get(f"{env}_FILE")
     if path:
         secret = read_secret_file(path)
@@ -154,14 +184,19 @@ def open_repo_at(
     """The repository at a location; the password is asked only once it is known to be one."""
     backend = backend_for(location, args)
     from coffre.repository.cache import cache_root
-    from coffre.repository.repo import read_config
+    from coffre.repository.repo import load_config
 
     # Not a repository, or a newer format: said before any password is asked.
-    config = read_config(backend)
+    config = load_config(backend)
     if is_url(location):
         # Remote metadata is kept locally so a daily backup does not download it again.
-        backend = CachedBackend(backend, cache_root() / config[0].id.hex() / "objects")
-    return Repository.open(backend, secret(), config=config)
+        backend = CachedBackend(backend, cache_root() / config.config.id.hex() / "objects")
+    repo = Repository.open(backend, secret(), config=config)
+    if repo.config_problem:
+        _warn(f"{repo.config_problem}; run 'coffre repair config'")
+    for damaged in repo.damaged_keys:
+        _warn(f"{damaged.describe()}; 'coffre key remove {damaged.id[:8]}' drops it")
+    return repo
 
 
 def load_index(repo: Repository) -> None:
@@ -184,8 +219,52 @@ def snapshots(repo: Repository) -> list[Snapshot]:
 @contextmanager
 def locked(repo: Repository, exclusive: bool, command: str) -> Iterator[Lock]:
     lock = Lock(repo, exclusive, command)
-    lock.acquire()
     try:
+        lock.acquire()  # inside: an interruption once the lock is stored still removes it
         yield lock
     finally:
         lock.release()
+
+
+@contextmanager
+def reading(repo: Repository, command: str) -> Iterator[None]:
+    """A shared lock for a command that only reads. On a medium that cannot be written (a
+    write-protected USB disk, a full disk) it reads without one: nothing can prune such a
+    medium meanwhile except a forget/prune freeing a full one, and every read is
+    authenticated, so the worst case is a clear failure, never wrong data."""
+    lock = Lock(repo, False, command)
+    try:
+        try:
+            lock.acquire()
+        except (StoragePermissionDenied, StorageFull) as exc:
+            _warn(f"the repository cannot be written ({exc.message}); reading it without a lock")
+        yield None
+    finally:
+        lock.release()
+
+
+@contextmanager
+def maintaining(repo: Repository, command: str) -> Iterator[Lock | None]:
+    """An exclusive lock for forget; on a full medium, where even a lock cannot be written,
+    the command goes on without one if no other Coffre command holds a lock (so a full
+    disk can always be freed)."""
+    lock = Lock(repo, True, command)
+    try:
+        try:
+            lock.acquire()
+        except StorageFull as exc:
+            refuse_if_others(repo, exc.message)
+            _warn(f"{exc.message}: going on without a lock, as no other Coffre command uses the repository")
+            yield None
+        else:
+            yield lock
+    finally:
+        lock.release()
+
+
+def refuse_if_others(repo: Repository, why: str, mine: Lock | None = None) -> None:
+    for lk in live_locks(repo):
+        if mine is None or lk.lock_id != mine.lock_id:
+            raise LockedError(f"{why}, and {lk.describe()} is using the repository",
+                              "wait for it to end (a backup on a full medium fails by itself), then "
+                              "run this again")

@@ -14,10 +14,12 @@ from coffre.cli import (
     cmd_database,
     cmd_demo,
     cmd_maintenance,
+    cmd_repair,
     cmd_repo,
     cmd_restore,
 )
-from coffre.core.errors import EXIT_FATAL, EXIT_INTERRUPTED, CoffreError
+from coffre.cli.entry import interrupted
+from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.memory import tune_allocator
 
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"coffre {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-                   cmd_demo):
+                   cmd_repair, cmd_demo):
         module.register(sub)
     return parser
 
@@ -65,15 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("coffre: interrupted; the repository is consistent (a new run resumes)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry.py), once every lock is released
+        return interrupted(exc)
     except BrokenPipeError:
         # The reader went away (e.g. `coffre dump ... | head`): not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FATAL
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

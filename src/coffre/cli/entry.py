@@ -1,0 +1,74 @@
+"""The process entry point of `coffre` (console script and `python -m coffre`): signals first.
+
+SIGINT (Ctrl-C) and SIGTERM (systemd, `kill`) become an `Interrupted` exception before
+anything heavy is imported, so a signal at any moment, whether during the fraction of a second
+the imports take, in the middle of a backup or while the result is printed, ends the same way:
+every `finally` runs (the repository lock is removed), one line says so, no traceback, and the
+exit status is 128 + the signal number (130, 143), what a shell reports for a killed process.
+
+This module imports nothing of Coffre at load time: the command line is imported inside the
+handlers' protection.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+TYPE_CHECKING = False  # importing typing takes milliseconds, before the handlers are in place
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CONSISTENT = "the repository is consistent (a new run resumes)"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM received. A KeyboardInterrupt, so whatever already cleans up after
+    Ctrl-C (threads, child programs, locks) does the same for SIGTERM."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _install(handler: Callable[[int, FrameType | None], Any]) -> None:
+    for sig in SIGNALS:
+        # A signal the parent set to be ignored (SIGINT of a background job) stays ignored.
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)
+
+
+def _exit_on_signal(code: int) -> None:
+    """Once the command has ended, a late signal only hastens the exit (it must not raise in
+    the middle of the final message or of the interpreter's shutdown)."""
+    _install(lambda signum, frame: os._exit(code))
+
+
+def interrupted(exc: KeyboardInterrupt) -> int:
+    """Report an interruption that has unwound (locks released); the exit status."""
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    code = 128 + signum
+    _exit_on_signal(code)
+    by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+    print(f"coffre: interrupted{by}; {CONSISTENT}", file=sys.stderr)
+    return code
+
+
+def main() -> int:
+    try:
+        _install(_raise)
+        from coffre.cli.main import main as command_line
+
+        code = command_line()
+        _exit_on_signal(code)
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
+    return code

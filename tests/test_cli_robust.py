@@ -1,0 +1,210 @@
+"""The command line against what shells and service managers really do: empty values from unset
+variables, a password command with an unbalanced quote, SIGINT and SIGTERM at any moment.
+Real `coffre` processes throughout (issue 11, items 7, 15 and 17)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Coffre, Result, _default_sigint, make_tree, snapshot_ids
+
+SECRET = "sesame-7731"  # stands for something private inside a password command
+
+
+def run(c: Coffre, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+        input: bytes = b"") -> Result:
+    proc = subprocess.run(argv, cwd=cwd, env={**c.env, **(env or {})}, input=input,
+                          capture_output=True, timeout=120, check=False, preexec_fn=_default_sigint)
+    return Result(proc.returncode, proc.stdout.decode(errors="replace"),
+                  proc.stderr.decode(errors="replace"), proc.stdout)
+
+
+def files_of(root: Path) -> dict[str, int]:
+    """Every file below root with its size: what "nothing was written" compares."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def assert_usage_error(res: Result, option: str) -> None:
+    assert res.code == 2, res
+    assert option in res.err, res
+    assert "Traceback" not in res.err, res
+
+
+# --- 7. An empty value is an unset variable, never the current folder -------------------------
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    ([""], "a path to back up"),
+    (["{tree}", ""], "a path to back up"),
+    (["{tree}", "--", ""], "a path to back up"),
+    (["--exclude-file", "", "{tree}"], "--exclude-file"),
+    (["--stdin", "--stdin-filename", ""], "--stdin-filename"),
+    (["--sqlite", ""], "--sqlite"),
+    (["--postgres", ""], "--postgres"),
+    (["--postgres-cluster", ""], "--postgres-cluster"),
+    (["--mysql", ""], "--mysql"),
+])
+def test_empty_value_in_backup_is_a_usage_error_and_writes_nothing(
+    repo: Coffre, tree: Path, args: list[str], option: str
+) -> None:
+    before = files_of(Path(repo.repo))
+    argv = repo.argv("backup", *[a.format(tree=tree) for a in args])
+    # Run from a folder with data in it: `coffre backup "$UNSET"` used to back it up.
+    res = run(repo, argv, cwd=tree, input=b"from stdin")
+    assert_usage_error(res, option)
+    assert files_of(Path(repo.repo)) == before
+    assert snapshot_ids(repo) == []
+
+
+def test_empty_repo_option_is_refused_not_replaced_by_the_variable(
+    repo: Coffre, tree: Path, tmp_path: Path
+) -> None:
+    before = files_of(Path(repo.repo))
+    env = {"COFFRE_REPOSITORY": str(repo.repo), "COFFRE_PASSWORD_FILE": str(repo.pwfile)}
+    res = run(repo, repo.argv("backup", "--repo", "", str(tree), repo=False), env=env)
+    assert_usage_error(res, "--repo")
+    assert files_of(Path(repo.repo)) == before
+    fresh = tmp_path / "fresh"
+    res = run(repo, repo.argv("init", "--repo", "", repo=False), env={**env, "COFFRE_REPOSITORY": str(fresh)})
+    assert_usage_error(res, "--repo")
+    assert not fresh.exists()
+
+
+def test_empty_password_file_option_is_refused(repo: Coffre, tree: Path) -> None:
+    before = files_of(Path(repo.repo))
+    res = run(repo, repo.argv("backup", "--repo", str(repo.repo), "--password-file", "", str(tree),
+                              repo=False), env={"COFFRE_PASSWORD_FILE": str(repo.pwfile)})
+    assert_usage_error(res, "--password-file")
+    assert files_of(Path(repo.repo)) == before
+
+
+def test_empty_path_in_ls_and_dump_is_a_usage_error(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    for command in ("ls", "dump"):
+        res = repo(command, "latest", "")
+        assert_usage_error(res, "the path is empty")
+        assert res.out == ""
+
+
+def test_empty_database_target_and_work_dir_are_usage_errors(repo: Coffre, tmp_path: Path) -> None:
+    before = files_of(tmp_path)
+    assert_usage_error(repo("restore-db", "latest", "--sqlite", ""), "--sqlite")
+    assert_usage_error(repo("restore-db", "latest", "--pgdata", ""), "--pgdata")
+    assert_usage_error(repo("drill", "--work-dir", ""), "--work-dir")
+    assert files_of(tmp_path) == before
+
+
+# --- 15. A password command that cannot be split ----------------------------------------------
+
+
+@pytest.mark.parametrize("command", [f"sh -c 'echo {SECRET}", f'echo "{SECRET}', f"echo {SECRET}\\", "   "])
+def test_password_command_that_cannot_run_is_a_usage_error_that_hides_it(
+    repo: Coffre, tree: Path, command: str
+) -> None:
+    before = files_of(Path(repo.repo))
+    res = run(repo, repo.argv("backup", "--repo", str(repo.repo), str(tree), repo=False),
+              env={"COFFRE_PASSWORD_COMMAND": command})
+    assert_usage_error(res, "COFFRE_PASSWORD_COMMAND")
+    assert SECRET not in res.err + res.out
+    assert files_of(Path(repo.repo)) == before
+
+
+def test_source_password_command_with_unbalanced_quote_is_a_usage_error(repo: Coffre, tmp_path: Path) -> None:
+    res = run(repo, repo.argv("copy", "--from", str(repo.repo), "--to", str(tmp_path / "other"),
+                              "--password-file", str(repo.pwfile), repo=False),
+              env={"COFFRE_FROM_PASSWORD_COMMAND": f"printf '{SECRET}"})
+    assert_usage_error(res, "COFFRE_FROM_PASSWORD_COMMAND")
+    assert SECRET not in res.err + res.out
+
+
+# --- 17. SIGINT and SIGTERM at any moment -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough incompressible data (384 MiB) that a backup still runs a second after it started."""
+    root = tmp_path_factory.mktemp("big")
+    for i in range(3):
+        with open(root / f"scan-{i}.bin", "wb") as f:
+            for _ in range(8):
+                f.write(os.urandom(16 << 20))
+    return root
+
+
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
+
+
+def wait_for_python(proc: subprocess.Popen[bytes]) -> None:
+    """Until the interpreter has loaded its first extension module. The interpreter's own start
+    (site, runpy) loads none and no program can handle a signal during it; Coffre's entry point
+    installs its handlers before any. Delays are counted from here so that a busy machine, slow
+    to start Python, still puts the early signals inside Coffre's imports."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if ".cpython-" in Path(f"/proc/{proc.pid}/maps").read_text():
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.001)
+    raise AssertionError(f"coffre did not start (exit status {proc.poll()})")
+
+
+def interrupt(argv: list[str], env: dict[str, str], sig: int, delay: float) -> Result:
+    proc = start(argv, env)
+    wait_for_python(proc)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), out)
+
+
+def assert_interrupted(res: Result, sig: int) -> None:
+    assert res.code == 128 + sig, res
+    assert "interrupted" in res.err and "the repository is consistent" in res.err, res
+    assert "Traceback" not in res.err and "KeyboardInterrupt" not in res.err, res
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.1, 0.3, 1.0])
+def test_signal_at_any_moment_ends_like_an_interruption(
+    repo: Coffre, big_tree: Path, sig: int, delay: float
+) -> None:
+    """From the imports (the first ~0.2 s) to the middle of the backup: one message, exit
+    128 + signal, the lock removed, no snapshot, never a traceback."""
+    res = interrupt(repo.argv("backup", str(big_tree)), repo.env, sig, delay)
+    assert_interrupted(res, sig)
+    assert os.listdir(Path(repo.repo) / "locks") == []
+    assert snapshot_ids(repo) == []
+
+
+def test_after_sigterm_mid_backup_the_next_backup_succeeds_and_check_is_clean(
+    repo: Coffre, big_tree: Path
+) -> None:
+    res = interrupt(repo.argv("backup", str(big_tree)), repo.env, signal.SIGTERM, 0.8)
+    assert_interrupted(res, signal.SIGTERM)
+    assert os.listdir(Path(repo.repo) / "locks") == []
+    assert snapshot_ids(repo) == []
+    repo.ok("backup", str(big_tree))
+    assert len(snapshot_ids(repo)) == 1
+    assert json.loads(repo.ok("check", "--json").out)["ok"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_console_script_handles_a_signal_during_its_imports(repo: Coffre, tmp_path: Path, sig: int) -> None:
+    """The installed `coffre` command takes the same guarded path as `python -m coffre`."""
+    script = Path(sys.executable).with_name("coffre")
+    argv = [str(script), *repo.argv("backup", str(make_tree(tmp_path / "src")))[3:]]
+    res = interrupt(argv, repo.env, sig, 0.0)
+    assert_interrupted(res, sig)
+    assert snapshot_ids(repo) == []
