@@ -1,23 +1,35 @@
-"""check, repair index, forget, prune."""
+"""check, forget, prune (repair: cmd_repair.py)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
-from coffre.cli.context import add_repo_options, load_index, locked, open_repo, open_repo_at, secret_from
+from coffre.cli.context import (
+    add_repo_options,
+    load_index,
+    maintaining,
+    open_repo,
+    open_repo_at,
+    reading,
+    refuse_empty,
+    refuse_if_others,
+    secret_from,
+)
 from coffre.cli.output import emit_json, human_size, say, warn
-from coffre.core.clock import SystemClock, format_ns, iso_ns
-from coffre.core.errors import EXIT_FATAL, CoffreError, UsageError
+from coffre.core.clock import format_ns, iso_ns
+from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, UsageError
 from coffre.format.snapshot import Snapshot
-from coffre.ops.check import Checker
+from coffre.ops.check import Checker, CheckResult
 from coffre.ops.common import quiet
 from coffre.ops.compare import compare
 from coffre.ops.forget import plan_forget, remove_snapshots
-from coffre.ops.prune import Pruner, PruneStats
-from coffre.ops.repair import repair_index
+from coffre.ops.prune import Pruner, PruneStats, free_unused_packs
 from coffre.policy.retention import Policy, parse_duration, parse_size
+from coffre.policy.timeline import future_of, future_warning
 from coffre.repository.cache import RepoCache
+from coffre.repository.damage import DamageRegister
+from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 
 
@@ -35,12 +47,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    r = sub.add_parser("repair", help="repair the repository")
-    rs = r.add_subparsers(dest="what", required=True)
-    ri = rs.add_parser("index", help="rebuild the index from the packs")
-    add_repo_options(ri)
-    ri.set_defaults(func=cmd_repair_index)
-
     f = sub.add_parser("forget", help="remove snapshots: those named, or by a retention policy")
     add_repo_options(f)
     f.add_argument("snapshot_ids", nargs="*", metavar="SNAPSHOT", help="snapshots to remove")
@@ -54,14 +60,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.add_argument("--tag", action="append", default=[], help="only snapshots with this tag")
     f.add_argument("--dry-run", action="store_true", help="show what would be removed, and why")
     f.add_argument("--prune", action="store_true", help="reclaim the space afterwards")
+    add_repack_option(f)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_forget)
 
     pr = sub.add_parser("prune", help="reclaim the space of data no snapshot uses")
     add_repo_options(pr)
     pr.add_argument("--dry-run", action="store_true")
+    add_repack_option(pr)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_prune)
+
+
+def add_repack_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-repack-size", metavar="SIZE",
+                   help="copy at most this much data to rewrite partly used packs, e.g. 2GiB; "
+                        "0 to only delete unused packs (prune also stays within the free space)")
+
+
+def _max_repack(args: argparse.Namespace) -> int | None:
+    text = getattr(args, "max_repack_size", None)
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"--max-repack-size: {exc}") from None
 
 
 def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
@@ -78,6 +102,7 @@ def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    refuse_empty("--against", args.against, hint="give the other repository's path or URL")
     if args.against:
         return check_against(args)
     subset = None
@@ -93,9 +118,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         cache.set_state("check_slice", str(k + 1))
         cache.close()
         subset = (k + 1, m)
-    with locked(repo, exclusive=False, command="check"):
+    with reading(repo, "check"):
         res = Checker(repo, report=quiet if args.json else warn).run(
             read_data=args.read_data, subset=subset)
+    remember_damage(repo, res)
     if args.json:
         emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
@@ -120,18 +146,23 @@ def cmd_check(args: argparse.Namespace) -> int:
             say(f"read all {res.packs_read} pack(s)")
         else:
             say(f"checked the hashes of {res.packs_total} pack(s)")
+        if res.damaged_blobs:
+            say("the next backup stores the damaged files again from the live files where they "
+                "still exist, and 'coffre prune' then lets the damaged packs go; a snapshot whose "
+                "files are lost for good can be removed with 'coffre forget ID'")
         say("no errors were found" if res.ok else "the repository has errors")
     return 0 if res.ok else 1
 
 
-def cmd_repair_index(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    with locked(repo, exclusive=True, command="repair index"):
-        st = repair_index(repo, report=warn)
-    say(f"index rebuilt: {st.packs} packs, {st.blobs} blobs; {st.old_index_files} old index file(s) removed")
-    for u in st.unreadable:
-        say(f"unreadable pack left out: {u}")
-    return 0
+def remember_damage(repo: Repository, res: CheckResult) -> None:
+    """Keep what check found in this machine's damage register, for the next backup."""
+    if not res.examined and not res.damaged_blobs:
+        return
+    cache = RepoCache(repo.config.id)
+    try:
+        DamageRegister(cache).update(res.examined, res.damaged_blobs)
+    finally:
+        cache.close()
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -160,14 +191,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     if args.snapshot_ids:
         return _forget_named(args, repo)
-    with locked(repo, exclusive=True, command="forget"):
+    with maintaining(repo, "forget"):
         repo.load_index()
         snaps: list[Snapshot] = []
         others: list[Snapshot] = []
         for s in repo.snapshots():
             chosen = (not args.host or s.hostname == args.host) and all(t in s.tags for t in args.tag)
             (snaps if chosen else others).append(s)
-        decisions = plan_forget(repo, snaps, policy, SystemClock().now_ns(), max_size, others)
+        now = repo.clock.now_ns()
+        future = future_of(snaps, now)
+        if future:
+            warn(future_warning(future, now, total=len(snaps)))
+        decisions = plan_forget(repo, snaps, policy, now, max_size, others)
         by_id = {s.id: s for s in snaps}
         gone = [d.snapshot.id for d in decisions if not d.keep]
         if not args.json:
@@ -191,7 +226,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
     """Remove the snapshots named by id prefix. Matched on the stored names, so a damaged
     snapshot that cannot be decrypted any more can still be removed."""
-    with locked(repo, exclusive=True, command="forget"):
+    with maintaining(repo, "forget"):
         names = repo.list_names("snapshots")
         chosen = []
         for ref in args.snapshot_ids:
@@ -214,10 +249,45 @@ def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = None) -> PruneStats:
-    """Run prune; its summary is printed unless --json asks for a document."""
+    """Run prune; its summary is printed unless --json asks for a document.
+
+    A full medium must always be recoverable: when even the lock cannot be written, or the
+    new index does not fit, the packs no snapshot uses are deleted first (only while no other
+    Coffre command holds a lock), then prune runs again, repacking only what fits."""
     repo = repo or open_repo(args)
-    with locked(repo, exclusive=True, command="prune") as lock:
-        st = Pruner(repo, lock, report=quiet if args.json else warn).run(dry_run=dry_run)
+    report = quiet if args.json else warn
+    max_repack = _max_repack(args)
+    cache = RepoCache(repo.config.id)
+    register = DamageRegister(cache)
+    lock = Lock(repo, True, "prune")
+    try:
+        try:
+            lock.acquire()
+        except StorageFull as exc:
+            refuse_if_others(repo, exc.message)
+            if dry_run:
+                raise
+            free_unused_packs(repo, None, report)
+            lock.acquire()
+
+        def attempt() -> Pruner:
+            pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack)
+            pruner.run(dry_run=dry_run)
+            return pruner
+
+        try:
+            pruner = attempt()
+        except StorageFull as exc:
+            if dry_run:
+                raise
+            refuse_if_others(repo, exc.message, mine=lock)
+            free_unused_packs(repo, lock, report)
+            pruner = attempt()
+        register.forget_packs(pruner.damage_resolved)
+    finally:
+        lock.release()
+        cache.close()
+    st = pruner.stats
     if args.json:
         return st
     say(f"{'would free' if dry_run else 'freed'} {human_size(st.bytes_freed)}: "
@@ -242,7 +312,7 @@ def check_against(args: argparse.Namespace) -> int:
     there = open_repo_at(args.against, lambda: secret_from(
         args.against_password_file, "COFFRE_AGAINST_PASSWORD", False, "Password of the other repository: "),
         args)
-    with locked(here, exclusive=False, command="check"), locked(there, exclusive=False, command="check"):
+    with reading(here, "check"), reading(there, "check"):
         load_index(here)
         load_index(there)
         res = compare(here, there)

@@ -35,7 +35,8 @@ from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
 from coffre.ops.previous import PreviousVersions, find_parent
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache
-from coffre.repository.locks import Lock
+from coffre.repository.index import MasterIndex
+from coffre.repository.locks import LeaseExpired, Lock, live_locks
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.sources.databases.base import Database
@@ -146,8 +147,10 @@ class Backup:
         cache: RepoCache | None = None,
         report: Reporter = quiet,
         bases: BaseCache | None = None,
+        damaged: set[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.repo = repo
+        self.damaged = damaged or set()  # (pack, blob) pairs check found damaged
         self.bases = bases  # remote repositories: tomorrow's delta bases, kept locally
         self.lock = lock
         self.opts = options
@@ -285,7 +288,7 @@ class Backup:
                 f"{os.fsdecode(item.path)}: changed while it was read; the copy may be inconsistent"
             )
         item.node.size = read.size  # what was stored, even if the file grew meanwhile
-        if item.known:
+        if item.known or self.previous.content(item.path) is not None:
             self.stats.files_changed += 1
         else:
             self.stats.files_new += 1
@@ -304,10 +307,13 @@ class Backup:
                 fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
         except OSError as exc:
             return _Read(error=exc)
+        # Checked before anything else: a folder opens read-only too (and fdopen refuses it).
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            os.close(fd)
+            return _Read(error=OSError(errno.EINVAL, "replaced by something that is not a file "
+                                                     "during the backup"))
         with os.fdopen(fd, "rb", buffering=0) as f:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                return _Read(error=OSError(errno.EINVAL, "replaced by something that is not a file"))
             os.set_blocking(fd, True)
             small = before.st_size < self.chunker.params.min_size
             reader = _CountingReader(f if small else ReadAhead(f))  # type: ignore[arg-type]
@@ -581,9 +587,11 @@ class Backup:
         return node, content, record
 
     # -- the whole run --------------------------------------------------------------------------
-    def _forget_missing_packs(self) -> None:
-        """Packs the index lists but storage lacks (a damaged repository): their blobs are
-        stored again by this backup instead of being referenced."""
+    def _forget_unreadable(self) -> None:
+        """What the index lists but cannot be read (a damaged repository) is treated as
+        absent, so this backup stores it again from the live files instead of pointing at
+        it ("heal"): packs storage lacks, blobs `check` found damaged (the damage register),
+        and deltas whose base was among them."""
         stored = {name for name, _ in self.repo.iter_pack_names()}
         gone = {pid for pid in self.repo.index.pack_ids() if pid.hex() not in stored}
         if gone:
@@ -592,10 +600,20 @@ class Backup:
                 f"{len(gone)} pack(s) listed in the index are missing; their data is stored again "
                 "where this backup still finds it (run 'coffre check')"
             )
+        damaged = {(p, b) for p, b in self.damaged if p not in gone}
+        before = len(self.repo.index)
+        self.repo.index.drop_unreadable(damaged)
+        lost = before - len(self.repo.index)
+        if lost:
+            self.problems.warnings.append(
+                f"{lost} stored piece(s) cannot be read (damaged, as 'coffre check' found, or a "
+                "delta whose base is lost); they are stored again where this backup still finds "
+                "their data"
+            )
 
     def run(self) -> BackupResult:
         try:
-            self._forget_missing_packs()
+            self._forget_unreadable()
             host = self.opts.host or socket.gethostname()
             db_files = database_files(self.opts.databases)
             if self.opts.stdin_name:
@@ -616,7 +634,10 @@ class Backup:
             self.packer.flush()
             self._publish_index_if_due(force=True)
             self._rescue_if_pruned()
-            self.lock.check_lease()
+            try:
+                self.lock.check_lease()
+            except LeaseExpired as lapse:
+                self._recheck_after_lapse(lapse)
             summary = {
                 "files_new": self.stats.files_new,
                 "files_changed": self.stats.files_changed,
@@ -657,6 +678,31 @@ class Backup:
 
     def _rescue_if_pruned(self) -> None:
         rescue_if_pruned(self.repo, self.used, self.report)
+
+    def _recheck_after_lapse(self, lapse: LeaseExpired) -> None:
+        """The lock may have been judged stale (the machine slept, the link was down), so a
+        prune may have removed what this backup wrote. Take the lease again, then commit only
+        if no prune is running and everything the snapshot needs is indexed in a pack that
+        exists; otherwise stop with nothing committed."""
+        self.report(f"warning: {lapse.message}; checking that what this backup wrote is still there")
+        self.lock.renew()
+        running = [lk for lk in live_locks(self.repo) if lk.exclusive and lk.lock_id != self.lock.lock_id]
+        if running:
+            raise CoffreError(
+                f"{lapse.message}, and {running[0].describe()} is running: nothing was committed",
+                "run the backup again once it has finished; it resumes where this one stopped",
+            )
+        fresh = MasterIndex()
+        self.repo.load_index(into=fresh)
+        stored = {bytes.fromhex(name) for name, _ in self.repo.iter_pack_names()}
+        lost = [b for b in self.used if not any(loc.pack in stored for loc in fresh.locations(b))]
+        if lost:
+            raise CoffreError(
+                f"{lapse.message}; meanwhile a prune removed {len(lost)} piece(s) of data this "
+                "backup relies on: nothing was committed",
+                "run the backup again: it stores what is missing",
+            )
+        self.report("note: nothing this backup relies on was removed; committing")
 
 
 class _CountingReader:

@@ -4,8 +4,16 @@ Structure: every index and snapshot decrypts, every tree reachable from a snapsh
 and every blob it references is indexed in a pack that exists with the expected size, and
 every pack's SHA-256 matches its name.
 --read-data (or a subset): every pack is read, its SHA-256 compared with its name, its
-header and every blob authenticated, decompressed and re-hashed. Damaged packs are named
-with the snapshots and files that depend on them.
+header and every blob authenticated, decompressed and re-hashed.
+
+A pack whose bytes do not match its name is read a second time (a fault of memory or of the
+link is not damage), then its blobs are authenticated one by one, so the damage is located:
+the damaged blobs, or only the header. Damaged packs are named with the snapshots and files
+that depend on them.
+
+Only what a snapshot needs is an error. What no snapshot uses (a pack the index lists that
+is gone, a delta whose base a prune rightly removed) is a note: a check that cries wolf
+trains people to ignore it.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from coffre.core.errors import FormatError, ObjectNotFound, StorageError
 from coffre.format import pack as packfmt
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
+from coffre.ops.repair_config import check_keys_and_config
+from coffre.repository.damage import PACK_ITSELF
 from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
@@ -36,6 +46,10 @@ class CheckResult:
     packs_read: int = 0
     packs_total: int = 0
     snapshots: int = 0
+    # For the damage register: packs whose bytes were examined, and the damaged blobs found
+    # in them (PACK_ITSELF for a pack whose bytes do not match its name).
+    examined: set[bytes] = field(default_factory=set)
+    damaged_blobs: dict[bytes, list[bytes]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -54,34 +68,34 @@ class Checker:
         self.report = report
         self.result = CheckResult()
         self._lock = threading.Lock()
-        self._unverifiable = 0  # deltas whose base cannot be read
+        self.used: set[bytes] = set()  # every blob a snapshot references (trees, data, bases)
+        self._gone: set[bytes] = set()  # indexed packs missing from storage
+        self._unverifiable = 0  # needed deltas whose base cannot be read
+        self._orphans = 0  # unneeded deltas whose base is gone
 
     def run(self, read_data: bool = False, subset: tuple[int, int] | None = None) -> CheckResult:
         r = self.result
+        check_keys_and_config(self.repo, r.errors, r.notes)
         self.repo.load_index(errors=r.errors)
         stored = dict(self.repo.iter_pack_names())
         indexed = self.repo.index.packs()
         r.packs_total = len(stored)
         self.report(f"{len(stored)} packs, {len(self.repo.index)} blobs in the index")
-        for pid, entries in indexed.items():
-            name = pid.hex()
-            if name not in stored:
-                r.damaged_packs[name] = "pack is missing"
-                continue
-            expected = pack_size(entries)
-            if stored[name] < expected:
-                r.damaged_packs[name] = f"pack is truncated ({stored[name]} of {expected} bytes)"
-            elif stored[name] > expected:
-                r.damaged_packs[name] = f"pack is too long ({stored[name]} of {expected} bytes)"
+        snaps = self.repo.snapshots(errors=r.errors)
+        r.snapshots = len(snaps)
+        missing_data = self._check_trees(snaps)
+        self._check_listed(indexed, stored)
         unindexed = sorted(set(stored) - {p.hex() for p in indexed})
-        if unindexed:
+        if unindexed and missing_data:
+            r.notes.append(
+                f"{len(unindexed)} pack(s) are not in any index while snapshots lack data: "
+                "'coffre repair index' puts what they hold back into the index"
+            )
+        elif unindexed:
             r.notes.append(
                 f"{len(unindexed)} pack(s) are not in any index (left by an interrupted "
                 "operation or waiting in the trash); 'coffre prune' removes unused ones"
             )
-        snaps = self.repo.snapshots(errors=r.errors)
-        r.snapshots = len(snaps)
-        self._check_trees(snaps)
         names = sorted(stored)
         if subset:
             names = subset_packs(names, subset)
@@ -95,10 +109,7 @@ class Checker:
             todo.append(name)
 
         def one(name: str) -> None:
-            if read_data or subset:
-                self._read_pack(name, indexed.get(bytes.fromhex(name)))
-            else:
-                self._hash_pack(name)
+            self._examine(name, indexed.get(bytes.fromhex(name)), full=bool(read_data or subset))
 
         # Hashing, decryption and decompression release the GIL: packs are read in parallel.
         with ThreadPoolExecutor(READERS, thread_name_prefix="check") as pool:
@@ -106,16 +117,24 @@ class Checker:
                 pass
         if self._unverifiable:
             r.errors.append(
-                f"{self._unverifiable} delta blob(s) cannot be read because their base is damaged "
-                "or missing"
+                f"{self._unverifiable} delta blob(s) that snapshots need cannot be read because "
+                "their base is damaged or missing"
+            )
+        if self._orphans:
+            r.notes.append(
+                f"{self._orphans} delta blob(s) that no snapshot needs have lost their base "
+                "(left by an earlier prune); 'coffre prune' removes them"
             )
         self._attribute(snaps)
         return r
 
-    def _check_trees(self, snaps: list[Snapshot]) -> None:
-        """Every tree reachable from a snapshot decrypts; every blob it names is indexed."""
+    # -- structure -----------------------------------------------------------------------------
+    def _check_trees(self, snaps: list[Snapshot]) -> bool:
+        """Every tree reachable from a snapshot decrypts; every blob it names is indexed.
+        Collects the blobs snapshots use; True if some are missing from the index."""
         r = self.result
         seen_trees: set[bytes] = set()
+        missing = False
         for snap in snaps:
             stack: list[tuple[bytes, str]] = [(snap.tree, "")]
             while stack:
@@ -123,8 +142,10 @@ class Checker:
                 if tree_id in seen_trees:
                     continue
                 seen_trees.add(tree_id)
+                self.used.add(tree_id)
                 if tree_id not in self.repo.index:
                     r.errors.append(f"snapshot {snap.id[:8]}: tree of {prefix or '/'} is missing")
+                    missing = True
                     continue
                 try:
                     nodes = load_tree(self.repo, tree_id)
@@ -136,36 +157,87 @@ class Checker:
                     if node.type == "dir" and node.subtree is not None:
                         stack.append((node.subtree, path))
                     for blob in node.content:
+                        self.used.add(blob)
                         loc = self.repo.index.lookup(blob)
                         if loc is None:
                             r.errors.append(f"snapshot {snap.id[:8]}: {path}: data is missing")
-                        elif loc.entry.base is not None and loc.entry.base not in self.repo.index:
-                            r.errors.append(
-                                f"snapshot {snap.id[:8]}: {path}: the base of a delta is missing"
-                            )
+                            missing = True
+                        elif loc.entry.base is not None:
+                            self.used.add(loc.entry.base)
+                            if loc.entry.base not in self.repo.index:
+                                r.errors.append(
+                                    f"snapshot {snap.id[:8]}: {path}: the base of a delta is missing"
+                                )
+                                missing = True
+        return missing
 
-    def _hash_pack(self, name: str) -> None:
-        """Structure check: the pack's bytes match its name (no key needed for this)."""
+    def _check_listed(self, indexed: dict[bytes, list[packfmt.BlobEntry]], stored: dict[str, int]) -> None:
+        """Indexed packs exist with the size their index entries give. A pack that is gone
+        matters only if it held something a snapshot needs and has no other copy."""
+        r = self.result
+        unneeded = 0
+        self._gone = {pid for pid in indexed if pid.hex() not in stored}
+        for pid in sorted(self._gone):
+            if any(e.id in self.used and not self._other_copy(e.id, pid) for e in indexed[pid]):
+                r.damaged_packs[pid.hex()] = "pack is missing"
+            else:
+                unneeded += 1
+        if unneeded:
+            r.notes.append(
+                f"{unneeded} pack(s) listed in the index are gone but held nothing a snapshot "
+                "needs; 'coffre prune' tidies the index"
+            )
+        for pid, entries in indexed.items():
+            name = pid.hex()
+            if pid in self._gone:
+                continue
+            expected = pack_size(entries)
+            if stored[name] < expected:
+                r.damaged_packs[name] = f"pack is truncated ({stored[name]} of {expected} bytes)"
+            elif stored[name] > expected:
+                r.damaged_packs[name] = f"pack is too long ({stored[name]} of {expected} bytes)"
+
+    def _other_copy(self, blob_id: bytes, pack: bytes) -> bool:
+        """Whether the blob is also indexed in another pack that exists (and, for a delta,
+        whose base is indexed)."""
+        return any(
+            loc.pack != pack and loc.pack not in self._gone
+            and (loc.entry.base is None or loc.entry.base in self.repo.index)
+            for loc in self.repo.index.locations(blob_id)
+        )
+
+    # -- data ----------------------------------------------------------------------------------
+    def _examine(self, name: str, entries: list[packfmt.BlobEntry] | None, full: bool) -> None:
+        """Read one pack: its hash (and with `full`, every blob). A mismatch is read again,
+        then located blob by blob."""
+        r = self.result
+        pid = bytes.fromhex(name)
+        with self._lock:
+            if full:
+                r.packs_read += 1
         try:
             data = self.repo.backend.load(Handle("data", name))
         except StorageError as exc:
-            self.result.damaged_packs[name] = f"cannot be read: {exc.message}"
-            return
-        if hashlib.sha256(data).hexdigest() != name:
-            self.result.damaged_packs[name] = "content does not match its name (bit rot or tampering)"
-
-    def _read_pack(self, name: str, entries: list[packfmt.BlobEntry] | None) -> None:
-        r = self.result
-        with self._lock:
-            r.packs_read += 1
-        pid = bytes.fromhex(name)
-        try:
-            data = self.repo.backend.load(Handle("data", name))
-        except (ObjectNotFound, StorageError) as exc:
             r.damaged_packs[name] = f"cannot be read: {exc.message}"
             return
         if hashlib.sha256(data).hexdigest() != name:
-            r.damaged_packs[name] = "content does not match its name (bit rot or tampering)"
+            try:
+                data = self.repo.backend.load(Handle("data", name))
+            except StorageError as exc:
+                r.damaged_packs[name] = f"cannot be read: {exc.message}"
+                return
+            if hashlib.sha256(data).hexdigest() == name:
+                with self._lock:
+                    r.notes.append(
+                        f"pack {name[:12]} gave wrong bytes once and the right ones when read "
+                        "again: check this machine's memory and the connection to the storage"
+                    )
+            else:
+                self._locate(pid, data, entries)
+                return
+        with self._lock:
+            r.examined.add(pid)
+        if not full:
             return
         try:
             header = self.repo.read_pack_header(pid, len(data))
@@ -173,36 +245,79 @@ class Checker:
             r.damaged_packs[name] = f"header: {exc.message}"
             return
         if entries is not None and sorted(map(_key, header)) != sorted(map(_key, entries)):
-            r.errors.append(f"pack {name[:12]}: the index and the pack header disagree")
+            with self._lock:
+                r.errors.append(f"pack {name[:12]}: the index and the pack header disagree")
+        bad = self._decode_all(pid, data, header)
+        if bad:
+            self._record(pid, bad, f"blob {bad[0].hex()[:12]} does not authenticate "
+                                   f"({len(bad)} of {len(header)} blob(s) damaged)")
+
+    def _locate(self, pid: bytes, data: bytes, entries: list[packfmt.BlobEntry] | None) -> None:
+        """A pack whose bytes do not match its name: which of its blobs are damaged."""
+        what = "content does not match its name (bit rot or tampering)"
+        try:
+            header = self.repo.read_pack_header(pid, len(data))
+        except (FormatError, StorageError):
+            header = None
+        listed = header if header is not None else entries
+        if listed is None:
+            self._record(pid, [], f"{what}; its header is unreadable and no index lists it")
+            return
+        bad = self._decode_all(pid, data, listed)
+        if bad:
+            detail = f"{len(bad)} of {len(listed)} blob(s) damaged"
+        elif header is None:
+            detail = "its header is damaged, its blobs are intact"
+        else:
+            detail = "its blobs are intact"
+        self._record(pid, bad, f"{what}: {detail}")
+
+    def _record(self, pid: bytes, bad: list[bytes], reason: str) -> None:
+        with self._lock:
+            self.result.damaged_packs[pid.hex()] = reason
+            self.result.examined.add(pid)
+            self.result.damaged_blobs[pid] = [*bad, PACK_ITSELF]
+
+    def _decode_all(self, pid: bytes, data: bytes, entries: list[packfmt.BlobEntry]) -> list[bytes]:
+        """Authenticate and decode every blob listed; the ids of those that fail."""
         view = memoryview(data)
-        for e in header:
+        bad = []
+        for e in entries:
+            if e.offset + e.length > len(data):
+                bad.append(e.id)
+                continue
             base = None
             if e.base is not None:
                 try:
                     base = self.repo.load_base(e.base, verify=False)  # checked in its own pack
                 except (FormatError, StorageError):
-                    # The base's own pack is reported where it is read; this pack is not at fault.
+                    # Its base's pack is reported where it is read; this pack is not at fault.
+                    needed = e.id in self.used and not self._other_copy(e.id, pid)
                     with self._lock:
-                        self._unverifiable += 1
+                        if needed:
+                            self._unverifiable += 1
+                        else:
+                            self._orphans += 1
                     continue
             try:
                 self.repo.decode_blob(e, view[e.offset : e.offset + e.length], base)
-            except FormatError as exc:
-                r.damaged_packs[name] = f"blob {e.id.hex()[:12]}: {exc.message}"
-                return
+            except FormatError:
+                bad.append(e.id)
+        return bad
 
     def _attribute(self, snaps: list[Snapshot]) -> None:
-        """Name the files of each snapshot that depend on a damaged pack."""
+        """Name the files of each snapshot that depend on damaged or missing data."""
         r = self.result
         if not r.damaged_packs:
             return
-        damaged = {bytes.fromhex(p) for p in r.damaged_packs}
+        bad_packs = {bytes.fromhex(p) for p in r.damaged_packs} - set(r.damaged_blobs)
+        bad_blobs = {(p, b) for p, blobs in r.damaged_blobs.items() for b in blobs}
 
         def lost(blob_id: bytes) -> bool:
             locs = self.repo.index.locations(blob_id)
             if not locs:
                 return False
-            if all(loc.pack in damaged for loc in locs):
+            if all(loc.pack in bad_packs or (loc.pack, blob_id) in bad_blobs for loc in locs):
                 return True
             base = locs[0].entry.base
             return base is not None and lost(base)
@@ -217,7 +332,7 @@ class Checker:
                     continue
                 try:
                     nodes = load_tree(self.repo, tree_id)
-                except (FormatError, StorageError):
+                except (FormatError, StorageError, ObjectNotFound):
                     continue
                 for node in nodes:
                     path = prefix + "/" + os.fsdecode(node.name)

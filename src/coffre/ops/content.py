@@ -1,11 +1,13 @@
 """Comparing a file's bytes with the content list of a snapshot node, without decrypting:
-the file is cut at the recorded blob lengths and each piece's keyed hash compared."""
+the file is cut at the recorded blob lengths and each piece's keyed hash compared; and
+reading that content back from the repository, to know that it can be restored."""
 
 from __future__ import annotations
 
 import hmac
 import os
 
+from coffre.core.errors import CoffreError
 from coffre.repository.repo import Repository
 
 READ_LIMIT = 32 * 1024 * 1024
@@ -31,4 +33,21 @@ def content_matches(repo: Repository, fd: int, content: list[bytes], size: int) 
             return f"file is longer than in the snapshot ({size} bytes)"
     if total != size:
         return f"size differs: {total} bytes in content, {size} recorded"
+    return None
+
+
+READ_BATCH = 16  # blobs read from the repository at once (at most 16 MiB)
+
+
+def stored_readable(repo: Repository, content: list[bytes], seen: set[bytes]) -> str | None:
+    """None if every blob of this content can be read back from the repository (decrypted,
+    decompressed, its base found, checked against its id), else why not. `seen`: blobs
+    already read by the caller, skipped; those read here are added."""
+    todo = [b for b in dict.fromkeys(content) if b not in seen]
+    for i in range(0, len(todo), READ_BATCH):
+        batch = todo[i : i + READ_BATCH]
+        for blob_id, got in zip(batch, repo.load_many(batch), strict=True):
+            if isinstance(got, CoffreError):
+                return f"its stored copy cannot be read ({got.message})"
+            seen.add(blob_id)
     return None

@@ -2,28 +2,37 @@
 needs.
 
 1. Note the locks live now; load every index and snapshot; refuse if anything is unreadable
-   or missing (a listing error must never look like unused data).
+   (a listing error must never look like unused data). Packs the index lists but storage
+   lacks are confirmed gone one by one; they are tolerated only if no snapshot needs them.
+   Damaged blobs known from `check` (the damage register, read again here) leave the index.
 2. Mark the blobs reachable from snapshots; packs in the trash that hold a used blob (data or
    tree) are re-published ("resurrected"): a backup deduplicated against them while an
    earlier prune ran.
-3. Packs: fully used are kept; fully unused go to the trash; partly used with enough waste
-   are repacked (used blobs copied as they are, verified, into new packs).
+3. Packs: fully used are kept; fully unused go to the trash; partly used with enough waste,
+   and damaged packs still holding used blobs, are repacked (used blobs copied as they are,
+   each authenticated, into new packs) as far as the free space and --max-repack-size
+   allow.
 4. Write the new index, then delete the old index files, then record the trash with every
    lock live at the start or now.
 5. Empty the trash: note the locks live now, skip records naming one of them, then reload the
    index and the snapshots, mark again (resurrecting what a snapshot written meanwhile uses)
    and delete the remaining packs that no index lists.
+
+On a full medium, where not even the lock can be written, `free_unused_packs` first deletes
+packs that no snapshot uses, while no other Coffre command holds a lock (docs/design.md §6).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
+from coffre.repository.damage import PACK_ITSELF
 from coffre.repository.index import MasterIndex
 from coffre.repository.locks import Lock, live_locks
 from coffre.repository.packer import Packer
@@ -33,6 +42,7 @@ from coffre.storage.base import Handle
 
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
 TEMP_AGE_NS = 24 * 3600 * 10**9
+SPACE_MARGIN = 1024 * 1024  # kept free beyond the new index when repacking on a full medium
 
 
 @dataclass
@@ -41,11 +51,14 @@ class PruneStats:
     packs_removed: int = 0
     packs_repacked: int = 0
     packs_unindexed: int = 0
+    packs_gone: int = 0
+    packs_not_repacked: int = 0
     bytes_freed: int = 0
     bytes_repacked: int = 0
     packs_deleted: int = 0
     packs_waiting: int = 0
     blobs_resurrected: int = 0
+    blobs_damaged: int = 0
     temporaries_removed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -55,14 +68,23 @@ def worth_repacking(pack_size: int, used_bytes: int, used_blobs: int, all_blobs:
     return used_blobs < all_blobs and used_bytes < pack_size * (1 - REPACK_WASTE)
 
 
+def forget_hint(snapshot_id: str) -> str:
+    return (f"run 'coffre check'; if the data is lost for good, 'coffre forget {snapshot_id[:8]}' "
+            "removes the snapshot (a new backup stores again what the live files still hold), "
+            "then prune again")
+
+
 class Marker:
     """Marks the blobs reachable from snapshots. A blob missing from the index is looked for in
     the packs waiting in the trash; such a pack is put back into the in-memory index and
     reported as resurrected."""
 
-    def __init__(self, repo: Repository, records: list[TrashRecord]) -> None:
+    def __init__(
+        self, repo: Repository, records: list[TrashRecord], lost_in: dict[bytes, bytes] | None = None
+    ) -> None:
         self.repo = repo
         self.records = records
+        self.lost_in = lost_in or {}  # blob id -> the missing pack that held it
         self._trashed: dict[bytes, bytes] | None = None  # blob id -> trashed pack
         self._headers: dict[bytes, list[BlobEntry]] = {}
         self.resurrected: dict[bytes, list[BlobEntry]] = {}
@@ -86,18 +108,18 @@ class Marker:
         self.repo.index.add_pack(holder, self._headers[holder])
         return True
 
-    def _require(self, blob_id: bytes, what: str) -> None:
+    def _require(self, blob_id: bytes, what: str, snap: Snapshot) -> None:
         if blob_id not in self.repo.index and not self._find_in_trash(blob_id):
-            raise CoffreError(
-                f"{what} is in no index and no pack; prune refuses to run",
-                "run 'coffre check', then 'coffre repair index' and a new backup",
-            )
+            pack = self.lost_in.get(blob_id)
+            where = (f"was in pack {pack.hex()[:12]}, which is missing from storage" if pack
+                     else "is in no index and no pack")
+            raise CoffreError(f"{what} {where}; prune refuses to run", forget_hint(snap.id))
 
     def _mark_base(self, blob: bytes, used: set[bytes], snap: Snapshot) -> None:
         """A delta blob is only readable with its base: the base is used too."""
         base = self.repo.index.base_of(blob)
         if base is not None and base not in used:
-            self._require(base, f"the base of a delta blob of snapshot {snap.id[:8]}")
+            self._require(base, f"the base of a delta blob of snapshot {snap.id[:8]}", snap)
             used.add(base)
 
     def mark(self, snaps: list[Snapshot]) -> set[bytes]:
@@ -109,11 +131,16 @@ class Marker:
                 if tree_id in used:
                     continue
                 used.add(tree_id)
-                self._require(tree_id, f"a tree of snapshot {snap.id[:8]}")
-                for node in load_tree(self.repo, tree_id):
+                self._require(tree_id, f"a tree of snapshot {snap.id[:8]}", snap)
+                try:
+                    nodes = load_tree(self.repo, tree_id)
+                except CoffreError as exc:
+                    raise CoffreError(f"a tree of snapshot {snap.id[:8]} cannot be read ({exc.message}); "
+                                      "prune refuses to run", forget_hint(snap.id)) from exc
+                for node in nodes:
                     for blob in node.content:
                         if blob not in used:
-                            self._require(blob, f"data of snapshot {snap.id[:8]}")
+                            self._require(blob, f"data of snapshot {snap.id[:8]}", snap)
                             used.add(blob)
                             self._mark_base(blob, used, snap)
                     if node.subtree is not None:
@@ -121,32 +148,86 @@ class Marker:
         return used
 
 
-def _other_live_locks(repo: Repository, mine: Lock) -> set[str]:
-    return {lk.lock_id for lk in live_locks(repo)} - {mine.lock_id}
+def readable_snapshots(repo: Repository) -> list[Snapshot]:
+    """Every snapshot; one that cannot be read stops prune, naming how to remove it."""
+    errors: list[str] = []
+    snaps = repo.snapshots(errors=errors)
+    if errors:
+        found = re.search(r"snapshot ([0-9a-f]{8,})", errors[0])
+        hint = (f"if it is damaged for good, 'coffre forget {found.group(1)[:8]}' removes it (its data "
+                "stays until a prune finds it unused), then prune again") if found else None
+        raise CoffreError(f"{errors[0]}; prune refuses to run while a snapshot cannot be read", hint)
+    return snaps
+
+
+def confirm_gone(repo: Repository, candidates: set[bytes]) -> set[bytes]:
+    """Indexed packs the listing lacks, each confirmed absent: a listing that forgot a pack
+    must never make prune drop it."""
+    for pid in sorted(candidates):
+        try:
+            repo.backend.stat(Handle("data", pid.hex()))
+        except ObjectNotFound:
+            continue
+        raise CoffreError(
+            f"the storage listing lacks pack {pid.hex()[:12]}, which exists; prune refuses to run",
+            "the storage answered an incomplete listing: try again later",
+        )
+    return candidates
+
+
+def damaged_in(repo: Repository, data: bytes, entries: list[BlobEntry]) -> set[bytes]:
+    """The blobs of a pack's bytes that do not authenticate (a delta whose base cannot be
+    read is not counted: its own bytes may be fine)."""
+    view = memoryview(data)
+    bad = set()
+    for e in entries:
+        if e.offset + e.length > len(data):
+            bad.add(e.id)
+            continue
+        try:
+            base = repo.load_base(e.base, verify=False) if e.base is not None else None
+        except (FormatError, StorageError):
+            continue
+        try:
+            repo.decode_blob(e, view[e.offset : e.offset + e.length], base)
+        except FormatError:
+            bad.add(e.id)
+    return bad
+
+
+def _other_live_locks(repo: Repository, mine: Lock | None) -> set[str]:
+    return {lk.lock_id for lk in live_locks(repo)} - ({mine.lock_id} if mine else set())
 
 
 class Pruner:
-    def __init__(self, repo: Repository, lock: Lock, report: Reporter = quiet) -> None:
+    def __init__(
+        self, repo: Repository, lock: Lock, report: Reporter = quiet,
+        damaged: set[tuple[bytes, bytes]] | None = None, max_repack: int | None = None,
+    ) -> None:
         self.repo = repo
         self.lock = lock
         self.report = report
+        self.damaged = damaged or set()  # (pack, blob) pairs from this machine's damage register
+        self.max_repack = max_repack
         self.stats = PruneStats()
+        # For the damage register: packs it need no longer name (deleted, gone, read intact).
+        self.damage_resolved: list[bytes] = []
 
     def run(self, dry_run: bool = False) -> PruneStats:
         repo, st = self.repo, self.stats
         live_at_start = _other_live_locks(repo, self.lock)
         repo.load_index()
         stored = dict(repo.iter_pack_names())
-        missing = [p.hex() for p in repo.index.pack_ids() if p.hex() not in stored]
-        if missing:
-            raise CoffreError(
-                f"{len(missing)} pack(s) listed in the index are missing from storage "
-                f"(first: {missing[0][:12]}); prune refuses to run",
-                "run 'coffre check' then 'coffre repair index'",
-            )
+        gone = confirm_gone(repo, {p for p in repo.index.pack_ids() if p.hex() not in stored})
+        bad = self._recheck_damage(stored)
+        indexed_before = repo.index.packs()
+        lost_in = {e.id: pid for pid in gone for e in indexed_before[pid]}
+        repo.index.drop_packs(gone)
+        st.blobs_damaged = repo.index.retain(lambda pid, e: e.id not in bad.get(pid, ()))
+        st.packs_gone = len(gone)
         records = load_trash(repo)
-        marker = Marker(repo, records)
-        used = marker.mark(repo.snapshots())
+        marker = Marker(repo, records, lost_in)
+        used = marker.mark(readable_snapshots(repo))
         resurrect = marker.resurrected
         indexed = repo.index.packs()
 
@@ -161,26 +242,32 @@ class Pruner:
             if not live:
                 remove.append(pid)
                 st.bytes_freed += size
-            elif worth_repacking(size, live_bytes, len(live), len(entries)):
-                repack[pid] = live
-                st.bytes_freed += size - live_bytes
-                st.bytes_repacked += live_bytes
+            elif pid in bad or worth_repacking(size, live_bytes, len(live), len(entries)):
+                repack[pid] = live  # a damaged pack always goes: its intact blobs move out
             else:
                 keep[pid] = entries
             placed.update(e.id for e in live)
+        self._fit_repack(repack, keep, indexed, bad, stored)
+        for pid, live in repack.items():
+            live_bytes = sum(e.length for e in live)
+            st.bytes_freed += stored.get(pid.hex(), 0) - live_bytes
+            st.bytes_repacked += live_bytes
         indexed_names = {p.hex() for p in indexed}
         trashed = {p.hex() for rec in records for p in rec.packs}
         unindexed = [bytes.fromhex(n) for n in stored if n not in indexed_names and n not in trashed]
         st.packs_kept, st.packs_removed = len(keep), len(remove)
         st.packs_repacked, st.packs_unindexed = len(repack), len(unindexed)
         st.blobs_resurrected = sum(len(v) for v in resurrect.values())
+        if gone:
+            st.notes.append(f"{len(gone)} pack(s) listed in the index were gone and held nothing a "
+                            "snapshot needs: left out of the new index")
         self.report(
             f"packs: {len(keep)} kept, {len(repack)} to repack, {len(remove)} unused, "
             f"{len(unindexed)} not indexed; {st.bytes_freed} bytes to free"
         )
         if dry_run:
             return st
-        if repack or remove or unindexed or resurrect:
+        if repack or remove or unindexed or resurrect or gone or st.blobs_damaged:
             new_packs = self._repack(repack)
             keep.update(new_packs)
             self._write_index(keep)
@@ -190,21 +277,88 @@ class Pruner:
         self._empty_trash()
         # Partial uploads of crashed writers; a day is far longer than any write takes.
         st.temporaries_removed = repo.backend.clean_temporaries(repo.clock.now_ns() - TEMP_AGE_NS)
+        self.damage_resolved += [p for p in {p for p, _ in self.damaged} if p.hex() not in stored]
         return st
 
+    def _recheck_damage(self, stored: dict[str, int]) -> dict[bytes, set[bytes]]:
+        """The packs the damage register names, read again: pack -> its damaged blobs (and
+        PACK_ITSELF). A pack that now reads correctly is cleared (it was a fault of the
+        reading, not of the data); one that is gone no longer matters."""
+        bad: dict[bytes, set[bytes]] = {}
+        for pid in sorted({p for p, _ in self.damaged}):
+            if pid.hex() not in stored:
+                continue
+            try:
+                data = self.repo.backend.load(Handle("data", pid.hex()))
+            except ObjectNotFound:
+                continue
+            if hashlib.sha256(data).hexdigest() == pid.hex():
+                self.damage_resolved.append(pid)
+                continue
+            entries = self.repo.index.packs().get(pid)
+            if entries is None:
+                try:
+                    entries = self.repo.read_pack_header(pid, len(data))
+                except (FormatError, StorageError):
+                    entries = []
+            bad[pid] = damaged_in(self.repo, data, entries) | {PACK_ITSELF}
+        return bad
+
+    def _fit_repack(
+        self, repack: dict[bytes, list[BlobEntry]], keep: dict[bytes, list[BlobEntry]],
+        indexed: dict[bytes, list[BlobEntry]], bad: dict[bytes, set[bytes]], stored: dict[str, int],
+    ) -> None:
+        """Repack only what fits: in the free space of the medium (minus the new index and a
+        margin) and within --max-repack-size. Damaged packs first, then the most wasteful;
+        the others are kept whole for a later prune."""
+        limit = self.max_repack
+        free = self.repo.backend.free_space()
+        if free is not None:
+            index_bytes = sum(i.size for i in self.repo.backend.list("index"))
+            room = max(0, free - index_bytes - SPACE_MARGIN)
+            limit = room if limit is None else min(limit, room)
+        if limit is None:
+            return
+
+        def order(pid: bytes) -> tuple[bool, float]:
+            live = sum(e.length for e in repack[pid])
+            return (pid not in bad, live / max(1, stored.get(pid.hex(), 1)))
+
+        total = 0
+        for pid in sorted(repack, key=order):
+            live_bytes = sum(e.length for e in repack[pid])
+            if total + live_bytes <= limit:
+                total += live_bytes
+                continue
+            del repack[pid]
+            keep[pid] = indexed[pid]
+            self.stats.packs_not_repacked += 1
+        if self.stats.packs_not_repacked:
+            why = ("--max-repack-size" if self.max_repack is not None and limit == self.max_repack
+                   else "the free space of the medium")
+            self.stats.notes.append(
+                f"{self.stats.packs_not_repacked} pack(s) worth repacking were kept whole to stay "
+                f"within {why}; a later prune repacks them"
+            )
+
     def _repack(self, repack: dict[bytes, list[BlobEntry]]) -> dict[bytes, list[BlobEntry]]:
+        """Copy the used blobs of these packs into new packs, each authenticated first (so a
+        damaged pack gives up its intact blobs, and a damaged blob is never copied)."""
         packer = Packer(self.repo)
         for pid, live in repack.items():
             data = self.repo.backend.load(Handle("data", pid.hex()))
-            if hashlib.sha256(data).hexdigest() != pid.hex():
-                raise CoffreError(
-                    f"pack {pid.hex()[:12]} is damaged; prune stops before changing anything",
-                    "run 'coffre check --read-data'",
-                )
             view = memoryview(data)
             for e in live:
                 envelope = bytes(view[e.offset : e.offset + e.length])
-                self.repo.decode_blob(e, envelope)
+                try:
+                    self.repo.decode_blob(e, envelope)
+                except FormatError as exc:
+                    raise CoffreError(
+                        f"pack {pid.hex()[:12]} holds a damaged blob that a snapshot needs "
+                        f"({exc.message}); prune stops before changing anything",
+                        "run 'coffre check' (it records the damage), then a backup (it stores "
+                        "again what the live files still hold), then prune",
+                    ) from exc
                 packer.add_encrypted(e.kind, e.id, envelope, e.raw_length, e.base)
         packer.flush()
         return packer.take_written()
@@ -236,7 +390,7 @@ class Pruner:
         repo.index = MasterIndex()
         repo.load_index()
         marker = Marker(repo, records)
-        marker.mark(repo.snapshots())
+        marker.mark(readable_snapshots(repo))
         if marker.resurrected:
             repo.save_index(marker.resurrected)
             st.blobs_resurrected += sum(len(v) for v in marker.resurrected.values())
@@ -248,8 +402,48 @@ class Pruner:
                 try:
                     repo.backend.remove(Handle("data", pid.hex()))
                     st.packs_deleted += 1
+                    self.damage_resolved.append(pid)
                 except ObjectNotFound:
                     pass
                 except StorageError as exc:
                     raise CoffreError(f"cannot delete pack {pid.hex()[:12]}: {exc.message}") from exc
             repo.backend.remove(Handle("trash", rec.name))
+
+
+def free_unused_packs(repo: Repository, mine: Lock | None, report: Reporter = quiet) -> tuple[int, int]:
+    """On a full medium, before anything can be written: delete the packs no snapshot uses
+    (indexed packs without a used blob, and trashed packs no snapshot needs), largest first,
+    checking before each deletion that no other Coffre command holds a lock. Their index
+    entries stay until the prune that follows writes a new index (an index naming a pack
+    that is gone and held nothing needed is harmless: backups, check and prune pass over
+    it). Returns (packs deleted, bytes freed)."""
+    if _other_live_locks(repo, mine):
+        holder = next(lk for lk in live_locks(repo) if mine is None or lk.lock_id != mine.lock_id)
+        raise CoffreError(
+            f"the backup medium is full and {holder.describe()} is using the repository",
+            "wait for it to end (a backup on a full medium fails by itself), then prune again",
+        )
+    repo.index = MasterIndex()
+    repo.load_index()
+    stored = dict(repo.iter_pack_names())
+    gone = confirm_gone(repo, {p for p in repo.index.pack_ids() if p.hex() not in stored})
+    repo.index.drop_packs(gone)
+    records = load_trash(repo)
+    marker = Marker(repo, records)
+    used = marker.mark(readable_snapshots(repo))
+    indexed = repo.index.packs()
+    unused = [pid for pid, entries in indexed.items() if not any(e.id in used for e in entries)]
+    unused += [pid for rec in records for pid in rec.packs
+               if pid not in indexed and pid.hex() in stored]
+    deleted = freed = 0
+    for pid in sorted(set(unused), key=lambda p: -stored.get(p.hex(), 0)):
+        if _other_live_locks(repo, mine):
+            break  # someone started meanwhile: stop deleting without the trash's wait
+        try:
+            repo.backend.remove(Handle("data", pid.hex()))
+        except ObjectNotFound:
+            continue
+        deleted += 1
+        freed += stored.get(pid.hex(), 0)
+    report(f"the medium was full: deleted {deleted} pack(s) no snapshot uses ({freed} bytes)")
+    return deleted, freed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from coffre.crypto.aead import KIND_DATA
@@ -33,6 +34,10 @@ class MasterIndex:
             loc = Location(pack_id, e)
             first = self._blobs.setdefault(e.id, loc)
             if first is not loc and first.pack != pack_id:
+                if first.entry.base is not None and e.base is None:
+                    # A plain copy needs no other blob: readers try it first.
+                    self._blobs[e.id] = loc
+                    loc = first
                 self._extra.setdefault(e.id, []).append(loc)
 
     def drop_packs(self, gone: set[bytes]) -> None:
@@ -43,6 +48,32 @@ class MasterIndex:
             self._blobs, self._extra = {}, {}
             for pid, entries in self._packs.items():
                 self._add_blobs(pid, entries)
+
+    def retain(self, keep: Callable[[bytes, BlobEntry], bool]) -> int:
+        """Keep only the (pack, entry) pairs `keep` accepts; how many entries were dropped.
+        Packs left without entries are forgotten."""
+        with self._lock:
+            dropped = 0
+            for pid in list(self._packs):
+                entries = self._packs[pid]
+                kept = [e for e in entries if keep(pid, e)]
+                dropped += len(entries) - len(kept)
+                if kept:
+                    self._packs[pid] = kept
+                else:
+                    del self._packs[pid]
+            if dropped:
+                self._blobs, self._extra = {}, {}
+                for pid, entries in self._packs.items():
+                    self._add_blobs(pid, entries)
+            return dropped
+
+    def drop_unreadable(self, damaged: Collection[tuple[bytes, bytes]] = ()) -> int:
+        """Forget what cannot be read: the (pack, blob) pairs known to be damaged, then every
+        delta whose base is no longer a plain data blob of the index (its base was in a lost
+        or damaged pack). Depth one: dropping deltas never orphans other deltas."""
+        dropped = self.retain(lambda pid, e: (pid, e.id) not in damaged) if damaged else 0
+        return dropped + self.retain(lambda pid, e: e.base is None or self.plain_data(e.base))
 
     def lookup(self, blob_id: bytes) -> Location | None:
         return self._blobs.get(blob_id)

@@ -4,8 +4,13 @@ running operation may need.
 - Shared locks (backup, restore, check, verify, ...) never wait for anything.
 - Exclusive locks (prune, forget, repair) exclude each other only.
 - A lock is refreshed every REFRESH_S; one not refreshed for STALE_S, or whose process is
-  gone on this host, is stale and ignored. A holder that could not refresh for
-  STALE_S - SAFETY_S must stop writing: `check_lease()` raises.
+  gone on this host, is stale and ignored. A lock file that cannot be read (emptied,
+  damaged) is judged by the time the storage last wrote it.
+- A holder whose lock others may have judged stale must not commit: `check_lease()` raises
+  LeaseExpired when STALE_S - SAFETY_S may have passed since its last renewal, by any of
+  three clocks: the wall clock others compare with, a clock that counts suspended time
+  (a laptop asleep, a paused VM), and the storage's own times of its lock objects. The
+  lapse is measured before renewing, never after.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import os
 import secrets
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coffre.core.clock import format_ns
 from coffre.core.errors import CoffreError, FormatError, LockedError, ObjectNotFound, StorageError
 from coffre.format.codec import decode, encode, want, want_int, want_map
 from coffre.repository.repo import Repository
@@ -26,6 +34,7 @@ from coffre.storage.base import Handle
 REFRESH_S = 5 * 60
 STALE_S = 30 * 60
 SAFETY_S = 5 * 60
+LEASE_S = STALE_S - SAFETY_S  # past this since the last renewal, others may judge us dead
 _NS = 1_000_000_000
 
 
@@ -71,6 +80,8 @@ class LockInfo:
         )
 
     def describe(self) -> str:
+        if self.command == UNREADABLE:
+            return f"an unreadable lock file locks/{self.name[:12]} (emptied or damaged)"
         kind = "exclusive" if self.exclusive else "shared"
         return f"{kind} lock by '{self.command}' (PID {self.pid} on {self.hostname})"
 
@@ -85,6 +96,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+UNREADABLE = "unreadable lock file"
+
+
+def boottime() -> float:
+    """Seconds on a clock that is never set and keeps counting while the machine is
+    suspended (Linux's CLOCK_BOOTTIME; the monotonic clock elsewhere)."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.monotonic()
+
+
+class LeaseExpired(CoffreError):
+    """The lock may have been judged stale by others (a suspended machine, a lost link)."""
+
+
 def is_stale(lock: LockInfo, now_ns: int) -> bool:
     if now_ns - lock.refreshed_ns > STALE_S * _NS:
         return True
@@ -92,15 +117,18 @@ def is_stale(lock: LockInfo, now_ns: int) -> bool:
 
 
 def list_locks(repo: Repository) -> list[LockInfo]:
-    """Every readable lock. Unreadable lock files are treated as live (fail safe)."""
+    """Every lock. A lock file that cannot be read is an exclusive lock of unknown owner,
+    refreshed when the storage last wrote it: it blocks like a live one, then goes stale
+    after the normal margin (fail safe, but never forever)."""
     out = []
-    for name in repo.list_names("locks"):
+    for info in sorted(repo.backend.list("locks"), key=lambda i: i.name):
         try:
-            out.append(LockInfo.from_bytes(name, repo.load_object("locks", name)))
+            out.append(LockInfo.from_bytes(info.name, repo.load_object("locks", info.name)))
         except ObjectNotFound:
             continue
         except FormatError:
-            out.append(LockInfo(name, name, True, "?", 0, "unreadable lock", 0, 2**62))
+            out.append(LockInfo(info.name, info.name, True, "?", 0, UNREADABLE,
+                                info.mtime_ns, info.mtime_ns))
     return out
 
 
@@ -110,8 +138,11 @@ def live_locks(repo: Repository) -> list[LockInfo]:
 
 
 class Lock:
-    def __init__(self, repo: Repository, exclusive: bool, command: str) -> None:
+    def __init__(
+        self, repo: Repository, exclusive: bool, command: str, mono: Callable[[], float] = boottime
+    ) -> None:
         self.repo = repo
+        self.mono = mono
         now = repo.clock.now_ns()
         self.info = LockInfo(
             name="",
@@ -127,6 +158,9 @@ class Lock:
         self._thread: threading.Thread | None = None
         self._mutex = threading.Lock()
         self.refresh_error: Exception | None = None
+        self._renewed_mono = mono()  # when the lock last became readable to others
+        self._stored_ns: int | None = None  # the storage's time of the last lock object
+        self.lapse: str | None = None  # why the lease may have expired, once it may have
 
     @property
     def lock_id(self) -> str:
@@ -135,7 +169,10 @@ class Lock:
     def acquire(self) -> Lock:
         if self.info.exclusive:
             self._check_exclusive_conflicts(before_write=True)
+        started = self.mono()
         self.info.name = self.repo.save_object("locks", self.info.to_bytes())
+        self._renewed_mono = started
+        self._stored_ns = self._storage_time(self.info.name)
         if self.info.exclusive:
             try:
                 self._check_exclusive_conflicts(before_write=False)
@@ -163,9 +200,12 @@ class Lock:
             # Two exclusive lockers racing: the older one (then the smaller id) wins.
             mine = (self.info.started_ns, self.info.lock_id)
             if before_write or (lk.started_ns, lk.lock_id) < mine:
+                expires = format_ns(lk.refreshed_ns + STALE_S * _NS)
                 raise LockedError(
                     f"the repository is locked: {lk.describe()}",
-                    "wait for it to finish; a lock from a dead process expires by itself",
+                    f"wait for it to finish; a lock left by a dead process expires by itself "
+                    f"(this one at {expires}), or 'coffre unlock --remove-all' removes it now if "
+                    "no other Coffre command is running",
                 )
 
     def _refresher(self) -> None:
@@ -176,33 +216,77 @@ class Lock:
                 self.refresh_error = exc
 
     def refresh(self) -> None:
+        """Write the lock anew. First notes whether it may have lapsed meanwhile (the lapse
+        is measured before renewing, never hidden by it)."""
         with self._mutex:
-            old = self.info.name
-            renewed = dataclasses.replace(self.info, refreshed_ns=self.repo.clock.now_ns())
-            renewed.name = self.repo.save_object("locks", renewed.to_bytes())
-            # Only a lock others can read counts as renewed.
-            self.info = renewed
-            self.refresh_error = None
-            if old and old != self.info.name:
-                try:
-                    self.repo.backend.remove(Handle("locks", old))
-                except ObjectNotFound:
-                    pass
+            self._note_lapse()
+            self._write_renewed()
+
+    def _write_renewed(self) -> None:
+        old = self.info.name
+        started = self.mono()
+        renewed = dataclasses.replace(self.info, refreshed_ns=self.repo.clock.now_ns())
+        renewed.name = self.repo.save_object("locks", renewed.to_bytes())
+        # Only a lock others can read counts as renewed.
+        self.info = renewed
+        self._renewed_mono = started
+        self.refresh_error = None
+        stored = self._storage_time(renewed.name)
+        gap = stored - self._stored_ns if stored is not None and self._stored_ns is not None else 0
+        if gap > LEASE_S * _NS and self.lapse is None:
+            self.lapse = (f"the storage's clock shows {gap // (60 * _NS)} minutes between two "
+                          "renewals of this command's lock")
+        self._stored_ns = stored
+        if old and old != self.info.name:
+            try:
+                self.repo.backend.remove(Handle("locks", old))
+            except ObjectNotFound:
+                pass
+
+    def _storage_time(self, name: str) -> int | None:
+        """The storage's own time of a lock object it just wrote (None if it cannot say)."""
+        try:
+            return self.repo.backend.stat(Handle("locks", name)).mtime_ns or None
+        except StorageError:
+            return None
+
+    def _note_lapse(self) -> None:
+        """Record why the lease may have expired, if it may have, by the wall clock (what
+        others compare with) or the clock that counts suspended time."""
+        if self.lapse is not None:
+            return
+        wall = self.repo.clock.now_ns() - self.info.refreshed_ns
+        mono = self.mono() - self._renewed_mono
+        if wall > LEASE_S * _NS:
+            self.lapse = f"this command's lock was last renewed {wall // (60 * _NS)} minutes ago"
+        elif mono > LEASE_S:
+            self.lapse = (f"this command's lock was last renewed {int(mono // 60)} minutes ago "
+                          "(the machine was suspended or the process stopped)")
 
     def check_lease(self) -> None:
-        """Raise if the lock may have been seen as stale by others: stop writing then."""
-        age = self.repo.clock.now_ns() - self.info.refreshed_ns
-        if age > REFRESH_S * _NS:
-            try:  # the refresher may be late (a suspended machine): try once now
-                self.refresh()
-            except Exception as exc:
-                self.refresh_error = exc
-            age = self.repo.clock.now_ns() - self.info.refreshed_ns
-        if age > (STALE_S - SAFETY_S) * _NS:
-            raise CoffreError(
-                "the repository lock could not be renewed in time; stopping before writing more",
-                "check the connection to the repository and run the command again",
-            )
+        """Raise LeaseExpired if the lock may have been seen as stale by others: stop before
+        committing then. Renews the lock when a renewal is due (a late refresher)."""
+        with self._mutex:
+            self._note_lapse()
+            due = self.repo.clock.now_ns() - self.info.refreshed_ns > REFRESH_S * _NS or (
+                self.mono() - self._renewed_mono > REFRESH_S)
+            if self.lapse is None and due:
+                try:
+                    self._write_renewed()
+                except Exception as exc:
+                    self.refresh_error = exc
+            if self.lapse is not None:
+                raise LeaseExpired(
+                    f"{self.lapse}: others may have taken this command for dead",
+                    "check the connection to the repository and run the command again",
+                )
+
+    def renew(self) -> None:
+        """After a lapse: take the lease again (a new lock object, live from now on). The
+        caller must then check that nothing it relies on was removed meanwhile."""
+        with self._mutex:
+            self._write_renewed()
+            self.lapse = None
 
     def _remove_own(self) -> None:
         if self.info.name:

@@ -1,9 +1,10 @@
 """Fault injection for the test suite: a wrapper that kills its own process with SIGKILL at
 the N-th write or delete, before it, half-way through it, or right after it — or sends
-itself SIGINT there, as a user pressing Ctrl-C would.
+itself SIGINT there, as a user pressing Ctrl-C would, or SIGSTOP, as a machine going to
+sleep would (the test moves the clock, then sends SIGCONT).
 
 Enabled only by the test-only environment variable COFFRE_TEST_CRASH_AT="N:phase" (phase:
-before, partial, after, sigint), read by the command line when it builds the backend.
+before, partial, after, sigint, stop), read by the command line when it builds the backend.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 
 from coffre.storage.base import Backend, Handle, Wrapper
 
-PHASES = ("before", "partial", "after", "sigint")
+PHASES = ("before", "partial", "after", "sigint", "stop")
 
 
 def _die() -> None:
@@ -46,6 +47,10 @@ class KillSwitchBackend(Wrapper):
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
         if not self._tick():
+            self.inner.save(handle, data)
+            return
+        if self.phase == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
             self.inner.save(handle, data)
             return
         if self.phase == "sigint":

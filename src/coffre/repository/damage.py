@@ -1,0 +1,61 @@
+"""The damage register: which stored blobs `check` found damaged, remembered in this
+machine's cache of the repository.
+
+Why: a damaged blob stays in the index, so without this every later backup would keep
+pointing at it. The next backup treats the damaged copies as absent and stores those
+pieces again from the live files (restic's and borg's "heal"); prune copies the intact
+blobs out of a damaged pack and lets the pack go. Only authenticated failures are recorded
+(bytes that do not match their name or tag, read twice), never an I/O error. Losing the
+register costs the heal, never data: `backup --verify` and `check` find the damage again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from coffre.repository.cache import RepoCache, cache_root
+
+PACK_ITSELF = b""  # the blob id under which a damaged pack is recorded
+
+
+class DamageRegister:
+    def __init__(self, cache: RepoCache) -> None:
+        self.db = cache.db
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS damaged (pack BLOB NOT NULL, blob BLOB NOT NULL,"
+            " PRIMARY KEY (pack, blob))"
+        )
+        self.db.commit()
+
+    def update(self, examined: Iterable[bytes], damaged: dict[bytes, list[bytes]]) -> None:
+        """Replace what is known of the packs just examined: `damaged` maps each damaged pack
+        to its damaged blobs (the others examined were found intact). A pack whose bytes do
+        not match its name is recorded even when all its blobs are intact (a damaged header):
+        under the pack-level marker PACK_ITSELF."""
+        with self.db:
+            for pack in {*examined, *damaged}:
+                self.db.execute("DELETE FROM damaged WHERE pack = ?", (pack,))
+            self.db.executemany(
+                "INSERT OR IGNORE INTO damaged VALUES (?, ?)",
+                [(pack, blob) for pack, blobs in damaged.items() for blob in blobs],
+            )
+
+    def forget_packs(self, packs: Iterable[bytes]) -> None:
+        """Packs that are gone from the repository (deleted by prune)."""
+        with self.db:
+            self.db.executemany("DELETE FROM damaged WHERE pack = ?", [(p,) for p in packs])
+
+    def pairs(self) -> set[tuple[bytes, bytes]]:
+        """Every (pack id, blob id) known to be damaged (blob PACK_ITSELF: the pack as such)."""
+        return {(bytes(p), bytes(b)) for p, b in self.db.execute("SELECT pack, blob FROM damaged")}
+
+
+def known_damage(repo_id: bytes) -> set[tuple[bytes, bytes]]:
+    """The register of this repository on this machine (empty if it has no cache yet)."""
+    if not (cache_root() / repo_id.hex() / "cache.sqlite").exists():
+        return set()
+    cache = RepoCache(repo_id)
+    try:
+        return DamageRegister(cache).pairs()
+    finally:
+        cache.close()

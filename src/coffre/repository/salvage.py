@@ -1,0 +1,174 @@
+"""Salvage: the blobs of a pack whose header cannot be read, found from the pack's body.
+
+A pack is its blob envelopes back to back, then its encrypted header. Without the header,
+where each blob ends is not written anywhere; but each envelope starts with its format byte
+and the 16-byte session id of the process that wrote it, and its plaintext starts with a
+codec byte, then (for compressed blobs) a zstd frame whose length its block headers give.
+So the pack is walked from its start: at each position, the candidate lengths are the end of
+the zstd frame, or the next place where an envelope of a known session starts; a candidate
+is kept only if it authenticates (AES-GCM, with the id computed from its content bound in),
+so nothing wrong is ever taken. Damaged bytes are skipped to the next envelope start.
+"""
+
+from __future__ import annotations
+
+import zstandard
+
+from coffre.compress import CODEC_NONE, CODEC_ZSTD, CODEC_ZSTD_DELTA, decompress, decompress_delta
+from coffre.core.errors import CoffreError
+from coffre.crypto import aead
+from coffre.format import pack as packfmt
+from coffre.format.codec import ID_LEN
+from coffre.repository.repo import Repository
+
+_PREFIX = 1 + aead.SESSION_ID_LEN + aead.NONCE_LEN
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_ENVELOPE = packfmt.MAX_TREE_RAW + 1024
+MAX_CANDIDATES = 64  # ends tried for a stored (uncompressed) blob
+
+
+def zstd_frame_length(buf: bytes) -> int | None:
+    """The length of the zstd frame at the start of buf, from its block headers (None if
+    buf does not start with a whole frame)."""
+    if buf[:4] != _ZSTD_MAGIC:
+        return None
+    try:
+        pos = zstandard.frame_header_size(buf)
+    except zstandard.ZstdError:
+        return None
+    checksum = (buf[4] >> 2) & 1
+    while True:
+        if pos + 3 > len(buf):
+            return None
+        header = int.from_bytes(buf[pos : pos + 3], "little")
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        pos += 3
+        if kind == 3:
+            return None
+        pos += 1 if kind == 1 else size
+        if last:
+            break
+    pos += 4 * checksum
+    return pos if pos <= len(buf) else None
+
+
+class Salvager:
+    def __init__(self, repo: Repository, data: bytes) -> None:
+        self.repo = repo
+        self.data = data
+        self.end = self._body_end()
+        self.sessions: set[bytes] = set()
+
+    def _body_end(self) -> int:
+        """Where the blobs end: before the header, if the trailer still says where it is."""
+        size = len(self.data)
+        try:
+            hlen = packfmt.split_trailer(self.data[-packfmt.TRAILER.size :], size)
+        except CoffreError:
+            return size
+        return size - packfmt.TRAILER.size - hlen
+
+    def run(self) -> list[packfmt.BlobEntry]:
+        found: list[packfmt.BlobEntry] = []
+        pos = 0
+        while pos + aead.OVERHEAD <= self.end:
+            entry = self._blob_at(pos)
+            if entry is None:
+                nxt = self._next_start(pos + 1)
+                if nxt is None:
+                    break
+                pos = nxt
+                continue
+            found.append(entry)
+            pos = entry.offset + entry.length
+        return found
+
+    def _next_start(self, start: int) -> int | None:
+        """The next place an envelope of a session seen in this pack begins."""
+        hits = [i for s in self.sessions if (i := self.data.find(b"\x01" + s, start, self.end)) >= 0]
+        return min(hits) if hits else None
+
+    def _blob_at(self, pos: int) -> packfmt.BlobEntry | None:
+        data = self.data
+        if data[pos] != aead.ENVELOPE_VERSION:
+            return None
+        session = data[pos + 1 : pos + 1 + aead.SESSION_ID_LEN]
+        if not self.sessions:
+            self.sessions.add(session)  # the first blob's session: most packs have only it
+        window = data[pos : min(self.end, pos + MAX_ENVELOPE)]
+        plain = self.repo.crypter.keystream_decrypt(window)
+        if not plain:
+            return None
+        for length in self._lengths(pos, plain, session):
+            entry = self._authenticate(pos, length, plain)
+            if entry is not None:
+                self.sessions.add(session)
+                return entry
+        return None
+
+    def _lengths(self, pos: int, plain: bytes, session: bytes) -> list[int]:
+        """Candidate envelope lengths of the blob at pos."""
+        codec = plain[0]
+        start = 1 + ID_LEN if codec == CODEC_ZSTD_DELTA else 1
+        if codec in (CODEC_ZSTD, CODEC_ZSTD_DELTA):
+            frame = zstd_frame_length(plain[start:])
+            return [] if frame is None else [_PREFIX + start + frame + aead.TAG_LEN]
+        if codec != CODEC_NONE:
+            return []
+        ends: list[int] = []
+        at = pos + aead.OVERHEAD
+        marker = b"\x01" + session
+        while len(ends) < MAX_CANDIDATES:
+            at = self.data.find(marker, at + 1, self.end)
+            if at < 0:
+                break
+            ends.append(at - pos)
+        return [*ends, self.end - pos]
+
+    def _authenticate(self, pos: int, length: int, plain: bytes) -> packfmt.BlobEntry | None:
+        if length < aead.OVERHEAD or pos + length > self.end:
+            return None
+        body = plain[: length - _PREFIX - aead.TAG_LEN]
+        envelope = self.data[pos : pos + length]
+        base = None
+        try:
+            if body[0] == CODEC_ZSTD_DELTA:
+                base = body[1 : 1 + ID_LEN]
+                frame = body[1 + ID_LEN :]
+                content = decompress_delta(frame, self.repo.load_base(base, verify=False),
+                                           _declared(frame, packfmt.MAX_BLOB_RAW))
+                kinds = [aead.KIND_DATA]
+            else:
+                limit = packfmt.MAX_TREE_RAW if body[0] == CODEC_ZSTD else len(body) - 1
+                content = decompress(body[0], body[1:], _declared(body[1:], limit, body[0]))
+                kinds = [aead.KIND_DATA, aead.KIND_TREE]
+        except CoffreError:
+            return None
+        blob_id = self.repo.crypter.blob_id(content)
+        for kind in kinds:
+            if len(content) > packfmt.max_raw(kind):
+                continue
+            try:
+                self.repo.crypter.decrypt(kind, envelope, blob_id)
+            except CoffreError:
+                continue
+            return packfmt.BlobEntry(kind, blob_id, pos, length, len(content), base)
+        return None
+
+
+def _declared(payload: bytes, limit: int, codec: int = CODEC_ZSTD) -> int:
+    """The raw length a payload declares (its zstd frame's content size), at most limit."""
+    if codec == CODEC_NONE:
+        return len(payload)
+    try:
+        size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError:
+        raise CoffreError("not a zstd frame") from None
+    if size < 0 or size > limit:
+        raise CoffreError("implausible size")
+    return int(size)
+
+
+def salvage_pack(repo: Repository, data: bytes) -> list[packfmt.BlobEntry]:
+    """The blobs that can be found and authenticated in a pack's bytes, without its header."""
+    return Salvager(repo, data).run()

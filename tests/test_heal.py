@@ -1,0 +1,160 @@
+"""Backups heal a damaged repository: what check found damaged, a lost pack, or a delta whose
+base is gone is stored again from the live files by the next backup, never pointed at; and
+`backup --verify` reads the new snapshot back from the repository, so its "the snapshot
+matches the files" means it restores. Real `coffre` processes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from coffre.repository.repo import Repository
+from coffre.storage.local import LocalBackend
+from test_check import SMALL_CHUNKS, SMALL_PACK, flip, packs, two_snapshots
+
+from conftest import PASSWORD, Coffre, age_tree
+
+PAGE = 4096
+
+
+def fake_database(path: Path, seed: int) -> None:
+    """A page-structured file (SQLite's magic): cut into fixed blocks, stored as deltas."""
+    rnd = random.Random(seed)
+    pages = [rnd.randbytes(PAGE // 2) + bytes(PAGE // 2) for _ in range(600)]
+    path.write_bytes(b"SQLite format 3\x00" + b"".join(pages)[16:])
+
+
+def touch_pages(path: Path, seed: int) -> None:
+    data = bytearray(path.read_bytes())
+    rnd = random.Random(seed)
+    for page in rnd.sample(range(1, 600), 40):
+        data[page * PAGE + 100 : page * PAGE + 140] = rnd.randbytes(40)
+    path.write_bytes(bytes(data))
+
+
+def delta_bases(c: Coffre) -> tuple[set[str], set[str]]:
+    """Packs holding delta blobs, and packs holding their bases."""
+    repo = Repository.open(LocalBackend(c.repo), PASSWORD)
+    repo.load_index()
+    deltas, bases = set(), set()
+    for pid, entries in repo.index.packs().items():
+        for e in entries:
+            if e.base is not None:
+                deltas.add(pid.hex())
+                base = repo.index.lookup(e.base)
+                assert base is not None
+                bases.add(base.pack.hex())
+    return deltas, bases
+
+
+@pytest.mark.parametrize("repair_first", [True, False], ids=["after-repair-index", "without-repair"])
+def test_a_backup_never_reuses_deltas_whose_base_was_lost(repo: Coffre, tmp_path: Path,
+                                                          repair_first: bool) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    db = src / "officine.db"
+    fake_database(db, 1)
+    age_tree(src)
+    repo.ok("backup", str(src))
+    touch_pages(db, 2)
+    age_tree(src)
+    repo.ok("backup", str(src))
+    deltas, bases = delta_bases(repo)
+    assert deltas and bases and not deltas & bases
+    for name in bases:
+        packs(repo)[name].unlink()
+    assert repo("check").code == 1
+    if repair_first:
+        repo.ok("repair", "index")
+    res = repo("backup", "--force", "--verify", str(src))
+    assert res.code == 0, res
+    assert "the snapshot matches the files" in res.out
+    restored = tmp_path / "restored"
+    repo.ok("restore", "latest", "--target", str(restored), "--verify")
+    assert (restored / str(db).lstrip("/")).read_bytes() == db.read_bytes()
+
+
+def test_a_damaged_blob_found_by_check_is_stored_again_by_the_next_backup(
+        coffre: Coffre, tmp_path: Path) -> None:
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    d = two_snapshots(coffre, tmp_path)
+    flip(packs(coffre)[d.victim])
+    res = coffre("check")
+    assert res.code == 1 and f"damaged pack {d.victim}" in res.out, res
+    assert "1 of " in res.out and "blob(s) damaged" in res.out  # located, not the whole pack
+    assert "the next backup stores the damaged files again" in res.out
+    res = coffre("backup", "--verify", str(d.src), "--json")
+    assert res.code == 0, res
+    summary = json.loads(res.out)["summary"]
+    assert 0 < summary["data_added"] < 1_000_000  # the damaged piece only
+    restored = tmp_path / "restored"
+    coffre.ok("restore", "latest", "--target", str(restored), "--verify")
+    assert (restored / str(d.big).lstrip("/")).read_bytes() == d.big.read_bytes()
+    # The older snapshots share the data stored again: they restore too.
+    assert coffre.ok("dump", d.snaps[0][:8], str(d.big)).outb == d.big.read_bytes()
+    # Prune then lets the damaged pack go (its intact blobs move out): check is clean.
+    coffre.ok("prune")
+    assert d.victim not in packs(coffre)
+    assert "no errors" in coffre.ok("check", "--read-data").out
+
+
+def test_backup_verify_reads_the_snapshot_back_from_the_repository(
+        coffre: Coffre, tmp_path: Path) -> None:
+    """Damage nobody has checked yet: the live files still match, but the stored copy does
+    not read back, and --verify says so instead of "matches"."""
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    d = two_snapshots(coffre, tmp_path)
+    flip(packs(coffre)[d.victim])
+    res = coffre("backup", "--verify", str(d.src))
+    assert res.code == 1, res
+    assert f"{d.big}: its stored copy cannot be read" in res.err
+    assert "the snapshot matches the files" not in res.out
+    coffre("check")  # records the damage
+    coffre.ok("backup", "--verify", str(d.src))
+
+
+def test_check_does_not_cry_wolf_over_deltas_no_snapshot_needs(repo: Coffre, tmp_path: Path) -> None:
+    """After a prune, a kept pack may still hold unused deltas whose base it rightly removed:
+    every snapshot restores, so check --read-data reports no error (a note only)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    db = src / "officine.db"
+    fake_database(db, 1)
+    age_tree(src)
+    repo.ok("backup", str(src))  # day 1: the database's blocks (future bases)
+    touch_pages(db, 2)
+    (src / "scans.bin").write_bytes(random.Random(9).randbytes(3_000_000))
+    age_tree(src)
+    repo.ok("backup", str(src))  # day 2: deltas, packed with 3 MB of scans
+    fake_database(db, 3)  # day 3: the database is rewritten whole; the scans are unchanged
+    age_tree(src)
+    repo.ok("backup", str(src))
+    first, second, _ = [s["id"] for s in json.loads(repo.ok("snapshots", "--json").out)]
+    repo.ok("forget", first, second)
+    pruned = json.loads(repo.ok("prune", "--json").out)
+    assert pruned["packs_deleted"] >= 1  # day 1's blocks: the deltas' bases
+    deltas, _ = delta_bases_left(repo)
+    assert deltas, "the scans' pack is kept with the unused deltas in it"
+    res = repo("check", "--read-data")
+    assert res.code == 0, res
+    assert "no errors were found" in res.out
+    assert "delta blob(s) that no snapshot needs have lost their base" in res.out
+    restored = tmp_path / "restored"
+    repo.ok("restore", "latest", "--target", str(restored), "--verify")
+
+
+def delta_bases_left(c: Coffre) -> tuple[set[str], set[str]]:
+    """Packs holding deltas (whatever became of their bases), and the bases still indexed."""
+    repo = Repository.open(LocalBackend(c.repo), PASSWORD)
+    repo.load_index()
+    deltas, bases = set(), set()
+    for pid, entries in repo.index.packs().items():
+        for e in entries:
+            if e.base is not None:
+                deltas.add(pid.hex())
+                if e.base in repo.index:
+                    bases.add(e.base.hex())
+    return deltas, bases
