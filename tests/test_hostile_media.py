@@ -63,15 +63,26 @@ def test_a_write_protected_disk_can_be_read_by_every_reading_command(
         assert "Read-only file system" in res.err, (args, res)
 
 
-def test_a_full_disk_is_recovered_by_forget_and_prune(coffre: Coffre, mount: Mount, tmp_path: Path) -> None:
-    disk = mount("usb", "-t", "tmpfs", "-o", "size=12m", "tmpfs")
+def small_disk(coffre: Coffre, mount: Mount, tmp_path: Path, size: str) -> tuple[Path, Coffre]:
+    """A tmpfs of this size holding a repository of 1 MiB packs."""
+    disk = mount("disk", "-t", "tmpfs", "-o", f"size={size}", "tmpfs")
     c = Coffre(disk / "coffre", coffre.pwfile, tmp_path / "cache")
     Repository.init(LocalBackend(c.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=1024 * 1024)
+    return disk, c
+
+
+def new_day(src: Path, day: int, count: int) -> None:
+    """The day's scans replace yesterday's (400 kB each)."""
+    for old in src.glob("*"):
+        old.unlink()
+    files(src, day, count, 400_000)
+
+
+def test_a_full_disk_is_recovered_by_forget_and_prune(coffre: Coffre, mount: Mount, tmp_path: Path) -> None:
+    disk, c = small_disk(coffre, mount, tmp_path, "12m")
     src = tmp_path / "src"
     for day in range(6):
-        for old in src.glob("*"):
-            old.unlink()
-        files(src, day, 8, 400_000)  # 3.2 MB of new scans a day, yesterday's gone
+        new_day(src, day, 8)
         res = c("backup", str(src))
         if res.code != 0:
             break
@@ -103,9 +114,7 @@ def test_a_full_disk_is_recovered_by_forget_and_prune(coffre: Coffre, mount: Mou
 
 def test_prune_on_a_nearly_full_disk_repacks_only_what_fits(coffre: Coffre, mount: Mount,
                                                              tmp_path: Path) -> None:
-    disk = mount("nas", "-t", "tmpfs", "-o", "size=16m", "tmpfs")
-    c = Coffre(disk / "coffre", coffre.pwfile, tmp_path / "cache")
-    Repository.init(LocalBackend(c.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=1024 * 1024)
+    disk, c = small_disk(coffre, mount, tmp_path, "16m")
     src = tmp_path / "src"
     files(src, 1, 24, 300_000)  # 7 MB in 1 MiB packs, each pack holding several files
     c.ok("backup", str(src))
@@ -131,14 +140,10 @@ def test_prune_on_a_nearly_full_disk_repacks_only_what_fits(coffre: Coffre, moun
 
 def test_forget_works_on_a_full_disk_and_prune_refuses_beside_a_live_command(
         coffre: Coffre, mount: Mount, tmp_path: Path) -> None:
-    disk = mount("full", "-t", "tmpfs", "-o", "size=8m", "tmpfs")
-    c = Coffre(disk / "coffre", coffre.pwfile, tmp_path / "cache")
-    Repository.init(LocalBackend(c.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=1024 * 1024)
+    disk, c = small_disk(coffre, mount, tmp_path, "8m")
     src = tmp_path / "src"
     for day in range(2):
-        for old in src.glob("*"):
-            old.unlink()
-        files(src, day, 4, 400_000)
+        new_day(src, day, 4)
         c.ok("backup", str(src))
     # Another command's live lock, written before the disk filled up.
     repo = Repository.open(LocalBackend(c.repo), PASSWORD)

@@ -37,20 +37,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Running]:
     srv.stop()
 
 
-def test_server_killed_mid_backup_fails_clearly_and_the_rerun_completes(
-    server: Running, pwfile: Path, cache_dir: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def backup_then_kill(c: Coffre, src: Path, srv: Server, url: str, env: dict[str, str],
+                     monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen[bytes]:
+    """Start a backup of src and kill the server once three packs are stored."""
     from coffre.storage.url import open_backend
 
-    srv, url, env, words = server
-    c = Coffre(url, pwfile, cache_dir)
-    c.env.update({**env, "COFFRE_STORAGE_RETRIES": "1"})
-    c.ok("init", "--pack-size", "1")
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(12):
-        (src / f"scan-{i}.pdf").write_bytes(os.urandom(3_000_000))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     watcher = open_backend(url)
@@ -62,6 +53,23 @@ def test_server_killed_mid_backup_fails_clearly_and_the_rerun_completes(
         time.sleep(0.05)  # watching the storage for the first packs
     watcher.close()
     srv.kill()
+    return proc
+
+
+def test_server_killed_mid_backup_fails_clearly_and_the_rerun_completes(
+    server: Running, pwfile: Path, cache_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    srv, url, env, words = server
+    c = Coffre(url, pwfile, cache_dir)
+    c.env.update({**env, "COFFRE_STORAGE_RETRIES": "1"})
+    c.ok("init", "--pack-size", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"scan-{i}.pdf").write_bytes(os.urandom(3_000_000))
+    proc = backup_then_kill(c, src, srv, url, env, monkeypatch)
     err = proc.communicate(timeout=300)[1].decode(errors="replace")
     assert proc.returncode == 1
     assert words in err and "Traceback" not in err
@@ -130,7 +138,6 @@ def test_a_dead_s3_server_ends_the_backup_after_the_retry_budget(
 ) -> None:
     """Before the budget, each pack in flight and then the lock removal had its own ~4 minutes
     of retries: a dead server held the backup (and the jobs behind it) for a quarter of an hour."""
-    from coffre.storage.url import open_backend
 
     srv = SeaweedFS.start(tmp_path / "srv")
     try:
@@ -141,17 +148,7 @@ def test_a_dead_s3_server_ends_the_backup_after_the_retry_budget(
         src = tmp_path / "src"
         src.mkdir()
         (src / "officine.db").write_bytes(os.urandom(48_000_000))
-        for k, v in SeaweedFS.env().items():
-            monkeypatch.setenv(k, v)
-        watcher = open_backend(url)
-        proc = c.popen("backup", str(src))
-        deadline = time.monotonic() + 120
-        while len(list(watcher.list("data"))) < 3:
-            assert proc.poll() is None, "the backup ended before the server could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)  # watching the storage for the first packs
-        watcher.close()
-        srv.kill()
+        proc = backup_then_kill(c, src, srv, url, SeaweedFS.env(), monkeypatch)
         try:
             # A bound on behaviour (the budget, not retries per object), far above the budget.
             err = proc.communicate(timeout=90)[1].decode(errors="replace")

@@ -11,20 +11,26 @@ from typing import Protocol
 STALL_TIMEOUT_S = 120.0
 
 
-def stall_timeout() -> float:
-    """COFFRE_STORAGE_TIMEOUT (seconds), or STALL_TIMEOUT_S."""
+def seconds_from_env(name: str, default: float, maximum: float) -> float:
+    """A number of seconds in (0, maximum] from an environment variable, or the default;
+    anything else (text, zero, nan, inf) is a usage error naming the variable."""
     from coffre.core.errors import UsageError
 
-    text = os.environ.get("COFFRE_STORAGE_TIMEOUT", "")
+    text = os.environ.get(name, "")
     if not text:
-        return STALL_TIMEOUT_S
+        return default
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not 0 < value <= 3600:
-        raise UsageError(f"COFFRE_STORAGE_TIMEOUT must be a number of seconds (0-3600], not {text!r}")
+    if not 0 < value <= maximum:  # also refuses nan and inf
+        raise UsageError(f"{name} must be a number of seconds (0-{maximum:.0f}], not {text!r}")
     return value
+
+
+def stall_timeout() -> float:
+    """COFFRE_STORAGE_TIMEOUT (seconds), or STALL_TIMEOUT_S."""
+    return seconds_from_env("COFFRE_STORAGE_TIMEOUT", STALL_TIMEOUT_S, 3600)
 
 
 # The kinds of object a repository stores. "config" has a single object named "config".

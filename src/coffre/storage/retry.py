@@ -22,7 +22,6 @@ injected, so tests do not sleep.
 from __future__ import annotations
 
 import math
-import os
 import random
 import threading
 import time
@@ -34,9 +33,8 @@ from coffre.core.errors import (
     StorageError,
     StorageUnreachable,
     TransientStorageError,
-    UsageError,
 )
-from coffre.storage.base import Backend, Handle, ObjectInfo
+from coffre.storage.base import Backend, Handle, ObjectInfo, seconds_from_env
 
 T = TypeVar("T")
 ATTEMPTS = 10
@@ -52,18 +50,7 @@ _HINT_DOWN = ("check the network connection and the storage. Nothing half-done w
 
 def retry_budget() -> float:
     """COFFRE_STORAGE_RETRY_BUDGET (seconds), or BUDGET_S."""
-    text = os.environ.get("COFFRE_STORAGE_RETRY_BUDGET", "")
-    if not text:
-        return BUDGET_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= MAX_BUDGET_S:  # also refuses nan and inf
-        raise UsageError(
-            f"COFFRE_STORAGE_RETRY_BUDGET must be a number of seconds (0-{MAX_BUDGET_S:.0f}], not {text!r}"
-        )
-    return value
+    return seconds_from_env("COFFRE_STORAGE_RETRY_BUDGET", BUDGET_S, MAX_BUDGET_S)
 
 
 def _duration(seconds: float) -> str:
