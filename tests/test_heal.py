@@ -15,7 +15,7 @@ from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
 from test_check import SMALL_CHUNKS, SMALL_PACK, flip, packs, two_snapshots
 
-from conftest import PASSWORD, Coffre, age_tree
+from conftest import PASSWORD, Coffre, age_tree, snapshot_ids
 
 PAGE = 4096
 
@@ -148,3 +148,78 @@ def test_check_does_not_cry_wolf_over_deltas_no_snapshot_needs(repo: Coffre, tmp
     restored = tmp_path / "restored"
     repo.ok("restore", "latest", "--target", str(restored), "--verify")
 
+
+
+# ---------------------------------------------- prune after a heal keeps the healed copy
+
+
+def healed_twice_stored(repo: Coffre, tmp_path: Path, damage: str) -> Path:
+    """A database stored as deltas, its bases then lost (pack deleted) or damaged (one byte,
+    found by check), then healed by a backup: its pieces are stored twice now, the old delta
+    copies and the new whole ones."""
+    src = tmp_path / "src"
+    src.mkdir()
+    db = src / "officine.db"
+    fake_database(db, 1)
+    age_tree(src)
+    repo.ok("backup", str(src))
+    touch_pages(db, 2)
+    age_tree(src)
+    repo.ok("backup", str(src))
+    _, bases = delta_bases(repo)
+    for name in bases:
+        if damage == "lost":
+            packs(repo)[name].unlink()
+        else:
+            flip(packs(repo)[name])
+    repo("check", "--read-data")
+    repo.ok("backup", "--verify", str(src))
+    repo.ok("restore", "latest", "--target", str(tmp_path / "healed"), "--verify")
+    return src
+
+
+@pytest.mark.parametrize("damage", ["lost", "damaged"])
+def test_prune_after_a_heal_keeps_the_copy_that_reads(repo: Coffre, tmp_path: Path, damage: str) -> None:
+    """Prune keeps one copy of a blob stored twice: the one readers use (the whole one), never
+    the old delta whose base is gone, and it never brings a damaged pack back from the trash."""
+    src = healed_twice_stored(repo, tmp_path, damage)
+    repo.ok("forget", snapshot_ids(repo)[0])  # the first snapshot held the bases themselves
+    repo.ok("prune")
+    repo.ok("restore", "latest", "--target", str(tmp_path / "after"), "--verify")
+    restored = tmp_path / "after" / str(src).lstrip("/")
+    assert (restored / "officine.db").read_bytes() == (src / "officine.db").read_bytes()
+    assert "no errors" in repo.ok("check", "--read-data").out
+
+
+def test_prune_on_another_machine_keeps_the_healed_copy_not_the_damaged_one(
+        coffre: Coffre, tmp_path: Path) -> None:
+    """Without this machine's damage register (the agent's user, another machine, a wiped
+    cache), prune still reads the copy it keeps of a blob stored twice: the damaged one never
+    wins over the healed one."""
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    d = two_snapshots(coffre, tmp_path)
+    flip(packs(coffre)[d.victim])
+    coffre("check")
+    coffre.ok("backup", "--verify", str(d.src))
+    coffre.ok("prune", env={"COFFRE_CACHE_DIR": str(tmp_path / "another-cache")})
+    coffre.ok("restore", "latest", "--target", str(tmp_path / "r"), "--verify")
+    assert (tmp_path / "r" / str(d.big).lstrip("/")).read_bytes() == d.big.read_bytes()
+
+
+def test_check_does_not_excuse_a_lost_pack_with_a_delta_whose_base_is_lost_too(
+        repo: Coffre, tmp_path: Path) -> None:
+    """A blob stored whole (healed) and as a delta whose base is gone: lose the whole copy's
+    pack too, and the snapshot no longer restores. Check must say so, even without reading
+    the data: the delta is no other copy."""
+    healed_twice_stored(repo, tmp_path, "lost")
+    repo.ok("forget", snapshot_ids(repo)[0])  # the one that needed the lost pack itself
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    r.load_index()
+    whole = {loc.pack.hex() for entries in r.index.packs().values() for e in entries if e.base is not None
+             for loc in r.index.locations(e.id) if loc.entry.base is None}
+    assert whole
+    for name in whole:
+        packs(repo)[name].unlink()
+    assert repo("restore", "latest", "--target", str(tmp_path / "r")).code != 0
+    res = repo("check")
+    assert res.code == 1 and "no errors" not in res.out, res

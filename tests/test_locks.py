@@ -107,3 +107,17 @@ def test_a_long_gap_on_the_storage_clock_is_a_lapse() -> None:
             lock.check_lease()
     finally:
         lock.release()
+
+
+def test_frozen_local_clocks_do_not_hide_a_lapse_from_the_commit_gate() -> None:
+    """A paused VM freezes both local clocks and the refresher's timer: the commit gate
+    itself renews, and so reads the storage's clock."""
+    backend = StorageClockBackend()
+    repo, _ = Repository.init(backend, "pw", clock=FixedClock(1_700_000_000 * 10**9))
+    lock = Lock(repo, exclusive=False, command="backup", mono=Ticker()).acquire()
+    try:
+        backend.time_ns += 45 * 60 * 10**9
+        with pytest.raises(LeaseExpired, match="storage's clock shows 45 minutes"):
+            lock.check_lease()
+    finally:
+        lock.release()

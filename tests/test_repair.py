@@ -82,13 +82,16 @@ def test_a_damaged_header_and_a_lost_index_are_salvaged_from_the_pack_body(
     assert restores(c, src, tmp_path / "after")
 
 
-def test_a_damaged_blob_and_header_salvage_the_others(one_pack: tuple[Coffre, Path], tmp_path: Path) -> None:
-    """Damage inside one blob as well: the walk skips it and finds the blobs after it."""
+@pytest.mark.parametrize("where", [5, 200], ids=["first-session-id", "first-blob-body"])
+def test_a_damaged_blob_and_header_salvage_the_others(one_pack: tuple[Coffre, Path], tmp_path: Path,
+                                                      where: int) -> None:
+    """Damage inside the first blob as well (its session id, or its body): the walk skips it
+    and finds the blobs after it, looking for the session the header was written with."""
     c, src = one_pack
     (pack,) = pack_files(c)
     damage_header(pack)
     data = bytearray(pack.read_bytes())
-    data[200] ^= 0x01  # inside the first blob
+    data[where] ^= 0x01
     pack.write_bytes(bytes(data))
     for index in (c.repo / "index").iterdir():
         index.unlink()

@@ -133,6 +133,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 warn(f"verify: {d}")
             say("verify: the snapshot matches the files" if not differences
                 else f"verify: {len(differences)} difference(s) (files changed since they were read?)")
+            if any("stored copy cannot be read" in d for d in differences):
+                warn("hint: run 'coffre check': it records the damage, and the next backup stores "
+                     "those files again")
         if problems.errors:
             warn(f"{len(problems.errors)} file(s) or folder(s) could not be read and were skipped:")
             for e in problems.errors:

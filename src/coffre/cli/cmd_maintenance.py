@@ -18,7 +18,7 @@ from coffre.cli.context import (
 )
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.clock import format_ns, iso_ns
-from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, UsageError
+from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker, CheckResult
 from coffre.ops.common import quiet
@@ -263,12 +263,15 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
     try:
         try:
             lock.acquire()
-        except StorageFull as exc:
-            refuse_if_others(repo, exc.message)
-            if dry_run:
+        except (StorageFull, StoragePermissionDenied) as exc:
+            if dry_run:  # a dry run only reads: it may go on without a lock
+                warn(f"the repository cannot be written ({exc.message}); reading it without a lock")
+            elif isinstance(exc, StoragePermissionDenied):
                 raise
-            free_unused_packs(repo, None, report)
-            lock.acquire()
+            else:
+                refuse_if_others(repo, exc.message)
+                free_unused_packs(repo, None, report)
+                lock.acquire()
 
         def attempt() -> Pruner:
             pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack)

@@ -26,7 +26,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 from coffre import __version__
 from coffre.chunker import Chunker, is_page_structured
 from coffre.chunker.align import Aligner
-from coffre.core.errors import CoffreError
+from coffre.core.errors import CoffreError, ObjectNotFound, StorageError
 from coffre.crypto import aead
 from coffre.format.pack import MAX_TREE_RAW
 from coffre.format.snapshot import DATABASES_DIR, DatabaseRecord, Snapshot
@@ -43,6 +43,7 @@ from coffre.sources.databases.base import Database
 from coffre.sources.databases.command import stream_command
 from coffre.sources.files import Excluder, node_from_stat
 from coffre.sources.prefetch import Prefetcher, ReadAhead
+from coffre.storage.base import Handle
 
 INDEX_EVERY_PACKS = 16
 # Remote storage: an interrupted first backup over a slow link is resumed from its last
@@ -593,7 +594,7 @@ class Backup:
         it ("heal"): packs storage lacks, blobs `check` found damaged (the damage register),
         and deltas whose base was among them."""
         stored = {name for name, _ in self.repo.iter_pack_names()}
-        gone = {pid for pid in self.repo.index.pack_ids() if pid.hex() not in stored}
+        gone = {pid for pid in self.repo.index.pack_ids() if pid.hex() not in stored and self._absent(pid)}
         if gone:
             self.repo.index.drop_packs(gone)
             self.problems.warnings.append(
@@ -610,6 +611,16 @@ class Backup:
                 "delta whose base is lost); they are stored again where this backup still finds "
                 "their data"
             )
+
+    def _absent(self, pack: bytes) -> bool:
+        """A pack the listing lacks, confirmed absent (a listing may miss a page of names)."""
+        try:
+            self.repo.backend.stat(Handle("data", pack.hex()))
+        except ObjectNotFound:
+            return True
+        except StorageError:
+            return False
+        return False
 
     def run(self) -> BackupResult:
         try:
@@ -695,7 +706,7 @@ class Backup:
         fresh = MasterIndex()
         self.repo.load_index(into=fresh)
         stored = {bytes.fromhex(name) for name, _ in self.repo.iter_pack_names()}
-        lost = [b for b in self.used if not any(loc.pack in stored for loc in fresh.locations(b))]
+        lost = [b for b in self.used if not fresh.readable(b, stored.__contains__)]
         if lost:
             raise CoffreError(
                 f"{lapse.message}; meanwhile a prune removed {len(lost)} piece(s) of data this "

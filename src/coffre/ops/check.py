@@ -70,6 +70,7 @@ class Checker:
         self._lock = threading.Lock()
         self.used: set[bytes] = set()  # every blob a snapshot references (trees, data, bases)
         self._gone: set[bytes] = set()  # indexed packs missing from storage
+        self._stored: set[bytes] = set()  # packs the listing gives
         self._unverifiable = 0  # needed deltas whose base cannot be read
         self._orphans = 0  # unneeded deltas whose base is gone
 
@@ -78,6 +79,7 @@ class Checker:
         check_keys_and_config(self.repo, r.errors, r.notes)
         self.repo.load_index(errors=r.errors)
         stored = dict(self.repo.iter_pack_names())
+        self._stored = {bytes.fromhex(name) for name in stored}
         indexed = self.repo.index.packs()
         r.packs_total = len(stored)
         self.report(f"{len(stored)} packs, {len(self.repo.index)} blobs in the index")
@@ -164,7 +166,7 @@ class Checker:
                             missing = True
                         elif loc.entry.base is not None:
                             self.used.add(loc.entry.base)
-                            if loc.entry.base not in self.repo.index:
+                            if not self.repo.index.readable(blob, self._present):
                                 r.errors.append(
                                     f"snapshot {snap.id[:8]}: {path}: the base of a delta is missing"
                                 )
@@ -197,14 +199,13 @@ class Checker:
             elif stored[name] > expected:
                 r.damaged_packs[name] = f"pack is too long ({stored[name]} of {expected} bytes)"
 
+    def _present(self, pack: bytes) -> bool:
+        return pack in self._stored
+
     def _other_copy(self, blob_id: bytes, pack: bytes) -> bool:
-        """Whether the blob is also indexed in another pack that exists (and, for a delta,
-        whose base is indexed)."""
-        return any(
-            loc.pack != pack and loc.pack not in self._gone
-            and (loc.entry.base is None or loc.entry.base in self.repo.index)
-            for loc in self.repo.index.locations(blob_id)
-        )
+        """Whether the blob can be read from another pack that exists (for a delta: with its
+        base stored whole in a pack that exists)."""
+        return self.repo.index.readable(blob_id, self._present, but=pack)
 
     # -- data ----------------------------------------------------------------------------------
     def _examine(self, name: str, entries: list[packfmt.BlobEntry] | None, full: bool) -> None:
@@ -313,14 +314,19 @@ class Checker:
         bad_packs = {bytes.fromhex(p) for p in r.damaged_packs} - set(r.damaged_blobs)
         bad_blobs = {(p, b) for p, blobs in r.damaged_blobs.items() for b in blobs}
 
-        def lost(blob_id: bytes) -> bool:
+        def damaged(blob_id: bytes) -> bool:
             locs = self.repo.index.locations(blob_id)
-            if not locs:
-                return False
-            if all(loc.pack in bad_packs or (loc.pack, blob_id) in bad_blobs for loc in locs):
-                return True
-            base = locs[0].entry.base
-            return base is not None and lost(base)
+            return bool(locs) and all(loc.pack in bad_packs or (loc.pack, blob_id) in bad_blobs
+                                      for loc in locs)
+
+        def lost(blob_id: bytes) -> bool:
+            """Every copy is damaged, or is a delta whose base (a plain blob: depth one) is."""
+            locs = self.repo.index.locations(blob_id)
+            return bool(locs) and all(
+                loc.pack in bad_packs or (loc.pack, blob_id) in bad_blobs
+                or (loc.entry.base is not None and damaged(loc.entry.base))
+                for loc in locs
+            )
 
         for snap in snaps:
             hits: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository, ObjectNotFound
+from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository, ObjectNotFound, StorageError
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, decode_tree, validate_name
@@ -127,8 +127,8 @@ def rescue_if_pruned(repo: Repository, used: set[bytes], report: Reporter) -> No
         for pack_id in record.packs:
             try:
                 entries = repo.read_pack_header(pack_id)
-            except ObjectNotFound:
-                continue
+            except (ObjectNotFound, FormatError, StorageError):
+                continue  # gone, or its header damaged: another trashed pack may hold the blob
             if any(e.id in missing for e in entries):
                 rescued[pack_id] = entries
                 missing -= {e.id for e in entries}

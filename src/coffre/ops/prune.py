@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
@@ -80,11 +81,13 @@ class Marker:
     reported as resurrected."""
 
     def __init__(
-        self, repo: Repository, records: list[TrashRecord], lost_in: dict[bytes, bytes] | None = None
+        self, repo: Repository, records: list[TrashRecord], lost_in: dict[bytes, str] | None = None,
+        damaged: set[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.repo = repo
         self.records = records
-        self.lost_in = lost_in or {}  # blob id -> the missing pack that held it
+        self.lost_in = lost_in or {}  # blob id -> where it was lost ("was in pack X, which ...")
+        self.damaged = damaged or set()  # (pack, blob) copies never to be brought back
         self._trashed: dict[bytes, bytes] | None = None  # blob id -> trashed pack
         self._headers: dict[bytes, list[BlobEntry]] = {}
         self.resurrected: dict[bytes, list[BlobEntry]] = {}
@@ -100,7 +103,8 @@ class Marker:
                         continue
                     self._headers[pid] = entries
                     for e in entries:
-                        self._trashed.setdefault(e.id, pid)
+                        if (pid, e.id) not in self.damaged:
+                            self._trashed.setdefault(e.id, pid)
         holder = self._trashed.get(blob_id)
         if holder is None:
             return False
@@ -110,9 +114,7 @@ class Marker:
 
     def _require(self, blob_id: bytes, what: str, snap: Snapshot) -> None:
         if blob_id not in self.repo.index and not self._find_in_trash(blob_id):
-            pack = self.lost_in.get(blob_id)
-            where = (f"was in pack {pack.hex()[:12]}, which is missing from storage" if pack
-                     else "is in no index and no pack")
+            where = self.lost_in.get(blob_id, "is in no index and no pack")
             raise CoffreError(f"{what} {where}; prune refuses to run", forget_hint(snap.id))
 
     def _mark_base(self, blob: bytes, used: set[bytes], snap: Snapshot) -> None:
@@ -195,6 +197,10 @@ def damaged_in(repo: Repository, data: bytes, entries: list[BlobEntry]) -> set[b
     return bad
 
 
+def _all_but(pack: bytes, blob_id: bytes) -> Callable[[bytes, BlobEntry], bool]:
+    return lambda pid, e: (pid, e.id) != (pack, blob_id)
+
+
 def _other_live_locks(repo: Repository, mine: Lock | None) -> set[str]:
     return {lk.lock_id for lk in live_locks(repo)} - ({mine.lock_id} if mine else set())
 
@@ -221,13 +227,20 @@ class Pruner:
         gone = confirm_gone(repo, {p for p in repo.index.pack_ids() if p.hex() not in stored})
         bad = self._recheck_damage(stored)
         indexed_before = repo.index.packs()
-        lost_in = {e.id: pid for pid in gone for e in indexed_before[pid]}
+        lost_in = {e.id: f"was in pack {pid.hex()[:12]}, which is missing from storage"
+                   for pid in gone for e in indexed_before[pid]}
+        lost_in.update({b: f"is damaged in pack {pid.hex()[:12]}"
+                        for pid, blobs in bad.items() for b in blobs})
         repo.index.drop_packs(gone)
         st.blobs_damaged = repo.index.retain(lambda pid, e: e.id not in bad.get(pid, ()))
         st.packs_gone = len(gone)
         records = load_trash(repo)
-        marker = Marker(repo, records, lost_in)
-        used = marker.mark(readable_snapshots(repo))
+        snaps = readable_snapshots(repo)
+        marker = Marker(repo, records, lost_in, self._known_bad(bad))
+        used = marker.mark(snaps)
+        if self._drop_bad_duplicates(used, bad):
+            marker = Marker(repo, records, lost_in, self._known_bad(bad))
+            used = marker.mark(snaps)
         resurrect = marker.resurrected
         indexed = repo.index.packs()
 
@@ -236,7 +249,9 @@ class Pruner:
         remove: list[bytes] = []
         placed: set[bytes] = set()
         for pid, entries in sorted(indexed.items(), key=lambda kv: -len(kv[1])):
-            live = [e for e in entries if e.id in used and e.id not in placed]
+            # A used blob stays where readers (and the marking, for a delta's base) find it
+            # first: its plain copy if it has one, an intact one (see _drop_bad_duplicates).
+            live = [e for e in entries if e.id in used and e.id not in placed and self._first(e.id) == pid]
             size = stored.get(pid.hex(), 0)
             live_bytes = sum(e.length for e in live)
             if not live:
@@ -270,15 +285,47 @@ class Pruner:
         if repack or remove or unindexed or resurrect or gone or st.blobs_damaged:
             new_packs = self._repack(repack)
             keep.update(new_packs)
+            self.lock.check_lease()  # before the old index files go
             self._write_index(keep)
-            self.lock.check_lease()
             holders = live_at_start | _other_live_locks(repo, self.lock)
             save_trash(repo, [*remove, *repack.keys(), *unindexed], sorted(holders))
-        self._empty_trash()
+        self._empty_trash(bad)
         # Partial uploads of crashed writers; a day is far longer than any write takes.
         st.temporaries_removed = repo.backend.clean_temporaries(repo.clock.now_ns() - TEMP_AGE_NS)
         self.damage_resolved += [p for p in {p for p, _ in self.damaged} if p.hex() not in stored]
         return st
+
+    def _first(self, blob_id: bytes) -> bytes | None:
+        loc = self.repo.index.lookup(blob_id)
+        return loc.pack if loc is not None else None
+
+    def _known_bad(self, bad: dict[bytes, set[bytes]]) -> set[tuple[bytes, bytes]]:
+        return {(p, b) for p, blobs in bad.items() for b in blobs}
+
+    def _drop_bad_duplicates(self, used: set[bytes], bad: dict[bytes, set[bytes]]) -> bool:
+        """A used blob stored several times keeps one copy, the one readers try first: make
+        sure it reads (authenticated), whatever this machine's damage register knows, so a
+        damaged copy never wins over a good one (a heal from another machine). True if
+        some copy was found damaged and left the index."""
+        index = self.repo.index
+        dropped = False
+        for blob_id in sorted(used):
+            while len(index.locations(blob_id)) > 1:
+                loc = index.lookup(blob_id)
+                assert loc is not None
+                try:
+                    envelope = self.repo.backend.load(Handle("data", loc.pack.hex()), loc.entry.offset,
+                                                      loc.entry.length)
+                    self.repo.decode_blob(loc.entry, envelope)
+                    break
+                except FormatError:
+                    bad.setdefault(loc.pack, set()).update({blob_id, PACK_ITSELF})
+                    index.retain(_all_but(loc.pack, blob_id))
+                    self.stats.blobs_damaged += 1
+                    dropped = True
+                except StorageError:
+                    break  # cannot tell: the copy readers use stays
+        return dropped
 
     def _recheck_damage(self, stored: dict[str, int]) -> dict[bytes, set[bytes]]:
         """The packs the damage register names, read again: pack -> its damaged blobs (and
@@ -372,9 +419,10 @@ class Pruner:
             except ObjectNotFound:
                 pass
 
-    def _empty_trash(self) -> None:
+    def _empty_trash(self, bad: dict[bytes, set[bytes]] | None = None) -> None:
         """Delete the trashed packs no running operation and no snapshot can need."""
         repo, st = self.repo, self.stats
+        self.lock.check_lease()  # before anything is deleted
         live = _other_live_locks(repo, self.lock)  # before reading the snapshots
         records = load_trash(repo)
         eligible = [rec for rec in records if not live & set(rec.live_locks)]
@@ -389,7 +437,7 @@ class Pruner:
         # Snapshots written since this prune started may use trashed blobs: mark again.
         repo.index = MasterIndex()
         repo.load_index()
-        marker = Marker(repo, records)
+        marker = Marker(repo, records, damaged=self._known_bad(bad or {}))
         marker.mark(readable_snapshots(repo))
         if marker.resurrected:
             repo.save_index(marker.resurrected)
@@ -412,7 +460,8 @@ class Pruner:
 
 def free_unused_packs(repo: Repository, mine: Lock | None, report: Reporter = quiet) -> tuple[int, int]:
     """On a full medium, before anything can be written: delete the packs no snapshot uses
-    (indexed packs without a used blob, and trashed packs no snapshot needs), largest first,
+    (indexed packs without a used blob, trashed packs no snapshot needs, packs no index
+    lists), largest first,
     checking before each deletion that no other Coffre command holds a lock. Their index
     entries stay until the prune that follows writes a new index (an index naming a pack
     that is gone and held nothing needed is harmless: backups, check and prune pass over
@@ -433,8 +482,10 @@ def free_unused_packs(repo: Repository, mine: Lock | None, report: Reporter = qu
     used = marker.mark(readable_snapshots(repo))
     indexed = repo.index.packs()
     unused = [pid for pid, entries in indexed.items() if not any(e.id in used for e in entries)]
-    unused += [pid for rec in records for pid in rec.packs
-               if pid not in indexed and pid.hex() in stored]
+    # Trashed packs no snapshot needs, and packs no index lists: a backup's last packs when
+    # the medium filled up (no other command holds a lock, so no backup is writing them).
+    unused += [bytes.fromhex(n) for n in stored
+               if bytes.fromhex(n) not in indexed and bytes.fromhex(n) not in marker.resurrected]
     deleted = freed = 0
     for pid in sorted(set(unused), key=lambda p: -stored.get(p.hex(), 0)):
         if _other_live_locks(repo, mine):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from coffre.core.errors import FormatError, ObjectNotFound, StorageError
 from coffre.format.index import decode_index
-from coffre.format.pack import BlobEntry
+from coffre.format.pack import MAX_PACK, BlobEntry
 from coffre.ops.common import Reporter, quiet
 from coffre.repository.repo import Repository
 from coffre.repository.salvage import salvage_pack
@@ -119,10 +119,12 @@ def _rescue(
     entries = dict(known)
     stats.kept_from_old_index += len(known)
     try:
+        if repo.backend.stat(Handle("data", pid.hex())).size > MAX_PACK:
+            return list(entries.values())  # larger than any pack Coffre writes: not read
         data = repo.backend.load(Handle("data", pid.hex()))
     except StorageError:
         return list(entries.values())
-    for e in salvage_pack(repo, data):
+    for e in salvage_pack(repo, data, [e.offset for e in known.values()]):
         if e.id not in entries:
             entries[e.id] = e
             stats.salvaged += 1

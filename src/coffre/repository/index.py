@@ -89,6 +89,17 @@ class MasterIndex:
         loc = self._blobs.get(blob_id)
         return loc is not None and loc.entry.base is None and loc.entry.kind == KIND_DATA
 
+    def readable(self, blob_id: bytes, present: Callable[[bytes], bool], but: bytes | None = None) -> bool:
+        """Whether some copy of the blob can be read: in a pack `present` accepts (and not the
+        pack `but`), and, for a delta, with its base stored whole in such a pack."""
+        return any(
+            loc.pack != but and present(loc.pack) and (
+                loc.entry.base is None or any(
+                    b.entry.base is None and b.entry.kind == KIND_DATA and present(b.pack)
+                    for b in self.locations(loc.entry.base)))
+            for loc in self.locations(blob_id)
+        )
+
     def __contains__(self, blob_id: bytes) -> bool:
         return blob_id in self._blobs
 

@@ -33,8 +33,10 @@ from coffre.storage.base import Handle
 
 REFRESH_S = 5 * 60
 STALE_S = 30 * 60
-SAFETY_S = 5 * 60
-LEASE_S = STALE_S - SAFETY_S  # past this since the last renewal, others may judge us dead
+# A commit may take the storage's retry budget plus a stalled request (4 + 2 min) after its
+# lease was checked, and hosts' clocks may differ by a few minutes: the margin covers both.
+SAFETY_S = 10 * 60
+LEASE_S = STALE_S - SAFETY_S  # past this since the last renewal, committing is unsafe
 _NS = 1_000_000_000
 
 
@@ -127,8 +129,10 @@ def list_locks(repo: Repository) -> list[LockInfo]:
         except ObjectNotFound:
             continue
         except FormatError:
-            out.append(LockInfo(info.name, info.name, True, "?", 0, UNREADABLE,
-                                info.mtime_ns, info.mtime_ns))
+            # A storage that gives no time (some FTP servers): the lock blocks until removed
+            # by hand (unlock --remove-all), never goes stale at once.
+            written = info.mtime_ns or repo.clock.now_ns()
+            out.append(LockInfo(info.name, info.name, True, "?", 0, UNREADABLE, written, written))
     return out
 
 
@@ -265,12 +269,13 @@ class Lock:
 
     def check_lease(self) -> None:
         """Raise LeaseExpired if the lock may have been seen as stale by others: stop before
-        committing then. Renews the lock when a renewal is due (a late refresher)."""
+        committing then. Otherwise renew it now, so what follows (the commit) starts a fresh
+        lease, and so the storage's clock is consulted even when both local clocks were
+        frozen (a paused VM). A renewal that fails leaves the lease as it was: younger than
+        LEASE_S, which leaves the commit the time SAFETY_S allows."""
         with self._mutex:
             self._note_lapse()
-            due = self.repo.clock.now_ns() - self.info.refreshed_ns > REFRESH_S * _NS or (
-                self.mono() - self._renewed_mono > REFRESH_S)
-            if self.lapse is None and due:
+            if self.lapse is None:
                 try:
                     self._write_renewed()
                 except Exception as exc:

@@ -12,6 +12,8 @@ so nothing wrong is ever taken. Damaged bytes are skipped to the next envelope s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import zstandard
 
 from coffre.compress import CODEC_NONE, CODEC_ZSTD, CODEC_ZSTD_DELTA, decompress, decompress_delta
@@ -27,9 +29,14 @@ MAX_ENVELOPE = packfmt.MAX_TREE_RAW + 1024
 MAX_CANDIDATES = 64  # ends tried for a stored (uncompressed) blob
 
 
+MORE = -1  # zstd_frame_length: the buffer ends before the frame does
+
+
 def zstd_frame_length(buf: bytes) -> int | None:
-    """The length of the zstd frame at the start of buf, from its block headers (None if
-    buf does not start with a whole frame)."""
+    """The length of the zstd frame at the start of buf, from its block headers: None if buf
+    does not start with a frame, MORE if it starts with one that goes on past its end."""
+    if len(buf) < 6:
+        return MORE
     if buf[:4] != _ZSTD_MAGIC:
         return None
     try:
@@ -39,7 +46,7 @@ def zstd_frame_length(buf: bytes) -> int | None:
     checksum = (buf[4] >> 2) & 1
     while True:
         if pos + 3 > len(buf):
-            return None
+            return MORE
         header = int.from_bytes(buf[pos : pos + 3], "little")
         last, kind, size = header & 1, (header >> 1) & 3, header >> 3
         pos += 3
@@ -49,15 +56,24 @@ def zstd_frame_length(buf: bytes) -> int | None:
         if last:
             break
     pos += 4 * checksum
-    return pos if pos <= len(buf) else None
+    return pos if pos <= len(buf) else MORE
+
+
+FIRST_WINDOW = 64 * 1024  # plaintext deciphered at first; doubled while a frame needs more
 
 
 class Salvager:
-    def __init__(self, repo: Repository, data: bytes) -> None:
+    def __init__(self, repo: Repository, data: bytes, known_offsets: Iterable[int] = ()) -> None:
         self.repo = repo
         self.data = data
         self.end = self._body_end()
+        # Sessions to look for: the first envelope's, the header's (written by the same
+        # process), and those at offsets an old index gave: if the first bytes are damaged,
+        # the others still show where envelopes start.
         self.sessions: set[bytes] = set()
+        for at in {0, self.end, *known_offsets}:
+            if at >= 0 and at + 1 + aead.SESSION_ID_LEN <= len(data) and data[at] == aead.ENVELOPE_VERSION:
+                self.sessions.add(data[at + 1 : at + 1 + aead.SESSION_ID_LEN])
 
     def _body_end(self) -> int:
         """Where the blobs end: before the header, if the trailer still says where it is."""
@@ -93,26 +109,35 @@ class Salvager:
         if data[pos] != aead.ENVELOPE_VERSION:
             return None
         session = data[pos + 1 : pos + 1 + aead.SESSION_ID_LEN]
-        if not self.sessions:
-            self.sessions.add(session)  # the first blob's session: most packs have only it
-        window = data[pos : min(self.end, pos + MAX_ENVELOPE)]
-        plain = self.repo.crypter.keystream_decrypt(window)
-        if not plain:
-            return None
-        for length in self._lengths(pos, plain, session):
-            entry = self._authenticate(pos, length, plain)
+        for length in self._lengths(pos, session):
+            entry = self._authenticate(pos, length, self._plain(pos, length - aead.TAG_LEN))
             if entry is not None:
                 self.sessions.add(session)
                 return entry
         return None
 
-    def _lengths(self, pos: int, plain: bytes, session: bytes) -> list[int]:
+    def _plain(self, pos: int, upto: int) -> bytes:
+        """The unauthenticated plaintext of the envelope at pos, up to `upto` bytes of it (CTR:
+        any prefix deciphers on its own)."""
+        return self.repo.crypter.keystream_decrypt(self.data[pos : min(self.end, pos + upto)])
+
+    def _lengths(self, pos: int, session: bytes) -> list[int]:
         """Candidate envelope lengths of the blob at pos."""
+        limit = min(self.end - pos, MAX_ENVELOPE)
+        window = min(limit, FIRST_WINDOW)
+        plain = self._plain(pos, window)
+        if not plain:
+            return []
         codec = plain[0]
         start = 1 + ID_LEN if codec == CODEC_ZSTD_DELTA else 1
         if codec in (CODEC_ZSTD, CODEC_ZSTD_DELTA):
-            frame = zstd_frame_length(plain[start:])
-            return [] if frame is None else [_PREFIX + start + frame + aead.TAG_LEN]
+            while True:
+                frame = zstd_frame_length(plain[start:])
+                if frame != MORE or window >= limit:
+                    break
+                window = min(limit, window * 2)
+                plain = self._plain(pos, window)
+            return [] if frame is None or frame == MORE else [_PREFIX + start + frame + aead.TAG_LEN]
         if codec != CODEC_NONE:
             return []
         ends: list[int] = []
@@ -169,6 +194,7 @@ def _declared(payload: bytes, limit: int, codec: int = CODEC_ZSTD) -> int:
     return int(size)
 
 
-def salvage_pack(repo: Repository, data: bytes) -> list[packfmt.BlobEntry]:
-    """The blobs that can be found and authenticated in a pack's bytes, without its header."""
-    return Salvager(repo, data).run()
+def salvage_pack(repo: Repository, data: bytes, known_offsets: Iterable[int] = ()) -> list[packfmt.BlobEntry]:
+    """The blobs that can be found and authenticated in a pack's bytes, without its header
+    (`known_offsets`: where an old index said blobs start)."""
+    return Salvager(repo, data, known_offsets).run()
