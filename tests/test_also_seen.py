@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Coffre, snapshot_ids
 from test_check import flip
+
+from conftest import Coffre, snapshot_ids
 
 
 def test_files_of_the_previous_snapshot_are_changed_not_new_without_a_cache(repo: Coffre, tree: Path) -> None:
