@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from mutation_support import child_env, collect_hits
+
 # Weak Argon2 parameters: an explicit test-only switch (see coffre.crypto.kdf).
 os.environ["COFFRE_TEST_WEAK_KDF"] = "1"
 
@@ -48,6 +50,7 @@ class Coffre:
             **os.environ,
             "COFFRE_CACHE_DIR": str(cache),
             "COFFRE_TEST_WEAK_KDF": "1",
+            **child_env(),  # under mutmut only: the child runs the mutated code too
         }
         self.env.pop("COFFRE_REPOSITORY", None)
         self.env.pop("COFFRE_PASSWORD_FILE", None)
@@ -81,6 +84,14 @@ class Coffre:
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.argv(*args), env={**self.env, **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Under mutmut's stats phase, before it reads what a test reached: add what the test's
+    `coffre` processes reached (see mutation_support)."""
+    collect_hits()
+    yield
 
 
 @pytest.fixture

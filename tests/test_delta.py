@@ -137,20 +137,20 @@ def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharm
     r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
     r.load_index()
     db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
-    base_packs = set()
+    base_packs = {}  # pack -> a delta base of the database stored in it
     for blob in db_node.content:
         loc = r.index.lookup(blob)
         assert loc is not None
         if loc.entry.base is not None:
             base = r.index.lookup(loc.entry.base)
             assert base is not None
-            base_packs.add(base.pack)
+            base_packs[base.pack] = base.entry
     holds_trees = {pid for pid, entries in r.index.packs().items()
                    if any(e.kind == KIND_TREE for e in entries)}
-    victim = sorted(base_packs - holds_trees)[0]
+    victim = sorted(set(base_packs) - holds_trees)[0]
     path = next((coffre.repo / "data").glob(f"*/{victim.hex()}"))
     data = bytearray(path.read_bytes())
-    data[len(data) // 3] ^= 0x40
+    data[base_packs[victim].offset + base_packs[victim].length // 2] ^= 0x40  # inside that base
     path.write_bytes(bytes(data))
     res = coffre("check", "--read-data")
     assert res.code != 0
