@@ -90,7 +90,6 @@ def unwrap(wrapped: WrappedKey, repo_id: bytes, secret: bytes) -> bytes | None:
 
 # -- recovery keys ------------------------------------------------------------------------
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_RECOVERY_RE = re.compile(r"^[A-Z2-7]{5}(-[A-Z2-7]{5}){10}$")
 
 
 def new_recovery_key() -> tuple[bytes, str]:
@@ -118,7 +117,3 @@ def parse_recovery_key(text: str) -> bytes | None:
         return None
     return raw
 
-
-def looks_like_recovery_key(text: str) -> bool:
-    grouped = "-".join(re.findall(r"[A-Z2-7]{5}", re.sub(r"[\s-]", "", text.strip().upper())))
-    return bool(_RECOVERY_RE.match(grouped))
