@@ -61,6 +61,27 @@ def test_sessions_differ_per_writer(crypter: Crypter) -> None:
     assert second.decrypt(aead.KIND_INDEX, a) == b"same"
 
 
+def test_a_session_key_encrypts_at_most_its_bound_then_a_new_one_is_drawn(crypter: Crypter) -> None:
+    """Random 96-bit nonces are safe for 2**32 encryptions under one key (NIST SP 800-38D):
+    a long-running writer changes session before. Checked with a bound of 3, from 4 threads
+    at once; a reader that never saw the writer (another process) opens every envelope."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert aead.MAX_PER_SESSION == 2**32
+    crypter.max_per_session = 3
+    blobs = [os.urandom(100) for _ in range(40)]
+    with ThreadPoolExecutor(4) as pool:
+        envelopes = list(pool.map(lambda b: crypter.encrypt(aead.KIND_DATA, b, crypter.blob_id(b)), blobs))
+    per_session: dict[bytes, int] = {}
+    for env in envelopes:
+        per_session[env[1:17]] = per_session.get(env[1:17], 0) + 1
+    assert max(per_session.values()) == 3 and len(per_session) == 14
+    reader = Crypter(crypter.keys, crypter.repo_id)
+    opened = [reader.decrypt(aead.KIND_DATA, e, reader.blob_id(b))
+              for e, b in zip(envelopes, blobs, strict=True)]
+    assert opened == blobs
+
+
 def test_password_wrap_and_bounds() -> None:
     master, rid = os.urandom(32), os.urandom(16)
     w = kdf.wrap(master, rid, "password", b"secret")

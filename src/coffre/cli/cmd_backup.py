@@ -15,7 +15,7 @@ from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.repair_config import ensure_config_copies
 from coffre.ops.verify import Verifier
 from coffre.repository.basecache import BaseCache
-from coffre.repository.cache import RepoCache, cache_root
+from coffre.repository.cache import RepoCache, cache_root, repo_cache_dir
 from coffre.repository.damage import known_damage
 from coffre.sources.databases.base import Database
 from coffre.sources.databases.engines import source
@@ -101,7 +101,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         load_index(repo)
         bases = None
         if repo.backend.remote and not args.no_cache:
-            bases = BaseCache(cache_root() / repo.config.id.hex() / "bases", repo.crypter)
+            bases = BaseCache(repo_cache_dir(repo.config.id) / "bases", repo.crypter)
         result = Backup(repo, lock, opts, cache, report=warn, bases=bases,
                         damaged=known_damage(repo.config.id)).run()
         snap = result.snapshot

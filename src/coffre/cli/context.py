@@ -6,12 +6,14 @@ import argparse
 import getpass
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from coffre.core.errors import CoffreError, LockedError, StorageFull, StoragePermissionDenied, UsageError
+from coffre.core.private import open_to_others
 from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock, live_locks
 from coffre.repository.repo import Repository
@@ -101,9 +103,14 @@ def read_secret_file(path: str, what: str = "password file") -> str:
     """A secret from a file; errors never quote its content."""
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             raw = f.read(64 * 1024)
     except OSError as exc:
         raise CoffreError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    if stat.S_ISREG(st.st_mode) and open_to_others(st):
+        # As ssh does for keys, but a warning: refusing would stop the night's backup.
+        _warn(f"the {what} {path} can be read by other users of this machine"
+              f" (mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {shlex.quote(path)}")
     return _decode_secret(raw, f"the {what} {path}")
 
 
@@ -183,14 +190,14 @@ def open_repo_at(
 ) -> Repository:
     """The repository at a location; the password is asked only once it is known to be one."""
     backend = backend_for(location, args)
-    from coffre.repository.cache import cache_root
+    from coffre.repository.cache import repo_cache_dir
     from coffre.repository.repo import load_config
 
     # Not a repository, or a newer format: said before any password is asked.
     config = load_config(backend)
     if is_url(location):
         # Remote metadata is kept locally so a daily backup does not download it again.
-        backend = CachedBackend(backend, cache_root() / config.config.id.hex() / "objects")
+        backend = CachedBackend(backend, repo_cache_dir(config.config.id) / "objects")
     repo = Repository.open(backend, secret(), config=config)
     if repo.config_problem:
         _warn(f"{repo.config_problem}; run 'coffre repair config'")

@@ -22,6 +22,7 @@ from coffre.cli.entry import interrupted
 from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.memory import tune_allocator
+from coffre.core.private import UMASK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.umask(UMASK)  # caches, restored folders and files: private until given their own mode
     # `backup --stdin-from-command -- CMD ARGS`: everything after `--` is the command.
     extra: list[str] = []
     if "--" in argv:

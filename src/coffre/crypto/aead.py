@@ -3,7 +3,8 @@
 Envelope: version(1) | session_id(16) | nonce(12) | AES-256-GCM ciphertext and tag(16).
 The session key is HKDF(enc_root, salt=session_id, info="coffre data v1"): every process
 that writes draws a fresh random session id, so nonces (random, 96 bits) never repeat under
-one key across clients, copies or rollbacks. Associated data binds the format version, the
+one key across clients, copies or rollbacks; a process draws a new one after
+MAX_PER_SESSION encryptions. Associated data binds the format version, the
 repository id, the object kind and, for blobs, the blob id.
 """
 
@@ -28,6 +29,8 @@ SESSION_ID_LEN = 16
 NONCE_LEN = 12
 TAG_LEN = 16
 OVERHEAD = 1 + SESSION_ID_LEN + NONCE_LEN + TAG_LEN
+# NIST SP 800-38D §8.3: with random 96-bit nonces, at most 2**32 encryptions under one key.
+MAX_PER_SESSION = 2**32
 ID_LEN = 32
 
 # Object kinds bound into the associated data.
@@ -74,10 +77,16 @@ class Crypter:
     def __init__(self, keys: SubKeys, repo_id: bytes) -> None:
         self.keys = keys
         self.repo_id = repo_id
-        self._session_id = os.urandom(SESSION_ID_LEN)
-        self._session = AESGCM(hkdf(keys.enc_root, b"coffre data v1", salt=self._session_id))
-        self._sessions: dict[bytes, AESGCM] = {self._session_id: self._session}
+        self._sessions: dict[bytes, AESGCM] = {}
         self._lock = threading.Lock()
+        self.max_per_session = MAX_PER_SESSION
+        self._new_session()
+
+    def _new_session(self) -> None:
+        self._session_id = os.urandom(SESSION_ID_LEN)
+        self._session = AESGCM(hkdf(self.keys.enc_root, b"coffre data v1", salt=self._session_id))
+        self._sessions[self._session_id] = self._session
+        self._used = 0
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self.keys.id_key).digest()
@@ -89,9 +98,14 @@ class Crypter:
         return b"coffre\x01" + self.repo_id + bytes([kind]) + object_id
 
     def encrypt(self, kind: int, plaintext: bytes | memoryview, object_id: bytes = b"") -> bytes:
+        with self._lock:
+            if self._used >= self.max_per_session:
+                self._new_session()
+            self._used += 1
+            session_id, session = self._session_id, self._session
         nonce = os.urandom(NONCE_LEN)
-        ct = self._session.encrypt(nonce, plaintext, self._aad(kind, object_id))
-        return b"".join((bytes([ENVELOPE_VERSION]), self._session_id, nonce, ct))
+        ct = session.encrypt(nonce, plaintext, self._aad(kind, object_id))
+        return b"".join((bytes([ENVELOPE_VERSION]), session_id, nonce, ct))
 
     def _session_for(self, session_id: bytes) -> AESGCM:
         aead = self._sessions.get(session_id)

@@ -2,7 +2,8 @@
 last backup, so they are not read again) and small pieces of state (check rotation).
 
 Lives in $COFFRE_CACHE_DIR, else $XDG_CACHE_HOME/coffre, else ~/.cache/coffre, in a
-directory named by the repository id. Losing it only costs time: files are read again.
+directory named by the repository id, private to its user (0700: it holds plaintext paths).
+Losing it only costs time: files are read again.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from coffre.core.private import narrow, private_dir
 from coffre.format.codec import ID_LEN
 
 QUERY_PATHS = 500  # below SQLite's limit on query parameters (999 in old versions)
@@ -27,10 +29,18 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "coffre"
 
 
+def repo_cache_dir(repo_id: bytes, root: Path | None = None) -> Path:
+    """This repository's folder in the cache, created or narrowed to 0700 (as is the cache
+    root), its database narrowed to 0600: an older version left them readable by all."""
+    folder = private_dir(private_dir(root or cache_root()) / repo_id.hex())
+    for name in ("cache.sqlite", "cache.sqlite-journal", "cache.sqlite-wal", "cache.sqlite-shm"):
+        narrow(folder / name)
+    return folder
+
+
 class RepoCache:
     def __init__(self, repo_id: bytes, root: Path | None = None) -> None:
-        self.dir = (root or cache_root()) / repo_id.hex()
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir = repo_cache_dir(repo_id, root)
         # Several backups may share the cache: wait for each other's short transactions.
         self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
         self._pending = 0
