@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from coffre.core.clock import FixedClock
+from coffre.core.clock import FixedClock, format_ns
 from coffre.core.errors import EXIT_LOCKED, LockedError
-from coffre.repository.locks import Lock, LockInfo, list_locks
+from coffre.repository.locks import STALE_S, Lock, LockInfo, list_locks
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
@@ -139,9 +139,11 @@ def save_lock(r: Repository, *, exclusive: bool, command: str, started_ns: int, 
 
 def test_a_live_exclusive_lock_blocks_prune_whatever_locks_are_listed_before_it(repo: Coffre) -> None:
     """A backup's shared lock and a dead command's stale lock, listed before a live forget's
-    exclusive lock, do not hide it: prune refuses. The forget started on a host whose clock
-    is ahead, so only the check before prune writes its own lock can see it. Kills
-    Lock._check_exclusive_conflicts mutmut_16 and mutmut_18 (the scan stopping at them)."""
+    exclusive lock, do not hide it: prune refuses, and says when that lock would expire if
+    its process were dead. The forget started on a host whose clock is ahead, so only the
+    check before prune writes its own lock can see it. Kills Lock._check_exclusive_conflicts
+    mutmut_16 and mutmut_18 (the scan stopping at them), mutmut_22 and mutmut_24 (the
+    expiry time)."""
     r = Repository.open(LocalBackend(repo.repo), PASSWORD)
     now = time.time_ns()
     live = save_lock(r, exclusive=True, command="forget", started_ns=now + HOUR_NS, refreshed_ns=now)
@@ -151,6 +153,7 @@ def test_a_live_exclusive_lock_blocks_prune_whatever_locks_are_listed_before_it(
     res = repo("prune")
     assert res.code == EXIT_LOCKED, res
     assert "the repository is locked: exclusive lock by 'forget'" in res.err
+    assert f"(this one at {format_ns(now + STALE_S * 10**9)})" in res.err
 
 
 class RacingBackend(MemoryBackend):
