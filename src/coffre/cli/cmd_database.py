@@ -71,15 +71,20 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
     return 0
 
 
+UNSAFE_IN_WORK_DIR = "'\"\\$`\n\r"
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     refuse_empty("--work-dir", args.work_dir,
                  hint="give a folder, or leave --work-dir out for the temporary one")
     if args.work_dir and not os.path.isdir(args.work_dir):
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     work = os.path.abspath(args.work_dir or tempfile.gettempdir())
-    if any(c in work for c in "'\"\\"):
-        # The throwaway servers' settings name their folder in quotes.
-        raise UsageError(f"{work}: choose a work folder without quotes or backslashes (--work-dir)")
+    if any(c in work for c in UNSAFE_IN_WORK_DIR):
+        # The throwaway servers' settings name their folder in quotes, and pg_ctl hands it to
+        # /bin/sh in double quotes, where $(...) and `...` would run.
+        raise UsageError(f"{work!r}: choose a work folder without quotes, backslashes, '$', '`' or "
+                         "line breaks (--work-dir, or TMPDIR)")
     repo = open_repo(args)
     with reading(repo, "drill"):
         load_index(repo)

@@ -109,14 +109,19 @@ class Connection:
 
 @functools.cache
 def _sandbox(client: str) -> list[str]:
-    """Load dumps in the client's sandbox when it has one: a dump's comment could otherwise
-    smuggle in a client command, such as one that runs a shell."""
+    """The option that loads a dump in the client's sandbox. A dump is the backed-up
+    database's text: a comment in it could smuggle in a client command such as `\\!`, which
+    runs a shell as Coffre. A client without a sandbox is refused, never fed a dump."""
     try:
         helps = subprocess.run([client, "--help"], capture_output=True, text=True, timeout=30,
                                check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         helps = ""
-    return ["--sandbox"] if "--sandbox" in helps else []
+    if "--sandbox" not in helps:
+        raise CoffreError(f"{client} has no --sandbox option: a dump is loaded only by a client that "
+                          "refuses the commands a dump could smuggle in (running a shell, reading files)",
+                          "install a MariaDB client of May 2024 or later (10.5.25, 10.6.18, 10.11.8, 11.4.2, ...)")
+    return ["--sandbox"]
 
 
 # Names and values in statements are quoted by these two (the client takes no parameters).
@@ -243,11 +248,12 @@ class MysqlTarget(CountedTarget):
         return not self._tables()
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        client = find_program("mariadb", "mysql")
+        sandbox = _sandbox(client)  # before anything is created
         exists = self.conn.query(_EXISTS.format(_literal(self.conn.database)), "looking for the database")
         if exists[0][0] == "0":
             self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", "creating the database")
-        client = find_program("mariadb", "mysql")
-        argv = [client, *self.conn.options(database=False), "--batch", *_sandbox(client), self.conn.database]
+        argv = [client, *self.conn.options(database=False), "--batch", *sandbox, self.conn.database]
         feed_command(argv, batched(chunks), f"loading the dump into {self.describe()}")
 
     def row_counts(self) -> dict[str, int]:
