@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--include", action="append", default=[], metavar="PATTERN")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--verify", action="store_true", help="re-read what was written and compare")
+    p.add_argument("--devices", action="store_true",
+                   help="also make the device nodes the snapshot holds (skipped by default)")
     p.add_argument("--host", help="with 'latest': the latest snapshot of this host")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_restore)
@@ -40,7 +42,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         load_index(repo)
         snap = find_snapshot(repo, args.snapshot, host=args.host, report=warn)
         restorer = Restorer(repo, RestoreOptions(target=args.target, includes=args.include,
-                                                 excludes=args.exclude, verify=args.verify),
+                                                 excludes=args.exclude, verify=args.verify,
+                                                 devices=args.devices),
                             report=warn)
         problems = restorer.run(snap)
     st = restorer.stats

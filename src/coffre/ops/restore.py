@@ -1,8 +1,11 @@
 """Restore: recreate a snapshot's files under a target directory.
 
-Safety: every name is validated (no '/', '.', '..' or NUL), directories are created by us and
-checked not to be symlinks, and the last component is opened with O_NOFOLLOW, so nothing is
-ever written outside the target whatever the snapshot contains.
+Safety: every name is validated (no '/', '.', '..' or NUL), and everything is made relative
+to an open folder of the target, reached without following symlinks (ops/target.py): nothing
+is ever written outside the target, whatever the snapshot holds and whatever another user
+swaps in the target while the restore runs. Device nodes are made only when asked
+(--devices); setuid and setgid bits are kept only by a restore as root, which gives files
+their owners too (as GNU tar does).
 
 Honest counts: a file is counted as restored only once all its bytes are written (and
 re-read, with verify). A file that fails is counted as not restored and removed: the restore
@@ -28,6 +31,7 @@ from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import Problems, Reporter, load_tree, quiet
 from coffre.ops.content import content_matches
+from coffre.ops.target import TargetDirs
 from coffre.repository.repo import Repository
 from coffre.sources.files import Excluder
 
@@ -58,6 +62,7 @@ class RestoreOptions:
     verify: bool = False
     sparse: bool = True
     workers: int = 2
+    devices: bool = False
 
 
 @dataclass
@@ -111,6 +116,9 @@ class Restorer:
         self._batch_bytes = 0
         self._stop: int | None = None  # errno that made the whole target unwritable
         self._lost_links: set[bytes] = set()  # hard-linked files that could not be restored
+        self._devices_skipped = 0
+        self._privileges_dropped = 0
+        self.dirs: TargetDirs  # opened by run
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, path: str) -> bool:
@@ -142,20 +150,31 @@ class Restorer:
     def run(self, snap: Snapshot) -> Problems:
         try:
             os.makedirs(self.root, exist_ok=True)
+            self.dirs = TargetDirs(self.root)
         except OSError as exc:
             raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            futures: list[Future[None]] = []
-            self._restore_dir(pool, futures, snap.tree, self.root, "")
-            self._flush_batch(pool, futures)
-            for fut in futures:
-                fut.result()
-        for path, node in self._links:
-            self._make_link(path, node)
-        # Children before their parent (the order _dirs was filled in): a parent's mode may
-        # close it to its owner, and its mtime must come after the last write into it.
-        for path, node in self._dirs:
-            self._set_metadata(path, node)
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+                futures: list[Future[None]] = []
+                self._restore_dir(pool, futures, snap.tree, self.root, "")
+                self._flush_batch(pool, futures)
+                for fut in futures:
+                    fut.result()
+            for path, node in self._links:
+                self._make_link(path, node)
+            # Children before their parent (the order _dirs was filled in): a parent's mode
+            # may close it to its owner, and its mtime must come after the last write into it.
+            for path, node in self._dirs:
+                self._set_dir_metadata(path, node)
+        finally:
+            self.dirs.close()
+        if self._devices_skipped:
+            self.problems.warnings.append(
+                f"{self._devices_skipped} device nodes not restored: give --devices to make them")
+        if self._privileges_dropped:
+            self.problems.warnings.append(
+                f"setuid/setgid bits removed from {self._privileges_dropped} files: only a restore "
+                "as root, which restores owners too, keeps them")
         if self._stop is not None:
             self.problems.errors.append(self._stop_message(self._stop))
         return self.problems
@@ -348,31 +367,35 @@ class Restorer:
     def _make_dir(self, path: bytes) -> None:
         """A real directory at path. Something else there (a symlink above all, which is
         never followed) is replaced, as a file replaces what stands at its place."""
+        folder, name = self.dirs.parent(path)
         try:
-            os.mkdir(path, 0o700)
+            os.mkdir(name, 0o700, dir_fd=folder)
             self._fresh.add(path)  # created empty by us: nothing to clear in it
         except FileExistsError:
-            if stat.S_ISDIR(os.lstat(path).st_mode):
+            if stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
                 return
-            os.unlink(path)
-            os.mkdir(path, 0o700)
+            os.unlink(name, dir_fd=folder)
+            os.mkdir(name, 0o700, dir_fd=folder)
 
     def _clear(self, path: bytes) -> None:
         """Remove an existing non-directory at path (never follows a symlink)."""
+        folder, name = self.dirs.parent(path)
         try:
-            st = os.lstat(path)
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
             raise CoffreError(f"{os.fsdecode(path)} exists as a directory; not replaced by a file")
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder)
 
     def _create(self, path: bytes) -> int | None:
         try:
             if os.path.dirname(path) not in self._fresh:
                 self._clear(path)
             mode = os.O_RDWR if self.opts.verify else os.O_WRONLY
-            return os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            folder, name = self.dirs.parent(path)
+            return os.open(name, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                           dir_fd=folder)
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
             return None
@@ -438,9 +461,10 @@ class Restorer:
         """Remove a file the restore created and could not complete, only if the name still
         leads to that very file."""
         try:
-            now = os.lstat(path)
+            folder, name = self.dirs.parent(path)
+            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
             if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
-                os.unlink(path)
+                os.unlink(name, dir_fd=folder)
         except OSError as exc:
             self._problem(path, exc)
 
@@ -455,15 +479,19 @@ class Restorer:
                     self._lost_links.add(path)
 
     def _restore_special(self, path: bytes, node: Node) -> None:
+        if node.type in ("chardev", "blockdev") and not self.opts.devices:
+            self._devices_skipped += 1  # a device node in a backup may open what it wants
+            return
         try:
             self._clear(path)
+            folder, name = self.dirs.parent(path)
             if node.type == "symlink":
-                os.symlink(node.target, path)
+                os.symlink(node.target, name, dir_fd=folder)
             elif node.type == "fifo":
-                os.mkfifo(path, 0o600)
+                os.mkfifo(name, 0o600, dir_fd=folder)
             elif node.type in ("chardev", "blockdev"):
                 kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
-                os.mknod(path, kind | 0o600, node.rdev)
+                os.mknod(name, kind | 0o600, node.rdev, dir_fd=folder)
             else:
                 return  # sockets are not restored: they are recreated by their programs
             self.stats.others += 1
@@ -483,7 +511,13 @@ class Restorer:
             return
         try:
             self._clear(path)
-            os.link(first, path, follow_symlinks=False)
+            source, source_name = self.dirs.parent(first)
+            source = os.dup(source)  # the next lookup may replace the kept folder
+            try:
+                folder, name = self.dirs.parent(path)
+                os.link(source_name, name, src_dir_fd=source, dst_dir_fd=folder, follow_symlinks=False)
+            finally:
+                os.close(source)
             self.stats.files += 1
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
@@ -532,17 +566,45 @@ class Restorer:
             if (st.st_uid, st.st_gid) != self._owner(node):
                 os.fchown(fd, *self._owner(node))
         self._set_xattrs(fd, node, True)
-        os.fchmod(fd, node.mode)
+        os.fchmod(fd, self._mode(node))
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
 
-    def _set_metadata(self, path: bytes, node: Node) -> None:
+    def _mode(self, node: Node) -> int:
+        """The node's mode, without setuid/setgid on a file unless restoring as root."""
+        privileges = node.mode & (stat.S_ISUID | stat.S_ISGID)
+        if not privileges or self._is_root or node.type == "dir":
+            return node.mode
+        with self._lock:
+            self._privileges_dropped += 1
+        return node.mode & ~privileges
+
+    def _set_dir_metadata(self, path: bytes, node: Node) -> None:
         try:
+            fd = self.dirs.open_dir(path)
+        except OSError as exc:
+            self._problem(path, exc)
+            return
+        try:
+            self._set_metadata_fd(fd, path, node)
+        except OSError as exc:
+            self._problem(path, exc)
+        finally:
+            os.close(fd)
+
+    def _set_metadata(self, path: bytes, node: Node) -> None:
+        """A symlink's, fifo's or device node's, never following a symlink."""
+        try:
+            folder, name = self.dirs.parent(path)
             if self._is_root:
-                os.lchown(path, *self._owner(node))
-            self._set_xattrs(path, node, False)
-            if node.type != "symlink":
-                os.chmod(path, node.mode, follow_symlinks=False)
-            os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
+                os.chown(name, *self._owner(node), dir_fd=folder, follow_symlinks=False)
+            if node.type == "symlink":
+                if node.xattrs:
+                    self._set_xattrs(f"/proc/self/fd/{folder}/".encode() + name, node, False)
+            else:
+                with self.dirs.node(path) as itself:
+                    self._set_xattrs(itself.encode(), node, True)
+                    os.chmod(itself, self._mode(node))
+            os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=folder, follow_symlinks=False)
         except OSError as exc:
             self._problem(path, exc)
 

@@ -120,7 +120,8 @@ def _sandbox(client: str) -> list[str]:
     if "--sandbox" not in helps:
         raise CoffreError(f"{client} has no --sandbox option: a dump is loaded only by a client that "
                           "refuses the commands a dump could smuggle in (running a shell, reading files)",
-                          "install a MariaDB client of May 2024 or later (10.5.25, 10.6.18, 10.11.8, 11.4.2, ...)")
+                          "install a MariaDB client of May 2024 or later "
+                          "(10.5.25, 10.6.18, 10.11.8, 11.4.2, ...)")
     return ["--sandbox"]
 
 

@@ -1,0 +1,91 @@
+"""The folders of a restore target, reached without following symlinks.
+
+A restore (often as root) writes into a folder other users may be able to write in. Checking
+a folder with lstat and then opening a file by its full path leaves a window in which a folder
+can be swapped for a symlink, and the file written wherever it points. Here every file,
+folder, link and node is made relative to an open folder (`dir_fd`), and folders are opened
+from the target's own folder one name at a time with O_NOFOLLOW: a swapped folder makes that
+one operation fail (ELOOP or ENOTDIR), and nothing is ever written outside the target.
+
+Each thread keeps the last folder it opened: files come folder by folder, so most lookups
+cost nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TargetDirs:
+    def __init__(self, root: bytes) -> None:
+        """root: the target folder, absolute, which exists (it is the user's choice, and is
+        opened as given)."""
+        self.root = root.rstrip(b"/") or b"/"
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._local = threading.local()
+        self._kept: dict[int, int] = {}  # thread id -> the folder fd it keeps
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._kept.values():
+                os.close(fd)
+            self._kept.clear()
+        os.close(self.root_fd)
+
+    def _names(self, path: bytes) -> list[bytes]:
+        if path == self.root:
+            return []
+        prefix = self.root if self.root.endswith(b"/") else self.root + b"/"
+        if not path.startswith(prefix):
+            raise ValueError(f"{path!r} is not inside the restore target")
+        return path[len(prefix):].split(b"/")
+
+    def open_dir(self, path: bytes) -> int:
+        """A new fd on the folder at path, opened name by name from the target without
+        following a symlink; OSError if one of them is not a real folder."""
+        fd = os.dup(self.root_fd)
+        try:
+            for name in self._names(path):
+                inner = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def parent(self, path: bytes) -> tuple[int, bytes]:
+        """The folder holding path, as an fd this thread keeps until it needs another one
+        (never close it), and path's name in it."""
+        head, _, name = path.rpartition(b"/")
+        if head == self.root or (not head and self.root == b"/"):
+            return self.root_fd, name
+        kept = getattr(self._local, "kept", None)
+        if kept is not None and kept[0] == head:
+            return kept[1], name
+        fd = self.open_dir(head)
+        with self._lock:
+            old = self._kept.pop(threading.get_ident(), None)
+            self._kept[threading.get_ident()] = fd
+        if old is not None:
+            os.close(old)
+        self._local.kept = (head, fd)
+        return fd, name
+
+    @contextmanager
+    def node(self, path: bytes) -> Iterator[str]:
+        """A path naming the very node at `path` (a symlink itself, never its target) through
+        /proc, for the calls that have no *at() form without following: chmod and
+        setxattr of a fifo or device node."""
+        folder, name = self.parent(path)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)

@@ -1,0 +1,139 @@
+"""A restore as root into a folder other users can write in: another process swapping the
+target's folders for symlinks while it runs gets nothing written outside the target, and the
+restore ends with its counts, not a traceback. Device nodes are made only on request, and
+setuid/setgid bits survive only a restore as root. Real `coffre` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Coffre, age_tree
+
+NOBODY = 65534
+
+# Swaps every folder directly under the target for a symlink to the same path under
+# `outside` (where the same folders wait), and back, as fast as it can, until killed.
+SWAPPER = """
+import os, sys
+target, outside = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+while True:
+    for name in os.listdir(target):
+        real, aside = os.path.join(target, name), os.path.join(target, "." + name + ".aside")
+        if name.startswith(".") or os.path.islink(real):
+            continue
+        try:
+            os.rename(real, aside)
+            os.symlink(os.path.join(outside, name), real)
+            os.unlink(real)
+            os.rename(aside, real)
+        except OSError:
+            pass
+"""
+
+
+def files_under(root: Path) -> list[Path]:
+    return [Path(d) / f for d, _, names in os.walk(root) for f in names]
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder outside pytest's private one, as a share would be."""
+    d = Path(tempfile.mkdtemp(prefix="coffre-race-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_folders_swapped_for_symlinks_during_a_root_restore_lead_nowhere(
+        repo: Coffre, tmp_path: Path, open_dir: Path) -> None:
+    src = tmp_path / "src"
+    for d in range(8):
+        for sub in ("a", "b"):
+            (src / f"dossier-{d}" / sub).mkdir(parents=True)
+            for i in range(60):
+                (src / f"dossier-{d}" / sub / f"ordonnance-{i}.txt").write_text(f"{d} {sub} {i}\n")
+    age_tree(src)
+    repo.ok("backup", str(src))
+    target, outside = open_dir / "target", open_dir / "outside"
+    target.mkdir()
+    # The attacker prepares the same folders outside, so a followed symlink would work.
+    for d in range(8):
+        for sub in ("a", "b"):
+            (outside / str(src).lstrip("/") / f"dossier-{d}" / sub).mkdir(parents=True)
+    for _ in range(3):
+        swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(target), str(outside)],
+                                   stdout=subprocess.PIPE)
+        try:
+            assert swapper.stdout is not None and swapper.stdout.readline() == b"ready\n"
+            res = repo("restore", "latest", "--target", str(target), "--json")
+        finally:
+            swapper.kill()
+            swapper.wait()
+        assert files_under(outside) == [], res
+        assert res.code in (0, 1), res
+        assert "Traceback" not in res.err
+        counts = json.loads(res.out)
+        assert counts["files"] + counts["files_failed"] == 8 * 2 * 60, counts
+        shutil.rmtree(target)
+        target.mkdir()
+
+
+def test_device_nodes_are_made_only_with_devices(repo: Coffre, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "rapport.txt").write_text("ok\n")
+    os.mknod(src / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    age_tree(src)
+    repo.ok("backup", str(src))
+    res = repo.ok("restore", "latest", "--target", str(tmp_path / "r1"))
+    restored = tmp_path / "r1" / str(src).lstrip("/")
+    assert (restored / "rapport.txt").exists() and not (restored / "null").exists()
+    assert "1 device nodes not restored: give --devices to make them" in res.err
+    repo.ok("restore", "latest", "--target", str(tmp_path / "r2"), "--devices")
+    node = (tmp_path / "r2" / str(src).lstrip("/") / "null").lstat()
+    assert stat.S_ISCHR(node.st_mode) and node.st_rdev == os.makedev(1, 3)
+
+
+class AsNobody(Coffre):
+    """The real command, run as the unprivileged 'nobody' user."""
+
+    def argv(self, *args: str, repo: bool = True) -> list[str]:
+        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                *super().argv(*args, repo=repo)]
+
+
+def test_setuid_and_setgid_bits_survive_only_a_restore_as_root(repo: Coffre, tmp_path: Path,
+                                                               open_dir: Path) -> None:
+    src = tmp_path / "src"
+    (src / "partage").mkdir(parents=True)
+    (src / "outil").write_bytes(b"#!/bin/sh\n")
+    (src / "outil").chmod(0o6755)
+    (src / "partage").chmod(0o2775)  # a folder's setgid only picks the group of new files
+    age_tree(src)
+    repo.ok("backup", str(src))
+    open_dir.chmod(0o777)
+    shutil.copytree(repo.repo, open_dir / "repo")
+    shutil.copy(repo.pwfile, open_dir / "password")
+    for d, dirs, names in os.walk(open_dir):
+        for name in [".", *dirs, *names]:
+            os.chown(os.path.join(d, name), NOBODY, NOBODY)
+    nobody = AsNobody(open_dir / "repo", open_dir / "password", open_dir / "cache")
+    res = nobody("restore", "latest", "--target", str(open_dir / "r"))
+    assert res.code == 0, res
+    restored = open_dir / "r" / str(src).lstrip("/")
+    assert stat.S_IMODE((restored / "outil").stat().st_mode) == 0o755
+    assert stat.S_IMODE((restored / "partage").stat().st_mode) == 0o2775
+    assert "setuid/setgid bits removed from 1 files" in res.err
+    repo.ok("restore", "latest", "--target", str(tmp_path / "as-root"))
+    as_root = tmp_path / "as-root" / str(src).lstrip("/")
+    assert stat.S_IMODE((as_root / "outil").stat().st_mode) == 0o6755
