@@ -233,6 +233,14 @@ def _remove_slot(repo: Repository, slot: keyring.KeySlot | keyring.UnusableSlot)
             pass  # removed meanwhile
 
 
+NOT_REVOKED = (
+    "note: {what} no longer opens this repository, but it is not revoked: whoever used it "
+    "could keep the master key it opened, which decrypts every snapshot, past and future. "
+    "To shut such a person out, make a new repository and copy the snapshots into it "
+    "('coffre init', then 'coffre copy'; docs/design.md, section 8)"
+)
+
+
 def cmd_key_remove(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     slot = _find_slot(repo, args.key_id)
@@ -242,6 +250,7 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
     _remove_slot(repo, slot)  # never the slot used now: one that opens the repository remains
     if isinstance(slot, keyring.KeySlot):
         say(f"removed key slot {slot.id[:8]} ({slot.kind})")
+        warn(NOT_REVOKED.format(what=f"the {slot.kind} of that slot"))
     else:
         say(f"removed key file {slot.id[:8]} ({'damaged' if slot.damaged else 'unusable'})")
     return 0
@@ -258,6 +267,8 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
         repo.key_slot_id = slot
         _remove_slot(repo, old)
     say(f"password changed (new key slot {slot[:8]})")
+    if old.kind == "password":
+        warn(NOT_REVOKED.format(what="the old password"))
     ensure_config_copies(repo, warn)
     return 0
 

@@ -203,6 +203,10 @@ def open_repo_at(
         _warn(f"{repo.config_problem}; run 'coffre repair config'")
     for damaged in repo.damaged_keys:
         _warn(f"{damaged.describe()}; 'coffre key remove {damaged.id[:8]}' drops it")
+    for foreign in repo.foreign_keys:
+        _warn(f"key file {foreign[:8]} opens with this password but holds another key than this "
+              "repository's (it fails the config's authentication): it was not written by this "
+              f"repository's Coffre, and was skipped; 'coffre key remove {foreign[:8]}' drops it")
     return repo
 
 

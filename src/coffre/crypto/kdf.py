@@ -24,10 +24,11 @@ from coffre.crypto.aead import hkdf
 DEFAULT_ARGON2 = {"t": 3, "m": 65536, "p": 4}
 # Only for the test suite, switched on explicitly with COFFRE_TEST_WEAK_KDF=1.
 WEAK_ARGON2 = {"t": 1, "m": 64, "p": 1}
-# Bounds on parameters read from storage, so a forged key file cannot exhaust memory or time.
-MAX_ARGON2_M = 4 * 1024 * 1024
-MAX_ARGON2_T = 64
-MAX_ARGON2_P = 64
+# Bounds on parameters read from storage: what `init` and `key add` write, and no more, so a
+# key file planted in the storage cannot make each opening cost gigabytes or minutes.
+MAX_ARGON2_M = DEFAULT_ARGON2["m"]
+MAX_ARGON2_T = DEFAULT_ARGON2["t"]
+MAX_ARGON2_P = DEFAULT_ARGON2["p"]
 
 
 def argon2_params() -> dict[str, int]:
@@ -35,15 +36,22 @@ def argon2_params() -> dict[str, int]:
     return dict(WEAK_ARGON2 if weak else DEFAULT_ARGON2)
 
 
-def _argon2(secret: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
+def check_argon2(params: dict[str, Any], salt: bytes) -> tuple[int, int, int]:
+    """t, m, p if they are within what Coffre writes, else FormatError."""
     t, m, p = params.get("t"), params.get("m"), params.get("p")
-    if not all(isinstance(v, int) for v in (t, m, p)):
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (t, m, p)):
         raise FormatError("key file: invalid Argon2 parameters")
     assert isinstance(t, int) and isinstance(m, int) and isinstance(p, int)
     if not (1 <= t <= MAX_ARGON2_T and 8 * p <= m <= MAX_ARGON2_M and 1 <= p <= MAX_ARGON2_P):
-        raise FormatError("key file: Argon2 parameters out of bounds")
+        raise FormatError(f"key file: Argon2 parameters beyond what Coffre writes (t={t}, m={m} KiB, "
+                          f"p={p}; at most t={MAX_ARGON2_T}, m={MAX_ARGON2_M} KiB, p={MAX_ARGON2_P})")
     if not 16 <= len(salt) <= 64:
         raise FormatError("key file: invalid salt")
+    return t, m, p
+
+
+def _argon2(secret: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
+    t, m, p = check_argon2(params, salt)
     return hash_secret_raw(secret, salt, t, m, p, 32, Type.ID)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from coffre.crypto import kdf
 from coffre.storage.base import Backend, Handle
 
 MAX_KEY_FILE = 64 * 1024
+MAX_SLOTS_TRIED = 32  # an Argon2 each: ~10 s at most
 # Written by Coffre 0.1.0 and dropped when a slot is re-saved: the storage can read key files.
 _DROPPED_FIELDS = ("host", "user")
 
@@ -113,6 +115,11 @@ def _parse(name: str, raw: bytes) -> KeySlot:
         raise FormatError(f"{unusable} ({exc.message})") from None
     if len(nonce) != 12 or len(data) != 48:
         raise FormatError(f"{unusable} (the wrapped key has the wrong size)")
+    if doc["kind"] == "password":
+        try:
+            kdf.check_argon2(params, salt)
+        except FormatError as exc:
+            raise FormatError(f"{unusable} ({exc.message.removeprefix('key file: ')})") from None
     copy = doc.get("config")
     return KeySlot(
         id=name,
@@ -139,21 +146,24 @@ def scan(backend: Backend) -> tuple[list[KeySlot], list[UnusableSlot]]:
     return sorted(slots, key=lambda s: (s.created, s.id)), sorted(bad, key=lambda d: d.id)
 
 
-def try_unlock(slots: list[KeySlot], repo_id: bytes, secret: str) -> tuple[bytes, KeySlot] | None:
-    """Try the secret on every slot: as a recovery key if it looks like one, else as a password."""
+def openings(slots: list[KeySlot], repo_id: bytes, secret: str) -> Iterator[tuple[bytes, KeySlot]]:
+    """Each slot the secret opens (as a recovery key if it looks like one, else as a
+    password) with the master it holds, lazily: the caller stops at the first master that
+    authenticates the config, and goes on past one that does not (a slot planted in the
+    storage, wrapping another master under a guessed password). At most MAX_SLOTS_TRIED
+    slots are tried, so planted slots cannot make an opening last forever."""
     raw_recovery = kdf.parse_recovery_key(secret)
     candidates: list[tuple[KeySlot, bytes]] = []
     if raw_recovery is not None:
         candidates += [(s, raw_recovery) for s in slots if s.kind == "recovery"]
     candidates += [(s, secret.encode()) for s in slots if s.kind == "password"]
-    for slot, material in candidates:
+    for slot, material in candidates[:MAX_SLOTS_TRIED]:
         try:
             master = kdf.unwrap(slot.wrapped, repo_id, material)
         except FormatError:
             continue  # a slot with impossible parameters opens nothing
         if master is not None:
-            return master, slot
-    return None
+            yield master, slot
 
 
 def cannot_open(slots: list[KeySlot], bad: list[UnusableSlot]) -> CoffreError:

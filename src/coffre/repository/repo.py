@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from coffre import FORMAT_VERSION, __version__
 from coffre.chunker import Chunker, ChunkerParams
@@ -34,6 +34,8 @@ from coffre.repository import keyring
 from coffre.repository.index import Location, MasterIndex
 from coffre.repository.window import PackWindows
 from coffre.storage.base import Backend, Handle
+
+T = TypeVar("T")
 
 # Blobs of one pack closer than this are read with one request (the gap is read and dropped).
 MERGE_GAP = 256 * 1024
@@ -245,6 +247,9 @@ class Repository:
         self.key_slot_id = ""
         self.config_problem = ""  # set by open when the config file is damaged and a copy is used
         self.damaged_keys: list[keyring.UnusableSlot] = []  # damaged key files, found by open
+        # Key slots that open with the password used but hold another master (planted in
+        # the storage, or copied from another repository): skipped by open.
+        self.foreign_keys: list[str] = []
         # Remote storage: single data blobs (a backup's delta bases) are read by windows.
         self.windows = PackWindows(backend) if backend.remote else None
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
@@ -302,27 +307,29 @@ class Repository:
         stored = config if isinstance(config, StoredConfig) else StoredConfig(*config)
         slots, bad = keyring.scan(backend)  # one damaged slot must not lock out the others
         first = (stored.config, stored.mac)
-        opened: dict[bytes, tuple[bytes, keyring.KeySlot] | None] = {}
+        opened: dict[bytes, _Replay[tuple[bytes, keyring.KeySlot]]] = {}
+        foreign: set[str] = set()  # slots that open but hold a master that is not this one
         for cfg, mac in _candidates(first, slots):
             if cfg.id not in opened:
-                opened[cfg.id] = keyring.try_unlock(slots, cfg.id, secret)
-            got = opened[cfg.id]
-            if got is None:
-                continue
-            repo = cls(backend, cfg, got[0], clock or SystemClock())
-            if not hmac.compare_digest(repo.config_mac(), mac):
-                continue
-            repo.key_slot_id = got[1].id
-            repo.damaged_keys = [d for d in bad if d.damaged]
-            if (cfg, mac) == first or stored.problem:
-                repo.config_problem = stored.problem
-            else:
-                why = ("it fails authentication" if opened[stored.config.id]
-                       else "its repository id opens no key slot")
-                repo.config_problem = (f"the config file was altered ({why}); "
-                                       "using the copy kept in the key files")
-            return repo
-        if any(opened.values()):
+                opened[cfg.id] = _Replay(keyring.openings(slots, cfg.id, secret))
+            for master, slot in opened[cfg.id]:
+                repo = cls(backend, cfg, master, clock or SystemClock())
+                if not hmac.compare_digest(repo.config_mac(), mac):
+                    foreign.add(slot.id)
+                    continue
+                foreign.discard(slot.id)
+                repo.key_slot_id = slot.id
+                repo.damaged_keys = [d for d in bad if d.damaged]
+                repo.foreign_keys = sorted(foreign)
+                if (cfg, mac) == first or stored.problem:
+                    repo.config_problem = stored.problem
+                else:
+                    why = ("it fails authentication" if opened[stored.config.id].any()
+                           else "its repository id opens no key slot")
+                    repo.config_problem = (f"the config file was altered ({why}); "
+                                           "using the copy kept in the key files")
+                return repo
+        if any(o.any() for o in opened.values()):
             raise IntegrityError(
                 "the repository config was altered (authentication failed)",
                 "restore the config file from a copy of the repository",
@@ -572,3 +579,27 @@ class Repository:
         for info in self.backend.list("data"):
             yield info.name, info.size
 
+
+class _Replay(Generic[T]):
+    """An iterator that can be walked again from its start, computing each item once (each
+    is an Argon2 run, and several config copies share one repository id)."""
+
+    def __init__(self, items: Iterator[T]) -> None:
+        self._items, self._seen, self._done = items, list[T](), False
+
+    def __iter__(self) -> Iterator[T]:
+        i = 0
+        while True:
+            if i < len(self._seen):
+                yield self._seen[i]
+                i += 1
+            elif self._done:
+                return
+            else:
+                try:
+                    self._seen.append(next(self._items))
+                except StopIteration:
+                    self._done = True
+
+    def any(self) -> bool:
+        return next(iter(self), None) is not None

@@ -1,0 +1,64 @@
+"""Key files planted by whoever controls the storage: one wrapping another master under a
+guessed password is skipped (it was an oracle telling the attacker the guess was right), one
+demanding gigabytes of Argon2 is refused unread, and removing a key says it revokes nothing.
+Real `coffre` processes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import resource
+
+from coffre.core.clock import FixedClock
+from coffre.repository import keyring
+from coffre.repository.repo import Repository
+from coffre.storage.base import Handle
+from coffre.storage.local import LocalBackend
+
+from conftest import PASSWORD, Coffre
+
+
+def test_a_slot_opening_to_another_master_is_skipped_not_an_oracle(repo: Coffre) -> None:
+    backend = LocalBackend(repo.repo)
+    repo_id = Repository.open(backend, PASSWORD).config.id
+    # The attacker's guess is right: their slot opens with the pharmacy's password, and is
+    # the oldest, so it is tried first.
+    planted = keyring.add_slot(backend, os.urandom(32), repo_id, "password", PASSWORD.encode(),
+                               "initial password", FixedClock(0))
+    res = repo("snapshots")
+    assert res.code == 0, res
+    assert f"key file {planted[:8]} opens with this password but holds another key" in res.err
+    res = repo.ok("key", "remove", planted[:8])
+    assert "no longer opens this repository, but it is not revoked" in res.err
+    assert "key file" not in repo.ok("snapshots").err
+
+
+def _slot(params: dict[str, int]) -> tuple[str, bytes]:
+    doc = {"v": 1, "kind": "password", "label": "password", "created": "1970-01-01T00:00:00Z",
+           "params": params, **{k: base64.b64encode(os.urandom(n)).decode()
+                                for k, n in (("salt", 32), ("nonce", 12), ("data", 48))}}
+    raw = json.dumps(doc).encode()
+    return hashlib.sha256(raw).hexdigest(), raw
+
+
+def test_a_slot_demanding_gigabytes_of_argon2_is_refused_unread(repo: Coffre) -> None:
+    name, raw = _slot({"t": 1, "m": 4 * 1024 * 1024, "p": 1})  # 4 GiB per attempt
+    LocalBackend(repo.repo).save(Handle("keys", name), raw)
+    repo.ok("snapshots")
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak_kib < 1024 * 1024, peak_kib  # nothing near the 4 GiB it asked for
+    rows = {r["id"]: r for r in json.loads(repo.ok("key", "list", "--json").out)}
+    assert rows[name]["state"] == "unusable"
+    assert "Argon2 parameters beyond what Coffre writes" in rows[name]["reason"]
+
+
+def test_password_change_says_the_old_one_is_not_revoked(repo: Coffre, tmp_path: os.PathLike[str]) -> None:
+    new = os.path.join(tmp_path, "nouveau")
+    with open(new, "w") as f:
+        f.write("un autre mot de passe solide\n")
+    os.chmod(new, 0o600)
+    res = repo.ok("key", "passwd", "--new-password-file", new)
+    assert "the old password no longer opens this repository, but it is not revoked" in res.err
+    assert "'coffre init', then 'coffre copy'" in res.err
