@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from dbservers import DB_PASSWORD
 from test_db_postgres import wrapper
 
 from conftest import Coffre
@@ -73,3 +74,36 @@ def test_a_mysql_client_without_a_sandbox_is_never_fed_a_dump(repo: Coffre, mari
     assert mariadb.sql(f"SHOW DATABASES LIKE '{copy}'") == ""
     repo.ok("restore-db", "latest", "--mysql", mariadb.dsn(copy), env=mariadb.env())
     assert mariadb.sql("SELECT cip FROM produits", copy) == "3400930000001"
+
+
+def test_restore_db_warns_when_the_restoring_account_rules_the_server(
+        repo: Coffre, postgres: Any, mariadb: Any) -> None:
+    """A dump's functions, triggers and constraints run with the rights of whoever restores
+    it: as a superuser (or a MariaDB account with SUPER or FILE), restore-db says so; as the
+    database's owner, it says nothing."""
+    name = f"caisse_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    postgres.psql("CREATE TABLE ventes (id int PRIMARY KEY); INSERT INTO ventes VALUES (1)", name)
+    mariadb.sql(f"CREATE DATABASE {name}")
+    mariadb.sql("CREATE TABLE stock (cip BIGINT PRIMARY KEY); INSERT INTO stock VALUES (1)", name)
+    repo.ok("backup", "--postgres", postgres.dsn(name), "--mysql", mariadb.dsn(name),
+            env={**postgres.env(), **mariadb.env()})
+
+    res = repo.ok("restore-db", "latest", "--postgres", postgres.dsn(f"{name}_su"), env=postgres.env())
+    assert "warning: the PostgreSQL role 'coffre' is a superuser" in res.err, res
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE ROLE {owner} LOGIN PASSWORD '{DB_PASSWORD}'")
+    postgres.psql(f"CREATE DATABASE {name}_own OWNER {owner}")
+    dsn = postgres.dsn(f"{name}_own").replace("user=coffre", f"user={owner}")
+    res = repo.ok("restore-db", "latest", "--postgres", dsn, "--no-owner", env=postgres.env())
+    assert "warning" not in res.err, res
+    assert postgres.psql("SELECT id FROM ventes", f"{name}_own") == "1"
+
+    res = repo.ok("restore-db", "latest", "--mysql", mariadb.dsn(f"{name}_su"), env=mariadb.env())
+    assert "warning: the MariaDB account 'coffre@127.0.0.1' holds" in res.err, res
+    mariadb.sql(f"CREATE USER '{owner}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; "
+                f"CREATE DATABASE {name}_own; GRANT ALL ON {name}_own.* TO '{owner}'@'127.0.0.1'")
+    res = repo.ok("restore-db", "latest", "--mysql",
+                  mariadb.dsn(f"{name}_own").replace("coffre@", f"{owner}@"), env=mariadb.env())
+    assert "warning" not in res.err, res
+    assert mariadb.sql("SELECT cip FROM stock", f"{name}_own") == "1"

@@ -61,7 +61,7 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
         snap = find_with_databases(repo, args.snapshot, engine, report=warn)
         record = pick(snap, engine, args.database)
         say(f"restoring {record.engine} {record.name} of snapshot {snap.id[:8]} into {dest.describe()}")
-        restore_database(repo, snap, record, dest, force=args.force)
+        restore_database(repo, snap, record, dest, force=args.force, report=warn)
     if engine == "postgres-cluster":
         say(f"unpacked into {where}: start a PostgreSQL {record.extra.get('major', '')} server on it "
             f"(pg_ctl -D {where} start); its configuration files come from the data folder, or "

@@ -70,10 +70,15 @@ def dump_chunks(repo: Repository, snap: Snapshot, record: DatabaseRecord) -> Ite
 
 
 def restore_database(repo: Repository, snap: Snapshot, record: DatabaseRecord, target: Target,
-                     force: bool = False) -> None:
+                     force: bool = False, report: Reporter = quiet) -> None:
     if not force and not target.is_empty():
         raise CoffreError(f"{target.describe()} is not empty; nothing was changed",
                           target.replace_hint)
+    privileged = target.too_privileged()
+    if privileged:
+        report(f"warning: {privileged}: the dump's functions, triggers and constraints (the "
+               "backed-up database's own code) run with rights over the whole server; restore "
+               "as the database's owner, an account without them (docs/databases.md)")
     target.restore(dump_chunks(repo, snap, record), force, record.extra)
 
 

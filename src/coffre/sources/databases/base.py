@@ -82,6 +82,12 @@ class Target(ABC):
         """After a restore into a throwaway instance: what the drill reports. `recorded`:
         each table's rows at backup time."""
 
+    def too_privileged(self) -> str | None:
+        """Whether the account restoring holds rights over the whole server: a dump is the
+        backed-up database's own code (functions, triggers, constraints), which then runs
+        with them. The reason, or None."""
+        return None
+
 
 class CountedTarget(Target):
     """A database whose engine checks what was restored and counts its rows, which are

@@ -248,6 +248,17 @@ class MysqlTarget(CountedTarget):
     def is_empty(self) -> bool:
         return not self._tables()
 
+    def too_privileged(self) -> str | None:
+        rows = self.conn.query(
+            "SELECT CURRENT_USER(), GROUP_CONCAT(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES"
+            " WHERE PRIVILEGE_TYPE IN ('SUPER', 'FILE') AND GRANTEE = CONCAT(\"'\","
+            " SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1),"
+            " \"'\")", "reading the restoring account's rights")
+        if rows and len(rows[0]) == 2 and rows[0][1] not in ("", "NULL"):
+            rights = rows[0][1].replace(",", " and ")
+            return f"the MariaDB account {rows[0][0]!r} holds {rights} on the whole server"
+        return None
+
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         client = find_program("mariadb", "mysql")
         sandbox = _sandbox(client)  # before anything is created

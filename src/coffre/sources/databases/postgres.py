@@ -182,6 +182,19 @@ class PostgresTarget(CountedTarget):
         with contextlib.closing(self.conn.connect()) as conn:
             return int(conn.execute(_ANY_RELATION).fetchone()[0]) == 0  # type: ignore[index]
 
+    def too_privileged(self) -> str | None:
+        for maintenance in ("postgres", "template1", None):
+            try:
+                with contextlib.closing(self.conn.connect(maintenance)) as conn:
+                    row = conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                                       "WHERE rolname = current_user").fetchone()
+            except (CoffreError, psycopg.Error):
+                continue
+            if row and row[1]:
+                return f"the PostgreSQL role {row[0]!r} is a superuser"
+            return None
+        return None
+
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         if not self._exists():
             with contextlib.closing(self.conn.connect("postgres", autocommit=True)) as conn:
