@@ -39,12 +39,10 @@ class TargetDirs:
         os.close(self.root_fd)
 
     def _names(self, path: bytes) -> list[bytes]:
-        if path == self.root:
-            return []
-        prefix = self.root if self.root.endswith(b"/") else self.root + b"/"
-        if not path.startswith(prefix):
+        """The names leading from the target to path ('//' as '/': a target of '/')."""
+        if path != self.root and not path.startswith(self.root.rstrip(b"/") + b"/"):
             raise ValueError(f"{path!r} is not inside the restore target")
-        return path[len(prefix):].split(b"/")
+        return [name for name in path[len(self.root):].split(b"/") if name]
 
     def open_dir(self, path: bytes) -> int:
         """A new fd on the folder at path, opened name by name from the target without
@@ -64,11 +62,11 @@ class TargetDirs:
         """The folder holding path, as an fd this thread keeps until it needs another one
         (never close it), and path's name in it."""
         head, _, name = path.rpartition(b"/")
-        if head == self.root or (not head and self.root == b"/"):
-            return self.root_fd, name
         kept = getattr(self._local, "kept", None)
         if kept is not None and kept[0] == head:
             return kept[1], name
+        if not self._names(head or b"/"):
+            return self.root_fd, name
         fd = self.open_dir(head)
         with self._lock:
             old = self._kept.pop(threading.get_ident(), None)
