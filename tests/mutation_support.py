@@ -29,6 +29,8 @@ def _hits() -> Path:
     global _hits_dir
     if _hits_dir is None:
         _hits_dir = Path(tempfile.mkdtemp(prefix="coffre-mutmut-hits-"))
+        # Some tests run `coffre` as another user (nobody): what they reach counts too.
+        _hits_dir.chmod(0o1777)
         atexit.register(shutil.rmtree, _hits_dir, ignore_errors=True)
     return _hits_dir
 

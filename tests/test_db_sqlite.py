@@ -3,10 +3,12 @@ the restored file passes PRAGMA integrity_check and is one committed state."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -238,3 +240,35 @@ def test_sqlite_over_one_gib_and_empty(repo: Coffre, tmp_path: Path) -> None:
     out.unlink()
     repo.ok("restore-db", "latest", "--sqlite", str(out), "--database", str(empty))
     assert sqlite3.connect(out).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_sqlite_database_whose_name_is_not_utf8(repo: Coffre, tmp_path: Path) -> None:
+    """An old system's Latin-1 file name ('caisse-été.db' in a 'données' folder), in WAL mode:
+    it backs up, drills, restores, and is listed under its name with the odd bytes written
+    \\xe9. A restore target whose name holds '#' and '?' is the file named so."""
+    folder = os.fsencode(tmp_path) + b"/donn\xe9es"
+    os.mkdir(folder)
+    db = folder + b"/caisse-\xe9t\xe9.db"
+    plain = tmp_path / "plain.db"  # sqlite3 cannot name it either: made elsewhere, renamed
+    with contextlib.closing(sqlite3.connect(plain)) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE ventes (id INTEGER PRIMARY KEY, montant INTEGER)")
+        c.executemany("INSERT INTO ventes VALUES (?, ?)", [(i, i * 3) for i in range(500)])
+        c.commit()
+    os.rename(plain, db)
+    res = repo("backup", "--sqlite", os.fsdecode(db))
+    assert res.code == 0, res
+    assert os.listdir(folder) == [b"caisse-\xe9t\xe9.db"]
+    drill = json.loads(repo.ok("drill", "--json").out)
+    assert drill["ok"] is True
+    assert "500 rows" in json.dumps(drill)
+    recorded = os.fsdecode(folder).replace("\udce9", "\\xe9") + "/caisse-\\xe9t\\xe9.db"
+    assert drill["databases"][0]["name"] == recorded
+    target = tmp_path / "copie #1?.db"
+    repo.ok("restore-db", "latest", "--sqlite", str(target))
+    uri = f"file:{urllib.parse.quote(str(target))}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as c:
+        assert c.execute("SELECT count(*), sum(montant) FROM ventes").fetchone() == (500, 3 * 124750)
+    latin = os.fsdecode(folder + b"/restaur\xe9e.db")
+    repo.ok("restore-db", "latest", "--sqlite", latin)
+    assert os.path.getsize(latin) == os.path.getsize(target)

@@ -52,7 +52,8 @@ for line in sys.stdin:
 
 def test_a_prune_does_not_disturb_a_backup_running_on_the_same_machine(repo: Coffre) -> None:
     """Whether a lock's holder still runs is asked with signal 0, which is never delivered:
-    any other signal would stop the backup. Kills locks._pid_alive mutmut_5 (os.kill(pid, 1))."""
+    any other signal would stop the backup. Kills locks._pid_alive mutmut_5 (os.kill(pid, 1))
+    and LockInfo.describe mutmut_5, 8, 9 (a shared lock described as another kind)."""
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(repo.repo), PASSWORD],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=repo.env)
     try:
@@ -62,6 +63,9 @@ def test_a_prune_does_not_disturb_a_backup_running_on_the_same_machine(repo: Cof
         holder.stdin.write(b"still there?\n")
         holder.stdin.flush()
         assert holder.stdout.readline() == b"alive\n"
+        # unlock keeps it, and says what it is (kills LockInfo.describe mutmut_5, 8 and 9).
+        res = repo.ok("unlock")
+        assert f"kept live shared lock by 'backup' (PID {holder.pid} on {socket.gethostname()})" in res.out
     finally:
         holder.kill()
         holder.wait()
@@ -184,3 +188,34 @@ def test_of_two_exclusive_commands_racing_for_the_lock_the_later_backs_off() -> 
     with pytest.raises(LockedError, match="exclusive lock by 'forget'"):
         Lock(r, exclusive=True, command="prune").acquire()
     assert [lk.name for lk in list_locks(r)] == [backend.rival]  # ours withdrawn, theirs kept
+
+
+def test_a_recovery_slot_written_as_the_format_says_opens(repo: Coffre, tmp_path: Path) -> None:
+    """The recovery key's derivation is part of the format (docs/design.md §2): a slot built
+    here from the specification alone, with `cryptography` directly, opens the repository
+    through the real command. Kills kdf._kek mutmut_20 (another HKDF label), which would make
+    every recovery key already printed useless."""
+    import base64
+    import hashlib
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from coffre.crypto.kdf import format_recovery_key
+
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    raw, salt, nonce = os.urandom(32), os.urandom(32), os.urandom(12)
+    kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"coffre recovery v1").derive(raw)
+    data = AESGCM(kek).encrypt(nonce, r.master, b"coffre key v1|" + r.config.id + b"|recovery")
+    doc = {"v": 1, "kind": "recovery", "label": "from the spec", "created": "2026-11-30T00:00:00Z",
+           "params": {}, "salt": base64.b64encode(salt).decode(), "nonce": base64.b64encode(nonce).decode(),
+           "data": base64.b64encode(data).decode(), "config": r.config_document()}
+    body = json.dumps(doc).encode()
+    (repo.repo / "keys" / hashlib.sha256(body).hexdigest()).write_bytes(body)
+    key_file = tmp_path / "recovery"
+    key_file.write_text(format_recovery_key(raw) + "\n")
+    key_file.chmod(0o600)
+    res = Coffre(repo.repo, key_file, tmp_path / "cache2")("snapshots")
+    assert res.code == 0, res

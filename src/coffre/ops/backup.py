@@ -582,7 +582,7 @@ class Backup:
         self.stats.databases += 1
         self.stats.bytes_total += size
         record = DatabaseRecord(
-            engine=db.engine, name=db.name, file=file, format=captured.format, size=captured.size,
+            engine=db.engine, name=db.recorded_name(), file=file, format=captured.format, size=captured.size,
             tables=captured.tables, server=captured.server, extra=captured.extra,
         )
         return node, content, record

@@ -43,6 +43,11 @@ class Database(ABC):
         was captured. Raises CoffreError, with the engine's own message, if the dump failed:
         whatever `consume` stored must then not be committed."""
 
+    def recorded_name(self) -> str:
+        """The name the snapshot records (UTF-8 text): a path that is not UTF-8 (Latin-1 on
+        an old system) with its odd bytes written as \\xe9, which `--database` then takes."""
+        return os.fsencode(self.name).decode("utf-8", "backslashreplace")
+
     def file_name(self) -> str:
         """The dump's file name in the snapshot."""
         base = os.path.basename(self.name.rstrip("/")) or "database"

@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
 import sqlite3
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
@@ -199,6 +201,32 @@ def _counts(conn: Any) -> dict[str, int]:
     return {t: int(conn.execute(query.format(_quote(t))).fetchone()[0]) for t in _tables(conn)}
 
 
+@contextlib.contextmanager
+def sqlite_name(path: str) -> Iterator[str]:
+    """A name SQLite can open for path. SQLite takes names as UTF-8: a path that is not (a
+    Latin-1 'caisse-\xe9t\xe9.db' on an old system) is opened through a symlink with a plain
+    name in a private folder. SQLite follows it, and its -wal and -shm files stay beside the
+    real database."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="coffre-sqlite-")
+    link = os.path.join(folder, "db")
+    try:
+        os.symlink(os.fsencode(path), link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_only_uri(name: str) -> str:
+    return f"file:{urllib.parse.quote(name)}?mode=ro"  # a '?' or '#' in a name is not a query
+
+
 class SQLiteDatabase(Database):
     engine = "sqlite"
     suffix = ".db"
@@ -214,7 +242,11 @@ class SQLiteDatabase(Database):
         if not os.path.isfile(self.name):
             raise CoffreError(f"{self.describe()}: no such file; no snapshot was written")
         _register()
-        src = self._open()
+        with sqlite_name(self.name) as name:
+            return self._dump(name, consume)
+
+    def _dump(self, name: str, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
+        src = self._open(name)
         try:
             src.execute("BEGIN")
             counts = _counts(src)  # the read transaction starts here: pages and counts agree
@@ -251,11 +283,11 @@ class SQLiteDatabase(Database):
             extra={"journal_mode": mode, "page_size": str(page_size)},
         )
 
-    def _open(self) -> Any:
+    def _open(self, name: str) -> Any:
         try:
             # Read-write without create: a hot journal left by a crash is rolled back first,
             # and a missing file is an error rather than a new empty database.
-            src = apsw.Connection(self.name, flags=apsw.SQLITE_OPEN_READWRITE)
+            src = apsw.Connection(name, flags=apsw.SQLITE_OPEN_READWRITE)
             src.set_busy_timeout(int(_busy_timeout() * 1000))
             return src
         except apsw.Error as exc:
@@ -319,7 +351,7 @@ class SQLiteTarget(CountedTarget):
                 f.flush()
                 os.fsync(f.fileno())
             if extra.get("journal_mode") == "wal":
-                with contextlib.closing(sqlite3.connect(tmp)) as conn:
+                with sqlite_name(tmp) as name, contextlib.closing(sqlite3.connect(name)) as conn:
                     conn.execute("PRAGMA journal_mode=WAL")
             for p in leftovers:
                 os.unlink(p)
@@ -334,16 +366,19 @@ class SQLiteTarget(CountedTarget):
         finally:
             os.close(dfd)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with sqlite_name(self.path) as name, contextlib.closing(
+                sqlite3.connect(_read_only_uri(name), uri=True)) as conn:
+            yield conn
 
     def row_counts(self) -> dict[str, int]:
-        with contextlib.closing(self._connect()) as conn:
+        with self._connect() as conn:
             return _counts(conn)
 
     def integrity(self) -> Check:
         try:
-            with contextlib.closing(self._connect()) as conn:
+            with self._connect() as conn:
                 rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
         except sqlite3.Error as exc:
             return Check("PRAGMA integrity_check", False, str(exc))
