@@ -4,8 +4,10 @@ and sample trees."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,33 @@ class Coffre:
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.argv(*args), env={**self.env, **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+NOBODY = 65534
+
+
+class AsNobody(Coffre):
+    """The real command, run as the unprivileged 'nobody' user."""
+
+    def argv(self, *args: str, repo: bool = True) -> list[str]:
+        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                *super().argv(*args, repo=repo)]
+
+
+def chown_tree(root: Path, uid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in ["", *dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder outside pytest's private one (which only root can enter), that 'nobody' and a
+    database server's account can reach and write in, as a share would be."""
+    d = Path(tempfile.mkdtemp(prefix="coffre-shared-"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

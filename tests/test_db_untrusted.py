@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dbservers import DB_PASSWORD
 from test_db_postgres import wrapper
@@ -19,17 +15,8 @@ from test_db_postgres import wrapper
 from conftest import Coffre
 
 
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder the drill's server account can reach (pytest's tmp_path is private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="coffre-drill-test-"))
-    d.chmod(0o1777)  # the server's account could leave a mark in it
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def test_a_drill_folder_the_shell_would_expand_is_refused(repo: Coffre, postgres: Any,
-                                                           open_dir: Path) -> None:
+                                                           shared_dir: Path) -> None:
     """pg_ctl starts the server through /bin/sh, with the data folder in double quotes: a
     work folder (or TMPDIR) named `$(...)` would run that command. Refused before anything
     runs; the same drill in a plain folder passes."""
@@ -37,16 +24,16 @@ def test_a_drill_folder_the_shell_would_expand_is_refused(repo: Coffre, postgres
     postgres.psql(f"CREATE DATABASE {name}")
     postgres.psql("CREATE TABLE ventes (id int PRIMARY KEY); INSERT INTO ventes VALUES (1), (2)", name)
     repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
-    marker = open_dir / "ran"
+    marker = shared_dir / "ran"
     for hostile in ("w$(touch $COFFRE_MARKER)", "w`touch $COFFRE_MARKER`"):
-        work = open_dir / hostile
+        work = shared_dir / hostile
         work.mkdir()
         work.chmod(0o755)
         for args, env in ((["--work-dir", str(work)], {}), ([], {"TMPDIR": str(work)})):
             res = repo("drill", *args, env={"COFFRE_MARKER": str(marker), **env})
             assert res.code == 2 and "choose a work folder without" in res.err, res
             assert not marker.exists()
-    plain = open_dir / "plain"
+    plain = shared_dir / "plain"
     plain.mkdir()
     plain.chmod(0o755)
     assert json.loads(repo.ok("drill", "--work-dir", str(plain), "--json").out)["ok"] is True

@@ -10,10 +10,8 @@ import hashlib
 import json
 import os
 import pwd
-import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
 
-from conftest import PASSWORD, Coffre, snapshot_ids
+from conftest import PASSWORD, AsNobody, Coffre, chown_tree, snapshot_ids
 
 NS = 1_500_000_000_123_456_789  # an mtime with every nanosecond digit set
 MiB = 1024 * 1024
@@ -246,23 +244,6 @@ def test_non_utf8_names_and_fifo(repo: Coffre, tmp_path: Path, restored: Path) -
 
 
 # -- 6. unreadable files and directories (run as 'nobody') ----------------------------------------
-class AsNobody(Coffre):
-    """The real command, run as the unprivileged 'nobody' user."""
-
-    def argv(self, *args: str, repo: bool = True) -> list[str]:
-        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                *super().argv(*args, repo=repo)]
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory the 'nobody' user can reach (pytest's tmp_path is private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="coffre-nobody-"))
-    d.chmod(0o777)
-    yield d
-    shutil.rmtree(d)
-
-
 def test_unreadable_file_and_directory_are_reported_and_skipped(shared_dir: Path) -> None:
     pw = shared_dir / "password"
     pw.write_text(PASSWORD + "\n")
@@ -300,12 +281,6 @@ def test_unreadable_file_and_directory_are_reported_and_skipped(shared_dir: Path
         f"{src / 'private'}: not in the snapshot", f"{src / 'secret.txt'}: not in the snapshot"]
 
 
-def _chown_tree(root: Path, uid: int) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in ["", *dirnames, *filenames]:
-            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
-
-
 def test_restore_as_ordinary_user_of_directories_closed_to_their_owner(
     shared_dir: Path, restored: Path
 ) -> None:
@@ -324,7 +299,7 @@ def test_restore_as_ordinary_user_of_directories_closed_to_their_owner(
     set_times(src)
     before = {k: v[1] for k, v in describe(src).items()}
     c.ok("backup", str(src))
-    _chown_tree(shared_dir, 65534)
+    chown_tree(shared_dir, 65534)
     target = shared_dir / "target"
 
     AsNobody(c.repo, pw, shared_dir / "cache").ok("restore", "latest", "--target", str(target))

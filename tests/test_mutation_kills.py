@@ -11,9 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +24,8 @@ from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
 from coffre.storage.memory import MemoryBackend
 
-from conftest import PASSWORD, Coffre, age_tree
+from conftest import NOBODY, PASSWORD, AsNobody, Coffre, age_tree, chown_tree
 
-NOBODY = 65534
 HOUR_NS = 3600 * 10**9
 
 # A running backup's stand-in: holds a shared lock, answers each line on stdin while alive.
@@ -71,23 +68,6 @@ def test_a_prune_does_not_disturb_a_backup_running_on_the_same_machine(repo: Cof
         holder.wait()
 
 
-class AsNobody(Coffre):
-    """The real command, run as the unprivileged 'nobody' user."""
-
-    def argv(self, *args: str, repo: bool = True) -> list[str]:
-        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                *super().argv(*args, repo=repo)]
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory 'nobody' can reach (pytest's tmp_path is private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="coffre-nobody-"))
-    d.chmod(0o777)
-    yield d
-    shutil.rmtree(d)
-
-
 def test_a_lock_held_by_another_users_process_is_alive(shared_dir: Path, repo: Coffre) -> None:
     """A backup run by root (cron) on this machine, seen by a prune run by another user, who
     may not signal root's processes: the lock is alive, prune waits and says who holds it.
@@ -100,9 +80,7 @@ def test_a_lock_held_by_another_users_process_is_alive(shared_dir: Path, repo: C
     held.info.name = r.save_object("locks", held.info.to_bytes())
     pw = shared_dir / "password"
     shutil.copy(repo.pwfile, pw)
-    for dirpath, _, filenames in os.walk(shared_dir):
-        for name in [".", *filenames]:
-            os.chown(os.path.join(dirpath, name), NOBODY, NOBODY)
+    chown_tree(shared_dir, NOBODY)
     nobody = AsNobody(shared_dir / "repo", pw, shared_dir / "cache")
     res = nobody("prune")
     assert res.code == EXIT_LOCKED, res

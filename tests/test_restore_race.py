@@ -11,15 +11,9 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from conftest import Coffre, age_tree
-
-NOBODY = 65534
+from conftest import NOBODY, AsNobody, Coffre, age_tree, chown_tree
 
 # Swaps every folder directly under the target for a symlink to the same path under
 # `outside` (where the same folders wait), and back, as fast as it can, until killed.
@@ -46,16 +40,8 @@ def files_under(root: Path) -> list[Path]:
     return [Path(d) / f for d, _, names in os.walk(root) for f in names]
 
 
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder outside pytest's private one, as a share would be."""
-    d = Path(tempfile.mkdtemp(prefix="coffre-race-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def test_folders_swapped_for_symlinks_during_a_root_restore_lead_nowhere(
-        repo: Coffre, tmp_path: Path, open_dir: Path) -> None:
+        repo: Coffre, tmp_path: Path, shared_dir: Path) -> None:
     src = tmp_path / "src"
     for d in range(8):
         for sub in ("a", "b"):
@@ -64,7 +50,7 @@ def test_folders_swapped_for_symlinks_during_a_root_restore_lead_nowhere(
                 (src / f"dossier-{d}" / sub / f"ordonnance-{i}.txt").write_text(f"{d} {sub} {i}\n")
     age_tree(src)
     repo.ok("backup", str(src))
-    target, outside = open_dir / "target", open_dir / "outside"
+    target, outside = shared_dir / "target", shared_dir / "outside"
     target.mkdir()
     # The attacker prepares the same folders outside, so a followed symlink would work.
     for d in range(8):
@@ -104,16 +90,8 @@ def test_device_nodes_are_made_only_with_devices(repo: Coffre, tmp_path: Path) -
     assert stat.S_ISCHR(node.st_mode) and node.st_rdev == os.makedev(1, 3)
 
 
-class AsNobody(Coffre):
-    """The real command, run as the unprivileged 'nobody' user."""
-
-    def argv(self, *args: str, repo: bool = True) -> list[str]:
-        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                *super().argv(*args, repo=repo)]
-
-
 def test_setuid_and_setgid_bits_survive_only_a_restore_as_root(repo: Coffre, tmp_path: Path,
-                                                               open_dir: Path) -> None:
+                                                               shared_dir: Path) -> None:
     src = tmp_path / "src"
     (src / "partage").mkdir(parents=True)
     (src / "outil").write_bytes(b"#!/bin/sh\n")
@@ -121,16 +99,13 @@ def test_setuid_and_setgid_bits_survive_only_a_restore_as_root(repo: Coffre, tmp
     (src / "partage").chmod(0o2775)  # a folder's setgid only picks the group of new files
     age_tree(src)
     repo.ok("backup", str(src))
-    open_dir.chmod(0o777)
-    shutil.copytree(repo.repo, open_dir / "repo")
-    shutil.copy(repo.pwfile, open_dir / "password")
-    for d, dirs, names in os.walk(open_dir):
-        for name in [".", *dirs, *names]:
-            os.chown(os.path.join(d, name), NOBODY, NOBODY)
-    nobody = AsNobody(open_dir / "repo", open_dir / "password", open_dir / "cache")
-    res = nobody("restore", "latest", "--target", str(open_dir / "r"))
+    shutil.copytree(repo.repo, shared_dir / "repo")
+    shutil.copy(repo.pwfile, shared_dir / "password")
+    chown_tree(shared_dir, NOBODY)
+    nobody = AsNobody(shared_dir / "repo", shared_dir / "password", shared_dir / "cache")
+    res = nobody("restore", "latest", "--target", str(shared_dir / "r"))
     assert res.code == 0, res
-    restored = open_dir / "r" / str(src).lstrip("/")
+    restored = shared_dir / "r" / str(src).lstrip("/")
     assert stat.S_IMODE((restored / "outil").stat().st_mode) == 0o755
     assert stat.S_IMODE((restored / "partage").stat().st_mode) == 0o2775
     assert "setuid/setgid bits removed from 1 files" in res.err
