@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from coffre.ops.target import TargetDirs
+
 from conftest import NOBODY, AsNobody, Coffre, age_tree, chown_tree
 
 # Swaps every folder directly under the target for a symlink to the same path under
@@ -72,6 +76,39 @@ def test_folders_swapped_for_symlinks_during_a_root_restore_lead_nowhere(
         assert counts["files"] + counts["files_failed"] == 8 * 2 * 60, counts
         shutil.rmtree(target)
         target.mkdir()
+
+
+
+def test_the_walk_from_the_target_never_goes_through_a_symlink(tmp_path: Path) -> None:
+    """What the restore relies on when a folder is swapped after it was made: reaching a
+    folder from the target refuses a symlink at any depth instead of following it out,
+    while a thread that kept the real folder open still writes inside the target. (The race
+    above hits this only when a swap falls between two lookups.)"""
+    target, outside = tmp_path / "target", tmp_path / "outside"
+    (target / "a").mkdir(parents=True)
+    (outside / "b").mkdir(parents=True)
+    dirs = TargetDirs(os.fsencode(target))
+    try:
+        folder, name = dirs.parent(os.fsencode(target / "a" / "x"))  # kept by this thread
+        (target / "a").rename(target / "a.real")
+        (target / "a").symlink_to(outside)
+        for inside in (target / "a", target / "a" / "b"):
+            with pytest.raises(OSError):
+                dirs.open_dir(os.fsencode(inside))
+        with pytest.raises(OSError):
+            dirs.parent(os.fsencode(target / "a" / "b" / "x"))
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=folder))
+        assert (target / "a.real" / "x").exists() and files_under(outside) == []
+        # A fifo's place swapped for a symlink before its mode is set: the mode is never
+        # set on what the symlink points to.
+        (outside / "victim").write_text("précieux\n")
+        (outside / "victim").chmod(0o600)
+        (target / "fifo").symlink_to(outside / "victim")
+        with pytest.raises(OSError), dirs.node(os.fsencode(target / "fifo")) as itself:
+            os.chmod(itself, 0o666)
+        assert stat.S_IMODE((outside / "victim").stat().st_mode) == 0o600
+    finally:
+        dirs.close()
 
 
 def test_device_nodes_are_made_only_with_devices(repo: Coffre, tmp_path: Path) -> None:
