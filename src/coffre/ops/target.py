@@ -27,13 +27,14 @@ class TargetDirs:
         opened as given)."""
         self.root = root.rstrip(b"/") or b"/"
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._local = threading.local()
-        self._kept: dict[int, int] = {}  # thread id -> the folder fd it keeps
+        # Thread id -> the folder that thread keeps open: its path and fd. Each thread reads
+        # and replaces only its own entry; the lock guards the dict against close().
+        self._kept: dict[int, tuple[bytes, int]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._kept.values():
+            for _, fd in self._kept.values():
                 os.close(fd)
             self._kept.clear()
         os.close(self.root_fd)
@@ -62,18 +63,17 @@ class TargetDirs:
         """The folder holding path, as an fd this thread keeps until it needs another one
         (never close it), and path's name in it."""
         head, _, name = path.rpartition(b"/")
-        kept = getattr(self._local, "kept", None)
+        me = threading.get_ident()
+        kept = self._kept.get(me)
         if kept is not None and kept[0] == head:
             return kept[1], name
         if not self._names(head or b"/"):
             return self.root_fd, name
         fd = self.open_dir(head)
         with self._lock:
-            old = self._kept.pop(threading.get_ident(), None)
-            self._kept[threading.get_ident()] = fd
-        if old is not None:
-            os.close(old)
-        self._local.kept = (head, fd)
+            self._kept[me] = (head, fd)
+        if kept is not None:
+            os.close(kept[1])
         return fd, name
 
     @contextmanager

@@ -29,10 +29,16 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "coffre"
 
 
+def repo_cache_path(repo_id: bytes, root: Path | None = None) -> Path:
+    """Where this repository's folder in the cache is (nothing is created)."""
+    return (root or cache_root()) / repo_id.hex()
+
+
 def repo_cache_dir(repo_id: bytes, root: Path | None = None) -> Path:
     """This repository's folder in the cache, created or narrowed to 0700 (as is the cache
     root), its database narrowed to 0600: an older version left them readable by all."""
-    folder = private_dir(private_dir(root or cache_root()) / repo_id.hex())
+    private_dir(root or cache_root())
+    folder = private_dir(repo_cache_path(repo_id, root))
     for name in ("cache.sqlite", "cache.sqlite-journal", "cache.sqlite-wal", "cache.sqlite-shm"):
         narrow(folder / name)
     return folder

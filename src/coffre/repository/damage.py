@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from coffre.repository.cache import RepoCache, cache_root
+from coffre.repository.cache import RepoCache, repo_cache_path
 
 PACK_ITSELF = b""  # the blob id under which a damaged pack is recorded
 
@@ -65,7 +65,7 @@ def _pairs(db: sqlite3.Connection) -> set[tuple[bytes, bytes]]:
 def known_damage(repo_id: bytes) -> set[tuple[bytes, bytes]]:
     """The register of this repository on this machine (empty if it has no cache yet), read
     without writing anything (no cache is created, nothing is synced to disk)."""
-    path = cache_root() / repo_id.hex() / "cache.sqlite"
+    path = repo_cache_path(repo_id) / "cache.sqlite"
     if not path.exists():
         return set()
     try:

@@ -162,17 +162,24 @@ class PostgresTarget(CountedTarget):
     def describe(self) -> str:
         return self.conn.describe()
 
-    def _exists(self) -> bool:
-        """Asked of the server's catalog (its messages may be in French), through the
-        maintenance database; failing that, by connecting to the database itself."""
-        for maintenance in ("postgres", "template1"):
+    def _catalog(self, query: str, params: tuple[str, ...] = (),
+                 through: tuple[str | None, ...] = ("postgres", "template1")) -> tuple[Any, ...] | None:
+        """A row of the server's catalog (asked there, as its messages may be in French),
+        through the first of these databases (None: the target itself) that lets us in; ()
+        if the query finds no row, None if no database let us in."""
+        for database in through:
             try:
-                with contextlib.closing(self.conn.connect(maintenance)) as conn:
-                    row = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
-                                       (self.conn.dbname,)).fetchone()
-                    return bool(row and row[0])
+                with contextlib.closing(self.conn.connect(database)) as conn:
+                    return conn.execute(query, params).fetchone() or ()
             except (CoffreError, psycopg.Error):
                 continue
+        return None
+
+    def _exists(self) -> bool:
+        """Asked of the catalog; failing that, by connecting to the database itself."""
+        row = self._catalog("SELECT count(*) FROM pg_database WHERE datname = %s", (self.conn.dbname,))
+        if row is not None:
+            return bool(row and row[0])
         self.conn.connect().close()  # raises with the server's own message
         return True
 
@@ -183,16 +190,10 @@ class PostgresTarget(CountedTarget):
             return int(conn.execute(_ANY_RELATION).fetchone()[0]) == 0  # type: ignore[index]
 
     def too_privileged(self) -> str | None:
-        for maintenance in ("postgres", "template1", None):
-            try:
-                with contextlib.closing(self.conn.connect(maintenance)) as conn:
-                    row = conn.execute("SELECT current_user, rolsuper FROM pg_roles "
-                                       "WHERE rolname = current_user").fetchone()
-            except (CoffreError, psycopg.Error):
-                continue
-            if row and row[1]:
-                return f"the PostgreSQL role {row[0]!r} is a superuser"
-            return None
+        row = self._catalog("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user",
+                            through=("postgres", "template1", None))
+        if row and row[1]:
+            return f"the PostgreSQL role {row[0]!r} is a superuser"
         return None
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
