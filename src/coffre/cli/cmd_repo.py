@@ -111,12 +111,21 @@ def cmd_init(args: argparse.Namespace) -> int:
                  hint="give the path or URL of the repository whose chunking to share")
     if args.copy_chunking_from:
         source = open_repo_at(args.copy_chunking_from, lambda: source_password(args), args)
+        if source.content_secret is None:
+            raise CoffreError(
+                f"{source.backend.location} uses format {source.version}, where a copy sharing its "
+                "chunking would share its whole key (every password of one would open the other); "
+                "nothing was changed",
+                "move that repository to format 2 first (docs/migration.md: 'coffre init' a new "
+                "repository, then 'coffre copy' every snapshot into it), or create this one "
+                "without --copy-chunking-from ('coffre copy' then cuts the data again)")
     secret = password(args, confirm=True, prompt="New repository password: ")
     sheet = _open_sheet(args.recovery_sheet) if args.recovery_sheet else None
     try:
         repo, recovery = Repository.init(
             backend, secret, pack_size=args.pack_size * 1024 * 1024, compression_level=args.compression_level,
-            chunker=source.config.chunker if source else None, master=source.master if source else None,
+            chunker=source.config.chunker if source else None,
+            content=source.content_secret if source else None,
         )
     except BaseException:
         if sheet is not None:
@@ -125,8 +134,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise
     say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
     if source is not None:
-        say(f"it shares the chunking and keys of {source.backend.location}: copies between them send "
-            "only new data, and that repository's key also opens the data of this one")
+        say(f"it shares the chunking of {source.backend.location}: copies between them send only new "
+            "data; each keeps its own encryption key and passwords (a password of one does not open "
+            "the other)")
     say("")
     say("Recovery key (shown only now; it opens the repository if the password is lost):")
     say("")

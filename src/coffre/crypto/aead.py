@@ -1,11 +1,20 @@
-"""Sub-keys, keyed blob ids and the encrypted object envelope.
+"""Sub-keys, keyed blob ids and the encrypted envelopes.
 
-Envelope: version(1) | session_id(16) | nonce(12) | AES-256-GCM ciphertext and tag(16).
+Object envelope (index, snapshots, locks, trash; every blob in format 1):
+version(1) | session_id(16) | nonce(12) | AES-256-GCM ciphertext and tag(16).
 The session key is HKDF(enc_root, salt=session_id, info="coffre data v1"): every process
 that writes draws a fresh random session id, so nonces (random, 96 bits) never repeat under
 one key across clients, copies or rollbacks; a process draws a new one after
 MAX_PER_SESSION encryptions. Associated data binds the format version, the
 repository id, the object kind and, for blobs, the blob id.
+
+Format 2 seals the blobs and header of a pack under a pack key, HKDF(enc_root,
+salt=pack_salt, info="coffre pack v2") with a random 16-byte salt written once at the pack's
+end: a blob is nonce(12) | ciphertext and tag(16), with nothing in clear that marks where it
+starts. Format 2 also splits the secrets (docs/design.md §2): the master wrapped by the key
+slots gives the encryption and MAC keys; a separate content secret, stored in the config
+encrypted under the master, gives the blob-id key and the chunker's gear key, and is all that
+repositories sharing their chunking (init --copy-chunking-from) have in common.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ SESSION_ID_LEN = 16
 NONCE_LEN = 12
 TAG_LEN = 16
 OVERHEAD = 1 + SESSION_ID_LEN + NONCE_LEN + TAG_LEN
+PACK_SALT_LEN = 16
+SEALED_OVERHEAD = NONCE_LEN + TAG_LEN  # a format-2 blob or pack header
+CONTENT_LEN = 32
+WRAPPED_CONTENT_LEN = NONCE_LEN + CONTENT_LEN + TAG_LEN
 # NIST SP 800-38D §8.3: with random 96-bit nonces, at most 2**32 encryptions under one key.
 MAX_PER_SESSION = 2**32
 ID_LEN = 32
@@ -55,9 +68,12 @@ class SubKeys:
     id_key: bytes
     chunker_seed: int
     mac_key: bytes
+    gear_key: bytes | None = None  # format 2: the chunker's gear table comes from it
+    version: int = 1
 
     @classmethod
     def derive(cls, master: bytes) -> SubKeys:
+        """Format 1: every key from the one master secret."""
         if len(master) != 32:
             raise ValueError("master secret must be 32 bytes")
         seed = int.from_bytes(hkdf(master, b"coffre chunker v1", length=8), "little")
@@ -70,6 +86,49 @@ class SubKeys:
             mac_key=hkdf(master, b"coffre config mac v1"),
         )
 
+    @classmethod
+    def derive_v2(cls, master: bytes, content: bytes) -> SubKeys:
+        """Format 2: encryption and MAC keys from the repository's own master, blob ids and
+        chunking from the content secret (shared by copies that deduplicate alike)."""
+        if len(master) != 32 or len(content) != CONTENT_LEN:
+            raise ValueError("master and content secrets must be 32 bytes")
+        return cls(
+            enc_root=hkdf(master, b"coffre encryption v2"),
+            id_key=hkdf(content, b"coffre blob id v2"),
+            chunker_seed=1,  # pyfastcdc allocates its own table only for a non-zero seed
+            mac_key=hkdf(master, b"coffre config mac v2"),
+            gear_key=hkdf(content, b"coffre chunker gear v2"),
+            version=2,
+        )
+
+    def same_content_keys(self, other: SubKeys) -> bool:
+        """Whether two repositories name and cut data alike (their blobs can be copied as
+        they are stored, deltas and all)."""
+        return (hmac.compare_digest(self.id_key, other.id_key) and self.chunker_seed == other.chunker_seed
+                and hmac.compare_digest(self.gear_key or b"", other.gear_key or b"")
+                and self.version == other.version)
+
+
+def _content_wrap_key(master: bytes) -> AESGCM:
+    return AESGCM(hkdf(master, b"coffre content wrap v2"))
+
+
+def wrap_content(master: bytes, repo_id: bytes, content: bytes) -> bytes:
+    """The content secret as the config keeps it: sealed under the repository's master."""
+    nonce = os.urandom(NONCE_LEN)
+    return nonce + _content_wrap_key(master).encrypt(nonce, content, b"coffre content v2" + repo_id)
+
+
+def unwrap_content(master: bytes, repo_id: bytes, wrapped: bytes) -> bytes:
+    """The content secret from the config; IntegrityError if this master did not seal it."""
+    if len(wrapped) != WRAPPED_CONTENT_LEN:
+        raise IntegrityError("the config's content key has the wrong size")
+    try:
+        return _content_wrap_key(master).decrypt(wrapped[:NONCE_LEN], wrapped[NONCE_LEN:],
+                                                 b"coffre content v2" + repo_id)
+    except InvalidTag:
+        raise IntegrityError("the config's content key does not open with this key slot") from None
+
 
 class Crypter:
     """Encrypts and decrypts stored objects of one repository. Thread-safe."""
@@ -78,6 +137,7 @@ class Crypter:
         self.keys = keys
         self.repo_id = repo_id
         self._sessions: dict[bytes, AESGCM] = {}
+        self._packs: dict[bytes, AESGCM] = {}
         self._lock = threading.Lock()
         self.max_per_session = MAX_PER_SESSION
         self._new_session()
@@ -147,3 +207,57 @@ class Crypter:
             )
         except InvalidTag:
             raise IntegrityError("authentication failed: the object was altered or damaged") from None
+
+    # -- format 2: blobs and headers sealed under a per-pack key --------------------------------
+    def pack_cipher(self, salt: bytes) -> AESGCM:
+        aead = self._packs.get(salt)
+        if aead is None:
+            if len(salt) != PACK_SALT_LEN:
+                raise FormatError("pack salt has the wrong size")
+            aead = AESGCM(hkdf(self.keys.enc_root, b"coffre pack v2", salt=salt))
+            with self._lock:
+                if len(self._packs) > 4096:
+                    self._packs.clear()
+                self._packs[salt] = aead
+        return aead
+
+    def _aad_v2(self, kind: int, object_id: bytes) -> bytes:
+        return b"coffre\x02" + self.repo_id + bytes([kind]) + object_id
+
+    def seal(self, salt: bytes, kind: int, plaintext: bytes | memoryview, object_id: bytes = b"") -> bytes:
+        """nonce | ciphertext and tag, under the key of the pack whose salt is `salt`. Random
+        nonces: a pack key seals a few thousand objects, never near the 2**32 bound."""
+        nonce = os.urandom(NONCE_LEN)
+        return nonce + self.pack_cipher(salt).encrypt(nonce, plaintext, self._aad_v2(kind, object_id))
+
+    def unseal(self, salt: bytes, kind: int, sealed: bytes | memoryview, object_id: bytes = b"") -> bytes:
+        view = memoryview(sealed)
+        if len(view) < SEALED_OVERHEAD:
+            raise IntegrityError("encrypted object too short")
+        try:
+            return self.pack_cipher(salt).decrypt(view[:NONCE_LEN], view[NONCE_LEN:],
+                                                  self._aad_v2(kind, object_id))
+        except InvalidTag:
+            raise IntegrityError("authentication failed: the object was altered or damaged") from None
+
+    def keystream_unseal(self, salt: bytes, sealed: bytes | memoryview) -> bytes:
+        """keystream_decrypt for a format-2 sealed blob: deciphered WITHOUT checking its tag
+        (salvage only, to learn a candidate's length and id; then unseal() authenticates)."""
+        view = memoryview(sealed)
+        if len(view) < NONCE_LEN:
+            return b""
+        key = hkdf(self.keys.enc_root, b"coffre pack v2", salt=salt)
+        counter = bytes(view[:NONCE_LEN]) + (2).to_bytes(4, "big")
+        decryptor = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor()
+        return decryptor.update(view[NONCE_LEN:]) + decryptor.finalize()
+
+    def encrypt_blob(self, salt: bytes | None, kind: int, plain: bytes | memoryview, blob_id: bytes) -> bytes:
+        """A blob as stored: format 1 (salt None) in a session envelope, format 2 sealed."""
+        if salt is None:
+            return self.encrypt(kind, plain, blob_id)
+        return self.seal(salt, kind, plain, blob_id)
+
+    def decrypt_blob(self, salt: bytes | None, kind: int, data: bytes | memoryview, blob_id: bytes) -> bytes:
+        if salt is None:
+            return self.decrypt(kind, data, blob_id)
+        return self.unseal(salt, kind, data, blob_id)

@@ -1,6 +1,11 @@
 """Pack files: encrypted blobs back to back, then the encrypted header, then its length.
 
-    blob_0 | blob_1 | ... | header envelope | u32 little-endian header envelope length
+Format 1:  blob_0 | blob_1 | ... | header envelope | u32 LE header envelope length
+Format 2:  blob_0 | blob_1 | ... | sealed header | pack salt (16) | u32 LE sealed header length
+
+In format 2 every blob and the header are sealed under the pack's own key (crypto/aead.py),
+a blob's plaintext is padded (`pad`: Padmé) so its stored size tells little of the chunk's,
+and the blobs are stored in a random order.
 
 The header lists (kind, id, offset, length, raw_length[, base]) for every blob, so an index can
 be rebuilt from the packs alone. A blob's plaintext is one codec byte then the payload. A delta
@@ -24,6 +29,7 @@ MAX_TREE_RAW = 224 * 1024 * 1024
 def max_raw(kind: int) -> int:
     return MAX_TREE_RAW if kind == 2 else MAX_BLOB_RAW
 MAX_PACK = 1024 * 1024 * 1024
+PACK_SALT_LEN = 16  # format 2: the salt of the pack key, as crypto/aead.py draws it
 TRAILER = struct.Struct("<I")
 MAX_HEADER = 64 * 1024 * 1024
 
@@ -36,6 +42,7 @@ class BlobEntry:
     length: int
     raw_length: int
     base: bytes | None = None  # delta blobs only: the blob whose content is the dictionary
+    salt: bytes | None = None  # format 2: the salt of the pack key the blob is sealed under
 
     def to_wire(self) -> list[object]:
         wire: list[object] = [self.kind, self.id, self.offset, self.length, self.raw_length]
@@ -44,7 +51,7 @@ class BlobEntry:
         return wire
 
     @classmethod
-    def from_wire(cls, raw: object) -> BlobEntry:
+    def from_wire(cls, raw: object, salt: bytes | None = None) -> BlobEntry:
         if not isinstance(raw, list) or len(raw) not in (5, 6):
             raise FormatError("blob entry: malformed")
         kind = want_int(raw[0], "blob kind", 1, 2)
@@ -59,32 +66,91 @@ class BlobEntry:
             kind=kind,
             id=want_id(raw[1], "blob id"),
             offset=want_int(raw[2], "blob offset", 0, MAX_PACK),
-            length=want_int(raw[3], "blob length", 1, max_raw(kind) + 1024),
+            length=want_int(raw[3], "blob length", 1, max_stored(kind)),
             raw_length=want_int(raw[4], "blob raw length", 0, max_raw(kind)),
             base=base,
+            salt=salt,
         )
 
 
-def encode_header(entries: list[BlobEntry]) -> bytes:
-    return encode({"v": 1, "blobs": [e.to_wire() for e in entries]})
+def max_stored(kind: int) -> int:
+    """The largest stored form of a blob: its content stored uncompressed, padded (Padmé adds
+    at most 1/32 above 64 KiB), and sealed."""
+    return max_raw(kind) + max_raw(kind) // 16 + 1024
 
 
-def decode_header(data: bytes, pack_size: int) -> list[BlobEntry]:
+def encode_header(entries: list[BlobEntry], version: int = 1) -> bytes:
+    return encode({"v": version, "blobs": [e.to_wire() for e in entries]})
+
+
+def decode_header(data: bytes, pack_size: int, salt: bytes | None = None) -> list[BlobEntry]:
+    """A pack's header: format 1 (salt None) or format 2 (the salt from its trailer)."""
     d = decode(data, "pack header")
-    if not isinstance(d, dict) or d.get("v") != 1:
+    if not isinstance(d, dict) or d.get("v") != (1 if salt is None else 2):
         raise FormatError("pack header: unknown version")
-    entries = [BlobEntry.from_wire(e) for e in want(d.get("blobs"), list, "pack blobs")]
+    entries = [BlobEntry.from_wire(e, salt) for e in want(d.get("blobs"), list, "pack blobs")]
     for e in entries:
         if e.offset + e.length > pack_size:
             raise FormatError("pack header: blob outside the pack")
     return entries
 
 
-def split_trailer(tail: bytes, pack_size: int) -> int:
-    """Length of the header envelope, read from the last four bytes of the pack."""
-    if len(tail) < TRAILER.size:
+def trailer_size(version: int) -> int:
+    return TRAILER.size + (PACK_SALT_LEN if version >= 2 else 0)
+
+
+def split_trailer(tail: bytes, pack_size: int, version: int = 1) -> int:
+    """Length of the header envelope, read from the end of the pack."""
+    size = trailer_size(version)
+    if len(tail) < size:
         raise FormatError("pack too short")
     (length,) = TRAILER.unpack(tail[-TRAILER.size :])
-    if length + TRAILER.size > pack_size or length == 0 or length > MAX_HEADER:
+    if length + size > pack_size or length == 0 or length > MAX_HEADER:
         raise FormatError("pack trailer: header length out of range")
     return int(length)
+
+
+def trailer_salt(tail: bytes) -> bytes:
+    """The pack salt of a format-2 pack, from its last bytes (split_trailer checked them)."""
+    return bytes(tail[-TRAILER.size - PACK_SALT_LEN : -TRAILER.size])
+
+
+def trailer(header_length: int, salt: bytes | None) -> bytes:
+    return (salt or b"") + TRAILER.pack(header_length)
+
+
+# -- format 2: padded blob plaintexts ------------------------------------------------------------
+# A blob's plaintext is u32 LE length of its body (codec byte and payload) | body | zeros, the
+# whole padded to padme(4 + length): the stored size then reveals about log2(log2(size)) bits
+# instead of every byte of the chunk's compressed length, for at most 1/32 more bytes above
+# 64 KiB (Nikitin et al., "Reducing metadata leakage from encrypted files", PETS 2019).
+BODY_LENGTH = struct.Struct("<I")
+
+
+def padme(n: int) -> int:
+    if n < 2:
+        return n
+    e = n.bit_length() - 1
+    low_bits = e - e.bit_length()
+    mask = (1 << low_bits) - 1
+    return (n + mask) & ~mask
+
+
+def pad(body: bytes) -> bytes:
+    total = padme(BODY_LENGTH.size + len(body))
+    return b"".join((BODY_LENGTH.pack(len(body)), body, bytes(total - BODY_LENGTH.size - len(body))))
+
+
+def padded_size(body_length: int) -> int:
+    return padme(BODY_LENGTH.size + body_length)
+
+
+def unpad(plain: bytes) -> bytes:
+    """The body of a padded plaintext; FormatError unless it is exactly as pad() makes it."""
+    if len(plain) < BODY_LENGTH.size:
+        raise FormatError("blob is too short to hold its length")
+    (n,) = BODY_LENGTH.unpack_from(plain)
+    end = BODY_LENGTH.size + n
+    if end > len(plain) or padme(end) != len(plain) or plain.count(0, end) != len(plain) - end:
+        raise FormatError("blob padding is malformed")
+    return plain[BODY_LENGTH.size : end]

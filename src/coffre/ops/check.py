@@ -193,7 +193,7 @@ class Checker:
             name = pid.hex()
             if pid in self._gone:
                 continue
-            expected = pack_size(entries)
+            expected = pack_size(entries, self.repo.version)
             if stored[name] < expected:
                 r.damaged_packs[name] = f"pack is truncated ({stored[name]} of {expected} bytes)"
             elif stored[name] > expected:

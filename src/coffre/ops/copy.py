@@ -17,7 +17,6 @@ copies of copies). Commit order as for a backup: packs, index, rescue (§6.5), s
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, IntegrityError
@@ -40,7 +39,7 @@ class CopyResult:
 
 
 def shares_content_keys(a: Repository, b: Repository) -> bool:
-    return hmac.compare_digest(a.keys.id_key, b.keys.id_key) and a.keys.chunker_seed == b.keys.chunker_seed
+    return a.keys.same_content_keys(b.keys)
 
 
 class Copier:
@@ -148,9 +147,6 @@ class Copier:
         envelope = self.src.read_envelope(loc)
         if len(envelope) != entry.length:
             raise IntegrityError(f"blob {blob_id.hex()[:12]} is truncated in the source")
-        plain = self.src.crypter.decrypt(entry.kind, envelope, blob_id)
-        self.src.decode_plain(entry, plain)  # checks the content against its id first
-        again = self.dst.crypter.encrypt(entry.kind, plain, blob_id)
-        if self.dst.crypter.decrypt(entry.kind, again, blob_id) != plain:
-            raise IntegrityError("self-check after encryption failed (memory fault?)")
-        self.packer.add_encrypted(entry.kind, blob_id, again, entry.raw_length, entry.base)
+        body = self.src.open_blob(entry, envelope)
+        self.src.decode_plain(entry, body)  # checks the content against its id first
+        self.packer.add_body(entry.kind, blob_id, body, entry.raw_length, entry.base)

@@ -52,7 +52,7 @@ class SizeModel:
         size = self.stored.get(pack, 0)
         used_bytes = sum(e.length for e in used)
         if worth_repacking(size, used_bytes, len(used), len(self.index.get(pack, []))):
-            return used_bytes + header_size(used)
+            return used_bytes + header_size(used, self.repo.version)
         return size
 
     def __call__(self, kept_ids: list[str]) -> int:

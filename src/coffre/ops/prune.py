@@ -396,9 +396,9 @@ class Pruner:
             data = self.repo.backend.load(Handle("data", pid.hex()))
             view = memoryview(data)
             for e in live:
-                envelope = bytes(view[e.offset : e.offset + e.length])
                 try:
-                    self.repo.decode_blob(e, envelope)
+                    body = self.repo.open_blob(e, view[e.offset : e.offset + e.length])
+                    self.repo.decode_plain(e, body)
                 except FormatError as exc:
                     raise CoffreError(
                         f"pack {pid.hex()[:12]} holds a damaged blob that a snapshot needs "
@@ -406,7 +406,7 @@ class Pruner:
                         "run 'coffre check' (it records the damage), then a backup (it stores "
                         "again what the live files still hold), then prune",
                     ) from exc
-                packer.add_encrypted(e.kind, e.id, envelope, e.raw_length, e.base)
+                packer.add_body(e.kind, e.id, body, e.raw_length, e.base)
         packer.flush()
         return packer.take_written()
 

@@ -47,7 +47,7 @@ def _old_entries(repo: Repository, stats: RepairStats) -> tuple[list[str], OldIn
     packs: OldIndex = {}
     for name in names:
         try:
-            content = decode_index(repo.load_object("index", name))
+            content = decode_index(repo.load_object("index", name), repo.version)
         except ObjectNotFound:
             continue
         except FormatError as exc:

@@ -10,7 +10,10 @@ that saves enough over compressing it alone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
+import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -29,17 +32,19 @@ SURE_DELTA = 8
 DELTA_GAIN = 0.8
 MIN_DELTA_INPUT = 1024
 WRITES_QUEUED = 1
+_RANDOM = random.SystemRandom()
 
 
-def pack_size(entries: list[packfmt.BlobEntry]) -> int:
+def pack_size(entries: list[packfmt.BlobEntry], version: int) -> int:
     """The exact size of the pack file holding these blobs."""
-    return max((e.offset + e.length for e in entries), default=0) + header_size(entries)
+    return max((e.offset + e.length for e in entries), default=0) + header_size(entries, version)
 
 
-def header_size(entries: list[packfmt.BlobEntry]) -> int:
+def header_size(entries: list[packfmt.BlobEntry], version: int) -> int:
     """What follows the blobs in a pack listing these blobs: the encrypted header (its length
     does not depend on the order of the blobs) and the trailer."""
-    return len(packfmt.encode_header(entries)) + aead.OVERHEAD + packfmt.TRAILER.size
+    overhead = aead.SEALED_OVERHEAD if version >= 2 else aead.OVERHEAD
+    return len(packfmt.encode_header(entries, version)) + overhead + packfmt.trailer_size(version)
 
 
 class Packer:
@@ -50,6 +55,7 @@ class Packer:
         self._parts: list[bytes] = []
         self._entries: list[packfmt.BlobEntry] = []
         self._size = 0
+        self._salt = self._new_salt()  # format 2: the key of the pack being filled
         # Blobs stored (or being stored) by this packer, so concurrent workers do not
         # store the same new blob twice.
         self._claimed: set[bytes] = set()
@@ -96,43 +102,56 @@ class Packer:
             use_delta = delta is not None and len(delta) < len(payload) * DELTA_GAIN
         if use_delta and base is not None and delta is not None:
             base_id, base_content = base
-            plain = bytes([CODEC_ZSTD_DELTA]) + base_id + delta
+            body = bytes([CODEC_ZSTD_DELTA]) + base_id + delta
         else:
             base_id, base_content = None, None
-            plain = bytes([codec]) + payload
-        envelope = self.repo.crypter.encrypt(kind, plain, blob_id)
-        # Verify after encrypt: the stored form decodes to the very bytes the id was computed
-        # from (compared rather than hashed again: the same guarantee, cheaper).
-        entry = packfmt.BlobEntry(kind, blob_id, 0, len(envelope), len(data), base_id)
-        if self.repo.decode_blob(entry, envelope, base_content, verify=False) != data:
-            raise IntegrityError("self-check after encryption failed (memory fault?)")
-        self.add_encrypted(kind, blob_id, envelope, len(data), base_id)
+            body = bytes([codec]) + payload
+        # The stored form decodes to the very bytes the id was computed from (compared rather
+        # than hashed again: the same guarantee, cheaper); add_body checks the encryption.
+        entry = packfmt.BlobEntry(kind, blob_id, 0, 0, len(data), base_id)
+        if self.repo.decode_plain(entry, body, base_content, verify=False) != data:
+            raise IntegrityError("self-check after compression failed (memory fault?)")
+        self.add_body(kind, blob_id, body, len(data), base_id)
         return base_id
 
-    def add_encrypted(
-        self, kind: int, blob_id: bytes, envelope: bytes, raw_length: int, base: bytes | None = None
+    def add_body(
+        self, kind: int, blob_id: bytes, body: bytes, raw_length: int, base: bytes | None = None
     ) -> None:
-        """Add a blob already encrypted and verified (by add(), or read back by prune)."""
-        full: tuple[list[bytes], list[packfmt.BlobEntry]] | None = None
-        with self._lock:
-            entry = packfmt.BlobEntry(kind, blob_id, self._size, len(envelope), raw_length, base)
-            if base is not None:
-                self.deltas_written += 1
-            self._parts.append(envelope)
-            self._entries.append(entry)
-            self._size += len(envelope)
-            self.raw_bytes_written += raw_length
-            if self._size >= self.target:
+        """Encrypt a blob's body (codec byte and payload, checked by the caller: add(), or
+        prune and copy, which read it back from a pack), verify the encryption, add it."""
+        crypter = self.repo.crypter
+        plain = body if self.repo.version < 2 else packfmt.pad(body)
+        full: tuple[list[bytes], list[packfmt.BlobEntry], bytes | None] | None = None
+        while full is None:
+            salt = self._salt
+            stored = crypter.encrypt_blob(salt, kind, plain, blob_id)
+            # Verify after encrypt: what goes to storage must decrypt to what we meant.
+            if crypter.decrypt_blob(salt, kind, stored, blob_id) != plain:
+                raise IntegrityError("self-check after encryption failed (memory fault?)")
+            with self._lock:
+                if salt != self._salt:
+                    continue  # the pack filled meanwhile: seal again under the next pack's key
+                entry = packfmt.BlobEntry(kind, blob_id, self._size, len(stored), raw_length, base, salt)
+                if base is not None:
+                    self.deltas_written += 1
+                self._parts.append(stored)
+                self._entries.append(entry)
+                self._size += len(stored)
+                self.raw_bytes_written += raw_length
+                if self._size < self.target:
+                    return
                 full = self._take()
-        if full is not None:
-            self._queue_write(*full)
+        self._queue_write(*full)
 
-    def _take(self) -> tuple[list[bytes], list[packfmt.BlobEntry]]:
-        parts, entries = self._parts, self._entries
-        self._parts, self._entries, self._size = [], [], 0
-        return parts, entries
+    def _new_salt(self) -> bytes | None:
+        return os.urandom(aead.PACK_SALT_LEN) if self.repo.version >= 2 else None
 
-    def _queue_write(self, parts: list[bytes], entries: list[packfmt.BlobEntry]) -> None:
+    def _take(self) -> tuple[list[bytes], list[packfmt.BlobEntry], bytes | None]:
+        parts, entries, salt = self._parts, self._entries, self._salt
+        self._parts, self._entries, self._size, self._salt = [], [], 0, self._new_salt()
+        return parts, entries, salt
+
+    def _queue_write(self, parts: list[bytes], entries: list[packfmt.BlobEntry], salt: bytes | None) -> None:
         self._write_slots.acquire()
         try:
             with self._lock:
@@ -141,7 +160,7 @@ class Packer:
                     done.result()  # a failed write (disk full...) stops the caller here
                 if self._writer is None:
                     self._writer = ThreadPoolExecutor(1, thread_name_prefix="packwrite")
-                fut = self._writer.submit(self._write, parts, entries)
+                fut = self._writer.submit(self._write, parts, entries, salt)
                 self._writes.append(fut)
         except BaseException:
             self._write_slots.release()
@@ -164,9 +183,14 @@ class Packer:
             if writer is not None:
                 writer.shutdown(wait=True)
 
-    def _write(self, parts: list[bytes], entries: list[packfmt.BlobEntry]) -> None:
-        header = self.repo.crypter.encrypt(aead.KIND_PACK_HEADER, packfmt.encode_header(entries))
-        blob = b"".join((*parts, header, packfmt.TRAILER.pack(len(header))))
+    def _write(self, parts: list[bytes], entries: list[packfmt.BlobEntry], salt: bytes | None) -> None:
+        crypter = self.repo.crypter
+        if salt is None:
+            header = crypter.encrypt(aead.KIND_PACK_HEADER, packfmt.encode_header(entries))
+        else:
+            parts, entries = _shuffled(parts, entries)
+            header = crypter.seal(salt, aead.KIND_PACK_HEADER, packfmt.encode_header(entries, 2))
+        blob = b"".join((*parts, header, packfmt.trailer(len(header), salt)))
         parts.clear()  # free the blobs now: the joined pack holds them
         pack_id = hashlib.sha256(blob).digest()
         self.repo.backend.save(Handle("data", pack_id.hex()), blob)
@@ -180,3 +204,18 @@ class Packer:
         with self._lock:
             out, self.written = self.written, {}
         return out
+
+
+def _shuffled(
+    parts: list[bytes], entries: list[packfmt.BlobEntry],
+) -> tuple[list[bytes], list[packfmt.BlobEntry]]:
+    """The blobs of a format-2 pack in a random order, their offsets following: neighbours in a
+    pack then say nothing of neighbours in a file (which chunks make up a known file)."""
+    order = list(range(len(parts)))
+    _RANDOM.shuffle(order)
+    out_parts, out_entries, offset = [], [], 0
+    for i in order:
+        out_parts.append(parts[i])
+        out_entries.append(dataclasses.replace(entries[i], offset=offset))
+        offset += len(parts[i])
+    return out_parts, out_entries

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from coffre import FORMAT_VERSION, __version__
+from coffre import FORMAT_VERSION, FORMAT_VERSIONS, __version__
 from coffre.chunker import Chunker, ChunkerParams
 from coffre.compress import CODEC_ZSTD_DELTA, DEFAULT_LEVEL, decompress, decompress_delta
 from coffre.core.clock import Clock, SystemClock, iso_ns
@@ -74,9 +74,10 @@ class Config:
     compression_level: int
     pack_size: int
     created: str
+    content: bytes = b""  # format 2: the content secret, sealed under the master (crypto/aead.py)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format": "coffre-repository",
             "version": self.version,
             "id": self.id.hex(),
@@ -89,6 +90,9 @@ class Config:
             "pack_size": self.pack_size,
             "created": self.created,
         }
+        if self.version >= 2:
+            body["content"] = self.content.hex()
+        return body
 
 
 def _canonical(body: dict[str, Any]) -> bytes:
@@ -140,11 +144,13 @@ def parse_config(doc: Any, where: str) -> tuple[Config, bytes]:
             compression_level=int(doc["compression_level"]),
             pack_size=int(doc["pack_size"]),
             created=str(doc["created"]),
+            content=bytes.fromhex(doc["content"]) if version >= 2 else b"",
         )
         mac = bytes.fromhex(doc["mac"])
     except (KeyError, ValueError, TypeError, AttributeError):
         raise _DamagedConfig("malformed", FormatError("config: malformed")) from None
-    if len(cfg.id) != 16 or not 1 <= cfg.compression_level <= 19:
+    if len(cfg.id) != 16 or not 1 <= cfg.compression_level <= 19 or (
+            version >= 2 and len(cfg.content) != aead.WRAPPED_CONTENT_LEN):
         raise _DamagedConfig("malformed", FormatError("config: malformed"))
     if not 1024 * 1024 <= cfg.pack_size <= 256 * 1024 * 1024:
         raise _DamagedConfig("pack size out of range", FormatError("config: pack size out of range"))
@@ -240,7 +246,13 @@ class Repository:
         self.backend = backend
         self.config = config
         self.clock = clock
-        self.keys = SubKeys.derive(master)
+        self._content: bytes | None = None
+        if config.version >= 2:
+            # IntegrityError when the master is not this repository's: open skips the slot.
+            self._content = aead.unwrap_content(master, config.id, config.content)
+            self.keys = SubKeys.derive_v2(master, self._content)
+        else:
+            self.keys = SubKeys.derive(master)
         self._master = master
         self.crypter = Crypter(self.keys, config.id)
         self.index = MasterIndex()
@@ -264,23 +276,33 @@ class Repository:
         chunker: ChunkerParams | None = None,
         compression_level: int = DEFAULT_LEVEL,
         pack_size: int = DEFAULT_PACK_SIZE,
-        master: bytes | None = None,
+        content: bytes | None = None,
+        version: int = FORMAT_VERSION,
     ) -> tuple[Repository, str]:
         """Create a repository. Returns it and the printable recovery key (shown once).
-        `master`: another repository's secret, shared so both cut and name data alike
-        (init --copy-chunking-from); a fresh random one otherwise."""
+        `content`: another format-2 repository's content secret, shared so both cut and name
+        data alike (init --copy-chunking-from); a fresh random one otherwise. The master (what
+        the passwords open) is always the new repository's own. `version` 1 only for tests
+        and for reading what older Coffres wrote."""
         clock = clock or SystemClock()
+        if version not in FORMAT_VERSIONS:
+            raise ValueError(f"unknown format version {version}")
+        if content is not None and version < 2:
+            raise ValueError("format 1 has no content secret to share")
         if backend.exists():
             raise CoffreError(f"{backend.location} already holds a Coffre repository")
         backend.create()
-        master = master if master is not None else os.urandom(32)
+        master = os.urandom(32)
+        repo_id = os.urandom(16)
         cfg = Config(
-            id=os.urandom(16),
-            version=FORMAT_VERSION,
+            id=repo_id,
+            version=version,
             chunker=chunker or ChunkerParams(),
             compression_level=compression_level,
             pack_size=pack_size,
             created=iso_ns(clock.now_ns()),
+            content=aead.wrap_content(master, repo_id, content or os.urandom(aead.CONTENT_LEN))
+            if version >= 2 else b"",
         )
         repo = cls(backend, cfg, master, clock)
         raw_recovery, recovery_text = new_recovery_key()
@@ -313,7 +335,11 @@ class Repository:
             if cfg.id not in opened:
                 opened[cfg.id] = _Replay(keyring.openings(slots, cfg.id, secret))
             for master, slot in opened[cfg.id]:
-                repo = cls(backend, cfg, master, clock or SystemClock())
+                try:
+                    repo = cls(backend, cfg, master, clock or SystemClock())
+                except IntegrityError:  # format 2: the config's content key is not this master's
+                    foreign.add(slot.id)
+                    continue
                 if not hmac.compare_digest(repo.config_mac(), mac):
                     foreign.add(slot.id)
                     continue
@@ -350,6 +376,15 @@ class Repository:
     def master(self) -> bytes:
         return self._master
 
+    @property
+    def content_secret(self) -> bytes | None:
+        """Format 2: what a repository made with --copy-chunking-from this one shares with it."""
+        return self._content
+
+    @property
+    def version(self) -> int:
+        return self.config.version
+
     def chunker(self) -> Chunker:
         return Chunker(self.config.chunker, self.keys.chunker_seed)
 
@@ -384,7 +419,7 @@ class Repository:
             if name in target.loaded_files:
                 continue
             try:
-                packs = decode_index(self.load_object("index", name))
+                packs = decode_index(self.load_object("index", name), self.version)
             except ObjectNotFound:
                 continue  # removed by a concurrent prune after listing; its successor is listed
             except FormatError as exc:
@@ -397,7 +432,7 @@ class Repository:
             target.loaded_files.add(name)
 
     def save_index(self, packs: dict[bytes, list[packfmt.BlobEntry]]) -> str:
-        return self.save_object("index", encode_index(packs))
+        return self.save_object("index", encode_index(packs, self.version))
 
     def save_full_index(self, packs: dict[bytes, list[packfmt.BlobEntry]]) -> set[str]:
         """A whole index, split into files of INDEX_FILE_PACKS packs; their names."""
@@ -431,15 +466,24 @@ class Repository:
         if size is None:
             size = self.backend.stat(handle).size
         tail = self.backend.load(handle, max(0, size - 64 * 1024))
-        if len(tail) < packfmt.TRAILER.size:
+        trailer = packfmt.trailer_size(self.version)
+        if len(tail) < trailer:
             raise FormatError(f"pack {pack_id.hex()[:12]} is truncated")
-        hlen = packfmt.split_trailer(tail, size)
-        if hlen + packfmt.TRAILER.size <= len(tail):
-            envelope = tail[len(tail) - packfmt.TRAILER.size - hlen : len(tail) - packfmt.TRAILER.size]
+        hlen = packfmt.split_trailer(tail, size, self.version)
+        if hlen + trailer <= len(tail):
+            envelope = tail[len(tail) - trailer - hlen : len(tail) - trailer]
         else:
-            envelope = self.backend.load(handle, size - packfmt.TRAILER.size - hlen, hlen)
-        plain = self.crypter.decrypt(aead.KIND_PACK_HEADER, envelope)
-        return packfmt.decode_header(plain, size - packfmt.TRAILER.size - hlen)
+            envelope = self.backend.load(handle, size - trailer - hlen, hlen)
+        salt = packfmt.trailer_salt(tail) if self.version >= 2 else None
+        return self.decode_header(envelope, size - trailer - hlen, salt)
+
+    def decode_header(self, envelope: bytes, body_size: int, salt: bytes | None) -> list[packfmt.BlobEntry]:
+        """A pack's header from its encrypted form (salt: format 2's pack salt)."""
+        if salt is None:
+            plain = self.crypter.decrypt(aead.KIND_PACK_HEADER, envelope)
+        else:
+            plain = self.crypter.unseal(salt, aead.KIND_PACK_HEADER, envelope)
+        return packfmt.decode_header(plain, body_size, salt)
 
     def decode_blob(
         self, entry: packfmt.BlobEntry, envelope: bytes | memoryview, base: bytes | None = None,
@@ -449,9 +493,14 @@ class Repository:
         loaded from the repository unless the caller already holds its content (`base`).
         verify=False skips the hash check: only for a base whose delta's output is checked
         (a wrong base cannot produce the right output)."""
-        if len(envelope) != entry.length:
+        return self.decode_plain(entry, self.open_blob(entry, envelope), base, verify)
+
+    def open_blob(self, entry: packfmt.BlobEntry, stored: bytes | memoryview) -> bytes:
+        """A stored blob decrypted (and, format 2, unpadded): its codec byte and payload."""
+        if len(stored) != entry.length:
             raise IntegrityError("blob is truncated")
-        return self.decode_plain(entry, self.crypter.decrypt(entry.kind, envelope, entry.id), base, verify)
+        plain = self.crypter.decrypt_blob(entry.salt, entry.kind, stored, entry.id)
+        return plain if entry.salt is None else packfmt.unpad(plain)
 
     def decode_plain(
         self, entry: packfmt.BlobEntry, plain: bytes, base: bytes | None = None, verify: bool = True,

@@ -1,13 +1,14 @@
 """Salvage: the blobs of a pack whose header cannot be read, found from the pack's body.
 
-A pack is its blob envelopes back to back, then its encrypted header. Without the header,
-where each blob ends is not written anywhere; but each envelope starts with its format byte
-and the 16-byte session id of the process that wrote it, and its plaintext starts with a
-codec byte, then (for compressed blobs) a zstd frame whose length its block headers give.
-So the pack is walked from its start: at each position, the candidate lengths are the end of
-the zstd frame, or the next place where an envelope of a known session starts; a candidate
-is kept only if it authenticates (AES-GCM, with the id computed from its content bound in),
-so nothing wrong is ever taken. Damaged bytes are skipped to the next envelope start.
+Format 1 (format 2: SealedSalvager below). A pack is its blob envelopes back to back, then
+its encrypted header. Without the header, where each blob ends is not written anywhere; but
+each envelope starts with its format byte and the 16-byte session id of the process that
+wrote it, and its plaintext starts with a codec byte, then (for compressed blobs) a zstd
+frame whose length its block headers give. So the pack is walked from its start: at each
+position, the candidate lengths are the end of the zstd frame, or the next place where an
+envelope of a known session starts; a candidate is kept only if it authenticates (AES-GCM,
+with the id computed from its content bound in), so nothing wrong is ever taken. Damaged
+bytes are skipped to the next envelope start.
 """
 
 from __future__ import annotations
@@ -153,31 +154,93 @@ class Salvager:
     def _authenticate(self, pos: int, length: int, plain: bytes) -> packfmt.BlobEntry | None:
         if length < aead.OVERHEAD or pos + length > self.end:
             return None
-        body = plain[: length - _PREFIX - aead.TAG_LEN]
         envelope = self.data[pos : pos + length]
-        base = None
-        try:
-            if body[0] == CODEC_ZSTD_DELTA:
-                base = body[1 : 1 + ID_LEN]
-                frame = body[1 + ID_LEN :]
-                content = decompress_delta(frame, self.repo.load_base(base, verify=False),
-                                           _declared(frame, packfmt.MAX_BLOB_RAW))
-                kinds = [aead.KIND_DATA]
-            else:
-                limit = packfmt.MAX_TREE_RAW if body[0] == CODEC_ZSTD else len(body) - 1
-                content = decompress(body[0], body[1:], _declared(body[1:], limit, body[0]))
-                kinds = [aead.KIND_DATA, aead.KIND_TREE]
-        except CoffreError:
-            return None
-        blob_id = self.repo.crypter.blob_id(content)
-        for kind in kinds:
-            if len(content) > packfmt.max_raw(kind):
-                continue
+        for kind, blob_id, size, base in _candidates(self.repo, plain[: length - _PREFIX - aead.TAG_LEN]):
             try:
                 self.repo.crypter.decrypt(kind, envelope, blob_id)
             except CoffreError:
                 continue
-            return packfmt.BlobEntry(kind, blob_id, pos, length, len(content), base)
+            return packfmt.BlobEntry(kind, blob_id, pos, length, size, base)
+        return None
+
+
+def _candidates(repo: Repository, body: bytes) -> list[tuple[int, bytes, int, bytes | None]]:
+    """What an unauthenticated blob body would be: (kind, id, raw length, base) for each kind
+    it could have; the caller authenticates them."""
+    base = None
+    try:
+        if body[0] == CODEC_ZSTD_DELTA:
+            base = body[1 : 1 + ID_LEN]
+            frame = body[1 + ID_LEN :]
+            content = decompress_delta(frame, repo.load_base(base, verify=False),
+                                       _declared(frame, packfmt.MAX_BLOB_RAW))
+            kinds = [aead.KIND_DATA]
+        else:
+            limit = packfmt.MAX_TREE_RAW if body[0] == CODEC_ZSTD else len(body) - 1
+            content = decompress(body[0], body[1:], _declared(body[1:], limit, body[0]))
+            kinds = [aead.KIND_DATA, aead.KIND_TREE]
+    except (CoffreError, IndexError):
+        return []
+    blob_id = repo.crypter.blob_id(content)
+    return [(k, blob_id, len(content), base) for k in kinds if len(content) <= packfmt.max_raw(k)]
+
+
+class SealedSalvager:
+    """Format 2: a pack's blobs carry nothing in clear, so they are found one after the other
+    from the pack's start (and from the offsets an old index gave, past damaged bytes): the
+    first four deciphered bytes of a blob give its body's length, hence (Padmé) its stored
+    length. The pack key's salt is in the trailer: a pack whose trailer is lost gives nothing."""
+
+    def __init__(self, repo: Repository, data: bytes, known_offsets: Iterable[int] = ()) -> None:
+        self.repo, self.data = repo, data
+        try:
+            hlen = packfmt.split_trailer(data, len(data), 2)
+        except CoffreError:
+            self.salt, self.end = b"", 0
+        else:
+            self.salt, self.end = packfmt.trailer_salt(data), len(data) - packfmt.trailer_size(2) - hlen
+        self.starts = sorted({0, *known_offsets})
+
+    def run(self) -> list[packfmt.BlobEntry]:
+        found: list[packfmt.BlobEntry] = []
+        pos = 0
+        while self.salt and pos + aead.SEALED_OVERHEAD < self.end:
+            stored = self._stored_length(pos)
+            entry = self._blob_at(pos, stored) if stored else None
+            if entry is not None:
+                found.append(entry)
+            # A blob damaged after its length still says where the next one starts, unless an
+            # old index knows a start before that.
+            later = [s for s in self.starts if s > pos]
+            if stored and (entry is not None or not later or later[0] >= pos + stored):
+                pos += stored
+            elif later:
+                pos = later[0]
+            else:
+                break
+        return found
+
+    def _stored_length(self, pos: int) -> int:
+        """The stored length the blob at pos declares, 0 if implausible."""
+        head = self.repo.crypter.keystream_unseal(self.salt, self.data[pos : pos + aead.NONCE_LEN + 4])
+        if len(head) < 4:
+            return 0
+        stored = aead.SEALED_OVERHEAD + packfmt.padded_size(int.from_bytes(head, "little"))
+        return stored if pos + stored <= self.end and stored <= packfmt.max_stored(aead.KIND_TREE) else 0
+
+    def _blob_at(self, pos: int, stored: int) -> packfmt.BlobEntry | None:
+        crypter = self.repo.crypter
+        envelope = self.data[pos : pos + stored]
+        try:
+            body = packfmt.unpad(crypter.keystream_unseal(self.salt, envelope[: stored - aead.TAG_LEN]))
+        except CoffreError:
+            return None
+        for kind, blob_id, size, base in _candidates(self.repo, body):
+            try:
+                crypter.unseal(self.salt, kind, envelope, blob_id)
+            except CoffreError:
+                continue
+            return packfmt.BlobEntry(kind, blob_id, pos, stored, size, base, self.salt)
         return None
 
 
@@ -197,4 +260,6 @@ def _declared(payload: bytes, limit: int, codec: int = CODEC_ZSTD) -> int:
 def salvage_pack(repo: Repository, data: bytes, known_offsets: Iterable[int] = ()) -> list[packfmt.BlobEntry]:
     """The blobs that can be found and authenticated in a pack's bytes, without its header
     (`known_offsets`: where an old index said blobs start)."""
+    if repo.version >= 2:
+        return SealedSalvager(repo, data, known_offsets).run()
     return Salvager(repo, data, known_offsets).run()
