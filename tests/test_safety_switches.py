@@ -56,7 +56,7 @@ def test_a_compression_fault_is_caught_before_the_pack_is_saved(monkeypatch: pyt
     monkeypatch.setattr(packer_module, "compress", faulty)
     packer = Packer(repo)
     data = b"ordonnance " * 10_000
-    with pytest.raises(IntegrityError, match="self-check after encryption failed"):
+    with pytest.raises(IntegrityError, match="self-check after compression failed"):
         packer.add(aead.KIND_DATA, repo.crypter.blob_id(data), data)
     packer.flush()
     assert stored_packs(backend) == []
@@ -74,8 +74,30 @@ def test_a_delta_fault_is_caught_before_the_pack_is_saved(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(packer_module, "compress_delta", faulty)
     packer = Packer(repo)
-    with pytest.raises(IntegrityError, match="self-check after encryption failed"):
+    with pytest.raises(IntegrityError, match="self-check after compression failed"):
         packer.add(aead.KIND_DATA, repo.crypter.blob_id(data), data, base=(repo.crypter.blob_id(base), base))
+    packer.flush()
+    assert stored_packs(backend) == []
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_blob_encrypted_wrong_is_never_packed(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
+    """A bit flipped in memory between padding and encryption: the blob decrypts, but not to
+    what was meant; the packer compares and refuses."""
+    backend = MemoryBackend()
+    repo, _ = Repository.init(backend, "pw", version=version)
+    real = repo.crypter.encrypt_blob
+
+    def faulty(salt: bytes | None, kind: int, plain: bytes | memoryview, blob_id: bytes) -> bytes:
+        wrong = bytearray(plain)
+        wrong[len(wrong) // 2] ^= 0x01
+        return real(salt, kind, bytes(wrong), blob_id)
+
+    monkeypatch.setattr(repo.crypter, "encrypt_blob", faulty)
+    packer = Packer(repo)
+    data = os.urandom(50_000)
+    with pytest.raises(IntegrityError, match="self-check after encryption failed"):
+        packer.add(aead.KIND_DATA, repo.crypter.blob_id(data), data)
     packer.flush()
     assert stored_packs(backend) == []
 
