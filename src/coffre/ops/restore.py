@@ -48,6 +48,10 @@ REMOTE_WORKERS = 8
 REMOTE_BATCH_FILES = 512
 REMOTE_BATCH_BYTES = 32 * 1024 * 1024
 REMOTE_RANGE_BLOBS = 64
+# Format 2 stores a pack's blobs in a random order: small files are batched by pack (a batch
+# ends where the next file's blobs are in another pack), so a pack's blobs are read together.
+SEALED_BATCH_FILES = 8192
+MAX_SEALED_BATCH_BYTES = 32 * 1024 * 1024
 TREE_GAP = 64 * 1024
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -103,6 +107,11 @@ class Restorer:
         self.batch_files = REMOTE_BATCH_FILES if remote else BATCH_FILES
         self.batch_bytes = REMOTE_BATCH_BYTES if remote else BATCH_BYTES
         self.range_blobs = REMOTE_RANGE_BLOBS if remote else RANGE_BLOBS
+        self.by_pack = repo.version >= 2
+        if self.by_pack:
+            self.batch_files = SEALED_BATCH_FILES
+            self.batch_bytes = max(self.batch_bytes, min(repo.config.pack_size, MAX_SEALED_BATCH_BYTES))
+        self._batch_pack: bytes | None = None
         self._dirs: list[tuple[bytes, Node]] = []
         self._links: list[tuple[bytes, Node]] = []
         self._first_link: dict[tuple[int, int], bytes] = {}
@@ -258,6 +267,12 @@ class Restorer:
         if len(node.content) > self.range_blobs:
             self._submit_large(pool, futures, path, node)
             return
+        if self.by_pack and node.content:
+            loc = self.repo.index.lookup(node.content[0])
+            pack = loc.pack if loc is not None else None
+            if pack != self._batch_pack:
+                self._flush_batch(pool, futures)
+                self._batch_pack = pack
         self._batch.append((path, node))
         self._batch_bytes += node.size
         if len(self._batch) >= self.batch_files or self._batch_bytes >= self.batch_bytes:

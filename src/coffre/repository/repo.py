@@ -587,17 +587,24 @@ class Repository:
                 located.append((loc.pack, loc.entry.offset, i, loc))
         located.sort()
         run: list[tuple[bytes, int, int, Location]] = []
+        useful = waste = 0
         for item in [*located, None]:
+            hole = item[1] - _end(run[-1][3]) if run and item is not None else 0
             if run and (
                 item is None
                 or item[0] != run[0][0]
-                or item[1] > _end(run[-1][3]) + gap
+                or hole > gap
                 or _end(item[3]) - run[0][1] > MAX_RUN
+                # Blobs scattered among others (format 2 shuffles packs): at most as many
+                # bytes read and dropped as kept, or one gap's worth.
+                or waste + hole > max(useful, gap)
             ):
                 self._read_run(run, blob_ids, out, verify, bases or {})
-                run = []
+                run, useful, waste, hole = [], 0, 0, 0
             if item is not None:
                 run.append(item)
+                useful += item[3].entry.length
+                waste += max(hole, 0)
         return [r if r is not None else FormatError("blob not read") for r in out]
 
     def _read_run(
