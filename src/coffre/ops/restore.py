@@ -265,6 +265,7 @@ class Restorer:
             self._count(node, False, path)
             return
         if len(node.content) > self.range_blobs:
+            self._flush_batch(pool, futures)  # files are written in the order of the walk
             self._submit_large(pool, futures, path, node)
             return
         if self.by_pack and node.content:
