@@ -5,6 +5,7 @@ init + copy (docs/migration.md)."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import random
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coffre.chunker import ChunkerParams
+from coffre.chunker import Chunker, ChunkerParams
 from coffre.core.errors import FormatError, IntegrityError
 from coffre.crypto import aead
 from coffre.format import pack as packfmt
@@ -171,3 +172,18 @@ def test_padding_is_checked_when_read(coffre: Coffre, tmp_path: Path) -> None:
     for bad in (padded[:-1], padded + b"\x00", padded[:-1] + b"\x01"):
         with pytest.raises(FormatError, match=r"padding|short"):
             packfmt.unpad(bad)
+
+
+def test_format_2_cuts_with_the_keyed_gear_table(coffre: Coffre, tmp_path: Path) -> None:
+    """The chunks a format-2 backup stores are those of the PRF-drawn gear table (never the
+    seed-XOR table format 1 keeps), and copies sharing the content secret cut alike."""
+    repo = backed_up(coffre, tmp_path, 2)
+    scan = (tmp_path / "src" / "scan.tif").read_bytes()
+    stored = sorted(e.raw_length for es in repo.index.packs().values() for e in es
+                    if e.kind == aead.KIND_DATA and e.raw_length > SMALL_CHUNKS.min_size)
+    keyed_chunker = Chunker(SMALL_CHUNKS, repo.keys.chunker_seed, repo.keys.gear_key)
+    keyed = [len(c) for c in keyed_chunker.chunks(io.BytesIO(scan))]
+    seeded = [len(c) for c in Chunker(SMALL_CHUNKS, repo.keys.chunker_seed).chunks(io.BytesIO(scan))]
+    assert keyed != seeded
+    assert all(n in stored for n in keyed[:-1])  # the last chunk may be shorter than min
+    assert sum(n in stored for n in seeded[:-1]) < len(seeded) // 2

@@ -1,5 +1,7 @@
 """Chunker: cuts byte streams into chunks. Content-defined (FastCDC, keyed gear table) for
 most data; fixed, page-aligned blocks for database files that are modified in place.
+Format 1 keys the gear table with a 63-bit seed; format 2 derives it from a key by a PRF
+(`gear`) and installs it into pyfastcdc (`keyed`).
 
 pyfastcdc was chosen over `fastcdc`: it is ~1.8x faster here and releases the GIL
 (../shared/reference/perf-baseline.md §4), so chunking overlaps with hashing in other threads.
@@ -12,6 +14,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from pyfastcdc import FastCDC
+
+from coffre.chunker.gear import gear_table
+from coffre.chunker.keyed import keyed_fastcdc
 
 # pyfastcdc's real mean is avg + min: about 320 KiB with these parameters. Chunks of this size
 # keep zstd deltas against the previous version effective (docs/design.md §3): with 1 MiB
@@ -46,19 +51,32 @@ class ChunkerParams:
 
 
 class Chunker:
-    def __init__(self, params: ChunkerParams, seed: int) -> None:
+    """FastCDC over pyfastcdc. Without `gear_key` (format 1), pyfastcdc's gear table XOR the
+    63-bit `seed`; with a 32-byte `gear_key` (format 2), a table drawn entirely from it by a
+    keyed PRF (`gear.gear_table`), installed into pyfastcdc's compiled instance (`keyed`), and
+    `seed` is not used."""
+
+    def __init__(self, params: ChunkerParams, seed: int, gear_key: bytes | None = None) -> None:
         params.validate()
         self.params = params
         self._seed = seed
+        # One checked instance serves every stream: its config is only read while cutting.
+        self._keyed = (
+            None
+            if gear_key is None
+            else keyed_fastcdc(gear_table(gear_key), params.min_size, params.avg_size, params.max_size)
+        )
 
     def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
         """Yield the content-defined chunks of `stream` as independent bytes objects."""
-        cdc = FastCDC(
-            self.params.avg_size,
-            min_size=self.params.min_size,
-            max_size=self.params.max_size,
-            seed=self._seed,
-        )
+        cdc = self._keyed
+        if cdc is None:
+            cdc = FastCDC(
+                self.params.avg_size,
+                min_size=self.params.min_size,
+                max_size=self.params.max_size,
+                seed=self._seed,
+            )
         for chunk in cdc.cut_stream(stream):
             # The memoryview is only valid until the next chunk: copy it out.
             yield bytes(chunk.data)

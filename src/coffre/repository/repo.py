@@ -386,7 +386,7 @@ class Repository:
         return self.config.version
 
     def chunker(self) -> Chunker:
-        return Chunker(self.config.chunker, self.keys.chunker_seed)
+        return Chunker(self.config.chunker, self.keys.chunker_seed, self.keys.gear_key)
 
     # -- whole encrypted objects (index, snapshots, locks, trash) ------------------------------
     def save_object(self, kind: str, plaintext: bytes) -> str:
