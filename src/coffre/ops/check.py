@@ -77,6 +77,10 @@ class Checker:
     def run(self, read_data: bool = False, subset: tuple[int, int] | None = None) -> CheckResult:
         r = self.result
         check_keys_and_config(self.repo, r.errors, r.notes)
+        if self.repo.version < 2:
+            r.notes.append("the repository uses format 1: its copies made with --copy-chunking-from "
+                           "share its whole key, and the storage can tell blob sizes; moving it to "
+                           "format 2 is a new repository and a 'coffre copy' (docs/migration.md)")
         self.repo.load_index(errors=r.errors)
         stored = dict(self.repo.iter_pack_names())
         self._stored = {bytes.fromhex(name) for name in stored}
