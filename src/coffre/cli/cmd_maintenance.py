@@ -213,7 +213,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             say(f"{len(decisions) - len(gone)} kept, {len(gone)} "
                 + ("would be removed (dry run)" if args.dry_run else "removed"))
         if not args.dry_run:
-            remove_snapshots(repo, gone)
+            remove_snapshots(repo, gone, warn)
     report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
         {"id": d.snapshot.id, "keep": d.keep, "reasons": d.reasons} for d in decisions]}
     if args.prune and not args.dry_run:
@@ -238,7 +238,7 @@ def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
         for sid in chosen if not args.json else []:
             say(f"{'would remove' if args.dry_run else 'remove'} {sid[:8]}: named on the command line")
         if not args.dry_run:
-            remove_snapshots(repo, chosen)
+            remove_snapshots(repo, chosen, warn)
     report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
         {"id": sid, "keep": False, "reasons": ["named on the command line"]} for sid in chosen]}
     if args.prune and not args.dry_run:

@@ -56,6 +56,7 @@ MAX_SIZE = {
     "snapshots": 16 * 1024 * 1024,
     "locks": 64 * 1024,
     "trash": 64 * 1024 * 1024,
+    "forgotten": 4 * 1024 * 1024,
 }
 
 _KIND_OF = {
@@ -63,6 +64,7 @@ _KIND_OF = {
     "snapshots": aead.KIND_SNAPSHOT,
     "locks": aead.KIND_LOCK,
     "trash": aead.KIND_TRASH,
+    "forgotten": aead.KIND_TOMBSTONE,
 }
 
 
