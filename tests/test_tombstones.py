@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from coffre.core.errors import FormatError
+from coffre.core.errors import FormatError, StorageFull
 from coffre.format.codec import encode
+from coffre.format.snapshot import Snapshot
 from coffre.format.tombstone import MAX_IDS, decode_tombstone, encode_tombstone
+from coffre.ops.forget import remove_snapshots
 from coffre.repository.repo import Repository
 from coffre.repository.tombstones import load_tombstone, save_tombstones, tombstone_names
-from coffre.storage.base import Handle
+from coffre.storage.base import Backend, Handle, Wrapper
 from coffre.storage.local import LocalBackend
 from coffre.storage.memory import MemoryBackend
 
@@ -67,3 +69,33 @@ def test_a_damaged_tombstone_is_a_check_error(repo: Coffre) -> None:
     LocalBackend(repo.repo).save(Handle("forgotten", hashlib.sha256(junk).hexdigest()), junk)
     res = repo("check")
     assert res.code == 1 and "forget record forgotten/" in res.out, res
+
+
+class FullFor(Wrapper):
+    """A medium with no room for the next `times` tombstones."""
+
+    def __init__(self, inner: Backend, times: int) -> None:
+        super().__init__(inner)
+        self.times = times
+
+    def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        if handle.kind == "forgotten" and self.times:
+            self.times -= 1
+            raise StorageFull("no space left on the backup medium")
+        super().save(handle, data)
+
+
+@pytest.mark.parametrize("full_for", [1, 2])
+def test_on_a_full_medium_the_tombstone_follows_the_removal(full_for: int) -> None:
+    repo, _ = Repository.init(MemoryBackend(), "pw")
+    sid = repo.save_snapshot(Snapshot(time_ns=1, hostname="h", username="", paths=["/"], tree=b"\1" * 32))
+    repo.backend = FullFor(repo.backend, full_for)
+    said: list[str] = []
+    remove_snapshots(repo, [sid], said.append)
+    assert repo.list_names("snapshots") == []
+    if full_for == 1:  # the removal freed enough
+        (name,) = tombstone_names(repo)
+        assert load_tombstone(repo, name) == [sid] and said == []
+    else:
+        assert tombstone_names(repo) == []
+        assert "will report these snapshots as vanished" in said[0]
