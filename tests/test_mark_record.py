@@ -136,10 +136,14 @@ def test_lists_of_what_is_gone_keep_their_newest(monkeypatch: pytest.MonkeyPatch
     assert not m.is_forgotten("0" * 64) and m.is_forgotten("4" * 64)
 
 
-def test_latest_snapshot_per_host() -> None:
+def test_latest_snapshot_per_host(tmp_path: Path) -> None:
     m = Mark(RID, snapshots={"a" * 64: Seen("officine", 5), "b" * 64: Seen("officine", 9),
                              "c" * 64: Seen("prestataire", 1), "d" * 64: Seen("", 99)})
     assert m.latest_by_host() == {"officine": ("b" * 64, 9), "prestataire": ("c" * 64, 1)}
+    assert markmod.latest_by_host(RID, tmp_path) == {}
+    with updating(RID, 1, tmp_path) as on_disk:
+        on_disk.snapshots = m.snapshots
+    assert markmod.latest_by_host(RID, tmp_path) == m.latest_by_host()
 
 
 def test_where_the_state_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

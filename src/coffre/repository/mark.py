@@ -310,6 +310,14 @@ def read_mark(repo_id: bytes, root: Path | None = None) -> Mark | None:
         return None
 
 
+def latest_by_host(repo_id: bytes, root: Path | None = None) -> dict[str, tuple[str, int]]:
+    """For the second witness (the agent's status, the provider's view): each host's newest
+    snapshot this machine has seen of the repository, as (id, time in ns), from the mark on
+    disk; empty if there is none."""
+    mark = read_mark(repo_id, root)
+    return mark.latest_by_host() if mark is not None else {}
+
+
 @contextmanager
 def updating(repo_id: bytes, now_ns: int, root: Path | None = None) -> Iterator[Mark]:
     """The mark, held against the other Coffre processes of this machine for the block and
