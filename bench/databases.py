@@ -56,7 +56,8 @@ class Runner:
         if name.startswith("coffre"):
             self.env.update({"COFFRE_REPOSITORY": str(self.repo),
                              "COFFRE_PASSWORD_FILE": str(home / "password"),
-                             "COFFRE_CACHE_DIR": str(home / "cache")})
+                             "COFFRE_CACHE_DIR": str(home / "cache"),
+                             "COFFRE_STATE_DIR": str(home / "state")})
             self.run([sys.executable, "-m", "coffre", "init"])
         else:
             self.env.update({"RESTIC_REPOSITORY": str(self.repo),

@@ -71,7 +71,8 @@ def tool_env(name: str, port: int, home: Path) -> dict[str, str]:
     password.write_text("benchmark password\n")
     if name == "coffre":
         return {"COFFRE_REPOSITORY": f"s3+http://127.0.0.1:{port}/coffre-bench/repo",
-                "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache")}
+                "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
+                "COFFRE_STATE_DIR": str(home / "state")}
     return {"RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{port}/restic-bench",
             "RESTIC_PASSWORD_FILE": str(password), "RESTIC_CACHE_DIR": str(home / "cache")}
 

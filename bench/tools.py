@@ -56,6 +56,7 @@ class Coffre(Tool):
             "COFFRE_REPOSITORY": str(self.repo),
             "COFFRE_PASSWORD_FILE": str(self.password_file()),
             "COFFRE_CACHE_DIR": str(self.home / "cache"),
+            "COFFRE_STATE_DIR": str(self.home / "state"),  # throwaway repositories: not /var/lib
         }
 
     def _cmd(self, *args: str) -> list[str]:

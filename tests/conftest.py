@@ -42,8 +42,16 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def state_for(cache: Path | str) -> Path:
+    """The state folder (marks of repositories) of the machine whose cache is `cache`: one
+    machine, one cache, one state; a test's second cache is a second machine."""
+    cache = Path(cache)
+    return cache.with_name(cache.name + "-state")
+
+
 class Coffre:
-    """Runs the real command line in a subprocess, as a user would."""
+    """Runs the real command line in a subprocess, as a user would. Its machine is its cache
+    folder, with the state folder beside it (state_for)."""
 
     def __init__(self, repo: Path | str, pwfile: Path, cache: Path) -> None:
         self.repo = repo
@@ -51,6 +59,7 @@ class Coffre:
         self.env = {
             **os.environ,
             "COFFRE_CACHE_DIR": str(cache),
+            "COFFRE_STATE_DIR": str(state_for(cache)),
             "COFFRE_TEST_WEAK_KDF": "1",
             **child_env(),  # under mutmut only: the child runs the mutated code too
         }
@@ -123,10 +132,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes marks into the machine's own state folder (/var/lib/coffre as root)."""
+    monkeypatch.setenv("COFFRE_STATE_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("COFFRE_CACHE_DIR", str(d))
+    monkeypatch.setenv("COFFRE_STATE_DIR", str(state_for(d)))
     return d
 
 

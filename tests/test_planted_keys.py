@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import resource
+from pathlib import Path
 
 from coffre.core.clock import FixedClock
 from coffre.repository import keyring
@@ -20,19 +21,22 @@ from coffre.storage.local import LocalBackend
 from conftest import PASSWORD, Coffre
 
 
-def test_a_slot_opening_to_another_master_is_skipped_not_an_oracle(repo: Coffre) -> None:
+def test_a_slot_opening_to_another_master_is_skipped_not_an_oracle(repo: Coffre, tmp_path: Path) -> None:
     backend = LocalBackend(repo.repo)
     repo_id = Repository.open(backend, PASSWORD).config.id
     # The attacker's guess is right: their slot opens with the pharmacy's password, and is
-    # the oldest, so it is tried first.
+    # the oldest, so a machine that never opened the repository tries it first.
     planted = keyring.add_slot(backend, os.urandom(32), repo_id, "password", PASSWORD.encode(),
                                "initial password", FixedClock(0))
-    res = repo("snapshots")
+    # The machine that made the repository tries the slot that opened it here first.
+    assert "key file" not in repo.ok("snapshots").err
+    new_machine = Coffre(repo.repo, repo.pwfile, tmp_path / "new-machine")
+    res = new_machine("snapshots")
     assert res.code == 0, res
     assert f"key file {planted[:8]} opens with this password but holds another key" in res.err
-    res = repo.ok("key", "remove", planted[:8])
+    res = new_machine.ok("key", "remove", planted[:8])
     assert "no longer opens this repository, but it is not revoked" in res.err
-    assert "key file" not in repo.ok("snapshots").err
+    assert "key file" not in new_machine.ok("snapshots").err
 
 
 def _slot(params: dict[str, int]) -> tuple[str, bytes]:

@@ -9,6 +9,7 @@ import sys
 
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
 from coffre.format.tree import validate_name
 from coffre.ops.backup import Backup, BackupOptions
@@ -110,6 +111,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             differences = Verifier(repo, read_repository=True).run(snap).differences
     if cache is not None:
         cache.close()
+    watch_storage(repo, changed=True)  # the new snapshot is seen: its deletion would be noticed
     s = snap.summary
     problems = result.problems
     if args.json:

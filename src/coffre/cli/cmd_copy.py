@@ -16,6 +16,7 @@ from coffre.cli.context import (
     source_password,
 )
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.watching import watch_storage
 from coffre.core.errors import UsageError
 from coffre.ops.common import find_snapshot
 from coffre.ops.copy import Copier
@@ -54,6 +55,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         snaps = ([find_snapshot(src, ref, report=warn) for ref in args.snapshots] if args.snapshots
                  else src.snapshots(errors=[]))
         result = Copier(src, dst, lock, report=warn).run(snaps)
+    watch_storage(dst, changed=True)
     if args.json:
         emit_json({"copied": [{"source": a.id, "copy": b.id} for a, b in result.copied],
                    "skipped": [s.id for s in result.skipped], "blobs_added": result.blobs_added,

@@ -17,6 +17,7 @@ from coffre.cli.context import (
     secret_from,
 )
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.watching import standing_alarms, watch_storage
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.format.snapshot import Snapshot
@@ -31,6 +32,7 @@ from coffre.repository.cache import RepoCache
 from coffre.repository.damage import DamageRegister
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
+from coffre.repository.watch import describe
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,6 +124,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         res = Checker(repo, report=quiet if args.json else warn).run(
             read_data=args.read_data, subset=subset)
     remember_damage(repo, res)
+    # What the storage deleted or put back (said as warnings when the repository was opened)
+    # is an error until 'coffre acknowledge' accepts it.
+    res.errors += [f"{describe(a)} ('coffre acknowledge' accepts it)" for a in standing_alarms(repo)]
     if args.json:
         emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
@@ -213,7 +218,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
             say(f"{len(decisions) - len(gone)} kept, {len(gone)} "
                 + ("would be removed (dry run)" if args.dry_run else "removed"))
         if not args.dry_run:
-            remove_snapshots(repo, gone)
+            remove_snapshots(repo, gone, warn)
+    if gone and not args.dry_run:
+        watch_storage(repo, changed=True, forgotten=gone)
     report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
         {"id": d.snapshot.id, "keep": d.keep, "reasons": d.reasons} for d in decisions]}
     if args.prune and not args.dry_run:
@@ -238,7 +245,9 @@ def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
         for sid in chosen if not args.json else []:
             say(f"{'would remove' if args.dry_run else 'remove'} {sid[:8]}: named on the command line")
         if not args.dry_run:
-            remove_snapshots(repo, chosen)
+            remove_snapshots(repo, chosen, warn)
+    if not args.dry_run:
+        watch_storage(repo, changed=True, forgotten=chosen)
     report: dict[str, object] = {"dry_run": args.dry_run, "decisions": [
         {"id": sid, "keep": False, "reasons": ["named on the command line"]} for sid in chosen]}
     if args.prune and not args.dry_run:
@@ -290,6 +299,8 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
     finally:
         lock.release()
         cache.close()
+    if not dry_run:
+        watch_storage(repo, changed=True)  # index files were rewritten: note which are gone
     st = pruner.stats
     if args.json:
         return st

@@ -6,6 +6,7 @@ import argparse
 
 from coffre.cli.context import add_repo_options, locked, open_repo
 from coffre.cli.output import say, warn
+from coffre.cli.watching import watch_storage
 from coffre.ops.repair import repair_index
 from coffre.ops.repair_config import repair_config
 
@@ -26,6 +27,7 @@ def cmd_repair_index(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with locked(repo, exclusive=True, command="repair index"):
         st = repair_index(repo, report=warn)
+    watch_storage(repo, changed=True)  # old index files were removed: note which
     say(f"index rebuilt: {st.packs} packs, {st.blobs} blobs; {st.old_index_files} old index file(s) removed")
     for u in st.unreadable:
         say(f"pack with an unreadable header, left in place: {u}")

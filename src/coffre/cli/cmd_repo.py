@@ -18,6 +18,7 @@ from coffre.cli.context import (
     source_password,
 )
 from coffre.cli.output import emit_json, say, table, warn
+from coffre.cli.watching import key_history, remember_removed, watch_storage
 from coffre.compress import DEFAULT_LEVEL
 from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
@@ -132,6 +133,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             sheet.close()
             os.unlink(args.recovery_sheet)
         raise
+    watch_storage(repo, changed=True)  # this machine's mark starts here, with the slot it opened
     say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
     if source is not None:
         say(f"it shares the chunking of {source.backend.location}: copies between them send only new "
@@ -188,9 +190,16 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     slots, bad = keyring.scan(repo.backend)
     doc = repo.config_document()
+    removed = key_history(repo.config.id).removed
+
+    def state(s: keyring.KeySlot) -> str:
+        if keyring.fingerprint(s.wrapped) in removed:
+            return "removed on this machine, put back: refused"
+        return "ok" if s.config == doc else "no copy of the config"
+
     rows: list[dict[str, object]] = [
         {"id": s.id, "kind": s.kind, "label": s.label, "created": s.created,
-         "current": s.id == repo.key_slot_id, "state": "ok" if s.config == doc else "no copy of the config"}
+         "current": s.id == repo.key_slot_id, "state": state(s)}
         for s in slots
     ]
     rows += [{"id": d.id, "kind": "?", "label": "", "created": "", "current": False,
@@ -241,6 +250,8 @@ def _remove_slot(repo: Repository, slot: keyring.KeySlot | keyring.UnusableSlot)
             repo.backend.remove(Handle("keys", name))
         except ObjectNotFound:
             pass  # removed meanwhile
+    if isinstance(slot, keyring.KeySlot):
+        remember_removed(repo, slot)  # put back by the storage, it must not open it again here
 
 
 NOT_REVOKED = (
@@ -276,6 +287,7 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     if old.kind == "password":
         repo.key_slot_id = slot
         _remove_slot(repo, old)
+    watch_storage(repo, changed=True)  # the new slot is the one this machine tries first
     say(f"password changed (new key slot {slot[:8]})")
     if old.kind == "password":
         warn(NOT_REVOKED.format(what="the old password"))

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from coffre.cli.watching import key_history, watch_storage
 from coffre.core.errors import CoffreError, LockedError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.core.private import open_to_others
 from coffre.format.snapshot import Snapshot
@@ -181,14 +182,15 @@ def prompt_secret(prompt: str, confirm: bool) -> str:
     return first
 
 
-def open_repo(args: argparse.Namespace) -> Repository:
-    return open_repo_at(repo_location(args), lambda: password(args), args)
+def open_repo(args: argparse.Namespace, watch: bool = True) -> Repository:
+    return open_repo_at(repo_location(args), lambda: password(args), args, watch)
 
 
 def open_repo_at(
-    location: str, secret: Callable[[], str], args: argparse.Namespace | None = None
+    location: str, secret: Callable[[], str], args: argparse.Namespace | None = None, watch: bool = True,
 ) -> Repository:
-    """The repository at a location; the password is asked only once it is known to be one."""
+    """The repository at a location; the password is asked only once it is known to be one.
+    With `watch`, the storage is then compared with this machine's mark (cli/watching.py)."""
     backend = backend_for(location, args)
     from coffre.repository.cache import repo_cache_dir
     from coffre.repository.repo import load_config
@@ -198,7 +200,7 @@ def open_repo_at(
     if is_url(location):
         # Remote metadata is kept locally so a daily backup does not download it again.
         backend = CachedBackend(backend, repo_cache_dir(config.config.id) / "objects")
-    repo = Repository.open(backend, secret(), config=config)
+    repo = Repository.open(backend, secret(), config=config, history=key_history)
     if repo.config_problem:
         _warn(f"{repo.config_problem}; run 'coffre repair config'")
     for damaged in repo.damaged_keys:
@@ -207,6 +209,8 @@ def open_repo_at(
         _warn(f"key file {foreign[:8]} opens with this password but holds another key than this "
               "repository's (it fails the config's authentication): it was not written by this "
               f"repository's Coffre, and was skipped; 'coffre key remove {foreign[:8]}' drops it")
+    if watch:
+        watch_storage(repo)
     return repo
 
 

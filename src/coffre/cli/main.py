@@ -8,6 +8,7 @@ import sys
 
 from coffre import __version__
 from coffre.cli import (
+    cmd_acknowledge,
     cmd_backup,
     cmd_browse,
     cmd_copy,
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"coffre {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-                   cmd_repair, cmd_demo):
+                   cmd_acknowledge, cmd_repair, cmd_demo):
         module.register(sub)
     return parser
 

@@ -1,8 +1,8 @@
 """Check: the repository's structure, and optionally every byte of its data.
 
-Structure: every index and snapshot decrypts, every tree reachable from a snapshot decrypts
-and every blob it references is indexed in a pack that exists with the expected size, and
-every pack's SHA-256 matches its name.
+Structure: every index, snapshot and forget record (tombstone) decrypts, every tree
+reachable from a snapshot decrypts and every blob it references is indexed in a pack that
+exists with the expected size, and every pack's SHA-256 matches its name.
 --read-data (or a subset): every pack is read, its SHA-256 compared with its name, its
 header and every blob authenticated, decompressed and re-hashed.
 
@@ -32,6 +32,7 @@ from coffre.ops.repair_config import check_keys_and_config
 from coffre.repository.damage import PACK_ITSELF
 from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
+from coffre.repository.tombstones import load_tombstone, tombstone_names
 from coffre.storage.base import Handle
 
 READERS = 2
@@ -89,6 +90,7 @@ class Checker:
         self.report(f"{len(stored)} packs, {len(self.repo.index)} blobs in the index")
         snaps = self.repo.snapshots(errors=r.errors)
         r.snapshots = len(snaps)
+        self._check_tombstones()
         missing_data = self._check_trees(snaps)
         self._check_listed(indexed, stored)
         unindexed = sorted(set(stored) - {p.hex() for p in indexed})
@@ -135,6 +137,17 @@ class Checker:
         return r
 
     # -- structure -----------------------------------------------------------------------------
+    def _check_tombstones(self) -> None:
+        """Every forget record (tombstone) is intact and authentic: a damaged one leaves the
+        snapshots it names looking deleted by the storage to machines that have not read it."""
+        for name in tombstone_names(self.repo):
+            try:
+                load_tombstone(self.repo, name)
+            except ObjectNotFound:
+                continue
+            except FormatError as exc:
+                self.result.errors.append(f"forget record forgotten/{name[:12]}: {exc.message}")
+
     def _check_trees(self, snaps: list[Snapshot]) -> bool:
         """Every tree reachable from a snapshot decrypts; every blob it names is indexed.
         Collects the blobs snapshots use; True if some are missing from the index."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+from coffre.core.errors import StorageFull
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
-from coffre.ops.common import reachable
+from coffre.ops.common import Reporter, quiet, reachable
 from coffre.ops.prune import worth_repacking
 from coffre.policy.retention import Decision, Policy, SnapInfo, apply_policy, apply_size_budget
 from coffre.repository.packer import header_size
 from coffre.repository.repo import Repository
+from coffre.repository.tombstones import save_tombstones
 from coffre.storage.base import Handle
 
 
@@ -93,6 +95,24 @@ def plan_forget(
     return decisions
 
 
-def remove_snapshots(repo: Repository, ids: list[str]) -> None:
+def remove_snapshots(repo: Repository, ids: list[str], report: Reporter = quiet) -> None:
+    """Remove snapshots, after writing a tombstone naming them (docs/design.md §8.1), so that
+    the other machines sharing the repository see a forget, not a deletion by the storage.
+    On a full medium the tombstone may only fit once the removals have freed some space: it
+    is then written after them."""
+    if not ids:
+        return
+    try:
+        save_tombstones(repo, ids)
+        late = False
+    except StorageFull:
+        late = True
     for sid in ids:
         repo.backend.remove(Handle("snapshots", sid))
+    if late:
+        try:
+            save_tombstones(repo, ids)
+        except StorageFull:
+            report(f"warning: the medium is full: the record of this forget ({len(ids)} snapshot(s)) could "
+                   "not be written; the other machines that use this repository will report these "
+                   "snapshots as vanished ('coffre acknowledge' there accepts it)")

@@ -48,6 +48,26 @@ class UnusableSlot:
         return f"key file {self.id[:8]} {self.reason}"
 
 
+@dataclass(frozen=True)
+class KeyHistory:
+    """What this machine's mark knows of a repository's key slots, by fingerprint: the slots
+    that opened it here before (tried first, so slots planted in the storage cannot push them
+    out of the MAX_SLOTS_TRIED tried) and the slots removed here (never used again)."""
+
+    opened: frozenset[str] = frozenset()
+    removed: frozenset[str] = frozenset()
+
+
+def fingerprint(wrapped: kdf.WrappedKey) -> str:
+    """The identity of a wrapped master key, whatever file holds it: a slot saved again with a
+    new copy of the config keeps it, and so does a removed slot put back re-encoded."""
+    h = hashlib.sha256(b"coffre key slot v1")
+    params = json.dumps(wrapped.params, sort_keys=True).encode()
+    for part in (wrapped.kind.encode(), wrapped.salt, params, wrapped.nonce, wrapped.ciphertext):
+        h.update(len(part).to_bytes(4, "big") + part)
+    return h.hexdigest()
+
+
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
@@ -146,17 +166,22 @@ def scan(backend: Backend) -> tuple[list[KeySlot], list[UnusableSlot]]:
     return sorted(slots, key=lambda s: (s.created, s.id)), sorted(bad, key=lambda d: d.id)
 
 
-def openings(slots: list[KeySlot], repo_id: bytes, secret: str) -> Iterator[tuple[bytes, KeySlot]]:
+def openings(
+    slots: list[KeySlot], repo_id: bytes, secret: str, first: frozenset[str] = frozenset(),
+) -> Iterator[tuple[bytes, KeySlot]]:
     """Each slot the secret opens (as a recovery key if it looks like one, else as a
     password) with the master it holds, lazily: the caller stops at the first master that
     authenticates the config, and goes on past one that does not (a slot planted in the
-    storage, wrapping another master under a guessed password). At most MAX_SLOTS_TRIED
-    slots are tried, so planted slots cannot make an opening last forever."""
+    storage, wrapping another master under a guessed password). Slots whose fingerprint is
+    in `first` (those that opened the repository on this machine before) are tried first. At
+    most MAX_SLOTS_TRIED slots are tried, so planted slots cannot make an opening last forever."""
     raw_recovery = kdf.parse_recovery_key(secret)
     candidates: list[tuple[KeySlot, bytes]] = []
     if raw_recovery is not None:
         candidates += [(s, raw_recovery) for s in slots if s.kind == "recovery"]
     candidates += [(s, secret.encode()) for s in slots if s.kind == "password"]
+    if first:
+        candidates.sort(key=lambda c: fingerprint(c[0].wrapped) not in first)  # stable
     for slot, material in candidates[:MAX_SLOTS_TRIED]:
         try:
             master = kdf.unwrap(slot.wrapped, repo_id, material)

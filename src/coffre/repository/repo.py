@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +22,7 @@ from coffre.core.errors import (
     ObjectNotFound,
     StorageError,
     UnsupportedVersionError,
+    WrongPasswordError,
 )
 from coffre.crypto import aead
 from coffre.crypto.aead import Crypter, SubKeys
@@ -56,6 +57,7 @@ MAX_SIZE = {
     "snapshots": 16 * 1024 * 1024,
     "locks": 64 * 1024,
     "trash": 64 * 1024 * 1024,
+    "forgotten": 4 * 1024 * 1024,
 }
 
 _KIND_OF = {
@@ -63,6 +65,7 @@ _KIND_OF = {
     "snapshots": aead.KIND_SNAPSHOT,
     "locks": aead.KIND_LOCK,
     "trash": aead.KIND_TRASH,
+    "forgotten": aead.KIND_TOMBSTONE,
 }
 
 
@@ -262,6 +265,9 @@ class Repository:
         # Key slots that open with the password used but hold another master (planted in
         # the storage, or copied from another repository): skipped by open.
         self.foreign_keys: list[str] = []
+        # Every key file open found: the usable slots and the others.
+        self.key_slots: list[keyring.KeySlot] = []
+        self.unusable_keys: list[keyring.UnusableSlot] = []
         # Remote storage: single data blobs (a backup's delta bases) are read by windows.
         self.windows = PackWindows(backend) if backend.remote else None
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
@@ -319,11 +325,14 @@ class Repository:
     def open(
         cls, backend: Backend, secret: str, clock: Clock | None = None,
         config: StoredConfig | tuple[Config, bytes] | None = None,
+        history: Callable[[bytes], keyring.KeyHistory] | None = None,
     ) -> Repository:
         """Unlock a repository. `config`: what load_config (or read_config) already returned
         for this backend (saves reading it again over a slow link); its MAC is checked here
         either way. A config whose id opens no key slot, or whose MAC fails, is replaced by a
-        copy kept in the key slots that opens and authenticates (`config_problem` says so)."""
+        copy kept in the key slots that opens and authenticates (`config_problem` says so).
+        `history`: what this machine knows of the slots of the repository with a given id
+        (its mark): slots that opened it before are tried first, removed ones never open it."""
         if config is None:
             config = load_config(backend)
         stored = config if isinstance(config, StoredConfig) else StoredConfig(*config)
@@ -331,9 +340,16 @@ class Repository:
         first = (stored.config, stored.mac)
         opened: dict[bytes, _Replay[tuple[bytes, keyring.KeySlot]]] = {}
         foreign: set[str] = set()  # slots that open but hold a master that is not this one
+        known: dict[bytes, keyring.KeyHistory] = {}
+        tried: list[tuple[Config, bytes]] = []
         for cfg, mac in _candidates(first, slots):
+            tried.append((cfg, mac))
             if cfg.id not in opened:
-                opened[cfg.id] = _Replay(keyring.openings(slots, cfg.id, secret))
+                # Looked up by the id of each config tried, not only the config file's: the
+                # storage may have altered that one to dodge this machine's record.
+                known[cfg.id] = history(cfg.id) if history else keyring.KeyHistory()
+                usable = [s for s in slots if keyring.fingerprint(s.wrapped) not in known[cfg.id].removed]
+                opened[cfg.id] = _Replay(keyring.openings(usable, cfg.id, secret, known[cfg.id].opened))
             for master, slot in opened[cfg.id]:
                 try:
                     repo = cls(backend, cfg, master, clock or SystemClock())
@@ -345,6 +361,7 @@ class Repository:
                     continue
                 foreign.discard(slot.id)
                 repo.key_slot_id = slot.id
+                repo.key_slots, repo.unusable_keys = slots, bad
                 repo.damaged_keys = [d for d in bad if d.damaged]
                 repo.foreign_keys = sorted(foreign)
                 if (cfg, mac) == first or stored.problem:
@@ -360,6 +377,7 @@ class Repository:
                 "the repository config was altered (authentication failed)",
                 "restore the config file from a copy of the repository",
             )
+        _refuse_removed(backend, slots, secret, tried, known)
         raise keyring.cannot_open(slots, bad)
 
     def config_mac(self) -> bytes:
@@ -634,6 +652,26 @@ class Repository:
     def iter_pack_names(self) -> Iterator[tuple[str, int]]:
         for info in self.backend.list("data"):
             yield info.name, info.size
+
+
+def _refuse_removed(
+    backend: Backend, slots: list[keyring.KeySlot], secret: str, tried: list[tuple[Config, bytes]],
+    known: dict[bytes, keyring.KeyHistory],
+) -> None:
+    """When no other slot opens: if the secret opens a slot removed on this machine (put back
+    by the storage), say so instead of "wrong password". Argon2 runs on those slots only here."""
+    for repo_id, history in known.items():
+        removed = [s for s in slots if keyring.fingerprint(s.wrapped) in history.removed]
+        configs = [(cfg, mac) for cfg, mac in tried if cfg.id == repo_id]
+        for master, slot in keyring.openings(removed, repo_id, secret):
+            if any(hmac.compare_digest(Repository(backend, cfg, master, SystemClock()).config_mac(), mac)
+                   for cfg, mac in configs):
+                raise WrongPasswordError(
+                    f"this password or recovery key opens only key slot {slot.id[:8]}, which was removed "
+                    "on this machine ('coffre key remove') and has been put back in the storage: refused",
+                    "open with another password or the recovery key; 'coffre key remove "
+                    f"{slot.id[:8]}' removes that slot again (docs/design.md, section 8)",
+                )
 
 
 class _Replay(Generic[T]):

@@ -1,0 +1,90 @@
+"""The command line's side of this machine's mark of each repository (repository/mark.py,
+repository/watch.py): the key history an opening uses, the comparison of the storage with the
+mark after each opening and each change, and the alarms said on stderr."""
+
+from __future__ import annotations
+
+from coffre.cli.output import warn
+from coffre.core.errors import CoffreError
+from coffre.repository import keyring
+from coffre.repository.mark import Alarm, MarkUnavailable, read_mark, updating
+from coffre.repository.repo import Repository
+from coffre.repository.watch import acknowledge, describe, observe
+
+HINT = ("hint: find out what happened to the storage (docs/design.md, section 8); "
+        "'coffre acknowledge' then accepts its present state")
+
+
+def key_history(repo_id: bytes) -> keyring.KeyHistory:
+    """What this machine's mark knows of the key slots of the repository with this id."""
+    mark = read_mark(repo_id)
+    return mark.key_history() if mark is not None else keyring.KeyHistory()
+
+
+def _unavailable(exc: MarkUnavailable, consequence: str) -> None:
+    warn(f"warning: this machine's record of the repository cannot be used ({exc.message}): {consequence}")
+
+
+def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] | None = None) -> None:
+    """Compare the storage with this machine's mark and record what it shows now. After an
+    opening every standing alarm is said; after a change made by this command (`changed`:
+    snapshots, index files or key slots written or removed), only new ones. `forgotten`:
+    snapshots this command has just removed."""
+    # After a change the slots are listed again (key passwd, key remove changed them).
+    slots = keyring.scan(repo.backend)[0] if changed else repo.key_slots
+    try:
+        with updating(repo.config.id, repo.clock.now_ns()) as mark:
+            if mark.problem:
+                warn(f"warning: {mark.problem}")
+            for sid in forgotten or []:
+                mark.forget(sid)
+            new = observe(repo, mark, lambda m: warn(f"warning: {m}"), slots)
+            opening = next((s for s in slots if s.id == repo.key_slot_id), None)
+            if opening is not None:
+                mark.note_opened(keyring.fingerprint(opening.wrapped))
+            standing = list(mark.alarms)
+    except MarkUnavailable as exc:
+        _unavailable(exc, "deletions and put-backs by the storage are not watched")
+        return
+    say_alarms(new if changed else standing)
+
+
+def say_alarms(alarms: list[Alarm]) -> None:
+    for a in alarms:
+        warn(f"warning: {describe(a)}")
+    if alarms:
+        warn(HINT)
+
+
+def standing_alarms(repo: Repository) -> list[Alarm]:
+    """The alarms this machine's mark holds now (none without a mark)."""
+    mark = read_mark(repo.config.id)
+    return list(mark.alarms) if mark is not None else []
+
+
+def remember_removed(repo: Repository, slot: keyring.KeySlot) -> None:
+    """A key slot this command removed: never used to open the repository here again."""
+    try:
+        with updating(repo.config.id, repo.clock.now_ns()) as mark:
+            mark.note_removed(keyring.fingerprint(slot.wrapped), slot.id, repo.clock.now_ns())
+    except MarkUnavailable as exc:
+        _unavailable(exc, f"if the storage puts key slot {slot.id[:8]} back, this machine will not know it "
+                          "was removed")
+
+
+def accept_standing(repo: Repository) -> tuple[list[Alarm], list[Alarm]]:
+    """Accept the storage's present state for the alarms that stood before this command (the
+    person has seen them); the storage is compared with the mark first, and what that finds
+    new is not accepted. Returns (accepted, new)."""
+    try:
+        with updating(repo.config.id, repo.clock.now_ns()) as mark:
+            if mark.problem:
+                warn(f"warning: {mark.problem}")
+            before = {a.key for a in mark.alarms}
+            observe(repo, mark, lambda m: warn(f"warning: {m}"), repo.key_slots)
+            accepted = [a for a in mark.alarms if a.key in before]
+            new = [a for a in mark.alarms if a.key not in before]
+            acknowledge(mark, accepted)
+            return accepted, new
+    except MarkUnavailable as exc:
+        raise CoffreError(f"this machine's record of the repository cannot be used: {exc.message}") from None
