@@ -4,10 +4,14 @@ the paths it hands to a shell, must not let it run commands. Real PostgreSQL and
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from dbservers import DB_PASSWORD
 from test_db_postgres import wrapper
@@ -94,3 +98,148 @@ def test_restore_db_warns_when_the_restoring_account_rules_the_server(
                   mariadb.dsn(f"{name}_own").replace("coffre@", f"{owner}@"), env=mariadb.env())
     assert "warning" not in res.err, res
     assert mariadb.sql("SELECT cip FROM stock", f"{name}_own") == "1"
+
+
+# -- the backed-up database's code never runs with privileges in a drill ------------------------
+def plant_waiting_function(postgres: Any, dbname: str, marker: Path, role: str) -> None:
+    """The review's finding: functions of `role` that run a program only when they run as a
+    superuser (COPY ... TO PROGRAM), so nothing happens while the pharmacy works; `same(i)`
+    is the immutable face that a CHECK constraint or an expression index can use."""
+    postgres.psql(f"""
+        SET ROLE {role};
+        CREATE FUNCTION public.run_when_superuser() RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+          IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+            EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch {marker}; cat >/dev/null');
+          END IF;
+        END $$;
+        CREATE FUNCTION public.same(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN PERFORM public.run_when_superuser(); RETURN i; END $$;
+    """, dbname)
+
+
+def owner_database(postgres: Any, marker: Path) -> str:
+    """A database as the review made it: everything belongs to an ordinary owner role, whose
+    function sits in a CHECK constraint and in an expression index (which pg_amcheck
+    --heapallindexed evaluates)."""
+    name = f"caisse_{uuid.uuid4().hex[:8]}"
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE ROLE {owner} LOGIN")
+    postgres.psql(f"CREATE DATABASE {name} OWNER {owner}")
+    plant_waiting_function(postgres, name, marker, owner)
+    postgres.psql(f"SET ROLE {owner}; "
+                  "CREATE TABLE ventes (id int PRIMARY KEY CHECK (public.same(id) = id), montant int); "
+                  "CREATE INDEX ventes_same ON ventes ((public.same(id))); "
+                  "INSERT INTO ventes SELECT g, g * 10 FROM generate_series(1, 500) g", name)
+    return name
+
+
+def test_a_postgres_drill_never_runs_the_dumps_code_as_a_superuser(
+        repo: Coffre, postgres: Any, shared_dir: Path) -> None:
+    """The review's reproduction: an ordinary owner's function that runs a program when it
+    runs as a superuser, in a CHECK constraint and an expression index. The drill restores
+    and checks everything (rows loaded through the constraint, the index read by pg_amcheck)
+    and passes, and the program never runs."""
+    marker = shared_dir / "ran"
+    name = owner_database(postgres, marker)
+    assert not marker.exists()  # the pharmacy's own work never sets it off
+    repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+
+    drill = json.loads(repo.ok("drill", "--json").out)
+
+    assert not marker.exists()
+    assert drill["ok"] is True, drill
+    checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
+    assert checks["pg_amcheck (tables and indexes)"]["detail"] == "no corruption found"
+    assert checks["row counts"]["detail"] == "1 tables, 500 rows, as at backup time"
+
+
+def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
+        repo: Coffre, postgres: Any) -> None:
+    """A legitimate pharmacy database with extensions: trusted ones (pg_trgm for searching
+    product names, hstore) are restored by the drill's ordinary role; untrusted ones that
+    hold no rows (pg_stat_statements, amcheck) and event triggers are left out and named;
+    the drill passes. A table whose type comes from an untrusted extension cannot be
+    restored without a superuser: the drill fails and says why, not that the backup is
+    damaged."""
+    name = f"officine_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    postgres.psql("""
+        CREATE EXTENSION pg_trgm; CREATE EXTENSION hstore; CREATE EXTENSION pg_stat_statements;
+        CREATE EXTENSION amcheck;
+        CREATE TABLE produits (cip bigint PRIMARY KEY, nom text, attributs hstore);
+        CREATE INDEX produits_nom ON produits USING gin (nom gin_trgm_ops);
+        INSERT INTO produits SELECT 3400930000000 + g, 'produit ' || g, 'forme => comprime'
+            FROM generate_series(1, 300) g;
+        COMMENT ON TABLE produits IS 'catalogue';
+        CREATE FUNCTION public.journal_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
+        CREATE EVENT TRIGGER journal_ddl ON ddl_command_end EXECUTE FUNCTION public.journal_ddl();
+    """, name)
+    repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+
+    drill = json.loads(repo.ok("drill", "--json").out)
+
+    assert drill["ok"] is True, drill
+    [left_out, *_] = drill["databases"][0]["checks"][1:]
+    assert left_out["name"].startswith("left out") and left_out["ok"], drill
+    assert left_out["detail"] == "extension pg_stat_statements, event trigger journal_ddl"
+    checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
+    assert checks["row counts"]["detail"] == "1 tables, 300 rows, as at backup time"
+
+    postgres.psql("CREATE EXTENSION cube; CREATE EXTENSION earthdistance; "
+                  "CREATE TABLE officines (id int PRIMARY KEY, lieu earth)", name)
+    repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+    res = repo("drill", "--json")
+    assert res.code == 1, res
+    [restore] = [c for c in json.loads(res.out)["databases"][0]["checks"] if c["name"] == "restore"]
+    assert not restore["ok"] and 'type "public.earth" does not exist' in restore["detail"], restore
+    assert "Left out of the drill, as only a superuser can create them: extension earthdistance, " \
+           "extension pg_stat_statements, event trigger journal_ddl" in restore["detail"], restore
+    assert "corrupt" not in res.out
+
+
+def test_drill_servers_run_as_their_own_account(shared_dir: Path) -> None:
+    """As root, the throwaway servers run as the system account coffre-drill, never as
+    postgres, mysql or root; their folder is Coffre's, which the account may only pass
+    through, and their data folders are the account's."""
+    from coffre.sources.databases.pgdrill import DrillTarget, throwaway_postgres
+
+    with throwaway_postgres(str(shared_dir)) as target:
+        assert isinstance(target, DrillTarget)
+        account = pwd.getpwnam("coffre-drill")  # made on demand
+        assert account.pw_uid not in (0, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("mysql").pw_uid)
+        with psycopg.connect(target.conn.conninfo()) as conn:
+            backend = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+            assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                                    ).fetchone()[0]  # type: ignore[index]
+        assert _uid(backend) == account.pw_uid
+        top = os.stat(target.folder.top)
+        assert (top.st_uid, top.st_gid, top.st_mode & 0o7777) == (0, account.pw_gid, 0o710)
+        assert os.stat(target.folder.path("data")).st_uid == account.pw_uid
+
+
+def _uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+
+def test_the_restore_list_leaves_out_what_only_a_superuser_creates() -> None:
+    from coffre.sources.databases.pgdrill import drill_listing
+
+    listing = "\n".join([
+        ";     TOC Entries: 9",
+        "4; 3079 16499 EXTENSION - amcheck ",
+        "3520; 0 0 COMMENT - EXTENSION amcheck ",
+        "3; 3079 16468 EXTENSION - pg_stat_statements ",
+        "3522; 0 0 COMMENT - EXTENSION pg_stat_statements ",
+        "2; 3079 16387 EXTENSION - pg_trgm ",
+        "3523; 0 0 COMMENT - EXTENSION pg_trgm ",
+        "220; 1259 16634 TABLE public t boss",
+        "3363; 3466 16643 EVENT TRIGGER - journal ddl boss",
+        "3364; 0 0 COMMENT - EVENT TRIGGER journal ddl boss",
+    ])
+    kept, left_out = drill_listing(listing, untrusted={"pg_stat_statements", "dblink"}, installed={"amcheck"})
+    assert left_out == ["extension pg_stat_statements", "event trigger journal ddl"]
+    assert [line for line in kept.splitlines() if not line.startswith(";")] == [
+        "2; 3079 16387 EXTENSION - pg_trgm ", "3523; 0 0 COMMENT - EXTENSION pg_trgm ",
+        "220; 1259 16634 TABLE public t boss"]

@@ -81,8 +81,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     work = os.path.abspath(args.work_dir or tempfile.gettempdir())
     if any(c in work for c in UNSAFE_IN_WORK_DIR):
-        # The throwaway servers' settings name their folder in quotes, and pg_ctl hands it to
-        # /bin/sh in double quotes, where $(...) and `...` would run.
+        # The throwaway servers' settings name their folder in quotes, and mariadb-install-db
+        # is a shell script. (PostgreSQL is started without pg_ctl, which hands the folder to
+        # /bin/sh, where $(...) and `...` would run.)
         raise UsageError(f"{work!r}: choose a work folder without quotes, backslashes, '$', '`' or "
                          "line breaks (--work-dir, or TMPDIR)")
     repo = open_repo(args)

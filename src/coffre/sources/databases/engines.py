@@ -47,7 +47,7 @@ def target(engine: str, where: str, owners: bool = True) -> Target:
 def throwaway(engine: str, work_dir: str | None = None) -> AbstractContextManager[Target]:
     """A temporary, private instance of the engine, removed on exit."""
     if engine == "postgres":
-        from coffre.sources.databases.postgres import throwaway_postgres
+        from coffre.sources.databases.pgdrill import throwaway_postgres
 
         return throwaway_postgres(work_dir)
     if engine == "postgres-cluster":

@@ -19,23 +19,17 @@ import os
 import pwd
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, TypeVar
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import run_tool, service_account, stream_command
-from coffre.sources.databases.postgres import (
-    Connection,
-    PostgresTarget,
-    program,
-    start_server,
-    stop_server,
-)
+from coffre.sources.databases.pgdrill import local, start_server, stop_server
+from coffre.sources.databases.postgres import Connection, PostgresTarget, program
+from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
 
 T = TypeVar("T")
 _DATABASES = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
@@ -184,40 +178,37 @@ class ClusterFolder(Target):
 
 
 class _DrillCluster(ClusterFolder):
-    """A base backup unpacked into a temporary folder, checked against its manifest, then
-    started as a throwaway server for pg_amcheck."""
+    """A base backup unpacked into a drill's folder, checked against its manifest, then
+    started as a throwaway server (as the drill's account) for pg_amcheck."""
 
-    def __init__(self, top: str, account: pwd.struct_passwd | None) -> None:
-        super().__init__(os.path.join(top, "data"), account)
-        self.top = top
+    def __init__(self, folder: DrillFolder) -> None:
+        super().__init__(folder.path("data"), folder.account)
+        self.folder = folder
+        self.sockets = folder.owned("run")
         self.superuser = "postgres"
-        self.running = False
+        self.server: Server | None = None
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         super().restore(chunks, force, extra)
-        if self.account is not None:  # only now: the server writes its socket and log here
-            os.chown(self.top, self.account.pw_uid, self.account.pw_gid)
         self.superuser = extra.get("superuser", "postgres")
 
     def _dsn(self, dbname: str) -> str:
-        return make_conninfo(host=self.top, port="5432", user=self.superuser, dbname=dbname)
+        return local(self.sockets, self.superuser, dbname)
 
     def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
         checks = super().drill_checks(recorded)
-        # The drill's own configuration, not the copied one (on Debian there is none in the
-        # data folder; elsewhere it may name files, libraries or archiving of the live server).
-        conf, hba, ident = (os.path.join(self.top, f"drill{n}.conf") for n in ("", "_hba", "_ident"))
-        for path, text in ((hba, "local all all trust\n"), (ident, ""),
-                           (conf, f"data_directory = '{self.data}'\nhba_file = '{hba}'\n"
-                                  f"ident_file = '{ident}'\n")):
-            with open(path, "w") as f:
-                f.write(text)
-            os.chmod(path, 0o644)
-        start_server(self.data, self.top, self.account, f"-c config_file='{conf}'")
-        self.running = True
+        self.server = start_server(self.data, self.sockets, self.folder, self._settings())
         checks.append(self._amcheck())
         checks.append(self._contents())
         return checks
+
+    def _settings(self) -> list[str]:
+        """The drill's own configuration, not the copied one (on Debian there is none in the
+        data folder; elsewhere it may name files, libraries or archiving of the live server)."""
+        hba = self.folder.file("drill_hba.conf", "local all all trust\n", 0o644)
+        ident = self.folder.file("drill_ident.conf", "", 0o644)
+        conf = self.folder.file("drill.conf", f"data_directory = {_conf_text(self.data)}\n", 0o644)
+        return [f"config_file={conf}", f"hba_file={hba}", f"ident_file={ident}"]
 
     def _amcheck(self) -> Check:
         name = "pg_amcheck (every database, tables and indexes)"
@@ -239,14 +230,21 @@ class _DrillCluster(ClusterFolder):
         return Check("contents (a physical copy records no row counts)", bool(names), "; ".join(found))
 
 
+def _conf_text(value: str) -> str:
+    """A value as postgresql.conf reads it."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 @contextlib.contextmanager
 def throwaway_cluster(work_dir: str | None = None) -> Iterator[Target]:
-    account = service_account("postgres")
-    top = tempfile.mkdtemp(prefix="coffre-drill-pgcluster-", dir=work_dir)
-    target = _DrillCluster(top, account)
+    """A temporary folder to unpack a base backup into and start a server on, as the drill's
+    account."""
+    folder = DrillFolder("coffre-drill-pgcluster-", work_dir, drill_account())
+    target = None
     try:
+        target = _DrillCluster(folder)
         yield target
     finally:
-        if target.running:
-            stop_server(target.data, account)
-        shutil.rmtree(top, ignore_errors=True)
+        if target is not None and target.server is not None:
+            stop_server(target.server)
+        folder.remove()
