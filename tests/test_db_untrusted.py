@@ -223,6 +223,40 @@ def _uid(pid: int) -> int:
         return int(next(line for line in f if line.startswith("Uid:")).split()[1])
 
 
+def test_a_cluster_drill_never_runs_the_clusters_code_as_a_superuser(
+        repo: Coffre, postgres: Any, shared_dir: Path) -> None:
+    """A physical copy keeps production's roles, superusers included, and their objects: the
+    review's database; a table of the superuser (as when the pharmacy's software connects as
+    one) whose expression index calls the waiting function (amcheck evaluates it as the
+    table's owner); an event trigger that calls it on any DDL. The drill checks every
+    database (pg_amcheck --heapallindexed, row counts) and passes; the program never runs."""
+    marker = shared_dir / "ran"
+    name = owner_database(postgres, marker)
+    postgres.psql("""
+        CREATE TABLE stock (cip bigint PRIMARY KEY, qte int);
+        CREATE INDEX stock_same ON stock ((public.same(qte)));
+        INSERT INTO stock SELECT g, g FROM generate_series(1, 200) g;
+        CREATE FUNCTION public.on_ddl() RETURNS event_trigger LANGUAGE plpgsql
+            AS 'BEGIN PERFORM public.run_when_superuser(); END';
+        CREATE EVENT TRIGGER on_ddl ON ddl_command_start EXECUTE FUNCTION public.on_ddl();
+    """, name)
+    assert marker.exists()  # on the live server, its superuser's own writes set it off
+    marker.unlink()
+    try:
+        repo.ok("backup", "--postgres-cluster", f"host=127.0.0.1 port={postgres.port} user=coffre",
+                env=postgres.env())
+        res = repo("drill", "--json")
+    finally:
+        postgres.psql(f"DROP DATABASE {name}")
+
+    assert not marker.exists()
+    assert res.code == 0, res
+    checks = {c["name"]: c for c in json.loads(res.out)["databases"][0]["checks"]}
+    assert checks["pg_amcheck (every database, tables and indexes)"]["detail"] == "no corruption found"
+    contents = checks["contents (a physical copy records no row counts)"]["detail"]
+    assert f"{name}: 2 tables, 700 rows" in contents
+
+
 def test_the_restore_list_leaves_out_what_only_a_superuser_creates() -> None:
     from coffre.sources.databases.pgdrill import drill_listing
 
