@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from coffre.sources.databases.mysql import MysqlTarget
 from dbservers import DB_PASSWORD
 from test_db_postgres import wrapper
 
@@ -202,6 +203,7 @@ def test_drill_servers_run_as_their_own_account(shared_dir: Path) -> None:
     """As root, the throwaway servers run as the system account coffre-drill, never as
     postgres, mysql or root; their folder is Coffre's, which the account may only pass
     through, and their data folders are the account's."""
+    from coffre.sources.databases.mysql import throwaway_mysql
     from coffre.sources.databases.pgdrill import DrillTarget, throwaway_postgres
 
     with throwaway_postgres(str(shared_dir)) as target:
@@ -216,6 +218,14 @@ def test_drill_servers_run_as_their_own_account(shared_dir: Path) -> None:
         top = os.stat(target.folder.top)
         assert (top.st_uid, top.st_gid, top.st_mode & 0o7777) == (0, account.pw_gid, 0o710)
         assert os.stat(target.folder.path("data")).st_uid == account.pw_uid
+    with throwaway_mysql(str(shared_dir)) as target:
+        assert isinstance(target, MysqlTarget)
+        pid_file = target.conn.query("SELECT @@pid_file", "pid")[0][0]
+        with open(pid_file) as f:
+            assert _uid(int(f.read())) == account.pw_uid
+        grants = target.conn.query("SHOW GRANTS", "grants")
+        assert [g[0] for g in grants] == ["GRANT USAGE ON *.* TO `drill`@`localhost`",
+                                          "GRANT ALL PRIVILEGES ON `drill`.* TO `drill`@`localhost`"]
 
 
 def _uid(pid: int) -> int:
@@ -255,6 +265,78 @@ def test_a_cluster_drill_never_runs_the_clusters_code_as_a_superuser(
     assert checks["pg_amcheck (every database, tables and indexes)"]["detail"] == "no corruption found"
     contents = checks["contents (a physical copy records no row counts)"]["detail"]
     assert f"{name}: 2 tables, 700 rows" in contents
+
+
+def test_a_mysql_drill_loads_definers_and_gives_the_dump_no_rights_on_the_server(
+        repo: Coffre, mariadb: Any, shared_dir: Path, tmp_path: Path) -> None:
+    """A legitimate database whose trigger, function, procedure and view name a definer of
+    the live server (`coffre`@`127.0.0.1`, unknown to the throwaway one): the drill's user,
+    which has rights on its own database only, loads them as its own and the drill passes.
+    A dump that calls the procedure, which writes a file (SELECT ... INTO OUTFILE needs the
+    FILE right), writes nothing, and the drill says why. (Loading a mariadb-dump never fires
+    its triggers: each table's come after its rows; a line added to the dump calls the
+    procedure, the most a dump can do.)"""
+    marker = shared_dir / "ran"
+    name = f"stock_{uuid.uuid4().hex[:8]}"
+    definer = "DEFINER=`coffre`@`127.0.0.1`"
+    mariadb.sql(f"""CREATE DATABASE {name}; USE {name};
+        CREATE TABLE ventes (id INT PRIMARY KEY, montant INT);
+        CREATE TABLE journal (id INT AUTO_INCREMENT PRIMARY KEY, vente INT);
+        CREATE {definer} TRIGGER journal_vente AFTER INSERT ON ventes FOR EACH ROW
+            INSERT INTO journal VALUES (NULL, NEW.id);
+        CREATE {definer} FUNCTION total() RETURNS INT READS SQL DATA RETURN (SELECT SUM(montant) FROM ventes);
+        CREATE {definer} SQL SECURITY DEFINER VIEW chiffre AS SELECT total() AS total;
+        CREATE {definer} PROCEDURE exporter() SQL SECURITY DEFINER SELECT total() INTO OUTFILE '{marker}';
+        INSERT INTO ventes SELECT seq, seq * 10 FROM seq_1_to_50;""")
+    repo.ok("backup", "--mysql", mariadb.dsn(name), env=mariadb.env())
+
+    drill = json.loads(repo.ok("drill", "--json").out)
+
+    assert drill["ok"] is True, drill
+    checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
+    assert checks["CHECK TABLE"]["detail"] == "2 tables OK"
+    assert checks["row counts"]["detail"] == "2 tables, 100 rows, as at backup time"
+
+    real = shutil.which("mariadb-dump")
+    assert real is not None
+    calling = wrapper(tmp_path, "mariadb-dump", real,
+                      "REAL \"$@\" | sed '/^-- Dump completed/i CALL exporter();'")
+    repo.ok("backup", "--mysql", mariadb.dsn(name), env={**mariadb.env(), **calling})
+    res = repo("drill", "--json")
+
+    assert not marker.exists()
+    assert res.code == 1, res
+    [restore] = [c for c in json.loads(res.out)["databases"][0]["checks"] if c["name"] == "restore"]
+    assert "Access denied; you need (at least one of) the FILE privilege(s)" in restore["detail"], res
+
+
+def test_definers_are_rewritten_at_the_start_of_lines_only_whatever_the_chunks() -> None:
+    """Definers of triggers, routines, views and events become CURRENT_USER; a row that holds
+    the same text is left alone; the result does not depend on where the stream is cut."""
+    from coffre.sources.databases.mysql import definers_to_current_user
+
+    row = b"INSERT INTO `ddl` VALUES (1,'CREATE DEFINER=`root`@`localhost` PROCEDURE p()');\n"
+    long_row = b"INSERT INTO `scans` VALUES (2,'" + b"ab" * 20_000 + b"');\n"
+    long_routine = b"CREATE DEFINER=`a``b`@`%` FUNCTION `f`() RETURNS INT RETURN '" + b"x" * 20_000 + b"'\n"
+    dump = b"".join([
+        b"/*!50003 CREATE*/ /*!50017 DEFINER=`vendeur`@`127.0.0.1`*/ /*!50003 TRIGGER t AFTER INSERT\n",
+        row, long_row,
+        b"CREATE DEFINER=`root`@`localhost` PROCEDURE `p`()\n",
+        b"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n",
+        b"/*!50106 CREATE*/ /*!50117 DEFINER=`role_only`*/ /*!50106 EVENT `e` ON SCHEDULE\n",
+        long_routine, row, b"-- Dump completed",
+    ])
+    expected = b"".join([
+        b"/*!50003 CREATE*/ /*!50017 DEFINER=CURRENT_USER*/ /*!50003 TRIGGER t AFTER INSERT\n",
+        row, long_row,
+        b"CREATE DEFINER=CURRENT_USER PROCEDURE `p`()\n",
+        b"/*!50013 DEFINER=CURRENT_USER SQL SECURITY DEFINER */\n",
+        b"/*!50106 CREATE*/ /*!50117 DEFINER=CURRENT_USER*/ /*!50106 EVENT `e` ON SCHEDULE\n",
+        long_routine.replace(b"DEFINER=`a``b`@`%`", b"DEFINER=CURRENT_USER"), row, b"-- Dump completed",
+    ])
+    for size in (1, 7, 64, 1000, 8191, 8192, 50_000, len(dump)):
+        chunks = [dump[i:i + size] for i in range(0, len(dump), size)]
+        assert b"".join(definers_to_current_user(chunks)) == expected, size
 
 
 def test_the_restore_list_leaves_out_what_only_a_superuser_creates() -> None:
