@@ -7,6 +7,8 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from coffre.sources.databases.mysql import MysqlTarget
 from dbservers import DB_PASSWORD
 from test_db_postgres import wrapper
 
-from conftest import Coffre
+from conftest import NOBODY, PASSWORD, AsNobody, Coffre
 
 
 def test_a_drill_folder_the_shell_would_expand_is_refused(repo: Coffre, postgres: Any,
@@ -153,6 +155,29 @@ def test_a_postgres_drill_never_runs_the_dumps_code_as_a_superuser(
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
     assert checks["pg_amcheck (tables and indexes)"]["detail"] == "no corruption found"
     assert checks["row counts"]["detail"] == "1 tables, 500 rows, as at backup time"
+
+
+def test_a_drill_as_an_ordinary_user_says_what_protects_it(postgres: Any, shared_dir: Path) -> None:
+    """Not run as root, Coffre cannot give the servers an account of their own: they run as
+    its user, who can read the repository's password. The drill says so, and the database
+    role still keeps the dump's code from running a program."""
+    marker = shared_dir / "ran"
+    name = owner_database(postgres, marker)
+    pw = shared_dir / "password"
+    pw.write_text(PASSWORD + "\n")
+    os.chown(pw, NOBODY, NOBODY)
+    pw.chmod(0o600)
+    nobody = AsNobody(shared_dir / "repo", pw, shared_dir / "cache")
+    nobody.ok("init")
+    nobody.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+
+    res = nobody("drill", "--json", env={"TMPDIR": str(shared_dir)})
+
+    assert not marker.exists()
+    assert res.code == 0 and json.loads(res.out)["ok"] is True, res
+    assert "note: Coffre is not running as root" in res.err and "(nobody)" in res.err, res
+    assert "ordinary database role" in res.err
+    assert not marker.exists()
 
 
 def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
@@ -359,3 +384,29 @@ def test_the_restore_list_leaves_out_what_only_a_superuser_creates() -> None:
     assert [line for line in kept.splitlines() if not line.startswith(";")] == [
         "2; 3079 16387 EXTENSION - pg_trgm ", "3523; 0 0 COMMENT - EXTENSION pg_trgm ",
         "220; 1259 16634 TABLE public t boss"]
+
+
+def test_the_drill_account_is_made_once_by_drills_starting_together(repo: Coffre, postgres: Any) -> None:
+    """On a machine that never drilled, the first drills to start create coffre-drill; the
+    others see it made and use it. Without useradd, the drill says what to do."""
+    name = f"caisse_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+    gone = subprocess.run(["userdel", "coffre-drill"], capture_output=True, text=True, check=False)
+    assert gone.returncode in (0, 6), gone.stderr  # 6: there was none
+    without_useradd = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", 'mount --bind /dev/null /usr/sbin/useradd && exec "$@"',
+         "sh", *repo.argv("drill")], capture_output=True, text=True, env=repo.env, check=False)
+    assert without_useradd.returncode == 1, without_useradd
+    assert ("which does not exist, and useradd is not installed: install the passwd package, or "
+            "create it with: useradd --system --user-group") in without_useradd.stdout, without_useradd
+
+    probe = [sys.executable, "-c", "from coffre.sources.databases.throwaway import drill_account; "
+             "print(drill_account().pw_uid)"]
+    drills = [subprocess.Popen(probe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    done = [(d.communicate(), d.returncode) for d in drills]
+
+    assert [code for _, code in done] == [0, 0, 0, 0], done
+    assert {out.strip() for (out, _), _ in done} == {str(pwd.getpwnam("coffre-drill").pw_uid)}
+    assert "drill passed" in repo.ok("drill").out

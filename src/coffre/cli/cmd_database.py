@@ -10,7 +10,7 @@ from coffre.cli.context import add_repo_options, load_index, open_repo, reading,
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import UsageError
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
-from coffre.sources.databases.engines import target, throwaway
+from coffre.sources.databases.engines import drill_note, target, throwaway
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +90,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
     with reading(repo, "drill"):
         load_index(repo)
         snap = find_with_databases(repo, args.snapshot, report=warn)
+        note = drill_note(d.engine for d in snap.databases)
+        if note:
+            warn(note)
         results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn)
     ok = all(r.ok for r in results)
     if args.json:
