@@ -239,7 +239,7 @@ def test_drill_servers_run_as_their_own_account(shared_dir: Path) -> None:
             backend = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
             assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
                                     ).fetchone()[0]  # type: ignore[index]
-        assert _uid(backend) == account.pw_uid
+            assert _uid(backend) == account.pw_uid  # while it serves this connection
         top = os.stat(target.folder.top)
         assert (top.st_uid, top.st_gid, top.st_mode & 0o7777) == (0, account.pw_gid, 0o710)
         assert os.stat(target.folder.path("data")).st_uid == account.pw_uid
