@@ -103,6 +103,34 @@ def test_restore_db_warns_when_the_restoring_account_rules_the_server(
     assert mariadb.sql("SELECT cip FROM stock", f"{name}_own") == "1"
 
 
+def test_restore_db_as_the_owner_of_a_database_with_extensions(repo: Coffre, postgres: Any) -> None:
+    """As docs/databases.md says to restore without a superuser: a superuser creates the
+    database, owned by its owner, with the untrusted extensions it uses (pg_stat_statements);
+    restore-db --no-owner as the owner restores the rest, trusted extensions included
+    (pg_trgm), leaving alone the extension it was given."""
+    name = f"officine_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    postgres.psql("CREATE EXTENSION pg_trgm; CREATE EXTENSION pg_stat_statements; "
+                  "CREATE TABLE produits (cip bigint PRIMARY KEY, nom text); "
+                  "CREATE INDEX produits_nom ON produits USING gin (nom gin_trgm_ops); "
+                  "INSERT INTO produits VALUES (3400930000001, 'doliprane')", name)
+    repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE ROLE {owner} LOGIN PASSWORD '{DB_PASSWORD}'")
+    postgres.psql(f"CREATE DATABASE {name}_own OWNER {owner}")
+    postgres.psql("CREATE EXTENSION pg_stat_statements", f"{name}_own")
+
+    dsn = postgres.dsn(f"{name}_own").replace("user=coffre", f"user={owner}")
+    res = repo.ok("restore-db", "latest", "--postgres", dsn, "--no-owner", env=postgres.env())
+
+    assert "warning" not in res.err, res
+    assert postgres.psql("SELECT cip FROM produits WHERE nom % 'dolipran'", f"{name}_own") == "3400930000001"
+    owners = postgres.psql("SELECT e.extname, r.rolname FROM pg_extension e JOIN pg_roles r "
+                           "ON r.oid = e.extowner WHERE extname IN ('pg_trgm', 'pg_stat_statements') "
+                           "ORDER BY 1", f"{name}_own")
+    assert owners.splitlines() == ["pg_stat_statements|coffre", f"pg_trgm|{owner}"]
+
+
 # -- the backed-up database's code never runs with privileges in a drill ------------------------
 def plant_waiting_function(postgres: Any, dbname: str, marker: Path, role: str) -> None:
     """The review's finding: functions of `role` that run a program only when they run as a
@@ -240,9 +268,10 @@ def test_drill_servers_run_as_their_own_account(shared_dir: Path) -> None:
             assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
                                     ).fetchone()[0]  # type: ignore[index]
             assert _uid(backend) == account.pw_uid  # while it serves this connection
-        top = os.stat(target.folder.top)
+        folder = os.path.dirname(target.conn.params["host"])  # the socket's folder is in it
+        top = os.stat(folder)
         assert (top.st_uid, top.st_gid, top.st_mode & 0o7777) == (0, account.pw_gid, 0o710)
-        assert os.stat(target.folder.path("data")).st_uid == account.pw_uid
+        assert os.stat(os.path.join(folder, "data")).st_uid == account.pw_uid
     with throwaway_mysql(str(shared_dir)) as target:
         assert isinstance(target, MysqlTarget)
         pid_file = target.conn.query("SELECT @@pid_file", "pid")[0][0]

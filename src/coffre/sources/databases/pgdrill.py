@@ -29,8 +29,8 @@ from psycopg.conninfo import make_conninfo
 
 from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Check, Target
-from coffre.sources.databases.command import feed_command, read_head, run_tool
-from coffre.sources.databases.postgres import PostgresTarget, program
+from coffre.sources.databases.command import run_tool
+from coffre.sources.databases.postgres import PostgresTarget, extension_entry, program, without_entries
 from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
 
 PORT = "5432"
@@ -52,9 +52,6 @@ PINNED = "-c search_path=pg_catalog -c local_preload_libraries= -c session_prelo
 # What only a superuser can create and that holds no rows: left out of a drill's restore.
 RESTORE_WITHOUT = ["--no-tablespaces", "--no-publications", "--no-subscriptions",
                    "--no-security-labels"]
-_ENTRY = re.compile(r"^\d+; \d+ \d+ (.*)$")
-_EXTENSION = re.compile(r"^EXTENSION - (\S+) $")
-_EXTENSION_COMMENT = re.compile(r"^COMMENT - EXTENSION (\S+) $")
 _NOT_CREATABLE = """
 SELECT a.name, a.installed_version IS NOT NULL FROM pg_catalog.pg_available_extensions a
 WHERE a.installed_version IS NOT NULL OR NOT EXISTS (
@@ -167,29 +164,16 @@ def drill_listing(listing: str, untrusted: set[str], installed: set[str]) -> tup
     """pg_restore's list of the dump's entries (--list), with those the drill's role cannot
     create made comments: extensions already there or untrusted (and their comments), event
     triggers (and theirs). The new list, and what was left out that the report should name."""
-    lines, left_out = [], []
-    for line in listing.splitlines():
-        entry = _ENTRY.match(line)
-        why = _left_out(entry.group(1), untrusted, installed) if entry else None
-        if why is None:
-            lines.append(line)
-            continue
-        lines.append(";" + line)
-        if why:
-            left_out.append(why)
-    return "\n".join(lines) + "\n", left_out
+    return without_entries(listing, lambda entry: _left_out(entry, untrusted, installed))
 
 
 def _left_out(entry: str, untrusted: set[str], installed: set[str]) -> str | None:
     """None: restore this entry; "": leave it out silently; else: leave it out and name it."""
-    extension = _EXTENSION.match(entry)
-    if extension and extension.group(1) in installed:
+    extension, comment = extension_entry(entry)
+    if extension in installed:
         return ""
-    if extension and extension.group(1) in untrusted:
-        return f"extension {extension.group(1)}"
-    commented = _EXTENSION_COMMENT.match(entry)
-    if commented and commented.group(1) in untrusted | installed:
-        return ""
+    if extension in untrusted:
+        return "" if comment else f"extension {extension}"
     if entry.startswith("EVENT TRIGGER - "):
         return f"event trigger {entry.removeprefix('EVENT TRIGGER - ').rsplit(' ', 1)[0]}"
     if entry.startswith("COMMENT - EVENT TRIGGER "):
@@ -201,22 +185,23 @@ class DrillTarget(PostgresTarget):
     """The drill's database in its throwaway cluster, restored and checked as the role
     `drill`: the dump's code runs only with that role's rights."""
 
-    def __init__(self, socket_dir: str, folder: DrillFolder) -> None:
+    def __init__(self, socket_dir: str) -> None:
         super().__init__(local(socket_dir, DRILL_ROLE, DRILL_DB), owners=False)
-        self.folder = folder
         self.left_out: list[str] = []
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
-        listing, stream = read_head([program("pg_restore"), "--list"], chunks,
-                                    "pg_restore --list of the dump")
-        untrusted, installed = self._not_creatable()
-        kept, self.left_out = drill_listing(listing, untrusted, installed)
-        entries = self.folder.file("restore.list", kept)
-        argv = [*self.restore_argv(False), *RESTORE_WITHOUT, f"--use-list={entries}"]
         try:
-            feed_command(argv, stream, f"pg_restore into {self.describe()}")
+            super().restore(chunks, force, extra)
         except CoffreError as exc:
             raise CoffreError(exc.message + self._why(exc.message)) from None
+
+    def restore_argv(self, force: bool) -> list[str]:
+        return [*super().restore_argv(force), *RESTORE_WITHOUT]
+
+    def entries(self, listing: str) -> str:
+        untrusted, installed = self._not_creatable()
+        kept, self.left_out = drill_listing(listing, untrusted, installed)
+        return kept
 
     def _not_creatable(self) -> tuple[set[str], set[str]]:
         """The extensions `drill` cannot create: untrusted ones, and those already there."""
@@ -256,7 +241,7 @@ def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
                   "--no-sync"], "initdb of the drill's throwaway cluster", account=account)
         server = start_server(data, sockets, folder)
         prepare_drill_database(sockets)
-        yield DrillTarget(sockets, folder)
+        yield DrillTarget(sockets)
     finally:
         if server is not None:
             stop_server(server)

@@ -14,6 +14,8 @@ import contextlib
 import glob
 import os
 import pwd
+import re
+import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TypeVar
 
@@ -26,6 +28,7 @@ from coffre.sources.databases.base import Captured, Check, CountedTarget, Databa
 from coffre.sources.databases.command import (
     feed_command,
     find_program,
+    read_head,
     run_tool,
     stream_command,
 )
@@ -42,6 +45,8 @@ ORDER BY 1, 2
 _ANY_RELATION = """
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 """
 
 
@@ -150,6 +155,35 @@ class PostgresDatabase(Database):
                                 format="pg_dump custom format, uncompressed")
 
 
+_ENTRY = re.compile(r"^\d+; \d+ \d+ (.*)$")  # ID; CATALOG OID DESCRIPTION SCHEMA NAME OWNER
+_EXTENSION = re.compile(r"^EXTENSION - (\S+) $")
+_EXTENSION_COMMENT = re.compile(r"^COMMENT - EXTENSION (\S+) $")
+
+
+def without_entries(listing: str, left_out: Callable[[str], str | None]) -> tuple[str, list[str]]:
+    """pg_restore's list of a dump's entries (--list), with those for which `left_out(entry)`
+    (the entry's text after its ids) is not None made comments; and the non-empty reasons it
+    gave, for a report."""
+    lines, reasons = [], []
+    for line in listing.splitlines():
+        entry = _ENTRY.match(line)
+        why = left_out(entry.group(1)) if entry else None
+        lines.append(line if why is None else ";" + line)
+        if why:
+            reasons.append(why)
+    return "\n".join(lines) + "\n", reasons
+
+
+def extension_entry(entry: str) -> tuple[str | None, bool]:
+    """The extension an entry creates or comments on (None if neither), and whether it is the
+    comment."""
+    if found := _EXTENSION.match(entry):
+        return found.group(1), False
+    if found := _EXTENSION_COMMENT.match(entry):
+        return found.group(1), True
+    return None, False
+
+
 class PostgresTarget(CountedTarget):
     def __init__(self, dsn: str, owners: bool = True) -> None:
         self.conn = Connection(dsn)
@@ -200,7 +234,22 @@ class PostgresTarget(CountedTarget):
                 except psycopg.Error as exc:
                     raise CoffreError(f"{self.describe()} cannot be created: {_message(exc)}",
                                       "create it first, or give the user CREATEDB") from None
-        feed_command(self.restore_argv(force), chunks, f"pg_restore into {self.describe()}")
+        listing, stream = read_head([program("pg_restore"), "--list"], chunks,
+                                    "pg_restore --list of the dump")
+        with tempfile.TemporaryDirectory(prefix="coffre-restore-") as folder:
+            entries = os.path.join(folder, "entries.list")
+            with open(entries, "w") as f:
+                f.write(self.entries(listing))
+            argv = [*self.restore_argv(force), f"--use-list={entries}"]
+            feed_command(argv, stream, f"pg_restore into {self.describe()}")
+
+    def entries(self, listing: str) -> str:
+        """Which of the dump's entries (pg_restore --list) to restore: all but the extensions
+        already in the database and their comments (the role restoring, its owner, may not
+        comment on one a superuser created for it)."""
+        with contextlib.closing(self.conn.connect()) as conn:
+            there = {str(r[0]) for r in conn.execute("SELECT extname FROM pg_catalog.pg_extension")}
+        return without_entries(listing, lambda entry: "" if extension_entry(entry)[0] in there else None)[0]
 
     def restore_argv(self, force: bool) -> list[str]:
         """pg_restore in one transaction that stops at the first error."""
