@@ -213,9 +213,9 @@ def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
     """A legitimate pharmacy database with extensions: trusted ones (pg_trgm for searching
     product names, hstore) are restored by the drill's ordinary role; untrusted ones that
     hold no rows (pg_stat_statements, amcheck) and event triggers are left out and named;
-    the drill passes. A table whose type comes from an untrusted extension cannot be
-    restored without a superuser: the drill fails and says why, not that the backup is
-    damaged."""
+    the drill passes. A table whose type comes from an untrusted extension, or a function in
+    C, cannot be restored without a superuser: the drill fails and says why, not that the
+    backup is damaged."""
     name = f"officine_{uuid.uuid4().hex[:8]}"
     postgres.psql(f"CREATE DATABASE {name}")
     postgres.psql("""
@@ -249,7 +249,20 @@ def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
     assert not restore["ok"] and 'type "public.earth" does not exist' in restore["detail"], restore
     assert "Left out of the drill, as only a superuser can create them: extension earthdistance, " \
            "extension pg_stat_statements, event trigger journal_ddl" in restore["detail"], restore
+    assert "it is not damage in the backup" in restore["detail"]
     assert "corrupt" not in res.out
+
+    # A function in C: only a superuser may create one.
+    postgres.psql("DROP TABLE officines; DROP EXTENSION earthdistance; "
+                  "CREATE FUNCTION public.distance(text, text) RETURNS int "
+                  "AS '$libdir/fuzzystrmatch', 'levenshtein' LANGUAGE c IMMUTABLE STRICT", name)
+    repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
+    res = repo("drill", "--json")
+    assert res.code == 1, res
+    [restore] = [c for c in json.loads(res.out)["databases"][0]["checks"] if c["name"] == "restore"]
+    assert "permission denied for language c" in restore["detail"], restore
+    assert "This is not damage in the backup: a drill restores as an ordinary database role" \
+           in restore["detail"], restore
 
 
 def test_drill_servers_run_as_their_own_account(shared_dir: Path) -> None:

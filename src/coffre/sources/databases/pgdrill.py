@@ -216,7 +216,10 @@ class DrillTarget(PostgresTarget):
             why += SUPERUSER_ONLY
         if self.left_out:
             why += (f"\nLeft out of the drill, as only a superuser can create them: "
-                    f"{', '.join(self.left_out)}; what needs them cannot be restored in a drill.")
+                    f"{', '.join(self.left_out)}. If the error above is about them (a type, function "
+                    "or other object that does not exist), it is not damage in the backup: what needs "
+                    "them cannot be restored in a drill (docs/databases.md, 'What a drill cannot "
+                    "restore').")
         return why
 
     def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
