@@ -175,12 +175,9 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
     """--postgres-cluster: pg_basebackup's stream while pgbench writes; the drill verifies it
     against its manifest and checks it in a throwaway server; restored into a data folder, a
     server starts on it and the balances agree."""
-    import os
-    import shutil
-    import tempfile
-
     from coffre.sources.databases.command import service_account
-    from coffre.sources.databases.postgres import start_server, stop_server
+    from coffre.sources.databases.pgdrill import start_server, stop_server
+    from coffre.sources.databases.throwaway import DrillFolder
 
     cluster = f"host=127.0.0.1 port={postgres.port} user=coffre"
     # As on Debian, where the configuration lives in /etc: the copy has no postgresql.conf.
@@ -206,10 +203,9 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
 
     account = service_account("postgres")
     assert account is not None
-    top = Path(tempfile.mkdtemp(prefix="coffre-test-pgdata-", dir="/tmp"))  # reachable by postgres
-    data = top / "data"
+    folder = DrillFolder("coffre-test-pgdata-", "/tmp", account)  # reachable by postgres
+    data = Path(folder.path("data"))
     try:
-        os.chown(top, account.pw_uid, account.pw_gid)
         data.mkdir()
         (data / "keep").write_text("an existing data folder")
         res = repo("restore-db", "latest", "--pgdata", str(data))
@@ -217,13 +213,14 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
         (data / "keep").unlink()
         repo.ok("restore-db", "latest", "--pgdata", str(data))
         (data / "postgresql.conf").write_text("")
-        start_server(str(data), str(top), account)
+        sockets = folder.owned("run")
+        server = start_server(str(data), sockets, folder)
         try:
-            sums = subprocess.run(["psql", "-X", "-A", "-t", "-h", str(top), "-p", "5432", "-U", "coffre",
+            sums = subprocess.run(["psql", "-X", "-A", "-t", "-h", sockets, "-p", "5432", "-U", "coffre",
                                    "-d", officine, "-c", INVARIANT], capture_output=True, text=True,
                                   check=True)
             assert len(set(sums.stdout.strip().split("|"))) == 1, sums.stdout
         finally:
-            stop_server(str(data), account)
+            stop_server(server)
     finally:
-        shutil.rmtree(top, ignore_errors=True)
+        folder.remove()

@@ -10,7 +10,7 @@ from coffre.cli.context import add_repo_options, load_index, open_repo, reading,
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import UsageError
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
-from coffre.sources.databases.engines import target, throwaway
+from coffre.sources.databases.engines import drill_note, target, throwaway
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,14 +81,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     work = os.path.abspath(args.work_dir or tempfile.gettempdir())
     if any(c in work for c in UNSAFE_IN_WORK_DIR):
-        # The throwaway servers' settings name their folder in quotes, and pg_ctl hands it to
-        # /bin/sh in double quotes, where $(...) and `...` would run.
+        # The throwaway servers' settings name their folder in quotes, and mariadb-install-db
+        # is a shell script. (PostgreSQL is started without pg_ctl, which hands the folder to
+        # /bin/sh, where $(...) and `...` would run.)
         raise UsageError(f"{work!r}: choose a work folder without quotes, backslashes, '$', '`' or "
                          "line breaks (--work-dir, or TMPDIR)")
     repo = open_repo(args)
     with reading(repo, "drill"):
         load_index(repo)
         snap = find_with_databases(repo, args.snapshot, report=warn)
+        note = drill_note(d.engine for d in snap.databases)
+        if note:
+            warn(note)
         results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn)
     ok = all(r.ok for r in results)
     if args.json:

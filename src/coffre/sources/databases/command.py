@@ -4,13 +4,15 @@ the engines' passwords are (PGPASSWORD, MYSQL_PWD): never in a command line."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, TypeVar
 
 from coffre.core.errors import CoffreError
@@ -61,6 +63,24 @@ class _Tail:
         return self.data.decode("utf-8", "replace").strip()[-ERROR_TAIL:]
 
 
+class _Whole:
+    """Read a program's output in a thread, all of it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._parts: list[bytes] = []
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for part in iter(lambda: self._stream.read(65536), b""):
+            self._parts.append(part)
+
+    def text(self) -> str:
+        self._thread.join()
+        return b"".join(self._parts).decode("utf-8", "replace")
+
+
 def _failure(what: str, status: int, stderr: str, after: str) -> CoffreError:
     return CoffreError(f"{what} {exit_reason(status)}{after}" + (f"\n{stderr}" if stderr else ""))
 
@@ -87,10 +107,11 @@ def stream_command(
 
 
 def feed_command(
-    argv: list[str], chunks: Iterable[bytes], what: str,
+    argv: list[str], chunks: Iterable[bytes], what: str, env: dict[str, str] | None = None,
 ) -> str:
-    """Run `argv` with `chunks` as its input; its output, or its own error message."""
-    proc = _start(argv, stdin=subprocess.PIPE, merge=True)
+    """Run `argv` with `chunks` as its input; its output, or its own error message. `env`:
+    the program's whole environment (default: Coffre's)."""
+    proc = _start(argv, stdin=subprocess.PIPE, merge=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     out = _Tail(proc.stdout)
     stopped_reading = False
@@ -114,17 +135,71 @@ def feed_command(
     return text
 
 
+def as_account(account: pwd.struct_passwd | None) -> dict[str, Any]:
+    """subprocess arguments that run a program as `account` (None: as Coffre), with none of
+    Coffre's groups, from the root folder."""
+    if account is None:
+        return {}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
+HEAD_LIMIT = 1 << 30  # a dump's table of contents is far smaller
+
+
+def read_head(argv: list[str], chunks: Iterable[bytes], what: str,
+              limit: int = HEAD_LIMIT) -> tuple[str, Iterator[bytes]]:
+    """Run `argv` on the start of the stream `chunks`, for a program that reads what it needs
+    and exits (pg_restore --list reads a dump's table of contents); its output, and the whole
+    stream again: the chunks it was given, then the rest."""
+    it = iter(chunks)
+    seen: list[bytes] = []
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, bufsize=0)
+    except OSError as exc:
+        raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out, err = _Whole(proc.stdout), _Tail(proc.stderr)
+    try:
+        _feed_until_done(proc.stdin, it, seen, limit, what)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    status = proc.wait()
+    if status != 0:
+        raise _failure(what, status, err.text(), "")
+    return out.text(), itertools.chain(seen, it)
+
+
+def _feed_until_done(stdin: IO[bytes], chunks: Iterator[bytes], seen: list[bytes], limit: int,
+                     what: str) -> None:
+    """Write chunks (each kept in `seen`) until the reader stops reading or they run out."""
+    size = 0
+    try:
+        for c in chunks:
+            seen.append(c)
+            size += len(c)
+            if size > limit:
+                raise CoffreError(f"{what} read {size >> 20} MiB of the dump without finishing")
+            view = memoryview(c)
+            while view:  # unbuffered: a write may take part of it
+                view = view[stdin.write(view) or 0:]
+    except BrokenPipeError:
+        pass  # it has read what it needed and exited
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
 def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = None,
-             timeout: float | None = None) -> str:
+             timeout: float | None = None, env: dict[str, str] | None = None) -> str:
     """Run a command to its end (as `account` if given); its output, or a CoffreError with its
-    own message. No timeout by default: checking a big database takes what it takes."""
-    as_account: dict[str, Any] = {}
-    if account is not None:
-        as_account = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [],
-                      "cwd": "/"}
+    own message. No timeout by default: checking a big database takes what it takes. `env`:
+    the program's whole environment (default: Coffre's)."""
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-                              check=False, **as_account)
+                              check=False, env=env, **as_account(account))
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
@@ -136,17 +211,19 @@ def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = Non
     return out.decode("utf-8", "replace")
 
 
-def _start(argv: list[str], stdin: int, merge: bool = False) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], stdin: int, merge: bool = False,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT if merge else subprocess.PIPE)
+                                stderr=subprocess.STDOUT if merge else subprocess.PIPE, env=env)
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
 
 
 def service_account(*names: str) -> pwd.struct_passwd | None:
-    """Database servers refuse to run as root: the account to run a throwaway one as (the
-    first of `names` that exists, else nobody), or None when not root."""
+    """Database servers refuse to run as root: the engine's own account, for a data folder
+    restored for production (restore-db --pgdata; the first of `names` that exists, else
+    nobody), or None when not root. Drills never use it: see throwaway.drill_account."""
     if os.geteuid() != 0:
         return None
     for n in (*names, "nobody"):

@@ -3,6 +3,7 @@ imported only when used (psycopg and apsw are not loaded by other commands)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
 from coffre.sources.databases.base import Database, Target
@@ -47,7 +48,7 @@ def target(engine: str, where: str, owners: bool = True) -> Target:
 def throwaway(engine: str, work_dir: str | None = None) -> AbstractContextManager[Target]:
     """A temporary, private instance of the engine, removed on exit."""
     if engine == "postgres":
-        from coffre.sources.databases.postgres import throwaway_postgres
+        from coffre.sources.databases.pgdrill import throwaway_postgres
 
         return throwaway_postgres(work_dir)
     if engine == "postgres-cluster":
@@ -61,3 +62,13 @@ def throwaway(engine: str, work_dir: str | None = None) -> AbstractContextManage
     from coffre.sources.databases.sqlite import throwaway_sqlite
 
     return throwaway_sqlite(work_dir)
+
+
+def drill_note(engines: Iterable[str]) -> str | None:
+    """What the user should know before these engines' throwaway servers start (None:
+    nothing; SQLite has no server)."""
+    if all(e == "sqlite" for e in engines):
+        return None
+    from coffre.sources.databases.throwaway import isolation_note
+
+    return isolation_note()

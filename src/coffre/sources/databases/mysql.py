@@ -6,6 +6,10 @@ line per row (`--skip-extended-insert`) keeps a day's changes local in the byte 
 lets Coffre count each table's rows in the dump as it streams by: those counts are what the
 drill compares with. The dump must end with its own completion line. The password goes to the
 programs through MYSQL_PWD, never argv.
+
+A drill loads the dump into a throwaway server with its grant tables, as a user whose only
+rights are on its own database: the dump's triggers and routines (its code) get no right
+on the server (FILE, SUPER), and their DEFINER clauses become that user.
 """
 
 from __future__ import annotations
@@ -14,10 +18,7 @@ import contextlib
 import functools
 import os
 import re
-import shutil
 import subprocess
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, BinaryIO, TypeVar
@@ -27,12 +28,11 @@ from coffre.core.errors import CoffreError, UsageError
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target, batched
 from coffre.sources.databases.command import (
     feed_command,
-    file_tail,
     find_program,
     run_tool,
-    service_account,
     stream_command,
 )
+from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
 
 T = TypeVar("T")
 # The lines that matter for counting: a table's data is between LOCK TABLES and UNLOCK TABLES
@@ -77,11 +77,15 @@ class Connection:
         query = parse_qs(u.query)
         self.socket = query.get("socket", [""])[0]
         self.no_defaults = False
+        self.env: dict[str, str] | None = None  # the clients' environment: Coffre's
 
     @classmethod
-    def local(cls, socket: str, database: str) -> Connection:
-        conn = cls(f"mysql://root@localhost/{database}?socket={socket}")
+    def local(cls, socket: str, database: str, user: str) -> Connection:
+        """A throwaway server's account with no password, through its socket: no option
+        file, nor the live server's password (MYSQL_PWD) sent to it."""
+        conn = cls(f"mysql://{user}@localhost/{database}?socket={socket}")
         conn.no_defaults = True
+        conn.env = {k: v for k, v in os.environ.items() if k != "MYSQL_PWD"}
         return conn
 
     def options(self, database: bool = True) -> list[str]:
@@ -103,7 +107,7 @@ class Connection:
     def query(self, statement: str, what: str) -> list[list[str]]:
         client = find_program("mariadb", "mysql")
         out = run_tool([client, *self.options(database=False), "--batch", "--skip-column-names",
-                        "--raw", "-e", statement], f"{what} on {self.describe()}")
+                        "--raw", "-e", statement], f"{what} on {self.describe()}", env=self.env)
         return [line.split("\t") for line in out.splitlines() if line]
 
 
@@ -266,7 +270,12 @@ class MysqlTarget(CountedTarget):
         if exists[0][0] == "0":
             self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", "creating the database")
         argv = [client, *self.conn.options(database=False), "--batch", *sandbox, self.conn.database]
-        feed_command(argv, batched(chunks), f"loading the dump into {self.describe()}")
+        feed_command(argv, self._stream(chunks), f"loading the dump into {self.describe()}",
+                     env=self.conn.env)
+
+    def _stream(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        """The dump as the client reads it."""
+        return batched(chunks)
 
     def row_counts(self) -> dict[str, int]:
         tables = self._tables()
@@ -293,51 +302,84 @@ class MysqlTarget(CountedTarget):
         return Check("CHECK TABLE", not bad, "; ".join(bad[:10]) or f"{len(tables)} tables OK")
 
 
+# A definer names an account of the backed-up server, which only an account with SUPER (or
+# SET USER) may name. In a drill, routines, triggers, views and events are the drill user's
+# own. Only clauses at the start of a line are definers: a row is one INSERT line.
+_DEFINER = re.compile(rb"^(CREATE |/\*!5\d{4} CREATE\*/ /\*!5\d{4} |/\*!5\d{4} )"
+                      rb"DEFINER=`(?:[^`\n]|``)*`(?:@`(?:[^`\n]|``)*`)?", re.M)
+_AS_DRILL_USER = rb"\1DEFINER=CURRENT_USER"
+_DEFINER_HEAD = 8192  # a DEFINER clause ends well before this (user 128, host 255 characters)
+DRILL_USER = DRILL_DB = "drill"
+
+
+def definers_to_current_user(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The dump with every DEFINER clause made DEFINER=CURRENT_USER, as it streams: of a
+    long line (a row), only its start is looked at."""
+    pending = b""  # the start of a line not sent yet
+    passing = False  # inside a long line whose start was sent
+    for chunk in chunks:
+        if passing:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                yield chunk
+                continue
+            yield chunk[:nl + 1]
+            chunk, passing = chunk[nl + 1:], False
+        buf = pending + chunk
+        end = buf.rfind(b"\n") + 1
+        if len(buf) - end >= _DEFINER_HEAD:
+            yield _DEFINER.sub(_AS_DRILL_USER, buf)
+            pending, passing = b"", True
+        else:
+            yield _DEFINER.sub(_AS_DRILL_USER, buf[:end])
+            pending = buf[end:]
+    if pending:
+        yield _DEFINER.sub(_AS_DRILL_USER, pending)
+
+
+class DrillMysqlTarget(MysqlTarget):
+    """The drill's database, loaded and checked by a user with rights on it alone (no SUPER,
+    FILE nor any right on the server): the dump's routines and triggers become that user's."""
+
+    def _stream(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        return batched(definers_to_current_user(chunks))
+
+
 @contextlib.contextmanager
 def throwaway_mysql(work_dir: str | None = None) -> Iterator[Target]:
-    """A temporary MariaDB server in its own data folder, reachable only by its socket."""
-    account = service_account("mysql")
+    """A temporary MariaDB server in its own data folder, reachable only by its socket, run as
+    the drill's account with its grant tables: root (no password, through that socket) only
+    creates the database `drill` and its user `drill`, which loads and checks the dump."""
+    account = drill_account()
     install = find_program("mariadb-install-db", "mysql_install_db", extra_dirs=_SBIN)
-    server = find_program("mariadbd", "mysqld", extra_dirs=_SBIN)
-    top = tempfile.mkdtemp(prefix="coffre-drill-my-", dir=work_dir)
-    data, sock, log = (os.path.join(top, n) for n in ("data", "server.sock", "server.log"))
-    as_user = [f"--user={account.pw_name}"] if account is not None else []
-    proc: subprocess.Popen[bytes] | None = None
+    server_program = find_program("mariadbd", "mysqld", extra_dirs=_SBIN)
+    folder = DrillFolder("coffre-drill-my-", work_dir, account)
+    server: Server | None = None
     try:
-        if account is not None:
-            os.chown(top, account.pw_uid, account.pw_gid)
-        run_tool([install, "--no-defaults", f"--datadir={data}", *as_user, "--skip-test-db",
-                  "--auth-root-authentication-method=normal"], "mariadb-install-db of the drill's server")
-        proc = subprocess.Popen(
-            [server, "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--skip-networking",
-             f"--log-error={log}", f"--pid-file={top}/server.pid", "--skip-grant-tables", "--skip-log-bin",
-             "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", *as_user],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        conn = Connection.local(sock, "drill")
-        _wait_ready(proc, conn, log)
-        yield MysqlTarget(conn)
+        data, run, files = folder.owned("data"), folder.owned("run"), folder.owned("files")
+        sock = os.path.join(run, "server.sock")
+        run_tool([install, "--no-defaults", f"--datadir={data}", "--skip-test-db",
+                  "--auth-root-authentication-method=normal"], "mariadb-install-db of the drill's server",
+                 account=account)
+        server = Server(
+            [server_program, "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--skip-networking",
+             f"--pid-file={run}/server.pid", "--skip-log-bin", f"--secure-file-priv={files}",
+             "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"], folder, "MariaDB server")
+        root = Connection.local(sock, DRILL_DB, "root")
+        server.wait_ready(lambda: _answers(root))
+        root.query(f"CREATE DATABASE {_ident(DRILL_DB)}; CREATE USER {_literal(DRILL_USER)}@'localhost'; "
+                   f"GRANT ALL PRIVILEGES ON {_ident(DRILL_DB)}.* TO {_literal(DRILL_USER)}@'localhost'",
+                   "preparing the drill's database")
+        yield DrillMysqlTarget(Connection.local(sock, DRILL_DB, DRILL_USER))
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(top, ignore_errors=True)
+        if server is not None:
+            server.stop()
+        folder.remove()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], conn: Connection, log: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise CoffreError("the drill's throwaway MariaDB server stopped at start" + file_tail(log))
-        try:
-            conn.query("SELECT 1", "waiting for the drill's server")
-            return
-        except CoffreError:
-            if time.monotonic() > deadline:
-                raise CoffreError("the drill's throwaway MariaDB server did not start"
-                                  + file_tail(log)) from None
-            time.sleep(0.2)
-
+def _answers(conn: Connection) -> bool:
+    try:
+        conn.query("SELECT 1", "waiting for the drill's server")
+        return True
+    except CoffreError:
+        return False

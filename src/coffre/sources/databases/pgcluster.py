@@ -17,28 +17,51 @@ import contextlib
 import io
 import os
 import pwd
+import secrets
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
 
 from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import run_tool, service_account, stream_command
-from coffre.sources.databases.postgres import (
-    Connection,
-    PostgresTarget,
-    program,
+from coffre.sources.databases.pgdrill import (
+    PINNED,
+    connect,
+    grant_amcheck,
+    install_amcheck,
+    local,
+    server_major,
     start_server,
     stop_server,
 )
+from coffre.sources.databases.postgres import Connection, PostgresTarget, program
+from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
 
 T = TypeVar("T")
-_DATABASES = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+_DATABASES = ("SELECT datname, datistemplate FROM pg_catalog.pg_database WHERE datallowconn "
+              "ORDER BY datname <> 'postgres', datistemplate, datname")
+_EVENT_TRIGGERS = "SELECT evtname FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D'"
+# What a superuser owns outside the system's schemas: tables (amcheck evaluates an index's
+# expressions as its table's owner) and SECURITY DEFINER routines (they run as their owner).
+_SUPERUSERS_TABLES = """
+SELECT c.oid::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+WHERE c.relkind IN ('r', 'p', 'm') AND r.rolsuper
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+"""
+_SUPERUSERS_DEFINERS = """
+SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
+WHERE p.prosecdef AND r.rolsuper
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+"""
 
 
 class PostgresCluster(Database):
@@ -184,69 +207,127 @@ class ClusterFolder(Target):
 
 
 class _DrillCluster(ClusterFolder):
-    """A base backup unpacked into a temporary folder, checked against its manifest, then
-    started as a throwaway server for pg_amcheck."""
+    """A base backup unpacked into a drill's folder, checked against its manifest, then
+    started as a throwaway server (as the drill's account) for pg_amcheck and row counts.
 
-    def __init__(self, top: str, account: pwd.struct_passwd | None) -> None:
-        super().__init__(os.path.join(top, "data"), account)
-        self.top = top
+    Its roles are production's, superusers included. The bootstrap superuser only confines
+    the copy, with commands that run none of its code: event triggers disabled, tables and
+    SECURITY DEFINER routines of superusers given to a role without rights (amcheck evaluates
+    an index's expressions as its table's owner), amcheck installed where missing. Every
+    check then runs as a role of the drill's own, allowed only to read and to run amcheck."""
+
+    def __init__(self, folder: DrillFolder) -> None:
+        super().__init__(folder.path("data"), folder.account)
+        self.folder = folder
+        self.sockets = folder.owned("run")
         self.superuser = "postgres"
-        self.running = False
+        self.server: Server | None = None
+        suffix = secrets.token_hex(4)  # never a role that production made
+        self.checker, self.stand_in = f"coffre_drill_check_{suffix}", f"coffre_drill_owner_{suffix}"
+        self.amcheck_schema = f"coffre_amcheck_{suffix}"
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         super().restore(chunks, force, extra)
-        if self.account is not None:  # only now: the server writes its socket and log here
-            os.chown(self.top, self.account.pw_uid, self.account.pw_gid)
         self.superuser = extra.get("superuser", "postgres")
 
-    def _dsn(self, dbname: str) -> str:
-        return make_conninfo(host=self.top, port="5432", user=self.superuser, dbname=dbname)
+    def _dsn(self, dbname: str, user: str) -> str:
+        return local(self.sockets, user, dbname, PINNED if user == self.superuser else "")
 
     def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
         checks = super().drill_checks(recorded)
-        # The drill's own configuration, not the copied one (on Debian there is none in the
-        # data folder; elsewhere it may name files, libraries or archiving of the live server).
-        conf, hba, ident = (os.path.join(self.top, f"drill{n}.conf") for n in ("", "_hba", "_ident"))
-        for path, text in ((hba, "local all all trust\n"), (ident, ""),
-                           (conf, f"data_directory = '{self.data}'\nhba_file = '{hba}'\n"
-                                  f"ident_file = '{ident}'\n")):
-            with open(path, "w") as f:
-                f.write(text)
-            os.chmod(path, 0o644)
-        start_server(self.data, self.top, self.account, f"-c config_file='{conf}'")
-        self.running = True
-        checks.append(self._amcheck())
-        checks.append(self._contents())
+        self.server = start_server(self.data, self.sockets, self.folder, self._settings())
+        databases = self._confine()
+        checks.append(self._amcheck(next(iter(databases))))
+        checks.append(self._contents([db for db, template in databases.items() if not template]))
         return checks
 
-    def _amcheck(self) -> Check:
+    def _settings(self) -> list[str]:
+        """The drill's own configuration, not the copied one (on Debian there is none in the
+        data folder; elsewhere it may name files, libraries or archiving of the live server)."""
+        hba = self.folder.file("drill_hba.conf", "local all all trust\n", 0o644)
+        ident = self.folder.file("drill_ident.conf", "", 0o644)
+        conf = self.folder.file("drill.conf", f"data_directory = {_conf_text(self.data)}\n", 0o644)
+        settings = [f"config_file={conf}", f"hba_file={hba}", f"ident_file={ident}", "jit=off"]
+        if server_major() >= 17:  # a login event trigger would run as the superuser connecting
+            settings.append("event_triggers=off")
+        return settings
+
+    def _confine(self) -> dict[str, bool]:
+        """As the superuser: the drill's roles, then each database confined. The databases
+        (whether each is a template), the maintenance one first."""
+        role = sql.Identifier
+        try:
+            with contextlib.closing(self._maintenance()) as conn:
+                databases = {str(name): bool(template) for name, template in conn.execute(_DATABASES)}
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                     "NOREPLICATION BYPASSRLS").format(role(self.checker)))
+                conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(role(self.checker)))
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                     "NOREPLICATION NOBYPASSRLS").format(role(self.stand_in)))
+                # The tables' new owner reaches what their indexes' functions name, as before.
+                conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(role(self.stand_in)))
+            for db in databases:
+                with contextlib.closing(connect(self._dsn(db, self.superuser), "confining the copy")) as conn:
+                    self._confine_database(conn, db)
+        except psycopg.Error as exc:
+            raise CoffreError(f"preparing the restored cluster for its checks failed: "
+                              f"{' '.join(str(exc).split())}") from None
+        return databases
+
+    def _maintenance(self) -> psycopg.Connection[Any]:
+        """The superuser's session in the first database that lets it in."""
+        for db in ("postgres", "template1"):
+            with contextlib.suppress(CoffreError):
+                return connect(self._dsn(db, self.superuser), "setup")
+        return connect(self._dsn("postgres", self.superuser), "setup")  # its own error
+
+    def _confine_database(self, conn: psycopg.Connection[Any], db: str) -> None:
+        for (name,) in conn.execute(_EVENT_TRIGGERS).fetchall():  # first: they fire on DDL
+            conn.execute(sql.SQL("ALTER EVENT TRIGGER {} DISABLE").format(sql.Identifier(name)))
+        stand_in = sql.Identifier(self.stand_in)
+        for (table,) in conn.execute(_SUPERUSERS_TABLES).fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.SQL(table), stand_in))
+        for (routine,) in conn.execute(_SUPERUSERS_DEFINERS).fetchall():
+            conn.execute(sql.SQL("ALTER ROUTINE {} OWNER TO {}").format(sql.SQL(routine), stand_in))
+        if not conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck'").fetchone():
+            install_amcheck(conn, self.amcheck_schema)
+        grant_amcheck(conn, self.checker)
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(db), sql.Identifier(self.checker)))
+
+    def _amcheck(self, maintenance_db: str) -> Check:
         name = "pg_amcheck (every database, tables and indexes)"
-        argv = [program("pg_amcheck"), "--all", "--install-missing", "--heapallindexed", "--no-password",
-                "--maintenance-db", self._dsn("postgres")]
+        argv = [program("pg_amcheck"), "--all", "--heapallindexed", "--no-password",
+                "--maintenance-db", self._dsn(maintenance_db, self.checker)]
         try:
             out = run_tool(argv, "pg_amcheck")
         except CoffreError as exc:
             return Check(name, False, exc.message)
         return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
 
-    def _contents(self) -> Check:
+    def _contents(self, databases: list[str]) -> Check:
         found = []
-        with contextlib.closing(psycopg.connect(self._dsn("postgres"))) as conn:
-            names = [r[0] for r in conn.execute(_DATABASES).fetchall()]
-        for db in names:
-            counts = PostgresTarget(self._dsn(db)).row_counts()
+        for db in databases:
+            counts = PostgresTarget(self._dsn(db, self.checker)).row_counts()
             found.append(f"{db}: {len(counts)} tables, {sum(counts.values())} rows")
-        return Check("contents (a physical copy records no row counts)", bool(names), "; ".join(found))
+        return Check("contents (a physical copy records no row counts)", bool(databases), "; ".join(found))
+
+
+def _conf_text(value: str) -> str:
+    """A value as postgresql.conf reads it."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 @contextlib.contextmanager
 def throwaway_cluster(work_dir: str | None = None) -> Iterator[Target]:
-    account = service_account("postgres")
-    top = tempfile.mkdtemp(prefix="coffre-drill-pgcluster-", dir=work_dir)
-    target = _DrillCluster(top, account)
+    """A temporary folder to unpack a base backup into and start a server on, as the drill's
+    account; the checks run as a role of the drill's own (see _DrillCluster)."""
+    folder = DrillFolder("coffre-drill-pgcluster-", work_dir, drill_account())
+    target = None
     try:
+        target = _DrillCluster(folder)
         yield target
     finally:
-        if target.running:
-            stop_server(target.data, account)
-        shutil.rmtree(top, ignore_errors=True)
+        if target is not None and target.server is not None:
+            stop_server(target.server)
+        folder.remove()

@@ -14,9 +14,9 @@ import contextlib
 import glob
 import os
 import pwd
-import shutil
+import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TypeVar
 
 import psycopg
@@ -24,13 +24,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coffre.core.errors import CoffreError, UsageError
-from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target
+from coffre.sources.databases.base import Captured, Check, CountedTarget, Database
 from coffre.sources.databases.command import (
     feed_command,
-    file_tail,
     find_program,
+    read_head,
     run_tool,
-    service_account,
     stream_command,
 )
 
@@ -46,6 +45,8 @@ ORDER BY 1, 2
 _ANY_RELATION = """
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 """
 
 
@@ -154,6 +155,35 @@ class PostgresDatabase(Database):
                                 format="pg_dump custom format, uncompressed")
 
 
+_ENTRY = re.compile(r"^\d+; \d+ \d+ (.*)$")  # ID; CATALOG OID DESCRIPTION SCHEMA NAME OWNER
+_EXTENSION = re.compile(r"^EXTENSION - (\S+) $")
+_EXTENSION_COMMENT = re.compile(r"^COMMENT - EXTENSION (\S+) $")
+
+
+def without_entries(listing: str, left_out: Callable[[str], str | None]) -> tuple[str, list[str]]:
+    """pg_restore's list of a dump's entries (--list), with those for which `left_out(entry)`
+    (the entry's text after its ids) is not None made comments; and the non-empty reasons it
+    gave, for a report."""
+    lines, reasons = [], []
+    for line in listing.splitlines():
+        entry = _ENTRY.match(line)
+        why = left_out(entry.group(1)) if entry else None
+        lines.append(line if why is None else ";" + line)
+        if why:
+            reasons.append(why)
+    return "\n".join(lines) + "\n", reasons
+
+
+def extension_entry(entry: str) -> tuple[str | None, bool]:
+    """The extension an entry creates or comments on (None if neither), and whether it is the
+    comment."""
+    if found := _EXTENSION.match(entry):
+        return found.group(1), False
+    if found := _EXTENSION_COMMENT.match(entry):
+        return found.group(1), True
+    return None, False
+
+
 class PostgresTarget(CountedTarget):
     def __init__(self, dsn: str, owners: bool = True) -> None:
         self.conn = Connection(dsn)
@@ -204,76 +234,48 @@ class PostgresTarget(CountedTarget):
                 except psycopg.Error as exc:
                     raise CoffreError(f"{self.describe()} cannot be created: {_message(exc)}",
                                       "create it first, or give the user CREATEDB") from None
+        listing, stream = read_head([program("pg_restore"), "--list"], chunks,
+                                    "pg_restore --list of the dump")
+        with tempfile.TemporaryDirectory(prefix="coffre-restore-") as folder:
+            entries = os.path.join(folder, "entries.list")
+            with open(entries, "w") as f:
+                f.write(self.entries(listing))
+            argv = [*self.restore_argv(force), f"--use-list={entries}"]
+            feed_command(argv, stream, f"pg_restore into {self.describe()}")
+
+    def entries(self, listing: str) -> str:
+        """Which of the dump's entries (pg_restore --list) to restore: all but the extensions
+        already in the database and their comments (the role restoring, its owner, may not
+        comment on one a superuser created for it)."""
+        with contextlib.closing(self.conn.connect()) as conn:
+            there = {str(r[0]) for r in conn.execute("SELECT extname FROM pg_catalog.pg_extension")}
+        return without_entries(listing, lambda entry: "" if extension_entry(entry)[0] in there else None)[0]
+
+    def restore_argv(self, force: bool) -> list[str]:
+        """pg_restore in one transaction that stops at the first error."""
         argv = [program("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
                 f"--dbname={self.conn.conninfo()}"]
         if force:
             argv += ["--clean", "--if-exists"]
         if not self.owners:
             argv += ["--no-owner", "--no-acl"]
-        feed_command(argv, chunks, f"pg_restore into {self.describe()}")
+        return argv
 
     def row_counts(self) -> dict[str, int]:
         with contextlib.closing(self.conn.connect()) as conn:
             return _counts(conn.cursor())
 
     def integrity(self) -> Check:
+        """pg_amcheck, as the target's role: the amcheck extension must be there, and the role
+        allowed to run its functions (a drill's setup sees to both)."""
         name = "pg_amcheck (tables and indexes)"
         try:
             amcheck = program("pg_amcheck")
         except CoffreError:
             return Check(name, True, "pg_amcheck is not installed (PostgreSQL 14 or later): skipped")
-        argv = [amcheck, "--install-missing", "--heapallindexed", "--no-password", self.conn.conninfo()]
+        argv = [amcheck, "--heapallindexed", "--no-password", self.conn.conninfo()]
         try:
             out = run_tool(argv, "pg_amcheck")
         except CoffreError as exc:
             return Check(name, False, exc.message)
         return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
-
-
-@contextlib.contextmanager
-def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
-    """A temporary cluster made by initdb, listening on a socket in its own folder only."""
-    account = service_account("postgres")
-    initdb = program("initdb")
-    top = tempfile.mkdtemp(prefix="coffre-drill-pg-", dir=work_dir)
-    data = os.path.join(top, "data")
-    started = False
-    try:
-        if account is not None:
-            os.chown(top, account.pw_uid, account.pw_gid)
-        run_tool([initdb, "-D", data, "-U", "coffre", "--auth=trust", "-E", "UTF8", "--no-locale",
-                  "--no-sync"], "initdb of the drill's throwaway cluster", account=account)
-        start_server(data, top, account)
-        started = True
-        target = PostgresTarget(make_conninfo(host=top, port="5432", user="coffre", dbname="drill"),
-                                owners=False)
-        yield target
-    finally:
-        if started:
-            stop_server(data, account)
-        shutil.rmtree(top, ignore_errors=True)
-
-
-# Whatever the restored configuration says, a drill's server listens on its own socket only,
-# archives nothing and needs no preloaded library.
-DRILL_OPTIONS = ("-c listen_addresses='' -c port=5432 -c archive_mode=off -c fsync=off "
-                 "-c full_page_writes=off -c synchronous_commit=off -c ssl=off "
-                 "-c shared_preload_libraries='' -c session_preload_libraries='' "
-                 "-c local_preload_libraries=''")
-
-
-def start_server(data: str, socket_dir: str, account: pwd.struct_passwd | None, extra: str = "") -> None:
-    log = os.path.join(socket_dir, "server.log")
-    options = f"{DRILL_OPTIONS} -c unix_socket_directories='{socket_dir}' {extra}"
-    try:
-        run_tool([program("pg_ctl"), "-D", data, "-l", log, "-w", "-t", "600", "-o", options, "start"],
-                 "starting the drill's throwaway PostgreSQL", account=account)
-    except CoffreError as exc:
-        raise CoffreError(exc.message + file_tail(log)) from None
-
-
-def stop_server(data: str, account: pwd.struct_passwd | None) -> None:
-    with contextlib.suppress(CoffreError):
-        run_tool([program("pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"],
-                 "stopping the drill's PostgreSQL", account=account)
-
