@@ -93,16 +93,23 @@ def stream_command(
     program's own error message if it does not exit with 0."""
     proc = _start(argv, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
-    tail = _Tail(proc.stderr)
+    stdout = proc.stdout
+    return _while_running(proc, lambda: consume(stdout), what, _Tail(proc.stderr), after)  # type: ignore[arg-type]
+
+
+def _while_running(proc: subprocess.Popen[bytes], work: Callable[[], T], what: str, err: _Tail,
+                   after: str = "") -> T:
+    """`work` (reading or feeding `proc`) while it runs: `proc` is killed if `work` fails, and
+    fails with its own message if it exits with anything but 0."""
     try:
-        result = consume(proc.stdout)  # type: ignore[arg-type]
+        result = work()
     except BaseException:
         proc.kill()
         proc.wait()
         raise
     status = proc.wait()
     if status != 0:
-        raise _failure(what, status, tail.text(), after)
+        raise _failure(what, status, err.text(), after)
     return result
 
 
@@ -159,16 +166,8 @@ def read_head(argv: list[str], chunks: Iterable[bytes], what: str,
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    out, err = _Whole(proc.stdout), _Tail(proc.stderr)
-    try:
-        _feed_until_done(proc.stdin, it, seen, limit, what)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    status = proc.wait()
-    if status != 0:
-        raise _failure(what, status, err.text(), "")
+    out, stdin = _Whole(proc.stdout), proc.stdin
+    _while_running(proc, lambda: _feed_until_done(stdin, it, seen, limit, what), what, _Tail(proc.stderr))
     return out.text(), itertools.chain(seen, it)
 
 
