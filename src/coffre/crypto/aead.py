@@ -189,10 +189,7 @@ class Crypter:
         session_id = bytes(view[1 : 1 + SESSION_ID_LEN])
         nonce = bytes(view[1 + SESSION_ID_LEN : 1 + SESSION_ID_LEN + NONCE_LEN])
         key = hkdf(self.keys.enc_root, b"coffre data v1", salt=session_id)
-        # GCM enciphers with CTR from the counter block nonce ‖ 2 (96-bit nonces).
-        counter = nonce + (2).to_bytes(4, "big")
-        decryptor = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor()
-        return decryptor.update(view[1 + SESSION_ID_LEN + NONCE_LEN :]) + decryptor.finalize()
+        return _gcm_keystream(key, nonce, view[1 + SESSION_ID_LEN + NONCE_LEN :])
 
     def decrypt(self, kind: int, envelope: bytes | memoryview, object_id: bytes = b"") -> bytes:
         view = memoryview(envelope)
@@ -215,12 +212,15 @@ class Crypter:
         if aead is None:
             if len(salt) != PACK_SALT_LEN:
                 raise FormatError("pack salt has the wrong size")
-            aead = AESGCM(hkdf(self.keys.enc_root, b"coffre pack v2", salt=salt))
+            aead = AESGCM(self._pack_key(salt))
             with self._lock:
                 if len(self._packs) > 4096:
                     self._packs.clear()
                 self._packs[salt] = aead
         return aead
+
+    def _pack_key(self, salt: bytes) -> bytes:
+        return hkdf(self.keys.enc_root, b"coffre pack v2", salt=salt)
 
     def _aad_v2(self, kind: int, object_id: bytes) -> bytes:
         return b"coffre\x02" + self.repo_id + bytes([kind]) + object_id
@@ -247,10 +247,7 @@ class Crypter:
         view = memoryview(sealed)
         if len(view) < NONCE_LEN:
             return b""
-        key = hkdf(self.keys.enc_root, b"coffre pack v2", salt=salt)
-        counter = bytes(view[:NONCE_LEN]) + (2).to_bytes(4, "big")
-        decryptor = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor()
-        return decryptor.update(view[NONCE_LEN:]) + decryptor.finalize()
+        return _gcm_keystream(self._pack_key(salt), bytes(view[:NONCE_LEN]), view[NONCE_LEN:])
 
     def encrypt_blob(self, salt: bytes | None, kind: int, plain: bytes | memoryview, blob_id: bytes) -> bytes:
         """A blob as stored: format 1 (salt None) in a session envelope, format 2 sealed."""
@@ -262,3 +259,10 @@ class Crypter:
         if salt is None:
             return self.decrypt(kind, data, blob_id)
         return self.unseal(salt, kind, data, blob_id)
+
+
+def _gcm_keystream(key: bytes, nonce: bytes, ciphertext: bytes | memoryview) -> bytes:
+    """AES-GCM's ciphertext deciphered without its tag: GCM enciphers with CTR from the
+    counter block nonce ‖ 2 (96-bit nonces)."""
+    decryptor = Cipher(algorithms.AES(key), modes.CTR(nonce + (2).to_bytes(4, "big"))).decryptor()
+    return decryptor.update(ciphertext) + decryptor.finalize()

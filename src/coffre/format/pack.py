@@ -136,13 +136,13 @@ def padme(n: int) -> int:
     return (n + mask) & ~mask
 
 
-def pad(body: bytes) -> bytes:
-    total = padme(BODY_LENGTH.size + len(body))
-    return b"".join((BODY_LENGTH.pack(len(body)), body, bytes(total - BODY_LENGTH.size - len(body))))
-
-
 def padded_size(body_length: int) -> int:
     return padme(BODY_LENGTH.size + body_length)
+
+
+def pad(body: bytes) -> bytes:
+    zeros = padded_size(len(body)) - BODY_LENGTH.size - len(body)
+    return b"".join((BODY_LENGTH.pack(len(body)), body, bytes(zeros)))
 
 
 def unpad(plain: bytes) -> bytes:
