@@ -351,12 +351,8 @@ class Repository:
                 usable = [s for s in slots if keyring.fingerprint(s.wrapped) not in known[cfg.id].removed]
                 opened[cfg.id] = _Replay(keyring.openings(usable, cfg.id, secret, known[cfg.id].opened))
             for master, slot in opened[cfg.id]:
-                try:
-                    repo = cls(backend, cfg, master, clock or SystemClock())
-                except IntegrityError:  # format 2: the config's content key is not this master's
-                    foreign.add(slot.id)
-                    continue
-                if not hmac.compare_digest(repo.config_mac(), mac):
+                repo = cls._unlocked(backend, cfg, mac, master, clock or SystemClock())
+                if repo is None:
                     foreign.add(slot.id)
                     continue
                 foreign.discard(slot.id)
@@ -379,6 +375,18 @@ class Repository:
             )
         _refuse_removed(backend, slots, secret, tried, known)
         raise keyring.cannot_open(slots, bad)
+
+    @classmethod
+    def _unlocked(
+        cls, backend: Backend, cfg: Config, mac: bytes, master: bytes, clock: Clock,
+    ) -> Repository | None:
+        """The repository `master` opens with this config, or None when the master is another
+        repository's: its config MAC fails, or (format 2) it does not unseal the content key."""
+        try:
+            repo = cls(backend, cfg, master, clock)
+        except IntegrityError:
+            return None
+        return repo if hmac.compare_digest(repo.config_mac(), mac) else None
 
     def config_mac(self) -> bytes:
         return self.crypter.mac(_canonical(self.config.body()))
@@ -664,8 +672,7 @@ def _refuse_removed(
         removed = [s for s in slots if keyring.fingerprint(s.wrapped) in history.removed]
         configs = [(cfg, mac) for cfg, mac in tried if cfg.id == repo_id]
         for master, slot in keyring.openings(removed, repo_id, secret):
-            if any(hmac.compare_digest(Repository(backend, cfg, master, SystemClock()).config_mac(), mac)
-                   for cfg, mac in configs):
+            if any(Repository._unlocked(backend, cfg, mac, master, SystemClock()) for cfg, mac in configs):
                 raise WrongPasswordError(
                     f"this password or recovery key opens only key slot {slot.id[:8]}, which was removed "
                     "on this machine ('coffre key remove') and has been put back in the storage: refused",
