@@ -133,7 +133,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             sheet.close()
             os.unlink(args.recovery_sheet)
         raise
-    watch_storage(repo, changed=True)  # this machine's mark starts here, with the slot it opened
+    # This machine's mark starts here, with the slot it opened.
+    watch_storage(repo, changed=True, keys_changed=True)
     say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
     if source is not None:
         say(f"it shares the chunking of {source.backend.location}: copies between them send only new "
@@ -287,7 +288,7 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     if old.kind == "password":
         repo.key_slot_id = slot
         _remove_slot(repo, old)
-    watch_storage(repo, changed=True)  # the new slot is the one this machine tries first
+    watch_storage(repo, changed=True, keys_changed=True)  # the new slot is the one this machine tries first
     say(f"password changed (new key slot {slot[:8]})")
     if old.kind == "password":
         warn(NOT_REVOKED.format(what="the old password"))

@@ -25,13 +25,14 @@ def _unavailable(exc: MarkUnavailable, consequence: str) -> None:
     warn(f"warning: this machine's record of the repository cannot be used ({exc.message}): {consequence}")
 
 
-def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] | None = None) -> None:
+def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] | None = None,
+                  keys_changed: bool = False) -> None:
     """Compare the storage with this machine's mark and record what it shows now. After an
     opening every standing alarm is said; after a change made by this command (`changed`:
     snapshots, index files or key slots written or removed), only new ones. `forgotten`:
-    snapshots this command has just removed."""
-    # After a change the slots are listed again (key passwd, key remove changed them).
-    slots = keyring.scan(repo.backend)[0] if changed else repo.key_slots
+    snapshots this command has just removed; `keys_changed`: this command wrote key slots
+    (init, key passwd), which are then listed again."""
+    slots = keyring.scan(repo.backend)[0] if keys_changed else repo.key_slots
     try:
         with updating(repo.config.id, repo.clock.now_ns()) as mark:
             if mark.problem:
@@ -81,9 +82,8 @@ def accept_standing(repo: Repository) -> tuple[list[Alarm], list[Alarm]]:
             if mark.problem:
                 warn(f"warning: {mark.problem}")
             before = {a.key for a in mark.alarms}
-            observe(repo, mark, lambda m: warn(f"warning: {m}"), repo.key_slots)
+            new = observe(repo, mark, lambda m: warn(f"warning: {m}"), repo.key_slots)
             accepted = [a for a in mark.alarms if a.key in before]
-            new = [a for a in mark.alarms if a.key not in before]
             acknowledge(mark, accepted)
             return accepted, new
     except MarkUnavailable as exc:

@@ -28,6 +28,7 @@ from typing import Any
 
 from coffre.core.errors import CoffreError, FormatError
 from coffre.core.private import narrow, private_dir
+from coffre.format.codec import INT64_MIN, UINT64_MAX, want, want_int, want_map
 from coffre.repository.keyring import KeyHistory
 
 FORMAT = "coffre-mark"
@@ -140,12 +141,10 @@ class Mark:
     def note_tombstone(self, name: str) -> None:
         _add_capped(self.tombstones, name, MAX_TOMBSTONES)
 
-    def raise_alarm(self, alarm: Alarm) -> bool:
-        """Record an alarm; False if the same one already stands."""
-        if any(a.key == alarm.key for a in self.alarms):
-            return False
-        self.alarms.append(alarm)
-        return True
+    def raise_alarm(self, alarm: Alarm) -> None:
+        """Record an alarm, unless the same one already stands."""
+        if all(a.key != alarm.key for a in self.alarms):
+            self.alarms.append(alarm)
 
     # -- the second witness ------------------------------------------------------------------
     def latest_by_host(self) -> dict[str, tuple[str, int]]:
@@ -191,17 +190,17 @@ class Mark:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise FormatError("not JSON") from None
-        d = _map(doc, "mark")
+        d = want_map(doc, "mark")
         if d.get("format") != FORMAT:
             raise FormatError("not a Coffre mark")
-        version = _int(d.get("version"), "version")
+        version = want_int(d.get("version"), "version", 0, UINT64_MAX)
         if version > VERSION:
             raise MarkUnavailable(f"it was written by a newer Coffre (mark version {version})")
         if version != VERSION or d.get("repository") != repo_id.hex():
             raise FormatError("not the mark of this repository")
-        keys = _map(d.get("keys"), "keys")
-        snapshots = _map(d.get("snapshots"), "snapshots")
-        removed = _map(keys.get("removed"), "removed keys")
+        keys = want_map(d.get("keys"), "keys")
+        snapshots = want_map(d.get("snapshots"), "snapshots")
+        removed = want_map(keys.get("removed"), "removed keys")
         return cls(
             repository=repo_id,
             snapshots={_hex(sid, 64, "snapshot id"): _seen(v) for sid, v in snapshots.items()},
@@ -211,30 +210,12 @@ class Mark:
             index_gone=dict.fromkeys(_hexes(d.get("index_gone"), PREFIX, "index_gone")),
             opened=dict.fromkeys(_hexes(keys.get("opened"), 64, "opened keys")),
             removed={_hex(fp, 64, "key fingerprint"): _removed(v) for fp, v in removed.items()},
-            alarms=[_alarm(a) for a in _list(d.get("alarms"), "alarms")],
-            updated_ns=_int(d.get("updated"), "updated"),
+            alarms=[_alarm(a) for a in want(d.get("alarms"), list, "alarms")],
+            updated_ns=want_int(d.get("updated"), "updated", 0, UINT64_MAX),
         )
 
 
 # -- validation of what is read from disk -------------------------------------------------------
-def _map(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FormatError(f"{what}: expected a map")
-    return value
-
-
-def _list(value: Any, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise FormatError(f"{what}: expected a list")
-    return value
-
-
-def _int(value: Any, what: str, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value < 2**64:
-        raise FormatError(f"{what}: invalid integer")
-    return value
-
-
 def _str(value: Any, what: str, limit: int = 1024) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise FormatError(f"{what}: invalid text")
@@ -248,32 +229,34 @@ def _hex(value: Any, length: int, what: str) -> str:
 
 
 def _hexes(value: Any, length: int, what: str) -> list[str]:
-    return [_hex(x, length, what) for x in _list(value, what)]
+    return [_hex(x, length, what) for x in want(value, list, what)]
 
 
 def _seen(value: Any) -> Seen:
-    d = _map(value, "snapshot")
-    return Seen(_str(d.get("host"), "host"), _int(d.get("time"), "time", lo=-(2**63)))
+    d = want_map(value, "snapshot")
+    return Seen(_str(d.get("host"), "host"), want_int(d.get("time"), "time", INT64_MIN, UINT64_MAX))
 
 
 def _removed(value: Any) -> Removed:
-    d = _map(value, "removed key")
+    d = want_map(value, "removed key")
     accepted = d.get("accepted")
     if not isinstance(accepted, bool):
         raise FormatError("removed key: invalid flag")
-    return Removed(_hex(d.get("slot"), 64, "key file"), _int(d.get("removed"), "removed"), accepted)
+    return Removed(_hex(d.get("slot"), 64, "key file"),
+                   want_int(d.get("removed"), "removed", 0, UINT64_MAX), accepted)
 
 
 def _alarm(value: Any) -> Alarm:
-    d = _map(value, "alarm")
+    d = want_map(value, "alarm")
     kind = d.get("kind")
     if kind not in ALARM_KINDS:
         raise FormatError("alarm: unknown kind")
     via = _str(d.get("via"), "alarm via")
     if via:
         _hex(via, 64, "alarm via")
-    return Alarm(kind, _hex(d.get("id"), 64, "alarm id"), _int(d.get("since"), "alarm time"),
-                 _str(d.get("host"), "alarm host"), _int(d.get("time"), "alarm time", lo=-(2**63)), via)
+    return Alarm(kind, _hex(d.get("id"), 64, "alarm id"),
+                 want_int(d.get("since"), "alarm time", 0, UINT64_MAX), _str(d.get("host"), "alarm host"),
+                 want_int(d.get("time"), "alarm time", INT64_MIN, UINT64_MAX), via)
 
 
 def _add_capped(entries: dict[str, None], key: str, cap: int) -> None:

@@ -54,10 +54,11 @@ def observe(
         stones |= again
     # A tombstone naming a stored snapshot: a forget running now (it holds an exclusive lock
     # until its removals are done), a forget that died half-way, or a snapshot put back.
+    naming = {t for t, ids in fresh.items() if any(sid in stored for sid in ids)}
     deferred: set[str] = set()
-    if any(sid in stored for ids in fresh.values() for sid in ids):
+    if naming:
         if any(lk.exclusive for lk in live_locks(repo)):
-            deferred = {t for t, ids in fresh.items() if any(sid in stored for sid in ids)}
+            deferred = naming
         else:
             stored = set(repo.list_names("snapshots"))  # a forget that ended meanwhile is done
     pending = {sid for t in deferred for sid in fresh[t]}  # read again by the next opening
