@@ -63,14 +63,12 @@ class _Tail:
         return self.data.decode("utf-8", "replace").strip()[-ERROR_TAIL:]
 
 
-class _Whole:
+class _Whole(_Tail):
     """Read a program's output in a thread, all of it."""
 
     def __init__(self, stream: IO[bytes]) -> None:
-        self._parts: list[bytes] = []
-        self._stream = stream
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        self._parts: list[bytes] = []  # before the thread starts
+        super().__init__(stream)
 
     def _read(self) -> None:
         for part in iter(lambda: self._stream.read(65536), b""):
@@ -120,22 +118,20 @@ def feed_command(
     the program's whole environment (default: Coffre's)."""
     proc = _start(argv, stdin=subprocess.PIPE, merge=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None
-    out = _Tail(proc.stdout)
-    stopped_reading = False
-    try:
-        for c in chunks:
-            proc.stdin.write(c)
-        proc.stdin.close()
-    except BrokenPipeError:
-        stopped_reading = True  # its exit status and message say why
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    status = proc.wait()
+    out, stdin = _Tail(proc.stdout), proc.stdin
+
+    def feed() -> bool:
+        """True if the program stopped reading (its exit status and message say why)."""
+        try:
+            for c in chunks:
+                stdin.write(c)
+            stdin.close()
+        except BrokenPipeError:
+            return True
+        return False
+
+    stopped_reading = _while_running(proc, feed, what, out)
     text = out.text()
-    if status != 0:
-        raise _failure(what, status, text, "")
     if stopped_reading:
         raise CoffreError(f"{what} stopped reading before the end of the dump"
                           + (f"\n{text}" if text else ""))
@@ -160,11 +156,7 @@ def read_head(argv: list[str], chunks: Iterable[bytes], what: str,
     stream again: the chunks it was given, then the rest."""
     it = iter(chunks)
     seen: list[bytes] = []
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, bufsize=0)
-    except OSError as exc:
-        raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    proc = _start(argv, stdin=subprocess.PIPE, bufsize=0)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     out, stdin = _Whole(proc.stdout), proc.stdin
     _while_running(proc, lambda: _feed_until_done(stdin, it, seen, limit, what), what, _Tail(proc.stderr))
@@ -211,9 +203,9 @@ def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = Non
 
 
 def _start(argv: list[str], stdin: int, merge: bool = False,
-           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+           env: dict[str, str] | None = None, bufsize: int = -1) -> subprocess.Popen[bytes]:
     try:
-        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, bufsize=bufsize,
                                 stderr=subprocess.STDOUT if merge else subprocess.PIPE, env=env)
     except OSError as exc:
         raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None

@@ -30,7 +30,13 @@ from psycopg.conninfo import make_conninfo
 from coffre.core.errors import CoffreError
 from coffre.sources.databases.base import Check, Target
 from coffre.sources.databases.command import run_tool
-from coffre.sources.databases.postgres import PostgresTarget, extension_entry, program, without_entries
+from coffre.sources.databases.postgres import (
+    PostgresTarget,
+    extension_entry,
+    pg_message,
+    program,
+    without_entries,
+)
 from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
 
 PORT = "5432"
@@ -120,11 +126,7 @@ def connect(conninfo: str, what: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
-        raise CoffreError(f"{what}: cannot connect to the drill's server: {_message(exc)}") from None
-
-
-def _message(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+        raise CoffreError(f"{what}: cannot connect to the drill's server: {pg_message(exc)}") from None
 
 
 def install_amcheck(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -160,7 +162,7 @@ def prepare_drill_database(socket_dir: str) -> None:
             install_amcheck(conn, AMCHECK_SCHEMA)
             grant_amcheck(conn, DRILL_ROLE)
     except psycopg.Error as exc:
-        raise CoffreError(f"preparing the drill's throwaway PostgreSQL failed: {_message(exc)}") from None
+        raise CoffreError(f"preparing the drill's throwaway PostgreSQL failed: {pg_message(exc)}") from None
 
 
 def drill_listing(listing: str, untrusted: set[str], installed: set[str]) -> tuple[str, list[str]]:

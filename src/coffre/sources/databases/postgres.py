@@ -101,10 +101,10 @@ class Connection:
         try:
             return psycopg.connect(self.conninfo(dbname), autocommit=autocommit)
         except psycopg.Error as exc:
-            raise CoffreError(f"{self.describe()}: cannot connect: {_message(exc)}") from None
+            raise CoffreError(f"{self.describe()}: cannot connect: {pg_message(exc)}") from None
 
 
-def _message(exc: BaseException) -> str:
+def pg_message(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -147,7 +147,7 @@ class PostgresDatabase(Database):
             result = stream_command(argv, consume, f"pg_dump of {self.describe()}")
             conn.rollback()
         except psycopg.Error as exc:
-            raise CoffreError(f"{self.describe()} could not be backed up: {_message(exc)}; "
+            raise CoffreError(f"{self.describe()} could not be backed up: {pg_message(exc)}; "
                               "no snapshot was written") from None
         finally:
             conn.close()
@@ -232,7 +232,7 @@ class PostgresTarget(CountedTarget):
                 try:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.conn.dbname)))
                 except psycopg.Error as exc:
-                    raise CoffreError(f"{self.describe()} cannot be created: {_message(exc)}",
+                    raise CoffreError(f"{self.describe()} cannot be created: {pg_message(exc)}",
                                       "create it first, or give the user CREATEDB") from None
         listing, stream = read_head([program("pg_restore"), "--list"], chunks,
                                     "pg_restore --list of the dump")
