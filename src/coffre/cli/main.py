@@ -22,6 +22,7 @@ from coffre.cli import (
 from coffre.cli.entry import interrupted
 from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
+from coffre.core.i18n import LANGUAGES, _, set_language
 from coffre.core.memory import tune_allocator
 from coffre.core.private import UMASK
 
@@ -32,11 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Encrypted, deduplicated, verified backups for pharmacies.",
     )
     parser.add_argument("--version", action="version", version=f"coffre {__version__}")
+    parser.add_argument("--lang", choices=LANGUAGES,
+                        help=_("language of the messages (default: from LANG / LC_MESSAGES)"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
                    cmd_acknowledge, cmd_repair, cmd_demo):
         module.register(sub)
     return parser
+
+
+def requested_language(argv: list[str]) -> str | None:
+    """The value of `--lang` (as `--lang fr` or `--lang=fr`), looked for before parsing."""
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.removeprefix("--lang=")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     tune_allocator()
     shorten_switch_interval()
+    lang = requested_language(argv)
+    if lang in LANGUAGES:
+        set_language(lang)  # before the parser is built: its help is translated
     parser = build_parser()
     args = parser.parse_args(argv)
     if extra:
@@ -68,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except CoffreError as exc:
         print(f"coffre: {exc.message}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(_("hint: {hint}").format(hint=exc.hint), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry.py), once every lock is released
         return interrupted(exc)
