@@ -19,6 +19,10 @@ from mutation_support import child_env, collect_hits
 
 # Weak Argon2 parameters: an explicit test-only switch (see coffre.crypto.kdf).
 os.environ["COFFRE_TEST_WEAK_KDF"] = "1"
+# Messages in English unless a test asks for French (LANG=fr_FR.UTF-8 or --lang fr).
+for _var in ("LC_ALL", "LC_MESSAGES", "LANGUAGE"):
+    os.environ.pop(_var, None)
+os.environ["LANG"] = "C.UTF-8"
 
 PASSWORD = "correct horse battery staple"
 

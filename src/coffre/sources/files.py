@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import grp
 import os
 import pwd
@@ -10,6 +9,7 @@ import stat
 from functools import lru_cache
 
 from coffre.format.tree import Node
+from coffre.sources.patterns import PathMatcher
 
 _TYPE_OF_MODE = (
     (stat.S_ISREG, "file"),
@@ -90,13 +90,12 @@ def node_from_stat(name: bytes, path: bytes, st: os.stat_result) -> Node:
 
 
 class Excluder:
-    """Exclude patterns, as in restic: a pattern with a '/' is matched (glob) against the whole
-    path, one without against the file name; a match excludes a directory's whole subtree."""
+    """Exclude patterns (the grammar of sources/patterns.py); a match excludes a folder's whole
+    subtree (the walks do not descend into it)."""
 
     def __init__(self, patterns: list[str]) -> None:
-        self.patterns = [p.rstrip("/") or "/" for p in patterns if p.strip()]
-        self._full = [p for p in self.patterns if "/" in p]
-        self._base = [p for p in self.patterns if "/" not in p]
+        self._matcher = PathMatcher(patterns)
+        self.patterns = self._matcher.patterns
 
     @staticmethod
     def from_file(path: str) -> list[str]:
@@ -108,10 +107,4 @@ class Excluder:
             ]
 
     def excluded(self, path: bytes) -> bool:
-        if not self.patterns:
-            return False
-        text = os.fsdecode(path)
-        base = os.path.basename(text)
-        return any(fnmatch.fnmatchcase(base, p) for p in self._base) or any(
-            fnmatch.fnmatchcase(text, p) for p in self._full
-        )
+        return bool(self._matcher) and self._matcher.matches(path)
