@@ -3,6 +3,7 @@ and sample trees."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,23 @@ class Result:
 
     def __repr__(self) -> str:
         return f"Result(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
+
+    def json(self) -> Any:
+        """The result of a --json command: the last JSON document on stdout (long operations
+        print status lines before it)."""
+        return json_documents(self.out)[-1]
+
+
+def json_documents(text: str) -> list[Any]:
+    """The JSON documents printed one after another (one per line, or indented)."""
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text):
+            return docs
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
 
 
 def _default_sigint() -> None:
