@@ -85,6 +85,17 @@ class TransientStorageError(StorageError):
     pass
 
 
+class ConnectFailed(TransientStorageError):
+    """No connection could be made at all: refused, unknown host, no route, a TLS handshake
+    that failed. A storage that has not answered once during the command is set up wrong (a
+    mistyped host or port, a server that is not running): storage/retry.py fails at once with
+    StorageSetupError. One that answered before is restarting: retried like any blip."""
+
+
+class StorageSetupError(StorageError):
+    """The storage cannot be used as given (see ConnectFailed): never retried."""
+
+
 class StorageUnreachable(TransientStorageError):
     """The storage answered nothing for so long that the command gave up (storage/retry.py);
     once the retry budget is spent, every further request of the command fails at once."""

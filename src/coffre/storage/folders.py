@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from coffre.storage.base import KINDS, Handle, ObjectInfo
+from coffre.core.i18n import _
+from coffre.storage.base import KINDS, REMOVING, Handle, ObjectInfo, doing
 
 C = TypeVar("C")  # a connection: an SFTP client, an FTP session
 T = TypeVar("T")
@@ -118,11 +119,12 @@ class FolderBackend(Generic[C]):
             if self.exists():
                 yield self.stat(Handle("config", "config"))
             return
-        yield from self._run(f"listing {kind}", lambda conn: objects(self._base(), kind, self._lister(conn)))
+        yield from self._run(_("listing {kind}").format(kind=kind),
+                             lambda conn: objects(self._base(), kind, self._lister(conn)))
 
     def remove(self, handle: Handle) -> None:
         target = self._path(handle)
-        self._run(f"removing {handle.kind}/{handle.name}", lambda conn: self._delete(conn, target))
+        self._run(doing(REMOVING, handle), lambda conn: self._delete(conn, target))
 
     def free_space(self) -> int | None:
         return None
@@ -138,4 +140,4 @@ class FolderBackend(Generic[C]):
                     continue
             return removed
 
-        return self._run("removing partial uploads", clean)
+        return self._run(_("removing partial uploads"), clean)

@@ -33,10 +33,27 @@ from coffre.core.errors import (
     StorageError,
     StorageFull,
     StoragePermissionDenied,
+    StorageSetupError,
     TransientStorageError,
 )
+from coffre.core.i18n import _
 from coffre.storage import folders
-from coffre.storage.base import KINDS, Handle, ObjectInfo, stall_timeout
+from coffre.storage.base import (
+    CUT_SHORT,
+    KINDS,
+    LOOKING_UP,
+    NOT_FOUND,
+    OTHER_OBJECT,
+    OTHER_SIZE,
+    READING,
+    WRITING,
+    Handle,
+    ObjectInfo,
+    connect_failure,
+    doing,
+    outcome,
+    stall_timeout,
+)
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
 
@@ -70,8 +87,8 @@ def _password(where: FTPLocation) -> str:
     if entry and entry[2] and (not entry[0] or entry[0] == where.user):
         return entry[2]
     raise StoragePermissionDenied(
-        f"no password for {where.user} on the FTP server {where.host}",
-        "set COFFRE_FTP_PASSWORD, or add 'machine HOST login USER password ...' to ~/.netrc (mode 600)",
+        _("no password for {user} on the FTP server {host}").format(user=where.user, host=where.host),
+        _("set COFFRE_FTP_PASSWORD, or add 'machine HOST login USER password ...' to ~/.netrc (mode 600)"),
     )
 
 
@@ -81,22 +98,23 @@ def _reply_error(exc: ftplib.Error, what: str) -> StorageError:
     lowered = text.lower()
     # 550 means "not available", for a missing file or a denied right: the text tells which.
     if code in ("550", "553") and ("permission" in lowered or "privilege" in lowered or "denied" in lowered):
-        return StoragePermissionDenied(f"{what}: the FTP server refused ({text[:80]})",
-                                       "check that the FTP user may write the repository folder")
+        return StoragePermissionDenied(_("{what}: the FTP server refused ({answer})").format(
+            what=what, answer=text[:80]), _("check that the FTP user may write the repository folder"))
     if code == "550" or "no such file" in lowered or "not found" in lowered:
-        return ObjectNotFound(f"{what}: not found")
+        return ObjectNotFound(outcome(NOT_FOUND, what))
     if code in ("530", "532"):
-        return StoragePermissionDenied(f"{what}: the FTP server refused the login ({text[:60]})",
-                                       "check the user and COFFRE_FTP_PASSWORD or ~/.netrc")
+        return StoragePermissionDenied(_("{what}: the FTP server refused the login ({answer})").format(
+            what=what, answer=text[:60]), _("check the user and COFFRE_FTP_PASSWORD or ~/.netrc"))
     if code in ("552", "452"):
-        return StorageFull(f"{what}: no space left on the FTP server",
-                           "free space with 'coffre forget ... --prune' or raise the quota")
+        return StorageFull(_("{what}: no space left on the FTP server").format(what=what),
+                           _("free space with 'coffre forget ... --prune' or raise the quota"))
     if code == "553" or "ermission" in text:
-        return StoragePermissionDenied(f"{what}: the FTP server refused ({text[:80]})",
-                                       "check that the FTP user may write the repository folder")
+        return StoragePermissionDenied(_("{what}: the FTP server refused ({answer})").format(
+            what=what, answer=text[:80]), _("check that the FTP user may write the repository folder"))
     if isinstance(exc, ftplib.error_temp):
-        return TransientStorageError(f"{what}: the FTP server answered {text[:80]}")
-    return StorageError(f"{what}: the FTP server answered {text[:80]}")
+        return TransientStorageError(_("{what}: the FTP server answered {answer}").format(
+            what=what, answer=text[:80]))
+    return StorageError(_("{what}: the FTP server answered {answer}").format(what=what, answer=text[:80]))
 
 
 class FTPBackend(folders.FolderBackend[ftplib.FTP]):
@@ -120,28 +138,39 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
             ftp = ftplib.FTP_TLS(context=ssl.create_default_context(), timeout=stall_timeout())  # noqa: S321
         else:  # only with --insecure-ftp, after a warning
             ftp = ftplib.FTP(timeout=stall_timeout())  # noqa: S321
+        host, port = self.where.host, self.where.port
+        step = "connect"
         try:
-            ftp.connect(self.where.host, self.where.port)
+            ftp.connect(host, port)
             if isinstance(ftp, ftplib.FTP_TLS):
+                step = "auth"
                 ftp.auth()
+                step = "login"
                 ftp.login(self.where.user, _password(self.where))
                 ftp.prot_p()
             else:
+                step = "login"
                 ftp.login(self.where.user, _password(self.where))
-        except ssl.SSLCertVerificationError as exc:
-            ftp.close()
-            raise StoragePermissionDenied(
-                f"the FTP server {self.where.host} presented a certificate that cannot be trusted "
-                f"({exc.verify_message})",
-                "ask the provider for its CA certificate and name it with SSL_CERT_FILE",
-            ) from None
         except ftplib.Error as exc:
             ftp.close()
-            raise _reply_error(exc, f"logging in to {self.where.host}") from None
+            if step == "auth":  # AUTH TLS refused: a server without TLS
+                raise StorageSetupError(
+                    _("the FTP server at {host}, port {port}, does not offer TLS (it answered "
+                      "{answer})").format(host=host, port=port, answer=str(exc)[:80]),
+                    _("ftps:// needs a server with explicit TLS (AUTH TLS); check the port, or ask the "
+                      "provider for FTPS. Only if it really offers none: ftp:// with --insecure-ftp "
+                      "(the FTP password then crosses the network in clear)")) from None
+            raise _reply_error(exc, _("logging in to {host}").format(host=host)) from None
         except (OSError, EOFError) as exc:
             ftp.close()
+            failure = connect_failure(exc, _("the FTP server"), host, port, tls_hint=_(
+                "ask the provider for its certificate authority's certificate and name it with "
+                "SSL_CERT_FILE"))
+            if failure is not None:
+                raise failure from None
             raise TransientStorageError(
-                f"cannot connect to the FTP server {self.where.host}:{self.where.port} ({type(exc).__name__})"
+                _("cannot connect to the FTP server at {host}, port {port} ({error})").format(
+                    host=host, port=port, error=type(exc).__name__)
             ) from None
         with self._lock:
             self._all.append(ftp)
@@ -169,16 +198,15 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
             raise _reply_error(exc, what) from exc
         except (OSError, EOFError, ftplib.Error) as exc:
             self._drop()
-            raise TransientStorageError(
-                f"{what}: connection to the FTP server failed ({type(exc).__name__})"
-            ) from exc
+            raise TransientStorageError(_("{what}: connection to the FTP server failed ({error})").format(
+                what=what, error=type(exc).__name__)) from exc
 
     # -- layout ---------------------------------------------------------------------------
     def _base(self) -> str:
         if self._root is None:
             path = self.where.path
             if not path.startswith("/"):
-                home = self._run("finding the login folder", lambda f: f.pwd())
+                home = self._run(_("finding the login folder"), lambda f: f.pwd())
                 path = home.rstrip("/") + "/" + path
             self._root = path
         return self._root
@@ -208,8 +236,8 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
 
     # -- contract -------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self._run("reading config", lambda f: self._size(f, self._path(Handle("config", "config")))) \
-            is not None
+        config = Handle("config", "config")
+        return self._run(doing(READING, config), lambda f: self._size(f, self._path(config))) is not None
 
     def create(self) -> None:
         def make(ftp: ftplib.FTP) -> None:
@@ -222,16 +250,16 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
                     pass  # exists already (checked below)
             names = [n for n, _ in ftp.mlsd(base) if n not in (".", "..")]
             if any(not n.startswith(".") for n in names):
-                raise CoffreError(f"{self.location} is not empty",
-                                  "choose an empty folder or a new one for the repository")
+                raise CoffreError(_("{location} is not empty").format(location=self.location),
+                                  _("choose an empty folder or a new one for the repository"))
             for kind in KINDS:
                 if kind != "config":
                     ftp.mkd(f"{base}/{kind}")
 
-        self._run(f"creating {self.location}", make)
+        self._run(_("creating {location}").format(location=self.location), make)
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
-        what = f"writing {handle.kind}/{handle.name}"
+        what = doing(WRITING, handle)
         body = bytes(data)
         directory, final = self._dir(handle.kind, handle.name), self._path(handle)
 
@@ -248,7 +276,7 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
                 self._store(ftp, tmp, body)
             try:
                 if self._size(ftp, tmp) != len(body):
-                    raise TransientStorageError(f"{what}: the server kept a different size")
+                    raise TransientStorageError(outcome(OTHER_SIZE, what))
                 if self._same_or_raise(ftp, final, body, what):
                     return
                 ftp.rename(tmp, final)
@@ -278,7 +306,7 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
             return False
         if size == len(body) and self._read(ftp, path, 0, size, None) == body:
             return True
-        raise ObjectExists(f"{what}: a different object with this name exists")
+        raise ObjectExists(outcome(OTHER_OBJECT, what))
 
     @staticmethod
     def _read(ftp: ftplib.FTP, path: str, offset: int, length: int, pacer: Pacer | None) -> bytes:
@@ -303,19 +331,19 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
         return b"".join(parts)
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        what = f"reading {handle.kind}/{handle.name}"
+        what = doing(READING, handle)
 
         def read(ftp: ftplib.FTP) -> bytes:
             path = self._path(handle)
             size = self._size(ftp, path)
             if size is None:
-                raise ObjectNotFound(f"{what}: not found")
+                raise ObjectNotFound(outcome(NOT_FOUND, what))
             end = size if length is None else min(size, offset + length)
             if end <= offset:
                 return b""
             data = self._read(ftp, path, offset, end - offset, self.download_pacer)
             if len(data) != end - offset:
-                raise TransientStorageError(f"{what}: the transfer was cut short")
+                raise TransientStorageError(outcome(CUT_SHORT, what))
             return data
 
         result: bytes = self._run(what, read)
@@ -327,9 +355,9 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
             for line in lines[1:-1]:
                 info = _facts(line.strip().split(" ", 1)[0])
                 return ObjectInfo(handle.name, int(info.get("size", 0)), _mtime(info.get("modify", "")))
-            raise ObjectNotFound(f"stat {handle.kind}/{handle.name}: not found")
+            raise ObjectNotFound(outcome(NOT_FOUND, doing(LOOKING_UP, handle)))
 
-        result: ObjectInfo = self._run(f"stat {handle.kind}/{handle.name}", facts)
+        result: ObjectInfo = self._run(doing(LOOKING_UP, handle), facts)
         return result
 
     @staticmethod

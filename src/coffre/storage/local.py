@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,20 @@ from coffre.core.errors import (
     StorageFull,
     StoragePermissionDenied,
 )
-from coffre.storage.base import KINDS, Handle, ObjectInfo
+from coffre.core.i18n import _
+from coffre.storage.base import (
+    KINDS,
+    LOOKING_UP,
+    NOT_FOUND,
+    OTHER_OBJECT,
+    READING,
+    REMOVING,
+    WRITING,
+    Handle,
+    ObjectInfo,
+    doing,
+    outcome,
+)
 
 _TMP_PREFIX = ".tmp-"
 # Every stored name is a SHA-256 in hex; anything else in the folders is not ours.
@@ -31,16 +45,16 @@ _NAME = re.compile(r"^[0-9a-f]{64}$")
 
 def _translate(exc: OSError, what: str) -> StorageError:
     if exc.errno == errno.ENOENT:
-        return ObjectNotFound(f"{what}: not found")
+        return ObjectNotFound(outcome(NOT_FOUND, what))
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoragePermissionDenied(
-            f"{what}: permission denied ({exc.strerror})",
-            "check that the repository location is writable by this user",
+            _("{what}: permission denied ({reason})").format(what=what, reason=exc.strerror),
+            _("check that the repository location is writable by this user"),
         )
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return StorageFull(
-            f"{what}: no space left on the backup medium",
-            "free space with 'coffre forget --max-size ... --prune' or use a larger medium",
+            _("{what}: no space left on the backup medium").format(what=what),
+            _("free space with 'coffre forget --max-size ... --prune' or use a larger medium"),
         )
     return StorageError(f"{what}: {exc.strerror or exc}")
 
@@ -80,20 +94,19 @@ class LocalBackend:
             self.root.mkdir(parents=True, exist_ok=True)
             if any(p for p in self.root.iterdir() if not p.name.startswith(".")):
                 raise CoffreError(
-                    f"{self.root} is not empty",
-                    "choose an empty directory or a new one for the repository",
+                    _("{location} is not empty").format(location=self.root),
+                    _("choose an empty directory or a new one for the repository"),
                 )
             for kind in KINDS:
                 if kind != "config":
                     (self.root / kind).mkdir(exist_ok=True)
             _fsync_dir(self.root)
         except OSError as exc:
-            raise _translate(exc, f"creating {self.root}") from exc
+            raise _translate(exc, _("creating {location}").format(location=self.root)) from exc
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
         directory = self._dir(handle.kind, handle.name)
         final = directory / handle.name
-        what = f"writing {handle.kind}/{handle.name}"
         try:
             if handle.kind != "config" and not directory.is_dir():
                 directory.mkdir(exist_ok=True, parents=True)
@@ -101,7 +114,7 @@ class LocalBackend:
             if final.exists():
                 if final.stat().st_size == len(data) and final.read_bytes() == bytes(data):
                     return
-                raise ObjectExists(f"{what}: a different object with this name exists")
+                raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle)))
             tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -123,15 +136,14 @@ class LocalBackend:
             except FileExistsError:
                 tmp.unlink(missing_ok=True)
                 if final.read_bytes() != bytes(data):
-                    raise ObjectExists(f"{what}: a different object with this name exists") from None
+                    raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle))) from None
                 return
             tmp.unlink()
             _fsync_dir(directory)
         except OSError as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, doing(WRITING, handle)) from exc
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        what = f"reading {handle.kind}/{handle.name}"
         try:
             fd = os.open(self._path(handle), os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -153,13 +165,13 @@ class LocalBackend:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, doing(READING, handle)) from exc
 
     def stat(self, handle: Handle) -> ObjectInfo:
         try:
             st = self._path(handle).stat()
         except OSError as exc:
-            raise _translate(exc, f"stat {handle.kind}/{handle.name}") from exc
+            raise _translate(exc, doing(LOOKING_UP, handle)) from exc
         return ObjectInfo(handle.name, st.st_size, st.st_mtime_ns)
 
     def list(self, kind: str) -> Iterator[ObjectInfo]:
@@ -175,16 +187,17 @@ class LocalBackend:
             try:
                 dirs = sorted(p for p in base.iterdir() if p.is_dir())
             except OSError as exc:
-                raise _translate(exc, f"listing {kind}") from exc
+                raise _translate(exc, _("listing {kind}").format(kind=kind)) from exc
         for d in dirs:
             try:
                 entries = list(os.scandir(d))
             except FileNotFoundError:
                 if d is base:
-                    raise _translate(FileNotFoundError(2, "not found"), f"listing {kind}") from None
+                    raise _translate(FileNotFoundError(2, "not found"),
+                                     _("listing {kind}").format(kind=kind)) from None
                 continue  # a data/XX folder emptied and removed meanwhile
             except OSError as exc:
-                raise _translate(exc, f"listing {kind}") from exc
+                raise _translate(exc, _("listing {kind}").format(kind=kind)) from exc
             for entry in entries:
                 if not _NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
                     continue
@@ -202,7 +215,7 @@ class LocalBackend:
             path.unlink()
             _fsync_dir(path.parent)
         except OSError as exc:
-            raise _translate(exc, f"removing {handle.kind}/{handle.name}") from exc
+            raise _translate(exc, doing(REMOVING, handle)) from exc
 
     def clean_temporaries(self, older_than_ns: int) -> int:
         removed = 0
@@ -225,10 +238,9 @@ class LocalBackend:
 
     def free_space(self) -> int | None:
         try:
-            st = os.statvfs(self.root)
+            return shutil.disk_usage(self.root).free  # what this user may still write
         except OSError:
             return None
-        return st.f_bavail * st.f_frsize
 
     def close(self) -> None:
         pass

@@ -29,11 +29,14 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from coffre.core.errors import (
+    ConnectFailed,
     ObjectNotFound,
     StorageError,
+    StorageSetupError,
     StorageUnreachable,
     TransientStorageError,
 )
+from coffre.core.i18n import N_, _, ngettext
 from coffre.storage.base import Backend, Handle, ObjectInfo, seconds_from_env
 
 T = TypeVar("T")
@@ -43,9 +46,9 @@ MAX_PAUSE_S = 60.0  # with 10 attempts: 2 to 4 minutes of trying before a reques
 BUDGET_S = 240.0
 MAX_BUDGET_S = 24 * 3600.0
 
-_HINT_ONE = "check the network connection and the storage, then run the command again"
-_HINT_DOWN = ("check the network connection and the storage. Nothing half-done was committed: "
-              "the next run resumes where this one stopped")
+_HINT_ONE = N_("check the network connection and the storage, then run the command again")
+_HINT_DOWN = N_("check the network connection and the storage. Nothing half-done was committed: "
+                "the next run resumes where this one stopped")
 
 
 def retry_budget() -> float:
@@ -56,9 +59,11 @@ def retry_budget() -> float:
 def _duration(seconds: float) -> str:
     s = max(0, round(seconds))
     if s < 120:
-        return f"{s} s"
+        return _("{seconds} s").format(seconds=s)
     minutes, rest = divmod(s, 60)
-    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    if rest:
+        return _("{minutes} min {seconds} s").format(minutes=minutes, seconds=rest)
+    return _("{minutes} min").format(minutes=minutes)
 
 
 class RetryBackend:
@@ -102,12 +107,14 @@ class RetryBackend:
             started = self.clock()
             try:
                 result = op()
+            except ConnectFailed as exc:
+                if self._answers == 0:  # never reached during this command: set up wrong
+                    raise StorageSetupError(exc.message, exc.hint) from exc
+                pause, last_try = self._failed(exc, started, attempt, answers_before)
+                self._warn_and_pause(exc, pause, last_try)
             except TransientStorageError as exc:
                 pause, last_try = self._failed(exc, started, attempt, answers_before)
-                if self.warn:
-                    then = "last try" if last_try else "trying again"
-                    self.warn(f"{exc.message}; {then} in {pause:.0f} s")
-                self.sleep(pause)
+                self._warn_and_pause(exc, pause, last_try)
             except StorageError:
                 self._answered()  # not found, denied, full...: the storage is there
                 raise
@@ -115,6 +122,13 @@ class RetryBackend:
                 self._answered()
                 return result
         raise AssertionError("unreachable")
+
+    def _warn_and_pause(self, exc: TransientStorageError, pause: float, last_try: bool) -> None:
+        if self.warn:
+            then = (_("{error}; last try in {seconds} s") if last_try
+                    else _("{error}; trying again in {seconds} s"))
+            self.warn(then.format(error=exc.message, seconds=f"{pause:.0f}"))
+        self.sleep(pause)
 
     def _check_budget(self, last_try: bool) -> None:
         """Before an attempt: give up without reaching the storage once the budget is spent
@@ -125,7 +139,7 @@ class RetryBackend:
                 if down >= self.budget_s:
                     self._give_up(down)
             if self._gave_up is not None:
-                raise StorageUnreachable(self._gave_up, _HINT_DOWN)
+                raise StorageUnreachable(self._gave_up, _(_HINT_DOWN))
 
     def _failed(
         self, exc: TransientStorageError, started: float, attempt: int, answers_before: int
@@ -143,21 +157,24 @@ class RetryBackend:
             if self._gave_up is None and down >= self.budget_s:
                 self._give_up(down)
             if self._gave_up is not None:
-                raise StorageUnreachable(self._gave_up, _HINT_DOWN) from exc
+                raise StorageUnreachable(self._gave_up, _(_HINT_DOWN)) from exc
             if attempt + 1 >= self.attempts:
-                tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
                 if self._answers == answers_before:  # nothing answered while this request tried
-                    raise StorageUnreachable(
-                        f"{self._unreachable(down)} after {tries}", _HINT_DOWN) from exc
-                raise TransientStorageError(f"{exc.message} (gave up after {tries})", _HINT_ONE) from exc
+                    raise StorageUnreachable(ngettext(
+                        "{unreachable} after {n} attempt", "{unreachable} after {n} attempts",
+                        self.attempts).format(unreachable=self._unreachable(down), n=self.attempts),
+                        _(_HINT_DOWN)) from exc
+                raise TransientStorageError(ngettext(
+                    "{error} (gave up after {n} attempt)", "{error} (gave up after {n} attempts)",
+                    self.attempts).format(error=exc.message, n=self.attempts), _(_HINT_ONE)) from exc
             self.retried += 1
             left = self._failing_since + self.budget_s - now
             pause = self._pause(attempt)
             return (left, True) if left <= pause else (pause, False)
 
     def _unreachable(self, down: float) -> str:
-        return (f"the storage at {self.location} has not answered for {_duration(down)} "
-                f"(last error: {self._last_error}); gave up")
+        return _("the storage at {location} has not answered for {duration} (last error: {error}); "
+                 "gave up").format(location=self.location, duration=_duration(down), error=self._last_error)
 
     def _give_up(self, down: float) -> None:
         self._gave_up = self._unreachable(down)

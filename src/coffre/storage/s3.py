@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
@@ -37,7 +38,22 @@ from coffre.core.errors import (
     StoragePermissionDenied,
     TransientStorageError,
 )
-from coffre.storage.base import Handle, ObjectInfo, stall_timeout
+from coffre.core.i18n import _
+from coffre.storage.base import (
+    CUT_SHORT,
+    LOOKING_UP,
+    NOT_FOUND,
+    OTHER_OBJECT,
+    READING,
+    REMOVING,
+    WRITING,
+    Handle,
+    ObjectInfo,
+    connect_failure,
+    doing,
+    outcome,
+    stall_timeout,
+)
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
 
@@ -73,40 +89,81 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
     return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
-def _translate(exc: Exception, what: str) -> StorageError:
+class S3Answered(StorageError):
+    """An error answer of the storage that none of Coffre's other errors describes; `code` is
+    S3's error code (NoSuchBucket, InvalidRange...), for callers that expect some of them."""
+
+    def __init__(self, message: str, hint: str | None = None, code: str = "") -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+def _denied(code: str, what: str) -> StoragePermissionDenied:
+    check = _("check the access key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+              "~/.aws/credentials) and its rights on the bucket")
+    if code == "InvalidAccessKeyId":
+        return StoragePermissionDenied(
+            _("{what}: the storage does not know this access key (InvalidAccessKeyId)").format(what=what),
+            _("check AWS_ACCESS_KEY_ID (or AWS_PROFILE and ~/.aws/credentials): the key must be one "
+              "this storage issued"))
+    if code == "SignatureDoesNotMatch":
+        return StoragePermissionDenied(
+            _("{what}: the secret key does not match the access key (SignatureDoesNotMatch)").format(
+                what=what),
+            _("check AWS_SECRET_ACCESS_KEY (or AWS_PROFILE and ~/.aws/credentials)"))
+    if code in ("InvalidToken", "ExpiredToken"):
+        return StoragePermissionDenied(
+            _("{what}: the storage refused the session token ({code})").format(what=what, code=code),
+            _("renew the temporary credentials (AWS_SESSION_TOKEN), or use a permanent access key"))
+    return StoragePermissionDenied(
+        _("{what}: access denied by the storage ({code})").format(what=what, code=code), check)
+
+
+def _translate(exc: Exception, what: str, endpoint: str = "") -> StorageError:
     """A boto3 failure as one of Coffre's storage errors; never quotes credentials (botocore
-    messages name the access key id at most, never the secret)."""
+    messages name the access key id at most, never the secret). A connection that could not
+    be made at all (refused, unknown host, TLS) is told apart, naming the endpoint's host and
+    port (storage/base.py's connect_failure)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code = _code(exc)
         if code in _NOT_FOUND:
-            return ObjectNotFound(f"{what}: not found")
+            return ObjectNotFound(outcome(NOT_FOUND, what))
         if code == "NoSuchBucket":
-            return StorageError(f"{what}: the bucket does not exist",
-                                "create it with 'coffre init', or check the repository URL")
+            return S3Answered(_("{what}: the bucket does not exist").format(what=what),
+                              _("create it with 'coffre init', or check the repository URL"), code)
         if code in _DENIED:
-            return StoragePermissionDenied(
-                f"{what}: access denied by the storage ({code})",
-                "check the access key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
-                "~/.aws/credentials) and its rights on the bucket",
-            )
+            return _denied(code, what)
         if code in _FULL:
-            return StorageFull(f"{what}: the storage refused the object ({code})",
-                               "raise the bucket's quota or free space with 'coffre forget ... --prune'")
+            return StorageFull(_("{what}: the storage refused the object ({code})").format(
+                what=what, code=code),
+                               _("raise the bucket's quota or free space with 'coffre forget ... --prune'"))
         if code in _EXISTS:
-            return ObjectExists(f"{what}: an object with this name exists")
+            return ObjectExists(_("{what}: an object with this name exists").format(what=what))
         if code in _TRANSIENT_CODES or code.startswith("5"):
-            return TransientStorageError(f"{what}: the storage answered {code}")
-        return StorageError(f"{what}: the storage answered {code}")
+            return TransientStorageError(_("{what}: the storage answered {code}").format(
+                what=what, code=code))
+        return S3Answered(_("{what}: the storage answered {code}").format(what=what, code=code), code=code)
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return StoragePermissionDenied(
-            f"{what}: no S3 credentials found",
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials",
+            _("{what}: no S3 credentials found").format(what=what),
+            _("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials"),
         )
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError
                   | botocore.exceptions.HTTPClientError | botocore.exceptions.ReadTimeoutError
                   | botocore.exceptions.ConnectTimeoutError | botocore.exceptions.IncompleteReadError
                   | botocore.exceptions.ResponseStreamingError | OSError):
-        return TransientStorageError(f"{what}: connection to the storage failed ({type(exc).__name__})")
+        if endpoint and not isinstance(exc, botocore.exceptions.ReadTimeoutError):
+            parts = urlsplit(endpoint)
+            https = parts.scheme == "https"
+            failure = connect_failure(
+                exc, _("the S3 storage"), parts.hostname or "", parts.port or (443 if https else 80),
+                tls_hint=_("if the storage speaks plain HTTP (a server on the local network), use an "
+                           "s3+http:// URL; if it uses its own certificate authority, name that "
+                           "authority's certificate with AWS_CA_BUNDLE") if https else "")
+            if failure is not None:
+                return failure
+        return TransientStorageError(_("{what}: connection to the storage failed ({error})").format(
+            what=what, error=type(exc).__name__))
     return StorageError(f"{what}: {type(exc).__name__}")
 
 
@@ -145,35 +202,37 @@ class S3Backend:
         try:
             return getattr(self.client, method)(Bucket=self.where.bucket, **kwargs)
         except Exception as exc:  # boto3 raises many unrelated types; all are translated
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self.where.endpoint) from exc
 
     # -- contract -------------------------------------------------------------------------
     def exists(self) -> bool:
         try:
-            self._call("reading config", "head_object", Key=self._key(Handle("config", "config")))
+            config = Handle("config", "config")
+            self._call(doing(READING, config), "head_object", Key=self._key(config))
         except ObjectNotFound:
             return False
-        except StorageError as exc:
-            if "bucket does not exist" in exc.message:
+        except S3Answered as exc:
+            if exc.code == "NoSuchBucket":
                 return False
             raise
         return True
 
     def create(self) -> None:
+        bucket = self.where.bucket
         try:
-            self._call(f"opening bucket {self.where.bucket}", "head_bucket")
-        except (ObjectNotFound, StorageError) as exc:
-            if not isinstance(exc, ObjectNotFound) and "does not exist" not in exc.message:
+            self._call(_("opening bucket {bucket}").format(bucket=bucket), "head_bucket")
+        except (ObjectNotFound, S3Answered) as exc:
+            if isinstance(exc, S3Answered) and exc.code != "NoSuchBucket":
                 raise
-            self._call(f"creating bucket {self.where.bucket}", "create_bucket")
-        listed = self._call("listing the repository location", "list_objects_v2",
+            self._call(_("creating bucket {bucket}").format(bucket=bucket), "create_bucket")
+        listed = self._call(_("listing the repository location"), "list_objects_v2",
                             Prefix=self.where.prefix, MaxKeys=1)
         if listed.get("KeyCount", 0):
-            raise CoffreError(f"{self.location} is not empty",
-                              "choose an empty bucket or a new prefix for the repository")
+            raise CoffreError(_("{location} is not empty").format(location=self.location),
+                              _("choose an empty bucket or a new prefix for the repository"))
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
-        what = f"writing {handle.kind}/{handle.name}"
+        what = doing(WRITING, handle)
         body = bytes(data)
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         try:
@@ -185,18 +244,19 @@ class S3Backend:
                 IfNoneMatch="*",
             )
         except Exception as exc:
-            err = _translate(exc, what)
+            err = _translate(exc, what, self.where.endpoint)
             if not isinstance(err, ObjectExists):
                 raise err from exc
             if self.load(handle) != body:
-                raise ObjectExists(f"{what}: a different object with this name exists") from None
+                raise ObjectExists(outcome(OTHER_OBJECT, what)) from None
             return
         etag = str(answer.get("ETag", "")).strip('"')
         if re.fullmatch(r"[0-9a-f]{32}", etag) and etag != md5.hex():
-            raise TransientStorageError(f"{what}: the storage stored other bytes than were sent")
+            raise TransientStorageError(
+                _("{what}: the storage stored other bytes than were sent").format(what=what))
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        what = f"reading {handle.kind}/{handle.name}"
+        what = doing(READING, handle)
         kwargs: dict[str, Any] = {"Key": self._key(handle)}
         if length is not None:
             if length <= 0:
@@ -206,8 +266,8 @@ class S3Backend:
             kwargs["Range"] = f"bytes={offset}-"
         try:
             answer = self._call(what, "get_object", **kwargs)
-        except StorageError as exc:
-            if "InvalidRange" in exc.message:  # reading past the end: nothing there
+        except S3Answered as exc:
+            if exc.code == "InvalidRange":  # reading past the end: nothing there
                 return b""
             raise
         try:
@@ -220,14 +280,14 @@ class S3Backend:
                     parts.append(part)
                 body = b"".join(parts)
         except Exception as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self.where.endpoint) from exc
         declared = answer.get("ContentLength")
         if declared is not None and declared != len(body):
-            raise TransientStorageError(f"{what}: the transfer was cut short")
+            raise TransientStorageError(outcome(CUT_SHORT, what))
         return body
 
     def stat(self, handle: Handle) -> ObjectInfo:
-        answer = self._call(f"stat {handle.kind}/{handle.name}", "head_object", Key=self._key(handle))
+        answer = self._call(doing(LOOKING_UP, handle), "head_object", Key=self._key(handle))
         return ObjectInfo(handle.name, int(answer["ContentLength"]), _ns(answer["LastModified"]))
 
     def list(self, kind: str) -> Iterator[ObjectInfo]:
@@ -250,11 +310,11 @@ class S3Backend:
                         continue
                     found.append(ObjectInfo(name, int(item["Size"]), _ns(item["LastModified"])))
         except Exception as exc:
-            raise _translate(exc, f"listing {kind}") from exc
+            raise _translate(exc, _("listing {kind}").format(kind=kind), self.where.endpoint) from exc
         yield from found
 
     def remove(self, handle: Handle) -> None:
-        what = f"removing {handle.kind}/{handle.name}"
+        what = doing(REMOVING, handle)
         self._call(what, "head_object", Key=self._key(handle))  # ObjectNotFound if absent
         self._call(what, "delete_object", Key=self._key(handle))
 

@@ -42,8 +42,24 @@ from coffre.core.errors import (
     StoragePermissionDenied,
     TransientStorageError,
 )
+from coffre.core.i18n import _
 from coffre.storage import folders
-from coffre.storage.base import KINDS, Handle, ObjectInfo, stall_timeout
+from coffre.storage.base import (
+    CUT_SHORT,
+    KINDS,
+    LOOKING_UP,
+    NOT_FOUND,
+    OTHER_OBJECT,
+    OTHER_SIZE,
+    READING,
+    WRITING,
+    Handle,
+    ObjectInfo,
+    connect_failure,
+    doing,
+    outcome,
+    stall_timeout,
+)
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
 
@@ -77,23 +93,23 @@ class HostKeyError(StoragePermissionDenied):
 class _RejectUnknown(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         raise HostKeyError(
-            f"the SSH server {hostname} is not known: its key ({key.get_name()} "
-            f"{key.fingerprint}) is in no known_hosts file",
-            "check this fingerprint with the server's administrator, then accept it once with "
-            "'ssh -p PORT USER@HOST' or 'ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts'",
+            _("the SSH server {host} is not known: its key ({key}) is in no known_hosts file").format(
+                host=hostname, key=f"{key.get_name()} {key.fingerprint}"),
+            _("check this fingerprint with the server's administrator, then accept it once with "
+              "'ssh -p PORT USER@HOST' or 'ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts'"),
         )
 
 
 def _io_error(exc: OSError, what: str) -> StorageError:
     code = exc.errno
     if code == errno.ENOENT:
-        return ObjectNotFound(f"{what}: not found")
+        return ObjectNotFound(outcome(NOT_FOUND, what))
     if code in (errno.EACCES, errno.EPERM):
-        return StoragePermissionDenied(f"{what}: permission denied on the SSH server",
-                                       "check that the SSH user may write the repository folder")
+        return StoragePermissionDenied(_("{what}: permission denied on the SSH server").format(what=what),
+                                       _("check that the SSH user may write the repository folder"))
     if code in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(f"{what}: no space left on the SSH server",
-                           "free space with 'coffre forget ... --prune' or grow the share")
+        return StorageFull(_("{what}: no space left on the SSH server").format(what=what),
+                           _("free space with 'coffre forget ... --prune' or grow the share"))
     return StorageError(f"{what}: {exc.strerror or exc}")
 
 
@@ -134,23 +150,35 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyError(
-                f"the SSH server {self.where.host} presented a different key than the one known "
-                f"({exc.key.get_name()} {exc.key.fingerprint}): refused",
-                "if the server was really reinstalled, remove its old line from known_hosts "
-                "('ssh-keygen -R HOST') and accept the new key; otherwise this may be an attack",
+                _("the SSH server {host} presented a different key than the one known ({key}): "
+                  "refused").format(host=self.where.host, key=f"{exc.key.get_name()} {exc.key.fingerprint}"),
+                _("if the server was really reinstalled, remove its old line from known_hosts "
+                  "('ssh-keygen -R HOST') and accept the new key; otherwise this may be an attack"),
+            ) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise StoragePermissionDenied(
+                _("the SSH key {key} is protected by a passphrase, which Coffre does not ask for").format(
+                    key=key or "~/.ssh/id_*"),
+                _("load the key into ssh-agent (ssh-add), or give the backup its own key without a "
+                  "passphrase, readable only by the backup user"),
             ) from None
         except paramiko.AuthenticationException:
             client.close()
             raise StoragePermissionDenied(
-                f"the SSH server {self.where.host} refused the login of {self.where.user}",
-                "install the backup user's public key in the server's authorized_keys, load it "
-                "into ssh-agent, or name it with COFFRE_SSH_KEY",
+                _("the SSH server {host} refused the login of {user}").format(
+                    host=self.where.host, user=self.where.user),
+                _("install the backup user's public key in the server's authorized_keys, load it "
+                  "into ssh-agent, or name it with COFFRE_SSH_KEY"),
             ) from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
+            failure = connect_failure(exc, _("the SSH server"), self.where.host, self.where.port)
+            if failure is not None:
+                raise failure from None
             raise TransientStorageError(
-                f"cannot connect to the SSH server {self.where.host}:{self.where.port} "
-                f"({type(exc).__name__}: {exc})"
+                _("cannot connect to the SSH server at {host}, port {port} ({error})").format(
+                    host=self.where.host, port=self.where.port, error=f"{type(exc).__name__}: {exc}")
             ) from None
         transport = client.get_transport()
         if transport is not None:
@@ -172,7 +200,8 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                 sftp = client.open_sftp()
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 self._drop()
-                raise TransientStorageError(f"cannot open SFTP on {self.where.host} ({exc})") from None
+                raise TransientStorageError(_("cannot open SFTP on {host} ({error})").format(
+                    host=self.where.host, error=exc)) from None
             channel = sftp.get_channel()
             if channel is not None:
                 channel.settimeout(stall_timeout())  # stuck: dropped, then retried
@@ -200,17 +229,19 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
             if exc.errno is not None and not isinstance(exc, socket.timeout):
                 raise _io_error(exc, what) from exc
             self._drop()
-            raise TransientStorageError(f"{what}: connection to the SSH server failed ({exc})") from exc
+            raise TransientStorageError(_("{what}: connection to the SSH server failed ({error})").format(
+                what=what, error=exc)) from exc
         except (paramiko.SSHException, EOFError) as exc:
             self._drop()
-            raise TransientStorageError(f"{what}: connection to the SSH server failed ({exc})") from exc
+            raise TransientStorageError(_("{what}: connection to the SSH server failed ({error})").format(
+                what=what, error=exc)) from exc
 
     # -- layout ---------------------------------------------------------------------------
     def _base(self) -> str:
         if self._root is None:
             path = self.where.path
             self._root = path if path.startswith("/") else self._run(
-                "finding the login folder", lambda s: s.normalize(".")) + "/" + path
+                _("finding the login folder"), lambda s: s.normalize(".")) + "/" + path
         return self._root
 
     @staticmethod
@@ -244,16 +275,16 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                 except FileNotFoundError:
                     sftp.mkdir(d, 0o700)
             if any(not n.startswith(".") for n in sftp.listdir(base)):
-                raise CoffreError(f"{self.location} is not empty",
-                                  "choose an empty folder or a new one for the repository")
+                raise CoffreError(_("{location} is not empty").format(location=self.location),
+                                  _("choose an empty folder or a new one for the repository"))
             for kind in KINDS:
                 if kind != "config":
                     sftp.mkdir(f"{base}/{kind}", 0o700)
 
-        self._run(f"creating {self.location}", make)
+        self._run(_("creating {location}").format(location=self.location), make)
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
-        what = f"writing {handle.kind}/{handle.name}"
+        what = doing(WRITING, handle)
         body = bytes(data)
         directory, final = self._dir(handle.kind, handle.name), self._path(handle)
 
@@ -280,7 +311,7 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                     f.flush()
                     self._fsync(sftp, f)
                 if sftp.stat(tmp).st_size != len(body):
-                    raise TransientStorageError(f"{what}: the server kept a different size")
+                    raise TransientStorageError(outcome(OTHER_SIZE, what))
                 try:
                     sftp.rename(tmp, final)  # refuses an existing name: never overwrites
                 except OSError:
@@ -305,7 +336,7 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
             with sftp.open(path, "rb") as f:
                 if f.read(len(body) + 1) == body:
                     return True
-        raise ObjectExists(f"{what}: a different object with this name exists")
+        raise ObjectExists(outcome(OTHER_OBJECT, what))
 
     @staticmethod
     def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
@@ -320,7 +351,7 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                 raise
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        what = f"reading {handle.kind}/{handle.name}"
+        what = doing(READING, handle)
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
             with sftp.open(self._path(handle), "rb") as f:
@@ -340,14 +371,14 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                         parts.append(f.read(min(PACED_BLOCK, end - start)))
                     data = b"".join(parts)
             if len(data) != end - offset:
-                raise TransientStorageError(f"{what}: the transfer was cut short")
+                raise TransientStorageError(outcome(CUT_SHORT, what))
             return data
 
         result: bytes = self._run(what, read)
         return result
 
     def stat(self, handle: Handle) -> ObjectInfo:
-        st = self._run(f"stat {handle.kind}/{handle.name}", lambda s: s.stat(self._path(handle)))
+        st = self._run(doing(LOOKING_UP, handle), lambda s: s.stat(self._path(handle)))
         return ObjectInfo(handle.name, int(st.st_size or 0), int(st.st_mtime or 0) * 1_000_000_000)
 
     @staticmethod
