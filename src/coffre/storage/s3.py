@@ -202,7 +202,23 @@ class S3Backend:
         try:
             return getattr(self.client, method)(Bucket=self.where.bucket, **kwargs)
         except Exception as exc:  # boto3 raises many unrelated types; all are translated
+            if method.startswith("head_") and isinstance(exc, botocore.exceptions.ClientError) \
+                    and _code(exc) == "403":
+                exc = self._reason(exc)
             raise _translate(exc, what, self.where.endpoint) from exc
+
+    def _reason(self, denied: botocore.exceptions.ClientError) -> Exception:
+        """Why a HEAD request was denied: its answer has no body, so no error code tells a wrong
+        secret from an unknown key. A one-key listing (no side effect) is asked instead, and its
+        error, if more precise, is the one reported."""
+        try:
+            self.client.list_objects_v2(Bucket=self.where.bucket, Prefix=self.where.prefix, MaxKeys=1)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _DENIED and _code(exc) != "403":
+                return exc
+        except Exception:  # noqa: S110 (the first answer stays the one reported)
+            pass
+        return denied
 
     # -- contract -------------------------------------------------------------------------
     def exists(self) -> bool:
