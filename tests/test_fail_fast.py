@@ -132,8 +132,8 @@ def test_sftp_with_a_refused_login_fails_at_once(machine: Any, sshd: Any, tmp_pa
 
 
 def test_sftp_with_a_key_behind_a_passphrase_says_so(machine: Any, sshd: Any, tmp_path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret phrase", "-f", str(tmp_path / "locked")],
-                   check=True, capture_output=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret phrase", "-f",
+                    str(tmp_path / "locked")], check=True, capture_output=True)
     c = machine(sshd.url(str(tmp_path / "nas")), {**sshd.env(), "COFFRE_SSH_KEY": str(tmp_path / "locked")})
     res, elapsed = run(c, "init")
     failed_at_once(res, elapsed, "is protected by a passphrase", "ssh-add")

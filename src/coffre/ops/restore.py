@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from coffre.core import posix
 from coffre.core.errors import CoffreError, UsageError
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
@@ -116,7 +117,7 @@ class Restorer:
         self._links: list[tuple[bytes, Node]] = []
         self._first_link: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
-        self._is_root = os.geteuid() == 0
+        self._is_root = posix.is_root()
         self._slots = threading.BoundedSemaphore(self.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
@@ -541,24 +542,12 @@ class Restorer:
 
     # -- metadata ------------------------------------------------------------------------------
     def _owner(self, node: Node) -> tuple[int, int]:
-        import grp
-        import pwd
-
         key = (node.user, node.group, node.uid, node.gid)
         found = self._owners.get(key)
         if found is not None:
             return found
-        uid, gid = node.uid, node.gid
-        try:
-            if node.user:
-                uid = pwd.getpwnam(node.user).pw_uid
-        except KeyError:
-            pass
-        try:
-            if node.group:
-                gid = grp.getgrnam(node.group).gr_gid
-        except KeyError:
-            pass
+        uid, gid = posix.uid_of(node.user), posix.gid_of(node.group)
+        uid, gid = node.uid if uid is None else uid, node.gid if gid is None else gid
         self._owners[key] = (uid, gid)
         return uid, gid
 

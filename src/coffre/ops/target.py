@@ -18,7 +18,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Windows lacks these flags (and opening folders): there the module loads, restore cannot run.
+DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
 
 
 class TargetDirs:

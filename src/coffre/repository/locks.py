@@ -27,6 +27,7 @@ from typing import Any
 
 from coffre.core.clock import format_ns
 from coffre.core.errors import CoffreError, FormatError, LockedError, ObjectNotFound, StorageError
+from coffre.core.posix import pid_alive
 from coffre.format.codec import decode, encode, want, want_int, want_map
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
@@ -88,16 +89,6 @@ class LockInfo:
         return f"{kind} lock by '{self.command}' (PID {self.pid} on {self.hostname})"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 UNREADABLE = "unreadable lock file"
 
 
@@ -115,7 +106,7 @@ class LeaseExpired(CoffreError):
 def is_stale(lock: LockInfo, now_ns: int) -> bool:
     if now_ns - lock.refreshed_ns > STALE_S * _NS:
         return True
-    return lock.hostname == socket.gethostname() and not _pid_alive(lock.pid)
+    return lock.hostname == socket.gethostname() and not pid_alive(lock.pid)
 
 
 def list_locks(repo: Repository) -> list[LockInfo]:

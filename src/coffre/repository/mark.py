@@ -16,7 +16,6 @@ Where: $COFFRE_STATE_DIR, else /var/lib/coffre for root, else $XDG_STATE_HOME/co
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import secrets
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coffre.core import posix
 from coffre.core.errors import CoffreError, FormatError
 from coffre.core.private import narrow, private_dir
 from coffre.format.codec import INT64_MIN, UINT64_MAX, want, want_int, want_map
@@ -272,7 +272,7 @@ def state_root() -> Path:
     explicit = os.environ.get("COFFRE_STATE_DIR")
     if explicit:
         return Path(explicit)
-    if os.geteuid() == 0:
+    if posix.is_root():
         return Path("/var/lib/coffre")
     xdg = os.environ.get("XDG_STATE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "coffre"
@@ -314,7 +314,10 @@ def updating(repo_id: bytes, now_ns: int, root: Path | None = None) -> Iterator[
     except OSError as exc:
         raise MarkUnavailable(f"cannot use {root}: {exc.strerror}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        try:
+            posix.lock_exclusive(fd, str(folder / "mark.lock"))  # released when fd is closed
+        except posix.LockingUnavailable as exc:  # never updated unlocked: another Coffre may be at it
+            raise MarkUnavailable(exc.message) from None
         narrow(folder / "mark.lock")
         mark = _open(folder, repo_id)
         yield mark
@@ -368,11 +371,7 @@ def _save(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        posix.fsync_dir(path.parent)
     except OSError as exc:
         try:
             tmp.unlink()

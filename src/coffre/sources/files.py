@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import stat
-from functools import lru_cache
 
+from coffre.core.posix import group_name, user_name
 from coffre.format.tree import Node
 from coffre.sources.patterns import PathMatcher
 
@@ -27,22 +25,6 @@ def node_type(mode: int) -> str | None:
         if test(mode):
             return name
     return None
-
-
-@lru_cache(maxsize=4096)
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
-
-
-@lru_cache(maxsize=4096)
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return ""
 
 
 def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:

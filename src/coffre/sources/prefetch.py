@@ -15,7 +15,8 @@ from typing import IO
 AHEAD_FILES = 64
 AHEAD_BYTES = 64 * 1024 * 1024  # announced but not yet read, over all files
 PER_FILE = 8 * 1024 * 1024  # the rest of a large file is left to ReadAhead
-_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+          | getattr(os, "O_NOATIME", 0))  # Windows lacks the first two (and posix_fadvise: off there)
 _ENABLED = hasattr(os, "posix_fadvise")
 
 

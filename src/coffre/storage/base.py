@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from coffre.core.errors import ConnectFailed, StorageError, StorageSetupError
+from coffre.core.errors import ConnectFailed, StorageError, StoragePermissionDenied
 from coffre.core.i18n import N_, _
 
 # A remote request that receives nothing for this long is stuck: it fails, and is retried.
@@ -63,11 +63,11 @@ def connect_failure(exc: BaseException, server: str, host: str, port: int,
 
     Refused, unknown host, no route and a failed TLS handshake are ConnectFailed (storage/
     retry.py fails at once when the storage never answered); a certificate that cannot be
-    trusted is a StorageSetupError, whenever it happens."""
+    trusted is refused (StoragePermissionDenied), whenever it happens."""
     where = {"server": server, "host": host, "port": port}
     for e in _causes(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
-            return StorageSetupError(
+            return StoragePermissionDenied(
                 _("{server} at {host}, port {port}, presented a certificate that cannot be trusted "
                   "({reason})").format(**where, reason=e.verify_message or e.reason),
                 tls_hint or _("if the server uses its own certificate authority, name that "

@@ -248,7 +248,7 @@ class FTPBackend(folders.FolderBackend[ftplib.FTP]):
                     ftp.mkd("/" + "/".join(parts[:i]))
                 except ftplib.error_perm:
                     pass  # exists already (checked below)
-            names = [n for n, _ in ftp.mlsd(base) if n not in (".", "..")]
+            names = [entry[0] for entry in ftp.mlsd(base) if entry[0] not in (".", "..")]
             if any(not n.startswith(".") for n in names):
                 raise CoffreError(_("{location} is not empty").format(location=self.location),
                                   _("choose an empty folder or a new one for the repository"))

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from coffre.core import posix
 from coffre.core.errors import (
     CoffreError,
     ObjectExists,
@@ -60,11 +61,7 @@ def _translate(exc: OSError, what: str) -> StorageError:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    posix.fsync_dir(path)
 
 
 class LocalBackend:

@@ -103,12 +103,14 @@ def _denied(code: str, what: str) -> StoragePermissionDenied:
               "~/.aws/credentials) and its rights on the bucket")
     if code == "InvalidAccessKeyId":
         return StoragePermissionDenied(
-            _("{what}: the storage does not know this access key (InvalidAccessKeyId)").format(what=what),
+            _("{what}: access denied: the storage does not know this access key "
+              "(InvalidAccessKeyId)").format(what=what),
             _("check AWS_ACCESS_KEY_ID (or AWS_PROFILE and ~/.aws/credentials): the key must be one "
               "this storage issued"))
     if code == "SignatureDoesNotMatch":
         return StoragePermissionDenied(
-            _("{what}: the secret key does not match the access key (SignatureDoesNotMatch)").format(
+            _("{what}: access denied: the secret key does not match the access key "
+              "(SignatureDoesNotMatch)").format(
                 what=what),
             _("check AWS_SECRET_ACCESS_KEY (or AWS_PROFILE and ~/.aws/credentials)"))
     if code in ("InvalidToken", "ExpiredToken"):
@@ -207,7 +209,7 @@ class S3Backend:
                 exc = self._reason(exc)
             raise _translate(exc, what, self.where.endpoint) from exc
 
-    def _reason(self, denied: botocore.exceptions.ClientError) -> Exception:
+    def _reason(self, denied: Exception) -> Exception:
         """Why a HEAD request was denied: its answer has no body, so no error code tells a wrong
         secret from an unknown key. A one-key listing (no side effect) is asked instead, and its
         error, if more precise, is the one reported."""
@@ -215,7 +217,8 @@ class S3Backend:
             self.client.list_objects_v2(Bucket=self.where.bucket, Prefix=self.where.prefix, MaxKeys=1)
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in _DENIED and _code(exc) != "403":
-                return exc
+                precise: Exception = exc
+                return precise
         except Exception:  # noqa: S110 (the first answer stays the one reported)
             pass
         return denied
@@ -321,7 +324,7 @@ class S3Backend:
             ):
                 for item in page.get("Contents", []):
                     rest = item["Key"][len(prefix):]
-                    sub, _, name = rest.rpartition("/")
+                    sub, _sep, name = rest.rpartition("/")
                     if not _NAME.match(name) or sub != (name[:2] if kind == "data" else ""):
                         continue
                     found.append(ObjectInfo(name, int(item["Size"]), _ns(item["LastModified"])))

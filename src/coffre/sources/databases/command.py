@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, TypeVar
 
+from coffre.core import posix
 from coffre.core.errors import CoffreError
+from coffre.core.posix import Account
 
 T = TypeVar("T")
 ERROR_TAIL = 4000  # characters of a program's error output kept for the message
@@ -138,7 +139,7 @@ def feed_command(
     return text
 
 
-def as_account(account: pwd.struct_passwd | None) -> dict[str, Any]:
+def as_account(account: Account | None) -> dict[str, Any]:
     """subprocess arguments that run a program as `account` (None: as Coffre), with none of
     Coffre's groups, from the root folder."""
     if account is None:
@@ -183,7 +184,7 @@ def _feed_until_done(stdin: IO[bytes], chunks: Iterator[bytes], seen: list[bytes
             stdin.close()
 
 
-def run_tool(argv: list[str], what: str, account: pwd.struct_passwd | None = None,
+def run_tool(argv: list[str], what: str, account: Account | None = None,
              timeout: float | None = None, env: dict[str, str] | None = None) -> str:
     """Run a command to its end (as `account` if given); its output, or a CoffreError with its
     own message. No timeout by default: checking a big database takes what it takes. `env`:
@@ -211,15 +212,15 @@ def _start(argv: list[str], stdin: int, merge: bool = False,
         raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
 
 
-def service_account(*names: str) -> pwd.struct_passwd | None:
+def service_account(*names: str) -> Account | None:
     """Database servers refuse to run as root: the engine's own account, for a data folder
     restored for production (restore-db --pgdata; the first of `names` that exists, else
     nobody), or None when not root. Drills never use it: see throwaway.drill_account."""
-    if os.geteuid() != 0:
+    if not posix.is_root():
         return None
     for n in (*names, "nobody"):
         try:
-            return pwd.getpwnam(n)
+            return posix.account(n)
         except KeyError:
             continue
     raise CoffreError("no unprivileged account to run a throwaway database server as",

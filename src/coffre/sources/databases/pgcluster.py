@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pwd
 import secrets
 import shutil
 import tarfile
@@ -27,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from coffre.core.errors import CoffreError
+from coffre.core.posix import Account
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import run_tool, service_account, stream_command
 from coffre.sources.databases.pgdrill import (
@@ -116,7 +116,7 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def extract(chunks: Iterable[bytes], data: str, account: pwd.struct_passwd | None) -> None:
+def extract(chunks: Iterable[bytes], data: str, account: Account | None) -> None:
     """Unpack a base backup into the new folder `data`, then give it to `account`.
 
     Only folders and regular files with plain relative names are accepted (a base backup
@@ -176,7 +176,7 @@ class ClusterFolder(Target):
 
     replace_hint = "a data folder is never overwritten: move it aside, or give a new folder"
 
-    def __init__(self, data: str, account: pwd.struct_passwd | None = None) -> None:
+    def __init__(self, data: str, account: Account | None = None) -> None:
         self.data = os.path.abspath(data)
         self.account = account if account is not None else service_account("postgres")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import pwd
 import re
 import tempfile
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from coffre.core import posix
 from coffre.core.errors import CoffreError, UsageError
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database
 from coffre.sources.databases.command import (
@@ -87,7 +87,7 @@ class Connection:
         self.params: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
         self.dbname = str(self.params.get("dbname") or self.params.get("user")
                           or os.environ.get("PGDATABASE") or os.environ.get("PGUSER")
-                          or pwd.getpwuid(os.getuid()).pw_name)
+                          or posix.current_user())
 
     def conninfo(self, dbname: str | None = None) -> str:
         return make_conninfo(**{**self.params, **({"dbname": dbname} if dbname else {})})

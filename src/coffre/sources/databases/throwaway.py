@@ -13,9 +13,7 @@ and the database role is the only barrier (`isolation_note` says so).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -23,7 +21,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 
+from coffre.core import posix
 from coffre.core.errors import CoffreError
+from coffre.core.posix import Account
 from coffre.sources.databases.command import as_account, file_tail, find_program
 
 ACCOUNT = "coffre-drill"
@@ -34,17 +34,17 @@ START_TIMEOUT = 600.0  # seconds for a server to accept connections (crash recov
 STOP_TIMEOUT = 60.0
 
 
-def drill_account() -> pwd.struct_passwd | None:
+def drill_account() -> Account | None:
     """The account the throwaway servers run as: `coffre-drill` when Coffre runs as root
     (created if missing), None when it does not (they then run as Coffre's own user)."""
-    if os.geteuid() != 0:
+    if not posix.is_root():
         return None
     with contextlib.suppress(KeyError):
-        return _checked(pwd.getpwnam(ACCOUNT))
+        return _checked(posix.account(ACCOUNT))
     with _creating():
         for _ in range(CREATE_TRIES):
             with contextlib.suppress(KeyError):
-                return _checked(pwd.getpwnam(ACCOUNT))  # made by the drill that held the lock
+                return _checked(posix.account(ACCOUNT))  # made by the drill that held the lock
             if _create_account():
                 time.sleep(0.1)  # another program is changing the account files: try again
     raise CoffreError(f"the system account {ACCOUNT} could not be created; {_CREATE_IT}")
@@ -57,7 +57,7 @@ def _creating() -> Iterator[None]:
     holds the account files and exists everywhere; nothing else takes it.)"""
     fd = os.open("/etc", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        posix.lock_exclusive(fd, "/etc")
         yield
     finally:
         os.close(fd)
@@ -85,7 +85,7 @@ def _create_account() -> bool:
                       f"({(done.stderr or done.stdout).strip()[-1000:]}); {_CREATE_IT}")
 
 
-def _checked(account: pwd.struct_passwd) -> pwd.struct_passwd:
+def _checked(account: Account) -> Account:
     if account.pw_uid == 0 or account.pw_gid == 0:
         raise CoffreError(f"the account {ACCOUNT} has root's user or group id: drills will not run "
                           f"their servers as it; remove it (userdel {ACCOUNT}), Coffre then creates it "
@@ -95,9 +95,9 @@ def _checked(account: pwd.struct_passwd) -> pwd.struct_passwd:
 
 def isolation_note() -> str | None:
     """What a user who runs drills without root should know, or None as root."""
-    if os.geteuid() == 0:
+    if posix.is_root():
         return None
-    user = pwd.getpwuid(os.geteuid()).pw_name
+    user = posix.current_user()
     return (f"note: Coffre is not running as root, so the drill's database servers run as your "
             f"own account ({user}), which can read the repository's password. The backed-up "
             "database's own code (its functions and triggers) is kept away from it only by "
@@ -110,7 +110,7 @@ class DrillFolder:
     group, so the account reaches the folders made for it inside but can neither list, rename
     nor replace anything here (what Coffre writes here stays Coffre's). Not as root, 0700."""
 
-    def __init__(self, prefix: str, work_dir: str | None, account: pwd.struct_passwd | None) -> None:
+    def __init__(self, prefix: str, work_dir: str | None, account: Account | None) -> None:
         self.top = tempfile.mkdtemp(prefix=prefix, dir=work_dir)
         self.account = account
         if account is not None:

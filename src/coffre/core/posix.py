@@ -1,0 +1,160 @@
+"""What only POSIX systems offer, behind one module: the account databases (`pwd`, `grp`), file
+locks (`fcntl`), process probes, root. Every other module asks here, so Coffre starts and its
+pure parts (formats, crypto, patterns, the command line) work where these are missing
+(Windows); tests/test_portability.py imports every module with them hidden.
+
+Where something is missing, each function degrades in the way that is honest for its use:
+
+- names of owners: `user_name`/`group_name` give "" (the snapshot then records numeric ids
+  only, as for an id no account has); `uid_of`/`gid_of` give None (restore keeps the ids);
+  `account` raises KeyError, as for an account that does not exist; `current_user` falls back
+  on the login name the environment gives.
+- `is_root` is False: nothing switches accounts or changes owners.
+- `pid_alive` answers True when it cannot tell: a lock left by a dead process on this machine
+  then expires after its normal delay instead of at once (os.kill(pid, 0) would end the
+  process on Windows, not probe it).
+- `lock_exclusive` REFUSES (LockingUnavailable) rather than going on unlocked: its callers
+  guard files that two Coffre processes must not rewrite together (docs/windows.md).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from functools import lru_cache
+from typing import NamedTuple
+
+from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
+
+try:
+    import pwd
+except ImportError:  # Windows
+    pwd = None  # type: ignore[assignment]
+try:
+    import grp
+except ImportError:
+    grp = None  # type: ignore[assignment]
+try:
+    import fcntl
+except ImportError:
+    fcntl = None  # type: ignore[assignment]
+
+POSIX = os.name == "posix"
+ACCOUNTS = pwd is not None and grp is not None  # owner names can be read and set
+LOCKING = fcntl is not None
+
+
+class Account(NamedTuple):
+    """A system account (the fields are named as pwd's, which callers used before)."""
+
+    pw_name: str
+    pw_uid: int
+    pw_gid: int
+    pw_dir: str
+
+
+class LockingUnavailable(CoffreError):
+    """This system offers no file lock Coffre can use."""
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str:
+    """The name of the account with this id; "" when there is none (or no account database)."""
+    if pwd is None:
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str:
+    """The name of the group with this id; "" when there is none (or no group database)."""
+    if grp is None:
+        return ""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def uid_of(name: str) -> int | None:
+    """The id of the account named `name` on this machine, None if there is none."""
+    if pwd is None or not name:
+        return None
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def gid_of(name: str) -> int | None:
+    """The id of the group named `name` on this machine, None if there is none."""
+    if grp is None or not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def account(name: str) -> Account:
+    """The account named `name`; KeyError if there is none (always, without pwd)."""
+    if pwd is None:
+        raise KeyError(name)
+    p = pwd.getpwnam(name)
+    return Account(p.pw_name, p.pw_uid, p.pw_gid, p.pw_dir)
+
+
+def current_user() -> str:
+    """The name of the account Coffre runs as (what libpq and ssh use as the default login)."""
+    if pwd is not None and hasattr(os, "geteuid"):
+        try:
+            return pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            pass
+    return getpass.getuser()
+
+
+def is_root() -> bool:
+    """Whether Coffre runs as root (never where there is no such thing)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id exists; True when that cannot be told."""
+    if not POSIX or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_exclusive(fd: int, what: str) -> None:
+    """Hold an exclusive lock on the open file `fd` until it is closed (waiting for it); refuse
+    with LockingUnavailable where the system offers no such lock. `what` names the file for
+    the message."""
+    if fcntl is None:
+        raise LockingUnavailable(
+            _("cannot lock {what}: this system offers no file locks Coffre can use").format(what=what),
+            _("see docs/windows.md"))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a folder's entries durable (a file created, renamed or removed in it). Where a
+    folder cannot be opened as a file (Windows), the file system's own journal is relied on."""
+    flag = getattr(os, "O_DIRECTORY", None)
+    if flag is None:
+        return
+    fd = os.open(path, os.O_RDONLY | flag)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
