@@ -27,6 +27,7 @@ from typing import Any
 
 from coffre.core.clock import format_ns
 from coffre.core.errors import CoffreError, FormatError, LockedError, ObjectNotFound, StorageError
+from coffre.core.i18n import _, ngettext
 from coffre.core.posix import pid_alive
 from coffre.format.codec import decode, encode, want, want_int, want_map
 from coffre.repository.repo import Repository
@@ -84,9 +85,10 @@ class LockInfo:
 
     def describe(self) -> str:
         if self.command == UNREADABLE:
-            return f"an unreadable lock file locks/{self.name[:12]} (emptied or damaged)"
-        kind = "exclusive" if self.exclusive else "shared"
-        return f"{kind} lock by '{self.command}' (PID {self.pid} on {self.hostname})"
+            return _("an unreadable lock file locks/{name} (emptied or damaged)").format(name=self.name[:12])
+        kind = _("exclusive lock by {command} (PID {pid} on {host})") if self.exclusive \
+            else _("shared lock by {command} (PID {pid} on {host})")
+        return kind.format(command=f"'{self.command}'", pid=self.pid, host=self.hostname)
 
 
 UNREADABLE = "unreadable lock file"
@@ -197,10 +199,10 @@ class Lock:
             if before_write or (lk.started_ns, lk.lock_id) < mine:
                 expires = format_ns(lk.refreshed_ns + STALE_S * _NS)
                 raise LockedError(
-                    f"the repository is locked: {lk.describe()}",
-                    f"wait for it to finish; a lock left by a dead process expires by itself "
-                    f"(this one at {expires}), or 'coffre unlock --remove-all' removes it now if "
-                    "no other Coffre command is running",
+                    _("the repository is locked: {lock}").format(lock=lk.describe()),
+                    _("wait for it to finish; a lock left by a dead process expires by itself "
+                      "(this one at {expires}), or 'coffre unlock --remove-all' removes it now if "
+                      "no other Coffre command is running").format(expires=expires),
                 )
 
     def _refresher(self) -> None:
@@ -229,8 +231,11 @@ class Lock:
         stored = self._storage_time(renewed.name)
         gap = stored - self._stored_ns if stored is not None and self._stored_ns is not None else 0
         if gap > LEASE_S * _NS and self.lapse is None:
-            self.lapse = (f"the storage's clock shows {gap // (60 * _NS)} minutes between two "
-                          "renewals of this command's lock")
+            minutes = gap // (60 * _NS)
+            self.lapse = ngettext("the storage's clock shows {n} minute between two renewals of this "
+                                  "command's lock",
+                                  "the storage's clock shows {n} minutes between two renewals of this "
+                                  "command's lock", minutes).format(n=minutes)
         self._stored_ns = stored
         if old and old != self.info.name:
             try:
@@ -253,10 +258,17 @@ class Lock:
         wall = self.repo.clock.now_ns() - self.info.refreshed_ns
         mono = self.mono() - self._renewed_mono
         if wall > LEASE_S * _NS:
-            self.lapse = f"this command's lock was last renewed {wall // (60 * _NS)} minutes ago"
+            minutes = wall // (60 * _NS)
+            self.lapse = ngettext("this command's lock was last renewed {n} minute ago",
+                                  "this command's lock was last renewed {n} minutes ago",
+                                  minutes).format(n=minutes)
         elif mono > LEASE_S:
-            self.lapse = (f"this command's lock was last renewed {int(mono // 60)} minutes ago "
-                          "(the machine was suspended or the process stopped)")
+            minutes = int(mono // 60)
+            self.lapse = ngettext(
+                "this command's lock was last renewed {n} minute ago (the machine was suspended or "
+                "the process stopped)",
+                "this command's lock was last renewed {n} minutes ago (the machine was suspended or "
+                "the process stopped)", minutes).format(n=minutes)
 
     def check_lease(self) -> None:
         """Raise LeaseExpired if the lock may have been seen as stale by others: stop before
@@ -273,8 +285,8 @@ class Lock:
                     self.refresh_error = exc
             if self.lapse is not None:
                 raise LeaseExpired(
-                    f"{self.lapse}: others may have taken this command for dead",
-                    "check the connection to the repository and run the command again",
+                    _("{reason}: others may have taken this command for dead").format(reason=self.lapse),
+                    _("check the connection to the repository and run the command again"),
                 )
 
     def renew(self) -> None:

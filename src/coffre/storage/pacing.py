@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from coffre.core.errors import UsageError
+from coffre.core.i18n import _
 
 BLOCK = 64 * 1024  # the largest piece a Pacer lets through at once
 _UNITS = {"": 1024, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2, "mb": 1000**2}
@@ -60,8 +61,9 @@ def _rate(text: str, spec: str) -> float | None:
     m = _RATE.match(text)
     unit = m.group(2).lower() if m else ""
     if not m or unit not in _UNITS:
-        raise UsageError(f"invalid rate {text!r} in the limit {spec!r}",
-                         "give KiB/s as a number, or with a unit: 512KiB, 2MiB, or 'unlimited'")
+        raise UsageError(_("invalid rate {rate} in the limit {limit}").format(
+            rate=repr(text), limit=repr(spec)),
+                         _("give KiB/s as a number, or with a unit: 512KiB, 2MiB, or 'unlimited'"))
     return float(m.group(1)) * _UNITS[unit]
 
 
@@ -74,18 +76,21 @@ def parse_limit(spec: str) -> Schedule:
     for part in spec.split(","):
         when, sep, rate_text = part.partition("=")
         if not sep:
-            raise UsageError(f"{part!r} in the limit {spec!r} has no '='",
-                             "write ranges as HH:MM-HH:MM=RATE and the rest as *=RATE")
+            raise UsageError(_("{part} in the limit {limit} has no '='").format(
+                part=repr(part), limit=repr(spec)),
+                             _("write ranges as HH:MM-HH:MM=RATE and the rest as *=RATE"))
         if when.strip() == "*":
             default = _rate(rate_text, spec)
             continue
         m = _RANGE.match(when)
         if not m:
-            raise UsageError(f"invalid time range {when.strip()!r} in the limit {spec!r}",
-                             "write it as HH:MM-HH:MM, for example 08:30-19:30")
+            raise UsageError(_("invalid time range {range} in the limit {limit}").format(
+                range=repr(when.strip()), limit=repr(spec)),
+                _("write it as HH:MM-HH:MM, for example 08:30-19:30"))
         h1, m1, h2, m2 = (int(x) for x in m.groups())
         if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
-            raise UsageError(f"invalid time in {when.strip()!r} in the limit {spec!r}")
+            raise UsageError(_("invalid time in {range} in the limit {limit}").format(
+                range=repr(when.strip()), limit=repr(spec)))
         windows.append(Window(h1 * 60 + m1, h2 * 60 + m2, _rate(rate_text, spec)))
     return Schedule(tuple(windows), default)
 

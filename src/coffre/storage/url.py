@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from coffre.core.errors import UsageError
+from coffre.core.i18n import _
 from coffre.storage.base import Backend
 
 if TYPE_CHECKING:  # boto3 and paramiko are imported only when a remote repository is used
@@ -53,14 +54,14 @@ def open_backend(location: str, allow_plain_ftp: bool = False) -> Backend:
 
         if scheme == "ftp" and not allow_plain_ftp:
             raise UsageError(
-                "plain FTP sends the password and the login in clear over the network",
-                "use ftps:// (FTP with TLS); if the server really offers nothing else, add --insecure-ftp",
+                _("plain FTP sends the password and the login in clear over the network"),
+                _("use ftps:// (FTP with TLS); if the server really offers nothing else, add --insecure-ftp"),
             )
         return FTPBackend(parse_ftp(location))
     raise UsageError(
-        f"{scheme}:// repositories are not supported",
-        "use a local path, s3://HOST/BUCKET/PREFIX (s3+http:// for plain HTTP), "
-        "sftp://USER@HOST/PATH or ftps://USER@HOST/PATH",
+        _("{scheme}:// repositories are not supported").format(scheme=scheme),
+        _("use a local path, s3://HOST/BUCKET/PREFIX (s3+http:// for plain HTTP), "
+          "sftp://USER@HOST/PATH or ftps://USER@HOST/PATH"),
     )
 
 
@@ -69,27 +70,29 @@ def parse_s3(location: str) -> S3Location:
 
     parts = urlsplit(location)
     scheme = parts.scheme.lower()
-    example = "expected s3://HOST[:PORT]/BUCKET[/PREFIX], for example s3://s3.fr-par.scw.cloud/pharmacie/coffre"
+    example = _("expected {form}, for example {example}").format(
+        form="s3://HOST[:PORT]/BUCKET[/PREFIX]", example="s3://s3.fr-par.scw.cloud/pharmacie/coffre")
     if parts.username or parts.password:
-        raise UsageError("credentials do not belong in the repository URL",
-                         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        raise UsageError(_("credentials do not belong in the repository URL"),
+                         _("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"))
     if parts.query or parts.fragment:
-        raise UsageError(f"unexpected ?query or #fragment in {location}", example)
+        raise UsageError(_("unexpected ?query or #fragment in {location}").format(location=location), example)
     try:
         port = parts.port
     except ValueError:
-        raise UsageError(f"invalid port in {location}", example) from None
+        raise UsageError(_("invalid port in {location}").format(location=location), example) from None
     host = parts.hostname
     if not host:
-        raise UsageError(f"no host in {location}", example)
+        raise UsageError(_("no host in {location}").format(location=location), example)
     segments = [unquote(s) for s in parts.path.split("/") if s]
     if not segments:
-        raise UsageError(f"no bucket in {location}", example)
+        raise UsageError(_("no bucket in {location}").format(location=location), example)
     bucket, rest = segments[0], segments[1:]
     if not _BUCKET.match(bucket):
-        raise UsageError(f"{bucket!r} is not a valid bucket name", example)
+        raise UsageError(_("{bucket} is not a valid bucket name").format(bucket=repr(bucket)), example)
     if any(s in (".", "..") for s in rest):
-        raise UsageError(f"'.' and '..' are not allowed in the prefix of {location}", example)
+        raise UsageError(_("'.' and '..' are not allowed in the prefix of {location}").format(
+            location=location), example)
     http = "http" if scheme == "s3+http" else "https"
     netloc = f"[{host}]" if ":" in host else host
     endpoint = f"{http}://{netloc}" + (f":{port}" if port else "")
@@ -101,8 +104,8 @@ def parse_sftp(location: str) -> SFTPLocation:
     from coffre.storage.sftp import SFTPLocation
 
     user, host, port, path = _login_url(
-        location, 22, "sftp://USER@HOST[:PORT]/PATH, for example sftp://coffre@nas.local/volume1/coffre",
-        "log in with an SSH key: the agent, ~/.ssh/id_*, or COFFRE_SSH_KEY")
+        location, 22, ("sftp://USER@HOST[:PORT]/PATH", "sftp://coffre@nas.local/volume1/coffre"),
+        _("log in with an SSH key: the agent, ~/.ssh/id_*, or COFFRE_SSH_KEY"))
     return SFTPLocation(user, host, port, path)
 
 
@@ -110,38 +113,40 @@ def parse_ftp(location: str) -> FTPLocation:
     from coffre.storage.ftp import FTPLocation
 
     user, host, port, path = _login_url(
-        location, 21, "ftps://USER@HOST[:PORT]/PATH, for example ftps://pharmacie@ftp.example.fr/coffre",
-        "give it in COFFRE_FTP_PASSWORD or ~/.netrc")
+        location, 21, ("ftps://USER@HOST[:PORT]/PATH", "ftps://pharmacie@ftp.example.fr/coffre"),
+        _("give it in COFFRE_FTP_PASSWORD or ~/.netrc"))
     return FTPLocation(user, host, port, path, tls=location.lower().startswith("ftps:"))
 
 
 def _login_url(
-    location: str, default_port: int, example: str, password_hint: str
+    location: str, default_port: int, form_and_example: tuple[str, str], password_hint: str
 ) -> tuple[str, str, int, str]:
     """(user, host, port, path) of a USER@HOST[:PORT]/PATH URL; /~/PATH is relative to the
     login folder."""
     import getpass
 
     parts = urlsplit(location)
-    example = "expected " + example
+    form, sample = form_and_example
+    example = _("expected {form}, for example {example}").format(form=form, example=sample)
     if parts.password is not None:
-        raise UsageError("a password does not belong in the repository URL", password_hint)
+        raise UsageError(_("a password does not belong in the repository URL"), password_hint)
     if parts.query or parts.fragment:
-        raise UsageError(f"unexpected ?query or #fragment in {location}", example)
+        raise UsageError(_("unexpected ?query or #fragment in {location}").format(location=location), example)
     try:
         port = parts.port or default_port
     except ValueError:
-        raise UsageError(f"invalid port in {location}", example) from None
+        raise UsageError(_("invalid port in {location}").format(location=location), example) from None
     if not parts.hostname:
-        raise UsageError(f"no host in {location}", example)
+        raise UsageError(_("no host in {location}").format(location=location), example)
     segments = [unquote(s) for s in parts.path.split("/") if s]
     if not segments:
-        raise UsageError(f"no folder in {location}", example)
+        raise UsageError(_("no folder in {location}").format(location=location), example)
     if any(s in (".", "..") for s in segments):
-        raise UsageError(f"'.' and '..' are not allowed in {location}", example)
+        raise UsageError(_("'.' and '..' are not allowed in {location}").format(location=location), example)
     relative = segments[0] == "~"
     path = "/".join(segments[1:]) if relative else "/" + "/".join(segments)
     if relative and not path:
-        raise UsageError(f"no folder under the login folder in {location}", example)
+        raise UsageError(_("no folder under the login folder in {location}").format(location=location),
+                         example)
     user = unquote(parts.username) if parts.username else getpass.getuser()
     return user, parts.hostname, port, path
