@@ -15,8 +15,16 @@ retries per object in flight.
 Safe to retry because every operation is idempotent: saving an object that is already there
 with the same bytes succeeds, a listing is read whole before anything is returned, and a
 removal retried after a lost answer finds the object already gone. Permanent failures
-(permission denied, storage full, not found) are raised at once. The clock and the pause are
-injected, so tests do not sleep.
+(permission denied, storage full, not found, a refused login, an SSH host key or a
+certificate that cannot be trusted) are raised at once.
+
+Setup errors are not retried either: a connection that cannot be made at all (ConnectFailed:
+refused, unknown host, no route, a failed TLS handshake) while the storage has not answered
+once during the command means a wrong host or port, or a server that is not running: the
+command fails at once with the reason (StorageSetupError), instead of after the budget. Once
+the storage has answered, the same failure is a server restarting, and is retried.
+
+The clock and the pause are injected, so tests do not sleep.
 """
 
 from __future__ import annotations
