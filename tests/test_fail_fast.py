@@ -101,15 +101,6 @@ def test_an_unknown_host_fails_at_once(machine: Any, scheme: str) -> None:
 
 
 # -- SSH: host keys and logins -----------------------------------------------------------------
-def test_sftp_to_a_port_that_is_not_ssh_fails_at_once(machine: Any, ftps_server: Any, tmp_path: Path) -> None:
-    # The FTP server greets with "220 ...", never "SSH-2.0": after the greeting's timeout (3 s
-    # here, 20 s by default), one try, not ten.
-    c = machine(f"sftp://pharmacie@127.0.0.1:{ftps_server.port}/x", {"COFFRE_STORAGE_TIMEOUT": "3"})
-    res, elapsed = run(c, "init")
-    failed_at_once(res, elapsed, f"the server at 127.0.0.1, port {ftps_server.port}, does not answer as an "
-                   "SSH server", "check the port")
-
-
 def test_sftp_with_a_changed_host_key_fails_at_once(machine: Any, sshd: Any, tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
                    check=True, capture_output=True)

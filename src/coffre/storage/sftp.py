@@ -35,7 +35,6 @@ import paramiko
 
 from coffre.core.errors import (
     CoffreError,
-    ConnectFailed,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -175,12 +174,6 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
         except (OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
             failure = connect_failure(exc, _("the SSH server"), self.where.host, self.where.port)
-            if failure is None and isinstance(exc, paramiko.SSHException) and "banner" in str(exc):
-                # Connected, but no "SSH-2.0" greeting came: another service on that port.
-                failure = ConnectFailed(
-                    _("the server at {host}, port {port}, does not answer as an SSH server").format(
-                        host=self.where.host, port=self.where.port),
-                    _("check the port in the repository URL (SSH servers use 22 unless set otherwise)"))
             if failure is not None:
                 raise failure from None
             raise TransientStorageError(
