@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.core.errors import CoffreError, FormatError
+from coffre.core.i18n import _
 from coffre.core.private import narrow, private_dir
 from coffre.format.codec import INT64_MIN, UINT64_MAX, want, want_int, want_map
 from coffre.repository.keyring import KeyHistory
@@ -185,19 +186,20 @@ class Mark:
         """A mark read from disk, validated field by field; FormatError if it is not one of
         this repository, MarkUnavailable if a newer Coffre wrote it."""
         if len(raw) > MAX_MARK:
-            raise FormatError("too large to be a mark")
+            raise FormatError(_("too large to be a mark"))
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise FormatError("not JSON") from None
+            raise FormatError(_("not JSON")) from None
         d = want_map(doc, "mark")
         if d.get("format") != FORMAT:
-            raise FormatError("not a Coffre mark")
+            raise FormatError(_("not a Coffre mark"))
         version = want_int(d.get("version"), "version", 0, UINT64_MAX)
         if version > VERSION:
-            raise MarkUnavailable(f"it was written by a newer Coffre (mark version {version})")
+            raise MarkUnavailable(_("it was written by a newer Coffre (mark version {version})").format(
+                version=version))
         if version != VERSION or d.get("repository") != repo_id.hex():
-            raise FormatError("not the mark of this repository")
+            raise FormatError(_("not the mark of this repository"))
         keys = want_map(d.get("keys"), "keys")
         snapshots = want_map(d.get("snapshots"), "snapshots")
         removed = want_map(keys.get("removed"), "removed keys")
@@ -312,7 +314,8 @@ def updating(repo_id: bytes, now_ns: int, root: Path | None = None) -> Iterator[
         folder = private_dir(mark_dir(repo_id, root))
         fd = os.open(folder / "mark.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise MarkUnavailable(f"cannot use {root}: {exc.strerror}") from None
+        raise MarkUnavailable(_("cannot use {path}: {reason}").format(
+            path=root, reason=exc.strerror)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
         narrow(folder / "mark.lock")
@@ -338,7 +341,8 @@ def _open(folder: Path, repo_id: bytes) -> Mark:
     try:
         raw = _load(path)
     except OSError as exc:
-        raise MarkUnavailable(f"cannot read {path}: {exc.strerror}") from None
+        raise MarkUnavailable(_("cannot read {path}: {reason}").format(
+            path=path, reason=exc.strerror)) from None
     if raw is None:
         return Mark(repo_id)
     try:
@@ -348,10 +352,11 @@ def _open(folder: Path, repo_id: bytes) -> Mark:
         try:
             os.replace(path, aside)
         except OSError as err:
-            raise MarkUnavailable(f"{path} is damaged ({exc.message}) and cannot be set aside: "
-                                  f"{err.strerror}") from None
-        return Mark(repo_id, problem=f"{path} was damaged ({exc.message}): set aside as {aside.name}; "
-                                     "this machine trusts the storage as it is now")
+            raise MarkUnavailable(_("{path} is damaged ({damage}) and cannot be set aside: {reason}").format(
+                path=path, damage=exc.message, reason=err.strerror)) from None
+        return Mark(repo_id, problem=_("{path} was damaged ({damage}): set aside as {name}; this machine "
+                                       "trusts the storage as it is now").format(
+                                           path=path, damage=exc.message, name=aside.name))
 
 
 def _save(path: Path, data: bytes) -> None:
@@ -378,5 +383,5 @@ def _save(path: Path, data: bytes) -> None:
             tmp.unlink()
         except OSError:
             pass
-        what = "no space left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-        raise MarkUnavailable(f"cannot write {path}: {what}") from None
+        what = _("no space left") if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+        raise MarkUnavailable(_("cannot write {path}: {reason}").format(path=path, reason=what)) from None
