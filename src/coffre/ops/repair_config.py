@@ -100,7 +100,7 @@ def check_keys_and_config(repo: Repository, errors: list[str], notes: list[str])
     problem = config_file_problem(repo)
     if problem:
         errors.append(_("{problem}: 'coffre repair config' writes it again").format(
-            problem=problem.split(";")[0]))
+            problem=problem.split(";")[0].rstrip()))
     doc = repo.config_document()
     lacking = [s for s in slots if s.config != doc]
     if lacking:
