@@ -43,8 +43,15 @@ def _ids(msg: Message) -> tuple[str, ...]:
     return tuple(msg.id) if isinstance(msg.id, (tuple, list)) else (msg.id,)
 
 
+# Forms of a plural translation: the catalogue's header says 2 (« 0 fichier, 1 fichier,
+# 2 fichiers »); Babel's own French data, which a fragment without a header gets, says 3.
+PLURAL_FORMS = 2
+
+
 def _strings(msg: Message) -> tuple[str, ...]:
-    return tuple(msg.string) if isinstance(msg.string, (tuple, list)) else (msg.string,)
+    if isinstance(msg.string, (tuple, list)):
+        return tuple(s or "" for s in msg.string)[:PLURAL_FORMS]
+    return (msg.string or "",)
 
 
 def translated(msg: Message) -> bool:
@@ -100,7 +107,7 @@ def merge(catalog: Catalog, fragments: list[Path], report: list[str]) -> int:
         if not msg.id or translated(msg) or _ids(msg) not in chosen:
             continue
         source = chosen[_ids(msg)][0]
-        msg.string = source.string
+        msg.string = _strings(source) if len(_ids(msg)) > 1 else source.string
         msg.flags.discard("fuzzy")
         filled += 1
     return filled
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("fragments", nargs="+", type=Path, help="fragment files, or folders of *.po files")
     args = parser.parse_args(argv)
     catalog = read(args.catalog)
+    if catalog.num_plurals != PLURAL_FORMS:
+        parser.error(f"{args.catalog} has {catalog.num_plurals} plural forms, not {PLURAL_FORMS}")
     report: list[str] = []
     filled = merge(catalog, fragment_files(args.fragments), report)
     with args.catalog.open("wb") as f:
