@@ -182,7 +182,7 @@ def test_a_postgres_drill_never_runs_the_dumps_code_as_a_superuser(
     assert drill["ok"] is True, drill
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
     assert checks["pg_amcheck (tables and indexes)"]["detail"] == "no corruption found"
-    assert checks["row counts"]["detail"] == "1 tables, 500 rows, as at backup time"
+    assert checks["row counts"]["detail"] == "1 table, 500 rows, as at backup time"
 
 
 def test_a_drill_as_an_ordinary_user_says_what_protects_it(postgres: Any, shared_dir: Path) -> None:
@@ -238,7 +238,7 @@ def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
     assert left_out["name"].startswith("left out") and left_out["ok"], drill
     assert left_out["detail"] == "extension pg_stat_statements, event trigger journal_ddl"
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
-    assert checks["row counts"]["detail"] == "1 tables, 300 rows, as at backup time"
+    assert checks["row counts"]["detail"] == "1 table, 300 rows, as at backup time"
 
     postgres.psql("CREATE EXTENSION cube; CREATE EXTENSION earthdistance; "
                   "CREATE TABLE officines (id int PRIMARY KEY, lieu earth)", name)

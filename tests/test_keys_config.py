@@ -165,7 +165,7 @@ def test_old_repository_gains_the_copies_and_key_changes_revoke_every_copy_of_a_
     config.chmod(0o600)
     config.write_bytes(b"")
     res = c("snapshots")
-    assert res.code == 1 and "none of the 2 key file(s) keeps a copy" in res.err
+    assert res.code == 1 and "none of the 2 key files keeps a copy" in res.err
     shutil.copy(FIXTURE / "repo" / "config", config)
     # An interrupted migration leaves the old slot beside the new one: both still open.
     repo = Repository.open(LocalBackend(tmp_path / "repo"), (FIXTURE / "password").read_text().strip())
@@ -173,7 +173,7 @@ def test_old_repository_gains_the_copies_and_key_changes_revoke_every_copy_of_a_
     assert ensure_config_copies(repo) == 2 and len(list(keys.iterdir())) == 4
     c.ok("snapshots")
     # The next run finishes it: each slot is re-saved with the copy, its wrapped key unchanged.
-    assert "2 key file(s) now keep a copy" in c.ok("repair", "config").out
+    assert "2 key files now keep a copy" in c.ok("repair", "config").out
     assert {json.loads(p.read_bytes())["data"] for p in keys.iterdir()} == before
     for p in keys.iterdir():
         assert hashlib.sha256(p.read_bytes()).hexdigest() == p.name

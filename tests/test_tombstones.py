@@ -98,4 +98,4 @@ def test_on_a_full_medium_the_tombstone_follows_the_removal(full_for: int) -> No
         assert load_tombstone(repo, name) == [sid] and said == []
     else:
         assert tombstone_names(repo) == []
-        assert "will report these snapshots as vanished" in said[0]
+        assert "will report this snapshot as vanished" in said[0]  # one snapshot

@@ -30,6 +30,7 @@ from typing import Any
 
 from coffre.chunker.gear import MASK64, masks, reference_lengths
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
 
 # Any nonzero value below 2**63 makes pyfastcdc allocate the per-instance arrays; a value with
 # many bits set makes the check that the arrays hold GEAR ^ seed tell them from GEAR itself.
@@ -45,9 +46,9 @@ class GearTableError(CoffreError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(
-            f"cannot install the keyed chunker table into pyfastcdc: {detail}",
-            hint="this repository format needs pyfastcdc 0.3.1 with its compiled extension, "
-            "as pinned in Coffre's pyproject.toml; reinstall Coffre",
+            _("cannot install the keyed chunker table into pyfastcdc: {detail}").format(detail=detail),
+            hint=_("this repository format needs pyfastcdc 0.3.1 with its compiled extension, "
+                   "as pinned in Coffre's pyproject.toml; reinstall Coffre"),
         )
 
 

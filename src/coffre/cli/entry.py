@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-CONSISTENT = "the repository is consistent (a new run resumes)"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -57,9 +56,19 @@ def interrupted(exc: KeyboardInterrupt) -> int:
     signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
     code = 128 + signum
     _exit_on_signal(code)
-    by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
-    print(f"coffre: interrupted{by}; {CONSISTENT}", file=sys.stderr)
+    print(f"coffre: {_interrupted_message(signum)}", file=sys.stderr)
     return code
+
+
+def _interrupted_message(signum: int) -> str:
+    """The line an interruption ends with, in the reader's language. Imported here: a signal
+    may come before the command line was (a further signal now only exits, _exit_on_signal)."""
+    from coffre.core.i18n import _
+
+    if signum == signal.SIGINT:
+        return _("interrupted; the repository is consistent (a new run resumes)")
+    return _("interrupted by {signal}; the repository is consistent (a new run resumes)").format(
+        signal=signal.Signals(signum).name)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""Rendering for people and for machines (--json)."""
+"""Rendering for people and for machines (--json): sizes, numbers, dates and durations in the
+reader's language (English or French), lines on stdout and stderr, tables, JSON documents."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import json
 import sys
 from typing import Any
 
+# Sizes, counts, dates and durations in the reader's language (core/human.py: the lower
+# layers use them too, for the dates in their messages).
+from coffre.core.human import human_duration, human_number, human_size, human_time
 
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
+__all__ = ["emit_json", "human_duration", "human_number", "human_size", "human_time", "say", "table",
+           "warn"]
 
 
 def emit_json(obj: Any) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from coffre.cli.output import warn
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import N_, _
 from coffre.repository import keyring
 from coffre.repository.mark import Alarm, MarkUnavailable, read_mark, updating
 from coffre.repository.repo import Repository
 from coffre.repository.watch import acknowledge, describe, observe
 
-HINT = ("hint: find out what happened to the storage (docs/design.md, section 8); "
-        "'coffre acknowledge' then accepts its present state")
+HINT = N_("hint: find out what happened to the storage (docs/design.md, section 8); "
+          "'coffre acknowledge' then accepts its present state")
 
 
 def key_history(repo_id: bytes) -> keyring.KeyHistory:
@@ -22,7 +23,12 @@ def key_history(repo_id: bytes) -> keyring.KeyHistory:
 
 
 def _unavailable(exc: MarkUnavailable, consequence: str) -> None:
-    warn(f"warning: this machine's record of the repository cannot be used ({exc.message}): {consequence}")
+    warn(_("warning: this machine's record of the repository cannot be used ({reason}): "
+           "{consequence}").format(reason=exc.message, consequence=consequence))
+
+
+def _warning(message: str) -> None:
+    warn(_("warning: {message}").format(message=message))
 
 
 def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] | None = None,
@@ -36,25 +42,25 @@ def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] 
     try:
         with updating(repo.config.id, repo.clock.now_ns()) as mark:
             if mark.problem:
-                warn(f"warning: {mark.problem}")
+                _warning(mark.problem)
             for sid in forgotten or []:
                 mark.forget(sid)
-            new = observe(repo, mark, lambda m: warn(f"warning: {m}"), slots)
+            new = observe(repo, mark, _warning, slots)
             opening = next((s for s in slots if s.id == repo.key_slot_id), None)
             if opening is not None:
                 mark.note_opened(keyring.fingerprint(opening.wrapped))
             standing = list(mark.alarms)
     except MarkUnavailable as exc:
-        _unavailable(exc, "deletions and put-backs by the storage are not watched")
+        _unavailable(exc, _("deletions and put-backs by the storage are not watched"))
         return
     say_alarms(new if changed else standing)
 
 
 def say_alarms(alarms: list[Alarm]) -> None:
     for a in alarms:
-        warn(f"warning: {describe(a)}")
+        _warning(describe(a))
     if alarms:
-        warn(HINT)
+        warn(_(HINT))
 
 
 def standing_alarms(repo: Repository) -> list[Alarm]:
@@ -69,8 +75,8 @@ def remember_removed(repo: Repository, slot: keyring.KeySlot) -> None:
         with updating(repo.config.id, repo.clock.now_ns()) as mark:
             mark.note_removed(keyring.fingerprint(slot.wrapped), slot.id, repo.clock.now_ns())
     except MarkUnavailable as exc:
-        _unavailable(exc, f"if the storage puts key slot {slot.id[:8]} back, this machine will not know it "
-                          "was removed")
+        _unavailable(exc, _("if the storage puts key slot {slot} back, this machine will not know it "
+                            "was removed").format(slot=slot.id[:8]))
 
 
 def accept_standing(repo: Repository) -> tuple[list[Alarm], list[Alarm]]:
@@ -80,11 +86,12 @@ def accept_standing(repo: Repository) -> tuple[list[Alarm], list[Alarm]]:
     try:
         with updating(repo.config.id, repo.clock.now_ns()) as mark:
             if mark.problem:
-                warn(f"warning: {mark.problem}")
+                _warning(mark.problem)
             before = {a.key for a in mark.alarms}
-            new = observe(repo, mark, lambda m: warn(f"warning: {m}"), repo.key_slots)
+            new = observe(repo, mark, _warning, repo.key_slots)
             accepted = [a for a in mark.alarms if a.key in before]
             acknowledge(mark, accepted)
             return accepted, new
     except MarkUnavailable as exc:
-        raise CoffreError(f"this machine's record of the repository cannot be used: {exc.message}") from None
+        raise CoffreError(_("this machine's record of the repository cannot be used: {reason}").format(
+            reason=exc.message)) from None

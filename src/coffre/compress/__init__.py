@@ -8,6 +8,7 @@ import threading
 import zstandard
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 
 CODEC_NONE = 0
 CODEC_ZSTD = 1
@@ -61,14 +62,14 @@ def decompress_delta(payload: bytes, base: bytes, raw_length: int) -> bytes:
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     try:
         if zstandard.frame_content_size(payload) > raw_length:
-            raise FormatError("blob declares a larger size than the index")
+            raise FormatError(_("blob declares a larger size than the index"))
         out = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(
             payload, max_output_size=raw_length
         )
     except zstandard.ZstdError as exc:
-        raise FormatError(f"delta blob does not decompress: {exc}") from None
+        raise FormatError(_("delta blob does not decompress: {error}").format(error=exc)) from None
     if len(out) != raw_length:
-        raise FormatError("blob length differs from the index")
+        raise FormatError(_("blob length differs from the index"))
     return out
 
 
@@ -80,12 +81,12 @@ def decompress(codec: int, payload: bytes, raw_length: int) -> bytes:
         try:
             declared = zstandard.frame_content_size(payload)
             if declared > raw_length:
-                raise FormatError("blob declares a larger size than the index")
+                raise FormatError(_("blob declares a larger size than the index"))
             out = _decompressor().decompress(payload, max_output_size=raw_length)
         except zstandard.ZstdError as exc:
-            raise FormatError(f"blob does not decompress: {exc}") from None
+            raise FormatError(_("blob does not decompress: {error}").format(error=exc)) from None
     else:
-        raise FormatError(f"unknown compression codec {codec}")
+        raise FormatError(_("unknown compression codec {codec}").format(codec=codec))
     if len(out) != raw_length:
-        raise FormatError("blob length differs from the index")
+        raise FormatError(_("blob length differs from the index"))
     return out

@@ -18,7 +18,8 @@ EXIT_INTERRUPTED = 130
 
 
 class CoffreError(Exception):
-    """An error the user can understand. Never carries secrets."""
+    """An error the user can understand. Never carries secrets. `message` and `hint` are in
+    the reader's language: made with `_()` (core/i18n.py) where the error is raised."""
 
     exit_code = EXIT_FATAL
 

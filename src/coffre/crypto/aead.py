@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from coffre.core.errors import FormatError, IntegrityError
+from coffre.core.i18n import _
 
 ENVELOPE_VERSION = 1
 SESSION_ID_LEN = 16
@@ -123,12 +124,12 @@ def wrap_content(master: bytes, repo_id: bytes, content: bytes) -> bytes:
 def unwrap_content(master: bytes, repo_id: bytes, wrapped: bytes) -> bytes:
     """The content secret from the config; IntegrityError if this master did not seal it."""
     if len(wrapped) != WRAPPED_CONTENT_LEN:
-        raise IntegrityError("the config's content key has the wrong size")
+        raise IntegrityError(_("the config's content key has the wrong size"))
     try:
         return _content_wrap_key(master).decrypt(wrapped[:NONCE_LEN], wrapped[NONCE_LEN:],
                                                  b"coffre content v2" + repo_id)
     except InvalidTag:
-        raise IntegrityError("the config's content key does not open with this key slot") from None
+        raise IntegrityError(_("the config's content key does not open with this key slot")) from None
 
 
 class Crypter:
@@ -194,9 +195,9 @@ class Crypter:
     def decrypt(self, kind: int, envelope: bytes | memoryview, object_id: bytes = b"") -> bytes:
         view = memoryview(envelope)
         if len(view) < OVERHEAD:
-            raise IntegrityError("encrypted object too short")
+            raise IntegrityError(_("encrypted object too short"))
         if view[0] != ENVELOPE_VERSION:
-            raise FormatError(f"unknown encryption envelope version {view[0]}")
+            raise FormatError(_("unknown encryption envelope version {version}").format(version=view[0]))
         session_id = bytes(view[1 : 1 + SESSION_ID_LEN])
         nonce = bytes(view[1 + SESSION_ID_LEN : 1 + SESSION_ID_LEN + NONCE_LEN])
         try:
@@ -204,14 +205,14 @@ class Crypter:
                 nonce, view[1 + SESSION_ID_LEN + NONCE_LEN :], self._aad(kind, object_id)
             )
         except InvalidTag:
-            raise IntegrityError("authentication failed: the object was altered or damaged") from None
+            raise IntegrityError(_("authentication failed: the object was altered or damaged")) from None
 
     # -- format 2: blobs and headers sealed under a per-pack key --------------------------------
     def pack_cipher(self, salt: bytes) -> AESGCM:
         aead = self._packs.get(salt)
         if aead is None:
             if len(salt) != PACK_SALT_LEN:
-                raise FormatError("pack salt has the wrong size")
+                raise FormatError(_("pack salt has the wrong size"))
             aead = AESGCM(self._pack_key(salt))
             with self._lock:
                 if len(self._packs) > 4096:
@@ -234,12 +235,12 @@ class Crypter:
     def unseal(self, salt: bytes, kind: int, sealed: bytes | memoryview, object_id: bytes = b"") -> bytes:
         view = memoryview(sealed)
         if len(view) < SEALED_OVERHEAD:
-            raise IntegrityError("encrypted object too short")
+            raise IntegrityError(_("encrypted object too short"))
         try:
             return self.pack_cipher(salt).decrypt(view[:NONCE_LEN], view[NONCE_LEN:],
                                                   self._aad_v2(kind, object_id))
         except InvalidTag:
-            raise IntegrityError("authentication failed: the object was altered or damaged") from None
+            raise IntegrityError(_("authentication failed: the object was altered or damaged")) from None
 
     def keystream_unseal(self, salt: bytes, sealed: bytes | memoryview) -> bytes:
         """keystream_decrypt for a format-2 sealed blob: deciphered WITHOUT checking its tag

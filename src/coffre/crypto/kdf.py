@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.crypto.aead import hkdf
 
 # RFC 9106 "second recommended option": t=3, p=4, m=64 MiB.
@@ -31,6 +32,14 @@ MAX_ARGON2_T = DEFAULT_ARGON2["t"]
 MAX_ARGON2_P = DEFAULT_ARGON2["p"]
 
 
+class KeyFileError(FormatError):
+    """A key file's parameters cannot be used; `problem` is the reason without "key file: "."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(_("key file: {problem}").format(problem=problem))
+        self.problem = problem
+
+
 def argon2_params() -> dict[str, int]:
     weak = os.environ.get("COFFRE_TEST_WEAK_KDF") == "1"
     return dict(WEAK_ARGON2 if weak else DEFAULT_ARGON2)
@@ -40,13 +49,14 @@ def check_argon2(params: dict[str, Any], salt: bytes) -> tuple[int, int, int]:
     """t, m, p if they are within what Coffre writes, else FormatError."""
     t, m, p = params.get("t"), params.get("m"), params.get("p")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (t, m, p)):
-        raise FormatError("key file: invalid Argon2 parameters")
+        raise KeyFileError(_("invalid Argon2 parameters"))
     assert isinstance(t, int) and isinstance(m, int) and isinstance(p, int)
     if not (1 <= t <= MAX_ARGON2_T and 8 * p <= m <= MAX_ARGON2_M and 1 <= p <= MAX_ARGON2_P):
-        raise FormatError(f"key file: Argon2 parameters beyond what Coffre writes (t={t}, m={m} KiB, "
-                          f"p={p}; at most t={MAX_ARGON2_T}, m={MAX_ARGON2_M} KiB, p={MAX_ARGON2_P})")
+        raise KeyFileError(_("Argon2 parameters beyond what Coffre writes (t={t}, m={m} KiB, p={p}; at most "
+                             "t={max_t}, m={max_m} KiB, p={max_p})").format(
+                                 t=t, m=m, p=p, max_t=MAX_ARGON2_T, max_m=MAX_ARGON2_M, max_p=MAX_ARGON2_P))
     if not 16 <= len(salt) <= 64:
-        raise FormatError("key file: invalid salt")
+        raise KeyFileError(_("invalid salt"))
     return t, m, p
 
 
@@ -73,7 +83,7 @@ def _kek(kind: str, secret: bytes, salt: bytes, params: dict[str, int]) -> bytes
         return _argon2(secret, salt, params)
     if kind == "recovery":
         return hkdf(secret, b"coffre recovery v1", salt=salt)
-    raise FormatError(f"key file: unknown key kind {kind!r}")
+    raise KeyFileError(_("unknown key kind {kind}").format(kind=repr(kind)))
 
 
 def wrap(master: bytes, repo_id: bytes, kind: str, secret: bytes) -> WrappedKey:
@@ -92,7 +102,7 @@ def unwrap(wrapped: WrappedKey, repo_id: bytes, secret: bytes) -> bytes | None:
     except InvalidTag:
         return None
     if len(master) != 32:
-        raise FormatError("key file: master secret has the wrong length")
+        raise KeyFileError(_("master secret has the wrong length"))
     return master
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import msgpack
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 
 MAX_OBJECT = 256 * 1024 * 1024
 
@@ -19,26 +20,28 @@ def encode(obj: Any) -> bytes:
 
 def decode(data: bytes | memoryview, what: str) -> Any:
     if len(data) > MAX_OBJECT:
-        raise FormatError(f"{what}: object too large")
+        raise FormatError(_("{field}: object too large").format(field=what))
     try:
         return msgpack.unpackb(
             data, raw=False, strict_map_key=True, use_list=True
         )
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise FormatError(f"{what}: malformed ({type(exc).__name__})") from None
+        raise FormatError(_("{field}: malformed ({error})").format(
+            field=what, error=type(exc).__name__)) from None
 
 
 def want(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     if isinstance(value, bool) and kind is int:
-        raise FormatError(f"{what}: expected {kind}")
+        raise FormatError(_("{field}: expected {kind}").format(field=what, kind=kind))
     if not isinstance(value, kind):
-        raise FormatError(f"{what}: expected {getattr(kind, '__name__', kind)}")
+        raise FormatError(_("{field}: expected {kind}").format(
+            field=what, kind=getattr(kind, "__name__", kind)))
     return value
 
 
 def want_int(value: Any, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise FormatError(f"{what}: invalid integer")
+        raise FormatError(_("{field}: invalid integer").format(field=what))
     return value
 
 
@@ -55,7 +58,7 @@ def wire_time(ns: int) -> int | list[int]:
         return ns
     seconds, nanos = divmod(ns, NS)
     if not INT64_MIN <= seconds <= INT64_MAX:
-        raise FormatError(f"time {ns} ns is out of range (more than 2**63 seconds)")
+        raise FormatError(_("time {ns} ns is out of range (more than 2**63 seconds)").format(ns=ns))
     return [seconds, nanos]
 
 
@@ -68,11 +71,11 @@ def want_time(value: Any, what: str) -> int:
 
 def want_id(value: Any, what: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != ID_LEN:
-        raise FormatError(f"{what}: invalid id")
+        raise FormatError(_("{field}: invalid id").format(field=what))
     return value
 
 
 def want_map(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise FormatError(f"{what}: expected a map")
+        raise FormatError(_("{field}: expected a map").format(field=what))
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.format.codec import decode, encode, want, want_id
 from coffre.format.pack import PACK_SALT_LEN, BlobEntry
 
@@ -27,16 +28,16 @@ def decode_index(data: bytes, version: int = 1) -> dict[bytes, list[BlobEntry]]:
     """An index file of a repository of this format version."""
     d = decode(data, "index")
     if not isinstance(d, dict) or d.get("v") != version:
-        raise FormatError("index: unknown version")
+        raise FormatError(_("index: unknown version"))
     out: dict[bytes, list[BlobEntry]] = {}
     for item in want(d.get("packs"), list, "index packs"):
         if not isinstance(item, list) or len(item) != (2 if version < 2 else 3):
-            raise FormatError("index: malformed pack entry")
+            raise FormatError(_("index: malformed pack entry"))
         pid = want_id(item[0], "pack id")
         salt = None
         if version >= 2:
             salt = item[2]
             if not isinstance(salt, bytes) or len(salt) != PACK_SALT_LEN:
-                raise FormatError("index: malformed pack salt")
+                raise FormatError(_("index: malformed pack salt"))
         out[pid] = [BlobEntry.from_wire(e, salt) for e in want(item[1], list, "index blobs")]
     return out

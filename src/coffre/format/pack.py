@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.format.codec import decode, encode, want, want_id, want_int
 
 MAX_BLOB_RAW = 16 * 1024 * 1024  # data blobs: chunks are at most 4 MiB
@@ -53,15 +54,15 @@ class BlobEntry:
     @classmethod
     def from_wire(cls, raw: object, salt: bytes | None = None) -> BlobEntry:
         if not isinstance(raw, list) or len(raw) not in (5, 6):
-            raise FormatError("blob entry: malformed")
+            raise FormatError(_("blob entry: malformed"))
         kind = want_int(raw[0], "blob kind", 1, 2)
         base = None
         if len(raw) == 6:
             if kind != 1:
-                raise FormatError("blob entry: only data blobs can be deltas")
+                raise FormatError(_("blob entry: only data blobs can be deltas"))
             base = want_id(raw[5], "blob base")
             if base == raw[1]:
-                raise FormatError("blob entry: a blob cannot be its own base")
+                raise FormatError(_("blob entry: a blob cannot be its own base"))
         return cls(
             kind=kind,
             id=want_id(raw[1], "blob id"),
@@ -87,11 +88,11 @@ def decode_header(data: bytes, pack_size: int, salt: bytes | None = None) -> lis
     """A pack's header: format 1 (salt None) or format 2 (the salt from its trailer)."""
     d = decode(data, "pack header")
     if not isinstance(d, dict) or d.get("v") != (1 if salt is None else 2):
-        raise FormatError("pack header: unknown version")
+        raise FormatError(_("pack header: unknown version"))
     entries = [BlobEntry.from_wire(e, salt) for e in want(d.get("blobs"), list, "pack blobs")]
     for e in entries:
         if e.offset + e.length > pack_size:
-            raise FormatError("pack header: blob outside the pack")
+            raise FormatError(_("pack header: blob outside the pack"))
     return entries
 
 
@@ -103,10 +104,10 @@ def split_trailer(tail: bytes, pack_size: int, version: int = 1) -> int:
     """Length of the header envelope, read from the end of the pack."""
     size = trailer_size(version)
     if len(tail) < size:
-        raise FormatError("pack too short")
+        raise FormatError(_("pack too short"))
     (length,) = TRAILER.unpack(tail[-TRAILER.size :])
     if length + size > pack_size or length == 0 or length > MAX_HEADER:
-        raise FormatError("pack trailer: header length out of range")
+        raise FormatError(_("pack trailer: header length out of range"))
     return int(length)
 
 
@@ -148,9 +149,9 @@ def pad(body: bytes) -> bytes:
 def unpad(plain: bytes) -> bytes:
     """The body of a padded plaintext; FormatError unless it is exactly as pad() makes it."""
     if len(plain) < BODY_LENGTH.size:
-        raise FormatError("blob is too short to hold its length")
+        raise FormatError(_("blob is too short to hold its length"))
     (n,) = BODY_LENGTH.unpack_from(plain)
     end = BODY_LENGTH.size + n
     if end > len(plain) or padme(end) != len(plain) or plain.count(0, end) != len(plain) - end:
-        raise FormatError("blob padding is malformed")
+        raise FormatError(_("blob padding is malformed"))
     return plain[BODY_LENGTH.size : end]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.format.codec import INT64_MAX, INT64_MIN, decode, encode, want, want_id, want_int, want_map
 from coffre.format.tree import validate_name
 
@@ -40,7 +41,8 @@ class DatabaseRecord:
         d = want_map(d, "snapshot database")
         engine = want(d.get("engine"), str, "database engine")
         if engine not in ENGINES:
-            raise FormatError(f"snapshot database: unknown engine {engine[:20]!r}")
+            raise FormatError(_("snapshot database: unknown engine {engine}").format(
+                engine=repr(engine[:20])))
         file = want(d.get("file"), str, "database file")
         validate_name(file.encode("utf-8", "surrogateescape"))
         tables = want_map(d.get("tables", {}), "database tables")
@@ -78,9 +80,9 @@ class Snapshot:
         # from_bytes would refuse to read (a snapshot that could never be opened).
         if not INT64_MIN <= self.time_ns <= INT64_MAX:
             raise FormatError(
-                f"the clock reads {self.time_ns} ns since 1970, outside the years 1677 to 2262"
-                " a snapshot's date can hold",
-                "set the system clock right and back up again",
+                _("the clock reads {ns} ns since 1970, outside the years 1677 to 2262 a snapshot's date "
+                  "can hold").format(ns=self.time_ns),
+                _("set the system clock right and back up again"),
             )
         return encode(
             {
@@ -104,7 +106,7 @@ class Snapshot:
     def from_bytes(cls, data: bytes, snap_id: str) -> Snapshot:
         d: dict[str, Any] = want_map(decode(data, "snapshot"), "snapshot")
         if d.get("v") != 1:
-            raise FormatError("snapshot: unknown version")
+            raise FormatError(_("snapshot: unknown version"))
         summary = want_map(d.get("summary", {}), "snapshot summary")
         for k, v in summary.items():
             want_int(v, f"summary {k}")

@@ -5,6 +5,7 @@ storage (docs/design.md §8.1). Ids only: a tombstone says nothing else about th
 from __future__ import annotations
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.format.codec import decode, encode, want, want_id, want_map
 
 VERSION = 1
@@ -24,8 +25,8 @@ def decode_tombstone(data: bytes) -> list[str]:
     authenticated the object (Repository.load_object)."""
     d = want_map(decode(data, "tombstone"), "tombstone")
     if d.get("v") != VERSION:
-        raise FormatError("tombstone: unknown version (written by a newer Coffre?)")
+        raise FormatError(_("tombstone: unknown version (written by a newer Coffre?)"))
     ids = want(d.get("snapshots"), list, "tombstone snapshots")
     if not 1 <= len(ids) <= MAX_IDS:
-        raise FormatError(f"tombstone: names {len(ids)} snapshots (1 to {MAX_IDS})")
+        raise FormatError(_("tombstone: names {n} snapshots (1 to {max})").format(n=len(ids), max=MAX_IDS))
     return [want_id(i, "tombstone snapshot").hex() for i in ids]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.format.codec import decode, encode, want, want_id, want_int, want_map, want_time, wire_time
 
 NODE_TYPES = ("file", "dir", "symlink", "chardev", "blockdev", "fifo", "socket")
@@ -70,10 +71,10 @@ class Node:
         d = want_map(raw, "tree node")
         name = want(d.get("n"), bytes, "node name")
         if not name or len(name) > MAX_NAME:
-            raise FormatError("node name: invalid length")
+            raise FormatError(_("node name: invalid length"))
         ntype = d.get("t")
         if ntype not in NODE_TYPES:
-            raise FormatError("node type: unknown")
+            raise FormatError(_("node type: unknown"))
         node = cls(
             name=name,
             type=ntype,
@@ -101,7 +102,7 @@ class Node:
         xattrs = want(d.get("x", []), list, "xattrs")
         for pair in xattrs:
             if not (isinstance(pair, list) and len(pair) == 2):
-                raise FormatError("xattr: malformed")
+                raise FormatError(_("xattr: malformed"))
             node.xattrs.append((want(pair[0], bytes, "xattr"), want(pair[1], bytes, "xattr")))
         return node
 
@@ -109,7 +110,7 @@ class Node:
 def validate_name(name: bytes) -> None:
     """A name that is safe to create inside a directory: no separator, no '.' or '..'."""
     if name in (b".", b"..") or b"/" in name or b"\0" in name or not name:
-        raise FormatError(f"unsafe file name in snapshot: {name!r}")
+        raise FormatError(_("unsafe file name in snapshot: {name}").format(name=repr(name)))
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
@@ -120,6 +121,6 @@ def encode_tree(nodes: list[Node]) -> bytes:
 def decode_tree(data: bytes) -> list[Node]:
     d = want_map(decode(data, "tree"), "tree")
     if d.get("v") != 1:
-        raise FormatError("tree: unknown version")
+        raise FormatError(_("tree: unknown version"))
     nodes = [Node.from_wire(n) for n in want(d.get("nodes"), list, "tree nodes")]
     return nodes

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import _, ngettext
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import load_tree, reachable
@@ -44,7 +45,7 @@ def compare(here: Repository, there: Repository) -> Comparison:
     result = Comparison(shared_keys=shares_content_keys(here, there))
     theirs = {s.original or s.id: s for s in there.snapshots(errors=[])}
     mine = here.snapshots(errors=[])
-    stored = {bytes.fromhex(name) for name, _ in there.iter_pack_names()}
+    stored = {bytes.fromhex(name) for name, _size in there.iter_pack_names()}
     matched = set()
     for snap in mine:
         origin = snap.original or snap.id
@@ -56,7 +57,7 @@ def compare(here: Repository, there: Repository) -> Comparison:
         try:
             reason = _difference(here, snap, there, other, result.shared_keys, stored)
         except CoffreError as exc:
-            reason = f"cannot be compared: {exc.message}"
+            reason = _("cannot be compared: {reason}").format(reason=exc.message)
         if reason:
             result.differing.append((snap, other, reason))
         else:
@@ -69,7 +70,7 @@ def _difference(
     here: Repository, a: Snapshot, there: Repository, b: Snapshot, shared: bool, stored: set[bytes]
 ) -> str:
     if shared and a.tree != b.tree:
-        return "the copy's files differ from the original's"
+        return _("the copy's files differ from the original's")
     if not shared:
         found = _walk(here, a.tree, there, b.tree, "")
         if found:
@@ -77,7 +78,9 @@ def _difference(
     missing = [x for x in reachable(there, b.tree)
                if (loc := there.index.lookup(x)) is None or loc.pack not in stored]
     if missing:
-        return f"{len(missing)} piece(s) of data are missing from the copy"
+        return ngettext("{n} piece of data is missing from the copy",
+                        "{n} pieces of data are missing from the copy",
+                        len(missing)).format(n=len(missing))
     return ""
 
 
@@ -88,9 +91,11 @@ def _walk(here: Repository, a_tree: bytes, there: Repository, b_tree: bytes, pre
         path = f"{prefix}/{os.fsdecode(name)}"
         a, b = a_nodes.get(name), b_nodes.get(name)
         if a is None or b is None:
-            return f"{path} is only in {'the copy' if a is None else 'the original'}"
+            only = _("{path} is only in the copy") if a is None else _("{path} is only in the original")
+            return only.format(
+                path=path)
         if _describe(a) != _describe(b):
-            return f"{path} differs (type, size, mode or time)"
+            return _("{path} differs (type, size, mode or time)").format(path=path)
         if a.subtree is not None and b.subtree is not None:
             found = _walk(here, a.subtree, there, b.subtree, path)
             if found:

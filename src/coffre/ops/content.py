@@ -8,6 +8,7 @@ import hmac
 import os
 
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
 from coffre.repository.repo import Repository
 
 READ_LIMIT = 32 * 1024 * 1024
@@ -21,18 +22,19 @@ def content_matches(repo: Repository, fd: int, content: list[bytes], size: int) 
         for i, blob_id in enumerate(content):
             loc = repo.index.lookup(blob_id)
             if loc is None:
-                return f"blob {i} of the file is missing from the repository index"
+                return _("blob {i} of the file is missing from the repository index").format(i=i)
             length = loc.entry.raw_length
             data = f.read(length)
             if len(data) != length:
-                return f"file is shorter than in the snapshot ({total + len(data)} < {size} bytes)"
+                return _("file is shorter than in the snapshot ({read} < {size} bytes)").format(
+                    read=total + len(data), size=size)
             if not hmac.compare_digest(repo.crypter.blob_id(data), blob_id):
-                return f"content differs in bytes {total}-{total + length}"
+                return _("content differs in bytes {start}-{end}").format(start=total, end=total + length)
             total += length
         if f.read(1):
-            return f"file is longer than in the snapshot ({size} bytes)"
+            return _("file is longer than in the snapshot ({size} bytes)").format(size=size)
     if total != size:
-        return f"size differs: {total} bytes in content, {size} recorded"
+        return _("size differs: {total} bytes in content, {size} recorded").format(total=total, size=size)
     return None
 
 
@@ -48,6 +50,6 @@ def stored_readable(repo: Repository, content: list[bytes], seen: set[bytes]) ->
         batch = todo[i : i + READ_BATCH]
         for blob_id, got in zip(batch, repo.load_many(batch), strict=True):
             if isinstance(got, CoffreError):
-                return f"its stored copy cannot be read ({got.message})"
+                return _("its stored copy cannot be read ({reason})").format(reason=got.message)
             seen.add(blob_id)
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from coffre.core.errors import StorageFull
+from coffre.core.i18n import ngettext
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, quiet, reachable
@@ -113,6 +114,11 @@ def remove_snapshots(repo: Repository, ids: list[str], report: Reporter = quiet)
         try:
             save_tombstones(repo, ids)
         except StorageFull:
-            report(f"warning: the medium is full: the record of this forget ({len(ids)} snapshot(s)) could "
-                   "not be written; the other machines that use this repository will report these "
-                   "snapshots as vanished ('coffre acknowledge' there accepts it)")
+            report(ngettext(
+                "warning: the medium is full: the record of this forget ({n} snapshot) could not be written; "
+                "the other machines that use this repository will report this snapshot as vanished "
+                "('coffre acknowledge' there accepts it)",
+                "warning: the medium is full: the record of this forget ({n} snapshots) could not be "
+                "written; "
+                "the other machines that use this repository will report these snapshots as vanished "
+                "('coffre acknowledge' there accepts it)", len(ids)).format(n=len(ids)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from coffre.core.errors import FormatError, ObjectNotFound, StorageError
+from coffre.core.i18n import _, ngettext
 from coffre.format.index import decode_index
 from coffre.format.pack import MAX_PACK, BlobEntry
 from coffre.ops.common import Reporter, quiet
@@ -51,7 +52,8 @@ def _old_entries(repo: Repository, stats: RepairStats) -> tuple[list[str], OldIn
         except ObjectNotFound:
             continue
         except FormatError as exc:
-            stats.damaged_index_files.append(f"{name[:12]}: {exc.message}")
+            stats.damaged_index_files.append(_("{name}: {problem}").format(
+                name=name[:12], problem=exc.message))
             continue
         for pid, entries in content.items():
             packs.setdefault(pid, {}).update({e.id: e for e in entries})
@@ -75,10 +77,15 @@ def repair_index(repo: Repository, report: Reporter = quiet) -> RepairStats:
         except (FormatError, StorageError) as exc:
             reason = exc.message
         rescued = _rescue(repo, pid, old.get(pid, {}), stats)
-        stats.unreadable.append(f"{name}: header unreadable ({reason}); "
-                                f"{len(rescued)} blob(s) kept or salvaged")
-        report(f"pack {name[:12]}: header unreadable ({reason}); {len(rescued)} blob(s) kept from the "
-               "old index or salvaged from its body; the pack itself is left in place")
+        n = len(rescued)
+        stats.unreadable.append(ngettext("{name}: header unreadable ({reason}); {n} blob kept or salvaged",
+                                         "{name}: header unreadable ({reason}); {n} blobs kept or salvaged",
+                                         n).format(name=name, reason=reason, n=n))
+        report(ngettext("pack {name}: header unreadable ({reason}); {n} blob kept from the old index or "
+                        "salvaged from its body; the pack itself is left in place",
+                        "pack {name}: header unreadable ({reason}); {n} blobs kept from the old index or "
+                        "salvaged from its body; the pack itself is left in place", n).format(
+                            name=name[:12], reason=reason, n=n))
         if rescued:
             packs[pid] = rescued
     for pid in old:
@@ -88,16 +95,19 @@ def repair_index(repo: Repository, report: Reporter = quiet) -> RepairStats:
             except ObjectNotFound:
                 stats.packs_gone += 1
                 continue
-            raise FormatError(f"the storage listing lacks pack {pid.hex()[:12]}, which exists; "
-                              "nothing was changed", "try again later")
+            raise FormatError(_("the storage listing lacks pack {name}, which exists; nothing was "
+                                "changed").format(
+                name=pid.hex()[:12]), _("try again later"))
     stats.packs = len(packs)
     stats.blobs = sum(len(v) for v in packs.values())
     new = repo.save_full_index(packs)
     uncovered = _uncovered(old, packs, stored)
     if uncovered:
         stats.old_index_kept = True
-        report(f"the old index files are kept: {uncovered} blob(s) they place in existing packs are "
-               "not in the rebuilt index")
+        report(ngettext("the old index files are kept: {n} blob they place in existing packs is not in the "
+                        "rebuilt index",
+                        "the old index files are kept: {n} blobs they place in existing packs are not in the "
+                        "rebuilt index", uncovered).format(n=uncovered))
         return stats
     # New files first, old ones removed after: a crash in between leaves duplicates only.
     for name in old_names:

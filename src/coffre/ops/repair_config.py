@@ -9,6 +9,7 @@ the password or the recovery key authenticated.
 from __future__ import annotations
 
 from coffre.core.errors import CoffreError, IntegrityError, ObjectNotFound
+from coffre.core.i18n import _, ngettext
 from coffre.ops.common import Reporter, quiet
 from coffre.repository import keyring
 from coffre.repository.repo import Repository, load_config
@@ -25,7 +26,8 @@ def ensure_config_copies(repo: Repository, report: Reporter = quiet) -> int:
     try:
         slots = keyring.scan(repo.backend)[0]
     except CoffreError as exc:
-        report(f"the key files could not be listed to add the copy of the config ({exc.message})")
+        report(_("the key files could not be listed to add the copy of the config ({reason})").format(
+            reason=exc.message))
         return 0
     for slot in slots:
         if slot.config == doc:
@@ -33,7 +35,8 @@ def ensure_config_copies(repo: Repository, report: Reporter = quiet) -> int:
         try:
             new = keyring.resave_with_config(repo.backend, slot, doc)
         except CoffreError as exc:
-            report(f"key file {slot.id[:8]}: the copy of the config could not be added ({exc.message})")
+            report(_("key file {id}: the copy of the config could not be added ({reason})").format(
+                id=slot.id[:8], reason=exc.message))
             continue
         if slot.id == repo.key_slot_id:
             repo.key_slot_id = new
@@ -48,7 +51,7 @@ def config_file_problem(repo: Repository) -> str:
     if stored.problem:
         return stored.problem
     if stored.config != repo.config or stored.mac != repo.config_mac():
-        return "the config file was altered (it is not the config the key files authenticate)"
+        return _("the config file was altered (it is not the config the key files authenticate)")
     return ""
 
 
@@ -62,22 +65,26 @@ def repair_config(repo: Repository, report: Reporter = quiet) -> str:
         doc = repo.config_document()
         lacking = sum(1 for s in keyring.scan(repo.backend)[0] if s.config != doc)
         if not lacking:
-            raise CoffreError("nothing to repair: the config file is intact and every key file keeps "
-                              "a copy of it")
+            raise CoffreError(_("nothing to repair: the config file is intact and every key file keeps "
+                                "a copy of it"))
         added = ensure_config_copies(repo, report)
         if added < lacking:
-            raise CoffreError(f"{lacking - added} key file(s) could not be given a copy of the config")
-        return f"the config file is intact; {added} key file(s) now keep a copy of it"
+            raise CoffreError(ngettext("{n} key file could not be given a copy of the config",
+                                       "{n} key files could not be given a copy of the config",
+                                       lacking - added).format(n=lacking - added))
+        return ngettext("the config file is intact; {n} key file now keeps a copy of it",
+                        "the config file is intact; {n} key files now keep a copy of it", added).format(
+                            n=added)
     try:
         repo.backend.remove(Handle("config", "config"))
     except ObjectNotFound:
         pass
     repo.backend.save(Handle("config", "config"), repo.config_file())
     if config_file_problem(repo):
-        raise IntegrityError("the config file written does not read back as written",
-                             "check the storage (disk errors?) and run 'coffre repair config' again")
+        raise IntegrityError(_("the config file written does not read back as written"),
+                             _("check the storage (disk errors?) and run 'coffre repair config' again"))
     ensure_config_copies(repo, report)
-    return f"config file written again (repository {repo.config.id.hex()[:8]})"
+    return _("config file written again (repository {id})").format(id=repo.config.id.hex()[:8])
 
 
 def check_keys_and_config(repo: Repository, errors: list[str], notes: list[str]) -> None:
@@ -85,15 +92,19 @@ def check_keys_and_config(repo: Repository, errors: list[str], notes: list[str])
     slots, damaged = keyring.scan(repo.backend)
     for bad in damaged:
         if not bad.damaged:
-            notes.append(f"{bad.describe()}; it was left alone")
+            notes.append(_("{problem}; it was left alone").format(problem=bad.describe()))
         else:
-            errors.append(f"{bad.describe()}: if it held a password, that password no longer opens the "
-                          f"repository; 'coffre key remove {bad.id[:8]}' drops it")
+            errors.append(_("{problem}: if it held a password, that password no longer opens the repository; "
+                            "'coffre key remove {id}' drops it").format(
+                                problem=bad.describe(), id=bad.id[:8]))
     problem = config_file_problem(repo)
     if problem:
-        errors.append(f"{problem.split(';')[0]}: 'coffre repair config' writes it again")
+        errors.append(_("{problem}: 'coffre repair config' writes it again").format(
+            problem=problem.split(";")[0].rstrip()))
     doc = repo.config_document()
     lacking = [s for s in slots if s.config != doc]
     if lacking:
-        notes.append(f"{len(lacking)} key file(s) keep no copy of the config (written by an older Coffre); "
-                     "'coffre repair config' adds it")
+        notes.append(ngettext("{n} key file keeps no copy of the config (written by an older Coffre); "
+                              "'coffre repair config' adds it",
+                              "{n} key files keep no copy of the config (written by an older Coffre); "
+                              "'coffre repair config' adds it", len(lacking)).format(n=len(lacking)))

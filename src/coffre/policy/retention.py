@@ -23,7 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
+from typing import Any
 
+from coffre.core.human import human_size
+from coffre.core.i18n import N_, _
 from coffre.policy.timeline import is_future
 
 NS_PER_SECOND = 1_000_000_000
@@ -31,11 +34,48 @@ NS_PER_MINUTE = 60 * NS_PER_SECOND
 NS_PER_HOUR = 60 * NS_PER_MINUTE
 NS_PER_DAY = 24 * NS_PER_HOUR
 
-REASON_LAST = "last snapshot"
-REASON_NONE = "no rule keeps it"
-REASON_NO_RULE = "no keep rule: kept until the size budget"
-REASON_NEWEST = "newest of its host and paths (no policy removes it)"
-REASON_FUTURE = "dated in the future (no policy removes it)"
+
+
+class Reason(str):
+    """Why a snapshot is kept or removed. Its value is the English text (what `--json` and
+    the tests read, stable whatever the reader's language); `text()` says it to the reader:
+    translated, with sizes in human units. `display` is a msgid whose placeholders `params`
+    fill; the params named in `sizes` are byte counts."""
+
+    display: str
+    params: dict[str, Any]
+    sizes: tuple[str, ...]
+
+    def __new__(cls, english: str, display: str | None = None, sizes: tuple[str, ...] = (),
+                **params: Any) -> Reason:
+        reason = super().__new__(cls, english)
+        reason.display = english if display is None else display
+        reason.params, reason.sizes = params, sizes
+        return reason
+
+    def text(self) -> str:
+        values = {k: human_size(v) if k in self.sizes else v for k, v in self.params.items()}
+        return _(self.display).format(**values)
+
+
+def reason_text(reason: str) -> str:
+    """A decision's reason as the reader reads it (see Reason); other text as it is."""
+    return reason.text() if isinstance(reason, Reason) else reason
+
+
+REASON_LAST = Reason(N_("last snapshot"))
+REASON_NONE = Reason(N_("no rule keeps it"))
+REASON_NO_RULE = Reason(N_("no keep rule: kept until the size budget"))
+REASON_NEWEST = Reason(N_("newest of its host and paths (no policy removes it)"))
+REASON_FUTURE = Reason(N_("dated in the future (no policy removes it)"))
+# The bucket rules' reasons, e.g. "daily 2026-11-28".
+_BUCKET_REASONS = {
+    "hourly": N_("hourly {period}"),
+    "daily": N_("daily {period}"),
+    "weekly": N_("weekly {period}"),
+    "monthly": N_("monthly {period}"),
+    "yearly": N_("yearly {period}"),
+}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -84,9 +124,10 @@ class Policy:
         """Raise ValueError on negative counts or a bare string given as keep_tags."""
         for name, value in self.counts().items():
             if value < 0:
-                raise ValueError(f"{name} must not be negative (got {value})")
+                raise ValueError(_("{name} must not be negative (got {value})").format(
+                    name=name, value=value))
         if isinstance(self.keep_tags, str):
-            raise ValueError("keep_tags must be a tuple of tags, not a single string")
+            raise ValueError("keep_tags must be a tuple of tags, not a single string")  # a programming error
 
 
 @dataclass
@@ -111,7 +152,7 @@ _DURATION_UNITS: dict[str, int] = {
     "min": NS_PER_MINUTE,
 }
 _DURATION_TOKEN = re.compile(r"(\d+)(min|y|m|w|d|h)")
-_DURATION_HELP = "use a number and a unit: y (365 days), m (30 days), w, d, h, min — e.g. 7d, 1y6m"
+_DURATION_HELP = N_("use a number and a unit: y (365 days), m (30 days), w, d, h, min — e.g. 7d, 1y6m")
 
 
 def parse_duration(text: str) -> int:
@@ -132,7 +173,7 @@ def parse_duration(text: str) -> int:
     """
     cleaned = text.strip().lower()
     if not cleaned:
-        raise ValueError(f"empty duration; {_DURATION_HELP}")
+        raise ValueError(_("empty duration; {help}").format(help=_(_DURATION_HELP)))
     total = 0
     seen: set[str] = set()
     position = 0
@@ -141,14 +182,16 @@ def parse_duration(text: str) -> int:
             break
         number, unit = match.groups()
         if unit in seen:
-            raise ValueError(f"duration {text!r} gives the unit {unit!r} twice")
+            raise ValueError(_("duration {text} gives the unit {unit} twice").format(
+                text=repr(text), unit=repr(unit)))
         seen.add(unit)
         total += int(number) * _DURATION_UNITS[unit]
         position = match.end()
     if position != len(cleaned):
-        raise ValueError(f"cannot read duration {text!r}; {_DURATION_HELP}")
+        raise ValueError(_("cannot read duration {text}; {help}").format(
+            text=repr(text), help=_(_DURATION_HELP)))
     if total <= 0:
-        raise ValueError(f"duration {text!r} is zero; it must be greater than zero")
+        raise ValueError(_("duration {text} is zero; it must be greater than zero").format(text=repr(text)))
     return total
 
 
@@ -222,7 +265,7 @@ def _local_time(time_ns: int, tz: tzinfo | None) -> datetime:
 
 
 def _iso_week(moment: datetime) -> str:
-    year, week, _ = moment.isocalendar()
+    year, week, _day = moment.isocalendar()
     return f"{year}-W{week:02d}"
 
 
@@ -273,7 +316,7 @@ def _bucket_reasons(
         bucket = label(_local_time(snap.time_ns, tz))
         if bucket not in used:
             used.add(bucket)
-            reasons[index] = [f"{name} {bucket}"]
+            reasons[index] = [Reason(f"{name} {bucket}", _BUCKET_REASONS[name], period=bucket)]
     return reasons
 
 
@@ -283,7 +326,9 @@ def _within_reasons(group: list[SnapInfo], within_ns: int) -> dict[int, list[str
     if not group:
         return {}
     cutoff = group[0].time_ns - within_ns
-    reason = f"within {format_duration(within_ns)} of the newest"
+    duration = format_duration(within_ns)
+    reason = Reason(f"within {duration} of the newest", N_("within {duration} of the newest"),
+                    duration=duration)
     return {i: [reason] for i, snap in enumerate(group) if snap.time_ns >= cutoff}
 
 
@@ -292,7 +337,8 @@ def _tag_reasons(group: list[SnapInfo], keep_tags: tuple[str, ...]) -> dict[int,
     for index, snap in enumerate(group):
         matched = [tag for tag in keep_tags if tag in snap.tags]
         if matched:
-            reasons[index] = [f"tagged {', '.join(matched)}"]
+            tags = ", ".join(matched)
+            reasons[index] = [Reason(f"tagged {tags}", N_("tagged {tags}"), tags=tags)]
     return reasons
 
 
@@ -358,7 +404,7 @@ def apply_policy(
     """
     policy.validate()
     if policy.empty() and not allow_empty:
-        raise ValueError("no keep rule given")
+        raise ValueError(_("no keep rule given"))
     rules = None if policy.empty() else policy
     decided: dict[int, Decision] = {}
     for indexes in _groups(snaps):
@@ -405,16 +451,18 @@ def apply_size_budget(
         if size <= budget:
             return result
         candidate.keep = False
-        candidate.reasons = [
-            f"over the size budget (repository would be {size} bytes, budget {budget})"
-        ]
+        candidate.reasons = [Reason(
+            f"over the size budget (repository would be {size} bytes, budget {budget})",
+            N_("over the size budget (repository would be {size}, budget {budget})"),
+            sizes=("size", "budget"), size=size, budget=budget)]
         size = sizes(_kept_ids(result))
     if size > budget:
         for decision in result:
             if decision.pinned and decision.keep:
                 if not {REASON_NEWEST, REASON_FUTURE} & set(decision.reasons):
                     decision.reasons.append(REASON_NEWEST)
-                decision.reasons.append(
-                    f"kept over the size budget (repository {size} bytes, budget {budget})"
-                )
+                decision.reasons.append(Reason(
+                    f"kept over the size budget (repository {size} bytes, budget {budget})",
+                    N_("kept over the size budget (repository {size}, budget {budget})"),
+                    sizes=("size", "budget"), size=size, budget=budget))
     return result

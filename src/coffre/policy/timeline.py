@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from coffre.core.clock import format_ns
+from coffre.core.human import human_time
+from coffre.core.i18n import _
 
 # More than the few minutes hosts sharing a repository may differ by (docs/design.md §6), and
 # than the one- or two-hour offset of a machine that keeps local time in its hardware clock;
@@ -67,7 +68,7 @@ def choose_latest(snaps: Sequence[T], now_ns: int) -> Latest[T]:
 
 
 def _describe(snap: Dated) -> str:
-    return f"{snap.id[:8]} ({format_ns(snap.time_ns)})"
+    return _("{id} ({time})").format(id=snap.id[:8], time=human_time(snap.time_ns))
 
 
 def future_warning(future: Sequence[Dated], now_ns: int, latest: Dated | None = None,
@@ -77,30 +78,34 @@ def future_warning(future: Sequence[Dated], now_ns: int, latest: Dated | None = 
     considered (to say when every one is in the future: then our clock is the suspect, and
     removing them is not the advice)."""
     one = len(future) == 1
-    clock = f"more than 1 hour after this computer's clock ({format_ns(now_ns)})"
+    clock = human_time(now_ns)
     if one:
-        lines = [f"warning: snapshot {future[0].id[:8]} is dated {format_ns(future[0].time_ns)}, "
-                 f"{clock}."]
+        lines = [_("warning: snapshot {id} is dated {time}, more than 1 hour after this computer's clock "
+                   "({clock}).").format(id=future[0].id[:8], time=human_time(future[0].time_ns), clock=clock)]
     else:
         named = ", ".join(_describe(s) for s in future[:_NAMED])
         if len(future) > _NAMED:
-            named += f" and {len(future) - _NAMED} more"
-        lines = [f"warning: {len(future)} snapshots are dated {clock}: {named}."]
-    it, them = ("it", "it") if one else ("they", "them")
+            named = _("{named} and {n} more").format(named=named, n=len(future) - _NAMED)
+        lines = [_("warning: {n} snapshots are dated more than 1 hour after this computer's clock ({clock}): "
+                   "{named}.").format(n=len(future), clock=clock, named=named)]
     if total is not None and total == len(future):
-        lines.append("Every snapshot is: this computer's clock is probably behind; set it right "
-                     "before the next backup or forget.")
+        lines.append(_("Every snapshot is: this computer's clock is probably behind; set it right "
+                       "before the next backup or forget."))
         if latest is not None:
-            lines.append(f"'latest' is the newest of them, {_describe(latest)}.")
-        lines.append(f"Keep rules and --max-size remove none of {them}.")
+            lines.append(_("'latest' is the newest of them, {snapshot}.").format(snapshot=_describe(latest)))
+        lines.append(_("Keep rules and --max-size remove none of them.") if not one
+                     else _("Keep rules and --max-size do not remove it."))
         return "\n  ".join(lines)
-    lines.append(f"Either the clock of the computer that made {them} was ahead, or this one is "
-                 "behind.")
+    lines.append(_("Either the clock of the computer that made it was ahead, or this one is behind.") if one
+                 else _("Either the clock of the computer that made them was ahead, or this one is behind."))
     if latest is not None:
-        lines.append(f"'latest' is {_describe(latest)}, the newest snapshot not dated in the "
-                     "future.")
+        lines.append(_("'latest' is {snapshot}, the newest snapshot not dated in the future.").format(
+            snapshot=_describe(latest)))
     example = future[-1].id[:8]
-    lines.append(f"Keep rules and --max-size never remove {them}; if {'its' if one else 'a'} date "
-                 f"is wrong, remove {it if one else 'that snapshot'} by id: coffre forget "
-                 + (example if one else f"ID (e.g. {example})"))
+    if one:
+        lines.append(_("Keep rules and --max-size never remove it; if its date is wrong, remove it by id: "
+                       "coffre forget {id}").format(id=example))
+    else:
+        lines.append(_("Keep rules and --max-size never remove them; if a date is wrong, remove that "
+                       "snapshot by id: coffre forget ID (e.g. {id})").format(id=example))
     return "\n  ".join(lines)

@@ -16,6 +16,7 @@ from typing import Any
 
 from coffre.core.clock import Clock, iso_ns
 from coffre.core.errors import CoffreError, FormatError, IntegrityError, ObjectNotFound, WrongPasswordError
+from coffre.core.i18n import _
 from coffre.crypto import kdf
 from coffre.storage.base import Backend, Handle
 
@@ -45,7 +46,7 @@ class UnusableSlot:
     damaged: bool
 
     def describe(self) -> str:
-        return f"key file {self.id[:8]} {self.reason}"
+        return _("key file {id} {reason}").format(id=self.id[:8], reason=self.reason)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,11 @@ def _b64(b: bytes) -> str:
 
 def _unb64(s: Any, what: str) -> bytes:
     if not isinstance(s, str):
-        raise FormatError(f"{what} missing")
+        raise FormatError(_("{field} missing").format(field=what))
     try:
         return base64.b64decode(s, validate=True)
     except ValueError:
-        raise FormatError(f"{what} malformed") from None
+        raise FormatError(_("{field} malformed").format(field=what)) from None
 
 
 def _encode(doc: dict[str, Any]) -> tuple[str, bytes]:
@@ -114,32 +115,35 @@ def _parse(name: str, raw: bytes) -> KeySlot:
     """A key slot from its stored bytes. Raises IntegrityError if the bytes do not match the
     name, FormatError if they do but are not a usable slot."""
     if len(raw) > MAX_KEY_FILE:
-        raise FormatError("is too large to be a key file")
+        raise FormatError(_("is too large to be a key file"))
     if hashlib.sha256(raw).hexdigest() != name:
-        raise IntegrityError("is damaged (its content does not match its name)")
-    unusable = "is not a key slot this Coffre can use"
+        raise IntegrityError(_("is damaged (its content does not match its name)"))
+
+    def unusable(why: str) -> FormatError:
+        return FormatError(_("is not a key slot this Coffre can use ({reason})").format(reason=why))
+
     try:
         doc = json.loads(raw)
     except ValueError:
-        raise FormatError(f"{unusable} (not JSON)") from None
+        raise unusable(_("not JSON")) from None
     if not isinstance(doc, dict):
-        raise FormatError(f"{unusable} (not a JSON object)")
+        raise unusable(_("not a JSON object"))
     if doc.get("v") != 1 or doc.get("kind") not in ("password", "recovery"):
-        raise FormatError(f"{unusable} (unknown version or kind: written by a newer Coffre?)")
+        raise unusable(_("unknown version or kind: written by a newer Coffre?"))
     params = doc.get("params", {})
     if not isinstance(params, dict):
-        raise FormatError(f"{unusable} (bad parameters)")
+        raise unusable(_("bad parameters"))
     try:
         nonce, data, salt = (_unb64(doc.get(k), k) for k in ("nonce", "data", "salt"))
     except FormatError as exc:
-        raise FormatError(f"{unusable} ({exc.message})") from None
+        raise unusable(exc.message) from None
     if len(nonce) != 12 or len(data) != 48:
-        raise FormatError(f"{unusable} (the wrapped key has the wrong size)")
+        raise unusable(_("the wrapped key has the wrong size"))
     if doc["kind"] == "password":
         try:
             kdf.check_argon2(params, salt)
-        except FormatError as exc:
-            raise FormatError(f"{unusable} ({exc.message.removeprefix('key file: ')})") from None
+        except kdf.KeyFileError as exc:
+            raise unusable(exc.problem) from None
     copy = doc.get("config")
     return KeySlot(
         id=name,
@@ -157,7 +161,7 @@ def scan(backend: Backend) -> tuple[list[KeySlot], list[UnusableSlot]]:
     for info in backend.list("keys"):
         try:
             if info.size > MAX_KEY_FILE:
-                raise FormatError("is too large to be a key file")
+                raise FormatError(_("is too large to be a key file"))
             slots.append(_parse(info.name, backend.load(Handle("keys", info.name), 0, MAX_KEY_FILE + 1)))
         except ObjectNotFound:
             continue  # removed since the listing (key remove, a re-saved slot)
@@ -197,24 +201,25 @@ def cannot_open(slots: list[KeySlot], bad: list[UnusableSlot]) -> CoffreError:
     damaged = [d for d in bad if d.damaged]
     if not slots and not bad:
         return FormatError(
-            "the repository has no key file (keys/ is empty): no password or recovery key can open it",
-            "restore the keys/ folder from a copy of the repository's storage",
+            _("the repository has no key file (keys/ is empty): no password or recovery key can open it"),
+            _("restore the keys/ folder from a copy of the repository's storage"),
         )
     if not slots:
-        return FormatError("the repository has no readable key file: " + "; ".join(d.describe() for d in bad),
-                           "restore the keys/ folder from a copy of the repository's storage")
+        return FormatError(_("the repository has no readable key file: {problems}").format(
+                               problems="; ".join(d.describe() for d in bad)),
+                           _("restore the keys/ folder from a copy of the repository's storage"))
     if damaged:
         return IntegrityError(
-            "no key slot opens with this password or recovery key, and "
-            + "; ".join(d.describe() for d in damaged)
-            + ": if it held this password, that password cannot open the repository any more",
-            "open it with the recovery key (type it where the password is asked) or another "
-            f"password, then remove the damaged key file with 'coffre key remove {damaged[0].id[:8]}' "
-            "and add the password again with 'coffre key add'",
+            _("no key slot opens with this password or recovery key, and {problems}: if it held this "
+              "password, that password cannot open the repository any more").format(
+                  problems="; ".join(d.describe() for d in damaged)),
+            _("open it with the recovery key (type it where the password is asked) or another "
+              "password, then remove the damaged key file with 'coffre key remove {id}' "
+              "and add the password again with 'coffre key add'").format(id=damaged[0].id[:8]),
         )
     return WrongPasswordError(
-        "wrong password or recovery key: no key slot of this repository opens with it",
-        "check the password file or type the recovery key printed at 'coffre init'",
+        _("wrong password or recovery key: no key slot of this repository opens with it"),
+        _("check the password file or type the recovery key printed at 'coffre init'"),
     )
 
 
@@ -224,18 +229,20 @@ def resave_with_config(backend: Backend, slot: KeySlot, config: dict[str, Any]) 
     is removed, so a crash leaves two equivalent slots, never none. Returns the new name."""
     raw = backend.load(Handle("keys", slot.id), 0, MAX_KEY_FILE + 1)
     if _parse(slot.id, raw).wrapped != slot.wrapped:
-        raise IntegrityError(f"key file {slot.id[:8]} changed while it was being updated")
+        raise IntegrityError(_("key file {id} changed while it was being updated").format(id=slot.id[:8]))
     doc = {k: v for k, v in json.loads(raw).items() if k not in _DROPPED_FIELDS}
     doc["config"] = config
     name, new = _encode(doc)
     if name == slot.id:
         return name
     if len(new) > MAX_KEY_FILE:
-        raise FormatError(f"key file {slot.id[:8]}: the copy of the config makes it too large")
+        raise FormatError(_("key file {id}: the copy of the config makes it too large").format(
+            id=slot.id[:8]))
     backend.save(Handle("keys", name), new)
     again = _parse(name, backend.load(Handle("keys", name), 0, MAX_KEY_FILE + 1))
     if again.wrapped != slot.wrapped or again.config != config:
-        raise IntegrityError(f"key file {name[:8]} does not read back as written; the old one is kept")
+        raise IntegrityError(_("key file {id} does not read back as written; the old one is kept").format(
+            id=name[:8]))
     try:
         backend.remove(Handle("keys", slot.id))
     except ObjectNotFound:

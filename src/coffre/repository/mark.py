@@ -315,8 +315,8 @@ def updating(repo_id: bytes, now_ns: int, root: Path | None = None) -> Iterator[
         folder = private_dir(mark_dir(repo_id, root))
         fd = os.open(folder / "mark.lock", os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600)
     except OSError as exc:
-        raise MarkUnavailable(_("cannot use {folder}: {reason}").format(
-            folder=root, reason=exc.strerror)) from None
+        raise MarkUnavailable(_("cannot use {path}: {reason}").format(
+            path=root, reason=exc.strerror)) from None
     try:
         try:
             posix.lock_exclusive(fd, str(folder / "mark.lock"))  # released when fd is closed
@@ -356,11 +356,11 @@ def _open(folder: Path, repo_id: bytes) -> Mark:
         try:
             os.replace(path, aside)
         except OSError as err:
-            raise MarkUnavailable(_("{path} is damaged ({problem}) and cannot be set aside: {reason}").format(
-                path=path, problem=exc.message, reason=err.strerror)) from None
-        return Mark(repo_id, problem=_("{path} was damaged ({problem}): set aside as {aside}; this machine "
+            raise MarkUnavailable(_("{path} is damaged ({damage}) and cannot be set aside: {reason}").format(
+                path=path, damage=exc.message, reason=err.strerror)) from None
+        return Mark(repo_id, problem=_("{path} was damaged ({damage}): set aside as {name}; this machine "
                                        "trusts the storage as it is now").format(
-                                           path=path, problem=exc.message, aside=aside.name))
+                                           path=path, damage=exc.message, name=aside.name))
 
 
 def _save(path: Path, data: bytes) -> None:

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from coffre.compress import CODEC_ZSTD_DELTA, compress, compress_delta
 from coffre.core.errors import IntegrityError
+from coffre.core.i18n import _
 from coffre.crypto import aead
 from coffre.format import pack as packfmt
 from coffre.repository.repo import Repository
@@ -110,7 +111,7 @@ class Packer:
         # than hashed again: the same guarantee, cheaper); add_body checks the encryption.
         entry = packfmt.BlobEntry(kind, blob_id, 0, 0, len(data), base_id)
         if self.repo.decode_plain(entry, body, base_content, verify=False) != data:
-            raise IntegrityError("self-check after compression failed (memory fault?)")
+            raise IntegrityError(_("self-check after compression failed (memory fault?)"))
         self.add_body(kind, blob_id, body, len(data), base_id)
         return base_id
 
@@ -127,7 +128,7 @@ class Packer:
             stored = crypter.encrypt_blob(salt, kind, plain, blob_id)
             # Verify after encrypt: what goes to storage must decrypt to what we meant.
             if crypter.decrypt_blob(salt, kind, stored, blob_id) != plain:
-                raise IntegrityError("self-check after encryption failed (memory fault?)")
+                raise IntegrityError(_("self-check after encryption failed (memory fault?)"))
             with self._lock:
                 if salt != self._salt:
                     continue  # the pack filled meanwhile: seal again under the next pack's key

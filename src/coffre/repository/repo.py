@@ -24,6 +24,7 @@ from coffre.core.errors import (
     UnsupportedVersionError,
     WrongPasswordError,
 )
+from coffre.core.i18n import _, ngettext
 from coffre.crypto import aead
 from coffre.crypto.aead import Crypter, SubKeys
 from coffre.crypto.kdf import new_recovery_key
@@ -126,15 +127,17 @@ def parse_config(doc: Any, where: str) -> tuple[Config, bytes]:
     """A config document (the config file's JSON, or a key slot's copy of it) and its MAC,
     checked for format and version."""
     if not isinstance(doc, dict) or doc.get("format") != "coffre-repository":
-        raise _DamagedConfig("not a Coffre config", NoRepositoryError(f"{where} is not a Coffre repository"))
+        raise _DamagedConfig(_("not a Coffre config"), NoRepositoryError(
+            _("{where} is not a Coffre repository").format(where=where)))
     version = doc.get("version")
     if not isinstance(version, int) or version < 1:
-        raise _DamagedConfig("invalid version", FormatError("config: invalid version"))
+        raise _DamagedConfig(_("invalid version"), FormatError(_("config: invalid version")))
     if version > FORMAT_VERSION:
         raise UnsupportedVersionError(
-            f"this repository uses format version {version}, written by a newer Coffre; "
-            f"this Coffre ({__version__}) reads up to version {FORMAT_VERSION}",
-            "upgrade Coffre on this machine to read it; nothing was changed",
+            _("this repository uses format version {version}, written by a newer Coffre; "
+              "this Coffre ({coffre}) reads up to version {supported}").format(
+                  version=version, coffre=__version__, supported=FORMAT_VERSION),
+            _("upgrade Coffre on this machine to read it; nothing was changed"),
         )
     try:
         ch = doc["chunker"]
@@ -151,12 +154,12 @@ def parse_config(doc: Any, where: str) -> tuple[Config, bytes]:
         )
         mac = bytes.fromhex(doc["mac"])
     except (KeyError, ValueError, TypeError, AttributeError):
-        raise _DamagedConfig("malformed", FormatError("config: malformed")) from None
+        raise _DamagedConfig(_("malformed"), FormatError(_("config: malformed"))) from None
     if len(cfg.id) != 16 or not 1 <= cfg.compression_level <= 19 or (
             version >= 2 and len(cfg.content) != aead.WRAPPED_CONTENT_LEN):
-        raise _DamagedConfig("malformed", FormatError("config: malformed"))
+        raise _DamagedConfig(_("malformed"), FormatError(_("config: malformed")))
     if not 1024 * 1024 <= cfg.pack_size <= 256 * 1024 * 1024:
-        raise _DamagedConfig("pack size out of range", FormatError("config: pack size out of range"))
+        raise _DamagedConfig(_("pack size out of range"), FormatError(_("config: pack size out of range")))
     return cfg, mac
 
 
@@ -176,18 +179,19 @@ def _read_config_file(backend: Backend) -> tuple[Config, bytes]:
             raise ObjectNotFound("config: not found")
         raw = backend.load(Handle("config", "config"), 0, MAX_CONFIG + 1)
     except ObjectNotFound:
-        raise _DamagedConfig("missing", NoRepositoryError(
-            f"{where} is not a Coffre repository (no config file)",
-            "create one with 'coffre init --repo ...' or check the path")) from None
+        raise _DamagedConfig(_("missing"), NoRepositoryError(
+            _("{where} is not a Coffre repository (no config file)").format(where=where),
+            _("create one with 'coffre init --repo ...' or check the path"))) from None
     if len(raw) > MAX_CONFIG:
-        raise _DamagedConfig("too large", NoRepositoryError(
-            f"{where}: the config file is too large to be Coffre's"))
+        raise _DamagedConfig(_("too large"), NoRepositoryError(
+            _("{where}: the config file is too large to be Coffre's").format(where=where)))
     try:
         doc = json.loads(raw)
     except ValueError:
-        what = "empty" if not raw.strip() else "not JSON"
+        what = _("empty") if not raw.strip() else _("not JSON")
         raise _DamagedConfig(what, NoRepositoryError(
-            f"{where}: the config file is not readable ({what})")) from None
+            _("{where}: the config file is not readable ({reason})").format(
+                where=where, reason=what))) from None
     return parse_config(doc, where)
 
 
@@ -197,7 +201,7 @@ def config_copies(slots: list[keyring.KeySlot]) -> list[tuple[Config, bytes]]:
     for slot in slots:
         if slot.config is not None:
             try:
-                copy = parse_config(slot.config, f"key file {slot.id[:8]}")
+                copy = parse_config(slot.config, _("key file {id}").format(id=slot.id[:8]))
             except _DamagedConfig:
                 continue
             counts[copy] = counts.get(copy, 0) + 1
@@ -225,13 +229,17 @@ def load_config(backend: Backend) -> StoredConfig:
         slots = []  # no keys/ folder either: not a repository
     copies = config_copies(slots)
     if copies:
-        return StoredConfig(*copies[0], problem=f"the config file is damaged ({damage.what}); "
-                            "using the copy kept in the key files")
+        return StoredConfig(*copies[0], problem=_("the config file is damaged ({damage}); using the copy "
+                                                  "kept "
+                                                  "in the key files").format(damage=damage.what))
     if slots:
         raise FormatError(
-            f"{backend.location}: the config file is damaged ({damage.what}) and none of the "
-            f"{len(slots)} key file(s) keeps a copy of it (they were written by an older Coffre)",
-            "restore the config file from a copy of the repository's storage",
+            ngettext("{where}: the config file is damaged ({damage}) and the only key file does not keep a "
+                     "copy of it (it was written by an older Coffre)",
+                     "{where}: the config file is damaged ({damage}) and none of the {n} key files keeps a "
+                     "copy of it (they were written by an older Coffre)", len(slots)).format(
+                         where=backend.location, damage=damage.what, n=len(slots)),
+            _("restore the config file from a copy of the repository's storage"),
         )
     raise damage.error
 
@@ -296,7 +304,7 @@ class Repository:
         if content is not None and version < 2:
             raise ValueError("format 1 has no content secret to share")
         if backend.exists():
-            raise CoffreError(f"{backend.location} already holds a Coffre repository")
+            raise CoffreError(_("{where} already holds a Coffre repository").format(where=backend.location))
         backend.create()
         master = os.urandom(32)
         repo_id = os.urandom(16)
@@ -363,15 +371,15 @@ class Repository:
                 if (cfg, mac) == first or stored.problem:
                     repo.config_problem = stored.problem
                 else:
-                    why = ("it fails authentication" if opened[stored.config.id].any()
-                           else "its repository id opens no key slot")
-                    repo.config_problem = (f"the config file was altered ({why}); "
-                                           "using the copy kept in the key files")
+                    why = (_("it fails authentication") if opened[stored.config.id].any()
+                           else _("its repository id opens no key slot"))
+                    repo.config_problem = _("the config file was altered ({reason}); using the copy kept in "
+                                            "the key files").format(reason=why)
                 return repo
         if any(o.any() for o in opened.values()):
             raise IntegrityError(
-                "the repository config was altered (authentication failed)",
-                "restore the config file from a copy of the repository",
+                _("the repository config was altered (authentication failed)"),
+                _("restore the config file from a copy of the repository"),
             )
         _refuse_removed(backend, slots, secret, tried, known)
         raise keyring.cannot_open(slots, bad)
@@ -419,7 +427,7 @@ class Repository:
         envelope = self.crypter.encrypt(_KIND_OF[kind], plaintext)
         # Verify after encrypt: what goes to storage must decrypt to what we meant.
         if self.crypter.decrypt(_KIND_OF[kind], envelope) != plaintext:
-            raise IntegrityError("encryption self-check failed (memory fault?)")
+            raise IntegrityError(_("encryption self-check failed (memory fault?)"))
         name = hashlib.sha256(envelope).hexdigest()
         self.backend.save(Handle(kind, name), envelope)
         return name
@@ -428,9 +436,11 @@ class Repository:
         # One request, not a stat then a read; at most one byte more than the limit is read.
         envelope = self.backend.load(Handle(kind, name), 0, MAX_SIZE[kind] + 1)
         if len(envelope) > MAX_SIZE[kind]:
-            raise IntegrityError(f"{kind}/{name[:12]} is larger than any Coffre writes; not read")
+            raise IntegrityError(_("{object} is larger than any Coffre writes; not read").format(
+                object=f"{kind}/{name[:12]}"))
         if hashlib.sha256(envelope).hexdigest() != name:
-            raise IntegrityError(f"{kind}/{name[:12]} is damaged: its content does not match its name")
+            raise IntegrityError(_("{object} is damaged: its content does not match its name").format(
+                object=f"{kind}/{name[:12]}"))
         return self.crypter.decrypt(_KIND_OF[kind], envelope)
 
     def list_names(self, kind: str) -> list[str]:
@@ -451,7 +461,7 @@ class Repository:
             except FormatError as exc:
                 if errors is None:
                     raise
-                errors.append(f"index {name[:12]}: {exc.message}")
+                errors.append(_("index {name}: {problem}").format(name=name[:12], problem=exc.message))
                 continue
             for pid, entries in packs.items():
                 target.add_pack(pid, entries)
@@ -483,7 +493,7 @@ class Repository:
             except FormatError as exc:
                 if errors is None:
                     raise
-                errors.append(f"snapshot {name[:12]}: {exc.message}")
+                errors.append(_("snapshot {name}: {problem}").format(name=name[:12], problem=exc.message))
         return sorted(out, key=lambda s: (s.time_ns, s.id))
 
     # -- blobs ----------------------------------------------------------------------------------
@@ -494,7 +504,7 @@ class Repository:
         tail = self.backend.load(handle, max(0, size - 64 * 1024))
         trailer = packfmt.trailer_size(self.version)
         if len(tail) < trailer:
-            raise FormatError(f"pack {pack_id.hex()[:12]} is truncated")
+            raise FormatError(_("pack {name} is truncated").format(name=pack_id.hex()[:12]))
         hlen = packfmt.split_trailer(tail, size, self.version)
         if hlen + trailer <= len(tail):
             envelope = tail[len(tail) - trailer - hlen : len(tail) - trailer]
@@ -524,7 +534,7 @@ class Repository:
     def open_blob(self, entry: packfmt.BlobEntry, stored: bytes | memoryview) -> bytes:
         """A stored blob decrypted (and, format 2, unpadded): its codec byte and payload."""
         if len(stored) != entry.length:
-            raise IntegrityError("blob is truncated")
+            raise IntegrityError(_("blob is truncated"))
         plain = self.crypter.decrypt_blob(entry.salt, entry.kind, stored, entry.id)
         return plain if entry.salt is None else packfmt.unpad(plain)
 
@@ -534,35 +544,37 @@ class Repository:
         """decode_blob after decryption: the stored form (codec byte and payload) to the
         content, checked against its id."""
         if not plain:
-            raise FormatError("blob is empty")
+            raise FormatError(_("blob is empty"))
         if plain[0] == CODEC_ZSTD_DELTA:
             named = plain[1 : 1 + ID_LEN]
             if entry.base is None or not hmac.compare_digest(named, entry.base):
-                raise FormatError("delta blob names another base than its index entry")
+                raise FormatError(_("delta blob names another base than its index entry"))
             if base is None:
                 base = self.load_base(entry.base, verify=False)
             data = decompress_delta(plain[1 + ID_LEN :], base, entry.raw_length)
         else:
             if entry.base is not None:
-                raise FormatError("blob is listed as a delta but is not one")
+                raise FormatError(_("blob is listed as a delta but is not one"))
             data = decompress(plain[0], plain[1:], entry.raw_length)
         if verify and not hmac.compare_digest(self.crypter.blob_id(data), entry.id):
-            raise IntegrityError("blob content does not match its id")
+            raise IntegrityError(_("blob content does not match its id"))
         return data
 
     def load_base(self, base_id: bytes, verify: bool = True) -> bytes:
         """The content of a delta's base: a data blob that is not a delta itself (depth one,
         so a delta never needs more than one other blob)."""
         if base_id not in self.index:
-            raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not in the index")
+            raise FormatError(_("base {id} of a delta blob is not in the index").format(
+                id=base_id.hex()[:12]))
         if not self.index.plain_data(base_id):
-            raise FormatError(f"base {base_id.hex()[:12]} of a delta blob is not a plain data blob")
+            raise FormatError(_("base {id} of a delta blob is not a plain data blob").format(
+                id=base_id.hex()[:12]))
         return self.load_blob(base_id, verify)
 
     def load_blob(self, blob_id: bytes, verify: bool = True) -> bytes:
         loc = self.index.lookup(blob_id)
         if loc is None:
-            raise FormatError(f"blob {blob_id.hex()[:12]} is not in the index")
+            raise FormatError(_("blob {id} is not in the index").format(id=blob_id.hex()[:12]))
         errors: list[str] = []
         for cand in [loc, *[c for c in self.index.locations(blob_id) if c.pack != loc.pack]]:
             try:
@@ -576,8 +588,10 @@ class Repository:
                     )
                 return self.decode_blob(cand.entry, envelope, verify=verify)
             except (FormatError, ObjectNotFound) as exc:
-                errors.append(f"pack {cand.pack.hex()[:12]}: {exc.message}")
-        raise IntegrityError(f"blob {blob_id.hex()[:12]} cannot be read: " + "; ".join(errors))
+                errors.append(_("pack {name}: {problem}").format(
+                    name=cand.pack.hex()[:12], problem=exc.message))
+        raise IntegrityError(_("blob {id} cannot be read: {problems}").format(
+            id=blob_id.hex()[:12], problems="; ".join(errors)))
 
     def read_envelope(self, loc: Location) -> bytes:
         """The stored (encrypted) form of one blob, as is: the caller authenticates it."""
@@ -608,7 +622,7 @@ class Repository:
         for i, blob_id in enumerate(blob_ids):
             loc = self.index.lookup(blob_id)
             if loc is None:
-                out[i] = FormatError(f"blob {blob_id.hex()[:12]} is not in the index")
+                out[i] = FormatError(_("blob {id} is not in the index").format(id=blob_id.hex()[:12]))
             else:
                 located.append((loc.pack, loc.entry.offset, i, loc))
         located.sort()
@@ -631,7 +645,7 @@ class Repository:
                 run.append(item)
                 useful += item[3].entry.length
                 waste += max(hole, 0)
-        return [r if r is not None else FormatError("blob not read") for r in out]
+        return [r if r is not None else FormatError(_("blob not read")) for r in out]
 
     def _read_run(
         self, run: list[tuple[bytes, int, int, Location]], blob_ids: list[bytes],
@@ -646,7 +660,7 @@ class Repository:
             )
         except StorageError:
             span = memoryview(b"")
-        for _, offset, i, loc in run:
+        for _blob, offset, i, loc in run:
             try:
                 envelope = span[offset - start : offset - start + loc.entry.length]
                 base = bases.get(loc.entry.base) if loc.entry.base else None
@@ -674,10 +688,11 @@ def _refuse_removed(
         for master, slot in keyring.openings(removed, repo_id, secret):
             if any(Repository._unlocked(backend, cfg, mac, master, SystemClock()) for cfg, mac in configs):
                 raise WrongPasswordError(
-                    f"this password or recovery key opens only key slot {slot.id[:8]}, which was removed "
-                    "on this machine ('coffre key remove') and has been put back in the storage: refused",
-                    "open with another password or the recovery key; 'coffre key remove "
-                    f"{slot.id[:8]}' removes that slot again (docs/design.md, section 8)",
+                    _("this password or recovery key opens only key slot {id}, which was removed on this "
+                      "machine ('coffre key remove') and has been put back in the storage: refused").format(
+                          id=slot.id[:8]),
+                    _("open with another password or the recovery key; 'coffre key remove {id}' removes that "
+                      "slot again (docs/design.md, section 8)").format(id=slot.id[:8]),
                 )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coffre.core.errors import FormatError
+from coffre.core.i18n import _
 from coffre.format.codec import decode, encode, want, want_id, want_int, want_map
 from coffre.repository.repo import Repository
 
@@ -34,7 +35,7 @@ def load_trash(repo: Repository) -> list[TrashRecord]:
     for name in repo.list_names("trash"):
         d: dict[str, Any] = want_map(decode(repo.load_object("trash", name), "trash"), "trash")
         if d.get("v") != 1:
-            raise FormatError("trash record: unknown version")
+            raise FormatError(_("trash record: unknown version"))
         out.append(
             TrashRecord(
                 name=name,

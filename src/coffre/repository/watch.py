@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from coffre.core.clock import format_ns
 from coffre.core.errors import FormatError, ObjectNotFound, StorageError
+from coffre.core.human import human_time
+from coffre.core.i18n import _
 from coffre.format.snapshot import Snapshot
 from coffre.repository import keyring
 from coffre.repository.locks import live_locks
@@ -106,8 +107,9 @@ def _read_new(repo: Repository, mark: Mark, names: set[str], report: Reporter) -
         except ObjectNotFound:
             continue
         except FormatError as exc:
-            report(f"forget record forgotten/{name[:12]} cannot be read ({exc.message}); skipped: "
-                   "the snapshots it names may be reported as vanished")
+            report(_("forget record forgotten/{name} cannot be read ({reason}); skipped: "
+                     "the snapshots it names may be reported as vanished").format(
+                         name=name[:12], reason=exc.message))
     return out
 
 
@@ -169,21 +171,27 @@ def acknowledge(mark: Mark, alarms: list[Alarm]) -> None:
 def describe(alarm: Alarm) -> str:
     """The alarm for the person reading it: what vanished or came back."""
     short = alarm.id[:8]
-    what = (f" ({alarm.host}, {format_ns(alarm.time_ns)})" if alarm.host else "")
+    snapshot = (_("snapshot {id} ({host}, {time})").format(
+        id=short, host=alarm.host, time=human_time(alarm.time_ns))
+                if alarm.host else _("snapshot {id}").format(id=short))
     if alarm.kind == "snapshot-vanished":
-        return (f"snapshot {short}{what} vanished from the storage, and no forget removed it: "
-                "the storage lost or deleted it, or was rolled back")
+        return _("{snapshot} vanished from the storage, and no forget removed it: "
+                 "the storage lost or deleted it, or was rolled back").format(snapshot=snapshot)
     if alarm.kind == "snapshot-back":
-        by = f" (forget record {alarm.via[:8]})" if alarm.via else ""
-        return (f"snapshot {short}{what} is stored again although it was forgotten{by} or accepted as "
-                f"gone: the storage put it back, or a forget died before removing it ('coffre forget "
-                f"{short}' finishes it)")
+        if alarm.via:
+            return _("{snapshot} is stored again although it was forgotten (forget record {record}) or "
+                     "accepted "
+                     "as gone: the storage put it back, or a forget died before removing it ('coffre forget "
+                     "{id}' finishes it)").format(snapshot=snapshot, record=alarm.via[:8], id=short)
+        return _("{snapshot} is stored again although it was forgotten or accepted as gone: the storage "
+                 "put it back, or a forget died before removing it ('coffre forget {id}' finishes "
+                 "it)").format(snapshot=snapshot, id=short)
     if alarm.kind == "index-back":
-        return (f"index file {short} is stored again after a prune or repair removed it: the storage "
-                "put it back, or was rolled back")
+        return _("index file {id} is stored again after a prune or repair removed it: the storage "
+                 "put it back, or was rolled back").format(id=short)
     if alarm.kind == "key-back":
-        return (f"key slot {short}, removed on this machine on {format_ns(alarm.time_ns)}, is stored "
-                f"again: the storage put it back; it stays refused here ('coffre key remove {short}' "
-                "removes it again)")
-    return (f"forget record {short} vanished from the storage (Coffre never removes one): the storage "
-            "deleted it, or was rolled back")
+        return _("key slot {id}, removed on this machine on {time}, is stored again: the storage put it "
+                 "back; it stays refused here ('coffre key remove {id}' removes it again)").format(
+                     id=short, time=human_time(alarm.time_ns))
+    return _("forget record {id} vanished from the storage (Coffre never removes one): the storage "
+             "deleted it, or was rolled back").format(id=short)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
+from coffre.core.i18n import N_, _, ngettext
+
 T = TypeVar("T")
 
 
@@ -68,8 +70,10 @@ class Check:
 class Target(ABC):
     """A database to restore into."""
 
-    # What to do about a target that is not empty.
-    replace_hint = "restore into a new or empty database, or add --force to replace its tables"
+    @property
+    def replace_hint(self) -> str:
+        """What to do about a target that is not empty."""
+        return _("restore into a new or empty database, or add --force to replace its tables")
 
     @abstractmethod
     def describe(self) -> str: ...
@@ -114,15 +118,18 @@ def compare_counts(recorded: dict[str, int], restored: dict[str, int]) -> Check:
     for table in sorted(set(recorded) | set(restored)):
         want, got = recorded.get(table), restored.get(table)
         if want != got:
-            problems.append(f"{table}: {_rows(want)} at backup time, {_rows(got)} restored")
+            problems.append(_("{table}: {expected} at backup time, {found} restored").format(
+                table=table, expected=_rows(want), found=_rows(got)))
     total = sum(recorded.values())
     if problems:
-        return Check("row counts", False, "; ".join(problems[:20]))
-    return Check("row counts", True, f"{len(recorded)} tables, {total} rows, as at backup time")
+        return Check(N_("row counts"), False, "; ".join(problems[:20]))
+    return Check(N_("row counts"), True, _("{tables}, {rows}, as at backup time").format(
+        tables=ngettext("{n} table", "{n} tables", len(recorded)).format(n=len(recorded)),
+        rows=ngettext("{n} row", "{n} rows", total).format(n=total)))
 
 
 def _rows(n: int | None) -> str:
-    return "absent" if n is None else f"{n} rows"
+    return _("absent") if n is None else ngettext("{n} row", "{n} rows", n).format(n=n)
 
 
 def batched(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:

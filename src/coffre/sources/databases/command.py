@@ -16,6 +16,8 @@ from typing import IO, Any, BinaryIO, TypeVar
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError
+from coffre.core.human import human_duration, human_size
+from coffre.core.i18n import _
 from coffre.core.posix import Account
 
 T = TypeVar("T")
@@ -33,7 +35,8 @@ def find_program(*names: str, extra_dirs: Iterable[str] = ()) -> str:
         found = shutil.which(n)
         if found:
             return found
-    raise CoffreError(f"{names[0]} is not installed", f"install the package that provides {names[0]}")
+    raise CoffreError(_("{program} is not installed").format(program=names[0]),
+                      _("install the package that provides {program}").format(program=names[0]))
 
 
 def exit_reason(status: int) -> str:
@@ -42,8 +45,8 @@ def exit_reason(status: int) -> str:
             name = signal.Signals(-status).name
         except ValueError:
             name = str(-status)
-        return f"was killed by signal {-status} ({name})"
-    return f"failed with exit status {status}"
+        return _("was killed by signal {number} ({name})").format(number=-status, name=name)
+    return _("failed with exit status {status}").format(status=status)
 
 
 class _Tail:
@@ -86,13 +89,15 @@ def _failure(what: str, status: int, stderr: str, after: str) -> CoffreError:
 
 def stream_command(
     argv: list[str], consume: Callable[[BinaryIO], T], what: str,
-    after: str = "; no snapshot was written",
+    after: str | None = None,
 ) -> T:
     """Run `argv`, hand its output to `consume` (which reads it to the end), and fail with the
     program's own error message if it does not exit with 0."""
     proc = _start(argv, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     stdout = proc.stdout
+    if after is None:
+        after = _("; no snapshot was written")
     return _while_running(proc, lambda: consume(stdout), what, _Tail(proc.stderr), after)  # type: ignore[arg-type]
 
 
@@ -134,7 +139,7 @@ def feed_command(
     stopped_reading = _while_running(proc, feed, what, out)
     text = out.text()
     if stopped_reading:
-        raise CoffreError(f"{what} stopped reading before the end of the dump"
+        raise CoffreError(_("{what} stopped reading before the end of the dump").format(what=what)
                           + (f"\n{text}" if text else ""))
     return text
 
@@ -173,7 +178,8 @@ def _feed_until_done(stdin: IO[bytes], chunks: Iterator[bytes], seen: list[bytes
             seen.append(c)
             size += len(c)
             if size > limit:
-                raise CoffreError(f"{what} read {size >> 20} MiB of the dump without finishing")
+                raise CoffreError(_("{what} read {size} of the dump without finishing").format(
+                    what=what, size=human_size(size)))
             view = memoryview(c)
             while view:  # unbuffered: a write may take part of it
                 view = view[stdin.write(view) or 0:]
@@ -193,9 +199,11 @@ def run_tool(argv: list[str], what: str, account: Account | None = None,
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                               check=False, env=env, **as_account(account))
     except OSError as exc:
-        raise CoffreError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        raise CoffreError(_("cannot run {program}: {reason}").format(
+            program=argv[0], reason=exc.strerror)) from None
     except subprocess.TimeoutExpired:
-        raise CoffreError(f"{what} did not finish in {timeout or 0:.0f} s") from None
+        raise CoffreError(_("{what} did not finish in {duration}").format(
+            what=what, duration=human_duration(timeout or 0))) from None
     if done.returncode != 0:
         err = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-ERROR_TAIL:]
         raise _failure(what, done.returncode, err, "")
@@ -209,7 +217,8 @@ def _start(argv: list[str], stdin: int, merge: bool = False,
         return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, bufsize=bufsize,
                                 stderr=subprocess.STDOUT if merge else subprocess.PIPE, env=env)
     except OSError as exc:
-        raise CoffreError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+        raise CoffreError(_("cannot run {program}: {reason}").format(
+            program=repr(argv[0]), reason=exc.strerror)) from None
 
 
 def service_account(*names: str) -> Account | None:
@@ -223,8 +232,8 @@ def service_account(*names: str) -> Account | None:
             return posix.account(n)
         except KeyError:
             continue
-    raise CoffreError("no unprivileged account to run a throwaway database server as",
-                      "create one, e.g. 'useradd --system postgres'")
+    raise CoffreError(_("no unprivileged account to run a throwaway database server as"),
+                      _("create one, e.g. 'useradd --system postgres'"))
 
 
 def file_tail(path: str, size: int = 2000) -> str:

@@ -25,6 +25,7 @@ from typing import IO, BinaryIO, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from coffre.core.errors import CoffreError, UsageError
+from coffre.core.i18n import _, ngettext
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target, batched
 from coffre.sources.databases.command import (
     feed_command,
@@ -61,19 +62,18 @@ class Connection:
     def __init__(self, dsn: str) -> None:
         u = urlsplit(dsn)
         if u.scheme not in ("mysql", "mariadb") or not u.path.strip("/"):
-            raise UsageError("the MariaDB/MySQL connection string is not valid",
-                             "e.g. mysql://coffre@localhost/officine "
-                             "(password in MYSQL_PWD or ~/.my.cnf)")
+            raise UsageError(_("the MariaDB/MySQL connection string is not valid"),
+                             _("e.g. mysql://coffre@localhost/officine (password in MYSQL_PWD or ~/.my.cnf)"))
         self.database = unquote(u.path.strip("/"))
         self.user = unquote(u.username or "")
         if u.password:
-            raise UsageError("a password in the MariaDB/MySQL connection string would show in "
-                             "the process list", "put it in MYSQL_PWD or ~/.my.cnf")
+            raise UsageError(_("a password in the MariaDB/MySQL connection string would show in "
+                               "the process list"), _("put it in MYSQL_PWD or ~/.my.cnf"))
         self.host = u.hostname or ""
         try:
             self.port = u.port
         except ValueError:
-            raise UsageError("the MariaDB/MySQL connection string has an invalid port") from None
+            raise UsageError(_("the MariaDB/MySQL connection string has an invalid port")) from None
         query = parse_qs(u.query)
         self.socket = query.get("socket", [""])[0]
         self.no_defaults = False
@@ -101,13 +101,14 @@ class Connection:
         return opts + ([self.database] if database else [])
 
     def describe(self) -> str:
-        where = self.socket or (f"{self.host}:{self.port}" if self.port else self.host) or "local socket"
-        return f"MariaDB/MySQL database {self.database!r} on {where}"
+        where = self.socket or (f"{self.host}:{self.port}" if self.port else self.host) or _("local socket")
+        return _("MariaDB/MySQL database {name} on {where}").format(name=repr(self.database), where=where)
 
     def query(self, statement: str, what: str) -> list[list[str]]:
         client = find_program("mariadb", "mysql")
         out = run_tool([client, *self.options(database=False), "--batch", "--skip-column-names",
-                        "--raw", "-e", statement], f"{what} on {self.describe()}", env=self.env)
+                        "--raw", "-e", statement], _("{what} on {database}").format(
+                            what=what, database=self.describe()), env=self.env)
         return [line.split("\t") for line in out.splitlines() if line]
 
 
@@ -122,10 +123,11 @@ def _sandbox(client: str) -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         helps = ""
     if "--sandbox" not in helps:
-        raise CoffreError(f"{client} has no --sandbox option: a dump is loaded only by a client that "
-                          "refuses the commands a dump could smuggle in (running a shell, reading files)",
-                          "install a MariaDB client of May 2024 or later "
-                          "(10.5.25, 10.6.18, 10.11.8, 11.4.2, ...)")
+        raise CoffreError(_("{client} has no --sandbox option: a dump is loaded only by a client that "
+                            "refuses the commands a dump could smuggle in (running a shell, reading "
+                            "files)").format(client=client),
+                          _("install a MariaDB client of May 2024 or later "
+                            "(10.5.25, 10.6.18, 10.11.8, 11.4.2, ...)"))
     return ["--sandbox"]
 
 
@@ -201,16 +203,17 @@ class MysqlDatabase(Database):
         return self.conn.describe()
 
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
-        after = "; no snapshot was written"
+        after = _("; no snapshot was written")
         try:
             rows = self.conn.query(
-                _SIZE.format(_literal(self.conn.database)), "reading the database's size")
+                _SIZE.format(_literal(self.conn.database)), _("reading the database's size"))
         except CoffreError as exc:
             raise CoffreError(exc.message + after) from None
         version, size = rows[0][0], int(rows[1][0])
         not_innodb = rows[2][0] if len(rows) > 2 else ""
-        warnings = [f"{self.describe()}: tables not in InnoDB ({not_innodb}) are not read at the same "
-                    "instant as the others; convert them to InnoDB"] if not_innodb else []
+        warnings = [_("{database}: tables not in InnoDB ({tables}) are not read at the same instant as the "
+                      "others; convert them to InnoDB").format(database=self.describe(), tables=not_innodb)
+                    ] if not_innodb else []
         dumper = find_program("mariadb-dump", "mysqldump")
         argv = [dumper, "--single-transaction", "--quick", "--skip-extended-insert", "--no-autocommit",
                 "--routines", "--triggers", "--hex-blob", "--default-character-set=utf8mb4",
@@ -224,10 +227,11 @@ class MysqlDatabase(Database):
             counter.append(_RowCounter(stream))
             return consume(counter[0])  # type: ignore[arg-type]
 
-        what = f"{os.path.basename(dumper)} of {self.describe()}"
+        what = _("{program} of {database}").format(program=os.path.basename(dumper), database=self.describe())
         result = stream_command(argv, counted, what, after=after)
         if not counter[0].last_line.startswith(_DONE):
-            raise CoffreError(f"the dump of {self.describe()} is incomplete (no completion line){after}")
+            raise CoffreError(_("the dump of {database} is incomplete (no completion line)").format(
+                database=self.describe()) + after)
         return result, Captured(size=size, tables=dict(counter[0].counts), server=version,
                                 format="mariadb-dump --single-transaction, one INSERT per row",
                                 warnings=warnings)
@@ -246,7 +250,7 @@ class MysqlTarget(CountedTarget):
 
     def _tables(self) -> list[str]:
         rows = self.conn.query(
-            _TABLES.format(_literal(self.conn.database)), "listing tables")
+            _TABLES.format(_literal(self.conn.database)), _("listing tables"))
         return [r[0] for r in rows]
 
     def is_empty(self) -> bool:
@@ -257,20 +261,22 @@ class MysqlTarget(CountedTarget):
             "SELECT CURRENT_USER(), GROUP_CONCAT(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES"
             " WHERE PRIVILEGE_TYPE IN ('SUPER', 'FILE') AND GRANTEE = CONCAT(\"'\","
             " SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1),"
-            " \"'\")", "reading the restoring account's rights")
+            " \"'\")", _("reading the restoring account's rights"))
         if rows and len(rows[0]) == 2 and rows[0][1] not in ("", "NULL"):
-            rights = rows[0][1].replace(",", " and ")
-            return f"the MariaDB account {rows[0][0]!r} holds {rights} on the whole server"
+            rights = rows[0][1].replace(",", _(" and "))
+            return _("the MariaDB account {account} holds {rights} on the whole server").format(
+                account=repr(rows[0][0]), rights=rights)
         return None
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         client = find_program("mariadb", "mysql")
         sandbox = _sandbox(client)  # before anything is created
-        exists = self.conn.query(_EXISTS.format(_literal(self.conn.database)), "looking for the database")
+        exists = self.conn.query(_EXISTS.format(_literal(self.conn.database)), _("looking for the database"))
         if exists[0][0] == "0":
-            self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", "creating the database")
+            self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", _("creating the database"))
         argv = [client, *self.conn.options(database=False), "--batch", *sandbox, self.conn.database]
-        feed_command(argv, self._stream(chunks), f"loading the dump into {self.describe()}",
+        feed_command(argv, self._stream(chunks), _("loading the dump into {database}").format(
+                         database=self.describe()),
                      env=self.conn.env)
 
     def _stream(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
@@ -284,13 +290,13 @@ class MysqlTarget(CountedTarget):
         db = _ident(self.conn.database)
         rows = self.conn.query(" UNION ALL ".join(
             f"SELECT {_literal(t)}, COUNT(*) FROM {db}.{_ident(t)}" for t in tables),  # noqa: S608
-            "counting rows")
+            _("counting rows"))
         return {r[0]: int(r[1]) for r in rows}
 
     def integrity(self) -> Check:
         tables = self._tables()
         if not tables:
-            return Check("CHECK TABLE", True, "no table")
+            return Check("CHECK TABLE", True, _("no table"))
         db = _ident(self.conn.database)
         try:
             rows = self.conn.query("CHECK TABLE " + ", ".join(f"{db}.{_ident(t)}" for t in tables),
@@ -299,7 +305,8 @@ class MysqlTarget(CountedTarget):
             return Check("CHECK TABLE", False, exc.message)
         bad = [" ".join(r) for r in rows
                if len(r) >= 4 and (r[2] == "error" or (r[2] == "status" and r[3] != "OK"))]
-        return Check("CHECK TABLE", not bad, "; ".join(bad[:10]) or f"{len(tables)} tables OK")
+        return Check("CHECK TABLE", not bad, "; ".join(bad[:10]) or ngettext(
+            "{n} table OK", "{n} tables OK", len(tables)).format(n=len(tables)))
 
 
 # A definer names an account of the backed-up server, which only an account with SUPER (or
@@ -359,17 +366,17 @@ def throwaway_mysql(work_dir: str | None = None) -> Iterator[Target]:
         data, run, files = folder.owned("data"), folder.owned("run"), folder.owned("files")
         sock = os.path.join(run, "server.sock")
         run_tool([install, "--no-defaults", f"--datadir={data}", "--skip-test-db",
-                  "--auth-root-authentication-method=normal"], "mariadb-install-db of the drill's server",
+                  "--auth-root-authentication-method=normal"], _("mariadb-install-db of the drill's server"),
                  account=account)
         server = Server(
             [server_program, "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--skip-networking",
              f"--pid-file={run}/server.pid", "--skip-log-bin", f"--secure-file-priv={files}",
-             "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"], folder, "MariaDB server")
+             "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"], folder, _("MariaDB server"))
         root = Connection.local(sock, DRILL_DB, "root")
         server.wait_ready(lambda: _answers(root))
         root.query(f"CREATE DATABASE {_ident(DRILL_DB)}; CREATE USER {_literal(DRILL_USER)}@'localhost'; "
                    f"GRANT ALL PRIVILEGES ON {_ident(DRILL_DB)}.* TO {_literal(DRILL_USER)}@'localhost'",
-                   "preparing the drill's database")
+                   _("preparing the drill's database"))
         yield DrillMysqlTarget(Connection.local(sock, DRILL_DB, DRILL_USER))
     finally:
         if server is not None:
@@ -379,7 +386,7 @@ def throwaway_mysql(work_dir: str | None = None) -> Iterator[Target]:
 
 def _answers(conn: Connection) -> bool:
     try:
-        conn.query("SELECT 1", "waiting for the drill's server")
+        conn.query("SELECT 1", _("waiting for the drill's server"))
         return True
     except CoffreError:
         return False

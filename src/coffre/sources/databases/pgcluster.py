@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import N_, _, ngettext
 from coffre.core.posix import Account
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import run_tool, service_account, stream_command
@@ -75,10 +76,10 @@ class PostgresCluster(Database):
         self.name = f"{host.strip('/').replace('/', '_')}:{port}"
 
     def describe(self) -> str:
-        return f"PostgreSQL cluster {self.name}"
+        return _("PostgreSQL cluster {name}").format(name=self.name)
 
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
-        after = "; no snapshot was written"
+        after = _("; no snapshot was written")
         try:
             # Any database serves to ask; the user's own may not exist.
             with contextlib.closing(self.conn.connect(self.conn.params.get("dbname") or "postgres")) as conn:
@@ -90,7 +91,9 @@ class PostgresCluster(Database):
             raise CoffreError(f"{self.describe()}: {' '.join(str(exc).split())}{after}") from None
         argv = [program("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
                 "--checkpoint=fast", "--no-password", f"--dbname={self.conn.conninfo()}"]
-        result = stream_command(argv, consume, f"pg_basebackup of {self.describe()}", after=after)
+        result = stream_command(argv, consume, _("pg_basebackup of {database}").format(
+            database=self.describe()),
+                                after=after)
         return result, Captured(size=size, tables={}, server=f"PostgreSQL {version}",
                                 format="pg_basebackup tar, WAL included",
                                 extra={"superuser": superuser, "major": version.split(".")[0]})
@@ -133,7 +136,8 @@ def extract(chunks: Iterable[bytes], data: str, account: Account | None) -> None
             for member in tar:
                 _unpack(tar, member, top)
     except (tarfile.TarError, OSError) as exc:
-        raise CoffreError(f"the base backup does not unpack into {data}: {exc}") from None
+        raise CoffreError(_("the base backup does not unpack into {folder}: {reason}").format(
+            folder=data, reason=exc)) from None
     finally:
         os.close(top)
     if account is not None:
@@ -146,12 +150,13 @@ def extract(chunks: Iterable[bytes], data: str, account: Account | None) -> None
 def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, top: int) -> None:
     parts = [p for p in member.name.split("/") if p not in ("", ".")]
     if member.name.startswith("/") or ".." in parts:
-        raise CoffreError(f"the base backup holds an unsafe name: {member.name[:200]!r}")
+        raise CoffreError(_("the base backup holds an unsafe name: {name}").format(
+            name=repr(member.name[:200])))
     if not parts:
         return
     if not (member.isdir() or member.isfile()):
-        raise CoffreError(f"the base backup holds {member.name[:200]!r}, which is neither a file nor a "
-                          "folder (clusters with tablespaces are not supported)")
+        raise CoffreError(_("the base backup holds {name}, which is neither a file nor a folder (clusters "
+                            "with tablespaces are not supported)").format(name=repr(member.name[:200])))
     folders = parts if member.isdir() else parts[:-1]
     fd = os.dup(top)
     try:
@@ -174,21 +179,24 @@ def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, top: int) -> None:
 class ClusterFolder(Target):
     """An empty data folder to unpack a base backup into (the server is started apart)."""
 
-    replace_hint = "a data folder is never overwritten: move it aside, or give a new folder"
+    @property
+    def replace_hint(self) -> str:
+        return _("a data folder is never overwritten: move it aside, or give a new folder")
 
     def __init__(self, data: str, account: Account | None = None) -> None:
         self.data = os.path.abspath(data)
         self.account = account if account is not None else service_account("postgres")
 
     def describe(self) -> str:
-        return f"PostgreSQL data folder {self.data}"
+        return _("PostgreSQL data folder {folder}").format(folder=self.data)
 
     def is_empty(self) -> bool:
         return not os.path.exists(self.data) or (os.path.isdir(self.data) and not os.listdir(self.data))
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         if not self.is_empty():
-            raise CoffreError(f"{self.describe()} is not empty; nothing was changed", self.replace_hint)
+            raise CoffreError(_("{target} is not empty; nothing was changed").format(target=self.describe()),
+                              self.replace_hint)
         if os.path.isdir(self.data):
             os.rmdir(self.data)
         extract(chunks, self.data, self.account)
@@ -198,12 +206,12 @@ class ClusterFolder(Target):
         return [self._verify()]
 
     def _verify(self) -> Check:
-        name = "pg_verifybackup (files and WAL against the backup's manifest)"
+        name = N_("pg_verifybackup (files and WAL against the backup's manifest)")
         try:
             out = run_tool([program("pg_verifybackup"), self.data], "pg_verifybackup", account=self.account)
         except CoffreError as exc:
             return Check(name, False, exc.message)
-        return Check(name, True, out.strip().splitlines()[-1] if out.strip() else "ok")
+        return Check(name, True, out.strip().splitlines()[-1] if out.strip() else _("ok"))
 
 
 class _DrillCluster(ClusterFolder):
@@ -267,11 +275,12 @@ class _DrillCluster(ClusterFolder):
                 # The tables' new owner reaches what their indexes' functions name, as before.
                 conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(role(self.stand_in)))
             for db in databases:
-                with contextlib.closing(connect(self._dsn(db, self.superuser), "confining the copy")) as conn:
+                confining = connect(self._dsn(db, self.superuser), _("confining the copy"))
+                with contextlib.closing(confining) as conn:
                     self._confine_database(conn, db)
         except psycopg.Error as exc:
-            raise CoffreError(f"preparing the restored cluster for its checks failed: "
-                              f"{' '.join(str(exc).split())}") from None
+            raise CoffreError(_("preparing the restored cluster for its checks failed: {reason}").format(
+                reason=" ".join(str(exc).split()))) from None
         return databases
 
     def _maintenance(self) -> psycopg.Connection[Any]:
@@ -296,21 +305,25 @@ class _DrillCluster(ClusterFolder):
             sql.Identifier(db), sql.Identifier(self.checker)))
 
     def _amcheck(self, maintenance_db: str) -> Check:
-        name = "pg_amcheck (every database, tables and indexes)"
+        name = N_("pg_amcheck (every database, tables and indexes)")
         argv = [program("pg_amcheck"), "--all", "--heapallindexed", "--no-password",
                 "--maintenance-db", self._dsn(maintenance_db, self.checker)]
         try:
             out = run_tool(argv, "pg_amcheck")
         except CoffreError as exc:
             return Check(name, False, exc.message)
-        return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
+        return Check(name, not out.strip(), out.strip()[:2000] or _("no corruption found"))
 
     def _contents(self, databases: list[str]) -> Check:
         found = []
         for db in databases:
             counts = PostgresTarget(self._dsn(db, self.checker)).row_counts()
-            found.append(f"{db}: {len(counts)} tables, {sum(counts.values())} rows")
-        return Check("contents (a physical copy records no row counts)", bool(databases), "; ".join(found))
+            rows = sum(counts.values())
+            found.append(_("{database}: {tables}, {rows}").format(
+                database=db, tables=ngettext("{n} table", "{n} tables", len(counts)).format(n=len(counts)),
+                rows=ngettext("{n} row", "{n} rows", rows).format(n=rows)))
+        return Check(N_("contents (a physical copy records no row counts)"), bool(databases),
+                     "; ".join(found))
 
 
 def _conf_text(value: str) -> str:

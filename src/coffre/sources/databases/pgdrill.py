@@ -28,6 +28,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import N_, _
 from coffre.sources.databases.base import Check, Target
 from coffre.sources.databases.command import run_tool
 from coffre.sources.databases.postgres import (
@@ -74,8 +75,8 @@ JOIN pg_catalog.pg_proc p ON p.oid = d.objid JOIN pg_catalog.pg_namespace n ON n
 WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
   AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.extname = 'amcheck'
 """
-SUPERUSER_ONLY = (
-    "\nThis is not damage in the backup: a drill restores as an ordinary database role, so that "
+SUPERUSER_ONLY = N_(
+    "This is not damage in the backup: a drill restores as an ordinary database role, so that "
     "the database's own code never runs with rights over the server, and the dump holds something "
     "only a PostgreSQL superuser can create (named above). See docs/databases.md, 'What a drill "
     "cannot restore'.")
@@ -107,7 +108,7 @@ def start_server(data: str, socket_dir: str, folder: DrillFolder, settings: Iter
         argv += ["-c", f"{name}={value}"]
     for setting in settings:
         argv += ["-c", setting]
-    server = Server(argv, folder, "PostgreSQL server")
+    server = Server(argv, folder, _("PostgreSQL server"))
     try:
         probe = local(socket_dir, SETUP_ROLE, "postgres").encode()
         server.wait_ready(lambda: pq.PGconn.ping(probe) == pq.Ping.OK)
@@ -126,7 +127,8 @@ def connect(conninfo: str, what: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
-        raise CoffreError(f"{what}: cannot connect to the drill's server: {pg_message(exc)}") from None
+        raise CoffreError(_("{what}: cannot connect to the drill's server: {reason}").format(
+            what=what, reason=pg_message(exc))) from None
 
 
 def install_amcheck(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -139,10 +141,10 @@ def install_amcheck(conn: psycopg.Connection[Any], schema: str) -> None:
 def grant_amcheck(conn: psycopg.Connection[Any], role: str) -> None:
     """As a superuser: `role` may run amcheck's functions (pg_amcheck needs nothing else)."""
     functions = conn.execute(_AMCHECK_FUNCTIONS).fetchall()
-    for schema in sorted({s for _, s in functions}):
+    for schema in sorted({s for _sig, s in functions}):
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
             sql.Identifier(schema), sql.Identifier(role)))
-    for signature, _ in functions:
+    for signature, _schema in functions:
         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
             sql.SQL(signature), sql.Identifier(role)))
 
@@ -162,7 +164,8 @@ def prepare_drill_database(socket_dir: str) -> None:
             install_amcheck(conn, AMCHECK_SCHEMA)
             grant_amcheck(conn, DRILL_ROLE)
     except psycopg.Error as exc:
-        raise CoffreError(f"preparing the drill's throwaway PostgreSQL failed: {pg_message(exc)}") from None
+        raise CoffreError(_("preparing the drill's throwaway PostgreSQL failed: {reason}").format(
+            reason=pg_message(exc))) from None
 
 
 def drill_listing(listing: str, untrusted: set[str], installed: set[str]) -> tuple[str, list[str]]:
@@ -178,9 +181,9 @@ def _left_out(entry: str, untrusted: set[str], installed: set[str]) -> str | Non
     if extension in installed:
         return ""
     if extension in untrusted:
-        return "" if comment else f"extension {extension}"
+        return "" if comment else _("extension {name}").format(name=extension)
     if entry.startswith("EVENT TRIGGER - "):
-        return f"event trigger {entry.removeprefix('EVENT TRIGGER - ').rsplit(' ', 1)[0]}"
+        return _("event trigger {name}").format(name=entry.removeprefix("EVENT TRIGGER - ").rsplit(" ", 1)[0])
     if entry.startswith("COMMENT - EVENT TRIGGER "):
         return ""
     return None
@@ -210,7 +213,7 @@ class DrillTarget(PostgresTarget):
 
     def _not_creatable(self) -> tuple[set[str], set[str]]:
         """The extensions `drill` cannot create: untrusted ones, and those already there."""
-        with contextlib.closing(connect(self.conn.conninfo(), "listing extensions")) as conn:
+        with contextlib.closing(connect(self.conn.conninfo(), _("listing extensions"))) as conn:
             rows = conn.execute(_NOT_CREATABLE).fetchall()
         return {n for n, there in rows if not there}, {n for n, there in rows if there}
 
@@ -218,19 +221,20 @@ class DrillTarget(PostgresTarget):
         """What a failed restore's message should add: why a superuser's object is refused."""
         why = ""
         if any(s in message for s in ("permission denied", "must be superuser", "must be owner")):
-            why += SUPERUSER_ONLY
+            why += "\n" + _(SUPERUSER_ONLY)
         if self.left_out:
-            why += (f"\nLeft out of the drill, as only a superuser can create them: "
-                    f"{', '.join(self.left_out)}. If the error above is about them (a type, function "
-                    "or other object that does not exist), it is not damage in the backup: what needs "
-                    "them cannot be restored in a drill (docs/databases.md, 'What a drill cannot "
-                    "restore').")
+            why += "\n" + _("Left out of the drill, as only a superuser can create them: {names}. If the "
+                           "error above is about them (a type, function or other object that does not "
+                           "exist), it is not damage in the backup: what needs them cannot be restored in a "
+                           "drill "
+                           "(docs/databases.md, 'What a drill cannot restore').").format(
+                               names=", ".join(self.left_out))
         return why
 
     def drill_checks(self, recorded: dict[str, int]) -> list[Check]:
         checks = super().drill_checks(recorded)
         if self.left_out:
-            checks.insert(0, Check("left out (only a superuser can create them; they hold no rows)",
+            checks.insert(0, Check(N_("left out (only a superuser can create them; they hold no rows)"),
                                    True, ", ".join(self.left_out)))
         return checks
 
@@ -246,7 +250,7 @@ def throwaway_postgres(work_dir: str | None = None) -> Iterator[Target]:
     try:
         data, sockets = folder.owned("data"), folder.owned("run")
         run_tool([initdb, "-D", data, "-U", SETUP_ROLE, "--auth=trust", "-E", "UTF8", "--no-locale",
-                  "--no-sync"], "initdb of the drill's throwaway cluster", account=account)
+                  "--no-sync"], _("initdb of the drill's throwaway cluster"), account=account)
         server = start_server(data, sockets, folder)
         prepare_drill_database(sockets)
         yield DrillTarget(sockets)

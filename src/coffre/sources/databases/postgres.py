@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError, UsageError
+from coffre.core.i18n import N_, _
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database
 from coffre.sources.databases.command import (
     feed_command,
@@ -77,12 +78,12 @@ class Connection:
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
-            raise UsageError("the PostgreSQL connection string is not valid",
-                             "e.g. 'host=localhost dbname=officine user=coffre' or "
-                             "postgresql://coffre@localhost/officine") from None
+            raise UsageError(_("the PostgreSQL connection string is not valid"),
+                             _("e.g. 'host=localhost dbname=officine user=coffre' or "
+                               "postgresql://coffre@localhost/officine")) from None
         if params.get("password") or params.get("sslpassword"):
-            raise UsageError("a password in the PostgreSQL connection string would show in the "
-                             "process list", "put it in PGPASSWORD or ~/.pgpass")
+            raise UsageError(_("a password in the PostgreSQL connection string would show in the "
+                               "process list"), _("put it in PGPASSWORD or ~/.pgpass"))
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         self.params: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
         self.dbname = str(self.params.get("dbname") or self.params.get("user")
@@ -93,15 +94,17 @@ class Connection:
         return make_conninfo(**{**self.params, **({"dbname": dbname} if dbname else {})})
 
     def describe(self) -> str:
-        where = self.params.get("host") or os.environ.get("PGHOST") or "local socket"
+        where = self.params.get("host") or os.environ.get("PGHOST") or _("local socket")
         port = self.params.get("port") or os.environ.get("PGPORT")
-        return f"PostgreSQL database {self.dbname!r} on {where}{':' + str(port) if port else ''}"
+        return _("PostgreSQL database {name} on {where}").format(
+            name=repr(self.dbname), where=f"{where}:{port}" if port else where)
 
     def connect(self, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(self.conninfo(dbname), autocommit=autocommit)
         except psycopg.Error as exc:
-            raise CoffreError(f"{self.describe()}: cannot connect: {pg_message(exc)}") from None
+            raise CoffreError(_("{database}: cannot connect: {reason}").format(
+                database=self.describe(), reason=pg_message(exc))) from None
 
 
 def pg_message(exc: BaseException) -> str:
@@ -144,11 +147,13 @@ class PostgresDatabase(Database):
             pg_dump = program("pg_dump")
             argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                     "--no-password", f"--dbname={self.conn.conninfo()}"]
-            result = stream_command(argv, consume, f"pg_dump of {self.describe()}")
+            result = stream_command(argv, consume, _("pg_dump of {database}").format(
+                database=self.describe()))
             conn.rollback()
         except psycopg.Error as exc:
-            raise CoffreError(f"{self.describe()} could not be backed up: {pg_message(exc)}; "
-                              "no snapshot was written") from None
+            raise CoffreError(_("{database} could not be backed up: {reason}; no snapshot was "
+                                "written").format(
+                database=self.describe(), reason=pg_message(exc))) from None
         finally:
             conn.close()
         return result, Captured(size=size, tables=counts, server=f"PostgreSQL {version}",
@@ -223,7 +228,7 @@ class PostgresTarget(CountedTarget):
         row = self._catalog("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user",
                             through=("postgres", "template1", None))
         if row and row[1]:
-            return f"the PostgreSQL role {row[0]!r} is a superuser"
+            return _("the PostgreSQL role {role} is a superuser").format(role=repr(row[0]))
         return None
 
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
@@ -232,8 +237,9 @@ class PostgresTarget(CountedTarget):
                 try:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.conn.dbname)))
                 except psycopg.Error as exc:
-                    raise CoffreError(f"{self.describe()} cannot be created: {pg_message(exc)}",
-                                      "create it first, or give the user CREATEDB") from None
+                    raise CoffreError(_("{database} cannot be created: {reason}").format(
+                        database=self.describe(), reason=pg_message(exc)),
+                        _("create it first, or give the user CREATEDB")) from None
         listing, stream = read_head([program("pg_restore"), "--list"], chunks,
                                     "pg_restore --list of the dump")
         with tempfile.TemporaryDirectory(prefix="coffre-restore-") as folder:
@@ -241,7 +247,7 @@ class PostgresTarget(CountedTarget):
             with open(entries, "w") as f:
                 f.write(self.entries(listing))
             argv = [*self.restore_argv(force), f"--use-list={entries}"]
-            feed_command(argv, stream, f"pg_restore into {self.describe()}")
+            feed_command(argv, stream, _("pg_restore into {database}").format(database=self.describe()))
 
     def entries(self, listing: str) -> str:
         """Which of the dump's entries (pg_restore --list) to restore: all but the extensions
@@ -268,14 +274,14 @@ class PostgresTarget(CountedTarget):
     def integrity(self) -> Check:
         """pg_amcheck, as the target's role: the amcheck extension must be there, and the role
         allowed to run its functions (a drill's setup sees to both)."""
-        name = "pg_amcheck (tables and indexes)"
+        name = N_("pg_amcheck (tables and indexes)")
         try:
             amcheck = program("pg_amcheck")
         except CoffreError:
-            return Check(name, True, "pg_amcheck is not installed (PostgreSQL 14 or later): skipped")
+            return Check(name, True, _("pg_amcheck is not installed (PostgreSQL 14 or later): skipped"))
         argv = [amcheck, "--heapallindexed", "--no-password", self.conn.conninfo()]
         try:
             out = run_tool(argv, "pg_amcheck")
         except CoffreError as exc:
             return Check(name, False, exc.message)
-        return Check(name, not out.strip(), out.strip()[:2000] or "no corruption found")
+        return Check(name, not out.strip(), out.strip()[:2000] or _("no corruption found"))

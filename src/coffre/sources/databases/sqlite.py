@@ -28,6 +28,8 @@ from typing import Any, BinaryIO, TypeVar
 import apsw
 
 from coffre.core.errors import CoffreError
+from coffre.core.human import human_duration
+from coffre.core.i18n import _
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target
 
 T = TypeVar("T")
@@ -179,7 +181,8 @@ def _busy_timeout() -> float:
     try:
         return max(0.0, float(text)) if text else BUSY_TIMEOUT
     except ValueError:
-        raise CoffreError(f"COFFRE_SQLITE_BUSY_TIMEOUT={text!r}: give seconds") from None
+        raise CoffreError(_("COFFRE_SQLITE_BUSY_TIMEOUT={value}: give seconds").format(
+            value=repr(text))) from None
 
 
 def _quote(name: str) -> str:
@@ -236,11 +239,12 @@ class SQLiteDatabase(Database):
         self.name = os.path.abspath(path)
 
     def describe(self) -> str:
-        return f"SQLite database {self.name}"
+        return _("SQLite database {path}").format(path=self.name)
 
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
         if not os.path.isfile(self.name):
-            raise CoffreError(f"{self.describe()}: no such file; no snapshot was written")
+            raise CoffreError(_("{database}: no such file; no snapshot was written").format(
+                database=self.describe()))
         _register()
         with sqlite_name(self.name) as name:
             return self._dump(name, consume)
@@ -270,8 +274,10 @@ class SQLiteDatabase(Database):
                 raise self._error(sink.error)
             pages = max(pages, 1)  # an empty (0-byte) database is copied as one page
             if len(sink.head) != page_size or sink.next_offset != pages * page_size:
-                raise CoffreError(f"{self.describe()}: the copy is incomplete ({sink.next_offset} "
-                                  f"of {pages * page_size} bytes); no snapshot was written")
+                raise CoffreError(_("{database}: the copy is incomplete ({copied} of {size} bytes); no "
+                                    "snapshot "
+                                    "was written").format(database=self.describe(), copied=sink.next_offset,
+                                                          size=pages * page_size))
         except apsw.Error as exc:
             raise self._error(exc) from None
         finally:
@@ -313,12 +319,14 @@ class SQLiteDatabase(Database):
         if isinstance(exc, CoffreError):
             return exc
         if isinstance(exc, apsw.BusyError):
-            why = f"it stayed locked by another program for {_busy_timeout():g} s"
+            why = _("it stayed locked by another program for {duration}").format(
+                duration=human_duration(_busy_timeout()))
         elif isinstance(exc, apsw.NotADBError):
-            why = "it is not a SQLite database"
+            why = _("it is not a SQLite database")
         else:
             why = str(exc) or type(exc).__name__
-        return CoffreError(f"{self.describe()} could not be backed up: {why}; no snapshot was written")
+        return CoffreError(_("{database} could not be backed up: {reason}; no snapshot was written").format(
+            database=self.describe(), reason=why))
 
 
 class SQLiteTarget(CountedTarget):
@@ -326,7 +334,7 @@ class SQLiteTarget(CountedTarget):
         self.path = os.path.abspath(path)
 
     def describe(self) -> str:
-        return f"SQLite database {self.path}"
+        return _("SQLite database {path}").format(path=self.path)
 
     def is_empty(self) -> bool:
         try:
@@ -337,12 +345,12 @@ class SQLiteTarget(CountedTarget):
     def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
-            raise CoffreError(f"{folder}: no such folder")
+            raise CoffreError(_("{folder}: no such folder").format(folder=folder))
         leftovers = [self.path + s for s in ("-wal", "-shm", "-journal") if os.path.exists(self.path + s)]
         if leftovers and not force:
             # SQLite would replay an old -wal or -journal into the restored file.
-            raise CoffreError(f"{leftovers[0]} exists: it belongs to the old database",
-                              "stop the program that uses it, then add --force to remove it")
+            raise CoffreError(_("{path} exists: it belongs to the old database").format(path=leftovers[0]),
+                              _("stop the program that uses it, then add --force to remove it"))
         fd, tmp = tempfile.mkstemp(prefix=".coffre-restore-", dir=folder)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -383,7 +391,7 @@ class SQLiteTarget(CountedTarget):
         except sqlite3.Error as exc:
             return Check("PRAGMA integrity_check", False, str(exc))
         ok = rows == ["ok"]
-        return Check("PRAGMA integrity_check", ok, "ok" if ok else "; ".join(map(str, rows[:10])))
+        return Check("PRAGMA integrity_check", ok, _("ok") if ok else "; ".join(map(str, rows[:10])))
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError
+from coffre.core.human import human_duration
+from coffre.core.i18n import _
 from coffre.core.posix import Account
 from coffre.sources.databases.command import as_account, file_tail, find_program
 
@@ -42,12 +44,13 @@ def drill_account() -> Account | None:
     with contextlib.suppress(KeyError):
         return _checked(posix.account(ACCOUNT))
     with _creating():
-        for _ in range(CREATE_TRIES):
+        for _try in range(CREATE_TRIES):
             with contextlib.suppress(KeyError):
                 return _checked(posix.account(ACCOUNT))  # made by the drill that held the lock
             if _create_account():
                 time.sleep(0.1)  # another program is changing the account files: try again
-    raise CoffreError(f"the system account {ACCOUNT} could not be created; {_CREATE_IT}")
+    raise CoffreError(_("the system account {account} could not be created; {advice}").format(
+        account=ACCOUNT, advice=_create_it()))
 
 
 @contextlib.contextmanager
@@ -64,7 +67,8 @@ def _creating() -> Iterator[None]:
 
 
 # A drill reports an error's message only: what to do is part of it.
-_CREATE_IT = f"create it with: useradd {' '.join(USERADD[:-2])} {ACCOUNT}"
+def _create_it() -> str:
+    return _("create it with: {command}").format(command=f"useradd {' '.join(USERADD[:-2])} {ACCOUNT}")
 
 
 def _create_account() -> bool:
@@ -73,23 +77,23 @@ def _create_account() -> bool:
     try:
         useradd = find_program("useradd", extra_dirs=("/usr/sbin", "/sbin"))
     except CoffreError:
-        raise CoffreError(f"drills run their throwaway database servers as the system account "
-                          f"{ACCOUNT}, which does not exist, and useradd is not installed: install "
-                          f"the passwd package, or {_CREATE_IT}") from None
+        raise CoffreError(_("drills run their throwaway database servers as the system account {account}, "
+                            "which does not exist, and useradd is not installed: install the passwd "
+                            "package, or {advice}").format(account=ACCOUNT, advice=_create_it())) from None
     done = subprocess.run([useradd, *USERADD, ACCOUNT], capture_output=True, text=True, check=False)
     if done.returncode in (0, 9):  # 9: made meanwhile by someone else
         return False
     if done.returncode in (1, 10):  # /etc/passwd or /etc/group locked
         return True
-    raise CoffreError(f"the system account {ACCOUNT} could not be created "
-                      f"({(done.stderr or done.stdout).strip()[-1000:]}); {_CREATE_IT}")
+    raise CoffreError(_("the system account {account} could not be created ({reason}); {advice}").format(
+        account=ACCOUNT, reason=(done.stderr or done.stdout).strip()[-1000:], advice=_create_it()))
 
 
 def _checked(account: Account) -> Account:
     if account.pw_uid == 0 or account.pw_gid == 0:
-        raise CoffreError(f"the account {ACCOUNT} has root's user or group id: drills will not run "
-                          f"their servers as it; remove it (userdel {ACCOUNT}), Coffre then creates it "
-                          "again as an ordinary system account")
+        raise CoffreError(_("the account {account} has root's user or group id: drills will not run "
+                            "their servers as it; remove it (userdel {account}), Coffre then creates it "
+                            "again as an ordinary system account").format(account=ACCOUNT))
     return account
 
 
@@ -98,11 +102,11 @@ def isolation_note() -> str | None:
     if posix.is_root():
         return None
     user = posix.current_user()
-    return (f"note: Coffre is not running as root, so the drill's database servers run as your "
-            f"own account ({user}), which can read the repository's password. The backed-up "
-            "database's own code (its functions and triggers) is kept away from it only by "
-            "running as an ordinary database role, never a superuser. Run drills as root to "
-            f"give the servers an account of their own ({ACCOUNT}).")
+    return _("note: Coffre is not running as root, so the drill's database servers run as your "
+             "own account ({user}), which can read the repository's password. The backed-up "
+             "database's own code (its functions and triggers) is kept away from it only by "
+             "running as an ordinary database role, never a superuser. Run drills as root to "
+             "give the servers an account of their own ({account}).").format(user=user, account=ACCOUNT)
 
 
 class DrillFolder:
@@ -153,7 +157,8 @@ class Server:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd,
                                          stderr=subprocess.STDOUT, **as_account(folder.account))
         except OSError as exc:
-            raise CoffreError(f"cannot run {argv[0]}: {exc.strerror}") from None
+            raise CoffreError(_("cannot run {program}: {reason}").format(
+                program=argv[0], reason=exc.strerror)) from None
         finally:
             os.close(fd)
 
@@ -162,11 +167,12 @@ class Server:
         deadline = time.monotonic() + timeout
         while not ready():
             if self.proc.poll() is not None:
-                raise CoffreError(f"the drill's throwaway {self.what} stopped at start"
+                raise CoffreError(_("the drill's throwaway {server} stopped at start").format(
+                    server=self.what)
                                   + file_tail(self.log))
             if time.monotonic() > deadline:
-                raise CoffreError(f"the drill's throwaway {self.what} did not start in "
-                                  f"{timeout:.0f} s" + file_tail(self.log))
+                raise CoffreError(_("the drill's throwaway {server} did not start in {duration}").format(
+                    server=self.what, duration=human_duration(timeout)) + file_tail(self.log))
             time.sleep(0.1)  # polling a starting server
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
