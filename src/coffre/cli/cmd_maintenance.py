@@ -161,22 +161,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         for pack, why in sorted(res.damaged_packs.items()):
             say(_("damaged pack {pack}: {why}").format(pack=pack, why=why))
         for sid, paths in sorted(res.affected.items()):
-            say(ngettext("snapshot {id} depends on damaged data for {n} path:",
-                         "snapshot {id} depends on damaged data for {n} paths:", len(paths)).format(
-                id=sid[:8], n=len(paths)))
+            say(_("snapshot {id} depends on damaged data for {n} path(s):").format(id=sid[:8], n=len(paths)))
             for p in paths[:50]:
                 say(f"    {p}")
             if len(paths) > 50:
                 say("    " + _("... and {n} more").format(n=len(paths) - 50))
         if subset:
-            say(ngettext("read {read} pack of {total} (slice {k}/{m})",
-                         "read {read} packs of {total} (slice {k}/{m})", res.packs_read).format(
+            say(_("read {read} pack(s) of {total} (slice {k}/{m})").format(
                 read=res.packs_read, total=res.packs_total, k=subset[0], m=subset[1]))
         elif args.read_data:
-            say(ngettext("read all {n} pack", "read all {n} packs", res.packs_read).format(n=res.packs_read))
+            say(_("read all {n} pack(s)").format(n=res.packs_read))
         else:
-            say(ngettext("checked the hash of {n} pack", "checked the hashes of {n} packs",
-                         res.packs_total).format(n=res.packs_total))
+            say(_("checked the hashes of {n} pack(s)").format(n=res.packs_total))
         if res.damaged_blobs:
             say(_("the next backup stores the damaged files again from the live files where they "
                   "still exist, and 'coffre prune' then lets the damaged packs go; a snapshot whose "
@@ -349,7 +345,7 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
     else:
         say(_("freed {freed}: {unused} unused pack(s), {repacked} repacked ({copied} copied), "
               "{leftover} left over by interrupted runs").format(**counts))
-        say(ngettext("deleted {n} pack", "deleted {n} packs", st.packs_deleted).format(n=st.packs_deleted))
+        say(_("deleted {n} pack(s)").format(n=st.packs_deleted))
     for n in st.notes:
         say(_("note: {note}").format(note=n))
     return st
@@ -384,10 +380,8 @@ def check_against(args: argparse.Namespace) -> int:
         for a, b, why in res.differing:
             say(_("snapshot {id} and its copy {copy}: {why}").format(id=a.id[:8], copy=b.id[:8], why=why))
         if res.only_there:
-            say(ngettext("{n} snapshot is only in {where} (older history?)",
-                         "{n} snapshots are only in {where} (older history?)", len(res.only_there)).format(
+            say(_("{n} snapshot(s) are only in {where} (older history?)").format(
                 n=len(res.only_there), where=there.backend.location))
-        same = ngettext("{n} snapshot identical in both", "{n} snapshots identical in both",
-                        len(res.same)).format(n=len(res.same))
+        same = _("{n} snapshot(s) identical in both").format(n=len(res.same))
         say(same if res.ok else _("{same}; the repositories differ").format(same=same))
     return 0 if res.ok else EXIT_FATAL
