@@ -287,7 +287,9 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
     _remove_slot(repo, slot)  # never the slot used now: one that opens the repository remains
     if isinstance(slot, keyring.KeySlot):
         say(_("removed key slot {id} ({kind})").format(id=slot.id[:8], kind=_(slot.kind)))
-        warn(_(NOT_REVOKED).format(what=_("the {kind} of that slot").format(kind=_(slot.kind))))
+        what = (_("the password of that slot") if slot.kind == "password"
+                else _("the recovery key of that slot"))
+        warn(_(NOT_REVOKED).format(what=what))
     else:
         say(_("removed key file {id} ({state})").format(
             id=slot.id[:8], state=_("damaged") if slot.damaged else _("unusable")))

@@ -91,8 +91,9 @@ def _commands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
 def render(parser: argparse.ArgumentParser, summary: str) -> str:
     """The roff page of one parser; `summary` is its one-line description."""
     name = page_name(parser.prog)
+    manual = escape(_("Coffre manual"))
     lines = [
-        f'.TH "{escape(name.upper())}" "1" "" "coffre {escape(__version__)}" "{escape(_("Coffre manual"))}"',
+        f'.TH "{escape(name.upper())}" "1" "" "coffre {escape(__version__)}" "{manual}"',
         ".SH " + escape(_("NAME")),
         f"{escape(name)} \\- {escape(summary)}",
         ".SH " + escape(_("SYNOPSIS")),

@@ -38,8 +38,24 @@ COMMANDS = (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_cop
             cmd_acknowledge, cmd_repair, cmd_demo, cmd_shell)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with the colon after a section heading as the language writes it
+    (French puts a space before it: "options :")."""
+
+    def start_section(self, heading: str | None) -> None:
+        if heading:
+            # argparse appends ":" itself: the translated "{heading}:" without its last character.
+            heading = _("{heading}:").format(heading=heading).removesuffix(":")
+        super().start_section(heading)
+
+
 class CoffreParser(argparse.ArgumentParser):
-    """An ArgumentParser whose subcommands report their own mistakes with their own usage."""
+    """An ArgumentParser whose subcommands report their own mistakes with their own usage, and
+    whose help follows the language's typography."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(  # one signature for argparse's overloads
         self, args: Any = None, namespace: Any = None,
