@@ -137,6 +137,12 @@ def test_quiet_keeps_warnings_and_what_is_asked(repo: Coffre, tmp_path: Path) ->
         repo.ok("backup", str(src), "-q", "-v")  # one or the other
 
 
+def test_quiet_init_still_shows_the_recovery_key(coffre: Coffre) -> None:
+    out = coffre.ok("init", "--quiet").out
+    assert "created Coffre repository" not in out
+    assert re.search(r"^    \S+-\S+-\S+", out, re.M) and "Recovery key" in out
+
+
 def test_verbose_says_how_the_command_ended(repo: Coffre, tmp_path: Path) -> None:
     res = repo.ok("backup", str(src_tree(tmp_path)), "--verbose")
     assert re.search(r"ended with exit status 0 after \d+\.\d s", res.err), res
@@ -183,6 +189,7 @@ def test_log_file_leaves_out_redrawn_lines_and_binary_output(repo: Coffre, tmp_p
         stream = Stream(shown, log)  # type: ignore[arg-type]
         stream.write("12 % 3 files\r\x1b[2K40 % 9 files\rfiles: 9 new\n")
         stream.write("\x1b[1mbold\x1b[0m line\n")
+        stream.write("\x1b[2K\x1b[1A\x1b[2K 50 % backup\n")  # a live display redrawn
         stream.finish()
     log.close()
     logged = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines()]
@@ -287,3 +294,43 @@ def test_argparse_speaks_french(coffre: Coffre) -> None:
     assert "choix invalide" in res.err, res
     res = coffre("forget", "--max-size", "500", repo=False, env=FR)
     assert "500 quoi ? Par exemple 500MiB" in res.err, res
+
+
+# -------------------------------------------------------------------------- docs
+
+
+def documented_command_lines(text: str) -> list[list[str]]:
+    """The `coffre ...` command lines of a document's sh blocks and systemd units, as
+    arguments (without redirections and pipes)."""
+    import shlex
+
+    lines: list[list[str]] = []
+    in_block = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_block = line.strip() in ("```sh", "```ini")
+            continue
+        if not in_block:
+            continue
+        line = line.removeprefix("ExecStart=")
+        words = shlex.split(line, comments=True)
+        starts = [i for i, w in enumerate(words) if w == "coffre" or w.endswith("bin/coffre")]
+        starts = [i for i in starts if i + 1 < len(words) and words[i + 1] != "coffre"]
+        if not starts:
+            continue
+        args = words[starts[0] + 1:]
+        for stop in (">", "|", "&&"):
+            if stop in args:
+                args = args[:args.index(stop)]
+        lines.append(args)
+    return lines
+
+
+def test_the_documented_command_lines_parse() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    lines = documented_command_lines(doc)
+    assert len(lines) >= 9
+    for args in lines:
+        build_parser().parse_args(args)  # exits 2 (SystemExit) on a line the parser refuses
+    assert "systemd-cat -t coffre coffre backup" in doc and "journalctl" in doc
+    assert "COFFRE_PASSWORD_FILE" in doc and "COFFRE_PASSWORD_COMMAND" in doc

@@ -4,8 +4,8 @@
 The standard streams are wrapped once the options are known: every complete line written to
 them is appended to the log with a timestamp, the process id and the command
 (`2026-11-30 23:41:05 +0100 coffre[4242] backup: snapshot 1a2b3c4d saved`). A line redrawn in
-place (a progress line ending in a carriage return) and terminal control sequences are not
-logged; binary output (`coffre dump`) goes through `.buffer` and is not logged either. Secrets
+place (a progress line ending in a carriage return, or one that erases a line or moves the
+cursor up) and terminal control sequences are not logged; binary output (`coffre dump`) goes through `.buffer` and is not logged either. Secrets
 are never written: the recovery key `init` shows goes through `say_unlogged`.
 
 Under `--quiet` the wrapped standard output shows nothing on the terminal (the log still gets
@@ -24,6 +24,8 @@ from coffre.core.errors import UsageError
 from coffre.core.i18n import _
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+# Erasing a line or moving the cursor up: a live display redrawing itself (rich), not a message.
+_REDRAW = re.compile(r"\x1b\[[0-9]*[AK]")
 
 
 class Log:
@@ -76,7 +78,7 @@ class Stream:
                 if cut < 0:
                     break
                 line, sep, self._pending = self._pending[:cut], self._pending[cut], self._pending[cut + 1:]
-                if sep == "\n":
+                if sep == "\n" and not _REDRAW.search(line):
                     self.log.line(line)
                 # A line ended by "\r" is redrawn in place: a progress line, not logged.
         return len(text)
