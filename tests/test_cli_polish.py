@@ -241,6 +241,7 @@ def test_shell_completion_scripts(coffre: Coffre, tmp_path: Path) -> None:
     for command in ("backup", "restore-db", "forget", "completion", "manpage"):
         assert command in bash
     assert "--limit-upload" in bash and "--keep-daily" in bash
+    assert "_shtab_compgen_files" in bash and "_shtab_compgen_dirs" in bash  # paths complete as paths
     assert coffre.ok("completion", "zsh", repo=False).out.startswith("#compdef coffre")
     assert "complete coffre" in coffre.ok("completion", "tcsh", repo=False).out
     assert coffre("completion", "fish", repo=False).code == EXIT_USAGE

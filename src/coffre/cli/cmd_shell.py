@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_completion(args: argparse.Namespace) -> int:
     import shtab
 
+    from coffre.cli.parser import walk_actions
+
+    # Paths complete as files or folders; the rest as argparse describes them (choices).
+    for _prog, action in walk_actions(args.root_parser):
+        if action.metavar in ("DIR", "REPO") or action.dest in ("target", "repo"):
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+        elif action.metavar in ("FILE", "PATH") or action.dest == "paths":
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
     say(shtab.complete(args.root_parser, shell=args.shell).rstrip("\n"))
     return 0
 

@@ -1,12 +1,13 @@
 """What a command prints, also appended to a log file (`--log-file`, COFFRE_LOG_FILE), and
 `--quiet`.
 
-The standard streams are wrapped once the options are known: every complete line written to
-them is appended to the log with a timestamp, the process id and the command
-(`2026-11-30 23:41:05 +0100 coffre[4242] backup: snapshot 1a2b3c4d saved`). A line redrawn in
-place (a progress line ending in a carriage return, or one that erases a line or moves the
-cursor up) and terminal control sequences are not logged; binary output (`coffre dump`) goes through `.buffer` and is not logged either. Secrets
-are never written: the recovery key `init` shows goes through `say_unlogged`.
+The standard streams are wrapped before the arguments are parsed (so a usage error is logged
+too): every complete line written to them is appended to the log with a timestamp, the
+process id and the command (`2026-11-30 23:41:05 +0100 coffre[4242] backup: snapshot 1a2b3c4d
+saved`). A line redrawn in place (a progress line ending in a carriage return, or one that
+erases a line or moves the cursor up) and terminal control sequences are not logged; binary
+output (`coffre dump`) goes through `.buffer` and is not logged either. Secrets are never
+written: the recovery key `init` shows goes through `say_unlogged`.
 
 Under `--quiet` the wrapped standard output shows nothing on the terminal (the log still gets
 it): warnings and errors go to standard error, which stays.
