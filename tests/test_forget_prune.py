@@ -187,16 +187,16 @@ def test_forget_max_size_removes_the_oldest_until_the_repository_fits(
     assert repo_bytes(repo) == sum(sizes)
 
     budget = sizes[2] + sizes[3]  # exactly the two newest
-    dry = repo.ok("forget", "--max-size", str(budget), "--dry-run")
-    assert "over the size budget" in dry.out and f"budget {budget}" in dry.out
+    dry = repo.ok("forget", "--max-size", f"{budget}B", "--dry-run")
+    assert "over the size budget" in dry.out and " bytes" not in dry.out  # human sizes
     assert "2 kept, 2 would be removed" in dry.out
     assert snapshot_ids(repo) == ids and repo_bytes(repo) == sum(sizes)
 
-    repo.ok("forget", "--max-size", str(budget), "--prune")
+    repo.ok("forget", "--max-size", f"{budget}B", "--prune")
     assert snapshot_ids(repo) == ids[2:]
     assert repo_bytes(repo) == budget
 
-    repo.ok("forget", "--max-size", str(budget - 1), "--prune")  # one byte short
+    repo.ok("forget", "--max-size", f"{budget - 1}B", "--prune")  # one byte short
     assert snapshot_ids(repo) == ids[3:]
     assert repo_bytes(repo) == sizes[3]
 
@@ -219,7 +219,7 @@ def test_forget_max_size_counts_other_hosts(repo: Coffre, tmp_path: Path) -> Non
         sid, new = backup(repo, src, "--host", host)
         ids.append(sid)
         sizes.append(sum(packs(repo)[p] for p in new))
-    repo.ok("forget", "--max-size", str(sizes[1] + sizes[2]), "--host", "a", "--prune")
+    repo.ok("forget", "--max-size", f"{sizes[1] + sizes[2]}B", "--host", "a", "--prune")
     assert snapshot_ids(repo) == ids[1:]
     assert repo_bytes(repo) == sizes[1] + sizes[2]
 

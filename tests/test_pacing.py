@@ -110,4 +110,4 @@ def test_remote_backends_pace_every_byte(remote: Backend) -> None:
 
 def test_a_bad_limit_on_the_command_line(repo: object, tree: Path) -> None:
     res = repo("backup", str(tree), "--limit-upload", "vite")  # type: ignore[operator]
-    assert res.code == 2 and "invalid rate 'vite'" in res.err
+    assert res.code == 2 and "--limit-upload vite: not a rate" in res.err

@@ -11,6 +11,7 @@ from coffre.cli.context import add_repo_options, load_index, locked, open_repo, 
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
+from coffre.core.i18n import _
 from coffre.format.tree import validate_name
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.repair_config import ensure_config_copies
@@ -29,8 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="*", help="files and directories to back up")
     p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
     p.add_argument("--host", default="", help="host name recorded in the snapshot")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--exclude-file", action="append", default=[], metavar="FILE")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help=_("leave out what matches (repeatable; * stays within a folder, ** crosses "
+                          "folders, a leading / anchors at the root, a name alone matches at any depth)"))
+    p.add_argument("--exclude-file", action="append", default=[], metavar="FILE",
+                   help=_("read exclude patterns from FILE, one a line (repeatable)"))
     p.add_argument("--one-file-system", action="store_true", help="do not cross mount points")
     p.add_argument("--force", action="store_true", help="read every file, ignoring the files cache")
     p.add_argument("--no-cache", action="store_true",
@@ -70,6 +74,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if (args.stdin or args.stdin_from_command) and args.verify:
         raise UsageError("--verify compares files; it does not apply to --stdin")
     databases = database_sources(args)
+    if not (paths or command or args.stdin or databases):
+        args.command_parser.error(_("nothing to back up: give files or folders, --stdin, "
+                                    "--stdin-from-command or a database (--postgres, --sqlite...)"))
     if (args.stdin or args.stdin_from_command) and databases:
         raise UsageError("back up databases and --stdin in separate snapshots")
     stdin_name = args.stdin_filename or ("stdin" if args.stdin or command else "")

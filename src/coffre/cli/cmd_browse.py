@@ -11,6 +11,7 @@ from coffre.cli.context import add_repo_options, load_index, open_repo, reading,
 from coffre.cli.output import emit_json, human_size, say, table, warn
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import find_node, find_snapshot
@@ -22,35 +23,36 @@ from coffre.policy.timeline import future_of, future_warning
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("snapshots", help="list snapshots")
     add_repo_options(p)
-    p.add_argument("--host")
-    p.add_argument("--tag", action="append", default=[])
+    p.add_argument("--host", help=_("only snapshots of this host"))
+    p.add_argument("--tag", action="append", default=[], help=_("only snapshots with this tag (repeatable)"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_snapshots)
 
     p = sub.add_parser("ls", help="list the files of a snapshot")
     add_repo_options(p)
-    p.add_argument("snapshot")
-    p.add_argument("path", nargs="?", default="/")
-    p.add_argument("-l", "--long", action="store_true")
+    p.add_argument("snapshot", help=_("snapshot id prefix or 'latest'"))
+    p.add_argument("path", nargs="?", default="/", help=_("the folder or file to list (default: all)"))
+    p.add_argument("-l", "--long", action="store_true",
+                   help=_("also show type and permissions, owner, group, size and time"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("diff", help="what changed between two snapshots")
     add_repo_options(p)
-    p.add_argument("first")
-    p.add_argument("second")
+    p.add_argument("first", help=_("the older snapshot (id prefix or 'latest')"))
+    p.add_argument("second", help=_("the newer snapshot"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("dump", help="write one file of a snapshot to standard output")
     add_repo_options(p)
-    p.add_argument("snapshot")
-    p.add_argument("path")
+    p.add_argument("snapshot", help=_("snapshot id prefix or 'latest'"))
+    p.add_argument("path", help=_("the file to write out"))
     p.set_defaults(func=cmd_dump)
 
     p = sub.add_parser("stats", help="repository and snapshot sizes")
     add_repo_options(p)
-    p.add_argument("snapshot", nargs="?")
+    p.add_argument("snapshot", nargs="?", help=_("only this snapshot (default: all)"))
     p.add_argument("--databases", action="store_true",
                    help="each database's size across snapshots, and its growth")
     p.add_argument("--host", help="--databases: only this host's snapshots")

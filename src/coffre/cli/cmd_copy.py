@@ -18,18 +18,23 @@ from coffre.cli.context import (
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import UsageError
+from coffre.core.i18n import _
 from coffre.ops.common import find_snapshot
 from coffre.ops.copy import Copier
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("copy", help="copy snapshots to another repository, sending only what it lacks")
+    p = sub.add_parser("copy", help=_("copy snapshots to another repository, sending only what it lacks"))
     add_repo_options(p)
-    p.add_argument("--from", dest="source", help="the repository to copy from (or COFFRE_FROM_REPOSITORY)")
-    p.add_argument("--to", dest="target", help="the repository to copy to (or --repo, COFFRE_REPOSITORY)")
-    p.add_argument("--from-password-file",
-                   help="password of the source (or COFFRE_FROM_PASSWORD_FILE, COFFRE_FROM_PASSWORD_COMMAND)")
-    p.add_argument("snapshots", nargs="*", help="snapshot ids or 'latest' (default: every snapshot)")
+    p.add_argument("--from", dest="source", metavar="REPO",
+                   help=_("the repository to copy from (or COFFRE_FROM_REPOSITORY)"))
+    p.add_argument("--to", dest="target", metavar="REPO",
+                   help=_("the repository to copy to (or --repo, COFFRE_REPOSITORY)"))
+    p.add_argument("--from-password-file", metavar="FILE",
+                   help=_("password of the source (or COFFRE_FROM_PASSWORD_FILE, "
+                          "COFFRE_FROM_PASSWORD_COMMAND)"))
+    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
+                   help=_("snapshot ids or 'latest' (default: every snapshot)"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_copy)
 
@@ -45,7 +50,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if _same_place(source, target):
         raise UsageError("the source and the destination are the same repository")
     src = open_repo_at(source, lambda: source_password(args), args)
-    dst = open_repo_at(target, lambda: password(args, prompt="Password of the destination repository: "),
+    dst = open_repo_at(target, lambda: password(args, prompt=_("Password of the destination repository: ")),
                        args)
     if src.config.id == dst.config.id:
         raise UsageError("the source and the destination are the same repository")

@@ -9,37 +9,40 @@ import tempfile
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import UsageError
+from coffre.core.i18n import _
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
 from coffre.sources.databases.engines import drill_note, target, throwaway
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("restore-db", help="restore a database of a snapshot into an empty database")
+    p = sub.add_parser("restore-db", help=_("restore a database of a snapshot into an empty database"))
     add_repo_options(p)
-    p.add_argument("snapshot", help="snapshot id, or 'latest' (the newest holding such a database)")
+    p.add_argument("snapshot", help=_("snapshot id, or 'latest' (the newest holding such a database)"))
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--postgres", metavar="DSN", help="PostgreSQL database to restore into "
-                       "(created if it does not exist)")
-    where.add_argument("--mysql", metavar="DSN", help="MariaDB/MySQL database to restore into, "
-                       "mysql://USER@HOST/DB (created if it does not exist)")
-    where.add_argument("--sqlite", metavar="PATH", help="SQLite file to restore into")
-    where.add_argument("--pgdata", metavar="DIR", help="new, empty folder to unpack a physical "
-                       "PostgreSQL cluster backup into (then start a server on it)")
+    where.add_argument("--postgres", metavar="DSN", help=_("PostgreSQL database to restore into "
+                                                           "(created if it does not exist)"))
+    where.add_argument("--mysql", metavar="DSN",
+                       help=_("MariaDB/MySQL database to restore into, mysql://USER@HOST/DB (created "
+                              "if it does not exist)"))
+    where.add_argument("--sqlite", metavar="PATH", help=_("SQLite file to restore into"))
+    where.add_argument("--pgdata", metavar="DIR",
+                       help=_("new, empty folder to unpack a physical PostgreSQL cluster backup into "
+                              "(then start a server on it)"))
     p.add_argument("--database", metavar="NAME",
-                   help="which database of the snapshot, when it holds several of that engine")
+                   help=_("which database of the snapshot, when it holds several of that engine"))
     p.add_argument("--force", action="store_true",
-                   help="replace the tables of a database that is not empty")
+                   help=_("replace the tables of a database that is not empty"))
     p.add_argument("--no-owner", action="store_true",
-                   help="PostgreSQL: do not restore owners and grants (roles missing on this server)")
+                   help=_("PostgreSQL: do not restore owners and grants (roles missing on this server)"))
     p.set_defaults(func=cmd_restore_db)
 
-    p = sub.add_parser("drill", help="restore each database of a snapshot into a throwaway "
-                       "instance, check it, and report")
+    p = sub.add_parser("drill", help=_("restore each database of a snapshot into a throwaway "
+                                       "instance, check it, and report"))
     add_repo_options(p)
     p.add_argument("snapshot", nargs="?", default="latest",
-                   help="snapshot id (default: the newest holding a database)")
+                   help=_("snapshot id (default: the newest holding a database)"))
     p.add_argument("--work-dir", metavar="DIR",
-                   help="where the throwaway instances live (default: the temporary folder)")
+                   help=_("where the throwaway instances live (default: the temporary folder)"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_drill)
 

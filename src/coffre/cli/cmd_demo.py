@@ -13,6 +13,7 @@ from pathlib import Path
 
 from coffre.cli.output import human_size, say
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.check import Checker
 from coffre.ops.common import find_snapshot
@@ -23,8 +24,8 @@ from coffre.storage.local import LocalBackend
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="back up and restore a sample pharmacy tree in a scratch directory")
-    p.add_argument("--dir", help="scratch directory (default: a new temporary one)")
+    p = sub.add_parser("demo", help=_("back up and restore a sample pharmacy tree in a scratch directory"))
+    p.add_argument("--dir", metavar="DIR", help=_("scratch directory (default: a new temporary one)"))
     p.set_defaults(func=cmd_demo)
 
 
@@ -62,40 +63,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     base.mkdir(parents=True, exist_ok=True)
     source, repo_dir, target = base / "pharmacie", base / "depot", base / "restauration"
     if source.exists() or repo_dir.exists() or target.exists():
-        raise CoffreError(f"{base} already holds a demo; give an empty --dir")
+        raise CoffreError(_("{dir} already holds a demo; give an empty --dir").format(dir=base))
     source.mkdir()
     make_sample(source)
-    say(f"1. sample pharmacy tree created in {source}")
+    say(_("1. sample pharmacy tree created in {dir}").format(dir=source))
     password = os.urandom(12).hex()
     repo, recovery = Repository.init(LocalBackend(repo_dir), password)
-    say(f"2. encrypted repository created in {repo_dir} (recovery key {recovery[:11]}...)")
+    say(_("2. encrypted repository created in {dir} (recovery key {start}...)").format(
+        dir=repo_dir, start=recovery[:11]))
     with Lock(repo, exclusive=False, command="demo backup") as lock:
         result = Backup(repo, lock, BackupOptions(paths=[str(source)], host="demo")).run()
     s = result.snapshot.summary
-    say(f"3. backup: snapshot {result.snapshot.id[:8]}, {human_size(s['bytes_total'])} read, "
-        f"{human_size(s['data_added_stored'])} stored")
+    say(_("3. backup: snapshot {id}, {read} read, {stored} stored").format(
+        id=result.snapshot.id[:8], read=human_size(s["bytes_total"]),
+        stored=human_size(s["data_added_stored"])))
     with Lock(repo, exclusive=False, command="demo backup") as lock:
         again = Backup(repo, lock, BackupOptions(paths=[str(source)], host="demo")).run()
     added = human_size(again.snapshot.summary["data_added_stored"])
-    say(f"4. second backup of the unchanged tree added {added}")
+    say(_("4. second backup of the unchanged tree added {size}").format(size=added))
     reopened = Repository.open(LocalBackend(repo_dir), password)
     reopened.load_index()
     snap = find_snapshot(reopened, "latest")
     restorer = Restorer(reopened, RestoreOptions(target=str(target), verify=True))
     problems = restorer.run(snap)
     if problems.errors:
-        raise CoffreError("restore failed: " + "; ".join(problems.errors))
-    say(f"5. restored and re-read {restorer.stats.verified} files into {target}")
+        raise CoffreError(_("restore failed: {errors}").format(errors="; ".join(problems.errors)))
+    say(_("5. restored and re-read {n} files into {dir}").format(n=restorer.stats.verified, dir=target))
     restored = target / str(source).lstrip("/")
     mismatch = _compare(source, restored)
     if mismatch:
-        raise CoffreError(f"restored tree differs from the original: {mismatch}")
-    say("6. restored tree is identical to the original (content, links, empty files and folders)")
+        raise CoffreError(_("restored tree differs from the original: {difference}").format(
+            difference=mismatch))
+    say(_("6. restored tree is identical to the original (content, links, empty files and folders)"))
     check = Checker(reopened).run(read_data=True)
     if not check.ok:
-        raise CoffreError("check --read-data found errors: " + "; ".join(check.errors))
-    say(f"7. check --read-data: {check.packs_read} packs read, no errors")
-    say("demo OK")
+        raise CoffreError(_("check --read-data found errors: {errors}").format(
+            errors="; ".join(check.errors)))
+    say(_("7. check --read-data: {n} packs read, no errors").format(n=check.packs_read))
+    say(_("demo OK"))
     return 0
 
 

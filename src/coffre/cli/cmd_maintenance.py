@@ -20,13 +20,15 @@ from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.cli.watching import standing_alarms, watch_storage
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
+from coffre.core.i18n import _, ngettext
+from coffre.core.sizes import parse_size
 from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker, CheckResult
 from coffre.ops.common import quiet
 from coffre.ops.compare import compare
 from coffre.ops.forget import plan_forget, remove_snapshots
 from coffre.ops.prune import Pruner, PruneStats, free_unused_packs
-from coffre.policy.retention import Policy, parse_duration, parse_size
+from coffre.policy.retention import Policy, parse_duration, reason_text
 from coffre.policy.timeline import future_of, future_warning
 from coffre.repository.cache import RepoCache
 from coffre.repository.damage import DamageRegister
@@ -36,39 +38,53 @@ from coffre.repository.watch import describe
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("check", help="check the repository's structure, and optionally its data")
+    p = sub.add_parser("check", help=_("check the repository's structure, and optionally its data"))
     add_repo_options(p)
-    p.add_argument("--read-data", action="store_true", help="read and authenticate all data")
+    p.add_argument("--read-data", action="store_true", help=_("read and authenticate all data"))
     p.add_argument("--read-data-subset", metavar="N%|n/m",
-                   help="read a share of the packs, rotating from one run to the next")
+                   help=_("read a share of the packs, rotating from one run to the next (10%%), or "
+                          "slice n of m (2/7)"))
     p.add_argument("--against", metavar="REPO",
-                   help="instead: compare with another repository holding copies (coffre copy): "
-                        "same snapshots, same data")
-    p.add_argument("--against-password-file",
-                   help="its password (or COFFRE_AGAINST_PASSWORD_FILE, COFFRE_AGAINST_PASSWORD_COMMAND)")
+                   help=_("instead: compare with another repository holding copies (coffre copy): "
+                          "same snapshots, same data"))
+    p.add_argument("--against-password-file", metavar="FILE",
+                   help=_("its password (or COFFRE_AGAINST_PASSWORD_FILE, COFFRE_AGAINST_PASSWORD_COMMAND)"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    f = sub.add_parser("forget", help="remove snapshots: those named, or by a retention policy")
+    f = sub.add_parser("forget", help=_("remove snapshots: those named, or by a retention policy"))
     add_repo_options(f)
-    f.add_argument("snapshot_ids", nargs="*", metavar="SNAPSHOT", help="snapshots to remove")
-    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-        f.add_argument(f"--keep-{name}", type=int, default=0, metavar="N")
-    f.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 2w, 6m, 1y")
-    f.add_argument("--keep-tag", action="append", default=[], metavar="TAG")
-    f.add_argument("--max-size", metavar="SIZE",
-                   help="also remove the oldest snapshots until the repository fits, e.g. 500GiB")
-    f.add_argument("--host", help="only consider snapshots of this host")
-    f.add_argument("--tag", action="append", default=[], help="only snapshots with this tag")
-    f.add_argument("--dry-run", action="store_true", help="show what would be removed, and why")
-    f.add_argument("--prune", action="store_true", help="reclaim the space afterwards")
+    f.add_argument("snapshot_ids", nargs="*", metavar="SNAPSHOT", help=_("snapshots to remove"))
+    keep = f.add_argument_group(
+        _("retention policy (the newest snapshot of each host and paths is always kept)"))
+    for name, helptext in (
+        ("last", _("keep the N newest snapshots")),
+        ("hourly", _("keep the newest snapshot of each of the last N hours that have one")),
+        ("daily", _("keep the newest snapshot of each of the last N days that have one")),
+        ("weekly", _("keep the newest snapshot of each of the last N weeks that have one")),
+        ("monthly", _("keep the newest snapshot of each of the last N months that have one")),
+        ("yearly", _("keep the newest snapshot of each of the last N years that have one")),
+    ):
+        keep.add_argument(f"--keep-{name}", type=int, default=0, metavar="N", help=helptext)
+    keep.add_argument("--keep-within", metavar="DURATION",
+                      help=_("keep every snapshot this recent, counted from the newest one: "
+                             "e.g. 7d, 2w, 6m, 1y"))
+    keep.add_argument("--keep-tag", action="append", default=[], metavar="TAG",
+                      help=_("keep every snapshot with this tag (repeatable)"))
+    keep.add_argument("--max-size", metavar="SIZE",
+                      help=_("also remove the oldest snapshots until the repository fits in SIZE, "
+                             "with a unit: e.g. 500GiB, 1.5TB"))
+    f.add_argument("--host", help=_("only consider snapshots of this host"))
+    f.add_argument("--tag", action="append", default=[], help=_("only snapshots with this tag (repeatable)"))
+    f.add_argument("--dry-run", action="store_true", help=_("show what would be removed, and why"))
+    f.add_argument("--prune", action="store_true", help=_("reclaim the space afterwards"))
     add_repack_option(f)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_forget)
 
-    pr = sub.add_parser("prune", help="reclaim the space of data no snapshot uses")
+    pr = sub.add_parser("prune", help=_("reclaim the space of data no snapshot uses"))
     add_repo_options(pr)
-    pr.add_argument("--dry-run", action="store_true")
+    pr.add_argument("--dry-run", action="store_true", help=_("show what would be freed, change nothing"))
     add_repack_option(pr)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_prune)
@@ -76,18 +92,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def add_repack_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-repack-size", metavar="SIZE",
-                   help="copy at most this much data to rewrite partly used packs, e.g. 2GiB; "
-                        "0 to only delete unused packs (prune also stays within the free space)")
+                   help=_("copy at most this much data to rewrite partly used packs, e.g. 2GiB; "
+                          "0 to only delete unused packs (prune also stays within the free space)"))
 
 
 def _max_repack(args: argparse.Namespace) -> int | None:
     text = getattr(args, "max_repack_size", None)
     if text is None:
         return None
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise UsageError(f"--max-repack-size: {exc}") from None
+    return parse_size(text, "--max-repack-size")
 
 
 def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
@@ -95,12 +108,12 @@ def parse_subset(text: str) -> tuple[float, tuple[int, int] | None]:
     if m:
         pct = float(m.group(1))
         if not 0 < pct <= 100:
-            raise UsageError("--read-data-subset: the percentage must be in (0, 100]")
+            raise UsageError(_("--read-data-subset: the percentage must be more than 0 and at most 100"))
         return pct, None
     m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
     if m and 1 <= int(m.group(1)) <= int(m.group(2)):
         return 0.0, (int(m.group(1)), int(m.group(2)))
-    raise UsageError("--read-data-subset takes a percentage (10%) or a slice (n/m, e.g. 2/7)")
+    raise UsageError(_("--read-data-subset takes a percentage (10%) or a slice (n/m, e.g. 2/7)"))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -126,7 +139,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     remember_damage(repo, res)
     # What the storage deleted or put back (said as warnings when the repository was opened)
     # is an error until 'coffre acknowledge' accepts it.
-    res.errors += [f"{describe(a)} ('coffre acknowledge' accepts it)" for a in standing_alarms(repo)]
+    res.errors += [_("{alarm} ('coffre acknowledge' accepts it)").format(alarm=describe(a))
+                   for a in standing_alarms(repo)]
     if args.json:
         emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
@@ -134,28 +148,29 @@ def cmd_check(args: argparse.Namespace) -> int:
                    "snapshots": res.snapshots})
     else:
         for n in res.notes:
-            say(f"note: {n}")
+            say(_("note: {note}").format(note=n))
         for e in res.errors:
-            say(f"error: {e}")
+            say(_("error: {error}").format(error=e))
         for pack, why in sorted(res.damaged_packs.items()):
-            say(f"damaged pack {pack}: {why}")
+            say(_("damaged pack {pack}: {why}").format(pack=pack, why=why))
         for sid, paths in sorted(res.affected.items()):
-            say(f"snapshot {sid[:8]} depends on damaged data for {len(paths)} path(s):")
+            say(_("snapshot {id} depends on damaged data for {n} path(s):").format(id=sid[:8], n=len(paths)))
             for p in paths[:50]:
                 say(f"    {p}")
             if len(paths) > 50:
-                say(f"    ... and {len(paths) - 50} more")
+                say("    " + _("... and {n} more").format(n=len(paths) - 50))
         if subset:
-            say(f"read {res.packs_read} pack(s) of {res.packs_total} (slice {subset[0]}/{subset[1]})")
+            say(_("read {read} pack(s) of {total} (slice {k}/{m})").format(
+                read=res.packs_read, total=res.packs_total, k=subset[0], m=subset[1]))
         elif args.read_data:
-            say(f"read all {res.packs_read} pack(s)")
+            say(_("read all {n} pack(s)").format(n=res.packs_read))
         else:
-            say(f"checked the hashes of {res.packs_total} pack(s)")
+            say(_("checked the hashes of {n} pack(s)").format(n=res.packs_total))
         if res.damaged_blobs:
-            say("the next backup stores the damaged files again from the live files where they "
-                "still exist, and 'coffre prune' then lets the damaged packs go; a snapshot whose "
-                "files are lost for good can be removed with 'coffre forget ID'")
-        say("no errors were found" if res.ok else "the repository has errors")
+            say(_("the next backup stores the damaged files again from the live files where they "
+                  "still exist, and 'coffre prune' then lets the damaged packs go; a snapshot whose "
+                  "files are lost for good can be removed with 'coffre forget ID'"))
+        say(_("no errors were found") if res.ok else _("the repository has errors"))
     return 0 if res.ok else 1
 
 
@@ -183,16 +198,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
     try:
         policy = _policy(args)
         policy.validate()
-        max_size = parse_size(args.max_size) if args.max_size is not None else 0
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    max_size = parse_size(args.max_size, "--max-size") if args.max_size is not None else 0
     if args.max_size is not None and max_size <= 0:
-        raise UsageError("--max-size must be greater than zero")
+        raise UsageError(_("--max-size must be greater than zero"))
     if args.snapshot_ids and (not policy.empty() or max_size):
-        raise UsageError("give either snapshot ids or keep rules, not both")
+        raise UsageError(_("give either snapshot ids or keep rules, not both"))
     if policy.empty() and not max_size and not args.snapshot_ids:
-        raise UsageError("no keep rule given; refusing to remove every snapshot",
-                         "add --keep-daily 7, --keep-within 30d, --max-size 500GiB, ...")
+        raise UsageError(_("no keep rule given; refusing to remove every snapshot"),
+                         _("add --keep-daily 7, --keep-within 30d, --max-size 500GiB, ..."))
     repo = open_repo(args)
     if args.snapshot_ids:
         return _forget_named(args, repo)
@@ -211,12 +226,20 @@ def cmd_forget(args: argparse.Namespace) -> int:
         by_id = {s.id: s for s in snaps}
         gone = [d.snapshot.id for d in decisions if not d.keep]
         if not args.json:
+            marks = {True: _("keep"), False: _("remove")}
+            width = max(len(m) for m in marks.values())
             for d in decisions:
                 s = by_id[d.snapshot.id]
-                mark = "keep  " if d.keep else "remove"
-                say(f"{mark} {s.id[:8]} {format_ns(s.time_ns)} {s.hostname:<12} {'; '.join(d.reasons)}")
-            say(f"{len(decisions) - len(gone)} kept, {len(gone)} "
-                + ("would be removed (dry run)" if args.dry_run else "removed"))
+                reasons = "; ".join(reason_text(r) for r in d.reasons)
+                say(f"{marks[d.keep]:<{width}} {s.id[:8]} {format_ns(s.time_ns)} {s.hostname:<12} {reasons}")
+            kept = len(decisions) - len(gone)
+            if args.dry_run:
+                say(ngettext("{kept} kept, {n} would be removed (dry run)",
+                             "{kept} kept, {n} would be removed (dry run)", len(gone)).format(
+                    kept=kept, n=len(gone)))
+            else:
+                say(ngettext("{kept} kept, {n} removed", "{kept} kept, {n} removed", len(gone)).format(
+                    kept=kept, n=len(gone)))
         if not args.dry_run:
             remove_snapshots(repo, gone, warn)
     if gone and not args.dry_run:
@@ -239,11 +262,13 @@ def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
         for ref in args.snapshot_ids:
             matches = [n for n in names if n.startswith(ref.lower())] if len(ref) >= 4 else []
             if len(matches) != 1:
-                raise CoffreError(f"no single snapshot matches {ref!r}; nothing was removed",
-                                  "give at least 4 characters of an id from 'coffre snapshots'")
+                raise CoffreError(_("no single snapshot matches {ref!r}; nothing was removed").format(
+                    ref=ref),
+                                  _("give at least 4 characters of an id from 'coffre snapshots'"))
             chosen.append(matches[0])
         for sid in chosen if not args.json else []:
-            say(f"{'would remove' if args.dry_run else 'remove'} {sid[:8]}: named on the command line")
+            say((_("would remove {id}: named on the command line") if args.dry_run
+                 else _("remove {id}: named on the command line")).format(id=sid[:8]))
         if not args.dry_run:
             remove_snapshots(repo, chosen, warn)
     if not args.dry_run:
@@ -274,7 +299,8 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
             lock.acquire()
         except (StorageFull, StoragePermissionDenied) as exc:
             if dry_run:  # a dry run only reads: it may go on without a lock
-                warn(f"the repository cannot be written ({exc.message}); reading it without a lock")
+                warn(_("the repository cannot be written ({reason}); reading it without a lock").format(
+                    reason=exc.message))
             elif isinstance(exc, StoragePermissionDenied):
                 raise
             else:
@@ -304,13 +330,17 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
     st = pruner.stats
     if args.json:
         return st
-    say(f"{'would free' if dry_run else 'freed'} {human_size(st.bytes_freed)}: "
-        f"{st.packs_removed} unused pack(s), {st.packs_repacked} repacked "
-        f"({human_size(st.bytes_repacked)} copied), {st.packs_unindexed} left over by interrupted runs")
-    if not dry_run:
-        say(f"deleted {st.packs_deleted} pack(s)")
+    counts = dict(freed=human_size(st.bytes_freed), unused=st.packs_removed, repacked=st.packs_repacked,
+                  copied=human_size(st.bytes_repacked), leftover=st.packs_unindexed)
+    if dry_run:
+        say(_("would free {freed}: {unused} unused pack(s), {repacked} repacked ({copied} copied), "
+              "{leftover} left over by interrupted runs").format(**counts))
+    else:
+        say(_("freed {freed}: {unused} unused pack(s), {repacked} repacked ({copied} copied), "
+              "{leftover} left over by interrupted runs").format(**counts))
+        say(_("deleted {n} pack(s)").format(n=st.packs_deleted))
     for n in st.notes:
-        say(f"note: {n}")
+        say(_("note: {note}").format(note=n))
     return st
 
 
@@ -324,7 +354,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def check_against(args: argparse.Namespace) -> int:
     here = open_repo(args)
     there = open_repo_at(args.against, lambda: secret_from(
-        args.against_password_file, "COFFRE_AGAINST_PASSWORD", False, "Password of the other repository: "),
+        args.against_password_file, "COFFRE_AGAINST_PASSWORD", False,
+        _("Password of the other repository: ")),
         args)
     with reading(here, "check"), reading(there, "check"):
         load_index(here)
@@ -337,11 +368,13 @@ def check_against(args: argparse.Namespace) -> int:
                    "only_here": [s.id for s in res.only_here], "only_there": [s.id for s in res.only_there]})
     else:
         for snap in res.only_here:
-            say(f"missing from {there.backend.location}: snapshot {snap.id[:8]} of {iso_ns(snap.time_ns)}")
+            say(_("missing from {where}: snapshot {id} of {time}").format(
+                where=there.backend.location, id=snap.id[:8], time=iso_ns(snap.time_ns)))
         for a, b, why in res.differing:
-            say(f"snapshot {a.id[:8]} and its copy {b.id[:8]}: {why}")
+            say(_("snapshot {id} and its copy {copy}: {why}").format(id=a.id[:8], copy=b.id[:8], why=why))
         if res.only_there:
-            say(f"{len(res.only_there)} snapshot(s) are only in {there.backend.location} (older history?)")
-        say(f"{len(res.same)} snapshot(s) identical in both"
-            + ("" if res.ok else "; the repositories differ"))
+            say(_("{n} snapshot(s) are only in {where} (older history?)").format(
+                n=len(res.only_there), where=there.backend.location))
+        same = _("{n} snapshot(s) identical in both").format(n=len(res.same))
+        say(same if res.ok else _("{same}; the repositories differ").format(same=same))
     return 0 if res.ok else EXIT_FATAL

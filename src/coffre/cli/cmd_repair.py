@@ -7,18 +7,19 @@ import argparse
 from coffre.cli.context import add_repo_options, locked, open_repo
 from coffre.cli.output import say, warn
 from coffre.cli.watching import watch_storage
+from coffre.core.i18n import _
 from coffre.ops.repair import repair_index
 from coffre.ops.repair_config import repair_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    r = sub.add_parser("repair", help="repair the repository")
-    rs = r.add_subparsers(dest="what", required=True)
-    ri = rs.add_parser("index", help="rebuild the index from the packs")
+    r = sub.add_parser("repair", help=_("repair the repository"))
+    rs = r.add_subparsers(dest="what", required=True, metavar=_("WHAT"), title=_("what to repair"))
+    ri = rs.add_parser("index", help=_("rebuild the index from the packs"))
     add_repo_options(ri)
     ri.set_defaults(func=cmd_repair_index)
-    rc = rs.add_parser("config", help="write the config file again from the copy kept in the key files "
-                       "(opens with the password or the recovery key)")
+    rc = rs.add_parser("config", help=_("write the config file again from the copy kept in the key files "
+                                        "(opens with the password or the recovery key)"))
     add_repo_options(rc)
     rc.set_defaults(func=cmd_repair_config)
 
@@ -28,19 +29,21 @@ def cmd_repair_index(args: argparse.Namespace) -> int:
     with locked(repo, exclusive=True, command="repair index"):
         st = repair_index(repo, report=warn)
     watch_storage(repo, changed=True)  # old index files were removed: note which
-    say(f"index rebuilt: {st.packs} packs, {st.blobs} blobs; {st.old_index_files} old index file(s) removed")
+    say(_("index rebuilt: {packs} packs, {blobs} blobs; {old} old index file(s) removed").format(
+        packs=st.packs, blobs=st.blobs, old=st.old_index_files))
     for u in st.unreadable:
-        say(f"pack with an unreadable header, left in place: {u}")
+        say(_("pack with an unreadable header, left in place: {pack}").format(pack=u))
     if st.kept_from_old_index or st.salvaged:
-        say(f"{st.kept_from_old_index} blob(s) kept from the old index and {st.salvaged} salvaged from "
-            "the body of such packs")
+        say(_("{kept} blob(s) kept from the old index and {salvaged} salvaged from the body of such "
+              "packs").format(kept=st.kept_from_old_index, salvaged=st.salvaged))
     if st.packs_gone:
-        say(f"{st.packs_gone} pack(s) the old index listed are gone: what they held is missing "
-            "('coffre check' names the files; the next backup stores again what the live files hold)")
+        say(_("{n} pack(s) the old index listed are gone: what they held is missing ('coffre check' "
+              "names the files; the next backup stores again what the live files hold)").format(
+            n=st.packs_gone))
     for d in st.damaged_index_files:
-        say(f"damaged index file replaced: {d}")
+        say(_("damaged index file replaced: {file}").format(file=d))
     if st.old_index_kept:
-        say("the old index files were kept, as the rebuilt index does not cover them all")
+        say(_("the old index files were kept, as the rebuilt index does not cover them all"))
         return 1
     return 0
 

@@ -17,11 +17,13 @@ from coffre.cli.context import (
     repo_location,
     source_password,
 )
+from coffre.cli.logfile import say_unlogged
 from coffre.cli.output import emit_json, say, table, warn
 from coffre.cli.watching import key_history, remember_removed, watch_storage
 from coffre.compress import DEFAULT_LEVEL
 from coffre.core.clock import SystemClock, format_ns
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
+from coffre.core.i18n import N_, _
 from coffre.ops.repair_config import ensure_config_copies
 from coffre.repository import keyring
 from coffre.repository.locks import STALE_S, UNREADABLE, is_stale, list_locks
@@ -54,73 +56,77 @@ EN  This key opens the repository if the password is lost. Print this sheet, kee
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("init", help="create a repository")
+    p = sub.add_parser("init", help=_("create a repository"))
     add_repo_options(p)
-    p.add_argument("--recovery-sheet", metavar="FILE", help="write a printable recovery sheet")
+    p.add_argument("--recovery-sheet", metavar="FILE", help=_("write a printable recovery sheet"))
     p.add_argument("--pack-size", type=int, default=16, metavar="MIB",
-                   help="target size of pack files in MiB (1-256, default 16)")
+                   help=_("target size of pack files in MiB (1-256, default 16)"))
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
-                   help=f"zstd level for new data, 1-19 (default {DEFAULT_LEVEL}: fastest; "
-                        "deltas always use 3 or more)")
+                   help=_("zstd level for new data, 1-19 (default {level}: fastest; deltas always use 3 "
+                          "or more)").format(level=DEFAULT_LEVEL))
     p.add_argument("--copy-chunking-from", metavar="REPO",
-                   help="share this repository's chunking and content keys, so copies between the "
-                        "two send only new data (its password: --from-password-file, "
-                        "COFFRE_FROM_PASSWORD_FILE or a prompt)")
-    p.add_argument("--from-password-file", help="password file of the --copy-chunking-from repository")
+                   help=_("share this repository's chunking and content keys, so copies between the "
+                          "two send only new data (its password: --from-password-file, "
+                          "COFFRE_FROM_PASSWORD_FILE or a prompt)"))
+    p.add_argument("--from-password-file", metavar="FILE",
+                   help=_("password file of the --copy-chunking-from repository"))
     p.set_defaults(func=cmd_init)
 
-    k = sub.add_parser("key", help="manage the passwords and recovery keys that open the repository")
-    ks = k.add_subparsers(dest="key_command", required=True)
+    k = sub.add_parser("key", help=_("manage the passwords and recovery keys that open the repository"))
+    ks = k.add_subparsers(dest="key_command", required=True, metavar=_("COMMAND"), title=_("commands"))
     for name, func, helptext in (
-        ("list", cmd_key_list, "list key slots"),
-        ("add", cmd_key_add, "add a password"),
-        ("remove", cmd_key_remove, "remove a key slot"),
-        ("passwd", cmd_key_passwd, "change the password used to open the repository"),
+        ("list", cmd_key_list, N_("list key slots")),
+        ("add", cmd_key_add, N_("add a password")),
+        ("remove", cmd_key_remove, N_("remove a key slot")),
+        ("passwd", cmd_key_passwd, N_("change the password used to open the repository")),
     ):
-        kp = ks.add_parser(name, help=helptext)
+        kp = ks.add_parser(name, help=_(helptext))
         add_repo_options(kp)
         if name in ("add", "passwd"):
-            kp.add_argument("--new-password-file", help="read the new password from this file")
-            kp.add_argument("--label", default="", help="a label for the new key slot")
+            kp.add_argument("--new-password-file", metavar="FILE",
+                            help=_("read the new password from this file"))
+            kp.add_argument("--label", default="", help=_("a label for the new key slot"))
         if name == "remove":
-            kp.add_argument("key_id", help="key slot id (or unique prefix)")
+            kp.add_argument("key_id", help=_("key slot id (or unique prefix)"))
         if name == "list":
             kp.add_argument("--json", action="store_true")
         kp.set_defaults(func=func)
 
-    u = sub.add_parser("unlock", help="remove stale locks left by dead processes")
+    u = sub.add_parser("unlock", help=_("remove stale locks left by dead processes"))
     add_repo_options(u)
     u.add_argument("--remove-all", action="store_true",
-                   help="also remove live and unreadable locks: only when you are sure that no other "
-                        "Coffre command uses this repository")
+                   help=_("also remove live and unreadable locks: only when you are sure that no other "
+                          "Coffre command uses this repository"))
     u.set_defaults(func=cmd_unlock)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     backend = backend_for(repo_location(args), args)
     if backend.exists():
-        raise CoffreError(f"{backend.location} already holds a Coffre repository; nothing was changed")
+        raise CoffreError(_("{where} already holds a Coffre repository; nothing was changed").format(
+            where=backend.location))
     if _damaged_repository(backend):
-        raise CoffreError(f"{backend.location} holds a Coffre repository whose config file is damaged; "
-                          "nothing was changed", "write it again with 'coffre repair config'")
+        raise CoffreError(_("{where} holds a Coffre repository whose config file is damaged; "
+                            "nothing was changed").format(where=backend.location),
+                          _("write it again with 'coffre repair config'"))
     if not 1 <= args.pack_size <= 256:
-        raise UsageError("--pack-size must be between 1 and 256 MiB")
+        raise UsageError(_("--pack-size must be between 1 and 256 MiB"))
     if not 1 <= args.compression_level <= 19:
-        raise UsageError("--compression-level must be between 1 and 19")
+        raise UsageError(_("--compression-level must be between 1 and 19"))
     source = None
     refuse_empty("--copy-chunking-from", args.copy_chunking_from,
-                 hint="give the path or URL of the repository whose chunking to share")
+                 hint=_("give the path or URL of the repository whose chunking to share"))
     if args.copy_chunking_from:
         source = open_repo_at(args.copy_chunking_from, lambda: source_password(args), args)
         if source.content_secret is None:
             raise CoffreError(
-                f"{source.backend.location} uses format {source.version}, where a copy sharing its "
-                "chunking would share its whole key (every password of one would open the other); "
-                "nothing was changed",
-                "move that repository to format 2 first (docs/migration.md: 'coffre init' a new "
-                "repository, then 'coffre copy' every snapshot into it), or create this one "
-                "without --copy-chunking-from ('coffre copy' then cuts the data again)")
-    secret = password(args, confirm=True, prompt="New repository password: ")
+                _("{where} uses format {version}, where a copy sharing its chunking would share its "
+                  "whole key (every password of one would open the other); nothing was changed").format(
+                    where=source.backend.location, version=source.version),
+                _("move that repository to format 2 first (docs/migration.md: 'coffre init' a new "
+                  "repository, then 'coffre copy' every snapshot into it), or create this one "
+                  "without --copy-chunking-from ('coffre copy' then cuts the data again)"))
+    secret = password(args, confirm=True, prompt=_("New repository password: "))
     sheet = _open_sheet(args.recovery_sheet) if args.recovery_sheet else None
     try:
         repo, recovery = Repository.init(
@@ -135,23 +141,26 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise
     # This machine's mark starts here, with the slot it opened.
     watch_storage(repo, changed=True, keys_changed=True)
-    say(f"created Coffre repository {repo.config.id.hex()[:8]} at {backend.location}")
+    say(_("created Coffre repository {id} at {where}").format(
+        id=repo.config.id.hex()[:8], where=backend.location))
     if source is not None:
-        say(f"it shares the chunking of {source.backend.location}: copies between them send only new "
-            "data; each keeps its own encryption key and passwords (a password of one does not open "
-            "the other)")
-    say("")
-    say("Recovery key (shown only now; it opens the repository if the password is lost):")
-    say("")
-    say(f"    {recovery}")
-    say("")
+        say(_("it shares the chunking of {where}: copies between them send only new data; each keeps "
+              "its own encryption key and passwords (a password of one does not open the other)").format(
+            where=source.backend.location))
+    # The recovery key is shown even under --quiet, and never written into a --log-file.
+    say_unlogged("", "")
+    say_unlogged(_("Recovery key (shown only now; it opens the repository if the password is lost):"), "")
+    say_unlogged("", "")
+    say_unlogged(f"    {recovery}", _("(the recovery key was shown on the terminal; it is not logged)"))
+    say_unlogged("", "")
     if sheet is not None:
         with sheet:
             sheet.write(SHEET.format(location=backend.location, repo_id=repo.config.id.hex(),
                                      created=repo.config.created, key=recovery))
-        say(f"recovery sheet written to {args.recovery_sheet}: print it, store it safely, delete the file")
+        say_unlogged(_("recovery sheet written to {path}: print it, store it safely, delete the file").format(
+            path=args.recovery_sheet), "")
     else:
-        say("Write it down or print it, and keep it away from the server.")
+        say_unlogged(_("Write it down or print it, and keep it away from the server."), "")
     return 0
 
 
@@ -169,21 +178,23 @@ def _open_sheet(path: str) -> TextIO:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise UsageError(f"{path} already exists; choose a new file for the recovery sheet") from None
+        raise UsageError(_("{path} already exists; choose a new file for the recovery sheet").format(
+            path=path)) from None
     except OSError as exc:
-        raise UsageError(f"cannot create the recovery sheet {path}: {exc.strerror}") from None
+        raise UsageError(_("cannot create the recovery sheet {path}: {reason}").format(
+            path=path, reason=exc.strerror)) from None
     return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def _new_password(args: argparse.Namespace) -> str:
     if args.new_password_file:
-        secret = read_secret_file(args.new_password_file, "new password file")
+        secret = read_secret_file(args.new_password_file, _("the new password file"))
     else:
         from coffre.cli.context import prompt_secret
 
-        secret = prompt_secret("New password: ", confirm=True)
+        secret = prompt_secret(_("New password: "), confirm=True)
     if not secret:
-        raise UsageError("the new password is empty")
+        raise UsageError(_("the new password is empty"))
     return secret
 
 
@@ -193,7 +204,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     doc = repo.config_document()
     removed = key_history(repo.config.id).removed
 
-    def state(s: keyring.KeySlot) -> str:
+    def state(s: keyring.KeySlot) -> str:  # JSON values: translated where shown
         if keyring.fingerprint(s.wrapped) in removed:
             return "removed on this machine, put back: refused"
         return "ok" if s.config == doc else "no copy of the config"
@@ -208,14 +219,14 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rows)
         return 0
-    say(table([[("*" if r["current"] else " ") + str(r["id"])[:8], str(r["kind"]), str(r["label"]),
-                 str(r["created"])[:19], str(r["state"])] for r in rows],
-              [" id", "kind", "label", "created", "state"]))
+    say(table([[("*" if r["current"] else " ") + str(r["id"])[:8], _(str(r["kind"])), str(r["label"]),
+                 str(r["created"])[:19], _(str(r["state"]))] for r in rows],
+              [" " + _("id"), _("kind"), _("label"), _("created"), _("state")]))
     for d in bad:
-        say(f"{d.describe()}; 'coffre key remove {d.id[:8]}' drops it")
+        say(_("{what}; 'coffre key remove {id}' drops it").format(what=d.describe(), id=d.id[:8]))
     if any(r["state"] == "no copy of the config" for r in rows):
-        say("slots without a copy of the config were written by an older Coffre; "
-            "'coffre repair config' adds it")
+        say(_("slots without a copy of the config were written by an older Coffre; "
+              "'coffre repair config' adds it"))
     return 0
 
 
@@ -224,7 +235,7 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     new = _new_password(args)
     slot = keyring.add_slot(repo.backend, repo.master, repo.config.id, "password", new.encode(),
                             args.label or "password", SystemClock(), repo.config_document())
-    say(f"added key slot {slot[:8]}")
+    say(_("added key slot {id}").format(id=slot[:8]))
     ensure_config_copies(repo, warn)
     return 0
 
@@ -235,7 +246,8 @@ def _find_slot(repo: Repository, prefix: str) -> keyring.KeySlot | keyring.Unusa
     every: list[keyring.KeySlot | keyring.UnusableSlot] = [*slots, *bad]
     matches = [s for s in every if s.id.startswith(prefix.lower())]
     if not prefix or len(matches) != 1:
-        raise CoffreError(f"no single key slot matches {prefix!r}", "see 'coffre key list'")
+        raise CoffreError(_("no single key slot matches {prefix!r}").format(prefix=prefix),
+                          _("see 'coffre key list'"))
     return matches[0]
 
 
@@ -255,26 +267,32 @@ def _remove_slot(repo: Repository, slot: keyring.KeySlot | keyring.UnusableSlot)
         remember_removed(repo, slot)  # put back by the storage, it must not open it again here
 
 
-NOT_REVOKED = (
+NOT_REVOKED = N_(
     "note: {what} no longer opens this repository, but it is not revoked: whoever used it "
     "could keep the master key it opened, which decrypts every snapshot, past and future. "
     "To shut such a person out, make a new repository and copy the snapshots into it "
     "('coffre init', then 'coffre copy'; docs/design.md, section 8)"
 )
+# The kinds and states of key slots, as stored and in --json; translated where shown.
+WORDS = (N_("password"), N_("recovery"), N_("ok"), N_("no copy of the config"),
+         N_("removed on this machine, put back: refused"), N_("damaged"), N_("unusable"))
 
 
 def cmd_key_remove(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     slot = _find_slot(repo, args.key_id)
     if slot.id == repo.key_slot_id:
-        raise CoffreError("refusing to remove the key slot used to open the repository now",
-                          "open with another password or the recovery key to remove this one")
+        raise CoffreError(_("refusing to remove the key slot used to open the repository now"),
+                          _("open with another password or the recovery key to remove this one"))
     _remove_slot(repo, slot)  # never the slot used now: one that opens the repository remains
     if isinstance(slot, keyring.KeySlot):
-        say(f"removed key slot {slot.id[:8]} ({slot.kind})")
-        warn(NOT_REVOKED.format(what=f"the {slot.kind} of that slot"))
+        say(_("removed key slot {id} ({kind})").format(id=slot.id[:8], kind=_(slot.kind)))
+        what = (_("the password of that slot") if slot.kind == "password"
+                else _("the recovery key of that slot"))
+        warn(_(NOT_REVOKED).format(what=what))
     else:
-        say(f"removed key file {slot.id[:8]} ({'damaged' if slot.damaged else 'unusable'})")
+        say(_("removed key file {id} ({state})").format(
+            id=slot.id[:8], state=_("damaged") if slot.damaged else _("unusable")))
     return 0
 
 
@@ -289,9 +307,9 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
         repo.key_slot_id = slot
         _remove_slot(repo, old)
     watch_storage(repo, changed=True, keys_changed=True)  # the new slot is the one this machine tries first
-    say(f"password changed (new key slot {slot[:8]})")
+    say(_("password changed (new key slot {id})").format(id=slot[:8]))
     if old.kind == "password":
-        warn(NOT_REVOKED.format(what="the old password"))
+        warn(_(NOT_REVOKED).format(what=_("the old password")))
     ensure_config_copies(repo, warn)
     return 0
 
@@ -307,15 +325,21 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             try:
                 repo.backend.remove(Handle("locks", lk.name))
                 removed += 1
-                say(f"removed {lk.describe()}" + (" (stale)" if stale else ""))
+                done = _("removed {lock} (stale)") if stale else _("removed {lock}")
+                say(done.format(lock=lk.describe()))
             except ObjectNotFound:
                 pass
         elif lk.command == UNREADABLE:
             kept += 1
-            say(f"kept {lk.describe()}, written {format_ns(lk.refreshed_ns)}: it expires at "
-                f"{format_ns(lk.refreshed_ns + STALE_S * 10**9)} (or use --remove-all)")
+            say(_("kept {lock}, written {written}: it expires at {expires} (or use --remove-all)").format(
+                lock=lk.describe(), written=format_ns(lk.refreshed_ns),
+                expires=format_ns(lk.refreshed_ns + STALE_S * 10**9)))
         else:
             kept += 1
-            say(f"kept live {lk.describe()}, refreshed {format_ns(lk.refreshed_ns)}")
-    say(f"removed {removed} lock(s)" + (f", kept {kept} live one(s)" if kept else ""))
+            say(_("kept live {lock}, refreshed {when}").format(
+                lock=lk.describe(), when=format_ns(lk.refreshed_ns)))
+    done = _("removed {n} lock(s)").format(n=removed)
+    if kept:
+        done = _("{removed}, kept {n} live one(s)").format(removed=done, n=kept)
+    say(done)
     return 0

@@ -7,6 +7,7 @@ import argparse
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.core.errors import EXIT_FATAL, UsageError
+from coffre.core.i18n import _
 from coffre.ops.common import find_snapshot
 from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.ops.verify import Verifier
@@ -17,8 +18,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo_options(p)
     p.add_argument("snapshot", help="snapshot id prefix or 'latest'")
     p.add_argument("--target", required=True, help="directory to restore into")
-    p.add_argument("--include", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help=_("restore only what matches (repeatable; same patterns as backup's --exclude)"))
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help=_("do not restore what matches (repeatable)"))
     p.add_argument("--verify", action="store_true", help="re-read what was written and compare")
     p.add_argument("--devices", action="store_true",
                    help="also make the device nodes the snapshot holds (skipped by default)")
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     v = sub.add_parser("verify", help="compare a snapshot with the live files")
     add_repo_options(v)
-    v.add_argument("snapshot")
+    v.add_argument("snapshot", help=_("snapshot id prefix or 'latest'"))
     v.add_argument("paths", nargs="*", help="limit the comparison to these paths")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from coffre.cli.watching import key_history, watch_storage
 from coffre.core.errors import CoffreError, LockedError, StorageFull, StoragePermissionDenied, UsageError
+from coffre.core.i18n import _
 from coffre.core.private import open_to_others
 from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock, live_locks
@@ -27,34 +28,53 @@ from coffre.storage.url import is_url, open_backend
 
 
 def add_repo_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-r", "--repo", help="repository: a path, s3://HOST/BUCKET/PREFIX or "
-                   "s3+http://... (or COFFRE_REPOSITORY)")
-    p.add_argument("--password-file", help="read the password from this file (or COFFRE_PASSWORD_FILE)")
-    p.add_argument("--insecure-ftp", action="store_true",
-                   help="allow a plain ftp:// repository (the FTP password crosses the network in clear)")
-    p.add_argument("--limit-upload", metavar="LIMIT",
-                   help="upload limit to remote storage: KiB/s, or a schedule such as "
-                        "'08:30-19:30=512KiB,*=unlimited' (or COFFRE_LIMIT_UPLOAD)")
-    p.add_argument("--limit-download", metavar="LIMIT",
-                   help="download limit from remote storage, same form (or COFFRE_LIMIT_DOWNLOAD)")
+    """--repo and --password-file under a "repository" heading; the options that only matter
+    for remote storage under "remote storage"."""
+    g = p.add_argument_group(_("repository"))
+    g.add_argument("-r", "--repo", metavar="REPO",
+                   help=_("the repository (or COFFRE_REPOSITORY): a path (local disk, mounted NAS "
+                          "share, USB disk), s3://HOST/BUCKET/PREFIX (S3 over HTTPS), "
+                          "s3+http://HOST:PORT/BUCKET/PREFIX (plain HTTP, LAN only), "
+                          "sftp://USER@HOST/PATH (SSH), ftps://USER@HOST/PATH (FTP with TLS) or "
+                          "ftp://USER@HOST/PATH (plain FTP, with --insecure-ftp)"))
+    g.add_argument("--password-file", metavar="FILE",
+                   help=_("read the password from this file (or COFFRE_PASSWORD_FILE; "
+                          "COFFRE_PASSWORD_COMMAND runs a command that prints it)"))
+    add_remote_options(p)
 
 
-def refuse_empty(option: str, *values: str | None,
-                 hint: str = "give a path; '.' is the current folder") -> None:
+def add_remote_options(p: argparse.ArgumentParser) -> None:
+    """The options of remote repositories, grouped so a local user can skip them."""
+    g = p.add_argument_group(_("remote storage"))
+    g.add_argument("--insecure-ftp", action="store_true",
+                   help=_("allow a plain ftp:// repository (the FTP password crosses the network in clear)"))
+    g.add_argument("--limit-upload", metavar="RATE",
+                   help=_("upload limit to remote storage, e.g. 512KiB/s, 2MiB/s, or a schedule by "
+                          "time of day such as '08:30-19:30=512KiB/s,*=unlimited' "
+                          "(or COFFRE_LIMIT_UPLOAD)"))
+    g.add_argument("--limit-download", metavar="RATE",
+                   help=_("download limit from remote storage, same form (or COFFRE_LIMIT_DOWNLOAD)"))
+
+
+def refuse_empty(option: str, *values: str | None, hint: str | None = None) -> None:
     """An empty value is an unset shell variable, never the current folder nor a fallback: a
     usage error naming the option, raised before anything is opened or written."""
     if any(v == "" for v in values):
-        raise UsageError(f"{option} is empty (an unset variable?)", hint)
+        raise UsageError(_("{option} is empty (an unset variable?)").format(option=option),
+                         hint or _("give a path; '.' is the current folder"))
 
 
 def repo_location(args: argparse.Namespace) -> str:
     """--repo, else COFFRE_REPOSITORY. An explicit empty --repo is refused, never replaced by
     the variable (it would silently be another repository)."""
     refuse_empty("--repo", getattr(args, "repo", None),
-                 hint="give the repository's path or URL, or leave --repo out to use COFFRE_REPOSITORY")
+                 hint=_("give the repository's path or URL, or leave --repo out to use COFFRE_REPOSITORY"))
     loc = getattr(args, "repo", None) or os.environ.get("COFFRE_REPOSITORY")
     if not loc:
-        raise UsageError("no repository given", "use --repo PATH or set COFFRE_REPOSITORY")
+        hint = _("use --repo PATH or set COFFRE_REPOSITORY")
+        if os.environ.get("RESTIC_REPOSITORY"):
+            hint += "; " + _("RESTIC_REPOSITORY is set, but Coffre does not read restic's variables")
+        raise UsageError(_("no repository given"), hint)
     return str(loc)
 
 
@@ -66,12 +86,13 @@ def backend_for(location: str, args: argparse.Namespace | None = None) -> Backen
     threads (the lock refresher too), so the budget covers them all."""
     attempts = os.environ.get("COFFRE_STORAGE_RETRIES", "")
     if attempts and not (attempts.isdigit() and int(attempts) >= 1):
-        raise UsageError(f"COFFRE_STORAGE_RETRIES must be a number of attempts ≥ 1, not {attempts!r}")
+        raise UsageError(_("COFFRE_STORAGE_RETRIES must be a number of attempts ≥ 1, not {value!r}").format(
+            value=attempts))
     budget = retry_budget()
     backend = open_backend(location, allow_plain_ftp=bool(getattr(args, "insecure_ftp", False)))
     if location.lower().startswith("ftp://"):
-        _warn("plain FTP: the FTP password and login cross the network in clear (the backup "
-              "itself stays encrypted); prefer ftps://")
+        _warn(_("plain FTP: the FTP password and login cross the network in clear (the backup "
+                "itself stays encrypted); prefer ftps://"))
     upload, download = _pacers(args)
     if hasattr(backend, "upload_pacer"):  # remote backends: local disks are not limited
         backend.upload_pacer = upload
@@ -88,8 +109,10 @@ def _pacers(args: argparse.Namespace | None) -> tuple[Pacer | None, Pacer | None
         return cached  # type: ignore[no-any-return]
     out = []
     for name in ("upload", "download"):
-        spec = getattr(args, f"limit_{name}", None) or os.environ.get(f"COFFRE_LIMIT_{name.upper()}")
-        out.append(Pacer(parse_limit(spec)) if spec else None)
+        option = getattr(args, f"limit_{name}", None)
+        spec = option or os.environ.get(f"COFFRE_LIMIT_{name.upper()}")
+        label = f"--limit-{name}" if option else f"COFFRE_LIMIT_{name.upper()}"
+        out.append(Pacer(parse_limit(spec, label, warn=_warn)) if spec else None)
     pacers = (out[0], out[1])
     if args is not None:
         args._pacers = pacers
@@ -97,29 +120,33 @@ def _pacers(args: argparse.Namespace | None) -> tuple[Pacer | None, Pacer | None
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(_("warning: {message}").format(message=message), file=sys.stderr)
 
 
-def read_secret_file(path: str, what: str = "password file") -> str:
-    """A secret from a file; errors never quote its content."""
+def read_secret_file(path: str, what: str | None = None) -> str:
+    """A secret from a file (`what` names it: "the password file" by default); errors never
+    quote its content."""
+    what = what or _("the password file")
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             raw = f.read(64 * 1024)
     except OSError as exc:
-        raise CoffreError(f"cannot read the {what} {path}: {exc.strerror}") from None
+        raise CoffreError(_("cannot read {what} {path}: {reason}").format(
+            what=what, path=path, reason=exc.strerror)) from None
     if stat.S_ISREG(st.st_mode) and open_to_others(st):
         # As ssh does for keys, but a warning: refusing would stop the night's backup.
-        _warn(f"the {what} {path} can be read by other users of this machine"
-              f" (mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {shlex.quote(path)}")
-    return _decode_secret(raw, f"the {what} {path}")
+        _warn(_("{what} {path} can be read by other users of this machine (mode {mode}): "
+                "chmod 600 {quoted}").format(what=what, path=path, mode=f"{stat.S_IMODE(st.st_mode):04o}",
+                                             quoted=shlex.quote(path)))
+    return _decode_secret(raw, f"{what} {path}")
 
 
 def _decode_secret(raw: bytes, where: str) -> str:
     try:
         return raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise CoffreError(f"{where} is not UTF-8 text") from None
+        raise CoffreError(_("{where} is not UTF-8 text").format(where=where)) from None
 
 
 def _from_command(cmd: str, name: str) -> str:
@@ -128,57 +155,86 @@ def _from_command(cmd: str, name: str) -> str:
     try:
         argv = shlex.split(cmd)
     except ValueError as exc:  # an unbalanced quote, a trailing backslash
-        raise UsageError(f"{name} cannot be read as a command: {exc}",
-                         "check its quotes; the command is run without a shell") from None
+        raise UsageError(_("{name} cannot be read as a command: {reason}").format(name=name, reason=exc),
+                         _("check its quotes; the command is run without a shell")) from None
     if not argv:
-        raise UsageError(f"{name} holds no command")
+        raise UsageError(_("{name} holds no command").format(name=name))
     try:
         out = subprocess.run(argv, capture_output=True, check=False, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CoffreError(f"{name} could not run: {type(exc).__name__}") from None
+        raise CoffreError(_("{name} could not run: {reason}").format(
+            name=name, reason=type(exc).__name__)) from None
     if out.returncode != 0:
-        raise CoffreError(f"{name} failed with exit status {out.returncode}")
-    return _decode_secret(out.stdout, f"the output of {name}")
+        raise CoffreError(_("{name} failed with exit status {code}").format(name=name, code=out.returncode))
+    return _decode_secret(out.stdout, _("the output of {name}").format(name=name))
 
 
-def password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Password: ") -> str:
+def password(args: argparse.Namespace, confirm: bool = False, prompt: str | None = None) -> str:
     """From --password-file, COFFRE_PASSWORD_FILE, COFFRE_PASSWORD_COMMAND or a prompt."""
-    return secret_from(getattr(args, "password_file", None), "COFFRE_PASSWORD", confirm, prompt)
+    return secret_from(getattr(args, "password_file", None), "COFFRE_PASSWORD", confirm,
+                       prompt or _("Password: "))
 
 
 def source_password(args: argparse.Namespace) -> str:
     """The password of a second, source repository (copy, init --copy-chunking-from): from
     --from-password-file, COFFRE_FROM_PASSWORD_FILE, COFFRE_FROM_PASSWORD_COMMAND or a prompt."""
     return secret_from(getattr(args, "from_password_file", None), "COFFRE_FROM_PASSWORD", False,
-                       "Password of the source repository: ")
+                       _("Password of the source repository: "))
 
 
 def secret_from(path: str | None, env: str, confirm: bool, prompt: str) -> str:
     """From the option's file, else {env}_FILE, else {env}_COMMAND, else a prompt. An explicit
     empty option is refused (an empty variable counts as unset, as usual for variables)."""
     option = "--" + env.removeprefix("COFFRE_").lower().replace("_", "-") + "-file"
-    refuse_empty(option, path, hint=f"give the password file, or leave {option} out")
+    refuse_empty(option, path, hint=_("give the password file, or leave {option} out").format(option=option))
+    refuse_password_in_environment(env)
     path = path or os.environ.get(f"{env}_FILE")
     if path:
         secret = read_secret_file(path)
     elif os.environ.get(f"{env}_COMMAND"):
         secret = _from_command(os.environ[f"{env}_COMMAND"], f"{env}_COMMAND")
     else:
-        secret = prompt_secret(prompt, confirm)
+        secret = prompt_secret(prompt, confirm, restic_note() if env == "COFFRE_PASSWORD" else None)
     if not secret:
-        raise UsageError("the password is empty")
+        raise UsageError(_("the password is empty"))
     return secret
 
 
-def prompt_secret(prompt: str, confirm: bool) -> str:
-    if not sys.stdin.isatty():
+def refuse_password_in_environment(env: str) -> None:
+    """A password in the environment (`COFFRE_PASSWORD`, as restic's RESTIC_PASSWORD) is
+    refused, never silently ignored: every program Coffre starts (pg_dump, ssh, the command of
+    --stdin-from-command) would inherit it, and /proc/PID/environ shows it to whoever can read
+    the process's files. An empty variable counts as unset."""
+    if os.environ.get(env):
         raise UsageError(
-            "a password is needed and there is no terminal to ask it on",
-            "use --password-file, COFFRE_PASSWORD_FILE or COFFRE_PASSWORD_COMMAND",
-        )
+            _("{env} is set, but Coffre does not take a password from the environment: every "
+              "program it starts would inherit it, and it can be read in /proc").format(env=env),
+            _("put the password in a file only you can read and name it in {env}_FILE, or give a "
+              "command that prints it in {env}_COMMAND; then unset {env}").format(env=env))
+
+
+def restic_note() -> str | None:
+    """What to say when restic's password variables are set and no Coffre one is: Coffre does
+    not read them (the first thing a restic user tries)."""
+    found = [v for v in ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
+             if os.environ.get(v)]
+    if not found:
+        return None
+    return _("{variables} is set, but Coffre does not read restic's variables: use "
+             "COFFRE_PASSWORD_FILE or COFFRE_PASSWORD_COMMAND").format(variables=", ".join(found))
+
+
+def prompt_secret(prompt: str, confirm: bool, note: str | None = None) -> str:
+    """Ask on the terminal (`note` said first); a usage error without one."""
+    if not sys.stdin.isatty():
+        hint = _("use --password-file, COFFRE_PASSWORD_FILE or COFFRE_PASSWORD_COMMAND")
+        raise UsageError(_("a password is needed and there is no terminal to ask it on"),
+                         hint + (f"; {note}" if note else ""))
+    if note:
+        _warn(note)
     first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat it: ") != first:
-        raise UsageError("the two passwords differ; nothing was done")
+    if confirm and getpass.getpass(_("Repeat it: ")) != first:
+        raise UsageError(_("the two passwords differ; nothing was done"))
     return first
 
 
@@ -202,13 +258,15 @@ def open_repo_at(
         backend = CachedBackend(backend, repo_cache_dir(config.config.id) / "objects")
     repo = Repository.open(backend, secret(), config=config, history=key_history)
     if repo.config_problem:
-        _warn(f"{repo.config_problem}; run 'coffre repair config'")
+        _warn(_("{problem}; run 'coffre repair config'").format(problem=repo.config_problem))
     for damaged in repo.damaged_keys:
-        _warn(f"{damaged.describe()}; 'coffre key remove {damaged.id[:8]}' drops it")
+        _warn(_("{what}; 'coffre key remove {id}' drops it").format(
+            what=damaged.describe(), id=damaged.id[:8]))
     for foreign in repo.foreign_keys:
-        _warn(f"key file {foreign[:8]} opens with this password but holds another key than this "
-              "repository's (it fails the config's authentication): it was not written by this "
-              f"repository's Coffre, and was skipped; 'coffre key remove {foreign[:8]}' drops it")
+        _warn(_("key file {id} opens with this password but holds another key than this "
+                "repository's (it fails the config's authentication): it was not written by this "
+                "repository's Coffre, and was skipped; 'coffre key remove {id}' drops it").format(
+                    id=foreign[:8]))
     if watch:
         watch_storage(repo)
     return repo
@@ -220,14 +278,14 @@ def load_index(repo: Repository) -> None:
     damaged: list[str] = []
     repo.load_index(errors=damaged)
     for d in damaged:
-        print(f"warning: {d} (skipped; 'coffre repair index' rebuilds it)", file=sys.stderr)
+        _warn(_("{what} (skipped; 'coffre repair index' rebuilds it)").format(what=d))
 
 
 def snapshots(repo: Repository) -> list[Snapshot]:
     damaged: list[str] = []
     snaps = repo.snapshots(errors=damaged)
     for d in damaged:
-        print(f"warning: {d} (skipped)", file=sys.stderr)
+        _warn(_("{what} (skipped)").format(what=d))
     return snaps
 
 
@@ -252,7 +310,8 @@ def reading(repo: Repository, command: str) -> Iterator[None]:
         try:
             lock.acquire()
         except (StoragePermissionDenied, StorageFull) as exc:
-            _warn(f"the repository cannot be written ({exc.message}); reading it without a lock")
+            _warn(_("the repository cannot be written ({reason}); reading it without a lock").format(
+                reason=exc.message))
         yield None
     finally:
         lock.release()
@@ -269,7 +328,8 @@ def maintaining(repo: Repository, command: str) -> Iterator[Lock | None]:
             lock.acquire()
         except StorageFull as exc:
             refuse_if_others(repo, exc.message)
-            _warn(f"{exc.message}: going on without a lock, as no other Coffre command uses the repository")
+            _warn(_("{reason}: going on without a lock, as no other Coffre command uses the "
+                    "repository").format(reason=exc.message))
             yield None
         else:
             yield lock
@@ -280,6 +340,7 @@ def maintaining(repo: Repository, command: str) -> Iterator[Lock | None]:
 def refuse_if_others(repo: Repository, why: str, mine: Lock | None = None) -> None:
     for lk in live_locks(repo):
         if mine is None or lk.lock_id != mine.lock_id:
-            raise LockedError(f"{why}, and {lk.describe()} is using the repository",
-                              "wait for it to end (a backup on a full medium fails by itself), then "
-                              "run this again")
+            raise LockedError(_("{why}, and {lock} is using the repository").format(
+                why=why, lock=lk.describe()),
+                              _("wait for it to end (a backup on a full medium fails by itself), then "
+                                "run this again"))

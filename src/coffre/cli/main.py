@@ -5,51 +5,48 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
-from coffre import __version__
-from coffre.cli import (
-    cmd_acknowledge,
-    cmd_backup,
-    cmd_browse,
-    cmd_copy,
-    cmd_database,
-    cmd_demo,
-    cmd_maintenance,
-    cmd_repair,
-    cmd_repo,
-    cmd_restore,
-)
 from coffre.cli.entry import interrupted
+from coffre.cli.logfile import Output
+from coffre.cli.parser import build_parser
 from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.i18n import LANGUAGES, _, set_language
 from coffre.core.memory import tune_allocator
 from coffre.core.private import UMASK
 
+# Commands whose standard output reports what they did (said again by the exit status):
+# --quiet silences it. The others print what they were asked to show, which --quiet keeps.
+REPORTS = frozenset({
+    "init", "backup", "restore", "copy", "forget", "prune", "unlock", "acknowledge", "restore-db",
+    "demo", "key add", "key remove", "key passwd", "repair index", "repair config",
+})
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="coffre",
-        description="Encrypted, deduplicated, verified backups for pharmacies.",
-    )
-    parser.add_argument("--version", action="version", version=f"coffre {__version__}")
-    parser.add_argument("--lang", choices=LANGUAGES,
-                        help=_("language of the messages (default: from LANG / LC_MESSAGES)"))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-                   cmd_acknowledge, cmd_repair, cmd_demo):
-        module.register(sub)
-    return parser
+
+def early_option(argv: list[str], name: str) -> str | None:
+    """The value of an option (as `--name VALUE` or `--name=VALUE`), looked for before
+    parsing: the language is needed to build the parser, the log to record its errors."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.removeprefix(name + "=")
+    return None
 
 
 def requested_language(argv: list[str]) -> str | None:
-    """The value of `--lang` (as `--lang fr` or `--lang=fr`), looked for before parsing."""
-    for i, arg in enumerate(argv):
-        if arg == "--lang" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--lang="):
-            return arg.removeprefix("--lang=")
-    return None
+    """The value of `--lang`, looked for before parsing."""
+    return early_option(argv, "--lang")
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """'backup', 'key list', 'repair index'..."""
+    words = [args.command]
+    for sub in ("key_command", "what"):
+        if getattr(args, sub, None):
+            words.append(getattr(args, sub))
+    return " ".join(words)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,24 +69,51 @@ def main(argv: list[str] | None = None) -> int:
     lang = requested_language(argv)
     if lang in LANGUAGES:
         set_language(lang)  # before the parser is built: its help is translated
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if extra:
-        if getattr(args, "stdin_from_command", False):
-            args.paths = extra
-        else:
-            args.paths = [*getattr(args, "paths", []), *extra]
+    started = time.monotonic()
+    output: Output | None = None
+    args: argparse.Namespace | None = None
+    code = EXIT_FATAL
     try:
-        return int(args.func(args))
+        # Opened before parsing, so that a usage error in a scheduled job is logged too.
+        log_path = early_option(argv, "--log-file") or os.environ.get("COFFRE_LOG_FILE") or None
+        output = Output(log_path, "coffre", quiet=False)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if extra:
+            if getattr(args, "stdin_from_command", False):
+                args.paths = extra
+            else:
+                args.paths = [*getattr(args, "paths", []), *extra]
+        name = command_name(args)
+        if output.log is not None:
+            output.log.command = name
+        output.out.show = not (args.quiet and not getattr(args, "json", False) and name in REPORTS)
+        output.note(_("started"))
+        code = int(args.func(args))
+        return code
+    except SystemExit as exc:  # --help, --version, or a usage error (exit 2), already printed
+        code = exc.code if isinstance(exc.code, int) else EXIT_FATAL
+        return code
     except CoffreError as exc:
         print(f"coffre: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(_("hint: {hint}").format(hint=exc.hint), file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
+        return code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry.py), once every lock is released
-        return interrupted(exc)
+        code = interrupted(exc)
+        return code
     except BrokenPipeError:
         # The reader went away (e.g. `coffre dump ... | head`): not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FATAL
+        code = EXIT_FATAL
+        return code
+    finally:
+        if output is not None:
+            if args is not None and args.verbose:
+                print(_("ended with exit status {code} after {seconds:.1f} s").format(
+                    code=code, seconds=time.monotonic() - started), file=sys.stderr)
+            else:
+                output.note(_("ended with exit status {code}").format(code=code))
+            output.close()

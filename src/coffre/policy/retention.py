@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any
 
+from coffre.core import sizes
 from coffre.core.human import human_size
 from coffre.core.i18n import N_, _
 from coffre.policy.timeline import is_future
@@ -213,44 +214,8 @@ def format_duration(ns: int) -> str:
 
 # ------------------------------------------------------------------------- sizes
 
-_SIZE_UNITS: dict[str, int] = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "m": 1024**2,
-    "g": 1024**3,
-    "t": 1024**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "tb": 1000**4,
-}
-_SIZE_TEXT = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
-_SIZE_HELP = (
-    "use a number and an optional unit: KiB/MiB/GiB/TiB or K/M/G/T (powers of 1024), "
-    "KB/MB/GB/TB (powers of 1000), B or nothing for bytes — e.g. 500MiB, 1.5GB"
-)
-
-
-def parse_size(text: str) -> int:
-    """Parse a size such as ``500MiB``, ``2GiB``, ``1.5GB``, ``1T`` or ``10000`` into bytes.
-
-    ``KiB``/``MiB``/``GiB``/``TiB`` and bare ``K``/``M``/``G``/``T`` are powers of 1024;
-    ``KB``/``MB``/``GB``/``TB`` are powers of 1000; ``B`` or no unit means bytes. Units
-    are case-insensitive. A fractional result is rounded down to whole bytes. Raises
-    ValueError on anything else (including negative numbers).
-    """
-    match = _SIZE_TEXT.fullmatch(text.strip().lower())
-    if match is None:
-        raise ValueError(f"cannot read size {text!r}; {_SIZE_HELP}")
-    number, unit = match.groups()
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit in {text!r}; {_SIZE_HELP}")
-    return int(Fraction(number) * _SIZE_UNITS[unit])
+# One grammar for every size a person types (coffre.core.sizes): a unit is required.
+parse_size = sizes.parse_size
 
 
 # ----------------------------------------------------------------------- buckets

@@ -2,10 +2,13 @@
 
 A limit is a rate or a schedule of rates by time of day (local time):
 
-    512                                 512 KiB/s at all times
-    2MiB                                2 MiB/s
-    08:30-19:30=512KiB,*=unlimited      512 KiB/s during opening hours, no limit otherwise
-    12:00-14:00=2MiB,08:00-20:00=256KiB,*=unlimited     the first matching range wins
+    512KiB/s                                512 KiB/s at all times (`/s` is optional)
+    2MiB/s                                  2 MiB/s
+    08:30-19:30=512KiB/s,*=unlimited        512 KiB/s during opening hours, no limit otherwise
+    12:00-14:00=2MiB/s,08:00-20:00=256KiB/s,*=unlimited   the first matching range wins
+
+Rates follow the one size grammar of `coffre.core.sizes` (KiB MiB GiB TiB, KB MB GB TB); a
+bare number is still read as KiB/s, with a warning that it will become an error.
 
 The remote backends pass every block they send or receive through a Pacer (a token bucket
 refilled at the rate in force), so the limit holds during a transfer, not only on average
@@ -23,10 +26,9 @@ from datetime import datetime
 
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
+from coffre.core.sizes import SizeError, parse_rate
 
 BLOCK = 64 * 1024  # the largest piece a Pacer lets through at once
-_UNITS = {"": 1024, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2, "mb": 1000**2}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*(?:/s)?\s*$", re.IGNORECASE)
 _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
@@ -55,43 +57,43 @@ class Schedule:
         return self.default
 
 
-def _rate(text: str, spec: str) -> float | None:
-    if text.strip().lower() in ("unlimited", "none", "0"):
-        return None
-    m = _RATE.match(text)
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in _UNITS:
-        raise UsageError(_("invalid rate {rate} in the limit {limit}").format(
-            rate=repr(text), limit=repr(spec)),
-                         _("give KiB/s as a number, or with a unit: 512KiB, 2MiB, or 'unlimited'"))
-    return float(m.group(1)) * _UNITS[unit]
+def _rate(text: str, spec: str, option: str, warn: Callable[[str], None] | None) -> float | None:
+    if text == spec:
+        return parse_rate(text, option, warn)
+    try:
+        return parse_rate(text, warn=warn)
+    except SizeError as exc:
+        raise UsageError(_("{option}: in the limit {spec!r}: {problem}").format(
+            option=option, spec=spec, problem=exc.message), exc.hint) from None
 
 
-def parse_limit(spec: str) -> Schedule:
-    """A rate or a schedule (see the module's docstring); a clear error for anything else."""
+def parse_limit(spec: str, option: str = "--limit-upload",
+                warn: Callable[[str], None] | None = None) -> Schedule:
+    """A rate or a schedule (see the module's docstring); a clear error naming `option` for
+    anything else. `warn` hears about deprecated forms (a rate without a unit)."""
     if "=" not in spec:
-        return Schedule((), _rate(spec, spec))
+        return Schedule((), _rate(spec, spec, option, warn))
     windows: list[Window] = []
     default: float | None = None
     for part in spec.split(","):
         when, sep, rate_text = part.partition("=")
         if not sep:
-            raise UsageError(_("{part} in the limit {limit} has no '='").format(
-                part=repr(part), limit=repr(spec)),
-                             _("write ranges as HH:MM-HH:MM=RATE and the rest as *=RATE"))
+            raise UsageError(_("{option}: {part!r} in the limit {spec!r} has no '='").format(
+                option=option, part=part, spec=spec),
+                _("write ranges as HH:MM-HH:MM=RATE and the rest as *=RATE"))
         if when.strip() == "*":
-            default = _rate(rate_text, spec)
+            default = _rate(rate_text, spec, option, warn)
             continue
         m = _RANGE.match(when)
         if not m:
-            raise UsageError(_("invalid time range {range} in the limit {limit}").format(
-                range=repr(when.strip()), limit=repr(spec)),
+            raise UsageError(_("{option}: invalid time range {range!r} in the limit {spec!r}").format(
+                option=option, range=when.strip(), spec=spec),
                 _("write it as HH:MM-HH:MM, for example 08:30-19:30"))
         h1, m1, h2, m2 = (int(x) for x in m.groups())
         if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
-            raise UsageError(_("invalid time in {range} in the limit {limit}").format(
-                range=repr(when.strip()), limit=repr(spec)))
-        windows.append(Window(h1 * 60 + m1, h2 * 60 + m2, _rate(rate_text, spec)))
+            raise UsageError(_("{option}: invalid time in {range!r} in the limit {spec!r}").format(
+                option=option, range=when.strip(), spec=spec))
+        windows.append(Window(h1 * 60 + m1, h2 * 60 + m2, _rate(rate_text, spec, option, warn)))
     return Schedule(tuple(windows), default)
 
 
