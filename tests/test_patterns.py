@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Coffre
 
 from coffre.core.errors import UsageError
 from coffre.sources.patterns import PathMatcher, escape
+
+from conftest import Coffre
 
 # (pattern, path, matches: the path itself or a folder above it)
 CASES = [
