@@ -227,16 +227,36 @@ def test_progress_counts_every_file_and_byte_against_the_scanned_totals(tmp_path
 
 
 def test_the_scanner_sees_what_the_backup_sees(tmp_path: Path) -> None:
+    """Its child process counts with the same exclusions and skipped paths."""
     src = make_tree(tmp_path / "src")
-    total_files = sum(len(f) for _, _, f in os.walk(src))
-    total_bytes = sum(os.lstat(os.path.join(d, n)).st_size for d, _, f in os.walk(src) for n in f)
+    (src / "ordonnance-\udce9t\udce9.jpg").write_bytes(b"x" * 1000)  # a name that is not UTF-8
+    (src / "keep.tmp").write_bytes(b"x" * 10)
+    walked = [(Path(d), n) for d, _, f in os.walk(src) for n in f]
     progress = Progress()
-    scanner = Scanner([os.fsencode(src)], progress, lambda p: p.endswith(b"/docs")).start()
-    scanner._thread.join()
+    skipped = {os.fsencode(src / "db" / "officine.db")}
+    scanner = Scanner([os.fsencode(src)], progress, ["docs", "*.tmp"], skipped)
+    scanner.start(after=0)
+    scanner._thread.join(timeout=60)
+    scanner.stop()
     status = progress.status()
-    docs = sum(len(f) for _, _, f in os.walk(src / "docs"))
-    assert status.total_known and status.files_total == total_files - docs > 0
-    assert status.bytes_total < total_bytes
+    counted = [(d, n) for d, n in walked
+               if "docs" not in d.relative_to(src).parts and not n.endswith(".tmp") and n != "officine.db"]
+    assert status.total_known
+    assert status.files_total == len(counted) < len(walked), (status, len(walked))
+    assert status.bytes_total == sum((d / n).lstat().st_size for d, n in counted)
+
+
+def test_a_backup_that_ends_first_stops_the_scanner(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    scanner = Scanner([os.fsencode(src)], Progress(), [], set()).start(after=0)
+    while not scanner.started:
+        scanner._thread.join(timeout=0.01)
+    scanner.stop()  # at once: killed if still counting, never left behind
+    assert scanner._proc is not None and scanner._proc.returncode is not None
+    # a short backup ends before the scanner was due: it never starts
+    early = Scanner([os.fsencode(src)], Progress(), [], set()).start()
+    early.stop()
+    assert not early.started and not early._thread.is_alive()
 
 
 def test_nobody_watching_costs_no_scanner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,8 +8,8 @@ A changed file is paired with its version in the parent snapshot: each new chunk
 as a zstd delta against the old chunk it descends from when that is much smaller.
 
 Progress: the files and bytes done are counted as the walk goes (bytes as they are read, an
-unchanged file at once), the totals by a scanner thread beside it (sources/scan.py), started
-only when someone watches (not with NULL_PROGRESS).
+unchanged file at once), the totals by a scanner beside it (sources/scan.py: a child process
+at a lower priority), started only when someone watches (not with NULL_PROGRESS).
 
 Databases captured by their engine are not also copied raw: the files and folders that hold
 them (an SQLite file and its -wal, -shm, -journal; a server's data folder when its engine
@@ -750,13 +750,20 @@ class Backup:
         roots = [os.fsencode(p) for p in sources]
         scanner = None
         if self.progress is not NULL_PROGRESS:
-            scanner = Scanner(roots, self.progress, lambda p: p in self.skip or self.excluder.excluded(p),
+            scanner = Scanner(roots, self.progress, self.excluder.patterns, self.skip,
                               self.opts.one_file_system).start()
         try:
-            return self._path_tree(roots, extra)
+            tree = self._path_tree(roots, extra)
         finally:
             if scanner is not None:
                 scanner.stop()
+        # The walk has seen everything: what it did is the total, if the scanner had not
+        # finished counting (a short backup) or files grew meanwhile.
+        done = self.progress.status()
+        self.progress.add_total(max(0, done.files_done - done.files_total),
+                                max(0, done.bytes_done - done.bytes_total))
+        self.progress.total_known()
+        return tree
 
     def _leave_out_databases(self, sources: list[str]) -> None:
         """Leave out of the files the raw files of the databases just captured by their engine
