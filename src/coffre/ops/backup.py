@@ -147,6 +147,7 @@ class _Read:
     size: int = 0
     changed: bool = False  # modified while it was read
     error: OSError | None = None
+    streamed: bool = False  # its bytes went to the progress as they were read
 
 
 @dataclass
@@ -198,6 +199,7 @@ class Backup:
         self._root_dev: int | None = None
         self.previous = PreviousVersions(repo, None)
         self.left_out: list[LeftOut] = []
+        self._unchanged = [0, 0]  # files and bytes of unchanged files, not yet in the progress
         self.auto_excludes: list[str] = []  # patterns recorded for what was left out
 
     # -- storing -------------------------------------------------------------------------------
@@ -306,14 +308,14 @@ class Backup:
         """Content of a file read by this thread (its chunks go to the workers)."""
         if item.cached is not None:
             self.stats.files_unmodified += 1
-            self.progress.advance(1, item.st.st_size)
+            self._unchanged[0] += 1
+            self._unchanged[1] += item.st.st_size
             return list(item.cached)
-        self.progress.advance(current=os.fsdecode(item.path))
         return self._outcome(item, self._read_file(item, self.previous.content(item.path), inline=False))
 
     def _outcome(self, item: _Planned, read: _Read) -> Content | None:
         """Account for a file read (here or by a worker): its content, or None if skipped."""
-        self.progress.advance(1)
+        self.progress.advance(1, 0 if read.streamed else read.size, current=os.fsdecode(item.path))
         if read.error is not None:
             self._error(item.path, read.error)
             return None
@@ -347,17 +349,17 @@ class Backup:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             os.close(fd)
-            return _Read(error=OSError(errno.EINVAL, "replaced by something that is not a file "
-                                                     "during the backup"))
+            return _Read(error=OSError(errno.EINVAL, _("replaced by something that is not a file "
+                                                       "during the backup")))
         with os.fdopen(fd, "rb", buffering=0) as f:
             os.set_blocking(fd, True)
             small = before.st_size < self.chunker.params.min_size
             reader = _CountingReader(f if small else ReadAhead(f), self.progress)  # type: ignore[arg-type]
+            streamed = False  # the bytes go to the progress through the reader
             try:
                 head = f.read(self.chunker.params.min_size) if small else b""
                 if small and not f.read(1):
                     reader.count = len(head)
-                    self.progress.advance(nbytes=len(head))
                     ancestor = previous[0][0] if previous and len(previous) == 1 else None
                     if not head:
                         content: Content = []
@@ -366,6 +368,8 @@ class Backup:
                     else:
                         content = [self._submit(head, ancestor)]
                 else:  # large, or grew past the small-file size while being read
+                    self.progress.advance(current=os.fsdecode(path))
+                    streamed = True
                     fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
                     volatile = before.st_size >= VOLATILE_SIZE
@@ -376,7 +380,7 @@ class Backup:
         changed = (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
             after.st_mtime_ns, after.st_size, after.st_ctime_ns
         )
-        return _Read(content=content, size=reader.count, changed=changed)
+        return _Read(content=content, size=reader.count, changed=changed, streamed=streamed)
 
     def _read_batch(self, batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]]) -> list[_Read]:
         """Worker: read and store a batch of small files (their disk reads then overlap with
@@ -471,7 +475,14 @@ class Backup:
             if node is not None:
                 nodes.append(node)
         skipped = self._resolve(pending)
+        self._flush_unchanged()
         return self._store_tree([n for n in nodes if id(n) not in skipped])
+
+    def _flush_unchanged(self) -> None:
+        """Unchanged files go to the progress a folder at a time (one call, not one a file)."""
+        if self._unchanged[0]:
+            self.progress.advance(self._unchanged[0], self._unchanged[1])
+            self._unchanged = [0, 0]
 
     def _batch(self, items: list[_Planned]) -> dict[bytes, _Batched]:
         """Hand small files to the workers, a batch at a time; path -> where its result lands."""
@@ -550,6 +561,7 @@ class Backup:
                 node.subtree = self._build(path, sub)  # type: ignore[arg-type]
                 nodes.append(node)
         self._resolve(pending)
+        self._flush_unchanged()
         return self._store_tree(nodes)
 
     def _stdin_tree(self) -> bytes:

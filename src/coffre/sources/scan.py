@@ -56,9 +56,9 @@ class Scanner:
         self._thread = threading.Thread(target=self._run, name="scan", daemon=True)
         self.after = START_AFTER
 
-    def start(self, after: float = START_AFTER) -> Scanner:
-        """Start counting in `after` seconds, unless stopped by then."""
-        self.after = after
+    def start(self, after: float | None = None) -> Scanner:
+        """Start counting in `after` seconds (START_AFTER by default), unless stopped by then."""
+        self.after = START_AFTER if after is None else after
         self._thread.start()
         return self
 
