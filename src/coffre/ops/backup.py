@@ -695,8 +695,9 @@ class Backup:
             else:
                 files = _check_sources(self.opts.paths, allow_none=bool(db_files))
             paths = files + [f"{DATABASES_DIR}/{f}" for f in db_files]
-            self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths),
-                                             find_dump_sources(self.repo, host, paths))
+            snaps = self.repo.snapshots(errors=[])
+            self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths, snaps),
+                                             find_dump_sources(self.repo, host, paths, snaps))
             records: list[DatabaseRecord] = []
             if self.opts.stdin_name:
                 self.progress.phase(_("standard input"))

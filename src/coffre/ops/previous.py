@@ -29,12 +29,13 @@ def source_paths(paths: list[str]) -> list[str]:
     return sorted(p for p in paths if not p.startswith(DATABASES_DIR + "/"))
 
 
-def find_parent(repo: Repository, host: str, paths: list[str]) -> Snapshot | None:
+def find_parent(repo: Repository, host: str, paths: list[str],
+                snaps: list[Snapshot] | None = None) -> Snapshot | None:
     """The newest readable snapshot of this host and these source paths (dumps aside), as
     'latest' is chosen: one dated in the future (a wrong clock) does not displace the real
     newest. A backup of databases only has as parent the newest of the same databases."""
     sources = source_paths(paths)
-    snaps = repo.snapshots(errors=[])
+    snaps = repo.snapshots(errors=[]) if snaps is None else snaps
     if sources:
         same = [s for s in snaps if s.hostname == host and source_paths(s.paths) == sources]
     else:
@@ -42,10 +43,13 @@ def find_parent(repo: Repository, host: str, paths: list[str]) -> Snapshot | Non
     return _newest(repo, same)
 
 
-def find_dump_sources(repo: Repository, host: str, paths: list[str]) -> dict[str, Snapshot]:
+def find_dump_sources(repo: Repository, host: str, paths: list[str],
+                      snaps: list[Snapshot] | None = None) -> dict[str, Snapshot]:
     """For each dump among `paths` (databases/NAME), the newest snapshot of this host that
     holds it: its previous version."""
-    snaps = [s for s in repo.snapshots(errors=[]) if s.hostname == host]
+    if not any(p.startswith(DATABASES_DIR + "/") for p in paths):
+        return {}
+    snaps = [s for s in (repo.snapshots(errors=[]) if snaps is None else snaps) if s.hostname == host]
     out = {}
     for path in paths:
         if path.startswith(DATABASES_DIR + "/"):
