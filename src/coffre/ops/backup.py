@@ -315,7 +315,8 @@ class Backup:
 
     def _outcome(self, item: _Planned, read: _Read) -> Content | None:
         """Account for a file read (here or by a worker): its content, or None if skipped."""
-        self.progress.advance(1, 0 if read.streamed else read.size, current=os.fsdecode(item.path))
+        if self.progress is not NULL_PROGRESS:
+            self.progress.advance(1, 0 if read.streamed else read.size, current=os.fsdecode(item.path))
         if read.error is not None:
             self._error(item.path, read.error)
             return None
@@ -368,7 +369,8 @@ class Backup:
                     else:
                         content = [self._submit(head, ancestor)]
                 else:  # large, or grew past the small-file size while being read
-                    self.progress.advance(current=os.fsdecode(path))
+                    if self.progress is not NULL_PROGRESS:
+                        self.progress.advance(current=os.fsdecode(path))
                     streamed = True
                     fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
