@@ -115,6 +115,19 @@ def test_the_data_folder_of_a_postgres_server_is_left_out(repo: Coffre, postgres
     assert f"{data}/PG_VERSION" in _files(repo)
 
 
+def test_the_data_folder_of_a_mariadb_server_is_left_out(repo: Coffre, mariadb: Any) -> None:
+    """MariaDB names its data folder (@@datadir) to any account: it is left out likewise."""
+    mariadb.sql("CREATE DATABASE IF NOT EXISTS surface_my; "
+                "CREATE TABLE IF NOT EXISTS surface_my.t (x INT PRIMARY KEY) ENGINE=InnoDB")
+    res = repo.ok("backup", "--mysql", mariadb.dsn("surface_my"), str(mariadb.dir), "--json",
+                  env=mariadb.env())
+    data = str(mariadb.dir / "data")
+    assert [lo["paths"] for lo in res.json()["left_out"]] == [[data]]
+    assert "left out of the files" in res.err
+    files = _files(repo)
+    assert not any(f.startswith(data + "/") for f in files) and f"{mariadb.dir}/server.log" in files
+
+
 # -- the parent ----------------------------------------------------------------------------------
 def test_the_parent_is_the_last_backup_of_the_same_sources(repo: Coffre, tmp_path: Path) -> None:
     lgo = _pharmacy(tmp_path)
