@@ -6,16 +6,21 @@ import argparse
 import os
 import socket
 import sys
+from typing import Any
+
+from babel.numbers import format_decimal
 
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.progress import progress_for
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, locale_name, ngettext
+from coffre.format.snapshot import DatabaseRecord
 from coffre.format.tree import validate_name
-from coffre.ops.backup import Backup, BackupOptions
+from coffre.ops.backup import Backup, BackupOptions, BackupResult
 from coffre.ops.repair_config import ensure_config_copies
-from coffre.ops.verify import Verifier
+from coffre.ops.verify import Verifier, VerifyResult
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache, cache_root, repo_cache_dir
 from coffre.repository.damage import known_damage
@@ -25,38 +30,42 @@ from coffre.sources.files import Excluder
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("backup", help="back up files, or a stream, into a new snapshot")
+    p = sub.add_parser("backup", help=_("back up files, or a stream, into a new snapshot"))
     add_repo_options(p)
-    p.add_argument("paths", nargs="*", help="files and directories to back up")
-    p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
-    p.add_argument("--host", default="", help="host name recorded in the snapshot")
+    p.add_argument("paths", nargs="*", help=_("files and directories to back up"))
+    p.add_argument("--tag", action="append", default=[], help=_("tag the snapshot (repeatable)"))
+    p.add_argument("--host", default="", help=_("host name recorded in the snapshot"))
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help=_("leave out what matches (repeatable; * stays within a folder, ** crosses "
-                          "folders, a leading / anchors at the root, a name alone matches at any depth)"))
+                   help=_("leave out what matches PATTERN (repeatable): '*.tmp' any file so named, "
+                          "'/srv/officine/cache' that folder, '**' any depth (docs/patterns.md)"))
     p.add_argument("--exclude-file", action="append", default=[], metavar="FILE",
-                   help=_("read exclude patterns from FILE, one a line (repeatable)"))
-    p.add_argument("--one-file-system", action="store_true", help="do not cross mount points")
-    p.add_argument("--force", action="store_true", help="read every file, ignoring the files cache")
+                   help=_("read exclude patterns from FILE, one a line ('#' starts a comment)"))
+    p.add_argument("--one-file-system", action="store_true", help=_("do not cross mount points"))
+    p.add_argument("--force", action="store_true", help=_("read every file, ignoring the files cache"))
     p.add_argument("--no-cache", action="store_true",
-                   help="use no local cache (files cache; for remote repositories, delta bases)")
-    p.add_argument("--stdin", action="store_true", help="back up standard input")
-    p.add_argument("--stdin-filename", help="file name for --stdin / --stdin-from-command")
+                   help=_("use no local cache (files cache; for remote repositories, delta bases)"))
+    p.add_argument("--stdin", action="store_true", help=_("back up standard input"))
+    p.add_argument("--stdin-filename", help=_("file name for --stdin / --stdin-from-command"))
     p.add_argument("--stdin-from-command", action="store_true",
-                   help="back up the output of the command given after --")
+                   help=_("back up the output of the command given after --"))
     p.add_argument("--postgres", action="append", default=[], metavar="DSN",
-                   help="dump this live PostgreSQL database into the snapshot (repeatable; "
-                   "password in PGPASSWORD or ~/.pgpass)")
+                   help=_("dump this live PostgreSQL database into the snapshot (repeatable; "
+                          "password in PGPASSWORD or ~/.pgpass)"))
     p.add_argument("--postgres-cluster", action="append", default=[], metavar="DSN",
-                   help="a physical base backup of this whole PostgreSQL cluster (pg_basebackup; "
-                   "needs REPLICATION; repeatable)")
+                   help=_("a physical base backup of this whole PostgreSQL cluster (pg_basebackup; "
+                          "needs REPLICATION; repeatable)"))
     p.add_argument("--mysql", action="append", default=[], metavar="DSN",
-                   help="dump this live MariaDB/MySQL database, mysql://USER@HOST/DB (repeatable; "
-                   "password in MYSQL_PWD or ~/.my.cnf)")
+                   help=_("dump this live MariaDB/MySQL database, mysql://USER@HOST/DB (repeatable; "
+                          "password in MYSQL_PWD or ~/.my.cnf)"))
     p.add_argument("--sqlite", action="append", default=[], metavar="PATH",
-                   help="copy this live SQLite database with SQLite's backup API (repeatable)")
+                   help=_("copy this live SQLite database with SQLite's backup API (repeatable)"))
+    p.add_argument("--also-raw", action="store_true",
+                   help=_("also store the raw files of the databases captured above when they lie "
+                          "under a backed-up path (left out by default: the dump is the "
+                          "consistent copy)"))
     p.add_argument("--verify", action="store_true",
-                   help="after the backup, compare the snapshot with the files")
-    p.add_argument("--json", action="store_true")
+                   help=_("after the backup, compare the snapshot with the files"))
+    p.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     p.set_defaults(func=cmd_backup)
 
 
@@ -68,32 +77,34 @@ def cmd_backup(args: argparse.Namespace) -> int:
         command = paths
         paths = []
         if not command:
-            raise UsageError("--stdin-from-command needs a command after --")
+            raise UsageError(_("--stdin-from-command needs a command after --"))
     if (args.stdin or args.stdin_from_command) and paths:
-        raise UsageError("give either paths or --stdin, not both")
+        raise UsageError(_("give either paths or --stdin, not both"))
     if (args.stdin or args.stdin_from_command) and args.verify:
-        raise UsageError("--verify compares files; it does not apply to --stdin")
+        raise UsageError(_("--verify compares files; it does not apply to --stdin"))
     databases = database_sources(args)
     if not (paths or command or args.stdin or databases):
         args.command_parser.error(_("nothing to back up: give files or folders, --stdin, "
                                     "--stdin-from-command or a database (--postgres, --sqlite...)"))
     if (args.stdin or args.stdin_from_command) and databases:
-        raise UsageError("back up databases and --stdin in separate snapshots")
+        raise UsageError(_("back up databases and --stdin in separate snapshots"))
     stdin_name = args.stdin_filename or ("stdin" if args.stdin or command else "")
     if stdin_name:
         try:
             validate_name(os.fsencode(stdin_name))
         except FormatError:
-            raise UsageError(f"--stdin-filename {stdin_name!r}: give a plain file name, "
-                             "without '/', '.' or '..'") from None
+            raise UsageError(_("--stdin-filename {name!r}: give a plain file name, "
+                               "without '/', '.' or '..'").format(name=stdin_name)) from None
     excludes = list(args.exclude)
     for f in args.exclude_file:
         try:
             excludes += Excluder.from_file(f)
         except OSError as exc:
-            raise UsageError(f"cannot read the exclude file {f}: {exc.strerror}") from None
+            raise UsageError(_("cannot read the exclude file {file}: {reason}").format(
+                file=f, reason=exc.strerror)) from None
         except UnicodeDecodeError:
-            raise UsageError(f"the exclude file {f} is not UTF-8 text") from None
+            raise UsageError(_("the exclude file {file} is not UTF-8 text").format(file=f)) from None
+    Excluder(excludes)  # a pattern it refuses is a usage error before anything is opened
     repo = open_repo(args)
     location = repo_location(args)
     opts = BackupOptions(
@@ -102,6 +113,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         stdin=sys.stdin.buffer if args.stdin else None, stdin_command=command, databases=databases,
         # Coffre's own repository and cache are never backed up into themselves.
         skip_paths=[str(cache_root()), *([location] if "://" not in location else [])],
+        also_raw=args.also_raw,
     )
     cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
     with locked(repo, exclusive=False, command="backup") as lock:
@@ -110,43 +122,32 @@ def cmd_backup(args: argparse.Namespace) -> int:
         bases = None
         if repo.backend.remote and not args.no_cache:
             bases = BaseCache(repo_cache_dir(repo.config.id) / "bases", repo.crypter)
-        result = Backup(repo, lock, opts, cache, report=warn, bases=bases,
-                        damaged=known_damage(repo.config.id)).run()
+        with progress_for(args, _("backup")) as progress:
+            result = Backup(repo, lock, opts, cache, report=warn, bases=bases,
+                            damaged=known_damage(repo.config.id), progress=progress).run()
         snap = result.snapshot
-        differences: list[str] = []
+        verified = VerifyResult()
         if args.verify:
-            differences = Verifier(repo, read_repository=True).run(snap).differences
+            verified = Verifier(repo, read_repository=True).run(snap)
+        differences = verified.differences
     if cache is not None:
         cache.close()
     watch_storage(repo, changed=True)  # the new snapshot is seen: its deletion would be noticed
-    s = snap.summary
     problems = result.problems
     if args.json:
-        emit_json({"snapshot": snap.id, "summary": s, "databases": [d.to_map() for d in snap.databases],
+        emit_json({"snapshot": snap.id, "summary": snap.summary,
+                   "databases": [d.to_map() for d in snap.databases],
+                   "left_out": [{"database": lo.database, "paths": lo.paths} for lo in result.left_out],
                    "errors": problems.errors,
                    "warnings": problems.warnings, "verify_differences": differences})
     else:
-        for w in problems.warnings:
-            warn(f"warning: {w}")
-        for db in snap.databases:
-            counted = f", {len(db.tables)} tables, {sum(db.tables.values())} rows" if db.tables else ""
-            say(f"database {db.engine} {db.name}: {human_size(db.size)}{counted}")
-        say(f"files: {s['files_new']} new, {s['files_changed']} changed, "
-            f"{s['files_unmodified']} unmodified; {s['dirs']} directories")
-        say(f"added to the repository: {human_size(s['data_added'])} "
-            f"({human_size(s['data_added_stored'])} stored)")
-        say(f"processed {human_size(s['bytes_total'])} in {s['duration_ns'] / 1e9:.1f} s")
-        say(f"snapshot {snap.id[:8]} saved")
+        say_summary(result)
         if args.verify:
-            for d in differences:
-                warn(f"verify: {d}")
-            say("verify: the snapshot matches the files" if not differences
-                else f"verify: {len(differences)} difference(s) (files changed since they were read?)")
-            if any("stored copy cannot be read" in d for d in differences):
-                warn("hint: run 'coffre check': it records the damage, and the next backup stores "
-                     "those files again")
+            say_verify(verified)
         if problems.errors:
-            warn(f"{len(problems.errors)} file(s) or folder(s) could not be read and were skipped:")
+            warn(ngettext("{count} file or folder could not be read and was skipped:",
+                          "{count} files or folders could not be read and were skipped:",
+                          len(problems.errors)).format(count=len(problems.errors)))
             for e in problems.errors:
                 warn(f"  {e}")
     if problems.errors:
@@ -154,23 +155,91 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 1 if differences else 0
 
 
+def say_summary(result: BackupResult) -> None:
+    """What the backup went through and what crossed the link: the files new, changed and
+    unchanged; the bytes read (unchanged files are not read again) out of the total; the bytes
+    sent to the repository once deduplicated, compressed and encrypted."""
+    snap = result.snapshot
+    s = snap.summary
+    for w in result.problems.warnings:
+        warn(_("warning: {message}").format(message=w))
+    for db in snap.databases:
+        say(database_line(db))
+    if s["files_new"] + s["files_changed"] + s["files_unmodified"] or s["dirs"]:
+        say(files_line(s))
+    say(transfer_line(s))
+    say(_("snapshot {id} saved").format(id=snap.id[:8]))
+
+
+def database_line(db: DatabaseRecord) -> str:
+    counted = ""
+    if db.tables:
+        rows = sum(db.tables.values())
+        counted = _("{tables}, {rows}").format(
+            tables=ngettext("{count} table", "{count} tables", len(db.tables)).format(count=len(db.tables)),
+            rows=ngettext("{count} row", "{count} rows", rows).format(count=rows))
+        return _("database {engine} {name}: {size}, {counted}").format(
+            engine=db.engine, name=db.name, size=human_size(db.size), counted=counted)
+    return _("database {engine} {name}: {size}").format(
+        engine=db.engine, name=db.name, size=human_size(db.size))
+
+
+def files_line(s: dict[str, int]) -> str:
+    """files: 3 new, 2 changed, 1204 unchanged; 37 folders"""
+    return _("files: {new}, {changed}, {unchanged}; {folders}").format(
+        new=ngettext("{count} new", "{count} new", s["files_new"]).format(count=s["files_new"]),
+        changed=ngettext("{count} changed", "{count} changed", s["files_changed"]).format(
+            count=s["files_changed"]),
+        unchanged=ngettext("{count} unchanged", "{count} unchanged", s["files_unmodified"]).format(
+            count=s["files_unmodified"]),
+        folders=ngettext("{count} folder", "{count} folders", s["dirs"]).format(count=s["dirs"]))
+
+
+def transfer_line(s: dict[str, int]) -> str:
+    """read 42.7 MiB of 1.2 GiB, 271 KiB sent to the repository, in 12.3 s"""
+    read = s.get("bytes_read", s["bytes_total"])
+    values: dict[str, Any] = {
+        "read": human_size(read), "total": human_size(s["bytes_total"]),
+        "sent": human_size(s["data_added_stored"]), "seconds": seconds(s["duration_ns"] / 1e9)}
+    if read < s["bytes_total"]:
+        return _("read {read} of {total}, {sent} sent to the repository, in {seconds} s").format(**values)
+    return _("read {read}, {sent} sent to the repository, in {seconds} s").format(**values)
+
+
+def seconds(value: float) -> str:
+    return format_decimal(value, format="0.0", locale=locale_name())
+
+
+def say_verify(verified: VerifyResult) -> None:
+    differences = verified.differences
+    for d in differences:
+        warn(_("verify: {difference}").format(difference=d))
+    if not differences:
+        say(_("verify: the snapshot matches the files"))
+    else:
+        say(ngettext("verify: {count} difference (files changed since they were read?)",
+                     "verify: {count} differences (files changed since they were read?)",
+                     len(differences)).format(count=len(differences)))
+    if verified.unreadable:
+        warn(_("hint: run 'coffre check': it records the damage, and the next backup stores "
+               "those files again"))
 
 
 def refuse_empty_arguments(args: argparse.Namespace) -> None:
     """`coffre backup "$DIR"` with DIR unset must not back up the working directory: an empty
     path, file or database is a usage error before anything is opened."""
     if args.stdin_from_command:
-        refuse_empty("the command after --", *args.paths[:1],
-                     hint="give the command whose output to back up")
+        refuse_empty(_("the command after --"), *args.paths[:1],
+                     hint=_("give the command whose output to back up"))
     else:
-        refuse_empty("a path to back up", *args.paths,
-                     hint="name the files and folders to back up; '.' is the current folder")
-    refuse_empty("--exclude-file", *args.exclude_file, hint="give the file of exclude patterns")
-    refuse_empty("--stdin-filename", args.stdin_filename, hint="give a plain file name, or leave it out")
-    refuse_empty("--sqlite", *args.sqlite, hint="give the SQLite database file")
+        refuse_empty(_("a path to back up"), *args.paths,
+                     hint=_("name the files and folders to back up; '.' is the current folder"))
+    refuse_empty("--exclude-file", *args.exclude_file, hint=_("give the file of exclude patterns"))
+    refuse_empty("--stdin-filename", args.stdin_filename, hint=_("give a plain file name, or leave it out"))
+    refuse_empty("--sqlite", *args.sqlite, hint=_("give the SQLite database file"))
     for engine in ("postgres", "postgres-cluster", "mysql"):
         refuse_empty(f"--{engine}", *getattr(args, engine.replace("-", "_")),
-                     hint="give the database to back up (a DSN)")
+                     hint=_("give the database to back up (a DSN)"))
 
 
 def database_sources(args: argparse.Namespace) -> list[Database]:

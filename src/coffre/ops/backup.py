@@ -7,6 +7,15 @@ semaphore caps the chunks in flight, so memory stays flat whatever the data size
 A changed file is paired with its version in the parent snapshot: each new chunk is stored
 as a zstd delta against the old chunk it descends from when that is much smaller.
 
+Progress: the files and bytes done are counted as the walk goes (bytes as they are read, an
+unchanged file at once), the totals by a scanner beside it (sources/scan.py: a child process
+at a lower priority), started only when someone watches (not with NULL_PROGRESS).
+
+Databases captured by their engine are not also copied raw: the files and folders that hold
+them (an SQLite file and its -wal, -shm, -journal; a server's data folder when its engine
+names it) are left out of the files, and recorded among the snapshot's exclusions, unless
+`also_raw`.
+
 Commit order: packs -> index -> (rescue of blobs a concurrent prune took away) -> snapshot.
 """
 
@@ -27,12 +36,14 @@ from coffre import __version__
 from coffre.chunker import Chunker, is_page_structured
 from coffre.chunker.align import Aligner
 from coffre.core.errors import CoffreError, ObjectNotFound, StorageError
+from coffre.core.i18n import _, ngettext
+from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.crypto import aead
 from coffre.format.pack import MAX_TREE_RAW
 from coffre.format.snapshot import DATABASES_DIR, DatabaseRecord, Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
-from coffre.ops.previous import PreviousVersions, find_parent
+from coffre.ops.previous import PreviousVersions, find_dump_sources, find_parent
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache
 from coffre.repository.index import MasterIndex
@@ -42,7 +53,9 @@ from coffre.repository.repo import Repository
 from coffre.sources.databases.base import Database
 from coffre.sources.databases.command import stream_command
 from coffre.sources.files import Excluder, node_from_stat
+from coffre.sources.patterns import escape
 from coffre.sources.prefetch import Prefetcher, ReadAhead
+from coffre.sources.scan import Scanner
 from coffre.storage.base import Handle
 
 INDEX_EVERY_PACKS = 16
@@ -73,12 +86,22 @@ class BackupOptions:
     databases: list[Database] = field(default_factory=list)
     skip_paths: list[str] = field(default_factory=list)
     workers: int = 0
+    also_raw: bool = False  # keep the raw files of databases captured by their engine
+
+
+@dataclass
+class LeftOut:
+    """A database's own files or folder, left out of the files (its dump is the copy)."""
+
+    database: str  # as Database.describe() names it
+    paths: list[str]  # those that existed when the backup started
 
 
 @dataclass
 class BackupResult:
     snapshot: Snapshot
     problems: Problems
+    left_out: list[LeftOut] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +112,7 @@ class _Stats:
     dirs: int = 0
     others: int = 0
     bytes_total: int = 0
+    bytes_read: int = 0  # read from files, dumps and streams (unchanged files are not read)
     errors: int = 0
     databases: int = 0
 
@@ -123,6 +147,7 @@ class _Read:
     size: int = 0
     changed: bool = False  # modified while it was read
     error: OSError | None = None
+    streamed: bool = False  # its bytes went to the progress as they were read
 
 
 @dataclass
@@ -149,8 +174,10 @@ class Backup:
         report: Reporter = quiet,
         bases: BaseCache | None = None,
         damaged: set[tuple[bytes, bytes]] | None = None,
+        progress: Progress = NULL_PROGRESS,
     ) -> None:
         self.repo = repo
+        self.progress = progress
         self.damaged = damaged or set()  # (pack, blob) pairs check found damaged
         self.bases = bases  # remote repositories: tomorrow's delta bases, kept locally
         self.lock = lock
@@ -171,6 +198,9 @@ class Backup:
         self.start_ns = repo.clock.now_ns()
         self._root_dev: int | None = None
         self.previous = PreviousVersions(repo, None)
+        self.left_out: list[LeftOut] = []
+        self._unchanged = [0, 0]  # files and bytes of unchanged files, not yet in the progress
+        self.auto_excludes: list[str] = []  # patterns recorded for what was left out
 
     # -- storing -------------------------------------------------------------------------------
     def _store_chunk(self, data: bytes, ancestor: bytes | None, keep: bool = False) -> bytes:
@@ -203,7 +233,8 @@ class Backup:
                 self.bases.put(base_id, content)
             return base_id, content
         except CoffreError as exc:  # the delta is an optimisation: store the chunk whole
-            self.report(f"note: previous version not usable as a delta base ({exc.message})")
+            self.report(_("note: previous version not usable as a delta base ({reason})").format(
+                reason=exc.message))
             return None
 
     def _submit(self, data: bytes, ancestor: bytes | None = None, keep: bool = False) -> Future[bytes]:
@@ -224,8 +255,9 @@ class Backup:
         data = encode_tree(nodes)
         if len(data) > MAX_TREE_RAW:
             raise CoffreError(
-                f"a folder has too many entries ({len(nodes)}) to be stored in one snapshot tree",
-                "split the folder, or exclude it",
+                _("a folder has too many entries ({count}) to be stored in one snapshot tree").format(
+                    count=len(nodes)),
+                _("split the folder, or exclude it"),
             )
         tree_id = self.repo.crypter.blob_id(data)
         if self.packer.claim(tree_id):
@@ -276,19 +308,25 @@ class Backup:
         """Content of a file read by this thread (its chunks go to the workers)."""
         if item.cached is not None:
             self.stats.files_unmodified += 1
+            self._unchanged[0] += 1
+            self._unchanged[1] += item.st.st_size
             return list(item.cached)
         return self._outcome(item, self._read_file(item, self.previous.content(item.path), inline=False))
 
     def _outcome(self, item: _Planned, read: _Read) -> Content | None:
         """Account for a file read (here or by a worker): its content, or None if skipped."""
+        if self.progress is not NULL_PROGRESS:
+            self.progress.advance(1, 0 if read.streamed else read.size, current=os.fsdecode(item.path))
         if read.error is not None:
             self._error(item.path, read.error)
             return None
         if read.changed:
             self.problems.warnings.append(
-                f"{os.fsdecode(item.path)}: changed while it was read; the copy may be inconsistent"
+                _("{path}: changed while it was read; the copy may be inconsistent").format(
+                    path=os.fsdecode(item.path))
             )
         item.node.size = read.size  # what was stored, even if the file grew meanwhile
+        self.stats.bytes_read += read.size
         if item.known or self.previous.content(item.path) is not None:
             self.stats.files_changed += 1
         else:
@@ -312,12 +350,13 @@ class Backup:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             os.close(fd)
-            return _Read(error=OSError(errno.EINVAL, "replaced by something that is not a file "
-                                                     "during the backup"))
+            return _Read(error=OSError(errno.EINVAL, _("replaced by something that is not a file "
+                                                       "during the backup")))
         with os.fdopen(fd, "rb", buffering=0) as f:
             os.set_blocking(fd, True)
             small = before.st_size < self.chunker.params.min_size
-            reader = _CountingReader(f if small else ReadAhead(f))  # type: ignore[arg-type]
+            reader = _CountingReader(f if small else ReadAhead(f), self.progress)  # type: ignore[arg-type]
+            streamed = False  # the bytes go to the progress through the reader
             try:
                 head = f.read(self.chunker.params.min_size) if small else b""
                 if small and not f.read(1):
@@ -330,6 +369,9 @@ class Backup:
                     else:
                         content = [self._submit(head, ancestor)]
                 else:  # large, or grew past the small-file size while being read
+                    if self.progress is not NULL_PROGRESS:
+                        self.progress.advance(current=os.fsdecode(path))
+                    streamed = True
                     fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
                     volatile = before.st_size >= VOLATILE_SIZE
@@ -340,7 +382,7 @@ class Backup:
         changed = (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
             after.st_mtime_ns, after.st_size, after.st_ctime_ns
         )
-        return _Read(content=content, size=reader.count, changed=changed)
+        return _Read(content=content, size=reader.count, changed=changed, streamed=streamed)
 
     def _read_batch(self, batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]]) -> list[_Read]:
         """Worker: read and store a batch of small files (their disk reads then overlap with
@@ -350,8 +392,11 @@ class Backup:
 
     def _error(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
-        self.problems.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc} (skipped)")
-        self.report(f"error: {os.fsdecode(path)}: {exc.strerror or exc}")
+        self.progress.error()
+        reason = exc.strerror or str(exc)
+        self.problems.errors.append(
+            _("{path}: {reason} (skipped)").format(path=os.fsdecode(path), reason=reason))
+        self.report(_("error: {path}: {reason}").format(path=os.fsdecode(path), reason=reason))
 
     def _plan(self, name: bytes, path: bytes) -> _Planned | None:
         """Metadata of one directory entry, and for a file whether it must be read."""
@@ -432,7 +477,14 @@ class Backup:
             if node is not None:
                 nodes.append(node)
         skipped = self._resolve(pending)
+        self._flush_unchanged()
         return self._store_tree([n for n in nodes if id(n) not in skipped])
+
+    def _flush_unchanged(self) -> None:
+        """Unchanged files go to the progress a folder at a time (one call, not one a file)."""
+        if self._unchanged[0]:
+            self.progress.advance(self._unchanged[0], self._unchanged[1])
+            self._unchanged = [0, 0]
 
     def _batch(self, items: list[_Planned]) -> dict[bytes, _Batched]:
         """Hand small files to the workers, a batch at a time; path -> where its result lands."""
@@ -511,20 +563,24 @@ class Backup:
                 node.subtree = self._build(path, sub)  # type: ignore[arg-type]
                 nodes.append(node)
         self._resolve(pending)
+        self._flush_unchanged()
         return self._store_tree(nodes)
 
     def _stdin_tree(self) -> bytes:
         node = self._virtual_node(os.fsencode(self.opts.stdin_name), "file", 0o600)
         previous = self.previous.content(b"/" + node.name)
+        self.progress.advance(current=self.opts.stdin_name)
         if self.opts.stdin_command:
             content, size = self._from_command(self.opts.stdin_command, previous)
         else:
-            counter = _CountingReader(self.opts.stdin)  # type: ignore[arg-type]
+            counter = _CountingReader(self.opts.stdin, self.progress)  # type: ignore[arg-type]
             content = self._read_stream(counter, previous)  # type: ignore[arg-type]
             size = counter.count
+        self.progress.advance(1)
         node.size = size
         self.stats.files_new += 1
         self.stats.bytes_total += size
+        self.stats.bytes_read += size
         self._resolve([(node, content, b"", os.stat(os.devnull), False)])
         return self._store_tree([node])
 
@@ -532,10 +588,10 @@ class Backup:
         self, argv: list[str], previous: list[tuple[bytes, int]] | None
     ) -> tuple[Content, int]:
         def consume(stream: BinaryIO) -> tuple[Content, int]:
-            counter = _CountingReader(stream)
+            counter = _CountingReader(stream, self.progress)
             return self._read_stream(counter, previous), counter.count  # type: ignore[arg-type]
 
-        return stream_command(argv, consume, f"the command {argv[0]!r}")
+        return stream_command(argv, consume, _("the command {name!r}").format(name=argv[0]))
 
     # -- databases -------------------------------------------------------------------------------
     def _databases_dir(self, files: list[str]) -> tuple[Node, list[DatabaseRecord]]:
@@ -567,11 +623,12 @@ class Backup:
         prev_body = previous[1:] if db.fixed and previous else previous
 
         def consume(stream: BinaryIO) -> tuple[Content, int]:
-            counter = _CountingReader(stream)
+            counter = _CountingReader(stream, self.progress)
             content = self._read_stream(counter, prev_body or None, fixed=db.fixed)  # type: ignore[arg-type]
             return content, counter.count
 
-        self.report(f"dumping the {db.describe()}")
+        self.report(_("dumping the {database}").format(database=db.describe()))
+        self.progress.advance(current=db.describe())
         (content, size), captured = db.dump(consume)
         if captured.head:
             ancestor = prev_head[0] if prev_head and prev_head[1] == len(captured.head) else None
@@ -581,6 +638,8 @@ class Backup:
         self.problems.warnings += captured.warnings
         self.stats.databases += 1
         self.stats.bytes_total += size
+        self.stats.bytes_read += size
+        self.progress.advance(1)
         record = DatabaseRecord(
             engine=db.engine, name=db.recorded_name(), file=file, format=captured.format, size=captured.size,
             tables=captured.tables, server=captured.server, extra=captured.extra,
@@ -598,8 +657,11 @@ class Backup:
         if gone:
             self.repo.index.drop_packs(gone)
             self.problems.warnings.append(
-                f"{len(gone)} pack(s) listed in the index are missing; their data is stored again "
-                "where this backup still finds it (run 'coffre check')"
+                ngettext("{count} pack listed in the index is missing; its data is stored again "
+                         "where this backup still finds it (run 'coffre check')",
+                         "{count} packs listed in the index are missing; their data is stored again "
+                         "where this backup still finds it (run 'coffre check')",
+                         len(gone)).format(count=len(gone))
             )
         damaged = {(p, b) for p, b in self.damaged if p not in gone}
         before = len(self.repo.index)
@@ -607,9 +669,12 @@ class Backup:
         lost = before - len(self.repo.index)
         if lost:
             self.problems.warnings.append(
-                f"{lost} stored piece(s) cannot be read (damaged, as 'coffre check' found, or a "
-                "delta whose base is lost); they are stored again where this backup still finds "
-                "their data"
+                ngettext("{count} stored piece cannot be read (damaged, as 'coffre check' found, or a "
+                         "delta whose base is lost); it is stored again where this backup still finds "
+                         "its data",
+                         "{count} stored pieces cannot be read (damaged, as 'coffre check' found, or a "
+                         "delta whose base is lost); they are stored again where this backup still finds "
+                         "their data", lost).format(count=lost)
             )
 
     def _absent(self, pack: bytes) -> bool:
@@ -632,16 +697,22 @@ class Backup:
             else:
                 files = _check_sources(self.opts.paths, allow_none=bool(db_files))
             paths = files + [f"{DATABASES_DIR}/{f}" for f in db_files]
-            self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths))
+            snaps = self.repo.snapshots(errors=[])
+            self.previous = PreviousVersions(self.repo, find_parent(self.repo, host, paths, snaps),
+                                             find_dump_sources(self.repo, host, paths, snaps))
             records: list[DatabaseRecord] = []
             if self.opts.stdin_name:
+                self.progress.phase(_("standard input"))
                 tree = self._stdin_tree()
             else:
                 extra: list[Node] = []
                 if db_files:
+                    self.progress.phase(_("databases"), files_total=len(db_files), known=True)
                     folder, records = self._databases_dir(db_files)
                     extra.append(folder)
-                tree = self._path_tree([os.fsencode(p) for p in files], extra)
+                self._leave_out_databases(files)
+                self.progress.phase(_("files"))
+                tree = self._files(files, extra)
             self.packer.flush()
             self._publish_index_if_due(force=True)
             self._rescue_if_pruned()
@@ -655,6 +726,7 @@ class Backup:
                 "files_unmodified": self.stats.files_unmodified,
                 "dirs": self.stats.dirs,
                 "bytes_total": self.stats.bytes_total,
+                "bytes_read": self.stats.bytes_read,
                 "data_added": self.packer.raw_bytes_written,
                 "data_added_stored": self.packer.bytes_written,
                 "blobs_added": self.packer.blobs_written,
@@ -670,7 +742,7 @@ class Backup:
                 paths=paths,
                 tree=tree,
                 tags=sorted(set(self.opts.tags)),
-                excludes=self.opts.excludes,
+                excludes=self.opts.excludes + self.auto_excludes,
                 summary=summary,
                 program=f"coffre {__version__}",
                 parent=self.previous.parent.id if self.previous.parent else "",
@@ -683,9 +755,53 @@ class Backup:
                 self.cache.commit()
             if self.bases is not None:
                 self.bases.expire()
-            return BackupResult(snap, self.problems)
+            return BackupResult(snap, self.problems, self.left_out)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _files(self, sources: list[str], extra: list[Node]) -> bytes:
+        """The tree of the sources (and `extra` beside them); someone watching gets the totals
+        from a scanner counting beside the walk."""
+        roots = [os.fsencode(p) for p in sources]
+        scanner = None
+        if self.progress is not NULL_PROGRESS:
+            scanner = Scanner(roots, self.progress, self.excluder.patterns, self.skip,
+                              self.opts.one_file_system).start()
+        try:
+            tree = self._path_tree(roots, extra)
+        finally:
+            if scanner is not None:
+                scanner.stop()
+        # The walk has seen everything: what it did is the total, if the scanner had not
+        # finished counting (a short backup) or files grew meanwhile.
+        done = self.progress.status()
+        self.progress.add_total(max(0, done.files_done - done.files_total),
+                                max(0, done.bytes_done - done.bytes_total))
+        self.progress.total_known()
+        return tree
+
+    def _leave_out_databases(self, sources: list[str]) -> None:
+        """Leave out of the files the raw files of the databases just captured by their engine
+        (a live copy nobody should restore, read twice), unless `also_raw`; record them among
+        the snapshot's exclusions so that `verify` does not miss them."""
+        if self.opts.also_raw:
+            return
+        for db in self.opts.databases:
+            inside = [p for p in map(os.path.abspath, db.stored_at())
+                      if any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources)]
+            if not inside:
+                continue
+            self.skip.update(os.fsencode(p) for p in inside)
+            self.auto_excludes += [_exact_pattern(p) for p in inside]
+            there = [p for p in inside if os.path.lexists(p)]
+            if there:
+                self.left_out.append(LeftOut(db.describe(), there))
+                self.report(ngettext(
+                    "{database}: left out of the files, as its engine's copy is in the snapshot: "
+                    "{paths} (--also-raw keeps it)",
+                    "{database}: left out of the files, as its engine's copy is in the snapshot: "
+                    "{paths} (--also-raw keeps them)", len(there)).format(
+                        database=db.describe(), paths=", ".join(there)))
 
     def _rescue_if_pruned(self) -> None:
         rescue_if_pruned(self.repo, self.used, self.report)
@@ -695,13 +811,15 @@ class Backup:
         prune may have removed what this backup wrote. Take the lease again, then commit only
         if no prune is running and everything the snapshot needs is indexed in a pack that
         exists; otherwise stop with nothing committed."""
-        self.report(f"warning: {lapse.message}; checking that what this backup wrote is still there")
+        self.report(_("warning: {reason}; checking that what this backup wrote is still there").format(
+            reason=lapse.message))
         self.lock.renew()
         running = [lk for lk in live_locks(self.repo) if lk.exclusive and lk.lock_id != self.lock.lock_id]
         if running:
             raise CoffreError(
-                f"{lapse.message}, and {running[0].describe()} is running: nothing was committed",
-                "run the backup again once it has finished; it resumes where this one stopped",
+                _("{reason}, and {other} is running: nothing was committed").format(
+                    reason=lapse.message, other=running[0].describe()),
+                _("run the backup again once it has finished; it resumes where this one stopped"),
             )
         fresh = MasterIndex()
         self.repo.load_index(into=fresh)
@@ -709,28 +827,42 @@ class Backup:
         lost = [b for b in self.used if not fresh.readable(b, stored.__contains__)]
         if lost:
             raise CoffreError(
-                f"{lapse.message}; meanwhile a prune removed {len(lost)} piece(s) of data this "
-                "backup relies on: nothing was committed",
-                "run the backup again: it stores what is missing",
+                ngettext("{reason}; meanwhile a prune removed {count} piece of data this "
+                         "backup relies on: nothing was committed",
+                         "{reason}; meanwhile a prune removed {count} pieces of data this "
+                         "backup relies on: nothing was committed", len(lost)).format(
+                             reason=lapse.message, count=len(lost)),
+                _("run the backup again: it stores what is missing"),
             )
-        self.report("note: nothing this backup relies on was removed; committing")
+        self.report(_("note: nothing this backup relies on was removed; committing"))
 
 
 class _CountingReader:
-    def __init__(self, raw: IO[bytes]) -> None:
+    """Counts the bytes read through it, into the progress too."""
+
+    def __init__(self, raw: IO[bytes], progress: Progress = NULL_PROGRESS) -> None:
         self.raw = raw
         self.count = 0
+        self.progress = progress
 
     def readinto(self, buf: memoryview) -> int:
         n = self.raw.readinto(buf)  # type: ignore[attr-defined]
         if n:
             self.count += n
+            self.progress.advance(nbytes=n)
         return n or 0
 
     def read(self, size: int) -> bytes:
         data = self.raw.read(size)
         self.count += len(data)
+        self.progress.advance(nbytes=len(data))
         return data
+
+
+def _exact_pattern(path: str) -> str:
+    """The pattern of exactly this path, for the snapshot's record (UTF-8 text: a byte that is
+    not UTF-8 becomes `?`)."""
+    return "".join("?" if "\udc80" <= c <= "\udcff" else c for c in escape(path))
 
 
 def database_files(databases: list[Database]) -> list[str]:
@@ -749,26 +881,28 @@ def database_files(databases: list[Database]) -> list[str]:
 
 def _check_sources(paths: list[str], allow_none: bool = False) -> list[str]:
     if not paths and not allow_none:
-        raise CoffreError("nothing to back up", "give one or more paths, or --stdin")
+        raise CoffreError(_("nothing to back up"), _("give one or more paths, or --stdin"))
     out = []
     for p in paths:
         ap = os.path.abspath(p)
         try:
             st = os.lstat(ap)
         except FileNotFoundError:
-            raise CoffreError(f"{p}: does not exist; nothing was backed up") from None
+            raise CoffreError(_("{path}: does not exist; nothing was backed up").format(path=p)) from None
         except OSError as exc:
-            raise CoffreError(f"{p}: cannot be read ({exc.strerror})") from None
+            raise CoffreError(
+                _("{path}: cannot be read ({reason})").format(path=p, reason=exc.strerror)) from None
         if ap == "/":
-            raise CoffreError("backing up '/' as a whole is not supported yet", "list the directories")
+            raise CoffreError(_("backing up '/' as a whole is not supported yet"), _("list the directories"))
         if ap.split("/")[1] == DATABASES_DIR:
-            raise CoffreError(f"{p}: the name {DATABASES_DIR} is kept for database dumps in snapshots")
+            raise CoffreError(_("{path}: the name {name} is kept for database dumps in snapshots").format(
+                path=p, name=DATABASES_DIR))
         del st
         out.append(ap)
     # A path inside another source would be stored twice.
     for a in out:
         for b in out:
             if a != b and (b + "/").startswith(a.rstrip("/") + "/"):
-                raise CoffreError(f"{b} is inside {a}; give only {a}")
+                raise CoffreError(_("{inner} is inside {outer}; give only {outer}").format(inner=b, outer=a))
     return sorted(set(out))
 

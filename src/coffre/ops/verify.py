@@ -11,6 +11,7 @@ import stat
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
 from coffre.format.snapshot import DATABASES_DIR, Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import Reporter, load_tree, quiet
@@ -24,24 +25,26 @@ class VerifyResult:
     differences: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
+    unreadable: int = 0  # files whose stored copy cannot be read back (damage: run check)
 
 
 def _meta_diffs(saved: Node, live: Node) -> list[str]:
     out = []
     if saved.type != live.type:
-        return [f"type {saved.type} -> {live.type}"]
+        return [_("type {saved} -> {live}").format(saved=saved.type, live=live.type)]
     if saved.mode != live.mode:
-        out.append(f"permissions {saved.mode:o} -> {live.mode:o}")
+        out.append(_("permissions {saved} -> {live}").format(saved=f"{saved.mode:o}", live=f"{live.mode:o}"))
     if (saved.uid, saved.gid) != (live.uid, live.gid):
-        out.append(f"owner {saved.uid}:{saved.gid} -> {live.uid}:{live.gid}")
+        out.append(_("owner {saved} -> {live}").format(
+            saved=f"{saved.uid}:{saved.gid}", live=f"{live.uid}:{live.gid}"))
     if saved.type != "dir" and saved.mtime_ns != live.mtime_ns:
-        out.append("modification time differs")
+        out.append(_("modification time differs"))
     if saved.type == "file" and saved.size != live.size:
-        out.append(f"size {saved.size} -> {live.size}")
+        out.append(_("size {saved} -> {live}").format(saved=saved.size, live=live.size))
     if saved.type == "symlink" and saved.target != live.target:
-        out.append("symlink target differs")
+        out.append(_("symlink target differs"))
     if sorted(saved.xattrs) != sorted(live.xattrs):
-        out.append("extended attributes differ")
+        out.append(_("extended attributes differ"))
     return out
 
 
@@ -61,7 +64,8 @@ class Verifier:
         self._only = [_abspath(p) for p in only or []]
         # Database dumps have no live file to compare with ('coffre drill' checks them).
         self._sources = [_abspath(p) for p in snap.paths if not p.startswith(DATABASES_DIR + "/")]
-        self._excluder = Excluder(snap.excludes)
+        # Patterns starting with '!' were names taken literally before backup refused them.
+        self._excluder = Excluder(["\\" + p if p.startswith("!") else p for p in snap.excludes])
         location = self.repo.backend.location
         self._skip = {_abspath(location)} if os.path.isabs(location) else set()
         self._tree(snap.tree, b"")
@@ -82,8 +86,8 @@ class Verifier:
         try:
             saved_nodes = load_tree(self.repo, tree_id)
         except CoffreError as exc:
-            diffs.append(f"{os.fsdecode(prefix) or '/'}: the folder's listing cannot be read "
-                         f"from the repository ({exc.message})")
+            diffs.append(_("{path}: the folder's listing cannot be read from the repository "
+                           "({reason})").format(path=os.fsdecode(prefix) or "/", reason=exc.message))
             return
         for node in saved_nodes:
             if not prefix and node.name == DATABASES_DIR.encode():
@@ -98,10 +102,10 @@ class Verifier:
                 st = os.lstat(path)
                 live = node_from_stat(node.name, path, st)
             except FileNotFoundError:
-                diffs.append(f"{text}: missing from the live files")
+                diffs.append(_("{path}: missing from the live files").format(path=text))
                 continue
             except OSError as exc:
-                diffs.append(f"{text}: cannot be read ({exc.strerror})")
+                diffs.append(_("{path}: cannot be read ({reason})").format(path=text, reason=exc.strerror))
                 continue
             for d in _meta_diffs(node, live):
                 diffs.append(f"{text}: {d}")
@@ -119,13 +123,14 @@ class Verifier:
             live_names = set(os.listdir(directory))
         except OSError as exc:
             self.result.differences.append(
-                f"{os.fsdecode(directory)}: cannot be listed ({exc.strerror})"
-            )
+                _("{path}: cannot be listed ({reason})").format(
+                    path=os.fsdecode(directory), reason=exc.strerror))
             return
         for extra in sorted(live_names - saved):
             path = directory + b"/" + extra
             if self._missed(path):
-                self.result.differences.append(f"{os.fsdecode(path)}: not in the snapshot")
+                self.result.differences.append(
+                    _("{path}: not in the snapshot").format(path=os.fsdecode(path)))
 
     def _missed(self, path: bytes) -> bool:
         """A live entry the snapshot lacks is a difference if it is to be compared and the
@@ -140,8 +145,9 @@ class Verifier:
         try:
             nodes = load_tree(self.repo, tree_id)
         except CoffreError as exc:
-            self.result.differences.append(f"{os.fsdecode(prefix)}: the folder's listing cannot be "
-                                           f"read from the repository ({exc.message})")
+            self.result.differences.append(
+                _("{path}: the folder's listing cannot be read from the repository ({reason})").format(
+                    path=os.fsdecode(prefix), reason=exc.message))
             return
         for node in nodes:
             path = prefix + b"/" + node.name
@@ -150,13 +156,15 @@ class Verifier:
             elif node.type == "file":
                 reason = stored_readable(self.repo, node.content, self._read)
                 if reason:
+                    self.result.unreadable += 1
                     self.result.differences.append(f"{os.fsdecode(path)}: {reason}")
 
     def _content(self, path: bytes, node: Node) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
-            self.result.differences.append(f"{os.fsdecode(path)}: cannot be read ({exc.strerror})")
+            self.result.differences.append(
+                _("{path}: cannot be read ({reason})").format(path=os.fsdecode(path), reason=exc.strerror))
             return
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -166,6 +174,7 @@ class Verifier:
             os.close(fd)
         if reason is None and self.read_repository:
             reason = stored_readable(self.repo, node.content, self._read)
+            self.result.unreadable += reason is not None
         self.result.files += 1
         self.result.bytes += node.size
         if reason:

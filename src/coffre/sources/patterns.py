@@ -1,29 +1,38 @@
 """Include and exclude patterns: one glob grammar for backup, restore, verify and find.
 
-The grammar (docs/patterns.md), as restic's:
-- `*` matches any run of characters inside one path component, never `/`; `?` one character;
-  `[abc]`, `[a-z]`, `[!abc]` one character of a set; `**` as a whole component matches any
-  number of components (none included). A leading dot is matched like any other character.
+The grammar (docs/patterns.md), that of restic's patterns:
+- `*` matches any run of characters inside one path component, never `/`; `?` one character
+  (one letter, `é` included, not one byte); `[abc]`, `[a-z]`, `[!abc]` or `[^abc]` one
+  character of a set; `\\` takes the next character literally (`\\*`); `**` as a whole
+  component matches any number of components (none included). A leading dot is matched like
+  any other character.
 - A pattern starting with `/` is anchored: it is matched against the whole absolute path.
   Any other pattern matches at any depth: `scans/*.tmp` is `**/scans/*.tmp`, and a pattern
   without `/` (`*.tmp`, `.cache`) is matched against the file name alone.
 - A pattern that matches a folder matches everything under it. A trailing `/` is ignored.
-- Matching is case-sensitive, on the bytes of the name (names that are not UTF-8 included).
+- Matching is case-sensitive. Names that are not UTF-8 are matched with each odd byte as one
+  character (Python's surrogateescape), so `?` and `*` match them too.
+- A pattern starting with `!` (restic's "include again") is refused, not taken literally:
+  write `\\!` for a name that starts with `!`.
 
-Chosen: wcmatch translates the patterns that name a path (its `GLOBSTAR` is the `**` above,
-well tested), compiled into one regular expression; patterns of a file name alone, the common
-case, go through the standard `fnmatch` translation, about ten times faster per file.
+Chosen: wcmatch translates every pattern (its `GLOBSTAR` is the `**` above, well tested); the
+patterns of a file name alone, the common case, are compiled into one regular expression
+matched against the name only (cheap), and those that name a path into another one matched
+against the whole path.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import re
+from collections.abc import Callable
 
-from wcmatch import glob
+from wcmatch import fnmatch, glob
 
-_FLAGS = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX | glob.NOUNIQUE
+from coffre.core.errors import UsageError
+from coffre.core.i18n import _
+
+_PATH_FLAGS = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX | glob.NOUNIQUE
+_NAME_FLAGS = fnmatch.DOTMATCH | fnmatch.FORCEUNIX
 
 
 class PathMatcher:
@@ -31,12 +40,21 @@ class PathMatcher:
 
     def __init__(self, patterns: list[str]) -> None:
         self.patterns = [p.rstrip("/") or "/" for p in patterns if p.strip()]
+        for p in self.patterns:
+            if p.startswith("!"):
+                raise UsageError(
+                    _("the pattern {pattern!r} starts with '!': patterns that include again what "
+                      "another one excludes are not supported").format(pattern=p),
+                    _("for a name that starts with '!', write '\\!' (docs/patterns.md)"))
         names = [p for p in self.patterns if "/" not in p]
         paths = [p if p.startswith("/") else "**/" + p for p in self.patterns if "/" in p]
-        self._names = _one_regex([fnmatch.translate(p).encode("utf-8", "surrogateescape") for p in names])
-        translated: list[bytes] = []
+        translated: list[str] = []
+        for p in names:
+            translated += fnmatch.translate(p, flags=_NAME_FLAGS)[0]
+        self._names = _one_regex(translated)
+        translated = []
         for p in paths:
-            translated += glob.translate(os.fsencode(p), flags=_FLAGS)[0]
+            translated += glob.translate(p, flags=_PATH_FLAGS)[0]
         self._paths = _one_regex(translated)
 
     def __bool__(self) -> bool:
@@ -44,20 +62,30 @@ class PathMatcher:
 
     def matches(self, path: bytes) -> bool:
         """Whether `path` itself matches (the walks stop at a matching folder)."""
-        if self._names is not None and self._names.match(path[path.rfind(b"/") + 1 :]):
+        text = path.decode("utf-8", "surrogateescape")
+        if self._names is not None and self._names(text[text.rfind("/") + 1 :]) is not None:
             return True
-        return self._paths is not None and self._paths.match(path) is not None
+        return self._paths is not None and self._paths(text) is not None
 
     def matches_or_under(self, path: bytes) -> bool:
         """Whether `path` or one of the folders above it matches."""
+        absolute = path.startswith(b"/")
         while path not in (b"", b"/"):
             if self.matches(path):
                 return True
             path = path[: path.rfind(b"/")]
-        return path == b"/" and self.matches(b"/")
+        return absolute and self.matches(b"/")
 
 
-def _one_regex(regexes: list[bytes]) -> re.Pattern[bytes] | None:
+def escape(path: str) -> str:
+    """A pattern that matches exactly this absolute path (its glob characters taken
+    literally)."""
+    return glob.escape(path)
+
+
+def _one_regex(regexes: list[str]) -> Callable[[str], re.Match[str] | None] | None:
+    """One compiled alternation of the regexes, matched against the whole text (fullmatch: a
+    name ending with a newline is not taken for one without it)."""
     if not regexes:
         return None
-    return re.compile(b"|".join(b"(?:" + r + b")" for r in regexes))
+    return re.compile("|".join("(?:" + r + ")" for r in regexes)).fullmatch

@@ -45,6 +45,12 @@ class Database(ABC):
         was captured. Raises CoffreError, with the engine's own message, if the dump failed:
         whatever `consume` stored must then not be committed."""
 
+    def stored_at(self) -> list[str]:
+        """The files and folders of this machine that hold the live database, as absolute
+        paths (known once `dump` ran; empty when the engine does not say): a files backup
+        leaves them out, as the dump is the consistent copy."""
+        return []
+
     def recorded_name(self) -> str:
         """The name the snapshot records (UTF-8 text): a path that is not UTF-8 (Latin-1 on
         an old system) with its odd bytes written as \\xe9, which `--database` then takes."""

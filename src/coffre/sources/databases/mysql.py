@@ -198,9 +198,15 @@ class MysqlDatabase(Database):
     def __init__(self, dsn: str) -> None:
         self.conn = Connection(dsn)
         self.name = self.conn.database
+        self.data_directory = ""
 
     def describe(self) -> str:
         return self.conn.describe()
+
+    def stored_at(self) -> list[str]:
+        """The server's data folder, when it is on this machine."""
+        path = self.data_directory.rstrip("/")
+        return [path] if path and os.path.isdir(os.path.join(path, "mysql")) else []
 
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
         after = _("; no snapshot was written")
@@ -210,6 +216,10 @@ class MysqlDatabase(Database):
         except CoffreError as exc:
             raise CoffreError(exc.message + after) from None
         version, size = rows[0][0], int(rows[1][0])
+        try:
+            self.data_directory = self.conn.query("SELECT @@datadir", "reading the data folder")[0][0]
+        except (CoffreError, IndexError):
+            self.data_directory = ""  # only to leave it out of a files backup
         not_innodb = rows[2][0] if len(rows) > 2 else ""
         warnings = [_("{database}: tables not in InnoDB ({tables}) are not read at the same instant as the "
                       "others; convert them to InnoDB").format(database=self.describe(), tables=not_innodb)

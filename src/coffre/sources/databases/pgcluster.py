@@ -40,7 +40,13 @@ from coffre.sources.databases.pgdrill import (
     start_server,
     stop_server,
 )
-from coffre.sources.databases.postgres import Connection, PostgresTarget, program
+from coffre.sources.databases.postgres import (
+    Connection,
+    PostgresTarget,
+    data_directory,
+    local_data_directory,
+    program,
+)
 from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
 
 T = TypeVar("T")
@@ -74,9 +80,13 @@ class PostgresCluster(Database):
         host = str(self.conn.params.get("host") or os.environ.get("PGHOST") or "local")
         port = str(self.conn.params.get("port") or os.environ.get("PGPORT") or "5432")
         self.name = f"{host.strip('/').replace('/', '_')}:{port}"
+        self.data_directory = ""
 
     def describe(self) -> str:
         return _("PostgreSQL cluster {name}").format(name=self.name)
+
+    def stored_at(self) -> list[str]:
+        return local_data_directory(self.data_directory)
 
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
         after = _("; no snapshot was written")
@@ -84,6 +94,7 @@ class PostgresCluster(Database):
             # Any database serves to ask; the user's own may not exist.
             with contextlib.closing(self.conn.connect(self.conn.params.get("dbname") or "postgres")) as conn:
                 version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+                self.data_directory = data_directory(conn)
                 superuser = str(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0])  # type: ignore[index]
                 size = int(conn.execute(
                     "SELECT sum(pg_database_size(datname)) FROM pg_database").fetchone()[0])  # type: ignore[index]

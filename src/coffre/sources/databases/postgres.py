@@ -130,9 +130,13 @@ class PostgresDatabase(Database):
     def __init__(self, dsn: str) -> None:
         self.conn = Connection(dsn)
         self.name = self.conn.dbname
+        self.data_directory = ""
 
     def describe(self) -> str:
         return self.conn.describe()
+
+    def stored_at(self) -> list[str]:
+        return local_data_directory(self.data_directory)
 
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
         conn = self.conn.connect()
@@ -144,6 +148,7 @@ class PostgresDatabase(Database):
             counts = _counts(cur)
             size = int(cur.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
             version = str(cur.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            self.data_directory = data_directory(cur)
             pg_dump = program("pg_dump")
             argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                     "--no-password", f"--dbname={self.conn.conninfo()}"]
@@ -158,6 +163,18 @@ class PostgresDatabase(Database):
             conn.close()
         return result, Captured(size=size, tables=counts, server=f"PostgreSQL {version}",
                                 format="pg_dump custom format, uncompressed")
+
+
+def data_directory(cur: Any) -> str:
+    """The server's data folder, if the role may see it (a superuser, pg_read_all_settings):
+    pg_settings lists it only to them, without an error for the others."""
+    row = cur.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory'").fetchone()
+    return str(row[0]) if row else ""
+
+
+def local_data_directory(path: str) -> list[str]:
+    """[path] if it is a PostgreSQL data folder on this machine (the server may be another)."""
+    return [path] if path and os.path.isfile(os.path.join(path, "PG_VERSION")) else []
 
 
 _ENTRY = re.compile(r"^\d+; \d+ \d+ (.*)$")  # ID; CATALOG OID DESCRIPTION SCHEMA NAME OWNER

@@ -241,6 +241,10 @@ class SQLiteDatabase(Database):
     def describe(self) -> str:
         return _("SQLite database {path}").format(path=self.name)
 
+    def stored_at(self) -> list[str]:
+        """The database file and those SQLite keeps beside it while it works."""
+        return [self.name + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+
     def dump(self, consume: Callable[[BinaryIO], T]) -> tuple[T, Captured]:
         if not os.path.isfile(self.name):
             raise CoffreError(_("{database}: no such file; no snapshot was written").format(
