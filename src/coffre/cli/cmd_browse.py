@@ -196,15 +196,17 @@ def cmd_dump(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with reading(repo, "dump"):
         load_index(repo)
-        snap = _pick(repo, args.snapshot, args)
+        snap: Snapshot | None = None
         try:
+            snap = _pick(repo, args.snapshot, args)
             node = resolve(repo, snap, args.path)[1]
         except CoffreError:
             # A file of standard input ('base.sql') or a database dump is in a snapshot of its
-            # own, which 'latest' (the newest snapshot of files) passed over: the newest of all.
-            other = (find_snapshot(repo, args.snapshot, host=args.host, paths=args.snapshot_paths)
-                     if args.snapshot == "latest" and not args.snapshot_paths else snap)
-            if other.id == snap.id:
+            # own, which 'latest' (the newest snapshot of files) passes over: the newest of all.
+            if args.snapshot != "latest" or args.snapshot_paths:
+                raise
+            other = find_snapshot(repo, "latest", host=args.host)
+            if snap is not None and other.id == snap.id:
                 raise
             snap = other
             node = resolve(repo, snap, args.path)[1]
@@ -239,7 +241,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     for e in result.errors:
         warn(_("error: {message}").format(message=e))
     if args.json:
-        emit_json({"snapshots_searched": result.searched, "matches": [
+        emit_json({"snapshots_searched": result.searched, "folders_read": result.trees_read, "matches": [
             {"path": path, "versions": [
                 {**version_json(v.node), "snapshots": [
                     {"id": s.id, "short_id": s.id[:8], "time": iso_ns(s.time_ns), "hostname": s.hostname}
