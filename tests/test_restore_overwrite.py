@@ -204,3 +204,28 @@ def test_progress_counts_every_file_and_byte(repo: Coffre, tree: Path, tmp_path:
     again = Progress()
     Restorer(stored, RestoreOptions(target=str(tmp_path / "r")), progress=again).run(snap)
     assert again.status().files_done == len(files)  # files left as they were count as done
+
+
+def test_hard_links_left_as_they_were(repo: Coffre, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hard-1").write_text("linked\n")
+    os.link(src / "hard-1", src / "hard-2")
+    repo.ok("backup", str(src))
+    target = tmp_path / "target"
+    base = target / str(src).lstrip("/")
+    repo.ok("restore", "latest", "--target", str(target))
+
+    again = repo.ok("restore", "latest", "--target", str(target), "--json").json()
+    assert (again["skipped"], again["errors"]) == (2, []), again
+
+    (base / "hard-2").unlink()
+    (base / "hard-1").unlink()
+    (base / "hard-1").write_text("the pharmacist's own\n")
+    res = repo("restore", "latest", "--target", str(target))
+    assert res.code == 1, res
+    assert "hard link to" in res.err and "left as it was" in res.err
+    assert not (base / "hard-2").exists()  # never a link to content that is not the snapshot's
+    repo.ok("restore", "latest", "--target", str(target), "--overwrite", "if-changed")
+    assert (base / "hard-1").read_text() == (base / "hard-2").read_text() == "linked\n"
+    assert (base / "hard-1").stat().st_ino == (base / "hard-2").stat().st_ino

@@ -146,3 +146,13 @@ def test_latest_of_a_path_and_a_host(repo: Coffre, tmp_path: Path) -> None:
     assert by_host[0]["path"] == str(officine / "docs")
     res = repo("restore", "latest", "--target", str(tmp_path / "r"), "--path", str(tmp_path / "nowhere"))
     assert res.code == 1 and "no snapshot holds" in res.err, res
+
+
+def test_an_include_inside_another_counts_as_matching(repo: Coffre, tmp_path: Path) -> None:
+    officine, _maison = two_sources(tmp_path)
+    repo.ok("backup", str(officine))
+
+    repo.ok("restore", "latest", "--target", str(tmp_path / "r"), "--include", str(officine / "scans"),
+            "--include", "*-0001.jpg")
+    repo.ok("restore", f"latest:{officine}/scans", "--target", str(tmp_path / "s"),
+            "--include", str(officine))

@@ -150,20 +150,28 @@ class Restorer:
         self._batch_bytes = 0
         self._stop: int | None = None  # errno that made the whole target unwritable
         self._lost_links: set[bytes] = set()  # hard-linked files that could not be restored
+        self._left_links: set[bytes] = set()  # hard-linked files left as they were
         self._devices_skipped = 0
         self._privileges_dropped = 0
         self.dirs: TargetDirs  # opened by run
 
     # -- selection ------------------------------------------------------------------------------
-    def _included(self, path: bytes) -> bool:
-        """Whether an include pattern matches this path itself; notes which patterns matched."""
+    def _included(self, path: bytes, covered: bool) -> bool:
+        """Whether this path is selected (covered: a folder above it is); notes which include
+        patterns match it, so that one matching nothing at all is known."""
+        if covered:
+            if self._unmatched:
+                self._note(path)
+            return True
         if not self.includes.matches(path):
             return False
-        if self._unmatched:
-            for pattern, matcher in list(self._unmatched.items()):
-                if matcher.matches(path):
-                    del self._unmatched[pattern]
+        self._note(path)
         return True
+
+    def _note(self, path: bytes) -> None:
+        for pattern, matcher in list(self._unmatched.items()):
+            if matcher.matches(path):
+                del self._unmatched[pattern]
 
     def _plan_tree(self, tree_id: bytes) -> list[Node]:
         """A folder's entries for the plan, keeping its bytes for the restore while they fit."""
@@ -186,7 +194,7 @@ class Restorer:
             bpath = os.fsencode(path)
             if self.excluder.excluded(bpath):
                 continue
-            selected = covered or self._included(bpath)
+            selected = self._included(bpath, covered)
             if node.type == "dir" and node.subtree is not None:
                 try:
                     below = self._plan(self._plan_tree(node.subtree), path, selected)
@@ -206,6 +214,10 @@ class Restorer:
         """Walk the selection before anything is written: totals for the progress, the folders
         to go into; an include that matches nothing is an error (nothing is written)."""
         covered = not self.includes or (bool(at) and self.includes.matches_or_under(os.fsencode(at)))
+        above = at
+        while above:  # SNAPSHOT:PATH: patterns matching PATH or a folder above it
+            self._note(os.fsencode(above))
+            above = above.rsplit("/", 1)[0]
         if node is None or node.type == "dir":
             try:
                 tree = snap.tree if node is None else node.subtree
@@ -215,7 +227,7 @@ class Restorer:
         else:
             nodes, at = [node], at.rsplit("/", 1)[0]
         self._plan(nodes, at, covered)
-        if self._unmatched and not covered:
+        if self._unmatched:
             missing = list(self._unmatched)
             hints = []
             for pattern in missing:
@@ -234,7 +246,7 @@ class Restorer:
         """Restore the snapshot (or, with `at` and its `node`, one folder's contents or one
         file) into the target."""
         self.plan(snap, at, node)
-        self.progress.phase(_("restore"), files_total=self.stats.files_total,
+        self.progress.phase("restore", files_total=self.stats.files_total,
                             bytes_total=self.stats.bytes_total, known=True)
         covered = not self.includes or (bool(at) and self.includes.matches_or_under(os.fsencode(at)))
         try:
@@ -558,8 +570,18 @@ class Restorer:
                 self.stats.unchanged += 1
             else:
                 self.stats.skipped += 1
+                if node.type == "file" and node.nlink > 1:
+                    self._left_links.add(path)  # its content is not the snapshot's: no link to it
         if node.type == "file":
             self.progress.advance(files=1, nbytes=node.size, current=os.fsdecode(path))
+
+    def _present(self, path: bytes) -> bool:
+        try:
+            folder, name = self.dirs.parent(path)
+            os.stat(name, dir_fd=folder, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
 
     @staticmethod
     def _beside(path: bytes) -> bytes:
@@ -736,6 +758,15 @@ class Restorer:
         first = self._first_link[(node.device, node.inode)]
         if self._stop is not None:
             self.stats.files_failed += 1
+            return
+        if first in self._left_links:
+            if self._present(path):
+                self._left(SKIP, node, path)
+            else:
+                self._problem(path, CoffreError(_(
+                    "not restored: it is a hard link to {first}, which was left as it was "
+                    "(--overwrite if-changed or always replaces both)").format(first=os.fsdecode(first))))
+                self.stats.files_failed += 1
             return
         if first in self._lost_links:
             self._problem(path, CoffreError(
