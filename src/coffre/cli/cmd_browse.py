@@ -213,7 +213,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
         if node is None:
             raise CoffreError(_("{path} is the snapshot's root, not a file").format(path=args.path))
         if node.type != "file":
-            raise CoffreError(_("{path} is a {type}, not a file").format(path=args.path, type=node.type))
+            raise CoffreError(_("{path} is a {kind}, not a file").format(
+                path=args.path, kind=kind_name(node.type)))
         out = sys.stdout.buffer
         for blob_id in node.content:
             out.write(repo.load_blob(blob_id))
@@ -265,6 +266,14 @@ def cmd_find(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def kind_name(kind: str) -> str:
+    """A node's type as a person names it."""
+    names = {"dir": _("folder"), "symlink": _("symbolic link"), "fifo": _("named pipe"),
+             "chardev": _("character device"), "blockdev": _("block device"), "socket": _("socket"),
+             "file": _("file")}
+    return names.get(kind, kind)
+
+
 def version_json(n: Node) -> dict[str, object]:
     return {"type": n.type, "size": n.size, "mtime": iso_ns(n.mtime_ns)}
 
@@ -272,10 +281,7 @@ def version_json(n: Node) -> dict[str, object]:
 def describe_version(v: Version) -> str:
     n = v.node
     what = _("modified {time}").format(time=format_ns(n.mtime_ns))
-    if n.type == "file":
-        what += ", " + human_size(n.size)
-    elif n.type != "file":
-        what += ", " + {"dir": _("folder"), "symlink": _("symbolic link")}.get(n.type, n.type)
+    what += ", " + (human_size(n.size) if n.type == "file" else kind_name(n.type))
     first, last = v.snapshots[0], v.snapshots[-1]
     if first is last:
         return _("{what}: in snapshot {id} of {time}").format(

@@ -110,9 +110,8 @@ def summary(snap_id: str, at: str, node: Node | None, target: str, st: RestoreSt
         dirs=ngettext("{n} directory", "{n} directories", st.dirs).format(n=st.dirs),
         size=human_size(st.bytes))
     if st.files_failed:
-        line += _("; {failed}").format(failed=ngettext(
-            "{n} file could not be restored", "{n} files could not be restored",
-            st.files_failed).format(n=st.files_failed))
+        line += "; " + ngettext("{n} file could not be restored", "{n} files could not be restored",
+                                st.files_failed).format(n=st.files_failed)
     return line
 
 
