@@ -145,7 +145,9 @@ class Restorer:
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
         self._read_trees: dict[bytes, bytes] = {}  # folder listings read ahead (plan, remote)
+        self._kept: set[bytes] = set()  # listings the plan keeps for the restore
         self._kept_bytes = 0
+        self._unreadable = False  # the plan met a folder it could not read
         self._wanted_dirs: set[str] = set()  # folders not selected themselves, with something selected below
         self._batch_bytes = 0
         self._stop: int | None = None  # errno that made the whole target unwritable
@@ -178,9 +180,13 @@ class Restorer:
         data = self._read_trees.get(tree_id)
         if data is None:
             data = self.repo.load_blob(tree_id)
+        if tree_id not in self._kept:
             if self._kept_bytes + len(data) <= TREES_KEPT_BYTES:
                 self._read_trees[tree_id] = data
+                self._kept.add(tree_id)
                 self._kept_bytes += len(data)
+            else:  # read ahead (remote) but beyond what is kept: read again when restored
+                self._read_trees.pop(tree_id, None)
         nodes = load_tree(self.repo, tree_id, data)
         if self.repo.backend.remote:
             self._prefetch_subtrees(nodes)
@@ -199,7 +205,7 @@ class Restorer:
                 try:
                     below = self._plan(self._plan_tree(node.subtree), path, selected)
                 except CoffreError:
-                    below = True  # unreadable: go in, and the damage is reported there
+                    below = self._unreadable = True  # go in: the damage is reported there
                 if below and not selected:
                     self._wanted_dirs.add(path)
                 found = found or selected or below
@@ -223,11 +229,11 @@ class Restorer:
                 tree = snap.tree if node is None else node.subtree
                 nodes = self._plan_tree(tree) if tree is not None else []
             except CoffreError:
-                nodes = []  # reported by the restore
+                nodes, self._unreadable = [], True  # reported by the restore
         else:
             nodes, at = [node], at.rsplit("/", 1)[0]
         self._plan(nodes, at, covered)
-        if self._unmatched:
+        if self._unmatched and not self._unreadable:  # else the damage is the error
             missing = list(self._unmatched)
             hints = []
             for pattern in missing:
@@ -308,7 +314,11 @@ class Restorer:
         made, or the target is full, or it is left as it was) only count its files as `lost`
         ("failed": not restored, "skipped": left as they were)."""
         try:
-            nodes = load_tree(self.repo, tree_id, self._read_trees.pop(tree_id, None))
+            data = self._read_trees.pop(tree_id, None)
+            if data is not None and tree_id in self._kept:
+                self._kept.discard(tree_id)
+                self._kept_bytes -= len(data)
+            nodes = load_tree(self.repo, tree_id, data)
         except CoffreError as exc:  # a damaged folder listing: the rest is still restored
             where = dest if dest is not None else os.fsencode(prefix)
             self._problem(where, CoffreError(_("folder contents cannot be read ({reason}); skipped").format(
@@ -376,9 +386,8 @@ class Restorer:
         if len(ids) > 1:
             # Folder listings lie among the data: merging only close ones reads little else.
             for tree_id, data in zip(ids, self.repo.load_many(ids, gap=TREE_GAP), strict=True):
-                if isinstance(data, bytes) and self._kept_bytes + len(data) <= TREES_KEPT_BYTES:
+                if isinstance(data, bytes):
                     self._read_trees[tree_id] = data
-                    self._kept_bytes += len(data)
 
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
@@ -482,7 +491,7 @@ class Restorer:
                 self._problem(job.path, exc)
         finally:
             if job.one_done():
-                self._finish(job.out, job.path, job.node, job.failed)
+                self._finish(job.out, job.path, job.node, job.failed, ranged=True)
 
     def _write_blobs(self, fd: int, blobs: list[bytes | CoffreError], offset: int) -> tuple[int, int]:
         """Write blobs one after the other from `offset`, leaving blobs of zeros as holes;
@@ -629,7 +638,8 @@ class Restorer:
             failed = True
         self._finish(out, path, node, failed)
 
-    def _finish(self, out: tuple[int, bytes | None], path: bytes, node: Node, failed: bool) -> None:
+    def _finish(self, out: tuple[int, bytes | None], path: bytes, node: Node, failed: bool,
+                ranged: bool = False) -> None:
         """End a file created by the restore: if its bytes are all written, verify it (if
         asked), set its metadata and (a replacement) rename it over the old one; if anything
         failed, remove it (the old one stays). Then count it."""
@@ -651,7 +661,7 @@ class Restorer:
             ok = self._rename(temp, path)
         if not ok and created is not None:
             self._discard(written, created)
-        self._count(node, ok, path, replaced=ok and temp is not None)
+        self._count(node, ok, path, replaced=ok and temp is not None, ranged=ranged)
 
     def _rename(self, temp: bytes, path: bytes) -> bool:
         """Put a replacement in its place (rename never follows a symlink there, and fails on
@@ -700,7 +710,9 @@ class Restorer:
             self._problem(path, exc)
 
     def _count(self, node: Node, ok: bool, path: bytes | None = None, *, skipped: bool = False,
-               replaced: bool = False) -> None:
+               replaced: bool = False, ranged: bool = False) -> None:
+        """Count a file as restored, not restored or skipped; `ranged`: its bytes were
+        advanced range by range already."""
         with self._lock:
             if skipped:
                 self.stats.skipped += 1
@@ -712,8 +724,7 @@ class Restorer:
                 self.stats.files_failed += 1
                 if path is not None and node.nlink > 1:
                     self._lost_links.add(path)
-        large = len(node.content) > self.range_blobs  # its bytes advanced range by range
-        self.progress.advance(files=1, nbytes=0 if large else node.size,
+        self.progress.advance(files=1, nbytes=0 if ranged else node.size,
                               current=None if path is None else os.fsdecode(path))
 
     def _restore_special(self, path: bytes, node: Node) -> None:
