@@ -34,7 +34,8 @@ def find_snapshot(
     `host` and `paths` (absolute; a snapshot qualifies when each is one of its sources or
     inside one) narrow the choice, as restic's --host and --path do. `files`: the command
     reads files, so 'latest' is the newest snapshot that holds files: a snapshot of standard
-    input or of databases only never hides it."""
+    input or of databases only never hides it (when there are only such snapshots, the newest
+    of them)."""
     damaged: list[str] = []
     snaps = repo.snapshots(errors=damaged)
     for d in damaged:
@@ -55,12 +56,8 @@ def find_snapshot(
                 _("list them: coffre snapshots"))
     if ref == "latest":
         if files and not paths:
-            with_files = [s for s in snaps if file_sources(s)]
-            if not with_files:
-                raise NotFoundInRepository(
-                    _("no snapshot holds files (only standard input or databases)"),
-                    _("give a snapshot id: coffre snapshots lists them"))
-            snaps = with_files
+            # Only snapshots of standard input or databases: nothing to hide, the newest of all.
+            snaps = [s for s in snaps if file_sources(s)] or snaps
         now = repo.clock.now_ns()
         choice = choose_latest(snaps, now)
         if choice.future:
