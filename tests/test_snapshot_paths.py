@@ -156,3 +156,11 @@ def test_an_include_inside_another_counts_as_matching(repo: Coffre, tmp_path: Pa
             "--include", "*-0001.jpg")
     repo.ok("restore", f"latest:{officine}/scans", "--target", str(tmp_path / "s"),
             "--include", str(officine))
+
+
+def test_only_stdin_snapshots_are_still_latest(repo: Coffre, tmp_path: Path) -> None:
+    repo.ok("backup", "--stdin-from-command", "--stdin-filename", "base.sql", "--", "echo", "select 2;")
+    assert [n["path"] for n in repo.ok("ls", "latest", "--json").json()["nodes"]] == ["/base.sql"]
+    officine, _maison = two_sources(tmp_path)
+    repo.ok("backup", str(officine))
+    assert repo.ok("ls", "latest", "base.sql", "--json").json()["nodes"][0]["path"] == "/base.sql"

@@ -131,12 +131,33 @@ def _pick(repo: Repository, ref: str, args: argparse.Namespace) -> Snapshot:
     return find_snapshot(repo, ref, host=args.host, report=warn, paths=args.snapshot_paths, files=True)
 
 
+def _pick_with(repo: Repository, args: argparse.Namespace, path: str) -> tuple[Snapshot, str, Node | None]:
+    """The snapshot (as _pick) and the path in it. A file of standard input ('base.sql') or a
+    database dump may be in a snapshot of its own, which 'latest' (the newest snapshot of
+    files) passes over: when the path is not in it, the newest snapshot that recorded the
+    path's first name (`--stdin-filename`, '@databases') is tried."""
+    snap: Snapshot | None = None
+    try:
+        snap = _pick(repo, args.snapshot, args)
+        return (snap, *resolve(repo, snap, path))
+    except CoffreError:
+        if args.snapshot != "latest" or args.snapshot_paths:
+            raise
+        top = path.strip("/").split("/")[0]
+        try:
+            other = find_snapshot(repo, "latest", host=args.host, named=top) if top else snap
+        except CoffreError:
+            other = snap
+        if snap is None or other is None or other.id == snap.id:
+            raise
+        return (other, *resolve(repo, other, path))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     refuse_empty("the path", args.path, hint=_("give a path in the snapshot; '/' is its root"))
     repo = open_repo(args)
     load_index(repo)
-    snap = _pick(repo, args.snapshot, args)
-    at, node = resolve(repo, snap, args.path)
+    snap, at, node = _pick_with(repo, args, args.path)
     if node is None:
         items = list(iter_tree(repo, snap.tree))
     else:
@@ -196,20 +217,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with reading(repo, "dump"):
         load_index(repo)
-        snap: Snapshot | None = None
-        try:
-            snap = _pick(repo, args.snapshot, args)
-            node = resolve(repo, snap, args.path)[1]
-        except CoffreError:
-            # A file of standard input ('base.sql') or a database dump is in a snapshot of its
-            # own, which 'latest' (the newest snapshot of files) passes over: the newest of all.
-            if args.snapshot != "latest" or args.snapshot_paths:
-                raise
-            other = find_snapshot(repo, "latest", host=args.host)
-            if snap is not None and other.id == snap.id:
-                raise
-            snap = other
-            node = resolve(repo, snap, args.path)[1]
+        node = _pick_with(repo, args, args.path)[2]
         if node is None:
             raise CoffreError(_("{path} is the snapshot's root, not a file").format(path=args.path))
         if node.type != "file":

@@ -25,7 +25,7 @@ def quiet(_: str) -> None:
 
 def find_snapshot(
     repo: Repository, ref: str, host: str | None = None, report: Reporter = quiet,
-    paths: list[str] | None = None, files: bool = False,
+    paths: list[str] | None = None, files: bool = False, named: str | None = None,
 ) -> Snapshot:
     """'latest' or an id prefix (at least 4 hex characters). A damaged snapshot file is
     reported and passed over, so it never hides the others. 'latest' is the newest snapshot
@@ -35,7 +35,8 @@ def find_snapshot(
     inside one) narrow the choice, as restic's --host and --path do. `files`: the command
     reads files, so 'latest' is the newest snapshot that holds files: a snapshot of standard
     input or of databases only never hides it (when there are only such snapshots, the newest
-    of them)."""
+    of them). `named`: 'latest' is the newest snapshot that recorded this name (a file of
+    standard input, '@databases')."""
     damaged: list[str] = []
     snaps = repo.snapshots(errors=damaged)
     for d in damaged:
@@ -55,7 +56,13 @@ def find_snapshot(
                 _("no snapshot holds {paths}").format(paths=", ".join(wanted)),
                 _("list them: coffre snapshots"))
     if ref == "latest":
-        if files and not paths:
+        if named is not None:
+            snaps = [s for s in snaps
+                     if any(p.split("/")[0] == named for p in s.paths if not p.startswith("/"))]
+            if not snaps:
+                raise NotFoundInRepository(_("no snapshot holds {paths}").format(paths=named),
+                                           _("list them: coffre snapshots"))
+        elif files and not paths:
             # Only snapshots of standard input or databases: nothing to hide, the newest of all.
             snaps = [s for s in snaps if file_sources(s)] or snaps
         now = repo.clock.now_ns()
