@@ -229,3 +229,23 @@ def test_hard_links_left_as_they_were(repo: Coffre, tmp_path: Path) -> None:
     repo.ok("restore", "latest", "--target", str(target), "--overwrite", "if-changed")
     assert (base / "hard-1").read_text() == (base / "hard-2").read_text() == "linked\n"
     assert (base / "hard-1").stat().st_ino == (base / "hard-2").stat().st_ino
+
+
+def test_progress_of_a_file_written_by_ranges(repo: Coffre, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "base.db").write_bytes(os.urandom(4 * 1024 * 1024))  # ~13 blobs: written by ranges
+    (src / "note.txt").write_text("note\n")
+    repo.ok("backup", str(src))
+    stored = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    stored.load_index()
+    snap = stored.snapshots()[0]
+    node = next(n for p, n in iter_tree(stored, snap.tree) if p.endswith("/base.db"))
+    assert len(node.content) > 8
+    progress = Progress()
+
+    Restorer(stored, RestoreOptions(target=str(tmp_path / "r")), progress=progress).run(snap)
+
+    status = progress.status()
+    assert (status.files_done, status.files_total) == (2, 2)
+    assert status.bytes_done == status.bytes_total == 4 * 1024 * 1024 + 5
