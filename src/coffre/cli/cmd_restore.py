@@ -11,8 +11,9 @@ from coffre.core.errors import EXIT_FATAL, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.format.tree import Node
 from coffre.ops.common import find_snapshot
+from coffre.ops.overwrite import OVERWRITE
 from coffre.ops.paths import resolve
-from coffre.ops.restore import OVERWRITE, RestoreOptions, Restorer, RestoreStats
+from coffre.ops.restore import RestoreOptions, Restorer, RestoreStats
 from coffre.ops.verify import Verifier
 
 

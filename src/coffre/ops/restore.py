@@ -13,26 +13,23 @@ created it (O_EXCL), and a half-written file at full size would pass for a resto
 read-only target stops the restore: nothing more is queued, the rest is counted as not
 restored, and one message says so instead of an error per file.
 
-Existing files (docs/restore.md): with `overwrite="never"` (the default) anything already at
-a place the restore would write is left as it is, and counted. `"if-changed"` replaces a file
-whose size or content differs from the snapshot's (same size and modification time: taken as
-unchanged without being read, as restic does); a symlink, fifo or device node is replaced
-when it differs. `"always"` replaces everything but folders. A replacement is written beside
-the old one under a temporary name, then renamed over it: the old file stays whole until the
-new one is complete, and a symlink or hard link in its place is replaced, never followed. A
+Existing files (ops/overwrite.py decides, docs/restore.md): a file, link or node is first
+created with O_EXCL; only if something is there is --overwrite asked. A replacement is written
+beside the old one under a temporary name, then renamed over it: the old file stays whole until
+the new one is complete, and a symlink or hard link in its place is replaced, never followed. A
 folder is never removed to make room for a file; a file or symlink where the snapshot has a
 folder is replaced by a folder, except with "never", which leaves it and skips that folder.
 
-Before writing anything, the selection is walked once (a plan): it counts the files and bytes
-to restore (the progress totals), finds the folders that hold something selected, and makes an
---include that matches nothing an error, with the closest paths of the snapshot as a hint.
+Before writing anything, the selection is walked once (ops/selection.py): it counts the files
+and bytes to restore (the progress totals), finds the folders that hold something selected,
+and makes an --include that matches nothing an error, with the closest paths of the snapshot as
+a hint.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Callable
@@ -45,13 +42,12 @@ from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
-from coffre.ops.common import Problems, Reporter, load_tree, quiet
+from coffre.ops.common import Problems, Reporter, quiet
 from coffre.ops.content import content_matches
-from coffre.ops.paths import close_paths
+from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
+from coffre.ops.selection import Selection
 from coffre.ops.target import TargetDirs
 from coffre.repository.repo import Repository
-from coffre.sources.files import Excluder
-from coffre.sources.patterns import PathMatcher
 
 ZERO = bytes(16 * 1024 * 1024)
 # Work handed to the pool: small files in batches (few tasks, their reads overlap), and
@@ -70,15 +66,9 @@ REMOTE_RANGE_BLOBS = 64
 # ends where the next file's blobs are in another pack), so a pack's blobs are read together.
 SEALED_BATCH_FILES = 8192
 MAX_SEALED_BATCH_BYTES = 32 * 1024 * 1024
-TREE_GAP = 64 * 1024
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
 TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
-OVERWRITE = ("never", "if-changed", "always")
-# Folder listings read by the plan and kept for the restore that follows (bytes).
-TREES_KEPT_BYTES = 64 * 1024 * 1024
-# What to do with something already at a place the restore writes to.
-SKIP, UNCHANGED, REPLACE = "skip", "unchanged", "replace"
 
 
 @dataclass
@@ -122,9 +112,7 @@ class Restorer:
                 value=opts.overwrite))
         self.problems = Problems()
         self.stats = RestoreStats()
-        self.excluder = Excluder(opts.excludes)
-        self.includes = PathMatcher(opts.includes)
-        self._unmatched = {p: PathMatcher([p]) for p in self.includes.patterns}
+        self.selection = Selection(repo, opts.includes, opts.excludes)
         self.root = os.fsencode(os.path.abspath(opts.target))
         remote = repo.backend.remote
         self.workers = max(opts.workers, REMOTE_WORKERS) if remote else opts.workers
@@ -144,11 +132,6 @@ class Restorer:
         self._slots = threading.BoundedSemaphore(self.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
-        self._read_trees: dict[bytes, bytes] = {}  # folder listings read ahead (plan, remote)
-        self._kept: set[bytes] = set()  # listings the plan keeps for the restore
-        self._kept_bytes = 0
-        self._unreadable = False  # the plan met a folder it could not read
-        self._wanted_dirs: set[str] = set()  # folders not selected themselves, with something selected below
         self._batch_bytes = 0
         self._stop: int | None = None  # errno that made the whole target unwritable
         self._lost_links: set[bytes] = set()  # hard-linked files that could not be restored
@@ -157,104 +140,15 @@ class Restorer:
         self._privileges_dropped = 0
         self.dirs: TargetDirs  # opened by run
 
-    # -- selection ------------------------------------------------------------------------------
-    def _included(self, path: bytes, covered: bool) -> bool:
-        """Whether this path is selected (covered: a folder above it is); notes which include
-        patterns match it, so that one matching nothing at all is known."""
-        if covered:
-            if self._unmatched:
-                self._note(path)
-            return True
-        if not self.includes.matches(path):
-            return False
-        self._note(path)
-        return True
-
-    def _note(self, path: bytes) -> None:
-        for pattern, matcher in list(self._unmatched.items()):
-            if matcher.matches(path):
-                del self._unmatched[pattern]
-
-    def _plan_tree(self, tree_id: bytes) -> list[Node]:
-        """A folder's entries for the plan, keeping its bytes for the restore while they fit."""
-        data = self._read_trees.get(tree_id)
-        if data is None:
-            data = self.repo.load_blob(tree_id)
-        if tree_id not in self._kept:
-            if self._kept_bytes + len(data) <= TREES_KEPT_BYTES:
-                self._read_trees[tree_id] = data
-                self._kept.add(tree_id)
-                self._kept_bytes += len(data)
-            else:  # read ahead (remote) but beyond what is kept: read again when restored
-                self._read_trees.pop(tree_id, None)
-        nodes = load_tree(self.repo, tree_id, data)
-        if self.repo.backend.remote:
-            self._prefetch_subtrees(nodes)
-        return nodes
-
-    def _plan(self, nodes: list[Node], prefix: str, covered: bool) -> bool:
-        """Count what the restore will write below prefix; True if anything is selected."""
-        found = False
-        for node in nodes:
-            path = prefix + "/" + os.fsdecode(node.name)
-            bpath = os.fsencode(path)
-            if self.excluder.excluded(bpath):
-                continue
-            selected = self._included(bpath, covered)
-            if node.type == "dir" and node.subtree is not None:
-                try:
-                    below = self._plan(self._plan_tree(node.subtree), path, selected)
-                except CoffreError:
-                    below = self._unreadable = True  # go in: the damage is reported there
-                if below and not selected:
-                    self._wanted_dirs.add(path)
-                found = found or selected or below
-            elif selected:
-                found = True
-                if node.type == "file":
-                    self.stats.files_total += 1
-                    self.stats.bytes_total += node.size
-        return found
-
-    def plan(self, snap: Snapshot, at: str = "", node: Node | None = None) -> None:
-        """Walk the selection before anything is written: totals for the progress, the folders
-        to go into; an include that matches nothing is an error (nothing is written)."""
-        covered = not self.includes or (bool(at) and self.includes.matches_or_under(os.fsencode(at)))
-        above = at
-        while above:  # SNAPSHOT:PATH: patterns matching PATH or a folder above it
-            self._note(os.fsencode(above))
-            above = above.rsplit("/", 1)[0]
-        if node is None or node.type == "dir":
-            try:
-                tree = snap.tree if node is None else node.subtree
-                nodes = self._plan_tree(tree) if tree is not None else []
-            except CoffreError:
-                nodes, self._unreadable = [], True  # reported by the restore
-        else:
-            nodes, at = [node], at.rsplit("/", 1)[0]
-        self._plan(nodes, at, covered)
-        if self._unmatched and not self._unreadable:  # else the damage is the error
-            missing = list(self._unmatched)
-            hints = []
-            for pattern in missing:
-                close = close_paths(self.repo, snap, pattern)
-                if close:
-                    hints.append(_("closest paths to {pattern}: {paths}").format(
-                        pattern=pattern, paths=", ".join(close)))
-            raise CoffreError(
-                ngettext("--include {patterns} matches nothing in snapshot {id}; nothing was restored",
-                         "--include {patterns} match nothing in snapshot {id}; nothing was restored",
-                         len(missing)).format(patterns=", ".join(missing), id=snap.id[:8]),
-                "; ".join(hints) or _("list the snapshot's files: coffre ls {id}").format(id=snap.id[:8]))
-
     # -- the run ---------------------------------------------------------------------------------
     def run(self, snap: Snapshot, at: str = "", node: Node | None = None) -> Problems:
         """Restore the snapshot (or, with `at` and its `node`, one folder's contents or one
         file) into the target."""
-        self.plan(snap, at, node)
+        self.selection.plan(snap, at, node)
+        self.stats.files_total, self.stats.bytes_total = self.selection.files, self.selection.bytes
         self.progress.phase("restore", files_total=self.stats.files_total,
                             bytes_total=self.stats.bytes_total, known=True)
-        covered = not self.includes or (bool(at) and self.includes.matches_or_under(os.fsencode(at)))
+        covered = self.selection.covered(at)
         try:
             os.makedirs(self.root, exist_ok=True)
             self.dirs = TargetDirs(self.root)
@@ -314,18 +208,14 @@ class Restorer:
         made, or the target is full, or it is left as it was) only count its files as `lost`
         ("failed": not restored, "skipped": left as they were)."""
         try:
-            data = self._read_trees.pop(tree_id, None)
-            if data is not None and tree_id in self._kept:
-                self._kept.discard(tree_id)
-                self._kept_bytes -= len(data)
-            nodes = load_tree(self.repo, tree_id, data)
+            nodes = self.selection.tree(tree_id)
         except CoffreError as exc:  # a damaged folder listing: the rest is still restored
             where = dest if dest is not None else os.fsencode(prefix)
             self._problem(where, CoffreError(_("folder contents cannot be read ({reason}); skipped").format(
                 reason=exc.message)))
             return
         if self.repo.backend.remote and dest is not None:
-            self._prefetch_subtrees(nodes)
+            self.selection.read_ahead(nodes)
         self._restore_nodes(pool, futures, nodes, dest, prefix, covered, lost)
 
     def _restore_nodes(
@@ -335,12 +225,12 @@ class Restorer:
         for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
             bpath = os.fsencode(path)
-            if self.excluder.excluded(bpath):
+            if self.selection.excluded(bpath):
                 continue
             out = None if dest is None or self._stop is not None else dest + b"/" + node.name
-            selected = covered or self.includes.matches(bpath)
+            selected = self.selection.selected(bpath, covered)
             if node.type == "dir" and node.subtree is not None:
-                if not selected and path not in self._wanted_dirs:
+                if not selected and not self.selection.wanted(path):
                     continue
                 gone = lost
                 if out is not None:
@@ -376,18 +266,6 @@ class Restorer:
                 self._submit(pool, futures, out, node)
             else:
                 self._restore_special(out, node)
-
-    def _prefetch_subtrees(self, nodes: list[Node]) -> None:
-        """Remote storage: read a folder's subfolder listings together (grouped by pack)
-        rather than one round trip each; what cannot be read is read again, and reported,
-        when its folder comes."""
-        ids = [n.subtree for n in nodes if n.type == "dir" and n.subtree is not None
-               and n.subtree not in self._read_trees]
-        if len(ids) > 1:
-            # Folder listings lie among the data: merging only close ones reads little else.
-            for tree_id, data in zip(ids, self.repo.load_many(ids, gap=TREE_GAP), strict=True):
-                if isinstance(data, bytes):
-                    self._read_trees[tree_id] = data
 
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
@@ -535,43 +413,6 @@ class Restorer:
                 self.stats.replaced += 1
             return True
 
-    def _existing(self, folder: int, name: bytes, path: bytes, node: Node) -> str:
-        """What to do with what is already at path: SKIP, UNCHANGED or REPLACE (never a
-        folder: CoffreError)."""
-        try:
-            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return REPLACE  # gone meanwhile: written beside and renamed all the same
-        if self.opts.overwrite == "never":
-            return SKIP
-        if stat.S_ISDIR(st.st_mode):
-            raise CoffreError(_("{path} exists as a folder; not replaced").format(path=os.fsdecode(path)))
-        if self.opts.overwrite == "always":
-            return REPLACE
-        return UNCHANGED if self._same(folder, name, st, node) else REPLACE
-
-    def _same(self, folder: int, name: bytes, st: os.stat_result, node: Node) -> bool:
-        """--overwrite if-changed: whether what is there is the snapshot's entry already."""
-        if node.type == "file":
-            if not stat.S_ISREG(st.st_mode) or st.st_size != node.size:
-                return False
-            if st.st_mtime_ns == node.mtime_ns:
-                return True  # as restic: same size and time, taken as unchanged unread
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
-            try:
-                return stat.S_ISREG(os.fstat(fd).st_mode) and content_matches(
-                    self.repo, fd, node.content, node.size) is None
-            finally:
-                os.close(fd)
-        if node.type == "symlink":
-            return stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=folder) == node.target
-        if node.type == "fifo":
-            return stat.S_ISFIFO(st.st_mode)
-        if node.type in ("chardev", "blockdev"):
-            kind = stat.S_ISCHR if node.type == "chardev" else stat.S_ISBLK
-            return kind(st.st_mode) and st.st_rdev == node.rdev
-        return False
-
     def _left(self, decision: str, node: Node, path: bytes) -> None:
         """Count an entry left as it was."""
         with self._lock:
@@ -592,11 +433,6 @@ class Restorer:
         except OSError:
             return False
 
-    @staticmethod
-    def _beside(path: bytes) -> bytes:
-        """A temporary name beside path for its replacement (fixed length: any name fits)."""
-        return path.rpartition(b"/")[0] + b"/.coffre-restore-" + secrets.token_hex(8).encode()
-
     def _open(self, path: bytes, node: Node) -> tuple[int, bytes | None] | None:
         """A new file to write node's content into: (fd, None) created at path, or (fd,
         temporary path) beside an existing file it will replace; None if the file is left as it
@@ -612,11 +448,11 @@ class Restorer:
                 return os.open(name, flags, 0o600, dir_fd=folder), None
             except FileExistsError:
                 pass
-            decision = self._existing(folder, name, path, node)
+            decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
             if decision != REPLACE:
                 self._left(decision, node, path)
                 return None
-            temp = self._beside(path)
+            temp = beside(path)
             return os.open(temp.rpartition(b"/")[2], flags, 0o600, dir_fd=folder), temp
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
@@ -739,11 +575,11 @@ class Restorer:
                 self._make_special(folder, name, node)
                 made = path
             except FileExistsError:
-                decision = self._existing(folder, name, path, node)
+                decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
                 if decision != REPLACE:
                     self._left(decision, node, path)
                     return
-                made = self._beside(path)
+                made = beside(path)
                 self._make_special(folder, made.rpartition(b"/")[2], node)
             self._set_metadata(made, node)
             if made != path and not self._rename(made, path):
@@ -794,7 +630,7 @@ class Restorer:
                     os.link(source_name, name, src_dir_fd=source, dst_dir_fd=folder, follow_symlinks=False)
                     made = path
                 except FileExistsError:
-                    decision = self._existing(folder, name, path, node)
+                    decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
                     if decision == REPLACE:
                         same = os.stat(source_name, dir_fd=source, follow_symlinks=False)
                         there = os.stat(name, dir_fd=folder, follow_symlinks=False)
@@ -803,7 +639,7 @@ class Restorer:
                     if decision != REPLACE:
                         self._left(decision, node, path)
                         return
-                    made = self._beside(path)
+                    made = beside(path)
                     os.link(source_name, made.rpartition(b"/")[2], src_dir_fd=source, dst_dir_fd=folder,
                             follow_symlinks=False)
             finally:
@@ -935,8 +771,3 @@ class _LargeFile:
         with self._lock:
             self._left -= 1
             return self._left == 0
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.strip("/").split("/")
-    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
