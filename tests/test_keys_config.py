@@ -65,7 +65,7 @@ def test_damaged_config_file_is_replaced_by_the_copy_and_repaired_byte_identical
     assert init.code == 1 and "nothing was changed" in init.err
     assert damage != "deleted" or "coffre repair config" in init.err
     res = repo.ok("snapshots")
-    assert "1 snapshot(s)" in res.out
+    assert "1 snapshot\n" in res.out
     assert "the config file is damaged" in res.err and "coffre repair config" in res.err
     repo.ok("restore", "latest", "--target", str(tmp_path / "out"))
     assert tree_digest(tmp_path / "out" / str(tree).lstrip("/")) == tree_digest(tree)
@@ -86,7 +86,7 @@ def test_config_with_an_edited_id_is_reported_as_altered_not_as_a_wrong_password
     original = (Path(repo.repo) / "config").read_bytes()
     _edit_config(repo, lambda d: d.update(id="00" * 16))
     res = repo.ok("snapshots")
-    assert "1 snapshot(s)" in res.out
+    assert "1 snapshot\n" in res.out
     assert "the config file was altered" in res.err and "coffre repair config" in res.err
     # A wrong password is still a wrong password.
     assert _as(repo, tmp_path, "not the password", "bad")("snapshots").code == 12

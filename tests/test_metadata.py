@@ -378,7 +378,7 @@ def test_verify_lists_every_difference(repo: Coffre, tree: Path) -> None:
     assert by_path[str(docs / "lettre-4.txt")] == ["permissions 644 -> 600"]
     assert by_path[str(docs / "lettre-5.txt")] == ["missing from the live files"]
     assert by_path[str(docs / "nouvelle.txt")] == ["not in the snapshot"]
-    assert res.out.splitlines()[-1].endswith(f"{len(lines)} difference(s)")
+    assert res.out.splitlines()[-1].endswith(f"{len(lines)} differences")
 
     only = repo("verify", snap, str(docs / "lettre-4.txt"))
     assert only.code == 1 and only.out.splitlines()[:-1] == [

@@ -121,7 +121,7 @@ def test_device_nodes_are_made_only_with_devices(repo: Coffre, tmp_path: Path) -
     res = repo.ok("restore", "latest", "--target", str(tmp_path / "r1"))
     restored = tmp_path / "r1" / str(src).lstrip("/")
     assert (restored / "rapport.txt").exists() and not (restored / "null").exists()
-    assert "1 device nodes not restored: give --devices to make them" in res.err
+    assert "1 device node not restored: give --devices to make it" in res.err
     repo.ok("restore", "latest", "--target", str(tmp_path / "r2"), "--devices")
     node = (tmp_path / "r2" / str(src).lstrip("/") / "null").lstat()
     assert stat.S_ISCHR(node.st_mode) and node.st_rdev == os.makedev(1, 3)
@@ -145,7 +145,7 @@ def test_setuid_and_setgid_bits_survive_only_a_restore_as_root(repo: Coffre, tmp
     restored = shared_dir / "r" / str(src).lstrip("/")
     assert stat.S_IMODE((restored / "outil").stat().st_mode) == 0o755
     assert stat.S_IMODE((restored / "partage").stat().st_mode) == 0o2775
-    assert "setuid/setgid bits removed from 1 files" in res.err
+    assert "setuid/setgid bits removed from 1 file:" in res.err
     repo.ok("restore", "latest", "--target", str(tmp_path / "as-root"))
     as_root = tmp_path / "as-root" / str(src).lstrip("/")
     assert stat.S_IMODE((as_root / "outil").stat().st_mode) == 0o6755

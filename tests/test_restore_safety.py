@@ -182,7 +182,7 @@ def _restore_over(repo: Coffre, src: Path, target: Path, outside: Path,
     base.mkdir(parents=True)
     for name, dest in plant.items():
         (base / name).symlink_to(dest)
-    repo.ok("restore", "latest", "--target", str(target), "--verify")
+    repo.ok("restore", "latest", "--target", str(target), "--verify", "--overwrite", "always")
     return base
 
 
@@ -205,7 +205,7 @@ def test_existing_symlink_above_the_restored_tree_is_not_followed(
     (target / top).symlink_to(outside)
     repo.ok("backup", str(small_tree))
 
-    repo.ok("restore", "latest", "--target", str(target))
+    repo.ok("restore", "latest", "--target", str(target), "--overwrite", "always")
 
     assert_nothing_outside(target, outside)
     assert not (target / top).is_symlink()
@@ -238,7 +238,7 @@ def test_existing_hard_link_to_an_outside_file_is_replaced(
     base.mkdir(parents=True)
     os.link(outside / "victim.txt", base / "file.txt")
 
-    repo.ok("restore", "latest", "--target", str(target))
+    repo.ok("restore", "latest", "--target", str(target), "--overwrite", "always")
 
     assert_nothing_outside(target, outside)
     assert (base / "file.txt").read_bytes() == b"restored content\n"

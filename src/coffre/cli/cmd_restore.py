@@ -6,72 +6,139 @@ import argparse
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.progress import progress_for
 from coffre.core.errors import EXIT_FATAL, UsageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
+from coffre.format.tree import Node
 from coffre.ops.common import find_snapshot
-from coffre.ops.restore import RestoreOptions, Restorer
+from coffre.ops.overwrite import OVERWRITE
+from coffre.ops.paths import resolve
+from coffre.ops.restore import RestoreOptions, Restorer, RestoreStats
 from coffre.ops.verify import Verifier
 
 
+def add_snapshot_filters(p: argparse.ArgumentParser) -> None:
+    """--host and --path: which snapshot 'latest' is (as restic's)."""
+    p.add_argument("--host", help=_("with 'latest': the newest snapshot of this host"))
+    p.add_argument("--path", action="append", default=[], dest="snapshot_paths", metavar="PATH",
+                   help=_("with 'latest': the newest snapshot that holds this path (repeatable)"))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("restore", help="restore a snapshot into a directory")
+    p = sub.add_parser("restore", help=_("restore a snapshot into a directory"))
     add_repo_options(p)
-    p.add_argument("snapshot", help="snapshot id prefix or 'latest'")
-    p.add_argument("--target", required=True, help="directory to restore into")
+    p.add_argument("snapshot", metavar="SNAPSHOT[:PATH]",
+                   help=_("snapshot id prefix or 'latest'; with ':PATH', only that folder's contents "
+                          "(or that file) go into the target, without the path above them"))
+    p.add_argument("--target", required=True, help=_("directory to restore into"))
     p.add_argument("--include", action="append", default=[], metavar="PATTERN",
-                   help=_("restore only what matches (repeatable; same patterns as backup's --exclude)"))
+                   help=_("restore only what matches (repeatable; see docs/patterns.md); a pattern "
+                          "that matches nothing is an error"))
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help=_("do not restore what matches (repeatable)"))
-    p.add_argument("--verify", action="store_true", help="re-read what was written and compare")
+                   help=_("leave out what matches (repeatable)"))
+    p.add_argument("--overwrite", choices=OVERWRITE, default="never",
+                   help=_("what to do with files already in the target: never (the default) leaves "
+                          "them, if-changed replaces those that differ, always replaces them"))
+    p.add_argument("--verify", action="store_true", help=_("re-read what was written and compare"))
     p.add_argument("--devices", action="store_true",
-                   help="also make the device nodes the snapshot holds (skipped by default)")
-    p.add_argument("--host", help="with 'latest': the latest snapshot of this host")
-    p.add_argument("--json", action="store_true")
+                   help=_("also make the device nodes the snapshot holds (skipped by default)"))
+    add_snapshot_filters(p)
+    p.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     p.set_defaults(func=cmd_restore)
 
-    v = sub.add_parser("verify", help="compare a snapshot with the live files")
+    v = sub.add_parser("verify", help=_("compare a snapshot with the live files"))
     add_repo_options(v)
     v.add_argument("snapshot", help=_("snapshot id prefix or 'latest'"))
-    v.add_argument("paths", nargs="*", help="limit the comparison to these paths")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("paths", nargs="*", help=_("limit the comparison to these paths"))
+    v.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     v.set_defaults(func=cmd_verify)
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """'latest:/srv/officine/scans' -> ('latest', '/srv/officine/scans'); no ':' -> (ref, None)."""
+    snapshot, colon, path = ref.partition(":")
+    if not colon:
+        return ref, None
+    if not snapshot or not path:
+        raise UsageError(_("{ref}: give SNAPSHOT:PATH, e.g. latest:/srv/officine/scans").format(ref=ref))
+    return snapshot, path
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     if not args.target:  # an unset variable: never the working directory
-        raise UsageError("--target is empty", "give the folder to restore into, e.g. --target /srv/restore")
+        raise UsageError(_("--target is empty"),
+                         _("give the folder to restore into, e.g. --target /srv/restore"))
+    ref, inside = split_ref(args.snapshot)
     repo = open_repo(args)
     with reading(repo, "restore"):
         load_index(repo)
-        snap = find_snapshot(repo, args.snapshot, host=args.host, report=warn)
-        restorer = Restorer(repo, RestoreOptions(target=args.target, includes=args.include,
-                                                 excludes=args.exclude, verify=args.verify,
-                                                 devices=args.devices),
-                            report=warn)
-        problems = restorer.run(snap)
+        snap = find_snapshot(repo, ref, host=args.host, report=warn, paths=args.snapshot_paths, files=True)
+        at, node = "", None
+        if inside is not None:
+            at, node = resolve(repo, snap, inside)
+        restorer_options = RestoreOptions(target=args.target, includes=args.include, excludes=args.exclude,
+                                          verify=args.verify, devices=args.devices, overwrite=args.overwrite)
+        with progress_for(args, _("restore")) as progress:
+            restorer = Restorer(repo, restorer_options, report=warn, progress=progress)
+            problems = restorer.run(snap, at, node)
     st = restorer.stats
     if args.json:
-        emit_json({"snapshot": snap.id, "files": st.files, "files_failed": st.files_failed,
-                   "dirs": st.dirs, "bytes": st.bytes, "verified": st.verified,
+        emit_json({"snapshot": snap.id, "path": at or "/", "files": st.files,
+                   "files_failed": st.files_failed, "dirs": st.dirs, "bytes": st.bytes,
+                   "verified": st.verified, "overwrite": args.overwrite, "skipped": st.skipped,
+                   "unchanged": st.unchanged, "replaced": st.replaced,
                    "errors": problems.errors, "warnings": problems.warnings})
     else:
         for w in problems.warnings:
-            warn(f"warning: {w}")
+            warn(_("warning: {message}").format(message=w))
         for e in problems.errors:
-            warn(f"error: {e}")
-        say(f"restored snapshot {snap.id[:8]} to {args.target}: {st.files} files, "
-            f"{st.dirs} directories, {human_size(st.bytes)}"
-            + (f"; {st.files_failed} files could not be restored" if st.files_failed else ""))
+            warn(_("error: {message}").format(message=e))
+        say(summary(snap.id, at, node, args.target, st))
+        for line in left_as_they_were(st, args.overwrite):
+            say(line)
         if args.verify:
-            say(f"verified {st.verified} files" + ("" if not problems.errors else " (with errors)"))
+            say(ngettext("verified {n} file", "verified {n} files", st.verified).format(n=st.verified)
+                + ("" if not problems.errors else _(" (with errors)")))
     return EXIT_FATAL if problems.errors else 0
+
+
+def summary(snap_id: str, at: str, node: Node | None, target: str, st: RestoreStats) -> str:
+    what = (_("snapshot {id}").format(id=snap_id[:8]) if node is None
+            else _("{path} of snapshot {id}").format(path=at, id=snap_id[:8]))
+    line = _("restored {what} to {target}: {files}, {dirs}, {size}").format(
+        what=what, target=target,
+        files=ngettext("{n} file", "{n} files", st.files).format(n=st.files),
+        dirs=ngettext("{n} directory", "{n} directories", st.dirs).format(n=st.dirs),
+        size=human_size(st.bytes))
+    if st.files_failed:
+        line += "; " + ngettext("{n} file could not be restored", "{n} files could not be restored",
+                                st.files_failed).format(n=st.files_failed)
+    return line
+
+
+def left_as_they_were(st: RestoreStats, overwrite: str) -> list[str]:
+    """What was already in the target and left as it was, and the option that replaces it."""
+    lines = []
+    if st.skipped:
+        lines.append(ngettext(
+            "{n} existing file left as it was (--overwrite if-changed or always replaces it)",
+            "{n} existing files left as they were (--overwrite if-changed or always replaces them)",
+            st.skipped).format(n=st.skipped))
+    if st.unchanged:
+        lines.append(ngettext(
+            "{n} file already as in the snapshot, left as it was",
+            "{n} files already as in the snapshot, left as they were", st.unchanged).format(n=st.unchanged))
+    if st.replaced:
+        lines.append(ngettext("{n} existing file replaced", "{n} existing files replaced",
+                              st.replaced).format(n=st.replaced))
+    return lines
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     refuse_empty("a path to verify", *args.paths)
     repo = open_repo(args)
     with reading(repo, "verify"):
-        snap = find_snapshot(repo, args.snapshot, report=warn)
+        snap = find_snapshot(repo, args.snapshot, report=warn, files=True)
         result = Verifier(repo, read_repository=True).run(snap, args.paths)
     if args.json:
         emit_json({"snapshot": snap.id, "files_compared": result.files, "bytes_compared": result.bytes,
@@ -79,6 +146,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         for d in result.differences:
             say(d)
-        say(f"compared {result.files} files ({human_size(result.bytes)}) with snapshot {snap.id[:8]}: "
-            + ("no difference" if not result.differences else f"{len(result.differences)} difference(s)"))
+        differences = (_("no difference") if not result.differences else ngettext(
+            "{n} difference", "{n} differences", len(result.differences)).format(n=len(result.differences)))
+        say(ngettext("compared {n} file ({size}) with snapshot {id}: {differences}",
+                     "compared {n} files ({size}) with snapshot {id}: {differences}", result.files).format(
+            n=result.files, size=human_size(result.bytes), id=snap.id[:8], differences=differences))
     return 1 if result.differences else 0

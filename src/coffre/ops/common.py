@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository, ObjectNotFound, StorageError
+from coffre.core.i18n import _
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, decode_tree, validate_name
@@ -22,20 +24,47 @@ def quiet(_: str) -> None:
 
 
 def find_snapshot(
-    repo: Repository, ref: str, host: str | None = None, report: Reporter = quiet
+    repo: Repository, ref: str, host: str | None = None, report: Reporter = quiet,
+    paths: list[str] | None = None, files: bool = False, named: str | None = None,
 ) -> Snapshot:
     """'latest' or an id prefix (at least 4 hex characters). A damaged snapshot file is
     reported and passed over, so it never hides the others. 'latest' is the newest snapshot
-    not dated in the future (policy.timeline), with a warning naming those that are."""
+    not dated in the future (policy.timeline), with a warning naming those that are.
+
+    `host` and `paths` (absolute; a snapshot qualifies when each is one of its sources or
+    inside one) narrow the choice, as restic's --host and --path do. `files`: the command
+    reads files, so 'latest' is the newest snapshot that holds files: a snapshot of standard
+    input or of databases only never hides it (when there are only such snapshots, the newest
+    of them). `named`: 'latest' is the newest snapshot that recorded this name (a file of
+    standard input, '@databases')."""
     damaged: list[str] = []
     snaps = repo.snapshots(errors=damaged)
     for d in damaged:
-        report(f"warning: {d} (skipped)")
+        report(_("warning: {problem} (skipped)").format(problem=d))
+    if not snaps:
+        raise NotFoundInRepository(_("the repository has no snapshot yet"))
     if host:
         snaps = [s for s in snaps if s.hostname == host]
-    if not snaps:
-        raise NotFoundInRepository("the repository has no snapshot yet")
+        if not snaps:
+            raise NotFoundInRepository(_("no snapshot of host {host}").format(host=host),
+                                       _("list them: coffre snapshots"))
+    if paths:
+        wanted = [os.path.normpath(os.path.abspath(p)) for p in paths]
+        snaps = [s for s in snaps if holds_paths(s, wanted)]
+        if not snaps:
+            raise NotFoundInRepository(
+                _("no snapshot holds {paths}").format(paths=", ".join(wanted)),
+                _("list them: coffre snapshots"))
     if ref == "latest":
+        if named is not None:
+            snaps = [s for s in snaps
+                     if any(p.split("/")[0] == named for p in s.paths if not p.startswith("/"))]
+            if not snaps:
+                raise NotFoundInRepository(_("no snapshot holds {paths}").format(paths=named),
+                                           _("list them: coffre snapshots"))
+        elif files and not paths:
+            # Only snapshots of standard input or databases: nothing to hide, the newest of all.
+            snaps = [s for s in snaps if file_sources(s)] or snaps
         now = repo.clock.now_ns()
         choice = choose_latest(snaps, now)
         if choice.future:
@@ -43,13 +72,27 @@ def find_snapshot(
         return choice.chosen
     ref = ref.lower()
     if len(ref) < 4:
-        raise CoffreError(f"snapshot id {ref!r} is too short", "give at least 4 characters")
+        raise CoffreError(_("snapshot id {id!r} is too short").format(id=ref),
+                          _("give at least 4 characters"))
     matches = [s for s in snaps if s.id.startswith(ref)]
     if not matches:
-        raise NotFoundInRepository(f"no snapshot with id {ref!r}", "list them: coffre snapshots")
+        raise NotFoundInRepository(_("no snapshot with id {id!r}").format(id=ref),
+                                   _("list them: coffre snapshots"))
     if len(matches) > 1:
-        raise CoffreError(f"snapshot id {ref!r} is ambiguous", "give more characters")
+        raise CoffreError(_("snapshot id {id!r} is ambiguous").format(id=ref), _("give more characters"))
     return matches[0]
+
+
+def file_sources(snap: Snapshot) -> list[str]:
+    """The folders and files a snapshot backed up (absolute paths); not its standard input
+    or databases, which are recorded under plain names."""
+    return [p for p in snap.paths if p.startswith("/")]
+
+
+def holds_paths(snap: Snapshot, paths: list[str]) -> bool:
+    """Whether each absolute path is one of the snapshot's sources or inside one."""
+    sources = file_sources(snap)
+    return all(any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources) for p in paths)
 
 
 def load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list[Node]:

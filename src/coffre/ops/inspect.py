@@ -32,27 +32,31 @@ def diff_trees(repo: Repository, a: bytes | None, b: bytes | None, prefix: str =
     left = {n.name: n for n in load_tree(repo, a)} if a else {}
     right = {n.name: n for n in load_tree(repo, b)} if b else {}
     for name in sorted(set(left) | set(right)):
-        path = prefix + "/" + os.fsdecode(name)
-        x, y = left.get(name), right.get(name)
-        if x is None or y is None:
-            node = x or y
-            assert node is not None
-            yield DiffEntry("+" if x is None else "-", path)
-            if node.type == "dir":
-                yield from diff_trees(repo, None if x is None else x.subtree,
-                                      None if y is None else y.subtree, path)
-            continue
-        if x.type != y.type:
-            yield DiffEntry("T", path)
-            continue
-        if x.type == "dir":
-            if x.mode != y.mode or (x.uid, x.gid) != (y.uid, y.gid) or x.xattrs != y.xattrs:
-                yield DiffEntry("U", path)
-            yield from diff_trees(repo, x.subtree, y.subtree, path)
-        elif x.content != y.content or x.target != y.target:
-            yield DiffEntry("M", path)
-        elif (x.mode, x.uid, x.gid, x.mtime_ns, x.xattrs) != (y.mode, y.uid, y.gid, y.mtime_ns, y.xattrs):
+        yield from diff_nodes(repo, left.get(name), right.get(name), prefix + "/" + os.fsdecode(name))
+
+
+def diff_nodes(repo: Repository, x: Node | None, y: Node | None, path: str) -> Iterator[DiffEntry]:
+    """The changes from entry x to entry y at path (None: not there), and below them."""
+    if x is None or y is None:
+        node = x or y
+        if node is None:
+            return
+        yield DiffEntry("+" if x is None else "-", path)
+        if node.type == "dir":
+            yield from diff_trees(repo, None if x is None else x.subtree,
+                                  None if y is None else y.subtree, path)
+        return
+    if x.type != y.type:
+        yield DiffEntry("T", path)
+        return
+    if x.type == "dir":
+        if x.mode != y.mode or (x.uid, x.gid) != (y.uid, y.gid) or x.xattrs != y.xattrs:
             yield DiffEntry("U", path)
+        yield from diff_trees(repo, x.subtree, y.subtree, path)
+    elif x.content != y.content or x.target != y.target:
+        yield DiffEntry("M", path)
+    elif (x.mode, x.uid, x.gid, x.mtime_ns, x.xattrs) != (y.mode, y.uid, y.gid, y.mtime_ns, y.xattrs):
+        yield DiffEntry("U", path)
 
 
 @dataclass

@@ -12,12 +12,23 @@ re-read, with verify). A file that fails is counted as not restored and removed:
 created it (O_EXCL), and a half-written file at full size would pass for a restored one. A full or
 read-only target stops the restore: nothing more is queued, the rest is counted as not
 restored, and one message says so instead of an error per file.
+
+Existing files (ops/overwrite.py decides, docs/restore.md): a file, link or node is first
+created with O_EXCL; only if something is there is --overwrite asked. A replacement is written
+beside the old one under a temporary name, then renamed over it: the old file stays whole until
+the new one is complete, and a symlink or hard link in its place is replaced, never followed. A
+folder is never removed to make room for a file; a file or symlink where the snapshot has a
+folder is replaced by a folder, except with "never", which leaves it and skips that folder.
+
+Before writing anything, the selection is walked once (ops/selection.py): it counts the files
+and bytes to restore (the progress totals), finds the folders that hold something selected,
+and makes an --include that matches nothing an error, with the closest paths of the snapshot as
+a hint.
 """
 
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import stat
 import threading
@@ -28,13 +39,16 @@ from typing import Any
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError, UsageError
+from coffre.core.i18n import _, ngettext
+from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
-from coffre.ops.common import Problems, Reporter, load_tree, quiet
+from coffre.ops.common import Problems, Reporter, quiet
 from coffre.ops.content import content_matches
+from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
+from coffre.ops.selection import Selection
 from coffre.ops.target import TargetDirs
 from coffre.repository.repo import Repository
-from coffre.sources.files import Excluder
 
 ZERO = bytes(16 * 1024 * 1024)
 # Work handed to the pool: small files in batches (few tasks, their reads overlap), and
@@ -53,7 +67,6 @@ REMOTE_RANGE_BLOBS = 64
 # ends where the next file's blobs are in another pack), so a pack's blobs are read together.
 SEALED_BATCH_FILES = 8192
 MAX_SEALED_BATCH_BYTES = 32 * 1024 * 1024
-TREE_GAP = 64 * 1024
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
 TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
@@ -68,6 +81,7 @@ class RestoreOptions:
     sparse: bool = True
     workers: int = 2
     devices: bool = False
+    overwrite: str = "never"  # one of OVERWRITE
 
 
 @dataclass
@@ -78,30 +92,28 @@ class RestoreStats:
     others: int = 0
     bytes: int = 0
     verified: int = 0
-
-
-def _matches_any(path: str, patterns: list[str]) -> bool:
-    base = os.path.basename(path)
-    for p in patterns:
-        p = p.rstrip("/") or "/"
-        if "/" in p:
-            if fnmatch.fnmatchcase(path, p) or ("*" not in p and path.startswith(p + "/")):
-                return True
-        elif fnmatch.fnmatchcase(base, p):
-            return True
-    return False
+    skipped: int = 0  # already there, left as it was (--overwrite never)
+    unchanged: int = 0  # already there with the snapshot's content (--overwrite if-changed)
+    replaced: int = 0  # already there, replaced
+    files_total: int = 0  # selected by the plan
+    bytes_total: int = 0
 
 
 class Restorer:
-    def __init__(self, repo: Repository, opts: RestoreOptions, report: Reporter = quiet) -> None:
+    def __init__(self, repo: Repository, opts: RestoreOptions, report: Reporter = quiet,
+                 progress: Progress = NULL_PROGRESS) -> None:
         self.repo = repo
         self.opts = opts
         self.report = report
+        self.progress = progress
         if not opts.target:  # os.path.abspath("") is the working directory
-            raise UsageError("the restore target is empty", "give the folder to restore into")
+            raise UsageError(_("the restore target is empty"), _("give the folder to restore into"))
+        if opts.overwrite not in OVERWRITE:
+            raise UsageError(_("--overwrite {value!r}: give never, if-changed or always").format(
+                value=opts.overwrite))
         self.problems = Problems()
         self.stats = RestoreStats()
-        self.excluder = Excluder(opts.excludes)
+        self.selection = Selection(repo, opts.includes, opts.excludes)
         self.root = os.fsencode(os.path.abspath(opts.target))
         remote = repo.backend.remote
         self.workers = max(opts.workers, REMOTE_WORKERS) if remote else opts.workers
@@ -121,120 +133,128 @@ class Restorer:
         self._slots = threading.BoundedSemaphore(self.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self._batch: list[tuple[bytes, Node]] = []
-        self._fresh: set[bytes] = set()
-        self._read_trees: dict[bytes, bytes] = {}  # subfolder listings read ahead (remote)
         self._batch_bytes = 0
         self._stop: int | None = None  # errno that made the whole target unwritable
         self._lost_links: set[bytes] = set()  # hard-linked files that could not be restored
+        self._left_links: set[bytes] = set()  # hard-linked files left as they were
         self._devices_skipped = 0
         self._privileges_dropped = 0
         self.dirs: TargetDirs  # opened by run
 
-    # -- selection ------------------------------------------------------------------------------
-    def _selected(self, path: str) -> bool:
-        """path: '/'-prefixed path inside the snapshot."""
-        if self.excluder.excluded(os.fsencode(path)):
-            return False
-        if not self.opts.includes:
-            return True
-        return _matches_any(path, self.opts.includes) or any(
-            _matches_any(parent, self.opts.includes) for parent in _parents(path)
-        )
-
-    def _has_selected_below(self, tree_id: bytes, prefix: str) -> bool:
-        try:
-            nodes = load_tree(self.repo, tree_id)
-        except CoffreError:
-            return True  # unknown: go in, and the damage is reported there
-        for node in nodes:
-            path = prefix + "/" + os.fsdecode(node.name)
-            if self.excluder.excluded(os.fsencode(path)):
-                continue
-            if self._selected(path):
-                return True
-            if node.type == "dir" and node.subtree and self._has_selected_below(node.subtree, path):
-                return True
-        return False
-
     # -- the run ---------------------------------------------------------------------------------
-    def run(self, snap: Snapshot) -> Problems:
+    def run(self, snap: Snapshot, at: str = "", node: Node | None = None) -> Problems:
+        """Restore the snapshot (or, with `at` and its `node`, one folder's contents or one
+        file) into the target."""
+        self.selection.plan(snap, at, node)
+        self.stats.files_total, self.stats.bytes_total = self.selection.files, self.selection.bytes
+        self.progress.phase("restore", files_total=self.stats.files_total,
+                            bytes_total=self.stats.bytes_total, known=True)
+        covered = self.selection.covered(at)
         try:
             os.makedirs(self.root, exist_ok=True)
             self.dirs = TargetDirs(self.root)
         except OSError as exc:
-            raise CoffreError(f"cannot create {self.opts.target}: {exc.strerror}") from None
+            raise CoffreError(_("cannot create {target}: {reason}").format(
+                target=self.opts.target, reason=exc.strerror)) from None
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
-                self._restore_dir(pool, futures, snap.tree, self.root, "")
+                if node is None:
+                    self._restore_dir(pool, futures, snap.tree, self.root, "", covered)
+                elif node.type == "dir" and node.subtree is not None:
+                    self._restore_dir(pool, futures, node.subtree, self.root, at, covered)
+                else:
+                    self._restore_nodes(pool, futures, [node], self.root, at.rsplit("/", 1)[0], covered)
                 self._flush_batch(pool, futures)
                 for fut in futures:
                     fut.result()
-            for path, node in self._links:
-                self._make_link(path, node)
+            for path, link in self._links:
+                self._make_link(path, link)
             # Children before their parent (the order _dirs was filled in): a parent's mode
             # may close it to its owner, and its mtime must come after the last write into it.
-            for path, node in self._dirs:
-                self._set_dir_metadata(path, node)
+            for path, folder in self._dirs:
+                self._set_dir_metadata(path, folder)
         finally:
             self.dirs.close()
         if self._devices_skipped:
-            self.problems.warnings.append(
-                f"{self._devices_skipped} device nodes not restored: give --devices to make them")
+            self.problems.warnings.append(ngettext(
+                "{n} device node not restored: give --devices to make it",
+                "{n} device nodes not restored: give --devices to make them",
+                self._devices_skipped).format(n=self._devices_skipped))
         if self._privileges_dropped:
-            self.problems.warnings.append(
-                f"setuid/setgid bits removed from {self._privileges_dropped} files: only a restore "
-                "as root, which restores owners too, keeps them")
+            self.problems.warnings.append(ngettext(
+                "setuid/setgid bits removed from {n} file: only a restore as root, which restores "
+                "owners too, keeps them",
+                "setuid/setgid bits removed from {n} files: only a restore as root, which restores "
+                "owners too, keeps them", self._privileges_dropped).format(n=self._privileges_dropped))
         if self._stop is not None:
             self.problems.errors.append(self._stop_message(self._stop))
         return self.problems
 
     def _stop_message(self, code: int) -> str:
-        counts = f"{self.stats.files} files restored, {self.stats.files_failed} not restored"
+        counts = ngettext("{n} file restored", "{n} files restored", self.stats.files).format(
+            n=self.stats.files) + ", " + ngettext(
+            "{n} not restored", "{n} not restored", self.stats.files_failed).format(n=self.stats.files_failed)
         if code in TARGET_FULL:
-            return f"the restore target is full: {counts}; free space and run the restore again"
-        return (f"the restore target is read-only: {counts}; make it writable (or restore "
-                "elsewhere) and run the restore again")
+            return _("the restore target is full: {counts}; free space and run the restore again").format(
+                counts=counts)
+        return _("the restore target is read-only: {counts}; make it writable (or restore "
+                 "elsewhere) and run the restore again").format(counts=counts)
 
     def _restore_dir(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], tree_id: bytes,
-        dest: bytes | None, prefix: str,
+        dest: bytes | None, prefix: str, covered: bool, lost: str = "failed",
     ) -> None:
         """Restore a folder's contents into dest; with dest None (its folder could not be
-        made, or the target is full) only count its files as not restored."""
+        made, or the target is full, or it is left as it was) only count its files as `lost`
+        ("failed": not restored, "skipped": left as they were)."""
         try:
-            nodes = load_tree(self.repo, tree_id, self._read_trees.pop(tree_id, None))
+            nodes = self.selection.tree(tree_id)
         except CoffreError as exc:  # a damaged folder listing: the rest is still restored
             where = dest if dest is not None else os.fsencode(prefix)
-            self._problem(where, CoffreError(f"folder contents cannot be read ({exc.message}); skipped"))
+            self._problem(where, CoffreError(_("folder contents cannot be read ({reason}); skipped").format(
+                reason=exc.message)))
             return
-        if self.repo.backend.remote:
-            self._prefetch_subtrees(nodes)
+        if self.repo.backend.remote and dest is not None:
+            self.selection.read_ahead(nodes)
+        self._restore_nodes(pool, futures, nodes, dest, prefix, covered, lost)
+
+    def _restore_nodes(
+        self, pool: ThreadPoolExecutor, futures: list[Future[None]], nodes: list[Node],
+        dest: bytes | None, prefix: str, covered: bool, lost: str = "failed",
+    ) -> None:
         for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
+            bpath = os.fsencode(path)
+            if self.selection.excluded(bpath):
+                continue
             out = None if dest is None or self._stop is not None else dest + b"/" + node.name
+            selected = self.selection.selected(bpath, covered)
             if node.type == "dir" and node.subtree is not None:
-                selected = self._selected(path)
-                if not selected and not self._has_selected_below(node.subtree, path):
+                if not selected and not self.selection.wanted(path):
                     continue
-                if self.excluder.excluded(os.fsencode(path)):
-                    continue
+                gone = lost
                 if out is not None:
                     try:
-                        self._make_dir(out)
-                        self.stats.dirs += 1
-                    except OSError as exc:
+                        made = self._make_dir(out)
+                    except (OSError, CoffreError) as exc:
                         self._problem(out, exc)
+                        made, gone = None, "failed"
+                    else:
+                        gone = "skipped" if made is None else lost
+                    if made is None:
                         out = None
-                self._restore_dir(pool, futures, node.subtree, out, path)
+                    elif made:
+                        self.stats.dirs += 1
+                self._restore_dir(pool, futures, node.subtree, out, path, selected, gone)
                 if out is not None:
                     self._dirs.append((out, node))
                 continue
-            if not self._selected(path):
+            if not selected:
                 continue
             if out is None:
                 if node.type == "file":
-                    self._count(node, False)
+                    self._count(node, False, None, skipped=lost == "skipped")
                 continue
             if node.type == "file":
                 key = (node.device, node.inode)
@@ -247,17 +267,6 @@ class Restorer:
                 self._submit(pool, futures, out, node)
             else:
                 self._restore_special(out, node)
-
-    def _prefetch_subtrees(self, nodes: list[Node]) -> None:
-        """Remote storage: read a folder's subfolder listings together (grouped by pack)
-        rather than one round trip each; what cannot be read is read again, and reported,
-        when its folder comes."""
-        ids = [n.subtree for n in nodes if n.type == "dir" and n.subtree is not None]
-        if len(ids) > 1:
-            # Folder listings lie among the data: merging only close ones reads little else.
-            for tree_id, data in zip(ids, self.repo.load_many(ids, gap=TREE_GAP), strict=True):
-                if isinstance(data, bytes):
-                    self._read_trees[tree_id] = data
 
     def _submit(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
@@ -307,13 +316,16 @@ class Restorer:
             for path, node in batch:
                 self._count(node, False, path)
             return
-        blobs = iter(self.repo.load_many([b for _, node in batch for b in node.content]))
+        # Open (or decide to leave) each file first: what is left as it was is not even read.
+        opened = []
         for path, node in batch:
+            out = self._open(path, node)
+            if out is not None:
+                opened.append((path, node, out))
+        blobs = iter(self.repo.load_many([b for _, node, _o in opened for b in node.content]))
+        for path, node, out in opened:
             data = [next(blobs) for _ in node.content]
-            if self._stop is not None:
-                self._count(node, False, path)
-            else:
-                self._restore_file(path, node, data)
+            self._restore_file(path, node, out, data)
 
     def _submit_large(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
@@ -323,22 +335,23 @@ class Restorer:
         for blob_id in node.content:
             loc = self.repo.index.lookup(blob_id)
             if loc is None:
-                self._problem(path, CoffreError(f"blob {blob_id.hex()[:12]} is not in the index"))
+                self._problem(path, CoffreError(
+                    _("blob {id} is not in the index").format(id=blob_id.hex()[:12])))
                 self._count(node, False, path)
                 return
             lengths.append(loc.entry.raw_length)
-        fd = self._create(path)
-        if fd is None:
-            self._count(node, False, path)
+        out = self._open(path, node)
+        if out is None:
             return
+        fd = out[0]
         try:
             os.ftruncate(fd, sum(lengths))  # blobs of zeros are then left as holes
         except OSError as exc:
             self._problem(path, exc)
-            self._finish(fd, path, node, failed=True)
+            self._finish(out, path, node, failed=True)
             return
         starts = range(0, len(node.content), self.range_blobs)
-        job = _LargeFile(path, node, fd, len(starts))
+        job = _LargeFile(path, node, out, len(starts))
         offset = 0
         for start in starts:
             self._queue(pool, futures, self._restore_range, job, offset,
@@ -350,13 +363,14 @@ class Restorer:
             if job.failed or self._stop is not None:
                 job.fail()  # the file is lost anyway: neither read nor write the rest
             else:
-                self._write_blobs(job.fd, self.repo.load_many(ids), offset)
+                end, _data_end = self._write_blobs(job.out[0], self.repo.load_many(ids), offset)
+                self.progress.advance(nbytes=end - offset, current=os.fsdecode(job.path))
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             if job.fail():
                 self._problem(job.path, exc)
         finally:
             if job.one_done():
-                self._finish(job.fd, job.path, job.node, job.failed)
+                self._finish(job.out, job.path, job.node, job.failed, ranged=True)
 
     def _write_blobs(self, fd: int, blobs: list[bytes | CoffreError], offset: int) -> tuple[int, int]:
         """Write blobs one after the other from `offset`, leaving blobs of zeros as holes;
@@ -381,60 +395,93 @@ class Restorer:
             and len(data) <= len(ZERO) and data == ZERO[: len(data)]
         )
 
-    def _make_dir(self, path: bytes) -> None:
-        """A real directory at path. Something else there (a symlink above all, which is
-        never followed) is replaced, as a file replaces what stands at its place."""
+    def _make_dir(self, path: bytes) -> bool | None:
+        """A real directory at path: True if made, False if one was there. Something else
+        there (a symlink above all, which is never followed) is left as it is with "never"
+        (None), else replaced, as a file replaces what stands at its place."""
         folder, name = self.dirs.parent(path)
         try:
             os.mkdir(name, 0o700, dir_fd=folder)
-            self._fresh.add(path)  # created empty by us: nothing to clear in it
+            return True
         except FileExistsError:
             if stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
-                return
+                return False
+            if self.opts.overwrite == "never":
+                return None
             os.unlink(name, dir_fd=folder)
             os.mkdir(name, 0o700, dir_fd=folder)
+            with self._lock:
+                self.stats.replaced += 1
+            return True
 
-    def _clear(self, path: bytes) -> None:
-        """Remove an existing non-directory at path (never follows a symlink)."""
-        folder, name = self.dirs.parent(path)
-        try:
-            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            raise CoffreError(f"{os.fsdecode(path)} exists as a directory; not replaced by a file")
-        os.unlink(name, dir_fd=folder)
+    def _left(self, decision: str, node: Node, path: bytes) -> None:
+        """Count an entry left as it was."""
+        with self._lock:
+            if decision == UNCHANGED:
+                self.stats.unchanged += 1
+            else:
+                self.stats.skipped += 1
+                if node.type == "file" and node.nlink > 1:
+                    self._left_links.add(path)  # its content is not the snapshot's: no link to it
+        if node.type == "file":
+            self.progress.advance(files=1, nbytes=node.size, current=os.fsdecode(path))
 
-    def _create(self, path: bytes) -> int | None:
+    def _present(self, path: bytes) -> bool:
         try:
-            if os.path.dirname(path) not in self._fresh:
-                self._clear(path)
-            mode = os.O_RDWR if self.opts.verify else os.O_WRONLY
             folder, name = self.dirs.parent(path)
-            return os.open(name, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                           dir_fd=folder)
+            os.stat(name, dir_fd=folder, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
+
+    def _open(self, path: bytes, node: Node) -> tuple[int, bytes | None] | None:
+        """A new file to write node's content into: (fd, None) created at path, or (fd,
+        temporary path) beside an existing file it will replace; None if the file is left as it
+        is or cannot be made (counted)."""
+        mode = os.O_RDWR if self.opts.verify else os.O_WRONLY
+        flags = mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        if self._stop is not None:
+            self._count(node, False, path)
+            return None
+        try:
+            folder, name = self.dirs.parent(path)
+            try:
+                return os.open(name, flags, 0o600, dir_fd=folder), None
+            except FileExistsError:
+                pass
+            decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
+            if decision != REPLACE:
+                self._left(decision, node, path)
+                return None
+            temp = beside(path)
+            return os.open(temp.rpartition(b"/")[2], flags, 0o600, dir_fd=folder), temp
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
+            self._count(node, False, path)
             return None
 
-    def _restore_file(self, path: bytes, node: Node, blobs: list[bytes | CoffreError]) -> None:
-        fd = self._create(path)
-        if fd is None:
-            self._count(node, False, path)
+    def _restore_file(self, path: bytes, node: Node, out: tuple[int, bytes | None],
+                      blobs: list[bytes | CoffreError]) -> None:
+        if self._stop is not None:
+            self._finish(out, path, node, failed=True)
             return
         failed = False
         try:
-            end, data_end = self._write_blobs(fd, blobs, 0)
+            end, data_end = self._write_blobs(out[0], blobs, 0)
             if data_end < end:  # ends in a hole: only ftruncate extends the file
-                os.ftruncate(fd, end)
+                os.ftruncate(out[0], end)
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             self._problem(path, exc)
             failed = True
-        self._finish(fd, path, node, failed)
+        self._finish(out, path, node, failed)
 
-    def _finish(self, fd: int, path: bytes, node: Node, failed: bool) -> None:
+    def _finish(self, out: tuple[int, bytes | None], path: bytes, node: Node, failed: bool,
+                ranged: bool = False) -> None:
         """End a file created by the restore: if its bytes are all written, verify it (if
-        asked) and set its metadata; if anything failed, remove it. Then count it."""
+        asked), set its metadata and (a replacement) rename it over the old one; if anything
+        failed, remove it (the old one stays). Then count it."""
+        fd, temp = out
+        written = temp or path
         try:
             created = os.fstat(fd)
             ok = not failed and self._complete(fd, path, node)
@@ -447,9 +494,22 @@ class Restorer:
             if ok:
                 self._problem(path, exc)
             ok = False
+        if ok and temp is not None:
+            ok = self._rename(temp, path)
         if not ok and created is not None:
-            self._discard(path, created)
-        self._count(node, ok, path)
+            self._discard(written, created)
+        self._count(node, ok, path, replaced=ok and temp is not None, ranged=ranged)
+
+    def _rename(self, temp: bytes, path: bytes) -> bool:
+        """Put a replacement in its place (rename never follows a symlink there, and fails on
+        a folder); False, reported, if it could not."""
+        try:
+            folder, name = self.dirs.parent(path)
+            os.rename(temp.rpartition(b"/")[2], name, src_dir_fd=folder, dst_dir_fd=folder)
+            return True
+        except OSError as exc:
+            self._problem(path, exc)
+            return False
 
     def _complete(self, fd: int, path: bytes, node: Node) -> bool:
         """Verify a written file (if asked) and set its metadata; False if its content is not
@@ -464,7 +524,8 @@ class Restorer:
                 return False
             if reason:
                 with self._lock:
-                    self.problems.errors.append(f"verify {os.fsdecode(path)}: {reason}")
+                    self.problems.errors.append(_("verify {path}: {reason}").format(
+                        path=os.fsdecode(path), reason=reason))
                 return False
             with self._lock:
                 self.stats.verified += 1
@@ -485,57 +546,113 @@ class Restorer:
         except OSError as exc:
             self._problem(path, exc)
 
-    def _count(self, node: Node, ok: bool, path: bytes | None = None) -> None:
+    def _count(self, node: Node, ok: bool, path: bytes | None = None, *, skipped: bool = False,
+               replaced: bool = False, ranged: bool = False) -> None:
+        """Count a file as restored, not restored or skipped; `ranged`: its bytes were
+        advanced range by range already."""
         with self._lock:
-            if ok:
+            if skipped:
+                self.stats.skipped += 1
+            elif ok:
                 self.stats.files += 1
                 self.stats.bytes += node.size
+                self.stats.replaced += replaced
             else:
                 self.stats.files_failed += 1
                 if path is not None and node.nlink > 1:
                     self._lost_links.add(path)
+        self.progress.advance(files=1, nbytes=0 if ranged else node.size,
+                              current=None if path is None else os.fsdecode(path))
 
     def _restore_special(self, path: bytes, node: Node) -> None:
         if node.type in ("chardev", "blockdev") and not self.opts.devices:
             self._devices_skipped += 1  # a device node in a backup may open what it wants
             return
+        if node.type not in ("symlink", "fifo", "chardev", "blockdev"):
+            return  # sockets are not restored: they are recreated by their programs
         try:
-            self._clear(path)
             folder, name = self.dirs.parent(path)
-            if node.type == "symlink":
-                os.symlink(node.target, name, dir_fd=folder)
-            elif node.type == "fifo":
-                os.mkfifo(name, 0o600, dir_fd=folder)
-            elif node.type in ("chardev", "blockdev"):
-                kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
-                os.mknod(name, kind | 0o600, node.rdev, dir_fd=folder)
-            else:
-                return  # sockets are not restored: they are recreated by their programs
-            self.stats.others += 1
-            self._set_metadata(path, node)
+            try:
+                self._make_special(folder, name, node)
+                made = path
+            except FileExistsError:
+                decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
+                if decision != REPLACE:
+                    self._left(decision, node, path)
+                    return
+                made = beside(path)
+                self._make_special(folder, made.rpartition(b"/")[2], node)
+            self._set_metadata(made, node)
+            if made != path and not self._rename(made, path):
+                os.unlink(made.rpartition(b"/")[2], dir_fd=folder)
+                return
+            with self._lock:
+                self.stats.others += 1
+                self.stats.replaced += made != path
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
+
+    @staticmethod
+    def _make_special(folder: int, name: bytes, node: Node) -> None:
+        if node.type == "symlink":
+            os.symlink(node.target, name, dir_fd=folder)
+        elif node.type == "fifo":
+            os.mkfifo(name, 0o600, dir_fd=folder)
+        else:
+            kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
+            os.mknod(name, kind | 0o600, node.rdev, dir_fd=folder)
 
     def _make_link(self, path: bytes, node: Node) -> None:
         first = self._first_link[(node.device, node.inode)]
         if self._stop is not None:
             self.stats.files_failed += 1
             return
+        if first in self._left_links:
+            if self._present(path):
+                self._left(SKIP, node, path)
+            else:
+                self._problem(path, CoffreError(_(
+                    "not restored: it is a hard link to {first}, which was left as it was "
+                    "(--overwrite if-changed or always replaces both)").format(first=os.fsdecode(first))))
+                self.stats.files_failed += 1
+            return
         if first in self._lost_links:
             self._problem(path, CoffreError(
-                f"not restored: it is a hard link to {os.fsdecode(first)}, which was not restored"))
+                _("not restored: it is a hard link to {first}, which was not restored").format(
+                    first=os.fsdecode(first))))
             self.stats.files_failed += 1
             return
         try:
-            self._clear(path)
             source, source_name = self.dirs.parent(first)
             source = os.dup(source)  # the next lookup may replace the kept folder
             try:
                 folder, name = self.dirs.parent(path)
-                os.link(source_name, name, src_dir_fd=source, dst_dir_fd=folder, follow_symlinks=False)
+                try:
+                    os.link(source_name, name, src_dir_fd=source, dst_dir_fd=folder, follow_symlinks=False)
+                    made = path
+                except FileExistsError:
+                    decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
+                    if decision == REPLACE:
+                        same = os.stat(source_name, dir_fd=source, follow_symlinks=False)
+                        there = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                        if (same.st_dev, same.st_ino) == (there.st_dev, there.st_ino):
+                            decision = UNCHANGED
+                    if decision != REPLACE:
+                        self._left(decision, node, path)
+                        return
+                    made = beside(path)
+                    os.link(source_name, made.rpartition(b"/")[2], src_dir_fd=source, dst_dir_fd=folder,
+                            follow_symlinks=False)
             finally:
                 os.close(source)
+            if made != path and not self._rename(made, path):
+                folder, _name = self.dirs.parent(path)
+                os.unlink(made.rpartition(b"/")[2], dir_fd=folder)
+                self.stats.files_failed += 1
+                return
             self.stats.files += 1
+            self.stats.replaced += made != path
+            self.progress.advance(files=1, current=os.fsdecode(path))
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
             self.stats.files_failed += 1
@@ -560,8 +677,8 @@ class Restorer:
                     os.setxattr(target, name, value, follow_symlinks=follow)
             except OSError as exc:
                 self.problems.warnings.append(
-                    f"{node.name!r}: extended attribute {name!r} not restored ({exc.strerror})"
-                )
+                    _("{file}: extended attribute {name} not restored ({reason})").format(
+                        file=os.fsdecode(node.name), name=name, reason=exc.strerror))
 
     def _set_metadata_fd(self, fd: int, path: bytes, node: Node) -> None:
         if self._is_root:
@@ -627,8 +744,8 @@ class Restorer:
 class _LargeFile:
     """A file restored by several range tasks; the last one to end finishes it."""
 
-    def __init__(self, path: bytes, node: Node, fd: int, ranges: int) -> None:
-        self.path, self.node, self.fd = path, node, fd
+    def __init__(self, path: bytes, node: Node, out: tuple[int, bytes | None], ranges: int) -> None:
+        self.path, self.node, self.out = path, node, out
         self._left = ranges
         self.failed = False
         self._lock = threading.Lock()
@@ -643,8 +760,3 @@ class _LargeFile:
         with self._lock:
             self._left -= 1
             return self._left == 0
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.strip("/").split("/")
-    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
