@@ -17,9 +17,11 @@ from coffre.cli.context import (
     secret_from,
 )
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import standing_alarms, watch_storage
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
+from coffre.core.i18n import _
 from coffre.format.snapshot import Snapshot
 from coffre.ops.check import Checker, CheckResult
 from coffre.ops.common import quiet
@@ -120,15 +122,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         cache.set_state("check_slice", str(k + 1))
         cache.close()
         subset = (k + 1, m)
-    with reading(repo, "check"):
-        res = Checker(repo, report=quiet if args.json else warn).run(
+    with reading(repo, "check"), progress_for(args, _("check")) as progress:
+        res = Checker(repo, report=quiet if args.json else warn, progress=progress).run(
             read_data=args.read_data, subset=subset)
     remember_damage(repo, res)
     # What the storage deleted or put back (said as warnings when the repository was opened)
     # is an error until 'coffre acknowledge' accepts it.
     res.errors += [f"{describe(a)} ('coffre acknowledge' accepts it)" for a in standing_alarms(repo)]
     if args.json:
-        emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
+        emit_summary({"ok": res.ok, "errors": res.errors, "notes": res.notes,
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
                    "packs_read": res.packs_read, "packs_total": res.packs_total,
                    "snapshots": res.snapshots})
@@ -226,7 +228,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.prune and not args.dry_run:
         report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
     if args.json:
-        emit_json(report)
+        emit_summary(report)
     return 0
 
 
@@ -253,7 +255,7 @@ def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
     if args.prune and not args.dry_run:
         report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
     if args.json:
-        emit_json(report)
+        emit_summary(report)
     return 0
 
 
@@ -283,18 +285,20 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
                 lock.acquire()
 
         def attempt() -> Pruner:
-            pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack)
+            pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack,
+                            progress=progress)
             pruner.run(dry_run=dry_run)
             return pruner
 
-        try:
-            pruner = attempt()
-        except StorageFull as exc:
-            if dry_run:
-                raise
-            refuse_if_others(repo, exc.message, mine=lock)
-            free_unused_packs(repo, lock, report)
-            pruner = attempt()
+        with progress_for(args, _("prune")) as progress:
+            try:
+                pruner = attempt()
+            except StorageFull as exc:
+                if dry_run:
+                    raise
+                refuse_if_others(repo, exc.message, mine=lock)
+                free_unused_packs(repo, lock, report)
+                pruner = attempt()
         register.forget_packs(pruner.damage_resolved)
     finally:
         lock.release()
@@ -317,7 +321,7 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
 def cmd_prune(args: argparse.Namespace) -> int:
     st = _prune(args, args.dry_run)
     if args.json:
-        emit_json(st.__dict__)
+        emit_summary(st.__dict__)
     return 0
 
 
