@@ -31,7 +31,7 @@ from typing import Any
 
 from coffre.cli.output import human_size
 from coffre.core.errors import UsageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.core.progress import Progress, Status
 
 INTERVAL_ENV = "COFFRE_PROGRESS_INTERVAL"
@@ -115,12 +115,15 @@ def clock(seconds: float) -> str:
 
 
 def shorten(text: str, width: int) -> str:
-    """`text` in at most `width` characters, cut in the middle (a path keeps its start and its
-    file name)."""
+    """`text` in at most `width` characters, cut in the middle: a path keeps its start and its
+    file name, whole when there is room for it."""
     if len(text) <= width:
         return text
     if width < 5:
         return ""
+    name = text[text.rfind("/"):] if "/" in text else ""
+    if name and len(name) + 4 <= width:
+        return text[:width - 1 - len(name)] + "…" + name
     tail = (width - 1) * 2 // 3
     head = width - 1 - tail
     return text[:head] + "…" + text[len(text) - tail:]
@@ -131,14 +134,17 @@ def heading(status: Status, title: str) -> str:
             else title)
 
 
-def parts(status: Status) -> list[str]:
-    """The figures of a status, each a short phrase: done of total, bytes, rate, time left."""
+def parts(status: Status, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """The figures of a status, each a short phrase: percentage, count and bytes done of their
+    totals, rate, time left, errors. `leave_out`: "count", "rate" (for a narrow terminal)."""
     out = []
     fraction = status.fraction
     if fraction is not None:
         out.append(_("{percent}%").format(percent=f"{fraction * 100:.0f}"))
     unit = _(status.unit)
-    if status.files_total:
+    if "count" in leave_out:
+        pass
+    elif status.files_total:
         out.append(_("{done}/{total} {unit}").format(done=status.files_done, total=status.files_total,
                                                      unit=unit))
     elif status.files_done:
@@ -148,13 +154,13 @@ def parts(status: Status) -> list[str]:
                                                  total=human_size(status.bytes_total)))
     elif status.bytes_done:
         out.append(human_size(status.bytes_done))
-    if status.bytes_done and status.phase_elapsed >= 1:
+    if status.bytes_done and status.phase_elapsed >= 1 and "rate" not in leave_out:
         out.append(_("{size}/s").format(size=human_size(status.rate)))
     eta = status.eta
     if eta is not None and fraction is not None and fraction < 1:
         out.append(_("{time} left").format(time=clock(eta)))
     if status.errors:
-        out.append(_("{n} errors").format(n=status.errors))
+        out.append(ngettext("{n} error", "{n} errors", status.errors).format(n=status.errors))
     return out
 
 
@@ -270,8 +276,14 @@ class TerminalLine(_View):
         self.title, self.every = title, every
 
     def line(self, status: Status, width: int) -> str:
-        text = "  ".join([f"[{clock(status.elapsed)}] {heading(status, self.title)}", *parts(status)])
-        room = width - len(text) - 2
+        """The line for a terminal `width` columns wide: on a narrow one, the rate then the
+        count give way (the time left stays), and the current item shows if there is room."""
+        head = f"[{clock(status.elapsed)}] {heading(status, self.title)}"
+        for leave_out in ((), ("rate",), ("rate", "count")):
+            text = "  ".join([head, *parts(status, leave_out)])
+            if len(text) < width:
+                break
+        room = width - len(text) - 3  # the last column stays free: some terminals wrap there
         if status.current and room >= 8:
             text += "  " + shorten(status.current, room)
         return text

@@ -16,12 +16,15 @@ default: packs for check, pieces for copy, databases for drill).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FILES = "files"  # the default unit
+from coffre.core.i18n import N_
+
+FILES = N_("files")  # the default unit
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Progress:
         self._files_done = self._files_total = 0
         self._bytes_done = self._bytes_total = 0
         self._total_known = False
-        self._current: str | None = None
+        self._current: str | bytes | None = None
         self._errors = 0
 
     def phase(self, name: str, *, files_total: int = 0, bytes_total: int = 0, known: bool = False,
@@ -108,7 +111,9 @@ class Progress:
         with self._lock:
             self._total_known = True
 
-    def advance(self, files: int = 0, nbytes: int = 0, current: str | None = None) -> None:
+    def advance(self, files: int = 0, nbytes: int = 0, current: str | bytes | None = None) -> None:
+        """Work done; `current`: what is being worked on (a path as bytes is decoded only when
+        shown, so a backup pays nothing for it per file)."""
         with self._lock:
             self._files_done += files
             self._bytes_done += nbytes
@@ -122,8 +127,10 @@ class Progress:
     def status(self) -> Status:
         with self._lock:
             now = self._clock()
+            current = self._current
             return Status(self._phase, self._files_done, self._files_total, self._bytes_done,
-                          self._bytes_total, self._total_known, self._current,
+                          self._bytes_total, self._total_known,
+                          os.fsdecode(current) if isinstance(current, bytes) else current,
                           now - self._started, self._errors, now - self._phase_started, self._unit)
 
 
@@ -140,7 +147,7 @@ class _NullProgress(Progress):
     def total_known(self) -> None:
         pass
 
-    def advance(self, files: int = 0, nbytes: int = 0, current: str | None = None) -> None:
+    def advance(self, files: int = 0, nbytes: int = 0, current: str | bytes | None = None) -> None:
         pass
 
     def error(self) -> None:
