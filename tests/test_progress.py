@@ -115,7 +115,7 @@ def test_the_current_item_is_shortened_to_fit_the_width() -> None:
                     12.0, 0, phase_elapsed=10.0)
     line = TerminalLine("backup", 1).line(status, 140)
     assert len(line) == 139 and "…/ordonnance" in line and line.endswith("ordonnance-03-0002.jpg")
-    figures = rf"\[0:12\] backup: reading data  30%  3/10 files  {SIZE} of {SIZE}  {SIZE}/s  0:23 left  "
+    figures = rf"\[0:12\] backup: reading data  30%  3/10 files  {SIZE} of {SIZE}  {SIZE}/s  0:24 left  "
     assert re.match(figures, line), line
     # Too narrow for the item: the figures only.
     assert "/srv" not in TerminalLine("backup", 1).line(status, 60)
@@ -370,5 +370,5 @@ def test_on_a_narrow_terminal_the_rate_then_the_count_give_way_to_the_time_left(
     view = TerminalLine("vérification", 1)
     wide, narrow, narrower = (view.line(status, w) for w in (160, 90, 80))
     assert "/s" in wide and "3/10 files" in wide and "/srv/a" in wide
-    assert "/s" not in narrow and "3/10 files" in narrow and narrow.endswith("0:23 left")
-    assert "3/10" not in narrower and narrower.endswith("0:23 left") and len(narrower) < 80
+    assert "/s" not in narrow and "3/10 files" in narrow and narrow.endswith("0:24 left")
+    assert "3/10" not in narrower and narrower.endswith("0:24 left") and len(narrower) < 80

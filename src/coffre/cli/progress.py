@@ -158,7 +158,7 @@ def parts(status: Status, leave_out: tuple[str, ...] = ()) -> list[str]:
         out.append(_("{size}/s").format(size=human_size(status.rate)))
     eta = status.eta
     if eta is not None and fraction is not None and fraction < 1:
-        out.append(_("{time} left").format(time=clock(eta)))
+        out.append(_("{time} left").format(time=clock(math.ceil(eta))))  # never "0:00 left" too soon
     if status.errors:
         out.append(ngettext("{n} error", "{n} errors", status.errors).format(n=status.errors))
     return out
@@ -176,7 +176,7 @@ def status_event(status: Status) -> dict[str, Any]:
         "phase": status.phase, "unit": status.unit, "total_known": status.total_known,
     }
     if status.eta is not None:
-        event["seconds_remaining"] = int(status.eta)
+        event["seconds_remaining"] = math.ceil(status.eta)
     return event
 
 
