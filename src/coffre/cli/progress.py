@@ -87,6 +87,7 @@ def intervals() -> tuple[float, float, float]:
 
 def choose_view(args: argparse.Namespace, title: str,
                 every: tuple[float, float, float]) -> _View | None:
+    """How progress is shown for these options and this output (None: it is not)."""
     if getattr(args, "quiet", False):
         return None
     if getattr(args, "json", False):
