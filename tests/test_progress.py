@@ -98,6 +98,7 @@ def full_frame(frame: str, unit: str) -> bool:
 
 # -- on a terminal -------------------------------------------------------------------------------
 def test_check_on_a_terminal_redraws_one_line_with_counts_bytes_and_time_left(packed: Coffre) -> None:
+    """On a terminal, a line redrawn in place; on pipes (a log, cron), nothing of it."""
     code, text = in_terminal(packed, "check", "--read-data")
     assert code == 0, text
     shown_lines = [f for f in frames(text) if "check: reading data" in f]
@@ -107,6 +108,11 @@ def test_check_on_a_terminal_redraws_one_line_with_counts_bytes_and_time_left(pa
     tail = text.rsplit("\x1b[2K", 1)[1]
     assert "reading data" not in tail and "no errors were found" in tail, text
     assert "\x1b[?25h" in text  # the cursor is shown again
+
+    res = packed.ok("check", "--read-data", env=FAST)
+    for output in (res.out, res.err):
+        assert "\r" not in output and "\x1b" not in output and "reading data" not in output, res
+    assert "no errors were found" in res.out
 
 
 def test_the_current_item_is_shortened_to_fit_the_width() -> None:
@@ -163,13 +169,6 @@ def test_warnings_print_above_the_line_never_through_it(monkeypatch: pytest.Monk
 
 
 # -- not on a terminal ---------------------------------------------------------------------------
-def test_nothing_of_it_on_pipes(packed: Coffre) -> None:
-    res = packed.ok("check", "--read-data", env=FAST)
-    for output in (res.out, res.err):
-        assert "\r" not in output and "\x1b" not in output and "reading data" not in output, res
-    assert "no errors were found" in res.out
-
-
 def documents(text: str) -> list[dict[str, Any]]:
     """JSON lines: one document per line."""
     return [json.loads(line) for line in text.splitlines()]
@@ -330,6 +329,10 @@ def test_fraction_rate_and_eta_with_an_injected_clock() -> None:
     assert p.status().fraction == 1.0
     p.error()
     assert p.status().errors == 1
+    # Nobody watching: nothing is counted.
+    NULL_PROGRESS.phase("reading data", files_total=3, known=True, unit="packs")
+    NULL_PROGRESS.advance(1, 10)
+    assert NULL_PROGRESS.status().files_total == 0 and NULL_PROGRESS.status().bytes_done == 0
 
 
 def test_status_events_follow_restic() -> None:
@@ -341,12 +344,6 @@ def test_status_events_follow_restic() -> None:
                      "phase": "reading data", "unit": "packs", "total_known": True}
     scanning = status_event(Status("scanning", 3, 10, 250, 1000, False, None, 1.0, 0))
     assert "seconds_remaining" not in scanning and scanning["current_files"] == []
-
-
-def test_nobody_watching_costs_nothing() -> None:
-    NULL_PROGRESS.phase("reading data", files_total=3, known=True)
-    NULL_PROGRESS.advance(1, 10)
-    assert NULL_PROGRESS.status().files_total == 0 and NULL_PROGRESS.status().bytes_done == 0
 
 
 def test_clock_and_shorten() -> None:
