@@ -50,8 +50,15 @@ def test_backup_and_restore_json_stream_status_then_summary(repo: Coffre, scans:
     assert statuses[-1]["files_done"] == statuses[-1]["total_files"] >= 48
 
 
-def test_verbose_on_pipes_gives_plain_lines(repo: Coffre, tmp_path: Path) -> None:
-    repo.ok("backup", str(random_tree(tmp_path / "data", files=32, size=1_000_000)))
+def small_packs(c: Coffre, tmp_path: Path) -> Coffre:
+    """A repository of 1 MiB packs holding ~32 MB: checking it takes many redraws."""
+    c.ok("init", "--pack-size", "1")
+    c.ok("backup", str(random_tree(tmp_path / "data", files=32, size=1_000_000)))
+    return c
+
+
+def test_verbose_on_pipes_gives_plain_lines(coffre: Coffre, tmp_path: Path) -> None:
+    repo = small_packs(coffre, tmp_path)
     res = repo.ok("check", "--read-data", "--verbose", env=FAST)
     assert "\r" not in res.err and "\x1b" not in res.err
     assert any(re.fullmatch(rf"\[0:\d\d\] check: reading data, \d+%, \d+/\d+ packs, {SIZE} of {SIZE}.*", line)
@@ -63,8 +70,8 @@ def test_quiet_shows_nothing_on_a_terminal(repo: Coffre, scans: Path) -> None:
     assert code == 0 and " left" not in text and "\x1b[2K" not in text, text
 
 
-def test_the_line_speaks_french(repo: Coffre, tmp_path: Path) -> None:
-    repo.ok("backup", str(random_tree(tmp_path / "data", files=32, size=1_000_000)))
+def test_the_line_speaks_french(coffre: Coffre, tmp_path: Path) -> None:
+    repo = small_packs(coffre, tmp_path)
     code, text = in_terminal(repo, "check", "--read-data", env={"LANG": "fr_FR.UTF-8"})
     assert code == 0, text
     french = rf"vérification : lecture des données .*\d+/\d+ paquets .*{SIZE} sur {SIZE}.*reste \d+:\d\d"
