@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         coffre.run([sys.executable, "-m", "coffre", "restore-db", "latest", "--postgres", pg.dsn("restored")])
         restore_s = time.monotonic() - start
         start = time.monotonic()
-        drill = json.loads(coffre.run([sys.executable, "-m", "coffre", "drill", "--json"]))
+        # --json prints status events, then the summary: the last line.
+        drill = json.loads(coffre.run([sys.executable, "-m", "coffre", "drill", "--json"]).splitlines()[-1])
         drill_s = time.monotonic() - start
     finally:
         pg.stop()

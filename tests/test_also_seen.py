@@ -4,7 +4,6 @@ suggesting prune when the index lacks data."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from test_check import flip
@@ -15,7 +14,7 @@ from conftest import Coffre, snapshot_ids
 def test_files_of_the_previous_snapshot_are_changed_not_new_without_a_cache(repo: Coffre, tree: Path) -> None:
     repo.ok("backup", "--no-cache", str(tree))
     (tree / "docs" / "lettre-3.txt").write_text("changée\n")
-    summary = json.loads(repo.ok("backup", "--no-cache", "--json", str(tree)).out)["summary"]
+    summary = repo.ok("backup", "--no-cache", "--json", str(tree)).json()["summary"]
     assert summary["files_new"] == 0, summary
     assert summary["files_changed"] > 0
 

@@ -134,14 +134,14 @@ def test_one_damaged_snapshot_or_index_file_does_not_block_the_rest(
     assert first[:12] in listed.err and "skipped" in listed.err
     repo.ok("restore", "latest", "--target", str(tmp_path / "r"))
     repo.ok("forget", first[:8])  # a damaged snapshot can still be removed
-    assert json.loads(repo.ok("check", "--json").out)["ok"]
+    assert repo.ok("check", "--json").json()["ok"]
 
     for index in (repo.repo / "index").iterdir():
         _flip(index)
     res = repo.ok("backup", str(tree))  # the lost index entries count as missing data
     assert "repair index" in res.err
     repo.ok("repair", "index")
-    assert json.loads(repo.ok("check", "--read-data", "--json").out)["ok"]
+    assert repo.ok("check", "--read-data", "--json").json()["ok"]
 
 
 def test_unreadable_inputs_are_clear_errors_without_secrets(coffre: Coffre, tmp_path: Path) -> None:

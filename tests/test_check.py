@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +137,7 @@ def test_check_is_clean_on_a_healthy_repository(repo: Coffre, tree: Path) -> Non
     full = repo.ok("check", "--read-data")
     assert "no errors" in full.out
     assert f"read all {len(packs(repo))} pack(s)" in full.out
-    js = json.loads(repo.ok("check", "--read-data", "--json").out)
+    js = repo.ok("check", "--read-data", "--json").json()
     assert js["ok"] is True and js["errors"] == [] and js["damaged_packs"] == {}
     assert js["packs_read"] == js["packs_total"] == len(packs(repo)) > 0
     assert js["snapshots"] == 1
@@ -156,11 +155,11 @@ def test_flipped_byte_in_a_pack_is_found_by_check(small: Coffre, tmp_path: Path,
     assert res.code == 1, res
     assert_names_damage(res.out, d)
     assert "the repository has errors" in res.out
-    js = json.loads(small("check", "--read-data", "--json").out)
+    js = small("check", "--read-data", "--json").json()
     assert list(js["damaged_packs"]) == [d.victim]
     assert js["affected"] == {sid: [str(d.big)] for sid in d.snaps}
     # The plain check finds it too: it hashes every pack (no key needed for that).
-    plain = json.loads(small("check", "--json").out)
+    plain = small("check", "--json").json()
     assert list(plain["damaged_packs"]) == [d.victim]
     assert "does not match its name" in plain["damaged_packs"][d.victim]
     assert_partial_restore(small, d, restored)
@@ -220,7 +219,7 @@ def test_read_data_subsets_read_every_pack_once(small: Coffre, tmp_path: Path) -
     assert len(names) >= 4
 
     def read(subset: str) -> int:
-        js = json.loads(small.ok("check", "--json", "--read-data-subset", subset).out)
+        js = small.ok("check", "--json", "--read-data-subset", subset).json()
         assert js["ok"] and js["packs_total"] == len(names)
         return int(js["packs_read"])
 
@@ -237,7 +236,7 @@ def test_read_data_subsets_read_every_pack_once(small: Coffre, tmp_path: Path) -
 
     def damaged(subset: str) -> set[str]:
         res = small("check", "--json", "--read-data-subset", subset)
-        js = json.loads(res.out)
+        js = res.json()
         assert res.code == (1 if js["packs_read"] or js["errors"] else 0), res
         assert js["packs_read"] == len(js["damaged_packs"])
         return set(js["damaged_packs"])
@@ -284,7 +283,7 @@ def test_backup_after_repair_uploads_lost_data_again(small: Coffre, tmp_path: Pa
     small.ok("repair", "index")
     res = small("check")
     assert res.code == 1 and f"{d.big}: data is missing" in res.out, res
-    summary = json.loads(small.ok("backup", str(d.src), "--json").out)["summary"]
+    summary = small.ok("backup", str(d.src), "--json").json()["summary"]
     assert 0 < summary["data_added"] < 1_500_000  # the lost part only
     assert summary["files_changed"] + summary["files_new"] == 1  # big.bin was read again
     assert "no errors" in small.ok("check", "--read-data").out
@@ -314,4 +313,4 @@ def test_damaged_snapshot_file_is_reported(repo: Coffre, tree: Path) -> None:
     res = repo("check")
     assert res.code == 1, res
     assert f"error: snapshot {first.name[:12]}:" in res.out and "damaged" in res.out
-    assert json.loads(repo("check", "--json").out)["snapshots"] == 1
+    assert repo("check", "--json").json()["snapshots"] == 1

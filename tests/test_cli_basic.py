@@ -18,8 +18,8 @@ def test_backup_restore_roundtrip(repo: Coffre, tree: Path, restored: Path) -> N
 
 
 def test_unchanged_second_backup_adds_almost_nothing_and_reads_nothing(repo: Coffre, tree: Path) -> None:
-    first = json.loads(repo.ok("backup", str(tree), "--json").out)["summary"]
-    second = json.loads(repo.ok("backup", str(tree), "--json").out)["summary"]
+    first = repo.ok("backup", str(tree), "--json").json()["summary"]
+    second = repo.ok("backup", str(tree), "--json").json()["summary"]
     assert first["data_added"] > 3_000_000
     assert second["files_unmodified"] == first["files_new"] > 20
     assert second["files_new"] == second["files_changed"] == 0
@@ -33,7 +33,7 @@ def test_changed_file_is_read_again(repo: Coffre, tree: Path) -> None:
     f.write_text("modifié\n")
     old = time.time_ns() - 1800 * 10**9
     os.utime(f, ns=(old, old))
-    summary = json.loads(repo.ok("backup", str(tree), "--json").out)["summary"]
+    summary = repo.ok("backup", str(tree), "--json").json()["summary"]
     assert summary["files_changed"] == 1
     ids = snapshot_ids(repo)
     dumped = repo.ok("dump", ids[-1][:8], str(f)).outb
@@ -104,7 +104,7 @@ def test_listing_folders_does_not_make_the_next_backup_store_new_trees(repo: Cof
     repo.ok("backup", str(tree))
     for d in (tree, tree / "docs", tree / "scans" / "2026"):
         os.utime(d, ns=(time.time_ns(), d.stat().st_mtime_ns))  # what listing a folder does
-    summary = json.loads(repo.ok("backup", str(tree), "--json").out)["summary"]
+    summary = repo.ok("backup", str(tree), "--json").json()["summary"]
     assert summary["blobs_added"] <= 3  # at most the trees above the source (their mtimes move)
 
 

@@ -4,7 +4,6 @@ Real `coffre` processes throughout (issue 11, items 7, 15 and 17)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -197,7 +196,7 @@ def test_after_sigterm_mid_backup_the_next_backup_succeeds_and_check_is_clean(
     assert snapshot_ids(repo) == []
     repo.ok("backup", str(big_tree))
     assert len(snapshot_ids(repo)) == 1
-    assert json.loads(repo.ok("check", "--json").out)["ok"]
+    assert repo.ok("check", "--json").json()["ok"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

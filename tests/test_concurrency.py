@@ -73,7 +73,7 @@ def test_prune_during_backup_does_not_block_it_nor_delete_what_it_needs(
     try:
         assert paused.wait(120)
         coffre.ok("forget", *snapshot_ids(coffre))  # the first host's only snapshot, by id
-        pruned = json.loads(coffre.ok("prune", "--json").out)  # does not wait for the backup
+        pruned = coffre.ok("prune", "--json").json()  # does not wait for the backup
         assert pruned["packs_removed"] > 0  # it did find the first snapshot's data unused
         assert pruned["packs_deleted"] == 0  # but deleted nothing the backup may need
     finally:
@@ -88,7 +88,7 @@ def test_prune_during_backup_does_not_block_it_nor_delete_what_it_needs(
     assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
     # Once the backup is over, a prune keeps what the new snapshot uses.
     coffre.ok("prune")
-    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]
+    assert coffre.ok("check", "--read-data", "--json").json()["ok"]
     shutil.rmtree(dest)
     coffre.ok("restore", snap.id[:8], "--target", str(dest))
     assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
@@ -126,9 +126,9 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
         stats = Pruner(repo, lock).run()
     assert stats.packs_removed > 0 and new_snaps
     monkeypatch.undo()
-    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]
+    assert coffre.ok("check", "--read-data", "--json").json()["ok"]
     dest = tmp_path / "restored"
     coffre.ok("restore", new_snaps[0][:8], "--target", str(dest))
     assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
     coffre.ok("prune")
-    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]
+    assert coffre.ok("check", "--read-data", "--json").json()["ok"]

@@ -21,7 +21,7 @@ def second(tmp_path: Path, name: str, cache_dir: Path, password: str) -> Coffre:
 def copy(src: Coffre, dst: Coffre, *extra: str) -> dict[str, object]:
     res = dst.ok("copy", "--from", str(src.repo), "--to", str(dst.repo), "--json", *extra,
                  env={"COFFRE_FROM_PASSWORD_FILE": str(src.pwfile), **_remote_env(src)})
-    out: dict[str, object] = json.loads(res.out)
+    out: dict[str, object] = res.json()
     return out
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -91,7 +90,7 @@ def test_prune_killed_at_many_points(coffre: Coffre, tmp_path: Path) -> None:
         assert check.code == 0, (n, phase, check)
     assert killed >= 15
     coffre.ok("prune")
-    result = json.loads(coffre.ok("check", "--read-data", "--json").out)
+    result = coffre.ok("check", "--read-data", "--json").json()
     assert result["ok"], result
     _restore_equals(coffre, keep_snap[:8], keep_digest, src, tmp_path / "r")
 

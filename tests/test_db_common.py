@@ -164,13 +164,13 @@ def test_database_backups_to_s3_send_deltas_and_drill_from_there(
     c.ok("init")
     db = tmp_path / "officine.db"
     make_db(db, "wal")
-    first = json.loads(c.ok("backup", "--sqlite", str(db), "--json").out)["summary"]
+    first = c.ok("backup", "--sqlite", str(db), "--json").json()["summary"]
     conn = sqlite3.connect(db)
     conn.execute("UPDATE filler SET body = 'changed' WHERE id % 500 = 0")
     conn.commit()
     conn.close()
-    second = json.loads(c.ok("backup", "--sqlite", str(db), "--json").out)["summary"]
+    second = c.ok("backup", "--sqlite", str(db), "--json").json()["summary"]
     assert second["deltas_added"] > 0
     assert second["data_added_stored"] < first["data_added_stored"] / 10
-    drill = json.loads(c.ok("drill", "--json").out)
+    drill = c.ok("drill", "--json").json()
     assert drill["ok"] is True, drill

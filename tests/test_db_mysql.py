@@ -4,7 +4,6 @@ snapshot."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import threading
@@ -100,7 +99,7 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, mariadb: Any, offi
         after = count_orders(mariadb, officine)
     assert after > before
     assert DB_PASSWORD not in res.out + res.err
-    snap = json.loads(res.out)["snapshot"]
+    snap = res.json()["snapshot"]
 
     copy = f"copie_{uuid.uuid4().hex[:8]}"
     repo.ok("restore-db", snap, "--mysql", mariadb.dsn(copy), env=env)
@@ -112,7 +111,7 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, mariadb: Any, offi
         last = mariadb.sql("SELECT MAX(id) FROM orders", copy)
         assert mariadb.sql(query.format(last), copy) == mariadb.sql(query.format(last), officine)
 
-    drill = json.loads(repo.ok("drill", snap, "--json").out)
+    drill = repo.ok("drill", snap, "--json").json()
     assert drill["ok"] is True, drill
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
     assert checks["CHECK TABLE"]["ok"] and checks["row counts"]["ok"]
@@ -166,7 +165,7 @@ def test_counts_hold_with_triggers_column_lists_and_user_defaults(
     home.mkdir()
     (home / ".my.cnf").write_text("[mysqldump]\nskip-comments\ncomplete-insert\ninsert-ignore\n")
     res = repo.ok("backup", "--mysql", mariadb.dsn(name), "--json", env={**mariadb.env(), "HOME": str(home)})
-    [record] = json.loads(res.out)["databases"]
+    [record] = res.json()["databases"]
     assert record["tables"] == {"ventes": 100, "audit": 100, "vide": 0}
-    drill = json.loads(repo.ok("drill", "--json").out)
+    drill = repo.ok("drill", "--json").json()
     assert drill["ok"] is True, drill

@@ -16,7 +16,7 @@ from coffre.sources.databases.postgres import bin_dirs
 from dbservers import DB_PASSWORD
 from servers import free_port
 
-from conftest import Coffre, snapshot_ids
+from conftest import Coffre, json_documents, snapshot_ids
 
 INVARIANT = ("SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
              "(SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(tbalance) FROM pgbench_tellers), "
@@ -97,7 +97,7 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, postgres: Any, off
     assert any("pg_dump" in s for s in seen)
     assert not any(DB_PASSWORD in s for s in seen)
     assert DB_PASSWORD.encode() not in out + err
-    snap = json.loads(out)["snapshot"]
+    snap = json_documents(out.decode())[-1]["snapshot"]
     record = json.loads(repo.ok("snapshots", "--json").out)[0]
     assert record["paths"] == [f"@databases/postgres-{officine}.dump"]
 
@@ -107,7 +107,7 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, postgres: Any, off
     assert before <= history <= after
     assert_source_at_one_instant(postgres, officine, copy)
 
-    drill = json.loads(repo.ok("drill", snap, "--json").out)
+    drill = repo.ok("drill", snap, "--json").json()
     assert drill["ok"] is True
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
     assert checks["pg_amcheck (tables and indexes)"]["ok"]
@@ -126,9 +126,9 @@ def test_backup_under_load_restores_one_instant(repo: Coffre, postgres: Any, off
 
 def test_a_day_of_load_adds_little(repo: Coffre, postgres: Any, officine: str) -> None:
     env = postgres.env()
-    first = json.loads(repo.ok("backup", "--postgres", postgres.dsn(officine), "--json", env=env).out)
+    first = repo.ok("backup", "--postgres", postgres.dsn(officine), "--json", env=env).json()
     postgres.pgbench("-t", "500", "-c", "1", dbname=officine)
-    second = json.loads(repo.ok("backup", "--postgres", postgres.dsn(officine), "--json", env=env).out)
+    second = repo.ok("backup", "--postgres", postgres.dsn(officine), "--json", env=env).json()
     # Updated rows move in the heap, so most pieces of the dump change a little: they are
     # stored as deltas against yesterday's.
     assert second["summary"]["deltas_added"] > 0
@@ -192,9 +192,9 @@ def test_physical_cluster_backup_under_load(repo: Coffre, postgres: Any, officin
         load.kill()
         load.wait()
         conf.with_suffix(".aside").rename(conf)
-    [record] = json.loads(res.out)["databases"]
+    [record] = res.json()["databases"]
     assert record["engine"] == "postgres-cluster" and record["format"].startswith("pg_basebackup")
-    drill = json.loads(repo.ok("drill", "--json").out)
+    drill = repo.ok("drill", "--json").json()
     assert drill["ok"] is True, drill
     names = [c["name"] for c in drill["databases"][0]["checks"]]
     assert any(n.startswith("pg_verifybackup") for n in names)

@@ -108,7 +108,7 @@ def test_sqlite_backup_while_writers_commit(repo: Coffre, tmp_path: Path, mode: 
     assert w.commits > before
     record = json.loads(repo.ok("snapshots", "--json").out)[0]
     assert record["paths"] == ["@databases/sqlite-officine.db"]
-    snap_id = json.loads(res.out)["snapshot"]
+    snap_id = res.json()["snapshot"]
     out = tmp_path / "restored" / "officine.db"
     out.parent.mkdir()
     repo.ok("restore-db", snap_id, "--sqlite", str(out))
@@ -121,7 +121,7 @@ def test_sqlite_backup_while_writers_commit(repo: Coffre, tmp_path: Path, mode: 
     # The journal mode comes back as it was.
     mode_now = sqlite3.connect(out).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode_now == mode
-    drill = json.loads(repo.ok("drill", snap_id, "--json").out)
+    drill = repo.ok("drill", snap_id, "--json").json()
     assert drill["ok"] is True
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
     assert checks["PRAGMA integrity_check"]["ok"]
@@ -132,12 +132,12 @@ def test_sqlite_second_backup_stores_little(repo: Coffre, tmp_path: Path) -> Non
     """A day's few changed pages cost a few blocks, not the whole file."""
     db = tmp_path / "officine.db"
     make_db(db, "wal")
-    first = json.loads(repo.ok("backup", "--sqlite", str(db), "--json").out)["summary"]
+    first = repo.ok("backup", "--sqlite", str(db), "--json").json()["summary"]
     conn = sqlite3.connect(db)
     conn.execute("UPDATE filler SET body = 'x' WHERE id IN (10, 20000)")
     conn.commit()
     conn.close()
-    second = json.loads(repo.ok("backup", "--sqlite", str(db), "--json").out)["summary"]
+    second = repo.ok("backup", "--sqlite", str(db), "--json").json()["summary"]
     assert second["bytes_total"] == first["bytes_total"]
     assert second["data_added"] < first["data_added"] / 10
 
@@ -259,7 +259,7 @@ def test_sqlite_database_whose_name_is_not_utf8(repo: Coffre, tmp_path: Path) ->
     res = repo("backup", "--sqlite", os.fsdecode(db))
     assert res.code == 0, res
     assert os.listdir(folder) == [b"caisse-\xe9t\xe9.db"]
-    drill = json.loads(repo.ok("drill", "--json").out)
+    drill = repo.ok("drill", "--json").json()
     assert drill["ok"] is True
     assert "500 rows" in json.dumps(drill)
     recorded = os.fsdecode(folder).replace("\udce9", "\\xe9") + "/caisse-\\xe9t\\xe9.db"

@@ -3,7 +3,6 @@ the paths it hands to a shell, must not let it run commands. Real PostgreSQL and
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -43,7 +42,7 @@ def test_a_drill_folder_the_shell_would_expand_is_refused(repo: Coffre, postgres
     plain = shared_dir / "plain"
     plain.mkdir()
     plain.chmod(0o755)
-    assert json.loads(repo.ok("drill", "--work-dir", str(plain), "--json").out)["ok"] is True
+    assert repo.ok("drill", "--work-dir", str(plain), "--json").json()["ok"] is True
 
 
 def test_a_mysql_client_without_a_sandbox_is_never_fed_a_dump(repo: Coffre, mariadb: Any,
@@ -176,7 +175,7 @@ def test_a_postgres_drill_never_runs_the_dumps_code_as_a_superuser(
     assert not marker.exists()  # the pharmacy's own work never sets it off
     repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
 
-    drill = json.loads(repo.ok("drill", "--json").out)
+    drill = repo.ok("drill", "--json").json()
 
     assert not marker.exists()
     assert drill["ok"] is True, drill
@@ -202,7 +201,7 @@ def test_a_drill_as_an_ordinary_user_says_what_protects_it(postgres: Any, shared
     res = nobody("drill", "--json", env={"TMPDIR": str(shared_dir)})
 
     assert not marker.exists()
-    assert res.code == 0 and json.loads(res.out)["ok"] is True, res
+    assert res.code == 0 and res.json()["ok"] is True, res
     assert "note: Coffre is not running as root" in res.err and "(nobody)" in res.err, res
     assert "ordinary database role" in res.err
     assert not marker.exists()
@@ -231,7 +230,7 @@ def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
     """, name)
     repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
 
-    drill = json.loads(repo.ok("drill", "--json").out)
+    drill = repo.ok("drill", "--json").json()
 
     assert drill["ok"] is True, drill
     [left_out, *_] = drill["databases"][0]["checks"][1:]
@@ -245,7 +244,7 @@ def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
     repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
     res = repo("drill", "--json")
     assert res.code == 1, res
-    [restore] = [c for c in json.loads(res.out)["databases"][0]["checks"] if c["name"] == "restore"]
+    [restore] = [c for c in res.json()["databases"][0]["checks"] if c["name"] == "restore"]
     assert not restore["ok"] and 'type "public.earth" does not exist' in restore["detail"], restore
     assert "Left out of the drill, as only a superuser can create them: extension earthdistance, " \
            "extension pg_stat_statements, event trigger journal_ddl" in restore["detail"], restore
@@ -259,7 +258,7 @@ def test_a_drill_restores_common_extensions_and_names_what_it_left_out(
     repo.ok("backup", "--postgres", postgres.dsn(name), env=postgres.env())
     res = repo("drill", "--json")
     assert res.code == 1, res
-    [restore] = [c for c in json.loads(res.out)["databases"][0]["checks"] if c["name"] == "restore"]
+    [restore] = [c for c in res.json()["databases"][0]["checks"] if c["name"] == "restore"]
     assert "permission denied for language c" in restore["detail"], restore
     assert "This is not damage in the backup: a drill restores as an ordinary database role" \
            in restore["detail"], restore
@@ -332,7 +331,7 @@ def test_a_cluster_drill_never_runs_the_clusters_code_as_a_superuser(
 
     assert not marker.exists()
     assert res.code == 0, res
-    checks = {c["name"]: c for c in json.loads(res.out)["databases"][0]["checks"]}
+    checks = {c["name"]: c for c in res.json()["databases"][0]["checks"]}
     assert checks["pg_amcheck (every database, tables and indexes)"]["detail"] == "no corruption found"
     contents = checks["contents (a physical copy records no row counts)"]["detail"]
     assert f"{name}: 2 tables, 700 rows" in contents
@@ -361,7 +360,7 @@ def test_a_mysql_drill_loads_definers_and_gives_the_dump_no_rights_on_the_server
         INSERT INTO ventes SELECT seq, seq * 10 FROM seq_1_to_50;""")
     repo.ok("backup", "--mysql", mariadb.dsn(name), env=mariadb.env())
 
-    drill = json.loads(repo.ok("drill", "--json").out)
+    drill = repo.ok("drill", "--json").json()
 
     assert drill["ok"] is True, drill
     checks = {c["name"]: c for c in drill["databases"][0]["checks"]}
@@ -377,7 +376,7 @@ def test_a_mysql_drill_loads_definers_and_gives_the_dump_no_rights_on_the_server
 
     assert not marker.exists()
     assert res.code == 1, res
-    [restore] = [c for c in json.loads(res.out)["databases"][0]["checks"] if c["name"] == "restore"]
+    [restore] = [c for c in res.json()["databases"][0]["checks"] if c["name"] == "restore"]
     assert "Access denied; you need (at least one of) the FILE privilege(s)" in restore["detail"], res
 
 

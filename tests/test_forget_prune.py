@@ -3,7 +3,6 @@ and the locks that keep prune from deleting what a running operation needs."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -49,7 +48,7 @@ def backup(c: Coffre, src: Path, *args: str) -> tuple[str, set[str]]:
     """Back up src; the new snapshot id and the packs this backup wrote."""
     age_tree(src)
     before = set(packs(c))
-    sid = json.loads(c.ok("backup", str(src), "--json", *args).out)["snapshot"]
+    sid = c.ok("backup", str(src), "--json", *args).json()["snapshot"]
     return sid, set(packs(c)) - before
 
 
@@ -152,7 +151,7 @@ def test_forget_dry_run_removes_nothing_and_explains(repo: Coffre, tmp_path: Pat
     assert f"keep   {ids[2][:8]}" in res.out and "last snapshot" in res.out
     assert f"remove {ids[0][:8]}" in res.out and "no rule keeps it" in res.out
     assert snapshot_ids(repo) == ids
-    js = json.loads(repo.ok("forget", "--keep-last", "2", "--dry-run", "--json").out)
+    js = repo.ok("forget", "--keep-last", "2", "--dry-run", "--json").json()
     assert js["dry_run"] is True
     assert [d["keep"] for d in js["decisions"]] == [False, True, True]
     assert snapshot_ids(repo) == ids
@@ -229,7 +228,7 @@ def test_forget_prune_json_is_one_document(repo: Coffre, tmp_path: Path) -> None
     for i in range(2):
         write_random(src / "data.bin", 200_000, seed=20 + i)
         backup(repo, src)
-    js = json.loads(repo.ok("forget", "--keep-last", "1", "--prune", "--json").out)
+    js = repo.ok("forget", "--keep-last", "1", "--prune", "--json").json()
     assert [d["keep"] for d in js["decisions"]] == [False, True]
     assert js["prune"]["packs_removed"] == 1 and js["prune"]["packs_deleted"] == 1
 
@@ -269,7 +268,7 @@ def test_prune_repacks_partly_used_packs(repo: Coffre, tmp_path: Path, restored:
     backup(repo, src)
     repo.ok("forget", "--keep-last", "1")
     before = repo_bytes(repo)
-    st = json.loads(repo.ok("prune", "--json").out)
+    st = repo.ok("prune", "--json").json()
     assert st["packs_repacked"] == 1 and st["packs_deleted"] == 1
     assert not first & set(packs(repo))
     assert before - 1_100_000 < repo_bytes(repo) < before - 900_000
@@ -277,7 +276,7 @@ def test_prune_repacks_partly_used_packs(repo: Coffre, tmp_path: Path, restored:
     repo.ok("restore", "latest", "--target", str(restored), "--verify")
     assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
     # Nothing left to do.
-    again = json.loads(repo.ok("prune", "--json").out)
+    again = repo.ok("prune", "--json").json()
     assert again["packs_repacked"] == again["packs_removed"] == again["packs_deleted"] == 0
 
 
@@ -390,5 +389,5 @@ def test_prune_removes_partial_uploads_of_crashed_writers_only_when_old(repo: Co
     recent.write_bytes(b"being written")
     two_days_ago = time.time_ns() - 2 * 24 * 3600 * 10**9
     os.utime(old, ns=(two_days_ago, two_days_ago))
-    assert json.loads(repo.ok("prune", "--json").out)["temporaries_removed"] == 1
+    assert repo.ok("prune", "--json").json()["temporaries_removed"] == 1
     assert not old.exists() and recent.exists()

@@ -20,7 +20,7 @@ def test_format_v1_repository_opens_checks_and_restores(tmp_path: Path) -> None:
     c = Coffre(tmp_path / "repo", FIXTURE / "password", tmp_path / "cache")
     snaps = json.loads(c.ok("snapshots", "--json").out)
     assert [s["id"] for s in snaps] == [manifest["snapshot"]]
-    assert json.loads(c.ok("check", "--read-data", "--json").out)["ok"]
+    assert c.ok("check", "--read-data", "--json").json()["ok"]
     c.ok("restore", "latest", "--target", str(tmp_path / "out"), "--verify")
     root = tmp_path / "out" / manifest["source"].lstrip("/")
     restored = {
@@ -33,4 +33,4 @@ def test_format_v1_repository_opens_checks_and_restores(tmp_path: Path) -> None:
     assert mtime == manifest["mtime_ns"]["officine/ventes.csv"]
     # A new backup into the old repository works too.
     c.ok("backup", str(root))
-    assert json.loads(c.ok("check", "--json").out)["ok"]
+    assert c.ok("check", "--json").json()["ok"]

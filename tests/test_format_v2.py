@@ -101,7 +101,7 @@ def test_a_format_1_repository_moves_to_format_2_by_init_and_copy(tmp_path: Path
     manifest = json.loads((FIXTURE / "manifest.json").read_text())
     old = Coffre(tmp_path / "old", FIXTURE / "password", cache_dir)
     new = second(tmp_path, "new", cache_dir, "new password")
-    assert any("docs/migration.md" in n for n in json.loads(old.ok("check", "--json").out)["notes"])
+    assert any("docs/migration.md" in n for n in old.ok("check", "--json").json()["notes"])
     new.ok("init")
     assert json.loads((new.repo / "config").read_text())["version"] == 2
     out = copy(old, new)
@@ -109,7 +109,7 @@ def test_a_format_1_repository_moves_to_format_2_by_init_and_copy(tmp_path: Path
     new.ok("restore", "latest", "--target", str(tmp_path / "out"), "--verify")
     root = tmp_path / "out" / manifest["source"].lstrip("/")
     assert (root / "officine" / "ventes.csv").is_file()
-    checked = json.loads(new.ok("check", "--read-data", "--json").out)
+    checked = new.ok("check", "--read-data", "--json").json()
     assert checked["ok"] and not any("format 1" in n for n in checked["notes"])
     new.ok("check", "--against", str(old.repo), "--against-password-file", str(old.pwfile))
     assert copy(old, new)["copied"] == []  # the copy is recognised: a second run sends nothing

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -85,13 +86,13 @@ def test_a_damaged_blob_found_by_check_is_stored_again_by_the_next_backup(
     flip(packs(coffre)[d.victim])
     res = coffre("check")
     assert res.code == 1 and f"damaged pack {d.victim}" in res.out, res
-    assert "1 of " in res.out and "blob(s) damaged" in res.out  # located, not the whole pack
+    assert re.search(r"1 of \d+ blobs? damaged", res.out)  # located, not the whole pack
     assert "the next backup stores the damaged files again" in res.out
     if repair_first:
         coffre.ok("repair", "index")
     res = coffre("backup", "--verify", str(d.src), "--json")
     assert res.code == 0, res
-    summary = json.loads(res.out)["summary"]
+    summary = res.json()["summary"]
     assert 0 < summary["data_added"] < 1_000_000  # the damaged piece only
     restored = tmp_path / "restored"
     coffre.ok("restore", "latest", "--target", str(restored), "--verify")
@@ -137,14 +138,14 @@ def test_check_does_not_cry_wolf_over_deltas_no_snapshot_needs(repo: Coffre, tmp
     repo.ok("backup", str(src))
     first, second, _ = [s["id"] for s in json.loads(repo.ok("snapshots", "--json").out)]
     repo.ok("forget", first, second)
-    pruned = json.loads(repo.ok("prune", "--json").out)
+    pruned = repo.ok("prune", "--json").json()
     assert pruned["packs_deleted"] >= 1  # day 1's blocks: the deltas' bases
     deltas, _ = delta_bases(repo)
     assert deltas, "the scans' pack is kept with the unused deltas in it"
     res = repo("check", "--read-data")
     assert res.code == 0, res
     assert "no errors were found" in res.out
-    assert "delta blob(s) that no snapshot needs have lost their base" in res.out
+    assert re.search(r"delta blobs? that no snapshot needs ha(s|ve) lost (its|their) base", res.out)
     restored = tmp_path / "restored"
     repo.ok("restore", "latest", "--target", str(restored), "--verify")
 

@@ -5,7 +5,6 @@ prune, which delete unused packs first and repack only what fits."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 from pathlib import Path
@@ -127,14 +126,14 @@ def test_prune_on_a_nearly_full_disk_repacks_only_what_fits(coffre: Coffre, moun
     os.truncate(filler, filler.stat().st_size - 2_200_000)  # 2.2 MB free: room to repack ~1 MB of 2.4
     res = c("prune", "--json")
     assert res.code == 0, res
-    st = json.loads(res.out)
+    st = res.json()
     assert st["packs_repacked"] >= 1 and st["packs_not_repacked"] >= 1, st
     assert any("free space" in n for n in st["notes"]), st
     assert "no errors" in c.ok("check", "--read-data").out
     c.ok("restore", "latest", "--target", str(tmp_path / "r"), "--verify")
     assert tree_digest(tmp_path / "r" / str(src).lstrip("/")) == tree_digest(src)
     # With repacking switched off, prune only deletes what is wholly unused.
-    st = json.loads(c.ok("prune", "--json", "--max-repack-size", "0").out)
+    st = c.ok("prune", "--json", "--max-repack-size", "0").json()
     assert st["packs_repacked"] == 0
 
 

@@ -6,7 +6,6 @@ clocks with COFFRE_TEST_CLOCK_SHIFT_FILE, runs a prune, and sends SIGCONT."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -75,7 +74,7 @@ def test_a_backup_suspended_while_prune_removed_its_data_commits_nothing(
     shift = tmp_path / "shift"
     proc, env = stopped_backup(small, src, shift)
     # Elsewhere, 40 minutes later: the backup's lock is stale, so prune takes its packs.
-    pruned = json.loads(small.ok("prune", "--json", env=env).out)
+    pruned = small.ok("prune", "--json", env=env).json()
     assert pruned["packs_deleted"] >= 2, pruned  # the two packs written before it stopped
     os.kill(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=300)  # type: ignore[attr-defined]

@@ -263,7 +263,7 @@ def test_unreadable_file_and_directory_are_reported_and_skipped(shared_dir: Path
     res = c("backup", str(src), "--json")
 
     assert res.code == 3, res
-    report = json.loads(res.out)
+    report = res.json()
     errors = report["errors"]
     assert len(errors) == 2, errors
     assert any(str(src / "secret.txt") in e for e in errors)
@@ -276,7 +276,7 @@ def test_unreadable_file_and_directory_are_reported_and_skipped(shared_dir: Path
     human = c("backup", str(src))
     assert human.code == 3 and "could not be read" in human.err and "secret.txt" in human.err
     # backup --verify compares the new snapshot with the files: what was skipped shows up.
-    verified = json.loads(c("backup", str(src), "--verify", "--json").out)
+    verified = c("backup", str(src), "--verify", "--json").json()
     assert sorted(verified["verify_differences"]) == [
         f"{src / 'private'}: not in the snapshot", f"{src / 'secret.txt'}: not in the snapshot"]
 
@@ -391,7 +391,7 @@ def test_verify_lists_every_difference(repo: Coffre, tree: Path) -> None:
 def test_backup_verify_reports_matching(repo: Coffre, tree: Path) -> None:
     res = repo.ok("backup", str(tree), "--verify")
     assert "verify: the snapshot matches the files" in res.out
-    res = json.loads(repo.ok("backup", str(tree), "--verify", "--json").out)
+    res = repo.ok("backup", str(tree), "--verify", "--json").json()
     assert res["verify_differences"] == []
 
 
@@ -421,4 +421,4 @@ def test_very_deep_folders_back_up_and_restore(repo: Coffre, tmp_path: Path) -> 
     repo.ok("restore", "latest", "--target", str(tmp_path / "r"), "--verify")
     out = tmp_path / "r" / str(leaf).lstrip("/") / "fond.txt"
     assert out.read_text() == "tout en bas"
-    assert json.loads(repo.ok("check", "--json").out)["ok"]
+    assert repo.ok("check", "--json").json()["ok"]

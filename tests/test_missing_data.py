@@ -17,20 +17,20 @@ def test_backup_after_a_lost_pack_stores_the_data_again(coffre: Coffre, tree: Pa
     assert len(packs) >= 2
     victim = max(packs, key=lambda p: p.stat().st_size)
     victim.unlink()
-    damaged = json.loads(coffre("check", "--json").out)
+    damaged = coffre("check", "--json").json()
     assert victim.name in damaged["damaged_packs"]
 
     res = coffre.ok("backup", str(tree), "--json")
-    summary = json.loads(res.out)["summary"]
+    summary = res.json()["summary"]
     assert summary["data_added"] > 0  # the lost data was read and stored again
-    assert "missing" in " ".join(json.loads(res.out)["warnings"])
+    assert "missing" in " ".join(res.json()["warnings"])
     dest = tmp_path / "r"
     coffre.ok("restore", "latest", "--target", str(dest), "--verify")
     assert tree_digest(dest / str(tree).lstrip("/")) == tree_digest(tree)
 
     # Once the index is rebuilt from the packs, both snapshots are whole again.
     coffre.ok("repair", "index")
-    assert json.loads(coffre.ok("check", "--read-data", "--json").out)["ok"]
+    assert coffre.ok("check", "--read-data", "--json").json()["ok"]
     shutil.rmtree(dest)
     first = json.loads(coffre.ok("snapshots", "--json").out)[0]["short_id"]
     coffre.ok("restore", first, "--target", str(dest))

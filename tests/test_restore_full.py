@@ -6,7 +6,6 @@ behind half-written, and a full target ends with one message instead of an error
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -63,7 +62,7 @@ def test_restore_into_a_full_target_reports_only_what_is_on_disk(
     assert all(data == oversized[rel] for rel, data in found.items()), sorted(
         rel for rel, data in found.items() if data != oversized[rel])
     if output == "json":
-        out = json.loads(res.out)
+        out = res.json()
         restored, failed, errors = out["files"], out["files_failed"], out["errors"]
         assert out["bytes"] == sum(len(d) for d in found.values())
     else:
@@ -105,7 +104,7 @@ def test_a_large_file_with_damaged_data_is_not_left_with_a_hole(
     found = on_disk(base)
     assert "big.bin" not in found and "hard.bin" not in found
     assert found == {rel: data for rel, data in oversized.items() if rel != "big.bin"}
-    out = json.loads(res.out)
+    out = res.json()
     assert (out["files"], out["files_failed"]) == (len(oversized) - 1, 2), res
     assert [e for e in out["errors"] if e.startswith(f"{base}/big.bin: ")], res
     assert f"{base}/hard.bin: not restored: it is a hard link to {base}/big.bin, which was not " \
@@ -122,7 +121,7 @@ def test_restore_into_a_read_only_target_says_so_once(
     res = repo("restore", "latest", "--target", str(target), "--json")
 
     assert res.code == 1, res
-    out = json.loads(res.out)
+    out = res.json()
     assert (out["files"], out["files_failed"]) == (0, len(oversized)), res
     assert out["errors"] == [f"the restore target is read-only: 0 files restored, {len(oversized)} "
                              "not restored; make it writable (or restore elsewhere) and run the "

@@ -5,7 +5,6 @@ setuid/setgid bits survive only a restore as root. Real `coffre` processes."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -72,7 +71,7 @@ def test_folders_swapped_for_symlinks_during_a_root_restore_lead_nowhere(
         assert files_under(outside) == [], res
         assert res.code in (0, 1), res
         assert "Traceback" not in res.err
-        counts = json.loads(res.out)
+        counts = res.json()
         assert counts["files"] + counts["files_failed"] == 8 * 2 * 60, counts
         shutil.rmtree(target)
         target.mkdir()

@@ -131,7 +131,7 @@ def test_the_files_cache_notices_a_change_of_ctime_alone_or_of_size_alone(
     grown.write_bytes(b"B" * 5000)
     age_tree(src)
     repo.ok("backup", str(src))
-    summary = json.loads(repo.ok("backup", str(src), "--json").out)["summary"]
+    summary = repo.ok("backup", str(src), "--json").json()["summary"]
     assert summary["files_unmodified"] == 2  # the cache knows them
     # Rewritten in place with the same size, its old mtime put back: only ctime differs.
     st = same_size.stat()
@@ -143,7 +143,7 @@ def test_the_files_cache_notices_a_change_of_ctime_alone_or_of_size_alone(
     with open(grown, "ab") as f:
         f.write(b"D" * 10)
     os.utime(grown, ns=(st.st_atime_ns, st.st_mtime_ns))
-    summary = json.loads(repo.ok("backup", str(src), "--json").out)["summary"]
+    summary = repo.ok("backup", str(src), "--json").json()["summary"]
     assert summary["files_changed"] == 2 and summary["files_unmodified"] == 0, summary
     assert repo.ok("dump", "latest", str(same_size)).outb == b"C" * 5000
     assert repo.ok("dump", "latest", str(grown)).outb == b"B" * 5000 + b"D" * 10
@@ -221,7 +221,7 @@ def test_a_drill_whose_restored_rows_differ_from_the_backup_fails(repo: Coffre, 
         Backup(r, lock, opts).run()
     res = repo("drill", "--json")
     assert res.code == 1, res
-    report: Any = json.loads(res.out)
+    report: Any = res.json()
     text = json.dumps(report)
     assert "501 rows at backup time, 500 rows restored" in text, text
     res = repo("drill")

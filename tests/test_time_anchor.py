@@ -34,7 +34,7 @@ def backup(c: Coffre, src: Path, content: str, env: dict[str, str] | None = None
     (src / "stock.txt").write_text(f"{content}\n" * 100)
     (src / f"{content}.txt").write_text(content)
     age_tree(src)
-    return str(json.loads(c.ok("backup", str(src), "--json", env=env).out)["snapshot"])
+    return str(c.ok("backup", str(src), "--json", env=env).json()["snapshot"])
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_restore_db_latest_passes_over_a_database_snapshot_dated_in_the_future(
         conn.executemany("INSERT INTO ventes VALUES (?)", [(i,) for i in range(rows)])
         conn.commit()
         conn.close()
-        return str(json.loads(repo.ok("backup", "--sqlite", str(db), "--json", env=env).out)["snapshot"])
+        return str(repo.ok("backup", "--sqlite", str(db), "--json", env=env).json()["snapshot"])
 
     backup_db(1)
     future = backup_db(2, env=clock(tmp_path, 400))

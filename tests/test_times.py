@@ -81,12 +81,12 @@ def test_files_dated_anywhere_in_time_t_back_up_list_verify_and_restore(
 ) -> None:
     times = _dated_tree(tmpfs)
     src, folder = tmpfs / "src", tmpfs / "src" / "scanner"
-    first = json.loads(repo.ok("backup", str(src), "--json").out)
+    first = repo.ok("backup", str(src), "--json").json()
     assert first["errors"] == [] and first["warnings"] == []
 
     # Nothing changed: no new tree, no new blob; the files dated in the past (the files cache
     # stores their times exactly, beyond SQLite's int64 too) are not even read again.
-    second = json.loads(repo.ok("backup", str(src), "--json").out)
+    second = repo.ok("backup", str(src), "--json").json()
     # Only the folders above the source may have changed (another process touched /tmp):
     # their new trees are then the only blobs added.
     listed = [{n["path"]: n for n in json.loads(repo.ok("ls", "--json", snap).out)["nodes"]}

@@ -15,7 +15,8 @@ from coffre.cli.context import (
     refuse_empty,
     source_password,
 )
-from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.output import human_size, say, warn
+from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
@@ -59,10 +60,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
         load_index(dst)
         snaps = ([find_snapshot(src, ref, report=warn) for ref in args.snapshots] if args.snapshots
                  else src.snapshots(errors=[]))
-        result = Copier(src, dst, lock, report=warn).run(snaps)
+        with progress_for(args, _("copy")) as progress:
+            result = Copier(src, dst, lock, report=warn, progress=progress).run(snaps)
     watch_storage(dst, changed=True)
     if args.json:
-        emit_json({"copied": [{"source": a.id, "copy": b.id} for a, b in result.copied],
+        emit_summary({"copied": [{"source": a.id, "copy": b.id} for a, b in result.copied],
                    "skipped": [s.id for s in result.skipped], "blobs_added": result.blobs_added,
                    "bytes_added": result.bytes_added, "shared_keys": result.shared_keys})
         return 0

@@ -7,7 +7,8 @@ import os
 import tempfile
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
-from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.output import human_size, say, warn
+from coffre.cli.progress import emit_summary, progress_for
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
@@ -64,7 +65,8 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
         snap = find_with_databases(repo, args.snapshot, engine, report=warn)
         record = pick(snap, engine, args.database)
         say(f"restoring {record.engine} {record.name} of snapshot {snap.id[:8]} into {dest.describe()}")
-        restore_database(repo, snap, record, dest, force=args.force, report=warn)
+        with progress_for(args, _("restore-db")) as progress:
+            restore_database(repo, snap, record, dest, force=args.force, report=warn, progress=progress)
     if engine == "postgres-cluster":
         say(f"unpacked into {where}: start a PostgreSQL {record.extra.get('major', '')} server on it "
             f"(pg_ctl -D {where} start); its configuration files come from the data folder, or "
@@ -96,10 +98,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
         note = drill_note(d.engine for d in snap.databases)
         if note:
             warn(note)
-        results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn)
+        with progress_for(args, _("drill")) as progress:
+            results = drill(repo, snap, lambda engine: throwaway(engine, args.work_dir), report=warn,
+                            progress=progress)
     ok = all(r.ok for r in results)
     if args.json:
-        emit_json({"snapshot": snap.id, "time_ns": snap.time_ns, "ok": ok, "databases": [
+        emit_summary({"snapshot": snap.id, "time_ns": snap.time_ns, "ok": ok, "databases": [
             {"engine": r.record.engine, "name": r.record.name, "size": r.record.size, "ok": r.ok,
              "seconds": round(r.seconds, 3),
              "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.checks]}

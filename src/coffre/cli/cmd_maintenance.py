@@ -17,6 +17,7 @@ from coffre.cli.context import (
     secret_from,
 )
 from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import standing_alarms, watch_storage
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
@@ -133,8 +134,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         cache.set_state("check_slice", str(k + 1))
         cache.close()
         subset = (k + 1, m)
-    with reading(repo, "check"):
-        res = Checker(repo, report=quiet if args.json else warn).run(
+    with reading(repo, "check"), progress_for(args, _("check")) as progress:
+        res = Checker(repo, report=quiet if args.json else warn, progress=progress).run(
             read_data=args.read_data, subset=subset)
     remember_damage(repo, res)
     # What the storage deleted or put back (said as warnings when the repository was opened)
@@ -142,7 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     res.errors += [_("{alarm} ('coffre acknowledge' accepts it)").format(alarm=describe(a))
                    for a in standing_alarms(repo)]
     if args.json:
-        emit_json({"ok": res.ok, "errors": res.errors, "notes": res.notes,
+        emit_summary({"ok": res.ok, "errors": res.errors, "notes": res.notes,
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
                    "packs_read": res.packs_read, "packs_total": res.packs_total,
                    "snapshots": res.snapshots})
@@ -249,7 +250,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.prune and not args.dry_run:
         report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
     if args.json:
-        emit_json(report)
+        emit_summary(report)
     return 0
 
 
@@ -278,7 +279,7 @@ def _forget_named(args: argparse.Namespace, repo: Repository) -> int:
     if args.prune and not args.dry_run:
         report["prune"] = _prune(args, dry_run=False, repo=repo).__dict__
     if args.json:
-        emit_json(report)
+        emit_summary(report)
     return 0
 
 
@@ -309,18 +310,20 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
                 lock.acquire()
 
         def attempt() -> Pruner:
-            pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack)
+            pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack,
+                            progress=progress)
             pruner.run(dry_run=dry_run)
             return pruner
 
-        try:
-            pruner = attempt()
-        except StorageFull as exc:
-            if dry_run:
-                raise
-            refuse_if_others(repo, exc.message, mine=lock)
-            free_unused_packs(repo, lock, report)
-            pruner = attempt()
+        with progress_for(args, _("prune")) as progress:
+            try:
+                pruner = attempt()
+            except StorageFull as exc:
+                if dry_run:
+                    raise
+                refuse_if_others(repo, exc.message, mine=lock)
+                free_unused_packs(repo, lock, report)
+                pruner = attempt()
         register.forget_packs(pruner.damage_resolved)
     finally:
         lock.release()
@@ -347,7 +350,7 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
 def cmd_prune(args: argparse.Namespace) -> int:
     st = _prune(args, args.dry_run)
     if args.json:
-        emit_json(st.__dict__)
+        emit_summary(st.__dict__)
     return 0
 
 

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from coffre.core.errors import FormatError, ObjectNotFound, StorageError
+from coffre.core.i18n import N_, _, ngettext
+from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format import pack as packfmt
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
@@ -64,9 +66,11 @@ def subset_packs(names: list[str], fraction: tuple[int, int]) -> list[str]:
 
 
 class Checker:
-    def __init__(self, repo: Repository, report: Reporter = quiet) -> None:
+    def __init__(self, repo: Repository, report: Reporter = quiet,
+                 progress: Progress = NULL_PROGRESS) -> None:
         self.repo = repo
         self.report = report
+        self.progress = progress
         self.result = CheckResult()
         self._lock = threading.Lock()
         self.used: set[bytes] = set()  # every blob a snapshot references (trees, data, bases)
@@ -79,15 +83,17 @@ class Checker:
         r = self.result
         check_keys_and_config(self.repo, r.errors, r.notes)
         if self.repo.version < 2:
-            r.notes.append("the repository uses format 1: its copies made with --copy-chunking-from "
-                           "share its whole key, and the storage can tell blob sizes; moving it to "
-                           "format 2 is a new repository and a 'coffre copy' (docs/migration.md)")
+            r.notes.append(_("the repository uses format 1: its copies made with --copy-chunking-from "
+                             "share its whole key, and the storage can tell blob sizes; moving it to "
+                             "format 2 is a new repository and a 'coffre copy' (docs/migration.md)"))
+        self.progress.phase(N_("loading the index"))
         self.repo.load_index(errors=r.errors)
         stored = dict(self.repo.iter_pack_names())
         self._stored = {bytes.fromhex(name) for name in stored}
         indexed = self.repo.index.packs()
         r.packs_total = len(stored)
-        self.report(f"{len(stored)} packs, {len(self.repo.index)} blobs in the index")
+        self.report(_("{packs} packs, {blobs} blobs in the index").format(
+            packs=len(stored), blobs=len(self.repo.index)))
         snaps = self.repo.snapshots(errors=r.errors)
         r.snapshots = len(snaps)
         self._check_tombstones()
@@ -95,15 +101,19 @@ class Checker:
         self._check_listed(indexed, stored)
         unindexed = sorted(set(stored) - {p.hex() for p in indexed})
         if unindexed and missing_data:
-            r.notes.append(
-                f"{len(unindexed)} pack(s) are not in any index while snapshots lack data: "
-                "'coffre repair index' puts what they hold back into the index"
-            )
+            r.notes.append(ngettext(
+                "{n} pack is not in any index while snapshots lack data: "
+                "'coffre repair index' puts what it holds back into the index",
+                "{n} packs are not in any index while snapshots lack data: "
+                "'coffre repair index' puts what they hold back into the index",
+                len(unindexed)).format(n=len(unindexed)))
         elif unindexed:
-            r.notes.append(
-                f"{len(unindexed)} pack(s) are not in any index (left by an interrupted "
-                "operation or waiting in the trash); 'coffre prune' removes unused ones"
-            )
+            r.notes.append(ngettext(
+                "{n} pack is not in any index (left by an interrupted operation or waiting in "
+                "the trash); 'coffre prune' removes it if it is unused",
+                "{n} packs are not in any index (left by an interrupted operation or waiting in "
+                "the trash); 'coffre prune' removes unused ones",
+                len(unindexed)).format(n=len(unindexed)))
         names = sorted(stored)
         if subset:
             names = subset_packs(names, subset)
@@ -112,27 +122,39 @@ class Checker:
             if name in r.damaged_packs:
                 continue
             if stored[name] > packfmt.MAX_PACK:
-                r.damaged_packs[name] = f"pack is larger than any Coffre writes ({stored[name]} bytes)"
+                r.damaged_packs[name] = _("pack is larger than any Coffre writes ({size} bytes)").format(
+                    size=stored[name])
                 continue
             todo.append(name)
+        self.progress.phase(N_("reading data") if read_data or subset else N_("checking pack hashes"),
+                            files_total=len(todo), bytes_total=sum(stored[n] for n in todo), known=True,
+                            unit=N_("packs"))
 
         def one(name: str) -> None:
-            self._examine(name, indexed.get(bytes.fromhex(name)), full=bool(read_data or subset))
+            self.progress.advance(current=name[:12])
+            try:
+                self._examine(name, indexed.get(bytes.fromhex(name)), full=bool(read_data or subset))
+            finally:
+                self.progress.advance(1, stored[name])
 
         # Hashing, decryption and decompression release the GIL: packs are read in parallel.
         with ThreadPoolExecutor(READERS, thread_name_prefix="check") as pool:
-            for _ in pool.map(one, todo):
+            for _done in pool.map(one, todo):
                 pass
         if self._unverifiable:
-            r.errors.append(
-                f"{self._unverifiable} delta blob(s) that snapshots need cannot be read because "
-                "their base is damaged or missing"
-            )
+            r.errors.append(ngettext(
+                "{n} delta blob that snapshots need cannot be read because its base is damaged "
+                "or missing",
+                "{n} delta blobs that snapshots need cannot be read because their base is damaged "
+                "or missing",
+                self._unverifiable).format(n=self._unverifiable))
         if self._orphans:
-            r.notes.append(
-                f"{self._orphans} delta blob(s) that no snapshot needs have lost their base "
-                "(left by an earlier prune); 'coffre prune' removes them"
-            )
+            r.notes.append(ngettext(
+                "{n} delta blob that no snapshot needs has lost its base (left by an earlier "
+                "prune); 'coffre prune' removes it",
+                "{n} delta blobs that no snapshot needs have lost their base (left by an earlier "
+                "prune); 'coffre prune' removes them",
+                self._orphans).format(n=self._orphans))
         self._attribute(snaps)
         return r
 
@@ -146,7 +168,8 @@ class Checker:
             except ObjectNotFound:
                 continue
             except FormatError as exc:
-                self.result.errors.append(f"forget record forgotten/{name[:12]}: {exc.message}")
+                self.result.errors.append(_("forget record forgotten/{name}: {reason}").format(
+                    name=name[:12], reason=exc.message))
 
     def _check_trees(self, snaps: list[Snapshot]) -> bool:
         """Every tree reachable from a snapshot decrypts; every blob it names is indexed.
@@ -154,7 +177,10 @@ class Checker:
         r = self.result
         seen_trees: set[bytes] = set()
         missing = False
+        self.progress.phase(N_("checking snapshots"), files_total=len(snaps), known=True,
+                            unit=N_("snapshots"))
         for snap in snaps:
+            self.progress.advance(current=_snapshot_name(snap))
             stack: list[tuple[bytes, str]] = [(snap.tree, "")]
             while stack:
                 tree_id, prefix = stack.pop()
@@ -163,13 +189,15 @@ class Checker:
                 seen_trees.add(tree_id)
                 self.used.add(tree_id)
                 if tree_id not in self.repo.index:
-                    r.errors.append(f"snapshot {snap.id[:8]}: tree of {prefix or '/'} is missing")
+                    r.errors.append(_("snapshot {id}: tree of {path} is missing").format(
+                        id=snap.id[:8], path=prefix or "/"))
                     missing = True
                     continue
                 try:
                     nodes = load_tree(self.repo, tree_id)
                 except (FormatError, StorageError) as exc:
-                    r.errors.append(f"snapshot {snap.id[:8]}: tree of {prefix or '/'}: {exc.message}")
+                    r.errors.append(_("snapshot {id}: tree of {path}: {reason}").format(
+                        id=snap.id[:8], path=prefix or "/", reason=exc.message))
                     continue
                 for node in nodes:
                     path = prefix + "/" + os.fsdecode(node.name)
@@ -179,15 +207,17 @@ class Checker:
                         self.used.add(blob)
                         loc = self.repo.index.lookup(blob)
                         if loc is None:
-                            r.errors.append(f"snapshot {snap.id[:8]}: {path}: data is missing")
+                            r.errors.append(_("snapshot {id}: {path}: data is missing").format(
+                                id=snap.id[:8], path=path))
                             missing = True
                         elif loc.entry.base is not None:
                             self.used.add(loc.entry.base)
                             if not self.repo.index.readable(blob, self._present):
                                 r.errors.append(
-                                    f"snapshot {snap.id[:8]}: {path}: the base of a delta is missing"
-                                )
+                                    _("snapshot {id}: {path}: the base of a delta is missing").format(
+                                        id=snap.id[:8], path=path))
                                 missing = True
+            self.progress.advance(1)
         return missing
 
     def _check_listed(self, indexed: dict[bytes, list[packfmt.BlobEntry]], stored: dict[str, int]) -> None:
@@ -198,23 +228,27 @@ class Checker:
         self._gone = {pid for pid in indexed if pid.hex() not in stored}
         for pid in sorted(self._gone):
             if any(e.id in self.used and not self._other_copy(e.id, pid) for e in indexed[pid]):
-                r.damaged_packs[pid.hex()] = "pack is missing"
+                r.damaged_packs[pid.hex()] = _("pack is missing")
             else:
                 unneeded += 1
         if unneeded:
-            r.notes.append(
-                f"{unneeded} pack(s) listed in the index are gone but held nothing a snapshot "
-                "needs; 'coffre prune' tidies the index"
-            )
+            r.notes.append(ngettext(
+                "{n} pack listed in the index is gone but held nothing a snapshot needs; "
+                "'coffre prune' tidies the index",
+                "{n} packs listed in the index are gone but held nothing a snapshot needs; "
+                "'coffre prune' tidies the index",
+                unneeded).format(n=unneeded))
         for pid, entries in indexed.items():
             name = pid.hex()
             if pid in self._gone:
                 continue
             expected = pack_size(entries, self.repo.version)
             if stored[name] < expected:
-                r.damaged_packs[name] = f"pack is truncated ({stored[name]} of {expected} bytes)"
+                r.damaged_packs[name] = _("pack is truncated ({size} of {expected} bytes)").format(
+                    size=stored[name], expected=expected)
             elif stored[name] > expected:
-                r.damaged_packs[name] = f"pack is too long ({stored[name]} of {expected} bytes)"
+                r.damaged_packs[name] = _("pack is too long ({size} of {expected} bytes)").format(
+                    size=stored[name], expected=expected)
 
     def _present(self, pack: bytes) -> bool:
         return pack in self._stored
@@ -236,20 +270,20 @@ class Checker:
         try:
             data = self.repo.backend.load(Handle("data", name))
         except StorageError as exc:
-            r.damaged_packs[name] = f"cannot be read: {exc.message}"
+            r.damaged_packs[name] = _("cannot be read: {reason}").format(reason=exc.message)
             return
         if hashlib.sha256(data).hexdigest() != name:
             try:
                 data = self.repo.backend.load(Handle("data", name))
             except StorageError as exc:
-                r.damaged_packs[name] = f"cannot be read: {exc.message}"
+                r.damaged_packs[name] = _("cannot be read: {reason}").format(reason=exc.message)
                 return
             if hashlib.sha256(data).hexdigest() == name:
                 with self._lock:
-                    r.notes.append(
-                        f"pack {name[:12]} gave wrong bytes once and the right ones when read "
-                        "again: check this machine's memory and the connection to the storage"
-                    )
+                    r.notes.append(_(
+                        "pack {name} gave wrong bytes once and the right ones when read again: "
+                        "check this machine's memory and the connection to the storage").format(
+                            name=name[:12]))
             else:
                 self._locate(pid, data, entries)
                 return
@@ -260,35 +294,40 @@ class Checker:
         try:
             header = self.repo.read_pack_header(pid, len(data))
         except FormatError as exc:
-            r.damaged_packs[name] = f"header: {exc.message}"
+            r.damaged_packs[name] = _("header: {reason}").format(reason=exc.message)
             return
         if entries is not None and sorted(map(_key, header)) != sorted(map(_key, entries)):
             with self._lock:
-                r.errors.append(f"pack {name[:12]}: the index and the pack header disagree")
+                r.errors.append(_("pack {name}: the index and the pack header disagree").format(
+                    name=name[:12]))
         bad = self._decode_all(pid, data, header)
         if bad:
-            self._record(pid, bad, f"blob {bad[0].hex()[:12]} does not authenticate "
-                                   f"({len(bad)} of {len(header)} blob(s) damaged)")
+            self._record(pid, bad, ngettext(
+                "blob {blob} does not authenticate ({n} of {total} blob damaged)",
+                "blob {blob} does not authenticate ({n} of {total} blobs damaged)",
+                len(header)).format(blob=bad[0].hex()[:12], n=len(bad), total=len(header)))
 
     def _locate(self, pid: bytes, data: bytes, entries: list[packfmt.BlobEntry] | None) -> None:
         """A pack whose bytes do not match its name: which of its blobs are damaged."""
-        what = "content does not match its name (bit rot or tampering)"
+        what = _("content does not match its name (bit rot or tampering)")
         try:
             header = self.repo.read_pack_header(pid, len(data))
         except (FormatError, StorageError):
             header = None
         listed = header if header is not None else entries
         if listed is None:
-            self._record(pid, [], f"{what}; its header is unreadable and no index lists it")
+            self._record(pid, [], _("{what}; its header is unreadable and no index lists it").format(
+                what=what))
             return
         bad = self._decode_all(pid, data, listed)
         if bad:
-            detail = f"{len(bad)} of {len(listed)} blob(s) damaged"
+            detail = ngettext("{n} of {total} blob damaged", "{n} of {total} blobs damaged",
+                              len(listed)).format(n=len(bad), total=len(listed))
         elif header is None:
-            detail = "its header is damaged, its blobs are intact"
+            detail = _("its header is damaged, its blobs are intact")
         else:
-            detail = "its blobs are intact"
-        self._record(pid, bad, f"{what}: {detail}")
+            detail = _("its blobs are intact")
+        self._record(pid, bad, _("{what}: {detail}").format(what=what, detail=detail))
 
     def _record(self, pid: bytes, bad: list[bytes], reason: str) -> None:
         with self._lock:
@@ -345,13 +384,16 @@ class Checker:
                 for loc in locs
             )
 
+        self.progress.phase(N_("finding the files that depend on damaged data"), files_total=len(snaps),
+                            known=True, unit=N_("snapshots"))
         for snap in snaps:
+            self.progress.advance(1, current=_snapshot_name(snap))
             hits: list[str] = []
             stack: list[tuple[bytes, str]] = [(snap.tree, "")]
             while stack:
                 tree_id, prefix = stack.pop()
                 if lost(tree_id):
-                    hits.append((prefix or "/") + " (whole directory)")
+                    hits.append(_("{path} (whole directory)").format(path=prefix or "/"))
                     continue
                 try:
                     nodes = load_tree(self.repo, tree_id)
@@ -365,6 +407,10 @@ class Checker:
                         hits.append(path)
             if hits:
                 r.affected[snap.id] = sorted(hits)
+
+
+def _snapshot_name(snap: Snapshot) -> str:
+    return f"{snap.id[:8]} {', '.join(snap.paths)}".rstrip()
 
 
 def _key(e: packfmt.BlobEntry) -> tuple[int, bytes, int, int, int, bytes]:

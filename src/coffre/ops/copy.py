@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, IntegrityError
+from coffre.core.i18n import N_, _
+from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.crypto import aead
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
@@ -43,31 +45,51 @@ def shares_content_keys(a: Repository, b: Repository) -> bool:
 
 
 class Copier:
-    def __init__(self, src: Repository, dst: Repository, dst_lock: Lock, report: Reporter = quiet) -> None:
+    def __init__(self, src: Repository, dst: Repository, dst_lock: Lock, report: Reporter = quiet,
+                 progress: Progress = NULL_PROGRESS) -> None:
         self.src, self.dst, self.dst_lock, self.report = src, dst, dst_lock, report
+        self.progress = progress
         self.shared = shares_content_keys(src, dst)
         self.packer = Packer(dst)
         self.used: set[bytes] = set()  # destination blobs the copies rely on
         self._trees: dict[bytes, bytes] = {}  # source tree id -> destination tree id (this run)
         self._blobs: dict[bytes, bytes] = {}  # source data id -> destination id (this run)
+        self._sizes: dict[bytes, int] = {}  # independent keys: source data id -> its stored size
+        self._planned: list[bytes] = []  # shared keys: blobs to copy, each after its base
 
     def run(self, snaps: list[Snapshot]) -> CopyResult:
         result = CopyResult(shared_keys=self.shared)
         present = {s.original or s.id for s in self.dst.snapshots(errors=[])}
-        todo: list[tuple[Snapshot, Snapshot]] = []
+        chosen: list[Snapshot] = []
         for snap in snaps:
             origin = snap.original or snap.id
             if origin in present:
                 result.skipped.append(snap)
                 continue
             present.add(origin)
+            chosen.append(snap)
+        self.progress.phase(N_("reading the snapshots' folders"), files_total=len(chosen), known=True,
+                            unit=N_("snapshots"))
+        if not self.shared:
+            # Every data blob is read from the source: count them first, for the progress.
+            self._count(chosen)
+            self.progress.phase(N_("copying"), files_total=len(self._sizes),
+                                bytes_total=sum(self._sizes.values()), known=True, unit=N_("pieces"))
+        todo: list[tuple[Snapshot, Snapshot]] = []
+        for snap in chosen:
+            if self.shared:
+                self.progress.advance(current=_name(snap))
             copy = Snapshot(
                 time_ns=snap.time_ns, hostname=snap.hostname, username=snap.username,
                 paths=list(snap.paths), tree=self._tree(snap.tree), tags=list(snap.tags),
                 excludes=list(snap.excludes), summary=dict(snap.summary), program=snap.program,
-                original=origin, databases=list(snap.databases),
+                original=snap.original or snap.id, databases=list(snap.databases),
             )
             todo.append((snap, copy))
+            if self.shared:
+                self.progress.advance(1)
+        if self.shared:
+            self._copy_planned()
         self.packer.flush()
         written = self.packer.take_written()
         if written:
@@ -84,6 +106,27 @@ class Copier:
         result.bytes_added = self.packer.bytes_written
         return result
 
+    def _count(self, snaps: list[Snapshot]) -> None:
+        """Independent keys: the data blobs of these snapshots, with their stored sizes."""
+        seen: set[bytes] = set()
+        for snap in snaps:
+            self.progress.advance(current=_name(snap))
+            stack = [snap.tree]
+            while stack:
+                tree_id = stack.pop()
+                if tree_id in seen:
+                    continue
+                seen.add(tree_id)
+                for node in load_tree(self.src, tree_id):
+                    if node.type == "dir" and node.subtree is not None:
+                        stack.append(node.subtree)
+                    elif node.type == "file":
+                        for blob_id in node.content:
+                            if blob_id not in self._sizes:
+                                loc = self.src.index.lookup(blob_id)
+                                self._sizes[blob_id] = loc.entry.length if loc is not None else 0
+            self.progress.advance(1)
+
     # -- trees ------------------------------------------------------------------------------
     def _tree(self, tree_id: bytes) -> bytes:
         done = self._trees.get(tree_id)
@@ -96,7 +139,7 @@ class Copier:
             elif node.type == "file":
                 node.content = [self._data(b) for b in node.content]
         if self.shared:
-            self._copy_as_is(tree_id)  # children first: a tree never lands without them
+            self._plan(tree_id)  # children first: a tree never lands without them
             new_id = tree_id
         else:
             new_id = self._store_tree(nodes)
@@ -114,7 +157,7 @@ class Copier:
     # -- data -------------------------------------------------------------------------------
     def _data(self, blob_id: bytes) -> bytes:
         if self.shared:
-            self._copy_as_is(blob_id)
+            self._plan(blob_id)
             return blob_id
         done = self._blobs.get(blob_id)
         if done is not None:
@@ -125,10 +168,12 @@ class Copier:
             self.packer.add(aead.KIND_DATA, new_id, data)
         self.used.add(new_id)
         self._blobs[blob_id] = new_id
+        self.progress.advance(1, self._sizes.get(blob_id, 0))
         return new_id
 
-    def _copy_as_is(self, blob_id: bytes) -> None:
-        """Same ids: store the blob's stored form (a delta stays a delta), and its base."""
+    def _plan(self, blob_id: bytes) -> None:
+        """Same ids: the blob the destination lacks is to be copied in its stored form (a
+        delta stays a delta), after its base."""
         if blob_id in self.used:
             return
         self.used.add(blob_id)
@@ -139,14 +184,36 @@ class Copier:
             return
         loc = self.src.index.lookup(blob_id)
         if loc is None:
-            raise CoffreError(f"blob {blob_id.hex()[:12]} is missing from the source repository",
-                              "run 'coffre check' on the source")
-        entry = loc.entry
-        if entry.base is not None:
-            self._copy_as_is(entry.base)
-        envelope = self.src.read_envelope(loc)
-        if len(envelope) != entry.length:
-            raise IntegrityError(f"blob {blob_id.hex()[:12]} is truncated in the source")
-        body = self.src.open_blob(entry, envelope)
-        self.src.decode_plain(entry, body)  # checks the content against its id first
-        self.packer.add_body(entry.kind, blob_id, body, entry.raw_length, entry.base)
+            raise CoffreError(_("blob {blob} is missing from the source repository").format(
+                blob=blob_id.hex()[:12]), _("run 'coffre check' on the source"))
+        if loc.entry.base is not None:
+            self._plan(loc.entry.base)
+        self._planned.append(blob_id)
+
+    def _copy_planned(self) -> None:
+        """Copy the planned blobs as they are stored, each checked against its id first."""
+        total = 0
+        for blob_id in self._planned:
+            loc = self.src.index.lookup(blob_id)
+            total += loc.entry.length if loc is not None else 0
+        self.progress.phase(N_("copying"), files_total=len(self._planned), bytes_total=total, known=True,
+                            unit=N_("pieces"))
+        for blob_id in self._planned:
+            loc = self.src.index.lookup(blob_id)
+            if loc is None:  # planned only when found
+                raise CoffreError(_("blob {blob} is missing from the source repository").format(
+                    blob=blob_id.hex()[:12]), _("run 'coffre check' on the source"))
+            entry = loc.entry
+            envelope = self.src.read_envelope(loc)
+            if len(envelope) != entry.length:
+                raise IntegrityError(_("blob {blob} is truncated in the source").format(
+                    blob=blob_id.hex()[:12]))
+            body = self.src.open_blob(entry, envelope)
+            self.src.decode_plain(entry, body)  # checks the content against its id first
+            self.packer.add_body(entry.kind, blob_id, body, entry.raw_length, entry.base)
+            self.progress.advance(1, entry.length)
+        self._planned = []
+
+
+def _name(snap: Snapshot) -> str:
+    return f"{snap.id[:8]} {', '.join(snap.paths)}".rstrip()

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from coffre.core.errors import CoffreError
+from coffre.core.i18n import N_, _
+from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.ops.common import Reporter, find_node, find_snapshot, quiet
 from coffre.policy.timeline import choose_latest, future_warning
@@ -29,10 +31,11 @@ def find_with_databases(repo: Repository, ref: str, engine: str | None = None,
     held = [s for s in repo.snapshots(errors=damaged)
             if any(engine in (None, d.engine) for d in s.databases)]
     for d in damaged:
-        report(f"warning: {d} (skipped)")
+        report(_("warning: {problem} (skipped)").format(problem=d))
     if not held:
-        raise CoffreError(f"no snapshot holds a {engine + ' ' if engine else ''}database",
-                          "back up with --postgres, --postgres-cluster, --mysql or --sqlite")
+        raise CoffreError(_("no snapshot holds a {engine} database").format(engine=engine) if engine
+                          else _("no snapshot holds a database"),
+                          _("back up with --postgres, --postgres-cluster, --mysql or --sqlite"))
     now = repo.clock.now_ns()
     choice = choose_latest(held, now)  # as find_snapshot: not one dated in the future
     if choice.future:
@@ -46,40 +49,55 @@ def pick(snap: Snapshot, engine: str, name: str | None) -> DatabaseRecord:
     if name is not None:
         found = [d for d in found if name in (d.name, d.file)]
     if not found:
-        held = ", ".join(f"{d.engine} {d.name}" for d in snap.databases) or "none"
-        raise CoffreError(f"snapshot {snap.id[:8]} holds no {engine} database"
-                          + (f" named {name!r}" if name else "") + f" (it holds: {held})")
+        held = ", ".join(f"{d.engine} {d.name}" for d in snap.databases) or _("none")
+        if name:
+            raise CoffreError(_("snapshot {id} holds no {engine} database named {name} (it holds: "
+                                "{held})").format(id=snap.id[:8], engine=engine, name=repr(name), held=held))
+        raise CoffreError(_("snapshot {id} holds no {engine} database (it holds: {held})").format(
+            id=snap.id[:8], engine=engine, held=held))
     if len(found) > 1:
-        raise CoffreError(f"snapshot {snap.id[:8]} holds several {engine} databases",
-                          "choose one with --database: " + ", ".join(d.name for d in found))
+        raise CoffreError(_("snapshot {id} holds several {engine} databases").format(
+            id=snap.id[:8], engine=engine),
+            _("choose one with --database: {names}").format(names=", ".join(d.name for d in found)))
     return found[0]
 
 
-def dump_chunks(repo: Repository, snap: Snapshot, record: DatabaseRecord) -> Iterator[bytes]:
-    """The stored dump, piece by piece, each checked against its id as it is read."""
+def dump_chunks(repo: Repository, snap: Snapshot, record: DatabaseRecord,
+                progress: Progress = NULL_PROGRESS) -> Iterator[bytes]:
+    """The stored dump, piece by piece, each checked against its id as it is read (and
+    counted in `progress`, whose byte total it sets)."""
     node = find_node(repo, snap.tree, record.path.encode())
     if node is None or node.type != "file":
-        raise CoffreError(f"snapshot {snap.id[:8]}: the dump {record.path} is missing from its tree")
+        raise CoffreError(_("snapshot {id}: the dump {path} is missing from its tree").format(
+            id=snap.id[:8], path=record.path))
+    progress.add_total(nbytes=node.size)
+    progress.total_known()
     sent = 0
     for blob_id in node.content:
         data = repo.load_blob(blob_id)
         sent += len(data)
+        progress.advance(0, len(data))
         yield data
     if sent != node.size:
-        raise CoffreError(f"the dump {record.path} has {sent} bytes, {node.size} expected")
+        raise CoffreError(_("the dump {path} has {size} bytes, {expected} expected").format(
+            path=record.path, size=sent, expected=node.size))
 
 
 def restore_database(repo: Repository, snap: Snapshot, record: DatabaseRecord, target: Target,
-                     force: bool = False, report: Reporter = quiet) -> None:
+                     force: bool = False, report: Reporter = quiet,
+                     progress: Progress = NULL_PROGRESS) -> None:
     if not force and not target.is_empty():
-        raise CoffreError(f"{target.describe()} is not empty; nothing was changed",
+        raise CoffreError(_("{target} is not empty; nothing was changed").format(target=target.describe()),
                           target.replace_hint)
     privileged = target.too_privileged()
     if privileged:
-        report(f"warning: {privileged}: the dump's functions, triggers and constraints (the "
-               "backed-up database's own code) run with rights over the whole server; restore "
-               "as the database's owner, an account without them (docs/databases.md)")
-    target.restore(dump_chunks(repo, snap, record), force, record.extra)
+        report(_("warning: {problem}: the dump's functions, triggers and constraints (the "
+                 "backed-up database's own code) run with rights over the whole server; restore "
+                 "as the database's owner, an account without them (docs/databases.md)").format(
+                     problem=privileged))
+    progress.phase(N_("restoring the dump"), unit=N_("databases"))
+    progress.advance(current=f"{record.engine} {record.name}")
+    target.restore(dump_chunks(repo, snap, record, progress), force, record.extra)
 
 
 @dataclass
@@ -94,31 +112,45 @@ class DrillResult:
 
 
 def drill(repo: Repository, snap: Snapshot, throwaway: Throwaways, report: Reporter = quiet,
-          clock: Callable[[], float] = time.monotonic) -> list[DrillResult]:
+          clock: Callable[[], float] = time.monotonic,
+          progress: Progress = NULL_PROGRESS) -> list[DrillResult]:
     """Restore each database of the snapshot into a throwaway instance of its engine, run the
     engine's integrity check, and compare row counts with those recorded at backup time."""
     if not snap.databases:
-        raise CoffreError(f"snapshot {snap.id[:8]} holds no database to drill",
-                          "back up with --postgres, --mysql or --sqlite")
+        raise CoffreError(_("snapshot {id} holds no database to drill").format(id=snap.id[:8]),
+                          _("back up with --postgres, --mysql or --sqlite"))
     results = []
-    for record in snap.databases:
+    count = len(snap.databases)
+
+    def stage(name: str, done: int, current: str) -> None:
+        """A step of one database's drill; the count of databases drilled goes on."""
+        progress.phase(name, files_total=count, known=True, unit=N_("databases"))
+        progress.advance(done, current=current)
+
+    for done, record in enumerate(snap.databases):
         result = DrillResult(record)
         start = clock()
-        report(f"drill: restoring {record.engine} {record.name} into a throwaway instance")
+        current = f"{record.engine} {record.name}"
+        report(_("drill: restoring {engine} {name} into a throwaway instance").format(
+            engine=record.engine, name=record.name))
         # A drill reports what went wrong, whatever the engine raised, and goes on with the
         # next database.
         step = "throwaway instance"
+        stage(N_("starting a throwaway server"), done, current)
         try:
             with throwaway(record.engine) as target:
                 step = "restore"
-                target.restore(dump_chunks(repo, snap, record), False, record.extra)
-                result.checks.append(Check("restore", True, f"{record.file} loaded"))
+                stage(N_("restoring the dump"), done, current)
+                target.restore(dump_chunks(repo, snap, record, progress), False, record.extra)
+                result.checks.append(Check("restore", True, _("{file} loaded").format(file=record.file)))
                 step = "checks"
+                stage(N_("checking the restored database"), done, current)
                 result.checks += target.drill_checks(record.tables)
         except Exception as exc:
             result.checks.append(Check(step, False, _message(exc)))
         result.seconds = clock() - start
         results.append(result)
+        progress.advance(1)
     return results
 
 

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
+from coffre.core.i18n import N_, _, ngettext
+from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
@@ -70,9 +72,9 @@ def worth_repacking(pack_size: int, used_bytes: int, used_blobs: int, all_blobs:
 
 
 def forget_hint(snapshot_id: str) -> str:
-    return (f"run 'coffre check'; if the data is lost for good, 'coffre forget {snapshot_id[:8]}' "
-            "removes the snapshot (a new backup stores again what the live files still hold), "
-            "then prune again")
+    return _("run 'coffre check'; if the data is lost for good, 'coffre forget {id}' removes the "
+             "snapshot (a new backup stores again what the live files still hold), then prune "
+             "again").format(id=snapshot_id[:8])
 
 
 class Marker:
@@ -82,9 +84,10 @@ class Marker:
 
     def __init__(
         self, repo: Repository, records: list[TrashRecord], lost_in: dict[bytes, str] | None = None,
-        damaged: set[tuple[bytes, bytes]] | None = None,
+        damaged: set[tuple[bytes, bytes]] | None = None, progress: Progress = NULL_PROGRESS,
     ) -> None:
         self.repo = repo
+        self.progress = progress
         self.records = records
         self.lost_in = lost_in or {}  # blob id -> where it was lost ("was in pack X, which ...")
         self.damaged = damaged or set()  # (pack, blob) copies never to be brought back
@@ -114,39 +117,45 @@ class Marker:
 
     def _require(self, blob_id: bytes, what: str, snap: Snapshot) -> None:
         if blob_id not in self.repo.index and not self._find_in_trash(blob_id):
-            where = self.lost_in.get(blob_id, "is in no index and no pack")
-            raise CoffreError(f"{what} {where}; prune refuses to run", forget_hint(snap.id))
+            where = self.lost_in.get(blob_id) or _("is in no index and no pack")
+            raise CoffreError(_("{what} {where}; prune refuses to run").format(what=what, where=where),
+                              forget_hint(snap.id))
 
     def _mark_base(self, blob: bytes, used: set[bytes], snap: Snapshot) -> None:
         """A delta blob is only readable with its base: the base is used too."""
         base = self.repo.index.base_of(blob)
         if base is not None and base not in used:
-            self._require(base, f"the base of a delta blob of snapshot {snap.id[:8]}", snap)
+            self._require(base, _("the base of a delta blob of snapshot {id}").format(id=snap.id[:8]), snap)
             used.add(base)
 
     def mark(self, snaps: list[Snapshot]) -> set[bytes]:
         used: set[bytes] = set()
+        self.progress.phase(N_("finding the data snapshots use"), files_total=len(snaps), known=True,
+                            unit=N_("snapshots"))
         for snap in snaps:
+            self.progress.advance(current=f"{snap.id[:8]} {', '.join(snap.paths)}".rstrip())
             stack = [snap.tree]
             while stack:
                 tree_id = stack.pop()
                 if tree_id in used:
                     continue
                 used.add(tree_id)
-                self._require(tree_id, f"a tree of snapshot {snap.id[:8]}", snap)
+                self._require(tree_id, _("a tree of snapshot {id}").format(id=snap.id[:8]), snap)
                 try:
                     nodes = load_tree(self.repo, tree_id)
                 except CoffreError as exc:
-                    raise CoffreError(f"a tree of snapshot {snap.id[:8]} cannot be read ({exc.message}); "
-                                      "prune refuses to run", forget_hint(snap.id)) from exc
+                    raise CoffreError(_("a tree of snapshot {id} cannot be read ({reason}); prune refuses "
+                                        "to run").format(id=snap.id[:8], reason=exc.message),
+                                      forget_hint(snap.id)) from exc
                 for node in nodes:
                     for blob in node.content:
                         if blob not in used:
-                            self._require(blob, f"data of snapshot {snap.id[:8]}", snap)
+                            self._require(blob, _("data of snapshot {id}").format(id=snap.id[:8]), snap)
                             used.add(blob)
                             self._mark_base(blob, used, snap)
                     if node.subtree is not None:
                         stack.append(node.subtree)
+            self.progress.advance(1)
         return used
 
 
@@ -155,10 +164,11 @@ def readable_snapshots(repo: Repository) -> list[Snapshot]:
     errors: list[str] = []
     snaps = repo.snapshots(errors=errors)
     if errors:
-        found = re.search(r"snapshot ([0-9a-f]{8,})", errors[0])
-        hint = (f"if it is damaged for good, 'coffre forget {found.group(1)[:8]}' removes it (its data "
-                "stays until a prune finds it unused), then prune again") if found else None
-        raise CoffreError(f"{errors[0]}; prune refuses to run while a snapshot cannot be read", hint)
+        found = re.search(r"\b([0-9a-f]{8,})\b", errors[0])  # the snapshot's id, in any language
+        hint = _("if it is damaged for good, 'coffre forget {id}' removes it (its data stays until a "
+                 "prune finds it unused), then prune again").format(id=found.group(1)[:8]) if found else None
+        raise CoffreError(_("{error}; prune refuses to run while a snapshot cannot be read").format(
+            error=errors[0]), hint)
     return snaps
 
 
@@ -171,8 +181,9 @@ def confirm_gone(repo: Repository, candidates: set[bytes]) -> set[bytes]:
         except ObjectNotFound:
             continue
         raise CoffreError(
-            f"the storage listing lacks pack {pid.hex()[:12]}, which exists; prune refuses to run",
-            "the storage answered an incomplete listing: try again later",
+            _("the storage listing lacks pack {pack}, which exists; prune refuses to run").format(
+                pack=pid.hex()[:12]),
+            _("the storage answered an incomplete listing: try again later"),
         )
     return candidates
 
@@ -209,9 +220,11 @@ class Pruner:
     def __init__(
         self, repo: Repository, lock: Lock, report: Reporter = quiet,
         damaged: set[tuple[bytes, bytes]] | None = None, max_repack: int | None = None,
+        progress: Progress = NULL_PROGRESS,
     ) -> None:
         self.repo = repo
         self.lock = lock
+        self.progress = progress
         self.report = report
         self.damaged = damaged or set()  # (pack, blob) pairs from this machine's damage register
         self.max_repack = max_repack
@@ -222,24 +235,25 @@ class Pruner:
     def run(self, dry_run: bool = False) -> PruneStats:
         repo, st = self.repo, self.stats
         live_at_start = _other_live_locks(repo, self.lock)
+        self.progress.phase(N_("loading the index"))
         repo.load_index()
         stored = dict(repo.iter_pack_names())
         gone = confirm_gone(repo, {p for p in repo.index.pack_ids() if p.hex() not in stored})
         bad = self._recheck_damage(stored)
         indexed_before = repo.index.packs()
-        lost_in = {e.id: f"was in pack {pid.hex()[:12]}, which is missing from storage"
+        lost_in = {e.id: _("was in pack {pack}, which is missing from storage").format(pack=pid.hex()[:12])
                    for pid in gone for e in indexed_before[pid]}
-        lost_in.update({b: f"is damaged in pack {pid.hex()[:12]}"
+        lost_in.update({b: _("is damaged in pack {pack}").format(pack=pid.hex()[:12])
                         for pid, blobs in bad.items() for b in blobs})
         repo.index.drop_packs(gone)
         st.blobs_damaged = repo.index.retain(lambda pid, e: e.id not in bad.get(pid, ()))
         st.packs_gone = len(gone)
         records = load_trash(repo)
         snaps = readable_snapshots(repo)
-        marker = Marker(repo, records, lost_in, self._known_bad(bad))
+        marker = Marker(repo, records, lost_in, self._known_bad(bad), self.progress)
         used = marker.mark(snaps)
         if self._drop_bad_duplicates(used, bad):
-            marker = Marker(repo, records, lost_in, self._known_bad(bad))
+            marker = Marker(repo, records, lost_in, self._known_bad(bad), self.progress)
             used = marker.mark(snaps)
         resurrect = marker.resurrected
         indexed = repo.index.packs()
@@ -274,25 +288,29 @@ class Pruner:
         st.packs_repacked, st.packs_unindexed = len(repack), len(unindexed)
         st.blobs_resurrected = sum(len(v) for v in resurrect.values())
         if gone:
-            st.notes.append(f"{len(gone)} pack(s) listed in the index were gone and held nothing a "
-                            "snapshot needs: left out of the new index")
-        self.report(
-            f"packs: {len(keep)} kept, {len(repack)} to repack, {len(remove)} unused, "
-            f"{len(unindexed)} not indexed; {st.bytes_freed} bytes to free"
-        )
+            st.notes.append(ngettext(
+                "{n} pack listed in the index was gone and held nothing a snapshot needs: left out "
+                "of the new index",
+                "{n} packs listed in the index were gone and held nothing a snapshot needs: left out "
+                "of the new index", len(gone)).format(n=len(gone)))
+        self.report(_("packs: {kept} kept, {repack} to repack, {unused} unused, {unindexed} not "
+                      "indexed; {size} bytes to free").format(
+            kept=len(keep), repack=len(repack), unused=len(remove), unindexed=len(unindexed),
+            size=st.bytes_freed))
         if dry_run:
             return st
         if repack or remove or unindexed or resurrect or gone or st.blobs_damaged:
             new_packs = self._repack(repack)
             keep.update(new_packs)
             self.lock.check_lease()  # before the old index files go
+            self.progress.phase(N_("writing the index"))
             self._write_index(keep)
             holders = live_at_start | _other_live_locks(repo, self.lock)
             save_trash(repo, [*remove, *repack.keys(), *unindexed], sorted(holders))
         self._empty_trash(bad)
         # Partial uploads of crashed writers; a day is far longer than any write takes.
         st.temporaries_removed = repo.backend.clean_temporaries(repo.clock.now_ns() - TEMP_AGE_NS)
-        self.damage_resolved += [p for p in {p for p, _ in self.damaged} if p.hex() not in stored]
+        self.damage_resolved += [p for p in {p for p, _blob in self.damaged} if p.hex() not in stored]
         return st
 
     def _first(self, blob_id: bytes) -> bytes | None:
@@ -332,7 +350,7 @@ class Pruner:
         PACK_ITSELF). A pack that now reads correctly is cleared (it was a fault of the
         reading, not of the data); one that is gone no longer matters."""
         bad: dict[bytes, set[bytes]] = {}
-        for pid in sorted({p for p, _ in self.damaged}):
+        for pid in sorted({p for p, _blob in self.damaged}):
             if pid.hex() not in stored:
                 continue
             try:
@@ -382,17 +400,23 @@ class Pruner:
             self.stats.packs_not_repacked += 1
         if self.stats.packs_not_repacked:
             why = ("--max-repack-size" if self.max_repack is not None and limit == self.max_repack
-                   else "the free space of the medium")
-            self.stats.notes.append(
-                f"{self.stats.packs_not_repacked} pack(s) worth repacking were kept whole to stay "
-                f"within {why}; a later prune repacks them"
-            )
+                   else _("the free space of the medium"))
+            n = self.stats.packs_not_repacked
+            self.stats.notes.append(ngettext(
+                "{n} pack worth repacking was kept whole to stay within {limit}; a later prune "
+                "repacks it",
+                "{n} packs worth repacking were kept whole to stay within {limit}; a later prune "
+                "repacks them", n).format(n=n, limit=why))
 
     def _repack(self, repack: dict[bytes, list[BlobEntry]]) -> dict[bytes, list[BlobEntry]]:
         """Copy the used blobs of these packs into new packs, each authenticated first (so a
         damaged pack gives up its intact blobs, and a damaged blob is never copied)."""
         packer = Packer(self.repo)
+        self.progress.phase(N_("repacking"), files_total=len(repack),
+                            bytes_total=sum(e.length for live in repack.values() for e in live), known=True,
+                            unit=N_("packs"))
         for pid, live in repack.items():
+            self.progress.advance(current=pid.hex()[:12])
             data = self.repo.backend.load(Handle("data", pid.hex()))
             view = memoryview(data)
             for e in live:
@@ -401,12 +425,14 @@ class Pruner:
                     self.repo.decode_plain(e, body)
                 except FormatError as exc:
                     raise CoffreError(
-                        f"pack {pid.hex()[:12]} holds a damaged blob that a snapshot needs "
-                        f"({exc.message}); prune stops before changing anything",
-                        "run 'coffre check' (it records the damage), then a backup (it stores "
-                        "again what the live files still hold), then prune",
+                        _("pack {pack} holds a damaged blob that a snapshot needs ({reason}); prune "
+                          "stops before changing anything").format(pack=pid.hex()[:12], reason=exc.message),
+                        _("run 'coffre check' (it records the damage), then a backup (it stores "
+                          "again what the live files still hold), then prune"),
                     ) from exc
                 packer.add_body(e.kind, e.id, body, e.raw_length, e.base)
+                self.progress.advance(0, e.length)
+            self.progress.advance(1)
         packer.flush()
         return packer.take_written()
 
@@ -428,25 +454,29 @@ class Pruner:
         eligible = [rec for rec in records if not live & set(rec.live_locks)]
         st.packs_waiting = sum(len(rec.packs) for rec in records if rec not in eligible)
         if st.packs_waiting:
-            st.notes.append(
-                f"{st.packs_waiting} pack(s) wait in the trash until operations that were "
-                "running have finished; the next prune deletes them"
-            )
+            st.notes.append(ngettext(
+                "{n} pack must wait in the trash until operations that were running have "
+                "finished; the next prune deletes it",
+                "{n} packs must wait in the trash until operations that were running have "
+                "finished; the next prune deletes them", st.packs_waiting).format(n=st.packs_waiting))
         if not eligible:
             return
         # Snapshots written since this prune started may use trashed blobs: mark again.
         repo.index = MasterIndex()
         repo.load_index()
-        marker = Marker(repo, records, damaged=self._known_bad(bad or {}))
+        marker = Marker(repo, records, damaged=self._known_bad(bad or {}), progress=self.progress)
         marker.mark(readable_snapshots(repo))
         if marker.resurrected:
             repo.save_index(marker.resurrected)
             st.blobs_resurrected += sum(len(v) for v in marker.resurrected.values())
         in_index = repo.index.pack_ids()
+        self.progress.phase(N_("deleting unused packs"), known=True, unit=N_("packs"),
+                            files_total=sum(pid not in in_index for rec in eligible for pid in rec.packs))
         for rec in eligible:
             for pid in rec.packs:
                 if pid in in_index:
                     continue
+                self.progress.advance(1, current=pid.hex()[:12])
                 try:
                     repo.backend.remove(Handle("data", pid.hex()))
                     st.packs_deleted += 1
@@ -454,7 +484,8 @@ class Pruner:
                 except ObjectNotFound:
                     pass
                 except StorageError as exc:
-                    raise CoffreError(f"cannot delete pack {pid.hex()[:12]}: {exc.message}") from exc
+                    raise CoffreError(_("cannot delete pack {pack}: {reason}").format(
+                        pack=pid.hex()[:12], reason=exc.message)) from exc
             repo.backend.remove(Handle("trash", rec.name))
 
 
@@ -469,8 +500,9 @@ def free_unused_packs(repo: Repository, mine: Lock | None, report: Reporter = qu
     if _other_live_locks(repo, mine):
         holder = next(lk for lk in live_locks(repo) if mine is None or lk.lock_id != mine.lock_id)
         raise CoffreError(
-            f"the backup medium is full and {holder.describe()} is using the repository",
-            "wait for it to end (a backup on a full medium fails by itself), then prune again",
+            _("the backup medium is full and {holder} is using the repository").format(
+                holder=holder.describe()),
+            _("wait for it to end (a backup on a full medium fails by itself), then prune again"),
         )
     repo.index = MasterIndex()
     repo.load_index()
@@ -496,5 +528,7 @@ def free_unused_packs(repo: Repository, mine: Lock | None, report: Reporter = qu
             continue
         deleted += 1
         freed += stored.get(pid.hex(), 0)
-    report(f"the medium was full: deleted {deleted} pack(s) no snapshot uses ({freed} bytes)")
+    report(ngettext("the medium was full: deleted {n} pack no snapshot uses ({size} bytes)",
+                    "the medium was full: deleted {n} packs no snapshot uses ({size} bytes)",
+                    deleted).format(n=deleted, size=freed))
     return deleted, freed
