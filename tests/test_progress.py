@@ -365,7 +365,7 @@ def test_a_path_given_as_bytes_is_decoded_only_when_shown() -> None:
 def test_on_a_narrow_terminal_the_rate_then_the_count_give_way_to_the_time_left() -> None:
     status = Status("reading data", 3, 10, 3 << 20, 10 << 20, True, "/srv/a", 12.0, 0, phase_elapsed=10.0)
     view = TerminalLine("vérification", 1)
-    wide, narrow, narrower = (view.line(status, w) for w in (160, 90, 80))
+    wide, narrow, narrower = (view.line(status, w) for w in (160, 80, 70))
     assert "/s" in wide and "3/10 files" in wide and "/srv/a" in wide
     assert "/s" not in narrow and "3/10 files" in narrow and narrow.endswith("0:24 left")
-    assert "3/10" not in narrower and narrower.endswith("0:24 left") and len(narrower) < 80
+    assert "3/10" not in narrower and narrower.endswith("0:24 left") and len(narrower) < 70

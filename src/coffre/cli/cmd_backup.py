@@ -11,8 +11,8 @@ from typing import Any
 from babel.numbers import format_decimal
 
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
-from coffre.cli.output import emit_json, human_size, say, warn
-from coffre.cli.progress import progress_for
+from coffre.cli.output import human_size, say, warn
+from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
 from coffre.core.i18n import _, locale_name, ngettext
@@ -135,11 +135,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     watch_storage(repo, changed=True)  # the new snapshot is seen: its deletion would be noticed
     problems = result.problems
     if args.json:
-        emit_json({"snapshot": snap.id, "summary": snap.summary,
-                   "databases": [d.to_map() for d in snap.databases],
-                   "left_out": [{"database": lo.database, "paths": lo.paths} for lo in result.left_out],
-                   "errors": problems.errors,
-                   "warnings": problems.warnings, "verify_differences": differences})
+        emit_summary({"snapshot": snap.id, "summary": snap.summary,
+                      "databases": [d.to_map() for d in snap.databases],
+                      "left_out": [{"database": lo.database, "paths": lo.paths} for lo in result.left_out],
+                      "errors": problems.errors,
+                      "warnings": problems.warnings, "verify_differences": differences})
     else:
         say_summary(result)
         if args.verify:

@@ -6,7 +6,7 @@ import argparse
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
-from coffre.cli.progress import progress_for
+from coffre.cli.progress import emit_summary, progress_for
 from coffre.core.errors import EXIT_FATAL, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.format.tree import Node
@@ -83,11 +83,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
             problems = restorer.run(snap, at, node)
     st = restorer.stats
     if args.json:
-        emit_json({"snapshot": snap.id, "path": at or "/", "files": st.files,
-                   "files_failed": st.files_failed, "dirs": st.dirs, "bytes": st.bytes,
-                   "verified": st.verified, "overwrite": args.overwrite, "skipped": st.skipped,
-                   "unchanged": st.unchanged, "replaced": st.replaced,
-                   "errors": problems.errors, "warnings": problems.warnings})
+        emit_summary({"snapshot": snap.id, "path": at or "/", "files": st.files,
+                      "files_failed": st.files_failed, "dirs": st.dirs, "bytes": st.bytes,
+                      "verified": st.verified, "overwrite": args.overwrite, "skipped": st.skipped,
+                      "unchanged": st.unchanged, "replaced": st.replaced,
+                      "errors": problems.errors, "warnings": problems.warnings})
     else:
         for w in problems.warnings:
             warn(_("warning: {message}").format(message=w))
