@@ -9,7 +9,7 @@ import sys
 
 from coffre.cli.cmd_restore import add_snapshot_filters
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty, snapshots
-from coffre.cli.output import emit_json, human_size, say, table, warn
+from coffre.cli.output import emit_json, human_size, human_time, say, table, warn
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _, ngettext
@@ -102,7 +102,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([snapshot_json(s) for s in snaps])
         return 0
-    rows = [[s.id[:8], format_ns(s.time_ns), s.hostname, ",".join(s.tags),
+    rows = [[s.id[:8], human_time(s.time_ns), s.hostname, ",".join(s.tags),
              human_size(s.summary.get("bytes_total", 0)), ", ".join(s.paths)] for s in snaps]
     say(table(rows, [_("id"), _("time"), _("host"), _("tags"), _("size"), _("paths")]))
     say(ngettext("{n} snapshot", "{n} snapshots", len(snaps)).format(n=len(snaps)))
@@ -288,15 +288,15 @@ def version_json(n: Node) -> dict[str, object]:
 
 def describe_version(v: Version) -> str:
     n = v.node
-    what = _("modified {time}").format(time=format_ns(n.mtime_ns))
+    what = _("modified {time}").format(time=human_time(n.mtime_ns))
     what += ", " + (human_size(n.size) if n.type == "file" else kind_name(n.type))
     first, last = v.snapshots[0], v.snapshots[-1]
     if first is last:
         return _("{what}: in snapshot {id} of {time}").format(
-            what=what, id=first.id[:8], time=format_ns(first.time_ns))
+            what=what, id=first.id[:8], time=human_time(first.time_ns))
     return _("{what}: in {n} snapshots, from {first} of {first_time} to {last} of {last_time}").format(
-        what=what, n=len(v.snapshots), first=first.id[:8], first_time=format_ns(first.time_ns),
-        last=last.id[:8], last_time=format_ns(last.time_ns))
+        what=what, n=len(v.snapshots), first=first.id[:8], first_time=human_time(first.time_ns),
+        last=last.id[:8], last_time=human_time(last.time_ns))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -351,7 +351,7 @@ def database_stats(args: argparse.Namespace) -> int:
         rows = []
         for before, p in zip([None, *points], points, strict=False):
             change = "" if before is None else _signed(p.size - before.size)
-            rows.append([format_ns(p.time_ns), p.snapshot[:8], human_size(p.size), change, str(p.rows)])
+            rows.append([human_time(p.time_ns), p.snapshot[:8], human_size(p.size), change, str(p.rows)])
         say(table(rows, [_("time"), _("snapshot"), _("size"), _("change"), _("rows")]))
         first, last = points[0], points[-1]
         days = (last.time_ns - first.time_ns) / 86400e9

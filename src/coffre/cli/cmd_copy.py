@@ -15,11 +15,11 @@ from coffre.cli.context import (
     refuse_empty,
     source_password,
 )
-from coffre.cli.output import human_size, say, warn
+from coffre.cli.output import human_number, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import UsageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.ops.common import find_snapshot
 from coffre.ops.copy import Copier
 
@@ -41,20 +41,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    refuse_empty("--from", args.source, hint="give the source repository's path or URL")
-    refuse_empty("--to", args.target, hint="give the destination repository's path or URL")
-    refuse_empty("--repo", args.repo, hint="give the destination repository's path or URL")
+    refuse_empty("--from", args.source, hint=_("give the source repository's path or URL"))
+    refuse_empty("--to", args.target, hint=_("give the destination repository's path or URL"))
+    refuse_empty("--repo", args.repo, hint=_("give the destination repository's path or URL"))
     source = args.source or os.environ.get("COFFRE_FROM_REPOSITORY")
     target = args.target or args.repo or os.environ.get("COFFRE_REPOSITORY")
     if not source or not target:
-        raise UsageError("copy needs a source and a destination", "use --from REPO_A --to REPO_B")
+        raise UsageError(_("copy needs a source and a destination"), _("use --from REPO_A --to REPO_B"))
     if _same_place(source, target):
-        raise UsageError("the source and the destination are the same repository")
+        raise UsageError(_("the source and the destination are the same repository"))
     src = open_repo_at(source, lambda: source_password(args), args)
     dst = open_repo_at(target, lambda: password(args, prompt=_("Password of the destination repository: ")),
                        args)
     if src.config.id == dst.config.id:
-        raise UsageError("the source and the destination are the same repository")
+        raise UsageError(_("the source and the destination are the same repository"))
     with reading(src, "copy"), locked(dst, exclusive=False, command="copy") as lock:
         load_index(src)
         load_index(dst)
@@ -69,14 +69,20 @@ def cmd_copy(args: argparse.Namespace) -> int:
                    "bytes_added": result.bytes_added, "shared_keys": result.shared_keys})
         return 0
     for a, b in result.copied:
-        say(f"snapshot {a.id[:8]} copied as {b.id[:8]}")
+        say(_("snapshot {source} copied as {copy}").format(source=a.id[:8], copy=b.id[:8]))
     if result.skipped:
-        say(f"{len(result.skipped)} snapshot(s) already in the destination")
-    say(f"{len(result.copied)} snapshot(s) copied, {human_size(result.bytes_added)} sent "
-        f"({result.blobs_added} new pieces)")
+        say(ngettext("{count} snapshot already in the destination",
+                     "{count} snapshots already in the destination",
+                     len(result.skipped)).format(count=len(result.skipped)))
+    copied = ngettext("{count} snapshot copied", "{count} snapshots copied",
+                      len(result.copied)).format(count=len(result.copied))
+    pieces = ngettext("{count} new piece", "{count} new pieces",
+                      result.blobs_added).format(count=human_number(result.blobs_added))
+    say(_("{copied}, {size} sent ({pieces})").format(
+        copied=copied, size=human_size(result.bytes_added), pieces=pieces))
     if not result.shared_keys and result.copied:
-        say("note: the repositories do not share keys, so every copied file was read from the source; "
-            "a destination made with 'init --copy-chunking-from' avoids that")
+        say(_("note: the repositories do not share keys, so every copied file was read from the source; "
+              "a destination made with 'init --copy-chunking-from' avoids that"))
     return 0
 
 

@@ -7,10 +7,10 @@ import os
 import tempfile
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
-from coffre.cli.output import human_size, say, warn
+from coffre.cli.output import human_duration, human_number, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.core.errors import UsageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
 from coffre.sources.databases.engines import drill_note, target, throwaway
 
@@ -50,29 +50,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_restore_db(args: argparse.Namespace) -> int:
     for option in ("postgres", "mysql", "sqlite", "pgdata"):
-        refuse_empty(f"--{option}", getattr(args, option), hint="give the database or folder to restore into")
+        refuse_empty(f"--{option}", getattr(args, option),
+                     hint=_("give the database or folder to restore into"))
     refuse_empty("--database", args.database,
-                 hint="give the name of a database of the snapshot, or leave it out")
+                 hint=_("give the name of a database of the snapshot, or leave it out"))
     engine, where = next((e, getattr(args, e)) for e in ("postgres", "mysql", "sqlite", "pgdata")
                          if getattr(args, e))
     engine = "postgres-cluster" if engine == "pgdata" else engine
     if args.no_owner and engine != "postgres":
-        raise UsageError("--no-owner applies to --postgres only")
+        raise UsageError(_("--no-owner applies to --postgres only"))
     dest = target(engine, where, owners=not args.no_owner)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
         load_index(repo)
         snap = find_with_databases(repo, args.snapshot, engine, report=warn)
         record = pick(snap, engine, args.database)
-        say(f"restoring {record.engine} {record.name} of snapshot {snap.id[:8]} into {dest.describe()}")
+        say(_("restoring {engine} {name} of snapshot {snapshot} into {target}").format(
+            engine=record.engine, name=record.name, snapshot=snap.id[:8], target=dest.describe()))
         with progress_for(args, _("restore-db")) as progress:
             restore_database(repo, snap, record, dest, force=args.force, report=warn, progress=progress)
     if engine == "postgres-cluster":
-        say(f"unpacked into {where}: start a PostgreSQL {record.extra.get('major', '')} server on it "
-            f"(pg_ctl -D {where} start); its configuration files come from the data folder, or "
-            "from /etc/postgresql on Debian (back that folder up with the files)")
+        say(_("unpacked into {folder}: start a PostgreSQL {major} server on it "
+              "(pg_ctl -D {folder} start); its configuration files come from the data folder, or "
+              "from /etc/postgresql on Debian (back that folder up with the files)").format(
+                  folder=where, major=record.extra.get("major", "")))
     else:
-        say(f"restored: {len(record.tables)} tables, {sum(record.tables.values())} rows at backup time")
+        rows = sum(record.tables.values())
+        say(_("restored: {tables}, {rows} at backup time").format(
+            tables=ngettext("{count} table", "{count} tables", len(record.tables)).format(
+                count=human_number(len(record.tables))),
+            rows=ngettext("{count} row", "{count} rows", rows).format(count=human_number(rows))))
     return 0
 
 
@@ -81,16 +88,16 @@ UNSAFE_IN_WORK_DIR = "'\"\\$`\n\r"
 
 def cmd_drill(args: argparse.Namespace) -> int:
     refuse_empty("--work-dir", args.work_dir,
-                 hint="give a folder, or leave --work-dir out for the temporary one")
+                 hint=_("give a folder, or leave --work-dir out for the temporary one"))
     if args.work_dir and not os.path.isdir(args.work_dir):
-        raise UsageError(f"--work-dir {args.work_dir}: no such folder")
+        raise UsageError(_("--work-dir {folder}: no such folder").format(folder=args.work_dir))
     work = os.path.abspath(args.work_dir or tempfile.gettempdir())
     if any(c in work for c in UNSAFE_IN_WORK_DIR):
         # The throwaway servers' settings name their folder in quotes, and mariadb-install-db
         # is a shell script. (PostgreSQL is started without pg_ctl, which hands the folder to
         # /bin/sh, where $(...) and `...` would run.)
-        raise UsageError(f"{work!r}: choose a work folder without quotes, backslashes, '$', '`' or "
-                         "line breaks (--work-dir, or TMPDIR)")
+        raise UsageError(_("{folder}: choose a work folder without quotes, backslashes, '$', '`' or "
+                           "line breaks (--work-dir, or TMPDIR)").format(folder=repr(work)))
     repo = open_repo(args)
     with reading(repo, "drill"):
         load_index(repo)
@@ -109,12 +116,14 @@ def cmd_drill(args: argparse.Namespace) -> int:
              "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.checks]}
             for r in results]})
     else:
-        say(f"drill of snapshot {snap.id[:8]}:")
+        say(_("drill of snapshot {snapshot}:").format(snapshot=snap.id[:8]))
         for r in results:
-            say(f"  {'PASS' if r.ok else 'FAIL'}  {r.record.engine} {r.record.name} "
-                f"({human_size(r.record.size)}, {r.seconds:.1f} s)")
+            say("  {verdict}  {engine} {name} ({size}, {duration})".format(
+                verdict=_("PASS") if r.ok else _("FAIL"), engine=r.record.engine, name=r.record.name,
+                size=human_size(r.record.size), duration=human_duration(r.seconds)))
             for c in r.checks:
-                say(f"        {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-        say("drill passed: every database restores and checks out" if ok
-            else "drill FAILED: see above")
+                say("        {verdict} {check}: {detail}".format(
+                    verdict=_("ok  ") if c.ok else _("FAIL"), check=_(c.name), detail=c.detail))
+        say(_("drill passed: every database restores and checks out") if ok
+            else _("drill FAILED: see above"))
     return 0 if ok else 1

@@ -16,10 +16,10 @@ from coffre.cli.context import (
     refuse_if_others,
     secret_from,
 )
-from coffre.cli.output import emit_json, human_size, say, warn
+from coffre.cli.output import emit_json, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import standing_alarms, watch_storage
-from coffre.core.clock import format_ns, iso_ns
+from coffre.core.clock import iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.sizes import parse_size
@@ -232,7 +232,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             for d in decisions:
                 s = by_id[d.snapshot.id]
                 reasons = "; ".join(reason_text(r) for r in d.reasons)
-                say(f"{marks[d.keep]:<{width}} {s.id[:8]} {format_ns(s.time_ns)} {s.hostname:<12} {reasons}")
+                say(f"{marks[d.keep]:<{width}} {s.id[:8]} {human_time(s.time_ns)} {s.hostname:<12} {reasons}")
             kept = len(decisions) - len(gone)
             if args.dry_run:
                 say(ngettext("{kept} kept, {n} would be removed (dry run)",

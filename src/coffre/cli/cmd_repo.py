@@ -18,10 +18,10 @@ from coffre.cli.context import (
     source_password,
 )
 from coffre.cli.logfile import say_unlogged
-from coffre.cli.output import emit_json, say, table, warn
+from coffre.cli.output import emit_json, human_time, say, table, warn
 from coffre.cli.watching import key_history, remember_removed, watch_storage
 from coffre.compress import DEFAULT_LEVEL
-from coffre.core.clock import SystemClock, format_ns
+from coffre.core.clock import SystemClock
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
 from coffre.core.i18n import N_, _
 from coffre.ops.repair_config import ensure_config_copies
@@ -332,12 +332,12 @@ def cmd_unlock(args: argparse.Namespace) -> int:
         elif lk.command == UNREADABLE:
             kept += 1
             say(_("kept {lock}, written {written}: it expires at {expires} (or use --remove-all)").format(
-                lock=lk.describe(), written=format_ns(lk.refreshed_ns),
-                expires=format_ns(lk.refreshed_ns + STALE_S * 10**9)))
+                lock=lk.describe(), written=human_time(lk.refreshed_ns),
+                expires=human_time(lk.refreshed_ns + STALE_S * 10**9)))
         else:
             kept += 1
             say(_("kept live {lock}, refreshed {when}").format(
-                lock=lk.describe(), when=format_ns(lk.refreshed_ns)))
+                lock=lk.describe(), when=human_time(lk.refreshed_ns)))
     done = _("removed {n} lock(s)").format(n=removed)
     if kept:
         done = _("{removed}, kept {n} live one(s)").format(removed=done, n=kept)

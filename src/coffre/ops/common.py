@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, NotFoundInRepository, ObjectNotFound, StorageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, decode_tree, validate_name
@@ -177,9 +177,13 @@ def rescue_if_pruned(repo: Repository, used: set[bytes], report: Reporter) -> No
                 missing -= {e.id for e in entries}
     if missing:
         raise CoffreError(
-            f"{len(missing)} pieces of data this run relies on were deleted meanwhile",
-            "run it again",
+            ngettext("{count} piece of data this run relies on was deleted meanwhile",
+                     "{count} pieces of data this run relies on were deleted meanwhile",
+                     len(missing)).format(count=len(missing)),
+            _("run it again"),
         )
     if rescued:
         repo.save_index(rescued)
-        report(f"re-published {len(rescued)} pack(s) that a concurrent prune had trashed")
+        report(ngettext("re-published {count} pack that a concurrent prune had trashed",
+                        "re-published {count} packs that a concurrent prune had trashed",
+                        len(rescued)).format(count=len(rescued)))

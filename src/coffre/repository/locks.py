@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from coffre.core.clock import format_ns
 from coffre.core.errors import CoffreError, FormatError, LockedError, ObjectNotFound, StorageError
+from coffre.core.human import human_time
 from coffre.core.i18n import _, ngettext
 from coffre.core.posix import pid_alive
 from coffre.format.codec import decode, encode, want, want_int, want_map
@@ -197,7 +197,7 @@ class Lock:
             # Two exclusive lockers racing: the older one (then the smaller id) wins.
             mine = (self.info.started_ns, self.info.lock_id)
             if before_write or (lk.started_ns, lk.lock_id) < mine:
-                expires = format_ns(lk.refreshed_ns + STALE_S * _NS)
+                expires = human_time(lk.refreshed_ns + STALE_S * _NS)
                 raise LockedError(
                     _("the repository is locked: {lock}").format(lock=lk.describe()),
                     _("wait for it to finish; a lock left by a dead process expires by itself "
