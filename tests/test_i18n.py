@@ -135,7 +135,8 @@ def test_every_message_shown_goes_through_gettext() -> None:
             if not isinstance(call, ast.Call):
                 continue
             func = call.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            name = (func.id if isinstance(func, ast.Name)
+                    else func.attr if isinstance(func, ast.Attribute) else "")
             if name not in SHOWN:
                 continue
             for arg in [*call.args[:2], *(k.value for k in call.keywords if k.arg == "hint")]:
