@@ -36,7 +36,7 @@ def test_several_databases_and_files_in_one_snapshot(
             str(docs)]
     res = repo.ok("backup", *args, "--verify", env=env)
     out = res.out
-    assert "database postgres caisse" in out and "1000 rows" in out
+    assert "database postgres caisse" in out and "1,000 rows" in out
     assert "verify: the snapshot matches the files" in out
     assert "tables not in InnoDB (journal)" in res.err
     [snap] = json.loads(repo.ok("snapshots", "--json").out)

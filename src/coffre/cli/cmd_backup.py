@@ -11,7 +11,7 @@ from typing import Any
 from babel.numbers import format_decimal
 
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
-from coffre.cli.output import human_size, say, warn
+from coffre.cli.output import human_number, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
@@ -176,8 +176,9 @@ def database_line(db: DatabaseRecord) -> str:
     if db.tables:
         rows = sum(db.tables.values())
         counted = _("{tables}, {rows}").format(
-            tables=ngettext("{count} table", "{count} tables", len(db.tables)).format(count=len(db.tables)),
-            rows=ngettext("{count} row", "{count} rows", rows).format(count=rows))
+            tables=ngettext("{count} table", "{count} tables", len(db.tables)).format(
+                count=human_number(len(db.tables))),
+            rows=ngettext("{count} row", "{count} rows", rows).format(count=human_number(rows)))
         return _("database {engine} {name}: {size}, {counted}").format(
             engine=db.engine, name=db.name, size=human_size(db.size), counted=counted)
     return _("database {engine} {name}: {size}").format(
@@ -185,14 +186,14 @@ def database_line(db: DatabaseRecord) -> str:
 
 
 def files_line(s: dict[str, int]) -> str:
-    """files: 3 new, 2 changed, 1204 unchanged; 37 folders"""
+    """files: 3 new, 2 changed, 1,204 unchanged; 37 folders"""
+    new, changed, unchanged, folders = (s["files_new"], s["files_changed"], s["files_unmodified"], s["dirs"])
     return _("files: {new}, {changed}, {unchanged}; {folders}").format(
-        new=ngettext("{count} new", "{count} new", s["files_new"]).format(count=s["files_new"]),
-        changed=ngettext("{count} changed", "{count} changed", s["files_changed"]).format(
-            count=s["files_changed"]),
-        unchanged=ngettext("{count} unchanged", "{count} unchanged", s["files_unmodified"]).format(
-            count=s["files_unmodified"]),
-        folders=ngettext("{count} folder", "{count} folders", s["dirs"]).format(count=s["dirs"]))
+        new=ngettext("{count} new", "{count} new", new).format(count=human_number(new)),
+        changed=ngettext("{count} changed", "{count} changed", changed).format(count=human_number(changed)),
+        unchanged=ngettext("{count} unchanged", "{count} unchanged", unchanged).format(
+            count=human_number(unchanged)),
+        folders=ngettext("{count} folder", "{count} folders", folders).format(count=human_number(folders)))
 
 
 def transfer_line(s: dict[str, int]) -> str:

@@ -200,6 +200,7 @@ class Backup:
         self.previous = PreviousVersions(repo, None)
         self.left_out: list[LeftOut] = []
         self._unchanged = [0, 0]  # files and bytes of unchanged files, not yet in the progress
+        self._compare: dict[int, list[bytes]] = {}  # id(node) -> the parent's content of a file read
         self.auto_excludes: list[str] = []  # patterns recorded for what was left out
 
     # -- storing -------------------------------------------------------------------------------
@@ -327,7 +328,10 @@ class Backup:
             )
         item.node.size = read.size  # what was stored, even if the file grew meanwhile
         self.stats.bytes_read += read.size
-        if item.known or self.previous.content(item.path) is not None:
+        previous = self.previous.content(item.path)
+        if previous is not None:  # changed or not: told once its content is known (_resolve)
+            self._compare[id(item.node)] = [blob for blob, _length in previous]
+        elif item.known:
             self.stats.files_changed += 1
         else:
             self.stats.files_new += 1
@@ -513,6 +517,14 @@ class Backup:
                 content = got
             node.content = [c.result() if isinstance(c, Future) else c for c in content]
             self._use(node.content)
+            previous = self._compare.pop(id(node), None)
+            if previous is not None:
+                # Read again (the files cache could not vouch for it) yet the same as in the
+                # parent: unchanged, whatever its times say.
+                if previous == node.content:
+                    self.stats.files_unmodified += 1
+                else:
+                    self.stats.files_changed += 1
             # Deltas found in the repository need their bases kept as well.
             bases = [b for b in map(self.repo.index.base_of, node.content) if b is not None]
             if bases:
