@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,8 @@ from coffre.cli.parser import build_parser, subparsers, walk_actions
 from coffre.core.errors import EXIT_NO_REPOSITORY, EXIT_USAGE, EXIT_WRONG_PASSWORD
 
 from conftest import PASSWORD, Coffre
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FR = {"LANG": "fr_FR.UTF-8"}
 
@@ -267,15 +269,35 @@ def test_manual_pages_for_every_command(coffre: Coffre, tmp_path: Path) -> None:
     assert "\\-\\-exclude" in backup and ".SS remote storage" in backup
     assert coffre.ok("manpage", "key", "list", repo=False).out == (mandir / "coffre-key-list.1").read_text()
     assert coffre("manpage", "nosuch", repo=False).code == EXIT_USAGE
-    if shutil.which("man"):
-        for page in sorted(mandir.iterdir()):
-            shown = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True, text=True,
-                                   env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "80"}, check=True)
-            assert shown.stderr == "", (page, shown.stderr)
-            assert "NAME" in shown.stdout and "OPTIONS" in shown.stdout
-        shown = subprocess.run(["man", "-l", str(mandir / "coffre-check.1")], capture_output=True, text=True,
-                               env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "200"}, check=True)
-        assert "rotating from one run to the next (10%)" in shown.stdout  # argparse's %% expanded
+    for page in sorted(mandir.iterdir()):
+        shown = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True, text=True,
+                               env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "80"}, check=True)
+        assert shown.stderr == "", (page, shown.stderr)
+        assert "NAME" in shown.stdout and "OPTIONS" in shown.stdout
+    shown = subprocess.run(["man", "-l", str(mandir / "coffre-check.1")], capture_output=True, text=True,
+                           env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "200"}, check=True)
+    assert "rotating from one run to the next (10%)" in shown.stdout  # argparse's %% expanded
+
+
+def test_run_install_puts_the_command_its_pages_and_completion_under_a_prefix(tmp_path: Path) -> None:
+    """`./run install PREFIX`: what a packager or an administrator runs once."""
+    prefix = tmp_path / "prefix"
+    venv = Path(sys.executable).parent.parent
+    res = subprocess.run([str(ROOT / "run"), "install", str(prefix)], capture_output=True, text=True,
+                         env={**os.environ, "COFFRE_VENV": str(venv)}, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    version = subprocess.run([str(prefix / "bin" / "coffre"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "coffre" in version.stdout
+    env = {**os.environ, "MANPATH": str(prefix / "share" / "man"), "MANPAGER": "cat", "MANWIDTH": "80"}
+    found = subprocess.run(["man", "-w", "coffre-backup"], capture_output=True, text=True, env=env)
+    assert found.stdout.strip() == str(prefix / "share" / "man" / "man1" / "coffre-backup.1")
+    french = (prefix / "share" / "man" / "fr" / "man1" / "coffre-backup.1").read_text()
+    assert ".SH NOM" in french and "instantané" in french
+    completion = prefix / "share" / "bash-completion" / "completions" / "coffre"
+    out = subprocess.run(["bash", "-c", f"source {completion} && complete -p coffre"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "coffre" in out
+    assert (prefix / "share" / "zsh" / "site-functions" / "_coffre").read_text().startswith("#compdef coffre")
 
 
 # ------------------------------------------------------------------------ French
