@@ -96,7 +96,11 @@ def test_files_dated_anywhere_in_time_t_back_up_list_verify_and_restore(
     assert all(Path(p) in src.parents for p in changed), changed
     assert second["summary"]["blobs_added"] <= len(changed)
     past = [name for name, ns in times.items() if ns < time.time_ns()]
-    assert len(past) == 6 and second["summary"]["files_unmodified"] == len(past)
+    future = [name for name in times if name not in past]
+    assert len(past) == 6 and len(future) == 5
+    # Only the future-dated ones are read again; read or not, all are unchanged.
+    assert second["summary"]["bytes_read"] == sum((folder / name).stat().st_size for name in future)
+    assert second["summary"]["files_unmodified"] == len(times) and second["summary"]["files_changed"] == 0
 
     utc = {"TZ": "UTC"}
     long = repo.ok("ls", "-l", "latest", str(folder), env=utc).out
