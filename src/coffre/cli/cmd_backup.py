@@ -8,14 +8,12 @@ import socket
 import sys
 from typing import Any
 
-from babel.numbers import format_decimal
-
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
 from coffre.cli.output import human_number, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
-from coffre.core.i18n import _, locale_name, ngettext
+from coffre.core.i18n import _, ngettext
 from coffre.format.snapshot import DatabaseRecord
 from coffre.format.tree import validate_name
 from coffre.ops.backup import Backup, BackupOptions, BackupResult
@@ -208,7 +206,7 @@ def transfer_line(s: dict[str, int]) -> str:
 
 
 def seconds(value: float) -> str:
-    return format_decimal(value, format="0.0", locale=locale_name())
+    return human_number(value, 1, keep_zeros=True)
 
 
 def say_verify(verified: VerifyResult) -> None:

@@ -26,13 +26,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from wcmatch import fnmatch, glob
-
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
-
-_PATH_FLAGS = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX | glob.NOUNIQUE
-_NAME_FLAGS = fnmatch.DOTMATCH | fnmatch.FORCEUNIX
 
 
 class PathMatcher:
@@ -46,15 +41,21 @@ class PathMatcher:
                     _("the pattern {pattern!r} starts with '!': patterns that include again what "
                       "another one excludes are not supported").format(pattern=p),
                     _("for a name that starts with '!', write '\\!' (docs/patterns.md)"))
+        if not self.patterns:
+            self._names = self._paths = None
+            return
+        from wcmatch import fnmatch, glob  # ~10 ms to import: only when there are patterns
+
         names = [p for p in self.patterns if "/" not in p]
         paths = [p if p.startswith("/") else "**/" + p for p in self.patterns if "/" in p]
         translated: list[str] = []
         for p in names:
-            translated += fnmatch.translate(p, flags=_NAME_FLAGS)[0]
+            translated += fnmatch.translate(p, flags=fnmatch.DOTMATCH | fnmatch.FORCEUNIX)[0]
         self._names = _one_regex(translated)
         translated = []
         for p in paths:
-            translated += glob.translate(p, flags=_PATH_FLAGS)[0]
+            translated += glob.translate(
+                p, flags=glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX | glob.NOUNIQUE)[0]
         self._paths = _one_regex(translated)
 
     def __bool__(self) -> bool:
@@ -80,6 +81,8 @@ class PathMatcher:
 def escape(path: str) -> str:
     """A pattern that matches exactly this absolute path (its glob characters taken
     literally)."""
+    from wcmatch import glob
+
     return glob.escape(path)
 
 
