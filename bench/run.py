@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tools import TOOLS, Tool, ensure_installed
+from tools import TOOLS, Coffre, Tool, ensure_installed
 
 # The data set generator lives in the project's shared folder, beside the repository
 # (COFFRE_SHARED_BENCH names another place).
@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", default="coffre,restic,borg", help=f"among {', '.join(TOOLS)}")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
     ap.add_argument("--warm", action="store_true", help="do not drop the page cache")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="coffre compiles its source at every command (no cached bytecode, as an "
+                         "installed coffre has)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (SHARED_BENCH / "make_dataset.py").is_file():
         sys.exit(f"the data set generator is not in {SHARED_BENCH}; set COFFRE_SHARED_BENCH")
     ensure_installed(tools)
+    Coffre.bytecode = not args.no_bytecode
 
     label = "small" if args.small else f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
     pristine = args.out / f"pristine-{label}"
@@ -211,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
     cold = not args.warm and drop_caches()
     print(f"data set: {source_bytes / 1e6:.0f} MB in {pristine}; {args.runs} run(s); "
-          f"{'cold' if cold else 'warm'} page cache; tools: {', '.join(tools)}", flush=True)
+          f"{'cold' if cold else 'warm'} page cache; tools: {', '.join(tools)}"
+          + ("" if Coffre.bytecode else "; coffre without cached bytecode"), flush=True)
 
     results: list[RunResult] = []
     lb_done: dict[str, int] = {}
