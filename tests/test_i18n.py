@@ -95,7 +95,10 @@ def test_every_message_of_the_source_has_its_french_with_the_same_placeholders(t
     pattern = re.compile(r"""\b(?:_|N_|ngettext)\(\s*f["']""")
     offenders = [f"{p.relative_to(ROOT)}:{n}" for p in sorted((ROOT / "src").rglob("*.py"))
                  for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
-    assert not problems and not offenders, "\n".join(problems + offenders)
+    # Plurals go through ngettext: "1 pack(s)" / « 1 gardé(s) » reads as a program, not a sentence.
+    hedged = [f"'(s)' in: {text!r}" for msg in source if msg.id for text in _ids(msg) if "(s)" in text]
+    hedged += [f"'(s)' in: {text!r}" for msg in catalogue if msg.id for text in _strings(msg) if "(s)" in text]
+    assert not problems and not offenders and not hedged, "\n".join(problems + offenders + hedged)
 
 
 # What users read goes through gettext: a literal with words given to these is a message left

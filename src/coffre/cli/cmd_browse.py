@@ -9,7 +9,7 @@ import sys
 
 from coffre.cli.cmd_restore import add_snapshot_filters
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty, snapshots
-from coffre.cli.output import emit_json, human_size, human_time, say, table, warn
+from coffre.cli.output import emit_json, human_number, human_size, human_time, say, table, warn
 from coffre.core.clock import format_ns, iso_ns
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _, ngettext
@@ -321,8 +321,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         (_("unique data:"), _("{size} in {n} blobs").format(size=human_size(st.raw_size), n=st.unique_blobs)),
         (_("stored (compressed):"), human_size(st.stored_size)),
         (_("repository packs:"), f"{st.packs}, {human_size(st.pack_bytes)}"),
-        (_("deduplication ratio:"), str(data["deduplication_ratio"])),
-        (_("compression ratio:"), str(data["compression_ratio"])),
+        (_("deduplication ratio:"), human_number(data["deduplication_ratio"], 3)),
+        (_("compression ratio:"), human_number(data["compression_ratio"], 3)),
     ]
     width = max(len(label) for label, _v in rows) + 1
     for label, value in rows:

@@ -16,7 +16,7 @@ from coffre.cli.context import (
     refuse_if_others,
     secret_from,
 )
-from coffre.cli.output import emit_json, human_size, human_time, say, warn
+from coffre.cli.output import emit_json, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import standing_alarms, watch_storage
 from coffre.core.clock import iso_ns
@@ -155,18 +155,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         for pack, why in sorted(res.damaged_packs.items()):
             say(_("damaged pack {pack}: {why}").format(pack=pack, why=why))
         for sid, paths in sorted(res.affected.items()):
-            say(_("snapshot {id} depends on damaged data for {n} path(s):").format(id=sid[:8], n=len(paths)))
+            say(ngettext("snapshot {id} depends on damaged data for {n} path:",
+                         "snapshot {id} depends on damaged data for {n} paths:", len(paths)).format(
+                id=sid[:8], n=human_number(len(paths))))
             for p in paths[:50]:
                 say(f"    {p}")
             if len(paths) > 50:
                 say("    " + _("... and {n} more").format(n=len(paths) - 50))
         if subset:
-            say(_("read {read} pack(s) of {total} (slice {k}/{m})").format(
-                read=res.packs_read, total=res.packs_total, k=subset[0], m=subset[1]))
+            say(ngettext("read {read} pack of {total} (slice {k}/{m})",
+                         "read {read} packs of {total} (slice {k}/{m})", res.packs_read).format(
+                read=human_number(res.packs_read), total=human_number(res.packs_total),
+                k=subset[0], m=subset[1]))
         elif args.read_data:
-            say(_("read all {n} pack(s)").format(n=res.packs_read))
+            say(ngettext("read {n} pack", "read all {n} packs", res.packs_read).format(
+                n=human_number(res.packs_read)))
         else:
-            say(_("checked the hashes of {n} pack(s)").format(n=res.packs_total))
+            say(ngettext("checked the hashes of {n} pack", "checked the hashes of {n} packs",
+                         res.packs_total).format(n=human_number(res.packs_total)))
         if res.damaged_blobs:
             say(_("the next backup stores the damaged files again from the live files where they "
                   "still exist, and 'coffre prune' then lets the damaged packs go; a snapshot whose "
@@ -233,13 +239,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
                 s = by_id[d.snapshot.id]
                 reasons = "; ".join(reason_text(r) for r in d.reasons)
                 say(f"{marks[d.keep]:<{width}} {s.id[:8]} {human_time(s.time_ns)} {s.hostname:<12} {reasons}")
-            kept = len(decisions) - len(gone)
+            kept_count = len(decisions) - len(gone)
+            kept = ngettext("{n} kept", "{n} kept", kept_count).format(n=kept_count)
             if args.dry_run:
-                say(ngettext("{kept} kept, {n} would be removed (dry run)",
-                             "{kept} kept, {n} would be removed (dry run)", len(gone)).format(
+                say(ngettext("{kept}, {n} would be removed (dry run)",
+                             "{kept}, {n} would be removed (dry run)", len(gone)).format(
                     kept=kept, n=len(gone)))
             else:
-                say(ngettext("{kept} kept, {n} removed", "{kept} kept, {n} removed", len(gone)).format(
+                say(ngettext("{kept}, {n} removed", "{kept}, {n} removed", len(gone)).format(
                     kept=kept, n=len(gone)))
         if not args.dry_run:
             remove_snapshots(repo, gone, warn)
@@ -333,15 +340,21 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
     st = pruner.stats
     if args.json:
         return st
-    counts = dict(freed=human_size(st.bytes_freed), unused=st.packs_removed, repacked=st.packs_repacked,
-                  copied=human_size(st.bytes_repacked), leftover=st.packs_unindexed)
+    counts = dict(
+        freed=human_size(st.bytes_freed),
+        unused=ngettext("{n} unused pack", "{n} unused packs", st.packs_removed).format(
+            n=human_number(st.packs_removed)),
+        repacked=ngettext("{n} repacked", "{n} repacked", st.packs_repacked).format(
+            n=human_number(st.packs_repacked)),
+        copied=human_size(st.bytes_repacked),
+        leftover=ngettext("{n} left over by an interrupted run", "{n} left over by interrupted runs",
+                          st.packs_unindexed).format(n=human_number(st.packs_unindexed)))
     if dry_run:
-        say(_("would free {freed}: {unused} unused pack(s), {repacked} repacked ({copied} copied), "
-              "{leftover} left over by interrupted runs").format(**counts))
+        say(_("would free {freed}: {unused}, {repacked} ({copied} copied), {leftover}").format(**counts))
     else:
-        say(_("freed {freed}: {unused} unused pack(s), {repacked} repacked ({copied} copied), "
-              "{leftover} left over by interrupted runs").format(**counts))
-        say(_("deleted {n} pack(s)").format(n=st.packs_deleted))
+        say(_("freed {freed}: {unused}, {repacked} ({copied} copied), {leftover}").format(**counts))
+        say(ngettext("deleted {n} pack", "deleted {n} packs", st.packs_deleted).format(
+            n=human_number(st.packs_deleted)))
     for n in st.notes:
         say(_("note: {note}").format(note=n))
     return st
@@ -376,8 +389,10 @@ def check_against(args: argparse.Namespace) -> int:
         for a, b, why in res.differing:
             say(_("snapshot {id} and its copy {copy}: {why}").format(id=a.id[:8], copy=b.id[:8], why=why))
         if res.only_there:
-            say(_("{n} snapshot(s) are only in {where} (older history?)").format(
+            say(ngettext("{n} snapshot is only in {where} (older history?)",
+                         "{n} snapshots are only in {where} (older history?)", len(res.only_there)).format(
                 n=len(res.only_there), where=there.backend.location))
-        same = _("{n} snapshot(s) identical in both").format(n=len(res.same))
+        same = ngettext("{n} snapshot identical in both", "{n} snapshots identical in both",
+                        len(res.same)).format(n=len(res.same))
         say(same if res.ok else _("{same}; the repositories differ").format(same=same))
     return 0 if res.ok else EXIT_FATAL

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from coffre.cli.context import add_repo_options, locked, open_repo
-from coffre.cli.output import say, warn
+from coffre.cli.output import human_number, say, warn
 from coffre.cli.watching import watch_storage
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.ops.repair import repair_index
 from coffre.ops.repair_config import repair_config
 
@@ -29,17 +29,25 @@ def cmd_repair_index(args: argparse.Namespace) -> int:
     with locked(repo, exclusive=True, command="repair index"):
         st = repair_index(repo, report=warn)
     watch_storage(repo, changed=True)  # old index files were removed: note which
-    say(_("index rebuilt: {packs} packs, {blobs} blobs; {old} old index file(s) removed").format(
-        packs=st.packs, blobs=st.blobs, old=st.old_index_files))
+    say(_("index rebuilt: {packs}, {blobs}; {old}").format(
+        packs=ngettext("{n} pack", "{n} packs", st.packs).format(n=human_number(st.packs)),
+        blobs=ngettext("{n} blob", "{n} blobs", st.blobs).format(n=human_number(st.blobs)),
+        old=ngettext("{n} old index file removed", "{n} old index files removed",
+                     st.old_index_files).format(n=human_number(st.old_index_files))))
     for u in st.unreadable:
         say(_("pack with an unreadable header, left in place: {pack}").format(pack=u))
     if st.kept_from_old_index or st.salvaged:
-        say(_("{kept} blob(s) kept from the old index and {salvaged} salvaged from the body of such "
-              "packs").format(kept=st.kept_from_old_index, salvaged=st.salvaged))
+        say(ngettext("{kept} blob kept from the old index and {salvaged} salvaged from the body of such "
+                     "packs",
+                     "{kept} blobs kept from the old index and {salvaged} salvaged from the body of such "
+                     "packs", st.kept_from_old_index).format(
+            kept=human_number(st.kept_from_old_index), salvaged=human_number(st.salvaged)))
     if st.packs_gone:
-        say(_("{n} pack(s) the old index listed are gone: what they held is missing ('coffre check' "
-              "names the files; the next backup stores again what the live files hold)").format(
-            n=st.packs_gone))
+        say(ngettext("{n} pack the old index listed is gone: what it held is missing ('coffre check' "
+                     "names the files; the next backup stores again what the live files hold)",
+                     "{n} packs the old index listed are gone: what they held is missing ('coffre check' "
+                     "names the files; the next backup stores again what the live files hold)",
+                     st.packs_gone).format(n=human_number(st.packs_gone)))
     for d in st.damaged_index_files:
         say(_("damaged index file replaced: {file}").format(file=d))
     if st.old_index_kept:

@@ -23,7 +23,7 @@ from coffre.cli.watching import key_history, remember_removed, watch_storage
 from coffre.compress import DEFAULT_LEVEL
 from coffre.core.clock import SystemClock
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
-from coffre.core.i18n import N_, _
+from coffre.core.i18n import N_, _, ngettext
 from coffre.ops.repair_config import ensure_config_copies
 from coffre.repository import keyring
 from coffre.repository.locks import STALE_S, UNREADABLE, is_stale, list_locks
@@ -338,8 +338,9 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             kept += 1
             say(_("kept live {lock}, refreshed {when}").format(
                 lock=lk.describe(), when=human_time(lk.refreshed_ns)))
-    done = _("removed {n} lock(s)").format(n=removed)
+    done = ngettext("removed {n} lock", "removed {n} locks", removed).format(n=removed)
     if kept:
-        done = _("{removed}, kept {n} live one(s)").format(removed=done, n=kept)
+        done = ngettext("{removed}, kept {n} live one", "{removed}, kept {n} live ones", kept).format(
+            removed=done, n=kept)
     say(done)
     return 0

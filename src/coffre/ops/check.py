@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from coffre.core.errors import FormatError, ObjectNotFound, StorageError
+from coffre.core.human import human_number
 from coffre.core.i18n import N_, _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format import pack as packfmt
@@ -92,8 +93,10 @@ class Checker:
         self._stored = {bytes.fromhex(name) for name in stored}
         indexed = self.repo.index.packs()
         r.packs_total = len(stored)
-        self.report(_("{packs} packs, {blobs} blobs in the index").format(
-            packs=len(stored), blobs=len(self.repo.index)))
+        self.report(_("{packs}, {blobs} in the index").format(
+            packs=ngettext("{n} pack", "{n} packs", len(stored)).format(n=human_number(len(stored))),
+            blobs=ngettext("{n} blob", "{n} blobs", len(self.repo.index)).format(
+                n=human_number(len(self.repo.index)))))
         snaps = self.repo.snapshots(errors=r.errors)
         r.snapshots = len(snaps)
         self._check_tombstones()

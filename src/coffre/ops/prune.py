@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
+from coffre.core.human import human_size
 from coffre.core.i18n import N_, _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.pack import BlobEntry
@@ -294,9 +295,9 @@ class Pruner:
                 "{n} packs listed in the index were gone and held nothing a snapshot needs: left out "
                 "of the new index", len(gone)).format(n=len(gone)))
         self.report(_("packs: {kept} kept, {repack} to repack, {unused} unused, {unindexed} not "
-                      "indexed; {size} bytes to free").format(
+                      "indexed; {size} to free").format(
             kept=len(keep), repack=len(repack), unused=len(remove), unindexed=len(unindexed),
-            size=st.bytes_freed))
+            size=human_size(st.bytes_freed)))
         if dry_run:
             return st
         if repack or remove or unindexed or resurrect or gone or st.blobs_damaged:
@@ -528,7 +529,7 @@ def free_unused_packs(repo: Repository, mine: Lock | None, report: Reporter = qu
             continue
         deleted += 1
         freed += stored.get(pid.hex(), 0)
-    report(ngettext("the medium was full: deleted {n} pack no snapshot uses ({size} bytes)",
-                    "the medium was full: deleted {n} packs no snapshot uses ({size} bytes)",
-                    deleted).format(n=deleted, size=freed))
+    report(ngettext("the medium was full: deleted {n} pack no snapshot uses ({size})",
+                    "the medium was full: deleted {n} packs no snapshot uses ({size})",
+                    deleted).format(n=deleted, size=human_size(freed)))
     return deleted, freed
