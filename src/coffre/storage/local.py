@@ -60,10 +60,6 @@ def _translate(exc: OSError, what: str) -> StorageError:
     return StorageError(f"{what}: {exc.strerror or exc}")
 
 
-def _fsync_dir(path: Path) -> None:
-    posix.fsync_dir(path)
-
-
 class LocalBackend:
     remote = False
 
@@ -97,7 +93,7 @@ class LocalBackend:
             for kind in KINDS:
                 if kind != "config":
                     (self.root / kind).mkdir(exist_ok=True)
-            _fsync_dir(self.root)
+            posix.fsync_dir(self.root)
         except OSError as exc:
             raise _translate(exc, _("creating {location}").format(location=self.root)) from exc
 
@@ -107,7 +103,7 @@ class LocalBackend:
         try:
             if handle.kind != "config" and not directory.is_dir():
                 directory.mkdir(exist_ok=True, parents=True)
-                _fsync_dir(directory.parent)  # the new folder itself must survive a power cut
+                posix.fsync_dir(directory.parent)  # the new folder itself must survive a power cut
             if final.exists():
                 if final.stat().st_size == len(data) and final.read_bytes() == bytes(data):
                     return
@@ -136,7 +132,7 @@ class LocalBackend:
                     raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle))) from None
                 return
             tmp.unlink()
-            _fsync_dir(directory)
+            posix.fsync_dir(directory)
         except OSError as exc:
             raise _translate(exc, doing(WRITING, handle)) from exc
 
@@ -210,7 +206,7 @@ class LocalBackend:
         path = self._path(handle)
         try:
             path.unlink()
-            _fsync_dir(path.parent)
+            posix.fsync_dir(path.parent)
         except OSError as exc:
             raise _translate(exc, doing(REMOVING, handle)) from exc
 
