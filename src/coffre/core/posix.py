@@ -19,6 +19,7 @@ Where something is missing, each function degrades in the way that is honest for
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 from functools import lru_cache
@@ -43,6 +44,8 @@ except ImportError:
 POSIX = os.name == "posix"
 ACCOUNTS = pwd is not None and grp is not None  # owner names can be read and set
 LOCKING = fcntl is not None
+# The errnos of a full medium or a spent quota (Windows has no EDQUOT).
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class Account(NamedTuple):

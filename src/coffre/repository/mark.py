@@ -15,7 +15,6 @@ Where: $COFFRE_STATE_DIR, else /var/lib/coffre for root, else $XDG_STATE_HOME/co
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -383,6 +382,6 @@ def _save(path: Path, data: bytes) -> None:
             tmp.unlink()
         except OSError:
             pass
-        full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        full = exc.errno in posix.NO_SPACE
         what = _("no space left") if full else exc.strerror
         raise MarkUnavailable(_("cannot write {path}: {reason}").format(path=path, reason=what)) from None

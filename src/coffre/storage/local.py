@@ -52,7 +52,7 @@ def _translate(exc: OSError, what: str) -> StorageError:
             _("{what}: permission denied ({reason})").format(what=what, reason=exc.strerror),
             _("check that the repository location is writable by this user"),
         )
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if exc.errno in posix.NO_SPACE:
         return StorageFull(
             _("{what}: no space left on the backup medium").format(what=what),
             _("free space with 'coffre forget --max-size ... --prune' or use a larger medium"),

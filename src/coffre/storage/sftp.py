@@ -33,6 +33,7 @@ from typing import Any
 
 import paramiko
 
+from coffre.core import posix
 from coffre.core.errors import (
     CoffreError,
     ObjectExists,
@@ -107,7 +108,7 @@ def _io_error(exc: OSError, what: str) -> StorageError:
     if code in (errno.EACCES, errno.EPERM):
         return StoragePermissionDenied(_("{what}: permission denied on the SSH server").format(what=what),
                                        _("check that the SSH user may write the repository folder"))
-    if code in (errno.ENOSPC, errno.EDQUOT):
+    if code in posix.NO_SPACE:
         return StorageFull(_("{what}: no space left on the SSH server").format(what=what),
                            _("free space with 'coffre forget ... --prune' or grow the share"))
     return StorageError(f"{what}: {exc.strerror or exc}")
