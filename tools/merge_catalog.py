@@ -56,7 +56,8 @@ def _strings(msg: Message) -> tuple[str, ...]:
 
 def translated(msg: Message) -> bool:
     """A usable translation: every form non-empty, not fuzzy."""
-    return not msg.fuzzy and all(_strings(msg)) and bool(_strings(msg))
+    forms = _strings(msg)
+    return not msg.fuzzy and bool(forms) and all(forms)
 
 
 def same_placeholders(msg: Message) -> bool:
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if catalog.num_plurals != PLURAL_FORMS:
         parser.error(f"{args.catalog} has {catalog.num_plurals} plural forms, not {PLURAL_FORMS}")
     report: list[str] = []
-    filled = merge(catalog, fragment_files(args.fragments), report)
+    fragments = fragment_files(args.fragments)
+    filled = merge(catalog, fragments, report)
     with args.catalog.open("wb") as f:
         write_po(f, catalog)  # pybabel update's layout: ./run catalog rewrites it the same
     missing = [_ids(m)[0] for m in catalog if m.id and not translated(m)]
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for msgid in missing:
         print(f"still untranslated in the catalogue: {msgid!r}")
-    print(f"{filled} entries filled from {len(fragment_files(args.fragments))} fragment(s); "
+    print(f"{filled} entries filled from {len(fragments)} fragment(s); "
           f"{len(missing)} still untranslated")
     return 1 if missing else 0
 
