@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any
 
-from coffre.core import sizes
 from coffre.core.human import human_size
 from coffre.core.i18n import N_, _
+from coffre.core.sizes import parse_size as parse_size
 from coffre.policy.timeline import is_future
 
 NS_PER_SECOND = 1_000_000_000
@@ -214,8 +214,8 @@ def format_duration(ns: int) -> str:
 
 # ------------------------------------------------------------------------- sizes
 
-# One grammar for every size a person types (coffre.core.sizes): a unit is required.
-parse_size = sizes.parse_size
+# One grammar for every size a person types: parse_size is coffre.core.sizes's (imported
+# above, and exported from here); a unit is required.
 
 
 # ----------------------------------------------------------------------- buckets
