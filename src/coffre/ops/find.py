@@ -20,7 +20,7 @@ from coffre.core.errors import CoffreError
 from coffre.core.i18n import _
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
-from coffre.ops.common import Reporter, load_tree, quiet
+from coffre.ops.common import load_tree
 from coffre.repository.repo import Repository
 from coffre.sources.patterns import PathMatcher
 
@@ -49,12 +49,10 @@ class FindResult:
 
 
 class Finder:
-    def __init__(self, repo: Repository, patterns: list[str], ignore_case: bool = False,
-                 report: Reporter = quiet) -> None:
+    def __init__(self, repo: Repository, patterns: list[str], ignore_case: bool = False) -> None:
         self.repo = repo
         self.ignore_case = ignore_case
         self.matcher = PathMatcher([p.lower() for p in patterns] if ignore_case else patterns)
-        self.report = report
         self._found: dict[tuple[bytes, str], Found] = {}
         self.result = FindResult()
 
