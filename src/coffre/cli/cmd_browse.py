@@ -236,9 +236,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     load_index(repo)
     if args.snapshot_ids:
-        snaps = list({s.id: s for s in (
-            find_snapshot(repo, ref, host=args.host, report=warn, paths=args.snapshot_paths, files=True)
-            for ref in args.snapshot_ids)}.values())
+        snaps = list({s.id: s for s in (_pick(repo, ref, args) for ref in args.snapshot_ids)}.values())
     else:
         snaps = snapshots(repo)
         if args.host:
