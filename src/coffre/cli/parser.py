@@ -13,6 +13,7 @@ behaviour a person expects of it.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -68,14 +69,8 @@ class CoffreParser(argparse.ArgumentParser):
         return namespace, extras
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(_stderr())
+        self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, _("%(prog)s: error: %(message)s\n") % {"prog": self.prog, "message": message})
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr
 
 
 def add_global_options(p: argparse.ArgumentParser, top: bool) -> None:
