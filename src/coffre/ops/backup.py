@@ -133,6 +133,7 @@ class _Planned:
     node: Node
     known: bool = False  # in the files cache (so a changed file, not a new one)
     cached: list[bytes] | None = None  # content ids, if the file is unchanged since
+    previous: list[tuple[bytes, int]] | None = None  # a file read: its parent's (blob, length)
 
     @property
     def read(self) -> bool:
@@ -312,7 +313,8 @@ class Backup:
             self._unchanged[0] += 1
             self._unchanged[1] += item.st.st_size
             return list(item.cached)
-        return self._outcome(item, self._read_file(item, self.previous.content(item.path), inline=False))
+        item.previous = self.previous.content(item.path)
+        return self._outcome(item, self._read_file(item, inline=False))
 
     def _outcome(self, item: _Planned, read: _Read) -> Content | None:
         """Account for a file read (here or by a worker): its content, or None if skipped."""
@@ -328,19 +330,18 @@ class Backup:
             )
         item.node.size = read.size  # what was stored, even if the file grew meanwhile
         self.stats.bytes_read += read.size
-        previous = self.previous.content(item.path)
-        if previous is not None:  # changed or not: told once its content is known (_resolve)
-            self._compare[id(item.node)] = [blob for blob, _length in previous]
+        if item.previous is not None:  # changed or not: told once its content is known (_resolve)
+            self._compare[id(item.node)] = [blob for blob, _length in item.previous]
         elif item.known:
             self.stats.files_changed += 1
         else:
             self.stats.files_new += 1
         return read.content
 
-    def _read_file(self, item: _Planned, previous: list[tuple[bytes, int]] | None, inline: bool) -> _Read:
+    def _read_file(self, item: _Planned, inline: bool) -> _Read:
         """Read and store one file. `inline`: store the chunks in this thread (a worker reading
         a batch of small files) instead of handing them to the workers."""
-        path = item.path
+        path, previous = item.path, item.previous
         try:
             # O_NONBLOCK: a file replaced by a fifo since lstat must not hang the backup.
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
@@ -388,11 +389,11 @@ class Backup:
         )
         return _Read(content=content, size=reader.count, changed=changed, streamed=streamed)
 
-    def _read_batch(self, batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]]) -> list[_Read]:
+    def _read_batch(self, batch: list[_Planned]) -> list[_Read]:
         """Worker: read and store a batch of small files (their disk reads then overlap with
         the walk, and one task replaces dozens of tiny ones)."""
-        Prefetcher([(item.path, item.st.st_size) for item, _ in batch]).reading(0)  # all in flight
-        return [self._read_file(item, previous, inline=True) for item, previous in batch]
+        Prefetcher([(item.path, item.st.st_size) for item in batch]).reading(0)  # all in flight
+        return [self._read_file(item, inline=True) for item in batch]
 
     def _error(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
@@ -493,14 +494,15 @@ class Backup:
     def _batch(self, items: list[_Planned]) -> dict[bytes, _Batched]:
         """Hand small files to the workers, a batch at a time; path -> where its result lands."""
         out: dict[bytes, _Batched] = {}
-        batch: list[tuple[_Planned, list[tuple[bytes, int]] | None]] = []
+        batch: list[_Planned] = []
         size = 0
         for n, item in enumerate(items):
-            batch.append((item, self.previous.content(item.path)))
+            item.previous = self.previous.content(item.path)
+            batch.append(item)
             size += item.st.st_size
             if len(batch) >= BATCH_FILES or size >= BATCH_BYTES or n == len(items) - 1:
                 fut = self._submit_task(self._read_batch, batch)
-                for i, (planned, _) in enumerate(batch):
+                for i, planned in enumerate(batch):
                     out[planned.path] = _Batched(planned, fut, i)
                 batch, size = [], 0
         return out
