@@ -111,7 +111,7 @@ def build_parser() -> CoffreParser:
     for p in subparsers(parser):
         add_global_options(p, top=False)
         p.set_defaults(command_parser=p)  # a command can report a usage error with its usage
-    describe_json_options(parser)
+        describe_json_option(p)
     parser.set_defaults(root_parser=parser)
     return parser
 
@@ -125,12 +125,11 @@ def subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPar
                 yield from subparsers(child)
 
 
-def describe_json_options(parser: argparse.ArgumentParser) -> None:
+def describe_json_option(p: argparse.ArgumentParser) -> None:
     """`--json` means the same everywhere: described once, here, where a command left it bare."""
-    for p in [parser, *subparsers(parser)]:
-        for action in p._actions:
-            if "--json" in action.option_strings and action.help is None:
-                action.help = _("print the result as JSON for scripts and monitoring (sizes in bytes)")
+    for action in p._actions:
+        if "--json" in action.option_strings and action.help is None:
+            action.help = _("print the result as JSON for scripts and monitoring (sizes in bytes)")
 
 
 def walk_actions(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
