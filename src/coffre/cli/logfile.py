@@ -27,6 +27,7 @@ from coffre.core.i18n import _
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # Erasing a line or moving the cursor up: a live display redrawing itself (rich), not a message.
 _REDRAW = re.compile(r"\x1b\[[0-9]*[AK]")
+_EOL = re.compile(r"[\r\n]")
 
 
 class Log:
@@ -73,12 +74,8 @@ class Stream:
             self.real.write(text)
         if self.log is not None:
             self._pending += text
-            while True:
-                cut = min((i for i in (self._pending.find("\n"), self._pending.find("\r")) if i >= 0),
-                          default=-1)
-                if cut < 0:
-                    break
-                line, sep, self._pending = self._pending[:cut], self._pending[cut], self._pending[cut + 1:]
+            while (end := _EOL.search(self._pending)) is not None:
+                line, sep, self._pending = self._pending[:end.start()], end.group(), self._pending[end.end():]
                 if sep == "\n" and not _REDRAW.search(line):
                     self.log.line(line)
                 # A line ended by "\r" is redrawn in place: a progress line, not logged.
