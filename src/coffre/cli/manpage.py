@@ -125,16 +125,11 @@ def render(parser: argparse.ArgumentParser, summary: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pages(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
+def pages(parser: argparse.ArgumentParser, summary: str | None = None) -> Iterator[tuple[str, str]]:
     """(file name, roff text) of coffre.1 and of every command's page."""
-    return pages_of(parser, str(parser.description or ""))
-
-
-def pages_of(parser: argparse.ArgumentParser, summary: str) -> Iterator[tuple[str, str]]:
-    yield f"{page_name(parser.prog)}.1", render(parser, summary)
+    yield f"{page_name(parser.prog)}.1", render(parser, str(parser.description or "") if summary is None
+                                                else summary)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            helps = {c.dest: str(c.help or "") for c in action._choices_actions}
-            for cmd, child in action.choices.items():
-                if cmd in helps:
-                    yield from pages_of(child, helps[cmd])
+            for choice in action._choices_actions:
+                yield from pages(action.choices[choice.dest], str(choice.help or ""))
