@@ -6,7 +6,6 @@ import argparse
 import os
 import socket
 import sys
-from typing import Any
 
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
 from coffre.cli.output import human_number, human_size, say, warn
@@ -170,17 +169,16 @@ def say_summary(result: BackupResult) -> None:
 
 
 def database_line(db: DatabaseRecord) -> str:
-    counted = ""
-    if db.tables:
-        rows = sum(db.tables.values())
-        counted = _("{tables}, {rows}").format(
-            tables=ngettext("{count} table", "{count} tables", len(db.tables)).format(
-                count=human_number(len(db.tables))),
-            rows=ngettext("{count} row", "{count} rows", rows).format(count=human_number(rows)))
-        return _("database {engine} {name}: {size}, {counted}").format(
-            engine=db.engine, name=db.name, size=human_size(db.size), counted=counted)
-    return _("database {engine} {name}: {size}").format(
-        engine=db.engine, name=db.name, size=human_size(db.size))
+    if not db.tables:
+        return _("database {engine} {name}: {size}").format(
+            engine=db.engine, name=db.name, size=human_size(db.size))
+    rows = sum(db.tables.values())
+    counted = _("{tables}, {rows}").format(
+        tables=ngettext("{count} table", "{count} tables", len(db.tables)).format(
+            count=human_number(len(db.tables))),
+        rows=ngettext("{count} row", "{count} rows", rows).format(count=human_number(rows)))
+    return _("database {engine} {name}: {size}, {counted}").format(
+        engine=db.engine, name=db.name, size=human_size(db.size), counted=counted)
 
 
 def files_line(s: dict[str, int]) -> str:
@@ -196,17 +194,14 @@ def files_line(s: dict[str, int]) -> str:
 
 def transfer_line(s: dict[str, int]) -> str:
     """read 42.7 MiB of 1.2 GiB, 271 KiB sent to the repository, in 12.3 s"""
-    read = s.get("bytes_read", s["bytes_total"])
-    values: dict[str, Any] = {
+    read = s["bytes_read"]
+    values = {
         "read": human_size(read), "total": human_size(s["bytes_total"]),
-        "sent": human_size(s["data_added_stored"]), "seconds": seconds(s["duration_ns"] / 1e9)}
+        "sent": human_size(s["data_added_stored"]),
+        "seconds": human_number(s["duration_ns"] / 1e9, 1, keep_zeros=True)}
     if read < s["bytes_total"]:
         return _("read {read} of {total}, {sent} sent to the repository, in {seconds} s").format(**values)
     return _("read {read}, {sent} sent to the repository, in {seconds} s").format(**values)
-
-
-def seconds(value: float) -> str:
-    return human_number(value, 1, keep_zeros=True)
 
 
 def say_verify(verified: VerifyResult) -> None:
