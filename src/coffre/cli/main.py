@@ -35,11 +35,6 @@ def early_option(argv: list[str], name: str) -> str | None:
     return None
 
 
-def requested_language(argv: list[str]) -> str | None:
-    """The value of `--lang`, looked for before parsing."""
-    return early_option(argv, "--lang")
-
-
 def command_name(args: argparse.Namespace) -> str:
     """'backup', 'key list', 'repair index'..."""
     words = [args.command]
@@ -66,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     tune_allocator()
     shorten_switch_interval()
-    lang = requested_language(argv)
+    lang = early_option(argv, "--lang")
     if lang in LANGUAGES:
         set_language(lang)  # before the parser is built: its help is translated
     started = time.monotonic()
