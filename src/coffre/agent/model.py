@@ -94,6 +94,7 @@ class Job:
     retention: Retention = field(default_factory=Retention)
     verification: Verification = field(default_factory=Verification)
     retries: int = 3  # attempts after the first when a destination is unreachable
+    retry_pause: float = 60.0  # the first pause before a retry; each next one is 4 times longer
 
 
 @dataclass(frozen=True)

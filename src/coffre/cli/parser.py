@@ -21,6 +21,7 @@ from coffre import __version__
 from coffre.cli import (
     argparse_words,
     cmd_acknowledge,
+    cmd_agent,
     cmd_backup,
     cmd_browse,
     cmd_copy,
@@ -36,7 +37,7 @@ from coffre.core.errors import EXIT_USAGE
 from coffre.core.i18n import LANGUAGES, _
 
 COMMANDS = (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-            cmd_acknowledge, cmd_repair, cmd_demo, cmd_shell)
+            cmd_acknowledge, cmd_repair, cmd_agent, cmd_demo, cmd_shell)
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -1,0 +1,58 @@
+"""Locks between runs, in the agent's state folder: one per job (two agents, or the agent and
+`coffre run`, never run the same job at once) and one per repository (one job at a time on a
+repository; different repositories run in parallel). `flock` locks: the kernel releases them
+when the holder dies, so nothing stale is ever left behind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+
+class Busy(Exception):
+    """The job is already running (in this agent, another agent, or `coffre run`)."""
+
+
+def _file(state_dir: str, kind: str, name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    folder = Path(state_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(folder / f"{kind}-{safe}.lock")
+
+
+@contextmanager
+def _flock(path: str, wait: bool, cancel: threading.Event | None) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    raise Busy(path) from None
+                # Another process holds it: look again soon (flock cannot wait with a timeout).
+                if cancel is not None and cancel.wait(0.5):
+                    raise Busy(path) from None
+                if cancel is None:
+                    threading.Event().wait(0.5)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def job_locks(state_dir: str, job: str, repositories: list[str],
+              cancel: threading.Event | None = None) -> Iterator[None]:
+    """Hold the job's lock (Busy at once if it is held), then its repositories' locks, in
+    name order (no deadlock between jobs sharing repositories), waiting for them."""
+    with ExitStack() as stack:
+        stack.enter_context(_flock(_file(state_dir, "job", job), False, cancel))
+        for repo in sorted(set(repositories)):
+            stack.enter_context(_flock(_file(state_dir, "repository", repo), True, cancel))
+        yield

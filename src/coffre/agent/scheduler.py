@@ -1,0 +1,294 @@
+"""The agent's loop (`coffre agent`): jobs on schedule and in real time, alerts, signals.
+
+- A job's next run comes from its last scheduled run recorded in the status store, so runs
+  missed while the machine was off happen once at the next start, and a clock that goes back
+  does not run a slot twice (policy/schedule.py).
+- Each run is a thread holding the job's lock and its repositories' locks (locks.py): a job
+  waits for another running on the same repository; jobs on different repositories run in
+  parallel; a job already running (here, in another agent, or `coffre run`) is skipped.
+- Real-time jobs: their folders are watched (watcher.py); a run starts once the changes have
+  settled and not sooner than `min_interval` after the previous one.
+- Health and alerts are evaluated after each run and every minute (staleness needs no run to
+  be noticed); a failed job never stops the loop.
+- SIGHUP reloads the configuration (a broken file is reported and the old one kept); SIGTERM
+  or SIGINT interrupts the running steps as Ctrl-C would (no snapshot, no damage, the run
+  recorded as interrupted) and ends the loop.
+- The loop sleeps in `select` until the next event: an idle agent costs nothing measurable.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from coffre.agent import jobs
+from coffre.agent.config import load_config
+from coffre.agent.health import assess
+from coffre.agent.locks import Busy, job_locks
+from coffre.agent.model import Config, Job
+from coffre.agent.records import DiskSighting, RunRecord
+from coffre.agent.status import StatusStore
+from coffre.agent.watcher import Debouncer, Watcher
+from coffre.core.i18n import _
+from coffre.policy.schedule import due_slot, next_run
+
+Log = Callable[[str], None]
+HEALTH_EVERY = 60.0  # seconds between evaluations of health and alerts without a run
+CATCH_UP_AFTER = 120.0  # a slot older than this when it starts is a catch-up of a missed run
+
+
+def status_path(config: Config) -> Path:
+    return Path(config.agent.state_dir) / "status.sqlite"
+
+
+def open_store(config: Config) -> StatusStore:
+    Path(config.agent.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    return StatusStore(status_path(config))
+
+
+def last_drill(store: StatusStore, job: str) -> float | None:
+    for run in reversed(store.runs(job=job)):
+        if run.drill is not None and run.drill.get("ok"):
+            return run.started
+    return None
+
+
+def targets(job: Job) -> list[str]:
+    return [job.repository, *job.copies]
+
+
+class Runner:
+    """Runs one job, exactly as the agent does: locks, record, run, record, alerts. `coffre run`
+    uses it too."""
+
+    def __init__(self, config: Config, store: StatusStore, log: Log,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config, self.store, self.log, self.clock = config, store, log, clock
+        self.alerts_lock = threading.Lock()
+
+    def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
+            wait: bool = True) -> RunRecord | None:
+        """The run's record; None when the job is already running elsewhere."""
+        config = self.config
+        job = config.jobs[name]
+        try:
+            with job_locks(config.agent.state_dir, name, targets(job), cancel if wait else None):
+                return self._run_locked(name, trigger, slot, cancel)
+        except Busy:
+            if cancel.is_set():
+                return None
+            self.log(_("job {job}: already running (another agent or 'coffre run'); not started again")
+                     .format(job=name))
+            return None
+
+    def _run_locked(self, name: str, trigger: str, slot: float | None,
+                    cancel: threading.Event) -> RunRecord:
+        config, store = self.config, self.store
+        started = self.clock()
+        run_id = store.start_run(name, config.jobs[name].repository, trigger, started, slot)
+        self.log(_("job {job}: started ({trigger})").format(job=name, trigger=trigger))
+        self._ping("start")
+        record = jobs.run_job(config, name, trigger=trigger, started=started, slot=slot,
+                              cancel=cancel, log=self.log, clock=self.clock,
+                              last_drill=last_drill(store, name), sight=store.record_sighting)
+        record = replace(record, run_id=run_id)
+        store.finish_run(run_id, record)
+        self.log(_("job {job}: {outcome}").format(job=name, outcome=outcome_words(record)))
+        if record.outcome != "interrupted":
+            self._ping("success" if record.outcome in ("ok", "warning") else "fail")
+        self.evaluate()
+        return record
+
+    def _ping(self, kind: str) -> None:
+        heartbeat = self.config.alerts.heartbeat
+        if heartbeat is None:
+            return
+        from coffre.agent.alerts.heartbeat import ping
+
+        ping(heartbeat, kind)
+
+    def evaluate(self) -> None:
+        """Health rules over the history, then the alerts they call for. Never raises: a broken
+        channel or a damaged record must not stop the agent."""
+        from coffre.agent.alerts.outbox import Outbox
+
+        with self.alerts_lock:
+            now = self.clock()
+            try:
+                runs = self.store.runs(since=now - 60 * 86400)
+                sightings: list[DiskSighting] = []
+                for media in self.config.media_sets:
+                    sightings.extend(self.store.sightings(media))
+                problems = assess(self.config, runs, now, sightings)
+                Outbox(status_path(self.config)).process(self.config, problems, now)
+            except Exception as exc:  # noqa: BLE001 - the agent keeps running; the reason is logged
+                self.log(_("alerts could not be evaluated: {reason}").format(reason=exc))
+
+
+def outcome_words(record: RunRecord) -> str:
+    words = {"ok": _("succeeded"), "warning": _("succeeded with warnings"), "failed": _("failed"),
+             "interrupted": _("interrupted"), "running": _("running")}[record.outcome]
+    if record.snapshot:
+        words += " " + _("(snapshot {id})").format(id=record.snapshot[:8])
+    if record.error and record.outcome != "ok":
+        words += ": " + record.error.replace("\n", " ")
+    return words
+
+
+class Agent:
+    """The long-running service."""
+
+    def __init__(self, config_path: str, log: Log, clock: Callable[[], float] = time.time) -> None:
+        self.config_path, self.log, self.clock = config_path, log, clock
+        self.config = load_config(config_path)
+        self.cancel = threading.Event()
+        self.threads: dict[str, threading.Thread] = {}
+        self.last_slot: dict[str, float] = {}
+        self.last_start: dict[str, float] = {}
+        self.watchers: dict[str, Watcher] = {}
+        self.debouncers: dict[str, Debouncer] = {}
+        self.reload_wanted = False
+        self.stop_wanted = False
+
+    def serve(self) -> int:
+        store = open_store(self.config)
+        settled = store.settle_stale(self.clock())
+        if settled:
+            self.log(_("{n} runs left unfinished by a stopped agent recorded as interrupted").format(n=settled))
+        self.runner = Runner(self.config, store, self.log, self.clock)
+        self._remember(store)
+        self._watch()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        self.wake_w = wake_w
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        self.log(_("agent started: {n} jobs, configuration {path}").format(
+            n=len(self.config.jobs), path=self.config_path))
+        try:
+            self._loop(wake_r)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.cancel.set()
+            for t in list(self.threads.values()):
+                t.join()
+            for w in self.watchers.values():
+                w.close()
+            os.close(wake_r)
+            os.close(wake_w)
+        self.log(_("agent stopped"))
+        return 0
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stop_wanted = True
+        self.cancel.set()  # the running steps get SIGINT now
+
+    def _on_reload(self, signum: int, frame: Any) -> None:
+        self.reload_wanted = True
+
+    def _remember(self, store: StatusStore) -> None:
+        for run in store.runs(since=self.clock() - 400 * 86400):
+            if run.slot is not None:
+                self.last_slot[run.job] = max(self.last_slot.get(run.job, run.slot), run.slot)
+            self.last_start[run.job] = max(self.last_start.get(run.job, run.started), run.started)
+
+    def _watch(self) -> None:
+        for w in self.watchers.values():
+            w.close()
+        self.watchers, self.debouncers = {}, {}
+        for name, job in self.config.jobs.items():
+            if job.schedule.realtime and job.paths:
+                self.watchers[name] = Watcher(list(job.paths), exclude=tuple(job.exclude))
+                self.debouncers[name] = Debouncer(job.schedule.debounce, job.schedule.min_interval)
+                self.log(_("job {job}: watching its folders for changes ({mode})").format(
+                    job=name, mode=self.watchers[name].mode))
+
+    def _reload(self) -> None:
+        self.reload_wanted = False
+        try:
+            config = load_config(self.config_path)
+        except Exception as exc:  # noqa: BLE001 - a broken file keeps the running configuration
+            self.log(_("configuration not reloaded, the previous one stays in force: {reason}")
+                     .format(reason=getattr(exc, "message", exc)))
+            return
+        self.config = config
+        self.runner.config = config
+        self._watch()
+        self.log(_("configuration reloaded: {n} jobs").format(n=len(config.jobs)))
+
+    def _start(self, name: str, trigger: str, slot: float | None) -> None:
+        now = self.clock()
+        if slot is not None:
+            self.last_slot[name] = slot
+        self.last_start[name] = now
+        def run_then_wake() -> None:
+            try:
+                self.runner.run(name, trigger, slot, self.cancel)
+            finally:
+                try:
+                    os.write(self.wake_w, b"\0")  # the loop looks at the schedule again
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=run_then_wake, name=f"job-{name}", daemon=True)
+        self.threads[name] = thread
+        thread.start()
+
+    def _loop(self, wake_r: int) -> None:
+        next_health = 0.0
+        while not self.stop_wanted:
+            if self.reload_wanted:
+                self._reload()
+            now = self.clock()
+            for name in [n for n, t in self.threads.items() if not t.is_alive()]:
+                del self.threads[name]
+            wake_at = now + HEALTH_EVERY
+            cfg = self.config
+            for name, job in cfg.jobs.items():
+                s = job.schedule
+                running = name in self.threads
+                slot = due_slot(s.times, s.days, s.every, cfg.agent.timezone, self.last_slot.get(name), now)
+                if slot is not None and not running:
+                    self._start(name, "catch-up" if now - slot > CATCH_UP_AFTER else "schedule", slot)
+                    running = True
+                nxt = next_run(s.times, s.days, s.every, cfg.agent.timezone,
+                               max(now, self.last_slot.get(name, now)))
+                if nxt is not None:
+                    wake_at = min(wake_at, nxt)
+                watcher, debouncer = self.watchers.get(name), self.debouncers.get(name)
+                if watcher is None or debouncer is None:
+                    continue
+                if watcher.poll(now):
+                    debouncer.changed(now)
+                last = self.last_start.get(name)
+                if not running and debouncer.due(now, last):
+                    self._start(name, "realtime", None)
+                    running = True
+                check = None if running else debouncer.next_check(now, self.last_start.get(name))
+                if check is not None:
+                    wake_at = min(wake_at, check)
+                if watcher.fileno() is None:
+                    wake_at = min(wake_at, now + watcher.scan_interval)
+            if now >= next_health:
+                threading.Thread(target=self.runner.evaluate, daemon=True).start()
+                next_health = now + HEALTH_EVERY
+            fds = [wake_r, *(fd for w in self.watchers.values() if (fd := w.fileno()) is not None)]
+            timeout = max(0.0, min(wake_at, next_health) - self.clock())
+            try:
+                ready, _w, _x = select.select(fds, [], [], timeout)
+            except InterruptedError:
+                ready = []
+            if wake_r in ready:
+                os.read(wake_r, 512)  # signal numbers, or a run that ended: flags already set
