@@ -83,7 +83,17 @@ CREATE INDEX IF NOT EXISTS sightings_by_set ON sightings (set_name, at);
 _COLUMNS = ("id", "job", "target", "trigger", "started", "ended", "outcome", "slot", "snapshot",
             "bytes_read", "bytes_sent", "files_total", "files_changed", "warnings", "steps", "verified",
             "drill", "db_sizes", "disk", "medium_used", "medium_total", "error")
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM runs"
+# The statements below are built from these constant names only, never from data.
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM runs"  # noqa: S608
+_UPDATE = "UPDATE runs SET " + ", ".join(f"{n} = ?" for n in _COLUMNS[1:]) + " WHERE id = ?"  # noqa: S608
+_INSERT = f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+_GOOD_MARKS = ", ".join("?" * len(GOOD))
+# Each job's last good run: what prune keeps however old.
+_PRUNE_RUNS = (
+    "DELETE FROM runs WHERE started < ? AND outcome != 'running' AND id NOT IN ("  # noqa: S608
+    f" SELECT (SELECT r.id FROM runs r WHERE r.job = j.job AND r.outcome IN ({_GOOD_MARKS})"
+    "          ORDER BY r.started DESC, r.id DESC LIMIT 1)"
+    " FROM (SELECT DISTINCT job FROM runs) j)")
 
 
 class StatusStoreError(CoffreError):
@@ -218,13 +228,9 @@ class StatusStore:
         if record.trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {record.trigger!r}")
         values = _row_values(record)
-        names = _COLUMNS[1:]
         with self._write() as db:
-            cur = db.execute("UPDATE runs SET " + ", ".join(f"{n} = ?" for n in names) + " WHERE id = ?",
-                             (*values, run_id))
-            if cur.rowcount == 0:
-                db.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES "
-                           f"({', '.join('?' * len(_COLUMNS))})", (run_id, *values))
+            if db.execute(_UPDATE, (*values, run_id)).rowcount == 0:
+                db.execute(_INSERT, (run_id, *values))
 
     def settle_stale(self, now: float) -> int:
         """Runs still "running" were left by an agent that died (killed, power cut): they
@@ -252,7 +258,7 @@ class StatusStore:
         "ok" or "warning")."""
         sql = f"{_SELECT} WHERE job = ?"
         if ok_only:
-            sql += f" AND outcome IN ({', '.join('?' * len(GOOD))})"
+            sql += f" AND outcome IN ({_GOOD_MARKS})"
         rows = self._read(sql + " ORDER BY started DESC, id DESC LIMIT 20",
                           (job, *GOOD) if ok_only else (job,))
         records = self._records(rows)  # a damaged row is skipped: the next one answers
@@ -329,13 +335,8 @@ class StatusStore:
         except each job's last successful run and each disk's last sighting (what the status
         shows, however old). Runs still going are kept. The number of rows deleted."""
         cutoff = now - max(float(keep_days), MIN_KEEP_DAYS) * 86400.0
-        good = ", ".join("?" * len(GOOD))
         with self._write() as db:
-            runs = db.execute(
-                "DELETE FROM runs WHERE started < ? AND outcome != 'running' AND id NOT IN ("
-                f" SELECT (SELECT r.id FROM runs r WHERE r.job = j.job AND r.outcome IN ({good})"
-                "          ORDER BY r.started DESC, r.id DESC LIMIT 1)"
-                " FROM (SELECT DISTINCT job FROM runs) j)", (cutoff, *GOOD)).rowcount
+            runs = db.execute(_PRUNE_RUNS, (cutoff, *GOOD)).rowcount
             seen = db.execute(
                 "DELETE FROM sightings WHERE at < ? AND id NOT IN ("
                 " SELECT (SELECT s.id FROM sightings s WHERE s.set_name = d.set_name"
@@ -348,7 +349,8 @@ class StatusStore:
 
 
 def _where(job: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if job is not None:
         clauses.append("job = ?")
         params.append(job)
