@@ -154,13 +154,17 @@ class StatusStore:
                 _("cannot open the agent's status file {path}: permission denied").format(path=self.path),
                 _("run the command as the user the agent runs as (often: sudo)"))
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
         return StatusStoreError(
             _("cannot read the agent's status file {path}: {reason}").format(path=self.path, reason=reason),
-            _("if the file is damaged, move it aside: the agent starts a new history"))
+            _("if the file is damaged, move it aside: the agent starts a new history") if damaged else None)
 
     def _migrate(self) -> None:
+        # Read first: a store already up to date opens without waiting for a writer.
+        if self._version() == SCHEMA_VERSION:
+            return
         with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = self._version()
             if version > SCHEMA_VERSION:
                 raise StatusStoreError(
                     _("the agent's status file {path} was written by a newer version of Coffre")
@@ -170,6 +174,10 @@ class StatusStore:
                     db.execute(statement)
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _version(self) -> int:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return int(version)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
