@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord
@@ -88,17 +88,17 @@ def status_report(config: Config, store: StatusStore | None, now: float,
     """The status of every job of `config` at `now`, from `store` (None: no history yet).
     `messages`: screen messages as (at, level, text) tuples or objects with those attributes.
     `assess`, `next_run`, `light` default to agent.health's and policy.schedule's."""
+    # Imported here, and cast: health.Problem is a ProblemLike, but a function taking
+    # Problems is not a Light to mypy (arguments are contravariant).
     if assess is None or light is None:
         from coffre.agent import health  # type: ignore[attr-defined, unused-ignore]
 
-        assess = assess or health.assess
-        light = light or health.light
+        assess = assess or cast(Assess, health.assess)
+        light = light or cast(Light, health.light)
     if next_run is None:
-        from coffre.policy.schedule import (  # type: ignore[import-not-found, unused-ignore]
-            next_run as planned,
-        )
+        from coffre.policy import schedule  # type: ignore[attr-defined, unused-ignore]
 
-        next_run = planned
+        next_run = cast(NextRun, schedule.next_run)
     assert assess is not None and light is not None and next_run is not None
     runs = _history(config, store, now)
     media = _media(config, store, now)

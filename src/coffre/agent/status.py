@@ -369,7 +369,9 @@ def _where(job: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """JSON text; whatever a step's summary holds that JSON has no form for is kept as its text:
+    recording a run never fails on its summary."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _row_values(r: RunRecord) -> tuple[Any, ...]:
