@@ -92,3 +92,35 @@ def human_duration(seconds: float) -> str:
         return _("{minutes} min {seconds:02d} s").format(minutes=whole // 60, seconds=whole % 60)
     return _("{hours} h {minutes:02d} min").format(hours=human_number(whole // 3600),
                                                     minutes=whole % 3600 // 60)
+
+
+def human_when(moment: float, now: float, timezone: str) -> str:
+    """A moment (Unix seconds) near `now`, as a status screen says it, in `timezone` (a zoneinfo
+    name): "today 12:31", "yesterday 19:30", "tomorrow 12:30", "Monday 12:30" within the week
+    around now (the column says whether it is past or to come), else the date:
+    « aujourd'hui 12:31 », « hier 19:30 », « lundi 12:30 », « 3 mars 12:30 », « 3 mars 2025 12:30 »."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    try:
+        local = datetime.fromtimestamp(moment, zone)
+        today = datetime.fromtimestamp(now, zone).date()
+    except (OverflowError, OSError, ValueError):
+        return format_ns(int(moment * 1e9))
+    clock = local.strftime("%H:%M")
+    days = (local.date() - today).days
+    if days == 0:
+        return _("today {time}").format(time=clock)
+    if days == -1:
+        return _("yesterday {time}").format(time=clock)
+    if days == 1:
+        return _("tomorrow {time}").format(time=clock)
+    if language() == "en":
+        if abs(days) < 7:
+            return local.strftime("%A %H:%M")
+        return local.strftime("%Y-%m-%d %H:%M")
+    from babel.dates import format_datetime
+
+    pattern = ("EEEE HH:mm" if abs(days) < 7 else "d MMM HH:mm" if local.year == today.year
+               else "d MMM y HH:mm")
+    return str(format_datetime(local, pattern, tzinfo=zone, locale=locale_name())).translate(_SPACES)

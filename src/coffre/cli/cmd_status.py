@@ -1,0 +1,181 @@
+"""status: how the agent's backups are doing, in one screen (agent/overview.py builds it).
+
+Exit status: 0 when every light is green (and nothing else is wrong), 1 otherwise, 2 for a
+configuration that cannot be read: `coffre status` can feed any monitoring system.
+
+`--json` prints:
+    {"ok": bool, "now": float,
+     "jobs": [{"job", "target", "role": "primary"|"copy", "light": "ok"|"warning"|"failed",
+               "last_backup", "last_copy", "last_check", "last_drill", "next_run" (Unix
+               seconds or null), "realtime": bool,
+               "problems": [{"kind", "target", "since", "detail", "text"}]}],
+     "problems": [text, ...],  (tied to no job: an alert channel failing...)
+     "messages": [{"at", "level", "text"}],
+     "damage": [{"run_id", "column", "reason"}]}  (what the status store could not read)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from coffre.agent.overview import Message, StatusLine, StatusReport, status_report
+from coffre.agent.status import StatusStore, store_path
+from coffre.cli.output import emit_json, say, table
+from coffre.core.errors import EXIT_FATAL, EXIT_OK
+from coffre.core.human import human_when
+from coffre.core.i18n import N_, _
+
+__all__ = ["cmd_status", "exit_code", "register", "render", "report_json", "status_report"]
+
+DEFAULT_CONFIG = "/etc/coffre/coffre.toml"
+LIGHT_WORDS = {"ok": N_("OK"), "warning": N_("to check"), "failed": N_("failing")}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help=_("show how the agent's backups are doing: one line per job and destination"),
+        description=_("For each job of the agent's configuration and each of its destinations: "
+                      "OK, to check or failing, when the last good backup, copy, check and restore "
+                      "drill happened, the next run, and why it is not OK. The exit status is 0 only "
+                      "when everything is OK."),
+    )
+    p.add_argument("--config", metavar="FILE",
+                   help=_("the agent's configuration (default: COFFRE_CONFIG, else {path})")
+                   .format(path=DEFAULT_CONFIG))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+
+def config_path(flag: str | None) -> str:
+    """--config, else COFFRE_CONFIG, else the system's file."""
+    return flag or os.environ.get("COFFRE_CONFIG") or DEFAULT_CONFIG
+
+
+def cmd_status(args: argparse.Namespace, now: float | None = None) -> int:
+    import time
+
+    from coffre.agent.config import load_config  # type: ignore[import-not-found, unused-ignore]
+
+    config = load_config(config_path(args.config))  # ConfigError: exit 2
+    moment = time.time() if now is None else now
+    path = store_path(config.agent.state_dir)
+    # No history yet (the agent never ran): nothing is created by a command that only reads.
+    store = StatusStore(path) if path.exists() else None
+    try:
+        report = status_report(config, store, moment, screen_messages(path) if store is not None else ())
+    finally:
+        if store is not None:
+            store.close()
+    if args.json:
+        emit_json(report_json(report))
+    else:
+        say(render(report))
+    return exit_code(report)
+
+
+def screen_messages(path: Path) -> list[Any]:
+    """The latest screen messages the alerts wrote in the agent's file (agent/alerts/outbox.py)."""
+    from coffre.agent.alerts.outbox import Outbox  # type: ignore[import-not-found, unused-ignore]
+    from coffre.agent.overview import MESSAGES
+
+    outbox = Outbox(path)
+    try:
+        return list(outbox.messages(MESSAGES))
+    finally:
+        close = getattr(outbox, "close", None)
+        if close is not None:
+            close()
+
+
+def exit_code(report: StatusReport) -> int:
+    return EXIT_OK if report.ok else EXIT_FATAL
+
+
+def _when(t: float | None, report: StatusReport) -> str:
+    return "—" if t is None else human_when(t, report.now, report.timezone)
+
+
+def _next(line: StatusLine, report: StatusReport) -> str:
+    if line.next_run is None:
+        return _("on changes") if line.realtime else "—"
+    text = _when(line.next_run, report)
+    return _("{when}, and on changes").format(when=text) if line.realtime else text
+
+
+def render(report: StatusReport) -> str:
+    """The screen: the table, each line followed by why it is not OK, then the problems tied
+    to no job, what the store could not read, and the recent messages."""
+    if not report.lines:
+        out = [_("no job in the configuration")]
+    else:
+        rows = []
+        for line in report.lines:
+            target = line.target if line.role == "primary" else _("{name} (copy)").format(name=line.target)
+            rows.append([_(LIGHT_WORDS[line.light]), line.job, target, _when(line.last_backup, report),
+                         _when(line.last_copy, report), _when(line.last_check, report),
+                         _when(line.last_drill, report), _next(line, report)])
+        text = table(rows, [_("state"), _("job"), _("destination"), _("last backup"), _("last copy"),
+                            _("last check"), _("last drill"), _("next run")])
+        head, rule, *body = text.split("\n")
+        out = [head, rule]
+        for row_text, line in zip(body, report.lines, strict=True):
+            out.append(row_text)
+            out += ["    → " + sentence for sentence in line.why]
+    if report.general:
+        out.append("")
+        out += ["→ " + sentence for sentence in report.general]
+    if report.damage:
+        out.append("")
+        out.append(_("The agent's status file is damaged in places; what could be read is shown:"))
+        for d in report.damage[:5]:
+            out.append("  " + _("run {id}: {column}: {reason}").format(
+                id=d.run_id if d.run_id is not None else "?", column=d.column, reason=d.reason))
+    if report.messages:
+        out.append("")
+        out.append(_("Recent messages:"))
+        out += [f"  {_when(m.at, report)}  {m.text}" for m in report.messages]
+    out.append("")
+    out.append(_("Everything is OK.") if report.ok else _("Something needs attention (see above)."))
+    return "\n".join(out)
+
+
+def _line_json(line: StatusLine) -> dict[str, Any]:
+    return {
+        "job": line.job, "target": line.target, "role": line.role, "light": line.light,
+        "last_backup": line.last_backup, "last_copy": line.last_copy, "last_check": line.last_check,
+        "last_drill": line.last_drill, "next_run": line.next_run, "realtime": line.realtime,
+        "problems": [{"kind": p.kind, "target": p.target, "since": p.since, "detail": _plain(p.detail),
+                      "text": text} for p, text in zip(line.problems, line.why, strict=True)],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A problem's detail as JSON values (it is free-form: anything else becomes its text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return str(value)
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    return {"at": m.at, "level": m.level, "text": m.text}
+
+
+def report_json(report: StatusReport) -> dict[str, Any]:
+    """The --json document (shape in the module's docstring)."""
+    return {
+        "ok": report.ok, "now": report.now,
+        "jobs": [_line_json(line) for line in report.lines],
+        "problems": list(report.general),
+        "messages": [_message_json(m) for m in report.messages],
+        "damage": [{"run_id": d.run_id, "column": d.column, "reason": d.reason} for d in report.damage],
+    }
