@@ -315,8 +315,8 @@ def test_a_flat_or_shrinking_medium_is_fine() -> None:
 
 
 def test_the_forecast_reads_only_the_last_four_weeks_and_needs_a_day_of_them() -> None:
-    # Fast growth long ago, flat for the last four weeks: not filling.
-    history = medium_runs([10 + 2 * i for i in range(30)] + [70] * 29)
+    # Fast growth long ago, flat at 87 % for the last four weeks: not filling.
+    history = medium_runs([3 * i for i in range(30)] + [87] * 29)
     assert assess(config(), history, history[-1].started + HOUR) == []
     samples = [(at(2026, 4, 1) + i * HOUR, (50 + i) * GiB, 100 * GiB) for i in range(5)]
     assert forecast_days(samples) is None  # four hours say nothing about a trend
@@ -325,9 +325,11 @@ def test_the_forecast_reads_only_the_last_four_weeks_and_needs_a_day_of_them() -
 def test_the_forecast_on_a_media_set_follows_the_disk_in_use() -> None:
     cfg = config(officine=Job("officine", "disques"))
     a = [replace(r, target="disques") for r in medium_runs([40 + 3 * i for i in range(10)], disk="a" * 32)]
-    b = [replace(r, target="disques", started=r.started + 10 * DAY, ended=r.ended + 10 * DAY)  # type: ignore[operator]
-         for r in medium_runs([20] * 10, disk="b" * 32)]
     assert assess(cfg, a, a[-1].started + HOUR)[0].kind == "medium_full"
+    # Disk A nearly empty, then disk B (fuller, but not growing): a swap is not growth.
+    a = [replace(r, target="disques") for r in medium_runs([10] * 10, disk="a" * 32)]
+    b = [replace(r, target="disques", started=r.started + 10 * DAY, ended=r.ended + 10 * DAY)  # type: ignore[operator]
+         for r in medium_runs([85] * 10, disk="b" * 32)]
     assert assess(cfg, a + b, b[-1].started + HOUR) == []
 
 
