@@ -1,4 +1,5 @@
-"""Policy: pure decisions — which snapshots a retention policy keeps, and which is 'latest'."""
+"""Policy: pure decisions — which snapshots a retention policy keeps, which is 'latest', and
+when a scheduled job is due."""
 
 from coffre.policy.retention import (
     Decision,
@@ -10,6 +11,7 @@ from coffre.policy.retention import (
     parse_duration,
     parse_size,
 )
+from coffre.policy.schedule import due_slot, last_slot_before, next_run
 
 __all__ = [
     "Decision",
@@ -17,7 +19,10 @@ __all__ = [
     "SnapInfo",
     "apply_policy",
     "apply_size_budget",
+    "due_slot",
     "format_duration",
+    "last_slot_before",
+    "next_run",
     "parse_duration",
     "parse_size",
 ]
