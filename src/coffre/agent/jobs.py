@@ -244,9 +244,9 @@ def _run(config: Config, job: Job, run: JobRun, record: RunRecord, last_drill: f
                     db_sizes[f"{db.get('engine')}:{db.get('name')}"] = _int(last.get("size"))
     failed = [s for s in run.steps if not s.ok]
     outcome = "failed" if failed else ("warning" if backup.exit_code == EXIT_PARTIAL else "ok")
-    error = "; ".join(f"{s.name}: {s.error or s.exit_code}" for s in failed) or None
+    summary_error = "; ".join(f"{s.name}: {s.error or s.exit_code}" for s in failed) or None
     return replace(record, outcome=outcome, verified=verified, drill=drill, db_sizes=db_sizes,
-                   error=error)
+                   error=summary_error)
 
 
 _SAMPLE_MAX = 2000  # files named on one command line

@@ -34,7 +34,7 @@ from coffre.agent.health import assess
 from coffre.agent.locks import Busy, job_locks
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord
-from coffre.agent.status import StatusStore
+from coffre.agent.status import StatusStore, store_path
 from coffre.agent.watcher import Debouncer, Watcher
 from coffre.core.i18n import _
 from coffre.policy.schedule import due_slot, next_run
@@ -45,11 +45,10 @@ CATCH_UP_AFTER = 120.0  # a slot older than this when it starts is a catch-up of
 
 
 def status_path(config: Config) -> Path:
-    return Path(config.agent.state_dir) / "status.sqlite"
+    return store_path(config.agent.state_dir)
 
 
 def open_store(config: Config) -> StatusStore:
-    Path(config.agent.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     return StatusStore(status_path(config))
 
 
@@ -69,8 +68,9 @@ class Runner:
     uses it too."""
 
     def __init__(self, config: Config, store: StatusStore, log: Log,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, since: float | None = None) -> None:
         self.config, self.store, self.log, self.clock = config, store, log, clock
+        self.since = since  # the agent's start: a job that never ran is late a window after it
         self.alerts_lock = threading.Lock()
 
     def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
@@ -126,7 +126,7 @@ class Runner:
                 sightings: list[DiskSighting] = []
                 for media in self.config.media_sets:
                     sightings.extend(self.store.sightings(media))
-                problems = assess(self.config, runs, now, sightings)
+                problems = assess(self.config, runs, now, sightings, since=self.since)
                 Outbox(status_path(self.config)).process(self.config, problems, now)
             except Exception as exc:  # noqa: BLE001 - the agent keeps running; the reason is logged
                 self.log(_("alerts could not be evaluated: {reason}").format(reason=exc))
@@ -162,7 +162,7 @@ class Agent:
         settled = store.settle_stale(self.clock())
         if settled:
             self.log(_("{n} runs left unfinished by a stopped agent recorded as interrupted").format(n=settled))
-        self.runner = Runner(self.config, store, self.log, self.clock)
+        self.runner = Runner(self.config, store, self.log, self.clock, since=self.clock())
         self._remember(store)
         self._watch()
         wake_r, wake_w = os.pipe()
@@ -263,8 +263,8 @@ class Agent:
                 if slot is not None and not running:
                     self._start(name, "catch-up" if now - slot > CATCH_UP_AFTER else "schedule", slot)
                     running = True
-                nxt = next_run(s.times, s.days, s.every, cfg.agent.timezone,
-                               max(now, self.last_slot.get(name, now)))
+                nxt = next_run(s.times, s.days, s.every, cfg.agent.timezone, now,
+                               anchor=self.last_slot.get(name))
                 if nxt is not None:
                     wake_at = min(wake_at, nxt)
                 watcher, debouncer = self.watchers.get(name), self.debouncers.get(name)
