@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.sources.files import Excluder
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,16 @@ class Watcher:
         self._trees: set[int] = set()  # watches of folders inside the paths (all names count)
         self._names: dict[int, set[bytes]] = {}  # watches of a path's parent: only these names
         self._digest = b""
+        self._closed = False
         self._last_scan = time.time() if now is None else now
         if not use_inotify:
-            self._drop_inotify(_("inotify is not used: the folders are scanned every {seconds:g} "
-                                 "seconds").format(seconds=scan_interval), logging.INFO)
+            self._drop_inotify(_("Inotify is not used.") + " " + self._scanned(), logging.INFO)
             return
         try:
             self._inotify = INotify(nonblocking=True)
         except OSError as exc:
-            self._drop_inotify(_("inotify cannot be used ({error}): the folders are scanned "
-                                 "every {seconds:g} seconds instead").format(
-                                     error=os.strerror(exc.errno or 0), seconds=scan_interval))
+            self._drop_inotify(_("Inotify cannot be used ({error}).").format(
+                error=os.strerror(exc.errno or 0)) + " " + self._scanned())
             return
         try:
             self._watch_roots()
@@ -115,6 +114,8 @@ class Watcher:
         """Non-blocking: drain the pending events (inotify) or rescan when due (scan). True
         when something changed since the previous call."""
         self.changes = set()
+        if self._closed:
+            return False
         if self._inotify is not None:
             try:
                 return self._drain()
@@ -131,6 +132,7 @@ class Watcher:
         return False
 
     def close(self) -> None:
+        self._closed = True
         if self._inotify is not None:
             self._inotify.close()
             self._inotify = None
@@ -284,12 +286,15 @@ class Watcher:
         self._watch_roots()
 
     def _drop_watch_limit(self) -> None:
-        limit = _max_user_watches()
-        self._drop_inotify(_("the limit of folders watched in real time is reached ({limit}, "
-                             "fs.inotify.max_user_watches): the folders are scanned every "
-                             "{seconds:g} seconds instead").format(
-                                 limit=limit if limit is not None else self._max_watches,
-                                 seconds=self.scan_interval))
+        limit = self._max_watches if self._max_watches is not None else _max_user_watches()
+        self._drop_inotify(_("The limit of folders watched in real time is reached ({limit}, "
+                             "fs.inotify.max_user_watches).").format(limit=limit)
+                           + " " + self._scanned())
+
+    def _scanned(self) -> str:
+        n = max(1, round(self.scan_interval))
+        return ngettext("The folders are scanned every {n} second instead.",
+                        "The folders are scanned every {n} seconds instead.", n).format(n=n)
 
     def _drop_inotify(self, reason: str, level: int = logging.WARNING) -> None:
         """For good: the scan takes over (the first scan is the reference)."""
