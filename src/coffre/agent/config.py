@@ -464,13 +464,13 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "les nouvelles tentatives ont lieu dans ce délai ; après, la sauvegarde est en retard"),
     ),
     "retention": (
-        *(Key(f"keep_{unit}", _int(1, 100000), f"keep the last {n}", f"garder les {nfr}")
-          for unit, n, nfr in (("last", "snapshots", "dernières sauvegardes"),
-                               ("hourly", "hourly snapshots", "sauvegardes horaires"),
-                               ("daily", "daily snapshots", "sauvegardes quotidiennes"),
-                               ("weekly", "weekly snapshots", "sauvegardes hebdomadaires"),
-                               ("monthly", "monthly snapshots", "sauvegardes mensuelles"),
-                               ("yearly", "yearly snapshots", "sauvegardes annuelles"))),
+        *(Key(f"keep_{unit}", _int(1, 100000), f"keep the last N {n}", f"garder les N {nfr}", example=example)
+          for unit, n, nfr, example in (("last", "snapshots", "dernières sauvegardes", "10"),
+                                        ("hourly", "hourly snapshots", "sauvegardes horaires", "24"),
+                                        ("daily", "daily snapshots", "sauvegardes quotidiennes", "14"),
+                                        ("weekly", "weekly snapshots", "sauvegardes hebdomadaires", "8"),
+                                        ("monthly", "monthly snapshots", "sauvegardes mensuelles", "24"),
+                                        ("yearly", "yearly snapshots", "sauvegardes annuelles", "10"))),
         Key("keep_within", _keep_within, "keep everything younger than this (y, m, w, d, h)",
             "garder tout ce qui a moins de ... (y, m, w, d, h)", example='"30d"'),
         Key("max_size", _size, "when the repository is larger, the oldest go first",
@@ -547,13 +547,31 @@ _DISK_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def model_default(cls: type, name: str) -> Any:
-    """The model's default for a field (dataclasses.MISSING when it has none)."""
+    """The model's default for a field (None when it has none)."""
     for f in dataclasses.fields(cls):
         if f.name == name:
             if f.default_factory is not dataclasses.MISSING:
                 return f.default_factory()
-            return f.default
+            return None if f.default is dataclasses.MISSING else f.default
     raise KeyError(name)
+
+
+def toml_literal(value: Any) -> str:
+    """A TOML literal for a plain value: text, number, boolean, or a list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+
+
+def toml_value(key: Key, value: Any) -> str:
+    """How the model's `value` for `key` is written in the file (durations as "2h")."""
+    if key.convert in (_duration, _duration_or_off) and isinstance(value, int | float):
+        return toml_literal(format_seconds(value))
+    return toml_literal(value)
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
