@@ -220,19 +220,21 @@ def _times(value: object) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-_FRENCH_DAYS = {"lun": "mon", "lundi": "mon", "mar": "tue", "mardi": "tue", "mer": "wed", "mercredi": "wed",
-                "jeu": "thu", "jeudi": "thu", "ven": "fri", "vendredi": "fri", "sam": "sat", "samedi": "sat",
-                "dim": "sun", "dimanche": "sun"}
+_DAY_NAMES = {"lun": "mon", "lundi": "mon", "mar": "tue", "mardi": "tue", "mer": "wed", "mercredi": "wed",
+              "jeu": "thu", "jeudi": "thu", "ven": "fri", "vendredi": "fri", "sam": "sat", "samedi": "sat",
+              "dim": "sun", "dimanche": "sun", "monday": "mon", "tuesday": "tue", "wednesday": "wed",
+              "thursday": "thu", "friday": "fri", "saturday": "sat", "sunday": "sun"}
 
 
 def _days(value: object) -> tuple[str, ...]:
     days = set()
     for i, item in enumerate(_texts(value)):
         day = item.strip().lower()
-        day = _FRENCH_DAYS.get(day, day)
+        day = _DAY_NAMES.get(day, day)
         if day not in model.DAYS:
             raise ValueError(_("item {n}: {day} is not a day; use {days}").format(
-                n=i + 1, day=repr(item), days=", ".join(model.DAYS)) + _did_you_mean(day, model.DAYS))
+                n=i + 1, day=repr(item), days=", ".join(model.DAYS))
+                + _did_you_mean(day, [*model.DAYS, *_DAY_NAMES]))
         days.add(day)
     if not days:
         raise ValueError(_("no day: the job would never run at these times"))
