@@ -405,6 +405,29 @@ def test_several_problems_are_reported_together_in_file_order(tmp_path: Path) ->
     assert "missing (required)" in text and "a login needs its password" in text
 
 
+def test_sizes_rates_and_shares_out_of_range(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL.replace('password_file = "/etc/coffre/pw"', """\
+        password_file = "/etc/coffre/pw"
+        limit_upload = "fast"
+        limit_download = "08:00-25:00=1MiB"
+        """) + """\
+        retention.max_size = "400"
+        retention.keep_within = "forever"
+
+        [alerts]
+        changed_files_share = 0
+        medium_full_share = "120%"
+        medium_full_days = -1
+        """)
+    assert [line.split(": ")[1] for line in found] == [
+        "repositories.nas.limit_upload", "repositories.nas.limit_download", "jobs.officine.retention.max_size",
+        "jobs.officine.retention.keep_within", "alerts.changed_files_share", "alerts.medium_full_share",
+        "alerts.medium_full_days"]
+    assert "'fast': not a rate" in found[0] and "KiB" in found[0]
+    assert "400 what?" in found[2]
+    assert "a share of 0" in found[4] and "between 0 and 1" in found[5]
+
+
 def test_wrong_types_say_what_was_expected(tmp_path: Path) -> None:
     found = problems(tmp_path, MINIMAL + """\
         paths = "/srv/officine"

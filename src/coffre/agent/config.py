@@ -196,6 +196,13 @@ def _share(value: object) -> float:
     return share
 
 
+def _share_above_zero(value: object) -> float:
+    share = _share(value)
+    if share == 0:
+        raise ValueError(_("a share of 0 would always be exceeded; give more, e.g. \"30%\""))
+    return share
+
+
 def _subset_or_off(value: object) -> str | None:
     if value is False:
         return None
@@ -278,7 +285,7 @@ def _limit(value: object) -> str:
     try:
         parse_limit(text, option="")
     except CoffreError as exc:
-        raise ValueError(exc.message.lstrip(": ")) from None
+        raise ValueError("; ".join(filter(None, (exc.message.lstrip(": "), exc.hint)))) from None
     return text
 
 
@@ -500,9 +507,9 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "signaux de vie vers un service de type healthchecks.io"),
         Key("reminder_every", _duration, "a problem that lasts is reported again this often",
             "un problème qui dure est signalé de nouveau à cet intervalle"),
-        Key("changed_files_share", _share, "alert when a backup finds more changed files than this share",
+        Key("changed_files_share", _share_above_zero, "alert when a backup finds more changed files than this share",
             "alerte quand une sauvegarde trouve plus de fichiers modifiés que cette part"),
-        Key("medium_full_share", _share, "alert when a medium is fuller than this",
+        Key("medium_full_share", _share_above_zero, "alert when a medium is fuller than this",
             "alerte quand un support est plus rempli que cela"),
         Key("medium_full_days", _number(0, 3650), "or when it will be full within this many days",
             "ou quand il sera plein dans moins de ce nombre de jours"),
@@ -820,7 +827,7 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
         job = _job(r, name, value, known)
         if job is not None:
             jobs[name] = job
-    if "jobs" not in raw:
+    if not _names(raw, "jobs"):
         r.bad(("jobs",), _("no job: add a [jobs.NAME] table ('coffre config init' writes an example)"))
 
     alerts = _alerts(r, raw.get("alerts", {}))
