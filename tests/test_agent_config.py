@@ -421,8 +421,8 @@ def test_sizes_rates_and_shares_out_of_range(tmp_path: Path) -> None:
         """)
     assert [line.split(": ")[1] for line in found] == [
         "repositories.nas.limit_upload", "repositories.nas.limit_download",
-        "jobs.officine.retention.max_size", "jobs.officine.retention.keep_within", "alerts.changed_files_share", "alerts.medium_full_share",
-        "alerts.medium_full_days"]
+        "jobs.officine.retention.max_size", "jobs.officine.retention.keep_within",
+        "alerts.changed_files_share", "alerts.medium_full_share", "alerts.medium_full_days"]
     assert "'fast': not a rate" in found[0] and "KiB" in found[0]
     assert "400 what?" in found[2]
     assert "a share of 0" in found[4] and "between 0 and 1" in found[5]
