@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +113,18 @@ def test_detection_without_servers_finds_nothing_and_does_not_fail(tmp_path: Pat
     detected = detect_databases([str(tmp_path), str(tmp_path / "missing")], [str(tmp_path / "mysqld.sock")],
                                 lsclusters=False)
     assert detected == Detected()
+
+
+def test_detection_finds_a_running_postgresql_by_its_socket(postgres: Any, tmp_path: Path) -> None:
+    detected = detect_databases([str(postgres.dir)], [], lsclusters=False)
+    assert [(c.port, c.socket_dir, c.owner) for c in detected.postgres] == [
+        (postgres.port, str(postgres.dir), "postgres")]
+    # Its databases could not be listed (the test server has no "postgres" role): the sample
+    # names the server and says to put in the database's name.
+    text = sample_config(detected)
+    assert f"port {postgres.port}" in text and "remplacez officine" in text
+    job = load_config(write(tmp_path, text)).jobs["officine"]
+    assert job.postgres == (f"host={postgres.dir} port={postgres.port} dbname=officine user=coffre",)
 
 
 # --------------------------------------------------------------------------- defaults, durations

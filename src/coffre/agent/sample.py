@@ -10,6 +10,7 @@ Detection never fails: what cannot be found is left as a commented example.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -85,8 +86,16 @@ def _pg_sockets(dirs: Iterable[str]) -> list[PgCluster]:
         for name in names:
             m = re.fullmatch(r"\.s\.PGSQL\.(\d+)", name)
             if m and _is_socket(os.path.join(d, name)):
-                out.append(PgCluster(int(m.group(1)), d))
+                out.append(PgCluster(int(m.group(1)), d, owner=_owner(os.path.join(d, name))))
     return out
+
+
+def _owner(path: str) -> str:
+    """The account that owns a server's socket: the cluster's owner, who may list its databases."""
+    try:
+        return pwd.getpwuid(os.stat(path).st_uid).pw_name
+    except (OSError, KeyError):
+        return ""
 
 
 def _is_socket(path: str) -> bool:
