@@ -730,7 +730,7 @@ class _Reader:
                 self.bad((*path, key.name), _("missing (required)"))
         return out
 
-    def one_password(self, values: Mapping[str, Any], table: Mapping[str, Any], path: KeyPath,
+    def one_password(self, table: Mapping[str, Any], path: KeyPath,
                      required: bool = True) -> None:
         given = [k for k in ("password_file", "password_command") if k in table]
         if len(given) > 1:
@@ -802,7 +802,7 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
     for name, value in _named(r, raw, "repositories"):
         path: KeyPath = ("repositories", name)
         values = r.fields(value, "repository", path)
-        r.one_password(values, value, path)
+        r.one_password(value, path)
         if "url" in values:
             if values["url"].lower().startswith("ftp://") and not values.get("insecure_ftp"):
                 r.bad((*path, "url"), _("plain FTP sends the password in clear: use ftps://, or set "
@@ -814,7 +814,7 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
     for name, value in _named(r, raw, "media_sets"):
         path = ("media_sets", name)
         values = r.fields(value, "media_set", path)
-        r.one_password(values, value, path)
+        r.one_password(value, path)
         disks = _disks(r, values.pop("disks", None), path, name, owner)
         if name in repositories:
             r.bad(path, _("{name} is already a repository's name: a job could not tell which is "
@@ -935,7 +935,7 @@ def _alerts(r: _Reader, value: object) -> model.Alerts:
         email = None
         if inner is not None:
             fields = r.fields(inner, "email", path)
-            r.one_password(fields, inner, path, required=False)
+            r.one_password(inner, path, required=False)
             has_password = "password_file" in inner or "password_command" in inner
             if "username" in inner and not has_password:
                 r.bad((*path, "username"), _("a login needs its password: add password_file (or "
