@@ -22,7 +22,7 @@ from pathlib import Path
 
 from coffre.agent.alerts.channel import Channel, DeliveryError, ProblemLike
 from coffre.agent.alerts.decide import Notice, OpenProblem, decide
-from coffre.agent.alerts.email import EmailChannel
+from coffre.agent.alerts.mail import EmailChannel
 from coffre.agent.alerts.texts import clean, with_text
 from coffre.agent.alerts.webhook import WebhookChannel
 from coffre.agent.model import Config
@@ -228,10 +228,9 @@ class Outbox:
         failed: set[str] = set()  # a channel that failed now is not tried again before next time
         for (did, name, attempts, next_at, key, event, audience, kind, job, target, since, at, detail,
              subject, text) in rows:
-            blocked = (name, key) in waiting or name in failed
-            waiting.add((name, key))
             # next_at more than the longest pause ahead: the clock went back; try now.
-            if blocked or (now < next_at <= now + HOURLY):
+            if (name, key) in waiting or name in failed or now < next_at <= now + HOURLY:
+                waiting.add((name, key))
                 continue
             notice = Notice(event=event, audience=audience, key=key, kind=kind, job=job, target=target,
                             since=since, at=at, detail=json.loads(detail), subject=subject, text=text)
@@ -247,6 +246,7 @@ class Outbox:
             ok = error is None
             if not ok:
                 failed.add(name)
+                waiting.add((name, key))
             pause = HOURLY if permanent else (RETRY_PAUSES[attempt - 1] if attempt <= len(RETRY_PAUSES)
                                               else HOURLY)
             with self._tx() as db:

@@ -179,7 +179,7 @@ _WORDS = {
         "escalation_intro": "Ce message est destiné au prestataire informatique de la pharmacie : "
                             "le problème ci-dessous dure depuis {duration} sans avoir été réglé.",
         "resolved_intro": "Bonne nouvelle : tout est revenu à la normale.",
-        "resolved_line": "Le problème signalé depuis le {since} est réglé : {title}.",
+        "resolved_line": "Le problème « {title} », signalé depuis le {since}, est réglé.",
         "nothing_to_do": "Il n'y a rien à faire.",
         "since": "Depuis le {since}.",
         "meaning": "Ce que cela veut dire : {text}",
@@ -206,7 +206,7 @@ _WORDS = {
         "escalation_intro": "This message is for the pharmacy's IT provider: the problem below has "
                             "lasted {duration} without being solved.",
         "resolved_intro": "Good news: everything is back to normal.",
-        "resolved_line": "The problem reported since {since} is solved: {title}.",
+        "resolved_line": "The problem \"{title}\", reported since {since}, is solved.",
         "nothing_to_do": "There is nothing to do.",
         "since": "Since {since}.",
         "meaning": "What it means: {text}",
@@ -341,7 +341,7 @@ def _number(v: object) -> float | None:
 
 def _percent(share: float, lang: str) -> str:
     pct = share * 100
-    text = f"{pct:.0f}" if pct >= 10 or pct == 0 else f"{pct:.1f}"
+    text = f"{pct:.0f}" if pct >= 10 else f"{pct:.1f}".rstrip("0").rstrip(".")
     return text.replace(".", ",") + " %" if lang == "fr" else text + "%"
 
 
