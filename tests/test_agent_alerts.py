@@ -149,11 +149,23 @@ def test_french_texts_for_the_pharmacist():
     subject, text = render(n, "fr", "Europe/Paris")
     assert subject == "Sauvegarde en échec : officine"
     assert "Depuis le 01/01/2026 à 01:00." in text  # Paris time
-    n = Notice("problem", "pharmacist", "k", "not_rotated", "", "disques", T0, T0, {"disk_name": "lundi"})
+    n = Notice("problem", "pharmacist", "k", "not_rotated", "", "disques", T0, T0,
+               {"disk": "lundi", "days": 9.3})
     subject, text = render(n, "fr")
     assert subject == "Changez de disque de sauvegarde : disques"
     assert "branchez l'autre disque et rangez celui-ci hors de la pharmacie" in text
-    assert "« lundi »" in text
+    assert "le même disque « lundi » est branché depuis 9 jours." in text
+    # The detail shapes of health.py (Part B).
+    n = Notice("problem", "pharmacist", "k", "late", "officine", "nas", T0, T0, {"last_ok": None})
+    assert "Aucune sauvegarde réussie n'est connue." in render(n, "fr")[1]
+    n = replace(n, detail={"last_ok": T0 - DAY})
+    assert "Dernière sauvegarde réussie : le 31/12/2025 à 01:00." in render(n, "fr")[1]
+    n = Notice("problem", "pharmacist", "k", "db_growth", "officine", "nas", T0, T0,
+               {"databases": [{"engine": "postgres", "name": "lgpi", "size": 9, "growth": 5}]})
+    assert "la base de données « lgpi » a grossi" in render(n, "fr")[1]
+    n = Notice("problem", "pharmacist", "k", "medium_full", "officine", "nas", T0, T0,
+               {"used": 93, "total": 100, "share": 0.93, "days_left": 5.5})
+    assert "presque pleine (remplie à 93 %, pleine dans 5 jours environ)" in render(n, "fr")[1]
     n = Notice("problem", "pharmacist", "k", "many_changes", "docs", "nas", T0, T0,
                {"share": 0.42, "usual": 0.02})
     assert "42 % des fichiers modifiés" in render(n, "fr")[1] and "(2 % d'habitude)" in render(n, "fr")[1]

@@ -23,7 +23,7 @@ from coffre.agent.alerts.decide import Notice
 LANGUAGES = ("fr", "en")
 
 # kind -> (title, meaning, what to do). Placeholders: {job}, {target}, {name} (the job, or the
-# target when the problem has no job), {disk}, {database}, {pct}, {usual}, {used}, {total}.
+# target when the problem has no job), {disk}, {present}, {database}, {pct}, {usual}, {fill}.
 _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
     "fr": {
         "failed": (
@@ -47,7 +47,7 @@ _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
             "le verra."),
         "not_rotated": (
             "Changez de disque de sauvegarde : {target}",
-            "le même disque{disk} est branché depuis trop longtemps. En cas d'incendie, de vol ou "
+            "le même disque{disk} est branché{present}. En cas d'incendie, de vol ou "
             "de virus dans la pharmacie, il serait perdu en même temps que le serveur.",
             "branchez l'autre disque et rangez celui-ci hors de la pharmacie."),
         "medium_full": (
@@ -119,7 +119,7 @@ _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
             "sees it."),
         "not_rotated": (
             "Swap the backup disk: {target}",
-            "the same disk{disk} has stayed plugged in for too long. A fire, a theft or a virus "
+            "the same disk{disk} has stayed plugged in{present}. A fire, a theft or a virus "
             "in the pharmacy would destroy it together with the server.",
             "plug in the other disk and store this one outside the pharmacy."),
         "medium_full": (
@@ -194,6 +194,10 @@ _WORDS = {
         "fill": " (remplie à {pct}{days})",
         "fill_days": ", pleine dans {days} environ",
         "usual": " ({pct} d'habitude)",
+        "present": " depuis {duration}",
+        "present_unknown": " depuis trop longtemps",
+        "last_ok": "Dernière sauvegarde réussie : le {when}.",
+        "never_ok": "Aucune sauvegarde réussie n'est connue.",
     },
     "en": {
         "hello": "Hello,",
@@ -221,6 +225,10 @@ _WORDS = {
         "fill": " ({pct} used{days})",
         "fill_days": ", full in about {days}",
         "usual": " ({pct} on a usual day)",
+        "present": " for {duration}",
+        "present_unknown": " for too long",
+        "last_ok": "Last good backup: {when}.",
+        "never_ok": "No good backup is known.",
     },
 }
 
@@ -292,6 +300,10 @@ def render(notice: Notice, language: str = "fr", timezone: str = "Europe/Paris",
         lines += [title + ".", w["since"].format(since=since), "",
                   w["meaning"].format(text=meaning_t.format(**values)), "",
                   w["action"].format(text=action_t.format(**values))]
+        if notice.kind in ("failed", "late") and "last_ok" in notice.detail:
+            last_ok = _number(notice.detail["last_ok"])
+            lines += ["", w["never_ok"] if last_ok is None
+                      else w["last_ok"].format(when=_when(last_ok, lang, tz))]
         error = notice.detail.get("error")
         if isinstance(error, str) and error.strip():
             lines += ["", w["detail"].format(text=clean(error, 500))]
@@ -310,14 +322,18 @@ def with_text(notice: Notice, language: str = "fr", timezone: str = "Europe/Pari
 def _values(notice: Notice, lang: str, job: str, target: str) -> dict[str, str]:
     w, d = _WORDS[lang], notice.detail
     values = {"job": job, "target": target, "name": job or target, "kind": clean(notice.kind, 40),
-              "disk": "", "database": "", "pct": "", "usual": "", "fill": ""}
+              "disk": "", "database": "", "pct": "", "usual": "", "fill": "",
+              "present": w["present_unknown"]}
     disk = d.get("disk_name") or d.get("disk")
     if isinstance(disk, str) and disk:
         values["disk"] = f" « {clean(disk, 60)} »" if lang == "fr" else f" \"{clean(disk, 60)}\""
-    database = d.get("database")
-    if isinstance(database, str) and database:
-        name = clean(database, 80)
-        values["database"] = f" « {name} »" if lang == "fr" else f" \"{name}\""
+    days = _number(d.get("days"))
+    if days is not None and days > 0:
+        values["present"] = w["present"].format(duration=_duration(days * 86400.0, lang))
+    names = _database_names(d.get("databases"))
+    if names:
+        quoted = [f"« {n} »" if lang == "fr" else f"\"{n}\"" for n in names]
+        values["database"] = " " + ", ".join(quoted)
     share = _number(d.get("share"))
     if share is not None:
         values["pct"] = " " + _percent(share, lang)
@@ -327,10 +343,22 @@ def _values(notice: Notice, lang: str, job: str, target: str) -> dict[str, str]:
     used, total = _number(d.get("used")), _number(d.get("total"))
     if used is not None and total:
         days_left = _number(d.get("days_left"))
-        days = "" if days_left is None else w["fill_days"].format(
+        full_in = "" if days_left is None else w["fill_days"].format(
             days=_duration(max(days_left, 0.0) * 86400.0, lang))
-        values["fill"] = w["fill"].format(pct=_percent(used / total, lang), days=days)
+        values["fill"] = w["fill"].format(pct=_percent(used / total, lang), days=full_in)
     return values
+
+
+def _database_names(value: object) -> list[str]:
+    """The names in health's "databases" detail: names, or {"engine", "name"} mappings."""
+    if not isinstance(value, list | tuple):
+        return []
+    names = []
+    for v in value[:10]:
+        name = v.get("name") if isinstance(v, dict) else v
+        if isinstance(name, str) and name:
+            names.append(clean(name, 60))
+    return names
 
 
 def _number(v: object) -> float | None:
