@@ -442,3 +442,13 @@ def test_heartbeat_pings_start_success_and_fail_and_never_raises(hook):
         started = time.monotonic()
         r = ping(Heartbeat(url=slow.url, timeout=0.3), "success")
         assert not r.ok and "did not answer" in r.error and time.monotonic() - started < 3
+
+
+def test_a_pending_delivery_is_retried_at_once_when_the_clock_went_back(tmp_path):
+    config = make_config(tmp_path, None, f"http://127.0.0.1:{free_port()}/down")
+    outbox = Outbox(tmp_path / "agent.db")
+    [first] = outbox.process(config, [FAILED], T0)
+    assert not first.ok
+    assert outbox.process(config, [FAILED], T0 + 30) == []  # within its one-minute pause
+    [again] = outbox.process(config, [FAILED], T0 - 2 * DAY)  # not two days of silence
+    assert again.attempt == 2
