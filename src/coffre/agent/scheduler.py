@@ -279,8 +279,9 @@ class Agent:
                 check = None if running else debouncer.next_check(now, self.last_start.get(name))
                 if check is not None:
                     wake_at = min(wake_at, check)
-                if watcher.fileno() is None:
-                    wake_at = min(wake_at, now + watcher.scan_interval)
+                scan = watcher.next_scan()
+                if scan is not None:
+                    wake_at = min(wake_at, scan)
             if now >= next_health:
                 threading.Thread(target=self.runner.evaluate, daemon=True).start()
                 next_health = now + HEALTH_EVERY

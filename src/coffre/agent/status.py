@@ -32,7 +32,7 @@ from typing import Any
 from coffre.agent.records import OUTCOMES, TRIGGERS, DiskSighting, RunRecord, StepResult
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _
-from coffre.core.private import narrow, private_dir
+from coffre.core.private import narrow
 
 FILE_NAME = "agent.sqlite"
 SCHEMA_VERSION = 1
@@ -127,7 +127,9 @@ class StatusStore:
         self.damage: list[Damage] = []  # what the reads so far could not make sense of
         self._lock = threading.RLock()
         try:
-            private_dir(self.path.parent)
+            # Created private; an existing folder is left as it is (a state_dir of /var/lib
+            # or /tmp must never be narrowed under other programs' feet).
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
             os.close(fd)
             narrow(self.path)
