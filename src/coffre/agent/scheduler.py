@@ -36,7 +36,7 @@ from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord
 from coffre.agent.status import StatusStore, store_path
 from coffre.agent.watcher import Debouncer, Watcher
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.policy.schedule import due_slot, next_run
 
 Log = Callable[[str], None]
@@ -126,8 +126,17 @@ class Runner:
                 sightings: list[DiskSighting] = []
                 for media in self.config.media_sets:
                     sightings.extend(self.store.sightings(media))
-                problems = assess(self.config, runs, now, sightings, since=self.since)
-                Outbox(status_path(self.config)).process(self.config, problems, now)
+                problems: list[Any] = list(assess(self.config, runs, now, sightings, since=self.since))
+                outbox = Outbox(status_path(self.config))
+                problems.extend(outbox.failure_problems())
+                for result in outbox.process(self.config, problems, now):
+                    if result.ok:
+                        self.log(_("alert sent ({channel}): {event} {key}").format(
+                            channel=result.channel, event=result.event, key=result.key))
+                    else:
+                        self.log(_("alert not delivered ({channel}): {event} {key}: {reason}").format(
+                            channel=result.channel, event=result.event, key=result.key,
+                            reason=result.error or "-"))
             except Exception as exc:  # noqa: BLE001 - the agent keeps running; the reason is logged
                 self.log(_("alerts could not be evaluated: {reason}").format(reason=exc))
 
@@ -161,7 +170,9 @@ class Agent:
         store = open_store(self.config)
         settled = store.settle_stale(self.clock())
         if settled:
-            self.log(_("{n} runs left unfinished by a stopped agent recorded as interrupted").format(n=settled))
+            self.log(ngettext("{n} run left unfinished by a stopped agent recorded as interrupted",
+                              "{n} runs left unfinished by a stopped agent recorded as interrupted",
+                              settled).format(n=settled))
         self.runner = Runner(self.config, store, self.log, self.clock, since=self.clock())
         self._remember(store)
         self._watch()
@@ -173,8 +184,8 @@ class Agent:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         old_wakeup = signal.set_wakeup_fd(wake_w)
-        self.log(_("agent started: {n} jobs, configuration {path}").format(
-            n=len(self.config.jobs), path=self.config_path))
+        self.log(_("agent started, configuration {path}; jobs: {names}").format(
+            path=self.config_path, names=", ".join(self.config.jobs) or "-"))
         try:
             self._loop(wake_r)
         finally:
@@ -226,7 +237,7 @@ class Agent:
         self.config = config
         self.runner.config = config
         self._watch()
-        self.log(_("configuration reloaded: {n} jobs").format(n=len(config.jobs)))
+        self.log(_("configuration reloaded; jobs: {names}").format(names=", ".join(config.jobs) or "-"))
 
     def _start(self, name: str, trigger: str, slot: float | None) -> None:
         now = self.clock()
