@@ -122,7 +122,8 @@ def test_detection_finds_a_running_postgresql_by_its_socket(postgres: Any, tmp_p
     # Its databases could not be listed (the test server has no "postgres" role): the sample
     # names the server and says to put in the database's name.
     text = sample_config(detected)
-    assert f"port {postgres.port}" in text and "remplacez officine" in text
+    prose = " ".join(text.replace("\n#", " ").split())  # the comments, unwrapped
+    assert f"port {postgres.port}" in prose and "remplacez officine par le nom" in prose.lower()
     job = load_config(write(tmp_path, text)).jobs["officine"]
     assert job.postgres == (f"host={postgres.dir} port={postgres.port} dbname=officine user=coffre",)
 
