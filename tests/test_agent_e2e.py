@@ -7,6 +7,7 @@ The schedule is shortened through the configuration (`every`); the test waits fo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,17 @@ def _children(pid: int) -> list[str]:
     return found
 
 
+@contextmanager
+def _job_lock(state: Path) -> Iterator[None]:
+    """Hold the job's lock (waiting for a run in progress to end), as `coffre run` would."""
+    fd = os.open(state / "locks" / "job-officine.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _init(coffre: Coffre, url: str) -> str:
     coffre.ok("init", "--repo", url, repo=False, env={"COFFRE_PASSWORD_FILE": str(coffre.pwfile)})
     return url
@@ -95,6 +108,7 @@ def pings() -> Any:
 def test_the_agent_runs_its_jobs_alerts_in_french_and_recovers(
         tmp_path: Path, coffre: Coffre, s3_env: dict[str, str], seaweedfs: Any, smtp: SmtpSink,
         pings: HttpReceiver) -> None:
+    coffre.env.update(s3_env)
     docs = tmp_path / "officine" / "documents"
     docs.mkdir(parents=True)
     for i in range(20):
@@ -171,7 +185,7 @@ provider = ["support@prestataire.example"]
 [alerts.heartbeat]
 url = "{pings.url}/ping/officine"
 """)
-    env = {**coffre.env, **s3_env, "COFFRE_STORAGE_RETRIES": "0"}
+    env = {**coffre.env, **s3_env, "COFFRE_STORAGE_RETRIES": "1"}
     env.pop("LANG", None)
     check = subprocess.run([sys.executable, "-m", "coffre", "config", "check", "--config", str(config)],
                            capture_output=True, env=env, check=False)
@@ -210,10 +224,13 @@ def _scenario(agent: subprocess.Popen[bytes], state: Path, config: Path, env: di
     paths = [r.path for r in pings.received()]
     assert "/ping/officine/start" in paths and "/ping/officine" in paths
 
-    # 2. Disk A goes on the shelf, disk B is plugged in: the next run writes to B.
-    (mounts / "COFFRE-A").rename(shelf / "COFFRE-A")
-    (shelf / "COFFRE-B").rename(mounts / "COFFRE-B")
-    count = len(_runs(state))
+    # 2. Disk A goes on the shelf, disk B is plugged in: the next run writes to B. The swap
+    # happens between two runs: the test holds the job's lock as `coffre run` would (the agent
+    # then does not start the job), which waits for the run in progress to end.
+    with _job_lock(state):
+        (mounts / "COFFRE-A").rename(shelf / "COFFRE-A")
+        (shelf / "COFFRE-B").rename(mounts / "COFFRE-B")
+        count = len(_runs(state))
     on_b = wait_for("a run on disk B", lambda: [r for r in _finished(state, count, "ok")], agent=agent)[0]
     copies = [s for s in on_b.steps if s.name == "copy:disques"]
     assert copies and copies[0].ok
@@ -221,8 +238,10 @@ def _scenario(agent: subprocess.Popen[bytes], state: Path, config: Path, env: di
         assert {s.disk_name for s in store.sightings("disques")} == {"A", "B"}
 
     # 3. The NAS goes away: the job fails, the pharmacist gets a mail in French.
-    nas.rename(nas.with_name("nas-debranche"))
-    count = len(_runs(state))
+    assert not smtp.messages()
+    with _job_lock(state):
+        nas.rename(nas.with_name("nas-debranche"))
+        count = len(_runs(state))
     failed = wait_for("a failed run", lambda: _finished(state, count, "failed"), agent=agent)[0]
     assert failed.error
     mail = wait_for("the alert mail", lambda: smtp.messages(), agent=agent)[0]
@@ -237,8 +256,9 @@ def _scenario(agent: subprocess.Popen[bytes], state: Path, config: Path, env: di
     assert "en échec" in red.stdout, red.stdout
 
     # 4. The NAS is back: the next run succeeds, the "back to normal" mail arrives, all green.
-    nas.with_name("nas-debranche").rename(nas)
-    count = len(_runs(state))
+    with _job_lock(state):
+        nas.with_name("nas-debranche").rename(nas)
+        count = len(_runs(state))
     wait_for("a good run again", lambda: _finished(state, count, "ok"), agent=agent)
     wait_for("the back-to-normal mail", lambda: len(smtp.messages()) >= 2, agent=agent)
     back = smtp.messages()[-1]
@@ -249,16 +269,19 @@ def _scenario(agent: subprocess.Popen[bytes], state: Path, config: Path, env: di
     assert len(smtp.messages()) == 2, "no storm: one mail for the problem, one for its end"
 
     # 5. SIGTERM in the middle of a backup: no damage, the run recorded as interrupted.
-    snapshots_before = len(json.loads(coffre.ok("snapshots", "--json", "--repo", str(nas), repo=False).out))
-    with open(docs / "gros-scan.tif", "wb") as f:
-        for _ in range(40):
-            f.write(os.urandom(4 << 20))
+    pw = {"COFFRE_PASSWORD_FILE": str(coffre.pwfile)}
+    with _job_lock(state):  # no run between counting the snapshots and the big file
+        snapshots_before = len(json.loads(coffre.ok("snapshots", "--json", "--repo", str(nas),
+                                                    repo=False, env=pw).out))
+        with open(docs / "gros-scan.tif", "wb") as f:
+            for _ in range(100):
+                f.write(os.urandom(4 << 20))
     wait_for("a backup in progress", lambda: any(" backup " in c for c in _children(agent.pid)),
              timeout=60, agent=agent)
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(timeout=120) == 0
     last = _runs(state)[-1]
     assert last.outcome == "interrupted", last
-    coffre.ok("check", "--repo", str(nas), repo=False)
-    after = json.loads(coffre.ok("snapshots", "--json", "--repo", str(nas), repo=False).out)
+    coffre.ok("check", "--repo", str(nas), repo=False, env=pw)
+    after = json.loads(coffre.ok("snapshots", "--json", "--repo", str(nas), repo=False, env=pw).out)
     assert len(after) == snapshots_before, "an interrupted backup leaves no snapshot"

@@ -453,6 +453,8 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "dépôts ou jeux de disques où la sauvegarde est copiée ensuite, dans l'ordre"),
         Key("retries", _int(0, 20), "attempts after the first when a destination is unreachable",
             "nouvelles tentatives quand une destination est injoignable"),
+        Key("retry_pause", _duration, "the first pause before a retry; each next one is 4 times longer",
+            "la première pause avant une nouvelle tentative ; chacune des suivantes est 4 fois plus longue"),
         Key("schedule", SECTION, "when it runs", "quand elle s'exécute"),
         Key("retention", SECTION, "which snapshots are kept", "quelles sauvegardes sont conservées"),
         Key("verification", SECTION, "how the backups are checked", "comment les sauvegardes sont vérifiées"),

@@ -177,7 +177,12 @@ def _moments(job: Job, target: str, history: Sequence[RunRecord]) -> dict[str, f
 def _messages(messages: Iterable[Any]) -> tuple[Message, ...]:
     out = []
     for m in messages:
-        at, level, text = m if isinstance(m, tuple) else (m.at, m.level, m.text)
+        if isinstance(m, tuple):
+            at, level, text = m
+        elif hasattr(m, "event"):  # the outbox's ScreenMessage: its one-line subject is shown
+            at, level, text = m.at, "info" if m.event == "resolved" else "alert", m.subject or m.text
+        else:
+            at, level, text = m.at, m.level, m.text
         out.append(Message(float(at), str(level), str(text)))
     return tuple(out)
 
