@@ -25,7 +25,8 @@ import pytest
 from alert_servers import SMTP_PASSWORD, SMTP_USER, HttpReceiver, SmtpSink
 from coffre.agent.records import RunRecord
 from coffre.agent.status import StatusStore, store_path
-from tests.conftest import Coffre
+
+from conftest import Coffre
 
 TIMEOUT = 180.0
 
@@ -248,7 +249,8 @@ def _scenario(agent: subprocess.Popen[bytes], state: Path, config: Path, env: di
     assert mail.rcpt_tos == ["pharmacien@pharmacie.example"]
     assert "officine" in mail.message["Subject"]
     assert "échec" in (mail.message["Subject"] + mail.body).lower()
-    assert SMTP_PASSWORD.encode() not in mail.raw and coffre.pwfile.read_text().strip().encode() not in mail.raw
+    assert SMTP_PASSWORD.encode() not in mail.raw
+    assert coffre.pwfile.read_text().strip().encode() not in mail.raw
     assert mail.login == SMTP_USER
     wait_for("a fail ping", lambda: "/ping/officine/fail" in [r.path for r in pings.received()], agent=agent)
     red = _status(config, env)
@@ -285,3 +287,94 @@ def _scenario(agent: subprocess.Popen[bytes], state: Path, config: Path, env: di
     coffre.ok("check", "--repo", str(nas), repo=False, env=pw)
     after = json.loads(coffre.ok("snapshots", "--json", "--repo", str(nas), repo=False, env=pw).out)
     assert len(after) == snapshots_before, "an interrupted backup leaves no snapshot"
+
+
+def test_real_time_backups_follow_the_files_and_a_broken_job_stops_nothing(
+        tmp_path: Path, coffre: Coffre) -> None:
+    docs = tmp_path / "scans"
+    docs.mkdir()
+    (docs / "ordonnance-001.pdf").write_bytes(os.urandom(10_000))
+    nas = tmp_path / "nas"
+    _init(coffre, str(nas))
+    _init(coffre, str(tmp_path / "autre"))  # its password command will fail
+    state = tmp_path / "agent-state"
+    config = tmp_path / "coffre.toml"
+    good = f"""
+[agent]
+state_dir = "{state}"
+language = "en"
+
+[repositories.nas]
+url = "{nas}"
+password_file = "{coffre.pwfile}"
+
+[repositories.coffre-fort]
+url = "{tmp_path / 'autre'}"
+password_command = "false"
+
+[jobs.scans]
+paths = ["{docs}"]
+repository = "nas"
+
+[jobs.scans.schedule]
+times = []
+realtime = true
+debounce = "1s"
+min_interval = "3s"
+
+[jobs.scans.verification]
+check_subset = false
+
+[jobs.casse]
+paths = ["{docs}"]
+repository = "coffre-fort"
+retries = 0
+
+[jobs.casse.schedule]
+times = []
+"""
+    config.write_text(good)
+    env = {**coffre.env}
+    agent_log = tmp_path / "agent.log"
+    with open(agent_log, "wb") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "coffre", "agent", "--config", str(config)],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def runs(job: str, outcome: str | None = None) -> list[RunRecord]:
+            path = store_path(str(state))
+            if not path.exists():
+                return []
+            with StatusStore(path) as store:
+                found = store.runs(job=job)
+            return [r for r in found if r.outcome != "running" and outcome in (None, r.outcome)]
+
+        # Both jobs run at start (they never ran); the broken one fails with a clear reason.
+        broken = wait_for("the broken job's run", lambda: runs("casse"), agent=agent)[0]
+        assert broken.outcome == "failed" and broken.error and "password" in broken.error.lower()
+        first = wait_for("the first real-time backup", lambda: runs("scans", "ok"), agent=agent)
+        # A file written now is in a snapshot within debounce + min_interval (+ the run).
+        written = time.time()
+        (docs / "ordonnance-002.pdf").write_bytes(os.urandom(10_000))
+        later = wait_for("a backup triggered by the change",
+                         lambda: [r for r in runs("scans", "ok")[len(first):] if r.trigger == "realtime"],
+                         agent=agent)[0]
+        listing = coffre.ok("ls", later.snapshot or "-", "--repo", str(nas), repo=False,
+                            env={"COFFRE_PASSWORD_FILE": str(coffre.pwfile)})
+        assert "ordonnance-002.pdf" in listing.out
+        latency = (later.ended or 0) - written
+        print(f"real time: written to in a snapshot in {latency:.1f} s (debounce 1 s, min_interval 3 s)")
+        assert later.started - written < 1 + 3 + 5, "started within the configured delay (+5 s slack)"
+        # A broken configuration on SIGHUP is refused; the agent goes on with the one in force.
+        config.write_text(good + "\n[jobs.scans.schedule.oops]\n")
+        agent.send_signal(signal.SIGHUP)
+        wait_for("the reload refused", lambda: b"not reloaded" in agent_log.read_bytes(), agent=agent)
+        (docs / "ordonnance-003.pdf").write_bytes(os.urandom(10_000))
+        count = len(runs("scans", "ok"))
+        wait_for("a backup after the refused reload", lambda: len(runs("scans", "ok")) > count, agent=agent)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=60) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        print(agent_log.read_text(errors="replace")[-4000:])

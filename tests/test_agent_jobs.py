@@ -14,7 +14,8 @@ from coffre.agent.jobs import backup_args, retention_args, run_job
 from coffre.agent.media import present_disks, repository_id
 from coffre.agent.model import Agent, Config, Job, MediaSet, Repository, Retention, Schedule, Verification
 from coffre.agent.records import DiskSighting
-from tests.conftest import Coffre
+
+from conftest import Coffre
 
 
 def _init(coffre: Coffre, path: Path) -> str:

@@ -219,8 +219,9 @@ def _run(config: Config, job: Job, run: JobRun, record: RunRecord, last_drill: f
                                copy_to.env("AGAINST_"))
             verified[f"against:{name}"] = against.exit_code == 0
     if job.verification.check_subset:
-        checked = run.step("check", primary, ["check", "--read-data-subset", job.verification.check_subset], {})
-        verified["check"] = {"ok": checked.exit_code == 0, "subset": job.verification.check_subset}
+        subset = job.verification.check_subset
+        checked = run.step("check", primary, ["check", "--read-data-subset", subset], {})
+        verified["check"] = {"ok": checked.exit_code == 0, "subset": subset}
     share = job.verification.verify_sample
     if share > 0 and record.snapshot:
         sample = _sample(run, primary, record.snapshot, share)

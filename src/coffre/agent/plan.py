@@ -79,9 +79,11 @@ def describe(config: Config, now: float) -> list[str]:
         if v.check_subset:
             checks.append(_("reads back {share} of the data").format(share=v.check_subset))
         if v.verify_sample:
-            checks.append(_("compares {share:.0%} of the files with the originals").format(share=v.verify_sample))
+            checks.append(_("compares {share:.0%} of the files with the originals").format(
+                share=v.verify_sample))
         if v.drill_every and (job.postgres or job.mysql or job.sqlite):
-            checks.append(_("drills the databases every {duration}").format(duration=human_duration(v.drill_every)))
+            checks.append(_("drills the databases every {duration}").format(
+                duration=human_duration(v.drill_every)))
         if job.copies and v.check_copies:
             checks.append(_("checks the copies against the primary"))
         lines.append("  " + _("verifies: {checks}").format(checks="; ".join(checks) or "-"))

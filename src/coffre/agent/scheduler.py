@@ -137,7 +137,7 @@ class Runner:
                         self.log(_("alert not delivered ({channel}): {event} {key}: {reason}").format(
                             channel=result.channel, event=result.event, key=result.key,
                             reason=result.error or "-"))
-            except Exception as exc:  # noqa: BLE001 - the agent keeps running; the reason is logged
+            except Exception as exc:  # the agent keeps running; the reason is logged
                 self.log(_("alerts could not be evaluated: {reason}").format(reason=exc))
 
 
@@ -230,7 +230,7 @@ class Agent:
         self.reload_wanted = False
         try:
             config = load_config(self.config_path)
-        except Exception as exc:  # noqa: BLE001 - a broken file keeps the running configuration
+        except Exception as exc:  # a broken file keeps the running configuration
             self.log(_("configuration not reloaded, the previous one stays in force: {reason}")
                      .format(reason=getattr(exc, "message", exc)))
             return
