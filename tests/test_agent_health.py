@@ -181,6 +181,16 @@ def test_no_disk_of_the_media_set() -> None:
     assert light(problems) == "failed"
 
 
+def test_no_disk_for_a_copy_names_the_copy_set_not_the_primary() -> None:
+    cfg = config(officine=Job("officine", "nas", copies=("disques",)))
+    t = at(2026, 5, 4, 12, 30)
+    no_disk = step("media", False, target="disques", reason="no_disk")
+    history = [run(t, "failed", steps=(step("backup"), no_disk))]
+    problems = assess(cfg, history, t + 60)
+    assert [(p.kind, p.target) for p in problems] == [("no_disk", "disques")]
+    assert problems[0].detail["set"] == "disques"
+
+
 def test_a_copy_that_diverges_a_failed_check_and_a_failed_drill_have_their_own_kinds() -> None:
     cfg = config()
     t = at(2026, 5, 4, 12, 30)

@@ -130,5 +130,14 @@ def test_demo_runs_end_to_end(coffre: Coffre, tmp_path: Path) -> None:
     res = coffre.ok("demo", "--dir", str(tmp_path / "demo"), repo=False)
     assert res.out.strip().endswith("demo OK")
     assert "identical to the original" in res.out
+    # The pharmacy's flow: the agent ran the job, the missing disk's alert reached the mail
+    # sink, and the status shows the copy failing while the local backup is fine.
+    assert "job officine: backup on depot: done" in res.out
+    assert "Subject: No backup disk plugged in: disques" in res.out
+    status = res.out[res.out.index("11. coffre status"):]
+    assert "(exit status 1" in status
+    rows = {line.split()[0] + " " + line.split()[2]: line for line in status.splitlines()[1:]
+            if line.strip().startswith(("OK", "failing", "to check"))}
+    assert set(rows) == {"OK depot", "failing disques"}, status
     again = coffre("demo", "--dir", str(tmp_path / "demo"), repo=False)
     assert again.code == 1 and "already holds a demo" in again.err

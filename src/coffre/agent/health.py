@@ -159,9 +159,12 @@ def _outcome(config: Config, job: Job, history: Sequence[RunRecord]) -> list[Pro
     last = finished[-1]
     if _no_disk(last):
         streak = _streak(finished, _no_disk)
-        mset = config.media_sets.get(job.repository)
-        return [Problem("no_disk", job.name, job.repository, streak[0].started, {
-            "set": job.repository, "disks": sorted(mset.disks) if mset else [], "runs": len(streak),
+        media = last.step("media")
+        # The set the run found no disk of: the primary, or one of the copies.
+        set_name = media.target if media is not None and media.target else job.repository
+        mset = config.media_sets.get(set_name)
+        return [Problem("no_disk", job.name, set_name, streak[0].started, {
+            "set": set_name, "disks": sorted(mset.disks) if mset else [], "runs": len(streak),
             "last": last.started})]
     if not _generic_failure(last):
         return []

@@ -93,7 +93,7 @@ class Runner:
         config, store = self.config, self.store
         started = self.clock()
         run_id = store.start_run(name, config.jobs[name].repository, trigger, started, slot)
-        self.log(_("job {job}: started ({trigger})").format(job=name, trigger=trigger))
+        self.log(_("job {job}: started ({trigger})").format(job=name, trigger=trigger_words(trigger)))
         self._ping("start")
         record = jobs.run_job(config, name, trigger=trigger, started=started, slot=slot,
                               cancel=cancel, log=self.log, clock=self.clock,
@@ -139,6 +139,11 @@ class Runner:
                             reason=result.error or "-"))
             except Exception as exc:  # the agent keeps running; the reason is logged
                 self.log(_("alerts could not be evaluated: {reason}").format(reason=exc))
+
+
+def trigger_words(trigger: str) -> str:
+    return {"schedule": _("scheduled"), "catch-up": _("catching up a missed run"),
+            "realtime": _("files changed"), "manual": _("by hand")}.get(trigger, trigger)
 
 
 def outcome_words(record: RunRecord) -> str:

@@ -1,5 +1,7 @@
 """demo: Coffre's main job end to end on a sample pharmacy tree, in a scratch directory —
-create a repository, back up, restore, verify the restored files byte for byte."""
+create a repository, back up, restore, verify the restored files byte for byte; then the
+pharmacy's real flow: the agent runs the job from a configuration, an alert reaches a local
+mail sink, and `coffre status` shows it (demo_agent.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from coffre.cli.demo_agent import agent_demo
 from coffre.cli.output import human_size, say
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _
@@ -100,6 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CoffreError(_("check --read-data found errors: {errors}").format(
             errors="; ".join(check.errors)))
     say(_("7. check --read-data: {n} packs read, no errors").format(n=check.packs_read))
+    agent_demo(base, source, repo_dir, password, step=8)
     say(_("demo OK"))
     return 0
 
