@@ -156,7 +156,7 @@ def agent_demo(base: Path, source: Path, repo_dir: Path, password: str, step: in
             say("     " + line)
         message = message_from_bytes(mail, policy=default)
         body = message.get_body(("plain",))
-        text = str(body.get_content()) if body is not None else ""  # type: ignore[attr-defined]
+        text = str(body.get_content()) if body is not None else ""
         say(_("{n}. the alert mail the local mail sink received:").format(n=step + 2))
         say("     " + _("To: {to}").format(to=message["To"]))
         say("     " + _("Subject: {subject}").format(subject=message["Subject"]))
