@@ -357,3 +357,18 @@ def test_the_documented_command_lines_parse() -> None:
         build_parser().parse_args(args)  # exits 2 (SystemExit) on a line the parser refuses
     assert "systemd-cat -t coffre coffre backup" in doc and "journalctl" in doc
     assert "COFFRE_PASSWORD_FILE" in doc and "COFFRE_PASSWORD_COMMAND" in doc
+
+
+def test_a_full_log_file_is_rotated_and_the_oldest_dropped(tmp_path: Path) -> None:
+    from coffre.cli.logfile import LOG_BACKUPS, Log
+
+    path = tmp_path / "coffre.log"
+    log = Log(str(path), "agent", max_bytes=1000)
+    for i in range(400):
+        log.line(f"event {i:04d} " + "x" * 40)
+    log.close()
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["coffre.log", *(f"coffre.log.{i}" for i in range(1, LOG_BACKUPS + 1))]
+    assert all(p.stat().st_size < 1000 + 200 for p in tmp_path.iterdir())
+    assert "event 0399" in path.read_text()  # the newest line is in the file itself
+    assert "event 0000" not in "".join(p.read_text() for p in tmp_path.iterdir())  # the oldest went

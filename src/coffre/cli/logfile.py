@@ -30,19 +30,42 @@ _REDRAW = re.compile(r"\x1b\[[0-9]*[AK]")
 _EOL = re.compile(r"[\r\n]")
 
 
+MAX_LOG_BYTES = 10 * 1024 * 1024  # then the file is rotated: FILE.1 ... FILE.5, the oldest dropped
+LOG_BACKUPS = 5
+
+
 class Log:
     """An open log file, written a whole line at a time (appends of concurrent runs do not mix
-    within a line)."""
+    within a line). Past `max_bytes` it is rotated (FILE -> FILE.1 -> ... -> FILE.5), so a
+    long-running agent's log never fills the disk."""
 
-    def __init__(self, path: str, command: str) -> None:
+    def __init__(self, path: str, command: str, max_bytes: int = MAX_LOG_BYTES) -> None:
+        self.path = path
+        self.fd = self._open()
+        self.command = command
+        self.max_bytes = max_bytes
+
+    def _open(self) -> int:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise UsageError(_("cannot open the log file {path}: {reason}").format(
-                path=path, reason=exc.strerror),
+                path=self.path, reason=exc.strerror),
                              _("give a file in a folder that exists and that you can write")) from None
+
+    def _rotate_if_full(self) -> None:
+        try:
+            if os.fstat(self.fd).st_size < self.max_bytes or not os.path.isfile(self.path):
+                return
+            for i in range(LOG_BACKUPS - 1, 0, -1):
+                if os.path.exists(f"{self.path}.{i}"):
+                    os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+            os.replace(self.path, f"{self.path}.1")
+            fd = self._open()
+        except (OSError, UsageError):
+            return  # a log that cannot rotate goes on growing rather than stop the command
+        os.close(self.fd)
         self.fd = fd
-        self.command = command
 
     def line(self, text: str) -> None:
         text = _CONTROL.sub("", text).rstrip()
@@ -50,6 +73,7 @@ class Log:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
         data = f"{stamp} coffre[{os.getpid()}] {self.command}: {text}\n".encode("utf-8", "backslashreplace")
+        self._rotate_if_full()
         try:
             os.write(self.fd, data)
         except OSError:
