@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
+from coffre.agent.health import Problem
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord
 from coffre.agent.status import GOOD, STALE_ERROR, Damage, StatusStore
@@ -21,19 +22,7 @@ HISTORY = 62 * 86400.0  # the runs read for the view and the health rules (plus 
 MESSAGES = 10  # screen messages shown under the table
 
 
-class ProblemLike(Protocol):
-    """What `agent.health.assess` returns (health.Problem)."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def job(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def since(self) -> float: ...
-    @property
-    def detail(self) -> Mapping[str, object]: ...
+ProblemLike = Problem  # what `agent.health.assess` returns
 
 
 Assess = Callable[[Config, Sequence[RunRecord], float, Sequence[DiskSighting]], Sequence[ProblemLike]]

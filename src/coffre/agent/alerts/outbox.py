@@ -17,7 +17,7 @@ import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from coffre.agent.alerts.channel import Channel, DeliveryError, ProblemLike
@@ -25,6 +25,7 @@ from coffre.agent.alerts.decide import Notice, OpenProblem, decide
 from coffre.agent.alerts.mail import EmailChannel
 from coffre.agent.alerts.texts import clean, with_text
 from coffre.agent.alerts.webhook import WebhookChannel
+from coffre.agent.health import Problem
 from coffre.agent.model import Config
 from coffre.core.i18n import _
 
@@ -87,21 +88,10 @@ class FailedDelivery:
     permanent: bool
 
 
-@dataclass(frozen=True)
-class DeliveryProblem:
-    """A channel that fails to deliver, as a problem of kind "delivery_failed" (the shape of
-    `health.Problem`): `Outbox.failure_problems()` gives them to pass to `process` with the
-    others, so the pharmacist hears of it through the channels that work and on screen."""
-
-    kind: str
-    job: str
-    target: str
-    since: float
-    detail: Mapping[str, object] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.job}:{self.target}"
+# A channel that fails to deliver is a problem of kind "delivery_failed":
+# `Outbox.failure_problems()` gives them to pass to `process` with the others, so the
+# pharmacist hears of it through the channels that work and on screen.
+DeliveryProblem = Problem
 
 
 @dataclass(frozen=True)
