@@ -17,7 +17,7 @@ Hardening, and why each setting is where it is:
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +32,8 @@ SYSTEM_UNITS = "/etc/systemd/system"
 
 def unit_text(config_path: str, command: list[str] | None = None) -> str:
     """The unit file, starting `coffre agent --config CONFIG`."""
-    command = command or [_coffre_command()]
-    exec_start = " ".join(shlex.quote(a) for a in [*command, "agent", "--config", config_path])
+    command = command or _coffre_command()
+    exec_start = " ".join(exec_word(a) for a in [*command, "agent", "--config", config_path])
     return f"""# Written by 'coffre agent install'; 'coffre agent uninstall' removes it.
 [Unit]
 Description=Coffre backup agent (scheduled and real-time backups, alerts)
@@ -73,40 +73,68 @@ WantedBy=multi-user.target
 """
 
 
-def _coffre_command() -> str:
-    """The installed `coffre` (the one on the PATH, else the one beside this Python)."""
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+
+
+def exec_word(arg: str) -> str:
+    """One word of an ExecStart= line, as systemd reads it (systemd.service(5)), not as a shell
+    does: `%` starts a specifier and `$` a variable everywhere, quotes and backslashes are
+    C-style. A pharmacy's folder may well be "l'officine" or "100%"."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if _PLAIN_WORD.fullmatch(arg):
+        return arg
+    escaped = "".join("\\\\" if c == "\\" else '\\"' if c == '"'
+                      else f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in arg)
+    return f'"{escaped}"'
+
+
+def _coffre_command() -> list[str]:
+    """The Coffre that is running now: its `coffre` beside this Python (a virtual environment,
+    pipx, the system's), else the one on the PATH, else this Python with `-m coffre`. Never a
+    program that does not exist, nor another installation's."""
+    beside = Path(sys.executable).parent / "coffre"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
     found = shutil.which("coffre")
     if found:
-        return os.path.realpath(found)
-    beside = Path(sys.executable).parent / "coffre"
-    return str(beside)
+        return [os.path.realpath(found)]
+    return [sys.executable, "-m", "coffre"]
 
 
-def _systemctl(*args: str) -> None:
+def _systemctl(*args: str, hint: str) -> None:
     try:
         subprocess.run(["systemctl", *args], check=True, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise CoffreError(_("systemctl {args} failed: {reason}").format(args=" ".join(args), reason=exc),
-                          _("is this machine run by systemd? The unit file is written; enable it by "
-                            "hand with 'systemctl enable --now coffre-agent'")) from None
+                          hint) from None
 
 
 def install(config_path: str, unit_dir: str = SYSTEM_UNITS, enable: bool = True) -> Path:
-    """Write the unit (atomically), then reload systemd and enable and start the agent."""
+    """Write the unit (atomically), then reload systemd and enable and start the agent; an
+    agent already running under a different unit is restarted, so the new one is in force."""
     if not Path(config_path).is_absolute():
         config_path = os.path.abspath(config_path)
     target = Path(unit_dir) / UNIT_NAME
+    text = unit_text(config_path)
+    try:
+        changed = target.read_text(encoding="utf-8") != text
+    except OSError:
+        changed = False  # a new unit: `enable --now` starts it
     tmp = target.with_name(target.name + ".tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(unit_text(config_path))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     if enable:
-        _systemctl("daemon-reload")
-        _systemctl("enable", "--now", UNIT_NAME)
+        hint = _("is this machine run by systemd? The unit file is written; enable it by "
+                 "hand with 'systemctl enable --now coffre-agent'")
+        _systemctl("daemon-reload", hint=hint)
+        _systemctl("enable", "--now", UNIT_NAME, hint=hint)
+        if changed:
+            _systemctl("try-restart", UNIT_NAME, hint=hint)
     return target
 
 
@@ -115,9 +143,11 @@ def uninstall(unit_dir: str = SYSTEM_UNITS, disable: bool = True) -> Path | None
     target = Path(unit_dir) / UNIT_NAME
     if not target.exists():
         return None
+    hint = _("is this machine run by systemd? The unit file is left in place; stop the agent with "
+             "'systemctl disable --now coffre-agent', or remove only the file with --no-enable")
     if disable:
-        _systemctl("disable", "--now", UNIT_NAME)
+        _systemctl("disable", "--now", UNIT_NAME, hint=hint)
     target.unlink()
     if disable:
-        _systemctl("daemon-reload")
+        _systemctl("daemon-reload", hint=hint)
     return target

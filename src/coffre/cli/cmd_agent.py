@@ -21,8 +21,10 @@ from coffre.core.errors import (
 from coffre.core.i18n import _, language
 
 
-def add_config_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar=_("FILE"),
+def add_config_option(p: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """--config; `inherited` on a subcommand of `coffre agent`, so that `coffre agent --config F
+    install` keeps F (a subcommand's own default would replace it)."""
+    p.add_argument("--config", metavar=_("FILE"), default=argparse.SUPPRESS if inherited else None,
                    help=_("the agent's configuration (or COFFRE_CONFIG; default /etc/coffre/coffre.toml)"))
 
 
@@ -59,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.set_defaults(func=cmd_agent, service_action=None)
     actions = a.add_subparsers(dest="service_action", metavar=_("ACTION"))
     inst = actions.add_parser("install", help=_("install and start the agent as a systemd service"))
-    add_config_option(inst)
+    add_config_option(inst, inherited=True)
     inst.add_argument("--unit-dir", default=None, metavar=_("DIR"),
                       help=_("where to write the unit (default /etc/systemd/system)"))
     inst.add_argument("--no-enable", action="store_true",
