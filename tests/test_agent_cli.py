@@ -197,6 +197,14 @@ def test_config_init_prints_with_stdout_in_the_language_asked(tmp_path: Path, co
     assert "# the time zone of the schedules\n" in english and 'language = "en"' in english
     assert french.startswith("# Coffre — configuration de l'agent de sauvegarde de l'officine\n")
     assert 'language = "fr"' in french and "# the time zone" not in french
+    # A server's C locale says nothing of who reads the alerts: the pharmacist reads French.
+    for lang in ("C", "C.UTF-8", "POSIX"):
+        c_locale = coffre.ok("config", "init", "--stdout", repo=False,
+                             env={**env, "LANG": lang, "LC_ALL": "", "LC_MESSAGES": ""}).out
+        assert 'language = "fr"' in c_locale
+    english_locale = coffre.ok("config", "init", "--stdout", repo=False,
+                               env={**env, "LANG": "en_GB.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}).out
+    assert 'language = "en"' in english_locale
     # What is printed is a configuration as good as the written one.
     for text in (english, french):
         config.write_text(text, encoding="utf-8")

@@ -33,7 +33,7 @@ def _schedule(job: Job) -> str:
     if s.realtime:
         parts.append(_("in real time ({debounce} after the last change, at most once every {interval})")
                      .format(debounce=human_duration(s.debounce), interval=human_duration(s.min_interval)))
-    return "; ".join(parts) or _("only when run by hand")
+    return _("; ").join(parts) or _("only when run by hand")
 
 
 def _target(config: Config, name: str) -> str:
@@ -86,7 +86,7 @@ def describe(config: Config, now: float) -> list[str]:
                 duration=human_duration(v.drill_every)))
         if job.copies and v.check_copies:
             checks.append(_("checks the copies against the primary"))
-        lines.append("  " + _("verifies: {checks}").format(checks="; ".join(checks) or "-"))
+        lines.append("  " + _("verifies: {checks}").format(checks=_("; ").join(checks) or "-"))
     a = config.alerts
     channels = []
     if a.email:
@@ -100,5 +100,5 @@ def describe(config: Config, now: float) -> list[str]:
         channels.append(_("heartbeat pings"))
     lines.append("")
     lines.append(_("alerts: {channels}").format(
-        channels="; ".join(channels) or _("only in 'coffre status' (no channel configured)")))
+        channels=_("; ").join(channels) or _("only in 'coffre status' (no channel configured)")))
     return lines

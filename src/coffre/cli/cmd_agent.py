@@ -18,7 +18,7 @@ from coffre.core.errors import (
     CoffreError,
     UsageError,
 )
-from coffre.core.i18n import _, language
+from coffre.core.i18n import _
 
 
 def add_config_option(p: argparse.ArgumentParser, inherited: bool = False) -> None:
@@ -96,10 +96,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def sample_language(flag: str | None) -> str:
+    """The starting file's language, which is also its alerts' language: French, unless English
+    is asked for (`--lang en`, or an English locale). A server's C/POSIX locale says nothing of
+    who reads the mails: the pharmacist reads French."""
+    if flag:
+        return flag
+    locale = next((os.environ[v] for v in ("LC_ALL", "LC_MESSAGES", "LANG") if os.environ.get(v)), "")
+    return "en" if locale.lower().startswith("en") else "fr"
+
+
 def cmd_config_init(args: argparse.Namespace) -> int:
     from coffre.agent.sample import detect_databases, sample_config
 
-    text = sample_config(detect_databases(), language=language())
+    text = sample_config(detect_databases(), language=sample_language(getattr(args, "lang", None)))
     if args.stdout:
         sys.stdout.write(text)
         return EXIT_OK
