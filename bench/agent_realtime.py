@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,8 +69,9 @@ def wait_ok_run(state: Path, started_after: float, agent: subprocess.Popen[bytes
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tree", default="/tmp/pharmabench/pristine-small")
-    ap.add_argument("--work", default="/tmp/coffre-agent-bench")
+    tmp = tempfile.gettempdir()
+    ap.add_argument("--tree", default=os.path.join(tmp, "pharmabench", "pristine-small"))
+    ap.add_argument("--work", default=os.path.join(tmp, "coffre-agent-bench"))
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--load-seconds", type=float, default=300.0)
     ap.add_argument("--write-every", type=float, default=2.0)
@@ -120,7 +122,8 @@ check_subset = false
                                  stderr=subprocess.STDOUT)
     try:
         started, ended = wait_ok_run(state, 0.0, agent)
-        first = {"seconds_to_first_snapshot": round(ended - t0, 2), "first_backup_seconds": round(ended - started, 2)}
+        first = {"seconds_to_first_snapshot": round(ended - t0, 2),
+                 "first_backup_seconds": round(ended - started, 2)}
         # Idle: nothing changes; the agent only waits.
         time.sleep(1.0)
         cpu0, rss0 = cpu_seconds(agent.pid), rss_kib(agent.pid)
