@@ -122,13 +122,13 @@ def test_disk_sightings(store: StatusStore) -> None:
 
 
 def test_the_file_is_private_versioned_and_keeps_other_parts_tables(tmp_path: Path) -> None:
-    os.umask(0o022)  # as a careless service manager would leave it
+    before = os.umask(0o022)  # as a careless service manager would leave it
     try:
         path = tmp_path / "state" / "agent.sqlite"
         with StatusStore(path) as s:
             add(s, full_record())
     finally:
-        os.umask(0o077)
+        os.umask(before)  # the other tests' umask, as it was
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     for f in path.parent.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
