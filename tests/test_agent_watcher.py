@@ -290,3 +290,14 @@ def test_a_clock_that_goes_back_does_not_push_the_run_away() -> None:
     d.changed(now)
     assert d.next_check(now, last) == now + 100  # not last + 100
     assert d.due(now + 100, last)
+
+
+def test_the_event_bits_are_the_kernels() -> None:
+    """The watcher names the inotify bits itself (it must import where inotify_simple cannot):
+    they must be the kernel's, which inotify_simple reads from <sys/inotify.h>."""
+    import inotify_simple
+
+    from coffre.agent.watcher import flags
+
+    assert {n: int(f) for n, f in flags.__members__.items()} == {
+        n: int(getattr(inotify_simple.flags, n)) for n in flags.__members__}

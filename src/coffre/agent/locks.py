@@ -5,13 +5,14 @@ when the holder dies, so nothing stale is ever left behind."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from coffre.core.posix import try_lock_exclusive
 
 
 class Busy(Exception):
@@ -29,18 +30,14 @@ def _file(state_dir: str, kind: str, name: str) -> str:
 def _flock(path: str, wait: bool, cancel: threading.Event | None) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    raise Busy(path) from None
-                # Another process holds it: look again soon (flock cannot wait with a timeout).
-                if cancel is not None and cancel.wait(0.5):
-                    raise Busy(path) from None
-                if cancel is None:
-                    threading.Event().wait(0.5)
+        while not try_lock_exclusive(fd, path):
+            if not wait:
+                raise Busy(path)
+            # Another process holds it: look again soon (flock cannot wait with a timeout).
+            if cancel is not None and cancel.wait(0.5):
+                raise Busy(path)
+            if cancel is None:
+                threading.Event().wait(0.5)
         yield
     finally:
         os.close(fd)

@@ -10,7 +10,6 @@ Detection never fails: what cannot be found is left as a commented example.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import stat
@@ -22,6 +21,7 @@ from typing import Any
 
 from coffre.agent import model
 from coffre.agent.config import SCHEMA, Key, model_default, toml_literal, toml_value
+from coffre.core.posix import user_name
 
 PG_SOCKET_DIRS = ("/var/run/postgresql",)
 MYSQL_SOCKETS = ("/run/mysqld/mysqld.sock",)
@@ -93,8 +93,8 @@ def _pg_sockets(dirs: Iterable[str]) -> list[PgCluster]:
 def _owner(path: str) -> str:
     """The account that owns a server's socket: the cluster's owner, who may list its databases."""
     try:
-        return pwd.getpwuid(os.stat(path).st_uid).pw_name
-    except (OSError, KeyError):
+        return user_name(os.stat(path).st_uid)
+    except OSError:
         return ""
 
 

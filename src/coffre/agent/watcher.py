@@ -33,13 +33,35 @@ import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from inotify_simple import INotify, flags  # type: ignore[import-untyped]
+from enum import IntFlag
+from typing import Any
 
 from coffre.core.i18n import _, ngettext
 from coffre.sources.files import Excluder
 
 log = logging.getLogger(__name__)
+
+
+class flags(IntFlag):  # named as inotify_simple's: its values are Linux's own
+    """The inotify event bits (<sys/inotify.h>). Defined here so that this module imports where
+    inotify_simple cannot (it needs termios: Windows); the library is imported when watching."""
+
+    MODIFY = 0x2
+    ATTRIB = 0x4
+    CLOSE_WRITE = 0x8
+    MOVED_FROM = 0x40
+    MOVED_TO = 0x80
+    CREATE = 0x100
+    DELETE = 0x200
+    DELETE_SELF = 0x400
+    MOVE_SELF = 0x800
+    UNMOUNT = 0x2000
+    Q_OVERFLOW = 0x4000
+    IGNORED = 0x8000
+    ONLYDIR = 0x01000000
+    DONT_FOLLOW = 0x02000000
+    EXCL_UNLINK = 0x04000000
+    ISDIR = 0x40000000
 
 _MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_FROM | flags.MOVED_TO
          | flags.DELETE | flags.ATTRIB | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR
@@ -72,7 +94,7 @@ class Watcher:
         self.changes: set[bytes] = set()  # the paths changed at the last poll (inotify mode)
         self._excluder = Excluder(list(exclude))
         self._max_watches = max_watches
-        self._inotify: INotify | None = None
+        self._inotify: Any = None  # an inotify_simple.INotify while watching
         self._dirs: dict[int, bytes] = {}  # watch descriptor -> folder
         self._trees: set[int] = set()  # watches of folders inside the paths (all names count)
         self._names: dict[int, set[bytes]] = {}  # watches of a path's parent: only these names
@@ -83,7 +105,12 @@ class Watcher:
             self._drop_inotify(_("Inotify is not used.") + " " + self._scanned(), logging.INFO)
             return
         try:
+            from inotify_simple import INotify  # type: ignore[import-untyped]
+
             self._inotify = INotify(nonblocking=True)
+        except ImportError:
+            self._drop_inotify(_("Inotify cannot be used (not on this system).") + " " + self._scanned())
+            return
         except OSError as exc:
             self._drop_inotify(_("Inotify cannot be used ({error}).").format(
                 error=os.strerror(exc.errno or 0)) + " " + self._scanned())

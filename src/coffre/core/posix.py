@@ -150,6 +150,20 @@ def lock_exclusive(fd: int, what: str) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)
 
 
+def try_lock_exclusive(fd: int, what: str) -> bool:
+    """Take an exclusive lock on the open file `fd` if nobody holds it (held until it is
+    closed): False when someone does; LockingUnavailable where the system has no such lock."""
+    if fcntl is None:
+        raise LockingUnavailable(
+            _("cannot lock {what}: this system offers no file locks Coffre can use").format(what=what),
+            _("see docs/windows.md"))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make a folder's entries durable (a file created, renamed or removed in it). Where a
     folder cannot be opened as a file (Windows), the file system's own journal is relied on."""
