@@ -10,7 +10,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,27 +20,13 @@ from coffre.agent.alerts.decide import Notice, decide
 from coffre.agent.alerts.heartbeat import ping, ping_url
 from coffre.agent.alerts.outbox import GIVE_UP_AFTER, Outbox
 from coffre.agent.alerts.texts import clean, redact, render
+from coffre.agent.health import Problem
 from coffre.agent.model import Agent, Alerts, Config, Email, Heartbeat, Webhook
 
 DAY, HOUR, MINUTE = 86400.0, 3600.0, 60.0
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 KINDS = ("failed", "late", "no_disk", "not_rotated", "medium_full", "copy_diverges", "check_failed",
          "drill_failed", "db_growth", "many_changes", "delivery_failed")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """The shape of coffre.agent.health.Problem (Part B), written in parallel."""
-
-    kind: str
-    job: str
-    target: str
-    since: float
-    detail: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.job}:{self.target}"
 
 
 FAILED = Problem("failed", "officine", "nas", T0 - HOUR, {"error": "cannot reach the NAS"})
