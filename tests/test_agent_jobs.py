@@ -154,3 +154,28 @@ def test_command_lines_carry_no_secret() -> None:
     assert args[:2] == ["backup", "/srv/officine"] and "--postgres" in args
     assert retention_args(Retention(keep_daily=7, keep_within="30d")) == [
         "--keep-daily", "7", "--keep-within", "30d", "--prune"]
+
+
+def test_a_fault_of_the_agent_during_a_run_is_recorded_as_a_failure(
+        site: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the job runner must not leave the run "running" forever nor kill the agent:
+    the run is recorded as failed with the reason, which the health rules then report."""
+    from coffre.agent import jobs
+    from coffre.agent.health import assess
+    from coffre.agent.scheduler import Runner, open_store
+
+    config = site["config"]
+    assert isinstance(config, Config)
+
+    def broken(*args: object, **kw: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(jobs, "run_job", broken)
+    lines: list[str] = []
+    store = open_store(config)
+    record = Runner(config, store, lines.append).run("officine", "manual", None, threading.Event())
+    assert record is not None and record.outcome == "failed"
+    assert record.error and "RuntimeError: a bug" in record.error
+    stored = store.runs(job="officine")
+    assert [r.outcome for r in stored] == ["failed"]
+    assert [p.kind for p in assess(config, stored, record.ended or 0.0, ())] == ["failed"]

@@ -95,9 +95,15 @@ class Runner:
         run_id = store.start_run(name, config.jobs[name].repository, trigger, started, slot)
         self.log(_("job {job}: started ({trigger})").format(job=name, trigger=trigger_words(trigger)))
         self._ping("start")
-        record = jobs.run_job(config, name, trigger=trigger, started=started, slot=slot,
-                              cancel=cancel, log=self.log, clock=self.clock,
-                              last_drill=last_drill(store, name), sight=store.record_sighting)
+        try:
+            record = jobs.run_job(config, name, trigger=trigger, started=started, slot=slot,
+                                  cancel=cancel, log=self.log, clock=self.clock,
+                                  last_drill=last_drill(store, name), sight=store.record_sighting)
+        except Exception as exc:  # a fault of the agent itself: recorded as a failed run, and alerted
+            record = RunRecord(job=name, target=config.jobs[name].repository, trigger=trigger,
+                               started=started, ended=self.clock(), outcome="failed", slot=slot,
+                               error=_("the agent failed while running the job: {reason}").format(
+                                   reason=f"{type(exc).__name__}: {exc}"))
         record = replace(record, run_id=run_id)
         store.finish_run(run_id, record)
         self.log(_("job {job}: {outcome}").format(job=name, outcome=outcome_words(record)))
