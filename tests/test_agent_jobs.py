@@ -179,3 +179,24 @@ def test_a_fault_of_the_agent_during_a_run_is_recorded_as_a_failure(
     stored = store.runs(job="officine")
     assert [r.outcome for r in stored] == ["failed"]
     assert [p.kind for p in assess(config, stored, record.ended or 0.0, ())] == ["failed"]
+
+
+def test_the_agent_forgets_history_beyond_its_days_but_keeps_the_last_good_run(tmp_path: Path) -> None:
+    from coffre.agent.records import RunRecord
+    from coffre.agent.scheduler import Runner, open_store
+
+    day = 86400.0
+    config = Config(str(tmp_path / "coffre.toml"), agent=Agent(state_dir=str(tmp_path / "agent")),
+                    jobs={"officine": Job("officine", "nas", paths=("/srv",))})
+    store = open_store(config)
+    for started, outcome in ((0.0, "ok"), (10 * day, "failed"), (500 * day, "failed"),
+                             (600 * day, "failed")):
+        run_id = store.start_run("officine", "nas", "schedule", started, started)
+        store.finish_run(run_id, RunRecord("officine", "nas", "schedule", started, started + 60,
+                                           outcome, started))
+    lines: list[str] = []
+    Runner(config, store, lines.append, clock=lambda: 601 * day).forget_old()
+    kept = [(r.started / day, r.outcome) for r in store.runs(job="officine")]
+    # 400 days back from day 601 is day 201: day 10 goes; day 0 stays, the last good run.
+    assert kept == [(0.0, "ok"), (500.0, "failed"), (600.0, "failed")]
+    assert lines == ["1 record older than 400 days forgotten"]

@@ -41,6 +41,7 @@ from coffre.policy.schedule import due_slot, next_run
 
 Log = Callable[[str], None]
 HEALTH_EVERY = 60.0  # seconds between evaluations of health and alerts without a run
+PRUNE_EVERY = 86400.0  # the history beyond `history_days` (at least 400) is forgotten daily
 CATCH_UP_AFTER = 120.0  # a slot older than this when it starts is a catch-up of a missed run
 
 
@@ -119,6 +120,23 @@ class Runner:
         from coffre.agent.alerts.heartbeat import ping
 
         ping(heartbeat, kind)
+
+    def forget_old(self) -> None:
+        """Forget the runs, sightings and alert records older than `history_days` (at least
+        400; each job's last good run is kept however old). Never raises."""
+        from coffre.agent.alerts.outbox import Outbox
+
+        now, days = self.clock(), float(self.config.agent.history_days)
+        try:
+            removed = self.store.prune(now, days)
+            Outbox(status_path(self.config)).prune(now, max(days, 400.0))
+        except Exception as exc:  # the agent keeps running; the reason is logged
+            self.log(_("the history could not be trimmed: {reason}").format(reason=exc))
+            return
+        if removed:
+            self.log(ngettext("{n} record older than {days} days forgotten",
+                              "{n} records older than {days} days forgotten", removed).format(
+                                  n=removed, days=int(days)))
 
     def evaluate(self) -> None:
         """Health rules over the history, then the alerts they call for. Never raises: a broken
@@ -269,7 +287,7 @@ class Agent:
         thread.start()
 
     def _loop(self, wake_r: int) -> None:
-        next_health = 0.0
+        next_health = next_prune = 0.0
         while not self.stop_wanted:
             if self.reload_wanted:
                 self._reload()
@@ -307,6 +325,9 @@ class Agent:
             if now >= next_health:
                 threading.Thread(target=self.runner.evaluate, daemon=True).start()
                 next_health = now + HEALTH_EVERY
+            if now >= next_prune:
+                threading.Thread(target=self.runner.forget_old, daemon=True).start()
+                next_prune = now + PRUNE_EVERY
             fds = [wake_r, *(fd for w in self.watchers.values() if (fd := w.fileno()) is not None)]
             timeout = max(0.0, min(wake_at, next_health) - self.clock())
             try:
