@@ -1,0 +1,1 @@
+"""(being written: see /work/server-contract.md)"""
