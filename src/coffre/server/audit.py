@@ -461,10 +461,10 @@ def anchor(db: Database, now_ns: int, min_interval_s: float = PERIOD_S - 60) -> 
         heads = conn.execute(sa.select(h.c.tenant_id, h.c.seq, h.c.entry_hash)
                              .where(h.c.seq > 0, h.c.seq >= h.c.first_seq)).all()
         for head in heads:
-            result = conn.execute(db.insert(a).values(
+            new = conn.execute(db.insert(a).values(
                 tenant_id=head.tenant_id, seq=head.seq, entry_hash=head.entry_hash,
-                anchored_ns=now_ns).on_conflict_do_nothing())
-            added += max(result.rowcount, 0)
+                anchored_ns=now_ns).on_conflict_do_nothing().returning(a.c.seq)).first()
+            added += new is not None
         conn.execute(s.update().where(s.c.key == ANCHORED_KEY).values(value=str(now_ns)))
         return added
 
