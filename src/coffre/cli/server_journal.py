@@ -235,8 +235,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     for p in problems:
         say(_("{chain}: {problem}").format(chain=chain_label(names, p.tenant_id), problem=p.text))
-    say(ngettext("{n} problem in the audit journal: it was changed outside the server.",
-                 "{n} problems in the audit journal: it was changed outside the server.",
+    say(ngettext("{n} problem found in the audit journal.",
+                 "{n} problems found in the audit journal.",
                  len(problems)).format(n=human_number(len(problems))))
     return EXIT_FATAL
 
