@@ -143,6 +143,21 @@ def test_two_writers_on_postgresql_are_serialized_by_the_head_lock(tmp_path: Pat
     try:
         add_tenant(ctx, "a", ())
         appends_from_threads(ctx, [tenant_id(ctx, "a")], 2, 150)
+        # Two instances anchoring at once: one anchoring, one copy of the head.
+        start = threading.Barrier(2)
+        added: list[int] = []
+
+        def anchoring() -> None:
+            start.wait()
+            added.append(audit.anchor(ctx.db, T0 + 3600 * 10**9))
+
+        threads = [threading.Thread(target=anchoring) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(added) == [0, 1]
+        assert audit.verify(ctx.db) == []
     finally:
         ctx.db.close()
 
@@ -254,6 +269,12 @@ def test_a_tail_cut_after_an_anchor_is_named(chain: Chain) -> None:
     assert "entry 10, anchored on" in problems[0].text and "is missing" in problems[0].text
 
 
+def test_a_removed_head_is_named(chain: Chain) -> None:
+    ctx, a, _b = chain
+    execute(ctx, H.delete().where(H.c.tenant_id == a))
+    assert codes(audit.verify(ctx.db)) == [("no_head", 1)]
+
+
 def test_anchors_are_taken_at_most_once_an_hour_and_only_for_new_heads(tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "srv", clock=FixedClock(T0))
     add_tenant(ctx, "a", ())
@@ -299,6 +320,10 @@ def test_retention_removes_whole_old_days_and_the_rest_still_verifies(tmp_path: 
     assert head.first_prev_hash != audit.GENESIS
     assert audit.verify(ctx.db) == []
     assert audit.trim(ctx.db, clock.now_ns(), 3) == 0  # idempotent
+    # The kept start moved by someone: named.
+    execute(ctx, H.update().where(H.c.tenant_id == a).values(first_prev_hash="e" * 64))
+    assert codes(audit.verify(ctx.db)) == [("start", first)]
+    execute(ctx, H.update().where(H.c.tenant_id == a).values(first_prev_hash=head.first_prev_hash))
     # Tampering in the kept part is still found; so is a change of the kept start.
     execute(ctx, E.update().where(E.c.tenant_id == a, E.c.seq == first).values(prev_hash="f" * 64))
     assert codes(audit.verify(ctx.db)) == [("edited", first)]
