@@ -114,7 +114,7 @@ def test_gb_month_across_a_month_boundary_with_days_without_samples(tmp_path: Pa
     with ctx.db.begin() as conn:
         audit.append(ctx.db, conn, audit.Entry(a, "put"), ns("2026-11-30T12:00:00"))
 
-    report = metering.month_report(ctx.db, "2026-11", ns("2026-12-05T00:00:00"))
+    report = metering.report(ctx.db, "2026-11", ns("2026-12-05T00:00:00"))
     assert report.complete and [r.tenant for r in report.rows] == ["a", "b"]
     ra, rb = report.rows
     # a: 9 days x 3 GB (carried from October) + 10 days x 6 GB + 11 days x 1.5 GB, over 30 days.
@@ -130,7 +130,7 @@ def test_gb_month_across_a_month_boundary_with_days_without_samples(tmp_path: Pa
     assert rb.stored_byte_days == 16 * 3 * GB and rb.gb_month == Decimal("1.600000")
 
     # December, in progress on the 5th: a holds 1.5 GB on the 1st, 4 GB from the 2nd; c nothing.
-    dec = metering.month_report(ctx.db, "2026-12", ns("2026-12-05T12:00:00"))
+    dec = metering.report(ctx.db, "2026-12", ns("2026-12-05T12:00:00"))
     assert not dec.complete and [r.tenant for r in dec.rows] == ["a", "b", "c"]
     da = dec.rows[0]
     assert da.days_counted == 5 and da.days_in_month == 31
@@ -138,7 +138,8 @@ def test_gb_month_across_a_month_boundary_with_days_without_samples(tmp_path: Pa
     assert da.gb_month == (Decimal(da.stored_byte_days) / 31 / GB).quantize(Decimal("0.000001"))
     assert da.downloads == 100 and dec.rows[2].stored_byte_days == 0
     # February of a leap year has 29 days.
-    assert metering.month_report(ctx.db, "2028-02", ns("2028-03-01T00:00:00")).rows[0].days_in_month == 29
+    assert metering.month_report(ctx.db, "2028-02", ns("2028-03-01T00:00:00"))[0].days_in_month == 29
+    assert metering.month_report(ctx.db, "2026-11", ns("2027-01-01T00:00:00")) == report.rows
 
 
 def test_usage_through_the_cli_as_csv_json_and_table(tmp_path: Path) -> None:

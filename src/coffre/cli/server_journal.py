@@ -119,7 +119,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     month = args.month or audit.day_of(now)[:7]
     metering.parse_month(month)  # a wrong month is a usage error before the database is opened
     with _database(args) as db:
-        report = metering.month_report(db, month, now)
+        report = metering.report(db, month, now)
     if args.json:
         emit_json(usage_json(report))
     elif args.csv:
@@ -129,26 +129,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _row_dict(r: metering.UsageRow) -> dict[str, Any]:
-    return {
-        "month": r.month, "tenant": r.tenant, "tenant_id": r.tenant_id,
-        "display_name": r.display_name, "state": r.state, "days_in_month": r.days_in_month,
-        "days_counted": r.days_counted, "gb_month": r.gb_month, "stored_byte_days": r.stored_byte_days,
-        "peak_stored_bytes": r.peak_stored_bytes, "stored_bytes_end": r.stored_bytes_end,
-        "binned_gb_month": r.binned_gb_month, "binned_byte_days": r.binned_byte_days,
-        "binned_bytes_end": r.binned_bytes_end, "uploads": r.uploads, "uploaded_bytes": r.uploaded_bytes,
-        "downloads": r.downloads, "downloaded_bytes": r.downloaded_bytes,
-        "quota_soft_bytes": r.quota_soft, "quota_hard_bytes": r.quota_hard,
-        "audit_seq": r.audit_seq, "audit_head": r.audit_head,
-    }
-
-
 def usage_json(report: metering.MonthReport) -> dict[str, Any]:
     rows = []
     for r in report.rows:
-        d = _row_dict(r)
+        d = r.as_dict(json_ready=True)
         d.pop("month")
-        d["gb_month"], d["binned_gb_month"] = float(r.gb_month), float(r.binned_gb_month)
         rows.append(d)
     return {"month": report.month, "generated_ns": report.generated_ns, "complete": report.complete,
             "gb_bytes": metering.GB, "tenants": rows,
@@ -159,7 +144,7 @@ def write_csv(report: metering.MonthReport, out: Any) -> None:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in report.rows:
-        d = _row_dict(r)
+        d = r.as_dict()
         w.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
 
 

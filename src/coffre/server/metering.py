@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -114,6 +115,14 @@ class UsageRow:
     audit_seq: int               # the tenant's audit chain head at report time
     audit_head: str
 
+    def as_dict(self, json_ready: bool = False) -> dict[str, object]:
+        """The CSV columns / JSON keys (docs/server.md); json_ready: GB-month as numbers."""
+        d: dict[str, object] = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d["quota_soft_bytes"], d["quota_hard_bytes"] = d.pop("quota_soft"), d.pop("quota_hard")
+        if json_ready:
+            d["gb_month"], d["binned_gb_month"] = float(self.gb_month), float(self.binned_gb_month)
+        return d
+
 
 @dataclass(frozen=True)
 class MonthReport:
@@ -129,7 +138,12 @@ def _gb_month(byte_days: int, days: int) -> Decimal:
     return (Decimal(byte_days) / days / GB).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
 
 
-def month_report(db: Database, month: str, now_ns: int) -> MonthReport:
+def month_report(db: Database, month: str, now_ns: int | None = None) -> list[UsageRow]:
+    """The rows of `report` (now_ns: default the machine's clock)."""
+    return report(db, month, time.time_ns() if now_ns is None else now_ns).rows
+
+
+def report(db: Database, month: str, now_ns: int) -> MonthReport:
     """Every tenant that existed before the month's end, with its figures for `month`
     (YYYY-MM, UTC) as of `now_ns`, and the audit heads at that time."""
     year, mon = parse_month(month)
