@@ -189,3 +189,33 @@ def test_usage_through_the_cli_as_csv_json_and_table(tmp_path: Path) -> None:
     bad = run("--month", "2026-13")
     assert bad.returncode == 2 and "2026-13" in bad.stderr
     assert run("--month", "2026-11", "--csv", "--json").returncode == 2
+
+
+def test_samples_and_report_on_postgresql(tmp_path: Path, postgres: object) -> None:
+    """The same upserts (a later sample wins, transfers kept) and report on PostgreSQL."""
+    import uuid
+
+    from dbservers import DB_PASSWORD, DB_USER
+
+    name = f"usage_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE DATABASE {name}")  # type: ignore[attr-defined]
+    url = f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{postgres.port}/{name}"  # type: ignore[attr-defined]
+    ctx = make_context(tmp_path / "srv", clock=FixedClock(ns("2026-10-01T00:00:00")), db_url=url)
+    try:
+        add_tenant(ctx, "a", ())
+        a = tenant_id(ctx, "a")
+        holds(ctx, a, 5 * GB)
+        metering.sample(ctx.db, ns("2026-11-01T23:00:00"))
+        holds(ctx, a, 9 * GB)
+        metering.sample(ctx.db, ns("2026-11-01T22:00:00"))  # earlier: ignored
+        transfer(ctx, a, "2026-11-01T12:00:00", uploads=3, uploaded_bytes=30)
+        (row,) = metering.month_report(ctx.db, "2026-11", ns("2026-12-01T00:00:00"))
+        assert row.stored_byte_days == 30 * 5 * GB and row.uploads == 3
+        # The audit journal's hourly task there too: anchors, then retention down to nothing.
+        with ctx.db.begin() as conn:
+            audit.append(ctx.db, conn, audit.Entry(a, "put"), ns("2026-11-01T12:00:00"))
+        audit.periodic(ctx, ns("2026-11-01T13:00:00"))
+        assert audit.trim(ctx.db, ns("2037-01-01T00:00:00"), 3650) == 1
+        assert audit.verify(ctx.db) == []
+    finally:
+        ctx.db.close()
