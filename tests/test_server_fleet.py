@@ -56,6 +56,22 @@ def ctx(tmp_path: Path) -> Iterator[ServerContext]:
     c.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerContext]:
+    """A context on SQLite, then on PostgreSQL (what several instances share)."""
+    url = ""
+    if request.param == "postgresql":
+        from dbservers import DB_PASSWORD, DB_USER
+
+        postgres = request.getfixturevalue("postgres")
+        name = "fleet_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+        postgres.psql(f"CREATE DATABASE {name}")
+        url = f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{postgres.port}/{name}"
+    c = make_context(tmp_path / "server", clock=FixedClock(T0), db_url=url)
+    yield c
+    c.close()
+
+
 @pytest.fixture
 def served(ctx: ServerContext) -> Iterator[str]:
     with serving(app_of(ctx)) as url:
@@ -254,7 +270,8 @@ def order(ctx: ServerContext) -> list[str]:
         return [r.tenant for r in fleet.assess(conn, ctx.clock.now_ns())]
 
 
-def test_tenants_are_ranked_by_risk_with_their_reasons(ctx: ServerContext) -> None:
+def test_tenants_are_ranked_by_risk_with_their_reasons(any_ctx: ServerContext) -> None:
+    ctx = any_ctx
     clock = ctx.clock
     assert isinstance(clock, FixedClock)
     now = T0 / NS
@@ -335,6 +352,21 @@ def test_the_failing_streak_begins_at_its_first_failure(ctx: ServerContext) -> N
     assert reason.code == "failing" and reason.since_ns == first
 
 
+def test_one_instance_per_round_and_old_records_forgotten_but_each_jobs_latest(ctx: ServerContext) -> None:
+    clock = ctx.clock
+    assert isinstance(clock, FixedClock)
+    assert fleet._take_round(ctx, T0) and not fleet._take_round(ctx, T0 + NS)  # another instance: skips
+    assert fleet._take_round(ctx, T0 + int(fleet.PERIOD_S * NS))
+    add_tenant(ctx, "pharmacie", ("backup",))
+    for job in ("officine", "officine", "compta"):
+        store_report(ctx, "pharmacie", record(job=job))
+    clock.advance(fleet.KEEP_DAYS * 86400 + 60)
+    store_report(ctx, "pharmacie", record(job="officine", sent=clock.now_ns() / NS))
+    fleet.periodic(ctx, clock.now_ns())
+    kept = [(r.job, r.received_ns) for r in reports(ctx)]
+    assert kept == [("compta", T0), ("officine", clock.now_ns())]
+
+
 # --------------------------------------------------------------------------- alerts to the provider
 
 
@@ -396,7 +428,8 @@ def with_alerts(ctx: ServerContext, path: Path) -> ServerContext:
 
 
 def test_the_provider_is_told_when_a_site_stays_red_reminded_and_told_when_it_is_back(
-        tmp_path: Path, ctx: ServerContext, sink: SmtpSink, hook: HttpReceiver) -> None:
+        tmp_path: Path, any_ctx: ServerContext, sink: SmtpSink, hook: HttpReceiver) -> None:
+    ctx = any_ctx
     clock = ctx.clock
     assert isinstance(clock, FixedClock)
     add_tenant(ctx, "pharmacie-du-port", ("backup",))
