@@ -536,6 +536,28 @@ to = "astreinte@example"
         assert f"{path}: {where}" in text, text
 
 
+def test_the_serving_command_checks_the_alerts_file_at_start(tmp_path: Path, sink: SmtpSink,
+                                                               hook: HttpReceiver,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from coffre.cli import server_fleet
+
+    parser = argparse.ArgumentParser()
+    server_fleet.add_alerts_option(parser)
+    monkeypatch.delenv(fleet_alerts.ENV, raising=False)
+    assert server_fleet.alerts_extra(parser.parse_args([])) == {}
+    good = alerts_file(tmp_path, sink, hook)
+    assert server_fleet.alerts_extra(parser.parse_args(["--alerts", str(good)])) == {
+        fleet_alerts.SETTINGS_KEY: str(good)}
+    monkeypatch.setenv(fleet_alerts.ENV, str(good))
+    assert server_fleet.alerts_extra(parser.parse_args([]))[fleet_alerts.SETTINGS_KEY] == str(good)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[alerts]\nreminder = \"1d\"\n")
+    with pytest.raises(UsageError, match=r"alerts\.reminder: unknown key"):
+        server_fleet.alerts_extra(parser.parse_args(["--alerts", str(broken)]))
+
+
 # --------------------------------------------------------------------------- coffre server fleet
 
 
@@ -637,18 +659,17 @@ def test_the_agent_posts_each_run_and_retries_when_the_server_was_away(tmp_path:
     try:
         tok = add_tenant(ctx, "pharmacie-du-port", ("backup",))
         tid = tenant_id(ctx, "pharmacie-du-port")
-        away = HttpReceiver(status=503).start()
-        config = agent_config(tmp_path, coffre, away.url, tok["backup"])
-        check = coffre("config", "check", "--config", str(config), repo=False)
-        assert check.code == 0, check
-        assert f"hosting server: {away.url} is sent the status of each run" in check.out
+        with HttpReceiver(status=503) as away:
+            config = agent_config(tmp_path, coffre, away.url, tok["backup"])
+            check = coffre("config", "check", "--config", str(config), repo=False)
+            assert check.code == 0, check
+            assert f"hosting server: {away.url} is sent the status of each run" in check.out
 
-        # The server is away (503): the backup succeeds all the same, the record waits.
-        run = coffre("run", "officine", "--config", str(config), repo=False)
-        assert run.code == 0, run
-        assert "status not sent to the hosting server, tried again later" in run.err
-        assert tok["backup"] not in run.err and len(away.received()) == 1
-        away.stop()
+            # The server is away (503): the backup succeeds all the same, the record waits.
+            run = coffre("run", "officine", "--config", str(config), repo=False)
+            assert run.code == 0, run
+            assert "status not sent to the hosting server, tried again later" in run.err
+            assert tok["backup"] not in run.err and len(away.received()) == 1
 
         with serving(app_of(ctx)) as url:
             config = agent_config(tmp_path, coffre, url, tok["backup"])
@@ -714,3 +735,47 @@ tokn = "x"
     assert f"{path}:11: server.token_file: 'jeton' is not an absolute path" in text, text
     assert f"{path}:12: server.tokn: unknown key" in text
     assert f"{path}:10: server.url: http:// sends the token in clear" in text
+
+
+def test_the_agents_queue_backs_off_and_never_sends_a_refused_record_again(tmp_path: Path, ctx: ServerContext,
+                                                                           served: str) -> None:
+    import sqlite3
+
+    from coffre.agent import model
+    from coffre.agent.records import RunRecord, StepResult
+    from coffre.agent.report import Reporter
+
+    tok = add_tenant(ctx, "pharmacie", ("backup",))
+    token_file = tmp_path / "jeton"
+    token_file.write_text(tok["backup"])
+    token_file.chmod(0o600)
+    config = model.Config(path="coffre.toml", repositories={"nas": model.Repository("nas", "/mnt/nas")},
+                          jobs={"officine": model.Job("officine", "nas", paths=("/srv/officine",),
+                                                      copies=("nas2",))})
+    now = time.time()
+    run = RunRecord("officine", "nas", "schedule", now - 60, now - 1, "ok", steps=(
+        StepResult("backup", "nas", True, 0, now - 60, now - 30),
+        StepResult("copy:nas2", "nas2", True, 0, now - 30, now - 20)), verified={"against:nas2": False})
+    reporter = Reporter(tmp_path / "agent.sqlite")
+    assert reporter.queue(config, run, now)
+    assert not reporter.queue(config, RunRecord("officine", "nas", "manual", now, now, "interrupted"), now)
+    with HttpReceiver(status=503) as away:
+        down = model.Server(away.url, str(token_file), insecure_http=True)
+        [failed] = reporter.flush(down, now)
+        assert not failed.ok and failed.retried and "HTTP 503" in (failed.error or "")
+        assert reporter.flush(down, now + 30) == [] and len(away.received()) == 1  # not before 1 min
+    up = model.Server(served, str(token_file), insecure_http=True)
+    # A record the server refuses (here, one written by a newer agent) is not sent again.
+    db = sqlite3.connect(tmp_path / "agent.sqlite")
+    db.execute("INSERT INTO server_reports (job, body, created, status, next_at) VALUES (?,?,?,?,?)",
+               ("officine", json.dumps(record(sent=now, kernel="6.1")), now, "pending", now))
+    db.commit()
+    db.close()
+    results = reporter.flush(up, now + 61)
+    assert [(r.ok, r.retried) for r in results] == [(True, True), (False, False)]
+    assert "unknown key" in (results[1].error or "")
+    assert reporter.flush(up, now + 4000) == [] and reporter.pending() == []
+    [row] = reports(ctx)
+    body = json.loads(row.body)
+    assert body["copies"] == [{"name": "nas2", "state": "diverges"}] and body["outcome"] == "ok"
+    assert len(reporter.heads()) == 1 and reporter.heads()[0].tenant == "pharmacie"
