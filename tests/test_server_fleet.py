@@ -152,6 +152,15 @@ def test_a_record_is_stored_with_the_receipt_time_journaled_and_answered(ctx: Se
     assert answer["tenant"] == "pharmacie-du-port" and answer["received_ns"] == T0
     assert answer["quota"]["state"] == "ok" and answer["quota"]["hard"] == 10**9
     assert answer["fleet"] == {"light": "green", "reasons": []}
+    assert "X-Coffre-Quota-Warning" not in res.headers
+    # Past the soft quota: said in the answer and in the header every tenant response carries.
+    with ctx.db.begin() as conn:
+        conn.execute(tables.tenants.update().where(tables.tenants.c.id == tid).values(stored_bytes=1500))
+    res = post(served, tok["backup"], record())
+    assert res.status == 201 and res.json()["quota"]["state"] == "near"
+    assert res.json()["fleet"] == {"light": "orange", "reasons": ["quota_near"]}
+    assert res.headers["X-Coffre-Quota-Warning"] == ("used=1500; stored=1500; binned=0; soft=1000; "
+                                                     "hard=1000000000")
 
 
 BAD: dict[str, Any] = {

@@ -319,7 +319,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             raise Refusal(400, "bad_request", _("the status record was refused: {problems}").format(
                 problems="; ".join(exc.problems))) from None
         answer = await in_thread(store, ctx, principal, client, report, len(data))
-        return JSONResponse(answer, status_code=201)
+        warning = quota_warning(answer["quota"])
+        return JSONResponse(answer, status_code=201, headers={QUOTA_HEADER: warning} if warning else None)
 
     return [Route("/v1/status", post_status, methods=["POST"])]
 
@@ -346,6 +347,20 @@ async def _body(ctx: ServerContext, request: Request, principal: Principal, clie
         await in_thread(_refuse, ctx, principal, client, "too_large", size)
         raise Refusal(413, "too_large", _("a status record is at most {size} bytes").format(size=MAX_BODY))
     return b"".join(chunks)
+
+
+QUOTA_HEADER = "X-Coffre-Quota-Warning"
+
+
+def quota_warning(q: Mapping[str, Any]) -> str | None:
+    """The X-Coffre-Quota-Warning value once the soft quota is reached (the format of the
+    object routes' header, quota.py), else None."""
+    soft, hard = q.get("soft"), q.get("hard")
+    used = int(q.get("stored") or 0) + int(q.get("binned") or 0)
+    if soft is None or used < soft:
+        return None
+    return (f"used={used}; stored={q.get('stored')}; binned={q.get('binned')}; soft={soft}; "
+            f"hard={'none' if hard is None else hard}")
 
 
 def _refuse(ctx: ServerContext, principal: Principal, client: str, outcome: str, nbytes: int) -> None:
