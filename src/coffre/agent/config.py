@@ -327,6 +327,17 @@ def _http_url(value: object) -> str:
     return url
 
 
+def _server_url(value: object) -> str:
+    url = _nonempty(value).strip()
+    m = re.fullmatch(r"(https?)://([^/\s?#]+)(/[^\s?#]*)?", url)
+    if not m:
+        raise ValueError(_("expected the server's address, https://HOST[:PORT][/PREFIX], without a query"))
+    if "@" in m.group(2):
+        raise ValueError(_("a user name or password does not belong in the URL: the token goes in "
+                           "token_file"))
+    return url.rstrip("/")
+
+
 def _relative(value: object) -> str:
     path = _text(value).strip()
     if path.startswith("/") or ".." in path.split("/"):
@@ -545,6 +556,20 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "un fichier contenant la clé HMAC (X-Coffre-Signature)", example='"/etc/coffre/webhook.key"'),
         Key("timeout", _duration, "network timeout", "délai d'attente réseau"),
     ),
+    "server": (
+        Key("url", _server_url, "the provider's hosting server, told the status of each run (its address, "
+            "not a repository's)", "le serveur d'hébergement du prestataire, informé de l'état de chaque "
+            "sauvegarde (son adresse, pas celle d'un dépôt)", required=True,
+            example='"https://sauvegarde.prestataire.example"'),
+        Key("token_file", _optional_path, "a file holding the pharmacy's token (readable by root only)",
+            "un fichier contenant le jeton de la pharmacie (lisible par root seulement)", required=True,
+            example='"/etc/coffre/jeton-serveur"'),
+        Key("ca_file", _optional_path, "the server's certificate, when it is self-signed",
+            "le certificat du serveur, s'il est auto-signé", example='"/etc/coffre/serveur.pem"'),
+        Key("insecure_http", _bool, "allow http:// (the token in clear on the network: tests only)",
+            "autoriser http:// (le jeton en clair sur le réseau : pour des essais seulement)"),
+        Key("timeout", _duration, "network timeout", "délai d'attente réseau"),
+    ),
     "heartbeat": (
         Key("url", _http_url, "pinged at start and success; /fail is added on failure",
             "appelée au début et en cas de succès ; /fail est ajouté en cas d'échec", required=True),
@@ -553,7 +578,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
 }
 
 LOOPBACK = (None, "localhost", "127.0.0.1", "::1")
-TOP = ("agent", "repositories", "media_sets", "jobs", "alerts")
+TOP = ("agent", "repositories", "media_sets", "jobs", "alerts", "server")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DISK_ID = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -834,10 +859,11 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
         r.bad(("jobs",), _("no job: add a [jobs.NAME] table ('coffre config init' writes an example)"))
 
     alerts = _alerts(r, raw.get("alerts", {}))
+    server = _server(r, raw.get("server"))
     if r.problems:
         return None
     return model.Config(path=file, agent=agent, repositories=repositories, media_sets=media_sets,
-                        jobs=jobs, alerts=alerts)
+                        jobs=jobs, alerts=alerts, server=server)
 
 
 def _names(raw: Mapping[str, Any], section: str) -> list[str]:
@@ -975,3 +1001,20 @@ def _alerts(r: _Reader, value: object) -> model.Alerts:
         fields = r.fields(inner, "heartbeat", ("alerts", "heartbeat")) if inner is not None else {}
         heartbeat = model.Heartbeat(**fields) if "url" in fields else None
     return model.Alerts(email=email, webhooks=tuple(webhooks), heartbeat=heartbeat, **values)
+
+
+def _server(r: _Reader, value: object) -> model.Server | None:
+    """The [server] section: where the status of each run is posted (agent/report.py)."""
+    if value is None:
+        return None
+    table = r.table(value, ("server",))
+    if table is None:
+        return None
+    fields = r.fields(table, "server", ("server",))
+    url = fields.get("url")
+    if url is not None and url.lower().startswith("http://") and not fields.get("insecure_http"):
+        r.bad(("server", "url"), _("http:// sends the token in clear: use https://, or set insecure_http = "
+                                   "true for a test on this machine"))
+    if "url" not in fields or "token_file" not in fields:
+        return None
+    return model.Server(**fields)

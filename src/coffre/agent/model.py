@@ -140,6 +140,19 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Server:
+    """The provider's hosting server (`coffre server`), told the status of each run: its
+    address (with the prefix of a reverse proxy, without a repository name) and the file
+    holding the tenant's token."""
+
+    url: str
+    token_file: str
+    ca_file: str | None = None  # the server's self-signed certificate, or a private authority
+    insecure_http: bool = False  # allow http:// (a test on this machine, a TLS proxy on it)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class Agent:
     state_dir: str = "/var/lib/coffre"
     timezone: str = "Europe/Paris"
@@ -157,3 +170,4 @@ class Config:
     media_sets: dict[str, MediaSet] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
     alerts: Alerts = field(default_factory=Alerts)
+    server: Server | None = None

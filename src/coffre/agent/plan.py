@@ -101,4 +101,8 @@ def describe(config: Config, now: float) -> list[str]:
     lines.append("")
     lines.append(_("alerts: {channels}").format(
         channels=_("; ").join(channels) or _("only in 'coffre status' (no channel configured)")))
+    server = config.server
+    if server is not None:
+        lines.append(_("hosting server: {url} is sent the status of each run (token in {file})").format(
+            url=server.url, file=server.token_file))
     return lines

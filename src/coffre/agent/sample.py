@@ -199,6 +199,10 @@ sur le NAS, puis copiée hors site et sur le disque branché. Adaptez les dossie
 Mettez le mot de passe du compte d'envoi dans /etc/coffre/smtp-mot-de-passe (chmod 600).""",
         "webhook": "Pour les outils de supervision du prestataire (facultatif).",
         "heartbeat": "Un service qui s'inquiète quand il ne reçoit plus de signal (facultatif).",
+        "server": """Le serveur d'hébergement du prestataire (facultatif) : après chaque sauvegarde,
+l'agent lui envoie son état (réussite, heures, tailles, vérifications ; jamais un nom de
+fichier ni le contenu d'une base). Le jeton donné par le prestataire va dans
+/etc/coffre/jeton-serveur (chmod 600).""",
     },
     "en": {
         "title": "Coffre — the pharmacy's backup agent configuration",
@@ -242,6 +246,9 @@ to the NAS, then copied off site and to the plugged-in disk. Adapt the folders."
 Put the sending account's password in /etc/coffre/smtp-mot-de-passe (chmod 600).""",
         "webhook": "For the IT provider's monitoring tools (optional).",
         "heartbeat": "A service that worries when it stops hearing from the agent (optional).",
+        "server": """The IT provider's hosting server (optional): after each backup the agent sends it
+the run's status (outcome, times, sizes, checks; never a file name nor a database's
+content). The token the provider gives goes in /etc/coffre/jeton-serveur (chmod 600).""",
     },
 }
 
@@ -250,6 +257,7 @@ _MODELS: dict[str, type] = {
     "agent": model.Agent, "repository": model.Repository, "media_set": model.MediaSet, "job": model.Job,
     "schedule": model.Schedule, "retention": model.Retention, "verification": model.Verification,
     "alerts": model.Alerts, "email": model.Email, "webhook": model.Webhook, "heartbeat": model.Heartbeat,
+    "server": model.Server,
 }
 
 
@@ -370,4 +378,10 @@ def sample_config(detected: Detected, language: str = "fr") -> str:
     w.lines.append("")
     w.comment(w.texts["heartbeat"])
     w.lines += ["# [alerts.heartbeat]", '# url = "https://hc-ping.com/VOTRE-IDENTIFIANT"']
+    w.lines.append("")
+    w.comment(w.texts["server"])
+    w.lines.append("# [server]")
+    for key in SCHEMA["server"]:
+        w.comment(key.fr if w.lang == "fr" else key.en)
+        w.lines.append(f"# {key.name} = {_default(key, model.Server)}")
     return w.text()

@@ -110,8 +110,41 @@ class Runner:
         self.log(_("job {job}: {outcome}").format(job=name, outcome=outcome_words(record)))
         if record.outcome != "interrupted":
             self._ping("success" if record.outcome in ("ok", "warning") else "fail")
+        self._report(record)
         self.evaluate()
         return record
+
+    def _report(self, record: RunRecord | None) -> None:
+        """Post the run's status record to the hosting server (`record` None: only the records
+        still waiting). Never raises; failures are logged and retried later."""
+        if self.config.server is None:
+            return
+        from coffre.agent import report
+
+        try:
+            if record is None:
+                results = report.retry_due(self.config, self.clock(), status_path(self.config))
+            else:
+                results = report.after_run(self.config, record, self.clock(), status_path(self.config))
+        except Exception as exc:  # never into a run
+            self.log(_("the status could not be sent to the hosting server: {reason}").format(reason=exc))
+            return
+        for r in results:
+            if r.ok:
+                self.log(_("job {job}: status sent to the hosting server").format(job=r.job))
+                quota = (r.answer or {}).get("quota")
+                state = quota.get("state") if isinstance(quota, dict) else None
+                if state == "near":
+                    self.log(_("the hosting server says this pharmacy's quota is nearly full"))
+                elif state == "full":
+                    self.log(_("the hosting server says this pharmacy's quota is reached: backups to it "
+                               "are refused"))
+            elif r.retried:
+                self.log(_("job {job}: status not sent to the hosting server, tried again later: {reason}")
+                         .format(job=r.job, reason=r.error or "-"))
+            else:
+                self.log(_("job {job}: status not sent to the hosting server: {reason}").format(
+                    job=r.job or "-", reason=r.error or "-"))
 
     def _ping(self, kind: str) -> None:
         heartbeat = self.config.alerts.heartbeat
@@ -130,6 +163,10 @@ class Runner:
         try:
             removed = self.store.prune(now, days)
             Outbox(status_path(self.config)).prune(now, max(days, 400.0))
+            if self.config.server is not None:
+                from coffre.agent.report import Reporter
+
+                Reporter(status_path(self.config)).prune(now, max(days, 400.0))
         except Exception as exc:  # the agent keeps running; the reason is logged
             self.log(_("the history could not be trimmed: {reason}").format(reason=exc))
             return
@@ -143,6 +180,8 @@ class Runner:
         channel or a damaged record must not stop the agent."""
         from coffre.agent.alerts.outbox import Outbox
 
+        if self.config.server is not None:
+            self._report(None)
         with self.alerts_lock:
             now = self.clock()
             try:

@@ -1,11 +1,14 @@
 """What every alert channel is: something that sends one notice or raises `DeliveryError`,
 saying whether trying again later can help (a server down) or not (a password refused), and
-the shape of a problem as the alerts read it (`ProblemLike`, which `health.Problem` fits)."""
+the shape of a problem as the alerts read it (`ProblemLike`, which `health.Problem` fits).
+`DeliveryError` lives in `coffre.notify`, the delivery layer the server shares."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
+
+from coffre.notify import DeliveryError
 
 if TYPE_CHECKING:
     from coffre.agent.alerts.decide import Notice
@@ -28,17 +31,6 @@ class ProblemLike(Protocol):
     def key(self) -> str: ...
 
 
-class DeliveryError(Exception):
-    """A notice could not be delivered. `message` is for a person and never holds a secret;
-    `permanent` says that retrying soon will not help (a refused login, a bad address): the
-    outbox then retries only hourly, in case the configuration gets fixed."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-
-
 class Channel(Protocol):
     """One way of telling people. `name` is stable across restarts and holds no secret (it is
     stored with each delivery attempt)."""
@@ -54,3 +46,6 @@ class Channel(Protocol):
     def send(self, notice: Notice) -> None:
         """Deliver it, or raise DeliveryError."""
         ...
+
+
+__all__ = ["Channel", "DeliveryError", "ProblemLike"]

@@ -12,9 +12,9 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from coffre.agent.alerts.texts import clean
 from coffre.agent.model import Heartbeat
 from coffre.core.i18n import _
+from coffre.notify.text import clean
 
 KINDS = ("start", "success", "fail")
 

@@ -8,17 +8,17 @@ sends it, and a body reads better as whole paragraphs than as scattered msgids.
 
 Everything that comes from a configuration, a backup or an error message goes through
 `clean` (one line, no control characters: safe in a mail header) and `redact` (no credentials
-in URLs, no token in query strings): a notice never carries a secret."""
+in URLs, no token in query strings), both from `coffre.notify.text` and re-exported here: a
+notice never carries a secret."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from coffre.agent.alerts.decide import Notice
+from coffre.notify.text import clean, redact
 
 LANGUAGES = ("fr", "en")
 
@@ -239,27 +239,6 @@ _UNITS = {
            "minute": ("{n} minute", "{n} minutes")},
 }
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#@]*@")
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&;](?:[A-Za-z0-9_.-]*(?:token|secret|password|passwd|pwd|key|signature|sig|auth|"
-    r"credential)[A-Za-z0-9_.-]*)=)[^&;#\s]*")
-
-
-def clean(text: object, limit: int = 200) -> str:
-    """`text` as one line without control characters (safe in a mail header), without
-    secrets, at most `limit` characters."""
-    s = redact(str(text))
-    s = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in s)
-    s = " ".join(s.split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def redact(text: str) -> str:
-    """`text` without the credentials of URLs (user:password@) nor the values of query
-    parameters that look like tokens, keys or passwords."""
-    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1", text))
-
-
 def render(notice: Notice, language: str = "fr", timezone: str = "Europe/Paris",
            host: str = "") -> tuple[str, str]:
     """The subject and plain-text body of `notice`."""
@@ -391,3 +370,5 @@ def _duration(seconds: float, lang: str) -> str:
             return (many if plural else one).format(n=max(n, 0))
     raise AssertionError("unreachable")
 
+
+__all__ = ["LANGUAGES", "clean", "redact", "render", "with_text"]

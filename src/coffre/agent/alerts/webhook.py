@@ -1,43 +1,19 @@
 """The webhook channel, for the IT provider's tools: each notice POSTed as JSON
 ({event, audience, key, kind, job, target, since, subject, text, at}), signed with
 HMAC-SHA256 of the body in `X-Coffre-Signature: sha256=HEX` when a secret file is configured.
-
-Only http and https URLs; redirects are not followed (a POST would turn into a GET). A timeout,
-a refused connection, a 5xx, 408 or 429 answer are retryable; any other answer >= 300 is
-permanent. Messages name the host only: a URL may hold a token."""
+The POST itself (no redirects, which answers are retryable, messages naming the host only) is
+`coffre.notify.webhook`, the delivery layer the hosting server shares."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import urllib.error
-import urllib.request
-from urllib.parse import urlsplit
 
-from coffre.agent.alerts.channel import DeliveryError
 from coffre.agent.alerts.decide import Notice
-from coffre.agent.alerts.texts import clean
 from coffre.agent.model import Webhook
-from coffre.core.i18n import _
+from coffre.notify import webhook
+from coffre.notify.webhook import channel_name, signature
 
 USER_AGENT = "coffre-agent"
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def channel_name(url: str) -> str:
-    """A stable name for the webhook at `url` that holds no secret: its host and a short hash
-    of the whole URL (two hooks on one host stay apart)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"webhook:{clean(host, 80)}#{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
 def payload(notice: Notice) -> bytes:
@@ -47,10 +23,6 @@ def payload(notice: Notice) -> bytes:
         "job": notice.job, "target": notice.target, "since": notice.since, "subject": notice.subject,
         "text": notice.text, "at": notice.at,
     }, ensure_ascii=False, sort_keys=True).encode("utf-8")
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 class WebhookChannel:
@@ -66,41 +38,8 @@ class WebhookChannel:
 
     def send(self, notice: Notice) -> None:
         c = self.config
-        parts = urlsplit(c.url)
-        where = clean(parts.hostname or "?", 80)
-        if parts.scheme not in ("http", "https"):
-            raise DeliveryError(_("the webhook address must start with http:// or https://"), permanent=True)
-        body = payload(notice)
-        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT,
-                   "X-Coffre-Event": clean(notice.event, 20)}
-        if c.secret_file:
-            try:
-                with open(c.secret_file, "rb") as f:
-                    secret = f.read(64 * 1024).rstrip(b"\r\n")
-            except OSError as exc:
-                raise DeliveryError(_("cannot read the webhook secret file {path}: {reason}").format(
-                    path=clean(c.secret_file), reason=exc.strerror or type(exc).__name__),
-                    permanent=True) from None
-            headers["X-Coffre-Signature"] = signature(secret, body)
-        request = urllib.request.Request(c.url, data=body, headers=headers, method="POST")  # noqa: S310
-        try:
-            with _OPENER.open(request, timeout=c.timeout) as response:
-                response.read(64 * 1024)
-        except urllib.error.HTTPError as exc:
-            code = exc.code
-            exc.close()
-            raise DeliveryError(_("the webhook at {host} answered HTTP {code}").format(host=where, code=code),
-                                permanent=not (code >= 500 or code in (408, 429))) from None
-        except TimeoutError:
-            raise DeliveryError(_("the webhook at {host} did not answer within {seconds} s").format(
-                host=where, seconds=f"{c.timeout:g}")) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise DeliveryError(_("the webhook at {host} did not answer within {seconds} s").format(
-                    host=where, seconds=f"{c.timeout:g}")) from None
-            reason = getattr(exc.reason, "strerror", None) or type(exc.reason).__name__
-            raise DeliveryError(_("cannot reach the webhook at {host}: {reason}").format(
-                host=where, reason=clean(reason, 120))) from None
-        except (OSError, ValueError) as exc:
-            raise DeliveryError(_("cannot reach the webhook at {host}: {reason}").format(
-                host=where, reason=type(exc).__name__)) from None
+        webhook.post(c.url, payload(notice), secret_file=c.secret_file, timeout=c.timeout,
+                     event=notice.event, user_agent=USER_AGENT)
+
+
+__all__ = ["USER_AGENT", "WebhookChannel", "channel_name", "payload", "signature"]
