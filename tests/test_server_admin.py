@@ -29,6 +29,7 @@ import urllib3
 from starlette.applications import Starlette
 
 from coffre.core.clock import FixedClock, SystemClock
+from coffre.core.errors import StorageError
 from coffre.server import admin, admin_api, audit, bin, tenants, tls, tokens
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
@@ -347,7 +348,7 @@ def test_tenants_are_added_listed_shown_and_limited(server: Server) -> None:
     assert shown["bin"]["counts_against_quota"] is True and shown["bin"]["objects"] == 1
     assert shown["contact"] == "04 91 00 00 00" and shown["tokens"] == []
     human = server.ok("tenant", "show", "pharmacie-du-port").out
-    assert "until then they count against the quota" in human and "comptoir" in human
+    assert "until then it counts against the quota" in human and "comptoir" in human
     assert "poste1" not in human and kept not in human
 
     # Quota changes, journaled; a quota below the usage is allowed and said.
@@ -662,6 +663,33 @@ def test_a_purge_racing_an_upload_of_the_same_bytes_is_reported(tmp_path: Path) 
         with ctx.db.read() as conn:
             [finding] = conn.execute(sa.select(tables.scrub_findings)).all()
         assert (finding.tenant_id, finding.name, finding.problem) == (a, name, "missing")
+    finally:
+        ctx.close()
+
+
+def test_an_object_storage_refuses_to_remove_stays_in_the_bin(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "srv", recycle_days=0)
+    try:
+        add_tenant(ctx, "a")
+        a = tenant_id(ctx, "a")
+        names = [put(ctx, a, "r", bytes([i]) * 10) for i in range(2)]
+        for n in names:
+            delete(ctx, a, n)
+        backend = ctx.store.backend(a, "r")
+        real_remove = backend.remove
+
+        def refuse_first(handle: Handle) -> None:
+            if handle.name == names[0]:
+                raise StorageError("removing data/...: permission denied")
+            real_remove(handle)
+
+        backend.remove = refuse_first  # type: ignore[method-assign]
+        out = admin.recycle_purge(ctx, admin.Actor("", "test"), "a", "test")
+        assert (out["objects"], out["failed"]) == (1, 1) and "permission denied" in out["failure"]
+        assert set(object_rows(ctx, a)) == {names[0]} and usage(ctx, "a") == (0, 10)
+        backend.remove = real_remove  # type: ignore[method-assign]
+        bin.periodic(ctx, ctx.clock.now_ns())  # tried again at the next purge
+        assert object_rows(ctx, a) == {} and usage(ctx, "a") == (0, 0)
     finally:
         ctx.close()
 

@@ -22,7 +22,7 @@ from coffre.cli.logfile import say_unlogged
 from coffre.cli.output import emit_json, human_size, human_time, say, table
 from coffre.cli.server_common import add_location_options, settings_from_args
 from coffre.core.errors import EXIT_FATAL, EXIT_OK, CoffreError, UsageError
-from coffre.core.i18n import N_, _
+from coffre.core.i18n import N_, _, ngettext
 from coffre.core.sizes import parse_size
 
 ROLES = ("backup", "prune", "read")
@@ -437,8 +437,11 @@ def cmd_tenant_show(args: argparse.Namespace) -> int:
         + (f" ({_(QUOTA_WORDS[q['state']])})" if QUOTA_WORDS[q["state"]] else ""))
     b = d["bin"]
     if b["objects"]:
-        say(_("recycle bin: {n} objects, {size}, oldest deleted {oldest}, purged from {due} "
-              "({days} days after deletion); until then they count against the quota").format(
+        say(ngettext("recycle bin: {n} object, {size}, deleted {oldest}, purged from {due} ({days} days "
+                     "after deletion); until then it counts against the quota",
+                     "recycle bin: {n} objects, {size}, oldest deleted {oldest}, purged from {due} "
+                     "({days} days after deletion); until then they count against the quota",
+                     b["objects"]).format(
             n=b["objects"], size=human_size(b["bytes"]), oldest=when(b["oldest_ns"]),
             due=when(b["next_purge_ns"]), days=b["recycle_days"]))
     else:
@@ -587,11 +590,13 @@ def cmd_recycle_restore(args: argparse.Namespace) -> int:
         since = moment(args.since, now, "--since", ahead=False) if args.since else None
         until = moment(args.until, now, "--until", ahead=False) if args.until else None
         d = admin.recycle_restore(ctx, actor(), args.tenant, args.motive, args.repo, since, until)
-    say(_("{n} objects ({size}) of {tenant} restored from the recycle bin").format(
+    say(ngettext("{n} object ({size}) of {tenant} restored from the recycle bin",
+                 "{n} objects ({size}) of {tenant} restored from the recycle bin", d["objects"]).format(
         n=d["objects"], size=human_size(d["bytes"]), tenant=args.tenant))
     if d["already_gone"]:
-        say(_("{n} binned objects were no longer stored (a purge had begun): removed from the bin").format(
-            n=d["already_gone"]))
+        say(ngettext("{n} binned object was no longer stored (a purge had begun): removed from the bin",
+                     "{n} binned objects were no longer stored (a purge had begun): removed from the bin",
+                     d["already_gone"]).format(n=d["already_gone"]))
     return EXIT_OK
 
 
@@ -608,12 +613,15 @@ def cmd_recycle_purge(args: argparse.Namespace) -> int:
                              _("e.g. --older-than 7")) from None
     with opened(args) as ctx:
         d = admin.recycle_purge(ctx, actor(), args.tenant, args.motive, days)
-    say(_("{n} objects ({size}) of {tenant} purged from the recycle bin").format(
-        n=d["objects"] + d["already_gone"], size=human_size(d["bytes"] + d["already_gone_bytes"]),
-        tenant=args.tenant))
+    n = d["objects"] + d["already_gone"]
+    say(ngettext("{n} object ({size}) of {tenant} purged from the recycle bin",
+                 "{n} objects ({size}) of {tenant} purged from the recycle bin", n).format(
+        n=n, size=human_size(d["bytes"] + d["already_gone_bytes"]), tenant=args.tenant))
     if d["failed"]:
-        say(_("{n} objects could not be removed from storage: they stay in the bin; run purge again").format(
-            n=d["failed"]))
+        say(ngettext("{n} object could not be removed from storage ({reason}): it stays in the bin; run "
+                     "purge again",
+                     "{n} objects could not be removed from storage ({reason}): they stay in the bin; run "
+                     "purge again", d["failed"]).format(n=d["failed"], reason=d["failure"]))
     for name in d["missing_after_upload"]:
         say(_("  {object} was uploaded again while it was purged: its bytes are gone (scrub finding "
               "recorded)").format(object=name))

@@ -125,7 +125,7 @@ def token_json(row: tokens.TokenRow, now_ns: int) -> dict[str, Any]:
 
 def outcome_json(out: bin.Outcome) -> dict[str, Any]:
     return {"objects": out.objects, "bytes": out.bytes, "already_gone": out.already_gone,
-            "already_gone_bytes": out.already_gone_bytes, "failed": out.failed,
+            "already_gone_bytes": out.already_gone_bytes, "failed": out.failed, "failure": out.failure,
             "missing_after_upload": out.missing_live}
 
 

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from coffre.core.errors import ObjectNotFound, StorageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.server import audit
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
@@ -85,6 +85,7 @@ class Outcome:
     already_gone: int = 0         # binned rows whose object was no longer stored: removed
     already_gone_bytes: int = 0
     failed: int = 0               # storage refused to remove them: left in the bin
+    failure: str = ""             # the first refusal's reason (never a secret: storage errors name none)
     missing_live: list[str] = field(default_factory=list)  # the race above: kind/name
 
     def add(self, other: Outcome) -> None:
@@ -93,6 +94,7 @@ class Outcome:
         self.already_gone += other.already_gone
         self.already_gone_bytes += other.already_gone_bytes
         self.failed += other.failed
+        self.failure = self.failure or other.failure
         self.missing_live += other.missing_live
 
 
@@ -234,9 +236,7 @@ def purge(ctx: ServerContext, entry: Callable[[int, Outcome], audit.Entry], tena
                 absent.append(b)
             except (StorageError, OSError, ValueError) as exc:
                 failed += 1
-                log.warning(_("recycle bin: an object of tenant {tenant} cannot be removed from "
-                              "storage ({reason}); it stays in the bin").format(
-                    tenant=b.tenant_id, reason=type(exc).__name__))
+                total.failure = total.failure or f"{type(exc).__name__}: {exc}"[:300]
         done = _forget(ctx, removed, absent, entry)
         total.failed += failed
         for tenant, outcome in done.items():
@@ -327,7 +327,13 @@ def periodic(ctx: ServerContext, now_ns: int) -> None:
 
     cutoff = now_ns - max(days, 0) * NS_PER_DAY
     out = purge(ctx, entry, None, binned_by_ns=cutoff, budget_s=PERIODIC_BUDGET_S)
-    if out.objects or out.already_gone or out.failed:
-        log.info(_("recycle bin: {n} objects purged after {days} days ({gone} were already gone, "
-                   "{failed} could not be removed)").format(n=out.objects, days=days,
-                                                           gone=out.already_gone, failed=out.failed))
+    if out.objects or out.already_gone:
+        n = out.objects + out.already_gone
+        log.info(ngettext("recycle bin: {n} object purged after {days} days",
+                          "recycle bin: {n} objects purged after {days} days", n).format(n=n, days=days))
+    if out.failed:
+        log.warning(ngettext("recycle bin: {n} object could not be removed from storage ({reason}); it is "
+                             "tried again at the next purge",
+                             "recycle bin: {n} objects could not be removed from storage ({reason}); they "
+                             "are tried again at the next purge", out.failed).format(n=out.failed,
+                                                                                     reason=out.failure))
