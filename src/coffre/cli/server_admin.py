@@ -362,12 +362,13 @@ def _demo(ctx: Any, data: Path, port: int, me: Any) -> bool:
         changed = True
     url = f"https://127.0.0.1:{port}/demo"
     q = shlex.quote
+    folder = _("FOLDER")
     # Commands to copy, not sentences: only the folder's placeholder is in the reader's language.
     serve = [f"coffre server --data {q(str(data))}"]
     client = [f"export COFFRE_SERVER_TOKEN_FILE={q(str(token_file))}",
               f"export SSL_CERT_FILE={q(str(data / 'tls' / 'cert.pem'))}",
               f"coffre init --repo {url}",
-              f"coffre backup --repo {url} {_('FOLDER')}"]
+              f"coffre backup --repo {url} {folder}"]
     say("")
     say(_("Start the server (it serves until Ctrl-C):"))
     for line in serve:
@@ -422,8 +423,11 @@ def cmd_tenant_show(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(d)
         return EXIT_OK
-    say(_("tenant {name} ({display}), {state}").format(name=d["name"], display=d["display_name"] or "-",
-                                                       state=_(STATE_WORDS[d["state"]])))
+    if d["display_name"]:
+        say(_("tenant {name} ({display}), {state}").format(name=d["name"], display=d["display_name"],
+                                                           state=_(STATE_WORDS[d["state"]])))
+    else:
+        say(_("tenant {name}, {state}").format(name=d["name"], state=_(STATE_WORDS[d["state"]])))
     if d["contact"]:
         say(_("contact: {contact}").format(contact=d["contact"]))
     say(_("created: {when}").format(when=when(d["created_ns"])))
@@ -482,8 +486,8 @@ def cmd_tenant_quota(args: argparse.Namespace) -> int:
         name=args.name, quota=quota_text(q["soft"], q["hard"]),
         previous=quota_text(d["previous"]["soft"], d["previous"]["hard"])))
     if q["state"] != "ok":
-        say(_("  it already uses {used}: {state}").format(used=human_size(d["used_bytes"]),
-                                                          state=_(QUOTA_WORDS[q["state"]])))
+        say(_("  it already uses {used} ({state})").format(used=human_size(d["used_bytes"]),
+                                                           state=_(QUOTA_WORDS[q["state"]])))
     return EXIT_OK
 
 
