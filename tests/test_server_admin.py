@@ -429,17 +429,17 @@ def test_a_token_is_shown_once_and_nowhere_else(server: Server, tmp_path: Path) 
     secrets = [token, file_token, admin_secret.group(), (server.data / "admin.token").read_text().strip()]
     for s in secrets:
         assert s not in listing and s not in shown and s not in log.read_text()
-        assert s.split("_")[2] not in listing  # not even the secret part
+        assert s.split("_", 2)[2] not in listing  # not even the secret part
     assert token_id in listing and "poste NAS" in listing
     with opened(server) as ctx:
         for e in journal(ctx):
             row = json.dumps(list(e))
-            assert not any(s.split("_")[2] in row for s in secrets), row
+            assert not any(s.split("_", 2)[2] in row for s in secrets), row
         assert authenticate(ctx, file_token).role == "backup"
         assert authenticate(ctx, admin_secret.group()).role == "admin"
     database = (server.data / "server.sqlite").read_bytes() + b"".join(
         p.read_bytes() for p in server.data.glob("server.sqlite-*"))
-    assert not any(s.split("_")[2].encode() in database for s in secrets)  # stored hashed only
+    assert not any(s.split("_", 2)[2].encode() in database for s in secrets)  # stored hashed only
 
 
 def test_revocation_and_expiry_are_honored(server: Server) -> None:
@@ -770,7 +770,7 @@ def test_admin_api_serves_admin_tokens_only(
     assert authenticate(ctx, secret).tenant_name == "officine"
     status, doc = call(http, "GET", v1 + "/tokens?tenant=officine", root)
     assert status == 200 and [t["id"] for t in doc["tokens"]] == [ident]
-    assert secret.split("_")[2] not in json.dumps(doc)
+    assert secret.split("_", 2)[2] not in json.dumps(doc)
     assert call(http, "POST", v1 + f"/tokens/{ident}/revoke", root, {})[0] == 400
     status, doc = call(http, "POST", v1 + f"/tokens/{ident}/revoke", root, {"motive": "poste volé"})
     assert status == 200 and doc["state"] == "revoked" and refused(ctx, secret) == "revoked"
@@ -805,7 +805,7 @@ def test_admin_api_serves_admin_tokens_only(
             "admin.token.revoke", "admin.recycle.restore", "admin.recycle.purge", "admin.tenant.list",
             "admin.recycle.list"} <= ops
     assert {e.client for e in changes} == {"127.0.0.1"}
-    assert all(secret.split("_")[2] not in e.detail for e in journal(ctx))
+    assert all(secret.split("_", 2)[2] not in e.detail for e in journal(ctx))
     assert chain_intact(ctx)
 
 
