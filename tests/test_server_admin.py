@@ -632,6 +632,11 @@ def test_the_server_purges_the_bin_after_recycle_days_by_its_own_clock(tmp_path:
         assert json.loads(entries[0].detail)["days"] == 30
 
         clock.advance(10 * 86400)
+        # A tenant held read-only (an investigation) keeps its bin until it is active again.
+        admin.set_state(ctx, admin.Actor(), "b", "read-only", "enquête")
+        bin.periodic(second, clock.now_ns())
+        assert object_rows(ctx, b) == {later: T0 + 10 * DAY}
+        admin.set_state(ctx, admin.Actor(), "b", "active", None)
         bin.periodic(second, clock.now_ns())
         assert object_rows(ctx, b) == {} and usage(ctx, "b") == (0, 0)
         bin.periodic(ctx, clock.now_ns())  # nothing left: nothing journaled

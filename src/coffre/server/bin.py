@@ -3,7 +3,7 @@ its bytes counted in tenants.binned_bytes instead of stored_bytes), still stored
 listed nor readable. The provider lists it, restores it (`coffre server recycle restore`:
 an attacker's deletions undone) or purges it; the server purges what was binned more than
 `recycle_days` ago, by its own clock (binned_ns is the server's receipt time of the deletion,
-never a client's), in `periodic`.
+never a client's), in `periodic`, except for tenants held read-only or disabled.
 
 Binned bytes count against the tenant's quota until they are purged.
 
@@ -15,9 +15,9 @@ bytes counted down, by the one transaction that still finds it binned.
 
 One race is left, and reported rather than hidden: an upload of the very bytes of a binned
 object (same name) whose storage write happens just before the purge removes the file and
-whose row is recorded just after. The object is then listed while its bytes are gone; the purge
-sees it and records a scrub finding ("missing") for the provider, and the client's next
-`check` reports it.
+whose row is recorded just after (or the provider's restore at that very moment). The object
+is then listed while its bytes are gone; the purge sees it and records a scrub finding
+("missing") for the provider, and the client's next `check` reports it.
 """
 
 from __future__ import annotations
@@ -207,13 +207,14 @@ def listing_all(ctx: ServerContext, tenant_id: int | None, repository: str | Non
 
 def purge(ctx: ServerContext, entry: Callable[[int, Outcome], audit.Entry], tenant_id: int | None = None,
           binned_by_ns: int | None = None, budget_s: float | None = None,
-          always_journal: bool = False) -> Outcome:
+          always_journal: bool = False, active_only: bool = False) -> Outcome:
     """Purge binned objects (of one tenant or all; binned at or before `binned_by_ns`, or any):
     each removed from storage, then, a batch at a time, their rows removed and the tenant's
     binned bytes counted down in one transaction with `entry(tenant_id, outcome of the batch)`.
     An object storage refuses to remove stays in the bin (counted in `failed`). `budget_s`:
     stop after that much time (the rest is purged next time). `always_journal`: append an
-    entry for `tenant_id` even when nothing was purged (an admin's request is journaled)."""
+    entry for `tenant_id` even when nothing was purged (an admin's request is journaled).
+    `active_only`: leave the bins of read-only and disabled tenants alone."""
     total = Outcome()
     journaled = False
     after_id = 0
@@ -222,6 +223,9 @@ def purge(ctx: ServerContext, entry: Callable[[int, Outcome], audit.Entry], tena
         q = _binned_query(tenant_id).where(tables.objects.c.id > after_id)
         if binned_by_ns is not None:
             q = q.where(tables.objects.c.binned_ns <= binned_by_ns)
+        if active_only:
+            te = tables.tenants
+            q = q.where(tables.repositories.c.tenant_id.in_(sa.select(te.c.id).where(te.c.state == "active")))
         with ctx.db.read() as conn:
             batch = [_binned(r) for r in conn.execute(q.order_by(tables.objects.c.id).limit(BATCH))]
         if not batch:
@@ -316,8 +320,10 @@ def detail(**fields: object) -> str:
 
 
 def periodic(ctx: ServerContext, now_ns: int) -> None:
-    """Purge what was binned more than `recycle_days` ago (by the server's clock), every
-    tenant; one audit entry per tenant and batch (operation `bin.purge`)."""
+    """Purge what was binned more than `recycle_days` ago (by the server's clock), for every
+    active tenant; one audit entry per tenant and batch (operation `bin.purge`). The bin of a
+    read-only or disabled tenant is held as it is (an investigation, a dispute): the provider
+    purges it by hand, or it resumes when the tenant is active again."""
     days = ctx.settings.recycle_days
 
     def entry(tenant: int, out: Outcome) -> audit.Entry:
@@ -326,7 +332,7 @@ def periodic(ctx: ServerContext, now_ns: int) -> None:
                            detail(reason="recycle_days", days=days, already_gone=out.already_gone))
 
     cutoff = now_ns - max(days, 0) * NS_PER_DAY
-    out = purge(ctx, entry, None, binned_by_ns=cutoff, budget_s=PERIODIC_BUDGET_S)
+    out = purge(ctx, entry, None, binned_by_ns=cutoff, budget_s=PERIODIC_BUDGET_S, active_only=True)
     if out.objects or out.already_gone:
         n = out.objects + out.already_gone
         log.info(ngettext("recycle bin: {n} object purged after {days} days",
