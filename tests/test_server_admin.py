@@ -152,7 +152,8 @@ def journal(ctx: ServerContext, tenant: int | None = None) -> list[Any]:
 
 
 def chain_intact(ctx: ServerContext) -> bool:
-    """Every tenant's chain recomputed from its entries and compared with its head."""
+    """Every tenant's chain recomputed from its entries and compared with its head, and found
+    sound by the journal's own verifier."""
     entries = journal(ctx)
     prev: dict[int, str] = {}
     for row in entries:
@@ -166,7 +167,7 @@ def chain_intact(ctx: ServerContext) -> bool:
     with ctx.db.read() as conn:
         heads = dict(conn.execute(sa.select(tables.audit_heads.c.tenant_id,
                                             tables.audit_heads.c.entry_hash)).all())
-    return all(heads[t] == h for t, h in prev.items())
+    return all(heads[t] == h for t, h in prev.items()) and audit.verify(ctx.db) == []
 
 
 def authenticate(ctx: ServerContext, token: str, now_ns: int | None = None) -> Any:
@@ -800,6 +801,10 @@ def test_admin_api_serves_admin_tokens_only(
                 {"motive": "x", "older_than_days": "old"})[0] == 400
     status, doc = call(http, "GET", v1 + "/tenants/pharmacie-du-port", root)
     assert status == 200 and doc["repositories"][0]["objects"] == 0 and doc["binned_bytes"] == 0
+    status, doc = call(http, "GET", v1 + "/usage", root)
+    assert status == 200 and doc["month"] == audit.day_of(T0)[:7]
+    assert [t["tenant"] for t in doc["tenants"]] == ["officine", "pharmacie-du-port"]
+    assert call(http, "GET", v1 + "/usage?month=2026-13", root)[0] == 400
 
     # Every change journaled, with the admin token's id and the client's address; never the secret.
     ctx.tally.flush(ctx.db, ctx.clock.now_ns())
@@ -808,7 +813,7 @@ def test_admin_api_serves_admin_tokens_only(
     ops = {e.operation for e in changes}
     assert {"admin.tenant.add", "admin.tenant.state", "admin.tenant.quota", "admin.token.add",
             "admin.token.revoke", "admin.recycle.restore", "admin.recycle.purge", "admin.tenant.list",
-            "admin.recycle.list"} <= ops
+            "admin.recycle.list", "admin.usage"} <= ops
     assert {e.client for e in changes} == {"127.0.0.1"}
     assert all(secret.split("_", 2)[2] not in e.detail for e in journal(ctx))
     assert chain_intact(ctx)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
-from coffre.server import audit, bin, tenants, tokens
+from coffre.server import audit, bin, metering, tenants, tokens
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
 from coffre.server.tenants import Tenant
@@ -332,3 +332,23 @@ def recycle_purge(ctx: ServerContext, actor: Actor, tenant: str, motive: str | N
 
     out = bin.purge(ctx, entry, t.id, binned_by_ns=cutoff, always_journal=True)
     return {"tenant": tenant} | outcome_json(out)
+
+
+# -- usage -------------------------------------------------------------------------------------
+
+def usage(ctx: ServerContext, actor: Actor, month: str | None = None) -> dict[str, Any]:
+    """The month's usage report (metering.report), as `coffre server usage --json` prints it;
+    the current month (by the server's clock) by default."""
+    now = ctx.clock.now_ns()
+    month = month or audit.day_of(now)[:7]
+    metering.parse_month(month)
+    report = metering.report(ctx.db, month, now)
+    _read(ctx, actor, audit.PROVIDER, "usage")
+    rows = []
+    for r in report.rows:
+        d = r.as_dict(json_ready=True)
+        d.pop("month")
+        rows.append(d)
+    return {"month": report.month, "generated_ns": report.generated_ns, "complete": report.complete,
+            "gb_bytes": metering.GB, "tenants": rows,
+            "provider_audit": {"seq": report.provider_audit_seq, "head": report.provider_audit_head}}

@@ -15,6 +15,7 @@
     GET  /v1/admin/recycle[?tenant=T]           the bin per repository (and each object of T)
     POST /v1/admin/recycle/{tenant}/restore     {motive, repository?, since_ns?, until_ns?}
     POST /v1/admin/recycle/{tenant}/purge       {motive, older_than_days?}
+    GET  /v1/admin/usage[?month=YYYY-MM]        as `coffre server usage --json` (default: this month)
 
 The motive is the body's "motive" field, else the `X-Coffre-Motive` header (ASCII only: a
 motive in French goes in the body). Any other token is refused with 403 `forbidden`, an
@@ -124,6 +125,9 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         return await run(admin.recycle_purge, ctx, actor, request.path_params["tenant"],
                          _motive(request, body), days)
 
+    async def usage(request: Request, actor: admin.Actor) -> Any:
+        return await run(admin.usage, ctx, actor, request.query_params.get("month"))
+
     return [
         route("/v1/admin/tenants", "GET", "tenant.list", list_tenants),
         route("/v1/admin/tenants", "POST", "tenant.add", add_tenant, 201),
@@ -136,6 +140,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         route("/v1/admin/recycle", "GET", "recycle.list", recycle_list),
         route("/v1/admin/recycle/{tenant}/restore", "POST", "recycle.restore", recycle_restore),
         route("/v1/admin/recycle/{tenant}/purge", "POST", "recycle.purge", recycle_purge),
+        route("/v1/admin/usage", "GET", "usage", usage),
     ]
 
 
