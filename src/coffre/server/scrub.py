@@ -35,7 +35,8 @@ rate is what protects backups. `scrub_now(ctx)` runs one whole pass at once.
 
 Several instances: whoever scrubs holds a lease in `state` (`scrub.lease`: holder id and
 expiry by the server's clock), renewed while working and released after each slice; the
-others skip their turn. An instance that dies mid-slice loses the lease after LEASE_S.
+others skip their turn. An instance that dies mid-slice loses the lease after LEASE_S (at
+once for a process of the same machine, whose death can be seen).
 
 Finding problems, for the readers of `scrub_findings` (fleet, the CLI): DAMAGE (the tenant's
 stored data is hurt), ORPHAN (housekeeping only, harmless to the tenant), REPLICA (the second
@@ -121,6 +122,23 @@ def new_holder() -> str:
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _dead_here(holder: str) -> bool:
+    """Whether a holder id names a process of this machine that no longer runs (a command
+    killed while holding a lease: its successor need not wait for the expiry)."""
+    parts = holder.split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname()[:80] or not parts[1].isdigit():
+        return False
+    if int(parts[1]) == os.getpid():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class LeaseLost(Exception):
     """Another worker took the lease (ours had expired): stop working at once."""
 
@@ -143,7 +161,8 @@ class Lease:
             conn.execute(self.db.for_update(sa.select(st.c.value).where(st.c.key == self.key)))
             current = read_state(conn, self.key) or {}
             holder, expires = str(current.get("holder", "")), current.get("expires_ns", 0)
-            if holder not in ("", self.holder) and isinstance(expires, int) and expires > now_ns:
+            if (holder not in ("", self.holder) and isinstance(expires, int) and expires > now_ns
+                    and not _dead_here(holder)):
                 return False
             write_state(self.db, conn, self.key,
                         {"holder": self.holder, "expires_ns": now_ns + int(self.ttl_s * 1e9)})
