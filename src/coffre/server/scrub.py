@@ -70,6 +70,7 @@ from coffre.core.i18n import _
 from coffre.server.context import ServerContext
 from coffre.server.db import Database, tables
 from coffre.storage.base import KINDS, Backend, Handle
+from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer, Schedule
 
 log = logging.getLogger("coffre.server")
@@ -283,8 +284,11 @@ def hash_stored(backend: Backend, handle: Handle, expected_size: int,
     while offset < limit:
         want = min(piece, limit - offset)
         data = backend.load(handle, offset, want)
-        if pacer is not None and data:
-            pacer.take(len(data))
+        if pacer is not None:
+            for at in range(0, len(data), PACED_BLOCK):  # a slow pace still renews the lease
+                pacer.take(min(PACED_BLOCK, len(data) - at))
+                if between is not None:
+                    between()
         digest.update(data)
         offset += len(data)
         if len(data) < want:
