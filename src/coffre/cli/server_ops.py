@@ -244,7 +244,12 @@ def _every(ctx: ServerContext, target: replication.Target, replicator: replicati
     last_verify = -VERIFY_EVERY_S
     catch_up: bool | None = True if args.catch_up else None
     while True:
-        summary = replicator.round(catch_up=catch_up)
+        try:
+            summary = replicator.round(catch_up=catch_up)
+        except replication.LeaseHeld as exc:
+            warn(exc.message)
+            time.sleep(args.every)
+            continue
         catch_up = None
         report = None
         if args.verify and summary.error is None and time.monotonic() - last_verify >= VERIFY_EVERY_S:

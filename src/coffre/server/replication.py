@@ -87,6 +87,7 @@ CATCH_UP_S = 86400.0      # a listing comparison at least this often
 COPY_TRIES = 3            # a copy that does not read back right: tries before giving up
 SAMPLE = 8                # objects re-hashed on both sides per repository by a plain verify
 STATE_PREFIX = "replication:"
+LEASE_S = 1800.0          # one object on a slow link may take minutes: renewed every LEASE_S/4
 
 
 # -- the target ----------------------------------------------------------------------------
@@ -286,11 +287,22 @@ def read_manifest(target: Target) -> dict[str, Any] | None:
     return best
 
 
-def write_manifest(db: Database, target: Target, now_ns: int) -> bool:
-    """Write the manifest when it changed since the newest one; True when written."""
+def manifest_digest(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(db: Database, target: Target, now_ns: int, check: bool = False) -> bool:
+    """Write the manifest when it changed since the last one written (kept in the target's
+    state; with `check`, or when that is unknown, the target's newest is read instead: a
+    manifest removed there is written again). True when written."""
     doc = manifest_document(db)
+    digest = manifest_digest(doc)
+    if not check and target_state(db, target).get("manifest") == digest:
+        return False
     newest = read_manifest(target)
-    if newest is not None and {k: v for k, v in newest.items() if k != "written_ns"} == doc:
+    if newest is not None and manifest_digest(
+            {k: v for k, v in newest.items() if k != "written_ns"}) == digest:
+        _update_state(db, target, manifest=digest)
         return False
     data = json.dumps(doc | {"written_ns": now_ns}, sort_keys=True, separators=(",", ":")).encode()
     name = hashlib.sha256(data).hexdigest()
@@ -299,6 +311,7 @@ def write_manifest(db: Database, target: Target, now_ns: int) -> bool:
     if hashlib.sha256(backend.load(Handle("index", name))).hexdigest() != name:
         raise TransientStorageError(_("the manifest written to {location} did not read back "
                                       "right").format(location=target.display))
+    _update_state(db, target, manifest=digest)
     return True
 
 
@@ -327,6 +340,10 @@ class RoundSummary:
         return asdict(self)
 
 
+class LeaseHeld(CoffreError):
+    """Another replicator to the same target is working."""
+
+
 class _Skip(Exception):
     """This row needs no copy (gone from the primary, damaged there, a different config on
     the target): the cursor may pass it."""
@@ -344,7 +361,9 @@ class Replicator:
         self.target = target
         self.remove_vanished = remove_vanished
         self.hold_s = float(ctx.settings.recycle_days * 86400 if hold_s is None else hold_s)
-        self.lease = scrub.Lease(ctx.db, f"{target.state_key}:lease", holder or scrub.new_holder())
+        self.lease = scrub.Lease(ctx.db, f"{target.state_key}:lease", holder or scrub.new_holder(),
+                                 ttl_s=LEASE_S)
+        self._renewed = 0.0
         self.progress = progress
         self.monotonic = monotonic
         self.settle_ns = 0 if ctx.db.dialect == "sqlite" else int(SETTLE_S * 1e9)
@@ -362,16 +381,17 @@ class Replicator:
         summary = RoundSummary(target=self.target.display, started_ns=now)
         if not self.lease.acquire(now):
             held = self.lease.held_by()
-            raise CoffreError(
+            raise LeaseHeld(
                 _("another replication to {location} is running ({holder})").format(
                     location=self.target.display, holder=held[0] if held else "?"),
                 _("let it finish, or try again in {seconds} s if it was stopped").format(
-                    seconds=int(scrub.LEASE_S)))
+                    seconds=int(LEASE_S)))
         self._per_tenant = {}
         try:
             state = target_state(self.ctx.db, self.target)
             summary.after_id = state["after_id"]
             try:
+                self._renewed = self.monotonic()
                 summary.manifest_written = write_manifest(self.ctx.db, self.target, now)
                 self._repair_findings(summary)
                 self._follow(state["after_id"], summary)
@@ -383,6 +403,9 @@ class Replicator:
                 if catch_up or (catch_up is None and due):
                     self._catch_up(summary)
                     summary.caught_up = True
+            except scrub.LeaseLost:
+                summary.error = _("another replicator took over this target (this one was too slow "
+                                  "to renew its lease)")
             except StorageError as exc:
                 summary.error = exc.message
                 log.warning(_("replication to {location} stopped: {error}; it resumes there")
@@ -457,7 +480,15 @@ class Replicator:
         tally[0] += 1
         tally[1] += row.size
 
+    def _keep(self) -> None:
+        if self.monotonic() - self._renewed < LEASE_S / 4:
+            return
+        if not self.lease.acquire(self.ctx.clock.now_ns()):
+            raise scrub.LeaseLost
+        self._renewed = self.monotonic()
+
     def _copy_row(self, row: Row, summary: RoundSummary) -> None:
+        self._keep()
         try:
             outcome = self.copy(row)
         except _Skip:
@@ -577,6 +608,7 @@ class Replicator:
         another size) are copied; objects the primary no longer has are counted, and removed
         after the hold with remove_vanished."""
         now = self.ctx.clock.now_ns()
+        summary.manifest_written |= write_manifest(self.ctx.db, self.target, now, check=True)
         for repository_id, tenant_id, name, _tenant in _repositories(self.ctx.db):
             diff = compare(self.ctx, self.target, repository_id, tenant_id, name, summary.after_id)
             for row in diff.missing + diff.differs:
