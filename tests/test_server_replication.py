@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -48,7 +48,7 @@ class Cut(Wrapper):
 class Garble(Wrapper):
     """Flips a bit of what is sent for the objects named in `names`, `times` times each."""
 
-    garbled: dict[str, int] = {}  # name: times garbled, over every wrapped backend
+    garbled: ClassVar[dict[str, int]] = {}  # name: times garbled, over every wrapped backend
 
     def __init__(self, inner: Backend, names: set[str], times: int) -> None:
         super().__init__(inner)
@@ -157,6 +157,12 @@ def test_replicate_to_a_folder(ctx: ServerContext, tmp_path: Path) -> None:
 
     again = replication.replicate_once(ctx, target)  # nothing new: nothing read, nothing written
     assert again.copied == 0 and again.present == 0 and not again.manifest_written
+    with ctx.db.begin() as conn:
+        token_id, _token = tokens.issue(conn, made["lilas"], "read", "auditor", ctx.clock.now_ns())
+    ctx.clock.advance(1)  # type: ignore[attr-defined]
+    assert replication.replicate_once(ctx, target).manifest_written  # a new token: a new manifest
+    newest = replication.read_manifest(target)
+    assert newest is not None and token_id in {k["id"] for k in newest["tokens"]}
     newer = put(ctx, made["port"], "main", "snapshots", b"a new snapshot")
     third = replication.replicate_once(ctx, target)
     assert third.copied == 1 and target_path(site, made["port"], "main", "snapshots", newer).is_file()

@@ -292,6 +292,28 @@ def test_one_scrubber_at_a_time_across_contexts_on_one_database(tmp_path: Path) 
     second.close()
 
 
+def test_a_long_pass_keeps_its_lease(tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    first = make_context(tmp_path / "server", clock=clock)
+    second = make_context(tmp_path / "server", clock=clock)
+    add_tenant(first, "pharmacie-du-port")
+    t = tenant_id(first, "pharmacie-du-port")
+    for _i in range(4):
+        put(first, t, "main", "data", os.urandom(MIB))
+    vt = VirtualTime()
+    vt.during_sleep.append(lambda: clock.advance(vt.slept - (clock.now_ns() - T0) / 1e9))
+    rival = scrub.Lease(second.db, scrub.LEASE_KEY, "other-host:1:rival")
+    taken: list[bool] = []
+    vt.during_sleep.append(lambda: taken.append(rival.acquire(clock.now_ns())))
+    # 4 MiB at 8 KiB/s: over 8 minutes of (virtual) reading, four times the lease's length.
+    summary = scrub.Scrubber(first, rate=8 * 1024, monotonic=vt.monotonic, sleep=vt.sleep).whole_pass()
+    assert summary.complete and vt.slept > 4 * scrub.LEASE_S
+    assert taken and not any(taken)
+    assert rival.acquire(clock.now_ns())  # released at the end
+    first.close()
+    second.close()
+
+
 def test_scrub_on_s3_object_storage(tmp_path: Path, seaweedfs: Any, s3_env: dict[str, str]) -> None:
     import boto3
 
