@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from typing import Any
@@ -148,7 +149,13 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 
 def _scrub_now(ctx: ServerContext, rate: float | None, as_json: bool) -> int:
     started = time.monotonic()
-    summary = scrub.scrub_now(ctx, rate=rate)
+    quiet = logging.getLogger("coffre.server")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # each finding is listed below: not twice
+    try:
+        summary = scrub.scrub_now(ctx, rate=rate)
+    finally:
+        quiet.setLevel(level)
     bad = _blocking(summary.problems)
     if as_json:
         emit_json({"ok": not bad, "summary": summary.to_json()})
@@ -173,7 +180,7 @@ def _scrub_now(ctx: ServerContext, rate: float | None, as_json: bool) -> int:
     if not bad:
         say(_("every stored object matches its name"))
         return EXIT_OK
-    warn(ngettext("{n} object is damaged:", "{n} objects are damaged:", len(bad)).format(n=len(bad)))
+    say(ngettext("{n} object is damaged:", "{n} objects are damaged:", len(bad)).format(n=len(bad)))
     say(_findings_table(bad))
     return EXIT_FATAL
 

@@ -387,6 +387,7 @@ class Replicator:
                 _("let it finish, or try again in {seconds} s if it was stopped").format(
                     seconds=int(LEASE_S)))
         self._per_tenant = {}
+        self._told = self.monotonic()
         try:
             state = target_state(self.ctx.db, self.target)
             summary.after_id = state["after_id"]
