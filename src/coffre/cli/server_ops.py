@@ -2,8 +2,9 @@
 checks of what the server stores, and its copy in a second centre (server/scrub.py,
 server/replication.py; docs/server.md).
 
-Exit status: `scrub --now` and `scrub --findings`: 0 when no object is damaged or differs
-on the second site (orphans are reported, not counted), 1 otherwise. `replicate`: 0 when the
+Exit status: `scrub --now`: 1 when the pass found a damaged object, else 0; `scrub
+--findings`: 1 when a finding is open that is not an orphan (damage, or a difference on the
+second site), else 0 (orphans are reported, never counted). `replicate`: 0 when the
 copy completed and (with --verify) both sites hold the same objects, 1 on a stopped copy or a
 divergence. 2 for a usage error."""
 
@@ -46,7 +47,8 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description=_("Re-reads stored objects and checks each against its name (the SHA-256 of "
                       "its bytes): --now runs a whole pass at once (the running server scrubs in "
                       "the background at the configured rate); --findings lists what was found. "
-                      "Exit status 1 when an object is damaged or differs on the second site."))
+                      "Exit status 1 when an object is damaged (with --findings: or differs on the "
+                      "second site)."))
     add_location_options(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--now", action="store_true", help=_("run a whole pass now and list what it found"))
