@@ -330,7 +330,7 @@ def _say_verify(report: replication.VerifyReport) -> None:
                              (N_("different on the second site"), t.differs),
                              (N_("damaged on this server"), t.primary_damaged)):
             for name in names[:SHOWN]:
-                say(f"  {_(label)}: {name}")
+                say("  " + _("{problem}: {object}").format(problem=_(label), object=name))
             if len(names) > SHOWN:
                 say("  " + ngettext("… and {n} more", "… and {n} more", len(names) - SHOWN)
                     .format(n=len(names) - SHOWN))
