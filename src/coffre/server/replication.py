@@ -830,6 +830,74 @@ def _resolve_replica_vanished(db: Database, now_ns: int) -> None:
                                       ~exists).values(resolved_ns=now_ns))
 
 
+# -- healing the primary from the replica ---------------------------------------------------
+
+@dataclass
+class HealSummary:
+    target: str
+    repaired: list[str] = field(default_factory=list)              # "tenant/repo/kind/name"
+    unrepaired: list[tuple[str, str]] = field(default_factory=list)  # (object, why)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "repaired": self.repaired,
+                "unrepaired": [{"object": o, "reason": r} for o, r in self.unrepaired]}
+
+
+def heal_from(ctx: ServerContext, target: Target) -> HealSummary:
+    """Repair the objects the scrub found damaged or missing here from the second site's
+    copy, when that copy hashes to the name: the bad bytes here are removed (they match no
+    name, so they are nothing of value) and the good ones written, read back and hashed.
+    A `config` is never replaced (nothing proves which one is right). Each repair is
+    journaled in the tenant's chain (`admin.repair`)."""
+    summary = HealSummary(target.display)
+    for f in scrub.findings(ctx.db, scrub.DAMAGE):
+        label = f"{f.tenant}/{f.repository}/{f.kind}/{f.name}"
+        o = tables.objects
+        with ctx.db.read() as conn:
+            found = conn.execute(_row_query().where(
+                o.c.repository_id == f.repository_id, o.c.kind == f.kind, o.c.name == f.name)).first()
+        if found is None:
+            continue  # purged meanwhile: the scrub resolves it
+        row = Row(**found._mapping)
+        if row.kind == "config":
+            summary.unrepaired.append((label, _("a config is not named by its hash: compare both "
+                                                "copies by hand")))
+            continue
+        handle = Handle(row.kind, row.name)
+        try:
+            data = target.backend(row.tenant_id, row.repository).load(handle)
+        except ObjectNotFound:
+            summary.unrepaired.append((label, _("not on the second site")))
+            continue
+        if len(data) != row.size or hashlib.sha256(data).hexdigest() != row.name:
+            summary.unrepaired.append((label, _("damaged on the second site too")))
+            continue
+        here = ctx.store.backend(row.tenant_id, row.repository)
+        problem, _read = scrub.check_object(here, handle, row.size)
+        if problem is None:  # repaired by someone else meanwhile
+            scrub.resolve_findings(ctx.db, row.repository_id, row.kind, row.name, scrub.DAMAGE,
+                                   ctx.clock.now_ns())
+            continue
+        if problem != "missing":
+            try:
+                here.remove(handle)
+            except ObjectNotFound:
+                pass
+        here.save(handle, data)
+        problem, _read = scrub.check_object(here, handle, row.size)
+        if problem is not None:
+            summary.unrepaired.append((label, _("written again, but it does not read back right "
+                                                "({problem})").format(problem=problem)))
+            continue
+        now = ctx.clock.now_ns()
+        scrub.resolve_findings(ctx.db, row.repository_id, row.kind, row.name, scrub.DAMAGE, now)
+        with ctx.db.begin() as conn:
+            audit.append(ctx.db, conn, audit.Entry(row.tenant_id, "admin.repair", kind=row.kind,
+                                                   bytes=row.size, detail=target.display[:500]), now)
+        summary.repaired.append(label)
+    return summary
+
+
 # -- a second server on the replica --------------------------------------------------------
 
 @dataclass
