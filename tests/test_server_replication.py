@@ -6,6 +6,7 @@ the real command line, killed mid-copy and run again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -284,6 +285,36 @@ def test_a_damaged_primary_object_is_not_replicated(ctx: ServerContext, tmp_path
     assert [(f.name, f.problem) for f in scrub.findings(ctx.db, scrub.DAMAGE)] == [(name, "mismatch")]
 
 
+def test_damage_here_is_repaired_from_the_second_site(ctx: ServerContext, tmp_path: Path) -> None:
+    made = fill(ctx)
+    site = tmp_path / "second-centre"
+    target = replication.Target(str(site))
+    replication.replicate_once(ctx, target)
+    root = Path(ctx.settings.objects_location)
+    (_k, garbled), (_k2, gone), (_k3, lost_twice) = made["names"][2], made["names"][3], made["names"][4]
+    flip(target_path(root, made["port"], "main", "data", garbled))
+    target_path(root, made["port"], "main", "data", gone).unlink()
+    target_path(root, made["port"], "main", "data", lost_twice).unlink()
+    target_path(site, made["port"], "main", "data", lost_twice).unlink()
+    flip(target_path(root, made["port"], "main", "config", "config"), at=2)  # same size
+    path_of_config = target_path(root, made["port"], "main", "config", "config")
+    path_of_config.write_bytes(path_of_config.read_bytes() + b"!")
+    assert len(scrub.scrub_now(ctx).problems) == 4
+
+    healed = replication.heal_from(ctx, target)
+    assert sorted(healed.repaired) == sorted(f"pharmacie-du-port/main/data/{n}" for n in (garbled, gone))
+    assert {o.rsplit("/", 1)[-1] for o, _why in healed.unrepaired} == {lost_twice, "config"}
+    left = {(f.kind, f.name, f.problem) for f in scrub.scrub_now(ctx).problems}
+    assert left == {("config", "config", "size"), ("data", lost_twice, "missing")}
+    for name in (garbled, gone):
+        assert hashlib.sha256(target_path(root, made["port"], "main", "data", name).read_bytes()
+                              ).hexdigest() == name
+    with ctx.db.read() as conn:
+        repairs = conn.execute(tables.audit_entries.select().where(
+            tables.audit_entries.c.operation == "admin.repair")).all()
+    assert len(repairs) == 2 and all(e.tenant_id == made["port"] for e in repairs)
+
+
 def test_nothing_is_deleted_there_unless_remove_vanished_after_the_hold(ctx: ServerContext,
                                                                           tmp_path: Path) -> None:
     made = fill(ctx)
@@ -439,6 +470,14 @@ def test_cli_replicate_killed_mid_copy_then_verify(tmp_path: Path) -> None:
     text = coffre_server(data_dir, "replicate", "--to", str(site), "--once")
     assert text.returncode == 0 and "1 object copied" in text.stdout
     assert coffre_server(data_dir, "replicate", "--to", str(site), "--verify").returncode == 0
+
+    damaged = data_dir / "objects" / f"t{made['port']}" / "main" / "data"
+    name = made["names"][3][1]
+    flip(damaged / name[:2] / name)
+    assert coffre_server(data_dir, "scrub", "--now").returncode == 1
+    repaired = coffre_server(data_dir, "scrub", "--repair-from", str(site))
+    assert repaired.returncode == 0 and name in repaired.stdout
+    assert coffre_server(data_dir, "scrub", "--now").returncode == 0
 
     adopted = tmp_path / "second-server"
     init = make_context(adopted)

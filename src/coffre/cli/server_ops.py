@@ -1,10 +1,11 @@
 """`coffre server scrub`, `coffre server replicate`, `coffre server adopt`: the provider's
-checks of what the server stores, and its copy in a second centre (server/scrub.py,
+checks of what the server stores, its copy in a second centre, and repairs from that copy (server/scrub.py,
 server/replication.py; docs/server.md).
 
 Exit status: `scrub --now`: 1 when the pass found a damaged object, else 0; `scrub
 --findings`: 1 when a finding is open that is not an orphan (damage, or a difference on the
-second site), else 0 (orphans are reported, never counted). `replicate`: 0 when the
+second site), else 0 (orphans are reported, never counted); `scrub --repair-from`: 1 when
+an object could not be repaired. `replicate`: 0 when the
 copy completed and (with --verify) both sites hold the same objects, 1 on a stopped copy or a
 divergence. 2 for a usage error."""
 
@@ -46,7 +47,8 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "scrub", help=_("check that stored objects still match their names, without the keys"),
         description=_("Re-reads stored objects and checks each against its name (the SHA-256 of "
                       "its bytes): --now runs a whole pass at once (the running server scrubs in "
-                      "the background at the configured rate); --findings lists what was found. "
+                      "the background at the configured rate); --findings lists what was found; "
+                      "--repair-from repairs it from the second site. "
                       "Exit status 1 when an object is damaged (with --findings: or differs on the "
                       "second site)."))
     add_location_options(p)
@@ -54,6 +56,10 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     what.add_argument("--now", action="store_true", help=_("run a whole pass now and list what it found"))
     what.add_argument("--findings", action="store_true",
                       help=_("list the open findings (damaged objects, orphans, second-site differences)"))
+    what.add_argument("--repair-from", metavar=_("LOCATION"),
+                      help=_("repair the damaged or missing objects from the second site's copy "
+                             "(a folder or s3://HOST/BUCKET/PREFIX written by 'coffre server "
+                             "replicate'), when that copy matches its name"))
     p.add_argument("--all", action="store_true", help=_("with --findings: resolved findings too"))
     p.add_argument("--rate", metavar=_("RATE"),
                    help=_("with --now: bytes per second to read at most, e.g. 50MiB/s (default: "
@@ -144,6 +150,8 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     try:
         if args.now:
             return _scrub_now(ctx, rate, args.json)
+        if args.repair_from:
+            return _repair(ctx, args.repair_from, args.json)
         return _show_findings(ctx, args.all, args.json)
     finally:
         ctx.close()
@@ -205,6 +213,24 @@ def _show_findings(ctx: ServerContext, include_resolved: bool, as_json: bool) ->
         return EXIT_OK
     say(_findings_table(found))
     return EXIT_FATAL if bad else EXIT_OK
+
+
+def _repair(ctx: ServerContext, location: str, as_json: bool) -> int:
+    target = replication.Target(location, wrap=_target_backend)
+    try:
+        healed = replication.heal_from(ctx, target)
+    finally:
+        target.close()
+    if as_json:
+        emit_json(healed.to_json() | {"ok": not healed.unrepaired})
+        return EXIT_FATAL if healed.unrepaired else EXIT_OK
+    for name in healed.repaired:
+        say(_("repaired from the second site: {object}").format(object=name))
+    for name, why in healed.unrepaired:
+        warn(_("not repaired: {object}: {reason}").format(object=name, reason=why))
+    if not healed.repaired and not healed.unrepaired:
+        say(_("nothing to repair"))
+    return EXIT_FATAL if healed.unrepaired else EXIT_OK
 
 
 # -- replicate -----------------------------------------------------------------------------
