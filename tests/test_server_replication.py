@@ -273,6 +273,29 @@ def test_verify_finds_a_missing_and_a_differing_object(ctx: ServerContext, tmp_p
     assert scrub.findings(ctx.db, scrub.REPLICA) == []
 
 
+def test_verify_on_seaweedfs(ctx: ServerContext, seaweedfs: Any, s3_env: dict[str, str]) -> None:
+    import boto3
+
+    made = fill(ctx)
+    client = boto3.client("s3", endpoint_url=seaweedfs.endpoint)
+    client.create_bucket(Bucket="replica-verify")
+    target = replication.Target(seaweedfs.url("replica-verify", "centre-2"))
+    assert replication.replicate_once(ctx, target).copied == 11
+    assert not replication.verify_sites(ctx, target, deep=True).divergent
+    gone, garbled = made["names"][2][1], made["names"][3][1]
+    base = f"centre-2/t{made['port']}/main/data"
+    client.delete_object(Bucket="replica-verify", Key=f"{base}/{gone[:2]}/{gone}")
+    key = f"{base}/{garbled[:2]}/{garbled}"
+    body = bytearray(client.get_object(Bucket="replica-verify", Key=key)["Body"].read())
+    body[0] ^= 0xFF
+    client.put_object(Bucket="replica-verify", Key=key, Body=bytes(body))
+    report = replication.verify_sites(ctx, target, deep=True)
+    port = next(t for t in report.tenants if t.tenant == "pharmacie-du-port")
+    assert (port.missing, port.differs) == ([f"main/data/{gone}"], [f"main/data/{garbled}"])
+    assert replication.replicate_once(ctx, target).repaired == 1
+    assert not replication.verify_sites(ctx, target, deep=True).divergent
+
+
 def test_a_damaged_primary_object_is_not_replicated(ctx: ServerContext, tmp_path: Path) -> None:
     made = fill(ctx)
     kind, name = made["names"][2]
