@@ -306,6 +306,14 @@ def test_a_damaged_primary_object_is_not_replicated(ctx: ServerContext, tmp_path
     assert summary.source_damaged == 1 and summary.copied == 10 and summary.error is None
     assert not target_path(tmp_path / "second-centre", made["port"], "main", kind, name).exists()
     assert [(f.name, f.problem) for f in scrub.findings(ctx.db, scrub.DAMAGE)] == [(name, "mismatch")]
+    # Missing here: recorded, and the copy goes on past it.
+    lost = put(ctx, made["lilas"], "caisse", "index", b"lost index")
+    after = put(ctx, made["lilas"], "caisse", "index", b"later index")
+    target_path(root, made["lilas"], "caisse", "index", lost).unlink()
+    more = replication.replicate_once(ctx, target)
+    assert more.error is None and more.source_damaged == 1 and more.copied == 1
+    assert target_path(tmp_path / "second-centre", made["lilas"], "caisse", "index", after).exists()
+    assert (lost, "missing") in {(f.name, f.problem) for f in scrub.findings(ctx.db, scrub.DAMAGE)}
 
 
 def test_damage_here_is_repaired_from_the_second_site(ctx: ServerContext, tmp_path: Path) -> None:

@@ -493,11 +493,7 @@ class Replicator:
         try:
             outcome = self.copy(row)
         except _Skip:
-            return
-        except ObjectNotFound:
-            if not _row_exists(self.ctx.db, row):
-                return  # purged while being copied
-            raise
+            return  # purged while being copied
         if outcome == "copied":
             summary.copied += 1
             summary.copied_bytes += row.size
@@ -519,11 +515,18 @@ class Replicator:
         "config-differs" (another config is there: left alone, recorded)."""
         handle = Handle(row.kind, row.name)
         now = self.ctx.clock.now_ns()
-        data = self.ctx.store.backend(row.tenant_id, row.repository).load(handle)
-        problem = None
-        if len(data) != row.size:
+        problem: str | None = None
+        try:
+            data = self.ctx.store.backend(row.tenant_id, row.repository).load(handle)
+        except ObjectNotFound:
+            data, problem = b"", "missing"
+        except TransientStorageError:
+            raise
+        except StorageError:
+            data, problem = b"", "unreadable"
+        if problem is None and len(data) != row.size:
             problem = "size"
-        elif row.kind != "config" and hashlib.sha256(data).hexdigest() != row.name:
+        elif problem is None and row.kind != "config" and hashlib.sha256(data).hexdigest() != row.name:
             problem = "mismatch"
         if problem is not None:
             if not _row_exists(self.ctx.db, row):
