@@ -296,6 +296,30 @@ def test_verify_on_seaweedfs(ctx: ServerContext, seaweedfs: Any, s3_env: dict[st
     assert not replication.verify_sites(ctx, target, deep=True).divergent
 
 
+def test_the_second_centre_has_its_own_credentials(ctx: ServerContext, tmp_path: Path, seaweedfs: Any,
+                                                  s3_env: dict[str, str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=seaweedfs.endpoint).create_bucket(Bucket="replica-profile")
+    fill(ctx)
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(f"[centre2]\naws_access_key_id = {s3_env['AWS_ACCESS_KEY_ID']}\n"
+                           f"aws_secret_access_key = {s3_env['AWS_SECRET_ACCESS_KEY']}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "this-server-s-own-key")  # not valid over there
+    location = seaweedfs.url("replica-profile", "centre-2")
+    refused = replication.replicate_once(ctx, replication.Target(location))
+    assert refused.error is not None and refused.copied == 0
+    target = replication.Target(location, profile="centre2")
+    assert replication.replicate_once(ctx, target).copied == 11
+    assert not replication.verify_sites(ctx, target, deep=True).divergent
+    with pytest.raises(UsageError, match="no credentials profile"):
+        replication.Target(location, profile="nowhere")
+    with pytest.raises(UsageError, match="s3://"):
+        replication.Target(str(tmp_path), profile="centre2")
+
+
 def test_a_damaged_primary_object_is_not_replicated(ctx: ServerContext, tmp_path: Path) -> None:
     made = fill(ctx)
     kind, name = made["names"][2]

@@ -79,6 +79,9 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--to", required=True, metavar=_("LOCATION"),
                    help=_("the second site: a folder or s3://HOST/BUCKET/PREFIX (credentials as for "
                           "any S3 repository: AWS_ACCESS_KEY_ID..., AWS_PROFILE)"))
+    p.add_argument("--to-profile", metavar=_("PROFILE"),
+                   help=_("with an s3:// second site: take its credentials from this profile of "
+                          "~/.aws/credentials (the second centre's keys, not this server's)"))
     when = p.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help=_("copy what is new, then stop"))
     when.add_argument("--every", type=float, metavar=_("SECONDS"),
@@ -252,7 +255,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     if args.every is not None and not 0 < args.every <= 7 * 86400:
         raise UsageError(_("--every must be a number of seconds from 0 to 604800"))
     copy = args.once or args.every is not None or not args.verify
-    target = replication.Target(args.to, wrap=_target_backend)
+    target = replication.Target(args.to, wrap=_target_backend, profile=args.to_profile)
     ctx = _open(args)
     try:
         hold = None if args.hold_days is None else args.hold_days * 86400

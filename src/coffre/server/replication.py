@@ -97,25 +97,55 @@ class Target:
     repositories, laid out like the primary's. `wrap` puts something around each backend
     (retries in the CLI, faults in tests)."""
 
-    def __init__(self, location: str, wrap: Callable[[Backend], Backend] | None = None) -> None:
+    def __init__(self, location: str, wrap: Callable[[Backend], Backend] | None = None,
+                 profile: str | None = None) -> None:
         scheme = location.split("://", 1)[0].lower() if is_url(location) else ""
         if scheme in ("http", "https"):
             raise UsageError(
                 _("replicating to another Coffre server is not supported yet"),
                 _("replicate to the second server's object store instead: its folder or its "
                   "s3://HOST/BUCKET/PREFIX"))
+        if profile is not None and not scheme.startswith("s3"):
+            raise UsageError(_("a credentials profile goes with an s3:// second site"))
+        self.profile = profile
+        self._client: Any = None
         self.location = location.rstrip("/") or location
         probe = open_backend(self.location)
         self.display = probe.location  # never holds credentials
         probe.close()
+        if profile is not None:
+            self._s3_with_profile(self.location)  # an unknown profile: said now, not mid-copy
         self.id = hashlib.sha256(self.display.encode()).hexdigest()[:12]
         self.wrap = wrap
         self._backends: dict[tuple[int, str], Backend] = {}
         self._prepared: set[tuple[int, str]] = set()
 
     def _open(self, path: str) -> Backend:
-        backend = open_backend(path)
+        backend = self._s3_with_profile(path) if self.profile is not None else open_backend(path)
         return self.wrap(backend) if self.wrap is not None else backend
+
+    def _s3_with_profile(self, path: str) -> Backend:
+        """An S3 backend whose credentials come from a named profile (~/.aws/credentials,
+        AWS_SHARED_CREDENTIALS_FILE), not from the variables the primary's storage uses:
+        the second centre has its own keys. One client for every repository of the target."""
+        from coffre.storage.s3 import S3Backend
+        from coffre.storage.url import parse_s3
+
+        where = parse_s3(path)
+        if self._client is None:
+            import boto3
+            import botocore.exceptions
+
+            config = S3Backend(where).client.meta.config  # the storage layer's own settings
+            try:
+                session = boto3.session.Session(profile_name=self.profile)
+            except botocore.exceptions.ProfileNotFound:
+                raise UsageError(_("no credentials profile named {profile}").format(
+                    profile=repr(self.profile)),
+                    _("add it to ~/.aws/credentials (or the file AWS_SHARED_CREDENTIALS_FILE names)")
+                ) from None
+            self._client = session.client("s3", endpoint_url=where.endpoint, config=config)
+        return S3Backend(where, client=self._client)
 
     def backend(self, tenant_id: int, repository: str) -> Backend:
         key = (tenant_id, repository)
