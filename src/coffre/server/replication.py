@@ -40,6 +40,12 @@ target: with several targets, verify each one in turn.
 Also journaled: one audit entry per tenant and round (`replicate`: objects and bytes copied,
 the target's location) in the tenant's chain.
 
+Healing (`heal_from`): an object the scrub found damaged or missing here is written again from
+the target's copy when that copy hashes to its name.
+
+Credentials: an S3 target uses the usual AWS variables and files, or a named profile of its
+own (`Target(..., profile=)`) when this server's objects are in S3 under other keys.
+
 Not done: a target that is another Coffre server (`https://…`): replicate to its object
 store instead (its folder or bucket)."""
 
