@@ -3,8 +3,8 @@ checks of what the server stores, its copy in a second centre, and repairs from 
 server/replication.py; docs/server.md).
 
 Exit status: `scrub --now`: 1 when the pass found a damaged object, else 0; `scrub
---findings`: 1 when a finding is open that is not an orphan (damage, or a difference on the
-second site), else 0 (orphans are reported, never counted); `scrub --repair-from`: 1 when
+--findings`: 1 when a finding is open (damage, or a difference on the second site), else 0
+(orphans are reported, never counted); `scrub --repair-from`: 1 when
 an object could not be repaired. `replicate`: 0 when the
 copy completed and (with --verify) both sites hold the same objects, 1 on a stopped copy or a
 divergence. 2 for a usage error."""
@@ -12,6 +12,7 @@ divergence. 2 for a usage error."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -34,7 +35,6 @@ PROBLEM_WORDS = {
     "missing": N_("missing from storage"),
     "unreadable": N_("unreadable"),
     "size": N_("wrong size"),
-    "orphan": N_("stored without a record (orphan)"),
     "replica-missing": N_("missing on the second site"),
     "replica-differs": N_("different on the second site"),
 }
@@ -55,7 +55,8 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--now", action="store_true", help=_("run a whole pass now and list what it found"))
     what.add_argument("--findings", action="store_true",
-                      help=_("list the open findings (damaged objects, orphans, second-site differences)"))
+                      help=_("list the open findings (damaged objects, second-site differences) and "
+                             "the orphans"))
     what.add_argument("--repair-from", metavar=_("LOCATION"),
                       help=_("repair the damaged or missing objects from the second site's copy "
                              "(a folder or s3://HOST/BUCKET/PREFIX written by 'coffre server "
@@ -125,7 +126,7 @@ def _problem(problem: str) -> str:
 
 def _blocking(found: list[scrub.Finding]) -> list[scrub.Finding]:
     """The findings that make the exit status 1: damage and second-site differences."""
-    return [f for f in found if f.problem != scrub.ORPHAN and f.resolved_ns is None]
+    return [f for f in found if f.resolved_ns is None]
 
 
 def _findings_table(found: list[scrub.Finding]) -> str:
@@ -201,10 +202,19 @@ def _scrub_now(ctx: ServerContext, rate: float | None, as_json: bool) -> int:
 def _show_findings(ctx: ServerContext, include_resolved: bool, as_json: bool) -> int:
     found = scrub.findings(ctx.db, include_resolved=include_resolved)
     last = scrub.last_pass(ctx.db)
+    orphans, count, size = scrub.orphans(ctx.db)
     bad = _blocking(found)
     if as_json:
-        emit_json({"ok": not bad, "last_pass": last, "findings": [f.to_json() for f in found]})
+        emit_json({"ok": not bad, "last_pass": last, "findings": [f.to_json() for f in found],
+                   "orphans": {"count": count, "bytes": size,
+                               "named": [dataclasses.asdict(o) for o in orphans]}})
         return EXIT_FATAL if bad else EXIT_OK
+    if count:
+        say(ngettext(
+            "{n} object stored without a record, older than a day ({size}): an upload cut before "
+            "it was acknowledged; reported, not removed",
+            "{n} objects stored without a record, older than a day ({size}): uploads cut before "
+            "they were acknowledged; reported, not removed", count).format(n=count, size=human_size(size)))
     if last and isinstance(last.get("finished_ns"), int):
         say(_("last complete pass: {when}, {n} objects, {size} read").format(
             when=human_time(last["finished_ns"]), n=last.get("objects", 0),

@@ -16,8 +16,10 @@ finding resolved; so does the object's row disappearing (purged from the recycle
 
 Orphans: objects present in storage without a row (an upload cut between storing the bytes
 and committing the row, objects_api's order) are invisible to clients. The scrub lists each
-repository's storage after the walk and records those older than ORPHAN_AGE_S as findings
-with problem `orphan`; it does **not** remove them. Removal cannot be proven safe without the
+repository's storage after the walk and reports those older than ORPHAN_AGE_S in the `state`
+table (`scrub.orphans:<repository id>`, replaced at each sweep of that repository; not as
+findings: they are the provider's housekeeping, no risk to the tenant, and the fleet view
+counts findings). It does **not** remove them. Removal cannot be proven safe without the
 upload path's help: a client re-uploading the same object finds the old bytes already there
 (save is a no-op on identical bytes), then commits its row; a removal between those two
 steps would lose an acknowledged object, and no lock spans both. A removed orphan also gains
@@ -39,8 +41,7 @@ others skip their turn. An instance that dies mid-slice loses the lease after LE
 once for a process of the same machine, whose death can be seen).
 
 Finding problems, for the readers of `scrub_findings` (fleet, the CLI): DAMAGE (the tenant's
-stored data is hurt), ORPHAN (housekeeping only, harmless to the tenant), REPLICA (the second
-site differs: replication.py writes those)."""
+stored data is hurt), REPLICA (the second site differs: replication.py writes those)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ CURSOR_KEY = "scrub.cursor"  # the background pass in progress
 LAST_KEY = "scrub.last"    # the last complete pass (background or scrub_now)
 
 DAMAGE = ("mismatch", "missing", "unreadable", "size")
-ORPHAN = "orphan"
+ORPHANS_PREFIX = "scrub.orphans:"  # + repository id: that repository's orphans
+ORPHANS_KEPT = 1000         # orphans named per repository (all are counted)
 REPLICA = ("replica-missing", "replica-differs")
 
 
@@ -209,7 +211,7 @@ class Finding:
 def record_finding(db: Database, tenant_id: int, repository_id: int, kind: str, name: str,
                    problem: str, now_ns: int, family: tuple[str, ...]) -> bool:
     """Record `problem` for an object unless the same problem is already open; another open
-    problem of the same family (DAMAGE, REPLICA, or ORPHAN alone) is resolved by the new one.
+    problem of the same family (DAMAGE or REPLICA) is resolved by the new one.
     True when a new finding was written."""
     f = tables.scrub_findings
     with db.begin() as conn:
@@ -320,7 +322,7 @@ def check_object(backend: Backend, handle: Handle, size: int, pacer: Pacer | Non
 
 # -- the pass ------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(order=True)
 class Orphan:
     tenant_id: int
     repository: str
@@ -613,19 +615,18 @@ class Scrubber:
         with self.ctx.db.read() as conn:
             known = {(k, n) for k, n in conn.execute(
                 sa.select(o.c.kind, o.c.name).where(o.c.repository_id == repository_id))}
-        orphans = {(kind, info.name): info for kind, infos in listed.items() for info in infos
-                   if (kind, info.name) not in known and info.mtime_ns < older}
-        for (kind, oname), info in sorted(orphans.items()):
-            summary.orphans.append(Orphan(tenant_id, name, kind, oname, info.size, info.mtime_ns))
-            if record_finding(self.ctx.db, tenant_id, repository_id, kind, oname, ORPHAN, now, (ORPHAN,)):
-                summary.found += 1
-        f = tables.scrub_findings
-        with self.ctx.db.read() as conn:
-            still_open = [(k, n) for k, n in conn.execute(sa.select(f.c.kind, f.c.name).where(
-                f.c.repository_id == repository_id, f.c.problem == ORPHAN, f.c.resolved_ns.is_(None)))]
-        for kind, oname in still_open:
-            if (kind, oname) not in orphans:
-                summary.resolved += resolve_findings(self.ctx.db, repository_id, kind, oname, (ORPHAN,), now)
+        orphans = sorted(Orphan(tenant_id, name, kind, info.name, info.size, info.mtime_ns)
+                         for kind, infos in listed.items() for info in infos
+                         if (kind, info.name) not in known and info.mtime_ns < older)
+        summary.orphans.extend(orphans)
+        key = f"{ORPHANS_PREFIX}{repository_id}"
+        with self.ctx.db.begin() as conn:
+            if orphans:
+                write_state(self.ctx.db, conn, key, {
+                    "found_ns": now, "count": len(orphans), "bytes": sum(o.size for o in orphans),
+                    "orphans": [asdict(o) for o in orphans[:ORPHANS_KEPT]]})
+            else:
+                delete_state(conn, key)
 
     def _finish(self, pos: _Position, summary: ScrubSummary, background: bool) -> None:
         now = self.ctx.clock.now_ns()
@@ -652,6 +653,24 @@ def _resolve_vanished(db: Database, now_ns: int) -> int:
         result = conn.execute(f.update().where(f.c.resolved_ns.is_(None), f.c.problem.in_(DAMAGE),
                                                ~exists).values(resolved_ns=now_ns))
         return int(result.rowcount or 0)
+
+
+def orphans(db: Database) -> tuple[list[Orphan], int, int]:
+    """The orphans the last sweep of each repository found: (named ones, count, bytes)."""
+    st = tables.state
+    named: list[Orphan] = []
+    count = total = 0
+    with db.read() as conn:
+        rows = conn.execute(sa.select(st.c.value).where(st.c.key.like(f"{ORPHANS_PREFIX}%"))).all()
+    for (value,) in rows:
+        try:
+            doc = json.loads(value)
+            named += [Orphan(**o) for o in doc.get("orphans", [])]
+            count += int(doc.get("count", 0))
+            total += int(doc.get("bytes", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a damaged entry: the next sweep writes it again
+    return sorted(named), count, total
 
 
 def last_pass(db: Database) -> dict[str, Any] | None:
