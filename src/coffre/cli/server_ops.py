@@ -403,8 +403,8 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(done.to_json())
         return EXIT_OK
-    say(_("adopted the replica at {location} (manifest of {when}): {tenants} tenants, {repositories} "
-          "repositories, {tokens} tokens, {objects} objects ({size})").format(
+    say(_("adopted the replica at {location} (manifest of {when}): tenants: {tenants}, "
+          "repositories: {repositories}, tokens: {tokens}, objects: {objects} ({size})").format(
         location=target.display, when=human_time(done.manifest_written_ns), tenants=done.tenants,
         repositories=done.repositories, tokens=done.tokens, objects=done.objects,
         size=human_size(done.bytes)))
