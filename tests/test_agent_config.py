@@ -462,3 +462,41 @@ def test_a_job_section_of_the_wrong_shape(tmp_path: Path) -> None:
         "jobs.officine: expected a table [jobs.NAME] holding keys, found a number",
     ]
 
+
+
+def test_a_hosting_server_repository_needs_its_token_and_https(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + 'copies = ["hebergeur", "labo"]\n' + """\
+        [repositories.hebergeur]
+        url = "https://sauvegarde.example.fr/officine"
+        password_file = "/etc/coffre/pw"
+        token_file = "/etc/coffre/hebergeur.token"
+
+        [repositories.labo]
+        url = "http://127.0.0.1:8443/labo"
+        password_file = "/etc/coffre/pw"
+        """)
+    assert sorted(line.split(": ", 1)[1] for line in found) == [
+        "repositories.labo.token_file: a hosting server needs its access token: give token_file",
+        "repositories.labo.url: http:// sends the hosting server's token in clear: use https://, "
+        "or set insecure_http = true on a test machine",
+    ]
+
+
+def test_a_job_reaches_one_hosting_server_token(tmp_path: Path) -> None:
+    two = MINIMAL.replace('url = "/mnt/nas/coffre"', 'url = "https://a.example.fr/nas"\n'
+                          'token_file = "/etc/coffre/a.token"') + 'copies = ["b"]\n' + """\
+        [repositories.b]
+        url = "https://b.example.fr/officine"
+        password_file = "/etc/coffre/pw"
+        token_file = "/etc/coffre/b.token"
+        """
+    found = problems(tmp_path, two)
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "jobs.officine.copies: the job's repositories are on hosting servers with different "
+        "tokens: at most one token per job"]
+    config = load_config(write(tmp_path, two.replace("/etc/coffre/b.token", "/etc/coffre/a.token")))
+    from coffre.agent.steps import endpoint_for
+
+    endpoint = endpoint_for(config.repositories["b"])
+    assert endpoint.env("AGAINST_")["COFFRE_SERVER_TOKEN_FILE"] == "/etc/coffre/a.token"
+    assert "--insecure-http" not in endpoint.options

@@ -301,7 +301,7 @@ def _size(value: object) -> str:
     return text
 
 
-_SCHEMES = ("s3", "s3+http", "s3+https", "sftp", "ftps", "ftp")
+_SCHEMES = ("s3", "s3+http", "s3+https", "sftp", "ftps", "ftp", "https", "http")
 
 
 def _url(value: object) -> str:
@@ -310,7 +310,8 @@ def _url(value: object) -> str:
         scheme, rest = url.split("://", 1)
         if scheme.lower() not in _SCHEMES:
             raise ValueError(_("{scheme}:// repositories are not supported; use a local path, s3://, "
-                               "s3+http://, sftp:// or ftps://").format(scheme=scheme))
+                               "s3+http://, sftp://, ftps:// or https:// (a Coffre hosting server)")
+                             .format(scheme=scheme))
         if ":" in rest.split("/", 1)[0].rpartition("@")[0]:
             raise ValueError(_("a password does not belong in the URL: use password_file or the "
                                "storage's own credentials"))
@@ -415,8 +416,10 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "jours d'historique des exécutions conservés (au moins 400)"),
     ),
     "repository": (
-        Key("url", _url, "a local path (disk, mounted NAS share) or s3://, s3+http://, sftp://, ftps://",
-            "un chemin local (disque, partage NAS monté) ou s3://, s3+http://, sftp://, ftps://",
+        Key("url", _url, "a local path (disk, mounted NAS share) or s3://, s3+http://, sftp://, ftps://, "
+            "https:// (a Coffre hosting server)",
+            "un chemin local (disque, partage NAS monté) ou s3://, s3+http://, sftp://, ftps://, "
+            "https:// (un serveur d'hébergement Coffre)",
             required=True),
         *_PASSWORD,
         Key("limit_upload", _limit, "upload bandwidth, e.g. \"2MiB/s\" or by time of day",
@@ -429,6 +432,11 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "identifiants S3 : un profil de /root/.aws/credentials", example='"coffre"'),
         Key("insecure_ftp", _bool, "allow plain ftp:// (password in clear on the network)",
             "autoriser ftp:// sans chiffrement (mot de passe en clair sur le réseau)"),
+        Key("token_file", _nonempty, "a hosting server's access token (https:// repositories), in a "
+            "file only root can read", "le jeton d'accès au serveur d'hébergement (dépôts https://), "
+            "dans un fichier que seul root peut lire", example='"/etc/coffre/serveur.token"'),
+        Key("insecure_http", _bool, "allow plain http:// to a hosting server (token in clear: tests only)",
+            "autoriser http:// vers un serveur d'hébergement (jeton en clair : tests seulement)"),
     ),
     "media_set": (
         Key("disks", SECTION, "the disks: a name -> the repository id of that disk (32 hex digits)",
@@ -834,6 +842,13 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
             if values["url"].lower().startswith("ftp://") and not values.get("insecure_ftp"):
                 r.bad((*path, "url"), _("plain FTP sends the password in clear: use ftps://, or set "
                                          "insecure_ftp = true if the server offers nothing else"))
+            scheme = values["url"].split("://", 1)[0].lower() if "://" in values["url"] else ""
+            if scheme == "http" and not values.get("insecure_http"):
+                r.bad((*path, "url"), _("http:// sends the hosting server's token in clear: use "
+                                         "https://, or set insecure_http = true on a test machine"))
+            if scheme in ("http", "https") and "token_file" not in values:
+                r.bad((*path, "token_file"), _("a hosting server needs its access token: give "
+                                                "token_file"))
             repositories[name] = model.Repository(name=name, **values)
 
     media_sets: dict[str, model.MediaSet] = {}
@@ -854,6 +869,7 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
     for name, value in _named(r, raw, "jobs"):
         job = _job(r, name, value, known)
         if job is not None:
+            _one_server_token(r, job, repositories)
             jobs[name] = job
     if not _names(raw, "jobs"):
         r.bad(("jobs",), _("no job: add a [jobs.NAME] table ('coffre config init' writes an example)"))
@@ -910,6 +926,16 @@ def _disks(r: _Reader, value: object, path: KeyPath, set_name: str,
         owner[disk_id] = f"{set_name}.{disk}"
         disks[disk] = disk_id
     return disks
+
+
+def _one_server_token(r: _Reader, job: model.Job, repositories: dict[str, model.Repository]) -> None:
+    """A step's commands reach one hosting server's token (COFFRE_SERVER_TOKEN_FILE): a job
+    whose primary and copies are on hosting servers with different tokens cannot run."""
+    token_files = {repositories[n].token_file for n in (job.repository, *job.copies)
+                   if n in repositories and repositories[n].token_file}
+    if len(token_files) > 1:
+        r.bad(("jobs", job.name, "copies"), _("the job's repositories are on hosting servers with "
+                                              "different tokens: at most one token per job"))
 
 
 def _job(r: _Reader, name: str, table: dict[str, Any], known: set[str]) -> model.Job | None:

@@ -11,7 +11,8 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @dataclass(frozen=True)
 class Repository:
-    """A destination: a path (local disk, mounted NAS), s3://, s3+http://, sftp://, ftps://.
+    """A destination: a path (local disk, mounted NAS), s3://, s3+http://, sftp://, ftps://,
+    or a Coffre hosting server (https://HOST/REPO).
     The password is never in the file: a file holding it, or a command printing it."""
 
     name: str
@@ -22,6 +23,8 @@ class Repository:
     limit_download: str | None = None
     aws_profile: str | None = None  # S3 credentials: a profile of ~/.aws/credentials
     insecure_ftp: bool = False
+    token_file: str | None = None  # a hosting server's bearer token (https://HOST/REPO)
+    insecure_http: bool = False
 
 
 @dataclass(frozen=True)

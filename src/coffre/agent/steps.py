@@ -40,6 +40,7 @@ class Endpoint:
     aws_profile: str | None = None
     disk_id: str | None = None  # a media set's disk
     disk_name: str | None = None
+    token_file: str | None = None  # a hosting server's token
 
     def env(self, role: str = "") -> dict[str, str]:
         """The environment that opens it: role "" (the command's repository), "FROM_" (copy's
@@ -51,6 +52,8 @@ class Endpoint:
             out[f"COFFRE_{role}PASSWORD_COMMAND"] = self.password_command
         if self.aws_profile is not None and role == "":
             out["AWS_PROFILE"] = self.aws_profile
+        if self.token_file is not None:  # one per job (agent/config.py checks it)
+            out["COFFRE_SERVER_TOKEN_FILE"] = self.token_file
         return out
 
 
@@ -62,8 +65,10 @@ def endpoint_for(repo: Repository) -> Endpoint:
         options += ["--limit-download", repo.limit_download]
     if repo.insecure_ftp:
         options.append("--insecure-ftp")
+    if repo.insecure_http:
+        options.append("--insecure-http")
     return Endpoint(repo.name, repo.url, repo.password_file, repo.password_command,
-                    tuple(options), repo.aws_profile)
+                    tuple(options), repo.aws_profile, token_file=repo.token_file)
 
 
 @dataclass
