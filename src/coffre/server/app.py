@@ -40,7 +40,7 @@ log = logging.getLogger("coffre.server")
 access = logging.getLogger("coffre.server.access")
 
 HOUSEKEEPING_EVERY_S = 2.0  # how often the due periodic tasks are looked for
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]  # others: 405 from the route that has the path
 
 
 def routes(api: ObjectsAPI) -> list[BaseRoute]:
@@ -52,8 +52,8 @@ def routes(api: ObjectsAPI) -> list[BaseRoute]:
         Route("/v1/repos/{repo}/{kind}/", api.listing, methods=["GET"]),
         Route("/v1/repos/{repo}/{kind}/{name}", api.object, methods=obj),
         Route("/v1/admin/tenants/{tenant}/repos/{repo}/{kind}/", api.listing, methods=["GET"]),
-        Route("/v1/admin/tenants/{tenant}/repos/{repo}/{kind}/{name}", api.object,
-              methods=["GET", "HEAD", "DELETE"]),
+        # PUT too, to be refused like any write without the WRITE privilege (and journaled)
+        Route("/v1/admin/tenants/{tenant}/repos/{repo}/{kind}/{name}", api.object, methods=obj),
     ]
 
 

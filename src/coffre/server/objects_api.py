@@ -200,15 +200,17 @@ class ObjectsAPI:
         ctx = self.ctx
         self._touch(principal.token_id)
 
-        def refuse(tenant_id: int, status: int, code: str, message: str, outcome: str | None = None,
-                   detail: str = "") -> Refusal:
+        def refuse(tenant_id: int, status: int, code: str, message: str,
+                   outcome: str | None = None) -> Refusal:
             op = f"admin.{what}" if tenant_name is not None else what
+            detail = f"motive: {motive}" if motive else ""
             journal(ctx, audit.Entry(tenant_id, op, outcome or code, principal.token_id, client,
                                      detail=detail[:2000]))
             return Received(status, code, message)
 
         if tenant_name is not None:  # /v1/admin/tenants/{tenant}/repos/...
             if not principal.may(Privilege.ADMIN):
+                motive = None
                 raise refuse(principal.tenant_id or audit.PROVIDER, 403, "forbidden",
                              _("this route is for the provider's admin tokens"))
             motive = (motive or "").strip()
@@ -220,17 +222,16 @@ class ObjectsAPI:
                 known = tenants.TENANT_NAME.match(tenant_name)
                 tenant = tenants.by_name(conn, tenant_name) if known else None
             if tenant is None:
-                raise refuse(audit.PROVIDER, 404, "not_found", _("no such tenant"),
-                             detail=f"motive: {motive}")
+                raise refuse(audit.PROVIDER, 404, "not_found", _("no such tenant"))
             tenant_id, name, state = tenant.id, tenant.name, tenant.state
         else:
+            motive = None
             if principal.tenant_id is None or principal.tenant_name is None:
                 raise refuse(audit.PROVIDER, 403, "forbidden",
                              _("an admin token reaches tenants' objects under "
                                "/v1/admin/tenants/TENANT/repos/... with a motive"))
             tenant_id, name = principal.tenant_id, principal.tenant_name
             state = principal.tenant_state or "active"
-            motive = None
         if not tenants.valid_repository_name(repo):
             raise refuse(tenant_id, 400, "bad_request", _("invalid repository name"))
         if need not in principal.privileges:
