@@ -190,6 +190,8 @@ class ObjectsAPI:
         client = client_address(self.ctx, request)
         params = request.path_params
         motive = request.headers.get(MOTIVE_HEADER.lower())
+        if motive is not None:  # headers arrive as latin-1; a motive is written in UTF-8
+            motive = motive.encode("latin-1").decode("utf-8", "replace")
         t = await in_thread(self._settle, principal, client, params.get("tenant"), params["repo"],
                             motive, what, need, write)
         request.state.tenant = t.tenant_name
