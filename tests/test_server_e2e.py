@@ -5,6 +5,9 @@ SIGKILL while several clients upload; two server instances on PostgreSQL and Sea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from server_process import CoffreServer, coffre_server, fresh_server  # noqa: F401 (fixtures)
 
@@ -151,3 +154,124 @@ def test_server_killed_during_uploads_from_several_clients(
     c = clients[0]
     c.ok("restore", "latest", "--target", str(tmp_path / "restored"))
     assert tree_digest(tmp_path / "restored" / str(sources[0]).lstrip("/")) == tree_digest(sources[0])
+
+
+def verify_chains(ctx: Any) -> dict[int, int]:
+    """Every tenant's audit chain whole: numbered without gaps, each entry's hash over the
+    previous one and its body, the head at the last entry. {tenant: entries}."""
+    import sqlalchemy as sa
+
+    from coffre.server import audit
+    from coffre.server.db import tables
+
+    a, h = tables.audit_entries, tables.audit_heads
+    counts: dict[int, int] = {}
+    with ctx.db.read() as conn:
+        heads = {r.tenant_id: r for r in conn.execute(sa.select(h))}
+        previous: dict[int, tuple[int, str]] = {}
+        for e in conn.execute(sa.select(a).order_by(a.c.tenant_id, a.c.seq)):
+            seq, prev = previous.get(e.tenant_id, (0, audit.GENESIS))
+            assert (e.seq, e.prev_hash) == (seq + 1, prev)
+            body = audit.Entry(e.tenant_id, e.operation, e.outcome, e.token_id, e.client, e.kind, e.count,
+                               e.bytes, e.detail)
+            assert e.entry_hash == audit.chain_hash(prev, audit.canonical(e.tenant_id, e.seq, e.time_ns, body))
+            previous[e.tenant_id] = (e.seq, e.entry_hash)
+            counts[e.tenant_id] = counts.get(e.tenant_id, 0) + 1
+    for tenant, (seq, digest) in previous.items():
+        assert (heads[tenant].seq, heads[tenant].entry_hash) == (seq, digest)
+    return counts
+
+
+def test_two_instances_on_postgresql_and_seaweedfs(
+    tmp_path: Path, pwfile: Path, postgres: Any, pg_env: dict[str, str], seaweedfs: Any,
+    s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scale-out layout: metadata in PostgreSQL, objects in SeaweedFS (S3), two stateless
+    instances. Clients alternate between them (commands, and uploads racing for one quota);
+    afterwards usage matches the objects, the quota held, every audit chain is whole."""
+    import hashlib
+    import threading
+
+    import sqlalchemy as sa
+
+    from coffre.core.errors import QuotaExceeded
+    from coffre.server.db import tables
+    from coffre.storage.base import Handle
+    from coffre.storage.server import ServerBackend
+    from coffre.storage.url import parse_server
+
+    from dbservers import DB_USER
+
+    postgres.psql("CREATE DATABASE coffre_two")
+    env = {**s3_env, **pg_env}
+    one = CoffreServer.start(
+        tmp_path / "one", env=env, db_url=f"postgresql://{DB_USER}@127.0.0.1:{postgres.port}/coffre_two",
+        objects_url=seaweedfs.url("coffre-server", "objects"))
+    two = one.twin(tmp_path / "two")
+    try:
+        # One pharmacy's commands, alternating between the instances.
+        tokens = one.tenant("pharmacie-scale")
+        src = make_tree(tmp_path / "src")
+        c1 = client(one, "officine", tokens["backup"], pwfile, tmp_path / "cache")
+        c2 = client(two, "officine", tokens["backup"], pwfile, tmp_path / "cache")
+        c1.ok("init")
+        c2.ok("backup", str(src))
+        (src / "docs" / "lettre-1.txt").write_text("changed\n")
+        c1.ok("backup", str(src))
+        assert "no errors" in c2.ok("check", "--read-data").out
+        prune = client(one, "officine", tokens["prune"], pwfile, tmp_path / "cache")
+        prune.ok("forget", "--keep-last", "1", "--prune")
+        assert "no errors" in client(two, "officine", tokens["read"], pwfile, tmp_path / "cache").ok(
+            "check", "--read-data").out
+        c2.ok("restore", "latest", "--target", str(tmp_path / "restored"))
+        assert tree_digest(tmp_path / "restored" / str(src).lstrip("/")) == tree_digest(src)
+
+        # Two uploaders of one tenant, each on its own instance, racing for the last room.
+        racing = one.tenant("pharmacie-race", quota_hard=200_000)["backup"]
+        monkeypatch.setenv("SSL_CERT_FILE", str(one.cert))
+        backends = [ServerBackend(parse_server(s.url("course")), token=racing) for s in (one, two)]
+        backends[0].create()
+        stored: list[int] = []
+
+        def upload(b: ServerBackend, who: int) -> None:
+            for i in range(40):
+                data = f"{who}-{i}-".encode() * 1_000
+                try:
+                    b.save(Handle("data", hashlib.sha256(data).hexdigest()), data)
+                except QuotaExceeded:
+                    return
+                stored.append(len(data))
+
+        threads = [threading.Thread(target=upload, args=(b, i)) for i, b in enumerate(backends)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for b in backends:
+            b.close()
+        assert 190_000 < sum(stored) <= 200_000
+    finally:
+        two.stop()
+        one.stop()  # its read tally flushed into the journal at stop
+
+    ctx = one.context()
+    try:
+        o, r, t, u = tables.objects, tables.repositories, tables.tenants, tables.usage_days
+        with ctx.db.read() as conn:
+            for tenant in conn.execute(sa.select(t)):
+                live = binned = 0
+                for row in conn.execute(sa.select(o.c.size, o.c.binned_ns).select_from(
+                        o.join(r, r.c.id == o.c.repository_id)).where(r.c.tenant_id == tenant.id)):
+                    live += row.size if row.binned_ns is None else 0
+                    binned += row.size if row.binned_ns is not None else 0
+                assert (tenant.stored_bytes, tenant.binned_bytes) == (live, binned), tenant.name
+            race = conn.execute(sa.select(t).where(t.c.name == "pharmacie-race")).one()
+            assert race.stored_bytes == sum(stored)
+            scale = conn.execute(sa.select(t).where(t.c.name == "pharmacie-scale")).one()
+            assert scale.binned_bytes > 0  # what forget --prune deleted is in the recycle bin
+            uploads = conn.execute(sa.select(sa.func.sum(u.c.uploads)).where(u.c.tenant_id == race.id)).scalar()
+            assert uploads == len(stored)
+        counts = verify_chains(ctx)
+        assert counts[race.id] >= len(stored) + 2  # create, every upload, the refusals
+    finally:
+        ctx.db.close()

@@ -69,13 +69,14 @@ def charge(conn: Connection, tenant_id: int, size: int) -> bool:
     """Count `size` more stored bytes, only if the hard quota allows it (conditional UPDATE in
     the caller's transaction). False: refused, nothing changed."""
     t = tables.tenants
-    result = conn.execute(
+    updated = conn.execute(
         t.update()
         .where(t.c.id == tenant_id,
                sa.or_(t.c.quota_hard.is_(None),
                       t.c.stored_bytes + t.c.binned_bytes + size <= t.c.quota_hard))
-        .values(stored_bytes=t.c.stored_bytes + size))
-    return bool(result.rowcount == 1)
+        .values(stored_bytes=t.c.stored_bytes + size)
+        .returning(t.c.id)).first()
+    return updated is not None
 
 
 def to_bin(conn: Connection, tenant_id: int, size: int) -> None:
