@@ -174,7 +174,8 @@ def verify_chains(ctx: Any) -> dict[int, int]:
             assert (e.seq, e.prev_hash) == (seq + 1, prev)
             body = audit.Entry(e.tenant_id, e.operation, e.outcome, e.token_id, e.client, e.kind, e.count,
                                e.bytes, e.detail)
-            assert e.entry_hash == audit.chain_hash(prev, audit.canonical(e.tenant_id, e.seq, e.time_ns, body))
+            canonical = audit.canonical(e.tenant_id, e.seq, e.time_ns, body)
+            assert e.entry_hash == audit.chain_hash(prev, canonical)
             previous[e.tenant_id] = (e.seq, e.entry_hash)
             counts[e.tenant_id] = counts.get(e.tenant_id, 0) + 1
     for tenant, (seq, digest) in previous.items():
@@ -199,7 +200,6 @@ def test_two_instances_on_postgresql_and_seaweedfs(
     from coffre.storage.base import Handle
     from coffre.storage.server import ServerBackend
     from coffre.storage.url import parse_server
-
     from dbservers import DB_USER
 
     postgres.psql("CREATE DATABASE coffre_two")
@@ -269,7 +269,8 @@ def test_two_instances_on_postgresql_and_seaweedfs(
             assert race.stored_bytes == sum(stored)
             scale = conn.execute(sa.select(t).where(t.c.name == "pharmacie-scale")).one()
             assert scale.binned_bytes > 0  # what forget --prune deleted is in the recycle bin
-            uploads = conn.execute(sa.select(sa.func.sum(u.c.uploads)).where(u.c.tenant_id == race.id)).scalar()
+            uploads = conn.execute(sa.select(sa.func.sum(u.c.uploads))
+                                   .where(u.c.tenant_id == race.id)).scalar()
             assert uploads == len(stored)
         counts = verify_chains(ctx)
         assert counts[race.id] >= len(stored) + 2  # create, every upload, the refusals
