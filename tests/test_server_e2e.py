@@ -276,3 +276,55 @@ def test_two_instances_on_postgresql_and_seaweedfs(
         assert counts[race.id] >= len(stored) + 2  # create, every upload, the refusals
     finally:
         ctx.db.close()
+
+
+def test_serving_sigterm_the_request_log_and_plain_http(
+    tmp_path: Path, fresh_server: CoffreServer, pwfile: Path,  # noqa: F811
+) -> None:
+    """SIGTERM stops the server with status 0 once answered, the reads counted meanwhile in
+    the journal; one log line per request, with token ids and never a token; plain HTTP is
+    refused on an address other than loopback unless --insecure-http."""
+    import signal
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from coffre.server import tokens as tokens_module
+    from coffre.server.db import tables
+
+    srv = fresh_server
+    tokens = srv.tenant("pharmacie-log")
+    c = client(srv, "officine", tokens["backup"], pwfile, tmp_path / "cache")
+    c.ok("init")
+    c.ok("snapshots")
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(30) == 0
+    log = srv.log.read_text()
+    assert "stopped" in log.splitlines()[-1]
+    token_id = tokens_module.token_id_of(tokens["backup"])
+    requests = [line for line in log.splitlines() if "coffre.server.access" in line]
+    assert len(requests) > 5 and all(f"token={token_id}" in line for line in requests[1:]), log
+    assert "POST /v1/repos/officine 201" in log and "/v1/repos/officine/keys/" in log
+    for secret in tokens.values():
+        assert secret.rsplit("_", 1)[1] not in log
+    ctx = srv.context()
+    try:
+        a = tables.audit_entries
+        with ctx.db.read() as conn:
+            reads = conn.execute(sa.select(a.c.operation).where(a.c.operation.in_(["get", "head", "list"]),
+                                                               a.c.token_id == token_id)).all()
+        assert reads  # flushed at the stop
+    finally:
+        ctx.db.close()
+
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        bare = tmp_path / "no-certificate"  # (--data of a server without tls/cert.pem)
+        return subprocess.run([sys.executable, "-m", "coffre", "server", "--data", str(bare), *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    refused = serve("--listen", "0.0.0.0:1")
+    assert refused.returncode == 2 and "take tokens in clear on 0.0.0.0" in refused.stderr, refused
+    assert "--insecure-http" in refused.stderr
+    assert serve("--listen", "nonsense:99999").returncode == 2
+    assert "--tls-cert and --tls-key go together" in serve("--tls-cert", str(srv.cert)).stderr

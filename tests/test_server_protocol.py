@@ -485,3 +485,104 @@ def test_unknown_routes_and_methods(api: API) -> None:
     assert api.call("GET", "/v1/nothing/here", None).error == "unauthorized"
     assert api.call("PATCH", f"/v1/repos/main/data/{sha(b'x')}", tok).status == 405
     assert api.call("GET", "/", tok).status == 404
+
+
+# -- the client's side ---------------------------------------------------------------------
+@pytest.mark.parametrize(("url", "display", "base"), [
+    ("https://sauvegarde.example.fr/officine", "https://sauvegarde.example.fr/officine",
+     "/v1/repos/officine"),
+    ("https://h:8443/coffre/proxy/main.2", "https://h:8443/coffre/proxy/main.2",
+     "/coffre/proxy/v1/repos/main.2"),
+    ("http://127.0.0.1:8080/r", "http://127.0.0.1:8080/r", "/v1/repos/r"),
+    ("https://[::1]:8443/r", "https://[::1]:8443/r", "/v1/repos/r"),
+])
+def test_server_urls(url: str, display: str, base: str) -> None:
+    from coffre.storage.url import parse_server
+
+    where = parse_server(url)
+    assert (where.display, where.base) == (display, base)
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("https://user:secret@host/repo", "credentials do not belong"),
+    ("https://host", "no repository name"),
+    ("https://host/Repo", "not a valid repository name"),
+    ("https://host/a/../repo", "'..'"),
+    ("https://host/repo?token=secret", "unexpected ?query"),
+    ("http://host/repo", "plain HTTP sends the server token in clear"),
+])
+def test_bad_server_urls_are_refused(url: str, words: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from coffre.core.errors import UsageError
+    from coffre.storage.url import open_backend
+
+    monkeypatch.setenv("COFFRE_SERVER_TOKEN", "cft_aaaaaaaaaaaaaaaa_" + "b" * 43)
+    with pytest.raises(UsageError) as info:
+        open_backend(url)
+    assert words in info.value.message
+    assert "secret" not in info.value.message + (info.value.hint or "")
+
+
+def test_the_token_comes_from_the_environment_or_a_private_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from coffre.core.errors import UsageError
+    from coffre.storage.server import server_token
+
+    token = "cft_aaaaaaaaaaaaaaaa_" + "S" * 43
+    assert server_token({"COFFRE_SERVER_TOKEN": token}) == token
+    f = tmp_path / "token"
+    f.write_text(token + "\n")
+    f.chmod(0o600)
+    assert server_token({"COFFRE_SERVER_TOKEN_FILE": str(f)}) == token
+    f.chmod(0o640)
+    with pytest.raises(UsageError) as info:
+        server_token({"COFFRE_SERVER_TOKEN_FILE": str(f)})
+    assert "can be read by other users" in info.value.message and "chmod 600" in (info.value.hint or "")
+    with pytest.raises(UsageError) as info:
+        server_token({})
+    assert "COFFRE_SERVER_TOKEN_FILE" in (info.value.hint or "")
+    with pytest.raises(UsageError) as info:
+        server_token({"COFFRE_SERVER_TOKEN": "cft_x\r\nX-Injected: 1"})
+    assert "malformed" in info.value.message and "Injected" not in info.value.message
+
+
+def test_the_client_maps_answers_to_storage_errors(api: API, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the client makes of the server's answers: never the token in a message."""
+    import coffre.storage.server
+    from coffre.core.errors import (
+        ObjectNotFound,
+        QuotaExceeded,
+        StoragePermissionDenied,
+        TransientStorageError,
+    )
+    from coffre.storage.base import Handle
+    from coffre.storage.server import ServerBackend
+    from coffre.storage.url import parse_server
+
+    monkeypatch.setattr(coffre.storage.server, "_warned", False)
+    where = parse_server(api.url + "/main")
+    warnings: list[str] = []
+    backup = ServerBackend(where, token=api.a["backup"], warn=warnings.append)
+    backup.create()
+    data = b"x" * 2_900
+    backup.save(Handle("data", sha(data)), data)
+    with pytest.raises(StoragePermissionDenied) as denied:
+        backup.remove(Handle("data", sha(data)))
+    assert "refused by the Coffre server" in denied.value.message
+    with pytest.raises(ObjectNotFound):
+        backup.load(Handle("data", sha(b"absent")))
+    with pytest.raises(TransientStorageError) as altered:  # retried by storage/retry.py
+        backup.save(Handle("data", sha(b"sent")), b"received")
+    assert "altered" in altered.value.message
+    with pytest.raises(QuotaExceeded) as over:
+        backup.save(Handle("data", sha(b"y" * 3_000)), b"y" * 3_000)
+    assert "hard quota of 4.88 KiB (5000 bytes) would be exceeded" in over.value.message
+    assert warnings == []
+    backup.save(Handle("index", sha(b"z" * 200)), b"z" * 200)  # past the soft quota
+    list(backup.list("data"))
+    assert warnings == ["the soft quota on the Coffre server is reached: 3.03 KiB used of 2.93 KiB; "
+                        "uploads stop at the hard quota, 4.88 KiB"]  # once per process
+    wrong = ServerBackend(where, token=api.a["backup"][:-3] + "xyz")
+    with pytest.raises(StoragePermissionDenied) as refused:
+        wrong.exists()
+    text = f"{refused.value.message} {refused.value.hint}"
+    assert "refused the token" in text and api.a["backup"].rsplit("_", 1)[1][:10] not in text

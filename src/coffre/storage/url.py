@@ -124,8 +124,9 @@ def parse_server(location: str) -> ServerLocation:
     if parts.username or parts.password:
         raise UsageError(_("credentials do not belong in the repository URL"),
                          _("set COFFRE_SERVER_TOKEN_FILE to a file holding the token"))
-    if parts.query or parts.fragment:
-        raise UsageError(_("unexpected ?query or #fragment in {location}").format(location=location), example)
+    if parts.query or parts.fragment:  # not quoted: a token does not belong there either
+        raise UsageError(_("unexpected ?query or #fragment in {location}").format(
+            location=location.split("?")[0].split("#")[0]), example)
     try:
         port = parts.port
     except ValueError:
