@@ -121,7 +121,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
-    log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    log.warning("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     return JSONResponse({"error": "unavailable", "message": _("internal error of the server; try again "
                                                               "later")}, status_code=500)
 

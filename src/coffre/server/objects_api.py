@@ -184,7 +184,7 @@ def _storage_refusal(exc: StorageError, t: Target) -> Received:
         return _error(507, "storage_full", _("the server's storage is full"), t)
     if isinstance(exc, ObjectNotFound):
         return _error(404, "not_found", _("no such object"), t)
-    log.error("object store failure: %s", exc.message)
+    log.warning("object store failure: %s", exc.message)
     return _error(503, "unavailable", _("the server's storage failed; try again later"), t)
 
 
@@ -731,7 +731,7 @@ async def _pieces(backend: Backend, handle: Handle, first: bytes, start: int,
     while pos < end:
         piece = await in_thread(backend.load, handle, pos, min(PIECE, end - pos))
         if not piece:
-            log.error("%s/%s is shorter in storage than recorded", handle.kind, handle.name)
+            log.warning("%s/%s is shorter in storage than recorded", handle.kind, handle.name)
             return  # the client sees a transfer cut short
         yield piece
         pos += len(piece)
