@@ -92,12 +92,14 @@ def create_app(ctx: ServerContext) -> Starlette:
         except Exception:
             log.exception("flushing the read tally at stop failed")
 
-    return Starlette(
+    app = Starlette(
         routes=table,
         middleware=[Middleware(RequestLog)],
         exception_handlers={Refusal: _refusal, HTTPException: _http_error, Exception: _crash},
         lifespan=lifespan,
     )
+    app.state.objects = api  # its in-flight budget, for tests and diagnostics
+    return app
 
 
 async def _refusal(request: Request, exc: Exception) -> Response:
