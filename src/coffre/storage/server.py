@@ -67,7 +67,9 @@ from coffre.storage.pacing import Pacer
 TOKEN_ENV = "COFFRE_SERVER_TOKEN"  # noqa: S105 (a variable's name)
 TOKEN_FILE_ENV = "COFFRE_SERVER_TOKEN_FILE"  # noqa: S105
 REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # as the server's tenants.py
-POOL_CONNECTIONS = 16  # the backup's workers and the lock refresher, with room
+# Connections kept: the backup's workers (one per CPU by default), restore's 8 readers and the
+# lock refresher, with room (a full pool would drop connections and warn on stderr).
+POOL_CONNECTIONS = max(16, 2 * (os.cpu_count() or 2) + 2)
 CONNECT_TIMEOUT_S = 15.0
 MAX_ERROR_BODY = 64 * 1024
 WARNING_HEADER = "x-coffre-quota-warning"
