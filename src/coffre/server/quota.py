@@ -97,3 +97,13 @@ def release(conn: Connection, tenant_id: int, size: int) -> None:
     """A live object removed for good (a lock its owner removed)."""
     t = tables.tenants
     conn.execute(t.update().where(t.c.id == tenant_id).values(stored_bytes=t.c.stored_bytes - size))
+
+
+def warning_headers(conn: Connection, tenant_id: int | None) -> dict[str, str]:
+    """The X-Coffre-Quota-Warning header for a response to a tenant's token, if its soft quota
+    is reached (other routes than the object protocol's use it: every response to a tenant
+    token carries the warning)."""
+    if tenant_id is None:
+        return {}
+    warning = usage(conn, tenant_id).warning()
+    return {WARNING_HEADER: warning} if warning else {}
