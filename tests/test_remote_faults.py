@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from server_process import CoffreServer
 from servers import SECRET_KEY, FTPServer, SeaweedFS, Server, SSHServer
 
 from conftest import Coffre, snapshot_ids, tree_digest
@@ -20,7 +21,7 @@ from conftest import Coffre, snapshot_ids, tree_digest
 Running = tuple[Server, str, dict[str, str], str]  # server, repository URL, its env, words of the error
 
 
-@pytest.fixture(params=["s3", "sftp", "ftps"])
+@pytest.fixture(params=["s3", "sftp", "ftps", "coffre"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Running]:
     kind = request.param
     srv: Server
@@ -32,9 +33,14 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Running]:
     elif kind == "sftp":
         srv = SSHServer.start(tmp_path / "srv")
         url, env, words = srv.url(str(tmp_path / "nas")), srv.env(), "SSH server"
-    else:
+    elif kind == "ftps":
         srv = FTPServer.start(tmp_path / "srv")
         url, env, words = srv.url("/coffre"), srv.env(), "FTP server"
+    else:
+        coffre = CoffreServer.start(tmp_path / "srv")
+        srv = coffre
+        env = {**coffre.env(), "COFFRE_SERVER_TOKEN": coffre.tenant()["backup"]}
+        url, words = coffre.url("coffre"), "Coffre server"
     yield srv, url, env, words
     srv.stop()
 
@@ -116,16 +122,18 @@ class StalledServer:
             c.close()
 
 
-@pytest.mark.parametrize("scheme", ["s3+http", "sftp", "ftps"])
+@pytest.mark.parametrize("scheme", ["s3+http", "sftp", "ftps", "https"])
 def test_a_stuck_server_times_out_and_is_retried(scheme: str, pwfile: Path, cache_dir: Path) -> None:
     stalled = StalledServer()
     try:
         url = (f"s3+http://127.0.0.1:{stalled.port}/pharmacie/coffre" if scheme == "s3+http"
+               else f"https://127.0.0.1:{stalled.port}/coffre" if scheme == "https"
                else f"{scheme}://coffre@127.0.0.1:{stalled.port}/coffre")
         c = Coffre(url, pwfile, cache_dir)
         c.env.update({"COFFRE_STORAGE_TIMEOUT": "0.5", "COFFRE_STORAGE_RETRIES": "2",
                       "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret-key-never-shown",
-                      "COFFRE_FTP_PASSWORD": "ftp-password-never-shown"})
+                      "COFFRE_FTP_PASSWORD": "ftp-password-never-shown",
+                      "COFFRE_SERVER_TOKEN": "cft_aaaaaaaaaaaaaaaa_token-never-shown"})
         res = c("init", timeout=120)
         assert res.code == 1
         assert "gave up after 2 attempts" in res.err and "Traceback" not in res.err

@@ -3,6 +3,7 @@ SeaweedFS server; then what only some backends can show (S3 checksums, credentia
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from coffre.storage.base import Backend, Handle
 from coffre.storage.local import LocalBackend
 from coffre.storage.memory import MemoryBackend
 from coffre.storage.url import open_backend
+from server_process import coffre_server  # noqa: F401 (the "server" backend's fixture)
 
 _fresh = itertools.count()
 
@@ -23,8 +25,9 @@ def fresh_s3_url(seaweedfs: object) -> str:
     return seaweedfs.url(f"coffre-{next(_fresh)}", "repo/sub")  # type: ignore[attr-defined]
 
 
-@pytest.fixture(params=["memory", "local", "s3", "sftp", "ftps"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+@pytest.fixture(params=["memory", "local", "s3", "sftp", "ftps", "server"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     b: Backend
     if request.param == "memory":
         b = MemoryBackend()
@@ -33,6 +36,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     elif request.param == "s3":
         request.getfixturevalue("s3_env")
         b = open_backend(fresh_s3_url(request.getfixturevalue("seaweedfs")))
+    elif request.param == "server":  # a real `coffre server` process, over TLS; a prune token
+        server = request.getfixturevalue("coffre_server")
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("COFFRE_SERVER_TOKEN", server.tenant()["prune"])
+        b = open_backend(server.url("repo"))
     elif request.param == "sftp":
         request.getfixturevalue("ssh_env")
         b = open_backend(request.getfixturevalue("sshd").url(str(tmp_path / "nas" / "coffre")))
@@ -46,8 +55,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     b.close()
 
 
+def sha(data: bytes) -> str:
+    """An object's name: the SHA-256 of its bytes, as Coffre names every object but config
+    (the Coffre server checks it)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def test_save_load_ranges_and_stat(backend: Backend) -> None:
-    h = Handle("data", "ab" + "0" * 62)
+    h = Handle("data", sha(b"0123456789"))
     backend.save(h, b"0123456789")
     assert backend.load(h) == b"0123456789"
     assert backend.load(h, 2, 3) == b"234"
@@ -58,12 +73,21 @@ def test_save_load_ranges_and_stat(backend: Backend) -> None:
 
 
 def test_objects_are_never_overwritten(backend: Backend) -> None:
-    h = Handle("snapshots", "a" * 64)
+    from coffre.core.errors import TransientStorageError
+    from coffre.storage.server import ServerBackend
+
+    h = Handle("snapshots", sha(b"first"))
     backend.save(h, b"first")
     backend.save(h, b"first")  # same bytes: idempotent success
-    with pytest.raises(ObjectExists):
+    # A Coffre server checks the name against the bytes first: other bytes under a hashed name
+    # are bytes altered on the way (retried), never an overwrite.
+    with pytest.raises(TransientStorageError if isinstance(backend, ServerBackend) else ObjectExists):
         backend.save(h, b"other")
     assert backend.load(h) == b"first"
+    config = Handle("config", "config")
+    with pytest.raises(ObjectExists):
+        backend.save(config, b"{other}")
+    assert backend.load(config) == b"{}"
 
 
 def test_missing_objects(backend: Backend) -> None:
@@ -77,12 +101,11 @@ def test_missing_objects(backend: Backend) -> None:
 
 
 def test_listing_thousands_and_removal(backend: Backend) -> None:
-    names = {f"{i:064x}" for i in range(2500)}
-    for n in names:
-        backend.save(Handle("data", n), n.encode())
-    assert {i.name for i in backend.list("data")} == names
-    assert {i.size for i in backend.list("data")} == {64}
-    backend.remove(Handle("data", f"{7:064x}"))
+    objects = {sha(data): data for data in (f"object {i}".encode() for i in range(2500))}
+    for n, data in objects.items():
+        backend.save(Handle("data", n), data)
+    assert {i.name: i.size for i in backend.list("data")} == {n: len(d) for n, d in objects.items()}
+    backend.remove(Handle("data", sha(b"object 7")))
     assert len(list(backend.list("data"))) == 2499
     assert list(backend.list("locks")) == []
 

@@ -48,6 +48,9 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(_("remote storage"))
     g.add_argument("--insecure-ftp", action="store_true",
                    help=_("allow a plain ftp:// repository (the FTP password crosses the network in clear)"))
+    g.add_argument("--insecure-http", action="store_true",
+                   help=_("allow a Coffre server at a plain http:// URL (the server token crosses the "
+                          "network in clear): loopback or a trusted network only"))
     g.add_argument("--limit-upload", metavar="RATE",
                    help=_("upload limit to remote storage, e.g. 512KiB/s, 2MiB/s, or a schedule by "
                           "time of day such as '08:30-19:30=512KiB/s,*=unlimited' "
@@ -89,7 +92,8 @@ def backend_for(location: str, args: argparse.Namespace | None = None) -> Backen
         raise UsageError(_("COFFRE_STORAGE_RETRIES must be a number of attempts ≥ 1, not {value!r}").format(
             value=attempts))
     budget = retry_budget()
-    backend = open_backend(location, allow_plain_ftp=bool(getattr(args, "insecure_ftp", False)))
+    backend = open_backend(location, allow_plain_ftp=bool(getattr(args, "insecure_ftp", False)),
+                           allow_insecure_http=bool(getattr(args, "insecure_http", False)))
     if location.lower().startswith("ftp://"):
         _warn(_("plain FTP: the FTP password and login cross the network in clear (the backup "
                 "itself stays encrypted); prefer ftps://"))

@@ -82,6 +82,12 @@ class StorageFull(StorageError):
     pass
 
 
+class QuotaExceeded(StorageFull):
+    """A Coffre server refused an upload: the tenant's hard quota would be exceeded. The
+    message names the quota; nothing half-done is committed (the command stops like on a full
+    disk)."""
+
+
 class TransientStorageError(StorageError):
     pass
 

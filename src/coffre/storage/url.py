@@ -6,9 +6,12 @@
     sftp://[USER@]HOST[:PORT]/PATH            an SSH server; /~/PATH is in the login folder
     ftps://USER@HOST[:PORT]/PATH              FTP with explicit TLS; /~/PATH as above
     ftp://USER@HOST[:PORT]/PATH               plain FTP: only with allow_plain_ftp
+    https://HOST[:PORT][/PREFIX]/REPO         a Coffre server (`coffre server`); REPO its name there
+    http://HOST[:PORT][/PREFIX]/REPO          the same over plain HTTP: only with allow_insecure_http
 
 A URL never carries a secret: S3 credentials come from the usual AWS variables and files,
-SSH logins from the agent or key files.
+SSH logins from the agent or key files, a Coffre server's token from COFFRE_SERVER_TOKEN or
+COFFRE_SERVER_TOKEN_FILE.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from coffre.storage.base import Backend
 if TYPE_CHECKING:  # boto3 and paramiko are imported only when a remote repository is used
     from coffre.storage.ftp import FTPLocation
     from coffre.storage.s3 import S3Location
+    from coffre.storage.server import ServerLocation
     from coffre.storage.sftp import SFTPLocation
 
 SCHEMES = ("s3", "s3+http")
@@ -34,7 +38,7 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
-def open_backend(location: str, allow_plain_ftp: bool = False) -> Backend:
+def open_backend(location: str, allow_plain_ftp: bool = False, allow_insecure_http: bool = False) -> Backend:
     """The backend a location names; a clear error for a malformed or unknown URL."""
     if not is_url(location):
         from coffre.storage.local import LocalBackend
@@ -58,10 +62,19 @@ def open_backend(location: str, allow_plain_ftp: bool = False) -> Backend:
                 _("use ftps:// (FTP with TLS); if the server really offers nothing else, add --insecure-ftp"),
             )
         return FTPBackend(parse_ftp(location))
+    if scheme in ("https", "http"):
+        from coffre.storage.server import ServerBackend
+
+        if scheme == "http" and not allow_insecure_http:
+            raise UsageError(
+                _("plain HTTP sends the server token in clear over the network"),
+                _("use https://; only on loopback or a network you trust, add --insecure-http"),
+            )
+        return ServerBackend(parse_server(location))
     raise UsageError(
         _("{scheme}:// repositories are not supported").format(scheme=scheme),
         _("use a local path, s3://HOST/BUCKET/PREFIX (s3+http:// for plain HTTP), "
-          "sftp://USER@HOST/PATH or ftps://USER@HOST/PATH"),
+          "sftp://USER@HOST/PATH, ftps://USER@HOST/PATH or https://SERVER/REPO (a Coffre server)"),
     )
 
 
@@ -98,6 +111,42 @@ def parse_s3(location: str) -> S3Location:
     endpoint = f"{http}://{netloc}" + (f":{port}" if port else "")
     prefix = "/".join(rest) + "/" if rest else ""
     return S3Location(endpoint, bucket, prefix)
+
+
+def parse_server(location: str) -> ServerLocation:
+    """https://HOST[:PORT][/PREFIX]/REPO: the last segment names the repository."""
+    from coffre.storage.server import REPOSITORY_NAME, ServerLocation
+
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    example = _("expected {form}, for example {example}").format(
+        form="https://HOST[:PORT][/PREFIX]/REPO", example="https://sauvegarde.example.fr/officine")
+    if parts.username or parts.password:
+        raise UsageError(_("credentials do not belong in the repository URL"),
+                         _("set COFFRE_SERVER_TOKEN_FILE to a file holding the token"))
+    if parts.query or parts.fragment:  # not quoted: a token does not belong there either
+        raise UsageError(_("unexpected ?query or #fragment in {location}").format(
+            location=location.split("?")[0].split("#")[0]), example)
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(_("invalid port in {location}").format(location=location), example) from None
+    host = parts.hostname
+    if not host:
+        raise UsageError(_("no host in {location}").format(location=location), example)
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise UsageError(_("no repository name in {location}").format(location=location), example)
+    if any(s in (".", "..") or any(c in s for c in "\\\x00") for s in segments):
+        raise UsageError(_("'.' and '..' are not allowed in {location}").format(location=location), example)
+    repo, prefix = segments[-1], segments[:-1]
+    if not REPOSITORY_NAME.match(repo):
+        raise UsageError(_("{name} is not a valid repository name").format(name=repr(repo)),
+                         _("use lower-case letters, digits, '.', '_' and '-', up to 63 characters"))
+    from urllib.parse import quote
+
+    path = "".join("/" + quote(s, safe="") for s in prefix)
+    return ServerLocation(scheme, host, port or (443 if scheme == "https" else 80), path, repo)
 
 
 def parse_sftp(location: str) -> SFTPLocation:
