@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import os
 
+from coffre.cli import server_fleet
 from coffre.cli.server_common import settings_from_args
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
@@ -37,6 +38,7 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                           "e.g. 127.0.0.1/32"))
     g.add_argument("--max-connections", type=int, metavar="N",
                    help=_("connections served at once; beyond, requests are answered 503 (default 500)"))
+    server_fleet.add_alerts_option(g)  # type: ignore[arg-type]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -97,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     connections = args.max_connections or serve.MAX_CONNECTIONS
     if connections < 1:
         raise UsageError(_("--max-connections must be at least 1"))
+    overrides["extra"] = server_fleet.alerts_extra(args)  # a broken alerts file stops the start
     settings = settings_from_args(args, **overrides)
     serve.configure_logging(bool(getattr(args, "verbose", False)))
     return serve.serve(settings, max_connections=connections)

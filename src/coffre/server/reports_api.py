@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from coffre.core.i18n import _, ngettext
-from coffre.server import audit, fleet, tenants, tokens
+from coffre.server import audit, fleet, quota, tenants, tokens
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
 from coffre.server.http import Refusal, authenticate, client_address, in_thread
@@ -320,7 +320,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                 problems="; ".join(exc.problems))) from None
         answer = await in_thread(store, ctx, principal, client, report, len(data))
         warning = quota_warning(answer["quota"])
-        return JSONResponse(answer, status_code=201, headers={QUOTA_HEADER: warning} if warning else None)
+        headers = {quota.WARNING_HEADER: warning} if warning else None
+        return JSONResponse(answer, status_code=201, headers=headers)
 
     return [Route("/v1/status", post_status, methods=["POST"])]
 
@@ -349,18 +350,10 @@ async def _body(ctx: ServerContext, request: Request, principal: Principal, clie
     return b"".join(chunks)
 
 
-QUOTA_HEADER = "X-Coffre-Quota-Warning"
-
-
 def quota_warning(q: Mapping[str, Any]) -> str | None:
-    """The X-Coffre-Quota-Warning value once the soft quota is reached (the format of the
-    object routes' header, quota.py), else None."""
-    soft, hard = q.get("soft"), q.get("hard")
-    used = int(q.get("stored") or 0) + int(q.get("binned") or 0)
-    if soft is None or used < soft:
-        return None
-    return (f"used={used}; stored={q.get('stored')}; binned={q.get('binned')}; soft={soft}; "
-            f"hard={'none' if hard is None else hard}")
+    """The X-Coffre-Quota-Warning value of the answer's quota (the object routes' format)."""
+    return quota.Usage(int(q.get("stored") or 0), int(q.get("binned") or 0), q.get("soft"),
+                       q.get("hard")).warning()
 
 
 def _refuse(ctx: ServerContext, principal: Principal, client: str, outcome: str, nbytes: int) -> None:
