@@ -1,6 +1,8 @@
 """Coffre and restic backing up to the same S3 server, in one run: SeaweedFS on 127.0.0.1,
 reached through a counting proxy, so each step reports its wall time, the requests it made and
-the bytes it sent (what would cross the pharmacy's uplink) and received.
+the bytes it sent (what would cross the pharmacy's uplink) and received. `coffre-server` is
+Coffre through its own hosting server (`coffre server`, the embedded default: local disk and
+SQLite, on 127.0.0.1 behind the same kind of proxy), side by side with the S3 gateway.
 
     python bench/remote.py                      # the ~2 GiB data set
     python bench/remote.py --size-mib 64        # quicker
@@ -57,18 +59,25 @@ def interrupted_first_backup(name: str, proxy: CountingProxy, env: dict[str, str
 
 
 def tool_commands(name: str, source: Path, target: Path) -> dict[str, list[str]]:
-    if name == "coffre":
+    if name in ("coffre", "coffre-server"):
         base = [sys.executable, "-m", "coffre"]
-        return {"init": [*base, "init"], "backup": [*base, "backup", "--host", "bench", str(source)],
-                "restore": [*base, "restore", "latest", "--target", str(target)]}
+        http = ["--insecure-http"] if name == "coffre-server" else []  # loopback, no TLS to time
+        return {"init": [*base, "init", *http],
+                "backup": [*base, "backup", *http, "--host", "bench", str(source)],
+                "restore": [*base, "restore", *http, "latest", "--target", str(target)]}
     return {"init": ["restic", "init", "-q"],
             "backup": ["restic", "backup", "-q", "--host", "bench", str(source)],
             "restore": ["restic", "restore", "-q", "latest", "--target", str(target)]}
 
 
-def tool_env(name: str, port: int, home: Path) -> dict[str, str]:
+def tool_env(name: str, port: int, home: Path, token_file: Path | None = None) -> dict[str, str]:
     password = home / "password"
     password.write_text("benchmark password\n")
+    if name == "coffre-server":
+        assert token_file is not None
+        return {"COFFRE_REPOSITORY": f"http://127.0.0.1:{port}/bench",
+                "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
+                "COFFRE_STATE_DIR": str(home / "state"), "COFFRE_SERVER_TOKEN_FILE": str(token_file)}
     if name == "coffre":
         return {"COFFRE_REPOSITORY": f"s3+http://127.0.0.1:{port}/coffre-bench/repo",
                 "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
@@ -77,15 +86,61 @@ def tool_env(name: str, port: int, home: Path) -> dict[str, str]:
             "RESTIC_PASSWORD_FILE": str(password), "RESTIC_CACHE_DIR": str(home / "cache")}
 
 
+class OwnServer:
+    """`coffre server` with the embedded default, one tenant and its backup token."""
+
+    def __init__(self, data: Path) -> None:
+        import time
+        import urllib.error
+        import urllib.request
+
+        from coffre.server import tenants, tokens
+        from coffre.server.db import Database
+        from coffre.server.settings import Settings
+
+        data.mkdir(parents=True)
+        db = Database(Settings(data_dir=data).database_url)
+        db.create()
+        with db.begin() as conn:
+            tenant = tenants.add(conn, "bench", time.time_ns())
+            token = tokens.issue(conn, tenant, "prune", "bench", time.time_ns())[1]
+        db.close()
+        self.token_file = data / "bench.token"
+        self.token_file.write_text(token + "\n")
+        self.token_file.chmod(0o600)
+        from servers import free_port
+
+        self.port = free_port()
+        self.log = open(data / "server.log", "wb")  # noqa: SIM115 (open while it runs)
+        self.proc = subprocess.Popen([sys.executable, "-m", "coffre", "server", "--data", str(data),
+                                      "--listen", f"127.0.0.1:{self.port}"], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/whoami", timeout=2)
+            except urllib.error.HTTPError:
+                return  # answering (401 without a token)
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("coffre server did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
     ap.add_argument("--small-files", type=int, help="number of small config/log files")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
-    ap.add_argument("--tools", default="coffre,restic")
+    ap.add_argument("--tools", default="coffre,coffre-server,restic")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
-    ensure_installed([t for t in tools if t != "coffre"])
+    ensure_installed([t for t in tools if not t.startswith("coffre")])
     label = f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
     pristine = args.out / f"pristine-{label}"
     if not (pristine / "pharmacy-server").exists():
@@ -96,12 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
     server_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-", dir=args.out))
     server = SeaweedFS.start(server_dir)
-    proxy = CountingProxy(server.port)
+    proxies = {"coffre": CountingProxy(server.port), "restic": None}
+    proxies["restic"] = proxies["coffre"]
+    own = OwnServer(server_dir / "coffre-server") if "coffre-server" in tools else None
+    if own is not None:
+        proxies["coffre-server"] = CountingProxy(own.port)
     rows: list[tuple[str, str, float, dict[str, int], int, int]] = []
     resumed: dict[str, float] = {}
     all_identical = True
     try:
         for name in tools:
+            proxy = proxies[name]
+            assert proxy is not None
+            token = own.token_file if own is not None and name == "coffre-server" else None
             home = args.out / "remote" / name
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)
@@ -109,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir()
             subprocess.run(["cp", "-a", str(pristine / "pharmacy-server"), str(work)], check=True)
             source, target = work / "pharmacy-server", home / "restored"
-            env = {**server.env(), **tool_env(name, proxy.port, home)}
+            env = {**server.env(), **tool_env(name, proxy.port, home, token)}
             cmds = tool_commands(name, source, target)
             subprocess.run(cmds["init"], env={**os.environ, **env}, check=True, capture_output=True)
             for step in STEPS:
@@ -131,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             all_identical = all_identical and same
             print(f"{name} restore identical: {same}", flush=True)
             full = next(r[4] for r in rows if r[0] == name and r[1] == "initial backup")
-            resume_env = {**env, **tool_env(name, proxy.port, home)}
-            if name == "coffre":
+            resume_env = {**env, **tool_env(name, proxy.port, home, token)}
+            if name.startswith("coffre"):
                 resume_env["COFFRE_REPOSITORY"] += "-resume"
             else:
                 resume_env["RESTIC_REPOSITORY"] += "-resume"
@@ -142,22 +204,27 @@ def main(argv: list[str] | None = None) -> int:
                   f"{resumed[name]:.0%} of a whole first backup", flush=True)
             shutil.rmtree(home, ignore_errors=True)
     finally:
-        proxy.stop()
+        for p in {id(p): p for p in proxies.values() if p is not None}.values():
+            p.stop()
+        if own is not None:
+            own.stop()
         server.stop()
         shutil.rmtree(server_dir, ignore_errors=True)
     print()
-    print(f"data set: {source_bytes / 1e6:.0f} MB; S3: SeaweedFS on 127.0.0.1 through a counting proxy")
+    print(f"data set: {source_bytes / 1e6:.0f} MB; S3: SeaweedFS on 127.0.0.1 through a counting proxy"
+          + ("; coffre-server: `coffre server` (disk + SQLite) through the same proxy" if own else ""))
     header = f"{'step':<22}" + "".join(f"{t:>40}" for t in tools)
-    print(header + ("   coffre/restic (time, sent)" if len(tools) == 2 else ""))
+    ratios = [r for r in ("coffre/restic", "coffre-server/coffre") if set(r.split("/")) <= set(tools)]
+    print(header + "".join(f"   {r} (time, sent)" for r in ratios))
     print("-" * len(header))
     for step in STEPS:
         cells = {r[0]: r for r in rows if r[1] == step}
         line = f"{step:<22}" + "".join(
             f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up':>40}" for c in cells.values())
-        if len(cells) == 2 and "coffre" in cells and "restic" in cells:
-            co, re_ = cells["coffre"], cells["restic"]
-            sent = f"{co[4] / re_[4]:.2f}" if re_[4] > 1_000_000 else "-"  # both ~0: no ratio
-            line += f"   {co[2] / re_[2]:.2f}  {sent}"
+        for ratio in ratios:
+            a, b = (cells[t] for t in ratio.split("/"))
+            sent = f"{a[4] / b[4]:.2f}" if b[4] > 1_000_000 else "-"  # both ~0: no ratio
+            line += f"   {ratio} {a[2] / b[2]:.2f}  {sent}"
         print(line)
     print(f"{'rerun after a cut at 50%':<22}" + "".join(f"{f'{resumed[t]:.0%} of a full backup sent':>40}"
                                                         for t in tools if t in resumed))

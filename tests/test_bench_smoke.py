@@ -54,3 +54,20 @@ def test_database_bench_smoke_run_against_postgresql(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     for line in ("coffre/restic, bytes added by the day", "drill:", "PASS", "restic-plain"):
         assert line in out.stdout
+
+
+def test_server_load_bench_smoke_run(tmp_path: Path) -> None:
+    """bench/server.py with four pharmacies: every daily backup succeeds, every repository
+    checks clean, and the request statistics come from the server's own log."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("server.py")), "--pharmacies", "4", "--size-mib", "1",
+         "--small-files", "20", "--work", str(tmp_path / "work"), "--json"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert result["errors"] == 0 and result["repositories_unclean"] == []
+    assert result["repositories_checked"] == 4
+    assert result["requests"] > 0 and "PUT snapshots" in result["by_kind"]
+    assert result["by_kind"]["PUT snapshots"]["count"] == 4  # one new snapshot per pharmacy
+    assert result["server_cpu_s"][0] > 0 and result["server_peak_rss_mib"][0] > 0
