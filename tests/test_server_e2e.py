@@ -328,3 +328,48 @@ def test_serving_sigterm_the_request_log_and_plain_http(
     assert "--insecure-http" in refused.stderr
     assert serve("--listen", "nonsense:99999").returncode == 2
     assert "--tls-cert and --tls-key go together" in serve("--tls-cert", str(srv.cert)).stderr
+
+
+def test_the_agent_copies_to_a_hosting_server_with_its_token_file(
+    coffre_server: CoffreServer, tmp_path: Path, coffre: Coffre,  # noqa: F811
+) -> None:
+    """A pharmacy's job: the NAS first, then a copy to the provider's server (https://, the
+    token in a file only root reads), checked against the NAS copy; the token never shows."""
+    tokens = coffre_server.tenant()
+    src = make_tree(tmp_path / "officine")
+    coffre.ok("init")
+    token_file = tmp_path / "hebergeur.token"
+    token_file.write_text(tokens["backup"] + "\n")
+    token_file.chmod(0o600)
+    config = tmp_path / "coffre.toml"
+    config.write_text(f"""\
+[agent]
+state_dir = "{tmp_path / 'agent-state'}"
+nice = 0
+ionice = "none"
+
+[repositories.nas]
+url = "{coffre.repo}"
+password_file = "{coffre.pwfile}"
+
+[repositories.hebergeur]
+url = "{coffre_server.url('officine')}"
+password_file = "{coffre.pwfile}"
+token_file = "{token_file}"
+
+[jobs.officine]
+repository = "nas"
+paths = ["{src}"]
+copies = ["hebergeur"]
+""", encoding="utf-8")
+    offsite = client(coffre_server, "officine", tokens["prune"], coffre.pwfile, tmp_path / "cache2")
+    offsite.env["COFFRE_FROM_PASSWORD_FILE"] = str(coffre.pwfile)
+    offsite.ok("init", "--copy-chunking-from", coffre.repo)
+    coffre.env.update(coffre_server.env())
+    coffre.env.pop("COFFRE_SERVER_TOKEN", None)
+    coffre.env.pop("COFFRE_SERVER_TOKEN_FILE", None)
+    run = coffre("run", "officine", "--config", str(config), repo=False)
+    assert run.code == 0, run
+    assert tokens["backup"] not in run.out + run.err
+    assert len(snapshot_ids(offsite)) == 1
+    assert "no errors" in offsite.ok("check", "--read-data").out
