@@ -17,14 +17,12 @@ Hardening, and why each setting is where it is:
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _
+from coffre.core.systemd import coffre_command, exec_word
 
 UNIT_NAME = "coffre-agent.service"
 SYSTEM_UNITS = "/etc/systemd/system"
@@ -32,7 +30,7 @@ SYSTEM_UNITS = "/etc/systemd/system"
 
 def unit_text(config_path: str, command: list[str] | None = None) -> str:
     """The unit file, starting `coffre agent --config CONFIG`."""
-    command = command or _coffre_command()
+    command = command or coffre_command()
     exec_start = " ".join(exec_word(a) for a in [*command, "agent", "--config", config_path])
     return f"""# Written by 'coffre agent install'; 'coffre agent uninstall' removes it.
 [Unit]
@@ -71,34 +69,6 @@ LockPersonality=yes
 [Install]
 WantedBy=multi-user.target
 """
-
-
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
-
-
-def exec_word(arg: str) -> str:
-    """One word of an ExecStart= line, as systemd reads it (systemd.service(5)), not as a shell
-    does: `%` starts a specifier and `$` a variable everywhere, quotes and backslashes are
-    C-style. A pharmacy's folder may well be "l'officine" or "100%"."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
-    if _PLAIN_WORD.fullmatch(arg):
-        return arg
-    escaped = "".join("\\\\" if c == "\\" else '\\"' if c == '"'
-                      else f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in arg)
-    return f'"{escaped}"'
-
-
-def _coffre_command() -> list[str]:
-    """The Coffre that is running now: its `coffre` beside this Python (a virtual environment,
-    pipx, the system's), else the one on the PATH, else this Python with `-m coffre`. Never a
-    program that does not exist, nor another installation's."""
-    beside = Path(sys.executable).parent / "coffre"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    found = shutil.which("coffre")
-    if found:
-        return [os.path.realpath(found)]
-    return [sys.executable, "-m", "coffre"]
 
 
 def _systemctl(*args: str, hint: str) -> None:

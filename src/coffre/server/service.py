@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _
+from coffre.core.systemd import coffre_command, exec_word
 from coffre.server.tls import write_atomic
 
 UNIT_NAME = "coffre-server.service"
@@ -121,31 +120,7 @@ def env_text(data_dir: str) -> str:
 """
 
 
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_+=:,./-]*")
-
-
-def exec_word(arg: str) -> str:
-    """One word as systemd reads it (systemd.service(5)): `%` starts a specifier and `$` a
-    variable everywhere, quotes and backslashes are C-style (as agent/service.py)."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
-    if _PLAIN_WORD.fullmatch(arg):
-        return arg
-    escaped = "".join("\\\\" if c == "\\" else '\\"' if c == '"'
-                      else f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in arg)
-    return f'"{escaped}"'
-
-
-def coffre_command() -> list[str]:
-    """The Coffre that is running now: its `coffre` beside this Python, else the one on the
-    PATH, else this Python with `-m coffre`."""
-    beside = Path(sys.executable).parent / "coffre"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    found = shutil.which("coffre")
-    if found:
-        return [os.path.realpath(found)]
-    return [sys.executable, "-m", "coffre"]
 
 
 def _run(argv: list[str], hint: str) -> None:
