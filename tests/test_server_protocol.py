@@ -590,3 +590,20 @@ def test_the_client_maps_answers_to_storage_errors(api: API, monkeypatch: pytest
         wrong.exists()
     text = f"{refused.value.message} {refused.value.hint}"
     assert "refused the token" in text and api.a["backup"].rsplit("_", 1)[1][:10] not in text
+
+
+def test_a_recorded_config_is_never_replaced_even_when_its_bytes_are_lost(api: API) -> None:
+    # config is the one object not named by its hash: with its row recorded, only its very
+    # bytes are accepted again, and not at all once storage lost them (nothing proves them).
+    tok = api.a["backup"]
+    api.call("POST", "/v1/repos/main", tok)
+    config = b'{"repository": "first"}'
+    assert api.put(tok, "main", "config", config, "config").status == 201
+    assert api.put(tok, "main", "config", config, "config").status == 200
+    stored = Path(api.ctx.store.location) / f"t{api.tenant('pharmacie-a').id}" / "main" / "config"
+    stored.unlink()  # lost by the storage (the scrub reports it missing)
+    other = b'{"repository": "other"}'
+    assert api.put(tok, "main", "config", other, "config").error == "exists"
+    assert api.put(tok, "main", "config", b"x" * len(config), "config").error == "exists"
+    assert not stored.exists()
+    assert api.row("config", "config").size == len(config)

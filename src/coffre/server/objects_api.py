@@ -558,18 +558,33 @@ class ObjectsAPI:
             # It was in the bin: a purge may have removed its bytes meanwhile. Store them again
             # (a no-op when they are there).
             try:
-                await in_thread(self._save, t.repository_id, backend, handle, data)
+                await in_thread(self._save, t.repository_id, backend, handle, data, True)
             except StorageError as exc:
                 raise _storage_refusal(exc, t) from None
         warning = usage.warning()
         headers = {RECEIVED_HEADER: str(received)} | ({quota.WARNING_HEADER: warning} if warning else {})
         return Response(status_code=status, headers=headers)
 
-    def _save(self, repository_id: int, backend: Backend, handle: Handle, data: memoryview) -> None:
+    def _save(self, repository_id: int, backend: Backend, handle: Handle, data: memoryview,
+              again: bool = False) -> None:
         """Store the bytes (atomic, fsynced). Different bytes under a recorded name: ObjectExists.
         Different bytes stored without a row are debris of an upload that was never recorded
         (a crash between storing and recording): replaced once old enough to be sure no
-        upload of them is still under way."""
+        upload of them is still under way.
+
+        `config` is not named by its hash: once recorded, it is never written again. The same
+        bytes are success; other bytes, or any bytes when storage lost the recorded ones
+        (nothing proves them the same), are ObjectExists. `again`: the same bytes, saved a
+        second time after they were found equal to the stored ones (a purge may have removed
+        them meanwhile)."""
+        if handle.kind == "config" and not again and self._state(repository_id, handle) is not None:
+            try:
+                same = backend.load(handle) == bytes(data)
+            except ObjectNotFound:
+                same = False
+            if not same:
+                raise ObjectExists(_("a different object with this name exists"))
+            return
         try:
             backend.save(handle, data)
         except ObjectExists:
