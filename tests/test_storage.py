@@ -142,6 +142,25 @@ def test_local_os_errors_are_translated(tmp_path: Path) -> None:
     assert "writing index/" in info.value.message
 
 
+def test_local_same_bytes_found_there_are_made_durable_before_success(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A save cut (kill -9) after its link() and before the folder's fsync leaves a name the
+    # disk may not keep; the retry that finds the same bytes there must sync the folder
+    # before it reports success (a Coffre server acknowledges the object on that success).
+    from coffre.storage import local
+
+    b = LocalBackend(tmp_path / "r")
+    b.create()
+    h = Handle("data", sha(b"pack"))
+    folder = tmp_path / "r" / "data" / h.name[:2]
+    folder.mkdir()
+    (folder / h.name).write_bytes(b"pack")  # linked, folder not synced yet
+    synced: list[Path] = []
+    monkeypatch.setattr(local.posix, "fsync_dir", lambda p: synced.append(Path(p)))
+    b.save(h, b"pack")
+    assert folder in synced
+
+
 # -- S3 only ---------------------------------------------------------------------------------
 def test_s3_upload_corrupted_in_transit_is_refused_by_the_server(
     seaweedfs: object, s3_env: dict[str, str]

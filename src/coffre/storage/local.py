@@ -106,6 +106,9 @@ class LocalBackend:
                 posix.fsync_dir(directory.parent)  # the new folder itself must survive a power cut
             if final.exists():
                 if final.stat().st_size == len(data) and final.read_bytes() == bytes(data):
+                    # A save cut after its link() may have left the name unsynced: success
+                    # here must be as durable as a new save's.
+                    posix.fsync_dir(directory)
                     return
                 raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle)))
             tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
@@ -130,6 +133,7 @@ class LocalBackend:
                 tmp.unlink(missing_ok=True)
                 if final.read_bytes() != bytes(data):
                     raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle))) from None
+                posix.fsync_dir(directory)  # the other writer may not have synced it yet
                 return
             tmp.unlink()
             posix.fsync_dir(directory)
