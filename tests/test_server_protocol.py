@@ -607,3 +607,13 @@ def test_a_recorded_config_is_never_replaced_even_when_its_bytes_are_lost(api: A
     assert api.put(tok, "main", "config", b"x" * len(config), "config").error == "exists"
     assert not stored.exists()
     assert api.row("config", "config").size == len(config)
+
+
+def test_an_upload_refused_while_another_of_the_same_name_runs_is_journaled(api: API) -> None:
+    tok = api.a["backup"]
+    api.call("POST", "/v1/repos/main", tok)
+    t = api.tenant("pharmacie-a")
+    # Another upload's bytes, stored a moment ago and not recorded yet.
+    (Path(api.ctx.store.location) / f"t{t.id}" / "main" / "config").write_bytes(b'{"other": 1}')
+    assert api.put(tok, "main", "config", b'{"mine": 1}', "config").error == "unavailable"
+    assert ("put", "unavailable") in [(e.operation, e.outcome) for e in api.journal(t.id)]

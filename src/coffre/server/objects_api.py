@@ -544,8 +544,9 @@ class ObjectsAPI:
             raise await self.refused(t, 409, "exists", _("a different object with this name exists"),
                                      "put", handle.kind, size) from None
         except _Busy:
-            raise _error(503, "unavailable", _("another upload of this object is in progress; try "
-                                               "again later"), t) from None
+            raise await self.refused(t, 503, "unavailable", _("another upload of this object is in "
+                                                              "progress; try again later"),
+                                     "put", handle.kind, size) from None
         except StorageError as exc:
             refusal = _storage_refusal(exc, t)
             await in_thread(journal, ctx, t.entry("put", refusal.code, handle.kind, size))
