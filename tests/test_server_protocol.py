@@ -367,11 +367,11 @@ def test_quotas(api: API, monkeypatch: pytest.MonkeyPatch) -> None:
     # The bin counts: deleting frees nothing until purged.
     api.call("DELETE", f"/v1/repos/main/data/{sha(first)}", api.a["prune"])
     assert api.put(tok, "main", "data", third).error == "quota_exceeded"
-    # And the recording transaction checks again (an upload that passed the first check while
-    # another took the room): refused, nothing recorded.
+    # And the recording transaction checks again (were the reservation to let one through):
+    # refused, nothing recorded.
     from coffre.server import quota
 
-    monkeypatch.setattr(quota.Usage, "fits", lambda self, size: True)
+    monkeypatch.setattr(quota, "reserve", lambda *a, **k: (None, quota.Usage(0, 0, None, None)))
     r = api.put(tok, "main", "data", third)
     assert (r.status, r.error) == (507, "quota_exceeded")
     assert api.row("data", sha(third)) is None
@@ -617,3 +617,43 @@ def test_an_upload_refused_while_another_of_the_same_name_runs_is_journaled(api:
     (Path(api.ctx.store.location) / f"t{t.id}" / "main" / "config").write_bytes(b'{"other": 1}')
     assert api.put(tok, "main", "config", b'{"mine": 1}', "config").error == "unavailable"
     assert ("put", "unavailable") in [(e.operation, e.outcome) for e in api.journal(t.id)]
+
+
+def test_uploads_racing_for_the_last_room_store_no_refused_byte(api: API, tmp_path: Path) -> None:
+    """Ten uploads announced at once under a hard quota with room for five: five reserve the
+    room before their bodies arrive, five are refused at once, and no refused byte ever
+    reaches the storage (no debris that would fill the disk beyond every quota)."""
+    tok = api.a["backup"]  # hard 5 000
+    api.call("POST", "/v1/repos/main", tok)
+    bodies = [bytes([65 + i]) * 1_000 for i in range(10)]
+    socks = []
+    for body in bodies:
+        s = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        s.sendall(f"PUT /v1/repos/main/locks/{sha(body)} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {tok}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        socks.append(s)
+    deadline = time.monotonic() + 10  # every announcement settled before any body is sent
+    while len(reservations(api)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.bytes for r in reservations(api)] == [1_000] * 5
+    for s, body in zip(socks, bodies, strict=True):
+        try:
+            s.sendall(body)
+        except OSError:
+            pass  # refused and closed already
+    answers = []
+    for s in socks:
+        answers.append(s.recv(4096).split(b"\r\n", 1)[0])
+        s.close()
+    assert sorted(answers).count(b"HTTP/1.1 201 Created") == 5, answers
+    assert answers.count(b"HTTP/1.1 507 Insufficient Storage") == 5, answers
+    t = api.tenant("pharmacie-a")
+    assert t.stored_bytes == 5_000
+    stored = list((tmp_path / "server" / "objects" / f"t{t.id}" / "main" / "locks").iterdir())
+    assert len(stored) == 5  # only the recorded ones
+    assert reservations(api) == []
+
+
+def reservations(api: API) -> list[Any]:
+    with api.ctx.db.read() as conn:
+        return list(conn.execute(sa.select(tables.quota_reservations)))

@@ -452,23 +452,32 @@ class ObjectsAPI:
             await in_thread(journal, self.ctx, t.entry("put", "not_found", handle.kind, size))
             raise _error(404, "not_found", _("no such repository"), t)
         before = await in_thread(self._state, t.repository_id, handle)
-        if before is None:  # new: it must fit the quota (out of the bin, it is counted already)
-            usage = await in_thread(self._usage, t.tenant_id)
-            if not usage.fits(size):
+        room: list[int] = []  # the quota reservation, while it is held
+        if before is None:
+            # New: room under the hard quota is reserved before a byte is stored, counting the
+            # uploads in progress, so refused bytes never reach the storage (out of the bin,
+            # it is counted already).
+            reservation, usage = await in_thread(self._reserve, t.tenant_id, size)
+            if reservation is None and usage.hard is not None:
                 raise await self._quota_refusal(t, handle, size, usage)
-        reserved = await self.budget.acquire(size, WAIT_FOR_MEMORY_S)
-        if reserved is None:
-            raise await self.refused(t, 503, "unavailable", _("the server is busy; try again later"),
-                                     "put", handle.kind, size)
+            room += [reservation] if reservation is not None else []
         try:
+            reserved = await self.budget.acquire(size, WAIT_FOR_MEMORY_S)
+            if reserved is None:
+                raise await self.refused(t, 503, "unavailable", _("the server is busy; try again later"),
+                                         "put", handle.kind, size)
             try:
-                data = await self._receive(request, t, handle, size)
-            except _Gone:
-                await in_thread(journal, self.ctx, t.entry("put", "cut", handle.kind, size))
-                raise _error(400, "bad_request", _("the upload was cut short"), t) from None
-            return await self._store(t, handle, data, before)
+                try:
+                    data = await self._receive(request, t, handle, size)
+                except _Gone:
+                    await in_thread(journal, self.ctx, t.entry("put", "cut", handle.kind, size))
+                    raise _error(400, "bad_request", _("the upload was cut short"), t) from None
+                return await self._store(t, handle, data, before, room)
+            finally:
+                await self.budget.release(reserved)
         finally:
-            await self.budget.release(reserved)
+            if room:
+                await in_thread(self._unreserve, room[0])
 
     def _state(self, repository_id: int, handle: Handle) -> tuple[int, int | None] | None:
         """(size, binned_ns) of the object's row, or None."""
@@ -477,6 +486,18 @@ class ObjectsAPI:
             row = conn.execute(sa.select(o.c.size, o.c.binned_ns).where(
                 o.c.repository_id == repository_id, o.c.kind == handle.kind, o.c.name == handle.name)).first()
         return None if row is None else (int(row.size), row.binned_ns)
+
+    def _reserve(self, tenant_id: int, size: int) -> tuple[int | None, quota.Usage]:
+        settings = self.ctx.settings
+        now = self.ctx.clock.now_ns()
+        # The longest an upload of this size may take (slower ones are cut), and a margin.
+        longest_s = settings.body_grace_s + size / max(1, settings.min_upload_rate) + 600
+        with writing(self.ctx.db) as conn:
+            return quota.reserve(self.ctx.db, conn, tenant_id, size, now, now + int(longest_s * 1e9))
+
+    def _unreserve(self, reservation: int) -> None:
+        with writing(self.ctx.db) as conn:
+            quota.unreserve(conn, reservation)
 
     def _usage(self, tenant_id: int) -> quota.Usage:
         with self.ctx.db.read() as conn:
@@ -531,7 +552,7 @@ class ObjectsAPI:
         return view
 
     async def _store(self, t: Target, handle: Handle, data: memoryview,
-                     before: tuple[int, int | None] | None) -> Response:
+                     before: tuple[int, int | None] | None, room: list[int]) -> Response:
         ctx = self.ctx
         assert t.repository_id is not None
         backend = ctx.store.backend(t.tenant_id, t.repo)
@@ -552,7 +573,7 @@ class ObjectsAPI:
             await in_thread(journal, ctx, t.entry("put", refusal.code, handle.kind, size))
             raise refusal from None
         try:
-            status, received, usage = await in_thread(self._record, t, handle, size)
+            status, received, usage = await in_thread(self._record, t, handle, size, room)
         except _OverQuota as over:
             raise await self._quota_refusal(t, handle, size, over.usage) from None
         if before is not None and before[1] is not None:
@@ -602,9 +623,10 @@ class ObjectsAPI:
             backend.remove(handle)
             backend.save(handle, data)
 
-    def _record(self, t: Target, handle: Handle, size: int) -> tuple[int, int, quota.Usage]:
+    def _record(self, t: Target, handle: Handle, size: int, room: list[int]) -> tuple[int, int, quota.Usage]:
         """The object's row, usage, audit entry and metering, in one transaction: (status,
-        received_ns, usage after). _OverQuota if the hard quota does not allow it."""
+        received_ns, usage after). _OverQuota if the hard quota does not allow it. The quota
+        reservation in `room` is released in the same transaction (and emptied)."""
         ctx, db, o = self.ctx, self.ctx.db, tables.objects
         now = ctx.clock.now_ns()
         assert t.repository_id is not None
@@ -632,7 +654,10 @@ class ObjectsAPI:
                     status, detail = 200, "already stored"
             audit.append(db, conn, t.entry("put", "ok", handle.kind, size, detail), now)
             metering.count(db, conn, t.tenant_id, now, uploads=1, uploaded_bytes=size)
+            if room:
+                quota.unreserve(conn, room[0])
             usage = quota.usage(conn, t.tenant_id)
+        room.clear()
         return status, received, usage
 
     # -- DELETE ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from coffre.core.human import human_size
 from coffre.core.i18n import _
-from coffre.server.db import tables
+from coffre.server.db import Database, tables
 
 WARNING_HEADER = "X-Coffre-Quota-Warning"
 
@@ -77,6 +77,36 @@ def charge(conn: Connection, tenant_id: int, size: int) -> bool:
         .values(stored_bytes=t.c.stored_bytes + size)
         .returning(t.c.id)).first()
     return updated is not None
+
+
+def reserve(db: Database, conn: Connection, tenant_id: int, size: int, now_ns: int,
+            expires_ns: int) -> tuple[int | None, Usage]:
+    """Reserve room for an upload of `size` bytes before its bytes are stored: (reservation id,
+    usage) when the hard quota allows it counting the other uploads in progress, (None, usage)
+    when it does not, or when there is no hard quota (nothing to reserve). The tenant's row is
+    locked meanwhile (PostgreSQL; SQLite serializes writers), so two instances cannot both take
+    the last room."""
+    t, r = tables.tenants, tables.quota_reservations
+    row = conn.execute(db.for_update(
+        sa.select(t.c.stored_bytes, t.c.binned_bytes, t.c.quota_soft, t.c.quota_hard)
+        .where(t.c.id == tenant_id))).one()
+    u = Usage(int(row.stored_bytes), int(row.binned_bytes), row.quota_soft, row.quota_hard)
+    if u.hard is None:
+        return None, u
+    pending = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(r.c.bytes), 0)).where(
+        r.c.tenant_id == tenant_id, r.c.expires_ns > now_ns)).scalar_one()
+    if u.used + int(pending) + size > u.hard:
+        return None, u
+    conn.execute(r.delete().where(r.c.tenant_id == tenant_id, r.c.expires_ns <= now_ns))
+    made = conn.execute(r.insert().values(tenant_id=tenant_id, bytes=size, expires_ns=expires_ns)
+                        .returning(r.c.id)).scalar_one()
+    return int(made), u
+
+
+def unreserve(conn: Connection, reservation: int) -> None:
+    """The upload was recorded or refused: its room is no longer held."""
+    r = tables.quota_reservations
+    conn.execute(r.delete().where(r.c.id == reservation))
 
 
 def to_bin(conn: Connection, tenant_id: int, size: int) -> None:

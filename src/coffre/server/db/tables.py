@@ -85,6 +85,18 @@ objects = Table(
 )
 Index("objects_binned", objects.c.binned_ns)
 
+# Room reserved under a tenant's hard quota by uploads in progress (objects_api.py): taken
+# before the bytes are stored, so concurrent uploads cannot store more than the quota allows;
+# removed when the upload is recorded or refused. A reservation left by a crash expires.
+quota_reservations = Table(
+    "quota_reservations", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id"), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+)
+Index("reservations_by_tenant", quota_reservations.c.tenant_id)
+
 # Usage per tenant and day (UTC): what the provider bills from (metering.py).
 usage_days = Table(
     "usage_days", metadata,
