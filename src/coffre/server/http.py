@@ -2,7 +2,8 @@
 
 Errors are JSON `{"error": CODE, "message": TEXT}` with the status that fits (docs/server.md
 lists the codes). A refused token is journaled (in its tenant's chain when the token names
-one, else the provider's) and the client learns only that it was refused."""
+one, else the provider's; counted in memory and written at the next flush of the read
+tally) and the client learns only that it was refused."""
 
 from __future__ import annotations
 
@@ -70,9 +71,9 @@ def _authenticate(ctx: ServerContext, authorization: str | None, client: str, op
             return tokens.authenticate(conn, authorization, now)
     except tokens.Unauthorized as exc:
         tenant = exc.tenant_id if exc.tenant_id is not None else audit.PROVIDER
-        with ctx.db.begin() as conn:
-            audit.append(ctx.db, conn, audit.Entry(tenant, operation, "unauthorized:" + exc.reason,
-                                                   exc.token_id, client), now)
+        # Counted like reads and journaled at the next flush: a flood of bad tokens costs no
+        # write transaction each (on SQLite, every tenant's uploads would queue behind them).
+        ctx.tally.add(tenant, exc.token_id, client, operation, "", 0, "unauthorized:" + exc.reason)
         raise Refusal(401, "unauthorized", "a valid bearer token is required",
                       {"WWW-Authenticate": 'Bearer realm="coffre"'}) from None
 
