@@ -472,7 +472,7 @@ class ObjectsAPI:
                 except _Gone:
                     await in_thread(journal, self.ctx, t.entry("put", "cut", handle.kind, size))
                     raise _error(400, "bad_request", _("the upload was cut short"), t) from None
-                return await self._store(t, handle, data, before, room)
+                return await self._store(t, handle, data, room)
             finally:
                 await self.budget.release(reserved)
         finally:
@@ -551,8 +551,7 @@ class ObjectsAPI:
                                      "put", handle.kind, size)
         return view
 
-    async def _store(self, t: Target, handle: Handle, data: memoryview,
-                     before: tuple[int, int | None] | None, room: list[int]) -> Response:
+    async def _store(self, t: Target, handle: Handle, data: memoryview, room: list[int]) -> Response:
         ctx = self.ctx
         assert t.repository_id is not None
         backend = ctx.store.backend(t.tenant_id, t.repo)
@@ -573,12 +572,12 @@ class ObjectsAPI:
             await in_thread(journal, ctx, t.entry("put", refusal.code, handle.kind, size))
             raise refusal from None
         try:
-            status, received, usage = await in_thread(self._record, t, handle, size, room)
+            status, received, usage, unbinned = await in_thread(self._record, t, handle, size, room)
         except _OverQuota as over:
             raise await self._quota_refusal(t, handle, size, over.usage) from None
-        if before is not None and before[1] is not None:
-            # It was in the bin: a purge may have removed its bytes meanwhile. Store them again
-            # (a no-op when they are there).
+        if unbinned:
+            # It was in the bin (when this upload began, or binned since): a purge may have
+            # removed its bytes meanwhile. Store them again (a no-op when they are there).
             try:
                 await in_thread(self._save, t.repository_id, backend, handle, data, True)
             except StorageError as exc:
@@ -623,10 +622,12 @@ class ObjectsAPI:
             backend.remove(handle)
             backend.save(handle, data)
 
-    def _record(self, t: Target, handle: Handle, size: int, room: list[int]) -> tuple[int, int, quota.Usage]:
+    def _record(self, t: Target, handle: Handle, size: int,
+                room: list[int]) -> tuple[int, int, quota.Usage, bool]:
         """The object's row, usage, audit entry and metering, in one transaction: (status,
-        received_ns, usage after). _OverQuota if the hard quota does not allow it. The quota
-        reservation in `room` is released in the same transaction (and emptied)."""
+        received_ns, usage after, whether it was taken out of the recycle bin). _OverQuota if
+        the hard quota does not allow it. The quota reservation in `room` is released in the
+        same transaction (and emptied)."""
         ctx, db, o = self.ctx, self.ctx.db, tables.objects
         now = ctx.clock.now_ns()
         assert t.repository_id is not None
@@ -634,6 +635,7 @@ class ObjectsAPI:
         with writing(db) as conn:
             # RETURNING, not rowcount: SQLAlchemy's implicit RETURNING on PostgreSQL leaves no
             # reliable rowcount for an INSERT.
+            unbinned = False
             inserted = conn.execute(db.insert(o).values(
                 repository_id=t.repository_id, kind=handle.kind, name=handle.name, size=size,
                 received_ns=now, token_id=t.principal.token_id).on_conflict_do_nothing(
@@ -649,7 +651,7 @@ class ObjectsAPI:
                 if row.binned_ns is not None:
                     conn.execute(o.update().where(o.c.id == row.id).values(binned_ns=None, binned_by=None))
                     quota.from_bin(conn, t.tenant_id, int(row.size))
-                    status, detail = 201, "taken back out of the recycle bin"
+                    status, detail, unbinned = 201, "taken back out of the recycle bin", True
                 else:
                     status, detail = 200, "already stored"
             audit.append(db, conn, t.entry("put", "ok", handle.kind, size, detail), now)
@@ -658,7 +660,7 @@ class ObjectsAPI:
                 quota.unreserve(conn, room[0])
             usage = quota.usage(conn, t.tenant_id)
         room.clear()
-        return status, received, usage
+        return status, received, usage, unbinned
 
     # -- DELETE ----------------------------------------------------------------------------
     async def delete(self, request: Request) -> Response:
