@@ -200,3 +200,31 @@ def test_the_agent_forgets_history_beyond_its_days_but_keeps_the_last_good_run(t
     # 400 days back from day 601 is day 201: day 10 goes; day 0 stays, the last good run.
     assert kept == [(0.0, "ok"), (500.0, "failed"), (600.0, "failed")]
     assert lines == ["1 record older than 400 days forgotten"]
+
+
+def test_a_step_failing_while_the_agent_stops_is_an_interruption(tmp_path: Path) -> None:
+    """SIGINT reaching a step in its first milliseconds (Python still starting) ends it with
+    status 1, not 130: since the agent is stopping, the run is interrupted, not failed (no
+    alert about a failure that never was)."""
+    from coffre.agent.steps import Outcome
+
+    config = Config(path=str(tmp_path / "coffre.toml"),
+                    agent=Agent(state_dir=str(tmp_path / "agent"), nice=0, ionice="none"),
+                    repositories={"nas": Repository("nas", str(tmp_path / "nas"), password_file="/x")},
+                    jobs={"officine": Job("officine", "nas", paths=(str(tmp_path),))})
+    cancel = threading.Event()
+
+    def step(args: list[str], env: dict[str, str]) -> Outcome:
+        cancel.set()  # the agent got SIGTERM while this step was starting
+        return Outcome(1, {}, "KeyboardInterrupt", 1.0e9, 1.0e9)
+
+    record = run_job(config, "officine", trigger="schedule", started=1.0e9, slot=None, cancel=cancel,
+                     log=lambda line: None, step=step)
+    assert record.outcome == "interrupted", record
+
+    def failing(args: list[str], env: dict[str, str]) -> Outcome:
+        return Outcome(1, {}, "no such repository", 1.0e9, 1.0e9)
+
+    record = run_job(config, "officine", trigger="schedule", started=1.0e9, slot=None,
+                     cancel=threading.Event(), log=lambda line: None, step=failing)
+    assert record.outcome == "failed"  # a real failure stays one

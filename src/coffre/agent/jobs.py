@@ -128,9 +128,11 @@ class JobRun:
             if self.sleep(pause):
                 raise Interrupted
             pause *= 4
-        if outcome.exit_code == EXIT_INTERRUPTED:
-            raise Interrupted
         ok = outcome.exit_code in (0, EXIT_PARTIAL)
+        # A step that fails while the agent is stopping was stopped by it: SIGINT in its first
+        # milliseconds, before Coffre's own handler is in place, ends it with another status.
+        if outcome.exit_code == EXIT_INTERRUPTED or (not ok and self.cancel.is_set()):
+            raise Interrupted
         self.steps.append(StepResult(name, target.name, ok, outcome.exit_code, outcome.started,
                                      outcome.ended, outcome.summary, None if ok else _message(outcome)))
         self.log(_("job {job}: {step} on {target}: {result}").format(
