@@ -219,7 +219,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stoppers.append(weed.stop)
         extra_env = {**pg.env(), **SeaweedFS.env()}
         os.environ.update(extra_env)
-        db_url = pg.dsn("coffre_server").replace("postgresql://", "postgresql+psycopg://", 1)
+        from dbservers import DB_USER
+
+        db_url = f"postgresql://{DB_USER}@127.0.0.1:{pg.port}/coffre_server"
         objects_url = weed.url("coffre-server", "objects")
         subprocess.run([sys.executable, "-c", "import boto3,os; boto3.client('s3', endpoint_url="
                         f"'{weed.endpoint}').create_bucket(Bucket='coffre-server')"], check=True)

@@ -172,7 +172,8 @@ def _translate(exc: Exception, what: str, endpoint: str = "") -> StorageError:
 class S3Backend:
     remote = True
 
-    def __init__(self, where: S3Location, client: Any | None = None) -> None:
+    def __init__(self, where: S3Location, client: Any | None = None,
+                 pool_connections: int = POOL_CONNECTIONS) -> None:
         self.where = where
         self.location = where.display
         if client is None:
@@ -180,7 +181,7 @@ class S3Backend:
                 connect_timeout=min(CONNECT_TIMEOUT_S, stall_timeout()),
                 read_timeout=stall_timeout(),
                 retries={"total_max_attempts": 1},
-                max_pool_connections=POOL_CONNECTIONS,
+                max_pool_connections=pool_connections,
                 # The body is protected by Content-MD5 and x-amz-checksum-sha256, which the
                 # storage checks: signing it too would read every upload once more.
                 s3={"addressing_style": "path", "payload_signing_enabled": False},
