@@ -307,7 +307,7 @@ def test_serving_sigterm_the_request_log_and_plain_http(
     assert len(requests) > 5 and all(f"token={token_id}" in line for line in requests[1:]), log
     assert "POST /v1/repos/officine 201" in log and "/v1/repos/officine/keys/" in log
     for secret in tokens.values():
-        assert secret.rsplit("_", 1)[1] not in log
+        assert secret.split("_", 2)[2] not in log
     ctx = srv.context()
     try:
         a = tables.audit_entries
