@@ -28,14 +28,14 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from coffre import __version__
+from coffre.agent.alerts.outbox import connect
 from coffre.agent.model import Config, Server
 from coffre.agent.records import RunRecord
 from coffre.core.i18n import _
@@ -273,16 +273,8 @@ class Reporter:
         with self._db() as db:
             db.executescript(_SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connect(self.path)
 
     def queue(self, config: Config, record: RunRecord, now: float) -> bool:
         """Store the record of a finished run for posting; False when it is not reported."""

@@ -16,7 +16,7 @@ import json
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +116,20 @@ def channels_for(config: Config) -> list[Channel]:
     return out
 
 
+@contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to the agent's SQLite file, as every table kept there wants it (WAL,
+    synchronous writes, waiting on the status store's writers)."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        yield db
+    finally:
+        db.close()
+
+
 class Outbox:
     def __init__(self, db_path: str | Path, host: str | None = None,
                  channels: Callable[[Config], Sequence[Channel]] = channels_for) -> None:
@@ -126,16 +140,8 @@ class Outbox:
         with self._db() as db:
             db.executescript(_SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connect(self.path)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
