@@ -353,3 +353,6 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture
 def my_env(mariadb: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return _environment(mariadb, monkeypatch)
+
+
+from browser import browser_page, chromium, shots  # noqa: E402,F401  (the pages' browser fixtures)

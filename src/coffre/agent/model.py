@@ -156,6 +156,23 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The pharmacy's page (`[web]`), served by `coffre agent`: where it listens (loopback by
+    default; any other address needs TLS), how a person logs in (the repository password, or
+    a separate local password whose Argon2id hash is in `password_hash_file`), how long an
+    idle session lasts, where restored files go, and whom to call when something is wrong."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8650"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    password_hash_file: str | None = None  # None: log in with the repository's password
+    idle_timeout: float = 900.0
+    restore_area: str | None = None  # None: <state_dir>/Restaurations
+    contact: str = ""  # the provider's name and phone, shown on every non-green light
+
+
+@dataclass(frozen=True)
 class Agent:
     state_dir: str = "/var/lib/coffre"
     timezone: str = "Europe/Paris"
@@ -174,3 +191,4 @@ class Config:
     jobs: dict[str, Job] = field(default_factory=dict)
     alerts: Alerts = field(default_factory=Alerts)
     server: Server | None = None
+    web: Web = field(default_factory=Web)

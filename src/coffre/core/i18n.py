@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import gettext
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 DOMAIN = "coffre"
@@ -25,6 +27,8 @@ LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 
 _translation: gettext.NullTranslations = gettext.NullTranslations()
 _language = "en"
+_catalogues: dict[str, gettext.NullTranslations] = {}
+_thread = threading.local()  # a web request's own language (`speaking`), else the process's
 
 
 def language_from_environment(environ: Mapping[str, str] = os.environ) -> str:
@@ -52,21 +56,48 @@ def set_language(lang: str) -> None:
         _translation = gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang], fallback=True)
 
 
+def _catalogue(lang: str) -> gettext.NullTranslations:
+    if lang not in _catalogues:
+        _catalogues[lang] = (gettext.NullTranslations() if lang == "en" else
+                             gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang], fallback=True))
+    return _catalogues[lang]
+
+
+@contextmanager
+def speaking(lang: str) -> Iterator[None]:
+    """Speak `lang` in this thread only, while the block runs (a web page in the reader's
+    language while the agent's log keeps its own)."""
+    if lang not in LANGUAGES:
+        raise ValueError(lang)
+    before = getattr(_thread, "speaking", None)
+    _thread.speaking = (lang, _catalogue(lang))
+    try:
+        yield
+    finally:
+        _thread.speaking = before
+
+
 def language() -> str:
-    return _language
+    own = getattr(_thread, "speaking", None)
+    return _language if own is None else str(own[0])
 
 
 def locale_name() -> str:
     """The Babel locale of the current language, for dates, numbers and sizes."""
-    return "fr_FR" if _language == "fr" else "en_GB"
+    return "fr_FR" if language() == "fr" else "en_GB"
+
+
+def _current() -> gettext.NullTranslations:
+    own = getattr(_thread, "speaking", None)
+    return _translation if own is None else own[1]  # type: ignore[no-any-return]
 
 
 def _(message: str) -> str:
-    return _translation.gettext(message)
+    return _current().gettext(message)
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:
-    return _translation.ngettext(singular, plural, n)
+    return _current().ngettext(singular, plural, n)
 
 
 def N_(message: str) -> str:

@@ -1,0 +1,67 @@
+"""The pharmacy page's application: the route table, the login, and what every page of it
+shares (`LocalKit`). The agent side is reached only through `AgentView` (the scheduler gives
+one; tests give their own), so the pages run the same in `coffre agent` and in a test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+
+from coffre.agent.model import Config
+from coffre.agent.status import StatusStore
+from coffre.core.i18n import _
+from coffre.web.guard import Authenticate, Guard
+from coffre.web.render import Pages, static_route
+from coffre.web.security import SecurityHeaders, Sessions, Throttle
+from coffre.web.urls import Urls
+
+
+@dataclass
+class AgentView:
+    """What the pages may ask of the running agent."""
+
+    config: Callable[[], Config]  # the configuration in force (follows SIGHUP reloads)
+    store: Callable[[], StatusStore]  # the status store (open; the pages only read it)
+    run_now: Callable[[str], bool]  # ask the scheduler to start a job now (False: unknown or running)
+    running: Callable[[], dict[str, float]]  # jobs running now -> when each started
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class LocalKit:
+    """What each page module's `routes(kit)` receives."""
+
+    view: AgentView
+    guard: Guard
+    pages: Pages
+    urls: Urls
+    extras: dict[str, object] = field(default_factory=dict)  # a module's shared state (tasks...)
+
+
+def create_app(view: AgentView, authenticate: Authenticate, *, secure: bool = False,
+               prefix: str = "") -> Starlette:
+    from coffre.web.local import restore_pages, run_pages, status_pages
+
+    config = view.config()
+    urls = Urls(prefix)
+    sessions = Sessions(idle_s=config.web.idle_timeout, secure=secure, path=urls.prefix + "/",
+                        clock=view.clock)
+    pages = Pages(urls, tz=lambda: view.config().agent.timezone, clock=view.clock)
+    guard = Guard(sessions, pages, Throttle(clock=view.clock))
+    kit = LocalKit(view, guard, pages, urls)
+
+    table: list[BaseRoute] = [
+        static_route(),
+        *guard.login_routes(authenticate, ("password",), _("Backups of this pharmacy")),
+        guard.language_route(),
+        *status_pages.routes(kit),
+        *run_pages.routes(kit),
+        *restore_pages.routes(kit),
+    ]
+    routes: list[BaseRoute] = [Mount(urls.prefix, routes=table)] if urls.prefix else table
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, hsts=secure)])

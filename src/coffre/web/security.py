@@ -1,0 +1,243 @@
+"""Who may use a page, and what a hostile page elsewhere cannot make a browser do.
+
+- **Sessions** live in the serving process (`Sessions`): a random 256-bit id in a cookie
+  flagged `HttpOnly`, `SameSite=Strict`, `Path=<prefix>/`, and `Secure` (named `__Host-…`
+  when served at the root) over TLS. A login always starts a new id (session fixation: an id
+  planted before the login is worth nothing after it). A session ends after `idle_s` without
+  a request, after `lifetime_s` whatever happens, at logout, or when the process stops.
+- **CSRF**: every unsafe request (POST…) must carry the session's token in the form field
+  `csrf` (or the `X-CSRF-Token` header, which htmx sends), compared in constant time; a
+  browser's `Origin` (when sent) must be the page's own and `Sec-Fetch-Site` (when sent)
+  `same-origin` or `none`. The login form has a pre-login session for its token.
+- **Login throttling** (`Throttle`): after `free` failures from one address, each further
+  attempt waits (30 s, doubling, at most 15 min); past `global_limit` failures a minute from
+  all addresses together, every login waits a minute. Successes reset an address.
+- **Headers** (`SecurityHeaders`): a Content-Security-Policy allowing only the page's own
+  scripts, styles and images (no inline script: htmx is configured not to inject styles),
+  no framing, no sniffing, no referrer to other sites, no caching of pages.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COOKIE = "coffre_session"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+@dataclass
+class Session:
+    id: str
+    csrf: str
+    created: float
+    seen: float
+    user: str | None = None  # None: the pre-login session of the login form
+    role: str | None = None
+    flashes: list[tuple[str, str]] = field(default_factory=list)  # (level, text)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def flash(self, text: str, level: str = "info") -> None:
+        """A message shown on the next page (post-redirect-get needs no script)."""
+        self.flashes.append((level, text))
+
+    def take_flashes(self) -> list[tuple[str, str]]:
+        out, self.flashes = self.flashes, []
+        return out
+
+
+class Sessions:
+    """The sessions of one app, in memory, for one process."""
+
+    def __init__(self, *, idle_s: float = 900.0, lifetime_s: float = 12 * 3600.0, secure: bool = False,
+                 path: str = "/", clock: Callable[[], float] = time.time, limit: int = 10_000) -> None:
+        self.idle_s, self.lifetime_s, self.secure, self.path = idle_s, lifetime_s, secure, path or "/"
+        self.clock, self.limit = clock, limit
+        self._lock = threading.Lock()
+        self._by_id: dict[str, Session] = {}
+
+    @property
+    def cookie_name(self) -> str:
+        return "__Host-" + COOKIE if self.secure and self.path == "/" else COOKIE
+
+    def _alive(self, s: Session, now: float) -> bool:
+        return now - s.seen <= self.idle_s and now - s.created <= self.lifetime_s
+
+    def get(self, request: Request) -> Session | None:
+        sid = request.cookies.get(self.cookie_name)
+        if not sid:
+            return None
+        now = self.clock()
+        with self._lock:
+            s = self._by_id.get(sid)
+            if s is None or not hmac.compare_digest(s.id, sid):
+                return None
+            if not self._alive(s, now):
+                del self._by_id[sid]
+                return None
+            s.seen = now
+            return s
+
+    def new(self, user: str | None = None, role: str | None = None,
+            replacing: Session | None = None) -> Session:
+        """A fresh session (a new id, a new CSRF token); `replacing` is dropped."""
+        now = self.clock()
+        s = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32), created=now, seen=now,
+                    user=user, role=role)
+        with self._lock:
+            if replacing is not None:
+                self._by_id.pop(replacing.id, None)
+                s.flashes = list(replacing.flashes)
+            if len(self._by_id) >= self.limit:
+                self._sweep(now)
+            if len(self._by_id) >= self.limit:  # still full: the oldest pre-login ones go first
+                for old in sorted(self._by_id.values(), key=lambda x: (x.user is not None, x.seen))[:100]:
+                    del self._by_id[old.id]
+            self._by_id[s.id] = s
+        return s
+
+    def end(self, s: Session) -> None:
+        with self._lock:
+            self._by_id.pop(s.id, None)
+
+    def end_user(self, user: str) -> int:
+        """Ends every session of `user` (a disabled account, a changed password)."""
+        with self._lock:
+            gone = [sid for sid, s in self._by_id.items() if s.user == user]
+            for sid in gone:
+                del self._by_id[sid]
+        return len(gone)
+
+    def _sweep(self, now: float) -> None:
+        for sid in [sid for sid, s in self._by_id.items() if not self._alive(s, now)]:
+            del self._by_id[sid]
+
+    def set_cookie(self, response: Response, s: Session) -> None:
+        response.set_cookie(self.cookie_name, s.id, httponly=True, samesite="strict", secure=self.secure,
+                            path=self.path)
+
+    def clear_cookie(self, response: Response) -> None:
+        response.delete_cookie(self.cookie_name, path=self.path, secure=self.secure, httponly=True,
+                               samesite="strict")
+
+
+def session_of(request: Request) -> Session | None:
+    """The session the app's middleware found for this request (None: not logged in)."""
+    s = request.scope.get("coffre.session")
+    return s if isinstance(s, Session) else None
+
+
+class CsrfRefused(Exception):
+    pass
+
+
+async def check_csrf(request: Request, s: Session | None) -> None:
+    """Raises CsrfRefused unless the unsafe request carries `s`'s token and, when the browser
+    says where it comes from, comes from this origin. Reads the form (cached by Starlette)."""
+    if request.method in SAFE_METHODS:
+        return
+    if s is None:
+        raise CsrfRefused("no session")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise CsrfRefused("cross-site")
+    origin = request.headers.get("origin")
+    if origin == "null" and site != "same-origin":  # "null": a sandboxed frame, a data: page...
+        raise CsrfRefused("origin")
+    if origin is not None and origin != "null" and origin != own_origin(request):
+        raise CsrfRefused("origin")
+    token = request.headers.get("x-csrf-token")
+    if token is None:
+        form = await request.form()
+        value = form.get("csrf")
+        token = value if isinstance(value, str) else None
+    if not token or not hmac.compare_digest(token.encode(), s.csrf.encode()):
+        raise CsrfRefused("token")
+
+
+def own_origin(request: Request) -> str:
+    scheme = request.url.scheme
+    host = request.headers.get("host", "")
+    return f"{scheme}://{host}"
+
+
+class Throttle:
+    """Login attempts: how long an address must wait before its next one."""
+
+    def __init__(self, *, free: int = 5, first_wait_s: float = 30.0, max_wait_s: float = 900.0,
+                 global_limit: int = 50, clock: Callable[[], float] = time.time) -> None:
+        self.free, self.first_wait_s, self.max_wait_s = free, first_wait_s, max_wait_s
+        self.global_limit, self.clock = global_limit, clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float]] = {}  # address -> (count, last failure)
+        self._recent: list[float] = []  # failures from anyone in the last minute
+
+    def wait_s(self, address: str) -> float:
+        """Seconds before `address` may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            self._recent = [t for t in self._recent if now - t < 60.0]
+            wait = 0.0
+            if len(self._recent) >= self.global_limit:
+                wait = 60.0 - (now - self._recent[0])
+            count, last = self._failures.get(address, (0, 0.0))
+            if count >= self.free:
+                penalty = min(self.max_wait_s, self.first_wait_s * 2 ** (count - self.free))
+                wait = max(wait, last + penalty - now)
+            return max(0.0, wait)
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            count, _last = self._failures.get(address, (0, 0.0))
+            self._failures[address] = (count + 1, now)
+            self._recent.append(now)
+            if len(self._failures) > 100_000:
+                self._failures.clear()  # bounded memory under a spray of addresses
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response of the wrapped app."""
+
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
+        self.app, self.hsts = app, hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _v in headers}
+                extra = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                         (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
+                         (b"cross-origin-opener-policy", b"same-origin")]
+                if b"cache-control" not in names:
+                    extra.append((b"cache-control", b"no-store"))
+                if self.hsts:
+                    extra.append((b"strict-transport-security", b"max-age=31536000"))
+                message = {**message, "headers": headers + [(k, v) for k, v in extra if k not in names]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
