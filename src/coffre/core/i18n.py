@@ -89,7 +89,7 @@ def locale_name() -> str:
 
 def _current() -> gettext.NullTranslations:
     own = getattr(_thread, "speaking", None)
-    return _translation if own is None else own[1]  # type: ignore[no-any-return]
+    return _translation if own is None else own[1]
 
 
 def _(message: str) -> str:
