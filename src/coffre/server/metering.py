@@ -161,10 +161,10 @@ def report(db: Database, month: str, now_ns: int, tenant_id: int | None = None) 
         one = tenant_id is not None
         tenants = conn.execute(sa.select(t).where(t.c.id == tenant_id if one else sa.true())
                                .order_by(t.c.name)).all()
-        mine = u.c.tenant_id == tenant_id if one else sa.true()
-        in_month = conn.execute(sa.select(u).where(u.c.day >= days[0], u.c.day <= days[-1], mine)).all()
+        chosen = u.c.tenant_id == tenant_id if one else sa.true()
+        in_month = conn.execute(sa.select(u).where(u.c.day >= days[0], u.c.day <= days[-1], chosen)).all()
         before_q = (sa.select(u.c.tenant_id, sa.func.max(u.c.day).label("day"))
-                    .where(u.c.day < days[0], u.c.sampled_ns > 0, mine).group_by(u.c.tenant_id).subquery())
+                    .where(u.c.day < days[0], u.c.sampled_ns > 0, chosen).group_by(u.c.tenant_id).subquery())
         before = conn.execute(sa.select(u).join(before_q, sa.and_(
             u.c.tenant_id == before_q.c.tenant_id, u.c.day == before_q.c.day))).all()
         heads = {r.tenant_id: (int(r.seq), r.entry_hash) for r in conn.execute(sa.select(h))}
