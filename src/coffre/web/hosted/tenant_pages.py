@@ -271,7 +271,7 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
             soft = quota_input(form.get("soft", ""), _("soft quota"))
             hard = quota_input(form.get("hard", ""), _("hard quota"))
             admin.set_quota(ctx, kit.actor(request), t.name, soft, hard, form.get("motive"))
-            none = _("none")
+            none = _("no quota")
             return _("Quotas set: soft {soft}, hard {hard}.").format(
                 soft=human_size(soft) if soft is not None else none,
                 hard=human_size(hard) if hard is not None else none)
