@@ -19,8 +19,9 @@ from coffre.server.app import create_app
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
 from coffre.web.hosted.app import ConsoleKit, kit_for, mount
-from conftest import Coffre, make_tree
 from server_support import add_tenant, make_context, serving
+
+from conftest import Coffre, make_tree
 
 TENANT = "pharmacie-du-port"
 XSS = "<script>alert(1)</script>"
