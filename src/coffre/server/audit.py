@@ -123,6 +123,16 @@ class ReadTally:
 
 
 
+def latest(conn: Connection, tenant_id: int, limit: int, before_seq: int | None = None) -> list[Any]:
+    """The chain's entries newest first (the `limit` before number `before_seq`, or the last
+    ones): a page of the journal as stored (`verify` says whether it is intact)."""
+    e = tables.audit_entries
+    q = sa.select(e).where(e.c.tenant_id == tenant_id)
+    if before_seq is not None:
+        q = q.where(e.c.seq < before_seq)
+    return list(conn.execute(q.order_by(e.c.seq.desc()).limit(limit)).all())
+
+
 # --- verification ---------------------------------------------------------------------------
 
 WINDOW = 256      # entries looked at on either side to tell a moved entry from an edited one

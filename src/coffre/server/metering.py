@@ -16,6 +16,8 @@ counted as they happen. `coffre server usage` bills from it (GB-month per calend
 from __future__ import annotations
 
 import calendar
+import csv
+import io
 import re
 import time
 from dataclasses import dataclass
@@ -143,9 +145,9 @@ def month_report(db: Database, month: str, now_ns: int | None = None) -> list[Us
     return report(db, month, time.time_ns() if now_ns is None else now_ns).rows
 
 
-def report(db: Database, month: str, now_ns: int) -> MonthReport:
-    """Every tenant that existed before the month's end, with its figures for `month`
-    (YYYY-MM, UTC) as of `now_ns`, and the audit heads at that time."""
+def report(db: Database, month: str, now_ns: int, tenant_id: int | None = None) -> MonthReport:
+    """Every tenant that existed before the month's end (or only `tenant_id`), with its
+    figures for `month` (YYYY-MM, UTC) as of `now_ns`, and the audit heads at that time."""
     year, mon = parse_month(month)
     days_in_month = calendar.monthrange(year, mon)[1]
     first = date(year, mon, 1)
@@ -156,10 +158,13 @@ def report(db: Database, month: str, now_ns: int) -> MonthReport:
     with db.read() as conn:
         if db.dialect == "postgresql":
             conn.execution_options(isolation_level="REPEATABLE READ")
-        tenants = conn.execute(sa.select(t).order_by(t.c.name)).all()
-        in_month = conn.execute(sa.select(u).where(u.c.day >= days[0], u.c.day <= days[-1])).all()
+        one = tenant_id is not None
+        tenants = conn.execute(sa.select(t).where(t.c.id == tenant_id if one else sa.true())
+                               .order_by(t.c.name)).all()
+        chosen = u.c.tenant_id == tenant_id if one else sa.true()
+        in_month = conn.execute(sa.select(u).where(u.c.day >= days[0], u.c.day <= days[-1], chosen)).all()
         before_q = (sa.select(u.c.tenant_id, sa.func.max(u.c.day).label("day"))
-                    .where(u.c.day < days[0], u.c.sampled_ns > 0).group_by(u.c.tenant_id).subquery())
+                    .where(u.c.day < days[0], u.c.sampled_ns > 0, chosen).group_by(u.c.tenant_id).subquery())
         before = conn.execute(sa.select(u).join(before_q, sa.and_(
             u.c.tenant_id == before_q.c.tenant_id, u.c.day == before_q.c.day))).all()
         heads = {r.tenant_id: (int(r.seq), r.entry_hash) for r in conn.execute(sa.select(h))}
@@ -197,3 +202,45 @@ def report(db: Database, month: str, now_ns: int) -> MonthReport:
             quota_soft=tenant.quota_soft, quota_hard=tenant.quota_hard, audit_seq=seq, audit_head=head))
     pseq, phead = heads.get(PROVIDER, (0, "0" * 64))
     return MonthReport(f"{year:04d}-{mon:02d}", now_ns, len(counted) == days_in_month, rows, pseq, phead)
+
+
+# The columns of `coffre server usage --csv` (docs/server.md), also the console's download.
+CSV_COLUMNS = (
+    "month", "tenant", "tenant_id", "display_name", "state", "days_in_month", "days_counted",
+    "gb_month", "stored_byte_days", "peak_stored_bytes", "stored_bytes_end", "binned_gb_month",
+    "binned_byte_days", "binned_bytes_end", "uploads", "uploaded_bytes", "downloads",
+    "downloaded_bytes", "quota_soft_bytes", "quota_hard_bytes", "audit_seq", "audit_head",
+)
+
+
+def csv_text(rows: list[UsageRow]) -> str:
+    """The report's rows as CSV: one header line, then a line per tenant ("." as the decimal
+    point whatever the language, an empty cell for "none")."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        d = r.as_dict()
+        w.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class DaySample:
+    """A tenant's sampled day: its stored and binned bytes (the day's last sample), and the
+    transfers counted that day."""
+
+    day: str
+    stored_bytes: int
+    binned_bytes: int
+    uploaded_bytes: int
+    downloaded_bytes: int
+
+
+def samples(conn: Connection, tenant_id: int, from_day: str) -> list[DaySample]:
+    """The tenant's sampled days from `from_day` (YYYY-MM-DD, UTC) on, oldest first (a day
+    with transfers but no sample is left out: it holds no stored figure)."""
+    u = tables.usage_days
+    q = (sa.select(u.c.day, u.c.stored_bytes, u.c.binned_bytes, u.c.uploaded_bytes, u.c.downloaded_bytes)
+         .where(u.c.tenant_id == tenant_id, u.c.day >= from_day, u.c.sampled_ns > 0).order_by(u.c.day))
+    return [DaySample(str(d), int(s), int(b), int(up), int(down)) for d, s, b, up, down in conn.execute(q)]
