@@ -13,8 +13,8 @@ import subprocess
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 from urllib.parse import quote, unquote
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -273,7 +273,8 @@ def test_drill_of_a_sqlite_database_reports_its_checks(repo, tmp_path: Path) -> 
     c = logged_in(make_app(config, tmp_path))
     page = c.get("/restore/officine").text
     assert "Lancer un exercice" in page
-    r = c.post("/restore/officine/drill", data={"snapshot": snap, "csrf": csrf_of(page)}, follow_redirects=False)
+    r = c.post("/restore/officine/drill", data={"snapshot": snap, "csrf": csrf_of(page)},
+               follow_redirects=False)
     assert r.status_code == 303
     done = wait_task(c, r.headers["location"])
     assert "Exercice réussi" in done and "sqlite" in done, done
@@ -308,3 +309,21 @@ def test_restore_pages_import_nothing_the_console_may_not(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-c", "import coffre.web.local.restore_pages"], capture_output=True,
                          text=True, check=False, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_page_benchmark_runs(tmp_path: Path) -> None:
+    """bench/web_pages.py cannot rot: its pharmacy mode on 20 snapshots, in-process and over
+    HTTP (Chromium is measured by the full run)."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "web_pages.py"), "pharmacy",
+                          "--snapshots", "20", "--weak-kdf", "--no-chromium",
+                          "--out", str(tmp_path / "bench"),
+                          "--json", str(tmp_path / "bench.json")],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "20 snapshots" in out.stdout
+    for row in ("calendar   in-process", "calendar   http", "folder     in-process", "folder     http"):
+        assert row in out.stdout
+    import json
+
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert all(0 < r["warm_full"] < 5 for page in data["results"].values() for r in page.values())

@@ -18,7 +18,7 @@ from coffre.agent.status import StatusStore
 from coffre.web.guard import Identity
 from coffre.web.local.app import AgentView, create_app
 
-PAGE_PASSWORD = "mot de passe de la pharmacie"  # noqa: S105 (a test's)
+PAGE_PASSWORD = "mot de passe de la pharmacie"
 # A file name cannot hold '/': the path <script>alert(1)</script>.txt is a folder
 # "<script>alert(1)<" holding "script>.txt"; and a file whose name is an HTML tag.
 XSS_FOLDER, XSS_FILE = "<script>alert(1)<", "script>.txt"

@@ -330,7 +330,8 @@ class Repositories:
                 try:
                     snap = Snapshot.from_bytes(repo.load_object("snapshots", name), name)
                 except CoffreError as exc:  # removed meanwhile, or damaged: never hides the others
-                    problems.append(_("snapshot {name}: {problem}").format(name=name[:12], problem=exc.message))
+                    problems.append(_("snapshot {name}: {problem}").format(name=name[:12],
+                                                                           problem=exc.message))
                     continue
                 if belongs(job, snap):
                     kept.append(snap)

@@ -237,7 +237,8 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
     # /restore
     def home(request: Request) -> Response:
         config = kit.view.config()
-        jobs = tuple(JobChoice(name, base_of(name), job.repository) for name, job in sorted(config.jobs.items()))
+        jobs = tuple(JobChoice(name, base_of(name), job.repository)
+                     for name, job in sorted(config.jobs.items()))
         return pages.render(request, "local/restore.html", RestoreHomePage(
             title=_("Restore files"), jobs=jobs, tasks=tuple(tasks.recent()[:10]), area=str(area())))
 
@@ -278,7 +279,8 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
         later = [m for m in months if m > (year, month)]
         drill = next((s for s in reversed(snaps) if s.databases), None)
         return pages.render(request, "local/restore_calendar.html", CalendarPage(
-            title=_("Restore from {job}").format(job=job), job=job, base=base_of(job), month=f"{year:04d}-{month:02d}",
+            title=_("Restore from {job}").format(job=job), job=job, base=base_of(job),
+            month=f"{year:04d}-{month:02d}",
             month_label=month_label(year, month), weekdays=weekday_names(), weeks=weeks,
             previous_month=f"{earlier[-1][0]:04d}-{earlier[-1][1]:02d}" if earlier else None,
             next_month=f"{later[0][0]:04d}-{later[0][1]:02d}" if later else None,
@@ -348,7 +350,8 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
                                          len(versions), snapshot_row(newest.snapshots[-1]), linkable(path)))
                 matches.sort(key=lambda m: (-m.snapshot.time, m.path))
         return pages.render(request, "local/browse_search.html", SearchPage(
-            title=_("Search in the backups of {job}").format(job=job), job=job, base=base_of(job), query=query,
+            title=_("Search in the backups of {job}").format(job=job), job=job, base=base_of(job),
+            query=query,
             snapshot=snapshot_row(one) if one else None, searched=searched, matches=tuple(matches),
             truncated=truncated, error=error))
 
@@ -374,7 +377,8 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
                        len(held), snapshot_row(held[0]), snapshot_row(held[-1]))
             for n, held in reversed(rows))
         return pages.render(request, "local/browse_versions.html", VersionsPage(
-            title=_("Versions of {name}").format(name=parts[-1]), job=job, base=base_of(job), path=joined(parts), name=parts[-1],
+            title=_("Versions of {name}").format(name=parts[-1]), job=job, base=base_of(job),
+            path=joined(parts), name=parts[-1],
             crumbs=crumbs_of(parts), versions=versions, searched=len(opened.snapshots)))
 
     # /restore/{job}/download?snapshot=&path=

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coffre.agent.steps import Endpoint, Priority
@@ -206,9 +206,9 @@ class Tasks:
             pass
         failed = code != 0 or task.state == "failed"
         lines = [ln for ln in text.splitlines() if ln.strip()]
+        said = "\n".join(lines[-3:]) or _("the command failed (exit status {code})").format(code=code)
         self._update(task_id, **{**_fields(task), "state": "failed" if failed else "ok",
-                                 "error": ("\n".join(lines[-3:]) or _("the command failed (exit status {code})").format(
-                                     code=code)) if failed else None})
+                                 "error": said if failed else None})
 
 
 def _fields(task: Task) -> dict[str, Any]:
