@@ -196,16 +196,13 @@ def version_key(n: Node) -> tuple[object, ...]:
 def routes(kit: LocalKit) -> list[BaseRoute]:
     state = RestoreState(Repositories(kit.view.config), Tasks(kit.view.clock))
     kit.extras["restore"] = state
-    repos, tasks, guard, pages, urls = state.repositories, state.tasks, kit.guard, kit.pages, kit.urls
+    repos, tasks, guard, pages = state.repositories, state.tasks, kit.guard, kit.pages
 
     def tz() -> str:
         return kit.view.config().agent.timezone
 
     def area() -> Path:
         return restore_area(kit.view.config())
-
-    def job_url(job: str, tail: str = "", **query: object) -> str:
-        return urls.to("/restore/" + segment(job) + tail, **query)
 
     def back(job: str, tail: str = "", **query: object) -> Response:
         return guard.redirect("/restore/" + segment(job) + tail, **query)
