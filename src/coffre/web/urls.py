@@ -39,7 +39,7 @@ class Urls:
     def __init__(self, prefix: str = "") -> None:
         self.prefix = normal_prefix(prefix)
 
-    def to(self, path: str, **query: object) -> str:
+    def to(self, path: str, /, **query: object) -> str:
         """`path` ('/', '/jobs/daily', segments already quoted with `segment`) under the
         prefix, with an optional query string (None values left out)."""
         if not path.startswith("/"):
