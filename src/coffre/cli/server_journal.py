@@ -21,7 +21,6 @@ point whatever the language).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import sys
@@ -41,14 +40,9 @@ from coffre.core.errors import EXIT_FATAL, EXIT_OK, CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.posix import fsync_dir
 from coffre.server import audit, metering, tenants
+from coffre.server.metering import CSV_COLUMNS, write_csv  # noqa: F401 (the CLI's CSV is metering's)
 from coffre.server.db import Database, tables
 
-CSV_COLUMNS = (
-    "month", "tenant", "tenant_id", "display_name", "state", "days_in_month", "days_counted",
-    "gb_month", "stored_byte_days", "peak_stored_bytes", "stored_bytes_end", "binned_gb_month",
-    "binned_byte_days", "binned_bytes_end", "uploads", "uploaded_bytes", "downloads",
-    "downloaded_bytes", "quota_soft_bytes", "quota_hard_bytes", "audit_seq", "audit_head",
-)
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -138,14 +132,6 @@ def usage_json(report: metering.MonthReport) -> dict[str, Any]:
     return {"month": report.month, "generated_ns": report.generated_ns, "complete": report.complete,
             "gb_bytes": metering.GB, "tenants": rows,
             "provider_audit": {"seq": report.provider_audit_seq, "head": report.provider_audit_head}}
-
-
-def write_csv(report: metering.MonthReport, out: Any) -> None:
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in report.rows:
-        d = r.as_dict()
-        w.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
 
 
 def _gb(n: float, decimals: int = 3) -> str:

@@ -16,6 +16,7 @@ counted as they happen. `coffre server usage` bills from it (GB-month per calend
 from __future__ import annotations
 
 import calendar
+import csv
 import re
 import time
 from dataclasses import dataclass
@@ -197,3 +198,21 @@ def report(db: Database, month: str, now_ns: int) -> MonthReport:
             quota_soft=tenant.quota_soft, quota_hard=tenant.quota_hard, audit_seq=seq, audit_head=head))
     pseq, phead = heads.get(PROVIDER, (0, "0" * 64))
     return MonthReport(f"{year:04d}-{mon:02d}", now_ns, len(counted) == days_in_month, rows, pseq, phead)
+
+
+CSV_COLUMNS = (
+    "month", "tenant", "tenant_id", "display_name", "state", "days_in_month", "days_counted",
+    "gb_month", "stored_byte_days", "peak_stored_bytes", "stored_bytes_end", "binned_gb_month",
+    "binned_byte_days", "binned_bytes_end", "uploads", "uploaded_bytes", "downloads",
+    "downloaded_bytes", "quota_soft_bytes", "quota_hard_bytes", "audit_seq", "audit_head",
+)
+
+
+def write_csv(report: MonthReport, out: Any) -> None:
+    """The month's CSV (CSV_COLUMNS, "." as the decimal point whatever the language): what
+    `coffre server usage --csv` prints and the console's billing page downloads."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in report.rows:
+        d = r.as_dict()
+        w.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
