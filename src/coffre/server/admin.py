@@ -378,6 +378,10 @@ def acknowledge_alert(ctx: ServerContext, actor: Actor, tenant: str, problem: st
             raise Unknown(_("tenant {tenant} has no open alert {problem}").format(
                 tenant=tenant, problem=repr(problem)))
         where = (k.c.tenant_id == t.id, k.c.problem == problem)
+        before = conn.execute(sa.select(k.c.since_ns, k.c.acknowledged_by).where(*where)).first()
+        if before is not None and before.since_ns == row.since_ns:
+            raise Conflict(_("this alert was acknowledged already, by {name}").format(
+                name=before.acknowledged_by))
         conn.execute(k.delete().where(*where))
         conn.execute(k.insert().values(tenant_id=t.id, problem=problem, since_ns=row.since_ns,
                                        acknowledged_ns=now, acknowledged_by=by[:64]))
