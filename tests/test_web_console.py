@@ -142,7 +142,8 @@ def test_roles_viewer_reads_operator_acts_admin_manages(ctx: ServerContext) -> N
         acks = list(conn.execute(sa.select(tables.fleet_alert_acks)))
     assert [(a.problem, a.acknowledged_by) for a in acks] == [("failing", "operator-1")]
     tenant_chain = journal(ctx, acks[0].tenant_id)
-    assert [(e.operation, e.client.split("@")[0]) for e in tenant_chain] == [("admin.alert.ack", "console:operator-1")]
+    assert [(e.operation, e.client.split("@")[0]) for e in tenant_chain] == [
+        ("admin.alert.ack", "console:operator-1")]
 
 
 def test_a_disabled_account_loses_its_sessions_and_cannot_log_in(ctx: ServerContext) -> None:
@@ -228,12 +229,14 @@ def test_fleet_is_sorted_by_risk_and_filters_and_search_are_get_parameters(ctx: 
     oranges = [n for i, n in enumerate(names) if i % 11 == 3 and i != 5]
     assert sorted(shown) == sorted(names) and shown[: len(reds)] == reds
     assert shown[len(reds): len(reds) + len(oranges)] == oranges and shown[-1] == "pharmacie-0005"
-    assert "EN ÉCHEC" in page and "la sauvegarde « officine » de comptoir a échoué" in page.replace("\u00a0", " ")
+    assert "EN ÉCHEC" in page
+    assert "la sauvegarde « officine » de comptoir a échoué" in page.replace("\u00a0", " ")
     assert names_in(c.get("/console/?light=red").text) == reds
     assert names_in(c.get("/console/?light=orange").text) == oranges
     assert names_in(c.get("/console/?state=read-only").text) == ["pharmacie-0006"]
     assert names_in(c.get("/console/?state=disabled").text) == ["pharmacie-0005"]
-    assert names_in(c.get("/console/?q=PHARMACIE-001").text) == [n for n in shown if n.startswith("pharmacie-001")]
+    tens = [n for n in shown if n.startswith("pharmacie-001")]
+    assert names_in(c.get("/console/?q=PHARMACIE-001").text) == tens
     assert names_in(c.get("/console/?q=Pharmacie 21").text) == ["pharmacie-0021"]  # the display name
     assert names_in(c.get("/console/?light=purple&state=x").text) == shown       # unknown: ignored
     alerts = page.split('id="alerts"')[1]
@@ -247,7 +250,8 @@ def test_acknowledging_an_alert_records_who_and_when(ctx: ServerContext) -> None
     login(c, op, NOW)
     page = c.get("/console/?light=red").text
     csrf = page.split('name="csrf" value="')[1].split('"')[0]
-    after = c.post("/console/alerts/pharmacie-0007/failing/acknowledge", data={"csrf": csrf, "back": "light=red"})
+    after = c.post("/console/alerts/pharmacie-0007/failing/acknowledge",
+                   data={"csrf": csrf, "back": "light=red"})
     assert after.url.query == b"light=red" and "Alerte acquittée" in after.text
     assert "par olga, aujourd'hui" in html.unescape(after.text)
     again = c.post("/console/alerts/pharmacie-0001/failing/acknowledge", data={"csrf": csrf})
@@ -301,7 +305,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{postgres.port}/{name}"
 
 
-def test_an_issue15_database_gains_the_accounts_table_at_start_and_at_init(db_url: str, tmp_path: Path) -> None:
+def test_an_issue15_database_gains_the_accounts_table_at_start_and_at_init(
+        db_url: str, tmp_path: Path) -> None:
     version1(db_url)
     settings = Settings(data_dir=tmp_path / "data", db_url=db_url)
     ctx = ServerContext.open(settings)  # what `coffre server` does at start
@@ -339,8 +344,9 @@ def test_init_and_the_account_commands_on_an_old_database(tmp_path: Path) -> Non
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD + "\n")
     log = tmp_path / "log.txt"
-    added = subprocess.run([sys.executable, "-m", "coffre", "--log-file", str(log), "server", "account", "add",
-                            "alice", "--role", "admin", "--password-file", str(pw), "--data", str(data)],
+    added = subprocess.run([sys.executable, "-m", "coffre", "--log-file", str(log), "server", "account",
+                            "add", "alice", "--role", "admin", "--password-file", str(pw),
+                            "--data", str(data)],
                            capture_output=True, text=True, env=env)
     assert added.returncode == 0, added
     secret = added.stdout.split("secret: ")[1].split()[0]

@@ -49,7 +49,8 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ena = leaf("enable", _("let a disabled account log in again"), cmd_enable)
     ena.add_argument("name", help=_("the account"))
     ena.add_argument("--motive", metavar=_("TEXT"), help=_("why: recorded in the provider's audit journal"))
-    tot = leaf("reset-totp", _("give an account a new TOTP secret (a lost phone); shown once"), cmd_reset_totp)
+    tot = leaf("reset-totp", _("give an account a new TOTP secret (a lost phone); shown once"),
+               cmd_reset_totp)
     tot.add_argument("name", help=_("the account"))
     pw = leaf("password", _("set an account's password; its open sessions end"), cmd_password)
     pw.add_argument("name", help=_("the account"))
@@ -73,7 +74,8 @@ def read_password(args: argparse.Namespace) -> str:
 
 def show_enrolment(name: str, secret: str, uri: str) -> None:
     say_unlogged("\n".join([
-        _("Second factor of {name} (shown once, not logged): enter it in an authenticator app").format(name=name),
+        _("Second factor of {name} (shown once, not logged): enter it in an authenticator app").format(
+            name=name),
         _("  secret: {secret}").format(secret=secret),
         _("  or the link: {uri}").format(uri=uri)]),
         _("(the TOTP secret was shown on the terminal; it is not logged)"))

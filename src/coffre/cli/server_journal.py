@@ -40,8 +40,8 @@ from coffre.core.errors import EXIT_FATAL, EXIT_OK, CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.posix import fsync_dir
 from coffre.server import audit, metering, tenants
-from coffre.server.metering import CSV_COLUMNS, write_csv  # noqa: F401 (the CLI's CSV is metering's)
 from coffre.server.db import Database, tables
+from coffre.server.metering import CSV_COLUMNS, write_csv  # noqa: F401 (the CLI's CSV is metering's)
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

@@ -246,7 +246,7 @@ def verify(ctx: ServerContext, name: str, password: str, code: str) -> Verdict:
         row = conn.execute(sa.select(a).where(a.c.name == name)).first() if _NAME.match(name) else None
     stored = row.password_hash if row is not None else _decoy()
     try:
-        good = hasher().verify(stored, password)
+        good: bool = hasher().verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         good = False
     if row is None:

@@ -68,7 +68,8 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
         first = report.rows[0] if report.rows else None
         return kit.pages.render(request, "hosted/billing.html", BillingPage(
             title=_("Billing"), month=month, month_name=month_name(month), complete=report.complete,
-            days_counted=first.days_counted if first else 0, days_in_month=first.days_in_month if first else 0,
+            days_counted=first.days_counted if first else 0,
+            days_in_month=first.days_in_month if first else 0,
             rows=rows, total_gb_month=f"{sum((r.gb_month for r in report.rows), Decimal(0)):f}",
             total_uploaded=sum(r.uploaded_bytes for r in report.rows),
             total_downloaded=sum(r.downloaded_bytes for r in report.rows),
@@ -78,7 +79,8 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
     def csv(request: Request) -> Response:
         month, understood = month_of(kit, request)
         if not understood:
-            return kit.guard.message(request, _("That is not a month: write it as YYYY-MM, e.g. 2026-11."), 400)
+            return kit.guard.message(request, _("That is not a month: write it as YYYY-MM, e.g. 2026-11."),
+                                     400)
         report = admin.usage_report(kit.ctx, kit.actor(request), month)
         out = io.StringIO()
         metering.write_csv(report, out)

@@ -92,7 +92,8 @@ def _row(r: fleet.TenantRisk, last_good: int | None, now_ns: int, link: str, lan
     used = int(q.get("stored") or 0) + int(q.get("binned") or 0)
     limit = q.get("hard") or q.get("soft")
     scrub_count = sum(int(x.detail.get("count", 0)) for x in r.reasons if x.code == "scrub")
-    replica = sum(int(x.detail.get("count", 0)) for x in r.reasons if x.code == "copies" and "problems" in x.detail)
+    replica = sum(int(x.detail.get("count", 0)) for x in r.reasons
+                  if x.code == "copies" and "problems" in x.detail)
     copies = any(x.code == "copies" and "copies" in x.detail for x in r.reasons)
     reasons = tuple(fleet_texts.reason_text(x, lang, TZ) for x in r.reasons)
     since = r.since_ns
