@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from coffre.cli import server_admin, server_fleet, server_journal, server_ops, server_serve
+from coffre.cli import server_accounts, server_admin, server_fleet, server_journal, server_ops, server_serve
 from coffre.cli.server_common import add_location_options
 from coffre.core.i18n import _
 
@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "server", help=_("the hosting server: pharmacies' off-site backups, without their keys"),
         description=_("Without an action, serves the repositories of every tenant over HTTPS. "
                       "The actions manage tenants, tokens, the recycle bin, usage, the audit "
-                      "journal, scrubbing, replication and the fleet (docs/server.md)."))
+                      "journal, scrubbing, replication, the fleet and the console's accounts "
+                      "(docs/server.md). The web console is served under /console."))
     add_location_options(p)
     server_serve.add_serve_options(p)
     p.set_defaults(func=server_serve.cmd_serve)
@@ -25,3 +26,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     server_journal.register(actions)
     server_ops.register(actions)
     server_fleet.register(actions)
+    server_accounts.register(actions)

@@ -41,8 +41,8 @@ from coffre.core.i18n import _, ngettext
 from coffre.core.posix import fsync_dir
 from coffre.server import audit, metering, tenants
 from coffre.server.db import Database, tables
+from coffre.server.metering import CSV_COLUMNS, write_csv  # noqa: F401 (the CLI's CSV is metering's)
 
-CSV_COLUMNS = metering.CSV_COLUMNS
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -132,10 +132,6 @@ def usage_json(report: metering.MonthReport) -> dict[str, Any]:
     return {"month": report.month, "generated_ns": report.generated_ns, "complete": report.complete,
             "gb_bytes": metering.GB, "tenants": rows,
             "provider_audit": {"seq": report.provider_audit_seq, "head": report.provider_audit_head}}
-
-
-def write_csv(report: metering.MonthReport, out: Any) -> None:
-    out.write(metering.csv_text(report.rows))
 
 
 def _gb(n: float, decimals: int = 3) -> str:

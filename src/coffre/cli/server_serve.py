@@ -38,6 +38,8 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
                           "e.g. 127.0.0.1/32"))
     g.add_argument("--max-connections", type=int, metavar="N",
                    help=_("connections served at once; beyond, requests are answered 503 (default 500)"))
+    g.add_argument("--no-console", action="store_true",
+                   help=_("do not serve the provider's web console (/console)"))
     server_fleet.add_alerts_option(g)  # type: ignore[arg-type]
 
 
@@ -102,4 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides["extra"] = server_fleet.alerts_extra(args)  # a broken alerts file stops the start
     settings = settings_from_args(args, **overrides)
     serve.configure_logging(bool(getattr(args, "verbose", False)))
-    return serve.serve(settings, max_connections=connections)
+    from coffre.cli.server_console import console_routes
+
+    return serve.serve(settings, max_connections=connections,
+                       extra=None if getattr(args, "no_console", False) else console_routes)

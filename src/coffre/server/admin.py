@@ -336,14 +336,21 @@ def recycle_purge(ctx: ServerContext, actor: Actor, tenant: str, motive: str | N
 
 # -- usage -------------------------------------------------------------------------------------
 
-def usage(ctx: ServerContext, actor: Actor, month: str | None = None) -> dict[str, Any]:
-    """The month's usage report (metering.report), as `coffre server usage --json` prints it;
-    the current month (by the server's clock) by default."""
+def usage_report(ctx: ServerContext, actor: Actor, month: str | None = None) -> metering.MonthReport:
+    """The month's usage report (metering.report; the current month by the server's clock by
+    default), its reading journaled."""
     now = ctx.clock.now_ns()
     month = month or audit.day_of(now)[:7]
     metering.parse_month(month)
     report = metering.report(ctx.db, month, now)
     _read(ctx, actor, audit.PROVIDER, "usage")
+    return report
+
+
+def usage(ctx: ServerContext, actor: Actor, month: str | None = None) -> dict[str, Any]:
+    """The month's usage report (metering.report), as `coffre server usage --json` prints it;
+    the current month (by the server's clock) by default."""
+    report = usage_report(ctx, actor, month)
     rows = []
     for r in report.rows:
         d = r.as_dict(json_ready=True)
@@ -352,3 +359,33 @@ def usage(ctx: ServerContext, actor: Actor, month: str | None = None) -> dict[st
     return {"month": report.month, "generated_ns": report.generated_ns, "complete": report.complete,
             "gb_bytes": metering.GB, "tenants": rows,
             "provider_audit": {"seq": report.provider_audit_seq, "head": report.provider_audit_head}}
+
+
+# -- fleet alerts ------------------------------------------------------------------------------
+
+def acknowledge_alert(ctx: ServerContext, actor: Actor, tenant: str, problem: str,
+                      by: str) -> dict[str, Any]:
+    """Record that `by` (a console account) has seen an open alert of the tenant (table
+    fleet_alert_acks): it holds while the alert keeps its start; a problem that comes back
+    after it cleared is a new alert. Journaled in the tenant's chain."""
+    now = ctx.clock.now_ns()
+    a, k = tables.fleet_alerts, tables.fleet_alert_acks
+    with ctx.db.begin() as conn:
+        t = tenant_named(conn, tenant)
+        row = conn.execute(sa.select(a.c.since_ns, a.c.cleared_ns).where(
+            a.c.tenant_id == t.id, a.c.problem == problem)).first()
+        if row is None or row.cleared_ns is not None:
+            raise Unknown(_("tenant {tenant} has no open alert {problem}").format(
+                tenant=tenant, problem=repr(problem)))
+        where = (k.c.tenant_id == t.id, k.c.problem == problem)
+        before = conn.execute(sa.select(k.c.since_ns, k.c.acknowledged_by).where(*where)).first()
+        if before is not None and before.since_ns == row.since_ns:
+            raise Conflict(_("this alert was acknowledged already, by {name}").format(
+                name=before.acknowledged_by))
+        conn.execute(k.delete().where(*where))
+        conn.execute(k.insert().values(tenant_id=t.id, problem=problem, since_ns=row.since_ns,
+                                       acknowledged_ns=now, acknowledged_by=by[:64]))
+        audit.append(ctx.db, conn, _entry(actor, t.id, "alert.ack", problem=problem,
+                                          since_ns=int(row.since_ns), by=by[:64]), now)
+    return {"tenant": tenant, "problem": problem, "since_ns": int(row.since_ns),
+            "acknowledged_ns": now, "acknowledged_by": by[:64]}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,11 +57,13 @@ def routes(api: ObjectsAPI) -> list[BaseRoute]:
     ]
 
 
-def create_app(ctx: ServerContext) -> Starlette:
-    """The server's application over `ctx` (which the caller opens and closes)."""
+def create_app(ctx: ServerContext, extra: Sequence[BaseRoute] = ()) -> Starlette:
+    """The server's application over `ctx` (which the caller opens and closes). `extra`:
+    routes outside /v1 (the web console's Mount, given by the command line: this package
+    does not import the pages)."""
     api = ObjectsAPI(ctx)
     table = [*routes(api), *admin_api.routes(ctx), *reports_api.routes(ctx),
-             Route("/v1/{rest:path}", api.unknown, methods=ALL_METHODS)]
+             Route("/v1/{rest:path}", api.unknown, methods=ALL_METHODS), *extra]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -244,3 +244,9 @@ def samples(conn: Connection, tenant_id: int, from_day: str) -> list[DaySample]:
     q = (sa.select(u.c.day, u.c.stored_bytes, u.c.binned_bytes, u.c.uploaded_bytes, u.c.downloaded_bytes)
          .where(u.c.tenant_id == tenant_id, u.c.day >= from_day, u.c.sampled_ns > 0).order_by(u.c.day))
     return [DaySample(str(d), int(s), int(b), int(up), int(down)) for d, s, b, up, down in conn.execute(q)]
+
+
+def write_csv(report: MonthReport, out: Any) -> None:
+    """The month's CSV: what `coffre server usage --csv` prints and the console's billing
+    page downloads."""
+    out.write(csv_text(report.rows))

@@ -21,12 +21,13 @@ import signal
 import ssl
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from types import FrameType
 from typing import Any
 
 import h11
 import uvicorn
+from starlette.routing import BaseRoute
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from coffre.core.clock import Clock
@@ -145,8 +146,10 @@ def _tls_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) 
 
 
 def uvicorn_config(ctx: ServerContext, *, max_connections: int = MAX_CONNECTIONS,
-                   header_timeout: float = HEADER_TIMEOUT_S, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn configuration serving `ctx` as its settings say (tests change limits)."""
+                   header_timeout: float = HEADER_TIMEOUT_S, extra: Sequence[BaseRoute] = (),
+                   **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration serving `ctx` as its settings say (tests change limits);
+    `extra`: routes besides /v1 (app.create_app)."""
     settings = ctx.settings
     tls = check_transport(settings)
     protocol = type("Protocol", (Protocol,), {"header_timeout": header_timeout})
@@ -170,7 +173,7 @@ def uvicorn_config(ctx: ServerContext, *, max_connections: int = MAX_CONNECTIONS
     if tls is not None:
         options |= {"ssl_certfile": tls[0], "ssl_keyfile": tls[1], "ssl_context_factory": _tls_factory}
     options |= overrides
-    return uvicorn.Config(create_app(ctx), **options)
+    return uvicorn.Config(create_app(ctx, extra), **options)
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -183,12 +186,15 @@ def configure_logging(verbose: bool = False) -> None:
         logger.propagate = False
 
 
-def serve(settings: Settings, clock: Clock | None = None, max_connections: int = MAX_CONNECTIONS) -> int:
-    """Serve until SIGTERM or SIGINT; 0 after a clean stop."""
+def serve(settings: Settings, clock: Clock | None = None, max_connections: int = MAX_CONNECTIONS,
+          extra: Callable[[ServerContext], Sequence[BaseRoute]] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; 0 after a clean stop. `extra(ctx)`: routes besides /v1
+    (the command line passes the web console's)."""
     check_transport(settings)
     ctx = ServerContext.open(settings, clock)
     try:
-        config = uvicorn_config(ctx, max_connections=max_connections)
+        config = uvicorn_config(ctx, max_connections=max_connections,
+                                extra=extra(ctx) if extra is not None else ())
         scheme = "https" if config.is_ssl else "http"
         log.info("serving %s://%s:%d (data %s)", scheme, settings.host, settings.port, settings.data_dir)
         server = Server(config)

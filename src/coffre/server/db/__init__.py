@@ -6,10 +6,15 @@ well-kept toolkit rather than two hand-written SQL dialects). Write transactions
 begin IMMEDIATE, so two writers queue on the busy timeout instead of failing on upgrade;
 PostgreSQL rows that serialize writers (a tenant's usage, an audit head) are locked with
 SELECT ... FOR UPDATE (`Database.for_update`).
+
+Migrations only ever add (tables, so far): an older database is brought up to SCHEMA_VERSION
+by `create` (`coffre server init`) and by `check` (every start and every action), under the
+lock of the schema row, so several instances starting together migrate it once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +28,12 @@ from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _
 from coffre.server.db import tables
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version -> the tables it adds (created when a database of an earlier version is opened)
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("provider_accounts", "fleet_alert_acks"),  # the web console's accounts, acknowledged alerts
+}
+log = logging.getLogger("coffre.server")
 
 
 class Database:
@@ -67,8 +77,10 @@ class Database:
         written by a newer Coffre."""
         tables.metadata.create_all(self.engine)
         with self.begin() as conn:
-            version = conn.execute(sa.select(tables.schema.c.version)).scalar()
-            if version is None:
+            version = conn.execute(self.for_update(sa.select(tables.schema.c.version))).scalar()
+            if version is not None and version < SCHEMA_VERSION:
+                self._migrate(conn, version)
+            elif version is None:
                 conn.execute(tables.schema.insert().values(version=SCHEMA_VERSION))
                 # The provider's own chain (audit.PROVIDER), so appends only ever lock a row.
                 conn.execute(tables.audit_heads.insert().values(
@@ -98,6 +110,25 @@ class Database:
                 _("the server's database has schema version {found}; this Coffre knows up to "
                   "{known}").format(found=version, known=SCHEMA_VERSION),
                 _("run the newer Coffre that wrote it"))
+        if version < SCHEMA_VERSION:
+            self.upgrade()
+
+    def upgrade(self) -> int | None:
+        """Bring an older schema up to SCHEMA_VERSION; the version it had (None: nothing done)."""
+        with self.begin() as conn:
+            version = conn.execute(self.for_update(sa.select(tables.schema.c.version))).scalar()
+            if version is None or version >= SCHEMA_VERSION:
+                return None
+            self._migrate(conn, int(version))
+        return int(version)
+
+    def _migrate(self, conn: Connection, version: int) -> None:
+        """Inside the caller's transaction, which holds the schema row."""
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for name in MIGRATIONS.get(target, ()):
+                tables.metadata.tables[name].create(conn, checkfirst=True)
+        conn.execute(tables.schema.update().values(version=SCHEMA_VERSION))
+        log.info("the server's database schema was brought from version %d to %d", version, SCHEMA_VERSION)
 
     def close(self) -> None:
         self.engine.dispose()

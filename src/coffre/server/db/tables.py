@@ -199,3 +199,32 @@ fleet_alerts = Table(
     Column("notified_ns", BigInteger, nullable=True),
     Column("cleared_ns", BigInteger, nullable=True),
 )
+
+# Provider accounts of the web console (web/hosted/accounts.py), since schema 2. The password
+# is an Argon2id hash; the TOTP secret is kept as given to the authenticator app (base32: the
+# server must compute the codes), `totp_last_step` is the 30-second step of the last code
+# accepted (a code is never accepted twice). `changed_ns`: the last change of password, TOTP
+# or state (sessions opened before it end).
+provider_accounts = Table(
+    "provider_accounts", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),                    # viewer | operator | admin
+    Column("password_hash", String(255), nullable=False),
+    Column("totp_secret", String(64), nullable=False),
+    Column("totp_last_step", BigInteger, nullable=True),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("changed_ns", BigInteger, nullable=False),
+    Column("disabled_ns", BigInteger, nullable=True),
+    Column("last_login_ns", BigInteger, nullable=True),
+)
+
+# Who acknowledged a fleet alert, since schema 2 (one row per alert of fleet_alerts; it
+# applies while the alert keeps the same `since_ns`: a problem that comes back is new).
+fleet_alert_acks = Table(
+    "fleet_alert_acks", metadata,
+    Column("tenant_id", Integer, primary_key=True),
+    Column("problem", String(32), primary_key=True),
+    Column("since_ns", BigInteger, nullable=False),
+    Column("acknowledged_ns", BigInteger, nullable=False),
+    Column("acknowledged_by", String(64), nullable=False),         # the account's name
+)

@@ -37,6 +37,9 @@ class ConsoleKit:
     urls: Urls
     sessions: Sessions
     extras: dict[str, object] = field(default_factory=dict)
+    # ASGI middleware a page module adds around the console (account_pages: sessions of a
+    # disabled account end), inside the security headers
+    middleware: list[Middleware] = field(default_factory=list)
 
     def now(self) -> float:
         return self.ctx.clock.now_ns() / 1e9
@@ -68,7 +71,8 @@ def console_routes(kit: ConsoleKit) -> list[BaseRoute]:
 def mount(kit: ConsoleKit) -> Mount:
     """The console mounted at its prefix, with its security headers (for the server's app)."""
     headers = Middleware(SecurityHeaders, hsts=kit.sessions.secure)
-    return Mount(kit.urls.prefix, app=Starlette(routes=console_routes(kit), middleware=[headers]))
+    table = console_routes(kit)  # first: a page module may add to kit.middleware
+    return Mount(kit.urls.prefix, app=Starlette(routes=table, middleware=[headers, *kit.middleware]))
 
 
 def create_console(ctx: ServerContext, *, secure: bool = True, extra: Sequence[BaseRoute] = ()) -> Starlette:
