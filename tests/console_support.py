@@ -119,3 +119,11 @@ def journal(ctx: ServerContext, tenant_id: int = audit.PROVIDER) -> list[Any]:
     a = tables.audit_entries
     with ctx.db.read() as conn:
         return list(conn.execute(sa.select(a).where(a.c.tenant_id == tenant_id).order_by(a.c.seq)))
+
+
+def ensure_account(ctx: Any, name: str, role: str) -> None:
+    """A provider account `name` (sessions of unknown accounts end at once: accounts.Revocations)."""
+    from coffre.web.hosted import accounts
+
+    if accounts.get(ctx, name) is None:
+        accounts.add(ctx, SETUP, name, role, "un mot de passe assez long 2026")

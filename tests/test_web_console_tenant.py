@@ -28,6 +28,7 @@ from coffre.server.db import tables
 from coffre.storage.base import Handle
 from coffre.web.hosted.app import ConsoleKit, kit_for, mount
 from coffre.web.security import Session
+from console_support import ensure_account
 from server_support import T0, add_tenant, make_context
 
 TENANT = "pharmacie-du-port"
@@ -50,6 +51,7 @@ class Console:
 
     def as_(self, user: str, role: str) -> tuple[TestClient, Session]:
         c = TestClient(self.app, base_url="http://127.0.0.1", headers={"Accept-Language": "en"})
+        ensure_account(self.ctx, user, role)
         s = self.kit.sessions.new(user, role)
         c.cookies.set(self.kit.sessions.cookie_name, s.id)
         return c, s

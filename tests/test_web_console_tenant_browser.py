@@ -19,6 +19,7 @@ from coffre.server.app import create_app
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
 from coffre.web.hosted.app import ConsoleKit, kit_for, mount
+from console_support import ensure_account
 from server_support import add_tenant, make_context, serving
 
 from conftest import Coffre, make_tree
@@ -41,6 +42,7 @@ class Served:
 
     def login(self, page: Any, user: str, role: str) -> str:
         """The browser holds a session of `user` (the accounts' login is another page's)."""
+        ensure_account(self.kit.ctx, user, role)
         s = self.kit.sessions.new(user, role)
         page.context.add_cookies([{"name": self.kit.sessions.cookie_name, "value": s.id,
                                    "url": self.console + "/console/"}])

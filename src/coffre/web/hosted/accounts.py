@@ -306,10 +306,10 @@ class Revocations:
         self._read_at = -1e18
         self._states: dict[str, tuple[int | None, int]] = {}
 
-    def _current(self) -> dict[str, tuple[int | None, int]]:
+    def _current(self, fresh: bool = False) -> dict[str, tuple[int | None, int]]:
         now = time.monotonic()
         with self._lock:
-            if now - self._read_at >= self.ttl_s:
+            if fresh or now - self._read_at >= self.ttl_s:
                 a = tables.provider_accounts
                 with self.ctx.db.read() as conn:
                     self._states = {r.name: (r.disabled_ns, int(r.changed_ns)) for r in conn.execute(
@@ -319,6 +319,8 @@ class Revocations:
 
     def ended(self, name: str, session_created_s: float) -> bool:
         state = self._current().get(name)
+        if state is None:  # an account added since the last read is not a removed one
+            state = self._current(fresh=True).get(name)
         if state is None:
             return True
         disabled, changed = state

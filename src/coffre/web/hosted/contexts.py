@@ -69,7 +69,6 @@ class FleetPage:
     alerts: tuple[FleetAlert, ...]  # open ones first, then the cleared ones of the last 30 days
     can_act: bool                   # the reader may acknowledge
     last_scrub: float | None        # the end of the server's last complete scrub pass
-    tenant_pages: bool              # whether tenant pages exist (links)
 
 
 @dataclass(frozen=True)

@@ -71,19 +71,9 @@ def read_facts(kit: ConsoleKit, now_ns: int) -> Facts:
     return Facts(risks, disabled, last_good, alerts, finished if isinstance(finished, int) else None)
 
 
-def tenant_link(request: Request, kit: ConsoleKit) -> Callable[[str], str]:
-    """The URL of a tenant's page when the console has one (tenant_pages.py), else the fleet
-    searched for that tenant."""
-    pattern = None
-    for route in getattr(request.app, "routes", []):
-        path = getattr(route, "path", "")
-        if path.startswith("/tenants/{") and path.endswith("}") and path.count("{") == 1:
-            pattern = path
-            break
-    if pattern is None:
-        return lambda name: kit.urls.to("/", q=name)
-    head = pattern[:pattern.index("{")]
-    return lambda name: kit.urls.to(head + segment(name))
+def tenant_link(kit: ConsoleKit) -> Callable[[str], str]:
+    """The URL of a tenant's page (tenant_pages.py)."""
+    return lambda name: kit.urls.to("/tenants/" + segment(name))
 
 
 def _row(r: fleet.TenantRisk, last_good: int | None, now_ns: int, link: str, lang: str) -> FleetRow:
@@ -141,7 +131,7 @@ def fleet_page(kit: ConsoleKit, request: Request) -> FleetPage:
     state = state if state in STATES else ""
     q = " ".join(params.get("q", "").split())[:100]
     facts = read_facts(kit, now_ns)
-    link = tenant_link(request, kit)
+    link = tenant_link(kit)
     lang = i18n.language()
     rows = [_row(r, facts.last_good.get(r.tenant_id), now_ns, link(r.tenant), lang) for r in facts.risks]
     rows += [_disabled_row(t, facts.last_good.get(t.id), link(t.name)) for t in facts.disabled]
@@ -168,9 +158,7 @@ def fleet_page(kit: ConsoleKit, request: Request) -> FleetPage:
             ack_url=kit.urls.to("/alerts/" + segment(a.name) + "/" + segment(a.problem) + "/acknowledge")))
     return FleetPage(title=_("Fleet"), rows=kept, total=len(rows), counts=counts, light=light, state=state,
                      q=q, query=request.url.query, alerts=tuple(alerts), can_act=can_act,
-                     last_scrub=None if facts.last_scrub is None else facts.last_scrub / NS,
-                     tenant_pages=any(getattr(r, "path", "").startswith("/tenants/")
-                                      for r in getattr(request.app, "routes", [])))
+                     last_scrub=None if facts.last_scrub is None else facts.last_scrub / NS)
 
 
 _PROBLEMS = {"failing": i18n.N_("a backup failed"), "late": i18n.N_("a backup is late"),

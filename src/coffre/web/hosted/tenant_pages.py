@@ -207,7 +207,7 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
         """The handler with the tenant the path names (404 when there is none)."""
 
         def run(request: Request) -> Response:
-            name = request.path_params["name"]
+            name = request.path_params["tenant"]
             t = tenant(name)
             if t is None:
                 return not_found(request, name)
@@ -513,19 +513,19 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
         return kit.guard.page(page(handler), roles=roles)
 
     return [
-        Route("/tenants/{name}", guarded(overview, READ)),
-        Route("/tenants/{name}/state", guarded(set_state, ACT), methods=["POST"]),
-        Route("/tenants/{name}/quota", guarded(set_quota, ACT), methods=["POST"]),
-        Route("/tenants/{name}/usage", guarded(usage, READ)),
-        Route("/tenants/{name}/usage.csv", guarded(usage_csv, READ)),
-        Route("/tenants/{name}/tokens", guarded(tokens_page, READ)),
-        Route("/tenants/{name}/tokens", guarded(add_token, ACT), methods=["POST"]),
-        Route("/tenants/{name}/tokens/{id}/revoke", guarded(revoke_token, ACT), methods=["POST"]),
-        Route("/tenants/{name}/bin", guarded(bin_page, READ)),
-        Route("/tenants/{name}/bin/restore", guarded(restore, ACT), methods=["POST"]),
-        Route("/tenants/{name}/bin/purge", guarded(purge, ADMIN), methods=["POST"]),
-        Route("/tenants/{name}/audit", guarded(audit_page, READ)),
-        Route("/tenants/{name}/audit/verify", guarded(verify, READ), methods=["POST"]),
-        Route("/tenants/{name}/audit.jsonl", guarded(audit_export, READ)),
+        Route("/tenants/{tenant}", guarded(overview, READ)),
+        Route("/tenants/{tenant}/state", guarded(set_state, ACT), methods=["POST"]),
+        Route("/tenants/{tenant}/quota", guarded(set_quota, ACT), methods=["POST"]),
+        Route("/tenants/{tenant}/usage", guarded(usage, READ)),
+        Route("/tenants/{tenant}/usage.csv", guarded(usage_csv, READ)),
+        Route("/tenants/{tenant}/tokens", guarded(tokens_page, READ)),
+        Route("/tenants/{tenant}/tokens", guarded(add_token, ACT), methods=["POST"]),
+        Route("/tenants/{tenant}/tokens/{id}/revoke", guarded(revoke_token, ACT), methods=["POST"]),
+        Route("/tenants/{tenant}/bin", guarded(bin_page, READ)),
+        Route("/tenants/{tenant}/bin/restore", guarded(restore, ACT), methods=["POST"]),
+        Route("/tenants/{tenant}/bin/purge", guarded(purge, ADMIN), methods=["POST"]),
+        Route("/tenants/{tenant}/audit", guarded(audit_page, READ)),
+        Route("/tenants/{tenant}/audit/verify", guarded(verify, READ), methods=["POST"]),
+        Route("/tenants/{tenant}/audit.jsonl", guarded(audit_export, READ)),
     ]
 
