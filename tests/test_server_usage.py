@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from coffre.cli.server_journal import CSV_COLUMNS
+from coffre.server.metering import CSV_COLUMNS
 from coffre.core.clock import FixedClock
 from coffre.server import audit, metering
 from coffre.server.context import ServerContext

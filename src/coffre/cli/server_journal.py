@@ -29,19 +29,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from coffre.cli.output import emit_json, human_number, say, table, warn
 from coffre.cli.server_common import settings_from_args
 from coffre.core.clock import SystemClock
 from coffre.core.errors import EXIT_FATAL, EXIT_OK, CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
+from coffre.core.lazy import lazy_module
 from coffre.core.posix import fsync_dir
-from coffre.server import audit, metering, tenants
-from coffre.server.db import Database, tables
-from coffre.server.metering import CSV_COLUMNS, write_csv  # noqa: F401 (the CLI's CSV is metering's)
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from coffre.server import audit, metering, tenants
+    from coffre.server import db as _db
+    from coffre.server.db import Database
+else:  # loaded when an action runs, not when the parser is built (core/lazy.py)
+    sa = lazy_module("sqlalchemy")
+    audit, metering, tenants = (lazy_module("coffre.server." + m) for m in ("audit", "metering", "tenants"))
+    _db = lazy_module("coffre.server.db")
+
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -98,7 +106,7 @@ def _chain_options(p: argparse.ArgumentParser, required: bool) -> None:
 
 @contextmanager
 def _database(args: argparse.Namespace) -> Iterator[Database]:
-    db = Database(settings_from_args(args).database_url)
+    db = _db.Database(settings_from_args(args).database_url)
     try:
         db.check()
         yield db
@@ -117,7 +125,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(usage_json(report))
     elif args.csv:
-        write_csv(report, sys.stdout)
+        metering.write_csv(report, sys.stdout)
     else:
         say(render_usage(report))
     return EXIT_OK
@@ -172,7 +180,7 @@ def _chain_id(conn: Any, args: argparse.Namespace) -> int | None:
 
 
 def _names(conn: Any) -> dict[int, str]:
-    t = tables.tenants
+    t = _db.tables.tenants
     return {int(i): n for i, n in conn.execute(sa.select(t.c.id, t.c.name))}
 
 

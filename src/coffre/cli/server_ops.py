@@ -17,18 +17,24 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coffre.cli.output import emit_json, human_duration, human_size, human_time, say, table, warn
 from coffre.cli.server_common import add_location_options, settings_from_args
 from coffre.core.errors import EXIT_FATAL, EXIT_OK, UsageError
 from coffre.core.i18n import N_, _, ngettext
+from coffre.core.lazy import lazy_module
 from coffre.core.sizes import parse_rate
-from coffre.server import replication, scrub
-from coffre.server.context import ServerContext
 from coffre.storage.base import Backend
 from coffre.storage.faults import KillSwitchBackend
 from coffre.storage.retry import ATTEMPTS, RetryBackend, retry_budget
+
+if TYPE_CHECKING:
+    from coffre.server import context, replication, scrub
+    from coffre.server.context import ServerContext
+else:  # loaded when an action runs, not when the parser is built (core/lazy.py)
+    context, replication, scrub = (lazy_module("coffre.server." + name)
+                                   for name in ("context", "replication", "scrub"))
 
 PROBLEM_WORDS = {
     "mismatch": N_("bytes no longer match the name"),
@@ -116,7 +122,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _open(args: argparse.Namespace) -> ServerContext:
-    return ServerContext.open(settings_from_args(args))
+    return context.ServerContext.open(settings_from_args(args))
 
 
 def _problem(problem: str) -> str:
