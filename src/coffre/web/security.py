@@ -11,7 +11,9 @@
   `same-origin` or `none`. The login form has a pre-login session for its token.
 - **Login throttling** (`Throttle`): after `free` failures from one address, each further
   attempt waits (30 s, doubling, at most 15 min); past `global_limit` failures a minute from
-  all addresses together, every login waits a minute. Successes reset an address.
+  all addresses together, every login waits a minute. An attempt counts as a failure from
+  the moment it is let through (attempts sent together cannot all pass); a success resets
+  its address.
 - **Headers** (`SecurityHeaders`): a Content-Security-Policy allowing only the page's own
   scripts, styles and images (no inline script: htmx is configured not to inject styles),
   no framing, no sniffing, no referrer to other sites, no caching of pages.
@@ -183,32 +185,50 @@ class Throttle:
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (count, last failure)
         self._recent: list[float] = []  # failures from anyone in the last minute
 
+    def attempt(self, address: str) -> float:
+        """Seconds `address` must wait (0: it may try now, and this attempt is counted as a
+        failure until `succeeded` says otherwise). Checking and counting at once means that
+        attempts sent together, before any of them is refused, cannot all get through."""
+        now = self.clock()
+        with self._lock:
+            wait = self._wait_locked(address, now)
+            if wait <= 0:
+                self._failed_locked(address, now)
+            return wait
+
     def wait_s(self, address: str) -> float:
         """Seconds before `address` may try again (0: now)."""
-        now = self.clock()
         with self._lock:
-            self._recent = [t for t in self._recent if now - t < 60.0]
-            wait = 0.0
-            if len(self._recent) >= self.global_limit:
-                wait = 60.0 - (now - self._recent[0])
-            count, last = self._failures.get(address, (0, 0.0))
-            if count >= self.free:
-                penalty = min(self.max_wait_s, self.first_wait_s * 2 ** (count - self.free))
-                wait = max(wait, last + penalty - now)
-            return max(0.0, wait)
+            return self._wait_locked(address, self.clock())
+
+    def _wait_locked(self, address: str, now: float) -> float:
+        self._recent = [t for t in self._recent if now - t < 60.0]
+        wait = 0.0
+        if len(self._recent) >= self.global_limit:
+            wait = 60.0 - (now - self._recent[0])
+        count, last = self._failures.get(address, (0, 0.0))
+        if count >= self.free:
+            penalty = min(self.max_wait_s, self.first_wait_s * 2 ** (count - self.free))
+            wait = max(wait, last + penalty - now)
+        return max(0.0, wait)
 
     def failed(self, address: str) -> None:
-        now = self.clock()
         with self._lock:
-            count, _last = self._failures.get(address, (0, 0.0))
-            self._failures[address] = (count + 1, now)
-            self._recent.append(now)
-            if len(self._failures) > 100_000:
-                self._failures.clear()  # bounded memory under a spray of addresses
+            self._failed_locked(address, self.clock())
+
+    def _failed_locked(self, address: str, now: float) -> None:
+        count, _last = self._failures.get(address, (0, 0.0))
+        self._failures[address] = (count + 1, now)
+        self._recent.append(now)
+        if len(self._failures) > 100_000:
+            self._failures.clear()  # bounded memory under a spray of addresses
 
     def succeeded(self, address: str) -> None:
+        """A success: the address starts afresh, and its counted attempt was no failure."""
         with self._lock:
-            self._failures.pop(address, None)
+            _count, last = self._failures.pop(address, (0, 0.0))
+            if last in self._recent:
+                self._recent.remove(last)
 
 
 def client_address(request: Request) -> str:
