@@ -7,15 +7,21 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message
 
+from coffre.agent.model import Agent, Config
+from coffre.agent.status import StatusStore
 from coffre.core.clock import FixedClock
 from coffre.web.guard import Guard, Identity
+from coffre.web.local.app import AgentView, create_app
 from coffre.web.render import Pages
 from coffre.web.security import Sessions, Throttle
 from coffre.web.serving import ThreadedServer
@@ -97,3 +103,71 @@ def test_a_right_password_after_wrong_ones_resets_the_count() -> None:
     throttle.succeeded("a")
     assert throttle.attempt("a") == 0 and throttle.attempt("a") == 0
     assert throttle.attempt("a") > 0
+
+
+# -- bodies --------------------------------------------------------------------------------------
+
+def _local_app(tmp_path: Path) -> Any:
+    (tmp_path / "state").mkdir()
+    config = Config(path=str(tmp_path / "agent.toml"), agent=Agent(state_dir=str(tmp_path / "state")))
+    store = StatusStore(tmp_path / "state" / "agent.sqlite")
+    view = AgentView(config=lambda: config, store=lambda: store, run_now=lambda job: False,
+                     running=lambda: {})
+    return create_app(view, lambda form, address: None)
+
+
+def test_a_huge_form_sent_to_the_login_page_is_refused_unread(tmp_path: Path) -> None:
+    """Starlette keeps up to 1,000 fields of 1 MiB of a form in memory: anyone reaching the
+    login page could make the agent (or the server, for the console) hold a GiB a request."""
+    c = TestClient(_local_app(tmp_path), base_url="http://127.0.0.1")
+    token = _csrf(c.get("/login").text)
+    fields = {f"f{i}": "x" * 100_000 for i in range(50)} | {"csrf": token, "password": "x"}
+    r = c.post("/login", data=fields)
+    assert r.status_code == 413
+    assert "content-security-policy" in r.headers  # still behind the security headers
+    small = c.post("/login", data={"csrf": token, "password": "x"})
+    assert small.status_code == 401  # an ordinary form is read as before
+
+
+def test_the_console_refuses_a_huge_form_too(tmp_path: Path) -> None:
+    from coffre.web.security import MAX_BODY
+    from console_support import console
+    from server_support import T0, make_context
+
+    ctx = make_context(tmp_path / "server", clock=FixedClock(T0))
+    try:
+        app, _kit = console(ctx)
+        c = TestClient(app, base_url="http://127.0.0.1")
+        token = _csrf(c.get("/console/login").text)
+        r = c.post("/console/login", data={"csrf": token, "user": "a", "password": "p" * (2 * MAX_BODY)})
+        assert r.status_code == 413
+    finally:
+        ctx.close()
+
+
+def test_a_body_without_its_length_is_cut_at_the_limit() -> None:
+    """A chunked body that never ends: read up to the limit, then refused; the page never runs."""
+    import anyio
+
+    from coffre.web.security import MAX_BODY, BodyLimit
+
+    reached: list[bool] = []
+    sent: list[Message] = []
+    read = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(True)
+
+    async def receive() -> Message:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b"a" * 16384, "more_body": True}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/login",
+             "headers": [(b"transfer-encoding", b"chunked")]}
+    anyio.run(BodyLimit(app, limit=MAX_BODY), scope, receive, send)
+    assert not reached and sent[0]["status"] == 413
+    assert read == MAX_BODY // 16384 + 1
