@@ -4,12 +4,14 @@ refused, a huge form body sent to the login page, and a backed-up name that is n
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -26,6 +28,7 @@ from coffre.web.render import Pages
 from coffre.web.security import Sessions, Throttle
 from coffre.web.serving import ThreadedServer
 from coffre.web.urls import Urls
+from web_restore_support import agent_config, backup, logged_in, make_app
 
 
 def test_the_page_server_does_not_believe_x_forwarded_for() -> None:
@@ -171,3 +174,23 @@ def test_a_body_without_its_length_is_cut_at_the_limit() -> None:
     anyio.run(BodyLimit(app, limit=MAX_BODY), scope, receive, send)
     assert not reached and sent[0]["status"] == 413
     assert read == MAX_BODY // 16384 + 1
+
+
+# -- names -------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.uname().sysname == "Darwin", reason="the file system must take any bytes")
+def test_a_folder_holding_a_name_that_is_not_utf8_can_be_browsed(repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A file copied from an old Windows share keeps its Latin-1 name (b'ordonnance-\\xe9t\\xe9.pdf'):
+    the folder holding it is still browsed (its name shown with U+FFFD), and so is a search."""
+    src = tmp_path / "officine"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "lettre.txt").write_text("Bonjour\n")
+    with open(os.path.join(os.fsencode(src / "docs"), b"ordonnance-\xe9t\xe9.pdf"), "wb") as f:
+        f.write(b"%PDF-1.4\n")
+    snap = backup(repo, str(src))
+    client = logged_in(make_app(agent_config(tmp_path, repo, area=tmp_path / "Restaurations"), tmp_path))
+    page = client.get(f"/restore/officine/snapshot/{snap}", params={"at": str(src / "docs")})
+    assert page.status_code == 200
+    assert "ordonnance-\ufffdt\ufffd.pdf" in page.text and "lettre.txt" in page.text
+    found = client.get("/restore/officine/search", params={"q": "ordonnance"})
+    assert found.status_code == 200 and "ordonnance-\ufffdt\ufffd.pdf" in found.text
