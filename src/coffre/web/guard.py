@@ -144,7 +144,7 @@ class Guard:
             except CsrfRefused:
                 with i18n.speaking(lang):
                     return show(request, _("The form had expired: try again."), 403)
-            wait = self.throttle.wait_s(address)
+            wait = self.throttle.attempt(address)  # counted as a failure until it succeeds
             if wait > 0:
                 with i18n.speaking(lang):
                     return show(request, _("Too many attempts: wait {s} seconds before trying again.").format(
@@ -154,7 +154,6 @@ class Guard:
                      if isinstance(v, str) and k in ("user", "password", "code")}
             identity = await run_in_threadpool(authenticate, given, address)
             if identity is None:
-                self.throttle.failed(address)
                 if on_refused is not None:
                     await run_in_threadpool(on_refused, given.get("user", ""), address)
                 log.warning("login refused from %s", address)

@@ -6,7 +6,8 @@ Filters (the reader's language and the page's time zone):
 - `size` « 1,5 Go » / "1.5 GiB"; `number` « 1 234 »; `duration` « 2 min 05 s »;
 - `when` « 30 novembre 2026 à 12:31 »; `day` « 30 novembre 2026 »; `hour` « 12:31 »;
 - `recent` « aujourd'hui à 12:31 », « hier à 19:30 », else `when`.
-Instants are Unix seconds (float) or None (shown « — »).
+Instants are Unix seconds (float) or None (shown « — »). A name that is not UTF-8 is shown
+with U+FFFD for its undecodable bytes (`displayable`).
 
 In templates `_("…")` and `ngettext(…)` translate as the Python code does (the catalogue is
 the same, extracted by `./run catalog`), then French typography is applied: a no-break space
@@ -142,11 +143,21 @@ def _iso(ts: float | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
+def displayable(value: Any) -> Any:
+    """What a template writes (Jinja2's `finalize`): a text holding a name that is not UTF-8
+    (os.fsdecode keeps its bytes as lone surrogates, which no page can encode) shows U+FFFD for
+    each such byte instead of failing the whole page. Markup (plots) is left as it is."""
+    if type(value) is str and not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    return value
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("coffre.web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=displayable,
         trim_blocks=True,
         lstrip_blocks=True,
     )

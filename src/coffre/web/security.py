@@ -11,7 +11,13 @@
   `same-origin` or `none`. The login form has a pre-login session for its token.
 - **Login throttling** (`Throttle`): after `free` failures from one address, each further
   attempt waits (30 s, doubling, at most 15 min); past `global_limit` failures a minute from
-  all addresses together, every login waits a minute. Successes reset an address.
+  all addresses together, every login waits a minute. An attempt counts as a failure from
+  the moment it is let through (attempts sent together cannot all pass); a success resets
+  its address.
+- **Bodies** (`BodyLimit`): a request body (a form: a password, a motive) is at most
+  `MAX_BODY` bytes, refused with 413 before anything reads it (Starlette would otherwise keep
+  up to a GiB of form fields in memory, or spool uploaded files to disk, for anyone who can
+  reach the login form).
 - **Headers** (`SecurityHeaders`): a Content-Security-Policy allowing only the page's own
   scripts, styles and images (no inline script: htmx is configured not to inject styles),
   no framing, no sniffing, no referrer to other sites, no caching of pages.
@@ -32,6 +38,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "coffre_session"
+MAX_BODY = 64 * 1024
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -183,36 +190,106 @@ class Throttle:
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (count, last failure)
         self._recent: list[float] = []  # failures from anyone in the last minute
 
+    def attempt(self, address: str) -> float:
+        """Seconds `address` must wait (0: it may try now, and this attempt is counted as a
+        failure until `succeeded` says otherwise). Checking and counting at once means that
+        attempts sent together, before any of them is refused, cannot all get through."""
+        now = self.clock()
+        with self._lock:
+            wait = self._wait_locked(address, now)
+            if wait <= 0:
+                self._failed_locked(address, now)
+            return wait
+
     def wait_s(self, address: str) -> float:
         """Seconds before `address` may try again (0: now)."""
-        now = self.clock()
         with self._lock:
-            self._recent = [t for t in self._recent if now - t < 60.0]
-            wait = 0.0
-            if len(self._recent) >= self.global_limit:
-                wait = 60.0 - (now - self._recent[0])
-            count, last = self._failures.get(address, (0, 0.0))
-            if count >= self.free:
-                penalty = min(self.max_wait_s, self.first_wait_s * 2 ** (count - self.free))
-                wait = max(wait, last + penalty - now)
-            return max(0.0, wait)
+            return self._wait_locked(address, self.clock())
+
+    def _wait_locked(self, address: str, now: float) -> float:
+        self._recent = [t for t in self._recent if now - t < 60.0]
+        wait = 0.0
+        if len(self._recent) >= self.global_limit:
+            wait = 60.0 - (now - self._recent[0])
+        count, last = self._failures.get(address, (0, 0.0))
+        if count >= self.free:
+            penalty = min(self.max_wait_s, self.first_wait_s * 2 ** (count - self.free))
+            wait = max(wait, last + penalty - now)
+        return max(0.0, wait)
 
     def failed(self, address: str) -> None:
-        now = self.clock()
         with self._lock:
-            count, _last = self._failures.get(address, (0, 0.0))
-            self._failures[address] = (count + 1, now)
-            self._recent.append(now)
-            if len(self._failures) > 100_000:
-                self._failures.clear()  # bounded memory under a spray of addresses
+            self._failed_locked(address, self.clock())
+
+    def _failed_locked(self, address: str, now: float) -> None:
+        count, _last = self._failures.get(address, (0, 0.0))
+        self._failures[address] = (count + 1, now)
+        self._recent.append(now)
+        if len(self._failures) > 100_000:
+            self._failures.clear()  # bounded memory under a spray of addresses
 
     def succeeded(self, address: str) -> None:
+        """A success: the address starts afresh, and its counted attempt was no failure."""
         with self._lock:
-            self._failures.pop(address, None)
+            _count, last = self._failures.pop(address, (0, 0.0))
+            if last in self._recent:
+                self._recent.remove(last)
 
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "-"
+
+
+class BodyLimit:
+    """Refuses (413) a request whose body is larger than `limit` bytes, whether it says so in
+    its Content-Length or not (it is then read up to the limit, and answered without reading
+    the rest). The pages' forms are small; nothing is uploaded."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        if declared is None and b"transfer-encoding" not in headers:  # no body
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send: Send) -> None:
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": b"request body too large\n"})
 
 
 class SecurityHeaders:

@@ -40,7 +40,11 @@ class ThreadedServer:
         check_listen(host, tls)
         options: dict[str, Any] = {"host": host.strip("[]"), "port": port, "lifespan": "off", "ws": "none",
                                    "log_config": None, "access_log": False, "server_header": False,
-                                   "timeout_keep_alive": 5, "limit_concurrency": 64}
+                                   "timeout_keep_alive": 5, "limit_concurrency": 64,
+                                   # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: on
+                                   # loopback that is every client, which could then pick the
+                                   # address the login throttle counts
+                                   "proxy_headers": False}
         if tls is not None:
             options |= {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
         self.server = uvicorn.Server(uvicorn.Config(app, **options))

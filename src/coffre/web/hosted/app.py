@@ -16,7 +16,7 @@ from coffre.server.admin import Actor
 from coffre.server.context import ServerContext
 from coffre.web.guard import Guard
 from coffre.web.render import Pages, static_route
-from coffre.web.security import SecurityHeaders, Sessions, Throttle, client_address, session_of
+from coffre.web.security import BodyLimit, SecurityHeaders, Sessions, Throttle, client_address, session_of
 from coffre.web.urls import Urls
 
 ROLES = ("viewer", "operator", "admin")
@@ -72,7 +72,8 @@ def mount(kit: ConsoleKit) -> Mount:
     """The console mounted at its prefix, with its security headers (for the server's app)."""
     headers = Middleware(SecurityHeaders, hsts=kit.sessions.secure)
     table = console_routes(kit)  # first: a page module may add to kit.middleware
-    return Mount(kit.urls.prefix, app=Starlette(routes=table, middleware=[headers, *kit.middleware]))
+    middleware = [headers, Middleware(BodyLimit), *kit.middleware]
+    return Mount(kit.urls.prefix, app=Starlette(routes=table, middleware=middleware))
 
 
 def create_console(ctx: ServerContext, *, secure: bool = True, extra: Sequence[BaseRoute] = ()) -> Starlette:

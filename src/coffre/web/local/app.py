@@ -17,7 +17,7 @@ from coffre.agent.status import StatusStore
 from coffre.core.i18n import _
 from coffre.web.guard import Authenticate, Guard
 from coffre.web.render import Pages, static_route
-from coffre.web.security import SecurityHeaders, Sessions, Throttle
+from coffre.web.security import BodyLimit, SecurityHeaders, Sessions, Throttle
 from coffre.web.urls import Urls
 
 
@@ -64,4 +64,5 @@ def create_app(view: AgentView, authenticate: Authenticate, *, secure: bool = Fa
         *restore_pages.routes(kit),
     ]
     routes: list[BaseRoute] = [Mount(urls.prefix, routes=table)] if urls.prefix else table
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, hsts=secure)])
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, hsts=secure),
+                                                Middleware(BodyLimit)])  # forms only: 64 KiB
