@@ -17,11 +17,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from coffre.server.metering import CSV_COLUMNS
 from coffre.core.clock import FixedClock
 from coffre.server import audit, metering
 from coffre.server.context import ServerContext
 from coffre.server.db import tables
+from coffre.server.metering import CSV_COLUMNS
 from server_support import add_tenant, make_context
 
 U = tables.usage_days
