@@ -185,3 +185,18 @@ def test_login_in_a_real_browser(browser_page, shots) -> None:  # type: ignore[n
         assert page.inner_text("body") == "home of anne"
         page.goto(base + "/login?next=/")  # logged in: the login page sends home
         assert page.url == base + "/"
+
+
+def test_a_loopback_page_refuses_other_host_names() -> None:
+    """DNS rebinding: a site pointing its own name at 127.0.0.1 reaches the page with its own
+    Host, which a page on loopback refuses."""
+    from coffre.web.security import HostCheck, host_name
+
+    app, _s = _app(Clock(), {"anne": "s3cret"})
+    guarded = HostCheck(app)
+    assert TestClient(guarded, base_url="http://127.0.0.1:8650").get("/login").status_code == 200
+    assert TestClient(guarded, base_url="http://localhost:8650").get("/login").status_code == 200
+    assert TestClient(guarded, base_url="http://[::1]:8650").get("/login").status_code == 200
+    assert TestClient(guarded, base_url="http://evil.example:8650").get("/login").status_code == 421
+    assert TestClient(guarded, base_url="http://127.0.0.1.evil.example").get("/login").status_code == 421
+    assert host_name("LocalHost.:80") == "localhost" and host_name("[::1]:1") == "::1"

@@ -318,3 +318,34 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_name(host_header: str) -> str:
+    """'127.0.0.1:8650' -> '127.0.0.1', '[::1]:8650' -> '::1', 'Localhost.' -> 'localhost'."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+
+
+class HostCheck:
+    """Answers 421 to a request whose Host is not one of `allowed` (names without port). On
+    loopback this stops DNS rebinding: a web site the pharmacist visits pointing its own name
+    at 127.0.0.1 would otherwise reach the page from the pharmacist's browser as same-origin
+    (its Host is the site's name, which is refused here)."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str] = LOOPBACK_NAMES) -> None:
+        self.app, self.allowed = app, frozenset(a.lower() for a in allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in self.allowed:
+                await send({"type": "http.response.start", "status": 421,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": b"unknown host name\n"})
+                return
+        await self.app(scope, receive, send)
