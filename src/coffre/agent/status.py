@@ -263,6 +263,11 @@ class StatusStore:
             params = (*params, max(0, int(limit)))
         return self._records(self._read(sql, params))[::-1]
 
+    def run(self, run_id: int) -> RunRecord | None:
+        """The run of that id (None: unknown, pruned, or damaged)."""
+        records = self._records(self._read(f"{_SELECT} WHERE id = ?", (int(run_id),)))
+        return records[0] if records else None
+
     def last_run(self, job: str, ok_only: bool = False) -> RunRecord | None:
         """The latest run of `job` (with `ok_only`, the latest that made its snapshot: outcome
         "ok" or "warning")."""
