@@ -130,8 +130,16 @@ class StatusStore:
             # Created private; an existing folder is left as it is (a state_dir of /var/lib
             # or /tmp must never be narrowed under other programs' feet).
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-            os.close(fd)
+            # Created 0600 when missing. An existing file is not opened here: closing a
+            # descriptor of it would drop every POSIX lock this process holds on it, those of
+            # another connection of the same process too (then a reader elsewhere may take
+            # the database for unused, checkpoint and delete its WAL under that connection).
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                fd = os.open(self.path, flags, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass
             narrow(self.path)
             # autocommit (isolation_level None): the transactions are explicit, below.
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,

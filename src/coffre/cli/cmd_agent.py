@@ -200,8 +200,6 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     """The page's server and its address, composed from the running agent (the agent knows
     nothing of the web: the command line puts them together)."""
     from coffre.agent.config import parse_listen
-    from coffre.agent.scheduler import status_path
-    from coffre.agent.status import StatusStore
     from coffre.web.local.app import AgentView, create_app
     from coffre.web.local.login import authenticate_with
     from coffre.web.serving import ThreadedServer
@@ -209,8 +207,9 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     web = agent.config.web
     host, port = parse_listen(web.listen)
     tls = (web.tls_cert, web.tls_key) if web.tls_cert and web.tls_key else None
-    # A connection of its own: the pages' reads never wait on the jobs' writes (WAL).
-    store = StatusStore(status_path(agent.config))
+    # The runner's own store: it is thread-safe (one connection behind a lock; reads are
+    # short), and one connection per process keeps SQLite's POSIX locks whole.
+    store = agent.runner.store
     view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
                      running=agent.running, clock=agent.clock, step=agent.runner.activity)
     app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None)
