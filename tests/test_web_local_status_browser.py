@@ -138,7 +138,7 @@ def test_the_pharmacy_page_with_a_real_agent(tmp_path: Path, coffre: Coffre, bro
         done = page.inner_text("#progress")
         assert "réussie" in done and "vérification des données" in done, done
         assert "à la main" in done
-        assert re.search(r"lu \d+(,\d+)? Ko", done), done  # the bytes read
+        assert re.search(r"lu \d+(,\d+)? (Ko|Mo), envoyé \d+(,\d+)? Ko", done), done  # bytes read, sent
         assert "1 nouveau ou modifié" in done, done
         shots(page, "run-progress-done")
         shots.phone(page, "run-progress-done")
