@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -353,6 +354,37 @@ def _optional_path(value: object) -> str:
     return path
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """(host, port) of "HOST:PORT" ("127.0.0.1:8650", "[::1]:8650", "0.0.0.0:8443"); ValueError
+    with an explanation otherwise."""
+    m = re.fullmatch(r"\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})\s*", text)
+    if not m or not 1 <= int(m.group(2)) <= 65535:
+        raise ValueError(_("expected an address and a port, HOST:PORT, such as \"127.0.0.1:8650\""))
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(value: object) -> str:
+    text = _nonempty(value).strip()
+    parse_listen(text)
+    return text
+
+
+def restore_area_of(config: model.Config) -> str:
+    """Where the pages restore files: `[web].restore_area`, else `<state_dir>/Restaurations`."""
+    return config.web.restore_area or os.path.join(config.agent.state_dir, "Restaurations")
+
+
 def _int(lo: int, hi: int) -> Callable[[object], int]:
     def convert(value: object) -> int:
         _expect(value, int, _("a whole number"))
@@ -578,6 +610,30 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             "autoriser http:// (le jeton en clair sur le réseau : pour des essais seulement)"),
         Key("timeout", _duration, "network timeout", "délai d'attente réseau"),
     ),
+    "web": (
+        Key("enabled", _bool, "serve the pharmacy's page (status, history, restore) while the agent runs",
+            "servir la page de la pharmacie (état, historique, restauration) pendant que l'agent tourne"),
+        Key("listen", _listen, "the page's address and port; another address than 127.0.0.1 needs TLS",
+            "l'adresse et le port de la page ; une autre adresse que 127.0.0.1 demande TLS"),
+        Key("tls_cert", _optional_path, "the TLS certificate (PEM), with tls_key",
+            "le certificat TLS (PEM), avec tls_key", example='"/etc/coffre/page.crt"'),
+        Key("tls_key", _optional_path, "its private key (PEM, readable by root only)",
+            "sa clé privée (PEM, lisible par root seulement)", example='"/etc/coffre/page.key"'),
+        Key("password_hash_file", _optional_path,
+            "a separate password for the page ('coffre agent web-password' writes it); without it, "
+            "the repository's password opens the page",
+            "un mot de passe propre à la page (« coffre agent web-password » l'écrit) ; sans lui, le mot "
+            "de passe du dépôt ouvre la page", example='"/etc/coffre/page.argon2"'),
+        Key("idle_timeout", _duration, "a session without activity for this long asks for the password again",
+            "une session inactive depuis ce délai redemande le mot de passe"),
+        Key("restore_area", _optional_path,
+            "where restored files go (default: the state folder's Restaurations)",
+            "où vont les fichiers restaurés (par défaut : Restaurations dans le dossier d'état)",
+            example='"/srv/officine/Restaurations"'),
+        Key("contact", _text, "whom to call when something is wrong (shown on the page)",
+            "qui appeler quand quelque chose ne va pas (affiché sur la page)",
+            example='"Informatique Dupont, 01 23 45 67 89"'),
+    ),
     "heartbeat": (
         Key("url", _http_url, "pinged at start and success; /fail is added on failure",
             "appelée au début et en cas de succès ; /fail est ajouté en cas d'échec", required=True),
@@ -586,7 +642,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
 }
 
 LOOPBACK = (None, "localhost", "127.0.0.1", "::1")
-TOP = ("agent", "repositories", "media_sets", "jobs", "alerts", "server")
+TOP = ("agent", "repositories", "media_sets", "jobs", "alerts", "server", "web")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DISK_ID = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -876,10 +932,11 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
 
     alerts = _alerts(r, raw.get("alerts", {}))
     server = _server(r, raw.get("server"))
+    web = _web(r, raw.get("web"))
     if r.problems:
         return None
     return model.Config(path=file, agent=agent, repositories=repositories, media_sets=media_sets,
-                        jobs=jobs, alerts=alerts, server=server)
+                        jobs=jobs, alerts=alerts, server=server, web=web)
 
 
 def _names(raw: Mapping[str, Any], section: str) -> list[str]:
@@ -1044,3 +1101,26 @@ def _server(r: _Reader, value: object) -> model.Server | None:
     if "url" not in fields or "token_file" not in fields:
         return None
     return model.Server(**fields)
+
+
+def _web(r: _Reader, value: object) -> model.Web:
+    """The [web] section: the pharmacy's page served by `coffre agent`."""
+    if value is None:
+        return model.Web()
+    table = r.table(value, ("web",))
+    if table is None:
+        return model.Web()
+    fields = r.fields(table, "web", ("web",))
+    tls = [k for k in ("tls_cert", "tls_key") if k in table]
+    if len(tls) == 1:
+        other = "tls_key" if tls[0] == "tls_cert" else "tls_cert"
+        r.bad(("web", tls[0]), _("{given} needs {other}: give both, or neither").format(
+            given=tls[0], other=other))
+    listen = fields.get("listen")
+    if listen is not None and not tls:
+        host, _port = parse_listen(listen)
+        if not is_loopback(host):
+            r.bad(("web", "listen"), _("the page may listen on {host} only with TLS (the password would "
+                                       "cross the network in clear): give tls_cert and tls_key, or listen on "
+                                       "127.0.0.1").format(host=host))
+    return model.Web(**fields)

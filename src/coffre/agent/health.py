@@ -296,6 +296,12 @@ def _samples(runs: Sequence[RunRecord], target: str) -> list[tuple[float, int, i
     return out
 
 
+def medium_samples(runs: Sequence[RunRecord], target: str) -> list[tuple[float, int, int]]:
+    """(instant, used, total) of a target's medium over the runs, oldest first, as the
+    medium-full rule reads them (on a media set: the disk measured last only)."""
+    return _samples(runs, target)
+
+
 def forecast_days(samples: Sequence[tuple[float, int, int]]) -> float | None:
     """Days until the medium is full at the pace of a least-squares line through the samples
     of the last ``GROWTH_WINDOW``; None when it does not grow or there is too little to tell."""

@@ -36,6 +36,9 @@ from coffre.core.i18n import _
 
 Log = Callable[[str], None]
 StepFn = Callable[[list[str], dict[str, str]], Outcome]
+# Told when a step begins (its name) and when it ends (None), with the steps done so far:
+# the pages show the running step, the status store keeps the steps done (progress).
+OnStep = Callable[[str | None, tuple[StepResult, ...]], None]
 
 # Exit codes a retry cannot mend: a wrong command or password, an interruption.
 _NOT_RETRIED = (0, EXIT_PARTIAL, EXIT_USAGE, EXIT_WRONG_PASSWORD, EXIT_INTERRUPTED)
@@ -103,15 +106,26 @@ class JobRun:
     """The state of one run while it goes: its steps, and what they reported."""
 
     def __init__(self, config: Config, job: Job, step: StepFn, log: Log, cancel: threading.Event,
-                 clock: Callable[[], float], sleep: Callable[[float], bool]) -> None:
+                 clock: Callable[[], float], sleep: Callable[[float], bool],
+                 on_step: OnStep | None = None) -> None:
         self.config, self.job, self._step, self.log = config, job, step, log
         self.cancel, self.clock, self.sleep = cancel, clock, sleep
+        self.on_step = on_step
         self.steps: list[StepResult] = []
+
+    def _tell(self, name: str | None) -> None:
+        if self.on_step is not None:
+            try:
+                self.on_step(name, tuple(self.steps))
+            except Exception as exc:  # progress is shown, never allowed to stop a run
+                self.log(_("job {job}: its progress could not be recorded: {reason}").format(
+                    job=self.job.name, reason=exc))
 
     def step(self, name: str, target: Endpoint, args: list[str], env: dict[str, str],
              retries: int = 0, deadline: float | None = None) -> Outcome:
         if self.cancel.is_set():
             raise Interrupted
+        self._tell(name)
         pause = self.job.retry_pause
         attempt = 0
         while True:
@@ -135,6 +149,7 @@ class JobRun:
             raise Interrupted
         self.steps.append(StepResult(name, target.name, ok, outcome.exit_code, outcome.started,
                                      outcome.ended, outcome.summary, None if ok else _message(outcome)))
+        self._tell(None)
         self.log(_("job {job}: {step} on {target}: {result}").format(
             job=self.job.name, step=name, target=target.name,
             result=_("done") if ok else _("failed (exit status {code})").format(code=outcome.exit_code)))
@@ -143,6 +158,7 @@ class JobRun:
     def fail_step(self, name: str, target: str, summary: dict[str, Any], error: str) -> None:
         now = self.clock()
         self.steps.append(StepResult(name, target, False, 1, now, now, summary, error))
+        self._tell(None)
         self.log(_("job {job}: {error}").format(job=self.job.name, error=error))
 
 
@@ -150,10 +166,11 @@ def run_job(config: Config, job_name: str, *, trigger: str, started: float, slot
             cancel: threading.Event, log: Log, clock: Callable[[], float] = time.time,
             step: StepFn | None = None, sleep: Callable[[float], bool] | None = None,
             last_drill: float | None = None,
-            sight: Callable[[DiskSighting], None] | None = None) -> RunRecord:
+            sight: Callable[[DiskSighting], None] | None = None,
+            on_step: OnStep | None = None) -> RunRecord:
     """Run the job once and return its record (the caller stores it). `last_drill`: when its
     last successful drill ran (a drill is due every `drill_every`). `sleep(seconds)` waits
-    between retries and returns True when the run must stop."""
+    between retries and returns True when the run must stop. `on_step` follows the steps (OnStep)."""
     job = config.jobs[job_name]
     priority = Priority(config.agent.nice, config.agent.ionice)
     if step is None:
@@ -161,7 +178,7 @@ def run_job(config: Config, job_name: str, *, trigger: str, started: float, slot
             return run_step(args, env, priority, config.agent.language, cancel, clock)
     if sleep is None:
         sleep = cancel.wait
-    run = JobRun(config, job, step, log, cancel, clock, sleep)
+    run = JobRun(config, job, step, log, cancel, clock, sleep, on_step)
     record = RunRecord(job=job_name, target=job.repository, trigger=trigger, started=started, slot=slot)
     try:
         record = _run(config, job, run, record, last_drill, sight)

@@ -203,6 +203,9 @@ Mettez le mot de passe du compte d'envoi dans /etc/coffre/smtp-mot-de-passe (chm
 l'agent lui envoie son état (réussite, heures, tailles, vérifications ; jamais un nom de
 fichier ni le contenu d'une base). Le jeton donné par le prestataire va dans
 /etc/coffre/jeton-serveur (chmod 600).""",
+        "web": """La page de la pharmacie, servie par l'agent : ouvrez http://127.0.0.1:8650 sur ce serveur.
+On s'y connecte avec le mot de passe du dépôt (ou un mot de passe propre à la page :
+« coffre agent web-password »). Indiquez dans contact qui appeler en cas de problème.""",
     },
     "en": {
         "title": "Coffre — the pharmacy's backup agent configuration",
@@ -249,6 +252,9 @@ Put the sending account's password in /etc/coffre/smtp-mot-de-passe (chmod 600).
         "server": """The IT provider's hosting server (optional): after each backup the agent sends it
 the run's status (outcome, times, sizes, checks; never a file name nor a database's
 content). The token the provider gives goes in /etc/coffre/jeton-serveur (chmod 600).""",
+        "web": """The pharmacy's page, served by the agent: open http://127.0.0.1:8650 on this server.
+Log in with the repository's password (or a password of the page's own:
+"coffre agent web-password"). Say in contact whom to call when something is wrong.""",
     },
 }
 
@@ -257,7 +263,7 @@ _MODELS: dict[str, type] = {
     "agent": model.Agent, "repository": model.Repository, "media_set": model.MediaSet, "job": model.Job,
     "schedule": model.Schedule, "retention": model.Retention, "verification": model.Verification,
     "alerts": model.Alerts, "email": model.Email, "webhook": model.Webhook, "heartbeat": model.Heartbeat,
-    "server": model.Server,
+    "server": model.Server, "web": model.Web,
 }
 
 
@@ -299,7 +305,7 @@ class _Writer:
 
 def _default(key: Key, cls: type) -> str | None:
     value = model_default(cls, key.name)
-    if value is None or (value == () and key.example):
+    if value is None or (value in ((), "") and key.example):
         return key.example
     return toml_value(key, value)
 
@@ -378,6 +384,7 @@ def sample_config(detected: Detected, language: str = "fr") -> str:
     w.lines.append("")
     w.comment(w.texts["heartbeat"])
     w.lines += ["# [alerts.heartbeat]", '# url = "https://hc-ping.com/VOTRE-IDENTIFIANT"']
+    w.section("web", "web", {"listen": "127.0.0.1:8650"}, intro="web")
     w.lines.append("")
     w.comment(w.texts["server"])
     w.lines.append("# [server]")

@@ -33,7 +33,7 @@ from coffre.agent.config import load_config
 from coffre.agent.health import assess
 from coffre.agent.locks import Busy, job_locks
 from coffre.agent.model import Config, Job
-from coffre.agent.records import DiskSighting, RunRecord
+from coffre.agent.records import DiskSighting, RunRecord, StepResult
 from coffre.agent.status import StatusStore, store_path
 from coffre.agent.watcher import Debouncer, Watcher
 from coffre.core.i18n import _, ngettext
@@ -73,6 +73,29 @@ class Runner:
         self.config, self.store, self.log, self.clock = config, store, log, clock
         self.since = since  # the agent's start: a job that never ran is late a window after it
         self.alerts_lock = threading.Lock()
+        self._activity_lock = threading.Lock()
+        self._activity: dict[str, tuple[str, float]] = {}  # running job -> (its step now, since when)
+
+    def activity(self, name: str) -> tuple[str, float] | None:
+        """The step job `name` is running now, and since when (None: not running here, or
+        between two steps). Safe from any thread."""
+        with self._activity_lock:
+            return self._activity.get(name)
+
+    def _progress(self, name: str, run_id: int, begun: RunRecord) -> jobs.OnStep:
+        """Follows a run's steps: the step running now (`activity`), and the steps done
+        written to the status store (the run stays "running")."""
+
+        def on_step(step: str | None, done: tuple[StepResult, ...]) -> None:
+            with self._activity_lock:
+                if step is not None:
+                    self._activity[name] = (step, self.clock())
+                else:
+                    self._activity.pop(name, None)
+            if step is None:
+                self.store.finish_run(run_id, replace(begun, steps=done))
+
+        return on_step
 
     def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
             wait: bool = True) -> RunRecord | None:
@@ -94,17 +117,22 @@ class Runner:
         config, store = self.config, self.store
         started = self.clock()
         run_id = store.start_run(name, config.jobs[name].repository, trigger, started, slot)
+        begun = RunRecord(job=name, target=config.jobs[name].repository, trigger=trigger, started=started,
+                          slot=slot)
         self.log(_("job {job}: started ({trigger})").format(job=name, trigger=trigger_words(trigger)))
         self._ping("start")
         try:
             record = jobs.run_job(config, name, trigger=trigger, started=started, slot=slot,
                                   cancel=cancel, log=self.log, clock=self.clock,
-                                  last_drill=last_drill(store, name), sight=store.record_sighting)
+                                  last_drill=last_drill(store, name), sight=store.record_sighting,
+                                  on_step=self._progress(name, run_id, begun))
         except Exception as exc:  # a fault of the agent itself: recorded as a failed run, and alerted
             record = RunRecord(job=name, target=config.jobs[name].repository, trigger=trigger,
                                started=started, ended=self.clock(), outcome="failed", slot=slot,
                                error=_("the agent failed while running the job: {reason}").format(
                                    reason=f"{type(exc).__name__}: {exc}"))
+        with self._activity_lock:
+            self._activity.pop(name, None)
         record = replace(record, run_id=run_id)
         store.finish_run(run_id, record)
         self.log(_("job {job}: {outcome}").format(job=name, outcome=outcome_words(record)))
@@ -233,15 +261,41 @@ class Agent:
         self.debouncers: dict[str, Debouncer] = {}
         self.reload_wanted = False
         self.stop_wanted = False
+        self._requests_lock = threading.Lock()
+        self._requested: list[str] = []  # jobs asked to run now (run_now), started by the loop
+        self.wake_w: int | None = None
+        self.runner = Runner(self.config, open_store(self.config), self.log, self.clock, since=self.clock())
+
+    def run_now(self, name: str) -> bool:
+        """Ask the loop to start job `name` now (trigger "manual"); safe from any thread (the
+        pages call it). False when there is no such job, or it is running already."""
+        with self._requests_lock:
+            if name not in self.config.jobs or name in self.running() or name in self._requested:
+                return False
+            self._requested.append(name)
+        self._wake()
+        return True
+
+    def running(self) -> dict[str, float]:
+        """The jobs running now (threads of this agent) -> when each started. Any thread."""
+        threads = list(self.threads.items())
+        return {name: self.last_start.get(name, 0.0) for name, t in threads if t.is_alive()}
+
+    def _wake(self) -> None:
+        if self.wake_w is not None:
+            try:
+                os.write(self.wake_w, b"\0")
+            except OSError:
+                pass
 
     def serve(self) -> int:
-        store = open_store(self.config)
+        store = self.runner.store
         settled = store.settle_stale(self.clock())
         if settled:
             self.log(ngettext("{n} run left unfinished by a stopped agent recorded as interrupted",
                               "{n} runs left unfinished by a stopped agent recorded as interrupted",
                               settled).format(n=settled))
-        self.runner = Runner(self.config, store, self.log, self.clock, since=self.clock())
+        self.runner.since = self.clock()
         self._remember(store)
         self._watch()
         wake_r, wake_w = os.pipe()
@@ -265,6 +319,7 @@ class Agent:
                 t.join()
             for w in self.watchers.values():
                 w.close()
+            self.wake_w = None
             os.close(wake_r)
             os.close(wake_w)
         self.log(_("agent stopped"))
@@ -316,10 +371,7 @@ class Agent:
             try:
                 self.runner.run(name, trigger, slot, self.cancel)
             finally:
-                try:
-                    os.write(self.wake_w, b"\0")  # the loop looks at the schedule again
-                except OSError:
-                    pass
+                self._wake()  # the loop looks at the schedule again
 
         thread = threading.Thread(target=run_then_wake, name=f"job-{name}", daemon=True)
         self.threads[name] = thread
@@ -335,6 +387,11 @@ class Agent:
                 del self.threads[name]
             wake_at = now + HEALTH_EVERY
             cfg = self.config
+            with self._requests_lock:
+                asked, self._requested = self._requested, []
+            for name in asked:
+                if name in cfg.jobs and name not in self.threads:
+                    self._start(name, "manual", None)
             for name, job in cfg.jobs.items():
                 s = job.schedule
                 running = name in self.threads

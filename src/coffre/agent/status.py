@@ -130,8 +130,16 @@ class StatusStore:
             # Created private; an existing folder is left as it is (a state_dir of /var/lib
             # or /tmp must never be narrowed under other programs' feet).
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-            os.close(fd)
+            # Created 0600 when missing. An existing file is not opened here: closing a
+            # descriptor of it would drop every POSIX lock this process holds on it, those of
+            # another connection of the same process too (then a reader elsewhere may take
+            # the database for unused, checkpoint and delete its WAL under that connection).
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                fd = os.open(self.path, flags, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass
             narrow(self.path)
             # autocommit (isolation_level None): the transactions are explicit, below.
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
@@ -262,6 +270,11 @@ class StatusStore:
             sql += " LIMIT ?"
             params = (*params, max(0, int(limit)))
         return self._records(self._read(sql, params))[::-1]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        """The run of that id (None: unknown, pruned, or damaged)."""
+        records = self._records(self._read(f"{_SELECT} WHERE id = ?", (int(run_id),)))
+        return records[0] if records else None
 
     def last_run(self, job: str, ok_only: bool = False) -> RunRecord | None:
         """The latest run of `job` (with `ok_only`, the latest that made its snapshot: outcome

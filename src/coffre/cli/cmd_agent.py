@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from coffre.core.errors import (
     EXIT_FATAL,
@@ -19,6 +20,10 @@ from coffre.core.errors import (
     UsageError,
 )
 from coffre.core.i18n import _
+
+if TYPE_CHECKING:
+    from coffre.agent.scheduler import Agent
+    from coffre.web.serving import ThreadedServer
 
 
 def add_config_option(p: argparse.ArgumentParser, inherited: bool = False) -> None:
@@ -72,6 +77,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help=_("where the unit is (default /etc/systemd/system)"))
     uni.add_argument("--no-enable", action="store_true", help=_("only remove the unit file"))
     uni.set_defaults(func=cmd_agent_uninstall)
+    wp = actions.add_parser("web-password", help=_("set the password of the pharmacy's page"),
+                            description=_("Asks for a new password for the pharmacy's page (twice) and "
+                                          "writes its Argon2id hash to [web].password_hash_file. From then "
+                                          "on only that password opens the page; without the file, the "
+                                          "repository's password does."))
+    add_config_option(wp, inherited=True)
+    wp.add_argument("--stdin", action="store_true",
+                    help=_("read the password from standard input (one line), for scripts"))
+    wp.set_defaults(func=cmd_agent_web_password)
 
 
 def config_path(args: argparse.Namespace) -> str:
@@ -153,7 +167,83 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from coffre.agent.scheduler import Agent
 
-    return Agent(config_path(args), log_line).serve()
+    agent = Agent(config_path(args), log_line)
+    page = start_page(agent)
+    try:
+        return agent.serve()
+    finally:
+        if page is not None:
+            page.stop()
+
+
+def start_page(agent: Agent) -> ThreadedServer | None:
+    """The pharmacy's page on a thread of the agent (`[web]`), or None when it is disabled or
+    cannot listen: a page that cannot start is logged, and the backups run all the same."""
+    web = agent.config.web
+    if not web.enabled:
+        log_line(_("the pharmacy's page is disabled ([web] enabled = false)"))
+        return None
+    try:
+        server, url = build_page(agent)
+        server.start()
+    except Exception as exc:  # the schedule matters more than the page
+        reason = getattr(exc, "message", None) or str(exc)
+        hint = getattr(exc, "hint", None)
+        log_line(_("the pharmacy's page could not start: {reason}").format(reason=reason)
+                 + (f" ({hint})" if hint else "") + " " + _("the backups run all the same."))
+        return None
+    log_line(_("the pharmacy's page: {url}").format(url=url))
+    return server
+
+
+def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
+    """The page's server and its address, composed from the running agent (the agent knows
+    nothing of the web: the command line puts them together)."""
+    from coffre.agent.config import parse_listen
+    from coffre.web.local.app import AgentView, create_app
+    from coffre.web.local.login import authenticate_with
+    from coffre.web.serving import ThreadedServer
+
+    web = agent.config.web
+    host, port = parse_listen(web.listen)
+    tls = (web.tls_cert, web.tls_key) if web.tls_cert and web.tls_key else None
+    # The runner's own store: it is thread-safe (one connection behind a lock; reads are
+    # short), and one connection per process keeps SQLite's POSIX locks whole.
+    store = agent.runner.store
+    view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
+                     running=agent.running, clock=agent.clock, step=agent.runner.activity)
+    app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None)
+    server = ThreadedServer(app, host, port, tls)
+    shown = f"[{host}]" if ":" in host else host
+    return server, f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
+def cmd_agent_web_password(args: argparse.Namespace) -> int:
+    from coffre.agent.config import load_config
+    from coffre.web.local.login import MIN_LENGTH, write_password_hash
+
+    config = load_config(config_path(args))
+    target = config.web.password_hash_file
+    if not target:
+        raise UsageError(_("the configuration names no password_hash_file in [web]"),
+                         _("add password_hash_file = \"/etc/coffre/page.argon2\" to the [web] section, then "
+                           "run this command again"))
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        if not sys.stdin.isatty():
+            raise UsageError(_("there is no terminal to ask the password on"), _("use --stdin in a script"))
+        password = getpass.getpass(_("New password of the page: "))
+        if getpass.getpass(_("Repeat it: ")) != password:
+            raise UsageError(_("the two passwords differ; nothing was done"))
+    if len(password) < MIN_LENGTH:
+        raise UsageError(_("the password is too short: at least {n} characters").format(n=MIN_LENGTH))
+    write_password_hash(target, password)
+    print(_("written: {path}. The page now asks for this password (the running agent reads it at each "
+            "login).").format(path=target))
+    return EXIT_OK
 
 
 def cmd_agent_install(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ class AgentView:
     run_now: Callable[[str], bool]  # ask the scheduler to start a job now (False: unknown or running)
     running: Callable[[], dict[str, float]]  # jobs running now -> when each started
     clock: Callable[[], float] = time.time
+    # the step a running job is at now, and since when (None: unknown, or between two steps)
+    step: Callable[[str], tuple[str, float] | None] = field(default=lambda _job: None)
 
 
 @dataclass
