@@ -16,10 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server_support import free_port
 
@@ -110,6 +114,11 @@ def test_the_pharmacy_page_with_a_real_agent(tmp_path: Path, coffre: Coffre, bro
     base = f"http://127.0.0.1:{port}"
     with running_agent(config, coffre, log) as agent:
         wait_for("the page's address in the log", lambda: f"{base}/" in log.read_text(), agent, log)
+        # DNS rebinding: a site's own name pointed at 127.0.0.1 is not answered.
+        rebound = urllib.request.Request(base + "/login", headers={"Host": f"evil.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 421
         page = browser_page
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

@@ -212,7 +212,11 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     store = agent.runner.store
     view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
                      running=agent.running, clock=agent.clock, step=agent.runner.activity)
-    app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None)
+    from coffre.web.security import LOOPBACK_NAMES
+    from coffre.web.serving import is_loopback
+
+    app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None,
+                     hosts=LOOPBACK_NAMES if is_loopback(host) else None)
     server = ThreadedServer(app, host, port, tls)
     shown = f"[{host}]" if ":" in host else host
     return server, f"{'https' if tls else 'http'}://{shown}:{port}/"

@@ -17,7 +17,7 @@ from coffre.agent.status import StatusStore
 from coffre.core.i18n import _
 from coffre.web.guard import Authenticate, Guard
 from coffre.web.render import Pages, static_route
-from coffre.web.security import BodyLimit, SecurityHeaders, Sessions, Throttle
+from coffre.web.security import BodyLimit, HostCheck, SecurityHeaders, Sessions, Throttle
 from coffre.web.urls import Urls
 
 
@@ -46,7 +46,9 @@ class LocalKit:
 
 
 def create_app(view: AgentView, authenticate: Authenticate, *, secure: bool = False,
-               prefix: str = "") -> Starlette:
+               prefix: str = "", hosts: frozenset[str] | None = None) -> Starlette:
+    """The page's app. `hosts`: the only Host names it answers (the loopback names when it
+    listens on loopback: DNS rebinding), None for any."""
     from coffre.web.local import restore_pages, run_pages, status_pages
 
     config = view.config()
@@ -66,5 +68,7 @@ def create_app(view: AgentView, authenticate: Authenticate, *, secure: bool = Fa
         *restore_pages.routes(kit),
     ]
     routes: list[BaseRoute] = [Mount(urls.prefix, routes=table)] if urls.prefix else table
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, hsts=secure),
-                                                Middleware(BodyLimit)])  # forms only: 64 KiB
+    middleware = [Middleware(SecurityHeaders, hsts=secure), Middleware(BodyLimit)]  # forms only: 64 KiB
+    if hosts is not None:
+        middleware.insert(0, Middleware(HostCheck, allowed=hosts))
+    return Starlette(routes=routes, middleware=middleware)
