@@ -3,7 +3,9 @@
     python bench/web_pages.py pharmacy                  # 1,000 snapshots (about a minute to make)
     python bench/web_pages.py pharmacy --snapshots 20 --weak-kdf --no-chromium   # seconds
 
-`pharmacy`: the restore pages of the pharmacy's page (`coffre agent` serves them) on a
+`pharmacy`: the status page, the history, the plots (over a status store holding one run per
+snapshot, as the agent records them) and the restore pages of the pharmacy's page
+(`coffre agent` serves them) on a
 repository holding --snapshots snapshots of a small pharmacy folder, two a day (12:30 and
 19:30) going back in time, each after a small change (one letter rewritten, a new scan every
 tenth run): the calendar page and a folder page of the newest snapshot. They are made in this
@@ -88,7 +90,30 @@ def make_repository(repo_dir: Path, src: Path, snapshots: int, weak_kdf: bool) -
             Backup(repo, lock, BackupOptions(paths=[str(src)], host="pharmacie", workers=2)).run()
         finally:
             lock.release()
+    fill_history(repo_dir.parent / "agent", times)
     return time.monotonic() - started, pwfile
+
+
+def fill_history(state: Path, times: list[float]) -> None:
+    """One finished run per snapshot in the agent's status store, as the agent records them
+    (a backup step, bytes, the medium's use, a database size; a failure every 50th run)."""
+    from coffre.agent.records import RunRecord, StepResult
+    from coffre.agent.status import StatusStore
+
+    state.mkdir(parents=True, exist_ok=True)
+    with StatusStore(state / "agent.sqlite") as store:
+        for i, t in enumerate(times):
+            ok = i % 50 != 49
+            run_id = store.start_run("officine", "local", "schedule", t, slot=t)
+            step = StepResult("backup", "local", ok, 0 if ok else 1, t, t + 40 + i % 30,
+                              {"bytes_read": 5_000_000 + i * 1000, "bytes_sent": 200_000 + (i % 9) * 10_000},
+                              None if ok else "the destination local is unreachable")
+            store.finish_run(run_id, RunRecord(
+                "officine", "local", "schedule", t, t + 45 + i % 30, "ok" if ok else "failed", slot=t,
+                bytes_read=step.summary["bytes_read"], bytes_sent=step.summary["bytes_sent"],
+                files_total=1200 + i, files_changed=3, steps=(step,),
+                db_sizes={"sqlite:/srv/officine/base.db": 40_000_000 + i * 20_000},
+                medium=(100_000_000_000 + i * 50_000_000, 500_000_000_000), error=None if ok else step.error))
 
 
 def make_app(repo_dir: Path, pwfile: Path, state: Path) -> Any:
@@ -255,11 +280,14 @@ def pharmacy(args: argparse.Namespace) -> int:
     from coffre.storage.local import LocalBackend
 
     newest = Repository.open(LocalBackend(str(work / "repo")), REPO_PASSWORD).snapshots()[-1]
-    pages = {"calendar": "/restore/officine",
+    pages = {"status": "/", "history": "/history", "plots": "/plots",
+             "calendar": "/restore/officine",
              "folder": f"/restore/officine/snapshot/{newest.id}?" + urlencode({"at": str(src / "docs")})}
 
     def make() -> Any:
         return make_app(work / "repo", pwfile, state)
+
+    check_content(make, pages)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, path in pages.items():
@@ -280,6 +308,23 @@ def pharmacy(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({"snapshots": args.snapshots, "made_s": made,
                                                "weak_kdf": args.weak_kdf, "results": results}, indent=2))
     return 0
+
+
+# What each page must show when the history is there (a page timed empty would prove nothing).
+SHOWN = {"status": 'id="light"', "history": "<details", "plots": "<svg",
+         "calendar": "/restore/officine/snapshot/", "folder": "lettre-"}
+
+
+def check_content(make: Callable[[], Any], pages: dict[str, str]) -> None:
+    from starlette.testclient import TestClient
+
+    client = TestClient(make(), base_url="http://127.0.0.1")
+    token = csrf_of(client.get("/login").text)
+    client.post("/login", data={"password": PASSWORD, "csrf": token})
+    for name, path in pages.items():
+        text = client.get(path).text
+        if SHOWN[name] not in text:
+            raise SystemExit(f"the {name} page does not show its content ({SHOWN[name]!r} missing)")
 
 
 def ms(seconds: float) -> str:

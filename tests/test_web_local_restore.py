@@ -321,7 +321,8 @@ def test_the_page_benchmark_runs(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "20 snapshots" in out.stdout
-    for row in ("calendar   in-process", "calendar   http", "folder     in-process", "folder     http"):
+    for row in ("status     in-process", "history    http", "plots      in-process",
+                "calendar   in-process", "calendar   http", "folder     in-process", "folder     http"):
         assert row in out.stdout
     import json
 
