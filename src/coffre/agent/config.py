@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from coffre.agent import model
 from coffre.core.errors import EXIT_USAGE, CoffreError
 from coffre.core.i18n import LANGUAGES, _, ngettext
+from coffre.core.net import is_loopback
 from coffre.core.sizes import parse_size
 from coffre.policy.retention import parse_duration
 from coffre.storage.pacing import parse_limit
@@ -361,17 +361,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not m or not 1 <= int(m.group(2)) <= 65535:
         raise ValueError(_("expected an address and a port, HOST:PORT, such as \"127.0.0.1:8650\""))
     return m.group(1).strip("[]"), int(m.group(2))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _listen(value: object) -> str:

@@ -212,8 +212,8 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     store = agent.runner.store
     view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
                      running=agent.running, clock=agent.clock, step=agent.runner.activity)
+    from coffre.core.net import is_loopback
     from coffre.web.security import LOOPBACK_NAMES
-    from coffre.web.serving import is_loopback
 
     app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None,
                      hosts=LOOPBACK_NAMES if is_loopback(host) else None)

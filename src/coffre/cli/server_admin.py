@@ -14,7 +14,6 @@ import os
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,24 +175,6 @@ def size_option(text: str | None, option: str, none_ok: bool = False) -> int | N
     if none_ok and text.strip().lower() in ("none", "no", "off"):
         return None
     return parse_size(text, option)
-
-
-def moment(text: str, now_ns: int, option: str, ahead: bool) -> int:
-    """A time the user gave: a duration from now (ahead) or ago, or a date and time (local)."""
-    from coffre.policy.retention import parse_duration
-
-    try:
-        delta = parse_duration(text)
-        return now_ns + delta if ahead else now_ns - delta
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(_("{option} {text}: neither a duration nor a date").format(
-            option=option, text=repr(text)),
-                         _("e.g. 90d, 1y, 2027-06-30 or '2026-11-30 14:00'")) from None
-    return int(when.astimezone().timestamp()) * 10**9
 
 
 def when(ns: int | None) -> str:
@@ -505,7 +486,8 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     if args.out:
         refuse_existing(args.out)  # before anything is issued
     with opened(args) as ctx:
-        expires = moment(args.expires, ctx.clock.now_ns(), "--expires", ahead=True) if args.expires else None
+        expires = (admin.parse_moment(args.expires, ctx.clock.now_ns(), ahead=True, option="--expires")
+                   if args.expires else None)
         doc, secret = admin.add_token(ctx, actor(), None if args.admin else args.tenant,
                                       "admin" if args.admin else args.role, args.label, expires)
         if args.out:
@@ -591,8 +573,8 @@ def cmd_recycle_restore(args: argparse.Namespace) -> int:
 
     with opened(args) as ctx:
         now = ctx.clock.now_ns()
-        since = moment(args.since, now, "--since", ahead=False) if args.since else None
-        until = moment(args.until, now, "--until", ahead=False) if args.until else None
+        since = admin.parse_moment(args.since, now, ahead=False, option="--since") if args.since else None
+        until = admin.parse_moment(args.until, now, ahead=False, option="--until") if args.until else None
         d = admin.recycle_restore(ctx, actor(), args.tenant, args.motive, args.repo, since, until)
     say(ngettext("{n} object ({size}) of {tenant} restored from the recycle bin",
                  "{n} objects ({size}) of {tenant} restored from the recycle bin", d["objects"]).format(

@@ -9,7 +9,6 @@ retryable one. The agent's e-mail channel and the server's fleet alerts both sen
 
 from __future__ import annotations
 
-import ipaddress
 import shlex
 import smtplib
 import ssl
@@ -20,6 +19,7 @@ from email.utils import formatdate
 from typing import Protocol
 
 from coffre.core.i18n import _
+from coffre.core.net import is_loopback
 from coffre.notify import DeliveryError
 from coffre.notify.text import clean
 
@@ -68,7 +68,7 @@ def message(sender: str, recipients: Sequence[str], subject: str, text: str, at:
 def send(c: SmtpSettings, msg: EmailMessage, recipients: Sequence[str]) -> None:
     """Deliver `msg` to `recipients`, or raise DeliveryError."""
     where = clean(f"{c.server}:{c.port}", 120)
-    if c.username and c.security == "none" and not loopback(c.server):
+    if c.username and c.security == "none" and not is_loopback(c.server):
         raise DeliveryError(_('refusing to send the mail password to {server} unencrypted: set '
                               'security to "starttls" or "tls"').format(server=where), permanent=True)
     secret = password(c) if c.username else None
@@ -125,15 +125,6 @@ def send(c: SmtpSettings, msg: EmailMessage, recipients: Sequence[str]) -> None:
             except (OSError, smtplib.SMTPException):
                 smtp.close()
 
-
-def loopback(host: str | None) -> bool:
-    """Whether `host` is this machine (a relay there may be spoken to without encryption)."""
-    if host in (None, "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def password(c: SmtpSettings) -> str:

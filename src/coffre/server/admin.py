@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -62,6 +64,32 @@ def check_motive(text: str | None, required: bool = True) -> str:
     if len(motive) > MAX_MOTIVE:
         raise UsageError(_("the motive is longer than {n} characters").format(n=MAX_MOTIVE))
     return motive
+
+
+def parse_moment(text: str, now_ns: int, *, ahead: bool, tz: str | None = None, option: str = "") -> int:
+    """A time a provider typed (`--expires`, `--since`, a console form): a duration from now
+    (ahead) or ago ("90d", "2d12h"), or a date with an optional time, in `tz` (else the
+    machine's local time)."""
+    from coffre.policy.retention import parse_duration
+
+    text = text.strip()
+    try:
+        delta = parse_duration(text)
+        return now_ns + delta if ahead else now_ns - delta
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        if option:
+            raise UsageError(_("{option} {text}: neither a duration nor a date").format(
+                option=option, text=repr(text)),
+                _("e.g. 90d, 1y, 2027-06-30 or '2026-11-30 14:00'")) from None
+        raise UsageError(_("{text}: neither a duration nor a date").format(text=repr(text)),
+                         _("e.g. 90d, 1y, 2027-06-30 or 2026-11-30 14:00")) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(tz)) if tz else when.astimezone()
+    return int(when.timestamp()) * 10**9
 
 
 def detail(**fields: Any) -> str:

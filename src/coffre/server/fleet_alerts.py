@@ -50,6 +50,7 @@ import sqlalchemy as sa
 
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _, ngettext
+from coffre.core.net import is_loopback
 from coffre.notify import DeliveryError, smtp, webhook
 from coffre.notify.text import clean
 from coffre.server import fleet, fleet_texts
@@ -261,7 +262,7 @@ def _settings(raw: Mapping[str, Any], problems: list[str]) -> AlertSettings:
                                 + _("a login needs its password: add password_file (or password_command)"))
             elif has_password and "username" not in inner:
                 problems.append("alerts.email: " + _("a password without a login: add username"))
-            if fields.get("security") == "none" and not smtp.loopback(fields.get("server")):
+            if fields.get("security") == "none" and not is_loopback(fields.get("server")):
                 problems.append("alerts.email.security: " + _(
                     "\"none\" sends mail in clear: only for a relay on this machine (localhost); use "
                     "starttls or tls"))

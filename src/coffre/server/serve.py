@@ -15,7 +15,6 @@ flight are answered (uvicorn re-raises the signal after its graceful shutdown).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import signal
 import ssl
@@ -33,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from coffre.core.clock import Clock
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
+from coffre.core.net import is_loopback
 from coffre.server.app import create_app
 from coffre.server.context import ServerContext
 from coffre.server.settings import Settings
@@ -108,15 +108,6 @@ class Server(uvicorn.Server):
             log.info("signal %s: stopping once the requests in flight are answered",
                      signal.Signals(sig).name)
         super().handle_exit(sig, frame)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_transport(settings: Settings) -> tuple[str, str] | None:

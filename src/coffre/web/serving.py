@@ -4,7 +4,6 @@ anything but loopback requires TLS (a certificate and its key), checked before l
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from typing import Any
@@ -13,18 +12,9 @@ import uvicorn
 
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _
+from coffre.core.net import is_loopback
 
 log = logging.getLogger("coffre.web")
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_listen(host: str, tls: tuple[str, str] | None) -> None:

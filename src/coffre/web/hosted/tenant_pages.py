@@ -107,27 +107,6 @@ def quota_input(text: str, what: str) -> int | None:
     return parse_size(text, what)
 
 
-def moment(text: str, now_ns: int, ahead: bool, tz: str) -> int:
-    """A time typed in a form, as the CLI reads it: a duration from now (ahead) or ago
-    ("90d", "2d12h"), or a date with an optional time, in the console's time zone."""
-    from coffre.policy.retention import parse_duration
-
-    text = text.strip()
-    try:
-        delta = parse_duration(text)
-        return now_ns + delta if ahead else now_ns - delta
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(_("{text}: neither a duration nor a date").format(text=repr(text)),
-                         _("e.g. 90d, 1y, 2027-06-30 or 2026-11-30 14:00")) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(tz))
-    return int(when.timestamp()) * NS
-
-
 def month_label(month: str) -> str:
     from babel.dates import format_date
 
@@ -351,7 +330,8 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
             if role not in TOKEN_ROLES:
                 raise UsageError(_("unknown role {role}").format(role=role))
             expires_text = form.get("expires", "").strip()
-            expires = moment(expires_text, ctx.clock.now_ns(), True, tz()) if expires_text else None
+            expires = (admin.parse_moment(expires_text, ctx.clock.now_ns(), ahead=True, tz=tz())
+                       if expires_text else None)
             label = form.get("label", "").strip()
             doc, secret = admin.add_token(ctx, kit.actor(request), t.name, role, label, expires)
             s = session_of(request)
@@ -401,7 +381,8 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
         def action() -> str:
             repo = form.get("repository", "").strip() or None
             since_text = form.get("since", "").strip()
-            since = moment(since_text, ctx.clock.now_ns(), False, tz()) if since_text else None
+            since = (admin.parse_moment(since_text, ctx.clock.now_ns(), ahead=False, tz=tz())
+                     if since_text else None)
             done = admin.recycle_restore(ctx, kit.actor(request), t.name, form.get("motive"), repo, since)
             said = ngettext("{n} object ({size}) restored from the recycle bin: the pharmacy's next "
                             "backup and check find it again.",

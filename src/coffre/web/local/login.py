@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from coffre.agent.model import Config
+from coffre.core.posix import fsync_dir
 from coffre.web.guard import Identity
 
 log = logging.getLogger("coffre.web")
@@ -132,11 +133,7 @@ def write_password_hash(path: str, password: str) -> None:
         except OSError:
             pass
         raise
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(folder)
 
 
 def authenticate_with(config: Callable[[], Config]) -> Callable[[dict[str, str], str], Identity | None]:
