@@ -65,9 +65,13 @@ def _frame(title: str, t0: float, t1: float, vmax: float, label: Label, day_labe
         y = _y(v, vmax)
         out.append(f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label(v))}</text>')
+    shown = ""
     for t in _ticks(t0, t1, 3):
-        x = _x(t, t0, t1)
-        out.append(f'<text x="{x:.1f}" y="{H - 10}" text-anchor="middle">{escape(day_label(t))}</text>')
+        text = day_label(t)
+        if text == shown:  # a range of hours: one day's label once
+            continue
+        shown = text
+        out.append(f'<text x="{_x(t, t0, t1):.1f}" y="{H - 10}" text-anchor="middle">{escape(text)}</text>')
     out.append(f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{H - BOTTOM}"/>')
     out.append(f'<line class="axis" x1="{LEFT}" x2="{W - RIGHT}" y1="{H - BOTTOM}" y2="{H - BOTTOM}"/>')
     return out
@@ -118,9 +122,10 @@ def bar_plot(title: str, bars: Sequence[tuple[float, float]], label: Label, day_
     """One bar per instant (a day, a run); `bad[i]` draws bar i in red (a failed run)."""
     if not bars:
         return Markup("")
-    t0, t1 = bars[0][0], bars[-1][0]
-    if t1 <= t0:
-        t1 = t0 + 86400
+    first, last = bars[0][0], bars[-1][0]
+    # Half a bar's spacing on each side, so that the first and last bars stand inside the frame.
+    pad = (last - first) / (2 * (len(bars) - 1)) if len(bars) > 1 and last > first else 43200.0
+    t0, t1 = first - pad, last + pad
     vmax = max([v for _t, v in bars] + [1.0]) * 1.05
     out = _frame(title, t0, t1, vmax, label, day_label)
     width = max(2.0, min(24.0, (W - LEFT - RIGHT) / max(1, len(bars)) * 0.7))
