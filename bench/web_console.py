@@ -179,7 +179,8 @@ def chromium(port: int, user: str, secret: str, runs: int) -> dict[str, float]:
     args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
-        page = browser.new_page(locale="fr-FR")
+        # bypass_csp: the console forbids eval, which Playwright's wait_for_function uses
+        page = browser.new_page(locale="fr-FR", bypass_csp=True)
         base = f"http://127.0.0.1:{port}"
         page.goto(base + "/console/login")
         page.fill("#user", user)
