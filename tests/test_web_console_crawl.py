@@ -22,6 +22,7 @@ from coffre.web.hosted import accounts
 from coffre.web.hosted.app import console_routes, kit_for
 from console_support import PASSWORD, SETUP
 from server_process import CoffreServer, fresh_server  # noqa: F401 (fixture)
+from web_checks import unlabelled
 
 from conftest import Coffre
 
@@ -137,6 +138,8 @@ def test_no_console_route_shows_a_file_name_or_database_content(
         assert r.status in (200, 303), (path, r.status)
         body = r.data.decode("utf-8", "replace")
         fetched.append(path)
+        if r.headers.get("content-type", "").startswith("text/html"):
+            assert not unlabelled(body), (path, unlabelled(body))  # every control has a name
         for secret in SECRETS:
             assert secret not in body, f"{path} shows {secret}"
         if r.headers.get("content-type", "").startswith("text/html"):

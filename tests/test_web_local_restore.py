@@ -328,3 +328,17 @@ def test_the_page_benchmark_runs(tmp_path: Path) -> None:
 
     data = json.loads((tmp_path / "bench.json").read_text())
     assert all(0 < r["warm_full"] < 5 for page in data["results"].values() for r in page.values())
+
+
+def test_every_control_of_the_restore_pages_has_a_label(site) -> None:  # type: ignore[no-untyped-def]
+    from web_checks import unlabelled
+
+    c = site["client"]
+    newest = site["ids"][-1]
+    docs = str(site["src"] / "docs")
+    pages = ["/restore", "/restore/officine", f"/restore/officine/snapshot/{newest}?at={docs}",
+             "/restore/officine/search?q=lettre", f"/restore/officine/versions?at={docs}/lettre-1.txt"]
+    for path in pages:
+        r = c.get(path)
+        assert r.status_code == 200, path
+        assert not unlabelled(r.text), (path, unlabelled(r.text))

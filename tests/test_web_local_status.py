@@ -343,6 +343,12 @@ def test_history_and_plots(tmp_path: Path, store: StatusStore) -> None:
     assert 'class="trend"' in plots and 'class="limit"' in plots
     assert "plein vers le" in plots  # the date the medium will be full
     assert "<script>" not in plots.split("</head>")[1]
+    from web_checks import unlabelled
+
+    for path in ("/", "/history", "/plots", f"/runs/{run_id - 1}"):
+        html = c.get(path).text
+        assert not unlabelled(html), (path, unlabelled(html))
+    assert not unlabelled(TestClient(_client(view).app).get("/login").text)
 
 
 def test_untrusted_names_and_errors_render_as_text(tmp_path: Path, store: StatusStore) -> None:
