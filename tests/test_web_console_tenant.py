@@ -374,6 +374,9 @@ def test_exports_are_byte_identical_to_the_cli(tmp_path: Path) -> None:
     csv_page = c.get(BASE + "/usage.csv?month=2026-05").content
     jsonl = c.get(BASE + "/audit.jsonl?from=2026-05-01&to=2026-05-31")
     assert jsonl.headers["content-type"].startswith("application/x-ndjson")
+    # The exports are reads the journal counts (at the next flush), with the account's name.
+    pending = {(op, client.split("@")[0]) for _t, _id, client, op, _k, _o in ctx.tally._counts}
+    assert {("admin.usage.export", "console:victor"), ("admin.audit.export", "console:victor")} <= pending
     ctx.db.close()
     env = {**os.environ, "LANG": "C.UTF-8", "LANGUAGE": "", "LC_ALL": ""}
 

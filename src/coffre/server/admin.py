@@ -107,6 +107,12 @@ def _read(ctx: ServerContext, actor: Actor, tenant_id: int, operation: str) -> N
     ctx.tally.add(tenant_id, actor.token_id, actor.client, "admin." + operation, "", 0)
 
 
+def record_read(ctx: ServerContext, actor: Actor, tenant_id: int, operation: str) -> None:
+    """Counts a read of a tenant's metadata that goes through no function here (the console's
+    usage and audit pages and exports): journaled as `admin.OPERATION`, like the others."""
+    _read(ctx, actor, tenant_id, operation)
+
+
 def tenant_named(conn: sa.Connection, name: str) -> Tenant:
     found = tenants.by_name(conn, name)
     if found is None:

@@ -261,6 +261,7 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
 
     def usage(request: Request, t: tenants.Tenant) -> Response:
         now = ctx.clock.now_ns()
+        admin.record_read(ctx, kit.actor(request), t.id, "usage")
         with ctx.db.read() as conn:
             days = metering.samples(conn, t.id, audit.day_of(now - PLOT_DAYS * DAY_NS))
         zone = tz()
@@ -300,6 +301,7 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
             metering.parse_month(month)
         except UsageError as exc:
             return kit.guard.message(request, exc.message, 400)
+        admin.record_read(ctx, kit.actor(request), t.id, "usage.export")
         text = metering.csv_text(metering.report(ctx.db, month, now, t.id).rows)
         return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="usage-{t.name}-{month}.csv"'})
@@ -438,6 +440,7 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
 
     def audit_page(request: Request, t: tenants.Tenant) -> Response:
         now = ctx.clock.now_ns()
+        admin.record_read(ctx, kit.actor(request), t.id, "audit.list")
         before_text = request.query_params.get("before", "")
         before = int(before_text) if before_text.isdigit() else None
         with ctx.db.read() as conn:
@@ -482,6 +485,8 @@ def routes(kit: ConsoleKit) -> list[BaseRoute]:
                     first=first, last=last))
         except UsageError as exc:
             return kit.guard.message(request, exc.message, 400)
+
+        admin.record_read(ctx, kit.actor(request), t.id, "audit.export")
 
         def lines() -> Iterator[bytes]:
             for line in audit.export(ctx.db, t.id, first, last):
