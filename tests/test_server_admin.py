@@ -8,7 +8,6 @@ rows, as the objects API does), so these tests stand without the HTTP object pro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,7 +36,7 @@ from coffre.server.http import Refusal, refusal_response
 from coffre.server.settings import Settings
 from coffre.storage.base import Handle
 from dbservers import DB_PASSWORD, DB_USER
-from server_support import T0, add_tenant, admin_token, make_context, serving
+from server_support import T0, add_tenant, admin_token, delete, make_context, put, serving
 
 from conftest import Coffre, Result
 
@@ -82,34 +81,6 @@ def server(coffre: Coffre, tmp_path: Path) -> Server:
     s = Server(coffre, tmp_path / "srv")
     s.ok("init")
     return s
-
-
-def put(ctx: ServerContext, tenant_id: int, repo: str, data: bytes, kind: str = "data",
-        token_id: str = "uploader") -> str:
-    """An acknowledged object: stored, then its row and the tenant's usage."""
-    name = hashlib.sha256(data).hexdigest()
-    now = ctx.clock.now_ns()
-    with ctx.db.begin() as conn:
-        repo_id = tenants.add_repository(conn, tenant_id, repo, now)
-    ctx.store.backend(tenant_id, repo).save(Handle(kind, name), data)
-    with ctx.db.begin() as conn:
-        conn.execute(tables.objects.insert().values(repository_id=repo_id, kind=kind, name=name,
-                                                    size=len(data), received_ns=now, token_id=token_id))
-        te = tables.tenants
-        conn.execute(te.update().where(te.c.id == tenant_id).values(
-            stored_bytes=te.c.stored_bytes + len(data)))
-    return name
-
-
-def delete(ctx: ServerContext, tenant_id: int, name: str, by: str = "pruner") -> None:
-    """A prune token's deletion: into the bin at the server's time."""
-    o, r, te = tables.objects, tables.repositories, tables.tenants
-    with ctx.db.begin() as conn:
-        row = conn.execute(sa.select(o.c.id, o.c.size).select_from(o.join(r, r.c.id == o.c.repository_id))
-                           .where(r.c.tenant_id == tenant_id, o.c.name == name)).one()
-        conn.execute(o.update().where(o.c.id == row.id).values(binned_ns=ctx.clock.now_ns(), binned_by=by))
-        conn.execute(te.update().where(te.c.id == tenant_id).values(
-            stored_bytes=te.c.stored_bytes - row.size, binned_bytes=te.c.binned_bytes + row.size))
 
 
 def tenant_id(ctx: ServerContext, name: str) -> int:

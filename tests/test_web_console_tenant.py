@@ -6,7 +6,6 @@ exports byte-identical to the CLI's, and untrusted text rendered as text."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from coffre.storage.base import Handle
 from coffre.web.hosted.app import ConsoleKit, kit_for, mount
 from coffre.web.security import Session
 from console_support import ensure_account
-from server_support import T0, add_tenant, make_context
+from server_support import T0, add_tenant, delete, make_context, put
 
 TENANT = "pharmacie-du-port"
 BASE = "/console/tenants/" + TENANT
@@ -89,34 +88,6 @@ def token_row(ctx: ServerContext, token: str) -> tokens.TokenRow:
 
 def flashes(html: str) -> list[str]:
     return re.findall(r'<p class="flash flash-(?:ok|error|info)" role="status">([^<]*)</p>', html)
-
-
-def put(ctx: ServerContext, tenant_id: int, repo: str, data: bytes, kind: str = "data") -> str:
-    """An acknowledged object: stored, then its row and the tenant's usage."""
-    name = hashlib.sha256(data).hexdigest()
-    now = ctx.clock.now_ns()
-    with ctx.db.begin() as conn:
-        repo_id = tenants.add_repository(conn, tenant_id, repo, now)
-    ctx.store.backend(tenant_id, repo).save(Handle(kind, name), data)
-    with ctx.db.begin() as conn:
-        conn.execute(tables.objects.insert().values(repository_id=repo_id, kind=kind, name=name,
-                                                    size=len(data),
-                                                    received_ns=now, token_id="uploader"))
-        te = tables.tenants
-        conn.execute(te.update().where(te.c.id == tenant_id).values(
-            stored_bytes=te.c.stored_bytes + len(data)))
-    return name
-
-
-def bin_it(ctx: ServerContext, tenant_id: int, name: str, by: str = "pruner") -> None:
-    """A prune token's deletion: into the bin at the server's time."""
-    o, r, te = tables.objects, tables.repositories, tables.tenants
-    with ctx.db.begin() as conn:
-        row = conn.execute(sa.select(o.c.id, o.c.size).select_from(o.join(r, r.c.id == o.c.repository_id))
-                           .where(r.c.tenant_id == tenant_id, o.c.name == name)).one()
-        conn.execute(o.update().where(o.c.id == row.id).values(binned_ns=ctx.clock.now_ns(), binned_by=by))
-        conn.execute(te.update().where(te.c.id == tenant_id).values(
-            stored_bytes=te.c.stored_bytes - row.size, binned_bytes=te.c.binned_bytes + row.size))
 
 
 def test_a_viewer_reads_every_page_but_cannot_act(ctx: ServerContext, console: Console) -> None:
@@ -247,10 +218,10 @@ def test_the_bin_is_restored_with_a_motive_and_purged_by_an_admin_after_confirmi
     first = [put(ctx, tid, "officine", bytes([i]) * 500) for i in range(3)]
     other = put(ctx, tid, "compta", b"c" * 700)
     for name in [*first, other]:
-        bin_it(ctx, tid, name)
+        delete(ctx, tid, name)
     ctx.clock = FixedClock(T0 + 3600 * 10**9)  # type: ignore[misc]
     late = put(ctx, tid, "officine", b"late" * 100)
-    bin_it(ctx, tid, late)
+    delete(ctx, tid, late)
     c, s = console.as_("olivia", "operator")
     page = c.get(BASE + "/bin").text
     assert all(n in page for n in [*first, other, late]) and kept not in page  # hashes, only of the bin
@@ -417,7 +388,7 @@ def test_routes_show_nothing_but_metadata(ctx: ServerContext, console: Console) 
     tid = tenant_of(ctx).id
     live = put(ctx, tid, "officine", b"ordonnance de Mme Martin")
     gone = put(ctx, tid, "officine", b"facture")
-    bin_it(ctx, tid, gone)
+    delete(ctx, tid, gone)
     c, _s = console.as_("anne", "admin")
     tails = ("", "/usage", "/tokens", "/bin", "/audit")
     pages: dict[str, str] = {tail: c.get(BASE + tail).text for tail in tails}
