@@ -126,6 +126,18 @@ class SeaweedFS(Server):
              "actions": ["Read", "List"]},
         ]}))
         (workdir / "data").mkdir(exist_ok=True)
+        # A port found free may be taken by another process before weed binds it (it also
+        # binds each port + 10000 for gRPC): then start again on other ports.
+        for attempt in range(3):
+            try:
+                return cls._start_once(workdir, config)
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start_once(cls, workdir: Path, config: Path) -> SeaweedFS:
         ports = {name: free_port() for name in
                  ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")}
         argv = [
