@@ -195,7 +195,7 @@ def refuse_existing(path: str) -> None:
 
 def write_secret(path: str, text: str) -> None:
     """A new file, 0600, holding `text`: never an existing one replaced."""
-    from coffre.server.tls import write_atomic
+    from coffre.core.files import write_atomic
 
     refuse_existing(path)
     write_atomic(Path(path), (text + "\n").encode("ascii"), 0o600)

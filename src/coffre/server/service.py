@@ -34,9 +34,9 @@ from pathlib import Path
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError
+from coffre.core.files import write_atomic
 from coffre.core.i18n import _
 from coffre.core.systemd import coffre_command, exec_word
-from coffre.server.tls import write_atomic
 
 UNIT_NAME = "coffre-server.service"
 SYSTEM_UNITS = "/etc/systemd/system"

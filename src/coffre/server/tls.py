@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from coffre.core import posix
 from coffre.core.errors import UsageError
+from coffre.core.files import write_atomic
 from coffre.core.i18n import _
 
 VALID_DAYS = 5 * 365 + 1
@@ -124,22 +123,3 @@ def describe(cert_path: Path, key_path: Path, created: bool = False) -> Certific
     not_after = int(cert.not_valid_after_utc.timestamp()) * 10**9
     return Certificate(cert_path, key_path, names, not_after, created)
 
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """`data` as the whole of `path` with `mode`, or `path` unchanged: a temporary file beside
-    it (created with that mode, never readable by others meanwhile), fsync, rename, fsync of
-    the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # left by a crash: never written into, whatever its mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # whatever the umask
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    posix.fsync_dir(path.parent)

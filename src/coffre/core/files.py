@@ -1,0 +1,29 @@
+"""Small files written whole or not at all (certificates, token files, password hashes,
+service units)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coffre.core import posix
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """`data` as the whole of `path` with `mode`, or `path` unchanged: a temporary file beside
+    it (created with that mode, never readable by others meanwhile), fsync, rename, fsync of
+    the folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # left by a crash: never written into, whatever its mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    posix.fsync_dir(path.parent)
