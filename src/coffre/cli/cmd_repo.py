@@ -19,7 +19,7 @@ from coffre.cli.context import (
 )
 from coffre.cli.logfile import say_unlogged
 from coffre.cli.output import emit_json, human_time, say, table, warn
-from coffre.cli.watching import key_history, remember_removed, watch_storage
+from coffre.cli.watching import remember_removed, watch_storage
 from coffre.compress import DEFAULT_LEVEL
 from coffre.core.clock import SystemClock
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
@@ -27,6 +27,7 @@ from coffre.core.i18n import N_, _, ngettext
 from coffre.ops.repair_config import ensure_config_copies
 from coffre.repository import keyring
 from coffre.repository.locks import STALE_S, UNREADABLE, is_stale, list_locks
+from coffre.repository.mark import key_history
 from coffre.repository.repo import Repository, load_config
 from coffre.storage.base import Backend, Handle
 

@@ -12,12 +12,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from coffre.cli.watching import key_history, watch_storage
+from coffre.cli.watching import watch_storage
 from coffre.core.errors import CoffreError, LockedError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.core.i18n import _
 from coffre.core.private import open_to_others
 from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock, live_locks
+from coffre.repository.mark import key_history
 from coffre.repository.repo import Repository
 from coffre.storage.base import Backend
 from coffre.storage.cached import CachedBackend

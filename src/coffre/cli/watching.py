@@ -16,12 +16,6 @@ HINT = N_("hint: find out what happened to the storage (docs/design.md, section 
           "'coffre acknowledge' then accepts its present state")
 
 
-def key_history(repo_id: bytes) -> keyring.KeyHistory:
-    """What this machine's mark knows of the key slots of the repository with this id."""
-    mark = read_mark(repo_id)
-    return mark.key_history() if mark is not None else keyring.KeyHistory()
-
-
 def _unavailable(exc: MarkUnavailable, consequence: str) -> None:
     warn(_("warning: this machine's record of the repository cannot be used ({reason}): "
            "{consequence}").format(reason=exc.message, consequence=consequence))

@@ -295,6 +295,13 @@ def read_mark(repo_id: bytes, root: Path | None = None) -> Mark | None:
         return None
 
 
+def key_history(repo_id: bytes, root: Path | None = None) -> KeyHistory:
+    """What this machine's mark knows of the repository's key slots (a removed one never opens
+    it again); nothing when there is no mark or it cannot be read."""
+    mark = read_mark(repo_id, root)
+    return mark.key_history() if mark is not None else KeyHistory()
+
+
 def latest_by_host(repo_id: bytes, root: Path | None = None) -> dict[str, tuple[str, int]]:
     """For the second witness (the agent's status, the provider's view): each host's newest
     snapshot this machine has seen of the repository, as (id, time in ns), from the mark on
