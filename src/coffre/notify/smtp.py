@@ -9,10 +9,8 @@ retryable one. The agent's e-mail channel and the server's fleet alerts both sen
 
 from __future__ import annotations
 
-import shlex
 import smtplib
 import ssl
-import subprocess
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -20,6 +18,7 @@ from typing import Protocol
 
 from coffre.core.i18n import _
 from coffre.core.net import is_loopback
+from coffre.core.secrets import SecretUnreadable, read_secret
 from coffre.notify import DeliveryError
 from coffre.notify.text import clean
 
@@ -126,38 +125,13 @@ def send(c: SmtpSettings, msg: EmailMessage, recipients: Sequence[str]) -> None:
                 smtp.close()
 
 
-
 def password(c: SmtpSettings) -> str:
-    """The SMTP password, from its file or its command. Errors never quote the password nor the
-    command (its arguments may hold something private)."""
-    if c.password_file:
-        try:
-            with open(c.password_file, "rb") as f:
-                raw = f.read(64 * 1024)
-        except OSError as exc:
-            raise DeliveryError(_("cannot read the mail password file {path}: {reason}").format(
-                path=clean(c.password_file), reason=exc.strerror or type(exc).__name__),
-                permanent=True) from None
-    elif c.password_command:
-        try:
-            argv = shlex.split(c.password_command)
-        except ValueError as exc:
-            raise DeliveryError(_("the mail password command cannot be read as a command: {reason}").format(
-                reason=exc), permanent=True) from None
-        if not argv:
-            raise DeliveryError(_("the mail password command is empty"), permanent=True)
-        try:
-            out = subprocess.run(argv, capture_output=True, check=False, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DeliveryError(_("the mail password command could not run: {reason}").format(
-                reason=type(exc).__name__), permanent=True) from None
-        if out.returncode != 0:
-            raise DeliveryError(_("the mail password command failed with exit status {code}").format(
-                code=out.returncode), permanent=True)
-        raw = out.stdout
-    else:
+    """The SMTP password, from its file or its command (core.secrets). Errors never quote the
+    password nor the command (its arguments may hold something private)."""
+    if not (c.password_file or c.password_command):
         raise DeliveryError(_("a mail user name is set but no password file or command"), permanent=True)
     try:
-        return raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise DeliveryError(_("the mail password is not UTF-8 text"), permanent=True) from None
+        return read_secret(c.password_file, c.password_command)
+    except SecretUnreadable as exc:
+        raise DeliveryError(_("the mail password cannot be read: {reason}").format(reason=clean(exc.message)),
+                            permanent=True) from None

@@ -24,8 +24,6 @@ path given back by a page is checked against the snapshot (each part an existing
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import threading
 import time
 from collections import OrderedDict
@@ -33,28 +31,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffre.agent.config import restore_area_of
 from coffre.agent.jobs import NoDisk, resolve
 from coffre.agent.model import Config, Job
 from coffre.agent.steps import Endpoint
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _
+from coffre.core.secrets import SecretUnreadable, read_secret
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import load_tree
-from coffre.repository import keyring
 from coffre.repository.index import MasterIndex
-from coffre.repository.mark import MarkUnavailable, read_mark
+from coffre.repository.mark import key_history
 from coffre.repository.repo import Repository, load_config
 from coffre.storage.base import Backend
 
-SECRET_LIMIT = 64 * 1024
 COMMAND_TIMEOUT_S = 120.0
 
 
 def restore_area(config: Config) -> Path:
-    """Where restored files go: `[web] restore_area`, else `<state_dir>/Restaurations`.
-    (The same rule as `coffre.agent.config.restore_area_of`.)"""
-    return Path(config.web.restore_area or os.path.join(config.agent.state_dir, "Restaurations"))
+    """Where restored files go (agent.config.restore_area_of)."""
+    return Path(restore_area_of(config))
 
 
 class Unavailable(CoffreError):
@@ -66,37 +63,11 @@ class Unavailable(CoffreError):
 def read_password(endpoint: Endpoint) -> str:
     """The repository's password from its file or its command (as `coffre` reads
     COFFRE_PASSWORD_FILE / COFFRE_PASSWORD_COMMAND). No message quotes it nor the command."""
-    if endpoint.password_file:
-        try:
-            with open(endpoint.password_file, "rb") as f:
-                raw = f.read(SECRET_LIMIT)
-        except OSError as exc:
-            raise Unavailable(_("cannot read the password file of {name}: {reason}").format(
-                name=endpoint.name, reason=exc.strerror or type(exc).__name__)) from None
-    elif endpoint.password_command:
-        try:
-            argv = shlex.split(endpoint.password_command)
-        except ValueError:
-            argv = []
-        if not argv:
-            raise Unavailable(_("the password command of {name} cannot be read as a command").format(
-                name=endpoint.name))
-        try:
-            done = subprocess.run(argv, capture_output=True, check=False, timeout=COMMAND_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise Unavailable(_("the password command of {name} could not run: {reason}").format(
-                name=endpoint.name, reason=type(exc).__name__)) from None
-        if done.returncode != 0:
-            raise Unavailable(_("the password command of {name} failed with exit status {code}").format(
-                name=endpoint.name, code=done.returncode))
-        raw = done.stdout[:SECRET_LIMIT]
-    else:
-        raise Unavailable(_("no password is configured for {name}").format(name=endpoint.name))
     try:
-        secret = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise Unavailable(_("the password of {name} is not UTF-8 text").format(name=endpoint.name)) from None
+        secret = read_secret(endpoint.password_file, endpoint.password_command, timeout=COMMAND_TIMEOUT_S)
+    except SecretUnreadable as exc:
+        raise Unavailable(_("the password of {name} cannot be read: {reason}").format(
+            name=endpoint.name, reason=exc.message)) from None
     if not secret:
         raise Unavailable(_("the password of {name} is empty").format(name=endpoint.name))
     return secret
@@ -127,20 +98,11 @@ def open_storage(endpoint: Endpoint) -> Backend:
     return backend
 
 
-def _key_history(repo_id: bytes) -> keyring.KeyHistory:
-    """What this machine's mark knows of the repository's key slots (removed ones never open
-    it), as the command line uses it; an unreadable mark is no history."""
-    try:
-        mark = read_mark(repo_id)
-    except MarkUnavailable:
-        return keyring.KeyHistory()
-    return mark.key_history() if mark is not None else keyring.KeyHistory()
-
 
 def open_endpoint(endpoint: Endpoint) -> Repository:
     backend = open_storage(endpoint)
     config = load_config(backend)  # "not a repository" said before the password is read
-    return Repository.open(backend, read_password(endpoint), config=config, history=_key_history)
+    return Repository.open(backend, read_password(endpoint), config=config, history=key_history)
 
 
 def belongs(job: Job, snap: Snapshot) -> bool:

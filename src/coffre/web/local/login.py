@@ -15,54 +15,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
-import shlex
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from coffre.agent.model import Config
-from coffre.core.posix import fsync_dir
+from coffre.core.files import write_atomic
+from coffre.core.secrets import SecretUnreadable, read_secret
 from coffre.web.guard import Identity
 
 log = logging.getLogger("coffre.web")
 
 USER = "pharmacie"
 ROLE = "pharmacist"
-MAX_SECRET = 64 * 1024
-COMMAND_TIMEOUT = 60.0
 MIN_LENGTH = 8  # the page's own password
-
-
-class SecretUnreadable(Exception):
-    """A password file or command that gave nothing usable (the reason, never the secret)."""
-
-
-def read_secret(password_file: str | None, password_command: str | None) -> str:
-    """A password from its file or its command (as the jobs' steps read it: the first line's
-    end stripped). SecretUnreadable otherwise; its message never quotes the command."""
-    if password_file:
-        try:
-            with open(password_file, "rb") as f:
-                raw = f.read(MAX_SECRET)
-        except OSError as exc:
-            raise SecretUnreadable(f"cannot read {password_file}: {exc.strerror}") from None
-    elif password_command:
-        try:
-            argv = shlex.split(password_command)
-            done = subprocess.run(argv, capture_output=True, check=False, timeout=COMMAND_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
-        except (ValueError, OSError, subprocess.TimeoutExpired) as exc:
-            raise SecretUnreadable(f"the password command could not run: {type(exc).__name__}") from None
-        if done.returncode != 0:
-            raise SecretUnreadable(f"the password command failed with exit status {done.returncode}")
-        raw = done.stdout[:MAX_SECRET]
-    else:
-        raise SecretUnreadable("no password source")
-    try:
-        return raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise SecretUnreadable("the password is not UTF-8 text") from None
 
 
 def password_sources(config: Config) -> Iterator[tuple[str, str | None, str | None]]:
@@ -115,25 +80,11 @@ def matches_hash(stored: str, given: str) -> bool:
 
 
 def write_password_hash(path: str, password: str) -> None:
-    """Writes the hash of `password` to `path` atomically (a temporary file in the same folder,
-    0600, synced, renamed over): a crash leaves the old file or the new one, never half."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".web-password-", dir=folder)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(hash_password(password) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(folder)
+    """Writes the hash of `password` to `path` atomically, 0600 (core.files.write_atomic): a
+    crash leaves the old file or the new one, never half."""
+    target = Path(path).absolute()
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(target, (hash_password(password) + "\n").encode("utf-8"), 0o600)
 
 
 def authenticate_with(config: Callable[[], Config]) -> Callable[[dict[str, str], str], Identity | None]:
