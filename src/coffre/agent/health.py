@@ -280,7 +280,7 @@ def _many_changes(config: Config, job: Job, history: Sequence[RunRecord]) -> lis
 
 # -- the primary's medium filling up ------------------------------------------------------
 
-def _samples(runs: Sequence[RunRecord], target: str) -> list[tuple[float, int, int]]:
+def medium_samples(runs: Sequence[RunRecord], target: str) -> list[tuple[float, int, int]]:
     """(instant, used, total) of the target's medium, oldest first; on a media set, of the
     disk measured last only."""
     measured = sorted((r for r in runs if r.target == target and r.outcome != "running"
@@ -294,12 +294,6 @@ def _samples(runs: Sequence[RunRecord], target: str) -> list[tuple[float, int, i
         if r.disk == disk and isinstance(used, int) and isinstance(total, int) and used >= 0 and total > 0:
             out.append((r.ended if r.ended is not None else r.started, used, total))
     return out
-
-
-def medium_samples(runs: Sequence[RunRecord], target: str) -> list[tuple[float, int, int]]:
-    """(instant, used, total) of a target's medium over the runs, oldest first, as the
-    medium-full rule reads them (on a media set: the disk measured last only)."""
-    return _samples(runs, target)
 
 
 def forecast_days(samples: Sequence[tuple[float, int, int]]) -> float | None:
@@ -332,7 +326,7 @@ def _primaries(config: Config) -> dict[str, str]:
 def _medium_full(config: Config, runs: Sequence[RunRecord]) -> list[Problem]:
     out = []
     for target, job in _primaries(config).items():
-        found = _medium_problem(_samples(runs, target), config.alerts.medium_full_share,
+        found = _medium_problem(medium_samples(runs, target), config.alerts.medium_full_share,
                                 config.alerts.medium_full_days)
         if found is not None:
             since, detail = found

@@ -200,8 +200,10 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     """The page's server and its address, composed from the running agent (the agent knows
     nothing of the web: the command line puts them together)."""
     from coffre.agent.config import parse_listen
+    from coffre.core.net import is_loopback
     from coffre.web.local.app import AgentView, create_app
     from coffre.web.local.login import authenticate_with
+    from coffre.web.security import LOOPBACK_NAMES
     from coffre.web.serving import ThreadedServer
 
     web = agent.config.web
@@ -212,9 +214,6 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     store = agent.runner.store
     view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
                      running=agent.running, clock=agent.clock, step=agent.runner.activity)
-    from coffre.core.net import is_loopback
-    from coffre.web.security import LOOPBACK_NAMES
-
     app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None,
                      hosts=LOOPBACK_NAMES if is_loopback(host) else None)
     server = ThreadedServer(app, host, port, tls)
