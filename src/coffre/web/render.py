@@ -31,7 +31,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from coffre.core import i18n
-from coffre.core.human import human_number, human_size
+from coffre.core.human import human_duration, human_number, human_size
 from coffre.web.urls import STATIC_PACKAGE, Urls, hashed_name
 
 NBSP, NNBSP = "\u00a0", "\u202f"
@@ -98,16 +98,12 @@ def format_recent(ts: float | None, now: float, tz: str) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """« 45 s », « 2 min 05 s », « 1 h 02 min »."""
+    """« 45 s », « 2 min 05 s », « 1 h 02 min » (core.human), « 3 jours » from two days on."""
     if seconds is None:
         return DASH
     s = max(0, round(seconds))
-    if s < 60:
-        return i18n._("{s} s").format(s=s)
-    if s < 3600:
-        return i18n._("{m} min {s:02d} s").format(m=s // 60, s=s % 60)
     if s < 86400 * 2:
-        return i18n._("{h} h {m:02d} min").format(h=s // 3600, m=s % 3600 // 60)
+        return human_duration(s)
     return i18n.ngettext("{n} day", "{n} days", s // 86400).format(n=s // 86400)
 
 
