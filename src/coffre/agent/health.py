@@ -305,10 +305,7 @@ def forecast_days(samples: Sequence[tuple[float, int, int]]) -> float | None:
     recent = [(t, u) for t, u, _ in samples if t >= end - GROWTH_WINDOW]
     if len(recent) < GROWTH_MIN_SAMPLES or recent[-1][0] - recent[0][0] < GROWTH_MIN_SPAN:
         return None
-    mt = statistics.fmean(t for t, _ in recent)
-    mu = statistics.fmean(u for _, u in recent)
-    var = sum((t - mt) ** 2 for t, _ in recent)
-    slope = sum((t - mt) * (u - mu) for t, u in recent) / var  # bytes per second
+    slope = statistics.linear_regression([t for t, _ in recent], [u for _, u in recent]).slope  # bytes/s
     if slope <= 0:
         return None
     return max(0.0, (total - used) / slope / DAY)

@@ -9,6 +9,7 @@ result is inserted as markup (render.svg).
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -37,14 +38,10 @@ def fit(points: Sequence[tuple[float, float]], limit: float | None = None) -> Tr
     """The least-squares line through `points` (at least two, over more than an hour)."""
     if len(points) < 2 or points[-1][0] - points[0][0] < 3600:
         return None
-    n = len(points)
-    mt = sum(t for t, _v in points) / n
-    mv = sum(v for _t, v in points) / n
-    var = sum((t - mt) ** 2 for t, _v in points)
-    if var == 0:
+    try:
+        slope, intercept = statistics.linear_regression([t for t, _v in points], [v for _t, v in points])
+    except statistics.StatisticsError:  # every point at one instant
         return None
-    slope = sum((t - mt) * (v - mv) for t, v in points) / var
-    intercept = mv - slope * mt
     reaches = None
     if limit is not None and slope > 0:
         reaches = (limit - intercept) / slope
