@@ -193,7 +193,7 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
         if error == STALE_ERROR:
             error = _(STALE_ERROR)
         if error:
-            return _("the last backup failed: {error}").format(error=_one_line(error))
+            return _("the last backup failed: {error}").format(error=one_line(error))
         return _("the last backup failed")
     if p.kind == "late":
         good = [r for r in history if r.outcome in GOOD]
@@ -232,7 +232,7 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
     return _("problem: {kind}").format(kind=p.kind)
 
 
-def _one_line(text: str, limit: int = 160) -> str:
+def one_line(text: str, limit: int = 160) -> str:
     """A stored message as one short line (it may hold newlines, or be long)."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

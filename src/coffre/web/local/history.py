@@ -13,10 +13,12 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
+from coffre.agent import overview
 from coffre.agent.health import FAILING, GROWTH_WINDOW, forecast_days, medium_samples
 from coffre.agent.model import Config
 from coffre.agent.overview import StatusLine, StatusReport
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
+from coffre.agent.scheduler import trigger_words
 from coffre.agent.status import STALE_ERROR
 from coffre.core import i18n
 from coffre.core.errors import EXIT_LOCKED, EXIT_NO_REPOSITORY, EXIT_WRONG_PASSWORD
@@ -71,18 +73,13 @@ def outcome_words(outcome: str) -> str:
             "interrupted": _("interrupted"), "running": _("running")}.get(outcome, outcome)
 
 
-def trigger_words(trigger: str) -> str:
-    return {"schedule": _("scheduled"), "catch-up": _("catching up a missed run"),
-            "realtime": _("files changed"), "manual": _("by hand")}.get(trigger, trigger)
-
 
 def one_line(text: str | None, limit: int = 300) -> str | None:
     if text is None:
         return None
     if text == STALE_ERROR:
         return _(STALE_ERROR)
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return overview.one_line(text, limit)
 
 
 # --------------------------------------------------------------------------- the light
