@@ -104,7 +104,7 @@ def stall_timeout() -> float:
 
 
 # The kinds of object a repository stores. "config" has a single object named "config".
-KINDS = ("config", "keys", "data", "index", "snapshots", "locks", "trash", "forgotten")
+KINDS = ("config", "keys", "data", "index", "snapshots", "locks", "trash", "forgotten", "segments")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,73 @@
+"""The shipper: sends spooled pieces to the repository, oldest first, and removes each from
+the spool once it is stored. Knows no engine.
+
+A crash between the store and the removal ships the piece again (another object with the
+same piece: readers take any copy whose hash matches). A piece whose bytes no longer match
+what capture recorded is never shipped as if it were whole: it is set aside and a gap is
+shipped in its place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from coffre.continuity.spool import Spool
+from coffre.core.errors import CoffreError
+from coffre.core.i18n import _
+from coffre.ops.common import Reporter, quiet
+from coffre.repository import segments
+from coffre.repository.repo import Repository
+
+DAMAGED = ".damaged-"
+
+
+@dataclass
+class Shipped:
+    pieces: int = 0
+    bytes: int = 0
+    gaps: list[str] | None = None
+    last_time_ns: int = 0  # capture time of the newest piece shipped
+
+    def __post_init__(self) -> None:
+        self.gaps = self.gaps or []
+
+
+def ship(repo: Repository, spool: Spool, report: Reporter = quiet, most: int | None = None) -> Shipped:
+    """Send what waits in the spool (at most `most` pieces). Storage errors propagate: what
+    was not sent stays in the spool for the next pass."""
+    done = Shipped()
+    assert done.gaps is not None
+    spool.clean_temporaries()
+    for pending in spool.pending()[:most]:
+        try:
+            header, payload = spool.read(pending)
+        except CoffreError as exc:
+            report(exc.message)
+            _set_aside(spool, pending.path.name)
+            continue
+        if header.kind != "gap" and (len(payload) != header.size
+                                     or hashlib.sha256(payload).hexdigest() != header.sha256):
+            report(_("the spooled piece {name} was damaged after capture; a gap is recorded in its "
+                     "place").format(name=header.name))
+            _set_aside(spool, pending.path.name)
+            header = header.as_gap("damaged in the spool")
+            payload = b""
+        segments.save(repo, header, payload)
+        if header.kind == "gap":
+            done.gaps.append(header.name)
+        if pending.path.exists():
+            spool.remove(pending)
+        done.pieces += 1
+        done.bytes += len(payload)
+        done.last_time_ns = max(done.last_time_ns, header.time_ns)
+    return done
+
+
+def _set_aside(spool: Spool, name: str) -> None:
+    """Keep a damaged piece for whoever investigates, out of the shipper's way."""
+    try:
+        os.rename(spool.path / name, spool.path / f"{DAMAGED}{name}")
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,113 @@
+"""The spool: a bounded local folder of captured log pieces waiting for the shipper.
+
+Capture (pg_push, the SQLite monitor, the binlog reader) puts pieces in; the shipper sends
+them to the repository and removes each once it is stored. A piece is one file, written
+beside and renamed after fsync, so the shipper never sees half of one:
+
+    u32 big-endian length of the header, the header (JSON), the log bytes
+
+The spool may be written by the database's account and read by the agent's: what it holds is
+validated like anything read from storage. When the pieces waiting would pass the bound, a
+new piece is not kept: the caller records a gap instead (the database must never stop for a
+backup, nor its disk fill).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from coffre.core import posix
+from coffre.core.errors import CoffreError, FormatError
+from coffre.core.i18n import _
+from coffre.format.segment import SegmentHeader
+
+SUFFIX = ".piece"
+_TMP = ".tmp-"
+_LEN = struct.Struct(">I")
+MAX_SPOOL_HEADER = 64 * 1024
+DEFAULT_LIMIT = 2 * 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Pending:
+    path: Path
+    size: int
+
+
+class Spool:
+    def __init__(self, path: str | os.PathLike[str], limit: int = DEFAULT_LIMIT) -> None:
+        self.path = Path(path)
+        self.limit = limit
+
+    def create(self, mode: int = 0o700) -> None:
+        self.path.mkdir(mode=mode, parents=True, exist_ok=True)
+
+    def pending(self) -> list[Pending]:
+        """The pieces waiting, oldest first (names start with the capture time)."""
+        out = []
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return []
+        for e in entries:
+            if e.name.endswith(SUFFIX) and not e.name.startswith("."):
+                try:
+                    out.append(Pending(Path(e.path), e.stat(follow_symlinks=False).st_size))
+                except FileNotFoundError:
+                    continue
+        return sorted(out, key=lambda p: p.path.name)
+
+    def used(self) -> int:
+        return sum(p.size for p in self.pending())
+
+    def put(self, header: SegmentHeader, payload: bytes, force: bool = False) -> bool:
+        """Keep a piece durably. False (nothing kept) when it would pass the bound, unless
+        `force` (a gap record, a few hundred bytes, is always kept)."""
+        head = json.dumps(header.to_map(), sort_keys=True).encode()
+        data = _LEN.pack(len(head)) + head + payload
+        if not force and self.used() + len(data) > self.limit:
+            return False
+        self.create()
+        stem = f"{header.time_ns:020d}-{secrets.token_hex(4)}-{header.name}"
+        tmp = self.path / f"{_TMP}{stem}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, self.path / f"{stem}{SUFFIX}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        posix.fsync_dir(self.path)
+        return True
+
+    def read(self, pending: Pending) -> tuple[SegmentHeader, bytes]:
+        fd = os.open(pending.path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+        try:
+            (length,) = _LEN.unpack_from(data)
+            if length > MAX_SPOOL_HEADER or len(data) < _LEN.size + length:
+                raise FormatError(_("impossible header length"))
+            header = SegmentHeader.from_map(json.loads(data[_LEN.size:_LEN.size + length]))
+        except (struct.error, ValueError, FormatError) as exc:
+            raise CoffreError(_("the spooled piece {name} cannot be read: {reason}").format(
+                name=pending.path.name, reason=getattr(exc, "message", exc))) from None
+        return header, data[_LEN.size + length:]
+
+    def remove(self, pending: Pending) -> None:
+        pending.path.unlink(missing_ok=True)
+        posix.fsync_dir(self.path)
+
+    def clean_temporaries(self) -> None:
+        """Pieces a crash left half written (never renamed, so never shipped)."""
+        for e in os.scandir(self.path) if self.path.is_dir() else ():
+            if e.name.startswith(_TMP):
+                Path(e.path).unlink(missing_ok=True)
