@@ -55,7 +55,7 @@ class _AsAccount(Server):
 
 
 class PostgresServer(_AsAccount):
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
         self.account = _account("postgres")
         self.dir = workdir = _workdir(self.account, "pg")
         self.port = free_port()
@@ -68,7 +68,9 @@ class PostgresServer(_AsAccount):
              user=self.account.pw_uid, group=self.account.pw_gid, extra_groups=[], cwd="/")
         super().__init__([self.program("postgres"), "-D", str(data), "-p", str(self.port),
                           "-k", str(workdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                          "-c", "full_page_writes=off"], workdir / "server.log")
+                          "-c", "full_page_writes=off",
+                          *[a for k, v in (settings or {}).items() for a in ("-c", f"{k}={v}")]],
+                         workdir / "server.log")
         self.wait_ready()
 
     @staticmethod

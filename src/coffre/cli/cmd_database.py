@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import tempfile
+from pathlib import Path
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import human_duration, human_number, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
+from coffre.continuity import pg_recovery
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _, ngettext
+from coffre.ops.common import find_snapshot
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
 from coffre.sources.databases.engines import drill_note, target, throwaway
 
@@ -35,6 +39,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=_("replace the tables of a database that is not empty"))
     p.add_argument("--no-owner", action="store_true",
                    help=_("PostgreSQL: do not restore owners and grants (roles missing on this server)"))
+    p.add_argument("--until", metavar="MOMENT",
+                   help=_("with --pgdata: point-in-time recovery from the base backup and the captured "
+                          "WAL, up to this moment ('2026-11-30 12:31:05', local time) or 'latest'; "
+                          "give 'latest' as SNAPSHOT to choose the base backup by the moment"))
     p.set_defaults(func=cmd_restore_db)
 
     p = sub.add_parser("drill", help=_("restore each database of a snapshot into a throwaway "
@@ -59,6 +67,8 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
     engine = "postgres-cluster" if engine == "pgdata" else engine
     if args.no_owner and engine != "postgres":
         raise UsageError(_("--no-owner applies to --postgres only"))
+    if args.until is not None:
+        return _restore_until(args, engine, where)
     dest = target(engine, where, owners=not args.no_owner)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
@@ -80,6 +90,46 @@ def cmd_restore_db(args: argparse.Namespace) -> int:
             tables=ngettext("{count} table", "{count} tables", len(record.tables)).format(
                 count=human_number(len(record.tables))),
             rows=ngettext("{count} row", "{count} rows", rows).format(count=human_number(rows))))
+    return 0
+
+
+def parse_until(text: str) -> int | None:
+    """--until: None for 'latest', else the moment in ns (a date without offset is local time)."""
+    text = text.strip()
+    if text == "latest":
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(_("--until {text}: not a moment").format(text=repr(text)),
+                         _("e.g. --until '2026-11-30 12:31:05' (local time) or --until latest")) from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return int(when.timestamp()) * 10**9 + when.microsecond * 1000
+
+
+def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
+    """restore-db --pgdata DIR --until MOMENT: point-in-time recovery."""
+    if engine != "postgres-cluster":
+        raise UsageError(_("--until needs --pgdata (point-in-time recovery of a PostgreSQL cluster)"))
+    until = parse_until(args.until)
+    repo = open_repo(args)
+    with reading(repo, "restore-db"):
+        load_index(repo)
+        snaps = repo.snapshots(errors=[])
+        if args.snapshot != "latest":
+            snaps = [find_snapshot(repo, args.snapshot, report=warn)]
+        with progress_for(args, _("restore-db")) as progress:
+            done = pg_recovery.recover(repo, snaps, Path(where), until, report=warn, progress=progress)
+    files = len(done.plan.pieces)
+    say(_("recovered into {folder} from the base backup {snapshot} and {count}: the last transaction "
+          "replayed was committed at {time} (timeline {timeline})").format(
+              folder=where, snapshot=done.snapshot.id[:8],
+              count=ngettext("{n} WAL file", "{n} WAL files", files).format(n=files),
+              time=done.last_transaction or _("(none: no transaction after the base backup)"),
+              timeline=done.timeline))
+    say(_("start a PostgreSQL {major} server on it (pg_ctl -D {folder} start); it is read-write, on a "
+          "new timeline").format(major=done.record.extra.get("major", ""), folder=where))
     return 0
 
 

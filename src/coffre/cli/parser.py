@@ -34,12 +34,13 @@ from coffre.cli import (
     cmd_server,
     cmd_shell,
     cmd_status,
+    cmd_wal,
 )
 from coffre.core.errors import EXIT_USAGE
 from coffre.core.i18n import LANGUAGES, _
 
 COMMANDS = (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-            cmd_acknowledge, cmd_repair, cmd_agent, cmd_status, cmd_server, cmd_demo, cmd_shell)
+            cmd_acknowledge, cmd_repair, cmd_agent, cmd_status, cmd_server, cmd_demo, cmd_shell, cmd_wal)
 
 
 class HelpFormatter(argparse.HelpFormatter):

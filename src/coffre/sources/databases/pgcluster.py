@@ -52,6 +52,10 @@ from coffre.sources.databases.throwaway import DrillFolder, Server, drill_accoun
 T = TypeVar("T")
 _DATABASES = ("SELECT datname, datistemplate FROM pg_catalog.pg_database WHERE datallowconn "
               "ORDER BY datname <> 'postgres', datistemplate, datname")
+# The cluster's identity, and a WAL position at or before where the next base backup starts.
+_LOG_POSITION = ("SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), "
+                 "CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() "
+                 "ELSE pg_catalog.pg_current_wal_lsn() END - '0/0'::pg_catalog.pg_lsn")
 _EVENT_TRIGGERS = "SELECT evtname FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D'"
 # What a superuser owns outside the system's schemas: tables (amcheck evaluates an index's
 # expressions as its table's owner) and SECURITY DEFINER routines (they run as their owner).
@@ -98,6 +102,7 @@ class PostgresCluster(Database):
                 superuser = str(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0])  # type: ignore[index]
                 size = int(conn.execute(
                     "SELECT sum(pg_database_size(datname)) FROM pg_database").fetchone()[0])  # type: ignore[index]
+                position = _log_position(conn)
         except psycopg.Error as exc:
             raise CoffreError(f"{self.describe()}: {' '.join(str(exc).split())}{after}") from None
         argv = [program("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
@@ -107,7 +112,21 @@ class PostgresCluster(Database):
                                 after=after)
         return result, Captured(size=size, tables={}, server=f"PostgreSQL {version}",
                                 format="pg_basebackup tar, WAL included",
-                                extra={"superuser": superuser, "major": version.split(".")[0]})
+                                extra={"superuser": superuser, "major": version.split(".")[0],
+                                       # The WAL this base backup needs starts at or after this
+                                       # position of this stream (continuity's retention).
+                                       **position})
+
+
+def _log_position(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """{"stream", "stream_from"}, or nothing when this role may not read the cluster's identity
+    (retention then keeps every WAL segment of the cluster rather than guess)."""
+    try:
+        with conn.transaction():
+            system, floor = conn.execute(_LOG_POSITION).fetchone()  # type: ignore[misc]
+    except psycopg.Error:
+        return {}
+    return {"stream": f"postgres:{system}", "stream_from": str(int(floor))}
 
 
 class _ChunkReader(io.RawIOBase):

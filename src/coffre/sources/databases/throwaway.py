@@ -149,13 +149,14 @@ class Server:
     """A throwaway server process, run as the drill's account (no shell in between), its
     output in a log Coffre opened in the drill's folder."""
 
-    def __init__(self, argv: list[str], folder: DrillFolder, what: str) -> None:
+    def __init__(self, argv: list[str], folder: DrillFolder, what: str,
+                 env: dict[str, str] | None = None) -> None:
         self.what = what
         self.log = folder.path("server.log")
         fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd,
-                                         stderr=subprocess.STDOUT, **as_account(folder.account))
+                                         stderr=subprocess.STDOUT, env=env, **as_account(folder.account))
         except OSError as exc:
             raise CoffreError(_("cannot run {program}: {reason}").format(
                 program=argv[0], reason=exc.strerror)) from None
