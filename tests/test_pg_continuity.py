@@ -320,3 +320,46 @@ def test_fetch_exit_codes(tmp_path: Path) -> None:
     gone = [sys.executable, "-m", "coffre", "wal", "fetch", "--staging", str(tmp_path / "nowhere")]
     assert subprocess.run([*gone, "000000010000000000000004", str(dest)], check=False).returncode == 126
     assert subprocess.run([*fetch, "../../etc/passwd", str(dest)], check=False).returncode == 126
+
+
+def test_prune_keeps_exactly_the_wal_kept_base_backups_need(repo: Coffre, archiving: Archiving,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Continuous capture and snapshots coexist with forget and prune: the WAL from the oldest
+    kept base backup on stays (the latest moment stays restorable), older WAL goes."""
+    monkeypatch.setenv("COFFRE_TEST_WEAK_KDF", "1")
+    env = archiving.pg.env()
+
+    def some_load() -> None:
+        for _ in range(2):
+            archiving.pg.pgbench("-c", "2", "-t", "100", dbname="officine")
+            archiving.pg.psql("SELECT pg_switch_wal()")
+        wait_archived(archiving)
+        wait_shipped(repo, archiving.spool)
+
+    first = repo.ok("backup", "--postgres-cluster", archiving.cluster(), "--json", env=env).json()
+    some_load()
+    second = repo.ok("backup", "--postgres-cluster", archiving.cluster(), "--json", env=env).json()
+    some_load()
+    before = stored_segments(repo)
+    floor1 = int(first["databases"][0]["extra"]["stream_from"])
+    floor = int(second["databases"][0]["extra"]["stream_from"])
+    repo.ok("prune")  # both bases kept: only what the first one's start leaves behind goes
+    kept = {s.object for s in stored_segments(repo)}
+    assert kept == {s.object for s in before if s.header.end > floor1 or s.header.kind == "history"}
+    assert any(s.header.end <= floor and s.object in kept for s in before)
+    before = stored_segments(repo)
+    repo.ok("forget", first["snapshot"])
+    res = repo.ok("prune")
+    assert "log piece" in res.out, res
+    after = stored_segments(repo)
+    gone = {s.object for s in before} - {s.object for s in after}
+    assert gone and all(s.header.end <= floor for s in before if s.object in gone)
+    assert all(s.header.end > floor or s.header.kind == "history" for s in after)
+    top = restore_dir()
+    try:
+        repo.ok("restore-db", "latest", "--pgdata", str(top / "data"), "--until", "latest")
+        with started(top / "data") as sockets:
+            rows = query(sockets, "SELECT count(*) FROM pgbench_history")
+        assert int(rows) == int(archiving.pg.psql("SELECT count(*) FROM pgbench_history", "officine"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -355,6 +355,11 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
         say(_("freed {freed}: {unused}, {repacked} ({copied} copied), {leftover}").format(**counts))
         say(ngettext("deleted {n} pack", "deleted {n} packs", st.packs_deleted).format(
             n=human_number(st.packs_deleted)))
+        if st.segments_removed:
+            say(ngettext("deleted {n} log piece no kept backup can replay ({size})",
+                         "deleted {n} log pieces no kept backup can replay ({size})",
+                         st.segments_removed).format(n=human_number(st.segments_removed),
+                                                     size=human_size(st.segments_bytes)))
     for n in st.notes:
         say(_("note: {note}").format(note=n))
     return st

@@ -36,6 +36,8 @@ from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
+from coffre.policy import log_retention
+from coffre.repository import segments
 from coffre.repository.damage import PACK_ITSELF
 from coffre.repository.index import MasterIndex
 from coffre.repository.locks import Lock, live_locks
@@ -47,6 +49,11 @@ from coffre.storage.base import Handle
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
 TEMP_AGE_NS = 24 * 3600 * 10**9
 SPACE_MARGIN = 1024 * 1024  # kept free beyond the new index when repacking on a full medium
+
+
+# Engines whose base backups start a log stream: a kept one that does not say where (taken by
+# an older Coffre) keeps every piece of that engine's streams.
+LOG_ENGINES = {"postgres-cluster": "postgres", "mysql": "mysql"}
 
 
 @dataclass
@@ -64,6 +71,8 @@ class PruneStats:
     blobs_resurrected: int = 0
     blobs_damaged: int = 0
     temporaries_removed: int = 0
+    segments_removed: int = 0  # log pieces (continuity) no kept backup can replay
+    segments_bytes: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -309,10 +318,47 @@ class Pruner:
             holders = live_at_start | _other_live_locks(repo, self.lock)
             save_trash(repo, [*remove, *repack.keys(), *unindexed], sorted(holders))
         self._empty_trash(bad)
+        self._expire_segments(snaps, dry_run)
         # Partial uploads of crashed writers; a day is far longer than any write takes.
         st.temporaries_removed = repo.backend.clean_temporaries(repo.clock.now_ns() - TEMP_AGE_NS)
         self.damage_resolved += [p for p in {p for p, _blob in self.damaged} if p.hex() not in stored]
         return st
+
+    def _expire_segments(self, snaps: list[Snapshot], dry_run: bool) -> None:
+        """Log pieces no kept backup can replay any more (policy/log_retention.py). Only when no
+        other command holds a lock: a restore or a standby may be replaying them."""
+        repo, st = self.repo, self.stats
+        stored = segments.listing(repo, errors=[])
+        if not stored:
+            return
+        floors: dict[str, int] = {}
+        unknown: set[str] = set()
+        for snap in snaps:
+            for record in snap.databases:
+                stream, start = record.extra.get("stream"), record.extra.get("stream_from", "")
+                if stream and start.isdigit():
+                    floors[stream] = min(floors.get(stream, int(start)), int(start))
+                elif record.engine in LOG_ENGINES:
+                    unknown.add(LOG_ENGINES[record.engine])
+        cutoff = min((s.time_ns for s in snaps), default=None)
+        by_object = {s.object: s for s in stored}
+        going = log_retention.removable(
+            [log_retention.Piece(s.object, s.header.stream, s.header.kind, s.header.start, s.header.end,
+                                 s.header.time_ns) for s in stored], floors, cutoff, unknown)
+        if not going:
+            return
+        size = sum(by_object[p.object].header.size for p in going)
+        if dry_run or _other_live_locks(repo, self.lock):
+            if not dry_run:
+                st.notes.append(ngettext(
+                    "{n} log piece no kept backup needs is kept for now: another command holds a lock",
+                    "{n} log pieces no kept backup needs are kept for now: another command holds a lock",
+                    len(going)).format(n=len(going)))
+            return
+        self.lock.check_lease()
+        for p in going:
+            segments.remove(repo, by_object[p.object])
+        st.segments_removed, st.segments_bytes = len(going), size
 
     def _first(self, blob_id: bytes) -> bytes | None:
         loc = self.repo.index.lookup(blob_id)
