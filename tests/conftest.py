@@ -95,7 +95,7 @@ class Coffre:
             return [*base, *args]
         cmd, rest = args[0], list(args[1:])
         head = [cmd]
-        if cmd in ("key", "repair", "wal") and rest:
+        if cmd in ("key", "repair", "wal", "standby") and rest:
             head.append(rest.pop(0))
         return [*base, *head, "--repo", str(self.repo), "--password-file", str(self.pwfile), *rest]
 

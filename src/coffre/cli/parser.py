@@ -33,6 +33,7 @@ from coffre.cli import (
     cmd_restore,
     cmd_server,
     cmd_shell,
+    cmd_standby,
     cmd_status,
     cmd_wal,
 )
@@ -40,7 +41,8 @@ from coffre.core.errors import EXIT_USAGE
 from coffre.core.i18n import LANGUAGES, _
 
 COMMANDS = (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-            cmd_acknowledge, cmd_repair, cmd_agent, cmd_status, cmd_server, cmd_demo, cmd_shell, cmd_wal)
+            cmd_acknowledge, cmd_repair, cmd_agent, cmd_status, cmd_server, cmd_demo, cmd_shell, cmd_wal,
+            cmd_standby)
 
 
 class HelpFormatter(argparse.HelpFormatter):
