@@ -52,7 +52,8 @@ def coffre_as_postgres() -> str:
 class Archiving:
     """A PostgreSQL server archiving into a spool through `coffre wal push`."""
 
-    def __init__(self, spool_limit: str = "2GiB") -> None:
+    def __init__(self, spool_limit: str = "2GiB", archive_timeout: int = ARCHIVE_TIMEOUT,
+                 scale: int = 1) -> None:
         account = service_account("postgres")
         assert account is not None
         self.top = Path(__import__("tempfile").mkdtemp(prefix="coffre-test-spool-", dir="/tmp"))
@@ -63,10 +64,13 @@ class Archiving:
         command = (f"{coffre_as_postgres()} wal push --spool {self.spool} "
                    f"--spool-limit {spool_limit} %p %f")
         self.pg = PostgresServer({"archive_mode": "on", "archive_command": command,
-                                  "archive_timeout": str(ARCHIVE_TIMEOUT), "wal_level": "replica"})
+                                  "archive_timeout": str(archive_timeout), "wal_level": "replica",
+                                  # docs/continuity.md: a segment closed early ends in zeros, not
+                                  # in a recycled file's old bytes, so it compresses to little.
+                                  "wal_recycle": "off"})
         self.pg.psql("CREATE DATABASE officine")
         self.pg.psql("CREATE TABLE ledger (id bigint PRIMARY KEY, note text NOT NULL)", "officine")
-        self.pg.pgbench("-i", "-s", "1", "-q", dbname="officine")
+        self.pg.pgbench("-i", "-s", str(scale), "-q", dbname="officine")
 
     def conninfo(self) -> str:
         return f"{self.pg.dsn('officine')} password={DB_PASSWORD}"
