@@ -74,14 +74,16 @@ def check_target(target: str, repository: str | None) -> None:
     if same("/"):
         raise refuse(_("it is the root of the file system"))
     homes = [os.environ.get("HOME", ""), os.path.expanduser("~"), *posix.home_folders()]
-    for home in sorted({os.path.realpath(h) for h in homes if h.startswith("/")} - {"/"}):
+    homes = sorted({os.path.realpath(h) for h in homes if h.startswith("/")} - {"/"})
+    for home in homes:
         if same(home):
             raise refuse(_("it is the home folder {home}").format(home=home))
-        if home.startswith(where.rstrip("/") + "/"):
-            raise refuse(_("it holds the home folder {home}").format(home=home))
     for folder in SYSTEM_FOLDERS:
         if same(folder):
             raise refuse(_("it is the system folder {folder}").format(folder=os.path.realpath(folder)))
+    for home in homes:
+        if home.startswith(where.rstrip("/") + "/"):
+            raise refuse(_("it holds the home folder {home}").format(home=home))
     if repository is not None:
         stored = os.path.realpath(repository)
         if stored == where or stored.startswith(where.rstrip("/") + "/") or same(stored):
