@@ -311,6 +311,17 @@ def test_delete_stops_at_mount_points_and_repositories(
     assert not (t / "old").exists() and (t / "stale/disk").is_dir()
 
 
+def test_a_disks_lost_and_found_is_left(repo: Coffre, standby: Standby, mount: Mount) -> None:
+    disk = mount("standby-disk", "-t", "tmpfs", "-o", "size=4m", "tmpfs")  # a disk of its own
+    (disk / "lost+found").mkdir()
+    (disk / "docs" / "lost+found").mkdir(parents=True)  # an ordinary folder, not the disk's
+
+    out = repo.ok("restore", standby.ref, "--target", str(disk), "--sync", "--delete", "--json").json()
+
+    assert (disk / "lost+found").is_dir() and not (disk / "docs" / "lost+found").exists()
+    assert out["deleted"] == 1, out
+
+
 def test_a_failed_replacement_leaves_the_old_file_whole(repo: Coffre, standby: Standby) -> None:
     old = {name: (standby.target / name).read_bytes() for name in CHANGED}
     stored = Repository.open(LocalBackend(repo.repo), PASSWORD)

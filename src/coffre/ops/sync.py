@@ -14,10 +14,11 @@ is: what it should hold is not known.
 Never outside the target: everything is done relative to open folders (`dir_fd`), opened
 without following symlinks; a symlink is removed itself, never followed; a folder swapped for
 a symlink meanwhile makes that one operation fail. A removal never crosses into another file
-system (a mount point in the target is an error, left), never enters a folder that holds a
-backup repository, and refuses a target that is the file system's root, a system folder, a
-home folder (or holds one), a repository, inside one, or holds the repository being read:
-the rsync --delete disasters.
+system (a mount point in the target is an error, left), leaves the lost+found folder at the
+root of a file system (fsck's) and never enters a folder that holds a backup repository.
+check_target refuses a target that is the file system's root, a system folder, a home folder
+(or holds one), a repository, inside one, or holds the repository being read: the rsync
+--delete disasters.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ class Extraneous:
             return
         try:
             device = os.fstat(fd).st_dev
+            # A file system's own root: its lost+found is fsck's, never the snapshot's to remove.
+            top = os.stat("..", dir_fd=fd).st_dev != device
             wanted = {node.name: node for node in nodes}
             names = sorted(os.fsencode(n) for n in os.listdir(fd)) if whole else sorted(wanted)
             for name in names:
@@ -162,6 +165,8 @@ class Extraneous:
                     continue
                 selected = self.selection.selected(bpath, covered)
                 node = wanted.get(name)
+                if node is None and top and name == b"lost+found":
+                    continue
                 if node is None:
                     self._remove(fd, device, name, dest + b"/" + name, path, selected)
                 elif selected and self._made(node) and self._is_folder(fd, name):
