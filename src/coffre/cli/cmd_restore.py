@@ -14,6 +14,7 @@ from coffre.ops.common import find_snapshot
 from coffre.ops.overwrite import OVERWRITE
 from coffre.ops.paths import resolve
 from coffre.ops.restore import RestoreOptions, Restorer, RestoreStats
+from coffre.ops.sync import check_options
 from coffre.ops.verify import Verifier
 
 
@@ -36,9 +37,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           "that matches nothing is an error"))
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help=_("leave out what matches (repeatable)"))
-    p.add_argument("--overwrite", choices=OVERWRITE, default="never",
+    p.add_argument("--overwrite", choices=OVERWRITE, default=None,
                    help=_("what to do with files already in the target: never (the default) leaves "
                           "them, if-changed replaces those that differ, always replaces them"))
+    p.add_argument("--sync", action="store_true",
+                   help=_("make the target match the snapshot: write only what changed (--overwrite "
+                          "if-changed) and set the metadata of the rest again"))
+    p.add_argument("--delete", action="store_true",
+                   help=_("with --sync: also delete what the target holds and the snapshot does not "
+                          "(only inside what is selected)"))
     p.add_argument("--verify", action="store_true", help=_("re-read what was written and compare"))
     p.add_argument("--devices", action="store_true",
                    help=_("also make the device nodes the snapshot holds (skipped by default)"))
@@ -69,6 +76,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(_("--target is empty"),
                          _("give the folder to restore into, e.g. --target /srv/restore"))
     ref, inside = split_ref(args.snapshot)
+    overwrite = args.overwrite or ("if-changed" if args.sync else "never")
+    check_options(overwrite, args.sync, args.delete)  # before the password is asked
     repo = open_repo(args)
     with reading(repo, "restore"):
         load_index(repo)
@@ -77,7 +86,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if inside is not None:
             at, node = resolve(repo, snap, inside)
         restorer_options = RestoreOptions(target=args.target, includes=args.include, excludes=args.exclude,
-                                          verify=args.verify, devices=args.devices, overwrite=args.overwrite)
+                                          verify=args.verify, devices=args.devices, overwrite=overwrite,
+                                          sync=args.sync, delete=args.delete)
         with progress_for(args, _("restore")) as progress:
             restorer = Restorer(repo, restorer_options, report=warn, progress=progress)
             problems = restorer.run(snap, at, node)
@@ -85,8 +95,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.json:
         emit_summary({"snapshot": snap.id, "path": at or "/", "files": st.files,
                       "files_failed": st.files_failed, "dirs": st.dirs, "bytes": st.bytes,
-                      "verified": st.verified, "overwrite": args.overwrite, "skipped": st.skipped,
-                      "unchanged": st.unchanged, "replaced": st.replaced,
+                      "verified": st.verified, "overwrite": overwrite, "skipped": st.skipped,
+                      "unchanged": st.unchanged, "replaced": st.replaced, "deleted": st.deleted,
                       "errors": problems.errors, "warnings": problems.warnings})
     else:
         for w in problems.warnings:
@@ -94,7 +104,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         for e in problems.errors:
             warn(_("error: {message}").format(message=e))
         say(summary(snap.id, at, node, args.target, st))
-        for line in left_as_they_were(st, args.overwrite):
+        for line in left_as_they_were(st, overwrite):
             say(line)
         if args.verify:
             say(ngettext("verified {n} file", "verified {n} files", st.verified).format(n=st.verified)
@@ -131,6 +141,10 @@ def left_as_they_were(st: RestoreStats, overwrite: str) -> list[str]:
     if st.replaced:
         lines.append(ngettext("{n} existing file replaced", "{n} existing files replaced",
                               st.replaced).format(n=st.replaced))
+    if st.deleted:
+        lines.append(ngettext("{n} file or folder not in the snapshot deleted",
+                              "{n} files and folders not in the snapshot deleted",
+                              st.deleted).format(n=st.deleted))
     return lines
 
 

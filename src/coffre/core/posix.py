@@ -111,6 +111,13 @@ def account(name: str) -> Account:
     return Account(p.pw_name, p.pw_uid, p.pw_gid, p.pw_dir)
 
 
+def home_folders() -> list[str]:
+    """The home folders of the accounts of this machine (none without an account database)."""
+    if pwd is None:
+        return []
+    return sorted({p.pw_dir for p in pwd.getpwall() if p.pw_dir})
+
+
 def current_user() -> str:
     """The name of the account Coffre runs as (what libpq and ssh use as the default login)."""
     if pwd is not None and hasattr(os, "geteuid"):

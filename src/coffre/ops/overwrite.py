@@ -28,9 +28,11 @@ OVERWRITE = ("never", "if-changed", "always")
 SKIP, UNCHANGED, REPLACE = "skip", "unchanged", "replace"
 
 
-def decide(policy: str, repo: Repository, folder: int, name: bytes, path: bytes, node: Node) -> str:
+def decide(policy: str, repo: Repository, folder: int, name: bytes, path: bytes, node: Node,
+           delete_hint: bool = False) -> str:
     """SKIP, UNCHANGED or REPLACE for what is at `name` in `folder` (`path` in the target),
-    where the restore would make `node`. CoffreError for a folder that a policy would replace."""
+    where the restore would make `node`. CoffreError for a folder that a policy would replace
+    (`delete_hint`: saying that --delete, with --sync, removes it)."""
     try:
         st = os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
@@ -38,6 +40,10 @@ def decide(policy: str, repo: Repository, folder: int, name: bytes, path: bytes,
     if policy == "never":
         return SKIP
     if stat.S_ISDIR(st.st_mode):
+        if delete_hint:
+            raise CoffreError(_("{path} exists as a folder; not replaced (with --sync, --delete removes "
+                                "a folder standing where the snapshot has a file)").format(
+                path=os.fsdecode(path)))
         raise CoffreError(_("{path} exists as a folder; not replaced").format(path=os.fsdecode(path)))
     if policy == "always":
         return REPLACE

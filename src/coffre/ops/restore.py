@@ -17,8 +17,12 @@ Existing files (ops/overwrite.py decides, docs/restore.md): a file, link or node
 created with O_EXCL; only if something is there is --overwrite asked. A replacement is written
 beside the old one under a temporary name, then renamed over it: the old file stays whole until
 the new one is complete, and a symlink or hard link in its place is replaced, never followed. A
-folder is never removed to make room for a file; a file or symlink where the snapshot has a
-folder is replaced by a folder, except with "never", which leaves it and skips that folder.
+folder is never removed to make room for a file (but by --sync --delete); a file or symlink
+where the snapshot has a folder is replaced by a folder, except with "never", which leaves it
+and skips that folder.
+
+--sync (ops/sync.py) is "if-changed" that also sets the metadata of unchanged entries again;
+--delete removes, folder by folder before writing into it, what the snapshot does not hold.
 
 Before writing anything, the selection is walked once (ops/selection.py): it counts the files
 and bytes to restore (the progress totals), finds the folders that hold something selected,
@@ -47,6 +51,7 @@ from coffre.ops.common import Problems, Reporter, quiet
 from coffre.ops.content import content_matches
 from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
 from coffre.ops.selection import Selection
+from coffre.ops.sync import Extraneous, check_options, check_target
 from coffre.ops.target import TargetDirs
 from coffre.repository.repo import Repository
 
@@ -82,6 +87,8 @@ class RestoreOptions:
     workers: int = 2
     devices: bool = False
     overwrite: str = "never"  # one of OVERWRITE
+    sync: bool = False  # make the target match the snapshot (ops/sync.py); with overwrite "if-changed"
+    delete: bool = False  # with sync: remove what the snapshot does not hold
 
 
 @dataclass
@@ -95,6 +102,7 @@ class RestoreStats:
     skipped: int = 0  # already there, left as it was (--overwrite never)
     unchanged: int = 0  # already there with the snapshot's content (--overwrite if-changed)
     replaced: int = 0  # already there, replaced
+    deleted: int = 0  # files, links and folders removed by --sync --delete
     files_total: int = 0  # selected by the plan
     bytes_total: int = 0
 
@@ -111,6 +119,10 @@ class Restorer:
         if opts.overwrite not in OVERWRITE:
             raise UsageError(_("--overwrite {value!r}: give never, if-changed or always").format(
                 value=opts.overwrite))
+        check_options(opts.overwrite, opts.sync, opts.delete)
+        if opts.delete:
+            local = not repo.backend.remote and repo.backend.location.startswith("/")
+            check_target(opts.target, repo.backend.location if local else None)
         self.problems = Problems()
         self.stats = RestoreStats()
         self.selection = Selection(repo, opts.includes, opts.excludes)
@@ -140,6 +152,7 @@ class Restorer:
         self._devices_skipped = 0
         self._privileges_dropped = 0
         self.dirs: TargetDirs  # opened by run
+        self._extraneous: Extraneous | None = None  # --sync --delete: made by run
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, snap: Snapshot, at: str = "", node: Node | None = None) -> Problems:
@@ -156,6 +169,9 @@ class Restorer:
         except OSError as exc:
             raise CoffreError(_("cannot create {target}: {reason}").format(
                 target=self.opts.target, reason=exc.strerror)) from None
+        if self.opts.delete:
+            self._extraneous = Extraneous(self.dirs, self.selection, self.opts.devices, self._problem,
+                                          self._count_deleted)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
@@ -164,7 +180,10 @@ class Restorer:
                 elif node.type == "dir" and node.subtree is not None:
                     self._restore_dir(pool, futures, node.subtree, self.root, at, covered)
                 else:
-                    self._restore_nodes(pool, futures, [node], self.root, at.rsplit("/", 1)[0], covered)
+                    above = at.rsplit("/", 1)[0]
+                    if self._extraneous is not None:  # only a folder in the file's place
+                        self._extraneous.folder(self.root, above, covered, [node], whole=False)
+                    self._restore_nodes(pool, futures, [node], self.root, above, covered)
                 self._flush_batch(pool, futures)
                 for fut in futures:
                     fut.result()
@@ -217,6 +236,8 @@ class Restorer:
             return
         if self.repo.backend.remote and dest is not None:
             self.selection.read_ahead(nodes)
+        if self._extraneous is not None and dest is not None and self._stop is None:
+            self._extraneous.folder(dest, prefix, covered, nodes)
         self._restore_nodes(pool, futures, nodes, dest, prefix, covered, lost)
 
     def _restore_nodes(
@@ -395,6 +416,10 @@ class Restorer:
             and len(data) <= len(ZERO) and data == ZERO[: len(data)]
         )
 
+    def _decide(self, folder: int, name: bytes, path: bytes, node: Node) -> str:
+        return decide(self.opts.overwrite, self.repo, folder, name, path, node,
+                      delete_hint=self.opts.sync and not self.opts.delete)
+
     def _make_dir(self, path: bytes) -> bool | None:
         """A real directory at path: True if made, False if one was there. Something else
         there (a symlink above all, which is never followed) is left as it is with "never"
@@ -415,7 +440,10 @@ class Restorer:
             return True
 
     def _left(self, decision: str, node: Node, path: bytes) -> None:
-        """Count an entry left as it was."""
+        """Count an entry left as it was (with --sync, an unchanged one gets the snapshot's
+        metadata again if it differs)."""
+        if decision == UNCHANGED and self.opts.sync:
+            self._refresh_metadata(path, node)
         with self._lock:
             if decision == UNCHANGED:
                 self.stats.unchanged += 1
@@ -425,6 +453,27 @@ class Restorer:
                     self._left_links.add(path)  # its content is not the snapshot's: no link to it
         if node.type == "file":
             self.progress.advance(files=1, nbytes=node.size, current=os.fsdecode(path))
+
+    def _refresh_metadata(self, path: bytes, node: Node) -> None:
+        """Set the mode, times and (as root) owner of an unchanged entry again where they are
+        not the snapshot's; nothing is touched (not even its ctime) where they are."""
+        try:
+            folder, name = self.dirs.parent(path)
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except OSError as exc:
+            self._problem(path, exc)
+            return
+        mode = stat.S_IMODE(node.mode)
+        if not self._is_root and node.type != "dir":
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        if (st.st_mtime_ns != node.mtime_ns
+                or (node.type != "symlink" and stat.S_IMODE(st.st_mode) != mode)
+                or (self._is_root and (st.st_uid, st.st_gid) != self._owner(node))):
+            self._set_metadata(path, node)
+
+    def _count_deleted(self) -> None:
+        with self._lock:
+            self.stats.deleted += 1
 
     def _present(self, path: bytes) -> bool:
         try:
@@ -449,7 +498,7 @@ class Restorer:
                 return os.open(name, flags, 0o600, dir_fd=folder), None
             except FileExistsError:
                 pass
-            decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
+            decision = self._decide(folder, name, path, node)
             if decision != REPLACE:
                 self._left(decision, node, path)
                 return None
@@ -576,7 +625,7 @@ class Restorer:
                 self._make_special(folder, name, node)
                 made = path
             except FileExistsError:
-                decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
+                decision = self._decide(folder, name, path, node)
                 if decision != REPLACE:
                     self._left(decision, node, path)
                     return
@@ -631,7 +680,7 @@ class Restorer:
                     os.link(source_name, name, src_dir_fd=source, dst_dir_fd=folder, follow_symlinks=False)
                     made = path
                 except FileExistsError:
-                    decision = decide(self.opts.overwrite, self.repo, folder, name, path, node)
+                    decision = self._decide(folder, name, path, node)
                     if decision == REPLACE:
                         same = os.stat(source_name, dir_fd=source, follow_symlinks=False)
                         there = os.stat(name, dir_fd=folder, follow_symlinks=False)
@@ -714,7 +763,8 @@ class Restorer:
             os.close(fd)
 
     def _set_metadata(self, path: bytes, node: Node) -> None:
-        """A symlink's, fifo's or device node's, never following a symlink."""
+        """A symlink's, fifo's or device node's (or, with --sync, an unchanged file's), never
+        following a symlink."""
         try:
             folder, name = self.dirs.parent(path)
             if self._is_root:
