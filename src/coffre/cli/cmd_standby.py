@@ -15,6 +15,7 @@ from coffre.cli.progress import progress_for
 from coffre.continuity import standby
 from coffre.core.errors import CoffreError, StorageError
 from coffre.core.i18n import _
+from coffre.format.segment import SegmentHeader
 
 DEFAULT_MAX_LAG = 300.0
 
@@ -77,10 +78,11 @@ def cmd_follow(args: argparse.Namespace) -> int:
 
     if args.every:
         signal.signal(signal.SIGTERM, on_term)
+    known: dict[str, SegmentHeader] = {}
     while True:
         try:
             with reading(repo, "standby follow"):
-                state = standby.follow(repo, Path(args.pgdata), report=warn)
+                state = standby.follow(repo, Path(args.pgdata), report=warn, known=known)
         except StorageError as exc:
             if not args.every:
                 raise

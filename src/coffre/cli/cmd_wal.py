@@ -9,15 +9,15 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from coffre.cli import wal_push
 from coffre.cli.context import add_repo_options, open_repo
 from coffre.cli.output import emit_json, human_size, human_time, say, warn
 from coffre.continuity import pg_fetch, pg_push, shipper
-from coffre.continuity.spool import DEFAULT_LIMIT, Spool
+from coffre.continuity.spool import Spool
 from coffre.continuity.streams import summarize
 from coffre.core.clock import SystemClock
 from coffre.core.errors import CoffreError, StorageError
 from coffre.core.i18n import _, ngettext
-from coffre.core.sizes import parse_size
 from coffre.repository import segments
 
 MARKER_DAYS = 7  # PostgreSQL only archives recent files again after a crash
@@ -61,21 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    # Any failure is exit 1: above 125 PostgreSQL would restart its archiver instead of retrying.
-    try:
-        limit = parse_size(args.spool_limit, "--spool-limit") if args.spool_limit else DEFAULT_LIMIT
-        done = pg_push.push(Spool(args.spool, limit), Path(args.path), args.name, SystemClock())
-    except CoffreError as exc:
-        print(f"coffre wal push: {exc.message}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        print(f"coffre wal push: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if not done.kept:
-        print(_("coffre wal push: the spool {folder} is full: {name} is not kept and a gap is recorded; "
-                "take a new base backup once the repository is reachable").format(
-                    folder=args.spool, name=args.name), file=sys.stderr)
-    return 0
+    return wal_push.push(args.spool, args.spool_limit, args.path, args.name)
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:

@@ -71,12 +71,25 @@ def _interrupted_message(signum: int) -> str:
         signal=signal.Signals(signum).name)
 
 
+def _fast_path(argv: list[str]) -> int | None:
+    """`coffre wal push`, which PostgreSQL runs for each WAL file, without the whole command
+    line (cli/wal_push.py); None for everything else."""
+    if argv[:2] != ["wal", "push"]:
+        return None
+    from coffre.cli import wal_push
+
+    parsed = wal_push.parse(argv[2:])
+    return None if parsed is None else wal_push.push(*parsed)
+
+
 def main() -> int:
     try:
         _install(_raise)
-        from coffre.cli.main import main as command_line
+        code = _fast_path(sys.argv[1:])
+        if code is None:
+            from coffre.cli.main import main as command_line
 
-        code = command_line()
+            code = command_line()
         _exit_on_signal(code)
     except KeyboardInterrupt as exc:
         return interrupted(exc)

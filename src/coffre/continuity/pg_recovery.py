@@ -37,6 +37,7 @@ from coffre.core.human import human_time
 from coffre.core.i18n import N_, _
 from coffre.core.posix import Account
 from coffre.core.progress import NULL_PROGRESS, Progress
+from coffre.format.segment import SegmentHeader
 from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.ops.common import Reporter, quiet
 from coffre.ops.databases import restore_database
@@ -112,10 +113,10 @@ def backup_label(pgdata: Path) -> tuple[int, int]:
     return positions.parse_lsn(start.group(1)), int(tli.group(1))
 
 
-def stream_pieces(repo: Repository, stream: str) -> list[StoredSegment]:
-    errors: list[str] = []
-    found = [s for s in segments.listing(repo, errors=errors) if s.header.stream == stream]
-    return found
+def stream_pieces(repo: Repository, stream: str,
+                  known: dict[str, SegmentHeader] | None = None) -> list[StoredSegment]:
+    """The stream's stored pieces (`known`: headers already read, see segments.listing)."""
+    return [s for s in segments.listing(repo, errors=[], known=known) if s.header.stream == stream]
 
 
 def histories(repo: Repository, stored: list[StoredSegment]) -> dict[int, list[tuple[int, int]]]:

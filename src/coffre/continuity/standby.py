@@ -39,6 +39,7 @@ from coffre.core.files import write_atomic
 from coffre.core.i18n import _, ngettext
 from coffre.core.posix import Account
 from coffre.core.progress import NULL_PROGRESS, Progress
+from coffre.format.segment import SegmentHeader
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, quiet
 from coffre.ops.databases import restore_database
@@ -132,14 +133,15 @@ def _write_owned(path: Path, data: bytes, account: Account | None) -> None:
 
 
 def follow(repo: Repository, pgdata: Path, report: Reporter = quiet,
-           account: Account | None = None) -> StandbyState:
-    """One pass: stage what the repository holds beyond what was staged."""
+           account: Account | None = None, known: dict[str, SegmentHeader] | None = None) -> StandbyState:
+    """One pass: stage what the repository holds beyond what was staged. `known`: the headers
+    read by earlier passes (objects never change), so a pass reads only the new ones."""
     account = account if account is not None else service_account("postgres")
     folder = state_folder(pgdata)
     state = StandbyState.load(folder)
     if state.promoted_ns:
         raise CoffreError(_("this standby was promoted: it is the primary now"))
-    stored = stream_pieces(repo, state.stream)
+    stored = stream_pieces(repo, state.stream, known)
     plan = pg_timeline.plan([s.header for s in stored], state.start_lsn, state.start_timeline,
                             histories(repo, stored))
     by_header = {id(s.header): s for s in stored}
