@@ -21,7 +21,7 @@ from coffre.cli.watching import watch_storage
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.ops.common import find_snapshot
-from coffre.ops.copy import Copier
+from coffre.ops.copy import Copier, SegmentsCopied, copy_segments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,11 +62,13 @@ def cmd_copy(args: argparse.Namespace) -> int:
                  else src.snapshots(errors=[]))
         with progress_for(args, _("copy")) as progress:
             result = Copier(src, dst, lock, report=warn, progress=progress).run(snaps)
+        logs = copy_segments(src, dst, report=warn) if not args.snapshots else SegmentsCopied()
     watch_storage(dst, changed=True)
     if args.json:
         emit_summary({"copied": [{"source": a.id, "copy": b.id} for a, b in result.copied],
                    "skipped": [s.id for s in result.skipped], "blobs_added": result.blobs_added,
-                   "bytes_added": result.bytes_added, "shared_keys": result.shared_keys})
+                   "bytes_added": result.bytes_added, "shared_keys": result.shared_keys,
+                   "log_pieces_added": logs.pieces, "log_bytes_added": logs.bytes})
         return 0
     for a, b in result.copied:
         say(_("snapshot {source} copied as {copy}").format(source=a.id[:8], copy=b.id[:8]))
@@ -80,6 +82,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
                       result.blobs_added).format(count=human_number(result.blobs_added))
     say(_("{copied}, {size} sent ({pieces})").format(
         copied=copied, size=human_size(result.bytes_added), pieces=pieces))
+    if logs.pieces:
+        say(ngettext("{count} captured log piece copied ({size})",
+                     "{count} captured log pieces copied ({size})", logs.pieces).format(
+                         count=human_number(logs.pieces), size=human_size(logs.bytes)))
     if not result.shared_keys and result.copied:
         say(_("note: the repositories do not share keys, so every copied file was read from the source; "
               "a destination made with 'init --copy-chunking-from' avoids that"))
