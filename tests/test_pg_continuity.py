@@ -370,3 +370,32 @@ def test_prune_keeps_exactly_the_wal_kept_base_backups_need(repo: Coffre, archiv
         assert int(rows) == int(archiving.pg.psql("SELECT count(*) FROM pgbench_history", "officine"))
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_an_unreachable_repository_queues_then_catches_up(repo: Coffre, archiving: Archiving) -> None:
+    """While the repository is out of reach the database archives on (into the spool, never
+    refused), and once it is back the shipper catches up: the latest moment is restorable."""
+    repo.ok("backup", "--postgres-cluster", archiving.cluster(), env=archiving.pg.env())
+    away = Path(str(repo.repo) + ".away")
+    Path(repo.repo).rename(away)  # the NAS is unplugged
+    try:
+        for _ in range(3):
+            archiving.pg.pgbench("-c", "2", "-t", "200", dbname="officine")
+            archiving.pg.psql("SELECT pg_switch_wal()")
+        wait_archived(archiving)
+        assert archiving.pg.psql("SELECT failed_count FROM pg_stat_archiver") == "0"
+        res = repo("wal", "ship", "--spool", str(archiving.spool))
+        assert res.code != 0
+        waiting = [p for p in archiving.spool.iterdir() if p.suffix == ".piece"]
+        assert len(waiting) >= 3
+    finally:
+        away.rename(repo.repo)
+    wait_shipped(repo, archiving.spool)
+    top = restore_dir()
+    try:
+        repo.ok("restore-db", "latest", "--pgdata", str(top / "data"), "--until", "latest")
+        with started(top / "data") as sockets:
+            restored = query(sockets, "SELECT count(*) FROM pgbench_history")
+        assert restored == archiving.pg.psql("SELECT count(*) FROM pgbench_history", "officine")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
