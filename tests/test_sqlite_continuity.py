@@ -34,6 +34,7 @@ from coffre.continuity import sqlite_names as names
 from coffre.continuity.spool import Spool
 from coffre.continuity.sqlite_monitor import SqliteMonitor
 from coffre.continuity.sqlite_restore import SqliteRestored, restore_sqlite
+from coffre.core.errors import CoffreError
 from coffre.format.segment import SegmentHeader
 from coffre.repository import segments
 from coffre.repository.repo import Repository
@@ -443,3 +444,263 @@ def test_spool_keeps_a_temporary_file_being_written(tmp_path: Path) -> None:
     finally:
         stop.set()
         cleaner.join()
+
+
+# -- step by step: one monitor, writes from an apsw connection of this process --
+
+
+class Pharmacy:
+    """The live database and a writer on it (apsw, the monitor's SQLite)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "caisse.db"
+        make_database(self.path)
+        self.conn = apsw.Connection(str(self.path))
+        self.conn.set_busy_timeout(5000)
+        self.conn.wal_autocheckpoint(0)
+        self.txid = 0
+
+    def commit(self, count: int = 1, size: int = 100) -> int:
+        for _ in range(count):
+            self.txid += 1
+            with self.conn:  # as WRITER does
+                self.conn.execute("INSERT INTO log(txid, body) VALUES (?, randomblob(?))", (self.txid, size))
+                self.conn.execute("UPDATE counter SET v = ? WHERE k = 1", (self.txid,))
+                if self.txid % 10 == 0:
+                    self.conn.execute("DELETE FROM log WHERE txid <= ? AND txid % 3 = 0", (self.txid - 50,))
+        return self.txid
+
+    def checkpoint(self, mode: str) -> tuple[int, int, int]:
+        row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+
+@pytest.fixture
+def pharmacy(tmp_path: Path) -> Iterator[Pharmacy]:
+    p = Pharmacy(tmp_path)
+    yield p
+    p.conn.close()
+
+
+def restored_counter(result: SqliteRestored) -> int:
+    n, rows = read_restored(result.target)
+    assert rows == expected_rows(n)
+    return n
+
+
+def test_restore_refuses_a_missing_piece_and_names_it(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    with SqliteMonitor(pharmacy.path, spool) as monitor:
+        monitor.step()
+        for _ in range(4):
+            pharmacy.commit(3)
+            assert monitor.step().pieces == 1
+    shipper.ship(repository, spool)
+    logs = [s for s in segments.listing(repository) if s.header.kind == "log"]
+    assert len(logs) == 4
+    whole = restore_sqlite(repository, str(pharmacy.path), tmp_path / "whole.db")
+    assert restored_counter(whole) == 12 and whole.pieces == 4
+    segments.remove(repository, logs[2])
+    with pytest.raises(CoffreError) as refused:
+        restore_sqlite(repository, str(pharmacy.path), tmp_path / "latest.db")
+    assert logs[2].header.name in refused.value.message and "missing" in refused.value.message
+    assert refused.value.hint and "latest moment that can be restored" in refused.value.hint
+    assert not (tmp_path / "latest.db").exists()
+    # Up to the piece before it: restorable; the moment right after it was captured: not.
+    before = restore_sqlite(repository, str(pharmacy.path), tmp_path / "before.db",
+                            until_ns=logs[1].header.time_ns)
+    assert restored_counter(before) == 6
+    with pytest.raises(CoffreError, match=logs[2].header.name):
+        restore_sqlite(repository, str(pharmacy.path), tmp_path / "at.db", until_ns=logs[3].header.time_ns)
+    # One generation by its stream, and its database by id, name the same thing.
+    by_stream = restore_sqlite(repository, logs[0].header.stream, tmp_path / "s.db",
+                               until_ns=logs[0].header.time_ns)
+    assert restored_counter(by_stream) == 3
+    with pytest.raises(CoffreError, match="no continuous capture"):
+        restore_sqlite(repository, str(tmp_path / "other.db"), tmp_path / "o.db")
+
+
+def test_a_reset_while_not_watched_starts_a_new_generation(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    reports: list[str] = []
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        assert monitor.step().new_generation == "first capture"
+        first = monitor.generation
+        pharmacy.commit(5)
+        monitor.step()
+    # Stopped, then started again with nothing reset: the same generation goes on.
+    pharmacy.commit(2)
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        again = monitor.step()
+        assert not again.new_generation and again.pieces == 1 and monitor.generation == first
+        pharmacy.commit(1)
+        monitor.step()
+    # Stopped; the pharmacy software checkpoints and the log restarts: what happened in
+    # between cannot be told from the log any more.
+    pharmacy.commit(3)
+    assert pharmacy.checkpoint("TRUNCATE")[0] == 0
+    pharmacy.commit(2)
+    reports.clear()
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        reset = monitor.step()
+        assert reset.new_generation == "WAL reset while not watched" and reset.base
+        assert monitor.generation != first
+        assert any("reset while its changes were not being followed" in r for r in reports)
+        assert any("a new generation starts" in r for r in reports)
+        pharmacy.commit(1)
+        monitor.step()
+    shipper.ship(repository, spool)
+    bases = [s for s in segments.listing(repository) if s.header.kind == "base"]
+    assert [b.header.extra["reason"] for b in sorted(bases, key=lambda b: b.header.time_ns)] == [
+        "first capture", "WAL reset while not watched"]
+    latest = restore_sqlite(repository, str(pharmacy.path), tmp_path / "latest.db")
+    assert restored_counter(latest) == 14
+    # Before the reset: the first generation, up to what it had captured (8 transactions).
+    older = restore_sqlite(repository, str(pharmacy.path), tmp_path / "older.db",
+                           until_ns=max(b.header.time_ns for b in bases) - 1)
+    assert restored_counter(older) == 8 and older.stream.endswith(first or "?")
+
+
+def test_a_changed_frame_under_the_same_header_starts_a_new_generation(
+        tmp_path: Path, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    reports: list[str] = []
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        monitor.step()
+        pharmacy.commit(3)
+        monitor.step()
+        offset = monitor._state.offset if monitor._state else 0
+    wal_file = Path(f"{pharmacy.path}-wal")
+    with open(wal_file, "r+b") as f:  # the checksum recorded in the last frame copied
+        f.seek(offset - (wal.FRAME_HEADER_SIZE + 4096) + 16)
+        f.write(b"\xff\xff\xff\xff")
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        assert monitor.step().new_generation == "last copied frame changed"
+    assert any("no longer the same" in r for r in reports)
+
+
+def test_restarts_under_the_hold_stay_in_the_generation(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    at: dict[str, int] = {}  # log piece -> the last transaction committed before it was read
+
+    def step(monitor: SqliteMonitor) -> int:
+        restarts = monitor.step().restarts
+        shipper.ship(repository, spool)
+        for s in segments.listing(repository):
+            at.setdefault(s.object, pharmacy.txid)
+        return restarts
+
+    with SqliteMonitor(pharmacy.path, spool, checkpoint_pages=20) as monitor:
+        step(monitor)
+        first = monitor.generation
+        for _ in range(6):
+            pharmacy.commit(10, size=3000)  # past 20 frames: the monitor checkpoints...
+            step(monitor)
+        assert monitor.restarts >= 2  # ...and the next writer restarted the log each time
+        # The pharmacy's own TRUNCATE, when the monitor's snapshot allows it.
+        pharmacy.commit(10, size=3000)
+        step(monitor)
+        assert pharmacy.checkpoint("TRUNCATE") == (0, 0, 0)
+        assert os.path.getsize(f"{pharmacy.path}-wal") == 0
+        assert step(monitor) == 0  # an empty log: nothing to copy, nothing lost
+        pharmacy.commit(2)
+        assert step(monitor) == 1
+        assert monitor.generation == first and monitor.generations == 1
+    listed = segments.listing(repository)
+    runs = sorted({names.split_position(s.header.end)[0] for s in listed})
+    assert len(runs) >= 4 and runs == list(range(len(runs)))
+    assert restored_counter(restore_sqlite(repository, str(pharmacy.path), tmp_path / "r.db")) == 72
+    for s in listed:  # every piece's moment, across the runs
+        if s.header.kind == "log":
+            r = restore_sqlite(repository, str(pharmacy.path), tmp_path / f"{s.object[:8]}.db",
+                               until_ns=s.header.time_ns)
+            assert r.point_ns == s.header.time_ns and restored_counter(r) == at[s.object]
+
+
+def test_spool_full_records_a_gap_and_restore_across_it_is_refused(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    pharmacy.commit(5)
+    spool = Spool(tmp_path / "spool")
+    reports: list[str] = []
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        assert monitor.step().base
+        pharmacy.commit(2)
+        assert monitor.step().pieces == 1
+        spool.limit = spool.used() + 20_000
+        pharmacy.commit(40, size=4000)  # more than the spool has room for
+        lost = monitor.step()
+        assert lost.gap and not lost.pieces and monitor.generation is None
+        assert any("a gap is recorded" in r for r in reports)
+        pharmacy.commit(1)
+        waiting = monitor.step()
+        assert waiting.waiting and not waiting.base  # no room for a new base
+        assert any("waits for the shipper" in r for r in reports)
+        shipped = shipper.ship(repository, spool)
+        assert shipped.gaps == [lost_name(reports)]
+        spool.limit = 10 * 1024 * 1024
+        pharmacy.commit(1)
+        again = monitor.step()
+        assert again.new_generation == "pieces lost (spool full)" and again.base
+    shipper.ship(repository, spool)
+    listed = segments.listing(repository)
+    gap = next(s.header for s in listed if s.header.kind == "gap")
+    assert gap.extra["reason"] == "spool full"
+    first_logs = [s.header for s in listed if s.header.kind == "log" and s.header.stream == gap.stream]
+    # Before the gap: restorable; at or after it, until the next base: refused, saying why.
+    before = restore_sqlite(repository, str(pharmacy.path), tmp_path / "before.db",
+                            until_ns=first_logs[-1].time_ns)
+    assert restored_counter(before) == 7
+    with pytest.raises(CoffreError) as refused:
+        restore_sqlite(repository, str(pharmacy.path), tmp_path / "across.db", until_ns=gap.time_ns + 1)
+    assert gap.name in refused.value.message and "lost before it could be stored" in refused.value.message
+    assert refused.value.hint and "next copy of the database" in refused.value.hint
+    latest = restore_sqlite(repository, str(pharmacy.path), tmp_path / "latest.db")
+    assert restored_counter(latest) == 49
+
+
+def lost_name(reports: list[str]) -> str:
+    said = next(r for r in reports if "a gap is recorded" in r)
+    return said.split("the log piece ")[1].split(" ")[0]
+
+
+def test_restore_never_replaces_a_file(tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    with SqliteMonitor(pharmacy.path, spool) as monitor:
+        monitor.step()
+        pharmacy.commit(2)
+        monitor.step()
+    shipper.ship(repository, spool)
+    taken = tmp_path / "taken.db"
+    taken.write_bytes(b"precious")
+    with pytest.raises(CoffreError, match="never replaces"):
+        restore_sqlite(repository, str(pharmacy.path), taken)
+    assert taken.read_bytes() == b"precious"
+    beside = tmp_path / "beside.db"
+    Path(f"{beside}-wal").write_bytes(b"old log")
+    with pytest.raises(CoffreError, match="-wal exists"):
+        restore_sqlite(repository, str(pharmacy.path), beside)
+    with pytest.raises(CoffreError, match="no such folder"):
+        restore_sqlite(repository, str(pharmacy.path), tmp_path / "nowhere" / "x.db")
+    with pytest.raises(CoffreError, match="earliest moment"):
+        restore_sqlite(repository, str(pharmacy.path), tmp_path / "early.db", until_ns=1)
+    empty = tmp_path / "empty.db"
+    empty.touch()  # an empty file counts as no database, as for restore-db
+    assert restored_counter(restore_sqlite(repository, str(pharmacy.path), empty)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".coffre-restore")) == []
+
+
+def test_monitor_refuses_what_it_cannot_follow(tmp_path: Path, pharmacy: Pharmacy) -> None:
+    rollback = tmp_path / "old.db"
+    conn = apsw.Connection(str(rollback))
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    spool = Spool(tmp_path / "spool")
+    with pytest.raises(CoffreError, match="not in WAL mode"):
+        SqliteMonitor(rollback, spool).open()
+    with pytest.raises(CoffreError, match="no such database file"):
+        SqliteMonitor(tmp_path / "missing.db", spool).open()
+    with SqliteMonitor(pharmacy.path, spool), pytest.raises(CoffreError, match="another monitor"):
+        SqliteMonitor(pharmacy.path, spool).open()

@@ -526,8 +526,10 @@ class SqliteMonitor:
                    "checksum": f"{checksum[0]:08x}{checksum[1]:08x}"})
 
     def _room_for_base(self) -> bool:
-        estimate = os.path.getsize(self.path)
-        return self.spool.used() + estimate <= self.spool.limit
+        c = self._conns[self._spare()]
+        pages = int(c.execute("PRAGMA page_count").fetchone()[0])
+        size = pages * int(c.execute("PRAGMA page_size").fetchone()[0])
+        return self.spool.used() + size <= self.spool.limit
 
     def _start_generation(self, result: PassResult) -> None:
         why = self._why
@@ -570,10 +572,8 @@ class SqliteMonitor:
         pos = names.position(0, end)
         payload = self._copy_database(reader)
         base = self._base_header(generation, pos, header, checksum, payload, since, taken, why)
-        if not self.spool.put(base, payload):
-            self.spool.put(base.as_gap("spool full"), b"", force=True)
+        if not self.spool.put(base, payload):  # no generation yet: nothing is lost, nothing to record
             self._release_hold()
-            result.gap = True
             result.waiting = True
             self.report(_("{path}: the spool {spool} is full: the copy that starts a generation was not "
                           "kept").format(path=self.path, spool=self.spool.path))
