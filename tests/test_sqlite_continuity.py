@@ -31,6 +31,7 @@ import pytest
 
 from coffre.continuity import shipper
 from coffre.continuity import sqlite_names as names
+from coffre.continuity.retention import sqlite_floor
 from coffre.continuity.spool import Spool
 from coffre.continuity.sqlite_monitor import SqliteMonitor
 from coffre.continuity.sqlite_restore import SqliteRestored, restore_sqlite
@@ -704,3 +705,63 @@ def test_monitor_refuses_what_it_cannot_follow(tmp_path: Path, pharmacy: Pharmac
         SqliteMonitor(tmp_path / "missing.db", spool).open()
     with SqliteMonitor(pharmacy.path, spool), pytest.raises(CoffreError, match="another monitor"):
         SqliteMonitor(pharmacy.path, spool).open()
+
+
+# -- retention --
+
+
+def stored(stream: str, kind: str, start: int, end: int, time_ns: int, obj: str,
+           engine: str = "sqlite") -> segments.StoredSegment:
+    return segments.StoredSegment(obj, SegmentHeader(
+        stream=stream, engine=engine, kind=kind, name=f"{kind}-{start}-{end}", start=start, end=end,
+        time_ns=time_ns, size=0, sha256="0" * 64))
+
+
+def test_sqlite_floor_keeps_the_newest_base_before_the_cutoff_and_what_follows() -> None:
+    g1, g2, g3 = (names.stream("a" * 16, g) for g in ("g1", "g2", "g3"))
+    other = names.stream("b" * 16, "g1")
+    listed = [
+        stored(g1, "base", 0, 0, 100, "g1-base"), stored(g1, "log", 0, 10, 110, "g1-log1"),
+        stored(g1, "gap", 10, 20, 120, "g1-gap"),
+        stored(g2, "base", 0, 0, 200, "g2-base"), stored(g2, "log", 0, 5, 210, "g2-log1"),
+        stored(g2, "log", 5, 9, 220, "g2-log2"), stored(g2, "base", 9, 9, 300, "g2-base2"),
+        stored(g2, "base", 9, 9, 300, "g2-base2-again"), stored(g2, "log", 9, 15, 310, "g2-log3"),
+        stored(g2, "log", 15, 20, 320, "g2-log4"),
+        # A generation still going when the floor was taken (two monitors, by mistake).
+        stored(g3, "base", 0, 0, 150, "g3-base"), stored(g3, "log", 0, 3, 400, "g3-log"),
+        stored(other, "base", 0, 0, 500, "b-base"), stored(other, "log", 0, 4, 510, "b-log"),
+        stored(other, "log", 4, 8, 90, "b-older-than-its-base"),  # position, not time, decides
+        stored("postgres:1", "log", 0, 16, 10, "pg", engine="postgres"),
+    ]
+    assert sqlite_floor(listed, 50) == []
+    assert sqlite_floor(listed, 250) == ["g1-base", "g1-gap", "g1-log1"]
+    assert sqlite_floor(listed, 305) == ["g1-base", "g1-gap", "g1-log1", "g2-base", "g2-log1", "g2-log2"]
+    # g3 went on after the floor: kept whole; database b has nothing before its only base.
+    assert sqlite_floor(listed, 10**6) == sqlite_floor(listed, 305)
+
+
+def test_what_retention_removes_leaves_every_later_moment_restorable(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    with SqliteMonitor(pharmacy.path, spool, base_every_ns=1) as monitor:  # a base every pass
+        monitor.step()
+        for _ in range(4):
+            pharmacy.commit(2)
+            monitor.step()
+    shipper.ship(repository, spool)
+    listed = segments.listing(repository)
+    bases = sorted(s.header.time_ns for s in listed if s.header.kind == "base")
+    assert len(bases) == 5
+    cutoff = bases[2] + 1
+    gone = sqlite_floor(listed, cutoff)
+    assert gone and len(gone) < len(listed)
+    for s in listed:
+        if s.object in gone:
+            segments.remove(repository, s)
+    kept = segments.listing(repository)
+    assert min(s.header.time_ns for s in kept) == bases[2]
+    for k, s in enumerate(kept):
+        r = restore_sqlite(repository, str(pharmacy.path), tmp_path / f"k{k}.db", until_ns=s.header.time_ns)
+        assert restored_counter(r) >= 4
+    with pytest.raises(CoffreError, match="earliest moment"):
+        restore_sqlite(repository, str(pharmacy.path), tmp_path / "early.db", until_ns=bases[2] - 1)
