@@ -765,3 +765,66 @@ def test_what_retention_removes_leaves_every_later_moment_restorable(
         assert restored_counter(r) >= 4
     with pytest.raises(CoffreError, match="earliest moment"):
         restore_sqlite(repository, str(pharmacy.path), tmp_path / "early.db", until_ns=bases[2] - 1)
+
+
+# -- the command line (cli/wal_sqlite.py, through the real entry point) --
+
+# cmd_wal.py is not wired into the parser on this branch: the test adds it.
+ENTRY = ("import sys, coffre.cli.parser as p, coffre.cli.cmd_wal as w; p.COMMANDS += (w,); "
+         "from coffre.cli.entry import main; sys.exit(main())")
+
+
+def coffre(*args: str, password_file: Path | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": SRC, "LANG": "C.UTF-8", "COFFRE_TEST_WEAK_KDF": "1"}
+    if password_file is not None:
+        env["COFFRE_PASSWORD_FILE"] = str(password_file)
+    return subprocess.Popen([sys.executable, "-c", ENTRY, *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_cli_once_then_restore(tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = tmp_path / "spool"
+    run = ["wal", "sqlite", "--spool", str(spool), "--database", str(pharmacy.path), "--once"]
+    pharmacy.commit(1)  # a log to check continuity against (an empty one proves nothing)
+    first = coffre(*run)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert "1 piece" in out and "generation" in out and "first capture" in err
+    pharmacy.commit(3)
+    second = coffre(*run)  # a new process goes on with the same generation
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0 and "1 piece" in out and "generation" not in err, err
+    shipper.ship(repository, Spool(spool))
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    target = tmp_path / "back.db"
+    restore = coffre("wal", "sqlite-restore", "-r", str(repository.backend.location), str(pharmacy.path),
+                     str(target), password_file=password)
+    out, err = restore.communicate(timeout=60)
+    assert restore.returncode == 0, err
+    assert "3 transactions" in out and "integrity_check: ok" in out
+    assert read_restored(str(target))[0] == 4
+    again = coffre("wal", "sqlite-restore", "-r", str(repository.backend.location), str(pharmacy.path),
+                   str(target), "--until", "2001-01-01 00:00", password_file=password)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 1 and "earliest moment" in err
+    bad = coffre("wal", "sqlite", "--spool", str(spool), "--database", str(pharmacy.path), "--interval", "0")
+    assert bad.wait(60) == 2
+
+
+def test_cli_sigterm_stops_after_the_pass(tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    spool = Spool(tmp_path / "spool")
+    monitor = coffre("wal", "sqlite", "--spool", str(spool.path), "--database", str(pharmacy.path),
+                     "--interval", "0.1")
+    try:
+        wait_for(lambda: len(spool.pending()) == 1, 60, "the base")
+        pharmacy.commit(4)
+        wait_for(lambda: len(spool.pending()) == 2, 60, "a log piece")
+    finally:
+        monitor.send_signal(15)
+        out, err = monitor.communicate(timeout=60)
+    assert monitor.returncode == 0, err
+    assert "following" in out and "stopped after a pass" in out
+    shipper.ship(repository, spool)
+    result = restore_sqlite(repository, str(pharmacy.path), tmp_path / "back.db")
+    assert restored_counter(result) == 4
