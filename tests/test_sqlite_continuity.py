@@ -828,3 +828,27 @@ def test_cli_sigterm_stops_after_the_pass(tmp_path: Path, repository: Repository
     shipper.ship(repository, spool)
     result = restore_sqlite(repository, str(pharmacy.path), tmp_path / "back.db")
     assert restored_counter(result) == 4
+
+
+def test_a_spool_that_cannot_be_written_loses_nothing(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path / "spool")
+    reports: list[str] = []
+    pharmacy.commit(1)  # a log to check continuity against
+    with SqliteMonitor(pharmacy.path, spool, report=reports.append) as monitor:
+        monitor.step()
+        pharmacy.commit(2)
+        put = spool.put
+
+        def full(*args: object, **kwargs: object) -> bool:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(spool, "put", full)
+        assert monitor.step().pieces == 0
+        assert any("No space left on device" in r for r in reports)
+        monkeypatch.setattr(spool, "put", put)
+        pharmacy.commit(1)
+        again = monitor.step()
+        assert again.pieces == 1 and not again.new_generation and monitor.generations == 1
+    shipper.ship(repository, spool)
+    assert restored_counter(restore_sqlite(repository, str(pharmacy.path), tmp_path / "back.db")) == 4

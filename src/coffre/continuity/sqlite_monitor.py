@@ -665,13 +665,24 @@ class SqliteMonitor:
                               path=self.path, spool=self.spool.path, name=exc.args[0]))
             self._forget_state(LOST)
         except FileNotFoundError as exc:
-            raise CoffreError(_("{path}: no such file").format(path=exc.filename or self.path)) from None
+            if not os.path.exists(self.path):
+                raise CoffreError(_("{path}: no such database file").format(path=self.path)) from None
+            self._trouble(exc.strerror or str(exc))
+        except OSError as exc:  # the spool's disk is full, or cannot be written
+            self._trouble(exc.strerror or str(exc))
         except apsw.Error as exc:
             self.report(_("{path}: {reason}; checked again at the next pass").format(path=self.path,
                                                                                     reason=exc))
             if self._holder is None or self._conns[self._holder].txn_state("main") != apsw.SQLITE_TXN_READ:
                 self._release_hold()  # the next pass trusts only what it can check again
         return result
+
+    def _trouble(self, reason: str) -> None:
+        """Nothing can be kept: let the log go (holding it would make it grow); the next pass
+        checks continuity again, and starts a generation if it broke meanwhile."""
+        self.report(_("{path}: {reason}; checked again at the next pass").format(path=self.path,
+                                                                                reason=reason))
+        self._release_hold()
 
     def _reopen(self) -> None:
         self._release_hold()
