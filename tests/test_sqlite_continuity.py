@@ -852,3 +852,20 @@ def test_a_spool_that_cannot_be_written_loses_nothing(
         assert again.pieces == 1 and not again.new_generation and monitor.generations == 1
     shipper.ship(repository, spool)
     assert restored_counter(restore_sqlite(repository, str(pharmacy.path), tmp_path / "back.db")) == 4
+
+
+def test_plan_follows_a_piece_copied_again_after_a_crash() -> None:
+    """A monitor that stopped between putting a piece and recording its position copies again
+    from the older position: two pieces start there, the longer one leads on."""
+    from coffre.continuity.sqlite_restore import plan
+
+    g = names.stream("c" * 16, "g")
+    base = stored(g, "base", 32, 32, 100, "base")
+    first = stored(g, "log", 32, 100, 110, "first")  # put, not recorded
+    again = stored(g, "log", 32, 180, 130, "again")  # copied again, further
+    after = stored(g, "log", 180, 250, 140, "after")
+    found = [base, first, again, after]
+    assert [s.object for s in plan(found, None, "db").pieces] == ["again", "after"]
+    assert [s.object for s in plan(found, 120, "db").pieces] == ["first"]  # not "missing"
+    with pytest.raises(CoffreError, match=r"wal-0\.250-0\.300"):
+        plan([*found, stored(g, "log", 300, 400, 150, "later")], None, "db")

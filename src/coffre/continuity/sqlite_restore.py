@@ -129,8 +129,12 @@ def plan(found: list[StoredSegment], until_ns: int | None, what: str) -> Plan:
                       what=what, name=gap.name, generation=_generation(stream),
                       reason=gap.extra.get("reason", "?"), when=human_time(gap.time_ns)),
                 _latest(found, point))
-        later = [seg for group in following.values() for seg in group if seg.header.start > pos]
-        if not here and later and (until_ns is None or until_ns > point):
+        mine = [seg for group in following.values() for seg in group]
+        later = [seg for seg in mine if seg.header.start > pos]
+        # Not missing when a piece captured later covers the position (a monitor that stopped
+        # between putting a piece and recording it copies again from the older position).
+        covered = any(seg.header.start <= pos < seg.header.end for seg in mine)
+        if not covered and later and (until_ns is None or until_ns > point):
             nearest = min(s.header.start for s in later)
             raise CoffreError(
                 _("{what}: the log piece {name} of generation {generation} is missing from the "
