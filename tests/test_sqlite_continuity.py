@@ -268,6 +268,10 @@ def test_concurrent_writes_checkpoints_and_restores(
     instants = [rnd.randrange(first_base, times[-1]) for _ in range(8)]
     for t in rnd.sample(times, 4):
         instants += [t - 1, t, t + 1]
+    # Just after each base: the first piece replayed on it (a base whose position is not
+    # exactly its snapshot's shows there, before later frames rewrite the same pages).
+    for base in (s.header for s in listed if s.header.kind == "base"):
+        instants += [min((t for t in times if t > base.time_ns), default=times[-1])]
     reached = set()
     for k, until in enumerate(instants):
         result = restore_sqlite(repository, str(db), tmp_path / f"at-{k}.db", until_ns=until)

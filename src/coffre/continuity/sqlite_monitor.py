@@ -497,7 +497,9 @@ class SqliteMonitor:
         try:
             dst = apsw.Connection(os.path.join(folder, "base.db"))
             try:
-                dst.execute("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF")
+                # One statement per call: apsw stops at the first one that returns a row.
+                dst.execute("PRAGMA journal_mode=OFF").fetchall()
+                dst.execute("PRAGMA synchronous=OFF").fetchall()
                 with dst.backup("main", self._conns[i], "main") as b:
                     b.step(-1)  # every page, in the source's read transaction
             finally:
