@@ -73,6 +73,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -635,31 +636,41 @@ class SqliteMonitor:
 
     def step(self) -> PassResult:
         """One pass: check continuity, copy what was committed, move the hold forward; start a
-        generation when there is none (or continuity broke)."""
+        generation when there is none, or at once when continuity broke."""
         result = PassResult()
-        try:
-            real = os.stat(os.path.realpath(self.path))
-            if (real.st_dev, real.st_ino) != self._identity or (
-                    self._state is not None and (self._state.dev, self._state.ino) != self._identity):
-                self._reopen()
-                raise _Break(REPLACED, _("{path}: the database file was replaced").format(path=self.path))
-            if self._state is None:
-                self._start_generation(result)
-                return result
-            self._hold()
+        if self._guarded(self._pass, result):
+            self._guarded(self._start_generation, result)
+        return result
+
+    def _pass(self, result: PassResult) -> None:
+        real = os.stat(os.path.realpath(self.path))
+        if (real.st_dev, real.st_ino) != self._identity or (
+                self._state is not None and (self._state.dev, self._state.ino) != self._identity):
+            self._reopen()
+            raise _Break(REPLACED, _("{path}: the database file was replaced").format(path=self.path))
+        if self._state is None:
+            self._start_generation(result)
+            return
+        self._hold()
+        self._copy(result)
+        self._move_hold()
+        if self._checkpoint():
+            result.checkpointed = True
             self._copy(result)
             self._move_hold()
-            if self._checkpoint():
-                result.checkpointed = True
-                self._copy(result)
-                self._move_hold()
-            if self.clock.now_ns() >= self._state.base_ns + self.base_every_ns and \
-                    self.clock.now_ns() >= self._base_retry_ns:
-                self._scheduled_base(result)
+        now = self.clock.now_ns()
+        if now >= self._state.base_ns + self.base_every_ns and now >= self._base_retry_ns:
+            self._scheduled_base(result)
+
+    def _guarded(self, work: Callable[[PassResult], None], result: PassResult) -> bool:
+        """Run part of a pass; what goes wrong is reported and leaves nothing half done. True
+        when continuity broke (the state is forgotten: a generation starts)."""
+        try:
+            work(result)
         except _Break as exc:
             self.report(_("{reason}; a new generation starts").format(reason=exc.message))
             self._forget_state(exc.reason)
-            self._start_generation(result)
+            return True
         except _Lost as exc:
             result.gap = True
             self.report(_("{path}: the spool {spool} is full: the log piece {name} was not kept (a gap is "
@@ -677,7 +688,7 @@ class SqliteMonitor:
                                                                                     reason=exc))
             if self._holder is None or self._conns[self._holder].txn_state("main") != apsw.SQLITE_TXN_READ:
                 self._release_hold()  # the next pass trusts only what it can check again
-        return result
+        return False
 
     def _trouble(self, reason: str) -> None:
         """Nothing can be kept: let the log go (holding it would make it grow); the next pass
