@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ _TMP = ".tmp-"
 _LEN = struct.Struct(">I")
 MAX_SPOOL_HEADER = 64 * 1024
 DEFAULT_LIMIT = 2 * 1024 * 1024 * 1024
+TEMPORARY_AGE = 3600.0  # seconds: a temporary file older than this was left by a crash
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,15 @@ class Spool:
         pending.path.unlink(missing_ok=True)
         posix.fsync_dir(self.path)
 
-    def clean_temporaries(self) -> None:
-        """Pieces a crash left half written (never renamed, so never shipped)."""
+    def clean_temporaries(self, older_than_s: float = TEMPORARY_AGE) -> None:
+        """Pieces a crash left half written (never renamed, so never shipped). Only those
+        untouched for `older_than_s`: capture may be writing one right now, in another
+        process or thread, while the shipper runs."""
+        limit = time.time() - older_than_s
         for e in os.scandir(self.path) if self.path.is_dir() else ():
             if e.name.startswith(_TMP):
-                Path(e.path).unlink(missing_ok=True)
+                try:
+                    if e.stat(follow_symlinks=False).st_mtime < limit:
+                        Path(e.path).unlink(missing_ok=True)
+                except FileNotFoundError:
+                    continue
