@@ -3,7 +3,7 @@ under load, with its WAL captured by Coffre and a warm standby fed from the repo
 what continuous capture costs a day against twice-daily base backups.
 
     python bench/continuity.py                        # local repository, 3 deaths
-    python bench/continuity.py --repo s3 --upload 1MiB/s --archive-timeout 30 --every 5
+    python bench/continuity.py --repo s3 --upload 1MiB/s --archive-timeout 30 --every 10 --rate 50
     python bench/continuity.py --trials 1 --scale 1   # seconds-long smoke run (the suite's)
 
 Each trial: a fresh primary (pgbench -i -s SCALE) archiving through `coffre wal push`
@@ -119,7 +119,8 @@ def trial(work: Path, args: argparse.Namespace, rnd: random.Random) -> dict[str,
         shipping = site.popen("wal", "ship", "--spool", str(primary.spool), "--every", str(args.every))
         following = site.popen("standby", "follow", "--pgdata", str(pgdata), "--every", str(args.every))
         procs = [shipping, following]
-        load = primary.pg.pgbench_popen("-c", "4", "-T", "600", dbname="officine")
+        rate = ["-R", str(args.rate)] if args.rate else []
+        load = primary.pg.pgbench_popen("-c", "4", *rate, "-T", "600", dbname="officine")
         seconds = rnd.uniform(args.min_load, args.max_load)
         try:
             with Writer(primary.conninfo()) as writer:
@@ -243,6 +244,8 @@ def main() -> None:
     ap.add_argument("--upload", default="", help="upload limit for s3, e.g. 1MiB/s")
     ap.add_argument("--archive-timeout", type=int, default=5)
     ap.add_argument("--every", type=float, default=1.0, help="shipper and follower interval (s)")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="pgbench transactions a second during the trials (default: as fast as it goes)")
     ap.add_argument("--min-load", type=float, default=20.0)
     ap.add_argument("--max-load", type=float, default=40.0)
     ap.add_argument("--cost-seconds", type=int, default=60)
@@ -259,7 +262,7 @@ def main() -> None:
     rp = [r["recovery_point_s"] for r in results]
     rt = [r["recovery_time_s"] for r in results]
     summary = {"settings": {"repo": args.repo, "upload": args.upload, "archive_timeout": args.archive_timeout,
-                            "every": args.every, "scale": args.scale},
+                            "every": args.every, "scale": args.scale, "rate": args.rate or "max"},
                "trials": results, "recovery_point_s": {"median": statistics.median(rp), "worst": max(rp)},
                "recovery_time_s": {"median": statistics.median(rt), "worst": max(rt)}, "cost": spent}
     if args.json:

@@ -827,6 +827,12 @@ def test_cli_once_then_restore(tmp_path: Path, repository: Repository, pharmacy:
                    str(target), "--until", "2001-01-01 00:00", password_file=password)
     out, err = again.communicate(timeout=60)
     assert again.returncode == 1 and "earliest moment" in err
+    # The same through restore-db, as for the other engines (the only captured database).
+    through = coffre("restore-db", "latest", "-r", str(repository.backend.location), "--sqlite",
+                     str(tmp_path / "via-restore-db.db"), "--until", "latest", password_file=password)
+    out, err = through.communicate(timeout=60)
+    assert through.returncode == 0 and "3 transactions" in out, err
+    assert read_restored(str(tmp_path / "via-restore-db.db"))[0] == 4
     bad = coffre("wal", "sqlite", "--spool", str(spool), "--database", str(pharmacy.path), "--interval", "0")
     assert bad.wait(60) == 2
 

@@ -9,13 +9,16 @@ import tempfile
 from pathlib import Path
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
-from coffre.cli.output import human_duration, human_number, human_size, say, warn
+from coffre.cli.output import human_duration, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.continuity import pg_recovery
-from coffre.core.errors import UsageError
+from coffre.continuity.sqlite_restore import restore_sqlite
+from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.ops.common import find_snapshot
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
+from coffre.repository import segments
+from coffre.repository.repo import Repository
 from coffre.sources.databases.engines import drill_note, target, throwaway
 
 
@@ -110,8 +113,11 @@ def parse_until(text: str) -> int | None:
 
 def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
     """restore-db --pgdata DIR --until MOMENT: point-in-time recovery."""
+    if engine == "sqlite":
+        return _restore_sqlite_until(args, where)
     if engine != "postgres-cluster":
-        raise UsageError(_("--until needs --pgdata (point-in-time recovery of a PostgreSQL cluster)"))
+        raise UsageError(_("--until needs --pgdata or --sqlite (a database whose log is captured "
+                           "continuously, docs/continuity.md)"))
     until = parse_until(args.until)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
@@ -131,6 +137,33 @@ def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
     say(_("start a PostgreSQL {major} server on it (pg_ctl -D {folder} start); it is read-write, on a "
           "new timeline").format(major=done.record.extra.get("major", ""), folder=where))
     return 0
+
+
+def _restore_sqlite_until(args: argparse.Namespace, where: str) -> int:
+    """restore-db --sqlite FILE --until MOMENT: the captured database (--database, or the only
+    one captured) as it was at the moment, into the new file FILE."""
+    until = parse_until(args.until)
+    repo = open_repo(args)
+    with reading(repo, "restore-db"):
+        database = args.database or _only_sqlite_database(repo)
+        done = restore_sqlite(repo, database, where, until, report=warn)
+    say(_("restored {database} into {target} as it was at {moment}: {count} replayed on the copy of "
+          "{base}").format(database=database, target=done.target, moment=human_time(done.point_ns),
+                           count=ngettext("{n} transaction", "{n} transactions", done.transactions).format(
+                               n=human_number(done.transactions)), base=human_time(done.base_time_ns)))
+    return 0
+
+
+def _only_sqlite_database(repo: Repository) -> str:
+    captured = sorted({s.header.extra.get("database", "") for s in segments.listing(repo, errors=[])
+                       if s.header.engine == "sqlite"} - {""})
+    if len(captured) == 1:
+        return captured[0]
+    if not captured:
+        raise CoffreError(_("no SQLite database is captured continuously in this repository"),
+                          _("run 'coffre wal sqlite' and 'coffre wal ship' (docs/continuity.md)"))
+    raise UsageError(_("several SQLite databases are captured: choose one with --database"),
+                     ", ".join(captured))
 
 
 UNSAFE_IN_WORK_DIR = "'\"\\$`\n\r"

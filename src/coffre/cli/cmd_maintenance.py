@@ -19,6 +19,7 @@ from coffre.cli.context import (
 from coffre.cli.output import emit_json, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
 from coffre.cli.watching import standing_alarms, watch_storage
+from coffre.continuity import retention
 from coffre.core.clock import iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.core.i18n import _, ngettext
@@ -318,7 +319,7 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
 
         def attempt() -> Pruner:
             pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack,
-                            progress=progress)
+                            progress=progress, more_removable=retention.sqlite_floor)
             pruner.run(dry_run=dry_run)
             return pruner
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from coffre.cli import wal_push
+from coffre.cli import wal_push, wal_sqlite
 from coffre.cli.context import add_repo_options, open_repo
 from coffre.cli.output import emit_json, human_size, human_time, say, warn
 from coffre.continuity import pg_fetch, pg_push, shipper
@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--every", type=float, metavar="SECONDS",
                    help=_("keep shipping, looking every SECONDS (default: once)"))
     p.set_defaults(func=cmd_ship)
+
+    wal_sqlite.register(words)
 
     p = words.add_parser("list", help=_("the captured log streams, their extent and their gaps"))
     add_repo_options(p)

@@ -68,7 +68,9 @@ def summarize(stored: list[StoredSegment]) -> list[StreamSummary]:
     out = []
     for stream, pieces in sorted(by_stream.items()):
         logs = [p for p in pieces if p.header.kind != "gap"]
-        names = sorted(p.header.name for p in logs if p.header.kind != "history") or [""]
+        ordered = sorted((p for p in logs if p.header.kind != "history"),
+                         key=lambda p: (p.header.start, p.header.end, p.header.name))
+        names = [p.header.name for p in ordered] or [""]
         summary = StreamSummary(stream, pieces[0].header.engine, len(logs),
                                 sum(p.header.size for p in logs), names[0], names[-1],
                                 max(p.header.time_ns for p in pieces))

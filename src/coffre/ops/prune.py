@@ -231,9 +231,12 @@ class Pruner:
         self, repo: Repository, lock: Lock, report: Reporter = quiet,
         damaged: set[tuple[bytes, bytes]] | None = None, max_repack: int | None = None,
         progress: Progress = NULL_PROGRESS,
+        more_removable: Callable[[list[segments.StoredSegment], int], list[str]] | None = None,
     ) -> None:
         self.repo = repo
         self.lock = lock
+        # Engine rules above this layer (continuity/retention.py: SQLite's generations).
+        self.more_removable = more_removable
         self.progress = progress
         self.report = report
         self.damaged = damaged or set()  # (pack, blob) pairs from this machine's damage register
@@ -342,12 +345,14 @@ class Pruner:
                     unknown.add(LOG_ENGINES[record.engine])
         cutoff = min((s.time_ns for s in snaps), default=None)
         by_object = {s.object: s for s in stored}
-        going = log_retention.removable(
+        going = {p.object for p in log_retention.removable(
             [log_retention.Piece(s.object, s.header.stream, s.header.kind, s.header.start, s.header.end,
-                                 s.header.time_ns) for s in stored], floors, cutoff, unknown)
+                                 s.header.time_ns) for s in stored], floors, cutoff, unknown)}
+        if self.more_removable is not None and cutoff is not None:
+            going |= set(self.more_removable(stored, cutoff)) & by_object.keys()
         if not going:
             return
-        size = sum(by_object[p.object].header.size for p in going)
+        size = sum(by_object[name].header.size for name in going)
         if dry_run or _other_live_locks(repo, self.lock):
             if not dry_run:
                 st.notes.append(ngettext(
@@ -356,8 +361,8 @@ class Pruner:
                     len(going)).format(n=len(going)))
             return
         self.lock.check_lease()
-        for p in going:
-            segments.remove(repo, by_object[p.object])
+        for name in sorted(going):
+            segments.remove(repo, by_object[name])
         st.segments_removed, st.segments_bytes = len(going), size
 
     def _first(self, blob_id: bytes) -> bytes | None:
