@@ -71,3 +71,20 @@ def test_server_load_bench_smoke_run(tmp_path: Path) -> None:
     assert result["requests"] > 0 and "PUT snapshots" in result["by_kind"]
     assert result["by_kind"]["PUT snapshots"]["count"] == 4  # one new snapshot per pharmacy
     assert result["server_cpu_s"][0] > 0 and result["server_peak_rss_mib"][0] > 0
+
+
+def test_continuity_bench_smoke_run() -> None:
+    """bench/continuity.py, one short death and a short cost run: the standby takes over with a
+    prefix of the committed rows and consistent balances (the bench asserts both)."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("continuity.py")), "--trials", "1", "--scale", "1",
+         "--min-load", "3", "--max-load", "4", "--archive-timeout", "1", "--cost-seconds", "5", "--json"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    import json
+
+    result = json.loads(out.stdout)
+    [trial] = result["trials"]
+    assert trial["rows"] > 0 and trial["recovery_time_s"] > 0 and trial["recovery_point_s"] >= 0
+    assert result["cost"]["segments_per_day"] > 0
