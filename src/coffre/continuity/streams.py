@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from coffre.continuity import positions
+from coffre.continuity import mysql_chain, positions
 from coffre.repository.segments import StoredSegment
 
 
@@ -69,9 +69,16 @@ def summarize(stored: list[StoredSegment]) -> list[StreamSummary]:
     for stream, pieces in sorted(by_stream.items()):
         logs = [p for p in pieces if p.header.kind != "gap"]
         names = sorted(p.header.name for p in logs if p.header.kind != "history") or [""]
+        if pieces[0].header.engine == "mysql":  # FILE:OFFSET names: in the log's order
+            names = [p.header.name for p in sorted(logs, key=lambda p: p.header.start)] or [""]
         summary = StreamSummary(stream, pieces[0].header.engine, len(logs),
                                 sum(p.header.size for p in logs), names[0], names[-1],
                                 max(p.header.time_ns for p in pieces))
-        summary.gaps = (_postgres_gaps(pieces) if summary.engine == "postgres" else _positional_gaps(pieces))
+        if summary.engine == "postgres":
+            summary.gaps = _postgres_gaps(pieces)
+        elif summary.engine == "mysql":
+            summary.gaps = mysql_chain.gaps(p.header for p in pieces)
+        else:
+            summary.gaps = _positional_gaps(pieces)
         out.append(summary)
     return out
