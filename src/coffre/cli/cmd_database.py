@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
-from coffre.cli.output import human_duration, human_number, human_size, say, warn
+from coffre.cli.output import human_duration, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
-from coffre.continuity import pg_recovery
+from coffre.continuity import mysql_restore, pg_recovery
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.ops.common import find_snapshot
@@ -40,9 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-owner", action="store_true",
                    help=_("PostgreSQL: do not restore owners and grants (roles missing on this server)"))
     p.add_argument("--until", metavar="MOMENT",
-                   help=_("with --pgdata: point-in-time recovery from the base backup and the captured "
-                          "WAL, up to this moment ('2026-11-30 12:31:05', local time) or 'latest'; "
-                          "give 'latest' as SNAPSHOT to choose the base backup by the moment"))
+                   help=_("with --pgdata or --mysql: point-in-time recovery from the base backup and the "
+                          "captured log (WAL, binary log), up to this moment ('2026-11-30 12:31:05', local "
+                          "time) or 'latest'; give 'latest' as SNAPSHOT to choose the base backup by the "
+                          "moment"))
     p.set_defaults(func=cmd_restore_db)
 
     p = sub.add_parser("drill", help=_("restore each database of a snapshot into a throwaway "
@@ -109,9 +110,12 @@ def parse_until(text: str) -> int | None:
 
 
 def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
-    """restore-db --pgdata DIR --until MOMENT: point-in-time recovery."""
+    """restore-db --pgdata DIR | --mysql DSN --until MOMENT: point-in-time recovery."""
+    if engine == "mysql":
+        return _restore_mysql_until(args, where)
     if engine != "postgres-cluster":
-        raise UsageError(_("--until needs --pgdata (point-in-time recovery of a PostgreSQL cluster)"))
+        raise UsageError(_("--until needs --pgdata or --mysql (point-in-time recovery of a PostgreSQL "
+                           "cluster or a MariaDB database)"))
     until = parse_until(args.until)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
@@ -130,6 +134,30 @@ def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
               timeline=done.timeline))
     say(_("start a PostgreSQL {major} server on it (pg_ctl -D {folder} start); it is read-write, on a "
           "new timeline").format(major=done.record.extra.get("major", ""), folder=where))
+    return 0
+
+
+def _restore_mysql_until(args: argparse.Namespace, dsn: str) -> int:
+    """restore-db --mysql DSN --until MOMENT: a dump, then the binary log captured since."""
+    until = parse_until(args.until)
+    repo = open_repo(args)
+    with reading(repo, "restore-db"):
+        load_index(repo)
+        snaps = repo.snapshots(errors=[])
+        if args.snapshot != "latest":
+            snaps = [find_snapshot(repo, args.snapshot, report=warn)]
+        with progress_for(args, _("restore-db")) as progress:
+            done = mysql_restore.recover(repo, snaps, dsn, until, database=args.database, force=args.force,
+                                         report=warn, progress=progress)
+    replayed = done.replayed
+    say(_("restored {name} from the dump of snapshot {snapshot} and the binary log from {start} ({files}): "
+          "{count}, the last one begun at {time}").format(
+              name=done.record.name, snapshot=done.snapshot.id[:8], start=done.start,
+              files=ngettext("{n} file", "{n} files", len(done.files)).format(n=len(done.files)),
+              count=ngettext("{n} transaction replayed", "{n} transactions replayed",
+                             replayed.transactions).format(n=human_number(replayed.transactions)),
+              time=human_time(replayed.last_ns) if replayed.last_ns
+              else _("(none: no change after the dump)")))
     return 0
 
 
