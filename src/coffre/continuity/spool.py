@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ _TMP = ".tmp-"
 _LEN = struct.Struct(">I")
 MAX_SPOOL_HEADER = 64 * 1024
 DEFAULT_LIMIT = 2 * 1024 * 1024 * 1024
+TEMP_AGE_S = 3600.0  # a piece is written in far less: an older temporary is a crash's
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,14 @@ class Spool:
         pending.path.unlink(missing_ok=True)
         posix.fsync_dir(self.path)
 
-    def clean_temporaries(self) -> None:
-        """Pieces a crash left half written (never renamed, so never shipped)."""
+    def clean_temporaries(self, older_than_s: float = TEMP_AGE_S) -> None:
+        """Pieces a crash left half written (never renamed, so never shipped). Only old ones:
+        a capture running beside the shipper may be writing one right now."""
+        cutoff = time.time() - older_than_s
         for e in os.scandir(self.path) if self.path.is_dir() else ():
             if e.name.startswith(_TMP):
-                Path(e.path).unlink(missing_ok=True)
+                try:
+                    if e.stat(follow_symlinks=False).st_mtime < cutoff:
+                        Path(e.path).unlink(missing_ok=True)
+                except FileNotFoundError:
+                    continue
