@@ -155,8 +155,19 @@ def stage(repo: Repository, chain: Chain, stored: dict[int, StoredSegment], fold
     return files, total
 
 
-def first_at_or_after(folder: Path, files: list[str], offset: int, second: int) -> binlog.Event | None:
-    """The first event from `offset` of the first file on stamped at or after `second`."""
+@dataclass
+class Survey:
+    stop: binlog.Event | None  # the first event stamped at or after the stop (None: none stored)
+    transactions: int  # transactions before it that change the database (row events)
+
+
+def survey(folder: Path, files: list[str], offset: int, database: str, second: int | None) -> Survey:
+    """What the replay must do, read from the staged files from `offset` of the first one on:
+    where it stops (the first event stamped at or after `second`), and how many transactions
+    that change `database` it applies before (each ends with its XID, or a COMMIT statement
+    for tables outside InnoDB). The replay's own count is compared with it."""
+    wanted = database.encode()
+    count, touched = 0, False
     for i, name in enumerate(files):
         with open(folder / name, "rb") as f:
             at = offset if i == 0 else len(binlog.MAGIC)
@@ -169,10 +180,18 @@ def first_at_or_after(folder: Path, files: list[str], offset: int, second: int) 
                 if length < binlog.HEADER.size:
                     raise CoffreError(_("{file}: impossible event at offset {offset}").format(
                         file=name, offset=at))
-                if stamp >= second:
-                    return binlog.Event(at, length, kind, stamp, log_pos)
+                if second is not None and stamp >= second:
+                    return Survey(binlog.Event(at, length, kind, stamp, log_pos), count)
+                body = length - binlog.HEADER.size
+                if kind == binlog.TABLE_MAP_EVENT:
+                    touched |= binlog.table_map_database(f.read(min(body, 512))) == wanted
+                elif touched and (kind == binlog.XID_EVENT or (
+                        kind == binlog.QUERY_EVENT
+                        and binlog.query_text(f.read(min(body, 4096))).startswith(b"COMMIT"))):
+                    count += 1
+                    touched = False
                 at += length
-    return None
+    return Survey(None, count)
 
 
 class _Watch:
@@ -301,10 +320,10 @@ def recover(repo: Repository, snaps: list[Snapshot], dsn: str, until_ns: int | N
         files, staged = stage(repo, chain, {id(s.header): s for s in stored}, folder, progress)
         offset = binlog.split(start)[1]
         expect_stop = False
+        plan = survey(folder, files, offset, origin, None if until_ns is None else stop_second(until_ns))
         if until_ns is not None:
-            stop = first_at_or_after(folder, files, offset, stop_second(until_ns))
-            expect_stop = stop is not None
-            if stop is None:
+            expect_stop = plan.stop is not None
+            if plan.stop is None:
                 if chain.missing:
                     raise gap_error(chain, _reached(chain, start))
                 captured = max(h.time_ns for h in headers)
@@ -327,6 +346,11 @@ def recover(repo: Repository, snaps: list[Snapshot], dsn: str, until_ns: int | N
             raise CoffreError(_("mariadb-binlog ended before the moment asked for, although the log "
                                 "holds it; the database holds the dump and the log up to its end")
                               + "\n" + warnings)
+        if done.transactions != plan.transactions:
+            raise CoffreError(_("the log holds {expected} transactions of {name} up to the moment, but "
+                                "{replayed} were replayed: the restored database is not what it was").format(
+                                    expected=plan.transactions, name=origin, replayed=done.transactions),
+                              _("restore again into an empty database; keep this one for investigation"))
         return Recovered(snap, record, stream, chain, files, staged, done,
                          f"{record.extra.get('binlog_file', '')}:{offset}")
     finally:

@@ -26,7 +26,9 @@ MAGIC = b"\xfebin"
 HEADER = struct.Struct("<IBIIIH")
 POSITION_BITS = 40
 FILE_SPAN = 1 << POSITION_BITS
-STOP_EVENT, ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, XID_EVENT = 3, 4, 15, 16
+QUERY_EVENT, STOP_EVENT, ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT = 2, 3, 4, 15
+XID_EVENT, TABLE_MAP_EVENT = 16, 19
+_QUERY_HEAD = struct.Struct("<IIBHH")  # thread id, execution time, database length, error, status length
 MAX_EVENT = (1 << 30) + (1 << 20)  # max_allowed_packet is at most 1 GiB
 _NAME = re.compile(r"^[^-/\\\0\n][^/\\\0\n]{0,199}\.(\d{1,9})$")  # never an option's dash
 
@@ -121,3 +123,19 @@ def first_length(data: bytes | memoryview, offset: int) -> int | None:
         return None
     length: int = HEADER.unpack_from(data, at)[3]
     return at + length
+
+
+def table_map_database(body: bytes) -> bytes | None:
+    """The database a TABLE_MAP event's table belongs to (its body: table id in 6 bytes,
+    flags in 2, then the database name's length and the name)."""
+    if len(body) < 9 or len(body) < 9 + body[8]:
+        return None
+    return body[9:9 + body[8]]
+
+
+def query_text(body: bytes) -> bytes:
+    """The statement of a QUERY event (its start, as much as `body` holds)."""
+    if len(body) < _QUERY_HEAD.size:
+        return b""
+    _thread, _time, db_length, _error, status_length = _QUERY_HEAD.unpack_from(body)
+    return body[_QUERY_HEAD.size + status_length + db_length + 1:]
