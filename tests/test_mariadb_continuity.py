@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -32,10 +33,11 @@ from conftest import Coffre
 DEADLINE = 120  # seconds any awaited condition gets
 
 
-def wait_until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+def wait_until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE,
+               detail: Callable[[], str] = str) -> None:
     end = time.monotonic() + deadline
     while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what} {detail()}"
         time.sleep(0.05)  # polling a condition, never waiting for time to pass
 
 
@@ -83,6 +85,17 @@ class Logging:
     def server_end(self) -> tuple[str, int]:
         name, pos = self.server.sql("SHOW MASTER STATUS").split("\t")[:2]
         return name, int(pos)
+
+    def wait_caught_up(self) -> None:
+        wait_until(self.caught_up, "the capture to reach the server's end", detail=self.describe)
+
+    def describe(self) -> str:
+        """Where the capture is, for a failure's message."""
+        said = ""
+        if self.capture is not None and self.capture.poll() is not None:
+            out, err = self.capture.communicate()
+            said = f"; the capture ended ({self.capture.returncode}): {out.decode()} {err.decode()}"
+        return f"(capture at {self.state()}, server at {self.server_end()}{said})"
 
     def caught_up(self) -> bool:
         state, (name, pos) = self.state(), self.server_end()
@@ -235,7 +248,7 @@ def test_point_in_time_restores_match_the_committed_rows(repo: Coffre, logging_s
         writer.wait_past(math.floor(between) + 1.5)
         repo.ok("wal", "ship", "--spool", str(logging_server.spool))
     log = writer.log
-    wait_until(logging_server.caught_up, "the capture to reach the server's end")
+    logging_server.wait_caught_up()
     said = logging_server.stop_capture()
     assert DB_PASSWORD not in said
     ship_all(repo, logging_server.spool)
@@ -324,7 +337,7 @@ def test_a_capture_killed_and_restarted_loses_and_repeats_nothing(repo: Coffre,
             repo.ok("wal", "ship", "--spool", str(logging_server.spool))
             logging_server.start_capture(repo)
         writer.wait_for(len(writer.log) + 150)
-    wait_until(logging_server.caught_up, "the capture to reach the server's end")
+    logging_server.wait_caught_up()
     logging_server.stop_capture()
     ship_all(repo, logging_server.spool)
     # Joined end to end, the stored pieces are the server's files byte for byte.
@@ -416,3 +429,17 @@ def test_events_are_whole_or_not_given() -> None:
     assert binlog.complete_end(data[4 + len(first):], 4 + len(first)) == len(data)
     with pytest.raises(FormatError, match="impossible"):
         list(binlog.events(data[4 + len(first):], 99))  # not where it is: its end does not match
+
+
+def test_the_shipper_leaves_alone_a_piece_being_written(tmp_path: Path) -> None:
+    """A capture runs beside the shipper: only a crash's old temporaries are removed."""
+    from coffre.continuity.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    fresh, old = spool.path / ".tmp-being-written", spool.path / ".tmp-left-by-a-crash"
+    fresh.write_bytes(b"x")
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    spool.clean_temporaries()
+    assert fresh.exists() and not old.exists()
