@@ -271,6 +271,8 @@ def test_point_in_time_restores_match_the_committed_rows(repo: Coffre, logging_s
                   env=env)
     assert ids(server, "latest") == {n for n, _, _ in log}
     assert DB_PASSWORD not in res.out + res.err
+    res = repo("restore-db", "latest", "--mysql", logging_server.dsn("latest"), "--until", "latest", env=env)
+    assert res.code == 1 and "is not empty" in res.err, res
 
 
 def test_a_missing_piece_or_a_purged_log_is_a_gap_never_skipped(repo: Coffre,

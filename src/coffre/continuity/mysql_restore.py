@@ -299,6 +299,9 @@ def recover(repo: Repository, snaps: list[Snapshot], dsn: str, until_ns: int | N
     if "->" in origin or "->" in dest:
         raise CoffreError(_("a database name holding '->' cannot be replayed under another name"))
     client = target.client()  # its sandbox checked before anything is touched
+    if not force and not target.is_empty():
+        raise CoffreError(_("{target} is not empty; nothing was changed").format(target=target.describe()),
+                          target.replace_hint)
     report(_("dump: snapshot {id} of {time}, at {place} in the binary log").format(
         id=snap.id[:8], time=human_time(snap.time_ns),
         place=f"{record.extra.get('binlog_file', '')}:{record.extra.get('binlog_position', '')}"))
