@@ -112,18 +112,22 @@ class PostgresServer(_AsAccount):
 
 
 class MariaDBServer(_AsAccount):
-    def __init__(self) -> None:
+    """`binlog`: write binary logs (row format, server id 1) for the point-in-time tests."""
+
+    def __init__(self, binlog: bool = False) -> None:
         self.account = _account("mysql")
         self.dir = workdir = _workdir(self.account, "mariadb")
         self.port = free_port()
         self.socket = str(workdir / "server.sock")
         data = workdir / "data"
+        logging = (["--log-bin=binlog", "--binlog-format=ROW", "--server-id=1"] if binlog
+                   else ["--skip-log-bin"])
         _run([find_program("mariadb-install-db", extra_dirs=["/usr/sbin"]), "--no-defaults",
               f"--datadir={data}", f"--user={self.account.pw_name}", "--skip-test-db",
               "--auth-root-authentication-method=normal"])
         super().__init__([find_program("mariadbd", extra_dirs=["/usr/sbin"]), "--no-defaults",
                           f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}",
-                          "--bind-address=127.0.0.1", "--skip-log-bin", f"--pid-file={workdir}/pid",
+                          "--bind-address=127.0.0.1", *logging, f"--pid-file={workdir}/pid",
                           "--innodb-flush-log-at-trx-commit=2"], workdir / "server.log")
         self.wait_ready()
         self.sql(f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; "

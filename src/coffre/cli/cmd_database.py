@@ -11,7 +11,7 @@ from pathlib import Path
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import human_duration, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
-from coffre.continuity import pg_recovery
+from coffre.continuity import mysql_restore, pg_recovery
 from coffre.continuity.sqlite_restore import restore_sqlite
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
@@ -43,9 +43,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-owner", action="store_true",
                    help=_("PostgreSQL: do not restore owners and grants (roles missing on this server)"))
     p.add_argument("--until", metavar="MOMENT",
-                   help=_("with --pgdata: point-in-time recovery from the base backup and the captured "
-                          "WAL, up to this moment ('2026-11-30 12:31:05', local time) or 'latest'; "
-                          "give 'latest' as SNAPSHOT to choose the base backup by the moment"))
+                   help=_("with --pgdata or --mysql: point-in-time recovery from the base backup and the "
+                          "captured log (WAL, binary log), up to this moment ('2026-11-30 12:31:05', local "
+                          "time) or 'latest'; give 'latest' as SNAPSHOT to choose the base backup by the "
+                          "moment"))
     p.set_defaults(func=cmd_restore_db)
 
     p = sub.add_parser("drill", help=_("restore each database of a snapshot into a throwaway "
@@ -112,12 +113,15 @@ def parse_until(text: str) -> int | None:
 
 
 def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
-    """restore-db --pgdata DIR --until MOMENT: point-in-time recovery."""
+    """restore-db --pgdata DIR | --sqlite FILE | --mysql DSN --until MOMENT: point-in-time
+    recovery (docs/continuity.md)."""
     if engine == "sqlite":
         return _restore_sqlite_until(args, where)
+    if engine == "mysql":
+        return _restore_mysql_until(args, where)
     if engine != "postgres-cluster":
-        raise UsageError(_("--until needs --pgdata or --sqlite (a database whose log is captured "
-                           "continuously, docs/continuity.md)"))
+        raise UsageError(_("--until needs --pgdata, --sqlite or --mysql (a database whose log is "
+                           "captured continuously, docs/continuity.md)"))
     until = parse_until(args.until)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
@@ -164,6 +168,30 @@ def _only_sqlite_database(repo: Repository) -> str:
                           _("run 'coffre wal sqlite' and 'coffre wal ship' (docs/continuity.md)"))
     raise UsageError(_("several SQLite databases are captured: choose one with --database"),
                      ", ".join(captured))
+
+
+def _restore_mysql_until(args: argparse.Namespace, dsn: str) -> int:
+    """restore-db --mysql DSN --until MOMENT: a dump, then the binary log captured since."""
+    until = parse_until(args.until)
+    repo = open_repo(args)
+    with reading(repo, "restore-db"):
+        load_index(repo)
+        snaps = repo.snapshots(errors=[])
+        if args.snapshot != "latest":
+            snaps = [find_snapshot(repo, args.snapshot, report=warn)]
+        with progress_for(args, _("restore-db")) as progress:
+            done = mysql_restore.recover(repo, snaps, dsn, until, database=args.database, force=args.force,
+                                         report=warn, progress=progress)
+    replayed = done.replayed
+    say(_("restored {name} from the dump of snapshot {snapshot} and the binary log from {start} ({files}): "
+          "{count}, the last one begun at {time}").format(
+              name=done.record.name, snapshot=done.snapshot.id[:8], start=done.start,
+              files=ngettext("{n} file", "{n} files", len(done.files)).format(n=len(done.files)),
+              count=ngettext("{n} transaction replayed", "{n} transactions replayed",
+                             replayed.transactions).format(n=human_number(replayed.transactions)),
+              time=human_time(replayed.last_ns) if replayed.last_ns
+              else _("(none: no change after the dump)")))
+    return 0
 
 
 UNSAFE_IN_WORK_DIR = "'\"\\$`\n\r"

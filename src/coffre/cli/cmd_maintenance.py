@@ -319,7 +319,7 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
 
         def attempt() -> Pruner:
             pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack,
-                            progress=progress, more_removable=retention.sqlite_floor)
+                            progress=progress, more_removable=retention.removable)
             pruner.run(dry_run=dry_run)
             return pruner
 

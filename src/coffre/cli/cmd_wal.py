@@ -1,4 +1,5 @@
-"""wal push, wal fetch (PostgreSQL's archive and restore commands), wal ship, wal list."""
+"""wal push, wal fetch (PostgreSQL's archive and restore commands), wal mysql (wal_mysql.py), wal ship,
+wal list."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from types import FrameType
 from coffre.cli import wal_push, wal_sqlite
 from coffre.cli.context import add_repo_options, open_repo
 from coffre.cli.output import emit_json, human_size, human_time, say, warn
+from coffre.cli.wal_mysql import register_mysql
 from coffre.continuity import pg_fetch, pg_push, shipper
 from coffre.continuity.spool import Spool
 from coffre.continuity.streams import summarize
@@ -45,6 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", help=_("%%f: the file asked for"))
     p.add_argument("dest", help=_("%%p: where to write it"))
     p.set_defaults(func=cmd_fetch)
+
+    register_mysql(words)
 
     p = words.add_parser("ship", help=_("send what waits in the spool to the repository"))
     add_repo_options(p)

@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from coffre.continuity import mysql_retention
 from coffre.continuity import sqlite_names as names
+from coffre.format.snapshot import Snapshot
 from coffre.repository.segments import StoredSegment
 
 
@@ -53,3 +55,13 @@ def sqlite_floor(stored: Iterable[StoredSegment], cutoff_ns: int) -> list[str]:
             elif newest[generation] < floor.header.time_ns:
                 removable.append(s.object)
     return sorted(removable)
+
+
+def removable(stored: list[StoredSegment], snaps: list[Snapshot], cutoff_ns: int) -> list[str]:
+    """What prune may remove of the engines whose rules live here (PostgreSQL's are in
+    policy/log_retention.py): SQLite's generations (`sqlite_floor`) and MariaDB's binary logs
+    (mysql_retention.py: from the start of the file holding the oldest kept dump's place)."""
+    records = [d for s in snaps for d in s.databases]
+    mysql = [s.object for s in mysql_retention.removable(
+        [s for s in stored if s.header.engine == "mysql"], records)]
+    return sorted(set(sqlite_floor(stored, cutoff_ns)) | set(mysql))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from coffre.continuity import positions
+from coffre.continuity import mysql_chain, positions
 from coffre.repository.segments import StoredSegment
 
 
@@ -74,6 +74,11 @@ def summarize(stored: list[StoredSegment]) -> list[StreamSummary]:
         summary = StreamSummary(stream, pieces[0].header.engine, len(logs),
                                 sum(p.header.size for p in logs), names[0], names[-1],
                                 max(p.header.time_ns for p in pieces))
-        summary.gaps = (_postgres_gaps(pieces) if summary.engine == "postgres" else _positional_gaps(pieces))
+        if summary.engine == "postgres":
+            summary.gaps = _postgres_gaps(pieces)
+        elif summary.engine == "mysql":
+            summary.gaps = mysql_chain.gaps(p.header for p in pieces)
+        else:
+            summary.gaps = _positional_gaps(pieces)
         out.append(summary)
     return out

@@ -51,9 +51,12 @@ TEMP_AGE_NS = 24 * 3600 * 10**9
 SPACE_MARGIN = 1024 * 1024  # kept free beyond the new index when repacking on a full medium
 
 
+# Which log pieces the engines' rules above this layer let go: (stored pieces, kept snapshots,
+# the oldest kept snapshot's time) -> object names (continuity/retention.py).
+MoreRemovable = Callable[[list[segments.StoredSegment], list[Snapshot], int], list[str]]
 # Engines whose base backups start a log stream: a kept one that does not say where (taken by
 # an older Coffre) keeps every piece of that engine's streams.
-LOG_ENGINES = {"postgres-cluster": "postgres", "mysql": "mysql"}
+LOG_ENGINES = {"postgres-cluster": "postgres"}
 
 
 @dataclass
@@ -231,7 +234,7 @@ class Pruner:
         self, repo: Repository, lock: Lock, report: Reporter = quiet,
         damaged: set[tuple[bytes, bytes]] | None = None, max_repack: int | None = None,
         progress: Progress = NULL_PROGRESS,
-        more_removable: Callable[[list[segments.StoredSegment], int], list[str]] | None = None,
+        more_removable: MoreRemovable | None = None,
     ) -> None:
         self.repo = repo
         self.lock = lock
@@ -345,11 +348,13 @@ class Pruner:
                     unknown.add(LOG_ENGINES[record.engine])
         cutoff = min((s.time_ns for s in snaps), default=None)
         by_object = {s.object: s for s in stored}
+        # PostgreSQL's streams here; the other engines' rules come from above (more_removable).
         going = {p.object for p in log_retention.removable(
             [log_retention.Piece(s.object, s.header.stream, s.header.kind, s.header.start, s.header.end,
-                                 s.header.time_ns) for s in stored], floors, cutoff, unknown)}
+                                 s.header.time_ns) for s in stored if s.header.engine == "postgres"],
+            floors, cutoff, unknown)}
         if self.more_removable is not None and cutoff is not None:
-            going |= set(self.more_removable(stored, cutoff)) & by_object.keys()
+            going |= set(self.more_removable(stored, snaps, cutoff)) & by_object.keys()
         if not going:
             return
         size = sum(by_object[name].header.size for name in going)

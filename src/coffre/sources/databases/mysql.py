@@ -7,6 +7,12 @@ lets Coffre count each table's rows in the dump as it streams by: those counts a
 drill compares with. The dump must end with its own completion line. The password goes to the
 programs through MYSQL_PWD, never argv.
 
+When a MariaDB server writes a binary log, `--master-data=2` makes the dump write, as a
+comment, the place of its consistent snapshot in that log (MariaDB reads it with the snapshot,
+binlog_snapshot_file/position: no lock, no right needed); the snapshot records it as `stream`
+and `stream_from` (binlog.position), where a point-in-time recovery starts its replay
+(continuity/mysql_restore.py).
+
 A drill loads the dump into a throwaway server with its grant tables, as a user whose only
 rights are on its own database: the dump's triggers and routines (its code) get no right
 on the server (FILE, SUPER), and their DEFINER clauses become that user.
@@ -26,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
+from coffre.sources.databases import binlog
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database, Target, batched
 from coffre.sources.databases.command import (
     feed_command,
@@ -38,9 +45,14 @@ from coffre.sources.databases.throwaway import DrillFolder, Server, drill_accoun
 T = TypeVar("T")
 # The lines that matter for counting: a table's data is between LOCK TABLES and UNLOCK TABLES
 # (an INSERT elsewhere is in a trigger's or routine's body); CREATE TABLE lists empty tables.
+# With --master-data=2, the header says where the dump's snapshot is in the binary log
+# (MySQL 8.0.23's --source-data=2 writes CHANGE REPLICATION SOURCE): only its first line
+# counts, since a routine's body, dumped later, could hold any text.
 _LINE = re.compile(
     rb"^(?:LOCK TABLES `((?:[^`]|``)+)` WRITE;|(UNLOCK TABLES;)"
-    rb"|INSERT INTO `((?:[^`]|``)+)` (?:\([^\n]*?\) )?VALUES |CREATE TABLE `((?:[^`]|``)+)` \()",
+    rb"|INSERT INTO `((?:[^`]|``)+)` (?:\([^\n]*?\) )?VALUES |CREATE TABLE `((?:[^`]|``)+)` \("
+    rb"|-- CHANGE (?:MASTER|REPLICATION SOURCE) TO (?:MASTER|SOURCE)_LOG_FILE='([^'\n]{1,250})', "
+    rb"(?:MASTER|SOURCE)_LOG_POS=(\d{1,15});)",
     re.M,
 )
 _LINE_HEAD = 4096  # of a line not yet ended, only its start matters
@@ -54,14 +66,16 @@ _TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema 
            "AND table_type = 'BASE TABLE' ORDER BY table_name")
 _EXISTS = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {}"
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec")
+IDENTITY = ("server_uuid", "server_id", "hostname")
 
 
 class Connection:
     """mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?socket=PATH] (also mariadb://)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, database: bool = True) -> None:
+        """`database`: whether the string must name a database (not for a whole server)."""
         u = urlsplit(dsn)
-        if u.scheme not in ("mysql", "mariadb") or not u.path.strip("/"):
+        if u.scheme not in ("mysql", "mariadb") or (database and not u.path.strip("/")):
             raise UsageError(_("the MariaDB/MySQL connection string is not valid"),
                              _("e.g. mysql://coffre@localhost/officine (password in MYSQL_PWD or ~/.my.cnf)"))
         self.database = unquote(u.path.strip("/"))
@@ -100,9 +114,17 @@ class Connection:
             opts.append(f"--socket={self.socket}")
         return opts + ([self.database] if database else [])
 
+    def _where(self) -> str:
+        return self.socket or (f"{self.host}:{self.port}" if self.port else self.host) or _("local socket")
+
     def describe(self) -> str:
-        where = self.socket or (f"{self.host}:{self.port}" if self.port else self.host) or _("local socket")
-        return _("MariaDB/MySQL database {name} on {where}").format(name=repr(self.database), where=where)
+        if not self.database:
+            return self.describe_server()
+        return _("MariaDB/MySQL database {name} on {where}").format(name=repr(self.database),
+                                                                    where=self._where())
+
+    def describe_server(self) -> str:
+        return _("the MariaDB/MySQL server on {where}").format(where=self._where())
 
     def query(self, statement: str, what: str) -> list[list[str]]:
         client = find_program("mariadb", "mysql")
@@ -110,6 +132,17 @@ class Connection:
                         "--raw", "-e", statement], _("{what} on {database}").format(
                             what=what, database=self.describe()), env=self.env)
         return [line.split("\t") for line in out.splitlines() if line]
+
+    def variables(self, *names: str) -> dict[str, str]:
+        """Global variables of the server (those it does not have are left out)."""
+        rows = self.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ({})".format(
+            ", ".join(_literal(n) for n in names)), _("reading the server's settings"))
+        return {r[0].lower(): r[1] if len(r) > 1 else "" for r in rows}
+
+    def stream(self, variables: dict[str, str] | None = None) -> str:
+        """The name of this server's binary log stream (binlog.stream_name)."""
+        v = variables if variables is not None else self.variables(*IDENTITY)
+        return binlog.stream_name(v.get("server_uuid", ""), v.get("server_id", ""), v.get("hostname", ""))
 
 
 @functools.cache
@@ -154,6 +187,8 @@ class _RowCounter:
         self.last_line = b""
         self._current: bytes | None = None  # the table whose data is being dumped
         self._current_name = ""
+        self.binlog_at: tuple[str, int] | None = None  # (file, offset) of the dump's snapshot
+        self._header_done = False  # a table or a binary log position was seen
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
@@ -175,7 +210,13 @@ class _RowCounter:
             self._line = buf[:_LINE_HEAD]
             return
         for m in _LINE.finditer(buf, 0, end + 1):
-            locked, unlocked, inserted, created = m.groups()
+            locked, unlocked, inserted, created, log_file, log_pos = m.groups()
+            if log_file is not None:
+                if not self._header_done:
+                    self.binlog_at = (log_file.decode("utf-8", "replace"), int(log_pos))
+                self._header_done = True
+                continue
+            self._header_done = True
             if inserted is not None:
                 if inserted == self._current:
                     self.counts[self._current_name] += 1
@@ -220,17 +261,30 @@ class MysqlDatabase(Database):
             self.data_directory = self.conn.query("SELECT @@datadir", "reading the data folder")[0][0]
         except (CoffreError, IndexError):
             self.data_directory = ""  # only to leave it out of a files backup
+        try:
+            settings = self.conn.variables("log_bin", *IDENTITY)
+        except CoffreError:
+            settings = {}
+        # MariaDB reads the binary log position of its consistent snapshot (binlog_snapshot_file)
+        # without a lock or a privilege; mysqldump would take FLUSH TABLES WITH READ LOCK.
+        logging = settings.get("log_bin", "").upper() == "ON"
+        positioned = logging and "mariadb" in version.lower()
         not_innodb = rows[2][0] if len(rows) > 2 else ""
         warnings = [_("{database}: tables not in InnoDB ({tables}) are not read at the same instant as the "
                       "others; convert them to InnoDB").format(database=self.describe(), tables=not_innodb)
                     ] if not_innodb else []
+        if logging and not positioned:
+            warnings.append(_("{database}: the dump of a MySQL server does not record its place in the "
+                              "binary log: point-in-time recovery needs MariaDB").format(
+                                  database=self.describe()))
         dumper = find_program("mariadb-dump", "mysqldump")
         argv = [dumper, "--single-transaction", "--quick", "--skip-extended-insert", "--no-autocommit",
                 "--routines", "--triggers", "--hex-blob", "--default-character-set=utf8mb4",
                 "--skip-dump-date",
                 # What the counting and the completeness check rely on, whatever ~/.my.cnf says.
                 "--add-locks", "--comments", "--add-drop-table", "--skip-complete-insert",
-                "--skip-insert-ignore", "--skip-replace", *self.conn.options()]
+                "--skip-insert-ignore", "--skip-replace", *(["--master-data=2"] if positioned else []),
+                *self.conn.options()]
         counter: list[_RowCounter] = []
 
         def counted(stream: BinaryIO) -> T:
@@ -242,9 +296,24 @@ class MysqlDatabase(Database):
         if not counter[0].last_line.startswith(_DONE):
             raise CoffreError(_("the dump of {database} is incomplete (no completion line)").format(
                 database=self.describe()) + after)
+        extra: dict[str, str] = {}
+        if positioned:
+            extra = _stream_extra(self.conn.stream(settings), counter[0].binlog_at)
+            if not extra:
+                warnings.append(_("{database}: the dump does not say where it is in the binary log: it "
+                                  "cannot start a point-in-time recovery").format(database=self.describe()))
         return result, Captured(size=size, tables=dict(counter[0].counts), server=version,
                                 format="mariadb-dump --single-transaction, one INSERT per row",
-                                warnings=warnings)
+                                extra=extra, warnings=warnings)
+
+
+def _stream_extra(stream: str, at: tuple[str, int] | None) -> dict[str, str]:
+    """What a snapshot records for point-in-time recovery: the server's binary log stream and
+    the place of the dump's snapshot in it (where the replay starts)."""
+    if at is None or not binlog.is_name(at[0]):
+        return {}
+    return {"stream": stream, "stream_from": str(binlog.position(*at)), "binlog_file": at[0],
+            "binlog_position": str(at[1])}
 
 
 class MysqlTarget(CountedTarget):
@@ -278,13 +347,17 @@ class MysqlTarget(CountedTarget):
                 account=repr(rows[0][0]), rights=rights)
         return None
 
-    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+    def client(self) -> list[str]:
+        """The client that loads SQL from the backup into the database: in its sandbox, in
+        batch mode (it stops at the first statement the server refuses, and fails)."""
         client = find_program("mariadb", "mysql")
-        sandbox = _sandbox(client)  # before anything is created
+        return [client, *self.conn.options(database=False), "--batch", *_sandbox(client), self.conn.database]
+
+    def restore(self, chunks: Iterable[bytes], force: bool, extra: dict[str, str]) -> None:
+        argv = self.client()  # before anything is created
         exists = self.conn.query(_EXISTS.format(_literal(self.conn.database)), _("looking for the database"))
         if exists[0][0] == "0":
             self.conn.query(f"CREATE DATABASE {_ident(self.conn.database)}", _("creating the database"))
-        argv = [client, *self.conn.options(database=False), "--batch", *sandbox, self.conn.database]
         feed_command(argv, self._stream(chunks), _("loading the dump into {database}").format(
                          database=self.describe()),
                      env=self.conn.env)
