@@ -333,6 +333,33 @@ def test_a_gap_raises_the_red_alert_until_a_newer_base_backup_covers_it(site: di
     assert shown(config, clock.now)[2] == 0
 
 
+def test_a_new_generation_of_a_sqlite_database_covers_its_gap(site: dict[str, object]) -> None:
+    """SQLite's capture starts a new generation (a whole copy, kind "base") after a break: the
+    gap of the old generation is then behind a restorable start."""
+    config, spool = site["config"], site["spool"]
+    assert isinstance(config, Config) and isinstance(spool, Spool)
+
+    def piece(kind: str, generation: str, database: str = "0123456789abcdef", at: float = T0) -> None:
+        payload = b"" if kind == "gap" else b"SQLite format 3\0" * 64
+        header = SegmentHeader(stream=f"sqlite:{database}:{generation}", engine="sqlite",
+                               kind="log" if kind == "gap" else kind, name=f"{kind}-0.100-0.200",
+                               start=100, end=200, time_ns=int(at * 1e9), size=len(payload),
+                               sha256=hashlib.sha256(payload).hexdigest())
+        assert spool.put(header.as_gap("spool full") if kind == "gap" else header, payload, force=True)
+
+    clock, lines = Clock(T0), []
+    entry = entry_for(config, clock, lines)
+    piece("gap", "0001")
+    assert len(entry.pass_once().gaps) == 1
+    piece("base", "0002", database="fedcba9876543210", at=T0 + 1)  # another database: no help
+    clock.now += 2
+    assert len(entry.pass_once().gaps) == 1
+    piece("base", "0002", at=T0 + 3)  # the same database starts again from a whole copy
+    clock.now += 2
+    assert entry.pass_once().gaps == ()
+    assert any("a new whole copy of the database covers the gaps" in line for line in lines)
+
+
 # -- the standby -------------------------------------------------------------------------------
 
 

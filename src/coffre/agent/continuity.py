@@ -10,9 +10,10 @@ waits in its spool (continuity/shipper.py) and, on a standby machine, feeds its 
   tries again), and the health rules turn a backlog older than `max_backlog` into an alert.
 - Between passes the thread waits on an Event: an idle entry costs a `scandir` of its spool
   per pass. The status row is written when something changed, else every `STATUS_EVERY`.
-- A gap shipped stays open until a backup of its database whose log replay starts past it is
-  in the repository (the `stream_from` position a base backup records; looked for every
-  `HEAL_EVERY` while a gap is open).
+- A gap shipped stays open until what restores past it exists: a backup of its database whose
+  log replay starts past it (the `stream_from` position a base backup records; looked for
+  every `HEAL_EVERY` while a gap is open), or a whole copy shipped after it that starts a new
+  generation of the same database (SQLite's capture does so after a break).
 - `stop()` (SIGTERM, a reload) ends each thread after its current batch of pieces.
 """
 
@@ -253,8 +254,12 @@ class Entry:
             self.log(_("continuous capture {name}: gap recorded for {piece}: point-in-time recovery across "
                        "it is impossible until a new base backup").format(name=self.name, piece=header.name))
             gaps.append(Gap(header.name, header.stream, header.time_ns, now, header.end))
+        left = [g for g in gaps if not any(_base_covers(b, g) for b in done.base_headers)]
+        if len(left) < len(gaps):
+            self.log(_("continuous capture {name}: a new whole copy of the database covers the gaps "
+                       "recorded; point-in-time recovery works again from it").format(name=self.name))
         self.status = replace(st, pieces=st.pieces + done.pieces, bytes=st.bytes + done.bytes,
-                              last_shipped=now, gaps=tuple(gaps[-KEEP_GAPS:]),
+                              last_shipped=now, gaps=tuple(left[-KEEP_GAPS:]),
                               gaps_total=st.gaps_total + len(done.gap_headers))
 
     def _heal(self, repo: Repository) -> None:
@@ -354,6 +359,16 @@ class Entry:
                 name=self.name, reason=_reason(exc)))
             return
         self._written, self._written_at = self.status, now
+
+
+def _base_covers(base: SegmentHeader, gap: Gap) -> bool:
+    """A base piece (a whole copy starting a generation: SQLite) covers a gap of its own stream
+    when it sits past the gap, and a gap of an older generation of the same database
+    (`ENGINE:DATABASE:GENERATION` streams) when it was captured after it."""
+    if base.stream == gap.stream:
+        return base.start >= gap.end
+    mine, theirs = base.stream.split(":"), gap.stream.split(":")
+    return len(mine) == len(theirs) == 3 and mine[:2] == theirs[:2] and base.time_ns > gap.time_ns
 
 
 def _moving(st: ContinuityStatus) -> ContinuityStatus:

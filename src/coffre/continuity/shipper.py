@@ -36,6 +36,7 @@ class Shipped:
     gaps: list[str] | None = None
     last_time_ns: int = 0  # capture time of the newest piece shipped
     gap_headers: list[SegmentHeader] = field(default_factory=list)  # the gaps' own headers
+    base_headers: list[SegmentHeader] = field(default_factory=list)  # whole copies (a generation starts)
 
     def __post_init__(self) -> None:
         self.gaps = self.gaps or []
@@ -77,6 +78,8 @@ def ship(repo: Repository, spool: Spool, report: Reporter = quiet, most: int | N
         if header.kind == "gap":
             done.gaps.append(header.name)
             done.gap_headers.append(header)
+        elif header.kind == "base":
+            done.base_headers.append(header)
         if pending.path.exists():
             spool.remove(pending)
         done.pieces += 1
