@@ -196,9 +196,11 @@ sur le NAS, puis copiée hors site et sur le disque branché. Adaptez les dossie
                          "semaine."),
         "continuity": """Capture continue de PostgreSQL (facultatif) : chaque fichier WAL terminé est gardé
 dans un dossier d'attente (dans postgresql.conf : archive_command = 'coffre wal push --spool
-/var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 60), et l'agent
+/var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 5), et l'agent
 l'envoie au dépôt dans la seconde : on peut alors restaurer la base à n'importe quel moment.
-Sur un poste de secours, standby_pgdata est le dossier préparé par « coffre standby init ».""",
+Le dossier d'attente appartient à postgres, hors de /var/lib/coffre (réservé à l'agent).
+Sur un poste de secours, standby_pgdata est le dossier préparé par « coffre standby init ».
+Tout est expliqué dans docs/continuity.md.""",
         "alerts": "Qui est prévenu quand quelque chose ne va pas.",
         "email": """Par courriel : le pharmacien tout de suite, le prestataire si le problème dure.
 Mettez le mot de passe du compte d'envoi dans /etc/coffre/smtp-mot-de-passe (chmod 600).""",
@@ -251,9 +253,11 @@ to the NAS, then copied off site and to the plugged-in disk. Adapt the folders."
         "verification": "Checks after each backup, and a restore drill every week.",
         "continuity": """Continuous capture of PostgreSQL (optional): each finished WAL file is kept in a
 spool folder (in postgresql.conf: archive_command = 'coffre wal push --spool
-/var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 60), and the agent
+/var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 5), and the agent
 sends it to the repository within a second: the database can then be restored to any moment.
-On a standby machine, standby_pgdata is the folder "coffre standby init" set up.""",
+The spool folder belongs to postgres, outside /var/lib/coffre (the agent's own, private).
+On a standby machine, standby_pgdata is the folder "coffre standby init" set up.
+docs/continuity.md explains it all.""",
         "alerts": "Who is told when something is wrong.",
         "email": """By e-mail: the pharmacist at once, the IT provider if the problem lasts.
 Put the sending account's password in /etc/coffre/smtp-mot-de-passe (chmod 600).""",
