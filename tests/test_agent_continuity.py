@@ -43,6 +43,8 @@ from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.repository import segments
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
+from coffre.web.local import history
+from coffre.web.local.contexts import Light
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 WAL = 16 * 1024 * 1024
@@ -123,6 +125,12 @@ def shown(config: Config, now: float) -> tuple[str, list[dict[str, object]], int
         report = status_report(config, store, now)
     doc = cmd_status.report_json(report)["continuity"]
     return cmd_status.render(report), doc, cmd_status.exit_code(report)
+
+
+def page_light(config: Config, now: float) -> Light:
+    """The one light of the pharmacy's page (web/local)."""
+    with StatusStore(status_path(config)) as store:
+        return history.light_of(status_report(config, store, now), store.runs(), "")
 
 
 def screen(config: Config) -> list[str]:
@@ -220,6 +228,10 @@ def test_an_absent_repository_lets_the_backlog_grow_alerts_after_max_backlog_and
     assert "to check  Continuous capture officine: behind, 2 pieces waiting for 5 min 01 s" in text
     assert "    → the pieces are not getting through to nas: the repository nas cannot be reached" in text
     assert code == 1 and doc[0]["light"] == "warning" and doc[0]["oldest_age"] == 301
+    light_ = page_light(config, clock.now)  # the pharmacy's page says it too
+    assert light_.color == "orange"
+    assert light_.headline.startswith("To check: Continuous capture officine: behind, 2 pieces waiting")
+    assert light_.advice[0].startswith("Check that nas is switched on and reachable")
     # The share is mounted again: the next pass ships everything, and the alert says so.
     away.rename(nas)
     clock.now = T0 + 302
@@ -317,6 +329,7 @@ def test_a_gap_raises_the_red_alert_until_a_newer_base_backup_covers_it(site: di
     assert (f"    → a gap was recorded ({gap.name}): point-in-time recovery across it is impossible; "
             "take a new base backup") in text
     assert code == 1 and doc[0]["gaps"] == [gap.name] and doc[0]["light"] == "failed"
+    assert page_light(config, T0 + 1).color == "red"
     # A cluster base backup taken before the gap does not cover it (one that records no
     # position, by its time); one whose replay starts past the gap does.
     for started, extra in ((T0 - 10, {}), (T0 + 50, {"stream": STREAM, "stream_from": str(2 * WAL)}),
