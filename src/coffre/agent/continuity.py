@@ -8,8 +8,10 @@ waits in its spool (continuity/shipper.py) and, on a standby machine, feeds its 
   storage did not answer, after `REOPEN_AFTER` when the password did not open it.
 - A pass never raises: a storage error is recorded (the spool keeps everything, the next pass
   tries again), and the health rules turn a backlog older than `max_backlog` into an alert.
-- Between passes the thread waits on an Event: an idle entry costs a `scandir` of its spool
-  per pass. The status row is written when something changed, else every `STATUS_EVERY`.
+- Between passes the thread waits on an Event: an idle capture costs a few `scandir` of its
+  spool per pass; a standby pass, a listing of the repository's segments (only new headers
+  are read; the ones kept are read afresh daily, so pruned objects are forgotten) and a
+  shared lock. The status row is written when something changed, else every `STATUS_EVERY`.
 - A gap shipped stays open until what restores past it exists: a backup of its database whose
   log replay starts past it (the `stream_from` position a base backup records; looked for
   every `HEAL_EVERY` while a gap is open), or a whole copy shipped after it that starts a new
@@ -54,6 +56,7 @@ BATCH = 8  # pieces shipped between two looks at the stop flag and two status wr
 REOPEN_AFTER = 300.0  # a repository the password did not open is tried again after this long
 HEAL_EVERY = 600.0  # while a gap is open, the base backups are looked at this often
 MARKERS_EVERY = 3600.0  # wal push's idempotence records are trimmed this often
+FORGET_HEADERS_EVERY = 86400.0  # the standby's known headers are read afresh (pruned objects go)
 KEEP_GAPS = 100  # open gaps remembered per entry (the alert names the first ones)
 JOIN_TIMEOUT = 60.0  # seconds a stopping agent waits for a pass in flight
 
@@ -149,7 +152,9 @@ class Entry:
         self._written_at = 0.0
         self._healed_at = 0.0
         self._markers_at = 0.0
+        self._failure: str | None = None
         now = clock()
+        self._known_since = now
         known = store.continuity().get(entry.name)
         self.status = (replace(known, repository=entry.repository) if known is not None
                        else ContinuityStatus(entry.name, entry.repository, first_seen=now))
@@ -174,9 +179,13 @@ class Entry:
                 self._capture(stop)
             if self.entry.standby_pgdata and not (stop is not None and stop.is_set()):
                 self._standby()
-        except Exception as exc:  # a bug here must not end the thread: said, and the next pass runs
-            self.log(_("continuous capture {name}: the pass failed: {reason}").format(
-                name=self.name, reason=_reason(exc)))
+        except Exception as exc:  # a bug here must not end the thread: said (once), the next pass runs
+            if _reason(exc) != self._failure:
+                self.log(_("continuous capture {name}: the pass failed: {reason}").format(
+                    name=self.name, reason=_reason(exc)))
+            self._failure = _reason(exc)
+        else:
+            self._failure = None
         self._save(force=False)
         return self.status
 
@@ -314,6 +323,8 @@ class Entry:
             state = standby.StandbyState.load(folder)
             if not state.promoted_ns:
                 repo = self._open()
+                if self.clock() - self._known_since >= FORGET_HEADERS_EVERY:
+                    self.known, self._known_since = {}, self.clock()
                 lock = Lock(repo, False, "standby follow")  # as the CLI's `reading`: prune waits
                 try:
                     try:
