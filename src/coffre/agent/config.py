@@ -499,6 +499,23 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("retention", SECTION, "which snapshots are kept", "quelles sauvegardes sont conservées"),
         Key("verification", SECTION, "how the backups are checked", "comment les sauvegardes sont vérifiées"),
     ),
+    "continuity": (
+        Key("repository", _nonempty, "where the pieces go: a repository (the NAS, off site; not a media set)",
+            "où vont les morceaux : un dépôt (le NAS, hors site ; pas un jeu de disques)", required=True),
+        Key("spool", _optional_path, "the spool folder 'coffre wal push --spool' fills (PostgreSQL's "
+            "archive_command)", "le dossier d'attente que remplit « coffre wal push --spool » "
+            "(archive_command de PostgreSQL)", example='"/var/lib/postgresql/coffre-spool"'),
+        Key("every", _duration, "a pass every ... (default 1s for a local path, 10s for a remote repository)",
+            "un passage toutes les ... (par défaut 1s pour un chemin local, 10s pour un dépôt distant)",
+            example='"1s"'),
+        Key("max_backlog", _duration, "alert when a piece has waited in the spool longer than this",
+            "alerte quand un morceau attend dans le dossier d'attente depuis plus longtemps que cela"),
+        Key("standby_pgdata", _optional_path, "on a standby machine: the data folder 'coffre standby init' "
+            "set up, fed at each pass", "sur un poste de secours : le dossier de données préparé par "
+            "« coffre standby init », alimenté à chaque passage", example='"/srv/secours/pgdata"'),
+        Key("max_lag", _duration, "alert when the standby's newest piece is older than this",
+            "alerte quand le morceau le plus récent du poste de secours est plus ancien que cela"),
+    ),
     "schedule": (
         Key("times", _times, "times of day, HH:MM", "heures de la journée, HH:MM"),
         Key("days", _days, "days of the week (mon ... sun)",
@@ -631,7 +648,9 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
 }
 
 LOOPBACK = (None, "localhost", "127.0.0.1", "::1")
-TOP = ("agent", "repositories", "media_sets", "jobs", "alerts", "server", "web")
+TOP = ("agent", "repositories", "media_sets", "jobs", "continuity", "alerts", "server", "web")
+MIN_EVERY = 0.1  # seconds: a continuity pass more often than this costs CPU for nothing
+LOCAL_EVERY, REMOTE_EVERY = 1.0, 10.0  # a continuity pass's default period
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DISK_ID = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -916,7 +935,9 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
         if job is not None:
             _one_server_token(r, job, repositories)
             jobs[name] = job
-    if not _names(raw, "jobs"):
+    continuity = _continuity(r, raw, repositories, set(_names(raw, "repositories")),
+                             set(_names(raw, "media_sets")))
+    if not _names(raw, "jobs") and not _names(raw, "continuity"):
         r.bad(("jobs",), _("no job: add a [jobs.NAME] table ('coffre config init' writes an example)"))
 
     alerts = _alerts(r, raw.get("alerts", {}))
@@ -925,7 +946,7 @@ def _build(r: _Reader, raw: dict[str, Any], file: str) -> model.Config | None:
     if r.problems:
         return None
     return model.Config(path=file, agent=agent, repositories=repositories, media_sets=media_sets,
-                        jobs=jobs, alerts=alerts, server=server, web=web)
+                        jobs=jobs, continuity=continuity, alerts=alerts, server=server, web=web)
 
 
 def _names(raw: Mapping[str, Any], section: str) -> list[str]:
@@ -1021,6 +1042,60 @@ def _job(r: _Reader, name: str, table: dict[str, Any], known: set[str]) -> model
     if primary is None:
         return None
     return model.Job(name=name, **values, **sub)
+
+
+def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, model.Repository],
+                known: set[str], media_sets: set[str]) -> dict[str, model.Continuity]:
+    """The [continuity.NAME] entries: each names a repository of the file (one with a problem
+    of its own is not reported again here), has a spool, a standby, or both, and no two
+    entries share a spool or a standby."""
+    out: dict[str, model.Continuity] = {}
+    spools: dict[str, str] = {}
+    standbys: dict[str, str] = {}
+    for name, table in _named(r, raw, "continuity"):
+        path: KeyPath = ("continuity", name)
+        values = r.fields(table, "continuity", path)
+        repo = values.get("repository")
+        if repo is not None and repo not in known:
+            if repo in media_sets:
+                r.bad((*path, "repository"), _("{name} is a set of removable disks, which come and go: "
+                                                "continuous capture goes to a repository (the NAS, off "
+                                                "site)").format(name=repr(repo)))
+            else:
+                r.bad((*path, "repository"), _("no repository is named {name}").format(name=repr(repo))
+                      + _did_you_mean(repo, known))
+        if "spool" not in table and "standby_pgdata" not in table:
+            r.bad(path, _("nothing to do: give spool (the folder 'coffre wal push' fills), or "
+                          "standby_pgdata on a standby machine"))
+        if "max_lag" in table and "standby_pgdata" not in table:
+            r.bad((*path, "max_lag"), _("max_lag is for a standby: give standby_pgdata too"))
+        for key, seen in (("spool", spools), ("standby_pgdata", standbys)):
+            folder = values.get(key)
+            if folder is None:
+                continue
+            folder = os.path.normpath(folder)
+            if folder in seen:
+                r.bad((*path, key), _("{folder} is already the {key} of continuity.{other}").format(
+                    folder=folder, key=key, other=seen[folder]))
+            seen[folder] = name
+        every = values.get("every")
+        if every is None and repo in repositories:
+            every = REMOTE_EVERY if "://" in repositories[repo].url else LOCAL_EVERY
+            values["every"] = every
+        if every is not None and every < MIN_EVERY:
+            r.bad((*path, "every"), _("a pass more often than every {least} s costs CPU for nothing").format(
+                least=MIN_EVERY))
+        for key in ("max_backlog", "max_lag"):
+            if key == "max_lag" and "standby_pgdata" not in table:
+                continue
+            limit = values.get(key, model_default(model.Continuity, key))
+            if every is not None and limit <= every:
+                r.bad((*path, key if key in values else "every"),
+                      _("{key} ({limit}) must be longer than every ({every}), or every pass would "
+                        "alert").format(key=key, limit=format_seconds(limit), every=format_seconds(every)))
+        if repo is not None and repo in repositories:
+            out[name] = model.Continuity(name=name, **values)
+    return out
 
 
 def _alerts(r: _Reader, value: object) -> model.Alerts:

@@ -14,18 +14,23 @@ defensively (a field of the wrong type is ignored, never an exception).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from coffre.agent.model import Config, Job, Schedule
-from coffre.agent.records import DiskSighting, RunRecord, StepResult
+from coffre.agent.model import Config, Continuity, Job, Schedule
+from coffre.agent.records import ContinuityStatus, DiskSighting, RunRecord, StepResult
 from coffre.policy.schedule import next_run
 
+# Continuous capture's kinds (`continuity_problems`): its problems' `job` is the entry's name.
+CONTINUITY_KINDS = ("capture_behind", "capture_gap", "standby_behind", "standby_gap")
 KINDS = ("failed", "late", "no_disk", "not_rotated", "medium_full", "copy_diverges", "check_failed",
-         "drill_failed", "db_growth", "many_changes", "delivery_failed")
-# Backups are not being made, or cannot be trusted: red. The others are warnings: orange.
-FAILING = frozenset({"failed", "late", "no_disk", "copy_diverges", "check_failed", "drill_failed"})
+         "drill_failed", "db_growth", "many_changes", "delivery_failed", *CONTINUITY_KINDS)
+# Backups are not being made, or cannot be trusted: red. The others are warnings: orange. A
+# gap is red: no restore can cross it, and it does not mend by itself.
+FAILING = frozenset({"failed", "late", "no_disk", "copy_diverges", "check_failed", "drill_failed",
+                     "capture_gap", "standby_gap"})
+STATUS_EVERY = 30.0  # seconds: a continuity entry's status is written at least this often
 
 DAY = 86400.0
 GROWTH_WINDOW = 28 * DAY  # the medium-growth forecast fits the samples of these last days
@@ -394,3 +399,67 @@ def _not_rotated(config: Config, media: Sequence[DiskSighting]) -> list[Problem]
             "set": set_name, "disk": last.disk_name, "disk_id": last.disk_id, "since": first.at,
             "days": present / DAY, "rotate_after_days": mset.rotate_after / DAY}))
     return out
+
+
+# -- continuous capture -------------------------------------------------------------------
+
+def continuity_problems(config: Config, statuses: Mapping[str, ContinuityStatus],
+                        now: float) -> list[Problem]:
+    """The problems of each `[continuity.NAME]` entry from its last recorded status (an entry
+    with no status yet has none: `coffre status` says it has not started).
+
+    - capture_behind: a piece has waited in the spool longer than `max_backlog` (the
+      repository cannot be reached...), or no pass was recorded for that long (the agent or
+      its thread stopped);
+    - capture_gap: a gap was shipped and no newer base backup covers it yet;
+    - standby_behind: the newest piece staged was captured more than `max_lag` ago
+      (continuity.standby.lag_seconds), or nothing was staged `max_lag` after the first pass;
+    - standby_gap: the standby stopped at a missing piece and cannot go further."""
+    out: list[Problem] = []
+    for name, entry in config.continuity.items():
+        st = statuses.get(name)
+        if st is None:
+            continue
+        if entry.spool:
+            out += _capture(entry, st, now)
+        if entry.standby_pgdata:
+            out += _standby(entry, st, now)
+    return out
+
+
+def _capture(entry: Continuity, st: ContinuityStatus, now: float) -> list[Problem]:
+    out = []
+    waited = None if st.oldest_ns is None else now - st.oldest_ns / 1e9
+    silent_from = (st.last_pass if st.last_pass is not None else st.first_seen) \
+        + entry.max_backlog + max(entry.every, STATUS_EVERY)
+    since = None
+    if waited is not None and waited > entry.max_backlog:
+        since = now - waited + entry.max_backlog
+    elif now > silent_from:
+        since = silent_from
+    if since is not None:
+        out.append(Problem("capture_behind", entry.name, entry.repository, since, {
+            "waiting": st.waiting, "bytes": st.waiting_bytes, "age": waited, "last_pass": st.last_pass,
+            "max_backlog": entry.max_backlog, "error": st.error}))
+    if st.gaps:
+        out.append(Problem("capture_gap", entry.name, entry.repository, min(g.at for g in st.gaps), {
+            "gaps": [g.name for g in st.gaps[:10]], "count": len(st.gaps)}))
+    return out
+
+
+def _standby(entry: Continuity, st: ContinuityStatus, now: float) -> list[Problem]:
+    sb = st.standby
+    if sb is not None and sb.promoted:
+        return []
+    if sb is not None and sb.gap:
+        return [Problem("standby_gap", entry.name, entry.repository,
+                        sb.gap_since if sb.gap_since is not None else st.first_seen,
+                        {"gap": sb.gap, "pgdata": entry.standby_pgdata, "error": sb.error})]
+    lag = None if sb is None or not sb.newest_ns else now - sb.newest_ns / 1e9
+    since = st.first_seen + entry.max_lag if lag is None else now - lag + entry.max_lag
+    if since >= now:
+        return []
+    return [Problem("standby_behind", entry.name, entry.repository, since, {
+        "lag": lag, "behind_pieces": sb.behind_pieces if sb is not None else 0,
+        "pgdata": entry.standby_pgdata, "max_lag": entry.max_lag,
+        "error": sb.error if sb is not None else None})]

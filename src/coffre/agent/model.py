@@ -101,6 +101,22 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Continuity:
+    """Continuous capture (`[continuity.NAME]`), run by the agent itself rather than on a
+    schedule: every `every` seconds, what waits in `spool` (filled by `coffre wal push`) is
+    shipped to `repository`; on a standby machine, `standby_pgdata` (set up by `coffre standby
+    init`) is fed what the repository holds. An entry has a spool, a standby, or both."""
+
+    name: str
+    repository: str  # a Repository name (never a media set: a disk that rotates is no log)
+    spool: str | None = None
+    every: float = 1.0  # seconds between passes; config.py: 1 for a local path, 10 for a URL
+    max_backlog: float = 300.0  # a piece waiting longer than this: "capture behind"
+    standby_pgdata: str | None = None
+    max_lag: float = 300.0  # the standby's newest piece older than this: "standby behind"
+
+
+@dataclass(frozen=True)
 class Email:
     server: str
     port: int = 587
@@ -189,6 +205,7 @@ class Config:
     repositories: dict[str, Repository] = field(default_factory=dict)
     media_sets: dict[str, MediaSet] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
+    continuity: dict[str, Continuity] = field(default_factory=dict)
     alerts: Alerts = field(default_factory=Alerts)
     server: Server | None = None
     web: Web = field(default_factory=Web)

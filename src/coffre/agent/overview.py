@@ -1,7 +1,8 @@
 """What `coffre status` (and later the local dashboard) shows: one line per job and target
 (the primary repository, then each copy) with its light, when the last good backup, copy,
-check and drill happened, the next run, and why it is not green; the recent screen messages;
-what the status store could not read. Built from the configuration, the status store and
+check and drill happened, the next run, and why it is not green; one line per continuous
+capture and per standby the agent feeds; the recent screen messages; what the status store
+could not read. Built from the configuration, the status store and
 the health rules; no rendering here (cli/cmd_status.py renders it as text or JSON)."""
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from coffre.agent.health import Problem
-from coffre.agent.model import Config, Job
-from coffre.agent.records import DiskSighting, RunRecord
+from coffre.agent.model import Config, Continuity, Job
+from coffre.agent.records import ContinuityStatus, DiskSighting, RunRecord
 from coffre.agent.status import GOOD, STALE_ERROR, Damage, StatusStore
-from coffre.core.human import human_when
-from coffre.core.i18n import _
+from coffre.core.human import human_duration, human_when
+from coffre.core.i18n import _, ngettext
 
 LIGHTS = ("ok", "warning", "failed")
 HISTORY = 62 * 86400.0  # the runs read for the view and the health rules (plus each job's last good run)
@@ -47,6 +48,21 @@ class StatusLine:
 
 
 @dataclass(frozen=True)
+class ContinuityLine:
+    """A continuous capture (`role` "capture": the spool shipped to the repository) or a
+    standby fed from it (`role` "standby"), with its light and a sentence saying where it is."""
+
+    name: str
+    repository: str
+    role: str  # "capture" | "standby"
+    light: str  # one of LIGHTS
+    text: str  # « Capture continue officine : à jour (il y a 3 s) », in the current language
+    status: ContinuityStatus | None  # None: the agent has not run it yet
+    problems: tuple[ProblemLike, ...]
+    why: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Message:
     """A screen message (the alerts' software-message channel)."""
 
@@ -63,12 +79,15 @@ class StatusReport:
     messages: tuple[Message, ...]
     general: tuple[str, ...]  # problems tied to no configured job (an alert channel failing...)
     damage: tuple[Damage, ...]  # what the status store could not read
+    continuity: tuple[ContinuityLine, ...] = ()
 
     @property
     def ok(self) -> bool:
         """Everything green: every light, no other problem, a store read whole (a damaged
         record could hide a failure)."""
-        return all(line.light == "ok" for line in self.lines) and not self.general and not self.damage
+        return (all(line.light == "ok" for line in self.lines)
+                and all(line.light == "ok" for line in self.continuity)
+                and not self.general and not self.damage)
 
 
 def status_report(config: Config, store: StatusStore | None, now: float,
@@ -114,8 +133,73 @@ def status_report(config: Config, store: StatusStore | None, now: float,
                 **_moments(job, target, history), next_run=upcoming, realtime=s.realtime,
                 problems=mine, why=tuple(why(p, history, media, tz, now) for p in mine)))
     general = tuple(why(p, [], media, tz, now) for i, p in enumerate(problems) if i not in claimed)
+    capture = continuity_lines(config, store.continuity() if store is not None else {}, now, light)
     return StatusReport(now=now, timezone=tz, lines=tuple(lines), messages=_messages(messages),
-                        general=general, damage=tuple(store.damage) if store is not None else ())
+                        general=general, damage=tuple(store.damage) if store is not None else (),
+                        continuity=capture)
+
+
+def continuity_lines(config: Config, statuses: Mapping[str, ContinuityStatus], now: float,
+                     light: Light | None = None) -> tuple[ContinuityLine, ...]:
+    """A line per continuous capture and per standby of `config`, from their recorded status."""
+    from coffre.agent import health  # type: ignore[attr-defined, unused-ignore]
+
+    light = light or cast(Light, health.light)
+    problems = health.continuity_problems(config, statuses, now)
+    out = []
+    for name, entry in config.continuity.items():
+        st = statuses.get(name)
+        for role, kinds in (("capture", ("capture_behind", "capture_gap")),
+                            ("standby", ("standby_behind", "standby_gap"))):
+            if (entry.spool if role == "capture" else entry.standby_pgdata) is None:
+                continue
+            mine = tuple(p for p in problems if p.job == name and p.kind in kinds)
+            last = None if st is None else st.last_pass if role == "capture" else st.standby
+            started = last is not None
+            shade = light(mine) if mine else ("ok" if started else "warning")
+            text = (_capture_text if role == "capture" else _standby_text)(entry, st, mine, now)
+            out.append(ContinuityLine(name=name, repository=entry.repository, role=role,
+                                      light=shade if shade in LIGHTS else "warning", text=text, status=st,
+                                      problems=mine, why=tuple(why(p, [], [], config.agent.timezone, now)
+                                                               for p in mine)))
+    return tuple(out)
+
+
+def _ago(moment: float, now: float) -> str:
+    return _("{duration} ago").format(duration=human_duration(max(0, round(now - moment))))
+
+
+def _capture_text(entry: Continuity, st: ContinuityStatus | None, problems: Sequence[ProblemLike],
+                  now: float) -> str:
+    name = entry.name
+    if st is None or st.last_pass is None:
+        return _("Continuous capture {name}: not started yet (is the agent running?)").format(name=name)
+    behind = next((p for p in problems if p.kind == "capture_behind"), None)
+    if behind is not None:
+        age = _detail(behind, "age", float)
+        if age is not None and age > entry.max_backlog and st.waiting:
+            return ngettext("Continuous capture {name}: behind, {n} piece waiting for {duration}",
+                            "Continuous capture {name}: behind, {n} pieces waiting for {duration}",
+                            st.waiting).format(name=name, n=st.waiting, duration=human_duration(round(age)))
+        return _("Continuous capture {name}: no pass for {duration} (is the agent running?)").format(
+            name=name, duration=human_duration(round(now - st.last_pass)))
+    return _("Continuous capture {name}: up to date ({ago})").format(name=name, ago=_ago(st.last_pass, now))
+
+
+def _standby_text(entry: Continuity, st: ContinuityStatus | None, problems: Sequence[ProblemLike],
+                  now: float) -> str:
+    name = entry.name
+    sb = st.standby if st is not None else None
+    if sb is None:
+        return _("Standby {name}: not started yet (is the agent running?)").format(name=name)
+    if sb.promoted:
+        return _("Standby {name}: promoted, it is the primary now").format(name=name)
+    if sb.gap:
+        return _("Standby {name}: stopped at the missing WAL file {gap}").format(name=name, gap=sb.gap)
+    if not sb.newest_ns:
+        return _("Standby {name}: nothing staged yet").format(name=name)
+    return _("Standby {name}: {duration} behind").format(
+        name=name, duration=human_duration(max(0, round(now - sb.newest_ns / 1e9))))
 
 
 def _history(config: Config, store: StatusStore | None, now: float) -> list[RunRecord]:
@@ -229,6 +313,34 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
         return _("an unusual share of files changed: possible ransomware, check the files")
     if p.kind == "delivery_failed":
         return _("an alert could not be delivered ({channel})").format(channel=p.target or "?")
+    error = _detail(p, "error", str)
+    if p.kind == "capture_behind":
+        if error:
+            return _("the pieces are not getting through to {target}: {error}").format(
+                target=p.target, error=one_line(error))
+        return _("the pieces are not getting through to {target}").format(target=p.target)
+    if p.kind == "capture_gap":
+        gaps = p.detail.get("gaps") if isinstance(p.detail, Mapping) else None
+        names = [g for g in gaps if isinstance(g, str)][:3] if isinstance(gaps, list | tuple) else []
+        count = _detail(p, "count", int) or len(names)
+        return ngettext("a gap was recorded ({names}): point-in-time recovery across it is impossible; "
+                        "take a new base backup",
+                        "{n} gaps were recorded ({names}): point-in-time recovery across them is "
+                        "impossible; take a new base backup", count).format(n=count, names=", ".join(names))
+    if p.kind == "standby_behind":
+        if error:
+            return _("the standby is not being fed: {error}").format(error=one_line(error))
+        pieces = _detail(p, "behind_pieces", int) or 0
+        if pieces:
+            return ngettext("{n} WAL file stored in the repository is not staged yet",
+                            "{n} WAL files stored in the repository are not staged yet",
+                            pieces).format(n=pieces)
+        if _detail(p, "lag", float) is None:
+            return _("nothing was staged yet: has the standby been set up (coffre standby init)?")
+        return _("the repository has held nothing newer since: is the primary's capture running?")
+    if p.kind == "standby_gap":
+        return _("the WAL file {gap} is missing from the repository: set the standby up again from a newer "
+                 "base backup (coffre standby init)").format(gap=_detail(p, "gap", str) or "?")
     return _("problem: {kind}").format(kind=p.kind)
 
 

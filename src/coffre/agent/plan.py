@@ -87,6 +87,21 @@ def describe(config: Config, now: float) -> list[str]:
         if job.copies and v.check_copies:
             checks.append(_("checks the copies against the primary"))
         lines.append("  " + _("verifies: {checks}").format(checks=_("; ").join(checks) or "-"))
+    for name, entry in config.continuity.items():
+        lines.append("")
+        lines.append(_("continuous capture {name}").format(name=name))
+        if entry.spool:
+            lines.append("  " + _("ships what waits in {spool} to {target} every {every}").format(
+                spool=entry.spool, target=_target(config, entry.repository),
+                every=human_duration(entry.every)))
+            lines.append("  " + _("alerts when a piece has waited longer than {duration}").format(
+                duration=human_duration(entry.max_backlog)))
+        if entry.standby_pgdata:
+            lines.append("  " + _("feeds the standby {pgdata} from {target} every {every}; alerts beyond "
+                                  "{lag} behind").format(pgdata=entry.standby_pgdata,
+                                                         target=_target(config, entry.repository),
+                                                         every=human_duration(entry.every),
+                                                         lag=human_duration(entry.max_lag)))
     a = config.alerts
     channels = []
     if a.email:

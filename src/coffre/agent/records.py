@@ -69,3 +69,54 @@ class DiskSighting:
     disk_id: str
     disk_name: str
     at: float
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A log piece known lost (the spool was full, or it was damaged there), shipped as a gap
+    record: point-in-time recovery cannot cross it until a newer base backup exists."""
+
+    name: str  # the engine's name of the lost piece (a WAL file name)
+    stream: str
+    time_ns: int  # when it was captured (the capturing machine's clock)
+    at: float  # when the agent shipped the gap record
+    end: int = 0  # where the lost piece ended in its stream (a base backup starting here covers it)
+
+
+@dataclass(frozen=True)
+class StandbyStatus:
+    """A standby's state after the agent's last pass (continuity/standby.py's StandbyState)."""
+
+    newest_ns: int = 0  # capture time of the newest piece staged (0: none yet)
+    behind_pieces: int = 0  # stored in the repository, not staged
+    staged: int = 0
+    gap: str = ""  # the WAL file it stopped at ("" when none)
+    gap_since: float | None = None  # when the agent first saw it stopped there
+    promoted: bool = False
+    last_pass: float | None = None  # the last pass that reached its end
+    error: str | None = None  # why the last pass failed
+    error_since: float | None = None
+
+
+@dataclass(frozen=True)
+class ContinuityStatus:
+    """What the agent knows of one `[continuity.NAME]` entry after its last pass: the spool's
+    backlog and what was shipped, the gaps recorded, and the standby it feeds. Instants are
+    Unix seconds; capture times nanoseconds, as the pieces carry them."""
+
+    name: str
+    repository: str
+    first_seen: float  # when the agent first ran the entry
+    last_pass: float | None = None  # the last pass that reached its end (with or without error)
+    last_ok: float | None = None  # the last pass without error
+    pieces: int = 0  # shipped since first_seen
+    bytes: int = 0
+    last_shipped: float | None = None  # when a piece was last shipped
+    waiting: int = 0  # pieces in the spool after the last pass
+    waiting_bytes: int = 0
+    oldest_ns: int | None = None  # capture time of the oldest piece waiting
+    error: str | None = None  # why the last pass failed (None: it did not)
+    error_since: float | None = None  # the first failed pass of the current streak
+    gaps: tuple[Gap, ...] = ()  # not yet covered by a newer base backup
+    gaps_total: int = 0  # every gap recorded since first_seen
+    standby: StandbyStatus | None = None  # None: no standby, or no pass of it yet

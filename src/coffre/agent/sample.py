@@ -194,6 +194,13 @@ sur le NAS, puis copiée hors site et sur le disque branché. Adaptez les dossie
         "retention": "Ce que l'on garde : 14 jours, 8 semaines, 24 mois, 10 ans.",
         "verification": ("Les vérifications après chaque sauvegarde, et un essai de restauration chaque "
                          "semaine."),
+        "continuity": """Capture continue de PostgreSQL (facultatif) : chaque fichier WAL terminé est gardé
+dans un dossier d'attente (dans postgresql.conf : archive_command = 'coffre wal push --spool
+/var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 5), et l'agent
+l'envoie au dépôt dans la seconde : on peut alors restaurer la base à n'importe quel moment.
+Le dossier d'attente appartient à postgres, hors de /var/lib/coffre (réservé à l'agent).
+Sur un poste de secours, standby_pgdata est le dossier préparé par « coffre standby init ».
+Tout est expliqué dans docs/continuity.md.""",
         "alerts": "Qui est prévenu quand quelque chose ne va pas.",
         "email": """Par courriel : le pharmacien tout de suite, le prestataire si le problème dure.
 Mettez le mot de passe du compte d'envoi dans /etc/coffre/smtp-mot-de-passe (chmod 600).""",
@@ -244,6 +251,13 @@ to the NAS, then copied off site and to the plugged-in disk. Adapt the folders."
         "schedule": "Two backups a day, at the lunch break and in the evening after closing.",
         "retention": "What is kept: 14 days, 8 weeks, 24 months, 10 years.",
         "verification": "Checks after each backup, and a restore drill every week.",
+        "continuity": """Continuous capture of PostgreSQL (optional): each finished WAL file is kept in a
+spool folder (in postgresql.conf: archive_command = 'coffre wal push --spool
+/var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 5), and the agent
+sends it to the repository within a second: the database can then be restored to any moment.
+The spool folder belongs to postgres, outside /var/lib/coffre (the agent's own, private).
+On a standby machine, standby_pgdata is the folder "coffre standby init" set up.
+docs/continuity.md explains it all.""",
         "alerts": "Who is told when something is wrong.",
         "email": """By e-mail: the pharmacist at once, the IT provider if the problem lasts.
 Put the sending account's password in /etc/coffre/smtp-mot-de-passe (chmod 600).""",
@@ -370,6 +384,14 @@ def sample_config(detected: Detected, language: str = "fr") -> str:
         "keep_daily": 14, "keep_weekly": 8, "keep_monthly": 24, "keep_yearly": 10}, intro="retention")
     w.section("jobs.officine.verification", "verification", {
         "check_subset": "5%", "verify_sample": "2%", "drill_every": "7d"}, intro="verification")
+
+    w.lines.append("")
+    w.comment(w.texts["continuity"])
+    w.lines.append("# [continuity.officine]")
+    shown = {"repository": '"nas"'}
+    for key in SCHEMA["continuity"]:
+        w.comment(key.fr if w.lang == "fr" else key.en)
+        w.lines.append(f"# {key.name} = {shown.get(key.name) or _default(key, model.Continuity)}")
 
     w.section("alerts", "alerts", {"reminder_every": "1d", "changed_files_share": "30%"}, intro="alerts")
     w.section("alerts.email", "email", {

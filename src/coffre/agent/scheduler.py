@@ -8,8 +8,10 @@
   parallel; a job already running (here, in another agent, or `coffre run`) is skipped.
 - Real-time jobs: their folders are watched (watcher.py); a run starts once the changes have
   settled and not sooner than `min_interval` after the previous one.
+- Continuous capture (`[continuity.NAME]`) runs on threads of its own (continuity.py),
+  started with the loop, restarted on a reload when an entry changed, stopped with the agent.
 - Health and alerts are evaluated after each run and every minute (staleness needs no run to
-  be noticed); a failed job never stops the loop.
+  be noticed, nor a capture that falls behind); a failed job never stops the loop.
 - SIGHUP reloads the configuration (a broken file is reported and the old one kept); SIGTERM
   or SIGINT interrupts the running steps as Ctrl-C would (no snapshot, no damage, the run
   recorded as interrupted) and ends the loop.
@@ -30,7 +32,8 @@ from typing import Any
 
 from coffre.agent import jobs
 from coffre.agent.config import load_config
-from coffre.agent.health import assess
+from coffre.agent.continuity import ContinuityService
+from coffre.agent.health import assess, continuity_problems
 from coffre.agent.locks import Busy, job_locks
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
@@ -218,6 +221,7 @@ class Runner:
                 for media in self.config.media_sets:
                     sightings.extend(self.store.sightings(media))
                 problems: list[Any] = list(assess(self.config, runs, now, sightings, since=self.since))
+                problems.extend(continuity_problems(self.config, self.store.continuity(), now))
                 outbox = Outbox(status_path(self.config))
                 problems.extend(outbox.failure_problems())
                 for result in outbox.process(self.config, problems, now):
@@ -265,6 +269,7 @@ class Agent:
         self._requested: list[str] = []  # jobs asked to run now (run_now), started by the loop
         self.wake_w: int | None = None
         self.runner = Runner(self.config, open_store(self.config), self.log, self.clock, since=self.clock())
+        self.continuity = ContinuityService(self.runner.store, self.log, self.clock)
 
     def run_now(self, name: str) -> bool:
         """Ask the loop to start job `name` now (trigger "manual"); safe from any thread (the
@@ -309,12 +314,14 @@ class Agent:
         self.log(_("agent started, configuration {path}; jobs: {names}").format(
             path=self.config_path, names=", ".join(self.config.jobs) or "-"))
         try:
+            self.continuity.apply(self.config)
             self._loop(wake_r)
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for s, h in old.items():
                 signal.signal(s, h)
             self.cancel.set()
+            self.continuity.stop()
             for t in list(self.threads.values()):
                 t.join()
             for w in self.watchers.values():
@@ -360,6 +367,7 @@ class Agent:
         self.config = config
         self.runner.config = config
         self._watch()
+        self.continuity.apply(config)
         self.log(_("configuration reloaded; jobs: {names}").format(names=", ".join(config.jobs) or "-"))
 
     def _start(self, name: str, trigger: str, slot: float | None) -> None:

@@ -1,15 +1,17 @@
-"""The status store: every run of every job, and the removable disks seen, in one SQLite file
-in the agent's state folder (`store_path`). The agent's job threads write to it while
-`coffre status` (another process) reads it.
+"""The status store: every run of every job, the removable disks seen, and the state of each
+continuous capture, in one SQLite file in the agent's state folder (`store_path`). The agent's
+job and continuity threads write to it while `coffre status` (another process) reads it.
 
 - Crash-safe: WAL journal with synchronous=FULL, every write one `BEGIN IMMEDIATE` transaction;
   a process killed mid-write leaves the rows committed before it, nothing half-written.
 - Private: the folder is 0700, the file 0600 (the journal files take the file's rights).
-- Versioned: `PRAGMA user_version` is the version of THIS module's tables (runs, sightings).
+- Versioned: `PRAGMA user_version` is the version of THIS module's tables (1: runs,
+  sightings; 2: continuity, added to a version 1 file when it is opened).
   Other parts of the agent keep their own tables in the same file (CREATE TABLE IF NOT
   EXISTS); nothing here drops or alters a table it does not own, and they must not set
   user_version.
-- Untrusted on read: steps, warnings, verified, drill and db_sizes are JSON text. A damaged
+- Untrusted on read: steps, warnings, verified, drill, db_sizes and a continuity state are
+  JSON text. A damaged
   value is replaced by its empty default and reported in `StatusStore.damage` (the run is
   still listed); a row whose essential columns are damaged is skipped and reported.
 - One connection per store, guarded by a lock, so job threads may share a store; another
@@ -29,13 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coffre.agent.records import OUTCOMES, TRIGGERS, DiskSighting, RunRecord, StepResult
+from coffre.agent.records import (
+    OUTCOMES,
+    TRIGGERS,
+    ContinuityStatus,
+    DiskSighting,
+    Gap,
+    RunRecord,
+    StandbyStatus,
+    StepResult,
+)
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _
 from coffre.core.private import narrow
 
 FILE_NAME = "agent.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT = 30.0  # seconds another process's write may keep us waiting
 MIN_KEEP_DAYS = 400  # the issue's promise: at least 400 days of history
 GOOD = ("ok", "warning")  # a run that produced its snapshot (a warning: some files unreadable)
@@ -78,6 +89,12 @@ CREATE TABLE IF NOT EXISTS sightings (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sightings_by_set ON sightings (set_name, at);
+CREATE TABLE IF NOT EXISTS continuity (
+    name TEXT PRIMARY KEY,
+    repository TEXT NOT NULL,
+    updated REAL NOT NULL,
+    state TEXT NOT NULL
+);
 """
 
 _COLUMNS = ("id", "job", "target", "trigger", "started", "ended", "outcome", "slot", "snapshot",
@@ -351,6 +368,26 @@ class StatusStore:
                 self._report(Damage(None, f"sightings:{sid}", str(exc)))
         return out
 
+    # -- continuous capture -------------------------------------------------------------------
+
+    def record_continuity(self, status: ContinuityStatus, at: float) -> None:
+        """Keep the entry's state after a pass (one row per entry, replaced)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO continuity (name, repository, updated, state)"
+                       " VALUES (?, ?, ?, ?)",
+                       (status.name, status.repository, at, _dump(_continuity_map(status))))
+
+    def continuity(self) -> dict[str, ContinuityStatus]:
+        """Every entry's last recorded state, by name; a damaged one is reported and left out."""
+        out = {}
+        rows = self._read("SELECT name, repository, state FROM continuity ORDER BY name")
+        for name, repository, state in rows:
+            try:
+                out[_text(name)] = _continuity_status(_text(name), _text(repository), _json(state))
+            except _Damaged as exc:
+                self._report(Damage(None, f"continuity:{name}", str(exc)))
+        return out
+
     # -- history ------------------------------------------------------------------------------
 
     def prune(self, now: float, keep_days: float = MIN_KEEP_DAYS) -> int:
@@ -365,7 +402,8 @@ class StatusStore:
                 " SELECT (SELECT s.id FROM sightings s WHERE s.set_name = d.set_name"
                 "         AND s.disk_id = d.disk_id ORDER BY s.at DESC, s.id DESC LIMIT 1)"
                 " FROM (SELECT DISTINCT set_name, disk_id FROM sightings) d)", (cutoff,)).rowcount
-        return runs + seen
+            gone = db.execute("DELETE FROM continuity WHERE updated < ?", (cutoff,)).rowcount
+        return runs + seen + gone
 
 
 # -- reading and writing the columns ----------------------------------------------------------
@@ -461,6 +499,52 @@ def _sizes(v: Any) -> dict[str, int]:
     for size in d.values():
         _count(size)
     return d
+
+
+def _continuity_map(c: ContinuityStatus) -> dict[str, Any]:
+    out = {k: v for k, v in vars(c).items() if k not in ("name", "repository", "gaps", "standby")}
+    out["gaps"] = [vars(g) for g in c.gaps]
+    out["standby"] = None if c.standby is None else vars(c.standby)
+    return out
+
+
+def _opt_instant(d: dict[str, Any], key: str) -> float | None:
+    v = d.get(key)
+    return None if v is None else _instant(v)
+
+
+def _continuity_status(name: str, repository: str, v: Any) -> ContinuityStatus:
+    d = _object(v)
+    gaps = []
+    for g in d.get("gaps") or []:
+        g = _object(g)
+        gaps.append(Gap(_text(g.get("name")), _text(g.get("stream")), _ns(g.get("time_ns")),
+                        _instant(g.get("at")), _ns(g.get("end", 0))))
+    standby = None
+    if d.get("standby") is not None:
+        sb = _object(d["standby"])
+        if not isinstance(sb.get("promoted", False), bool):
+            raise _Damaged("promoted is not true or false")
+        standby = StandbyStatus(
+            newest_ns=_ns(sb.get("newest_ns", 0)), behind_pieces=_count(sb.get("behind_pieces", 0)),
+            staged=_count(sb.get("staged", 0)), gap=_text(sb.get("gap", "")),
+            gap_since=_opt_instant(sb, "gap_since"), promoted=sb.get("promoted", False),
+            last_pass=_opt_instant(sb, "last_pass"), error=_opt(_text, sb.get("error")),
+            error_since=_opt_instant(sb, "error_since"))
+    return ContinuityStatus(
+        name=name, repository=repository, first_seen=_instant(d.get("first_seen")),
+        last_pass=_opt_instant(d, "last_pass"), last_ok=_opt_instant(d, "last_ok"),
+        pieces=_count(d.get("pieces", 0)), bytes=_count(d.get("bytes", 0)),
+        last_shipped=_opt_instant(d, "last_shipped"), waiting=_count(d.get("waiting", 0)),
+        waiting_bytes=_count(d.get("waiting_bytes", 0)), oldest_ns=_opt(_ns, d.get("oldest_ns")),
+        error=_opt(_text, d.get("error")), error_since=_opt_instant(d, "error_since"), gaps=tuple(gaps),
+        gaps_total=_count(d.get("gaps_total", 0)), standby=standby)
+
+
+def _ns(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
+        raise _Damaged(f"not a capture time: {v!r:.40}")
+    return v
 
 
 def _steps(v: Any) -> tuple[StepResult, ...]:

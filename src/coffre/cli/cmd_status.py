@@ -9,6 +9,10 @@ configuration that cannot be read: `coffre status` can feed any monitoring syste
                "last_backup", "last_copy", "last_check", "last_drill", "next_run" (Unix
                seconds or null), "realtime": bool,
                "problems": [{"kind", "target", "since", "detail", "text"}]}],
+     "continuity": [{"name", "repository", "role": "capture"|"standby", "light", "text",
+                     "last_pass", "pieces", "bytes", "waiting", "oldest_age" (seconds or null),
+                     "gaps": [name, ...], "error", and for a standby "behind_seconds",
+                     "behind_pieces", "gap", "promoted"; "problems": [...as above]}],
      "problems": [text, ...],  (tied to no job: an alert channel failing...)
      "messages": [{"at", "level", "text"}],
      "damage": [{"run_id", "column", "reason"}]}  (what the status store could not read)
@@ -21,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from coffre.agent.overview import Message, StatusLine, StatusReport, status_report
+from coffre.agent.overview import ContinuityLine, Message, StatusLine, StatusReport, status_report
 from coffre.agent.status import StatusStore, store_path
 from coffre.cli.output import emit_json, say, table
 from coffre.core.errors import EXIT_FATAL, EXIT_OK
@@ -109,8 +113,10 @@ def _next(line: StatusLine, report: StatusReport) -> str:
 def render(report: StatusReport) -> str:
     """The screen: the table, each line followed by why it is not OK, then the problems tied
     to no job, what the store could not read, and the recent messages."""
+    out: list[str] = []
     if not report.lines:
-        out = [_("no job in the configuration")]
+        if not report.continuity:
+            out = [_("no job in the configuration")]
     else:
         rows = []
         for line in report.lines:
@@ -125,6 +131,13 @@ def render(report: StatusReport) -> str:
         for row_text, line in zip(body, report.lines, strict=True):
             out.append(row_text)
             out += ["    → " + sentence for sentence in line.why]
+    if report.continuity:
+        if out:
+            out.append("")
+        width = max(len(_(w)) for w in LIGHT_WORDS.values())  # the same column whatever the lights
+        for c in report.continuity:
+            out.append(f"{_(LIGHT_WORDS[c.light]):<{width}}  {c.text}")
+            out += ["    → " + sentence for sentence in c.why]
     if report.general:
         out.append("")
         out += ["→ " + sentence for sentence in report.general]
@@ -166,6 +179,29 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _continuity_json(c: ContinuityLine, now: float) -> dict[str, Any]:
+    st = c.status
+    out: dict[str, Any] = {
+        "name": c.name, "repository": c.repository, "role": c.role, "light": c.light, "text": c.text,
+        "last_pass": None, "pieces": 0, "bytes": 0, "waiting": 0, "oldest_age": None, "gaps": [],
+        "error": None,
+        "problems": [{"kind": p.kind, "target": p.target, "since": p.since, "detail": _plain(p.detail),
+                      "text": text} for p, text in zip(c.problems, c.why, strict=True)],
+    }
+    if st is not None and c.role == "capture":
+        out.update(last_pass=st.last_pass, pieces=st.pieces, bytes=st.bytes, waiting=st.waiting,
+                   oldest_age=None if st.oldest_ns is None else now - st.oldest_ns / 1e9,
+                   gaps=[g.name for g in st.gaps], error=st.error)
+    if c.role == "standby":
+        sb = st.standby if st is not None else None
+        out.update(behind_seconds=None, behind_pieces=0, gap="", promoted=False)
+        if sb is not None:
+            out.update(last_pass=sb.last_pass, error=sb.error, behind_pieces=sb.behind_pieces, gap=sb.gap,
+                       promoted=sb.promoted,
+                       behind_seconds=now - sb.newest_ns / 1e9 if sb.newest_ns else None)
+    return out
+
+
 def _message_json(m: Message) -> dict[str, Any]:
     return {"at": m.at, "level": m.level, "text": m.text}
 
@@ -175,6 +211,7 @@ def report_json(report: StatusReport) -> dict[str, Any]:
     return {
         "ok": report.ok, "now": report.now,
         "jobs": [_line_json(line) for line in report.lines],
+        "continuity": [_continuity_json(c, report.now) for c in report.continuity],
         "problems": list(report.general),
         "messages": [_message_json(m) for m in report.messages],
         "damage": [{"run_id": d.run_id, "column": d.column, "reason": d.reason} for d in report.damage],

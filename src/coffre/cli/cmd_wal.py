@@ -22,8 +22,6 @@ from coffre.core.errors import CoffreError, StorageError
 from coffre.core.i18n import _, ngettext
 from coffre.repository import segments
 
-MARKER_DAYS = 7  # PostgreSQL only archives recent files again after a crash
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wal = sub.add_parser("wal", help=_("continuous capture of database logs (point-in-time recovery)"))
@@ -128,7 +126,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
             for name in done.gaps or []:
                 warn(_("gap recorded for {name}: point-in-time recovery across it is impossible; take a "
                        "new base backup").format(name=name))
-            pg_push.forget_markers(spool, clock.now_ns() - MARKER_DAYS * 86400 * 10**9)
+            pg_push.forget_markers(spool, clock.now_ns() - pg_push.MARKER_DAYS * 86400 * 10**9)
         if not args.every or stop.wait(args.every):
             return 0
 

@@ -30,6 +30,7 @@ from coffre.core.i18n import _
 from coffre.format.segment import SegmentHeader
 
 ARCHIVED = "archived"  # name -> SHA-256 of what was archived under it (idempotence)
+MARKER_DAYS = 7  # PostgreSQL only archives recent files again after a crash
 _LONG_HEADER = struct.Struct("<HHIQI4xQII")  # XLogLongPageHeaderData
 _XLP_LONG_HEADER = 0x0002
 _MAX_HISTORY = 1024 * 1024

@@ -1,6 +1,11 @@
 """The shipper: sends spooled pieces to the repository, oldest first, and removes each from
 the spool once it is stored. Knows no engine.
 
+A repository on a local path (a disk, a mounted NAS share) must be there at each pass: a
+share that is not mounted leaves an empty folder, and storing there would take the pieces out
+of the spool onto the machine's own disk. Its absence is a storage error: the spool keeps
+everything until the next pass.
+
 A crash between the store and the removal ships the piece again (another object with the
 same piece: readers take any copy whose hash matches). A piece whose bytes no longer match
 what capture recorded is never shipped as if it were whole: it is set aside and a gap is
@@ -11,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coffre.continuity.spool import Spool
-from coffre.core.errors import CoffreError
+from coffre.core.errors import CoffreError, TransientStorageError
 from coffre.core.i18n import _
+from coffre.format.segment import SegmentHeader
 from coffre.ops.common import Reporter, quiet
 from coffre.repository import segments
 from coffre.repository.repo import Repository
@@ -29,9 +35,22 @@ class Shipped:
     bytes: int = 0
     gaps: list[str] | None = None
     last_time_ns: int = 0  # capture time of the newest piece shipped
+    gap_headers: list[SegmentHeader] = field(default_factory=list)  # the gaps' own headers
+    base_headers: list[SegmentHeader] = field(default_factory=list)  # whole copies (a generation starts)
 
     def __post_init__(self) -> None:
         self.gaps = self.gaps or []
+
+
+def require_present(repo: Repository) -> None:
+    """A repository on a local path must still be there (its config file), not an empty
+    folder left by a share that is not mounted."""
+    backend = repo.backend
+    if not backend.remote and not backend.exists():
+        raise TransientStorageError(
+            _("the repository {location} is not there (a disk or a network share not mounted?)").format(
+                location=backend.location),
+            _("the spool keeps the pieces until it is back"))
 
 
 def ship(repo: Repository, spool: Spool, report: Reporter = quiet, most: int | None = None) -> Shipped:
@@ -54,9 +73,13 @@ def ship(repo: Repository, spool: Spool, report: Reporter = quiet, most: int | N
             _set_aside(spool, pending.path.name)
             header = header.as_gap("damaged in the spool")
             payload = b""
+        require_present(repo)  # a stat per piece: a share unmounted mid-pass is noticed too
         segments.save(repo, header, payload)
         if header.kind == "gap":
             done.gaps.append(header.name)
+            done.gap_headers.append(header)
+        elif header.kind == "base":
+            done.base_headers.append(header)
         if pending.path.exists():
             spool.remove(pending)
         done.pieces += 1

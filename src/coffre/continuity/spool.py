@@ -40,6 +40,22 @@ class Pending:
     path: Path
     size: int
 
+    @property
+    def time_ns(self) -> int | None:
+        """The piece's capture time, from its name (None for a name not made by `put`)."""
+        stem = self.path.name[:20]
+        return int(stem) if len(stem) == 20 and stem.isdigit() else None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What the spool holds now: pieces, bytes, and the capture time of the oldest piece
+    (None when empty, or when no name tells it)."""
+
+    pieces: int
+    bytes: int
+    oldest_ns: int | None
+
 
 class Spool:
     def __init__(self, path: str | os.PathLike[str], limit: int = DEFAULT_LIMIT) -> None:
@@ -66,6 +82,11 @@ class Spool:
 
     def used(self) -> int:
         return sum(p.size for p in self.pending())
+
+    def waiting(self) -> Waiting:
+        pending = self.pending()
+        times = [t for p in pending if (t := p.time_ns) is not None]
+        return Waiting(len(pending), sum(p.size for p in pending), min(times) if times else None)
 
     def put(self, header: SegmentHeader, payload: bytes, force: bool = False) -> bool:
         """Keep a piece durably. False (nothing kept) when it would pass the bound, unless

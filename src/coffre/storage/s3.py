@@ -173,7 +173,9 @@ class S3Backend:
     remote = True
 
     def __init__(self, where: S3Location, client: Any | None = None,
-                 pool_connections: int = POOL_CONNECTIONS) -> None:
+                 pool_connections: int = POOL_CONNECTIONS, profile: str | None = None) -> None:
+        """`profile`: a profile of the AWS credentials files, for this backend only (the
+        agent reaches several repositories in one process; AWS_PROFILE would be global)."""
         self.where = where
         self.location = where.display
         if client is None:
@@ -188,7 +190,8 @@ class S3Backend:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             )
-            client = boto3.session.Session().client("s3", endpoint_url=where.endpoint, config=config)
+            client = boto3.session.Session(profile_name=profile).client(
+                "s3", endpoint_url=where.endpoint, config=config)
         self.client = client
         self.upload_pacer: Pacer | None = None  # bandwidth limits (storage/pacing.py)
         self.download_pacer: Pacer | None = None

@@ -18,12 +18,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from coffre.agent.alerts.decide import Notice
+from coffre.agent.health import CONTINUITY_KINDS
 from coffre.notify.text import clean, redact
 
 LANGUAGES = ("fr", "en")
 
 # kind -> (title, meaning, what to do). Placeholders: {job}, {target}, {name} (the job, or the
-# target when the problem has no job), {disk}, {present}, {database}, {pct}, {usual}, {fill}.
+# target when the problem has no job), {disk}, {present}, {database}, {pct}, {usual}, {fill};
+# for continuous capture ({job} is then the entry's name) {waiting}, {age}, {lag}, {gap}.
 _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
     "fr": {
         "failed": (
@@ -92,6 +94,39 @@ _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
             "être prévenu d'un problème de sauvegarde.",
             "prévenez votre prestataire informatique : il doit vérifier les réglages d'envoi "
             "(serveur de messagerie, identifiant, mot de passe)."),
+        "capture_behind": (
+            "Capture continue en retard : {name}",
+            "les journaux de la base de données{waiting} n'arrivent plus à partir vers « {target} »"
+            "{age}. Ils sont gardés sur ce serveur et partiront d'eux-mêmes, mais tant qu'ils ne "
+            "sont pas arrivés, une panne de ce serveur ferait perdre les dernières opérations "
+            "enregistrées.",
+            "vérifiez que la destination « {target} » (NAS, disque, connexion Internet) est allumée "
+            "et joignable, et que le serveur n'a pas été redémarré sans l'agent de sauvegarde. Si "
+            "ce message revient, appelez votre prestataire informatique en lui transférant ce "
+            "message."),
+        "capture_gap": (
+            "Trou dans la capture continue : {name}",
+            "un morceau du journal de la base de données{gap} a été perdu avant d'avoir pu être mis "
+            "à l'abri (le dossier d'attente était plein, ou le morceau abîmé). On ne peut plus "
+            "restaurer la base à un moment situé après ce trou, tant qu'une nouvelle sauvegarde "
+            "complète de la base n'a pas été faite.",
+            "appelez votre prestataire informatique en lui transférant ce message : il faut faire "
+            "tout de suite une nouvelle sauvegarde complète de la base (coffre backup "
+            "--postgres-cluster), puis trouver pourquoi le morceau a été perdu."),
+        "standby_behind": (
+            "Poste de secours en retard : {name}",
+            "le poste de secours est en retard sur le serveur principal{lag}. S'il devait prendre le "
+            "relais maintenant, les opérations enregistrées depuis lui manqueraient.",
+            "vérifiez que le serveur principal fonctionne, et que le poste de secours et la "
+            "destination « {target} » sont allumés et joignables. Si ce message revient, appelez "
+            "votre prestataire informatique en lui transférant ce message."),
+        "standby_gap": (
+            "Poste de secours arrêté : {name}",
+            "le poste de secours ne peut pas aller plus loin que le morceau de journal{gap}, qui "
+            "manque dans la sauvegarde : il ne suit plus le serveur principal.",
+            "appelez votre prestataire informatique en lui transférant ce message : il faut "
+            "préparer de nouveau le poste de secours à partir d'une sauvegarde complète plus "
+            "récente (coffre standby init)."),
         "": (
             "Problème de sauvegarde : {name}",
             "Coffre a relevé un problème ({kind}) sur la sauvegarde « {job} ».",
@@ -160,6 +195,35 @@ _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
             "backup problem.",
             "tell your IT provider: the sending settings (mail server, user name, password) "
             "need checking."),
+        "capture_behind": (
+            "Continuous capture behind: {name}",
+            "the database's logs{waiting} are not getting through to \"{target}\"{age}. They are "
+            "kept on this server and will leave by themselves, but until they arrive, a failure "
+            "of this server would lose the latest transactions.",
+            "check that the destination \"{target}\" (NAS, disk, Internet connection) is on and "
+            "reachable, and that the server was not restarted without the backup agent. If this "
+            "message comes back, call your IT provider and forward them this message."),
+        "capture_gap": (
+            "Gap in the continuous capture: {name}",
+            "a piece of the database's log{gap} was lost before it could be kept safe (the spool "
+            "folder was full, or the piece damaged). The database cannot be restored to a moment "
+            "after this gap until a new full backup of the database has been made.",
+            "call your IT provider and forward them this message: a new full backup of the "
+            "database is needed at once (coffre backup --postgres-cluster); then find out why the "
+            "piece was lost."),
+        "standby_behind": (
+            "Standby behind: {name}",
+            "the standby is behind the main server{lag}. If it had to take over now, the "
+            "transactions recorded since would be missing.",
+            "check that the main server is working, and that the standby and the destination "
+            "\"{target}\" are on and reachable. If this message comes back, call your IT provider "
+            "and forward them this message."),
+        "standby_gap": (
+            "Standby stopped: {name}",
+            "the standby cannot go further than the log piece{gap}, which is missing from the "
+            "backup: it no longer follows the main server.",
+            "call your IT provider and forward them this message: the standby must be set up "
+            "again from a newer full backup (coffre standby init)."),
         "": (
             "Backup problem: {name}",
             "Coffre found a problem ({kind}) with the backup \"{job}\".",
@@ -186,6 +250,11 @@ _WORDS = {
         "action": "Ce qu'il faut faire : {text}",
         "detail": "Détail technique : {text}",
         "where": "Sauvegarde : {job} · Destination : {target} · Serveur : {host}",
+        "where_continuity": "Capture continue : {job} · Destination : {target} · Serveur : {host}",
+        "where_standby": "Poste de secours : {job} · Alimenté par : {target} · Serveur : {host}",
+        "waiting": " ({n} en attente)",
+        "age": " depuis {duration}",
+        "lag": " de {duration}",
         "footer": "Message automatique de Coffre, la sauvegarde de la pharmacie. Tant que le "
                   "problème dure, un rappel est envoyé régulièrement ; un message vous dira quand "
                   "tout sera revenu à la normale.",
@@ -217,6 +286,11 @@ _WORDS = {
         "action": "What to do: {text}",
         "detail": "Technical detail: {text}",
         "where": "Backup: {job} · Destination: {target} · Server: {host}",
+        "where_continuity": "Continuous capture: {job} · Destination: {target} · Server: {host}",
+        "where_standby": "Standby: {job} · Fed from: {target} · Server: {host}",
+        "waiting": " ({n} waiting)",
+        "age": " for {duration}",
+        "lag": " by {duration}",
         "footer": "An automatic message from Coffre, the pharmacy's backup. While the problem "
                   "lasts, a reminder is sent regularly; a message will tell you when everything "
                   "is back to normal.",
@@ -234,9 +308,9 @@ _WORDS = {
 
 _UNITS = {
     "fr": {"day": ("{n} jour", "{n} jours"), "hour": ("{n} heure", "{n} heures"),
-           "minute": ("{n} minute", "{n} minutes")},
+           "minute": ("{n} minute", "{n} minutes"), "second": ("{n} seconde", "{n} secondes")},
     "en": {"day": ("{n} day", "{n} days"), "hour": ("{n} hour", "{n} hours"),
-           "minute": ("{n} minute", "{n} minutes")},
+           "minute": ("{n} minute", "{n} minutes"), "second": ("{n} second", "{n} seconds")},
 }
 
 def render(notice: Notice, language: str = "fr", timezone: str = "Europe/Paris",
@@ -286,7 +360,9 @@ def render(notice: Notice, language: str = "fr", timezone: str = "Europe/Paris",
         error = notice.detail.get("error")
         if isinstance(error, str) and error.strip():
             lines += ["", w["detail"].format(text=clean(error, 500))]
-    lines += ["", w["where"].format(job=job or "-", target=target or "-", host=host_c or "-"), "",
+    where = w["where_standby" if notice.kind.startswith("standby_") else
+              "where_continuity" if notice.kind in CONTINUITY_KINDS else "where"]
+    lines += ["", where.format(job=job or "-", target=target or "-", host=host_c or "-"), "",
               "-- ", w["footer_resolved" if notice.event == "resolved" else "footer"]]
     return clean(subject, 180), "\n".join(lines) + "\n"
 
@@ -302,7 +378,18 @@ def _values(notice: Notice, lang: str, job: str, target: str) -> dict[str, str]:
     w, d = _WORDS[lang], notice.detail
     values = {"job": job, "target": target, "name": job or target, "kind": clean(notice.kind, 40),
               "disk": "", "database": "", "pct": "", "usual": "", "fill": "",
-              "present": w["present_unknown"]}
+              "present": w["present_unknown"], "waiting": "", "age": "", "lag": "", "gap": ""}
+    waiting = _number(d.get("waiting"))
+    if waiting:
+        values["waiting"] = w["waiting"].format(n=int(waiting))
+    for key in ("age", "lag"):
+        seconds = _number(d.get(key))
+        if seconds is not None and seconds >= 0:
+            values[key] = w[key].format(duration=_duration(seconds, lang, seconds_unit=True))
+    gaps = d.get("gaps")
+    gap = d.get("gap") or (gaps[0] if isinstance(gaps, list | tuple) and gaps else None)
+    if isinstance(gap, str) and gap:
+        values["gap"] = f" « {clean(gap, 60)} »" if lang == "fr" else f" \"{clean(gap, 60)}\""
     disk = d.get("disk_name") or d.get("disk")
     if isinstance(disk, str) and disk:
         values["disk"] = f" « {clean(disk, 60)} »" if lang == "fr" else f" \"{clean(disk, 60)}\""
@@ -361,10 +448,15 @@ def _when(t: float, lang: str, tz: ZoneInfo) -> str:
     return _WORDS[lang]["at"].format(date=date, time=d.strftime("%H:%M"))
 
 
-def _duration(seconds: float, lang: str) -> str:
-    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
+def _duration(seconds: float, lang: str, *, seconds_unit: bool = False) -> str:
+    """The largest whole unit: "2 jours", "3 heures", "5 minutes" (with `seconds_unit`, a
+    duration under a minute in seconds)."""
+    units: tuple[tuple[str, float], ...] = (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0))
+    if seconds_unit:
+        units += (("second", 1.0),)
+    for unit, size in units:
         n = int(seconds // size)
-        if n >= 1 or unit == "minute":
+        if n >= 1 or unit == units[-1][0]:
             one, many = _UNITS[lang][unit]
             plural = n > 1 if lang == "fr" else n != 1
             return (many if plural else one).format(n=max(n, 0))

@@ -139,6 +139,13 @@ def _advice(kind: str, target: str, exit_code: int | None) -> str:
         "many_changes": _("Many files changed at once: check that your files open normally (possible "
                           "ransomware) and call for help at once."),
         "delivery_failed": _("Alerts by e-mail are not delivered: tell your IT provider."),
+        "capture_behind": _("Check that {target} is switched on and reachable: the database's logs wait on "
+                            "this server meanwhile.").format(target=target),
+        "capture_gap": _("A full backup of the database is needed to restore past the gap: call for "
+                         "help."),
+        "standby_behind": _("Check that the main server and {target} are switched on and reachable.").format(
+            target=target),
+        "standby_gap": _("The standby must be set up again: call for help."),
     }.get(kind, _("Call for help."))
 
 
@@ -164,6 +171,12 @@ def light_of(report: StatusReport, runs: Sequence[RunRecord], contact: str) -> L
                 advice = None  # late because it fails: the failure's advice says what to do
             rank = _FIRST.index(p.kind) if p.kind in _FIRST else len(_FIRST)
             (failing if p.kind in FAILING else warning).append((rank, p.since, words, advice))
+    for c in report.continuity:  # continuous capture and the standby: their line says where they are
+        for p, words in zip(c.problems, c.why, strict=True):
+            (failing if p.kind in FAILING else warning).append(
+                (len(_FIRST), p.since, f"{c.text} ({words})", _advice(p.kind, c.repository, None)))
+        if not c.problems and c.light != "ok":
+            warning.append((len(_FIRST), now, c.text, None))
     for text in report.general:
         warning.append((0, now, text, _advice("delivery_failed", "", None)))
     if report.damage:

@@ -1,0 +1,453 @@
+"""Continuous capture run by the agent (`[continuity.NAME]`): one thread per entry ships what
+waits in its spool (continuity/shipper.py) and, on a standby machine, feeds its standby
+(continuity/standby.py), every `every` seconds, and records each pass in the status store.
+
+- In this process, unlike the jobs' steps: a pass comes every second, and a child process
+  would derive the repository's key (Argon2id) each time. The repository is opened once and
+  kept; an entry whose repository could not be opened tries again at the next pass when the
+  storage did not answer, after `REOPEN_AFTER` when the password did not open it.
+- A pass never raises: a storage error is recorded (the spool keeps everything, the next pass
+  tries again), and the health rules turn a backlog older than `max_backlog` into an alert.
+- Between passes the thread waits on an Event: an idle capture costs a few `scandir` of its
+  spool per pass; a standby pass, a listing of the repository's segments (only new headers
+  are read; the ones kept are read afresh daily, so pruned objects are forgotten) and a
+  shared lock. The status row is written when something changed, else every `STATUS_EVERY`.
+- A gap shipped stays open until what restores past it exists: a backup of its database whose
+  log replay starts past it (the `stream_from` position a base backup records; looked for
+  every `HEAL_EVERY` while a gap is open), or a whole copy shipped after it that starts a new
+  generation of the same database (SQLite's capture does so after a break).
+- `stop()` (SIGTERM, a reload) ends each thread after its current batch of pieces.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from coffre.agent import model
+from coffre.agent.health import STATUS_EVERY
+from coffre.agent.records import ContinuityStatus, Gap, StandbyStatus
+from coffre.agent.status import StatusStore
+from coffre.continuity import pg_push, shipper
+from coffre.continuity.spool import Spool
+from coffre.core.errors import (
+    CoffreError,
+    NoRepositoryError,
+    StorageError,
+    StorageFull,
+    StoragePermissionDenied,
+)
+from coffre.core.i18n import _
+from coffre.format.segment import SegmentHeader
+from coffre.repository.repo import Repository
+
+if TYPE_CHECKING:
+    from coffre.continuity.standby import StandbyState
+    from coffre.storage.base import Backend
+
+Log = Callable[[str], None]
+Opener = Callable[[model.Repository], Repository]
+
+BATCH = 8  # pieces shipped between two looks at the stop flag and two status writes
+REOPEN_AFTER = 300.0  # a repository the password did not open is tried again after this long
+HEAL_EVERY = 600.0  # while a gap is open, the base backups are looked at this often
+MARKERS_EVERY = 3600.0  # wal push's idempotence records are trimmed this often
+FORGET_HEADERS_EVERY = 86400.0  # the standby's known headers are read afresh (pruned objects go)
+KEEP_GAPS = 100  # open gaps remembered per entry (the alert names the first ones)
+JOIN_TIMEOUT = 60.0  # seconds a stopping agent waits for a pass in flight
+
+
+# -- the repository, opened in this process --------------------------------------------------
+
+
+def storage_for(repo: model.Repository) -> Backend:
+    """The storage of a configured repository, as `coffre` opens it for a step: its hosting
+    server's token, its S3 profile, its bandwidth limits, remote metadata kept in this
+    machine's cache. No retry wrapper: the next pass is the retry."""
+    from coffre.storage.pacing import Pacer, parse_limit
+    from coffre.storage.url import is_url, open_backend, parse_s3
+
+    url = repo.url
+    backend: Backend
+    scheme = url.split("://", 1)[0].lower() if is_url(url) else ""
+    if repo.token_file and scheme in ("https", "http"):
+        from coffre.storage.server import TOKEN_FILE_ENV, ServerBackend, server_token
+        from coffre.storage.url import parse_server
+
+        if scheme == "http" and not repo.insecure_http:
+            raise CoffreError(_("plain HTTP sends the server token in clear over the network"))
+        backend = ServerBackend(parse_server(url), token=server_token({TOKEN_FILE_ENV: repo.token_file}))
+    elif repo.aws_profile and scheme.startswith("s3"):
+        from coffre.storage.s3 import S3Backend
+
+        try:
+            backend = S3Backend(parse_s3(url), profile=repo.aws_profile)
+        except Exception as exc:  # botocore's ProfileNotFound and kin
+            raise CoffreError(_("the S3 profile {profile} cannot be used: {reason}").format(
+                profile=repo.aws_profile, reason=exc)) from None
+    else:
+        backend = open_backend(url, allow_plain_ftp=repo.insecure_ftp, allow_insecure_http=repo.insecure_http)
+    for direction, spec in (("upload", repo.limit_upload), ("download", repo.limit_download)):
+        if spec and hasattr(backend, f"{direction}_pacer"):
+            setattr(backend, f"{direction}_pacer", Pacer(parse_limit(spec, f"limit_{direction}")))
+    if is_url(url):
+        from coffre.repository.cache import repo_cache_dir
+        from coffre.repository.repo import load_config
+        from coffre.storage.cached import CachedBackend
+
+        backend = CachedBackend(backend, repo_cache_dir(load_config(backend).config.id) / "objects")
+    return backend
+
+
+def open_repository(repo: model.Repository) -> Repository:
+    """A configured repository opened with its password file or command."""
+    from coffre.core.secrets import read_secret
+    from coffre.repository.mark import key_history
+    from coffre.repository.repo import load_config
+
+    backend = storage_for(repo)
+    config = load_config(backend)  # "not a repository" (a share not mounted) before the password
+    return Repository.open(backend, read_secret(repo.password_file, repo.password_command),
+                           config=config, history=key_history)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CoffreError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- one entry -------------------------------------------------------------------------------
+
+
+def standby_status(state: StandbyState, previous: StandbyStatus | None, now: float,
+                   error: str | None = None) -> StandbyStatus:
+    """What the status store keeps of a standby's state file after a pass at `now`."""
+    before = previous or StandbyStatus()
+    gap_since = (before.gap_since if before.gap == state.gap and before.gap_since is not None else now) \
+        if state.gap else None
+    return StandbyStatus(
+        newest_ns=state.newest_ns, behind_pieces=state.behind_pieces, staged=len(state.staged),
+        gap=state.gap, gap_since=gap_since, promoted=bool(state.promoted_ns),
+        last_pass=now if error is None else before.last_pass, error=error,
+        error_since=None if error is None else (before.error_since if before.error else now))
+
+
+class Entry:
+    """One `[continuity.NAME]`: its passes, its open repository, and its recorded status."""
+
+    def __init__(self, entry: model.Continuity, repository: model.Repository, store: StatusStore, log: Log,
+                 clock: Callable[[], float] = time.time, opener: Opener = open_repository) -> None:
+        self.entry, self.repository = entry, repository
+        self.store, self.log, self.clock, self.opener = store, log, clock, opener
+        self.repo: Repository | None = None
+        self.known: dict[str, SegmentHeader] = {}  # segment headers the standby passes read
+        self._open_after = 0.0
+        self._open_error: str | None = None
+        self._written: ContinuityStatus | None = None
+        self._written_at = 0.0
+        self._healed_at = 0.0
+        self._markers_at = 0.0
+        self._failure: str | None = None
+        now = clock()
+        self._known_since = now
+        known = store.continuity().get(entry.name)
+        self.status = (replace(known, repository=entry.repository) if known is not None
+                       else ContinuityStatus(entry.name, entry.repository, first_seen=now))
+        if known is not None:
+            self._written = self.status
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until `stop` is set."""
+        while not stop.is_set():
+            self.pass_once(stop)
+            if stop.wait(self.entry.every):
+                return
+
+    def pass_once(self, stop: threading.Event | None = None) -> ContinuityStatus:
+        """One pass: ship, then feed the standby, then record. Never raises."""
+        try:
+            if self.entry.spool:
+                self._capture(stop)
+            if self.entry.standby_pgdata and not (stop is not None and stop.is_set()):
+                self._standby()
+        except Exception as exc:  # a bug here must not end the thread: said (once), the next pass runs
+            if _reason(exc) != self._failure:
+                self.log(_("continuous capture {name}: the pass failed: {reason}").format(
+                    name=self.name, reason=_reason(exc)))
+            self._failure = _reason(exc)
+        else:
+            self._failure = None
+        self._save(force=False)
+        return self.status
+
+    # -- the repository ------------------------------------------------------------------------
+
+    def _open(self) -> Repository:
+        if self.repo is not None:
+            return self.repo
+        now = self.clock()
+        if now < self._open_after and self._open_error is not None:
+            raise CoffreError(self._open_error)
+        try:
+            self.repo = self.opener(self.repository)
+        except (StorageError, NoRepositoryError) as exc:
+            # Not there (a share not mounted), not answering: cheap to try at the next pass.
+            self._open_error = None
+            raise CoffreError(_("the repository {name} cannot be reached: {reason}").format(
+                name=self.repository.name, reason=exc.message)) from None
+        except Exception as exc:  # a password that does not open it, an unreadable secret...
+            # Deriving the key again each second would cost a core: tried again later.
+            self._open_after = now + REOPEN_AFTER
+            self._open_error = _("the repository {name} cannot be opened: {reason}").format(
+                name=self.repository.name, reason=_reason(exc))
+            raise CoffreError(self._open_error) from None
+        self._open_error = None
+        self.known = {}
+        return self.repo
+
+    # -- the spool -----------------------------------------------------------------------------
+
+    def _capture(self, stop: threading.Event | None) -> None:
+        assert self.entry.spool is not None
+        spool = Spool(self.entry.spool)
+        error: str | None = None
+        try:
+            repo = self._open()
+            while True:
+                done = shipper.ship(repo, spool, report=self._said, most=BATCH)
+                self._shipped(done)
+                if done.pieces < BATCH or (stop is not None and stop.is_set()):
+                    break
+                self._save(force=False)  # a long backlog: the status follows it
+            self._heal(repo)
+            self._trim_markers(spool)
+        except Exception as exc:  # recorded; the spool keeps what was not sent
+            error = _reason(exc)
+        try:
+            waiting = spool.waiting()
+            pieces, size, oldest = waiting.pieces, waiting.bytes, waiting.oldest_ns
+        except OSError as exc:
+            error = error or _("the spool {folder} cannot be read: {reason}").format(
+                folder=spool.path, reason=exc.strerror or exc)
+            pieces, size, oldest = self.status.waiting, self.status.waiting_bytes, self.status.oldest_ns
+        now = self.clock()
+        st = self.status
+        if error and not st.error:
+            self.log(_("continuous capture {name}: {reason}; the spool keeps the pieces").format(
+                name=self.name, reason=error))
+        elif st.error and not error:
+            self.log(_("continuous capture {name}: shipping again").format(name=self.name))
+        self.status = replace(st, last_pass=now, last_ok=now if error is None else st.last_ok,
+                              waiting=pieces, waiting_bytes=size, oldest_ns=oldest, error=error,
+                              error_since=None if error is None else (st.error_since if st.error else now))
+
+    def _said(self, message: str) -> None:
+        self.log(_("continuous capture {name}: {message}").format(name=self.name, message=message))
+
+    def _shipped(self, done: shipper.Shipped) -> None:
+        if not done.pieces:
+            return
+        now = self.clock()
+        st = self.status
+        gaps = list(st.gaps)
+        for header in done.gap_headers:
+            self.log(_("continuous capture {name}: gap recorded for {piece}: point-in-time recovery across "
+                       "it is impossible until a new base backup").format(name=self.name, piece=header.name))
+            gaps.append(Gap(header.name, header.stream, header.time_ns, now, header.end))
+        left = [g for g in gaps if not any(_base_covers(b, g) for b in done.base_headers)]
+        if len(left) < len(gaps):
+            self.log(_("continuous capture {name}: a new whole copy of the database covers the gaps "
+                       "recorded; point-in-time recovery works again from it").format(name=self.name))
+        self.status = replace(st, pieces=st.pieces + done.pieces, bytes=st.bytes + done.bytes,
+                              last_shipped=now, gaps=tuple(left[-KEEP_GAPS:]),
+                              gaps_total=st.gaps_total + len(done.gap_headers))
+
+    def _heal(self, repo: Repository) -> None:
+        """Close the gaps a PostgreSQL cluster base backup started after them covers."""
+        now = self.clock()
+        if not self.status.gaps or now - self._healed_at < HEAL_EVERY:
+            return
+        self._healed_at = now
+        from coffre.continuity.pg_recovery import ENGINE
+
+        snaps = repo.snapshots(errors=[])
+
+        def covered(gap: Gap) -> bool:
+            """A database backup of the gap's stream whose log replay starts past the gap (the
+            position it records for retention); a cluster base backup that records none,
+            started after the gap was captured."""
+            for snap in snaps:
+                for d in snap.databases:
+                    start = d.extra.get("stream_from", "")
+                    if d.extra.get("stream") == gap.stream and start.isdigit():
+                        if int(start) >= gap.end:
+                            return True
+                    elif d.engine == ENGINE and "stream" not in d.extra and snap.time_ns > gap.time_ns:
+                        return True
+            return False
+
+        left = tuple(g for g in self.status.gaps if not covered(g))
+        if len(left) != len(self.status.gaps):
+            self.log(_("continuous capture {name}: a newer base backup covers the gaps recorded; "
+                       "point-in-time recovery works again from it").format(name=self.name))
+            self.status = replace(self.status, gaps=left)
+
+    def _trim_markers(self, spool: Spool) -> None:
+        now = self.clock()
+        if now - self._markers_at >= MARKERS_EVERY:
+            self._markers_at = now
+            pg_push.forget_markers(spool, int((now - pg_push.MARKER_DAYS * 86400) * 1e9))
+
+    # -- the standby ---------------------------------------------------------------------------
+
+    def _standby(self) -> None:
+        from coffre.continuity import standby
+        from coffre.repository.locks import Lock
+
+        assert self.entry.standby_pgdata is not None
+        pgdata = Path(self.entry.standby_pgdata)
+        folder = standby.state_folder(pgdata)
+        before = self.status.standby
+        state: StandbyState | None = None
+        error: str | None = None
+        try:
+            state = standby.StandbyState.load(folder)
+            if not state.promoted_ns:
+                repo = self._open()
+                if self.clock() - self._known_since >= FORGET_HEADERS_EVERY:
+                    self.known, self._known_since = {}, self.clock()
+                lock = Lock(repo, False, "standby follow")  # as the CLI's `reading`: prune waits
+                try:
+                    try:
+                        lock.acquire()
+                    except (StoragePermissionDenied, StorageFull):
+                        pass  # a medium that cannot be written is read without a lock
+                    state = standby.follow(repo, pgdata, report=self._said, known=self.known)
+                finally:
+                    lock.release()
+        except Exception as exc:  # recorded; the next pass tries again
+            error = _reason(exc)
+            try:
+                state = standby.StandbyState.load(folder)
+            except CoffreError:
+                state = None
+        now = self.clock()
+        if error and not (before and before.error):
+            self.log(_("standby {name}: {reason}; trying again").format(name=self.name, reason=error))
+        elif before and before.error and not error:
+            self.log(_("standby {name}: following again").format(name=self.name))
+        if state is None:
+            previous = before or StandbyStatus()
+            self.status = replace(self.status, standby=replace(
+                previous, error=error, error_since=previous.error_since if previous.error else now))
+        else:
+            self.status = replace(self.status, standby=standby_status(state, before, now, error))
+
+    # -- the record ----------------------------------------------------------------------------
+
+    def _save(self, force: bool) -> None:
+        """Write the status when it changed beyond its pass times, else every `STATUS_EVERY`
+        (or sooner for short limits), so that the store is not written every second."""
+        now = self.clock()
+        heartbeat = max(self.entry.every, min(STATUS_EVERY, self.entry.max_backlog / 4,
+                                              self.entry.max_lag / 4))
+        if not force and self._written is not None and now - self._written_at < heartbeat \
+                and _moving(self._written) == _moving(self.status):
+            return
+        try:
+            self.store.record_continuity(self.status, now)
+        except Exception as exc:  # the store is busy or full: said, tried again at the next pass
+            self.log(_("continuous capture {name}: the status could not be recorded: {reason}").format(
+                name=self.name, reason=_reason(exc)))
+            return
+        self._written, self._written_at = self.status, now
+
+
+def _base_covers(base: SegmentHeader, gap: Gap) -> bool:
+    """A base piece (a whole copy starting a generation: SQLite) covers a gap of its own stream
+    when it sits past the gap, and a gap of an older generation of the same database
+    (`ENGINE:DATABASE:GENERATION` streams) when it was captured after it."""
+    if base.stream == gap.stream:
+        return base.start >= gap.end
+    mine, theirs = base.stream.split(":"), gap.stream.split(":")
+    return len(mine) == len(theirs) == 3 and mine[:2] == theirs[:2] and base.time_ns > gap.time_ns
+
+
+def _moving(st: ContinuityStatus) -> ContinuityStatus:
+    """The status without the times every pass changes."""
+    standby = None if st.standby is None else replace(st.standby, last_pass=None)
+    return replace(st, last_pass=None, last_ok=None, standby=standby)
+
+
+# -- the threads ---------------------------------------------------------------------------
+
+
+class ContinuityService:
+    """The agent's continuity threads: `apply(config)` starts, restarts (changed entries) and
+    stops (removed ones) them; `stop()` ends them all."""
+
+    def __init__(self, store: StatusStore, log: Log, clock: Callable[[], float] = time.time,
+                 opener: Opener = open_repository) -> None:
+        self.store, self.log, self.clock, self.opener = store, log, clock, opener
+        self._running: dict[str, tuple[tuple[model.Continuity, model.Repository], Entry, threading.Thread,
+                                       threading.Event]] = {}
+
+    def names(self) -> list[str]:
+        return [n for n, (_c, _e, t, _s) in self._running.items() if t.is_alive()]
+
+    def apply(self, config: model.Config) -> None:
+        wanted = {name: (entry, config.repositories[entry.repository])
+                  for name, entry in config.continuity.items() if entry.repository in config.repositories}
+        for name in [n for n, run in self._running.items() if wanted.get(n) != run[0]]:
+            self._stop(name)
+        for name, (entry, repository) in wanted.items():
+            if name in self._running:
+                continue
+            try:
+                loop = Entry(entry, repository, self.store, self.log, self.clock, self.opener)
+            except Exception as exc:  # the status store cannot be read: the backups run all the same
+                self.log(_("continuous capture {name}: not started: {reason}").format(
+                    name=name, reason=_reason(exc)))
+                continue
+            stop = threading.Event()
+            thread = threading.Thread(target=self._run, args=(loop, stop), name=f"continuity-{name}",
+                                      daemon=True)
+            self._running[name] = ((entry, repository), loop, thread, stop)
+            thread.start()
+            what = [w for w in (entry.spool and _("ships {spool}").format(spool=entry.spool),
+                                entry.standby_pgdata and _("feeds the standby {pgdata}").format(
+                                    pgdata=entry.standby_pgdata)) if w]
+            self.log(_("continuous capture {name}: started, {what} every {every} s").format(
+                name=name, what=_(" and ").join(what), every=f"{entry.every:g}"))
+
+    def _run(self, loop: Entry, stop: threading.Event) -> None:
+        try:
+            loop.run(stop)
+        finally:
+            loop._save(force=True)
+
+    def _stop(self, name: str) -> None:
+        _key, _loop, thread, stop = self._running.pop(name)
+        stop.set()
+        thread.join(JOIN_TIMEOUT)
+        if thread.is_alive():
+            self.log(_("continuous capture {name}: a pass is still running; left to end by itself").format(
+                name=name))
+
+    def stop(self) -> None:
+        for _key, _loop, _thread, stop in self._running.values():
+            stop.set()  # all at once, then each waited for
+        for name in list(self._running):
+            self._stop(name)
+
+
+__all__ = ["ContinuityService", "Entry", "open_repository", "standby_status", "storage_for"]
