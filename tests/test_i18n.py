@@ -110,6 +110,7 @@ SHOWN = {"say", "warn", "report", "note", "print", "error", "CoffreError", "Usag
          "FormatError", "StorageError", "MarkUnavailable", "ConnectFailed", "StorageSetupError"}
 LEFT_IN_ENGLISH = {
     ("cli/entry.py", "coffre: "), ("cli/main.py", "coffre: "),
+    ("cli/cmd_wal.py", "coffre wal fetch: "), ("cli/wal_push.py", "coffre wal push: "),
     ("core/clock.py", "cannot read a number of seconds"), ("core/clock.py", "for the test suite only"),
     ("ops/common.py", "duplicate name"), ("repository/basecache.py", "does not match its id"),
     ("repository/locks.py", "unknown version"), ("repository/mark.py", "invalid text"),
