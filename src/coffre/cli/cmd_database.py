@@ -15,6 +15,7 @@ from coffre.continuity import mysql_restore, pg_recovery
 from coffre.continuity.sqlite_restore import restore_sqlite
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
+from coffre.format.snapshot import Snapshot
 from coffre.ops.common import find_snapshot
 from coffre.ops.databases import drill, find_with_databases, pick, restore_database
 from coffre.repository import segments
@@ -125,10 +126,7 @@ def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
     until = parse_until(args.until)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
-        load_index(repo)
-        snaps = repo.snapshots(errors=[])
-        if args.snapshot != "latest":
-            snaps = [find_snapshot(repo, args.snapshot, report=warn)]
+        snaps = _bases(args, repo)
         with progress_for(args, _("restore-db")) as progress:
             done = pg_recovery.recover(repo, snaps, Path(where), until, report=warn, progress=progress)
     files = len(done.plan.pieces)
@@ -141,6 +139,15 @@ def _restore_until(args: argparse.Namespace, engine: str, where: str) -> int:
     say(_("start a PostgreSQL {major} server on it (pg_ctl -D {folder} start); it is read-write, on a "
           "new timeline").format(major=done.record.extra.get("major", ""), folder=where))
     return 0
+
+
+def _bases(args: argparse.Namespace, repo: Repository) -> list[Snapshot]:
+    """The snapshots a point-in-time restore may start from: all ('latest': the newest before
+    the moment is chosen) or the one named."""
+    load_index(repo)
+    if args.snapshot != "latest":
+        return [find_snapshot(repo, args.snapshot, report=warn)]
+    return repo.snapshots(errors=[])
 
 
 def _restore_sqlite_until(args: argparse.Namespace, where: str) -> int:
@@ -175,10 +182,7 @@ def _restore_mysql_until(args: argparse.Namespace, dsn: str) -> int:
     until = parse_until(args.until)
     repo = open_repo(args)
     with reading(repo, "restore-db"):
-        load_index(repo)
-        snaps = repo.snapshots(errors=[])
-        if args.snapshot != "latest":
-            snaps = [find_snapshot(repo, args.snapshot, report=warn)]
+        snaps = _bases(args, repo)
         with progress_for(args, _("restore-db")) as progress:
             done = mysql_restore.recover(repo, snaps, dsn, until, database=args.database, force=args.force,
                                          report=warn, progress=progress)

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from coffre.continuity import positions
-from coffre.core import posix
 from coffre.core.errors import CoffreError
+from coffre.core.files import write_new
 from coffre.core.i18n import _
 from coffre.core.posix import Account
 from coffre.repository import segments
@@ -35,22 +35,10 @@ def _checked_name(name: str) -> str:
 
 
 def write_beside(dest: Path, data: bytes, account: Account | None = None) -> None:
-    """`data` as `dest`, whole or not at all."""
+    """`data` as `dest`, whole or not at all (given to `account`)."""
     tmp = dest.with_name(f".{dest.name}.coffre-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if account is not None:
-            os.chown(tmp, account.pw_uid, account.pw_gid)
-        os.rename(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    posix.fsync_dir(dest.parent)
+    write_new(tmp, dest, data, (account.pw_uid, account.pw_gid) if account is not None else None)
 
 
 def fetch_staged(staging: Path, name: str, dest: Path) -> int:

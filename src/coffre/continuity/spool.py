@@ -24,6 +24,7 @@ from pathlib import Path
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError, FormatError
+from coffre.core.files import write_new
 from coffre.core.i18n import _
 from coffre.format.segment import SegmentHeader
 
@@ -97,18 +98,7 @@ class Spool:
             return False
         self.create()
         stem = f"{header.time_ns:020d}-{secrets.token_hex(4)}-{header.name}"
-        tmp = self.path / f"{_TMP}{stem}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self.path / f"{stem}{SUFFIX}")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        posix.fsync_dir(self.path)
+        write_new(self.path / f"{_TMP}{stem}", self.path / f"{stem}{SUFFIX}", data)
         return True
 
     def read(self, pending: Pending) -> tuple[SegmentHeader, bytes]:

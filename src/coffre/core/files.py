@@ -27,3 +27,21 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         tmp.unlink(missing_ok=True)
         raise
     posix.fsync_dir(path.parent)
+
+
+def write_new(tmp: Path, final: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """`data` as `final`, whole or not at all: written to the new file `tmp` (0600, refused if
+    it exists), fsync, given to `owner` (uid, gid), renamed, fsync of the folder."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if owner is not None:
+            os.chown(tmp, *owner)
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    posix.fsync_dir(final.parent)
