@@ -299,6 +299,12 @@ def test_push_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
     seg.write_bytes(fake_segment(3, sysid=43))
     other = subprocess.run(push, capture_output=True, text=True, check=False)
     assert other.returncode == 1 and "never replaced" in other.stderr
+    # A promotion archives the old timeline's last segment as .partial: kept, not refused.
+    partial = tmp_path / "000000010000000000000005.partial"
+    partial.write_bytes(fake_segment(5, sysid=42))
+    done = subprocess.run([*push[:-2], str(partial), partial.name], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
     (tmp_path / "junk").write_bytes(b"x" * 100)
     bad = subprocess.run([*push[:-2], str(tmp_path / "junk"), "000000010000000000000004"],
                          capture_output=True, text=True, check=False)

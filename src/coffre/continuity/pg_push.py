@@ -71,6 +71,13 @@ def segment_identity(data: bytes, name: str) -> tuple[int, int, positions.WalNam
 def header_for(data: bytes, name: str, data_dir: Path, now_ns: int) -> SegmentHeader:
     """Where this WAL file goes in its cluster's stream."""
     digest = hashlib.sha256(data).hexdigest()
+    if name.endswith(".partial"):
+        # The old timeline's last segment, archived at a promotion: kept beside the stream
+        # (recovery never asks for it, a person investigating may).
+        sysid, seg_size, _wal = segment_identity(data, name.removesuffix(".partial"))
+        return SegmentHeader(stream=f"postgres:{sysid}", engine="postgres", kind="history", name=name,
+                             start=0, end=0, time_ns=now_ns, size=len(data), sha256=digest,
+                             extra={"segment_size": str(seg_size)})
     wal = positions.parse_segment(name)
     if wal is not None or (len(name) == 24 and positions.is_wal_file(name)):
         sysid, seg_size, wal = segment_identity(data, name)
