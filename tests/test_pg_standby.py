@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 
 from coffre.sources.databases.command import service_account
 from test_pg_continuity import Archiving, Writer, query, restore_dir
@@ -90,5 +91,37 @@ def test_standby_follows_and_takes_over_after_the_primary_dies(repo: Coffre) -> 
         if server is not None:
             stop_server(server)
         folder.remove()
+        shutil.rmtree(top, ignore_errors=True)
+        primary.stop()
+
+
+def test_follow_never_stages_again_what_postgresql_cleaned_up(repo: Coffre) -> None:
+    """A pass stages only what lies beyond the last WAL file staged: the files PostgreSQL's
+    archive_cleanup_command removed once replayed are not fetched again at every pass."""
+    from test_pg_continuity import wait_archived, wait_shipped
+
+    primary = Archiving()
+    top = restore_dir()
+    try:
+        repo.ok("backup", "--postgres-cluster", primary.cluster(), env=primary.pg.env())
+        pgdata = top / "standby"
+        repo.ok("standby", "init", "--pgdata", str(pgdata))
+        for _ in range(2):
+            primary.pg.pgbench("-c", "2", "-t", "100", dbname="officine")
+            primary.pg.psql("SELECT pg_switch_wal()")
+        wait_archived(primary)
+        wait_shipped(repo, primary.spool)
+        repo.ok("standby", "follow", "--pgdata", str(pgdata))
+        staging = Path(str(pgdata) + ".coffre-standby") / "wal"
+        staged = sorted(p.name for p in staging.iterdir() if len(p.name) == 24)
+        assert len(staged) >= 2
+        for name in staged:  # replayed and cleaned up
+            (staging / name).unlink()
+        before = json.loads(repo.ok("standby", "status", "--pgdata", str(pgdata), "--json", repo=False).out)
+        repo.ok("standby", "follow", "--pgdata", str(pgdata))
+        assert not [p for p in staging.iterdir() if len(p.name) == 24]
+        after = json.loads(repo.ok("standby", "status", "--pgdata", str(pgdata), "--json", repo=False).out)
+        assert after["staged"] == before["staged"] and after["behind_pieces"] == 0
+    finally:
         shutil.rmtree(top, ignore_errors=True)
         primary.stop()

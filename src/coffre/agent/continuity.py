@@ -131,7 +131,7 @@ def standby_status(state: StandbyState, previous: StandbyStatus | None, now: flo
     gap_since = (before.gap_since if before.gap == state.gap and before.gap_since is not None else now) \
         if state.gap else None
     return StandbyStatus(
-        newest_ns=state.newest_ns, behind_pieces=state.behind_pieces, staged=len(state.staged),
+        newest_ns=state.newest_ns, behind_pieces=state.behind_pieces, staged=state.staged_count,
         gap=state.gap, gap_since=gap_since, promoted=bool(state.promoted_ns),
         last_pass=now if error is None else before.last_pass, error=error,
         error_since=None if error is None else (before.error_since if before.error else now))

@@ -65,7 +65,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         state = standby.follow(repo, Path(args.pgdata), report=warn)
     say(_("standby ready in {folder} from the base backup {snapshot}, {count} WAL files staged; start "
           "PostgreSQL on it (it stays in recovery), and run 'coffre standby follow --every 10'").format(
-              folder=args.pgdata, snapshot=state.base_snapshot[:8], count=len(state.staged)))
+              folder=args.pgdata, snapshot=state.base_snapshot[:8], count=state.staged_count))
     return 0
 
 
@@ -97,7 +97,7 @@ def cmd_follow(args: argparse.Namespace) -> int:
 def _say_state(state: standby.StandbyState) -> None:
     lag = standby.lag_seconds(state, time.time_ns())
     say(_("standby of {stream}: {count} WAL files staged, the newest captured {lag} ago{gap}").format(
-        stream=state.stream, count=len(state.staged), lag=human_duration(lag) if lag is not None else "?",
+        stream=state.stream, count=state.staged_count, lag=human_duration(lag) if lag is not None else "?",
         gap=(_("; stopped at the gap {name}").format(name=state.gap) if state.gap else "")))
 
 
@@ -107,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     late = state.gap != "" or lag is None or lag > args.max_lag
     if args.json:
         emit_json({"stream": state.stream, "behind_seconds": lag, "behind_pieces": state.behind_pieces,
-                   "staged": len(state.staged), "gap": state.gap, "last_pass_ns": state.last_pass_ns,
+                   "staged": state.staged_count, "gap": state.gap, "last_pass_ns": state.last_pass_ns,
                    "promoted": bool(state.promoted_ns), "late": late})
     else:
         _say_state(state)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import time
@@ -53,7 +54,7 @@ STATE = "standby.json"
 STAGING = "wal"
 MARK = "# Coffre standby (coffre standby init); removed by coffre standby promote"
 _AMCHECK_INSTALLED = "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck'"
-KEEP_NAMES = 20_000  # staged names remembered (a few weeks of WAL at one file a minute)
+KEEP_NAMES = 1_000  # staged names remembered (for history files; logs go by position)
 
 
 @dataclass
@@ -63,7 +64,9 @@ class StandbyState:
     start_lsn: int
     start_timeline: int
     base_snapshot: str
-    staged: list[str] = field(default_factory=list)
+    staged: list[str] = field(default_factory=list)  # the latest names staged (history files all)
+    staged_count: int = 0
+    staged_through: int = -1  # start of the last log piece staged: the next pass goes on after it
     newest_ns: int = 0  # capture time of the newest piece staged
     last_pass_ns: int = 0
     behind_pieces: int = 0  # stored but not staged (a gap stops the staging)
@@ -114,7 +117,8 @@ def init(repo: Repository, snaps: list[Snapshot], pgdata: Path, report: Reporter
     state = StandbyState(str(pgdata), f"postgres:{system_identifier(pgdata)}", start, tli, snap.id)
     settings = {
         "restore_command": fetch_command(staging),
-        "archive_cleanup_command": f"{program('pg_archivecleanup')} {staging} %r",
+        "archive_cleanup_command": " ".join(
+            [shlex.quote(program("pg_archivecleanup")), shlex.quote(str(staging)), "%r"]),
         "recovery_target_timeline": "latest",
     }
     auto = pgdata / "postgresql.auto.conf"
@@ -145,16 +149,21 @@ def follow(repo: Repository, pgdata: Path, report: Reporter = quiet,
     plan = pg_timeline.plan([s.header for s in stored], state.start_lsn, state.start_timeline,
                             histories(repo, stored))
     by_header = {id(s.header): s for s in stored}
+    # The plan runs in replay order: a log piece at or before the last one staged was staged
+    # (and may since have been cleaned up by PostgreSQL's archive_cleanup_command).
     done = set(state.staged)
-    fresh = [h for h in plan.pieces if h.name not in done]
+    fresh = [h for h in plan.pieces
+             if (h.start > state.staged_through if h.kind == "log" else h.name not in done)]
     for header in fresh:
         write_beside(folder / STAGING / header.name, segments.load(repo, by_header[id(header)]), account)
-        state.staged.append(header.name)
         if header.kind == "log":
             state.newest_ns = max(state.newest_ns, header.time_ns)
+            state.staged_through = header.start
+        state.staged.append(header.name)
+        state.staged_count += 1
     state.staged = state.staged[-KEEP_NAMES:]
-    beyond = {s.header.name for s in stored if s.header.kind == "log"} - set(state.staged)
-    state.behind_pieces = len(beyond)
+    state.behind_pieces = sum(1 for s in stored
+                              if s.header.kind == "log" and s.header.start > state.staged_through)
     if plan.gap and plan.gap != state.gap:
         report(_("the WAL file {name} is missing from the repository: the standby cannot go past it; "
                  "set it up again from a newer base backup").format(name=plan.gap))
