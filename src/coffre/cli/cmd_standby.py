@@ -10,11 +10,11 @@ from pathlib import Path
 from types import FrameType
 
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading
-from coffre.cli.output import emit_json, human_duration, say, warn
+from coffre.cli.output import emit_json, human_duration, human_size, say, warn
 from coffre.cli.progress import progress_for
 from coffre.continuity import standby
 from coffre.core.errors import CoffreError, StorageError
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.format.segment import SegmentHeader
 
 DEFAULT_MAX_LAG = 300.0
@@ -99,6 +99,10 @@ def _say_state(state: standby.StandbyState) -> None:
     say(_("standby of {stream}: {count} WAL files staged, the newest captured {lag} ago{gap}").format(
         stream=state.stream, count=state.staged_count, lag=human_duration(lag) if lag is not None else "?",
         gap=(_("; stopped at the gap {name}").format(name=state.gap) if state.gap else "")))
+    if state.behind_pieces:
+        say(ngettext("{count} WAL file ({size}) stored but not staged yet",
+                     "{count} WAL files ({size}) stored but not staged yet", state.behind_pieces).format(
+                         count=state.behind_pieces, size=human_size(state.behind_bytes)))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -107,6 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     late = state.gap != "" or lag is None or lag > args.max_lag
     if args.json:
         emit_json({"stream": state.stream, "behind_seconds": lag, "behind_pieces": state.behind_pieces,
+                   "behind_bytes": state.behind_bytes,
                    "staged": state.staged_count, "gap": state.gap, "last_pass_ns": state.last_pass_ns,
                    "promoted": bool(state.promoted_ns), "late": late})
     else:

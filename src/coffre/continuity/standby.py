@@ -70,6 +70,7 @@ class StandbyState:
     newest_ns: int = 0  # capture time of the newest piece staged
     last_pass_ns: int = 0
     behind_pieces: int = 0  # stored but not staged (a gap stops the staging)
+    behind_bytes: int = 0  # their WAL bytes
     gap: str = ""
     promoted_ns: int = 0
 
@@ -162,8 +163,8 @@ def follow(repo: Repository, pgdata: Path, report: Reporter = quiet,
         state.staged.append(header.name)
         state.staged_count += 1
     state.staged = state.staged[-KEEP_NAMES:]
-    state.behind_pieces = sum(1 for s in stored
-                              if s.header.kind == "log" and s.header.start > state.staged_through)
+    behind = [s for s in stored if s.header.kind == "log" and s.header.start > state.staged_through]
+    state.behind_pieces, state.behind_bytes = len(behind), sum(s.header.size for s in behind)
     if plan.gap and plan.gap != state.gap:
         report(_("the WAL file {name} is missing from the repository: the standby cannot go past it; "
                  "set it up again from a newer base backup").format(name=plan.gap))
