@@ -18,10 +18,11 @@ around it), a piece whose frames do not follow the previous one.
 are checked as SQLite checks them (salts, cumulative checksums chained from where the
 previous piece, or the base, ended); each page is written at its place and, at each commit,
 the file takes the size its commit frame gives (`Applier`, writing through `Pages`: the
-restore's file, or a standby's pass, sqlite_standby.py, which goes on from a `Resume`). Then `PRAGMA integrity_check`, fsync, and
-the file is linked under the target's name, never over an existing database: the rule of
-`coffre restore-db --sqlite` (a missing or empty file only, and no -wal, -shm or -journal
-beside it, which SQLite would replay into the restored file).
+restore's file, or a standby's pass, sqlite_standby.py, which goes on from a `Resume`).
+Then `PRAGMA integrity_check`, fsync, and the file is linked under the target's name, never
+over an existing database: the rule of `coffre restore-db --sqlite` (a missing or empty file
+only, and no -wal, -shm or -journal beside it, which SQLite would replay into the restored
+file).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class SqliteRestored:
     resume: Resume | None = None  # where the log goes on (a standby's next pass starts there)
 
 
-def _since(seg: StoredSegment) -> int:
+def since_of(seg: StoredSegment) -> int:
     try:
         return int(seg.header.extra.get("since_ns", ""))
     except ValueError:
@@ -111,7 +112,7 @@ def plan(found: list[StoredSegment], until_ns: int | None, what: str) -> Plan:
     if chain.stop is not None:
         raise chain.stop
     point = chain.pieces[-1].header.time_ns if chain.pieces else base.header.time_ns
-    since = _since(chain.pieces[-1]) if chain.pieces else _since(base)
+    since = since_of(chain.pieces[-1]) if chain.pieces else since_of(base)
     return Plan(base, chain.pieces, point, since)
 
 
