@@ -149,6 +149,10 @@ def test_a_missing_piece_stops_the_standby_there(
     again = sqlite_standby.follow(repository, target, report=reports.append)
     assert again.gap == state.gap and again.position == state.position and prefix(target) == 6
     assert len([r for r in reports if logs[2].header.name in r]) == 1  # said once
+    # A standby set up now goes as far as the gap, and says it stops there.
+    other = sqlite_standby.init(repository, str(pharmacy.path), tmp_path / "other.db")
+    assert prefix(tmp_path / "other.db") == 6 and other.gap == logs[2].header.name
+    assert sqlite_standby.follow(repository, tmp_path / "other.db").position == state.position
     # The command line says it, exit status 1.
     status = coffre("standby", "sqlite-status", "--target", str(target), "--json")
     out, err = status.communicate(timeout=60)

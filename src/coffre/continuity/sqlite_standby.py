@@ -138,22 +138,58 @@ def _found(repo: Repository, database: str, report: Reporter,
     return found
 
 
+@dataclass(frozen=True)
+class _Reach:
+    stream: str  # the newest generation
+    until_ns: int | None  # how far it can be restored (None: its latest moment)
+    gap: str  # the piece it stops before ("" when none)
+    problem: str
+
+
+def _reach(found: list[StoredSegment], what: str) -> _Reach | None:
+    """How far the newest generation can be restored: up to its first gap or missing piece,
+    never past it (None: no copy of the database to start from)."""
+    base = max((s.header for s in found if s.header.kind == "base"), key=lambda b: (b.time_ns, b.start),
+               default=None)
+    if base is None:
+        return None
+    chain = walk(found, base.stream, base.end, base.time_ns, None, what)
+    if chain.stop is None:
+        return _Reach(base.stream, None, "", "")
+    until = chain.pieces[-1].header.time_ns if chain.pieces else base.time_ns
+    return _Reach(base.stream, until, chain.stopped_at, chain.stop.message)
+
+
+def _restore(repo: Repository, found: list[StoredSegment], database: str, what: str, dest: Path,
+             report: Reporter) -> tuple[SqliteStandbyState, _Reach | None]:
+    """The newest generation restored into the new file `dest`, as far as it goes; its state
+    (not saved)."""
+    reach = _reach(found, what)
+    restored = restore_sqlite(repo, reach.stream if reach else database, dest,
+                              reach.until_ns if reach else None, report=report)
+    resume = restored.resume or Resume(0, "", "0" * 16)
+    state = SqliteStandbyState(str(dest), what, restored.stream, restored.base_time_ns, resume.position,
+                               resume.wal_header, resume.checksum, newest_ns=restored.point_ns,
+                               since_ns=restored.since_ns, applied=restored.pieces,
+                               transactions=restored.transactions, last_pass_ns=time.time_ns(),
+                               gap=reach.gap if reach else "", problem=reach.problem if reach else "")
+    if state.gap:
+        report(_("the standby stops before the log piece {name}: {problem}").format(
+            name=state.gap, problem=state.problem))
+    return state, reach
+
+
 def init(repo: Repository, database: str, target: str | os.PathLike[str],
          report: Reporter = quiet) -> SqliteStandbyState:
-    """Restore the latest moment captured of `database` into the new file `target` and
-    record where its log goes on."""
+    """Restore the latest moment captured of `database` into the new file `target` (up to a
+    gap, if its newest generation has one) and record where its log goes on."""
     dest = Path(os.path.abspath(target))
     for beside in (state_path(dest), _undo_path(dest)):
         if beside.exists():
             raise CoffreError(_("{path} exists: {file} is already a standby").format(path=beside, file=dest),
                               _("choose a new file name"))
     _wanted, what = selector(database)
-    restored = restore_sqlite(repo, database, dest, report=report)
-    resume = restored.resume or Resume(0, "", "0" * 16)
-    state = SqliteStandbyState(str(dest), what, restored.stream, restored.base_time_ns, resume.position,
-                               resume.wal_header, resume.checksum, newest_ns=restored.point_ns,
-                               since_ns=restored.since_ns, applied=restored.pieces,
-                               transactions=restored.transactions, last_pass_ns=time.time_ns())
+    state, _reached = _restore(repo, _found(repo, database, report), database, what, dest, report)
     state.save()
     return state
 
@@ -249,20 +285,16 @@ def _recover(target: Path, state: SqliteStandbyState, report: Reporter) -> None:
     _play_undo(target, state, report)
 
 
-def _rebuild(repo: Repository, target: Path, state: SqliteStandbyState, base: SegmentHeader,
-             report: Reporter) -> SqliteStandbyState:
+def _rebuild(repo: Repository, found: list[StoredSegment], target: Path, state: SqliteStandbyState,
+             base: SegmentHeader, report: Reporter) -> SqliteStandbyState:
     report(_("the capture of {database} started a new generation ({reason}): the standby is rebuilt "
              "from its first copy").format(database=state.database, reason=base.extra.get("reason", "?")))
     new = target.with_name(target.name + NEW_SUFFIX)
     for leftover in (new, Path(f"{new}-wal"), Path(f"{new}-shm"), Path(f"{new}-journal")):
         leftover.unlink(missing_ok=True)
-    restored = restore_sqlite(repo, base.stream, new, report=report)
-    resume = restored.resume or Resume(0, "", "0" * 16)
-    rebuilt = replace(state, stream=restored.stream, base_time_ns=restored.base_time_ns,
-                      position=resume.position, wal_header=resume.wal_header, checksum=resume.checksum,
-                      newest_ns=restored.point_ns, since_ns=restored.since_ns, applied=restored.pieces,
-                      transactions=restored.transactions, gap="", problem="", rebuilds=state.rebuilds + 1,
-                      rebuilding=str(new))
+    fresh, _reached = _restore(repo, [s for s in found if s.header.stream == base.stream], base.stream,
+                               state.database, new, report)
+    rebuilt = replace(fresh, target=state.target, rebuilds=state.rebuilds + 1, rebuilding=str(new))
     rebuilt.save()  # from here on, the rebuild is finished even if this process stops
     _recover(target, rebuilt, report)
     return rebuilt
@@ -282,7 +314,7 @@ def follow(repo: Repository, target: str | os.PathLike[str], report: Reporter = 
     bases = [s.header for s in found if s.header.kind == "base"]
     newest = max(bases, key=lambda b: (b.time_ns, b.start), default=None)
     if newest is not None and newest.stream != state.stream and newest.time_ns > state.base_time_ns:
-        state = _rebuild(repo, dest, state, newest, report)
+        state = _rebuild(repo, found, dest, state, newest, report)
         found = _found(repo, state.database, report, known)
     chain = walk(found, state.stream, state.position, state.newest_ns, None, state.database)
     pieces, stopped_at = chain.pieces[:per_pass], chain.stopped_at if len(chain.pieces) <= per_pass else ""
