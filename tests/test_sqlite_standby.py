@@ -282,3 +282,32 @@ def test_cli_init_follow_status_promote(tmp_path: Path, repository: Repository, 
     assert "integrity_check: ok" in out and str(target) in out
     assert SqliteStandbyState.load(target).promoted_ns
     run("standby", "sqlite-follow", *repo, "--target", str(target), password_file=password, code=1)
+
+
+def test_a_piece_that_does_not_follow_is_taken_out_whole(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path / "spool")
+    target = tmp_path / "secours.db"
+    with SqliteMonitor(pharmacy.path, spool) as monitor:
+        monitor.step()
+        shipper.ship(repository, spool)
+        sqlite_standby.init(repository, str(pharmacy.path), target)
+        for _ in range(3):
+            pharmacy.commit(3)
+            monitor.step()
+    shipper.ship(repository, spool)
+    logs = [s for s in segments.listing(repository) if s.header.kind == "log"]
+    load = segments.load
+
+    def damaged(repo: Repository, seg: segments.StoredSegment) -> bytes:
+        data = load(repo, seg)
+        return data[:-100] if seg.object == logs[1].object else data  # its last transaction cut
+
+    monkeypatch.setattr(segments, "load", damaged)
+    state = sqlite_standby.follow(repository, target)
+    # The first piece applied; none of the second's transactions (two of them were whole).
+    assert prefix(target) == 3
+    assert state.gap == logs[1].header.name and "does not follow" in state.problem
+    monkeypatch.undo()
+    assert sqlite_standby.follow(repository, target).gap == ""
+    assert prefix(target) == 9

@@ -200,27 +200,45 @@ def init(repo: Repository, database: str, target: str | os.PathLike[str],
 class _Overlay:
     """What a pass changes, applied in order as the file would take it: the latest content of
     each page written, the fewest pages the file had on the way (a commit can shrink it), the
-    size after the last commit."""
+    size after the last commit. `mark` and `back`: a piece that turns out not to follow is
+    taken out again (what each page was before it is kept, once)."""
 
     def __init__(self, pages: int) -> None:
         self.pages: dict[int, bytes] = {}
         self.low = self.size = pages
+        self.top = 0  # no page above it is in `pages`
+        self._before: dict[int, bytes | None] = {}
+        self._sizes = (self.low, self.size, self.top)
+
+    def _keep(self, page: int) -> None:
+        if page not in self._before:
+            self._before[page] = self.pages.get(page)
 
     def write(self, page: int, data: bytes) -> None:
+        self._keep(page)
         self.pages[page] = bytes(data)
+        self.top = max(self.top, page)
 
     def resize(self, pages: int) -> None:
-        if pages < self.low:
-            self.low = pages
-        for p in [p for p in self.pages if p > pages]:
-            del self.pages[p]
+        self.low = min(self.low, pages)
+        if pages < self.top:
+            for p in [p for p in self.pages if p > pages]:
+                self._keep(p)
+                del self.pages[p]
+            self.top = pages
         self.size = pages
 
-    def mark(self) -> tuple[dict[int, bytes], int, int]:
-        return dict(self.pages), self.low, self.size
+    def mark(self) -> None:
+        self._before, self._sizes = {}, (self.low, self.size, self.top)
 
-    def back(self, mark: tuple[dict[int, bytes], int, int]) -> None:
-        self.pages, self.low, self.size = dict(mark[0]), mark[1], mark[2]
+    def back(self) -> None:
+        for page, data in self._before.items():
+            if data is None:
+                self.pages.pop(page, None)
+            else:
+                self.pages[page] = data
+        self.low, self.size, self.top = self._sizes
+        self._before = {}
 
 
 def _write_undo(target: Path, state: SqliteStandbyState, overlay: _Overlay, page_size: int) -> None:
@@ -325,11 +343,12 @@ def follow(repo: Repository, target: str | os.PathLike[str], report: Reporter = 
     applier = Applier(overlay, state.resume, page_size, dest.name)
     applied: list[StoredSegment] = []
     for piece in pieces:
-        mark, transactions = overlay.mark(), applier.transactions
+        overlay.mark()
+        transactions = applier.transactions
         try:
             applier.apply(piece.header, segments.load(repo, piece))
         except IntegrityError as exc:
-            overlay.back(mark)
+            overlay.back()
             applier.transactions = transactions
             stopped_at, problem = piece.header.name, exc.message
             break
