@@ -17,10 +17,12 @@ around it), a piece whose frames do not follow the previous one.
 **Applying**: the base is written to a temporary file beside the target; each piece's frames
 are checked as SQLite checks them (salts, cumulative checksums chained from where the
 previous piece, or the base, ended); each page is written at its place and, at each commit,
-the file takes the size its commit frame gives. Then `PRAGMA integrity_check`, fsync, and
-the file is linked under the target's name, never over an existing database: the rule of
-`coffre restore-db --sqlite` (a missing or empty file only, and no -wal, -shm or -journal
-beside it, which SQLite would replay into the restored file).
+the file takes the size its commit frame gives (`Applier`, writing through `Pages`: the
+restore's file, or a standby's pass, sqlite_standby.py, which goes on from a `Resume`).
+Then `PRAGMA integrity_check`, fsync, and the file is linked under the target's name, never
+over an existing database: the rule of `coffre restore-db --sqlite` (a missing or empty file
+only, and no -wal, -shm or -journal beside it, which SQLite would replay into the restored
+file).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from coffre.continuity import sqlite_names as names
 from coffre.core import posix
@@ -69,9 +71,10 @@ class SqliteRestored:
     pieces: int
     transactions: int
     size: int
+    resume: Resume | None = None  # where the log goes on (a standby's next pass starts there)
 
 
-def _since(seg: StoredSegment) -> int:
+def since_of(seg: StoredSegment) -> int:
     try:
         return int(seg.header.extra.get("since_ns", ""))
     except ValueError:
@@ -105,12 +108,30 @@ def plan(found: list[StoredSegment], until_ns: int | None, what: str) -> Plan:
                             "can be restored is {first}").format(what=what, until=human_time(until_ns or 0),
                                                                  first=human_time(first)))
     base = max(usable, key=lambda b: (b.header.time_ns, b.header.start))
-    stream = base.header.stream
+    chain = walk(found, base.header.stream, base.header.end, base.header.time_ns, until_ns, what)
+    if chain.stop is not None:
+        raise chain.stop
+    point = chain.pieces[-1].header.time_ns if chain.pieces else base.header.time_ns
+    since = since_of(chain.pieces[-1]) if chain.pieces else since_of(base)
+    return Plan(base, chain.pieces, point, since)
+
+
+@dataclass(frozen=True)
+class Walk:
+    pieces: list[StoredSegment]  # in order, each starting where the previous one ended
+    stop: CoffreError | None = None  # a gap or a missing piece where the chain stops
+    stopped_at: str = ""  # that piece's name
+
+
+def walk(found: list[StoredSegment], stream: str, pos: int, point: int, until_ns: int | None,
+         what: str) -> Walk:
+    """The log pieces of generation `stream` from position `pos` on (`point`: the capture time
+    reached there), captured at or before `until_ns` (None: all), up to the first gap or
+    missing piece, which is named in `stop` (never skipped)."""
     following: dict[int, list[StoredSegment]] = defaultdict(list)
     for s in found:
         if s.header.stream == stream and s.header.kind in ("log", "gap") and s.header.end > s.header.start:
             following[s.header.start].append(s)
-    pos, point, since = base.header.end, base.header.time_ns, _since(base)
     chain: list[StoredSegment] = []
     while True:
         here = following.get(pos, [])
@@ -119,29 +140,28 @@ def plan(found: list[StoredSegment], until_ns: int | None, what: str) -> Plan:
         if logs:
             step = max(logs, key=lambda s: (s.header.end, -s.header.time_ns))
             chain.append(step)
-            pos, point, since = step.header.end, step.header.time_ns, _since(step)
+            pos, point = step.header.end, step.header.time_ns
             continue
         if in_time:
             gap = in_time[0].header
-            raise CoffreError(
+            return Walk(chain, CoffreError(
                 _("{what}: the log piece {name} of generation {generation} was lost before it could be "
                   "stored ({reason}), at {when}").format(
                       what=what, name=gap.name, generation=_generation(stream),
                       reason=gap.extra.get("reason", "?"), when=human_time(gap.time_ns)),
-                _latest(found, point))
+                _latest(found, point)), gap.name)
         mine = [seg for group in following.values() for seg in group]
         later = [seg for seg in mine if seg.header.start > pos]
         # Not missing when a piece captured later covers the position (a monitor that stopped
         # between putting a piece and recording it copies again from the older position).
         covered = any(seg.header.start <= pos < seg.header.end for seg in mine)
         if not covered and later and (until_ns is None or until_ns > point):
-            nearest = min(s.header.start for s in later)
-            raise CoffreError(
+            name = names.log_name(pos, min(s.header.start for s in later))
+            return Walk(chain, CoffreError(
                 _("{what}: the log piece {name} of generation {generation} is missing from the "
-                  "repository").format(what=what, name=names.log_name(pos, nearest),
-                                       generation=_generation(stream)),
-                _latest(found, point))
-        return Plan(base, chain, point, since)
+                  "repository").format(what=what, name=name, generation=_generation(stream)),
+                _latest(found, point)), name)
+        return Walk(chain)
 
 
 def _generation(stream: str) -> str:
@@ -158,25 +178,64 @@ def _latest(found: list[StoredSegment], point: int) -> str:
     return text
 
 
-class _Applier:
-    """Writes a base's pages, then the log's, into an open file, checking that every piece
-    follows the previous one as SQLite would."""
+@dataclass(frozen=True)
+class Resume:
+    """Where a generation's log goes on after what was applied: what the next piece is
+    checked against."""
+    position: int
+    wal_header: str  # the WAL header in force there, in hex ("" when the log had none yet)
+    checksum: str  # the cumulative checksum reached there, 16 hex digits
 
-    def __init__(self, f: BinaryIO, base: SegmentHeader, page_size: int) -> None:
-        self.f = f
+    @classmethod
+    def of_base(cls, base: SegmentHeader) -> Resume:
+        return cls(base.end, base.extra.get("wal_header", ""), base.extra.get("checksum", "0" * 16))
+
+
+class Pages(Protocol):
+    """Where the applier writes: a page (numbered from 1) and, at each commit, the size."""
+
+    def write(self, page: int, data: bytes) -> None: ...
+
+    def resize(self, pages: int) -> None: ...
+
+
+class FilePages:
+    """Straight into an open file (a restore's temporary file)."""
+
+    def __init__(self, f: BinaryIO, page_size: int) -> None:
+        self.fd, self.page_size = f.fileno(), page_size
+
+    def write(self, page: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, (page - 1) * self.page_size)
+
+    def resize(self, pages: int) -> None:
+        os.ftruncate(self.fd, pages * self.page_size)
+
+
+class Applier:
+    """Writes the log's pages after a base (or after what was applied before: `resume`),
+    checking that every piece follows the previous one as SQLite would."""
+
+    def __init__(self, pages: Pages, resume: Resume, page_size: int, what: str) -> None:
+        self.pages = pages
         self.page_size = page_size
-        wal_header = base.extra.get("wal_header", "")
+        self.position = resume.position
         try:
-            self.header = wal.parse_header(bytes.fromhex(wal_header)) if wal_header else None
-            text = base.extra.get("checksum", "0" * 16)
+            self.header = wal.parse_header(bytes.fromhex(resume.wal_header)) if resume.wal_header else None
+            text = resume.checksum
             self.checksum: wal.Checksum = (int(text[:8], 16), int(text[8:16], 16))
         except ValueError:
             raise IntegrityError(_("the copy {name} does not say where the log continues").format(
-                name=base.name)) from None
-        if wal_header and self.header is None:
+                name=what)) from None
+        if resume.wal_header and self.header is None:
             raise IntegrityError(_("the copy {name} does not say where the log continues").format(
-                name=base.name))
+                name=what))
         self.transactions = 0
+
+    @property
+    def resume(self) -> Resume:
+        return Resume(self.position, self.header.raw.hex() if self.header else "",
+                      f"{self.checksum[0]:08x}{self.checksum[1]:08x}")
 
     def apply(self, seg: SegmentHeader, payload: bytes) -> None:
         header = wal.parse_header(payload)
@@ -184,7 +243,7 @@ class _Applier:
         run1, off1 = names.split_position(seg.end)
         refused = IntegrityError(_("the log piece {name} does not follow the previous one").format(
             name=seg.name))
-        if header is None or header.page_size != self.page_size:
+        if header is None or header.page_size != self.page_size or seg.start != self.position:
             raise refused
         if run1 == run0:
             if self.header is None or header.raw != self.header.raw:
@@ -196,14 +255,20 @@ class _Applier:
         reached, running = first, seed
         for tx in wal.transactions(body, header, first, seed):
             for frame in tx:
-                os.pwrite(self.f.fileno(), frame.data, (frame.page - 1) * self.page_size)
+                self.pages.write(frame.page, frame.data)
             commit = tx[-1]
-            os.ftruncate(self.f.fileno(), commit.commit_size * self.page_size)
+            self.pages.resize(commit.commit_size)
             reached, running = commit.offset + header.frame_size, commit.checksum
             self.transactions += 1
         if reached != off1 or reached - first != len(body):
             raise refused
-        self.header, self.checksum = header, running
+        self.header, self.checksum, self.position = header, running, seg.end
+
+
+def database_page_size(head: bytes) -> int:
+    """The page size a SQLite database's header gives (its first 100 bytes)."""
+    size = int.from_bytes(head[16:18], "big")
+    return 65536 if size == 1 else size
 
 
 def _check_target(target: Path) -> None:
@@ -255,11 +320,11 @@ def restore_sqlite(repo: Repository, database_path_or_stream: str, target: str |
             if len(base) < 100 or base[:16] != SQLITE_MAGIC:
                 raise IntegrityError(_("the copy {name} is not a SQLite database").format(
                     name=chosen.base.header.name))
-            page_size = int.from_bytes(base[16:18], "big")
-            page_size = 65536 if page_size == 1 else page_size
+            page_size = database_page_size(base)
             f.write(base)
             f.flush()
-            applier = _Applier(f, chosen.base.header, page_size)
+            applier = Applier(FilePages(f, page_size), Resume.of_base(chosen.base.header), page_size,
+                              chosen.base.header.name)
             for piece in chosen.pieces:
                 applier.apply(piece.header, segments.load(repo, piece))
             f.flush()
@@ -282,4 +347,4 @@ def restore_sqlite(repo: Repository, database_path_or_stream: str, target: str |
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
     return SqliteRestored(str(dest), chosen.base.header.stream, chosen.base.header.time_ns, chosen.point_ns,
-                          chosen.since_ns, len(chosen.pieces), applier.transactions, size)
+                          chosen.since_ns, len(chosen.pieces), applier.transactions, size, applier.resume)
