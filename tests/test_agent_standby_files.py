@@ -24,6 +24,7 @@ from coffre.agent.config import ConfigError, load_config
 from coffre.agent.health import continuity_problems, light
 from coffre.agent.model import Config
 from coffre.agent.overview import status_report
+from coffre.agent.plan import describe
 from coffre.agent.scheduler import open_store, status_path
 from coffre.agent.status import StatusStore
 from coffre.cli import cmd_status
@@ -122,7 +123,8 @@ files_paths = ["{src}"]
 def shown(config: Config, now: float) -> tuple[str, list[dict[str, object]], int]:
     with StatusStore(status_path(config)) as store:
         report = status_report(config, store, now)
-    return cmd_status.render(report), cmd_status.report_json(report)["continuity"], cmd_status.exit_code(report)
+    doc = cmd_status.report_json(report)["continuity"]
+    return cmd_status.render(report), doc, cmd_status.exit_code(report)
 
 
 def problems(config: Config, now: float) -> list[str]:
@@ -236,7 +238,8 @@ max_lag = "10min"
     assert problems(config, clock.now) == ["files_behind"]
     text, doc, code = shown(config, clock.now)
     assert "to check  Standby files secours: no snapshot applied yet" in text, text
-    assert "    → the files of " + str(blocker / "secours") + " are not being kept current: cannot create" in text
+    why = "    → the files of " + str(blocker / "secours") + " are not being kept current: cannot create"
+    assert why in text
     assert code == 1 and doc[0]["light"] == "warning"
     with StatusStore(status_path(config)) as store:
         found = continuity_problems(config, store.continuity(), clock.now)
@@ -262,14 +265,15 @@ def test_an_agent_that_stopped_looking_is_files_behind(site: Site) -> None:
 @pytest.mark.parametrize("lang", ["fr", "en"])
 def test_the_files_behind_alert_says_what_happened_what_it_means_and_what_to_do(lang: str) -> None:
     detail = {"lag": 7200.0, "target": "/srv/secours", "error": "cannot create /srv/secours: disk full"}
-    for event, audience in (("problem", "pharmacist"), ("escalation", "provider"), ("resolved", "pharmacist")):
+    for event, audience in (("problem", "pharmacist"), ("escalation", "provider"),
+                            ("resolved", "pharmacist")):
         subject, body = render(Notice(event, audience, "files_behind:secours:nas", "files_behind", "secours",
                                       "nas", 0.0, 3600.0, detail), lang)
         assert "{" not in subject + body and "secours" in subject
     subject, body = render(Notice("problem", "pharmacist", "k", "files_behind", "secours", "nas", 0.0, 0.0,
                                   detail), lang)
-    expected = {"fr": ("Fichiers du poste de secours en retard", "de 2 heures", "Fichiers de secours : secours",
-                       "Ce qu'il faut faire", "disk full"),
+    expected = {"fr": ("Fichiers du poste de secours en retard", "de 2 heures",
+                       "Fichiers de secours : secours", "Ce qu'il faut faire", "disk full"),
                 "en": ("Standby files behind", "by 2 hours", "Standby files: secours", "What to do",
                        "disk full")}[lang]
     assert subject.startswith(expected[0]) and all(e in body for e in expected[1:]), body
@@ -343,6 +347,10 @@ max_lag = "1h"
     c = config.continuity["secours"]
     assert (c.files_target, c.files_delete, c.files_host, c.files_every, c.max_lag, c.files_paths) == (
         "/srv", False, "comptoir", 120.0, 3600.0, ())
+    plan = "\n".join(describe(config, 0.0))  # what `coffre config check` says
+    assert ("keeps /srv equal to the newest snapshot of comptoir (every path of the snapshot) from nas"
+            in plan), plan
+    assert "alerts when a newer one waits longer than 1 h 00 min" in plan and "files_delete" not in plan
 
 
 def test_a_refused_target_made_after_the_check_is_refused_by_the_sync_too(site: Site) -> None:

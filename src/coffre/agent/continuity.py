@@ -16,7 +16,13 @@ waits in its spool (continuity/shipper.py) and, on a standby machine, feeds its 
   log replay starts past it (the `stream_from` position a base backup records; looked for
   every `HEAL_EVERY` while a gap is open), or a whole copy shipped after it that starts a new
   generation of the same database (SQLite's capture does so after a break).
-- `stop()` (SIGTERM, a reload) ends each thread after its current batch of pieces.
+- Files kept current (`files_target`, on a standby machine): at most every `files_every`,
+  the newest snapshot (of `files_host`, holding `files_paths`) is restored into the folder as
+  `coffre restore --sync [--delete]` does (ops/restore.py's Restorer, the same options and
+  refusals) when it is not the one last applied; the id applied is kept in the status store.
+  A sync with errors is not applied: the next look syncs it again, writing only what differs.
+- `stop()` (SIGTERM, a reload) ends each thread after its current batch of pieces (a sync in
+  progress is not interrupted: it is left to end by itself after JOIN_TIMEOUT).
 """
 
 from __future__ import annotations
