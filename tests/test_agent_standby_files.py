@@ -6,6 +6,7 @@ the configuration's checks. An injected clock moves time; nothing sleeps."""
 
 from __future__ import annotations
 
+import gettext
 import os
 import shutil
 import time
@@ -202,6 +203,40 @@ def test_the_status_shows_the_snapshot_applied(site: Site) -> None:
     assert files["role"] == "files" and files["light"] == "ok"
     assert files["applied"] == site.snapshots()[-1] and files["behind_seconds"] == pytest.approx(180)
     assert (files["written"], files["deleted"], files["files_failed"], files["errors"]) == (5, 0, 0, [])
+
+
+FRAGMENT = Path("/work/fr/files-standby.po")  # until the integrator merges it into the catalogue
+
+
+@pytest.fixture
+def french(tmp_path: Path) -> Iterator[None]:
+    i18n.set_language("fr")
+    if FRAGMENT.exists():
+        from babel.messages.mofile import write_mo
+        from babel.messages.pofile import read_po
+
+        with FRAGMENT.open("rb") as f:
+            catalog = read_po(f)
+        mo = tmp_path / "fragment.mo"
+        with mo.open("wb") as f:
+            write_mo(f, catalog)
+        with mo.open("rb") as f:
+            layered = gettext.GNUTranslations(f)
+        layered.add_fallback(i18n._translation)
+        i18n._translation = layered
+    yield
+    i18n.set_language("en")
+
+
+def test_the_status_line_in_french(site: Site, french: None) -> None:
+    site.entry(Clock(time.time()), []).pass_once()
+    with StatusStore(status_path(site.config)) as store:
+        applied_ns = store.continuity()["secours"].files.applied_ns  # type: ignore[union-attr]
+    moment = datetime.fromtimestamp(applied_ns / 1e9, ZoneInfo(site.config.agent.timezone))
+    text = shown(site.config, applied_ns / 1e9 + 180)[0]
+    expected = (f"Fichiers de secours secours : instantané du {moment:%d/%m %H:%M} appliqué "
+                "(il y a 3 min 00 s)")
+    assert expected in text, text
 
 
 # -- a sync that fails -----------------------------------------------------------------------------
