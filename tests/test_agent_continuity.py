@@ -546,12 +546,12 @@ max_lag = "1h"
         "continuity.a.repository: 'disques' is a set of removable disks, which come and go: continuous "
         "capture goes to a repository (the NAS, off site)",
         "continuity.a.spool: 'relative/spool' is not an absolute path (starting with /)",
-        "continuity.b: nothing to do: give spool (the folder 'coffre wal push' fills), or standby_pgdata on "
-        "a standby machine",
+        "continuity.b: nothing to do: give spool (the folder 'coffre wal push' fills), or standby_pgdata or "
+        "files_target on a standby machine",
         "continuity.b.repository: no repository is named 'nass' (did you mean nas?)",
         "continuity.c.every: max_backlog (5min) must be longer than every (10min), or every pass would alert",
         "continuity.d.spool: /var/spool/coffre is already the spool of continuity.c",
-        "continuity.d.max_lag: max_lag is for a standby: give standby_pgdata too",
+        "continuity.d.max_lag: max_lag is for a standby: give standby_pgdata or files_target too",
     ]
     lines = [p.split(": ", 1)[0] for p in caught.value.message.splitlines()[1:]]
     assert lines[0].endswith("coffre.toml:17") and lines[-1].endswith("coffre.toml:31")

@@ -513,8 +513,23 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("standby_pgdata", _optional_path, "on a standby machine: the data folder 'coffre standby init' "
             "set up, fed at each pass", "sur un poste de secours : le dossier de données préparé par "
             "« coffre standby init », alimenté à chaque passage", example='"/srv/secours/pgdata"'),
-        Key("max_lag", _duration, "alert when the standby's newest piece is older than this",
-            "alerte quand le morceau le plus récent du poste de secours est plus ancien que cela"),
+        Key("max_lag", _duration, "alert when the standby's newest piece is older than this (files: when "
+            "a newer snapshot has waited this long without being applied)",
+            "alerte quand le morceau le plus récent du poste de secours est plus ancien que cela "
+            "(fichiers : quand une sauvegarde plus récente attend depuis ce temps sans être appliquée)"),
+        Key("files_target", _optional_path, "on a standby machine: a folder kept equal to the newest "
+            "snapshot (as 'coffre restore --sync --delete')", "sur un poste de secours : un dossier "
+            "tenu égal à la sauvegarde la plus récente (comme « coffre restore --sync --delete »)",
+            example='"/srv/secours/officine"'),
+        Key("files_paths", _paths, "the snapshot's paths kept there (default: all of them)",
+            "les chemins de la sauvegarde qui y sont tenus à jour (par défaut : tous)",
+            example='["/srv/officine"]'),
+        Key("files_host", _nonempty, "only the snapshots of this host",
+            "seulement les sauvegardes de cette machine", example='"comptoir"'),
+        Key("files_delete", _bool, "also remove what the snapshot no longer holds (default true)",
+            "supprimer aussi ce que la sauvegarde ne contient plus (par défaut true)"),
+        Key("files_every", _duration, "look for a newer snapshot this often (default 5min)",
+            "chercher une sauvegarde plus récente à cet intervalle (par défaut 5min)", example='"5min"'),
     ),
     "schedule": (
         Key("times", _times, "times of day, HH:MM", "heures de la journée, HH:MM"),
@@ -1052,6 +1067,7 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
     out: dict[str, model.Continuity] = {}
     spools: dict[str, str] = {}
     standbys: dict[str, str] = {}
+    targets: dict[str, str] = {}
     for name, table in _named(r, raw, "continuity"):
         path: KeyPath = ("continuity", name)
         values = r.fields(table, "continuity", path)
@@ -1064,12 +1080,13 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
             else:
                 r.bad((*path, "repository"), _("no repository is named {name}").format(name=repr(repo))
                       + _did_you_mean(repo, known))
-        if "spool" not in table and "standby_pgdata" not in table:
+        if "spool" not in table and "standby_pgdata" not in table and "files_target" not in table:
             r.bad(path, _("nothing to do: give spool (the folder 'coffre wal push' fills), or "
-                          "standby_pgdata on a standby machine"))
-        if "max_lag" in table and "standby_pgdata" not in table:
-            r.bad((*path, "max_lag"), _("max_lag is for a standby: give standby_pgdata too"))
-        for key, seen in (("spool", spools), ("standby_pgdata", standbys)):
+                          "standby_pgdata or files_target on a standby machine"))
+        if "max_lag" in table and "standby_pgdata" not in table and "files_target" not in table:
+            r.bad((*path, "max_lag"), _("max_lag is for a standby: give standby_pgdata or files_target too"))
+        _files_keys(r, path, table, values, repositories.get(repo) if repo is not None else None)
+        for key, seen in (("spool", spools), ("standby_pgdata", standbys), ("files_target", targets)):
             folder = values.get(key)
             if folder is None:
                 continue
@@ -1086,7 +1103,7 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
             r.bad((*path, "every"), _("a pass more often than every {least} s costs CPU for nothing").format(
                 least=MIN_EVERY))
         for key in ("max_backlog", "max_lag"):
-            if key == "max_lag" and "standby_pgdata" not in table:
+            if key == "max_lag" and "standby_pgdata" not in table and "files_target" not in table:
                 continue
             limit = values.get(key, model_default(model.Continuity, key))
             if every is not None and limit <= every:
@@ -1096,6 +1113,44 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
         if repo is not None and repo in repositories:
             out[name] = model.Continuity(name=name, **values)
     return out
+
+
+FILES_KEYS = ("files_paths", "files_host", "files_delete", "files_every")
+
+
+def _files_keys(r: _Reader, path: KeyPath, table: Mapping[str, Any], values: Mapping[str, Any],
+                repository: model.Repository | None) -> None:
+    """The files kept current (`files_target`): its other keys need it, its folder is no
+    other part of the entry, and one that files_delete would empty is refused here, as
+    `coffre restore --sync --delete` refuses it (a system or home folder, a repository...)."""
+    from coffre.ops.sync import target_refusal
+    from coffre.storage.url import is_url
+
+    target = values.get("files_target")
+    if "files_target" not in table:
+        for key in FILES_KEYS:
+            if key in table:
+                r.bad((*path, key), _("{key} is for files kept current: give files_target too").format(
+                    key=key))
+        return
+    if target is None:  # reported by its converter
+        return
+    folder = os.path.normpath(target)
+    for key in ("spool", "standby_pgdata"):
+        other = values.get(key)
+        if other is not None and (folder == os.path.normpath(other)
+                                  or folder.startswith(os.path.normpath(other).rstrip("/") + "/")
+                                  or os.path.normpath(other).startswith(folder.rstrip("/") + "/")):
+            r.bad((*path, "files_target"), _("{folder} overlaps the {key} of the same entry").format(
+                folder=folder, key=key))
+    if not values.get("files_delete", model_default(model.Continuity, "files_delete")):
+        return
+    local = repository.url if repository is not None and not is_url(repository.url) else None
+    reason = target_refusal(folder, local)
+    if reason is not None:
+        r.bad((*path, "files_target"), _("files_delete would empty {folder}: {reason}; give the copy a "
+                                         "folder of its own (or files_delete = false)").format(
+            folder=folder, reason=reason))
 
 
 def _alerts(r: _Reader, value: object) -> model.Alerts:

@@ -16,7 +16,13 @@ waits in its spool (continuity/shipper.py) and, on a standby machine, feeds its 
   log replay starts past it (the `stream_from` position a base backup records; looked for
   every `HEAL_EVERY` while a gap is open), or a whole copy shipped after it that starts a new
   generation of the same database (SQLite's capture does so after a break).
-- `stop()` (SIGTERM, a reload) ends each thread after its current batch of pieces.
+- Files kept current (`files_target`, on a standby machine): at most every `files_every`,
+  the newest snapshot (of `files_host`, holding `files_paths`) is restored into the folder as
+  `coffre restore --sync [--delete]` does (ops/restore.py's Restorer, the same options and
+  refusals) when it is not the one last applied; the id applied is kept in the status store.
+  A sync with errors is not applied: the next look syncs it again, writing only what differs.
+- `stop()` (SIGTERM, a reload) ends each thread after its current batch of pieces (a sync in
+  progress is not interrupted: it is left to end by itself after JOIN_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from coffre.agent import model
 from coffre.agent.health import STATUS_EVERY
-from coffre.agent.records import ContinuityStatus, Gap, StandbyStatus
+from coffre.agent.records import ContinuityStatus, FilesStatus, Gap, StandbyStatus
 from coffre.agent.status import StatusStore
 from coffre.continuity import pg_push, shipper
 from coffre.continuity.spool import Spool
@@ -41,7 +47,7 @@ from coffre.core.errors import (
     StorageFull,
     StoragePermissionDenied,
 )
-from coffre.core.i18n import _
+from coffre.core.i18n import _, ngettext
 from coffre.format.segment import SegmentHeader
 from coffre.repository.repo import Repository
 
@@ -58,6 +64,7 @@ HEAL_EVERY = 600.0  # while a gap is open, the base backups are looked at this o
 MARKERS_EVERY = 3600.0  # wal push's idempotence records are trimmed this often
 FORGET_HEADERS_EVERY = 86400.0  # the standby's known headers are read afresh (pruned objects go)
 KEEP_GAPS = 100  # open gaps remembered per entry (the alert names the first ones)
+KEEP_ERRORS = 10  # a sync's errors kept in the status (the first ones)
 JOIN_TIMEOUT = 60.0  # seconds a stopping agent waits for a pass in flight
 
 
@@ -152,6 +159,7 @@ class Entry:
         self._written_at = 0.0
         self._healed_at = 0.0
         self._markers_at = 0.0
+        self._files_at: float | None = None  # the last look for a newer snapshot
         self._failure: str | None = None
         now = clock()
         self._known_since = now
@@ -179,6 +187,8 @@ class Entry:
                 self._capture(stop)
             if self.entry.standby_pgdata and not (stop is not None and stop.is_set()):
                 self._standby()
+            if self.entry.files_target and not (stop is not None and stop.is_set()):
+                self._files()
         except Exception as exc:  # a bug here must not end the thread: said (once), the next pass runs
             if _reason(exc) != self._failure:
                 self.log(_("continuous capture {name}: the pass failed: {reason}").format(
@@ -352,6 +362,75 @@ class Entry:
         else:
             self.status = replace(self.status, standby=standby_status(state, before, now, error))
 
+    # -- the files kept current ------------------------------------------------------------------
+
+    def _files(self) -> None:
+        """At most every `files_every`: the newest snapshot (of `files_host`, holding
+        `files_paths`), restored into `files_target` as `coffre restore --sync [--delete]` does
+        when it is not the one last applied. A sync with errors is not "applied": the next look
+        syncs it again (writing only what still differs)."""
+        from coffre.ops.common import find_snapshot
+        from coffre.ops.restore import Restorer, path_pattern, restore_options
+        from coffre.repository.locks import Lock
+
+        entry = self.entry
+        assert entry.files_target is not None
+        now = self.clock()
+        if self._files_at is not None and now - self._files_at < entry.files_every:
+            return
+        self._files_at = now
+        before = self.status.files or FilesStatus()
+        files = before
+        error: str | None = None
+        try:
+            repo = self._open()
+            lock = Lock(repo, False, "restore --sync")  # as the CLI's `reading`: prune waits
+            try:
+                try:
+                    lock.acquire()
+                except (StoragePermissionDenied, StorageFull):
+                    pass  # a medium that cannot be written is read without a lock
+                _fresh_index(repo)
+                paths = list(entry.files_paths)
+                snap = find_snapshot(repo, "latest", host=entry.files_host, paths=paths or None, files=True)
+                waiting = snap.id != before.applied
+                files = replace(files, newest=snap.id, newest_ns=snap.time_ns, pending_since=(
+                    (before.pending_since if before.pending_since is not None else now) if waiting else None))
+                if waiting:
+                    options = restore_options(entry.files_target, includes=[path_pattern(p) for p in paths],
+                                              sync=True, delete=entry.files_delete)
+                    restorer = Restorer(repo, options)
+                    problems = restorer.run(snap)
+                    st = restorer.stats
+                    files = replace(files, written=st.files, unchanged=st.unchanged, deleted=st.deleted,
+                                    failed=st.files_failed, errors=tuple(problems.errors[:KEEP_ERRORS]))
+                    if problems.errors:
+                        error = ngettext(
+                            "the sync of snapshot {id} into {target} met {n} error: {first}",
+                            "the sync of snapshot {id} into {target} met {n} errors; the first: {first}",
+                            len(problems.errors)).format(id=snap.id[:8], target=entry.files_target,
+                                                         n=len(problems.errors), first=problems.errors[0])
+                    else:
+                        files = replace(files, applied=snap.id, applied_ns=snap.time_ns,
+                                        applied_at=self.clock(), pending_since=None)
+                        self.log(_("standby files {name}: snapshot {id} applied to {target}: {written} "
+                                   "written, {unchanged} unchanged, {deleted} deleted").format(
+                            name=self.name, id=snap.id[:8], target=entry.files_target, written=st.files,
+                            unchanged=st.unchanged, deleted=st.deleted))
+            finally:
+                lock.release()
+        except Exception as exc:  # recorded; the next look tries again
+            error = _reason(exc)
+        now = self.clock()
+        if error and not before.error:
+            self.log(_("standby files {name}: {reason}; trying again in {every} s").format(
+                name=self.name, reason=error, every=f"{entry.files_every:g}"))
+        elif before.error and not error:
+            self.log(_("standby files {name}: synced again").format(name=self.name))
+        self.status = replace(self.status, files=replace(
+            files, last_check=now if error is None else before.last_check, error=error,
+            error_since=None if error is None else (before.error_since if before.error else now)))
+
     # -- the record ----------------------------------------------------------------------------
 
     def _save(self, force: bool) -> None:
@@ -385,7 +464,18 @@ def _base_covers(base: SegmentHeader, gap: Gap) -> bool:
 def _moving(st: ContinuityStatus) -> ContinuityStatus:
     """The status without the times every pass changes."""
     standby = None if st.standby is None else replace(st.standby, last_pass=None)
-    return replace(st, last_pass=None, last_ok=None, standby=standby)
+    files = None if st.files is None else replace(st.files, last_check=None)
+    return replace(st, last_pass=None, last_ok=None, standby=standby, files=files)
+
+
+def _fresh_index(repo: Repository) -> None:
+    """The repository's index, with what was added since the last look; read afresh when an
+    index file loaded before is gone (a prune rewrote it: packs it listed may be gone too)."""
+    from coffre.repository.index import MasterIndex
+
+    if repo.index.loaded_files - set(repo.list_names("index")):
+        repo.index = MasterIndex()
+    repo.load_index(errors=[])
 
 
 # -- the threads ---------------------------------------------------------------------------
@@ -425,7 +515,9 @@ class ContinuityService:
             thread.start()
             what = [w for w in (entry.spool and _("ships {spool}").format(spool=entry.spool),
                                 entry.standby_pgdata and _("feeds the standby {pgdata}").format(
-                                    pgdata=entry.standby_pgdata)) if w]
+                                    pgdata=entry.standby_pgdata),
+                                entry.files_target and _("keeps the files of {target} current").format(
+                                    target=entry.files_target)) if w]
             self.log(_("continuous capture {name}: started, {what} every {every} s").format(
                 name=name, what=_(" and ").join(what), every=f"{entry.every:g}"))
 

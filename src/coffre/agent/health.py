@@ -23,7 +23,7 @@ from coffre.agent.records import ContinuityStatus, DiskSighting, RunRecord, Step
 from coffre.policy.schedule import next_run
 
 # Continuous capture's kinds (`continuity_problems`): its problems' `job` is the entry's name.
-CONTINUITY_KINDS = ("capture_behind", "capture_gap", "standby_behind", "standby_gap")
+CONTINUITY_KINDS = ("capture_behind", "capture_gap", "standby_behind", "standby_gap", "files_behind")
 KINDS = ("failed", "late", "no_disk", "not_rotated", "medium_full", "copy_diverges", "check_failed",
          "drill_failed", "db_growth", "many_changes", "delivery_failed", *CONTINUITY_KINDS)
 # Backups are not being made, or cannot be trusted: red. The others are warnings: orange. A
@@ -414,7 +414,10 @@ def continuity_problems(config: Config, statuses: Mapping[str, ContinuityStatus]
     - capture_gap: a gap was shipped and no newer base backup covers it yet;
     - standby_behind: the newest piece staged was captured more than `max_lag` ago
       (continuity.standby.lag_seconds), or nothing was staged `max_lag` after the first pass;
-    - standby_gap: the standby stopped at a missing piece and cannot go further."""
+    - standby_gap: the standby stopped at a missing piece and cannot go further;
+    - files_behind: the files kept current (`files_target`) lack a newer snapshot that has
+      waited longer than `max_lag`, or the syncs have failed for that long, or no look at the
+      repository was recorded for that long (the agent or its thread stopped)."""
     out: list[Problem] = []
     for name, entry in config.continuity.items():
         st = statuses.get(name)
@@ -424,6 +427,8 @@ def continuity_problems(config: Config, statuses: Mapping[str, ContinuityStatus]
             out += _capture(entry, st, now)
         if entry.standby_pgdata:
             out += _standby(entry, st, now)
+        if entry.files_target:
+            out += _files(entry, st, now)
     return out
 
 
@@ -463,3 +468,22 @@ def _standby(entry: Continuity, st: ContinuityStatus, now: float) -> list[Proble
         "lag": lag, "behind_pieces": sb.behind_pieces if sb is not None else 0,
         "pgdata": entry.standby_pgdata, "max_lag": entry.max_lag,
         "error": sb.error if sb is not None else None})]
+
+
+def _files(entry: Continuity, st: ContinuityStatus, now: float) -> list[Problem]:
+    fs = st.files
+    looked = fs.last_check if fs is not None and fs.last_check is not None else st.first_seen
+    starts = [looked + entry.files_every + entry.max_lag + STATUS_EVERY]  # no look recorded
+    if fs is not None and fs.pending_since is not None:
+        starts.append(fs.pending_since + entry.max_lag)  # a newer snapshot not applied
+    if fs is not None and fs.error is not None:
+        starts.append((fs.error_since if fs.error_since is not None else now) + entry.max_lag)
+    since = min(starts)
+    if since >= now:
+        return []
+    return [Problem("files_behind", entry.name, entry.repository, since, {
+        "lag": now - fs.applied_ns / 1e9 if fs is not None and fs.applied_ns else None,
+        "applied": fs.applied if fs is not None else "", "newest": fs.newest if fs is not None else "",
+        "pending_age": now - fs.pending_since if fs is not None and fs.pending_since is not None else None,
+        "last_check": fs.last_check if fs is not None else None, "target": entry.files_target,
+        "max_lag": entry.max_lag, "error": fs.error if fs is not None else None})]

@@ -105,7 +105,9 @@ class Continuity:
     """Continuous capture (`[continuity.NAME]`), run by the agent itself rather than on a
     schedule: every `every` seconds, what waits in `spool` (filled by `coffre wal push`) is
     shipped to `repository`; on a standby machine, `standby_pgdata` (set up by `coffre standby
-    init`) is fed what the repository holds. An entry has a spool, a standby, or both."""
+    init`) is fed what the repository holds; with `files_target`, the newest snapshot (of
+    `files_host`) is restored there as `coffre restore --sync [--delete]` does, at most every
+    `files_every`. An entry has a spool, a standby, files kept current, or several of them."""
 
     name: str
     repository: str  # a Repository name (never a media set: a disk that rotates is no log)
@@ -114,6 +116,11 @@ class Continuity:
     max_backlog: float = 300.0  # a piece waiting longer than this: "capture behind"
     standby_pgdata: str | None = None
     max_lag: float = 300.0  # the standby's newest piece older than this: "standby behind"
+    files_target: str | None = None  # a folder the newest snapshot is synced into
+    files_paths: tuple[str, ...] = ()  # the snapshot paths kept there (empty: all of them)
+    files_host: str | None = None  # only snapshots of this host
+    files_delete: bool = True  # what the snapshot no longer holds is removed (restore --delete)
+    files_every: float = 300.0  # the repository is looked at for a newer snapshot this often
 
 
 @dataclass(frozen=True)

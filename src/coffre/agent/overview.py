@@ -49,12 +49,13 @@ class StatusLine:
 
 @dataclass(frozen=True)
 class ContinuityLine:
-    """A continuous capture (`role` "capture": the spool shipped to the repository) or a
-    standby fed from it (`role` "standby"), with its light and a sentence saying where it is."""
+    """A continuous capture (`role` "capture": the spool shipped to the repository), a
+    standby fed from it (`role` "standby") or the files kept current on a standby machine
+    (`role` "files"), with its light and a sentence saying where it is."""
 
     name: str
     repository: str
-    role: str  # "capture" | "standby"
+    role: str  # "capture" | "standby" | "files"
     light: str  # one of LIGHTS
     text: str  # « Capture continue officine : à jour (il y a 3 s) », in the current language
     status: ContinuityStatus | None  # None: the agent has not run it yet
@@ -149,15 +150,20 @@ def continuity_lines(config: Config, statuses: Mapping[str, ContinuityStatus], n
     out = []
     for name, entry in config.continuity.items():
         st = statuses.get(name)
-        for role, kinds in (("capture", ("capture_behind", "capture_gap")),
-                            ("standby", ("standby_behind", "standby_gap"))):
-            if (entry.spool if role == "capture" else entry.standby_pgdata) is None:
+        for role, kinds, given in (("capture", ("capture_behind", "capture_gap"), entry.spool),
+                                   ("standby", ("standby_behind", "standby_gap"), entry.standby_pgdata),
+                                   ("files", ("files_behind",), entry.files_target)):
+            if given is None:
                 continue
             mine = tuple(p for p in problems if p.job == name and p.kind in kinds)
-            last = None if st is None else st.last_pass if role == "capture" else st.standby
+            last = None if st is None else {"capture": st.last_pass, "standby": st.standby,
+                                            "files": st.files}[role]
             started = last is not None
             shade = light(mine) if mine else ("ok" if started else "warning")
-            text = (_capture_text if role == "capture" else _standby_text)(entry, st, mine, now)
+            if role == "files":
+                text = _files_text(entry, st, now, config.agent.timezone)
+            else:
+                text = (_capture_text if role == "capture" else _standby_text)(entry, st, mine, now)
             out.append(ContinuityLine(name=name, repository=entry.repository, role=role,
                                       light=shade if shade in LIGHTS else "warning", text=text, status=st,
                                       problems=mine, why=tuple(why(p, [], [], config.agent.timezone, now)
@@ -200,6 +206,30 @@ def _standby_text(entry: Continuity, st: ContinuityStatus | None, problems: Sequ
         return _("Standby {name}: nothing staged yet").format(name=name)
     return _("Standby {name}: {duration} behind").format(
         name=name, duration=human_duration(max(0, round(now - sb.newest_ns / 1e9))))
+
+
+def _files_text(entry: Continuity, st: ContinuityStatus | None, now: float, tz: str) -> str:
+    name = entry.name
+    fs = st.files if st is not None else None
+    if fs is None:
+        return _("Standby files {name}: not started yet (is the agent running?)").format(name=name)
+    if not fs.applied:
+        return _("Standby files {name}: no snapshot applied yet").format(name=name)
+    return _("Standby files {name}: snapshot of {when} applied ({ago})").format(
+        name=name, when=snapshot_moment(fs.applied_ns, tz), ago=_ago(fs.applied_ns / 1e9, now))
+
+
+def snapshot_moment(time_ns: int, tz: str) -> str:
+    """A snapshot's time, short: « 30/11 12:00 » (English: "11-30 12:00")."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    try:
+        moment = datetime.fromtimestamp(time_ns / 1e9, ZoneInfo(tz))
+    except (OverflowError, OSError, ValueError, KeyError):
+        return "?"
+    # Translators: a strftime format: day and month, then hours and minutes.
+    return moment.strftime(_("%m-%d %H:%M"))
 
 
 def _history(config: Config, store: StatusStore | None, now: float) -> list[RunRecord]:
@@ -338,6 +368,16 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
         if _detail(p, "lag", float) is None:
             return _("nothing was staged yet: has the standby been set up (coffre standby init)?")
         return _("the repository has held nothing newer since: is the primary's capture running?")
+    if p.kind == "files_behind":
+        target = _detail(p, "target", str) or "?"
+        if error:
+            return _("the files of {target} are not being kept current: {error}").format(
+                target=target, error=one_line(error))
+        waiting = _detail(p, "pending_age", float)
+        if waiting is not None:
+            return _("a newer snapshot has waited {duration} without being applied to {target}").format(
+                duration=human_duration(round(waiting)), target=target)
+        return _("the repository has not been looked at for a newer snapshot (is the agent running?)")
     if p.kind == "standby_gap":
         return _("the WAL file {gap} is missing from the repository: set the standby up again from a newer "
                  "base backup (coffre standby init)").format(gap=_detail(p, "gap", str) or "?")

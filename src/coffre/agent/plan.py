@@ -102,6 +102,17 @@ def describe(config: Config, now: float) -> list[str]:
                                                          target=_target(config, entry.repository),
                                                          every=human_duration(entry.every),
                                                          lag=human_duration(entry.max_lag)))
+        if entry.files_target:
+            kept = ", ".join(entry.files_paths) or _("every path of the snapshot")
+            newest = (_("the newest snapshot of {host}").format(host=entry.files_host) if entry.files_host
+                      else _("the newest snapshot"))
+            lines.append("  " + _("keeps {target} equal to {newest} ({what}) from {repository}, looking "
+                                  "every {every}; alerts when a newer one waits longer than {lag}").format(
+                target=entry.files_target, newest=newest, what=kept,
+                repository=_target(config, entry.repository), every=human_duration(entry.files_every),
+                lag=human_duration(entry.max_lag)))
+            if entry.files_delete:
+                lines.append("  " + _("deletes there what the snapshot no longer holds (files_delete)"))
     a = config.alerts
     channels = []
     if a.email:

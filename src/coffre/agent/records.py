@@ -99,6 +99,28 @@ class StandbyStatus:
 
 
 @dataclass(frozen=True)
+class FilesStatus:
+    """The files kept current on a standby machine (`files_target`) after the agent's last look
+    at the repository: the snapshot last applied, the newest one seen, and the last sync's
+    counts. Instants are Unix seconds; a snapshot's time nanoseconds, as it records it."""
+
+    applied: str = ""  # id of the snapshot last synced into the target without error ("" none yet)
+    applied_ns: int = 0  # its time
+    applied_at: float | None = None  # when that sync ended
+    newest: str = ""  # the newest snapshot seen in the repository (of files_host)
+    newest_ns: int = 0
+    pending_since: float | None = None  # since when a newer snapshot than `applied` waits
+    written: int = 0  # the last sync's files written (new or replaced)
+    unchanged: int = 0  # ... left as they were
+    deleted: int = 0  # ... files, links and folders removed
+    failed: int = 0  # ... files that could not be written
+    errors: tuple[str, ...] = ()  # the last sync's errors (the first ones)
+    last_check: float | None = None  # the last look at the repository that reached its end
+    error: str | None = None  # why the last look or sync failed
+    error_since: float | None = None
+
+
+@dataclass(frozen=True)
 class ContinuityStatus:
     """What the agent knows of one `[continuity.NAME]` entry after its last pass: the spool's
     backlog and what was shipped, the gaps recorded, and the standby it feeds. Instants are
@@ -120,3 +142,4 @@ class ContinuityStatus:
     gaps: tuple[Gap, ...] = ()  # not yet covered by a newer base backup
     gaps_total: int = 0  # every gap recorded since first_seen
     standby: StandbyStatus | None = None  # None: no standby, or no pass of it yet
+    files: FilesStatus | None = None  # None: no files kept current, or no look yet

@@ -36,6 +36,7 @@ from coffre.agent.records import (
     TRIGGERS,
     ContinuityStatus,
     DiskSighting,
+    FilesStatus,
     Gap,
     RunRecord,
     StandbyStatus,
@@ -502,9 +503,10 @@ def _sizes(v: Any) -> dict[str, int]:
 
 
 def _continuity_map(c: ContinuityStatus) -> dict[str, Any]:
-    out = {k: v for k, v in vars(c).items() if k not in ("name", "repository", "gaps", "standby")}
+    out = {k: v for k, v in vars(c).items() if k not in ("name", "repository", "gaps", "standby", "files")}
     out["gaps"] = [vars(g) for g in c.gaps]
     out["standby"] = None if c.standby is None else vars(c.standby)
+    out["files"] = None if c.files is None else {**vars(c.files), "errors": list(c.files.errors)}
     return out
 
 
@@ -531,6 +533,17 @@ def _continuity_status(name: str, repository: str, v: Any) -> ContinuityStatus:
             gap_since=_opt_instant(sb, "gap_since"), promoted=sb.get("promoted", False),
             last_pass=_opt_instant(sb, "last_pass"), error=_opt(_text, sb.get("error")),
             error_since=_opt_instant(sb, "error_since"))
+    files = None
+    if d.get("files") is not None:
+        f = _object(d["files"])
+        files = FilesStatus(
+            applied=_text(f.get("applied", "")), applied_ns=_ns(f.get("applied_ns", 0)),
+            applied_at=_opt_instant(f, "applied_at"), newest=_text(f.get("newest", "")),
+            newest_ns=_ns(f.get("newest_ns", 0)), pending_since=_opt_instant(f, "pending_since"),
+            written=_count(f.get("written", 0)), unchanged=_count(f.get("unchanged", 0)),
+            deleted=_count(f.get("deleted", 0)), failed=_count(f.get("failed", 0)),
+            errors=_warnings(f.get("errors", [])), last_check=_opt_instant(f, "last_check"),
+            error=_opt(_text, f.get("error")), error_since=_opt_instant(f, "error_since"))
     return ContinuityStatus(
         name=name, repository=repository, first_seen=_instant(d.get("first_seen")),
         last_pass=_opt_instant(d, "last_pass"), last_ok=_opt_instant(d, "last_ok"),
@@ -538,7 +551,7 @@ def _continuity_status(name: str, repository: str, v: Any) -> ContinuityStatus:
         last_shipped=_opt_instant(d, "last_shipped"), waiting=_count(d.get("waiting", 0)),
         waiting_bytes=_count(d.get("waiting_bytes", 0)), oldest_ns=_opt(_ns, d.get("oldest_ns")),
         error=_opt(_text, d.get("error")), error_since=_opt_instant(d, "error_since"), gaps=tuple(gaps),
-        gaps_total=_count(d.get("gaps_total", 0)), standby=standby)
+        gaps_total=_count(d.get("gaps_total", 0)), standby=standby, files=files)
 
 
 def _ns(v: Any) -> int:

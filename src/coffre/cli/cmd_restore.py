@@ -13,8 +13,7 @@ from coffre.format.tree import Node
 from coffre.ops.common import find_snapshot
 from coffre.ops.overwrite import OVERWRITE
 from coffre.ops.paths import resolve
-from coffre.ops.restore import RestoreOptions, Restorer, RestoreStats
-from coffre.ops.sync import check_options
+from coffre.ops.restore import Restorer, RestoreStats, restore_options
 from coffre.ops.verify import Verifier
 
 
@@ -76,8 +75,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(_("--target is empty"),
                          _("give the folder to restore into, e.g. --target /srv/restore"))
     ref, inside = split_ref(args.snapshot)
-    overwrite = args.overwrite or ("if-changed" if args.sync else "never")
-    check_options(overwrite, args.sync, args.delete)  # before the password is asked
+    # Before the password is asked: the combinations --sync and --delete refuse.
+    restorer_options = restore_options(args.target, includes=args.include, excludes=args.exclude,
+                                       verify=args.verify, devices=args.devices, overwrite=args.overwrite,
+                                       sync=args.sync, delete=args.delete)
+    overwrite = restorer_options.overwrite
     repo = open_repo(args)
     with reading(repo, "restore"):
         load_index(repo)
@@ -85,9 +87,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
         at, node = "", None
         if inside is not None:
             at, node = resolve(repo, snap, inside)
-        restorer_options = RestoreOptions(target=args.target, includes=args.include, excludes=args.exclude,
-                                          verify=args.verify, devices=args.devices, overwrite=overwrite,
-                                          sync=args.sync, delete=args.delete)
         with progress_for(args, _("restore")) as progress:
             restorer = Restorer(repo, restorer_options, report=warn, progress=progress)
             problems = restorer.run(snap, at, node)

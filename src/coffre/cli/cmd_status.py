@@ -9,10 +9,12 @@ configuration that cannot be read: `coffre status` can feed any monitoring syste
                "last_backup", "last_copy", "last_check", "last_drill", "next_run" (Unix
                seconds or null), "realtime": bool,
                "problems": [{"kind", "target", "since", "detail", "text"}]}],
-     "continuity": [{"name", "repository", "role": "capture"|"standby", "light", "text",
+     "continuity": [{"name", "repository", "role": "capture"|"standby"|"files", "light", "text",
                      "last_pass", "pieces", "bytes", "waiting", "oldest_age" (seconds or null),
                      "gaps": [name, ...], "error", and for a standby "behind_seconds",
-                     "behind_pieces", "gap", "promoted"; "problems": [...as above]}],
+                     "behind_pieces", "gap", "promoted"; for files "applied" (snapshot id),
+                     "applied_time", "behind_seconds", "newest", "written", "unchanged",
+                     "deleted", "files_failed", "errors"; "problems": [...as above]}],
      "problems": [text, ...],  (tied to no job: an alert channel failing...)
      "messages": [{"at", "level", "text"}],
      "damage": [{"run_id", "column", "reason"}]}  (what the status store could not read)
@@ -199,6 +201,16 @@ def _continuity_json(c: ContinuityLine, now: float) -> dict[str, Any]:
             out.update(last_pass=sb.last_pass, error=sb.error, behind_pieces=sb.behind_pieces, gap=sb.gap,
                        promoted=sb.promoted,
                        behind_seconds=now - sb.newest_ns / 1e9 if sb.newest_ns else None)
+    if c.role == "files":
+        fs = st.files if st is not None else None
+        out.update(applied=None, applied_time=None, behind_seconds=None, newest=None, written=0,
+                   unchanged=0, deleted=0, files_failed=0, errors=[])
+        if fs is not None:
+            out.update(last_pass=fs.last_check, error=fs.error, applied=fs.applied or None,
+                       applied_time=fs.applied_ns / 1e9 if fs.applied_ns else None,
+                       behind_seconds=now - fs.applied_ns / 1e9 if fs.applied_ns else None,
+                       newest=fs.newest or None, written=fs.written, unchanged=fs.unchanged,
+                       deleted=fs.deleted, files_failed=fs.failed, errors=list(fs.errors))
     return out
 
 

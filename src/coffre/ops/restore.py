@@ -91,6 +91,25 @@ class RestoreOptions:
     delete: bool = False  # with sync: remove what the snapshot does not hold
 
 
+def restore_options(target: str, *, includes: list[str] | None = None, excludes: list[str] | None = None,
+                    verify: bool = False, devices: bool = False, overwrite: str | None = None,
+                    sync: bool = False, delete: bool = False) -> RestoreOptions:
+    """The options of `coffre restore` (and of the agent's files kept current, which restores as
+    `restore --sync [--delete]` does): --sync implies --overwrite if-changed, otherwise
+    "never"; UsageError for the combinations check_options refuses."""
+    overwrite = overwrite or ("if-changed" if sync else "never")
+    check_options(overwrite, sync, delete)
+    return RestoreOptions(target=target, includes=list(includes or []), excludes=list(excludes or []),
+                          verify=verify, devices=devices, overwrite=overwrite, sync=sync, delete=delete)
+
+
+def path_pattern(path: str) -> str:
+    """An --include pattern matching exactly the absolute path `path` (and what is under it):
+    the pattern characters in it are taken literally (docs/patterns.md)."""
+    out = "".join("\\" + c if c in "*?[]\\!" else c for c in path.rstrip("/"))
+    return out or "/"
+
+
 @dataclass
 class RestoreStats:
     files: int = 0

@@ -58,6 +58,19 @@ def check_options(overwrite: str, sync: bool, delete: bool) -> None:
 def check_target(target: str, repository: str | None) -> None:
     """UsageError if --sync --delete must not empty `target`: see the module's docstring.
     `repository`: the folder of the repository being read, if it is local."""
+    reason = target_refusal(target, repository)
+    if reason is not None:
+        raise UsageError(
+            _("--sync --delete into {target} refused: {reason}").format(target=target, reason=reason),
+            _("--delete removes what the snapshot does not hold: restore into a folder of its own, "
+              "e.g. /srv/standby/officine"))
+
+
+def target_refusal(target: str, repository: str | None) -> str | None:
+    """Why a sync with delete must not empty `target` (None: it may): the file system's root, a
+    system folder, a home folder or one that holds one, a folder that holds a backup
+    repository or is inside one, or holds `repository` (the local folder being read). Shared
+    by `restore --sync --delete` and the agent's check of `[continuity.NAME] files_target`."""
     where = os.path.realpath(target)
     here = _stat(where)
 
@@ -66,37 +79,31 @@ def check_target(target: str, repository: str | None) -> None:
         return path == where or (here is not None and there is not None
                                  and (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino))
 
-    def refuse(reason: str) -> UsageError:
-        return UsageError(
-            _("--sync --delete into {target} refused: {reason}").format(target=target, reason=reason),
-            _("--delete removes what the snapshot does not hold: restore into a folder of its own, "
-              "e.g. /srv/standby/officine"))
-
     if same("/"):
-        raise refuse(_("it is the root of the file system"))
+        return _("it is the root of the file system")
     homes = [os.environ.get("HOME", ""), os.path.expanduser("~"), *posix.home_folders()]
     homes = sorted({os.path.realpath(h) for h in homes if h.startswith("/")} - {"/"})
     for home in homes:
         if same(home):
-            raise refuse(_("it is the home folder {home}").format(home=home))
+            return _("it is the home folder {home}").format(home=home)
     for folder in SYSTEM_FOLDERS:
         if same(folder):
-            raise refuse(_("it is the system folder {folder}").format(folder=os.path.realpath(folder)))
+            return _("it is the system folder {folder}").format(folder=os.path.realpath(folder))
     for home in homes:
         if home.startswith(where.rstrip("/") + "/"):
-            raise refuse(_("it holds the home folder {home}").format(home=home))
+            return _("it holds the home folder {home}").format(home=home)
     if repository is not None:
         stored = os.path.realpath(repository)
         if stored == where or stored.startswith(where.rstrip("/") + "/") or same(stored):
-            raise refuse(_("the repository being restored from, {repository}, is inside it").format(
-                repository=repository))
+            return _("the repository being restored from, {repository}, is inside it").format(
+                repository=repository)
     folder = where
     while True:
         if _holds_repository_at(folder):
-            raise refuse(_("it holds a backup repository") if folder == where
-                         else _("it is inside the backup repository {folder}").format(folder=folder))
+            return (_("it holds a backup repository") if folder == where
+                    else _("it is inside the backup repository {folder}").format(folder=folder))
         if folder == "/":
-            return
+            return None
         folder = os.path.dirname(folder)
 
 

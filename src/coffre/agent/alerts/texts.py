@@ -127,6 +127,14 @@ _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
             "appelez votre prestataire informatique en lui transférant ce message : il faut "
             "préparer de nouveau le poste de secours à partir d'une sauvegarde complète plus "
             "récente (coffre standby init)."),
+        "files_behind": (
+            "Fichiers du poste de secours en retard : {name}",
+            "les fichiers de la pharmacie gardés à jour sur le poste de secours sont en retard sur "
+            "les sauvegardes{lag} : une sauvegarde plus récente n'a pas pu y être recopiée. S'il devait "
+            "servir maintenant, les documents modifiés depuis y manqueraient ou seraient anciens.",
+            "vérifiez que le poste de secours et la destination « {target} » sont allumés et "
+            "joignables, et que son disque n'est pas plein. Si ce message revient, appelez votre "
+            "prestataire informatique en lui transférant ce message."),
         "": (
             "Problème de sauvegarde : {name}",
             "Coffre a relevé un problème ({kind}) sur la sauvegarde « {job} ».",
@@ -224,6 +232,14 @@ _KINDS: dict[str, dict[str, tuple[str, str, str]]] = {
             "backup: it no longer follows the main server.",
             "call your IT provider and forward them this message: the standby must be set up "
             "again from a newer full backup (coffre standby init)."),
+        "files_behind": (
+            "Standby files behind: {name}",
+            "the pharmacy's files kept current on the standby machine are behind the backups{lag}: "
+            "a newer backup could not be copied there. If it had to be used now, the "
+            "documents changed since would be missing or old there.",
+            "check that the standby machine and the destination \"{target}\" are on and reachable, "
+            "and that its disk is not full. If this message comes back, call your IT provider and "
+            "forward them this message."),
         "": (
             "Backup problem: {name}",
             "Coffre found a problem ({kind}) with the backup \"{job}\".",
@@ -252,6 +268,7 @@ _WORDS = {
         "where": "Sauvegarde : {job} · Destination : {target} · Serveur : {host}",
         "where_continuity": "Capture continue : {job} · Destination : {target} · Serveur : {host}",
         "where_standby": "Poste de secours : {job} · Alimenté par : {target} · Serveur : {host}",
+        "where_files": "Fichiers de secours : {job} · Depuis : {target} · Poste : {host}",
         "waiting": " ({n} en attente)",
         "age": " depuis {duration}",
         "lag": " de {duration}",
@@ -288,6 +305,7 @@ _WORDS = {
         "where": "Backup: {job} · Destination: {target} · Server: {host}",
         "where_continuity": "Continuous capture: {job} · Destination: {target} · Server: {host}",
         "where_standby": "Standby: {job} · Fed from: {target} · Server: {host}",
+        "where_files": "Standby files: {job} · From: {target} · Machine: {host}",
         "waiting": " ({n} waiting)",
         "age": " for {duration}",
         "lag": " by {duration}",
@@ -361,6 +379,7 @@ def render(notice: Notice, language: str = "fr", timezone: str = "Europe/Paris",
         if isinstance(error, str) and error.strip():
             lines += ["", w["detail"].format(text=clean(error, 500))]
     where = w["where_standby" if notice.kind.startswith("standby_") else
+              "where_files" if notice.kind == "files_behind" else
               "where_continuity" if notice.kind in CONTINUITY_KINDS else "where"]
     lines += ["", where.format(job=job or "-", target=target or "-", host=host_c or "-"), "",
               "-- ", w["footer_resolved" if notice.event == "resolved" else "footer"]]

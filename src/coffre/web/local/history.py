@@ -146,6 +146,8 @@ def _advice(kind: str, target: str, exit_code: int | None) -> str:
         "standby_behind": _("Check that the main server and {target} are switched on and reachable.").format(
             target=target),
         "standby_gap": _("The standby must be set up again: call for help."),
+        "files_behind": _("Check that the standby machine and {target} are switched on and reachable, and "
+                          "that its folder can be written.").format(target=target),
     }.get(kind, _("Call for help."))
 
 
