@@ -280,10 +280,10 @@ def _replay(repo: Repository, state: MysqlStandbyState, target: MysqlTarget, cha
             seq = binlog.sequence(name)
             if seq > last_seq:
                 break
-            first = offset if i == 0 else 0
-            if first >= (folder / name).stat().st_size:
+            first, size = offset if i == 0 else 0, (folder / name).stat().st_size
+            if first >= size:
                 continue
-            bounds = [f"--stop-position={last_offset}"] if seq == last_seq else []
+            bounds = [f"--stop-position={last_offset}"] if seq == last_seq and last_offset < size else []
             argv = mysql_restore.binlog_argv([name], state.database, target.conn.database, first, *bounds)
             done, _warnings = mysql_restore.replay(
                 argv, client, folder, target.conn.env,
