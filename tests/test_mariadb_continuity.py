@@ -131,9 +131,11 @@ def logging_server() -> Iterator[Logging]:
 
 class Writer:
     """Commits numbered rows one by one through the mariadb client, noting for each the wall
-    time just before it was sent and just after the client said it was committed."""
+    time just before it was sent and just after the client said it was committed. `pause`:
+    seconds between rows (0: as fast as the server goes)."""
 
-    def __init__(self, server: MariaDBServer) -> None:
+    def __init__(self, server: MariaDBServer, pause: float = 0.0) -> None:
+        self.pause = pause
         self.proc = subprocess.Popen(["mariadb", "--no-defaults", f"--socket={server.socket}", "-uroot",
                                       "--batch", "--skip-column-names", "--unbuffered", "officine"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -153,6 +155,8 @@ class Writer:
             answer = self.proc.stdout.readline()
             assert answer.strip() == str(n).encode(), answer
             self.log.append((n, before, time.time()))
+            if self.pause:
+                self.stop.wait(self.pause)
 
     def __enter__(self) -> Writer:
         self.thread.start()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from coffre.cli import standby_sqlite
+from coffre.cli import standby_mysql, standby_sqlite
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading
 from coffre.cli.output import emit_json, human_duration, human_size, say, warn
 from coffre.cli.progress import progress_for
@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     w.add_argument("--json", action="store_true")
     w.set_defaults(func=cmd_promote)
     standby_sqlite.register(words)
+    standby_mysql.register(words)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

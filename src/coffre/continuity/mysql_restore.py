@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from coffre.continuity import mysql_chain
 from coffre.continuity.mysql_chain import Chain
@@ -50,7 +51,7 @@ from coffre.sources.databases.mysql import MysqlTarget
 ENGINE = "mysql"
 NOT_REACHED = "Did not reach stop datetime"
 # The comment mariadb-binlog writes before each event it prints (in the zone TZ says: UTC).
-_EVENT = re.compile(rb"^#(\d{6}) +(\d{1,2}:\d\d:\d\d) server id \d+ +end_log_pos (\d+) ")
+EVENT_LINE = re.compile(rb"^#(\d{6}) +(\d{1,2}:\d\d:\d\d) server id \d+ +end_log_pos (\d+) ")
 _CHUNK = 1 << 20
 
 
@@ -71,6 +72,7 @@ class Recovered:
     staged_bytes: int
     replayed: Replayed
     start: str  # FILE:OFFSET where the replay began (the dump's place)
+    settled: int  # where the last whole transaction replayed ends (binlog.position)
 
 
 def bases(snaps: list[Snapshot], name: str | None) -> list[tuple[Snapshot, DatabaseRecord]]:
@@ -159,15 +161,20 @@ def stage(repo: Repository, chain: Chain, stored: dict[int, StoredSegment], fold
 class Survey:
     stop: binlog.Event | None  # the first event stamped at or after the stop (None: none stored)
     transactions: int  # transactions before it that change the database (row events)
+    settled: int = 0  # where the last whole transaction before it ends (binlog.position)
 
 
 def survey(folder: Path, files: list[str], offset: int, database: str, second: int | None) -> Survey:
     """What the replay must do, read from the staged files from `offset` of the first one on:
     where it stops (the first event stamped at or after `second`), and how many transactions
     that change `database` it applies before (each ends with its XID, or a COMMIT statement
-    for tables outside InnoDB). The replay's own count is compared with it."""
+    for tables outside InnoDB). The replay's own count is compared with it. `settled`: the end
+    of the last event outside any transaction (a transaction cut by the end of the files is
+    not replayed: mariadb-binlog rolls it back; the next replay starts from there)."""
     wanted = database.encode()
     count, touched = 0, False
+    settled = binlog.position(files[0], offset) if files else 0
+    inside = 0  # 0: between transactions; 1: in BEGIN ... COMMIT/XID; 2: one standalone statement
     for i, name in enumerate(files):
         with open(folder / name, "rb") as f:
             at = offset if i == 0 else len(binlog.MAGIC)
@@ -181,17 +188,28 @@ def survey(folder: Path, files: list[str], offset: int, database: str, second: i
                     raise CoffreError(_("{file}: impossible event at offset {offset}").format(
                         file=name, offset=at))
                 if second is not None and stamp >= second:
-                    return Survey(binlog.Event(at, length, kind, stamp, log_pos), count)
+                    return Survey(binlog.Event(at, length, kind, stamp, log_pos), count, settled)
                 body = length - binlog.HEADER.size
+                text = b""
+                if kind == binlog.QUERY_EVENT:
+                    text = binlog.query_text(f.read(min(body, 4096)))
+                elif kind == binlog.GTID_EVENT:
+                    inside = 2 if binlog.gtid_standalone(f.read(min(body, 16))) else 1
                 if kind == binlog.TABLE_MAP_EVENT:
+                    f.seek(at + binlog.HEADER.size)
                     touched |= binlog.table_map_database(f.read(min(body, 512))) == wanted
-                elif touched and (kind == binlog.XID_EVENT or (
-                        kind == binlog.QUERY_EVENT
-                        and binlog.query_text(f.read(min(body, 4096))).startswith(b"COMMIT"))):
+                elif touched and (kind == binlog.XID_EVENT or text.startswith(b"COMMIT")):
                     count += 1
                     touched = False
+                if kind == binlog.XID_EVENT or text.startswith((b"COMMIT", b"ROLLBACK")) or (
+                        kind == binlog.QUERY_EVENT and inside == 2):
+                    inside = 0
+                elif text.startswith(b"BEGIN"):
+                    inside = 1
                 at += length
-    return Survey(None, count)
+                if not inside:
+                    settled = binlog.position(name, at)
+    return Survey(None, count, settled)
 
 
 class _Watch:
@@ -208,7 +226,7 @@ class _Watch:
         self._line = lines.pop()[:4096]
         for line in lines:
             if line.startswith(b"#"):
-                m = _EVENT.match(line)
+                m = EVENT_LINE.match(line)
                 if m is None:
                     continue
                 day, clock = m.group(1).decode(), m.group(2).decode()
@@ -227,8 +245,26 @@ class _Watch:
                 self._changes = False
 
 
+class Edit(Protocol):
+    """Changes the replayed text on its way to the client (the standby adds its position)."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+def binlog_argv(files: list[str], origin: str, dest: str, start: int, *bounds: str) -> list[str]:
+    """mariadb-binlog printing the transactions of `origin` from `start` in the first of
+    `files` (0: its beginning), under the name `dest`."""
+    if "->" in origin or "->" in dest:
+        raise CoffreError(_("a database name holding '->' cannot be replayed under another name"))
+    return [find_program("mariadb-binlog", "mysqlbinlog"), "--no-defaults",
+            *([f"--start-position={start}"] if start else []), *bounds,
+            f"--database={origin}", *([f"--rewrite-db={origin}->{dest}"] if dest != origin else []), *files]
+
+
 def replay(argv_log: list[str], argv_client: list[str], folder: Path, client_env: dict[str, str] | None,
-           what: str) -> tuple[Replayed, str]:
+           what: str, edit: Edit | None = None) -> tuple[Replayed, str]:
     """mariadb-binlog | mariadb: what was replayed, and mariadb-binlog's warnings."""
     log_err, client_out = folder / "binlog.err", folder / "client.out"
     log_env = {k: v for k, v in os.environ.items() if k != "MYSQL_PWD"} | {"TZ": "UTC"}
@@ -253,7 +289,9 @@ def replay(argv_log: list[str], argv_client: list[str], folder: Path, client_env
         try:
             for data in iter(lambda: reader.stdout.read(_CHUNK), b""):  # type: ignore[union-attr]
                 watch.feed(data)
-                client.stdin.write(data)
+                client.stdin.write(edit.feed(data) if edit is not None else data)
+            if edit is not None:
+                client.stdin.write(edit.end())
             client.stdin.close()
         except BrokenPipeError:
             stopped_reading = True
@@ -296,8 +334,7 @@ def recover(repo: Repository, snaps: list[Snapshot], dsn: str, until_ns: int | N
     target = MysqlTarget.from_dsn(dsn)
     stream, start = record.extra["stream"], int(record.extra["stream_from"])
     origin, dest = record.name, target.conn.database
-    if "->" in origin or "->" in dest:
-        raise CoffreError(_("a database name holding '->' cannot be replayed under another name"))
+    binlog_argv([], origin, dest, 0)  # names checked before anything is touched
     client = target.client()  # its sandbox checked before anything is touched
     if not force and not target.is_empty():
         raise CoffreError(_("{target} is not empty; nothing was changed").format(target=target.describe()),
@@ -339,10 +376,7 @@ def recover(repo: Repository, snaps: list[Snapshot], dsn: str, until_ns: int | N
         restore_database(repo, snap, record, target, force=force, report=report, progress=progress)
         progress.phase(N_("replaying the binary log"))
         stop_at = [] if until_ns is None else [f"--stop-datetime={datetime_text(stop_second(until_ns))}"]
-        argv = [find_program("mariadb-binlog", "mysqlbinlog"), "--no-defaults", f"--start-position={offset}",
-                *stop_at,
-                f"--database={origin}", *([f"--rewrite-db={origin}->{dest}"] if dest != origin else []),
-                *files]
+        argv = binlog_argv(files, origin, dest, offset, *stop_at)
         done, warnings = replay(argv, client, folder, target.conn.env,
                                 _("replaying the binary log into {target}").format(target=target.describe()))
         if expect_stop and NOT_REACHED in warnings:
@@ -355,7 +389,7 @@ def recover(repo: Repository, snaps: list[Snapshot], dsn: str, until_ns: int | N
                                     expected=plan.transactions, name=origin, replayed=done.transactions),
                               _("restore again into an empty database; keep this one for investigation"))
         return Recovered(snap, record, stream, chain, files, staged, done,
-                         f"{record.extra.get('binlog_file', '')}:{offset}")
+                         f"{record.extra.get('binlog_file', '')}:{offset}", plan.settled)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -28,6 +28,7 @@ POSITION_BITS = 40
 FILE_SPAN = 1 << POSITION_BITS
 QUERY_EVENT, STOP_EVENT, ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT = 2, 3, 4, 15
 XID_EVENT, TABLE_MAP_EVENT = 16, 19
+GTID_EVENT = 162  # MariaDB: a transaction's (or a standalone statement's) start
 _QUERY_HEAD = struct.Struct("<IIBHH")  # thread id, execution time, database length, error, status length
 MAX_EVENT = (1 << 30) + (1 << 20)  # max_allowed_packet is at most 1 GiB
 _NAME = re.compile(r"^[^-/\\\0\n][^/\\\0\n]{0,199}\.(\d{1,9})$")  # never an option's dash
@@ -139,3 +140,9 @@ def query_text(body: bytes) -> bytes:
         return b""
     _thread, _time, db_length, _error, status_length = _QUERY_HEAD.unpack_from(body)
     return body[_QUERY_HEAD.size + status_length + db_length + 1:]
+
+
+def gtid_standalone(body: bytes) -> bool:
+    """Whether a MariaDB GTID event starts one statement with no COMMIT of its own (DDL): its
+    body holds the sequence number in 8 bytes, the domain in 4, then flags (1: standalone)."""
+    return len(body) >= 13 and bool(body[12] & 1)
