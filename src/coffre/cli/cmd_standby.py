@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 from coffre.cli import standby_mysql, standby_sqlite
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading
 from coffre.cli.output import emit_json, human_duration, human_size, say, warn
+from coffre.cli.passes import run_passes
 from coffre.cli.progress import progress_for
 from coffre.continuity import standby
-from coffre.core.errors import CoffreError, StorageError
+from coffre.core.errors import CoffreError
 from coffre.core.i18n import _, ngettext
 from coffre.format.segment import SegmentHeader
 
@@ -74,27 +72,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_follow(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    stop = threading.Event()
-
-    def on_term(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    if args.every:
-        signal.signal(signal.SIGTERM, on_term)
     known: dict[str, SegmentHeader] = {}
-    while True:
-        try:
-            with reading(repo, "standby follow"):
-                state = standby.follow(repo, Path(args.pgdata), report=warn, known=known)
-        except StorageError as exc:
-            if not args.every:
-                raise
-            warn(_("the repository cannot be reached ({reason}); trying again").format(reason=exc.message))
-        else:
-            if not args.every:
-                _say_state(state)
-        if not args.every or stop.wait(args.every):
-            return 0
+
+    def one_pass() -> None:
+        with reading(repo, "standby follow"):
+            state = standby.follow(repo, Path(args.pgdata), report=warn, known=known)
+        if not args.every:
+            _say_state(state)
+
+    return run_passes(args.every, one_pass)
 
 
 def _say_state(state: standby.StandbyState) -> None:

@@ -5,17 +5,15 @@ continuously captured SQLite database (continuity/sqlite_standby.py). Registered
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 from coffre.cli.context import add_repo_options, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_duration, human_time, say, warn
+from coffre.cli.passes import run_passes
 from coffre.continuity import sqlite_standby
 from coffre.continuity.sqlite_standby import SqliteStandbyState
-from coffre.core.errors import CoffreError, StorageError, UsageError
+from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.format.segment import SegmentHeader
 
@@ -72,29 +70,17 @@ def cmd_follow(args: argparse.Namespace) -> int:
     if args.every is not None and not args.every > 0:
         raise UsageError(_("--every must be more than 0 seconds"))
     repo = open_repo(args)
-    stop = threading.Event()
-
-    def on_term(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    if args.every:
-        signal.signal(signal.SIGTERM, on_term)
     known: dict[str, SegmentHeader] = {}
-    while True:
-        try:
-            with reading(repo, "standby sqlite-follow"):
-                before = SqliteStandbyState.load(Path(args.target).absolute())
-                state = sqlite_standby.follow(repo, args.target, report=warn, known=known)
-        except StorageError as exc:
-            if not args.every:
-                raise
-            warn(_("the repository cannot be reached ({reason}); trying again").format(reason=exc.message))
-        else:
-            if not args.every:
-                done = state.transactions - before.transactions if state.stream == before.stream else None
-                _say_state(state, done)
-        if not args.every or stop.wait(args.every):
-            return 0
+
+    def one_pass() -> None:
+        with reading(repo, "standby sqlite-follow"):
+            before = SqliteStandbyState.load(Path(args.target).absolute())
+            state = sqlite_standby.follow(repo, args.target, report=warn, known=known)
+        if not args.every:
+            done = state.transactions - before.transactions if state.stream == before.stream else None
+            _say_state(state, done)
+
+    return run_passes(args.every, one_pass)
 
 
 def _say_state(state: SqliteStandbyState, done: int | None = None) -> None:
