@@ -30,12 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     w = words.add_parser("follow", help=_("stage the WAL stored since the last pass (once, or --every)"))
     add_repo_options(w)
-    w.add_argument("--pgdata", required=True, metavar="DIR")
+    w.add_argument("--pgdata", required=True, metavar="DIR", help=_("the standby's data folder"))
     w.add_argument("--every", type=float, metavar="SECONDS", help=_("keep following"))
     w.set_defaults(func=cmd_follow)
 
     w = words.add_parser("status", help=_("how far behind the standby is (exit 1 beyond --max-lag)"))
-    w.add_argument("--pgdata", required=True, metavar="DIR")
+    w.add_argument("--pgdata", required=True, metavar="DIR", help=_("the standby's data folder"))
     w.add_argument("--max-lag", type=float, default=DEFAULT_MAX_LAG, metavar="SECONDS",
                    help=_("alert beyond this many seconds behind (default 300)"))
     w.add_argument("--json", action="store_true")
@@ -43,10 +43,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     w = words.add_parser("promote", help=_("make the standby the primary, check it, say where to connect"))
     add_repo_options(w)
-    w.add_argument("--pgdata", required=True, metavar="DIR")
+    w.add_argument("--pgdata", required=True, metavar="DIR", help=_("the standby's data folder"))
     w.add_argument("--socket", default="/var/run/postgresql", metavar="DIR",
                    help=_("the standby server's socket folder (default /var/run/postgresql)"))
-    w.add_argument("--port", type=int, default=5432)
+    w.add_argument("--port", type=int, default=5432, help=_("the standby server's port (default 5432)"))
     w.add_argument("--user", default="postgres", help=_("a superuser of the cluster (default postgres)"))
     w.add_argument("--offline", action="store_true",
                    help=_("the repository cannot be reached: promote with what was staged"))

@@ -32,13 +32,13 @@ def register(words: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     w = words.add_parser("sqlite-follow", help=_("apply to the SQLite standby what was stored since the last "
                                                  "pass (once, or --every)"))
     add_repo_options(w)
-    w.add_argument("--target", required=True, metavar="FILE")
+    w.add_argument("--target", required=True, metavar="FILE", help=_("the standby file"))
     w.add_argument("--every", type=float, metavar="SECONDS", help=_("keep following"))
     w.set_defaults(func=cmd_follow)
 
     w = words.add_parser("sqlite-status", help=_("how far behind the SQLite standby is (exit 1 beyond "
                                                  "--max-lag or at a gap)"))
-    w.add_argument("--target", required=True, metavar="FILE")
+    w.add_argument("--target", required=True, metavar="FILE", help=_("the standby file"))
     w.add_argument("--max-lag", type=float, default=DEFAULT_MAX_LAG, metavar="SECONDS",
                    help=_("alert beyond this many seconds behind (default 300)"))
     w.add_argument("--json", action="store_true")
@@ -47,7 +47,7 @@ def register(words: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     w = words.add_parser("sqlite-promote", help=_("a last pass, PRAGMA integrity_check, and the SQLite "
                                                   "standby is the pharmacy's database"))
     add_repo_options(w)
-    w.add_argument("--target", required=True, metavar="FILE")
+    w.add_argument("--target", required=True, metavar="FILE", help=_("the standby file"))
     w.add_argument("--offline", action="store_true",
                    help=_("the repository cannot be reached: promote with what was applied"))
     w.add_argument("--json", action="store_true")

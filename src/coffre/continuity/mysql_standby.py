@@ -27,7 +27,6 @@ and the standby is set up again with `init`; it never goes on silently.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from coffre.continuity import mysql_chain, mysql_restore
 from coffre.continuity.mysql_restore import EVENT_LINE
+from coffre.core import posix
 from coffre.core.errors import CoffreError
 from coffre.core.files import write_atomic
 from coffre.core.i18n import _
@@ -111,11 +111,9 @@ def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not posix.try_lock_exclusive(fd, str(path)):
             raise CoffreError(_("another coffre command is working on the standby of {file}").format(
-                file=path)) from None
+                file=path))
         yield
     finally:
         os.close(fd)
