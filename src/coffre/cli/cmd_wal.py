@@ -4,15 +4,14 @@ wal list."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 from coffre.cli import wal_push, wal_sqlite
 from coffre.cli.context import add_repo_options, open_repo
 from coffre.cli.output import emit_json, human_size, human_time, say, warn
+from coffre.cli.passes import run_passes
 from coffre.cli.wal_mysql import register_mysql
 from coffre.continuity import pg_fetch, pg_push, shipper
 from coffre.continuity.spool import Spool
@@ -101,15 +100,9 @@ def _stream_here() -> str:
 def cmd_ship(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     spools = [Spool(p) for p in args.spool]
-    stop = threading.Event()
-
-    def on_term(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    if args.every:
-        signal.signal(signal.SIGTERM, on_term)
     clock = SystemClock()
-    while True:
+
+    def one_pass() -> None:
         for spool in spools:
             try:
                 done = shipper.ship(repo, spool, report=warn)
@@ -123,12 +116,12 @@ def cmd_ship(args: argparse.Namespace) -> int:
                 say(ngettext("shipped {count} piece ({size}) from {folder}",
                              "shipped {count} pieces ({size}) from {folder}", done.pieces).format(
                                  count=done.pieces, size=human_size(done.bytes), folder=spool.path))
-            for name in done.gaps or []:
+            for name in done.gaps:
                 warn(_("gap recorded for {name}: point-in-time recovery across it is impossible; take a "
                        "new base backup").format(name=name))
             pg_push.forget_markers(spool, clock.now_ns() - pg_push.MARKER_DAYS * 86400 * 10**9)
-        if not args.every or stop.wait(args.every):
-            return 0
+
+    return run_passes(args.every, one_pass, retried=())
 
 
 def cmd_list(args: argparse.Namespace) -> int:

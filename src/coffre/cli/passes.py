@@ -1,4 +1,4 @@
-"""The foreground loop of the standby followers: one pass, or with `--every` a pass every so
+"""The foreground loop of `wal ship` and the standby followers: one pass, or with `--every` a pass every so
 many seconds until SIGTERM (systemd's stop), trying again after what a later pass may fix."""
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from coffre.core.i18n import N_, _
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.ops.common import Reporter, quiet
-from coffre.ops.databases import restore_database
+from coffre.ops.databases import backup_end_ns, restore_database
 from coffre.repository import segments
 from coffre.repository.repo import Repository
 from coffre.repository.segments import StoredSegment
@@ -82,11 +82,6 @@ def bases(snaps: list[Snapshot], name: str | None) -> list[tuple[Snapshot, Datab
             and (name is None or name in (d.name, d.file))]
 
 
-def consistent_ns(snap: Snapshot) -> int:
-    """When a dump's snapshot was taken at the latest: the end of its backup."""
-    return snap.time_ns + int(snap.summary.get("duration_ns", 0))
-
-
 def choose_base(snaps: list[Snapshot], until_ns: int | None,
                 name: str | None) -> tuple[Snapshot, DatabaseRecord]:
     found = bases(snaps, name)
@@ -100,10 +95,10 @@ def choose_base(snaps: list[Snapshot], until_ns: int | None,
                           _("choose one with --database: {names}").format(names=", ".join(sorted(names))))
     if until_ns is None:
         return found[-1]
-    before = [(s, d) for s, d in found if consistent_ns(s) <= until_ns]
+    before = [(s, d) for s, d in found if backup_end_ns(s) <= until_ns]
     if not before:
         raise CoffreError(_("the oldest usable dump ended at {time}, after the moment asked for").format(
-            time=human_time(consistent_ns(found[0][0]))), _("give a later --until"))
+            time=human_time(backup_end_ns(found[0][0]))), _("give a later --until"))
     return before[-1]
 
 

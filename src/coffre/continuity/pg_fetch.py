@@ -13,7 +13,6 @@ Two sources: a staging folder that the restore or the standby filled with checke
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from coffre.continuity import positions
@@ -45,22 +44,14 @@ def fetch_staged(staging: Path, name: str, dest: Path) -> int:
     """From a staging folder: FOUND after copying it to `dest`, NOT_FOUND if it is not
     staged (yet)."""
     source = staging / _checked_name(name)
-    tmp = dest.with_name(f".{dest.name}.coffre-{os.getpid()}")
     try:
-        with open(source, "rb") as src, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
+        data = source.read_bytes()
     except FileNotFoundError:
-        tmp.unlink(missing_ok=True)
         if not staging.is_dir():
             raise CoffreError(_("the staging folder {folder} does not exist").format(
                 folder=staging)) from None
         return NOT_FOUND
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.rename(tmp, dest)
+    write_beside(dest, data)
     return FOUND
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from coffre.continuity import positions
 from coffre.continuity.spool import Spool
-from coffre.core import posix
 from coffre.core.clock import Clock
 from coffre.core.errors import CoffreError
+from coffre.core.files import write_atomic
 from coffre.core.i18n import _
 from coffre.format.segment import SegmentHeader
 
@@ -121,12 +121,7 @@ def push(spool: Spool, source: Path, name: str, clock: Clock, data_dir: Path | N
     if not kept:
         spool.put(header.as_gap("spool full"), b"", force=True)
     (spool.path / ARCHIVED).mkdir(mode=0o700, exist_ok=True)
-    tmp = marker.with_name(f".{name}.{os.getpid()}")
-    tmp.write_text(header.sha256)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.rename(tmp, marker)
-    posix.fsync_dir(marker.parent)
+    write_atomic(marker, header.sha256.encode(), 0o600)
     return Pushed(name, kept=kept)
 
 

@@ -40,7 +40,7 @@ from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.segment import SegmentHeader
 from coffre.format.snapshot import DatabaseRecord, Snapshot
 from coffre.ops.common import Reporter, quiet
-from coffre.ops.databases import restore_database
+from coffre.ops.databases import backup_end_ns, restore_database
 from coffre.repository import segments
 from coffre.repository.repo import Repository
 from coffre.repository.segments import StoredSegment
@@ -79,11 +79,6 @@ def bases(snaps: list[Snapshot]) -> list[tuple[Snapshot, DatabaseRecord]]:
     return [(s, d) for s in snaps for d in s.databases if d.engine == ENGINE]
 
 
-def consistent_ns(snap: Snapshot) -> int:
-    """When a base backup is consistent at the latest: the end of its backup."""
-    return snap.time_ns + int(snap.summary.get("duration_ns", 0))
-
-
 def choose_base(snaps: list[Snapshot], until_ns: int | None) -> tuple[Snapshot, DatabaseRecord]:
     found = bases(snaps)
     if not found:
@@ -92,11 +87,11 @@ def choose_base(snaps: list[Snapshot], until_ns: int | None) -> tuple[Snapshot, 
                             "restorable"))
     if until_ns is None:
         return found[-1]
-    before = [(s, d) for s, d in found if consistent_ns(s) <= until_ns]
+    before = [(s, d) for s, d in found if backup_end_ns(s) <= until_ns]
     if not before:
         first = found[0][0]
         raise CoffreError(_("the oldest base backup ended at {time}, after the moment asked for").format(
-            time=human_time(consistent_ns(first))), _("give a later --until"))
+            time=human_time(backup_end_ns(first))), _("give a later --until"))
     return before[-1]
 
 

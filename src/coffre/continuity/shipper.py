@@ -33,13 +33,14 @@ DAMAGED = ".damaged-"
 class Shipped:
     pieces: int = 0
     bytes: int = 0
-    gaps: list[str] | None = None
     last_time_ns: int = 0  # capture time of the newest piece shipped
     gap_headers: list[SegmentHeader] = field(default_factory=list)  # the gaps' own headers
     base_headers: list[SegmentHeader] = field(default_factory=list)  # whole copies (a generation starts)
 
-    def __post_init__(self) -> None:
-        self.gaps = self.gaps or []
+    @property
+    def gaps(self) -> list[str]:
+        """The names of the gaps shipped."""
+        return [h.name for h in self.gap_headers]
 
 
 def require_present(repo: Repository) -> None:
@@ -57,7 +58,6 @@ def ship(repo: Repository, spool: Spool, report: Reporter = quiet, most: int | N
     """Send what waits in the spool (at most `most` pieces). Storage errors propagate: what
     was not sent stays in the spool for the next pass."""
     done = Shipped()
-    assert done.gaps is not None
     spool.clean_temporaries()
     for pending in spool.pending()[:most]:
         try:
@@ -76,7 +76,6 @@ def ship(repo: Repository, spool: Spool, report: Reporter = quiet, most: int | N
         require_present(repo)  # a stat per piece: a share unmounted mid-pass is noticed too
         segments.save(repo, header, payload)
         if header.kind == "gap":
-            done.gaps.append(header.name)
             done.gap_headers.append(header)
         elif header.kind == "base":
             done.base_headers.append(header)

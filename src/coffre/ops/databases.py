@@ -43,6 +43,12 @@ def find_with_databases(repo: Repository, ref: str, engine: str | None = None,
     return choice.chosen
 
 
+def backup_end_ns(snap: Snapshot) -> int:
+    """When a snapshot's backup ended: its databases (dumps, base backups) are consistent at
+    or before this moment (what a point-in-time restore starting from it can reach first)."""
+    return snap.time_ns + int(snap.summary.get("duration_ns", 0))
+
+
 def pick(snap: Snapshot, engine: str, name: str | None) -> DatabaseRecord:
     """The snapshot's database of this engine (named, when it holds several)."""
     found = [d for d in snap.databases if d.engine == engine]
