@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from coffre.agent import continuity as loop
+from coffre.agent import standbys
 from coffre.agent.alerts.decide import Notice
 from coffre.agent.alerts.outbox import Outbox
 from coffre.agent.alerts.texts import render
@@ -385,6 +386,10 @@ def standby_state(newest: float, **changes: object) -> standby.StandbyState:
     return state
 
 
+def followed(newest: float, pieces: int = 0, gap: str = "", promoted: bool = False) -> standbys.Followed:
+    return standbys.Followed(int(newest * 1e9), pieces, pieces * WAL, 5, gap, promoted)
+
+
 STANDBY = """
 [continuity.secours]
 repository = "nas"
@@ -393,29 +398,43 @@ max_lag = "5min"
 """
 
 
-def test_a_standby_whose_newest_piece_is_old_is_behind(tmp_path: Path, pwfile: Path) -> None:
+def test_a_standby_is_behind_when_pieces_wait_or_its_passes_fail_not_when_the_primary_is_quiet(
+        tmp_path: Path, pwfile: Path) -> None:
+    """Pieces waiting longer than max_lag, or passes failing that long, or no pass recorded:
+    behind. A repository with nothing newer (a closed pharmacy writes no log) is no alert."""
     config = write_config(tmp_path, pwfile, STANDBY)
 
-    def problems(state: standby.StandbyState, now: float = T0) -> list[tuple[str, float, object]]:
-        status = ContinuityStatus("secours", "nas", first_seen=T0 - 3600,
-                                  standby=loop.standby_status(state, None, now))
-        return [(p.kind, p.since, p.detail.get("lag") or p.detail.get("gap"))
-                for p in continuity_problems(config, {"secours": status}, now)]
+    def problems(passes: list[tuple[float, standbys.Followed, str | None]]) -> list[tuple[str, float]]:
+        sb = None
+        for at, state, error in passes:
+            sb = loop.standby_status(state, sb, at, error)
+        status = ContinuityStatus("secours", "nas", first_seen=T0 - 3600, standby=sb)
+        return [(p.kind, p.since) for p in continuity_problems(config, {"secours": status}, passes[-1][0])]
 
-    assert problems(standby_state(T0 - 10)) == []
-    assert problems(standby_state(T0 - 1000)) == [("standby_behind", T0 - 700, 1000.0)]
-    assert problems(standby_state(T0 - 1000, gap="000000010000000000000005")) == [
-        ("standby_gap", T0, "000000010000000000000005")]  # the gap explains the lag: said once
-    assert problems(standby_state(T0 - 1000, promoted_ns=1)) == []  # the primary now
-    assert problems(standby_state(0)) == [("standby_behind", T0 - 3300, None)]  # nothing staged in an hour
+    quiet = [(T0 + n * 60, followed(T0 - 36000), None) for n in range(60)]  # ten hours with nothing new
+    assert problems(quiet) == []
+    waiting = [(T0, followed(T0 - 10), None), (T0 + 200, followed(T0 - 10, pieces=3), None),
+               (T0 + 400, followed(T0 - 10, pieces=2), None)]
+    assert problems(waiting[:2]) == []
+    assert problems([*waiting, (T0 + 600, followed(T0 - 10, pieces=2), None)]) == [
+        ("standby_behind", T0 + 500)]  # pieces have waited since T0 + 200
+    assert problems([*waiting, (T0 + 600, followed(T0 + 300), None)]) == []  # caught up
+    failing = [(T0, followed(T0 - 10), None), (T0 + 100, followed(T0 - 10), "the NAS cannot be reached"),
+               (T0 + 450, followed(T0 - 10), "the NAS cannot be reached")]
+    assert problems(failing) == [("standby_behind", T0 + 300 + 30)]  # fed last at T0, the status every 30 s
+    assert problems([(T0, followed(T0 - 10, gap="000000010000000000000005"), None)]) == [
+        ("standby_gap", T0)]  # the gap explains the lag: said once
+    assert problems([(T0, followed(T0 - 1000, pieces=4, promoted=True), None)]) == []  # the primary now
     status = ContinuityStatus("secours", "nas", first_seen=T0 - 3600, standby=loop.standby_status(
-        standby_state(T0 - 1000, gap="000000010000000000000005"), None, T0))
+        followed(T0 - 1000, gap="000000010000000000000005"), None, T0))
     assert light(continuity_problems(config, {"secours": status}, T0)) == "failed"
+    never = ContinuityStatus("secours", "nas", first_seen=T0 - 3600)  # no pass recorded for an hour
+    assert [p.kind for p in continuity_problems(config, {"secours": never}, T0)] == ["standby_behind"]
 
 
-def test_the_agent_follows_a_standby_and_alerts_when_it_falls_behind(tmp_path: Path, pwfile: Path) -> None:
-    """The agent's loop on a standby machine: the state file `coffre standby init` wrote, a
-    repository holding nothing newer than what was staged (a primary whose capture stopped)."""
+def test_the_agent_follows_a_standby_and_alerts_when_it_cannot_be_fed(tmp_path: Path, pwfile: Path) -> None:
+    """The agent's loop on a standby machine: the state file `coffre standby init` wrote; a
+    repository with nothing newer all night is no alert; a repository gone is, after max_lag."""
     repository(tmp_path / "nas", pwfile)
     pgdata = tmp_path / "secours" / "pgdata"
     pgdata.mkdir(parents=True)
@@ -433,15 +452,28 @@ def test_the_agent_follows_a_standby_and_alerts_when_it_falls_behind(tmp_path: P
     assert sb is not None and sb.error is None and sb.newest_ns == int((T0 - 60) * 1e9)
     assert standby.StandbyState.load(folder).last_pass_ns > state.last_pass_ns  # follow ran
     text, doc, code = shown(config, T0)
-    assert "OK        Standby secours: 1 min 00 s behind" in text and code == 0
-    clock.now = T0 + 300
-    entry.pass_once()
+    assert "OK        Standby secours: up to date with the repository (0 s ago); the newest piece was " \
+           "captured 1 min 00 s ago" in text and code == 0
+    for minute in range(1, 61):  # an hour with nothing new: the pharmacy is closed
+        clock.now = T0 + minute * 60
+        entry.pass_once()
+    runner.evaluate()
+    assert screen(config) == []
+    text, doc, code = shown(config, clock.now)
+    assert code == 0 and doc[0]["behind_seconds"] == 0 and doc[0]["newest_age"] == 3660
+    (tmp_path / "nas").rename(tmp_path / "nas-gone")  # the NAS is switched off
+    entry.repo = None  # as after the agent's restart: the repository is opened again
+    for minute in range(61, 68):
+        clock.now = T0 + minute * 60
+        assert entry.pass_once().standby.error  # type: ignore[union-attr]
     runner.evaluate()
     assert screen(config) == ["Poste de secours en retard : secours"]
     text, doc, code = shown(config, clock.now)
-    assert "to check  Standby secours: 6 min 00 s behind" in text
-    assert "    → the repository has held nothing newer since: is the primary's capture running?" in text
-    assert code == 1 and doc[0]["behind_seconds"] == 360 and doc[0]["role"] == "standby"
+    assert "to check  Standby secours: up to date with the repository (7 min 00 s ago)" in text
+    assert "    → the standby is not being fed: the repository nas cannot be reached" in text
+    assert code == 1 and doc[0]["behind_seconds"] == 420 and doc[0]["role"] == "standby"
+    assert any("standby secours: the PostgreSQL standby " in line and "trying again" in line
+               for line in lines)
 
 
 # -- the words -----------------------------------------------------------------------------------
@@ -540,21 +572,42 @@ every = "10min"
 repository = "nas"
 spool = "/var/spool/coffre/"
 max_lag = "1h"
+
+[continuity.e]
+repository = "nas"
+sqlite = "/srv/officine/caisse.db"
+mysql = "mysql://root:secret@localhost"
+standby_pgdata = "/srv/secours/pgdata"
+standby_sqlite = "/srv/secours/caisse.db"
+
+[continuity.f]
+repository = "nas"
+spool = "/var/spool/f"
+mysql = "postgres://localhost"
+standby_mysql = "/srv/secours/pgdata"
 """)
     problems = [p.split(": ", 1)[1] for p in caught.value.message.splitlines()[1:]]
     assert problems == [
         "continuity.a.repository: 'disques' is a set of removable disks, which come and go: continuous "
         "capture goes to a repository (the NAS, off site)",
         "continuity.a.spool: 'relative/spool' is not an absolute path (starting with /)",
-        "continuity.b: nothing to do: give spool (the folder 'coffre wal push' fills), or standby_pgdata or "
-        "files_target on a standby machine",
+        "continuity.b: nothing to do: give spool (the folder 'coffre wal push' fills), or standby_pgdata, "
+        "standby_sqlite, standby_mysql or files_target on a standby machine",
         "continuity.b.repository: no repository is named 'nass' (did you mean nas?)",
         "continuity.c.every: max_backlog (5min) must be longer than every (10min), or every pass would alert",
         "continuity.d.spool: /var/spool/coffre is already the spool of continuity.c",
-        "continuity.d.max_lag: max_lag is for a standby: give standby_pgdata or files_target too",
+        "continuity.d.max_lag: max_lag is for a standby: give standby_pgdata, standby_sqlite, standby_mysql "
+        "or files_target too",
+        "continuity.e.sqlite: sqlite is captured into a spool: give spool too",
+        "continuity.e.mysql: a password in the MariaDB/MySQL connection string would show in the process "
+        "list (put it in MYSQL_PWD or ~/.my.cnf)",
+        "continuity.e.standby_sqlite: one standby per entry: give standby_sqlite its own [continuity.NAME]",
+        "continuity.f.mysql: the MariaDB/MySQL connection string is not valid (e.g. "
+        "mysql://coffre@localhost/officine (password in MYSQL_PWD or ~/.my.cnf))",
+        "continuity.f.standby_mysql: /srv/secours/pgdata is already the standby_pgdata of continuity.e",
     ]
     lines = [p.split(": ", 1)[0] for p in caught.value.message.splitlines()[1:]]
-    assert lines[0].endswith("coffre.toml:17") and lines[-1].endswith("coffre.toml:31")
+    assert lines[0].endswith("coffre.toml:17") and lines[-1].endswith("coffre.toml:44")
 
 
 def test_a_standby_machine_needs_no_job_and_remote_repositories_pass_every_ten_seconds(
@@ -574,7 +627,7 @@ standby_pgdata = "/srv/secours/pgdata"
     entry = config.continuity["secours"]
     assert (entry.every, entry.max_backlog, entry.max_lag, entry.spool) == (10.0, 300.0, 300.0, None)
     plan = "\n".join(describe(config, T0))
-    assert "feeds the standby /srv/secours/pgdata from hors-site (sftp://" in plan
+    assert "feeds the PostgreSQL standby /srv/secours/pgdata from hors-site (sftp://" in plan
 
 
 def test_the_samples_continuity_section_validates_once_uncommented(tmp_path: Path) -> None:
@@ -665,9 +718,10 @@ def test_a_reload_restarts_only_the_entries_that_changed(site: dict[str, object]
         changed = replace(config, continuity={"officine": replace(config.continuity["officine"], every=2.0)})
         service.apply(changed)
         [second] = service._running.values()
-        assert second[1] is not first[1] and not first[2].is_alive() and second[2].is_alive()
+        [old_thread], [new_thread] = first[2], second[2]  # a spool: one thread (no capture of its own)
+        assert second[1] is not first[1] and not old_thread.is_alive() and new_thread.is_alive()
         service.apply(replace(config, continuity={}))
-        assert service.names() == [] and not second[2].is_alive()
+        assert service.names() == [] and not new_thread.is_alive()
     finally:
         service.stop()
     assert json.dumps(lines)  # every line is text

@@ -153,6 +153,9 @@ class Writer:
             self.proc.stdin.write(f"INSERT INTO ledger VALUES ({n}, 'vente'); SELECT {n};\n".encode())
             self.proc.stdin.flush()
             answer = self.proc.stdout.readline()
+            if not answer:  # the client ended: what it said
+                assert self.proc.stderr is not None
+                raise AssertionError(f"the mariadb client ended at row {n}: {self.proc.stderr.read()!r}")
             assert answer.strip() == str(n).encode(), answer
             self.log.append((n, before, time.time()))
             if self.pause:

@@ -347,6 +347,18 @@ def _relative(value: object) -> str:
     return path
 
 
+def _mysql_server(value: object) -> str:
+    from coffre.core.errors import CoffreError
+    from coffre.sources.databases.mysql import Connection
+
+    dsn = _nonempty(value)
+    try:
+        Connection(dsn, database=False)
+    except CoffreError as exc:
+        raise ValueError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+    return dsn
+
+
 def _optional_path(value: object) -> str:
     path = _nonempty(value)
     if not path.startswith("/"):
@@ -505,6 +517,15 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("spool", _optional_path, "the spool folder 'coffre wal push --spool' fills (PostgreSQL's "
             "archive_command)", "le dossier d'attente que remplit « coffre wal push --spool » "
             "(archive_command de PostgreSQL)", example='"/var/lib/postgresql/coffre-spool"'),
+        Key("sqlite", _optional_path, "on the pharmacy's server: a SQLite database (WAL mode) whose changes "
+            "the agent follows into the spool (as 'coffre wal sqlite')", "sur le serveur de la pharmacie : "
+            "une base SQLite (mode WAL) dont l'agent suit les changements dans le dossier d'attente (comme "
+            "« coffre wal sqlite »)", example='"/srv/officine/data/officine.db"'),
+        Key("mysql", _mysql_server, "on the pharmacy's server: a MariaDB server whose binary log the agent "
+            "follows into the spool (as 'coffre wal mysql'; password in ~/.my.cnf or by the socket)",
+            "sur le serveur de la pharmacie : un serveur MariaDB dont l'agent suit le journal binaire dans "
+            "le dossier d'attente (comme « coffre wal mysql » ; mot de passe dans ~/.my.cnf ou par la "
+            "socket)", example='"mysql://coffre@localhost?socket=/run/mysqld/mysqld.sock"'),
         Key("every", _duration, "a pass every ... (default 1s for a local path, 10s for a remote repository)",
             "un passage toutes les ... (par défaut 1s pour un chemin local, 10s pour un dépôt distant)",
             example='"1s"'),
@@ -513,10 +534,21 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("standby_pgdata", _optional_path, "on a standby machine: the data folder 'coffre standby init' "
             "set up, fed at each pass", "sur un poste de secours : le dossier de données préparé par "
             "« coffre standby init », alimenté à chaque passage", example='"/srv/secours/pgdata"'),
-        Key("max_lag", _duration, "alert when the standby's newest piece is older than this (files: when "
-            "a newer snapshot has waited this long without being applied)",
-            "alerte quand le morceau le plus récent du poste de secours est plus ancien que cela "
-            "(fichiers : quand une sauvegarde plus récente attend depuis ce temps sans être appliquée)"),
+        Key("standby_sqlite", _optional_path, "on a standby machine: the SQLite file 'coffre standby "
+            "sqlite-init' wrote, fed at each pass", "sur un poste de secours : le fichier SQLite écrit par "
+            "« coffre standby sqlite-init », alimenté à chaque passage",
+            example='"/srv/secours/officine.db"'),
+        Key("standby_mysql", _optional_path, "on a standby machine: the state file 'coffre standby "
+            "mysql-init' wrote (it names the standby database), fed at each pass",
+            "sur un poste de secours : le fichier d'état écrit par « coffre standby mysql-init » (il "
+            "nomme la base de secours), alimentée à chaque passage",
+            example='"/var/lib/coffre/mysql-standby/officine.json"'),
+        Key("max_lag", _duration, "alert when pieces stored in the repository have waited this long without "
+            "reaching the standby, or its passes have failed this long (files: when a newer snapshot has "
+            "waited this long without being applied)",
+            "alerte quand des morceaux gardés dans le dépôt attendent depuis ce temps sans arriver au poste "
+            "de secours, ou que ses passages échouent depuis ce temps (fichiers : quand une sauvegarde plus "
+            "récente attend depuis ce temps sans être appliquée)"),
         Key("files_target", _optional_path, "on a standby machine: a folder kept equal to the newest "
             "snapshot (as 'coffre restore --sync --delete')", "sur un poste de secours : un dossier "
             "tenu égal à la sauvegarde la plus récente (comme « coffre restore --sync --delete »)",
@@ -1065,9 +1097,11 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
     of its own is not reported again here), has a spool, a standby, or both, and no two
     entries share a spool or a standby."""
     out: dict[str, model.Continuity] = {}
-    spools: dict[str, str] = {}
-    standbys: dict[str, str] = {}
-    targets: dict[str, str] = {}
+    spools: dict[str, tuple[str, str]] = {}  # a folder (a server): the entry and key that have it
+    standbys: dict[str, tuple[str, str]] = {}
+    targets: dict[str, tuple[str, str]] = {}
+    sqlites: dict[str, tuple[str, str]] = {}
+    servers: dict[str, tuple[str, str]] = {}
     for name, table in _named(r, raw, "continuity"):
         path: KeyPath = ("continuity", name)
         values = r.fields(table, "continuity", path)
@@ -1080,21 +1114,32 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
             else:
                 r.bad((*path, "repository"), _("no repository is named {name}").format(name=repr(repo))
                       + _did_you_mean(repo, known))
-        if "spool" not in table and "standby_pgdata" not in table and "files_target" not in table:
+        standby_keys = [k for k in STANDBY_KEYS if k in table]
+        if "spool" not in table and not standby_keys and "files_target" not in table:
             r.bad(path, _("nothing to do: give spool (the folder 'coffre wal push' fills), or "
-                          "standby_pgdata or files_target on a standby machine"))
-        if "max_lag" in table and "standby_pgdata" not in table and "files_target" not in table:
-            r.bad((*path, "max_lag"), _("max_lag is for a standby: give standby_pgdata or files_target too"))
+                          "standby_pgdata, standby_sqlite, standby_mysql or files_target on a standby "
+                          "machine"))
+        if len(standby_keys) > 1:
+            r.bad((*path, standby_keys[1]), _("one standby per entry: give {key} its own "
+                                              "[continuity.NAME]").format(key=standby_keys[1]))
+        for key in ("sqlite", "mysql"):
+            if values.get(key) is not None and "spool" not in table:
+                r.bad((*path, key), _("{key} is captured into a spool: give spool too").format(key=key))
+        if "max_lag" in table and not standby_keys and "files_target" not in table:
+            r.bad((*path, "max_lag"), _("max_lag is for a standby: give standby_pgdata, standby_sqlite, "
+                                        "standby_mysql or files_target too"))
         _files_keys(r, path, table, values, repositories.get(repo) if repo is not None else None)
-        for key, seen in (("spool", spools), ("standby_pgdata", standbys), ("files_target", targets)):
+        for key, seen in (("spool", spools), *((k, standbys) for k in STANDBY_KEYS),
+                          ("files_target", targets), ("sqlite", sqlites), ("mysql", servers)):
             folder = values.get(key)
             if folder is None:
                 continue
-            folder = os.path.normpath(folder)
+            folder = folder if key == "mysql" else os.path.normpath(folder)
             if folder in seen:
+                other, other_key = seen[folder]
                 r.bad((*path, key), _("{folder} is already the {key} of continuity.{other}").format(
-                    folder=folder, key=key, other=seen[folder]))
-            seen[folder] = name
+                    folder=folder, key=other_key, other=other))
+            seen[folder] = (name, key)
         every = values.get("every")
         if every is None and repo in repositories:
             every = REMOTE_EVERY if "://" in repositories[repo].url else LOCAL_EVERY
@@ -1103,7 +1148,7 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
             r.bad((*path, "every"), _("a pass more often than every {least} s costs CPU for nothing").format(
                 least=MIN_EVERY))
         for key in ("max_backlog", "max_lag"):
-            if key == "max_lag" and "standby_pgdata" not in table and "files_target" not in table:
+            if key == "max_lag" and not standby_keys and "files_target" not in table:
                 continue
             limit = values.get(key, model_default(model.Continuity, key))
             if every is not None and limit <= every:
@@ -1116,6 +1161,7 @@ def _continuity(r: _Reader, raw: Mapping[str, Any], repositories: dict[str, mode
 
 
 FILES_KEYS = ("files_paths", "files_host", "files_delete", "files_every")
+STANDBY_KEYS = ("standby_pgdata", "standby_sqlite", "standby_mysql")
 
 
 def _files_keys(r: _Reader, path: KeyPath, table: Mapping[str, Any], values: Mapping[str, Any],
@@ -1136,7 +1182,7 @@ def _files_keys(r: _Reader, path: KeyPath, table: Mapping[str, Any], values: Map
     if target is None:  # reported by its converter
         return
     folder = os.path.normpath(target)
-    for key in ("spool", "standby_pgdata"):
+    for key in ("spool", *STANDBY_KEYS):
         other = values.get(key)
         if other is not None and (folder == os.path.normpath(other)
                                   or folder.startswith(os.path.normpath(other).rstrip("/") + "/")

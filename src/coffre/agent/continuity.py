@@ -1,6 +1,8 @@
 """Continuous capture run by the agent (`[continuity.NAME]`): one thread per entry ships what
 waits in its spool (continuity/shipper.py) and, on a standby machine, feeds its standby
-(continuity/standby.py), every `every` seconds, and records each pass in the status store.
+(PostgreSQL, SQLite or MariaDB: agent/standbys.py), every `every` seconds, and records each
+pass in the status store. The captures the agent runs itself (`sqlite`, `mysql`:
+agent/captures.py) have a thread each beside it; their errors go into the entry's status.
 
 - In this process, unlike the jobs' steps: a pass comes every second, and a child process
   would derive the repository's key (Argon2id) each time. The repository is opened once and
@@ -31,10 +33,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coffre.agent import model
+from coffre.agent import model, standbys
+from coffre.agent.captures import Capture, captures_of
 from coffre.agent.health import STATUS_EVERY
 from coffre.agent.records import ContinuityStatus, FilesStatus, Gap, StandbyStatus
 from coffre.agent.status import StatusStore
@@ -52,7 +54,6 @@ from coffre.format.segment import SegmentHeader
 from coffre.repository.repo import Repository
 
 if TYPE_CHECKING:
-    from coffre.continuity.standby import StandbyState
     from coffre.storage.base import Backend
 
 Log = Callable[[str], None]
@@ -131,16 +132,19 @@ def _reason(exc: BaseException) -> str:
 # -- one entry -------------------------------------------------------------------------------
 
 
-def standby_status(state: StandbyState, previous: StandbyStatus | None, now: float,
+def standby_status(state: standbys.Followed, previous: StandbyStatus | None, now: float,
                    error: str | None = None) -> StandbyStatus:
-    """What the status store keeps of a standby's state file after a pass at `now`."""
+    """What the status store keeps of a standby's state file after a pass at `now`: since
+    when it has stopped at its gap, since when pieces have waited for it."""
     before = previous or StandbyStatus()
     gap_since = (before.gap_since if before.gap == state.gap and before.gap_since is not None else now) \
         if state.gap else None
+    behind_since = (before.behind_since if before.behind_since is not None else now) \
+        if state.behind_pieces else None
     return StandbyStatus(
-        newest_ns=state.newest_ns, behind_pieces=state.behind_pieces, staged=state.staged_count,
-        gap=state.gap, gap_since=gap_since, promoted=bool(state.promoted_ns),
-        last_pass=now if error is None else before.last_pass, error=error,
+        newest_ns=state.newest_ns, behind_pieces=state.behind_pieces, behind_bytes=state.behind_bytes,
+        behind_since=behind_since, staged=state.staged, gap=state.gap, gap_since=gap_since,
+        promoted=state.promoted, last_pass=now if error is None else before.last_pass, error=error,
         error_since=None if error is None else (before.error_since if before.error else now))
 
 
@@ -151,6 +155,7 @@ class Entry:
                  clock: Callable[[], float] = time.time, opener: Opener = open_repository) -> None:
         self.entry, self.repository = entry, repository
         self.store, self.log, self.clock, self.opener = store, log, clock, opener
+        self.captures: list[Capture] = captures_of(entry, log, clock)
         self.repo: Repository | None = None
         self.known: dict[str, SegmentHeader] = {}  # segment headers the standby passes read
         self._open_after = 0.0
@@ -185,7 +190,7 @@ class Entry:
         try:
             if self.entry.spool:
                 self._capture(stop)
-            if self.entry.standby_pgdata and not (stop is not None and stop.is_set()):
+            if self.entry.standby and not (stop is not None and stop.is_set()):
                 self._standby()
             if self.entry.files_target and not (stop is not None and stop.is_set()):
                 self._files()
@@ -196,6 +201,10 @@ class Entry:
             self._failure = _reason(exc)
         else:
             self._failure = None
+        failing = [c for c in self.captures if c.error is not None]
+        self.status = replace(self.status, source_error=failing[0].error if failing else None,
+                              source_error_since=min((c.error_since or self.clock() for c in failing),
+                                                     default=None))
         self._save(force=False)
         return self.status
 
@@ -320,18 +329,14 @@ class Entry:
     # -- the standby ---------------------------------------------------------------------------
 
     def _standby(self) -> None:
-        from coffre.continuity import standby
         from coffre.repository.locks import Lock
 
-        assert self.entry.standby_pgdata is not None
-        pgdata = Path(self.entry.standby_pgdata)
-        folder = standby.state_folder(pgdata)
         before = self.status.standby
-        state: StandbyState | None = None
+        state: standbys.Followed | None = None
         error: str | None = None
         try:
-            state = standby.StandbyState.load(folder)
-            if not state.promoted_ns:
+            state = standbys.read(self.entry)
+            if not state.promoted:
                 repo = self._open()
                 if self.clock() - self._known_since >= FORGET_HEADERS_EVERY:
                     self.known, self._known_since = {}, self.clock()
@@ -341,20 +346,22 @@ class Entry:
                         lock.acquire()
                     except (StoragePermissionDenied, StorageFull):
                         pass  # a medium that cannot be written is read without a lock
-                    state = standby.follow(repo, pgdata, report=self._said, known=self.known)
+                    state = standbys.follow(self.entry, repo, self._said, self.known)
                 finally:
                     lock.release()
         except Exception as exc:  # recorded; the next pass tries again
             error = _reason(exc)
             try:
-                state = standby.StandbyState.load(folder)
+                state = standbys.read(self.entry)
             except CoffreError:
                 state = None
         now = self.clock()
+        what = standbys.describe(self.entry)
         if error and not (before and before.error):
-            self.log(_("standby {name}: {reason}; trying again").format(name=self.name, reason=error))
+            self.log(_("standby {name}: {what}: {reason}; trying again").format(
+                name=self.name, what=what, reason=error))
         elif before and before.error and not error:
-            self.log(_("standby {name}: following again").format(name=self.name))
+            self.log(_("standby {name}: {what} follows again").format(name=self.name, what=what))
         if state is None:
             previous = before or StandbyStatus()
             self.status = replace(self.status, standby=replace(
@@ -488,11 +495,11 @@ class ContinuityService:
     def __init__(self, store: StatusStore, log: Log, clock: Callable[[], float] = time.time,
                  opener: Opener = open_repository) -> None:
         self.store, self.log, self.clock, self.opener = store, log, clock, opener
-        self._running: dict[str, tuple[tuple[model.Continuity, model.Repository], Entry, threading.Thread,
-                                       threading.Event]] = {}
+        self._running: dict[str, tuple[tuple[model.Continuity, model.Repository], Entry,
+                                       list[threading.Thread], threading.Event]] = {}
 
     def names(self) -> list[str]:
-        return [n for n, (_c, _e, t, _s) in self._running.items() if t.is_alive()]
+        return [n for n, (_c, _e, threads, _s) in self._running.items() if any(t.is_alive() for t in threads)]
 
     def apply(self, config: model.Config) -> None:
         wanted = {name: (entry, config.repositories[entry.repository])
@@ -509,13 +516,17 @@ class ContinuityService:
                     name=name, reason=_reason(exc)))
                 continue
             stop = threading.Event()
-            thread = threading.Thread(target=self._run, args=(loop, stop), name=f"continuity-{name}",
-                                      daemon=True)
-            self._running[name] = ((entry, repository), loop, thread, stop)
-            thread.start()
-            what = [w for w in (entry.spool and _("ships {spool}").format(spool=entry.spool),
-                                entry.standby_pgdata and _("feeds the standby {pgdata}").format(
-                                    pgdata=entry.standby_pgdata),
+            threads = [threading.Thread(target=self._run, args=(loop, stop), name=f"continuity-{name}",
+                                        daemon=True)]
+            threads += [threading.Thread(target=c.run, args=(stop,), daemon=True,
+                                         name=f"continuity-{name}-{c.kind}") for c in loop.captures]
+            self._running[name] = ((entry, repository), loop, threads, stop)
+            for thread in threads:
+                thread.start()
+            what = [w for w in (*(c.doing for c in loop.captures),
+                                entry.spool and _("ships {spool}").format(spool=entry.spool),
+                                entry.standby and _("feeds {standby}").format(
+                                    standby=standbys.describe(entry)),
                                 entry.files_target and _("keeps the files of {target} current").format(
                                     target=entry.files_target)) if w]
             self.log(_("continuous capture {name}: started, {what} every {every} s").format(
@@ -528,10 +539,12 @@ class ContinuityService:
             loop._save(force=True)
 
     def _stop(self, name: str) -> None:
-        _key, _loop, thread, stop = self._running.pop(name)
+        _key, _loop, threads, stop = self._running.pop(name)
         stop.set()
-        thread.join(JOIN_TIMEOUT)
-        if thread.is_alive():
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
             self.log(_("continuous capture {name}: a pass is still running; left to end by itself").format(
                 name=name))
 

@@ -410,10 +410,14 @@ def continuity_problems(config: Config, statuses: Mapping[str, ContinuityStatus]
 
     - capture_behind: a piece has waited in the spool longer than `max_backlog` (the
       repository cannot be reached...), or no pass was recorded for that long (the agent or
-      its thread stopped);
+      its thread stopped), or the agent's own capture (`sqlite`, `mysql`) has failed for
+      that long;
     - capture_gap: a gap was shipped and no newer base backup covers it yet;
-    - standby_behind: the newest piece staged was captured more than `max_lag` ago
-      (continuity.standby.lag_seconds), or nothing was staged `max_lag` after the first pass;
+    - standby_behind: pieces stored in the repository have waited longer than `max_lag`
+      without being staged or applied, or the standby's passes have failed for that long,
+      or no pass was recorded for that long (the agent or its thread stopped). A repository
+      with nothing new is no alert: a primary with nothing to write (the night, a closed
+      day) writes no log, and its own agent alerts when its capture stops;
     - standby_gap: the standby stopped at a missing piece and cannot go further;
     - files_behind: the files kept current (`files_target`) lack a newer snapshot that has
       waited longer than `max_lag`, or the syncs have failed for that long, or no look at the
@@ -425,7 +429,7 @@ def continuity_problems(config: Config, statuses: Mapping[str, ContinuityStatus]
             continue
         if entry.spool:
             out += _capture(entry, st, now)
-        if entry.standby_pgdata:
+        if entry.standby:
             out += _standby(entry, st, now)
         if entry.files_target:
             out += _files(entry, st, now)
@@ -437,15 +441,18 @@ def _capture(entry: Continuity, st: ContinuityStatus, now: float) -> list[Proble
     waited = None if st.oldest_ns is None else now - st.oldest_ns / 1e9
     silent_from = (st.last_pass if st.last_pass is not None else st.first_seen) \
         + entry.max_backlog + max(entry.every, STATUS_EVERY)
-    since = None
+    starts = []
     if waited is not None and waited > entry.max_backlog:
-        since = now - waited + entry.max_backlog
-    elif now > silent_from:
-        since = silent_from
-    if since is not None:
-        out.append(Problem("capture_behind", entry.name, entry.repository, since, {
+        starts.append(now - waited + entry.max_backlog)
+    if now > silent_from:
+        starts.append(silent_from)
+    if st.source_error is not None and st.source_error_since is not None \
+            and now > st.source_error_since + entry.max_backlog:
+        starts.append(st.source_error_since + entry.max_backlog)
+    if starts:
+        out.append(Problem("capture_behind", entry.name, entry.repository, min(starts), {
             "waiting": st.waiting, "bytes": st.waiting_bytes, "age": waited, "last_pass": st.last_pass,
-            "max_backlog": entry.max_backlog, "error": st.error}))
+            "max_backlog": entry.max_backlog, "error": st.error or st.source_error}))
     if st.gaps:
         out.append(Problem("capture_gap", entry.name, entry.repository, min(g.at for g in st.gaps), {
             "gaps": [g.name for g in st.gaps[:10]], "count": len(st.gaps)}))
@@ -459,15 +466,22 @@ def _standby(entry: Continuity, st: ContinuityStatus, now: float) -> list[Proble
     if sb is not None and sb.gap:
         return [Problem("standby_gap", entry.name, entry.repository,
                         sb.gap_since if sb.gap_since is not None else st.first_seen,
-                        {"gap": sb.gap, "pgdata": entry.standby_pgdata, "error": sb.error})]
-    lag = None if sb is None or not sb.newest_ns else now - sb.newest_ns / 1e9
-    since = st.first_seen + entry.max_lag if lag is None else now - lag + entry.max_lag
+                        {"gap": sb.gap, "standby": entry.standby, "error": sb.error})]
+    passed = sb.last_pass if sb is not None and sb.last_pass is not None else st.first_seen
+    starts = [passed + entry.max_lag + max(entry.every, STATUS_EVERY)]  # no pass recorded: the thread stopped
+    if sb is not None and sb.behind_since is not None:
+        starts.append(sb.behind_since + entry.max_lag)  # pieces waiting, not applied
+    if sb is not None and sb.error is not None:
+        starts.append((sb.error_since if sb.error_since is not None else now) + entry.max_lag)
+    since = min(starts)
     if since >= now:
         return []
     return [Problem("standby_behind", entry.name, entry.repository, since, {
-        "lag": lag, "behind_pieces": sb.behind_pieces if sb is not None else 0,
-        "pgdata": entry.standby_pgdata, "max_lag": entry.max_lag,
-        "error": sb.error if sb is not None else None})]
+        "lag": now - sb.newest_ns / 1e9 if sb is not None and sb.newest_ns else None,
+        "behind_pieces": sb.behind_pieces if sb is not None else 0,
+        "behind_bytes": sb.behind_bytes if sb is not None else 0,
+        "last_pass": sb.last_pass if sb is not None else None,
+        "standby": entry.standby, "max_lag": entry.max_lag, "error": sb.error if sb is not None else None})]
 
 
 def _files(entry: Continuity, st: ContinuityStatus, now: float) -> list[Problem]:

@@ -103,24 +103,35 @@ class Job:
 @dataclass(frozen=True)
 class Continuity:
     """Continuous capture (`[continuity.NAME]`), run by the agent itself rather than on a
-    schedule: every `every` seconds, what waits in `spool` (filled by `coffre wal push`) is
-    shipped to `repository`; on a standby machine, `standby_pgdata` (set up by `coffre standby
-    init`) is fed what the repository holds; with `files_target`, the newest snapshot (of
-    `files_host`) is restored there as `coffre restore --sync [--delete]` does, at most every
-    `files_every`. An entry has a spool, a standby, files kept current, or several of them."""
+    schedule: every `every` seconds, what waits in `spool` (filled by `coffre wal push`, or by
+    the agent's own capture of `sqlite` and `mysql`) is shipped to `repository`; on a standby
+    machine, one standby (`standby_pgdata` set up by `coffre standby init`, `standby_sqlite` by
+    `standby sqlite-init`, `standby_mysql`, the state file of `standby mysql-init`) is fed what
+    the repository holds; with `files_target`, the newest snapshot (of `files_host`) is
+    restored there as `coffre restore --sync [--delete]` does, at most every `files_every`. An
+    entry has a spool, a standby, files kept current, or several of them."""
 
     name: str
     repository: str  # a Repository name (never a media set: a disk that rotates is no log)
     spool: str | None = None
+    sqlite: str | None = None  # a SQLite database (WAL mode) followed into the spool
+    mysql: str | None = None  # a MariaDB server (mysql://USER@HOST) whose binary log goes into the spool
     every: float = 1.0  # seconds between passes; config.py: 1 for a local path, 10 for a URL
     max_backlog: float = 300.0  # a piece waiting longer than this: "capture behind"
     standby_pgdata: str | None = None
+    standby_sqlite: str | None = None
+    standby_mysql: str | None = None  # the standby's state file (mysql-standby/DB.json)
     max_lag: float = 300.0  # the standby's newest piece older than this: "standby behind"
     files_target: str | None = None  # a folder the newest snapshot is synced into
     files_paths: tuple[str, ...] = ()  # the snapshot paths kept there (empty: all of them)
     files_host: str | None = None  # only snapshots of this host
     files_delete: bool = True  # what the snapshot no longer holds is removed (restore --delete)
     files_every: float = 300.0  # the repository is looked at for a newer snapshot this often
+
+    @property
+    def standby(self) -> str | None:
+        """The standby fed: its data folder, file or state file (None: none)."""
+        return self.standby_pgdata or self.standby_sqlite or self.standby_mysql
 
 
 @dataclass(frozen=True)

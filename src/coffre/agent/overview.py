@@ -15,7 +15,7 @@ from coffre.agent.health import Problem
 from coffre.agent.model import Config, Continuity, Job
 from coffre.agent.records import ContinuityStatus, DiskSighting, RunRecord
 from coffre.agent.status import GOOD, STALE_ERROR, Damage, StatusStore
-from coffre.core.human import human_duration, human_when
+from coffre.core.human import human_duration, human_size, human_when
 from coffre.core.i18n import _, ngettext
 
 LIGHTS = ("ok", "warning", "failed")
@@ -151,7 +151,7 @@ def continuity_lines(config: Config, statuses: Mapping[str, ContinuityStatus], n
     for name, entry in config.continuity.items():
         st = statuses.get(name)
         for role, kinds, given in (("capture", ("capture_behind", "capture_gap"), entry.spool),
-                                   ("standby", ("standby_behind", "standby_gap"), entry.standby_pgdata),
+                                   ("standby", ("standby_behind", "standby_gap"), entry.standby),
                                    ("files", ("files_behind",), entry.files_target)):
             if given is None:
                 continue
@@ -181,6 +181,8 @@ def _capture_text(entry: Continuity, st: ContinuityStatus | None, problems: Sequ
     if st is None or st.last_pass is None:
         return _("Continuous capture {name}: not started yet (is the agent running?)").format(name=name)
     behind = next((p for p in problems if p.kind == "capture_behind"), None)
+    if behind is not None and st.source_error and not st.waiting:
+        return _("Continuous capture {name}: the database is not being followed").format(name=name)
     if behind is not None:
         age = _detail(behind, "age", float)
         if age is not None and age > entry.max_backlog and st.waiting:
@@ -201,11 +203,18 @@ def _standby_text(entry: Continuity, st: ContinuityStatus | None, problems: Sequ
     if sb.promoted:
         return _("Standby {name}: promoted, it is the primary now").format(name=name)
     if sb.gap:
-        return _("Standby {name}: stopped at the missing WAL file {gap}").format(name=name, gap=sb.gap)
-    if not sb.newest_ns:
-        return _("Standby {name}: nothing staged yet").format(name=name)
-    return _("Standby {name}: {duration} behind").format(
-        name=name, duration=human_duration(max(0, round(now - sb.newest_ns / 1e9))))
+        return _("Standby {name}: stopped at the missing log piece {gap}").format(name=name, gap=sb.gap)
+    newest = (_("the newest piece was captured {ago}").format(ago=_ago(sb.newest_ns / 1e9, now))
+              if sb.newest_ns else _("no piece yet"))
+    if sb.behind_pieces:
+        return ngettext("Standby {name}: {n} piece ({size}) waits in the repository; {newest}",
+                        "Standby {name}: {n} pieces ({size}) wait in the repository; {newest}",
+                        sb.behind_pieces).format(name=name, n=sb.behind_pieces,
+                                                 size=human_size(sb.behind_bytes), newest=newest)
+    if sb.last_pass is None:
+        return _("Standby {name}: no pass has reached the repository yet").format(name=name)
+    return _("Standby {name}: up to date with the repository ({ago}); {newest}").format(
+        name=name, ago=_ago(sb.last_pass, now), newest=newest)
 
 
 def _files_text(entry: Continuity, st: ContinuityStatus | None, now: float, tz: str) -> str:
@@ -362,12 +371,10 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
             return _("the standby is not being fed: {error}").format(error=one_line(error))
         pieces = _detail(p, "behind_pieces", int) or 0
         if pieces:
-            return ngettext("{n} WAL file stored in the repository is not staged yet",
-                            "{n} WAL files stored in the repository are not staged yet",
+            return ngettext("{n} log piece stored in the repository has not reached the standby",
+                            "{n} log pieces stored in the repository have not reached the standby",
                             pieces).format(n=pieces)
-        if _detail(p, "lag", float) is None:
-            return _("nothing was staged yet: has the standby been set up (coffre standby init)?")
-        return _("the repository has held nothing newer since: is the primary's capture running?")
+        return _("no pass of the standby was recorded (is the agent running?)")
     if p.kind == "files_behind":
         target = _detail(p, "target", str) or "?"
         if error:
@@ -379,8 +386,9 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
                 duration=human_duration(round(waiting)), target=target)
         return _("the repository has not been looked at for a newer snapshot (is the agent running?)")
     if p.kind == "standby_gap":
-        return _("the WAL file {gap} is missing from the repository: set the standby up again from a newer "
-                 "base backup (coffre standby init)").format(gap=_detail(p, "gap", str) or "?")
+        return _("the log piece {gap} is missing from the repository: set the standby up again from a newer "
+                 "backup (coffre standby init, sqlite-init or mysql-init)").format(
+                     gap=_detail(p, "gap", str) or "?")
     return _("problem: {kind}").format(kind=p.kind)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from coffre.agent import standbys
 from coffre.agent.media import present_disks
 from coffre.agent.model import Config, Job
 from coffre.core.human import human_duration
@@ -90,18 +91,23 @@ def describe(config: Config, now: float) -> list[str]:
     for name, entry in config.continuity.items():
         lines.append("")
         lines.append(_("continuous capture {name}").format(name=name))
+        if entry.sqlite:
+            lines.append("  " + _("follows the SQLite database {path} into {spool}, a pass every "
+                                  "second").format(path=entry.sqlite, spool=entry.spool))
+        if entry.mysql:
+            lines.append("  " + _("follows the binary log of {server} into {spool}").format(
+                server=entry.mysql, spool=entry.spool))
         if entry.spool:
             lines.append("  " + _("ships what waits in {spool} to {target} every {every}").format(
                 spool=entry.spool, target=_target(config, entry.repository),
                 every=human_duration(entry.every)))
             lines.append("  " + _("alerts when a piece has waited longer than {duration}").format(
                 duration=human_duration(entry.max_backlog)))
-        if entry.standby_pgdata:
-            lines.append("  " + _("feeds the standby {pgdata} from {target} every {every}; alerts beyond "
-                                  "{lag} behind").format(pgdata=entry.standby_pgdata,
-                                                         target=_target(config, entry.repository),
-                                                         every=human_duration(entry.every),
-                                                         lag=human_duration(entry.max_lag)))
+        if entry.standby:
+            lines.append("  " + _("feeds {standby} from {target} every {every}; alerts when pieces wait "
+                                  "longer than {lag} or its passes fail that long").format(
+                standby=standbys.describe(entry), target=_target(config, entry.repository),
+                every=human_duration(entry.every), lag=human_duration(entry.max_lag)))
         if entry.files_target:
             kept = ", ".join(entry.files_paths) or _("every path of the snapshot")
             newest = (_("the newest snapshot of {host}").format(host=entry.files_host) if entry.files_host

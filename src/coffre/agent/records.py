@@ -85,12 +85,15 @@ class Gap:
 
 @dataclass(frozen=True)
 class StandbyStatus:
-    """A standby's state after the agent's last pass (continuity/standby.py's StandbyState)."""
+    """A standby's state after the agent's last pass (PostgreSQL's, SQLite's or MariaDB's:
+    agent/standbys.py reads each engine's state file)."""
 
-    newest_ns: int = 0  # capture time of the newest piece staged (0: none yet)
-    behind_pieces: int = 0  # stored in the repository, not staged
-    staged: int = 0
-    gap: str = ""  # the WAL file it stopped at ("" when none)
+    newest_ns: int = 0  # capture time of the newest piece staged or applied (0: none yet)
+    behind_pieces: int = 0  # stored in the repository, not staged or applied yet
+    behind_bytes: int = 0  # ... their bytes
+    behind_since: float | None = None  # since when pieces have waited (None: none waits)
+    staged: int = 0  # pieces staged (PostgreSQL) or applied (SQLite, MariaDB) since the set-up
+    gap: str = ""  # the log piece it stopped at ("" when none)
     gap_since: float | None = None  # when the agent first saw it stopped there
     promoted: bool = False
     last_pass: float | None = None  # the last pass that reached its end
@@ -139,6 +142,8 @@ class ContinuityStatus:
     oldest_ns: int | None = None  # capture time of the oldest piece waiting
     error: str | None = None  # why the last pass failed (None: it did not)
     error_since: float | None = None  # the first failed pass of the current streak
+    source_error: str | None = None  # why the agent's own capture (sqlite, mysql) is not running
+    source_error_since: float | None = None
     gaps: tuple[Gap, ...] = ()  # not yet covered by a newer base backup
     gaps_total: int = 0  # every gap recorded since first_seen
     standby: StandbyStatus | None = None  # None: no standby, or no pass of it yet

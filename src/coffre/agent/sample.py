@@ -199,6 +199,7 @@ dans un dossier d'attente (dans postgresql.conf : archive_command = 'coffre wal 
 /var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 5), et l'agent
 l'envoie au dépôt dans la seconde : on peut alors restaurer la base à n'importe quel moment.
 Le dossier d'attente appartient à postgres, hors de /var/lib/coffre (réservé à l'agent).
+Pour SQLite ou MariaDB, l'agent suit lui-même la base (sqlite, mysql) dans le même dossier.
 Sur un poste de secours, standby_pgdata est le dossier préparé par « coffre standby init ».
 Tout est expliqué dans docs/continuity.md.""",
         "alerts": "Qui est prévenu quand quelque chose ne va pas.",
@@ -256,6 +257,7 @@ spool folder (in postgresql.conf: archive_command = 'coffre wal push --spool
 /var/lib/postgresql/coffre-spool %p %f', archive_mode = on, archive_timeout = 5), and the agent
 sends it to the repository within a second: the database can then be restored to any moment.
 The spool folder belongs to postgres, outside /var/lib/coffre (the agent's own, private).
+For SQLite or MariaDB, the agent follows the database itself (sqlite, mysql) into the same folder.
 On a standby machine, standby_pgdata is the folder "coffre standby init" set up.
 docs/continuity.md explains it all.""",
         "alerts": "Who is told when something is wrong.",
@@ -315,6 +317,10 @@ class _Writer:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+_INSTEAD_FR = "{key}, à la place de {other} : {text} ; par exemple {value}"
+_INSTEAD_EN = "{key}, instead of {other}: {text}; e.g. {value}"
 
 
 def _default(key: Key, cls: type) -> str | None:
@@ -389,9 +395,16 @@ def sample_config(detected: Detected, language: str = "fr") -> str:
     w.comment(w.texts["continuity"])
     w.lines.append("# [continuity.officine]")
     shown = {"repository": '"nas"'}
+    instead = {"standby_sqlite": "standby_pgdata", "standby_mysql": "standby_pgdata"}  # one standby an entry
     for key in SCHEMA["continuity"]:
+        value = shown.get(key.name) or _default(key, model.Continuity)
+        if key.name in instead:  # described, not a line to uncomment beside the one it replaces
+            text = (_INSTEAD_FR if w.lang == "fr" else _INSTEAD_EN).format(
+                key=key.name, other=instead[key.name], text=key.fr if w.lang == "fr" else key.en, value=value)
+            w.comment(text)
+            continue
         w.comment(key.fr if w.lang == "fr" else key.en)
-        w.lines.append(f"# {key.name} = {shown.get(key.name) or _default(key, model.Continuity)}")
+        w.lines.append(f"# {key.name} = {value}")
 
     w.section("alerts", "alerts", {"reminder_every": "1d", "changed_files_share": "30%"}, intro="alerts")
     w.section("alerts.email", "email", {

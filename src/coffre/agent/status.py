@@ -529,6 +529,7 @@ def _continuity_status(name: str, repository: str, v: Any) -> ContinuityStatus:
             raise _Damaged("promoted is not true or false")
         standby = StandbyStatus(
             newest_ns=_ns(sb.get("newest_ns", 0)), behind_pieces=_count(sb.get("behind_pieces", 0)),
+            behind_bytes=_count(sb.get("behind_bytes", 0)), behind_since=_opt_instant(sb, "behind_since"),
             staged=_count(sb.get("staged", 0)), gap=_text(sb.get("gap", "")),
             gap_since=_opt_instant(sb, "gap_since"), promoted=sb.get("promoted", False),
             last_pass=_opt_instant(sb, "last_pass"), error=_opt(_text, sb.get("error")),
@@ -550,7 +551,9 @@ def _continuity_status(name: str, repository: str, v: Any) -> ContinuityStatus:
         pieces=_count(d.get("pieces", 0)), bytes=_count(d.get("bytes", 0)),
         last_shipped=_opt_instant(d, "last_shipped"), waiting=_count(d.get("waiting", 0)),
         waiting_bytes=_count(d.get("waiting_bytes", 0)), oldest_ns=_opt(_ns, d.get("oldest_ns")),
-        error=_opt(_text, d.get("error")), error_since=_opt_instant(d, "error_since"), gaps=tuple(gaps),
+        error=_opt(_text, d.get("error")), error_since=_opt_instant(d, "error_since"),
+        source_error=_opt(_text, d.get("source_error")),
+        source_error_since=_opt_instant(d, "source_error_since"), gaps=tuple(gaps),
         gaps_total=_count(d.get("gaps_total", 0)), standby=standby, files=files)
 
 

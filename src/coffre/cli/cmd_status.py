@@ -11,8 +11,11 @@ configuration that cannot be read: `coffre status` can feed any monitoring syste
                "problems": [{"kind", "target", "since", "detail", "text"}]}],
      "continuity": [{"name", "repository", "role": "capture"|"standby"|"files", "light", "text",
                      "last_pass", "pieces", "bytes", "waiting", "oldest_age" (seconds or null),
-                     "gaps": [name, ...], "error", and for a standby "behind_seconds",
-                     "behind_pieces", "gap", "promoted"; for files "applied" (snapshot id),
+                     "gaps": [name, ...], "error", for a capture "capture_error" (the agent's
+                     own capture of sqlite or mysql not running), for a standby
+                     "behind_seconds" (since the newest piece it has was captured while pieces
+                     wait for it; since its last pass when none waits), "behind_pieces",
+                     "behind_bytes", "newest_age", "gap", "promoted"; for files "applied" (snapshot id),
                      "applied_time", "behind_seconds", "newest", "written", "unchanged",
                      "deleted", "files_failed", "errors"; "problems": [...as above]}],
      "problems": [text, ...],  (tied to no job: an alert channel failing...)
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.agent.overview import ContinuityLine, Message, StatusLine, StatusReport, status_report
+from coffre.agent.records import StandbyStatus
 from coffre.agent.status import StatusStore, store_path
 from coffre.cli.output import emit_json, say, table
 from coffre.core.errors import EXIT_FATAL, EXIT_OK
@@ -181,6 +185,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _behind_seconds(sb: StandbyStatus, now: float) -> float | None:
+    """How far behind the repository the standby is: since the newest piece it has was captured
+    while pieces wait for it (or it stopped at a gap); since its last pass otherwise."""
+    if sb.behind_pieces or sb.gap:
+        return now - sb.newest_ns / 1e9 if sb.newest_ns else None
+    return None if sb.last_pass is None else max(0.0, now - sb.last_pass)
+
+
 def _continuity_json(c: ContinuityLine, now: float) -> dict[str, Any]:
     st = c.status
     out: dict[str, Any] = {
@@ -193,14 +205,16 @@ def _continuity_json(c: ContinuityLine, now: float) -> dict[str, Any]:
     if st is not None and c.role == "capture":
         out.update(last_pass=st.last_pass, pieces=st.pieces, bytes=st.bytes, waiting=st.waiting,
                    oldest_age=None if st.oldest_ns is None else now - st.oldest_ns / 1e9,
-                   gaps=[g.name for g in st.gaps], error=st.error)
+                   gaps=[g.name for g in st.gaps], error=st.error, capture_error=st.source_error)
     if c.role == "standby":
         sb = st.standby if st is not None else None
-        out.update(behind_seconds=None, behind_pieces=0, gap="", promoted=False)
+        out.update(behind_seconds=None, behind_pieces=0, behind_bytes=0, newest_age=None, gap="",
+                   promoted=False)
         if sb is not None:
-            out.update(last_pass=sb.last_pass, error=sb.error, behind_pieces=sb.behind_pieces, gap=sb.gap,
-                       promoted=sb.promoted,
-                       behind_seconds=now - sb.newest_ns / 1e9 if sb.newest_ns else None)
+            out.update(last_pass=sb.last_pass, error=sb.error, behind_pieces=sb.behind_pieces,
+                       behind_bytes=sb.behind_bytes, gap=sb.gap, promoted=sb.promoted,
+                       newest_age=now - sb.newest_ns / 1e9 if sb.newest_ns else None,
+                       behind_seconds=_behind_seconds(sb, now))
     if c.role == "files":
         fs = st.files if st is not None else None
         out.update(applied=None, applied_time=None, behind_seconds=None, newest=None, written=0,

@@ -125,7 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     late = bool(state.gap or state.error) or lag is None or lag > args.max_lag
     if args.json:
         emit_json({"database": state.database, "stream": state.stream, "position": state.place(),
-                   "behind_seconds": lag, "behind_pieces": state.behind_pieces, "newest_ns": state.newest_ns,
+                   "behind_seconds": lag, "behind_pieces": state.behind_pieces,
+                   "behind_bytes": state.behind_bytes, "newest_ns": state.newest_ns,
                    "gap": state.gap, "error": state.error, "transactions": state.transactions,
                    "last_pass_ns": state.last_pass_ns, "promoted": bool(state.promoted_ns), "late": late})
     else:

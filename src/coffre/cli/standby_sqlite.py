@@ -102,7 +102,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     late = state.gap != "" or state.behind_pieces > 0 or lag is None or lag > args.max_lag
     if args.json:
         emit_json({"target": state.target, "stream": state.stream, "behind_seconds": lag,
-                   "behind_pieces": state.behind_pieces, "applied": state.applied, "gap": state.gap,
+                   "behind_pieces": state.behind_pieces, "behind_bytes": state.behind_bytes,
+                   "applied": state.applied, "gap": state.gap,
                    "problem": state.problem, "newest_ns": state.newest_ns, "last_pass_ns": state.last_pass_ns,
                    "rebuilds": state.rebuilds, "promoted": bool(state.promoted_ns), "late": late})
     else:

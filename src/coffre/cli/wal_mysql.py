@@ -9,7 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from coffre.cli.output import human_size, say, warn
-from coffre.continuity.mysql_capture import REPLICA_ID, Capture
+from coffre.continuity.mysql_capture import DEFAULT_WORK, REPLICA_ID, Capture
 from coffre.continuity.spool import DEFAULT_LIMIT, Spool
 from coffre.core.clock import SystemClock
 from coffre.core.errors import UsageError
@@ -17,7 +17,7 @@ from coffre.core.i18n import _, ngettext
 from coffre.core.sizes import parse_size
 from coffre.sources.databases.mysql import Connection
 
-WORK = ".mysql-capture"
+WORK = DEFAULT_WORK
 
 
 def register_mysql(words: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -59,6 +59,7 @@ LOCK = "lock"
 RUN = "run-"
 READER_LOG = "reader.log"
 PIECE_LIMIT = 64 * 1024 * 1024  # a larger transaction is cut at event boundaries
+DEFAULT_WORK = ".mysql-capture"  # the capture's own folder, in the spool unless told otherwise
 REPLICA_ID = 4_133_000_000  # --stop-never-slave-server-id: no real replica of a pharmacy uses it
 PURGED = "purged from the server before it was captured"
 _HEAD = 64 * 1024  # where a reader's first file shows where it starts
@@ -202,9 +203,10 @@ class Reader:
 class Capture:
     def __init__(self, conn: Connection, spool: Spool, work: Path, clock: Clock,
                  report: Callable[[str], None], replica_id: int = REPLICA_ID,
-                 piece_limit: int = PIECE_LIMIT) -> None:
+                 piece_limit: int = PIECE_LIMIT, started: Callable[[], None] = lambda: None) -> None:
+        """`started`: called each time the log's reader is up (the agent clears its error)."""
         self.conn, self.spool, self.work, self.clock, self.report = conn, spool, work, clock, report
-        self.replica_id, self.piece_limit = replica_id, piece_limit
+        self.replica_id, self.piece_limit, self.started = replica_id, piece_limit, started
         self.state_path = work / STATE
         self.state: State | None = None
         self.reader: Reader | None = None
@@ -435,6 +437,7 @@ class Capture:
                     continue
                 self.done.restarts += 0 if first else 1
                 first = False
+                self.started()
             self.drain()
             if stop.wait(interval):
                 if self.reader is not None:

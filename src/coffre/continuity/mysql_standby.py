@@ -71,6 +71,7 @@ class MysqlStandbyState:
     newest_ns: int = 0  # capture time of the newest piece applied whole
     last_pass_ns: int = 0
     behind_pieces: int = 0  # stored but not applied (a gap stops the replay)
+    behind_bytes: int = 0  # their bytes
     gap: str = ""
     error: str = ""  # why the last pass failed ("" if it did not)
     promoted_ns: int = 0
@@ -157,7 +158,8 @@ def _account(state: MysqlStandbyState, headers: list[SegmentHeader], settled: in
     """Lag figures after a pass that reached `settled`."""
     applied = [h.time_ns for h in headers if h.kind == "log" and h.end <= settled]
     state.newest_ns = max([state.newest_ns, *applied])
-    state.behind_pieces = sum(1 for h in headers if h.kind == "log" and h.size and h.end > settled)
+    behind = [h for h in headers if h.kind == "log" and h.size and h.end > settled]
+    state.behind_pieces, state.behind_bytes = len(behind), sum(h.size for h in behind)
 
 
 def init(repo: Repository, snaps: list[Snapshot], dsn: str, state_path: Path, database: str | None = None,

@@ -89,6 +89,7 @@ class SqliteStandbyState:
     transactions: int = 0
     last_pass_ns: int = 0
     behind_pieces: int = 0  # stored in the generation but not applied (a gap stops the pass)
+    behind_bytes: int = 0  # their bytes
     gap: str = ""  # the piece where the last pass stopped: lost, missing or not following
     problem: str = ""  # what the last pass said about it
     rebuilds: int = 0
@@ -373,8 +374,9 @@ def follow(repo: Repository, target: str | os.PathLike[str], report: Reporter = 
             state.save()
             _undo_path(dest).unlink()
             posix.fsync_dir(dest.parent)
-    state.behind_pieces = sum(1 for s in found if s.header.stream == state.stream and s.header.kind == "log"
-                              and s.header.start >= state.position)
+    behind = [s.header for s in found if s.header.stream == state.stream and s.header.kind == "log"
+              and s.header.start >= state.position]
+    state.behind_pieces, state.behind_bytes = len(behind), sum(h.size for h in behind)
     if stopped_at and stopped_at != state.gap:
         report(_("the standby stops before the log piece {name}: {problem}").format(
             name=stopped_at, problem=problem))
