@@ -309,7 +309,10 @@ class SQLiteDatabase(Database):
         try:
             dst = apsw.Connection(key, vfs=_VFS_NAME)
             try:
-                dst.execute("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8192")
+                for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-8192"):
+                    # One at a time: apsw stops a script at a statement that returns a row (the
+                    # journal mode does) until it is read, and would leave the others unrun.
+                    dst.execute(f"PRAGMA {pragma}").fetchall()
                 with dst.backup("main", src, "main") as b:
                     b.step(-1)  # all pages within the source's read transaction
             finally:
