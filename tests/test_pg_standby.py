@@ -1,7 +1,8 @@
 """The warm standby against real servers: a primary under load archives through `coffre wal
 push` and `coffre wal ship`; a second cluster set up by `coffre standby init` follows from the
-repository alone; the primary is killed; `coffre standby promote` opens the standby read-write,
-checked, with every transaction committed before the last shipped WAL."""
+repository alone (fed by the standby machine's `coffre agent`, `standby_pgdata`); the primary
+is killed; `coffre standby promote` opens the standby read-write, checked, with every
+transaction committed before the last shipped WAL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +21,33 @@ from test_pg_continuity import Archiving, Writer, query, restore_dir
 from conftest import Coffre
 
 
-def test_standby_follows_and_takes_over_after_the_primary_dies(repo: Coffre) -> None:
+def agent_config(repo: Coffre, folder: Path, pgdata: Path) -> Path:
+    """The standby machine's agent: it feeds the standby every 0.3 s."""
+    config = folder / "coffre.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{folder / 'agent'}"
+language = "en"
+
+[repositories.nas]
+url = "{repo.repo}"
+password_file = "{repo.pwfile}"
+
+[continuity.secours]
+repository = "nas"
+standby_pgdata = "{pgdata}"
+every = "0.3s"
+""")
+    return config
+
+
+def standby_line(repo: Coffre, config: Path) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-m", "coffre", "status", "--config", str(config), "--json"],
+                          capture_output=True, text=True, env=repo.env, check=False)
+    return next(c for c in json.loads(done.stdout)["continuity"] if c["role"] == "standby")
+
+
+def test_standby_follows_and_takes_over_after_the_primary_dies(repo: Coffre, tmp_path: Path) -> None:
     from coffre.sources.databases.pgdrill import start_server, stop_server
     from coffre.sources.databases.throwaway import DrillFolder
 
@@ -37,7 +66,9 @@ def test_standby_follows_and_takes_over_after_the_primary_dies(repo: Coffre) -> 
         server = start_server(str(pgdata), sockets, folder)
         assert query(sockets, "SELECT pg_is_in_recovery()") == "t"
         shipping = repo.popen("wal", "ship", "--spool", str(primary.spool), "--every", "0.3")
-        following = repo.popen("standby", "follow", "--pgdata", str(pgdata), "--every", "0.3")
+        config = agent_config(repo, tmp_path, pgdata)
+        following = subprocess.Popen([sys.executable, "-m", "coffre", "agent", "--config", str(config)],
+                                     env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         load = primary.pg.pgbench_popen("-c", "4", "-T", "600", dbname="officine")
         try:
             with Writer(primary.conninfo()) as writer:
@@ -50,6 +81,8 @@ def test_standby_follows_and_takes_over_after_the_primary_dies(repo: Coffre) -> 
                 status = json.loads(repo.ok("standby", "status", "--pgdata", str(pgdata), "--json",
                                             repo=False).out)
                 assert status["staged"] > 0 and status["behind_seconds"] is not None
+                line = standby_line(repo, config)  # the agent's view of it
+                assert line["light"] == "ok" and line["error"] is None and line["newest_age"] is not None
                 writer.wait_for(1500)
                 # The primary's machine dies: its database and its shipper at once.
                 killed_at = time.time()
