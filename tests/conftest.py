@@ -227,6 +227,24 @@ def tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "src")
 
 
+def agent_toml(folder: Path, url: Path | str, pwfile: Path, entries: str) -> Path:
+    """An agent's configuration file in `folder`: its state there, in English, the repository
+    `nas` at `url`, then `entries` (its jobs, its continuity tables...)."""
+    path = folder / "coffre.toml"
+    path.write_text(f"""
+[agent]
+state_dir = "{folder / 'agent'}"
+language = "en"
+
+[repositories.nas]
+url = "{url}"
+password_file = "{pwfile}"
+
+{entries}
+""")
+    return path
+
+
 def snapshot_ids(c: Coffre) -> list[str]:
     import json
 

@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,42 +26,21 @@ from coffre.agent.config import load_config
 from coffre.agent.health import continuity_problems
 from coffre.agent.scheduler import open_store
 from dbservers import MariaDBServer
+from test_agent_e2e import wait_for
 from test_mariadb_continuity import Logging, Writer, ids, logging_server
 from test_mysql_standby import spare
 from test_sqlite_continuity import Pharmacy, pharmacy
 from test_sqlite_standby import nothing_beside, prefix
 
-from conftest import Coffre
+from conftest import Coffre, agent_toml
 
 __all__ = ["logging_server", "pharmacy", "spare"]  # the fixtures, used by name
 
 TIMEOUT = 180.0
 
 
-def wait_for(what: str, predicate: Callable[[], Any], agent: subprocess.Popen[bytes] | None = None) -> Any:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if agent is not None and agent.poll() is not None:
-            raise AssertionError(f"the agent ended (status {agent.returncode}) while waiting for {what}")
-        time.sleep(0.1)  # polling for an event, never waiting for time to pass
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def write_config(tmp_path: Path, coffre: Coffre, entries: str) -> Path:
-    path = tmp_path / "coffre.toml"
-    path.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'agent'}"
-language = "en"
-
-[repositories.nas]
-url = "{coffre.repo}"
-password_file = "{coffre.pwfile}"
-{entries}""")
-    return path
+    return agent_toml(tmp_path, coffre.repo, coffre.pwfile, entries)
 
 
 @contextmanager
@@ -112,7 +90,7 @@ standby_sqlite = "{target}"
     pharmacy.commit(50)
     log = tmp_path / "agent.log"
     with agent(config, repo.env, log) as proc:
-        wait_for("the first generation shipped", lambda: shipped(config, repo.env), proc)
+        wait_for("the first generation shipped", lambda: shipped(config, repo.env), agent=proc)
         # Set up while the agent runs: until now its standby passes said there was none.
         repo.ok("standby", "sqlite-init", "--database", str(pharmacy.path), "--target", str(target))
         for _ in range(10):
@@ -123,7 +101,7 @@ standby_sqlite = "{target}"
             line = status(config, repo.env).get("secours/standby", {})
             return line.get("behind_pieces") == 0 and line.get("error") is None and _has(target, final)
 
-        wait_for(f"the standby to hold transaction {final}", caught_up, proc)
+        wait_for(f"the standby to hold transaction {final}", caught_up, agent=proc)
         lines = status(config, repo.env)
         capture, standby = lines["officine/capture"], lines["secours/standby"]
         assert capture["light"] == "ok" and capture["capture_error"] is None and capture["waiting"] == 0
@@ -163,11 +141,11 @@ standby_mysql = "{state}"
     with agent(config, env, log) as proc:
         with Writer(server, pause=0.002) as before:
             before.wait_for(50)
-        wait_for("the binary log shipped", lambda: shipped(config, env), proc)
+        wait_for("the binary log shipped", lambda: shipped(config, env), agent=proc)
         repo.ok("backup", "--mysql", logging_server.dsn(), env=env)
         logging_server.wait_caught_up()  # the agent's capture is past the dump's position...
         wait_for("the spool to empty", lambda: not any(  # ... and has shipped it
-            p.suffix == ".piece" for p in logging_server.spool.iterdir()), proc)
+            p.suffix == ".piece" for p in logging_server.spool.iterdir()), agent=proc)
         repo.ok("standby", "mysql-init", "--dsn", spare.dsn("standby"), "--state", str(state), env=env)
         after = Writer(server, pause=0.002)
         after.next = len(before.log)  # the counter sells on
@@ -180,7 +158,7 @@ standby_mysql = "{state}"
             line = status(config, env).get("secours/standby", {})
             return line.get("behind_pieces") == 0 and ids(spare, "standby") == committed
 
-        wait_for(f"the standby to hold the {len(committed)} rows", caught_up, proc)
+        wait_for(f"the standby to hold the {len(committed)} rows", caught_up, agent=proc)
         lines = status(config, env)
         capture, standby = lines["officine/capture"], lines["secours/standby"]
         assert capture["light"] == "ok" and capture["capture_error"] is None

@@ -31,7 +31,7 @@ from coffre.agent.status import StatusStore
 from coffre.cli import cmd_status
 from coffre.core import i18n
 
-from conftest import Coffre, tree_digest
+from conftest import Coffre, agent_toml, tree_digest
 
 T0 = 1_750_000_000_000_000_000  # the sources' modification times (ns)
 KEPT = ["docs/lettre-0.txt", "docs/lettre-1.txt", "scans/scan-0.jpg"]
@@ -59,19 +59,7 @@ def write(path: Path, data: bytes, t: int = T0) -> None:
 
 
 def write_config(tmp_path: Path, pwfile: Path, entry: str) -> Config:
-    path = tmp_path / "coffre.toml"
-    path.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'agent'}"
-language = "en"
-
-[repositories.nas]
-url = "{tmp_path / 'repo'}"
-password_file = "{pwfile}"
-
-{entry}
-""")
-    return load_config(path)
+    return load_config(agent_toml(tmp_path, tmp_path / "repo", pwfile, entry))
 
 
 @dataclass

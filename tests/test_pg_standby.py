@@ -18,27 +18,17 @@ from pathlib import Path
 from coffre.sources.databases.command import service_account
 from test_pg_continuity import Archiving, Writer, query, restore_dir
 
-from conftest import Coffre
+from conftest import Coffre, agent_toml
 
 
 def agent_config(repo: Coffre, folder: Path, pgdata: Path) -> Path:
     """The standby machine's agent: it feeds the standby every 0.3 s."""
-    config = folder / "coffre.toml"
-    config.write_text(f"""
-[agent]
-state_dir = "{folder / 'agent'}"
-language = "en"
-
-[repositories.nas]
-url = "{repo.repo}"
-password_file = "{repo.pwfile}"
-
+    return agent_toml(folder, repo.repo, repo.pwfile, f"""
 [continuity.secours]
 repository = "nas"
 standby_pgdata = "{pgdata}"
 every = "0.3s"
 """)
-    return config
 
 
 def standby_line(repo: Coffre, config: Path) -> dict[str, object]:
