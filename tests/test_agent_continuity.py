@@ -610,6 +610,33 @@ standby_mysql = "/srv/secours/pgdata"
     assert lines[0].endswith("coffre.toml:17") and lines[-1].endswith("coffre.toml:44")
 
 
+def test_config_check_says_what_each_capture_and_standby_does(tmp_path: Path, pwfile: Path) -> None:
+    config = write_config(tmp_path, pwfile, """
+[continuity.caisse]
+repository = "nas"
+spool = "/var/spool/coffre/caisse"
+sqlite = "/srv/officine/caisse.db"
+mysql = "mysql://coffre_wal@127.0.0.1:3306"
+
+[continuity.secours-caisse]
+repository = "nas"
+standby_sqlite = "/srv/secours/caisse.db"
+
+[continuity.secours-mariadb]
+repository = "nas"
+standby_mysql = "/var/lib/coffre/mysql-standby/officine.json"
+max_lag = "10min"
+""")
+    plan = "\n".join(describe(config, T0))
+    assert "follows the SQLite database /srv/officine/caisse.db into /var/spool/coffre/caisse, a pass " \
+           "every second" in plan
+    assert "follows the binary log of mysql://coffre_wal@127.0.0.1:3306 into /var/spool/coffre/caisse" in plan
+    assert "feeds the SQLite standby /srv/secours/caisse.db from nas (" in plan
+    assert "feeds the MariaDB standby of /var/lib/coffre/mysql-standby/officine.json from nas (" in plan
+    assert "alerts when pieces wait longer than 10 min 00 s or its passes fail that long" in plan
+    assert config.continuity["secours-caisse"].standby == "/srv/secours/caisse.db"
+
+
 def test_a_standby_machine_needs_no_job_and_remote_repositories_pass_every_ten_seconds(
         tmp_path: Path, pwfile: Path) -> None:
     path = tmp_path / "coffre.toml"
