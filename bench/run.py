@@ -99,6 +99,20 @@ def identical(a: Path, b: Path) -> bool:
                           capture_output=True, check=False).returncode == 0
 
 
+def live_one_day(tree: Path, seed: int | None = None) -> None:
+    """One day of pharmacy activity applied to the tree in place (mutate_dataset.py)."""
+    argv = [sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root", str(tree)]
+    argv += ["--seed", str(seed)] if seed is not None else []
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def initialise(tool: Tool) -> None:
+    """A fresh repository for the tool, untimed (for coffre, this also writes its bytecode)."""
+    tool.home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(tool.init_argv(), env={**os.environ, **tool.env()}, cwd=tool.home, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_tool(tool: Tool, pristine: Path, work: Path, cold: bool) -> RunResult:
     res = RunResult(tool.name)
     if work.is_symlink() or work.is_file():
@@ -109,9 +123,7 @@ def run_tool(tool: Tool, pristine: Path, work: Path, cold: bool) -> RunResult:
     subprocess.run(["cp", "-a", str(pristine.resolve() / "pharmacy-server"), str(work)], check=True)
     source = work / "pharmacy-server"
     env = tool.env()
-    tool.home.mkdir(parents=True, exist_ok=True)
-    subprocess.run(tool.init_argv(), env={**os.environ, **env}, cwd=tool.home, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    initialise(tool)
 
     def step(name: str, argv: list[str], cwd: Path | None = None) -> None:
         if cold:
@@ -121,8 +133,7 @@ def run_tool(tool: Tool, pristine: Path, work: Path, cold: bool) -> RunResult:
     step(STEPS[0], tool.backup_argv(source, 1))
     res.repo_after_initial = sum(tree_sizes(tool.repo).values())
     step(STEPS[1], tool.backup_argv(source, 2))
-    subprocess.run([sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root", str(source)],
-                   check=True, stdout=subprocess.DEVNULL)
+    live_one_day(source)
     before = tree_sizes(tool.repo)
     step(STEPS[2], tool.backup_argv(source, 3))
     res.bytes_added_day = bytes_added(before, tree_sizes(tool.repo))
