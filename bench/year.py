@@ -18,7 +18,12 @@ snapshots, and the size of the tree backed up.
 
 Written in --out: one CSV per tool (a row a day, written as the run goes), summary.json, and
 one PNG per measure with every tool's curve. The table printed at the end compares the
-reference day (7) with the last day: the goal is at most 1.5 times for the times and RSS.
+reference day (7) with the last day (--window N: the medians of N measured days at each end):
+the goal is at most 1.5 times for the times and RSS.
+
+mutate_dataset.py makes the tree grow faster every day (its new scans are 2 % of the scans
+already there, its new rows a share of the rows already there): the tree-size column and plot
+show it, and a long run outgrows the disk (README.md, "A year of use").
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -208,7 +214,7 @@ QUANTITIES = [
     Quantity("tree_bytes", "tree backed up", "MB", scale=1e6),
 ]
 PLOTTED = ("backup_s", "bytes_added", "prune_s", "check_s", "repo_bytes", "peak_rss_mib", "cache_bytes",
-           "index_files")
+           "index_files", "tree_bytes")
 
 
 # -- the simulated calendar ------------------------------------------------------------------------
@@ -309,22 +315,31 @@ def reference_day(days: int, wanted: int) -> int:
     return wanted if days > wanted else min(2, days)
 
 
-def early_and_late(rows: list[Day], quantity: Quantity, reference: int) -> tuple[Day, Day] | None:
-    """The first day on or after `reference` and the last day on which `quantity` was
-    measured (prune and check do not run every day); None if it never was from then on."""
+def early_and_late(rows: list[Day], quantity: Quantity, reference: int,
+                   window: int) -> tuple[list[Day], list[Day]] | None:
+    """The first `window` days from `reference` on, and the last `window` days, on which
+    `quantity` was measured (prune and check do not run every day); the windows are shortened
+    so they do not overlap. None if it was never measured from `reference` on."""
     measured = [r for r in rows if r.day >= reference and quantity.value(r) is not None]
-    return (measured[0], measured[-1]) if measured else None
+    if not measured:
+        return None
+    width = max(1, min(window, len(measured) // 2))
+    return measured[:width], measured[-width:]
+
+
+def day_span(days: list[int]) -> str:
+    return str(days[0]) if len(days) == 1 else f"{days[0]}-{days[-1]}"
 
 
 @dataclass
 class Comparison:
-    """One row of the final table."""
+    """One row of the final table: the median over each window of days."""
 
     measure: str
     tool: str
-    early_day: int
+    early_days: list[int]
     early: float
-    late_day: int
+    late_days: list[int]
     late: float
     ratio: float | None
     targeted: bool
@@ -336,30 +351,31 @@ class Comparison:
         return self.ratio <= TARGET_RATIO
 
 
-def compare(rows: dict[str, list[Day]], reference: int) -> list[Comparison]:
+def compare(rows: dict[str, list[Day]], reference: int, window: int) -> list[Comparison]:
     out = []
     for quantity in QUANTITIES:
         for name, tool_rows in rows.items():
-            pair = early_and_late(tool_rows, quantity, reference)
-            if pair is None:
+            windows = early_and_late(tool_rows, quantity, reference, window)
+            if windows is None:
                 continue
-            early, late = (quantity.value(r) or 0.0 for r in pair)
-            out.append(Comparison(quantity.label, name, pair[0].day, early, pair[1].day, late,
-                                  late / early if early > 0 else None, quantity.targeted))
+            early, late = (statistics.median(quantity.value(r) or 0.0 for r in w) for w in windows)
+            out.append(Comparison(quantity.label, name, [r.day for r in windows[0]], early,
+                                  [r.day for r in windows[1]], late, late / early if early > 0 else None,
+                                  quantity.targeted))
     return out
 
 
 def comparison_table(comparisons: list[Comparison]) -> str:
     units = {q.label: q for q in QUANTITIES}
-    header = (f"{'measure':<22}{'tool':<8}{'day':>5}{'value':>12}{'day':>6}{'value':>12}{'last/ref':>10}"
+    header = (f"{'measure':<22}{'tool':<8}{'day':>8}{'value':>12}{'day':>9}{'value':>12}{'last/ref':>10}"
               f"  goal ≤ {TARGET_RATIO}")
     lines = [header, "-" * len(header)]
     for c in comparisons:
         q = units[c.measure]
         ratio = "—" if c.ratio is None else f"{c.ratio:.2f}"
         verdict = {None: "", True: "met", False: "MISSED"}[c.within_target]
-        lines.append(f"{c.measure:<22}{c.tool:<8}{c.early_day:>5}{q.show(c.early):>12}{c.late_day:>6}"
-                     f"{q.show(c.late):>12}{ratio:>10}  {verdict}")
+        lines.append(f"{c.measure:<22}{c.tool:<8}{day_span(c.early_days):>8}{q.show(c.early):>12}"
+                     f"{day_span(c.late_days):>9}{q.show(c.late):>12}{ratio:>10}  {verdict}")
     return "\n".join(lines)
 
 
@@ -422,6 +438,7 @@ class Year:
     schedule: Schedule
     data_seed: int | None
     reference: int
+    window: int
 
 
 def prepare(tools: list[DailyTool], pristine: Path, work: Path, out: Path) -> Path:
@@ -457,7 +474,8 @@ def summary(rows: dict[str, list[Day]], year: Year, comparisons: list[Comparison
         "days": year.days, "start": year.start.isoformat(), "job_time": JOB_TIME.isoformat(),
         "data_set": str(pristine), "data_set_bytes": folder_bytes(pristine),
         "data_seed": year.data_seed, "schedule": dataclasses.asdict(year.schedule),
-        "retention": " ".join(RETENTION), "reference_day": year.reference, "goal_ratio": TARGET_RATIO,
+        "retention": " ".join(RETENTION), "reference_day": year.reference, "window_days": year.window,
+        "goal_ratio": TARGET_RATIO,
         "dating": {"coffre": f"test-only clock shift ({COFFRE_CLOCK_SHIFT_ENV}): coffre backup has no "
                              "option to date a snapshot",
                    "restic": "backup --time"},
@@ -494,14 +512,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--check-every", type=int, default=1, help="check every N days (1)")
     ap.add_argument("--check-subset", type=int, default=5, help="share of the data the check reads, in %%")
     ap.add_argument("--reference-day", type=int, default=7, help="the day the last is compared with (7)")
+    ap.add_argument("--window", type=int, default=1,
+                    help="compare the medians of N measured days from the reference day on and of the "
+                         "last N (1: the reference day against the last; more smooths a busy machine)")
     ap.add_argument("--keep-work", action="store_true", help="keep the working tree and repositories")
     args = ap.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in YEAR_TOOLS]
     if unknown:
         ap.error(f"unknown tool(s): {', '.join(unknown)}")
-    if min(args.days, args.prune_every, args.check_every) < 1 or not 0 < args.check_subset <= 100:
-        ap.error("--days, --prune-every and --check-every are at least 1; --check-subset is in 1..100")
+    counts = (args.days, args.prune_every, args.check_every, args.window, args.reference_day)
+    if min(counts) < 1 or not 0 < args.check_subset <= 100:
+        ap.error("--days, --prune-every, --check-every, --window and --reference-day are at least 1; "
+                 "--check-subset is in 1..100")
     if job_moment(args.start, 1).timestamp() < time.time() + 3600:
         ap.error("--start must lie ahead of the real clock (by more than an hour): coffre's snapshots are "
                  "dated by moving its clock, and its files cache trusts only files older than the backup")
@@ -519,13 +542,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out / "work"
     tools = [YEAR_TOOLS[name](name, work / name) for name in args.tools]
     year = Year(args.days, args.start, Schedule(args.prune_every, args.check_every, args.check_subset),
-                args.seed, reference_day(args.days, args.reference_day))
+                args.seed, reference_day(args.days, args.reference_day), args.window)
     print(f"data set: {folder_bytes(pristine) / 1e6:.0f} MB in {pristine}; {year.days} days from "
           f"{year.start}; prune every {args.prune_every} days, check {args.check_subset} % every "
           f"{args.check_every} days; tools: {', '.join(args.tools)}", flush=True)
     tree = prepare(tools, pristine, work, args.out)
     rows = live_the_year(tools, tree, year, args.out, lambda line: print(line, flush=True))
-    comparisons = compare(rows, year.reference)
+    comparisons = compare(rows, year.reference, year.window)
     plots = plot(rows, args.out)
     elapsed = time.monotonic() - started
     (args.out / "summary.json").write_text(json.dumps(

@@ -124,5 +124,5 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
     assert {c["tool"] for c in summary["comparisons"]} == {"coffre", "restic"}
     for plot in summary["plots"]:
         assert Path(plot).read_bytes().startswith(b"\x89PNG")
-    assert len(summary["plots"]) == 8
+    assert len(summary["plots"]) == 9
     assert not (out_dir / "work").exists()
