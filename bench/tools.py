@@ -23,6 +23,11 @@ class Tool(ABC):
     def repo(self) -> Path:
         return self.home / "repo"
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where the tool keeps its local cache (coffre and restic are told so by env())."""
+        return self.home / "cache"
+
     @abstractmethod
     def env(self) -> dict[str, str]: ...
 
@@ -61,7 +66,7 @@ class Coffre(Tool):
         env = {
             "COFFRE_REPOSITORY": str(self.repo),
             "COFFRE_PASSWORD_FILE": str(self.password_file()),
-            "COFFRE_CACHE_DIR": str(self.home / "cache"),
+            "COFFRE_CACHE_DIR": str(self.cache_dir),
             "COFFRE_STATE_DIR": str(self.home / "state"),  # throwaway repositories: not /var/lib
         }
         if self.bytecode:
@@ -91,7 +96,7 @@ class Restic(Tool):
         return {
             "RESTIC_REPOSITORY": str(self.repo),
             "RESTIC_PASSWORD_FILE": str(self.password_file()),
-            "RESTIC_CACHE_DIR": str(self.home / "cache"),
+            "RESTIC_CACHE_DIR": str(self.cache_dir),
         }
 
     def init_argv(self) -> list[str]:

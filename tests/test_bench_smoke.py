@@ -88,3 +88,41 @@ def test_continuity_bench_smoke_run() -> None:
     [trial] = result["trials"]
     assert trial["rows"] > 0 and trial["recovery_time_s"] > 0 and trial["recovery_point_s"] >= 0
     assert result["cost"]["segments_per_day"] > 0
+
+
+def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
+    """bench/year.py over three simulated days on a tiny tree: a CSV per tool with a row a
+    day and sane values, the summary and the plots (no speed asserted)."""
+    import csv
+
+    out_dir = tmp_path / "out"
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
+         "--days", "3", "--prune-every", "2", "--out", str(out_dir), "--data", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "last/ref" in out.stdout and "coffre/restic" in out.stdout
+    for tool in ("coffre", "restic"):
+        with (out_dir / f"{tool}.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["day"]) for r in rows] == [1, 2, 3]
+        for row in rows:
+            pruned = int(row["day"]) == 2
+            for column, cell in row.items():
+                if column == "date":
+                    continue
+                if column.startswith("prune_") and not pruned:
+                    assert cell == ""
+                else:
+                    assert float(cell) >= 0, (tool, column, cell)
+            assert int(row["snapshots"]) == int(row["day"])  # three days: forget keeps them all
+            assert int(row["repo_bytes"]) > 0 and int(row["index_files"]) > 0
+        assert int(rows[0]["bytes_added"]) > 0
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["days"] == 3 and summary["repository_coffre_over_restic"] > 0
+    assert {c["tool"] for c in summary["comparisons"]} == {"coffre", "restic"}
+    for plot in summary["plots"]:
+        assert Path(plot).read_bytes().startswith(b"\x89PNG")
+    assert len(summary["plots"]) == 9
+    assert not (out_dir / "work").exists()
