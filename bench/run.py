@@ -99,10 +99,12 @@ def identical(a: Path, b: Path) -> bool:
                           capture_output=True, check=False).returncode == 0
 
 
-def live_one_day(tree: Path, seed: int | None = None) -> None:
-    """One day of pharmacy activity applied to the tree in place (mutate_dataset.py)."""
+def live_one_day(tree: Path, seed: int | None = None, db_fraction: float | None = None) -> None:
+    """One day of pharmacy activity applied to the tree in place (mutate_dataset.py); its
+    --db-fraction (the share of the database's rows the day changes) when given."""
     argv = [sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root", str(tree)]
     argv += ["--seed", str(seed)] if seed is not None else []
+    argv += ["--db-fraction", repr(db_fraction)] if db_fraction is not None else []
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
 

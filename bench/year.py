@@ -21,9 +21,39 @@ one PNG per measure with every tool's curve. The table printed at the end compar
 reference day (7) with the last day (--window N: the medians of N measured days at each end):
 the goal is at most 1.5 times for the times and RSS.
 
-mutate_dataset.py makes the tree grow faster every day (its new scans are 2 % of the scans
-already there, its new rows a share of the rows already there): the tree-size column and plot
-show it, and a long run outgrows the disk (README.md, "A year of use").
+How the tree grows. mutate_dataset.py (shared: used as it is, never changed) compounds: a day's
+new scans are 2 % of the scans already there (at least 5), the database rows it changes 1 % of
+the rows already there (55 % of them inserted), the rows it appends to each table of the pg dump
+0.5 % of that table's (at least 1). Over a year the tree would grow hundreds of times, fill the disk,
+and the last day against day 7 would measure the pharmacy's growth, not the tools'. A real
+pharmacy scans and sells about as much every day, so every day is held to the first (Pharmacy):
+  * scans: the day's new scan files (those not in the tree before it) beyond day 1's count are
+    deleted, the highest numbers first;
+  * database: --db-fraction = 0.01 x rows on day 1 / rows today (products, patients,
+    prescriptions and sales, the rows the mutator's budget counts; read-only sqlite3), so each
+    day inserts and updates as many rows as day 1;
+  * pg dump: the rows appended to each table's COPY block beyond day 1's count are dropped (one
+    more pass over the file, which the mutator rewrites anyway); its in-place modifications
+    stay 0.5 % of the rows, so they grow with the dump, linearly.
+The rest does not compound and is left as it is: a fixed number of new files a day (3 daily
+logs, a CSV export, 2 XML orders) and of appends and edits (the 3 "current" logs grow ~1 MB a
+day and are never rotated, 5 % of the fixed set of var/log files, 8 documents, 2 CSV exports,
+2 configuration files). Linear is not flat: the files that change every day grow, so a tool
+that reads them whole reads more on day 365 than on day 7 (the SQLite database ~3 times its
+first size, the pg dump ~2.8 times, each current log ~110 MB). The mutator still writes its
+compounding count of scans before the extras are deleted: on the default set, ~170 a day by
+day 365 (~21 kept).
+
+Each day's tree size is printed, written in the CSVs (tree_bytes, with scan_files, scans_added
+and db_rows) and plotted; the end of the run gives the mean growth a day and where it leads on
+day 365. Estimates from short runs, not from a year: --small grew 4.7 MB a day over 3 days (5
+scans a day, the mutator's minimum; ~1 MB of logs, ~0.65 MB of documents, ~0.5 MB of
+database, ~0.35 MB of var/log, ~0.1 MB of pg dump), ~6 MB with scans of their mean size
+(0.66 MB): ~1.9 to 2.4 GB on day 365. The default set (not run): ~23 MB a day (~21 scans, 2 %
+of its ~1,080; the database and dump growth of --small times 10), ~10 GB on day 365. A 20 MiB
+set: 6.8 MB a day over 6 days, ~2.1 to 2.5 GB. The repositories come on top. --compound lets
+the mutator compound as before, for comparison (then ~110 GiB from --small by day 365, ~900 GiB
+from the default set: beyond the disk).
 """
 
 from __future__ import annotations
@@ -34,17 +64,20 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
+from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -160,6 +193,9 @@ class Day:
     day: int
     date: str
     tree_bytes: int
+    scan_files: int
+    scans_added: int
+    db_rows: int
     backup_s: float
     backup_cpu_s: float
     backup_rss_mib: float
@@ -234,6 +270,158 @@ def mutation_seed(data_seed: int | None, day: int) -> int:
     return (data_seed or 0) * 1000 + day
 
 
+# -- how the pharmacy grows ------------------------------------------------------------------------
+
+# What mutate_dataset.py changes, under the tree (the mutator is read, never modified: it is shared).
+SCANS_DIR = Path("scans/ordonnances")
+DATABASE = Path("app/officine/data/officine.db")
+PG_DUMP = Path("dbdump/officine_pg.sql")
+DB_TABLES = ("products", "patients", "prescriptions", "sales")  # whose rows set mutate_db's budget
+MUTATOR_DB_FRACTION = 0.01  # mutate_dataset.py's default --db-fraction
+SCAN_NAME = re.compile(r"ORD-(\d+)\.(?:jpg|pdf)")
+
+
+def scan_ids(tree: Path) -> dict[Path, int]:
+    """Every scanned prescription in the tree: its path under the tree and its number (rid).
+    make_dataset.py numbers its scans from 1,000,000; mutate_dataset.py a day's from
+    9,000,000 + 1000 x (the day's offset from make_dataset.py's END_DATE), which can be negative
+    on the first days (8,998,001 on the first day of a 20 MiB set, 9,001,001 of the small set):
+    a day's new scans are told by the set of files before and after it, not by their number."""
+    out = {}
+    for dirpath, _, files in os.walk(tree / SCANS_DIR):
+        for name in files:
+            if match := SCAN_NAME.fullmatch(name):
+                out[Path(dirpath, name).relative_to(tree)] = int(match.group(1))
+    return out
+
+
+def database_rows(tree: Path) -> int:
+    """The rows of the tables whose count sets the share of rows mutate_dataset.py changes (read-only)."""
+    con = sqlite3.connect((tree / DATABASE).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return sum(int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+                   for table in DB_TABLES)
+    finally:
+        con.close()
+
+
+def dump_lines(dump: BinaryIO) -> Iterator[tuple[str | None, bytes]]:
+    """The pg dump's lines, each with the table it is a row of (inside a COPY block), else None."""
+    table: str | None = None
+    for line in dump:
+        row_of = table if table is not None and line != b"\\.\n" else None
+        if line.startswith(b"COPY public."):
+            table = line.split()[1].decode().removeprefix("public.")
+        elif line == b"\\.\n":
+            table = None
+        yield row_of, line
+
+
+def dump_rows(path: Path) -> dict[str, int]:
+    """The rows of each table of the pg dump."""
+    rows: dict[str, int] = {}
+    with path.open("rb") as dump:
+        for table, _ in dump_lines(dump):
+            if table is not None:
+                rows[table] = rows.get(table, 0) + 1
+    return rows
+
+
+def trim_dump(path: Path, keep: dict[str, int]) -> int:
+    """Drops the rows of each table's COPY block beyond its first keep[table] (mutate_dataset.py
+    appends its new rows at the end of the block), rewriting the file as the mutator does; the
+    number of rows dropped."""
+    rows: dict[str, int] = {}
+    dropped = 0
+    temporary = path.with_name(path.name + ".trim")
+    with path.open("rb") as dump, temporary.open("wb") as out:
+        for table, line in dump_lines(dump):
+            if table is not None:
+                rows[table] = rows.get(table, 0) + 1
+                if rows[table] > keep.get(table, rows[table]):
+                    dropped += 1
+                    continue
+            out.write(line)
+    if dropped:
+        os.replace(temporary, path)
+    else:
+        temporary.unlink()
+    return dropped
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What one day of activity did to the tree, counted in the tree afterwards."""
+
+    scans_added: int  # the new scan files the day kept
+    scans_removed: int  # the mutator's new scans beyond day 1's count, deleted (linear growth)
+    dump_rows_removed: int  # the same for the rows appended to the pg dump
+    scan_files: int
+    db_rows: int
+
+
+class Pharmacy:
+    """The days of activity on the working tree (mutate_dataset.py, one seed a day). Unless
+    `compound`, each day is held to the first: as many new scans (the newest beyond are
+    deleted), as many database rows changed (through --db-fraction) and as many rows appended
+    to each table of the pg dump (the last ones beyond are dropped), so the tree grows linearly."""
+
+    def __init__(self, tree: Path, compound: bool) -> None:
+        self.tree = tree
+        self.compound = compound
+        self.scans_per_day: int | None = None  # day 1's figures, once it has run
+        self.db_rows_day_1: int | None = None
+        self.dump_rows_per_day: dict[str, int] | None = None
+
+    @property
+    def db_rows_per_day(self) -> int | None:
+        """The rows day 1 changed (inserted or updated): mutate_dataset.py's int(rows x fraction)."""
+        return None if self.db_rows_day_1 is None else int(self.db_rows_day_1 * MUTATOR_DB_FRACTION)
+
+    def db_fraction(self, rows_now: int) -> float:
+        """Today's --db-fraction: 0.01 x rows on day 1 / rows now, so the mutator changes as many
+        rows as on day 1; half a row more so float rounding cannot take one off its int()."""
+        budget = self.db_rows_per_day
+        if budget is None or rows_now == self.db_rows_day_1:
+            return MUTATOR_DB_FRACTION
+        return (budget + 0.5) / rows_now
+
+    def live_one_day(self, seed: int) -> Activity:
+        scans_before = scan_ids(self.tree)
+        rows = database_rows(self.tree)
+        if self.db_rows_day_1 is None:
+            self.db_rows_day_1 = rows
+        dump = self.tree / PG_DUMP
+        dump_before = None if self.compound else dump_rows(dump)
+        live_one_day(self.tree, seed, None if self.compound else self.db_fraction(rows))
+        scans_after = scan_ids(self.tree)
+        new = sorted((rid, path) for path, rid in scans_after.items() if path not in scans_before)
+        if self.scans_per_day is None:
+            self.scans_per_day = len(new)
+        extra = [] if self.compound else new[self.scans_per_day:]  # the highest numbers
+        for _, path in extra:
+            (self.tree / path).unlink()
+        dump_removed = 0
+        if dump_before is not None:
+            if self.dump_rows_per_day is None:
+                after = dump_rows(dump)
+                self.dump_rows_per_day = {table: after.get(table, 0) - n for table, n in dump_before.items()}
+            else:
+                per_day = self.dump_rows_per_day
+                dump_removed = trim_dump(dump, {table: n + per_day.get(table, 0)
+                                                for table, n in dump_before.items()})
+        return Activity(scans_added=len(new) - len(extra), scans_removed=len(extra),
+                        dump_rows_removed=dump_removed, scan_files=len(scans_after) - len(extra),
+                        db_rows=database_rows(self.tree))
+
+    def figures(self) -> dict[str, object]:
+        """For summary.json: how the tree grew, and day 1's figures the later days were held to."""
+        return {"growth": "compound" if self.compound else "linear",
+                "scans_per_day": self.scans_per_day, "db_rows_day_1": self.db_rows_day_1,
+                "db_rows_changed_per_day": self.db_rows_per_day,
+                "dump_rows_appended_per_day": self.dump_rows_per_day}
+
+
 # -- one day ---------------------------------------------------------------------------------------
 
 def folder_bytes(path: Path) -> int:
@@ -245,7 +433,8 @@ def file_count(path: Path) -> int:
     return len(tree_sizes(path))
 
 
-def run_daily_job(tool: DailyTool, tree: Path, day: int, moment: datetime, schedule: Schedule) -> Day:
+def run_daily_job(tool: DailyTool, tree: Path, day: int, moment: datetime, schedule: Schedule,
+                  activity: Activity) -> Day:
     """The agent's daily job on `tree` with `tool`, as of `moment`: every command timed."""
     env = {**tool.env(), **tool.dated_env(moment)}
     before = folder_bytes(tool.repo)
@@ -258,6 +447,7 @@ def run_daily_job(tool: DailyTool, tree: Path, day: int, moment: datetime, sched
     ran = [m for m in (backup, forget, prune, check) if m is not None]
     return Day(
         day=day, date=moment.date().isoformat(), tree_bytes=folder_bytes(tree),
+        scan_files=activity.scan_files, scans_added=activity.scans_added, db_rows=activity.db_rows,
         backup_s=backup.wall, backup_cpu_s=backup.cpu, backup_rss_mib=backup.rss_mib, bytes_added=added,
         forget_s=forget.wall, forget_rss_mib=forget.rss_mib,
         prune_s=wall_of(prune), prune_rss_mib=rss_of(prune),
@@ -276,9 +466,13 @@ def rss_of(measure: Measure | None) -> float | None:
     return None if measure is None else measure.rss_mib
 
 
-def day_line(day: int, moment: datetime, rows: dict[str, Day]) -> str:
-    """The progress line printed after each day."""
-    parts = []
+def day_line(day: int, moment: datetime, rows: dict[str, Day], activity: Activity, tree_bytes: int,
+             previous_bytes: int) -> str:
+    """The progress line printed after each day: the tree, then each tool."""
+    removed = [f"{n} {what} beyond day 1's removed" for n, what in
+               ((activity.scans_removed, "scans"), (activity.dump_rows_removed, "dump rows")) if n]
+    parts = [f"tree {tree_bytes / 1e6:.1f} MB (+{(tree_bytes - previous_bytes) / 1e6:.1f} MB, "
+             f"+{activity.scans_added} scans{''.join(', ' + r for r in removed)})"]
     for name, row in rows.items():
         extra = "".join(f", {label} {value:.2f}s" for label, value in (("prune", row.prune_s),
                                                                          ("check", row.check_s))
@@ -452,28 +646,67 @@ def prepare(tools: list[DailyTool], pristine: Path, work: Path, out: Path) -> Pa
     return work / "pharmacy-server"
 
 
-def live_the_year(tools: list[DailyTool], tree: Path, year: Year, out: Path,
+def live_the_year(tools: list[DailyTool], pharmacy: Pharmacy, year: Year, out: Path,
                   say: Callable[[str], None]) -> dict[str, list[Day]]:
     """Every day: one day of activity on the tree, then each tool's daily job on it."""
     rows: dict[str, list[Day]] = {tool.name: [] for tool in tools}
+    previous = folder_bytes(pharmacy.tree)
     for day in range(1, year.days + 1):
-        live_one_day(tree, mutation_seed(year.data_seed, day))
+        activity = pharmacy.live_one_day(mutation_seed(year.data_seed, day))
         moment = job_moment(year.start, day)
         today = {}
         for tool in tools:
-            today[tool.name] = run_daily_job(tool, tree, day, moment, year.schedule)
+            today[tool.name] = run_daily_job(tool, pharmacy.tree, day, moment, year.schedule, activity)
             rows[tool.name].append(today[tool.name])
             append_csv(out / f"{tool.name}.csv", today[tool.name])
-        say(day_line(day, moment, today))
+        tree_bytes = folder_bytes(pharmacy.tree)
+        say(day_line(day, moment, today, activity, tree_bytes, previous))
+        previous = tree_bytes
     return rows
 
 
-def summary(rows: dict[str, list[Day]], year: Year, comparisons: list[Comparison], pristine: Path,
-            out: Path, plots: list[Path], elapsed: float) -> dict[str, object]:
+@dataclass(frozen=True)
+class TreeGrowth:
+    """The tree before day 1 and on the last day, and where that pace leads in a year."""
+
+    start_bytes: int
+    last_bytes: int
+    days: int
+
+    @property
+    def per_day(self) -> float:
+        return (self.last_bytes - self.start_bytes) / self.days
+
+    def on_day(self, day: int) -> float:
+        """The tree's size on `day` at the run's mean daily growth: an estimate (with --compound,
+        an underestimate: the growth speeds up every day)."""
+        return self.start_bytes + self.per_day * day
+
+
+def tree_growth(start_bytes: int, rows: dict[str, list[Day]]) -> TreeGrowth | None:
+    tool_rows = next((r for r in rows.values() if r), None)
+    return None if tool_rows is None else TreeGrowth(start_bytes, tool_rows[-1].tree_bytes, tool_rows[-1].day)
+
+
+def growth_line(growth: TreeGrowth, compound: bool) -> str:
+    caveat = ("; --compound: the growth speeds up every day, so this underestimates it" if compound
+              else ": an estimate, at this run's mean pace")
+    return (f"tree: {growth.start_bytes / 1e6:.1f} MB before day 1, {growth.last_bytes / 1e6:.1f} MB on day "
+            f"{growth.days}, +{growth.per_day / 1e6:.2f} MB a day; at that pace "
+            f"{growth.on_day(365) / 1e9:.2f} GB on day 365{caveat}")
+
+
+def summary(rows: dict[str, list[Day]], year: Year, pharmacy: Pharmacy, comparisons: list[Comparison],
+            pristine: Path, out: Path, plots: list[Path], elapsed: float) -> dict[str, object]:
+    start_bytes = folder_bytes(pristine)
+    growth = tree_growth(start_bytes, rows)
     return {
         "days": year.days, "start": year.start.isoformat(), "job_time": JOB_TIME.isoformat(),
-        "data_set": str(pristine), "data_set_bytes": folder_bytes(pristine),
+        "data_set": str(pristine), "data_set_bytes": start_bytes,
         "data_seed": year.data_seed, "schedule": dataclasses.asdict(year.schedule),
+        **pharmacy.figures(),
+        "tree_bytes_per_day": None if growth is None else growth.per_day,
+        "tree_bytes_day_365_estimate": None if growth is None else growth.on_day(365),
         "retention": " ".join(RETENTION), "reference_day": year.reference, "window_days": year.window,
         "goal_ratio": TARGET_RATIO,
         "dating": {"coffre": f"test-only clock shift ({COFFRE_CLOCK_SHIFT_ENV}): coffre backup has no "
@@ -516,6 +749,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="compare the medians of N measured days from the reference day on and of the "
                          "last N (1: the reference day against the last; more smooths a busy machine)")
     ap.add_argument("--keep-work", action="store_true", help="keep the working tree and repositories")
+    ap.add_argument("--compound", action="store_true",
+                    help="let mutate_dataset.py compound (each day's new scans and rows a share of those "
+                         "already there) instead of holding every day to the first: the old growth, for "
+                         "comparison")
     args = ap.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in YEAR_TOOLS]
@@ -546,16 +783,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data set: {folder_bytes(pristine) / 1e6:.0f} MB in {pristine}; {year.days} days from "
           f"{year.start}; prune every {args.prune_every} days, check {args.check_subset} % every "
           f"{args.check_every} days; tools: {', '.join(args.tools)}", flush=True)
-    tree = prepare(tools, pristine, work, args.out)
-    rows = live_the_year(tools, tree, year, args.out, lambda line: print(line, flush=True))
+    mode = "compound (mutate_dataset.py as is)" if args.compound else "linear (every day held to day 1)"
+    print(f"growth: {mode}", flush=True)
+    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound)
+    rows = live_the_year(tools, pharmacy, year, args.out, lambda line: print(line, flush=True))
     comparisons = compare(rows, year.reference, year.window)
     plots = plot(rows, args.out)
     elapsed = time.monotonic() - started
     (args.out / "summary.json").write_text(json.dumps(
-        summary(rows, year, comparisons, pristine, args.out, plots, elapsed), indent=1))
+        summary(rows, year, pharmacy, comparisons, pristine, args.out, plots, elapsed), indent=1))
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     print()
+    growth = tree_growth(folder_bytes(pristine), rows)
+    if growth is not None:
+        print(growth_line(growth, args.compound))
+        print()
     print(comparison_table(comparisons))
     sizes = last_repository_bytes(rows)
     ratio = coffre_over_restic(sizes)

@@ -92,17 +92,40 @@ def test_continuity_bench_smoke_run() -> None:
 
 def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
     """bench/year.py over three simulated days on a tiny tree: a CSV per tool with a row a
-    day and sane values, the summary and the plots (no speed asserted)."""
+    day and sane values, the summary and the plots (no speed asserted); and the tree grows
+    linearly: each day adds as many scans as the first and changes as many database rows."""
     import csv
+    import random
+    import sqlite3
+    from contextlib import closing
+    from itertools import pairwise
+
+    # The tiny tree, generated as year.py would, then given 449 scans (a few hundred bytes
+    # each): the mutator's day adds 449 // 50 = 8 and, left to compound, the next (457 // 50 =) 9.
+    data = tmp_path / "data"
+    generate = (f"import sys; from pathlib import Path; sys.path.insert(0, {str(BENCH.parent)!r}); "
+                f"from run import pristine_tree; print(pristine_tree(Path({str(data)!r}), False, 4, 40))")
+    pristine = Path(subprocess.run([sys.executable, "-c", generate], capture_output=True, text=True,
+                                   timeout=300, check=True).stdout.strip()) / "pharmacy-server"
+    scans = pristine / "scans" / "ordonnances"
+    existing = sum(1 for p in scans.rglob("ORD-*") if p.suffix in (".jpg", ".pdf"))
+    (scans / "2019" / "12").mkdir(parents=True, exist_ok=True)
+    for i in range(449 - existing):
+        (scans / "2019" / "12" / f"ORD-{5_000_000 + i}.jpg").write_bytes(random.Random(i).randbytes(300))
+    database = pristine / "app" / "officine" / "data" / "officine.db"
+    with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as con:
+        rows_before = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                          for t in ("products", "patients", "prescriptions", "sales"))
 
     out_dir = tmp_path / "out"
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
-         "--days", "3", "--prune-every", "2", "--out", str(out_dir), "--data", str(tmp_path / "data")],
+         "--days", "3", "--prune-every", "2", "--out", str(out_dir), "--data", str(data)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "last/ref" in out.stdout and "coffre/restic" in out.stdout
+    assert "on day 365" in out.stdout
     for tool in ("coffre", "restic"):
         with (out_dir / f"{tool}.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -119,8 +142,18 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
             assert int(row["snapshots"]) == int(row["day"])  # three days: forget keeps them all
             assert int(row["repo_bytes"]) > 0 and int(row["index_files"]) > 0
         assert int(rows[0]["bytes_added"]) > 0
+        # Linear growth: 8 new scans every day, counted in the tree, and as many rows inserted.
+        scan_files = [449] + [int(r["scan_files"]) for r in rows]
+        assert [b - a for a, b in pairwise(scan_files)] == [8, 8, 8], scan_files
+        assert [int(r["scans_added"]) for r in rows] == [8, 8, 8]
+        db_rows = [rows_before] + [int(r["db_rows"]) for r in rows]
+        inserted = [b - a for a, b in pairwise(db_rows)]
+        assert inserted[0] > 0 and inserted == [inserted[0]] * 3, db_rows
+        assert int(rows[-1]["tree_bytes"]) > int(rows[0]["tree_bytes"])
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["days"] == 3 and summary["repository_coffre_over_restic"] > 0
+    assert summary["growth"] == "linear" and summary["scans_per_day"] == 8
+    assert summary["tree_bytes_per_day"] > 0
     assert {c["tool"] for c in summary["comparisons"]} == {"coffre", "restic"}
     for plot in summary["plots"]:
         assert Path(plot).read_bytes().startswith(b"\x89PNG")
