@@ -311,3 +311,47 @@ def test_a_piece_that_does_not_follow_is_taken_out_whole(
     monkeypatch.undo()
     assert sqlite_standby.follow(repository, target).gap == ""
     assert prefix(target) == 9
+
+
+def test_a_pass_gives_way_to_another_command_and_a_promotion_waits_for_the_pass_in_progress(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    """One command at a time on a standby: the agent's pass and `sqlite-promote` never
+    overlap, so a pass that loaded the state before a promotion cannot undo its mark."""
+    import threading
+    import time
+
+    spool = Spool(tmp_path / "spool")
+    target = tmp_path / "secours.db"
+    with SqliteMonitor(pharmacy.path, spool) as monitor:
+        monitor.step()
+        shipper.ship(repository, spool)
+        sqlite_standby.init(repository, str(pharmacy.path), target)
+        pharmacy.commit(5)
+        monitor.step()
+        shipper.ship(repository, spool)
+    lock = Path(f"{target}.coffre-standby.lock")
+    holder = subprocess.Popen(  # another process in the middle of a pass
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(CoffreError, match="another coffre command is working on the standby"):
+            sqlite_standby.follow(repository, target)
+        done: list[sqlite_standby.SqlitePromoted] = []
+        promoting = threading.Thread(target=lambda: done.append(sqlite_standby.promote(repository, target)))
+        promoting.start()
+        inode = os.stat(lock).st_ino
+        deadline = time.monotonic() + 60
+        while not any(line.split()[1:2] == ["->"] and f":{inode} " in line
+                      for line in Path("/proc/locks").read_text().splitlines()):
+            assert time.monotonic() < deadline and promoting.is_alive(), "the promotion did not wait"
+            time.sleep(0.01)  # polling for the promotion to queue on the lock
+        assert not done
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+    promoting.join(60)
+    [promoted] = done
+    assert promoted.integrity == "ok" and promoted.state.promoted_ns and prefix(target) == pharmacy.txid == 5

@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from coffre.continuity import mysql_chain, mysql_restore
 from coffre.continuity.mysql_restore import EVENT_LINE
-from coffre.core import posix
+from coffre.continuity.standby_lock import held
 from coffre.core.errors import CoffreError
 from coffre.core.files import write_atomic
 from coffre.core.i18n import _
@@ -106,18 +104,9 @@ def default_state(dsn: str) -> Path:
     return state_root() / FOLDER / (MysqlTarget.from_dsn(dsn).conn.database + ".json")
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One command at a time on a standby (a follower and a promotion never overlap)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        if not posix.try_lock_exclusive(fd, str(path)):
-            raise CoffreError(_("another coffre command is working on the standby of {file}").format(
-                file=path))
-        yield
-    finally:
-        os.close(fd)
+def _locked(path: Path, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """One command at a time on a standby (continuity/standby_lock.py)."""
+    return held(path.with_name(path.name + ".lock"), str(path), wait)
 
 
 def _table(target: MysqlTarget) -> str:
@@ -317,13 +306,13 @@ class Promoted:
 def promote(repo: Repository | None, state_path: Path, report: Reporter = quiet) -> Promoted:
     """Make the standby database the one the counter software uses. `repo` None: the
     repository cannot be reached (no last pass; what was replayed stays)."""
-    if repo is not None:
-        try:
-            follow(repo, state_path, report)
-        except CoffreError as exc:
-            report(_("the last pass failed ({reason}): promoting with what was replayed").format(
-                reason=exc.message))
-    with _locked(state_path):
+    with _locked(state_path, wait=True):  # a pass in progress ends first
+        if repo is not None:
+            try:
+                _follow(repo, state_path, report, None, None)
+            except CoffreError as exc:
+                report(_("the last pass failed ({reason}): promoting with what was replayed").format(
+                    reason=exc.message))
         state = MysqlStandbyState.load(state_path)
         target = MysqlTarget.from_dsn(state.dsn)
         if not state.promoted_ns:

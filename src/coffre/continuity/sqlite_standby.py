@@ -48,6 +48,7 @@ from coffre.continuity.sqlite_restore import (
     since_of,
     walk,
 )
+from coffre.continuity.standby_lock import held
 from coffre.core import posix
 from coffre.core.errors import CoffreError, IntegrityError
 from coffre.core.files import write_atomic
@@ -319,12 +320,23 @@ def _rebuild(repo: Repository, found: list[StoredSegment], target: Path, state: 
     return rebuilt
 
 
+def _locked(dest: Path, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """One command at a time on the standby (continuity/standby_lock.py)."""
+    return held(dest.with_name(dest.name + ".coffre-standby.lock"), str(dest), wait)
+
+
 def follow(repo: Repository, target: str | os.PathLike[str], report: Reporter = quiet,
            known: dict[str, SegmentHeader] | None = None,
            per_pass: int = PIECES_PER_PASS) -> SqliteStandbyState:
     """One pass: apply what the repository holds after the state's position, whole or not at
     all. `known`: segment headers read by earlier passes (objects never change)."""
     dest = Path(os.path.abspath(target))
+    with _locked(dest):
+        return _follow(repo, dest, report, known, per_pass)
+
+
+def _follow(repo: Repository, dest: Path, report: Reporter, known: dict[str, SegmentHeader] | None,
+            per_pass: int) -> SqliteStandbyState:
     state = SqliteStandbyState.load(dest)
     if state.promoted_ns:
         raise CoffreError(_("this standby was promoted: the pharmacy software uses it now"))
@@ -398,22 +410,23 @@ def promote(repo: Repository | None, target: str | os.PathLike[str],
     """Make the standby the database the pharmacy software uses: a last pass (`repo` None: the
     repository cannot be reached), PRAGMA integrity_check, the state marked promoted."""
     dest = Path(os.path.abspath(target))
-    state = SqliteStandbyState.load(dest)
-    last_pass = ""
-    if repo is not None and not state.promoted_ns:
-        try:
-            state = follow(repo, dest, report)
-        except CoffreError as exc:
-            last_pass = exc.message
-            report(_("the last pass failed ({reason}): promoting with what was applied").format(
-                reason=exc.message))
-            state = SqliteStandbyState.load(dest)
-    if not state.promoted_ns:
-        _recover(dest, state, report)
-    verdict = check(dest, "integrity_check")
-    if verdict == "ok" and not state.promoted_ns:
-        state.promoted_ns = time.time_ns()
-        state.save()
+    with _locked(dest, wait=True):  # a pass in progress ends first
+        state = SqliteStandbyState.load(dest)
+        last_pass = ""
+        if repo is not None and not state.promoted_ns:
+            try:
+                state = _follow(repo, dest, report, None, PIECES_PER_PASS)
+            except CoffreError as exc:
+                last_pass = exc.message
+                report(_("the last pass failed ({reason}): promoting with what was applied").format(
+                    reason=exc.message))
+                state = SqliteStandbyState.load(dest)
+        if not state.promoted_ns:
+            _recover(dest, state, report)
+        verdict = check(dest, "integrity_check")
+        if verdict == "ok" and not state.promoted_ns:
+            state.promoted_ns = time.time_ns()
+            state.save()
     return SqlitePromoted(state, verdict, last_pass)
 
 

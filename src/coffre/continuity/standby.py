@@ -35,6 +35,7 @@ from coffre.continuity import pg_timeline
 from coffre.continuity.pg_fetch import write_beside
 from coffre.continuity.pg_push import system_identifier
 from coffre.continuity.pg_recovery import backup_label, choose_base, fetch_command, histories, stream_pieces
+from coffre.continuity.standby_lock import held
 from coffre.core.errors import CoffreError
 from coffre.core.files import write_atomic
 from coffre.core.i18n import _, ngettext
@@ -52,6 +53,7 @@ from coffre.sources.databases.postgres import PostgresTarget, program
 
 STATE = "standby.json"
 STAGING = "wal"
+LOCK = "standby.lock"  # one command at a time (continuity/standby_lock.py)
 MARK = "# Coffre standby (coffre standby init); removed by coffre standby promote"
 _AMCHECK_INSTALLED = "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck'"
 KEEP_NAMES = 1_000  # staged names remembered (for history files; logs go by position)
@@ -141,6 +143,20 @@ def follow(repo: Repository, pgdata: Path, report: Reporter = quiet,
            account: Account | None = None, known: dict[str, SegmentHeader] | None = None) -> StandbyState:
     """One pass: stage what the repository holds beyond what was staged. `known`: the headers
     read by earlier passes (objects never change), so a pass reads only the new ones."""
+    folder = state_folder(pgdata)
+    if not folder.is_dir():
+        StandbyState.load(folder)  # says it is not a standby's folder
+    with _locked(pgdata):
+        return _follow(repo, pgdata, report, account, known)
+
+
+def _locked(pgdata: Path, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """One command at a time on the standby (continuity/standby_lock.py)."""
+    return held(state_folder(pgdata) / LOCK, str(pgdata), wait)
+
+
+def _follow(repo: Repository, pgdata: Path, report: Reporter, account: Account | None,
+            known: dict[str, SegmentHeader] | None) -> StandbyState:
     account = account if account is not None else service_account("postgres")
     folder = state_folder(pgdata)
     state = StandbyState.load(folder)
@@ -192,10 +208,16 @@ def _connect(sockets: str, port: int, user: str) -> psycopg.Connection[Any]:
 def promote(repo: Repository | None, pgdata: Path, sockets: str, port: int, user: str,
             report: Reporter = quiet, account: Account | None = None, check: bool = True) -> Promoted:
     """Turn the standby into the primary. `repo` None: the repository cannot be reached (the
-    last pass is skipped; what was staged is replayed)."""
+    last pass is skipped; what was staged is replayed). A pass in progress ends first."""
+    with _locked(pgdata, wait=True):
+        return _promote(repo, pgdata, sockets, port, user, report, account, check)
+
+
+def _promote(repo: Repository | None, pgdata: Path, sockets: str, port: int, user: str,
+             report: Reporter, account: Account | None, check: bool) -> Promoted:
     if repo is not None:
         try:
-            follow(repo, pgdata, report, account)
+            _follow(repo, pgdata, report, account, None)
         except CoffreError as exc:
             report(_("the last pass failed ({reason}): promoting with what was staged").format(
                 reason=exc.message))
