@@ -48,3 +48,24 @@ def test_the_end_of_a_pack() -> None:
     w = PackWindows(b, window=256 * 1024)
     assert w.read(PID, len(PACK) - 10, 10) == PACK[-10:]
     assert w.read(PID, len(PACK) - 10, 20) == PACK[-10:]  # short: the caller rejects it
+
+
+def test_blobs_in_a_random_order_read_each_stretch_once() -> None:
+    # Format 2 shuffles a pack's blobs: bases are wanted in any order. Each stretch of the
+    # pack is read once, not a window from each blob's offset.
+    b = Remote()
+    w = PackWindows(b, window=256 * 1024, capacity=1024 * 1024)
+    for off in (700_000, 300_000, 10_000, 900_000, 250_000, 650_000, 5_000):
+        assert w.read(PID, off, 3000) == PACK[off : off + 3000]
+    assert b.loads == 4  # the four windows of the 1 MiB pack, each once
+    assert w.read(PID, 270_000, 1000) == PACK[270_000:271_000]  # kept
+    assert b.loads == 4
+
+
+def test_a_blob_across_the_end_of_a_window() -> None:
+    b = Remote()
+    w = PackWindows(b, window=256 * 1024)
+    off = 256 * 1024 - 100
+    assert w.read(PID, off, 1000) == PACK[off : off + 1000]
+    assert w.read(PID, 1000, 10) == PACK[1000:1010]  # the same window, grown to hold the blob
+    assert b.loads == 1
