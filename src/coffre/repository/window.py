@@ -29,28 +29,41 @@ class PackWindows:
         self._windows: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
+        self._loading: dict[tuple[bytes, int], threading.Event] = {}  # windows being read
         self.requests = 0
 
     def read(self, pack: bytes, offset: int, length: int) -> bytes:
-        with self._lock:
-            for (p, start), data in reversed(self._windows.items()):
-                if p == pack and start <= offset and offset + length <= start + len(data):
-                    self._windows.move_to_end((p, start))
-                    return data[offset - start : offset - start + length]
         # Windows start at multiples of the window size: blobs wanted in a random order (format 2
         # shuffles packs) are served by the window that holds them, and no stretch of a pack is
         # read twice (a window from each blob's offset would read most of the pack each time).
         start = offset - offset % self.window
-        data = self.backend.load(Handle("data", pack.hex()), start, max(offset + length - start, self.window))
-        self.requests += 1
-        if data:
+        key = (pack, start)
+        while True:
             with self._lock:
-                old = self._windows.pop((pack, start), None)
-                self._held -= len(old) if old is not None else 0
-                self._windows[(pack, start)] = data
-                self._held += len(data)
-                while self._held > self.capacity and len(self._windows) > 1:
-                    _, dropped = self._windows.popitem(last=False)
-                    self._held -= len(dropped)
+                data = self._windows.get(key)
+                if data is not None and offset + length <= start + len(data):
+                    self._windows.move_to_end(key)
+                    return data[offset - start : offset - start + length]
+                loading = self._loading.get(key)
+                if loading is None:
+                    self._loading[key] = threading.Event()
+                    break
+            loading.wait()  # another thread reads this window (backup workers want bases at once)
+        try:
+            size = max(offset + length - start, self.window)
+            data = self.backend.load(Handle("data", pack.hex()), start, size)
+            self.requests += 1
+            if data:
+                with self._lock:
+                    old = self._windows.pop(key, None)
+                    self._held -= len(old) if old is not None else 0
+                    self._windows[key] = data
+                    self._held += len(data)
+                    while self._held > self.capacity and len(self._windows) > 1:
+                        _, dropped = self._windows.popitem(last=False)
+                        self._held -= len(dropped)
+        finally:
+            with self._lock:
+                self._loading.pop(key).set()
         # At the end of the pack (or after a short read) less than asked: the caller checks.
         return data[offset - start : offset - start + length]
