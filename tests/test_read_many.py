@@ -10,6 +10,7 @@ from coffre.crypto.aead import KIND_DATA
 from coffre.format.pack import BlobEntry
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
+from coffre.storage.base import Handle
 from coffre.storage.memory import MemoryBackend
 
 from conftest import PASSWORD
@@ -71,3 +72,44 @@ def test_a_damaged_copy_falls_back_to_another_and_a_lost_blob_fails_alone() -> N
     got = repo.load_many([repo.crypter.blob_id(b) for b in blobs])
     assert got[0] == blobs[0] and got[1] == blobs[1] and got[3] == blobs[3]
     assert isinstance(got[2], CoffreError) and "cannot be read" in got[2].message
+
+
+class Counting(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: list[str] = []
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        if handle.kind == "data":
+            self.loads.append(handle.name)
+        return super().load(handle, offset, length)
+
+
+def test_bases_come_with_the_blobs_of_their_pack() -> None:
+    # Yesterday's pack holds the bases and files unchanged since; today's the deltas. Each
+    # pack is read once: the bases with yesterday's blobs, not in a pass of their own.
+    backend = Counting()
+    repo, _ = Repository.init(backend, PASSWORD)
+    rnd = random.Random(6)
+    plain = [rnd.randbytes(3000) * 3 for _ in range(6)]
+    yesterday = store(repo, plain)
+    base = plain[0]
+    deltas = [base[:100] + bytes([i]) + base[101:] for i in range(3)]
+    today = store(repo, deltas, base=base)
+    backend.loads.clear()
+    wanted = [deltas[1], plain[2], deltas[0], plain[5], plain[0]]
+    assert repo.load_many([repo.crypter.blob_id(d) for d in wanted]) == wanted
+    assert sorted(backend.loads) == sorted(p.hex() for p in [*yesterday, *today])
+    # A pack holding a delta and its base: one read too.
+    packer = Packer(repo)
+    fresh = rnd.randbytes(9000)
+    again = fresh[:50] + b"!" + fresh[51:]
+    packer.add(KIND_DATA, repo.crypter.blob_id(fresh), fresh)
+    packer.add(KIND_DATA, repo.crypter.blob_id(again), again, base=(repo.crypter.blob_id(fresh), fresh))
+    packer.flush()
+    for pid, entries in packer.take_written().items():
+        repo.index.add_pack(pid, entries)
+    assert repo.index.base_of(repo.crypter.blob_id(again)) == repo.crypter.blob_id(fresh)
+    backend.loads.clear()
+    assert repo.load_many([repo.crypter.blob_id(again)]) == [again]
+    assert len(backend.loads) == 1

@@ -68,10 +68,13 @@ REMOTE_WORKERS = 8
 REMOTE_BATCH_FILES = 512
 REMOTE_BATCH_BYTES = 32 * 1024 * 1024
 REMOTE_RANGE_BLOBS = 64
-# Format 2 stores a pack's blobs in a random order: small files are batched by pack (a batch
-# ends where the next file's blobs are in another pack), so a pack's blobs are read together.
+# Format 2 stores a pack's blobs in a random order: small files are batched by pack (the
+# pack of their first blob), one batch open per pack, so a pack's blobs are read together
+# however the walk alternates between packs (a folder holds files of several days).
 SEALED_BATCH_FILES = 8192
 MAX_SEALED_BATCH_BYTES = 32 * 1024 * 1024
+# Files waiting in the open batches of all packs: beyond this, the largest batch is queued.
+SEALED_PENDING_FILES = 65536
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
 TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
@@ -155,7 +158,6 @@ class Restorer:
         if self.by_pack:
             self.batch_files = SEALED_BATCH_FILES
             self.batch_bytes = max(self.batch_bytes, min(repo.config.pack_size, MAX_SEALED_BATCH_BYTES))
-        self._batch_pack: bytes | None = None
         self._dirs: list[tuple[bytes, Node]] = []
         self._links: list[tuple[bytes, Node]] = []
         self._first_link: dict[tuple[int, int], bytes] = {}
@@ -163,8 +165,9 @@ class Restorer:
         self._is_root = posix.is_root()
         self._slots = threading.BoundedSemaphore(self.workers * 4)
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
-        self._batch: list[tuple[bytes, Node]] = []
-        self._batch_bytes = 0
+        # Open batches of small files: one per pack (format 2), else the one of key None.
+        self._batches: dict[bytes | None, _Batch] = {}
+        self._pending = 0  # files in the open batches
         self._stop: int | None = None  # errno that made the whole target unwritable
         self._lost_links: set[bytes] = set()  # hard-linked files that could not be restored
         self._left_links: set[bytes] = set()  # hard-linked files left as they were
@@ -203,7 +206,7 @@ class Restorer:
                     if self._extraneous is not None:  # only a folder in the file's place
                         self._extraneous.folder(self.root, above, covered, [node], whole=False)
                     self._restore_nodes(pool, futures, [node], self.root, above, covered)
-                self._flush_batch(pool, futures)
+                self._flush_batches(pool, futures)
                 for fut in futures:
                     fut.result()
             for path, link in self._links:
@@ -315,24 +318,33 @@ class Restorer:
             self._count(node, False, path)
             return
         if len(node.content) > self.range_blobs:
-            self._flush_batch(pool, futures)  # files are written in the order of the walk
+            if not self.by_pack:
+                self._flush_batches(pool, futures)  # files are written in the order of the walk
             self._submit_large(pool, futures, path, node)
             return
+        key = None
         if self.by_pack and node.content:
             loc = self.repo.index.lookup(node.content[0])
-            pack = loc.pack if loc is not None else None
-            if pack != self._batch_pack:
-                self._flush_batch(pool, futures)
-                self._batch_pack = pack
-        self._batch.append((path, node))
-        self._batch_bytes += node.size
-        if len(self._batch) >= self.batch_files or self._batch_bytes >= self.batch_bytes:
-            self._flush_batch(pool, futures)
+            key = loc.pack if loc is not None else None
+        batch = self._batches.setdefault(key, _Batch())
+        batch.files.append((path, node))
+        batch.bytes += node.size
+        self._pending += 1
+        if len(batch.files) >= self.batch_files or batch.bytes >= self.batch_bytes:
+            self._flush_batch(pool, futures, key)
+        elif self._pending >= SEALED_PENDING_FILES:
+            largest = max(self._batches, key=lambda k: len(self._batches[k].files))
+            self._flush_batch(pool, futures, largest)
 
-    def _flush_batch(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
-        if self._batch:
-            self._queue(pool, futures, self._restore_batch, self._batch)
-            self._batch, self._batch_bytes = [], 0
+    def _flush_batch(self, pool: ThreadPoolExecutor, futures: list[Future[None]], key: bytes | None) -> None:
+        batch = self._batches.pop(key, None)
+        if batch is not None and batch.files:
+            self._pending -= len(batch.files)
+            self._queue(pool, futures, self._restore_batch, batch.files)
+
+    def _flush_batches(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
+        for key in list(self._batches):
+            self._flush_batch(pool, futures, key)
 
     def _queue(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], fn: Callable[..., None], *args: Any
@@ -808,6 +820,14 @@ class Restorer:
         msg = exc.message if isinstance(exc, CoffreError) else (getattr(exc, "strerror", None) or str(exc))
         with self._lock:
             self.problems.errors.append(f"{os.fsdecode(path)}: {msg}")
+
+
+@dataclass
+class _Batch:
+    """Small files restored by one task, their blobs read together (Repository.load_many)."""
+
+    files: list[tuple[bytes, Node]] = field(default_factory=list)
+    bytes: int = 0
 
 
 class _LargeFile:

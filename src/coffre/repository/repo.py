@@ -602,30 +602,46 @@ class Repository:
     def load_many(self, blob_ids: list[bytes], gap: int | None = None) -> list[bytes | CoffreError]:
         """Several blobs (and the bases of the deltas among them), reading the neighbours that
         share a pack with one request (blobs up to `gap` bytes apart; by default wider on
-        remote storage). Each result is the blob, or why it cannot be read."""
-        bases: dict[bytes, bytes] = {}
+        remote storage). Bases are read in the same pass as the blobs, so a pack holding both
+        is not read twice. Each result is the blob, or why it cannot be read."""
         # Only plain data blobs serve as bases; decode_blob reports any other (load_base).
-        wanted = sorted({b for b in map(self.index.base_of, blob_ids) if b and self.index.plain_data(b)})
-        if wanted:
-            for base_id, got in zip(wanted, self._load_located(wanted, gap, verify=False), strict=True):
-                if isinstance(got, bytes):
-                    bases[base_id] = got
-        return self._load_located(blob_ids, gap, bases=bases)
-
-    def _load_located(
-        self, blob_ids: list[bytes], gap: int | None, verify: bool = True,
-        bases: dict[bytes, bytes] | None = None,
-    ) -> list[bytes | CoffreError]:
+        wanted = {b for b in map(self.index.base_of, blob_ids) if b and self.index.plain_data(b)}
+        extra = sorted(wanted.difference(blob_ids))
+        ids = [*blob_ids, *extra]
         gap = self.merge_gap if gap is None else gap
-        out: list[bytes | CoffreError | None] = [None] * len(blob_ids)
+        out: list[bytes | CoffreError | None] = [None] * len(ids)
         located = []
-        for i, blob_id in enumerate(blob_ids):
+        for i, blob_id in enumerate(ids):
             loc = self.index.lookup(blob_id)
             if loc is None:
                 out[i] = FormatError(_("blob {id} is not in the index").format(id=blob_id.hex()[:12]))
             else:
                 located.append((loc.pack, loc.entry.offset, i, loc))
         located.sort()
+        # Plain blobs (among them the bases) decoded as their run comes, the deltas once all
+        # runs are read, against the bases. A base only read for a delta is not checked
+        # against its id: the delta's output is.
+        bases: dict[bytes, bytes] = {}
+        deltas: list[tuple[bytes, Location, int]] = []
+        for run in self._runs(located, gap):
+            span = self._read_span(run)
+            for _pack, offset, i, loc in run:
+                envelope = span[offset - run[0][1] : offset - run[0][1] + loc.entry.length]
+                if loc.entry.base is not None:
+                    deltas.append((bytes(envelope), loc, i))
+                    continue
+                got = self._decode_at(envelope, loc, ids[i], i < len(blob_ids), None)
+                out[i] = got
+                if isinstance(got, bytes) and ids[i] in wanted:
+                    bases[ids[i]] = got
+        for stored, loc, i in deltas:
+            out[i] = self._decode_at(stored, loc, ids[i], True, bases.get(loc.entry.base or b""))
+        return [r if r is not None else FormatError(_("blob not read")) for r in out[: len(blob_ids)]]
+
+    def _runs(
+        self, located: list[tuple[bytes, int, int, Location]], gap: int,
+    ) -> Iterator[list[tuple[bytes, int, int, Location]]]:
+        """Located blobs (sorted by pack and offset) in runs, each read with one request."""
         run: list[tuple[bytes, int, int, Location]] = []
         useful = waste = 0
         for item in [*located, None]:
@@ -639,37 +655,35 @@ class Repository:
                 # bytes read and dropped as kept, or one gap's worth.
                 or waste + hole > max(useful, gap)
             ):
-                self._read_run(run, blob_ids, out, verify, bases or {})
+                yield run
                 run, useful, waste, hole = [], 0, 0, 0
             if item is not None:
                 run.append(item)
                 useful += item[3].entry.length
                 waste += max(hole, 0)
-        return [r if r is not None else FormatError(_("blob not read")) for r in out]
 
-    def _read_run(
-        self, run: list[tuple[bytes, int, int, Location]], blob_ids: list[bytes],
-        out: list[bytes | CoffreError | None], verify: bool, bases: dict[bytes, bytes],
-    ) -> None:
-        """Blobs of one pack close to each other: one read, then each decoded; any failure
-        falls back to load_blob (other copies, and a precise error)."""
+    def _read_span(self, run: list[tuple[bytes, int, int, Location]]) -> memoryview:
+        """The bytes of one run's pack from its first blob to the end of its last, with one
+        request; empty if they cannot be read (each blob then falls back to load_blob)."""
         start = run[0][1]
+        end = max(_end(item[3]) for item in run)
         try:
-            span = memoryview(
-                self.backend.load(Handle("data", run[0][0].hex()), start, _end(run[-1][3]) - start)
-            )
+            return memoryview(self.backend.load(Handle("data", run[0][0].hex()), start, end - start))
         except StorageError:
-            span = memoryview(b"")
-        for _blob, offset, i, loc in run:
+            return memoryview(b"")
+
+    def _decode_at(
+        self, envelope: bytes | memoryview, loc: Location, blob_id: bytes, verify: bool, base: bytes | None,
+    ) -> bytes | CoffreError:
+        """One blob read in a span, decoded; any failure falls back to load_blob (other
+        copies, and a precise error)."""
+        try:
+            return self.decode_blob(loc.entry, envelope, base, verify)
+        except (FormatError, StorageError):
             try:
-                envelope = span[offset - start : offset - start + loc.entry.length]
-                base = bases.get(loc.entry.base) if loc.entry.base else None
-                out[i] = self.decode_blob(loc.entry, envelope, base, verify)
-            except (FormatError, StorageError):
-                try:
-                    out[i] = self.load_blob(blob_ids[i], verify)
-                except CoffreError as exc:
-                    out[i] = exc
+                return self.load_blob(blob_id, verify)
+            except CoffreError as exc:
+                return exc
 
     def iter_pack_names(self) -> Iterator[tuple[str, int]]:
         for info in self.backend.list("data"):

@@ -1,0 +1,73 @@
+"""What a restore reads from the repository: each pack's blobs together, once, however the
+walk alternates between packs (folders of files backed up on several days)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from coffre.ops.backup import Backup, BackupOptions
+from coffre.ops.restore import RestoreOptions, Restorer
+from coffre.repository.locks import Lock
+from coffre.repository.repo import Repository
+from coffre.storage.base import Handle
+from coffre.storage.local import LocalBackend
+
+from conftest import tree_digest
+
+
+class Counting(LocalBackend):
+    """A local repository that counts the bytes read of each pack (and may say it is remote)."""
+
+    def __init__(self, path: Path, remote: bool) -> None:
+        super().__init__(path)
+        self.remote = remote
+        self.read: dict[str, int] = {}
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        data = super().load(handle, offset, length)
+        if handle.kind == "data":
+            self.read[handle.name] = self.read.get(handle.name, 0) + len(data)
+        return data
+
+
+def backup(backend: LocalBackend, src: Path) -> None:
+    repo = Repository.open(backend, "pw")
+    with Lock(repo, exclusive=False, command="backup") as lock:
+        repo.load_index()
+        Backup(repo, lock, BackupOptions(paths=[str(src)], host="h")).run()
+
+
+def files(folder: Path, names: list[str], rnd: random.Random) -> None:
+    for name in names:
+        (folder / name).write_bytes(rnd.randbytes(rnd.randrange(4000, 40_000)))
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_each_pack_is_read_once_when_the_walk_alternates_between_packs(remote: bool, tmp_path: Path) -> None:
+    rnd = random.Random(18)
+    src = tmp_path / "src"
+    folders = [src / f"dossier{i}" for i in range(6)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    backend = Counting(tmp_path / "repo", remote)
+    Repository.init(backend, "pw")
+    # Two days, two packs; in the walk, a folder of each day after the other: each of the
+    # first day's folders needs blobs from all over the first pack (format 2 shuffles packs).
+    for day in (0, 1):
+        for folder in folders[day::2]:
+            files(folder, [f"f{n:02}" for n in range(30)], rnd)
+        backup(backend, src)
+    sizes = {info.name: info.size for info in backend.list("data")}
+    assert len(sizes) == 2
+    backend.read.clear()
+    repo = Repository.open(backend, "pw")
+    repo.load_index()
+    restored = tmp_path / "restored"
+    assert not Restorer(repo, RestoreOptions(target=str(restored))).run(repo.snapshots()[-1]).errors
+    assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
+    for name, size in sizes.items():
+        # Once, and the folder listings (read first, by the plan) a second time at most.
+        assert backend.read[name] <= size + 64 * 1024, (backend.read[name], size)
