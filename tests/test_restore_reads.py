@@ -4,12 +4,15 @@ walk alternates between packs (folders of files backed up on several days)."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.restore import RestoreOptions, Restorer
+from coffre.ops.selection import Selection
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
@@ -71,3 +74,55 @@ def test_each_pack_is_read_once_when_the_walk_alternates_between_packs(remote: b
     for name, size in sizes.items():
         # Once, and the folder listings (read first, by the plan) a second time at most.
         assert backend.read[name] <= size + 64 * 1024, (backend.read[name], size)
+
+
+class Rounds(LocalBackend):
+    """A "remote" local repository that counts the round trips a reader waits for: a round
+    starts when a read begins while none is in flight. Each read takes 20 ms, as off site."""
+
+    remote = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.rounds = 0
+        self.counting = False
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        with self._lock:
+            if self.counting and handle.kind == "data" and self._in_flight == 0:
+                self.rounds += 1
+            self._in_flight += 1
+        try:
+            if self.counting:
+                time.sleep(0.02)  # the network's latency, so that reads sent together overlap
+            return super().load(handle, offset, length)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+def test_remote_folder_listings_are_read_level_by_level_not_one_round_trip_each(tmp_path: Path) -> None:
+    """A restore from off-site waits for as many rounds of folder listings as the tree is deep,
+    not one per folder (a round trip is tens of milliseconds off site)."""
+    rnd = random.Random(5)
+    src = tmp_path / "src"
+    folders = [src]
+    for _depth in range(3):  # 3 + 9 + 27 folders below the top, 3 levels
+        folders = [f / f"d{k}" for f in folders for k in range(3)]
+        for folder in folders:
+            folder.mkdir(parents=True)
+            files(folder, ["a"], rnd)
+    backend = Rounds(tmp_path / "repo")
+    Repository.init(backend, "pw")
+    backup(backend, src)
+    repo = Repository.open(backend, "pw")
+    repo.load_index()
+    selection = Selection(repo, [], [])
+    backend.counting = True
+    selection.plan(repo.snapshots()[-1])
+    # The snapshot's root, the folders above src (tmp_path's), then src's 3 levels: each a
+    # round of reads in flight together, as deep as the tree is.
+    depth = len(src.parts) + 3
+    assert selection.files == 39 and backend.rounds <= depth + 1, backend.rounds

@@ -5,13 +5,16 @@ The plan counts the files and bytes to restore (the progress totals), notes the 
 are not selected themselves but hold something selected (the restore goes into those only),
 and makes an include that matches nothing an error, with the closest paths of the snapshot as
 a hint. The folder listings it reads are kept (up to TREES_KEPT_BYTES) for the restore that
-follows, so a restore does not read them twice; on remote storage, a folder's subfolder
-listings are read together (grouped by pack) rather than one round trip each.
+follows, so a restore does not read them twice. On remote storage the listings are read before
+the walk, level by level: each level's listings at once, grouped by pack, several requests in
+flight (READ_AHEAD_STREAMS), so a restore waits for as many rounds as the tree is deep rather
+than one round trip per folder.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _, ngettext
@@ -27,6 +30,8 @@ from coffre.sources.patterns import PathMatcher
 TREES_KEPT_BYTES = 64 * 1024 * 1024
 # Folder listings lie among the data: read ahead together only when this close in a pack.
 TREE_GAP = 64 * 1024
+# Requests in flight while the listings of one level are read (remote storage).
+READ_AHEAD_STREAMS = 8
 
 
 class Selection:
@@ -64,7 +69,10 @@ class Selection:
         if data is not None and tree_id in self._kept:
             self._kept.discard(tree_id)
             self._kept_bytes -= len(data)
-        return load_tree(self.repo, tree_id, data)
+        nodes = load_tree(self.repo, tree_id, data)
+        if self.repo.backend.remote:
+            self.read_ahead(nodes)  # what the levels read before the walk did not hold
+        return nodes
 
     def read_ahead(self, nodes: list[Node]) -> None:
         """Remote storage: read a folder's subfolder listings together (grouped by pack)
@@ -89,6 +97,8 @@ class Selection:
         if node is None or node.type == "dir":
             try:
                 tree = snap.tree if node is None else node.subtree
+                if tree is not None and self.repo.backend.remote:
+                    self._read_levels(tree)
                 nodes = self._plan_tree(tree) if tree is not None else []
             except CoffreError:
                 nodes, self._unreadable = [], True  # reported by the restore
@@ -152,6 +162,52 @@ class Selection:
             if matcher.matches(path):
                 del self._unmatched[pattern]
 
+    def _read_levels(self, root: bytes) -> None:
+        """Remote storage: every folder listing under `root`, level by level, each level read
+        at once (see the module's docstring), while they fit in TREES_KEPT_BYTES. What cannot
+        be read here is read again, and reported, when its folder comes."""
+        held = 0
+        level = [root]
+        with ThreadPoolExecutor(READ_AHEAD_STREAMS) as pool:
+            while level:
+                wanted = [t for t in level if t not in self._trees]
+                for tree_id, data in zip(wanted, self._read_at_once(pool, wanted), strict=True):
+                    if not isinstance(data, bytes):
+                        continue
+                    held += len(data)
+                    if held > TREES_KEPT_BYTES:
+                        return
+                    self._trees[tree_id] = data
+                below: dict[bytes, None] = {}
+                for tree_id in level:
+                    listing = self._trees.get(tree_id)
+                    try:
+                        nodes = load_tree(self.repo, tree_id, listing) if listing is not None else []
+                    except CoffreError:
+                        continue
+                    below.update((n.subtree, None) for n in nodes
+                                 if n.type == "dir" and n.subtree is not None)
+                level = list(below)
+
+    def _read_at_once(self, pool: ThreadPoolExecutor, ids: list[bytes]) -> list[bytes | CoffreError]:
+        """Blobs read by READ_AHEAD_STREAMS requests in flight, each over neighbours in a pack."""
+        if not ids:
+            return []
+
+        def place(blob_id: bytes) -> tuple[bytes, int]:
+            loc = self.repo.index.lookup(blob_id)
+            return (loc.pack, loc.entry.offset) if loc is not None else (b"", 0)
+
+        order = sorted(range(len(ids)), key=lambda i: place(ids[i]))
+        size = -(-len(order) // READ_AHEAD_STREAMS)
+        parts = [order[k : k + size] for k in range(0, len(order), size)]
+        out: list[bytes | CoffreError] = [CoffreError("")] * len(ids)
+        for part, got in zip(parts, pool.map(
+                lambda part: self.repo.load_many([ids[i] for i in part], gap=TREE_GAP), parts), strict=True):
+            for i, data in zip(part, got, strict=True):
+                out[i] = data
+        return out
+
     def _plan_tree(self, tree_id: bytes) -> list[Node]:
         """A folder's entries for the plan, keeping its listing for the restore while it fits."""
         data = self._trees.get(tree_id)
@@ -164,7 +220,4 @@ class Selection:
                 self._kept_bytes += len(data)
             else:  # read ahead (remote) but beyond what is kept: read again when restored
                 self._trees.pop(tree_id, None)
-        nodes = load_tree(self.repo, tree_id, data)
-        if self.repo.backend.remote:
-            self.read_ahead(nodes)
-        return nodes
+        return load_tree(self.repo, tree_id, data)
