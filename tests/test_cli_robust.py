@@ -160,11 +160,17 @@ def wait_for_python(proc: subprocess.Popen[bytes]) -> None:
 
 
 def interrupt(argv: list[str], env: dict[str, str], sig: int, delay: float) -> Result:
-    proc = start(argv, env)
+    proc = start(argv, {**env, "PYTHONFAULTHANDLER": "1"})
     wait_for_python(proc)
     time.sleep(delay)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a hang: every thread's stack (faulthandler) in the failure
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError("the command did not end after the signal; its threads:\n"
+                             + err.decode(errors="replace")[-12000:]) from None
     return Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), out)
 
 
