@@ -8,11 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coffre.agent import model
 from coffre.core.i18n import _
 from coffre.format.segment import SegmentHeader
 from coffre.repository.repo import Repository
+
+if TYPE_CHECKING:
+    from coffre.continuity.mysql_standby import MysqlStandbyState
+    from coffre.continuity.sqlite_standby import SqliteStandbyState
+    from coffre.continuity.standby import StandbyState
 
 
 @dataclass(frozen=True)
@@ -48,48 +54,53 @@ def read(entry: model.Continuity) -> Followed:
         from coffre.continuity import standby
 
         assert entry.standby_pgdata is not None
-        pg = standby.StandbyState.load(standby.state_folder(Path(entry.standby_pgdata)))
-        return Followed(pg.newest_ns, pg.behind_pieces, pg.behind_bytes, pg.staged_count, pg.gap,
-                        bool(pg.promoted_ns))
+        return _postgres(standby.StandbyState.load(standby.state_folder(Path(entry.standby_pgdata))))
     if kind == "sqlite":
         from coffre.continuity.sqlite_standby import SqliteStandbyState
 
         assert entry.standby_sqlite is not None
-        lite = SqliteStandbyState.load(Path(entry.standby_sqlite))
-        return Followed(lite.newest_ns, lite.behind_pieces, lite.behind_bytes, lite.applied, lite.gap,
-                        bool(lite.promoted_ns))
+        return _sqlite(SqliteStandbyState.load(Path(entry.standby_sqlite)))
     from coffre.continuity.mysql_standby import MysqlStandbyState
 
     assert entry.standby_mysql is not None
-    my = MysqlStandbyState.load(Path(entry.standby_mysql))
-    return Followed(my.newest_ns, my.behind_pieces, my.behind_bytes, my.transactions, my.gap,
-                    bool(my.promoted_ns))
+    return _mysql(MysqlStandbyState.load(Path(entry.standby_mysql)))
 
 
 def follow(entry: model.Continuity, repo: Repository, said: Callable[[str], None],
            known: dict[str, SegmentHeader]) -> Followed:
-    """One pass of the entry's standby (a promoted one is only read): what the repository holds
-    beyond what it has. `known`: the segment headers earlier passes read."""
-    state = read(entry)
-    if state.promoted:
-        return state
+    """One pass of the entry's standby (the engine's follower refuses a promoted one): what the
+    repository holds beyond what it has, and the state the pass left. `known`: the segment
+    headers earlier passes read."""
     kind = engine(entry)
     if kind == "postgres":
         from coffre.continuity import standby
 
         assert entry.standby_pgdata is not None
-        standby.follow(repo, Path(entry.standby_pgdata), report=said, known=known)
-    elif kind == "sqlite":
+        return _postgres(standby.follow(repo, Path(entry.standby_pgdata), report=said, known=known))
+    if kind == "sqlite":
         from coffre.continuity import sqlite_standby
 
         assert entry.standby_sqlite is not None
-        sqlite_standby.follow(repo, entry.standby_sqlite, report=said, known=known)
-    else:
-        from coffre.continuity import mysql_standby
+        return _sqlite(sqlite_standby.follow(repo, entry.standby_sqlite, report=said, known=known))
+    from coffre.continuity import mysql_standby
 
-        assert entry.standby_mysql is not None
-        mysql_standby.follow(repo, Path(entry.standby_mysql), report=said, known=known)
-    return read(entry)
+    assert entry.standby_mysql is not None
+    return _mysql(mysql_standby.follow(repo, Path(entry.standby_mysql), report=said, known=known))
+
+
+def _postgres(pg: StandbyState) -> Followed:
+    return Followed(pg.newest_ns, pg.behind_pieces, pg.behind_bytes, pg.staged_count, pg.gap,
+                    bool(pg.promoted_ns))
+
+
+def _sqlite(lite: SqliteStandbyState) -> Followed:
+    return Followed(lite.newest_ns, lite.behind_pieces, lite.behind_bytes, lite.applied, lite.gap,
+                    bool(lite.promoted_ns))
+
+
+def _mysql(my: MysqlStandbyState) -> Followed:
+    return Followed(my.newest_ns, my.behind_pieces, my.behind_bytes, my.transactions, my.gap,
+                    bool(my.promoted_ns))
 
 
 __all__ = ["Followed", "describe", "engine", "follow", "read"]
