@@ -241,14 +241,14 @@ def tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "src")
 
 
-def agent_toml(folder: Path, url: Path | str, pwfile: Path, entries: str) -> Path:
-    """An agent's configuration file in `folder`: its state there, in English, the repository
-    `nas` at `url`, then `entries` (its jobs, its continuity tables...)."""
+def agent_toml(folder: Path, url: Path | str, pwfile: Path, entries: str, language: str = "en") -> Path:
+    """An agent's configuration file in `folder`: its state there, in `language`, the
+    repository `nas` at `url`, then `entries` (its jobs, its continuity tables...)."""
     path = folder / "coffre.toml"
     path.write_text(f"""
 [agent]
 state_dir = "{folder / 'agent'}"
-language = "en"
+language = "{language}"
 
 [repositories.nas]
 url = "{url}"

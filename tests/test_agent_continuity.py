@@ -47,6 +47,8 @@ from coffre.storage.local import LocalBackend
 from coffre.web.local import history
 from coffre.web.local.contexts import Light
 
+from conftest import agent_toml
+
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 WAL = 16 * 1024 * 1024
 STREAM = "postgres:7412345678901234567"
@@ -73,19 +75,7 @@ def repository(path: Path, pwfile: Path) -> Repository:
 
 
 def write_config(tmp_path: Path, pwfile: Path, entry: str, language: str = "en") -> Config:
-    path = tmp_path / "coffre.toml"
-    path.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'agent'}"
-language = "{language}"
-
-[repositories.nas]
-url = "{tmp_path / 'nas'}"
-password_file = "{pwfile}"
-
-{entry}
-""")
-    return load_config(path)
+    return load_config(agent_toml(tmp_path, tmp_path / "nas", pwfile, entry, language))
 
 
 def put(spool: Spool, n: int, at: float, gap: bool = False) -> SegmentHeader:
