@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coffre.agent import model
-from coffre.agent.config import SCHEMA, Key, model_default, toml_literal, toml_value
+from coffre.agent.config import SCHEMA, STANDBY_KEYS, Key, model_default, toml_literal, toml_value
 from coffre.core.posix import user_name
 
 PG_SOCKET_DIRS = ("/var/run/postgresql",)
@@ -395,7 +395,7 @@ def sample_config(detected: Detected, language: str = "fr") -> str:
     w.comment(w.texts["continuity"])
     w.lines.append("# [continuity.officine]")
     shown = {"repository": '"nas"'}
-    instead = {"standby_sqlite": "standby_pgdata", "standby_mysql": "standby_pgdata"}  # one standby an entry
+    instead = {k: STANDBY_KEYS[0] for k in STANDBY_KEYS[1:]}  # one standby an entry: the first is shown
     for key in SCHEMA["continuity"]:
         value = shown.get(key.name) or _default(key, model.Continuity)
         if key.name in instead:  # described, not a line to uncomment beside the one it replaces
