@@ -9,7 +9,9 @@ as a zstd delta against the old chunk it descends from when that is much smaller
 
 Progress: the files and bytes done are counted as the walk goes (bytes as they are read, an
 unchanged file at once), the totals by a scanner beside it (sources/scan.py: a child process
-at a lower priority), started only when someone watches (not with NULL_PROGRESS).
+at a lower priority). The scanner runs whenever a source is a folder, watched or not: walking
+the same folders in the same order just ahead of the backup, it has their inodes read from
+the disk while the backup works on the previous ones.
 
 Databases captured by their engine are not also copied raw: the files and folders that hold
 them (an SQLite file and its -wal, -shm, -journal; a server's data folder when its engine
@@ -775,12 +777,13 @@ class Backup:
 
     def _files(self, sources: list[str], extra: list[Node]) -> bytes:
         """The tree of the sources (and `extra` beside them); someone watching gets the totals
-        from a scanner counting beside the walk."""
+        from a scanner counting beside the walk, which also reads the folders' metadata ahead
+        of it (sources/scan.py)."""
         roots = [os.fsencode(p) for p in sources]
         scanner = None
-        if self.progress is not NULL_PROGRESS:
+        if any(os.path.isdir(r) and not os.path.islink(r) for r in roots):
             scanner = Scanner(roots, self.progress, self.excluder.patterns, self.skip,
-                              self.opts.one_file_system).start()
+                              self.opts.one_file_system).start(after=0)
         try:
             tree = self._path_tree(roots, extra)
         finally:

@@ -16,7 +16,8 @@ from coffre.core.private import narrow, private_dir
 from coffre.format.codec import ID_LEN
 
 QUERY_PATHS = 500  # below SQLite's limit on query parameters (999 in old versions)
-SQLITE_INT = range(-(2**63), 2**63)  # an INTEGER column holds int64 only
+SQLITE_MIN, SQLITE_MAX = -(2**63), 2**63
+SQLITE_INT = range(SQLITE_MIN, SQLITE_MAX)  # an INTEGER column holds int64 only
 
 Key = tuple[int | bytes, ...]  # dev, ino, size, mtime, ctime as stored (see _key)
 
@@ -47,6 +48,7 @@ def repo_cache_dir(repo_id: bytes, root: Path | None = None) -> Path:
 class RepoCache:
     def __init__(self, repo_id: bytes, root: Path | None = None) -> None:
         self.dir = repo_cache_dir(repo_id, root)
+        _read_ahead(self.dir / "cache.sqlite")
         # Several backups may share the cache: wait for each other's short transactions.
         self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
         self._pending = 0
@@ -110,13 +112,31 @@ class RepoCache:
         self.db.close()
 
 
+def _read_ahead(path: Path) -> None:
+    """Ask the kernel for the whole database now: a backup looks up every folder's files in
+    it, and on a cold page cache each lookup would otherwise wait for its pages one by one
+    (an unchanged backup of 55,000 small files: 0.25 s of its 2.35)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return  # a new cache: sqlite creates it
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _key(st: os.stat_result) -> Key:
     """What identifies a file's version, as stored: a value SQLite's int64 cannot hold (a time
     before 1677 or after 2262, a 64-bit inode) is kept exactly as its decimal digits (a BLOB)."""
-    return tuple(
-        v if v in SQLITE_INT else str(v).encode()
-        for v in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    )
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if max(key) < SQLITE_MAX and min(key) >= SQLITE_MIN:  # nearly always: no conversion
+        return key
+    return tuple(v if v in SQLITE_INT else str(v).encode() for v in key)
 
 
 def _judge(row: tuple[Key, bytes] | None, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
