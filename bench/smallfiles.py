@@ -72,7 +72,7 @@ def copy_system(source: Path, root: Path) -> None:
 
 
 def measure(tool_name: str, source: Path, home: Path, cold: bool) -> dict[str, Measure]:
-    shutil.rmtree(home, ignore_errors=True)
+    """One run of the steps in a fresh `home`, left in place: see `main` for why."""
     tool = TOOLS[tool_name](tool_name, home)
     initialise(tool)
     env = tool.env()
@@ -90,7 +90,6 @@ def measure(tool_name: str, source: Path, home: Path, cold: bool) -> dict[str, M
     step(STEPS[2], argv, cwd)
     if not identical(source, tool.restored_root(target, source)):
         sys.exit(f"{tool_name}: the restored tree differs from {source}")
-    shutil.rmtree(home, ignore_errors=True)
     return out
 
 
@@ -119,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ap.error(f"unknown tree {name!r}: generated or system")
         trees[name] = root
+    shutil.rmtree(args.out / "runs", ignore_errors=True)  # a previous run's, interrupted
     cold = not args.warm and drop_caches()
     print(f"{'cold' if cold else 'warm'} page cache; {args.runs} run(s); tools: {', '.join(tools)}",
           flush=True)
@@ -127,9 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         size = sum((Path(d) / f).lstat().st_size for d, _, files in os.walk(root) for f in files)
         print(f"\n{tree}: {count:,} files, {size / 1e6:.0f} MB ({root})", flush=True)
         runs: dict[str, list[dict[str, Measure]]] = {t: [] for t in tools}
+        # Every run's repository and restored tree stay until all the runs are over: ext4
+        # skips the inodes deleted in the last 30 s or more when it creates files
+        # (recently_deleted() in its allocator, seen with perf), so a restore of 100,000 files
+        # just after deleting the previous run's took twice as much system time, whichever tool.
+        # All are deleted at the end (the trees above take ~40 GB at most).
+        homes = args.out / "runs" / tree
         for run in range(args.runs):
             for t in tools:
-                runs[t].append(measure(t, root, args.out / "runs" / t, cold))
+                runs[t].append(measure(t, root, homes / f"{t}-{run}", cold))
                 done = runs[t][-1].items()
                 print(f"  run {run + 1} {t}: " + ", ".join(f"{s} {m.wall:.2f}s" for s, m in done), flush=True)
         print(f"  {'step':<18}" + "".join(f"{t:>26}" for t in tools)
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = [c[step].wall / r[step].wall for c, r in pairs]
                 row += f"  {statistics.median(ratios):.2f} ({max(ratios):.2f})"
             print(row, flush=True)
+    shutil.rmtree(args.out / "runs", ignore_errors=True)
     return 0
 
 

@@ -36,13 +36,16 @@ pharmacy scans and sells about as much every day, so every day is held to the fi
     more pass over the file, which the mutator rewrites anyway); its in-place modifications
     stay 0.5 % of the rows, so they grow with the dump, linearly.
 The rest does not compound and is left as it is: a fixed number of new files a day (3 daily
-logs, a CSV export, 2 XML orders) and of appends and edits (the 3 "current" logs grow ~1 MB a
-day and are never rotated, 5 % of the fixed set of var/log files, 8 documents, 2 CSV exports,
-2 configuration files). Linear is not flat: the files that change every day grow, so a tool
-that reads them whole reads more on day 365 than on day 7 (the SQLite database ~3 times its
-first size, the pg dump ~2.8 times, each current log ~110 MB). The mutator still writes its
-compounding count of scans before the extras are deleted: on the default set, ~170 a day by
-day 365 (~21 kept).
+logs, a CSV export, 2 XML orders) and of appends and edits (the 3 "current" logs grow ~300 KB
+each a day, 5 % of the fixed set of var/log files, 8 documents, 2 CSV exports, 2 configuration
+files). The current logs are rotated every 7th day as Debian's logrotate does by default
+(weekly, rotate 4, create, no compression: NAME -> NAME.1 ... NAME.4, the oldest deleted): a
+real server never lets a log grow all year, and a log that did would be read whole every day by
+every tool (~110 MB each on day 365; --no-log-rotation measures that). Linear is not flat: the
+files that change every day still grow, so a tool that reads them whole reads more on day 365
+than on day 7 (the SQLite database ~3 times its first size, the pg dump ~2.8 times). The mutator
+still writes its compounding count of scans before the extras are deleted: on the default set,
+~170 a day by day 365 (~21 kept).
 
 Each day's tree size is printed, written in the CSVs (tree_bytes, with scan_files, scans_added
 and db_rows) and plotted; the end of the run gives the mean growth a day and where it leads on
@@ -349,6 +352,32 @@ def trim_dump(path: Path, keep: dict[str, int]) -> int:
     return dropped
 
 
+# The logs mutate_dataset.py appends to every day (~300 KB each), and how the year rotates
+# them: as Debian's /etc/logrotate.conf does by default (weekly, rotate 4, create, no compress).
+CURRENT_LOGS = ("officine-current.log", "sesam-current.log", "scheduler.log")
+LOG_DIR = Path("app/officine/logs")
+ROTATE_EVERY, ROTATE_KEEP = 7, 4
+
+
+def rotate_logs(tree: Path) -> bool:
+    """Rotate the current logs: NAME.4 deleted, NAME.3 -> NAME.4 ... NAME -> NAME.1, NAME
+    created empty. Whether there was a log to rotate."""
+    rotated = False
+    for name in CURRENT_LOGS:
+        path = tree / LOG_DIR / name
+        if not path.exists():
+            continue
+        path.with_name(f"{name}.{ROTATE_KEEP}").unlink(missing_ok=True)
+        for n in range(ROTATE_KEEP - 1, 0, -1):
+            older = path.with_name(f"{name}.{n}")
+            if older.exists():
+                older.rename(path.with_name(f"{name}.{n + 1}"))
+        path.rename(path.with_name(f"{name}.1"))
+        path.touch()
+        rotated = True
+    return rotated
+
+
 @dataclass(frozen=True)
 class Activity:
     """What one day of activity did to the tree, counted in the tree afterwards."""
@@ -358,6 +387,7 @@ class Activity:
     dump_rows_removed: int  # the same for the rows appended to the pg dump
     scan_files: int
     db_rows: int
+    logs_rotated: bool = False  # the current logs were rotated after the day (weekly)
 
 
 class Pharmacy:
@@ -366,9 +396,11 @@ class Pharmacy:
     deleted), as many database rows changed (through --db-fraction) and as many rows appended
     to each table of the pg dump (the last ones beyond are dropped), so the tree grows linearly."""
 
-    def __init__(self, tree: Path, compound: bool) -> None:
+    def __init__(self, tree: Path, compound: bool, rotate_logs: bool = True) -> None:
         self.tree = tree
         self.compound = compound
+        self.rotate_logs = rotate_logs
+        self.days_lived = 0
         self.scans_per_day: int | None = None  # day 1's figures, once it has run
         self.db_rows_day_1: int | None = None
         self.dump_rows_per_day: dict[str, int] | None = None
@@ -387,6 +419,7 @@ class Pharmacy:
         return (budget + 0.5) / rows_now
 
     def live_one_day(self, seed: int) -> Activity:
+        self.days_lived += 1
         scans_before = scan_ids(self.tree)
         rows = database_rows(self.tree)
         if self.db_rows_day_1 is None:
@@ -410,13 +443,14 @@ class Pharmacy:
                 per_day = self.dump_rows_per_day
                 dump_removed = trim_dump(dump, {table: n + per_day.get(table, 0)
                                                 for table, n in dump_before.items()})
+        rotated = self.rotate_logs and self.days_lived % ROTATE_EVERY == 0 and rotate_logs(self.tree)
         return Activity(scans_added=len(new) - len(extra), scans_removed=len(extra),
                         dump_rows_removed=dump_removed, scan_files=len(scans_after) - len(extra),
-                        db_rows=database_rows(self.tree))
+                        db_rows=database_rows(self.tree), logs_rotated=rotated)
 
     def figures(self) -> dict[str, object]:
         """For summary.json: how the tree grew, and day 1's figures the later days were held to."""
-        return {"growth": "compound" if self.compound else "linear",
+        return {"growth": "compound" if self.compound else "linear", "logs_rotated": self.rotate_logs,
                 "scans_per_day": self.scans_per_day, "db_rows_day_1": self.db_rows_day_1,
                 "db_rows_changed_per_day": self.db_rows_per_day,
                 "dump_rows_appended_per_day": self.dump_rows_per_day}
@@ -749,6 +783,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="compare the medians of N measured days from the reference day on and of the "
                          "last N (1: the reference day against the last; more smooths a busy machine)")
     ap.add_argument("--keep-work", action="store_true", help="keep the working tree and repositories")
+    ap.add_argument("--no-log-rotation", action="store_true",
+                    help="never rotate the current logs: each grows ~300 KB a day all year (~110 MB on "
+                         "day 365), and every tool reads it whole every day")
     ap.add_argument("--compound", action="store_true",
                     help="let mutate_dataset.py compound (each day's new scans and rows a share of those "
                          "already there) instead of holding every day to the first: the old growth, for "
@@ -784,8 +821,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{year.start}; prune every {args.prune_every} days, check {args.check_subset} % every "
           f"{args.check_every} days; tools: {', '.join(args.tools)}", flush=True)
     mode = "compound (mutate_dataset.py as is)" if args.compound else "linear (every day held to day 1)"
-    print(f"growth: {mode}", flush=True)
-    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound)
+    rotation = ("never rotated" if args.no_log_rotation or args.compound
+                else f"rotated every {ROTATE_EVERY} days, {ROTATE_KEEP} kept")
+    print(f"growth: {mode}; current logs {rotation}", flush=True)
+    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound,
+                        rotate_logs=not (args.no_log_rotation or args.compound))
     rows = live_the_year(tools, pharmacy, year, args.out, lambda line: print(line, flush=True))
     comparisons = compare(rows, year.reference, year.window)
     plots = plot(rows, args.out)

@@ -159,3 +159,43 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
         assert Path(plot).read_bytes().startswith(b"\x89PNG")
     assert len(summary["plots"]) == 9
     assert not (out_dir / "work").exists()
+
+
+def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
+    """bench/smallfiles.py on a generated tree of a few hundred files and a tiny real folder."""
+    system = tmp_path / "system"
+    (system / "doc").mkdir(parents=True)
+    (system / "doc" / "README").write_text("lisez-moi\n")
+    (system / "link").symlink_to("doc/README")
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("smallfiles.py")), "--files", "300", "--runs", "1", "--warm",
+         "--system", str(system), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "generated: 301 files" in out.stdout and "system: 3 files" in out.stdout, out.stdout
+    for step in ("initial backup", "unchanged backup", "restore"):
+        assert out.stdout.count(f"  {step} ") == 2, out.stdout
+    sizes = [p.stat().st_size for p in (tmp_path / "out").glob("generated-*/*/*/*/f*")]
+    assert len(sizes) == 300 and min(sizes) >= 1024 and max(sizes) <= 65536
+
+
+def test_the_year_rotates_the_current_logs_weekly_keeping_four(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import year
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    logs = tmp_path / year.LOG_DIR
+    logs.mkdir(parents=True)
+    for week in range(1, 7):
+        for name in year.CURRENT_LOGS:
+            with open(logs / name, "a") as f:
+                f.write(f"semaine {week}\n")
+        assert year.rotate_logs(tmp_path)
+    for name in year.CURRENT_LOGS:
+        assert (logs / name).read_text() == ""
+        assert [(logs / f"{name}.{n}").read_text() for n in range(1, 5)] == [
+            "semaine 6\n", "semaine 5\n", "semaine 4\n", "semaine 3\n"]
+        assert not (logs / f"{name}.5").exists()
+    assert not year.rotate_logs(tmp_path / "elsewhere")

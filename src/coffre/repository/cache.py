@@ -51,6 +51,11 @@ class RepoCache:
         _read_ahead(self.dir / "cache.sqlite")
         # Several backups may share the cache: wait for each other's short transactions.
         self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
+        # A write-ahead log, synced at checkpoints only: a commit costs no fsync (a first backup
+        # of 55,000 small files commits 110 times), and a crash can lose the last commits but
+        # never corrupts the file. A lost entry only means a file read again.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self._pending = 0
         self._rows: list[tuple[int | bytes, ...]] = []
         self.db.execute(
