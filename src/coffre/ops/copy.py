@@ -17,6 +17,7 @@ copies of copies). Commit order as for a backup: packs, index, rescue (§6.5), s
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from coffre.core.errors import CoffreError, IntegrityError
@@ -28,9 +29,14 @@ from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Reporter, load_tree, quiet, rescue_if_pruned
 from coffre.repository import segments
+from coffre.repository.index import Location
 from coffre.repository.locks import Lock
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
+
+# Runs of blobs read at once from the source: on remote storage, each waits mostly for the
+# network, so more are in flight (each holds one run: part of one pack, at most MAX_RUN).
+COPY_READERS, COPY_READERS_REMOTE = 2, 8
 
 
 @dataclass
@@ -193,28 +199,36 @@ class Copier:
         self._planned.append(blob_id)
 
     def _copy_planned(self) -> None:
-        """Copy the planned blobs as they are stored, each checked against its id first."""
-        total = 0
-        for blob_id in self._planned:
-            loc = self.src.index.lookup(blob_id)
-            total += loc.entry.length if loc is not None else 0
-        self.progress.phase(N_("copying"), files_total=len(self._planned), bytes_total=total, known=True,
-                            unit=N_("pieces"))
+        """Copy the planned blobs as they are stored, each checked against its id first. The
+        blobs are read pack by pack, neighbours with one request, several requests in flight
+        (COPY_READERS, more on remote storage), while the packer seals and sends the packs."""
+        locations = []
         for blob_id in self._planned:
             loc = self.src.index.lookup(blob_id)
             if loc is None:  # planned only when found
                 raise CoffreError(_("blob {blob} is missing from the source repository").format(
                     blob=blob_id.hex()[:12]), _("run 'coffre check' on the source"))
+            locations.append(loc)
+        self.progress.phase(N_("copying"), files_total=len(locations),
+                            bytes_total=sum(loc.entry.length for loc in locations), known=True,
+                            unit=N_("pieces"))
+        remote = self.src.backend.remote or self.dst.backend.remote
+        with ThreadPoolExecutor(COPY_READERS_REMOTE if remote else COPY_READERS,
+                                thread_name_prefix="copy") as pool:
+            for _done in pool.map(self._copy_run, self.src.stored_runs(locations)):
+                pass  # map's results raise the first failure here
+        self._planned = []
+
+    def _copy_run(self, run: list[Location]) -> None:
+        for loc, envelope in zip(run, self.src.read_run(run), strict=True):
             entry = loc.entry
-            envelope = self.src.read_envelope(loc)
             if len(envelope) != entry.length:
                 raise IntegrityError(_("blob {blob} is truncated in the source").format(
-                    blob=blob_id.hex()[:12]))
+                    blob=entry.id.hex()[:12]))
             body = self.src.open_blob(entry, envelope)
             self.src.decode_plain(entry, body)  # checks the content against its id first
-            self.packer.add_body(entry.kind, blob_id, body, entry.raw_length, entry.base)
+            self.packer.add_body(entry.kind, entry.id, body, entry.raw_length, entry.base)
             self.progress.advance(1, entry.length)
-        self._planned = []
 
 
 def _name(snap: Snapshot) -> str:

@@ -662,6 +662,25 @@ class Repository:
                 useful += item[3].entry.length
                 waste += max(hole, 0)
 
+    def stored_runs(self, locations: list[Location]) -> list[list[Location]]:
+        """Blob locations grouped by pack into runs of neighbours, each read with one request
+        (read_run), in pack and offset order."""
+        located = sorted(((loc.pack, loc.entry.offset, i, loc) for i, loc in enumerate(locations)),
+                         key=lambda item: item[:3])
+        return [[item[3] for item in run] for run in self._runs(located, self.merge_gap)]
+
+    def read_run(self, run: list[Location]) -> list[bytes]:
+        """The stored (encrypted) form of each blob of a run from stored_runs, with one request;
+        each blob alone if the span cannot be read. The caller authenticates them."""
+        span = self._read_span([(loc.pack, loc.entry.offset, i, loc) for i, loc in enumerate(run)])
+        start = run[0].entry.offset
+        out = []
+        for loc in run:
+            at = loc.entry.offset - start
+            piece = span[at : at + loc.entry.length]
+            out.append(bytes(piece) if len(piece) == loc.entry.length else self.read_envelope(loc))
+        return out
+
     def _read_span(self, run: list[tuple[bytes, int, int, Location]]) -> memoryview:
         """The bytes of one run's pack from its first blob to the end of its last, with one
         request; empty if they cannot be read (each blob then falls back to load_blob)."""
