@@ -9,7 +9,9 @@ SQLite, on 127.0.0.1 behind the same kind of proxy), side by side with the S3 ga
 
 Steps for each tool, on a fresh copy of the pristine tree and a fresh bucket: init, initial
 backup, backup with nothing changed, one day of activity then backup, full restore (compared
-byte for byte). The page cache is dropped before each step when run as root.
+byte for byte), then (coffre and restic) a copy of every snapshot to a second repository in the
+same bucket that shares the first one's chunking. The page cache is dropped before each step
+when run as root.
 """
 
 from __future__ import annotations
@@ -56,6 +58,33 @@ def interrupted_first_backup(name: str, proxy: CountingProxy, env: dict[str, str
     before = proxy.counts.snapshot()[1]
     subprocess.run(argv["backup"], env=run_env, check=True, capture_output=True)
     return (proxy.counts.snapshot()[1] - before) / full
+
+
+def timed_copy(name: str, proxy: CountingProxy, env: dict[str, str], home: Path
+               ) -> tuple[str, str, float, dict[str, int], int, int]:
+    """Copy every snapshot of the tool's repository to a second one in the same bucket, made to
+    share its chunking (coffre init --copy-chunking-from, restic init --copy-chunker-params):
+    the off-site copy of a NAS's repository, both remote here. Untimed init, timed copy."""
+    run_env = {**os.environ, **env}
+    if name == "coffre":
+        source = env["COFFRE_REPOSITORY"]
+        run_env |= {"COFFRE_REPOSITORY": source + "-copy",
+                    "COFFRE_FROM_PASSWORD_FILE": env["COFFRE_PASSWORD_FILE"]}
+        init = [sys.executable, "-m", "coffre", "init", "--copy-chunking-from", source]
+        copy = [sys.executable, "-m", "coffre", "copy", "--from", source, "--to", source + "-copy"]
+    else:
+        source = env["RESTIC_REPOSITORY"]
+        run_env |= {"RESTIC_REPOSITORY": source + "-copy",
+                    "RESTIC_FROM_PASSWORD_FILE": env["RESTIC_PASSWORD_FILE"]}
+        init = ["restic", "init", "-q", "--from-repo", source, "--copy-chunker-params"]
+        copy = ["restic", "copy", "-q", "--from-repo", source]
+    subprocess.run(init, env=run_env, check=True, capture_output=True)
+    drop_caches()
+    before = proxy.counts.snapshot()
+    measure = timed(copy, run_env, home)
+    after = proxy.counts.snapshot()
+    requests = {k: v - before[0].get(k, 0) for k, v in after[0].items() if v - before[0].get(k, 0)}
+    return name, "copy to a 2nd remote", measure.wall, requests, after[1] - before[1], after[2] - before[2]
 
 
 def tool_commands(name: str, source: Path, target: Path) -> dict[str, list[str]]:
@@ -193,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((name, step, measure.wall, requests, sent, received))
                 print(f"{name} {step}: {measure.wall:.2f}s, {sum(requests.values())} requests {requests}, "
                       f"sent {sent / 1e6:.1f} MB, received {received / 1e6:.1f} MB", flush=True)
+            if name in ("coffre", "restic"):
+                rows.append(timed_copy(name, proxy, env, home))
+                r = rows[-1]
+                print(f"{name} copy: {r[2]:.2f}s, {sum(r[3].values())} requests {r[3]}, "
+                      f"sent {r[4] / 1e6:.1f} MB, received {r[5] / 1e6:.1f} MB", flush=True)
             same = identical(source, target / str(source).lstrip("/"))
             all_identical = all_identical and same
             print(f"{name} restore identical: {same}", flush=True)
@@ -221,11 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [r for r in ("coffre/restic", "coffre-server/coffre") if set(r.split("/")) <= set(tools)]
     print(header + "".join(f"   {r} (time, sent)" for r in ratios))
     print("-" * len(header))
-    for step in STEPS:
+    for step in [*STEPS, "copy to a 2nd remote"]:
         cells = {r[0]: r for r in rows if r[1] == step}
         line = f"{step:<22}" + "".join(
             f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up':>40}" for c in cells.values())
         for ratio in ratios:
+            if not set(ratio.split("/")) <= set(cells):
+                continue
             a, b = (cells[t] for t in ratio.split("/"))
             sent = f"{a[4] / b[4]:.2f}" if b[4] > 1_000_000 else "-"  # both ~0: no ratio
             line += f"   {ratio} {a[2] / b[2]:.2f}  {sent}"

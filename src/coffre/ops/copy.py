@@ -28,6 +28,7 @@ from coffre.format.segment import SegmentHeader
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Reporter, load_tree, quiet, rescue_if_pruned
+from coffre.ops.listings import read_levels
 from coffre.repository import segments
 from coffre.repository.index import Location
 from coffre.repository.locks import Lock
@@ -37,6 +38,8 @@ from coffre.repository.repo import Repository
 # Runs of blobs read at once from the source: on remote storage, each waits mostly for the
 # network, so more are in flight (each holds one run: part of one pack, at most MAX_RUN).
 COPY_READERS, COPY_READERS_REMOTE = 2, 8
+# Folder listings read ahead from a remote source, level by level (ops/listings.py), at most.
+LISTINGS_KEPT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Copier:
         self._blobs: dict[bytes, bytes] = {}  # source data id -> destination id (this run)
         self._sizes: dict[bytes, int] = {}  # independent keys: source data id -> its stored size
         self._planned: list[bytes] = []  # shared keys: blobs to copy, each after its base
+        self._listings: dict[bytes, bytes] = {}  # folder listings read ahead (remote source)
 
     def run(self, snaps: list[Snapshot]) -> CopyResult:
         result = CopyResult(shared_keys=self.shared)
@@ -78,6 +82,8 @@ class Copier:
             chosen.append(snap)
         self.progress.phase(N_("reading the snapshots' folders"), files_total=len(chosen), known=True,
                             unit=N_("snapshots"))
+        if self.src.backend.remote:
+            read_levels(self.src, [s.tree for s in chosen], self._listings, LISTINGS_KEPT_BYTES)
         if not self.shared:
             # Every data blob is read from the source: count them first, for the progress.
             self._count(chosen)
@@ -125,7 +131,7 @@ class Copier:
                 if tree_id in seen:
                     continue
                 seen.add(tree_id)
-                for node in load_tree(self.src, tree_id):
+                for node in load_tree(self.src, tree_id, self._listings.get(tree_id)):
                     if node.type == "dir" and node.subtree is not None:
                         stack.append(node.subtree)
                     elif node.type == "file":
@@ -140,7 +146,7 @@ class Copier:
         done = self._trees.get(tree_id)
         if done is not None:
             return done
-        nodes = load_tree(self.src, tree_id)
+        nodes = load_tree(self.src, tree_id, self._listings.pop(tree_id, None))
         for node in nodes:
             if node.type == "dir" and node.subtree is not None:
                 node.subtree = self._tree(node.subtree)

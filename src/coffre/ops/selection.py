@@ -6,21 +6,20 @@ are not selected themselves but hold something selected (the restore goes into t
 and makes an include that matches nothing an error, with the closest paths of the snapshot as
 a hint. The folder listings it reads are kept (up to TREES_KEPT_BYTES) for the restore that
 follows, so a restore does not read them twice. On remote storage the listings are read before
-the walk, level by level: each level's listings at once, grouped by pack, several requests in
-flight (READ_AHEAD_STREAMS), so a restore waits for as many rounds as the tree is deep rather
-than one round trip per folder.
+the walk, level by level (ops/listings.py), so a restore waits for as many rounds as the tree
+is deep rather than one round trip per folder.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _, ngettext
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
 from coffre.ops.common import load_tree
+from coffre.ops.listings import TREE_GAP, read_levels
 from coffre.ops.paths import close_paths
 from coffre.repository.repo import Repository
 from coffre.sources.files import Excluder
@@ -28,10 +27,6 @@ from coffre.sources.patterns import PathMatcher
 
 # Folder listings read by the plan and kept for the restore that follows (bytes).
 TREES_KEPT_BYTES = 64 * 1024 * 1024
-# Folder listings lie among the data: read ahead together only when this close in a pack.
-TREE_GAP = 64 * 1024
-# Requests in flight while the listings of one level are read (remote storage).
-READ_AHEAD_STREAMS = 8
 
 
 class Selection:
@@ -163,50 +158,10 @@ class Selection:
                 del self._unmatched[pattern]
 
     def _read_levels(self, root: bytes) -> None:
-        """Remote storage: every folder listing under `root`, level by level, each level read
-        at once (see the module's docstring), while they fit in TREES_KEPT_BYTES. What cannot
-        be read here is read again, and reported, when its folder comes."""
-        held = 0
-        level = [root]
-        with ThreadPoolExecutor(READ_AHEAD_STREAMS) as pool:
-            while level:
-                wanted = [t for t in level if t not in self._trees]
-                for tree_id, data in zip(wanted, self._read_at_once(pool, wanted), strict=True):
-                    if not isinstance(data, bytes):
-                        continue
-                    held += len(data)
-                    if held > TREES_KEPT_BYTES:
-                        return
-                    self._trees[tree_id] = data
-                below: dict[bytes, None] = {}
-                for tree_id in level:
-                    listing = self._trees.get(tree_id)
-                    try:
-                        nodes = load_tree(self.repo, tree_id, listing) if listing is not None else []
-                    except CoffreError:
-                        continue
-                    below.update((n.subtree, None) for n in nodes
-                                 if n.type == "dir" and n.subtree is not None)
-                level = list(below)
-
-    def _read_at_once(self, pool: ThreadPoolExecutor, ids: list[bytes]) -> list[bytes | CoffreError]:
-        """Blobs read by READ_AHEAD_STREAMS requests in flight, each over neighbours in a pack."""
-        if not ids:
-            return []
-
-        def place(blob_id: bytes) -> tuple[bytes, int]:
-            loc = self.repo.index.lookup(blob_id)
-            return (loc.pack, loc.entry.offset) if loc is not None else (b"", 0)
-
-        order = sorted(range(len(ids)), key=lambda i: place(ids[i]))
-        size = -(-len(order) // READ_AHEAD_STREAMS)
-        parts = [order[k : k + size] for k in range(0, len(order), size)]
-        out: list[bytes | CoffreError] = [CoffreError("")] * len(ids)
-        for part, got in zip(parts, pool.map(
-                lambda part: self.repo.load_many([ids[i] for i in part], gap=TREE_GAP), parts), strict=True):
-            for i, data in zip(part, got, strict=True):
-                out[i] = data
-        return out
+        """Remote storage: every folder listing under `root` read ahead (ops/listings.py),
+        while they fit in TREES_KEPT_BYTES. What cannot be read here is read again, and
+        reported, when its folder comes."""
+        read_levels(self.repo, [root], self._trees, TREES_KEPT_BYTES)
 
     def _plan_tree(self, tree_id: bytes) -> list[Node]:
         """A folder's entries for the plan, keeping its listing for the restore while it fits."""

@@ -671,7 +671,11 @@ class Repository:
 
     def read_run(self, run: list[Location]) -> list[bytes]:
         """The stored (encrypted) form of each blob of a run from stored_runs, with one request;
-        each blob alone if the span cannot be read. The caller authenticates them."""
+        each blob alone if the span cannot be read. The caller authenticates them. On remote
+        storage, through the pack windows (read_envelope): they then also serve the bases the
+        caller reads next for the deltas of the run, which a span would not keep."""
+        if self.windows is not None:
+            return [self.read_envelope(loc) for loc in run]
         span = self._read_span([(loc.pack, loc.entry.offset, i, loc) for i, loc in enumerate(run)])
         start = run[0].entry.offset
         out = []
