@@ -209,6 +209,38 @@ def report(results: list[RunResult], tools: list[str], source_bytes: int, lb: di
     return "\n".join(lines)
 
 
+def parse_sets(text: str) -> list[tuple[bool, int | None, int | None]]:
+    """--sets "small,small:2,500:3": data sets as (small, size in MiB, seed)."""
+    out = []
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        size, _, seed = item.partition(":")
+        small = size == "small"
+        if not small and not size.isdigit():
+            raise SystemExit(f"--sets: {item!r}: a size is 'small' or MiB, then ':SEED' if wanted")
+        out.append((small, None if small else int(size), int(seed) if seed else None))
+    return out
+
+
+def set_label(small: bool, size_mib: int | None, seed: int | None) -> str:
+    return ("small" if small else f"{size_mib} MiB") + (f", seed {seed}" if seed is not None else "")
+
+
+def robustness(per_set: dict[str, list[RunResult]]) -> str:
+    """Coffre/restic per data set (medians of its runs), then the median and the worst over the
+    sets: the figures the targets must hold for."""
+    lines = [f"{'coffre/restic':<22}" + "".join(f"{label:>20}" for label in per_set)
+             + f"{'median':>10}{'worst':>10}"]
+    for step in STEPS:
+        ratios = []
+        for results in per_set.values():
+            mine = median([r.steps[step].wall for r in results if r.tool == "coffre"])
+            theirs = median([r.steps[step].wall for r in results if r.tool == "restic"])
+            ratios.append(mine / theirs)
+        lines.append(f"{step:<22}" + "".join(f"{x:>20.2f}" for x in ratios)
+                     + f"{statistics.median(ratios):>10.2f}{max(ratios):>10.2f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
@@ -223,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="coffre compiles its source at every command (no cached bytecode, as an "
                          "installed coffre has)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--sets", help="several data sets, e.g. 'small,small:2,500:3' (size or 'small', then "
+                                   ":SEED): each is run as above, then Coffre/restic per set with the "
+                                   "median and the worst")
     args = ap.parse_args(argv)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in tools if t not in TOOLS]
@@ -233,7 +268,27 @@ def main(argv: list[str] | None = None) -> int:
     ensure_installed(tools)
     Coffre.bytecode = not args.no_bytecode
 
-    pristine = pristine_tree(args.out, args.small, args.size_mib, args.small_files)
+    sets = parse_sets(args.sets) if args.sets else [(args.small, args.size_mib, None)]
+    if args.sets and not {"coffre", "restic"} <= set(tools):
+        ap.error("--sets compares coffre with restic: keep both in --tools")
+    per_set: dict[str, list[RunResult]] = {}
+    raw: dict[str, dict[str, object]] = {}
+    for small, size_mib, seed in sets:
+        label = set_label(small, size_mib, seed)
+        per_set[label], raw[label] = run_set(args, tools, small, size_mib, seed)
+    if len(sets) > 1:
+        print()
+        print(robustness(per_set))
+    if args.json:
+        args.json.write_text(json.dumps(raw if len(sets) > 1 else next(iter(raw.values())), indent=1))
+    return 0 if all(r.restore_identical for rs in per_set.values() for r in rs) else 1
+
+
+def run_set(args: argparse.Namespace, tools: list[str], small: bool, size_mib: int | None,
+            seed: int | None) -> tuple[list[RunResult], dict[str, object]]:
+    """Every run of every tool on one data set, its table printed; the results, and what
+    --json writes of them."""
+    pristine = pristine_tree(args.out, small, size_mib, args.small_files, seed)
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
     cold = not args.warm and drop_caches()
     print(f"data set: {source_bytes / 1e6:.0f} MB in {pristine}; {args.runs} run(s); "
@@ -258,10 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.out / "work", ignore_errors=True)
     print()
     print(report(results, tools, source_bytes, lb_done))
-    if args.json:
-        args.json.write_text(json.dumps({"source_bytes": source_bytes, "lower_bound": lb_done,
-                                         "results": [asdict(r) for r in results]}, indent=1))
-    return 0 if all(r.restore_identical for r in results) else 1
+    return results, {"source_bytes": source_bytes, "lower_bound": lb_done,
+                     "results": [asdict(r) for r in results]}
 
 
 if __name__ == "__main__":

@@ -199,3 +199,27 @@ def test_the_year_rotates_the_current_logs_weekly_keeping_four(tmp_path: Path) -
             "semaine 6\n", "semaine 5\n", "semaine 4\n", "semaine 3\n"]
         assert not (logs / f"{name}.5").exists()
     assert not year.rotate_logs(tmp_path / "elsewhere")
+
+
+def test_several_data_sets_give_the_median_and_the_worst_ratio() -> None:
+    """bench/run.py --sets: Coffre/restic per data set, then the median and the worst."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    assert run.parse_sets("small, 500:3,small:2") == [(True, None, None), (False, 500, 3), (True, None, 2)]
+
+    def result(tool: str, seconds: float) -> object:
+        r = run.RunResult(tool)
+        r.steps = {step: run.Measure(seconds, seconds, 100.0) for step in run.STEPS}
+        return r
+
+    per_set = {"a": [result("coffre", 1.0), result("restic", 2.0),
+                     result("coffre", 3.0), result("restic", 2.0)],
+               "b": [result("coffre", 1.0), result("restic", 4.0)],
+               "c": [result("coffre", 3.0), result("restic", 3.0)]}
+    table = run.robustness(per_set).splitlines()
+    assert table[0].split()[-2:] == ["median", "worst"]
+    # per set: a 2/2 = 1.00 (medians of its runs), b 0.25, c 1.00: median 1.00, worst 1.00
+    assert table[1].split()[-5:] == ["1.00", "0.25", "1.00", "1.00", "1.00"], table[1]
