@@ -8,13 +8,13 @@ import threading
 import time
 from pathlib import Path
 
-from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.copy import Copier
 from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
+from test_restore_reads import backup
 
 from conftest import tree_digest
 
@@ -46,13 +46,6 @@ class Counting(LocalBackend):
         with self._lock:
             self.reads.append((handle.name, len(data)))
         return data
-
-
-def backup(backend: LocalBackend, src: Path) -> None:
-    repo = Repository.open(backend, "pw")
-    with Lock(repo, exclusive=False, command="backup") as lock:
-        repo.load_index()
-        Backup(repo, lock, BackupOptions(paths=[str(src)], host="h")).run()
 
 
 def copy(source: LocalBackend, target: LocalBackend) -> None:
