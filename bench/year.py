@@ -228,10 +228,16 @@ class Quantity:
     unit: str
     scale: float = 1.0
     targeted: bool = False
+    per: str | None = None  # a Day field the value is divided by (in GB): a cost per GB
 
     def value(self, row: Day) -> float | None:
         raw = getattr(row, self.field)
-        return None if raw is None else raw / self.scale
+        if raw is None:
+            return None
+        if self.per is not None:
+            size = getattr(row, self.per) / 1e9
+            return float(raw) / size if size > 0 else None
+        return float(raw) / self.scale
 
     def show(self, value: float) -> str:
         return f"{value:.0f} {self.unit}".strip() if self.unit in ("", "MiB") else f"{value:.2f} {self.unit}"
@@ -251,9 +257,15 @@ QUANTITIES = [
     Quantity("index_files", "index files", ""),
     Quantity("snapshots", "snapshots kept", ""),
     Quantity("tree_bytes", "tree backed up", "MB", scale=1e6),
+    # The same times per GB of what each command goes through: the tree grows ~5 MB a day (the
+    # scans and the database accumulate), and `check --read-data-subset 5%` reads 5 % of a
+    # repository that grows with it, so the raw times measure the workload's growth as well.
+    Quantity("backup_s", "backup per GB of tree", "s/GB", per="tree_bytes"),
+    Quantity("prune_s", "prune per GB of repo", "s/GB", per="repo_bytes"),
+    Quantity("check_s", "check per GB of repo", "s/GB", per="repo_bytes"),
 ]
 PLOTTED = ("backup_s", "bytes_added", "prune_s", "check_s", "repo_bytes", "peak_rss_mib", "cache_bytes",
-           "index_files", "tree_bytes")
+           "index_files", "tree_bytes")  # the per-GB times too, as FIELD_per_gb.png
 
 
 # -- the simulated calendar ------------------------------------------------------------------------
@@ -530,6 +542,27 @@ def append_csv(path: Path, row: Day) -> None:
         csv.writer(f).writerow(csv_cell(values[c]) for c in COLUMNS)
 
 
+def read_csv(path: Path) -> list[Day]:
+    """The days a run wrote (--report reads them back)."""
+    types = {f.name: f.type for f in dataclasses.fields(Day)}
+    rows = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            values: dict[str, object] = {}
+            for name, text in raw.items():
+                kind = str(types[name])
+                if text == "":
+                    values[name] = None
+                elif kind.startswith("int"):
+                    values[name] = int(text)
+                elif kind.startswith("float"):
+                    values[name] = float(text)
+                else:
+                    values[name] = text
+            rows.append(Day(**values))  # type: ignore[arg-type]
+    return rows
+
+
 def csv_cell(value: object) -> object:
     """Empty for what did not run that day; times and sizes in MiB to the 1/10000."""
     if value is None:
@@ -642,7 +675,7 @@ def plot(rows: dict[str, list[Day]], out: Path) -> list[Path]:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
-        path = out / f"{quantity.field}.png"
+        path = out / (f"{quantity.field}.png" if quantity.per is None else f"{quantity.field}_per_gb.png")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -783,6 +816,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="compare the medians of N measured days from the reference day on and of the "
                          "last N (1: the reference day against the last; more smooths a busy machine)")
     ap.add_argument("--keep-work", action="store_true", help="keep the working tree and repositories")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: the table and plots again from the CSVs a run left in --out")
     ap.add_argument("--no-log-rotation", action="store_true",
                     help="never rotate the current logs: each grows ~300 KB a day all year (~110 MB on "
                          "day 365), and every tool reads it whole every day")
@@ -799,6 +834,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(counts) < 1 or not 0 < args.check_subset <= 100:
         ap.error("--days, --prune-every, --check-every, --window and --reference-day are at least 1; "
                  "--check-subset is in 1..100")
+    if args.report:
+        return args
     if job_moment(args.start, 1).timestamp() < time.time() + 3600:
         ap.error("--start must lie ahead of the real clock (by more than an hour): coffre's snapshots are "
                  "dated by moving its clock, and its files cache trusts only files older than the backup")
@@ -807,8 +844,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def report_again(args: argparse.Namespace) -> int:
+    """--report: the final table and the plots from the CSVs of an earlier run."""
+    rows = {name: read_csv(args.out / f"{name}.csv") for name in args.tools
+            if (args.out / f"{name}.csv").exists()}
+    if not rows:
+        sys.exit(f"no CSV of {', '.join(args.tools)} in {args.out}")
+    days = max(len(r) for r in rows.values())
+    plots = plot(rows, args.out)
+    print(comparison_table(compare(rows, reference_day(days, args.reference_day), args.window)))
+    sizes = last_repository_bytes(rows)
+    ratio = coffre_over_restic(sizes)
+    if ratio is not None:
+        print(f"\nrepository on day {days}: coffre {sizes['coffre'] / 1e6:.1f} MB, restic "
+              f"{sizes['restic'] / 1e6:.1f} MB, coffre/restic {ratio:.2f}")
+    print("\n" + "\n".join(f"  {p}" for p in plots))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report_again(args)
     ensure_installed(args.tools)
     started = time.monotonic()
     pristine = pristine_tree(args.data, args.small, args.size_mib, args.small_files, args.seed)

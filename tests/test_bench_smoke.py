@@ -157,8 +157,15 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
     assert {c["tool"] for c in summary["comparisons"]} == {"coffre", "restic"}
     for plot in summary["plots"]:
         assert Path(plot).read_bytes().startswith(b"\x89PNG")
-    assert len(summary["plots"]) == 9
+    assert len(summary["plots"]) == 12  # 9 measures, and the 3 times per GB
     assert not (out_dir / "work").exists()
+    # The table again from the CSVs alone, with the costs per GB of what each command went through.
+    again = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year.py")), "--report", "--out", str(out_dir)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for line in ("backup time ", "backup per GB of tree", "check per GB of repo", "repository on day 3"):
+        assert line in again.stdout, again.stdout
 
 
 def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
