@@ -34,6 +34,7 @@ from tools import ensure_installed
 from servers import SeaweedFS
 
 STEPS = ("initial backup", "unchanged backup", "backup after one day", "restore")
+COPY_STEP = "copy to a 2nd remote"
 CUT_AT = 0.5  # the interrupted first backup is killed once this share of the data is sent
 
 
@@ -79,12 +80,22 @@ def timed_copy(name: str, proxy: CountingProxy, env: dict[str, str], home: Path
         init = ["restic", "init", "-q", "--from-repo", source, "--copy-chunker-params"]
         copy = ["restic", "copy", "-q", "--from-repo", source]
     subprocess.run(init, env=run_env, check=True, capture_output=True)
+    return measured_step(name, COPY_STEP, proxy, copy, run_env, home)
+
+
+def measured_step(name: str, step: str, proxy: CountingProxy, argv: list[str], env: dict[str, str],
+                  home: Path) -> tuple[str, str, float, dict[str, int], int, int]:
+    """One timed command on a cold page cache, with the requests it made (by method) and the bytes
+    it sent and received through the proxy; printed, and returned as a row of the table."""
     drop_caches()
     before = proxy.counts.snapshot()
-    measure = timed(copy, run_env, home)
+    measure = timed(argv, env, home)
     after = proxy.counts.snapshot()
     requests = {k: v - before[0].get(k, 0) for k, v in after[0].items() if v - before[0].get(k, 0)}
-    return name, "copy to a 2nd remote", measure.wall, requests, after[1] - before[1], after[2] - before[2]
+    sent, received = after[1] - before[1], after[2] - before[2]
+    print(f"{name} {step}: {measure.wall:.2f}s, {sum(requests.values())} requests {requests}, "
+          f"sent {sent / 1e6:.1f} MB, received {received / 1e6:.1f} MB", flush=True)
+    return name, step, measure.wall, requests, sent, received
 
 
 def tool_commands(name: str, source: Path, target: Path) -> dict[str, list[str]]:
@@ -211,22 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                 if step == "backup after one day":
                     subprocess.run([sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root",
                                     str(source)], check=True, stdout=subprocess.DEVNULL)
-                drop_caches()
-                before = proxy.counts.snapshot()
                 argv = cmds["restore" if step == "restore" else "backup"]
-                measure = timed(argv, env, home)
-                after = proxy.counts.snapshot()
-                requests = {k: v - before[0].get(k, 0) for k, v in after[0].items()
-                            if v - before[0].get(k, 0)}
-                sent, received = after[1] - before[1], after[2] - before[2]
-                rows.append((name, step, measure.wall, requests, sent, received))
-                print(f"{name} {step}: {measure.wall:.2f}s, {sum(requests.values())} requests {requests}, "
-                      f"sent {sent / 1e6:.1f} MB, received {received / 1e6:.1f} MB", flush=True)
+                rows.append(measured_step(name, step, proxy, argv, env, home))
             if name in ("coffre", "restic"):
                 rows.append(timed_copy(name, proxy, env, home))
-                r = rows[-1]
-                print(f"{name} copy: {r[2]:.2f}s, {sum(r[3].values())} requests {r[3]}, "
-                      f"sent {r[4] / 1e6:.1f} MB, received {r[5] / 1e6:.1f} MB", flush=True)
             same = identical(source, target / str(source).lstrip("/"))
             all_identical = all_identical and same
             print(f"{name} restore identical: {same}", flush=True)
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [r for r in ("coffre/restic", "coffre-server/coffre") if set(r.split("/")) <= set(tools)]
     print(header + "".join(f"   {r} (time, sent)" for r in ratios))
     print("-" * len(header))
-    for step in [*STEPS, "copy to a 2nd remote"]:
+    for step in [*STEPS, COPY_STEP]:
         cells = {r[0]: r for r in rows if r[1] == step}
         line = f"{step:<22}" + "".join(
             f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up':>40}" for c in cells.values())

@@ -408,10 +408,10 @@ class Pharmacy:
     deleted), as many database rows changed (through --db-fraction) and as many rows appended
     to each table of the pg dump (the last ones beyond are dropped), so the tree grows linearly."""
 
-    def __init__(self, tree: Path, compound: bool, rotate_logs: bool = True) -> None:
+    def __init__(self, tree: Path, compound: bool, rotating: bool = True) -> None:
         self.tree = tree
         self.compound = compound
-        self.rotate_logs = rotate_logs
+        self.rotating = rotating  # the current logs, every ROTATE_EVERY days
         self.days_lived = 0
         self.scans_per_day: int | None = None  # day 1's figures, once it has run
         self.db_rows_day_1: int | None = None
@@ -455,14 +455,14 @@ class Pharmacy:
                 per_day = self.dump_rows_per_day
                 dump_removed = trim_dump(dump, {table: n + per_day.get(table, 0)
                                                 for table, n in dump_before.items()})
-        rotated = self.rotate_logs and self.days_lived % ROTATE_EVERY == 0 and rotate_logs(self.tree)
+        rotated = self.rotating and self.days_lived % ROTATE_EVERY == 0 and rotate_logs(self.tree)
         return Activity(scans_added=len(new) - len(extra), scans_removed=len(extra),
                         dump_rows_removed=dump_removed, scan_files=len(scans_after) - len(extra),
                         db_rows=database_rows(self.tree), logs_rotated=rotated)
 
     def figures(self) -> dict[str, object]:
         """For summary.json: how the tree grew, and day 1's figures the later days were held to."""
-        return {"growth": "compound" if self.compound else "linear", "logs_rotated": self.rotate_logs,
+        return {"growth": "compound" if self.compound else "linear", "logs_rotated": self.rotating,
                 "scans_per_day": self.scans_per_day, "db_rows_day_1": self.db_rows_day_1,
                 "db_rows_changed_per_day": self.db_rows_per_day,
                 "dump_rows_appended_per_day": self.dump_rows_per_day}
@@ -518,7 +518,8 @@ def day_line(day: int, moment: datetime, rows: dict[str, Day], activity: Activit
     removed = [f"{n} {what} beyond day 1's removed" for n, what in
                ((activity.scans_removed, "scans"), (activity.dump_rows_removed, "dump rows")) if n]
     parts = [f"tree {tree_bytes / 1e6:.1f} MB (+{(tree_bytes - previous_bytes) / 1e6:.1f} MB, "
-             f"+{activity.scans_added} scans{''.join(', ' + r for r in removed)})"]
+             f"+{activity.scans_added} scans{''.join(', ' + r for r in removed)}"
+             f"{', logs rotated' if activity.logs_rotated else ''})"]
     for name, row in rows.items():
         extra = "".join(f", {label} {value:.2f}s" for label, value in (("prune", row.prune_s),
                                                                          ("check", row.check_s))
@@ -852,14 +853,19 @@ def report_again(args: argparse.Namespace) -> int:
         sys.exit(f"no CSV of {', '.join(args.tools)} in {args.out}")
     days = max(len(r) for r in rows.values())
     plots = plot(rows, args.out)
-    print(comparison_table(compare(rows, reference_day(days, args.reference_day), args.window)))
+    print_results(rows, compare(rows, reference_day(days, args.reference_day), args.window), days)
+    print("\n" + "\n".join(f"  {p}" for p in plots))
+    return 0
+
+
+def print_results(rows: dict[str, list[Day]], comparisons: list[Comparison], days: int) -> None:
+    """The final table, then both repositories' sizes on the last day."""
+    print(comparison_table(comparisons))
     sizes = last_repository_bytes(rows)
     ratio = coffre_over_restic(sizes)
     if ratio is not None:
         print(f"\nrepository on day {days}: coffre {sizes['coffre'] / 1e6:.1f} MB, restic "
               f"{sizes['restic'] / 1e6:.1f} MB, coffre/restic {ratio:.2f}")
-    print("\n" + "\n".join(f"  {p}" for p in plots))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -878,11 +884,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{year.start}; prune every {args.prune_every} days, check {args.check_subset} % every "
           f"{args.check_every} days; tools: {', '.join(args.tools)}", flush=True)
     mode = "compound (mutate_dataset.py as is)" if args.compound else "linear (every day held to day 1)"
-    rotation = ("never rotated" if args.no_log_rotation or args.compound
-                else f"rotated every {ROTATE_EVERY} days, {ROTATE_KEEP} kept")
+    rotating = not (args.no_log_rotation or args.compound)
+    rotation = f"rotated every {ROTATE_EVERY} days, {ROTATE_KEEP} kept" if rotating else "never rotated"
     print(f"growth: {mode}; current logs {rotation}", flush=True)
-    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound,
-                        rotate_logs=not (args.no_log_rotation or args.compound))
+    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound, rotating)
     rows = live_the_year(tools, pharmacy, year, args.out, lambda line: print(line, flush=True))
     comparisons = compare(rows, year.reference, year.window)
     plots = plot(rows, args.out)
@@ -896,12 +901,7 @@ def main(argv: list[str] | None = None) -> int:
     if growth is not None:
         print(growth_line(growth, args.compound))
         print()
-    print(comparison_table(comparisons))
-    sizes = last_repository_bytes(rows)
-    ratio = coffre_over_restic(sizes)
-    if ratio is not None:
-        print(f"\nrepository on day {year.days}: coffre {sizes['coffre'] / 1e6:.1f} MB, restic "
-              f"{sizes['restic'] / 1e6:.1f} MB, coffre/restic {ratio:.2f}")
+    print_results(rows, comparisons, year.days)
     print(f"\n{year.days} days in {elapsed:.0f} s; results in {args.out}:")
     for path in [*(args.out / f"{name}.csv" for name in args.tools), args.out / "summary.json", *plots]:
         print(f"  {path}")

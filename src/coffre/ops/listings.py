@@ -50,28 +50,20 @@ def read_levels(repo: Repository, roots: list[bytes], into: dict[bytes, bytes], 
 
 
 def _read_at_once(repo: Repository, pool: ThreadPoolExecutor, ids: list[bytes]) -> list[bytes | CoffreError]:
-    """Blobs read with one request per run of neighbours in a pack (within TREE_GAP), the runs
-    READ_AHEAD_STREAMS at a time: one round trip for a level, as few requests as its packs
-    allow."""
-    located = []
-    for i, blob_id in enumerate(ids):
+    """Blobs read with one request per run of neighbours in a pack (Repository.stored_runs,
+    within TREE_GAP), the runs READ_AHEAD_STREAMS at a time: one round trip for a level, as few
+    requests as its packs allow."""
+    located, missing = [], []
+    for blob_id in ids:
         loc = repo.index.lookup(blob_id)
         if loc is None:
-            located.append((b"", 0, 0, i))  # load_many reports it
+            missing.append(blob_id)
         else:
-            located.append((loc.pack, loc.entry.offset, loc.entry.offset + loc.entry.length, i))
-    located.sort()
-    runs: list[list[int]] = []
-    last: tuple[bytes, int] | None = None
-    for pack, offset, end, i in located:
-        if runs and last is not None and pack == last[0] and offset - last[1] <= TREE_GAP:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-        last = (pack, max(end, last[1]) if last is not None and pack == last[0] else end)
-    out: list[bytes | CoffreError] = [CoffreError("")] * len(ids)
-    for run, got in zip(runs, pool.map(
-            lambda run: repo.load_many([ids[i] for i in run], gap=TREE_GAP), runs), strict=True):
-        for i, data in zip(run, got, strict=True):
-            out[i] = data
-    return out
+            located.append(loc)
+    runs = [[loc.entry.id for loc in run] for run in repo.stored_runs(located, TREE_GAP)]
+    if missing:
+        runs.append(missing)  # load_many says why each cannot be read
+    got: dict[bytes, bytes | CoffreError] = {}
+    for run, results in zip(runs, pool.map(lambda run: repo.load_many(run, gap=TREE_GAP), runs), strict=True):
+        got.update(zip(run, results, strict=True))
+    return [got[blob_id] for blob_id in ids]

@@ -662,12 +662,14 @@ class Repository:
                 useful += item[3].entry.length
                 waste += max(hole, 0)
 
-    def stored_runs(self, locations: list[Location]) -> list[list[Location]]:
-        """Blob locations grouped by pack into runs of neighbours, each read with one request
-        (read_run), in pack and offset order."""
+    def stored_runs(self, locations: list[Location], gap: int | None = None) -> list[list[Location]]:
+        """Blob locations grouped by pack into runs of neighbours (up to `gap` bytes apart, by
+        default as load_many), each read with one request (read_run, load_many), in pack and
+        offset order."""
         located = sorted(((loc.pack, loc.entry.offset, i, loc) for i, loc in enumerate(locations)),
                          key=lambda item: item[:3])
-        return [[item[3] for item in run] for run in self._runs(located, self.merge_gap)]
+        gap = self.merge_gap if gap is None else gap
+        return [[item[3] for item in run] for run in self._runs(located, gap)]
 
     def read_run(self, run: list[Location]) -> list[bytes]:
         """The stored (encrypted) form of each blob of a run from stored_runs, with one request;
