@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coffre.continuity import pg_timeline, positions
 from coffre.continuity.pg_fetch import write_beside
@@ -33,7 +33,6 @@ from coffre.continuity.pg_push import system_identifier
 from coffre.core.errors import CoffreError
 from coffre.core.human import human_time
 from coffre.core.i18n import N_, _
-from coffre.core.lazy import deferred_module
 from coffre.core.posix import Account
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.segment import SegmentHeader
@@ -46,13 +45,9 @@ from coffre.repository.segments import StoredSegment
 from coffre.sources.databases.command import file_tail, service_account
 from coffre.sources.databases.pgcluster import ClusterFolder
 from coffre.sources.databases.pgdrill import local
+from coffre.sources.databases.pglib import psycopg
 from coffre.sources.databases.postgres import program
 from coffre.sources.databases.throwaway import DrillFolder, Server
-
-if TYPE_CHECKING:
-    import psycopg
-else:  # imported at first use: most commands never need psycopg (core/lazy.py)
-    psycopg = deferred_module("psycopg")
 
 ENGINE = "postgres-cluster"
 # Whatever the restored configuration says, the recovering server listens on its own socket

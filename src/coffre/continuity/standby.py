@@ -26,7 +26,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coffre.continuity import pg_timeline
 from coffre.continuity.pg_fetch import write_beside
@@ -36,7 +36,6 @@ from coffre.continuity.standby_lock import held
 from coffre.core.errors import CoffreError
 from coffre.core.files import write_atomic
 from coffre.core.i18n import _, ngettext
-from coffre.core.lazy import deferred_function, deferred_module
 from coffre.core.posix import Account
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.segment import SegmentHeader
@@ -47,14 +46,8 @@ from coffre.repository import segments
 from coffre.repository.repo import Repository
 from coffre.sources.databases.command import service_account
 from coffre.sources.databases.pgcluster import ClusterFolder
+from coffre.sources.databases.pglib import make_conninfo, psycopg
 from coffre.sources.databases.postgres import PostgresTarget, program
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-else:  # imported at first use: most commands never need psycopg (core/lazy.py)
-    psycopg = deferred_module("psycopg")
-    make_conninfo = deferred_function("psycopg.conninfo", "make_conninfo")
 
 STATE = "standby.json"
 STAGING = "wal"

@@ -37,7 +37,8 @@ class _Deferred(ModuleType):
 def deferred_module(name: str) -> ModuleType:
     """A stand-in for `name` (a submodule too: unlike lazy_module, nothing of its package is
     imported before an attribute is read). Used for psycopg: its 77 modules cost every command
-    about 80 ms at start (more on a cold page cache), and only the PostgreSQL paths need it."""
+    about 80 ms at start (more on a cold page cache), and only the PostgreSQL paths need it
+    (sources/databases/pglib.py)."""
     return sys.modules.get(name) or _Deferred(name)
 
 

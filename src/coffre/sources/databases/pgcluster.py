@@ -20,11 +20,10 @@ import secrets
 import shutil
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _, ngettext
-from coffre.core.lazy import deferred_module
 from coffre.core.posix import Account
 from coffre.sources.databases.base import Captured, Check, Database, Target
 from coffre.sources.databases.command import run_tool, service_account, stream_command
@@ -38,6 +37,7 @@ from coffre.sources.databases.pgdrill import (
     start_server,
     stop_server,
 )
+from coffre.sources.databases.pglib import psycopg, sql
 from coffre.sources.databases.postgres import (
     Connection,
     PostgresTarget,
@@ -46,13 +46,6 @@ from coffre.sources.databases.postgres import (
     program,
 )
 from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql
-else:  # imported at first use: most commands never need psycopg (core/lazy.py)
-    psycopg = deferred_module("psycopg")
-    sql = deferred_module("psycopg.sql")
 
 T = TypeVar("T")
 _DATABASES = ("SELECT datname, datistemplate FROM pg_catalog.pg_database WHERE datallowconn "

@@ -21,13 +21,13 @@ import contextlib
 import re
 import signal
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _
-from coffre.core.lazy import deferred_function, deferred_module
 from coffre.sources.databases.base import Check, Target
 from coffre.sources.databases.command import run_tool
+from coffre.sources.databases.pglib import make_conninfo, pq, psycopg, sql
 from coffre.sources.databases.postgres import (
     PostgresTarget,
     extension_entry,
@@ -36,16 +36,6 @@ from coffre.sources.databases.postgres import (
     without_entries,
 )
 from coffre.sources.databases.throwaway import DrillFolder, Server, drill_account
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import pq, sql
-    from psycopg.conninfo import make_conninfo
-else:  # imported at first use: most commands never need psycopg (core/lazy.py)
-    psycopg = deferred_module("psycopg")
-    pq = deferred_module("psycopg.pq")
-    sql = deferred_module("psycopg.sql")
-    make_conninfo = deferred_function("psycopg.conninfo", "make_conninfo")
 
 PORT = "5432"
 SETUP_ROLE = "coffre"  # the throwaway cluster's bootstrap superuser: setup only

@@ -16,12 +16,11 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from coffre.core import posix
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import N_, _
-from coffre.core.lazy import deferred_function, deferred_module
 from coffre.sources.databases.base import Captured, Check, CountedTarget, Database
 from coffre.sources.databases.command import (
     feed_command,
@@ -30,16 +29,7 @@ from coffre.sources.databases.command import (
     run_tool,
     stream_command,
 )
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-else:  # imported at first use: most commands never need psycopg (core/lazy.py)
-    psycopg = deferred_module("psycopg")
-    sql = deferred_module("psycopg.sql")
-    conninfo_to_dict = deferred_function("psycopg.conninfo", "conninfo_to_dict")
-    make_conninfo = deferred_function("psycopg.conninfo", "make_conninfo")
+from coffre.sources.databases.pglib import conninfo_to_dict, make_conninfo, psycopg, sql
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = "30"
