@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+def bench_module(name: str) -> ModuleType:
+    """A module of bench/, imported as the bench scripts import each other (by bare name)."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH.parent))
 
 
 def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
@@ -188,11 +199,7 @@ def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
 
 
 def test_the_year_rotates_the_current_logs_weekly_keeping_four(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        import year
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    year = bench_module("year")
     logs = tmp_path / year.LOG_DIR
     logs.mkdir(parents=True)
     for week in range(1, 7):
@@ -210,11 +217,7 @@ def test_the_year_rotates_the_current_logs_weekly_keeping_four(tmp_path: Path) -
 
 def test_several_data_sets_give_the_median_and_the_worst_ratio() -> None:
     """bench/run.py --sets: Coffre/restic per data set, then the median and the worst."""
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        import run
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    run = bench_module("run")
     assert run.parse_sets("small, 500:3,small:2") == [(True, None, None), (False, 500, 3), (True, None, 2)]
 
     def result(tool: str, seconds: float) -> object:
