@@ -18,6 +18,7 @@ class Counts:
         self.sent = 0
         self.received = 0
         self.lock = threading.Lock()
+        self.trace: list[tuple[str, str, str, int]] | None = None  # (method, path, range, bytes back)
 
     def snapshot(self) -> tuple[dict[str, int], int, int]:
         with self.lock:
@@ -61,6 +62,8 @@ class CountingProxy:
                     counts.requests[self.command] += 1
                     counts.sent += len(body)
                     counts.received += len(data)
+                    if counts.trace is not None:
+                        counts.trace.append((self.command, self.path, self.headers.get("Range", ""), len(data)))
                 self.send_response(answer.status, answer.reason)
                 for k, v in answer.getheaders():
                     if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":

@@ -89,8 +89,12 @@ def measured_step(name: str, step: str, proxy: CountingProxy, argv: list[str], e
     it sent and received through the proxy; printed, and returned as a row of the table."""
     drop_caches()
     before = proxy.counts.snapshot()
+    traced = len(proxy.counts.trace) if proxy.counts.trace is not None else 0
     measure = timed(argv, env, home)
     after = proxy.counts.snapshot()
+    if proxy.counts.trace is not None:  # --trace: each request of the step, one per line
+        lines = ["\t".join(map(str, r)) for r in proxy.counts.trace[traced:]]
+        (home / f"requests-{step.replace(' ', '-')}.tsv").write_text("".join(f"{x}\n" for x in lines))
     requests = {k: v - before[0].get(k, 0) for k, v in after[0].items() if v - before[0].get(k, 0)}
     sent, received = after[1] - before[1], after[2] - before[2]
     print(f"{name} {step}: {measure.wall:.2f}s, {sum(requests.values())} requests {requests}, "
@@ -182,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-files", type=int, help="number of small config/log files")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
     ap.add_argument("--tools", default="coffre,coffre-server,restic")
+    ap.add_argument("--trace", action="store_true",
+                    help="write each step's requests (method, path, range, bytes back) to "
+                         "requests-STEP.tsv in the tool's folder, which is kept")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     ensure_installed([t for t in tools if not t.startswith("coffre")])
@@ -197,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     server = SeaweedFS.start(server_dir)
     proxies = {"coffre": CountingProxy(server.port), "restic": None}
     proxies["restic"] = proxies["coffre"]
+    if args.trace:
+        proxies["coffre"].counts.trace = []
     own = OwnServer(server_dir / "coffre-server") if "coffre-server" in tools else None
     if own is not None:
         proxies["coffre-server"] = CountingProxy(own.port)
@@ -239,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                 name, proxy, resume_env, pristine / "pharmacy-server", full)
             print(f"{name} first backup cut at {CUT_AT:.0%}, run again: the second run sent "
                   f"{resumed[name]:.0%} of a whole first backup", flush=True)
-            shutil.rmtree(home, ignore_errors=True)
+            if args.trace:
+                for kept in ("restored", "work"):
+                    shutil.rmtree(home / kept, ignore_errors=True)
+            else:
+                shutil.rmtree(home, ignore_errors=True)
     finally:
         for p in {id(p): p for p in proxies.values() if p is not None}.values():
             p.stop()

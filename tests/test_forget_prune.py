@@ -230,7 +230,8 @@ def test_forget_prune_json_is_one_document(repo: Coffre, tmp_path: Path) -> None
         backup(repo, src)
     js = repo.ok("forget", "--keep-last", "1", "--prune", "--json").json()
     assert [d["keep"] for d in js["decisions"]] == [False, True]
-    assert js["prune"]["packs_removed"] == 1 and js["prune"]["packs_deleted"] == 1
+    # The first backup's pack of data and its pack of folder listings.
+    assert js["prune"]["packs_removed"] == 2 and js["prune"]["packs_deleted"] == 2
 
 
 # ---------------------------------------------------------------------------- prune
@@ -249,7 +250,7 @@ def test_prune_deletes_packs_of_forgotten_data(repo: Coffre, tmp_path: Path,
     dry = repo.ok("prune", "--dry-run")
     assert "would free" in dry.out and repo_bytes(repo) == before
     res = repo.ok("prune")
-    assert "1 unused pack," in res.out and "deleted 1 pack\n" in res.out
+    assert "2 unused packs," in res.out and "deleted 2 packs\n" in res.out  # data and trees
     assert not first & set(packs(repo))
     assert repo_bytes(repo) < before - 1_000_000
     assert not names(repo, "trash")
@@ -263,13 +264,14 @@ def test_prune_repacks_partly_used_packs(repo: Coffre, tmp_path: Path, restored:
     write_random(src / "keep.bin", 1_000_000, seed=1)
     write_random(src / "drop.bin", 1_000_000, seed=2)
     _, first = backup(repo, src)
-    assert len(first) == 1  # both files in one pack
+    assert len([p for p in first if packs(repo)[p] > 1_000_000]) == 1  # both files in one pack
     (src / "drop.bin").unlink()
     backup(repo, src)
     repo.ok("forget", "--keep-last", "1")
     before = repo_bytes(repo)
     st = repo.ok("prune", "--json").json()
-    assert st["packs_repacked"] == 1 and st["packs_deleted"] == 1
+    # The data pack is repacked; the first backup's pack of folder listings is unused.
+    assert st["packs_repacked"] == 1 and st["packs_removed"] == 1 and st["packs_deleted"] == 2
     assert not first & set(packs(repo))
     assert before - 1_100_000 < repo_bytes(repo) < before - 900_000
     assert "no errors" in repo.ok("check", "--read-data").out
@@ -286,8 +288,8 @@ def test_prune_refuses_when_an_indexed_pack_is_missing(repo: Coffre, tmp_path: P
     _, first = backup(repo, src)
     write_random(src / "data.bin", 500_000, seed=2)
     _, second = backup(repo, src)
-    repo.ok("forget", "--keep-last", "1")  # the first pack is now unused
-    (lost,) = second
+    repo.ok("forget", "--keep-last", "1")  # the first packs are now unused
+    lost = max(second, key=lambda p: packs(repo)[p])  # the data, not the folder listings
     (repo.repo / "data" / lost[:2] / lost).unlink()
     state = (set(packs(repo)), names(repo, "index"), names(repo, "snapshots"))
     res = repo("prune")
@@ -319,7 +321,7 @@ def test_prune_keeps_trashed_packs_while_a_backup_holds_a_lock(repo: Coffre,
     finally:
         held.release()
     res = repo.ok("prune")
-    assert "deleted 1 pack\n" in res.out
+    assert "deleted 2 packs\n" in res.out  # the first backup's data and folder listings
     assert not first & set(packs(repo)) and not names(repo, "trash")
     assert "no errors" in repo.ok("check", "--read-data").out
 

@@ -771,6 +771,8 @@ class Backup:
                 self.cache.commit()
             if self.bases is not None:
                 self.bases.expire()
+            if self.repo.tree_packs is not None:  # copies of packs a prune removed
+                self.repo.tree_packs.tidy(self.repo.index.pack_ids())
             return BackupResult(snap, self.problems, self.left_out)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)

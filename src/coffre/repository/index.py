@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from coffre.crypto.aead import KIND_DATA
+from coffre.crypto.aead import KIND_DATA, KIND_TREE
 from coffre.format.pack import BlobEntry
 
 
@@ -21,6 +21,7 @@ class MasterIndex:
         self._blobs: dict[bytes, Location] = {}
         self._extra: dict[bytes, list[Location]] = {}  # further copies of a blob
         self._packs: dict[bytes, list[BlobEntry]] = {}
+        self._tree_packs: set[bytes] = set()  # packs holding trees only
         self.loaded_files: set[str] = set()
         self._lock = threading.Lock()
 
@@ -30,6 +31,8 @@ class MasterIndex:
             self._add_blobs(pack_id, entries)
 
     def _add_blobs(self, pack_id: bytes, entries: list[BlobEntry]) -> None:
+        if entries and all(e.kind == KIND_TREE for e in entries):
+            self._tree_packs.add(pack_id)
         for e in entries:
             loc = Location(pack_id, e)
             first = self._blobs.setdefault(e.id, loc)
@@ -45,9 +48,12 @@ class MasterIndex:
         with self._lock:
             for pid in gone:
                 self._packs.pop(pid, None)
-            self._blobs, self._extra = {}, {}
-            for pid, entries in self._packs.items():
-                self._add_blobs(pid, entries)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._blobs, self._extra, self._tree_packs = {}, {}, set()
+        for pid, entries in self._packs.items():
+            self._add_blobs(pid, entries)
 
     def retain(self, keep: Callable[[bytes, BlobEntry], bool]) -> int:
         """Keep only the (pack, entry) pairs `keep` accepts; how many entries were dropped.
@@ -63,9 +69,7 @@ class MasterIndex:
                 else:
                     del self._packs[pid]
             if dropped:
-                self._blobs, self._extra = {}, {}
-                for pid, entries in self._packs.items():
-                    self._add_blobs(pid, entries)
+                self._rebuild()
             return dropped
 
     def drop_unreadable(self, damaged: Collection[tuple[bytes, bytes]] = ()) -> int:
@@ -77,6 +81,10 @@ class MasterIndex:
 
     def lookup(self, blob_id: bytes) -> Location | None:
         return self._blobs.get(blob_id)
+
+    def tree_pack(self, pack_id: bytes) -> bool:
+        """Whether a pack holds folder listings only (read whole by remote readers)."""
+        return pack_id in self._tree_packs
 
     def base_of(self, blob_id: bytes) -> bytes | None:
         """The base of a delta blob (None for a plain blob or an unknown one)."""

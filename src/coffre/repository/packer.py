@@ -6,6 +6,11 @@ reach the repository.
 
 A changed chunk can be stored as a zstd delta against an older data blob (its base), when
 that saves enough over compressing it alone.
+
+Folder listings (tree blobs) go to packs of their own, apart from the data: reading the
+listings of a snapshot (a restore's plan, a backup's parent) then costs a few whole tree packs,
+which a remote repository's cache keeps (repository/treepacks.py), instead of a request per
+folder scattered among the data.
 """
 
 from __future__ import annotations
@@ -48,15 +53,23 @@ def header_size(entries: list[packfmt.BlobEntry], version: int) -> int:
     return len(packfmt.encode_header(entries, version)) + overhead + packfmt.trailer_size(version)
 
 
+@dataclasses.dataclass
+class _OpenPack:
+    """A pack being filled: its encrypted blobs, their entries, and (format 2) its key's salt."""
+
+    salt: bytes | None
+    parts: list[bytes] = dataclasses.field(default_factory=list)
+    entries: list[packfmt.BlobEntry] = dataclasses.field(default_factory=list)
+    size: int = 0
+
+
 class Packer:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.target = repo.config.pack_size
         self._lock = threading.Lock()
-        self._parts: list[bytes] = []
-        self._entries: list[packfmt.BlobEntry] = []
-        self._size = 0
-        self._salt = self._new_salt()  # format 2: the key of the pack being filled
+        # One pack filled for trees, one for data (keyed by "is a tree").
+        self._open = {False: _OpenPack(self._new_salt()), True: _OpenPack(self._new_salt())}
         # Blobs stored (or being stored) by this packer, so concurrent workers do not
         # store the same new blob twice.
         self._claimed: set[bytes] = set()
@@ -122,37 +135,38 @@ class Packer:
         prune and copy, which read it back from a pack), verify the encryption, add it."""
         crypter = self.repo.crypter
         plain = body if self.repo.version < 2 else packfmt.pad(body)
-        full: tuple[list[bytes], list[packfmt.BlobEntry], bytes | None] | None = None
+        tree = kind == aead.KIND_TREE
+        full: _OpenPack | None = None
         while full is None:
-            salt = self._salt
+            salt = self._open[tree].salt
             stored = crypter.encrypt_blob(salt, kind, plain, blob_id)
             # Verify after encrypt: what goes to storage must decrypt to what we meant.
             if crypter.decrypt_blob(salt, kind, stored, blob_id) != plain:
                 raise IntegrityError(_("self-check after encryption failed (memory fault?)"))
             with self._lock:
-                if salt != self._salt:
+                pack = self._open[tree]
+                if salt != pack.salt:
                     continue  # the pack filled meanwhile: seal again under the next pack's key
-                entry = packfmt.BlobEntry(kind, blob_id, self._size, len(stored), raw_length, base, salt)
+                entry = packfmt.BlobEntry(kind, blob_id, pack.size, len(stored), raw_length, base, salt)
                 if base is not None:
                     self.deltas_written += 1
-                self._parts.append(stored)
-                self._entries.append(entry)
-                self._size += len(stored)
+                pack.parts.append(stored)
+                pack.entries.append(entry)
+                pack.size += len(stored)
                 self.raw_bytes_written += raw_length
-                if self._size < self.target:
+                if pack.size < self.target:
                     return
-                full = self._take()
-        self._queue_write(*full)
+                full = self._take(tree)
+        self._queue_write(full)
 
     def _new_salt(self) -> bytes | None:
         return os.urandom(aead.PACK_SALT_LEN) if self.repo.version >= 2 else None
 
-    def _take(self) -> tuple[list[bytes], list[packfmt.BlobEntry], bytes | None]:
-        parts, entries, salt = self._parts, self._entries, self._salt
-        self._parts, self._entries, self._size, self._salt = [], [], 0, self._new_salt()
-        return parts, entries, salt
+    def _take(self, tree: bool) -> _OpenPack:
+        full, self._open[tree] = self._open[tree], _OpenPack(self._new_salt())
+        return full
 
-    def _queue_write(self, parts: list[bytes], entries: list[packfmt.BlobEntry], salt: bytes | None) -> None:
+    def _queue_write(self, full: _OpenPack) -> None:
         self._write_slots.acquire()
         try:
             with self._lock:
@@ -161,7 +175,7 @@ class Packer:
                     done.result()  # a failed write (disk full...) stops the caller here
                 if self._writer is None:
                     self._writer = ThreadPoolExecutor(1, thread_name_prefix="packwrite")
-                fut = self._writer.submit(self._write, parts, entries, salt)
+                fut = self._writer.submit(self._write, full.parts, full.entries, full.salt)
                 self._writes.append(fut)
         except BaseException:
             self._write_slots.release()
@@ -171,9 +185,9 @@ class Packer:
     def flush(self) -> None:
         """Store the last, partial pack and wait until every pack is stored."""
         with self._lock:
-            full = self._take() if self._entries else None
-        if full is not None:
-            self._queue_write(*full)
+            last = [self._take(tree) for tree in (False, True) if self._open[tree].entries]
+        for full in last:
+            self._queue_write(full)
         with self._lock:
             writes, self._writes = self._writes, []
             writer, self._writer = self._writer, None
@@ -195,6 +209,8 @@ class Packer:
         parts.clear()  # free the blobs now: the joined pack holds them
         pack_id = hashlib.sha256(blob).digest()
         self.repo.backend.save(Handle("data", pack_id.hex()), blob)
+        if self.repo.tree_packs is not None and all(e.kind == aead.KIND_TREE for e in entries):
+            self.repo.tree_packs.keep(pack_id, blob)  # the next backup's parent, a restore's plan
         with self._lock:
             self.written[pack_id] = entries
             self.bytes_written += len(blob)

@@ -34,8 +34,10 @@ from coffre.format.index import decode_index, encode_index
 from coffre.format.snapshot import Snapshot
 from coffre.repository import keyring
 from coffre.repository.index import Location, MasterIndex
+from coffre.repository.treepacks import TreePacks
 from coffre.repository.window import PackWindows
 from coffre.storage.base import Backend, Handle
+from coffre.storage.cached import CachedBackend
 
 T = TypeVar("T")
 
@@ -278,6 +280,10 @@ class Repository:
         self.unusable_keys: list[keyring.UnusableSlot] = []
         # Remote storage: single data blobs (a backup's delta bases) are read by windows.
         self.windows = PackWindows(backend) if backend.remote else None
+        # Remote storage: folder listings come from whole tree packs, kept in the cache folder
+        # of the metadata copies when there is one.
+        trees_dir = backend.tree_packs_dir if isinstance(backend, CachedBackend) else None
+        self.tree_packs = TreePacks(backend, trees_dir) if backend.remote else None
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
 
     # -- creating and opening ----------------------------------------------------------------
@@ -578,9 +584,12 @@ class Repository:
         errors: list[str] = []
         for cand in [loc, *[c for c in self.index.locations(blob_id) if c.pack != loc.pack]]:
             try:
-                # Windows for data (a backup's delta bases follow each other), not for trees,
-                # which are scattered among the data: a window would be read for each.
-                if self.windows is not None and cand is loc and cand.entry.kind == aead.KIND_DATA:
+                # Windows for data (a backup's delta bases follow each other), whole packs for
+                # trees in packs of their own; other trees lie scattered among the data, where
+                # a window would be read for each.
+                if self.tree_packs is not None and cand is loc and self.index.tree_pack(cand.pack):
+                    envelope = self.tree_packs.read(cand.pack, cand.entry.offset, cand.entry.length)
+                elif self.windows is not None and cand is loc and cand.entry.kind == aead.KIND_DATA:
                     envelope = self.windows.read(cand.pack, cand.entry.offset, cand.entry.length)
                 else:
                     envelope = self.backend.load(
@@ -692,8 +701,11 @@ class Repository:
         request; empty if they cannot be read (each blob then falls back to load_blob)."""
         start = run[0][1]
         end = max(_end(item[3]) for item in run)
+        pack = run[0][0]
         try:
-            return memoryview(self.backend.load(Handle("data", run[0][0].hex()), start, end - start))
+            if self.tree_packs is not None and self.index.tree_pack(pack):
+                return memoryview(self.tree_packs.read(pack, start, end - start))
+            return memoryview(self.backend.load(Handle("data", pack.hex()), start, end - start))
         except StorageError:
             return memoryview(b"")
 

@@ -27,6 +27,11 @@ class CachedBackend(Wrapper):
         self.dir = directory
         self.hits = 0
 
+    @property
+    def tree_packs_dir(self) -> Path:
+        """Where the repository's whole tree packs are kept (repository/treepacks.py)."""
+        return self.dir.with_name("trees")
+
     def _file(self, handle: Handle) -> Path | None:
         if handle.kind not in CACHED_KINDS:
             return None
