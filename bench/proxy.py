@@ -63,7 +63,8 @@ class CountingProxy:
                     counts.sent += len(body)
                     counts.received += len(data)
                     if counts.trace is not None:
-                        counts.trace.append((self.command, self.path, self.headers.get("Range", ""), len(data)))
+                        asked = self.headers.get("Range", "")
+                        counts.trace.append((self.command, self.path, asked, len(data)))
                 self.send_response(answer.status, answer.reason)
                 for k, v in answer.getheaders():
                     if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":

@@ -15,6 +15,7 @@ from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.ops.selection import Selection
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
+from coffre.repository.wholepacks import PlannedPacks
 from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
 
@@ -28,11 +29,13 @@ class Counting(LocalBackend):
         super().__init__(path)
         self.remote = remote
         self.read: dict[str, int] = {}
+        self.requests: dict[str, int] = {}
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         data = super().load(handle, offset, length)
         if handle.kind == "data":
             self.read[handle.name] = self.read.get(handle.name, 0) + len(data)
+            self.requests[handle.name] = self.requests.get(handle.name, 0) + 1
         return data
 
 
@@ -74,6 +77,54 @@ def test_each_pack_is_read_once_when_the_walk_alternates_between_packs(remote: b
     for name, size in sizes.items():
         # Once; the folder listings (read first, by the plan) a second time at most.
         assert backend.read[name] <= size + 64 * 1024, (backend.read[name], size)
+
+
+def test_a_remote_restore_reads_each_pack_it_needs_most_of_whole_once(tmp_path: Path) -> None:
+    """Off site, a pack the restore needs most of is read with one request, held while its
+    blobs are written and dropped after; a restore of one small file reads only around it."""
+    rnd = random.Random(7)
+    src = tmp_path / "src"
+    for i in range(6):
+        (src / f"dossier{i}").mkdir(parents=True)
+        files(src / f"dossier{i}", [f"f{n:02}" for n in range(30)], rnd)
+    (src / "officine.db").write_bytes(rnd.randbytes(3_000_000))
+    backend = Counting(tmp_path / "repo", True)
+    Repository.init(backend, "pw")
+    backup(backend, src)
+    repo = Repository.open(backend, "pw")
+    repo.load_index()
+    data_packs = {p.hex(): max(e.offset + e.length for e in es)
+                  for p, es in repo.index.packs().items() if not repo.index.tree_pack(p)}
+    backend.read.clear()
+    backend.requests.clear()
+    restored = tmp_path / "restored"
+    assert not Restorer(repo, RestoreOptions(target=str(restored))).run(repo.snapshots()[-1]).errors
+    assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
+    for name, blobs_end in data_packs.items():
+        assert backend.requests[name] == 1 and backend.read[name] >= blobs_end, name
+    assert repo.planned is None  # nothing held after the restore
+
+    backend.read.clear()
+    one = src / "dossier3" / "f07"
+    opts = RestoreOptions(target=str(tmp_path / "one"), includes=[str(one)])
+    assert not Restorer(repo, opts).run(repo.snapshots()[-1]).errors
+    assert (tmp_path / "one" / str(one).lstrip("/")).read_bytes() == one.read_bytes()
+    assert sum(backend.read.get(name, 0) for name in data_packs) < one.stat().st_size * 3
+
+
+def test_planned_packs_hold_bounded_memory_and_read_a_dropped_pack_again(tmp_path: Path) -> None:
+    backend = Counting(tmp_path / "repo", True)
+    packs = {bytes([i]) * 32: bytes([i]) * 1000 for i in (1, 2, 3)}
+    for pid, data in packs.items():
+        backend.save(Handle("data", pid.hex()), data)
+    planned = PlannedPacks(backend, {pid: 2 for pid in packs}, capacity=2000)
+    for pid in packs:  # three packs wanted at once, room for two: the first is dropped
+        assert planned.take(pid, 10, 5, 1) == packs[pid][10:15]
+    for pid in packs:
+        assert planned.take(pid, 900, 100, 1) == packs[pid][900:]
+        assert not planned.wants(pid)  # its last blob taken: dropped
+    # The first read again (which drops the second, the oldest then), the last held throughout.
+    assert [backend.requests[p.hex()] for p in packs] == [2, 2, 1]
 
 
 class Rounds(LocalBackend):

@@ -194,6 +194,8 @@ class Restorer:
         if self.opts.delete:
             self._extraneous = Extraneous(self.dirs, self.selection, self.opts.devices, self._problem,
                                           self._count_deleted)
+        if self.selection.demand is not None:  # remote: the packs needed most of, read whole
+            self.repo.planned = self.selection.demand.planned(self.repo.backend)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
@@ -216,6 +218,7 @@ class Restorer:
             for path, folder in self._dirs:
                 self._set_dir_metadata(path, folder)
         finally:
+            self.repo.planned = None
             self.dirs.close()
         if self._devices_skipped:
             self.problems.warnings.append(ngettext(

@@ -22,6 +22,7 @@ from coffre.ops.common import load_tree
 from coffre.ops.listings import TREE_GAP, read_levels
 from coffre.ops.paths import close_paths
 from coffre.repository.repo import Repository
+from coffre.repository.wholepacks import PackDemand
 from coffre.sources.files import Excluder
 from coffre.sources.patterns import PathMatcher
 
@@ -42,6 +43,8 @@ class Selection:
         self._kept: set[bytes] = set()  # those the plan keeps for the restore
         self._kept_bytes = 0
         self._unreadable = False  # the plan met a folder it could not read
+        # Remote storage: what the restore will read of each pack (some are then read whole).
+        self.demand = PackDemand(repo.index) if repo.backend.remote else None
 
     # -- questions of the restore -----------------------------------------------------------------
     def covered(self, at: str) -> bool:
@@ -138,6 +141,8 @@ class Selection:
                 if node.type == "file":
                     self.files += 1
                     self.bytes += node.size
+                    if self.demand is not None:
+                        self.demand.add(node.content)
         return found
 
     def _included(self, path: bytes, covered: bool) -> bool:

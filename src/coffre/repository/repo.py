@@ -35,6 +35,7 @@ from coffre.format.snapshot import Snapshot
 from coffre.repository import keyring
 from coffre.repository.index import Location, MasterIndex
 from coffre.repository.treepacks import TreePacks
+from coffre.repository.wholepacks import PlannedPacks
 from coffre.repository.window import PackWindows
 from coffre.storage.base import Backend, Handle
 from coffre.storage.cached import CachedBackend
@@ -284,6 +285,7 @@ class Repository:
         # of the metadata copies when there is one.
         trees_dir = backend.tree_packs_dir if isinstance(backend, CachedBackend) else None
         self.tree_packs = TreePacks(backend, trees_dir) if backend.remote else None
+        self.planned: PlannedPacks | None = None  # set by a remote restore for its run
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
 
     # -- creating and opening ----------------------------------------------------------------
@@ -587,8 +589,10 @@ class Repository:
                 # Windows for data (a backup's delta bases follow each other), whole packs for
                 # trees in packs of their own; other trees lie scattered among the data, where
                 # a window would be read for each.
-                if self.tree_packs is not None and cand is loc and self.index.tree_pack(cand.pack):
-                    envelope = self.tree_packs.read(cand.pack, cand.entry.offset, cand.entry.length)
+                entry = cand.entry
+                whole = self._from_whole_pack(cand.pack, entry.offset, entry.length) if cand is loc else None
+                if whole is not None:
+                    envelope = whole
                 elif self.windows is not None and cand is loc and cand.entry.kind == aead.KIND_DATA:
                     envelope = self.windows.read(cand.pack, cand.entry.offset, cand.entry.length)
                 else:
@@ -703,11 +707,22 @@ class Repository:
         end = max(_end(item[3]) for item in run)
         pack = run[0][0]
         try:
-            if self.tree_packs is not None and self.index.tree_pack(pack):
-                return memoryview(self.tree_packs.read(pack, start, end - start))
+            whole = self._from_whole_pack(pack, start, end - start, len(run))
+            if whole is not None:
+                return memoryview(whole)
             return memoryview(self.backend.load(Handle("data", pack.hex()), start, end - start))
         except StorageError:
             return memoryview(b"")
+
+    def _from_whole_pack(self, pack: bytes, offset: int, length: int, blobs: int = 1) -> bytes | None:
+        """Remote storage: bytes of a pack read whole (a tree pack, or one a restore needs most
+        of), or None for the other packs."""
+        if self.tree_packs is not None and self.index.tree_pack(pack):
+            return self.tree_packs.read(pack, offset, length)
+        planned = self.planned
+        if planned is not None and planned.wants(pack):
+            return planned.take(pack, offset, length, blobs)
+        return None
 
     def _decode_at(
         self, envelope: bytes | memoryview, loc: Location, blob_id: bytes, verify: bool, base: bytes | None,

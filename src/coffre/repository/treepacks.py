@@ -12,7 +12,7 @@ SHA-256 of their bytes: a copy is used only if it still hashes to its name (a da
 planted file is dropped and the pack fetched again), and every blob served is then
 authenticated by its reader as any other. The cache never holds the only copy of anything;
 copies of packs the index no longer lists (removed by prune) are deleted by `tidy`. In memory,
-at most CAPACITY bytes of packs are held, the least recently used dropped first.
+at most CAPACITY bytes of packs are held (repository/wholepacks.py).
 """
 
 from __future__ import annotations
@@ -21,58 +21,30 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Collection
 from pathlib import Path
 
-from coffre.storage.base import Backend, Handle
+from coffre.repository.wholepacks import WholePacks
+from coffre.storage.base import Backend
 
 CAPACITY = 64 * 1024 * 1024
 
 
-class TreePacks:
+class TreePacks(WholePacks):
     def __init__(self, backend: Backend, directory: Path | None = None, capacity: int = CAPACITY) -> None:
-        self.backend = backend
+        super().__init__(backend, capacity)
         self.dir = directory  # None: held in memory only
-        self.capacity = capacity
-        self._packs: OrderedDict[bytes, bytes] = OrderedDict()
-        self._held = 0
-        self._lock = threading.Lock()
-        self._loading: dict[bytes, threading.Event] = {}
-        self.requests = 0
         self.local_reads = 0
 
-    def read(self, pack: bytes, offset: int, length: int) -> bytes:
-        """The stored bytes of one blob of a tree pack (the caller authenticates them)."""
-        data = self._pack(pack)
-        return data[offset : offset + length]
-
-    def _pack(self, pack: bytes) -> bytes:
-        while True:
-            with self._lock:
-                data = self._packs.get(pack)
-                if data is not None:
-                    self._packs.move_to_end(pack)
-                    return data
-                loading = self._loading.get(pack)
-                if loading is None:
-                    self._loading[pack] = threading.Event()
-                    break
-            loading.wait()  # another thread brings this pack
-        try:
-            data = self._from_disk(pack)
-            if data is None:
-                data = self.backend.load(Handle("data", pack.hex()))
-                self.requests += 1
-                if not hmac.compare_digest(hashlib.sha256(data).digest(), pack):
-                    return data  # not kept: its blobs fail their checks, a later read retries
-                self._to_disk(pack, data)
-            self._hold(pack, data)
-            return data
-        finally:
-            with self._lock:
-                self._loading.pop(pack).set()
+    def _fetch(self, pack: bytes) -> tuple[bytes, bool]:
+        data = self._from_disk(pack)
+        if data is not None:
+            return data, True
+        data, _ = super()._fetch(pack)
+        if not hmac.compare_digest(hashlib.sha256(data).digest(), pack):
+            return data, False  # not kept: its blobs fail their checks, a later read retries
+        self._to_disk(pack, data)
+        return data, True
 
     def keep(self, pack: bytes, data: bytes) -> None:
         """A tree pack just written by this machine: kept on disk for the next runs."""
@@ -93,14 +65,6 @@ class TreePacks:
                 (self.dir / name).unlink(missing_ok=True)
                 removed += 1
         return removed
-
-    def _hold(self, pack: bytes, data: bytes) -> None:
-        with self._lock:
-            self._packs[pack] = data
-            self._held += len(data)
-            while self._held > self.capacity and len(self._packs) > 1:
-                _, dropped = self._packs.popitem(last=False)
-                self._held -= len(dropped)
 
     def _from_disk(self, pack: bytes) -> bytes | None:
         if self.dir is None:
