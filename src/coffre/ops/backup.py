@@ -68,6 +68,9 @@ REMOTE_INDEX_EVERY_PACKS = 4
 # remote repository their chunks are kept locally as future delta bases (BaseCache), as are
 # those of database files, of files that changed since the last backup, and of dumps.
 VOLATILE_SIZE = 32 * 1024 * 1024
+# So are dumps and database backups, rewritten each night, whatever their size: without their
+# chunks kept, the first backup after they change downloads their previous version.
+VOLATILE_SUFFIXES = (b".sql", b".dump", b".backup", b".bak", b".dmp", b".fbk", b".gbk")
 # Files modified this close to the start of the backup are not trusted to the files cache:
 # a write in the same timestamp tick (2 s on FAT) could go unnoticed next time. Writes
 # always set mtime to "now", so checking mtime is enough; ctime is still compared on lookup.
@@ -381,7 +384,7 @@ class Backup:
                     streamed = True
                     fixed = is_page_structured(path, os.pread(fd, 16, 0))
                     f.seek(0)
-                    volatile = before.st_size >= VOLATILE_SIZE
+                    volatile = before.st_size >= VOLATILE_SIZE or path.lower().endswith(VOLATILE_SUFFIXES)
                     content = self._read_stream(reader, previous, fixed, inline, volatile)  # type: ignore[arg-type]
             except OSError as exc:
                 return _Read(error=exc)
