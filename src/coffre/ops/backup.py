@@ -210,21 +210,26 @@ class Backup:
         self.auto_excludes: list[str] = []  # patterns recorded for what was left out
 
     # -- storing -------------------------------------------------------------------------------
-    def _store_chunk(self, data: bytes, ancestor: bytes | None, keep: bool = False) -> bytes:
+    def _store_chunk(self, data: bytes, ancestor: bytes | None, keep: bool = False,
+                     fetch: bool = False) -> bytes:
         """Store a chunk (as a delta against its ancestor's base when that pays). `keep`: the
-        chunk may change in place by the next backup, so it is kept as a future base."""
+        chunk may change in place by the next backup, so it is kept as a future base. `fetch`:
+        a base not kept locally is worth downloading (a database, a dump, a large file)."""
         blob_id = self.repo.crypter.blob_id(data)
         if self.packer.claim(blob_id):
-            base = self._base(ancestor) if ancestor is not None else None
+            base = self._base(ancestor, fetch) if ancestor is not None else None
             if self.packer.add(aead.KIND_DATA, blob_id, data, base=base) is not None:
                 self._use([base[0]])  # type: ignore[index]
             elif keep and self.bases is not None:
                 self.bases.put(blob_id, data)
         return blob_id
 
-    def _base(self, ancestor: bytes) -> tuple[bytes, bytes] | None:
+    def _base(self, ancestor: bytes, fetch: bool = True) -> tuple[bytes, bytes] | None:
         """(id, content) of the base for a delta against `ancestor`: the ancestor itself, or
-        its own base if it is a delta (depth one)."""
+        its own base if it is a delta (depth one). Remote repositories: a base not kept
+        locally is downloaded only if `fetch`; otherwise None (the chunk is stored whole, as
+        for a log appended to or a settings file changed for the first time: the download, a
+        window of its pack, would cost more than the delta saves)."""
         loc = self.repo.index.lookup(ancestor)
         if loc is None:
             return None
@@ -234,6 +239,8 @@ class Backup:
             kept = self.bases.get(base_id, base_loc.entry.raw_length) if base_loc else None
             if kept is not None:
                 return base_id, kept
+            if not fetch:
+                return None
         try:
             content = self.repo.load_base(base_id)
             if self.bases is not None:
@@ -244,8 +251,9 @@ class Backup:
                 reason=exc.message))
             return None
 
-    def _submit(self, data: bytes, ancestor: bytes | None = None, keep: bool = False) -> Future[bytes]:
-        return self._submit_task(self._store_chunk, data, ancestor, keep)
+    def _submit(self, data: bytes, ancestor: bytes | None = None, keep: bool = False,
+                fetch: bool = False) -> Future[bytes]:
+        return self._submit_task(self._store_chunk, data, ancestor, keep, fetch)
 
     def _submit_task(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run fn in a worker; blocks while too many tasks are in flight (flat memory)."""
@@ -303,8 +311,9 @@ class Backup:
                 j = aligner.match(offset, len(chunk))
                 ancestor = previous[j][0] if j is not None else None
             keep = volatile or fixed or previous is not None
-            content.append(self._store_chunk(chunk, ancestor, keep) if inline
-                           else self._submit(chunk, ancestor, keep))
+            fetch = volatile or fixed
+            content.append(self._store_chunk(chunk, ancestor, keep, fetch) if inline
+                           else self._submit(chunk, ancestor, keep, fetch))
             offset += len(chunk)
             if not inline and len(content) % 64 == 0:
                 self._publish_index_if_due()  # a large file's packs are resumable too
@@ -651,7 +660,7 @@ class Backup:
         (content, size), captured = db.dump(consume)
         if captured.head:
             ancestor = prev_head[0] if prev_head and prev_head[1] == len(captured.head) else None
-            content.insert(0, self._submit(captured.head, ancestor, keep=True))
+            content.insert(0, self._submit(captured.head, ancestor, keep=True, fetch=True))
             size += len(captured.head)
         node.size = size
         self.problems.warnings += captured.warnings
