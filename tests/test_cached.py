@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-from coffre.storage.base import Handle
+from coffre.storage.base import Handle, ObjectInfo
 from coffre.storage.cached import CachedBackend
 from coffre.storage.memory import MemoryBackend
 
@@ -92,3 +93,39 @@ def test_pack_data_is_never_cached(tmp_path: Path) -> None:
     c.load(h)
     c.load(h)
     assert inner.loads["data"] == 2 and not (tmp_path / "c" / "data").exists()
+
+
+class Listing(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: Counter[str] = Counter()
+
+    def list(self, kind: str) -> Iterator[ObjectInfo]:
+        self.listings[kind] += 1
+        return super().list(kind)
+
+
+def test_a_listing_lent_by_a_check_serves_the_next_load_once_and_never_after_a_write(tmp_path: Path) -> None:
+    inner = Listing()
+    c = CachedBackend(inner, tmp_path / "c")
+    first, _ = obj(b"first index")
+    inner.save(first, b"first index")
+    with c.lending_listings(("index",)):
+        assert [i.name for i in c.list("index")] == [first.name]  # the check (cli/watching.py)
+    assert [i.name for i in c.list("index")] == [first.name]  # the load: no request
+    assert inner.listings["index"] == 1
+    # Only once: a later look (a backup's check before it commits) asks the storage again.
+    second, data = obj(b"second index")
+    inner.save(second, data)  # written by another machine meanwhile
+    assert {i.name for i in c.list("index")} == {first.name, second.name}
+    assert inner.listings["index"] == 2
+    # This command's own write drops a listing lent before it.
+    with c.lending_listings(("index",)):
+        c.list("index")
+    third, data = obj(b"third index")
+    c.save(third, data)
+    assert third.name in {i.name for i in c.list("index")} and inner.listings["index"] == 4
+    # Kinds not lent are always listed.
+    c.list("snapshots")
+    c.list("snapshots")
+    assert inner.listings["snapshots"] == 2

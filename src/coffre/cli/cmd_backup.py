@@ -102,7 +102,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             raise UsageError(_("the exclude file {file} is not UTF-8 text").format(file=f)) from None
     Excluder(excludes)  # a pattern it refuses is a usage error before anything is opened
-    repo = open_repo(args)
+    repo = open_repo(args, watch=False)  # watched once locked, its listings then loaded
     location = repo_location(args)
     opts = BackupOptions(
         paths=paths, tags=args.tag, host=args.host or socket.gethostname(), excludes=excludes,
@@ -114,6 +114,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     cache = None if args.no_cache or stdin_name else RepoCache(repo.config.id)
     with locked(repo, exclusive=False, command="backup") as lock:
+        watch_storage(repo, then_load=True)
         ensure_config_copies(repo, report=warn)
         load_index(repo)
         bases = None

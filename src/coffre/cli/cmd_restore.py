@@ -7,6 +7,7 @@ import argparse
 from coffre.cli.context import add_repo_options, load_index, open_repo, reading, refuse_empty
 from coffre.cli.output import emit_json, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
+from coffre.cli.watching import watch_storage
 from coffre.core.errors import EXIT_FATAL, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.format.tree import Node
@@ -80,8 +81,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                        verify=args.verify, devices=args.devices, overwrite=args.overwrite,
                                        sync=args.sync, delete=args.delete)
     overwrite = restorer_options.overwrite
-    repo = open_repo(args)
+    repo = open_repo(args, watch=False)  # watched once locked, its listings then loaded
     with reading(repo, "restore"):
+        watch_storage(repo, then_load=True)
         load_index(repo)
         snap = find_snapshot(repo, ref, host=args.host, report=warn, paths=args.snapshot_paths, files=True)
         at, node = "", None

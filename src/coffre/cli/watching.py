@@ -11,6 +11,7 @@ from coffre.repository import keyring
 from coffre.repository.mark import Alarm, MarkUnavailable, read_mark, updating
 from coffre.repository.repo import Repository
 from coffre.repository.watch import acknowledge, describe, observe
+from coffre.storage.cached import CachedBackend
 
 HINT = N_("hint: find out what happened to the storage (docs/design.md, section 8); "
           "'coffre acknowledge' then accepts its present state")
@@ -26,12 +27,18 @@ def _warning(message: str) -> None:
 
 
 def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] | None = None,
-                  keys_changed: bool = False) -> None:
+                  keys_changed: bool = False, then_load: bool = False) -> None:
     """Compare the storage with this machine's mark and record what it shows now. After an
     opening every standing alarm is said; after a change made by this command (`changed`:
     snapshots, index files or key slots written or removed), only new ones. `forgotten`:
     snapshots this command has just removed; `keys_changed`: this command wrote key slots
-    (init, key passwd), which are then listed again."""
+    (init, key passwd), which are then listed again. `then_load`: the command, holding its
+    lock, loads the index and the snapshots next: a remote repository's listings of them are
+    kept for it (one request each fewer)."""
+    if then_load and isinstance(repo.backend, CachedBackend):
+        with repo.backend.lending_listings(("index", "snapshots")):
+            watch_storage(repo, changed, forgotten, keys_changed)
+        return
     slots = keyring.scan(repo.backend)[0] if keys_changed else repo.key_slots
     try:
         with updating(repo.config.id, repo.clock.now_ns()) as mark:

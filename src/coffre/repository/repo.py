@@ -178,8 +178,7 @@ def config_file_bytes(cfg: Config, mac: bytes) -> bytes:
 def _read_config_file(backend: Backend) -> tuple[Config, bytes]:
     where = backend.location
     try:
-        if not backend.exists():
-            raise ObjectNotFound("config: not found")
+        # No existence check first: a missing config is ObjectNotFound (one request fewer).
         raw = backend.load(Handle("config", "config"), 0, MAX_CONFIG + 1)
     except ObjectNotFound:
         raise _DamagedConfig(_("missing"), NoRepositoryError(

@@ -14,6 +14,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from coffre.storage.base import Backend, Handle, ObjectInfo, Wrapper
@@ -26,6 +27,8 @@ class CachedBackend(Wrapper):
         super().__init__(inner)
         self.dir = directory
         self.hits = 0
+        self._keep_next: set[str] = set()  # kinds whose listings are lent (lending_listings)
+        self._kept: dict[str, list[ObjectInfo]] = {}
 
     @property
     def tree_packs_dir(self) -> Path:
@@ -75,13 +78,31 @@ class CachedBackend(Wrapper):
         return data[offset:end]
 
     def save(self, handle: Handle, data: bytes | memoryview) -> None:
+        self._kept.pop(handle.kind, None)
         self.inner.save(handle, data)
         path = self._file(handle)
         if path is not None:
             self._keep(path, handle.name, bytes(data))
 
+    @contextmanager
+    def lending_listings(self, kinds: tuple[str, ...]) -> Iterator[None]:
+        """The listings of these kinds made in the block each serve the next listing after it,
+        once: for a command that checks the storage (cli/watching.py), then at once loads what
+        it listed. Writing or removing an object of the kind drops the kept listing."""
+        self._keep_next = set(kinds)
+        try:
+            yield
+        finally:
+            self._keep_next = set()
+
     def list(self, kind: str) -> Iterator[ObjectInfo]:
+        if kind not in self._keep_next:
+            kept = self._kept.pop(kind, None)
+            if kept is not None:
+                return iter(kept)
         listed = list(self.inner.list(kind))
+        if kind in self._keep_next:
+            self._kept[kind] = listed
         if kind in CACHED_KINDS:
             names = {i.name for i in listed}
             try:
@@ -93,6 +114,7 @@ class CachedBackend(Wrapper):
         return iter(listed)
 
     def remove(self, handle: Handle) -> None:
+        self._kept.pop(handle.kind, None)
         path = self._file(handle)
         if path is not None:
             path.unlink(missing_ok=True)
