@@ -233,3 +233,23 @@ def test_several_data_sets_give_the_median_and_the_worst_ratio() -> None:
     assert table[0].split()[-2:] == ["median", "worst"]
     # per set: a 2/2 = 1.00 (medians of its runs), b 0.25, c 1.00: median 1.00, worst 1.00
     assert table[1].split()[-5:] == ["1.00", "0.25", "1.00", "1.00", "1.00"], table[1]
+
+
+def test_big_index_bench_smoke_run(tmp_path: Path) -> None:
+    """bench/bigindex.py with a few thousand synthetic blobs: built, backed up beside, and
+    all kept by prune (the second snapshot's listings reach every one)."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("bigindex.py")), "--blobs", "3000",
+         "--out", str(tmp_path / "big"), "--keep"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3,000 synthetic blobs built" in out.stdout, out.stdout
+    for step in ("snapshots (open only)", "unchanged backup", "prune (keeps everything)"):
+        assert step in out.stdout, out.stdout
+    from coffre.repository.repo import Repository
+    from coffre.storage.local import LocalBackend
+
+    repo = Repository.open(LocalBackend(tmp_path / "big" / "repo"), bench_module("bigindex").PASSWORD)
+    repo.load_index()
+    assert len(repo.index) > 3000 and len(repo.snapshots()) == 3
