@@ -4,6 +4,8 @@ mark after each opening and each change, and the alarms said on stderr."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from coffre.cli.output import warn
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _
@@ -35,10 +37,8 @@ def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] 
     (init, key passwd), which are then listed again. `then_load`: the command, holding its
     lock, loads the index and the snapshots next: a remote repository's listings of them are
     kept for it (one request each fewer)."""
-    if then_load and isinstance(repo.backend, CachedBackend):
-        with repo.backend.lending_listings(("index", "snapshots")):
-            watch_storage(repo, changed, forgotten, keys_changed)
-        return
+    lending = (repo.backend.lending_listings(("index", "snapshots"))
+               if then_load and isinstance(repo.backend, CachedBackend) else nullcontext())
     slots = keyring.scan(repo.backend)[0] if keys_changed else repo.key_slots
     try:
         with updating(repo.config.id, repo.clock.now_ns()) as mark:
@@ -46,7 +46,8 @@ def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] 
                 _warning(mark.problem)
             for sid in forgotten or []:
                 mark.forget(sid)
-            new = observe(repo, mark, _warning, slots)
+            with lending:
+                new = observe(repo, mark, _warning, slots)
             opening = next((s for s in slots if s.id == repo.key_slot_id), None)
             if opening is not None:
                 mark.note_opened(keyring.fingerprint(opening.wrapped))

@@ -224,7 +224,7 @@ class Backup:
                 self.bases.put(blob_id, data)
         return blob_id
 
-    def _base(self, ancestor: bytes, fetch: bool = True) -> tuple[bytes, bytes] | None:
+    def _base(self, ancestor: bytes, fetch: bool) -> tuple[bytes, bytes] | None:
         """(id, content) of the base for a delta against `ancestor`: the ancestor itself, or
         its own base if it is a delta (depth one). Remote repositories: a base not kept
         locally is downloaded only if `fetch`; otherwise None (the chunk is stored whole, as
@@ -310,8 +310,8 @@ class Backup:
             if aligner is not None and previous is not None:
                 j = aligner.match(offset, len(chunk))
                 ancestor = previous[j][0] if j is not None else None
-            keep = volatile or fixed or previous is not None
             fetch = volatile or fixed
+            keep = fetch or previous is not None
             content.append(self._store_chunk(chunk, ancestor, keep, fetch) if inline
                            else self._submit(chunk, ancestor, keep, fetch))
             offset += len(chunk)

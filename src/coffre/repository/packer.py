@@ -55,8 +55,10 @@ def header_size(entries: list[packfmt.BlobEntry], version: int) -> int:
 
 @dataclasses.dataclass
 class _OpenPack:
-    """A pack being filled: its encrypted blobs, their entries, and (format 2) its key's salt."""
+    """A pack being filled: of trees or of data, its encrypted blobs, their entries, and
+    (format 2) its key's salt."""
 
+    tree: bool
     salt: bytes | None
     parts: list[bytes] = dataclasses.field(default_factory=list)
     entries: list[packfmt.BlobEntry] = dataclasses.field(default_factory=list)
@@ -69,7 +71,7 @@ class Packer:
         self.target = repo.config.pack_size
         self._lock = threading.Lock()
         # One pack filled for trees, one for data (keyed by "is a tree").
-        self._open = {False: _OpenPack(self._new_salt()), True: _OpenPack(self._new_salt())}
+        self._open = {tree: _OpenPack(tree, self._new_salt()) for tree in (False, True)}
         # Blobs stored (or being stored) by this packer, so concurrent workers do not
         # store the same new blob twice.
         self._claimed: set[bytes] = set()
@@ -163,7 +165,7 @@ class Packer:
         return os.urandom(aead.PACK_SALT_LEN) if self.repo.version >= 2 else None
 
     def _take(self, tree: bool) -> _OpenPack:
-        full, self._open[tree] = self._open[tree], _OpenPack(self._new_salt())
+        full, self._open[tree] = self._open[tree], _OpenPack(tree, self._new_salt())
         return full
 
     def _queue_write(self, full: _OpenPack) -> None:
@@ -175,7 +177,7 @@ class Packer:
                     done.result()  # a failed write (disk full...) stops the caller here
                 if self._writer is None:
                     self._writer = ThreadPoolExecutor(1, thread_name_prefix="packwrite")
-                fut = self._writer.submit(self._write, full.parts, full.entries, full.salt)
+                fut = self._writer.submit(self._write, full)
                 self._writes.append(fut)
         except BaseException:
             self._write_slots.release()
@@ -198,18 +200,20 @@ class Packer:
             if writer is not None:
                 writer.shutdown(wait=True)
 
-    def _write(self, parts: list[bytes], entries: list[packfmt.BlobEntry], salt: bytes | None) -> None:
+    def _write(self, full: _OpenPack) -> None:
         crypter = self.repo.crypter
+        parts, entries, salt = full.parts, full.entries, full.salt
         if salt is None:
             header = crypter.encrypt(aead.KIND_PACK_HEADER, packfmt.encode_header(entries))
         else:
             parts, entries = _shuffled(parts, entries)
             header = crypter.seal(salt, aead.KIND_PACK_HEADER, packfmt.encode_header(entries, 2))
         blob = b"".join((*parts, header, packfmt.trailer(len(header), salt)))
-        parts.clear()  # free the blobs now: the joined pack holds them
+        parts.clear()  # free the blobs now: the joined pack holds them (format 2: both lists)
+        full.parts.clear()
         pack_id = hashlib.sha256(blob).digest()
         self.repo.backend.save(Handle("data", pack_id.hex()), blob)
-        if self.repo.tree_packs is not None and all(e.kind == aead.KIND_TREE for e in entries):
+        if self.repo.tree_packs is not None and full.tree:
             self.repo.tree_packs.keep(pack_id, blob)  # the next backup's parent, a restore's plan
         with self._lock:
             self.written[pack_id] = entries

@@ -592,12 +592,10 @@ class Repository:
                 whole = self._from_whole_pack(cand.pack, entry.offset, entry.length) if cand is loc else None
                 if whole is not None:
                     envelope = whole
-                elif self.windows is not None and cand is loc and cand.entry.kind == aead.KIND_DATA:
-                    envelope = self.windows.read(cand.pack, cand.entry.offset, cand.entry.length)
+                elif self.windows is not None and cand is loc and entry.kind == aead.KIND_DATA:
+                    envelope = self.windows.read(cand.pack, entry.offset, entry.length)
                 else:
-                    envelope = self.backend.load(
-                        Handle("data", cand.pack.hex()), cand.entry.offset, cand.entry.length
-                    )
+                    envelope = self.backend.load(Handle("data", cand.pack.hex()), entry.offset, entry.length)
                 return self.decode_blob(cand.entry, envelope, verify=verify)
             except (FormatError, ObjectNotFound) as exc:
                 errors.append(_("pack {name}: {problem}").format(

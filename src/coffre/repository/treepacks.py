@@ -18,14 +18,13 @@ at most CAPACITY bytes of packs are held (repository/wholepacks.py).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
-import secrets
 from collections.abc import Collection
 from pathlib import Path
 
 from coffre.repository.wholepacks import WholePacks
 from coffre.storage.base import Backend
+from coffre.storage.cached import keep_copy, read_copy
 
 CAPACITY = 64 * 1024 * 1024
 
@@ -41,14 +40,15 @@ class TreePacks(WholePacks):
         if data is not None:
             return data, True
         data, _ = super()._fetch(pack)
-        if not hmac.compare_digest(hashlib.sha256(data).digest(), pack):
+        if hashlib.sha256(data).digest() != pack:
             return data, False  # not kept: its blobs fail their checks, a later read retries
-        self._to_disk(pack, data)
+        self.keep(pack, data)
         return data, True
 
     def keep(self, pack: bytes, data: bytes) -> None:
-        """A tree pack just written by this machine: kept on disk for the next runs."""
-        self._to_disk(pack, data)
+        """A tree pack this machine wrote or fetched: kept on disk for the next runs."""
+        if self.dir is not None:
+            keep_copy(self.dir / pack.hex(), pack.hex(), data)
 
     def tidy(self, listed: Collection[bytes]) -> int:
         """Delete the copies of packs the index no longer lists; how many were deleted."""
@@ -67,27 +67,6 @@ class TreePacks(WholePacks):
         return removed
 
     def _from_disk(self, pack: bytes) -> bytes | None:
-        if self.dir is None:
-            return None
-        path = self.dir / pack.hex()
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        if not hmac.compare_digest(hashlib.sha256(data).digest(), pack):
-            path.unlink(missing_ok=True)  # damaged on the local disk: fetched again
-            return None
-        self.local_reads += 1
+        data = read_copy(self.dir / pack.hex(), pack.hex()) if self.dir is not None else None
+        self.local_reads += data is not None
         return data
-
-    def _to_disk(self, pack: bytes, data: bytes) -> None:
-        """Store a copy atomically; a cache that cannot be written only costs requests."""
-        if self.dir is None:
-            return
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.dir / f".tmp-{secrets.token_hex(8)}"
-            tmp.write_bytes(data)
-            os.replace(tmp, self.dir / pack.hex())
-        except OSError:
-            pass

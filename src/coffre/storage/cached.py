@@ -22,6 +22,33 @@ from coffre.storage.base import Backend, Handle, ObjectInfo, Wrapper
 CACHED_KINDS = ("index", "snapshots", "keys")
 
 
+def read_copy(path: Path, name: str) -> bytes | None:
+    """A local copy of an object named by the SHA-256 (hex) of its bytes, if it still matches
+    its name; a damaged copy is deleted (the caller fetches the object again)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != name:
+        path.unlink(missing_ok=True)
+        return None
+    return data
+
+
+def keep_copy(path: Path, name: str, data: bytes) -> None:
+    """Store a local copy atomically, only if the bytes match their name. A cache that cannot
+    be written (disk full, read-only) only costs speed."""
+    if hashlib.sha256(data).hexdigest() != name:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 class CachedBackend(Wrapper):
     def __init__(self, inner: Backend, directory: Path) -> None:
         super().__init__(inner)
@@ -40,38 +67,16 @@ class CachedBackend(Wrapper):
             return None
         return self.dir / handle.kind / handle.name
 
-    def _read(self, path: Path, name: str) -> bytes | None:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        if hashlib.sha256(data).hexdigest() != name:
-            path.unlink(missing_ok=True)  # damaged on the local disk: fetched again
-            return None
-        return data
-
-    def _keep(self, path: Path, name: str, data: bytes) -> None:
-        """Store a copy, atomically; only bytes that match their name. A cache that cannot
-        be written (disk full, read-only) only costs speed."""
-        if hashlib.sha256(data).hexdigest() != name:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError:
-            pass
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         path = self._file(handle)
         if path is None:
             return self.inner.load(handle, offset, length)
-        data = self._read(path, handle.name)
+        data = read_copy(path, handle.name)
         if data is None:
             # From the start, so a whole object can be checked against its name and kept.
             data = self.inner.load(handle, 0, None if length is None else offset + length)
-            self._keep(path, handle.name, data)
+            keep_copy(path, handle.name, data)
         else:
             self.hits += 1
         end = len(data) if length is None else offset + length
@@ -82,7 +87,7 @@ class CachedBackend(Wrapper):
         self.inner.save(handle, data)
         path = self._file(handle)
         if path is not None:
-            self._keep(path, handle.name, bytes(data))
+            keep_copy(path, handle.name, bytes(data))
 
     @contextmanager
     def lending_listings(self, kinds: tuple[str, ...]) -> Iterator[None]:
