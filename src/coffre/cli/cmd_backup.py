@@ -10,7 +10,7 @@ import sys
 from coffre.cli.context import add_repo_options, load_index, locked, open_repo, refuse_empty, repo_location
 from coffre.cli.output import human_number, human_size, say, warn
 from coffre.cli.progress import emit_summary, progress_for
-from coffre.cli.watching import watch_storage
+from coffre.cli.watching import note_saved, watch_storage
 from coffre.core.errors import EXIT_PARTIAL, FormatError, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.format.snapshot import DatabaseRecord
@@ -130,7 +130,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         differences = verified.differences
     if cache is not None:
         cache.close()
-    watch_storage(repo, changed=True)  # the new snapshot is seen: its deletion would be noticed
+    note_saved(repo, snap.id, snap.hostname, snap.time_ns)  # its deletion would be noticed
     problems = result.problems
     if args.json:
         emit_summary({"snapshot": snap.id, "summary": snap.summary,

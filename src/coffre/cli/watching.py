@@ -10,9 +10,9 @@ from coffre.cli.output import warn
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _
 from coffre.repository import keyring
-from coffre.repository.mark import Alarm, MarkUnavailable, read_mark, updating
+from coffre.repository.mark import Alarm, MarkUnavailable, Seen, read_mark, updating
 from coffre.repository.repo import Repository
-from coffre.repository.watch import acknowledge, describe, observe
+from coffre.repository.watch import MAX_HOST, acknowledge, describe, observe
 from coffre.storage.cached import CachedBackend
 
 HINT = N_("hint: find out what happened to the storage (docs/design.md, section 8); "
@@ -56,6 +56,19 @@ def watch_storage(repo: Repository, changed: bool = False, forgotten: list[str] 
         _unavailable(exc, _("deletions and put-backs by the storage are not watched"))
         return
     say_alarms(new if changed else standing)
+
+
+def note_saved(repo: Repository, snapshot_id: str, host: str, time_ns: int) -> None:
+    """The snapshot this command just stored joins the mark, so that its deletion would be
+    noticed, without listing the storage again: the opening's comparison, made under the
+    same lock, saw everything else. The index files it wrote need no entry (the mark only
+    remembers removed ones, so that their return is noticed)."""
+    try:
+        with updating(repo.config.id, repo.clock.now_ns()) as mark:
+            if not mark.is_forgotten(snapshot_id):
+                mark.snapshots[snapshot_id] = Seen(host[:MAX_HOST], time_ns)
+    except MarkUnavailable as exc:
+        _unavailable(exc, _("deletions and put-backs by the storage are not watched"))
 
 
 def say_alarms(alarms: list[Alarm]) -> None:

@@ -23,6 +23,8 @@ def ensure_config_copies(repo: Repository, report: Reporter = quiet) -> int:
     updated (read-only storage...) is reported and left as it is. Returns how many were."""
     doc = repo.config_document()
     updated = 0
+    if repo.key_slots and all(slot.config == doc for slot in repo.key_slots):
+        return 0  # the slots just scanned by the opening all have it: no listing again
     try:
         slots = keyring.scan(repo.backend)[0]
     except CoffreError as exc:
