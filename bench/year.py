@@ -214,6 +214,7 @@ class Day:
     cache_bytes: int
     index_files: int
     snapshots: int
+    packs: int | None = None  # pack files in data/ (absent from the CSVs of older runs)
 
 
 COLUMNS = [f.name for f in dataclasses.fields(Day)]
@@ -255,6 +256,7 @@ QUANTITIES = [
     Quantity("repo_bytes", "repository size", "MB", scale=1e6),
     Quantity("cache_bytes", "local cache size", "MB", scale=1e6),
     Quantity("index_files", "index files", ""),
+    Quantity("packs", "pack files", ""),
     Quantity("snapshots", "snapshots kept", ""),
     Quantity("tree_bytes", "tree backed up", "MB", scale=1e6),
     # The same times per GB of what each command goes through: the tree grows ~5 MB a day (the
@@ -265,7 +267,7 @@ QUANTITIES = [
     Quantity("check_s", "check per GB of repo", "s/GB", per="repo_bytes"),
 ]
 PLOTTED = ("backup_s", "bytes_added", "prune_s", "check_s", "repo_bytes", "peak_rss_mib", "cache_bytes",
-           "index_files", "tree_bytes")  # the per-GB times too, as FIELD_per_gb.png
+           "index_files", "packs", "tree_bytes")  # the per-GB times too, as FIELD_per_gb.png
 
 
 # -- the simulated calendar ------------------------------------------------------------------------
@@ -501,6 +503,7 @@ def run_daily_job(tool: DailyTool, tree: Path, day: int, moment: datetime, sched
         peak_rss_mib=max(m.rss_mib for m in ran),
         repo_bytes=folder_bytes(tool.repo), cache_bytes=folder_bytes(tool.cache_dir),
         index_files=file_count(tool.index_dir), snapshots=file_count(tool.snapshots_dir),
+        packs=file_count(tool.repo / "data"),
     )
 
 

@@ -133,3 +133,42 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
     assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
     coffre.ok("prune")
     assert coffre.ok("check", "--read-data", "--json").json()["ok"]
+
+
+def test_prune_merges_the_small_packs_of_many_backups_and_every_snapshot_still_restores(
+    tmp_path: Path,
+) -> None:
+    """Each backup leaves a partly filled data pack and a tree pack; once enough have gathered,
+    prune merges them into full packs (the trash protocol as for any repack), so a year of
+    daily backups does not leave hundreds of small packs for a restore to fetch."""
+    from coffre.ops.prune import SMALL_PACKS_MERGED_AT
+    from coffre.ops.restore import RestoreOptions, Restorer
+
+    repo, _ = Repository.init(LocalBackend(tmp_path / "repo"), PASSWORD)
+    src = tmp_path / "src"
+    src.mkdir()
+    days = SMALL_PACKS_MERGED_AT // 2 + 1  # two small packs a day: a data pack and a tree pack
+    digests = []
+    for day in range(days):
+        (src / f"day-{day}.txt").write_text(f"ventes du jour {day}\n" * 2000)
+        with Lock(repo, exclusive=False, command="backup") as lock:
+            repo.load_index()
+            Backup(repo, lock, BackupOptions(paths=[str(src)], host="h")).run()
+        digests.append(tree_digest(src))
+    before = set(repo.index.pack_ids())
+    assert len(before) >= SMALL_PACKS_MERGED_AT
+    with Lock(repo, exclusive=True, command="prune") as lock:
+        stats = Pruner(repo, lock).run()
+    assert stats.packs_merged == len(before) and stats.packs_removed == 0
+    assert any("small packs merged" in n for n in stats.notes)
+    repo = Repository.open(LocalBackend(tmp_path / "repo"), PASSWORD)
+    repo.load_index()
+    after = set(repo.index.pack_ids())
+    assert not after & before and len(after) == 2  # one pack of listings, one of data
+    with Lock(repo, exclusive=True, command="prune") as lock:  # the trash is emptied
+        assert Pruner(repo, lock).run().packs_merged == 0  # two small packs: left alone
+    assert not list((tmp_path / "repo" / "data").glob(f"*/{next(iter(before)).hex()}"))
+    for snap, digest in zip(repo.snapshots(), digests, strict=True):
+        target = tmp_path / f"r-{snap.id[:8]}"
+        assert not Restorer(repo, RestoreOptions(target=str(target))).run(snap).errors
+        assert tree_digest(target / str(src).lstrip("/")) == digest

@@ -47,6 +47,11 @@ from coffre.repository.trash import TrashRecord, load_trash, save_trash
 from coffre.storage.base import Handle
 
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
+# Each backup ends with a partly filled pack or two (its folder listings have packs of their
+# own): small packs are merged once this many have gathered, so that a year of daily backups
+# does not leave a thousand of them for a restore to fetch one by one.
+SMALL_PACK_SHARE = 0.5  # of the configured pack size
+SMALL_PACKS_MERGED_AT = 10
 TEMP_AGE_NS = 24 * 3600 * 10**9
 SPACE_MARGIN = 1024 * 1024  # kept free beyond the new index when repacking on a full medium
 
@@ -67,6 +72,7 @@ class PruneStats:
     packs_unindexed: int = 0
     packs_gone: int = 0
     packs_not_repacked: int = 0
+    packs_merged: int = 0  # small packs among those repacked (SMALL_PACKS_MERGED_AT)
     bytes_freed: int = 0
     bytes_repacked: int = 0
     packs_deleted: int = 0
@@ -277,6 +283,7 @@ class Pruner:
         keep: dict[bytes, list[BlobEntry]] = {}
         repack: dict[bytes, list[BlobEntry]] = {}
         remove: list[bytes] = []
+        small: dict[bytes, list[BlobEntry]] = {}  # kept whole, unless enough to merge
         placed: set[bytes] = set()
         for pid, entries in sorted(indexed.items(), key=lambda kv: -len(kv[1])):
             # A used blob stays where readers (and the marking, for a delta's base) find it
@@ -291,8 +298,15 @@ class Pruner:
                 repack[pid] = live  # a damaged pack always goes: its intact blobs move out
             else:
                 keep[pid] = entries
+                if size < repo.config.pack_size * SMALL_PACK_SHARE:
+                    small[pid] = live
             placed.update(e.id for e in live)
+        if len(small) >= SMALL_PACKS_MERGED_AT:
+            for pid, live in small.items():
+                del keep[pid]
+                repack[pid] = live
         self._fit_repack(repack, keep, indexed, bad, stored)
+        st.packs_merged = sum(1 for pid in small if pid in repack)
         for pid, live in repack.items():
             live_bytes = sum(e.length for e in live)
             st.bytes_freed += stored.get(pid.hex(), 0) - live_bytes
@@ -303,6 +317,10 @@ class Pruner:
         st.packs_kept, st.packs_removed = len(keep), len(remove)
         st.packs_repacked, st.packs_unindexed = len(repack), len(unindexed)
         st.blobs_resurrected = sum(len(v) for v in resurrect.values())
+        if st.packs_merged:
+            st.notes.append(ngettext(
+                "{n} small pack merged into full ones", "{n} small packs merged into full ones",
+                st.packs_merged).format(n=st.packs_merged))
         if gone:
             st.notes.append(ngettext(
                 "{n} pack listed in the index was gone and held nothing a snapshot needs: left out "
