@@ -152,6 +152,7 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
                     assert float(cell) >= 0, (tool, column, cell)
             assert int(row["snapshots"]) == int(row["day"])  # three days: forget keeps them all
             assert int(row["repo_bytes"]) > 0 and int(row["index_files"]) > 0
+            assert int(row["packs"]) > 0
         assert int(rows[0]["bytes_added"]) > 0
         # Linear growth: 8 new scans every day, counted in the tree, and as many rows inserted.
         scan_files = [449] + [int(r["scan_files"]) for r in rows]
@@ -168,7 +169,7 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
     assert {c["tool"] for c in summary["comparisons"]} == {"coffre", "restic"}
     for plot in summary["plots"]:
         assert Path(plot).read_bytes().startswith(b"\x89PNG")
-    assert len(summary["plots"]) == 12  # 9 measures, and the 3 times per GB
+    assert len(summary["plots"]) == 13  # 10 measures, and the 3 times per GB
     assert not (out_dir / "work").exists()
     # The table again from the CSVs alone, with the costs per GB of what each command went through.
     again = subprocess.run(
