@@ -4,7 +4,9 @@ each tree pack once, and a damaged or stale copy costs a download, never a listi
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from pathlib import Path
 
 from coffre.crypto.aead import KIND_TREE
@@ -123,5 +125,10 @@ def test_copies_of_packs_no_longer_listed_are_removed_by_the_next_backup(tmp_pat
     stale = cache / "trees" / ("ab" * 32)  # a pack a prune removed since
     stale.write_bytes(b"old listings")
     (cache / "trees" / ".tmp-0123").write_bytes(b"interrupted")
+    fresh = cache / "trees" / ("cd" * 32)  # a pack a backup running beside wrote, not indexed yet
+    fresh.write_bytes(b"new listings")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for old in (stale, cache / "trees" / ".tmp-0123"):
+        os.utime(old, (two_days_ago, two_days_ago))
     repo = backup(storage, cache, src)
-    assert {p.name for p in (cache / "trees").iterdir()} == tree_packs(repo)
+    assert {p.name for p in (cache / "trees").iterdir()} == tree_packs(repo) | {fresh.name}

@@ -75,6 +75,9 @@ VOLATILE_SUFFIXES = (b".sql", b".dump", b".backup", b".bak", b".dmp", b".fbk", b
 # a write in the same timestamp tick (2 s on FAT) could go unnoticed next time. Writes
 # always set mtime to "now", so checking mtime is enough; ctime is still compared on lookup.
 RACY_NS = 2_000_000_000
+# A tree pack copy no index lists is deleted once this old: younger, it may be a pack a backup
+# running beside this one wrote and has not indexed yet.
+UNINDEXED_COPY_AGE_NS = 24 * 3600 * 10**9
 
 
 @dataclass
@@ -784,7 +787,8 @@ class Backup:
             if self.bases is not None:
                 self.bases.expire()
             if self.repo.tree_packs is not None:  # copies of packs a prune removed
-                self.repo.tree_packs.tidy(self.repo.index.pack_ids())
+                self.repo.tree_packs.tidy(self.repo.index.pack_ids(),
+                                          self.repo.clock.now_ns() - UNINDEXED_COPY_AGE_NS)
             return BackupResult(snap, self.problems, self.left_out)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)

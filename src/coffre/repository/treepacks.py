@@ -50,8 +50,10 @@ class TreePacks(WholePacks):
         if self.dir is not None:
             keep_copy(self.dir / pack.hex(), pack.hex(), data)
 
-    def tidy(self, listed: Collection[bytes]) -> int:
-        """Delete the copies of packs the index no longer lists; how many were deleted."""
+    def tidy(self, listed: Collection[bytes], before_ns: int) -> int:
+        """Delete the copies of packs the index no longer lists, written before `before_ns`;
+        how many were deleted. A copy younger than that may be a pack another command on this
+        machine (a backup running beside this one) has written and not indexed yet."""
         if self.dir is None:
             return 0
         try:
@@ -61,9 +63,16 @@ class TreePacks(WholePacks):
         wanted = {p.hex() for p in listed}
         removed = 0
         for name in names:
-            if name not in wanted:
-                (self.dir / name).unlink(missing_ok=True)
-                removed += 1
+            if name in wanted:
+                continue
+            path = self.dir / name
+            try:
+                if path.stat().st_mtime_ns >= before_ns:
+                    continue
+            except OSError:
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     def _from_disk(self, pack: bytes) -> bytes | None:
