@@ -73,6 +73,48 @@ def test_exit_codes_the_readme_promises(coffre: Coffre, tmp_path: Path) -> None:
     assert coffre.ok("backup", "--help").out.startswith("usage: coffre backup")
 
 
+# ------------------------------------------------------------- one command's parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _shape(parser: argparse.ArgumentParser) -> list[tuple[str, tuple[str, ...], object]]:
+    return [(prog, tuple(a.option_strings), a.default) for prog, a in walk_actions(parser)
+            if not isinstance(a, argparse._SubParsersAction)]
+
+
+def test_a_command_named_on_the_line_gets_the_same_parser_as_in_the_whole_one() -> None:
+    """A command line naming a command builds the parser with that command's module alone
+    (cli/parser.py COMMAND_MODULES): the table must name every command, each once, and the
+    command's parser must be the one the whole command line has."""
+    from coffre.cli.parser import MODULE_OF, named_command
+
+    whole = _commands(build_parser())
+    assert set(MODULE_OF) == set(whole)
+    for name, module in MODULE_OF.items():
+        alone = _commands(build_parser(name))
+        assert name in alone, (name, module)
+        assert _shape(alone[name]) == _shape(whole[name]), name
+    assert named_command(["--lang", "fr", "-v", "backup", "/srv"]) == "backup"
+    assert named_command(["--log-file", "prune", "check"]) == "check"  # a log file named prune
+    assert named_command(["--lang=fr", "restore-db", "x"]) == "restore-db"
+    for line in (["bakcup"], ["--help"], [], ["--version"], ["--", "backup"], ["completion", "bash"],
+                 ["manpage"]):
+        assert named_command(line) is None, line
+
+
+def test_a_backup_does_not_load_the_modules_of_the_other_commands(coffre: Coffre, tmp_path: Path) -> None:
+    code = ("import sys; from coffre.cli.main import main; code = main(sys.argv[1:]);"
+            "print(sorted(m for m in sys.modules if m.startswith(('coffre.cli.cmd_', 'coffre.agent.'))))")
+    out = subprocess.run([sys.executable, "-c", code, *coffre.argv("backup", str(src_tree(tmp_path)))[3:]],
+                         env={**coffre.env}, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['coffre.cli.cmd_backup']", out.stdout
+
+
 # -------------------------------------------------------------------------- help
 
 

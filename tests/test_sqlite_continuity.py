@@ -773,21 +773,8 @@ def test_what_retention_removes_leaves_every_later_moment_restorable(
 
 # -- the command line (cli/wal_sqlite.py, through the real entry point) --
 
-# The real entry point. Where the parser has no `wal` group yet (this branch was made before
-# cli/cmd_wal.py existed), one holding only wal_sqlite's commands is added for the test; with
-# the real group, wal_sqlite.register(its subparsers) puts them there.
 ENTRY = """
-import argparse, sys
-import coffre.cli.parser as p
-from coffre.cli import wal_sqlite
-if not any(m.__name__.endswith(".cmd_wal") for m in p.COMMANDS):
-    class Wal:
-        __name__ = "wal"
-        @staticmethod
-        def register(sub):
-            words = sub.add_parser("wal").add_subparsers(dest="wal_command", required=True)
-            wal_sqlite.register(words)
-    p.COMMANDS += (Wal,)
+import sys
 from coffre.cli.entry import main
 sys.exit(main())
 """

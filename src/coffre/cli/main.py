@@ -9,7 +9,7 @@ import time
 
 from coffre.cli.entry import interrupted
 from coffre.cli.logfile import Output
-from coffre.cli.parser import build_parser
+from coffre.cli.parser import build_parser, named_command
 from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.i18n import LANGUAGES, _, set_language
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         # Opened before parsing, so that a usage error in a scheduled job is logged too.
         log_path = early_option(argv, "--log-file") or os.environ.get("COFFRE_LOG_FILE") or None
         output = Output(log_path, "coffre", quiet=False)
-        parser = build_parser()
+        parser = build_parser(named_command(argv))
         args = parser.parse_args(argv)
         if extra:
             if getattr(args, "stdin_from_command", False):

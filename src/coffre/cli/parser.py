@@ -13,36 +13,63 @@ behaviour a person expects of it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, NoReturn
 
 from coffre import __version__
-from coffre.cli import (
-    argparse_words,
-    cmd_acknowledge,
-    cmd_agent,
-    cmd_backup,
-    cmd_browse,
-    cmd_copy,
-    cmd_database,
-    cmd_demo,
-    cmd_maintenance,
-    cmd_repair,
-    cmd_repo,
-    cmd_restore,
-    cmd_server,
-    cmd_shell,
-    cmd_standby,
-    cmd_status,
-    cmd_wal,
-)
+from coffre.cli import argparse_words
 from coffre.core.errors import EXIT_USAGE
 from coffre.core.i18n import LANGUAGES, _
 
-COMMANDS = (cmd_repo, cmd_backup, cmd_browse, cmd_restore, cmd_database, cmd_copy, cmd_maintenance,
-            cmd_acknowledge, cmd_repair, cmd_agent, cmd_status, cmd_server, cmd_demo, cmd_shell, cmd_wal,
-            cmd_standby)
+# The modules of the commands (coffre.cli.cmd_*), in the order of the help, and the commands
+# each one registers. A command line naming one of them builds the parser with its module
+# alone: the others, and what they import (the agent, the continuity engines...), cost every
+# command ~0.2 s on a cold page cache otherwise. Help without a command, a mistyped command
+# and the manual pages build the whole parser.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "cmd_repo": ("init", "key", "unlock"),
+    "cmd_backup": ("backup",),
+    "cmd_browse": ("snapshots", "ls", "diff", "dump", "find", "stats"),
+    "cmd_restore": ("restore", "verify"),
+    "cmd_database": ("restore-db", "drill"),
+    "cmd_copy": ("copy",),
+    "cmd_maintenance": ("check", "forget", "prune"),
+    "cmd_acknowledge": ("acknowledge",),
+    "cmd_repair": ("repair",),
+    "cmd_agent": ("config", "run", "agent"),
+    "cmd_status": ("status",),
+    "cmd_server": ("server",),
+    "cmd_demo": ("demo",),
+    "cmd_shell": ("completion", "manpage"),
+    "cmd_wal": ("wal",),
+    "cmd_standby": ("standby",),
+}
+MODULE_OF = {command: module for module, commands in COMMAND_MODULES.items() for command in commands}
+TOP_OPTIONS_WITH_VALUE = ("--lang", "--log-file")
+WHOLE_LINE = ("completion", "manpage")  # they describe every command
+
+
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"coffre.cli.{name}")
+
+
+def named_command(argv: list[str]) -> str | None:
+    """The command an argument list names (its first word that is not an option or an
+    option's value), if Coffre has it and it needs no other; None otherwise."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in TOP_OPTIONS_WITH_VALUE:
+            skip = True
+        elif arg == "--":
+            return None
+        elif not arg.startswith("-"):
+            return arg if arg in MODULE_OF and arg not in WHOLE_LINE else None
+    return None
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -98,8 +125,9 @@ def add_global_options(p: argparse.ArgumentParser, top: bool) -> None:
                           "COFFRE_LOG_FILE); secrets such as the recovery key are never written"))
 
 
-def build_parser() -> CoffreParser:
-    """The whole command line, in the current language (set it before)."""
+def build_parser(command: str | None = None) -> CoffreParser:
+    """The whole command line, in the current language (set it before); with only the module
+    of `command` (one of MODULE_OF) when it is given."""
     argparse_words.localize()
     parser = CoffreParser(
         prog="coffre",
@@ -112,8 +140,8 @@ def build_parser() -> CoffreParser:
     add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"),
                                 title=_("commands"))
-    for module in COMMANDS:
-        module.register(sub)
+    for name in [MODULE_OF[command]] if command is not None else COMMAND_MODULES:
+        command_module(name).register(sub)
     for p in subparsers(parser):
         add_global_options(p, top=False)
         p.set_defaults(command_parser=p)  # a command can report a usage error with its usage
