@@ -20,6 +20,7 @@ from coffre.ops.backup import Backup, BackupOptions
 from coffre.repository.cache import RepoCache
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
+from coffre.sources.files import Excluder
 from coffre.sources.scan import Scanner, count
 from coffre.storage.local import LocalBackend
 
@@ -301,6 +302,36 @@ def test_the_scanner_reads_ahead_even_when_nobody_watches(tmp_path: Path,
     single = src / "db" / "officine.db"
     _in_process(tmp_path / "repo", BackupOptions(paths=[str(single)], workers=2), NULL_PROGRESS)
     assert started == [0]
+
+
+def test_a_scanner_started_before_the_repository_opens_is_taken_over_by_the_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cli/cmd_backup.py starts the scanner first, so the disk's metadata is read while the
+    repository opens: the walk takes it over with what it counted (no second child process),
+    and stops one that scans something else (other exclusions) to start its own."""
+    src = make_tree(tmp_path / "src")
+    files = sum(len(f) for _d, _s, f in os.walk(src))
+    backend = LocalBackend(tmp_path / "repo")
+    repo = Repository.init(backend, PASSWORD)[0]
+    roots = [os.fsencode(src)]
+    early = Scanner(roots, NULL_PROGRESS, Excluder([]).patterns, set()).start(after=0)
+    early._thread.join(60)  # it has counted everything before the backup begins
+    other = Scanner(roots, NULL_PROGRESS, Excluder(["*.db"]).patterns, set()).start(after=0)
+    started: list[Scanner] = []
+    real_start = Scanner.start
+    monkeypatch.setattr(Scanner, "start",
+                        lambda self, after=None: started.append(self) or real_start(self, after))
+    progress = Progress()
+    with Lock(repo, exclusive=False, command="backup") as lock:
+        Backup(repo, lock, BackupOptions(paths=[str(src)]), progress=progress, scanner=early).run()
+    assert started == []
+    status = progress.status()
+    assert status.total_known and status.files_total == files == status.files_done
+    with Lock(repo, exclusive=False, command="backup") as lock:
+        Backup(repo, lock, BackupOptions(paths=[str(src)]), scanner=other).run()
+    assert len(started) == 1 and started[0] is not other
+    assert other._stopped.is_set() and not other._thread.is_alive()
 
 
 def test_the_scanner_walks_in_the_order_of_the_backup(tmp_path: Path) -> None:

@@ -184,9 +184,14 @@ class Backup:
         bases: BaseCache | None = None,
         damaged: set[tuple[bytes, bytes]] | None = None,
         progress: Progress = NULL_PROGRESS,
+        scanner: Scanner | None = None,
     ) -> None:
+        """`scanner`: one the caller started before the repository was opened, which warms the
+        disk's metadata meanwhile; the walk uses it if it scans what the walk goes through,
+        and stops it either way."""
         self.repo = repo
         self.progress = progress
+        self.early_scanner = scanner
         self.damaged = damaged or set()  # (pack, blob) pairs check found damaged
         self.bases = bases  # remote repositories: tomorrow's delta bases, kept locally
         self.lock = lock
@@ -798,10 +803,16 @@ class Backup:
         from a scanner counting beside the walk, which also reads the folders' metadata ahead
         of it (sources/scan.py)."""
         roots = [os.fsencode(p) for p in sources]
-        scanner = None
-        if any(os.path.isdir(r) and not os.path.islink(r) for r in roots):
+        scanner, early = None, self.early_scanner
+        if early is not None and early.scans(roots, self.excluder.patterns, self.skip,
+                                             self.opts.one_file_system):
+            scanner = early
+            scanner.attach(self.progress)
+        elif any(os.path.isdir(r) and not os.path.islink(r) for r in roots):
             scanner = Scanner(roots, self.progress, self.excluder.patterns, self.skip,
                               self.opts.one_file_system).start(after=0)
+        if early is not None and early is not scanner:
+            early.stop()
         try:
             tree = self._path_tree(roots, extra)
         finally:

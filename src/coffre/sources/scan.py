@@ -12,6 +12,9 @@ It walks in the backup's order (names sorted, depth first), so on a cold page ca
 one that waits for the disk: the backup then finds the folders and inodes it asks for in
 memory. An unchanged backup of 55,000 small files (a copy of /usr/share) went from 3.6 s to
 2.9 s this way; the backup starts it at once whenever a source is a folder, watched or not.
+`coffre backup` starts it even before it opens the repository (a cold start spends ~0.5 s
+there, longer off site), and the backup takes it over (`attach`): 4.5 -> 3.8 s more on the
+same tree.
 
 Chosen: the scanner runs in a child process at a lower priority, not in a thread. A thread
 doing many small system calls beside the walk, which does the same, makes both wait for the
@@ -43,23 +46,46 @@ FLUSH_SECONDS = 0.2  # how often the child sends what it counted
 START_AFTER = 2.0  # seconds of backup before the scanner starts
 
 
+def scan_spec(sources: list[bytes], excludes: list[str], skip: set[bytes],
+              one_file_system: bool) -> dict[str, Any]:
+    """What the child process is told to walk."""
+    return {
+        "sources": [os.fsdecode(s) for s in sources],
+        "excludes": excludes,
+        "skip": [os.fsdecode(s) for s in sorted(skip)],
+        "one_file_system": one_file_system,
+    }
+
+
 class Scanner:
     """Counts the files and bytes under `sources` into `progress`, in a child process."""
 
     def __init__(self, sources: list[bytes], progress: Progress, excludes: list[str],
                  skip: set[bytes], one_file_system: bool = False) -> None:
         self.progress = progress
-        self.spec = {
-            "sources": [os.fsdecode(s) for s in sources],
-            "excludes": excludes,
-            "skip": [os.fsdecode(s) for s in sorted(skip)],
-            "one_file_system": one_file_system,
-        }
+        self.spec = scan_spec(sources, excludes, skip, one_file_system)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="scan", daemon=True)
         self.after = START_AFTER
+        self._counted = (0, 0, False)  # files, bytes, done: for a progress attached later
+
+    def scans(self, sources: list[bytes], excludes: list[str], skip: set[bytes],
+              one_file_system: bool = False) -> bool:
+        """Whether this scanner walks exactly what a backup of these sources walks."""
+        return self.spec == scan_spec(sources, excludes, skip, one_file_system)
+
+    def attach(self, progress: Progress) -> None:
+        """Count into `progress` from now on, with what was counted before: a scanner started
+        early (cli/cmd_backup.py, while the repository opens) handed to the backup's progress."""
+        with self._lock:
+            files, nbytes, done = self._counted
+            if files or nbytes:
+                progress.add_total(files, nbytes)
+            if done:
+                progress.total_known()
+            self.progress = progress
 
     def start(self, after: float | None = None) -> Scanner:
         """Start counting in `after` seconds (START_AFTER by default), unless stopped by then."""
@@ -84,11 +110,15 @@ class Scanner:
                 return  # no totals: the progress shows what is done, without a fraction
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            if line == b"done\n":
-                self.progress.total_known()
-                break
-            files, nbytes = line.split()
-            self.progress.add_total(int(files), int(nbytes))
+            with self._lock:
+                files, nbytes, _done = self._counted
+                if line == b"done\n":
+                    self._counted = (files, nbytes, True)
+                    self.progress.total_known()
+                    break
+                more_files, more_bytes = map(int, line.split())
+                self._counted = (files + more_files, nbytes + more_bytes, False)
+                self.progress.add_total(more_files, more_bytes)
 
     @property
     def started(self) -> bool:
