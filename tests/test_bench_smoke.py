@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,19 @@ def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
         assert line in out.stdout
     for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
         assert f"coffre {step}:" in out.stdout and f"restic {step}:" in out.stdout
+
+
+def test_sftp_bench_smoke_run_against_openssh(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("sftp.py")), "--size-mib", "4", "--small-files", "40",
+         "--runs", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "coffre restore identical: True" in out.stdout and "restic restore identical: True" in out.stdout
+    for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
+        assert f"coffre {step}:" in out.stdout and f"restic {step}:" in out.stdout
+        assert re.search(rf"^{step} +[0-9.]+s +[0-9.]+s +[0-9.]+ \([0-9.]+\)$", out.stdout, re.M), step
 
 
 def test_database_bench_smoke_run_against_postgresql(tmp_path: Path) -> None:
