@@ -24,7 +24,7 @@ from coffre.sources.files import Excluder
 from coffre.sources.scan import Scanner, count
 from coffre.storage.local import LocalBackend
 
-from conftest import Coffre, age_tree, make_tree
+from conftest import Coffre, age_tree, make_tree, tree_digest
 
 PASSWORD = "correct horse battery staple"
 
@@ -360,3 +360,48 @@ def test_a_command_without_postgresql_does_not_load_psycopg() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('psycopg')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_walk_goes_on_to_the_next_folders_while_the_workers_read_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder's listing waits for its files, not the walk: the next folders are listed and
+    planned while the workers still read the previous folder's files (WALK_AHEAD folders at
+    most), and every listing is stored once its files are, subfolders first, whatever the
+    depth and number of folders."""
+    import threading
+
+    from coffre.ops.backup import WALK_AHEAD
+    from coffre.ops.restore import RestoreOptions, Restorer
+
+    src = tmp_path / "src"
+    for i in range(WALK_AHEAD * 3):  # more folders than the walk keeps waiting, nested three deep
+        folder = src / f"d{i % 5}" / f"e{i % 11}" / f"f{i}"
+        folder.mkdir(parents=True)
+        (folder / "ordonnance.txt").write_text(f"ordonnance {i}\n" * (i + 1))
+    (src / "a").mkdir()
+    (src / "a" / "first.txt").write_text("lu en premier\n")
+    walked_on = threading.Event()
+    real_plan, real_read = Backup._plan, Backup._read_batch
+
+    def plan(self: Backup, name: bytes, path: bytes) -> Any:
+        if b"/d0/" in path:
+            walked_on.set()
+        return real_plan(self, name, path)
+
+    ahead: list[bool] = []
+
+    def read_batch(self: Backup, batch: list[Any]) -> Any:
+        if any(item.path.endswith(b"/a/first.txt") for item in batch):
+            ahead.append(walked_on.wait(30))  # the walk is in d0 while a's file is being read
+        return real_read(self, batch)
+
+    monkeypatch.setattr(Backup, "_plan", plan)
+    monkeypatch.setattr(Backup, "_read_batch", read_batch)
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), PASSWORD)[0]
+    with Lock(repo, exclusive=False, command="backup") as lock:
+        snap = Backup(repo, lock, BackupOptions(paths=[str(src)])).run().snapshot
+    assert ahead == [True]
+    target = tmp_path / "restored"
+    assert not Restorer(repo, RestoreOptions(target=str(target))).run(snap).errors
+    assert tree_digest(target / str(src).lstrip("/")) == tree_digest(src)

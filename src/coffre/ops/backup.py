@@ -2,7 +2,10 @@
 
 Pipeline: the calling thread walks the tree, reads and chunks files (pyfastcdc releases the
 GIL); a pool of workers hashes, compresses, encrypts and packs each chunk. A bounded
-semaphore caps the chunks in flight, so memory stays flat whatever the data size.
+semaphore caps the chunks in flight, so memory stays flat whatever the data size. A folder's
+listing is stored once its files are, but the walk does not wait for that: it goes on to the
+next folders (WALK_AHEAD at most), so the workers are not left idle while it lists and plans
+one, nor the walk while they read the last files of the previous one.
 
 A changed file is paired with its version in the parent snapshot: each new chunk is stored
 as a zstd delta against the old chunk it descends from when that is much smaller.
@@ -23,6 +26,7 @@ Commit order: packs -> index -> (rescue of blobs a concurrent prune took away) -
 
 from __future__ import annotations
 
+import collections
 import errno
 import getpass
 import os
@@ -173,6 +177,22 @@ class _Batched:
 Pending = tuple[Node, "Content | _Batched", bytes, os.stat_result, bool]
 
 
+@dataclass
+class _Walked:
+    """A folder the walk has gone through, whose listing waits for the content of its files:
+    stored once they are, into `node.subtree` (its node in the parent's listing)."""
+
+    nodes: list[Node]
+    pending: list[Pending]
+    node: Node | None = None
+
+
+# Folders walked whose files may still be read by the workers: the walk goes on to the next
+# folders meanwhile (the workers never wait for it to list and plan one), and a folder's
+# listing is stored once WALK_AHEAD more have been walked (its subfolders always before it).
+WALK_AHEAD = 64
+
+
 class Backup:
     def __init__(
         self,
@@ -215,6 +235,7 @@ class Backup:
         self.left_out: list[LeftOut] = []
         self._unchanged = [0, 0]  # files and bytes of unchanged files, not yet in the progress
         self._compare: dict[int, list[bytes]] = {}  # id(node) -> the parent's content of a file read
+        self._walked: collections.deque[_Walked] = collections.deque()  # oldest first
         self.auto_excludes: list[str] = []  # patterns recorded for what was left out
 
     # -- storing -------------------------------------------------------------------------------
@@ -462,15 +483,30 @@ class Backup:
             if self.opts.one_file_system and self._root_dev is not None and st.st_dev != self._root_dev:
                 node.subtree = self._store_tree([])
             else:
-                subtree = self._dir(path)
-                if subtree is None:
+                walked = self._dir(path)
+                if walked is None:
                     return None
-                node.subtree = subtree
+                walked.node = node
+                self._walked.append(walked)
+                while len(self._walked) > WALK_AHEAD:
+                    self._store_walked(self._walked.popleft())
         else:
             self.stats.others += 1
         return node
 
-    def _dir(self, path: bytes) -> bytes | None:
+    def _store_walked(self, walked: _Walked) -> None:
+        """Wait for the files of a folder walked, then store its listing."""
+        skipped = self._resolve(walked.pending)
+        assert walked.node is not None
+        walked.node.subtree = self._store_tree([n for n in walked.nodes if id(n) not in skipped])
+
+    def _store_all_walked(self) -> None:
+        while self._walked:
+            self._store_walked(self._walked.popleft())
+
+    def _dir(self, path: bytes) -> _Walked | None:
+        """Walk a folder (its subfolders first, each queued in self._walked); its own files are
+        handed to the workers, and the folder is returned to be stored once they are read."""
         try:
             with os.scandir(path) as it:
                 names = sorted(e.name for e in it)
@@ -503,9 +539,8 @@ class Backup:
                 node = self._entry(item, pending)
             if node is not None:
                 nodes.append(node)
-        skipped = self._resolve(pending)
         self._flush_unchanged()
-        return self._store_tree([n for n in nodes if id(n) not in skipped])
+        return _Walked(nodes, pending)
 
     def _flush_unchanged(self) -> None:
         """Unchanged files go to the progress a folder at a time (one call, not one a file)."""
@@ -598,9 +633,10 @@ class Backup:
                 node = node_from_stat(name, path, os.stat(path))
                 node.subtree = self._build(path, sub)  # type: ignore[arg-type]
                 nodes.append(node)
-        self._resolve(pending)
+        self._store_all_walked()  # the sources' folders, their listings stored
+        skipped = self._resolve(pending)
         self._flush_unchanged()
-        return self._store_tree(nodes)
+        return self._store_tree([n for n in nodes if id(n) not in skipped])
 
     def _stdin_tree(self) -> bytes:
         node = self._virtual_node(os.fsencode(self.opts.stdin_name), "file", 0o600)
