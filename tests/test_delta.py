@@ -290,3 +290,27 @@ def test_aligner_resyncs_after_an_insertion_followed_by_edits() -> None:
     old = [100_000, 250_000, 180_000, 300_000, 90_000]
     new = [100_000, 550_000, 180_100, 300_050, 90_000]
     assert pairings(old, new) == [0, 1, 2, 3, 4]
+
+
+def test_an_index_entry_is_checked_field_by_field_on_the_quick_path_too() -> None:
+    """BlobEntry.from_wire checks the common five-field entry in one expression: it must
+    refuse everything the field-by-field checks refuse (a bool for an integer, an id of the
+    wrong length, a value out of its range), and build the same entry from a valid one."""
+    from coffre.format.pack import MAX_PACK, max_raw, max_stored
+
+    good = [KIND_DATA, b"a" * 32, 7, 100, 4096]
+    entry = BlobEntry.from_wire(list(good), b"s" * 16)
+    assert entry == BlobEntry(KIND_DATA, b"a" * 32, 7, 100, 4096, None, b"s" * 16)
+    assert BlobEntry.from_wire([KIND_TREE, b"t" * 32, 0, max_stored(KIND_TREE), max_raw(KIND_TREE)])
+    bad = {0: [0, 3, True, "1", 1.0], 1: [b"a" * 31, b"a" * 33, "a" * 32, bytearray(b"a" * 32)],
+           2: [-1, MAX_PACK + 1, True, None], 3: [0, max_stored(KIND_DATA) + 1, False],
+           4: [-1, max_raw(KIND_DATA) + 1, True]}
+    for field, values in bad.items():
+        for value in values:
+            wire = list(good)
+            wire[field] = value
+            with pytest.raises(FormatError):
+                BlobEntry.from_wire(wire)
+    for wire in ([KIND_DATA, b"a" * 32, 7, 100], (KIND_DATA, b"a" * 32, 7, 100, 4096), "entry"):
+        with pytest.raises(FormatError):
+            BlobEntry.from_wire(wire)

@@ -16,6 +16,19 @@ class Location:
     entry: BlobEntry
 
 
+_new = object.__new__
+_set_pack, _set_entry = Location.__dict__["pack"].__set__, Location.__dict__["entry"].__set__
+
+
+def _located(pack: bytes, entry: BlobEntry) -> Location:
+    """Location(pack, entry) without the frozen dataclass's __init__ (one per blob loaded;
+    format/pack.py `_built` says why)."""
+    loc = _new(Location)
+    _set_pack(loc, pack)
+    _set_entry(loc, entry)
+    return loc
+
+
 class MasterIndex:
     def __init__(self) -> None:
         self._blobs: dict[bytes, Location] = {}
@@ -34,7 +47,7 @@ class MasterIndex:
         if entries and all(e.kind == KIND_TREE for e in entries):
             self._tree_packs.add(pack_id)
         for e in entries:
-            loc = Location(pack_id, e)
+            loc = _located(pack_id, e)
             first = self._blobs.setdefault(e.id, loc)
             if first is not loc and first.pack != pack_id:
                 if first.entry.base is not None and e.base is None:
