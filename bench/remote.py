@@ -180,6 +180,25 @@ class OwnServer:
         self.log.close()
 
 
+def pristine_tree(out: Path, size_mib: int | None, small_files: int | None) -> Path:
+    """The data set of this size under `out`, generated the first time."""
+    pristine = out / f"pristine-{size_mib or 2048}mib-{small_files or 'default'}"
+    if not (pristine / "pharmacy-server").exists():
+        gen = [sys.executable, str(SHARED_BENCH / "make_dataset.py"), "--out", str(pristine), "--force"]
+        gen += ["--size-mib", str(size_mib)] if size_mib else []
+        gen += ["--small-files", str(small_files)] if small_files else []
+        subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
+    return pristine
+
+
+def fresh_home(home: Path, pristine: Path) -> tuple[Path, Path]:
+    """An empty folder for one tool's run, with its own copy of the tree: (source, target)."""
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "work").mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(pristine / "pharmacy-server"), str(home / "work")], check=True)
+    return home / "work" / "pharmacy-server", home / "restored"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
@@ -192,13 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     ensure_installed([t for t in tools if not t.startswith("coffre")])
-    label = f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
-    pristine = args.out / f"pristine-{label}"
-    if not (pristine / "pharmacy-server").exists():
-        gen = [sys.executable, str(SHARED_BENCH / "make_dataset.py"), "--out", str(pristine), "--force"]
-        gen += ["--size-mib", str(args.size_mib)] if args.size_mib else []
-        gen += ["--small-files", str(args.small_files)] if args.small_files else []
-        subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
+    pristine = pristine_tree(args.out, args.size_mib, args.small_files)
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
     server_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-", dir=args.out))
     server = SeaweedFS.start(server_dir)
@@ -218,12 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             assert proxy is not None
             token = own.token_file if own is not None and name == "coffre-server" else None
             home = args.out / "remote" / name
-            shutil.rmtree(home, ignore_errors=True)
-            home.mkdir(parents=True)
-            work = home / "work"
-            work.mkdir()
-            subprocess.run(["cp", "-a", str(pristine / "pharmacy-server"), str(work)], check=True)
-            source, target = work / "pharmacy-server", home / "restored"
+            source, target = fresh_home(home, pristine)
             env = {**server.env(), **tool_env(name, proxy.port, home, token)}
             cmds = tool_commands(name, source, target)
             subprocess.run(cmds["init"], env={**os.environ, **env}, check=True, capture_output=True)

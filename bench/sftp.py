@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the real-server launchers
 
-from remote import STEPS
+from remote import STEPS, fresh_home, pristine_tree
 from run import SHARED_BENCH, drop_caches, identical, timed
 from tools import ensure_installed
 
@@ -59,12 +59,7 @@ def commands(name: str, options: list[str], source: Path, target: Path) -> dict[
 
 def one_run(name: str, server: SSHServer, pristine: Path, home: Path) -> tuple[dict[str, float], bool]:
     """The four steps of one tool, timed; and whether the restore is identical."""
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    work = home / "work"
-    work.mkdir()
-    subprocess.run(["cp", "-a", str(pristine / "pharmacy-server"), str(work)], check=True)
-    source, target = work / "pharmacy-server", home / "restored"
+    source, target = fresh_home(home, pristine)
     env, options = tool_setup(name, server, home)
     argv = commands(name, options, source, target)
     subprocess.run(argv["init"], env={**os.environ, **env}, check=True, capture_output=True)
@@ -90,13 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tools = ("coffre", "restic")
     ensure_installed(["restic"])
-    label = f"{args.size_mib or 2048}mib-{args.small_files or 'default'}"
-    pristine = args.out / f"pristine-{label}"
-    if not (pristine / "pharmacy-server").exists():
-        gen = [sys.executable, str(SHARED_BENCH / "make_dataset.py"), "--out", str(pristine), "--force"]
-        gen += ["--size-mib", str(args.size_mib)] if args.size_mib else []
-        gen += ["--small-files", str(args.small_files)] if args.small_files else []
-        subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
+    pristine = pristine_tree(args.out, args.size_mib, args.small_files)
     args.out.mkdir(parents=True, exist_ok=True)
     server_dir = Path(tempfile.mkdtemp(prefix="sshd-", dir=args.out))
     server = SSHServer.start(server_dir / "sshd")
