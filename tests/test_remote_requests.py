@@ -4,22 +4,16 @@ followed by no listing at all (each one is a round trip to an off-site server)."
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import Coffre, make_tree
+from test_bench_smoke import bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from conftest import Coffre, make_tree
 
 
 def counting_proxy(port: int) -> Any:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("proxy").CountingProxy(port)
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("proxy").CountingProxy(port)
 
 
 def listing(path: str) -> str:

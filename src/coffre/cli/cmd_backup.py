@@ -16,7 +16,7 @@ from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS
 from coffre.format.snapshot import DatabaseRecord
 from coffre.format.tree import validate_name
-from coffre.ops.backup import Backup, BackupOptions, BackupResult
+from coffre.ops.backup import Backup, BackupOptions, BackupResult, skipped_paths
 from coffre.ops.repair_config import ensure_config_copies
 from coffre.ops.verify import Verifier, VerifyResult
 from coffre.repository.basecache import BaseCache
@@ -25,7 +25,7 @@ from coffre.repository.damage import known_damage
 from coffre.sources.databases.base import Database
 from coffre.sources.databases.engines import source
 from coffre.sources.files import Excluder
-from coffre.sources.scan import Scanner
+from coffre.sources.scan import Scanner, start_scanner
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,12 +108,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     skip_paths = [str(cache_root()), *([location] if "://" not in location else [])]
     # The walk's scanner starts now, so that the disk's metadata is read while the repository
     # opens (a cold start spends ~0.5 s there; longer off site); the backup takes it over.
-    roots = sorted({os.path.abspath(p) for p in paths})
-    scanner = None
-    if not stdin_name and any(os.path.isdir(r) and not os.path.islink(r) for r in roots):
-        scanner = Scanner([os.fsencode(r) for r in roots], NULL_PROGRESS, patterns,
-                          {os.fsencode(os.path.abspath(p)) for p in skip_paths},
-                          args.one_file_system).start(after=0)
+    roots = [os.fsencode(r) for r in sorted({os.path.abspath(p) for p in paths})]
+    scanner = start_scanner(roots, NULL_PROGRESS, patterns, skipped_paths(skip_paths), args.one_file_system)
     try:
         return _backup(args, paths, excludes, skip_paths, databases, command, stdin_name, scanner)
     finally:

@@ -16,7 +16,6 @@ import argparse
 import importlib
 import sys
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any, NoReturn
 
 from coffre import __version__
@@ -50,10 +49,6 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 MODULE_OF = {command: module for module, commands in COMMAND_MODULES.items() for command in commands}
 TOP_OPTIONS_WITH_VALUE = ("--lang", "--log-file")
 WHOLE_LINE = ("completion", "manpage")  # they describe every command
-
-
-def command_module(name: str) -> ModuleType:
-    return importlib.import_module(f"coffre.cli.{name}")
 
 
 def named_command(argv: list[str]) -> str | None:
@@ -141,7 +136,7 @@ def build_parser(command: str | None = None) -> CoffreParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar=_("COMMAND"),
                                 title=_("commands"))
     for name in [MODULE_OF[command]] if command is not None else COMMAND_MODULES:
-        command_module(name).register(sub)
+        importlib.import_module(f"coffre.cli.{name}").register(sub)
     for p in subparsers(parser):
         add_global_options(p, top=False)
         p.set_defaults(command_parser=p)  # a command can report a usage error with its usage

@@ -61,7 +61,7 @@ from coffre.sources.databases.command import stream_command
 from coffre.sources.files import Excluder, node_from_stat
 from coffre.sources.patterns import escape
 from coffre.sources.prefetch import Prefetcher, ReadAhead
-from coffre.sources.scan import Scanner
+from coffre.sources.scan import Scanner, start_scanner
 from coffre.storage.base import Handle
 
 INDEX_EVERY_PACKS = 16
@@ -99,6 +99,11 @@ class BackupOptions:
     skip_paths: list[str] = field(default_factory=list)
     workers: int = 0
     also_raw: bool = False  # keep the raw files of databases captured by their engine
+
+
+def skipped_paths(paths: list[str]) -> set[bytes]:
+    """BackupOptions.skip_paths as the walk (and its scanner) compares them."""
+    return {os.fsencode(os.path.abspath(p)) for p in paths}
 
 
 @dataclass
@@ -221,7 +226,7 @@ class Backup:
         self.packer = Packer(repo)
         self.chunker = repo.chunker()
         self.excluder = Excluder(options.excludes)
-        self.skip = {os.fsencode(os.path.abspath(p)) for p in options.skip_paths}
+        self.skip = skipped_paths(options.skip_paths)
         self.problems = Problems()
         self.stats = _Stats()
         self.used: set[bytes] = set()
@@ -495,10 +500,14 @@ class Backup:
         return node
 
     def _store_walked(self, walked: _Walked) -> None:
-        """Wait for the files of a folder walked, then store its listing."""
-        skipped = self._resolve(walked.pending)
         assert walked.node is not None
-        walked.node.subtree = self._store_tree([n for n in walked.nodes if id(n) not in skipped])
+        walked.node.subtree = self._store_listing(walked.nodes, walked.pending)
+
+    def _store_listing(self, nodes: list[Node], pending: list[Pending]) -> bytes:
+        """Wait for the content of a folder's files, then store its listing (without the
+        files that could not be read)."""
+        skipped = self._resolve(pending)
+        return self._store_tree([n for n in nodes if id(n) not in skipped])
 
     def _store_all_walked(self) -> None:
         while self._walked:
@@ -634,9 +643,8 @@ class Backup:
                 node.subtree = self._build(path, sub)  # type: ignore[arg-type]
                 nodes.append(node)
         self._store_all_walked()  # the sources' folders, their listings stored
-        skipped = self._resolve(pending)
         self._flush_unchanged()
-        return self._store_tree([n for n in nodes if id(n) not in skipped])
+        return self._store_listing(nodes, pending)
 
     def _stdin_tree(self) -> bytes:
         node = self._virtual_node(os.fsencode(self.opts.stdin_name), "file", 0o600)
@@ -839,14 +847,14 @@ class Backup:
         from a scanner counting beside the walk, which also reads the folders' metadata ahead
         of it (sources/scan.py)."""
         roots = [os.fsencode(p) for p in sources]
-        scanner, early = None, self.early_scanner
+        early = self.early_scanner
         if early is not None and early.scans(roots, self.excluder.patterns, self.skip,
                                              self.opts.one_file_system):
-            scanner = early
-            scanner.attach(self.progress)
-        elif any(os.path.isdir(r) and not os.path.islink(r) for r in roots):
-            scanner = Scanner(roots, self.progress, self.excluder.patterns, self.skip,
-                              self.opts.one_file_system).start(after=0)
+            scanner: Scanner | None = early
+            early.attach(self.progress)
+        else:
+            scanner = start_scanner(roots, self.progress, self.excluder.patterns, self.skip,
+                                    self.opts.one_file_system)
         if early is not None and early is not scanner:
             early.stop()
         try:

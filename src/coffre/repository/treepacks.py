@@ -24,7 +24,7 @@ from pathlib import Path
 
 from coffre.repository.wholepacks import WholePacks
 from coffre.storage.base import Backend
-from coffre.storage.cached import keep_copy, read_copy
+from coffre.storage.cached import read_copy, write_copy
 
 CAPACITY = 64 * 1024 * 1024
 
@@ -46,9 +46,10 @@ class TreePacks(WholePacks):
         return data, True
 
     def keep(self, pack: bytes, data: bytes) -> None:
-        """A tree pack this machine wrote or fetched: kept on disk for the next runs."""
+        """A tree pack this machine wrote or fetched, kept on disk for the next runs. `pack` is
+        the SHA-256 of `data`, as both callers have just computed it."""
         if self.dir is not None:
-            keep_copy(self.dir / pack.hex(), pack.hex(), data)
+            write_copy(self.dir / pack.hex(), data)
 
     def tidy(self, listed: Collection[bytes], before_ns: int) -> int:
         """Delete the copies of packs the index no longer lists, written before `before_ns`;

@@ -57,6 +57,15 @@ def scan_spec(sources: list[bytes], excludes: list[str], skip: set[bytes],
     }
 
 
+def start_scanner(sources: list[bytes], progress: Progress, excludes: list[str], skip: set[bytes],
+                  one_file_system: bool) -> Scanner | None:
+    """A scanner counting at once, if a source is a folder (for files alone, a child process
+    would cost more than it saves)."""
+    if not any(os.path.isdir(s) and not os.path.islink(s) for s in sources):
+        return None
+    return Scanner(sources, progress, excludes, skip, one_file_system).start(after=0)
+
+
 class Scanner:
     """Counts the files and bytes under `sources` into `progress`, in a child process."""
 

@@ -36,10 +36,14 @@ def read_copy(path: Path, name: str) -> bytes | None:
 
 
 def keep_copy(path: Path, name: str, data: bytes) -> None:
-    """Store a local copy atomically, only if the bytes match their name. A cache that cannot
-    be written (disk full, read-only) only costs speed."""
-    if hashlib.sha256(data).hexdigest() != name:
-        return
+    """Store a local copy atomically, only if the bytes match their name."""
+    if hashlib.sha256(data).hexdigest() == name:
+        write_copy(path, data)
+
+
+def write_copy(path: Path, data: bytes) -> None:
+    """Store a local copy atomically, of bytes the caller knows match the name of `path`. A
+    cache that cannot be written (disk full, read-only) only costs speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
