@@ -1,4 +1,4 @@
-"""Modules loaded at their first use: the `coffre server` actions need SQLAlchemy, boto3 and
+"""Modules loaded at their first use: the `coffre server` actions need SQLAlchemy, botocore and
 the server's modules, and the PostgreSQL paths psycopg, which every other `coffre` command
 would otherwise pay for at start (about 200 ms and 80 ms) just because the parser knows those
 actions."""

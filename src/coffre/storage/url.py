@@ -24,7 +24,7 @@ from coffre.core.errors import UsageError
 from coffre.core.i18n import _
 from coffre.storage.base import Backend
 
-if TYPE_CHECKING:  # boto3 and paramiko are imported only when a remote repository is used
+if TYPE_CHECKING:  # botocore and paramiko are imported only when a remote repository is used
     from coffre.storage.ftp import FTPLocation
     from coffre.storage.s3 import S3Location
     from coffre.storage.server import ServerLocation
