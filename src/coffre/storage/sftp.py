@@ -362,8 +362,12 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                     return b""
                 pacer = self.download_pacer
                 if pacer is None:
-                    # readv pipelines the requests: one round trip, not one per 32 KiB.
-                    data = b"".join(f.readv([(offset, end - offset)]))
+                    # readv pipelines the requests: one round trip, not one per 32 KiB. It
+                    # is given the range in pieces of one request each: asked for the whole
+                    # range at once, paramiko joins the pieces by bytes concatenation,
+                    # quadratic in the length (~0.4 s for a 16 MiB pack).
+                    step = f.MAX_REQUEST_SIZE
+                    data = b"".join(f.readv([(at, min(step, end - at)) for at in range(offset, end, step)]))
                 else:  # paced: one piece asked for at a time, so the limit holds on the wire
                     parts = []
                     f.seek(offset)
