@@ -127,6 +127,102 @@ def test_planned_packs_hold_bounded_memory_and_read_a_dropped_pack_again(tmp_pat
     assert [backend.requests[p.hex()] for p in packs] == [2, 2, 1]
 
 
+class Gated(LocalBackend):
+    """A "remote" repository whose pack reads each wait for the test to let them through, and
+    that records the order of the reads."""
+
+    remote = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.started: list[str] = []
+        self.gate = threading.Semaphore(0)
+        self.arrived = threading.Semaphore(0)
+
+    def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        if handle.kind == "data":
+            self.started.append(handle.name)
+            self.arrived.release()
+            assert self.gate.acquire(timeout=10)
+        return super().load(handle, offset, length)
+
+
+def test_planned_packs_are_read_ahead_in_order_with_at_most_three_held(tmp_path: Path) -> None:
+    """A remote restore reads its next packs while it writes the files of the last one: in the
+    order its plan first needs them, never more than READ_AHEAD (3) held and not used up; a
+    pack a worker then asks for is served from memory, read once."""
+    backend = Gated(tmp_path / "repo")
+    packs = {bytes([i]) * 32: bytes([i]) * 1000 for i in (5, 1, 4, 2, 3)}  # the plan's order
+    for pid, data in packs.items():
+        backend.save(Handle("data", pid.hex()), data)
+    order = list(packs)
+    planned = PlannedPacks(backend, {pid: 1 for pid in order}, sizes={pid: 1000 for pid in order})
+    planned.read_ahead()
+    try:
+        for _ in range(3):
+            assert backend.arrived.acquire(timeout=10)
+            backend.gate.release()
+        assert not backend.arrived.acquire(timeout=0.2)  # three held: the fourth waits for room
+        assert backend.started == [p.hex() for p in order[:3]]
+        assert planned.take(order[0], 0, 10, 1) == packs[order[0]][:10]  # used up, dropped
+        assert backend.arrived.acquire(timeout=10)  # room again: the fourth is read
+        backend.gate.release()
+        for pid in order[1:4]:
+            assert planned.take(pid, 990, 10, 1) == packs[pid][990:]
+        assert backend.arrived.acquire(timeout=10)
+        backend.gate.release()
+        assert planned.take(order[4], 0, 1000, 1) == packs[order[4]]
+    finally:
+        planned.stop()
+    assert backend.started == [p.hex() for p in order]  # each read once, in the plan's order
+
+
+def test_stopping_the_read_ahead_ends_it_without_reading_the_rest(tmp_path: Path) -> None:
+    backend = Gated(tmp_path / "repo")
+    order = [bytes([i]) * 32 for i in range(6)]
+    for pid in order:
+        backend.save(Handle("data", pid.hex()), b"x" * 100)
+    planned = PlannedPacks(backend, {pid: 1 for pid in order})
+    planned.read_ahead()
+    for _ in range(3):
+        assert backend.arrived.acquire(timeout=10)
+        backend.gate.release()
+    planned.stop()  # the restore ended (or failed): the reader waiting for room returns
+    assert backend.started == [p.hex() for p in order[:3]]
+
+
+def test_a_pack_read_whole_is_restored_in_parts_for_the_workers_and_read_once(tmp_path: Path) -> None:
+    """The small files of one pack read whole are queued in parts of at least 64 files, which
+    the workers write side by side, not as one batch one worker writes while the others wait."""
+    rnd = random.Random(3)
+    src = tmp_path / "src"
+    (src / "scans").mkdir(parents=True)
+    files(src / "scans", [f"ordonnance-{n:04}.pdf" for n in range(600)], rnd)
+    backend = Counting(tmp_path / "repo", True)
+    Repository.init(backend, "pw")
+    backup(backend, src)
+    repo = Repository.open(backend, "pw")
+    repo.load_index()
+    backend.requests.clear()
+    parts: list[int] = []
+    real = Restorer._restore_batch
+
+    def spy(self: Restorer, batch: list[tuple[bytes, object]]) -> None:
+        parts.append(len(batch))
+        real(self, batch)  # type: ignore[arg-type]
+
+    restored = tmp_path / "restored"
+    try:
+        Restorer._restore_batch = spy  # type: ignore[method-assign, assignment]
+        assert not Restorer(repo, RestoreOptions(target=str(restored))).run(repo.snapshots()[-1]).errors
+    finally:
+        Restorer._restore_batch = real  # type: ignore[method-assign]
+    assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
+    assert sum(parts) == 600 and len(parts) > 1 and min(parts) >= 64, parts
+    data_packs = [p.hex() for p in repo.index.packs() if not repo.index.tree_pack(p)]
+    assert all(backend.requests[name] == 1 for name in data_packs), backend.requests
+
+
 class Rounds(LocalBackend):
     """A "remote" local repository that counts the round trips a reader waits for: a round
     starts when a read begins while none is in flight. Each read takes 20 ms, as off site."""
