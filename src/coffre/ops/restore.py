@@ -196,7 +196,6 @@ class Restorer:
                                           self._count_deleted)
         if self.selection.demand is not None:  # remote: the packs needed most of, read whole
             self.repo.planned = self.selection.demand.planned(self.repo.backend)
-            self.repo.planned.read_ahead()
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
@@ -219,8 +218,6 @@ class Restorer:
             for path, folder in self._dirs:
                 self._set_dir_metadata(path, folder)
         finally:
-            if self.repo.planned is not None:
-                self.repo.planned.stop()
             self.repo.planned = None
             self.dirs.close()
         if self._devices_skipped:
@@ -346,18 +343,7 @@ class Restorer:
         batch = self._batches.pop(key, None)
         if batch is not None and batch.files:
             self._pending -= len(batch.files)
-            for part in self._parts(key, batch.files):
-                self._queue(pool, futures, self._restore_batch, part)
-
-    def _parts(self, pack: bytes | None, files: list[tuple[bytes, Node]]) -> list[list[tuple[bytes, Node]]]:
-        """A batch of a pack read whole (PlannedPacks), in parts that the workers restore side
-        by side: its blobs are in memory. Other batches whole, so that the pack's spans are read
-        in one pass (a part would read the spans around its own blobs)."""
-        planned = self.repo.planned
-        if pack is None or planned is None or not planned.wants(pack):
-            return [files]
-        size = max(BATCH_FILES, -(-len(files) // self.workers))
-        return [files[i : i + size] for i in range(0, len(files), size)]
+            self._queue(pool, futures, self._restore_batch, batch.files)
 
     def _flush_batches(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
         for key in list(self._batches):

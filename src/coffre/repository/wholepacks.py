@@ -5,10 +5,6 @@ reads most of (PlannedPacks).
 Each pack is read once while it is held: threads wanting the same pack wait for the one
 reading it. At most `capacity` bytes are held, the least recently used pack dropped first.
 Everything served is still authenticated by its reader (AEAD, then the blob id).
-
-A restore reads its planned packs ahead (PlannedPacks.read_ahead), in the order its plan first
-needs them, so that the next pack arrives while the files of the last one are decoded and
-written: at most READ_AHEAD packs not yet used up are held.
 """
 
 from __future__ import annotations
@@ -16,14 +12,12 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 
-from coffre.core.errors import CoffreError
 from coffre.repository.index import MasterIndex
 from coffre.storage.base import Backend, Handle
 
 PLANNED_CAPACITY = 256 * 1024 * 1024
 # A pack a restore needs at least this share of is read whole (one request), not by spans.
 WHOLE_SHARE = 0.5
-READ_AHEAD = 3
 
 
 class WholePacks:
@@ -34,7 +28,6 @@ class WholePacks:
         self._held = 0
         self._lock = threading.Lock()
         self._loading: dict[bytes, threading.Event] = {}
-        self._room = threading.Condition(self._lock)  # notified when a pack is dropped
         self.requests = 0
 
     def read(self, pack: bytes, offset: int, length: int) -> bytes:
@@ -79,51 +72,15 @@ class WholePacks:
         with self._lock:
             data = self._packs.pop(pack, None)
             self._held -= len(data) if data is not None else 0
-            self._room.notify_all()
 
 
 class PlannedPacks(WholePacks):
     """The packs a restore needs most of, read whole; each is dropped once the restore has
     taken as many blobs from it as its plan counted (a wrong count costs a read, not data)."""
 
-    def __init__(self, backend: Backend, reads: dict[bytes, int], capacity: int = PLANNED_CAPACITY,
-                 sizes: dict[bytes, int] | None = None) -> None:
+    def __init__(self, backend: Backend, reads: dict[bytes, int], capacity: int = PLANNED_CAPACITY) -> None:
         super().__init__(backend, capacity)
-        self._left = dict(reads)  # pack -> blobs still to serve, in the order first needed
-        self._sizes = sizes or {}
-        self._stopped = False
-        self._reader: threading.Thread | None = None
-
-    def read_ahead(self) -> None:
-        """Start reading the planned packs, in the order first needed, in a thread of their own
-        (stop() ends it): at most READ_AHEAD packs not yet used up, and `capacity` bytes, are
-        held. A pack a worker asks for first is read by the worker, as without this."""
-        self._reader = threading.Thread(target=self._read_ahead, name="restore-read-ahead", daemon=True)
-        self._reader.start()
-
-    def _read_ahead(self) -> None:
-        for pack in list(self._left):
-            with self._lock:
-                while not self._stopped and pack in self._left and self._packs and (
-                        len(self._packs) >= READ_AHEAD
-                        or self._held + self._sizes.get(pack, 0) > self.capacity):
-                    self._room.wait()
-                if self._stopped:
-                    return
-                if pack not in self._left:  # used up already
-                    continue
-            try:
-                self._pack(pack)
-            except CoffreError:
-                return  # the worker that needs the pack reads it again, and reports a failure
-
-    def stop(self) -> None:
-        """End the reading ahead; a read under way is finished first."""
-        with self._lock:
-            self._stopped = True
-            self._room.notify_all()
-        if self._reader is not None:
-            self._reader.join()
+        self._left = dict(reads)  # pack -> blobs still to serve
 
     def wants(self, pack: bytes) -> bool:
         return pack in self._left
@@ -143,7 +100,7 @@ class PlannedPacks(WholePacks):
 
 class PackDemand:
     """What a restore will read of each pack, counted by its plan: the blobs of every file (and
-    the bases of the deltas among them), the packs in the order the plan first needs them."""
+    the bases of the deltas among them)."""
 
     def __init__(self, index: MasterIndex) -> None:
         self.index = index
@@ -166,5 +123,5 @@ class PackDemand:
         """The packs of which at least WHOLE_SHARE is needed, to be read whole."""
         sizes = {pid: max(e.offset + e.length for e in entries)
                  for pid, entries in self.index.packs().items() if pid in self.reads}
-        wanted = {pid: n for pid, n in self.reads.items() if self.bytes[pid] >= WHOLE_SHARE * sizes[pid]}
-        return PlannedPacks(backend, wanted, sizes={pid: sizes[pid] for pid in wanted})
+        return PlannedPacks(backend, {pid: n for pid, n in self.reads.items()
+                                      if self.bytes[pid] >= WHOLE_SHARE * sizes[pid]})
