@@ -334,6 +334,36 @@ def test_a_scanner_started_before_the_repository_opens_is_taken_over_by_the_walk
     assert other._stopped.is_set() and not other._thread.is_alive()
 
 
+def test_a_sqlite_database_inside_the_source_keeps_the_scanner_started_first(
+    coffre: Coffre, tmp_path: Path,
+) -> None:
+    """`backup /srv --sqlite /srv/ventes.sqlite` leaves the live database's files out of the
+    files; the scanner started before the repository opens already leaves them out, so the
+    walk takes it over instead of starting a second one (whose head start would be lost)."""
+    src = make_tree(tmp_path / "src")
+    db = src / "ventes.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE ventes (id INTEGER PRIMARY KEY, montant REAL)")
+        conn.executemany("INSERT INTO ventes (montant) VALUES (?)", [(i * 1.5,) for i in range(200)])
+    conn.close()
+    coffre.ok("init")
+    code = ("import sys\n"
+            "from coffre.sources.scan import Scanner\n"
+            "started = []\n"
+            "real = Scanner.start\n"
+            "Scanner.start = lambda self, after=None: started.append(self) or real(self, after)\n"
+            "from coffre.cli.main import main\n"
+            "code = main(sys.argv[1:])\n"
+            "print(code, len(started))\n")
+    out = subprocess.run([sys.executable, "-c", code, *coffre.argv("backup", str(src), "--sqlite", str(db))[3:]],
+                         env={**coffre.env}, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0 1", out.stdout  # one scanner, taken over
+    assert "left out of the files" in out.stdout + out.stderr
+    listed = coffre.ok("ls", "latest", str(src)).out.splitlines()
+    assert str(db) not in listed and str(src / "docs") in listed
+
+
 def test_the_scanner_walks_in_the_order_of_the_backup(tmp_path: Path) -> None:
     """Names sorted, the first subfolder entered first: what it reads from the disk is what the
     backup asks for next, not the other end of the tree."""

@@ -106,6 +106,14 @@ def skipped_paths(paths: list[str]) -> set[bytes]:
     return {os.fsencode(os.path.abspath(p)) for p in paths}
 
 
+def raw_files_inside(db: Database, sources: list[str]) -> list[str]:
+    """The files of a captured database that lie under the sources (absolute paths), which the
+    files backup leaves out unless `also_raw`. Known before the capture for SQLite; for a
+    server, once its dump has said where its data folder is."""
+    return [p for p in map(os.path.abspath, db.stored_at())
+            if any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources)]
+
+
 @dataclass
 class LeftOut:
     """A database's own files or folder, left out of the files (its dump is the copy)."""
@@ -877,8 +885,7 @@ class Backup:
         if self.opts.also_raw:
             return
         for db in self.opts.databases:
-            inside = [p for p in map(os.path.abspath, db.stored_at())
-                      if any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources)]
+            inside = raw_files_inside(db, sources)
             if not inside:
                 continue
             self.skip.update(os.fsencode(p) for p in inside)
