@@ -355,8 +355,9 @@ def test_a_sqlite_database_inside_the_source_keeps_the_scanner_started_first(
             "from coffre.cli.main import main\n"
             "code = main(sys.argv[1:])\n"
             "print(code, len(started))\n")
-    out = subprocess.run([sys.executable, "-c", code, *coffre.argv("backup", str(src), "--sqlite", str(db))[3:]],
-                         env={**coffre.env}, capture_output=True, text=True, check=False)
+    argv = coffre.argv("backup", str(src), "--sqlite", str(db))[3:]
+    out = subprocess.run([sys.executable, "-c", code, *argv], env={**coffre.env}, capture_output=True,
+                         text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 1", out.stdout  # one scanner, taken over
     assert "left out of the files" in out.stdout + out.stderr
