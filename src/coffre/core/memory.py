@@ -10,7 +10,6 @@ of MiB of resident memory for it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
@@ -21,14 +20,14 @@ TOP_PAD = 4 * 1024 * 1024
 
 
 def tune_allocator() -> bool:
-    """Ask glibc to keep freed buffers; False where there is no glibc (nothing changes)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
+    """Ask glibc to keep freed buffers; False where there is no glibc (nothing changes).
+
+    mallopt is looked up among the symbols the interpreter already has loaded (libc's, on
+    Linux), not through ctypes.util.find_library: that one imports subprocess and tempfile and
+    runs `ldconfig -p`, ~30 ms of every command's start on a cold cache."""
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, TypeError, AttributeError):  # no dlopen(NULL) (Windows), no mallopt (musl, macOS)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
