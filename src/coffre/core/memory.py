@@ -24,7 +24,7 @@ def tune_allocator() -> bool:
 
     mallopt is looked up among the symbols the interpreter already has loaded (libc's, on
     Linux), not through ctypes.util.find_library: that one imports subprocess and tempfile and
-    runs `ldconfig -p`, ~30 ms of every command's start on a cold cache."""
+    runs `ldconfig -p` at every start (~4 ms)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, TypeError, AttributeError):  # no dlopen(NULL) (Windows), no mallopt (musl, macOS)
