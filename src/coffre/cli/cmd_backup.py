@@ -16,7 +16,7 @@ from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS
 from coffre.format.snapshot import DatabaseRecord
 from coffre.format.tree import validate_name
-from coffre.ops.backup import Backup, BackupOptions, BackupResult, raw_files_inside, skipped_paths
+from coffre.ops.backup import Backup, BackupOptions, BackupResult, raw_files_left_out, skipped_paths
 from coffre.ops.repair_config import ensure_config_copies
 from coffre.ops.verify import Verifier, VerifyResult
 from coffre.repository.basecache import BaseCache
@@ -110,8 +110,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     # opens (a cold start spends ~0.5 s there; longer off site); the backup takes it over.
     sources = sorted({os.path.abspath(p) for p in paths})
     skip = skipped_paths(skip_paths)
-    if not args.also_raw:  # a database's own files are left out (known now for SQLite)
-        skip |= skipped_paths([p for db in databases for p in raw_files_inside(db, sources)])
+    for _db, inside in raw_files_left_out(databases, sources, args.also_raw):
+        skip |= skipped_paths(inside)
     scanner = start_scanner([os.fsencode(s) for s in sources], NULL_PROGRESS, patterns, skip,
                             args.one_file_system)
     try:

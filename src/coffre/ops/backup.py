@@ -106,12 +106,21 @@ def skipped_paths(paths: list[str]) -> set[bytes]:
     return {os.fsencode(os.path.abspath(p)) for p in paths}
 
 
-def raw_files_inside(db: Database, sources: list[str]) -> list[str]:
-    """The files of a captured database that lie under the sources (absolute paths), which the
-    files backup leaves out unless `also_raw`. Known before the capture for SQLite; for a
-    server, once its dump has said where its data folder is."""
-    return [p for p in map(os.path.abspath, db.stored_at())
-            if any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources)]
+def raw_files_left_out(databases: list[Database], sources: list[str], also_raw: bool,
+                       ) -> list[tuple[Database, list[str]]]:
+    """Each captured database with its own files that lie under the sources (absolute paths):
+    what the files backup leaves out, nothing with `also_raw`. Known before the capture for
+    SQLite; for a server, once its dump has said where its data folder is. The scanner started
+    before the repository opens and the walk both skip these, so the walk can take it over."""
+    if also_raw:
+        return []
+    found = []
+    for db in databases:
+        inside = [p for p in map(os.path.abspath, db.stored_at())
+                  if any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources)]
+        if inside:
+            found.append((db, inside))
+    return found
 
 
 @dataclass
@@ -882,13 +891,8 @@ class Backup:
         """Leave out of the files the raw files of the databases just captured by their engine
         (a live copy nobody should restore, read twice), unless `also_raw`; record them among
         the snapshot's exclusions so that `verify` does not miss them."""
-        if self.opts.also_raw:
-            return
-        for db in self.opts.databases:
-            inside = raw_files_inside(db, sources)
-            if not inside:
-                continue
-            self.skip.update(os.fsencode(p) for p in inside)
+        for db, inside in raw_files_left_out(self.opts.databases, sources, self.opts.also_raw):
+            self.skip |= skipped_paths(inside)
             self.auto_excludes += [_exact_pattern(p) for p in inside]
             there = [p for p in inside if os.path.lexists(p)]
             if there:
