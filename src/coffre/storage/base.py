@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,6 +63,8 @@ def connect_failure(exc: BaseException, server: str, host: str, port: int,
     Refused, unknown host, no route and a failed TLS handshake are ConnectFailed (storage/
     retry.py fails at once when the storage never answered); a certificate that cannot be
     trusted is refused (StoragePermissionDenied), whenever it happens."""
+    import ssl  # here, not at the top: only the network backends (which load it anyway) call this
+
     where = {"server": server, "host": host, "port": port}
     for e in _causes(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
