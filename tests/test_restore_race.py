@@ -11,10 +11,11 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from coffre.ops.target import TargetDirs
+from coffre.ops.target import KEPT_PER_THREAD, TargetDirs
 
 from conftest import NOBODY, AsNobody, Coffre, age_tree, chown_tree
 
@@ -148,3 +149,44 @@ def test_setuid_and_setgid_bits_survive_only_a_restore_as_root(repo: Coffre, tmp
     repo.ok("restore", "latest", "--target", str(tmp_path / "as-root"))
     as_root = tmp_path / "as-root" / str(src).lstrip("/")
     assert stat.S_IMODE((as_root / "outil").stat().st_mode) == 0o6755
+
+
+def test_a_folder_is_reached_from_its_deepest_kept_ancestor(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore writes folder after folder, depth first: reaching the next folder opens one
+    name, not every name from the target down (a deep tree of small folders cost twice the
+    system calls). Folders kept are bounded and all closed at the end."""
+    target = tmp_path / "target"
+    deep = target / "srv" / "officine" / "documents" / "2026" / "novembre"
+    for i in range(40):
+        (deep / f"jour-{i:02d}").mkdir(parents=True)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(os.fsdecode(path))
+        return real_open(path, *args, **kwargs)
+
+    dirs = TargetDirs(os.fsencode(target))
+    monkeypatch.setattr(os, "open", counting)
+    try:
+        dirs.parent(os.fsencode(deep / "jour-00" / "ordonnance.pdf"))
+        assert opened == ["srv", "officine", "documents", "2026", "novembre", "jour-00"]
+        for i in range(1, 40):  # beyond the folders kept: the oldest are closed
+            opened.clear()
+            folder, name = dirs.parent(os.fsencode(deep / f"jour-{i:02d}" / "ordonnance.pdf"))
+            assert opened == [f"jour-{i:02d}"]
+            os.close(real_open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=folder))
+        opened.clear()
+        fd = dirs.open_dir(os.fsencode(deep / "jour-39"))
+        os.close(fd)
+        assert opened == ["jour-39"]
+        opened.clear()
+        dirs.parent(os.fsencode(deep / "jour-00" / "ordonnance.pdf"))  # closed meanwhile: opened again
+        assert opened == ["jour-00"]
+        assert len(os.listdir("/proc/self/fd")) - fds_before <= KEPT_PER_THREAD + 1
+    finally:
+        dirs.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert all((deep / f"jour-{i:02d}" / "ordonnance.pdf").exists() for i in range(1, 40))

@@ -7,20 +7,27 @@ folder, link and node is made relative to an open folder (`dir_fd`), and folders
 from the target's own folder one name at a time with O_NOFOLLOW: a swapped folder makes that
 one operation fail (ELOOP or ENOTDIR), and nothing is ever written outside the target.
 
-Each thread keeps the last folder it opened: files come folder by folder, so most lookups
-cost nothing.
+Each thread keeps the last folders it opened (KEPT_PER_THREAD, the least recently used
+closed first), and reaches a new one from its deepest kept ancestor: files come folder by folder
+and folders depth first, so most lookups cost nothing and the others one `openat`, however deep
+the target. A kept folder that is renamed meanwhile is still the real folder, inside the target
+(those the restore makes are its owner's only, mode 0700, until the end).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 # Windows lacks these flags (and opening folders): there the module loads, restore cannot run.
 DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
              | getattr(os, "O_CLOEXEC", 0))
+# Folders each thread keeps open: a restore has up to 9 threads, well under the usual limit
+# of 1,024 open files.
+KEPT_PER_THREAD = 32
 
 
 class TargetDirs:
@@ -29,15 +36,17 @@ class TargetDirs:
         opened as given)."""
         self.root = root.rstrip(b"/") or b"/"
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        # Thread id -> the folder that thread keeps open: its path and fd. Each thread reads
-        # and replaces only its own entry; the lock guards the dict against close().
-        self._kept: dict[int, tuple[bytes, int]] = {}
+        # Thread id -> the folders that thread keeps open, by path (the least recently used
+        # first). Each thread reads and changes only its own; the lock guards the dict
+        # against close().
+        self._kept: dict[int, OrderedDict[bytes, int]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
-            for _, fd in self._kept.values():
-                os.close(fd)
+            for kept in self._kept.values():
+                for fd in kept.values():
+                    os.close(fd)
             self._kept.clear()
         os.close(self.root_fd)
 
@@ -48,35 +57,46 @@ class TargetDirs:
         return [name for name in path[len(self.root):].split(b"/") if name]
 
     def open_dir(self, path: bytes) -> int:
-        """A new fd on the folder at path, opened name by name from the target without
-        following a symlink; OSError if one of them is not a real folder."""
-        fd = os.dup(self.root_fd)
-        try:
-            for name in self._names(path):
-                inner = os.open(name, DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        """A new fd on the folder at path (the caller closes it), reached from the target
+        without following a symlink; OSError if one of the names is not a real folder."""
+        names = self._names(path)
+        if not names:
+            return os.dup(self.root_fd)
+        return os.open(names[-1], DIR_FLAGS, dir_fd=self._folder(names[:-1]))
 
     def parent(self, path: bytes) -> tuple[int, bytes]:
-        """The folder holding path, as an fd this thread keeps until it needs another one
-        (never close it), and path's name in it."""
+        """The folder holding path, as an fd this thread keeps until it needs others (never
+        close it, nor use it after this thread's next call), and path's name in it."""
         head, _, name = path.rpartition(b"/")
-        me = threading.get_ident()
-        kept = self._kept.get(me)
-        if kept is not None and kept[0] == head:
-            return kept[1], name
-        if not self._names(head or b"/"):
-            return self.root_fd, name
-        fd = self.open_dir(head)
-        with self._lock:
-            self._kept[me] = (head, fd)
-        if kept is not None:
-            os.close(kept[1])
-        return fd, name
+        return self._folder(self._names(head or b"/")), name
+
+    def _folder(self, names: list[bytes]) -> int:
+        """The folder reached from the target by `names`, kept by this thread: opened from
+        its deepest kept ancestor one name at a time, never following a symlink."""
+        if not names:
+            return self.root_fd
+        kept = self._kept.get(threading.get_ident())
+        if kept is None:
+            with self._lock:
+                kept = self._kept.setdefault(threading.get_ident(), OrderedDict())
+        key = b"/".join(names)
+        fd = kept.get(key)
+        if fd is not None:
+            kept.move_to_end(key)
+            return fd
+        known, fd = 0, self.root_fd
+        for above in range(len(names) - 1, 0, -1):
+            found = kept.get(b"/".join(names[:above]))
+            if found is not None:
+                known, fd = above, found
+                kept.move_to_end(b"/".join(names[:above]))
+                break
+        for depth in range(known + 1, len(names) + 1):
+            fd = os.open(names[depth - 1], DIR_FLAGS, dir_fd=fd)
+            kept[b"/".join(names[:depth])] = fd
+            if len(kept) > KEPT_PER_THREAD:  # never the folders just opened or used
+                os.close(kept.popitem(last=False)[1])
+        return fd
 
     @contextmanager
     def node(self, path: bytes) -> Iterator[str]:
