@@ -1,41 +1,66 @@
 """Trees: one per directory, the nodes sorted by name. Names and link targets are bytes,
 so names that are not valid UTF-8 are stored and restored identically; times are any the
-file system holds (codec.wire_time), years before 1677 and after 2262 included."""
+file system holds (codec.wire_time), years before 1677 and after 2262 included.
+
+A restore, a check and every backup's parent read one tree per folder, so decoding is on their
+path: msgspec decodes and validates a tree in C, straight into `Node`s, about five times as
+fast as MessagePack into maps and checks in Python. It accepts only what `Node.from_wire`
+accepts; what it refuses (times beyond 2262, fields a node's type ignores, or damage) is decoded
+again by `Node.from_wire`, which accepts the rare forms and words the error.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import decode, encode, want, want_id, want_int, want_map, want_time, wire_time
+from coffre.format.codec import (
+    ID_LEN,
+    MAX_OBJECT,
+    decode,
+    encode,
+    want,
+    want_id,
+    want_int,
+    want_map,
+    want_time,
+    wire_time,
+)
 
 NODE_TYPES = ("file", "dir", "symlink", "chardev", "blockdev", "fifo", "socket")
 MAX_NAME = 4096
+# The checks of Node.from_wire as types; a MessagePack integer is at most 2**64 - 1, so upper
+# bounds from 2**64 on need no check.
+_Id = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_WIRE_NAMES = {"name": "n", "type": "t", "mode": "m", "uid": "u", "gid": "g", "user": "un", "group": "gn",
+               "mtime_ns": "mt", "atime_ns": "at", "ctime_ns": "ct", "size": "s", "inode": "i", "device": "d",
+               "nlink": "l", "rdev": "r", "content": "c", "subtree": "st", "target": "tg", "xattrs": "x"}
 
 
-@dataclass
-class Node:
-    name: bytes
-    type: str
-    mode: int = 0
-    uid: int = 0
-    gid: int = 0
+class Node(msgspec.Struct, rename=_WIRE_NAMES):
+    name: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+    type: str  # one of NODE_TYPES (checked by decode_tree and from_wire)
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] = 0
+    uid: Annotated[int, msgspec.Meta(ge=0, le=2**32)] = 0
+    gid: Annotated[int, msgspec.Meta(ge=0, le=2**32)] = 0
     user: str = ""
     group: str = ""
     mtime_ns: int = 0
     atime_ns: int = 0
     ctime_ns: int = 0
-    size: int = 0
-    inode: int = 0
-    device: int = 0
-    nlink: int = 1
-    rdev: int = 0
-    content: list[bytes] = field(default_factory=list)
-    subtree: bytes | None = None
+    size: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    inode: _Count = 0
+    device: _Count = 0
+    nlink: _Count = 1
+    rdev: _Count = 0
+    content: list[_Id] = msgspec.field(default_factory=list)
+    subtree: _Id | None = None
     target: bytes = b""
-    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    xattrs: list[tuple[bytes, bytes]] = msgspec.field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -118,9 +143,27 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return encode({"v": 1, "nodes": [n.to_wire() for n in ordered]})
 
 
+class _Tree(msgspec.Struct):
+    v: Literal[1]
+    nodes: list[Node]
+
+
+_decoder = msgspec.msgpack.Decoder(_Tree)
+
+
 def decode_tree(data: bytes) -> list[Node]:
+    if len(data) <= MAX_OBJECT:
+        try:
+            nodes = _decoder.decode(data).nodes
+        except msgspec.DecodeError:
+            pass
+        else:
+            # Fields a node's type ignores are typed alike, but from_wire leaves them out.
+            if all(n.type in NODE_TYPES and (n.type == "file" or not n.content)
+                   and (n.type == "dir") == (n.subtree is not None) and (n.type == "symlink" or not n.target)
+                   for n in nodes):
+                return nodes
     d = want_map(decode(data, "tree"), "tree")
     if d.get("v") != 1:
         raise FormatError(_("tree: unknown version"))
-    nodes = [Node.from_wire(n) for n in want(d.get("nodes"), list, "tree nodes")]
-    return nodes
+    return [Node.from_wire(n) for n in want(d.get("nodes"), list, "tree nodes")]
