@@ -567,7 +567,7 @@ class Restorer:
         written = temp or path
         try:
             created = os.fstat(fd)
-            ok = not failed and self._complete(fd, path, node)
+            ok = not failed and self._complete(fd, path, node, created)
         except OSError as exc:
             self._problem(path, exc)
             created, ok = None, False
@@ -594,10 +594,10 @@ class Restorer:
             self._problem(path, exc)
             return False
 
-    def _complete(self, fd: int, path: bytes, node: Node) -> bool:
+    def _complete(self, fd: int, path: bytes, node: Node, st: os.stat_result) -> bool:
         """Verify a written file (if asked) and set its metadata; False if its content is not
         right. Metadata that cannot be set (a FAT disk refuses owners) is an error, but the
-        content is there: the file stays and counts as restored."""
+        content is there: the file stays and counts as restored. `st`: the file's fstat."""
         if self.opts.verify:
             try:
                 os.fsync(fd)  # a delayed write that finds the disk full fails here
@@ -613,7 +613,7 @@ class Restorer:
             with self._lock:
                 self.stats.verified += 1
         try:
-            self._set_metadata_fd(fd, path, node)
+            self._set_metadata_fd(fd, path, node, st)
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
         return True
@@ -763,11 +763,13 @@ class Restorer:
                     _("{file}: extended attribute {name} not restored ({reason})").format(
                         file=os.fsdecode(node.name), name=name, reason=exc.strerror))
 
-    def _set_metadata_fd(self, fd: int, path: bytes, node: Node) -> None:
+    def _set_metadata_fd(self, fd: int, path: bytes, node: Node, st: os.stat_result | None = None) -> None:
+        """`st`: the fstat of fd, if the caller made one (a restored file's owner does not
+        change while it is written)."""
         if self._is_root:
             # Most restored files already have the right owner: an fstat is much cheaper than
             # an fchown, which costs a journal transaction on ext4 even when nothing changes.
-            st = os.fstat(fd)
+            st = st or os.fstat(fd)
             if (st.st_uid, st.st_gid) != self._owner(node):
                 os.fchown(fd, *self._owner(node))
         self._set_xattrs(fd, node, True)

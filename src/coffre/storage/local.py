@@ -78,6 +78,12 @@ class LocalBackend:
     def _path(self, handle: Handle) -> Path:
         return self._dir(handle.kind, handle.name) / handle.name
 
+    def _file(self, handle: Handle) -> str:
+        """_path as text, made without pathlib: a restore loads once per run of blobs."""
+        if handle.kind == "data":
+            return f"{self.location.rstrip('/')}/data/{handle.name[:2]}/{handle.name}"
+        return str(self._path(handle))
+
     # -- contract -------------------------------------------------------------------------
     def exists(self) -> bool:
         return (self.root / "config").is_file()
@@ -142,7 +148,7 @@ class LocalBackend:
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         try:
-            fd = os.open(self._path(handle), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._file(handle), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 if length is None or length > 1024 * 1024:
                     # Also clamps a generous limit (a whole object "up to 256 MiB"), so the
