@@ -94,6 +94,11 @@ _set_kind, _set_id, _set_offset, _set_length, _set_raw_length, _set_base, _set_s
     for name in ("kind", "id", "offset", "length", "raw_length", "base", "salt"))
 
 
+def moved(entry: BlobEntry, offset: int) -> BlobEntry:
+    """The same entry at another offset (a pack's blobs shuffled), built as _built does."""
+    return _built(entry.kind, entry.id, offset, entry.length, entry.raw_length, entry.base, entry.salt)
+
+
 def _built(kind: int, blob_id: bytes, offset: int, length: int, raw_length: int, base: bytes | None,
            salt: bytes | None) -> BlobEntry:
     """BlobEntry(...) without the frozen dataclass's __init__, whose object.__setattr__ for

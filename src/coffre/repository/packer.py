@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -38,7 +37,6 @@ SURE_DELTA = 8
 DELTA_GAIN = 0.8
 MIN_DELTA_INPUT = 1024
 WRITES_QUEUED = 1
-_RANDOM = random.SystemRandom()
 
 
 def pack_size(entries: list[packfmt.BlobEntry], version: int) -> int:
@@ -231,12 +229,14 @@ def _shuffled(
     parts: list[bytes], entries: list[packfmt.BlobEntry],
 ) -> tuple[list[bytes], list[packfmt.BlobEntry]]:
     """The blobs of a format-2 pack in a random order, their offsets following: neighbours in a
-    pack then say nothing of neighbours in a file (which chunks make up a known file)."""
-    order = list(range(len(parts)))
-    _RANDOM.shuffle(order)
+    pack then say nothing of neighbours in a file (which chunks make up a known file). The order
+    sorts the blobs by 64 random bits each from one call to the kernel's generator (a uniform
+    permutation; SystemRandom.shuffle asked the kernel once per blob)."""
+    keys = os.urandom(8 * len(parts))
+    order = sorted(range(len(parts)), key=lambda i: keys[8 * i : 8 * i + 8])
     out_parts, out_entries, offset = [], [], 0
     for i in order:
         out_parts.append(parts[i])
-        out_entries.append(dataclasses.replace(entries[i], offset=offset))
+        out_entries.append(packfmt.moved(entries[i], offset))
         offset += len(parts[i])
     return out_parts, out_entries
