@@ -13,7 +13,7 @@ from coffre.cli.parser import build_parser, named_command
 from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.i18n import LANGUAGES, _, set_language
-from coffre.core.memory import tune_allocator
+from coffre.core.memory import tune_allocator, tune_collector
 from coffre.core.private import UMASK
 
 # Commands whose standard output reports what they did (said again by the exit status):
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # a level, and Python 3.11 calls between Python functions do not use the C stack.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     tune_allocator()
+    tune_collector()
     shorten_switch_interval()
     lang = early_option(argv, "--lang")
     if lang in LANGUAGES:
