@@ -419,7 +419,7 @@ class Restorer:
                 job.fail()  # the file is lost anyway: neither read nor write the rest
             else:
                 end, _data_end = self._write_blobs(job.out[0], self.repo.load_many(ids), offset)
-                self.progress.advance(nbytes=end - offset, current=os.fsdecode(job.path))
+                self.progress.advance(nbytes=end - offset, current=job.path)
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             if job.fail():
                 self._problem(job.path, exc)
@@ -486,7 +486,7 @@ class Restorer:
                 if node.type == "file" and node.nlink > 1:
                     self._left_links.add(path)  # its content is not the snapshot's: no link to it
         if node.type == "file":
-            self.progress.advance(files=1, nbytes=node.size, current=os.fsdecode(path))
+            self.progress.advance(files=1, nbytes=node.size, current=path)
 
     def _refresh_metadata(self, path: bytes, node: Node) -> None:
         """Set the mode, times and (as root) owner of an unchanged entry again where they are
@@ -644,8 +644,7 @@ class Restorer:
                 self.stats.files_failed += 1
                 if path is not None and node.nlink > 1:
                     self._lost_links.add(path)
-        self.progress.advance(files=1, nbytes=0 if ranged else node.size,
-                              current=None if path is None else os.fsdecode(path))
+        self.progress.advance(files=1, nbytes=0 if ranged else node.size, current=path)
 
     def _restore_special(self, path: bytes, node: Node) -> None:
         if node.type in ("chardev", "blockdev") and not self.opts.devices:
@@ -735,7 +734,7 @@ class Restorer:
                 return
             self.stats.files += 1
             self.stats.replaced += made != path
-            self.progress.advance(files=1, current=os.fsdecode(path))
+            self.progress.advance(files=1, current=path)
         except (OSError, CoffreError) as exc:
             self._problem(path, exc)
             self.stats.files_failed += 1
