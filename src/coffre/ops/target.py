@@ -35,6 +35,7 @@ class TargetDirs:
         """root: the target folder, absolute, which exists (it is the user's choice, and is
         opened as given)."""
         self.root = root.rstrip(b"/") or b"/"
+        self._top = root.rstrip(b"/")  # what the paths below the target start with
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # Thread id -> the folders that thread keeps open, by path (the least recently used
         # first). Each thread reads and changes only its own; the lock guards the dict
@@ -68,32 +69,40 @@ class TargetDirs:
         """The folder holding path, as an fd this thread keeps until it needs others (never
         close it, nor use it after this thread's next call), and path's name in it."""
         head, _, name = path.rpartition(b"/")
+        kept = self._kept.get(threading.get_ident())
+        fd = kept.get(head) if kept is not None else None
+        if fd is not None:  # the usual case: a folder kept, under the very path it was kept as
+            kept.move_to_end(head)  # type: ignore[union-attr]
+            return fd, name
         return self._folder(self._names(head or b"/")), name
 
     def _folder(self, names: list[bytes]) -> int:
-        """The folder reached from the target by `names`, kept by this thread: opened from
-        its deepest kept ancestor one name at a time, never following a symlink."""
+        """The folder reached from the target by `names`, kept by this thread (under its path,
+        '//' as '/'): opened from its deepest kept ancestor one name at a time, never following
+        a symlink."""
         if not names:
             return self.root_fd
         kept = self._kept.get(threading.get_ident())
         if kept is None:
             with self._lock:
                 kept = self._kept.setdefault(threading.get_ident(), OrderedDict())
-        key = b"/".join(names)
-        fd = kept.get(key)
+        paths = [self._top]
+        for name in names:
+            paths.append(paths[-1] + b"/" + name)
+        fd = kept.get(paths[-1])
         if fd is not None:
-            kept.move_to_end(key)
+            kept.move_to_end(paths[-1])
             return fd
         known, fd = 0, self.root_fd
         for above in range(len(names) - 1, 0, -1):
-            found = kept.get(b"/".join(names[:above]))
+            found = kept.get(paths[above])
             if found is not None:
                 known, fd = above, found
-                kept.move_to_end(b"/".join(names[:above]))
+                kept.move_to_end(paths[above])
                 break
         for depth in range(known + 1, len(names) + 1):
             fd = os.open(names[depth - 1], DIR_FLAGS, dir_fd=fd)
-            kept[b"/".join(names[:depth])] = fd
+            kept[paths[depth]] = fd
             if len(kept) > KEPT_PER_THREAD:  # never the folders just opened or used
                 os.close(kept.popitem(last=False)[1])
         return fd
