@@ -213,3 +213,42 @@ def test_console_script_handles_a_signal_during_its_imports(repo: Coffre, tmp_pa
     res = interrupt(argv, repo.env, sig, 0.0)
     assert_interrupted(res, sig)
     assert snapshot_ids(repo) == []
+
+
+# A command whose work drops an object with a finalizer that a SIGINT interrupts: the signal
+# is sent from the finalizer itself, so its handler runs there, where Python cannot raise.
+INTERRUPTED_IN_A_FINALIZER = """
+import os, signal, sys, time
+import coffre.cli.main
+from coffre.cli import entry
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100_000):  # the handler runs in here
+            pass
+
+def command_line():
+    Finalized()  # dropped at once: its finalizer runs now
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the command's own work, where the interruption belongs
+        pass
+    print("completed")
+    return 0
+
+coffre.cli.main.main = command_line
+sys.exit(entry.main())
+"""
+
+
+def test_a_signal_that_lands_in_a_finalizer_still_interrupts_the_command() -> None:
+    """The garbage collector runs finalizers and weakref callbacks between any two steps of a
+    command; Python only prints an exception raised there and goes on. A Ctrl-C landing there
+    (a CI run caught one during a backup's imports: the backup then completed, exit 0, with a
+    traceback) must end the command like any other interruption."""
+    res = subprocess.run([sys.executable, "-c", INTERRUPTED_IN_A_FINALIZER], capture_output=True,
+                         text=True, timeout=60, preexec_fn=_default_sigint)
+    assert res.returncode == 128 + signal.SIGINT, res
+    assert "completed" not in res.stdout, res
+    assert "interrupted" in res.stderr and "Exception ignored" not in res.stderr, res
+    assert "Traceback" not in res.stderr, res

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REDELIVERY_S = 0.1  # a signal lost in a finalizer is sent again this much later (_redeliver)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -36,6 +37,28 @@ class Interrupted(KeyboardInterrupt):
 
 def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
+
+
+def _redeliver(unraisable: Any) -> None:
+    """sys.unraisablehook: an interruption raised where Python cannot propagate it is not lost.
+    A signal that lands while a finalizer or a weakref callback runs (the garbage collector
+    runs them between any two steps of the command) raises there, and Python only prints it and
+    goes on: a backup interrupted that way completed. The signal is sent again instead, a
+    moment later (REDELIVERY_S) from another thread, once this hook has returned (sent from
+    here, its handler would run here again), to be raised in the command's own code (or, if it
+    lands in a finalizer again, sent again). Anything else goes to Python's usual report."""
+    exc = unraisable.exc_value
+    if isinstance(exc, Interrupted):
+        import threading
+
+        try:
+            timer = threading.Timer(REDELIVERY_S, os.kill, args=(os.getpid(), exc.signum))
+            timer.daemon = True
+            timer.start()
+            return
+        except RuntimeError:  # the interpreter is shutting down: nothing left to interrupt
+            pass
+    sys.__unraisablehook__(unraisable)
 
 
 def _install(handler: Callable[[int, FrameType | None], Any]) -> None:
@@ -84,6 +107,7 @@ def _fast_path(argv: list[str]) -> int | None:
 
 def main() -> int:
     try:
+        sys.unraisablehook = _redeliver
         _install(_raise)
         code = _fast_path(sys.argv[1:])
         if code is None:
