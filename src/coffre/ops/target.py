@@ -34,8 +34,8 @@ class TargetDirs:
     def __init__(self, root: bytes) -> None:
         """root: the target folder, absolute, which exists (it is the user's choice, and is
         opened as given)."""
-        self.root = root.rstrip(b"/") or b"/"
         self._top = root.rstrip(b"/")  # what the paths below the target start with
+        self.root = self._top or b"/"
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # Thread id -> the folders that thread keeps open, by path (the least recently used
         # first). Each thread reads and changes only its own; the lock guards the dict
@@ -53,7 +53,7 @@ class TargetDirs:
 
     def _names(self, path: bytes) -> list[bytes]:
         """The names leading from the target to path ('//' as '/': a target of '/')."""
-        if path != self.root and not path.startswith(self.root.rstrip(b"/") + b"/"):
+        if path != self.root and not path.startswith(self._top + b"/"):
             raise ValueError(f"{path!r} is not inside the restore target")
         return [name for name in path[len(self.root):].split(b"/") if name]
 
@@ -70,9 +70,8 @@ class TargetDirs:
         close it, nor use it after this thread's next call), and path's name in it."""
         head, _, name = path.rpartition(b"/")
         kept = self._kept.get(threading.get_ident())
-        fd = kept.get(head) if kept is not None else None
-        if fd is not None:  # the usual case: a folder kept, under the very path it was kept as
-            kept.move_to_end(head)  # type: ignore[union-attr]
+        if kept is not None and (fd := kept.get(head)) is not None:  # the usual case: kept as is
+            kept.move_to_end(head)
             return fd, name
         return self._folder(self._names(head or b"/")), name
 
@@ -89,12 +88,8 @@ class TargetDirs:
         paths = [self._top]
         for name in names:
             paths.append(paths[-1] + b"/" + name)
-        fd = kept.get(paths[-1])
-        if fd is not None:
-            kept.move_to_end(paths[-1])
-            return fd
         known, fd = 0, self.root_fd
-        for above in range(len(names) - 1, 0, -1):
+        for above in range(len(names), 0, -1):  # the folder itself, else its deepest kept ancestor
             found = kept.get(paths[above])
             if found is not None:
                 known, fd = above, found
