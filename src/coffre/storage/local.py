@@ -68,21 +68,24 @@ class LocalBackend:
         self.location = str(self.root)
 
     # -- layout ---------------------------------------------------------------------------
-    def _dir(self, kind: str, name: str = "") -> Path:
+    def _folders(self, kind: str, name: str = "") -> tuple[str, ...]:
+        """Where objects of a kind live under the root (data: in folders by their first two
+        hex digits)."""
         if kind == "data":
-            return self.root / "data" / name[:2] if name else self.root / "data"
+            return ("data", name[:2]) if name else ("data",)
         if kind == "config":
-            return self.root
-        return self.root / kind
+            return ()
+        return (kind,)
+
+    def _dir(self, kind: str, name: str = "") -> Path:
+        return self.root.joinpath(*self._folders(kind, name))
 
     def _path(self, handle: Handle) -> Path:
         return self._dir(handle.kind, handle.name) / handle.name
 
     def _file(self, handle: Handle) -> str:
         """_path as text, made without pathlib: a restore loads once per run of blobs."""
-        if handle.kind == "data":
-            return f"{self.location.rstrip('/')}/data/{handle.name[:2]}/{handle.name}"
-        return str(self._path(handle))
+        return os.path.join(self.location, *self._folders(handle.kind, handle.name), handle.name)
 
     # -- contract -------------------------------------------------------------------------
     def exists(self) -> bool:
