@@ -40,13 +40,12 @@ def test_restore_on_a_terminal_shows_files_bytes_and_time_left(coffre: Coffre, s
     """Small files are restored a pack at a time (their blobs decoded, then the files written):
     1 MiB packs give the line dozens of steps to show, where two 16 MiB packs made it jump from
     0 to 48 files within a few milliseconds, too fast for a loaded machine to redraw between."""
-    repo = coffre
-    repo.ok("init", "--pack-size", "1")
-    repo.ok("backup", str(scans))
-    code, text = in_terminal(repo, "restore", "latest", "--target", str(tmp_path / "restored"))
+    coffre.ok("init", "--pack-size", "1")
+    coffre.ok("backup", str(scans))
+    code, text = in_terminal(coffre, "restore", "latest", "--target", str(tmp_path / "restored"))
     assert code == 0, text
     assert any(full_frame(f, "files") for f in frames(text) if "restore" in f), text
-    res = repo.ok("restore", "latest", "--target", str(tmp_path / "again"), env=FAST)  # on pipes
+    res = coffre.ok("restore", "latest", "--target", str(tmp_path / "again"), env=FAST)  # on pipes
     assert "\r" not in res.err + res.out and "\x1b" not in res.err + res.out and " left" not in res.err
 
 
