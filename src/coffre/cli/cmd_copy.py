@@ -7,6 +7,7 @@ import os
 
 from coffre.cli.context import (
     add_repo_options,
+    in_file,
     load_index,
     locked,
     open_repo_at,
@@ -50,9 +51,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
         raise UsageError(_("copy needs a source and a destination"), _("use --from REPO_A --to REPO_B"))
     if _same_place(source, target):
         raise UsageError(_("the source and the destination are the same repository"))
-    src = open_repo_at(source, lambda: source_password(args), args)
+    src = open_repo_at(source, lambda: source_password(args), args,
+                       ahead=in_file(args, "from_password_file", "COFFRE_FROM_PASSWORD"))
     dst = open_repo_at(target, lambda: password(args, prompt=_("Password of the destination repository: ")),
-                       args)
+                       args, ahead=in_file(args, "password_file", "COFFRE_PASSWORD"))
     if src.config.id == dst.config.id:
         raise UsageError(_("the source and the destination are the same repository"))
     with reading(src, "copy"), locked(dst, exclusive=False, command="copy") as lock:

@@ -244,14 +244,32 @@ def prompt_secret(prompt: str, confirm: bool, note: str | None = None) -> str:
 
 
 def open_repo(args: argparse.Namespace, watch: bool = True) -> Repository:
-    return open_repo_at(repo_location(args), lambda: password(args), args, watch)
+    return open_repo_at(repo_location(args), lambda: password(args), args, watch,
+                        ahead=in_file(args, "password_file", "COFFRE_PASSWORD"))
+
+
+def in_file(args: argparse.Namespace, option: str, env: str) -> bool:
+    """Whether a password comes from a file (the option's or {env}_FILE): read at once, it
+    asks nobody anything."""
+    return bool(getattr(args, option, None) or os.environ.get(f"{env}_FILE"))
 
 
 def open_repo_at(
     location: str, secret: Callable[[], str], args: argparse.Namespace | None = None, watch: bool = True,
+    ahead: bool = False,
 ) -> Repository:
     """The repository at a location; the password is asked only once it is known to be one.
-    With `watch`, the storage is then compared with this machine's mark (cli/watching.py)."""
+    With `watch`, the storage is then compared with this machine's mark (cli/watching.py).
+    With `ahead` (the password is in a file), it is read first, and the key of the slot that
+    opened this location last is derived while the storage is reached (repository/unlockahead.py)."""
+    from coffre.repository import unlockahead
+
+    if ahead:
+        secret = _read_now(secret)
+        try:
+            unlockahead.start(location, secret())
+        except CoffreError:
+            pass  # reported where the password is needed, after "not a repository"
     backend = backend_for(location, args)
     from coffre.repository.cache import repo_cache_dir
     from coffre.repository.repo import load_config
@@ -262,6 +280,8 @@ def open_repo_at(
         # Remote metadata is kept locally so a daily backup does not download it again.
         backend = CachedBackend(backend, repo_cache_dir(config.config.id) / "objects")
     repo = Repository.open(backend, secret(), config=config, history=key_history)
+    opened = next((s.wrapped for s in repo.key_slots if s.id == repo.key_slot_id), None)
+    unlockahead.remember(location, opened)
     if repo.config_problem:
         _warn(_("{problem}; run 'coffre repair config'").format(problem=repo.config_problem))
     for damaged in repo.damaged_keys:
@@ -275,6 +295,20 @@ def open_repo_at(
     if watch:
         watch_storage(repo)
     return repo
+
+
+def _read_now(secret: Callable[[], str]) -> Callable[[], str]:
+    """`secret` asked for once, now: its value, or the error it gave, kept for when needed."""
+    try:
+        value = secret()
+    except CoffreError as exc:
+        error = exc
+
+        def fail() -> str:
+            raise error
+
+        return fail
+    return lambda: value
 
 
 def load_index(repo: Repository) -> None:

@@ -8,8 +8,11 @@ by HKDF from a random 256-bit recovery key printed once at `init`.
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +65,55 @@ def check_argon2(params: dict[str, Any], salt: bytes) -> tuple[int, int, int]:
 
 def _argon2(secret: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
     t, m, p = check_argon2(params, salt)
+    ahead = _take_ahead(secret, salt, (t, m, p))
+    if ahead is not None:
+        try:
+            return ahead.result()
+        except Exception:  # noqa: S110 (derived again below, where an error is reported)
+            pass
     return hash_secret_raw(secret, salt, t, m, p, 32, Type.ID)
+
+
+# One derivation started ahead (derive_ahead) and the inputs it was started with.
+_ahead: tuple[bytes, bytes, tuple[int, int, int], Future[bytes]] | None = None
+_ahead_lock = threading.Lock()
+
+
+def derive_ahead(secret: bytes, salt: bytes, params: dict[str, Any]) -> None:
+    """Start deriving a password's key in a thread: Argon2 releases the GIL, so the ~0.1 s it
+    takes runs while the command goes on reaching the storage. The unwrap of a slot with these
+    very inputs then takes the result; any other unwrap derives as usual. Parameters beyond
+    what Coffre writes raise KeyFileError and start nothing."""
+    global _ahead
+    t, m, p = check_argon2(params, salt)
+    done: Future[bytes] = Future()
+
+    def derive() -> None:
+        try:
+            done.set_result(hash_secret_raw(secret, salt, t, m, p, 32, Type.ID))
+        except BaseException as exc:  # reported by the unwrap that derives again
+            done.set_exception(exc)
+
+    with _ahead_lock:
+        _ahead = (secret, salt, (t, m, p), done)
+    threading.Thread(target=derive, name="derive-ahead", daemon=True).start()
+
+
+def drop_ahead() -> None:
+    """Forget a derivation started ahead and not used (a slot that changed since)."""
+    global _ahead
+    with _ahead_lock:
+        _ahead = None
+
+
+def _take_ahead(secret: bytes, salt: bytes, tmp: tuple[int, int, int]) -> Future[bytes] | None:
+    global _ahead
+    with _ahead_lock:
+        ahead = _ahead
+        if ahead is None or ahead[1] != salt or ahead[2] != tmp or not hmac.compare_digest(ahead[0], secret):
+            return None
+        _ahead = None
+    return ahead[3]
 
 
 @dataclass(frozen=True)

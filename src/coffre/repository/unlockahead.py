@@ -1,0 +1,74 @@
+"""The password's key derived while the storage is being reached.
+
+Opening a repository derives a key from the password with Argon2 (~0.1 s), which needs the
+salt and parameters of a key slot, read from the storage. Reaching a remote storage first
+costs about as much again (the S3 library's import, a connection, the config). This module
+keeps, in the cache, the salt and parameters of the password slot that opened each location
+last, so the next opening can start Argon2 in a thread before the storage answers.
+
+The record holds nothing secret (the storage keeps the same salt and parameters in plaintext)
+and is only a guess: the key it gives is used only for a slot read from the storage with the
+very same salt, parameters and password, and the slot is still authenticated as usual. A
+missing, stale or damaged record costs the time saved, never an opening. Its file is named by
+a hash of the location, which may name a user or a host.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from pathlib import Path
+
+from coffre.core.errors import FormatError
+from coffre.core.files import write_atomic
+from coffre.core.private import private_dir
+from coffre.crypto import kdf
+from coffre.repository.cache import cache_root
+
+MAX_RECORD = 4096
+
+
+def _record(location: str) -> Path:
+    digest = hashlib.sha256(b"coffre unlock ahead v1|" + location.encode("utf-8", "surrogateescape"))
+    return cache_root() / "unlock" / (digest.hexdigest()[:32] + ".json")
+
+
+def _encode(wrapped: kdf.WrappedKey) -> bytes:
+    return json.dumps({"salt": base64.b64encode(wrapped.salt).decode(), "params": wrapped.params},
+                      sort_keys=True).encode()
+
+
+def start(location: str, secret: str) -> None:
+    """Start deriving the key of the password slot that opened `location` last, if this
+    machine recorded one. A recovery key is not derived with Argon2: nothing to start."""
+    if kdf.parse_recovery_key(secret) is not None:
+        return
+    try:
+        with open(_record(location), "rb") as f:
+            doc = json.loads(f.read(MAX_RECORD))
+        salt = base64.b64decode(doc["salt"], validate=True)
+        kdf.derive_ahead(secret.encode(), salt, doc["params"])
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error, FormatError):
+        return  # no record, or one that cannot be used: the opening derives as usual
+
+
+def remember(location: str, slot: kdf.WrappedKey | None) -> None:
+    """Record the password slot that just opened `location` (None: a recovery key did), if it
+    is not the one recorded already; a derivation started for another slot is dropped."""
+    kdf.drop_ahead()
+    if slot is None or slot.kind != "password":
+        return
+    path = _record(location)
+    data = _encode(slot)
+    try:
+        with open(path, "rb") as f:
+            if f.read(MAX_RECORD + 1) == data:
+                return
+    except OSError:
+        pass
+    try:
+        write_atomic(private_dir(path.parent) / path.name, data, 0o600)
+    except OSError:
+        return  # a read-only or full cache: the next opening derives as usual

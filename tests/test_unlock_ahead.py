@@ -1,0 +1,139 @@
+"""The password's key is derived while the storage is reached (repository/unlockahead.py): the
+next opening of a location starts Argon2 for the slot that opened it last, and a stale or
+planted record only costs the time it would have saved."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coffre.cli import context
+from coffre.core.errors import CoffreError, WrongPasswordError
+from coffre.crypto import kdf
+from coffre.repository.repo import Repository
+
+from conftest import PASSWORD, Coffre
+
+
+def open_with(repo: Coffre, pwfile: Path) -> Repository:
+    return context.open_repo_at(str(repo.repo), lambda: context.read_secret_file(str(pwfile)), watch=False,
+                                ahead=True)
+
+
+class Runs(list[tuple[str, int]]):
+    """Each Argon2 run: the thread that ran it and its memory parameter; `started` is set at
+    the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+
+
+@pytest.fixture
+def derivations(monkeypatch: pytest.MonkeyPatch) -> Runs:
+    runs = Runs()
+    real = kdf.hash_secret_raw
+
+    def recorded(secret: bytes, salt: bytes, t: int, m: int, *rest: Any) -> bytes:
+        runs.append((threading.current_thread().name, m))
+        runs.started.set()
+        return real(secret, salt, t, m, *rest)
+
+    monkeypatch.setattr(kdf, "hash_secret_raw", recorded)
+    return runs
+
+
+def record_of(cache: Path) -> Path:
+    (record,) = (cache / "unlock").iterdir()
+    return record
+
+
+def test_the_key_is_derived_while_the_storage_is_reached(
+        repo: Coffre, pwfile: Path, cache_dir: Path, derivations: Runs,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    open_with(repo, pwfile)  # the first opening on this machine records its slot
+    assert [name for name, _ in derivations] == ["MainThread"]
+    derivations.clear()
+    derivations.started.clear()
+    real_backend_for = context.backend_for
+
+    def storage_reached_after_the_derivation_started(location: str, args: Any) -> Any:
+        # Set by the derivation's thread, started before the storage is reached: at once.
+        assert derivations.started.wait(10), "the storage was reached before any key derivation"
+        return real_backend_for(location, args)
+
+    monkeypatch.setattr(context, "backend_for", storage_reached_after_the_derivation_started)
+    opened = open_with(repo, pwfile)
+    assert [name for name, _ in derivations] == ["derive-ahead"]  # used, not derived again
+    assert opened.master == Repository.open(opened.backend, PASSWORD).master
+
+
+def test_a_stale_record_costs_one_more_derivation_and_is_replaced(
+        repo: Coffre, pwfile: Path, tmp_path: Path, cache_dir: Path,
+        derivations: Runs) -> None:
+    open_with(repo, pwfile)
+    before = record_of(cache_dir).read_bytes()
+    new = tmp_path / "new-password"
+    new.write_text("another password\n")
+    new.chmod(0o600)
+    repo.ok("key", "passwd", "--new-password-file", str(new))
+    derivations.clear()
+    open_with(repo, new)  # the record names the old slot, gone
+    assert sorted(name for name, _ in derivations) == ["MainThread", "derive-ahead"]
+    assert record_of(cache_dir).read_bytes() != before
+    derivations.clear()
+    open_with(repo, new)
+    assert [name for name, _ in derivations] == ["derive-ahead"]
+
+
+def test_a_record_beyond_coffres_parameters_starts_nothing(
+        repo: Coffre, pwfile: Path, cache_dir: Path, derivations: Runs) -> None:
+    """A record planted or damaged in the cache cannot make an opening cost gigabytes."""
+    open_with(repo, pwfile)
+    record = record_of(cache_dir)
+    doc = json.loads(record.read_bytes())
+    record.write_text(json.dumps({**doc, "params": {"t": 1, "m": 2**22, "p": 1}}))
+    derivations.clear()
+    open_with(repo, pwfile)
+    assert derivations == [("MainThread", kdf.argon2_params()["m"])]
+    for junk in (b"", b"{", b'{"salt": "!!", "params": {}}', b"[1]", b"x" * 100_000):
+        record_of(cache_dir).write_bytes(junk)
+        open_with(repo, pwfile)  # opens as usual, and the record is written again
+    assert json.loads(record_of(cache_dir).read_bytes()) == doc
+
+
+def test_a_wrong_password_is_still_refused_and_the_record_kept(
+        repo: Coffre, pwfile: Path, tmp_path: Path, cache_dir: Path) -> None:
+    open_with(repo, pwfile)
+    before = record_of(cache_dir).read_bytes()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the password\n")
+    with pytest.raises(WrongPasswordError):
+        open_with(repo, wrong)
+    assert record_of(cache_dir).read_bytes() == before
+
+
+def test_the_record_holds_nothing_secret(repo: Coffre, pwfile: Path, cache_dir: Path) -> None:
+    open_with(repo, pwfile)
+    record = record_of(cache_dir)
+    doc = json.loads(record.read_bytes())
+    assert set(doc) == {"salt", "params"} and set(doc["params"]) == {"t", "m", "p"}
+    assert PASSWORD.encode() not in record.read_bytes()
+    assert Path(repo.repo).name not in record.name and str(repo.repo) not in record.read_text()
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert stat.S_IMODE(record.parent.stat().st_mode) == 0o700
+
+
+def test_a_missing_repository_is_said_before_an_unreadable_password_file(
+        tmp_path: Path, cache_dir: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "no-password-file"
+    with pytest.raises(CoffreError, match="not a Coffre repository"):
+        context.open_repo_at(str(empty), lambda: context.read_secret_file(str(missing)), watch=False,
+                             ahead=True)
