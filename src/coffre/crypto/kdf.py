@@ -86,6 +86,9 @@ def derive_ahead(secret: bytes, salt: bytes, params: dict[str, Any]) -> None:
     what Coffre writes raise KeyFileError and start nothing."""
     global _ahead
     t, m, p = check_argon2(params, salt)
+    with _ahead_lock:
+        if _ahead is not None and _ahead[1:3] == (salt, (t, m, p)) and hmac.compare_digest(_ahead[0], secret):
+            return  # already under way
     done: Future[bytes] = Future()
 
     def derive() -> None:

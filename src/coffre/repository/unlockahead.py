@@ -1,10 +1,12 @@
 """The password's key derived while the storage is being reached.
 
 Opening a repository derives a key from the password with Argon2 (~0.1 s), which needs the
-salt and parameters of a key slot, read from the storage. Reaching a remote storage first
-costs about as much again (the S3 library's import, a connection, the config). This module
-keeps, in the cache, the salt and parameters of the password slot that opened each location
-last, so the next opening can start Argon2 in a thread before the storage answers.
+salt and parameters of a key slot, read from the storage. Loading the command's modules costs
+about as much (~0.15 s on a cold page cache), and reaching a remote storage as much again (the
+S3 library's import, a connection, the config). This module keeps, in the cache, the salt and
+parameters of the password slot that opened each location last, so the next command can start
+Argon2 in a thread as soon as it knows its repository and password file (cli/main.py), before
+its modules are loaded and the storage answers.
 
 The record holds nothing secret (the storage keeps the same salt and parameters in plaintext)
 and is only a guess: the key it gives is used only for a slot read from the storage with the
@@ -28,6 +30,7 @@ from coffre.crypto import kdf
 from coffre.repository.cache import cache_root
 
 MAX_RECORD = 4096
+MAX_PASSWORD_FILE = 64 * 1024  # as cli/context.py reads it
 
 
 def _record(location: str) -> Path:
@@ -52,6 +55,18 @@ def start(location: str, secret: str) -> None:
         kdf.derive_ahead(secret.encode(), salt, doc["params"])
     except (OSError, ValueError, KeyError, TypeError, binascii.Error, FormatError):
         return  # no record, or one that cannot be used: the opening derives as usual
+
+
+def start_from_file(location: str, password_file: str) -> None:
+    """`start`, with the password read from a file, before the command has checked anything:
+    silently, as a guess (the command reads the file again, and says what is wrong with it)."""
+    try:
+        with open(password_file, "rb") as f:
+            secret = f.read(MAX_PASSWORD_FILE).decode("utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return
+    if secret:
+        start(location, secret)
 
 
 def remember(location: str, slot: kdf.WrappedKey | None) -> None:
