@@ -101,40 +101,6 @@ def test_cut_upload_leaves_no_visible_object_and_is_cleaned(
     b.close()
 
 
-def test_a_pack_is_read_in_pipelined_requests_of_one_sftp_read_each(
-    sshd: object, ssh_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A whole pack, or a range of it, comes in one pipelined readv whose pieces are each one
-    SFTP read: paramiko joins the pieces of a larger one by bytes concatenation, quadratic in
-    its length (0.35 s for a 16 MiB pack against 0.15 s in pieces, on this machine)."""
-    import itertools
-    import os
-
-    import paramiko
-
-    asked: list[list[tuple[int, int]]] = []
-    real = paramiko.SFTPFile.readv
-
-    def spy(self: paramiko.SFTPFile, chunks: list[tuple[int, int]], *args: object) -> object:
-        asked.append(list(chunks))
-        return real(self, chunks, *args)
-
-    monkeypatch.setattr(paramiko.SFTPFile, "readv", spy)
-    b = open_backend(sshd.url(str(tmp_path / "nas")))  # type: ignore[attr-defined]
-    b.create()
-    body = os.urandom(3 * 1024 * 1024 + 123)
-    h = Handle("data", "cd" + "4" * 62)
-    b.save(h, body)
-    assert b.load(h) == body
-    assert b.load(h, 1000, 2 * 1024 * 1024) == body[1000 : 1000 + 2 * 1024 * 1024]
-    b.close()
-    assert len(asked) == 2
-    for chunks, (start, length) in zip(asked, [(0, len(body)), (1000, 2 * 1024 * 1024)], strict=True):
-        assert all(size <= paramiko.SFTPFile.MAX_REQUEST_SIZE for _, size in chunks)
-        assert chunks[0][0] == start and sum(size for _, size in chunks) == length
-        assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(chunks))  # contiguous
-
-
 @pytest.mark.parametrize(("url", "user", "port", "path"), [
     ("sftp://coffre@nas.local/volume1/coffre", "coffre", 22, "/volume1/coffre"),
     ("sftp://coffre@nas.local:2222/~/sauvegardes", "coffre", 2222, "sauvegardes"),

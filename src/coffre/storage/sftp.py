@@ -63,6 +63,7 @@ from coffre.storage.base import (
 )
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
+from coffre.storage.sftp_read import read_range
 
 # paramiko logs connection failures with tracebacks on stderr when nothing else handles its
 # logger; Coffre reports them itself, as one clear line.
@@ -361,13 +362,8 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
                 if end <= offset:
                     return b""
                 pacer = self.download_pacer
-                if pacer is None:
-                    # readv pipelines the requests: one round trip, not one per 32 KiB. It
-                    # is given the range in pieces of one request each: asked for the whole
-                    # range at once, paramiko joins the pieces by bytes concatenation,
-                    # quadratic in the length (~0.4 s for a 16 MiB pack).
-                    step = f.MAX_REQUEST_SIZE
-                    data = b"".join(f.readv([(at, min(step, end - at)) for at in range(offset, end, step)]))
+                if pacer is None:  # pipelined: not one round trip per 32 KiB (sftp_read.py)
+                    data = read_range(sftp, f, offset, end)
                 else:  # paced: one piece asked for at a time, so the limit holds on the wire
                     parts = []
                     f.seek(offset)

@@ -1,0 +1,125 @@
+"""Pipelined SFTP reads (storage/sftp_read.py) against a real OpenSSH sshd: exact bytes for
+every range, requests sent and answers read by the calling thread only (paramiko's readv sent
+them from a thread of its own and, on a busy machine, fell back to one request per round
+trip), and SFTP's short answers (from a stand-in: OpenSSH answers in full)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF
+
+from coffre.storage.base import Handle
+from coffre.storage.sftp import SFTPBackend
+from coffre.storage.sftp_read import read_range
+from coffre.storage.url import open_backend
+
+SIZE = 3 * 1024 * 1024 + 12345  # not a multiple of a request (32 KiB)
+
+
+@pytest.fixture
+def stored(sshd: Any, ssh_env: dict[str, str], tmp_path: Path) -> tuple[SFTPBackend, bytes]:
+    folder = tmp_path / "nas"
+    data = os.urandom(SIZE)
+    backend = open_backend(sshd.url(str(folder)))
+    assert isinstance(backend, SFTPBackend)
+    backend.create()
+    backend.save(Handle("data", "ab" * 32), data)
+    return backend, data
+
+
+def test_every_range_reads_its_exact_bytes(stored: tuple[SFTPBackend, bytes]) -> None:
+    backend, data = stored
+    handle = Handle("data", "ab" * 32)
+    assert backend.load(handle) == data
+    step = 32 * 1024
+    for offset, length in [(0, 1), (1, step), (step - 1, 2), (12345, 2 * step + 7), (SIZE - 5, 5),
+                           (SIZE - 5, 100), (SIZE, 10), (0, SIZE + 1), (700_000, None)]:
+        want = data[offset:] if length is None else data[offset : offset + length]
+        assert backend.load(handle, offset, length) == want, (offset, length)
+
+
+def test_the_requests_are_pipelined_and_sent_by_the_calling_thread(
+        stored: tuple[SFTPBackend, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request per 32 KiB, contiguous, many in flight before the first answer is read (not
+    one round trip each), and no other thread sends one: nothing can declare the reading done
+    while requests are still being sent, whatever the load of the machine."""
+    backend, data = stored
+    sent: list[tuple[str, int, int]] = []  # thread, offset, length
+    before_first_answer: list[int] = []
+    send, answer = paramiko.SFTPClient._async_request, paramiko.SFTPClient._read_response
+
+    def sending(self: Any, fileobj: Any, kind: int, *args: Any) -> int:
+        if kind == CMD_READ:
+            sent.append((threading.current_thread().name, int(args[1]), int(args[2])))
+        number: int = send(self, fileobj, kind, *args)
+        return number
+
+    def answering(self: Any, *args: Any) -> Any:
+        if sent and not before_first_answer:
+            before_first_answer.append(len(sent))
+        return answer(self, *args)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "_async_request", sending)
+    monkeypatch.setattr(paramiko.SFTPClient, "_read_response", answering)
+    loaded: list[bytes] = []
+    reader = threading.Thread(name="the-reader", target=lambda: loaded.append(
+        backend.load(Handle("data", "ab" * 32), 1000, 2 * 1024 * 1024)))
+    reader.start()
+    reader.join()
+    assert loaded == [data[1000 : 1000 + 2 * 1024 * 1024]]
+    assert {thread for thread, _, _ in sent} == {"the-reader"}
+    assert len(sent) == 64 and all(length == 32 * 1024 for _, _, length in sent)
+    assert [offset for _, offset, _ in sent] == list(range(1000, 1000 + 2 * 1024 * 1024, 32 * 1024))
+    assert before_first_answer == [64]  # all in flight at once
+
+
+class ShortAnswers:
+    """A stand-in SFTP client whose server answers each read with at most `most` bytes."""
+
+    def __init__(self, content: bytes, most: int) -> None:
+        self.content, self.most = content, most
+        self.pending: list[tuple[Any, int, int, int]] = []
+        self.number = 0
+
+    def _async_request(self, fileobj: Any, kind: int, handle: bytes, offset: int, length: int) -> int:
+        assert kind == CMD_READ
+        self.number += 1
+        self.pending.append((fileobj, self.number, int(offset), int(length)))
+        return self.number
+
+    def _read_response(self) -> None:
+        fileobj, num, offset, length = self.pending.pop(0)
+        piece = self.content[offset : offset + min(length, self.most)]
+        msg = paramiko.Message()
+        if piece:
+            msg.add_string(piece)
+            msg.rewind()
+            fileobj._async_response(CMD_DATA, msg, num)
+        else:
+            msg.add_int(SFTP_EOF)
+            msg.add_string("end of file")
+            msg.add_string("")
+            msg.rewind()
+            fileobj._async_response(CMD_STATUS, msg, num)
+
+    def _convert_status(self, msg: paramiko.Message) -> None:
+        if msg.get_int() == SFTP_EOF:
+            raise EOFError(msg.get_text())
+
+
+class File:
+    MAX_REQUEST_SIZE = 32 * 1024
+    handle = b"h"
+
+
+@pytest.mark.parametrize("most", [1000, 32 * 1024 - 1, 5])
+def test_a_short_answer_is_followed_by_a_request_for_the_rest(most: int) -> None:
+    content = os.urandom(100_000)
+    assert read_range(ShortAnswers(content, most), File(), 10, 90_000) == content[10:90_000]
+    assert read_range(ShortAnswers(content, most), File(), 99_000, 120_000) == content[99_000:]
