@@ -169,3 +169,14 @@ def test_a_command_starts_the_derivation_before_its_modules_load(repo: Coffre, p
     assert seen[0] == ("started", False)  # before the command's module was imported
     # Derived once, in that thread: the opening started nothing new and derived nothing itself.
     assert [s for s in seen if s[0] == "derived"] == [("derived", "derive-ahead")]
+
+
+def test_a_password_given_through_a_pipe_is_read_once_by_the_command(repo: Coffre) -> None:
+    """`--password-file <(pass show coffre)` or /dev/stdin can be read once: the derivation
+    started ahead leaves it to the command."""
+    repo.ok("snapshots")  # a record exists: the next command starts a derivation ahead
+    argv = [sys.executable, "-m", "coffre", "snapshots", "--repo", str(repo.repo), "--password-file",
+            "/dev/stdin"]
+    out = subprocess.run(argv, input=(PASSWORD + "\n").encode(), env=repo.env, capture_output=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr

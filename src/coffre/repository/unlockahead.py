@@ -21,6 +21,8 @@ import base64
 import binascii
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 from coffre.core.errors import FormatError
@@ -59,12 +61,21 @@ def start(location: str, secret: str) -> None:
 
 def start_from_file(location: str, password_file: str) -> None:
     """`start`, with the password read from a file, before the command has checked anything:
-    silently, as a guess (the command reads the file again, and says what is wrong with it)."""
+    silently, as a guess (the command reads the file again, and says what is wrong with it).
+    Only a regular file: what a pipe (`--password-file <(pass show coffre)`, /dev/stdin) holds
+    can be read once, and is the command's."""
     try:
-        with open(password_file, "rb") as f:
-            secret = f.read(MAX_PASSWORD_FILE).decode("utf-8").rstrip("\r\n")
+        fd = os.open(password_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        secret = os.read(fd, MAX_PASSWORD_FILE).decode("utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError):
         return
+    finally:
+        os.close(fd)
     if secret:
         start(location, secret)
 
