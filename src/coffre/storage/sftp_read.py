@@ -54,7 +54,8 @@ def read_range(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, offset: int, end
         if len(asked) <= IN_FLIGHT // 2:
             while wanted and not ended and len(asked) < IN_FLIGHT:
                 at, length = wanted.popleft()
-                asked[client._async_request(answers, CMD_READ, f.handle, int64(at), int(length))] = (at, length)
+                num = client._async_request(answers, CMD_READ, f.handle, int64(at), int(length))
+                asked[num] = (at, length)
         while not answers.got:
             client._read_response()  # one answer, handed to the file object it was sent with
         for num, (kind, msg) in list(answers.got.items()):
