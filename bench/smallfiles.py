@@ -119,21 +119,39 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown tree {name!r}: generated or system")
         trees[name] = root
     shutil.rmtree(args.out / "runs", ignore_errors=True)  # a previous run's, interrupted
+    sizes = {tree: sum((Path(d) / f).lstat().st_size for d, _, files in os.walk(root) for f in files)
+             for tree, root in trees.items()}
+    # Each tool's run keeps a restored copy and a repository (at most the tree's size again)
+    # until the tree's runs are over (see below); a full disk would fail the run half-way.
+    needed = max(sizes.values()) * 2 * len(tools) * args.runs * 1.1
+    free = shutil.disk_usage(args.out).free
+    if free < needed:
+        sys.exit(f"{args.out} has {free / 1e9:.1f} GB free; the runs need ~{needed / 1e9:.1f} GB "
+                 "(fewer --runs or --files, or another --out)")
     cold = not args.warm and drop_caches()
     print(f"{'cold' if cold else 'warm'} page cache; {args.runs} run(s); tools: {', '.join(tools)}",
           flush=True)
+    try:
+        compare(trees, sizes, tools, args.runs, args.out / "runs", cold)
+    finally:
+        shutil.rmtree(args.out / "runs", ignore_errors=True)  # also after a failed step
+    return 0
+
+
+def compare(trees: dict[str, Path], sizes: dict[str, int], tools: list[str], run_count: int, out: Path,
+            cold: bool) -> None:
+    """Every tool's runs on every tree, and the table of each tree."""
     for tree, root in trees.items():
         count = sum(len(files) for _, _, files in os.walk(root))
-        size = sum((Path(d) / f).lstat().st_size for d, _, files in os.walk(root) for f in files)
-        print(f"\n{tree}: {count:,} files, {size / 1e6:.0f} MB ({root})", flush=True)
+        print(f"\n{tree}: {count:,} files, {sizes[tree] / 1e6:.0f} MB ({root})", flush=True)
         runs: dict[str, list[dict[str, Measure]]] = {t: [] for t in tools}
         # Every run's repository and restored tree stay until all the runs are over: ext4
         # skips the inodes deleted in the last 30 s or more when it creates files
         # (recently_deleted() in its allocator, seen with perf), so a restore of 100,000 files
         # just after deleting the previous run's took twice as much system time, whichever tool.
-        # All are deleted at the end (the trees above take ~40 GB at most).
-        homes = args.out / "runs" / tree
-        for run in range(args.runs):
+        # All are deleted at the end, or when a step fails (main checks the space they need).
+        homes = out / tree
+        for run in range(run_count):
             for t in tools:
                 runs[t].append(measure(t, root, homes / f"{t}-{run}", cold))
                 done = runs[t][-1].items()
@@ -151,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = [c[step].wall / r[step].wall for c, r in pairs]
                 row += f"  {statistics.median(ratios):.2f} ({max(ratios):.2f})"
             print(row, flush=True)
-    shutil.rmtree(args.out / "runs", ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
