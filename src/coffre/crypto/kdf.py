@@ -87,7 +87,7 @@ def derive_ahead(secret: bytes, salt: bytes, params: dict[str, Any]) -> None:
     global _ahead
     t, m, p = check_argon2(params, salt)
     with _ahead_lock:
-        if _ahead is not None and _ahead[1:3] == (salt, (t, m, p)) and hmac.compare_digest(_ahead[0], secret):
+        if _started_with(secret, salt, (t, m, p)):
             return  # already under way
     done: Future[bytes] = Future()
 
@@ -109,14 +109,20 @@ def drop_ahead() -> None:
         _ahead = None
 
 
-def _take_ahead(secret: bytes, salt: bytes, tmp: tuple[int, int, int]) -> Future[bytes] | None:
+def _started_with(secret: bytes, salt: bytes, cost: tuple[int, int, int]) -> bool:
+    """Whether the derivation started ahead has these inputs (called under _ahead_lock)."""
+    return (_ahead is not None and _ahead[1] == salt and _ahead[2] == cost
+            and hmac.compare_digest(_ahead[0], secret))
+
+
+def _take_ahead(secret: bytes, salt: bytes, cost: tuple[int, int, int]) -> Future[bytes] | None:
+    """The derivation started ahead with these inputs, handed over once; None if there is none."""
     global _ahead
     with _ahead_lock:
-        ahead = _ahead
-        if ahead is None or ahead[1] != salt or ahead[2] != tmp or not hmac.compare_digest(ahead[0], secret):
+        if _ahead is None or not _started_with(secret, salt, cost):
             return None
-        _ahead = None
-    return ahead[3]
+        done, _ahead = _ahead[3], None
+    return done
 
 
 @dataclass(frozen=True)
