@@ -16,6 +16,7 @@ from coffre.cli.watching import watch_storage
 from coffre.core.errors import CoffreError, LockedError, StorageFull, StoragePermissionDenied, UsageError
 from coffre.core.i18n import _
 from coffre.core.private import open_to_others
+from coffre.core.secrets import MAX_SECRET
 from coffre.format.snapshot import Snapshot
 from coffre.repository.locks import Lock, live_locks
 from coffre.repository.mark import key_history
@@ -135,7 +136,7 @@ def read_secret_file(path: str, what: str | None = None) -> str:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            raw = f.read(64 * 1024)
+            raw = f.read(MAX_SECRET)
     except OSError as exc:
         raise CoffreError(_("cannot read {what} {path}: {reason}").format(
             what=what, path=path, reason=exc.strerror)) from None

@@ -12,6 +12,7 @@ handlers' protection.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -121,7 +122,5 @@ def main() -> int:
     # to free memory the system takes back anyway: ~75,000 once the S3 library has loaded its
     # model, ~30 ms of a remote command. Frozen objects are left out of it. What the command
     # wrote is flushed and closed by now (cli/main.py closes its log; files are written whole).
-    import gc
-
     gc.freeze()
     return code

@@ -86,9 +86,6 @@ def derive_ahead(secret: bytes, salt: bytes, params: dict[str, Any]) -> None:
     what Coffre writes raise KeyFileError and start nothing."""
     global _ahead
     t, m, p = check_argon2(params, salt)
-    with _ahead_lock:
-        if _started_with(secret, salt, (t, m, p)):
-            return  # already under way
     done: Future[bytes] = Future()
 
     def derive() -> None:
@@ -98,6 +95,8 @@ def derive_ahead(secret: bytes, salt: bytes, params: dict[str, Any]) -> None:
             done.set_exception(exc)
 
     with _ahead_lock:
+        if _started_with(secret, salt, (t, m, p)):
+            return  # already under way
         _ahead = (secret, salt, (t, m, p), done)
     threading.Thread(target=derive, name="derive-ahead", daemon=True).start()
 

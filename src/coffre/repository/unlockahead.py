@@ -28,11 +28,11 @@ from pathlib import Path
 from coffre.core.errors import FormatError
 from coffre.core.files import write_atomic
 from coffre.core.private import private_dir
+from coffre.core.secrets import MAX_SECRET
 from coffre.crypto import kdf
 from coffre.repository.cache import cache_root
 
 MAX_RECORD = 4096
-MAX_PASSWORD_FILE = 64 * 1024  # as cli/context.py reads it
 
 
 def _record(location: str) -> Path:
@@ -71,7 +71,7 @@ def start_from_file(location: str, password_file: str) -> None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return
-        secret = os.read(fd, MAX_PASSWORD_FILE).decode("utf-8").rstrip("\r\n")
+        secret = os.read(fd, MAX_SECRET).decode("utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError):
         return
     finally:

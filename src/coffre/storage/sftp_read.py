@@ -58,8 +58,8 @@ def read_range(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, offset: int, end
                 asked[num] = (at, length)
         while not answers.got:
             client._read_response()  # one answer, handed to the file object it was sent with
-        for num, (kind, msg) in list(answers.got.items()):
-            del answers.got[num]
+        got, answers.got = answers.got, {}
+        for num, (kind, msg) in got.items():
             at, length = asked.pop(num)
             if kind == CMD_STATUS:
                 try:
