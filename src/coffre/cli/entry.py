@@ -112,9 +112,14 @@ def main() -> int:
         _install(_raise)
         code = _fast_path(sys.argv[1:])
         if code is None:
+            from coffre.cli import preload
+
+            ahead = preload.start(sys.argv[1:])  # before the command line's modules are imported
             from coffre.cli.main import main as command_line
 
             code = command_line()
+            if code == 0:
+                preload.remember(ahead, sys.argv[1:])
         _exit_on_signal(code)
     except KeyboardInterrupt as exc:
         return interrupted(exc)

@@ -10,6 +10,7 @@ import time
 from coffre.cli.entry import interrupted
 from coffre.cli.logfile import Output
 from coffre.cli.parser import build_parser, named_command
+from coffre.cli.preload import early_option
 from coffre.core.errors import EXIT_FATAL, CoffreError
 from coffre.core.gil import shorten_switch_interval
 from coffre.core.i18n import LANGUAGES, _, set_language
@@ -22,17 +23,6 @@ REPORTS = frozenset({
     "init", "backup", "restore", "copy", "forget", "prune", "unlock", "acknowledge", "restore-db",
     "demo", "key add", "key remove", "key passwd", "repair index", "repair config",
 })
-
-
-def early_option(argv: list[str], name: str) -> str | None:
-    """The value of an option (as `--name VALUE` or `--name=VALUE`), looked for before
-    parsing: the language is needed to build the parser, the log to record its errors."""
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.removeprefix(name + "=")
-    return None
 
 
 # Commands that open the repository of --repo (or COFFRE_REPOSITORY) with --password-file (or

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from coffre import __version__
 from coffre.cli import argparse_words
+from coffre.cli.preload import command_word
 from coffre.core.errors import EXIT_USAGE
 from coffre.core.i18n import LANGUAGES, _
 
@@ -47,24 +48,14 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "cmd_standby": ("standby",),
 }
 MODULE_OF = {command: module for module, commands in COMMAND_MODULES.items() for command in commands}
-TOP_OPTIONS_WITH_VALUE = ("--lang", "--log-file")
 WHOLE_LINE = ("completion", "manpage")  # they describe every command
 
 
 def named_command(argv: list[str]) -> str | None:
     """The command an argument list names (its first word that is not an option or an
     option's value), if Coffre has it and it needs no other; None otherwise."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in TOP_OPTIONS_WITH_VALUE:
-            skip = True
-        elif arg == "--":
-            return None
-        elif not arg.startswith("-"):
-            return arg if arg in MODULE_OF and arg not in WHOLE_LINE else None
-    return None
+    word = command_word(argv)
+    return word if word in MODULE_OF and word not in WHOLE_LINE else None
 
 
 class HelpFormatter(argparse.HelpFormatter):

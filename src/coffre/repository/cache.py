@@ -12,6 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from coffre.core.cachedir import cache_home
 from coffre.core.private import narrow, private_dir
 from coffre.format.codec import ID_LEN
 
@@ -23,11 +24,7 @@ Key = tuple[int | bytes, ...]  # dev, ino, size, mtime, ctime as stored (see _ke
 
 
 def cache_root() -> Path:
-    explicit = os.environ.get("COFFRE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "coffre"
+    return Path(cache_home())
 
 
 def repo_cache_path(repo_id: bytes, root: Path | None = None) -> Path:
