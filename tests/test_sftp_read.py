@@ -12,7 +12,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF
+from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, SFTP_EOF
 
 from coffre.storage.base import Handle
 from coffre.storage.sftp import SFTPBackend
@@ -46,9 +46,10 @@ def test_every_range_reads_its_exact_bytes(stored: tuple[SFTPBackend, bytes]) ->
 
 def test_the_requests_are_pipelined_and_sent_by_the_calling_thread(
         stored: tuple[SFTPBackend, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
-    """One request per 32 KiB, contiguous, many in flight before the first answer is read (not
-    one round trip each), and no other thread sends one: nothing can declare the reading done
-    while requests are still being sent, whatever the load of the machine."""
+    """One request per 255 KiB (what OpenSSH says it answers in full), contiguous, all in flight
+    before the first answer is read (not one round trip each), and no other thread sends one:
+    nothing can declare the reading done while requests are still being sent, whatever the load
+    of the machine."""
     backend, data = stored
     sent: list[tuple[str, int, int]] = []  # thread, offset, length
     before_first_answer: list[int] = []
@@ -74,9 +75,10 @@ def test_the_requests_are_pipelined_and_sent_by_the_calling_thread(
     reader.join()
     assert loaded == [data[1000 : 1000 + 2 * 1024 * 1024]]
     assert {thread for thread, _, _ in sent} == {"the-reader"}
-    assert len(sent) == 64 and all(length == 32 * 1024 for _, _, length in sent)
-    assert [offset for _, offset, _ in sent] == list(range(1000, 1000 + 2 * 1024 * 1024, 32 * 1024))
-    assert before_first_answer == [64]  # all in flight at once
+    step = 255 * 1024
+    assert [offset for _, offset, _ in sent] == list(range(1000, 1000 + 2 * 1024 * 1024, step))
+    assert [length for _, _, length in sent] == [step] * 8 + [2 * 1024 * 1024 - 8 * step]
+    assert before_first_answer == [9]  # all in flight at once
 
 
 class ShortAnswers:
@@ -86,10 +88,12 @@ class ShortAnswers:
         self.content, self.most = content, most
         self.pending: list[tuple[Any, int, int, int]] = []
         self.number = 0
+        self.asked: list[int] = []  # the length of each read
 
     def _async_request(self, fileobj: Any, kind: int, handle: bytes, offset: int, length: int) -> int:
         assert kind == CMD_READ
         self.number += 1
+        self.asked.append(int(length))
         self.pending.append((fileobj, self.number, int(offset), int(length)))
         return self.number
 
@@ -108,13 +112,17 @@ class ShortAnswers:
             msg.rewind()
             fileobj._async_response(CMD_STATUS, msg, num)
 
+    def _request(self, kind: int, *args: Any) -> tuple[int, paramiko.Message]:
+        """The stand-in's server, like many, has no limits@openssh.com: it says so."""
+        assert (kind, args) == (CMD_EXTENDED, ("limits@openssh.com",))
+        raise OSError("Operation unsupported")
+
     def _convert_status(self, msg: paramiko.Message) -> None:
         if msg.get_int() == SFTP_EOF:
             raise EOFError(msg.get_text())
 
 
 class File:
-    MAX_REQUEST_SIZE = 32 * 1024
     handle = b"h"
 
 
@@ -123,3 +131,10 @@ def test_a_short_answer_is_followed_by_a_request_for_the_rest(most: int) -> None
     content = os.urandom(100_000)
     assert read_range(ShortAnswers(content, most), File(), 10, 90_000) == content[10:90_000]
     assert read_range(ShortAnswers(content, most), File(), 99_000, 120_000) == content[99_000:]
+
+
+def test_a_server_that_does_not_tell_its_limits_is_asked_32_kib_a_read() -> None:
+    content = os.urandom(300_000)
+    server = ShortAnswers(content, len(content))
+    assert read_range(server, File(), 0, 300_000) == content
+    assert server.asked == [32 * 1024] * 9 + [300_000 - 9 * 32 * 1024]
