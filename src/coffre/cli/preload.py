@@ -132,15 +132,30 @@ class Preload:
         return list(merged)[:MAX_FILES]
 
 
-def _read_list(path: str) -> bytes | None:
-    """A list's bytes; None if there is none, or if it is not one Coffre could have written."""
+def _open_regular(name: str) -> int | None:
+    """A descriptor of the regular file `name`, or None: a fifo or a device is never opened (the
+    open of a tape device rewinds it), nor a symlink followed."""
     try:
-        fd = os.open(path, _OPEN)
+        if not stat.S_ISREG(os.lstat(name).st_mode):
+            return None
+        fd = os.open(name, _OPEN)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _read_list(path: str) -> bytes | None:
+    """A list's bytes; None if there is none, or if it is not one Coffre could have written."""
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    try:
         data = os.read(fd, MAX_LIST + 1)
     except OSError:
         return None
@@ -156,13 +171,11 @@ def _parse(data: bytes) -> list[str]:
 
 def _in_memory(name: str) -> bool:
     """True if the first page of the file is in the page cache (a read that would wait for
-    the disk fails with EAGAIN under RWF_NOWAIT); False if not, or if the system cannot tell."""
-    nowait = getattr(os, "RWF_NOWAIT", None)
-    if nowait is None:
-        return False
-    try:
-        fd = os.open(name, _OPEN)
-    except OSError:
+    the disk fails with EAGAIN under RWF_NOWAIT, and starts reading it); False if not, or if
+    the system cannot tell."""
+    nowait: int | None = getattr(os, "RWF_NOWAIT", None)
+    fd = None if nowait is None else _open_regular(name)
+    if fd is None or nowait is None:
         return False
     try:
         os.preadv(fd, [bytearray(1)], 0, nowait)
@@ -175,15 +188,10 @@ def _in_memory(name: str) -> bool:
 
 def _advise(name: str) -> bool:
     """Ask the system to read a regular file into memory; False if it is not one."""
-    try:
-        if not stat.S_ISREG(os.lstat(name).st_mode):
-            return False
-        fd = os.open(name, _OPEN)
-    except OSError:
+    fd = _open_regular(name)
+    if fd is None:
         return False
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         return True
     except OSError:
