@@ -18,6 +18,8 @@ OpenSSH's `known_hosts` files and talks to the SSH agent.
   connection is dropped and the next attempt (storage/retry.py) opens a new one.
 """
 
+# ruff: noqa: E402  (paramiko is imported after the sys.modules entry below)
+
 from __future__ import annotations
 
 import errno
@@ -26,11 +28,17 @@ import os
 import secrets
 import socket
 import stat
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# paramiko imports invoke (one of its dependencies) only to run the `Match exec` lines of an
+# OpenSSH config file, which Coffre never reads (the URL and COFFRE_SSH_* say everything):
+# ~35 ms at each start, for asyncio, unittest.mock and a YAML parser. A None entry makes that
+# import fail as if invoke were absent, which paramiko expects.
+sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 import paramiko
 
 from coffre.core import posix
