@@ -35,7 +35,9 @@ MAX_LISTS = 64  # a command's list missing, those of the others are read: at mos
 SUFFIXES = (".pyc", ".py", ".so")
 CHECKED = 3  # files at the end of the list looked at to tell a warm machine
 TOP_OPTIONS_WITH_VALUE = ("--lang", "--log-file")  # options given before the command
-_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+# Windows has none of these (nor posix_fadvise: `start` asks nothing there).
+_FLAGS = sum(getattr(os, flag, 0) for flag in ("O_NOFOLLOW", "O_CLOEXEC"))
+_OPEN = os.O_RDONLY | _FLAGS | sum(getattr(os, flag, 0) for flag in ("O_NONBLOCK", "O_NOCTTY"))
 
 
 def early_option(argv: list[str], name: str) -> str | None:
@@ -229,7 +231,7 @@ def remember(preload: Preload | None, argv: list[str]) -> None:
     """Keep the list of this command's files for its next run (only if it changed). A failure
     to write it only costs that run's time saved: it is not reported."""
     name = list_name(argv)
-    if name is None:
+    if name is None or not hasattr(os, "posix_fadvise"):  # no reads asked: no list needed
         return
     if preload is not None:
         preload.wait()  # it may still be reading the old list
@@ -241,7 +243,7 @@ def remember(preload: Preload | None, argv: list[str]) -> None:
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FLAGS, 0o600)
         try:
             view = memoryview(data)
             while view:
