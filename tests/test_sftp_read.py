@@ -14,7 +14,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, SFTP_EOF
+from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, CMD_WRITE, SFTP_EOF
 
 from coffre.storage.base import Handle
 from coffre.storage.sftp import SFTPBackend
@@ -148,3 +148,34 @@ def test_the_sftp_storage_does_not_load_invoke() -> None:
     code = "import sys, coffre.storage.sftp; print(sys.modules.get('invoke', 'absent'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_writes_are_as_large_as_the_server_says_it_takes(
+        sshd: Any, ssh_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        told: bool) -> None:
+    """OpenSSH takes writes of 255 KiB (limits@openssh.com); a server that does not say is sent
+    32 KiB a request, the size every SFTP server takes."""
+    written: list[int] = []
+    send, ask = paramiko.SFTPClient._async_request, paramiko.SFTPClient._request
+
+    def sending(self: Any, fileobj: Any, kind: int, *args: Any) -> int:
+        if kind == CMD_WRITE:
+            written.append(len(args[2]))
+        number: int = send(self, fileobj, kind, *args)
+        return number
+
+    def asking(self: Any, kind: int, *args: Any) -> Any:
+        if kind == CMD_EXTENDED and args == ("limits@openssh.com",) and not told:
+            raise OSError("Operation unsupported")
+        return ask(self, kind, *args)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "_async_request", sending)
+    monkeypatch.setattr(paramiko.SFTPClient, "_request", asking)
+    backend = open_backend(sshd.url(str(tmp_path / "nas")))
+    backend.create()
+    data = os.urandom(1024 * 1024)
+    backend.save(Handle("data", "cd" * 32), data)
+    assert backend.load(Handle("data", "cd" * 32)) == data
+    step = 255 * 1024 if told else 32 * 1024
+    assert sum(written) == len(data) and max(written) == step

@@ -71,7 +71,7 @@ from coffre.storage.base import (
 )
 from coffre.storage.pacing import BLOCK as PACED_BLOCK
 from coffre.storage.pacing import Pacer
-from coffre.storage.sftp_read import read_range
+from coffre.storage.sftp_read import read_range, request_sizes
 
 # paramiko logs connection failures with tracebacks on stderr when nothing else handles its
 # logger; Coffre reports them itself, as one clear line.
@@ -313,6 +313,7 @@ class SFTPBackend(folders.FolderBackend[paramiko.SFTPClient]):
             try:
                 with f:
                     f.set_pipelined(True)
+                    f.MAX_REQUEST_SIZE = request_sizes(sftp)[1]  # paramiko's 32 KiB, or what the server takes
                     block = WRITE_BLOCK if self.upload_pacer is None else PACED_BLOCK
                     for start in range(0, len(body), block):
                         if self.upload_pacer is not None:

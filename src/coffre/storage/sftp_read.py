@@ -2,7 +2,7 @@
 the calling thread.
 
 SFTP reads at most 32 KiB a request (paramiko's size; 255 KiB where the server says it answers
-that much, see read_size), so a 16 MiB pack is 64 to 512 requests: sent one after the other,
+that much, see request_sizes), so a 16 MiB pack is 64 to 512 requests: sent one after the other,
 they cost as many round trips. paramiko's own pipelining (`readv`,
 `prefetch`) sends them from a thread of its own and declares the prefetch finished whenever
 the answers catch up with the requests sent so far. On a busy machine (a restore writing
@@ -30,42 +30,49 @@ from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, 
 # actually in transit), sent again in bursts once half are answered: one request sent between
 # two answers read halves the throughput (~55 MB/s against ~110 MB/s on loopback).
 IN_FLIGHT = 512
-# What each read asks for. SFTP servers must answer 32 KiB (paramiko's size); OpenSSH's answers
-# up to 255 KiB in full, and says so through its limits@openssh.com extension (max-read-length
-# 261120). Larger reads mean fewer packets through paramiko's Python: ~160 MB/s instead of
-# ~115 on loopback. A server without the extension is asked 32 KiB, as before.
-DEFAULT_READ = 32 * 1024
-MAX_READ = 255 * 1024
+# What each request asks for. SFTP servers must take 32 KiB (paramiko's size); OpenSSH's answers
+# reads of up to 255 KiB in full and takes writes as large, and says so through its
+# limits@openssh.com extension (max-read-length and max-write-length 261120). Larger requests
+# mean fewer packets through paramiko's Python: reads ~160 MB/s instead of ~115 on loopback.
+# A server without the extension is asked 32 KiB, as before.
+DEFAULT_REQUEST = 32 * 1024
+MAX_REQUEST = 255 * 1024
 LIMITS = "limits@openssh.com"
-_read_sizes: WeakKeyDictionary[Any, int] = WeakKeyDictionary()  # one answer per session
-_read_sizes_lock = threading.Lock()
+_sizes: WeakKeyDictionary[Any, tuple[int, int]] = WeakKeyDictionary()  # one answer per session
+_sizes_lock = threading.Lock()
 
 
-def read_size(sftp: paramiko.SFTPClient) -> int:
-    """The length each read on this session asks for: what the server says it answers in full
-    (limits@openssh.com), at most MAX_READ; DEFAULT_READ if it does not say."""
-    with _read_sizes_lock:
-        known = _read_sizes.get(sftp)
+def request_sizes(sftp: paramiko.SFTPClient) -> tuple[int, int]:
+    """The length each read and each write on this session asks for: what the server says it
+    answers or takes in full (limits@openssh.com), at most MAX_REQUEST; DEFAULT_REQUEST if it
+    does not say."""
+    with _sizes_lock:
+        known = _sizes.get(sftp)
     if known is not None:
         return known
-    size = _ask_read_size(sftp)
-    with _read_sizes_lock:
-        _read_sizes[sftp] = size
-    return size
+    sizes = _ask_sizes(sftp)
+    with _sizes_lock:
+        _sizes[sftp] = sizes
+    return sizes
 
 
-def _ask_read_size(sftp: paramiko.SFTPClient) -> int:
+def _ask_sizes(sftp: paramiko.SFTPClient) -> tuple[int, int]:
     client: Any = sftp  # an internal of paramiko, as below
     try:
         kind, msg = client._request(CMD_EXTENDED, LIMITS)
         if kind != CMD_EXTENDED_REPLY:
-            return DEFAULT_READ
-        packet, read = msg.get_int64(), msg.get_int64()
+            return DEFAULT_REQUEST, DEFAULT_REQUEST
+        packet, read, write = msg.get_int64(), msg.get_int64(), msg.get_int64()
     except (OSError, SFTPError):  # "operation unsupported": the server has no such extension
-        return DEFAULT_READ
-    # Zero means no limit. Each answer carries ~13 bytes besides the data, within the packet.
-    size = min(MAX_READ, read or MAX_READ, packet - 1024 if packet else MAX_READ)
-    return size if size > 0 else DEFAULT_READ
+        return DEFAULT_REQUEST, DEFAULT_REQUEST
+    # Zero means no limit. A packet also carries ~30 bytes besides the data.
+    within = packet - 1024 if packet else MAX_REQUEST
+
+    def size(limit: int) -> int:
+        chosen = min(MAX_REQUEST, limit or MAX_REQUEST, within)
+        return chosen if chosen > 0 else DEFAULT_REQUEST
+
+    return size(read), size(write)
 
 
 class _Answers:
@@ -83,7 +90,7 @@ def read_range(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, offset: int, end
     caller checks the length). An answer shorter than asked (allowed by SFTP) is followed by a
     request for the rest."""
     client: Any = sftp  # the internals below are not in paramiko's type hints
-    step = read_size(sftp)
+    step = request_sizes(sftp)[0]
     wanted = deque((at, min(step, end - at)) for at in range(offset, end, step))
     answers = _Answers()
     asked: dict[int, tuple[int, int]] = {}  # request number -> (offset, length)
