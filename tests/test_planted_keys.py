@@ -27,7 +27,7 @@ def test_a_slot_opening_to_another_master_is_skipped_not_an_oracle(repo: Coffre,
     # The attacker's guess is right: their slot opens with the pharmacy's password, and is
     # the oldest, so a machine that never opened the repository tries it first.
     planted = keyring.add_slot(backend, os.urandom(32), repo_id, "password", PASSWORD.encode(),
-                               "initial password", FixedClock(0))
+                               "initial password", FixedClock(0)).id
     # The machine that made the repository tries the slot that opened it here first.
     assert "key file" not in repo.ok("snapshots").err
     new_machine = Coffre(repo.repo, repo.pwfile, tmp_path / "new-machine")

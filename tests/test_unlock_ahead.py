@@ -59,10 +59,8 @@ def record_of(cache: Path) -> Path:
 def test_the_key_is_derived_while_the_storage_is_reached(
         repo: Coffre, pwfile: Path, cache_dir: Path, derivations: Runs,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    open_with(repo, pwfile)  # the first opening on this machine records its slot
-    assert [name for name, _ in derivations] == ["MainThread"]
-    derivations.clear()
-    derivations.started.clear()
+    """From the first opening after init (the first backup): init recorded its slot."""
+    assert record_of(cache_dir).is_file()
     real_backend_for = context.backend_for
 
     def storage_reached_after_the_derivation_started(location: str, args: Any) -> Any:
@@ -76,20 +74,32 @@ def test_the_key_is_derived_while_the_storage_is_reached(
     assert opened.master == Repository.open(opened.backend, PASSWORD).master
 
 
-def test_a_stale_record_costs_one_more_derivation_and_is_replaced(
-        repo: Coffre, pwfile: Path, tmp_path: Path, cache_dir: Path,
-        derivations: Runs) -> None:
-    open_with(repo, pwfile)
-    before = record_of(cache_dir).read_bytes()
+def new_password(tmp_path: Path) -> Path:
     new = tmp_path / "new-password"
     new.write_text("another password\n")
     new.chmod(0o600)
-    repo.ok("key", "passwd", "--new-password-file", str(new))
-    derivations.clear()
-    open_with(repo, new)  # the record names the old slot, gone
+    return new
+
+
+def test_a_stale_record_costs_one_more_derivation_and_is_replaced(
+        repo: Coffre, pwfile: Path, tmp_path: Path, cache_dir: Path,
+        derivations: Runs) -> None:
+    before = record_of(cache_dir).read_bytes()
+    new = new_password(tmp_path)
+    other_machine = Coffre(repo.repo, pwfile, tmp_path / "other-machine")
+    other_machine.ok("key", "passwd", "--new-password-file", str(new))
+    open_with(repo, new)  # this machine's record names the old slot, gone
     assert sorted(name for name, _ in derivations) == ["MainThread", "derive-ahead"]
     assert record_of(cache_dir).read_bytes() != before
     derivations.clear()
+    open_with(repo, new)
+    assert [name for name, _ in derivations] == ["derive-ahead"]
+
+
+def test_a_password_changed_here_is_derived_ahead_at_once(
+        repo: Coffre, tmp_path: Path, cache_dir: Path, derivations: Runs) -> None:
+    new = new_password(tmp_path)
+    repo.ok("key", "passwd", "--new-password-file", str(new))  # records the new slot
     open_with(repo, new)
     assert [name for name, _ in derivations] == ["derive-ahead"]
 

@@ -25,7 +25,7 @@ from coffre.core.clock import SystemClock
 from coffre.core.errors import CoffreError, ObjectNotFound, UsageError
 from coffre.core.i18n import N_, _, ngettext
 from coffre.ops.repair_config import ensure_config_copies
-from coffre.repository import keyring
+from coffre.repository import keyring, unlockahead
 from coffre.repository.locks import STALE_S, UNREADABLE, is_stale, list_locks
 from coffre.repository.mark import key_history
 from coffre.repository.repo import Repository, load_config
@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    backend = backend_for(repo_location(args), args)
+    location = repo_location(args)
+    backend = backend_for(location, args)
     if backend.exists():
         raise CoffreError(_("{where} already holds a Coffre repository; nothing was changed").format(
             where=backend.location))
@@ -140,8 +141,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             sheet.close()
             os.unlink(args.recovery_sheet)
         raise
-    # This machine's mark starts here, with the slot it opened.
+    # This machine's mark starts here, with the slot it opened; so does the record that lets
+    # the next command derive the password's key while it starts (the first backup too).
     watch_storage(repo, changed=True, keys_changed=True)
+    unlockahead.remember(location, repo.opened_slot)
     say(_("created Coffre repository {id} at {where}").format(
         id=repo.config.id.hex()[:8], where=backend.location))
     if source is not None:
@@ -236,7 +239,7 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     new = _new_password(args)
     slot = keyring.add_slot(repo.backend, repo.master, repo.config.id, "password", new.encode(),
                             args.label or "password", SystemClock(), repo.config_document())
-    say(_("added key slot {id}").format(id=slot[:8]))
+    say(_("added key slot {id}").format(id=slot.id[:8]))
     ensure_config_copies(repo, warn)
     return 0
 
@@ -305,10 +308,11 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     slot = keyring.add_slot(repo.backend, repo.master, repo.config.id, "password", new.encode(),
                             args.label or old.label or "password", SystemClock(), repo.config_document())
     if old.kind == "password":
-        repo.key_slot_id = slot
+        repo.key_slot_id = slot.id
         _remove_slot(repo, old)
     watch_storage(repo, changed=True, keys_changed=True)  # the new slot is the one this machine tries first
-    say(_("password changed (new key slot {id})").format(id=slot[:8]))
+    unlockahead.remember(repo_location(args), slot)  # the new password's, derived ahead next time
+    say(_("password changed (new key slot {id})").format(id=slot.id[:8]))
     if old.kind == "password":
         warn(_(NOT_REVOKED).format(what=_("the old password")))
     ensure_config_copies(repo, warn)

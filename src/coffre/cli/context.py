@@ -281,8 +281,7 @@ def open_repo_at(
         # Remote metadata is kept locally so a daily backup does not download it again.
         backend = CachedBackend(backend, repo_cache_dir(config.config.id) / "objects")
     repo = Repository.open(backend, secret(), config=config, history=key_history)
-    opened = next((s.wrapped for s in repo.key_slots if s.id == repo.key_slot_id), None)
-    unlockahead.remember(location, opened)
+    unlockahead.remember(location, repo.opened_slot)
     if repo.config_problem:
         _warn(_("{problem}; run 'coffre repair config'").format(problem=repo.config_problem))
     for damaged in repo.damaged_keys:

@@ -90,9 +90,9 @@ def _encode(doc: dict[str, Any]) -> tuple[str, bytes]:
 def add_slot(
     backend: Backend, master: bytes, repo_id: bytes, kind: str, secret: bytes, label: str, clock: Clock,
     config: dict[str, Any] | None = None,
-) -> str:
-    """A new slot wrapping `master` with `secret`; `config`: the config document to keep a
-    copy of (always given by Coffre; None only writes a slot as Coffre 0.1 did)."""
+) -> KeySlot:
+    """A new slot wrapping `master` with `secret`, written; `config`: the config document to
+    keep a copy of (always given by Coffre; None only writes a slot as Coffre 0.1 did)."""
     w = kdf.wrap(master, repo_id, kind, secret)
     doc: dict[str, Any] = {
         "v": 1,
@@ -108,7 +108,7 @@ def add_slot(
         doc["config"] = config
     name, raw = _encode(doc)
     backend.save(Handle("keys", name), raw)
-    return name
+    return KeySlot(name, kind, label, doc["created"], w, config)
 
 
 def _parse(name: str, raw: bytes) -> KeySlot:

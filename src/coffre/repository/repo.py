@@ -287,6 +287,11 @@ class Repository:
         self.planned: PlannedPacks | None = None  # set by a remote restore for its run
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
 
+    @property
+    def opened_slot(self) -> keyring.KeySlot | None:
+        """The key slot this repository was opened (or made) with; None if none is known."""
+        return next((s for s in self.key_slots if s.id == self.key_slot_id), None)
+
     # -- creating and opening ----------------------------------------------------------------
     @classmethod
     def init(
@@ -329,10 +334,13 @@ class Repository:
         raw_recovery, recovery_text = new_recovery_key()
         # Keys first, config last. Each key slot keeps a copy of the config.
         doc = repo.config_document()
-        repo.key_slot_id = keyring.add_slot(
+        opened = keyring.add_slot(
             backend, master, cfg.id, "password", password.encode(), "initial password", clock, doc
         )
-        keyring.add_slot(backend, master, cfg.id, "recovery", raw_recovery, "recovery key", clock, doc)
+        recovery = keyring.add_slot(
+            backend, master, cfg.id, "recovery", raw_recovery, "recovery key", clock, doc
+        )
+        repo.key_slot_id, repo.key_slots = opened.id, [opened, recovery]
         backend.save(Handle("config", "config"), repo.config_file())
         return repo, recovery_text
 

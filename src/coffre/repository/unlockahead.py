@@ -31,6 +31,7 @@ from coffre.core.private import private_dir
 from coffre.core.secrets import MAX_SECRET
 from coffre.crypto import kdf
 from coffre.repository.cache import cache_root
+from coffre.repository.keyring import KeySlot
 
 MAX_RECORD = 4096
 
@@ -80,14 +81,15 @@ def start_from_file(location: str, password_file: str) -> None:
         start(location, secret)
 
 
-def remember(location: str, slot: kdf.WrappedKey | None) -> None:
-    """Record the password slot that just opened `location` (None: a recovery key did), if it
-    is not the one recorded already; a derivation started for another slot is dropped."""
+def remember(location: str, slot: KeySlot | None) -> None:
+    """Record the password slot that just opened `location` (or was made for it by init or
+    key passwd), if it is not the one recorded already; nothing for a recovery key's slot or
+    none. A derivation started for another slot is dropped."""
     kdf.drop_ahead()
     if slot is None or slot.kind != "password":
         return
     path = _record(location)
-    data = _encode(slot)
+    data = _encode(slot.wrapped)
     try:
         with open(path, "rb") as f:
             if f.read(MAX_RECORD + 1) == data:
