@@ -256,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
                 name, proxy, resume_env, pristine / "pharmacy-server", full)
             print(f"{name} first backup cut at {CUT_AT:.0%}, run again: the second run sent "
                   f"{resumed[name]:.0%} of a whole first backup", flush=True)
+    finally:
+        # Every tool's folders are kept until all have run (bench/run.py, KEEP_NOTE).
+        for name in tools:
+            home = args.out / "remote" / name
             if args.trace:
                 for kept in ("restored", "work"):
                     shutil.rmtree(home / kept, ignore_errors=True)
             else:
                 shutil.rmtree(home, ignore_errors=True)
-    finally:
         for p in {id(p): p for p in proxies.values() if p is not None}.values():
             p.stop()
         if own is not None:

@@ -72,8 +72,7 @@ def one_run(name: str, server: SSHServer, pristine: Path, home: Path) -> tuple[d
         times[step] = timed(argv["restore" if step == "restore" else "backup"], env, home).wall
         print(f"{name} {step}: {times[step]:.2f}s", flush=True)
     same = identical(source, target / str(source).lstrip("/"))
-    shutil.rmtree(home, ignore_errors=True)
-    return times, same
+    return times, same  # home is kept until every run is over (bench/run.py, KEEP_NOTE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[dict[str, float]]] = {t: [] for t in tools}
     all_identical = True
     try:
-        for _ in range(args.runs):
+        for n in range(args.runs):
             for name in tools:
-                run, same = one_run(name, server, pristine, server_dir / name)
+                run, same = one_run(name, server, pristine, server_dir / f"{name}-{n}")
                 times[name].append(run)
                 all_identical = all_identical and same
                 print(f"{name} restore identical: {same}", flush=True)

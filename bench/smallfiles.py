@@ -145,11 +145,11 @@ def compare(trees: dict[str, Path], sizes: dict[str, int], tools: list[str], run
         count = sum(len(files) for _, _, files in os.walk(root))
         print(f"\n{tree}: {count:,} files, {sizes[tree] / 1e6:.0f} MB ({root})", flush=True)
         runs: dict[str, list[dict[str, Measure]]] = {t: [] for t in tools}
-        # Every run's repository and restored tree stay until all the runs are over: ext4
-        # skips the inodes deleted in the last 30 s or more when it creates files
-        # (recently_deleted() in its allocator, seen with perf), so a restore of 100,000 files
-        # just after deleting the previous run's took twice as much system time, whichever tool.
-        # All are deleted at the end, or when a step fails (main checks the space they need).
+        # Every run's repository and restored tree stay until all the runs are over (run.py,
+        # KEEP_NOTE: ext4 without a journal skips recently deleted inodes when it creates
+        # files): a restore of 100,000 files just after deleting the previous run's took twice
+        # as much system time, whichever tool. All are deleted at the end, or when a step fails
+        # (main checks the space they need).
         homes = out / tree
         for run in range(run_count):
             for t in tools:

@@ -41,6 +41,7 @@ def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
     lb = data["lower_bound"]
     assert 0 < lb["compressed_bytes"] <= lb["changed_bytes"]
     assert lb["db_pages_changed"] > 0 and lb["files_new"] > 0
+    assert not (tmp_path / "runs").exists()  # every run's folders, kept until the end, then removed
 
 
 def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
