@@ -24,6 +24,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coffre.core.errors import FormatError
 from coffre.core.files import write_atomic
@@ -31,7 +32,9 @@ from coffre.core.private import private_dir
 from coffre.core.secrets import MAX_SECRET
 from coffre.crypto import kdf
 from coffre.repository.cache import cache_root
-from coffre.repository.keyring import KeySlot
+
+if TYPE_CHECKING:  # keyring (and the storage layer it loads) stays out of the early start
+    from coffre.repository.keyring import KeySlot
 
 MAX_RECORD = 4096
 
