@@ -121,3 +121,47 @@ def test_frozen_local_clocks_do_not_hide_a_lapse_from_the_commit_gate() -> None:
             lock.check_lease()
     finally:
         lock.release()
+
+
+class InterruptedAfterWrite(MemoryBackend):
+    """A SIGTERM that lands just after the storage wrote a lock object, before the write
+    returned: the moment a real interrupted backup once left its lock behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupt_lock_writes = 0
+
+    def save(self, handle, data):  # type: ignore[no-untyped-def]
+        super().save(handle, data)
+        if handle.kind == "locks" and self.interrupt_lock_writes:
+            self.interrupt_lock_writes -= 1
+            raise KeyboardInterrupt("SIGTERM")
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_an_interruption_as_the_lock_is_written_still_removes_it(exclusive: bool) -> None:
+    backend = InterruptedAfterWrite()
+    repo, _ = Repository.init(backend, "pw", clock=FixedClock(1_700_000_000 * 10**9))
+    lock = Lock(repo, exclusive=exclusive, command="backup")
+    backend.interrupt_lock_writes = 1
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            lock.acquire()
+        finally:
+            lock.release()
+    assert repo.list_names("locks") == []
+
+
+def test_an_interruption_as_the_lock_is_renewed_removes_both_objects() -> None:
+    backend = InterruptedAfterWrite()
+    clock = FixedClock(1_700_000_000 * 10**9)
+    repo, _ = Repository.init(backend, "pw", clock=clock)
+    lock = Lock(repo, exclusive=False, command="backup").acquire()
+    clock.advance(60)
+    backend.interrupt_lock_writes = 1
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            lock.check_lease()  # the commit gate renews on the main thread
+        finally:
+            lock.release()
+    assert repo.list_names("locks") == []

@@ -157,6 +157,7 @@ class Lock:
         self.refresh_error: Exception | None = None
         self._renewed_mono = mono()  # when the lock last became readable to others
         self._stored_ns: int | None = None  # the storage's time of the last lock object
+        self._objects: set[str] = set()  # lock objects this command may have stored
         self.lapse: str | None = None  # why the lease may have expired, once it may have
 
     @property
@@ -167,7 +168,7 @@ class Lock:
         if self.info.exclusive:
             self._check_exclusive_conflicts(before_write=True)
         started = self.mono()
-        self.info.name = self.repo.save_object("locks", self.info.to_bytes())
+        self.info.name = self._store(self.info)
         self._renewed_mono = started
         self._stored_ns = self._storage_time(self.info.name)
         if self.info.exclusive:
@@ -176,8 +177,11 @@ class Lock:
             except LockedError:
                 self._remove_own()
                 raise
-        self._thread = threading.Thread(target=self._refresher, name="lock-refresh", daemon=True)
-        self._thread.start()
+        refresher = threading.Thread(target=self._refresher, name="lock-refresh", daemon=True)
+        refresher.start()
+        # Known to release() only once started: an interruption inside start() must not make
+        # release() join a thread that never ran (the stop event ends it if it did).
+        self._thread = refresher
         return self
 
     def _check_exclusive_conflicts(self, before_write: bool) -> None:
@@ -223,7 +227,7 @@ class Lock:
         old = self.info.name
         started = self.mono()
         renewed = dataclasses.replace(self.info, refreshed_ns=self.repo.clock.now_ns())
-        renewed.name = self.repo.save_object("locks", renewed.to_bytes())
+        renewed.name = self._store(renewed)
         # Only a lock others can read counts as renewed.
         self.info = renewed
         self._renewed_mono = started
@@ -242,6 +246,16 @@ class Lock:
                 self.repo.backend.remove(Handle("locks", old))
             except ObjectNotFound:
                 pass
+            self._objects.discard(old)
+
+    def _store(self, info: LockInfo) -> str:
+        """Write a lock object; its name. The name is known before the write starts, so that
+        an interruption (SIGTERM) landing during the write, or just after it, still leaves
+        release() the object to remove, never a live-looking lock left for half an hour."""
+        name, envelope = self.repo.seal_object("locks", info.to_bytes())
+        self._objects.add(name)
+        self.repo.backend.save(Handle("locks", name), envelope)
+        return name
 
     def _storage_time(self, name: str) -> int | None:
         """The storage's own time of a lock object it just wrote (None if it cannot say)."""
@@ -297,11 +311,12 @@ class Lock:
             self.lapse = None
 
     def _remove_own(self) -> None:
-        if self.info.name:
+        for name in sorted(self._objects):
             try:
-                self.repo.backend.remove(Handle("locks", self.info.name))
+                self.repo.backend.remove(Handle("locks", name))
             except StorageError:
-                pass
+                continue
+            self._objects.discard(name)
 
     def release(self) -> None:
         self._stop.set()

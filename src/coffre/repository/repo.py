@@ -439,13 +439,18 @@ class Repository:
 
     # -- whole encrypted objects (index, snapshots, locks, trash) ------------------------------
     def save_object(self, kind: str, plaintext: bytes) -> str:
+        name, envelope = self.seal_object(kind, plaintext)
+        self.backend.save(Handle(kind, name), envelope)
+        return name
+
+    def seal_object(self, kind: str, plaintext: bytes) -> tuple[str, bytes]:
+        """The name and stored form of an object, not written yet (a caller that must be able
+        to remove it, even if interrupted while it is written, learns its name first)."""
         envelope = self.crypter.encrypt(_KIND_OF[kind], plaintext)
         # Verify after encrypt: what goes to storage must decrypt to what we meant.
         if self.crypter.decrypt(_KIND_OF[kind], envelope) != plaintext:
             raise IntegrityError(_("encryption self-check failed (memory fault?)"))
-        name = hashlib.sha256(envelope).hexdigest()
-        self.backend.save(Handle(kind, name), envelope)
-        return name
+        return hashlib.sha256(envelope).hexdigest(), envelope
 
     def load_object(self, kind: str, name: str) -> bytes:
         # One request, not a stat then a read; at most one byte more than the limit is read.

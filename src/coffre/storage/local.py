@@ -120,31 +120,36 @@ class LocalBackend:
                     posix.fsync_dir(directory)
                     return
                 raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle)))
-            tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+            # A str, and os.unlink below rather than Path.unlink: a signal that came during the
+            # write is raised at the next Python function's entry, and must not find one
+            # between this finally and the removal.
+            tmp = os.path.join(directory, f"{_TMP_PREFIX}{secrets.token_hex(8)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Whatever ends this (an error, SIGTERM), the temporary name goes: only `final`,
+            # complete, may stay behind.
             try:
-                view = memoryview(data)
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-                if os.fstat(fd).st_size != len(view):
-                    raise OSError(errno.EIO, "short write")
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                tmp.unlink(missing_ok=True)
-                raise
-            os.close(fd)
-            # link() refuses to replace an existing name, unlike rename(): never overwrite.
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                tmp.unlink(missing_ok=True)
-                if final.read_bytes() != bytes(data):
-                    raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle))) from None
-                posix.fsync_dir(directory)  # the other writer may not have synced it yet
-                return
-            tmp.unlink()
+                try:
+                    view = memoryview(data)
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                    if os.fstat(fd).st_size != len(view):
+                        raise OSError(errno.EIO, "short write")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                # link() refuses to replace an existing name, unlike rename(): never overwrite.
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    if final.read_bytes() != bytes(data):
+                        raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle))) from None
+                    # the other writer may not have synced it yet: fsync_dir below
+            finally:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
             posix.fsync_dir(directory)
         except OSError as exc:
             raise _translate(exc, doing(WRITING, handle)) from exc
