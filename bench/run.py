@@ -56,12 +56,16 @@ class RunResult:
 
 # Every run's folders (its copy of the tree, repository, cache and restored tree) stay until all
 # the runs are over, then go together. On ext4 without a journal (this machine's /tmp), creating
-# a file skips every free inode deleted in the last minute (five while its inode table is not
-# yet written out): recently_deleted() in the allocator, seen with perf and py-spy. A restore
+# a file skips every free inode deleted in the last minute (six while its inode table block is
+# not yet written out): recently_deleted() in the allocator, seen with perf and py-spy. A restore
 # of thousands of files just after the previous run's folders were deleted spent seconds in
 # that scan (remote restores of the 50 MiB set: 1.0 s to 3.4 s, whichever tool came after the
-# deletion): it measured the deletion, not the tool. For the same reason, leave a minute
-# between two benches. A journaled ext4, as a pharmacy's server has, does not make this check.
+# deletion): it measured the deletion, not the tool. For the same reason, leave six minutes
+# between two benches, and delete nothing meanwhile: a restore dirties the inode tables it
+# allocates from, so the longer window is the one that applies (December 2026: restores of the
+# 500 MiB set took 2.1-2.9 s, with 2.5-3.8 s of system time, up to three minutes after a bench's
+# clean-up; 1.5-1.6 s, with 1.3-1.7 s, later). A journaled ext4, as a pharmacy's server has,
+# does not make this check.
 KEEP_NOTE = ("runs are kept until the end: creating files just after deleting many is slow on ext4 "
              "without a journal")
 
