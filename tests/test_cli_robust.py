@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from coffre.storage.local import LocalBackend
+
 from conftest import Coffre, Result, _default_sigint, make_tree, snapshot_ids
 
 SECRET = "sesame-7731"  # stands for something private inside a password command
@@ -175,9 +177,10 @@ def interrupt(argv: list[str], env: dict[str, str], sig: int, delay: float) -> R
 
 
 def lock_objects(repo: Coffre) -> list[str]:
-    """The locks others would see. A partial write (`.tmp-*`) is not one: a signal landing
-    as the write's file is created leaves it, as a power cut would, and prune removes it."""
-    return [n for n in os.listdir(Path(repo.repo) / "locks") if not n.startswith(".tmp-")]
+    """The locks others would see: the storage's own listing. A partial write (`.tmp-*`) is
+    not one: a signal landing as the write's file is created leaves it, as a power cut would,
+    and prune removes it."""
+    return [info.name for info in LocalBackend(repo.repo).list("locks")]
 
 
 def assert_interrupted(res: Result, sig: int) -> None:
