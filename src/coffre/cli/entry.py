@@ -6,6 +6,12 @@ the imports take, in the middle of a backup or while the result is printed, ends
 every `finally` runs (the repository lock is removed), one line says so, no traceback, and the
 exit status is 128 + the signal number (130, 143), what a shell reports for a killed process.
 
+A signal is not raised in the middle of the standard library's thread synchronisation: an
+exception raised between the moment such code takes one of its locks and the `try` that
+releases it leaves the lock taken, and the worker thread that next needs it (a semaphore's
+release, a future's result) waits forever, so the command never ends. There the interruption
+is deferred by a few milliseconds (_raise).
+
 This module imports nothing of Coffre at load time: the command line is imported inside the
 handlers' protection.
 """
@@ -24,7 +30,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-REDELIVERY_S = 0.1  # a signal lost in a finalizer is sent again this much later (_redeliver)
+REDELIVERY_S = 0.1  # a signal lost in a finalizer is raised again this much later (_redeliver)
+DEFER_S = 0.01  # a signal landing in thread synchronisation is raised again this much later
+# A last resort (a second): code that would never leave the standard library's synchronisation
+# is interrupted all the same.
+MAX_DEFERRALS = 100
+# Where a lock may be held between its acquire and the `try` that releases it (and the module
+# locks of imports): code of the standard library, matched by the end of its file name.
+SYNCHRONISATION_CODE = (
+    "/threading.py", "/queue.py", "/concurrent/futures/_base.py", "/concurrent/futures/thread.py",
+    "/logging/__init__.py", "<frozen importlib._bootstrap>",
+)
+_CAN_DEFER = hasattr(signal, "setitimer")  # not on Windows: raise at once there
+_pending: int | None = None  # the signal deferred, raised again when SIGALRM comes
+_deferrals = 0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,28 +56,57 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
+    """The handler of SIGINT and SIGTERM (in the main thread, between two steps of `frame`)."""
+    global _pending, _deferrals
+    if _CAN_DEFER and _deferrals < MAX_DEFERRALS and _in_synchronisation(frame) and not _waiting(frame):
+        _deferrals += 1
+        _raise_later(signum, DEFER_S)
+        return
+    _pending, _deferrals = None, 0
     raise Interrupted(signum)
+
+
+def _in_synchronisation(frame: FrameType | None) -> bool:
+    return frame is not None and frame.f_code.co_filename.replace("\\", "/").endswith(
+        SYNCHRONISATION_CODE)
+
+
+def _waiting(frame: FrameType | None) -> bool:
+    """The main thread waits in a lock's acquire (a condition, a future's result, a thread's
+    end), which the standard library guards with try/finally for Ctrl-C: interrupt it now."""
+    if frame is None or frame.f_code.co_name not in ("wait", "_wait_for_tstate_lock"):
+        return False
+    import linecache  # only now: threading alone does not load it
+
+    return "acquire(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
+def _raise_later(signum: int, delay: float) -> None:
+    """Raise `signum` again in `delay` seconds. A timer signal, not a thread: starting a thread
+    takes locks of `threading` that the interrupted code may hold."""
+    global _pending
+    _pending = signum
+    signal.setitimer(signal.ITIMER_REAL, delay)
+
+
+def _raise_pending(signum: int, frame: FrameType | None) -> None:
+    """The handler of SIGALRM: the deferred signal, if one is still waiting."""
+    if _pending is not None:
+        _raise(_pending, frame)
 
 
 def _redeliver(unraisable: Any) -> None:
     """sys.unraisablehook: an interruption raised where Python cannot propagate it is not lost.
     A signal that lands while a finalizer or a weakref callback runs (the garbage collector
     runs them between any two steps of the command) raises there, and Python only prints it and
-    goes on: a backup interrupted that way completed. The signal is sent again instead, a
-    moment later (REDELIVERY_S) from another thread, once this hook has returned (sent from
-    here, its handler would run here again), to be raised in the command's own code (or, if it
-    lands in a finalizer again, sent again). Anything else goes to Python's usual report."""
+    goes on: a backup interrupted that way completed. It is raised again instead, a moment later
+    (REDELIVERY_S), once this hook has returned (raised from here, it would be lost again), in
+    the command's own code (or, if it lands in a finalizer again, later again). Anything else
+    goes to Python's usual report."""
     exc = unraisable.exc_value
-    if isinstance(exc, Interrupted):
-        import threading
-
-        try:
-            timer = threading.Timer(REDELIVERY_S, os.kill, args=(os.getpid(), exc.signum))
-            timer.daemon = True
-            timer.start()
-            return
-        except RuntimeError:  # the interpreter is shutting down: nothing left to interrupt
-            pass
+    if isinstance(exc, Interrupted) and _CAN_DEFER:
+        _raise_later(exc.signum, REDELIVERY_S)
+        return
     sys.__unraisablehook__(unraisable)
 
 
@@ -69,9 +117,20 @@ def _install(handler: Callable[[int, FrameType | None], Any]) -> None:
             signal.signal(sig, handler)
 
 
+def _install_interruption() -> None:
+    if _CAN_DEFER:
+        signal.signal(signal.SIGALRM, _raise_pending)
+    _install(_raise)
+
+
 def _exit_on_signal(code: int) -> None:
     """Once the command has ended, a late signal only hastens the exit (it must not raise in
-    the middle of the final message or of the interpreter's shutdown)."""
+    the middle of the final message or of the interpreter's shutdown); one still deferred is
+    dropped, the command having ended by itself."""
+    global _pending
+    _pending = None
+    if _CAN_DEFER:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     _install(lambda signum, frame: os._exit(code))
 
 
@@ -109,7 +168,7 @@ def _fast_path(argv: list[str]) -> int | None:
 def main() -> int:
     try:
         sys.unraisablehook = _redeliver
-        _install(_raise)
+        _install_interruption()
         code = _fast_path(sys.argv[1:])
         if code is None:
             from coffre.cli import preload
