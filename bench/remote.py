@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 
 from proxy import CountingProxy
 from run import SHARED_BENCH, drop_caches, identical, timed, tree_sizes
-from tools import ensure_installed
+from tools import ensure_installed, in_turn
 
 from servers import SeaweedFS
 
@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", action="store_true",
                     help="write each step's requests (method, path, range, bytes back) to "
                          "requests-STEP.tsv in the tool's folder, which is kept")
+    ap.add_argument("--turn", type=int, default=0,
+                    help="this run's number among several (0, 1, 2...): the tool that starts")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     ensure_installed([t for t in tools if not t.startswith("coffre")])
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     resumed: dict[str, float] = {}
     all_identical = True
     try:
-        for name in tools:
+        for name in in_turn(tools, args.turn):
             proxy = proxies[name]
             assert proxy is not None
             token = own.token_file if own is not None and name == "coffre-server" else None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tools import TOOLS, Coffre, Tool, ensure_installed
+from tools import TOOLS, Coffre, Tool, ensure_installed, in_turn
 
 # The data set generator lives in the project's shared folder, beside the repository
 # (COFFRE_SHARED_BENCH names another place).
@@ -329,7 +329,7 @@ def run_set(args: argparse.Namespace, tools: list[str], small: bool, size_mib: i
     results: list[RunResult] = []
     lb_done: dict[str, int] = {}
     for run in range(args.runs):
-        for name in tools:
+        for name in in_turn(tools, run):
             home = runs_dir / f"{name}-{run}"
             tool = TOOLS[name](name, home)
             work = runs_dir / f"{name}-{run}-work"

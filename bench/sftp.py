@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 
 from remote import STEPS, fresh_home, pristine_tree
 from run import SHARED_BENCH, drop_caches, identical, timed
-from tools import ensure_installed
+from tools import ensure_installed, in_turn
 
 from servers import SSHServer
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     all_identical = True
     try:
         for n in range(args.runs):
-            for name in tools:
+            for name in in_turn(tools, n):
                 run, same = one_run(name, server, pristine, server_dir / f"{name}-{n}")
                 times[name].append(run)
                 all_identical = all_identical and same

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import Measure, drop_caches, identical, initialise, timed
-from tools import TOOLS, ensure_installed
+from tools import TOOLS, ensure_installed, in_turn
 
 STEPS = ("initial backup", "unchanged backup", "restore")
 WORDS = ["ordonnance", "patient", "pharmacie", "médicament", "délivrance", "tiers", "payant", "mutuelle",
@@ -152,7 +152,7 @@ def compare(trees: dict[str, Path], sizes: dict[str, int], tools: list[str], run
         # (main checks the space they need).
         homes = out / tree
         for run in range(run_count):
-            for t in tools:
+            for t in in_turn(tools, run):
                 runs[t].append(measure(t, root, homes / f"{t}-{run}", cold))
                 done = runs[t][-1].items()
                 print(f"  run {run + 1} {t}: " + ", ".join(f"{s} {m.wall:.2f}s" for s, m in done), flush=True)

@@ -159,3 +159,11 @@ def ensure_installed(names: list[str]) -> None:
     if subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False).returncode:
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=True)
+
+
+def in_turn(tools: list[str] | tuple[str, ...], run: int) -> list[str]:
+    """The order the tools run in, run number `run` (from 0): each starts in turn. Whatever
+    the previous steps leave on the machine (dirty pages being written, a slow file system
+    after a deletion) then falls on every tool alike, not always on the first."""
+    shift = run % len(tools) if tools else 0
+    return [*tools[shift:], *tools[:shift]]

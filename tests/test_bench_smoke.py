@@ -269,3 +269,14 @@ def test_big_index_bench_smoke_run(tmp_path: Path) -> None:
     repo = Repository.open(LocalBackend(tmp_path / "big" / "repo"), bench_module("bigindex").PASSWORD)
     repo.load_index()
     assert len(repo.index) > 3000 and len(repo.snapshots()) == 3
+
+
+def test_each_tool_runs_first_in_turn() -> None:
+    """What one tool's steps leave on the machine (pages still being written, a file system slow
+    after a deletion) falls on each tool in turn, not always on coffre."""
+    in_turn = bench_module("tools").in_turn
+    tools = ["coffre", "restic", "borg"]
+    orders = [in_turn(tools, run) for run in range(3)]
+    assert [order[0] for order in orders] == tools
+    assert all(sorted(order) == sorted(tools) for order in orders)
+    assert in_turn(["coffre", "restic"], 3) == ["restic", "coffre"]
