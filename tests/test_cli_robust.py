@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,8 @@ def test_source_password_command_with_unbalanced_quote_is_a_usage_error(repo: Co
 
 @pytest.fixture(scope="module")
 def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Enough incompressible data (384 MiB) that a backup still runs a second after it started."""
+    """Enough incompressible data (384 MiB) that a backup is still running well after it
+    wrote its first pack."""
     root = tmp_path_factory.mktemp("big")
     for i in range(3):
         with open(root / f"scan-{i}.bin", "wb") as f:
@@ -161,10 +163,17 @@ def wait_for_python(proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"coffre did not start (exit status {proc.poll()})")
 
 
-def interrupt(argv: list[str], env: dict[str, str], sig: int, delay: float) -> Result:
+def interrupt(argv: list[str], env: dict[str, str], sig: int, delay: float,
+              ready: Callable[[], bool] | None = None) -> Result:
+    """Run argv and send it `sig` `delay` seconds after Python started, or once `ready()`."""
     proc = start(argv, {**env, "PYTHONFAULTHANDLER": "1"})
     wait_for_python(proc)
     time.sleep(delay)
+    deadline = time.monotonic() + 60
+    while ready is not None and not ready():
+        assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before the moment"
+        assert time.monotonic() < deadline, "the moment to interrupt never came"
+        time.sleep(0.002)
     proc.send_signal(sig)
     try:
         out, err = proc.communicate(timeout=120)
@@ -189,14 +198,24 @@ def assert_interrupted(res: Result, sig: int) -> None:
     assert "Traceback" not in res.err and "KeyboardInterrupt" not in res.err, res
 
 
+def packs_written(repo: Coffre) -> Callable[[], bool]:
+    """The backup is under way: it has written a first pack of data (of 384 MiB, some 20)."""
+    return lambda: any(True for _ in LocalBackend(repo.repo).list("data"))
+
+
+MID_BACKUP = -1.0  # delay: not a time, the moment the first pack is written (packs_written)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("delay", [0.0, 0.02, 0.1, 0.3, 1.0])
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.1, 0.3, MID_BACKUP], ids=str)
 def test_signal_at_any_moment_ends_like_an_interruption(
     repo: Coffre, big_tree: Path, sig: int, delay: float
 ) -> None:
     """From the imports (the first ~0.2 s) to the middle of the backup: one message, exit
     128 + signal, the lock removed, no snapshot, never a traceback."""
-    res = interrupt(repo.argv("backup", str(big_tree)), repo.env, sig, delay)
+    mid = delay == MID_BACKUP
+    res = interrupt(repo.argv("backup", str(big_tree)), repo.env, sig, 0.0 if mid else delay,
+                    packs_written(repo) if mid else None)
     assert_interrupted(res, sig)
     assert lock_objects(repo) == []
     assert snapshot_ids(repo) == []
@@ -205,7 +224,8 @@ def test_signal_at_any_moment_ends_like_an_interruption(
 def test_after_sigterm_mid_backup_the_next_backup_succeeds_and_check_is_clean(
     repo: Coffre, big_tree: Path
 ) -> None:
-    res = interrupt(repo.argv("backup", str(big_tree)), repo.env, signal.SIGTERM, 0.8)
+    res = interrupt(repo.argv("backup", str(big_tree)), repo.env, signal.SIGTERM, 0.0,
+                    packs_written(repo))
     assert_interrupted(res, signal.SIGTERM)
     assert lock_objects(repo) == []
     assert snapshot_ids(repo) == []
