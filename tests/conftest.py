@@ -64,6 +64,20 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def communicate_after_signal(proc: subprocess.Popen[bytes], timeout: float = 120) -> tuple[bytes, bytes]:
+    """The output of a process sent a signal; if it hangs instead, a failure with every thread's
+    stack (started with PYTHONFAULTHANDLER=1, it prints them on SIGABRT)."""
+    import signal
+
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        raise AssertionError("the command did not end after the signal; its threads:\n"
+                             + err.decode(errors="replace")[-12000:]) from None
+
+
 def state_for(cache: Path | str) -> Path:
     """The state folder (marks of repositories) of the machine whose cache is `cache`: one
     machine, one cache, one state; a test's second cache is a second machine."""

@@ -16,7 +16,7 @@ import pytest
 
 from coffre.storage.local import LocalBackend
 
-from conftest import Coffre, Result, _default_sigint, make_tree, snapshot_ids
+from conftest import Coffre, Result, _default_sigint, communicate_after_signal, make_tree, snapshot_ids
 
 SECRET = "sesame-7731"  # stands for something private inside a password command
 
@@ -175,13 +175,7 @@ def interrupt(argv: list[str], env: dict[str, str], sig: int, delay: float,
         assert time.monotonic() < deadline, "the moment to interrupt never came"
         time.sleep(0.002)
     proc.send_signal(sig)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:  # a hang: every thread's stack (faulthandler) in the failure
-        proc.send_signal(signal.SIGABRT)
-        out, err = proc.communicate(timeout=60)
-        raise AssertionError("the command did not end after the signal; its threads:\n"
-                             + err.decode(errors="replace")[-12000:]) from None
+    out, err = communicate_after_signal(proc)
     return Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), out)
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from coffre.cli import entry
 
+from conftest import communicate_after_signal
+
 # The main thread and two workers take and give back the slots of one semaphore as fast as
 # they can, as a backup's reader and its pack workers do: the main thread spends much of its
 # time inside the semaphore's lock handling, where an interruption used to leak that lock.
@@ -66,13 +68,7 @@ def test_a_signal_in_the_middle_of_thread_synchronisation_still_ends_the_command
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         time.sleep(0.003 * trial)  # the signal's moment, spread over the race's first 60 ms
         proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-            _, err = proc.communicate(timeout=30)
-            raise AssertionError(f"trial {trial} hung after SIGTERM:\n"
-                                 + err.decode(errors="replace")[-6000:]) from None
+        _, err = communicate_after_signal(proc, timeout=30)
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert b"interrupted by SIGTERM" in err and b"Traceback" not in err, err
 

@@ -83,8 +83,16 @@ def _waiting(frame: FrameType | None) -> bool:
 
 def _raise_later(signum: int, delay: float) -> None:
     """Raise `signum` again in `delay` seconds. A timer signal, not a thread: starting a thread
-    takes locks of `threading` that the interrupted code may hold."""
+    takes locks of `threading` that the interrupted code may hold. Without timer signals
+    (Windows), the signal is sent again from a thread."""
     global _pending
+    if not _CAN_DEFER:
+        import threading
+
+        timer = threading.Timer(delay, os.kill, args=(os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     _pending = signum
     signal.setitimer(signal.ITIMER_REAL, delay)
 
@@ -104,9 +112,12 @@ def _redeliver(unraisable: Any) -> None:
     the command's own code (or, if it lands in a finalizer again, later again). Anything else
     goes to Python's usual report."""
     exc = unraisable.exc_value
-    if isinstance(exc, Interrupted) and _CAN_DEFER:
-        _raise_later(exc.signum, REDELIVERY_S)
-        return
+    if isinstance(exc, Interrupted):
+        try:
+            _raise_later(exc.signum, REDELIVERY_S)
+            return
+        except RuntimeError:  # the interpreter is shutting down: nothing left to interrupt
+            pass
     sys.__unraisablehook__(unraisable)
 
 
