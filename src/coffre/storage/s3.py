@@ -20,14 +20,18 @@ object with the same bytes counts as written.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
+import os
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 # botocore imports urllib3's pyOpenSSL adapter whenever pyOpenSSL is installed (another package
 # may bring it): ~0.2 s at a cold start, for an adapter Coffre never uses (connections use the
@@ -178,10 +182,34 @@ def _translate(exc: Exception, what: str, endpoint: str = "") -> StorageError:
     return StorageError(f"{what}: {type(exc).__name__}")
 
 
+class _FastJSONFileLoader(botocore.loaders.JSONFileLoader):  # type: ignore[misc]
+    """botocore's model files decoded by msgspec into plain dicts. botocore decodes them with
+    the standard json module into OrderedDicts, a Python call per object: ~50 ms of every S3
+    command's start for the ~3.5 MB of S3's model, the endpoints and their rules, against
+    ~15 ms here. Plain dicts keep the file's order, which is all botocore relies on. The
+    files are botocore's own (or AWS_DATA_PATH's); one msgspec cannot decode is left to
+    botocore's loader, which says what is wrong with it."""
+
+    OPENERS = ((".json", open), (".json.gz", gzip.open))  # botocore's extensions, in its order
+
+    def load_file(self, file_path: str) -> Any:
+        for ext, opener in self.OPENERS:
+            if os.path.isfile(file_path + ext):
+                with opener(file_path + ext, "rb") as f:
+                    raw = f.read()
+                try:
+                    return msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    return super().load_file(file_path)
+        return None
+
+
 class _S3OnlyLoader(botocore.loaders.Loader):  # type: ignore[misc]
     """botocore's model loader, told that S3 is the one service there is. The default lists
     the ~450 service folders of botocore's data, and looks for files in each, to check that
     the service asked for is one of them: ~0.1 s at each start on a cold page cache."""
+
+    FILE_LOADER_CLASS = _FastJSONFileLoader
 
     def list_available_services(self, type_name: str) -> list[str]:
         return ["s3"]
