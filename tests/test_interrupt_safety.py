@@ -157,12 +157,35 @@ def test_a_main_thread_blocked_in_a_wait_is_interrupted_at_once(
         waiter.join()
 
 
+def test_a_main_thread_joining_a_thread_is_interrupted_at_once(
+    deferred: list[tuple[int, float]],
+) -> None:
+    """The end of a command waits for its workers (a pool's shutdown joins them): Ctrl-C
+    there ends it at once, whether the join waits on a lock (Python 3.11, 3.12) or in the
+    thread's handle (3.13)."""
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+    joiner = threading.Thread(target=worker.join)
+    joiner.start()
+    try:
+        frame = blocked_frame(joiner)
+        assert frame.f_code.co_filename == threading.__file__
+        with pytest.raises(entry.Interrupted):
+            entry._raise(signal.SIGTERM, frame)
+        assert deferred == []
+    finally:
+        release.set()
+        joiner.join()
+
+
 def blocked_frame(thread: threading.Thread) -> FrameType:
-    """`thread`'s innermost frame once it blocks in a lock's acquire."""
+    """`thread`'s innermost frame once it blocks in one of the standard library's waits."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         frame = sys._current_frames()[thread.ident or 0]
-        if "acquire(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno):
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        if any(call in line for call in entry.BLOCKING_CALLS.values()):
             return frame
         time.sleep(0.001)
     raise AssertionError("the thread never blocked")

@@ -41,6 +41,10 @@ SYNCHRONISATION_CODE = (
     "/threading.py", "/queue.py", "/concurrent/futures/_base.py", "/concurrent/futures/thread.py",
     "/logging/__init__.py", "<frozen importlib._bootstrap>",
 )
+# The blocking call of each of those functions that wait: a lock's acquire, which the standard
+# library guards with try/finally (a condition, and a thread's end up to Python 3.12), and,
+# from Python 3.13, a thread's join, which holds no lock of Python's while it waits.
+BLOCKING_CALLS = {"wait": "acquire(", "_wait_for_tstate_lock": "acquire(", "join": "_handle.join("}
 _CAN_DEFER = hasattr(signal, "setitimer")  # not on Windows: raise at once there
 _pending: int | None = None  # the signal deferred, raised again when SIGALRM comes
 _deferrals = 0
@@ -72,13 +76,16 @@ def _in_synchronisation(frame: FrameType | None) -> bool:
 
 
 def _waiting(frame: FrameType | None) -> bool:
-    """The main thread waits in a lock's acquire (a condition, a future's result, a thread's
-    end), which the standard library guards with try/finally for Ctrl-C: interrupt it now."""
-    if frame is None or frame.f_code.co_name not in ("wait", "_wait_for_tstate_lock"):
+    """The main thread blocks in one of the standard library's waits (a condition, a future's
+    result, a thread's end), which leave no lock taken when Ctrl-C interrupts them: interrupt
+    it now."""
+    call = BLOCKING_CALLS.get(frame.f_code.co_name) if frame is not None else None
+    if call is None:
         return False
     import linecache  # only now: threading alone does not load it
 
-    return "acquire(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    assert frame is not None
+    return call in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
 def _raise_later(signum: int, delay: float) -> None:
