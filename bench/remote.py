@@ -282,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for step in [*STEPS, COPY_STEP]:
         cells = {r[0]: r for r in rows if r[1] == step}
+        # In the header's order, whichever tool ran first; blank where a tool has no such step.
         line = f"{step:<22}" + "".join(
-            f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up':>40}" for c in cells.values())
+            f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up' if c else '':>40}"
+            for c in (cells.get(t) for t in tools))
         for ratio in ratios:
             if not set(ratio.split("/")) <= set(cells):
                 continue

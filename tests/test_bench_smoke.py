@@ -47,7 +47,7 @@ def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
 def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("remote.py")), "--size-mib", "4", "--small-files", "40",
-         "--out", str(tmp_path)],
+         "--turn", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -56,6 +56,16 @@ def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
         assert line in out.stdout
     for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
         assert f"coffre {step}:" in out.stdout and f"restic {step}:" in out.stdout
+    # The table's columns follow its header, whichever tool ran first (--turn 1: coffre-server).
+    header = next(line for line in out.stdout.splitlines() if line.startswith("step "))
+    tools = header.split()[1:4]
+    assert tools == ["coffre", "coffre-server", "restic"], header
+    for step in ("restore", "copy to a 2nd remote"):
+        row = next(line for line in out.stdout.splitlines() if line.startswith(step + " "))
+        for i, tool in enumerate(tools):
+            cell = row[22 + 40 * i : 22 + 40 * (i + 1)].strip()
+            timed = re.search(rf"^{tool} {step}: ([0-9.]+s),", out.stdout, re.M)
+            assert (cell.split(" ")[0] if cell else None) == (timed.group(1) if timed else None), row
 
 
 def test_sftp_bench_smoke_run_against_openssh(tmp_path: Path) -> None:
