@@ -58,7 +58,7 @@ def compress_delta(data: bytes, base: bytes, level: int = DEFAULT_LEVEL) -> byte
     ).compress(data)
 
 
-def decompress_delta(payload: bytes, base: bytes, raw_length: int) -> bytes:
+def decompress_delta(payload: bytes | memoryview, base: bytes, raw_length: int) -> bytes:
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     try:
         if zstandard.frame_content_size(payload) > raw_length:
@@ -73,10 +73,10 @@ def decompress_delta(payload: bytes, base: bytes, raw_length: int) -> bytes:
     return out
 
 
-def decompress(codec: int, payload: bytes, raw_length: int) -> bytes:
+def decompress(codec: int, payload: bytes | memoryview, raw_length: int) -> bytes:
     """Undo compress(); refuses output larger than the length recorded in the index."""
     if codec == CODEC_NONE:
-        out = payload
+        out = bytes(payload)
     elif codec == CODEC_ZSTD:
         try:
             declared = zstandard.frame_content_size(payload)

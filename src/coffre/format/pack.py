@@ -180,17 +180,22 @@ def padded_size(body_length: int) -> int:
     return padme(BODY_LENGTH.size + body_length)
 
 
-def pad(body: bytes) -> bytes:
+def pad(body: bytes | memoryview) -> bytes:
     zeros = padded_size(len(body)) - BODY_LENGTH.size - len(body)
     return b"".join((BODY_LENGTH.pack(len(body)), body, bytes(zeros)))
 
 
 def unpad(plain: bytes) -> bytes:
     """The body of a padded plaintext; FormatError unless it is exactly as pad() makes it."""
+    return bytes(unpad_view(plain))
+
+
+def unpad_view(plain: bytes) -> memoryview:
+    """unpad(), as a view into `plain` rather than a copy: a restore reads every blob once."""
     if len(plain) < BODY_LENGTH.size:
         raise FormatError(_("blob is too short to hold its length"))
     (n,) = BODY_LENGTH.unpack_from(plain)
     end = BODY_LENGTH.size + n
     if end > len(plain) or padme(end) != len(plain) or plain.count(0, end) != len(plain) - end:
         raise FormatError(_("blob padding is malformed"))
-    return plain[BODY_LENGTH.size : end]
+    return memoryview(plain)[BODY_LENGTH.size : end]

@@ -129,7 +129,8 @@ class Packer:
         return base_id
 
     def add_body(
-        self, kind: int, blob_id: bytes, body: bytes, raw_length: int, base: bytes | None = None
+        self, kind: int, blob_id: bytes, body: bytes | memoryview, raw_length: int,
+        base: bytes | None = None,
     ) -> None:
         """Encrypt a blob's body (codec byte and payload, checked by the caller: add(), or
         prune and copy, which read it back from a pack), verify the encryption, add it."""

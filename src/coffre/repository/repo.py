@@ -551,18 +551,22 @@ class Repository:
         (a wrong base cannot produce the right output)."""
         return self.decode_plain(entry, self.open_blob(entry, envelope), base, verify)
 
-    def open_blob(self, entry: packfmt.BlobEntry, stored: bytes | memoryview) -> bytes:
-        """A stored blob decrypted (and, format 2, unpadded): its codec byte and payload."""
+    def open_blob(self, entry: packfmt.BlobEntry, stored: bytes | memoryview) -> bytes | memoryview:
+        """A stored blob decrypted (and, format 2, unpadded): its codec byte and payload, a
+        view into the decrypted bytes rather than a copy."""
         if len(stored) != entry.length:
             raise IntegrityError(_("blob is truncated"))
         plain = self.crypter.decrypt_blob(entry.salt, entry.kind, stored, entry.id)
-        return plain if entry.salt is None else packfmt.unpad(plain)
+        return plain if entry.salt is None else packfmt.unpad_view(plain)
 
     def decode_plain(
-        self, entry: packfmt.BlobEntry, plain: bytes, base: bytes | None = None, verify: bool = True,
+        self, entry: packfmt.BlobEntry, stored_form: bytes | memoryview, base: bytes | None = None,
+        verify: bool = True,
     ) -> bytes:
         """decode_blob after decryption: the stored form (codec byte and payload) to the
         content, checked against its id."""
+        # Sliced as a view: the payload is handed to zstd without a copy of it.
+        plain = memoryview(stored_form)
         if not plain:
             raise FormatError(_("blob is empty"))
         if plain[0] == CODEC_ZSTD_DELTA:
