@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ACCESS_KEY = "coffre-test-key"
 SECRET_KEY = "coffre-test-secret-do-not-log"
@@ -152,18 +153,43 @@ class SeaweedFS(Server):
         server.wait_ready()
         return server
 
-    def ready(self) -> bool:
+    def _client(self) -> Any:  # a boto3 client
         import boto3
         import botocore.config
 
-        client = boto3.session.Session(
+        return boto3.session.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
         ).client("s3", endpoint_url=self.endpoint,
                  config=botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=2))
+
+    def ready(self) -> bool:
+        client = self._client()
         if not _has_bucket(client):
             client.create_bucket(Bucket="ready-probe")
         client.put_object(Bucket="ready-probe", Key="probe", Body=b"ok")
         return True
+
+    def new_bucket(self, bucket: str, timeout: float = 60.0) -> None:
+        """Create `bucket` and wait until it takes writes. SeaweedFS 4 gives a new bucket its
+        volumes on its first write, and under load that write may fail with InternalError
+        (seaweedfs#11031): Coffre's commands retry it (storage/retry.py), a test driving a
+        storage class directly would fail on it. The probe object, outside any repository's
+        prefix, is removed."""
+        from botocore.exceptions import ClientError
+
+        client = self._client()
+        client.create_bucket(Bucket=bucket)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.put_object(Bucket=bucket, Key="bucket-probe", Body=b"ok")
+                break
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code != "InternalError" or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)  # polling a server growing its volumes, not waiting for time to pass
+        client.delete_object(Bucket=bucket, Key="bucket-probe")
 
 
 def _has_bucket(client: object) -> bool:

@@ -21,8 +21,11 @@ _fresh = itertools.count()
 
 
 def fresh_s3_url(seaweedfs: object) -> str:
-    """A new, empty repository location on the test server (its own bucket)."""
-    return seaweedfs.url(f"coffre-{next(_fresh)}", "repo/sub")  # type: ignore[attr-defined]
+    """A new, empty repository location on the test server (its own bucket, made and ready
+    for writes: servers.SeaweedFS.new_bucket)."""
+    bucket = f"coffre-{next(_fresh)}"
+    seaweedfs.new_bucket(bucket)  # type: ignore[attr-defined]
+    return seaweedfs.url(bucket, "repo/sub")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["memory", "local", "s3", "sftp", "ftps", "server"])
