@@ -71,6 +71,11 @@ check_subset = "100%"
 [web]
 listen = "{listen}"
 contact = "{CONTACT}"
+
+# The repository sits on this machine's disk: how full that disk is must not colour the light.
+[alerts]
+medium_full_share = 1.0
+medium_full_days = 0.001
 """)
     return config
 
