@@ -6,6 +6,7 @@ failure, never a skip: CI installs it with the project's dev dependencies.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -153,7 +154,9 @@ class SeaweedFS(Server):
         server.wait_ready()
         return server
 
-    def _client(self) -> Any:  # a boto3 client
+    @functools.cached_property
+    def client(self) -> Any:
+        """A boto3 client with the test identity, made once (the bucket helpers share it)."""
         import boto3
         import botocore.config
 
@@ -163,7 +166,7 @@ class SeaweedFS(Server):
                  config=botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=2))
 
     def ready(self) -> bool:
-        client = self._client()
+        client = self.client
         if not _has_bucket(client):
             client.create_bucket(Bucket="ready-probe")
         client.put_object(Bucket="ready-probe", Key="probe", Body=b"ok")
@@ -177,7 +180,7 @@ class SeaweedFS(Server):
         prefix, is removed."""
         from botocore.exceptions import ClientError
 
-        client = self._client()
+        client = self.client
         client.create_bucket(Bucket=bucket)
         deadline = time.monotonic() + timeout
         while True:

@@ -80,11 +80,10 @@ def _waiting(frame: FrameType | None) -> bool:
     result, a thread's end), which leave no lock taken when Ctrl-C interrupts them: interrupt
     it now."""
     call = BLOCKING_CALLS.get(frame.f_code.co_name) if frame is not None else None
-    if call is None:
+    if frame is None or call is None:
         return False
     import linecache  # only now: threading alone does not load it
 
-    assert frame is not None
     return call in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
