@@ -105,6 +105,8 @@ def test_help_runs_without_the_posix_only_modules(tmp_path: Path) -> None:
 
 
 def test_pure_operations_work_and_owner_names_degrade_honestly(tmp_path: Path) -> None:
+    from coffre.core import posix
+
     (tmp_path / "ordonnance.txt").write_text("Doliprane 1000\n")
     done = run_child("""
         import json, os
@@ -130,7 +132,7 @@ def test_pure_operations_work_and_owner_names_degrade_honestly(tmp_path: Path) -
             "not_deeper": PathMatcher(["/srv/*.tmp"]).matches(b"/srv/scans/keep.tmp"),
             "user": node.user, "group": node.group, "uid": node.uid, "same": back == node,
             "size": back.size, "owner_of_root": posix.user_name(0), "uid_of_root": posix.uid_of("root"),
-            "locking": locking, "accounts": posix.ACCOUNTS,
+            "locking": locking, "accounts": posix.ACCOUNTS, "open_files": posix.open_files_limit(100_000),
         }))
     """, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -144,6 +146,8 @@ def test_pure_operations_work_and_owner_names_degrade_honestly(tmp_path: Path) -
     assert out["owner_of_root"] == "" and out["uid_of_root"] is None and out["accounts"] is False
     # No file lock: refused, never skipped.
     assert "cannot lock mark.lock" in out["locking"]
+    # No limit to read or raise: the C runtime's usual one is assumed, not what was asked.
+    assert out["open_files"] == posix.DEFAULT_OPEN_FILES
 
 
 def test_the_mark_is_not_updated_without_a_lock(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ Where something is missing, each function degrades in the way that is honest for
   process on Windows, not probe it).
 - `lock_exclusive` REFUSES (LockingUnavailable) rather than going on unlocked: its callers
   guard files that two Coffre processes must not rewrite together (docs/windows.md).
+- `open_files_limit` assumes the C runtime's usual 512 open files, which it cannot raise.
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ try:
     import fcntl
 except ImportError:
     fcntl = None  # type: ignore[assignment]
+try:
+    import resource
+except ImportError:
+    resource = None  # type: ignore[assignment]
 
 POSIX = os.name == "posix"
 ACCOUNTS = pwd is not None and grp is not None  # owner names can be read and set
 LOCKING = fcntl is not None
+# Open files a process may have where the system gives no limit to read (Windows' C runtime).
+DEFAULT_OPEN_FILES = 512
 # The errnos of a full medium or a spent quota (Windows has no EDQUOT).
 NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
@@ -182,3 +189,23 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_files_limit(wanted: int) -> int:
+    """How many files this process may have open at once, first raised towards `wanted` if it
+    is lower. Linux gives a process 1,024 by default (the soft limit) and lets it raise that up
+    to a hard limit set by the administrator, often much higher: a restore that opens many
+    files at once asks for what it needs and works within what it gets."""
+    if resource is None:
+        return DEFAULT_OPEN_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    if soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = max(soft, raised)
+        except (ValueError, OSError):  # macOS refuses more than its own ceiling: keep the limit
+            pass
+    return soft

@@ -52,7 +52,7 @@ from coffre.ops.content import content_matches
 from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
 from coffre.ops.selection import Selection
 from coffre.ops.sync import Extraneous, check_options, check_target
-from coffre.ops.target import TargetDirs
+from coffre.ops.target import KEPT_PER_THREAD, TargetDirs
 from coffre.repository.repo import Repository
 
 ZERO = bytes(16 * 1024 * 1024)
@@ -75,6 +75,12 @@ SEALED_BATCH_FILES = 8192
 MAX_SEALED_BATCH_BYTES = 32 * 1024 * 1024
 # Files waiting in the open batches of all packs: beyond this, the largest batch is queued.
 SEALED_PENDING_FILES = 65536
+# A batch's files are opened, then written, at most this many at a time per worker, so that
+# all of them stay within the process's limit of open files (1,024 by default on Linux unless
+# raised: a restore asks for more first), beside the folders each thread keeps and the rest
+# (OPEN_RESERVE: packs being read, large files being written by ranges, connections, cache).
+OPEN_RESERVE = 128
+MIN_OPEN_AT_ONCE = 16
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
 TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
@@ -158,6 +164,10 @@ class Restorer:
         if self.by_pack:
             self.batch_files = SEALED_BATCH_FILES
             self.batch_bytes = max(self.batch_bytes, min(repo.config.pack_size, MAX_SEALED_BATCH_BYTES))
+        # The main thread keeps folders too; each worker, folders and the files it writes.
+        others = OPEN_RESERVE + KEPT_PER_THREAD * (self.workers + 1)
+        limit = posix.open_files_limit(others + self.workers * self.batch_files)
+        self.open_at_once = max(MIN_OPEN_AT_ONCE, min(self.batch_files, (limit - others) // self.workers))
         self._dirs: list[tuple[bytes, Node]] = []
         self._links: list[tuple[bytes, Node]] = []
         self._first_link: dict[tuple[int, int], bytes] = {}
@@ -371,9 +381,13 @@ class Restorer:
             for path, node in batch:
                 self._count(node, False, path)
             return
+        for start in range(0, len(batch), self.open_at_once):
+            self._restore_files(batch[start : start + self.open_at_once])
+
+    def _restore_files(self, files: list[tuple[bytes, Node]]) -> None:
         # Open (or decide to leave) each file first: what is left as it was is not even read.
         opened = []
-        for path, node in batch:
+        for path, node in files:
             out = self._open(path, node)
             if out is not None:
                 opened.append((path, node, out))
