@@ -9,6 +9,7 @@ a few at a time."""
 from __future__ import annotations
 
 import random
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,14 @@ PROBE = (
 )
 
 
+def ceiling() -> int:
+    """A hard limit a child process may set: this one's, or 4,096 if it is higher (a process
+    may lower its hard limit, never raise it without privileges). The suite may itself run
+    under a low limit (ulimit -n 1024), as it did once to check nothing else runs short."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+
+
 def small_files(root: Path, count: int) -> Path:
     """`count` small files in a few folders: far more than the limit below, in one pack."""
     rnd = random.Random(count)
@@ -48,10 +57,11 @@ def limited(coffre: Coffre, soft: int, hard: int, *args: str) -> subprocess.Comp
                           check=False, preexec_fn=_default_sigint)
 
 
-@pytest.mark.parametrize(("soft", "hard"), [(256, 256), (256, 4096)], ids=["fixed", "raisable"])
+@pytest.mark.parametrize("raisable", [False, True], ids=["fixed", "raisable"])
 def test_a_restore_of_thousands_of_small_files_stays_within_the_open_files_limit(
-    repo: Coffre, tmp_path: Path, soft: int, hard: int,
+    repo: Coffre, tmp_path: Path, raisable: bool,
 ) -> None:
+    soft, hard = 256, ceiling() if raisable else 256
     src = small_files(tmp_path / "officine", 1500)
     repo.ok("backup", str(src))
     target = tmp_path / "restored"
@@ -67,7 +77,8 @@ def test_the_limit_is_raised_as_far_as_the_ceiling_allows() -> None:
                              capture_output=True, text=True, check=True).stdout
         return [int(n) for n in out.split()]
 
-    assert probe(256, 4096, 1000) == [1000, 1000]  # raised to what is asked
+    assert ceiling() >= 1000
+    assert probe(256, ceiling(), 1000) == [1000, 1000]  # raised to what is asked
     assert probe(256, 512, 1000) == [512, 512]  # up to the ceiling
-    assert probe(2000, 4096, 1000) == [2000, 2000]  # never lowered
+    assert probe(600, 800, 500) == [600, 600]  # never lowered
     assert posix.open_files_limit(1) >= 1
