@@ -201,11 +201,11 @@ def open_files_limit(wanted: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    if soft < wanted:
-        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < raised:  # the soft limit is never above the hard one: raised is then higher
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = max(soft, raised)
+            soft = raised
         except (ValueError, OSError):  # macOS refuses more than its own ceiling: keep the limit
             pass
     return soft
