@@ -318,6 +318,29 @@ def mount(tmp_path: Path) -> Iterator[Mount]:
 
 
 @pytest.fixture
+def exfat(tmp_path: Path) -> Iterator[Path]:
+    """A real exFAT file system, as on most USB disks sold (no hard links, no owners, not every
+    mode), in an image on a loop device: mounted through FUSE (exfat-fuse), since a kernel may
+    have no exFAT driver (this machine's has none); unmounted and detached at teardown."""
+    image = tmp_path / "usb-disk.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    subprocess.run(["mkfs.exfat", "-L", "COFFRE-A", str(image)], check=True, capture_output=True)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    point = tmp_path / "usb"
+    point.mkdir()
+    try:
+        subprocess.run(["mount.exfat-fuse", device, str(point)], check=True, capture_output=True)
+        try:
+            yield point
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=True)
+
+
+@pytest.fixture
 def restored(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "restored"
 

@@ -24,7 +24,7 @@ import errno
 import getpass
 import os
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _
@@ -209,3 +209,45 @@ def open_files_limit(wanted: int) -> int:
         except (ValueError, OSError):  # macOS refuses more than its own ceiling: keep the limit
             pass
     return soft
+
+
+# renameat2's flag: fail with EEXIST rather than replace the destination (Linux 3.15, glibc 2.28).
+RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+# What renameat2 answers where the system or the file system does not offer the flag.
+_NO_NOREPLACE = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def rename_noreplace(src: str, dst: str) -> bool:
+    """Rename src to dst in one step that never replaces an existing dst (FileExistsError
+    then). False, with nothing renamed, where the system cannot do that in one step: Linux
+    file systems without RENAME_NOREPLACE (FUSE ones, mostly), other Unixes. Windows' own
+    rename never replaces."""
+    if os.name == "nt":
+        os.rename(src, dst)
+        return True
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+        return True
+    import ctypes
+
+    code = ctypes.get_errno()
+    if code in _NO_NOREPLACE:
+        return False
+    raise OSError(code, os.strerror(code), dst)
+
+
+@lru_cache(maxsize=1)
+def _renameat2() -> Any:
+    """libc's renameat2, or None where the C library has none (not glibc 2.28+ or musl)."""
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, TypeError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function

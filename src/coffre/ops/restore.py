@@ -84,6 +84,10 @@ MIN_OPEN_AT_ONCE = 16
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
 TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
+# What a file system answers for an owner or a mode it cannot keep: FAT and exFAT (the usual
+# USB disks) keep neither, some network shares no owner. Counted for one warning, not an error
+# per file: the content and the dates are restored.
+NOT_KEPT = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 @dataclass
@@ -183,6 +187,7 @@ class Restorer:
         self._left_links: set[bytes] = set()  # hard-linked files left as they were
         self._devices_skipped = 0
         self._privileges_dropped = 0
+        self._not_kept = 0  # entries whose owner or mode the target refused (NOT_KEPT)
         self.dirs: TargetDirs  # opened by run
         self._extraneous: Extraneous | None = None  # --sync --delete: made by run
 
@@ -241,6 +246,14 @@ class Restorer:
                 "owners too, keeps them",
                 "setuid/setgid bits removed from {n} files: only a restore as root, which restores "
                 "owners too, keeps them", self._privileges_dropped).format(n=self._privileges_dropped))
+        if self._not_kept:
+            self.problems.warnings.append(ngettext(
+                "the owner or mode of {n} file or folder was refused by the target (a FAT or exFAT "
+                "disk keeps neither, some network shares no owner): its content and dates are "
+                "restored",
+                "the owners or modes of {n} files and folders were refused by the target (a FAT or "
+                "exFAT disk keeps neither, some network shares no owner): their contents and dates "
+                "are restored", self._not_kept).format(n=self._not_kept))
         if self._stop is not None:
             self.problems.errors.append(self._stop_message(self._stop))
         return self.problems
@@ -610,8 +623,9 @@ class Restorer:
 
     def _complete(self, fd: int, path: bytes, node: Node, st: os.stat_result) -> bool:
         """Verify a written file (if asked) and set its metadata; False if its content is not
-        right. Metadata that cannot be set (a FAT disk refuses owners) is an error, but the
-        content is there: the file stays and counts as restored. `st`: the file's fstat."""
+        right. Metadata that cannot be set is an error (an owner or a mode the file system cannot
+        keep, one warning for all: NOT_KEPT), but the content is there: the file stays and counts
+        as restored. `st`: the file's fstat."""
         if self.opts.verify:
             try:
                 os.fsync(fd)  # a delayed write that finds the disk full fails here
@@ -779,15 +793,31 @@ class Restorer:
     def _set_metadata_fd(self, fd: int, path: bytes, node: Node, st: os.stat_result | None = None) -> None:
         """`st`: the fstat of fd, if the caller made one (a restored file's owner does not
         change while it is written)."""
+        kept = True
         if self._is_root:
             # Most restored files already have the right owner: an fstat is much cheaper than
             # an fchown, which costs a journal transaction on ext4 even when nothing changes.
             st = st or os.fstat(fd)
             if (st.st_uid, st.st_gid) != self._owner(node):
-                os.fchown(fd, *self._owner(node))
+                kept = self._keep(os.fchown, fd, *self._owner(node))
         self._set_xattrs(fd, node, True)
-        os.fchmod(fd, self._mode(node))
+        kept = self._keep(os.fchmod, fd, self._mode(node)) and kept
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+        if not kept:
+            with self._lock:
+                self._not_kept += 1
+
+    @staticmethod
+    def _keep(setter: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
+        """Set an owner or a mode; False if the target's file system cannot keep it
+        (NOT_KEPT), which the caller counts: the restore goes on to the dates."""
+        try:
+            setter(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in NOT_KEPT:
+                raise
+            return False
+        return True
 
     def _mode(self, node: Node) -> int:
         """The node's mode, without setuid/setgid on a file unless restoring as root."""
@@ -816,16 +846,20 @@ class Restorer:
         following a symlink."""
         try:
             folder, name = self.dirs.parent(path)
+            kept = True
             if self._is_root:
-                os.chown(name, *self._owner(node), dir_fd=folder, follow_symlinks=False)
+                kept = self._keep(os.chown, name, *self._owner(node), dir_fd=folder, follow_symlinks=False)
             if node.type == "symlink":
                 if node.xattrs:
                     self._set_xattrs(f"/proc/self/fd/{folder}/".encode() + name, node, False)
             else:
                 with self.dirs.node(path) as itself:
                     self._set_xattrs(itself.encode(), node, True)
-                    os.chmod(itself, self._mode(node))
+                    kept = self._keep(os.chmod, itself, self._mode(node)) and kept
             os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=folder, follow_symlinks=False)
+            if not kept:
+                with self._lock:
+                    self._not_kept += 1
         except OSError as exc:
             self._problem(path, exc)
 

@@ -1,0 +1,118 @@
+"""A USB disk formatted exFAT (how most are sold), for real: as the repository (an exFAT file
+system has no hard links, which every save used to refuse the same name twice) and as the
+restore target (it keeps no owner and not every mode). tests/conftest.py's `exfat` mounts one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from coffre.core import posix
+from coffre.core.errors import ObjectExists
+from coffre.storage.base import Handle
+from coffre.storage.local import LocalBackend
+
+from conftest import Coffre, age_tree, tree_digest
+
+NAME = "ab" * 32
+
+
+def test_a_repository_on_an_exfat_disk_backs_up_prunes_checks_and_restores(
+        exfat: Path, pwfile: Path, tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(OSError) as no_links:  # what the repository copes with below
+        _link_in(exfat)
+    assert no_links.value.errno == errno.EPERM
+    usb = Coffre(exfat / "coffre", pwfile, tmp_path / "cache")
+    usb.ok("init")
+    usb.ok("backup", str(tree))
+    (tree / "docs" / "lettre-3.txt").write_text("changed\n")
+    age_tree(tree)
+    usb.ok("backup", str(tree))
+    usb.ok("forget", "--keep-last", "1", "--prune")
+    assert "no errors were found" in usb.ok("check", "--read-data").out
+    usb.ok("key", "add", "--new-password-file", str(pwfile))
+    usb.ok("restore", "latest", "--target", str(tmp_path / "r"))
+    assert tree_digest(tmp_path / "r" / str(tree).lstrip("/")) == tree_digest(tree)
+    assert not [p for p in (exfat / "coffre").rglob("*") if p.name.startswith(".tmp-")]
+
+
+def _link_in(folder: Path) -> None:
+    (folder / "probe").write_bytes(b"x")
+    try:
+        os.link(folder / "probe", folder / "probe-link")
+    finally:
+        (folder / "probe").unlink()
+
+
+def test_a_save_on_exfat_never_replaces_another_object(exfat: Path) -> None:
+    backend = LocalBackend(exfat / "coffre")
+    backend.create()
+    handle = Handle("index", NAME)
+    backend.save(handle, b"first")
+    backend.save(handle, b"first")  # the same bytes again (a save retried): done already
+    with pytest.raises(ObjectExists):
+        backend.save(handle, b"other")
+    assert backend.load(handle) == b"first"
+    assert sorted(os.listdir(exfat / "coffre" / "index")) == [NAME]
+
+
+def test_without_hard_links_a_rename_that_cannot_replace_is_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's exFAT and FAT drivers (and CIFS) have no link() but rename without
+    replacing in one step (RENAME_NOREPLACE): this machine's ext4 plays them, its link() made
+    to answer as theirs does."""
+    def no_link(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    backend = LocalBackend(tmp_path / "repo")
+    backend.create()
+    monkeypatch.setattr(os, "link", no_link)
+    handle = Handle("index", NAME)
+    backend.save(handle, b"first")
+    with pytest.raises(ObjectExists):
+        backend.save(handle, b"other")
+    assert backend.load(handle) == b"first"
+    assert os.listdir(tmp_path / "repo" / "index") == [NAME]
+
+
+def test_rename_noreplace_refuses_an_existing_name_and_renames_to_a_free_one(tmp_path: Path) -> None:
+    (tmp_path / "new").write_bytes(b"new")
+    (tmp_path / "there").write_bytes(b"there")
+    with pytest.raises(FileExistsError):
+        posix.rename_noreplace(str(tmp_path / "new"), str(tmp_path / "there"))
+    assert (tmp_path / "there").read_bytes() == b"there" and (tmp_path / "new").exists()
+    assert posix.rename_noreplace(str(tmp_path / "new"), str(tmp_path / "free"))
+    assert (tmp_path / "free").read_bytes() == b"new" and not (tmp_path / "new").exists()
+
+
+def test_a_restore_onto_an_exfat_disk_keeps_contents_and_dates_and_warns_once_for_modes(
+        repo: Coffre, tmp_path: Path, exfat: Path) -> None:
+    src = tmp_path / "src"
+    shared = src / "partage"  # a folder open to all with the sticky bit, as /tmp: exFAT refuses it
+    shared.mkdir(parents=True)
+    for i in range(5):
+        (shared / f"ordonnance-{i}.pdf").write_bytes(os.urandom(3000 + i))
+    (src / "notes.txt").write_text("à rappeler\n")
+    age_tree(src, seconds=86_400 * 30)
+    shared.chmod(0o1777)
+    repo.ok("backup", str(src))
+    res = repo("restore", "latest", "--target", str(exfat / "restored"))
+    assert res.code == 0, res
+    out = exfat / "restored" / str(src).lstrip("/")
+    for original in [*shared.iterdir(), src / "notes.txt", shared]:
+        copy = out / original.relative_to(src)
+        if original.is_file():
+            assert copy.read_bytes() == original.read_bytes()
+        # Dates are kept (a month old, to the second here), also where the mode was refused.
+        assert abs(copy.stat().st_mtime - original.stat().st_mtime) < 2, copy
+    assert not stat.S_IMODE((out / "partage").stat().st_mode) & stat.S_ISVTX
+    assert "error" not in res.err
+    # The folders above the backed-up one are restored too: /tmp is sticky as well.
+    sticky = [p for p in [*src.parents[:-1], shared] if p.stat().st_mode & stat.S_ISVTX]
+    assert len(sticky) >= 2
+    assert res.err.count("refused by the target") == 1
+    assert f"the owners or modes of {len(sticky)} files and folders were refused by the target" in res.err
