@@ -697,6 +697,23 @@ def test_restore_never_replaces_a_file(tmp_path: Path, repository: Repository, p
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".coffre-restore")) == []
 
 
+def test_restore_onto_an_exfat_disk_without_hard_links(
+        tmp_path: Path, repository: Repository, pharmacy: Pharmacy, exfat: Path) -> None:
+    """A USB disk's file system has no link(): the database is renamed into place instead,
+    still never over a file."""
+    spool = Spool(tmp_path / "spool")
+    with SqliteMonitor(pharmacy.path, spool) as monitor:
+        monitor.step()
+        pharmacy.commit(3)
+        monitor.step()
+    shipper.ship(repository, spool)
+    restore_sqlite(repository, str(pharmacy.path), exfat / "officine.db")
+    with pytest.raises(CoffreError, match="never replaces"):
+        restore_sqlite(repository, str(pharmacy.path), exfat / "officine.db")
+    assert sorted(p.name for p in exfat.iterdir()) == ["officine.db"]  # nothing left beside it
+    assert read_restored(str(exfat / "officine.db")) == (3, expected_rows(3))  # the first one, whole
+
+
 def test_monitor_refuses_what_it_cannot_follow(tmp_path: Path, pharmacy: Pharmacy) -> None:
     rollback = tmp_path / "old.db"
     conn = apsw.Connection(str(rollback))

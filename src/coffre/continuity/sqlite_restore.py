@@ -40,6 +40,7 @@ from typing import BinaryIO, Protocol
 from coffre.continuity import sqlite_names as names
 from coffre.core import posix
 from coffre.core.errors import CoffreError, IntegrityError
+from coffre.core.files import place_new
 from coffre.core.human import human_time
 from coffre.core.i18n import _
 from coffre.format.segment import SegmentHeader
@@ -337,8 +338,9 @@ def restore_sqlite(repo: Repository, database_path_or_stream: str, target: str |
         if dest.exists():  # empty: replaced, as restore-db does
             os.replace(tmp, dest)
         else:
-            os.link(tmp, dest)  # never over a file that appeared meanwhile
-            os.unlink(tmp)
+            # Never over a file that appeared meanwhile (on a FUSE file system, only one that
+            # appears between a look and the rename: files.place_new).
+            place_new(tmp, str(dest))
         posix.fsync_dir(dest.parent)
     except FileExistsError:
         raise CoffreError(_("{path} exists: a restore never replaces a database").format(path=dest)) from None

@@ -1,8 +1,9 @@
 """Small files written whole or not at all (certificates, token files, password hashes,
-service units)."""
+service units), and complete files given their final name without replacing another."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -45,3 +46,28 @@ def write_new(tmp: Path, final: Path, data: bytes, owner: tuple[int, int] | None
         tmp.unlink(missing_ok=True)
         raise
     posix.fsync_dir(final.parent)
+
+
+# What link() answers on a file system without hard links: EPERM on Linux (exFAT and FAT, how
+# USB disks come; FUSE), EOPNOTSUPP or ENOSYS on some network shares.
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def place_new(tmp: str, final: str) -> None:
+    """Give the complete file `tmp` the name `final`, never replacing what is there
+    (FileExistsError); `tmp` may be left beside it, for the caller to remove. link() refuses to
+    replace, unlike rename(); where the file system has no hard links, a rename that refuses to
+    replace in one step (posix.rename_noreplace: Linux's exFAT, FAT and CIFS drivers); where it
+    has neither (FUSE file systems), a rename once the name is seen free, which another process
+    could beat in between: callers say why that is harmless for them."""
+    try:
+        os.link(tmp, final)
+        return
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+    if posix.rename_noreplace(tmp, final):
+        return
+    if os.path.lexists(final):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final)
+    os.rename(tmp, final)

@@ -24,6 +24,7 @@ from coffre.core.errors import (
     StorageFull,
     StoragePermissionDenied,
 )
+from coffre.core.files import place_new
 from coffre.core.i18n import _
 from coffre.storage.base import (
     KINDS,
@@ -42,9 +43,6 @@ from coffre.storage.base import (
 _TMP_PREFIX = ".tmp-"
 # Every stored name is a SHA-256 in hex; anything else in the folders is not ours.
 _NAME = re.compile(r"^[0-9a-f]{64}$")
-# What link() answers on a file system without hard links: EPERM on Linux (exFAT, FAT, FUSE),
-# EOPNOTSUPP or ENOSYS on some network shares.
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def _translate(exc: OSError, what: str) -> StorageError:
@@ -69,7 +67,6 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)
-        self._hard_links = True  # until the file system refuses one (_place)
 
     # -- layout ---------------------------------------------------------------------------
     def _folders(self, kind: str, name: str = "") -> tuple[str, ...]:
@@ -142,8 +139,13 @@ class LocalBackend:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+                # Never over another object (files.place_new). Where the file system offers
+                # neither hard links nor a rename that refuses to replace, another process can
+                # put the name there between the look and the rename, but only with the same
+                # bytes: every stored name is the SHA-256 of its content, and the config, the
+                # only other, is written only where there is none (init, repair config).
                 try:
-                    self._place(tmp, str(final))
+                    place_new(tmp, str(final))
                 except FileExistsError:
                     if final.read_bytes() != bytes(data):
                         raise ObjectExists(outcome(OTHER_OBJECT, doing(WRITING, handle))) from None
@@ -156,28 +158,6 @@ class LocalBackend:
             posix.fsync_dir(directory)
         except OSError as exc:
             raise _translate(exc, doing(WRITING, handle)) from exc
-
-    def _place(self, tmp: str, final: str) -> None:
-        """Give a complete temporary file its final name, never replacing an object there
-        (FileExistsError). link() refuses to replace, unlike rename(); where the file system
-        has no hard links (exFAT and FAT, the usual USB disks, some NAS shares), a rename that
-        refuses to replace; where it has neither (FUSE file systems), a rename once the name
-        is seen free. That last one can replace an object written by another process in
-        between, but only by the same bytes: every stored name is the SHA-256 of its content,
-        and the config, the only other, is written where there is none (init, repair config)."""
-        if self._hard_links:
-            try:
-                os.link(tmp, final)
-                return
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise
-                self._hard_links = False
-        if posix.rename_noreplace(tmp, final):
-            return
-        if os.path.lexists(final):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final)
-        os.rename(tmp, final)
 
     def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
         try:
