@@ -335,7 +335,7 @@ def exfat(tmp_path: Path) -> Iterator[Path]:
         try:
             yield point
         finally:
-            subprocess.run(["umount", str(point)], check=True)
+            subprocess.run(["umount", "--lazy", str(point)], check=True)
     finally:
         subprocess.run(["losetup", "--detach", device], check=True)
 

@@ -13,6 +13,7 @@ import pytest
 
 from coffre.core import posix
 from coffre.core.errors import ObjectExists
+from coffre.ops import casefold
 from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
 
@@ -116,3 +117,50 @@ def test_a_restore_onto_an_exfat_disk_keeps_contents_and_dates_and_warns_once_fo
     assert len(sticky) >= 2
     assert res.err.count("refused by the target") == 1
     assert f"the owners or modes of {len(sticky)} files and folders were refused by the target" in res.err
+
+
+def test_names_an_exfat_disk_takes_as_one_are_not_restored_over_each_other(
+        repo: Coffre, tmp_path: Path, exfat: Path) -> None:
+    """Facture.pdf and facture.pdf are two files on Linux, one entry on exFAT: the second is
+    an error (it was "left as it was", or written over the first with --overwrite always)."""
+    src = tmp_path / "src"
+    (src / "Docs").mkdir(parents=True)
+    (src / "docs").mkdir()
+    (src / "Facture.pdf").write_bytes(b"first")
+    (src / "facture.pdf").write_bytes(b"second")
+    (src / "Docs" / "a.txt").write_bytes(b"a")
+    (src / "docs" / "b.txt").write_bytes(b"b")
+    (src / "autre.txt").write_bytes(b"other")
+    age_tree(src)
+    repo.ok("backup", str(src))
+    assert ignores_case(exfat)
+    for overwrite in ("never", "always"):
+        res = repo("restore", "latest", "--target", str(exfat / "r"), "--overwrite", overwrite)
+        assert res.code == 1, res
+        assert "2 files could not be restored" in res.out
+        out = exfat / "r" / str(src).lstrip("/")
+        assert sorted(os.listdir(out)) == ["Docs", "Facture.pdf", "autre.txt"]
+        assert (out / "Facture.pdf").read_bytes() == b"first"
+        assert os.listdir(out / "Docs") == ["a.txt"]
+        for name, twin in (("facture.pdf", "Facture.pdf"), ("docs", "Docs")):
+            assert f"{out / name}: not restored: {twin} takes its place on the target" in res.err
+    # Where case counts (this machine's ext4), all of them are restored, and nothing is said.
+    ok = repo.ok("restore", "latest", "--target", str(tmp_path / "ext4"))
+    assert not ignores_case(tmp_path)
+    assert tree_digest(tmp_path / "ext4" / str(src).lstrip("/")) == tree_digest(src)
+    assert "takes its place" not in ok.err
+
+
+def ignores_case(folder: Path) -> bool:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return casefold.ignores_case(fd)
+    finally:
+        os.close(fd)
+
+
+def test_twins_are_the_names_after_a_first_one_of_the_same_letters() -> None:
+    assert casefold.twins([b"Facture.pdf", b"autre", b"facture.PDF", b"FACTURE.pdf", b"\xc9t\xc3"]) == {
+        b"facture.PDF": b"Facture.pdf", b"FACTURE.pdf": b"Facture.pdf"}
+    accented = ["Étude".encode(), "étude".encode(), b"etude"]
+    assert casefold.twins(accented) == {accented[1]: accented[0]}

@@ -47,6 +47,7 @@ from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format.snapshot import Snapshot
 from coffre.format.tree import Node
+from coffre.ops import casefold
 from coffre.ops.common import Problems, Reporter, quiet
 from coffre.ops.content import content_matches
 from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
@@ -188,6 +189,8 @@ class Restorer:
         self._devices_skipped = 0
         self._privileges_dropped = 0
         self._not_kept = 0  # entries whose owner or mode the target refused (NOT_KEPT)
+        self._ignores_case = False  # the target takes Facture.pdf for facture.pdf (ops/casefold.py)
+        self._twins: dict[bytes, bytes] = {}  # there: path -> a path before it, maybe the same entry
         self.dirs: TargetDirs  # opened by run
         self._extraneous: Extraneous | None = None  # --sync --delete: made by run
 
@@ -203,6 +206,7 @@ class Restorer:
         try:
             os.makedirs(self.root, exist_ok=True)
             self.dirs = TargetDirs(self.root)
+            self._ignores_case = casefold.ignores_case(self.dirs.root_fd)
         except OSError as exc:
             raise CoffreError(_("cannot create {target}: {reason}").format(
                 target=self.opts.target, reason=exc.strerror)) from None
@@ -292,6 +296,9 @@ class Restorer:
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], nodes: list[Node],
         dest: bytes | None, prefix: str, covered: bool, lost: str = "failed",
     ) -> None:
+        if self._ignores_case and dest is not None:
+            for name, twin in casefold.twins([node.name for node in nodes]).items():
+                self._twins[dest + b"/" + name] = dest + b"/" + twin
         for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
             bpath = os.fsencode(path)
@@ -490,6 +497,7 @@ class Restorer:
             os.mkdir(name, 0o700, dir_fd=folder)
             return True
         except FileExistsError:
+            self._check_twin(folder, name, path)
             if stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
                 return False
             if self.opts.overwrite == "never":
@@ -499,6 +507,15 @@ class Restorer:
             with self._lock:
                 self.stats.replaced += 1
             return True
+
+    def _check_twin(self, folder: int, name: bytes, path: bytes) -> None:
+        """Where the target ignores case, refuse a name whose place its twin of the same
+        folder took (ops/casefold.py): it is not there, whatever the target says."""
+        twin = self._twins.get(path)
+        if twin is not None and casefold.name_missing(folder, name):
+            raise CoffreError(_("not restored: {twin} takes its place on the target, which does not "
+                                "tell upper and lower case apart (a FAT or exFAT disk): restore it "
+                                "elsewhere").format(twin=os.fsdecode(twin.rpartition(b"/")[2])))
 
     def _left(self, decision: str, node: Node, path: bytes) -> None:
         """Count an entry left as it was (with --sync, an unchanged one gets the snapshot's
@@ -558,7 +575,7 @@ class Restorer:
             try:
                 return os.open(name, flags, 0o600, dir_fd=folder), None
             except FileExistsError:
-                pass
+                self._check_twin(folder, name, path)
             decision = self._decide(folder, name, path, node)
             if decision != REPLACE:
                 self._left(decision, node, path)
