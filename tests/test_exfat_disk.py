@@ -4,9 +4,11 @@ restore target (it keeps no owner and not every mode). tests/conftest.py's `exfa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from coffre.ops import casefold
 from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
 
-from conftest import Coffre, age_tree, tree_digest
+from conftest import Coffre, age_tree, snapshot_ids, tree_digest
 
 NAME = "ab" * 32
 
@@ -164,3 +166,49 @@ def test_twins_are_the_names_after_a_first_one_of_the_same_letters() -> None:
         b"facture.PDF": b"Facture.pdf", b"FACTURE.pdf": b"Facture.pdf"}
     accented = ["Étude".encode(), "étude".encode(), b"etude"]
     assert casefold.twins(accented) == {accented[1]: accented[0]}
+
+
+def test_a_usb_disk_pulled_out_during_a_backup(exfat: Path, pwfile: Path, tree: Path, tmp_path: Path) -> None:
+    """The disk goes away while a backup writes to it (here its FUSE process is killed: every
+    access then fails with ENOTCONN or ECONNABORTED, as an unplugged disk's with EIO). The backup fails and
+    says what to check; once the disk is back, what was saved before is whole and the next
+    backup goes through, the dead backup's lock notwithstanding."""
+    usb = Coffre(exfat / "coffre", pwfile, tmp_path / "cache")
+    usb.ok("init", "--pack-size", "1")
+    usb.ok("backup", str(tree))
+    before = {p for p in (exfat / "coffre" / "data").rglob("*") if p.is_file()}
+    proc = subprocess.Popen(usb.argv("backup", "--stdin", "--stdin-filename", "export.bin"), env=usb.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    pulled = False
+    try:
+        for _ in range(48):  # MiB, up to twice what the disk holds after its first packs
+            proc.stdin.write(os.urandom(1024 * 1024))
+            proc.stdin.flush()
+            if not pulled and {p for p in (exfat / "coffre" / "data").rglob("*") if p.is_file()} - before:
+                # A first new pack is on the disk: pull the disk out.
+                subprocess.run(["pkill", "-KILL", "-f", f"mount.exfat-fuse .* {exfat}$"], check=True)
+                pulled = True
+    except BrokenPipeError:  # the backup stopped reading: it failed
+        pass
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=120)
+    assert pulled
+    assert proc.returncode == 1, (out, err)
+    assert any(reason in err.decode() for reason in ("Transport endpoint is not connected",
+                                                     "Software caused connection abort"))
+    assert "check that the backup disk is still plugged in and mounted" in err.decode()
+    assert "Traceback" not in err.decode()
+    # Plugged in again.
+    device = subprocess.run(["findmnt", "--noheadings", "--output", "SOURCE", str(exfat)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    subprocess.run(["umount", "--lazy", str(exfat)], check=True)
+    subprocess.run(["mount.exfat-fuse", device, str(exfat)], check=True, capture_output=True)
+    assert "no errors were found" in usb.ok("check", "--read-data").out
+    usb.ok("restore", "latest", "--target", str(tmp_path / "r"))
+    assert tree_digest(tmp_path / "r" / str(tree).lstrip("/")) == tree_digest(tree)
+    usb.ok("backup", str(tree))
+    assert len(snapshot_ids(usb)) == 2

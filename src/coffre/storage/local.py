@@ -43,6 +43,11 @@ from coffre.storage.base import (
 _TMP_PREFIX = ".tmp-"
 # Every stored name is a SHA-256 in hex; anything else in the folders is not ours.
 _NAME = re.compile(r"^[0-9a-f]{64}$")
+# What a medium that went away answers: a USB disk pulled out (EIO, ENODEV, ENXIO; ENOTCONN
+# or, for a request under way, ECONNABORTED when it was mounted through FUSE, whose process is
+# gone), a network share lost (ESTALE, EHOSTDOWN).
+_GONE = {errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ENODEV, errno.ENXIO, errno.ESTALE,
+         errno.EHOSTDOWN}
 
 
 def _translate(exc: OSError, what: str) -> StorageError:
@@ -57,6 +62,12 @@ def _translate(exc: OSError, what: str) -> StorageError:
         return StorageFull(
             _("{what}: no space left on the backup medium").format(what=what),
             _("free space with 'coffre forget --max-size ... --prune' or use a larger medium"),
+        )
+    if exc.errno in _GONE:
+        return StorageError(
+            f"{what}: {exc.strerror or exc}",
+            _("check that the backup disk is still plugged in and mounted (or the network share "
+              "reachable), then run the command again: what was saved before stays whole"),
         )
     return StorageError(f"{what}: {exc.strerror or exc}")
 
