@@ -671,13 +671,18 @@ def lost_name(reports: list[str]) -> str:
     return said.split("the log piece ")[1].split(" ")[0]
 
 
-def test_restore_never_replaces_a_file(tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+def ship_one_commit(tmp_path: Path, repository: Repository, pharmacy: Pharmacy, rows: int) -> None:
+    """The database watched from its start, one transaction of `rows` rows, the log shipped."""
     spool = Spool(tmp_path / "spool")
     with SqliteMonitor(pharmacy.path, spool) as monitor:
         monitor.step()
-        pharmacy.commit(2)
+        pharmacy.commit(rows)
         monitor.step()
     shipper.ship(repository, spool)
+
+
+def test_restore_never_replaces_a_file(tmp_path: Path, repository: Repository, pharmacy: Pharmacy) -> None:
+    ship_one_commit(tmp_path, repository, pharmacy, 2)
     taken = tmp_path / "taken.db"
     taken.write_bytes(b"precious")
     with pytest.raises(CoffreError, match="never replaces"):
@@ -701,12 +706,7 @@ def test_restore_onto_an_exfat_disk_without_hard_links(
         tmp_path: Path, repository: Repository, pharmacy: Pharmacy, exfat: Path) -> None:
     """A USB disk's file system has no link(): the database is renamed into place instead,
     still never over a file."""
-    spool = Spool(tmp_path / "spool")
-    with SqliteMonitor(pharmacy.path, spool) as monitor:
-        monitor.step()
-        pharmacy.commit(3)
-        monitor.step()
-    shipper.ship(repository, spool)
+    ship_one_commit(tmp_path, repository, pharmacy, 3)
     restore_sqlite(repository, str(pharmacy.path), exfat / "officine.db")
     with pytest.raises(CoffreError, match="never replaces"):
         restore_sqlite(repository, str(pharmacy.path), exfat / "officine.db")

@@ -24,8 +24,8 @@ def ignores_case(folder: int) -> bool:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
     except OSError:
         return False
-    os.close(fd)
     try:
+        os.close(fd)
         os.stat(probe.upper(), dir_fd=folder, follow_symlinks=False)
         return True
     except OSError:

@@ -820,6 +820,10 @@ class Restorer:
         self._set_xattrs(fd, node, True)
         kept = self._keep(os.fchmod, fd, self._mode(node)) and kept
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+        self._count_kept(kept)
+
+    def _count_kept(self, kept: bool) -> None:
+        """Count an entry whose owner or mode the target refused, for the one warning."""
         if not kept:
             with self._lock:
                 self._not_kept += 1
@@ -874,9 +878,7 @@ class Restorer:
                     self._set_xattrs(itself.encode(), node, True)
                     kept = self._keep(os.chmod, itself, self._mode(node)) and kept
             os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=folder, follow_symlinks=False)
-            if not kept:
-                with self._lock:
-                    self._not_kept += 1
+            self._count_kept(kept)
         except OSError as exc:
             self._problem(path, exc)
 
