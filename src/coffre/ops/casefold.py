@@ -6,8 +6,8 @@ was, or (--overwrite always) wrote it over the first, and either way exited 0 wi
 A restore asks the target once (`ignores_case`: a probe file, looked up in upper case). Only
 where it ignores case are a folder's names compared (`twins`, folded more widely than any file
 system folds: a false suspicion costs a listing of the folder), and a name that then finds its
-place taken is checked to be missing from the folder's listing (`name_missing`: another name
-holds the place) before it is reported as not restored.
+place taken is checked to be missing from the folder's listing (`holder`: another name holds
+the place) before it is reported as not restored.
 """
 
 from __future__ import annotations
@@ -37,21 +37,29 @@ def ignores_case(folder: int) -> bool:
             pass
 
 
-def twins(names: list[bytes]) -> dict[bytes, bytes]:
-    """name -> the first name before it that may be the same entry on such a target."""
-    first: dict[str, bytes] = {}
-    out: dict[bytes, bytes] = {}
+def twins(names: list[bytes]) -> dict[bytes, list[bytes]]:
+    """name -> the other names of its folder that may be the same entry on such a target, for
+    every name of such a group, the first one included: which of them the restore creates first
+    depends on their sizes and on its threads, not on their order in the folder."""
+    groups: dict[str, list[bytes]] = {}
     for name in names:
-        key = os.fsdecode(name).casefold()
-        if key in first:
-            out[name] = first[key]
-        else:
-            first[key] = name
-    return out
+        groups.setdefault(os.fsdecode(name).casefold(), []).append(name)
+    return {name: [other for other in group if other != name]
+            for group in groups.values() if len(group) > 1 for name in group}
 
 
-def name_missing(folder: int, name: bytes) -> bool:
-    """Whether an open folder lists no entry of exactly this name (one it found under this
-    name is then another's). Its listing, not inode numbers: FUSE gives each name looked up
-    a number of its own."""
-    return os.fsdecode(name) not in os.listdir(folder)
+def holder(folder: int, name: bytes) -> str | None:
+    """The name an open folder lists in this one's place (same letters, another case), None if
+    it lists this very name, or "" if neither. The listing, not inode numbers: FUSE gives each
+    name looked up a number of its own. Read through a descriptor of its own: a listing moves
+    its descriptor's position, which threads sharing the folder's would see."""
+    wanted = os.fsdecode(name)
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder)
+    try:
+        listed = os.listdir(fd)
+    finally:
+        os.close(fd)
+    if wanted in listed:
+        return None
+    key = wanted.casefold()
+    return next((other for other in listed if other.casefold() == key), "")

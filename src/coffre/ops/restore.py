@@ -190,7 +190,7 @@ class Restorer:
         self._privileges_dropped = 0
         self._not_kept = 0  # entries whose owner or mode the target refused (NOT_KEPT)
         self._ignores_case = False  # the target takes Facture.pdf for facture.pdf (ops/casefold.py)
-        self._twins: dict[bytes, bytes] = {}  # there: path -> a path before it, maybe the same entry
+        self._twins: dict[bytes, list[bytes]] = {}  # there: path -> names that may be the same entry
         self.dirs: TargetDirs  # opened by run
         self._extraneous: Extraneous | None = None  # --sync --delete: made by run
 
@@ -297,8 +297,8 @@ class Restorer:
         dest: bytes | None, prefix: str, covered: bool, lost: str = "failed",
     ) -> None:
         if self._ignores_case and dest is not None:
-            for name, twin in casefold.twins([node.name for node in nodes]).items():
-                self._twins[dest + b"/" + name] = dest + b"/" + twin
+            for name, others in casefold.twins([node.name for node in nodes]).items():
+                self._twins[dest + b"/" + name] = others
         for node in nodes:
             path = prefix + "/" + os.fsdecode(node.name)
             bpath = os.fsencode(path)
@@ -511,11 +511,14 @@ class Restorer:
     def _check_twin(self, folder: int, name: bytes, path: bytes) -> None:
         """Where the target ignores case, refuse a name whose place its twin of the same
         folder took (ops/casefold.py): it is not there, whatever the target says."""
-        twin = self._twins.get(path)
-        if twin is not None and casefold.name_missing(folder, name):
+        others = self._twins.get(path)
+        if not others:
+            return
+        holder = casefold.holder(folder, name)
+        if holder is not None:
             raise CoffreError(_("not restored: {twin} takes its place on the target, which does not "
                                 "tell upper and lower case apart (a FAT or exFAT disk): restore it "
-                                "elsewhere").format(twin=os.fsdecode(twin.rpartition(b"/")[2])))
+                                "elsewhere").format(twin=holder or os.fsdecode(others[0])))
 
     def _left(self, decision: str, node: Node, path: bytes) -> None:
         """Count an entry left as it was (with --sync, an unchanged one gets the snapshot's

@@ -46,7 +46,7 @@ _NAME = re.compile(r"^[0-9a-f]{64}$")
 # What a medium that went away answers: a USB disk pulled out (EIO, ENODEV, ENXIO; ENOTCONN
 # or, for a request under way, ECONNABORTED when it was mounted through FUSE, whose process is
 # gone), a network share lost (ESTALE, EHOSTDOWN).
-_GONE = {errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ENODEV, errno.ENXIO, errno.ESTALE,
+_GONE = {errno.ENOTCONN, errno.ECONNABORTED, errno.ENODEV, errno.ENXIO, errno.ESTALE,
          errno.EHOSTDOWN}
 
 
@@ -68,6 +68,13 @@ def _translate(exc: OSError, what: str) -> StorageError:
             f"{what}: {exc.strerror or exc}",
             _("check that the backup disk is still plugged in and mounted (or the network share "
               "reachable), then run the command again: what was saved before stays whole"),
+        )
+    if exc.errno == errno.EIO:  # unplugged, or a failing disk: nothing can be promised
+        return StorageError(
+            f"{what}: {exc.strerror or exc}",
+            _("the backup disk could not read or write: check that it is still plugged in, then run "
+              "coffre check --read-data to learn whether what it holds is whole (a disk that fails "
+              "again is failing: replace it)"),
         )
     return StorageError(f"{what}: {exc.strerror or exc}")
 
