@@ -41,6 +41,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 from coffre import __version__
 from coffre.chunker import Chunker, is_page_structured
 from coffre.chunker.align import Aligner
+from coffre.core import posix
 from coffre.core.errors import CoffreError, ObjectNotFound, StorageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
@@ -60,7 +61,7 @@ from coffre.sources.databases.base import Database
 from coffre.sources.databases.command import stream_command
 from coffre.sources.files import Excluder, node_from_stat
 from coffre.sources.patterns import escape
-from coffre.sources.prefetch import Prefetcher, ReadAhead
+from coffre.sources.prefetch import OpenAhead, Prefetcher, ReadAhead, open_to_read
 from coffre.sources.scan import Scanner, start_scanner
 from coffre.storage.base import Handle
 
@@ -156,6 +157,9 @@ T = TypeVar("T")
 # Small files go to the workers in batches of up to this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 2 * 1024 * 1024
+# Open files the backup needs besides the batches' (packs, caches, the lock, databases, the
+# walk's folders, the connections of a remote repository).
+OPEN_RESERVE = 128
 
 
 @dataclass
@@ -251,6 +255,10 @@ class Backup:
         workers = options.workers or max(2, os.cpu_count() or 2)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pack")
         self.slots = threading.BoundedSemaphore(workers * 3)
+        # Small files opened ahead by each worker reading a batch, within the open files limit
+        # (batches in flight: up to 3 a worker, one being read).
+        limit = posix.open_files_limit(OPEN_RESERVE + workers * BATCH_FILES)
+        self.open_ahead = max(1, min(BATCH_FILES, (limit - OPEN_RESERVE) // workers))
         self.start_ns = repo.clock.now_ns()
         self._root_dev: int | None = None
         self.previous = PreviousVersions(repo, None)
@@ -403,34 +411,29 @@ class Backup:
             self.stats.files_new += 1
         return read.content
 
-    def _read_file(self, item: _Planned, inline: bool) -> _Read:
+    def _read_file(self, item: _Planned, inline: bool, opened: int | OSError | None = None) -> _Read:
         """Read and store one file. `inline`: store the chunks in this thread (a worker reading
-        a batch of small files) instead of handing them to the workers."""
+        a batch of small files) instead of handing them to the workers. `opened`: the file
+        already opened (sources/prefetch.OpenAhead), or why it could not be."""
         path, previous = item.path, item.previous
         try:
-            # O_NONBLOCK: a file replaced by a fifo since lstat must not hang the backup.
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
-            try:
-                fd = os.open(path, flags)
-            except PermissionError:
-                fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
+            fd = open_to_read(path) if opened is None else opened
         except OSError as exc:
             return _Read(error=exc)
-        # Checked before anything else: a folder opens read-only too (and fdopen refuses it).
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            os.close(fd)
-            return _Read(error=OSError(errno.EINVAL, _("replaced by something that is not a file "
-                                                       "during the backup")))
-        with os.fdopen(fd, "rb", buffering=0) as f:
+        if isinstance(fd, OSError):
+            return _Read(error=fd)
+        try:
+            # Checked before anything else: a folder opens read-only too.
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return _Read(error=OSError(errno.EINVAL, _("replaced by something that is not a file "
+                                                           "during the backup")))
             os.set_blocking(fd, True)
-            small = before.st_size < self.chunker.params.min_size
-            reader = _CountingReader(f if small else ReadAhead(f), self.progress)  # type: ignore[arg-type]
-            streamed = False  # the bytes go to the progress through the reader
-            try:
-                head = f.read(self.chunker.params.min_size) if small else b""
-                if small and not f.read(1):
-                    reader.count = len(head)
+            min_size = self.chunker.params.min_size
+            if before.st_size < min_size:
+                # Small: read here, two system calls, the second to see the end of the file.
+                head = os.read(fd, min_size)
+                if len(head) < min_size and not os.read(fd, 1):
                     ancestor = previous[0][0] if previous and len(previous) == 1 else None
                     if not head:
                         content: Content = []
@@ -438,27 +441,31 @@ class Backup:
                         content = [self._store_chunk(head, ancestor)]
                     else:
                         content = [self._submit(head, ancestor)]
-                else:  # large, or grew past the small-file size while being read
-                    if self.progress is not NULL_PROGRESS:
-                        self.progress.advance(current=os.fsdecode(path))
-                    streamed = True
-                    fixed = is_page_structured(path, os.pread(fd, 16, 0))
-                    f.seek(0)
-                    volatile = before.st_size >= VOLATILE_SIZE or path.lower().endswith(VOLATILE_SUFFIXES)
-                    content = self._read_stream(reader, previous, fixed, inline, volatile)  # type: ignore[arg-type]
-            except OSError as exc:
-                return _Read(error=exc)
+                    after = os.fstat(fd)
+                    return _Read(content=content, size=len(head), changed=_changed(before, after))
+                os.lseek(fd, 0, os.SEEK_SET)  # grew past the small-file size while being read
+            if self.progress is not NULL_PROGRESS:
+                self.progress.advance(current=os.fsdecode(path))
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                reader = _CountingReader(ReadAhead(f), self.progress)  # type: ignore[arg-type]
+                fixed = is_page_structured(path, os.pread(fd, 16, 0))
+                volatile = before.st_size >= VOLATILE_SIZE or path.lower().endswith(VOLATILE_SUFFIXES)
+                content = self._read_stream(reader, previous, fixed, inline, volatile)  # type: ignore[arg-type]
             after = os.fstat(fd)
-        changed = (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
-            after.st_mtime_ns, after.st_size, after.st_ctime_ns
-        )
-        return _Read(content=content, size=reader.count, changed=changed, streamed=streamed)
+            return _Read(content=content, size=reader.count, changed=_changed(before, after), streamed=True)
+        except OSError as exc:
+            return _Read(error=exc)
+        finally:
+            os.close(fd)
 
     def _read_batch(self, batch: list[_Planned]) -> list[_Read]:
         """Worker: read and store a batch of small files (their disk reads then overlap with
         the walk, and one task replaces dozens of tiny ones)."""
-        Prefetcher([(item.path, item.st.st_size) for item in batch]).reading(0)  # all in flight
-        return [self._read_file(item, inline=True) for item in batch]
+        files = OpenAhead([(item.path, item.st.st_size) for item in batch], self.open_ahead)
+        try:
+            return [self._read_file(item, True, files.take(i)) for i, item in enumerate(batch)]
+        finally:
+            files.close()
 
     def _error(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
@@ -958,6 +965,12 @@ class _CountingReader:
         self.count += len(data)
         self.progress.advance(nbytes=len(data))
         return data
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    """Whether a file was modified while it was read."""
+    return (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
+        after.st_mtime_ns, after.st_size, after.st_ctime_ns)
 
 
 def _exact_pattern(path: str) -> str:
