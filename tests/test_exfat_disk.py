@@ -16,10 +16,13 @@ import pytest
 from coffre.core import posix
 from coffre.core.errors import ObjectExists, StorageError
 from coffre.ops import casefold
+from coffre.ops.restore import RestoreOptions, Restorer
+from coffre.ops.target import keeps_modes
+from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
 from coffre.storage.local import LocalBackend
 
-from conftest import Coffre, age_tree, snapshot_ids, tree_digest
+from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
 
 NAME = "ab" * 32
 
@@ -123,11 +126,52 @@ def test_a_restore_onto_an_exfat_disk_keeps_contents_and_dates_and_warns_once_fo
         assert abs(copy.stat().st_mtime - original.stat().st_mtime) < 2, copy
     assert not stat.S_IMODE((out / "partage").stat().st_mode) & stat.S_ISVTX
     assert "error" not in res.err
-    # The folders above the backed-up one are restored too: /tmp is sticky as well.
-    sticky = [p for p in [*src.parents[:-1], shared] if p.stat().st_mode & stat.S_ISVTX]
-    assert shared in sticky
-    assert res.err.count("refused by the target") == 1
-    assert f"the owners or modes of {len(sticky)} files and folders were refused by the target" in res.err
+    # exfat-fuse refuses the sticky bit (EPERM) and takes any other mode without keeping it:
+    # one warning says so for all, not a count of the refusals only.
+    modes = [stat.S_IMODE(p.stat().st_mode) for p in (out / "notes.txt", src / "notes.txt")]
+    assert modes[0] != modes[1]
+    assert res.err.count("the target does not keep modes or owners") == 1
+    assert "refused by the target" not in res.err
+    ok = repo("restore", "latest", "--target", str(tmp_path / "ext4"))
+    assert ok.code == 0 and "keep modes" not in ok.err
+
+
+def test_a_target_that_refuses_some_modes_counts_them(
+        repo: Coffre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux's own exFAT driver, or a network share, refuses a mode (EPERM) rather than
+    ignore it: each refusal is counted into one warning."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(b"x")
+    repo.ok("backup", str(src))
+    stored = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    stored.load_index()
+    real_fchmod = os.fchmod
+
+    def refuse_files(fd: int, mode: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size == 1:  # the 3 files only
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        real_fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", refuse_files)
+    problems = Restorer(stored, RestoreOptions(target=str(tmp_path / "r"))).run(stored.snapshots()[0])
+    assert not problems.errors
+    assert problems.warnings == ["the owners or modes of 3 files and folders were refused by the target "
+                                 "(a FAT or exFAT disk keeps neither, some network shares no owner): "
+                                 "their contents and dates are restored"]
+    assert all((tmp_path / "r" / str(src).lstrip("/") / f"f{i}").read_bytes() == b"x" for i in range(3))
+
+
+def test_the_mode_probe_tells_a_disk_that_keeps_modes_from_one_that_does_not(
+        tmp_path: Path, exfat: Path) -> None:
+    for folder, kept in ((tmp_path, True), (exfat, False)):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert keeps_modes(fd) is kept
+        finally:
+            os.close(fd)
+        assert not [p for p in folder.iterdir() if p.name.startswith(".coffre-mode-")]
 
 
 def test_names_an_exfat_disk_takes_as_one_are_not_restored_over_each_other(

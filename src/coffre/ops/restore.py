@@ -53,7 +53,7 @@ from coffre.ops.content import content_matches
 from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
 from coffre.ops.selection import Selection
 from coffre.ops.sync import Extraneous, check_options, check_target
-from coffre.ops.target import KEPT_PER_THREAD, TargetDirs
+from coffre.ops.target import KEPT_PER_THREAD, TargetDirs, keeps_modes
 from coffre.repository.repo import Repository
 
 ZERO = bytes(16 * 1024 * 1024)
@@ -189,6 +189,7 @@ class Restorer:
         self._devices_skipped = 0
         self._privileges_dropped = 0
         self._not_kept = 0  # entries whose owner or mode the target refused (NOT_KEPT)
+        self._keeps_modes = True  # False: the target gives every file a mode of its own
         self._ignores_case = False  # the target takes Facture.pdf for facture.pdf (ops/casefold.py)
         self._twins: dict[bytes, list[bytes]] = {}  # there: path -> names that may be the same entry
         self.dirs: TargetDirs  # opened by run
@@ -207,6 +208,7 @@ class Restorer:
             os.makedirs(self.root, exist_ok=True)
             self.dirs = TargetDirs(self.root)
             self._ignores_case = casefold.ignores_case(self.dirs.root_fd)
+            self._keeps_modes = keeps_modes(self.dirs.root_fd)
         except OSError as exc:
             raise CoffreError(_("cannot create {target}: {reason}").format(
                 target=self.opts.target, reason=exc.strerror)) from None
@@ -250,7 +252,12 @@ class Restorer:
                 "owners too, keeps them",
                 "setuid/setgid bits removed from {n} files: only a restore as root, which restores "
                 "owners too, keeps them", self._privileges_dropped).format(n=self._privileges_dropped))
-        if self._not_kept:
+        if not self._keeps_modes:
+            self.problems.warnings.append(_(
+                "the target does not keep modes or owners (a FAT or exFAT disk gives every file "
+                "the same ones): the contents and dates of files and folders are restored, their "
+                "modes and owners are not"))
+        elif self._not_kept:
             self.problems.warnings.append(ngettext(
                 "the owner or mode of {n} file or folder was refused by the target (a FAT or exFAT "
                 "disk keeps neither, some network shares no owner): its content and dates are "

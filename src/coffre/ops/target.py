@@ -17,6 +17,8 @@ the target. A kept folder that is renamed meanwhile is still the real folder, in
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -113,3 +115,26 @@ class TargetDirs:
             yield f"/proc/self/fd/{fd}"
         finally:
             os.close(fd)
+
+
+def keeps_modes(folder: int) -> bool:
+    """Whether the file system of this open folder keeps the mode a file is given. A FAT or
+    exFAT disk keeps none: Linux's own drivers refuse a mode that differs from the mount's
+    (EPERM, counted entry by entry), but exfat-fuse accepts every chmod and keeps nothing, so
+    only reading a mode back tells. True when it cannot be asked (a read-only target)."""
+    probe = f".coffre-mode-{secrets.token_hex(6)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+    except OSError:
+        return True
+    try:
+        os.fchmod(fd, 0o640)
+        return stat.S_IMODE(os.fstat(fd).st_mode) == 0o640
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(probe, dir_fd=folder)
+        except OSError:
+            pass
