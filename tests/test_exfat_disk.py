@@ -169,9 +169,10 @@ def test_the_mode_probe_tells_a_disk_that_keeps_modes_from_one_that_does_not(
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             assert keeps_modes(fd) is kept
+            assert casefold.ignores_case(fd) is not kept  # exFAT: neither; ext4: both
         finally:
             os.close(fd)
-        assert not [p for p in folder.iterdir() if p.name.startswith(".coffre-mode-")]
+        assert not [p for p in folder.iterdir() if p.name.startswith(".coffre-")]  # probes removed
 
 
 def test_names_an_exfat_disk_takes_as_one_are_not_restored_over_each_other(

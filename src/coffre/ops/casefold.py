@@ -13,28 +13,21 @@ the place) before it is reported as not restored.
 from __future__ import annotations
 
 import os
-import secrets
+
+from coffre.ops.target import probe_file
 
 
 def ignores_case(folder: int) -> bool:
     """Whether the file system of this open folder finds a name in another case; False when it
     cannot be asked (a read-only target: the restore says so itself)."""
-    probe = f".coffre-case-{secrets.token_hex(6)}-a"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
-    except OSError:
-        return False
-    try:
-        os.close(fd)
-        os.stat(probe.upper(), dir_fd=folder, follow_symlinks=False)
-        return True
-    except OSError:
-        return False
-    finally:
+    with probe_file(folder, "case") as probe:
+        if probe is None:
+            return False
         try:
-            os.unlink(probe, dir_fd=folder)
+            os.stat(probe[1].upper(), dir_fd=folder, follow_symlinks=False)
+            return True
         except OSError:
-            pass
+            return False
 
 
 def twins(names: list[bytes]) -> dict[bytes, list[bytes]]:

@@ -117,24 +117,36 @@ class TargetDirs:
             os.close(fd)
 
 
+@contextmanager
+def probe_file(folder: int, kind: str) -> Iterator[tuple[int, str] | None]:
+    """A new empty file in an open folder, (fd, name), to ask its file system a question; None
+    if none can be made (a read-only target). Closed and removed afterwards."""
+    name = f".coffre-{kind}-{secrets.token_hex(6)}-a"
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd, name
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(name, dir_fd=folder)
+        except OSError:
+            pass
+
+
 def keeps_modes(folder: int) -> bool:
     """Whether the file system of this open folder keeps the mode a file is given. A FAT or
     exFAT disk keeps none: Linux's own drivers refuse a mode that differs from the mount's
     (EPERM, counted entry by entry), but exfat-fuse accepts every chmod and keeps nothing, so
     only reading a mode back tells. True when it cannot be asked (a read-only target)."""
-    probe = f".coffre-mode-{secrets.token_hex(6)}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
-    except OSError:
-        return True
-    try:
-        os.fchmod(fd, 0o640)
-        return stat.S_IMODE(os.fstat(fd).st_mode) == 0o640
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    with probe_file(folder, "mode") as probe:
+        if probe is None:
+            return True
         try:
-            os.unlink(probe, dir_fd=folder)
+            os.fchmod(probe[0], 0o640)
+            return stat.S_IMODE(os.fstat(probe[0]).st_mode) == 0o640
         except OSError:
-            pass
+            return False
