@@ -14,6 +14,7 @@ from pathlib import Path
 
 from coffre.chunker import ChunkerParams
 from coffre.core.errors import EXIT_PARTIAL
+from coffre.ops.backup import BATCHED_FILE_MAX
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
 from test_lease import wait_stopped
@@ -30,7 +31,8 @@ def test_entries_changing_type_during_the_backup_are_skipped_not_crashed(
     rnd = random.Random(3)
     big = src / "a-big.bin"
     big.write_bytes(rnd.randbytes(6_000_000))  # read first; its packs are written meanwhile
-    (src / "b-doc.pdf").write_bytes(rnd.randbytes(200_000))  # read after it, by the same thread
+    # Read after it, by the same thread: the walk reads files from BATCHED_FILE_MAX up.
+    (src / "b-doc.pdf").write_bytes(rnd.randbytes(BATCHED_FILE_MAX + 200_000))
     (src / "c-folder").mkdir()
     (src / "c-folder" / "inside.txt").write_text("bonjour\n")
     age_tree(src)

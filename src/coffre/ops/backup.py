@@ -1,7 +1,8 @@
 """Backup: walk the sources, chunk, deduplicate, compress, encrypt, pack; commit a snapshot.
 
-Pipeline: the calling thread walks the tree, reads and chunks files (pyfastcdc releases the
-GIL); a pool of workers hashes, compresses, encrypts and packs each chunk. A bounded
+Pipeline: the calling thread walks the tree, reads and chunks large files (pyfastcdc releases
+the GIL); a pool of workers hashes, compresses, encrypts and packs each chunk, and reads the
+files under BATCHED_FILE_MAX itself, in batches. A bounded
 semaphore caps the chunks in flight, so memory stays flat whatever the data size. A folder's
 listing is stored once its files are, but the walk does not wait for that: it goes on to the
 next folders (WALK_AHEAD at most), so the workers are not left idle while it lists and plans
@@ -157,6 +158,12 @@ T = TypeVar("T")
 # Small files go to the workers in batches of up to this many files or bytes.
 BATCH_FILES = 64
 BATCH_BYTES = 2 * 1024 * 1024
+# Files below this size are read (and cut into chunks) by a worker as part of a batch; larger
+# ones by the walk, which hands their chunks to the workers. Documents and scans of a few
+# hundred KiB then spread over the workers instead of waiting for the one thread that walks:
+# initial backup of a /usr/share copy (1,622 of its files are 64 KiB to a few MiB) 3-11 %
+# faster than with only the files under the smallest chunk size batched.
+BATCHED_FILE_MAX = 4 * 1024 * 1024
 # Open files the backup needs besides the batches' (packs, caches, the lock, databases, the
 # walk's folders, the connections of a remote repository).
 OPEN_RESERVE = 128
@@ -550,8 +557,7 @@ class Backup:
         prefix = path.rstrip(b"/") + b"/"
         planned = [item for item in (self._plan(name, prefix + name) for name in names) if item]
         self._consult_cache(planned)
-        small = self.chunker.params.min_size
-        in_batches = [item for item in planned if item.read and item.st.st_size < small]
+        in_batches = [item for item in planned if item.read and item.st.st_size < BATCHED_FILE_MAX]
         batched = self._batch(in_batches)
         prefetch = Prefetcher(
             [(item.path, item.st.st_size) for item in planned if item.read and item.path not in batched]
