@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from coffre.core.cachedir import cache_home
@@ -42,6 +43,28 @@ def repo_cache_dir(repo_id: bytes, root: Path | None = None) -> Path:
     return folder
 
 
+def _use_wal(db: sqlite3.Connection, attempts: int = 2400) -> None:
+    """Switch the cache to its write-ahead log (kept in the file: once is enough). SQLite
+    answers "database is locked" at once, without waiting, when two processes switch a new
+    cache at the same moment (two first backups started together): the mode is then read
+    back, and the switch tried again until one of them made it (120 s at most, the timeout of
+    every other wait on the cache)."""
+    for _ in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.05)
+    db.execute("PRAGMA journal_mode=WAL")  # its error, if it still fails
+
+
 class RepoCache:
     def __init__(self, repo_id: bytes, root: Path | None = None) -> None:
         self.dir = repo_cache_dir(repo_id, root)
@@ -51,7 +74,7 @@ class RepoCache:
         # A write-ahead log, synced at checkpoints only: a commit costs no fsync (a first backup
         # of 55,000 small files commits 110 times), and a crash can lose the last commits but
         # never corrupts the file. A lost entry only means a file read again.
-        self.db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self.db)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._pending = 0
         self._rows: list[tuple[int | bytes, ...]] = []
