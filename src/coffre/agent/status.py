@@ -45,6 +45,7 @@ from coffre.agent.records import (
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import N_, _
 from coffre.core.private import narrow
+from coffre.core.sqlite_wal import use_wal
 
 FILE_NAME = "agent.sqlite"
 SCHEMA_VERSION = 2
@@ -166,7 +167,7 @@ class StatusStore:
             raise self._error(exc) from exc
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            use_wal(self._db, BUSY_TIMEOUT)
             self._db.execute("PRAGMA synchronous = FULL")
             self._migrate()
         except sqlite3.Error as exc:

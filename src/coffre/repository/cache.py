@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from coffre.core.cachedir import cache_home
 from coffre.core.private import narrow, private_dir
+from coffre.core.sqlite_wal import use_wal
 from coffre.format.codec import ID_LEN
 
+# Several backups may share the cache: each waits this long for the others' transactions.
+WAIT_S = 120
 QUERY_PATHS = 500  # below SQLite's limit on query parameters (999 in old versions)
 SQLITE_MIN, SQLITE_MAX = -(2**63), 2**63
 SQLITE_INT = range(SQLITE_MIN, SQLITE_MAX)  # an INTEGER column holds int64 only
@@ -43,38 +45,15 @@ def repo_cache_dir(repo_id: bytes, root: Path | None = None) -> Path:
     return folder
 
 
-def _use_wal(db: sqlite3.Connection, attempts: int = 2400) -> None:
-    """Switch the cache to its write-ahead log (kept in the file: once is enough). SQLite
-    answers "database is locked" at once, without waiting, when two processes switch a new
-    cache at the same moment (two first backups started together): the mode is then read
-    back, and the switch tried again until one of them made it (120 s at most, the timeout of
-    every other wait on the cache)."""
-    for _ in range(attempts):
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            try:
-                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                    return
-            except sqlite3.OperationalError:
-                pass
-            time.sleep(0.05)
-    db.execute("PRAGMA journal_mode=WAL")  # its error, if it still fails
-
-
 class RepoCache:
     def __init__(self, repo_id: bytes, root: Path | None = None) -> None:
         self.dir = repo_cache_dir(repo_id, root)
         _read_ahead(self.dir / "cache.sqlite")
-        # Several backups may share the cache: wait for each other's short transactions.
-        self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=120, check_same_thread=False)
+        self.db = sqlite3.connect(self.dir / "cache.sqlite", timeout=WAIT_S, check_same_thread=False)
         # A write-ahead log, synced at checkpoints only: a commit costs no fsync (a first backup
         # of 55,000 small files commits 110 times), and a crash can lose the last commits but
         # never corrupts the file. A lost entry only means a file read again.
-        _use_wal(self.db)
+        use_wal(self.db, WAIT_S)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._pending = 0
         self._rows: list[tuple[int | bytes, ...]] = []

@@ -28,6 +28,7 @@ from coffre.agent.alerts.webhook import WebhookChannel
 from coffre.agent.health import Problem
 from coffre.agent.model import Config
 from coffre.core.i18n import _
+from coffre.core.sqlite_wal import use_wal
 
 RETRY_PAUSES = (60.0, 300.0, 1800.0)  # after the 1st, 2nd, 3rd failed attempt
 HOURLY = 3600.0  # after that, and after a permanent error
@@ -123,7 +124,7 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
     db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
         db.execute("PRAGMA busy_timeout = 30000")
-        db.execute("PRAGMA journal_mode = WAL")
+        use_wal(db, 30.0)
         db.execute("PRAGMA synchronous = FULL")
         yield db
     finally:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _
+from coffre.core.sqlite_wal import use_wal
 from coffre.server.db import tables
 
 SCHEMA_VERSION = 2
@@ -147,7 +148,7 @@ def _engine(url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            use_wal(dbapi_conn, 60)
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
