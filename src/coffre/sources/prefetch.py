@@ -118,7 +118,7 @@ class ReadAhead:
         self.raw = raw
         self._fd = raw.fileno()
         self._pos = 0
-        self._announced = PER_FILE  # the Prefetcher did the start
+        self._announced = PER_FILE  # the Prefetcher or OpenAhead did the start
 
     def readinto(self, buf: memoryview) -> int:
         n = self.raw.readinto(buf)  # type: ignore[attr-defined]
