@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 
 from proxy import CountingProxy
 from run import SHARED_BENCH, drop_caches, identical, timed, tree_sizes
-from tools import ensure_installed, in_turn
+from tools import bytecode_env, compile_coffre, ensure_installed, in_turn
 
 from servers import SeaweedFS
 
@@ -121,11 +121,12 @@ def tool_env(name: str, port: int, home: Path, token_file: Path | None = None) -
         assert token_file is not None
         return {"COFFRE_REPOSITORY": f"http://127.0.0.1:{port}/bench",
                 "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
-                "COFFRE_STATE_DIR": str(home / "state"), "COFFRE_SERVER_TOKEN_FILE": str(token_file)}
+                "COFFRE_STATE_DIR": str(home / "state"), "COFFRE_SERVER_TOKEN_FILE": str(token_file),
+                **bytecode_env(home)}
     if name == "coffre":
         return {"COFFRE_REPOSITORY": f"s3+http://127.0.0.1:{port}/coffre-bench/repo",
                 "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
-                "COFFRE_STATE_DIR": str(home / "state")}
+                "COFFRE_STATE_DIR": str(home / "state"), **bytecode_env(home)}
     return {"RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{port}/restic-bench",
             "RESTIC_PASSWORD_FILE": str(password), "RESTIC_CACHE_DIR": str(home / "cache")}
 
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="this run's number among several (0, 1, 2...): the tool that starts")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
+    compile_coffre()
     ensure_installed([t for t in tools if not t.startswith("coffre")])
     pristine = pristine_tree(args.out, args.size_mib, args.small_files)
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tools import TOOLS, Coffre, Tool, ensure_installed, in_turn
+from tools import TOOLS, Coffre, Tool, compile_coffre, ensure_installed, in_turn
 
 # The data set generator lives in the project's shared folder, beside the repository
 # (COFFRE_SHARED_BENCH names another place).
@@ -136,6 +136,7 @@ def live_one_day(tree: Path, seed: int | None = None, db_fraction: float | None 
 def initialise(tool: Tool) -> None:
     """A fresh repository for the tool, untimed (for coffre, this also writes its bytecode)."""
     tool.home.mkdir(parents=True, exist_ok=True)
+    compile_coffre()
     subprocess.run(tool.init_argv(), env={**os.environ, **tool.env()}, cwd=tool.home, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -275,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
     ap.add_argument("--warm", action="store_true", help="do not drop the page cache")
     ap.add_argument("--no-bytecode", action="store_true",
-                    help="coffre compiles its source at every command (no cached bytecode, as an "
-                         "installed coffre has)")
+                    help="coffre compiles every module it imports at every command (no cached "
+                         "bytecode, which an installed coffre has)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--sets", help="several data sets, e.g. 'small,small:2,500:3' (size or 'small', then "
                                    ":SEED): each is run as above, then Coffre/restic per set with the "

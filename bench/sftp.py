@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 
 from remote import STEPS, fresh_home, pristine_tree
 from run import SHARED_BENCH, drop_caches, identical, timed
-from tools import ensure_installed, in_turn
+from tools import bytecode_env, compile_coffre, ensure_installed, in_turn
 
 from servers import SSHServer
 
@@ -39,7 +39,7 @@ def tool_setup(name: str, server: SSHServer, home: Path) -> tuple[dict[str, str]
     if name == "coffre":
         return ({"COFFRE_REPOSITORY": server.url(str(home / "repo")), "COFFRE_PASSWORD_FILE": str(password),
                  "COFFRE_CACHE_DIR": str(home / "cache"), "COFFRE_STATE_DIR": str(home / "state"),
-                 **server.env()}, [])
+                 **server.env(), **bytecode_env(home)}, [])
     ssh = (f"ssh -p {server.port} -i {server.client_key} -o UserKnownHostsFile={server.known_hosts} "
            f"-o BatchMode=yes -o IdentitiesOnly=yes {server.user}@127.0.0.1 -s sftp")
     return ({"RESTIC_REPOSITORY": f"sftp:{server.user}@127.0.0.1:{home / 'repo'}",
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
     args = ap.parse_args(argv)
     tools = ("coffre", "restic")
+    compile_coffre()
     ensure_installed(["restic"])
     pristine = pristine_tree(args.out, args.size_mib, args.small_files)
     args.out.mkdir(parents=True, exist_ok=True)
