@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +134,28 @@ def test_local_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> N
     b.create()
     b.save(Handle("index", "1" * 64), b"x" * 1000)
     assert [p.name for p in (tmp_path / "r" / "index").iterdir()] == ["1" * 64]
+
+
+def resident_bytes(path: Path) -> int:
+    """How much of a file the system keeps in memory (util-linux's fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+def test_local_packs_written_leave_no_copy_in_memory(tmp_path: Path) -> None:
+    # A backup never reads its packs back: once synced, their cached copy is given back to
+    # the system (posix.drop_cached), so an initial backup does not fill the memory with them.
+    # An index is read again by the same command and stays.
+    b = LocalBackend(tmp_path / "r")
+    b.create()
+    body = os.urandom(4 * 1024 * 1024)
+    pack, index = Handle("data", sha(body)), Handle("index", sha(body + b"i"))
+    b.save(pack, body)
+    b.save(index, body)
+    assert resident_bytes(tmp_path / "r" / "data" / pack.name[:2] / pack.name) == 0
+    assert resident_bytes(tmp_path / "r" / "index" / index.name) == len(body)
+    assert b.load(pack) == body
 
 
 def test_local_os_errors_are_translated(tmp_path: Path) -> None:

@@ -155,6 +155,8 @@ class LocalBackend:
                     if os.fstat(fd).st_size != len(view):
                         raise OSError(errno.EIO, "short write")
                     os.fsync(fd)
+                    if handle.kind == "data":  # a backup does not read its packs back
+                        posix.drop_cached(fd)
                 finally:
                     os.close(fd)
                 # Never over another object (files.place_new). Where the file system offers
