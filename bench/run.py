@@ -134,7 +134,7 @@ def live_one_day(tree: Path, seed: int | None = None, db_fraction: float | None 
 
 
 def initialise(tool: Tool) -> None:
-    """A fresh repository for the tool, untimed (for coffre, this also writes its bytecode)."""
+    """A fresh repository for the tool, untimed (Coffre's modules compiled first, once)."""
     tool.home.mkdir(parents=True, exist_ok=True)
     compile_coffre()
     subprocess.run(tool.init_argv(), env={**os.environ, **tool.env()}, cwd=tool.home, check=True,

@@ -77,10 +77,10 @@ def bytecode_env(home: Path) -> dict[str, str]:
 
 class Coffre(Tool):
     # An installed Coffre runs from compiled bytecode (pip and Debian's packaging write it), as
-    # borg does from Debian's package; so do the standard library and Coffre's dependencies here
-    # (compiled when installed). compile_coffre() compiles Coffre's own modules beside their source, as
-    # the test suite does, since this machine sets PYTHONDONTWRITEBYTECODE. False
-    # (--no-bytecode) makes every command compile every module it imports from source.
+    # borg does from Debian's package; so do the standard library and Coffre's dependencies
+    # here (compiled when installed). compile_coffre() compiles Coffre's own modules beside
+    # their source, as the test suite does, since this machine sets PYTHONDONTWRITEBYTECODE.
+    # False (--no-bytecode) makes every command compile every module it imports from source.
     bytecode = True
     _compiled = False
 
