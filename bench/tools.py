@@ -3,6 +3,7 @@ same steps: init, backup, restore of the latest snapshot, full data check."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -59,12 +60,16 @@ class Tool(ABC):
 def compile_coffre() -> None:
     """Coffre's modules compiled beside their source, once per benchmark, as pip compiles an
     installed Coffre: without it each step's first command compiles what it imports."""
-    if Coffre.bytecode and not Coffre._compiled:
-        spec = importlib.util.find_spec("coffre")
-        assert spec is not None and spec.submodule_search_locations
-        subprocess.run([sys.executable, "-m", "compileall", "-q", spec.submodule_search_locations[0]],
-                       check=True, stdout=subprocess.DEVNULL)
-        Coffre._compiled = True
+    if Coffre.bytecode:
+        _compile_package("coffre")
+
+
+@functools.cache
+def _compile_package(name: str) -> None:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations
+    subprocess.run([sys.executable, "-m", "compileall", "-q", spec.submodule_search_locations[0]],
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def bytecode_env(home: Path) -> dict[str, str]:
@@ -82,7 +87,6 @@ class Coffre(Tool):
     # their source, as the test suite does, since this machine sets PYTHONDONTWRITEBYTECODE.
     # False (--no-bytecode) makes every command compile every module it imports from source.
     bytecode = True
-    _compiled = False
 
     def env(self) -> dict[str, str]:
         env = {

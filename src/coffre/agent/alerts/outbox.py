@@ -32,6 +32,7 @@ from coffre.core.sqlite_wal import use_wal
 
 RETRY_PAUSES = (60.0, 300.0, 1800.0)  # after the 1st, 2nd, 3rd failed attempt
 HOURLY = 3600.0  # after that, and after a permanent error
+BUSY_S = 30.0  # how long a connection waits for the status store's writers
 GIVE_UP_AFTER = 7 * 86400.0
 
 _SCHEMA = """
@@ -121,10 +122,10 @@ def channels_for(config: Config) -> list[Channel]:
 def connect(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection to the agent's SQLite file, as every table kept there wants it (WAL,
     synchronous writes, waiting on the status store's writers)."""
-    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    db = sqlite3.connect(path, timeout=BUSY_S, isolation_level=None)
     try:
-        db.execute("PRAGMA busy_timeout = 30000")
-        use_wal(db, 30.0)
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_S * 1000)}")
+        use_wal(db, BUSY_S)
         db.execute("PRAGMA synchronous = FULL")
         yield db
     finally:

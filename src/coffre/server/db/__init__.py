@@ -30,6 +30,7 @@ from coffre.core.sqlite_wal import use_wal
 from coffre.server.db import tables
 
 SCHEMA_VERSION = 2
+BUSY_S = 60  # how long a SQLite connection waits for another writer
 # version -> the tables it adds (created when a database of an earlier version is opened)
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("provider_accounts", "fleet_alert_acks"),  # the web console's accounts, acknowledged alerts
@@ -141,14 +142,14 @@ def sqlite_url(path: Path) -> str:
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite:"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+        engine = sa.create_engine(url, connect_args={"timeout": BUSY_S, "check_same_thread": False},
                                   pool_size=8, max_overflow=24)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
             cur = dbapi_conn.cursor()
-            use_wal(dbapi_conn, 60)
+            use_wal(dbapi_conn, BUSY_S)
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
