@@ -11,7 +11,10 @@ Steps for each tool, on a fresh copy of the pristine tree and a fresh bucket: in
 backup, backup with nothing changed, one day of activity then backup, full restore (compared
 byte for byte), then (coffre and restic) a copy of every snapshot to a second repository in the
 same bucket that shares the first one's chunking. The page cache is dropped before each step
-when run as root.
+when run as root. `--runs` runs of all that (3 by default), each tool going first in turn, in one
+process: every run's folders and repositories are kept until the last run is over, so no run
+restores where an earlier one just deleted thousands of files (bench/README.md, "Reading the
+ratios"); the table gives the medians.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the real-server launchers
@@ -114,20 +119,22 @@ def tool_commands(name: str, source: Path, target: Path) -> dict[str, list[str]]
             "restore": ["restic", "restore", "-q", "latest", "--target", str(target)]}
 
 
-def tool_env(name: str, port: int, home: Path, token_file: Path | None = None) -> dict[str, str]:
+def tool_env(name: str, port: int, home: Path, token_file: Path | None = None,
+             run: int = 0) -> dict[str, str]:
+    """The environment of one tool's commands in run `run`, whose repository is its own."""
     password = home / "password"
     password.write_text("benchmark password\n")
     if name == "coffre-server":
         assert token_file is not None
-        return {"COFFRE_REPOSITORY": f"http://127.0.0.1:{port}/bench",
+        return {"COFFRE_REPOSITORY": f"http://127.0.0.1:{port}/bench-{run}",
                 "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
                 "COFFRE_STATE_DIR": str(home / "state"), "COFFRE_SERVER_TOKEN_FILE": str(token_file),
                 **bytecode_env(home)}
     if name == "coffre":
-        return {"COFFRE_REPOSITORY": f"s3+http://127.0.0.1:{port}/coffre-bench/repo",
+        return {"COFFRE_REPOSITORY": f"s3+http://127.0.0.1:{port}/coffre-bench/run{run}/repo",
                 "COFFRE_PASSWORD_FILE": str(password), "COFFRE_CACHE_DIR": str(home / "cache"),
                 "COFFRE_STATE_DIR": str(home / "state"), **bytecode_env(home)}
-    return {"RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{port}/restic-bench",
+    return {"RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{port}/restic-bench/run{run}",
             "RESTIC_PASSWORD_FILE": str(password), "RESTIC_CACHE_DIR": str(home / "cache")}
 
 
@@ -206,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-files", type=int, help="number of small config/log files")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108
     ap.add_argument("--tools", default="coffre,coffre-server,restic")
+    ap.add_argument("--runs", type=int, default=3, help="runs, each tool going first in turn (default 3)")
     ap.add_argument("--trace", action="store_true",
                     help="write each step's requests (method, path, range, bytes back) to "
                          "requests-STEP.tsv in the tool's folder, which is kept")
     ap.add_argument("--turn", type=int, default=0,
-                    help="this run's number among several (0, 1, 2...): the tool that starts")
+                    help="the first run's number among several (0, 1, 2...): the tool that starts")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     compile_coffre()
@@ -226,44 +234,46 @@ def main(argv: list[str] | None = None) -> int:
     own = OwnServer(server_dir / "coffre-server") if "coffre-server" in tools else None
     if own is not None:
         proxies["coffre-server"] = CountingProxy(own.port)
-    rows: list[tuple[str, str, float, dict[str, int], int, int]] = []
+    rows: list[Row] = []
     resumed: dict[str, float] = {}
     all_identical = True
+    runs_dir = args.out / "remote"
     try:
-        for name in in_turn(tools, args.turn):
-            proxy = proxies[name]
-            assert proxy is not None
-            token = own.token_file if own is not None and name == "coffre-server" else None
-            home = args.out / "remote" / name
-            source, target = fresh_home(home, pristine)
-            env = {**server.env(), **tool_env(name, proxy.port, home, token)}
-            cmds = tool_commands(name, source, target)
-            subprocess.run(cmds["init"], env={**os.environ, **env}, check=True, capture_output=True)
-            for step in STEPS:
-                if step == "backup after one day":
-                    subprocess.run([sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root",
-                                    str(source)], check=True, stdout=subprocess.DEVNULL)
-                argv = cmds["restore" if step == "restore" else "backup"]
-                rows.append(measured_step(name, step, proxy, argv, env, home))
-            if name in ("coffre", "restic"):
-                rows.append(timed_copy(name, proxy, env, home))
-            same = identical(source, target / str(source).lstrip("/"))
-            all_identical = all_identical and same
-            print(f"{name} restore identical: {same}", flush=True)
-            full = next(r[4] for r in rows if r[0] == name and r[1] == "initial backup")
-            resume_env = {**env, **tool_env(name, proxy.port, home, token)}
-            if name.startswith("coffre"):
-                resume_env["COFFRE_REPOSITORY"] += "-resume"
-            else:
-                resume_env["RESTIC_REPOSITORY"] += "-resume"
-            resumed[name] = interrupted_first_backup(
-                name, proxy, resume_env, pristine / "pharmacy-server", full)
-            print(f"{name} first backup cut at {CUT_AT:.0%}, run again: the second run sent "
-                  f"{resumed[name]:.0%} of a whole first backup", flush=True)
+        for run in range(args.runs):
+            for name in in_turn(tools, args.turn + run):
+                proxy = proxies[name]
+                assert proxy is not None
+                token = own.token_file if own is not None and name == "coffre-server" else None
+                home = runs_dir / f"run{run}" / name
+                source, target = fresh_home(home, pristine)
+                env = {**server.env(), **tool_env(name, proxy.port, home, token, run)}
+                cmds = tool_commands(name, source, target)
+                subprocess.run(cmds["init"], env={**os.environ, **env}, check=True, capture_output=True)
+                for step in STEPS:
+                    if step == "backup after one day":
+                        subprocess.run([sys.executable, str(SHARED_BENCH / "mutate_dataset.py"), "--root",
+                                        str(source)], check=True, stdout=subprocess.DEVNULL)
+                    argv = cmds["restore" if step == "restore" else "backup"]
+                    rows.append(Row(run, *measured_step(name, step, proxy, argv, env, home)))
+                if name in ("coffre", "restic"):
+                    rows.append(Row(run, *timed_copy(name, proxy, env, home)))
+                same = identical(source, target / str(source).lstrip("/"))
+                all_identical = all_identical and same
+                print(f"{name} restore identical: {same}", flush=True)
+                if run == 0:  # what a second run sends does not vary: measured once
+                    full = next(r.sent for r in rows if r.tool == name and r.step == "initial backup")
+                    resume_env = {**env, **tool_env(name, proxy.port, home, token, run)}
+                    if name.startswith("coffre"):
+                        resume_env["COFFRE_REPOSITORY"] += "-resume"
+                    else:
+                        resume_env["RESTIC_REPOSITORY"] += "-resume"
+                    resumed[name] = interrupted_first_backup(
+                        name, proxy, resume_env, pristine / "pharmacy-server", full)
+                    print(f"{name} first backup cut at {CUT_AT:.0%}, run again: the second run sent "
+                          f"{resumed[name]:.0%} of a whole first backup", flush=True)
     finally:
-        # Every tool's folders are kept until all have run (bench/run.py, KEEP_NOTE).
-        for name in tools:
-            home = args.out / "remote" / name
+        # Every run's folders are kept until all have run (bench/run.py, KEEP_NOTE).
+        for home in runs_dir.glob("run*/*"):
             if args.trace:
                 for kept in ("restored", "work"):
                     shutil.rmtree(home / kept, ignore_errors=True)
@@ -275,29 +285,53 @@ def main(argv: list[str] | None = None) -> int:
             own.stop()
         server.stop()
         shutil.rmtree(server_dir, ignore_errors=True)
+    print_table(rows, tools, resumed, source_bytes, own is not None, args.runs)
+    return 0 if all_identical else 1
+
+
+class Row(NamedTuple):
+    run: int
+    tool: str
+    step: str
+    wall: float
+    requests: dict[str, int]
+    sent: int
+    received: int
+
+
+def print_table(rows: list[Row], tools: list[str], resumed: dict[str, float], source_bytes: int,
+                own: bool, runs: int) -> None:
+    """Each tool's medians over the runs (time, requests, bytes sent) and the ratios of the
+    medians, with the worst run's ratio beside the time's."""
     print()
     print(f"data set: {source_bytes / 1e6:.0f} MB; S3: SeaweedFS on 127.0.0.1 through a counting proxy"
-          + ("; coffre-server: `coffre server` (disk + SQLite) through the same proxy" if own else ""))
+          + ("; coffre-server: `coffre server` (disk + SQLite) through the same proxy" if own else "")
+          + f"; medians of {runs} run(s)")
     header = f"{'step':<22}" + "".join(f"{t:>40}" for t in tools)
     ratios = [r for r in ("coffre/restic", "coffre-server/coffre") if set(r.split("/")) <= set(tools)]
-    print(header + "".join(f"   {r} (time, sent)" for r in ratios))
+    print(header + "".join(f"   {r} (time, worst run, sent)" for r in ratios))
     print("-" * len(header))
     for step in [*STEPS, COPY_STEP]:
-        cells = {r[0]: r for r in rows if r[1] == step}
+        ran = {t: [r for r in rows if r.step == step and r.tool == t] for t in tools}
+        cells = {t: (statistics.median(r.wall for r in rs),
+                     statistics.median(sum(r.requests.values()) for r in rs),
+                     statistics.median(r.sent for r in rs)) for t, rs in ran.items() if rs}
         # In the header's order, whichever tool ran first; blank where a tool has no such step.
         line = f"{step:<22}" + "".join(
-            f"{f'{c[2]:.2f}s {sum(c[3].values())} req {c[4] / 1e6:.1f} MB up' if c else '':>40}"
+            f"{f'{c[0]:.2f}s {c[1]:.0f} req {c[2] / 1e6:.1f} MB up' if c else '':>40}"
             for c in (cells.get(t) for t in tools))
         for ratio in ratios:
-            if not set(ratio.split("/")) <= set(cells):
+            a, b = ratio.split("/")
+            if a not in cells or b not in cells:
                 continue
-            a, b = (cells[t] for t in ratio.split("/"))
-            sent = f"{a[4] / b[4]:.2f}" if b[4] > 1_000_000 else "-"  # both ~0: no ratio
-            line += f"   {ratio} {a[2] / b[2]:.2f}  {sent}"
+            walls = {(r.run, r.tool): r.wall for r in rows if r.step == step}
+            worst = max(walls[run, a] / walls[run, b] for run in {r.run for r in ran[a]}
+                        if (run, b) in walls)
+            sent = f"{cells[a][2] / cells[b][2]:.2f}" if cells[b][2] > 1_000_000 else "-"  # both ~0: no ratio
+            line += f"   {ratio} {cells[a][0] / cells[b][0]:.2f} ({worst:.2f})  {sent}"
         print(line)
     print(f"{'rerun after a cut at 50%':<22}" + "".join(f"{f'{resumed[t]:.0%} of a full backup sent':>40}"
                                                         for t in tools if t in resumed))
-    return 0 if all_identical else 1
 
 
 if __name__ == "__main__":

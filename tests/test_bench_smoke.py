@@ -47,7 +47,7 @@ def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
 def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("remote.py")), "--size-mib", "4", "--small-files", "40",
-         "--turn", "1", "--out", str(tmp_path)],
+         "--turn", "1", "--runs", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
