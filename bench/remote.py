@@ -308,7 +308,8 @@ def print_table(rows: list[Row], tools: list[str], resumed: dict[str, float], so
           + ("; coffre-server: `coffre server` (disk + SQLite) through the same proxy" if own else "")
           + f"; medians of {runs} run(s)")
     header = f"{'step':<22}" + "".join(f"{t:>40}" for t in tools)
-    ratios = [r for r in ("coffre/restic", "coffre-server/coffre") if set(r.split("/")) <= set(tools)]
+    ratios = [r for r in ("coffre/restic", "coffre-server/restic", "coffre-server/coffre")
+              if set(r.split("/")) <= set(tools)]
     print(header + "".join(f"   {r} (time, worst run, sent)" for r in ratios))
     print("-" * len(header))
     for step in [*STEPS, COPY_STEP]:
