@@ -341,6 +341,20 @@ def exfat(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
+def posix_exfat(exfat: Path, tmp_path: Path) -> Iterator[Path]:
+    """The exFAT disk through fuse-posixovl, which keeps in files of its own what FAT has not
+    (symlinks, hard links, modes, owners): a target that ignores case and has symlinks and hard
+    links, as an SMB share with symlinks has. Unmounted at teardown, before the disk."""
+    point = tmp_path / "posix-usb"
+    point.mkdir()
+    subprocess.run(["mount.posixovl", "-S", str(exfat), str(point)], check=True, capture_output=True)
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "--lazy", str(point)], check=True)
+
+
+@pytest.fixture
 def restored(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "restored"
 

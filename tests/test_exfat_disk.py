@@ -230,6 +230,32 @@ def test_of_two_twins_the_one_written_first_stays_whichever_comes_first_in_the_f
         assert "1 file could not be restored" in res.out
 
 
+def test_a_symlink_or_a_hard_link_whose_twin_took_its_place_is_not_restored(
+        repo: Coffre, tmp_path: Path, posix_exfat: Path) -> None:
+    """Where the target ignores case but has symlinks and hard links, the folder Docs is made
+    first (the walk makes folders and symlinks as it meets them, hard links at the end), and
+    its twins, the symlink docs and the hard link dOCS (to a.txt), find their place taken: they
+    were counted as left as they were, exit status 0, and lost."""
+    src = tmp_path / "src"
+    (src / "Docs").mkdir(parents=True)
+    (src / "Docs" / "lettre.txt").write_bytes(b"lettre")
+    (src / "a.txt").write_bytes(b"a")
+    os.link(src / "a.txt", src / "dOCS")
+    os.symlink("Docs/lettre.txt", src / "docs")
+    age_tree(src)
+    repo.ok("backup", str(src))
+    assert ignores_case(posix_exfat)
+    for overwrite in ("never", "if-changed"):
+        res = repo("restore", "latest", "--target", str(posix_exfat / overwrite), "--overwrite", overwrite)
+        assert res.code == 1, res
+        out = posix_exfat / overwrite / str(src).lstrip("/")
+        for name in ("docs", "dOCS"):
+            assert f"{out / name}: not restored: Docs takes its place on the target" in res.err
+        assert sorted(os.listdir(out)) == ["Docs", "a.txt"]
+        assert (out / "Docs" / "lettre.txt").read_bytes() == b"lettre"
+        assert (out / "a.txt").read_bytes() == b"a"
+
+
 def test_holder_names_the_entry_listed_in_a_names_place(tmp_path: Path) -> None:
     (tmp_path / "Facture.pdf").write_bytes(b"x")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)

@@ -713,6 +713,7 @@ class Restorer:
                 self._make_special(folder, name, node)
                 made = path
             except FileExistsError:
+                self._check_twin(folder, name, path)
                 decision = self._decide(folder, name, path, node)
                 if decision != REPLACE:
                     self._left(decision, node, path)
@@ -768,6 +769,7 @@ class Restorer:
                     os.link(source_name, name, src_dir_fd=source, dst_dir_fd=folder, follow_symlinks=False)
                     made = path
                 except FileExistsError:
+                    self._check_twin(folder, name, path)
                     decision = self._decide(folder, name, path, node)
                     if decision == REPLACE:
                         same = os.stat(source_name, dir_fd=source, follow_symlinks=False)
