@@ -256,6 +256,34 @@ def test_a_symlink_or_a_hard_link_whose_twin_took_its_place_is_not_restored(
         assert (out / "a.txt").read_bytes() == b"a"
 
 
+def test_a_disk_mounted_inside_the_target_is_asked_whether_it_ignores_case(
+        repo: Coffre, tmp_path: Path, exfat: Path) -> None:
+    """A restore into a folder below which a USB disk (or a share) is mounted, as a full
+    restore to / meets them: the target's root tells case apart, the disk does not. facture.pdf
+    found its place taken on the disk and was counted as left as it was, exit status 0."""
+    src = tmp_path / "src"
+    (src / "usb").mkdir(parents=True)
+    (src / "usb" / "Facture.pdf").write_bytes(b"first")
+    (src / "usb" / "facture.pdf").write_bytes(b"second")
+    (src / "local.txt").write_bytes(b"local")
+    age_tree(src)
+    repo.ok("backup", str(src))
+    target = tmp_path / "target"
+    inside = target / str(src).lstrip("/") / "usb"
+    inside.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(exfat), str(inside)], check=True)
+    try:
+        assert not ignores_case(target) and ignores_case(inside)
+        res = repo("restore", "latest", "--target", str(target))
+        assert res.code == 1, res
+        assert f"{inside / 'facture.pdf'}: not restored: Facture.pdf takes its place on the target" in res.err
+        assert os.listdir(inside) == ["Facture.pdf"]
+        assert (inside / "Facture.pdf").read_bytes() == b"first"
+        assert (inside.parent / "local.txt").read_bytes() == b"local"
+    finally:
+        subprocess.run(["umount", str(inside)], check=True)
+
+
 def test_holder_names_the_entry_listed_in_a_names_place(tmp_path: Path) -> None:
     (tmp_path / "Facture.pdf").write_bytes(b"x")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)

@@ -3,8 +3,9 @@ and lower case apart, so `Facture.pdf` and `facture.pdf`, two files of one Linux
 entry there. The second one met the first as "already there": a restore said it was left as it
 was, or (--overwrite always) wrote it over the first, and either way exited 0 with a file lost.
 
-A restore asks the target once (`ignores_case`: a probe file, looked up in upper case). Only
-where it ignores case are a folder's names compared (`twins`, folded more widely than any file
+A restore asks each file system it writes to once (`ignores_case`: a probe file, looked up in
+upper case): the target's root, and a disk or a share mounted inside it. Only where it ignores
+case are a folder's names compared (`twins`, folded more widely than any file
 system folds: a false suspicion costs a listing of the folder), and a name that then finds its
 place taken is checked to be missing from the folder's listing (`holder`: another name holds
 the place) before it is reported as not restored.

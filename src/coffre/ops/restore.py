@@ -191,6 +191,7 @@ class Restorer:
         self._not_kept = 0  # entries whose owner or mode the target refused (NOT_KEPT)
         self._keeps_modes = True  # False: the target gives every file a mode of its own
         self._ignores_case = False  # the target takes Facture.pdf for facture.pdf (ops/casefold.py)
+        self._case_by_device: dict[int, bool] = {}  # the same, for each file system met (_blind_at)
         self._twins: dict[bytes, list[bytes]] = {}  # there: path -> names that may be the same entry
         self.dirs: TargetDirs  # opened by run
         self._extraneous: Extraneous | None = None  # --sync --delete: made by run
@@ -208,6 +209,7 @@ class Restorer:
             os.makedirs(self.root, exist_ok=True)
             self.dirs = TargetDirs(self.root)
             self._ignores_case = casefold.ignores_case(self.dirs.root_fd)
+            self._case_by_device[os.fstat(self.dirs.root_fd).st_dev] = self._ignores_case
             self._keeps_modes = keeps_modes(self.dirs.root_fd)
         except OSError as exc:
             raise CoffreError(_("cannot create {target}: {reason}").format(
@@ -221,14 +223,14 @@ class Restorer:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
                 if node is None:
-                    self._restore_dir(pool, futures, snap.tree, self.root, "", covered)
+                    self._restore_dir(pool, futures, snap.tree, self.root, "", covered, self._ignores_case)
                 elif node.type == "dir" and node.subtree is not None:
-                    self._restore_dir(pool, futures, node.subtree, self.root, at, covered)
+                    self._restore_dir(pool, futures, node.subtree, self.root, at, covered, self._ignores_case)
                 else:
                     above = at.rsplit("/", 1)[0]
                     if self._extraneous is not None:  # only a folder in the file's place
                         self._extraneous.folder(self.root, above, covered, [node], whole=False)
-                    self._restore_nodes(pool, futures, [node], self.root, above, covered)
+                    self._restore_nodes(pool, futures, [node], self.root, above, covered, self._ignores_case)
                 self._flush_batches(pool, futures)
                 for fut in futures:
                     fut.result()
@@ -281,11 +283,12 @@ class Restorer:
 
     def _restore_dir(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], tree_id: bytes,
-        dest: bytes | None, prefix: str, covered: bool, lost: str = "failed",
+        dest: bytes | None, prefix: str, covered: bool, blind: bool, lost: str = "failed",
     ) -> None:
         """Restore a folder's contents into dest; with dest None (its folder could not be
         made, or the target is full, or it is left as it was) only count its files as `lost`
-        ("failed": not restored, "skipped": left as they were)."""
+        ("failed": not restored, "skipped": left as they were). `blind`: dest's file system
+        does not tell upper and lower case apart."""
         try:
             nodes = self.selection.tree(tree_id)
         except CoffreError as exc:  # a damaged folder listing: the rest is still restored
@@ -297,13 +300,13 @@ class Restorer:
             self.selection.read_ahead(nodes)
         if self._extraneous is not None and dest is not None and self._stop is None:
             self._extraneous.folder(dest, prefix, covered, nodes)
-        self._restore_nodes(pool, futures, nodes, dest, prefix, covered, lost)
+        self._restore_nodes(pool, futures, nodes, dest, prefix, covered, blind, lost)
 
     def _restore_nodes(
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], nodes: list[Node],
-        dest: bytes | None, prefix: str, covered: bool, lost: str = "failed",
+        dest: bytes | None, prefix: str, covered: bool, blind: bool, lost: str = "failed",
     ) -> None:
-        if self._ignores_case and dest is not None:
+        if blind and dest is not None:
             for name, others in casefold.twins([node.name for node in nodes]).items():
                 self._twins[dest + b"/" + name] = others
         for node in nodes:
@@ -329,7 +332,10 @@ class Restorer:
                         out = None
                     elif made:
                         self.stats.dirs += 1
-                self._restore_dir(pool, futures, node.subtree, out, path, selected, gone)
+                # A folder made here is on its parent's file system; one that was there may be
+                # where a disk or a share is mounted.
+                inside = blind if out is None or made else self._blind_at(out, blind)
+                self._restore_dir(pool, futures, node.subtree, out, path, selected, inside, gone)
                 if out is not None:
                     self._dirs.append((out, node))
                 continue
@@ -494,6 +500,25 @@ class Restorer:
     def _decide(self, folder: int, name: bytes, path: bytes, node: Node) -> str:
         return decide(self.opts.overwrite, self.repo, folder, name, path, node,
                       delete_hint=self.opts.sync and not self.opts.delete)
+
+    def _blind_at(self, path: bytes, parent: bool) -> bool:
+        """Whether a folder that was there before the restore ignores case: its file system is
+        asked once (ops/casefold.py), the target's root at the start, and a disk or a share
+        mounted inside the target when the restore goes into it. `parent`: the answer for the
+        folder above, kept if this one cannot be asked."""
+        try:
+            folder, name = self.dirs.parent(path)
+            device = os.stat(name, dir_fd=folder, follow_symlinks=False).st_dev
+            known = self._case_by_device.get(device)
+            if known is None:
+                fd = self.dirs.open_dir(path)
+                try:
+                    known = self._case_by_device[device] = casefold.ignores_case(fd)
+                finally:
+                    os.close(fd)
+            return known
+        except OSError:
+            return parent
 
     def _make_dir(self, path: bytes) -> bool | None:
         """A real directory at path: True if made, False if one was there. Something else
