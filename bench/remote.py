@@ -321,13 +321,13 @@ def print_table(rows: list[Row], tools: list[str], resumed: dict[str, float], so
         line = f"{step:<22}" + "".join(
             f"{f'{c[0]:.2f}s {c[1]:.0f} req {c[2] / 1e6:.1f} MB up' if c else '':>40}"
             for c in (cells.get(t) for t in tools))
+        walls = {(r.run, r.tool): r.wall for r in rows if r.step == step}
         for ratio in ratios:
             a, b = ratio.split("/")
             if a not in cells or b not in cells:
                 continue
-            walls = {(r.run, r.tool): r.wall for r in rows if r.step == step}
-            worst = max(walls[run, a] / walls[run, b] for run in {r.run for r in ran[a]}
-                        if (run, b) in walls)
+            worst = max(wall / walls[run, b] for (run, tool), wall in walls.items()
+                        if tool == a and (run, b) in walls)
             sent = f"{cells[a][2] / cells[b][2]:.2f}" if cells[b][2] > 1_000_000 else "-"  # both ~0: no ratio
             line += f"   {ratio} {cells[a][0] / cells[b][0]:.2f} ({worst:.2f})  {sent}"
         print(line)

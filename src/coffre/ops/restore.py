@@ -190,8 +190,8 @@ class Restorer:
         self._privileges_dropped = 0
         self._not_kept = 0  # entries whose owner or mode the target refused (NOT_KEPT)
         self._keeps_modes = True  # False: the target gives every file a mode of its own
-        self._ignores_case = False  # the target takes Facture.pdf for facture.pdf (ops/casefold.py)
-        self._case_by_device: dict[int, bool] = {}  # the same, for each file system met (_blind_at)
+        # For each file system met: whether it takes Facture.pdf for facture.pdf (ops/casefold.py).
+        self._case_by_device: dict[int, bool] = {}
         self._twins: dict[bytes, list[bytes]] = {}  # there: path -> names that may be the same entry
         self.dirs: TargetDirs  # opened by run
         self._extraneous: Extraneous | None = None  # --sync --delete: made by run
@@ -208,8 +208,8 @@ class Restorer:
         try:
             os.makedirs(self.root, exist_ok=True)
             self.dirs = TargetDirs(self.root)
-            self._ignores_case = casefold.ignores_case(self.dirs.root_fd)
-            self._case_by_device[os.fstat(self.dirs.root_fd).st_dev] = self._ignores_case
+            blind = casefold.ignores_case(self.dirs.root_fd)  # the root's; a disk mounted below: _blind_at
+            self._case_by_device[os.fstat(self.dirs.root_fd).st_dev] = blind
             self._keeps_modes = keeps_modes(self.dirs.root_fd)
         except OSError as exc:
             raise CoffreError(_("cannot create {target}: {reason}").format(
@@ -223,14 +223,14 @@ class Restorer:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
                 if node is None:
-                    self._restore_dir(pool, futures, snap.tree, self.root, "", covered, self._ignores_case)
+                    self._restore_dir(pool, futures, snap.tree, self.root, "", covered, blind)
                 elif node.type == "dir" and node.subtree is not None:
-                    self._restore_dir(pool, futures, node.subtree, self.root, at, covered, self._ignores_case)
+                    self._restore_dir(pool, futures, node.subtree, self.root, at, covered, blind)
                 else:
                     above = at.rsplit("/", 1)[0]
                     if self._extraneous is not None:  # only a folder in the file's place
                         self._extraneous.folder(self.root, above, covered, [node], whole=False)
-                    self._restore_nodes(pool, futures, [node], self.root, above, covered, self._ignores_case)
+                    self._restore_nodes(pool, futures, [node], self.root, above, covered, blind)
                 self._flush_batches(pool, futures)
                 for fut in futures:
                     fut.result()
