@@ -6,11 +6,16 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from coffre.format.tree import Node
+from coffre.ops import selection as selection_module
 from coffre.ops.backup import Backup, BackupOptions
+from coffre.ops.common import load_tree
 from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.ops.selection import Selection
 from coffre.repository.locks import Lock
@@ -177,3 +182,50 @@ def test_remote_folder_listings_are_read_level_by_level_not_one_round_trip_each(
     # round of reads in flight together, as deep as the tree is.
     depth = len(src.parts) + 3
     assert selection.files == 39 and backend.rounds <= depth + 1, backend.rounds
+
+
+@pytest.mark.parametrize(("remote", "decoded_kept"), [(False, True), (True, True), (False, False)])
+def test_a_restore_reads_and_decodes_each_folder_listing_once(
+    remote: bool, decoded_kept: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan's listings, decoded and checked, are the ones the restore walks: a restore of
+    many small folders spent a tenth of its time decoding them again. Beyond what is kept
+    decoded, the listings' bytes are kept and decoded again, but still read once."""
+    rnd = random.Random(11)
+    src = tmp_path / "src"
+    for i in range(4):
+        for j in range(3):
+            (src / f"d{i}" / f"e{j}").mkdir(parents=True)
+            files(src / f"d{i}" / f"e{j}", ["a", "b"], rnd)
+    backend = Counting(tmp_path / "repo", remote)
+    Repository.init(backend, "pw")
+    backup(backend, src)
+    repo = Repository.open(backend, "pw")
+    repo.load_index()
+    if not decoded_kept:
+        monkeypatch.setattr(selection_module, "NODES_KEPT_BYTES", 0)
+    decoded: dict[bytes, int] = {}
+    requested: dict[bytes, int] = {}
+
+    def counting_load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list[Node]:
+        decoded[tree_id] = decoded.get(tree_id, 0) + 1
+        return load_tree(repo, tree_id, data)
+
+    def counted(read: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(ids: Any, *args: Any, **kwargs: Any) -> Any:
+            for blob_id in [ids] if isinstance(ids, bytes) else ids:
+                if blob_id in decoded or not repo.index.plain_data(blob_id):
+                    requested[blob_id] = requested.get(blob_id, 0) + 1
+            return read(ids, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(selection_module, "load_tree", counting_load_tree)
+    monkeypatch.setattr(repo, "load_blob", counted(repo.load_blob))
+    monkeypatch.setattr(repo, "load_many", counted(repo.load_many))
+    restored = tmp_path / "restored"
+    assert not Restorer(repo, RestoreOptions(target=str(restored))).run(repo.snapshots()[-1]).errors
+    assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
+    folders = len(src.parts) + 4 + 12  # the snapshot's root ("/") and the folders down to src
+    assert len(decoded) == folders
+    assert set(decoded.values()) == ({1} if decoded_kept else {2})
+    assert requested and set(requested.values()) == {1}, requested
