@@ -53,6 +53,7 @@ class Tool(ABC):
         path = self.home / "password"
         if not path.exists():
             self.home.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)  # as a real one: Coffre warns at every command about one others can read
             path.write_text("benchmark password\n")
         return path
 
