@@ -205,6 +205,17 @@ def drop_cached(fd: int) -> None:
             pass
 
 
+def will_need(fd: int, offset: int, length: int) -> None:
+    """Ask the system to start reading these bytes of a file into memory, without waiting for
+    them. A hint: where it is not offered (Windows) or refused, nothing changes."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        try:
+            advise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+
+
 def open_files_limit(wanted: int) -> int:
     """How many files this process may have open at once, first raised towards `wanted` if it
     is lower. Linux gives a process 1,024 by default (the soft limit) and lets it raise that up

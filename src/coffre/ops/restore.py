@@ -54,6 +54,7 @@ from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, de
 from coffre.ops.selection import Selection
 from coffre.ops.sync import Extraneous, check_options, check_target
 from coffre.ops.target import KEPT_PER_THREAD, TargetDirs, keeps_modes
+from coffre.repository.index import Location
 from coffre.repository.repo import Repository
 
 ZERO = bytes(16 * 1024 * 1024)
@@ -368,11 +369,13 @@ class Restorer:
                 self._flush_batches(pool, futures)  # files are written in the order of the walk
             self._submit_large(pool, futures, path, node)
             return
-        key = None
-        if self.by_pack and node.content:
+        key = loc = None
+        if node.content:
             loc = self.repo.index.lookup(node.content[0])
-            key = loc.pack if loc is not None else None
+            key = loc.pack if loc is not None and self.by_pack else None
         batch = self._batches.setdefault(key, _Batch())
+        if loc is not None:
+            batch.first_blobs.append(loc)
         batch.files.append((path, node))
         batch.bytes += node.size
         self._pending += 1
@@ -386,6 +389,7 @@ class Restorer:
         batch = self._batches.pop(key, None)
         if batch is not None and batch.files:
             self._pending -= len(batch.files)
+            self.repo.will_read(batch.first_blobs)  # read from the disk while this task waits
             self._queue(pool, futures, self._restore_batch, batch.files)
 
     def _flush_batches(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
@@ -433,7 +437,7 @@ class Restorer:
         self, pool: ThreadPoolExecutor, futures: list[Future[None]], path: bytes, node: Node
     ) -> None:
         """Create the file at its full size, then queue its blobs by ranges."""
-        lengths = []
+        lengths, located = [], []
         for blob_id in node.content:
             loc = self.repo.index.lookup(blob_id)
             if loc is None:
@@ -442,6 +446,7 @@ class Restorer:
                 self._count(node, False, path)
                 return
             lengths.append(loc.entry.raw_length)
+            located.append(loc)
         out = self._open(path, node)
         if out is None:
             return
@@ -456,6 +461,7 @@ class Restorer:
         job = _LargeFile(path, node, out, len(starts))
         offset = 0
         for start in starts:
+            self.repo.will_read(located[start : start + self.range_blobs])
             self._queue(pool, futures, self._restore_range, job, offset,
                         node.content[start : start + self.range_blobs])
             offset += sum(lengths[start : start + self.range_blobs])
@@ -936,6 +942,7 @@ class _Batch:
 
     files: list[tuple[bytes, Node]] = field(default_factory=list)
     bytes: int = 0
+    first_blobs: list[Location] = field(default_factory=list)  # where each file begins
 
 
 class _LargeFile:

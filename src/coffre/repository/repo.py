@@ -626,6 +626,18 @@ class Repository:
             return self.windows.read(loc.pack, loc.entry.offset, loc.entry.length)
         return self.backend.load(Handle("data", loc.pack.hex()), loc.entry.offset, loc.entry.length)
 
+    def will_read(self, located: list[Location]) -> None:
+        """Tell the storage these blobs are loaded soon (a hint: Backend.will_read), one span
+        of each pack from the first blob to the end of the last."""
+        if self.backend.remote:
+            return  # ignored there: not worth grouping
+        spans: dict[bytes, tuple[int, int]] = {}
+        for loc in located:
+            start, end = spans.get(loc.pack, (loc.entry.offset, 0))
+            spans[loc.pack] = (min(start, loc.entry.offset), max(end, _end(loc)))
+        for pack, (start, end) in spans.items():
+            self.backend.will_read(Handle("data", pack.hex()), start, end - start)
+
     def load_many(self, blob_ids: list[bytes], gap: int | None = None) -> list[bytes | CoffreError]:
         """Several blobs (and the bases of the deltas among them), reading the neighbours that
         share a pack with one request (blobs up to `gap` bytes apart; by default wider on

@@ -193,6 +193,11 @@ class Backend(Protocol):
         storage). Prune uses it to repack only what fits on a nearly full medium."""
         ...
 
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        """A hint that these bytes are about to be loaded: a local disk starts reading them
+        into memory while the caller works on others; other storage ignores it. Never fails."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -231,6 +236,9 @@ class Wrapper:
 
     def free_space(self) -> int | None:
         return self.inner.free_space()
+
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        self.inner.will_read(handle, offset, length)
 
     def close(self) -> None:
         self.inner.close()

@@ -129,6 +129,9 @@ class FolderBackend(Generic[C]):
     def free_space(self) -> int | None:
         return None
 
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        pass  # a request costs a round trip: the callers read ahead whole packs themselves
+
     def clean_temporaries(self, older_than_ns: int) -> int:
         def clean(conn: C) -> int:
             removed = 0

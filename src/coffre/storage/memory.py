@@ -67,5 +67,8 @@ class MemoryBackend:
     def free_space(self) -> int | None:
         return None
 
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        pass  # in memory already
+
     def close(self) -> None:
         pass

@@ -234,5 +234,8 @@ class RetryBackend:
     def free_space(self) -> int | None:
         return self.inner.free_space()
 
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        self.inner.will_read(handle, offset, length)
+
     def close(self) -> None:
         self.inner.close()

@@ -405,6 +405,9 @@ class S3Backend:
     def free_space(self) -> int | None:
         return None
 
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        pass  # a request costs a round trip: the callers read ahead whole packs themselves
+
     def close(self) -> None:
         self.client.close()
 

@@ -385,6 +385,9 @@ class ServerBackend:
     def free_space(self) -> int | None:
         return None
 
+    def will_read(self, handle: Handle, offset: int, length: int) -> None:
+        pass  # a request costs a round trip: the callers read ahead whole packs themselves
+
     def close(self) -> None:
         self.pool.close()
 
