@@ -56,6 +56,14 @@ def files(folder: Path, names: list[str], rnd: random.Random) -> None:
         (folder / name).write_bytes(rnd.randbytes(rnd.randrange(4000, 40_000)))
 
 
+def folders_and_a_database(src: Path, folders: int, each: int, database: int, rnd: random.Random) -> None:
+    """Folders of small files and one large file (officine.db), as a pharmacy's server has."""
+    for i in range(folders):
+        (src / f"dossier{i}").mkdir(parents=True)
+        files(src / f"dossier{i}", [f"f{n:02}" for n in range(each)], rnd)
+    (src / "officine.db").write_bytes(rnd.randbytes(database))
+
+
 @pytest.mark.parametrize("remote", [False, True])
 def test_each_pack_is_read_once_when_the_walk_alternates_between_packs(remote: bool, tmp_path: Path) -> None:
     rnd = random.Random(18)
@@ -89,10 +97,7 @@ def test_a_remote_restore_reads_each_pack_it_needs_most_of_whole_once(tmp_path: 
     blobs are written and dropped after; a restore of one small file reads only around it."""
     rnd = random.Random(7)
     src = tmp_path / "src"
-    for i in range(6):
-        (src / f"dossier{i}").mkdir(parents=True)
-        files(src / f"dossier{i}", [f"f{n:02}" for n in range(30)], rnd)
-    (src / "officine.db").write_bytes(rnd.randbytes(3_000_000))
+    folders_and_a_database(src, 6, 30, 3_000_000, rnd)
     backend = Counting(tmp_path / "repo", True)
     Repository.init(backend, "pw")
     backup(backend, src)
@@ -263,12 +268,8 @@ def test_a_local_restore_tells_the_disk_what_it_reads_next_before_reading_it(tmp
     while a core stood idle; every span is announced (posix_fadvise WILLNEED) when its task is
     queued, so the disk reads it while the workers write: small files by batch, a large file
     by range."""
-    rnd = random.Random(3)
     src = tmp_path / "src"
-    for i in range(3):
-        (src / f"dossier{i}").mkdir(parents=True)
-        files(src / f"dossier{i}", [f"f{n:02}" for n in range(20)], rnd)
-    (src / "officine.db").write_bytes(rnd.randbytes(6_000_000))
+    folders_and_a_database(src, 3, 20, 6_000_000, random.Random(3))
     backend = Announcing(tmp_path / "repo")
     Repository.init(backend, "pw")
     backup(backend, src)
