@@ -197,21 +197,21 @@ def drop_cached(fd: int) -> None:
     host reclaims what the guest left unused), filling a page costs several times what refilling
     one just freed costs: the next file written reuses these. A hint: where it is not offered
     (Windows) or refused, nothing changes."""
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is not None:
-        try:
-            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
+    _advise(fd, 0, 0, "POSIX_FADV_DONTNEED")
 
 
 def will_need(fd: int, offset: int, length: int) -> None:
-    """Ask the system to start reading these bytes of a file into memory, without waiting for
-    them. A hint: where it is not offered (Windows) or refused, nothing changes."""
+    """Ask the system to start reading these bytes of a file (length 0: to its end) into
+    memory, without waiting for them. A hint: where it is not offered (Windows) or refused,
+    nothing changes."""
+    _advise(fd, offset, length, "POSIX_FADV_WILLNEED")
+
+
+def _advise(fd: int, offset: int, length: int, advice: str) -> None:
     advise = getattr(os, "posix_fadvise", None)
     if advise is not None:
         try:
-            advise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+            advise(fd, offset, length, getattr(os, advice))
         except OSError:
             pass
 

@@ -12,6 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from coffre.core import posix
 from coffre.core.cachedir import cache_home
 from coffre.core.private import narrow, private_dir
 from coffre.core.sqlite_wal import use_wal
@@ -127,9 +128,7 @@ def _read_ahead(path: Path) -> None:
     except OSError:
         return  # a new cache: sqlite creates it
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    except OSError:
-        pass
+        posix.will_need(fd, 0, 0)
     finally:
         os.close(fd)
 

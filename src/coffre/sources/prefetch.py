@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import IO
 
+from coffre.core import posix
+
 AHEAD_FILES = 64
 AHEAD_BYTES = 64 * 1024 * 1024  # announced but not yet read, over all files
 PER_FILE = 8 * 1024 * 1024  # the rest of a large file is left to ReadAhead
@@ -50,17 +52,9 @@ def _announce(path: bytes, length: int) -> None:
     except OSError:
         return  # the backup itself reports what cannot be opened
     try:
-        _willneed(fd, length)
+        posix.will_need(fd, 0, length)
     finally:
         os.close(fd)
-
-
-def _willneed(fd: int, length: int) -> None:
-    if _ENABLED:
-        try:
-            os.posix_fadvise(fd, 0, length, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
 
 
 def open_to_read(path: bytes) -> int:
@@ -93,7 +87,7 @@ class OpenAhead:
             path, size = self._files[self._next]
             try:
                 fd = open_to_read(path)
-                _willneed(fd, min(size, PER_FILE))
+                posix.will_need(fd, 0, min(size, PER_FILE))
                 self._opened[self._next] = fd
             except OSError as exc:
                 self._opened[self._next] = exc
@@ -133,8 +127,5 @@ class ReadAhead:
     def _advance(self, n: int) -> None:
         self._pos += n
         if n and _ENABLED and self._pos + self.STEP > self._announced:
-            try:
-                os.posix_fadvise(self._fd, self._announced, 2 * self.STEP, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass
+            posix.will_need(self._fd, self._announced, 2 * self.STEP)
             self._announced += 2 * self.STEP
