@@ -52,6 +52,7 @@ from coffre.format.snapshot import DATABASES_DIR, DatabaseRecord, Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
 from coffre.ops.previous import PreviousVersions, find_dump_sources, find_parent
+from coffre.repository.ahead import Announcer, BasesAhead
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache
 from coffre.repository.index import MasterIndex
@@ -252,6 +253,7 @@ class Backup:
         self.cache = cache
         self.report = report
         self.packer = Packer(repo)
+        self.announcer = Announcer(repo)
         self.chunker = repo.chunker()
         self.excluder = Excluder(options.excludes)
         self.skip = skipped_paths(options.skip_paths)
@@ -277,12 +279,16 @@ class Backup:
 
     # -- storing -------------------------------------------------------------------------------
     def _store_chunk(self, data: bytes, ancestor: bytes | None, keep: bool = False,
-                     fetch: bool = False) -> bytes:
+                     fetch: bool = False, ahead: BasesAhead | None = None) -> bytes:
         """Store a chunk (as a delta against its ancestor's base when that pays). `keep`: the
         chunk may change in place by the next backup, so it is kept as a future base. `fetch`:
-        a base not kept locally is worth downloading (a database, a dump, a large file)."""
+        a base not kept locally is worth downloading (a database, a dump, a large file).
+        `ahead`: told whether the base was needed."""
         blob_id = self.repo.crypter.blob_id(data)
-        if self.packer.claim(blob_id):
+        new = self.packer.claim(blob_id)
+        if ahead is not None and ancestor is not None:
+            ahead.outcome(new)
+        if new:
             base = self._base(ancestor, fetch) if ancestor is not None else None
             if self.packer.add(aead.KIND_DATA, blob_id, data, base=base) is not None:
                 self._use([base[0]])  # type: ignore[index]
@@ -318,8 +324,8 @@ class Backup:
             return None
 
     def _submit(self, data: bytes, ancestor: bytes | None = None, keep: bool = False,
-                fetch: bool = False) -> Future[bytes]:
-        return self._submit_task(self._store_chunk, data, ancestor, keep, fetch)
+                fetch: bool = False, ahead: BasesAhead | None = None) -> Future[bytes]:
+        return self._submit_task(self._store_chunk, data, ancestor, keep, fetch, ahead)
 
     def _submit_task(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run fn in a worker; blocks while too many tasks are in flight (flat memory)."""
@@ -369,6 +375,10 @@ class Backup:
         database, a dump, a large file), so its chunks are kept as future delta bases."""
         aligner = Aligner([n for _, n in previous]) if previous else None
         chunks = Chunker.blocks(stream) if fixed else self.chunker.chunks(stream)
+        # The bases of the next deltas announced to a local disk (remote: kept locally, BaseCache).
+        ahead = (BasesAhead(self.announcer, [blob for blob, _ in previous])
+                 if previous and (fixed or volatile) and not inline and not self.repo.backend.remote
+                 else None)
         content: Content = []
         offset = 0
         for chunk in chunks:
@@ -376,10 +386,12 @@ class Backup:
             if aligner is not None and previous is not None:
                 j = aligner.match(offset, len(chunk))
                 ancestor = previous[j][0] if j is not None else None
+                if ahead is not None and j is not None:
+                    ahead.announce(j)
             fetch = volatile or fixed
             keep = fetch or previous is not None
             content.append(self._store_chunk(chunk, ancestor, keep, fetch) if inline
-                           else self._submit(chunk, ancestor, keep, fetch))
+                           else self._submit(chunk, ancestor, keep, fetch, ahead))
             offset += len(chunk)
             if not inline and len(content) % 64 == 0:
                 self._publish_index_if_due()  # a large file's packs are resumable too
@@ -871,6 +883,7 @@ class Backup:
             return BackupResult(snap, self.problems, self.left_out)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            self.announcer.close()
 
     def _files(self, sources: list[str], extra: list[Node]) -> bytes:
         """The tree of the sources (and `extra` beside them); someone watching gets the totals

@@ -638,6 +638,18 @@ class Repository:
         for pack, (start, end) in spans.items():
             self.backend.will_read(Handle("data", pack.hex()), start, end - start)
 
+    def will_read_bases(self, ancestors: list[bytes]) -> None:
+        """Tell the storage that the bases of deltas against these blobs are loaded soon
+        (load_base: the blob itself, or its own base if it is a delta), one span each."""
+        if self.backend.remote:
+            return  # ignored there (and a remote backup keeps its bases locally: BaseCache)
+        for ancestor in ancestors:
+            loc = self.index.lookup(ancestor)
+            if loc is not None and loc.entry.base is not None:
+                loc = self.index.lookup(loc.entry.base)
+            if loc is not None:
+                self.backend.will_read(Handle("data", loc.pack.hex()), loc.entry.offset, loc.entry.length)
+
     def load_many(self, blob_ids: list[bytes], gap: int | None = None) -> list[bytes | CoffreError]:
         """Several blobs (and the bases of the deltas among them), reading the neighbours that
         share a pack with one request (blobs up to `gap` bytes apart; by default wider on
