@@ -167,6 +167,8 @@ class Restorer:
         self.batch_bytes = REMOTE_BATCH_BYTES if remote else BATCH_BYTES
         self.range_blobs = REMOTE_RANGE_BLOBS if remote else RANGE_BLOBS
         self.by_pack = repo.version >= 2
+        # Where each small file begins: its batch (format 2), and the span announced to a local disk.
+        self._locate_first = self.by_pack or not remote
         if self.by_pack:
             self.batch_files = SEALED_BATCH_FILES
             self.batch_bytes = max(self.batch_bytes, min(repo.config.pack_size, MAX_SEALED_BATCH_BYTES))
@@ -370,7 +372,7 @@ class Restorer:
             self._submit_large(pool, futures, path, node)
             return
         key = loc = None
-        if node.content:
+        if node.content and self._locate_first:
             loc = self.repo.index.lookup(node.content[0])
             key = loc.pack if loc is not None and self.by_pack else None
         batch = self._batches.setdefault(key, _Batch())
