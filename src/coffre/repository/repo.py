@@ -640,15 +640,12 @@ class Repository:
 
     def will_read_bases(self, ancestors: list[bytes]) -> None:
         """Tell the storage that the bases of deltas against these blobs are loaded soon
-        (load_base: the blob itself, or its own base if it is a delta), one span each."""
-        if self.backend.remote:
-            return  # ignored there (and a remote backup keeps its bases locally: BaseCache)
+        (load_base: the blob itself, or its own base if it is a delta), one span each: they
+        lie scattered, and a span from the first to the last would read what lies between."""
         for ancestor in ancestors:
-            loc = self.index.lookup(ancestor)
-            if loc is not None and loc.entry.base is not None:
-                loc = self.index.lookup(loc.entry.base)
+            loc = self.index.lookup(self.index.base_of(ancestor) or ancestor)
             if loc is not None:
-                self.backend.will_read(Handle("data", loc.pack.hex()), loc.entry.offset, loc.entry.length)
+                self.will_read([loc])
 
     def load_many(self, blob_ids: list[bytes], gap: int | None = None) -> list[bytes | CoffreError]:
         """Several blobs (and the bases of the deltas among them), reading the neighbours that
