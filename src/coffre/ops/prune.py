@@ -15,8 +15,9 @@ needs.
 4. Write the new index, then delete the old index files, then record the trash with every
    lock live at the start or now.
 5. Empty the trash: note the locks live now, skip records naming one of them, then reload the
-   index and the snapshots, mark again (resurrecting what a snapshot written meanwhile uses)
-   and delete the remaining packs that no index lists.
+   index and the snapshots, mark again (resurrecting what a snapshot written meanwhile uses;
+   only the folder listings the first marking did not read) and delete the remaining packs
+   that no index lists.
 
 On a full medium, where not even the lock can be written, `free_unused_packs` first deletes
 packs that no snapshot uses, while no other Coffre command holds a lock (docs/design.md §6).
@@ -147,8 +148,10 @@ class Marker:
             self._require(base, _("the base of a delta blob of snapshot {id}").format(id=snap.id[:8]), snap)
             used.add(base)
 
-    def mark(self, snaps: list[Snapshot]) -> set[bytes]:
-        used: set[bytes] = set()
+    def mark(self, snaps: list[Snapshot], known: set[bytes] | None = None) -> set[bytes]:
+        """The blobs `snaps` use. `known`: blobs already marked and present in the index, with
+        every blob a known tree reaches; a known tree is not read again."""
+        used: set[bytes] = set(known) if known else set()
         self.progress.phase(N_("finding the data snapshots use"), files_total=len(snaps), known=True,
                             unit=N_("snapshots"))
         for snap in snaps:
@@ -253,6 +256,7 @@ class Pruner:
         self.stats = PruneStats()
         # For the damage register: packs it need no longer name (deleted, gone, read intact).
         self.damage_resolved: list[bytes] = []
+        self._marked: set[bytes] = set()  # what the first marking found used
 
     def run(self, dry_run: bool = False) -> PruneStats:
         repo, st = self.repo, self.stats
@@ -278,6 +282,7 @@ class Pruner:
             marker = Marker(repo, records, lost_in, self._known_bad(bad), self.progress)
             used = marker.mark(snaps)
         resurrect = marker.resurrected
+        self._marked = used
         indexed = repo.index.packs()
 
         keep: dict[bytes, list[BlobEntry]] = {}
@@ -387,6 +392,14 @@ class Pruner:
         for name in sorted(going):
             segments.remove(repo, by_object[name])
         st.segments_removed, st.segments_bytes = len(going), size
+
+    def _still_indexed(self, marked: set[bytes]) -> set[bytes] | None:
+        """What the first marking found, if the index just reloaded lists all of it. Trees are
+        named by their content, so a tree marked then reaches the same blobs now: the second
+        marking need only walk the trees written since (concurrent backups). If anything is
+        missing, None: everything is marked again, resurrecting from the trash as needed."""
+        index = self.repo.index
+        return marked if all(b in index for b in marked) else None
 
     def _first(self, blob_id: bytes) -> bytes | None:
         loc = self.repo.index.lookup(blob_id)
@@ -540,7 +553,7 @@ class Pruner:
         repo.index = MasterIndex()
         repo.load_index()
         marker = Marker(repo, records, damaged=self._known_bad(bad or {}), progress=self.progress)
-        marker.mark(readable_snapshots(repo))
+        marker.mark(readable_snapshots(repo), self._still_indexed(self._marked))
         if marker.resurrected:
             repo.save_index(marker.resurrected)
             st.blobs_resurrected += sum(len(v) for v in marker.resurrected.values())
