@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from coffre.core.errors import EXIT_LOCKED, EXIT_USAGE
+from coffre.ops.common import load_tree
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.base import Handle
@@ -280,6 +281,42 @@ def test_prune_repacks_partly_used_packs(repo: Coffre, tmp_path: Path, restored:
     # Nothing left to do.
     again = repo.ok("prune", "--json").json()
     assert again["packs_repacked"] == again["packs_removed"] == again["packs_deleted"] == 0
+
+
+def test_prune_stops_before_changing_anything_when_a_blob_it_would_move_is_damaged(
+        repo: Coffre, tmp_path: Path) -> None:
+    """Repacking reads several packs at once; a damaged blob a snapshot needs, in any of them,
+    stops the prune with the old index and every pack in place, whatever the other readers
+    did meanwhile."""
+    src = tmp_path / "src"
+    for n in range(3):  # three packs, each to be repacked: one file kept, one forgotten
+        write_random(src / f"keep{n}.bin", 1_000_000, seed=10 + n)
+        write_random(src / f"drop{n}.bin", 1_000_000, seed=20 + n)
+        backup(repo, src)
+        (src / f"drop{n}.bin").unlink()
+    backup(repo, src)
+    repo.ok("forget", "--keep-last", "1")
+    assert repo.ok("prune", "--dry-run", "--json").json()["packs_repacked"] == 3
+    r = open_local(repo)
+    r.load_index()
+    nodes = {n.name: n for n in load_tree(r, r.snapshots()[-1].tree)}
+    path = next(iter(nodes))
+    while nodes[path].subtree is not None:  # down to the folder backed up
+        nodes = {n.name: n for n in load_tree(r, nodes[path].subtree)}
+        path = next(iter(nodes))
+    loc = r.index.lookup(nodes[b"keep1.bin"].content[0])
+    assert loc is not None
+    pack = packs(repo)
+    victim = next((repo.repo / "data").glob(f"*/{loc.pack.hex()}"))
+    raw = bytearray(victim.read_bytes())
+    raw[loc.entry.offset + loc.entry.length // 2] ^= 0x40
+    victim.write_bytes(bytes(raw))
+    indexes = names(repo, "index")
+    res = repo("prune")
+    assert res.code != 0 and "damaged blob that a snapshot needs" in res.err, res
+    assert names(repo, "index") == indexes and not names(repo, "trash")
+    assert set(pack) <= set(packs(repo))  # every pack still there (new ones are not indexed)
+    assert repo("check", "--read-data").code == 1
 
 
 def test_prune_refuses_when_an_indexed_pack_is_missing(repo: Coffre, tmp_path: Path) -> None:
