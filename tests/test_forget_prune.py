@@ -285,9 +285,8 @@ def test_prune_repacks_partly_used_packs(repo: Coffre, tmp_path: Path, restored:
 
 def test_prune_stops_before_changing_anything_when_a_blob_it_would_move_is_damaged(
         repo: Coffre, tmp_path: Path) -> None:
-    """Repacking reads several packs at once; a damaged blob a snapshot needs, in any of them,
-    stops the prune with the old index and every pack in place, whatever the other readers
-    did meanwhile."""
+    """A damaged blob a snapshot needs, in one of the packs to repack, stops the prune with
+    the old index and every pack in place."""
     src = tmp_path / "src"
     for n in range(3):  # three packs, each to be repacked: one file kept, one forgotten
         write_random(src / f"keep{n}.bin", 1_000_000, seed=10 + n)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
@@ -56,7 +55,6 @@ SMALL_PACK_SHARE = 0.5  # of the configured pack size
 SMALL_PACKS_MERGED_AT = 10
 TEMP_AGE_NS = 24 * 3600 * 10**9
 SPACE_MARGIN = 1024 * 1024  # kept free beyond the new index when repacking on a full medium
-REPACK_READERS, REPACK_READERS_REMOTE = 2, 8  # packs read and checked at once (as copy)
 
 
 # Which log pieces the engines' rules above this layer let go: (stored pieces, kept snapshots,
@@ -500,15 +498,12 @@ class Pruner:
 
     def _repack(self, repack: dict[bytes, list[BlobEntry]]) -> dict[bytes, list[BlobEntry]]:
         """Copy the used blobs of these packs into new packs, each authenticated first (so a
-        damaged pack gives up its intact blobs, and a damaged blob is never copied). Packs are
-        read and their blobs checked on several threads: decryption, decompression and
-        hashing release the interpreter lock."""
+        damaged pack gives up its intact blobs, and a damaged blob is never copied)."""
         packer = Packer(self.repo)
         self.progress.phase(N_("repacking"), files_total=len(repack),
                             bytes_total=sum(e.length for live in repack.values() for e in live), known=True,
                             unit=N_("packs"))
-
-        def copy_pack(pid: bytes, live: list[BlobEntry]) -> None:
+        for pid, live in repack.items():
             self.progress.advance(current=pid.hex()[:12])
             data = self.repo.backend.load(Handle("data", pid.hex()))
             view = memoryview(data)
@@ -526,15 +521,6 @@ class Pruner:
                 packer.add_body(e.kind, e.id, body, e.raw_length, e.base)
                 self.progress.advance(0, e.length)
             self.progress.advance(1)
-
-        readers = REPACK_READERS_REMOTE if self.repo.backend.remote else REPACK_READERS
-        with ThreadPoolExecutor(readers, thread_name_prefix="repack") as pool:
-            try:
-                for _done in pool.map(copy_pack, repack.keys(), repack.values()):
-                    pass  # the first failure is raised here
-            except BaseException:
-                pool.shutdown(cancel_futures=True)  # the packs not started yet stay as they are
-                raise
         packer.flush()
         return packer.take_written()
 
