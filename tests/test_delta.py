@@ -314,3 +314,17 @@ def test_an_index_entry_is_checked_field_by_field_on_the_quick_path_too() -> Non
     for wire in ([KIND_DATA, b"a" * 32, 7, 100], (KIND_DATA, b"a" * 32, 7, 100, 4096), "entry"):
         with pytest.raises(FormatError):
             BlobEntry.from_wire(wire)
+    # A delta's six fields: the same checks, and its base an id that is not its own.
+    delta = [*good, b"b" * 32]
+    assert BlobEntry.from_wire(list(delta), b"s" * 16) == BlobEntry(
+        KIND_DATA, b"a" * 32, 7, 100, 4096, b"b" * 32, b"s" * 16)
+    bad[0] = [*bad[0], KIND_TREE]  # only data blobs are deltas
+    bad[5] = [b"b" * 31, b"b" * 33, "b" * 32, bytearray(b"b" * 32), None, b"a" * 32]
+    for field, values in bad.items():
+        for value in values:
+            wire = list(delta)
+            wire[field] = value
+            with pytest.raises(FormatError):
+                BlobEntry.from_wire(wire)
+    with pytest.raises(FormatError):
+        BlobEntry.from_wire((*delta,))

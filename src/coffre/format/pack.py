@@ -60,7 +60,15 @@ class BlobEntry:
                     and type(length) is int and 1 <= length <= _MAX_STORED[kind]
                     and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[kind]):
                 return _built(kind, blob_id, offset, length, raw_length, None, salt)
-        # Anything else (a delta, or a malformed entry) goes through each check with its message.
+        elif type(raw) is list and len(raw) == 6:  # a delta (most of a database's blocks)
+            kind, blob_id, offset, length, raw_length, base = raw
+            if (type(kind) is int and kind == 1 and type(blob_id) is bytes and len(blob_id) == ID_LEN
+                    and type(offset) is int and 0 <= offset <= MAX_PACK
+                    and type(length) is int and 1 <= length <= _MAX_STORED[1]
+                    and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[1]
+                    and type(base) is bytes and len(base) == ID_LEN and base != blob_id):
+                return _built(kind, blob_id, offset, length, raw_length, base, salt)
+        # Anything else (a malformed entry) goes through each check with its message.
         if not isinstance(raw, list) or len(raw) not in (5, 6):
             raise FormatError(_("blob entry: malformed"))
         kind = want_int(raw[0], "blob kind", 1, 2)
