@@ -285,7 +285,8 @@ def test_backup_after_repair_uploads_lost_data_again(small: Coffre, tmp_path: Pa
     packs(small)[d.victim].unlink()
     small.ok("repair", "index")
     res = small("check")
-    assert res.code == 1 and f"{d.big}: data is missing" in res.out, res
+    for sid in d.snaps:  # said for each snapshot, though both name the same blobs
+        assert res.code == 1 and f"snapshot {sid[:8]}: {d.big}: data is missing" in res.out, res
     summary = small.ok("backup", str(d.src), "--json").json()["summary"]
     assert 0 < summary["data_added"] < 1_500_000  # the lost part only
     assert summary["files_changed"] + summary["files_new"] == 1  # big.bin was read again
