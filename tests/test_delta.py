@@ -292,6 +292,16 @@ def test_aligner_resyncs_after_an_insertion_followed_by_edits() -> None:
     assert pairings(old, new) == [0, 1, 2, 3, 4]
 
 
+def refused_field_by_field(good: list[object], bad: dict[int, list[object]]) -> None:
+    """Every entry made from `good` with one field replaced by one of its bad values is refused."""
+    for field, values in bad.items():
+        for value in values:
+            wire = list(good)
+            wire[field] = value
+            with pytest.raises(FormatError):
+                BlobEntry.from_wire(wire)
+
+
 def test_an_index_entry_is_checked_field_by_field_on_the_quick_path_too() -> None:
     """BlobEntry.from_wire checks the common five-field entry in one expression: it must
     refuse everything the field-by-field checks refuse (a bool for an integer, an id of the
@@ -305,12 +315,7 @@ def test_an_index_entry_is_checked_field_by_field_on_the_quick_path_too() -> Non
     bad = {0: [0, 3, True, "1", 1.0], 1: [b"a" * 31, b"a" * 33, "a" * 32, bytearray(b"a" * 32)],
            2: [-1, MAX_PACK + 1, True, None], 3: [0, max_stored(KIND_DATA) + 1, False],
            4: [-1, max_raw(KIND_DATA) + 1, True]}
-    for field, values in bad.items():
-        for value in values:
-            wire = list(good)
-            wire[field] = value
-            with pytest.raises(FormatError):
-                BlobEntry.from_wire(wire)
+    refused_field_by_field(good, bad)
     for wire in ([KIND_DATA, b"a" * 32, 7, 100], (KIND_DATA, b"a" * 32, 7, 100, 4096), "entry"):
         with pytest.raises(FormatError):
             BlobEntry.from_wire(wire)
@@ -320,11 +325,6 @@ def test_an_index_entry_is_checked_field_by_field_on_the_quick_path_too() -> Non
         KIND_DATA, b"a" * 32, 7, 100, 4096, b"b" * 32, b"s" * 16)
     bad[0] = [*bad[0], KIND_TREE]  # only data blobs are deltas
     bad[5] = [b"b" * 31, b"b" * 33, "b" * 32, bytearray(b"b" * 32), None, b"a" * 32]
-    for field, values in bad.items():
-        for value in values:
-            wire = list(delta)
-            wire[field] = value
-            with pytest.raises(FormatError):
-                BlobEntry.from_wire(wire)
+    refused_field_by_field(delta, bad)
     with pytest.raises(FormatError):
         BlobEntry.from_wire((*delta,))
