@@ -53,21 +53,23 @@ class BlobEntry:
 
     @classmethod
     def from_wire(cls, raw: object, salt: bytes | None = None) -> BlobEntry:
-        if type(raw) is list and len(raw) == 5:  # the common case, checked in one expression
+        # The common cases, a plain blob and a delta (most of a database's blocks), are checked
+        # in one expression.
+        if type(raw) is list and len(raw) == 5:
             kind, blob_id, offset, length, raw_length = raw
-            if (type(kind) is int and 1 <= kind <= 2 and type(blob_id) is bytes and len(blob_id) == ID_LEN
-                    and type(offset) is int and 0 <= offset <= MAX_PACK
-                    and type(length) is int and 1 <= length <= _MAX_STORED[kind]
-                    and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[kind]):
-                return _built(kind, blob_id, offset, length, raw_length, None, salt)
-        elif type(raw) is list and len(raw) == 6:  # a delta (most of a database's blocks)
+            base, plain = None, True
+        elif type(raw) is list and len(raw) == 6:
             kind, blob_id, offset, length, raw_length, base = raw
-            if (type(kind) is int and kind == 1 and type(blob_id) is bytes and len(blob_id) == ID_LEN
-                    and type(offset) is int and 0 <= offset <= MAX_PACK
-                    and type(length) is int and 1 <= length <= _MAX_STORED[1]
-                    and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[1]
-                    and type(base) is bytes and len(base) == ID_LEN and base != blob_id):
-                return _built(kind, blob_id, offset, length, raw_length, base, salt)
+            plain = False
+        else:
+            kind = None
+        if (type(kind) is int and 1 <= kind <= 2 and type(blob_id) is bytes and len(blob_id) == ID_LEN
+                and type(offset) is int and 0 <= offset <= MAX_PACK
+                and type(length) is int and 1 <= length <= _MAX_STORED[kind]
+                and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[kind]
+                and (plain or (kind == 1 and type(base) is bytes and len(base) == ID_LEN
+                               and base != blob_id))):
+            return _built(kind, blob_id, offset, length, raw_length, base, salt)
         # Anything else (a malformed entry) goes through each check with its message.
         if not isinstance(raw, list) or len(raw) not in (5, 6):
             raise FormatError(_("blob entry: malformed"))
