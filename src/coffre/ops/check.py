@@ -28,14 +28,12 @@ from coffre.core.errors import FormatError, IntegrityError, ObjectNotFound, Stor
 from coffre.core.human import human_number
 from coffre.core.i18n import N_, _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
-from coffre.crypto.aead import KIND_DATA
 from coffre.format import pack as packfmt
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
 from coffre.ops.repair_config import check_keys_and_config
 from coffre.repository import segments
 from coffre.repository.damage import PACK_ITSELF
-from coffre.repository.index import Location
 from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
 from coffre.repository.tombstones import load_tombstone, tombstone_names
@@ -246,7 +244,7 @@ class Checker:
                             fine.add(blob)
                         else:
                             self.used.add(loc.entry.base)
-                            if self._base_stored(loc) or self.repo.index.readable(blob, self._present):
+                            if self.repo.index.readable(blob, self._present):
                                 fine.add(blob)
                             else:
                                 r.errors.append(
@@ -288,13 +286,6 @@ class Checker:
 
     def _present(self, pack: bytes) -> bool:
         return pack in self._stored
-
-    def _base_stored(self, loc: Location) -> bool:
-        """The common case of index.readable, answered without building every copy's list: a
-        delta in a stored pack whose base's first copy is whole and stored."""
-        base = self.repo.index.lookup(loc.entry.base) if loc.entry.base is not None else None
-        return (loc.pack in self._stored and base is not None and base.entry.base is None
-                and base.entry.kind == KIND_DATA and base.pack in self._stored)
 
     def _other_copy(self, blob_id: bytes, pack: bytes) -> bool:
         """Whether the blob can be read from another pack that exists (for a delta: with its

@@ -113,6 +113,12 @@ class MasterIndex:
     def readable(self, blob_id: bytes, present: Callable[[bytes], bool], but: bytes | None = None) -> bool:
         """Whether some copy of the blob can be read: in a pack `present` accepts (and not the
         pack `but`), and, for a delta, with its base stored whole in such a pack."""
+        first = self._blobs.get(blob_id)
+        if first is not None and first.pack != but and present(first.pack):  # the common case
+            base = self._blobs.get(first.entry.base) if first.entry.base is not None else None
+            if first.entry.base is None or (base is not None and base.entry.base is None
+                                            and base.entry.kind == KIND_DATA and present(base.pack)):
+                return True
         return any(
             loc.pack != but and present(loc.pack) and (
                 loc.entry.base is None or any(
