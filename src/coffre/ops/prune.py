@@ -451,7 +451,7 @@ class Pruner:
             entries = self.repo.index.packs().get(pid)
             if entries is None:
                 try:
-                    entries = self.repo.read_pack_header(pid, len(data))
+                    entries = self.repo.read_pack_header(pid, data=data)
                 except (FormatError, StorageError):
                     entries = []
             bad[pid] = damaged_in(self.repo, data, entries) | {PACK_ITSELF}
@@ -505,6 +505,9 @@ class Pruner:
                             unit=N_("packs"))
         for pid, live in repack.items():
             self.progress.advance(current=pid.hex()[:12])
+            # The bases of its deltas, which checking them loads one at a time from other
+            # packs, are read by the disk meanwhile (as check does).
+            self.repo.will_read_bases([e.base for e in live if e.base is not None])
             data = self.repo.backend.load(Handle("data", pid.hex()))
             view = memoryview(data)
             for e in live:

@@ -517,17 +517,26 @@ class Repository:
         return sorted(out, key=lambda s: (s.time_ns, s.id))
 
     # -- blobs ----------------------------------------------------------------------------------
-    def read_pack_header(self, pack_id: bytes, size: int | None = None) -> list[packfmt.BlobEntry]:
+    def read_pack_header(
+        self, pack_id: bytes, size: int | None = None, data: bytes | None = None,
+    ) -> list[packfmt.BlobEntry]:
+        """A pack's header, read from the storage, or taken from `data`, the whole pack when
+        the caller has read it already (a request less)."""
         handle = Handle("data", pack_id.hex())
-        if size is None:
+        if data is not None:
+            size = len(data)
+        elif size is None:
             size = self.backend.stat(handle).size
-        tail = self.backend.load(handle, max(0, size - 64 * 1024))
+        start = max(0, size - 64 * 1024)
+        tail = data[start:] if data is not None else self.backend.load(handle, start)
         trailer = packfmt.trailer_size(self.version)
         if len(tail) < trailer:
             raise FormatError(_("pack {name} is truncated").format(name=pack_id.hex()[:12]))
         hlen = packfmt.split_trailer(tail, size, self.version)
         if hlen + trailer <= len(tail):
             envelope = tail[len(tail) - trailer - hlen : len(tail) - trailer]
+        elif data is not None:
+            envelope = data[size - trailer - hlen : size - trailer]
         else:
             envelope = self.backend.load(handle, size - trailer - hlen, hlen)
         salt = packfmt.trailer_salt(tail) if self.version >= 2 else None

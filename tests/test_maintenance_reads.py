@@ -1,0 +1,103 @@
+"""What check and prune read back from a local repository: checking a delta loads its base from
+another pack, one blob at a time; every such base is announced to the disk before it is loaded,
+so on a cold page cache the disk reads them while the pack itself is read."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from announcing import Announcing
+from coffre.chunker import PAGE_BLOCK
+from coffre.ops.check import Checker
+from coffre.ops.forget import remove_snapshots
+from coffre.ops.prune import Pruner
+from coffre.repository.locks import Lock
+from coffre.repository.repo import Repository
+from test_backup_reads import BLOCKS, backup, database
+
+from conftest import age_tree
+
+
+def change_every_block(db: Path, rnd: random.Random) -> None:
+    data = bytearray(db.read_bytes())
+    for block in range(BLOCKS):
+        at = block * PAGE_BLOCK + rnd.randrange(100, PAGE_BLOCK)
+        data[at : at + 8] = rnd.randbytes(8)
+    db.write_bytes(bytes(data))
+    age_tree(db.parent)
+
+
+def opened(backend: Announcing) -> Repository:
+    repo = Repository.open(backend, "pw")
+    repo.load_index()
+    backend.tree_packs = {p.hex() for p in repo.index.packs() if repo.index.tree_pack(p)}
+    return repo
+
+
+Span = tuple[str, int, int]
+
+
+def singles(spans: list[Span], sizes: dict[str, int]) -> list[Span]:
+    """The loads of single blobs among `spans`: not those of whole packs (`sizes`: each
+    pack's), such as the pack being checked or moved, read at once."""
+    return [span for span in spans if not (span[1] == 0 and span[2] == sizes[span[0]])]
+
+
+def forget_what_was_read(backend: Announcing) -> None:
+    """Start afresh: what the backups announced covers the same bases."""
+    backend.loaded.clear()
+    backend.announced.clear()
+    backend.unannounced.clear()
+
+
+def pack_sizes(backend: Announcing) -> dict[str, int]:
+    return {info.name: info.size for info in backend.list("data")}
+
+
+def test_check_announces_the_bases_of_the_deltas_it_reads(tmp_path: Path) -> None:
+    rnd = random.Random(11)
+    db = database(tmp_path / "src", rnd)
+    backend = Announcing(tmp_path / "repo")
+    Repository.init(backend, "pw")
+    backup(backend, db.parent)
+    change_every_block(db, rnd)
+    assert backup(backend, db.parent)["deltas_added"] == BLOCKS
+    repo = opened(backend)
+    sizes = pack_sizes(backend)
+    forget_what_was_read(backend)
+    result = Checker(repo).run(read_data=True)
+    assert not result.errors and not result.damaged_packs
+    # Each delta's base on its own, and nothing else: each pack's header is taken from the
+    # pack read whole, not read again.
+    assert len(singles(backend.loaded, sizes)) == BLOCKS
+    assert singles(backend.unannounced, sizes) == []
+
+
+def test_prune_announces_the_bases_of_the_deltas_it_moves(tmp_path: Path) -> None:
+    """A pack of deltas still needed, beside a file no kept snapshot has: repacked, its
+    deltas checked against their bases first."""
+    rnd = random.Random(12)
+    db = database(tmp_path / "src", rnd)
+    backend = Announcing(tmp_path / "repo")
+    Repository.init(backend, "pw")
+    backup(backend, db.parent)
+    change_every_block(db, rnd)
+    junk = db.parent / "export.bin"
+    junk.write_bytes(rnd.randbytes(8 * PAGE_BLOCK))
+    age_tree(db.parent)
+    assert backup(backend, db.parent)["deltas_added"] == BLOCKS
+    junk.unlink()
+    backup(backend, db.parent)  # the same deltas, without the export
+    repo = opened(backend)
+    second = repo.snapshots()[1]
+    with Lock(repo, exclusive=True, command="forget"):
+        remove_snapshots(repo, [second.id])
+    repo = opened(backend)
+    sizes = pack_sizes(backend)
+    forget_what_was_read(backend)
+    with Lock(repo, exclusive=True, command="prune") as lock:
+        stats = Pruner(repo, lock).run()
+    assert stats.packs_repacked >= 1
+    assert len(singles(backend.loaded, sizes)) >= BLOCKS  # each moved delta's base
+    assert singles(backend.unannounced, sizes) == []
