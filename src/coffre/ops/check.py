@@ -303,7 +303,7 @@ class Checker:
                 r.packs_read += 1
         if full and entries:
             # Each delta's base is loaded from another pack, one at a time: asked for now, the
-            # disk reads them while this pack is read (a year's 5 % check, cold: 6.7 % faster).
+            # disk reads them while this pack is read (a year's repository, cold: 6.7 % faster).
             self.repo.will_read_bases([e.base for e in entries if e.base is not None])
         try:
             data = self.repo.backend.load(Handle("data", name))
