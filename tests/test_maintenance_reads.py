@@ -55,14 +55,26 @@ def pack_sizes(backend: Announcing) -> dict[str, int]:
     return {info.name: info.size for info in backend.list("data")}
 
 
-def test_check_announces_the_bases_of_the_deltas_it_reads(tmp_path: Path) -> None:
-    rnd = random.Random(11)
+def database_changed_everywhere(
+    tmp_path: Path, rnd: random.Random, extra: int = 0,
+) -> tuple[Path, Announcing]:
+    """A database backed up, then a row changed in each of its blocks and backed up again:
+    each block stored as a delta against its first version. `extra`: bytes of another new
+    file in the second backup."""
     db = database(tmp_path / "src", rnd)
     backend = Announcing(tmp_path / "repo")
     Repository.init(backend, "pw")
     backup(backend, db.parent)
     change_every_block(db, rnd)
+    if extra:
+        (db.parent / "export.bin").write_bytes(rnd.randbytes(extra))
+        age_tree(db.parent)
     assert backup(backend, db.parent)["deltas_added"] == BLOCKS
+    return db, backend
+
+
+def test_check_announces_the_bases_of_the_deltas_it_reads(tmp_path: Path) -> None:
+    _db, backend = database_changed_everywhere(tmp_path, random.Random(11))
     repo = opened(backend)
     sizes = pack_sizes(backend)
     forget_what_was_read(backend)
@@ -77,17 +89,8 @@ def test_check_announces_the_bases_of_the_deltas_it_reads(tmp_path: Path) -> Non
 def test_prune_announces_the_bases_of_the_deltas_it_moves(tmp_path: Path) -> None:
     """A pack of deltas still needed, beside a file no kept snapshot has: repacked, its
     deltas checked against their bases first."""
-    rnd = random.Random(12)
-    db = database(tmp_path / "src", rnd)
-    backend = Announcing(tmp_path / "repo")
-    Repository.init(backend, "pw")
-    backup(backend, db.parent)
-    change_every_block(db, rnd)
-    junk = db.parent / "export.bin"
-    junk.write_bytes(rnd.randbytes(8 * PAGE_BLOCK))
-    age_tree(db.parent)
-    assert backup(backend, db.parent)["deltas_added"] == BLOCKS
-    junk.unlink()
+    db, backend = database_changed_everywhere(tmp_path, random.Random(12), extra=8 * PAGE_BLOCK)
+    (db.parent / "export.bin").unlink()
     backup(backend, db.parent)  # the same deltas, without the export
     repo = opened(backend)
     second = repo.snapshots()[1]
