@@ -527,16 +527,15 @@ class Repository:
             size = len(data)
         elif size is None:
             size = self.backend.stat(handle).size
-        start = max(0, size - 64 * 1024)
-        tail = data[start:] if data is not None else self.backend.load(handle, start)
+        # The pack's last 64 KiB hold its header but for a larger one (then read on its own);
+        # a whole pack holds it always.
+        tail = data if data is not None else self.backend.load(handle, max(0, size - 64 * 1024))
         trailer = packfmt.trailer_size(self.version)
         if len(tail) < trailer:
             raise FormatError(_("pack {name} is truncated").format(name=pack_id.hex()[:12]))
         hlen = packfmt.split_trailer(tail, size, self.version)
         if hlen + trailer <= len(tail):
             envelope = tail[len(tail) - trailer - hlen : len(tail) - trailer]
-        elif data is not None:
-            envelope = data[size - trailer - hlen : size - trailer]
         else:
             envelope = self.backend.load(handle, size - trailer - hlen, hlen)
         salt = packfmt.trailer_salt(tail) if self.version >= 2 else None
