@@ -44,6 +44,16 @@ def database(src: Path, rnd: random.Random) -> Path:
     return db
 
 
+def change_every_block(db: Path, rnd: random.Random) -> None:
+    """A row changed in every block of the database."""
+    data = bytearray(db.read_bytes())
+    for block in range(BLOCKS):
+        at = block * PAGE_BLOCK + rnd.randrange(100, PAGE_BLOCK)
+        data[at : at + 8] = rnd.randbytes(8)
+    db.write_bytes(bytes(data))
+    age_tree(db.parent)
+
+
 def test_a_changed_database_has_each_base_announced_before_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,12 +68,7 @@ def test_a_changed_database_has_each_base_announced_before_it_is_read(
     backend = Announcing(tmp_path / "repo")
     Repository.init(backend, "pw")
     backup(backend, db.parent)
-    data = bytearray(db.read_bytes())
-    for block in range(BLOCKS):  # a row changed in every block
-        at = block * PAGE_BLOCK + rnd.randrange(100, PAGE_BLOCK)
-        data[at : at + 8] = rnd.randbytes(8)
-    db.write_bytes(bytes(data))
-    age_tree(db.parent)
+    change_every_block(db, rnd)
     backend.announced.clear()
     summary = backup(backend, db.parent)
     assert summary["deltas_added"] == BLOCKS

@@ -14,18 +14,9 @@ from coffre.ops.forget import remove_snapshots
 from coffre.ops.prune import Pruner
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
-from test_backup_reads import BLOCKS, backup, database
+from test_backup_reads import BLOCKS, backup, change_every_block, database
 
 from conftest import age_tree
-
-
-def change_every_block(db: Path, rnd: random.Random) -> None:
-    data = bytearray(db.read_bytes())
-    for block in range(BLOCKS):
-        at = block * PAGE_BLOCK + rnd.randrange(100, PAGE_BLOCK)
-        data[at : at + 8] = rnd.randbytes(8)
-    db.write_bytes(bytes(data))
-    age_tree(db.parent)
 
 
 def opened(backend: Announcing) -> Repository:
