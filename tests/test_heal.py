@@ -224,3 +224,33 @@ def test_check_does_not_excuse_a_lost_pack_with_a_delta_whose_base_is_lost_too(
     assert repo("restore", "latest", "--target", str(tmp_path / "r")).code != 0
     res = repo("check")
     assert res.code == 1 and "no errors" not in res.out, res
+
+
+def test_a_delta_prune_left_without_its_base_is_no_alarm(repo: Coffre, tmp_path: Path) -> None:
+    """Prune keeps a pack for what a snapshot still uses in it, with a delta no snapshot uses
+    any more, and deletes that delta's unused base elsewhere. Nothing is lost, check agrees:
+    the next backups must not say that stored pieces cannot be read (a false alarm every
+    night, on a pharmacy's repository after months of daily prunes)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    db = src / "officine.db"
+    fake_database(db, 1)
+    age_tree(src)
+    repo.ok("backup", str(src))  # the database's blocks, stored whole
+    touch_pages(db, 2)
+    (src / "scan.jpg").write_bytes(random.Random(3).randbytes(3_000_000))
+    age_tree(src)
+    repo.ok("backup", str(src))  # deltas, in one pack with the scan
+    db.unlink()
+    age_tree(src)
+    repo.ok("backup", str(src))  # the scan alone
+    repo.ok("forget", "--keep-last", "1")
+    repo.ok("prune")
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    r.load_index()
+    left = [e for entries in r.index.packs().values() for e in entries
+            if e.base is not None and r.index.lookup(e.base) is None]
+    assert left, "the case this test is about: indexed deltas whose base prune deleted"
+    assert repo("check", "--read-data").code == 0
+    res = repo("backup", str(src))
+    assert res.code == 0 and "cannot be read" not in res.out + res.err, res

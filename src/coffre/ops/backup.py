@@ -773,7 +773,11 @@ class Backup:
         """What the index lists but cannot be read (a damaged repository) is treated as
         absent, so this backup stores it again from the live files instead of pointing at
         it ("heal"): packs storage lacks, blobs `check` found damaged (the damage register),
-        and deltas whose base was among them."""
+        and deltas whose base was among them. A delta whose base the index already lacks is
+        dropped without a word: prune leaves them, a delta no snapshot uses in a pack it
+        keeps whose unused base it deleted; nothing was lost, and saying "cannot be read"
+        at every backup would be a false alarm."""
+        self.repo.index.drop_unreadable()
         stored = {name for name, _ in self.repo.iter_pack_names()}
         gone = {pid for pid in self.repo.index.pack_ids() if pid.hex() not in stored and self._absent(pid)}
         if gone:
@@ -786,9 +790,7 @@ class Backup:
                          len(gone)).format(count=len(gone))
             )
         damaged = {(p, b) for p, b in self.damaged if p not in gone}
-        before = len(self.repo.index)
-        self.repo.index.drop_unreadable(damaged)
-        lost = before - len(self.repo.index)
+        lost = self.repo.index.drop_unreadable(damaged) if gone or damaged else 0
         if lost:
             self.problems.warnings.append(
                 ngettext("{count} stored piece cannot be read (damaged, as 'coffre check' found, or a "
