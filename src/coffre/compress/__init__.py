@@ -3,7 +3,10 @@ zstd deltas (a chunk compressed with an older chunk's content as a raw dictionar
 
 from __future__ import annotations
 
+import functools
+import importlib
 import threading
+from typing import Any
 
 import zstandard
 
@@ -52,10 +55,74 @@ def compress(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[int, bytes]:
 def compress_delta(data: bytes, base: bytes, level: int = DEFAULT_LEVEL) -> bytes:
     """`data` compressed with `base` as a raw-content dictionary: what `base` already holds
     costs a few bytes per match, so a 4 KiB page changed in one row stores as ~100 bytes."""
+    binding = _zstd_binding()
+    if binding is not None:
+        return _prefix_compressor(*binding).compress(data, base, level)
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     return zstandard.ZstdCompressor(
         level=level, dict_data=dictionary, write_content_size=True, write_dict_id=False
     ).compress(data)
+
+
+# Why a context of zstd's own per thread, through python-zstandard's cffi binding of zstd's API:
+# its compressor binds a dictionary for its lifetime, so a delta needed a new compressor and a
+# digested dictionary each time, four times the cost of the compression itself (a day's 876
+# changed 256 KiB blocks of a 240 MB database: 0.53 s, against 0.11 s here). zstd's "prefix"
+# is the same raw content, referenced for one frame without being digested, and the frame it
+# gives decodes with the base as a raw-content dictionary (decompress_delta). Where the binding
+# is missing, the compressor above gives frames of the same meaning. The packer decodes every
+# delta it stores and compares it with the chunk either way.
+_BINDING_NEEDS = ("ZSTD_createCCtx", "ZSTD_freeCCtx", "ZSTD_CCtx_reset", "ZSTD_CCtx_setParameter",
+                  "ZSTD_CCtx_refPrefix", "ZSTD_compress2", "ZSTD_compressBound", "ZSTD_isError",
+                  "ZSTD_getErrorName")
+
+
+@functools.cache
+def _zstd_binding() -> tuple[Any, Any] | None:
+    """(ffi, lib) of python-zstandard's cffi backend, or None if it is not there."""
+    try:
+        backend = importlib.import_module("zstandard.backend_cffi")
+    except ImportError:
+        return None
+    ffi, lib = getattr(backend, "ffi", None), getattr(backend, "lib", None)
+    if ffi is None or not all(hasattr(lib, name) for name in _BINDING_NEEDS):
+        return None
+    return ffi, lib
+
+
+def _prefix_compressor(ffi: Any, lib: Any) -> _PrefixCompressor:
+    comp: _PrefixCompressor | None = getattr(_local, "prefix", None)
+    if comp is None:
+        comp = _local.prefix = _PrefixCompressor(ffi, lib)
+    return comp
+
+
+class _PrefixCompressor:
+    """One thread's zstd compression context and output buffer, kept from delta to delta."""
+
+    def __init__(self, ffi: Any, lib: Any) -> None:
+        self.ffi, self.lib = ffi, lib
+        self.cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
+        self.out = ffi.new("char[]", 1)
+        self.room = 1
+
+    def compress(self, data: bytes, base: bytes, level: int) -> bytes:
+        ffi, lib, cctx = self.ffi, self.lib, self.cctx
+        bound = self._check(lib.ZSTD_compressBound(len(data)))
+        if bound > self.room:
+            self.out, self.room = ffi.new("char[]", bound), bound
+        self._check(lib.ZSTD_CCtx_reset(cctx, lib.ZSTD_reset_session_and_parameters))
+        self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_compressionLevel, level))
+        self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_contentSizeFlag, 1))
+        self._check(lib.ZSTD_CCtx_refPrefix(cctx, ffi.from_buffer(base), len(base)))
+        size = self._check(lib.ZSTD_compress2(cctx, self.out, self.room, ffi.from_buffer(data), len(data)))
+        return bytes(ffi.buffer(self.out, size))
+
+    def _check(self, code: int) -> int:
+        if self.lib.ZSTD_isError(code):
+            name = self.ffi.string(self.lib.ZSTD_getErrorName(code)).decode("ascii", "replace")
+            raise zstandard.ZstdError(f"zstd delta compression failed: {name}")
+        return code
 
 
 def decompress_delta(payload: bytes | memoryview, base: bytes, raw_length: int) -> bytes:
