@@ -3,6 +3,7 @@ and everything that reads or deletes data understanding them (docs/design.md §3
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import random
 import sqlite3
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from coffre import compress as compress_module
 from coffre.chunker import PAGE_BLOCK
 from coffre.chunker.align import Aligner
 from coffre.core.errors import FormatError
@@ -225,6 +227,46 @@ def test_a_delta_against_an_unrelated_base_is_not_kept() -> None:
     loc = repo.index.lookup(data_id)
     assert loc is not None and loc.entry.base is None
     assert repo.load_blob(data_id) == data
+
+
+def delta_pairs() -> list[tuple[str, bytes, bytes]]:
+    """(what, new chunk, its base) as backups pair them."""
+    rnd = random.Random(5)
+    block = bytearray(rnd.randbytes(2048) * 128)  # 256 KiB of database pages
+    old_block = bytes(block)
+    for page in rnd.sample(range(64), 5):  # a day: a row changed in 5 of its 64 pages
+        block[page * 4096 + 300 : page * 4096 + 340] = rnd.randbytes(40)
+    dump = b"".join(f"{i}\tDoliprane 1000\t{rnd.randrange(10**6)}\n".encode() for i in range(40_000))
+    moved = dump[:100_000] + b"42\tnouvelle ligne\n" + dump[100_000:]  # shifted by an insertion
+    huge = rnd.randbytes(1 << 20) * 9  # larger than zstd's window at these levels
+    return [("block", bytes(block), old_block), ("dump", moved, dump), ("grown", dump + dump[:5000], dump),
+            ("shrunk", dump[:30_000], dump), ("huge", huge[:-7] + b"changed", huge)]
+
+
+@pytest.mark.parametrize("level", [3, 9])
+def test_deltas_decode_with_their_base_and_stay_small(level: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deltas go through a zstd context kept per thread (compress/__init__.py: four times
+    cheaper than a compressor per delta); the frames decode with the base as a raw-content
+    dictionary, as every reader does, and are as small as the slower path's."""
+    assert compress_module._zstd_binding() is not None  # the fast path is the one measured
+    kept = [(what, new, old, compress_module.compress_delta(new, old, level))
+            for what, new, old in delta_pairs()]
+    monkeypatch.setattr(compress_module, "_zstd_binding", lambda: None)
+    for what, new, old, delta in kept:
+        assert compress_module.decompress_delta(delta, old, len(new)) == new, what
+        slower = compress_module.compress_delta(new, old, level)
+        assert compress_module.decompress_delta(slower, old, len(new)) == new, what
+        assert len(delta) <= len(slower) * 1.1 + 64, what
+    assert len(kept[0][3]) < 2000  # 5 pages changed in 256 KiB
+
+
+def test_deltas_made_by_several_threads_at_once_decode() -> None:
+    """Each worker thread has its own context: deltas made at the same time never mix."""
+    pairs = [(new, old) for _what, new, old in delta_pairs()] * 4
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        deltas = list(pool.map(lambda p: compress_module.compress_delta(p[0], p[1], 3), pairs))
+    for (new, old), delta in zip(pairs, deltas, strict=True):
+        assert compress_module.decompress_delta(delta, old, len(new)) == new
 
 
 def test_database_files_are_cut_in_page_aligned_blocks(repo: Coffre, pharmacy: Path) -> None:
