@@ -43,6 +43,7 @@ class Measure:
     wall: float
     cpu: float
     rss_mib: float
+    warnings: tuple[str, ...] = ()  # what the command printed as a warning (Coffre's "warning: ...")
 
 
 @dataclass
@@ -102,7 +103,14 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> Measure:
     wall = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, warnings_in(err))
+
+
+def warnings_in(stderr: bytes) -> tuple[str, ...]:
+    """The lines a command printed as warnings: a backup that succeeds but warns every day (a
+    false alarm, or a real problem) is something a year of them must show."""
+    lines = stderr.decode(errors="replace").splitlines()
+    return tuple(line for line in lines if line.lower().startswith(("warning:", "attention :")))
 
 
 def tree_sizes(root: Path) -> dict[str, int]:

@@ -215,6 +215,7 @@ class Day:
     index_files: int
     snapshots: int
     packs: int | None = None  # pack files in data/ (absent from the CSVs of older runs)
+    warnings: int | None = None  # warning lines the day's commands printed (idem)
 
 
 COLUMNS = [f.name for f in dataclasses.fields(Day)]
@@ -493,6 +494,8 @@ def run_daily_job(tool: DailyTool, tree: Path, day: int, moment: datetime, sched
     check = (timed(tool.check_subset_argv(schedule.check_percent), env, tool.home)
              if schedule.checks(day) else None)
     ran = [m for m in (backup, forget, prune, check) if m is not None]
+    for line in (w for m in ran for w in m.warnings):
+        print(f"  day {day}, {tool.name}: {line}", flush=True)
     return Day(
         day=day, date=moment.date().isoformat(), tree_bytes=folder_bytes(tree),
         scan_files=activity.scan_files, scans_added=activity.scans_added, db_rows=activity.db_rows,
@@ -504,6 +507,7 @@ def run_daily_job(tool: DailyTool, tree: Path, day: int, moment: datetime, sched
         repo_bytes=folder_bytes(tool.repo), cache_bytes=folder_bytes(tool.cache_dir),
         index_files=file_count(tool.index_dir), snapshots=file_count(tool.snapshots_dir),
         packs=file_count(tool.repo / "data"),
+        warnings=sum(len(m.warnings) for m in ran),
     )
 
 
@@ -785,6 +789,7 @@ def summary(rows: dict[str, list[Day]], year: Year, pharmacy: Pharmacy, comparis
                    "restic": "backup --time"},
         "comparisons": [{**dataclasses.asdict(c), "ratio": finite(c.ratio), "within_target": c.within_target}
                         for c in comparisons],
+        "days_with_warnings": {name: [d.day for d in days if d.warnings] for name, days in rows.items()},
         "repository_bytes_last_day": last_repository_bytes(rows),
         "repository_coffre_over_restic": coffre_over_restic(last_repository_bytes(rows)),
         "last_day": {name: dataclasses.asdict(days[-1]) for name, days in rows.items() if days},
@@ -869,6 +874,15 @@ def print_results(rows: dict[str, list[Day]], comparisons: list[Comparison], day
     if ratio is not None:
         print(f"\nrepository on day {days}: coffre {sizes['coffre'] / 1e6:.1f} MB, restic "
               f"{sizes['restic'] / 1e6:.1f} MB, coffre/restic {ratio:.2f}")
+    for name, tool_rows in rows.items():
+        warned = [d.day for d in tool_rows if d.warnings]
+        if any(d.warnings is not None for d in tool_rows):
+            which = f" (days {shorten_days(warned)})" if warned else ""
+            print(f"{name}: {len(warned)} day(s) with warnings{which}")
+
+
+def shorten_days(days: list[int]) -> str:
+    return ", ".join(map(str, days)) if len(days) <= 10 else f"{', '.join(map(str, days[:10]))}, ..."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,6 +192,8 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
     assert summary["growth"] == "linear" and summary["scans_per_day"] == 8
     assert summary["tree_bytes_per_day"] > 0
     assert {c["tool"] for c in summary["comparisons"]} == {"coffre", "restic"}
+    # A daily job that succeeds while warning (a false alarm every night) shows in the counts.
+    assert summary["days_with_warnings"] == {"coffre": [], "restic": []}
     for plot in summary["plots"]:
         assert Path(plot).read_bytes().startswith(b"\x89PNG")
     assert len(summary["plots"]) == 13  # 10 measures, and the 3 times per GB
@@ -201,7 +203,8 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
         [sys.executable, str(BENCH.with_name("year.py")), "--report", "--out", str(out_dir)],
         capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
-    for line in ("backup time ", "backup per GB of tree", "check per GB of repo", "repository on day 3"):
+    for line in ("backup time ", "backup per GB of tree", "check per GB of repo", "repository on day 3",
+                 "coffre: 0 day(s) with warnings"):
         assert line in again.stdout, again.stdout
 
 
