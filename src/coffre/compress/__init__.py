@@ -103,14 +103,15 @@ class _PrefixCompressor:
     def __init__(self, ffi: Any, lib: Any) -> None:
         self.ffi, self.lib = ffi, lib
         self.cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
-        self.out = ffi.new("char[]", 1)
+        self.alloc = ffi.new_allocator(should_clear_after_alloc=False)  # zstd writes what is read
+        self.out = self.alloc("char[]", 1)
         self.room = 1
 
     def compress(self, data: bytes, base: bytes, level: int) -> bytes:
         ffi, lib, cctx = self.ffi, self.lib, self.cctx
         bound = self._check(lib.ZSTD_compressBound(len(data)))
         if bound > self.room:
-            self.out, self.room = ffi.new("char[]", bound), bound
+            self.out, self.room = self.alloc("char[]", bound), bound
         self._check(lib.ZSTD_CCtx_reset(cctx, lib.ZSTD_reset_session_and_parameters))
         self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_compressionLevel, level))
         self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_contentSizeFlag, 1))
