@@ -95,3 +95,65 @@ def test_prune_announces_the_bases_of_the_deltas_it_moves(tmp_path: Path) -> Non
     assert stats.packs_repacked >= 1
     assert len(singles(backend.loaded, sizes)) >= BLOCKS  # each moved delta's base
     assert singles(backend.unannounced, sizes) == []
+
+
+# -- remote storage: the bases read by exact spans, not by windows --------------------------------
+
+SCAN = 48 * 1024 * 1024  # beside the database in its first backup: the bases lie scattered among it
+
+
+def scattered_bases(tmp_path: Path, rnd: random.Random, extra: int = 0) -> tuple[Path, Announcing]:
+    """A database backed up beside a large scan (format 2 shuffles a pack's blobs, so its blocks
+    lie scattered among the scan's), then changed in every block and backed up again: the second
+    backup's deltas name bases with other data all around them. The storage says it is remote."""
+    src = tmp_path / "src"
+    db = database(src, rnd)
+    (src / "scan.jpg").write_bytes(rnd.randbytes(SCAN))
+    age_tree(src, 7200)
+    backend = Announcing(tmp_path / "repo")
+    Repository.init(backend, "pw")
+    backend.remote = True
+    backup(backend, src)
+    change_every_block(db, rnd)
+    if extra:
+        (src / "export.bin").write_bytes(rnd.randbytes(extra))
+        age_tree(src)
+    assert backup(backend, src)["deltas_added"] == BLOCKS
+    return db, backend
+
+
+def base_bytes(repo: Repository) -> int:
+    """The stored size of every blob a delta names as its base."""
+    named = {e.base for entries in repo.index.packs().values() for e in entries if e.base is not None}
+    return sum(loc.entry.length for b in named if (loc := repo.index.lookup(b)) is not None)
+
+
+def test_a_remote_check_reads_the_bases_not_windows_around_them(tmp_path: Path) -> None:
+    """A year-old repository's deltas name bases in a hundred packs: a window of 8 MiB around
+    each would read many times the repository (repository/packbases.py)."""
+    _db, backend = scattered_bases(tmp_path, random.Random(13))
+    repo = opened(backend)
+    sizes = pack_sizes(backend)
+    forget_what_was_read(backend)
+    result = Checker(repo).run(read_data=True)
+    assert not result.errors and not result.damaged_packs and result.packs_read == len(sizes)
+    read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, sizes))
+    # Each base once, and little else: the bases are a third of what lies around them.
+    assert base_bytes(repo) <= read_for_bases <= base_bytes(repo) * 5 // 4
+
+
+def test_a_remote_prune_reads_the_bases_of_what_it_moves_not_windows(tmp_path: Path) -> None:
+    db, backend = scattered_bases(tmp_path, random.Random(14), extra=32 * PAGE_BLOCK)
+    (db.parent / "export.bin").unlink()
+    backup(backend, db.parent)  # the same deltas, without the export
+    repo = opened(backend)
+    with Lock(repo, exclusive=True, command="forget"):
+        remove_snapshots(repo, [repo.snapshots()[1].id])
+    repo = opened(backend)
+    sizes = pack_sizes(backend)
+    forget_what_was_read(backend)
+    with Lock(repo, exclusive=True, command="prune") as lock:
+        stats = Pruner(repo, lock).run()
+    assert stats.packs_repacked >= 1
+    read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, sizes))
+    assert base_bytes(repo) <= read_for_bases <= base_bytes(repo) * 5 // 4

@@ -42,6 +42,7 @@ from coffre.repository import segments
 from coffre.repository.damage import PACK_ITSELF
 from coffre.repository.index import MasterIndex
 from coffre.repository.locks import Lock, live_locks
+from coffre.repository.packbases import PackBases
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.repository.trash import TrashRecord, load_trash, save_trash
@@ -505,15 +506,15 @@ class Pruner:
                             unit=N_("packs"))
         for pid, live in repack.items():
             self.progress.advance(current=pid.hex()[:12])
-            # The bases of its deltas, which checking them loads one at a time from other
-            # packs, are read by the disk meanwhile (as check does).
-            self.repo.will_read_bases([e.base for e in live if e.base is not None])
+            # The bases of its deltas, which checking them loads from other packs: as check
+            # does (repository/packbases.py).
+            bases = PackBases(self.repo, live)
             data = self.repo.backend.load(Handle("data", pid.hex()))
             view = memoryview(data)
             for e in live:
                 try:
                     body = self.repo.open_blob(e, view[e.offset : e.offset + e.length])
-                    self.repo.decode_plain(e, body)
+                    self.repo.decode_plain(e, body, bases.get(e.base) if e.base is not None else None)
                 except FormatError as exc:
                     raise CoffreError(
                         _("pack {pack} holds a damaged blob that a snapshot needs ({reason}); prune "
