@@ -115,7 +115,8 @@ class _PrefixCompressor:
         self._check(lib.ZSTD_CCtx_reset(cctx, lib.ZSTD_reset_session_and_parameters))
         self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_compressionLevel, level))
         self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_contentSizeFlag, 1))
-        self._check(lib.ZSTD_CCtx_refPrefix(cctx, ffi.from_buffer(base), len(base)))
+        prefix = ffi.from_buffer(base)  # referenced by the context until the frame is made
+        self._check(lib.ZSTD_CCtx_refPrefix(cctx, prefix, len(base)))
         size = self._check(lib.ZSTD_compress2(cctx, self.out, self.room, ffi.from_buffer(data), len(data)))
         return bytes(ffi.buffer(self.out, size))
 
