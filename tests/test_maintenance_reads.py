@@ -1,6 +1,7 @@
-"""What check and prune read back from a local repository: checking a delta loads its base from
-another pack, one blob at a time; every such base is announced to the disk before it is loaded,
-so on a cold page cache the disk reads them while the pack itself is read."""
+"""What check, prune and copy read back for the bases of deltas: each base, from another pack.
+Local: every such base is announced to the disk before it is loaded, so on a cold page cache the
+disk reads them while the pack itself is read. Remote: the bases alone, by exact spans, not a
+window of a pack around each."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 from announcing import Announcing
 from coffre.chunker import PAGE_BLOCK
 from coffre.ops.check import Checker
+from coffre.ops.copy import Copier
 from coffre.ops.forget import remove_snapshots
 from coffre.ops.prune import Pruner
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
+from coffre.storage.local import LocalBackend
 from test_backup_reads import BLOCKS, backup, change_every_block, database
 
 from conftest import age_tree
@@ -157,3 +160,21 @@ def test_a_remote_prune_reads_the_bases_of_what_it_moves_not_windows(tmp_path: P
     assert stats.packs_repacked >= 1
     read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, sizes))
     assert base_bytes(repo) <= read_for_bases <= base_bytes(repo) * 5 // 4
+
+
+def test_a_copy_from_remote_storage_reads_the_bases_not_windows_around_them(tmp_path: Path) -> None:
+    """The day's deltas copied to an off-site repository that has their bases (shared keys):
+    each delta is checked through its base, read from the source."""
+    _db, backend = scattered_bases(tmp_path, random.Random(15))
+    src = opened(backend)
+    target = LocalBackend(tmp_path / "off-site")
+    assert src.content_secret is not None
+    Repository.init(target, "autre", chunker=src.config.chunker, content=src.content_secret)
+    for snap in src.snapshots():  # the first day, then the deltas of the second
+        dst = Repository.open(target, "autre")
+        dst.load_index()
+        forget_what_was_read(backend)
+        with Lock(dst, exclusive=False, command="copy") as lock:
+            Copier(src, dst, lock).run([snap])
+    read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, pack_sizes(backend)))
+    assert base_bytes(src) <= read_for_bases <= base_bytes(src) * 5 // 4

@@ -32,6 +32,7 @@ from coffre.ops.listings import read_levels
 from coffre.repository import segments
 from coffre.repository.index import Location
 from coffre.repository.locks import Lock
+from coffre.repository.packbases import PackBases
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 
@@ -226,13 +227,17 @@ class Copier:
         self._planned = []
 
     def _copy_run(self, run: list[Location]) -> None:
+        # A day's deltas name bases all over a year-old source: read as check reads them, not
+        # an 8 MiB window each on remote storage (repository/packbases.py).
+        bases = PackBases(self.src, [loc.entry for loc in run])
         for loc, envelope in zip(run, self.src.read_run(run), strict=True):
             entry = loc.entry
             if len(envelope) != entry.length:
                 raise IntegrityError(_("blob {blob} is truncated in the source").format(
                     blob=entry.id.hex()[:12]))
             body = self.src.open_blob(entry, envelope)
-            self.src.decode_plain(entry, body)  # checks the content against its id first
+            base = bases.get(entry.base) if entry.base is not None else None
+            self.src.decode_plain(entry, body, base)  # checks the content against its id first
             self.packer.add_body(entry.kind, entry.id, body, entry.raw_length, entry.base)
             self.progress.advance(1, entry.length)
 
