@@ -67,6 +67,28 @@ def database_changed_everywhere(
     return db, backend
 
 
+def prune_the_export_away(db: Path, backend: Announcing) -> dict[str, int]:
+    """The export dropped and backed up again, the snapshot that had it forgotten, then a
+    prune that repacks its pack (the deltas still needed, checked against their bases): what
+    prune read is left in `backend.loaded`. The packs' sizes before the prune."""
+    (db.parent / "export.bin").unlink()
+    backup(backend, db.parent)  # the same deltas, without the export
+    repo = opened(backend)
+    with Lock(repo, exclusive=True, command="forget"):
+        remove_snapshots(repo, [repo.snapshots()[1].id])
+    repo = opened(backend)
+    sizes = pack_sizes(backend)
+    forget_what_was_read(backend)
+    with Lock(repo, exclusive=True, command="prune") as lock:
+        assert Pruner(repo, lock).run().packs_repacked >= 1
+    return sizes
+
+
+def read_for_bases(backend: Announcing, sizes: dict[str, int]) -> int:
+    """Bytes of the loads that were not of a whole pack."""
+    return sum(stop - start for _name, start, stop in singles(backend.loaded, sizes))
+
+
 def test_check_announces_the_bases_of_the_deltas_it_reads(tmp_path: Path) -> None:
     _db, backend = database_changed_everywhere(tmp_path, random.Random(11))
     repo = opened(backend)
@@ -84,18 +106,7 @@ def test_prune_announces_the_bases_of_the_deltas_it_moves(tmp_path: Path) -> Non
     """A pack of deltas still needed, beside a file no kept snapshot has: repacked, its
     deltas checked against their bases first."""
     db, backend = database_changed_everywhere(tmp_path, random.Random(12), extra=8 * PAGE_BLOCK)
-    (db.parent / "export.bin").unlink()
-    backup(backend, db.parent)  # the same deltas, without the export
-    repo = opened(backend)
-    second = repo.snapshots()[1]
-    with Lock(repo, exclusive=True, command="forget"):
-        remove_snapshots(repo, [second.id])
-    repo = opened(backend)
-    sizes = pack_sizes(backend)
-    forget_what_was_read(backend)
-    with Lock(repo, exclusive=True, command="prune") as lock:
-        stats = Pruner(repo, lock).run()
-    assert stats.packs_repacked >= 1
+    sizes = prune_the_export_away(db, backend)
     assert len(singles(backend.loaded, sizes)) >= BLOCKS  # each moved delta's base
     assert singles(backend.unannounced, sizes) == []
 
@@ -140,26 +151,15 @@ def test_a_remote_check_reads_the_bases_not_windows_around_them(tmp_path: Path) 
     forget_what_was_read(backend)
     result = Checker(repo).run(read_data=True)
     assert not result.errors and not result.damaged_packs and result.packs_read == len(sizes)
-    read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, sizes))
     # Each base once, and little else: the bases are a third of what lies around them.
-    assert base_bytes(repo) <= read_for_bases <= base_bytes(repo) * 5 // 4
+    assert base_bytes(repo) <= read_for_bases(backend, sizes) <= base_bytes(repo) * 5 // 4
 
 
 def test_a_remote_prune_reads_the_bases_of_what_it_moves_not_windows(tmp_path: Path) -> None:
     db, backend = scattered_bases(tmp_path, random.Random(14), extra=32 * PAGE_BLOCK)
-    (db.parent / "export.bin").unlink()
-    backup(backend, db.parent)  # the same deltas, without the export
+    sizes = prune_the_export_away(db, backend)
     repo = opened(backend)
-    with Lock(repo, exclusive=True, command="forget"):
-        remove_snapshots(repo, [repo.snapshots()[1].id])
-    repo = opened(backend)
-    sizes = pack_sizes(backend)
-    forget_what_was_read(backend)
-    with Lock(repo, exclusive=True, command="prune") as lock:
-        stats = Pruner(repo, lock).run()
-    assert stats.packs_repacked >= 1
-    read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, sizes))
-    assert base_bytes(repo) <= read_for_bases <= base_bytes(repo) * 5 // 4
+    assert base_bytes(repo) <= read_for_bases(backend, sizes) <= base_bytes(repo) * 5 // 4
 
 
 def test_a_copy_from_remote_storage_reads_the_bases_not_windows_around_them(tmp_path: Path) -> None:
@@ -176,5 +176,4 @@ def test_a_copy_from_remote_storage_reads_the_bases_not_windows_around_them(tmp_
         forget_what_was_read(backend)
         with Lock(dst, exclusive=False, command="copy") as lock:
             Copier(src, dst, lock).run([snap])
-    read_for_bases = sum(stop - start for _name, start, stop in singles(backend.loaded, pack_sizes(backend)))
-    assert base_bytes(src) <= read_for_bases <= base_bytes(src) * 5 // 4
+    assert base_bytes(src) <= read_for_bases(backend, pack_sizes(backend)) <= base_bytes(src) * 5 // 4
