@@ -105,20 +105,20 @@ class _PrefixCompressor:
         self.cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
         self.alloc = ffi.new_allocator(should_clear_after_alloc=False)  # zstd writes what is read
         self.out = self.alloc("char[]", 1)
-        self.room = 1
 
     def compress(self, data: bytes, base: bytes, level: int) -> bytes:
         ffi, lib, cctx = self.ffi, self.lib, self.cctx
         bound = self._check(lib.ZSTD_compressBound(len(data)))
-        if bound > self.room:
-            self.out, self.room = self.alloc("char[]", bound), bound
+        if bound > len(self.out):
+            self.out = self.alloc("char[]", bound)
         self._check(lib.ZSTD_CCtx_reset(cctx, lib.ZSTD_reset_session_and_parameters))
         self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_compressionLevel, level))
         self._check(lib.ZSTD_CCtx_setParameter(cctx, lib.ZSTD_c_contentSizeFlag, 1))
         prefix = ffi.from_buffer(base)  # referenced by the context until the frame is made
         self._check(lib.ZSTD_CCtx_refPrefix(cctx, prefix, len(base)))
-        size = self._check(lib.ZSTD_compress2(cctx, self.out, self.room, ffi.from_buffer(data), len(data)))
-        return bytes(ffi.buffer(self.out, size))
+        out = self.out
+        size = self._check(lib.ZSTD_compress2(cctx, out, len(out), ffi.from_buffer(data), len(data)))
+        return bytes(ffi.buffer(out, size))
 
     def _check(self, code: int) -> int:
         if self.lib.ZSTD_isError(code):
