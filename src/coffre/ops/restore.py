@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.core import posix
+from coffre.core.directwrite import DirectWrites
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
@@ -182,6 +183,7 @@ class Restorer:
         self._lock = threading.Lock()
         self._is_root = posix.is_root()
         self._slots = threading.BoundedSemaphore(self.workers * 4)
+        self.direct = DirectWrites()  # large files' aligned bulk around the page cache
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         # Open batches of small files: one per pack (format 2), else the one of key None.
         self._batches: dict[bytes | None, _Batch] = {}
@@ -460,7 +462,7 @@ class Restorer:
             self._finish(out, path, node, failed=True)
             return
         starts = range(0, len(node.content), self.range_blobs)
-        job = _LargeFile(path, node, out, len(starts))
+        job = _LargeFile(path, node, out, len(starts), self.direct.open(fd))
         offset = 0
         for start in starts:
             self.repo.will_read(located[start : start + self.range_blobs])
@@ -473,30 +475,37 @@ class Restorer:
             if job.failed or self._stop is not None:
                 job.fail()  # the file is lost anyway: neither read nor write the rest
             else:
-                end, _data_end = self._write_blobs(job.out[0], self.repo.load_many(ids), offset)
+                end, _data_end = self._write_blobs(job.out[0], self.repo.load_many(ids), offset, job.direct)
                 self.progress.advance(nbytes=end - offset, current=job.path)
         except (OSError, CoffreError) as exc:  # unreadable data: report, go on with the rest
             if job.fail():
                 self._problem(job.path, exc)
         finally:
             if job.one_done():
+                late = job.close_direct()
+                if late is not None and job.fail():
+                    self._problem(job.path, late)
                 self._finish(job.out, job.path, job.node, job.failed, ranged=True)
 
-    def _write_blobs(self, fd: int, blobs: list[bytes | CoffreError], offset: int) -> tuple[int, int]:
+    def _write_blobs(self, fd: int, blobs: list[bytes | CoffreError], offset: int,
+                     direct: int | None = None) -> tuple[int, int]:
         """Write blobs one after the other from `offset`, leaving blobs of zeros as holes;
         raises the error of the first unreadable one. Returns where the blobs end and where
-        the last bytes actually written end."""
-        data_end = offset
+        the last bytes actually written end. `direct`: the file's descriptor for writes around
+        the page cache (DirectWrites.open), through which each run's aligned middle goes."""
+        data_end = start = offset
+        run: list[bytes] = []
         for data in blobs:
             if isinstance(data, CoffreError):
                 raise data
-            if not self._hole(data):
-                view, at = memoryview(data), offset
-                while view:
-                    n = os.pwrite(fd, view, at)
-                    view, at = view[n:], at + n
+            if self._hole(data):
+                self.direct.write(fd, direct, run, start)
+                run, start = [], offset + len(data)
+            else:
+                run.append(data)
                 data_end = offset + len(data)
             offset += len(data)
+        self.direct.write(fd, direct, run, start)
         return offset, data_end
 
     def _hole(self, data: bytes) -> bool:
@@ -950,11 +959,24 @@ class _Batch:
 class _LargeFile:
     """A file restored by several range tasks; the last one to end finishes it."""
 
-    def __init__(self, path: bytes, node: Node, out: tuple[int, bytes | None], ranges: int) -> None:
+    def __init__(self, path: bytes, node: Node, out: tuple[int, bytes | None], ranges: int,
+                 direct: int | None) -> None:
         self.path, self.node, self.out = path, node, out
+        self.direct = direct  # a second descriptor, with O_DIRECT (core/directwrite.py)
         self._left = ranges
         self.failed = False
         self._lock = threading.Lock()
+
+    def close_direct(self) -> OSError | None:
+        """Close the O_DIRECT descriptor once all ranges are written, before the file is
+        finished; the error of a write the system reports only then."""
+        if self.direct is not None:
+            fd, self.direct = self.direct, None
+            try:
+                os.close(fd)
+            except OSError as exc:
+                return exc
+        return None
 
     def fail(self) -> bool:
         """Mark the file damaged; True the first time (so it is reported once)."""
