@@ -8,8 +8,8 @@ reporting, as on this project's bench machine), it costs far more: buffered writ
 aligned blocks (the database blocks, 256 KiB) make the kernel allocate large folios from
 memory given back to the host, and the first touch of each 4 KiB page then faults in the
 host. Writing 400 MiB there took 2.7 s of system time in 256 KiB-aligned writes, 0.06 s with
-O_DIRECT; on the same machine with memory not yet given back, direct writes cost 5 % more
-wall time than buffered ones (docs/restore.md, "Writing large files").
+O_DIRECT; on the same machine with memory not yet given back, restores took about as long
+either way (docs/restore.md, "Writing large files").
 
 How: a second descriptor on the very file (reopened through /proc/self/fd: no name is looked
 up again, whatever is swapped in the target meanwhile), opened with O_DIRECT. The aligned
