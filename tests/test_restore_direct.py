@@ -9,6 +9,7 @@ import errno
 import os
 import random
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,16 @@ def test_a_system_without_direct_writes_opens_none(tmp_path: Path, monkeypatch: 
         assert path.read_bytes() == b"x" * MiB and writes.written == 0
     finally:
         os.close(fd)
+
+
+def test_files_on_a_file_system_without_a_disk_of_its_own_are_written_as_usual() -> None:
+    """tmpfs here; network shares and FUSE mounts have no device number of their own either."""
+    fd, name = tempfile.mkstemp(dir="/dev/shm")
+    try:
+        assert os.major(os.fstat(fd).st_dev) == 0
+        writes = DirectWrites()
+        assert writes.open(fd) is None
+        assert writes.enabled  # the next file may be on a disk
+    finally:
+        os.close(fd)
+        os.unlink(name)

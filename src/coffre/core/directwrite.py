@@ -45,10 +45,15 @@ class DirectWrites:
         self._local = threading.local()
 
     def open(self, fd: int) -> int | None:
-        """A descriptor with O_DIRECT on fd's own file, or None (ordinary writes then)."""
+        """A descriptor with O_DIRECT on fd's own file, or None (ordinary writes then): only
+        on a file system of a local disk. Network shares, FUSE, tmpfs, btrfs and ZFS have no
+        device number of their own (major 0): there O_DIRECT may mean a round trip per write,
+        a copy all the same, or nothing at all."""
         if not self.enabled:
             return None
         try:
+            if os.major(os.fstat(fd).st_dev) == 0:
+                return None
             return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC | _FLAG)
         except OSError as exc:
             if exc.errno in _REFUSED:
