@@ -39,8 +39,8 @@ _REFUSED = (errno.EINVAL, errno.ENOENT, errno.ENOTDIR, errno.EOPNOTSUPP, errno.E
 class DirectWrites:
     """A restore's direct writes: whether they still work there, and each thread's buffer."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and bool(_FLAG) and os.path.isdir("/proc/self/fd")
+    def __init__(self) -> None:
+        self.enabled = bool(_FLAG) and os.path.isdir("/proc/self/fd")
         self.written = 0  # bytes that went around the page cache (a count; races only undercount)
         self._local = threading.local()
 
