@@ -63,25 +63,21 @@ class DirectWrites:
     def write(self, fd: int, direct: int | None, blobs: Sequence[bytes], offset: int) -> None:
         """Write the blobs one after the other from offset into fd's file: the aligned middle
         through `direct` (from open) when there is one and it is worth it, the rest through fd."""
-        total = sum(len(b) for b in blobs)
-        head = min(-(-offset // ALIGN) * ALIGN, offset + total)
-        tail = (offset + total) // ALIGN * ALIGN
+        joined, end = _Joined(blobs, offset), offset + sum(len(b) for b in blobs)
+        head, tail = min(-(-offset // ALIGN) * ALIGN, end), end // ALIGN * ALIGN
         if direct is None or not self.enabled or tail - head < MIN_DIRECT:
-            for data in blobs:
-                _write_all(fd, memoryview(data), offset)
-                offset += len(data)
+            joined.write(fd, offset, end)  # all of it the usual way
             return
-        joined = _Joined(blobs, offset)
         joined.write(fd, offset, head)
         at = head
         while at < tail:
-            end = min(at + PIECE, tail)
-            done = self._write_direct(direct, joined, at, end)
-            if done < end:  # refused, or cut short off the alignment: the rest the usual way
+            stop = min(at + PIECE, tail)
+            done = self._write_direct(direct, joined, at, stop)
+            if done < stop:  # refused, or cut short off the alignment: the rest the usual way
                 joined.write(fd, done, tail)
                 break
-            at = end
-        joined.write(fd, tail, offset + total)
+            at = stop
+        joined.write(fd, tail, end)
 
     def _write_direct(self, direct: int, joined: _Joined, start: int, end: int) -> int:
         """The bytes from start to end (aligned) with O_DIRECT; where it stopped (end unless
