@@ -149,6 +149,11 @@ class SeaweedFS(Server):
             f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
             f"-s3.config={config}", "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
             f"-filer.localSocket={workdir / 'filer.sock'}",
+            # Each bucket takes a volume of its own, and with no limit given `weed` allows as many
+            # as free disk / 128 MiB. Once they are all taken, every write to a new bucket fails
+            # with InternalError: a CI run on a machine with less free disk failed so at a bucket
+            # the suite creates late. Volumes are sparse files: a fixed limit reserves no disk.
+            "-volume.max=1000",
         ]
         server = cls(argv, workdir, ports["s3"])
         server.wait_ready()
