@@ -318,7 +318,7 @@ def test_manual_pages_for_every_command(coffre: Coffre, tmp_path: Path) -> None:
         assert "NAME" in shown.stdout and "OPTIONS" in shown.stdout
     shown = subprocess.run(["man", "-l", str(mandir / "coffre-check.1")], capture_output=True, text=True,
                            env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "200"}, check=True)
-    assert "rotating from one run to the next (10%)" in shown.stdout  # argparse's %% expanded
+    assert "where the last stopped (10%)" in shown.stdout  # argparse's %% expanded
 
 
 def test_run_install_puts_the_command_its_pages_and_completion_under_a_prefix(tmp_path: Path) -> None:

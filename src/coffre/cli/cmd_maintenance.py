@@ -25,7 +25,7 @@ from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePerm
 from coffre.core.i18n import _, ngettext
 from coffre.core.sizes import parse_size
 from coffre.format.snapshot import Snapshot
-from coffre.ops.check import Checker, CheckResult
+from coffre.ops.check import Checker, CheckResult, Share
 from coffre.ops.common import quiet
 from coffre.ops.compare import compare
 from coffre.ops.forget import plan_forget, remove_snapshots
@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo_options(p)
     p.add_argument("--read-data", action="store_true", help=_("read and authenticate all data"))
     p.add_argument("--read-data-subset", metavar="N%|n/m",
-                   help=_("read a share of the packs, rotating from one run to the next (10%%), or "
-                          "slice n of m (2/7)"))
+                   help=_("read a share of the data, each run continuing where the last stopped "
+                          "(10%%), or slice n of m of the packs (2/7)"))
     p.add_argument("--against", metavar="REPO",
                    help=_("instead: compare with another repository holding copies (coffre copy): "
                           "same snapshots, same data"))
@@ -127,17 +127,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.read_data_subset is not None:  # an empty value is an error, not "no subset"
         pct, subset = parse_subset(args.read_data_subset)
     repo = open_repo(args)
-    if pct:
-        # A rotating share: slice k of m, k advancing at each run (kept in the local cache).
-        m = max(1, round(100 / pct))
-        cache = RepoCache(repo.config.id)
-        k = int(cache.get_state("check_slice", "0")) % m
-        cache.set_state("check_slice", str(k + 1))
-        cache.close()
-        subset = (k + 1, m)
+    share = Share(pct, _share_cursor(repo)) if pct else None
     with reading(repo, "check"), progress_for(args, _("check")) as progress:
         res = Checker(repo, report=quiet if args.json else warn, progress=progress).run(
-            read_data=args.read_data, subset=subset)
+            read_data=args.read_data, subset=subset, share=share)
+    if share is not None:
+        _keep_share_cursor(repo, res.share_end)
     remember_damage(repo, res)
     # What the storage deleted or put back (said as warnings when the repository was opened)
     # is an error until 'coffre acknowledge' accepts it.
@@ -147,6 +142,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         emit_summary({"ok": res.ok, "errors": res.errors, "notes": res.notes,
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
                    "packs_read": res.packs_read, "packs_total": res.packs_total,
+                   "bytes_read": res.bytes_read,
                    "snapshots": res.snapshots})
     else:
         for n in res.notes:
@@ -163,7 +159,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                 say(f"    {p}")
             if len(paths) > 50:
                 say("    " + _("... and {n} more").format(n=len(paths) - 50))
-        if subset:
+        if share is not None:
+            say(ngettext("read {read} pack of {total}, {size} ({share} of the data, continuing "
+                         "where the last check stopped)",
+                         "read {read} packs of {total}, {size} ({share} of the data, continuing "
+                         "where the last check stopped)", res.packs_read).format(
+                read=human_number(res.packs_read), total=human_number(res.packs_total),
+                size=human_size(res.bytes_read), share=f"{share.percent:g}%"))
+        elif subset:
             say(ngettext("read {read} pack of {total} (slice {k}/{m})",
                          "read {read} packs of {total} (slice {k}/{m})", res.packs_read).format(
                 read=human_number(res.packs_read), total=human_number(res.packs_total),
@@ -180,6 +183,26 @@ def cmd_check(args: argparse.Namespace) -> int:
                   "files are lost for good can be removed with 'coffre forget ID'"))
         say(_("no errors were found") if res.ok else _("the repository has errors"))
     return 0 if res.ok else 1
+
+
+def _share_cursor(repo: Repository) -> str:
+    """Where the last rotating check of this repository on this machine stopped (the name of
+    the last pack it read), kept in the local cache; "" to start from the first pack."""
+    cache = RepoCache(repo.config.id)
+    try:
+        after = cache.get_state("check_share_after", "")
+    finally:
+        cache.close()
+    return after if re.fullmatch(r"[0-9a-f]{64}", after) else ""
+
+
+def _keep_share_cursor(repo: Repository, last: str) -> None:
+    """Only once the check has run: an interrupted check reads the same packs next time."""
+    cache = RepoCache(repo.config.id)
+    try:
+        cache.set_state("check_share_after", last)
+    finally:
+        cache.close()
 
 
 def remember_damage(repo: Repository, res: CheckResult) -> None:
