@@ -11,6 +11,7 @@ import pytest
 from coffre.chunker import ChunkerParams
 from coffre.core.errors import EXIT_USAGE
 from coffre.crypto.aead import KIND_TREE
+from coffre.ops.check import Share, share_packs
 from coffre.ops.inspect import iter_tree
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
@@ -354,3 +355,16 @@ def test_damaged_snapshot_file_is_reported(repo: Coffre, tree: Path) -> None:
     assert res.code == 1, res
     assert f"error: snapshot {first.name[:12]}:" in res.out and "damaged" in res.out
     assert repo("check", "--json").json()["snapshots"] == 1
+
+
+def test_a_size_no_pack_can_have_does_not_make_the_rotating_share_read_everything() -> None:
+    """A storage listing a pack at a petabyte (damaged, or hostile) must not turn the nightly
+    10 % into the whole repository: that size counts as the largest a pack can have (1 GiB)."""
+    names = [f"{i:02x}" * 32 for i in range(40)]
+    stored = dict.fromkeys(names, 16 * 1024 * 1024)
+    stored[names[7]] = 2**50
+    chosen = share_packs(stored, Share(10.0))
+    assert chosen == names[:8]  # 10 % of 39 x 16 MiB + 1 GiB: reached with the eighth
+    # The next run goes on from the last pack this one read, round past the end.
+    after = share_packs(stored, Share(10.0, after=names[-1]))
+    assert after[0] == names[0]

@@ -52,7 +52,7 @@ class CheckResult:
     affected: dict[str, list[str]] = field(default_factory=dict)  # snapshot id -> file paths
     packs_read: int = 0
     packs_total: int = 0
-    bytes_read: int = 0  # the stored size of the packs chosen to be read
+    bytes_read: int = 0  # the stored size of the packs read and hashed (a damaged size not counted)
     share_end: str = ""  # a rotating share: the last pack in its turn (where the next starts)
     snapshots: int = 0
     # For the damage register: packs whose bytes were examined, and the damaged blobs found
@@ -88,8 +88,8 @@ def share_packs(stored: dict[str, int], share: Share) -> list[str]:
     from 3 to 13 for one twentieth of the year bench's repository. A pack added since the
     previous run, wherever its name falls, is read within one turn of ceil(100 / percent) runs."""
     names = sorted(stored)
-    # A size no pack can have (listed by a damaged or hostile storage) counts as the largest
-    # possible, so that it cannot make every run read everything.
+    # A size no pack can have (listed by a damaged or hostile storage) counts as that of the
+    # largest pack, so that it cannot make every run read everything.
     sizes = {name: min(size, packfmt.MAX_PACK) for name, size in stored.items()}
     budget = sum(sizes.values()) * share.percent / 100
     start = bisect.bisect_right(names, share.after)
@@ -163,7 +163,6 @@ class Checker:
             names = share_packs(stored, share)
             r.share_end = names[-1] if names else share.after
         full = bool(read_data or subset or share)
-        r.bytes_read = sum(stored[n] for n in names) if full else 0
         todo = []
         for name in names:
             if name in r.damaged_packs:
@@ -173,8 +172,9 @@ class Checker:
                     size=stored[name])
                 continue
             todo.append(name)
+        r.bytes_read = sum(stored[n] for n in todo)
         self.progress.phase(N_("reading data") if full else N_("checking pack hashes"),
-                            files_total=len(todo), bytes_total=sum(stored[n] for n in todo), known=True,
+                            files_total=len(todo), bytes_total=r.bytes_read, known=True,
                             unit=N_("packs"))
 
         def one(name: str) -> None:
