@@ -358,8 +358,9 @@ def test_damaged_snapshot_file_is_reported(repo: Coffre, tree: Path) -> None:
 
 
 def test_a_size_no_pack_can_have_does_not_make_the_rotating_share_read_everything() -> None:
-    """A storage listing a pack at a petabyte (damaged, or hostile) must not turn the nightly
-    10 % into the whole repository: that size counts as the largest a pack can have (1 GiB)."""
+    """A storage listing a pack at a petabyte (damaged, or hostile) must not turn a
+    10 % share into the whole repository: that size counts as the largest a pack can have
+    (1 GiB)."""
     names = [f"{i:02x}" * 32 for i in range(40)]
     stored = dict.fromkeys(names, 16 * 1024 * 1024)
     stored[names[7]] = 2**50
