@@ -187,13 +187,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _share_cursor(repo: Repository) -> str:
     """Where the last rotating check of this repository on this machine stopped (the name of
-    the last pack it read), kept in the local cache; "" to start from the first pack."""
+    the last pack it read), kept in the local cache; "" to start from the first pack. Any
+    string is a place in the order of the names, so a damaged value needs no checking."""
     cache = RepoCache(repo.config.id)
     try:
-        after = cache.get_state("check_share_after", "")
+        return cache.get_state("check_share_after", "")
     finally:
         cache.close()
-    return after if re.fullmatch(r"[0-9a-f]{64}", after) else ""
 
 
 def _keep_share_cursor(repo: Repository, last: str) -> None:
