@@ -17,7 +17,8 @@ from coffre.chunker.align import Aligner
 from coffre.core.errors import FormatError
 from coffre.crypto.aead import KIND_DATA, KIND_TREE
 from coffre.format.pack import BlobEntry
-from coffre.ops.common import find_snapshot
+from coffre.ops.check import Checker, Share
+from coffre.ops.common import find_snapshot, reachable
 from coffre.ops.forget import SizeModel
 from coffre.ops.inspect import iter_tree
 from coffre.repository.packer import Packer
@@ -162,6 +163,149 @@ def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharm
 
 
 # -- the pieces ----------------------------------------------------------------------------------
+def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_turn_checks(
+    coffre: Coffre, pharmacy: Path
+) -> None:
+    """The nightly `check --read-data-subset` authenticates a delta where its pack is read and
+    decodes its base where the base's pack is read: a pack of deltas is checked without
+    reading the packs of their bases, a damaged delta is found where it lies, and a damaged
+    base in its own turn, with the files that need it named."""
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, pack_size=1024 * 1024)
+    coffre.ok("backup", str(pharmacy))
+    one_day(pharmacy)
+    coffre.ok("backup", str(pharmacy))
+    second = snapshot_ids(coffre)[1]
+    r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    r.load_index()
+    packs = r.index.packs()
+    with_trees = {pid for pid, entries in packs.items() if any(e.kind == KIND_TREE for e in entries)}
+    bases = {b for entries in packs.values() for e in entries if (b := e.base) is not None}
+    base_packs = {pid for pid, entries in packs.items() if any(e.id in bases for e in entries)}
+    delta_pack = min(pid for pid, entries in packs.items()
+                     if any(e.base is not None for e in entries) and pid not in base_packs | with_trees)
+    files = {bytes.fromhex(p.name): p for p in (coffre.repo / "data").glob("*/*")}
+    names = sorted(p.hex() for p in files)
+
+    def flip(pid: bytes, blob: BlobEntry) -> None:
+        data = bytearray(files[pid].read_bytes())
+        data[blob.offset + blob.length // 2] ^= 0x40
+        files[pid].write_bytes(bytes(data))
+
+    def share_from(pid: bytes) -> Share:
+        """The smallest share, which reads one pack: this one."""
+        i = names.index(pid.hex())
+        return Share(0.0001, names[i - 1] if i else "")
+
+    for pid in base_packs:  # every pack holding bases, damaged in one of them
+        flip(pid, next(e for e in packs[pid] if e.id in bases))
+
+    result = Checker(r).run(share=share_from(delta_pack))
+    assert result.examined == {delta_pack}
+    assert result.ok, (result.errors, result.damaged_packs)
+
+    flip(delta_pack, next(e for e in packs[delta_pack] if e.base is not None))
+    result = Checker(r).run(share=share_from(delta_pack))
+    assert set(result.damaged_packs) == {delta_pack.hex()}
+
+    # A whole turn of shares, at once: the bases are found damaged where they lie, and the
+    # second snapshot's database, stored as deltas against them, is named.
+    res = coffre("check", "--read-data-subset", "1/1")
+    assert res.code != 0
+    for pid in base_packs:
+        assert pid.hex()[:12] in res.out
+    report = res.out[res.out.index(f"snapshot {second[:8]}"):]
+    assert "officine.db" in report.split("\nsnapshot")[0]
+
+
+def three_days_with_the_middle_one_forgotten(
+    c: Coffre, pharmacy: Path
+) -> tuple[Repository, dict[bytes, list[BlobEntry]], set[bytes]]:
+    """Backups of three days in 1 MiB packs, the second forgotten: the packs of its backup
+    still hold deltas the third needs (database blocks changed on that day only), among
+    deltas nothing needs. The repository, its packs, and the blobs the snapshots kept use."""
+    Repository.init(LocalBackend(c.repo), PASSWORD, pack_size=1024 * 1024)
+    for day in range(3):
+        if day:
+            one_day(pharmacy, seed=day)
+        c.ok("backup", str(pharmacy))
+    c.ok("forget", snapshot_ids(c)[1])
+    r = Repository.open(LocalBackend(c.repo), PASSWORD)
+    r.load_index()
+    used = set().union(*(reachable(r, s.tree) for s in r.snapshots()))
+    return r, r.index.packs(), used
+
+
+def pack_file(c: Coffre, pid: bytes) -> Path:
+    return next((c.repo / "data").glob(f"*/{pid.hex()}"))
+
+
+def flip_in(c: Coffre, pid: bytes, blob: BlobEntry) -> None:
+    path = pack_file(c, pid)
+    data = bytearray(path.read_bytes())
+    data[blob.offset + blob.length // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_prune_copies_the_deltas_it_repacks_without_reading_their_bases(
+    coffre: Coffre, pharmacy: Path, tmp_path: Path
+) -> None:
+    """Each delta a repack copies is authenticated as it is; its base is not read (that cost
+    a third of a year-old repository's prune). A damaged base is no reason to stop: the
+    delta is intact, and the base stays where it is, for check to report."""
+    r, packs, used = three_days_with_the_middle_one_forgotten(coffre, pharmacy)
+    expected = tree_digest(pharmacy)
+    partly_used = {pid for pid, entries in packs.items()
+                   if any(e.id in used for e in entries) and not all(e.id in used for e in entries)}
+    repacked = [e for pid in partly_used for e in packs[pid] if e.base is not None and e.id in used]
+    assert repacked
+    bases = {e.base for e in repacked}
+    damaged = {pid: [e for e in entries if e.id in bases] for pid, entries in packs.items()
+               if pid not in partly_used and any(e.id in bases for e in entries)}
+    assert damaged
+
+    def flip_bases() -> None:
+        for pid, held in damaged.items():
+            for e in held:
+                flip_in(coffre, pid, e)
+
+    flip_bases()
+    out = coffre.ok("prune").out
+    assert "repacked" in out
+    for pid in partly_used:
+        assert not list((coffre.repo / "data").glob(f"*/{pid.hex()}"))
+    r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    r.load_index()
+    assert {e.id for e in repacked} <= {e.id for entries in r.index.packs().values() for e in entries}
+    res = coffre("check", "--read-data")
+    assert res.code != 0
+    for pid in damaged:
+        assert pid.hex()[:12] in res.out
+    # Once the bases are whole again, the copied deltas rebuild the third day exactly.
+    flip_bases()
+    coffre.ok("check", "--read-data")
+    coffre.ok("restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out" / pharmacy.relative_to("/")) == expected
+
+
+def test_prune_stops_before_changing_anything_at_a_damaged_delta_it_would_copy(
+    coffre: Coffre, pharmacy: Path
+) -> None:
+    _r, packs, used = three_days_with_the_middle_one_forgotten(coffre, pharmacy)
+    partly_used = {pid for pid, entries in packs.items()
+                   if any(e.id in used for e in entries) and not all(e.id in used for e in entries)}
+    targets = [(pid, e) for pid in partly_used for e in packs[pid] if e.base is not None and e.id in used]
+    assert targets
+    for pid, e in targets:
+        flip_in(coffre, pid, e)
+    before = {p: p.read_bytes() for p in (coffre.repo / "data").glob("*/*")}
+    index_before = sorted(p.name for p in (coffre.repo / "index").iterdir())
+    res = coffre("prune")
+    assert res.code != 0
+    assert "holds a damaged blob that a snapshot needs" in res.err
+    assert {p: p.read_bytes() for p in (coffre.repo / "data").glob("*/*")} == before
+    assert sorted(p.name for p in (coffre.repo / "index").iterdir()) == index_before
+
+
 def test_aligner_follows_data_shifted_by_an_insertion() -> None:
     old = [100_000, 250_000, 180_000, 300_000, 90_000]
     al = Aligner(old)
@@ -256,8 +400,33 @@ def test_deltas_decode_with_their_base_and_stay_small(level: int, monkeypatch: p
         assert compress_module.decompress_delta(delta, old, len(new)) == new, what
         slower = compress_module.compress_delta(new, old, level)
         assert compress_module.decompress_delta(slower, old, len(new)) == new, what
+        # What a check of a share of the data reads of a delta without its base.
+        assert compress_module.delta_declared_length(delta) == len(new), what
+        assert compress_module.delta_declared_length(slower) == len(new), what
         assert len(delta) <= len(slower) * 1.1 + 64, what
     assert len(kept[0][3]) < 2000  # 5 pages changed in 256 KiB
+
+
+def test_a_delta_checked_without_its_base_must_name_it_and_declare_its_length() -> None:
+    repo, _ = Repository.init(MemoryBackend(), PASSWORD)
+    _what, new, old = delta_pairs()[0]
+    base_id, new_id = repo.crypter.blob_id(old), repo.crypter.blob_id(new)
+    payload = compress_module.compress_delta(new, old, 3)
+    body = bytes([compress_module.CODEC_ZSTD_DELTA]) + base_id + payload
+
+    def entry(raw_length: int = len(new), base: bytes = base_id) -> BlobEntry:
+        return BlobEntry(KIND_DATA, new_id, 0, len(body), raw_length, base)
+
+    repo.check_delta_form(entry(), body)
+    for bad_entry, bad_body in [
+        (entry(len(new) + 1), body),  # declares another length than the index records
+        (entry(base=b"c" * 32), body),  # names another base
+        (entry(), bytes([compress_module.CODEC_ZSTD]) + body[1:]),  # not a delta
+        (entry(), body[: 1 + 32] + b"not a zstd frame"),
+        (entry(), b""),
+    ]:
+        with pytest.raises(FormatError):
+            repo.check_delta_form(bad_entry, bad_body)
 
 
 def test_deltas_made_by_several_threads_at_once_decode() -> None:

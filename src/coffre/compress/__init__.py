@@ -142,6 +142,15 @@ def decompress_delta(payload: bytes | memoryview, base: bytes, raw_length: int) 
     return out
 
 
+def delta_declared_length(payload: bytes | memoryview) -> int:
+    """The content size a delta's zstd frame declares in its header (every delta Coffre
+    writes declares it), read without the base; raises FormatError if it is not a frame."""
+    try:
+        return int(zstandard.frame_content_size(payload))
+    except zstandard.ZstdError as exc:
+        raise FormatError(_("delta blob is not a zstd frame: {error}").format(error=exc)) from None
+
+
 def decompress(codec: int, payload: bytes | memoryview, raw_length: int) -> bytes:
     """Undo compress(); refuses output larger than the length recorded in the index."""
     if codec == CODEC_NONE:

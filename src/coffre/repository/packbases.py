@@ -1,5 +1,6 @@
-"""The bases of one pack's deltas, for check and prune, which decode every delta they read
-or move through its base.
+"""The bases of one pack's deltas, for `check --read-data` and copy, which decode every delta
+they read or copy through its base (a share of the data and prune check a delta without it:
+Repository.check_delta_form).
 
 On a local disk each base is loaded when asked, the disk told of them all first: they lie
 scattered, and announced they are read while the pack itself is.

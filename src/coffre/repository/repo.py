@@ -12,7 +12,13 @@ from typing import Any, Generic, TypeVar
 
 from coffre import FORMAT_VERSION, FORMAT_VERSIONS, __version__
 from coffre.chunker import Chunker, ChunkerParams
-from coffre.compress import CODEC_ZSTD_DELTA, DEFAULT_LEVEL, decompress, decompress_delta
+from coffre.compress import (
+    CODEC_ZSTD_DELTA,
+    DEFAULT_LEVEL,
+    decompress,
+    decompress_delta,
+    delta_declared_length,
+)
 from coffre.core.clock import Clock, SystemClock, iso_ns
 from coffre.core.errors import (
     CoffreError,
@@ -591,6 +597,19 @@ class Repository:
         if verify and not hmac.compare_digest(self.crypter.blob_id(data), entry.id):
             raise IntegrityError(_("blob content does not match its id"))
         return data
+
+    def check_delta_form(self, entry: packfmt.BlobEntry, stored_form: bytes | memoryview) -> None:
+        """A delta blob checked without its base, after decryption authenticated it: it is a
+        delta, names the base its index entry names, and declares the length the index
+        records. Its content was compared with the chunk it stands for when it was written
+        (Packer.add); its base is checked where its own pack is read."""
+        plain = memoryview(stored_form)
+        if not plain or plain[0] != CODEC_ZSTD_DELTA:
+            raise FormatError(_("blob is listed as a delta but is not one"))
+        if entry.base is None or not hmac.compare_digest(plain[1 : 1 + ID_LEN], entry.base):
+            raise FormatError(_("delta blob names another base than its index entry"))
+        if delta_declared_length(plain[1 + ID_LEN :]) != entry.raw_length:
+            raise FormatError(_("blob length differs from the index"))
 
     def load_base(self, base_id: bytes, verify: bool = True) -> bytes:
         """The content of a delta's base: a data blob that is not a delta itself (depth one,
