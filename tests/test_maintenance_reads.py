@@ -10,7 +10,7 @@ from pathlib import Path
 
 from announcing import Announcing
 from coffre.chunker import PAGE_BLOCK
-from coffre.ops.check import Checker
+from coffre.ops.check import Checker, Share
 from coffre.ops.copy import Copier
 from coffre.ops.forget import remove_snapshots
 from coffre.ops.prune import Pruner
@@ -156,6 +156,25 @@ def test_a_remote_check_reads_the_bases_not_windows_around_them(tmp_path: Path) 
     assert not result.errors and not result.damaged_packs and result.packs_read == len(sizes)
     # Each base once, and little else: the bases are a third of what lies around them.
     assert base_bytes(repo) <= read_for_bases(backend, sizes) <= base_bytes(repo) * 5 // 4
+
+
+def test_a_remote_share_of_the_data_reads_its_packs_and_nothing_for_their_deltas(tmp_path: Path) -> None:
+    """The nightly check of a share (`--read-data-subset`) authenticates each delta where it
+    lies: from remote storage it reads the share's packs whole, and no base."""
+    _db, backend = scattered_bases(tmp_path, random.Random(16))
+    repo = opened(backend)
+    sizes = pack_sizes(backend)
+    holding_deltas = sorted(p.hex() for p, entries in repo.index.packs().items()
+                            if any(e.base is not None for e in entries))
+    for share in (Share(1, holding_deltas[0][:-1]), Share(100)):  # the first: that pack alone
+        forget_what_was_read(backend)
+        result = Checker(repo).run(share=share)
+        assert result.ok, (result.errors, result.damaged_packs)
+        examined = {p.hex() for p in result.examined}
+        assert holding_deltas[0] in examined
+        assert singles(backend.loaded, sizes) == []
+        # Whole packs: the share's, and the folder listings' (the walk of the snapshots).
+        assert {name for name, _start, _stop in backend.loaded if name in sizes} <= examined | backend.tree_packs
 
 
 def test_a_remote_prune_reads_only_the_packs_it_moves(tmp_path: Path) -> None:
