@@ -174,7 +174,8 @@ def test_a_remote_share_of_the_data_reads_its_packs_and_nothing_for_their_deltas
         assert holding_deltas[0] in examined
         assert singles(backend.loaded, sizes) == []
         # Whole packs: the share's, and the folder listings' (the walk of the snapshots).
-        assert {name for name, _start, _stop in backend.loaded if name in sizes} <= examined | backend.tree_packs
+        whole = {name for name, _start, _stop in backend.loaded if name in sizes}
+        assert whole <= examined | backend.tree_packs
 
 
 def test_a_remote_prune_reads_only_the_packs_it_moves(tmp_path: Path) -> None:
