@@ -131,14 +131,28 @@ def test_successive_days_keep_deltas_at_depth_one(repo: Coffre, pharmacy: Path, 
     assert tree_digest(tmp_path / "out" / pharmacy.relative_to("/")) == tree_digest(pharmacy)
 
 
-def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharmacy: Path) -> None:
-    Repository.init(LocalBackend(coffre.repo), PASSWORD, pack_size=1024 * 1024)
-    coffre.ok("backup", str(pharmacy))
+def flip_in(c: Coffre, pid: bytes, blob: BlobEntry) -> None:
+    """A bit flipped in the middle of a blob, in its pack on disk."""
+    path = next((c.repo / "data").glob(f"*/{pid.hex()}"))
+    data = bytearray(path.read_bytes())
+    data[blob.offset + blob.length // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def two_days_in_small_packs(c: Coffre, pharmacy: Path) -> tuple[str, Repository]:
+    """Backups of two days in 1 MiB packs: the second snapshot's id, and the repository (its
+    database stored as deltas whose bases lie in the packs of the first)."""
+    Repository.init(LocalBackend(c.repo), PASSWORD, pack_size=1024 * 1024)
+    c.ok("backup", str(pharmacy))
     one_day(pharmacy)
-    coffre.ok("backup", str(pharmacy))
-    second = snapshot_ids(coffre)[1]
-    r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    c.ok("backup", str(pharmacy))
+    r = Repository.open(LocalBackend(c.repo), PASSWORD)
     r.load_index()
+    return snapshot_ids(c)[1], r
+
+
+def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharmacy: Path) -> None:
+    second, r = two_days_in_small_packs(coffre, pharmacy)
     db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
     base_packs = {}  # pack -> a delta base of the database stored in it
     for blob in db_node.content:
@@ -151,10 +165,7 @@ def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharm
     holds_trees = {pid for pid, entries in r.index.packs().items()
                    if any(e.kind == KIND_TREE for e in entries)}
     victim = sorted(set(base_packs) - holds_trees)[0]
-    path = next((coffre.repo / "data").glob(f"*/{victim.hex()}"))
-    data = bytearray(path.read_bytes())
-    data[base_packs[victim].offset + base_packs[victim].length // 2] ^= 0x40  # inside that base
-    path.write_bytes(bytes(data))
+    flip_in(coffre, victim, base_packs[victim])  # inside that base
     res = coffre("check", "--read-data")
     assert res.code != 0
     # The second snapshot's database is stored as deltas whose base is in the damaged pack.
@@ -162,7 +173,6 @@ def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharm
     assert "officine.db" in report.split("\nsnapshot")[0]
 
 
-# -- the pieces ----------------------------------------------------------------------------------
 def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_turn_checks(
     coffre: Coffre, pharmacy: Path
 ) -> None:
@@ -170,26 +180,14 @@ def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_t
     decodes its base where the base's pack is read: a pack of deltas is checked without
     reading the packs of their bases, a damaged delta is found where it lies, and a damaged
     base in its own turn, with the files that need it named."""
-    Repository.init(LocalBackend(coffre.repo), PASSWORD, pack_size=1024 * 1024)
-    coffre.ok("backup", str(pharmacy))
-    one_day(pharmacy)
-    coffre.ok("backup", str(pharmacy))
-    second = snapshot_ids(coffre)[1]
-    r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
-    r.load_index()
+    second, r = two_days_in_small_packs(coffre, pharmacy)
     packs = r.index.packs()
     with_trees = {pid for pid, entries in packs.items() if any(e.kind == KIND_TREE for e in entries)}
     bases = {b for entries in packs.values() for e in entries if (b := e.base) is not None}
     base_packs = {pid for pid, entries in packs.items() if any(e.id in bases for e in entries)}
     delta_pack = min(pid for pid, entries in packs.items()
                      if any(e.base is not None for e in entries) and pid not in base_packs | with_trees)
-    files = {bytes.fromhex(p.name): p for p in (coffre.repo / "data").glob("*/*")}
-    names = sorted(p.hex() for p in files)
-
-    def flip(pid: bytes, blob: BlobEntry) -> None:
-        data = bytearray(files[pid].read_bytes())
-        data[blob.offset + blob.length // 2] ^= 0x40
-        files[pid].write_bytes(bytes(data))
+    names = sorted(p.name for p in (coffre.repo / "data").glob("*/*"))
 
     def share_from(pid: bytes) -> Share:
         """The smallest share, which reads one pack: this one."""
@@ -197,13 +195,13 @@ def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_t
         return Share(0.0001, names[i - 1] if i else "")
 
     for pid in base_packs:  # every pack holding bases, damaged in one of them
-        flip(pid, next(e for e in packs[pid] if e.id in bases))
+        flip_in(coffre, pid, next(e for e in packs[pid] if e.id in bases))
 
     result = Checker(r).run(share=share_from(delta_pack))
     assert result.examined == {delta_pack}
     assert result.ok, (result.errors, result.damaged_packs)
 
-    flip(delta_pack, next(e for e in packs[delta_pack] if e.base is not None))
+    flip_in(coffre, delta_pack, next(e for e in packs[delta_pack] if e.base is not None))
     result = Checker(r).run(share=share_from(delta_pack))
     assert set(result.damaged_packs) == {delta_pack.hex()}
 
@@ -233,17 +231,6 @@ def three_days_with_the_middle_one_forgotten(
     r.load_index()
     used = set().union(*(reachable(r, s.tree) for s in r.snapshots()))
     return r, r.index.packs(), used
-
-
-def pack_file(c: Coffre, pid: bytes) -> Path:
-    return next((c.repo / "data").glob(f"*/{pid.hex()}"))
-
-
-def flip_in(c: Coffre, pid: bytes, blob: BlobEntry) -> None:
-    path = pack_file(c, pid)
-    data = bytearray(path.read_bytes())
-    data[blob.offset + blob.length // 2] ^= 0x40
-    path.write_bytes(bytes(data))
 
 
 def test_prune_copies_the_deltas_it_repacks_without_reading_their_bases(
@@ -306,6 +293,7 @@ def test_prune_stops_before_changing_anything_at_a_damaged_delta_it_would_copy(
     assert sorted(p.name for p in (coffre.repo / "index").iterdir()) == index_before
 
 
+# -- the pieces ----------------------------------------------------------------------------------
 def test_aligner_follows_data_shifted_by_an_insertion() -> None:
     old = [100_000, 250_000, 180_000, 300_000, 90_000]
     al = Aligner(old)
