@@ -435,15 +435,15 @@ class Checker:
             stored = view[e.offset : e.offset + e.length]
             base = None
             try:
-                if e.base is not None and bases is None:
-                    # Authenticated, but not rebuilt: the chunk it stands for was compared
-                    # with its decoding when it was written (Packer.add), and its base is
-                    # decoded and checked against its id where its own pack is read. Rebuilt,
-                    # the deltas of a year-old repository's share meant decoding bases and
-                    # hashing blocks of 3 to 11 times its bytes (docs/design.md §3).
-                    self.repo.check_delta_form(e, self.repo.open_blob(e, stored))
-                    continue
-                if e.base is not None and bases is not None:
+                if e.base is not None:
+                    if bases is None:
+                        # Authenticated, but not rebuilt: the chunk it stands for was compared
+                        # with its decoding when it was written (Packer.add), and its base is
+                        # decoded and checked against its id where its own pack is read.
+                        # Rebuilt, the deltas of a year-old repository's share meant decoding
+                        # bases and hashing blocks of 3 to 11 times its bytes (docs/design.md §3).
+                        self.repo.check_delta_form(e, self.repo.open_blob(e, stored))
+                        continue
                     try:
                         base = bases.get(e.base)  # checked in its own pack
                     except (FormatError, StorageError):

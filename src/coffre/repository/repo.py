@@ -258,6 +258,14 @@ def read_config(backend: Backend) -> tuple[Config, bytes]:
     return stored.config, stored.mac
 
 
+def _named_base(entry: packfmt.BlobEntry, plain: memoryview) -> bytes:
+    """The base a delta's decrypted form names (after its codec byte), which must be the one
+    its index entry names."""
+    if entry.base is None or not hmac.compare_digest(plain[1 : 1 + ID_LEN], entry.base):
+        raise FormatError(_("delta blob names another base than its index entry"))
+    return entry.base
+
+
 class Repository:
     """An unlocked repository. Create with `Repository.open` or `Repository.init`."""
 
@@ -584,11 +592,9 @@ class Repository:
         if not plain:
             raise FormatError(_("blob is empty"))
         if plain[0] == CODEC_ZSTD_DELTA:
-            named = plain[1 : 1 + ID_LEN]
-            if entry.base is None or not hmac.compare_digest(named, entry.base):
-                raise FormatError(_("delta blob names another base than its index entry"))
+            base_id = _named_base(entry, plain)
             if base is None:
-                base = self.load_base(entry.base, verify=False)
+                base = self.load_base(base_id, verify=False)
             data = decompress_delta(plain[1 + ID_LEN :], base, entry.raw_length)
         else:
             if entry.base is not None:
@@ -606,8 +612,7 @@ class Repository:
         plain = memoryview(stored_form)
         if not plain or plain[0] != CODEC_ZSTD_DELTA:
             raise FormatError(_("blob is listed as a delta but is not one"))
-        if entry.base is None or not hmac.compare_digest(plain[1 : 1 + ID_LEN], entry.base):
-            raise FormatError(_("delta blob names another base than its index entry"))
+        _named_base(entry, plain)
         if delta_declared_length(plain[1 + ID_LEN :]) != entry.raw_length:
             raise FormatError(_("blob length differs from the index"))
 
