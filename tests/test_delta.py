@@ -217,10 +217,11 @@ def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_t
 
 def three_days_with_the_middle_one_forgotten(
     c: Coffre, pharmacy: Path
-) -> tuple[Repository, dict[bytes, list[BlobEntry]], set[bytes]]:
+) -> tuple[dict[bytes, list[BlobEntry]], set[bytes], list[tuple[bytes, BlobEntry]]]:
     """Backups of three days in 1 MiB packs, the second forgotten: the packs of its backup
     still hold deltas the third needs (database blocks changed on that day only), among
-    deltas nothing needs. The repository, its packs, and the blobs the snapshots kept use."""
+    deltas nothing needs. The packs, those partly used (which prune repacks), and the deltas
+    still needed in them, each with its pack."""
     Repository.init(LocalBackend(c.repo), PASSWORD, pack_size=1024 * 1024)
     for day in range(3):
         if day:
@@ -230,7 +231,11 @@ def three_days_with_the_middle_one_forgotten(
     r = Repository.open(LocalBackend(c.repo), PASSWORD)
     r.load_index()
     used = set().union(*(reachable(r, s.tree) for s in r.snapshots()))
-    return r, r.index.packs(), used
+    packs = r.index.packs()
+    partly_used = {pid for pid, entries in packs.items()
+                   if any(e.id in used for e in entries) and not all(e.id in used for e in entries)}
+    needed = [(pid, e) for pid in partly_used for e in packs[pid] if e.base is not None and e.id in used]
+    return packs, partly_used, needed
 
 
 def test_prune_copies_the_deltas_it_repacks_without_reading_their_bases(
@@ -239,11 +244,9 @@ def test_prune_copies_the_deltas_it_repacks_without_reading_their_bases(
     """Each delta a repack copies is authenticated as it is; its base is not read (that cost
     a third of a year-old repository's prune). A damaged base is no reason to stop: the
     delta is intact, and the base stays where it is, for check to report."""
-    r, packs, used = three_days_with_the_middle_one_forgotten(coffre, pharmacy)
+    packs, partly_used, needed = three_days_with_the_middle_one_forgotten(coffre, pharmacy)
     expected = tree_digest(pharmacy)
-    partly_used = {pid for pid, entries in packs.items()
-                   if any(e.id in used for e in entries) and not all(e.id in used for e in entries)}
-    repacked = [e for pid in partly_used for e in packs[pid] if e.base is not None and e.id in used]
+    repacked = [e for _pid, e in needed]
     assert repacked
     bases = {e.base for e in repacked}
     damaged = {pid: [e for e in entries if e.id in bases] for pid, entries in packs.items()
@@ -277,10 +280,7 @@ def test_prune_copies_the_deltas_it_repacks_without_reading_their_bases(
 def test_prune_stops_before_changing_anything_at_a_damaged_delta_it_would_copy(
     coffre: Coffre, pharmacy: Path
 ) -> None:
-    _r, packs, used = three_days_with_the_middle_one_forgotten(coffre, pharmacy)
-    partly_used = {pid for pid, entries in packs.items()
-                   if any(e.id in used for e in entries) and not all(e.id in used for e in entries)}
-    targets = [(pid, e) for pid in partly_used for e in packs[pid] if e.base is not None and e.id in used]
+    _packs, _partly_used, targets = three_days_with_the_middle_one_forgotten(coffre, pharmacy)
     assert targets
     for pid, e in targets:
         flip_in(coffre, pid, e)
