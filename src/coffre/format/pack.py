@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import ID_LEN, decode, encode, want, want_id, want_int
+from coffre.format.codec import ID_LEN, MAX_OBJECT, decode, encode, want, want_id, want_int
 
 MAX_BLOB_RAW = 16 * 1024 * 1024  # data blobs: chunks are at most 4 MiB
 # A tree lists one folder: ~150 bytes an entry, so this allows folders of ~1.5 million entries.
@@ -133,16 +136,92 @@ def encode_header(entries: list[BlobEntry], version: int = 1) -> bytes:
     return encode({"v": version, "blobs": [e.to_wire() for e in entries]})
 
 
+# -- the quick decoder ------------------------------------------------------------------------
+# Most commands start by loading the whole index, one entry per blob, and prune and check read
+# pack headers by the hundred: msgspec decodes and checks entries in C, each kind of blob a
+# tagged array (its first element, the kind, selects the bounds), in about half the time of
+# MessagePack into lists checked by from_wire. It accepts only what from_wire accepts; what it
+# refuses (damage, or forms such as a bool for a version) is decoded again by from_wire, which
+# accepts the rare forms and words the error (format/tree.py does the same for trees).
+_Id = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
+_Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_PACK)]
+_DATA_STORED, _DATA_RAW = _MAX_STORED[1], _MAX_RAW[1]
+_TREE_STORED, _TREE_RAW = _MAX_STORED[2], _MAX_RAW[2]
+
+
+class DataWire(msgspec.Struct, array_like=True, tag=1, forbid_unknown_fields=True):
+    """A data blob's entry as stored: [1, id, offset, length, raw_length(, base)]."""
+    id: _Id
+    offset: _Offset
+    length: Annotated[int, msgspec.Meta(ge=1, le=_DATA_STORED)]
+    raw_length: Annotated[int, msgspec.Meta(ge=0, le=_DATA_RAW)]
+    base: _Id | msgspec.UnsetType = msgspec.UNSET
+
+
+class TreeWire(msgspec.Struct, array_like=True, tag=2, forbid_unknown_fields=True):
+    """A tree blob's entry as stored: [2, id, offset, length, raw_length]."""
+    id: _Id
+    offset: _Offset
+    length: Annotated[int, msgspec.Meta(ge=1, le=_TREE_STORED)]
+    raw_length: Annotated[int, msgspec.Meta(ge=0, le=_TREE_RAW)]
+
+
+def entries_from_wires(wires: list[DataWire | TreeWire], salt: bytes | None) -> list[BlobEntry] | None:
+    """The entries msgspec decoded; None if a delta names itself as its base (from_wire words
+    the error)."""
+    out: list[BlobEntry] = []
+    append = out.append
+    unset = msgspec.UNSET
+    for w in wires:
+        if type(w) is DataWire:
+            base = w.base
+            if base is unset:
+                append(_built(1, w.id, w.offset, w.length, w.raw_length, None, salt))
+            elif base != w.id:
+                append(_built(1, w.id, w.offset, w.length, w.raw_length, base, salt))
+            else:
+                return None
+        else:
+            append(_built(2, w.id, w.offset, w.length, w.raw_length, None, salt))
+    return out
+
+
+class _Header(msgspec.Struct):
+    v: Literal[1, 2]
+    blobs: list[DataWire | TreeWire]
+
+
+_header_decoder = msgspec.msgpack.Decoder(_Header)
+
+
 def decode_header(data: bytes, pack_size: int, salt: bytes | None = None) -> list[BlobEntry]:
     """A pack's header: format 1 (salt None) or format 2 (the salt from its trailer)."""
-    d = decode(data, "pack header")
-    if not isinstance(d, dict) or d.get("v") != (1 if salt is None else 2):
-        raise FormatError(_("pack header: unknown version"))
-    entries = [BlobEntry.from_wire(e, salt) for e in want(d.get("blobs"), list, "pack blobs")]
+    entries = _quick_header(data, salt)
+    if entries is None:
+        entries = _checked_header(data, salt)
     for e in entries:
         if e.offset + e.length > pack_size:
             raise FormatError(_("pack header: blob outside the pack"))
     return entries
+
+
+def _checked_header(data: bytes, salt: bytes | None) -> list[BlobEntry]:
+    d = decode(data, "pack header")
+    if not isinstance(d, dict) or d.get("v") != (1 if salt is None else 2):
+        raise FormatError(_("pack header: unknown version"))
+    return [BlobEntry.from_wire(e, salt) for e in want(d.get("blobs"), list, "pack blobs")]
+
+
+def _quick_header(data: bytes, salt: bytes | None) -> list[BlobEntry] | None:
+    if len(data) > MAX_OBJECT:
+        return None
+    try:
+        header = _header_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if header.v != (1 if salt is None else 2):
+        return None
+    return entries_from_wires(header.blobs, salt)
 
 
 def trailer_size(version: int) -> int:
