@@ -109,6 +109,8 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
     coffre.ok("forget", snapshot_ids(coffre)[0])  # host a's, by id: src's data is now unused
 
     def backup_now() -> str:
+        # The old data, and a new file: the backup writes an index file prune has not read.
+        (src / "ordonnance-du-jour.txt").write_bytes(b"nouvelle ordonnance\n" * 1000)
         r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
         with Lock(r, exclusive=False, command="backup") as lock:
             r.load_index()
@@ -117,9 +119,12 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
 
     real_repack = Pruner._repack
     new_snaps: list[str] = []
+    backup_index: set[str] = set()
 
     def repack_while_a_backup_runs(self: Pruner, repack: dict) -> dict:  # type: ignore[type-arg]
+        before = set(self.repo.list_names("index"))
         new_snaps.append(backup_now())
+        backup_index.update(set(self.repo.list_names("index")) - before)
         return real_repack(self, repack)
 
     monkeypatch.setattr(Pruner, "_repack", repack_while_a_backup_runs)
@@ -127,6 +132,7 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
     with Lock(repo, exclusive=True, command="prune") as lock:
         stats = Pruner(repo, lock).run()
     assert stats.packs_removed > 0 and new_snaps
+    assert backup_index and backup_index <= repo.index.loaded_files  # read before the trash went
     monkeypatch.undo()
     assert coffre.ok("check", "--read-data", "--json").json()["ok"]
     dest = tmp_path / "restored"
@@ -163,6 +169,42 @@ def test_prune_reads_each_folder_listing_once_when_no_backup_ran_meanwhile(
     assert len(set(reads)) >= 4  # the root, db, docs, empty-dir
     assert sorted(reads) == sorted(set(reads))  # each read once
     monkeypatch.undo()
+    dest = tmp_path / "restored"
+    coffre.ok("restore", "latest", "--target", str(dest))
+    assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)
+
+
+def test_prune_reads_each_index_file_once_and_none_it_wrote(
+    coffre: Coffre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the trash is emptied, the index is taken as prune wrote it, plus what other
+    writers added since: the files it has just written are not read back (with a year's
+    history, loading the index a second time was a tenth of a prune)."""
+    coffre.ok("init", "--pack-size", "1")
+    src = make_tree(tmp_path / "src")
+    coffre.ok("backup", str(src))
+    shutil.rmtree(src / "scans")
+    coffre.ok("backup", str(src))
+    coffre.ok("forget", "--keep-last", "1")
+    repo = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    first = set(repo.list_names("index"))
+    reads: list[str] = []
+    real_load = Repository.load_object
+
+    def counting_load(self: Repository, kind: str, name: str) -> bytes:
+        if kind == "index":
+            reads.append(name)
+        return real_load(self, kind, name)
+
+    monkeypatch.setattr(Repository, "load_object", counting_load)
+    with Lock(repo, exclusive=True, command="prune") as lock:
+        stats = Pruner(repo, lock).run()
+    assert stats.packs_deleted > 0  # the trash was emptied, after marking a second time
+    written = set(repo.list_names("index"))
+    assert written.isdisjoint(first) and written == repo.index.loaded_files
+    assert sorted(reads) == sorted(first)  # each read once, and nothing prune wrote
+    monkeypatch.undo()
+    assert coffre.ok("check", "--read-data", "--json").json()["ok"]
     dest = tmp_path / "restored"
     coffre.ok("restore", "latest", "--target", str(dest))
     assert tree_digest(dest / str(src).lstrip("/")) == tree_digest(src)

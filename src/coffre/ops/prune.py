@@ -15,9 +15,9 @@ needs.
 4. Write the new index, then delete the old index files, then record the trash with every
    lock live at the start or now.
 5. Empty the trash: note the locks live now, skip records naming one of them, then reload the
-   index and the snapshots, mark again (resurrecting what a snapshot written meanwhile uses;
-   only the folder listings the first marking did not read) and delete the remaining packs
-   that no index lists.
+   index (what step 4 wrote, and the index files others wrote since) and the snapshots, mark
+   again (resurrecting what a snapshot written meanwhile uses; only the folder listings the
+   first marking did not read) and delete the remaining packs that no index lists.
 
 On a full medium, where not even the lock can be written, `free_unused_packs` first deletes
 packs that no snapshot uses, while no other Coffre command holds a lock (docs/design.md §6).
@@ -257,6 +257,7 @@ class Pruner:
         # For the damage register: packs it need no longer name (deleted, gone, read intact).
         self.damage_resolved: list[bytes] = []
         self._marked: set[bytes] = set()  # what the first marking found used
+        self._written: tuple[set[str], dict[bytes, list[BlobEntry]]] | None = None  # index files, packs
 
     def run(self, dry_run: bool = False) -> PruneStats:
         repo, st = self.repo, self.stats
@@ -532,7 +533,7 @@ class Pruner:
 
     def _write_index(self, packs: dict[bytes, list[BlobEntry]]) -> None:
         old = sorted(self.repo.index.loaded_files)
-        self.repo.save_full_index(packs)
+        self._written = (self.repo.save_full_index(packs), packs)
         for name in old:
             try:
                 self.repo.backend.remove(Handle("index", name))
@@ -555,8 +556,17 @@ class Pruner:
                 "finished; the next prune deletes them", st.packs_waiting).format(n=st.packs_waiting))
         if not eligible:
             return
-        # Snapshots written since this prune started may use trashed blobs: mark again.
-        repo.index = MasterIndex()
+        # Snapshots written since this prune started may use trashed blobs: mark again, with
+        # the index as it is now. What this prune wrote is known without reading it back (it
+        # holds the only exclusive lock: no one else removes index files); what other writers
+        # have added since the index was loaded is read. Without a new index, the index in
+        # memory is the stored one already.
+        if self._written is not None:
+            names, packs = self._written
+            repo.index = MasterIndex()
+            for pid, entries in packs.items():
+                repo.index.add_pack(pid, entries)
+            repo.index.loaded_files.update(names)
         repo.load_index()
         marker = Marker(repo, records, damaged=self._known_bad(bad or {}), progress=self.progress)
         marker.mark(readable_snapshots(repo), self._still_indexed(self._marked))
