@@ -331,6 +331,7 @@ def test_prune_refuses_when_an_indexed_pack_is_missing(repo: Coffre, tmp_path: P
     res = repo("prune")
     assert res.code == 1, res
     assert "missing" in res.err and "refuses" in res.err and lost[:12] in res.err
+    assert "data of snapshot" in res.err  # what needs it
     assert (set(packs(repo)), names(repo, "index"), names(repo, "snapshots")) == state
     assert first <= set(packs(repo)) and not names(repo, "trash")
 

@@ -136,22 +136,19 @@ class Marker:
         return True
 
     def _require(self, blob_id: bytes, what: str, snap: Snapshot) -> None:
+        """The blob is in the index, or put back from the trash; else prune stops. `what`:
+        "tree", "data" or "base" (the message is made only when it is needed)."""
         if blob_id not in self.repo.index and not self._find_in_trash(blob_id):
             where = self.lost_in.get(blob_id) or _("is in no index and no pack")
-            raise CoffreError(_("{what} {where}; prune refuses to run").format(what=what, where=where),
-                              forget_hint(snap.id))
-
-    def _mark_base(self, blob: bytes, used: set[bytes], snap: Snapshot) -> None:
-        """A delta blob is only readable with its base: the base is used too."""
-        base = self.repo.index.base_of(blob)
-        if base is not None and base not in used:
-            self._require(base, _("the base of a delta blob of snapshot {id}").format(id=snap.id[:8]), snap)
-            used.add(base)
+            raise CoffreError(_("{what} {where}; prune refuses to run").format(
+                what=_what(what, snap), where=where), forget_hint(snap.id))
 
     def mark(self, snaps: list[Snapshot], known: set[bytes] | None = None) -> set[bytes]:
         """The blobs `snaps` use. `known`: blobs already marked and present in the index, with
-        every blob a known tree reaches; a known tree is not read again."""
+        every blob a known tree reaches; a known tree is not read again. A delta blob is only
+        readable with its base: the base is used too."""
         used: set[bytes] = set(known) if known else set()
+        lookup = self.repo.index.lookup
         self.progress.phase(N_("finding the data snapshots use"), files_total=len(snaps), known=True,
                             unit=N_("snapshots"))
         for snap in snaps:
@@ -162,7 +159,7 @@ class Marker:
                 if tree_id in used:
                     continue
                 used.add(tree_id)
-                self._require(tree_id, _("a tree of snapshot {id}").format(id=snap.id[:8]), snap)
+                self._require(tree_id, "tree", snap)
                 try:
                     nodes = load_tree(self.repo, tree_id)
                 except CoffreError as exc:
@@ -171,14 +168,30 @@ class Marker:
                                       forget_hint(snap.id)) from exc
                 for node in nodes:
                     for blob in node.content:
-                        if blob not in used:
-                            self._require(blob, _("data of snapshot {id}").format(id=snap.id[:8]), snap)
-                            used.add(blob)
-                            self._mark_base(blob, used, snap)
+                        if blob in used:
+                            continue
+                        # One lookup per blob: the marking of a year's history reaches ~100,000.
+                        loc = lookup(blob)
+                        if loc is None:
+                            self._require(blob, "data", snap)
+                            loc = lookup(blob)
+                        used.add(blob)
+                        base = loc.entry.base if loc is not None else None
+                        if base is not None and base not in used:
+                            self._require(base, "base", snap)
+                            used.add(base)
                     if node.subtree is not None:
                         stack.append(node.subtree)
             self.progress.advance(1)
         return used
+
+
+def _what(kind: str, snap: Snapshot) -> str:
+    if kind == "tree":
+        return _("a tree of snapshot {id}").format(id=snap.id[:8])
+    if kind == "base":
+        return _("the base of a delta blob of snapshot {id}").format(id=snap.id[:8])
+    return _("data of snapshot {id}").format(id=snap.id[:8])
 
 
 def readable_snapshots(repo: Repository) -> list[Snapshot]:
