@@ -173,6 +173,26 @@ def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharm
     assert "officine.db" in report.split("\nsnapshot")[0]
 
 
+def test_check_names_the_files_whose_delta_base_is_gone(coffre: Coffre, pharmacy: Path) -> None:
+    """The walk of the snapshots, without reading data: a delta whose base's pack is gone from
+    the storage cannot be read, and the file that needs it is named, snapshot by snapshot."""
+    second, r = two_days_in_small_packs(coffre, pharmacy)
+    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
+    deltas = [loc for loc in map(r.index.lookup, db_node.content) if loc is not None and loc.entry.base]
+    assert deltas
+    holds = {pid for pid, entries in r.index.packs().items()
+             if any(e.kind == KIND_TREE or e.id in db_node.content for e in entries)}
+    bases = {b.pack for b in (r.index.lookup(loc.entry.base) for loc in deltas if loc.entry.base) if b}
+    victim = sorted(bases - holds)[0]  # bases only: the second day's listings and deltas stay
+    next((coffre.repo / "data").glob(f"*/{victim.hex()}")).unlink()
+    res = coffre("check")
+    assert res.code == 1, res
+    said = [line for line in res.out.splitlines() if line.startswith(f"error: snapshot {second[:8]}: ")]
+    # Once, though many of its blocks are deltas whose base is gone.
+    assert [line for line in said if line.endswith("/officine.db: the base of a delta is missing")] == [
+        f"error: snapshot {second[:8]}: {pharmacy}/officine.db: the base of a delta is missing"], res.out
+
+
 def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_turn_checks(
     coffre: Coffre, pharmacy: Path
 ) -> None:

@@ -148,7 +148,7 @@ class Marker:
         every blob a known tree reaches; a known tree is not read again. A delta blob is only
         readable with its base: the base is used too."""
         used: set[bytes] = set(known) if known else set()
-        lookup = self.repo.index.lookup
+        lookup = self.repo.index.lookup_function()
         self.progress.phase(N_("finding the data snapshots use"), files_total=len(snaps), known=True,
                             unit=N_("snapshots"))
         for snap in snaps:
@@ -166,22 +166,21 @@ class Marker:
                     raise CoffreError(_("a tree of snapshot {id} cannot be read ({reason}); prune refuses "
                                         "to run").format(id=snap.id[:8], reason=exc.message),
                                       forget_hint(snap.id)) from exc
-                for node in nodes:
-                    for blob in node.content:
-                        if blob in used:
-                            continue
-                        # One lookup per blob: the marking of a year's history reaches ~100,000.
+                stack.extend(n.subtree for n in nodes if n.subtree is not None)
+                # Only the blobs no listing before named are looked up (in C, as sets: a
+                # year's history names ~100,000, most in several listings).
+                new = {b for n in nodes for b in n.content}
+                new -= used
+                for blob in new:
+                    loc = lookup(blob)
+                    if loc is None:
+                        self._require(blob, "data", snap)
                         loc = lookup(blob)
-                        if loc is None:
-                            self._require(blob, "data", snap)
-                            loc = lookup(blob)
-                        used.add(blob)
-                        base = loc.entry.base if loc is not None else None
-                        if base is not None and base not in used:
-                            self._require(base, "base", snap)
-                            used.add(base)
-                    if node.subtree is not None:
-                        stack.append(node.subtree)
+                    base = loc.entry.base if loc is not None else None
+                    if base is not None and base not in used:
+                        self._require(base, "base", snap)
+                        used.add(base)
+                used |= new
             self.progress.advance(1)
         return used
 
