@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from coffre.ops.prune import Pruner
+from coffre.repository.index import MasterIndex
+from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
 from test_check import SMALL_CHUNKS, SMALL_PACK, flip, packs, two_snapshots
@@ -202,7 +205,20 @@ def test_prune_on_another_machine_keeps_the_healed_copy_not_the_damaged_one(
     flip(packs(coffre)[d.victim])
     coffre("check")
     coffre.ok("backup", "--verify", str(d.src))
-    coffre.ok("prune", env={"COFFRE_CACHE_DIR": str(tmp_path / "another-cache")})
+    # Which copy readers try first follows the order of the index files (named by their
+    # hashes): the damaged one is put first, as that order may have it.
+    r = Repository.open(LocalBackend(coffre.repo), PASSWORD)
+    r.load_index()
+    stored = r.index.packs()
+    victim = bytes.fromhex(d.victim)
+    first = MasterIndex()
+    for pid in [victim, *(p for p in stored if p != victim)]:
+        first.add_pack(pid, stored[pid])
+    first.loaded_files = r.index.loaded_files
+    r.index = first
+    assert any(first.lookup(e.id).pack == victim for e in stored[victim])  # type: ignore[union-attr]
+    with Lock(r, exclusive=True, command="prune") as lock:
+        assert Pruner(r, lock).run().blobs_damaged > 0  # no damage register given: found
     coffre.ok("restore", "latest", "--target", str(tmp_path / "r"), "--verify")
     assert (tmp_path / "r" / str(d.big).lstrip("/")).read_bytes() == d.big.read_bytes()
 

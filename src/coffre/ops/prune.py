@@ -428,7 +428,7 @@ class Pruner:
         some copy was found damaged and left the index."""
         index = self.repo.index
         dropped = False
-        for blob_id in sorted(used):
+        for blob_id in sorted(used & index.stored_more_than_once()):
             while len(index.locations(blob_id)) > 1:
                 loc = index.lookup(blob_id)
                 assert loc is not None

@@ -156,5 +156,12 @@ class MasterIndex:
         first = self._blobs.get(blob_id)
         if first is None:
             return []
+        if blob_id not in self._extra:  # the common case, read for every blob loaded
+            return [first]
         with self._lock:
             return [first, *self._extra.get(blob_id, [])]
+
+    def stored_more_than_once(self) -> set[bytes]:
+        """The blobs more than one pack holds."""
+        with self._lock:
+            return set(self._extra)
