@@ -569,13 +569,14 @@ class Pruner:
         if not eligible:
             return
         # Snapshots written since this prune started may use trashed blobs: mark again, with
-        # the index as it is now. What this prune wrote is known without reading it back (it
-        # holds the only exclusive lock: no one else removes index files); what other writers
-        # have added since the index was loaded is read. Without a new index, the index in
-        # memory is the stored one already.
+        # the index as stored now. The index files this prune wrote hold what it wrote them
+        # from, and it holds the only exclusive lock (no one else removes index files): they
+        # are not read back. Every other index file is (what other writers added since, or,
+        # when this prune wrote none, all of them: the index in memory may hold what was
+        # never written, such as packs a marking took back from the trash).
+        repo.index = MasterIndex()
         if self._written is not None:
             names, packs = self._written
-            repo.index = MasterIndex()
             for pid, entries in packs.items():
                 repo.index.add_pack(pid, entries)
             repo.index.loaded_files.update(names)
