@@ -15,7 +15,7 @@ needs.
 4. Write the new index, then delete the old index files, then record the trash with every
    lock live at the start or now.
 5. Empty the trash: note the locks live now, skip records naming one of them, then reload the
-   index (what step 4 wrote, and the index files others wrote since) and the snapshots, mark
+   index (step 4's files taken as written, every other one read) and the snapshots, mark
    again (resurrecting what a snapshot written meanwhile uses; only the folder listings the
    first marking did not read) and delete the remaining packs that no index lists.
 
