@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgpack
+import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
@@ -13,6 +14,8 @@ MAX_OBJECT = 256 * 1024 * 1024
 
 
 ID_LEN = 32  # every id: keyed BLAKE3 of blobs, SHA-256 of stored objects
+# A blob, tree or pack id in the structs msgspec decodes (trees, index files, pack headers).
+WireId = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
 
 def encode(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]

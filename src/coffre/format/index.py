@@ -8,7 +8,7 @@ import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import ID_LEN, MAX_OBJECT, decode, encode, want, want_id
+from coffre.format.codec import MAX_OBJECT, WireId, decode, encode, want, want_id
 from coffre.format.pack import PACK_SALT_LEN, BlobEntry, DataWire, TreeWire, entries_from_wires
 
 
@@ -36,16 +36,15 @@ def decode_index(data: bytes, version: int = 1) -> dict[bytes, list[BlobEntry]]:
     return packs if packs is not None else _checked(data, version)
 
 
-_Id = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
 
 
 class _Pack1(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    id: _Id
+    id: WireId
     blobs: list[DataWire | TreeWire]
 
 
 class _Pack2(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    id: _Id
+    id: WireId
     blobs: list[DataWire | TreeWire]
     salt: Annotated[bytes, msgspec.Meta(min_length=PACK_SALT_LEN, max_length=PACK_SALT_LEN)]
 

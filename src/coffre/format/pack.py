@@ -23,7 +23,7 @@ import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import ID_LEN, MAX_OBJECT, decode, encode, want, want_id, want_int
+from coffre.format.codec import ID_LEN, MAX_OBJECT, WireId, decode, encode, want, want_id, want_int
 
 MAX_BLOB_RAW = 16 * 1024 * 1024  # data blobs: chunks are at most 4 MiB
 # A tree lists one folder: ~150 bytes an entry, so this allows folders of ~1.5 million entries.
@@ -143,7 +143,6 @@ def encode_header(entries: list[BlobEntry], version: int = 1) -> bytes:
 # MessagePack into lists checked by from_wire. It accepts only what from_wire accepts; what it
 # refuses (damage, or forms such as a bool for a version) is decoded again by from_wire, which
 # accepts the rare forms and words the error (format/tree.py does the same for trees).
-_Id = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
 _Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_PACK)]
 _DATA_STORED, _DATA_RAW = _MAX_STORED[1], _MAX_RAW[1]
 _TREE_STORED, _TREE_RAW = _MAX_STORED[2], _MAX_RAW[2]
@@ -151,16 +150,16 @@ _TREE_STORED, _TREE_RAW = _MAX_STORED[2], _MAX_RAW[2]
 
 class DataWire(msgspec.Struct, array_like=True, tag=1, forbid_unknown_fields=True):
     """A data blob's entry as stored: [1, id, offset, length, raw_length(, base)]."""
-    id: _Id
+    id: WireId
     offset: _Offset
     length: Annotated[int, msgspec.Meta(ge=1, le=_DATA_STORED)]
     raw_length: Annotated[int, msgspec.Meta(ge=0, le=_DATA_RAW)]
-    base: _Id | msgspec.UnsetType = msgspec.UNSET
+    base: WireId | msgspec.UnsetType = msgspec.UNSET
 
 
 class TreeWire(msgspec.Struct, array_like=True, tag=2, forbid_unknown_fields=True):
     """A tree blob's entry as stored: [2, id, offset, length, raw_length]."""
-    id: _Id
+    id: WireId
     offset: _Offset
     length: Annotated[int, msgspec.Meta(ge=1, le=_TREE_STORED)]
     raw_length: Annotated[int, msgspec.Meta(ge=0, le=_TREE_RAW)]

@@ -18,8 +18,8 @@ import msgspec
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
 from coffre.format.codec import (
-    ID_LEN,
     MAX_OBJECT,
+    WireId,
     decode,
     encode,
     want,
@@ -34,7 +34,6 @@ NODE_TYPES = ("file", "dir", "symlink", "chardev", "blockdev", "fifo", "socket")
 MAX_NAME = 4096
 # The checks of Node.from_wire as types; a MessagePack integer is at most 2**64 - 1, so upper
 # bounds from 2**64 on need no check.
-_Id = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 _WIRE_NAMES = {"name": "n", "type": "t", "mode": "m", "uid": "u", "gid": "g", "user": "un", "group": "gn",
                "mtime_ns": "mt", "atime_ns": "at", "ctime_ns": "ct", "size": "s", "inode": "i", "device": "d",
@@ -57,8 +56,8 @@ class Node(msgspec.Struct, rename=_WIRE_NAMES):
     device: _Count = 0
     nlink: _Count = 1
     rdev: _Count = 0
-    content: list[_Id] = msgspec.field(default_factory=list)
-    subtree: _Id | None = None
+    content: list[WireId] = msgspec.field(default_factory=list)
+    subtree: WireId | None = None
     target: bytes = b""
     xattrs: list[tuple[bytes, bytes]] = msgspec.field(default_factory=list)
 
