@@ -36,8 +36,6 @@ def decode_index(data: bytes, version: int = 1) -> dict[bytes, list[BlobEntry]]:
     return packs if packs is not None else _checked(data, version)
 
 
-
-
 class _Pack1(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     id: WireId
     blobs: list[DataWire | TreeWire]
