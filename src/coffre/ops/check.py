@@ -29,7 +29,6 @@ from coffre.core.errors import FormatError, IntegrityError, ObjectNotFound, Stor
 from coffre.core.human import human_number
 from coffre.core.i18n import N_, _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
-from coffre.crypto.aead import KIND_DATA
 from coffre.format import pack as packfmt
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
@@ -297,7 +296,8 @@ class Checker:
     def _look_up(self, blobs: set[bytes], fine: set[bytes]) -> dict[bytes, str]:
         """Adds to `fine` the blobs the index has, readable (a delta with its base stored whole),
         and to `used` the bases of deltas; the others, each with its error to word."""
-        lookup, present, used = self.repo.index.lookup_function(), self._stored.__contains__, self.used
+        lookup, readable, present = self.repo.index.lookup_function(), self.repo.index.readable, self._present
+        used = self.used
         lacking: dict[bytes, str] = {}
         for blob in blobs:
             loc = lookup(blob)
@@ -309,11 +309,7 @@ class Checker:
                 fine.add(blob)
                 continue
             used.add(base)
-            # The common case first: this copy and its base stored, the base a plain data blob.
-            held = lookup(base)
-            if (present(loc.pack) and held is not None and held.entry.base is None
-                    and held.entry.kind == KIND_DATA and present(held.pack)) or \
-                    self.repo.index.readable(blob, self._present):
+            if readable(blob, present):
                 fine.add(blob)
             else:
                 lacking[blob] = _("snapshot {id}: {path}: the base of a delta is missing")
