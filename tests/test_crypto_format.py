@@ -82,39 +82,6 @@ def test_a_session_key_encrypts_at_most_its_bound_then_a_new_one_is_drawn(crypte
     assert opened == blobs
 
 
-def test_nonces_never_repeat_across_threads_pools_or_a_forked_child(crypter: Crypter) -> None:
-    """Nonces come from per-thread pools drawn in bulk: every one sealed is distinct, across
-    threads and pool refills, and a child made by fork draws its own instead of going on with
-    the pool it copied (the parent would hand out the same nonces next: AES-GCM's one fatal
-    misuse)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    salt = os.urandom(aead.PACK_SALT_LEN)
-    count = aead.NONCES_PER_DRAW * 3 + 5
-    with ThreadPoolExecutor(4) as pool:
-        sealed = list(pool.map(lambda i: crypter.seal(salt, aead.KIND_DATA, b"x"), range(count)))
-    nonces = {s[: aead.NONCE_LEN] for s in sealed}
-    assert len(nonces) == count
-    assert crypter.unseal(salt, aead.KIND_DATA, sealed[-1]) == b"x"
-
-    aead.new_nonce()  # this thread's pool holds nonces not handed out yet
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next nonces, then out without the test runner's exit handlers
-        try:
-            os.write(write_end, b"".join(aead.new_nonce() for _ in range(8)))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        child = pipe.read()
-    os.waitpid(pid, 0)
-    parent = b"".join(aead.new_nonce() for _ in range(8))
-    child_nonces = {child[i : i + aead.NONCE_LEN] for i in range(0, len(child), aead.NONCE_LEN)}
-    parent_nonces = {parent[i : i + aead.NONCE_LEN] for i in range(0, len(parent), aead.NONCE_LEN)}
-    assert len(child_nonces) == 8 and not child_nonces & parent_nonces
-
-
 def test_password_wrap_and_bounds() -> None:
     master, rid = os.urandom(32), os.urandom(16)
     w = kdf.wrap(master, rid, "password", b"secret")

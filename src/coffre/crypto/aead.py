@@ -113,42 +113,6 @@ class SubKeys:
                 and self.version == other.version)
 
 
-# Nonces are drawn from the system's generator a few hundred at a time, each thread from its
-# own pool: one getrandom system call a blob (53,000 for a copy of /usr/share), each releasing
-# the interpreter lock for the other threads to fight over. A child made by fork starts
-# with empty pools (the parent keeps using the ones it copied: the same nonces twice would
-# break AES-GCM).
-NONCES_PER_DRAW = 256
-_generation = 0  # how many forks this process is from the one that imported this module
-
-
-class _NoncePool(threading.local):
-    drawn = b""
-    at = 0
-    generation = -1
-
-
-_pool = _NoncePool()
-
-
-def _forked() -> None:
-    global _generation
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
-
-
-def new_nonce() -> bytes:
-    """A fresh random 96-bit nonce, never handed out twice by this process or its children."""
-    pool, at = _pool, _pool.at
-    if at >= len(pool.drawn) or pool.generation != _generation:
-        pool.drawn, pool.generation, at = os.urandom(NONCE_LEN * NONCES_PER_DRAW), _generation, 0
-    pool.at = at + NONCE_LEN
-    return pool.drawn[at : at + NONCE_LEN]
-
-
 def _content_wrap_key(master: bytes) -> AESGCM:
     return AESGCM(hkdf(master, b"coffre content wrap v2"))
 
@@ -203,7 +167,7 @@ class Crypter:
                 self._new_session()
             self._used += 1
             session_id, session = self._session_id, self._session
-        nonce = new_nonce()
+        nonce = os.urandom(NONCE_LEN)
         ct = session.encrypt(nonce, plaintext, self._aad(kind, object_id))
         return b"".join((bytes([ENVELOPE_VERSION]), session_id, nonce, ct))
 
@@ -267,7 +231,7 @@ class Crypter:
     def seal(self, salt: bytes, kind: int, plaintext: bytes | memoryview, object_id: bytes = b"") -> bytes:
         """nonce | ciphertext and tag, under the key of the pack whose salt is `salt`. Random
         nonces: a pack key seals a few thousand objects, never near the 2**32 bound."""
-        nonce = new_nonce()
+        nonce = os.urandom(NONCE_LEN)
         return nonce + self.pack_cipher(salt).encrypt(nonce, plaintext, self._aad_v2(kind, object_id))
 
     def unseal(self, salt: bytes, kind: int, sealed: bytes | memoryview, object_id: bytes = b"") -> bytes:
