@@ -72,7 +72,7 @@ class BlobEntry:
                 and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[kind]
                 and (plain or (kind == 1 and type(base) is bytes and len(base) == ID_LEN
                                and base != blob_id))):
-            return _built(kind, blob_id, offset, length, raw_length, base, salt)
+            return new_entry(kind, blob_id, offset, length, raw_length, base, salt)
         # Anything else (a malformed entry) goes through each check with its message.
         if not isinstance(raw, list) or len(raw) not in (5, 6):
             raise FormatError(_("blob entry: malformed"))
@@ -108,15 +108,16 @@ _set_kind, _set_id, _set_offset, _set_length, _set_raw_length, _set_base, _set_s
 
 
 def moved(entry: BlobEntry, offset: int) -> BlobEntry:
-    """The same entry at another offset (a pack's blobs shuffled), built as _built does."""
-    return _built(entry.kind, entry.id, offset, entry.length, entry.raw_length, entry.base, entry.salt)
+    """The same entry at another offset (a pack's blobs shuffled), built as new_entry does."""
+    return new_entry(entry.kind, entry.id, offset, entry.length, entry.raw_length, entry.base, entry.salt)
 
 
-def _built(kind: int, blob_id: bytes, offset: int, length: int, raw_length: int, base: bytes | None,
-           salt: bytes | None) -> BlobEntry:
+def new_entry(kind: int, blob_id: bytes, offset: int, length: int, raw_length: int,
+              base: bytes | None = None, salt: bytes | None = None) -> BlobEntry:
     """BlobEntry(...) without the frozen dataclass's __init__, whose object.__setattr__ for
     each field takes twice as long: an index decodes one entry per blob at the start of most
-    commands. The slots are set once, here; the entry is as frozen as any other."""
+    commands, and a backup makes two per blob it stores. The slots are set once, here; the
+    entry is as frozen as any other. Checks nothing: for values known good."""
     entry = _new(BlobEntry)
     _set_kind(entry, kind)
     _set_id(entry, blob_id)
@@ -175,13 +176,13 @@ def entries_from_wires(wires: list[DataWire | TreeWire], salt: bytes | None) -> 
         if type(w) is DataWire:
             base = w.base
             if base is unset:
-                append(_built(1, w.id, w.offset, w.length, w.raw_length, None, salt))
+                append(new_entry(1, w.id, w.offset, w.length, w.raw_length, None, salt))
             elif base != w.id:
-                append(_built(1, w.id, w.offset, w.length, w.raw_length, base, salt))
+                append(new_entry(1, w.id, w.offset, w.length, w.raw_length, base, salt))
             else:
                 return None
         else:
-            append(_built(2, w.id, w.offset, w.length, w.raw_length, None, salt))
+            append(new_entry(2, w.id, w.offset, w.length, w.raw_length, None, salt))
     return out
 
 

@@ -22,7 +22,7 @@ _set_pack, _set_entry = Location.__dict__["pack"].__set__, Location.__dict__["en
 
 def _located(pack: bytes, entry: BlobEntry) -> Location:
     """Location(pack, entry) without the frozen dataclass's __init__ (one per blob loaded;
-    format/pack.py `_built` says why)."""
+    format/pack.py `new_entry` says why)."""
     loc = _new(Location)
     _set_pack(loc, pack)
     _set_entry(loc, entry)
