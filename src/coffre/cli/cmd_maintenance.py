@@ -36,6 +36,7 @@ from coffre.repository.cache import RepoCache
 from coffre.repository.damage import DamageRegister
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
+from coffre.repository.walked import WalkedListings
 from coffre.repository.watch import describe
 
 
@@ -128,9 +129,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         pct, subset = parse_subset(args.read_data_subset)
     repo = open_repo(args)
     share = Share(pct, _share_cursor(repo)) if pct else None
-    with reading(repo, "check"), progress_for(args, _("check")) as progress:
-        res = Checker(repo, report=quiet if args.json else warn, progress=progress).run(
-            read_data=args.read_data, subset=subset, share=share)
+    # Listings earlier checks decoded are remembered on this machine for a local repository
+    # (a remote one's folder-listing packs would be downloaded to be hashed); --read-data
+    # decodes every one.
+    cache = RepoCache(repo.config.id) if not args.read_data and not repo.backend.remote else None
+    try:
+        walked = WalkedListings(cache, repo.crypter) if cache is not None else None
+        with reading(repo, "check"), progress_for(args, _("check")) as progress:
+            res = Checker(repo, report=quiet if args.json else warn, progress=progress,
+                          walked=walked).run(read_data=args.read_data, subset=subset, share=share)
+    finally:
+        if cache is not None:
+            cache.close()
     if share is not None:
         _keep_share_cursor(repo, res.share_end)
     remember_damage(repo, res)

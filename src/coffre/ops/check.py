@@ -11,6 +11,12 @@ link is not damage), then its blobs are authenticated one by one, so the damage 
 the damaged blobs, or only the header. Damaged packs are named with the snapshots and files
 that depend on them.
 
+The folder listings a check decodes are remembered in this machine's cache, each for the pack
+it came from (repository/walked.py): on a local repository, a check without --read-data decodes
+only the listings it has not met, and takes the others as remembered once their pack's bytes,
+hashed that night, match its name. What every listing names is then needed and looked up as
+before; only the decoding, which would give the same listing again, is saved.
+
 Only what a snapshot needs is an error. What no snapshot uses (a pack the index lists that
 is gone, a delta whose base a prune rightly removed) is a note: a check that cries wolf
 trains people to ignore it.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from coffre.core.i18n import N_, _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.format import pack as packfmt
 from coffre.format.snapshot import Snapshot
+from coffre.format.tree import Node
 from coffre.ops.common import Reporter, load_tree, quiet
 from coffre.ops.repair_config import check_keys_and_config
 from coffre.repository import segments
@@ -39,6 +47,7 @@ from coffre.repository.packbases import PackBases
 from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
 from coffre.repository.tombstones import load_tombstone, tombstone_names
+from coffre.repository.walked import Walked, WalkedListings
 from coffre.storage.base import Handle
 
 READERS = 2
@@ -55,6 +64,8 @@ class CheckResult:
     bytes_read: int = 0  # the stored size of the packs read and hashed (a damaged size not counted)
     share_end: str = ""  # a rotating share: the last pack in its turn (where the next starts)
     snapshots: int = 0
+    listings_decoded: int = 0  # the snapshots' folder listings read and decoded
+    listings_remembered: int = 0  # ... known from an earlier check, their packs hashed
     # For the damage register: packs whose bytes were examined, and the damaged blobs found
     # in them (PACK_ITSELF for a pack whose bytes do not match its name).
     examined: set[bytes] = field(default_factory=set)
@@ -106,8 +117,9 @@ def share_packs(stored: dict[str, int], share: Share) -> list[str]:
 
 class Checker:
     def __init__(self, repo: Repository, report: Reporter = quiet,
-                 progress: Progress = NULL_PROGRESS) -> None:
+                 progress: Progress = NULL_PROGRESS, walked: WalkedListings | None = None) -> None:
         self.repo = repo
+        self.walked = walked  # listings earlier checks decoded (None: every listing decoded)
         self.report = report
         self.progress = progress
         self.result = CheckResult()
@@ -141,6 +153,10 @@ class Checker:
         r.snapshots = len(snaps)
         self._check_tombstones()
         missing_data = self._check_trees(snaps)
+        if r.listings_remembered:
+            self.report(_("folder listings: {n} decoded, {known} known from an earlier check "
+                          "(the packs holding them hashed)").format(
+                n=human_number(r.listings_decoded), known=human_number(r.listings_remembered)))
         self._check_listed(indexed, stored)
         unindexed = sorted(set(stored) - {p.hex() for p in indexed})
         if unindexed and missing_data:
@@ -245,40 +261,63 @@ class Checker:
 
     def _check_trees(self, snaps: list[Snapshot]) -> bool:
         """Every tree reachable from a snapshot decrypts; every blob it names is indexed.
-        Collects the blobs snapshots use; True if some are missing from the index."""
+        Collects the blobs snapshots use; True if some are missing from the index. A listing
+        an earlier check decoded from a pack whose bytes still match its name is taken as
+        remembered (repository/walked.py), not decoded again."""
         r = self.result
         seen_trees: set[bytes] = set()
         fine: set[bytes] = set()  # content blobs found indexed, with their base readable
         missing = False
+        known = self._known_listings()
+        walked: dict[bytes, Walked] = {}  # tonight's listings, remembered for the next check
+        lookup = self.repo.index.lookup_function()
         self.progress.phase(N_("checking snapshots"), files_total=len(snaps), known=True,
                             unit=N_("snapshots"))
         for snap in snaps:
             self.progress.advance(current=_snapshot_name(snap))
-            stack: list[tuple[bytes, str]] = [(snap.tree, "")]
+            # A folder's path, or None below a remembered listing (which names no file: the
+            # path is looked for only to word an error).
+            stack: list[tuple[bytes, str | None]] = [(snap.tree, "")]
             while stack:
                 tree_id, prefix = stack.pop()
                 if tree_id in seen_trees:
                     continue
                 seen_trees.add(tree_id)
                 self.used.add(tree_id)
-                if tree_id not in self.repo.index:
+                loc = lookup(tree_id)
+                if loc is None:
                     r.errors.append(_("snapshot {id}: tree of {path} is missing").format(
-                        id=snap.id[:8], path=prefix or "/"))
+                        id=snap.id[:8], path=self._path(snap, tree_id, prefix)))
                     missing = True
                     continue
-                try:
-                    nodes = load_tree(self.repo, tree_id)
-                except (FormatError, StorageError) as exc:
-                    r.errors.append(_("snapshot {id}: tree of {path}: {reason}").format(
-                        id=snap.id[:8], path=prefix or "/", reason=exc.message))
-                    continue
-                stack.extend((n.subtree, prefix + "/" + os.fsdecode(n.name))
-                             for n in nodes if n.subtree is not None)
+                nodes = None
+                remembered = known.get(tree_id)
+                if remembered is not None and remembered.pack == loc.pack:
+                    r.listings_remembered += 1
+                    walked[tree_id] = remembered
+                    stack.extend((sub, None) for sub in remembered.subtrees)
+                    content = remembered.content
+                else:
+                    try:
+                        nodes = load_tree(self.repo, tree_id)
+                    except (FormatError, StorageError) as exc:
+                        r.errors.append(_("snapshot {id}: tree of {path}: {reason}").format(
+                            id=snap.id[:8], path=self._path(snap, tree_id, prefix), reason=exc.message))
+                        continue
+                    r.listings_decoded += 1
+                    subtrees = [n.subtree for n in nodes if n.subtree is not None]
+                    content = [b for n in nodes for b in n.content]
+                    walked[tree_id] = Walked(loc.pack, subtrees, content)
+                    if prefix is None:
+                        stack.extend((sub, None) for sub in subtrees)
+                    else:
+                        stack.extend((n.subtree, prefix + "/" + os.fsdecode(n.name))
+                                     for n in nodes if n.subtree is not None)
                 # A file unchanged between snapshots lies in another listing each time a
                 # neighbour changes: a listing's blobs are looked up only if no listing
                 # before named them (in C, as sets: a year's history names ~100,000). A
                 # missing one is reported for every file and snapshot that needs it.
-                new = {b for n in nodes for b in n.content}
+                new = set(content)
                 new -= fine
                 if not new:
                     continue
@@ -286,12 +325,71 @@ class Checker:
                 lacking = self._look_up(new, fine)
                 if lacking:
                     missing = True
-                    for node in nodes:  # once per file and reason, not once per blob
-                        for reason in dict.fromkeys(lacking[b] for b in node.content if b in lacking):
-                            r.errors.append(reason.format(id=snap.id[:8],
-                                                          path=prefix + "/" + os.fsdecode(node.name)))
+                    self._report_lacking(snap, tree_id, prefix, nodes, lacking)
             self.progress.advance(1)
+        self._remember(walked)
         return missing
+
+    def _report_lacking(self, snap: Snapshot, tree_id: bytes, prefix: str | None,
+                        nodes: list[Node] | None, lacking: dict[bytes, str]) -> None:
+        """Name each file of a listing that lacks a blob, once per reason."""
+        r, path = self.result, self._path(snap, tree_id, prefix)
+        if nodes is None:  # remembered: decoded again to name its files
+            try:
+                nodes = load_tree(self.repo, tree_id)
+            except (FormatError, StorageError) as exc:
+                r.errors.append(_("snapshot {id}: tree of {path}: {reason}").format(
+                    id=snap.id[:8], path=path, reason=exc.message))
+                return
+        folder = "" if path == "/" else path
+        for node in nodes:
+            for reason in dict.fromkeys(lacking[b] for b in node.content if b in lacking):
+                r.errors.append(reason.format(id=snap.id[:8], path=folder + "/" + os.fsdecode(node.name)))
+
+    def _path(self, snap: Snapshot, tree_id: bytes, prefix: str | None) -> str:
+        """The path of a folder in a snapshot, for an error: known from the walk, or looked for
+        from the snapshot's root when the walk came through remembered listings."""
+        if prefix is not None:
+            return prefix or "/"
+        stack, seen = [(snap.tree, "")], set()
+        while stack:
+            tree, path = stack.pop()
+            if tree == tree_id:
+                return path or "/"
+            if tree in seen:
+                continue
+            seen.add(tree)
+            try:
+                nodes = load_tree(self.repo, tree)
+            except (FormatError, StorageError):
+                continue
+            stack.extend((n.subtree, path + "/" + os.fsdecode(n.name))
+                         for n in nodes if n.subtree is not None)
+        return "?"
+
+    def _known_listings(self) -> dict[bytes, Walked]:
+        """The remembered listings that can be trusted tonight: those in folder-listing packs
+        whose bytes match their names, hashed now (a damaged one is reported as any pack the
+        check reads, and its listings are decoded)."""
+        if self.walked is None:
+            return {}
+        known = self.walked.load()
+        index = self.repo.index
+        packs = sorted({w.pack for w in known.values()} & self._stored)
+        packs = [p for p in packs if index.tree_pack(p)]  # mixed packs hold data: not hashed for this
+        indexed = index.packs()
+        with ThreadPoolExecutor(READERS, thread_name_prefix="check") as pool:
+            for _done in pool.map(lambda p: self._examine(p.hex(), indexed.get(p), full=False), packs):
+                pass
+        intact = {p for p in packs if p in self.result.examined and p.hex() not in self.result.damaged_packs}
+        return {tree: w for tree, w in known.items() if w.pack in intact}
+
+    def _remember(self, walked: dict[bytes, Walked]) -> None:
+        if self.walked is not None:
+            try:
+                self.walked.keep(walked)
+            except sqlite3.Error:
+                pass  # a cache: the next check decodes what it cannot find
 
     def _look_up(self, blobs: set[bytes], fine: set[bytes]) -> dict[bytes, str]:
         """Adds to `fine` the blobs the index has, readable (a delta with its base stored whole),

@@ -1,0 +1,219 @@
+"""The nightly check decodes only the folder listings no earlier check decoded on this machine
+(repository/walked.py): the others are taken as remembered, each for the pack it was decoded
+from, once that pack's bytes are hashed again and match its name, under a MAC of the
+repository's key. Real `coffre` processes, a local repository."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from coffre.crypto.aead import ID_LEN
+from coffre.ops.check import Checker, CheckResult, Share
+from coffre.ops.common import load_tree
+from coffre.ops.inspect import iter_tree
+from coffre.repository.cache import RepoCache
+from coffre.repository.repo import Repository
+from coffre.repository.walked import Walked, WalkedListings
+from coffre.storage.local import LocalBackend
+from test_check import (
+    SMALL_CHUNKS,
+    SMALL_PACK,
+    Damage,
+    assert_names_damage,
+    flip,
+    open_local,
+    packs,
+    tree_packs,
+    two_snapshots,
+)
+
+from conftest import PASSWORD, Coffre, age_tree, snapshot_ids
+
+
+@pytest.fixture
+def small(coffre: Coffre) -> Coffre:
+    """test_check's repository of 1 MiB packs and ~200 KiB chunks."""
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    return coffre
+
+
+REPORT = re.compile(r"folder listings: (\d+) decoded, (\d+) known from an earlier check")
+
+
+def listings_report(err: str) -> tuple[int, int] | None:
+    """(decoded, remembered) as the check reported them; None if it remembered none."""
+    m = REPORT.search(err)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def slice_without(names: set[str], m: int = 997) -> str:
+    """A --read-data-subset slice k/m that reads none of these packs."""
+    taken = {int(n[:8], 16) % m for n in names}
+    return f"{min(set(range(m)) - taken) + 1}/{m}"
+
+
+def reachable_listings(repo: Repository) -> set[bytes]:
+    out: set[bytes] = set()
+    stack = [s.tree for s in repo.snapshots()]
+    while stack:
+        tree = stack.pop()
+        if tree not in out:
+            out.add(tree)
+            stack.extend(n.subtree for n in load_tree(repo, tree) if n.subtree is not None)
+    return out
+
+
+def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes, bytes]]:
+    repo_id = open_local(c).config.id
+    db = sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    try:
+        return {t: (p, s, co, mac) for t, p, s, co, mac in db.execute("SELECT * FROM walked")}
+    finally:
+        db.close()
+
+
+def test_the_next_check_decodes_only_the_listings_it_has_not_met(small: Coffre, tmp_path: Path) -> None:
+    d = two_snapshots(small, tmp_path)
+    first = small.ok("check", "--read-data-subset", "5%")
+    assert listings_report(first.err) is None  # nothing remembered yet: every listing decoded
+    all_listings = len(reachable_listings(open_local(small)))
+    again = small.ok("check", "--read-data-subset", "5%")
+    assert listings_report(again.err) == (0, all_listings)
+    # A day: one file changed in a-docs makes a new listing there and in each folder above it.
+    (d.src / "a-docs" / "note.txt").write_text("bonsoir\n" * 100)
+    age_tree(d.src)
+    small.ok("backup", str(d.src))
+    depth = len(d.src.parts) + 1  # a-docs, src and every folder up to the root
+    now = len(reachable_listings(open_local(small)))
+    assert now == all_listings + depth
+    day = small.ok("check", "--read-data-subset", "5%")
+    assert listings_report(day.err) == (depth, all_listings)
+    assert "no errors were found" in day.out
+    # --read-data decodes every listing, whatever is remembered.
+    assert listings_report(small.ok("check", "--read-data").err) is None
+
+
+def test_a_damaged_listing_pack_is_found_while_its_listings_are_remembered(
+        small: Coffre, tmp_path: Path) -> None:
+    """The share of this night does not read the folder-listing pack: the hash taken before
+    trusting what it held finds it damaged, and its listings are decoded (and fail)."""
+    two_snapshots(small, tmp_path)
+    small.ok("check")
+    listing_packs = tree_packs(small)
+    for name in listing_packs:
+        flip(packs(small)[name])
+    res = small("check", "--read-data-subset", slice_without(listing_packs))
+    assert res.code == 1, res
+    for name in listing_packs:
+        assert f"damaged pack {name}" in res.out
+    assert listings_report(res.err) is None  # nothing trusted from a damaged pack
+
+
+def test_a_pack_lost_below_remembered_listings_is_found_and_its_files_named(
+        small: Coffre, tmp_path: Path) -> None:
+    """What the remembered listings name is needed as much as what decoded ones name: a pack
+    of big.bin's data gone since is an error, with the file named in both snapshots."""
+    d = two_snapshots(small, tmp_path)
+    small.ok("check")
+    packs(small)[d.victim].unlink()
+    res = small("check", "--read-data-subset", slice_without({d.victim}))
+    assert res.code == 1, res
+    assert listings_report(res.err) == (0, len(reachable_listings(open_local(small))))
+    assert_names_damage(res.out, d)
+
+
+def test_errors_found_through_remembered_listings_are_worded_as_by_a_full_walk(
+        small: Coffre, tmp_path: Path) -> None:
+    """Blobs the index lacks (here: big.bin's, left out of the index in memory): each file
+    that needs one is named with its path, as a walk that decodes every listing names it."""
+    d = two_snapshots(small, tmp_path)
+    small.ok("check")
+    lacking = _blobs_of(small, d.big)
+
+    def check(remember: bool) -> CheckResult:
+        repo = open_local(small)
+        repo.index.retain(lambda _pack, entry: entry.id not in lacking)
+        cache = RepoCache(repo.config.id, Path(small.env["COFFRE_CACHE_DIR"]))
+        try:
+            walked = WalkedListings(cache, repo.crypter) if remember else None
+            return Checker(repo, walked=walked).run(share=Share(5, ""))
+        finally:
+            cache.close()
+
+    full, remembered = check(False), check(True)
+    assert (full.listings_remembered, remembered.listings_decoded) == (0, 0)
+    assert remembered.errors == full.errors
+    assert sorted(e for e in full.errors if "data is missing" in e) == sorted(
+        f"snapshot {sid[:8]}: {d.big}: data is missing" for sid in d.snaps)
+
+
+def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
+        small: Coffre, tmp_path: Path) -> None:
+    """Entries rewritten without the key (here: big.bin's blobs taken out of its folder's
+    listing, which would hide the pack lost below) are not trusted."""
+    d = two_snapshots(small, tmp_path)
+    small.ok("check")
+    victim_blobs = _blobs_of(small, d.big)
+    repo_id = open_local(small).config.id
+    db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    forged = 0
+    for tree, content in db.execute("SELECT tree, content FROM walked").fetchall():
+        ids = [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
+        kept = [b for b in ids if b not in victim_blobs]
+        if len(kept) != len(ids):
+            db.execute("UPDATE walked SET content = ? WHERE tree = ?", (b"".join(kept), tree))
+            forged += 1
+    db.commit()
+    db.close()
+    assert forged == 2  # the src folder's listing in each snapshot (the second has new.bin)
+    packs(small)[d.victim].unlink()
+    res = small("check", "--read-data-subset", slice_without({d.victim}))
+    assert res.code == 1, res
+    assert listings_report(res.err) == (forged, len(reachable_listings(open_local(small))) - forged)
+    assert_names_damage(res.out, d)
+
+
+def _blobs_of(c: Coffre, path: Path) -> set[bytes]:
+    repo = open_local(c)
+    snap = repo.snapshots()[-1]
+    return {b for p, node in iter_tree(repo, snap.tree) if p == str(path) for b in node.content}
+
+
+def test_a_listing_stored_in_another_pack_since_is_decoded_again(small: Coffre, tmp_path: Path) -> None:
+    """An entry holds for the copy it was decoded from: one that names another pack (as after
+    a prune moved the listing) is decoded, then remembered for its pack."""
+    two_snapshots(small, tmp_path)
+    small.ok("check")
+    rows = remembered_rows(small)
+    repo = open_local(small)
+    cache = RepoCache(repo.config.id, Path(small.env["COFFRE_CACHE_DIR"]))
+    try:
+        walked = WalkedListings(cache, repo.crypter)
+        known = walked.load()
+        assert set(known) == set(rows)
+        moved = next(iter(sorted(known)))
+        # Another folder-listing pack, intact and hashed: the entry is still not for that copy.
+        other = next(pack for pack in sorted(map(bytes.fromhex, tree_packs(small)))
+                     if pack != known[moved].pack)
+        walked.keep({**known, moved: Walked(other, known[moved].subtrees, known[moved].content)})
+    finally:
+        cache.close()
+    res = small.ok("check", "--read-data-subset", "5%")
+    assert listings_report(res.err) == (1, len(rows) - 1)
+    assert remembered_rows(small)[moved][0] == rows[moved][0]  # its real pack again
+
+
+def test_listings_of_forgotten_snapshots_are_no_longer_remembered(small: Coffre, tmp_path: Path) -> None:
+    d: Damage = two_snapshots(small, tmp_path)
+    (d.src / "a-docs" / "note.txt").write_text("bonsoir\n" * 100)
+    age_tree(d.src)
+    small.ok("backup", str(d.src))
+    small.ok("check")
+    assert set(remembered_rows(small)) == reachable_listings(open_local(small))
+    small.ok("forget", snapshot_ids(small)[-1])
+    small.ok("check")
+    assert set(remembered_rows(small)) == reachable_listings(open_local(small))
