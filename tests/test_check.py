@@ -54,7 +54,7 @@ def forget_remembered_listings(c: Coffre) -> None:
     db = sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / open_local(c).config.id.hex() / "cache.sqlite")
     try:
         with db:
-            db.execute("DELETE FROM walked")
+            db.execute("DELETE FROM checked_listings")
     finally:
         db.close()
 

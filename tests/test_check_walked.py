@@ -9,9 +9,9 @@ import re
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from coffre.crypto.aead import ID_LEN
 from coffre.ops.check import Checker, CheckResult, Share
 from coffre.ops.common import load_tree
 from coffre.ops.inspect import iter_tree
@@ -67,11 +67,11 @@ def reachable_listings(repo: Repository) -> set[bytes]:
     return out
 
 
-def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes, bytes]]:
+def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes]]:
     repo_id = open_local(c).config.id
     db = sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
     try:
-        return {t: (p, s, co, mac) for t, p, s, co, mac in db.execute("SELECT * FROM walked")}
+        return {t: (p, names, mac) for t, p, names, mac in db.execute("SELECT * FROM checked_listings")}
     finally:
         db.close()
 
@@ -161,11 +161,12 @@ def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
     repo_id = open_local(small).config.id
     db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
     forged = 0
-    for tree, content in db.execute("SELECT tree, content FROM walked").fetchall():
-        ids = [content[i : i + ID_LEN] for i in range(0, len(content), ID_LEN)]
-        kept = [b for b in ids if b not in victim_blobs]
-        if len(kept) != len(ids):
-            db.execute("UPDATE walked SET content = ? WHERE tree = ?", (b"".join(kept), tree))
+    for tree, names in db.execute("SELECT tree, names FROM checked_listings").fetchall():
+        subtrees, content = msgspec.msgpack.decode(names)
+        kept = [b for b in content if b not in victim_blobs]
+        if len(kept) != len(content):
+            db.execute("UPDATE checked_listings SET names = ? WHERE tree = ?",
+                       (msgspec.msgpack.encode([subtrees, kept]), tree))
             forged += 1
     db.commit()
     db.close()
