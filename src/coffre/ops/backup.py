@@ -447,13 +447,12 @@ class Backup:
             if not stat.S_ISREG(before.st_mode):
                 return _Read(error=OSError(errno.EINVAL, _("replaced by something that is not a file "
                                                            "during the backup")))
+            os.set_blocking(fd, True)
             min_size = self.chunker.params.min_size
             if before.st_size < min_size:
-                # Small: read here in one system call when it gives the size fstat gave (a
-                # change since is seen by the fstat after), or two, the second to see the end
-                # of a file whose size says nothing (/proc) or that grew meanwhile.
-                head = _read_file_bytes(fd, min_size)
-                if len(head) == before.st_size or (len(head) < min_size and not _read_file_bytes(fd, 1)):
+                # Small: read here, two system calls, the second to see the end of the file.
+                head = os.read(fd, min_size)
+                if len(head) < min_size and not os.read(fd, 1):
                     ancestor = previous[0][0] if previous and len(previous) == 1 else None
                     if not head:
                         content: Content = []
@@ -464,7 +463,6 @@ class Backup:
                     after = os.fstat(fd)
                     return _Read(content=content, size=len(head), changed=_changed(before, after))
                 os.lseek(fd, 0, os.SEEK_SET)  # grew past the small-file size while being read
-            os.set_blocking(fd, True)  # read by the file objects below, which take EAGAIN for the end
             if self.progress is not NULL_PROGRESS:
                 self.progress.advance(current=os.fsdecode(path))
             with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
@@ -988,18 +986,6 @@ class _CountingReader:
         self.count += len(data)
         self.progress.advance(nbytes=len(data))
         return data
-
-
-def _read_file_bytes(fd: int, size: int) -> bytes:
-    """Up to `size` bytes of a regular file opened with O_NONBLOCK (against a fifo put in its
-    place), which Linux ignores for regular files: setting the descriptor blocking first cost
-    every small file a system call more. A filesystem that would honour it is read again,
-    blocking, rather than taken to have ended."""
-    try:
-        return os.read(fd, size)
-    except BlockingIOError:
-        os.set_blocking(fd, True)
-        return os.read(fd, size)
 
 
 def _changed(before: os.stat_result, after: os.stat_result) -> bool:
