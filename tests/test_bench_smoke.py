@@ -208,6 +208,32 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
         assert line in again.stdout, again.stdout
 
 
+def test_a_kept_year_goes_on_for_more_days_on_a_copy(tmp_path: Path) -> None:
+    """bench/year_more.py: two days of a kept year on a tiny tree, then two more on a copy with
+    the year's schedule (prune every 2 days: on day 4); the kept run is left as it was."""
+    out_dir, more = tmp_path / "out", tmp_path / "more"
+    year = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
+         "--days", "2", "--prune-every", "2", "--tools", "coffre", "--keep-work", "--out", str(out_dir),
+         "--data", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert year.returncode == 0, year.stdout + year.stderr
+    kept = sorted(p.name for p in (out_dir / "work" / "coffre" / "repo" / "snapshots").iterdir())
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year_more.py")), "--from", str(out_dir), "--days", "2",
+         "--to", str(more)], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["day 3 coffre", "day 4 coffre"], out.stdout
+    assert "prune" not in lines[0] and "prune" in lines[1] and all("check" in line for line in lines)
+    assert len(list((more / "coffre" / "repo" / "snapshots").iterdir())) == 4
+    assert sorted(p.name for p in (out_dir / "work" / "coffre" / "repo" / "snapshots").iterdir()) == kept
+    refused = subprocess.run([sys.executable, str(BENCH.with_name("year_more.py")), "--from", str(out_dir),
+                              "--to", str(out_dir / "work" / "again")], capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 2 and "outside --from" in refused.stderr
+
+
 def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
     """bench/smallfiles.py on a generated tree of a few hundred files and a tiny real folder."""
     system = tmp_path / "system"
