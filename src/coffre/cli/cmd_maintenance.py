@@ -128,22 +128,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.read_data_subset is not None:  # an empty value is an error, not "no subset"
         pct, subset = parse_subset(args.read_data_subset)
     repo = open_repo(args)
-    share = Share(pct, _share_cursor(repo)) if pct else None
-    # Listings earlier checks decoded are remembered on this machine for a local repository
-    # (a remote one's folder-listing packs would be downloaded to be hashed); --read-data
-    # decodes every one.
-    cache = RepoCache(repo.config.id) if not args.read_data and not repo.backend.remote else None
+    # This machine's cache of the repository, opened once: where the last share stopped, the
+    # listings earlier checks decoded, the damage register.
+    cache = RepoCache(repo.config.id)
     try:
-        walked = WalkedListings(cache, repo.crypter) if cache is not None else None
+        share = Share(pct, _share_cursor(cache)) if pct else None
+        # Listings are remembered for a local repository only (a remote one's folder-listing
+        # packs would be downloaded to be hashed); --read-data decodes every one.
+        walked = (WalkedListings(cache, repo.crypter) if not args.read_data and not repo.backend.remote
+                  else None)
         with reading(repo, "check"), progress_for(args, _("check")) as progress:
             res = Checker(repo, report=quiet if args.json else warn, progress=progress,
                           walked=walked).run(read_data=args.read_data, subset=subset, share=share)
+        if share is not None:
+            _keep_share_cursor(cache, res.share_end)
+        remember_damage(cache, res)
     finally:
-        if cache is not None:
-            cache.close()
-    if share is not None:
-        _keep_share_cursor(repo, res.share_end)
-    remember_damage(repo, res)
+        cache.close()
     # What the storage deleted or put back (said as warnings when the repository was opened)
     # is an error until 'coffre acknowledge' accepts it.
     res.errors += [_("{alarm} ('coffre acknowledge' accepts it)").format(alarm=describe(a))
@@ -195,35 +196,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok else 1
 
 
-def _share_cursor(repo: Repository) -> str:
+def _share_cursor(cache: RepoCache) -> str:
     """Where the last rotating check of this repository on this machine stopped (the name of
     the last pack it read), kept in the local cache; "" to start from the first pack. Any
     string is a place in the order of the names, so a damaged value needs no checking."""
-    cache = RepoCache(repo.config.id)
-    try:
-        return cache.get_state("check_share_after", "")
-    finally:
-        cache.close()
+    return cache.get_state("check_share_after", "")
 
 
-def _keep_share_cursor(repo: Repository, last: str) -> None:
+def _keep_share_cursor(cache: RepoCache, last: str) -> None:
     """Only once the check has run: an interrupted check reads the same packs next time."""
-    cache = RepoCache(repo.config.id)
-    try:
-        cache.set_state("check_share_after", last)
-    finally:
-        cache.close()
+    cache.set_state("check_share_after", last)
 
 
-def remember_damage(repo: Repository, res: CheckResult) -> None:
+def remember_damage(cache: RepoCache, res: CheckResult) -> None:
     """Keep what check found in this machine's damage register, for the next backup."""
-    if not res.examined and not res.damaged_blobs:
-        return
-    cache = RepoCache(repo.config.id)
-    try:
+    if res.examined or res.damaged_blobs:
         DamageRegister(cache).update(res.examined, res.damaged_blobs)
-    finally:
-        cache.close()
 
 
 def _policy(args: argparse.Namespace) -> Policy:
