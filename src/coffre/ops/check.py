@@ -308,11 +308,8 @@ class Checker:
                     subtrees = [n.subtree for n in nodes if n.subtree is not None]
                     content = [b for n in nodes for b in n.content]
                     walked[tree_id] = Walked(loc.pack, subtrees, content)
-                    if prefix is None:
-                        stack.extend((sub, None) for sub in subtrees)
-                    else:
-                        stack.extend((n.subtree, prefix + "/" + os.fsdecode(n.name))
-                                     for n in nodes if n.subtree is not None)
+                    stack.extend((n.subtree, None if prefix is None else prefix + "/" + os.fsdecode(n.name))
+                                 for n in nodes if n.subtree is not None)
                 # A file unchanged between snapshots lies in another listing each time a
                 # neighbour changes: a listing's blobs are looked up only if no listing
                 # before named them (in C, as sets: a year's history names ~100,000). A

@@ -51,7 +51,7 @@ class WalkedListings:
     def __init__(self, cache: RepoCache, crypter: Crypter) -> None:
         self.db = cache.db
         self.crypter = crypter
-        self._stored: dict[bytes, tuple[bytes, bytes]] = {}  # tree -> (pack, mac) as last read
+        self._stored: dict[bytes, bytes] = {}  # tree -> pack, as the table holds them
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS checked_listings (tree BLOB PRIMARY KEY, pack BLOB NOT NULL,"
             " names BLOB NOT NULL, mac BLOB NOT NULL)"
@@ -77,7 +77,7 @@ class WalkedListings:
             except msgspec.DecodeError:  # authentic, so written by another version
                 continue
             out[tree] = Walked(pack, subtrees, content)
-            self._stored[tree] = (pack, mac)
+            self._stored[tree] = pack
         return out
 
     def keep(self, walked: dict[bytes, Walked]) -> None:
@@ -86,8 +86,7 @@ class WalkedListings:
         gone = [(tree,) for tree in self._stored.keys() - walked.keys()]
         new = []
         for tree, w in walked.items():
-            known = self._stored.get(tree)
-            if known is not None and known[0] == w.pack:
+            if self._stored.get(tree) == w.pack:
                 continue
             names = _encode_names((w.subtrees, w.content))
             new.append((tree, w.pack, names, self._mac(tree, w.pack, names)))
@@ -96,8 +95,8 @@ class WalkedListings:
         with self.db:
             self.db.executemany("DELETE FROM checked_listings WHERE tree = ?", gone)
             self.db.executemany("INSERT OR REPLACE INTO checked_listings VALUES (?, ?, ?, ?)", new)
-        for tree, pack, _names, mac in new:
-            self._stored[tree] = (pack, mac)
+        for tree, pack, _names, _mac in new:
+            self._stored[tree] = pack
         for (tree,) in gone:
             del self._stored[tree]
 
