@@ -80,7 +80,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -469,6 +469,17 @@ class Pharmacy:
                 "scans_per_day": self.scans_per_day, "db_rows_day_1": self.db_rows_day_1,
                 "db_rows_changed_per_day": self.db_rows_per_day,
                 "dump_rows_appended_per_day": self.dump_rows_per_day}
+
+    @classmethod
+    def resumed(cls, tree: Path, figures: dict[str, Any], days_lived: int) -> Pharmacy:
+        """The pharmacy of a kept run (`figures()` as summary.json holds them), going on from
+        its last day (year_more.py)."""
+        pharmacy = cls(tree, figures["growth"] == "compound", figures["logs_rotated"])
+        pharmacy.days_lived = days_lived
+        pharmacy.scans_per_day = figures["scans_per_day"]
+        pharmacy.db_rows_day_1 = figures["db_rows_day_1"]
+        pharmacy.dump_rows_per_day = figures["dump_rows_appended_per_day"]
+        return pharmacy
 
 
 # -- one day ---------------------------------------------------------------------------------------

@@ -46,12 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads((args.source / "summary.json").read_text())
     shutil.rmtree(args.to, ignore_errors=True)
     subprocess.run(["cp", "-a", str(args.source / "work"), str(args.to)], check=True)
-    pharmacy = year.Pharmacy(args.to / "pharmacy-server", summary["growth"] == "compound",
-                             summary["logs_rotated"])
-    pharmacy.days_lived = summary["days"]
-    pharmacy.scans_per_day = summary["scans_per_day"]
-    pharmacy.db_rows_day_1 = summary["db_rows_day_1"]
-    pharmacy.dump_rows_per_day = summary["dump_rows_appended_per_day"]
+    pharmacy = year.Pharmacy.resumed(args.to / "pharmacy-server", summary, summary["days"])
     schedule = year.Schedule(**summary["schedule"])
     tools = [year.YEAR_TOOLS[name](name, args.to / name) for name in sorted(summary["last_day"])]
     start = date.fromisoformat(summary["start"])
