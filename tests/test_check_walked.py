@@ -5,6 +5,8 @@ repository's key. Real `coffre` processes, a local repository."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import sqlite3
 from pathlib import Path
@@ -12,12 +14,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from coffre.crypto.aead import KIND_TREE
+from coffre.format.pack import BlobEntry
 from coffre.ops.check import Checker, CheckResult, Share
 from coffre.ops.common import load_tree
 from coffre.ops.inspect import iter_tree
 from coffre.repository.cache import RepoCache
+from coffre.repository.damage import DamageRegister
+from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
-from coffre.repository.walked import Walked, WalkedListings
+from coffre.repository.walked import WalkedListings
 from coffre.storage.local import LocalBackend
 from test_check import (
     SMALL_CHUNKS,
@@ -67,13 +73,30 @@ def reachable_listings(repo: Repository) -> set[bytes]:
     return out
 
 
-def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes]]:
+def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes, bytes]]:
     repo_id = open_local(c).config.id
     db = sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
     try:
-        return {t: (p, names, mac) for t, p, names, mac in db.execute("SELECT * FROM checked_listings")}
+        return {t: (p, place, names, mac)
+                for t, p, place, names, mac in db.execute("SELECT * FROM checked_listings")}
     finally:
         db.close()
+
+
+def replace_index(c: Coffre, repo: Repository, packs: dict[bytes, list[BlobEntry]]) -> None:
+    """The repository's index rewritten to list exactly these packs' entries."""
+    old = set(repo.list_names("index"))
+    for name in old - repo.save_full_index(packs):
+        (c.repo / "index" / name).unlink()
+
+
+def damage_register(c: Coffre) -> set[tuple[bytes, bytes]]:
+    repo = open_local(c)
+    cache = RepoCache(repo.config.id, Path(c.env["COFFRE_CACHE_DIR"]))
+    try:
+        return DamageRegister(cache).pairs()
+    finally:
+        cache.close()
 
 
 def test_the_next_check_decodes_only_the_listings_it_has_not_met(small: Coffre, tmp_path: Path) -> None:
@@ -176,6 +199,38 @@ def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
     assert res.code == 1, res
     assert listings_report(res.err) == (forged, len(reachable_listings(open_local(small))) - forged)
     assert_names_damage(res.out, d)
+    assert len(trusted_rows(small)) == len(remembered_rows(small))  # the forged ones replaced
+
+
+def trusted_rows(c: Coffre) -> set[bytes]:
+    """The listings whose remembered entry authenticates."""
+    repo = open_local(c)
+    cache = RepoCache(repo.config.id, Path(c.env["COFFRE_CACHE_DIR"]))
+    try:
+        return set(WalkedListings(cache, repo.crypter).load())
+    finally:
+        cache.close()
+
+
+def test_a_table_an_earlier_version_left_is_replaced(small: Coffre, tmp_path: Path) -> None:
+    """The first version's rows named no place in the pack: they are dropped, not trusted."""
+    two_snapshots(small, tmp_path)
+    repo_id = open_local(small).config.id
+    db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    db.execute("CREATE TABLE checked_listings (tree BLOB PRIMARY KEY, pack BLOB NOT NULL,"
+               " names BLOB NOT NULL, mac BLOB NOT NULL)")
+    db.execute("INSERT INTO checked_listings VALUES (?, ?, ?, ?)", (b"t" * 32, b"p" * 32, b"n", b"m"))
+    db.commit()
+    db.close()
+    small.ok("check")
+    assert set(remembered_rows(small)) == trusted_rows(small) == reachable_listings(open_local(small))
+    # A row that does not authenticate, for no listing of tonight's snapshots, is removed too.
+    db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    db.execute("INSERT INTO checked_listings VALUES (?, ?, ?, ?, ?)", (b"t" * 32, b"p" * 32, b"", b"n", b"m"))
+    db.commit()
+    db.close()
+    small.ok("check")
+    assert set(remembered_rows(small)) == reachable_listings(open_local(small))
 
 
 def _blobs_of(c: Coffre, path: Path) -> set[bytes]:
@@ -200,7 +255,7 @@ def test_a_listing_stored_in_another_pack_since_is_decoded_again(small: Coffre, 
         # Another folder-listing pack, intact and hashed: the entry is still not for that copy.
         other = next(pack for pack in sorted(map(bytes.fromhex, tree_packs(small)))
                      if pack != known[moved].pack)
-        walked.keep({**known, moved: Walked(other, known[moved].subtrees, known[moved].content)})
+        walked.keep({**known, moved: dataclasses.replace(known[moved], pack=other)})
     finally:
         cache.close()
     res = small.ok("check", "--read-data-subset", "5%")
@@ -218,3 +273,85 @@ def test_listings_of_forgotten_snapshots_are_no_longer_remembered(small: Coffre,
     small.ok("forget", snapshot_ids(small)[-1])
     small.ok("check")
     assert set(remembered_rows(small)) == reachable_listings(open_local(small))
+
+
+def test_a_listing_the_index_places_elsewhere_in_the_same_pack_is_decoded_again(
+        small: Coffre, tmp_path: Path) -> None:
+    """An entry holds for the place of the copy in its pack too: an index that gives two
+    listings of one pack each other's place (a damaged or rewritten index) is not excused by
+    the pack's intact bytes. Both are decoded again, and neither authenticates there."""
+    two_snapshots(small, tmp_path)
+    small.ok("check")
+    repo = open_local(small)
+    packs_now = repo.index.packs()
+    pid, entries = next((pid, es) for pid, es in sorted(packs_now.items())
+                        if len(es) >= 2 and all(e.kind == KIND_TREE for e in es))
+    a, b = entries[0], entries[1]
+    packs_now[pid] = [dataclasses.replace(a, offset=b.offset, length=b.length, raw_length=b.raw_length),
+                      dataclasses.replace(b, offset=a.offset, length=a.length, raw_length=a.raw_length),
+                      *entries[2:]]
+    replace_index(small, repo, packs_now)
+    res = small("check", "--read-data-subset", slice_without({pid.hex()}))
+    assert res.code == 1, res
+    swapped = f"({a.id.hex()[:12]}|{b.id.hex()[:12]})"
+    assert re.search(rf"tree of .*: blob {swapped} cannot be read", res.out), res.out
+
+
+def test_a_listing_stored_twice_is_not_remembered_for_a_copy_it_was_not_read_from(
+        small: Coffre, tmp_path: Path) -> None:
+    """The root listing's first copy was sealed damaged (its pack named after the damaged bytes,
+    so hashing it finds nothing), a second copy is good: the check reads the second. Once the
+    second copy is gone, the check must say the listing cannot be read, as one that decodes
+    every listing does: the first copy was never the one decoded."""
+    d = two_snapshots(small, tmp_path)
+    repo = open_local(small)
+    root = repo.snapshots()[-1].tree
+    packs_now = repo.index.packs()
+    first = repo.index.lookup(root)
+    assert first is not None
+    packer = Packer(repo)
+    for e in packs_now[first.pack]:
+        packer.add(KIND_TREE, e.id, repo.load_blob(e.id))
+    packer.flush()
+    second = packer.take_written()
+    path = packs(small)[first.pack.hex()]
+    data = bytearray(path.read_bytes())
+    data[first.entry.offset + first.entry.length // 2] ^= 0x40
+    renamed = hashlib.sha256(data).hexdigest()
+    (path.parent.parent / renamed[:2]).mkdir(exist_ok=True)
+    (path.parent.parent / renamed[:2] / renamed).write_bytes(bytes(data))
+    path.unlink()
+    listed = {bytes.fromhex(renamed): packs_now.pop(first.pack), **packs_now, **second}
+    replace_index(small, repo, listed)
+    assert "no errors" in small.ok("check").out  # the good copy reads
+    assert root not in remembered_rows(small)
+    (second_pack,) = second
+    packs(small)[second_pack.hex()].unlink()
+    res = small("check", "--read-data-subset", slice_without({renamed, *d.snaps}))
+    assert res.code == 1, res
+    assert re.search(rf"tree of /: blob {root.hex()[:12]} cannot be read", res.out), res.out
+
+
+def test_a_check_that_only_hashes_a_pack_keeps_the_damage_found_inside_it(
+        small: Coffre, tmp_path: Path) -> None:
+    """A blob found damaged by a check that decoded its pack (here: written into the register
+    as that check does) stays known until a check decodes that pack again: a pack's hash,
+    which matches its name when the blob was sealed damaged, says nothing of the blob. Until
+    then each backup stores what it holds again."""
+    two_snapshots(small, tmp_path)
+    small.ok("check")
+    repo = open_local(small)
+    pid, entries = next((pid, es) for pid, es in sorted(repo.index.packs().items())
+                        if all(e.kind == KIND_TREE for e in es))
+    pair = (pid, entries[0].id)
+    cache = RepoCache(repo.config.id, Path(small.env["COFFRE_CACHE_DIR"]))
+    try:
+        DamageRegister(cache).update([pid], {pid: [entries[0].id]})
+    finally:
+        cache.close()
+    small.ok("check", "--read-data-subset", slice_without({pid.hex()}))  # its listings remembered
+    assert pair in damage_register(small)
+    small.ok("check")  # every pack hashed
+    assert pair in damage_register(small)
+    small.ok("check", "--read-data-subset", "100%")  # decoded: found intact
+    assert pair not in damage_register(small)

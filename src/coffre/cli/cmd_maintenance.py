@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sqlite3
 
 from coffre.cli.context import (
     add_repo_options,
@@ -135,8 +136,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         share = Share(pct, _share_cursor(cache)) if pct else None
         # Listings are remembered for a local repository only (a remote one's folder-listing
         # packs would be downloaded to be hashed); --read-data decodes every one.
-        walked = (WalkedListings(cache, repo.crypter) if not args.read_data and not repo.backend.remote
-                  else None)
+        walked = None
+        if not args.read_data and not repo.backend.remote:
+            try:
+                walked = WalkedListings(cache, repo.crypter)
+            except sqlite3.Error:
+                walked = None  # a cache that cannot hold them: every listing is decoded
         with reading(repo, "check"), progress_for(args, _("check")) as progress:
             res = Checker(repo, report=quiet if args.json else warn, progress=progress,
                           walked=walked).run(read_data=args.read_data, subset=subset, share=share)

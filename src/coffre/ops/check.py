@@ -11,11 +11,12 @@ link is not damage), then its blobs are authenticated one by one, so the damage 
 the damaged blobs, or only the header. Damaged packs are named with the snapshots and files
 that depend on them.
 
-The folder listings a check decodes are remembered in this machine's cache, each for the pack
+The folder listings a check decodes are remembered in this machine's cache, each for the copy
 it came from (repository/walked.py): on a local repository, a check without --read-data decodes
-only the listings it has not met, and takes the others as remembered once their pack's bytes,
-hashed that night, match its name. What every listing names is then needed and looked up as
-before; only the decoding, which would give the same listing again, is saved.
+only the listings it has not met, and takes the others as remembered once the index still gives
+that copy first and its pack's bytes, hashed that night, match its name. What every listing
+names is then needed and looked up as before; only the decoding, which would give the same
+listing again, is saved.
 
 Only what a snapshot needs is an error. What no snapshot uses (a pack the index lists that
 is gone, a delta whose base a prune rightly removed) is a note: a check that cries wolf
@@ -47,7 +48,7 @@ from coffre.repository.packbases import PackBases
 from coffre.repository.packer import pack_size
 from coffre.repository.repo import Repository
 from coffre.repository.tombstones import load_tombstone, tombstone_names
-from coffre.repository.walked import Walked, WalkedListings
+from coffre.repository.walked import Walked, WalkedListings, place_of
 from coffre.storage.base import Handle
 
 READERS = 2
@@ -66,9 +67,11 @@ class CheckResult:
     snapshots: int = 0
     listings_decoded: int = 0  # the snapshots' folder listings read and decoded
     listings_remembered: int = 0  # ... known from an earlier check, their packs hashed
-    # For the damage register: packs whose bytes were examined, and the damaged blobs found
-    # in them (PACK_ITSELF for a pack whose bytes do not match its name).
+    # For the damage register: packs whose blobs were all authenticated (a hash that matches
+    # the name says nothing of a blob damaged before it was written), and the damaged blobs
+    # found in them (PACK_ITSELF for a pack whose bytes do not match its name).
     examined: set[bytes] = field(default_factory=set)
+    hashed: set[bytes] = field(default_factory=set)  # packs whose bytes match their name
     damaged_blobs: dict[bytes, list[bytes]] = field(default_factory=dict)
 
     @property
@@ -292,7 +295,8 @@ class Checker:
                     continue
                 nodes = None
                 remembered = known.get(tree_id)
-                if remembered is not None and remembered.pack == loc.pack:
+                if (remembered is not None and remembered.pack == loc.pack
+                        and remembered.place == place_of(loc.entry)):
                     r.listings_remembered += 1
                     walked[tree_id] = remembered
                     stack.extend((sub, None) for sub in remembered.subtrees)
@@ -307,7 +311,8 @@ class Checker:
                     r.listings_decoded += 1
                     subtrees = [n.subtree for n in nodes if n.subtree is not None]
                     content = [b for n in nodes for b in n.content]
-                    walked[tree_id] = Walked(loc.pack, subtrees, content)
+                    if len(self.repo.index.locations(tree_id)) == 1:  # so decoded from loc
+                        walked[tree_id] = Walked(loc.pack, place_of(loc.entry), subtrees, content)
                     stack.extend((n.subtree, None if prefix is None else prefix + "/" + os.fsdecode(n.name))
                                  for n in nodes if n.subtree is not None)
                 # A file unchanged between snapshots lies in another listing each time a
@@ -378,7 +383,7 @@ class Checker:
         with ThreadPoolExecutor(READERS, thread_name_prefix="check") as pool:
             for _done in pool.map(lambda p: self._examine(p.hex(), indexed.get(p), full=False), packs):
                 pass
-        intact = {p for p in packs if p in self.result.examined and p.hex() not in self.result.damaged_packs}
+        intact = {p for p in packs if p in self.result.hashed and p.hex() not in self.result.damaged_packs}
         return {tree: w for tree, w in known.items() if w.pack in intact}
 
     def _remember(self, walked: dict[bytes, Walked]) -> None:
@@ -482,7 +487,9 @@ class Checker:
                 self._locate(pid, data, entries)
                 return
         with self._lock:
-            r.examined.add(pid)
+            r.hashed.add(pid)
+            if full:
+                r.examined.add(pid)
         if not full:
             return
         try:
