@@ -224,9 +224,11 @@ def test_a_table_an_earlier_version_left_is_replaced(small: Coffre, tmp_path: Pa
     db.close()
     small.ok("check")
     assert set(remembered_rows(small)) == trusted_rows(small) == reachable_listings(open_local(small))
-    # A row that does not authenticate, for no listing of tonight's snapshots, is removed too.
+    # A row that does not authenticate, for no listing of tonight's snapshots, is removed too
+    # (its place longer than any the check writes).
     db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
-    db.execute("INSERT INTO checked_listings VALUES (?, ?, ?, ?, ?)", (b"t" * 32, b"p" * 32, b"", b"n", b"m"))
+    db.execute("INSERT INTO checked_listings VALUES (?, ?, ?, ?, ?)",
+               (b"t" * 32, b"p" * 32, b"x" * 300, b"n", b"m"))
     db.commit()
     db.close()
     small.ok("check")

@@ -126,5 +126,6 @@ class WalkedListings:
 
     def _mac(self, tree: bytes, pack: bytes, place: bytes, names: bytes) -> bytes:
         # tree and pack are ID_LEN bytes, place is prefixed with its length: no two rows share
-        # the input.
-        return self.crypter.mac(b"".join((_MAC_CONTEXT, tree, pack, bytes([len(place)]), place, names)))
+        # the input (a row read back may hold a place of any length).
+        size = len(place).to_bytes(4, "little")
+        return self.crypter.mac(b"".join((_MAC_CONTEXT, tree, pack, size, place, names)))
