@@ -49,9 +49,14 @@ def open_local(c: Coffre) -> Repository:
     return repo
 
 
+def cache_db(c: Coffre) -> sqlite3.Connection:
+    """This machine's cache database of the repository, opened directly (to read or forge rows)."""
+    return sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / open_local(c).config.id.hex() / "cache.sqlite")
+
+
 def forget_remembered_listings(c: Coffre) -> None:
     """Empty this machine's memory of the listings earlier checks decoded."""
-    db = sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / open_local(c).config.id.hex() / "cache.sqlite")
+    db = cache_db(c)
     try:
         with db:
             db.execute("DELETE FROM checked_listings")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgspec
@@ -30,6 +31,7 @@ from test_check import (
     SMALL_PACK,
     Damage,
     assert_names_damage,
+    cache_db,
     flip,
     open_local,
     packs,
@@ -73,14 +75,19 @@ def reachable_listings(repo: Repository) -> set[bytes]:
     return out
 
 
-def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes, bytes]]:
-    repo_id = open_local(c).config.id
-    db = sqlite3.connect(Path(c.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+@contextmanager
+def repo_cache(c: Coffre, repo: Repository) -> Iterator[RepoCache]:
+    cache = RepoCache(repo.config.id, Path(c.env["COFFRE_CACHE_DIR"]))
     try:
+        yield cache
+    finally:
+        cache.close()
+
+
+def remembered_rows(c: Coffre) -> dict[bytes, tuple[bytes, bytes, bytes, bytes]]:
+    with closing(cache_db(c)) as db:
         return {t: (p, place, names, mac)
                 for t, p, place, names, mac in db.execute("SELECT * FROM checked_listings")}
-    finally:
-        db.close()
 
 
 def replace_index(c: Coffre, repo: Repository, packs: dict[bytes, list[BlobEntry]]) -> None:
@@ -91,12 +98,8 @@ def replace_index(c: Coffre, repo: Repository, packs: dict[bytes, list[BlobEntry
 
 
 def damage_register(c: Coffre) -> set[tuple[bytes, bytes]]:
-    repo = open_local(c)
-    cache = RepoCache(repo.config.id, Path(c.env["COFFRE_CACHE_DIR"]))
-    try:
+    with repo_cache(c, open_local(c)) as cache:
         return DamageRegister(cache).pairs()
-    finally:
-        cache.close()
 
 
 def test_the_next_check_decodes_only_the_listings_it_has_not_met(small: Coffre, tmp_path: Path) -> None:
@@ -160,12 +163,9 @@ def test_errors_found_through_remembered_listings_are_worded_as_by_a_full_walk(
     def check(remember: bool) -> CheckResult:
         repo = open_local(small)
         repo.index.retain(lambda _pack, entry: entry.id not in lacking)
-        cache = RepoCache(repo.config.id, Path(small.env["COFFRE_CACHE_DIR"]))
-        try:
+        with repo_cache(small, repo) as cache:
             walked = WalkedListings(cache, repo.crypter) if remember else None
             return Checker(repo, walked=walked).run(share=Share(5, ""))
-        finally:
-            cache.close()
 
     full, remembered = check(False), check(True)
     assert (full.listings_remembered, remembered.listings_decoded) == (0, 0)
@@ -181,8 +181,7 @@ def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
     d = two_snapshots(small, tmp_path)
     small.ok("check")
     victim_blobs = _blobs_of(small, d.big)
-    repo_id = open_local(small).config.id
-    db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    db = cache_db(small)
     forged = 0
     for tree, names in db.execute("SELECT tree, names FROM checked_listings").fetchall():
         subtrees, content = msgspec.msgpack.decode(names)
@@ -205,18 +204,14 @@ def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
 def trusted_rows(c: Coffre) -> set[bytes]:
     """The listings whose remembered entry authenticates."""
     repo = open_local(c)
-    cache = RepoCache(repo.config.id, Path(c.env["COFFRE_CACHE_DIR"]))
-    try:
+    with repo_cache(c, repo) as cache:
         return set(WalkedListings(cache, repo.crypter).load())
-    finally:
-        cache.close()
 
 
 def test_a_table_an_earlier_version_left_is_replaced(small: Coffre, tmp_path: Path) -> None:
     """The first version's rows named no place in the pack: they are dropped, not trusted."""
     two_snapshots(small, tmp_path)
-    repo_id = open_local(small).config.id
-    db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    db = cache_db(small)
     db.execute("CREATE TABLE checked_listings (tree BLOB PRIMARY KEY, pack BLOB NOT NULL,"
                " names BLOB NOT NULL, mac BLOB NOT NULL)")
     db.execute("INSERT INTO checked_listings VALUES (?, ?, ?, ?)", (b"t" * 32, b"p" * 32, b"n", b"m"))
@@ -226,7 +221,7 @@ def test_a_table_an_earlier_version_left_is_replaced(small: Coffre, tmp_path: Pa
     assert set(remembered_rows(small)) == trusted_rows(small) == reachable_listings(open_local(small))
     # A row that does not authenticate, for no listing of tonight's snapshots, is removed too
     # (its place longer than any the check writes).
-    db = sqlite3.connect(Path(small.env["COFFRE_CACHE_DIR"]) / repo_id.hex() / "cache.sqlite")
+    db = cache_db(small)
     db.execute("INSERT INTO checked_listings VALUES (?, ?, ?, ?, ?)",
                (b"t" * 32, b"p" * 32, b"x" * 300, b"n", b"m"))
     db.commit()
@@ -248,8 +243,7 @@ def test_a_listing_stored_in_another_pack_since_is_decoded_again(small: Coffre, 
     small.ok("check")
     rows = remembered_rows(small)
     repo = open_local(small)
-    cache = RepoCache(repo.config.id, Path(small.env["COFFRE_CACHE_DIR"]))
-    try:
+    with repo_cache(small, repo) as cache:
         walked = WalkedListings(cache, repo.crypter)
         known = walked.load()
         assert set(known) == set(rows)
@@ -258,8 +252,6 @@ def test_a_listing_stored_in_another_pack_since_is_decoded_again(small: Coffre, 
         other = next(pack for pack in sorted(map(bytes.fromhex, tree_packs(small)))
                      if pack != known[moved].pack)
         walked.keep({**known, moved: dataclasses.replace(known[moved], pack=other)})
-    finally:
-        cache.close()
     res = small.ok("check", "--read-data-subset", "5%")
     assert listings_report(res.err) == (1, len(rows) - 1)
     assert remembered_rows(small)[moved][0] == rows[moved][0]  # its real pack again
@@ -346,11 +338,8 @@ def test_a_check_that_only_hashes_a_pack_keeps_the_damage_found_inside_it(
     pid, entries = next((pid, es) for pid, es in sorted(repo.index.packs().items())
                         if all(e.kind == KIND_TREE for e in es))
     pair = (pid, entries[0].id)
-    cache = RepoCache(repo.config.id, Path(small.env["COFFRE_CACHE_DIR"]))
-    try:
+    with repo_cache(small, repo) as cache:
         DamageRegister(cache).update([pid], {pid: [entries[0].id]})
-    finally:
-        cache.close()
     small.ok("check", "--read-data-subset", slice_without({pid.hex()}))  # its listings remembered
     assert pair in damage_register(small)
     small.ok("check")  # every pack hashed

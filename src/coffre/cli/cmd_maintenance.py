@@ -141,7 +141,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             try:
                 walked = WalkedListings(cache, repo.crypter)
             except sqlite3.Error:
-                walked = None  # a cache that cannot hold them: every listing is decoded
+                pass  # a cache that cannot hold them: every listing is decoded
         with reading(repo, "check"), progress_for(args, _("check")) as progress:
             res = Checker(repo, report=quiet if args.json else warn, progress=progress,
                           walked=walked).run(read_data=args.read_data, subset=subset, share=share)
