@@ -2,6 +2,7 @@
 
     python bench/year.py                                    # ~2 GiB data set, 365 days (very long)
     python bench/year.py --small                            # ~200 MiB, 365 days
+    python bench/year.py --days 60 --window 7               # ~2 GiB, 60 days, read on day 365
     python bench/year.py --size-mib 20 --days 6 --prune-every 2   # a short run (minutes)
 
 Each simulated day, one day of pharmacy activity (../shared/bench/mutate_dataset.py, with a
@@ -19,7 +20,8 @@ snapshots, and the size of the tree backed up.
 Written in --out: one CSV per tool (a row a day, written as the run goes), summary.json, and
 one PNG per measure with every tool's curve. The table printed at the end compares the
 reference day (7) with the last day (--window N: the medians of N measured days at each end):
-the goal is at most 1.5 times for the times and RSS.
+the goal is at most 1.5 times for the times and RSS. A run shorter than a year is also read on
+day 365, along each measure's least-squares line from the reference day on (`fit_at`).
 
 How the tree grows. mutate_dataset.py (shared: used as it is, never changed) compounds: a day's
 new scans are 2 % of the scans already there (at least 5), the database rows it changes 1 % of
@@ -89,6 +91,7 @@ from tools import Coffre, Restic, Tool, ensure_installed
 
 RETENTION = ("--keep-daily", "7", "--keep-weekly", "5", "--keep-monthly", "12")
 JOB_TIME = clock_time(21, 0)  # when the daily job starts, in simulated local time
+YEAR_DAYS = 365
 TARGET_RATIO = 1.5  # the issue's goal: the last day costs at most this much more than day 7
 # Coffre's test-only switch that moves its clock (src/coffre/core/clock.py).
 COFFRE_CLOCK_SHIFT_ENV = "COFFRE_TEST_CLOCK_SHIFT_FILE"
@@ -623,15 +626,45 @@ class Comparison:
     late: float
     ratio: float | None
     targeted: bool
+    # A run shorter than a year: the least-squares line through the measured days from the
+    # reference on, at day `projected_day` (365), and that value over the early median.
+    projected_day: int | None = None
+    projected: float | None = None
 
     @property
     def within_target(self) -> bool | None:
-        if not self.targeted or self.ratio is None:
+        return self._within(self.ratio)
+
+    @property
+    def projected_ratio(self) -> float | None:
+        if self.projected is None or self.early <= 0:
             return None
-        return self.ratio <= TARGET_RATIO
+        return self.projected / self.early
+
+    @property
+    def projected_within_target(self) -> bool | None:
+        return self._within(self.projected_ratio)
+
+    def _within(self, ratio: float | None) -> bool | None:
+        if not self.targeted or ratio is None:
+            return None
+        return ratio <= TARGET_RATIO
 
 
-def compare(rows: dict[str, list[Day]], reference: int, window: int) -> list[Comparison]:
+def fit_at(points: list[tuple[int, float]], day: int) -> float | None:
+    """The least-squares line through `points` (day, value), at `day`: where a measure that grows
+    linearly, as the tree does, leads. None for fewer than 3 days measured."""
+    if len(points) < 3:
+        return None
+    days, values = zip(*points, strict=True)
+    slope, intercept = statistics.linear_regression(days, values)
+    return intercept + slope * day
+
+
+def compare(rows: dict[str, list[Day]], reference: int, window: int,
+            project_to: int | None = None) -> list[Comparison]:
+    """Each measure's early and late medians; `project_to`: a day beyond the run (365 for a
+    shorter one) each measure's fitted line is read at."""
     out = []
     for quantity in QUANTITIES:
         for name, tool_rows in rows.items():
@@ -639,23 +672,45 @@ def compare(rows: dict[str, list[Day]], reference: int, window: int) -> list[Com
             if windows is None:
                 continue
             early, late = (statistics.median(quantity.value(r) or 0.0 for r in w) for w in windows)
+            projected = None
+            if project_to is not None:
+                projected = fit_at([(r.day, v) for r in tool_rows
+                                    if r.day >= reference and (v := quantity.value(r)) is not None],
+                                   project_to)
             out.append(Comparison(quantity.label, name, [r.day for r in windows[0]], early,
                                   [r.day for r in windows[1]], late, late / early if early > 0 else None,
-                                  quantity.targeted))
+                                  quantity.targeted, project_to if projected is not None else None,
+                                  projected))
     return out
+
+
+def projection_day(days: int) -> int | None:
+    """A run shorter than a year is read on day 365 along each measure's fitted line."""
+    return YEAR_DAYS if days < YEAR_DAYS else None
 
 
 def comparison_table(comparisons: list[Comparison]) -> str:
     units = {q.label: q for q in QUANTITIES}
-    header = (f"{'measure':<22}{'tool':<8}{'day':>8}{'value':>12}{'day':>9}{'value':>12}{'last/ref':>10}"
-              f"  goal ≤ {TARGET_RATIO}")
+    fitted = next((c.projected_day for c in comparisons if c.projected_day is not None), None)
+    header = f"{'measure':<22}{'tool':<8}{'day':>8}{'value':>12}{'day':>9}{'value':>12}{'last/ref':>10}"
+    if fitted is not None:
+        header += f"{f'fit, day {fitted}':>15}{'fit/ref':>9}"
+    header += f"  goal ≤ {TARGET_RATIO}"
     lines = [header, "-" * len(header)]
+    verdicts = {None: "", True: "met", False: "MISSED"}
     for c in comparisons:
         q = units[c.measure]
         ratio = "—" if c.ratio is None else f"{c.ratio:.2f}"
-        verdict = {None: "", True: "met", False: "MISSED"}[c.within_target]
-        lines.append(f"{c.measure:<22}{c.tool:<8}{day_span(c.early_days):>8}{q.show(c.early):>12}"
-                     f"{day_span(c.late_days):>9}{q.show(c.late):>12}{ratio:>10}  {verdict}")
+        line = (f"{c.measure:<22}{c.tool:<8}{day_span(c.early_days):>8}{q.show(c.early):>12}"
+                f"{day_span(c.late_days):>9}{q.show(c.late):>12}{ratio:>10}")
+        verdict = verdicts[c.within_target]
+        if fitted is not None:
+            shown = "—" if c.projected is None else q.show(c.projected)
+            fit_ratio = "—" if c.projected_ratio is None else f"{c.projected_ratio:.2f}"
+            line += f"{shown:>15}{fit_ratio:>9}"
+            if c.projected_within_target is not None:
+                verdict += f", fit {verdicts[c.projected_within_target]}"
+        lines.append(f"{line}  {verdict}")
     return "\n".join(lines)
 
 
@@ -798,7 +853,9 @@ def summary(rows: dict[str, list[Day]], year: Year, pharmacy: Pharmacy, comparis
         "dating": {"coffre": f"test-only clock shift ({COFFRE_CLOCK_SHIFT_ENV}): coffre backup has no "
                              "option to date a snapshot",
                    "restic": "backup --time"},
-        "comparisons": [{**dataclasses.asdict(c), "ratio": finite(c.ratio), "within_target": c.within_target}
+        "comparisons": [{**dataclasses.asdict(c), "ratio": finite(c.ratio), "within_target": c.within_target,
+                         "projected": finite(c.projected), "projected_ratio": finite(c.projected_ratio),
+                         "projected_within_target": c.projected_within_target}
                         for c in comparisons],
         "days_with_warnings": {name: [d.day for d in days if d.warnings] for name, days in rows.items()},
         "repository_bytes_last_day": last_repository_bytes(rows),
@@ -818,7 +875,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--small-files", type=int, help="number of small config/log files")
     ap.add_argument("--seed", type=int, help="data set seed (make_dataset.py's default otherwise); the "
                                              "days' seeds derive from it")
-    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--days", type=int, default=YEAR_DAYS)
     ap.add_argument("--start", type=date.fromisoformat, default=default_start(),
                     help="the first simulated day, YYYY-MM-DD (default: next 1 January); it must be "
                          "ahead of the real clock (see YearCoffre)")
@@ -872,7 +929,8 @@ def report_again(args: argparse.Namespace) -> int:
         sys.exit(f"no CSV of {', '.join(args.tools)} in {args.out}")
     days = max(len(r) for r in rows.values())
     plots = plot(rows, args.out)
-    print_results(rows, compare(rows, reference_day(days, args.reference_day), args.window), days)
+    print_results(rows, compare(rows, reference_day(days, args.reference_day), args.window,
+                                projection_day(days)), days)
     print("\n" + "\n".join(f"  {p}" for p in plots))
     return 0
 
@@ -917,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"growth: {mode}; current logs {rotation}", flush=True)
     pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound, rotating)
     rows = live_the_year(tools, pharmacy, year, args.out, lambda line: print(line, flush=True))
-    comparisons = compare(rows, year.reference, year.window)
+    comparisons = compare(rows, year.reference, year.window, projection_day(year.days))
     plots = plot(rows, args.out)
     elapsed = time.monotonic() - started
     (args.out / "summary.json").write_text(json.dumps(

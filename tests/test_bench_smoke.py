@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
 
@@ -268,6 +270,36 @@ def test_the_year_rotates_the_current_logs_weekly_keeping_four(tmp_path: Path) -
             "semaine 6\n", "semaine 5\n", "semaine 4\n", "semaine 3\n"]
         assert not (logs / f"{name}.5").exists()
     assert not year.rotate_logs(tmp_path / "elsewhere")
+
+
+def test_a_short_year_is_read_on_day_365_along_each_measure_s_fitted_line() -> None:
+    """bench/year.py over fewer days than a year (the ~2 GiB set over 60): each measure's
+    least-squares line from the reference day on, read on day 365 and set against day 7."""
+    year = bench_module("year")
+
+    def day(n: int) -> object:
+        pruned = n % 7 == 0
+        return year.Day(
+            day=n, date="", tree_bytes=10**9 + n * 10**7, scan_files=0, scans_added=0, db_rows=0,
+            backup_s=1.0 + 0.01 * n, backup_cpu_s=0.0, backup_rss_mib=100.0, bytes_added=0, forget_s=0.0,
+            forget_rss_mib=0.0, prune_s=2.0 + 0.02 * n if pruned else None,
+            prune_rss_mib=90.0 if pruned else None, check_s=None, check_rss_mib=None,
+            peak_rss_mib=100.0, repo_bytes=10**9, cache_bytes=0, index_files=1, snapshots=1)
+
+    rows = {"coffre": [day(n) for n in range(1, 61)]}
+    found = {c.measure: c for c in year.compare(rows, 7, 1, year.projection_day(60))}
+    backup, prune, rss = found["backup time"], found["prune time"], found["peak RSS of the day"]
+    assert backup.projected_day == 365 and backup.projected == pytest.approx(4.65)
+    assert backup.projected_ratio == pytest.approx(4.65 / 1.07) and backup.projected_within_target is False
+    assert prune.projected == pytest.approx(9.3)  # its line through the prune days only
+    assert rss.projected == pytest.approx(100.0) and rss.projected_within_target is True
+    assert "check time" not in found  # never measured: no row, no line
+    table = year.comparison_table(list(found.values()))
+    assert "fit, day 365" in table and "met, fit MISSED" in table
+    # A whole year is read as measured.
+    whole = year.compare({"coffre": [day(n) for n in range(1, 366)]}, 7, 1, year.projection_day(365))
+    assert all(c.projected is None for c in whole)
+    assert "fit" not in year.comparison_table(whole)
 
 
 def test_several_data_sets_give_the_median_and_the_worst_ratio() -> None:
