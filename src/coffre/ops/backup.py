@@ -2,8 +2,10 @@
 
 Pipeline: the calling thread walks the tree, reads and chunks large files (pyfastcdc releases
 the GIL); a pool of workers hashes, compresses, encrypts and packs each chunk, and reads the
-files under BATCHED_FILE_MAX itself, in batches. A bounded
-semaphore caps the chunks in flight, so memory stays flat whatever the data size. A folder's
+files under BATCHED_FILE_MAX itself, in batches; once a backup has met many small new files,
+helper processes read, name and compress those (ops/smallreads.py) and the workers only seal
+and pack them. A bounded semaphore caps the chunks in flight, so memory stays flat whatever the
+data size. A folder's
 listing is stored once its files are, but the walk does not wait for that: it goes on to the
 next folders (WALK_AHEAD at most), so the workers are not left idle while it lists and plans
 one, nor the walk while they read the last files of the previous one.
@@ -50,8 +52,10 @@ from coffre.crypto import aead
 from coffre.format.pack import MAX_TREE_RAW
 from coffre.format.snapshot import DATABASES_DIR, DatabaseRecord, Snapshot
 from coffre.format.tree import Node, encode_tree
+from coffre.ops import smallreads
 from coffre.ops.common import Problems, Reporter, quiet, rescue_if_pruned
 from coffre.ops.previous import PreviousVersions, find_dump_sources, find_parent
+from coffre.ops.smallreads import Helpers
 from coffre.repository.ahead import Announcer, BasesAhead
 from coffre.repository.basecache import BaseCache
 from coffre.repository.cache import RepoCache
@@ -264,6 +268,10 @@ class Backup:
         workers = options.workers or max(2, os.cpu_count() or 2)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pack")
         self.slots = threading.BoundedSemaphore(workers * 3)
+        self.workers = workers
+        # Small new files go to helper processes once there are enough of them (ops/smallreads.py).
+        self.helpers: Helpers | None = None
+        self._small_new = 0
         # Small files opened ahead by each worker reading a batch, within the open files limit
         # (batches in flight: up to 3 a worker, one being read).
         limit = posix.open_files_limit(OPEN_RESERVE + workers * BATCH_FILES)
@@ -486,6 +494,37 @@ class Backup:
         finally:
             files.close()
 
+    def _helped(self, batch: list[_Planned]) -> bool:
+        """Whether the helper processes read this batch: only new files under the chunker's
+        minimum (one chunk, no delta), once HELPERS_AFTER of them were met."""
+        min_size = self.chunker.params.min_size
+        if not all(item.previous is None and item.st.st_size < min_size for item in batch):
+            return False
+        self._small_new += len(batch)
+        if self.helpers is None and self._small_new >= smallreads.HELPERS_AFTER:
+            self.helpers = Helpers(self.workers, self.repo.crypter.keys.id_key,
+                                   self.repo.config.compression_level, min_size, self.open_ahead)
+        return self.helpers is not None and self.helpers.alive
+
+    def _read_batch_helped(self, batch: list[_Planned]) -> list[_Read]:
+        """Worker: a batch of small new files read, named and compressed by a helper process;
+        here each new one is sealed and packed. What the helper hands back, or a batch no
+        helper could serve, is read here as any other."""
+        assert self.helpers is not None
+        answers = self.helpers.read([(item.path, item.st.st_size) for item in batch])
+        if answers is None:
+            return self._read_batch(batch)
+        out = []
+        for item, answer in zip(batch, answers, strict=True):
+            if answer is None:
+                out.append(self._read_file(item, True))
+                continue
+            blob, codec, payload, size, changed = answer
+            if size and self.packer.claim(blob):
+                self.packer.add_body(aead.KIND_DATA, blob, bytes([codec]) + payload, size)
+            out.append(_Read(content=[blob] if size else [], size=size, changed=changed))
+        return out
+
     def _error(self, path: bytes, exc: OSError) -> None:
         self.stats.errors += 1
         self.progress.error()
@@ -609,7 +648,8 @@ class Backup:
             batch.append(item)
             size += item.st.st_size
             if len(batch) >= BATCH_FILES or size >= BATCH_BYTES or n == len(items) - 1:
-                fut = self._submit_task(self._read_batch, batch)
+                fut = self._submit_task(self._read_batch_helped if self._helped(batch) else self._read_batch,
+                                        batch)
                 for i, planned in enumerate(batch):
                     out[planned.path] = _Batched(planned, fut, i)
                 batch, size = [], 0
@@ -885,6 +925,8 @@ class Backup:
             return BackupResult(snap, self.problems, self.left_out)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.helpers is not None:
+                self.helpers.close()
             self.announcer.close()
 
     def _files(self, sources: list[str], extra: list[Node]) -> bytes:

@@ -1,0 +1,149 @@
+"""Small new files read, named and compressed by helper processes (ops/smallreads.py): what
+they store restores to the same bytes, what they cannot read exactly goes back to the backup,
+and a helper that dies or answers nonsense costs nothing but its help."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from coffre.chunker import DEFAULT_MIN
+from coffre.compress import CODEC_NONE, CODEC_ZSTD, decompress
+from coffre.crypto.aead import blob_id
+from coffre.ops import smallreads
+from coffre.ops.backup import Backup, BackupOptions
+from coffre.ops.smallreads import Helpers, read_batch
+from coffre.repository.locks import Lock
+from coffre.repository.repo import Repository
+from coffre.storage.local import LocalBackend
+
+from conftest import PASSWORD, Coffre
+
+KEY = bytes(range(32))
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Small files of every kind the helpers meet (text, random bytes, empty, the same content
+    twice), a file above the chunker's minimum and a symbolic link; path -> digest."""
+    rng = random.Random(5)
+    (root / "a" / "b").mkdir(parents=True)
+    for i in range(150):
+        (root / "a" / f"notice-{i}.txt").write_text(f"Posologie {i}: un comprimé matin et soir.\n" * (i + 1))
+        (root / "a" / "b" / f"scan-{i}.bin").write_bytes(rng.randbytes(rng.randrange(1, 20_000)))
+    (root / "a" / "vide").write_bytes(b"")
+    (root / "a" / "copie.txt").write_text("Posologie 3: un comprimé matin et soir.\n" * 4)
+    (root / "grand.bin").write_bytes(rng.randbytes(DEFAULT_MIN * 3))
+    (root / "lien").symlink_to("a/vide")
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def _backup(tmp_path: Path, src: Path) -> Backup:
+    backend = LocalBackend(tmp_path / "repo")
+    repo = Repository.init(backend, PASSWORD)[0]
+    repo.load_index()
+    with Lock(repo, exclusive=False, command="backup") as lock:
+        backup = Backup(repo, lock, BackupOptions(paths=[str(src)], workers=2))
+        result = backup.run()
+    assert result.problems.errors == [] and result.problems.warnings == []
+    return backup
+
+
+def _restored(tmp_path: Path, src: Path) -> dict[str, str]:
+    c = Coffre(tmp_path / "repo", tmp_path / "pw", tmp_path / "cache")
+    c.pwfile.write_text(PASSWORD)
+    c.ok("check", "--read-data")
+    c.ok("restore", "latest", "--target", str(tmp_path / "out"), "--verify")
+    out = tmp_path / "out" / src.relative_to("/")
+    assert os.readlink(out / "lien") == "a/vide"
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in out.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def test_small_new_files_are_read_by_helper_processes_and_restore(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smallreads, "HELPERS_AFTER", 0)
+    src = tmp_path / "src"
+    digests = _tree(src)
+
+    backup = _backup(tmp_path, src)
+
+    assert backup.helpers is not None
+    assert backup.helpers.files == len(digests) - 1  # all but the large file
+    assert not backup.helpers.alive  # ended with the backup
+    assert _restored(tmp_path, src) == digests
+
+
+def test_a_small_backup_starts_no_helper(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    assert _backup(tmp_path, src).helpers is None  # fewer than HELPERS_AFTER small files
+
+
+# Reads its settings and the length of its first batch, then:
+_HELPER = "import struct, sys; i = sys.stdin.buffer; i.read(struct.unpack('<I', i.read(4))[0]); i.read(4); "
+
+
+@pytest.mark.parametrize("helper", [
+    _HELPER + "sys.exit(1)",  # dies in the middle of its first batch
+    # a frame of 5 bytes that is no msgpack message (an array of 3, then a stray byte)
+    _HELPER + "sys.stdout.buffer.write(bytes([5, 0, 0, 0, 0x93, 1, 2, 3, 0xc0])); sys.stdout.flush(); "
+    "i.read()",
+], ids=["dies", "answers-nonsense"])
+def test_a_helper_that_fails_leaves_its_files_to_the_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           helper: str) -> None:
+    monkeypatch.setattr(smallreads, "HELPERS_AFTER", 0)
+    monkeypatch.setattr(smallreads, "helper_command", lambda: [sys.executable, "-c", helper])
+    src = tmp_path / "src"
+    digests = _tree(src)
+
+    backup = _backup(tmp_path, src)
+
+    assert backup.helpers is not None and backup.helpers.files == 0
+    assert backup.helpers.dropped == 2  # each dropped at its first batch, read by the backup instead
+    assert _restored(tmp_path, src) == digests
+
+
+def test_the_helper_hands_back_what_it_cannot_read_in_one_go(tmp_path: Path) -> None:
+    small, empty, large = tmp_path / "petit.txt", tmp_path / "vide", tmp_path / "grand.bin"
+    small.write_text("Ordonnance du 3 mars\n" * 50)
+    empty.write_bytes(b"")
+    large.write_bytes(os.urandom(DEFAULT_MIN))
+    fifo = tmp_path / "tube"
+    os.mkfifo(fifo)
+    files = [(bytes(small), 10), (b"/nonexistent/fichier", 5), (bytes(fifo), 0), (bytes(large), 100),
+             (bytes(empty), 0), (bytes(tmp_path), 0)]
+
+    answers = read_batch(files, KEY, 1, DEFAULT_MIN, window=1)
+
+    content = small.read_bytes()
+    blob, codec, payload, size, changed = answers[0]  # type: ignore[misc]
+    assert blob == blob_id(KEY, content) and size == len(content) and changed is False
+    assert codec == CODEC_ZSTD and decompress(codec, payload, size) == content  # type: ignore[arg-type]
+    # Missing, a fifo, at or above the chunker's minimum whatever its listed size, a folder:
+    # the backup reads them itself (and reports what it finds).
+    assert answers[1:4] == [None, None, None] and answers[5] is None
+    assert answers[4] == [b"", CODEC_NONE, b"", 0, False]
+
+
+def test_answers_a_helper_may_not_give_are_refused() -> None:
+    helpers = Helpers(0, KEY, 1, DEFAULT_MIN, 1)  # no process: only the checks
+    good = [blob_id(KEY, b"x" * 100), CODEC_NONE, b"x" * 100, 100, False]
+    assert helpers._checked([good, None], 2) == [tuple(good), None]
+    assert helpers._checked([good], 2) is None  # one answer short
+    assert helpers._checked("nonsense", 1) is None
+    for wrong in ([good[0][:31], *good[1:]],  # an id of the wrong length
+                  [*good[:1], 7, *good[2:]],  # no such codec
+                  [*good[:1], True, *good[2:]],
+                  [*good[:2], b"x" * 99, *good[3:]],  # stored as is, yet not its size
+                  [*good[:1], CODEC_ZSTD, b"x" * 100, 100, False],  # "compressed" to no less
+                  [*good[:3], DEFAULT_MIN, False],  # not a small file
+                  [*good[:4], 0],  # changed is not a yes or no
+                  good[:4]):
+        assert helpers._checked([wrong], 1) is None, wrong
+    assert helpers.read([(b"/x", 1)]) is None  # no helper: the backup reads it
