@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from coffre.chunker import DEFAULT_MIN
-from coffre.compress import CODEC_NONE, CODEC_ZSTD, decompress
+from coffre.compress import CODEC_NONE, CODEC_ZSTD, compress, decompress
 from coffre.crypto.aead import blob_id
 from coffre.ops import smallreads
 from coffre.ops.backup import Backup, BackupOptions
@@ -94,19 +95,53 @@ _HELPER = "import struct, sys; i = sys.stdin.buffer; i.read(struct.unpack('<I', 
     # a frame of 5 bytes that is no msgpack message (an array of 3, then a stray byte)
     _HELPER + "sys.stdout.buffer.write(bytes([5, 0, 0, 0, 0x93, 1, 2, 3, 0xc0])); sys.stdout.flush(); "
     "i.read()",
-], ids=["dies", "answers-nonsense"])
-def test_a_helper_that_fails_leaves_its_files_to_the_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           helper: str) -> None:
-    monkeypatch.setattr(smallreads, "HELPERS_AFTER", 0)
-    monkeypatch.setattr(smallreads, "helper_command", lambda: [sys.executable, "-c", helper])
+    # a message nested too deep to decode (the decoder's recursion error once hung the backup)
+    _HELPER + "d = bytes([0x91]) * 100000 + bytes([0xc0]); "
+    "sys.stdout.buffer.write(len(d).to_bytes(4, 'little') + d); sys.stdout.flush(); i.read()",
+], ids=["dies", "answers-nonsense", "answers-too-deep"])
+def test_a_helper_that_fails_leaves_its_files_to_the_backup(tmp_path: Path, helper: str) -> None:
     src = tmp_path / "src"
     digests = _tree(src)
+    # In a process of its own, with a deadline: a backup that waits forever for a helper
+    # must fail this test, not hang the suite.
+    script = tmp_path / "backup.py"
+    script.write_text(f"""
+import sys
+sys.path[:0] = {[str(Path(__file__).parent)]!r}
+from coffre.ops import smallreads
+smallreads.HELPERS_AFTER = 0
+smallreads.helper_command = lambda: [sys.executable, "-c", {helper!r}]
+from test_smallreads import _backup
+from pathlib import Path
+helpers = _backup(Path({str(tmp_path)!r}), Path({str(src)!r})).helpers
+print(helpers.files, helpers.dropped)
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+    assert done.returncode == 0, done.stderr
+    # Each helper dropped at its first batch, which the backup read instead.
+    assert done.stdout.split() == ["0", "2"]
+    assert _restored(tmp_path, src) == digests
+
+
+def test_no_module_from_the_folder_the_backup_started_in_runs_in_its_children(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helpers (given the id key) and the scanner start with -P: `python -m` would
+    otherwise import a module planted where the backup was started (/tmp, as root)."""
+    monkeypatch.setattr(smallreads, "HELPERS_AFTER", 0)
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    for name in ("msgspec", "json", "blake3"):
+        (planted / f"{name}.py").write_text(f"open({str(tmp_path / name)!r}, 'w').close()\n")
+    monkeypatch.chdir(planted)
+    src = tmp_path / "src"
+    _tree(src)
 
     backup = _backup(tmp_path, src)
 
-    assert backup.helpers is not None and backup.helpers.files == 0
-    assert backup.helpers.dropped == 2  # each dropped at its first batch, read by the backup instead
-    assert _restored(tmp_path, src) == digests
+    assert backup.helpers is not None and backup.helpers.files > 0
+    assert not [name for name in ("msgspec", "json", "blake3") if (tmp_path / name).exists()]
 
 
 def test_the_helper_hands_back_what_it_cannot_read_in_one_go(tmp_path: Path) -> None:
@@ -136,6 +171,10 @@ def test_answers_a_helper_may_not_give_are_refused() -> None:
     good = [blob_id(KEY, b"x" * 100), CODEC_NONE, b"x" * 100, 100, False]
     assert helpers._checked([good, None], 2) == [tuple(good), None]
     assert helpers._checked([good], 2) is None  # one answer short
+    text = b"Posologie: un comprime matin et soir. " * 20
+    codec, packed = compress(text)
+    assert helpers._checked([[blob_id(KEY, text), codec, packed, len(text), False]], 1) is not None
+    assert helpers._checked([[blob_id(KEY, text), codec, packed, len(text) + 1, False]], 1) is None
     assert helpers._checked("nonsense", 1) is None
     for wrong in ([good[0][:31], *good[1:]],  # an id of the wrong length
                   [*good[:1], 7, *good[2:]],  # no such codec

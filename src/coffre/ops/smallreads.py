@@ -14,12 +14,15 @@ What goes there: files smaller than the chunker's minimum and with no previous v
 (a changed file becomes a delta against it, which needs the base, read by the backup). The
 helpers start only once a backup has met HELPERS_AFTER such files: a smaller one would spend
 more starting them than they save. Each is told the key that names blobs (never the keys
-that encrypt), through its standard input.
+that encrypt), through its standard input, and starts with `-P`: no module is looked for in
+the folder the backup was started from.
 
 Whatever a helper does not handle exactly as the backup's own reading would, it hands back
 (None): a file that cannot be opened or read, is not a regular file any more, or is not at
 its end after one read; the backup reads it itself, and reports what it finds. A helper that
-dies or answers what it should not is dropped, and the backup reads its batch itself.
+dies or answers what it should not (checked: an id's length, a size under the minimum, a
+payload smaller than the file and whose zstd frame declares its size) is dropped, and the
+backup reads its batch itself.
 
     python -m coffre.ops.smallreads   # frames on stdin/stdout: a 4-byte length, then msgpack
     <- {"key": bytes, "level": int, "min": int, "window": int}, then [[path, size], ...] a batch
@@ -40,6 +43,7 @@ import threading
 from typing import IO, Any
 
 import msgspec
+import zstandard
 
 from coffre.compress import CODEC_NONE, CODEC_ZSTD, compress, decompress
 from coffre.core import posix
@@ -149,7 +153,9 @@ def main() -> None:
 # -- the backup's side -----------------------------------------------------------------------
 
 def helper_command() -> list[str]:
-    return [sys.executable, "-m", "coffre.ops.smallreads"]
+    """-P: the folder the backup was started from is not searched for modules (a module
+    planted in /tmp would otherwise run in the helper, and read the key)."""
+    return [sys.executable, "-P", "-m", "coffre.ops.smallreads"]
 
 
 class Helpers:
@@ -164,14 +170,18 @@ class Helpers:
         self.files = 0  # files the helpers read (the others went back to the backup)
         self.dropped = 0  # helpers that died or answered what they should not
         settings = {"key": key, "level": level, "min": min_size, "window": window}
-        for _ in range(count):
+        for _ in range(count if sys.executable else 0):  # an embedded interpreter may have none
             try:
                 proc = subprocess.Popen(helper_command(), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-                assert proc.stdin is not None
-                write_frame(proc.stdin, settings)
             except OSError:
                 continue  # the backup reads these files itself
+            try:
+                assert proc.stdin is not None
+                write_frame(proc.stdin, settings)
+            except OSError:  # died at once
+                self._end(proc)
+                continue
             self._all.append(proc)
             self._idle.put(proc)
 
@@ -194,12 +204,15 @@ class Helpers:
             assert proc.stdin is not None and proc.stdout is not None
             write_frame(proc.stdin, [[path, size] for path, size in files])
             answers = self._checked(read_frame(proc.stdout), len(files))
-        except (OSError, ValueError, msgspec.DecodeError):
+        except Exception:  # a broken pipe, a frame too long, or one that is no message at all
             answers = None
+        finally:  # whatever happened, the helper is given back or dropped: nobody waits forever
+            if answers is None:
+                self._drop(proc)
+            else:
+                self._idle.put(proc)
         if answers is None:
-            self._drop(proc)
             return None
-        self._idle.put(proc)
         with self._lock:
             self.files += sum(1 for a in answers if a is not None)
         return answers
@@ -222,7 +235,8 @@ class Helpers:
                     and type(codec) is int and codec in (CODEC_NONE, CODEC_ZSTD) and type(payload) is bytes
                     and type(size) is int and 0 <= size < self.min_size
                     and (len(payload) == size if codec == CODEC_NONE else 0 < len(payload) < size)
-                    and type(changed) is bool):
+                    and type(changed) is bool
+                    and (codec == CODEC_NONE or _declared_size(payload) == size)):
                 return None
             out.append((blob, codec, payload, size, changed))
         return out
@@ -245,16 +259,25 @@ class Helpers:
 
     @staticmethod
     def _end(proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(OSError):
-            if proc.stdin is not None:
-                proc.stdin.close()
+        """Its input closed, a helper leaves; its output closed too, one still writing an
+        answer nobody reads stops at once."""
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+
+
+def _declared_size(payload: bytes) -> int:
+    """The size a zstd frame says it decodes to (read from its header), or -1."""
+    try:
+        return int(zstandard.frame_content_size(payload))
+    except zstandard.ZstdError:
+        return -1
 
 
 if __name__ == "__main__":

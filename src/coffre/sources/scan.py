@@ -110,7 +110,7 @@ class Scanner:
                 return
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "coffre.sources.scan"], stdin=subprocess.PIPE,
+                    [sys.executable, "-P", "-m", "coffre.sources.scan"], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(json.dumps(self.spec).encode())
