@@ -8,7 +8,8 @@ a batch of files, reads each (one read: they are smaller than the chunker's mini
 chunk each), names it with the repository's keyed hash, compresses it and checks that the
 compressed form decodes to the same bytes; the backup's thread then only claims each new id,
 seals it (encrypting and verifying, as for every blob) and packs it. The same backup took
-5.5-6.0 s instead of 7.0-8.9 s, and 8-9 CPU-seconds instead of 11-14 (cold page cache).
+5.7-6.2 s instead of 6.8-8.1 s, and 9.1-9.7 CPU-seconds instead of 11.0-12.5, with half the
+context switches (cold page cache, 3 pairs alternating; bench/README.md, "Many small files").
 
 What goes there: files smaller than the chunker's minimum and with no previous version
 (a changed file becomes a delta against it, which needs the base, read by the backup). The
