@@ -124,7 +124,9 @@ class Interrupted(Exception):
 def run_step(args: list[str], env: dict[str, str], priority: Priority, language: str,
              cancel: threading.Event, clock: Any = time.time) -> Outcome:
     """Run `coffre ARGS --json` and wait for it; SIGINT to it when `cancel` is set."""
-    command = [*priority.prefix(), sys.executable, "-m", "coffre", "--lang", language, *args, "--json"]
+    # -P: no module is looked for in the folder the agent was started from (one planted in /tmp
+    # would run with the agent's rights, and its passwords).
+    command = [*priority.prefix(), sys.executable, "-P", "-m", "coffre", "--lang", language, *args, "--json"]
     child_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("COFFRE_PASSWORD", "COFFRE_FROM_", "COFFRE_AGAINST_"))}
     child_env.update(env)

@@ -136,7 +136,7 @@ def agent_demo(base: Path, source: Path, repo_dir: Path, password: str, step: in
         say(_("{n}. agent configuration written: {path} (job 'officine': documents, scans and the "
               "SQLite base into the local repository, then a copy to the rotating disks)")
             .format(n=step, path=config))
-        command = [sys.executable, "-m", "coffre", "--lang", language()]
+        command = [sys.executable, "-P", "-m", "coffre", "--lang", language()]
         checked = subprocess.run([*command, "config", "check", "--config", str(config)], env=env,
                                  capture_output=True, text=True, check=False)
         if checked.returncode != 0:

@@ -34,4 +34,4 @@ def coffre_command() -> list[str]:
     found = shutil.which("coffre")
     if found:
         return [os.path.realpath(found)]
-    return [sys.executable, "-m", "coffre"]
+    return [sys.executable, "-P", "-m", "coffre"]

@@ -116,7 +116,7 @@ def child_environment(endpoint: Endpoint) -> dict[str, str]:
 
 
 def coffre_command(args: list[str], endpoint: Endpoint, priority: Priority, language: str) -> list[str]:
-    return [*priority.prefix(), sys.executable, "-m", "coffre", "--lang", language, *args,
+    return [*priority.prefix(), sys.executable, "-P", "-m", "coffre", "--lang", language, *args,
             "-r", endpoint.url, *endpoint.options, "--json"]
 
 
