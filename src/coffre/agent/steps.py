@@ -16,13 +16,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.agent.model import Repository
+from coffre.core.interpreter import python_module
 
 _ERROR_TAIL = 4000  # characters of a step's standard error kept for its record
 
@@ -124,9 +124,7 @@ class Interrupted(Exception):
 def run_step(args: list[str], env: dict[str, str], priority: Priority, language: str,
              cancel: threading.Event, clock: Any = time.time) -> Outcome:
     """Run `coffre ARGS --json` and wait for it; SIGINT to it when `cancel` is set."""
-    # -P: no module is looked for in the folder the agent was started from (one planted in /tmp
-    # would run with the agent's rights, and its passwords).
-    command = [*priority.prefix(), sys.executable, "-P", "-m", "coffre", "--lang", language, *args, "--json"]
+    command = [*priority.prefix(), *python_module("coffre"), "--lang", language, *args, "--json"]
     child_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("COFFRE_PASSWORD", "COFFRE_FROM_", "COFFRE_AGAINST_"))}
     child_env.update(env)

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 from coffre.cli.output import say
 from coffre.core.errors import CoffreError
 from coffre.core.i18n import _, language
+from coffre.core.interpreter import python_module
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
 
@@ -136,7 +136,7 @@ def agent_demo(base: Path, source: Path, repo_dir: Path, password: str, step: in
         say(_("{n}. agent configuration written: {path} (job 'officine': documents, scans and the "
               "SQLite base into the local repository, then a copy to the rotating disks)")
             .format(n=step, path=config))
-        command = [sys.executable, "-P", "-m", "coffre", "--lang", language()]
+        command = [*python_module("coffre"), "--lang", language()]
         checked = subprocess.run([*command, "config", "check", "--config", str(config)], env=env,
                                  capture_output=True, text=True, check=False)
         if checked.returncode != 0:

@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from coffre.core.interpreter import python_module
+
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 
 
@@ -34,4 +36,4 @@ def coffre_command() -> list[str]:
     found = shutil.which("coffre")
     if found:
         return [os.path.realpath(found)]
-    return [sys.executable, "-P", "-m", "coffre"]
+    return python_module("coffre")

@@ -65,7 +65,7 @@ from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.sources.databases.base import Database
 from coffre.sources.databases.command import stream_command
-from coffre.sources.files import Excluder, node_from_stat
+from coffre.sources.files import Excluder, changed_while_read, node_from_stat
 from coffre.sources.patterns import escape
 from coffre.sources.prefetch import OpenAhead, Prefetcher, ReadAhead, open_to_read
 from coffre.sources.scan import Scanner, start_scanner
@@ -469,7 +469,7 @@ class Backup:
                     else:
                         content = [self._submit(head, ancestor)]
                     after = os.fstat(fd)
-                    return _Read(content=content, size=len(head), changed=_changed(before, after))
+                    return _Read(content=content, size=len(head), changed=changed_while_read(before, after))
                 os.lseek(fd, 0, os.SEEK_SET)  # grew past the small-file size while being read
             if self.progress is not NULL_PROGRESS:
                 self.progress.advance(current=os.fsdecode(path))
@@ -479,7 +479,8 @@ class Backup:
                 volatile = before.st_size >= VOLATILE_SIZE or path.lower().endswith(VOLATILE_SUFFIXES)
                 content = self._read_stream(reader, previous, fixed, inline, volatile)  # type: ignore[arg-type]
             after = os.fstat(fd)
-            return _Read(content=content, size=reader.count, changed=_changed(before, after), streamed=True)
+            return _Read(content=content, size=reader.count, changed=changed_while_read(before, after),
+                         streamed=True)
         except OSError as exc:
             return _Read(error=exc)
         finally:
@@ -1030,12 +1031,6 @@ class _CountingReader:
         self.count += len(data)
         self.progress.advance(nbytes=len(data))
         return data
-
-
-def _changed(before: os.stat_result, after: os.stat_result) -> bool:
-    """Whether a file was modified while it was read."""
-    return (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
-        after.st_mtime_ns, after.st_size, after.st_ctime_ns)
 
 
 def _exact_pattern(path: str) -> str:

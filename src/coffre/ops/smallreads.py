@@ -47,10 +47,11 @@ import msgspec
 import zstandard
 
 from coffre.compress import CODEC_NONE, CODEC_ZSTD, compress, decompress
-from coffre.core import posix
+from coffre.core.interpreter import python_module
 from coffre.crypto.aead import blob_id
 from coffre.format.codec import ID_LEN
-from coffre.sources.prefetch import open_to_read
+from coffre.sources.files import changed_while_read
+from coffre.sources.prefetch import OpenAhead
 
 HELPERS_AFTER = 2000  # small new files met before the helpers start
 _FRAME = struct.Struct("<I")
@@ -87,28 +88,15 @@ def read_batch(files: list[tuple[bytes, int]], key: bytes, level: int, min_size:
                window: int) -> list[list[object] | None]:
     """Each file opened (at most `window` ahead, each announced to the kernel), read once,
     named, compressed and checked; None for a file the backup must read itself."""
-    opened: dict[int, int | None] = {}
-    answers: list[list[object] | None] = []
-    ahead = 0
+    opened = OpenAhead(files, window)
     try:
+        answers: list[list[object] | None] = []
         for index in range(len(files)):
-            while ahead < len(files) and ahead < index + window:
-                path, size = files[ahead]
-                try:
-                    fd = open_to_read(path)
-                except OSError:
-                    opened[ahead] = None
-                else:
-                    opened[ahead] = fd
-                    posix.will_need(fd, 0, size)
-                ahead += 1
-            taken = opened.pop(index)
-            answers.append(None if taken is None else _read_one(taken, key, level, min_size))
+            fd = opened.take(index)
+            answers.append(None if isinstance(fd, OSError) else _read_one(fd, key, level, min_size))
+        return answers
     finally:
-        for left in opened.values():
-            if left is not None:
-                os.close(left)
-    return answers
+        opened.close()
 
 
 def _read_one(fd: int, key: bytes, level: int, min_size: int) -> list[object] | None:
@@ -127,8 +115,7 @@ def _read_one(fd: int, key: bytes, level: int, min_size: int) -> list[object] | 
         os.close(fd)
     if len(head) >= min_size or after.st_size != len(head):
         return None  # grew, or not at its end after one read
-    changed = (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
-        after.st_mtime_ns, after.st_size, after.st_ctime_ns)
+    changed = changed_while_read(before, after)
     if not head:
         return [b"", CODEC_NONE, b"", 0, changed]
     codec, payload = compress(head, level)
@@ -154,9 +141,7 @@ def main() -> None:
 # -- the backup's side -----------------------------------------------------------------------
 
 def helper_command() -> list[str]:
-    """-P: the folder the backup was started from is not searched for modules (a module
-    planted in /tmp would otherwise run in the helper, and read the key)."""
-    return [sys.executable, "-P", "-m", "coffre.ops.smallreads"]
+    return python_module("coffre.ops.smallreads")
 
 
 class Helpers:

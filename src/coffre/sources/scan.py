@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from coffre.core.interpreter import python_module
 from coffre.core.progress import Progress
 from coffre.sources.patterns import PathMatcher
 
@@ -110,7 +111,7 @@ class Scanner:
                 return
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-P", "-m", "coffre.sources.scan"], stdin=subprocess.PIPE,
+                    python_module("coffre.sources.scan"), stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(json.dumps(self.spec).encode())

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any
 
 from coffre.agent.steps import Endpoint, Priority
 from coffre.core.i18n import _
+from coffre.core.interpreter import python_module
 
 PROGRESS_EVERY_S = "0.5"
 ERROR_TAIL = 4000
@@ -116,7 +116,7 @@ def child_environment(endpoint: Endpoint) -> dict[str, str]:
 
 
 def coffre_command(args: list[str], endpoint: Endpoint, priority: Priority, language: str) -> list[str]:
-    return [*priority.prefix(), sys.executable, "-P", "-m", "coffre", "--lang", language, *args,
+    return [*priority.prefix(), *python_module("coffre"), "--lang", language, *args,
             "-r", endpoint.url, *endpoint.options, "--json"]
 
 
