@@ -186,3 +186,42 @@ def test_answers_a_helper_may_not_give_are_refused() -> None:
                   good[:4]):
         assert helpers._checked([wrong], 1) is None, wrong
     assert helpers.read([(b"/x", 1)]) is None  # no helper: the backup reads it
+
+
+def test_helpers_let_go_leave_while_the_backup_ends_and_close_reaps_them(tmp_path: Path) -> None:
+    notice = tmp_path / "notice.txt"
+    notice.write_text("Posologie: un comprimé matin et soir.\n")
+    batch = [(os.fsencode(notice), notice.stat().st_size)]
+    helpers = Helpers(2, KEY, 1, DEFAULT_MIN, 1)
+    procs = list(helpers._all)
+    assert len(procs) == 2 and helpers.read(batch) is not None
+
+    helpers.let_go()  # returns at once: nobody waits for the interpreters to end
+
+    assert not helpers.alive and helpers.read(batch) is None  # a late batch: the backup reads it
+    for proc in procs:  # their input closed, they leave on their own
+        assert proc.wait(timeout=60) == 0
+    helpers.close()
+    assert helpers._leaving == []
+
+
+def test_a_backup_with_helpers_leaves_no_helper_process(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smallreads, "HELPERS_AFTER", 0)
+    src = tmp_path / "src"
+    _tree(src)
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)  # the helpers' and the scanner's
+    backup = _backup(tmp_path, src)
+
+    helpers = [proc for proc in started if "coffre.ops.smallreads" in proc.args]
+    assert backup.helpers is not None and len(helpers) == 2
+    assert all(proc.returncode is not None for proc in started)  # each ended and was waited for
+    assert all(proc.returncode == 0 for proc in helpers)

@@ -950,8 +950,8 @@ class Backup:
         finally:
             if scanner is not None:
                 scanner.stop()
-        if self.helpers is not None:  # every file is read: they are not needed any more
-            self.helpers.close()
+        if self.helpers is not None:  # every file is read: they leave while the backup ends
+            self.helpers.let_go()
         # The walk has seen everything: what it did is the total, if the scanner had not
         # finished counting (a short backup) or files grew meanwhile.
         done = self.progress.status()

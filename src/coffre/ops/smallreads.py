@@ -152,6 +152,7 @@ class Helpers:
         # Idle helpers; None once none is left, for whoever waits for one.
         self._idle: queue.SimpleQueue[subprocess.Popen[bytes] | None] = queue.SimpleQueue()
         self._all: list[subprocess.Popen[bytes]] = []
+        self._leaving: list[subprocess.Popen[bytes]] = []  # let go, not yet waited for
         self._lock = threading.Lock()
         self.files = 0  # files the helpers read (the others went back to the backup)
         self.dropped = 0  # helpers that died or answered what they should not
@@ -236,21 +237,41 @@ class Helpers:
                 self._idle.put(None)
         self._end(proc)
 
-    def close(self) -> None:
-        """End the helpers: their input closed, they leave; killed if they do not."""
+    def let_go(self) -> None:
+        """Every file is read: the helpers' pipes are closed and they leave while the backup
+        ends (an interpreter takes ~20 ms to); close() then finds them gone. A batch asked
+        for after this is read by the backup."""
         with self._lock:
             procs, self._all = self._all, []
+            self._leaving += procs
+            self._idle.put(None)
         for proc in procs:
-            self._end(proc)
+            self._close_pipes(proc)
+
+    def close(self) -> None:
+        """End the helpers: their input closed, they leave; killed if they do not."""
+        self.let_go()
+        with self._lock:
+            procs, self._leaving = self._leaving, []
+        for proc in procs:
+            self._reap(proc)
+
+    @classmethod
+    def _end(cls, proc: subprocess.Popen[bytes]) -> None:
+        cls._close_pipes(proc)
+        cls._reap(proc)
 
     @staticmethod
-    def _end(proc: subprocess.Popen[bytes]) -> None:
+    def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
         """Its input closed, a helper leaves; its output closed too, one still writing an
         answer nobody reads stops at once."""
         for pipe in (proc.stdin, proc.stdout):
             with contextlib.suppress(OSError):
                 if pipe is not None:
                     pipe.close()
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[bytes]) -> None:
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
