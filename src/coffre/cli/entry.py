@@ -188,8 +188,9 @@ def main() -> int:
         _install_interruption()
         code = _fast_path(sys.argv[1:])
         if code is None:
-            from coffre.cli import preload
+            from coffre.cli import keyahead, preload
 
+            keyahead.derive_key_ahead(sys.argv[1:])  # Argon2 first: the longest to wait for
             ahead = preload.start(sys.argv[1:])  # before the command line's modules are imported
             from coffre.cli.main import main as command_line
 

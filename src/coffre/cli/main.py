@@ -25,28 +25,6 @@ REPORTS = frozenset({
 })
 
 
-# Commands that open the repository of --repo (or COFFRE_REPOSITORY) with --password-file (or
-# COFFRE_PASSWORD_FILE): the password's key is derived while their modules load.
-OPEN_REPOSITORY = frozenset({
-    "backup", "snapshots", "ls", "diff", "dump", "find", "stats", "restore", "verify", "check",
-    "forget", "prune",
-})
-
-
-def derive_key_ahead(argv: list[str], command: str | None) -> None:
-    """Start deriving the password's key (repository/unlockahead.py) from what the command line
-    and the environment name, before the command's modules load. A guess: the command checks
-    its arguments as usual, and a wrong guess costs a derivation nothing uses."""
-    if command not in OPEN_REPOSITORY:
-        return
-    location = early_option(argv, "--repo") or early_option(argv, "-r") or os.environ.get("COFFRE_REPOSITORY")
-    password_file = early_option(argv, "--password-file") or os.environ.get("COFFRE_PASSWORD_FILE")
-    if location and password_file:
-        from coffre.repository import unlockahead
-
-        unlockahead.start_from_file(location, password_file)
-
-
 def command_name(args: argparse.Namespace) -> str:
     """'backup', 'key list', 'repair index'..."""
     words = [args.command]
@@ -85,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         # Opened before parsing, so that a usage error in a scheduled job is logged too.
         log_path = early_option(argv, "--log-file") or os.environ.get("COFFRE_LOG_FILE") or None
         output = Output(log_path, "coffre", quiet=False)
-        command = named_command(argv)
-        derive_key_ahead(argv, command)
-        parser = build_parser(command)
+        parser = build_parser(named_command(argv))
         args = parser.parse_args(argv)
         if extra:
             if getattr(args, "stdin_from_command", False):

@@ -8,11 +8,7 @@ by HKDF from a random 256-bit recovery key printed once at `init`.
 from __future__ import annotations
 
 import base64
-import hmac
 import os
-import re
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +19,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
 from coffre.crypto.aead import hkdf
+from coffre.crypto.argon2id import (
+    B32,
+    DEFAULT_ARGON2,
+    KEY_LEN,
+    MAX_ARGON2_M,
+    MAX_ARGON2_P,
+    MAX_ARGON2_T,
+    SALT_LENGTHS,
+    recovery_key_letters,
+    take_ahead,
+    within_bounds,
+)
 
-# RFC 9106 "second recommended option": t=3, p=4, m=64 MiB.
-DEFAULT_ARGON2 = {"t": 3, "m": 65536, "p": 4}
 # Only for the test suite, switched on explicitly with COFFRE_TEST_WEAK_KDF=1.
 WEAK_ARGON2 = {"t": 1, "m": 64, "p": 1}
-# Bounds on parameters read from storage: what `init` and `key add` write, and no more, so a
-# key file planted in the storage cannot make each opening cost gigabytes or minutes.
-MAX_ARGON2_M = DEFAULT_ARGON2["m"]
-MAX_ARGON2_T = DEFAULT_ARGON2["t"]
-MAX_ARGON2_P = DEFAULT_ARGON2["p"]
 
 
 class KeyFileError(FormatError):
@@ -54,74 +55,21 @@ def check_argon2(params: dict[str, Any], salt: bytes) -> tuple[int, int, int]:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (t, m, p)):
         raise KeyFileError(_("invalid Argon2 parameters"))
     assert isinstance(t, int) and isinstance(m, int) and isinstance(p, int)
-    if not (1 <= t <= MAX_ARGON2_T and 8 * p <= m <= MAX_ARGON2_M and 1 <= p <= MAX_ARGON2_P):
+    if not within_bounds(t, m, p):
         raise KeyFileError(_("Argon2 parameters beyond what Coffre writes (t={t}, m={m} KiB, p={p}; at most "
                              "t={max_t}, m={max_m} KiB, p={max_p})").format(
                                  t=t, m=m, p=p, max_t=MAX_ARGON2_T, max_m=MAX_ARGON2_M, max_p=MAX_ARGON2_P))
-    if not 16 <= len(salt) <= 64:
+    if len(salt) not in SALT_LENGTHS:
         raise KeyFileError(_("invalid salt"))
     return t, m, p
 
 
 def _argon2(secret: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
     t, m, p = check_argon2(params, salt)
-    ahead = _take_ahead(secret, salt, (t, m, p))
+    ahead = take_ahead(secret, salt, (t, m, p))  # started before the command's modules loaded
     if ahead is not None:
-        try:
-            return ahead.result()
-        except Exception:  # noqa: S110 (derived again below, where an error is reported)
-            pass
-    return hash_secret_raw(secret, salt, t, m, p, 32, Type.ID)
-
-
-# One derivation started ahead (derive_ahead) and the inputs it was started with.
-_ahead: tuple[bytes, bytes, tuple[int, int, int], Future[bytes]] | None = None
-_ahead_lock = threading.Lock()
-
-
-def derive_ahead(secret: bytes, salt: bytes, params: dict[str, Any]) -> None:
-    """Start deriving a password's key in a thread: Argon2 releases the GIL, so the ~0.1 s it
-    takes runs while the command goes on reaching the storage. The unwrap of a slot with these
-    very inputs then takes the result; any other unwrap derives as usual. Parameters beyond
-    what Coffre writes raise KeyFileError and start nothing."""
-    global _ahead
-    t, m, p = check_argon2(params, salt)
-    done: Future[bytes] = Future()
-
-    def derive() -> None:
-        try:
-            done.set_result(hash_secret_raw(secret, salt, t, m, p, 32, Type.ID))
-        except BaseException as exc:  # reported by the unwrap that derives again
-            done.set_exception(exc)
-
-    with _ahead_lock:
-        if _started_with(secret, salt, (t, m, p)):
-            return  # already under way
-        _ahead = (secret, salt, (t, m, p), done)
-    threading.Thread(target=derive, name="derive-ahead", daemon=True).start()
-
-
-def drop_ahead() -> None:
-    """Forget a derivation started ahead and not used (a slot that changed since)."""
-    global _ahead
-    with _ahead_lock:
-        _ahead = None
-
-
-def _started_with(secret: bytes, salt: bytes, cost: tuple[int, int, int]) -> bool:
-    """Whether the derivation started ahead has these inputs (called under _ahead_lock)."""
-    return (_ahead is not None and _ahead[1] == salt and _ahead[2] == cost
-            and hmac.compare_digest(_ahead[0], secret))
-
-
-def _take_ahead(secret: bytes, salt: bytes, cost: tuple[int, int, int]) -> Future[bytes] | None:
-    """The derivation started ahead with these inputs, handed over once; None if there is none."""
-    global _ahead
-    with _ahead_lock:
-        if _ahead is None or not _started_with(secret, salt, cost):
-            return None
-        done, _ahead = _ahead[3], None
-    return done
+        return ahead
+    return hash_secret_raw(secret, salt, t, m, p, KEY_LEN, Type.ID)
 
 
 @dataclass(frozen=True)
@@ -166,8 +114,6 @@ def unwrap(wrapped: WrappedKey, repo_id: bytes, secret: bytes) -> bytes | None:
 
 
 # -- recovery keys ------------------------------------------------------------------------
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-
 
 def new_recovery_key() -> tuple[bytes, str]:
     """Random 256-bit key and its printable form: 11 groups of 5 characters."""
@@ -183,10 +129,10 @@ def format_recovery_key(raw: bytes) -> str:
 
 def parse_recovery_key(text: str) -> bytes | None:
     """The raw key if `text` looks like a recovery key with a valid checksum, else None."""
-    cleaned = re.sub(r"[\s-]", "", text.strip().upper())
-    if len(cleaned) != 55 or any(c not in _B32 for c in cleaned):
+    cleaned = recovery_key_letters(text)
+    if cleaned is None:
         return None
-    if _B32.index(cleaned[-1]) & 0b111:
+    if B32.index(cleaned[-1]) & 0b111:
         return None  # the last character's three low bits are padding and must be zero
     decoded = base64.b32decode(cleaned + "A")[:34]  # the 56th character only holds padding bits
     raw, check = decoded[:32], decoded[32:34]

@@ -5,8 +5,9 @@ salt and parameters of a key slot, read from the storage. Loading the command's 
 about as much (~0.15 s on a cold page cache), and reaching a remote storage as much again (the
 S3 library's import, a connection, the config). This module keeps, in the cache, the salt and
 parameters of the password slot that opened each location last, so the next command can start
-Argon2 in a thread as soon as it knows its repository and password file (cli/main.py), before
-its modules are loaded and the storage answers.
+Argon2 in a thread as soon as it knows its repository and password file: the entry point does
+before it imports the command line (cli/keyahead.py), and this module loads nothing heavy for
+that (crypto/argon2id.py derives). Then the modules load and the storage answers beside it.
 
 The record holds nothing secret (the storage keeps the same salt and parameters in plaintext)
 and is only a guess: the key it gives is used only for a slot read from the storage with the
@@ -26,25 +27,25 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coffre.core.errors import FormatError
-from coffre.core.files import write_atomic
-from coffre.core.private import private_dir
-from coffre.core.secrets import MAX_SECRET
-from coffre.crypto import kdf
-from coffre.repository.cache import cache_root
+from coffre.core.cachedir import cache_home
+from coffre.crypto import argon2id
 
 if TYPE_CHECKING:  # keyring (and the storage layer it loads) stays out of the early start
+    from coffre.crypto.kdf import WrappedKey
     from coffre.repository.keyring import KeySlot
 
 MAX_RECORD = 4096
+# What is read of a password file here: core/secrets.py's MAX_SECRET, not imported (this module
+# loads before the command's, and that one's translations with it).
+MAX_SECRET = 64 * 1024
 
 
 def _record(location: str) -> Path:
     digest = hashlib.sha256(b"coffre unlock ahead v1|" + location.encode("utf-8", "surrogateescape"))
-    return cache_root() / "unlock" / (digest.hexdigest()[:32] + ".json")
+    return Path(cache_home()) / "unlock" / (digest.hexdigest()[:32] + ".json")
 
 
-def _encode(wrapped: kdf.WrappedKey) -> bytes:
+def _encode(wrapped: WrappedKey) -> bytes:
     return json.dumps({"salt": base64.b64encode(wrapped.salt).decode(), "params": wrapped.params},
                       sort_keys=True).encode()
 
@@ -52,15 +53,17 @@ def _encode(wrapped: kdf.WrappedKey) -> bytes:
 def start(location: str, secret: str) -> None:
     """Start deriving the key of the password slot that opened `location` last, if this
     machine recorded one. A recovery key is not derived with Argon2: nothing to start."""
-    if kdf.parse_recovery_key(secret) is not None:
+    if argon2id.recovery_key_letters(secret) is not None:
         return
     try:
         with open(_record(location), "rb") as f:
             doc = json.loads(f.read(MAX_RECORD))
         salt = base64.b64decode(doc["salt"], validate=True)
-        kdf.derive_ahead(secret.encode(), salt, doc["params"])
-    except (OSError, ValueError, KeyError, TypeError, binascii.Error, FormatError):
+        cost = argon2id.cost_of(doc["params"], salt)
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
         return  # no record, or one that cannot be used: the opening derives as usual
+    if cost is not None:
+        argon2id.derive_ahead(secret.encode(), salt, cost)
 
 
 def start_from_file(location: str, password_file: str) -> None:
@@ -88,7 +91,10 @@ def remember(location: str, slot: KeySlot | None) -> None:
     """Record the password slot that just opened `location` (or was made for it by init or
     key passwd), if it is not the one recorded already; nothing for a recovery key's slot or
     none. A derivation started for another slot is dropped."""
-    kdf.drop_ahead()
+    from coffre.core.files import write_atomic  # here: the early start stays light
+    from coffre.core.private import private_dir
+
+    argon2id.drop_ahead()
     if slot is None or slot.kind != "password":
         return
     path = _record(location)
