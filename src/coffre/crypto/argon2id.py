@@ -21,6 +21,7 @@ DEFAULT_ARGON2 = {"t": 3, "m": 65536, "p": 4}
 MAX_ARGON2_M = DEFAULT_ARGON2["m"]
 MAX_ARGON2_T = DEFAULT_ARGON2["t"]
 MAX_ARGON2_P = DEFAULT_ARGON2["p"]
+SALT_LENGTHS = range(16, 65)
 KEY_LEN = 32
 
 Cost = tuple[int, int, int]  # t, m (KiB), p
@@ -28,9 +29,6 @@ Cost = tuple[int, int, int]  # t, m (KiB), p
 # A recovery key: 55 base-32 letters, grouped by dashes or spaces as the user likes.
 RECOVERY_LETTERS = 55
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-
-
-SALT_LENGTHS = range(16, 65)
 
 
 def within_bounds(t: int, m: int, p: int) -> bool:
