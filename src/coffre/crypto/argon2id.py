@@ -35,15 +35,20 @@ def within_bounds(t: int, m: int, p: int) -> bool:
     return 1 <= t <= MAX_ARGON2_T and 8 * p <= m <= MAX_ARGON2_M and 1 <= p <= MAX_ARGON2_P
 
 
-def cost_of(params: object, salt: bytes) -> Cost | None:
-    """(t, m, p) of these parameters if they are whole numbers within the bounds, else None."""
+def whole_numbers(params: object) -> Cost | None:
+    """(t, m, p) of a key slot's parameters if each is a whole number (not a bool), else None."""
     if not isinstance(params, dict):
         return None
     t, m, p = params.get("t"), params.get("m"), params.get("p")
-    if not all(type(v) is int for v in (t, m, p)):  # bool is an int subclass: refused too
+    if type(t) is not int or type(m) is not int or type(p) is not int:
         return None
-    assert isinstance(t, int) and isinstance(m, int) and isinstance(p, int)
-    return (t, m, p) if within_bounds(t, m, p) and len(salt) in SALT_LENGTHS else None
+    return t, m, p
+
+
+def cost_of(params: object, salt: bytes) -> Cost | None:
+    """(t, m, p) of these parameters if they are whole numbers within the bounds, else None."""
+    cost = whole_numbers(params)
+    return cost if cost is not None and within_bounds(*cost) and len(salt) in SALT_LENGTHS else None
 
 
 def recovery_key_letters(text: str) -> str | None:

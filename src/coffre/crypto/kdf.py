@@ -26,9 +26,11 @@ from coffre.crypto.argon2id import (
     MAX_ARGON2_M,
     MAX_ARGON2_P,
     MAX_ARGON2_T,
+    RECOVERY_LETTERS,
     SALT_LENGTHS,
     recovery_key_letters,
     take_ahead,
+    whole_numbers,
     within_bounds,
 )
 
@@ -51,10 +53,10 @@ def argon2_params() -> dict[str, int]:
 
 def check_argon2(params: dict[str, Any], salt: bytes) -> tuple[int, int, int]:
     """t, m, p if they are within what Coffre writes, else FormatError."""
-    t, m, p = params.get("t"), params.get("m"), params.get("p")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (t, m, p)):
+    cost = whole_numbers(params)
+    if cost is None:
         raise KeyFileError(_("invalid Argon2 parameters"))
-    assert isinstance(t, int) and isinstance(m, int) and isinstance(p, int)
+    t, m, p = cost
     if not within_bounds(t, m, p):
         raise KeyFileError(_("Argon2 parameters beyond what Coffre writes (t={t}, m={m} KiB, p={p}; at most "
                              "t={max_t}, m={max_m} KiB, p={max_p})").format(
@@ -123,8 +125,8 @@ def new_recovery_key() -> tuple[bytes, str]:
 
 def format_recovery_key(raw: bytes) -> str:
     check = hkdf(raw, b"coffre recovery checksum", length=2)
-    text = base64.b32encode(raw + check + b"\0").decode()[:55]
-    return "-".join(text[i : i + 5] for i in range(0, 55, 5))
+    text = base64.b32encode(raw + check + b"\0").decode()[:RECOVERY_LETTERS]
+    return "-".join(text[i : i + 5] for i in range(0, RECOVERY_LETTERS, 5))
 
 
 def parse_recovery_key(text: str) -> bytes | None:

@@ -44,9 +44,9 @@ import threading
 from typing import IO, Any
 
 import msgspec
-import zstandard
 
-from coffre.compress import CODEC_NONE, CODEC_ZSTD, compress, decompress
+from coffre.compress import CODEC_NONE, CODEC_ZSTD, compress, decompress, delta_declared_length
+from coffre.core.errors import FormatError
 from coffre.core.interpreter import python_module
 from coffre.crypto.aead import blob_id
 from coffre.format.codec import ID_LEN
@@ -280,10 +280,10 @@ class Helpers:
 
 
 def _declared_size(payload: bytes) -> int:
-    """The size a zstd frame says it decodes to (read from its header), or -1."""
+    """The size a zstd frame says it decodes to (read from its header, as for a delta), or -1."""
     try:
-        return int(zstandard.frame_content_size(payload))
-    except zstandard.ZstdError:
+        return delta_declared_length(payload)
+    except FormatError:
         return -1
 
 
