@@ -6,6 +6,7 @@ SQLite, on 127.0.0.1 behind the same kind of proxy), side by side with the S3 ga
 
     python bench/remote.py                      # the ~2 GiB data set
     python bench/remote.py --size-mib 64        # quicker
+    python bench/remote.py --size-mib 50 --link 100/20/30   # as over a pharmacy's line
 
 Steps for each tool, on a fresh copy of the pristine tree and a fresh bucket: init, initial
 backup, backup with nothing changed, one day of activity then backup, full restore (compared
@@ -15,6 +16,11 @@ when run as root. `--runs` runs of all that (3 by default), each tool going firs
 process: every run's folders and repositories are kept until the last run is over, so no run
 restores where an earlier one just deleted thousands of files (bench/README.md, "Reading the
 ratios"); the table gives the medians.
+
+On the loopback every request is nearly free and the storage answers at memory speed, so the
+tools' own costs decide. `--link DOWN/UP/RTT` makes the proxy behave like a pharmacy's internet
+access instead (Mbit/s down, Mbit/s up, round trip in ms; proxy.Link): then the bytes each tool
+moves and how well it keeps the line busy decide, as after a fire.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the real-server launchers
 
-from proxy import CountingProxy
+from proxy import CountingProxy, Link
 from run import SHARED_BENCH, drop_caches, identical, timed, tree_sizes
 from tools import bytecode_env, compile_coffre, ensure_installed, in_turn
 
@@ -219,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                          "requests-STEP.tsv in the tool's folder, which is kept")
     ap.add_argument("--turn", type=int, default=0,
                     help="the first run's number among several (0, 1, 2...): the tool that starts")
+    ap.add_argument("--link", type=_link, help="DOWN/UP/RTT: the proxy paces the traffic as a line of "
+                    "DOWN Mbit/s down, UP Mbit/s up and RTT ms round trip (e.g. 100/20/30); "
+                    "default: the loopback as it is")
     args = ap.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     compile_coffre()
@@ -227,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     source_bytes = sum(tree_sizes(pristine / "pharmacy-server").values())
     server_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-", dir=args.out))
     server = SeaweedFS.start(server_dir)
-    proxies = {"coffre": CountingProxy(server.port), "restic": None}
+    proxies = {"coffre": CountingProxy(server.port, args.link), "restic": None}
     proxies["restic"] = proxies["coffre"]
     if args.trace:
         proxies["coffre"].counts.trace = []
     own = OwnServer(server_dir / "coffre-server") if "coffre-server" in tools else None
     if own is not None:
-        proxies["coffre-server"] = CountingProxy(own.port)
+        proxies["coffre-server"] = CountingProxy(own.port, args.link)
     rows: list[Row] = []
     resumed: dict[str, float] = {}
     all_identical = True
@@ -285,8 +294,15 @@ def main(argv: list[str] | None = None) -> int:
             own.stop()
         server.stop()
         shutil.rmtree(server_dir, ignore_errors=True)
-    print_table(rows, tools, resumed, source_bytes, own is not None, args.runs)
+    print_table(rows, tools, resumed, source_bytes, own is not None, args.runs, args.link)
     return 0 if all_identical else 1
+
+
+def _link(text: str) -> Link:
+    try:
+        return Link.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class Row(NamedTuple):
@@ -300,11 +316,12 @@ class Row(NamedTuple):
 
 
 def print_table(rows: list[Row], tools: list[str], resumed: dict[str, float], source_bytes: int,
-                own: bool, runs: int) -> None:
+                own: bool, runs: int, link: Link | None = None) -> None:
     """Each tool's medians over the runs (time, requests, bytes sent) and the ratios of the
     medians, with the worst run's ratio beside the time's."""
     print()
     print(f"data set: {source_bytes / 1e6:.0f} MB; S3: SeaweedFS on 127.0.0.1 through a counting proxy"
+          + (f" emulating a line of {link.describe()}" if link is not None else "")
           + ("; coffre-server: `coffre server` (disk + SQLite) through the same proxy" if own else "")
           + f"; medians of {runs} run(s)")
     header = f"{'step':<22}" + "".join(f"{t:>40}" for t in tools)

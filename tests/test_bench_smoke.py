@@ -49,12 +49,13 @@ def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
 def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH.with_name("remote.py")), "--size-mib", "4", "--small-files", "40",
-         "--turn", "1", "--runs", "1", "--out", str(tmp_path)],
+         "--turn", "1", "--runs", "1", "--out", str(tmp_path), "--link", "1000/1000/1"],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     for line in ("coffre restore identical: True", "restic restore identical: True", "coffre/restic",
-                 "rerun after a cut at 50%"):
+                 "rerun after a cut at 50%",
+                 "emulating a line of 1000 Mbit/s down, 1000 Mbit/s up, 1 ms round trip"):
         assert line in out.stdout
     for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
         assert f"coffre {step}:" in out.stdout and f"restic {step}:" in out.stdout
