@@ -17,6 +17,7 @@ copies of copies). Commit order as for a backup: packs, index, rescue (§6.5), s
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -41,6 +42,9 @@ from coffre.repository.repo import Repository
 COPY_READERS, COPY_READERS_REMOTE = 2, 8
 # Folder listings read ahead from a remote source, level by level (ops/listings.py), at most.
 LISTINGS_KEPT_BYTES = 64 * 1024 * 1024
+# The bases of deltas this copy also copies, kept as they are read (checked) for the deltas'
+# checks after them, at most: beyond, a base is read again from the source (packbases.py).
+BASES_KEPT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Copier:
         self._sizes: dict[bytes, int] = {}  # independent keys: source data id -> its stored size
         self._planned: list[bytes] = []  # shared keys: blobs to copy, each after its base
         self._listings: dict[bytes, bytes] = {}  # folder listings read ahead (remote source)
+        self._bases = KeptBases(set(), 0)  # shared keys: the bases read to be copied
 
     def run(self, snaps: list[Snapshot]) -> CopyResult:
         result = CopyResult(shared_keys=self.shared)
@@ -219,17 +224,27 @@ class Copier:
         self.progress.phase(N_("copying"), files_total=len(locations),
                             bytes_total=sum(loc.entry.length for loc in locations), known=True,
                             unit=N_("pieces"))
+        # The runs without deltas go first: the bases they hold are kept for the runs of
+        # deltas after them, whose checks would otherwise read those bases a second time.
+        runs = self.src.stored_runs(locations)
+        with_deltas = [any(loc.entry.base is not None for loc in run) for run in runs]
+        copied = {loc.entry.id for loc in locations}
+        self._bases = KeptBases({loc.entry.base for loc in locations if loc.entry.base in copied},
+                                BASES_KEPT_BYTES)
         remote = self.src.backend.remote or self.dst.backend.remote
         with ThreadPoolExecutor(COPY_READERS_REMOTE if remote else COPY_READERS,
                                 thread_name_prefix="copy") as pool:
-            for _done in pool.map(self._copy_run, self.src.stored_runs(locations)):
-                pass  # map's results raise the first failure here
+            for deltas in (False, True):
+                phase = [run for run, has in zip(runs, with_deltas, strict=True) if has == deltas]
+                for _done in pool.map(self._copy_run, phase):
+                    pass  # map's results raise the first failure here
         self._planned = []
+        self._bases = KeptBases(set(), 0)
 
     def _copy_run(self, run: list[Location]) -> None:
         # A day's deltas name bases all over a year-old source: read as check reads them, not
         # an 8 MiB window each on remote storage (repository/packbases.py).
-        bases = PackBases(self.src, [loc.entry for loc in run])
+        bases = PackBases(self.src, [loc.entry for loc in run], kept=self._bases.get)
         for loc, envelope in zip(run, self.src.read_run(run), strict=True):
             entry = loc.entry
             if len(envelope) != entry.length:
@@ -237,9 +252,32 @@ class Copier:
                     blob=entry.id.hex()[:12]))
             body = self.src.open_blob(entry, envelope)
             base = bases.get(entry.base) if entry.base is not None else None
-            self.src.decode_plain(entry, body, base)  # checks the content against its id first
+            content = self.src.decode_plain(entry, body, base)  # checks it against its id first
+            self._bases.offer(entry.id, content)
             self.packer.add_body(entry.kind, entry.id, body, entry.raw_length, entry.base)
             self.progress.advance(1, entry.length)
+
+
+class KeptBases:
+    """The content of blobs a copy has read and checked, among those the deltas it copies name
+    as their base, up to `limit` bytes (what does not fit is read again when a delta needs it)."""
+
+    def __init__(self, wanted: set[bytes], limit: int) -> None:
+        self._wanted, self._room = wanted, limit
+        self._held: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+
+    def offer(self, blob_id: bytes, content: bytes) -> None:
+        if blob_id not in self._wanted:
+            return
+        with self._lock:
+            if blob_id not in self._held and len(content) <= self._room:
+                self._held[blob_id] = content
+                self._room -= len(content)
+
+    def get(self, blob_id: bytes) -> bytes | None:
+        with self._lock:
+            return self._held.get(blob_id)
 
 
 def _name(snap: Snapshot) -> str:

@@ -13,11 +13,14 @@ year bench's repository on day 365 (`bench/year.py`), `check --read-data-subset 
 read 5 to 24 GB of windows for 50 to 194 MB of packs. So there the bases are read ahead in
 groups of at most HELD bytes, each group with one request per run of neighbours in a pack
 (Repository.load_many with the local disk's merge gap): about as many bytes again as the pack.
+
+A copy that has just read and checked some of those bases itself, to copy them, hands their
+content over (`kept`): they are not read again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from coffre.core.errors import CoffreError
 from coffre.format.pack import BlobEntry
@@ -27,9 +30,13 @@ HELD = 32 * 1024 * 1024  # the bases' content held at once, per pack being read
 
 
 class PackBases:
-    def __init__(self, repo: Repository, entries: Sequence[BlobEntry]) -> None:
+    def __init__(self, repo: Repository, entries: Sequence[BlobEntry],
+                 kept: Callable[[bytes], bytes | None] | None = None) -> None:
+        """`kept`: the content of a base the caller already holds (checked), else None."""
         self.repo = repo
-        ids = list(dict.fromkeys(e.base for e in entries if e.base is not None))
+        self._kept = kept
+        ids = [b for b in dict.fromkeys(e.base for e in entries if e.base is not None)
+               if kept is None or kept(b) is None]
         self._group_of: dict[bytes, int] = {}
         self._groups: list[list[bytes]] = []
         self._held: dict[bytes, bytes | CoffreError] = {}
@@ -52,6 +59,9 @@ class PackBases:
     def get(self, base_id: bytes) -> bytes:
         """What repo.load_base(base_id, verify=False) gives, or raises: each group read once,
         the entries being taken in their order."""
+        held = self._kept(base_id) if self._kept is not None else None
+        if held is not None:
+            return held
         group = self._group_of.get(base_id)
         if group is None:
             return self.repo.load_base(base_id, verify=False)

@@ -751,20 +751,19 @@ class Repository:
         gap = self.merge_gap if gap is None else gap
         return [[item[3] for item in run] for run in self._runs(located, gap)]
 
-    def read_run(self, run: list[Location]) -> list[bytes]:
-        """The stored (encrypted) form of each blob of a run from stored_runs, with one request;
-        each blob alone if the span cannot be read. The caller authenticates them. On remote
-        storage, through the pack windows (read_envelope): they then also serve the bases the
-        caller reads next for the deltas of the run, which a span would not keep."""
-        if self.windows is not None:
-            return [self.read_envelope(loc) for loc in run]
+    def read_run(self, run: list[Location]) -> list[bytes | memoryview]:
+        """The stored (encrypted) form of each blob of a run from stored_runs, with one request
+        (views into it, not copies); each blob alone if the span cannot be read. The caller
+        authenticates them. Not through the pack windows on remote storage: a blob that crosses
+        a window's end had the whole window read again, so that a copy read each pack about
+        twice; the bases of the run's deltas are read apart (repository/packbases.py)."""
         span = self._read_span([(loc.pack, loc.entry.offset, i, loc) for i, loc in enumerate(run)])
         start = run[0].entry.offset
-        out = []
+        out: list[bytes | memoryview] = []
         for loc in run:
             at = loc.entry.offset - start
             piece = span[at : at + loc.entry.length]
-            out.append(bytes(piece) if len(piece) == loc.entry.length else self.read_envelope(loc))
+            out.append(piece if len(piece) == loc.entry.length else self.read_envelope(loc))
         return out
 
     def _read_span(self, run: list[tuple[bytes, int, int, Location]]) -> memoryview:
