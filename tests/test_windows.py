@@ -74,6 +74,29 @@ def test_a_blob_across_the_end_of_a_window() -> None:
     assert b.loads == 1
 
 
+def test_a_blob_across_the_end_of_a_window_read_first_reads_only_what_is_missing() -> None:
+    """The window read for a blob within it, then a blob crossing its end: the pack's bytes
+    already held are not asked for again."""
+
+    class Spans(Remote):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spans: list[tuple[int, int | None]] = []
+
+        def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+            self.spans.append((offset, length))
+            return super().load(handle, offset, length)
+
+    b = Spans()
+    w = PackWindows(b, window=256 * 1024)
+    assert w.read(PID, 1000, 10) == PACK[1000:1010]
+    off = 256 * 1024 - 100
+    assert w.read(PID, off, 1000) == PACK[off : off + 1000]
+    assert b.spans == [(0, 256 * 1024), (256 * 1024, 900)]
+    assert w.read(PID, 5000, 10) == PACK[5000:5010]  # the window, grown, still serves
+    assert b.loads == 2
+
+
 def test_threads_wanting_one_window_read_it_once() -> None:
     class Slow(Remote):
         def load(self, handle: Handle, offset: int = 0, length: int | None = None) -> bytes:

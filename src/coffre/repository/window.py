@@ -50,8 +50,16 @@ class PackWindows:
                     break
             loading.wait()  # another thread reads this window (backup workers want bases at once)
         try:
-            size = max(offset + length - start, self.window)
-            data = self.backend.load(Handle("data", pack.hex()), start, size)
+            handle = Handle("data", pack.hex())
+            with self._lock:
+                have = self._windows.get(key)
+            if have is not None and len(have) >= self.window:
+                # The window is there but a blob crosses its end: only the missing end is read
+                # (reading the window again whole read most of a pack twice in a copy).
+                held_end = start + len(have)
+                data = have + self.backend.load(handle, held_end, offset + length - held_end)
+            else:
+                data = self.backend.load(handle, start, max(offset + length - start, self.window))
             self.requests += 1
             if data:
                 with self._lock:
