@@ -228,8 +228,8 @@ class Copier:
         # deltas after them, whose checks would otherwise read those bases a second time.
         runs = self.src.stored_runs(locations)
         with_deltas = [any(loc.entry.base is not None for loc in run) for run in runs]
-        copied = {loc.entry.id for loc in locations}
-        self._bases = KeptBases({loc.entry.base for loc in locations if loc.entry.base in copied},
+        # A base not copied is never offered: the deltas' checks read it from the source.
+        self._bases = KeptBases({loc.entry.base for loc in locations if loc.entry.base is not None},
                                 BASES_KEPT_BYTES)
         remote = self.src.backend.remote or self.dst.backend.remote
         with ThreadPoolExecutor(COPY_READERS_REMOTE if remote else COPY_READERS,
