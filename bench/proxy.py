@@ -7,6 +7,7 @@ each way)."""
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import threading
 import time
@@ -46,7 +47,8 @@ class Link:
     def __init__(self, down_mbit: float, up_mbit: float, rtt_ms: float,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        if min(down_mbit, up_mbit) <= 0 or rtt_ms < 0:
+        if not all(map(math.isfinite, (down_mbit, up_mbit, rtt_ms))) or min(down_mbit, up_mbit) <= 0 \
+                or rtt_ms < 0:
             raise ValueError("a link needs rates above 0 and a round-trip time of 0 or more")
         self.down_mbit, self.up_mbit, self.rtt_ms = down_mbit, up_mbit, rtt_ms
         self._rate = {"down": down_mbit * 1e6 / 8, "up": up_mbit * 1e6 / 8}  # bytes a second

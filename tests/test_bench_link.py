@@ -64,7 +64,7 @@ def test_the_round_trip_is_waited_once_per_handshake_and_half_each_way() -> None
     assert t.slept == pytest.approx([0.030, 0.015])
 
 
-@pytest.mark.parametrize("text", ["100/20", "fast/20/30", "0/20/30", "100/20/-1"])
+@pytest.mark.parametrize("text", ["100/20", "fast/20/30", "0/20/30", "100/20/-1", "nan/20/30", "100/inf/30"])
 def test_a_wrong_line_is_refused_with_its_form(text: str) -> None:
     with pytest.raises(ValueError, match=r"DOWN/UP/RTT|rates above 0"):
         proxy.Link.parse(text)
