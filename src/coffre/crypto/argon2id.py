@@ -45,12 +45,6 @@ def whole_numbers(params: object) -> Cost | None:
     return t, m, p
 
 
-def cost_of(params: object, salt: bytes) -> Cost | None:
-    """(t, m, p) of these parameters if they are whole numbers within the bounds, else None."""
-    cost = whole_numbers(params)
-    return cost if cost is not None and within_bounds(*cost) and len(salt) in SALT_LENGTHS else None
-
-
 def recovery_key_letters(text: str) -> str | None:
     """The letters of what has the shape of a recovery key (its checksum unchecked:
     kdf.parse_recovery_key does that), else None."""

@@ -59,7 +59,7 @@ def start(location: str, secret: str) -> None:
         with open(_record(location), "rb") as f:
             doc = json.loads(f.read(MAX_RECORD))
         salt = base64.b64decode(doc["salt"], validate=True)
-        cost = argon2id.cost_of(doc["params"], salt)
+        cost = argon2id.whole_numbers(doc["params"])  # derive_ahead checks the bounds
     except (OSError, ValueError, KeyError, TypeError, binascii.Error):
         return  # no record, or one that cannot be used: the opening derives as usual
     if cost is not None:
