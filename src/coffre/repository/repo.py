@@ -754,9 +754,9 @@ class Repository:
     def read_run(self, run: list[Location]) -> list[bytes | memoryview]:
         """The stored (encrypted) form of each blob of a run from stored_runs, with one request
         (views into it, not copies); each blob alone if the span cannot be read. The caller
-        authenticates them. Not through the pack windows on remote storage: a blob that crosses
-        a window's end had the whole window read again, so that a copy read each pack about
-        twice; the bases of the run's deltas are read apart (repository/packbases.py)."""
+        authenticates them. Not through the pack windows on remote storage: the run is already
+        one request, and windows kept beside it only read its bytes again; the bases of the
+        run's deltas are read apart (repository/packbases.py)."""
         span = self._read_span([(loc.pack, loc.entry.offset, i, loc) for i, loc in enumerate(run)])
         start = run[0].entry.offset
         out: list[bytes | memoryview] = []
