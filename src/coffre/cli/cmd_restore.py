@@ -80,6 +80,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     restorer_options = restore_options(args.target, includes=args.include, excludes=args.exclude,
                                        verify=args.verify, devices=args.devices, overwrite=args.overwrite,
                                        sync=args.sync, delete=args.delete)
+    restorer_options.processes = True  # this process does nothing else (ops/restoreprocs.py)
     overwrite = restorer_options.overwrite
     repo = open_repo(args, watch=False)  # watched once locked, its listings then loaded
     with reading(repo, "restore"):

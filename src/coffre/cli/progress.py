@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from coffre.cli.output import human_size
+from coffre.core import forks
 from coffre.core.errors import UsageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress, Status
@@ -217,7 +218,8 @@ class _Ticker:
 
     def tick(self) -> bool:
         try:
-            self.show(self.progress.status())
+            with forks.quiet():  # no copy of a restore made mid-line (ops/restoreprocs.py)
+                self.show(self.progress.status())
         except (OSError, ValueError):  # the output is closed or gone
             self.broken = True
             return False

@@ -38,10 +38,10 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from coffre.core import posix
+from coffre.core import forks, posix
 from coffre.core.directwrite import DirectWrites
 from coffre.core.errors import CoffreError, UsageError
 from coffre.core.i18n import _, ngettext
@@ -52,6 +52,7 @@ from coffre.ops import casefold
 from coffre.ops.common import Problems, Reporter, quiet
 from coffre.ops.content import content_matches
 from coffre.ops.overwrite import OVERWRITE, REPLACE, SKIP, UNCHANGED, beside, decide
+from coffre.ops.restoreprocs import BatchProcesses, Counts
 from coffre.ops.selection import Selection
 from coffre.ops.sync import Extraneous, check_options, check_target
 from coffre.ops.target import KEPT_PER_THREAD, TargetDirs, keeps_modes
@@ -84,6 +85,8 @@ SEALED_PENDING_FILES = 65536
 # (OPEN_RESERVE: packs being read, large files being written by ranges, connections, cache).
 OPEN_RESERVE = 128
 MIN_OPEN_AT_ONCE = 16
+# What restoring a batch of small files counts, and a copy of the process sends back.
+COPY_COUNTS = frozenset({"files", "files_failed", "bytes", "verified", "skipped", "unchanged", "replaced"})
 # Errors of the target as a whole: every later write would fail the same way.
 TARGET_FULL = (errno.ENOSPC, errno.EDQUOT)
 TARGET_STOPS = (*TARGET_FULL, errno.EROFS)
@@ -105,6 +108,9 @@ class RestoreOptions:
     overwrite: str = "never"  # one of OVERWRITE
     sync: bool = False  # make the target match the snapshot (ops/sync.py); with overwrite "if-changed"
     delete: bool = False  # with sync: remove what the snapshot does not hold
+    # Small files restored by copies of this process (ops/restoreprocs.py), from a local
+    # repository: only where nothing else runs in the process (the command line).
+    processes: bool = False
 
 
 def restore_options(target: str, *, includes: list[str] | None = None, excludes: list[str] | None = None,
@@ -200,6 +206,8 @@ class Restorer:
         self._twins: dict[bytes, list[bytes]] = {}  # there: path -> names that may be the same entry
         self.dirs: TargetDirs  # opened by run
         self._extraneous: Extraneous | None = None  # --sync --delete: made by run
+        self._copies: BatchProcesses | None = None  # small files' batches, if run forks copies
+        self._flush_to_threads = False  # a folder blind to case met: batches stay in this process
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, snap: Snapshot, at: str = "", node: Node | None = None) -> Problems:
@@ -225,6 +233,12 @@ class Restorer:
         if self.selection.demand is not None:  # remote: the packs needed most of, read whole
             self.repo.planned = self.selection.demand.planned(self.repo.backend)
         try:
+            # Before any thread of the restore (ops/restoreprocs.py says why).
+            if self.opts.processes and not blind and not self.repo.backend.remote and forks.available():
+                try:
+                    self._copies = BatchProcesses(self, self.workers)
+                except OSError:  # no process to spare (a limit, memory): threads do it all
+                    self._copies = None
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
                 futures: list[Future[None]] = []
                 if node is None:
@@ -237,6 +251,9 @@ class Restorer:
                         self._extraneous.folder(self.root, above, covered, [node], whole=False)
                     self._restore_nodes(pool, futures, [node], self.root, above, covered, blind)
                 self._flush_batches(pool, futures)
+                if self._copies is not None:
+                    copies, self._copies = self._copies, None
+                    copies.close()
                 for fut in futures:
                     fut.result()
             for path, link in self._links:
@@ -246,6 +263,9 @@ class Restorer:
             for path, folder in self._dirs:
                 self._set_dir_metadata(path, folder)
         finally:
+            if self._copies is not None:  # interrupted, or an unexpected error
+                self._copies.abort()
+                self._copies = None
             self.repo.planned = None
             self.dirs.close()
         if self._devices_skipped:
@@ -312,6 +332,8 @@ class Restorer:
         dest: bytes | None, prefix: str, covered: bool, blind: bool, lost: str = "failed",
     ) -> None:
         if blind and dest is not None:
+            # The copies know only the twins of the folders met before they were made.
+            self._flush_to_threads = True
             for name, others in casefold.twins([node.name for node in nodes]).items():
                 self._twins[dest + b"/" + name] = others
         for node in nodes:
@@ -394,7 +416,9 @@ class Restorer:
         if batch is not None and batch.files:
             self._pending -= len(batch.files)
             self.repo.will_read(batch.first_blobs)  # read from the disk while this task waits
-            self._queue(pool, futures, self._restore_batch, batch.files)
+            copies = None if self._flush_to_threads else self._copies
+            if copies is None or not copies.submit(batch.files):
+                self._queue(pool, futures, self._restore_batch, batch.files)
 
     def _flush_batches(self, pool: ThreadPoolExecutor, futures: list[Future[None]]) -> None:
         for key in list(self._batches):
@@ -935,6 +959,56 @@ class Restorer:
             self._count_kept(kept)
         except OSError as exc:
             self._problem(path, exc)
+
+    # -- in a copy of the process (ops/restoreprocs.py) -------------------------------------------
+    def forked(self, progress: Progress) -> None:
+        """In a copy just made: its own lock and counters (what the copy counts is sent back
+        per batch, take_counts); its progress goes to the parent."""
+        self._lock = threading.Lock()
+        self.progress = progress
+        self.take_counts()
+
+    def take_counts(self) -> Counts:
+        """What was counted since the last call (in a copy: one batch's), counters reset."""
+        with self._lock:
+            counts = Counts(
+                stats={k: v for k, v in asdict(self.stats).items() if v},
+                errors=self.problems.errors, warnings=self.problems.warnings, stop=self._stop,
+                lost_links=sorted(self._lost_links), left_links=sorted(self._left_links),
+                not_kept=self._not_kept, privileges_dropped=self._privileges_dropped)
+            self.stats, self.problems = RestoreStats(), Problems()
+            self._lost_links, self._left_links = set(), set()
+            self._not_kept = self._privileges_dropped = 0
+        return counts
+
+    def add_counts(self, counts: Counts) -> None:
+        """What a copy counted for one batch, added to this restore's."""
+        with self._lock:
+            for name, value in counts.stats.items():
+                if name in COPY_COUNTS:
+                    setattr(self.stats, name, getattr(self.stats, name) + value)
+            self.problems.errors += counts.errors
+            self.problems.warnings += counts.warnings
+            if counts.stop is not None and self._stop is None:
+                self._stop = counts.stop
+            self._lost_links.update(counts.lost_links)
+            self._left_links.update(counts.left_links)
+            self._not_kept += counts.not_kept
+            self._privileges_dropped += counts.privileges_dropped
+
+    def lost_to_copy(self, batches: list[list[tuple[bytes, Node]]], how: str) -> None:
+        """The files of batches a copy did not answer for (it died): not restored, some
+        perhaps left incomplete."""
+        files = [item for batch in batches for item in batch]
+        for path, node in files:
+            self._count(node, False, path)
+        with self._lock:
+            self.problems.errors.append(ngettext(
+                "a process of the restore ended ({how}) before answering for {n} file, which may be "
+                "missing or incomplete: restore again with --overwrite if-changed",
+                "a process of the restore ended ({how}) before answering for {n} files, which may be "
+                "missing or incomplete: restore again with --overwrite if-changed",
+                len(files)).format(how=how, n=len(files)))
 
     def _problem(self, path: bytes, exc: BaseException) -> None:
         if isinstance(exc, OSError) and exc.errno in TARGET_STOPS:

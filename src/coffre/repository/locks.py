@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coffre.core import forks
 from coffre.core.errors import CoffreError, FormatError, LockedError, ObjectNotFound, StorageError
 from coffre.core.human import human_time
 from coffre.core.i18n import _, ngettext
@@ -212,7 +213,8 @@ class Lock:
     def _refresher(self) -> None:
         while not self._stop.wait(REFRESH_S):
             try:
-                self.refresh()
+                with forks.quiet():  # a restore's processes are never copied mid-renewal
+                    self.refresh()
             except Exception as exc:
                 self.refresh_error = exc
 
