@@ -38,7 +38,8 @@ import msgspec
 from coffre.core import forks
 from coffre.core.i18n import _
 from coffre.core.progress import Progress
-from coffre.format.tree import Node
+from coffre.format.codec import encode
+from coffre.format.tree import Node, decode_tree
 
 if TYPE_CHECKING:
     from coffre.ops.restore import Restorer
@@ -69,7 +70,8 @@ class _Message(msgspec.Struct, omit_defaults=True):
     done: Counts | None = None  # the batch is restored
 
 
-_BATCH = msgspec.msgpack.Decoder(tuple[list[bytes], list[Node]])
+# A batch: its paths, and its entries encoded as a folder listing is (times of any range).
+_BATCH = msgspec.msgpack.Decoder(tuple[list[bytes], bytes])
 _MESSAGE = msgspec.msgpack.Decoder(_Message)
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -90,6 +92,16 @@ def _read(inp: IO[bytes]) -> bytes | None:
         return None
     data = inp.read(length)
     return data if len(data) == length else None
+
+
+def _listing(files: list[tuple[bytes, Node]]) -> bytes:
+    """The batch's entries as a folder listing (format/tree.py decodes either form): encoded
+    in C, or field by field where a time lies beyond what an integer of msgpack holds."""
+    nodes = [n for _p, n in files]
+    try:
+        return _ENCODER.encode({"v": 1, "nodes": nodes})
+    except OverflowError:
+        return encode({"v": 1, "nodes": [n.to_wire() for n in nodes]})
 
 
 class _Child:
@@ -155,7 +167,7 @@ class BatchProcesses:
             child.batches.append(files)
             child.files += len(files)
         try:
-            _write(child.send, _ENCODER.encode(([p for p, _n in files], [n for _p, n in files])))
+            _write(child.send, _ENCODER.encode(([p for p, _n in files], _listing(files))))
         except (OSError, ValueError):
             pass  # the copy is gone: its listener counts the batch as not restored
         return True
@@ -263,8 +275,8 @@ def _serve(restorer: Restorer, batches_fd: int, answers_fd: int, others: list[in
             sender = _Sender(out)
             restorer.forked(sender)
             while (frame := _read(inp)) is not None:
-                paths, nodes = _BATCH.decode(frame)
-                restorer._restore_batch(list(zip(paths, nodes, strict=True)))
+                paths, listing = _BATCH.decode(frame)
+                restorer._restore_batch(list(zip(paths, decode_tree(listing), strict=True)))
                 sender.send(restorer.take_counts())
         code = 0
     except BaseException:  # noqa: S110 (the parent reports the batches left unanswered)
