@@ -113,6 +113,7 @@ class _Child:
         self.files = 0  # in those batches
         self.alive = True
         self.status: int | None = None  # as waitpid gave it, once reaped
+        self.reaping = threading.Lock()  # a pid is never signalled once reaped (it may be reused)
         self.reader: threading.Thread | None = None
 
 
@@ -189,48 +190,52 @@ class BatchProcesses:
     def abort(self) -> None:
         """The command is interrupted or failed: end the copies now."""
         for child in self._children:
-            if child.status is None:
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            with child.reaping:
+                if child.status is None:
+                    try:
+                        os.kill(child.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
         self.close()
 
     def _listen(self, child: _Child) -> None:
         restorer = self._restorer
-        while True:
-            frame = _read(child.receive)
-            try:
-                message = _MESSAGE.decode(frame) if frame is not None else None
-            except msgspec.DecodeError:
-                message = None
-            if message is None:
-                break
-            if message.files or message.nbytes:
-                restorer.progress.advance(files=message.files, nbytes=message.nbytes,
-                                          current=message.current)
-            if message.done is not None:
-                restorer.add_counts(message.done)
-                with self._ready:
-                    batch = child.batches.pop(0) if child.batches else []
-                    child.files -= len(batch)
-                    self._ready.notify_all()
-        child.receive.close()
-        self._reap(child)
-        with self._ready:
-            child.alive = False
-            lost, child.batches, child.files = child.batches, [], 0
-            self._ready.notify_all()
+        try:
+            while True:
+                frame = _read(child.receive)
+                try:
+                    message = _MESSAGE.decode(frame) if frame is not None else None
+                except msgspec.DecodeError:
+                    message = None
+                if message is None:
+                    break
+                if message.files or message.nbytes:
+                    restorer.progress.advance(files=message.files, nbytes=message.nbytes,
+                                              current=message.current)
+                if message.done is not None:
+                    restorer.add_counts(message.done)
+                    with self._ready:
+                        batch = child.batches.pop(0) if child.batches else []
+                        child.files -= len(batch)
+                        self._ready.notify_all()
+        finally:  # whatever ends the listening, the copy is gone for the walk
+            child.receive.close()
+            self._reap(child)
+            with self._ready:
+                child.alive = False
+                lost, child.batches, child.files = child.batches, [], 0
+                self._ready.notify_all()
         if lost:
             restorer.lost_to_copy(lost, _ended(child.status))
 
     @staticmethod
     def _reap(child: _Child) -> None:
-        if child.status is None:
-            try:
-                child.status = os.waitpid(child.pid, 0)[1]
-            except ChildProcessError:
-                child.status = 0
+        with child.reaping:
+            if child.status is None:
+                try:
+                    child.status = os.waitpid(child.pid, 0)[1]
+                except ChildProcessError:
+                    child.status = 0
 
 
 def _ended(status: int | None) -> str:
