@@ -38,7 +38,7 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.core import forks, posix
@@ -972,7 +972,7 @@ class Restorer:
         """What was counted since the last call (in a copy: one batch's), counters reset."""
         with self._lock:
             counts = Counts(
-                stats={k: v for k, v in asdict(self.stats).items() if v},
+                stats={name: getattr(self.stats, name) for name in COPY_COUNTS},
                 errors=self.problems.errors, warnings=self.problems.warnings, stop=self._stop,
                 lost_links=sorted(self._lost_links), left_links=sorted(self._left_links),
                 not_kept=self._not_kept, privileges_dropped=self._privileges_dropped)

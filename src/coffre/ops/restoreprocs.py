@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import threading
 from typing import IO, TYPE_CHECKING
 
 import msgspec
 
-from coffre.core import forks
+from coffre.core import forks, frames
 from coffre.core.i18n import _
 from coffre.core.progress import Progress
 from coffre.format.codec import encode
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 
 IN_FLIGHT = 2  # batches a copy holds at once: the one it restores and the next
 PROGRESS_EVERY = 128  # files a copy restores between two progress messages
-_FRAME = struct.Struct("<I")
 MAX_FRAME = 1 << 30  # a batch: at most SEALED_BATCH_FILES paths and entries
 
 
@@ -76,22 +74,12 @@ _MESSAGE = msgspec.msgpack.Decoder(_Message)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-def _write(out: IO[bytes], data: bytes) -> None:
-    out.write(_FRAME.pack(len(data)))
-    out.write(data)
-    out.flush()
-
-
 def _read(inp: IO[bytes]) -> bytes | None:
-    """The next frame, or None at the end of the stream (or a frame cut short)."""
-    head = inp.read(_FRAME.size)
-    if len(head) < _FRAME.size:
+    """The next message, or None at the end of the stream (or one cut short or too long)."""
+    try:
+        return frames.read(inp, MAX_FRAME)
+    except ValueError:
         return None
-    (length,) = _FRAME.unpack(head)
-    if length > MAX_FRAME:
-        return None
-    data = inp.read(length)
-    return data if len(data) == length else None
 
 
 def _listing(files: list[tuple[bytes, Node]]) -> bytes:
@@ -168,7 +156,7 @@ class BatchProcesses:
             child.batches.append(files)
             child.files += len(files)
         try:
-            _write(child.send, _ENCODER.encode(([p for p, _n in files], _listing(files))))
+            frames.write(child.send, _ENCODER.encode(([p for p, _n in files], _listing(files))))
         except (OSError, ValueError):
             pass  # the copy is gone: its listener counts the batch as not restored
         return True
@@ -266,7 +254,7 @@ class _Sender(Progress):
     def send(self, done: Counts | None = None) -> None:
         message = _Message(files=self._files, nbytes=self._bytes, current=self._last, done=done)
         self._files = self._bytes = 0
-        _write(self._out, _ENCODER.encode(message))
+        frames.write(self._out, _ENCODER.encode(message))
 
 
 def _serve(restorer: Restorer, batches_fd: int, answers_fd: int, others: list[int]) -> None:

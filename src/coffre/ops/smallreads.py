@@ -37,7 +37,6 @@ import os
 import queue
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ from typing import IO, Any
 import msgspec
 
 from coffre.compress import CODEC_NONE, CODEC_ZSTD, compress, decompress, delta_declared_length
+from coffre.core import frames
 from coffre.core.errors import FormatError
 from coffre.core.interpreter import python_module
 from coffre.crypto.aead import blob_id
@@ -54,7 +54,6 @@ from coffre.sources.files import changed_while_read
 from coffre.sources.prefetch import OpenAhead
 
 HELPERS_AFTER = 2000  # small new files met before the helpers start
-_FRAME = struct.Struct("<I")
 MAX_FRAME = 256 * 1024 * 1024  # a batch's answer: at most BATCH_BYTES and their compressed form
 
 # One file's answer: (id, codec, payload, size, changed), or None: the backup reads it.
@@ -62,24 +61,13 @@ Sealed = tuple[bytes, int, bytes, int, bool]
 
 
 def write_frame(out: IO[bytes], message: object) -> None:
-    data = msgspec.msgpack.encode(message)
-    out.write(_FRAME.pack(len(data)))
-    out.write(data)
-    out.flush()
+    frames.write(out, msgspec.msgpack.encode(message))
 
 
 def read_frame(inp: IO[bytes]) -> Any:
     """The next message, or None at the end of the stream (or a frame cut short)."""
-    head = inp.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    (length,) = _FRAME.unpack(head)
-    if length > MAX_FRAME:
-        raise ValueError("frame too long")
-    data = inp.read(length)
-    if len(data) < length:
-        return None
-    return msgspec.msgpack.decode(data)
+    data = frames.read(inp, MAX_FRAME)
+    return None if data is None else msgspec.msgpack.decode(data)
 
 
 # -- the helper's side -----------------------------------------------------------------------
