@@ -1,13 +1,16 @@
 """Small files restored by copies of the restore process (ops/restoreprocs.py): what the
 copies restore and count comes back to the command, as the threads' would; a copy that dies
-costs the files it had not answered for, reported, never a hang or a success."""
+costs the files it had not answered for, reported, never a hang or a success; from remote
+storage, a copy reads through the parent and never on the connections it inherited."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +20,10 @@ from coffre.ops.backup import Backup, BackupOptions
 from coffre.ops.restore import RestoreOptions, Restorer
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
+from coffre.storage.base import Backend
 from coffre.storage.local import LocalBackend
+from coffre.storage.url import open_backend
+from test_storage import fresh_s3_url
 
 from conftest import age_tree, tree_digest
 
@@ -40,9 +46,9 @@ def small_tree(src: Path) -> Path:
     return src
 
 
-def backed_up(tmp_path: Path) -> tuple[Repository, Path]:
+def backed_up(tmp_path: Path, backend: Backend | None = None) -> tuple[Repository, Path]:
     src = small_tree(tmp_path / "src")
-    backend = LocalBackend(tmp_path / "repo")
+    backend = backend or LocalBackend(tmp_path / "repo")
     Repository.init(backend, "pw")
     repo = Repository.open(backend, "pw")
     with Lock(repo, exclusive=False, command="backup") as lock:
@@ -131,3 +137,38 @@ def test_a_copy_that_dies_costs_its_files_reported(tmp_path: Path, monkeypatch: 
     complete = [p for p, entry in restored.items() if entry[0] == "file" and entry == whole[p]]
     assert len(complete) >= r.stats.files  # every file counted restored is there, whole
 
+
+
+@pytest.fixture(params=["s3", "sftp"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "s3":
+        request.getfixturevalue("s3_env")
+        backend = open_backend(fresh_s3_url(request.getfixturevalue("seaweedfs")))
+    else:  # one SSH connection, its transport run by a thread the copies do not have
+        request.getfixturevalue("ssh_env")
+        backend = open_backend(request.getfixturevalue("sshd").url(str(tmp_path / "nas")))
+    yield backend
+    backend.close()
+
+
+def test_copies_restore_from_remote_storage_through_the_parent(
+    tmp_path: Path, remote: Backend, made: list[int], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, src = backed_up(tmp_path, remote)
+    parent = os.getpid()
+    inner: Any = remote.inner if hasattr(remote, "inner") else remote
+    load = type(inner).load
+
+    def parent_only(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        if os.getpid() != parent:  # a copy writing on the parent's connection would corrupt it
+            os._exit(99)
+        return load(self, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(type(inner), "load", parent_only)
+    r = restorer(repo, tmp_path / "copies", True, batch_files=40)
+    problems = r.run(repo.snapshots()[0])
+    assert made == [1, 1]  # the cores asked for, not the remote threads
+    assert problems.errors == []
+    assert r.stats.files == FILES + 2
+    assert tree_digest(tmp_path / "copies" / src.relative_to("/")) == tree_digest(src)
+    repo.load_index()  # the parent's connections still work after its copies ended

@@ -108,8 +108,8 @@ class RestoreOptions:
     overwrite: str = "never"  # one of OVERWRITE
     sync: bool = False  # make the target match the snapshot (ops/sync.py); with overwrite "if-changed"
     delete: bool = False  # with sync: remove what the snapshot does not hold
-    # Small files restored by copies of this process (ops/restoreprocs.py), from a local
-    # repository: only where nothing else runs in the process (the command line).
+    # Small files restored by copies of this process (ops/restoreprocs.py): only where nothing
+    # else runs in the process (the command line).
     processes: bool = False
 
 
@@ -234,9 +234,9 @@ class Restorer:
             self.repo.planned = self.selection.demand.planned(self.repo.backend)
         try:
             # Before any thread of the restore (ops/restoreprocs.py says why).
-            if self.opts.processes and not blind and not self.repo.backend.remote and forks.available():
-                try:
-                    self._copies = BatchProcesses(self, self.workers)
+            if self.opts.processes and not blind and forks.available():
+                try:  # as many copies as cores asked for (remote storage: more threads, to wait)
+                    self._copies = BatchProcesses(self, self.opts.workers)
                 except OSError:  # no process to spare (a limit, memory): threads do it all
                     self._copies = None
             with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:

@@ -35,10 +35,12 @@ from typing import IO, TYPE_CHECKING
 import msgspec
 
 from coffre.core import forks, frames
+from coffre.core.errors import CoffreError, FormatError, IntegrityError, ObjectNotFound, StorageError
 from coffre.core.i18n import _
 from coffre.core.progress import Progress
 from coffre.format.codec import encode
 from coffre.format.tree import Node, decode_tree
+from coffre.storage.asked import Ask
 
 if TYPE_CHECKING:
     from coffre.ops.restore import Restorer
@@ -66,11 +68,27 @@ class _Message(msgspec.Struct, omit_defaults=True):
     nbytes: int = 0
     current: bytes | None = None
     done: Counts | None = None  # the batch is restored
+    # Remote storage: bytes the copy asks for (Ask's arguments), answered with a _Reply.
+    load: tuple[str, str, int, int | None, int] | None = None
+
+
+class _Reply(msgspec.Struct, omit_defaults=True):
+    data: bytes = b""
+    error: str = ""  # a key of _ERRORS when the parent could not read them
+    message: str = ""
+
+
+# How a parent's failure to read is raised again in the copy, so the restore's code handles it
+# as it would the storage's own (another copy of a blob is tried, or the file reported).
+_ERRORS: dict[str, type[CoffreError]] = {
+    "missing": ObjectNotFound, "integrity": IntegrityError, "format": FormatError, "storage": StorageError,
+}
 
 
 # A batch: its paths, and its entries encoded as a folder listing is (times of any range).
 _BATCH = msgspec.msgpack.Decoder(tuple[list[bytes], bytes])
 _MESSAGE = msgspec.msgpack.Decoder(_Message)
+_REPLY = msgspec.msgpack.Decoder(_Reply)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -93,10 +111,11 @@ def _listing(files: list[tuple[bytes, Node]]) -> bytes:
 
 
 class _Child:
-    def __init__(self, pid: int, send: IO[bytes], receive: IO[bytes]) -> None:
+    def __init__(self, pid: int, send: IO[bytes], receive: IO[bytes], replies: IO[bytes]) -> None:
         self.pid = pid
-        self.send = send
-        self.receive = receive
+        self.send = send  # batches
+        self.receive = receive  # progress, answers and the copy's reads
+        self.replies = replies  # the bytes read for it: written by its listener only
         self.batches: list[list[tuple[bytes, Node]]] = []  # sent, not answered yet
         self.files = 0  # in those batches
         self.alive = True
@@ -117,20 +136,23 @@ class BatchProcesses:
             for _ in range(count):
                 to_child, from_parent = os.pipe()
                 from_child, to_parent = os.pipe()
+                replies_in, replies_out = os.pipe()
                 try:
                     pid = forks.fork()
                 except OSError:
-                    for fd in (to_child, from_parent, from_child, to_parent):
+                    for fd in (to_child, from_parent, from_child, to_parent, replies_in, replies_out):
                         os.close(fd)
                     raise
                 if pid == 0:
-                    _serve(restorer, to_child, to_parent, [from_parent, from_child, *kept])
-                os.close(to_child)
-                os.close(to_parent)
-                kept += [from_parent, from_child]
-                # Both ends live as long as the copy: close() and the listener close them.
+                    _serve(restorer, to_child, to_parent, replies_in,
+                           [from_parent, from_child, replies_out, *kept])
+                for fd in (to_child, to_parent, replies_in):
+                    os.close(fd)
+                kept += [from_parent, from_child, replies_out]
+                # These ends live as long as the copy: close() and the listener close them.
                 send, receive = open(from_parent, "wb"), open(from_child, "rb")  # noqa: SIM115
-                self._children.append(_Child(pid, send, receive))
+                replies = open(replies_out, "wb")  # noqa: SIM115
+                self._children.append(_Child(pid, send, receive, replies))
         except BaseException:
             self.abort()
             raise
@@ -173,6 +195,7 @@ class BatchProcesses:
                 child.reader.join()
             else:  # never listened to: the copies were still being made
                 child.receive.close()
+                child.replies.close()
             self._reap(child)
 
     def abort(self) -> None:
@@ -197,6 +220,9 @@ class BatchProcesses:
                     message = None
                 if message is None:
                     break
+                if message.load is not None:
+                    self._answer(child, message.load)
+                    continue
                 if message.files or message.nbytes:
                     restorer.progress.advance(files=message.files, nbytes=message.nbytes,
                                               current=message.current)
@@ -208,6 +234,10 @@ class BatchProcesses:
                         self._ready.notify_all()
         finally:  # whatever ends the listening, the copy is gone for the walk
             child.receive.close()
+            try:
+                child.replies.close()
+            except OSError:
+                pass  # a reply the copy, gone, did not read
             self._reap(child)
             with self._ready:
                 child.alive = False
@@ -215,6 +245,20 @@ class BatchProcesses:
                 self._ready.notify_all()
         if lost:
             restorer.lost_to_copy(lost, _ended(child.status))
+
+    def _answer(self, child: _Child, load: tuple[str, str, int, int | None, int]) -> None:
+        """Read for a copy, with this process's connections (Repository.answer_read)."""
+        try:
+            reply = _Reply(data=self._restorer.repo.answer_read(*load))
+        except CoffreError as exc:
+            kind = next((k for k, cls in _ERRORS.items() if isinstance(exc, cls)), "storage")
+            reply = _Reply(error=kind, message=exc.message)
+        except (ValueError, OSError) as exc:  # a name no storage has, or a local read that failed
+            reply = _Reply(error="storage", message=str(exc))
+        try:
+            frames.write(child.replies, _ENCODER.encode(reply))
+        except (OSError, ValueError):
+            pass  # the copy is gone: the end of its answers follows
 
     @staticmethod
     def _reap(child: _Child) -> None:
@@ -256,17 +300,32 @@ class _Sender(Progress):
         self._files = self._bytes = 0
         frames.write(self._out, _ENCODER.encode(message))
 
+    def asker(self, replies: IO[bytes]) -> Ask:
+        """Reads of the storage asked of the parent, each answered on `replies`."""
+        def ask(kind: str, name: str, offset: int, length: int | None, blobs: int) -> bytes:
+            frames.write(self._out, _ENCODER.encode(_Message(load=(kind, name, offset, length, blobs))))
+            frame = _read(replies)
+            if frame is None:
+                raise StorageError(_("the restore's main process stopped answering"))
+            reply = _REPLY.decode(frame)
+            if reply.error:
+                raise _ERRORS.get(reply.error, StorageError)(reply.message)
+            return reply.data
+        return ask
 
-def _serve(restorer: Restorer, batches_fd: int, answers_fd: int, others: list[int]) -> None:
+
+def _serve(restorer: Restorer, batches_fd: int, answers_fd: int, replies_fd: int, others: list[int]) -> None:
     """A copy's whole life: restore each batch received, answer, end when the parent closes
     the pipe. Never returns."""
     code = 1
     try:
         for fd in others:
             os.close(fd)
-        with open(batches_fd, "rb") as inp, open(answers_fd, "wb") as out:
+        with open(batches_fd, "rb") as inp, open(answers_fd, "wb") as out, open(replies_fd, "rb") as replies:
             sender = _Sender(out)
             restorer.forked(sender)
+            if restorer.repo.backend.remote:  # its connections are the parent's: read through it
+                restorer.repo.read_through(sender.asker(replies))
             while (frame := _read(inp)) is not None:
                 paths, listing = _BATCH.decode(frame)
                 restorer._restore_batch(list(zip(paths, decode_tree(listing), strict=True)))

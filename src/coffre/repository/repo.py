@@ -43,6 +43,7 @@ from coffre.repository.index import Location, MasterIndex
 from coffre.repository.treepacks import TreePacks
 from coffre.repository.wholepacks import PlannedPacks
 from coffre.repository.window import PackWindows
+from coffre.storage.asked import Ask, AskedBackend
 from coffre.storage.base import Backend, Handle
 from coffre.storage.cached import CachedBackend
 
@@ -300,6 +301,8 @@ class Repository:
         self.tree_packs = TreePacks(backend, trees_dir) if backend.remote else None
         self.planned: PlannedPacks | None = None  # set by a remote restore for its run
         self.merge_gap = REMOTE_MERGE_GAP if backend.remote else MERGE_GAP
+        self._ask: Ask | None = None  # in a copy of a restore: reads asked of the parent (read_through)
+        self._inherited: tuple[object, ...] = ()  # there: the parent's storage objects, never used
 
     @property
     def opened_slot(self) -> keyring.KeySlot | None:
@@ -783,6 +786,8 @@ class Repository:
     def _from_whole_pack(self, pack: bytes, offset: int, length: int, blobs: int = 1) -> bytes | None:
         """Remote storage: bytes of a pack read whole (a tree pack, or one a restore needs most
         of), or None for the other packs."""
+        if self._ask is not None:  # the parent holds the whole packs, and decides
+            return self._ask("data", pack.hex(), offset, length, blobs)
         if self.tree_packs is not None and self.index.tree_pack(pack):
             return self.tree_packs.read(pack, offset, length)
         planned = self.planned
@@ -802,6 +807,27 @@ class Repository:
                 return self.load_blob(blob_id, verify)
             except CoffreError as exc:
                 return exc
+
+    # -- a copy of a restore process reading through its parent (ops/restoreprocs.py) -----------
+    def read_through(self, ask: Ask) -> None:
+        """In a copy of a restore process: every read of the storage asked of the parent
+        (answer_read), whose connections the copy must not use. The storage objects are kept
+        referenced, never closed nor collected here: closing them could speak on the parent's
+        connections."""
+        self._inherited = (self.backend, self.windows, self.tree_packs, self.planned)
+        self.backend = AskedBackend(ask, self.backend.location, self.backend.remote)
+        self.windows = self.tree_packs = self.planned = None
+        self._ask = ask
+
+    def answer_read(self, kind: str, name: str, offset: int, length: int | None, blobs: int) -> bytes:
+        """In the parent, for a copy (read_through): the bytes it asks for, through the whole
+        packs held here when `blobs` (the blobs they hold) is given."""
+        handle = Handle(kind, name)  # validated: a copy's request, checked like any name
+        if kind == "data" and blobs and length is not None:
+            whole = self._from_whole_pack(bytes.fromhex(name), offset, length, blobs)
+            if whole is not None:
+                return whole
+        return self.backend.load(handle, offset, length)
 
     def iter_pack_names(self) -> Iterator[tuple[str, int]]:
         for info in self.backend.list("data"):
