@@ -1,5 +1,4 @@
-"""Small files restored by copies of the restore process (`coffre restore` from a local
-repository).
+"""Small files restored by copies of the restore process (`coffre restore`).
 
 Why processes: a restore of many small files spends its time in system calls (six a file)
 and short decompressions, and threads hand Python's interpreter lock to each other at every
@@ -16,6 +15,14 @@ msgpack over a pipe); the copy restores it with the restore's own code (Restorer
 _restore_batch), on its one thread, and answers what it counted: files, bytes, errors, the
 hard links it could not make, a target that filled up, and its progress along the way. Large
 files, links, folders and the rest stay with the parent and its threads.
+
+From remote storage a copy must not use the connections it inherited: the parent goes on using
+the same sockets (an SSH connection's transport runs in a thread the copy does not even
+have). Its repository reads through the parent instead (Repository.read_through): each read
+goes over the answers' pipe, the copy's listener in the parent makes it (from the whole packs
+the restore holds, or with a request of its own, Repository.answer_read) and writes the bytes
+back on a third pipe, which only it writes to. The copy authenticates them as it would the
+storage's. The restore then makes the same requests as with threads only.
 
 A copy never goes back into the command's code: whatever happens it ends with os._exit, so no
 `finally` of the command (the repository lock's removal) runs in it. A copy that dies (killed,
