@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,33 @@ def test_copies_restore_from_remote_storage_through_the_parent(
     assert r.stats.files == FILES + 2
     assert tree_digest(tmp_path / "copies" / src.relative_to("/")) == tree_digest(src)
     repo.load_index()  # the parent's connections still work after its copies ended
+
+
+def test_a_large_file_first_in_the_walk_does_not_keep_the_copies_waiting(
+    tmp_path: Path, made: list[int], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The large file's ranges wait until a copy has answered for a batch of small files:
+    that happens only if the walk reaches the small files while the threads hold the ranges."""
+    repo, src = backed_up(tmp_path)
+    answered = threading.Event()
+    add_counts, restore_range = Restorer.add_counts, Restorer._restore_range
+    late: list[bool] = []
+
+    def counted(self: Restorer, counts: restoreprocs.Counts) -> None:
+        add_counts(self, counts)
+        answered.set()
+
+    def waiting(self: Restorer, *args: Any) -> None:
+        if not late and not answered.wait(30):
+            late.append(True)  # once: the walk waited for this range instead
+        restore_range(self, *args)
+
+    monkeypatch.setattr(Restorer, "add_counts", counted)
+    monkeypatch.setattr(Restorer, "_restore_range", waiting)
+    r = restorer(repo, tmp_path / "out", True, batch_files=40)
+    r.range_blobs = 1  # base.db, first in the walk, in ranges of one blob
+    r._slots = threading.BoundedSemaphore(1)  # one range queued at a time
+    problems = r.run(repo.snapshots()[0])
+    assert made == [1, 1]
+    assert late == [] and problems.errors == []
+    assert tree_digest(tmp_path / "out" / src.relative_to("/")) == tree_digest(src)
