@@ -203,3 +203,34 @@ def test_a_large_file_first_in_the_walk_does_not_keep_the_copies_waiting(
     assert made == [1, 1]
     assert late == [] and problems.errors == []
     assert tree_digest(tmp_path / "out" / src.relative_to("/")) == tree_digest(src)
+
+
+def test_a_damaged_file_restored_by_a_copy_from_remote_storage_is_reported(
+    tmp_path: Path, sshd: Any, ssh_env: dict[str, str], made: list[int],
+) -> None:
+    """The copy's reads through the parent, its checks and its fallback to the blob alone
+    (Repository.load_blob, asked too) end as with threads: that file reported, the rest whole."""
+    nas = tmp_path / "nas"
+    remote = open_backend(sshd.url(str(nas)))
+    try:
+        repo, src = backed_up(tmp_path, remote)
+        damaged = src / "dossier-3" / "f-3-004.txt"
+        loc = repo.index.lookup(repo.crypter.blob_id(damaged.read_bytes()))
+        assert loc is not None
+        pack = next(nas.rglob(loc.pack.hex()))
+        os.chmod(pack, 0o600)
+        with open(pack, "r+b") as f:
+            f.seek(loc.entry.offset + loc.entry.length // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        r = restorer(repo, tmp_path / "out", True, batch_files=40)
+        problems = r.run(repo.snapshots()[0])
+        assert made == [1, 1]
+        assert len(problems.errors) == 1 and "f-3-004.txt" in problems.errors[0]
+        assert (r.stats.files, r.stats.files_failed) == (FILES + 1, 1)
+        out = tmp_path / "out" / src.relative_to("/")
+        assert not (out / damaged.relative_to(src)).exists()
+        assert (out / "dossier-3" / "f-3-005.txt").read_bytes() == (src / "dossier-3" / "f-3-005.txt").read_bytes()
+    finally:
+        remote.close()
