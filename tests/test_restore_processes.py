@@ -231,6 +231,7 @@ def test_a_damaged_file_restored_by_a_copy_from_remote_storage_is_reported(
         assert (r.stats.files, r.stats.files_failed) == (FILES + 1, 1)
         out = tmp_path / "out" / src.relative_to("/")
         assert not (out / damaged.relative_to(src)).exists()
-        assert (out / "dossier-3" / "f-3-005.txt").read_bytes() == (src / "dossier-3" / "f-3-005.txt").read_bytes()
+        neighbour = Path("dossier-3") / "f-3-005.txt"
+        assert (out / neighbour).read_bytes() == (src / neighbour).read_bytes()
     finally:
         remote.close()
