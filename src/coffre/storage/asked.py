@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from coffre.core.errors import StorageError
+from coffre.core.i18n import _
 from coffre.storage.base import Handle, ObjectInfo
 
 # kind, name, offset, length (None: to the end), blobs (0: not through whole packs) -> bytes
@@ -59,4 +60,4 @@ class AskedBackend:
 
 
 def _refuse() -> NoReturn:
-    raise StorageError("a copy of the restore process only reads, through its parent")
+    raise StorageError(_("a copy of the restore process only reads, through its parent"))
