@@ -238,6 +238,40 @@ def test_console_script_handles_a_signal_during_its_imports(repo: Coffre, tmp_pa
     assert snapshot_ids(repo) == []
 
 
+# A command whose import makes a class with a descriptor, and SIGTERM lands in the descriptor's
+# __set_name__, as it did in a CI run inside the standard library's ipaddress (a cached_property).
+INTERRUPTED_IN_SET_NAME = """
+import os, signal, sys, time
+import coffre.cli.main
+from coffre.cli import entry
+
+class Descriptor:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):  # the handler runs in here
+            pass
+
+def command_line():
+    class Network:  # as an import would make it
+        address = Descriptor()
+    print("completed")
+    return 0
+
+coffre.cli.main.main = command_line
+sys.exit(entry.main())
+"""
+
+
+def test_a_signal_in_a_descriptor_of_a_class_being_made_interrupts_cleanly() -> None:
+    """Python 3.11 wraps an exception raised by __set_name__ in a RuntimeError: the signal must
+    still end the command as an interruption (143, one line), not as a failure with a traceback."""
+    res = subprocess.run([sys.executable, "-c", INTERRUPTED_IN_SET_NAME], capture_output=True,
+                         text=True, timeout=60, preexec_fn=_default_sigint)
+    assert res.returncode == 128 + signal.SIGTERM, res
+    assert "completed" not in res.stdout, res
+    assert "interrupted by SIGTERM" in res.stderr and "Traceback" not in res.stderr, res
+
+
 # A command whose work drops an object with a finalizer that a SIGINT interrupts: the signal
 # is sent from the finalizer itself, so its handler runs there, where Python cannot raise.
 INTERRUPTED_IN_A_FINALIZER = """

@@ -171,6 +171,18 @@ def _interrupted_message(signum: int) -> str:
         signal=signal.Signals(signum).name)
 
 
+def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interruption a RuntimeError wraps, if any: Python 3.11 wraps what a descriptor's
+    __set_name__ raises while a class is made ("Error calling __set_name__"), and a signal
+    during the imports may land there (a cached_property of the standard library's ipaddress)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 def _fast_path(argv: list[str]) -> int | None:
     """`coffre wal push`, which PostgreSQL runs for each WAL file, without the whole command
     line (cli/wal_push.py); None for everything else."""
@@ -200,6 +212,11 @@ def main() -> int:
         _exit_on_signal(code)
     except KeyboardInterrupt as exc:
         return interrupted(exc)
+    except RuntimeError as exc:
+        cause = _interruption_behind(exc)
+        if cause is None:
+            raise
+        return interrupted(cause)
     # The interpreter's last garbage collection, at exit, walks every object still alive only
     # to free memory the system takes back anyway: ~75,000 once the S3 library has loaded its
     # model, ~30 ms of a remote command. Frozen objects are left out of it. What the command
