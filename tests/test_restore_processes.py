@@ -95,18 +95,25 @@ def test_copies_restore_and_count_what_threads_do(tmp_path: Path, made: list[int
     assert lien.stat().st_nlink == 2
 
 
-def test_a_damaged_file_restored_by_a_copy_is_reported(tmp_path: Path, made: list[int]) -> None:
-    repo, src = backed_up(tmp_path)
+def damage_one_file(repo: Repository, src: Path, stored: Path) -> Path:
+    """Flip a byte in the middle of one small file's stored blob (in its pack under
+    `stored`, the repository's folder); the file."""
     damaged = src / "dossier-3" / "f-3-004.txt"
     loc = repo.index.lookup(repo.crypter.blob_id(damaged.read_bytes()))
     assert loc is not None
-    pack = tmp_path / "repo" / "data" / loc.pack.hex()[:2] / loc.pack.hex()
+    pack = next(stored.rglob(loc.pack.hex()))
     os.chmod(pack, 0o600)
     with open(pack, "r+b") as f:
         f.seek(loc.entry.offset + loc.entry.length // 2)
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
+    return damaged
+
+
+def test_a_damaged_file_restored_by_a_copy_is_reported(tmp_path: Path, made: list[int]) -> None:
+    repo, src = backed_up(tmp_path)
+    damaged = damage_one_file(repo, src, tmp_path / "repo")
     r = restorer(repo, tmp_path / "out", True, batch_files=40)
     problems = r.run(repo.snapshots()[0])
     assert made == [1, 1]
@@ -214,16 +221,7 @@ def test_a_damaged_file_restored_by_a_copy_from_remote_storage_is_reported(
     remote = open_backend(sshd.url(str(nas)))
     try:
         repo, src = backed_up(tmp_path, remote)
-        damaged = src / "dossier-3" / "f-3-004.txt"
-        loc = repo.index.lookup(repo.crypter.blob_id(damaged.read_bytes()))
-        assert loc is not None
-        pack = next(nas.rglob(loc.pack.hex()))
-        os.chmod(pack, 0o600)
-        with open(pack, "r+b") as f:
-            f.seek(loc.entry.offset + loc.entry.length // 2)
-            byte = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([byte[0] ^ 0xFF]))
+        damaged = damage_one_file(repo, src, nas)
         r = restorer(repo, tmp_path / "out", True, batch_files=40)
         problems = r.run(repo.snapshots()[0])
         assert made == [1, 1]
