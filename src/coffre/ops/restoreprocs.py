@@ -47,7 +47,7 @@ from coffre.core.i18n import _
 from coffre.core.progress import Progress
 from coffre.format.codec import encode
 from coffre.format.tree import Node, decode_tree
-from coffre.storage.asked import Ask
+from coffre.storage.asked import Ask, Read
 
 if TYPE_CHECKING:
     from coffre.ops.restore import Restorer
@@ -76,7 +76,7 @@ class _Message(msgspec.Struct, omit_defaults=True):
     current: bytes | None = None
     done: Counts | None = None  # the batch is restored
     # Remote storage: bytes the copy asks for (Ask's arguments), answered with a _Reply.
-    load: tuple[str, str, int, int | None, int] | None = None
+    load: Read | None = None
 
 
 class _Reply(msgspec.Struct, omit_defaults=True):
@@ -253,7 +253,7 @@ class BatchProcesses:
         if lost:
             restorer.lost_to_copy(lost, _ended(child.status))
 
-    def _answer(self, child: _Child, load: tuple[str, str, int, int | None, int]) -> None:
+    def _answer(self, child: _Child, load: Read) -> None:
         """Read for a copy, with this process's connections (Repository.answer_read)."""
         try:
             reply = _Reply(data=self._restorer.repo.answer_read(*load))

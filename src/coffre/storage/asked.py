@@ -15,8 +15,9 @@ from coffre.core.errors import StorageError
 from coffre.core.i18n import _
 from coffre.storage.base import Handle, ObjectInfo
 
-# kind, name, offset, length (None: to the end), blobs (0: not through whole packs) -> bytes
-Ask = Callable[[str, str, int, int | None, int], bytes]
+# What is asked: kind, name, offset, length (None: to the end), blobs (0: not through whole packs).
+Read = tuple[str, str, int, int | None, int]
+Ask = Callable[[str, str, int, int | None, int], bytes]  # a Read's fields -> the bytes
 
 
 class AskedBackend:
