@@ -1,6 +1,6 @@
 """Messages between Coffre's own processes over a pipe: each a 4-byte length, then its bytes.
 
-Used by the backup's helper processes (ops/smallreads.py) and the restore's copies of itself
+Used by the backup's helper processes (ops/smallhelper.py) and the restore's copies of itself
 (ops/restoreprocs.py), which encode what is inside (msgpack) themselves.
 """
 

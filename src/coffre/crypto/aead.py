@@ -24,7 +24,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from coffre.core.errors import FormatError, IntegrityError
 from coffre.core.i18n import _
+from coffre.crypto.blobid import blob_id
 
 ENVELOPE_VERSION = 1
 SESSION_ID_LEN = 16
@@ -132,12 +132,6 @@ def unwrap_content(master: bytes, repo_id: bytes, wrapped: bytes) -> bytes:
                                                  b"coffre content v2" + repo_id)
     except InvalidTag:
         raise IntegrityError(_("the config's content key does not open with this key slot")) from None
-
-
-def blob_id(id_key: bytes, data: bytes | memoryview) -> bytes:
-    """A blob's id: its content's BLAKE3 hash keyed by the repository's id key (the backup's
-    helper processes name small files with it, knowing no other key)."""
-    return blake3.blake3(data, key=id_key).digest()
 
 
 class Crypter:

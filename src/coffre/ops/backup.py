@@ -63,9 +63,10 @@ from coffre.repository.index import MasterIndex
 from coffre.repository.locks import LeaseExpired, Lock, live_locks
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
+from coffre.sources.changes import changed_while_read
 from coffre.sources.databases.base import Database
 from coffre.sources.databases.command import stream_command
-from coffre.sources.files import Excluder, changed_while_read, node_from_stat
+from coffre.sources.files import Excluder, node_from_stat
 from coffre.sources.patterns import escape
 from coffre.sources.prefetch import OpenAhead, Prefetcher, ReadAhead, open_to_read
 from coffre.sources.scan import Scanner, start_scanner

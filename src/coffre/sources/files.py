@@ -68,12 +68,6 @@ def node_from_stat(name: bytes, path: bytes, st: os.stat_result) -> Node:
     return node
 
 
-def changed_while_read(before: os.stat_result, after: os.stat_result) -> bool:
-    """Whether a file was modified while it was read (its fstat before and after)."""
-    return (before.st_mtime_ns, before.st_size, before.st_ctime_ns) != (
-        after.st_mtime_ns, after.st_size, after.st_ctime_ns)
-
-
 class Excluder:
     """Exclude patterns (the grammar of sources/patterns.py); a match excludes a folder's whole
     subtree (the walks do not descend into it)."""
