@@ -171,7 +171,7 @@ def test_the_helper_hands_back_what_it_cannot_read_in_one_go(tmp_path: Path) -> 
 def test_a_helper_loads_neither_the_encryption_library_nor_the_backup() -> None:
     """A helper knows the key that names blobs and no other: it does not even load the code
     that encrypts. Its start, paid by every backup that uses helpers, stays that of zstd,
-    BLAKE3 and msgpack (~0.04 CPU-second, against ~0.12 with the backup's modules)."""
+    BLAKE3 and msgpack (~0.05 CPU-second, against ~0.12 with the backup's modules)."""
     probe = ("import sys, runpy; sys.argv = ['smallhelper']; "
              "runpy.run_module('coffre.ops.smallhelper', run_name='__main__'); "
              "print(' '.join(sorted(sys.modules)))")
