@@ -49,6 +49,17 @@ than on day 7 (the SQLite database ~3 times its first size, the pg dump ~2.8 tim
 still writes its compounding count of scans before the extras are deleted: on the default set,
 ~170 a day by day 365 (~21 kept).
 
+--steady measures history alone: the tree keeps its size, so every day's job has the same work
+and whatever grows comes from the repository's history (its snapshots, index and packs). Each
+day, after the linear rules, as much of the oldest data as the day added is removed, as a
+pharmacy archiving and purging its oldest records would: the scans of lowest number (day 1's
+count of them), the database rows of lowest id (as many as the day inserted into each table;
+SQLite reuses their pages, so the file stops growing), the first rows of each COPY block of the
+pg dump (as many as the day appended), and the day's new files other than scans (daily logs,
+sales export, orders) 28 days later; and each var/log file appended to loses as many bytes from
+its start, up to a line's end (a size cap, as journald keeps). What still grows: the edited
+documents, a paragraph each.
+
 Each day's tree size is printed, written in the CSVs (tree_bytes, with scan_files, scans_added
 and db_rows) and plotted; the end of the run gives the mean growth a day and where it leads on
 day 365. Estimates from short runs, not from a year: --small grew 4.7 MB a day over 3 days (5
@@ -316,12 +327,31 @@ def scan_ids(tree: Path) -> dict[Path, int]:
     return out
 
 
-def database_rows(tree: Path) -> int:
-    """The rows of the tables whose count sets the share of rows mutate_dataset.py changes (read-only)."""
+def table_rows(tree: Path) -> dict[str, int]:
+    """The rows of each table whose count sets the share of rows mutate_dataset.py changes
+    (read-only)."""
     con = sqlite3.connect((tree / DATABASE).resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        return sum(int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-                   for table in DB_TABLES)
+        return {table: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+                for table in DB_TABLES}
+    finally:
+        con.close()
+
+
+def database_rows(tree: Path) -> int:
+    return sum(table_rows(tree).values())
+
+
+def delete_oldest_rows(tree: Path, count: dict[str, int]) -> int:
+    """--steady: deletes the count[table] rows of lowest id of each table (the mutator numbers
+    its rows in order), as a pharmacy purging its oldest sales would. SQLite keeps the freed
+    pages for the next inserts, so the file stops growing. The number of rows deleted."""
+    con = sqlite3.connect(tree / DATABASE)
+    try:
+        with con:
+            return sum(con.execute(f"DELETE FROM {table} WHERE id IN "  # noqa: S608
+                                   f"(SELECT id FROM {table} ORDER BY id LIMIT ?)", (n,)).rowcount
+                       for table, n in count.items() if n > 0)
     finally:
         con.close()
 
@@ -348,26 +378,31 @@ def dump_rows(path: Path) -> dict[str, int]:
     return rows
 
 
-def trim_dump(path: Path, keep: dict[str, int]) -> int:
+def trim_dump(path: Path, keep: dict[str, int], drop_first: dict[str, int] | None = None) -> tuple[int, int]:
     """Drops the rows of each table's COPY block beyond its first keep[table] (mutate_dataset.py
-    appends its new rows at the end of the block), rewriting the file as the mutator does; the
-    number of rows dropped."""
+    appends its new rows at the end of the block) and, --steady, its first drop_first[table]
+    rows (the oldest), rewriting the file as the mutator does; the numbers of rows dropped at
+    the end and at the start."""
     rows: dict[str, int] = {}
-    dropped = 0
+    beyond = oldest = 0
+    first = drop_first or {}
     temporary = path.with_name(path.name + ".trim")
     with path.open("rb") as dump, temporary.open("wb") as out:
         for table, line in dump_lines(dump):
             if table is not None:
                 rows[table] = rows.get(table, 0) + 1
                 if rows[table] > keep.get(table, rows[table]):
-                    dropped += 1
+                    beyond += 1
+                    continue
+                if rows[table] <= first.get(table, 0):
+                    oldest += 1
                     continue
             out.write(line)
-    if dropped:
+    if beyond or oldest:
         os.replace(temporary, path)
     else:
         temporary.unlink()
-    return dropped
+    return beyond, oldest
 
 
 # The logs mutate_dataset.py appends to every day (~300 KB each), and how the year rotates
@@ -406,22 +441,79 @@ class Activity:
     scan_files: int
     db_rows: int
     logs_rotated: bool = False  # the current logs were rotated after the day (weekly)
+    # --steady: the oldest data removed for what the day added
+    old_scans_removed: int = 0
+    old_db_rows_removed: int = 0
+    old_dump_rows_removed: int = 0
+    old_files_removed: int = 0  # the day's new exports, orders and logs of EXPIRE_DAYS ago
+    old_log_bytes_removed: int = 0  # from the start of the var/log files the day appended to
+
+
+GROWTHS = ("linear", "compound", "steady")
+EXPIRE_DAYS = 28  # --steady: a day's new exports, orders and daily logs are removed this much later
+
+
+VAR_LOG = Path("var/log")
+
+
+def file_sizes(folder: Path) -> dict[Path, int]:
+    return {Path(dirpath, name): os.path.getsize(os.path.join(dirpath, name))
+            for dirpath, _, names in os.walk(folder) for name in names}
+
+
+def cut_log_heads(before: dict[Path, int]) -> int:
+    """--steady: each log that grew since `before` loses as many bytes from its start, up to
+    the end of a line (a size cap, as journald keeps one). The bytes cut."""
+    cut = 0
+    for path, size in before.items():
+        grown = os.path.getsize(path) - size
+        if grown <= 0:
+            continue
+        data = path.read_bytes()
+        end = data.find(b"\n", grown - 1)
+        end = len(data) if end < 0 else end + 1
+        path.write_bytes(data[end:])
+        cut += end
+    return cut
+
+
+def regular_files(tree: Path) -> set[str]:
+    """Every regular file under the tree, as a path relative to it."""
+    return {os.path.relpath(os.path.join(dirpath, name), tree)
+            for dirpath, _, names in os.walk(tree) for name in names
+            if os.path.isfile(os.path.join(dirpath, name))}
 
 
 class Pharmacy:
-    """The days of activity on the working tree (mutate_dataset.py, one seed a day). Unless
-    `compound`, each day is held to the first: as many new scans (the newest beyond are
-    deleted), as many database rows changed (through --db-fraction) and as many rows appended
-    to each table of the pg dump (the last ones beyond are dropped), so the tree grows linearly."""
+    """The days of activity on the working tree (mutate_dataset.py, one seed a day).
 
-    def __init__(self, tree: Path, compound: bool, rotating: bool = True) -> None:
+    `growth`: "linear" holds each day to the first: as many new scans (the newest beyond are
+    deleted), as many database rows changed (through --db-fraction) and as many rows appended
+    to each table of the pg dump (the last ones beyond are dropped), so the tree grows linearly.
+    "steady" also removes each day as much of the oldest data as the day added (the scans of
+    lowest number, the database rows and dump rows of lowest id, the new files of EXPIRE_DAYS
+    ago), so the tree keeps its size and only the repositories' history grows. "compound"
+    leaves the mutator as it is."""
+
+    def __init__(self, tree: Path, growth: str, rotating: bool = True) -> None:
+        if growth not in GROWTHS:
+            raise ValueError(f"growth is one of {GROWTHS}")
         self.tree = tree
-        self.compound = compound
+        self.growth = growth
         self.rotating = rotating  # the current logs, every ROTATE_EVERY days
         self.days_lived = 0
         self.scans_per_day: int | None = None  # day 1's figures, once it has run
         self.db_rows_day_1: int | None = None
         self.dump_rows_per_day: dict[str, int] | None = None
+        self.expiring: list[tuple[int, str]] = []  # --steady: (day, path) of the days' new files
+
+    @property
+    def compound(self) -> bool:
+        return self.growth == "compound"
+
+    @property
+    def steady(self) -> bool:
+        return self.growth == "steady"
 
     @property
     def db_rows_per_day(self) -> int | None:
@@ -439,9 +531,12 @@ class Pharmacy:
     def live_one_day(self, seed: int) -> Activity:
         self.days_lived += 1
         scans_before = scan_ids(self.tree)
-        rows = database_rows(self.tree)
+        tables_before = table_rows(self.tree)
+        rows = sum(tables_before.values())
         if self.db_rows_day_1 is None:
             self.db_rows_day_1 = rows
+        files_before = regular_files(self.tree) if self.steady else set()
+        logs_before = file_sizes(self.tree / VAR_LOG) if self.steady else {}
         dump = self.tree / PG_DUMP
         dump_before = None if self.compound else dump_rows(dump)
         live_one_day(self.tree, seed, None if self.compound else self.db_fraction(rows))
@@ -452,36 +547,65 @@ class Pharmacy:
         extra = [] if self.compound else new[self.scans_per_day:]  # the highest numbers
         for _, path in extra:
             (self.tree / path).unlink()
-        dump_removed = 0
+            del scans_after[path]
+        dump_removed = old_dump_rows = 0
         if dump_before is not None:
             if self.dump_rows_per_day is None:
                 after = dump_rows(dump)
                 self.dump_rows_per_day = {table: after.get(table, 0) - n for table, n in dump_before.items()}
-            else:
-                per_day = self.dump_rows_per_day
-                dump_removed = trim_dump(dump, {table: n + per_day.get(table, 0)
-                                                for table, n in dump_before.items()})
+            per_day = self.dump_rows_per_day
+            # --steady: also each block's first rows, as many as the day appends to it
+            dump_removed, old_dump_rows = trim_dump(
+                dump, {table: n + per_day.get(table, 0) for table, n in dump_before.items()},
+                per_day if self.steady else None)
+        old = self._remove_oldest(scans_after, tables_before, files_before) if self.steady else (0, 0, 0)
+        log_bytes = cut_log_heads(logs_before)
         rotated = self.rotating and self.days_lived % ROTATE_EVERY == 0 and rotate_logs(self.tree)
         return Activity(scans_added=len(new) - len(extra), scans_removed=len(extra),
-                        dump_rows_removed=dump_removed, scan_files=len(scans_after) - len(extra),
-                        db_rows=database_rows(self.tree), logs_rotated=rotated)
+                        dump_rows_removed=dump_removed, scan_files=len(scans_after) - old[0],
+                        db_rows=database_rows(self.tree), logs_rotated=rotated,
+                        old_scans_removed=old[0], old_db_rows_removed=old[1],
+                        old_dump_rows_removed=old_dump_rows, old_files_removed=old[2],
+                        old_log_bytes_removed=log_bytes)
+
+    def _remove_oldest(self, scans: dict[Path, int], tables_before: dict[str, int],
+                       files_before: set[str]) -> tuple[int, int, int]:
+        """--steady: as many of the oldest scans and database rows as the day added, and the
+        new files of EXPIRE_DAYS ago. (scans, rows, files) removed."""
+        tables_after = table_rows(self.tree)
+        inserted = {t: tables_after[t] - n for t, n in tables_before.items()}
+        rows = delete_oldest_rows(self.tree, inserted)
+        new_scans = self.scans_per_day or 0
+        oldest = sorted((rid, path) for path, rid in scans.items())[:new_scans]
+        for _, path in oldest:
+            (self.tree / path).unlink()
+        scan_dir = str(SCANS_DIR) + os.sep
+        new_files = sorted(f for f in regular_files(self.tree) - files_before if not f.startswith(scan_dir))
+        self.expiring += [(self.days_lived, f) for f in new_files]
+        due = [f for day, f in self.expiring if day <= self.days_lived - EXPIRE_DAYS]
+        self.expiring = [(day, f) for day, f in self.expiring if day > self.days_lived - EXPIRE_DAYS]
+        for f in due:
+            (self.tree / f).unlink(missing_ok=True)
+        return len(oldest), rows, len(due)
 
     def figures(self) -> dict[str, object]:
         """For summary.json: how the tree grew, and day 1's figures the later days were held to."""
-        return {"growth": "compound" if self.compound else "linear", "logs_rotated": self.rotating,
+        return {"growth": self.growth, "logs_rotated": self.rotating,
                 "scans_per_day": self.scans_per_day, "db_rows_day_1": self.db_rows_day_1,
                 "db_rows_changed_per_day": self.db_rows_per_day,
-                "dump_rows_appended_per_day": self.dump_rows_per_day}
+                "dump_rows_appended_per_day": self.dump_rows_per_day,
+                **({"expiring": self.expiring} if self.steady else {})}
 
     @classmethod
     def resumed(cls, tree: Path, figures: dict[str, Any], days_lived: int) -> Pharmacy:
         """The pharmacy of a kept run (`figures()` as summary.json holds them), going on from
         its last day (year_more.py)."""
-        pharmacy = cls(tree, figures["growth"] == "compound", figures["logs_rotated"])
+        pharmacy = cls(tree, figures["growth"], figures["logs_rotated"])
         pharmacy.days_lived = days_lived
         pharmacy.scans_per_day = figures["scans_per_day"]
         pharmacy.db_rows_day_1 = figures["db_rows_day_1"]
         pharmacy.dump_rows_per_day = figures["dump_rows_appended_per_day"]
+        pharmacy.expiring = [(int(day), str(f)) for day, f in figures.get("expiring", [])]
         return pharmacy
 
 
@@ -538,7 +662,14 @@ def day_line(day: int, moment: datetime, rows: dict[str, Day], activity: Activit
     """The progress line printed after each day: the tree, then each tool."""
     removed = [f"{n} {what} beyond day 1's removed" for n, what in
                ((activity.scans_removed, "scans"), (activity.dump_rows_removed, "dump rows")) if n]
-    parts = [f"tree {tree_bytes / 1e6:.1f} MB (+{(tree_bytes - previous_bytes) / 1e6:.1f} MB, "
+    old = [f"{n} {what}" for n, what in ((activity.old_scans_removed, "scans"),
+                                         (activity.old_db_rows_removed, "database rows"),
+                                         (activity.old_dump_rows_removed, "dump rows"),
+                                         (activity.old_files_removed, "files")) if n]
+    if activity.old_log_bytes_removed:
+        old.append(f"{activity.old_log_bytes_removed / 1e3:.0f} KB of var/log")
+    removed += [f"oldest removed: {', '.join(old)}"] if old else []
+    parts = [f"tree {tree_bytes / 1e6:.1f} MB ({(tree_bytes - previous_bytes) / 1e6:+.1f} MB, "
              f"+{activity.scans_added} scans{''.join(', ' + r for r in removed)}"
              f"{', logs rotated' if activity.logs_rotated else ''})"]
     for name, row in rows.items():
@@ -833,7 +964,7 @@ def growth_line(growth: TreeGrowth, compound: bool) -> str:
     caveat = ("; --compound: the growth speeds up every day, so this underestimates it" if compound
               else ": an estimate, at this run's mean pace")
     return (f"tree: {growth.start_bytes / 1e6:.1f} MB before day 1, {growth.last_bytes / 1e6:.1f} MB on day "
-            f"{growth.days}, +{growth.per_day / 1e6:.2f} MB a day; at that pace "
+            f"{growth.days}, {growth.per_day / 1e6:+.2f} MB a day; at that pace "
             f"{growth.on_day(365) / 1e9:.2f} GB on day 365{caveat}")
 
 
@@ -898,10 +1029,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-log-rotation", action="store_true",
                     help="never rotate the current logs: each grows ~300 KB a day all year (~110 MB on "
                          "day 365), and every tool reads it whole every day")
-    ap.add_argument("--compound", action="store_true",
-                    help="let mutate_dataset.py compound (each day's new scans and rows a share of those "
-                         "already there) instead of holding every day to the first: the old growth, for "
-                         "comparison")
+    growth = ap.add_mutually_exclusive_group()
+    growth.add_argument("--compound", action="store_true",
+                        help="let mutate_dataset.py compound (each day's new scans and rows a share of "
+                             "those already there) instead of holding every day to the first: the old "
+                             "growth, for comparison")
+    growth.add_argument("--steady", action="store_true",
+                        help="hold the tree's size: every day also removes as much of the oldest data as "
+                             "it added (scans, database rows, pg dump rows; its new exports, orders and "
+                             f"daily logs {EXPIRE_DAYS} days later), so that every day's job has the same "
+                             "work and only the repositories' history grows")
     args = ap.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in YEAR_TOOLS]
@@ -969,11 +1106,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data set: {folder_bytes(pristine) / 1e6:.0f} MB in {pristine}; {year.days} days from "
           f"{year.start}; prune every {args.prune_every} days, check {args.check_subset} % every "
           f"{args.check_every} days; tools: {', '.join(args.tools)}", flush=True)
-    mode = "compound (mutate_dataset.py as is)" if args.compound else "linear (every day held to day 1)"
+    growth = "compound" if args.compound else "steady" if args.steady else "linear"
+    mode = {"compound": "compound (mutate_dataset.py as is)", "linear": "linear (every day held to day 1)",
+            "steady": "steady (every day held to day 1, and as much of the oldest data removed)"}[growth]
     rotating = not (args.no_log_rotation or args.compound)
     rotation = f"rotated every {ROTATE_EVERY} days, {ROTATE_KEEP} kept" if rotating else "never rotated"
     print(f"growth: {mode}; current logs {rotation}", flush=True)
-    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), args.compound, rotating)
+    pharmacy = Pharmacy(prepare(tools, pristine, work, args.out), growth, rotating)
     rows = live_the_year(tools, pharmacy, year, args.out, lambda line: print(line, flush=True))
     comparisons = compare(rows, year.reference, year.window, projection_day(year.days))
     plots = plot(rows, args.out)

@@ -237,6 +237,49 @@ def test_a_kept_year_goes_on_for_more_days_on_a_copy(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "outside --from" in refused.stderr
 
 
+def test_a_steady_year_keeps_the_tree_s_size_removing_the_oldest_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/year.py --steady: every day the tree loses as much of its oldest data as the day
+    added (scans, database rows, pg dump rows, var/log bytes; the day's new files some days
+    later), so the tree keeps its size while the mutator's days go on; a resumed pharmacy
+    (year_more.py) knows which files are still to expire."""
+    import shutil
+
+    year = bench_module("year")
+    monkeypatch.setattr(year, "EXPIRE_DAYS", 2)
+    data = tmp_path / "data"
+    pristine = year.pristine_tree(data, False, 4, 40)
+    tree = tmp_path / "pharmacy-server"
+    shutil.copytree(pristine / "pharmacy-server", tree, symlinks=True)
+    for i in range(30):  # more scans than the 3 days add (5 a day), a few hundred bytes each
+        (tree / year.SCANS_DIR / "2019").mkdir(parents=True, exist_ok=True)
+        (tree / year.SCANS_DIR / "2019" / f"ORD-{5_000_000 + i}.jpg").write_bytes(bytes(300))
+    scans, rows, dump = len(year.scan_ids(tree)), year.table_rows(tree), year.dump_rows(tree / year.PG_DUMP)
+    var_log = sum(year.file_sizes(tree / year.VAR_LOG).values())
+    pharmacy = year.Pharmacy(tree, "steady", rotating=True)
+    new_by_day = []
+    for day in (1, 2, 3):
+        before = year.regular_files(tree)
+        activity = pharmacy.live_one_day(year.mutation_seed(None, day))
+        new_by_day.append({f for f in year.regular_files(tree) - before if not f.startswith("scans/")})
+        assert activity.scans_added > 0 and activity.old_scans_removed == activity.scans_added
+        assert len(year.scan_ids(tree)) == scans == activity.scan_files
+        assert year.table_rows(tree) == rows and activity.old_db_rows_removed > 0
+        assert year.dump_rows(tree / year.PG_DUMP) == dump and activity.old_dump_rows_removed > 0
+        logs = sum(year.file_sizes(tree / year.VAR_LOG).values())
+        assert 0.95 * var_log <= logs <= var_log and activity.old_log_bytes_removed > 0
+    # The new files of day 1 (logs, export, orders; not scans) are gone on day 3, day 3's are there.
+    assert new_by_day[0] and not new_by_day[0] & year.regular_files(tree)
+    assert new_by_day[2] and new_by_day[2] <= year.regular_files(tree)
+    assert activity.old_files_removed == len(new_by_day[0])
+    # The oldest scans went first: the 15 of lowest number, the data set's 3 then 12 of the 30 added.
+    assert scans == 33
+    left = sorted(year.scan_ids(tree).values())
+    assert [n for n in left if n < 5_000_030] == list(range(5_000_012, 5_000_030))
+    resumed = year.Pharmacy.resumed(tree, json.loads(json.dumps(pharmacy.figures())), 3)
+    assert resumed.steady and resumed.expiring == pharmacy.expiring and resumed.expiring
+
+
 def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
     """bench/smallfiles.py on a generated tree of a few hundred files and a tiny real folder."""
     system = tmp_path / "system"
