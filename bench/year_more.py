@@ -8,6 +8,11 @@ Why: on this machine, runs hours apart differ by more than most changes (bench/R
 year of use"); the same state continued with each version in turn, minutes apart, does not.
 The days follow the year's own (the next seeds, the same schedule and tools). Prints a line a
 day and tool: the seconds of its backup, and of its prune and check on the days they run.
+
+The first day is not like the year's: the copy lies at another path, so its backup has no
+parent snapshot and no files cache entry, reads every file and stores the day's changed
+chunks whole (no previous version to make deltas against). The next days make their deltas
+against those fresh bases. Compare versions on the days after the first (bench/README.md).
 """
 
 from __future__ import annotations

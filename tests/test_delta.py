@@ -381,6 +381,83 @@ def test_a_delta_against_an_unrelated_base_is_not_kept() -> None:
     assert repo.load_blob(data_id) == data
 
 
+def test_a_chunk_that_drifted_far_from_its_base_is_stored_whole_to_become_the_next_base() -> None:
+    """A chunk changed every day drifts from its base; once its delta is no longer small
+    (here ~half its plain compression), the chunk is stored whole, so that the next days'
+    deltas start small again (over a year, deltas kept up to 0.8 times the plain size made a
+    steady pharmacy's day twice larger: packer.py, DELTA_GAIN)."""
+    repo, _ = Repository.init(MemoryBackend(), PASSWORD)
+    packer = Packer(repo)
+
+    first = random.Random(0)
+    stock = [first.randrange(10**6) for _ in range(5000)]
+
+    def rows(day: int, share: float) -> bytes:
+        """A table's rows, `share` of them changed since day 0."""
+        rnd, drifted = random.Random(day), set(random.Random(-day).sample(range(5000), int(5000 * share)))
+        return b"".join((f"{i}\tDOLIPRANE 1000MG CPR B/8\t{rnd.randrange(10**6)}\t{day}\n" if i in drifted
+                         else f"{i}\tDOLIPRANE 1000MG CPR B/8\t{stock[i]}\t0\n").encode()
+                        for i in range(5000))[: 256 * 1024]
+
+    base = rows(0, 0)
+    base_id = repo.crypter.blob_id(base)
+    packer.add(KIND_DATA, base_id, base)
+    stored = {}
+    for day, share, drifted in ((1, 0.02, True), (40, 0.4, True), (41, 0.4, False)):
+        data = rows(day, share)
+        ratio = len(compress_module.compress_delta(data, base, 3)) / len(compress_module.compress(data, 1)[1])
+        stored[day] = (ratio, packer.add(KIND_DATA, repo.crypter.blob_id(data), data, base=(base_id, base),
+                                         drifted=drifted))
+    assert stored[1][0] < 0.1 and stored[1][1] == base_id  # a little drift: a small delta
+    assert 0.4 < stored[40][0] < 0.8 and stored[40][1] is None  # far: stored whole
+    # As far on the first day after the base (its previous version was the base itself): a
+    # delta still, as it pays (a log's last chunk, appended to, is such a chunk every day).
+    assert 0.4 < stored[41][0] < 0.8 and stored[41][1] == base_id
+
+
+def test_a_backup_stores_whole_a_block_whose_previous_version_had_drifted_already(
+        repo: Coffre, tmp_path: Path) -> None:
+    """Day after day, a database block's delta is against the same base: the backup tells the
+    packer when the previous version was a delta already, and such a drifted block is stored
+    whole once its delta is large, while a first delta as large is kept."""
+    root = tmp_path / "src"
+    root.mkdir()
+    first = random.Random(0)
+    stock = [first.randrange(10**6) for _ in range(5000)]
+
+    def write(changed: dict[int, int]) -> None:
+        rows = b"".join(f"{i}\tDOLIPRANE 1000MG CPR B/8\t{changed.get(i, stock[i])}\n".encode()
+                        for i in range(5000))
+        (root / "stock.mdb").write_bytes(rows[:PAGE_BLOCK])  # one fixed block (an Access file)
+        age_tree(root)
+
+    def stored_as() -> bytes | None:
+        """The base of the block's blob in the latest snapshot (None: stored whole)."""
+        r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+        r.load_index()
+        [node] = [n for _, n in iter_tree(r, find_snapshot(r, "latest").tree) if n.name == b"stock.mdb"]
+        [blob] = node.content
+        loc = r.index.lookup(blob)
+        assert loc is not None
+        return loc.entry.base
+
+    rnd = random.Random(1)
+    write({})
+    repo.ok("backup", str(root))
+    assert stored_as() is None
+    drift: dict[int, int] = {}
+    verdicts = []
+    for _day in range(3):  # ~40 % of the rows changed each day
+        drift |= {i: rnd.randrange(10**6) for i in rnd.sample(range(5000), 2000)}
+        write(drift)
+        repo.ok("backup", str(root))
+        verdicts.append(stored_as() is not None)
+    # Day 1: a first delta, kept. Day 2: drifted further from the same base: stored whole.
+    # Day 3: a first delta again, against day 2's whole block.
+    assert verdicts == [True, False, True]
+    repo.ok("check", "--read-data")
+
+
 def delta_pairs() -> list[tuple[str, bytes, bytes]]:
     """(what, new chunk, its base) as backups pair them."""
     rnd = random.Random(5)

@@ -299,7 +299,9 @@ class Backup:
             ahead.outcome(new)
         if new:
             base = self._base(ancestor, fetch) if ancestor is not None else None
-            if self.packer.add(aead.KIND_DATA, blob_id, data, base=base) is not None:
+            # The ancestor was a delta itself: the chunk has been drifting from its base.
+            drifted = base is not None and base[0] != ancestor
+            if self.packer.add(aead.KIND_DATA, blob_id, data, base=base, drifted=drifted) is not None:
                 self._use([base[0]])  # type: ignore[index]
             elif keep and self.bases is not None:
                 self.bases.put(blob_id, data)

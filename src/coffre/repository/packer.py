@@ -31,10 +31,24 @@ from coffre.storage.base import Handle
 
 # zstd's fast levels index too little of a large dictionary to find its matches.
 MIN_DELTA_LEVEL = 3
-# A delta this much smaller than the raw chunk is kept without trying plain compression.
-SURE_DELTA = 8
-# Otherwise it must beat plain compression by this factor to be worth the dependency.
-DELTA_GAIN = 0.8
+# When a chunk is stored whole (rebased) rather than as a delta against its base. A chunk
+# changed every day drifts from its base: its delta grows about linearly with the days since
+# the base, then the chunk is stored whole and the next deltas start small again. If the delta
+# grows by d a day and the chunk's plain compression is P, storing it whole every k days costs
+# P/k + d*k/2 a day, least when the delta reaches sqrt(2*P*d). A chunk's first delta (its
+# ancestor is the base itself) is kept while it pays at all: below that point whenever d < 2P.
+# A drifted chunk (its ancestor is already a delta against the same base) is held to a tighter
+# limit. Over a year of a steady pharmacy (bench/year.py --steady), keeping every delta up to
+# 0.8 x the plain compression (and any under 1/8 of the raw chunk, ~0.35 P for its database
+# blocks) let the day's bytes grow from 7 to 24 MB; holding every delta to the limits below,
+# to 11 MB, for the same backup time (docs/design.md, "Deltas").
+# A first delta this much smaller than the raw chunk is kept without trying plain compression;
+FIRST_SURE_DELTA = 8
+# otherwise it must be smaller than the plain compression times this.
+FIRST_DELTA_GAIN = 0.8
+# The same for a drifted chunk's delta.
+SURE_DELTA = 32
+DELTA_GAIN = 0.3
 MIN_DELTA_INPUT = 1024
 WRITES_QUEUED = 1
 
@@ -101,19 +115,21 @@ class Packer:
 
     def add(
         self, kind: int, blob_id: bytes, data: bytes, level: int | None = None,
-        base: tuple[bytes, bytes] | None = None,
+        base: tuple[bytes, bytes] | None = None, drifted: bool = False,
     ) -> bytes | None:
         """Compress (as a delta against `base` = (id, content) when that pays), encrypt,
         verify and add a blob; writes a pack when one is full. Returns the base if a delta
-        was stored."""
+        was stored. `drifted`: the chunk's previous version was already a delta against this
+        base (the delta is then held to tighter limits: DELTA_GAIN)."""
         level = self.repo.config.compression_level if level is None else level
+        sure, gain = (SURE_DELTA, DELTA_GAIN) if drifted else (FIRST_SURE_DELTA, FIRST_DELTA_GAIN)
         delta = None
         if base is not None and len(data) >= MIN_DELTA_INPUT and kind == aead.KIND_DATA:
             delta = compress_delta(data, base[1], max(level, MIN_DELTA_LEVEL))
-        use_delta = delta is not None and len(delta) * SURE_DELTA <= len(data)
+        use_delta = delta is not None and len(delta) * sure <= len(data)
         if not use_delta:
             codec, payload = compress(data, level)
-            use_delta = delta is not None and len(delta) < len(payload) * DELTA_GAIN
+            use_delta = delta is not None and len(delta) < len(payload) * gain
         if use_delta and base is not None and delta is not None:
             base_id, base_content = base
             body = bytes([CODEC_ZSTD_DELTA]) + base_id + delta
