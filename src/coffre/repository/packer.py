@@ -40,8 +40,8 @@ MIN_DELTA_LEVEL = 3
 # A drifted chunk (its ancestor is already a delta against the same base) is held to a tighter
 # limit. Over a year of a steady pharmacy (bench/year.py --steady), keeping every delta up to
 # 0.8 x the plain compression (and any under 1/8 of the raw chunk, ~0.35 P for its database
-# blocks) let the day's bytes grow from 7 to 24 MB; holding every delta to the limits below,
-# to 11 MB, for the same backup time (docs/design.md, "Deltas").
+# blocks) let the day's bytes grow from 7 to 24 MB; holding drifted chunks to the limits
+# below, to 10.5 MB, for the same backup time (docs/design.md, "Deltas").
 # A first delta this much smaller than the raw chunk is kept without trying plain compression;
 FIRST_SURE_DELTA = 8
 # otherwise it must be smaller than the plain compression times this.
