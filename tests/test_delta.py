@@ -415,6 +415,43 @@ def test_a_chunk_that_drifted_far_from_its_base_is_stored_whole_to_become_the_ne
     assert 0.4 < stored[41][0] < 0.8 and stored[41][1] == base_id
 
 
+def test_a_delta_well_under_the_estimated_plain_size_is_kept_without_compressing_the_chunk(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backup estimates a chunk's plain compression from its base's stored size; a delta
+    well under it is kept without compressing the chunk too, one over it is compared with the
+    chunk's real plain compression, which decides."""
+    import coffre.repository.packer as packer_module
+
+    repo, _ = Repository.init(MemoryBackend(), PASSWORD)
+    packer = Packer(repo)
+    rnd = random.Random(3)
+    base = b"".join(f"{i}\tDOLIPRANE\t{rnd.randrange(10**6)}\n".encode() for i in range(12_000))[:200_000]
+    data = bytearray(base)
+    for at in rnd.sample(range(0, 199_000, 40), 2000):  # drifted: a delta over 1/32 of the chunk
+        data[at : at + 6] = b"%06d" % rnd.randrange(10**6)
+    delta = compress_module.compress_delta(bytes(data), base, 3)
+    plain = len(compress_module.compress(bytes(data), 1)[1])
+    assert len(data) / 32 < len(delta) < plain * 0.3
+    base_id = repo.crypter.blob_id(base)
+    packer.add(KIND_DATA, base_id, base)
+    calls = []
+    real = packer_module.compress
+
+    def counted(chunk: bytes, level: int) -> tuple[int, bytes]:
+        calls.append(len(chunk))
+        return real(chunk, level)
+
+    monkeypatch.setattr(packer_module, "compress", counted)
+    kept = packer.add(KIND_DATA, repo.crypter.blob_id(bytes(data)), bytes(data), base=(base_id, base),
+                      drifted=True, plain_estimate=plain)
+    assert kept == base_id and calls == []
+    # An estimate too low to keep the delta: the real plain compression is made, and decides.
+    again = bytes(data[:-1]) + b"!"
+    kept = packer.add(KIND_DATA, repo.crypter.blob_id(again), again, base=(base_id, base),
+                      drifted=True, plain_estimate=len(delta))
+    assert kept == base_id and calls == [len(again)]
+
+
 def test_a_backup_stores_whole_a_block_whose_previous_version_had_drifted_already(
         repo: Coffre, tmp_path: Path) -> None:
     """Day after day, a database block's delta is against the same base: the backup tells the

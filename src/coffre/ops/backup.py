@@ -301,11 +301,23 @@ class Backup:
             base = self._base(ancestor, fetch) if ancestor is not None else None
             # The ancestor was a delta itself: the chunk has been drifting from its base.
             drifted = base is not None and base[0] != ancestor
-            if self.packer.add(aead.KIND_DATA, blob_id, data, base=base, drifted=drifted) is not None:
+            estimate = self._plain_estimate(base[0], len(data)) if base is not None else None
+            if self.packer.add(aead.KIND_DATA, blob_id, data, base=base, drifted=drifted,
+                               plain_estimate=estimate) is not None:
                 self._use([base[0]])  # type: ignore[index]
             elif keep and self.bases is not None:
                 self.bases.put(blob_id, data)
         return blob_id
+
+    def _plain_estimate(self, base_id: bytes, raw_length: int) -> int | None:
+        """A chunk's plain compression, guessed from its base's stored size (a plain blob of the
+        same file, scaled to the chunk's length; a little over, as it counts the encryption's
+        overhead and padding). A day of a drifted database block: 400 plain compressions
+        spared, ~0.2 CPU-second (bench/README.md, "A year of use")."""
+        loc = self.repo.index.lookup(base_id)
+        if loc is None or loc.entry.raw_length <= 0:
+            return None
+        return loc.entry.length * raw_length // loc.entry.raw_length
 
     def _base(self, ancestor: bytes, fetch: bool) -> tuple[bytes, bytes] | None:
         """(id, content) of the base for a delta against `ancestor`: the ancestor itself, or

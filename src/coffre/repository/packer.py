@@ -116,17 +116,21 @@ class Packer:
     def add(
         self, kind: int, blob_id: bytes, data: bytes, level: int | None = None,
         base: tuple[bytes, bytes] | None = None, drifted: bool = False,
+        plain_estimate: int | None = None,
     ) -> bytes | None:
         """Compress (as a delta against `base` = (id, content) when that pays), encrypt,
         verify and add a blob; writes a pack when one is full. Returns the base if a delta
         was stored. `drifted`: the chunk's previous version was already a delta against this
-        base (the delta is then held to tighter limits: DELTA_GAIN)."""
+        base (the delta is then held to tighter limits: DELTA_GAIN). `plain_estimate`: the
+        chunk's plain compression guessed from its base's (the same data, a little older):
+        a delta well under it is kept without compressing the chunk only to compare."""
         level = self.repo.config.compression_level if level is None else level
         sure, gain = (SURE_DELTA, DELTA_GAIN) if drifted else (FIRST_SURE_DELTA, FIRST_DELTA_GAIN)
         delta = None
         if base is not None and len(data) >= MIN_DELTA_INPUT and kind == aead.KIND_DATA:
             delta = compress_delta(data, base[1], max(level, MIN_DELTA_LEVEL))
-        use_delta = delta is not None and len(delta) * sure <= len(data)
+        use_delta = delta is not None and (len(delta) * sure <= len(data) or (
+            plain_estimate is not None and len(delta) < plain_estimate * gain))
         if not use_delta:
             codec, payload = compress(data, level)
             use_delta = delta is not None and len(delta) < len(payload) * gain
