@@ -49,7 +49,7 @@ from coffre.core.errors import CoffreError, ObjectNotFound, StorageError
 from coffre.core.i18n import _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
 from coffre.crypto import aead
-from coffre.format.pack import MAX_TREE_RAW
+from coffre.format.pack import MAX_TREE_RAW, BlobEntry
 from coffre.format.snapshot import DATABASES_DIR, DatabaseRecord, Snapshot
 from coffre.format.tree import Node, encode_tree
 from coffre.ops import smallreads
@@ -216,6 +216,24 @@ class _Batched:
 Pending = tuple[Node, "Content | _Batched", bytes, os.stat_result, bool]
 
 
+@dataclass(frozen=True)
+class _DeltaBase:
+    """The base a changed chunk's delta is made against: its id, its content, its index entry."""
+
+    id: bytes
+    content: bytes
+    entry: BlobEntry | None
+
+    def plain_estimate(self, raw_length: int) -> int | None:
+        """A chunk's plain compression, guessed from its base's stored size (a plain blob of the
+        same file, scaled to the chunk's length; a little over, as it counts the encryption's
+        overhead and padding). On day 366 of a steady year of the small pharmacy set, ~300
+        plain compressions spared, ~0.2 CPU-second (bench/README.md, "A year of use")."""
+        if self.entry is None or self.entry.raw_length <= 0:
+            return None
+        return self.entry.length * raw_length // self.entry.raw_length
+
+
 @dataclass
 class _Walked:
     """A folder the walk has gone through, whose listing waits for the content of its files:
@@ -299,48 +317,42 @@ class Backup:
             ahead.outcome(new)
         if new:
             base = self._base(ancestor, fetch) if ancestor is not None else None
-            # The ancestor was a delta itself: the chunk has been drifting from its base.
-            drifted = base is not None and base[0] != ancestor
-            estimate = self._plain_estimate(base[0], len(data)) if base is not None else None
-            if self.packer.add(aead.KIND_DATA, blob_id, data, base=base, drifted=drifted,
-                               plain_estimate=estimate) is not None:
-                self._use([base[0]])  # type: ignore[index]
+            if base is None:
+                stored_base = self.packer.add(aead.KIND_DATA, blob_id, data)
+            else:
+                # drifted: the ancestor was a delta itself, the chunk has been drifting from its base.
+                stored_base = self.packer.add(aead.KIND_DATA, blob_id, data, base=(base.id, base.content),
+                                              drifted=base.id != ancestor,
+                                              plain_estimate=base.plain_estimate(len(data)))
+            if stored_base is not None:
+                self._use([stored_base])
             elif keep and self.bases is not None:
                 self.bases.put(blob_id, data)
         return blob_id
 
-    def _plain_estimate(self, base_id: bytes, raw_length: int) -> int | None:
-        """A chunk's plain compression, guessed from its base's stored size (a plain blob of the
-        same file, scaled to the chunk's length; a little over, as it counts the encryption's
-        overhead and padding). On day 366 of a steady year of the small pharmacy set, ~300
-        plain compressions spared, ~0.2 CPU-second (bench/README.md, "A year of use")."""
-        loc = self.repo.index.lookup(base_id)
-        if loc is None or loc.entry.raw_length <= 0:
-            return None
-        return loc.entry.length * raw_length // loc.entry.raw_length
-
-    def _base(self, ancestor: bytes, fetch: bool) -> tuple[bytes, bytes] | None:
-        """(id, content) of the base for a delta against `ancestor`: the ancestor itself, or
-        its own base if it is a delta (depth one). Remote repositories: a base not kept
-        locally is downloaded only if `fetch`; otherwise None (the chunk is stored whole, as
-        for a log appended to or a settings file changed for the first time: the download, a
-        window of its pack, would cost more than the delta saves)."""
+    def _base(self, ancestor: bytes, fetch: bool) -> _DeltaBase | None:
+        """The base for a delta against `ancestor`: the ancestor itself, or its own base if it
+        is a delta (depth one). Remote repositories: a base not kept locally is downloaded only
+        if `fetch`; otherwise None (the chunk is stored whole, as for a log appended to or a
+        settings file changed for the first time: the download, a window of its pack, would
+        cost more than the delta saves)."""
         loc = self.repo.index.lookup(ancestor)
         if loc is None:
             return None
         base_id = loc.entry.base or ancestor
+        base_loc = loc if base_id == ancestor else self.repo.index.lookup(base_id)
+        entry = base_loc.entry if base_loc is not None else None
         if self.bases is not None:
-            base_loc = self.repo.index.lookup(base_id)
-            kept = self.bases.get(base_id, base_loc.entry.raw_length) if base_loc else None
+            kept = self.bases.get(base_id, entry.raw_length) if entry is not None else None
             if kept is not None:
-                return base_id, kept
+                return _DeltaBase(base_id, kept, entry)
             if not fetch:
                 return None
         try:
-            content = self.repo.load_base(base_id)
+            content = self.repo.load_base(base_id)  # a base missing from the index raises here
             if self.bases is not None:
                 self.bases.put(base_id, content)
-            return base_id, content
+            return _DeltaBase(base_id, content, entry)
         except CoffreError as exc:  # the delta is an optimisation: store the chunk whole
             self.report(_("note: previous version not usable as a delta base ({reason})").format(
                 reason=exc.message))
