@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -381,6 +382,17 @@ def test_a_delta_against_an_unrelated_base_is_not_kept() -> None:
     assert repo.load_blob(data_id) == data
 
 
+STOCK_ROWS = 5000
+_day_0 = random.Random(0)
+STOCK = tuple(_day_0.randrange(10**6) for _ in range(STOCK_ROWS))  # each row's stock on day 0
+
+
+def stock_rows(rest: Callable[[int], str]) -> bytes:
+    """A stock table's rows as a dump or a database page holds them: id, product, then
+    `rest(id)` (the stock, and whatever follows it)."""
+    return b"".join(f"{i}\tDOLIPRANE 1000MG CPR B/8\t{rest(i)}\n".encode() for i in range(STOCK_ROWS))
+
+
 def test_a_chunk_that_drifted_far_from_its_base_is_stored_whole_to_become_the_next_base() -> None:
     """A chunk changed every day drifts from its base; once its delta is no longer small
     (here ~half its plain compression), the chunk is stored whole, so that the next days'
@@ -389,15 +401,12 @@ def test_a_chunk_that_drifted_far_from_its_base_is_stored_whole_to_become_the_ne
     repo, _ = Repository.init(MemoryBackend(), PASSWORD)
     packer = Packer(repo)
 
-    first = random.Random(0)
-    stock = [first.randrange(10**6) for _ in range(5000)]
-
     def rows(day: int, share: float) -> bytes:
         """A table's rows, `share` of them changed since day 0."""
-        rnd, drifted = random.Random(day), set(random.Random(-day).sample(range(5000), int(5000 * share)))
-        return b"".join((f"{i}\tDOLIPRANE 1000MG CPR B/8\t{rnd.randrange(10**6)}\t{day}\n" if i in drifted
-                         else f"{i}\tDOLIPRANE 1000MG CPR B/8\t{stock[i]}\t0\n").encode()
-                        for i in range(5000))[: 256 * 1024]
+        rnd = random.Random(day)
+        drifted = set(random.Random(-day).sample(range(STOCK_ROWS), int(STOCK_ROWS * share)))
+        return stock_rows(lambda i: f"{rnd.randrange(10**6)}\t{day}" if i in drifted
+                          else f"{STOCK[i]}\t0")[: 256 * 1024]
 
     base = rows(0, 0)
     base_id = repo.crypter.blob_id(base)
@@ -459,12 +468,9 @@ def test_a_backup_stores_whole_a_block_whose_previous_version_had_drifted_alread
     whole once its delta is large, while a first delta as large is kept."""
     root = tmp_path / "src"
     root.mkdir()
-    first = random.Random(0)
-    stock = [first.randrange(10**6) for _ in range(5000)]
 
     def write(changed: dict[int, int]) -> None:
-        rows = b"".join(f"{i}\tDOLIPRANE 1000MG CPR B/8\t{changed.get(i, stock[i])}\n".encode()
-                        for i in range(5000))
+        rows = stock_rows(lambda i: str(changed.get(i, STOCK[i])))
         (root / "stock.mdb").write_bytes(rows[:PAGE_BLOCK])  # one fixed block (an Access file)
         age_tree(root)
 
@@ -485,7 +491,7 @@ def test_a_backup_stores_whole_a_block_whose_previous_version_had_drifted_alread
     drift: dict[int, int] = {}
     verdicts = []
     for _day in range(3):  # ~40 % of the rows changed each day
-        drift |= {i: rnd.randrange(10**6) for i in rnd.sample(range(5000), 2000)}
+        drift |= {i: rnd.randrange(10**6) for i in rnd.sample(range(STOCK_ROWS), 2000)}
         write(drift)
         repo.ok("backup", str(root))
         verdicts.append(stored_as() is not None)
