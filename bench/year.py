@@ -449,6 +449,15 @@ class Activity:
     old_log_bytes_removed: int = 0  # from the start of the var/log files the day appended to
 
 
+@dataclass(frozen=True)
+class OldestRemoved:
+    """--steady: the oldest data a day removed for what it added."""
+
+    scans: int = 0
+    db_rows: int = 0
+    files: int = 0  # the new files of EXPIRE_DAYS ago (exports, orders, daily logs)
+
+
 GROWTHS = ("linear", "compound", "steady")
 EXPIRE_DAYS = 28  # --steady: a day's new exports, orders and daily logs are removed this much later
 
@@ -550,28 +559,31 @@ class Pharmacy:
             del scans_after[path]
         dump_removed = old_dump_rows = 0
         if dump_before is not None:
+            first_day = self.dump_rows_per_day is None
             if self.dump_rows_per_day is None:
                 after = dump_rows(dump)
                 self.dump_rows_per_day = {table: after.get(table, 0) - n for table, n in dump_before.items()}
             per_day = self.dump_rows_per_day
-            # --steady: also each block's first rows, as many as the day appends to it
-            dump_removed, old_dump_rows = trim_dump(
-                dump, {table: n + per_day.get(table, 0) for table, n in dump_before.items()},
-                per_day if self.steady else None)
-        old = self._remove_oldest(scans_after, tables_before, files_before) if self.steady else (0, 0, 0)
+            if self.steady or not first_day:  # day 1 sets the count: nothing beyond it, linear
+                # --steady: also each block's first rows, as many as the day appends to it
+                dump_removed, old_dump_rows = trim_dump(
+                    dump, {table: n + per_day.get(table, 0) for table, n in dump_before.items()},
+                    per_day if self.steady else None)
+        old = (self._remove_oldest(scans_after, tables_before, files_before) if self.steady
+               else OldestRemoved())
         log_bytes = cut_log_heads(logs_before)
         rotated = self.rotating and self.days_lived % ROTATE_EVERY == 0 and rotate_logs(self.tree)
         return Activity(scans_added=len(new) - len(extra), scans_removed=len(extra),
-                        dump_rows_removed=dump_removed, scan_files=len(scans_after) - old[0],
+                        dump_rows_removed=dump_removed, scan_files=len(scans_after) - old.scans,
                         db_rows=database_rows(self.tree), logs_rotated=rotated,
-                        old_scans_removed=old[0], old_db_rows_removed=old[1],
-                        old_dump_rows_removed=old_dump_rows, old_files_removed=old[2],
+                        old_scans_removed=old.scans, old_db_rows_removed=old.db_rows,
+                        old_dump_rows_removed=old_dump_rows, old_files_removed=old.files,
                         old_log_bytes_removed=log_bytes)
 
     def _remove_oldest(self, scans: dict[Path, int], tables_before: dict[str, int],
-                       files_before: set[str]) -> tuple[int, int, int]:
+                       files_before: set[str]) -> OldestRemoved:
         """--steady: as many of the oldest scans and database rows as the day added, and the
-        new files of EXPIRE_DAYS ago. (scans, rows, files) removed."""
+        new files of EXPIRE_DAYS ago."""
         tables_after = table_rows(self.tree)
         inserted = {t: tables_after[t] - n for t, n in tables_before.items()}
         rows = delete_oldest_rows(self.tree, inserted)
@@ -586,7 +598,7 @@ class Pharmacy:
         self.expiring = [(day, f) for day, f in self.expiring if day > self.days_lived - EXPIRE_DAYS]
         for f in due:
             (self.tree / f).unlink(missing_ok=True)
-        return len(oldest), rows, len(due)
+        return OldestRemoved(scans=len(oldest), db_rows=rows, files=len(due))
 
     def figures(self) -> dict[str, object]:
         """For summary.json: how the tree grew, and day 1's figures the later days were held to."""
