@@ -564,7 +564,7 @@ class Pharmacy:
                 after = dump_rows(dump)
                 self.dump_rows_per_day = {table: after.get(table, 0) - n for table, n in dump_before.items()}
             per_day = self.dump_rows_per_day
-            if self.steady or not first_day:  # day 1 sets the count: nothing beyond it, linear
+            if self.steady or not first_day:  # a linear day 1 sets the count: nothing lies beyond it
                 # --steady: also each block's first rows, as many as the day appends to it
                 dump_removed, old_dump_rows = trim_dump(
                     dump, {table: n + per_day.get(table, 0) for table, n in dump_before.items()},
