@@ -275,6 +275,7 @@ def test_the_scanner_sees_what_the_backup_sees(tmp_path: Path) -> None:
     assert status.total_known
     assert status.files_total == len(counted) < len(walked), (status, len(walked))
     assert status.bytes_total == sum((d / n).lstat().st_size for d, n in counted)
+    assert scanner.files_counted == len(counted)  # what the backup asks before starting helpers
 
 
 def test_a_backup_that_ends_first_stops_the_scanner(tmp_path: Path) -> None:

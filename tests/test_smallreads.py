@@ -88,6 +88,23 @@ def test_a_small_backup_starts_no_helper(tmp_path: Path) -> None:
     assert _backup(tmp_path, src).helpers is None  # fewer than HELPERS_AFTER small files
 
 
+@pytest.mark.parametrize(("small_new", "walked", "counted", "start"), [
+    (2000, 2000, 0, True),  # enough met, whatever is ahead (no scanner: nothing counted)
+    (1999, 1999, 0, False),
+    (200, 250, 4082, True),  # a first backup of the small pharmacy set: ~3,000 more ahead
+    (199, 250, 4082, False),  # too few met to tell
+    (200, 250, 300, False),  # a small tree: 40 more ahead, the helpers would not pay
+    (200, 250, 2750, True),  # 2,000 ahead at the share met so far
+    (200, 250, 2749, False),
+    (200, 10_000, 50_000, False),  # a daily backup: 200 new among 10,000 walked, 800 ahead
+])
+def test_the_helpers_start_once_enough_small_new_files_are_met_or_ahead(
+        small_new: int, walked: int, counted: int, start: bool) -> None:
+    """They cost ~0.1 CPU-second to start and pay from ~1,700 files on: HELPERS_AFTER met, or
+    HELPERS_EARLY met with as many more expected among the files the scanner counted ahead."""
+    assert smallreads.worth_starting(small_new, walked, counted) is start
+
+
 # Reads its settings and the length of its first batch, then:
 _HELPER = "import struct, sys; i = sys.stdin.buffer; i.read(struct.unpack('<I', i.read(4))[0]); i.read(4); "
 

@@ -291,6 +291,8 @@ class Backup:
         # Small new files go to helper processes once there are enough of them (ops/smallreads.py).
         self.helpers: Helpers | None = None
         self._small_new = 0
+        self._files_walked = 0  # files the walk has met, against the scanner's count
+        self._scanner: Scanner | None = None
         # Small files opened ahead by each worker reading a batch, within the open files limit
         # (batches in flight: up to 3 a worker, one being read).
         limit = posix.open_files_limit(OPEN_RESERVE + workers * BATCH_FILES)
@@ -529,7 +531,8 @@ class Backup:
         if not all(item.previous is None and item.st.st_size < min_size for item in batch):
             return False
         self._small_new += len(batch)
-        if self.helpers is None and self._small_new >= smallreads.HELPERS_AFTER:
+        counted = self._scanner.files_counted if self._scanner is not None else 0
+        if self.helpers is None and smallreads.worth_starting(self._small_new, self._files_walked, counted):
             self.helpers = Helpers(self.workers, self.repo.crypter.keys.id_key,
                                    self.repo.config.compression_level, min_size, self.open_ahead)
         return self.helpers is not None and self.helpers.alive
@@ -635,6 +638,7 @@ class Backup:
         self.stats.dirs += 1
         prefix = path.rstrip(b"/") + b"/"
         planned = [item for item in (self._plan(name, prefix + name) for name in names) if item]
+        self._files_walked += sum(1 for item in planned if item.node.type == "file")
         self._consult_cache(planned)
         in_batches = [item for item in planned if item.read and item.st.st_size < BATCHED_FILE_MAX]
         batched = self._batch(in_batches)
@@ -972,6 +976,7 @@ class Backup:
                                     self.opts.one_file_system)
         if early is not None and early is not scanner:
             early.stop()
+        self._scanner = scanner
         try:
             tree = self._path_tree(roots, extra)
         finally:

@@ -13,8 +13,9 @@ context switches (cold page cache, 3 pairs alternating; bench/README.md, "Many s
 
 What goes there: files smaller than the chunker's minimum and with no previous version
 (a changed file becomes a delta against it, which needs the base, read by the backup). The
-helpers start only once a backup has met HELPERS_AFTER such files: a smaller one would spend
-more starting them than they save. Each is told the key that names blobs (never the keys
+helpers start only once a backup has met HELPERS_AFTER such files, or HELPERS_EARLY if the
+files the scanner counted ahead promise HELPERS_AFTER more (`worth_starting`): fewer would
+spend more starting them than they save. Each is told the key that names blobs (never the keys
 that encrypt), through its standard input, and starts with `-P`: no module is looked for in
 the folder the backup was started from.
 
@@ -44,6 +45,8 @@ from coffre.format.codec import ID_LEN
 from coffre.ops.smallhelper import read_frame, write_frame
 
 HELPERS_AFTER = 2000  # small new files met before the helpers start
+# ... or this many, when the tree ahead is known to hold HELPERS_AFTER more (worth_starting).
+HELPERS_EARLY = 200
 
 # One file's answer: (id, codec, payload, size, changed), or None: the backup reads it.
 Sealed = tuple[bytes, int, bytes, int, bool]
@@ -51,6 +54,20 @@ Sealed = tuple[bytes, int, bytes, int, bool]
 
 def helper_command() -> list[str]:
     return python_module("coffre.ops.smallhelper")
+
+
+def worth_starting(small_new: int, files_walked: int, files_counted: int) -> bool:
+    """Whether the helpers pay from now on. Two cost ~0.1 CPU-second to start and save ~60
+    µs of CPU a file: they pay from ~1,700 files (bench/README.md, "Measurement log", December
+    6 2026, evening). So they start once HELPERS_AFTER small new files were met, or once
+    HELPERS_EARLY were if HELPERS_AFTER more are expected ahead: the files the scanner counted
+    (it walks ahead of the backup) beyond those walked, at the share of small new files met
+    so far. A count behind the walk (or none: 0) expects nothing."""
+    if small_new >= HELPERS_AFTER:
+        return True
+    if small_new < HELPERS_EARLY or files_walked <= 0:
+        return False
+    return (files_counted - files_walked) * small_new >= HELPERS_AFTER * files_walked
 
 
 class Helpers:

@@ -131,6 +131,12 @@ class Scanner:
                 self.progress.add_total(more_files, more_bytes)
 
     @property
+    def files_counted(self) -> int:
+        """The files counted so far (all of them once the count is done)."""
+        with self._lock:
+            return self._counted[0]
+
+    @property
     def started(self) -> bool:
         return self._proc is not None
 
