@@ -559,11 +559,12 @@ class Pharmacy:
             del scans_after[path]
         dump_removed = old_dump_rows = 0
         if dump_before is not None:
-            first_day = self.dump_rows_per_day is None
-            if self.dump_rows_per_day is None:
-                after = dump_rows(dump)
-                self.dump_rows_per_day = {table: after.get(table, 0) - n for table, n in dump_before.items()}
             per_day = self.dump_rows_per_day
+            first_day = per_day is None
+            if per_day is None:
+                after = dump_rows(dump)
+                per_day = self.dump_rows_per_day = {table: after.get(table, 0) - n
+                                                    for table, n in dump_before.items()}
             if self.steady or not first_day:  # a linear day 1 sets the count: nothing lies beyond it
                 # --steady: also each block's first rows, as many as the day appends to it
                 dump_removed, old_dump_rows = trim_dump(
