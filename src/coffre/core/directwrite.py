@@ -1,4 +1,5 @@
-"""Writing the bulk of a large restored file around the page cache (O_DIRECT, Linux).
+"""Writing the bulk of a large restored file, or of a pack stored on a local disk, around the
+page cache (O_DIRECT, Linux).
 
 Why: a restore writes each byte once and does not read it back (but with --verify). Through
 the page cache, each written page is first allocated and filled by the kernel, and stays as a
@@ -9,7 +10,8 @@ aligned blocks (the database blocks, 256 KiB) make the kernel allocate large fol
 memory given back to the host, and the first touch of each 4 KiB page then faults in the
 host. Writing 400 MiB there took 2.7 s of system time in 256 KiB-aligned writes, 0.06 s with
 O_DIRECT; on the same machine with memory not yet given back, restores took about as long
-either way (docs/restore.md, "Writing large files").
+either way (docs/restore.md, "Writing large files"). A backup's packs are the same: each is written
+once, synced, and never read back by the backup (storage/local.py).
 
 How: a second descriptor on the very file (reopened through /proc/self/fd: no name is looked
 up again, whatever is swapped in the target meanwhile), opened with O_DIRECT. The aligned
@@ -60,7 +62,7 @@ class DirectWrites:
                 self.enabled = False
             return None  # any other reason (too many open files): this file only
 
-    def write(self, fd: int, direct: int | None, blobs: Sequence[bytes], offset: int) -> None:
+    def write(self, fd: int, direct: int | None, blobs: Sequence[bytes | memoryview], offset: int) -> None:
         """Write the blobs one after the other from offset into fd's file: the aligned middle
         through `direct` (from open) when there is one and it is worth it, the rest through fd."""
         joined, end = _Joined(blobs, offset), offset + sum(len(b) for b in blobs)
@@ -109,7 +111,7 @@ class DirectWrites:
 class _Joined:
     """Blobs laid one after the other from a file offset, read by file offsets."""
 
-    def __init__(self, blobs: Sequence[bytes], offset: int) -> None:
+    def __init__(self, blobs: Sequence[bytes | memoryview], offset: int) -> None:
         self.blobs, self.offset = blobs, offset
 
     def pieces(self, start: int, end: int) -> list[memoryview]:
