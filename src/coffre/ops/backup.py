@@ -526,13 +526,15 @@ class Backup:
 
     def _helped(self, batch: list[_Planned]) -> bool:
         """Whether the helper processes read this batch: only new files under the chunker's
-        minimum (one chunk, no delta), once HELPERS_AFTER of them were met."""
+        minimum (one chunk, no delta), once enough of them were met or are ahead
+        (smallreads.worth_starting)."""
         min_size = self.chunker.params.min_size
         if not all(item.previous is None and item.st.st_size < min_size for item in batch):
             return False
         self._small_new += len(batch)
-        counted = self._scanner.files_counted if self._scanner is not None else 0
-        if self.helpers is None and smallreads.worth_starting(self._small_new, self._files_walked, counted):
+        if self.helpers is None and smallreads.worth_starting(
+                self._small_new, self._files_walked,
+                self._scanner.files_counted if self._scanner is not None else 0):
             self.helpers = Helpers(self.workers, self.repo.crypter.keys.id_key,
                                    self.repo.config.compression_level, min_size, self.open_ahead)
         return self.helpers is not None and self.helpers.alive
