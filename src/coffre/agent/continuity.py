@@ -94,9 +94,9 @@ def storage_for(repo: model.Repository) -> Backend:
 
         try:
             backend = S3Backend(parse_s3(url), profile=repo.aws_profile)
-        except Exception as exc:  # botocore's ProfileNotFound and kin
+        except Exception as exc:  # ProfileNotFound, credentials botocore cannot read
             raise CoffreError(_("the S3 profile {profile} cannot be used: {reason}").format(
-                profile=repo.aws_profile, reason=exc)) from None
+                profile=repo.aws_profile, reason=getattr(exc, "message", exc))) from None
     else:
         backend = open_backend(url, allow_plain_ftp=repo.insecure_ftp, allow_insecure_http=repo.insecure_http)
     for direction, spec in (("upload", repo.limit_upload), ("download", repo.limit_download)):

@@ -134,20 +134,12 @@ class Target:
         """An S3 backend whose credentials come from a named profile (~/.aws/credentials,
         AWS_SHARED_CREDENTIALS_FILE), not from the variables the primary's storage uses:
         the second centre has its own keys. One client for every repository of the target."""
-        import botocore.exceptions
-
         from coffre.storage.s3 import S3Backend, s3_client
         from coffre.storage.url import parse_s3
 
         where = parse_s3(path)
-        if self._client is None:
-            try:
-                self._client = s3_client(where.endpoint, self.profile)
-            except botocore.exceptions.ProfileNotFound:
-                raise UsageError(_("no credentials profile named {profile}").format(
-                    profile=repr(self.profile)),
-                    _("add it to ~/.aws/credentials (or the file AWS_SHARED_CREDENTIALS_FILE names)")
-                ) from None
+        if self._client is None:  # s3credentials.ProfileNotFound (a UsageError) if there is none
+            self._client = s3_client(where.endpoint, self.profile)
         return S3Backend(where, client=self._client)
 
     def backend(self, tenant_id: int, repository: str) -> Backend:
