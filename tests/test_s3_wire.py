@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import json
 import socketserver
+import ssl
 import sys
 import threading
 import urllib.request
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from coffre.core.errors import StoragePermissionDenied, UsageError
+from coffre.core.errors import StorageError, StoragePermissionDenied, UsageError
 from coffre.storage import s3credentials, s3wire
 from coffre.storage.base import Handle
 from coffre.storage.s3credentials import Keys
@@ -214,14 +215,18 @@ def test_an_answer_declaring_a_document_type_is_not_parsed() -> None:
 
 
 class _ForwardProxy(http.server.BaseHTTPRequestHandler):
-    """A plain HTTP forward proxy that counts what it forwards."""
+    """A plain HTTP forward proxy that counts what it forwards (or, with `target` set, a
+    reverse proxy to that port)."""
 
     seen: ClassVar[list[str]] = []
+    target: ClassVar[int | None] = None
 
     def _forward(self) -> None:
         import http.client
 
         parts = urllib.request.urlparse(self.path)
+        if self.target is not None:
+            parts = urllib.request.urlparse(f"http://127.0.0.1:{self.target}{self.path}")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
@@ -251,10 +256,54 @@ def forward_proxy() -> Iterator[str]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _ForwardProxy)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    _ForwardProxy.seen = []
+    _ForwardProxy.seen, _ForwardProxy.target = [], None
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+class _TLSServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(("127.0.0.1", 0), _ForwardProxy)
+        self.context = context
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = self.socket.accept()
+        return self.context.wrap_socket(sock, server_side=True), address
+
+
+def test_tls_is_verified_against_the_certificate_authority_named(
+    seaweedfs: Any, s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NAS's S3 service behind HTTPS with its own certificate: refused as untrusted, with
+    AWS_CA_BUNDLE named in the hint; trusted once AWS_CA_BUNDLE names its authority."""
+    from coffre.storage.s3 import S3Backend
+    from coffre.storage.url import parse_s3
+    from servers import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = _TLSServer(context)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _ForwardProxy.seen, _ForwardProxy.target = [], seaweedfs.port
+    seaweedfs.new_bucket("over-tls")
+    url = f"s3://127.0.0.1:{server.server_address[1]}/over-tls/repo"
+    try:
+        with pytest.raises(StorageError) as info:
+            S3Backend(parse_s3(url)).exists()
+        assert "AWS_CA_BUNDLE" in (info.value.hint or "")
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        backend = S3Backend(parse_s3(url))
+        backend.create()
+        backend.save(Handle("keys", "ef" * 32), b"over TLS")
+        assert backend.load(Handle("keys", "ef" * 32)) == b"over TLS"
+        assert {"PUT", "GET"} <= set(_ForwardProxy.seen)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_proxy_the_environment_names_is_used(

@@ -163,8 +163,9 @@ class S3Client:
         self.endpoint = endpoint.rstrip("/")
         self.keys, self.region = keys, region
         parts = urlsplit(self.endpoint)
-        default_port = 443 if parts.scheme == "https" else 80
-        self.host = parts.netloc if parts.port not in (None, default_port) else (parts.hostname or "")
+        self.host = parts.netloc  # as sent in Host: the port only if not the scheme's own
+        if parts.port == (443 if parts.scheme == "https" else 80):
+            self.host = self.host[: -len(f":{parts.port}")]
         common: dict[str, Any] = {
             "num_pools": 2, "maxsize": pool_connections, "block": False, "retries": False,
             "timeout": urllib3.Timeout(connect=connect_timeout, read=read_timeout),
