@@ -155,7 +155,7 @@ def _proxy_for(endpoint: str) -> str | None:
 class S3Client:
     """The requests of one endpoint (`http[s]://host[:port]`), thread-safe: urllib3 pools up
     to `pool_connections` connections. Its errors: S3Error for an answer, urllib3's
-    exceptions and OSError for the connection, NoCredentials from `settings.keys`."""
+    exceptions and OSError for the connection, NoCredentials from `keys`."""
 
     def __init__(self, endpoint: str, keys: KeySource, region: str, ca_bundle: str | None = None,
                  pool_connections: int = 16, connect_timeout: float = 15.0,
