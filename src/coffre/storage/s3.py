@@ -224,7 +224,7 @@ class S3Backend:
         secret from an unknown key. A one-key listing (no side effect) is asked instead, and its
         error, if more precise, is the one reported."""
         try:
-            next(iter(self.client.list_objects(self.where.bucket, self.where.prefix, max_keys=1)), None)
+            self.client.first_object(self.where.bucket, self.where.prefix)
         except S3Error as exc:
             if exc.code in _DENIED and exc.code != "403":
                 return exc
@@ -253,12 +253,7 @@ class S3Backend:
             if isinstance(exc, S3Answered) and exc.code != "NoSuchBucket":
                 raise
             self._call(_("creating bucket {bucket}").format(bucket=bucket), "create_bucket")
-        listing = _("listing the repository location")
-        try:
-            first = next(iter(self.client.list_objects(bucket, self.where.prefix, max_keys=1)), None)
-        except Exception as exc:
-            raise _translate(exc, listing, self.where.endpoint) from exc
-        if first is not None:
+        if self._call(_("listing the repository location"), "first_object", self.where.prefix) is not None:
             raise CoffreError(_("{location} is not empty").format(location=self.location),
                               _("choose an empty bucket or a new prefix for the repository"))
 

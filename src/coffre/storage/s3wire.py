@@ -72,11 +72,12 @@ def canonical_query(query: list[tuple[str, str]]) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
-def sign(method: str, path: str, query: list[tuple[str, str]], headers: dict[str, str],
+def sign(method: str, path: str, query: str, headers: dict[str, str],
          payload_sha256: str, keys: Keys, region: str, when: datetime.datetime) -> dict[str, str]:
     """`headers` with the signature's: x-amz-date, x-amz-content-sha256, the session token if
     any and Authorization. `path` is already encoded as it is sent; `headers` holds Host and
-    every other header to sign (all that are sent, but the User-Agent)."""
+    every other header to sign (all that are sent, but the User-Agent); `query` is already in
+    its canonical form (canonical_query), as it is sent."""
     stamp = when.strftime("%Y%m%dT%H%M%SZ")
     signed = dict(headers)
     signed["x-amz-date"] = stamp
@@ -85,7 +86,7 @@ def sign(method: str, path: str, query: list[tuple[str, str]], headers: dict[str
         signed["x-amz-security-token"] = keys.token
     lowered = sorted((name.lower(), " ".join(str(value).split())) for name, value in signed.items())
     names = ";".join(name for name, _value in lowered)
-    request = "\n".join([method, path, canonical_query(query),
+    request = "\n".join([method, path, query,
                          "".join(f"{name}:{value}\n" for name, value in lowered), names, payload_sha256])
     scope = f"{stamp[:8]}/{region}/s3/aws4_request"
     text = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(request.encode()).hexdigest()])
@@ -186,11 +187,11 @@ class S3Client:
         path = "/" + quote(bucket, safe="")
         if key is not None:
             path += "/" + quote(key, safe="/" + _UNRESERVED)
-        query = query or []
-        signed = sign(method, path, query, {"Host": self.host} | (headers or {}), payload_sha256,
+        encoded = canonical_query(query or [])
+        signed = sign(method, path, encoded, {"Host": self.host} | (headers or {}), payload_sha256,
                       self.keys.current(), self.region, datetime.datetime.now(datetime.UTC))
         signed["User-Agent"] = self.user_agent
-        url = self.endpoint + path + ("?" + canonical_query(query) if query else "")
+        url = self.endpoint + path + ("?" + encoded if encoded else "")
         answer = self._http.urlopen(method, url, body=body, headers=signed, redirect=False,
                                     preload_content=preload, decode_content=False)
         if answer.status >= 300:
@@ -249,6 +250,10 @@ class S3Client:
     def delete_object(self, bucket: str, key: str) -> None:
         self.request("DELETE", bucket, key)
 
+    def first_object(self, bucket: str, prefix: str) -> Listed | None:
+        """The first key under `prefix`, if any (one request of one key)."""
+        return next(iter(self.list_objects(bucket, prefix, max_keys=1)), None)
+
     def list_objects(self, bucket: str, prefix: str, max_keys: int = LIST_PAGE) -> Iterator[Listed]:
         """Every key under `prefix`, page after page (ListObjectsV2, keys URL-encoded by the
         storage so that any character survives XML)."""
@@ -285,9 +290,4 @@ class S3Client:
 def _printable(text: str, limit: int = 64) -> str:
     """A code or region from an answer: untrusted, so only letters, digits and - . _ kept."""
     return "".join(c for c in text if c.isascii() and (c.isalnum() or c in "-._"))[:limit]
-
-
-def endpoint_host(endpoint: str) -> tuple[str, int]:
-    parts = urlsplit(endpoint)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
