@@ -237,6 +237,54 @@ def test_a_kept_year_goes_on_for_more_days_on_a_copy(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "outside --from" in refused.stderr
 
 
+def test_two_ages_of_a_year_live_their_next_day_in_turns_and_are_left_as_they_were(tmp_path: Path) -> None:
+    """bench/year_pair.py: a kept run of one day and one of three, each living its next day
+    twice in turns (day 2 and day 4), every round from the kept state (its snapshots as the
+    run left them, plus the day's); both runs end as they were."""
+    data = tmp_path / "data"
+
+    def kept(days: int) -> Path:
+        out_dir = tmp_path / f"year-{days}"
+        run = subprocess.run(
+            [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
+             "--days", str(days), "--tools", "coffre", "--keep-work", "--out", str(out_dir),
+             "--data", str(data)],
+            capture_output=True, text=True, timeout=300, check=False)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return out_dir
+
+    def state(out_dir: Path) -> dict[str, tuple[int, int]]:
+        work = out_dir / "work"
+        return {str(p.relative_to(work)): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in work.rglob("*") if p.is_file()}
+
+    early, late = kept(1), kept(3)
+    before = {early: state(early), late: state(late)}
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(early), "--late", str(late),
+         "--rounds", "2", "--json", str(tmp_path / "pair.json")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [line.split(":")[0] for line in out.stdout.splitlines() if line.startswith("round")]
+    assert lines == ["round 1, day 2, coffre", "round 1, day 4, coffre",
+                     "round 2, day 4, coffre", "round 2, day 2, coffre"], out.stdout
+    figures = json.loads((tmp_path / "pair.json").read_text())
+    ages = {(r["age"], r["day"], r["snapshots"]) for r in figures["rounds"]}
+    assert ages == {("early", 2, 2), ("late", 4, 4)}
+    assert all(r["prune_s"] > 0 and r["check_s"] > 0 for r in figures["rounds"])
+    assert {f["measure"] for f in figures["table"]} == {"backup_s", "backup_cpu_s", "prune_s", "check_s",
+                                                        "peak_rss_mib"}
+    assert all(f["ratio"] == pytest.approx(f["late"] / f["early"]) for f in figures["table"])
+    assert "late/early" in out.stdout and "backup time" in out.stdout
+    assert state(early) == before[early] and state(late) == before[late]
+    assert not (early / "work-before-pairing").exists() and not (late / "work-before-pairing").exists()
+    for (young, old), reason in (((late, early), "must be younger"), ((early, early), "same run")):
+        refused = subprocess.run(
+            [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(young), "--late", str(old)],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
+
+
 def test_a_steady_year_keeps_the_tree_s_size_removing_the_oldest_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """bench/year.py --steady: every day the tree loses as much of its oldest data as the day
