@@ -281,8 +281,8 @@ def test_a_listing_the_index_places_elsewhere_in_the_same_pack_is_decoded_again(
     pid, entries = next((pid, es) for pid, es in sorted(packs_now.items())
                         if len(es) >= 2 and all(e.kind == KIND_TREE for e in es))
     a, b = entries[0], entries[1]
-    packs_now[pid] = [dataclasses.replace(a, offset=b.offset, length=b.length, raw_length=b.raw_length),
-                      dataclasses.replace(b, offset=a.offset, length=a.length, raw_length=a.raw_length),
+    packs_now[pid] = [msgspec.structs.replace(a, offset=b.offset, length=b.length, raw_length=b.raw_length),
+                      msgspec.structs.replace(b, offset=a.offset, length=a.length, raw_length=a.raw_length),
                       *entries[2:]]
     replace_index(small, repo, packs_now)
     res = small("check", "--read-data-subset", slice_without({pid.hex()}))

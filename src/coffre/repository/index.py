@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+
+import msgspec
 
 from coffre.crypto.aead import KIND_DATA, KIND_TREE
 from coffre.format.pack import BlobEntry
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(msgspec.Struct, frozen=True, gc=False):
+    """A blob's pack and entry: one per blob loaded, made in C (format/pack.py's BlobEntry
+    says why a Struct)."""
+
     pack: bytes
     entry: BlobEntry
-
-
-_new = object.__new__
-_set_pack, _set_entry = Location.__dict__["pack"].__set__, Location.__dict__["entry"].__set__
-
-
-def _located(pack: bytes, entry: BlobEntry) -> Location:
-    """Location(pack, entry) without the frozen dataclass's __init__ (one per blob loaded;
-    format/pack.py `new_entry` says why)."""
-    loc = _new(Location)
-    _set_pack(loc, pack)
-    _set_entry(loc, entry)
-    return loc
 
 
 class MasterIndex:
@@ -46,8 +36,9 @@ class MasterIndex:
     def _add_blobs(self, pack_id: bytes, entries: list[BlobEntry]) -> None:
         if entries and all(e.kind == KIND_TREE for e in entries):
             self._tree_packs.add(pack_id)
+        located = Location
         for e in entries:
-            loc = _located(pack_id, e)
+            loc = located(pack_id, e)
             first = self._blobs.setdefault(e.id, loc)
             if first is not loc and first.pack != pack_id:
                 if first.entry.base is not None and e.base is None:
