@@ -12,8 +12,8 @@ from coffre.format.pack import BlobEntry
 
 
 class Location(msgspec.Struct, frozen=True, gc=False):
-    """A blob's pack and entry: one per blob loaded, made in C (format/pack.py's BlobEntry
-    says why a Struct)."""
+    """A blob's pack and entry: one per blob loaded, made in C and holding no container, so
+    not tracked by the garbage collector (format/pack.py's BlobEntry says why)."""
 
     pack: bytes
     entry: BlobEntry
