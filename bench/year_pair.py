@@ -85,15 +85,16 @@ def kept_run(out: Path, ap: argparse.ArgumentParser) -> KeptRun:
         ap.error(f"{out} holds no kept year run: run year.py with --keep-work")
     run = KeptRun(out, json.loads((out / "summary.json").read_text()))
     if run.saved.exists():
-        ap.error(f"{run.saved} exists: an earlier pairing was interrupted; put it back as {run.work} "
-                 f"(rsync -a --delete {run.saved}/ {run.work}/) and remove it")
+        ap.error(f"{run.saved} exists: an earlier pairing was interrupted. If it said the copy was "
+                 f"unfinished, remove it; otherwise put it back as {run.work} "
+                 f"(rsync -a --delete {run.saved}/ {run.work}/), then remove it")
     return run
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, KeptRun, KeptRun]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--early", type=Path, required=True, help="a kept run of a few days (day 7: --days 7)")
-    ap.add_argument("--late", type=Path, required=True, help="a kept run of a year (--days 365)")
+    ap.add_argument("--late", type=Path, required=True, help="a kept run of a year (--days 364)")
     ap.add_argument("--rounds", type=int, default=5, help="days lived on each run, in turns (5)")
     ap.add_argument("--check-subset", type=int, default=5, help="percent of the data the check reads (5)")
     ap.add_argument("--json", type=Path, help="write the rounds and the table there")
@@ -143,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     tools = sorted(set(early.summary["last_day"]) & set(late.summary["last_day"]))
     rows: dict[str, dict[str, list[year.Day]]] = {t: {"early": [], "late": []} for t in tools}
     rounds: list[dict[str, object]] = []
-    for run in (early, late):
-        subprocess.run(["cp", "-a", str(run.work), str(run.saved)], check=True)
+    copied: list[KeptRun] = []  # runs whose copy is whole: only those are put back from it
     try:
+        for run in (early, late):
+            subprocess.run(["cp", "-a", str(run.work), str(run.saved)], check=True)
+            copied.append(run)
         for n in range(args.rounds):
             order = [("early", early), ("late", late)] if n % 2 == 0 else [("late", late), ("early", early)]
             for age, run in order:
@@ -158,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
                           f"({day.backup_cpu_s:.2f} CPU-s), prune {day.prune_s:.2f} s, "
                           f"check {day.check_s:.2f} s, {day.peak_rss_mib:.0f} MiB", flush=True)
     finally:
-        for run in (early, late):
+        # A copy is removed only once the run is put back from it (a failed rsync keeps it);
+        # a copy left half made (a full disk) is never put back over the run: it is reported.
+        for run in copied:
             run.put_back()
             shutil.rmtree(run.saved)
+        for run in (early, late):
+            if run not in copied and run.saved.exists():
+                print(f"{run.saved}: an unfinished copy ({run.work} is unchanged); remove it",
+                      file=sys.stderr)
     text, figures = table(rows, early, late)
     print()
     print(text)

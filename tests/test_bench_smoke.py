@@ -283,6 +283,12 @@ def test_two_ages_of_a_year_live_their_next_day_in_turns_and_are_left_as_they_we
             [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(young), "--late", str(old)],
             capture_output=True, text=True, timeout=60, check=False)
         assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
+    (late / "work-before-pairing").mkdir()  # left by a pairing that was stopped
+    refused = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(early), "--late", str(late)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "interrupted" in refused.stderr, refused.stderr
+    assert state(late) == before[late]
 
 
 def test_a_steady_year_keeps_the_tree_s_size_removing_the_oldest_data(
