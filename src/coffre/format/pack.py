@@ -42,7 +42,9 @@ class BlobEntry(msgspec.Struct, frozen=True, gc=False):
     dataclass: an index builds one per blob at the start of most commands (55,000 after a
     year of the bench's pharmacy), and a Struct is made in C, ~7 times as fast as a frozen
     dataclass's slots set one by one. It holds only ints, bytes and None, so it can never be
-    part of a reference cycle and the garbage collector need not track it (gc=False)."""
+    part of a reference cycle and the garbage collector need not track it (gc=False). Its
+    constructor checks nothing: entries read from storage go through from_wire or the quick
+    decoder."""
 
     kind: int
     id: bytes
@@ -76,7 +78,7 @@ class BlobEntry(msgspec.Struct, frozen=True, gc=False):
                 and type(raw_length) is int and 0 <= raw_length <= _MAX_RAW[kind]
                 and (plain or (kind == 1 and type(base) is bytes and len(base) == ID_LEN
                                and base != blob_id))):
-            return new_entry(kind, blob_id, offset, length, raw_length, base, salt)
+            return cls(kind, blob_id, offset, length, raw_length, base, salt)
         # Anything else (a malformed entry) goes through each check with its message.
         if not isinstance(raw, list) or len(raw) not in (5, 6):
             raise FormatError(_("blob entry: malformed"))
@@ -108,12 +110,6 @@ def max_stored(kind: int) -> int:
 def moved(entry: BlobEntry, offset: int) -> BlobEntry:
     """The same entry at another offset (a pack's blobs shuffled)."""
     return BlobEntry(entry.kind, entry.id, offset, entry.length, entry.raw_length, entry.base, entry.salt)
-
-
-def new_entry(kind: int, blob_id: bytes, offset: int, length: int, raw_length: int,
-              base: bytes | None = None, salt: bytes | None = None) -> BlobEntry:
-    """A BlobEntry; checks nothing (the Struct's constructor does not): for values known good."""
-    return BlobEntry(kind, blob_id, offset, length, raw_length, base, salt)
 
 
 _MAX_STORED = {kind: max_stored(kind) for kind in (1, 2)}

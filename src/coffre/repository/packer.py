@@ -142,7 +142,7 @@ class Packer:
             body = bytes([codec]) + payload
         # The stored form decodes to the very bytes the id was computed from (compared rather
         # than hashed again: the same guarantee, cheaper); add_body checks the encryption.
-        entry = packfmt.new_entry(kind, blob_id, 0, 0, len(data), base_id)
+        entry = packfmt.BlobEntry(kind, blob_id, 0, 0, len(data), base_id)
         if self.repo.decode_plain(entry, body, base_content, verify=False) != data:
             raise IntegrityError(_("self-check after compression failed (memory fault?)"))
         self.add_body(kind, blob_id, body, len(data), base_id)
@@ -168,7 +168,7 @@ class Packer:
                 pack = self._open[tree]
                 if salt != pack.salt:
                     continue  # the pack filled meanwhile: seal again under the next pack's key
-                entry = packfmt.new_entry(kind, blob_id, pack.size, len(stored), raw_length, base, salt)
+                entry = packfmt.BlobEntry(kind, blob_id, pack.size, len(stored), raw_length, base, salt)
                 if base is not None:
                     self.deltas_written += 1
                 pack.parts.append(stored)
