@@ -287,6 +287,15 @@ PLOTTED = ("backup_s", "bytes_added", "prune_s", "check_s", "repo_bytes", "peak_
 
 # -- the simulated calendar ------------------------------------------------------------------------
 
+def kept_summary(out: Path) -> dict[str, Any] | None:
+    """The summary.json of a run kept in `out` (--keep-work: its `work` folder left there), or
+    None if `out` holds none; read by year_more.py and year_pair.py."""
+    if not (out / "work").is_dir() or not (out / "summary.json").is_file():
+        return None
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
 def job_moment(start: date, day: int) -> datetime:
     """When day `day` (1-based) of the year runs its job, in naive local time."""
     return datetime.combine(start + timedelta(days=day - 1), JOB_TIME)

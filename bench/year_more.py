@@ -18,7 +18,6 @@ against those fresh bases. Compare versions on the days after the first (bench/R
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.days < 1:
         ap.error("--days is at least 1")
-    if not (args.source / "work").is_dir() or not (args.source / "summary.json").is_file():
+    args.summary = year.kept_summary(args.source)
+    if args.summary is None:
         ap.error(f"{args.source} holds no kept year run: run year.py with --keep-work")
     if args.to.resolve() == args.source.resolve() or args.source.resolve() in args.to.resolve().parents:
         ap.error("--to must lie outside --from: the kept run is copied, never changed")
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    summary = json.loads((args.source / "summary.json").read_text())
+    summary = args.summary
     shutil.rmtree(args.to, ignore_errors=True)
     subprocess.run(["cp", "-a", str(args.source / "work"), str(args.to)], check=True)
     pharmacy = year.Pharmacy.resumed(args.to / "pharmacy-server", summary, summary["days"])

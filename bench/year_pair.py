@@ -81,9 +81,10 @@ class KeptRun:
 
 
 def kept_run(out: Path, ap: argparse.ArgumentParser) -> KeptRun:
-    if not (out / "work").is_dir() or not (out / "summary.json").is_file():
+    summary = year.kept_summary(out)
+    if summary is None:
         ap.error(f"{out} holds no kept year run: run year.py with --keep-work")
-    run = KeptRun(out, json.loads((out / "summary.json").read_text()))
+    run = KeptRun(out, summary)
     if run.saved.exists():
         ap.error(f"{run.saved} exists: an earlier pairing was interrupted. If it said the copy was "
                  f"unfinished, remove it; otherwise put it back as {run.work} "
