@@ -12,7 +12,10 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from coffre.core.errors import EXIT_LOCKED, EXIT_USAGE
+from coffre.ops import prune
 from coffre.ops.common import load_tree
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
@@ -281,6 +284,43 @@ def test_prune_repacks_partly_used_packs(repo: Coffre, tmp_path: Path, restored:
     # Nothing left to do.
     again = repo.ok("prune", "--json").json()
     assert again["packs_repacked"] == again["packs_removed"] == again["packs_deleted"] == 0
+
+
+def test_prune_reads_a_pack_it_repacks_in_spans_not_whole(
+        repo: Coffre, tmp_path: Path, restored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pack being repacked is not held whole in memory beside the ones being filled and
+    written: it is read in spans of at most REPACK_SPAN bytes (here 200 KB), and every used
+    blob still arrives intact."""
+    src = tmp_path / "src"
+    for n in range(12):  # one pack of ~100 KB blobs, half of them forgotten
+        write_random(src / f"keep{n}.bin", 100_000, seed=30 + n)
+        write_random(src / f"drop{n}.bin", 100_000, seed=50 + n)
+    _, first = backup(repo, src)
+    for n in range(12):
+        (src / f"drop{n}.bin").unlink()
+    backup(repo, src)
+    repo.ok("forget", "--keep-last", "1")
+    data_pack = max(first, key=lambda p: packs(repo)[p])
+    monkeypatch.setattr(prune, "REPACK_SPAN", 200_000)
+    reads: list[tuple[int, int | None]] = []
+    r = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    real_load = r.backend.load
+
+    def recording_load(handle: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        if handle.name == data_pack:
+            reads.append((offset, length))
+        return real_load(handle, offset, length)
+
+    monkeypatch.setattr(r.backend, "load", recording_load)
+    with Lock(r, exclusive=True, command="prune") as lock:
+        stats = prune.Pruner(r, lock).run()
+    monkeypatch.undo()
+    assert stats.packs_repacked == 1 and stats.bytes_repacked > 1_000_000
+    assert len(reads) >= 6 and all(length is not None and length <= 200_000 for _, length in reads)
+    assert data_pack not in packs(repo)
+    assert "no errors" in repo.ok("check", "--read-data").out
+    repo.ok("restore", "latest", "--target", str(restored), "--verify")
+    assert tree_digest(restored / str(src).lstrip("/")) == tree_digest(src)
 
 
 def test_prune_stops_before_changing_anything_when_a_blob_it_would_move_is_damaged(

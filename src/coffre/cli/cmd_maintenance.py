@@ -343,9 +343,14 @@ def _prune(args: argparse.Namespace, dry_run: bool, repo: Repository | None = No
                 free_unused_packs(repo, None, report)
                 lock.acquire()
 
+        try:  # the listings earlier checks decoded: the marking takes them as they are
+            walked: WalkedListings | None = WalkedListings(cache, repo.crypter)
+        except sqlite3.Error:
+            walked = None  # a cache that cannot hold them: every listing is decoded
+
         def attempt() -> Pruner:
             pruner = Pruner(repo, lock, report=report, damaged=register.pairs(), max_repack=max_repack,
-                            progress=progress, more_removable=retention.removable)
+                            progress=progress, more_removable=retention.removable, walked=walked)
             pruner.run(dry_run=dry_run)
             return pruner
 

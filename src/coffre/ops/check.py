@@ -295,12 +295,13 @@ class Checker:
                     continue
                 nodes = None
                 remembered = known.get(tree_id)
-                if (remembered is not None and remembered.pack == loc.pack
-                        and remembered.place == place_of(loc.entry)):
+                names = (remembered.names() if remembered is not None and remembered.pack == loc.pack
+                         and remembered.place == place_of(loc.entry) else None)
+                if remembered is not None and names is not None:
                     r.listings_remembered += 1
                     walked[tree_id] = remembered
-                    stack.extend((sub, None) for sub in remembered.subtrees)
-                    content = remembered.content
+                    subtrees, content = names
+                    stack.extend((sub, None) for sub in subtrees)
                 else:
                     try:
                         nodes = load_tree(self.repo, tree_id)
@@ -312,7 +313,7 @@ class Checker:
                     subtrees = [n.subtree for n in nodes if n.subtree is not None]
                     content = [b for n in nodes for b in n.content]
                     if len(self.repo.index.locations(tree_id)) == 1:  # so decoded from loc
-                        walked[tree_id] = Walked(loc.pack, place_of(loc.entry), subtrees, content)
+                        walked[tree_id] = Walked.of(loc.pack, place_of(loc.entry), subtrees, content)
                     stack.extend((n.subtree, None if prefix is None else prefix + "/" + os.fsdecode(n.name))
                                  for n in nodes if n.subtree is not None)
                 # A file unchanged between snapshots lies in another listing each time a

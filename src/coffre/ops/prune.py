@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, StorageError
@@ -45,6 +45,7 @@ from coffre.repository.locks import Lock, live_locks
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.repository.trash import TrashRecord, load_trash, save_trash
+from coffre.repository.walked import Walked, WalkedListings
 from coffre.storage.base import Handle
 
 REPACK_WASTE = 0.10  # repack a pack when at least this share of its bytes is unused
@@ -55,6 +56,9 @@ SMALL_PACK_SHARE = 0.5  # of the configured pack size
 SMALL_PACKS_MERGED_AT = 10
 TEMP_AGE_NS = 24 * 3600 * 10**9
 SPACE_MARGIN = 1024 * 1024  # kept free beyond the new index when repacking on a full medium
+# A repacked pack is read in spans of at most this much (or one blob, if larger), not whole:
+# the pack being read sits in memory beside the one being filled and the one being written.
+REPACK_SPAN = 4 * 1024 * 1024
 
 
 # Which log pieces the engines' rules above this layer let go: (stored pieces, kept snapshots,
@@ -83,6 +87,8 @@ class PruneStats:
     temporaries_removed: int = 0
     segments_removed: int = 0  # log pieces (continuity) no kept backup can replay
     segments_bytes: int = 0
+    listings_decoded: int = 0  # folder listings the markings decoded
+    listings_remembered: int = 0  # ... and took as earlier checks remembered them
     notes: list[str] = field(default_factory=list)
 
 
@@ -114,6 +120,8 @@ class Marker:
         self._trashed: dict[bytes, bytes] | None = None  # blob id -> trashed pack
         self._headers: dict[bytes, list[BlobEntry]] = {}
         self.resurrected: dict[bytes, list[BlobEntry]] = {}
+        self.listings_decoded = 0
+        self.listings_remembered = 0
 
     def _find_in_trash(self, blob_id: bytes) -> bool:
         if self._trashed is None:
@@ -143,10 +151,19 @@ class Marker:
             raise CoffreError(_("{what} {where}; prune refuses to run").format(
                 what=_what(what, snap), where=where), forget_hint(snap.id))
 
-    def mark(self, snaps: list[Snapshot], known: set[bytes] | None = None) -> set[bytes]:
+    def mark(self, snaps: list[Snapshot], known: set[bytes] | None = None,
+             remembered: dict[bytes, Walked] | None = None) -> set[bytes]:
         """The blobs `snaps` use. `known`: blobs already marked and present in the index, with
         every blob a known tree reaches; a known tree is not read again. A delta blob is only
-        readable with its base: the base is used too."""
+        readable with its base: the base is used too.
+
+        `remembered`: folder listings earlier checks decoded (repository/walked.py), each under
+        a MAC of the repository's key. What a listing names depends on its id alone (ids are
+        content hashes), so a remembered one names what decoding it would: it is taken as it
+        is, wherever its copy lies now. The listing must still be indexed (or in the trash), as
+        any other; whether its stored bytes are intact is check's question, and a damaged
+        copy stops a repack that would move it."""
+        remembered = remembered or {}
         used: set[bytes] = set(known) if known else set()
         lookup = self.repo.index.lookup_function()
         self.progress.phase(N_("finding the data snapshots use"), files_total=len(snaps), known=True,
@@ -160,16 +177,24 @@ class Marker:
                     continue
                 used.add(tree_id)
                 self._require(tree_id, "tree", snap)
-                try:
-                    nodes = load_tree(self.repo, tree_id)
-                except CoffreError as exc:
-                    raise CoffreError(_("a tree of snapshot {id} cannot be read ({reason}); prune refuses "
-                                        "to run").format(id=snap.id[:8], reason=exc.message),
-                                      forget_hint(snap.id)) from exc
-                stack.extend(n.subtree for n in nodes if n.subtree is not None)
+                listing = remembered.get(tree_id)
+                names = listing.names() if listing is not None else None
+                if names is not None:
+                    self.listings_remembered += 1
+                    stack.extend(names[0])
+                    new = set(names[1])
+                else:
+                    self.listings_decoded += 1
+                    try:
+                        nodes = load_tree(self.repo, tree_id)
+                    except CoffreError as exc:
+                        raise CoffreError(_("a tree of snapshot {id} cannot be read ({reason}); prune "
+                                            "refuses to run").format(id=snap.id[:8], reason=exc.message),
+                                          forget_hint(snap.id)) from exc
+                    stack.extend(n.subtree for n in nodes if n.subtree is not None)
+                    new = {b for n in nodes for b in n.content}
                 # Only the blobs no listing before named are looked up (in C, as sets: a
                 # year's history names ~100,000, most in several listings).
-                new = {b for n in nodes for b in n.content}
                 new -= used
                 for blob in new:
                     loc = lookup(blob)
@@ -256,9 +281,11 @@ class Pruner:
         damaged: set[tuple[bytes, bytes]] | None = None, max_repack: int | None = None,
         progress: Progress = NULL_PROGRESS,
         more_removable: MoreRemovable | None = None,
+        walked: WalkedListings | None = None,
     ) -> None:
         self.repo = repo
         self.lock = lock
+        self.walked = walked  # the listings earlier checks decoded, for the first marking
         # Engine rules above this layer (continuity/retention.py: SQLite's generations).
         self.more_removable = more_removable
         self.progress = progress
@@ -289,13 +316,18 @@ class Pruner:
         st.packs_gone = len(gone)
         records = load_trash(repo)
         snaps = readable_snapshots(repo)
+        # Held for the first marking only: freed, its memory serves the repack. The second
+        # marking (_empty_trash) reads only listings written since, which no check has met.
+        remembered = self.walked.load() if self.walked is not None else None
         marker = Marker(repo, records, lost_in, self._known_bad(bad), self.progress)
-        used = marker.mark(snaps)
+        used = marker.mark(snaps, remembered=remembered)
         if self._drop_bad_duplicates(used, bad):
             marker = Marker(repo, records, lost_in, self._known_bad(bad), self.progress)
-            used = marker.mark(snaps)
+            used = marker.mark(snaps, remembered=remembered)
+        del remembered
         resurrect = marker.resurrected
         self._marked = used
+        self._count_listings(marker)
         indexed = repo.index.packs()
 
         keep: dict[bytes, list[BlobEntry]] = {}
@@ -414,6 +446,10 @@ class Pruner:
         index = self.repo.index
         return marked if all(b in index for b in marked) else None
 
+    def _count_listings(self, marker: Marker) -> None:
+        self.stats.listings_decoded += marker.listings_decoded
+        self.stats.listings_remembered += marker.listings_remembered
+
     def _first(self, blob_id: bytes) -> bytes | None:
         loc = self.repo.index.lookup(blob_id)
         return loc.pack if loc is not None else None
@@ -518,11 +554,9 @@ class Pruner:
                             unit=N_("packs"))
         for pid, live in repack.items():
             self.progress.advance(current=pid.hex()[:12])
-            data = self.repo.backend.load(Handle("data", pid.hex()))
-            view = memoryview(data)
-            for e in live:
+            for e, stored in self._read_spans(pid, live):
                 try:
-                    body = self.repo.open_blob(e, view[e.offset : e.offset + e.length])
+                    body = self.repo.open_blob(e, stored)
                     if e.base is None:
                         self.repo.decode_plain(e, body)
                     else:
@@ -542,6 +576,22 @@ class Pruner:
             self.progress.advance(1)
         packer.flush()
         return packer.take_written()
+
+    def _read_spans(self, pid: bytes, live: list[BlobEntry]) -> Iterator[tuple[BlobEntry, memoryview]]:
+        """The stored bytes of each of these blobs of a pack, in the pack's order, read in spans
+        of at most REPACK_SPAN bytes (the unused bytes between two blobs of a span included)."""
+        handle = Handle("data", pid.hex())
+        ordered = sorted(live, key=lambda e: e.offset)
+        i = 0
+        while i < len(ordered):
+            start, j = ordered[i].offset, i + 1
+            while j < len(ordered) and ordered[j].offset + ordered[j].length - start <= REPACK_SPAN:
+                j += 1
+            end = max(e.offset + e.length for e in ordered[i:j])
+            view = memoryview(self.repo.backend.load(handle, start, end - start))
+            for e in ordered[i:j]:  # short if the pack is: the blob then does not authenticate
+                yield e, view[e.offset - start : e.offset - start + e.length]
+            i = j
 
     def _write_index(self, packs: dict[bytes, list[BlobEntry]]) -> None:
         old = sorted(self.repo.index.loaded_files)
@@ -583,6 +633,7 @@ class Pruner:
         repo.load_index()
         marker = Marker(repo, records, damaged=self._known_bad(bad or {}), progress=self.progress)
         marker.mark(readable_snapshots(repo), self._still_indexed(self._marked))
+        self._count_listings(marker)
         if marker.resurrected:
             repo.save_index(marker.resurrected)
             st.blobs_resurrected += sum(len(v) for v in marker.resurrected.values())

@@ -55,12 +55,25 @@ def place_of(entry: BlobEntry) -> bytes:
 class Walked:
     """One listing as decoded from one copy (its pack, and its place there: `place_of`): the
     listings of its subfolders, and the blobs of its files' contents, in order (a blob may
-    repeat)."""
+    repeat), kept as the one MessagePack document the table stores and decoded only when
+    asked (`names`): a year's listings name ~130,000 ids, ~10 MiB as Python objects, and a
+    prune or a check needs each listing once."""
 
     pack: bytes
     place: bytes
-    subtrees: list[bytes]
-    content: list[bytes]
+    encoded: bytes
+
+    @classmethod
+    def of(cls, pack: bytes, place: bytes, subtrees: list[bytes], content: list[bytes]) -> Walked:
+        return cls(pack, place, _encode_names((subtrees, content)))
+
+    def names(self) -> tuple[list[bytes], list[bytes]] | None:
+        """(subtrees, content); None if the document does not decode (it authenticates, so
+        another version wrote it: the listing is then decoded from its pack)."""
+        try:
+            return _decode_names(self.encoded)
+        except msgspec.DecodeError:
+            return None
 
 
 class WalkedListings:
@@ -96,11 +109,7 @@ class WalkedListings:
             if (len(tree) != ID_LEN or len(pack) != ID_LEN
                     or not hmac.compare_digest(mac, self._mac(tree, pack, place, names))):
                 continue
-            try:
-                subtrees, content = _decode_names(names)
-            except msgspec.DecodeError:  # authentic, so written by another version
-                continue
-            out[tree] = Walked(pack, place, subtrees, content)
+            out[tree] = Walked(pack, place, names)
             self._stored[tree] = (pack, place)
         return out
 
@@ -112,8 +121,7 @@ class WalkedListings:
         for tree, w in walked.items():
             if self._stored.get(tree) == (w.pack, w.place):
                 continue
-            names = _encode_names((w.subtrees, w.content))
-            new.append((tree, w.pack, w.place, names, self._mac(tree, w.pack, w.place, names)))
+            new.append((tree, w.pack, w.place, w.encoded, self._mac(tree, w.pack, w.place, w.encoded)))
         if not gone and not new:
             return
         with self.db:

@@ -1,0 +1,104 @@
+"""Prune marks the data snapshots use through the folder listings earlier checks decoded and
+this machine's cache remembers (repository/walked.py), each under a MAC of the repository's
+key: what a listing names depends on its id alone, so a remembered one is not decoded again.
+A row that does not authenticate is never trusted: prune decodes that listing, and keeps
+what it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from coffre.ops import prune
+from coffre.ops.prune import Pruner
+from coffre.repository.locks import Lock
+from coffre.repository.repo import Repository
+from coffre.repository.walked import WalkedListings
+from coffre.storage.local import LocalBackend
+from test_check import SMALL_CHUNKS, SMALL_PACK, cache_db, open_local, two_snapshots
+from test_check_walked import _blobs_of, reachable_listings, repo_cache
+
+from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
+
+
+@pytest.fixture
+def small(coffre: Coffre) -> Coffre:
+    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    return coffre
+
+
+def restored_digest(c: Coffre, snap_id: str, src: Path, tmp_path: Path) -> dict[str, tuple[str, int, bytes]]:
+    dest = tmp_path / f"restored-{snap_id[:8]}"
+    c.ok("restore", snap_id, "--target", str(dest))
+    return tree_digest(dest / str(src).lstrip("/"))
+
+
+def test_prune_takes_the_listings_a_check_remembered_without_decoding_them(
+        small: Coffre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = two_snapshots(small, tmp_path)
+    (d.src / "a-docs" / "note.txt").write_text("bonsoir\n" * 100)
+    age_tree(d.src)
+    small.ok("backup", str(d.src))
+    digest = tree_digest(d.src)
+    small.ok("check")  # remembers every listing of the three snapshots
+    small.ok("forget", snapshot_ids(small)[0])
+    decoded: list[bytes] = []
+    real_load_tree = prune.load_tree
+
+    def counting_load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list:  # type: ignore[type-arg]
+        decoded.append(tree_id)
+        return real_load_tree(repo, tree_id, data)
+
+    monkeypatch.setattr(prune, "load_tree", counting_load_tree)
+    repo = Repository.open(LocalBackend(small.repo), PASSWORD)
+    with repo_cache(small, repo) as cache, Lock(repo, exclusive=True, command="prune") as lock:
+        stats = Pruner(repo, lock, walked=WalkedListings(cache, repo.crypter)).run()
+    monkeypatch.undo()
+    assert decoded == []
+    assert stats.listings_decoded == 0
+    assert stats.listings_remembered == len(reachable_listings(open_local(small)))
+    assert stats.packs_deleted + stats.packs_repacked > 0  # the forgotten snapshot's data went
+    assert small.ok("check", "--read-data", "--json").json()["ok"]
+    assert restored_digest(small, snapshot_ids(small)[-1], d.src, tmp_path) == digest
+
+
+def test_the_prune_command_marks_through_this_machines_remembered_listings(
+        small: Coffre, tmp_path: Path) -> None:
+    two_snapshots(small, tmp_path)
+    first = small.ok("prune", "--json").json()
+    assert first["listings_remembered"] == 0  # no check yet: every listing decoded
+    assert first["listings_decoded"] == len(reachable_listings(open_local(small)))
+    small.ok("check", "--read-data-subset", "5%")
+    again = small.ok("prune", "--json").json()
+    assert (again["listings_decoded"], again["listings_remembered"]) == (0, first["listings_decoded"])
+
+
+def test_a_remembered_listing_that_does_not_authenticate_cannot_make_prune_drop_data(
+        small: Coffre, tmp_path: Path) -> None:
+    """Rows rewritten without the key (big.bin's blobs taken out of its folder's listing, so
+    that its pack would look unused) are decoded again: big.bin stays restorable."""
+    d = two_snapshots(small, tmp_path)
+    digest = tree_digest(d.src)
+    small.ok("check")
+    victim_blobs = _blobs_of(small, d.big)
+    db = cache_db(small)
+    forged = 0
+    for tree, names in db.execute("SELECT tree, names FROM checked_listings").fetchall():
+        subtrees, content = msgspec.msgpack.decode(names)
+        kept = [b for b in content if b not in victim_blobs]
+        if len(kept) != len(content):
+            db.execute("UPDATE checked_listings SET names = ? WHERE tree = ?",
+                       (msgspec.msgpack.encode([subtrees, kept]), tree))
+            forged += 1
+    db.commit()
+    db.close()
+    assert forged == 2  # the src folder's listing in each snapshot
+    small.ok("forget", snapshot_ids(small)[0])
+    stats = small.ok("prune", "--json").json()
+    assert stats["listings_decoded"] == 1  # the second snapshot's forged listing
+    assert stats["listings_remembered"] == len(reachable_listings(open_local(small))) - 1
+    assert d.victim in {p.name for p in (small.repo / "data").glob("*/*")}
+    assert small.ok("check", "--read-data", "--json").json()["ok"]
+    assert restored_digest(small, snapshot_ids(small)[-1], d.src, tmp_path) == digest
