@@ -8,17 +8,21 @@ import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import MAX_OBJECT, WireId, decode, encode, want, want_id
-from coffre.format.pack import PACK_SALT_LEN, BlobEntry, DataWire, TreeWire, entries_from_wires
+from coffre.format.codec import MAX_OBJECT, WireId, decode, want, want_id
+from coffre.format.pack import PACK_SALT_LEN, BlobEntry, DataWire, TreeWire, entries_from_wires, wires
 
 
 def encode_index(packs: dict[bytes, list[BlobEntry]], version: int = 1) -> bytes:
     """Format 1: [pack id, entries] per pack; format 2: [pack id, entries, pack salt]."""
     if version < 2:
-        wire = [[pid, [e.to_wire() for e in entries]] for pid, entries in packs.items()]
+        wire = [[pid, wires(entries)] for pid, entries in packs.items()]
     else:
-        wire = [[pid, [e.to_wire() for e in entries], _salt(entries)] for pid, entries in packs.items()]
-    return encode({"v": version, "packs": wire})
+        wire = [[pid, wires(entries), _salt(entries)] for pid, entries in packs.items()]
+    return _encode({"v": version, "packs": wire})
+
+
+# The same MessagePack as codec.encode writes, in half the time.
+_encode = msgspec.msgpack.Encoder().encode
 
 
 def _salt(entries: list[BlobEntry]) -> bytes:

@@ -55,10 +55,9 @@ class BlobEntry(msgspec.Struct, frozen=True, gc=False):
     salt: bytes | None = None  # format 2: the salt of the pack key the blob is sealed under
 
     def to_wire(self) -> list[object]:
-        wire: list[object] = [self.kind, self.id, self.offset, self.length, self.raw_length]
-        if self.base is not None:
-            wire.append(self.base)
-        return wire
+        """[kind, id, offset, length, raw_length(, base)], as headers and indexes store it
+        (`wires` makes many at once)."""
+        return list(wires([self])[0])
 
     @classmethod
     def from_wire(cls, raw: object, salt: bytes | None = None) -> BlobEntry:
@@ -116,8 +115,17 @@ _MAX_STORED = {kind: max_stored(kind) for kind in (1, 2)}
 _MAX_RAW = {kind: max_raw(kind) for kind in (1, 2)}
 
 
+def wires(entries: list[BlobEntry]) -> list[tuple[object, ...]]:
+    """Each entry as stored (`BlobEntry.to_wire`), made in C but for the loop: a prune writes a
+    year's index, 55,000 entries, at once."""
+    return [t[:5] if t[5] is None else t[:6] for t in map(_astuple, entries)]
+
+
+_astuple = msgspec.structs.astuple
+
+
 def encode_header(entries: list[BlobEntry], version: int = 1) -> bytes:
-    return encode({"v": version, "blobs": [e.to_wire() for e in entries]})
+    return encode({"v": version, "blobs": wires(entries)})
 
 
 # -- the quick decoder ------------------------------------------------------------------------

@@ -335,10 +335,12 @@ class Pruner:
         remove: list[bytes] = []
         small: dict[bytes, list[BlobEntry]] = {}  # kept whole, unless enough to merge
         placed: set[bytes] = set()
+        lookup = repo.index.lookup_function()
         for pid, entries in sorted(indexed.items(), key=lambda kv: -len(kv[1])):
             # A used blob stays where readers (and the marking, for a delta's base) find it
             # first: its plain copy if it has one, an intact one (see _drop_bad_duplicates).
-            live = [e for e in entries if e.id in used and e.id not in placed and self._first(e.id) == pid]
+            live = [e for e in entries if e.id in used and e.id not in placed
+                    and (loc := lookup(e.id)) is not None and loc.pack == pid]
             size = stored.get(pid.hex(), 0)
             live_bytes = sum(e.length for e in live)
             if not live:
@@ -449,10 +451,6 @@ class Pruner:
     def _count_listings(self, marker: Marker) -> None:
         self.stats.listings_decoded += marker.listings_decoded
         self.stats.listings_remembered += marker.listings_remembered
-
-    def _first(self, blob_id: bytes) -> bytes | None:
-        loc = self.repo.index.lookup(blob_id)
-        return loc.pack if loc is not None else None
 
     def _known_bad(self, bad: dict[bytes, set[bytes]]) -> set[tuple[bytes, bytes]]:
         return {(p, b) for p, blobs in bad.items() for b in blobs}
