@@ -12,13 +12,13 @@ import msgspec
 import pytest
 
 from coffre.ops import prune
-from coffre.ops.prune import Pruner
+from coffre.ops.prune import SMALL_PACKS_MERGED_AT, Pruner
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.repository.walked import WalkedListings
 from coffre.storage.local import LocalBackend
-from test_check import SMALL_CHUNKS, SMALL_PACK, cache_db, open_local, two_snapshots
-from test_check_walked import _blobs_of, reachable_listings, repo_cache
+from test_check import SMALL_CHUNKS, SMALL_PACK, cache_db, open_local, tree_packs, two_snapshots
+from test_check_walked import _blobs_of, listings_report, reachable_listings, repo_cache
 
 from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
 
@@ -102,3 +102,21 @@ def test_a_remembered_listing_that_does_not_authenticate_cannot_make_prune_drop_
     assert d.victim in {p.name for p in (small.repo / "data").glob("*/*")}
     assert small.ok("check", "--read-data", "--json").json()["ok"]
     assert restored_digest(small, snapshot_ids(small)[-1], d.src, tmp_path) == digest
+
+
+def test_listings_a_prune_moves_stay_remembered_for_their_new_copy(small: Coffre, tmp_path: Path) -> None:
+    """Prune merges small packs: the listings it copies are remembered for their new place, so
+    the check after it decodes none of them (it still hashes their new packs)."""
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    for day in range(SMALL_PACKS_MERGED_AT):  # a small pack of listings (and one of data) a day
+        (src / "docs" / f"day-{day}.txt").write_text(f"jour {day}\n" * 50)
+        age_tree(src)
+        small.ok("backup", str(src))
+    small.ok("check")
+    listings = len(reachable_listings(open_local(small)))
+    before = tree_packs(small)
+    assert small.ok("prune", "--json").json()["packs_merged"] >= SMALL_PACKS_MERGED_AT
+    assert not before & tree_packs(small)  # every listing moved to a new pack
+    res = small.ok("check", "--read-data-subset", "5%")
+    assert listings_report(res.err) == (0, listings)

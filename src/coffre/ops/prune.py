@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from coffre.core.errors import CoffreError, FormatError, ObjectNotFound, Storage
 from coffre.core.human import human_size
 from coffre.core.i18n import N_, _, ngettext
 from coffre.core.progress import NULL_PROGRESS, Progress
+from coffre.crypto.aead import KIND_TREE
 from coffre.format.pack import BlobEntry
 from coffre.format.snapshot import Snapshot
 from coffre.ops.common import Reporter, load_tree, quiet
@@ -391,6 +393,7 @@ class Pruner:
             self.lock.check_lease()  # before the old index files go
             self.progress.phase(N_("writing the index"))
             self._write_index(keep)
+            self._note_moved_listings(repack, new_packs)
             holders = live_at_start | _other_live_locks(repo, self.lock)
             save_trash(repo, [*remove, *repack.keys(), *unindexed], sorted(holders))
         self._empty_trash(bad)
@@ -574,6 +577,21 @@ class Pruner:
             self.progress.advance(1)
         packer.flush()
         return packer.take_written()
+
+    def _note_moved_listings(self, repacked: dict[bytes, list[BlobEntry]],
+                             written: dict[bytes, list[BlobEntry]]) -> None:
+        """The listings the repack moved, remembered by earlier checks for their old copy, are
+        remembered for the new one (WalkedListings.moved): the next check need not decode them
+        again. A cache that cannot be written only costs that decoding."""
+        if self.walked is None:
+            return
+        old = {e.id: (pid, e) for pid, live in repacked.items() for e in live if e.kind == KIND_TREE}
+        copies = {e.id: (*old[e.id], pid, e) for pid, entries in written.items() for e in entries
+                  if e.id in old}
+        try:
+            self.walked.moved(copies)
+        except sqlite3.Error:
+            pass
 
     def _read_spans(self, pid: bytes, live: list[BlobEntry]) -> Iterator[tuple[BlobEntry, memoryview]]:
         """The stored bytes of each of these blobs of a pack, in the pack's order, read in spans

@@ -132,6 +132,36 @@ class WalkedListings:
         for (tree,) in gone:
             del self._stored[tree]
 
+    def moved(self, copies: dict[bytes, tuple[bytes, BlobEntry, bytes, BlobEntry]]) -> int:
+        """Listings a prune copied to new packs: tree -> (old pack, old entry, new pack, new
+        entry). An entry remembered for the old copy, and authentic, is made to name the new
+        one; how many were. Sound because prune authenticated and decoded the old copy (its
+        content hashed to its id) and checked that the new copy's encryption decrypts to the
+        same bytes: decoding the new copy gives the same listing, and the check still hashes
+        its pack the night it relies on it."""
+        if not copies:
+            return 0
+        updates = []
+        for tree, (old_pack, old_entry, new_pack, new_entry) in copies.items():
+            row = self.db.execute("SELECT pack, place, names, mac FROM checked_listings WHERE tree = ?",
+                                  (tree,)).fetchone()
+            if row is None:
+                continue
+            pack, place, names, mac = row
+            if (pack, place) != (old_pack, place_of(old_entry)) or not all(
+                    type(v) is bytes for v in (names, mac)) or not hmac.compare_digest(
+                    mac, self._mac(tree, pack, place, names)):
+                continue
+            new_place = place_of(new_entry)
+            updates.append((new_pack, new_place, self._mac(tree, new_pack, new_place, names), tree))
+        with self.db:
+            self.db.executemany("UPDATE checked_listings SET pack = ?, place = ?, mac = ? WHERE tree = ?",
+                                updates)
+        for new_pack, new_place, _mac, tree in updates:
+            if tree in self._stored:
+                self._stored[tree] = (new_pack, new_place)
+        return len(updates)
+
     def _mac(self, tree: bytes, pack: bytes, place: bytes, names: bytes) -> bytes:
         # tree and pack are ID_LEN bytes, place is prefixed with its length: no two rows share
         # the input (a row read back may hold a place of any length).
