@@ -174,24 +174,30 @@ def test_errors_found_through_remembered_listings_are_worded_as_by_a_full_walk(
         f"snapshot {sid[:8]}: {d.big}: data is missing" for sid in d.snaps)
 
 
-def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
-        small: Coffre, tmp_path: Path) -> None:
-    """Entries rewritten without the key (here: big.bin's blobs taken out of its folder's
-    listing, which would hide the pack lost below) are not trusted."""
-    d = two_snapshots(small, tmp_path)
-    small.ok("check")
-    victim_blobs = _blobs_of(small, d.big)
-    db = cache_db(small)
+def forge_without(c: Coffre, blobs: set[bytes]) -> int:
+    """Rewrite, without the key, the remembered entries naming any of these blobs so that they
+    no longer do (their MACs no longer hold); how many were rewritten."""
+    db = cache_db(c)
     forged = 0
     for tree, names in db.execute("SELECT tree, names FROM checked_listings").fetchall():
         subtrees, content = msgspec.msgpack.decode(names)
-        kept = [b for b in content if b not in victim_blobs]
+        kept = [b for b in content if b not in blobs]
         if len(kept) != len(content):
             db.execute("UPDATE checked_listings SET names = ? WHERE tree = ?",
                        (msgspec.msgpack.encode([subtrees, kept]), tree))
             forged += 1
     db.commit()
     db.close()
+    return forged
+
+
+def test_a_remembered_entry_that_does_not_authenticate_is_decoded_again(
+        small: Coffre, tmp_path: Path) -> None:
+    """Entries rewritten without the key (here: big.bin's blobs taken out of its folder's
+    listing, which would hide the pack lost below) are not trusted."""
+    d = two_snapshots(small, tmp_path)
+    small.ok("check")
+    forged = forge_without(small, _blobs_of(small, d.big))
     assert forged == 2  # the src folder's listing in each snapshot (the second has new.bin)
     packs(small)[d.victim].unlink()
     res = small("check", "--read-data-subset", slice_without({d.victim}))

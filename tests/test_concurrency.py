@@ -142,6 +142,19 @@ def test_backup_that_starts_and_ends_during_a_prune_keeps_its_data(
     assert coffre.ok("check", "--read-data", "--json").json()["ok"]
 
 
+def listings_prune_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The ids of the folder listings prune decodes from now on, in order."""
+    reads: list[bytes] = []
+    real_load_tree = prune.load_tree
+
+    def counting_load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list:  # type: ignore[type-arg]
+        reads.append(tree_id)
+        return real_load_tree(repo, tree_id, data)
+
+    monkeypatch.setattr(prune, "load_tree", counting_load_tree)
+    return reads
+
+
 def test_prune_reads_each_folder_listing_once_when_no_backup_ran_meanwhile(
     coffre: Coffre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,14 +167,7 @@ def test_prune_reads_each_folder_listing_once_when_no_backup_ran_meanwhile(
     shutil.rmtree(src / "scans")
     coffre.ok("backup", str(src))
     coffre.ok("forget", "--keep-last", "1")
-    reads: list[bytes] = []
-    real_load_tree = prune.load_tree
-
-    def counting_load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list:  # type: ignore[type-arg]
-        reads.append(tree_id)
-        return real_load_tree(repo, tree_id, data)
-
-    monkeypatch.setattr(prune, "load_tree", counting_load_tree)
+    reads = listings_prune_decodes(monkeypatch)
     repo = Repository.open(LocalBackend(coffre.repo), PASSWORD)
     with Lock(repo, exclusive=True, command="prune") as lock:
         stats = Pruner(repo, lock).run()

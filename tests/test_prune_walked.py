@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from coffre.ops import prune
 from coffre.ops.prune import SMALL_PACKS_MERGED_AT, Pruner
 from coffre.repository.locks import Lock
 from coffre.repository.repo import Repository
 from coffre.repository.walked import WalkedListings
 from coffre.storage.local import LocalBackend
-from test_check import SMALL_CHUNKS, SMALL_PACK, cache_db, open_local, tree_packs, two_snapshots
-from test_check_walked import _blobs_of, listings_report, reachable_listings, repo_cache
+from test_check import SMALL_CHUNKS, SMALL_PACK, open_local, tree_packs, two_snapshots
+from test_check_walked import _blobs_of, forge_without, listings_report, reachable_listings, repo_cache
+from test_concurrency import listings_prune_decodes
 
 from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
 
@@ -44,14 +43,7 @@ def test_prune_takes_the_listings_a_check_remembered_without_decoding_them(
     digest = tree_digest(d.src)
     small.ok("check")  # remembers every listing of the three snapshots
     small.ok("forget", snapshot_ids(small)[0])
-    decoded: list[bytes] = []
-    real_load_tree = prune.load_tree
-
-    def counting_load_tree(repo: Repository, tree_id: bytes, data: bytes | None = None) -> list:  # type: ignore[type-arg]
-        decoded.append(tree_id)
-        return real_load_tree(repo, tree_id, data)
-
-    monkeypatch.setattr(prune, "load_tree", counting_load_tree)
+    decoded = listings_prune_decodes(monkeypatch)
     repo = Repository.open(LocalBackend(small.repo), PASSWORD)
     with repo_cache(small, repo) as cache, Lock(repo, exclusive=True, command="prune") as lock:
         stats = Pruner(repo, lock, walked=WalkedListings(cache, repo.crypter)).run()
@@ -82,18 +74,7 @@ def test_a_remembered_listing_that_does_not_authenticate_cannot_make_prune_drop_
     d = two_snapshots(small, tmp_path)
     digest = tree_digest(d.src)
     small.ok("check")
-    victim_blobs = _blobs_of(small, d.big)
-    db = cache_db(small)
-    forged = 0
-    for tree, names in db.execute("SELECT tree, names FROM checked_listings").fetchall():
-        subtrees, content = msgspec.msgpack.decode(names)
-        kept = [b for b in content if b not in victim_blobs]
-        if len(kept) != len(content):
-            db.execute("UPDATE checked_listings SET names = ? WHERE tree = ?",
-                       (msgspec.msgpack.encode([subtrees, kept]), tree))
-            forged += 1
-    db.commit()
-    db.close()
+    forged = forge_without(small, _blobs_of(small, d.big))
     assert forged == 2  # the src folder's listing in each snapshot
     small.ok("forget", snapshot_ids(small)[0])
     stats = small.ok("prune", "--json").json()
