@@ -448,8 +448,7 @@ class Pruner:
         named by their content, so a tree marked then reaches the same blobs now: the second
         marking need only walk the trees written since (concurrent backups). If anything is
         missing, None: everything is marked again, resurrecting from the trash as needed."""
-        index = self.repo.index
-        return marked if all(b in index for b in marked) else None
+        return marked if self.repo.index.has_all(marked) else None
 
     def _count_listings(self, marker: Marker) -> None:
         self.stats.listings_decoded += marker.listings_decoded

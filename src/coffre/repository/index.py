@@ -129,6 +129,10 @@ class MasterIndex:
     def __contains__(self, blob_id: bytes) -> bool:
         return blob_id in self._blobs
 
+    def has_all(self, blob_ids: set[bytes]) -> bool:
+        """Whether every one of these blobs is indexed (compared in C: a year's ~55,000)."""
+        return blob_ids.issubset(self._blobs.keys())
+
     def __len__(self) -> int:
         return len(self._blobs)
 
