@@ -7,7 +7,8 @@ repositories: the same days lived with two versions of the code, one after the o
 Why: on this machine, runs hours apart differ by more than most changes (bench/README.md, "A
 year of use"); the same state continued with each version in turn, minutes apart, does not.
 The days follow the year's own (the next seeds, the same schedule and tools). Prints a line a
-day and tool: the seconds of its backup, and of its prune and check on the days they run.
+day and tool: the seconds and peak RSS of its backup, and of its prune and check on the days
+they run.
 
 The first day is not like the year's: the copy lies at another path, so its backup has no
 parent snapshot and no files cache entry, reads every file and stores the day's changed
@@ -60,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         for tool in tools:
             moment = year.job_moment(start, day)
             done = year.run_daily_job(tool, pharmacy.tree, day, moment, schedule, activity)
-            steps = [f"backup {done.backup_s:.2f} s"]
-            steps += [f"prune {done.prune_s:.2f} s"] if done.prune_s is not None else []
-            steps += [f"check {done.check_s:.2f} s"] if done.check_s is not None else []
+            steps = [f"backup {done.backup_s:.2f} s ({done.backup_rss_mib:.0f} MiB)"]
+            steps += ([f"prune {done.prune_s:.2f} s ({done.prune_rss_mib:.0f} MiB)"]
+                      if done.prune_s is not None and done.prune_rss_mib is not None else [])
+            steps += ([f"check {done.check_s:.2f} s ({done.check_rss_mib:.0f} MiB)"]
+                      if done.check_s is not None and done.check_rss_mib is not None else [])
             print(f"day {day} {tool.name}: {', '.join(steps)}", flush=True)
     return 0
 
