@@ -8,13 +8,12 @@ import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import MAX_OBJECT, WireId, decode, want, want_id
+from coffre.format.codec import MAX_OBJECT, WireId, decode, encode, want, want_id
 from coffre.format.pack import (
     PACK_SALT_LEN,
     BlobEntry,
     DataWire,
     TreeWire,
-    encode_wires,
     entries_from_wires,
     wires,
 )
@@ -26,7 +25,7 @@ def encode_index(packs: dict[bytes, list[BlobEntry]], version: int = 1) -> bytes
         wire = [[pid, wires(entries)] for pid, entries in packs.items()]
     else:
         wire = [[pid, wires(entries), _salt(entries)] for pid, entries in packs.items()]
-    return encode_wires({"v": version, "packs": wire})
+    return encode({"v": version, "packs": wire})
 
 
 def _salt(entries: list[BlobEntry]) -> bytes:

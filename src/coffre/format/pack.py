@@ -22,7 +22,7 @@ import msgspec
 
 from coffre.core.errors import FormatError
 from coffre.core.i18n import _
-from coffre.format.codec import ID_LEN, MAX_OBJECT, WireId, decode, want, want_id, want_int
+from coffre.format.codec import ID_LEN, MAX_OBJECT, WireId, decode, encode, want, want_id, want_int
 
 MAX_BLOB_RAW = 16 * 1024 * 1024  # data blobs: chunks are at most 4 MiB
 # A tree lists one folder: ~150 bytes an entry, so this allows folders of ~1.5 million entries.
@@ -115,20 +115,17 @@ _MAX_STORED = {kind: max_stored(kind) for kind in (1, 2)}
 _MAX_RAW = {kind: max_raw(kind) for kind in (1, 2)}
 
 
+_astuple = msgspec.structs.astuple
+
+
 def wires(entries: list[BlobEntry]) -> list[tuple[object, ...]]:
     """Each entry as stored (`BlobEntry.to_wire`), made in C but for the loop: a prune writes a
     year's index, 55,000 entries, at once."""
     return [t[:5] if t[5] is None else t[:6] for t in map(_astuple, entries)]
 
 
-_astuple = msgspec.structs.astuple
-# The same MessagePack as codec.encode writes, in half the time (check sizes every pack's
-# header from its index entries).
-encode_wires = msgspec.msgpack.Encoder().encode
-
-
 def encode_header(entries: list[BlobEntry], version: int = 1) -> bytes:
-    return encode_wires({"v": version, "blobs": wires(entries)})
+    return encode({"v": version, "blobs": wires(entries)})
 
 
 # -- the quick decoder ------------------------------------------------------------------------
