@@ -132,15 +132,13 @@ class WalkedListings:
         for (tree,) in gone:
             del self._stored[tree]
 
-    def moved(self, copies: dict[bytes, tuple[bytes, BlobEntry, bytes, BlobEntry]]) -> int:
+    def moved(self, copies: dict[bytes, tuple[bytes, BlobEntry, bytes, BlobEntry]]) -> None:
         """Listings a prune copied to new packs: tree -> (old pack, old entry, new pack, new
         entry). An entry remembered for the old copy, and authentic, is made to name the new
-        one; how many were. Sound because prune authenticated and decoded the old copy (its
+        one. Sound because prune authenticated and decoded the old copy (its
         content hashed to its id) and checked that the new copy's encryption decrypts to the
         same bytes: decoding the new copy gives the same listing, and the check still hashes
         its pack the night it relies on it."""
-        if not copies:
-            return 0
         updates = []
         for tree, (old_pack, old_entry, new_pack, new_entry) in copies.items():
             row = self.db.execute("SELECT pack, place, names, mac FROM checked_listings WHERE tree = ?",
@@ -160,7 +158,6 @@ class WalkedListings:
         for new_pack, new_place, _mac, tree in updates:
             if tree in self._stored:
                 self._stored[tree] = (new_pack, new_place)
-        return len(updates)
 
     def _mac(self, tree: bytes, pack: bytes, place: bytes, names: bytes) -> bytes:
         # tree and pack are ID_LEN bytes, place is prefixed with its length: no two rows share
