@@ -24,11 +24,15 @@ SMALL_PACK = 1024 * 1024
 SMALL_CHUNKS = ChunkerParams(64 * 1024, 128 * 1024, 256 * 1024)
 
 
+def init_small(c: Coffre) -> Coffre:
+    """A repository with 1 MiB packs and ~200 KiB chunks."""
+    Repository.init(LocalBackend(c.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
+    return c
+
+
 @pytest.fixture
 def small(coffre: Coffre) -> Coffre:
-    """A repository with 1 MiB packs and ~200 KiB chunks."""
-    Repository.init(LocalBackend(coffre.repo), PASSWORD, chunker=SMALL_CHUNKS, pack_size=SMALL_PACK)
-    return coffre
+    return init_small(coffre)
 
 
 def packs(c: Coffre) -> dict[str, Path]:

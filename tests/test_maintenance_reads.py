@@ -5,12 +5,13 @@ window of a pack around each. Prune moves deltas without reading their bases at 
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
 from announcing import Announcing
 from coffre.chunker import PAGE_BLOCK
-from coffre.ops.check import Checker, Share
+from coffre.ops.check import SPAN, Checker, Share
 from coffre.ops.copy import Copier, KeptBases
 from coffre.ops.forget import remove_snapshots
 from coffre.ops.prune import Pruner
@@ -104,10 +105,24 @@ def test_check_announces_the_bases_of_the_deltas_it_reads(tmp_path: Path) -> Non
     forget_what_was_read(backend)
     result = Checker(repo).run(read_data=True)
     assert not result.errors and not result.damaged_packs
-    # Each delta's base on its own, and nothing else: each pack's header is taken from the
-    # pack read whole, not read again.
-    assert len(singles(backend.loaded, sizes)) == BLOCKS
-    assert singles(backend.unannounced, sizes) == []
+    # Each delta's base on its own, announced first.
+    blobs = {(p.hex(), e.offset, e.offset + e.length) for p, entries in repo.index.packs().items()
+             for e in entries}
+    assert len([span for span in backend.loaded if span in blobs]) == BLOCKS
+    assert [span for span in backend.unannounced if span in blobs] == []
+    # Besides, each pack read once: whole, or a larger one in spans after its header (the
+    # last 64 KiB) and the spans covering it end to end.
+    for name, size in sizes.items():
+        if name in backend.tree_packs:
+            continue  # not recorded (Announcing)
+        own = sorted(span[1:] for span in backend.loaded if span[0] == name and span not in blobs)
+        if size <= SPAN:
+            assert own == [(0, size)]
+        else:
+            own.remove((size - 64 * 1024, size))
+            assert own[0][0] == 0 and own[-1][1] == size and len(own) > 1
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(own))
+            assert max(stop - start for start, stop in own) <= SPAN
 
 
 def test_prune_moves_deltas_without_reading_their_bases(tmp_path: Path) -> None:

@@ -111,6 +111,28 @@ def moved(entry: BlobEntry, offset: int) -> BlobEntry:
     return BlobEntry(entry.kind, entry.id, offset, entry.length, entry.raw_length, entry.base, entry.salt)
 
 
+def spans(entries: list[BlobEntry], size: int, limit: int) -> list[tuple[int, int, list[BlobEntry]]]:
+    """A pack of `size` bytes cut into consecutive spans covering it all, each of about `limit`
+    bytes at most, with the blobs that lie in it: a blob is never cut, so one larger than
+    `limit` has a span of its own, as have blobs that overlap. Without blobs the cuts are
+    every `limit` bytes."""
+    ordered = sorted((e for e in entries if e.offset + e.length <= size), key=lambda e: e.offset)
+    if not ordered:
+        return [(i, min(i + limit, size), []) for i in range(0, size, limit)] or [(0, 0, [])]
+    cut, reach = 0, 0
+    group: list[BlobEntry] = []
+    out: list[tuple[int, int, list[BlobEntry]]] = []
+    for e in ordered:
+        # A cut falls before a blob only where no earlier blob reaches past it.
+        if group and e.offset >= reach and e.offset + e.length - cut > limit:
+            out.append((cut, e.offset, group))
+            cut, group = e.offset, []
+        group.append(e)
+        reach = max(reach, e.offset + e.length)
+    out.append((cut, size, group))
+    return out
+
+
 _MAX_STORED = {kind: max_stored(kind) for kind in (1, 2)}
 _MAX_RAW = {kind: max_raw(kind) for kind in (1, 2)}
 
