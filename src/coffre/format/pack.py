@@ -112,23 +112,40 @@ def moved(entry: BlobEntry, offset: int) -> BlobEntry:
 
 
 def spans(entries: list[BlobEntry], size: int, limit: int) -> list[tuple[int, int, list[BlobEntry]]]:
-    """A pack of `size` bytes cut into consecutive spans covering it all, each of about `limit`
-    bytes at most, with the blobs that lie in it: a blob is never cut, so one larger than
-    `limit` has a span of its own, as have blobs that overlap. Without blobs the cuts are
-    every `limit` bytes."""
-    ordered = sorted((e for e in entries if e.offset + e.length <= size), key=lambda e: e.offset)
-    if not ordered:
-        return [(i, min(i + limit, size), []) for i in range(0, size, limit)] or [(0, 0, [])]
-    cut, reach = 0, 0
-    group: list[BlobEntry] = []
+    """A pack of `size` bytes cut into consecutive spans covering it all, each of at most
+    `limit` bytes, with the blobs that lie in it. A blob is never cut: one larger than `limit`
+    has a span of its own, as have blobs that overlap one another. The bytes between and after the blobs
+    (the header) are cut every `limit` bytes. An entry that does not lie within the pack
+    goes with the last span (where it does not fit: it is damaged)."""
+    inside = sorted((e for e in entries if e.offset + e.length <= size), key=lambda e: e.offset)
     out: list[tuple[int, int, list[BlobEntry]]] = []
-    for e in ordered:
-        # A cut falls before a blob only where no earlier blob reaches past it.
+    cut, reach = 0, 0  # where the current span starts; the end of the blobs met so far
+    group: list[BlobEntry] = []
+
+    def bytes_alone(stop: int) -> None:
+        """Spans of at most `limit` from `cut` to `stop`, no blob in them."""
+        nonlocal cut
+        while stop - cut > limit:
+            out.append((cut, cut + limit, []))
+            cut += limit
+
+    for e in inside:
         if group and e.offset >= reach and e.offset + e.length - cut > limit:
-            out.append((cut, e.offset, group))
-            cut, group = e.offset, []
+            # A cut falls only where no blob before reaches past it.
+            out.append((cut, reach, group))
+            cut, group = reach, []
+        if not group:
+            bytes_alone(e.offset)
+            if cut < e.offset and e.offset + e.length - cut > limit:
+                out.append((cut, e.offset, []))
+                cut = e.offset
         group.append(e)
         reach = max(reach, e.offset + e.length)
+    if group and size - cut > limit:
+        out.append((cut, reach, group))
+        cut, group = reach, []
+    bytes_alone(size)
+    group += [e for e in entries if e.offset + e.length > size]
     out.append((cut, size, group))
     return out
 

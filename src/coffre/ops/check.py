@@ -68,6 +68,14 @@ class _Decoded:
 
 
 @dataclass
+class _FirstRead:
+    """What reading a pack in spans left unsettled, for the whole read that follows."""
+
+    misread: bool = False  # its bytes did not match its name (or its header's stored bytes)
+    header_failed: bool = False  # its header did not decode
+
+
+@dataclass
 class CheckResult:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -485,12 +493,12 @@ class Checker:
         bases = PackBases(self.repo, entries) if full and entries and self._whole_deltas else None
         # A pack larger than a span, on a local disk, is read in spans (its header first);
         # remote, each span would cost a request.
-        spanned = None
+        first = _FirstRead()
         if not self.repo.backend.remote and self._sizes[pid] > SPAN:
-            spanned = self._examine_in_spans(pid, entries, full, bases)
-        if spanned:
-            return
-        misread = spanned is False  # read in spans, its bytes did not match: read once already
+            settled = self._examine_in_spans(pid, entries, full, bases, first)
+            if settled:
+                return
+        misread = first.misread  # read once already, in spans, and its bytes did not match
         try:
             data = self.repo.backend.load(Handle("data", name))
             if hashlib.sha256(data).hexdigest() != name and not misread:
@@ -502,54 +510,66 @@ class Checker:
         if hashlib.sha256(data).hexdigest() != name:
             self._locate(pid, data, entries)
             return
-        if misread:
-            with self._lock:
+        header = None
+        if full:
+            try:
+                header = self.repo.read_pack_header(pid, data=data)
+            except FormatError as exc:
+                r.damaged_packs[name] = _("header: {reason}").format(reason=exc.message)
+            # Its header did not decode from the first read, and does from the same bytes now.
+            misread = misread or (header is not None and first.header_failed)
+        with self._lock:
+            if misread:
                 r.notes.append(_(
                     "pack {name} gave wrong bytes once and the right ones when read again: "
                     "check this machine's memory and the connection to the storage").format(
                         name=name[:12]))
-        with self._lock:
             r.hashed.add(pid)
             if full:
                 r.examined.add(pid)
-        if not full:
-            return
-        try:
-            header = self.repo.read_pack_header(pid, data=data)
-        except FormatError as exc:
-            r.damaged_packs[name] = _("header: {reason}").format(reason=exc.message)
-            return
-        decoded = _Decoded()
-        self._decode_all(pid, data, header, decoded, bases)
-        self._examined(pid, entries, header, decoded)
+        if header is not None:
+            decoded = _Decoded()
+            self._decode_all(pid, data, header, decoded, bases)
+            self._examined(pid, entries, header, decoded)
 
     def _examine_in_spans(self, pid: bytes, entries: list[packfmt.BlobEntry] | None, full: bool,
-                          bases: PackBases | None) -> bool | None:
-        """A local pack read in spans of about SPAN bytes, hashed and (full) its blobs decoded
-        span by span: True when its bytes match its name, its outcome then taken into the
-        result. Else nothing is taken: False when the bytes read do not match its name, None
-        when it could not be read so (its header does not decode, it is shorter or longer
-        than listed, a read failed). The caller then reads it whole and says what is wrong."""
+                          bases: PackBases | None, first: _FirstRead) -> bool:
+        """A local pack read in spans of at most SPAN bytes (a larger blob alone), hashed and
+        (full) its blobs decoded span by span, after its header. True when that settled it: its
+        bytes match its name, its outcome then taken into the result, or it could not be read
+        (as a whole read that fails). Else nothing is taken, what the caller must know of this
+        first read is in `first`, and the caller reads the pack whole and says what is wrong."""
         name, size = pid.hex(), self._sizes[pid]
         handle = Handle("data", name)
+        end_at, end = size, b""  # the header's stored bytes, checked again where a span covers them
         try:
-            header = self.repo.read_pack_header(pid, size=size) if full else []
-        except (FormatError, StorageError):
-            return None
-        self.repo.backend.will_read(handle, 0, size)  # the disk reads ahead while blobs decode
-        digest, decoded = hashlib.sha256(), _Decoded()
-        for start, end, blobs in packfmt.spans(header, size, SPAN):
-            try:
-                # The last span asks for a byte more: a pack grown since it was listed is seen.
-                data = self.repo.backend.load(handle, start, end - start + (end == size))
-            except StorageError:
-                return None
-            if len(data) != end - start:
-                return None
-            digest.update(data)
+            header: list[packfmt.BlobEntry] = []
             if full:
-                self._decode_all(pid, data, blobs, decoded, bases, start)
+                try:
+                    header, end_at, end = self.repo.read_pack_end(pid, size=size)
+                except FormatError:
+                    first.header_failed = True
+                    return False
+            self.repo.backend.will_read(handle, 0, size)  # the disk reads ahead while blobs decode
+            digest, decoded = hashlib.sha256(), _Decoded()
+            for start, stop, blobs in packfmt.spans(header, size, SPAN):
+                # The last span asks for a byte more: a pack grown since it was listed is seen.
+                data = self.repo.backend.load(handle, start, stop - start + (stop == size))
+                if len(data) != stop - start:
+                    return False  # its size changed since it was listed: read whole, as before
+                digest.update(data)
+                if stop > end_at and (data[max(0, end_at - start):]
+                                      != end[max(0, start - end_at) : stop - end_at]):
+                    first.misread = True  # the header was decoded from other bytes than these
+                    return False
+                if full:
+                    self._decode_all(pid, data, blobs, decoded, bases, start)
+                del data  # held: one span at a time
+        except StorageError as exc:
+            self.result.damaged_packs[name] = _("cannot be read: {reason}").format(reason=exc.message)
+            return True
         if digest.hexdigest() != name:
+            first.misread = True
             return False
         with self._lock:
             self.result.hashed.add(pid)

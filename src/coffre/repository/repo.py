@@ -539,6 +539,14 @@ class Repository:
     ) -> list[packfmt.BlobEntry]:
         """A pack's header, read from the storage, or taken from `data`, the whole pack when
         the caller has read it already (a request less)."""
+        return self.read_pack_end(pack_id, size, data)[0]
+
+    def read_pack_end(
+        self, pack_id: bytes, size: int | None = None, data: bytes | None = None,
+    ) -> tuple[list[packfmt.BlobEntry], int, bytes]:
+        """A pack's header (as read_pack_header), with the offset and the stored bytes it was
+        decoded from (its envelope and the trailer): a caller that reads the pack again can
+        check that it read the same."""
         handle = Handle("data", pack_id.hex())
         if data is not None:
             size = len(data)
@@ -556,7 +564,8 @@ class Repository:
         else:
             envelope = self.backend.load(handle, size - trailer - hlen, hlen)
         salt = packfmt.trailer_salt(tail) if self.version >= 2 else None
-        return self.decode_header(envelope, size - trailer - hlen, salt)
+        at = size - trailer - hlen
+        return self.decode_header(envelope, at, salt), at, bytes(envelope) + tail[len(tail) - trailer :]
 
     def decode_header(self, envelope: bytes, body_size: int, salt: bytes | None) -> list[packfmt.BlobEntry]:
         """A pack's header from its encrypted form (salt: format 2's pack salt)."""
