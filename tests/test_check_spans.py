@@ -192,29 +192,33 @@ def test_a_header_read_wrong_once_is_a_note_not_damage(
                        "read again: check this machine's memory and the connection to the storage"]
 
 
+@pytest.mark.usefixtures("damage")  # a repository of several packs
 def test_a_header_read_from_other_bytes_is_not_taken_for_this_packs(
-        coffre: Coffre, damage: Damage, monkeypatch: pytest.MonkeyPatch) -> None:
+        coffre: Coffre, monkeypatch: pytest.MonkeyPatch) -> None:
     """A misdirected read gives the last bytes of another pack, whose header decodes (every
     pack's is sealed alike): its blobs must not be looked for in this pack, which would be
     damage that is not there. The header's bytes are checked against the spans that cover
     them; the pack is then read again, whole."""
-    sizes = {name: path.stat().st_size for name, path in packs(coffre).items()}
-    tree = {p.hex() for p in open_local(coffre).index.packs() if open_local(coffre).index.tree_pack(p)}
-    other = next(n for n in sorted(sizes) if n != damage.victim and n not in tree
-                 and sizes[n] <= sizes[damage.victim])
+    index = open_local(coffre).index
+    data = sorted((path.stat().st_size, name) for name, path in packs(coffre).items()
+                  if not index.tree_pack(bytes.fromhex(name)))
+    # The other pack no larger: its header's blobs then all lie within this one, so it decodes.
+    (size, target), (_, other) = data[-1], data[-2]
     tail = packs(coffre)[other].read_bytes()[-64 * 1024 :]
     served = []
 
     def misdirected(handle: Handle, offset: int, length: int | None, data: bytes) -> bytes:
-        if handle.name == damage.victim and length is None and offset > 0 and not served:
+        if handle.name == target and length is None and offset > 0 and not served:
             served.append(offset)
             return tail
         return data
 
-    r = checked(coffre.repo, monkeypatch, WAYS["in spans"], fault=misdirected)[0]
+    r, backend = checked(coffre.repo, monkeypatch, WAYS["in spans"], fault=misdirected)
     assert served
+    # The other header decoded: spans were read after it, then the pack whole.
+    assert any(name == target and start == 0 and stop < size for name, start, stop in backend.loads)
     assert r.ok and not r.damaged_packs and not r.damaged_blobs
-    assert r.notes == [f"pack {damage.victim[:12]} gave wrong bytes once and the right ones when "
+    assert r.notes == [f"pack {target[:12]} gave wrong bytes once and the right ones when "
                        "read again: check this machine's memory and the connection to the storage"]
 
 

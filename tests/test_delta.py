@@ -30,6 +30,10 @@ from coffre.storage.memory import MemoryBackend
 from conftest import PASSWORD, Coffre, age_tree, snapshot_ids, tree_digest
 
 ROWS = 40_000
+# The dump's lines: ~1.4 MB, more than the largest chunk (1 MiB), so that it is always cut in
+# two chunks at least, whatever the repository's key (at ~980 KB it was one chunk about once
+# in 300 repositories, and no delta of it then outlived a day).
+DUMP_LINES = 57_000
 
 
 def make_db(path: Path) -> None:
@@ -57,7 +61,7 @@ def one_day(root: Path, seed: int = 1) -> None:
     dump = root / "dump.sql"
     lines = dump.read_bytes().split(b"\n")
     lines[10] = b"10\tproduit modifie\t1"
-    lines += [f"{ROWS + i}\tnouveau {i}\t{i}".encode() for i in range(200)]
+    lines += [f"{DUMP_LINES + i}\tnouveau {i}\t{i}".encode() for i in range(200)]
     dump.write_bytes(b"\n".join(lines))
     with open(root / "app.log", "ab") as f:
         f.write(b"14:02 vente enregistree\n" * 50)
@@ -71,7 +75,8 @@ def pharmacy(tmp_path: Path) -> Path:
     make_db(root / "officine.db")
     rnd = random.Random(5)
     (root / "dump.sql").write_bytes(
-        b"\n".join(f"{i}\tproduit {rnd.randrange(10**6)}\t{rnd.randrange(500)}".encode() for i in range(ROWS))
+        b"\n".join(f"{i}\tproduit {rnd.randrange(10**6)}\t{rnd.randrange(500)}".encode()
+                  for i in range(DUMP_LINES))
     )
     (root / "app.log").write_bytes(b"08:00 ouverture\n" * 2000)
     age_tree(root)

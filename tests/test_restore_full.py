@@ -21,7 +21,7 @@ from coffre.storage.local import LocalBackend
 from conftest import PASSWORD, Coffre, Mount, age_tree
 
 SMALL = 8 * 1024
-BIG = 4 * 1024 * 1024  # ~13 blobs of the default chunker: written by ranges (more than 8)
+BIG = 9 * 1024 * 1024  # more than 8 blobs (at most 1 MiB each, whatever the key): written by ranges
 FULL = "the restore target is full"
 
 @pytest.fixture

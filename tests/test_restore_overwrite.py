@@ -234,7 +234,8 @@ def test_hard_links_left_as_they_were(repo: Coffre, tmp_path: Path) -> None:
 def test_progress_of_a_file_written_by_ranges(repo: Coffre, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    (src / "base.db").write_bytes(os.urandom(4 * 1024 * 1024))  # ~13 blobs: written by ranges
+    # More than 8 blobs (at most 1 MiB each, whatever the key): written by ranges.
+    (src / "base.db").write_bytes(os.urandom(9 * 1024 * 1024))
     (src / "note.txt").write_text("note\n")
     repo.ok("backup", str(src))
     stored = Repository.open(LocalBackend(repo.repo), PASSWORD)
@@ -248,4 +249,4 @@ def test_progress_of_a_file_written_by_ranges(repo: Coffre, tmp_path: Path) -> N
 
     status = progress.status()
     assert (status.files_done, status.files_total) == (2, 2)
-    assert status.bytes_done == status.bytes_total == 4 * 1024 * 1024 + 5
+    assert status.bytes_done == status.bytes_total == 9 * 1024 * 1024 + 5

@@ -59,7 +59,9 @@ def test_a_backup_over_the_hard_quota_stops_cleanly_and_the_repository_stays_who
 ) -> None:
     import os
 
-    tokens = coffre_server.tenant("quota-e2e", quota_soft=500_000, quota_hard=2_000_000)
+    # The first pack (at most ~2.1 MB: 1 MiB, then the chunk that crosses it) always fits
+    # under the hard quota; the 4 MB of scans never do.
+    tokens = coffre_server.tenant("quota-e2e", quota_soft=500_000, quota_hard=3_000_000)
     src = tmp_path / "src"
     src.mkdir()
     for i in range(4):
@@ -68,7 +70,7 @@ def test_a_backup_over_the_hard_quota_stops_cleanly_and_the_repository_stays_who
     c.ok("init", "--pack-size", "1")
     res = c("backup", str(src))
     assert res.code == 1, res
-    assert "hard quota of 1.91 MiB (2000000 bytes) would be exceeded" in res.err, res
+    assert "hard quota of 2.86 MiB (3000000 bytes) would be exceeded" in res.err, res
     assert "ask the provider to raise the quota" in res.err
     assert res.err.count("warning: the soft quota on the Coffre server is reached") == 1, res
     assert "Traceback" not in res.err and tokens["backup"] not in res.out + res.err
