@@ -150,8 +150,7 @@ class Checker:
         self._lock = threading.Lock()
         self.used: set[bytes] = set()  # every blob a snapshot references (trees, data, bases)
         self._gone: set[bytes] = set()  # indexed packs missing from storage
-        self._stored: set[bytes] = set()  # packs the listing gives
-        self._sizes: dict[bytes, int] = {}  # ... and their sizes
+        self._sizes: dict[bytes, int] = {}  # the packs the listing gives, and their sizes
         self._unverifiable = 0  # needed deltas whose base cannot be read
         self._orphans = 0  # unneeded deltas whose base is gone
         self._whole_deltas = True  # every delta rebuilt from its base and checked against its id
@@ -168,7 +167,6 @@ class Checker:
         self.repo.load_index(errors=r.errors)
         stored = dict(self.repo.iter_pack_names())
         self._sizes = {bytes.fromhex(name): size for name, size in stored.items()}
-        self._stored = set(self._sizes)
         indexed = self.repo.index.packs()
         r.packs_total = len(stored)
         self.report(_("{packs}, {blobs} in the index").format(
@@ -401,7 +399,7 @@ class Checker:
             return {}
         known = self.walked.load()
         index = self.repo.index
-        packs = sorted({w.pack for w in known.values()} & self._stored)
+        packs = sorted({w.pack for w in known.values()} & self._sizes.keys())
         packs = [p for p in packs if index.tree_pack(p)]  # mixed packs hold data: not hashed for this
         indexed = index.packs()
         with ThreadPoolExecutor(READERS, thread_name_prefix="check") as pool:
@@ -421,7 +419,7 @@ class Checker:
         """Adds to `fine` the blobs the index has, readable (a delta with its base stored whole),
         and to `used` the bases of deltas; the others, each with its error to word."""
         lookup, readable = self.repo.index.lookup_function(), self.repo.index.readable
-        present = self._stored.__contains__  # _present without a Python call per delta
+        present = self._sizes.__contains__  # _present without a Python call per delta
         used = self.used
         lacking: dict[bytes, str] = {}
         for blob in blobs:
@@ -471,7 +469,7 @@ class Checker:
                     size=stored[name], expected=expected)
 
     def _present(self, pack: bytes) -> bool:
-        return pack in self._stored
+        return pack in self._sizes
 
     def _other_copy(self, blob_id: bytes, pack: bytes) -> bool:
         """Whether the blob can be read from another pack that exists (for a delta: with its
@@ -501,13 +499,15 @@ class Checker:
         misread = first.misread  # read once already, in spans, and its bytes did not match
         try:
             data = self.repo.backend.load(Handle("data", name))
-            if hashlib.sha256(data).hexdigest() != name and not misread:
+            matches = hashlib.sha256(data).hexdigest() == name
+            if not matches and not misread:
                 misread = True
                 data = self.repo.backend.load(Handle("data", name))
+                matches = hashlib.sha256(data).hexdigest() == name
         except StorageError as exc:
             r.damaged_packs[name] = _("cannot be read: {reason}").format(reason=exc.message)
             return
-        if hashlib.sha256(data).hexdigest() != name:
+        if not matches:
             self._locate(pid, data, entries)
             return
         header = None
