@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +202,17 @@ def test_the_summary_says_what_was_read_and_what_was_sent(repo: Coffre, tmp_path
 def test_a_file_read_again_but_the_same_is_unchanged(repo: Coffre, tmp_path: Path) -> None:
     """Files written just before a backup are read again by the next one (the files cache does
     not vouch for a file modified within 2 s of a backup): those whose content is the parent's
-    are counted unchanged, not changed."""
+    are counted unchanged, not changed. The files are dated an hour ahead, so that however slowly
+    the backup starts they are always that recent."""
     src = tmp_path / "fresh"
     src.mkdir()
+    ahead = time.time_ns() + 3600 * 10**9
     for i in range(5):
         (src / f"ordonnance-{i}.jpg").write_bytes(os.urandom(50_000))
+        os.utime(src / f"ordonnance-{i}.jpg", ns=(ahead, ahead))
     repo.ok("backup", str(src))
     (src / "ordonnance-0.jpg").write_bytes(os.urandom(50_000))
+    os.utime(src / "ordonnance-0.jpg", ns=(ahead + 10**9, ahead + 10**9))
     again = repo.ok("backup", str(src), "--json").json()["summary"]
     assert again["bytes_read"] >= 250_000  # all read again
     assert (again["files_new"], again["files_changed"], again["files_unmodified"]) == (0, 1, 4), again

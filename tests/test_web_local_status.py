@@ -378,7 +378,7 @@ def test_run_now_asks_the_scheduler_and_shows_progress(tmp_path: Path, store: St
     r = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False)
     assert r.status_code == 303 and view.asked == ["officine"]
     page_url = r.headers["location"]
-    assert page_url.startswith("/jobs/officine/run?since=")
+    assert page_url.startswith("/jobs/officine/run?after=")
     page = c.get(page_url).text
     assert "La sauvegarde officine démarre" in page  # the flash
     assert 'hx-trigger="every 1s"' in page and "Actualiser" in page and "Démarrage" in page
@@ -404,3 +404,42 @@ def test_run_now_asks_the_scheduler_and_shows_progress(tmp_path: Path, store: St
     assert "réussie" in fragment and "2 Go" in fragment and "5 Mo" in fragment, fragment
     assert "hx-trigger" not in fragment  # polling stops
     assert c.post("/jobs/nope/run", data={"csrf": token}).status_code == 404
+
+
+def test_the_progress_page_follows_the_clicks_run_not_one_just_before(tmp_path: Path,
+                                                                     store: StatusStore) -> None:
+    """A scheduled run that started a moment before the click (and has ended) is not the
+    click's run: the page says the backup is starting until the click's run starts, then follows
+    that run to its end, whatever the clock said and whatever runs after it."""
+    clock = Clock()
+    view = View(_config(tmp_path), store, clock)
+    _record(store, replace(_good_run(clock.t - 1), trigger="schedule", bytes_sent=7 * 2**20))
+    c = _client(view)
+    token = _csrf(c.get("/").text)
+    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
+    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    queued = c.get(poll).text
+    assert "Démarrage" in queued and "réussie" not in queued and "7 Mo" not in queued, queued
+    assert 'hx-trigger="every 1s"' in queued  # it keeps asking
+    # The click's run starts; the clock has stepped back meanwhile (it says 30 s before the click).
+    mine = _record(store, replace(_good_run(clock.t - 30), trigger="manual", bytes_sent=3 * 2**20))
+    _record(store, replace(_good_run(clock.t + 90), trigger="schedule", bytes_sent=9 * 2**20))
+    done = c.get(poll).text
+    assert "réussie" in done and "3 Mo" in done and "à la main" in done, done
+    assert f"/runs/{mine}" in done, done
+    assert "hx-trigger" not in done
+
+
+def test_a_scheduled_run_that_took_the_clicks_place_is_followed(tmp_path: Path,
+                                                                store: StatusStore) -> None:
+    """The schedule started the job just after the click (the click's request then finds it
+    running and is dropped): that run, which backs up what the click wanted, is the one shown."""
+    clock = Clock()
+    view = View(_config(tmp_path), store, clock)
+    c = _client(view)
+    token = _csrf(c.get("/").text)
+    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
+    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    _record(store, replace(_good_run(clock.t), trigger="schedule", bytes_sent=7 * 2**20))
+    done = c.get(poll).text
+    assert "réussie" in done and "7 Mo" in done, done

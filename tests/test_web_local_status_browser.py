@@ -146,7 +146,7 @@ def test_the_pharmacy_page_with_a_real_agent(tmp_path: Path, coffre: Coffre, bro
         # A new prescription is scanned; run now, and watch it finish (htmx swaps the progress).
         (docs / "ordonnance-nouvelle.pdf").write_bytes(os.urandom(200_000))
         page.click("text=Sauvegarder maintenant — officine")
-        page.wait_for_url(re.compile(re.escape(base) + r"/jobs/officine/run\?since="))
+        page.wait_for_url(re.compile(re.escape(base) + r"/jobs/officine/run\?after="))
         assert "La sauvegarde officine démarre" in page.inner_text(".flash")
         page.wait_for_selector("#progress.progress-done", timeout=120_000)
         done = page.inner_text("#progress")

@@ -290,6 +290,18 @@ class StatusStore:
             params = (*params, max(0, int(limit)))
         return self._records(self._read(sql, params))[::-1]
 
+    def last_run_id(self, job: str) -> int:
+        """The id of the latest run of `job` ever started, 0 if none: a mark that every later
+        run of it passes (ids only grow)."""
+        rows = self._read("SELECT MAX(id) FROM runs WHERE job = ?", (job,))
+        return int(rows[0][0] or 0) if rows else 0
+
+    def first_run_after(self, job: str, run_id: int) -> RunRecord | None:
+        """The first run of `job` started after run `run_id` (a mark from `last_run_id`)."""
+        rows = self._read(f"{_SELECT} WHERE job = ? AND id > ? ORDER BY id LIMIT 20", (job, int(run_id)))
+        records = self._records(rows)  # a damaged row is skipped: the next one answers
+        return records[0] if records else None
+
     def run(self, run_id: int) -> RunRecord | None:
         """The run of that id (None: unknown, pruned, or damaged)."""
         records = self._records(self._read(f"{_SELECT} WHERE id = ?", (int(run_id),)))
