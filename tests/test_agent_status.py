@@ -275,6 +275,25 @@ def test_a_damaged_row_is_reported_not_a_crash(store: StatusStore) -> None:
     assert store.last_run("officine") == runs[-1]  # the damaged latest row is skipped
 
 
+def test_the_first_run_after_a_mark_skips_a_damaged_row(store: StatusStore) -> None:
+    """The run page's mark (`last_run_id`) and the run it then follows (`first_run_after`): by
+    id, whatever the times say; a damaged row is passed over, the next run answers."""
+    assert store.last_run_id("officine") == 0
+    before = add(store, full_record(started=at(10, 12)))
+    mark = store.last_run_id("officine")
+    assert mark == before.run_id
+    assert store.first_run_after("officine", mark) is None
+    broken = add(store, full_record(started=at(9, 0)))  # an earlier time: the clock stepped back
+    assert store.first_run_after("officine", mark) == broken
+    db = sqlite3.connect(store.path)
+    db.execute("UPDATE runs SET started = 'hier' WHERE id = ?", (broken.run_id,))
+    db.commit()
+    db.close()
+    assert store.last_run_id("officine") == broken.run_id
+    after = add(store, full_record(started=at(9, 5)))
+    assert store.first_run_after("officine", mark) == after
+
+
 # -- coffre status -----------------------------------------------------------------------------
 
 
