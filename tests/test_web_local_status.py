@@ -430,6 +430,28 @@ def test_the_progress_page_follows_the_clicks_run_not_one_just_before(tmp_path: 
     assert "hx-trigger" not in done
 
 
+def test_a_page_open_across_a_new_history_shows_its_runs(tmp_path: Path, store: StatusStore) -> None:
+    """The status file was moved aside and the agent began a new history while the page was
+    open: the run ids started again from 1, below the click's mark. The page shows the new
+    history's run rather than waiting for ever for an id it will not see."""
+    clock = Clock()
+    view = View(_config(tmp_path), store, clock)
+    for k in range(3):
+        _record(store, replace(_good_run(clock.t - 900 + k), trigger="schedule"))
+    c = _client(view)
+    token = _csrf(c.get("/").text)
+    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
+    assert page_url.endswith("after=3")
+    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    view.store = StatusStore(tmp_path / "new-state" / "agent.sqlite")
+    try:
+        _record(view.store, replace(_good_run(clock.t + 1), trigger="manual", bytes_sent=3 * 2**20))
+        done = c.get(poll).text
+        assert "réussie" in done and "3 Mo" in done and "à la main" in done, done
+    finally:
+        view.store.close()
+
+
 def test_a_scheduled_run_that_took_the_clicks_place_is_followed(tmp_path: Path,
                                                                 store: StatusStore) -> None:
     """The schedule started the job just after the click (the click's request then finds it

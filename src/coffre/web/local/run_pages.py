@@ -39,6 +39,8 @@ def progress_of(kit: LocalKit, job: str, after: int | None) -> Progress:
     poll = kit.urls.to(base + "/progress", after=after)
     page = kit.urls.to(base + "/run", after=after)
     store = view.store()
+    if after is not None and store.last_run_id(job) < after:
+        after = None  # a history begun anew (the file moved aside): its runs all came after
     if after is None:
         runs = store.runs(job=job, limit=1)
         latest = runs[-1] if runs else None
