@@ -5,6 +5,7 @@ the storage; `check` authenticates each (docs/design.md §8.1)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 
@@ -99,3 +100,80 @@ def test_on_a_full_medium_the_tombstone_follows_the_removal(full_for: int) -> No
     else:
         assert tombstone_names(repo) == []
         assert "will report this snapshot as vanished" in said[0]  # one snapshot
+
+
+# -- forget records a machine has read: read again with the data, as packs' bytes ---------------
+
+
+def _records(repo: Coffre, n: int) -> list[str]:
+    """`n` forget records in the repository (each naming a snapshot id no snapshot has)."""
+    opened = Repository.open(LocalBackend(repo.repo), PASSWORD)
+    return [save_tombstones(opened, [os.urandom(32).hex()])[0] for _ in range(n)]
+
+
+def _damage(repo: Coffre, name: str) -> None:
+    path = Path(repo.repo) / "forgotten" / name
+    path.chmod(0o600)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x20
+    path.write_bytes(bytes(raw))
+
+
+def test_a_forget_record_read_here_is_read_again_with_the_data(repo: Coffre, tmp_path: Path) -> None:
+    """Forget records are never removed, one a day for years: a check reads again those this
+    machine has read intact only with its data (all with --read-data, those whose names fall in
+    the share it reads with a percentage), so a nightly check does not read a year of them.
+    One damaged since is found by the data pass that covers its name, within one turn."""
+    days = tmp_path / "days"
+    days.mkdir()
+    for day in range(6):  # six backups: six data packs of the same size, no share reads all
+        (days / f"scan-{day}.pdf").write_bytes(os.urandom(400_000))
+        age_tree(days)
+        repo.ok("backup", str(days))
+    names = _records(repo, 12)
+    first = repo.ok("check", "--json").json()  # the opening reads the new ones, the check not again
+    assert (first["forget_records_read"], first["forget_records_known"]) == (0, 12), first
+    assert "forget records: 0 read, 12 read intact here before" in repo.ok("check").err
+    victim = names[5]
+    _damage(repo, victim)
+    assert repo.ok("check", "--json").json()["forget_records_known"] == 12  # not read: data at rest
+    full = repo("check", "--read-data")
+    assert full.code == 1 and f"forget record forgotten/{victim[:12]}" in full.out, full
+    # A rotating share: each run reads the records whose names its packs' arc covers; a whole
+    # turn reads every one, so the damaged one is found within it, and not by every run.
+    found = []
+    for _ in range(4):
+        res = repo("check", "--read-data-subset", "34%", "--json")
+        summary = res.json()
+        assert summary["packs_read"] < summary["packs_total"], summary
+        assert summary["forget_records_read"] + summary["forget_records_known"] == 12, summary
+        found.append(res.code == 1 and any(victim[:12] in e for e in summary["errors"]))
+    assert any(found) and not all(found), found
+
+
+def test_a_forget_record_never_read_here_is_read_by_every_check(repo: Coffre, tree: Path) -> None:
+    repo.ok("backup", str(tree))
+    _records(repo, 3)
+    junk = os.urandom(200)
+    LocalBackend(repo.repo).save(Handle("forgotten", hashlib.sha256(junk).hexdigest()), junk)
+    for _ in range(2):  # the opening could not read it either: it is read again each time
+        res = repo("check", "--json")
+        assert res.code == 1, res
+        summary = res.json()
+        assert (summary["forget_records_read"], summary["forget_records_known"]) == (1, 3), summary
+
+
+def test_the_share_of_names_a_data_pass_covers() -> None:
+    from coffre.ops.check import DataPass, in_share
+
+    names = [f"{i:02x}" + "0" * 62 for i in range(0, 256, 16)]
+    assert all(DataPass(everything=True).covers(n) for n in names)
+    assert not any(DataPass().covers(n) for n in names)
+    # Slices n/m partition the names, as they do packs.
+    slices = [[n for n in names if DataPass(slice=(k, 3)).covers(n)] for k in (1, 2, 3)]
+    assert sorted(n for part in slices for n in part) == names
+    # Consecutive shares' arcs partition the circle: after -> end, then end -> next end, round.
+    ends = ["", names[4], names[11], names[2]]  # the last one wrapped past the end
+    arcs = [[n for n in names if in_share(n, a, b)] for a, b in itertools.pairwise(ends)]
+    assert arcs[0] == names[:5] and arcs[1] == names[5:12] and arcs[2] == names[:3] + names[12:]
+    assert all(in_share(n, names[7], names[7]) for n in names)  # a whole turn

@@ -19,7 +19,7 @@ from coffre.cli.context import (
 )
 from coffre.cli.output import emit_json, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
-from coffre.cli.watching import standing_alarms, watch_storage
+from coffre.cli.watching import standing_alarms, tombstones_read_here, watch_storage
 from coffre.continuity import retention
 from coffre.core.clock import iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
@@ -143,8 +143,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             except sqlite3.Error:
                 pass  # a cache that cannot hold them: every listing is decoded
         with reading(repo, "check"), progress_for(args, _("check")) as progress:
-            res = Checker(repo, report=quiet if args.json else warn, progress=progress,
-                          walked=walked).run(read_data=args.read_data, subset=subset, share=share)
+            res = Checker(repo, report=quiet if args.json else warn, progress=progress, walked=walked,
+                          read_before=tombstones_read_here(repo)).run(
+                read_data=args.read_data, subset=subset, share=share)
         if share is not None:
             _keep_share_cursor(cache, res.share_end)
         remember_damage(cache, res)
@@ -159,6 +160,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                    "damaged_packs": res.damaged_packs, "affected": res.affected,
                    "packs_read": res.packs_read, "packs_total": res.packs_total,
                    "bytes_read": res.bytes_read,
+                   "forget_records_read": res.forget_records_read,
+                   "forget_records_known": res.forget_records_known,
                    "snapshots": res.snapshots})
     else:
         for n in res.notes:

@@ -78,6 +78,12 @@ def say_alarms(alarms: list[Alarm]) -> None:
         warn(_(HINT))
 
 
+def tombstones_read_here(repo: Repository) -> frozenset[str]:
+    """The forget records this machine has read intact (its mark; none without one)."""
+    mark = read_mark(repo.config.id)
+    return frozenset(mark.tombstones) if mark is not None else frozenset()
+
+
 def standing_alarms(repo: Repository) -> list[Alarm]:
     """The alarms this machine's mark holds now (none without a mark)."""
     mark = read_mark(repo.config.id)

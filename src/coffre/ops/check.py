@@ -1,10 +1,18 @@
 """Check: the repository's structure, and optionally every byte of its data.
 
-Structure: every index, snapshot and forget record (tombstone) decrypts, every tree
-reachable from a snapshot decrypts and every blob it references is indexed in a pack that
-exists with the expected size, and every pack's SHA-256 matches its name.
+Structure: every index and snapshot decrypts, and every forget record (tombstone) this
+machine has not read intact before (below); every tree reachable from a snapshot decrypts and
+every blob it references is indexed in a pack that exists with the expected size, and every
+pack's SHA-256 matches its name.
 --read-data (or a subset): every pack is read, its SHA-256 compared with its name, its
 header and every blob authenticated, decompressed and re-hashed.
+
+Forget records are never removed (docs/design.md §8.1): one a day for years. Those this
+machine has already read intact (its mark, read at every opening) are read again as a pack's
+bytes are: all with --read-data, those of the slice with --read-data-subset n/m, and with a
+percentage those whose names fall in the share of the name space whose packs the check reads
+(so a turn of shares reads each once). Any other is read at every check. A record the mark
+holds is listed at every opening, and one gone is an alarm there.
 
 A pack whose bytes do not match its name is read a second time (a fault of memory or of the
 link is not damage), then its blobs are authenticated one by one, so the damage is located:
@@ -88,6 +96,8 @@ class CheckResult:
     snapshots: int = 0
     listings_decoded: int = 0  # the snapshots' folder listings read and decoded
     listings_remembered: int = 0  # ... known from an earlier check, their packs hashed
+    forget_records_read: int = 0  # forget records read (and authenticated, or reported)
+    forget_records_known: int = 0  # ... read intact here before and not due tonight
     # For the damage register: packs whose blobs were all authenticated (a hash that matches
     # the name says nothing of a blob damaged before it was written), and the damaged blobs
     # found in them (PACK_ITSELF for a pack whose bytes do not match its name).
@@ -102,8 +112,12 @@ class CheckResult:
 
 def subset_packs(names: list[str], fraction: tuple[int, int]) -> list[str]:
     """Packs of slice n (1-based) out of m: a stable partition by name."""
+    return [p for p in sorted(names) if in_slice(p, fraction)]
+
+
+def in_slice(name: str, fraction: tuple[int, int]) -> bool:
     n, m = fraction
-    return [p for p in sorted(names) if int(p[:8], 16) % m == n - 1]
+    return int(name[:8], 16) % m == n - 1
 
 
 @dataclass(frozen=True)
@@ -139,11 +153,38 @@ def share_packs(stored: dict[str, int], share: Share) -> list[str]:
     return out
 
 
+def in_share(name: str, after: str, end: str) -> bool:
+    """Whether `name` lies in the arc of the name space a rotating share covered: from just
+    after `after` round to `end` (the share's first and last packs); after == end: a whole turn."""
+    if after < end:
+        return after < name <= end
+    return name > after or name <= end
+
+
+@dataclass(frozen=True)
+class DataPass:
+    """The names a check's data pass covers: every one, a slice, or a share's arc."""
+
+    everything: bool = False
+    slice: tuple[int, int] | None = None
+    arc: tuple[str, str] | None = None  # (after, end): see in_share
+
+    def covers(self, name: str) -> bool:
+        if self.everything:
+            return True
+        if self.slice is not None:
+            return in_slice(name, self.slice)
+        return self.arc is not None and in_share(name, *self.arc)
+
+
 class Checker:
     def __init__(self, repo: Repository, report: Reporter = quiet,
-                 progress: Progress = NULL_PROGRESS, walked: WalkedListings | None = None) -> None:
+                 progress: Progress = NULL_PROGRESS, walked: WalkedListings | None = None,
+                 read_before: frozenset[str] = frozenset()) -> None:
         self.repo = repo
         self.walked = walked  # listings earlier checks decoded (None: every listing decoded)
+        # Forget records this machine read intact before (its mark): read again with the data.
+        self.read_before = read_before
         self.report = report
         self.progress = progress
         self.result = CheckResult()
@@ -175,7 +216,21 @@ class Checker:
                 n=human_number(len(self.repo.index)))))
         snaps = self.repo.snapshots(errors=r.errors)
         r.snapshots = len(snaps)
-        self._check_tombstones()
+        names = sorted(stored)
+        tonight = DataPass(everything=read_data)
+        if subset:
+            names = subset_packs(names, subset)
+            tonight = DataPass(slice=subset)
+        elif share is not None:
+            everything = len(names)
+            names = share_packs(stored, share)
+            r.share_end = names[-1] if names else share.after
+            tonight = DataPass(everything=len(names) == everything, arc=(share.after, r.share_end))
+        self._check_tombstones(tonight)
+        if r.forget_records_known:
+            self.report(_("forget records: {n} read, {known} read intact here before (read "
+                          "again with the data)").format(
+                n=human_number(r.forget_records_read), known=human_number(r.forget_records_known)))
         missing_data = self._check_trees(snaps)
         if r.listings_remembered:
             self.report(_("folder listings: {n} decoded, {known} known from an earlier check "
@@ -197,12 +252,6 @@ class Checker:
                 "{n} packs are not in any index (left by an interrupted operation or waiting in "
                 "the trash); 'coffre prune' removes unused ones",
                 len(unindexed)).format(n=len(unindexed)))
-        names = sorted(stored)
-        if subset:
-            names = subset_packs(names, subset)
-        elif share is not None:
-            names = share_packs(stored, share)
-            r.share_end = names[-1] if names else share.after
         full = bool(read_data or subset or share)
         # A share of the data decodes each delta's stored bytes without its base (see
         # _decode_all); the whole data rebuilds every delta's content too.
@@ -271,10 +320,14 @@ class Checker:
                 self.progress.advance(1, seg.header.size)
 
     # -- structure -----------------------------------------------------------------------------
-    def _check_tombstones(self) -> None:
+    def _check_tombstones(self, tonight: DataPass) -> None:
         """Every forget record (tombstone) is intact and authentic: a damaged one leaves the
-        snapshots it names looking deleted by the storage to machines that have not read it."""
+        snapshots it names looking deleted by the storage to machines that have not read it.
+        One this machine read intact before is read when tonight's data pass covers its name."""
         for name in tombstone_names(self.repo):
+            if name in self.read_before and not tonight.covers(name):
+                self.result.forget_records_known += 1
+                continue
             try:
                 load_tombstone(self.repo, name)
             except ObjectNotFound:
@@ -282,6 +335,7 @@ class Checker:
             except FormatError as exc:
                 self.result.errors.append(_("forget record forgotten/{name}: {reason}").format(
                     name=name[:12], reason=exc.message))
+            self.result.forget_records_read += 1
 
     def _check_trees(self, snaps: list[Snapshot]) -> bool:
         """Every tree reachable from a snapshot decrypts; every blob it names is indexed.
