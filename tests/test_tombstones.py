@@ -15,6 +15,7 @@ from coffre.core.errors import FormatError, StorageFull
 from coffre.format.codec import encode
 from coffre.format.snapshot import Snapshot
 from coffre.format.tombstone import MAX_IDS, decode_tombstone, encode_tombstone
+from coffre.ops.check import DataPass, in_share
 from coffre.ops.forget import remove_snapshots
 from coffre.repository.repo import Repository
 from coffre.repository.tombstones import load_tombstone, save_tombstones, tombstone_names
@@ -120,10 +121,11 @@ def _damage(repo: Coffre, name: str) -> None:
 
 
 def test_a_forget_record_read_here_is_read_again_with_the_data(repo: Coffre, tmp_path: Path) -> None:
-    """Forget records are never removed, one a day for years: a check reads again those this
-    machine has read intact only with its data (all with --read-data, those whose names fall in
-    the share it reads with a percentage), so a nightly check does not read a year of them.
-    One damaged since is found by the data pass that covers its name, within one turn."""
+    """Forget records are never removed, one a day for years: a check with a share of the data
+    reads again those this machine has read intact only when their names fall in the share's arc
+    of the name space, so a nightly check does not read a year of them, and a turn of shares
+    reads each. A check of every pack reads every record. One found damaged is no longer held
+    as read: every check and every opening says so from then on."""
     days = tmp_path / "days"
     days.mkdir()
     for day in range(6):  # six backups: six data packs of the same size, no share reads all
@@ -131,41 +133,47 @@ def test_a_forget_record_read_here_is_read_again_with_the_data(repo: Coffre, tmp
         age_tree(days)
         repo.ok("backup", str(days))
     names = _records(repo, 12)
-    first = repo.ok("check", "--json").json()  # the opening reads the new ones, the check not again
-    assert (first["forget_records_read"], first["forget_records_known"]) == (0, 12), first
-    assert "forget records: 0 read, 12 read intact here before" in repo.ok("check").err
+    every = repo.ok("check", "--json").json()  # every pack hashed: every record read
+    assert (every["forget_records_read"], every["forget_records_known"]) == (12, 0), every
     victim = names[5]
     _damage(repo, victim)
-    assert repo.ok("check", "--json").json()["forget_records_known"] == 12  # not read: data at rest
-    full = repo("check", "--read-data")
-    assert full.code == 1 and f"forget record forgotten/{victim[:12]}" in full.out, full
-    # A rotating share: each run reads the records whose names its packs' arc covers; a whole
-    # turn reads every one, so the damaged one is found within it, and not by every run.
-    found = []
-    for _ in range(4):
+    after, found_at = "", None
+    for turn in range(4):  # a turn of shares of 34 %, and one more
         res = repo("check", "--read-data-subset", "34%", "--json")
         summary = res.json()
         assert summary["packs_read"] < summary["packs_total"], summary
+        arc = [n for n in names if in_share(n, after, summary["share_end"])]
+        covered, unmarked = victim in arc, found_at is not None
+        assert summary["forget_records_read"] == len(arc) + (unmarked and not covered), (turn, summary)
         assert summary["forget_records_read"] + summary["forget_records_known"] == 12, summary
-        found.append(res.code == 1 and any(victim[:12] in e for e in summary["errors"]))
-    assert any(found) and not all(found), found
+        said = f"forget record forgotten/{victim[:12]}"
+        found = res.code == 1 and any(said in e for e in summary["errors"])
+        assert found == (covered or unmarked), (turn, found, covered, unmarked)
+        if found and found_at is None:
+            found_at = turn
+        after = summary["share_end"]
+    assert found_at is not None  # within the turn
+    # Found once, it is no longer held as read here: every check and every opening say so.
+    assert repo("check").code == 1
+    assert f"forget record forgotten/{victim[:12]} cannot be read" in repo.ok("snapshots").err
 
 
 def test_a_forget_record_never_read_here_is_read_by_every_check(repo: Coffre, tree: Path) -> None:
+    """One the opening could not read is read by every check, whatever share of the data it
+    reads: here a slice that holds none of the records read intact."""
     repo.ok("backup", str(tree))
-    _records(repo, 3)
+    read = _records(repo, 3)
     junk = os.urandom(200)
     LocalBackend(repo.repo).save(Handle("forgotten", hashlib.sha256(junk).hexdigest()), junk)
-    for _ in range(2):  # the opening could not read it either: it is read again each time
-        res = repo("check", "--json")
+    k = next(k for k in range(1, 8) if not any(DataPass(slice=(k, 7)).covers(n) for n in read))
+    for _ in range(2):
+        res = repo("check", "--read-data-subset", f"{k}/7", "--json")
         assert res.code == 1, res
         summary = res.json()
         assert (summary["forget_records_read"], summary["forget_records_known"]) == (1, 3), summary
 
 
 def test_the_share_of_names_a_data_pass_covers() -> None:
-    from coffre.ops.check import DataPass, in_share
-
     names = [f"{i:02x}" + "0" * 62 for i in range(0, 256, 16)]
     assert all(DataPass(everything=True).covers(n) for n in names)
     assert not any(DataPass().covers(n) for n in names)

@@ -19,7 +19,7 @@ from coffre.cli.context import (
 )
 from coffre.cli.output import emit_json, human_number, human_size, human_time, say, warn
 from coffre.cli.progress import emit_summary, progress_for
-from coffre.cli.watching import standing_alarms, tombstones_read_here, watch_storage
+from coffre.cli.watching import standing_alarms, tombstones_read_here, unread_damaged, watch_storage
 from coffre.continuity import retention
 from coffre.core.clock import iso_ns
 from coffre.core.errors import EXIT_FATAL, CoffreError, StorageFull, StoragePermissionDenied, UsageError
@@ -149,6 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if share is not None:
             _keep_share_cursor(cache, res.share_end)
         remember_damage(cache, res)
+        unread_damaged(repo, res.forget_records_damaged)
     finally:
         cache.close()
     # What the storage deleted or put back (said as warnings when the repository was opened)
@@ -162,6 +163,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                    "bytes_read": res.bytes_read,
                    "forget_records_read": res.forget_records_read,
                    "forget_records_known": res.forget_records_known,
+                   "share_end": res.share_end if share is not None else None,
                    "snapshots": res.snapshots})
     else:
         for n in res.notes:

@@ -84,6 +84,19 @@ def tombstones_read_here(repo: Repository) -> frozenset[str]:
     return frozenset(mark.tombstones) if mark is not None else frozenset()
 
 
+def unread_damaged(repo: Repository, names: list[str]) -> None:
+    """Forget records a check found damaged: no longer held as read here, so every opening
+    warns of them and every check reads them again, until they are mended."""
+    if not names:
+        return
+    try:
+        with updating(repo.config.id, repo.clock.now_ns()) as mark:
+            for name in names:
+                mark.tombstones.pop(name, None)
+    except MarkUnavailable as exc:
+        _unavailable(exc, _("the damaged forget records will be read again only by some checks"))
+
+
 def standing_alarms(repo: Repository) -> list[Alarm]:
     """The alarms this machine's mark holds now (none without a mark)."""
     mark = read_mark(repo.config.id)

@@ -9,10 +9,11 @@ header and every blob authenticated, decompressed and re-hashed.
 
 Forget records are never removed (docs/design.md §8.1): one a day for years. Those this
 machine has already read intact (its mark, read at every opening) are read again as a pack's
-bytes are: all with --read-data, those of the slice with --read-data-subset n/m, and with a
-percentage those whose names fall in the share of the name space whose packs the check reads
-(so a turn of shares reads each once). Any other is read at every check. A record the mark
-holds is listed at every opening, and one gone is an alarm there.
+bytes are: all by a check of every pack, those of the slice with --read-data-subset n/m, and
+with a percentage those whose names fall in the share of the name space whose packs the check
+reads (so a turn of shares reads each once). Any other is read at every check. A record the
+mark holds is listed at every opening, and one gone is an alarm there; one found damaged
+leaves the mark (the command does it), so that every check and every opening says so again.
 
 A pack whose bytes do not match its name is read a second time (a fault of memory or of the
 link is not damage), then its blobs are authenticated one by one, so the damage is located:
@@ -98,6 +99,7 @@ class CheckResult:
     listings_remembered: int = 0  # ... known from an earlier check, their packs hashed
     forget_records_read: int = 0  # forget records read (and authenticated, or reported)
     forget_records_known: int = 0  # ... read intact here before and not due tonight
+    forget_records_damaged: list[str] = field(default_factory=list)  # names of those that failed
     # For the damage register: packs whose blobs were all authenticated (a hash that matches
     # the name says nothing of a blob damaged before it was written), and the damaged blobs
     # found in them (PACK_ITSELF for a pack whose bytes do not match its name).
@@ -217,7 +219,7 @@ class Checker:
         snaps = self.repo.snapshots(errors=r.errors)
         r.snapshots = len(snaps)
         names = sorted(stored)
-        tonight = DataPass(everything=read_data)
+        tonight = DataPass(everything=True)  # every pack is hashed, but for a slice or a share
         if subset:
             names = subset_packs(names, subset)
             tonight = DataPass(slice=subset)
@@ -335,6 +337,7 @@ class Checker:
             except FormatError as exc:
                 self.result.errors.append(_("forget record forgotten/{name}: {reason}").format(
                     name=name[:12], reason=exc.message))
+                self.result.forget_records_damaged.append(name)
             self.result.forget_records_read += 1
 
     def _check_trees(self, snaps: list[Snapshot]) -> bool:
