@@ -276,11 +276,11 @@ def test_a_damaged_row_is_reported_not_a_crash(store: StatusStore) -> None:
 
 
 def test_the_first_run_after_a_mark_skips_a_damaged_row(store: StatusStore) -> None:
-    """The run page's mark (`last_run_id`) and the run it then follows (`first_run_after`): by
+    """The run page's mark (`run_mark`) and the run it then follows (`first_run_after`): by
     id, whatever the times say; a damaged row is passed over, the next run answers."""
-    assert store.last_run_id("officine") == 0
+    assert store.run_mark("officine") == store.last_run_id("officine") == 0
     before = add(store, full_record(started=at(10, 12)))
-    mark = store.last_run_id("officine")
+    mark = store.run_mark("officine")
     assert mark == before.run_id
     assert store.first_run_after("officine", mark) is None
     broken = add(store, full_record(started=at(9, 0)))  # an earlier time: the clock stepped back
@@ -292,6 +292,20 @@ def test_the_first_run_after_a_mark_skips_a_damaged_row(store: StatusStore) -> N
     assert store.last_run_id("officine") == broken.run_id
     after = add(store, full_record(started=at(9, 5)))
     assert store.first_run_after("officine", mark) == after
+
+
+def test_a_run_in_progress_is_the_one_to_follow_and_a_dead_one_is_passed_over(store: StatusStore) -> None:
+    """A click while the job runs (here or in a terminal) follows that run: the mark is the id
+    before it. A run left "running" by a process that died, which a later run of the job
+    follows, is not followed: runs of a job never overlap."""
+    add(store, full_record(started=at(9, 0)))
+    running = store.start_run("officine", "nas", "manual", at(10, 0))
+    assert store.run_mark("officine") == running - 1
+    followed = store.first_run_after("officine", running - 1)
+    assert followed is not None and followed.run_id == running and followed.outcome == "running"
+    later = add(store, full_record(started=at(11, 0)))  # the dead run's lock was free again
+    assert store.first_run_after("officine", running - 1) == later
+    assert store.run_mark("officine") == later.run_id
 
 
 # -- coffre status -----------------------------------------------------------------------------

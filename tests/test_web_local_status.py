@@ -141,13 +141,16 @@ class View:
     def __init__(self, config: model.Config, store: StatusStore, clock: Clock) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.asked: list[str] = []
+        self.queued: set[str] = set()  # asked, until the test starts it (busy) or clears it
         self.busy: dict[str, float] = {}
         self.steps: dict[str, tuple[str, float]] = {}
 
     def run_now(self, name: str) -> bool:
-        if name not in self.config.jobs or name in self.busy:
+        """As the scheduler's: refused for a job running, or asked already and not started."""
+        if name not in self.config.jobs or name in self.busy or name in self.queued:
             return False
         self.asked.append(name)
+        self.queued.add(name)
         return True
 
     def view(self) -> AgentView:
@@ -450,6 +453,40 @@ def test_a_page_open_across_a_new_history_shows_its_runs(tmp_path: Path, store: 
         assert "réussie" in done and "3 Mo" in done and "à la main" in done, done
     finally:
         view.store.close()
+
+
+def test_a_run_in_a_terminal_at_the_click_is_the_one_followed(tmp_path: Path, store: StatusStore) -> None:
+    """`coffre run officine` runs in a terminal when « Sauvegarder maintenant » is pressed: the
+    agent's own start would find the job busy and record nothing, so the page follows the run
+    in progress to its end instead of saying it is starting until the next night's run."""
+    clock = Clock()
+    view = View(_config(tmp_path), store, clock)
+    _record(store, replace(_good_run(clock.t - 86_400), trigger="schedule", bytes_sent=7 * 2**20))
+    terminal = store.start_run("officine", "nas", "manual", clock.t - 20)
+    c = _client(view)
+    token = _csrf(c.get("/").text)
+    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
+    page = c.get(page_url).text
+    assert "progress-running" in page, page
+    poll = re.search(r'hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    store.finish_run(terminal, replace(_good_run(clock.t - 20), trigger="manual", bytes_sent=3 * 2**20,
+                                       run_id=terminal))
+    done = c.get(poll).text
+    assert "réussie" in done and "3 Mo" in done and f"/runs/{terminal}" in done, done
+
+
+def test_a_second_click_while_the_first_is_queued_waits_for_it(tmp_path: Path, store: StatusStore) -> None:
+    """Pressed twice before the agent started the first: the second page, too, says the backup
+    is starting, not yesterday's run as its result."""
+    clock = Clock()
+    view = View(_config(tmp_path), store, clock)
+    _record(store, replace(_good_run(clock.t - 86_400), trigger="schedule", bytes_sent=7 * 2**20))
+    c = _client(view)
+    token = _csrf(c.get("/").text)
+    c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False)
+    second = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=True).text
+    assert view.asked == ["officine"]  # asked once
+    assert "Démarrage" in second and "7 Mo" not in second and "réussie" not in second, second
 
 
 def test_a_scheduled_run_that_took_the_clicks_place_is_followed(tmp_path: Path,

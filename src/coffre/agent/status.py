@@ -296,11 +296,26 @@ class StatusStore:
         rows = self._read("SELECT MAX(id) FROM runs WHERE job = ?", (job,))
         return int(rows[0][0] or 0) if rows else 0
 
+    def run_mark(self, job: str) -> int:
+        """The mark a page notes to follow the next run of `job`: the id of its latest run, or
+        the id before it if that run is still running (by this agent or a `coffre run`): the
+        run in progress is the one to follow."""
+        rows = self._read("SELECT id, outcome FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
+        if not rows:
+            return 0
+        run_id, outcome = int(rows[0][0]), rows[0][1]
+        return run_id - 1 if outcome == "running" else run_id
+
     def first_run_after(self, job: str, run_id: int) -> RunRecord | None:
-        """The first run of `job` started after run `run_id` (a mark from `last_run_id`)."""
+        """The first run of `job` started after run `run_id` (a mark from `run_mark`). A run
+        still marked running that a later run of the job follows is passed over: runs of a
+        job never overlap (its lock), so its process died without a word."""
         rows = self._read(f"{_SELECT} WHERE job = ? AND id > ? ORDER BY id LIMIT 20", (job, int(run_id)))
         records = self._records(rows)  # a damaged row is skipped: the next one answers
-        return records[0] if records else None
+        for i, record in enumerate(records):
+            if record.outcome != "running" or i == len(records) - 1:
+                return record
+        return None
 
     def run(self, run_id: int) -> RunRecord | None:
         """The run of that id (None: unknown, pruned, or damaged)."""

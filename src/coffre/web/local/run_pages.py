@@ -7,7 +7,9 @@ The page follows the first run of that job started after the click: the click no
 the job's latest run (`after`; ids only grow, whatever the clock does) and the run followed is
 the first with a greater id: the click's own, or a scheduled one that started first and so took
 its place. A run started before the click is never it, even a moment before: until the click's
-run starts, the page says it is starting."""
+run starts, the page says it is starting. A run in progress at the click (the agent's, or a
+`coffre run` in a terminal, which the agent's own start would only find busy) is the one
+followed: the mark is then the id before it."""
 
 from __future__ import annotations
 
@@ -65,15 +67,14 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
         config = kit.view.config()
         if job not in config.jobs:
             return kit.guard.message(request, _("There is no such job."), 404)
-        after = kit.view.store().last_run_id(job)
+        after = kit.view.store().run_mark(job)
         session = session_of(request)
         if kit.view.run_now(job):
             if session is not None:
                 session.flash(_("The backup {job} is starting.").format(job=job), "ok")
-            return kit.guard.redirect(f"/jobs/{segment(job)}/run", after=after)
-        if session is not None:
+        elif session is not None:  # running, or asked already: the page follows that run
             session.flash(_("The backup {job} is running already.").format(job=job), "info")
-        return kit.guard.redirect(f"/jobs/{segment(job)}/run")
+        return kit.guard.redirect(f"/jobs/{segment(job)}/run", after=after)
 
     def show(request: Request) -> Response:
         job = request.path_params["job"]
