@@ -224,10 +224,9 @@ class Checker:
             names = subset_packs(names, subset)
             tonight = DataPass(slice=subset)
         elif share is not None:
-            everything = len(names)
             names = share_packs(stored, share)
             r.share_end = names[-1] if names else share.after
-            tonight = DataPass(everything=len(names) == everything, arc=(share.after, r.share_end))
+            tonight = DataPass(everything=len(names) == len(stored), arc=(share.after, r.share_end))
         self._check_tombstones(tonight)
         if r.forget_records_known:
             self.report(_("forget records: {n} read, {known} read intact here before (read "
