@@ -26,8 +26,8 @@ FULL = "the restore target is full"
 
 @pytest.fixture
 def oversized(tmp_path: Path) -> dict[str, bytes]:
-    """A tree of ~6.6 MB (relative path -> content): 200 small files in a/ (written first, in
-    batches), one 4 MB file of random bytes, 60 small files in z/."""
+    """A tree of ~11.6 MB (relative path -> content): 200 small files in a/ (written first, in
+    batches), one 9 MiB file of random bytes, 60 small files in z/."""
     rnd = random.Random(18)
     files = {f"a/{i:03}.bin": rnd.randbytes(SMALL) for i in range(200)}
     files["big.bin"] = rnd.randbytes(BIG)
@@ -49,9 +49,10 @@ def test_restore_into_a_full_target_reports_only_what_is_on_disk(
     repo: Coffre, tmp_path: Path, oversized: dict[str, bytes], mount: Mount, output: str
 ) -> None:
     repo.ok("backup", str(tmp_path / "src"))
-    # 5 MB: whichever the workers write first, the 4 MB file or the small ones, at least
-    # 1 MB of small files is on disk when the target fills up.
-    target = mount("small", "-t", "tmpfs", "-o", "size=5m", "tmpfs")
+    # The big file and 1 MiB: whichever the workers write first, the big file or the small
+    # ones, at least 1 MiB of small files is on disk when the target fills up (the tree does
+    # not fit: 2 MB of small files beside the big one).
+    target = mount("small", "-t", "tmpfs", "-o", f"size={BIG + 2**20}", "tmpfs")
 
     res = repo("restore", "latest", "--target", str(target), *(["--json"] if output == "json" else []))
 
@@ -76,8 +77,8 @@ def test_restore_into_a_full_target_reports_only_what_is_on_disk(
     assert restored == len(found) >= 1, res
     assert failed == len(oversized) - len(found), res
     # One message for the whole target, not one error per file.
-    assert errors == [f"{FULL}: {restored} files restored, {failed} not restored; "
-                      "free space and run the restore again"], res
+    counts = f"{restored} file{'s' if restored > 1 else ''} restored, {failed} not restored"
+    assert errors == [f"{FULL}: {counts}; free space and run the restore again"], res
 
 
 def test_a_large_file_with_damaged_data_is_not_left_with_a_hole(
