@@ -41,13 +41,12 @@ def progress_of(kit: LocalKit, job: str, after: int | None) -> Progress:
     poll = kit.urls.to(base + "/progress", after=after)
     page = kit.urls.to(base + "/run", after=after)
     store = view.store()
-    if after is not None and store.last_run_id(job) < after:
+    latest = store.first_run_after(job, after) if after is not None else None
+    if latest is None and after is not None and store.last_run_id(job) < after:
         after = None  # a history begun anew (the file moved aside): its runs all came after
     if after is None:
         runs = store.runs(job=job, limit=1)
         latest = runs[-1] if runs else None
-    else:
-        latest = store.first_run_after(job, after)
     started = view.running().get(job)
     if latest is not None and latest.outcome != "running" and (after is not None or started is None):
         row = history.run_row(latest, run_url(kit.urls))
