@@ -155,7 +155,8 @@ class View:
 
     def view(self) -> AgentView:
         return AgentView(config=lambda: self.config, store=lambda: self.store, run_now=self.run_now,
-                         running=lambda: dict(self.busy), clock=self.clock, step=self.steps.get)
+                         running=lambda: dict(self.busy), clock=self.clock, step=self.steps.get,
+                         pending=lambda job: job in self.queued or job in self.busy)
 
 
 def _csrf(html: str) -> str:
@@ -487,6 +488,37 @@ def test_a_second_click_while_the_first_is_queued_waits_for_it(tmp_path: Path, s
     second = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=True).text
     assert view.asked == ["officine"]  # asked once
     assert "Démarrage" in second and "7 Mo" not in second and "réussie" not in second, second
+
+
+def test_a_request_the_agent_dropped_is_said_so_and_can_be_made_again(tmp_path: Path,
+                                                                      store: StatusStore) -> None:
+    """The agent was restarted between the click and the run's start: its request is gone and no
+    run will come of it. The page says so, stops polling and offers the button again, instead
+    of « Démarrage… » until the next night's run (shown then as the click's result)."""
+    clock = Clock()
+    view = View(_config(tmp_path), store, clock)
+    _record(store, replace(_good_run(clock.t - 86_400), trigger="schedule", bytes_sent=7 * 2**20))
+    c = _client(view)
+    token = _csrf(c.get("/").text)
+    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
+    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    assert "Démarrage" in c.get(poll).text  # asked, not started yet
+    view.queued.clear()  # the agent restarted: the request went with it
+    lost = c.get(poll).text
+    words = htmllib.unescape(lost)
+    assert "progress-lost" in lost and "n'a pas démarré" in words and "Rien n'a été sauvegardé" in words, lost
+    assert "Démarrage" not in lost and "7 Mo" not in lost and "hx-trigger" not in lost, lost
+    assert "progress-lost" in c.get(page_url).text  # the page itself too (without JavaScript)
+    # The button posts the request again; its page follows the new request.
+    action = re.search(r'<form method="post" action="([^"]+)"', lost).group(1)
+    again = c.post(action, data={"csrf": _csrf(lost)}, follow_redirects=False)
+    assert again.status_code == 303 and view.asked == ["officine", "officine"]
+    assert "Démarrage" in c.get(again.headers["location"]).text
+    # A run ended by the time the page looks: its outcome, not « did not start ».
+    view.queued.clear()
+    _record(store, replace(_good_run(clock.t + 5), trigger="manual", bytes_sent=3 * 2**20))
+    done = c.get(again.headers["location"]).text
+    assert "réussie" in done and "3 Mo" in done and "progress-lost" not in done, done
 
 
 def test_a_scheduled_run_that_took_the_clicks_place_is_followed(tmp_path: Path,

@@ -281,6 +281,15 @@ class Agent:
         self._wake()
         return True
 
+    def pending(self, name: str) -> bool:
+        """Whether a run of job `name` asked of this agent, or started by it, has yet to end:
+        asked and not taken by the loop, or its thread alive (waiting for the job's lock, or
+        running). Once False, a run it made is in the status store (the thread records it
+        before it ends); a request a reload or a restart dropped leaves none. Any thread."""
+        with self._requests_lock:
+            thread = self.threads.get(name)
+            return name in self._requested or (thread is not None and thread.is_alive())
+
     def running(self) -> dict[str, float]:
         """The jobs running now (threads of this agent) -> when each started. Any thread."""
         threads = list(self.threads.items())
@@ -395,11 +404,11 @@ class Agent:
                 del self.threads[name]
             wake_at = now + HEALTH_EVERY
             cfg = self.config
-            with self._requests_lock:
+            with self._requests_lock:  # a request is never seen neither asked nor started
                 asked, self._requested = self._requested, []
-            for name in asked:
-                if name in cfg.jobs and name not in self.threads:
-                    self._start(name, "manual", None)
+                for name in asked:
+                    if name in cfg.jobs and name not in self.threads:
+                        self._start(name, "manual", None)
             for name, job in cfg.jobs.items():
                 s = job.schedule
                 running = name in self.threads

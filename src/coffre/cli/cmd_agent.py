@@ -213,7 +213,8 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     # short), and one connection per process keeps SQLite's POSIX locks whole.
     store = agent.runner.store
     view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
-                     running=agent.running, clock=agent.clock, step=agent.runner.activity)
+                     running=agent.running, clock=agent.clock, step=agent.runner.activity,
+                     pending=agent.pending)
     app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None,
                      hosts=LOOPBACK_NAMES if is_loopback(host) else None)
     server = ThreadedServer(app, host, port, tls)

@@ -189,7 +189,7 @@ class Progress:
     """A job started by hand, as it goes."""
 
     job: str
-    state: str  # "queued" | "running" | "done"
+    state: str  # "queued" | "running" | "done" | "lost" (asked, and dropped before it started)
     step_words: str | None  # the step running now
     started: float | None
     elapsed: float | None
@@ -197,6 +197,7 @@ class Progress:
     run: RunRow | None  # the finished run (state "done")
     poll_url: str  # the fragment htmx fetches every second while not done
     page_url: str  # the page itself (the « Actualiser » link without JavaScript)
+    again_url: str = ""  # where « Sauvegarder maintenant » posts (state "lost")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,12 @@ the first with a greater id: the click's own, or a scheduled one that started fi
 its place. A run started before the click is never it, even a moment before: until the click's
 run starts, the page says it is starting. A run in progress at the click (the agent's, or a
 `coffre run` in a terminal, which the agent's own start would only find busy) is the one
-followed: the mark is then the id before it."""
+followed: the mark is then the id before it.
+
+A request the agent dropped before its run started (the agent restarted, or stopped) leaves no
+run: once the agent has no run of the job asked or going (`AgentView.pending`) and the store
+has none after the mark, the page says the backup did not start and offers the button again,
+instead of « Démarrage… » until the next night's run."""
 
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ def progress_of(kit: LocalKit, job: str, after: int | None) -> Progress:
     base = f"/jobs/{segment(job)}"
     poll = kit.urls.to(base + "/progress", after=after)
     page = kit.urls.to(base + "/run", after=after)
+    # Asked first: a run that ends between the two questions is then found in the store.
+    pending = view.pending(job)
     store = view.store()
     latest = store.first_run_after(job, after) if after is not None else None
     if latest is None and after is not None and store.last_run_id(job) < after:
@@ -57,6 +64,9 @@ def progress_of(kit: LocalKit, job: str, after: int | None) -> Progress:
         steps = latest.steps if latest is not None and latest.outcome == "running" else ()
         return Progress(job, "running", history.step_words(step[0]) if step else None, begun,
                         max(0.0, now - begun), tuple(history.step_row(s) for s in steps), None, poll, page)
+    if after is not None and not pending:
+        return Progress(job, "lost", None, None, None, (), None, poll, page,
+                        again_url=kit.urls.to(base + "/run"))
     return Progress(job, "queued", None, None, None, (), None, poll, page)
 
 
