@@ -4,6 +4,9 @@ watch the backup finish, then make the destination unreachable, run again, and s
 turn red with the reason in plain French. Screenshots of the status page (desktop and a 390 px
 phone), the progress page, the history and the plots are saved under the test's folder.
 
+Without a browser (the forms over HTTP): a request lost when the agent restarts before its
+run starts is said so by the new agent's page, whose button then runs the backup.
+
 The job has no schedule: the agent runs it once when it starts (it never ran), then only
 when the page asks.
 The test waits for events (an element, a line in the log), never for a length of time."""
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -223,3 +227,84 @@ def test_listening_beyond_loopback_needs_tls(tmp_path: Path, coffre: Coffre) -> 
                           env=coffre.env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "web.listen" in done.stderr and "TLS" in done.stderr
+
+
+class _PageClient:
+    """The agent's page over HTTP with its session cookie (no browser needed for forms)."""
+
+    def __init__(self, base: str) -> None:
+        import http.cookiejar
+
+        self.base = base
+        cookies = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        self.opener = urllib.request.build_opener(cookies, _NoRedirect())
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=30) as r:
+            return r.read().decode()
+
+    def post(self, path: str, form: dict[str, str]) -> str:
+        """The form posted; the address it redirects to (303)."""
+        data = urllib.parse.urlencode(form).encode()
+        try:
+            self.opener.open(urllib.request.Request(self.base + path, data=data), timeout=30)
+        except urllib.error.HTTPError as redirect:
+            assert redirect.code == 303, redirect.read().decode()
+            return str(redirect.headers["location"])
+        raise AssertionError(f"POST {path} did not redirect")
+
+    def log_in(self, password: str) -> None:
+        self.post("/login", {"password": password, "csrf": _csrf(self.get("/login"))})
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+
+
+def test_a_request_lost_with_a_restarted_agent_is_said_so(tmp_path: Path, coffre: Coffre) -> None:
+    """« Sauvegarder maintenant » pressed, then the agent restarted before the run could start
+    (it waited for the repository, which another program held): the page of the new agent says
+    the backup did not start and nothing was backed up, stops asking, and its button starts the
+    backup, which the page follows to its end. Real agents, real repository, over HTTP."""
+    import fcntl
+
+    nas, docs = _setup(tmp_path, coffre)
+    port = free_port()
+    config = write_config(tmp_path, coffre, nas, docs, f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    password = coffre.pwfile.read_text().strip()
+    first_log, second_log = tmp_path / "agent-1.log", tmp_path / "agent-2.log"
+    with running_agent(config, coffre, first_log) as agent:
+        wait_for("the first backup", lambda: "job officine: succeeded" in first_log.read_text(), agent,
+                 first_log, timeout=120)
+        wait_for("the page's address", lambda: f"{base}/" in first_log.read_text(), agent, first_log)
+        page = _PageClient(base)
+        page.log_in(password)
+        with open(tmp_path / "state" / "locks" / "repository-nas.lock", "a+b") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # another job on this repository, say
+            followed = page.post("/jobs/officine/run", {"csrf": _csrf(page.get("/"))})
+            assert re.fullmatch(r"/jobs/officine/run\?after=\d+", followed), followed
+            fragment = followed.replace("/run?", "/progress?")
+            waiting = page.get(fragment)  # its thread waits for the repository
+            assert 'hx-trigger="every 1s"' in waiting and "progress-lost" not in waiting, waiting
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(30)
+        assert agent.returncode == 0, first_log.read_text()
+    assert first_log.read_text().count("job officine: started") == 1, first_log.read_text()
+    with running_agent(config, coffre, second_log) as agent:
+        wait_for("the page's address", lambda: f"{base}/" in second_log.read_text(), agent, second_log)
+        page = _PageClient(base)
+        page.log_in(password)
+        lost = page.get(fragment)
+        assert "progress-lost" in lost and "hx-trigger" not in lost, lost
+        assert "Rien n&#39;a été sauvegardé" in lost, lost
+        again = page.post(re.search(r'<form method="post" action="([^"]+)"', lost).group(1),  # type: ignore[union-attr]
+                          {"csrf": _csrf(lost)})
+        done = wait_for("the run asked again", lambda: (lambda f: "progress-done" in f and f)(
+            page.get(again.replace("/run?", "/progress?"))), agent, second_log, timeout=120)
+        assert "réussie" in done and "à la main" in done, done
