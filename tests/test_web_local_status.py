@@ -181,6 +181,14 @@ def store(tmp_path: Path) -> StatusStore:
     s.close()
 
 
+def _click(c: TestClient) -> tuple[str, str]:
+    """« Sauvegarder maintenant » pressed: the progress page's address and its fragment's."""
+    token = _csrf(c.get("/").text)
+    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
+    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    return page_url, poll
+
+
 def _record(store: StatusStore, r: RunRecord) -> int:
     run_id = store.start_run(r.job, r.target, r.trigger, r.started, r.slot)
     store.finish_run(run_id, r)
@@ -419,9 +427,7 @@ def test_the_progress_page_follows_the_clicks_run_not_one_just_before(tmp_path: 
     view = View(_config(tmp_path), store, clock)
     _record(store, replace(_good_run(clock.t - 1), trigger="schedule", bytes_sent=7 * 2**20))
     c = _client(view)
-    token = _csrf(c.get("/").text)
-    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
-    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    _, poll = _click(c)
     queued = c.get(poll).text
     assert "Démarrage" in queued and "réussie" not in queued and "7 Mo" not in queued, queued
     assert 'hx-trigger="every 1s"' in queued  # it keeps asking
@@ -499,9 +505,7 @@ def test_a_request_the_agent_dropped_is_said_so_and_can_be_made_again(tmp_path: 
     view = View(_config(tmp_path), store, clock)
     _record(store, replace(_good_run(clock.t - 86_400), trigger="schedule", bytes_sent=7 * 2**20))
     c = _client(view)
-    token = _csrf(c.get("/").text)
-    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
-    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    page_url, poll = _click(c)
     assert "Démarrage" in c.get(poll).text  # asked, not started yet
     view.queued.clear()  # the agent restarted: the request went with it
     lost = c.get(poll).text
@@ -528,9 +532,7 @@ def test_a_scheduled_run_that_took_the_clicks_place_is_followed(tmp_path: Path,
     clock = Clock()
     view = View(_config(tmp_path), store, clock)
     c = _client(view)
-    token = _csrf(c.get("/").text)
-    page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
-    poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
+    _, poll = _click(c)
     _record(store, replace(_good_run(clock.t), trigger="schedule", bytes_sent=7 * 2**20))
     done = c.get(poll).text
     assert "réussie" in done and "7 Mo" in done, done
