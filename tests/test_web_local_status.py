@@ -144,6 +144,7 @@ class View:
         self.queued: set[str] = set()  # asked, until the test starts it (busy) or clears it
         self.busy: dict[str, float] = {}
         self.steps: dict[str, tuple[str, float]] = {}
+        self.incarnation = "a1b2c3d4"  # the agent process; another after a restart
 
     def run_now(self, name: str) -> bool:
         """As the scheduler's: refused for a job running, or asked already and not started."""
@@ -156,7 +157,8 @@ class View:
     def view(self) -> AgentView:
         return AgentView(config=lambda: self.config, store=lambda: self.store, run_now=self.run_now,
                          running=lambda: dict(self.busy), clock=self.clock, step=self.steps.get,
-                         pending=lambda job: job in self.queued or job in self.busy)
+                         pending=lambda job: job in self.queued or job in self.busy,
+                         incarnation=self.incarnation)
 
 
 def _csrf(html: str) -> str:
@@ -451,7 +453,7 @@ def test_a_page_open_across_a_new_history_shows_its_runs(tmp_path: Path, store: 
     c = _client(view)
     token = _csrf(c.get("/").text)
     page_url = c.post("/jobs/officine/run", data={"csrf": token}, follow_redirects=False).headers["location"]
-    assert page_url.endswith("after=3")
+    assert re.fullmatch(r"/jobs/officine/run\?after=3&agent=a1b2c3d4", page_url), page_url
     poll = re.search(r'hx-get="([^"]+)"', c.get(page_url).text).group(1).replace("&amp;", "&")
     view.store = StatusStore(tmp_path / "new-state" / "agent.sqlite")
     try:
@@ -507,7 +509,15 @@ def test_a_request_the_agent_dropped_is_said_so_and_can_be_made_again(tmp_path: 
     c = _client(view)
     page_url, poll = _click(c)
     assert "Démarrage" in c.get(poll).text  # asked, not started yet
-    view.queued.clear()  # the agent restarted: the request went with it
+    # The same agent that could not start it (the job ran in a terminal, say): never "lost".
+    view.queued.clear()
+    assert "Démarrage" in c.get(poll).text and "progress-lost" not in c.get(poll).text
+    view.incarnation = "e5f6a7b8"  # the agent restarted: the request went with it
+    # Its sessions too: the open page's next poll has it reload, which leads to the login.
+    ended = TestClient(create_app(view.view(), authenticate_with(lambda: view.config)),
+                       base_url="http://127.0.0.1").get(poll, headers={"hx-request": "true"})
+    assert ended.status_code == 401 and ended.headers["hx-refresh"] == "true", ended.headers
+    c = _client(view)
     lost = c.get(poll).text
     words = htmllib.unescape(lost)
     assert "progress-lost" in lost and "n'a pas démarré" in words and "Rien n'a été sauvegardé" in words, lost

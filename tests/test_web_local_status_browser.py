@@ -288,7 +288,7 @@ def test_a_request_lost_with_a_restarted_agent_is_said_so(tmp_path: Path, coffre
         with open(tmp_path / "state" / "locks" / "repository-nas.lock", "a+b") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # another job on this repository, say
             followed = page.post("/jobs/officine/run", {"csrf": _csrf(page.get("/"))})
-            assert re.fullmatch(r"/jobs/officine/run\?after=\d+", followed), followed
+            assert re.fullmatch(r"/jobs/officine/run\?after=\d+&agent=[0-9a-f]{8}", followed), followed
             fragment = followed.replace("/run?", "/progress?")
             waiting = page.get(fragment)  # its thread waits for the repository
             assert 'hx-trigger="every 1s"' in waiting and "progress-lost" not in waiting, waiting
@@ -300,8 +300,10 @@ def test_a_request_lost_with_a_restarted_agent_is_said_so(tmp_path: Path, coffre
         wait_for("the page's address", lambda: f"{base}/" in second_log.read_text(), agent, second_log)
         page = _PageClient(base)
         page.log_in(password)
-        lost = page.get(fragment)
-        assert "progress-lost" in lost and "hx-trigger" not in lost, lost
+        # Until its loop has looked at the schedule, the new agent may still start the job.
+        lost = wait_for("the request said lost", lambda: (lambda f: "progress-lost" in f and f)(
+            page.get(fragment)), agent, second_log)
+        assert "hx-trigger" not in lost, lost
         assert "Rien n&#39;a été sauvegardé" in lost, lost
         again = page.post(re.search(r'<form method="post" action="([^"]+)"', lost).group(1),  # type: ignore[union-attr]
                           {"csrf": _csrf(lost)})

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import signal
 import threading
@@ -100,6 +101,10 @@ class Runner:
 
         return on_step
 
+    # Told a job's name once its run is recorded as ended, before the heartbeat, the report
+    # to the hosting server and the alerts that follow (the agent: a click then asks anew).
+    on_recorded: Callable[[str], None] | None = None
+
     def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
             wait: bool = True) -> RunRecord | None:
         """The run's record; None when the job is already running elsewhere."""
@@ -138,6 +143,8 @@ class Runner:
             self._activity.pop(name, None)
         record = replace(record, run_id=run_id)
         store.finish_run(run_id, record)
+        if self.on_recorded is not None:
+            self.on_recorded(name)
         self.log(_("job {job}: {outcome}").format(job=name, outcome=outcome_words(record)))
         if record.outcome != "interrupted":
             self._ping("success" if record.outcome in ("ok", "warning") else "fail")
@@ -265,15 +272,24 @@ class Agent:
         self.debouncers: dict[str, Debouncer] = {}
         self.reload_wanted = False
         self.stop_wanted = False
-        self._requests_lock = threading.Lock()
+        self._requests_lock = threading.RLock()  # _start takes it, called under it or not
         self._requested: list[str] = []  # jobs asked to run now (run_now), started by the loop
+        self._active: set[str] = set()  # jobs whose thread was started and has not ended
+        self._tail: set[str] = set()  # ... whose run is recorded as ended (alerts, reports left)
+        self._looping = False  # the loop has looked at the schedule once (jobs due at the start)
+        # Tells this agent's « Sauvegarder maintenant » requests from an earlier one's: a
+        # request made of a stopped agent is gone with it.
+        self.incarnation = secrets.token_hex(4)
         self.wake_w: int | None = None
         self.runner = Runner(self.config, open_store(self.config), self.log, self.clock, since=self.clock())
+        self.runner.on_recorded = self._recorded
         self.continuity = ContinuityService(self.runner.store, self.log, self.clock)
 
     def run_now(self, name: str) -> bool:
         """Ask the loop to start job `name` now (trigger "manual"); safe from any thread (the
-        pages call it). False when there is no such job, or it is running already."""
+        pages call it). False when there is no such job, it is running already, or it is
+        asked already. Asked once its run is recorded as ended, while its thread still sends
+        the alerts and the report, it starts when that thread ends."""
         with self._requests_lock:
             if name not in self.config.jobs or name in self.running() or name in self._requested:
                 return False
@@ -282,18 +298,21 @@ class Agent:
         return True
 
     def pending(self, name: str) -> bool:
-        """Whether a run of job `name` asked of this agent, or started by it, has yet to end:
-        asked and not taken by the loop, or its thread alive (waiting for the job's lock, or
-        running). Once False, a run it made is in the status store (the thread records it
-        before it ends); a request a reload or a restart dropped leaves none. Any thread."""
+        """Whether this agent may still start a run of job `name` for what it was asked: a
+        request not taken by the loop yet, a thread of the job not ended, or the loop not
+        started yet (it starts the jobs due then). Any thread."""
         with self._requests_lock:
-            thread = self.threads.get(name)
-            return name in self._requested or (thread is not None and thread.is_alive())
+            return not self._looping or name in self._requested or name in self._active
 
     def running(self) -> dict[str, float]:
-        """The jobs running now (threads of this agent) -> when each started. Any thread."""
-        threads = list(self.threads.items())
-        return {name: self.last_start.get(name, 0.0) for name, t in threads if t.is_alive()}
+        """The jobs running now (their run not recorded as ended) -> when each started. Any
+        thread."""
+        with self._requests_lock:
+            return {name: self.last_start.get(name, 0.0) for name in self._active - self._tail}
+
+    def _recorded(self, name: str) -> None:
+        with self._requests_lock:
+            self._tail.add(name)
 
     def _wake(self) -> None:
         if self.wake_w is not None:
@@ -388,10 +407,15 @@ class Agent:
             try:
                 self.runner.run(name, trigger, slot, self.cancel)
             finally:
-                self._wake()  # the loop looks at the schedule again
+                with self._requests_lock:
+                    self._active.discard(name)
+                    self._tail.discard(name)
+                self._wake()  # the loop looks at the schedule (and the requests) again
 
         thread = threading.Thread(target=run_then_wake, name=f"job-{name}", daemon=True)
-        self.threads[name] = thread
+        with self._requests_lock:
+            self._active.add(name)
+            self.threads[name] = thread
         thread.start()
 
     def _loop(self, wake_r: int) -> None:
@@ -407,11 +431,13 @@ class Agent:
             with self._requests_lock:  # a request is never seen neither asked nor started
                 asked, self._requested = self._requested, []
                 for name in asked:
-                    if name in cfg.jobs and name not in self.threads:
+                    if name in self._active:  # its run recorded, its alerts not sent yet
+                        self._requested.append(name)  # started when its thread ends
+                    elif name in cfg.jobs:
                         self._start(name, "manual", None)
             for name, job in cfg.jobs.items():
                 s = job.schedule
-                running = name in self.threads
+                running = name in self._active
                 slot = due_slot(s.times, s.days, s.every, cfg.agent.timezone, self.last_slot.get(name), now)
                 if slot is not None and not running:
                     self._start(name, "catch-up" if now - slot > CATCH_UP_AFTER else "schedule", slot)
@@ -435,6 +461,7 @@ class Agent:
                 scan = watcher.next_scan()
                 if scan is not None:
                     wake_at = min(wake_at, scan)
+            self._looping = True
             if now >= next_health:
                 threading.Thread(target=self.runner.evaluate, daemon=True).start()
                 next_health = now + HEALTH_EVERY

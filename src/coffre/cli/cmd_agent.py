@@ -214,7 +214,7 @@ def build_page(agent: Agent) -> tuple[ThreadedServer, str]:
     store = agent.runner.store
     view = AgentView(config=lambda: agent.config, store=lambda: store, run_now=agent.run_now,
                      running=agent.running, clock=agent.clock, step=agent.runner.activity,
-                     pending=agent.pending)
+                     pending=agent.pending, incarnation=agent.incarnation)
     app = create_app(view, authenticate_with(lambda: agent.config), secure=tls is not None,
                      hosts=LOOPBACK_NAMES if is_loopback(host) else None)
     server = ThreadedServer(app, host, port, tls)

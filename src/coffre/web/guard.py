@@ -65,7 +65,12 @@ class Guard:
             if not public and (s is None or s.user is None):
                 if request.method in ("GET", "HEAD") and not request.headers.get("hx-request"):
                     return self.redirect(self.login_path, next=_next_of(request))
-                return self.message(request, _("Your session has ended: log in again."), 401)
+                ended = self.message(request, _("Your session has ended: log in again."), 401)
+                if request.headers.get("hx-request"):
+                    # A page polling in the background (a backup's progress) would keep its
+                    # last state for ever: htmx reloads it, which leads to the login and back.
+                    ended.headers["HX-Refresh"] = "true"
+                return ended
             if roles is not None and (s is None or s.role not in roles):
                 return self.message(request, _("Your role does not allow this page."), 403)
             try:

@@ -32,9 +32,10 @@ class AgentView:
     clock: Callable[[], float] = time.time
     # the step a running job is at now, and since when (None: unknown, or between two steps)
     step: Callable[[str], tuple[str, float] | None] = field(default=lambda _job: None)
-    # whether a run of the job asked of the agent or started by it has yet to end (False: any
-    # run it made is in the store; a request a restart or a reload dropped has none)
+    # whether the agent may still start a run of the job for what it was asked (a request not
+    # taken yet, a run not ended, its loop not started)
     pending: Callable[[str], bool] = field(default=lambda _job: True)
+    incarnation: str = ""  # this agent process's own mark: a request made of another is gone
 
 
 @dataclass

@@ -11,10 +11,12 @@ run starts, the page says it is starting. A run in progress at the click (the ag
 `coffre run` in a terminal, which the agent's own start would only find busy) is the one
 followed: the mark is then the id before it.
 
-A request the agent dropped before its run started (the agent restarted, or stopped) leaves no
-run: once the agent has no run of the job asked or going (`AgentView.pending`) and the store
-has none after the mark, the page says the backup did not start and offers the button again,
-instead of « Démarrage… » until the next night's run."""
+A request made of an agent that has stopped since (restarted: `agent=` names the process asked,
+`AgentView.incarnation`) is gone with it: once the agent serving the page has nothing of the
+job to start (`AgentView.pending`) and the store no run after the mark, the page says the
+backup did not start and offers the button again, instead of « Démarrage… » until the next
+night's run. A request of the agent serving the page is never said lost: one it could not start
+because the job was running elsewhere (a `coffre run` in a terminal) is followed by that run."""
 
 from __future__ import annotations
 
@@ -38,13 +40,14 @@ def _after(request: Request) -> int | None:
         return None
 
 
-def progress_of(kit: LocalKit, job: str, after: int | None) -> Progress:
-    """Where the run followed is (see the module): running, done, or not started yet."""
+def progress_of(kit: LocalKit, job: str, after: int | None, asked_of: str | None = None) -> Progress:
+    """Where the run followed is (see the module): running, done, not started yet, or never to
+    start (asked of an agent process that has stopped since: `asked_of`)."""
     view = kit.view
     now = view.clock()
     base = f"/jobs/{segment(job)}"
-    poll = kit.urls.to(base + "/progress", after=after)
-    page = kit.urls.to(base + "/run", after=after)
+    poll = kit.urls.to(base + "/progress", after=after, agent=asked_of)
+    page = kit.urls.to(base + "/run", after=after, agent=asked_of)
     # Asked first: a run that ends between the two questions is then found in the store.
     pending = view.pending(job)
     store = view.store()
@@ -64,7 +67,7 @@ def progress_of(kit: LocalKit, job: str, after: int | None) -> Progress:
         steps = latest.steps if latest is not None and latest.outcome == "running" else ()
         return Progress(job, "running", history.step_words(step[0]) if step else None, begun,
                         max(0.0, now - begun), tuple(history.step_row(s) for s in steps), None, poll, page)
-    if after is not None and not pending:
+    if after is not None and asked_of is not None and asked_of != view.incarnation and not pending:
         return Progress(job, "lost", None, None, None, (), None, poll, page,
                         again_url=kit.urls.to(base + "/run"))
     return Progress(job, "queued", None, None, None, (), None, poll, page)
@@ -83,21 +86,24 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
                 session.flash(_("The backup {job} is starting.").format(job=job), "ok")
         elif session is not None:  # running, or asked already: the page follows that run
             session.flash(_("The backup {job} is running already.").format(job=job), "info")
-        return kit.guard.redirect(f"/jobs/{segment(job)}/run", after=after)
+        return kit.guard.redirect(f"/jobs/{segment(job)}/run", after=after,
+                                  agent=kit.view.incarnation or None)
 
     def show(request: Request) -> Response:
         job = request.path_params["job"]
         if job not in kit.view.config().jobs:
             return kit.guard.message(request, _("There is no such job."), 404)
         page = ProgressPage(title=_("Backup {job}").format(job=job),
-                            progress=progress_of(kit, job, _after(request)))
+                            progress=progress_of(kit, job, _after(request),
+                                                    request.query_params.get("agent")))
         return kit.pages.render(request, "local/progress.html", page)
 
     def fragment(request: Request) -> Response:
         job = request.path_params["job"]
         if job not in kit.view.config().jobs:
             return kit.guard.message(request, _("There is no such job."), 404)
-        page = ProgressPage(title="", progress=progress_of(kit, job, _after(request)))
+        page = ProgressPage(title="", progress=progress_of(kit, job, _after(request),
+                                                    request.query_params.get("agent")))
         return kit.pages.render(request, "local/_progress.html", page)
 
     guard = kit.guard
