@@ -5,6 +5,7 @@ of time."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -93,17 +94,22 @@ def test_a_click_while_the_last_run_sends_its_alerts_runs_after_it(agent: schedu
             tail_free.wait(30)
 
     agent.runner.evaluate = slow_alerts  # type: ignore[method-assign]
-    assert agent.run_now("officine")
-    _until("the first run's tail", in_tail.is_set)
-    assert [r.outcome for r in _manual_runs(agent)] == ["ok"]  # recorded as ended
-    assert agent.running() == {}  # so the page shows it done, and its button is enabled
-    assert agent.run_now("officine")  # taken, not refused
-    assert not agent.run_now("officine")  # once
-    assert agent.pending("officine")
-    tail_free.set()
+    try:
+        assert agent.run_now("officine")[0]
+        _until("the first run's tail", in_tail.is_set)
+        first = _manual_runs(agent)
+        assert [r.outcome for r in first] == ["ok"]  # recorded as ended
+        assert agent.running() == {}  # so the page shows it done, and its button is enabled
+        asked, mark = agent.run_now("officine")
+        assert asked and mark == first[0].run_id  # taken; its page follows the next run
+        assert not agent.run_now("officine")[0]  # once
+        assert agent.pending("officine")
+    finally:
+        tail_free.set()
     _until("the second run", lambda: len(_manual_runs(agent)) == 2)
     _until("its end", lambda: not agent.pending("officine"))
     assert [r.outcome for r in _manual_runs(agent)] == ["ok", "ok"]
+    assert agent.runner.store.first_run_after("officine", mark).run_id == _manual_runs(agent)[1].run_id
 
 
 def test_a_click_while_a_run_goes_on_is_that_run(agent: scheduler.Agent,
@@ -119,10 +125,38 @@ def test_a_click_while_a_run_goes_on_is_that_run(agent: scheduler.Agent,
                          outcome="ok")
 
     monkeypatch.setattr(scheduler.jobs, "run_job", held_job)
-    assert agent.run_now("officine")
-    _until("the run", began.is_set)
-    assert "officine" in agent.running()
-    assert not agent.run_now("officine")  # running: the page follows this run
-    go_on.set()
+    try:
+        assert agent.run_now("officine")[0]
+        _until("the run", began.is_set)
+        assert "officine" in agent.running()
+        asked, mark = agent.run_now("officine")
+        assert not asked  # running: the page follows this run
+        assert agent.runner.store.first_run_after("officine", mark) is not None
+    finally:
+        go_on.set()
     _until("its end", lambda: not agent.pending("officine"))
     assert len(_manual_runs(agent)) == 1
+
+
+def test_a_click_while_a_terminal_run_sends_its_alerts_runs_after_it(agent: scheduler.Agent,
+                                                                    tmp_path: Path) -> None:
+    """`coffre run officine` in a terminal has recorded its run as ended and still holds the
+    job's lock while it sends its alerts. A click then is taken; the agent's run waits for the
+    terminal's to let go of the job (it used to give up at once, and the page waited for the
+    night's run), then runs, and is the run the page follows."""
+    store = agent.runner.store
+    ended = store.start_run("officine", "nas", "manual", agent.clock() - 60, None)
+    store.finish_run(ended, RunRecord(job="officine", target="nas", trigger="manual",
+                                      started=agent.clock() - 60, ended=agent.clock(), outcome="ok"))
+    lock = tmp_path / "state" / "locks" / "job-officine.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the terminal's `coffre run`, sending its alerts
+        asked, mark = agent.run_now("officine")
+        assert asked and mark == ended
+        _until("the agent's thread", lambda: "officine" in agent.running())
+        assert agent.pending("officine") and store.first_run_after("officine", mark) is None
+    _until("the click's run", lambda: store.first_run_after("officine", mark))
+    _until("its end", lambda: not agent.pending("officine"))
+    followed = store.first_run_after("officine", mark)
+    assert followed.outcome == "ok" and followed.run_id == _manual_runs(agent)[-1].run_id

@@ -114,7 +114,7 @@ def _local_app(tmp_path: Path) -> Any:
     (tmp_path / "state").mkdir()
     config = Config(path=str(tmp_path / "agent.toml"), agent=Agent(state_dir=str(tmp_path / "state")))
     store = StatusStore(tmp_path / "state" / "agent.sqlite")
-    view = AgentView(config=lambda: config, store=lambda: store, run_now=lambda job: False,
+    view = AgentView(config=lambda: config, store=lambda: store, run_now=lambda job: (False, 0),
                      running=lambda: {})
     return create_app(view, lambda form, address: None)
 

@@ -146,13 +146,15 @@ class View:
         self.steps: dict[str, tuple[str, float]] = {}
         self.incarnation = "a1b2c3d4"  # the agent process; another after a restart
 
-    def run_now(self, name: str) -> bool:
-        """As the scheduler's: refused for a job running, or asked already and not started."""
+    def run_now(self, name: str) -> tuple[bool, int]:
+        """As the scheduler's: refused for a job running, or asked already and not started;
+        with the click's mark."""
+        mark = self.store.run_mark(name)
         if name not in self.config.jobs or name in self.busy or name in self.queued:
-            return False
+            return False, mark
         self.asked.append(name)
         self.queued.add(name)
-        return True
+        return True, mark
 
     def view(self) -> AgentView:
         return AgentView(config=lambda: self.config, store=lambda: self.store, run_now=self.run_now,

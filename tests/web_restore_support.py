@@ -86,7 +86,7 @@ def authenticate(form: dict[str, str], address: str) -> Identity | None:
 def make_app(config: Config, tmp_path: Path) -> Any:
     (tmp_path / "agent-state").mkdir(exist_ok=True)
     store = StatusStore(tmp_path / "agent-state" / "agent.sqlite")
-    view = AgentView(config=lambda: config, store=lambda: store, run_now=lambda job: False,
+    view = AgentView(config=lambda: config, store=lambda: store, run_now=lambda job: (False, 0),
                      running=lambda: {})
     return create_app(view, authenticate)
 

@@ -45,11 +45,12 @@ def _flock(path: str, wait: bool, cancel: threading.Event | None) -> Iterator[No
 
 @contextmanager
 def job_locks(state_dir: str, job: str, repositories: list[str],
-              cancel: threading.Event | None = None) -> Iterator[None]:
-    """Hold the job's lock (Busy at once if it is held), then its repositories' locks, in
-    name order (no deadlock between jobs sharing repositories), waiting for them."""
+              cancel: threading.Event | None = None, wait_for_job: bool = False) -> Iterator[None]:
+    """Hold the job's lock (Busy at once if it is held, unless `wait_for_job`), then its
+    repositories' locks, in name order (no deadlock between jobs sharing repositories),
+    waiting for them."""
     with ExitStack() as stack:
-        stack.enter_context(_flock(_file(state_dir, "job", job), False, cancel))
+        stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel))
         for repo in sorted(set(repositories)):
             stack.enter_context(_flock(_file(state_dir, "repository", repo), True, cancel))
         yield

@@ -26,7 +26,8 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -101,17 +102,20 @@ class Runner:
 
         return on_step
 
-    # Told a job's name once its run is recorded as ended, before the heartbeat, the report
-    # to the hosting server and the alerts that follow (the agent: a click then asks anew).
-    on_recorded: Callable[[str], None] | None = None
+    # Around the writing of a run's end (job name), before the heartbeat, the report to the
+    # hosting server and the alerts that follow: the agent tells its pages the run has ended
+    # in the same step as the store does (a click then asks for a new run).
+    recording: Callable[[str], AbstractContextManager[None]] | None = None
 
     def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
-            wait: bool = True) -> RunRecord | None:
-        """The run's record; None when the job is already running elsewhere."""
+            wait: bool = True, wait_for_job: bool = False) -> RunRecord | None:
+        """The run's record; None when the job is already running elsewhere (or, with
+        `wait_for_job`, once it has, when `cancel` stopped the wait)."""
         config = self.config
         job = config.jobs[name]
         try:
-            with job_locks(config.agent.state_dir, name, targets(job), cancel if wait else None):
+            with job_locks(config.agent.state_dir, name, targets(job), cancel if wait else None,
+                           wait_for_job=wait_for_job):
                 return self._run_locked(name, trigger, slot, cancel)
         except Busy:
             if cancel.is_set():
@@ -142,9 +146,8 @@ class Runner:
         with self._activity_lock:
             self._activity.pop(name, None)
         record = replace(record, run_id=run_id)
-        store.finish_run(run_id, record)
-        if self.on_recorded is not None:
-            self.on_recorded(name)
+        with self.recording(name) if self.recording is not None else nullcontext():
+            store.finish_run(run_id, record)
         self.log(_("job {job}: {outcome}").format(job=name, outcome=outcome_words(record)))
         if record.outcome != "interrupted":
             self._ping("success" if record.outcome in ("ok", "warning") else "fail")
@@ -282,20 +285,24 @@ class Agent:
         self.incarnation = secrets.token_hex(4)
         self.wake_w: int | None = None
         self.runner = Runner(self.config, open_store(self.config), self.log, self.clock, since=self.clock())
-        self.runner.on_recorded = self._recorded
+        self.runner.recording = self._recording
         self.continuity = ContinuityService(self.runner.store, self.log, self.clock)
 
-    def run_now(self, name: str) -> bool:
+    def run_now(self, name: str) -> tuple[bool, int]:
         """Ask the loop to start job `name` now (trigger "manual"); safe from any thread (the
-        pages call it). False when there is no such job, it is running already, or it is
-        asked already. Asked once its run is recorded as ended, while its thread still sends
-        the alerts and the report, it starts when that thread ends."""
+        pages call it). Whether it was asked (not when there is no such job, it is running
+        already, or it is asked already), and the click's mark (`StatusStore.run_mark`),
+        taken in the same step, so that the run that answers the click is the first after
+        it. Asked once its run is recorded as ended, while its thread still sends the alerts
+        and the report, it starts when that thread ends. It waits for the job's run elsewhere
+        (a `coffre run` in a terminal) to end rather than being dropped."""
         with self._requests_lock:
+            mark = self.runner.store.run_mark(name)
             if name not in self.config.jobs or name in self.running() or name in self._requested:
-                return False
+                return False, mark
             self._requested.append(name)
         self._wake()
-        return True
+        return True, mark
 
     def pending(self, name: str) -> bool:
         """Whether this agent may still start a run of job `name` for what it was asked: a
@@ -310,8 +317,10 @@ class Agent:
         with self._requests_lock:
             return {name: self.last_start.get(name, 0.0) for name in self._active - self._tail}
 
-    def _recorded(self, name: str) -> None:
+    @contextmanager
+    def _recording(self, name: str) -> Iterator[None]:
         with self._requests_lock:
+            yield
             self._tail.add(name)
 
     def _wake(self) -> None:
@@ -405,7 +414,7 @@ class Agent:
         self.last_start[name] = now
         def run_then_wake() -> None:
             try:
-                self.runner.run(name, trigger, slot, self.cancel)
+                self.runner.run(name, trigger, slot, self.cancel, wait_for_job=trigger == "manual")
             finally:
                 with self._requests_lock:
                     self._active.discard(name)

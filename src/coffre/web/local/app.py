@@ -27,7 +27,9 @@ class AgentView:
 
     config: Callable[[], Config]  # the configuration in force (follows SIGHUP reloads)
     store: Callable[[], StatusStore]  # the status store (open; the pages only read it)
-    run_now: Callable[[str], bool]  # ask the scheduler to start a job now (False: unknown or running)
+    # ask the scheduler to start a job now: whether asked (not when running, or asked already),
+    # and the click's mark (StatusStore.run_mark), taken in the same step
+    run_now: Callable[[str], tuple[bool, int]]
     running: Callable[[], dict[str, float]]  # jobs running now -> when each started
     clock: Callable[[], float] = time.time
     # the step a running job is at now, and since when (None: unknown, or between two steps)

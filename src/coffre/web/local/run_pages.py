@@ -79,9 +79,9 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
         config = kit.view.config()
         if job not in config.jobs:
             return kit.guard.message(request, _("There is no such job."), 404)
-        after = kit.view.store().run_mark(job)
+        asked, after = kit.view.run_now(job)
         session = session_of(request)
-        if kit.view.run_now(job):
+        if asked:
             if session is not None:
                 session.flash(_("The backup {job} is starting.").format(job=job), "ok")
         elif session is not None:  # running, or asked already: the page follows that run
