@@ -160,3 +160,21 @@ def test_a_click_while_a_terminal_run_sends_its_alerts_runs_after_it(agent: sche
     _until("its end", lambda: not agent.pending("officine"))
     followed = store.first_run_after("officine", mark)
     assert followed.outcome == "ok" and followed.run_id == _manual_runs(agent)[-1].run_id
+
+
+def test_a_click_while_a_terminal_run_goes_on_is_that_run(agent: scheduler.Agent, tmp_path: Path) -> None:
+    """`coffre run officine` in a terminal is running (its run recorded as running, the job's
+    lock held). The click is answered by that run, which the page follows; the agent does not
+    queue a second backup behind it."""
+    store = agent.runner.store
+    terminal = store.start_run("officine", "nas", "manual", agent.clock(), None)
+    lock = tmp_path / "state" / "locks" / "job-officine.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _, mark = agent.run_now("officine")
+        assert store.first_run_after("officine", mark).run_id == terminal
+        _until("the agent giving the click to that run", lambda: not agent.pending("officine"))
+        store.finish_run(terminal, RunRecord(job="officine", target="nas", trigger="manual",
+                                             started=agent.clock(), ended=agent.clock(), outcome="ok"))
+    assert [r.run_id for r in store.runs(job="officine")] == [terminal]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -27,12 +27,16 @@ def _file(state_dir: str, kind: str, name: str) -> str:
 
 
 @contextmanager
-def _flock(path: str, wait: bool, cancel: threading.Event | None) -> Iterator[None]:
+def _flock(path: str, wait: bool, cancel: threading.Event | None,
+           waiting: Callable[[], None] | None = None) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         while not try_lock_exclusive(fd, path):
             if not wait:
                 raise Busy(path)
+            if waiting is not None:
+                waiting()  # once, as the wait begins
+                waiting = None
             # Another process holds it: look again soon (flock cannot wait with a timeout).
             if cancel is not None and cancel.wait(0.5):
                 raise Busy(path)
@@ -45,12 +49,13 @@ def _flock(path: str, wait: bool, cancel: threading.Event | None) -> Iterator[No
 
 @contextmanager
 def job_locks(state_dir: str, job: str, repositories: list[str],
-              cancel: threading.Event | None = None, wait_for_job: bool = False) -> Iterator[None]:
-    """Hold the job's lock (Busy at once if it is held, unless `wait_for_job`), then its
-    repositories' locks, in name order (no deadlock between jobs sharing repositories),
-    waiting for them."""
+              cancel: threading.Event | None = None, wait_for_job: bool = False,
+              waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the job's lock (Busy at once if it is held, unless `wait_for_job`: then `waiting`
+    is called as the wait begins), then its repositories' locks, in name order (no deadlock
+    between jobs sharing repositories), waiting for them."""
     with ExitStack() as stack:
-        stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel))
+        stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel, waiting))
         for repo in sorted(set(repositories)):
             stack.enter_context(_flock(_file(state_dir, "repository", repo), True, cancel))
         yield

@@ -109,13 +109,22 @@ class Runner:
 
     def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
             wait: bool = True, wait_for_job: bool = False) -> RunRecord | None:
-        """The run's record; None when the job is already running elsewhere (or, with
-        `wait_for_job`, once it has, when `cancel` stopped the wait)."""
+        """The run's record; None when the job is already running elsewhere (with
+        `wait_for_job`: when `cancel` stopped the wait for it to end), or was taken out of the
+        configuration while this run waited."""
         config = self.config
         job = config.jobs[name]
+
+        def waiting() -> None:
+            self.log(_("job {job}: waiting for its run in progress elsewhere (another agent or "
+                       "'coffre run') to end").format(job=name))
+
         try:
             with job_locks(config.agent.state_dir, name, targets(job), cancel if wait else None,
-                           wait_for_job=wait_for_job):
+                           wait_for_job=wait_for_job, waiting=waiting):
+                if name not in self.config.jobs:  # a reload took it out meanwhile
+                    self.log(_("job {job}: no longer in the configuration; not started").format(job=name))
+                    return None
                 return self._run_locked(name, trigger, slot, cancel)
         except Busy:
             if cancel.is_set():
@@ -276,7 +285,9 @@ class Agent:
         self.reload_wanted = False
         self.stop_wanted = False
         self._requests_lock = threading.RLock()  # _start takes it, called under it or not
-        self._requested: list[str] = []  # jobs asked to run now (run_now), started by the loop
+        # jobs asked to run now (run_now), started by the loop -> whether the run waits for the
+        # job's run elsewhere to end (asked when that run was recorded as ended: its tail)
+        self._requested: dict[str, bool] = {}
         self._active: set[str] = set()  # jobs whose thread was started and has not ended
         self._tail: set[str] = set()  # ... whose run is recorded as ended (alerts, reports left)
         self._looping = False  # the loop has looked at the schedule once (jobs due at the start)
@@ -294,13 +305,15 @@ class Agent:
         already, or it is asked already), and the click's mark (`StatusStore.run_mark`),
         taken in the same step, so that the run that answers the click is the first after
         it. Asked once its run is recorded as ended, while its thread still sends the alerts
-        and the report, it starts when that thread ends. It waits for the job's run elsewhere
-        (a `coffre run` in a terminal) to end rather than being dropped."""
+        and the report, it starts when that thread ends; the same for a run elsewhere (a
+        `coffre run` in a terminal): its run waits for that one to let go of the job. A run
+        elsewhere still going answers the click (the page follows it): nothing waits then."""
+        store = self.runner.store
         with self._requests_lock:
-            mark = self.runner.store.run_mark(name)
+            mark = store.run_mark(name)
             if name not in self.config.jobs or name in self.running() or name in self._requested:
                 return False, mark
-            self._requested.append(name)
+            self._requested[name] = mark == store.last_run_id(name)  # its latest run has ended
         self._wake()
         return True, mark
 
@@ -407,14 +420,14 @@ class Agent:
         self.continuity.apply(config)
         self.log(_("configuration reloaded; jobs: {names}").format(names=", ".join(config.jobs) or "-"))
 
-    def _start(self, name: str, trigger: str, slot: float | None) -> None:
+    def _start(self, name: str, trigger: str, slot: float | None, wait_for_job: bool = False) -> None:
         now = self.clock()
         if slot is not None:
             self.last_slot[name] = slot
         self.last_start[name] = now
         def run_then_wake() -> None:
             try:
-                self.runner.run(name, trigger, slot, self.cancel, wait_for_job=trigger == "manual")
+                self.runner.run(name, trigger, slot, self.cancel, wait_for_job=wait_for_job)
             finally:
                 with self._requests_lock:
                     self._active.discard(name)
@@ -438,12 +451,12 @@ class Agent:
             wake_at = now + HEALTH_EVERY
             cfg = self.config
             with self._requests_lock:  # a request is never seen neither asked nor started
-                asked, self._requested = self._requested, []
-                for name in asked:
+                asked, self._requested = self._requested, {}
+                for name, wait in asked.items():
                     if name in self._active:  # its run recorded, its alerts not sent yet
-                        self._requested.append(name)  # started when its thread ends
+                        self._requested[name] = wait  # started when its thread ends
                     elif name in cfg.jobs:
-                        self._start(name, "manual", None)
+                        self._start(name, "manual", None, wait_for_job=wait)
             for name, job in cfg.jobs.items():
                 s = job.schedule
                 running = name in self._active
