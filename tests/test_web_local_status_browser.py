@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 
 from server_support import free_port
+from web_restore_support import csrf_of
 
 from conftest import Coffre
 
@@ -229,41 +229,14 @@ def test_listening_beyond_loopback_needs_tls(tmp_path: Path, coffre: Coffre) -> 
     assert "web.listen" in done.stderr and "TLS" in done.stderr
 
 
-class _PageClient:
-    """The agent's page over HTTP with its session cookie (no browser needed for forms)."""
+def _page_client(base: str, password: str) -> Any:
+    """The agent's page over HTTP, logged in (its session cookie kept; redirects not followed)."""
+    import httpx2
 
-    def __init__(self, base: str) -> None:
-        import http.cookiejar
-
-        self.base = base
-        cookies = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        self.opener = urllib.request.build_opener(cookies, _NoRedirect())
-
-    def get(self, path: str) -> str:
-        with self.opener.open(self.base + path, timeout=30) as r:
-            return r.read().decode()
-
-    def post(self, path: str, form: dict[str, str]) -> str:
-        """The form posted; the address it redirects to (303)."""
-        data = urllib.parse.urlencode(form).encode()
-        try:
-            self.opener.open(urllib.request.Request(self.base + path, data=data), timeout=30)
-        except urllib.error.HTTPError as redirect:
-            assert redirect.code == 303, redirect.read().decode()
-            return str(redirect.headers["location"])
-        raise AssertionError(f"POST {path} did not redirect")
-
-    def log_in(self, password: str) -> None:
-        self.post("/login", {"password": password, "csrf": _csrf(self.get("/login"))})
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    page = httpx2.Client(base_url=base, timeout=30)
+    logged = page.post("/login", data={"password": password, "csrf": csrf_of(page.get("/login").text)})
+    assert logged.status_code == 303, logged.text
+    return page
 
 
 def test_a_request_lost_with_a_restarted_agent_is_said_so(tmp_path: Path, coffre: Coffre) -> None:
@@ -283,14 +256,15 @@ def test_a_request_lost_with_a_restarted_agent_is_said_so(tmp_path: Path, coffre
         wait_for("the first backup", lambda: "job officine: succeeded" in first_log.read_text(), agent,
                  first_log, timeout=120)
         wait_for("the page's address", lambda: f"{base}/" in first_log.read_text(), agent, first_log)
-        page = _PageClient(base)
-        page.log_in(password)
+        page = _page_client(base, password)
         with open(tmp_path / "state" / "locks" / "repository-nas.lock", "a+b") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # another job on this repository, say
-            followed = page.post("/jobs/officine/run", {"csrf": _csrf(page.get("/"))})
+            clicked = page.post("/jobs/officine/run", data={"csrf": csrf_of(page.get("/").text)})
+            assert clicked.status_code == 303, clicked.text
+            followed = clicked.headers["location"]
             assert re.fullmatch(r"/jobs/officine/run\?after=\d+&agent=[0-9a-f]{8}", followed), followed
             fragment = followed.replace("/run?", "/progress?")
-            waiting = page.get(fragment)  # its thread waits for the repository
+            waiting = page.get(fragment).text  # its thread waits for the repository
             assert 'hx-trigger="every 1s"' in waiting and "progress-lost" not in waiting, waiting
             agent.send_signal(signal.SIGTERM)
             agent.wait(30)
@@ -298,15 +272,16 @@ def test_a_request_lost_with_a_restarted_agent_is_said_so(tmp_path: Path, coffre
     assert first_log.read_text().count("job officine: started") == 1, first_log.read_text()
     with running_agent(config, coffre, second_log) as agent:
         wait_for("the page's address", lambda: f"{base}/" in second_log.read_text(), agent, second_log)
-        page = _PageClient(base)
-        page.log_in(password)
+        page = _page_client(base, password)
         # Until its loop has looked at the schedule, the new agent may still start the job.
         lost = wait_for("the request said lost", lambda: (lambda f: "progress-lost" in f and f)(
-            page.get(fragment)), agent, second_log)
+            page.get(fragment).text), agent, second_log)
         assert "hx-trigger" not in lost, lost
         assert "Rien n&#39;a été sauvegardé" in lost, lost
-        again = page.post(re.search(r'<form method="post" action="([^"]+)"', lost).group(1),  # type: ignore[union-attr]
-                          {"csrf": _csrf(lost)})
+        posted = page.post(re.search(r'<form method="post" action="([^"]+)"', lost).group(1),  # type: ignore[union-attr]
+                           data={"csrf": csrf_of(lost)})
+        assert posted.status_code == 303, posted.text
+        again = posted.headers["location"]
         done = wait_for("the run asked again", lambda: (lambda f: "progress-done" in f and f)(
-            page.get(again.replace("/run?", "/progress?"))), agent, second_log, timeout=120)
+            page.get(again.replace("/run?", "/progress?")).text), agent, second_log, timeout=120)
         assert "réussie" in done and "à la main" in done, done
