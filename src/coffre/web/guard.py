@@ -63,10 +63,11 @@ class Guard:
             if s is not None:
                 request.scope["coffre.session"] = s
             if not public and (s is None or s.user is None):
-                if request.method in ("GET", "HEAD") and not request.headers.get("hx-request"):
+                polled = bool(request.headers.get("hx-request"))
+                if request.method in ("GET", "HEAD") and not polled:
                     return self.redirect(self.login_path, next=_next_of(request))
                 ended = self.message(request, _("Your session has ended: log in again."), 401)
-                if request.headers.get("hx-request"):
+                if polled:
                     # A page polling in the background (a backup's progress) would keep its
                     # last state for ever: htmx reloads it, which leads to the login and back.
                     ended.headers["HX-Refresh"] = "true"

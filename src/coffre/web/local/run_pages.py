@@ -33,14 +33,16 @@ from coffre.web.security import session_of
 from coffre.web.urls import segment
 
 
-def _after(request: Request) -> int | None:
+def _followed(kit: LocalKit, request: Request, job: str) -> Progress:
+    """The progress of the run the page's address follows (`after`, `agent`)."""
     try:
-        return int(request.query_params.get("after", ""))
+        after: int | None = int(request.query_params.get("after", ""))
     except ValueError:
-        return None
+        after = None
+    return progress_of(kit, job, after, request.query_params.get("agent"))
 
 
-def progress_of(kit: LocalKit, job: str, after: int | None, asked_of: str | None = None) -> Progress:
+def progress_of(kit: LocalKit, job: str, after: int | None, asked_of: str | None) -> Progress:
     """Where the run followed is (see the module): running, done, not started yet, or never to
     start (asked of an agent process that has stopped since: `asked_of`)."""
     view = kit.view
@@ -93,17 +95,14 @@ def routes(kit: LocalKit) -> list[BaseRoute]:
         job = request.path_params["job"]
         if job not in kit.view.config().jobs:
             return kit.guard.message(request, _("There is no such job."), 404)
-        page = ProgressPage(title=_("Backup {job}").format(job=job),
-                            progress=progress_of(kit, job, _after(request),
-                                                    request.query_params.get("agent")))
+        page = ProgressPage(title=_("Backup {job}").format(job=job), progress=_followed(kit, request, job))
         return kit.pages.render(request, "local/progress.html", page)
 
     def fragment(request: Request) -> Response:
         job = request.path_params["job"]
         if job not in kit.view.config().jobs:
             return kit.guard.message(request, _("There is no such job."), 404)
-        page = ProgressPage(title="", progress=progress_of(kit, job, _after(request),
-                                                    request.query_params.get("agent")))
+        page = ProgressPage(title="", progress=_followed(kit, request, job))
         return kit.pages.render(request, "local/_progress.html", page)
 
     guard = kit.guard
