@@ -172,20 +172,42 @@ def _parse(data: bytes) -> list[str]:
 
 
 def _in_memory(name: str) -> bool:
-    """True if the first page of the file is in the page cache (a read that would wait for
-    the disk fails with EAGAIN under RWF_NOWAIT, and starts reading it); False if not, or if
-    the system cannot tell."""
-    nowait: int | None = getattr(os, "RWF_NOWAIT", None)
-    fd = None if nowait is None else _open_regular(name)
-    if fd is None or nowait is None:
+    """True if the first page of the file is in the page cache (or it has none); False if not,
+    or if the system cannot tell. Asked with mincore over a mapping of that page: mapping a
+    file reads nothing of it. A probing read does (even one with RWF_NOWAIT: it starts reading
+    the missing page, and on a fast disk the page can be read before the probe looks at it, so
+    that a cold file looked warm and nothing was read ahead)."""
+    fd = _open_regular(name)
+    if fd is None:
         return False
     try:
-        os.preadv(fd, [bytearray(1)], 0, nowait)
-        return True
-    except OSError:
+        return os.fstat(fd).st_size == 0 or _first_page_resident(fd)
+    except (OSError, AttributeError, TypeError):  # no C library to ask, or not these calls
         return False
     finally:
         os.close(fd)
+
+
+def _first_page_resident(fd: int) -> bool:
+    # Imported here, in the reading thread; every command imports ctypes anyway (core/memory.py).
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = mmap.PAGESIZE
+    address = libc.mmap(None, page, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address is None or address == ctypes.c_void_p(-1).value:
+        return False
+    try:
+        resident = ctypes.c_ubyte(0)
+        return libc.mincore(address, page, ctypes.byref(resident)) == 0 and bool(resident.value & 1)
+    finally:
+        libc.munmap(address, page)
 
 
 def _advise(name: str) -> bool:
