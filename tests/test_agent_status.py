@@ -28,6 +28,7 @@ from coffre.agent import overview
 from coffre.agent.model import Config, Job, MediaSet, Repository
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
 from coffre.agent.status import (
+    ABANDONED_ERROR,
     SCHEMA_VERSION,
     STALE_ERROR,
     StatusStore,
@@ -197,9 +198,9 @@ def test_a_writer_killed_mid_transaction_leaves_the_committed_runs(tmp_path: Pat
     assert child.returncode == -signal.SIGKILL
     with StatusStore(path) as s:
         assert [(r.run_id, r.outcome) for r in s.runs()] == [(1, "ok"), (2, "ok"), (3, "running")]
-        assert s.settle_stale(NOW) == 1  # the agent restarts: its run that was going is settled
+        assert s.settle_abandoned("officine", NOW) == 1  # its job's next run settles the one left
         [*_, settled] = s.runs()
-        assert (settled.outcome, settled.error, settled.ended) == ("interrupted", STALE_ERROR, NOW)
+        assert (settled.outcome, settled.error, settled.ended) == ("interrupted", ABANDONED_ERROR, NOW)
         add(s, full_record())  # and the store takes new writes: no lock was left behind
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -207,15 +208,19 @@ def test_a_writer_killed_mid_transaction_leaves_the_committed_runs(tmp_path: Pat
     db.close()
 
 
-def test_settle_stale_touches_only_running_rows(store: StatusStore) -> None:
+def test_settling_a_job_touches_only_its_running_rows(store: StatusStore) -> None:
     done = add(store, full_record(outcome="ok"))
     store.start_run("officine", "nas", "schedule", at(10, 12, 30))
-    store.start_run("scans", "disques", "realtime", at(10, 13))
-    assert store.settle_stale(NOW) == 2
+    store.start_run("officine", "nas", "manual", at(10, 12, 40))
+    other = store.start_run("scans", "disques", "realtime", at(10, 13))
+    assert store.running_jobs() == ["officine", "scans"]
+    assert store.settle_abandoned("officine", NOW) == 2
     runs = store.runs()
     assert runs[0] == done
-    assert [(r.outcome, r.error) for r in runs[1:]] == [("interrupted", STALE_ERROR)] * 2
-    assert store.settle_stale(NOW) == 0
+    assert [(r.outcome, r.error, r.ended) for r in runs[1:3]] == [("interrupted", ABANDONED_ERROR, NOW)] * 2
+    assert (runs[3].run_id, runs[3].outcome) == (other, "running")
+    assert store.running_jobs() == ["scans"]
+    assert store.settle_abandoned("officine", NOW) == 0
 
 
 def test_prune_keeps_400_days_and_each_jobs_last_good_run(store: StatusStore) -> None:
@@ -478,12 +483,21 @@ def test_no_history_yet(tmp_path: Path) -> None:
     assert cmd_status.render(r).splitlines()[2].split()[:5] == ["failing", "officine", "nas", "—", "—"]
 
 
-def test_a_run_the_agent_did_not_finish_says_so(tmp_path: Path, store: StatusStore) -> None:
+def test_a_run_left_unfinished_says_so(tmp_path: Path, store: StatusStore) -> None:
     i18n.set_language("en")
     store.start_run("officine", "nas", "schedule", at(10, 12, 30))
-    store.settle_stale(NOW)
+    store.settle_abandoned("officine", NOW)
     r = report(tmp_path, store, problems=[FakeProblem("failed", "officine", "nas", NOW)])
-    assert r.lines[0].why == ("the last backup failed: the agent stopped during the run",)
+    assert r.lines[0].why == ("the last backup failed: the run stopped before its end: the agent or "
+                              "'coffre run' running it was stopped, or the machine",)
+    # A run an earlier version settled keeps its words, in the language asked.
+    add(store, full_record(started=at(10, 13), outcome="interrupted", error=STALE_ERROR))
+    i18n.set_language("fr")
+    try:
+        r = report(tmp_path, store, problems=[FakeProblem("failed", "officine", "nas", NOW)])
+    finally:
+        i18n.set_language("en")
+    assert r.lines[0].why == ("la dernière sauvegarde a échoué : l'agent s'est arrêté pendant la sauvegarde",)
 
 
 def test_json_document(tmp_path: Path, store: StatusStore) -> None:

@@ -14,7 +14,7 @@ from typing import Any, cast
 from coffre.agent.health import Problem
 from coffre.agent.model import Config, Continuity, Job
 from coffre.agent.records import ContinuityStatus, DiskSighting, RunRecord
-from coffre.agent.status import GOOD, STALE_ERROR, Damage, StatusStore
+from coffre.agent.status import GOOD, SETTLED_ERRORS, Damage, StatusStore
 from coffre.core.human import human_duration, human_size, human_when
 from coffre.core.i18n import _, ngettext
 
@@ -313,8 +313,8 @@ def why(p: ProblemLike, history: Sequence[RunRecord], media: Sequence[DiskSighti
         error = _detail(p, "error", str) or (failing.error if failing is not None else None)
         if failing is not None and not error:
             error = next((s.error for s in failing.steps if not s.ok and s.error), None)
-        if error == STALE_ERROR:
-            error = _(STALE_ERROR)
+        if error in SETTLED_ERRORS:
+            error = _(error)
         if error:
             return _("the last backup failed: {error}").format(error=one_line(error))
         return _("the last backup failed")

@@ -26,7 +26,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -137,6 +137,8 @@ class Runner:
                     cancel: threading.Event) -> RunRecord:
         config, store = self.config, self.store
         started = self.clock()
+        # Holding the job's lock: a run of it still "running" was left by a process that died.
+        self._log_settled(store.settle_abandoned(name, started))
         run_id = store.start_run(name, config.jobs[name].repository, trigger, started, slot)
         begun = RunRecord(job=name, target=config.jobs[name].repository, trigger=trigger, started=started,
                           slot=slot)
@@ -163,6 +165,33 @@ class Runner:
         self._report(record)
         self.evaluate()
         return record
+
+    def settle_abandoned(self, leave: Collection[str] = ()) -> int:
+        """Record as interrupted the runs left "running" by a process that died (a `coffre run`
+        killed, the agent or the machine stopped), job by job, for the jobs whose lock is free:
+        a run going on holds its job's lock, in this agent or another process, and is left
+        alone. `leave`: jobs not looked at (those this agent runs: probing their lock as their
+        run starts would make it give up). The number settled; never raises."""
+        settled = 0
+        try:
+            for name in self.store.running_jobs():
+                if name in leave:
+                    continue
+                try:
+                    with job_locks(self.config.agent.state_dir, name, []):
+                        settled += self.store.settle_abandoned(name, self.clock())
+                except Busy:
+                    continue  # its run goes on
+        except Exception as exc:  # the agent keeps running; the reason is logged
+            self.log(_("runs left unfinished could not be looked at: {reason}").format(reason=exc))
+        self._log_settled(settled)
+        return settled
+
+    def _log_settled(self, settled: int) -> None:
+        if settled:
+            self.log(ngettext("{n} run left unfinished by a stopped process recorded as interrupted",
+                              "{n} runs left unfinished by a stopped process recorded as interrupted",
+                              settled).format(n=settled))
 
     def _report(self, record: RunRecord | None) -> None:
         """Post the run's status record to the hosting server (`record` None: only the records
@@ -345,11 +374,7 @@ class Agent:
 
     def serve(self) -> int:
         store = self.runner.store
-        settled = store.settle_stale(self.clock())
-        if settled:
-            self.log(ngettext("{n} run left unfinished by a stopped agent recorded as interrupted",
-                              "{n} runs left unfinished by a stopped agent recorded as interrupted",
-                              settled).format(n=settled))
+        self.runner.settle_abandoned()  # before any job starts: every job's lock may be probed
         self.runner.since = self.clock()
         self._remember(store)
         self._watch()
@@ -485,6 +510,8 @@ class Agent:
                     wake_at = min(wake_at, scan)
             self._looping = True
             if now >= next_health:
+                # Here, in the loop's thread: no job of this agent starts while its lock is probed.
+                self.runner.settle_abandoned(leave=self._active)
                 threading.Thread(target=self.runner.evaluate, daemon=True).start()
                 next_health = now + HEALTH_EVERY
             if now >= next_prune:

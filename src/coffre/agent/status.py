@@ -53,7 +53,10 @@ BUSY_TIMEOUT = 30.0  # seconds another process's write may keep us waiting
 MIN_KEEP_DAYS = 400  # the issue's promise: at least 400 days of history
 GOOD = ("ok", "warning")  # a run that produced its snapshot (a warning: some files unreadable)
 # Stored in English (the msgid) and translated where it is shown.
-STALE_ERROR = N_("the agent stopped during the run")
+STALE_ERROR = N_("the agent stopped during the run")  # written before ABANDONED_ERROR; still shown
+ABANDONED_ERROR = N_("the run stopped before its end: the agent or 'coffre run' running it was stopped, "
+                     "or the machine")
+SETTLED_ERRORS = (STALE_ERROR, ABANDONED_ERROR)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -269,14 +272,21 @@ class StatusStore:
             if db.execute(_UPDATE, (*values, run_id)).rowcount == 0:
                 db.execute(_INSERT, (run_id, *values))
 
-    def settle_stale(self, now: float) -> int:
-        """Runs still "running" were left by an agent that died (killed, power cut): they
-        become "interrupted", ended `now`, with STALE_ERROR. Call it ONLY when the agent
-        starts, before it starts any job (and while it holds the agent's lock): a run of the
-        living agent would be settled too. The number of runs settled."""
+    def running_jobs(self) -> list[str]:
+        """The jobs with a run recorded as "running": going on, or left so by a process that
+        died."""
+        return [str(row[0]) for row in self._read(
+            "SELECT DISTINCT job FROM runs WHERE outcome = 'running' ORDER BY job")]
+
+    def settle_abandoned(self, job: str, now: float) -> int:
+        """The runs of `job` still "running" become "interrupted", ended `now`, with
+        ABANDONED_ERROR. Call it ONLY while holding the job's lock (agent/locks.py): a run holds
+        it from before its row is written until after its end is, so a run still "running"
+        then was left by a process that died (killed, crashed, the machine stopped). The number
+        of runs settled."""
         with self._write() as db:
-            cur = db.execute("UPDATE runs SET outcome = 'interrupted', ended = MAX(started, ?), "
-                             "error = ? WHERE outcome = 'running'", (now, STALE_ERROR))
+            cur = db.execute("UPDATE runs SET outcome = 'interrupted', ended = MAX(started, ?), error = ? "
+                             "WHERE job = ? AND outcome = 'running'", (now, ABANDONED_ERROR, job))
             return cur.rowcount
 
     def runs(self, job: str | None = None, since: float | None = None,

@@ -19,7 +19,7 @@ from coffre.agent.model import Config
 from coffre.agent.overview import StatusLine, StatusReport
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
 from coffre.agent.scheduler import trigger_words
-from coffre.agent.status import STALE_ERROR
+from coffre.agent.status import SETTLED_ERRORS
 from coffre.core import i18n
 from coffre.core.errors import EXIT_LOCKED, EXIT_NO_REPOSITORY, EXIT_WRONG_PASSWORD
 from coffre.core.human import human_size
@@ -77,8 +77,8 @@ def outcome_words(outcome: str) -> str:
 def one_line(text: str | None, limit: int = 300) -> str | None:
     if text is None:
         return None
-    if text == STALE_ERROR:
-        return _(STALE_ERROR)
+    if text in SETTLED_ERRORS:  # stored in English, shown in the page's language
+        return _(text)
     return overview.one_line(text, limit)
 
 
