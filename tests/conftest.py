@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,19 @@ def json_documents(text: str) -> list[Any]:
             return docs
         doc, i = decoder.raw_decode(text, i)
         docs.append(doc)
+
+
+def until(what: str, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """The first true value of `predicate`, looked at every 10 ms: waiting for an event (a
+    process's record, a thread's step), never for a length of time; AssertionError after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _default_sigint() -> None:

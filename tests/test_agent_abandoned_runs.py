@@ -10,10 +10,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from coffre.agent.config import load_config
 from coffre.agent.records import RunRecord
@@ -21,17 +20,7 @@ from coffre.agent.scheduler import Runner, open_store
 from coffre.agent.status import ABANDONED_ERROR
 from test_agent_cli import setup_site
 
-from conftest import Coffre
-
-
-def _until(what: str, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from conftest import Coffre, until
 
 
 def _site(tmp_path: Path, coffre: Coffre) -> tuple[Path, Path]:
@@ -62,7 +51,7 @@ def _terminal_run(config: Path, coffre: Coffre) -> Iterator[subprocess.Popen[byt
                             env=coffre.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        _until("the run recorded as going on",
+        until("the run recorded as going on",
                lambda: len(runs := _runs(config)) > before and runs[-1].outcome == "running")
         yield proc
     finally:
@@ -120,7 +109,7 @@ def test_an_agent_starting_leaves_a_terminal_run_going_on_alone(tmp_path: Path, 
             store.finish_run(run_id, RunRecord(job, "local", "schedule", night, night + 60, "ok", slot=night))
 
     def started(agent: subprocess.Popen[bytes], times: int) -> None:
-        _until("the agent's start", lambda: log.read_text().count("agent started") == times
+        until("the agent's start", lambda: log.read_text().count("agent started") == times
                or agent.poll() is not None)
         assert agent.poll() is None, log.read_text()
 

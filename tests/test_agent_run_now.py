@@ -8,8 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,7 @@ import pytest
 from coffre.agent import scheduler
 from coffre.agent.records import RunRecord
 
-
-def _until(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+from conftest import until
 
 
 @pytest.fixture
@@ -96,7 +87,7 @@ def test_a_click_while_the_last_run_sends_its_alerts_runs_after_it(agent: schedu
     agent.runner.evaluate = slow_alerts  # type: ignore[method-assign]
     try:
         assert agent.run_now("officine")[0]
-        _until("the first run's tail", in_tail.is_set)
+        until("the first run's tail", in_tail.is_set)
         first = _manual_runs(agent)
         assert [r.outcome for r in first] == ["ok"]  # recorded as ended
         assert agent.running() == {}  # so the page shows it done, and its button is enabled
@@ -106,8 +97,8 @@ def test_a_click_while_the_last_run_sends_its_alerts_runs_after_it(agent: schedu
         assert agent.pending("officine")
     finally:
         tail_free.set()
-    _until("the second run", lambda: len(_manual_runs(agent)) == 2)
-    _until("its end", lambda: not agent.pending("officine"))
+    until("the second run", lambda: len(_manual_runs(agent)) == 2)
+    until("its end", lambda: not agent.pending("officine"))
     assert [r.outcome for r in _manual_runs(agent)] == ["ok", "ok"]
     assert agent.runner.store.first_run_after("officine", mark).run_id == _manual_runs(agent)[1].run_id
 
@@ -127,14 +118,14 @@ def test_a_click_while_a_run_goes_on_is_that_run(agent: scheduler.Agent,
     monkeypatch.setattr(scheduler.jobs, "run_job", held_job)
     try:
         assert agent.run_now("officine")[0]
-        _until("the run", began.is_set)
+        until("the run", began.is_set)
         assert "officine" in agent.running()
         asked, mark = agent.run_now("officine")
         assert not asked  # running: the page follows this run
         assert agent.runner.store.first_run_after("officine", mark) is not None
     finally:
         go_on.set()
-    _until("its end", lambda: not agent.pending("officine"))
+    until("its end", lambda: not agent.pending("officine"))
     assert len(_manual_runs(agent)) == 1
 
 
@@ -154,10 +145,10 @@ def test_a_click_while_a_terminal_run_sends_its_alerts_runs_after_it(agent: sche
         fcntl.flock(held, fcntl.LOCK_EX)  # the terminal's `coffre run`, sending its alerts
         asked, mark = agent.run_now("officine")
         assert asked and mark == ended
-        _until("the agent's thread", lambda: "officine" in agent.running())
+        until("the agent's thread", lambda: "officine" in agent.running())
         assert agent.pending("officine") and store.first_run_after("officine", mark) is None
-    _until("the click's run", lambda: store.first_run_after("officine", mark))
-    _until("its end", lambda: not agent.pending("officine"))
+    until("the click's run", lambda: store.first_run_after("officine", mark))
+    until("its end", lambda: not agent.pending("officine"))
     followed = store.first_run_after("officine", mark)
     assert followed.outcome == "ok" and followed.run_id == _manual_runs(agent)[-1].run_id
 
@@ -174,7 +165,7 @@ def test_a_click_while_a_terminal_run_goes_on_is_that_run(agent: scheduler.Agent
         fcntl.flock(held, fcntl.LOCK_EX)
         _, mark = agent.run_now("officine")
         assert store.first_run_after("officine", mark).run_id == terminal
-        _until("the agent giving the click to that run", lambda: not agent.pending("officine"))
+        until("the agent giving the click to that run", lambda: not agent.pending("officine"))
         store.finish_run(terminal, RunRecord(job="officine", target="nas", trigger="manual",
                                              started=agent.clock(), ended=agent.clock(), outcome="ok"))
     assert [r.run_id for r in store.runs(job="officine")] == [terminal]
