@@ -1,11 +1,14 @@
-"""A run left "running" in the status by a process that died (`coffre run` killed in a
-terminal, the machine stopped) is recorded as interrupted, and never while its process lives.
-Every run holds its job's lock (agent/locks.py) from before its row is written until after its
-end is: a job whose lock is free has no run going on. Real `coffre run` and `coffre agent`
-processes; the runs are killed with SIGKILL, their whole process tree at once."""
+"""A run left "running" in the status by processes that died (`coffre run` killed in a
+terminal, the machine stopped) is recorded as interrupted, and never while one of them lives.
+A run and its steps hold its job's lock (agent/locks.py) from before its row is written until
+after its end is: a job whose lock is free has no process of a run left. Real `coffre run`,
+`coffre backup` and `coffre agent` processes; the job's backup waits for its password until the
+test lets it go on."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -14,13 +17,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from coffre.agent.config import load_config
 from coffre.agent.records import RunRecord
 from coffre.agent.scheduler import Runner, open_store
 from coffre.agent.status import ABANDONED_ERROR
-from test_agent_cli import setup_site
+from test_agent_cli import setup_site, state_dir
 
-from conftest import Coffre, until
+from conftest import Coffre, snapshot_ids, until
+
+SETTLED_ONE = "1 run left unfinished by a stopped process recorded as interrupted"
 
 
 def _site(tmp_path: Path, coffre: Coffre) -> tuple[Path, Path]:
@@ -42,30 +49,72 @@ def _runs(config: Path) -> list[RunRecord]:
         return [r for r in store.runs(job="officine") if r.trigger == "manual"]
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _job_lock_free(tmp_path: Path) -> bool:
+    fd = os.open(state_dir(tmp_path) / "locks" / "job-officine.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def _terminal_run(config: Path, coffre: Coffre) -> Iterator[subprocess.Popen[bytes]]:
-    """`coffre run officine` in a session of its own (killed with all its children), once its
-    run is recorded as going on."""
+    """`coffre run officine` as typed in a terminal, once its run is recorded as going on
+    (its backup step waiting for the password). Whatever is left of it is killed at the end."""
     before = len(_runs(config))
     proc = subprocess.Popen(coffre.argv("run", "officine", "--config", str(config), repo=False),
-                            env=coffre.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=coffre.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
         until("the run recorded as going on",
-               lambda: len(runs := _runs(config)) > before and runs[-1].outcome == "running")
+              lambda: len(runs := _runs(config)) > before and runs[-1].outcome == "running")
+        until("its backup step", lambda: _descendants(proc.pid))
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill_tree(proc)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the process and every process it started (its steps run in sessions of their
+    own): the machine's power cut, as far as this run goes."""
+    tree = [proc.pid, *_descendants(proc.pid)]
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+    until("the run's processes gone", lambda: not any(map(_alive, tree)))
 
 
-def test_a_killed_run_is_settled_once_its_process_is_gone_and_by_the_next_run(
+def test_a_run_killed_with_its_steps_is_settled_once_they_are_gone_and_by_the_next_run(
         tmp_path: Path, coffre: Coffre) -> None:
     """What the agent does at its start and every minute, and what a job's next run does."""
     config, go = _site(tmp_path, coffre)
@@ -73,33 +122,79 @@ def test_a_killed_run_is_settled_once_its_process_is_gone_and_by_the_next_run(
     with open_store(load_config(str(config))) as store:
         runner = Runner(load_config(str(config)), store, logged.append)
         with _terminal_run(config, coffre) as terminal:
-            assert runner.settle_abandoned() == 0  # its process lives: its run is left alone
+            assert runner.settle_abandoned() == 0  # its processes live: its run is left alone
             assert [r.outcome for r in _runs(config)] == ["running"]
-            _kill(terminal)
+            _kill_tree(terminal)
         assert runner.settle_abandoned() == 1
         [left] = _runs(config)
         assert (left.outcome, left.error) == ("interrupted", ABANDONED_ERROR)
         assert left.ended is not None and left.ended >= left.started
-        assert logged == ["1 run left unfinished by a stopped process recorded as interrupted"]
+        assert logged == [SETTLED_ONE]
     # Killed again, nothing looks at it until the job runs again: that run holds the job's lock
     # and settles what a dead run left, before its own.
     with _terminal_run(config, coffre) as terminal:
-        _kill(terminal)
+        _kill_tree(terminal)
     assert [r.outcome for r in _runs(config)] == ["interrupted", "running"]
     go.touch()
     done = coffre("run", "officine", "--config", str(config), repo=False)
     assert done.code == 0, done
-    assert "1 run left unfinished by a stopped process recorded as interrupted" in done.err, done
+    assert SETTLED_ONE in done.err, done
     runs = _runs(config)
     assert [(r.outcome, r.error) for r in runs] == [("interrupted", ABANDONED_ERROR)] * 2 + [("ok", None)]
-    status = coffre("status", "--config", str(config), repo=False)
-    assert status.code == 0, status  # the last run succeeded: nothing shown as going on
+    status = coffre("status", "--json", "--config", str(config), repo=False)
+    assert status.code == 0, status
+    officine = next(j for j in json.loads(status.out)["jobs"] if j["job"] == "officine")
+    assert officine["light"] == "ok", officine
+
+
+def test_a_run_whose_command_alone_was_killed_is_left_to_its_step(tmp_path: Path, coffre: Coffre) -> None:
+    """`coffre run` killed, its backup step still at work (it was started in a session of its
+    own): the step keeps the job's lock, so the run is not called finished while it backs up,
+    and the job is not run a second time beside it. Once the step ends, the run is settled."""
+    config, go = _site(tmp_path, coffre)
+    with open_store(load_config(str(config))) as store:
+        runner = Runner(load_config(str(config)), store, lambda line: None)
+        with _terminal_run(config, coffre) as terminal:
+            steps = _descendants(terminal.pid)
+            terminal.kill()
+            terminal.wait()
+            assert any(map(_alive, steps))
+            assert runner.settle_abandoned() == 0
+            assert [r.outcome for r in _runs(config)] == ["running"]
+            again = coffre("run", "officine", "--config", str(config), repo=False, timeout=60)
+            assert again.code == 11 and "already running" in again.err, again
+            go.touch()  # the step goes on to the end of its backup
+            until("the step's end", lambda: _job_lock_free(tmp_path))
+        assert len(snapshot_ids(coffre)) == 1
+        assert runner.settle_abandoned() == 1
+        assert [(r.outcome, r.error) for r in _runs(config)] == [("interrupted", ABANDONED_ERROR)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["ctrl-c", "stop", "terminal-closed"])
+def test_a_run_stopped_by_a_signal_stops_its_step_and_says_so(tmp_path: Path, coffre: Coffre,
+                                                              sig: signal.Signals) -> None:
+    """Ctrl-C, a stop or a closed terminal reach `coffre run` only (its step has a session of
+    its own): it stops its step as the agent does, records the run as interrupted and exits
+    130, leaving no process behind. It used to exit at once, its step backing up on its own
+    and its run "running" in the status."""
+    config, _go = _site(tmp_path, coffre)
+    with _terminal_run(config, coffre) as terminal:
+        steps = _descendants(terminal.pid)
+        terminal.send_signal(sig)
+        assert terminal.wait(60) == 130, terminal.stderr.read() if terminal.stderr else ""
+        assert _job_lock_free(tmp_path)  # its step ended before it did
+        until("its step's processes gone", lambda: not any(map(_alive, steps)))
+    [stopped] = _runs(config)
+    assert stopped.outcome == "interrupted" and stopped.error is not None
+    assert "stopped before its end" in stopped.error
+    assert snapshot_ids(coffre) == []
 
 
 def test_an_agent_starting_leaves_a_terminal_run_going_on_alone(tmp_path: Path, coffre: Coffre) -> None:
     """The agent used to record every run still "running" as interrupted at its start, a
     `coffre run` going on in a terminal included (its end then overwrote it). Now only a run
-    whose process is gone: here, once the terminal's run was killed, at the next start."""
+    whose processes are gone: here, once the terminal's were killed, at the next start."""
     config, _go = _site(tmp_path, coffre)
     log = tmp_path / "agent.log"
     with open_store(load_config(str(config))) as store:  # both jobs ran last night: none is due
@@ -108,31 +203,25 @@ def test_an_agent_starting_leaves_a_terminal_run_going_on_alone(tmp_path: Path, 
             run_id = store.start_run(job, "local", "schedule", night, night)
             store.finish_run(run_id, RunRecord(job, "local", "schedule", night, night + 60, "ok", slot=night))
 
-    def started(agent: subprocess.Popen[bytes], times: int) -> None:
-        until("the agent's start", lambda: log.read_text().count("agent started") == times
-               or agent.poll() is not None)
-        assert agent.poll() is None, log.read_text()
+    def agent_run(until_log: str) -> str:
+        """`coffre agent` from its start to `until_log` in its log, then stopped; its log."""
+        with open(log, "wb") as out:
+            agent = subprocess.Popen(coffre.argv("agent", "--config", str(config), repo=False),
+                                     env=coffre.env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            until(until_log, lambda: until_log in log.read_text() or agent.poll() is not None)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(30)
+        assert agent.returncode == 0 and until_log in log.read_text(), log.read_text()
+        return log.read_text()
 
-    with _terminal_run(config, coffre) as terminal, open(log, "ab") as out:
-        agent = subprocess.Popen(coffre.argv("agent", "--config", str(config), repo=False),
-                                 env=coffre.env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            started(agent, 1)
-            assert [r.outcome for r in _runs(config)] == ["running"]
-            assert "left unfinished" not in log.read_text()
-            _kill(terminal)
-        finally:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(30)
-        assert agent.returncode == 0, log.read_text()
-        agent = subprocess.Popen(coffre.argv("agent", "--config", str(config), repo=False),
-                                 env=coffre.env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            started(agent, 2)
-            assert "1 run left unfinished by a stopped process recorded as interrupted" in log.read_text()
-            [left] = _runs(config)
-            assert (left.outcome, left.error) == ("interrupted", ABANDONED_ERROR)
-        finally:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(30)
-        assert agent.returncode == 0, log.read_text()
+    with _terminal_run(config, coffre) as terminal:
+        first = agent_run("agent started")
+        assert "left unfinished" not in first, first
+        assert [r.outcome for r in _runs(config)] == ["running"]
+        _kill_tree(terminal)
+    second = agent_run("agent started")
+    assert SETTLED_ONE in second, second
+    [left] = _runs(config)
+    assert (left.outcome, left.error) == ("interrupted", ABANDONED_ERROR)

@@ -16,6 +16,7 @@ import pytest
 
 from coffre.agent import scheduler
 from coffre.agent.records import RunRecord
+from coffre.agent.status import ABANDONED_ERROR
 
 from conftest import until
 
@@ -158,14 +159,28 @@ def test_a_click_while_a_terminal_run_goes_on_is_that_run(agent: scheduler.Agent
     lock held). The click is answered by that run, which the page follows; the agent does not
     queue a second backup behind it."""
     store = agent.runner.store
-    terminal = store.start_run("officine", "nas", "manual", agent.clock(), None)
     lock = tmp_path / "state" / "locks" / "job-officine.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+        fcntl.flock(held, fcntl.LOCK_EX)  # as `coffre run` does: the lock, then its run's row
+        terminal = store.start_run("officine", "nas", "manual", agent.clock(), None)
         _, mark = agent.run_now("officine")
         assert store.first_run_after("officine", mark).run_id == terminal
         until("the agent giving the click to that run", lambda: not agent.pending("officine"))
         store.finish_run(terminal, RunRecord(job="officine", target="nas", trigger="manual",
                                              started=agent.clock(), ended=agent.clock(), outcome="ok"))
     assert [r.run_id for r in store.runs(job="officine")] == [terminal]
+
+
+def test_the_loop_records_a_dead_terminal_run_as_interrupted(agent: scheduler.Agent) -> None:
+    """A `coffre run` killed in a terminal left its run "running" (its job's lock freed by the
+    kernel): the pages showed a backup going on for ever. The agent's loop looks every minute
+    and records it as interrupted."""
+    store = agent.runner.store
+    dead = store.start_run("officine", "nas", "manual", agent.clock() - 60, None)
+    later = agent.clock() + scheduler.HEALTH_EVERY + 1
+    agent.clock = agent.runner.clock = lambda: later
+    agent._wake()
+    until("the loop's look", lambda: store.runs(job="officine")[-1].outcome == "interrupted")
+    [settled] = store.runs(job="officine")
+    assert (settled.run_id, settled.error, settled.ended) == (dead, ABANDONED_ERROR, later)

@@ -198,7 +198,7 @@ def test_a_writer_killed_mid_transaction_leaves_the_committed_runs(tmp_path: Pat
     assert child.returncode == -signal.SIGKILL
     with StatusStore(path) as s:
         assert [(r.run_id, r.outcome) for r in s.runs()] == [(1, "ok"), (2, "ok"), (3, "running")]
-        assert s.settle_abandoned("officine", NOW) == 1  # its job's next run settles the one left
+        assert s.settle_abandoned(s.running_ids("officine"), NOW) == 1  # as its job's next run does
         [*_, settled] = s.runs()
         assert (settled.outcome, settled.error, settled.ended) == ("interrupted", ABANDONED_ERROR, NOW)
         add(s, full_record())  # and the store takes new writes: no lock was left behind
@@ -214,13 +214,18 @@ def test_settling_a_job_touches_only_its_running_rows(store: StatusStore) -> Non
     store.start_run("officine", "nas", "manual", at(10, 12, 40))
     other = store.start_run("scans", "disques", "realtime", at(10, 13))
     assert store.running_jobs() == ["officine", "scans"]
-    assert store.settle_abandoned("officine", NOW) == 2
+    assert store.settle_abandoned(store.running_ids("officine"), NOW) == 2
     runs = store.runs()
     assert runs[0] == done
     assert [(r.outcome, r.error, r.ended) for r in runs[1:3]] == [("interrupted", ABANDONED_ERROR, NOW)] * 2
     assert (runs[3].run_id, runs[3].outcome) == (other, "running")
     assert store.running_jobs() == ["scans"]
-    assert store.settle_abandoned("officine", NOW) == 0
+    assert store.settle_abandoned(store.running_ids("officine"), NOW) == 0
+    # Ids read under the job's lock, written after it: a run that ended meanwhile stays as it ended.
+    left = store.running_ids("scans")
+    store.finish_run(other, full_record(job="scans", outcome="ok"))
+    assert store.settle_abandoned(left, NOW) == 0
+    assert store.runs(job="scans")[0].outcome == "ok"
 
 
 def test_prune_keeps_400_days_and_each_jobs_last_good_run(store: StatusStore) -> None:
@@ -486,7 +491,7 @@ def test_no_history_yet(tmp_path: Path) -> None:
 def test_a_run_left_unfinished_says_so(tmp_path: Path, store: StatusStore) -> None:
     i18n.set_language("en")
     store.start_run("officine", "nas", "schedule", at(10, 12, 30))
-    store.settle_abandoned("officine", NOW)
+    store.settle_abandoned(store.running_ids("officine"), NOW)
     r = report(tmp_path, store, problems=[FakeProblem("failed", "officine", "nas", NOW)])
     assert r.lines[0].why == ("the last backup failed: the run stopped before its end: the agent or "
                               "'coffre run' running it was stopped, or the machine",)

@@ -167,15 +167,16 @@ def run_job(config: Config, job_name: str, *, trigger: str, started: float, slot
             step: StepFn | None = None, sleep: Callable[[float], bool] | None = None,
             last_drill: float | None = None,
             sight: Callable[[DiskSighting], None] | None = None,
-            on_step: OnStep | None = None) -> RunRecord:
+            on_step: OnStep | None = None, locks: tuple[int, ...] = ()) -> RunRecord:
     """Run the job once and return its record (the caller stores it). `last_drill`: when its
     last successful drill ran (a drill is due every `drill_every`). `sleep(seconds)` waits
-    between retries and returns True when the run must stop. `on_step` follows the steps (OnStep)."""
+    between retries and returns True when the run must stop. `on_step` follows the steps (OnStep).
+    `locks`: the descriptors holding the run's locks, handed to its steps (agent/locks.py)."""
     job = config.jobs[job_name]
     priority = Priority(config.agent.nice, config.agent.ionice)
     if step is None:
         def step(args: list[str], env: dict[str, str]) -> Outcome:
-            return run_step(args, env, priority, config.agent.language, cancel, clock)
+            return run_step(args, env, priority, config.agent.language, cancel, clock, locks)
     if sleep is None:
         sleep = cancel.wait
     run = JobRun(config, job, step, log, cancel, clock, sleep, on_step)
@@ -183,7 +184,8 @@ def run_job(config: Config, job_name: str, *, trigger: str, started: float, slot
     try:
         record = _run(config, job, run, record, last_drill, sight)
     except Interrupted:
-        record = replace(record, outcome="interrupted", error=_("the agent was stopped during the run"))
+        record = replace(record, outcome="interrupted", error=_(
+            "the run was stopped before its end (the agent stopping, or Ctrl-C or a signal to 'coffre run')"))
     return replace(record, steps=tuple(run.steps), ended=clock())
 
 

@@ -1,7 +1,10 @@
 """Locks between runs, in the agent's state folder: one per job (two agents, or the agent and
 `coffre run`, never run the same job at once) and one per repository (one job at a time on a
 repository; different repositories run in parallel). `flock` locks: the kernel releases them
-when the holder dies, so nothing stale is ever left behind."""
+when the holder dies, so nothing stale is ever left behind. A run's steps (`coffre backup`...)
+hold them too, inherited: a job whose lock is free has no process of a run left, were the
+agent or `coffre run` killed before its step (the status store relies on it,
+Runner.settle_abandoned)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def _file(state_dir: str, kind: str, name: str) -> str:
 
 @contextmanager
 def _flock(path: str, wait: bool, cancel: threading.Event | None,
-           waiting: Callable[[], None] | None = None) -> Iterator[None]:
+           waiting: Callable[[], None] | None = None) -> Iterator[int]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         while not try_lock_exclusive(fd, path):
@@ -42,7 +45,7 @@ def _flock(path: str, wait: bool, cancel: threading.Event | None,
                 raise Busy(path)
             if cancel is None:
                 threading.Event().wait(0.5)
-        yield
+        yield fd
     finally:
         os.close(fd)
 
@@ -50,12 +53,14 @@ def _flock(path: str, wait: bool, cancel: threading.Event | None,
 @contextmanager
 def job_locks(state_dir: str, job: str, repositories: list[str],
               cancel: threading.Event | None = None, wait_for_job: bool = False,
-              waiting: Callable[[], None] | None = None) -> Iterator[None]:
+              waiting: Callable[[], None] | None = None) -> Iterator[tuple[int, ...]]:
     """Hold the job's lock (Busy at once if it is held, unless `wait_for_job`: then `waiting`
     is called as the wait begins), then its repositories' locks, in name order (no deadlock
-    between jobs sharing repositories), waiting for them."""
+    between jobs sharing repositories), waiting for them. Gives the descriptors that hold them:
+    handed to the run's steps (agent/steps.py), they keep the locks held while a step lives,
+    were the process that took them to die first."""
     with ExitStack() as stack:
-        stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel, waiting))
+        held = [stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel, waiting))]
         for repo in sorted(set(repositories)):
-            stack.enter_context(_flock(_file(state_dir, "repository", repo), True, cancel))
-        yield
+            held.append(stack.enter_context(_flock(_file(state_dir, "repository", repo), True, cancel)))
+        yield tuple(held)

@@ -121,11 +121,11 @@ class Runner:
 
         try:
             with job_locks(config.agent.state_dir, name, targets(job), cancel if wait else None,
-                           wait_for_job=wait_for_job, waiting=waiting):
+                           wait_for_job=wait_for_job, waiting=waiting) as locks:
                 if name not in self.config.jobs:  # a reload took it out meanwhile
                     self.log(_("job {job}: no longer in the configuration; not started").format(job=name))
                     return None
-                return self._run_locked(name, trigger, slot, cancel)
+                return self._run_locked(name, trigger, slot, cancel, locks)
         except Busy:
             if cancel.is_set():
                 return None
@@ -134,11 +134,11 @@ class Runner:
             return None
 
     def _run_locked(self, name: str, trigger: str, slot: float | None,
-                    cancel: threading.Event) -> RunRecord:
+                    cancel: threading.Event, locks: tuple[int, ...] = ()) -> RunRecord:
         config, store = self.config, self.store
         started = self.clock()
-        # Holding the job's lock: a run of it still "running" was left by a process that died.
-        self._log_settled(store.settle_abandoned(name, started))
+        # Holding the job's lock: a run of it still "running" was left by processes that died.
+        self._log_settled(store.settle_abandoned(store.running_ids(name), started))
         run_id = store.start_run(name, config.jobs[name].repository, trigger, started, slot)
         begun = RunRecord(job=name, target=config.jobs[name].repository, trigger=trigger, started=started,
                           slot=slot)
@@ -148,7 +148,7 @@ class Runner:
             record = jobs.run_job(config, name, trigger=trigger, started=started, slot=slot,
                                   cancel=cancel, log=self.log, clock=self.clock,
                                   last_drill=last_drill(store, name), sight=store.record_sighting,
-                                  on_step=self._progress(name, run_id, begun))
+                                  on_step=self._progress(name, run_id, begun), locks=locks)
         except Exception as exc:  # a fault of the agent itself: recorded as a failed run, and alerted
             record = RunRecord(job=name, target=config.jobs[name].repository, trigger=trigger,
                                started=started, ended=self.clock(), outcome="failed", slot=slot,
@@ -174,16 +174,24 @@ class Runner:
         run starts would make it give up). The number settled; never raises."""
         settled = 0
         try:
-            for name in self.store.running_jobs():
-                if name in leave:
-                    continue
-                try:
-                    with job_locks(self.config.agent.state_dir, name, []):
-                        settled += self.store.settle_abandoned(name, self.clock())
-                except Busy:
-                    continue  # its run goes on
+            jobs_running = self.store.running_jobs()
         except Exception as exc:  # the agent keeps running; the reason is logged
             self.log(_("runs left unfinished could not be looked at: {reason}").format(reason=exc))
+            return 0
+        for name in jobs_running:
+            if name in leave:
+                continue
+            try:
+                # The lock held only to read: a run of the job starting meanwhile gives up at
+                # once (scheduled runs do not wait), so not for the write's fsync as well.
+                with job_locks(self.config.agent.state_dir, name, []):
+                    left = self.store.running_ids(name)
+                settled += self.store.settle_abandoned(left, self.clock())
+            except Busy:
+                continue  # its run goes on
+            except Exception as exc:  # one job's lock or row; the others are looked at
+                self.log(_("job {job}: a run left unfinished could not be looked at: {reason}").format(
+                    job=name, reason=exc))
         self._log_settled(settled)
         return settled
 

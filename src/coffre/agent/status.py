@@ -278,15 +278,25 @@ class StatusStore:
         return [str(row[0]) for row in self._read(
             "SELECT DISTINCT job FROM runs WHERE outcome = 'running' ORDER BY job")]
 
-    def settle_abandoned(self, job: str, now: float) -> int:
-        """The runs of `job` still "running" become "interrupted", ended `now`, with
-        ABANDONED_ERROR. Call it ONLY while holding the job's lock (agent/locks.py): a run holds
-        it from before its row is written until after its end is, so a run still "running"
-        then was left by a process that died (killed, crashed, the machine stopped). The number
-        of runs settled."""
+    def running_ids(self, job: str) -> list[int]:
+        """The ids of the runs of `job` recorded as "running"."""
+        return [int(row[0]) for row in self._read(
+            "SELECT id FROM runs WHERE job = ? AND outcome = 'running' ORDER BY id", (job,))]
+
+    def settle_abandoned(self, run_ids: list[int], now: float) -> int:
+        """These runs, if still "running", become "interrupted", ended `now`, with
+        ABANDONED_ERROR. Give ONLY ids read by `running_ids` while holding their job's lock
+        (agent/locks.py): a run and its steps hold it from before its row is written until
+        after its end is, so a run still "running" then was left by processes that all died
+        (killed, crashed, the machine stopped), and none can write it again. The number of
+        runs settled."""
+        if not run_ids:
+            return 0
+        marks = ", ".join("?" * len(run_ids))
         with self._write() as db:
-            cur = db.execute("UPDATE runs SET outcome = 'interrupted', ended = MAX(started, ?), error = ? "
-                             "WHERE job = ? AND outcome = 'running'", (now, ABANDONED_ERROR, job))
+            cur = db.execute(f"UPDATE runs SET outcome = 'interrupted', ended = MAX(started, ?), error = ? "  # noqa: S608
+                             f"WHERE outcome = 'running' AND id IN ({marks})",
+                             (now, ABANDONED_ERROR, *run_ids))
             return cur.rowcount
 
     def runs(self, job: str | None = None, since: float | None = None,

@@ -122,8 +122,10 @@ class Interrupted(Exception):
 
 
 def run_step(args: list[str], env: dict[str, str], priority: Priority, language: str,
-             cancel: threading.Event, clock: Any = time.time) -> Outcome:
-    """Run `coffre ARGS --json` and wait for it; SIGINT to it when `cancel` is set."""
+             cancel: threading.Event, clock: Any = time.time, locks: tuple[int, ...] = ()) -> Outcome:
+    """Run `coffre ARGS --json` and wait for it; SIGINT to it when `cancel` is set. `locks`:
+    the run's lock descriptors (agent/locks.py), inherited so that they stay held while the
+    step lives."""
     command = [*priority.prefix(), *python_module("coffre"), "--lang", language, *args, "--json"]
     child_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("COFFRE_PASSWORD", "COFFRE_FROM_", "COFFRE_AGAINST_"))}
@@ -138,7 +140,7 @@ def run_step(args: list[str], env: dict[str, str], priority: Priority, language:
 
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=child_env, preexec_fn=lower_priority,
-                            start_new_session=True)
+                            start_new_session=True, pass_fds=locks)
     finished = threading.Event()
 
     def interrupt_on_cancel() -> None:

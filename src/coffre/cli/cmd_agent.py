@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -153,11 +154,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                          _("the jobs are: {names}").format(names=", ".join(sorted(config.jobs)) or "-"))
     cancel = threading.Event()
     runner = Runner(config, open_store(config), log_line)
+
+    def stop(signum: int, frame: object) -> None:
+        # As the agent's stop: the running step gets SIGINT (it is in a session of its own,
+        # so Ctrl-C and a closed terminal do not reach it), ends as Ctrl-C would, and the run
+        # is recorded as interrupted. Raising here instead left the step running on its own
+        # and the run "running" in the status.
+        cancel.set()
+
+    stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    before = {s: signal.signal(s, stop) for s in stops}
     try:
         record = runner.run(args.job, "manual", None, cancel, wait=False)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
     if record is None:
         return EXIT_LOCKED
     return {"ok": EXIT_OK, "warning": EXIT_PARTIAL, "interrupted": EXIT_INTERRUPTED}.get(
