@@ -74,7 +74,9 @@ def _alive(pid: int) -> bool:
 
 
 def _job_lock_free(tmp_path: Path) -> bool:
-    fd = os.open(state_dir(tmp_path) / "locks" / "job-officine.lock", os.O_RDWR)
+    lock = state_dir(tmp_path) / "locks" / "job-officine.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -98,7 +100,8 @@ def _terminal_run(config: Path, coffre: Coffre) -> Iterator[subprocess.Popen[byt
         until("its backup step", lambda: _descendants(proc.pid))
         yield proc
     finally:
-        _kill_tree(proc)
+        if proc.returncode is None:  # else its pid may be another process's by now
+            _kill_tree(proc)
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -156,15 +159,19 @@ def test_a_run_whose_command_alone_was_killed_is_left_to_its_step(tmp_path: Path
         runner = Runner(load_config(str(config)), store, lambda line: None)
         with _terminal_run(config, coffre) as terminal:
             steps = _descendants(terminal.pid)
-            terminal.kill()
-            terminal.wait()
-            assert any(map(_alive, steps))
-            assert runner.settle_abandoned() == 0
-            assert [r.outcome for r in _runs(config)] == ["running"]
-            again = coffre("run", "officine", "--config", str(config), repo=False, timeout=60)
-            assert again.code == 11 and "already running" in again.err, again
-            go.touch()  # the step goes on to the end of its backup
-            until("the step's end", lambda: _job_lock_free(tmp_path))
+            try:
+                terminal.kill()
+                terminal.wait()
+                assert any(map(_alive, steps))
+                assert runner.settle_abandoned() == 0
+                assert [r.outcome for r in _runs(config)] == ["running"]
+                again = coffre("run", "officine", "--config", str(config), repo=False, timeout=60)
+                assert again.code == 11 and "already running" in again.err, again
+                go.touch()  # the step goes on to the end of its backup
+                until("the step's end", lambda: _job_lock_free(tmp_path))
+            finally:
+                for pid in filter(_alive, steps):
+                    os.kill(pid, signal.SIGKILL)
         assert len(snapshot_ids(coffre)) == 1
         assert runner.settle_abandoned() == 1
         assert [(r.outcome, r.error) for r in _runs(config)] == [("interrupted", ABANDONED_ERROR)]
@@ -189,6 +196,52 @@ def test_a_run_stopped_by_a_signal_stops_its_step_and_says_so(tmp_path: Path, co
     assert stopped.outcome == "interrupted" and stopped.error is not None
     assert "stopped before its end" in stopped.error
     assert snapshot_ids(coffre) == []
+
+
+def test_ctrl_c_while_waiting_for_another_jobs_repository_ends_the_command(tmp_path: Path,
+                                                                           coffre: Coffre) -> None:
+    """`coffre run` waits for the repository another job uses (its lock held here): Ctrl-C
+    ends the wait and the command (130) before anything is recorded or started."""
+    config, _go = _site(tmp_path, coffre)
+    lock = state_dir(tmp_path) / "locks" / "repository-local.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen(coffre.argv("run", "officine", "--config", str(config), repo=False),
+                                env=coffre.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            until("its job's lock taken", lambda: not _job_lock_free(tmp_path))
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 130, proc.stderr.read() if proc.stderr else ""
+        finally:
+            if proc.returncode is None:
+                _kill_tree(proc)
+    assert _runs(config) == [] and _job_lock_free(tmp_path)
+
+
+def test_a_closed_terminal_is_ignored_under_nohup_and_loses_only_log_lines(tmp_path: Path,
+                                                                          coffre: Coffre) -> None:
+    """Started under `nohup` (SIGHUP ignored), a run goes on when its terminal closes; and
+    lines it can no longer write (its terminal gone: here its standard error closed) never
+    turn its end into a failure."""
+    config, go = _site(tmp_path, coffre)
+    argv = ["nohup", *coffre.argv("run", "officine", "--config", str(config), repo=False)]
+    proc = subprocess.Popen(argv, env=coffre.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        until("the run recorded as going on", lambda: [r.outcome for r in _runs(config)] == ["running"])
+        proc.send_signal(signal.SIGHUP)
+        assert proc.stderr is not None
+        proc.stderr.close()  # every line written from now on fails
+        go.touch()
+        proc.wait(120)
+    finally:
+        if proc.returncode is None:
+            _kill_tree(proc)
+    [run] = _runs(config)
+    assert (run.outcome, run.error) == ("ok", None), run
+    assert len(snapshot_ids(coffre)) == 1
 
 
 def test_an_agent_starting_leaves_a_terminal_run_going_on_alone(tmp_path: Path, coffre: Coffre) -> None:

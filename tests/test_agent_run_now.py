@@ -177,9 +177,9 @@ def test_the_loop_records_a_dead_terminal_run_as_interrupted(agent: scheduler.Ag
     kernel): the pages showed a backup going on for ever. The agent's loop looks every minute
     and records it as interrupted."""
     store = agent.runner.store
-    dead = store.start_run("officine", "nas", "manual", agent.clock() - 60, None)
     later = agent.clock() + scheduler.HEALTH_EVERY + 1
-    agent.clock = agent.runner.clock = lambda: later
+    agent.clock = agent.runner.clock = lambda: later  # the loop's next look is due
+    dead = store.start_run("officine", "nas", "manual", later - 120, None)
     agent._wake()
     until("the loop's look", lambda: store.runs(job="officine")[-1].outcome == "interrupted")
     [settled] = store.runs(job="officine")

@@ -2,7 +2,7 @@
 `coffre run`, never run the same job at once) and one per repository (one job at a time on a
 repository; different repositories run in parallel). `flock` locks: the kernel releases them
 when the holder dies, so nothing stale is ever left behind. A run's steps (`coffre backup`...)
-hold them too, inherited: a job whose lock is free has no process of a run left, were the
+hold them too, inherited: a job whose lock is free has no step of a run left, were the
 agent or `coffre run` killed before its step (the status store relies on it,
 Runner.settle_abandoned)."""
 

@@ -108,10 +108,10 @@ class Runner:
     recording: Callable[[str], AbstractContextManager[None]] | None = None
 
     def run(self, name: str, trigger: str, slot: float | None, cancel: threading.Event,
-            wait: bool = True, wait_for_job: bool = False) -> RunRecord | None:
-        """The run's record; None when the job is already running elsewhere (with
-        `wait_for_job`: when `cancel` stopped the wait for it to end), or was taken out of the
-        configuration while this run waited."""
+            wait_for_job: bool = False) -> RunRecord | None:
+        """The run's record; None when the job is already running elsewhere, when `cancel`
+        stopped the wait for its locks (with `wait_for_job`, the job's too), or when it was taken
+        out of the configuration while this run waited."""
         config = self.config
         job = config.jobs[name]
 
@@ -120,7 +120,9 @@ class Runner:
                        "'coffre run') to end").format(job=name))
 
         try:
-            with job_locks(config.agent.state_dir, name, targets(job), cancel if wait else None,
+            # `cancel` ends the wait for the repositories' locks (the job's is never waited for
+            # unless `wait_for_job`): Ctrl-C on `coffre run` waiting behind another job.
+            with job_locks(config.agent.state_dir, name, targets(job), cancel,
                            wait_for_job=wait_for_job, waiting=waiting) as locks:
                 if name not in self.config.jobs:  # a reload took it out meanwhile
                     self.log(_("job {job}: no longer in the configuration; not started").format(job=name))

@@ -287,8 +287,9 @@ class StatusStore:
         """These runs, if still "running", become "interrupted", ended `now`, with
         ABANDONED_ERROR. Give ONLY ids read by `running_ids` while holding their job's lock
         (agent/locks.py): a run and its steps hold it from before its row is written until
-        after its end is, so a run still "running" then was left by processes that all died
-        (killed, crashed, the machine stopped), and none can write it again. The number of
+        after its end is, so a run still "running" then was left by a process that died
+        (killed, crashed, the machine stopped) with no step of it left, and nothing can write
+        it again. The number of
         runs settled."""
         if not run_ids:
             return 0

@@ -118,7 +118,8 @@ def last_json(text: str) -> dict[str, Any]:
 
 
 class Interrupted(Exception):
-    """The agent is stopping: the step was interrupted."""
+    """The run is being stopped (the agent stopping, or `coffre run` told to stop): the step
+    was interrupted."""
 
 
 def run_step(args: list[str], env: dict[str, str], priority: Priority, language: str,

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coffre.core.errors import (
     EXIT_FATAL,
@@ -23,6 +23,7 @@ from coffre.core.errors import (
 from coffre.core.i18n import _
 
 if TYPE_CHECKING:
+    from coffre.agent.records import RunRecord
     from coffre.agent.scheduler import Agent
     from coffre.web.serving import ThreadedServer
 
@@ -97,8 +98,12 @@ def config_path(args: argparse.Namespace) -> str:
 
 def log_line(text: str) -> None:
     """One line per event, on standard error (the journal under systemd, the terminal, and
-    --log-file)."""
-    print(text, file=sys.stderr, flush=True)
+    --log-file). A line that cannot be written (the terminal closed) is lost, never the run's
+    end, report or alerts."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -154,23 +159,40 @@ def cmd_run(args: argparse.Namespace) -> int:
                          _("the jobs are: {names}").format(names=", ".join(sorted(config.jobs)) or "-"))
     cancel = threading.Event()
     runner = Runner(config, open_store(config), log_line)
+    done: list[RunRecord | None] = []
+    # The run goes on in a thread: this one only waits for it, and takes the signals.
+    worker = threading.Thread(target=lambda: done.append(runner.run(args.job, "manual", None, cancel)),
+                              name=f"job-{args.job}", daemon=True)
 
-    def stop(signum: int, frame: object) -> None:
-        # As the agent's stop: the running step gets SIGINT (it is in a session of its own,
-        # so Ctrl-C and a closed terminal do not reach it), ends as Ctrl-C would, and the run
-        # is recorded as interrupted. Raising here instead left the step running on its own
-        # and the run "running" in the status.
+    def stop(signum: int, frame: Any) -> None:
+        # As the agent's stop: the step running gets SIGINT (in a session of its own, it is
+        # not reached by Ctrl-C or a closed terminal), ends as Ctrl-C would, and the run is
+        # recorded as interrupted. Raising here at once left the step backing up on its own
+        # and the run "running" in the status. A second signal ends this command at once; a
+        # step left then keeps the job's lock until it ends (agent/locks.py).
+        if cancel.is_set():
+            previous = before.get(signum)
+            if not callable(previous):
+                raise KeyboardInterrupt
+            previous(signum, frame)  # the entry point's: ends the command (cli/entry.py)
+            return
+        log_line(_("stopping: the running step is interrupted (again to quit at once)"))
         cancel.set()
 
-    stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    # Not a signal the caller chose to ignore (nohup, a background job without job control).
+    stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+             if s is not None and signal.getsignal(s) is not signal.SIG_IGN]
     before = {s: signal.signal(s, stop) for s in stops}
     try:
-        record = runner.run(args.job, "manual", None, cancel, wait=False)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.5)
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+    record = done[0] if done else None
     if record is None:
-        return EXIT_LOCKED
+        return EXIT_INTERRUPTED if cancel.is_set() else EXIT_LOCKED
     return {"ok": EXIT_OK, "warning": EXIT_PARTIAL, "interrupted": EXIT_INTERRUPTED}.get(
         record.outcome, EXIT_FATAL)
 
