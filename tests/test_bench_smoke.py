@@ -353,6 +353,24 @@ def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
     assert len(sizes) == 300 and min(sizes) >= 1024 and max(sizes) <= 65536
 
 
+def test_parts_bench_smoke_run(tmp_path: Path) -> None:
+    """bench/parts.py: each top folder alone, the empty folder and the whole set, both tools."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("parts.py")), "--size-mib", "4", "--small-files", "40",
+         "--runs", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    table = out.stdout.split("medians of 1 run(s)\n", 1)[1].splitlines()
+    labels = [line.split()[0] for line in table[1:]]
+    tree = tmp_path / "pristine-4mib-40" / "pharmacy-server"
+    tops = sorted(p.name + "/" for p in tree.iterdir() if p.is_dir())
+    assert labels == ["(empty", *tops, "(whole"], table
+    whole = table[-1].split()
+    assert int(whole[2]) == sum(int(line.split()[1]) for line in table[2:-1])  # every file in one part
+    assert not (tmp_path / "parts" / "coffre").exists() and not (tmp_path / "parts" / "restic").exists()
+
+
 def test_the_year_rotates_the_current_logs_weekly_keeping_four(tmp_path: Path) -> None:
     year = bench_module("year")
     logs = tmp_path / year.LOG_DIR
