@@ -99,6 +99,22 @@ def _banner(port: int, prefix: bytes) -> bool:
         return s.recv(4).startswith(prefix)
 
 
+# What weed says when a port it was given cannot be used: start again on others.
+RESTART_ON = ("address already in use", "reserved for gRPC")
+
+
+def _weed_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A free port for each of weed's services, none of them another's gRPC port (+ 10000),
+    which weed refuses ("reserved for gRPC calculation")."""
+    chosen: dict[str, int] = {}
+    for name in names:
+        port = free_port()
+        while any(abs(port - other) == 10000 for other in chosen.values()) or port in chosen.values():
+            port = free_port()
+        chosen[name] = port
+    return chosen
+
+
 class SeaweedFS(Server):
     def __init__(self, argv: list[str], workdir: Path, port: int) -> None:
         self.port = port
@@ -129,19 +145,19 @@ class SeaweedFS(Server):
         ]}))
         (workdir / "data").mkdir(exist_ok=True)
         # A port found free may be taken by another process before weed binds it (it also
-        # binds each port + 10000 for gRPC): then start again on other ports.
+        # binds each port + 10000 for gRPC, and refuses a port that is another's gRPC port):
+        # then start again on other ports.
         for attempt in range(3):
             try:
                 return cls._start_once(workdir, config)
             except RuntimeError as exc:
-                if "address already in use" not in str(exc) or attempt == 2:
+                if not any(why in str(exc) for why in RESTART_ON) or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     @classmethod
     def _start_once(cls, workdir: Path, config: Path) -> SeaweedFS:
-        ports = {name: free_port() for name in
-                 ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")}
+        ports = _weed_ports(("master", "volume", "filer", "s3", "admin", "iceberg", "lance"))
         argv = [
             weed_binary(), "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
