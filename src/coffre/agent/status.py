@@ -289,8 +289,7 @@ class StatusStore:
         (agent/locks.py): a run and its steps hold it from before its row is written until
         after its end is, so a run still "running" then was left by a process that died
         (killed, crashed, the machine stopped) with no step of it left, and nothing can write
-        it again. The number of
-        runs settled."""
+        it again. The number of runs settled."""
         if not run_ids:
             return 0
         marks = ", ".join("?" * len(run_ids))

@@ -29,6 +29,10 @@ import sys
 
 from coffre.core.cachedir import cache_home
 
+TYPE_CHECKING = False  # typing is not imported before the command line (cli/entry.py)
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_LIST = 256 * 1024  # bytes: ~420 names of ~100 bytes for the largest command
 MAX_FILES = 2000
 MAX_LISTS = 64  # a command's list missing, those of the others are read: at most this many
@@ -193,12 +197,7 @@ def _first_page_resident(fd: int) -> bool:
     import ctypes
     import mmap
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc = _libc()
     page = mmap.PAGESIZE
     address = libc.mmap(None, page, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
     if address is None or address == ctypes.c_void_p(-1).value:
@@ -208,6 +207,25 @@ def _first_page_resident(fd: int) -> bool:
         return libc.mincore(address, page, ctypes.byref(resident)) == 0 and bool(resident.value & 1)
     finally:
         libc.munmap(address, page)
+
+
+_LIBC: Any = None
+
+
+def _libc() -> Any:
+    """The C library with mmap, mincore and munmap typed, looked up once (each probe used to)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _LIBC = libc
+    return _LIBC
 
 
 def _advise(name: str) -> bool:
