@@ -15,13 +15,14 @@ import pytest
 from coffre import compress as compress_module
 from coffre.chunker import PAGE_BLOCK
 from coffre.chunker.align import Aligner
-from coffre.core.errors import FormatError
+from coffre.core.errors import CoffreError, FormatError
 from coffre.crypto.aead import KIND_DATA, KIND_TREE
 from coffre.format.pack import BlobEntry
 from coffre.ops.check import Checker, Share
 from coffre.ops.common import find_snapshot, reachable
 from coffre.ops.forget import SizeModel
 from coffre.ops.inspect import iter_tree
+from coffre.ops.prune import Marker
 from coffre.repository.packer import Packer
 from coffre.repository.repo import Repository
 from coffre.storage.local import LocalBackend
@@ -197,6 +198,53 @@ def test_check_names_the_files_whose_delta_base_is_gone(coffre: Coffre, pharmacy
     # Once, though many of its blocks are deltas whose base is gone.
     assert [line for line in said if line.endswith("/officine.db: the base of a delta is missing")] == [
         f"error: snapshot {second[:8]}: {pharmacy}/officine.db: the base of a delta is missing"], res.out
+
+
+def test_check_names_the_files_whose_delta_is_gone(coffre: Coffre, pharmacy: Path) -> None:
+    """The walk, without reading data: a delta whose own pack is gone, its base intact, is data
+    missing (not a missing base), and the file that needs it is named."""
+    second, r = two_days_in_small_packs(coffre, pharmacy)
+    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
+    deltas = [loc for loc in map(r.index.lookup, db_node.content) if loc is not None and loc.entry.base]
+    bases = {loc.entry.base for loc in deltas}
+    holds_others = {pid for pid, entries in r.index.packs().items()
+                    if any(e.kind == KIND_TREE or e.id in bases for e in entries)}
+    victim = sorted({loc.pack for loc in deltas} - holds_others)[0]
+    next((coffre.repo / "data").glob(f"*/{victim.hex()}")).unlink()
+    res = coffre("check")
+    assert res.code == 1, res
+    said = [line for line in res.out.splitlines() if line.startswith(f"error: snapshot {second[:8]}: ")]
+    assert [line for line in said if "/officine.db: " in line] == [
+        f"error: snapshot {second[:8]}: {pharmacy}/officine.db: data is missing"], res.out
+
+
+def test_check_names_the_files_whose_delta_base_left_the_index(coffre: Coffre, pharmacy: Path) -> None:
+    """Every pack stored, but the bases of the database's deltas no longer indexed (an index
+    file lost): the deltas cannot be read, and the walk says so for the file that needs them."""
+    second, r = two_days_in_small_packs(coffre, pharmacy)
+    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
+    bases = {loc.entry.base for loc in map(r.index.lookup, db_node.content) if loc is not None and loc.entry.base}
+    assert bases
+    assert r.index.retain(lambda pid, e: e.id not in bases) == len(bases)
+    res = Checker(r).run()
+    assert [e for e in res.errors if e.endswith("/officine.db: the base of a delta is missing")] == [
+        f"snapshot {second[:8]}: {pharmacy}/officine.db: the base of a delta is missing"], res.errors
+
+
+def test_prune_marks_the_bases_of_deltas_and_refuses_without_them(coffre: Coffre, pharmacy: Path) -> None:
+    """Prune's marking keeps each delta's base; a base that is in no index and no pack (an
+    index file lost) stops prune before it deletes anything."""
+    second, r = two_days_in_small_packs(coffre, pharmacy)
+    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
+    bases = {loc.entry.base for loc in map(r.index.lookup, db_node.content) if loc is not None and loc.entry.base}
+    assert bases
+    newest = [find_snapshot(r, second)]  # the first snapshot holds the bases as its data
+    assert bases <= Marker(r, []).mark(newest)
+    r.index.retain(lambda pid, e: e.id not in bases)
+    with pytest.raises(CoffreError) as refused:
+        Marker(r, []).mark(newest)
+    assert refused.value.message.startswith(f"the base of a delta blob of snapshot {second[:8]} is in no index")
+    assert refused.value.message.endswith("prune refuses to run")
 
 
 def test_a_share_of_the_data_checks_deltas_without_their_bases_which_their_own_turn_checks(

@@ -490,8 +490,10 @@ class Checker:
             used.add(base)
             if readable(blob, present):
                 fine.add(blob)
-            else:
+            elif any(present(copy.pack) for copy in self.repo.index.locations(blob)):
                 lacking[blob] = _("snapshot {id}: {path}: the base of a delta is missing")
+            else:  # the delta itself: its pack is gone
+                lacking[blob] = _("snapshot {id}: {path}: data is missing")
         return lacking
 
     def _check_listed(self, indexed: dict[bytes, list[packfmt.BlobEntry]], stored: dict[str, int]) -> None:
