@@ -158,6 +158,14 @@ def two_days_in_small_packs(c: Coffre, pharmacy: Path) -> tuple[str, Repository]
     return snapshot_ids(c)[1], r
 
 
+
+def delta_bases_of_the_database(r: Repository, snapshot: str) -> set[bytes]:
+    """The bases of the deltas a snapshot's officine.db is stored as."""
+    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, snapshot).tree) if n.name == b"officine.db")
+    locations = [loc for loc in map(r.index.lookup, db_node.content) if loc is not None]
+    return {loc.entry.base for loc in locations if loc.entry.base is not None}
+
+
 def test_check_names_the_files_whose_delta_base_is_damaged(coffre: Coffre, pharmacy: Path) -> None:
     second, r = two_days_in_small_packs(coffre, pharmacy)
     db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
@@ -222,8 +230,7 @@ def test_check_names_the_files_whose_delta_base_left_the_index(coffre: Coffre, p
     """Every pack stored, but the bases of the database's deltas no longer indexed (an index
     file lost): the deltas cannot be read, and the walk says so for the file that needs them."""
     second, r = two_days_in_small_packs(coffre, pharmacy)
-    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
-    bases = {loc.entry.base for loc in map(r.index.lookup, db_node.content) if loc is not None and loc.entry.base}
+    bases = delta_bases_of_the_database(r, second)
     assert bases
     assert r.index.retain(lambda pid, e: e.id not in bases) == len(bases)
     res = Checker(r).run()
@@ -235,15 +242,15 @@ def test_prune_marks_the_bases_of_deltas_and_refuses_without_them(coffre: Coffre
     """Prune's marking keeps each delta's base; a base that is in no index and no pack (an
     index file lost) stops prune before it deletes anything."""
     second, r = two_days_in_small_packs(coffre, pharmacy)
-    db_node = next(n for _, n in iter_tree(r, find_snapshot(r, second).tree) if n.name == b"officine.db")
-    bases = {loc.entry.base for loc in map(r.index.lookup, db_node.content) if loc is not None and loc.entry.base}
+    bases = delta_bases_of_the_database(r, second)
     assert bases
     newest = [find_snapshot(r, second)]  # the first snapshot holds the bases as its data
     assert bases <= Marker(r, []).mark(newest)
     r.index.retain(lambda pid, e: e.id not in bases)
     with pytest.raises(CoffreError) as refused:
         Marker(r, []).mark(newest)
-    assert refused.value.message.startswith(f"the base of a delta blob of snapshot {second[:8]} is in no index")
+    assert refused.value.message.startswith(
+        f"the base of a delta blob of snapshot {second[:8]} is in no index")
     assert refused.value.message.endswith("prune refuses to run")
 
 
