@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ times = []
                          outcome="ok")
 
     monkeypatch.setattr(scheduler.jobs, "run_job", quick_job)
-    a = scheduler.Agent(str(config), log=lambda line: None)
+    lines: list[str] = []
+    a = scheduler.Agent(str(config), log=lines.append)
+    a.test_lines = lines
     a.last_slot["officine"] = a.clock()  # it ran before: nothing due when the loop starts
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -177,10 +180,52 @@ def test_the_loop_records_a_dead_terminal_run_as_interrupted(agent: scheduler.Ag
     kernel): the pages showed a backup going on for ever. The agent's loop looks every minute
     and records it as interrupted."""
     store = agent.runner.store
-    later = agent.clock() + scheduler.HEALTH_EVERY + 1
-    agent.clock = agent.runner.clock = lambda: later  # the loop's next look is due
-    dead = store.start_run("officine", "nas", "manual", later - 120, None)
-    agent._wake()
-    until("the loop's look", lambda: store.runs(job="officine")[-1].outcome == "interrupted")
+    started = agent.clock()
+    dead = store.start_run("officine", "nas", "manual", started, None)
+    ahead = [0.0]
+    agent.clock = agent.runner.clock = lambda: time.time() + ahead[0]
+
+    def looked() -> bool:
+        # A minute later at every look, each one woken: the loop's next look is due whatever
+        # its iteration when the clock changed (one under way can set its next look a minute
+        # past the clock it just read).
+        ahead[0] += scheduler.HEALTH_EVERY + 1
+        agent._wake()
+        return store.runs(job="officine")[-1].outcome == "interrupted"
+
+    until("the loop's look", looked)
     [settled] = store.runs(job="officine")
-    assert (settled.run_id, settled.error, settled.ended) == (dead, ABANDONED_ERROR, later)
+    assert (settled.run_id, settled.error) == (dead, ABANDONED_ERROR)
+    assert settled.ended is not None and settled.ended > started + scheduler.HEALTH_EVERY
+
+
+def test_a_reload_keeps_the_state_folder_until_the_agent_restarts(agent: scheduler.Agent,
+                                                                  tmp_path: Path) -> None:
+    """The configuration's state_dir changed and reloaded (SIGHUP) while `coffre run officine`,
+    started before the change, runs in a terminal. The agent's store and locks stay in the
+    folder it started with: its look for dead runs finds that run's lock held and leaves it
+    running (with the locks in the new folder, it would have recorded a live run as
+    interrupted). The log says what waits for a restart."""
+    config = Path(agent.config_path)
+    state, elsewhere = tmp_path / "state", tmp_path / "elsewhere"
+    moved = config.read_text().replace(f'"{state}"', f'"{elsewhere}"')
+    config.write_text(moved.replace("[repositories.nas]",
+                                    '[web]\nlisten = "127.0.0.1:8651"\n\n[repositories.nas]'))
+    store = agent.runner.store
+    lock = state / "locks" / "job-officine.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        store.start_run("officine", "nas", "manual", agent.clock(), None)
+        agent.reload_wanted = True
+        agent._wake()
+        until("the reload", lambda: any("configuration reloaded" in line for line in agent.test_lines))
+        assert agent.config.agent.state_dir == agent.runner.config.agent.state_dir == str(state)
+        assert agent.config.web.listen == "127.0.0.1:8650"
+        assert agent.runner.settle_abandoned() == 0
+        assert store.runs(job="officine")[-1].outcome == "running"
+    assert agent.runner.settle_abandoned() == 1  # its process gone: the run was abandoned
+    assert [line for line in agent.test_lines if "restarts" in line] == [
+        "changed settings that take effect only when the agent restarts, the running values kept "
+        "until then: [agent] state_dir, [web] listen"]
+    assert not elsewhere.exists()

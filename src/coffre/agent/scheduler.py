@@ -65,6 +65,26 @@ def last_drill(store: StatusStore, job: str) -> float | None:
     return None
 
 
+# Read once, as the agent starts: the status store and the locks are opened in `state_dir` (a
+# store in one folder and locks in another would let the agent take a live run for a dead one),
+# and the page is bound to its address and certificate.
+RESTART_ONLY = (("agent", "state_dir"), ("web", "enabled"), ("web", "listen"), ("web", "tls_cert"),
+                ("web", "tls_key"))
+
+
+def kept_until_restart(running: Config, loaded: Config) -> tuple[Config, list[str]]:
+    """The configuration a reload puts in force: `loaded`, but for the RESTART_ONLY settings,
+    which keep their running values; and those that differ, named as in the file."""
+    changed = [(section, key) for section, key in RESTART_ONLY
+               if getattr(getattr(running, section), key) != getattr(getattr(loaded, section), key)]
+    if not changed:
+        return loaded, []
+    kept = {section: replace(getattr(loaded, section), **{
+        key: getattr(getattr(running, section), key) for sec, key in RESTART_ONLY if sec == section})
+        for section in ("agent", "web")}
+    return replace(loaded, **kept), [f"[{section}] {key}" for section, key in changed]
+
+
 def targets(job: Job) -> list[str]:
     return [job.repository, *job.copies]
 
@@ -449,11 +469,15 @@ class Agent:
             self.log(_("configuration not reloaded, the previous one stays in force: {reason}")
                      .format(reason=getattr(exc, "message", exc)))
             return
+        config, kept = kept_until_restart(self.config, config)
         self.config = config
         self.runner.config = config
         self._watch()
         self.continuity.apply(config)
         self.log(_("configuration reloaded; jobs: {names}").format(names=", ".join(config.jobs) or "-"))
+        if kept:
+            self.log(_("changed settings that take effect only when the agent restarts, the running "
+                       "values kept until then: {settings}").format(settings=", ".join(kept)))
 
     def _start(self, name: str, trigger: str, slot: float | None, wait_for_job: bool = False) -> None:
         now = self.clock()
