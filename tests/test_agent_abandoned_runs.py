@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -166,7 +167,11 @@ def test_a_run_whose_command_alone_was_killed_is_left_to_its_step(tmp_path: Path
                 assert runner.settle_abandoned() == 0
                 assert [r.outcome for r in _runs(config)] == ["running"]
                 again = coffre("run", "officine", "--config", str(config), repo=False, timeout=60)
-                assert again.code == 11 and "already running" in again.err, again
+                assert again.code == 11, again
+                # The log names who keeps the job from running: the step, not the dead command.
+                held = re.search(r"job officine: already running, its lock held by process (\d+) "
+                                 r"\([^,()]+, started [^()]+\); not started again", again.err)
+                assert held and int(held[1]) in steps and int(held[1]) != terminal.pid, again.err
                 go.touch()  # the step goes on to the end of its backup
                 until("the step's end", lambda: _job_lock_free(tmp_path))
             finally:

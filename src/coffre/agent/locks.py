@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from coffre.core.posix import try_lock_exclusive
@@ -20,6 +21,75 @@ from coffre.core.posix import try_lock_exclusive
 
 class Busy(Exception):
     """The job is already running (in this agent, another agent, or `coffre run`)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process holding a lock: its id, its program's name (the kernel's `comm`, 15
+    characters at most: never its arguments) and when it started (epoch seconds)."""
+
+    pid: int
+    name: str
+    started: float | None
+
+
+def holders(path: str, proc: str = "/proc") -> list[Holder]:
+    """The processes holding the flock of the file at `path`, from Linux's /proc (each open
+    file's `fdinfo` lists the locks taken through it): a run's process, or a step it left
+    behind when it died. [] where /proc tells nothing (another system, a process of another
+    user). For a log line that says who keeps a job from running."""
+    try:
+        st = os.stat(path)
+        pids = [int(entry) for entry in os.listdir(proc) if entry.isdigit()]
+    except OSError:
+        return []
+    # fdinfo's lock lines: "lock:\t1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF", the file
+    # named by its device (major:minor, in hex) and inode.
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    found = []
+    for pid in pids:
+        if _holds(f"{proc}/{pid}/fdinfo", device):
+            found.append(Holder(pid, _read(f"{proc}/{pid}/comm").strip(), _started(proc, pid)))
+    return found
+
+
+def _holds(fdinfo: str, device: str) -> bool:
+    try:
+        names = os.listdir(fdinfo)
+    except OSError:
+        return False
+    for name in names:
+        for line in _read(f"{fdinfo}/{name}").splitlines():
+            fields = line.split()
+            if fields[:1] == ["lock:"] and "FLOCK" in fields and device in fields:
+                return True
+    return False
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(65536)
+    except OSError:
+        return ""
+
+
+def _started(proc: str, pid: int) -> float | None:
+    """When the process started: its start in clock ticks after boot (/proc/PID/stat, the
+    22nd field, counted after the name in parentheses, which may hold spaces), plus the boot
+    time (/proc/stat's btime)."""
+    stat = _read(f"{proc}/{pid}/stat")
+    boot = next((line.split()[1] for line in _read(f"{proc}/stat").splitlines()
+                 if line.startswith("btime ")), None)
+    try:
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        return int(boot or "") + ticks / os.sysconf("SC_CLK_TCK")
+    except (ValueError, IndexError, OSError):
+        return None
 
 
 def _file(state_dir: str, kind: str, name: str) -> str:

@@ -36,11 +36,12 @@ from coffre.agent import jobs
 from coffre.agent.config import load_config
 from coffre.agent.continuity import ContinuityService
 from coffre.agent.health import assess, continuity_problems
-from coffre.agent.locks import Busy, job_locks
+from coffre.agent.locks import Busy, holders, job_locks
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
 from coffre.agent.status import StatusStore, store_path
 from coffre.agent.watcher import Debouncer, Watcher
+from coffre.core.human import human_when
 from coffre.core.i18n import _, ngettext
 from coffre.policy.schedule import due_slot, next_run
 
@@ -148,12 +149,27 @@ class Runner:
                     self.log(_("job {job}: no longer in the configuration; not started").format(job=name))
                     return None
                 return self._run_locked(name, trigger, slot, cancel, locks)
-        except Busy:
+        except Busy as busy:
             if cancel.is_set():
                 return None
-            self.log(_("job {job}: already running (another agent or 'coffre run'); not started again")
-                     .format(job=name))
+            self.log(self._busy_words(name, busy.path))
             return None
+
+    def _busy_words(self, name: str, lock: str) -> str:
+        """Why a run of the job does not start: the processes that hold its lock, named (a
+        step left behind by a run whose process died holds it as long as it lives)."""
+        held_by = [h for h in holders(lock) if h.pid != os.getpid()]
+        if not held_by:
+            return _("job {job}: already running (another agent or 'coffre run'); not started again"
+                     ).format(job=name)
+        return _("job {job}: already running, its lock held by {processes}; not started again").format(
+            job=name, processes=", ".join(
+                _("process {pid} ({program}, started {when})").format(
+                    pid=h.pid, program=h.name or "?", when=human_when(h.started, time.time(),
+                                                                       self.config.agent.timezone))
+                if h.started is not None else
+                _("process {pid} ({program})").format(pid=h.pid, program=h.name or "?")
+                for h in held_by))
 
     def _run_locked(self, name: str, trigger: str, slot: float | None,
                     cancel: threading.Event, locks: tuple[int, ...] = ()) -> RunRecord:
