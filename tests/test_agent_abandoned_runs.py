@@ -175,6 +175,7 @@ def test_a_run_whose_command_alone_was_killed_is_left_to_its_step(tmp_path: Path
                 go.touch()  # the step goes on to the end of its backup
                 until("the step's end", lambda: _job_lock_free(tmp_path))
             finally:
+                go.touch()  # a password command the step started after `steps` was read ends too
                 for pid in filter(_alive, steps):
                     os.kill(pid, signal.SIGKILL)
         assert len(snapshot_ids(coffre)) == 1
