@@ -219,7 +219,7 @@ def test_a_reload_keeps_the_state_folder_until_the_agent_restarts(agent: schedul
         store.start_run("officine", "nas", "manual", agent.clock(), None)
         agent.reload_wanted = True
         agent._wake()
-        until("the reload", lambda: any("configuration reloaded" in line for line in agent.test_lines))
+        until("the reload", lambda: any("restarts" in line for line in agent.test_lines))
         assert agent.config.agent.state_dir == agent.runner.config.agent.state_dir == str(state)
         assert agent.config.web.listen == "127.0.0.1:8650"
         assert agent.runner.settle_abandoned() == 0

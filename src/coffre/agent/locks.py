@@ -38,35 +38,40 @@ class Holder:
 
 
 def holders(path: str, proc: str = "/proc") -> list[Holder]:
-    """The processes holding the flock of the file at `path`, from Linux's /proc (each open
-    file's `fdinfo` lists the locks taken through it): a run's process, or a step it left
-    behind when it died. [] where /proc tells nothing (another system, a process of another
-    user). For a log line that says who keeps a job from running."""
+    """The processes holding the flock of the file at `path`, from Linux's /proc: those with
+    the file open (`fd/N` links to it) through a descriptor that holds a lock (`fdinfo/N`
+    lists the locks taken through it): a run's process, or a step it left behind when it
+    died. [] where /proc tells nothing (another system, a process of another user). For a log
+    line that says who keeps a job from running. Only the links are read, never the files
+    they name: a process stuck on a dead mount does not stop the look."""
     try:
-        st = os.stat(path)
+        target = os.path.realpath(path)
         pids = [int(entry) for entry in os.listdir(proc) if entry.isdigit()]
     except OSError:
         return []
-    # fdinfo's lock lines: "lock:\t1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF", the file
-    # named by its device (major:minor, in hex) and inode.
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     found = []
     for pid in pids:
-        if _holds(f"{proc}/{pid}/fdinfo", device):
+        if _holds(f"{proc}/{pid}", target):
             found.append(Holder(pid, _read(f"{proc}/{pid}/comm").strip(), _started(proc, pid)))
     return found
 
 
-def _holds(fdinfo: str, device: str) -> bool:
+def _holds(process: str, target: str) -> bool:
     try:
-        names = os.listdir(fdinfo)
+        fds = os.listdir(f"{process}/fd")
     except OSError:
         return False
-    for name in names:
-        for line in _read(f"{fdinfo}/{name}").splitlines():
-            fields = line.split()
-            if fields[:1] == ["lock:"] and "FLOCK" in fields and device in fields:
-                return True
+    for fd in fds:
+        try:
+            if os.readlink(f"{process}/fd/{fd}") != target:
+                continue
+        except OSError:
+            continue
+        # "lock:\t1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (the device numbers are the
+        # filesystem's own: on btrfs they are not those stat gives, so the link decides)
+        if any(line.split()[:1] == ["lock:"] and "FLOCK" in line.split()
+               for line in _read(f"{process}/fdinfo/{fd}").splitlines()):
+            return True
     return False
 
 
