@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coffre.agent import locks
 from coffre.agent.locks import Busy, job_locks
 
 
@@ -65,3 +66,39 @@ def test_the_lock_holds_against_another_process_and_dies_with_it(tmp_path: Path)
     holder.wait()
     with job_locks(str(tmp_path), "officine", ["nas"]):
         pass
+
+
+def test_a_run_is_not_turned_away_by_the_agents_brief_look_for_dead_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's minute look for dead runs holds a job's lock for one read. A run starting
+    then (`coffre run`, which does not wait) looks again before saying "already running"; the
+    look itself never waits."""
+    tried = threading.Event()
+    refusals: list[str] = []
+    real = locks.try_lock_exclusive
+
+    def noting(fd: int, what: str) -> bool:
+        taken = real(fd, what)
+        if not taken:
+            refusals.append(what)
+            tried.set()
+        return taken
+
+    monkeypatch.setattr(locks, "try_lock_exclusive", noting)
+    probe = job_locks(str(tmp_path), "officine", [], probe=True)
+    probe.__enter__()
+
+    def end_of_the_look() -> None:
+        tried.wait(10)  # the run found the lock held once
+        probe.__exit__(None, None, None)
+
+    looker = threading.Thread(target=end_of_the_look)
+    looker.start()
+    with job_locks(str(tmp_path), "officine", ["nas"]):
+        pass
+    looker.join()
+    refusals.clear()
+    with job_locks(str(tmp_path), "officine", ["nas"]), pytest.raises(Busy), \
+            job_locks(str(tmp_path), "officine", [], probe=True):
+        pass
+    assert len(refusals) == 1  # the look gives up at once

@@ -104,14 +104,24 @@ def _file(state_dir: str, kind: str, name: str) -> str:
     return str(folder / f"{kind}-{safe}.lock")
 
 
+# The agent's look for dead runs holds a job's lock for one read of the status store: a run that
+# does not wait for its job looks this many times more, this far apart, before it gives up, so
+# that it never takes that look for a run (`coffre run` exiting 11 "already running").
+PROBE_RETRIES, PROBE_GAP_S = 3, 0.05
+
+
 @contextmanager
 def _flock(path: str, wait: bool, cancel: threading.Event | None,
-           waiting: Callable[[], None] | None = None) -> Iterator[int]:
+           waiting: Callable[[], None] | None = None, retries: int = 0) -> Iterator[int]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         while not try_lock_exclusive(fd, path):
-            if not wait:
+            if not wait and retries <= 0:
                 raise Busy(path)
+            if not wait:
+                retries -= 1
+                threading.Event().wait(PROBE_GAP_S)
+                continue
             if waiting is not None:
                 waiting()  # once, as the wait begins
                 waiting = None
@@ -128,14 +138,17 @@ def _flock(path: str, wait: bool, cancel: threading.Event | None,
 @contextmanager
 def job_locks(state_dir: str, job: str, repositories: list[str],
               cancel: threading.Event | None = None, wait_for_job: bool = False,
-              waiting: Callable[[], None] | None = None) -> Iterator[tuple[int, ...]]:
-    """Hold the job's lock (Busy at once if it is held, unless `wait_for_job`: then `waiting`
-    is called as the wait begins), then its repositories' locks, in name order (no deadlock
-    between jobs sharing repositories), waiting for them. Gives the descriptors that hold them:
-    handed to the run's steps (agent/steps.py), they keep the locks held while a step lives,
-    were the process that took them to die first."""
+              waiting: Callable[[], None] | None = None, probe: bool = False) -> Iterator[tuple[int, ...]]:
+    """Hold the job's lock (Busy if it is held, unless `wait_for_job`: then `waiting` is called
+    as the wait begins), then its repositories' locks, in name order (no deadlock between jobs
+    sharing repositories), waiting for them. Gives the descriptors that hold them: handed to
+    the run's steps (agent/steps.py), they keep the locks held while a step lives, were the
+    process that took them to die first. Busy comes after PROBE_RETRIES more looks, or at
+    once for the `probe` that looks for dead runs."""
     with ExitStack() as stack:
-        held = [stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel, waiting))]
+        retries = 0 if probe else PROBE_RETRIES
+        held = [stack.enter_context(_flock(_file(state_dir, "job", job), wait_for_job, cancel, waiting,
+                                           retries))]
         for repo in sorted(set(repositories)):
             held.append(stack.enter_context(_flock(_file(state_dir, "repository", repo), True, cancel)))
         yield tuple(held)

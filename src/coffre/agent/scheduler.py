@@ -220,9 +220,10 @@ class Runner:
             if name in leave:
                 continue
             try:
-                # The lock held only to read: a run of the job starting meanwhile gives up at
-                # once (scheduled runs do not wait), so not for the write's fsync as well.
-                with job_locks(self.config.agent.state_dir, name, []):
+                # The lock held only to read: a run of the job starting meanwhile looks again
+                # a few times before it gives up (locks.PROBE_RETRIES), so not for the write's
+                # fsync as well.
+                with job_locks(self.config.agent.state_dir, name, [], probe=True):
                     left = self.store.running_ids(name)
                 settled += self.store.settle_abandoned(left, self.clock())
             except Busy:
