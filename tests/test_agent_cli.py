@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from coffre.agent.status import StatusStore, store_path
+from coffre.cli import cmd_agent, entry
+from coffre.cli.parser import build_parser
+from coffre.core.errors import EXIT_INTERRUPTED
 
 from conftest import Coffre, Result, snapshot_ids
 
@@ -300,6 +306,27 @@ def test_run_refuses_a_job_already_running(tmp_path: Path, coffre: Coffre) -> No
     # The lock is the kernel's: once its holder is gone, the job runs.
     coffre.ok("run", "officine", "--config", str(config), repo=False)
     assert len(snapshot_ids(coffre)) == 2
+
+
+def test_run_stopped_as_it_starts_runs_nothing(tmp_path: Path, coffre: Coffre,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C in the first moments of `coffre run` can land while Python synchronises threads:
+    the entry point then defers it a few ms (cli/entry.py). `coffre run` takes such a signal
+    over as it takes the signals itself: no run starts, nothing is recorded, and the signal is
+    not raised later in the middle of a run (that left a step backing up on its own)."""
+    config = setup_site(tmp_path, coffre)
+    args = build_parser().parse_args(["run", "officine", "--config", str(config)])
+    entry._raise_later(signal.SIGINT, 60.0)  # what entry._raise does with such a signal
+    try:
+        assert cmd_agent.cmd_run(args) == EXIT_INTERRUPTED
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # not raised later
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        entry._pending = None
+    assert "stopped before the run started: nothing was done" in capfd.readouterr().err
+    assert snapshot_ids(coffre) == []
+    with StatusStore(store_path(str(state_dir(tmp_path)))) as store:
+        assert store.runs() == []
 
 
 def test_a_failing_job_exits_1_and_status_says_why(tmp_path: Path, coffre: Coffre) -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from coffre.cli.entry import take_deferred
 from coffre.core.errors import (
     EXIT_FATAL,
     EXIT_INTERRUPTED,
@@ -183,8 +184,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
              if s is not None and signal.getsignal(s) is not signal.SIG_IGN]
     before = {s: signal.signal(s, stop) for s in stops}
+    if take_deferred() is not None:  # a signal that came as the command started: no run then
+        log_line(_("stopped before the run started: nothing was done"))
+        cancel.set()
     try:
-        worker.start()
+        if not cancel.is_set():
+            worker.start()
         while worker.is_alive():
             worker.join(0.5)
     finally:

@@ -140,6 +140,17 @@ def _install_interruption() -> None:
     _install(_raise)
 
 
+def take_deferred() -> int | None:
+    """A signal deferred and not raised yet (it landed in thread synchronisation as the
+    command started), handed to a command that now takes the signals itself (`coffre run`):
+    it will not be raised later, in the middle of what that command started."""
+    global _pending
+    signum, _pending = _pending, None
+    if signum is not None and _CAN_DEFER:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return signum
+
+
 def _exit_on_signal(code: int) -> None:
     """Once the command has ended, a late signal only hastens the exit (it must not raise in
     the middle of the final message or of the interpreter's shutdown); one still deferred is
