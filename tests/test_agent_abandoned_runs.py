@@ -93,8 +93,8 @@ def _terminal_run(config: Path, coffre: Coffre) -> Iterator[subprocess.Popen[byt
     (its backup step waiting for the password). Whatever is left of it is killed at the end."""
     before = len(_runs(config))
     proc = subprocess.Popen(coffre.argv("run", "officine", "--config", str(config), repo=False),
-                            env=coffre.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            env={**coffre.env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
     try:
         until("the run recorded as going on",
               lambda: len(runs := _runs(config)) > before and runs[-1].outcome == "running")
@@ -103,6 +103,30 @@ def _terminal_run(config: Path, coffre: Coffre) -> Iterator[subprocess.Popen[byt
     finally:
         if proc.returncode is None:  # else its pid may be another process's by now
             _kill_tree(proc)
+
+
+def _exit_status(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """`coffre run`'s exit status; if it does not end, an AssertionError that says what its
+    processes were doing: each one's state and kernel wait (/proc), and every thread's Python
+    stack of `coffre run` (faulthandler, on SIGABRT: _terminal_run sets PYTHONFAULTHANDLER).
+    A run that hangs once in a while under load is then told, not only timed out."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        seen = []
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                wchan = Path(f"/proc/{pid}/wchan").read_text()
+            except OSError:
+                continue
+            seen.append(f"{pid} [{state} {wchan}] {command[:300]}")
+        os.kill(proc.pid, signal.SIGABRT)
+        proc.wait(30)
+        said = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise AssertionError("coffre run did not end:\n" + "\n".join(seen) + "\n" + said[-12000:]) from None
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -195,7 +219,8 @@ def test_a_run_stopped_by_a_signal_stops_its_step_and_says_so(tmp_path: Path, co
     with _terminal_run(config, coffre) as terminal:
         steps = _descendants(terminal.pid)
         terminal.send_signal(sig)
-        assert terminal.wait(60) == 130, terminal.stderr.read() if terminal.stderr else ""
+        status = _exit_status(terminal)
+        assert status == 130, terminal.stderr.read() if terminal.stderr else ""
         assert _job_lock_free(tmp_path)  # its step ended before it did
         until("its step's processes gone", lambda: not any(map(_alive, steps)))
     [stopped] = _runs(config)
