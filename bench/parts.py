@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import Measure, median, pristine_tree, timed
+from run import Measure, add_data_set_options, median, pristine_tree, timed
 from tools import TOOLS, Tool, compile_coffre, ensure_installed, in_turn
 
 PART_TOOLS = ("coffre", "restic")
@@ -73,10 +73,7 @@ def report(parts: dict[str, Path], results: dict[tuple[str, str], list[Measure]]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = ap.add_mutually_exclusive_group()
-    size.add_argument("--small", action="store_true", help="~200 MiB data set")
-    size.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
-    ap.add_argument("--small-files", type=int, help="number of small config/log files")
+    add_data_set_options(ap)
     ap.add_argument("--seed", type=int, help="data set seed (make_dataset.py's default otherwise)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "pharmabench",

@@ -273,12 +273,16 @@ def robustness(per_set: dict[str, list[RunResult]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_set_options(ap: argparse.ArgumentParser) -> None:
+    """The options that choose the generated data set (pristine_tree's size and small files)."""
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--small", action="store_true", help="~200 MiB data set")
     size.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
     ap.add_argument("--small-files", type=int, help="number of small config/log files")
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_set_options(ap)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tools", default="coffre,restic,borg", help=f"among {', '.join(TOOLS)}")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pharmabench")  # noqa: S108

@@ -97,7 +97,16 @@ from typing import Any, BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import SHARED_BENCH, Measure, initialise, live_one_day, pristine_tree, timed, tree_sizes
+from run import (
+    SHARED_BENCH,
+    Measure,
+    add_data_set_options,
+    initialise,
+    live_one_day,
+    pristine_tree,
+    timed,
+    tree_sizes,
+)
 from tools import Coffre, Restic, Tool, ensure_installed
 
 RETENTION = ("--keep-daily", "7", "--keep-weekly", "5", "--keep-monthly", "12")
@@ -1022,10 +1031,7 @@ def summary(rows: dict[str, list[Day]], year: Year, pharmacy: Pharmacy, comparis
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = ap.add_mutually_exclusive_group()
-    size.add_argument("--small", action="store_true", help="~200 MiB data set")
-    size.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
-    ap.add_argument("--small-files", type=int, help="number of small config/log files")
+    add_data_set_options(ap)
     ap.add_argument("--seed", type=int, help="data set seed (make_dataset.py's default otherwise); the "
                                              "days' seeds derive from it")
     ap.add_argument("--days", type=int, default=YEAR_DAYS)

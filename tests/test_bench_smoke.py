@@ -24,12 +24,15 @@ def bench_module(name: str) -> ModuleType:
         sys.path.remove(str(BENCH.parent))
 
 
+def run_bench(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """A bench script beside run.py, run as a user would, its output kept for the assertions."""
+    return subprocess.run([sys.executable, str(BENCH.with_name(script)), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--size-mib", "4", "--small-files", "40", "--runs", "1",
-         "--warm", "--out", str(tmp_path), "--json", str(tmp_path / "results.json")],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("run.py", "--size-mib", "4", "--small-files", "40", "--runs", "1", "--warm", "--out",
+                    str(tmp_path), "--json", str(tmp_path / "results.json"))
     assert out.returncode == 0, out.stdout + out.stderr
     table = out.stdout
     for step in ("initial backup", "unchanged backup", "backup after one day", "restore",
@@ -47,11 +50,8 @@ def test_bench_smoke_run_compares_the_three_tools(tmp_path: Path) -> None:
 
 
 def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("remote.py")), "--size-mib", "4", "--small-files", "40",
-         "--turn", "1", "--runs", "1", "--out", str(tmp_path), "--link", "1000/1000/1"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("remote.py", "--size-mib", "4", "--small-files", "40", "--turn", "1", "--runs", "1",
+                    "--out", str(tmp_path), "--link", "1000/1000/1")
     assert out.returncode == 0, out.stdout + out.stderr
     for line in ("coffre restore identical: True", "restic restore identical: True", "coffre/restic",
                  "rerun after a cut at 50%",
@@ -72,11 +72,8 @@ def test_remote_bench_smoke_run_against_seaweedfs(tmp_path: Path) -> None:
 
 
 def test_sftp_bench_smoke_run_against_openssh(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("sftp.py")), "--size-mib", "4", "--small-files", "40",
-         "--runs", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("sftp.py", "--size-mib", "4", "--small-files", "40", "--runs", "1", "--out",
+                    str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "coffre restore identical: True" in out.stdout and "restic restore identical: True" in out.stdout
     for step in ("initial backup", "unchanged backup", "backup after one day", "restore"):
@@ -85,11 +82,7 @@ def test_sftp_bench_smoke_run_against_openssh(tmp_path: Path) -> None:
 
 
 def test_database_bench_smoke_run_against_postgresql(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("databases.py")), "--scale", "1", "--filler", "random",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("databases.py", "--scale", "1", "--filler", "random", "--out", str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
     for line in ("coffre/restic, bytes added by the day", "drill:", "PASS", "restic-plain"):
         assert line in out.stdout
@@ -98,11 +91,8 @@ def test_database_bench_smoke_run_against_postgresql(tmp_path: Path) -> None:
 def test_server_load_bench_smoke_run(tmp_path: Path) -> None:
     """bench/server.py with four pharmacies: every daily backup succeeds, every repository
     checks clean, and the request statistics come from the server's own log."""
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("server.py")), "--pharmacies", "4", "--size-mib", "1",
-         "--small-files", "20", "--work", str(tmp_path / "work"), "--json"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("server.py", "--pharmacies", "4", "--size-mib", "1", "--small-files", "20", "--work",
+                    str(tmp_path / "work"), "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout)
     assert result["errors"] == 0 and result["repositories_unclean"] == []
@@ -115,11 +105,8 @@ def test_server_load_bench_smoke_run(tmp_path: Path) -> None:
 def test_continuity_bench_smoke_run() -> None:
     """bench/continuity.py, one short death and a short cost run: the standby takes over with a
     prefix of the committed rows and consistent balances (the bench asserts both)."""
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("continuity.py")), "--trials", "1", "--scale", "1",
-         "--min-load", "3", "--max-load", "4", "--archive-timeout", "1", "--cost-seconds", "5", "--json"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("continuity.py", "--trials", "1", "--scale", "1", "--min-load", "3", "--max-load", "4",
+                    "--archive-timeout", "1", "--cost-seconds", "5", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     import json
 
@@ -340,11 +327,8 @@ def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
     (system / "doc").mkdir(parents=True)
     (system / "doc" / "README").write_text("lisez-moi\n")
     (system / "link").symlink_to("doc/README")
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("smallfiles.py")), "--files", "300", "--runs", "1", "--warm",
-         "--system", str(system), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("smallfiles.py", "--files", "300", "--runs", "1", "--warm", "--system", str(system),
+                    "--out", str(tmp_path / "out"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "generated: 301 files" in out.stdout and "system: 3 files" in out.stdout, out.stdout
     for step in ("initial backup", "unchanged backup", "restore"):
@@ -355,11 +339,8 @@ def test_small_files_bench_smoke_run(tmp_path: Path) -> None:
 
 def test_parts_bench_smoke_run(tmp_path: Path) -> None:
     """bench/parts.py: each top folder alone, the empty folder and the whole set, both tools."""
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("parts.py")), "--size-mib", "4", "--small-files", "40",
-         "--runs", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("parts.py", "--size-mib", "4", "--small-files", "40", "--runs", "1", "--out",
+                    str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
     table = out.stdout.split("medians of 1 run(s)\n", 1)[1].splitlines()
     labels = [line.split()[0] for line in table[1:]]
@@ -441,11 +422,7 @@ def test_several_data_sets_give_the_median_and_the_worst_ratio() -> None:
 def test_big_index_bench_smoke_run(tmp_path: Path) -> None:
     """bench/bigindex.py with a few thousand synthetic blobs: built, backed up beside, and
     all kept by prune (the second snapshot's listings reach every one)."""
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("bigindex.py")), "--blobs", "3000",
-         "--out", str(tmp_path / "big"), "--keep"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    out = run_bench("bigindex.py", "--blobs", "3000", "--out", str(tmp_path / "big"), "--keep")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3,000 synthetic blobs built" in out.stdout, out.stdout
     for step in ("snapshots (open only)", "unchanged backup", "prune (keeps everything)"):

@@ -105,12 +105,7 @@ def evict(path: Path) -> None:
     raise AssertionError(f"{path} stays in memory after 100 POSIX_FADV_DONTNEED")
 
 
-LIBC = ctypes.CDLL(None, use_errno=True)
-LIBC.mmap.restype = ctypes.c_void_p
-LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_long]
-LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+LIBC = preload._libc()  # mmap, mincore and munmap typed as the probe uses them
 
 
 def in_memory(path: Path) -> bool:
