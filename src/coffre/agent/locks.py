@@ -116,9 +116,9 @@ def _flock(path: str, wait: bool, cancel: threading.Event | None,
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         while not try_lock_exclusive(fd, path):
-            if not wait and retries <= 0:
-                raise Busy(path)
             if not wait:
+                if retries <= 0:
+                    raise Busy(path)
                 retries -= 1
                 threading.Event().wait(PROBE_GAP_S)
                 continue

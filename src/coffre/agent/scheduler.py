@@ -36,7 +36,7 @@ from coffre.agent import jobs
 from coffre.agent.config import load_config
 from coffre.agent.continuity import ContinuityService
 from coffre.agent.health import assess, continuity_problems
-from coffre.agent.locks import Busy, holders, job_locks
+from coffre.agent.locks import Busy, Holder, holders, job_locks
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
 from coffre.agent.status import StatusStore, store_path
@@ -69,21 +69,20 @@ def last_drill(store: StatusStore, job: str) -> float | None:
 # Read once, as the agent starts: the status store and the locks are opened in `state_dir` (a
 # store in one folder and locks in another would let the agent take a live run for a dead one),
 # and the page is bound to its address and certificate.
-RESTART_ONLY = (("agent", "state_dir"), ("web", "enabled"), ("web", "listen"), ("web", "tls_cert"),
-                ("web", "tls_key"))
+RESTART_ONLY = {"agent": ("state_dir",), "web": ("enabled", "listen", "tls_cert", "tls_key")}
 
 
 def kept_until_restart(running: Config, loaded: Config) -> tuple[Config, list[str]]:
     """The configuration a reload puts in force: `loaded`, but for the RESTART_ONLY settings,
     which keep their running values; and those that differ, named as in the file."""
-    changed = [(section, key) for section, key in RESTART_ONLY
+    changed = [f"[{section}] {key}" for section, keys in RESTART_ONLY.items() for key in keys
                if getattr(getattr(running, section), key) != getattr(getattr(loaded, section), key)]
     if not changed:
         return loaded, []
-    kept = {section: replace(getattr(loaded, section), **{
-        key: getattr(getattr(running, section), key) for sec, key in RESTART_ONLY if sec == section})
-        for section in ("agent", "web")}
-    return replace(loaded, **kept), [f"[{section}] {key}" for section, key in changed]
+    kept = {section: replace(getattr(loaded, section), **{key: getattr(getattr(running, section), key)
+                                                          for key in keys})
+            for section, keys in RESTART_ONLY.items()}
+    return replace(loaded, **kept), changed
 
 
 def targets(job: Job) -> list[str]:
@@ -163,13 +162,14 @@ class Runner:
             return _("job {job}: already running (another agent or 'coffre run'); not started again"
                      ).format(job=name)
         return _("job {job}: already running, its lock held by {processes}; not started again").format(
-            job=name, processes=", ".join(
-                _("process {pid} ({program}, started {when})").format(
-                    pid=h.pid, program=h.name or "?", when=human_when(h.started, time.time(),
-                                                                       self.config.agent.timezone))
-                if h.started is not None else
-                _("process {pid} ({program})").format(pid=h.pid, program=h.name or "?")
-                for h in held_by))
+            job=name, processes=", ".join(self._process_words(h) for h in held_by))
+
+    def _process_words(self, h: Holder) -> str:
+        program = h.name or "?"
+        if h.started is None:
+            return _("process {pid} ({program})").format(pid=h.pid, program=program)
+        when = human_when(h.started, time.time(), self.config.agent.timezone)
+        return _("process {pid} ({program}, started {when})").format(pid=h.pid, program=program, when=when)
 
     def _run_locked(self, name: str, trigger: str, slot: float | None,
                     cancel: threading.Event, locks: tuple[int, ...] = ()) -> RunRecord:
