@@ -20,6 +20,13 @@ both run every round: with runs of 7 and 364 days (multiples of the weekly prune
 prune comes the day after a weekly one. Both kept runs are left as they were. Prints each
 round's line, then a table (medians, late over early, the goal of at most 1.5 times); --json
 writes the figures.
+
+Tools kept in separate runs (a year of restic beside one of Coffre, each run with --tools
+alone) are paired in the same rounds by giving --early and --late once per pair, in the same
+order: every round then lives each pair's two days, so each tool's ratio meets the same hours.
+
+    python bench/year_pair.py --early /tmp/coffre-7 --late /tmp/coffre-364 \
+                              --early /tmp/restic-7 --late /tmp/restic-364
 """
 
 from __future__ import annotations
@@ -92,28 +99,57 @@ def kept_run(out: Path, ap: argparse.ArgumentParser) -> KeptRun:
     return run
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, KeptRun, KeptRun]:
+@dataclass
+class Pair:
+    """Two ages of one year (the same data set, seed and growth) and the tools both ran."""
+
+    early: KeptRun
+    late: KeptRun
+
+    @property
+    def tools(self) -> list[str]:
+        return sorted(set(self.early.summary["last_day"]) & set(self.late.summary["last_day"]))
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Pair]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--early", type=Path, required=True, help="a kept run of a few days (day 7: --days 7)")
-    ap.add_argument("--late", type=Path, required=True, help="a kept run of a year (--days 364)")
+    ap.add_argument("--early", type=Path, action="append", required=True,
+                    help="a kept run of a few days (day 7: --days 7); once per pair")
+    ap.add_argument("--late", type=Path, action="append", required=True,
+                    help="a kept run of a year (--days 364); once per pair, in --early's order")
     ap.add_argument("--rounds", type=int, default=5, help="days lived on each run, in turns (5)")
     ap.add_argument("--check-subset", type=int, default=5, help="percent of the data the check reads (5)")
     ap.add_argument("--json", type=Path, help="write the rounds and the table there")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds is at least 1")
+    if len(args.early) != len(args.late):
+        ap.error(f"--early is given {len(args.early)} times and --late {len(args.late)}: "
+                 "one of each per pair")
+    outs = [out.resolve() for out in args.early + args.late]
+    if len(set(outs)) < len(outs):
+        ap.error("a run is given twice (--early and --late are the same run, or one run is in two pairs)")
     if shutil.which("rsync") is None:
         ap.error("rsync is needed to put each run back between rounds (apt-get install rsync)")
-    early, late = kept_run(args.early, ap), kept_run(args.late, ap)
-    if early.out.resolve() == late.out.resolve():
-        ap.error("--early and --late are the same run")
-    for key in ("data_set", "data_seed", "growth"):
-        if early.summary.get(key) != late.summary.get(key):
-            ap.error(f"the two runs differ in {key} ({early.summary.get(key)} and {late.summary.get(key)}): "
-                     "they must be the same year at two ages")
-    if early.days >= late.days:
-        ap.error(f"--early ({early.days} days) must be younger than --late ({late.days} days)")
-    return args, early, late
+    pairs = [Pair(kept_run(early, ap), kept_run(late, ap))
+             for early, late in zip(args.early, args.late, strict=True)]
+    first = pairs[0].early
+    seen: set[str] = set()
+    for pair in pairs:
+        for run in (pair.early, pair.late):
+            for key in ("data_set", "data_seed", "growth"):
+                if run.summary.get(key) != first.summary.get(key):
+                    ap.error(f"{first.out} and {run.out} differ in {key} ({first.summary.get(key)} and "
+                             f"{run.summary.get(key)}): they must be the same year at two ages")
+        if pair.early.days >= pair.late.days:
+            ap.error(f"--early {pair.early.out} ({pair.early.days} days) must be younger than "
+                     f"--late {pair.late.out} ({pair.late.days} days)")
+        if not pair.tools:
+            ap.error(f"{pair.early.out} and {pair.late.out} have no tool in common")
+        if seen & set(pair.tools):
+            ap.error(f"{', '.join(sorted(seen & set(pair.tools)))} is in two pairs: give each tool one pair")
+        seen |= set(pair.tools)
+    return args, pairs
 
 
 def median_of(rows: list[year.Day], field: str) -> float | None:
@@ -121,11 +157,12 @@ def median_of(rows: list[year.Day], field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def table(rows: dict[str, dict[str, list[year.Day]]], early: KeptRun,
-          late: KeptRun) -> tuple[str, list[dict[str, object]]]:
-    lines = [f"{'measure':<14}{'tool':<8}{f'day {early.days + 1}':>12}{f'day {late.days + 1}':>12}"
-             f"{'late/early':>12}  goal ≤ {year.TARGET_RATIO}",
-             "-" * 70]
+def table(rows: dict[str, dict[str, list[year.Day]]],
+          pairs: list[Pair]) -> tuple[str, list[dict[str, object]]]:
+    lines = [f"{tool}: day {p.early.days + 1} ({p.early.out}) against day {p.late.days + 1} ({p.late.out})"
+             for p in pairs for tool in p.tools]
+    lines += [f"{'measure':<14}{'tool':<8}{'early':>12}{'late':>12}{'late/early':>12}"
+              f"  goal ≤ {year.TARGET_RATIO}", "-" * 70]
     figures: list[dict[str, object]] = []
     for tool, by_age in rows.items():
         for field, label, unit in MEASURES:
@@ -141,20 +178,22 @@ def table(rows: dict[str, dict[str, list[year.Day]]], early: KeptRun,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, early, late = parse_args(argv)
-    tools = sorted(set(early.summary["last_day"]) & set(late.summary["last_day"]))
-    rows: dict[str, dict[str, list[year.Day]]] = {t: {"early": [], "late": []} for t in tools}
+    args, pairs = parse_args(argv)
+    runs = [run for pair in pairs for run in (pair.early, pair.late)]
+    rows: dict[str, dict[str, list[year.Day]]] = {t: {"early": [], "late": []}
+                                                   for p in pairs for t in p.tools}
     rounds: list[dict[str, object]] = []
     copied: list[KeptRun] = []  # runs whose copy is whole: only those are put back from it
     try:
-        for run in (early, late):
+        for run in runs:
             subprocess.run(["cp", "-a", str(run.work), str(run.saved)], check=True)
             copied.append(run)
+        turns = [(pair, age, run) for pair in pairs
+                 for age, run in (("early", pair.early), ("late", pair.late))]
         for n in range(args.rounds):
-            order = [("early", early), ("late", late)] if n % 2 == 0 else [("late", late), ("early", early)]
-            for age, run in order:
+            for pair, age, run in (turns if n % 2 == 0 else turns[::-1]):
                 run.put_back()
-                days = run.next_day(tools, args.check_subset)
+                days = run.next_day(pair.tools, args.check_subset)
                 for tool, day in days.items():
                     rows[tool][age].append(day)
                     rounds.append({"round": n + 1, "age": age, "tool": tool, **asdict(day)})
@@ -167,15 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         for run in copied:
             run.put_back()
             shutil.rmtree(run.saved)
-        for run in (early, late):
+        for run in runs:
             if run not in copied and run.saved.exists():
                 print(f"{run.saved}: an unfinished copy ({run.work} is unchanged); remove it",
                       file=sys.stderr)
-    text, figures = table(rows, early, late)
+    text, figures = table(rows, pairs)
     print()
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"early": str(early.out), "late": str(late.out),
+        args.json.write_text(json.dumps({"pairs": [{"early": str(p.early.out), "late": str(p.late.out),
+                                                    "tools": p.tools} for p in pairs],
                                          "rounds": rounds, "table": figures}, indent=1))
     return 0
 

@@ -224,21 +224,25 @@ def test_a_kept_year_goes_on_for_more_days_on_a_copy(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "outside --from" in refused.stderr
 
 
+def kept_year(tmp_path: Path, days: int, tool: str = "coffre") -> Path:
+    """A year.py run of `days` days on a 4 MiB tree with `tool` alone, its work kept."""
+    out_dir = tmp_path / f"year-{tool}-{days}"
+    run = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
+         "--days", str(days), "--tools", tool, "--keep-work", "--out", str(out_dir),
+         "--data", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out_dir
+
+
 def test_two_ages_of_a_year_live_their_next_day_in_turns_and_are_left_as_they_were(tmp_path: Path) -> None:
     """bench/year_pair.py: a kept run of one day and one of three, each living its next day
     twice in turns (day 2 and day 4), every round from the kept state (its snapshots as the
     run left them, plus the day's); both runs end as they were."""
-    data = tmp_path / "data"
 
     def kept(days: int) -> Path:
-        out_dir = tmp_path / f"year-{days}"
-        run = subprocess.run(
-            [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
-             "--days", str(days), "--tools", "coffre", "--keep-work", "--out", str(out_dir),
-             "--data", str(data)],
-            capture_output=True, text=True, timeout=300, check=False)
-        assert run.returncode == 0, run.stdout + run.stderr
-        return out_dir
+        return kept_year(tmp_path, days)
 
     def state(out_dir: Path) -> dict[str, tuple[int, int]]:
         work = out_dir / "work"
@@ -276,6 +280,45 @@ def test_two_ages_of_a_year_live_their_next_day_in_turns_and_are_left_as_they_we
         capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "interrupted" in refused.stderr, refused.stderr
     assert state(late) == before[late]
+
+
+def test_tools_kept_in_separate_runs_are_paired_in_the_same_rounds(tmp_path: Path) -> None:
+    """bench/year_pair.py with two pairs (Coffre's year and restic's, each run alone): every
+    round lives the four days in turn, and the table has each tool's ratio; a tool given in
+    two pairs, or an --early without its --late, is refused."""
+    c1, c3, r1, r3 = (kept_year(tmp_path, days, tool) for tool in ("coffre", "restic") for days in (1, 3))
+    out = subprocess.run(
+        [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(c1), "--late", str(c3),
+         "--early", str(r1), "--late", str(r3), "--rounds", "2", "--json", str(tmp_path / "pair.json")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [line.split(":")[0] for line in out.stdout.splitlines() if line.startswith("round")]
+    turn = ["day 2, coffre", "day 4, coffre", "day 2, restic", "day 4, restic"]
+    assert lines == [f"round 1, {t}" for t in turn] + [f"round 2, {t}" for t in reversed(turn)], out.stdout
+    figures = json.loads((tmp_path / "pair.json").read_text())
+    assert {(f["tool"], f["measure"]) for f in figures["table"]} == {
+        (tool, m) for tool in ("coffre", "restic")
+        for m in ("backup_s", "backup_cpu_s", "prune_s", "check_s", "peak_rss_mib")}
+    assert [p["tools"] for p in figures["pairs"]] == [["coffre"], ["restic"]]
+
+    def both_tools(coffre: Path, restic: Path) -> Path:
+        """A kept run's summary as if both tools had run in it (refused before anything runs)."""
+        out_dir = tmp_path / f"both-{coffre.name}"
+        (out_dir / "work").mkdir(parents=True)
+        summary = json.loads((coffre / "summary.json").read_text())
+        summary["last_day"] |= json.loads((restic / "summary.json").read_text())["last_day"]
+        (out_dir / "summary.json").write_text(json.dumps(summary))
+        return out_dir
+
+    for argv, reason in (
+            ([c1, c3, r1, c3], "given twice"),
+            ([c1, c3, r1], "one of each per pair"),
+            ([both_tools(c1, r1), both_tools(c3, r3), r1, r3], "restic is in two pairs")):
+        flags = ["--early", "--late"] * 2
+        options = [x for path, flag in zip(argv, flags, strict=False) for x in (flag, str(path))]
+        refused = subprocess.run([sys.executable, str(BENCH.with_name("year_pair.py")), *options],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
 
 
 def test_a_steady_year_keeps_the_tree_s_size_removing_the_oldest_data(
