@@ -175,6 +175,59 @@ def test_a_click_while_a_terminal_run_goes_on_is_that_run(agent: scheduler.Agent
     assert [r.run_id for r in store.runs(job="officine")] == [terminal]
 
 
+@pytest.mark.parametrize("terminal", ["sending its alerts", "running"])
+def test_a_click_refused_for_a_run_that_then_finds_the_job_held_elsewhere(
+        agent: scheduler.Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: str) -> None:
+    """The agent's scheduled thread has started and not yet tried the job's lock, which a
+    `coffre run` in a terminal holds. A click then is refused as running, and the scheduled
+    thread gives up, recording nothing. If the terminal's run was recorded as ended (it sends
+    its alerts), the click is taken when that thread ends, its run waits for the terminal to
+    let go of the job, and the page follows it (it used to wait for the night's run). If the
+    terminal's run goes on, it answers the click, and no second backup is queued behind it."""
+    store = agent.runner.store
+    theirs = store.start_run("officine", "nas", "manual", agent.clock() - 60, None)
+    if terminal == "sending its alerts":
+        store.finish_run(theirs, RunRecord(job="officine", target="nas", trigger="manual",
+                                           started=agent.clock() - 60, ended=agent.clock(), outcome="ok"))
+    before_lock, go_on = threading.Event(), threading.Event()
+    real_job_locks = scheduler.job_locks
+
+    def job_locks(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("wait_for_job"):  # the scheduled run, stopped just before the lock
+            before_lock.set()
+            go_on.wait(30)
+        return real_job_locks(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler, "job_locks", job_locks)
+    lock = tmp_path / "state" / "locks" / "job-officine.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the terminal's `coffre run`
+        agent._start("officine", "schedule", agent.clock())
+        until("the scheduled thread", before_lock.is_set)
+        asked, mark = agent.run_now("officine")
+        assert not asked  # running: refused
+        go_on.set()
+        until("the scheduled thread giving up", lambda: "already running" in " ".join(agent.test_lines))
+        if terminal == "running":
+            assert store.first_run_after("officine", mark).run_id == theirs  # the page follows it
+            until("the scheduled thread's end", lambda: "officine" not in agent.threads
+                  or not agent.threads["officine"].is_alive())
+            assert not agent.pending("officine")
+            store.finish_run(theirs, RunRecord(job="officine", target="nas", trigger="manual",
+                                               started=agent.clock(), ended=agent.clock(), outcome="ok"))
+            assert [r.run_id for r in store.runs(job="officine")] == [theirs]
+            return
+        assert mark == theirs
+        until("the click taken", lambda: agent.pending("officine") and "officine" in agent.running())
+        assert store.first_run_after("officine", mark) is None  # waiting for the terminal
+    until("the click's run", lambda: store.first_run_after("officine", mark))
+    until("its end", lambda: not agent.pending("officine"))
+    followed = store.first_run_after("officine", mark)
+    assert followed.outcome == "ok" and followed.trigger == "manual"
+    assert [r.run_id for r in store.runs(job="officine")] == [theirs, followed.run_id]
+
+
 def test_the_loop_records_a_dead_terminal_run_as_interrupted(agent: scheduler.Agent) -> None:
     """A `coffre run` killed in a terminal left its run "running" (its job's lock freed by the
     kernel): the pages showed a backup going on for ever. The agent's loop looks every minute

@@ -366,6 +366,9 @@ class Agent:
         self._requested: dict[str, bool] = {}
         self._active: set[str] = set()  # jobs whose thread was started and has not ended
         self._tail: set[str] = set()  # ... whose run is recorded as ended (alerts, reports left)
+        # clicks refused because this agent's thread of the job was running -> the mark of the
+        # first; taken as a request if that thread ends without recording a run (_refused_click)
+        self._refused: dict[str, int] = {}
         self._looping = False  # the loop has looked at the schedule once (jobs due at the start)
         # Tells this agent's « Sauvegarder maintenant » requests from an earlier one's: a
         # request made of a stopped agent is gone with it.
@@ -383,11 +386,16 @@ class Agent:
         it. Asked once its run is recorded as ended, while its thread still sends the alerts
         and the report, it starts when that thread ends; the same for a run elsewhere (a
         `coffre run` in a terminal): its run waits for that one to let go of the job. A run
-        elsewhere still going answers the click (the page follows it): nothing waits then."""
+        elsewhere still going answers the click (the page follows it): nothing waits then.
+        Refused because this agent's thread of the job runs, the click is answered by that
+        thread's run, or taken when it ends if it recorded none (_refused_click)."""
         store = self.runner.store
         with self._requests_lock:
             mark = store.run_mark(name)
-            if name not in self.config.jobs or name in self.running() or name in self._requested:
+            if name not in self.config.jobs or name in self._requested:
+                return False, mark
+            if name in self.running():
+                self._refused.setdefault(name, mark)
                 return False, mark
             self._requested[name] = mark == store.last_run_id(name)  # its latest run has ended
         self._wake()
@@ -502,12 +510,14 @@ class Agent:
             self.last_slot[name] = slot
         self.last_start[name] = now
         def run_then_wake() -> None:
+            record = None
             try:
-                self.runner.run(name, trigger, slot, self.cancel, wait_for_job=wait_for_job)
+                record = self.runner.run(name, trigger, slot, self.cancel, wait_for_job=wait_for_job)
             finally:
                 with self._requests_lock:
                     self._active.discard(name)
                     self._tail.discard(name)
+                    self._refused_click(name, record)
                 self._wake()  # the loop looks at the schedule (and the requests) again
 
         thread = threading.Thread(target=run_then_wake, name=f"job-{name}", daemon=True)
@@ -515,6 +525,20 @@ class Agent:
             self._active.add(name)
             self.threads[name] = thread
         thread.start()
+
+    def _refused_click(self, name: str, record: RunRecord | None) -> None:
+        """A click refused while this agent's thread of the job ran, and that thread ended
+        without a run after the click's mark: it found the job held elsewhere (a `coffre run`
+        in a terminal, its run recorded as ended, sending its alerts) and gave up. The click is
+        then taken, its run waiting for the job, instead of its page waiting for the night's
+        run. Under _requests_lock."""
+        mark = self._refused.pop(name, None)
+        if (mark is None or record is not None or self.cancel.is_set() or name in self._requested
+                or self.runner.store.first_run_after(name, mark) is not None):
+            return
+        self._requested[name] = True
+        self.log(_("job {job}: the run asked from the page starts once the run in progress elsewhere "
+                   "ends").format(job=name))
 
     def _loop(self, wake_r: int) -> None:
         next_health = next_prune = 0.0

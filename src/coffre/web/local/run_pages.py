@@ -16,7 +16,9 @@ A request made of an agent that has stopped since (restarted: `agent=` names the
 job to start (`AgentView.pending`) and the store no run after the mark, the page says the
 backup did not start and offers the button again, instead of « Démarrage… » until the next
 night's run. A request of the agent serving the page is never said lost: one it could not start
-because the job was running elsewhere (a `coffre run` in a terminal) is followed by that run."""
+because the job was running elsewhere (a `coffre run` in a terminal) is followed by that run, and
+one refused while the agent's own run of the job was starting is taken by the agent if that run
+gives up without a record (the job held by a terminal's run sending its alerts)."""
 
 from __future__ import annotations
 
