@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -175,20 +176,26 @@ def test_a_click_while_a_terminal_run_goes_on_is_that_run(agent: scheduler.Agent
     assert [r.run_id for r in store.runs(job="officine")] == [terminal]
 
 
-@pytest.mark.parametrize("terminal", ["sending its alerts", "running"])
+@pytest.mark.parametrize("terminal", ["sending its alerts", "running", "ending between two clicks",
+                                      "sending its alerts, the job then taken out"])
 def test_a_click_refused_for_a_run_that_then_finds_the_job_held_elsewhere(
         agent: scheduler.Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: str) -> None:
     """The agent's scheduled thread has started and not yet tried the job's lock, which a
     `coffre run` in a terminal holds. A click then is refused as running, and the scheduled
     thread gives up, recording nothing. If the terminal's run was recorded as ended (it sends
     its alerts), the click is taken when that thread ends, its run waits for the terminal to
-    let go of the job, and the page follows it (it used to wait for the night's run). If the
-    terminal's run goes on, it answers the click, and no second backup is queued behind it."""
+    let go of the job, and the page follows it (it used to wait for the night's run); also
+    when an earlier click, refused while the terminal's run went on, is answered by that run.
+    If the terminal's run goes on, it answers the click, and no second backup is queued."""
     store = agent.runner.store
     theirs = store.start_run("officine", "nas", "manual", agent.clock() - 60, None)
-    if terminal == "sending its alerts":
+
+    def terminal_ends() -> None:
         store.finish_run(theirs, RunRecord(job="officine", target="nas", trigger="manual",
                                            started=agent.clock() - 60, ended=agent.clock(), outcome="ok"))
+
+    if terminal.startswith("sending its alerts"):
+        terminal_ends()
     before_lock, go_on = threading.Event(), threading.Event()
     real_job_locks = scheduler.job_locks
 
@@ -205,10 +212,20 @@ def test_a_click_refused_for_a_run_that_then_finds_the_job_held_elsewhere(
         fcntl.flock(held, fcntl.LOCK_EX)  # the terminal's `coffre run`
         agent._start("officine", "schedule", agent.clock())
         until("the scheduled thread", before_lock.is_set)
+        if terminal == "ending between two clicks":
+            first_click = agent.run_now("officine")
+            assert first_click == (False, theirs - 1)  # answered by the terminal's run
+            terminal_ends()
         asked, mark = agent.run_now("officine")
         assert not asked  # running: refused
+        if terminal.endswith("taken out"):  # by a reload: nothing is asked of a job no longer there
+            agent.config = agent.runner.config = replace(agent.config, jobs={})
         go_on.set()
         until("the scheduled thread giving up", lambda: "already running" in " ".join(agent.test_lines))
+        if terminal.endswith("taken out"):
+            until("its end", lambda: not agent.pending("officine"))
+            assert "starts once" not in " ".join(agent.test_lines)
+            return
         if terminal == "running":
             assert store.first_run_after("officine", mark).run_id == theirs  # the page follows it
             until("the scheduled thread's end", lambda: "officine" not in agent.threads

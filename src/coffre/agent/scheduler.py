@@ -39,7 +39,7 @@ from coffre.agent.health import assess, continuity_problems
 from coffre.agent.locks import Busy, Holder, holders, job_locks
 from coffre.agent.model import Config, Job
 from coffre.agent.records import DiskSighting, RunRecord, StepResult
-from coffre.agent.status import StatusStore, store_path
+from coffre.agent.status import StatusStore, StatusStoreError, store_path
 from coffre.agent.watcher import Debouncer, Watcher
 from coffre.core.human import human_when
 from coffre.core.i18n import _, ngettext
@@ -395,7 +395,7 @@ class Agent:
             if name not in self.config.jobs or name in self._requested:
                 return False, mark
             if name in self.running():
-                self._refused.setdefault(name, mark)
+                self._refused[name] = mark  # the latest: a run after it is after every earlier one
                 return False, mark
             self._requested[name] = mark == store.last_run_id(name)  # its latest run has ended
         self._wake()
@@ -533,8 +533,13 @@ class Agent:
         then taken, its run waiting for the job, instead of its page waiting for the night's
         run. Under _requests_lock."""
         mark = self._refused.pop(name, None)
-        if (mark is None or record is not None or self.cancel.is_set() or name in self._requested
-                or self.runner.store.first_run_after(name, mark) is not None):
+        if mark is None or record is not None or self.cancel.is_set() or name not in self.config.jobs:
+            return
+        try:
+            if self.runner.store.first_run_after(name, mark) is not None:
+                return
+        except StatusStoreError as exc:  # the page then waits as it did; the loop goes on
+            self.log(_("job {job}: {error}").format(job=name, error=exc.message))
             return
         self._requested[name] = True
         self.log(_("job {job}: the run asked from the page starts once the run in progress elsewhere "
