@@ -280,6 +280,7 @@ def add_data_set_options(ap: argparse.ArgumentParser) -> None:
     size.add_argument("--size-mib", type=int, help="data set size (default ~2048)")
     ap.add_argument("--small-files", type=int, help="number of small config/log files")
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_set_options(ap)

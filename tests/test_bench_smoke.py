@@ -144,11 +144,8 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
                           for t in ("products", "patients", "prescriptions", "sales"))
 
     out_dir = tmp_path / "out"
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
-         "--days", "3", "--prune-every", "2", "--out", str(out_dir), "--data", str(data)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    out = run_bench("year.py", "--size-mib", "4", "--small-files", "40", "--days", "3", "--prune-every", "2",
+                    "--out", str(out_dir), "--data", str(data), timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "last/ref" in out.stdout and "coffre/restic" in out.stdout
     assert "on day 365" in out.stdout
@@ -189,9 +186,7 @@ def test_year_bench_smoke_run_three_days_of_both_tools(tmp_path: Path) -> None:
     assert len(summary["plots"]) == 13  # 10 measures, and the 3 times per GB
     assert not (out_dir / "work").exists()
     # The table again from the CSVs alone, with the costs per GB of what each command went through.
-    again = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year.py")), "--report", "--out", str(out_dir)],
-        capture_output=True, text=True, timeout=120, check=False)
+    again = run_bench("year.py", "--report", "--out", str(out_dir), timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     for line in ("backup time ", "backup per GB of tree", "check per GB of repo", "repository on day 3",
                  "coffre: 0 day(s) with warnings"):
@@ -202,36 +197,28 @@ def test_a_kept_year_goes_on_for_more_days_on_a_copy(tmp_path: Path) -> None:
     """bench/year_more.py: two days of a kept year on a tiny tree, then two more on a copy with
     the year's schedule (prune every 2 days: on day 4); the kept run is left as it was."""
     out_dir, more = tmp_path / "out", tmp_path / "more"
-    year = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
-         "--days", "2", "--prune-every", "2", "--tools", "coffre", "--keep-work", "--out", str(out_dir),
-         "--data", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=300, check=False)
+    year = run_bench("year.py", "--size-mib", "4", "--small-files", "40", "--days", "2", "--prune-every", "2",
+                     "--tools", "coffre", "--keep-work", "--out", str(out_dir),
+                     "--data", str(tmp_path / "data"), timeout=300)
     assert year.returncode == 0, year.stdout + year.stderr
     kept = sorted(p.name for p in (out_dir / "work" / "coffre" / "repo" / "snapshots").iterdir())
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year_more.py")), "--from", str(out_dir), "--days", "2",
-         "--to", str(more)], capture_output=True, text=True, timeout=300, check=False)
+    out = run_bench("year_more.py", "--from", str(out_dir), "--days", "2", "--to", str(more), timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["day 3 coffre", "day 4 coffre"], out.stdout
     assert "prune" not in lines[0] and "prune" in lines[1] and all("check" in line for line in lines)
     assert len(list((more / "coffre" / "repo" / "snapshots").iterdir())) == 4
     assert sorted(p.name for p in (out_dir / "work" / "coffre" / "repo" / "snapshots").iterdir()) == kept
-    refused = subprocess.run([sys.executable, str(BENCH.with_name("year_more.py")), "--from", str(out_dir),
-                              "--to", str(out_dir / "work" / "again")], capture_output=True, text=True,
-                             timeout=60, check=False)
+    refused = run_bench("year_more.py", "--from", str(out_dir), "--to", str(out_dir / "work" / "again"),
+                        timeout=60)
     assert refused.returncode == 2 and "outside --from" in refused.stderr
 
 
 def kept_year(tmp_path: Path, days: int, tool: str = "coffre") -> Path:
     """A year.py run of `days` days on a 4 MiB tree with `tool` alone, its work kept."""
     out_dir = tmp_path / f"year-{tool}-{days}"
-    run = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year.py")), "--size-mib", "4", "--small-files", "40",
-         "--days", str(days), "--tools", tool, "--keep-work", "--out", str(out_dir),
-         "--data", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=300, check=False)
+    run = run_bench("year.py", "--size-mib", "4", "--small-files", "40", "--days", str(days), "--tools", tool,
+                    "--keep-work", "--out", str(out_dir), "--data", str(tmp_path / "data"), timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     return out_dir
 
@@ -241,20 +228,15 @@ def test_two_ages_of_a_year_live_their_next_day_in_turns_and_are_left_as_they_we
     twice in turns (day 2 and day 4), every round from the kept state (its snapshots as the
     run left them, plus the day's); both runs end as they were."""
 
-    def kept(days: int) -> Path:
-        return kept_year(tmp_path, days)
-
     def state(out_dir: Path) -> dict[str, tuple[int, int]]:
         work = out_dir / "work"
         return {str(p.relative_to(work)): (p.stat().st_size, p.stat().st_mtime_ns)
                 for p in work.rglob("*") if p.is_file()}
 
-    early, late = kept(1), kept(3)
+    early, late = kept_year(tmp_path, 1), kept_year(tmp_path, 3)
     before = {early: state(early), late: state(late)}
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(early), "--late", str(late),
-         "--rounds", "2", "--json", str(tmp_path / "pair.json")],
-        capture_output=True, text=True, timeout=600, check=False)
+    out = run_bench("year_pair.py", "--early", str(early), "--late", str(late), "--rounds", "2",
+                    "--json", str(tmp_path / "pair.json"))
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [line.split(":")[0] for line in out.stdout.splitlines() if line.startswith("round")]
     assert lines == ["round 1, day 2, coffre", "round 1, day 4, coffre",
@@ -270,14 +252,10 @@ def test_two_ages_of_a_year_live_their_next_day_in_turns_and_are_left_as_they_we
     assert state(early) == before[early] and state(late) == before[late]
     assert not (early / "work-before-pairing").exists() and not (late / "work-before-pairing").exists()
     for (young, old), reason in (((late, early), "must be younger"), ((early, early), "same run")):
-        refused = subprocess.run(
-            [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(young), "--late", str(old)],
-            capture_output=True, text=True, timeout=60, check=False)
+        refused = run_bench("year_pair.py", "--early", str(young), "--late", str(old), timeout=60)
         assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
     (late / "work-before-pairing").mkdir()  # left by a pairing that was stopped
-    refused = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(early), "--late", str(late)],
-        capture_output=True, text=True, timeout=60, check=False)
+    refused = run_bench("year_pair.py", "--early", str(early), "--late", str(late), timeout=60)
     assert refused.returncode == 2 and "interrupted" in refused.stderr, refused.stderr
     assert state(late) == before[late]
 
@@ -287,10 +265,8 @@ def test_tools_kept_in_separate_runs_are_paired_in_the_same_rounds(tmp_path: Pat
     round lives the four days in turn, and the table has each tool's ratio; a tool given in
     two pairs, or an --early without its --late, is refused."""
     c1, c3, r1, r3 = (kept_year(tmp_path, days, tool) for tool in ("coffre", "restic") for days in (1, 3))
-    out = subprocess.run(
-        [sys.executable, str(BENCH.with_name("year_pair.py")), "--early", str(c1), "--late", str(c3),
-         "--early", str(r1), "--late", str(r3), "--rounds", "2", "--json", str(tmp_path / "pair.json")],
-        capture_output=True, text=True, timeout=600, check=False)
+    out = run_bench("year_pair.py", "--early", str(c1), "--late", str(c3), "--early", str(r1),
+                    "--late", str(r3), "--rounds", "2", "--json", str(tmp_path / "pair.json"))
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [line.split(":")[0] for line in out.stdout.splitlines() if line.startswith("round")]
     turn = ["day 2, coffre", "day 4, coffre", "day 2, restic", "day 4, restic"]
@@ -316,8 +292,7 @@ def test_tools_kept_in_separate_runs_are_paired_in_the_same_rounds(tmp_path: Pat
             ([both_tools(c1, r1), both_tools(c3, r3), r1, r3], "restic is in two pairs")):
         flags = ["--early", "--late"] * 2
         options = [x for path, flag in zip(argv, flags, strict=False) for x in (flag, str(path))]
-        refused = subprocess.run([sys.executable, str(BENCH.with_name("year_pair.py")), *options],
-                                 capture_output=True, text=True, timeout=60, check=False)
+        refused = run_bench("year_pair.py", *options, timeout=60)
         assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
 
 

@@ -366,8 +366,8 @@ class Agent:
         self._requested: dict[str, bool] = {}
         self._active: set[str] = set()  # jobs whose thread was started and has not ended
         self._tail: set[str] = set()  # ... whose run is recorded as ended (alerts, reports left)
-        # clicks refused because this agent's thread of the job was running -> the mark of the
-        # first; taken as a request if that thread ends without recording a run (_refused_click)
+        # clicks refused because this agent's thread of the job was running -> the latest one's
+        # mark; taken as a request if that thread ends without recording a run (_refused_click)
         self._refused: dict[str, int] = {}
         self._looping = False  # the loop has looked at the schedule once (jobs due at the start)
         # Tells this agent's « Sauvegarder maintenant » requests from an earlier one's: a
